@@ -1,0 +1,422 @@
+//! The relay's configuration: one TOML file, validated as a whole before use (`--check-config`,
+//! start-up and SIGHUP reload all go through [`Config::from_toml`]).
+//!
+//! ```toml
+//! [listen]
+//! tunnel  = ["0.0.0.0:80"]          # HTTP tunnel + plain RTSP/TCP on the same ports
+//! metrics = "127.0.0.1:9100"
+//! [runtime]
+//! shards = 0                        # 0 = one per core
+//! [[route]]
+//! path     = "/cam1"
+//! upstream = "rtsp://user:pass@10.0.0.5:554/Streaming/Channels/101"
+//! ```
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::proto::upstream_auth::Credentials;
+
+/// A configuration that could not be used, with enough context to fix the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("route {path:?}: {msg}")]
+    Route { path: String, msg: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Listen,
+    #[serde(default)]
+    pub runtime: Runtime,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub log: Log,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Tunnel (and plain RTSP) listeners.
+    pub tunnel: Vec<SocketAddr>,
+    /// Metrics side port (`/metrics`, `/healthz`, `/readyz`); none if absent.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
+    /// Public address sent as `x-server-ip-address` on tunnel GET replies. Off by default:
+    /// GStreamer redirects its POST to whatever address this names.
+    #[serde(default)]
+    pub public_address: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Number of shards (threads, each with its own io_uring); 0 = one per core.
+    pub shards: usize,
+    /// Pin each shard to a core.
+    pub pin_cores: bool,
+    /// Submission queue entries per shard ring.
+    pub ring_entries: u32,
+    /// Provided receive buffers per shard (a power of two) and their size in bytes.
+    pub recv_buffers: u16,
+    pub recv_buffer_size: u32,
+    /// On SIGTERM, how long live sessions may drain before the relay exits.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            shards: 0,
+            pin_cores: true,
+            ring_entries: 4096,
+            recv_buffers: 4096,
+            recv_buffer_size: 16 * 1024,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// Every limit the relay enforces; each has a counter in the metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest HTTP request head (or RTSP message head), in bytes.
+    pub max_header_bytes: usize,
+    /// Largest RTSP message body (SDP), in bytes.
+    pub max_body_bytes: usize,
+    /// Longest accepted `x-sessioncookie`.
+    pub max_cookie_len: usize,
+    /// How long a POST waits for its GET (and a GET for its POST), in milliseconds.
+    pub pairing_timeout_ms: u64,
+    /// How long a new connection may take to send its head, in milliseconds.
+    pub head_read_timeout_ms: u64,
+    /// A session with no traffic in either direction for this long is closed, in seconds.
+    pub idle_timeout_secs: u64,
+    /// How long the camera may take to accept a connection, in milliseconds.
+    pub upstream_connect_timeout_ms: u64,
+    /// How long the camera may take to answer a request, in milliseconds.
+    pub upstream_response_timeout_ms: u64,
+    /// Concurrent sessions, whole relay.
+    pub max_sessions: usize,
+    /// Concurrent connections from one source IP.
+    pub max_connections_per_ip: usize,
+    /// Bytes queued towards one viewer before the relay stops reading its camera.
+    pub max_viewer_backlog_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 8 * 1024,
+            max_body_bytes: 64 * 1024,
+            max_cookie_len: 128,
+            pairing_timeout_ms: 3_000,
+            head_read_timeout_ms: 10_000,
+            idle_timeout_secs: 60,
+            upstream_connect_timeout_ms: 5_000,
+            upstream_response_timeout_ms: 10_000,
+            max_sessions: 10_000,
+            max_connections_per_ip: 1_000,
+            max_viewer_backlog_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `rtsp_tunnel_relay=debug`, ...); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Client path, e.g. `/cam1`.
+    pub path: String,
+    /// Camera URL, e.g. `rtsp://user:pass@10.0.0.5:554/Streaming/Channels/101`.
+    pub upstream: String,
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Client path, normalised without a trailing `/`.
+    pub path: String,
+    /// Camera URL without credentials (what requests are rewritten to).
+    pub upstream_url: String,
+    /// Camera address, resolved when the configuration is loaded.
+    pub upstream_addr: SocketAddr,
+    pub credentials: Option<Credentials>,
+}
+
+impl Route {
+    pub fn parse(cfg: &RouteConfig) -> Result<Route, ConfigError> {
+        let err = |msg: String| ConfigError::Route {
+            path: cfg.path.clone(),
+            msg,
+        };
+        if !cfg.path.starts_with('/') || cfg.path.contains(['?', '#', ' ']) {
+            return Err(err(
+                "path must start with '/' and carry no query or spaces".into()
+            ));
+        }
+        let path = match cfg.path.trim_end_matches('/') {
+            "" => "/".to_owned(),
+            p => p.to_owned(),
+        };
+        let url = url::Url::parse(&cfg.upstream).map_err(|e| err(format!("upstream: {e}")))?;
+        if url.scheme() != "rtsp" {
+            return Err(err(format!(
+                "upstream must be rtsp://, not {}://",
+                url.scheme()
+            )));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| err("upstream has no host".into()))?;
+        let port = url.port().unwrap_or(554);
+        let host_for_socket = host.trim_start_matches('[').trim_end_matches(']');
+        let upstream_addr = (host_for_socket, port)
+            .to_socket_addrs()
+            .map_err(|e| err(format!("cannot resolve {host}: {e}")))?
+            .next()
+            .ok_or_else(|| err(format!("{host} resolves to no address")))?;
+        let credentials = if url.username().is_empty() {
+            None
+        } else {
+            let decode = |s: &str| {
+                percent_decode(s)
+                    .ok_or_else(|| err("credentials are not valid percent-encoded UTF-8".into()))
+            };
+            Some(Credentials {
+                user: decode(url.username())?,
+                pass: decode(url.password().unwrap_or(""))?,
+            })
+        };
+        let mut clean = url.clone();
+        let _ = clean.set_username("");
+        let _ = clean.set_password(None);
+        Ok(Route {
+            path,
+            upstream_url: clean.to_string(),
+            upstream_addr,
+            credentials,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<(Config, Vec<Route>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Parses and validates a whole configuration, resolving every route.
+    pub fn from_toml(text: &str) -> Result<(Config, Vec<Route>), ConfigError> {
+        let cfg: Config = toml::from_str(text)?;
+        let routes = cfg.validate()?;
+        Ok((cfg, routes))
+    }
+
+    pub fn validate(&self) -> Result<Vec<Route>, ConfigError> {
+        if self.listen.tunnel.is_empty() {
+            return Err(ConfigError::Invalid(
+                "[listen] tunnel: at least one address".into(),
+            ));
+        }
+        let rt = &self.runtime;
+        if !rt.recv_buffers.is_power_of_two() || rt.recv_buffers < 64 {
+            return Err(ConfigError::Invalid(
+                "[runtime] recv_buffers must be a power of two, at least 64".into(),
+            ));
+        }
+        if !(2048..=1 << 20).contains(&rt.recv_buffer_size) {
+            return Err(ConfigError::Invalid(
+                "[runtime] recv_buffer_size must be between 2048 and 1048576".into(),
+            ));
+        }
+        if !(64..=32768).contains(&rt.ring_entries) {
+            return Err(ConfigError::Invalid(
+                "[runtime] ring_entries must be 64..=32768".into(),
+            ));
+        }
+        let l = &self.limits;
+        let positive = [
+            ("max_header_bytes", l.max_header_bytes as u64),
+            ("max_body_bytes", l.max_body_bytes as u64),
+            ("max_cookie_len", l.max_cookie_len as u64),
+            ("pairing_timeout_ms", l.pairing_timeout_ms),
+            ("head_read_timeout_ms", l.head_read_timeout_ms),
+            ("idle_timeout_secs", l.idle_timeout_secs),
+            ("upstream_connect_timeout_ms", l.upstream_connect_timeout_ms),
+            (
+                "upstream_response_timeout_ms",
+                l.upstream_response_timeout_ms,
+            ),
+            ("max_sessions", l.max_sessions as u64),
+            ("max_connections_per_ip", l.max_connections_per_ip as u64),
+            (
+                "max_viewer_backlog_bytes",
+                l.max_viewer_backlog_bytes as u64,
+            ),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!(
+                "[limits] {name} must be greater than 0"
+            )));
+        }
+        if l.max_header_bytes < 512 {
+            return Err(ConfigError::Invalid(
+                "[limits] max_header_bytes must be at least 512".into(),
+            ));
+        }
+        if l.max_cookie_len < 8 {
+            return Err(ConfigError::Invalid(
+                "[limits] max_cookie_len must be at least 8".into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for rc in &self.routes {
+            let route = Route::parse(rc)?;
+            if !seen.insert(route.path.clone()) {
+                return Err(ConfigError::Route {
+                    path: rc.path.clone(),
+                    msg: "duplicate path".into(),
+                });
+            }
+            routes.push(route);
+        }
+        Ok(routes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+        [listen]
+        tunnel  = ["0.0.0.0:80"]
+        metrics = "127.0.0.1:9100"
+        [runtime]
+        shards = 0
+        [[route]]
+        path     = "/cam1"
+        upstream = "rtsp://user:p%40ss@10.0.0.5:554/Streaming/Channels/101"
+    "#;
+
+    #[test]
+    fn parses_the_contract_example() {
+        let (cfg, routes) = Config::from_toml(EXAMPLE).unwrap();
+        assert_eq!(cfg.listen.tunnel, vec!["0.0.0.0:80".parse().unwrap()]);
+        assert_eq!(cfg.runtime.shards, 0);
+        assert_eq!(routes.len(), 1);
+        let r = &routes[0];
+        assert_eq!(r.path, "/cam1");
+        assert_eq!(r.upstream_url, "rtsp://10.0.0.5:554/Streaming/Channels/101");
+        assert_eq!(r.upstream_addr, "10.0.0.5:554".parse().unwrap());
+        let c = r.credentials.as_ref().unwrap();
+        assert_eq!((c.user.as_str(), c.pass.as_str()), ("user", "p@ss"));
+        assert!(
+            !format!("{c:?}").contains("p@ss"),
+            "Debug must not print the password"
+        );
+    }
+
+    #[test]
+    fn default_port_is_554_and_no_credentials() {
+        let text = "[listen]\ntunnel=[\"127.0.0.1:8080\"]\n[[route]]\npath=\"/a/\"\nupstream=\"rtsp://127.0.0.1/x\"\n";
+        let (_, routes) = Config::from_toml(text).unwrap();
+        assert_eq!(routes[0].path, "/a");
+        assert_eq!(routes[0].upstream_addr.port(), 554);
+        assert!(routes[0].credentials.is_none());
+    }
+
+    #[test]
+    fn rejects_bad_files_with_a_clear_message() {
+        let cases = [
+            ("[listen]\ntunnel=[]\n", "at least one address"),
+            (
+                "[listen]\ntunnel=[\"127.0.0.1:1\"]\nbogus=1\n",
+                "unknown field",
+            ),
+            (
+                "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"cam\"\nupstream=\"rtsp://h/x\"\n",
+                "must start with '/'",
+            ),
+            (
+                "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"http://h/x\"\n",
+                "must be rtsp://",
+            ),
+            (
+                "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nmax_sessions=0\n",
+                "max_sessions",
+            ),
+            (
+                "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x\"\n[[route]]\npath=\"/c/\"\nupstream=\"rtsp://127.0.0.1/y\"\n",
+                "duplicate path",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = Config::from_toml(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The built-in synthetic camera. Written in the demo-camera work.

@@ -1,0 +1,19 @@
+//! rtsp-tunnel-relay: lets RTSP viewers stuck behind HTTP-only firewalls watch IP cameras.
+//!
+//! Layout (see DESIGN.md §3):
+//! - [`proto`]: the pure protocol core. Values fed bytes and events, handing back bytes and
+//!   actions; no sockets, no clocks, no threads.
+//! - [`shard`]: thread-per-core io_uring event loops that move bytes for the protocol core. All
+//!   `unsafe` code lives there.
+//! - [`pairing`]: the process-wide cookie table that pairs a tunnel's GET and POST across shards.
+//! - [`metrics`]: per-shard counters and histograms merged at scrape time, served on a side port.
+//! - [`config`]: the TOML configuration, validated at start and on reload.
+//! - [`demo_camera`]: a built-in synthetic camera serving an embedded H.264 clip.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod config;
+pub mod demo_camera;
+pub mod metrics;
+pub mod pairing;
+pub mod proto;
+pub mod shard;

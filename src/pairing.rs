@@ -1,0 +1,1 @@
+//! The process-wide cookie table. Written in the core work.

@@ -1,0 +1,10 @@
+//! The sans-IO protocol core: every type here is fed bytes (and the current time, where it
+//! matters) and hands back bytes and actions. Nothing here opens a socket or reads a clock.
+
+pub mod base64_stream;
+pub mod http_head;
+pub mod interleaved;
+pub mod rewrite;
+pub mod rtsp;
+pub mod session;
+pub mod upstream_auth;

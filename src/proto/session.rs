@@ -1,0 +1,1 @@
+//! The session state machine (one viewer ↔ one camera). Written in the core work.

@@ -1,0 +1,1 @@
+//! Thread-per-core io_uring shards. Written in the core work.
