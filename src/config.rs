@@ -15,6 +15,7 @@
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -241,6 +242,52 @@ impl Route {
     }
 }
 
+/// The routes in force, looked up by path (longest prefix on a segment boundary).
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// Longest path first, so the first match is the most specific.
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    pub fn new(routes: Vec<Route>) -> Self {
+        let mut routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
+        routes.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+        RouteTable { routes }
+    }
+
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    /// The route serving a request target or RTSP URI (`/cam1?token=x`,
+    /// `rtsp://host:8080/cam1/trackID=1`). Query strings are ignored.
+    pub fn lookup(&self, target: &str) -> Option<Arc<Route>> {
+        let path = uri_path(target);
+        self.routes
+            .iter()
+            .find(|r| {
+                r.path == "/"
+                    || (path.starts_with(r.path.as_str())
+                        && matches!(path.as_bytes().get(r.path.len()), None | Some(b'/')))
+            })
+            .cloned()
+    }
+}
+
+/// The path of a request target or absolute URI, without query or fragment.
+pub fn uri_path(target: &str) -> &str {
+    let rest = match target.find("://") {
+        Some(i) => {
+            let after = &target[i + 3..];
+            after.find('/').map_or("/", |j| &after[j..])
+        }
+        None => target,
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    &rest[..end]
+}
+
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -378,6 +425,21 @@ mod tests {
             !format!("{c:?}").contains("p@ss"),
             "Debug must not print the password"
         );
+    }
+
+    #[test]
+    fn route_lookup_is_longest_prefix_on_segment_boundaries() {
+        let text = "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/cam\"\nupstream=\"rtsp://127.0.0.1/a\"\n[[route]]\npath=\"/cam/hd\"\nupstream=\"rtsp://127.0.0.1/b\"\n";
+        let (_, routes) = Config::from_toml(text).unwrap();
+        let t = RouteTable::new(routes);
+        let path = |target: &str| t.lookup(target).map(|r| r.path.clone());
+        assert_eq!(path("/cam").as_deref(), Some("/cam"));
+        assert_eq!(path("/cam?token=1").as_deref(), Some("/cam"));
+        assert_eq!(path("rtsp://h:8080/cam/trackID=1").as_deref(), Some("/cam"));
+        assert_eq!(path("rtsp://h/cam/hd/trackID=1").as_deref(), Some("/cam/hd"));
+        assert_eq!(path("/camera"), None);
+        assert_eq!(path("/"), None);
+        assert_eq!(path("rtsp://h:8080"), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`demo_camera`]: a built-in synthetic camera serving an embedded H.264 clip.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod admission;
 pub mod config;
 pub mod demo_camera;
 pub mod metrics;

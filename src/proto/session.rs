@@ -1,1 +1,492 @@
-//! The session state machine (one viewer ↔ one camera). Written in the core work.
+//! The session state machine: one viewer ↔ one camera (DESIGN.md §2).
+//!
+//! A [`Session`] is fed what the shell reads — viewer bytes (the POST's base64 body, raw bytes
+//! up the GET, or a plain RTSP socket), camera bytes, connection events and the current time —
+//! and appends [`Output`]s: bytes for either side, a camera connection to open, observations for
+//! the metrics, and finally the end of the session. It never touches a socket or a clock.
+//!
+//! Camera media is not copied: [`Output::ForwardToViewer`] names a range of the camera chunk just
+//! fed, which the shell sends straight from its receive buffer.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{Route, RouteTable};
+use crate::metrics::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
+
+use super::base64_stream::Base64StreamDecoder;
+use super::interleaved::{Demux, Event};
+use super::rewrite::{UrlMap, rewrite_to_client, rewrite_to_upstream};
+use super::rtsp::{Message, MessageLimits, ParseError};
+use super::upstream_auth::{AuthVerdict, UpstreamAuth};
+
+/// Which viewer byte stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerStream {
+    /// The tunnel POST body: base64 of RTSP requests and `$` frames.
+    TunnelCommands,
+    /// Bytes the viewer sends up the tunnel GET (live555 sends raw `$` RTCP there).
+    TunnelData,
+    /// A plain RTSP/TCP connection.
+    Plain,
+}
+
+/// What the shell must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Queue these bytes to the viewer.
+    ToViewer(Vec<u8>),
+    /// Queue `range` of the camera chunk just fed to the viewer, verbatim.
+    ForwardToViewer { range: Range<usize>, frames: u32 },
+    /// Queue these bytes to the camera.
+    ToUpstream(Vec<u8>),
+    /// Open the camera connection; report with `on_upstream_connected` or `..._failed`.
+    ConnectUpstream(SocketAddr),
+    /// Interleaved frames the viewer sent that went to the camera.
+    FramesToCamera(u32),
+    Observe(Hist, Duration),
+    Rejected(Rejection),
+    UpstreamError(UpstreamErrorKind),
+    /// End the session once the bytes queued to the viewer are flushed.
+    Close(SessionOutcome),
+}
+
+/// Fixed parameters of a session.
+#[derive(Debug, Clone)]
+pub struct SessionParams {
+    pub limits: MessageLimits,
+    /// How long the camera may take to answer one request.
+    pub response_timeout: Duration,
+    /// Randomness for Digest cnonces (the core reads no entropy source itself).
+    pub cnonce_seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upstream {
+    Idle,
+    Connecting,
+    Connected,
+    Gone,
+}
+
+/// A request forwarded to the camera and not yet answered.
+#[derive(Debug)]
+struct Pending {
+    cseq: u32,
+    method: RtspMethod,
+    /// The rewritten request, kept to retry it after an authentication challenge.
+    request: Message,
+    authorized: bool,
+    sent_at: Instant,
+}
+
+pub struct Session {
+    params: SessionParams,
+    started_at: Instant,
+    route: Option<Arc<Route>>,
+    /// Authority (`host:port`) the viewer used, for URIs that don't carry one (`*`).
+    viewer_authority: String,
+    map: Option<UrlMap>,
+    auth: Option<UpstreamAuth>,
+    base64: Base64StreamDecoder,
+    decoded: Vec<u8>,
+    commands: Demux,
+    data: Demux,
+    camera: Demux,
+    upstream: Upstream,
+    /// Bytes for the camera queued while its connection opens.
+    upstream_backlog: Vec<Vec<u8>>,
+    pending: Vec<Pending>,
+    played: bool,
+    closed: bool,
+    events: Vec<Event>,
+}
+
+impl Session {
+    /// `route`: resolved from the tunnel GET's path, or `None` to resolve it from the first RTSP
+    /// request (plain RTSP, or a GET of `/`). `viewer_authority`: the `Host` the viewer used.
+    pub fn new(
+        params: SessionParams,
+        route: Option<Arc<Route>>,
+        viewer_authority: &str,
+        started_at: Instant,
+    ) -> Self {
+        let limits = params.limits;
+        Session {
+            params,
+            started_at,
+            route,
+            viewer_authority: viewer_authority.to_owned(),
+            map: None,
+            auth: None,
+            base64: Base64StreamDecoder::new(),
+            decoded: Vec::new(),
+            commands: Demux::new(limits),
+            data: Demux::new(limits),
+            camera: Demux::new(limits),
+            upstream: Upstream::Idle,
+            upstream_backlog: Vec::new(),
+            pending: Vec::new(),
+            played: false,
+            closed: false,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn route(&self) -> Option<&Arc<Route>> {
+        self.route.as_ref()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether PLAY has been answered with success.
+    pub fn is_playing(&self) -> bool {
+        self.played
+    }
+
+    /// Bytes from the viewer.
+    pub fn on_viewer_bytes(
+        &mut self,
+        stream: ViewerStream,
+        chunk: &[u8],
+        now: Instant,
+        routes: &RouteTable,
+        out: &mut Vec<Output>,
+    ) {
+        if self.closed {
+            return;
+        }
+        let mut events = std::mem::take(&mut self.events);
+        // Frame ranges index the decoded POST body, or the chunk itself for raw streams.
+        let mut decoded = std::mem::take(&mut self.decoded);
+        events.clear();
+        decoded.clear();
+        let fed = match stream {
+            ViewerStream::TunnelCommands => match self.base64.decode(chunk, &mut decoded) {
+                Ok(()) => self.commands.feed(&decoded, &mut events).map_err(Some),
+                Err(_) => Err(None),
+            },
+            ViewerStream::TunnelData => self.data.feed(chunk, &mut events).map_err(Some),
+            ViewerStream::Plain => self.commands.feed(chunk, &mut events).map_err(Some),
+        };
+        let input: &[u8] = if stream == ViewerStream::TunnelCommands { &decoded } else { chunk };
+        match fed {
+            Ok(()) => {
+                for event in events.drain(..) {
+                    self.on_viewer_event(event, input, now, routes, out);
+                    if self.closed {
+                        break;
+                    }
+                }
+            }
+            Err(err) => {
+                let reason = match err {
+                    None => Rejection::BadBase64,
+                    Some(ParseError::Malformed(_)) => Rejection::MalformedRtsp,
+                    Some(_) => Rejection::RtspTooLarge,
+                };
+                out.push(Output::Rejected(reason));
+                self.close(SessionOutcome::ProtocolError, out);
+            }
+        }
+        self.decoded = decoded;
+        self.events = events;
+    }
+
+    fn on_viewer_event(
+        &mut self,
+        event: Event,
+        input: &[u8],
+        now: Instant,
+        routes: &RouteTable,
+        out: &mut Vec<Output>,
+    ) {
+        match event {
+            Event::Frames { range, frames_completed } => {
+                // RTCP receiver reports keep the camera's session alive; before the camera
+                // connection exists there is nothing they could refer to.
+                if self.upstream == Upstream::Connected {
+                    out.push(Output::ToUpstream(input[range].to_vec()));
+                    if frames_completed > 0 {
+                        out.push(Output::FramesToCamera(frames_completed));
+                    }
+                }
+            }
+            Event::Message(msg) if msg.is_request() => self.on_viewer_request(msg, now, routes, out),
+            Event::Message(msg) => {
+                // The viewer answering a request the camera sent it.
+                self.send_upstream(msg.to_bytes(), out);
+            }
+        }
+    }
+
+    fn on_viewer_request(
+        &mut self,
+        mut msg: Message,
+        now: Instant,
+        routes: &RouteTable,
+        out: &mut Vec<Output>,
+    ) {
+        let cseq = msg.cseq();
+        let Some(cseq) = cseq else {
+            out.push(Output::Rejected(Rejection::MalformedRtsp));
+            out.push(Output::ToViewer(local_reply(400, "Bad Request", None)));
+            self.close(SessionOutcome::ProtocolError, out);
+            return;
+        };
+        if self.map.is_none() {
+            let uri = msg.uri().unwrap_or("*").to_owned();
+            if self.route.is_none() {
+                self.route = routes.lookup(&uri);
+            }
+            let Some(route) = self.route.clone() else {
+                out.push(Output::Rejected(Rejection::UnknownRoute));
+                out.push(Output::ToViewer(local_reply(404, "Not Found", Some(cseq))));
+                self.close(SessionOutcome::ProtocolError, out);
+                return;
+            };
+            let client_base = client_base(&uri, &self.viewer_authority, &route.path);
+            match UrlMap::new(&client_base, &route.upstream_url) {
+                Ok(map) => self.map = Some(map),
+                Err(_) => {
+                    out.push(Output::Rejected(Rejection::MalformedRtsp));
+                    out.push(Output::ToViewer(local_reply(400, "Bad Request", Some(cseq))));
+                    self.close(SessionOutcome::ProtocolError, out);
+                    return;
+                }
+            }
+            self.auth = route
+                .credentials
+                .clone()
+                .map(|c| UpstreamAuth::new(c, self.params.cnonce_seed));
+        }
+        let method = RtspMethod::from_name(msg.method().unwrap_or(""));
+        if method == RtspMethod::Setup && !steer_to_interleaved(&mut msg) {
+            out.push(Output::Rejected(Rejection::UnsupportedTransport));
+            out.push(Output::ToViewer(local_reply(461, "Unsupported Transport", Some(cseq))));
+            return;
+        }
+        // The viewer's credentials (if any) are for the relay; the camera gets the relay's own.
+        msg.remove_header("Authorization");
+        if let Some(map) = &self.map {
+            rewrite_to_upstream(&mut msg, map);
+        }
+        let mut wire = msg.clone();
+        let authorized = self.auth.as_mut().is_some_and(|a| a.authorize(&mut wire));
+        self.pending.retain(|p| p.cseq != cseq);
+        self.pending.push(Pending { cseq, method, request: msg, authorized, sent_at: now });
+        self.send_upstream(wire.to_bytes(), out);
+    }
+
+    fn send_upstream(&mut self, bytes: Vec<u8>, out: &mut Vec<Output>) {
+        match self.upstream {
+            Upstream::Connected => out.push(Output::ToUpstream(bytes)),
+            Upstream::Connecting => self.upstream_backlog.push(bytes),
+            Upstream::Idle => {
+                let Some(route) = &self.route else { return };
+                self.upstream_backlog.push(bytes);
+                self.upstream = Upstream::Connecting;
+                out.push(Output::ConnectUpstream(route.upstream_addr));
+            }
+            Upstream::Gone => {}
+        }
+    }
+
+    /// The camera connection is open: what was queued goes out.
+    pub fn on_upstream_connected(&mut self, now: Instant, out: &mut Vec<Output>) {
+        if self.upstream != Upstream::Connecting {
+            return;
+        }
+        self.upstream = Upstream::Connected;
+        for p in &mut self.pending {
+            // The camera's clock starts when it can hear the request.
+            p.sent_at = now;
+        }
+        out.extend(self.upstream_backlog.drain(..).map(Output::ToUpstream));
+    }
+
+    /// The camera could not be reached: every waiting request gets a 503.
+    pub fn on_upstream_connect_failed(&mut self, kind: UpstreamErrorKind, out: &mut Vec<Output>) {
+        self.upstream = Upstream::Gone;
+        self.upstream_backlog.clear();
+        out.push(Output::UpstreamError(kind));
+        self.fail_pending(503, "Service Unavailable", out);
+        self.close(SessionOutcome::UpstreamError, out);
+    }
+
+    /// The camera closed its connection (or reset it).
+    pub fn on_upstream_closed(&mut self, kind: UpstreamErrorKind, out: &mut Vec<Output>) {
+        if self.closed {
+            return;
+        }
+        self.upstream = Upstream::Gone;
+        out.push(Output::UpstreamError(kind));
+        self.fail_pending(503, "Service Unavailable", out);
+        self.close(SessionOutcome::UpstreamClosed, out);
+    }
+
+    /// A viewer socket reached end of stream.
+    pub fn on_viewer_closed(&mut self, stream: ViewerStream, out: &mut Vec<Output>) {
+        // A tunnel POST may close and reopen with the same cookie; the GET and camera stay up.
+        if stream != ViewerStream::TunnelCommands {
+            self.close(SessionOutcome::Completed, out);
+        }
+    }
+
+    /// A new POST bound to this tunnel: its base64 stream starts afresh.
+    pub fn on_commands_rebound(&mut self) {
+        self.base64 = Base64StreamDecoder::new();
+        self.commands = Demux::new(self.params.limits);
+    }
+
+    /// Bytes from the camera; frame ranges refer to `chunk`.
+    pub fn on_upstream_bytes(&mut self, chunk: &[u8], now: Instant, out: &mut Vec<Output>) {
+        if self.closed {
+            return;
+        }
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        if self.camera.feed(chunk, &mut events).is_err() {
+            self.events = events;
+            out.push(Output::UpstreamError(UpstreamErrorKind::Garbage));
+            self.fail_pending(502, "Bad Gateway", out);
+            self.close(SessionOutcome::UpstreamError, out);
+            return;
+        }
+        for event in events.drain(..) {
+            match event {
+                Event::Frames { range, frames_completed } => {
+                    out.push(Output::ForwardToViewer { range, frames: frames_completed })
+                }
+                Event::Message(msg) if msg.is_request() => {
+                    let mut msg = msg;
+                    if let Some(map) = &self.map {
+                        rewrite_to_client(&mut msg, map);
+                    }
+                    out.push(Output::ToViewer(msg.to_bytes()));
+                }
+                Event::Message(msg) => self.on_camera_response(msg, now, out),
+            }
+            if self.closed {
+                break;
+            }
+        }
+        self.events = events;
+    }
+
+    fn on_camera_response(&mut self, mut msg: Message, now: Instant, out: &mut Vec<Output>) {
+        let idx = msg.cseq().and_then(|c| self.pending.iter().position(|p| p.cseq == c));
+        if let (Some(i), Some(401)) = (idx, msg.status()) {
+            let was_authorized = self.pending[i].authorized;
+            if let Some(auth) = self.auth.as_mut() {
+                if auth.on_unauthorized(&msg, was_authorized) == AuthVerdict::Retry {
+                    let p = &mut self.pending[i];
+                    let mut wire = p.request.clone();
+                    p.authorized = auth.authorize(&mut wire);
+                    out.push(Output::ToUpstream(wire.to_bytes()));
+                    return;
+                }
+            }
+            // The camera refused the relay's credentials (or the route has none): the viewer
+            // learns it failed, never the camera's realm or nonce.
+            out.push(Output::UpstreamError(UpstreamErrorKind::AuthFailed));
+            msg.remove_header("WWW-Authenticate");
+        }
+        if let Some(i) = idx {
+            let p = self.pending.swap_remove(i);
+            out.push(Output::Observe(Hist::RtspRequest(p.method), now.saturating_duration_since(p.sent_at)));
+            let ok = msg.status().is_some_and(|s| (200..300).contains(&s));
+            if p.method == RtspMethod::Play && ok && !self.played {
+                self.played = true;
+                out.push(Output::Observe(Hist::SessionSetup, now.saturating_duration_since(self.started_at)));
+            }
+        }
+        if let Some(map) = &self.map {
+            rewrite_to_client(&mut msg, map);
+        }
+        out.push(Output::ToViewer(msg.to_bytes()));
+    }
+
+    /// When [`Session::on_tick`] next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.upstream != Upstream::Connected {
+            return None;
+        }
+        self.pending.iter().map(|p| p.sent_at + self.params.response_timeout).min()
+    }
+
+    /// Time passes: a camera that leaves a request unanswered too long ends the session.
+    pub fn on_tick(&mut self, now: Instant, out: &mut Vec<Output>) {
+        if self.closed || self.next_deadline().is_none_or(|d| d > now) {
+            return;
+        }
+        out.push(Output::UpstreamError(UpstreamErrorKind::ResponseTimeout));
+        self.fail_pending(504, "Gateway Timeout", out);
+        self.close(SessionOutcome::UpstreamError, out);
+    }
+
+    fn fail_pending(&mut self, status: u16, reason: &str, out: &mut Vec<Output>) {
+        for p in self.pending.drain(..) {
+            out.push(Output::ToViewer(local_reply(status, reason, Some(p.cseq))));
+        }
+    }
+
+    fn close(&mut self, outcome: SessionOutcome, out: &mut Vec<Output>) {
+        if !self.closed {
+            self.closed = true;
+            out.push(Output::Close(outcome));
+        }
+    }
+}
+
+/// An RTSP reply written by the relay itself.
+pub fn local_reply(status: u16, reason: &str, cseq: Option<u32>) -> Vec<u8> {
+    let mut msg = Message::response(status, reason);
+    if let Some(c) = cseq {
+        msg.set_header("CSeq", c.to_string());
+    }
+    msg.set_header("Server", "rtsp-tunnel-relay");
+    msg.to_bytes()
+}
+
+/// The viewer's view of the route: scheme and authority as the viewer spoke them.
+fn client_base(uri: &str, viewer_authority: &str, route_path: &str) -> String {
+    let (scheme, authority) = match uri.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?']).next().unwrap_or("");
+            // Viewer credentials in the URI are for the relay; keep them out of rewritten URLs.
+            let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+            (scheme, authority)
+        }
+        None => ("rtsp", viewer_authority),
+    };
+    let path = if route_path == "/" { "" } else { route_path };
+    format!("{scheme}://{authority}{path}")
+}
+
+/// Keeps only the TCP-interleaved transports a SETUP offers; false if none is left. The camera
+/// side is always interleaved TCP: UDP could not cross the tunnel nor the relay.
+fn steer_to_interleaved(msg: &mut Message) -> bool {
+    let Some(transport) = msg.header("Transport") else { return false };
+    let tcp: Vec<&str> = transport
+        .split(',')
+        .map(str::trim)
+        .filter(|spec| {
+            let lower = spec.to_ascii_lowercase();
+            lower.contains("/tcp") || lower.contains("interleaved=")
+        })
+        .collect();
+    if tcp.is_empty() {
+        return false;
+    }
+    let joined = tcp.join(",");
+    msg.set_header("Transport", joined);
+    true
+}
+
+#[cfg(test)]
+mod tests;

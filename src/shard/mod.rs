@@ -1,1 +1,209 @@
-//! Thread-per-core io_uring shards. Written in the core work.
+//! Thread-per-core io_uring shards (DESIGN.md §3).
+//!
+//! Each shard is a thread, pinned to a core, owning one io_uring, its own `SO_REUSEPORT`
+//! listener on every tunnel address (so the kernel spreads accepts), a provided buffer ring, and
+//! every connection accepted on it. Shards share only the cookie table, admission counters and
+//! mailboxes; once a tunnel's POST has joined its GET, a session lives wholly on one shard.
+//!
+//! All `unsafe` code of the relay lives in this module, each block with its invariant.
+
+mod buf_ring;
+mod conn;
+mod event_loop;
+mod mailbox;
+mod send_queue;
+mod token;
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::admission::Admission;
+use crate::config::{Limits, RouteTable, Runtime};
+use crate::metrics::ShardMetrics;
+use crate::pairing::CookieTable;
+
+pub use mailbox::Mailbox;
+use mailbox::ShardMsg;
+
+/// State every shard can reach.
+pub(crate) struct Shared {
+    pub mailboxes: Vec<Arc<Mailbox>>,
+    pub cookies: CookieTable,
+    pub admission: Admission,
+    pub metrics: Vec<Arc<ShardMetrics>>,
+    running: AtomicUsize,
+}
+
+impl Shared {
+    fn shard_started(&self) {
+        self.running.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn shard_stopped(&self) {
+        self.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What one shard starts with.
+struct ShardConfig {
+    id: u16,
+    listeners: Vec<OwnedFd>,
+    routes: Arc<RouteTable>,
+    limits: Limits,
+    runtime: Runtime,
+    public_address: Option<String>,
+    seed: u64,
+}
+
+/// Everything needed to start the shards.
+pub struct StartOptions {
+    pub tunnel: Vec<SocketAddr>,
+    pub shards: usize,
+    pub runtime: Runtime,
+    pub limits: Limits,
+    pub routes: Arc<RouteTable>,
+    pub public_address: Option<String>,
+    pub metrics: Vec<Arc<ShardMetrics>>,
+}
+
+/// The running shards.
+pub struct Shards {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    local_addrs: Vec<SocketAddr>,
+}
+
+/// Binds one `SO_REUSEPORT` listener per shard for `addr`. The first bind fixes the port (so
+/// `:0` works in tests); the others join it.
+fn bind_listeners(addr: SocketAddr, count: usize) -> std::io::Result<(SocketAddr, Vec<OwnedFd>)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut bound = addr;
+    let mut fds = Vec::with_capacity(count);
+    for _ in 0..count {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nodelay(true)?;
+        s.bind(&bound.into())
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind {bound}: {e}")))?;
+        s.listen(4096)?;
+        if let Some(a) = s.local_addr()?.as_socket() {
+            bound = a;
+        }
+        fds.push(OwnedFd::from(s));
+    }
+    Ok((bound, fds))
+}
+
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    // Only Digest cnonces depend on this: a failure degrades them to a fixed start, not a fault.
+    let _ = getrandom::getrandom(&mut b);
+    u64::from_le_bytes(b) | 1
+}
+
+impl Shards {
+    /// Binds every listener (so bind errors surface here) and starts the shard threads.
+    pub fn start(opts: StartOptions) -> anyhow::Result<Shards> {
+        let n = opts.shards.max(1);
+        anyhow::ensure!(opts.metrics.len() == n, "one ShardMetrics per shard");
+        let mut per_shard: Vec<Vec<OwnedFd>> = (0..n).map(|_| Vec::new()).collect();
+        let mut local_addrs = Vec::new();
+        for addr in &opts.tunnel {
+            let (bound, fds) = bind_listeners(*addr, n)?;
+            local_addrs.push(bound);
+            for (i, fd) in fds.into_iter().enumerate() {
+                per_shard[i].push(fd);
+            }
+        }
+        let mailboxes = (0..n).map(|_| Mailbox::new().map(Arc::new)).collect::<std::io::Result<Vec<_>>>()?;
+        let shared = Arc::new(Shared {
+            mailboxes,
+            cookies: CookieTable::new(),
+            admission: Admission::new(),
+            metrics: opts.metrics,
+            running: AtomicUsize::new(0),
+        });
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let mut threads = Vec::with_capacity(n);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+        for (i, listeners) in per_shard.into_iter().enumerate() {
+            let cfg = ShardConfig {
+                id: i as u16,
+                listeners,
+                routes: opts.routes.clone(),
+                limits: opts.limits.clone(),
+                runtime: opts.runtime.clone(),
+                public_address: opts.public_address.clone(),
+                seed: random_seed(),
+            };
+            let shared = shared.clone();
+            let core = (opts.runtime.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
+            let ready = ready_tx.clone();
+            let t = std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                match event_loop::Shard::new(cfg, shared) {
+                    Ok(shard) => {
+                        let _ = ready.send(Ok(()));
+                        shard.run();
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
+                }
+            })?;
+            threads.push(t);
+        }
+        drop(ready_tx);
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => anyhow::bail!("cannot set up an io_uring shard: {e}"),
+                Err(_) => anyhow::bail!("a shard thread died during start-up"),
+            }
+        }
+        Ok(Shards { shared, threads, local_addrs })
+    }
+
+    /// The bound tunnel addresses, in configuration order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Shards whose event loop is running.
+    pub fn running(&self) -> usize {
+        self.shared.running.load(Ordering::Acquire)
+    }
+
+    pub fn count(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Current live sessions across shards.
+    pub fn sessions(&self) -> usize {
+        self.shared.admission.sessions()
+    }
+
+    /// New routes and limits for every shard; sessions on removed routes end cleanly.
+    pub fn reload(&self, routes: Arc<RouteTable>, limits: Limits) {
+        for m in &self.shared.mailboxes {
+            m.post(ShardMsg::Reload { routes: routes.clone(), limits: limits.clone() });
+        }
+    }
+
+    /// Stops accepting, lets sessions run up to `grace`, then ends them and waits for the shards.
+    pub fn shutdown(self, grace: Duration) {
+        for m in &self.shared.mailboxes {
+            m.post(ShardMsg::Shutdown { grace });
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

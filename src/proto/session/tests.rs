@@ -1,0 +1,1 @@
+//! Session state machine tests: whole dialogues fed as bytes, outputs checked.

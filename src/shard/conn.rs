@@ -1,0 +1,107 @@
+//! One socket owned by a shard, and what it is for.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+use super::send_queue::SendQueue;
+
+/// A session's key in its shard's session table: slab index and generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionKey {
+    pub index: usize,
+    pub generation: u32,
+}
+
+impl SessionKey {
+    pub fn pack(self) -> u64 {
+        (self.index as u64) << 24 | (self.generation as u64 & 0xff_ffff)
+    }
+
+    pub fn unpack(v: u64) -> SessionKey {
+        SessionKey { index: (v >> 24) as usize, generation: (v & 0xff_ffff) as u32 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Reading the first request head.
+    Head,
+    /// Writing an error reply, then closing.
+    Refusing,
+    /// A tunnel POST waiting for its GET; `leftover` is what was read after its head.
+    ParkedPost { cookie: String, leftover: Vec<u8> },
+    TunnelGet(SessionKey),
+    TunnelPost(SessionKey),
+    PlainRtsp(SessionKey),
+    Upstream(SessionKey),
+}
+
+impl Role {
+    pub fn session(&self) -> Option<SessionKey> {
+        match self {
+            Role::TunnelGet(s) | Role::TunnelPost(s) | Role::PlainRtsp(s) | Role::Upstream(s) => Some(*s),
+            _ => None,
+        }
+    }
+}
+
+/// Where the multishot receive of a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvState {
+    Off,
+    Armed,
+    /// A cancel was submitted (backpressure); the final completion will arrive.
+    Cancelling,
+    /// The ring ran out of buffers; re-arm when some come back.
+    WaitingForBuffers,
+}
+
+pub struct Conn {
+    pub fd: OwnedFd,
+    pub generation: u32,
+    pub peer: SocketAddr,
+    pub role: Role,
+    pub accepted_at: Instant,
+    /// Submissions in flight that name this connection; the slot is freed only at zero.
+    pub ops: u32,
+    pub recv: RecvState,
+    pub send: SendQueue,
+    /// Close once the send queue is flushed.
+    pub close_after_flush: bool,
+    /// Shut down; waiting for in-flight operations before the descriptor is closed.
+    pub closing: bool,
+    /// Bytes of an incomplete request head.
+    pub head: Vec<u8>,
+    /// Counted against its source address's connection limit (viewer connections).
+    pub counted_ip: bool,
+    /// The camera address while a connect is in flight (the kernel reads it).
+    pub connect_addr: Option<Box<socket2::SockAddr>>,
+    /// The connect timeout's timespec while it is armed (the kernel reads it).
+    pub connect_timeout: Option<Box<io_uring::types::Timespec>>,
+}
+
+impl Conn {
+    pub fn new(fd: OwnedFd, generation: u32, peer: SocketAddr, role: Role, now: Instant) -> Conn {
+        Conn {
+            fd,
+            generation,
+            peer,
+            role,
+            accepted_at: now,
+            ops: 0,
+            recv: RecvState::Off,
+            send: SendQueue::default(),
+            close_after_flush: false,
+            closing: false,
+            head: Vec::new(),
+            counted_ip: false,
+            connect_addr: None,
+            connect_timeout: None,
+        }
+    }
+
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}

@@ -1,0 +1,154 @@
+//! Bytes waiting to go out on one socket, and the single `sendmsg` in flight for it.
+//!
+//! One send at a time per socket keeps the byte order and makes short sends easy to resume;
+//! each send gathers up to [`MAX_IOV`] queued segments, so a busy socket still moves many frames
+//! per system call. Camera media is queued as references into receive-ring buffers (no copy).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::buf_ring::BufRing;
+
+pub const MAX_IOV: usize = 64;
+
+pub enum Segment {
+    /// Bytes the relay produced (HTTP replies, rewritten RTSP messages, viewer→camera data).
+    Owned { data: Vec<u8>, offset: usize },
+    /// `start..end` of ring buffer `bid`, received at `received_at`.
+    Ring { bid: u16, start: u32, end: u32, received_at: Instant },
+}
+
+impl Segment {
+    fn remaining(&self) -> usize {
+        match self {
+            Segment::Owned { data, offset } => data.len() - offset,
+            Segment::Ring { start, end, .. } => (end - start) as usize,
+        }
+    }
+}
+
+/// The `msghdr` and iovecs of the send in flight. Boxed so their addresses stay fixed while the
+/// kernel reads them, however the owning connection moves.
+struct SendMsg {
+    hdr: libc::msghdr,
+    iov: [libc::iovec; MAX_IOV],
+}
+
+pub struct SendQueue {
+    segments: VecDeque<Segment>,
+    queued: usize,
+    in_flight: bool,
+    msg: Box<SendMsg>,
+}
+
+impl Default for SendQueue {
+    fn default() -> Self {
+        let iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
+        let hdr: libc::msghdr = empty_msghdr();
+        SendQueue { segments: VecDeque::new(), queued: 0, in_flight: false, msg: Box::new(SendMsg { hdr, iov }) }
+    }
+}
+
+fn empty_msghdr() -> libc::msghdr {
+    libc::msghdr {
+        msg_name: std::ptr::null_mut(),
+        msg_namelen: 0,
+        msg_iov: std::ptr::null_mut(),
+        msg_iovlen: 0,
+        msg_control: std::ptr::null_mut(),
+        msg_controllen: 0,
+        msg_flags: 0,
+    }
+}
+
+impl SendQueue {
+    /// Bytes queued, including those of the send in flight.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    pub fn in_flight(&self) -> bool {
+        self.in_flight
+    }
+
+    pub fn push_owned(&mut self, data: Vec<u8>) {
+        if data.is_empty() {
+            return;
+        }
+        self.queued += data.len();
+        self.segments.push_back(Segment::Owned { data, offset: 0 });
+    }
+
+    /// Queues a slice of a ring buffer; the caller has retained `bid` for this segment.
+    pub fn push_ring(&mut self, bid: u16, start: u32, end: u32, received_at: Instant) {
+        debug_assert!(start < end);
+        self.queued += (end - start) as usize;
+        self.segments.push_back(Segment::Ring { bid, start, end, received_at });
+    }
+
+    /// Prepares the next `sendmsg` if none is in flight and bytes wait: returns the `msghdr`
+    /// to submit. It stays valid until [`SendQueue::complete`] or [`SendQueue::clear`].
+    pub fn prepare(&mut self, bufs: &BufRing) -> Option<*const libc::msghdr> {
+        if self.in_flight || self.segments.is_empty() {
+            return None;
+        }
+        let msg = &mut *self.msg;
+        let mut n = 0;
+        for seg in self.segments.iter().take(MAX_IOV) {
+            let (base, len) = match seg {
+                Segment::Owned { data, offset } => (data[*offset..].as_ptr() as *mut u8, data.len() - offset),
+                Segment::Ring { bid, start, end, .. } => (bufs.addr(*bid, *start), (end - start) as usize),
+            };
+            msg.iov[n] = libc::iovec { iov_base: base.cast(), iov_len: len };
+            n += 1;
+        }
+        msg.hdr = empty_msghdr();
+        msg.hdr.msg_iov = msg.iov.as_mut_ptr();
+        msg.hdr.msg_iovlen = n as _;
+        self.in_flight = true;
+        Some(&msg.hdr as *const libc::msghdr)
+    }
+
+    /// The send in flight wrote `written` bytes: drop what was sent, releasing ring buffers.
+    pub fn complete(&mut self, mut written: usize, bufs: &mut BufRing, done: &mut Vec<Instant>) {
+        self.in_flight = false;
+        self.queued -= written.min(self.queued);
+        while written > 0 {
+            let Some(front) = self.segments.front_mut() else { break };
+            let rem = front.remaining();
+            if written < rem {
+                match front {
+                    Segment::Owned { offset, .. } => *offset += written,
+                    Segment::Ring { start, .. } => *start += written as u32,
+                }
+                break;
+            }
+            written -= rem;
+            if let Some(Segment::Ring { bid, received_at, .. }) = self.segments.pop_front() {
+                bufs.release(bid);
+                done.push(received_at);
+            }
+        }
+    }
+
+    /// The send in flight failed: the socket is going away.
+    pub fn abort_in_flight(&mut self) {
+        self.in_flight = false;
+    }
+
+    /// Drops everything queued (the connection is closing), releasing ring buffers. Only call
+    /// when no send is in flight: the kernel may still be reading those bytes.
+    pub fn clear(&mut self, bufs: &mut BufRing) {
+        debug_assert!(!self.in_flight);
+        for seg in self.segments.drain(..) {
+            if let Segment::Ring { bid, .. } = seg {
+                bufs.release(bid);
+            }
+        }
+        self.queued = 0;
+    }
+}
