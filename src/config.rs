@@ -436,7 +436,10 @@ mod tests {
         assert_eq!(path("/cam").as_deref(), Some("/cam"));
         assert_eq!(path("/cam?token=1").as_deref(), Some("/cam"));
         assert_eq!(path("rtsp://h:8080/cam/trackID=1").as_deref(), Some("/cam"));
-        assert_eq!(path("rtsp://h/cam/hd/trackID=1").as_deref(), Some("/cam/hd"));
+        assert_eq!(
+            path("rtsp://h/cam/hd/trackID=1").as_deref(),
+            Some("/cam/hd")
+        );
         assert_eq!(path("/camera"), None);
         assert_eq!(path("/"), None);
         assert_eq!(path("rtsp://h:8080"), None);

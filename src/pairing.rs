@@ -16,7 +16,9 @@ pub struct SessionRef {
 enum Entry {
     Get(SessionRef),
     /// A POST waiting for its GET on this shard.
-    ParkedPost { shard: u16 },
+    ParkedPost {
+        shard: u16,
+    },
 }
 
 /// Outcome of registering a GET.
@@ -56,12 +58,21 @@ impl CookieTable {
             Some((_, Entry::ParkedPost { .. })) => papaya::Operation::Insert(Entry::Get(session)),
             Some((_, Entry::Get(_))) => papaya::Operation::Abort(()),
         }) {
-            papaya::Compute::Inserted(..) => GetRegistration::Registered { wake_parked_on: None },
-            papaya::Compute::Updated { old: (_, Entry::ParkedPost { shard }), .. } => {
-                GetRegistration::Registered { wake_parked_on: Some(*shard) }
+            papaya::Compute::Inserted(..) => GetRegistration::Registered {
+                wake_parked_on: None,
+            },
+            papaya::Compute::Updated {
+                old: (_, Entry::ParkedPost { shard }),
+                ..
+            } => GetRegistration::Registered {
+                wake_parked_on: Some(*shard),
+            },
+            papaya::Compute::Updated { .. } => GetRegistration::Registered {
+                wake_parked_on: None,
+            },
+            papaya::Compute::Aborted(()) | papaya::Compute::Removed(..) => {
+                GetRegistration::Duplicate
             }
-            papaya::Compute::Updated { .. } => GetRegistration::Registered { wake_parked_on: None },
-            papaya::Compute::Aborted(()) | papaya::Compute::Removed(..) => GetRegistration::Duplicate,
         }
     }
 
@@ -75,7 +86,9 @@ impl CookieTable {
             Some((_, Entry::ParkedPost { shard: s })) if *s == shard => {
                 papaya::Operation::Abort(PostLookup::Parked)
             }
-            Some((_, Entry::ParkedPost { .. })) => papaya::Operation::Abort(PostLookup::AlreadyParked),
+            Some((_, Entry::ParkedPost { .. })) => {
+                papaya::Operation::Abort(PostLookup::AlreadyParked)
+            }
         }) {
             papaya::Compute::Aborted(found) => found,
             _ => PostLookup::Parked,
@@ -84,12 +97,18 @@ impl CookieTable {
 
     /// Drops a parked POST's entry (it timed out or closed), unless a GET has taken the cookie.
     pub fn unpark(&self, cookie: &str, shard: u16) {
-        let _ = self.map.pin().remove_if(cookie, |_, e| *e == Entry::ParkedPost { shard });
+        let _ = self
+            .map
+            .pin()
+            .remove_if(cookie, |_, e| *e == Entry::ParkedPost { shard });
     }
 
     /// Drops a GET's entry when its session ends, unless the cookie now names another session.
     pub fn remove_get(&self, cookie: &str, session: SessionRef) {
-        let _ = self.map.pin().remove_if(cookie, |_, e| *e == Entry::Get(session));
+        let _ = self
+            .map
+            .pin()
+            .remove_if(cookie, |_, e| *e == Entry::Get(session));
     }
 
     pub fn lookup_get(&self, cookie: &str) -> Option<SessionRef> {
@@ -118,9 +137,18 @@ mod tests {
     #[test]
     fn get_then_post_pairs() {
         let t = CookieTable::new();
-        assert_eq!(t.register_get("k", A), GetRegistration::Registered { wake_parked_on: None });
+        assert_eq!(
+            t.register_get("k", A),
+            GetRegistration::Registered {
+                wake_parked_on: None
+            }
+        );
         assert_eq!(t.post_arrived("k", 1), PostLookup::Found(A));
-        assert_eq!(t.post_arrived("k", 0), PostLookup::Found(A), "a reopened POST rebinds");
+        assert_eq!(
+            t.post_arrived("k", 0),
+            PostLookup::Found(A),
+            "a reopened POST rebinds"
+        );
     }
 
     #[test]
@@ -135,9 +163,18 @@ mod tests {
     fn post_before_get_parks_and_is_woken() {
         let t = CookieTable::new();
         assert_eq!(t.post_arrived("k", 1), PostLookup::Parked);
-        assert_eq!(t.post_arrived("k", 1), PostLookup::Parked, "re-check while parked");
+        assert_eq!(
+            t.post_arrived("k", 1),
+            PostLookup::Parked,
+            "re-check while parked"
+        );
         assert_eq!(t.post_arrived("k", 0), PostLookup::AlreadyParked);
-        assert_eq!(t.register_get("k", A), GetRegistration::Registered { wake_parked_on: Some(1) });
+        assert_eq!(
+            t.register_get("k", A),
+            GetRegistration::Registered {
+                wake_parked_on: Some(1)
+            }
+        );
         assert_eq!(t.post_arrived("k", 1), PostLookup::Found(A));
     }
 

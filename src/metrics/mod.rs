@@ -137,4 +137,6 @@ impl ShardMetrics {
     pub fn rejected(&self, _reason: Rejection) {}
     pub fn upstream_error(&self, _reason: UpstreamErrorKind) {}
     pub fn observe(&self, _hist: Hist, _d: Duration) {}
+    /// Ring buffers whose queued media was copied out to relieve ring pressure.
+    pub fn ring_buffers_copied_out(&self, _n: u64) {}
 }

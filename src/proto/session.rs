@@ -39,7 +39,10 @@ pub enum Output {
     /// Queue these bytes to the viewer.
     ToViewer(Vec<u8>),
     /// Queue `range` of the camera chunk just fed to the viewer, verbatim.
-    ForwardToViewer { range: Range<usize>, frames: u32 },
+    ForwardToViewer {
+        range: Range<usize>,
+        frames: u32,
+    },
     /// Queue these bytes to the camera.
     ToUpstream(Vec<u8>),
     /// Open the camera connection; report with `on_upstream_connected` or `..._failed`.
@@ -173,7 +176,11 @@ impl Session {
             ViewerStream::TunnelData => self.data.feed(chunk, &mut events).map_err(Some),
             ViewerStream::Plain => self.commands.feed(chunk, &mut events).map_err(Some),
         };
-        let input: &[u8] = if stream == ViewerStream::TunnelCommands { &decoded } else { chunk };
+        let input: &[u8] = if stream == ViewerStream::TunnelCommands {
+            &decoded
+        } else {
+            chunk
+        };
         match fed {
             Ok(()) => {
                 for event in events.drain(..) {
@@ -206,7 +213,10 @@ impl Session {
         out: &mut Vec<Output>,
     ) {
         match event {
-            Event::Frames { range, frames_completed } => {
+            Event::Frames {
+                range,
+                frames_completed,
+            } => {
                 // RTCP receiver reports keep the camera's session alive; before the camera
                 // connection exists there is nothing they could refer to.
                 if self.upstream == Upstream::Connected {
@@ -216,7 +226,9 @@ impl Session {
                     }
                 }
             }
-            Event::Message(msg) if msg.is_request() => self.on_viewer_request(msg, now, routes, out),
+            Event::Message(msg) if msg.is_request() => {
+                self.on_viewer_request(msg, now, routes, out)
+            }
             Event::Message(msg) => {
                 // The viewer answering a request the camera sent it.
                 self.send_upstream(msg.to_bytes(), out);
@@ -254,7 +266,11 @@ impl Session {
                 Ok(map) => self.map = Some(map),
                 Err(_) => {
                     out.push(Output::Rejected(Rejection::MalformedRtsp));
-                    out.push(Output::ToViewer(local_reply(400, "Bad Request", Some(cseq))));
+                    out.push(Output::ToViewer(local_reply(
+                        400,
+                        "Bad Request",
+                        Some(cseq),
+                    )));
                     self.close(SessionOutcome::ProtocolError, out);
                     return;
                 }
@@ -267,7 +283,11 @@ impl Session {
         let method = RtspMethod::from_name(msg.method().unwrap_or(""));
         if method == RtspMethod::Setup && !steer_to_interleaved(&mut msg) {
             out.push(Output::Rejected(Rejection::UnsupportedTransport));
-            out.push(Output::ToViewer(local_reply(461, "Unsupported Transport", Some(cseq))));
+            out.push(Output::ToViewer(local_reply(
+                461,
+                "Unsupported Transport",
+                Some(cseq),
+            )));
             return;
         }
         // The viewer's credentials (if any) are for the relay; the camera gets the relay's own.
@@ -278,7 +298,13 @@ impl Session {
         let mut wire = msg.clone();
         let authorized = self.auth.as_mut().is_some_and(|a| a.authorize(&mut wire));
         self.pending.retain(|p| p.cseq != cseq);
-        self.pending.push(Pending { cseq, method, request: msg, authorized, sent_at: now });
+        self.pending.push(Pending {
+            cseq,
+            method,
+            request: msg,
+            authorized,
+            sent_at: now,
+        });
         self.send_upstream(wire.to_bytes(), out);
     }
 
@@ -359,9 +385,13 @@ impl Session {
         }
         for event in events.drain(..) {
             match event {
-                Event::Frames { range, frames_completed } => {
-                    out.push(Output::ForwardToViewer { range, frames: frames_completed })
-                }
+                Event::Frames {
+                    range,
+                    frames_completed,
+                } => out.push(Output::ForwardToViewer {
+                    range,
+                    frames: frames_completed,
+                }),
                 Event::Message(msg) if msg.is_request() => {
                     let mut msg = msg;
                     if let Some(map) = &self.map {
@@ -379,7 +409,9 @@ impl Session {
     }
 
     fn on_camera_response(&mut self, mut msg: Message, now: Instant, out: &mut Vec<Output>) {
-        let idx = msg.cseq().and_then(|c| self.pending.iter().position(|p| p.cseq == c));
+        let idx = msg
+            .cseq()
+            .and_then(|c| self.pending.iter().position(|p| p.cseq == c));
         if let (Some(i), Some(401)) = (idx, msg.status()) {
             let was_authorized = self.pending[i].authorized;
             if let Some(auth) = self.auth.as_mut() {
@@ -398,11 +430,17 @@ impl Session {
         }
         if let Some(i) = idx {
             let p = self.pending.swap_remove(i);
-            out.push(Output::Observe(Hist::RtspRequest(p.method), now.saturating_duration_since(p.sent_at)));
+            out.push(Output::Observe(
+                Hist::RtspRequest(p.method),
+                now.saturating_duration_since(p.sent_at),
+            ));
             let ok = msg.status().is_some_and(|s| (200..300).contains(&s));
             if p.method == RtspMethod::Play && ok && !self.played {
                 self.played = true;
-                out.push(Output::Observe(Hist::SessionSetup, now.saturating_duration_since(self.started_at)));
+                out.push(Output::Observe(
+                    Hist::SessionSetup,
+                    now.saturating_duration_since(self.started_at),
+                ));
             }
         }
         if let Some(map) = &self.map {
@@ -416,7 +454,10 @@ impl Session {
         if self.upstream != Upstream::Connected {
             return None;
         }
-        self.pending.iter().map(|p| p.sent_at + self.params.response_timeout).min()
+        self.pending
+            .iter()
+            .map(|p| p.sent_at + self.params.response_timeout)
+            .min()
     }
 
     /// Time passes: a camera that leaves a request unanswered too long ends the session.
@@ -459,7 +500,9 @@ fn client_base(uri: &str, viewer_authority: &str, route_path: &str) -> String {
         Some((scheme, rest)) => {
             let authority = rest.split(['/', '?']).next().unwrap_or("");
             // Viewer credentials in the URI are for the relay; keep them out of rewritten URLs.
-            let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+            let authority = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host);
             (scheme, authority)
         }
         None => ("rtsp", viewer_authority),
@@ -471,7 +514,9 @@ fn client_base(uri: &str, viewer_authority: &str, route_path: &str) -> String {
 /// Keeps only the TCP-interleaved transports a SETUP offers; false if none is left. The camera
 /// side is always interleaved TCP: UDP could not cross the tunnel nor the relay.
 fn steer_to_interleaved(msg: &mut Message) -> bool {
-    let Some(transport) = msg.header("Transport") else { return false };
+    let Some(transport) = msg.header("Transport") else {
+        return false;
+    };
     let tcp: Vec<&str> = transport
         .split(',')
         .map(str::trim)

@@ -52,7 +52,10 @@ impl BufRing {
         count: u16,
         size: u32,
     ) -> io::Result<BufRing> {
-        assert!(count.is_power_of_two(), "buffer count must be a power of two");
+        assert!(
+            count.is_power_of_two(),
+            "buffer count must be a power of two"
+        );
         let ring_bytes = count as usize * std::mem::size_of::<BufRingEntry>();
         let data_bytes = count as usize * size as usize;
         let ring = mmap_anon(ring_bytes)?.cast::<BufRingEntry>();
@@ -89,6 +92,10 @@ impl BufRing {
 
     pub fn buffer_size(&self) -> u32 {
         self.size
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.count as usize
     }
 
     /// Buffers the kernel can currently fill.
@@ -134,6 +141,14 @@ impl BufRing {
         // SAFETY: the kernel wrote `len` bytes into this buffer and will not touch it again
         // until we provide it back, which needs its reference count to drop to zero.
         unsafe { std::slice::from_raw_parts(self.ptr(bid), len.min(self.size as usize)) }
+    }
+
+    /// `len` bytes from `offset` of a buffer still referenced by a queued segment.
+    pub fn bytes_at(&self, bid: u16, offset: u32, len: usize) -> &[u8] {
+        debug_assert!(offset as usize + len <= self.size as usize && self.refs[bid as usize] > 0);
+        // SAFETY: the range lies inside buffer `bid`, which the kernel does not write while we
+        // hold a reference to it.
+        unsafe { std::slice::from_raw_parts(self.addr(bid, offset), len) }
     }
 
     /// Address of byte `offset` of a buffer, for an iovec of a queued send.

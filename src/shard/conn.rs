@@ -19,7 +19,10 @@ impl SessionKey {
     }
 
     pub fn unpack(v: u64) -> SessionKey {
-        SessionKey { index: (v >> 24) as usize, generation: (v & 0xff_ffff) as u32 }
+        SessionKey {
+            index: (v >> 24) as usize,
+            generation: (v & 0xff_ffff) as u32,
+        }
     }
 }
 
@@ -30,7 +33,10 @@ pub enum Role {
     /// Writing an error reply, then closing.
     Refusing,
     /// A tunnel POST waiting for its GET; `leftover` is what was read after its head.
-    ParkedPost { cookie: String, leftover: Vec<u8> },
+    ParkedPost {
+        cookie: String,
+        leftover: Vec<u8>,
+    },
     TunnelGet(SessionKey),
     TunnelPost(SessionKey),
     PlainRtsp(SessionKey),
@@ -40,7 +46,9 @@ pub enum Role {
 impl Role {
     pub fn session(&self) -> Option<SessionKey> {
         match self {
-            Role::TunnelGet(s) | Role::TunnelPost(s) | Role::PlainRtsp(s) | Role::Upstream(s) => Some(*s),
+            Role::TunnelGet(s) | Role::TunnelPost(s) | Role::PlainRtsp(s) | Role::Upstream(s) => {
+                Some(*s)
+            }
             _ => None,
         }
     }
@@ -67,8 +75,10 @@ pub struct Conn {
     pub ops: u32,
     pub recv: RecvState,
     pub send: SendQueue,
-    /// Close once the send queue is flushed.
+    /// Close once the send queue is flushed...
     pub close_after_flush: bool,
+    /// ...or at this instant, whichever comes first.
+    pub flush_deadline: Option<Instant>,
     /// Shut down; waiting for in-flight operations before the descriptor is closed.
     pub closing: bool,
     /// Bytes of an incomplete request head.
@@ -93,6 +103,7 @@ impl Conn {
             recv: RecvState::Off,
             send: SendQueue::default(),
             close_after_flush: false,
+            flush_deadline: None,
             closing: false,
             head: Vec::new(),
             counted_ip: false,

@@ -15,7 +15,9 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
 
 use crate::config::{Limits, Route, RouteTable};
-use crate::metrics::{ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, UpstreamErrorKind};
+use crate::metrics::{
+    ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, UpstreamErrorKind,
+};
 use crate::pairing::{GetRegistration, PostLookup, SessionRef};
 use crate::proto::http_head::{self, HeadKind, HeadLimits, RequestHead};
 use crate::proto::rtsp::{self, MessageLimits};
@@ -25,9 +27,14 @@ use super::buf_ring::BufRing;
 use super::conn::{Conn, RecvState, Role, SessionKey};
 use super::mailbox::{AdoptPost, ShardMsg};
 use super::token::{Op, Token, next_generation};
-use super::{Shared, ShardConfig};
+use super::{ShardConfig, Shared};
 
 const TICK: Duration = Duration::from_millis(100);
+/// How long a closing connection may take to take its last bytes.
+const FLUSH_GRACE: Duration = Duration::from_secs(5);
+/// A connection holding this many ring buffers in its send queue is a candidate for copying
+/// them out under ring pressure (a healthy viewer holds one or two).
+const RING_SEGMENTS_BEFORE_COPY: usize = 8;
 
 struct SessionSlot {
     generation: u32,
@@ -90,7 +97,14 @@ fn sqe_token(op: Op, index: usize, generation: u32) -> u64 {
 fn send_now(fd: RawFd, bytes: &[u8]) {
     // SAFETY: `bytes` is a live slice for the duration of the call; a short or failed write on a
     // non-blocking send only loses an advisory reply.
-    unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
 }
 
 fn peer_of(fd: &OwnedFd) -> Option<SocketAddr> {
@@ -108,7 +122,12 @@ impl Shard {
             .setup_coop_taskrun()
             .setup_cqsize(cfg.runtime.ring_entries * 4)
             .build(cfg.runtime.ring_entries)?;
-        let bufs = BufRing::register(&ring.submitter(), 0, cfg.runtime.recv_buffers, cfg.runtime.recv_buffer_size)?;
+        let bufs = BufRing::register(
+            &ring.submitter(),
+            0,
+            cfg.runtime.recv_buffers,
+            cfg.runtime.recv_buffer_size,
+        )?;
         let local_authority = cfg
             .listeners
             .first()
@@ -181,11 +200,16 @@ impl Shard {
                     break;
                 }
             }
-            cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+            cqes.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
             for (ud, res, flags) in cqes.drain(..) {
                 self.dispatch(ud, res, flags);
             }
             self.flush_dirty();
+            self.relieve_ring_pressure();
             self.bufs.publish();
             self.feed_starved();
             if self.draining_until.is_some() && self.sessions.is_empty() && self.conns.is_empty() {
@@ -204,7 +228,11 @@ impl Shard {
         let give_up = Instant::now() + Duration::from_secs(2);
         while !self.conns.is_empty() && Instant::now() < give_up {
             let _ = self.ring.submit_and_wait(1);
-            let batch: Vec<_> = self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).collect();
+            let batch: Vec<_> = self
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags()))
+                .collect();
             for (ud, res, flags) in batch {
                 self.dispatch(ud, res, flags);
             }
@@ -259,13 +287,23 @@ impl Shard {
     fn arm_accept(&mut self, i: usize) {
         if let Some(l) = &self.listeners[i] {
             let fd = l.as_raw_fd();
-            self.push(opcode::AcceptMulti::new(types::Fd(fd)).flags(libc::SOCK_CLOEXEC).build().user_data(sqe_token(Op::Accept, i, 0)));
+            self.push(
+                opcode::AcceptMulti::new(types::Fd(fd))
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+                    .user_data(sqe_token(Op::Accept, i, 0)),
+            );
         }
     }
 
     fn arm_mailbox(&mut self) {
         let fd = self.shared.mailboxes[self.id as usize].fd();
-        self.push(opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).multi(true).build().user_data(sqe_token(Op::Mailbox, 0, 0)));
+        self.push(
+            opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(sqe_token(Op::Mailbox, 0, 0)),
+        );
     }
 
     fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
@@ -288,12 +326,22 @@ impl Shard {
         let Some(peer) = peer_of(&fd) else { return };
         if self.draining_until.is_some() {
             self.metrics.rejected(Rejection::ShuttingDown);
-            send_now(fd.as_raw_fd(), &http_head::http_error_reply(503, "Service Unavailable"));
+            send_now(
+                fd.as_raw_fd(),
+                &http_head::http_error_reply(503, "Service Unavailable"),
+            );
             return;
         }
-        if !self.shared.admission.try_open_connection(peer.ip(), self.limits.max_connections_per_ip) {
+        if !self
+            .shared
+            .admission
+            .try_open_connection(peer.ip(), self.limits.max_connections_per_ip)
+        {
             self.metrics.rejected(Rejection::PerIpLimit);
-            send_now(fd.as_raw_fd(), &http_head::http_error_reply(503, "Service Unavailable"));
+            send_now(
+                fd.as_raw_fd(),
+                &http_head::http_error_reply(503, "Service Unavailable"),
+            );
             return;
         }
         let _ = socket2::SockRef::from(&fd).set_nodelay(true);
@@ -317,11 +365,15 @@ impl Shard {
     fn arm_head_recv(&mut self, idx: usize) {
         let c = &mut self.conns[idx];
         c.ops += 1;
-        let sqe = opcode::Recv::new(types::Fd(c.raw()), std::ptr::null_mut(), self.bufs.buffer_size())
-            .buf_group(self.bufs.group)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT)
-            .user_data(sqe_token(Op::HeadRecv, idx, c.generation));
+        let sqe = opcode::Recv::new(
+            types::Fd(c.raw()),
+            std::ptr::null_mut(),
+            self.bufs.buffer_size(),
+        )
+        .buf_group(self.bufs.group)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT)
+        .user_data(sqe_token(Op::HeadRecv, idx, c.generation));
         self.push(sqe);
     }
 
@@ -332,7 +384,9 @@ impl Shard {
         }
         c.recv = RecvState::Armed;
         c.ops += 1;
-        let sqe = opcode::RecvMulti::new(types::Fd(c.raw()), self.bufs.group).build().user_data(sqe_token(Op::Recv, idx, c.generation));
+        let sqe = opcode::RecvMulti::new(types::Fd(c.raw()), self.bufs.group)
+            .build()
+            .user_data(sqe_token(Op::Recv, idx, c.generation));
         self.push(sqe);
     }
 
@@ -359,7 +413,10 @@ impl Shard {
             self.close_conn(idx);
             return;
         }
-        let limits = HeadLimits { max_header_bytes: self.limits.max_header_bytes, max_cookie_len: self.limits.max_cookie_len };
+        let limits = HeadLimits {
+            max_header_bytes: self.limits.max_header_bytes,
+            max_cookie_len: self.limits.max_cookie_len,
+        };
         match http_head::parse_head(&self.conns[idx].head, &limits) {
             Ok(None) => self.arm_head_recv(idx),
             Ok(Some(head)) => self.on_head(idx, head),
@@ -370,7 +427,11 @@ impl Shard {
                     _ => Rejection::MalformedHead,
                 };
                 tracing::debug!(shard = self.id, peer = %self.conns[idx].peer, error = %e, "refused request head");
-                let status = if reject == Rejection::HeaderTooLarge { (431, "Request Header Fields Too Large") } else { (400, "Bad Request") };
+                let status = if reject == Rejection::HeaderTooLarge {
+                    (431, "Request Header Fields Too Large")
+                } else {
+                    (400, "Bad Request")
+                };
                 self.refuse(idx, reject, http_head::http_error_reply(status.0, status.1));
             }
         }
@@ -382,6 +443,7 @@ impl Shard {
         let c = &mut self.conns[idx];
         c.role = Role::Refusing;
         c.close_after_flush = true;
+        c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
         c.send.push_owned(reply);
         self.dirty.push(idx);
     }
@@ -393,18 +455,31 @@ impl Shard {
             HeadKind::PlainRtsp => self.on_plain_rtsp(idx),
             HeadKind::OtherHttp => {
                 self.metrics.connection_accepted(ConnKind::OtherHttp);
-                self.refuse(idx, Rejection::NotATunnel, http_head::http_error_reply(400, "Bad Request"));
+                self.refuse(
+                    idx,
+                    Rejection::NotATunnel,
+                    http_head::http_error_reply(400, "Bad Request"),
+                );
             }
         }
     }
 
-    fn new_session(&mut self, route: Option<Arc<Route>>, tunnel: bool, peer: SocketAddr, started_at: Instant) -> SessionKey {
+    fn new_session(
+        &mut self,
+        route: Option<Arc<Route>>,
+        tunnel: bool,
+        peer: SocketAddr,
+        started_at: Instant,
+    ) -> SessionKey {
         // xorshift: cheap per-session randomness for Digest cnonces, seeded from the OS.
         self.cnonce_state ^= self.cnonce_state << 13;
         self.cnonce_state ^= self.cnonce_state >> 7;
         self.cnonce_state ^= self.cnonce_state << 17;
         let params = SessionParams {
-            limits: MessageLimits { max_head_bytes: self.limits.max_header_bytes, max_body_bytes: self.limits.max_body_bytes },
+            limits: MessageLimits {
+                max_head_bytes: self.limits.max_header_bytes,
+                max_body_bytes: self.limits.max_body_bytes,
+            },
             response_timeout: Duration::from_millis(self.limits.upstream_response_timeout_ms),
             cnonce_seed: self.cnonce_state,
         };
@@ -440,7 +515,9 @@ impl Shard {
     }
 
     fn session(&mut self, key: SessionKey) -> Option<&mut SessionSlot> {
-        self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation)
+        self.sessions
+            .get_mut(key.index)
+            .filter(|s| s.generation == key.generation)
     }
 
     fn on_tunnel_get(&mut self, idx: usize, head: RequestHead) {
@@ -449,28 +526,51 @@ impl Shard {
         // A GET of `/` (older gortsplib) is routed by its first RTSP request instead.
         let route = self.routes.lookup(&head.target);
         if route.is_none() && path != "/" {
-            self.refuse(idx, Rejection::UnknownRoute, http_head::http_error_reply(404, "Not Found"));
+            self.refuse(
+                idx,
+                Rejection::UnknownRoute,
+                http_head::http_error_reply(404, "Not Found"),
+            );
             return;
         }
-        if !self.shared.admission.try_open_session(self.limits.max_sessions) {
-            self.refuse(idx, Rejection::MaxSessions, http_head::http_error_reply(503, "Service Unavailable"));
+        if !self
+            .shared
+            .admission
+            .try_open_session(self.limits.max_sessions)
+        {
+            self.refuse(
+                idx,
+                Rejection::MaxSessions,
+                http_head::http_error_reply(503, "Service Unavailable"),
+            );
             return;
         }
-        let Some(cookie) = head.cookie.clone() else { return };
+        let Some(cookie) = head.cookie.clone() else {
+            return;
+        };
         let (peer, accepted_at) = (self.conns[idx].peer, self.conns[idx].accepted_at);
         let key = self.new_session(route, true, peer, accepted_at);
-        let me = SessionRef { shard: self.id, key: key.pack() };
+        let me = SessionRef {
+            shard: self.id,
+            key: key.pack(),
+        };
         match self.shared.cookies.register_get(&cookie, me) {
             GetRegistration::Duplicate => {
                 self.sessions.remove(key.index);
                 self.metrics.session_ended(SessionOutcome::ProtocolError);
                 self.shared.admission.close_session();
-                self.refuse(idx, Rejection::DuplicateCookie, http_head::http_error_reply(409, "Conflict"));
+                self.refuse(
+                    idx,
+                    Rejection::DuplicateCookie,
+                    http_head::http_error_reply(409, "Conflict"),
+                );
                 return;
             }
             GetRegistration::Registered { wake_parked_on } => {
                 if let Some(shard) = wake_parked_on {
-                    self.shared.mailboxes[shard as usize].post(ShardMsg::WakeParked { cookie: cookie.clone() });
+                    self.shared.mailboxes[shard as usize].post(ShardMsg::WakeParked {
+                        cookie: cookie.clone(),
+                    });
                 }
             }
         }
@@ -481,7 +581,10 @@ impl Shard {
         s.viewer = Some(idx);
         let c = &mut self.conns[idx];
         c.role = Role::TunnelGet(key);
-        c.send.push_owned(http_head::tunnel_get_reply(&http_date(), self.public_address.as_deref()));
+        c.send.push_owned(http_head::tunnel_get_reply(
+            &http_date(),
+            self.public_address.as_deref(),
+        ));
         self.dirty.push(idx);
         self.arm_recv(idx);
         if !leftover.is_empty() {
@@ -561,10 +664,24 @@ impl Shard {
 
     fn on_plain_rtsp(&mut self, idx: usize) {
         self.metrics.connection_accepted(ConnKind::PlainRtsp);
-        if !self.shared.admission.try_open_session(self.limits.max_sessions) {
-            let limits = MessageLimits { max_head_bytes: self.limits.max_header_bytes, max_body_bytes: self.limits.max_body_bytes };
-            let cseq = rtsp::parse_message(&self.conns[idx].head, &limits).ok().flatten().and_then(|(m, _)| m.cseq());
-            self.refuse(idx, Rejection::MaxSessions, local_reply(503, "Service Unavailable", cseq));
+        if !self
+            .shared
+            .admission
+            .try_open_session(self.limits.max_sessions)
+        {
+            let limits = MessageLimits {
+                max_head_bytes: self.limits.max_header_bytes,
+                max_body_bytes: self.limits.max_body_bytes,
+            };
+            let cseq = rtsp::parse_message(&self.conns[idx].head, &limits)
+                .ok()
+                .flatten()
+                .and_then(|(m, _)| m.cseq());
+            self.refuse(
+                idx,
+                Rejection::MaxSessions,
+                local_reply(503, "Service Unavailable", cseq),
+            );
             return;
         }
         let (peer, accepted_at) = (self.conns[idx].peer, self.conns[idx].accepted_at);
@@ -584,7 +701,8 @@ impl Shard {
         let routes = self.routes.clone();
         if let Some(s) = self.session(key) {
             s.last_activity = now;
-            s.proto.on_viewer_bytes(stream, bytes, now, &routes, &mut out);
+            s.proto
+                .on_viewer_bytes(stream, bytes, now, &routes, &mut out);
         }
         self.apply(key, &mut out, None);
         self.out = out;
@@ -596,10 +714,16 @@ impl Shard {
         if let Some(bid) = bid {
             self.bufs.on_received(bid);
         }
+        let mut was_paused = false;
         if !more {
             let c = &mut self.conns[idx];
             c.ops -= 1;
-            c.recv = if res == -libc::ENOBUFS && !c.closing { RecvState::WaitingForBuffers } else { RecvState::Off };
+            was_paused = c.recv == RecvState::Cancelling;
+            c.recv = if res == -libc::ENOBUFS && !c.closing {
+                RecvState::WaitingForBuffers
+            } else {
+                RecvState::Off
+            };
             if c.recv == RecvState::WaitingForBuffers {
                 self.starved.push(idx);
             }
@@ -608,36 +732,40 @@ impl Shard {
         let closing = self.conns[idx].closing;
         if res > 0 && !closing {
             if let (Some(bid), Some(key)) = (bid, role.session()) {
-                self.on_data(idx, &role, key, bid, res as usize);
+                self.on_data(&role, key, bid, res as usize);
             }
         }
         if let Some(bid) = bid {
             self.bufs.release(bid);
         }
-        if closing {
+        if closing || self.conns.get(idx).is_none_or(|c| c.closing) {
             self.maybe_free(idx);
             return;
         }
         let ended = res == 0 || (res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED);
         if ended {
             self.on_conn_ended(idx, &role, res);
-        } else if !more && self.conns[idx].recv == RecvState::Off && res != -libc::ECANCELED {
-            // The multishot receive stopped on its own (not paused): keep reading.
-            self.arm_recv(idx);
-        }
-        if !more && res == -libc::ECANCELED {
+        } else if !more && was_paused {
+            // Paused for backpressure: resuming is the flow control's decision.
             if let Role::Upstream(key) = role {
                 self.update_upstream_flow(key);
             }
+        } else if !more && self.conns[idx].recv == RecvState::Off {
+            // The multishot receive stopped on its own: keep reading.
+            self.arm_recv(idx);
         }
     }
 
-    fn on_data(&mut self, _idx: usize, role: &Role, key: SessionKey, bid: u16, len: usize) {
+    fn on_data(&mut self, role: &Role, key: SessionKey, bid: u16, len: usize) {
         let now = Instant::now();
         let mut out = std::mem::take(&mut self.out);
         let routes = self.routes.clone();
         let data = self.bufs.bytes(bid, len);
-        let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else {
+        let Some(s) = self
+            .sessions
+            .get_mut(key.index)
+            .filter(|s| s.generation == key.generation)
+        else {
             self.out = out;
             return;
         };
@@ -648,15 +776,18 @@ impl Shard {
                 Some((bid, now))
             }
             Role::TunnelGet(_) => {
-                s.proto.on_viewer_bytes(ViewerStream::TunnelData, data, now, &routes, &mut out);
+                s.proto
+                    .on_viewer_bytes(ViewerStream::TunnelData, data, now, &routes, &mut out);
                 None
             }
             Role::TunnelPost(_) => {
-                s.proto.on_viewer_bytes(ViewerStream::TunnelCommands, data, now, &routes, &mut out);
+                s.proto
+                    .on_viewer_bytes(ViewerStream::TunnelCommands, data, now, &routes, &mut out);
                 None
             }
             Role::PlainRtsp(_) => {
-                s.proto.on_viewer_bytes(ViewerStream::Plain, data, now, &routes, &mut out);
+                s.proto
+                    .on_viewer_bytes(ViewerStream::Plain, data, now, &routes, &mut out);
                 None
             }
             _ => None,
@@ -671,7 +802,11 @@ impl Shard {
         let key = role.session();
         match role {
             Role::Upstream(k) => {
-                let kind = if res == 0 { UpstreamErrorKind::Closed } else { UpstreamErrorKind::Reset };
+                let kind = if res == 0 {
+                    UpstreamErrorKind::Closed
+                } else {
+                    UpstreamErrorKind::Reset
+                };
                 if let Some(s) = self.session(*k) {
                     s.upstream = None;
                     s.proto.on_upstream_closed(kind, &mut out);
@@ -682,11 +817,16 @@ impl Shard {
                     if s.post == Some(idx) {
                         s.post = None;
                     }
-                    s.proto.on_viewer_closed(ViewerStream::TunnelCommands, &mut out);
+                    s.proto
+                        .on_viewer_closed(ViewerStream::TunnelCommands, &mut out);
                 }
             }
             Role::TunnelGet(k) | Role::PlainRtsp(k) => {
-                let stream = if matches!(role, Role::TunnelGet(_)) { ViewerStream::TunnelData } else { ViewerStream::Plain };
+                let stream = if matches!(role, Role::TunnelGet(_)) {
+                    ViewerStream::TunnelData
+                } else {
+                    ViewerStream::Plain
+                };
                 if let Some(s) = self.session(*k) {
                     s.viewer = None;
                     s.proto.on_viewer_closed(stream, &mut out);
@@ -704,7 +844,13 @@ impl Shard {
     /// Carries out what the session asked for.
     fn apply(&mut self, key: SessionKey, out: &mut Vec<Output>, ring: Option<(u16, Instant)>) {
         for o in out.drain(..) {
-            let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else { continue };
+            let Some(s) = self
+                .sessions
+                .get_mut(key.index)
+                .filter(|s| s.generation == key.generation)
+            else {
+                continue;
+            };
             match o {
                 Output::ToViewer(bytes) => {
                     if let Some(v) = s.viewer {
@@ -713,12 +859,16 @@ impl Shard {
                     }
                 }
                 Output::ForwardToViewer { range, frames } => {
-                    let (Some(v), Some((bid, at))) = (s.viewer, ring) else { continue };
+                    let (Some(v), Some((bid, at))) = (s.viewer, ring) else {
+                        continue;
+                    };
                     if range.is_empty() {
                         continue;
                     }
                     self.bufs.retain(bid);
-                    self.conns[v].send.push_ring(bid, range.start as u32, range.end as u32, at);
+                    self.conns[v]
+                        .send
+                        .push_ring(bid, range.start as u32, range.end as u32, at);
                     self.dirty.push(v);
                     if frames > 0 {
                         self.metrics.frames(Direction::ToViewer, frames as u64);
@@ -744,8 +894,16 @@ impl Shard {
     /// Backpressure: stop reading the camera while the viewer is behind; resume at half.
     fn update_upstream_flow(&mut self, key: SessionKey) {
         let limit = self.limits.max_viewer_backlog_bytes;
-        let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else { return };
-        let (Some(v), Some(u)) = (s.viewer, s.upstream) else { return };
+        let Some(s) = self
+            .sessions
+            .get_mut(key.index)
+            .filter(|s| s.generation == key.generation)
+        else {
+            return;
+        };
+        let (Some(v), Some(u)) = (s.viewer, s.upstream) else {
+            return;
+        };
         let backlog = self.conns[v].send.queued();
         let up = &self.conns[u];
         if up.closing || s.connect_started.is_some() {
@@ -757,7 +915,11 @@ impl Shard {
             let _ = fd;
             self.conns[u].recv = RecvState::Cancelling;
             let target = sqe_token(Op::Recv, u, generation);
-            self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
+            self.push(
+                opcode::AsyncCancel::new(target)
+                    .build()
+                    .user_data(sqe_token(Op::Cancel, 0, 0)),
+            );
         } else if backlog <= limit / 2 && s.upstream_paused && up.recv == RecvState::Off {
             s.upstream_paused = false;
             self.arm_recv(u);
@@ -765,14 +927,19 @@ impl Shard {
     }
 
     fn connect_upstream(&mut self, key: SessionKey, addr: SocketAddr) {
-        let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM.cloexec(), Some(socket2::Protocol::TCP));
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM.cloexec(),
+            Some(socket2::Protocol::TCP),
+        );
         let sock = match sock {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(shard = self.id, error = %e, "cannot create camera socket");
                 let mut out = std::mem::take(&mut self.out);
                 if let Some(s) = self.session(key) {
-                    s.proto.on_upstream_connect_failed(UpstreamErrorKind::Unreachable, &mut out);
+                    s.proto
+                        .on_upstream_connect_failed(UpstreamErrorKind::Unreachable, &mut out);
                 }
                 self.apply(key, &mut out, None);
                 self.out = out;
@@ -789,9 +956,13 @@ impl Shard {
         }
         let timeout = Duration::from_millis(self.limits.upstream_connect_timeout_ms);
         let c = &mut self.conns[idx];
-        let sa = c.connect_addr.insert(Box::new(socket2::SockAddr::from(addr)));
+        let sa = c
+            .connect_addr
+            .insert(Box::new(socket2::SockAddr::from(addr)));
         let (sa_ptr, sa_len) = (sa.as_ptr(), sa.len());
-        let ts: *const types::Timespec = &**c.connect_timeout.insert(Box::new(types::Timespec::from(timeout)));
+        let ts: *const types::Timespec = &**c
+            .connect_timeout
+            .insert(Box::new(types::Timespec::from(timeout)));
         c.ops += 2;
         let generation = c.generation;
         let fd = c.raw();
@@ -801,7 +972,11 @@ impl Shard {
                 .flags(squeue::Flags::IO_LINK)
                 .user_data(sqe_token(Op::Connect, idx, generation)),
         );
-        self.push(opcode::LinkTimeout::new(ts).build().user_data(sqe_token(Op::ConnectTimeout, idx, generation)));
+        self.push(opcode::LinkTimeout::new(ts).build().user_data(sqe_token(
+            Op::ConnectTimeout,
+            idx,
+            generation,
+        )));
     }
 
     fn on_connect(&mut self, idx: usize, res: i32) {
@@ -810,13 +985,16 @@ impl Shard {
             self.maybe_free(idx);
             return;
         }
-        let Role::Upstream(key) = self.conns[idx].role.clone() else { return };
+        let Role::Upstream(key) = self.conns[idx].role.clone() else {
+            return;
+        };
         let now = Instant::now();
         let mut out = std::mem::take(&mut self.out);
         let started = self.session(key).and_then(|s| s.connect_started.take());
         if res == 0 {
             if let Some(t) = started {
-                self.metrics.observe(Hist::UpstreamConnect, now.saturating_duration_since(t));
+                self.metrics
+                    .observe(Hist::UpstreamConnect, now.saturating_duration_since(t));
             }
             self.arm_recv(idx);
             if let Some(s) = self.session(key) {
@@ -851,7 +1029,9 @@ impl Shard {
     }
 
     fn start_send(&mut self, idx: usize) {
-        let Some(c) = self.conns.get_mut(idx) else { return };
+        let Some(c) = self.conns.get_mut(idx) else {
+            return;
+        };
         if c.closing {
             return;
         }
@@ -861,7 +1041,9 @@ impl Shard {
             }
             return;
         }
-        let Some(hdr) = c.send.prepare(&self.bufs) else { return };
+        let Some(hdr) = c.send.prepare(&self.bufs) else {
+            return;
+        };
         c.ops += 1;
         let sqe = opcode::SendMsg::new(types::Fd(c.raw()), hdr)
             .flags(libc::MSG_NOSIGNAL as u32)
@@ -888,7 +1070,8 @@ impl Shard {
         c.send.complete(res as usize, &mut self.bufs, &mut done);
         let role = c.role.clone();
         for t in done.drain(..) {
-            self.metrics.observe(Hist::ForwardLatency, now.saturating_duration_since(t));
+            self.metrics
+                .observe(Hist::ForwardLatency, now.saturating_duration_since(t));
         }
         self.latencies = done;
         let n = res as u64;
@@ -918,12 +1101,22 @@ impl Shard {
     // ---------------------------------------------------------------- ending things
 
     fn end_session(&mut self, key: SessionKey, outcome: SessionOutcome) {
-        if !self.sessions.get(key.index).is_some_and(|s| s.generation == key.generation) {
+        if !self
+            .sessions
+            .get(key.index)
+            .is_some_and(|s| s.generation == key.generation)
+        {
             return;
         }
         let s = self.sessions.remove(key.index);
         if let Some(cookie) = &s.cookie {
-            self.shared.cookies.remove_get(cookie, SessionRef { shard: self.id, key: key.pack() });
+            self.shared.cookies.remove_get(
+                cookie,
+                SessionRef {
+                    shard: self.id,
+                    key: key.pack(),
+                },
+            );
         }
         self.shared.admission.close_session();
         self.metrics.session_ended(outcome);
@@ -945,9 +1138,11 @@ impl Shard {
             self.close_conn(c);
         }
         if let Some(v) = s.viewer {
-            // The viewer gets what was queued for it (a final error reply, say), then the close.
+            // The viewer gets what was queued for it (a final error reply, say), then the close;
+            // a viewer that never reads it is closed by the tick after FLUSH_GRACE.
             if let Some(c) = self.conns.get_mut(v) {
                 c.close_after_flush = true;
+                c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
                 self.dirty.push(v);
             }
         }
@@ -955,7 +1150,9 @@ impl Shard {
 
     /// Shuts a connection down; it is freed once its in-flight operations have completed.
     fn close_conn(&mut self, idx: usize) {
-        let Some(c) = self.conns.get_mut(idx) else { return };
+        let Some(c) = self.conns.get_mut(idx) else {
+            return;
+        };
         if c.closing {
             return;
         }
@@ -969,7 +1166,11 @@ impl Shard {
         if c.connect_addr.is_some() && c.ops > 0 {
             // A connecting socket ignores shutdown: cancel the connect itself.
             let target = sqe_token(Op::Connect, idx, c.generation);
-            self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
+            self.push(
+                opcode::AsyncCancel::new(target)
+                    .build()
+                    .user_data(sqe_token(Op::Cancel, 0, 0)),
+            );
         }
         self.maybe_free(idx);
     }
@@ -987,13 +1188,34 @@ impl Shard {
         // Dropping `c` closes the descriptor: nothing in flight names it any more.
     }
 
+    /// When the ring runs short, viewers that hold many ring buffers (slow ones, paused
+    /// behind backpressure) get their queued media copied out so the buffers go back to the
+    /// kernel: one slow viewer must not starve every other connection of the shard.
+    fn relieve_ring_pressure(&mut self) {
+        let total = self.bufs.capacity();
+        if self.bufs.available() >= total / 8 {
+            return;
+        }
+        let mut freed = 0;
+        for (_, c) in self.conns.iter_mut() {
+            if c.send.ring_segments() >= RING_SEGMENTS_BEFORE_COPY {
+                freed += c.send.copy_out_ring_segments(&mut self.bufs);
+            }
+        }
+        if freed > 0 {
+            self.metrics.ring_buffers_copied_out(freed as u64);
+        }
+    }
+
     fn feed_starved(&mut self) {
         if self.starved.is_empty() || self.bufs.available() < 16 {
             return;
         }
         let starved = std::mem::take(&mut self.starved);
         for idx in starved {
-            let Some(c) = self.conns.get_mut(idx) else { continue };
+            let Some(c) = self.conns.get_mut(idx) else {
+                continue;
+            };
             if c.closing || c.recv != RecvState::WaitingForBuffers {
                 continue;
             }
@@ -1015,17 +1237,29 @@ impl Shard {
         let idle = Duration::from_secs(self.limits.idle_timeout_secs);
         let mut expired_heads = Vec::new();
         let mut parked = Vec::new();
+        let mut stuck = Vec::new();
         for (idx, c) in &self.conns {
             if c.closing {
                 continue;
             }
+            if c.flush_deadline.is_some_and(|d| now >= d) {
+                stuck.push(idx);
+                continue;
+            }
             match &c.role {
-                Role::Head if now.saturating_duration_since(c.accepted_at) > head_timeout => expired_heads.push(idx),
-                Role::ParkedPost { cookie, .. } => {
-                    parked.push((idx, cookie.clone(), now.saturating_duration_since(c.accepted_at) > pairing))
+                Role::Head if now.saturating_duration_since(c.accepted_at) > head_timeout => {
+                    expired_heads.push(idx)
                 }
+                Role::ParkedPost { cookie, .. } => parked.push((
+                    idx,
+                    cookie.clone(),
+                    now.saturating_duration_since(c.accepted_at) > pairing,
+                )),
                 _ => {}
             }
+        }
+        for idx in stuck {
+            self.close_conn(idx);
         }
         for idx in expired_heads {
             self.metrics.rejected(Rejection::HeadTimeout);
@@ -1039,7 +1273,14 @@ impl Shard {
                 self.wake_parked(idx, cookie);
             }
         }
-        let keys: Vec<SessionKey> = self.sessions.iter().map(|(index, s)| SessionKey { index, generation: s.generation }).collect();
+        let keys: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .map(|(index, s)| SessionKey {
+                index,
+                generation: s.generation,
+            })
+            .collect();
         let mut out = std::mem::take(&mut self.out);
         for key in keys {
             let Some(s) = self.session(key) else { continue };
@@ -1059,7 +1300,14 @@ impl Shard {
         self.out = out;
         if let Some(deadline) = self.draining_until {
             if now >= deadline {
-                let keys: Vec<SessionKey> = self.sessions.iter().map(|(index, s)| SessionKey { index, generation: s.generation }).collect();
+                let keys: Vec<SessionKey> = self
+                    .sessions
+                    .iter()
+                    .map(|(index, s)| SessionKey {
+                        index,
+                        generation: s.generation,
+                    })
+                    .collect();
                 for key in keys {
                     self.end_session(key, SessionOutcome::Shutdown);
                 }
@@ -1068,11 +1316,16 @@ impl Shard {
     }
 
     fn wake_parked(&mut self, idx: usize, cookie: String) {
-        let Some(Role::ParkedPost { leftover, .. }) = self.conns.get_mut(idx).map(|c| &mut c.role) else { return };
+        let Some(Role::ParkedPost { leftover, .. }) = self.conns.get_mut(idx).map(|c| &mut c.role)
+        else {
+            return;
+        };
         let leftover = std::mem::take(leftover);
         match self.shared.cookies.post_arrived(&cookie, self.id) {
             PostLookup::Parked => {
-                if let Some(Role::ParkedPost { leftover: l, .. }) = self.conns.get_mut(idx).map(|c| &mut c.role) {
+                if let Some(Role::ParkedPost { leftover: l, .. }) =
+                    self.conns.get_mut(idx).map(|c| &mut c.role)
+                {
                     *l = leftover;
                 }
             }
@@ -1107,13 +1360,23 @@ impl Shard {
     }
 
     fn reload(&mut self, routes: Arc<RouteTable>, limits: Limits) {
-        let keys: Vec<SessionKey> = self.sessions.iter().map(|(index, s)| SessionKey { index, generation: s.generation }).collect();
+        let keys: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .map(|(index, s)| SessionKey {
+                index,
+                generation: s.generation,
+            })
+            .collect();
         for key in keys {
-            let Some(current) = self.sessions[key.index].proto.route().cloned() else { continue };
-            let kept = routes
-                .routes()
-                .iter()
-                .any(|r| r.path == current.path && r.upstream_url == current.upstream_url && r.upstream_addr == current.upstream_addr);
+            let Some(current) = self.sessions[key.index].proto.route().cloned() else {
+                continue;
+            };
+            let kept = routes.routes().iter().any(|r| {
+                r.path == current.path
+                    && r.upstream_url == current.upstream_url
+                    && r.upstream_addr == current.upstream_addr
+            });
             if !kept {
                 self.end_session(key, SessionOutcome::RouteRemoved);
             }
@@ -1130,7 +1393,11 @@ impl Shard {
         for i in 0..self.listeners.len() {
             if self.listeners[i].is_some() {
                 let target = sqe_token(Op::Accept, i, 0);
-                self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
+                self.push(
+                    opcode::AsyncCancel::new(target)
+                        .build()
+                        .user_data(sqe_token(Op::Cancel, 0, 0)),
+                );
             }
         }
         // Connections still reading their head, or parked, are not sessions yet: drop them.
@@ -1143,6 +1410,11 @@ impl Shard {
         for idx in idle {
             self.close_conn(idx);
         }
-        tracing::info!(shard = self.id, sessions = self.sessions.len(), grace_ms = grace.as_millis() as u64, "draining");
+        tracing::info!(
+            shard = self.id,
+            sessions = self.sessions.len(),
+            grace_ms = grace.as_millis() as u64,
+            "draining"
+        );
     }
 }

@@ -19,11 +19,18 @@ pub struct AdoptPost {
 pub enum ShardMsg {
     AdoptPost(AdoptPost),
     /// A GET registered the cookie of a POST parked here.
-    WakeParked { cookie: String },
+    WakeParked {
+        cookie: String,
+    },
     /// New routes and limits (SIGHUP).
-    Reload { routes: Arc<RouteTable>, limits: Limits },
+    Reload {
+        routes: Arc<RouteTable>,
+        limits: Limits,
+    },
     /// Stop accepting; end sessions after `grace`.
-    Shutdown { grace: Duration },
+    Shutdown {
+        grace: Duration,
+    },
 }
 
 pub struct Mailbox {
@@ -40,7 +47,10 @@ impl Mailbox {
         }
         // SAFETY: `fd` is a fresh descriptor this function owns.
         let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Mailbox { queue: Mutex::new(Vec::new()), eventfd })
+        Ok(Mailbox {
+            queue: Mutex::new(Vec::new()),
+            eventfd,
+        })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -48,7 +58,10 @@ impl Mailbox {
     }
 
     pub fn post(&self, msg: ShardMsg) {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(msg);
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A full counter (EAGAIN)
         // still leaves the shard woken, so the result needs no handling.

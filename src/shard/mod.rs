@@ -16,8 +16,8 @@ mod token;
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -84,7 +84,11 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> std::io::Result<(SocketAddr
     let mut bound = addr;
     let mut fds = Vec::with_capacity(count);
     for _ in 0..count {
-        let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+        let s = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.cloexec(),
+            Some(Protocol::TCP),
+        )?;
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
         s.set_nodelay(true)?;
@@ -120,7 +124,9 @@ impl Shards {
                 per_shard[i].push(fd);
             }
         }
-        let mailboxes = (0..n).map(|_| Mailbox::new().map(Arc::new)).collect::<std::io::Result<Vec<_>>>()?;
+        let mailboxes = (0..n)
+            .map(|_| Mailbox::new().map(Arc::new))
+            .collect::<std::io::Result<Vec<_>>>()?;
         let shared = Arc::new(Shared {
             mailboxes,
             cookies: CookieTable::new(),
@@ -142,22 +148,25 @@ impl Shards {
                 seed: random_seed(),
             };
             let shared = shared.clone();
-            let core = (opts.runtime.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
+            let core =
+                (opts.runtime.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
             let ready = ready_tx.clone();
-            let t = std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || {
-                if let Some(core) = core {
-                    core_affinity::set_for_current(core);
-                }
-                match event_loop::Shard::new(cfg, shared) {
-                    Ok(shard) => {
-                        let _ = ready.send(Ok(()));
-                        shard.run();
+            let t = std::thread::Builder::new()
+                .name(format!("shard-{i}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
                     }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
+                    match event_loop::Shard::new(cfg, shared) {
+                        Ok(shard) => {
+                            let _ = ready.send(Ok(()));
+                            shard.run();
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                        }
                     }
-                }
-            })?;
+                })?;
             threads.push(t);
         }
         drop(ready_tx);
@@ -168,7 +177,11 @@ impl Shards {
                 Err(_) => anyhow::bail!("a shard thread died during start-up"),
             }
         }
-        Ok(Shards { shared, threads, local_addrs })
+        Ok(Shards {
+            shared,
+            threads,
+            local_addrs,
+        })
     }
 
     /// The bound tunnel addresses, in configuration order.
@@ -193,7 +206,10 @@ impl Shards {
     /// New routes and limits for every shard; sessions on removed routes end cleanly.
     pub fn reload(&self, routes: Arc<RouteTable>, limits: Limits) {
         for m in &self.shared.mailboxes {
-            m.post(ShardMsg::Reload { routes: routes.clone(), limits: limits.clone() });
+            m.post(ShardMsg::Reload {
+                routes: routes.clone(),
+                limits: limits.clone(),
+            });
         }
     }
 

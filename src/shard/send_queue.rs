@@ -15,7 +15,12 @@ pub enum Segment {
     /// Bytes the relay produced (HTTP replies, rewritten RTSP messages, viewer→camera data).
     Owned { data: Vec<u8>, offset: usize },
     /// `start..end` of ring buffer `bid`, received at `received_at`.
-    Ring { bid: u16, start: u32, end: u32, received_at: Instant },
+    Ring {
+        bid: u16,
+        start: u32,
+        end: u32,
+        received_at: Instant,
+    },
 }
 
 impl Segment {
@@ -38,14 +43,28 @@ pub struct SendQueue {
     segments: VecDeque<Segment>,
     queued: usize,
     in_flight: bool,
+    /// Segments named by the send in flight (the kernel may be reading them).
+    in_flight_segments: usize,
+    /// Ring segments queued.
+    ring_segments: usize,
     msg: Box<SendMsg>,
 }
 
 impl Default for SendQueue {
     fn default() -> Self {
-        let iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
+        let iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_IOV];
         let hdr: libc::msghdr = empty_msghdr();
-        SendQueue { segments: VecDeque::new(), queued: 0, in_flight: false, msg: Box::new(SendMsg { hdr, iov }) }
+        SendQueue {
+            segments: VecDeque::new(),
+            queued: 0,
+            in_flight: false,
+            in_flight_segments: 0,
+            ring_segments: 0,
+            msg: Box::new(SendMsg { hdr, iov }),
+        }
     }
 }
 
@@ -87,7 +106,13 @@ impl SendQueue {
     pub fn push_ring(&mut self, bid: u16, start: u32, end: u32, received_at: Instant) {
         debug_assert!(start < end);
         self.queued += (end - start) as usize;
-        self.segments.push_back(Segment::Ring { bid, start, end, received_at });
+        self.ring_segments += 1;
+        self.segments.push_back(Segment::Ring {
+            bid,
+            start,
+            end,
+            received_at,
+        });
     }
 
     /// Prepares the next `sendmsg` if none is in flight and bytes wait: returns the `msghdr`
@@ -100,25 +125,36 @@ impl SendQueue {
         let mut n = 0;
         for seg in self.segments.iter().take(MAX_IOV) {
             let (base, len) = match seg {
-                Segment::Owned { data, offset } => (data[*offset..].as_ptr() as *mut u8, data.len() - offset),
-                Segment::Ring { bid, start, end, .. } => (bufs.addr(*bid, *start), (end - start) as usize),
+                Segment::Owned { data, offset } => {
+                    (data[*offset..].as_ptr() as *mut u8, data.len() - offset)
+                }
+                Segment::Ring {
+                    bid, start, end, ..
+                } => (bufs.addr(*bid, *start), (end - start) as usize),
             };
-            msg.iov[n] = libc::iovec { iov_base: base.cast(), iov_len: len };
+            msg.iov[n] = libc::iovec {
+                iov_base: base.cast(),
+                iov_len: len,
+            };
             n += 1;
         }
         msg.hdr = empty_msghdr();
         msg.hdr.msg_iov = msg.iov.as_mut_ptr();
         msg.hdr.msg_iovlen = n as _;
         self.in_flight = true;
+        self.in_flight_segments = n;
         Some(&msg.hdr as *const libc::msghdr)
     }
 
     /// The send in flight wrote `written` bytes: drop what was sent, releasing ring buffers.
     pub fn complete(&mut self, mut written: usize, bufs: &mut BufRing, done: &mut Vec<Instant>) {
         self.in_flight = false;
+        self.in_flight_segments = 0;
         self.queued -= written.min(self.queued);
         while written > 0 {
-            let Some(front) = self.segments.front_mut() else { break };
+            let Some(front) = self.segments.front_mut() else {
+                break;
+            };
             let rem = front.remaining();
             if written < rem {
                 match front {
@@ -128,8 +164,12 @@ impl SendQueue {
                 break;
             }
             written -= rem;
-            if let Some(Segment::Ring { bid, received_at, .. }) = self.segments.pop_front() {
+            if let Some(Segment::Ring {
+                bid, received_at, ..
+            }) = self.segments.pop_front()
+            {
                 bufs.release(bid);
+                self.ring_segments -= 1;
                 done.push(received_at);
             }
         }
@@ -138,6 +178,31 @@ impl SendQueue {
     /// The send in flight failed: the socket is going away.
     pub fn abort_in_flight(&mut self) {
         self.in_flight = false;
+        self.in_flight_segments = 0;
+    }
+
+    pub fn ring_segments(&self) -> usize {
+        self.ring_segments
+    }
+
+    /// Copies queued ring segments that no send in flight names into owned memory and releases
+    /// their buffers. Returns how many buffers were released.
+    pub fn copy_out_ring_segments(&mut self, bufs: &mut BufRing) -> usize {
+        let mut released = 0;
+        for seg in self.segments.iter_mut().skip(self.in_flight_segments) {
+            if let Segment::Ring {
+                bid, start, end, ..
+            } = *seg
+            {
+                let len = (end - start) as usize;
+                let data = bufs.bytes_at(bid, start, len).to_vec();
+                bufs.release(bid);
+                *seg = Segment::Owned { data, offset: 0 };
+                released += 1;
+            }
+        }
+        self.ring_segments -= released;
+        released
     }
 
     /// Drops everything queued (the connection is closing), releasing ring buffers. Only call
@@ -150,5 +215,6 @@ impl SendQueue {
             }
         }
         self.queued = 0;
+        self.ring_segments = 0;
     }
 }
