@@ -1,0 +1,475 @@
+//! Scripted peers for in-process relay tests: a fake RTSP camera and a raw tunnel viewer.
+//!
+//! Both speak the wire protocol byte by byte (no shortcuts through the relay's internals) so
+//! the tests see what a real peer would see.
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use rtsp_tunnel_relay::config::{Config, Limits, RouteTable, Runtime};
+use rtsp_tunnel_relay::metrics::ShardMetrics;
+use rtsp_tunnel_relay::proto::interleaved::{Demux, Event};
+use rtsp_tunnel_relay::proto::rtsp::{Message, MessageLimits};
+use rtsp_tunnel_relay::shard::{Shards, StartOptions};
+
+/// What a fake camera observed.
+#[derive(Default)]
+pub struct CameraLog {
+    pub requests: Vec<Message>,
+    /// Interleaved frames received from the relay (viewer RTCP), payloads.
+    pub frames: Vec<Vec<u8>>,
+    pub connections: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum CameraMode {
+    /// Answers the dialogue and streams frames after PLAY.
+    Normal,
+    /// Streams as fast as the socket takes it after PLAY (backpressure tests).
+    Flood,
+    /// Requires Digest auth (user "admin", password "secret").
+    DigestAuth,
+}
+
+pub struct FakeCamera {
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<CameraLog>>,
+    pub bytes_written: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeCamera {
+    pub fn start(mode: CameraMode) -> FakeCamera {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log = Arc::new(Mutex::new(CameraLog::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let bytes_written = Arc::new(AtomicU64::new(0));
+        let (l2, s2, b2) = (log.clone(), stop.clone(), bytes_written.clone());
+        let thread = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            while !s2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((sock, _)) => {
+                        l2.lock().unwrap().connections += 1;
+                        let (l3, s3, b3) = (l2.clone(), s2.clone(), b2.clone());
+                        conns.push(std::thread::spawn(move || {
+                            serve_camera(sock, mode, addr, l3, s3, b3)
+                        }));
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => break,
+                }
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        FakeCamera {
+            addr,
+            log,
+            bytes_written,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("rtsp://{}{path}", self.addr)
+    }
+}
+
+impl Drop for FakeCamera {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn frame(channel: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![b'$', channel];
+    f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn serve_camera(
+    mut sock: TcpStream,
+    mode: CameraMode,
+    addr: SocketAddr,
+    log: Arc<Mutex<CameraLog>>,
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
+) {
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut demux = Demux::new(MessageLimits::default());
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut playing = false;
+    let mut seq: u32 = 0;
+    let mut last_frame = Instant::now();
+    let flood = vec![0xabu8; 1400];
+    while !stop.load(Ordering::Relaxed) {
+        match sock.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                let mut events = Vec::new();
+                if demux.feed(&buf[..n], &mut events).is_err() {
+                    return;
+                }
+                for ev in events {
+                    match ev {
+                        Event::Frames { range, .. } => {
+                            // Test peers send whole small frames per write; keep payloads.
+                            let bytes = &buf[range];
+                            if bytes.len() > 4 {
+                                log.lock().unwrap().frames.push(bytes[4..].to_vec());
+                            }
+                        }
+                        Event::Message(req) => {
+                            let reply = answer(&req, mode, addr);
+                            if req.method() == Some("PLAY") && reply.starts_with(b"RTSP/1.0 200") {
+                                // live555's quirk: an RTCP frame before the PLAY answer.
+                                let _ = sock.write_all(&frame(1, b"rtcp-sr"));
+                                playing = true;
+                            }
+                            log.lock().unwrap().requests.push(req);
+                            if sock.write_all(&reply).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {}
+            Err(_) => return,
+        }
+        if playing {
+            match mode {
+                CameraMode::Flood => {
+                    sock.set_write_timeout(Some(Duration::from_millis(50)))
+                        .unwrap();
+                    for _ in 0..64 {
+                        match sock.write(&frame(0, &flood)) {
+                            Ok(n) => {
+                                written.fetch_add(n as u64, Ordering::Relaxed);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ if last_frame.elapsed() >= Duration::from_millis(10) => {
+                    last_frame = Instant::now();
+                    seq += 1;
+                    let payload = format!("frame-{seq:08}");
+                    if sock.write_all(&frame(0, payload.as_bytes())).is_err() {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let _ = sock.shutdown(Shutdown::Both);
+}
+
+fn answer(req: &Message, mode: CameraMode, addr: SocketAddr) -> Vec<u8> {
+    let cseq = req.cseq().unwrap_or(0);
+    if mode == CameraMode::DigestAuth
+        && req
+            .header("Authorization")
+            .is_none_or(|a| !a.starts_with("Digest "))
+    {
+        return format!("RTSP/1.0 401 Unauthorized\r\nCSeq: {cseq}\r\nWWW-Authenticate: Digest realm=\"fakecam\", nonce=\"n0nce\"\r\n\r\n").into_bytes();
+    }
+    let base = format!("rtsp://{addr}/stream");
+    match req.method().unwrap_or("") {
+        "OPTIONS" => format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nPublic: OPTIONS, DESCRIBE, SETUP, PLAY, GET_PARAMETER, TEARDOWN\r\n\r\n").into_bytes(),
+        "DESCRIBE" => {
+            let sdp = format!("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=fake\r\nt=0 0\r\na=control:{base}/\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:{base}/trackID=0\r\n");
+            format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nContent-Base: {base}/\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len()).into_bytes()
+        }
+        "SETUP" => format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 4242;timeout=60\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n").into_bytes(),
+        "PLAY" => format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 4242\r\nRTP-Info: url={base}/trackID=0;seq=1;rtptime=0\r\n\r\n").into_bytes(),
+        _ => format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 4242\r\n\r\n").into_bytes(),
+    }
+}
+
+/// An in-process relay on an ephemeral port.
+pub struct Relay {
+    pub addr: SocketAddr,
+    pub metrics: Vec<Arc<ShardMetrics>>,
+    shards: Option<Shards>,
+}
+
+impl Relay {
+    pub fn start(routes: &[(&str, String)], shards: usize, limits: Limits) -> Relay {
+        let mut text = String::from("[listen]\ntunnel=[\"127.0.0.1:0\"]\n");
+        for (path, upstream) in routes {
+            text.push_str(&format!(
+                "[[route]]\npath=\"{path}\"\nupstream=\"{upstream}\"\n"
+            ));
+        }
+        let (_, routes) = Config::from_toml(&text).unwrap();
+        let metrics: Vec<_> = (0..shards)
+            .map(|i| Arc::new(ShardMetrics::new(i)))
+            .collect();
+        let running = Shards::start(StartOptions {
+            tunnel: vec!["127.0.0.1:0".parse().unwrap()],
+            shards,
+            runtime: Runtime {
+                recv_buffers: 1024,
+                ..Runtime::default()
+            },
+            limits,
+            routes: Arc::new(RouteTable::new(routes)),
+            public_address: None,
+            metrics: metrics.clone(),
+        })
+        .unwrap();
+        Relay {
+            addr: running.local_addrs()[0],
+            metrics,
+            shards: Some(running),
+        }
+    }
+
+    pub fn shards(&self) -> &Shards {
+        self.shards.as_ref().unwrap()
+    }
+
+    pub fn stop(mut self) {
+        if let Some(s) = self.shards.take() {
+            s.shutdown(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(s) = self.shards.take() {
+            s.shutdown(Duration::from_millis(200));
+        }
+    }
+}
+
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Polls `f` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Reads an HTTP response head (up to the blank line) and returns it.
+pub fn read_http_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Reads until EOF or timeout; returns what came.
+pub fn read_to_close(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (all, true),
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (all, true),
+            Err(_) => return (all, false),
+        }
+    }
+}
+
+/// A raw tunnel viewer: GET for data, POST for base64 commands.
+pub struct TunnelViewer {
+    pub get: TcpStream,
+    pub post: Option<TcpStream>,
+    pub reply_head: String,
+    cookie: String,
+    relay: SocketAddr,
+    demux: Demux,
+    pending: std::collections::VecDeque<Event>,
+    last_chunk: Vec<u8>,
+    pub frames: u64,
+    pub frame_bytes: Vec<u8>,
+    cseq: u32,
+    pub path: String,
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+impl TunnelViewer {
+    /// Sends the GET and reads the relay's HTTP reply head.
+    pub fn open_get(relay: SocketAddr, path: &str, cookie: &str) -> TunnelViewer {
+        let mut get = connect(relay);
+        write!(get, "GET {path} HTTP/1.1\r\nHost: {relay}\r\nX-Sessioncookie: {cookie}\r\nAccept: application/x-rtsp-tunnelled\r\nPragma: no-cache\r\nCache-Control: no-cache\r\n\r\n").unwrap();
+        let reply_head = read_http_head(&mut get);
+        TunnelViewer {
+            get,
+            post: None,
+            reply_head,
+            cookie: cookie.to_owned(),
+            relay,
+            demux: Demux::new(MessageLimits::default()),
+            pending: Default::default(),
+            last_chunk: Vec::new(),
+            frames: 0,
+            frame_bytes: Vec::new(),
+            cseq: 0,
+            path: path.to_owned(),
+        }
+    }
+
+    pub fn open_post(&mut self) {
+        self.post = Some(open_post(self.relay, &self.path, &self.cookie, false));
+    }
+
+    /// Sends one RTSP request (base64 on the POST) and waits for its response.
+    pub fn request(&mut self, method: &str, suffix: &str, extra: &str) -> Message {
+        self.cseq += 1;
+        let req = format!(
+            "{method} rtsp://{}{}{suffix} RTSP/1.0\r\nCSeq: {}\r\nUser-Agent: fake\r\n{extra}\r\n",
+            self.relay, self.path, self.cseq
+        );
+        self.send_command(req.as_bytes());
+        let want = self.cseq;
+        loop {
+            let m = self
+                .next_message()
+                .unwrap_or_else(|| panic!("no response to {method}"));
+            if m.cseq() == Some(want) {
+                return m;
+            }
+        }
+    }
+
+    pub fn send_command(&mut self, raw: &[u8]) {
+        let post = self.post.as_mut().expect("POST open");
+        post.write_all(b64(raw).as_bytes()).unwrap();
+    }
+
+    /// Reads from the GET until a whole RTSP message arrives (counting frames on the way).
+    pub fn next_message(&mut self) -> Option<Message> {
+        loop {
+            while let Some(ev) = self.pending.pop_front() {
+                match ev {
+                    Event::Message(m) => return Some(m),
+                    Event::Frames {
+                        range,
+                        frames_completed,
+                    } => {
+                        self.frames += frames_completed as u64;
+                        self.frame_bytes.extend_from_slice(&self.last_chunk[range]);
+                    }
+                }
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = self.get.read(&mut buf).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.truncate(n);
+            let mut events = Vec::new();
+            self.demux.feed(&buf, &mut events).ok()?;
+            self.last_chunk = buf;
+            self.pending.extend(events);
+        }
+    }
+
+    /// Reads media until `frames` frames arrived or the deadline passes.
+    pub fn read_frames(&mut self, frames: u64, timeout: Duration) -> u64 {
+        let end = Instant::now() + timeout;
+        self.get
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        while self.frames < frames && Instant::now() < end {
+            let mut buf = vec![0u8; 64 * 1024];
+            match self.get.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    let mut events = Vec::new();
+                    if self.demux.feed(&buf, &mut events).is_err() {
+                        break;
+                    }
+                    for ev in events {
+                        if let Event::Frames {
+                            range,
+                            frames_completed,
+                        } = ev
+                        {
+                            self.frames += frames_completed as u64;
+                            self.frame_bytes.extend_from_slice(&buf[range]);
+                        }
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        self.frames
+    }
+
+    /// OPTIONS, DESCRIBE, SETUP (interleaved), PLAY; returns the four responses.
+    pub fn play(&mut self) -> Vec<Message> {
+        let options = self.request("OPTIONS", "", "");
+        let describe = self.request("DESCRIBE", "", "Accept: application/sdp\r\n");
+        let setup = self.request(
+            "SETUP",
+            "/trackID=0",
+            "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n",
+        );
+        let play = self.request("PLAY", "/", "Session: 4242\r\nRange: npt=0.000-\r\n");
+        vec![options, describe, setup, play]
+    }
+}
+
+pub fn open_post(relay: SocketAddr, path: &str, cookie: &str, expect_continue: bool) -> TcpStream {
+    let mut post = connect(relay);
+    let expect = if expect_continue {
+        "Expect: 100-continue\r\n"
+    } else {
+        ""
+    };
+    write!(post, "POST {path} HTTP/1.0\r\nHost: {relay}\r\nx-sessioncookie: {cookie}\r\nContent-Type: application/x-rtsp-tunnelled\r\nContent-Length: 32767\r\n{expect}Pragma: no-cache\r\n\r\n").unwrap();
+    post
+}
