@@ -252,7 +252,7 @@ pub struct RouteTable {
 impl RouteTable {
     pub fn new(routes: Vec<Route>) -> Self {
         let mut routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
-        routes.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
         RouteTable { routes }
     }
 
@@ -443,6 +443,16 @@ mod tests {
         assert_eq!(path("/camera"), None);
         assert_eq!(path("/"), None);
         assert_eq!(path("rtsp://h:8080"), None);
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../examples/relay.toml");
+        // Its camera addresses are literal IPs, so validation needs no name resolution.
+        let (cfg, routes) = Config::from_toml(text).unwrap();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(cfg.limits.pairing_timeout_ms, 3000);
+        assert_eq!(routes[1].upstream_url, "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
     }
 
     #[test]

@@ -1101,10 +1101,10 @@ impl Shard {
     // ---------------------------------------------------------------- ending things
 
     fn end_session(&mut self, key: SessionKey, outcome: SessionOutcome) {
-        if !self
+        if self
             .sessions
             .get(key.index)
-            .is_some_and(|s| s.generation == key.generation)
+            .is_none_or(|s| s.generation != key.generation)
         {
             return;
         }
