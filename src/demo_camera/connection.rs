@@ -648,3 +648,424 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL: &str = "127.0.0.1:8554";
+    const URL: &str = "rtsp://127.0.0.1:8554/demo";
+
+    struct Fixture {
+        conn: Connection,
+        origin: Instant,
+        wall: SystemTime,
+        cseq: u32,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let origin = Instant::now();
+            let timeline = Timeline {
+                origin,
+                ts_base: 0xFFFF_0000,
+            };
+            let clip = crate::demo_camera::clip().unwrap();
+            Fixture {
+                conn: Connection::new(clip, timeline, LOCAL.parse().unwrap(), 42, origin),
+                origin,
+                wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+                cseq: 0,
+            }
+        }
+
+        fn at(&self, ms: u64) -> Now {
+            Now {
+                mono: self.origin + Duration::from_millis(ms),
+                wall: self.wall + Duration::from_millis(ms),
+            }
+        }
+
+        fn request_at(
+            &mut self,
+            ms: u64,
+            method: &str,
+            uri: &str,
+            headers: &[(&str, &str)],
+        ) -> Message {
+            self.cseq += 1;
+            let mut m = Message::request(method, uri);
+            m.set_header("CSeq", self.cseq.to_string());
+            for (n, v) in headers {
+                m.set_header(n, *v);
+            }
+            let reply = self.conn.handle(&m, self.at(ms)).expect("a reply");
+            assert!(!reply.close);
+            assert_eq!(reply.response.cseq(), Some(self.cseq));
+            reply.response
+        }
+
+        fn request(&mut self, method: &str, uri: &str, headers: &[(&str, &str)]) -> Message {
+            self.request_at(0, method, uri, headers)
+        }
+
+        /// SETUP over TCP; returns the session id.
+        fn setup(&mut self) -> String {
+            let r = self.request(
+                "SETUP",
+                &format!("{URL}/trackID=0"),
+                &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
+            );
+            assert_eq!(r.status(), Some(200));
+            let s = r.header("Session").unwrap();
+            s.split(';').next().unwrap().to_owned()
+        }
+
+        fn poll(&mut self, ms: u64) -> Vec<(u8, Vec<u8>)> {
+            let mut out = Vec::new();
+            assert_eq!(self.conn.poll(self.at(ms), &mut out), Poll::Continue);
+            frames(&out)
+        }
+    }
+
+    fn frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut v = Vec::new();
+        while !b.is_empty() {
+            assert_eq!(b[0], b'$');
+            let len = usize::from(u16::from_be_bytes([b[2], b[3]]));
+            v.push((b[1], b[4..4 + len].to_vec()));
+            b = &b[4 + len..];
+        }
+        v
+    }
+
+    fn seq(p: &[u8]) -> u16 {
+        u16::from_be_bytes([p[2], p[3]])
+    }
+
+    fn ts(p: &[u8]) -> u32 {
+        u32::from_be_bytes([p[4], p[5], p[6], p[7]])
+    }
+
+    fn marker_count(frames: &[(u8, Vec<u8>)]) -> usize {
+        frames
+            .iter()
+            .filter(|(c, p)| *c == 0 && p[1] & 0x80 != 0)
+            .count()
+    }
+
+    #[test]
+    fn options_and_describe() {
+        let mut f = Fixture::new();
+        let r = f.request("OPTIONS", "*", &[]);
+        assert_eq!(r.status(), Some(200));
+        assert_eq!(r.header("Public"), Some(PUBLIC));
+        assert!(r.header("Date").is_some() && r.header("Server").is_some());
+
+        let r = f.request("DESCRIBE", "rtsp://admin:pw@cam.example:9000/demo?x=1", &[]);
+        assert_eq!(r.status(), Some(200));
+        // The base follows the client's own address, credentials dropped.
+        assert_eq!(
+            r.header("Content-Base"),
+            Some("rtsp://cam.example:9000/demo/")
+        );
+        let sdp = std::str::from_utf8(&r.body).unwrap();
+        assert!(sdp.starts_with("v=0\r\n"));
+        assert!(sdp.contains("\r\nm=video 0 RTP/AVP 96\r\n"));
+        assert!(
+            sdp.contains("packetization-mode=1;profile-level-id=42C01E;sprop-parameter-sets=Z0LAH")
+        );
+        assert!(sdp.ends_with("a=control:trackID=0\r\n"));
+
+        let r = f.request("DESCRIBE", URL, &[("Accept", "text/html")]);
+        assert_eq!(r.status(), Some(406));
+        assert!(r.body.is_empty() && r.header("Content-Type").is_none());
+        let r = f.request(
+            "DESCRIBE",
+            URL,
+            &[("Accept", "application/rtsl, application/sdp;q=1")],
+        );
+        assert_eq!(r.status(), Some(200));
+        // A relative URI gets the local address as its base.
+        let r = f.request("DESCRIBE", "/demo", &[]);
+        assert_eq!(
+            r.header("Content-Base"),
+            Some("rtsp://127.0.0.1:8554/demo/")
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let mut f = Fixture::new();
+        for (method, uri, headers, status) in [
+            ("DESCRIBE", "rtsp://127.0.0.1:8554/other", vec![], 404),
+            ("OPTIONS", "rtsp://127.0.0.1:8554/demox", vec![], 404),
+            ("DESCRIBE", "http://127.0.0.1/demo", vec![], 400),
+            ("PLAY", URL, vec![], 454),
+            ("PLAY", URL, vec![("Session", "nope")], 454),
+            ("PAUSE", URL, vec![], 454),
+            ("TEARDOWN", URL, vec![], 454),
+            ("GET_PARAMETER", URL, vec![("Session", "nope")], 454),
+            (
+                "SETUP",
+                &format!("{URL}/trackID=0"),
+                vec![("Session", "nope")],
+                454,
+            ),
+            ("RECORD", URL, vec![], 405),
+            ("FLY", URL, vec![], 501),
+            ("OPTIONS", URL, vec![("Require", "play.basic")], 551),
+        ] {
+            let r = f.request(method, uri, &headers);
+            assert_eq!(r.status(), Some(status), "{method} {uri} {headers:?}");
+        }
+        let mut m = Message::request("RECORD", URL);
+        m.set_header("CSeq", "1");
+        let r = f.conn.handle(&m, f.at(0)).unwrap().response;
+        assert_eq!(r.header("Allow"), Some(PUBLIC));
+
+        // Wrong version, missing CSeq, and responses from the client.
+        let mut m = Message::request("OPTIONS", URL);
+        m.set_header("CSeq", "7");
+        if let StartLine::Request { version, .. } = &mut m.start {
+            *version = "RTSP/2.0".into();
+        }
+        assert_eq!(
+            f.conn.handle(&m, f.at(0)).unwrap().response.status(),
+            Some(505)
+        );
+        let reply = f
+            .conn
+            .handle(&Message::request("OPTIONS", URL), f.at(0))
+            .unwrap();
+        assert_eq!(reply.response.status(), Some(400));
+        assert!(reply.close);
+        assert!(
+            f.conn
+                .handle(&Message::response(200, "OK"), f.at(0))
+                .is_none()
+        );
+
+        // Keepalives with a body name parameters the camera does not have.
+        let mut m = Message::request("SET_PARAMETER", URL);
+        m.set_header("CSeq", "8");
+        m.body = bytes::Bytes::from_static(b"brightness: 3\r\n");
+        assert_eq!(
+            f.conn.handle(&m, f.at(0)).unwrap().response.status(),
+            Some(451)
+        );
+    }
+
+    #[test]
+    fn setup_transports() {
+        let mut f = Fixture::new();
+        let track = format!("{URL}/trackID=0");
+        for t in [
+            "RTP/AVP;unicast;client_port=5000-5001",
+            "RTP/AVP/TCP;multicast",
+            "",
+        ] {
+            let r = f.request("SETUP", &track, &[("Transport", t)]);
+            assert_eq!(r.status(), Some(461), "{t}");
+        }
+        let r = f.request("SETUP", &track, &[]);
+        assert_eq!(r.status(), Some(461));
+        let r = f.request(
+            "SETUP",
+            &track,
+            &[(
+                "Transport",
+                "RTP/AVP;unicast;client_port=5000-5001,RTP/AVP/TCP;unicast;interleaved=2-3",
+            )],
+        );
+        assert_eq!(r.status(), Some(200));
+        let t = r.header("Transport").unwrap();
+        assert!(
+            t.starts_with("RTP/AVP/TCP;unicast;interleaved=2-3;ssrc="),
+            "{t}"
+        );
+        let session = r.header("Session").unwrap().to_owned();
+        assert!(session.ends_with(";timeout=60"), "{session}");
+        let id = session.split(';').next().unwrap();
+        // Re-SETUP within the session may change channels; an independent second one may not.
+        let r = f.request(
+            "SETUP",
+            &track,
+            &[
+                ("Transport", "RTP/AVP/TCP;interleaved=0-1"),
+                ("Session", id),
+            ],
+        );
+        assert_eq!(r.status(), Some(200));
+        assert_eq!(f.conn.rtcp_channel(), Some(1));
+        let r = f.request(
+            "SETUP",
+            &track,
+            &[("Transport", "RTP/AVP/TCP;interleaved=0-1")],
+        );
+        assert_eq!(r.status(), Some(455));
+    }
+
+    #[test]
+    fn choose_transport() {
+        assert_eq!(
+            choose_tcp_transport("RTP/AVP/TCP;unicast;interleaved=0-1"),
+            Some((0, 1))
+        );
+        assert_eq!(choose_tcp_transport("rtp/avp/tcp;unicast"), Some((0, 1)));
+        assert_eq!(
+            choose_tcp_transport("RTP/AVP/TCP;interleaved=4"),
+            Some((4, 5))
+        );
+        assert_eq!(choose_tcp_transport("RTP/AVP/TCP;interleaved=255"), None);
+        assert_eq!(choose_tcp_transport("RTP/AVP/TCP;interleaved=3-3"), None);
+        assert_eq!(choose_tcp_transport("RTP/AVP/TCP;interleaved=x-1"), None);
+        assert_eq!(choose_tcp_transport("RTP/AVP/TCP;mode=record"), None);
+        assert_eq!(
+            choose_tcp_transport("RTP/AVP/TCP;mode=\"PLAY\""),
+            Some((0, 1))
+        );
+        assert_eq!(
+            choose_tcp_transport("RTP/AVP;unicast;client_port=1-2"),
+            None
+        );
+        assert_eq!(
+            choose_tcp_transport("RTP/AVP/TCP;mode=record, RTP/AVP/TCP;interleaved=6-7"),
+            Some((6, 7))
+        );
+    }
+
+    #[test]
+    fn play_starts_at_last_keyframe_and_paces() {
+        let mut f = Fixture::new();
+        let id = f.setup();
+        // 1.5 s after the timeline began: live frame 37, last keyframe 25.
+        let r = f.request_at(1500, "PLAY", &format!("{URL}/"), &[("Session", &id)]);
+        assert_eq!(r.status(), Some(200));
+        assert_eq!(r.header("Session"), Some(id.as_str()));
+        let info = r.header("RTP-Info").unwrap().to_owned();
+        let first_ts = 0xFFFF_0000u32.wrapping_add(25 * 3600);
+        assert!(
+            info.starts_with(&format!("url={URL}/trackID=0;seq=")),
+            "{info}"
+        );
+        assert!(info.ends_with(&format!(";rtptime={first_ts}")), "{info}");
+        assert!(f.conn.is_playing());
+
+        let burst = f.poll(1500);
+        // Frames 25..=37 at once, then a sender report.
+        assert_eq!(marker_count(&burst), 13);
+        let rtp: Vec<&Vec<u8>> = burst
+            .iter()
+            .filter(|(c, _)| *c == 0)
+            .map(|(_, p)| p)
+            .collect();
+        let announced: u16 = info
+            .split("seq=")
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(seq(rtp[0]), announced);
+        assert_eq!(ts(rtp[0]), first_ts);
+        // The burst opens with the keyframe's parameter sets (single NAL unit packets).
+        assert_eq!(rtp[0][12] & 0x1f, 7);
+        for w in rtp.windows(2) {
+            assert_eq!(seq(w[1]), seq(w[0]).wrapping_add(1));
+        }
+        assert_eq!(
+            ts(rtp.last().unwrap()),
+            0xFFFF_0000u32.wrapping_add(37 * 3600)
+        );
+        let (ch, sr) = burst.last().unwrap();
+        assert_eq!((*ch, sr[1]), (1, 200));
+
+        // Nothing more until the next frame is due; then exactly one frame.
+        assert_eq!(
+            f.conn.next_deadline(),
+            f.origin + Duration::from_millis(1520)
+        );
+        assert!(f.poll(1519).is_empty());
+        let next = f.poll(1520);
+        assert_eq!(marker_count(&next), 1);
+        assert!(next.iter().all(|(c, _)| *c == 0));
+        assert_eq!(seq(&next[0].1), seq(rtp.last().unwrap()).wrapping_add(1));
+
+        // Across the loop point (frame 100 is frame 0 again) timestamps keep growing.
+        let later = f.poll(4040);
+        let last = later.iter().rfind(|(c, _)| *c == 0).unwrap();
+        assert_eq!(ts(&last.1), 0xFFFF_0000u32.wrapping_add(101 * 3600));
+        // A sender report every 5 s, not sooner.
+        assert!(later.iter().all(|(c, _)| *c == 0));
+        assert!(f.poll(6500).iter().any(|(c, _)| *c == 1));
+
+        // A second PLAY reports where the stream is without restarting it.
+        let r = f.request_at(6500, "PLAY", URL, &[("Session", &id)]);
+        assert!(r.header("RTP-Info").unwrap().ends_with(&format!(
+            "rtptime={}",
+            0xFFFF_0000u32.wrapping_add(163 * 3600)
+        )));
+    }
+
+    #[test]
+    fn lagging_viewer_skips_to_live() {
+        let mut f = Fixture::new();
+        let id = f.setup();
+        f.request_at(0, "PLAY", URL, &[("Session", &id)]);
+        assert_eq!(marker_count(&f.poll(0)), 1);
+        // The viewer did not take anything for 10 s: it resumes at the keyframe before live
+        // (frame 250 is a keyframe: 250 % 100 = 50), not with 10 s of stale video.
+        let burst = f.poll(10_000);
+        assert_eq!(marker_count(&burst), 1);
+        let first = burst.iter().find(|(c, _)| *c == 0).unwrap();
+        assert_eq!(ts(&first.1), 0xFFFF_0000u32.wrapping_add(250 * 3600));
+    }
+
+    #[test]
+    fn pause_teardown_and_expiry() {
+        let mut f = Fixture::new();
+        let id = f.setup();
+        f.request_at(0, "PLAY", URL, &[("Session", &id)]);
+        assert!(!f.poll(0).is_empty());
+        let r = f.request_at(100, "PAUSE", URL, &[("Session", &id)]);
+        assert_eq!(r.status(), Some(200));
+        assert!(f.poll(2000).is_empty());
+        // PLAY again resumes at the current keyframe, sequence numbers continuing.
+        f.request_at(2000, "PLAY", URL, &[("Session", &id)]);
+        assert_eq!(marker_count(&f.poll(2000)), 1);
+        let r = f.request_at(2000, "GET_PARAMETER", URL, &[("Session", &id)]);
+        assert_eq!(r.status(), Some(200));
+        let r = f.request_at(2000, "TEARDOWN", URL, &[("Session", &id)]);
+        assert_eq!(r.status(), Some(200));
+        assert!(!f.conn.is_playing());
+        assert!(f.poll(3000).is_empty());
+        let r = f.request_at(3000, "PLAY", URL, &[("Session", &id)]);
+        assert_eq!(r.status(), Some(454));
+
+        // Silence for the idle limit ends the connection; client RTCP counts as activity.
+        f.conn.client_frame(f.at(60_000).mono);
+        let mut out = Vec::new();
+        assert_eq!(f.conn.poll(f.at(100_000), &mut out), Poll::Continue);
+        assert_eq!(f.conn.next_deadline(), f.at(60_000).mono + IDLE_LIMIT);
+        assert_eq!(f.conn.poll(f.at(135_000), &mut out), Poll::Expired);
+    }
+
+    #[test]
+    fn request_urls() {
+        let local: SocketAddr = LOCAL.parse().unwrap();
+        let u = RequestUrl::parse("RTSP://u:p@[::1]:554/demo/trackID=0?a=b#f", local).unwrap();
+        assert_eq!(
+            (u.authority.as_str(), u.path.as_str()),
+            ("[::1]:554", "/demo/trackID=0")
+        );
+        let u = RequestUrl::parse("rtsp://h//", local).unwrap();
+        assert_eq!(u.path, "/");
+        let u = RequestUrl::parse("rtsp://h", local).unwrap();
+        assert_eq!(u.path, "/");
+        assert!(RequestUrl::parse("rtsp:///demo", local).is_none());
+        assert!(RequestUrl::parse("demo", local).is_none());
+    }
+}

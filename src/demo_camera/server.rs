@@ -194,7 +194,14 @@ fn spawn_client(
             tracing::debug!(%peer, "demo camera client connected");
             match serve(sock, conn, &registry.stop) {
                 Ok(why) => tracing::debug!(%peer, why, "demo camera client done"),
-                Err(e) => tracing::debug!(%peer, error = %e, "demo camera client dropped"),
+                // Players close with media still unread in their buffers, which resets the
+                // connection: an ordinary way to leave.
+                Err(e)
+                    if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) =>
+                {
+                    tracing::debug!(%peer, "demo camera client closed (reset)")
+                }
+                Err(e) => tracing::info!(%peer, error = %e, "demo camera client dropped"),
             }
             lock(&registry.clients).remove(&id);
         });
@@ -320,5 +327,73 @@ fn consume(
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection() -> Connection {
+        let now = Instant::now();
+        let timeline = Timeline {
+            origin: now,
+            ts_base: 0,
+        };
+        let clip = crate::demo_camera::clip().unwrap();
+        Connection::new(clip, timeline, "127.0.0.1:554".parse().unwrap(), 1, now)
+    }
+
+    fn statuses(out: &[u8]) -> Vec<u16> {
+        let mut v = Vec::new();
+        let mut rest = out;
+        while let Some((m, used)) = parse_message(rest, &MessageLimits::default()).unwrap() {
+            v.push(m.status().unwrap());
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty());
+        v
+    }
+
+    #[test]
+    fn requests_between_client_frames_in_any_split() {
+        let mut stream = Vec::new();
+        stream.extend_from_slice(b"$\x01\x00\x08RTCPRTCP");
+        stream.extend_from_slice(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n\r\n");
+        stream.extend_from_slice(b"$\x01\x01\x00");
+        stream.extend(std::iter::repeat_n(b'$', 256));
+        stream.extend_from_slice(b"GET_PARAMETER rtsp://h/demo RTSP/1.0\r\nCSeq: 2\r\n\r\n");
+        for piece in [1, 2, 3, 5, 64, stream.len()] {
+            let mut conn = connection();
+            let mut input = Input::default();
+            let mut out = Vec::new();
+            for chunk in stream.chunks(piece) {
+                let end = consume(
+                    &mut input,
+                    chunk,
+                    &mut conn,
+                    &MessageLimits::default(),
+                    &mut out,
+                );
+                assert_eq!(end, None);
+            }
+            assert_eq!(statuses(&out), vec![200, 200], "pieces of {piece}");
+            assert!(input.buf.is_empty() && input.skip == 0);
+        }
+    }
+
+    #[test]
+    fn garbage_gets_400_and_close() {
+        let mut conn = connection();
+        let mut out = Vec::new();
+        let end = consume(
+            &mut Input::default(),
+            b"\x00\x01garbage\r\n\r\n",
+            &mut conn,
+            &MessageLimits::default(),
+            &mut out,
+        );
+        assert!(end.is_some());
+        assert_eq!(statuses(&out), vec![400]);
     }
 }
