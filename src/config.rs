@@ -452,7 +452,10 @@ mod tests {
         let (cfg, routes) = Config::from_toml(text).unwrap();
         assert_eq!(routes.len(), 2);
         assert_eq!(cfg.limits.pairing_timeout_ms, 3000);
-        assert_eq!(routes[1].upstream_url, "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
+        assert_eq!(
+            routes[1].upstream_url,
+            "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0"
+        );
     }
 
     #[test]

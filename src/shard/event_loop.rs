@@ -533,6 +533,15 @@ impl Shard {
             );
             return;
         }
+        // The classifier only calls a GET a tunnel when it carries a valid cookie.
+        let Some(cookie) = head.cookie.clone() else {
+            self.refuse(
+                idx,
+                Rejection::BadCookie,
+                http_head::http_error_reply(400, "Bad Request"),
+            );
+            return;
+        };
         if !self
             .shared
             .admission
@@ -545,9 +554,6 @@ impl Shard {
             );
             return;
         }
-        let Some(cookie) = head.cookie.clone() else {
-            return;
-        };
         let (peer, accepted_at) = (self.conns[idx].peer, self.conns[idx].accepted_at);
         let key = self.new_session(route, true, peer, accepted_at);
         let me = SessionRef {
@@ -599,7 +605,11 @@ impl Shard {
         }
         let leftover = self.conns[idx].head.split_off(head.consumed);
         self.conns[idx].head = Vec::new();
-        let Some(cookie) = head.cookie else { return };
+        let Some(cookie) = head.cookie else {
+            self.metrics.rejected(Rejection::BadCookie);
+            self.close_conn(idx);
+            return;
+        };
         self.find_get_for_post(idx, cookie, leftover);
     }
 
