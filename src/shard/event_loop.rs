@@ -483,6 +483,7 @@ impl Shard {
             response_timeout: Duration::from_millis(self.limits.upstream_response_timeout_ms),
             cnonce_seed: self.cnonce_state,
         };
+        let route_path = route.as_ref().map(|r| r.path.clone());
         let proto = Session::new(params, route, &self.local_authority, started_at);
         let entry = self.sessions.vacant_entry();
         let index = entry.key();
@@ -511,6 +512,14 @@ impl Shard {
             to_camera: 0,
         });
         self.metrics.session_started();
+        tracing::info!(
+            target: "session",
+            session = (self.id as u64) << 48 | self.next_session_id,
+            route = route_path.as_deref().unwrap_or("-"),
+            peer = %peer,
+            mode = if tunnel { "tunnel" } else { "rtsp" },
+            "session started"
+        );
         SessionKey { index, generation }
     }
 
