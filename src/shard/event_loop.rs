@@ -778,7 +778,8 @@ impl Shard {
     fn on_data(&mut self, role: &Role, key: SessionKey, bid: u16, len: usize) {
         let now = Instant::now();
         let mut out = std::mem::take(&mut self.out);
-        let routes = self.routes.clone();
+        // Disjoint field borrows: no per-packet clone of the shared route table.
+        let routes = &*self.routes;
         let data = self.bufs.bytes(bid, len);
         let Some(s) = self
             .sessions
@@ -796,17 +797,17 @@ impl Shard {
             }
             Role::TunnelGet(_) => {
                 s.proto
-                    .on_viewer_bytes(ViewerStream::TunnelData, data, now, &routes, &mut out);
+                    .on_viewer_bytes(ViewerStream::TunnelData, data, now, routes, &mut out);
                 None
             }
             Role::TunnelPost(_) => {
                 s.proto
-                    .on_viewer_bytes(ViewerStream::TunnelCommands, data, now, &routes, &mut out);
+                    .on_viewer_bytes(ViewerStream::TunnelCommands, data, now, routes, &mut out);
                 None
             }
             Role::PlainRtsp(_) => {
                 s.proto
-                    .on_viewer_bytes(ViewerStream::Plain, data, now, &routes, &mut out);
+                    .on_viewer_bytes(ViewerStream::Plain, data, now, routes, &mut out);
                 None
             }
             _ => None,
