@@ -228,6 +228,7 @@ impl Relay {
             .collect();
         let running = Shards::start(StartOptions {
             tunnel: vec!["127.0.0.1:0".parse().unwrap()],
+            tls: Vec::new(),
             shards,
             runtime: Runtime {
                 recv_buffers: 1024,
