@@ -116,6 +116,7 @@ fn serve_camera(
     sock.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
     let mut demux = Demux::new(MessageLimits::default());
+    let mut frame_bytes = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut playing = false;
     let mut seq: u32 = 0;
@@ -132,10 +133,16 @@ fn serve_camera(
                 for ev in events {
                     match ev {
                         Event::Frames { range, .. } => {
-                            // Test peers send whole small frames per write; keep payloads.
-                            let bytes = &buf[range];
-                            if bytes.len() > 4 {
-                                log.lock().unwrap().frames.push(bytes[4..].to_vec());
+                            // Frames may arrive in pieces: reassemble before logging payloads.
+                            frame_bytes.extend_from_slice(&buf[range]);
+                            while frame_bytes.len() >= 4 {
+                                let len =
+                                    u16::from_be_bytes([frame_bytes[2], frame_bytes[3]]) as usize;
+                                if frame_bytes.len() < 4 + len {
+                                    break;
+                                }
+                                let f: Vec<u8> = frame_bytes.drain(..4 + len).skip(4).collect();
+                                log.lock().unwrap().frames.push(f);
                             }
                         }
                         Event::Message(req) => {
