@@ -217,12 +217,24 @@ fn answer(req: &Message, mode: CameraMode, addr: SocketAddr) -> Vec<u8> {
 /// An in-process relay on an ephemeral port.
 pub struct Relay {
     pub addr: SocketAddr,
+    /// The HTTPS listener, when started with TLS.
+    pub tls_addr: Option<SocketAddr>,
     pub metrics: Vec<Arc<ShardMetrics>>,
     shards: Option<Shards>,
 }
 
 impl Relay {
     pub fn start(routes: &[(&str, String)], shards: usize, limits: Limits) -> Relay {
+        Relay::start_with_tls(routes, shards, limits, None)
+    }
+
+    /// Like [`Relay::start`], plus an HTTPS listener when `tls` is given.
+    pub fn start_with_tls(
+        routes: &[(&str, String)],
+        shards: usize,
+        limits: Limits,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Relay {
         let mut text = String::from("[listen]\ntunnel=[\"127.0.0.1:0\"]\n");
         for (path, upstream) in routes {
             text.push_str(&format!(
@@ -235,7 +247,10 @@ impl Relay {
             .collect();
         let running = Shards::start(StartOptions {
             tunnel: vec!["127.0.0.1:0".parse().unwrap()],
-            tls: Vec::new(),
+            tls: tls
+                .into_iter()
+                .map(|c| ("127.0.0.1:0".parse().unwrap(), c))
+                .collect(),
             shards,
             runtime: Runtime {
                 recv_buffers: 1024,
@@ -249,6 +264,7 @@ impl Relay {
         .unwrap();
         Relay {
             addr: running.local_addrs()[0],
+            tls_addr: running.local_addrs().get(1).copied(),
             metrics,
             shards: Some(running),
         }
@@ -271,6 +287,21 @@ impl Drop for Relay {
             s.shutdown(Duration::from_millis(200));
         }
     }
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written to `dir`; returns the
+/// server configuration and the certificate path.
+pub fn test_tls(dir: &std::path::Path) -> (Arc<rustls::ServerConfig>, std::path::PathBuf) {
+    let names = vec!["localhost".into(), "127.0.0.1".into()];
+    let ck = rcgen::generate_simple_self_signed(names).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, ck.cert.pem()).unwrap();
+    std::fs::write(&k, ck.key_pair.serialize_pem()).unwrap();
+    (
+        rtsp_tunnel_relay::tls::load_server_config(&c, &k).unwrap(),
+        c,
+    )
 }
 
 pub fn open_fds() -> usize {
