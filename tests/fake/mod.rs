@@ -35,6 +35,12 @@ pub enum CameraMode {
     Flood,
     /// Requires Digest auth (user "admin", password "secret").
     DigestAuth,
+    /// Plays, sends a few frames, then resets the connection.
+    ResetAfterPlay,
+    /// Answers every request with bytes that are not RTSP.
+    Garbage,
+    /// Accepts the connection and never answers.
+    Silent,
 }
 
 pub struct FakeCamera {
@@ -146,6 +152,18 @@ fn serve_camera(
                             }
                         }
                         Event::Message(req) => {
+                            match mode {
+                                CameraMode::Silent => {
+                                    log.lock().unwrap().requests.push(req);
+                                    continue;
+                                }
+                                CameraMode::Garbage => {
+                                    let _ =
+                                        sock.write_all(b"\x00\x01\x02 this is not RTSP\r\n\r\n");
+                                    continue;
+                                }
+                                _ => {}
+                            }
                             let reply = answer(&req, mode, addr);
                             if req.method() == Some("PLAY") && reply.starts_with(b"RTSP/1.0 200") {
                                 // live555's quirk: an RTCP frame before the PLAY answer.
@@ -176,6 +194,11 @@ fn serve_camera(
                             Err(_) => break,
                         }
                     }
+                }
+                CameraMode::ResetAfterPlay if seq >= 20 => {
+                    // SO_LINGER 0: close with RST, as a crashing camera would.
+                    let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+                    return;
                 }
                 _ if last_frame.elapsed() >= Duration::from_millis(10) => {
                     last_frame = Instant::now();
