@@ -59,10 +59,22 @@ pub struct Listen {
     /// Metrics side port (`/metrics`, `/healthz`, `/readyz`); none if absent.
     #[serde(default)]
     pub metrics: Option<SocketAddr>,
+    /// HTTPS tunnel listeners (`[[listen.tls]]`): the same protocol inside TLS.
+    #[serde(default)]
+    pub tls: Vec<TlsListen>,
     /// Public address sent as `x-server-ip-address` on tunnel GET replies. Off by default:
     /// GStreamer redirects its POST to whatever address this names.
     #[serde(default)]
     pub public_address: Option<String>,
+}
+
+/// One HTTPS tunnel listener. Certificate and key are PEM files, re-read on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListen {
+    pub addr: SocketAddr,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -322,10 +334,14 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<Vec<Route>, ConfigError> {
-        if self.listen.tunnel.is_empty() {
+        if self.listen.tunnel.is_empty() && self.listen.tls.is_empty() {
             return Err(ConfigError::Invalid(
-                "[listen] tunnel: at least one address".into(),
+                "[listen] tunnel: at least one address (or a [[listen.tls]] entry)".into(),
             ));
+        }
+        for t in &self.listen.tls {
+            crate::tls::load_server_config(&t.cert, &t.key)
+                .map_err(|e| ConfigError::Invalid(format!("[[listen.tls]] {}: {e}", t.addr)))?;
         }
         let rt = &self.runtime;
         if !rt.recv_buffers.is_power_of_two() || rt.recv_buffers < 64 {
@@ -452,7 +468,10 @@ mod tests {
         let (cfg, routes) = Config::from_toml(text).unwrap();
         assert_eq!(routes.len(), 2);
         assert_eq!(cfg.limits.pairing_timeout_ms, 3000);
-        assert_eq!(routes[1].upstream_url, "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
+        assert_eq!(
+            routes[1].upstream_url,
+            "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0"
+        );
     }
 
     #[test]

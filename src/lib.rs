@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod pairing;
 pub mod proto;
 pub mod shard;
+pub mod tls;

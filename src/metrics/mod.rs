@@ -58,6 +58,8 @@ pub enum Rejection {
     UnsupportedTransport,
     NotATunnel,
     ShuttingDown,
+    /// A TLS handshake or record failed (including plain HTTP sent to an HTTPS port).
+    TlsHandshake,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.

@@ -89,6 +89,8 @@ pub struct Conn {
     pub connect_addr: Option<Box<socket2::SockAddr>>,
     /// The connect timeout's timespec while it is armed (the kernel reads it).
     pub connect_timeout: Option<Box<io_uring::types::Timespec>>,
+    /// TLS state of a connection accepted on an HTTPS listener.
+    pub tls: Option<Box<super::tls_stream::TlsStream>>,
 }
 
 impl Conn {
@@ -109,6 +111,7 @@ impl Conn {
             counted_ip: false,
             connect_addr: None,
             connect_timeout: None,
+            tls: None,
         }
     }
 

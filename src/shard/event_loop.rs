@@ -26,8 +26,9 @@ use crate::proto::session::{Output, Session, SessionParams, ViewerStream, local_
 use super::buf_ring::BufRing;
 use super::conn::{Conn, RecvState, Role, SessionKey};
 use super::mailbox::{AdoptPost, ShardMsg};
+use super::tls_stream::TlsStream;
 use super::token::{Op, Token, next_generation};
-use super::{ShardConfig, Shared};
+use super::{Listener, ShardConfig, Shared};
 
 const TICK: Duration = Duration::from_millis(100);
 /// How long a closing connection may take to take its last bytes.
@@ -68,7 +69,7 @@ pub struct Shard {
     routes: Arc<RouteTable>,
     limits: Limits,
     public_address: Option<String>,
-    listeners: Vec<Option<OwnedFd>>,
+    listeners: Vec<Option<Listener>>,
     local_authority: String,
     conns: Slab<Conn>,
     conn_generations: Vec<u32>,
@@ -84,6 +85,8 @@ pub struct Shard {
     tick: Box<types::Timespec>,
     out: Vec<Output>,
     latencies: Vec<Instant>,
+    /// Scratch space for plaintext out of TLS records.
+    plain: Vec<u8>,
     cnonce_state: u64,
     draining_until: Option<Instant>,
 }
@@ -131,7 +134,7 @@ impl Shard {
         let local_authority = cfg
             .listeners
             .first()
-            .and_then(|l| socket2::SockRef::from(l).local_addr().ok()?.as_socket())
+            .and_then(|l| socket2::SockRef::from(&l.fd).local_addr().ok()?.as_socket())
             .map_or_else(|| "localhost".to_owned(), |a| a.to_string());
         Ok(Shard {
             ring,
@@ -155,6 +158,7 @@ impl Shard {
             tick: Box::new(types::Timespec::from(TICK)),
             out: Vec::new(),
             latencies: Vec::new(),
+            plain: Vec::new(),
             cnonce_state: cfg.seed,
             draining_until: None,
         })
@@ -286,7 +290,7 @@ impl Shard {
 
     fn arm_accept(&mut self, i: usize) {
         if let Some(l) = &self.listeners[i] {
-            let fd = l.as_raw_fd();
+            let fd = l.fd.as_raw_fd();
             self.push(
                 opcode::AcceptMulti::new(types::Fd(fd))
                     .flags(libc::SOCK_CLOEXEC)
@@ -344,9 +348,24 @@ impl Shard {
             );
             return;
         }
+        let tls = match self.listeners[listener]
+            .as_ref()
+            .and_then(|l| l.tls.clone())
+        {
+            None => None,
+            Some(cfg) => match TlsStream::new(cfg) {
+                Ok(t) => Some(Box::new(t)),
+                Err(e) => {
+                    tracing::warn!(shard = self.id, error = %e, "cannot start a TLS session");
+                    self.shared.admission.close_connection(peer.ip());
+                    return;
+                }
+            },
+        };
         let _ = socket2::SockRef::from(&fd).set_nodelay(true);
         let idx = self.insert_conn(fd, peer, Role::Head);
         self.conns[idx].counted_ip = true;
+        self.conns[idx].tls = tls;
         self.arm_head_recv(idx);
     }
 
@@ -392,13 +411,28 @@ impl Shard {
 
     fn on_head_recv(&mut self, idx: usize, res: i32, flags: u32) {
         self.conns[idx].ops -= 1;
+        let mut tls_failed = false;
         if let Some(bid) = cqueue::buffer_select(flags) {
             self.bufs.on_received(bid);
             if res > 0 && !self.conns[idx].closing {
                 let data = self.bufs.bytes(bid, res as usize);
-                self.conns[idx].head.extend_from_slice(data);
+                let c = &mut self.conns[idx];
+                match c.tls.as_mut() {
+                    None => c.head.extend_from_slice(data),
+                    Some(tls) => tls_failed = tls.receive(data, &mut c.head).is_err(),
+                }
             }
             self.bufs.release(bid);
+        }
+        if tls_failed {
+            // Not TLS, or a failed handshake: the alert rustls queued goes out, then the close.
+            self.metrics.rejected(Rejection::TlsHandshake);
+            let c = &mut self.conns[idx];
+            c.role = Role::Refusing;
+            c.close_after_flush = true;
+            c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
+            self.queue_owned(idx, Vec::new());
+            return;
         }
         if self.conns[idx].closing {
             self.maybe_free(idx);
@@ -417,6 +451,12 @@ impl Shard {
             max_header_bytes: self.limits.max_header_bytes,
             max_cookie_len: self.limits.max_cookie_len,
         };
+        // Handshake messages rustls wants to send.
+        self.queue_owned(idx, Vec::new());
+        if self.conns[idx].head.is_empty() {
+            self.arm_head_recv(idx);
+            return;
+        }
         match http_head::parse_head(&self.conns[idx].head, &limits) {
             Ok(None) => self.arm_head_recv(idx),
             Ok(Some(head)) => self.on_head(idx, head),
@@ -444,8 +484,7 @@ impl Shard {
         c.role = Role::Refusing;
         c.close_after_flush = true;
         c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
-        c.send.push_owned(reply);
-        self.dirty.push(idx);
+        self.queue_owned(idx, reply);
     }
 
     fn on_head(&mut self, idx: usize, head: RequestHead) {
@@ -483,6 +522,7 @@ impl Shard {
             response_timeout: Duration::from_millis(self.limits.upstream_response_timeout_ms),
             cnonce_seed: self.cnonce_state,
         };
+        let route_path = route.as_ref().map(|r| r.path.clone());
         let proto = Session::new(params, route, &self.local_authority, started_at);
         let entry = self.sessions.vacant_entry();
         let index = entry.key();
@@ -511,6 +551,14 @@ impl Shard {
             to_camera: 0,
         });
         self.metrics.session_started();
+        tracing::info!(
+            target: "session",
+            session = (self.id as u64) << 48 | self.next_session_id,
+            route = route_path.as_deref().unwrap_or("-"),
+            peer = %peer,
+            mode = if tunnel { "tunnel" } else { "rtsp" },
+            "session started"
+        );
         SessionKey { index, generation }
     }
 
@@ -533,6 +581,15 @@ impl Shard {
             );
             return;
         }
+        // The classifier only calls a GET a tunnel when it carries a valid cookie.
+        let Some(cookie) = head.cookie.clone() else {
+            self.refuse(
+                idx,
+                Rejection::BadCookie,
+                http_head::http_error_reply(400, "Bad Request"),
+            );
+            return;
+        };
         if !self
             .shared
             .admission
@@ -545,9 +602,6 @@ impl Shard {
             );
             return;
         }
-        let Some(cookie) = head.cookie.clone() else {
-            return;
-        };
         let (peer, accepted_at) = (self.conns[idx].peer, self.conns[idx].accepted_at);
         let key = self.new_session(route, true, peer, accepted_at);
         let me = SessionRef {
@@ -581,11 +635,8 @@ impl Shard {
         s.viewer = Some(idx);
         let c = &mut self.conns[idx];
         c.role = Role::TunnelGet(key);
-        c.send.push_owned(http_head::tunnel_get_reply(
-            &http_date(),
-            self.public_address.as_deref(),
-        ));
-        self.dirty.push(idx);
+        let reply = http_head::tunnel_get_reply(&http_date(), self.public_address.as_deref());
+        self.queue_owned(idx, reply);
         self.arm_recv(idx);
         if !leftover.is_empty() {
             self.feed_viewer(key, ViewerStream::TunnelData, &leftover);
@@ -599,7 +650,11 @@ impl Shard {
         }
         let leftover = self.conns[idx].head.split_off(head.consumed);
         self.conns[idx].head = Vec::new();
-        let Some(cookie) = head.cookie else { return };
+        let Some(cookie) = head.cookie else {
+            self.metrics.rejected(Rejection::BadCookie);
+            self.close_conn(idx);
+            return;
+        };
         self.find_get_for_post(idx, cookie, leftover);
     }
 
@@ -622,6 +677,7 @@ impl Shard {
                     session_key: r.key,
                     leftover,
                     accepted_at: conn.accepted_at,
+                    tls: conn.tls,
                 }));
             }
             PostLookup::Parked => {
@@ -732,7 +788,7 @@ impl Shard {
         let closing = self.conns[idx].closing;
         if res > 0 && !closing {
             if let (Some(bid), Some(key)) = (bid, role.session()) {
-                self.on_data(&role, key, bid, res as usize);
+                self.on_data(idx, &role, key, bid, res as usize);
             }
         }
         if let Some(bid) = bid {
@@ -756,17 +812,48 @@ impl Shard {
         }
     }
 
-    fn on_data(&mut self, role: &Role, key: SessionKey, bid: u16, len: usize) {
+    fn on_data(&mut self, idx: usize, role: &Role, key: SessionKey, bid: u16, len: usize) {
         let now = Instant::now();
+        let mut plain = std::mem::take(&mut self.plain);
+        plain.clear();
+        let tls = self.conns[idx]
+            .tls
+            .as_mut()
+            .map(|tls| tls.receive(self.bufs.bytes(bid, len), &mut plain));
+        match tls {
+            None => {}
+            Some(Ok(peer_closed)) => {
+                // Acknowledgements, key updates: whatever rustls has to say goes out.
+                self.queue_owned(idx, Vec::new());
+                if peer_closed {
+                    self.plain = plain;
+                    self.on_conn_ended(idx, role, 0);
+                    return;
+                }
+            }
+            Some(Err(e)) => {
+                tracing::debug!(shard = self.id, error = %e, "TLS error on a session connection");
+                self.metrics.rejected(Rejection::TlsHandshake);
+                self.plain = plain;
+                self.on_conn_ended(idx, role, -libc::EPROTO);
+                return;
+            }
+        }
         let mut out = std::mem::take(&mut self.out);
-        let routes = self.routes.clone();
-        let data = self.bufs.bytes(bid, len);
+        // Disjoint field borrows: no per-packet clone of the shared route table.
+        let routes = &*self.routes;
+        let data = if tls.is_some() {
+            &plain[..]
+        } else {
+            self.bufs.bytes(bid, len)
+        };
         let Some(s) = self
             .sessions
             .get_mut(key.index)
             .filter(|s| s.generation == key.generation)
         else {
             self.out = out;
+            self.plain = plain;
             return;
         };
         s.last_activity = now;
@@ -777,23 +864,24 @@ impl Shard {
             }
             Role::TunnelGet(_) => {
                 s.proto
-                    .on_viewer_bytes(ViewerStream::TunnelData, data, now, &routes, &mut out);
+                    .on_viewer_bytes(ViewerStream::TunnelData, data, now, routes, &mut out);
                 None
             }
             Role::TunnelPost(_) => {
                 s.proto
-                    .on_viewer_bytes(ViewerStream::TunnelCommands, data, now, &routes, &mut out);
+                    .on_viewer_bytes(ViewerStream::TunnelCommands, data, now, routes, &mut out);
                 None
             }
             Role::PlainRtsp(_) => {
                 s.proto
-                    .on_viewer_bytes(ViewerStream::Plain, data, now, &routes, &mut out);
+                    .on_viewer_bytes(ViewerStream::Plain, data, now, routes, &mut out);
                 None
             }
             _ => None,
         };
         self.apply(key, &mut out, ring);
         self.out = out;
+        self.plain = plain;
     }
 
     /// A connection reached end of stream or failed.
@@ -854,8 +942,7 @@ impl Shard {
             match o {
                 Output::ToViewer(bytes) => {
                     if let Some(v) = s.viewer {
-                        self.conns[v].send.push_owned(bytes);
-                        self.dirty.push(v);
+                        self.queue_owned(v, bytes);
                     }
                 }
                 Output::ForwardToViewer { range, frames } => {
@@ -865,19 +952,14 @@ impl Shard {
                     if range.is_empty() {
                         continue;
                     }
-                    self.bufs.retain(bid);
-                    self.conns[v]
-                        .send
-                        .push_ring(bid, range.start as u32, range.end as u32, at);
-                    self.dirty.push(v);
+                    self.queue_ring(v, bid, range, at);
                     if frames > 0 {
                         self.metrics.frames(Direction::ToViewer, frames as u64);
                     }
                 }
                 Output::ToUpstream(bytes) => {
                     if let Some(u) = s.upstream {
-                        self.conns[u].send.push_owned(bytes);
-                        self.dirty.push(u);
+                        self.queue_owned(u, bytes);
                     }
                 }
                 Output::ConnectUpstream(addr) => self.connect_upstream(key, addr),
@@ -1019,6 +1101,45 @@ impl Shard {
 
     // ---------------------------------------------------------------- sending
 
+    /// Queues bytes for a connection (encrypting them on a TLS connection, along with any
+    /// handshake data rustls has pending); it is sent at the end of the completion batch.
+    fn queue_owned(&mut self, idx: usize, bytes: Vec<u8>) {
+        let Some(c) = self.conns.get_mut(idx) else {
+            return;
+        };
+        match c.tls.as_mut() {
+            None => c.send.push_owned(bytes),
+            Some(tls) => {
+                if !bytes.is_empty() {
+                    tls.send(&bytes);
+                }
+                if let Some(cipher) = tls.take_outgoing() {
+                    c.send.push_owned(cipher);
+                }
+            }
+        }
+        self.dirty.push(idx);
+    }
+
+    /// Queues camera media for a viewer straight from its ring buffer; a TLS viewer gets it
+    /// encrypted instead (the ciphertext is necessarily a new buffer).
+    fn queue_ring(&mut self, idx: usize, bid: u16, range: std::ops::Range<usize>, at: Instant) {
+        let Some(c) = self.conns.get_mut(idx) else {
+            return;
+        };
+        if let Some(tls) = c.tls.as_mut() {
+            tls.send(self.bufs.bytes_at(bid, range.start as u32, range.len()));
+            if let Some(cipher) = tls.take_outgoing() {
+                c.send.push_owned(cipher);
+            }
+        } else {
+            self.bufs.retain(bid);
+            c.send
+                .push_ring(bid, range.start as u32, range.end as u32, at);
+        }
+        self.dirty.push(idx);
+    }
+
     fn flush_dirty(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         for &idx in &dirty {
@@ -1141,6 +1262,9 @@ impl Shard {
             // The viewer gets what was queued for it (a final error reply, say), then the close;
             // a viewer that never reads it is closed by the tick after FLUSH_GRACE.
             if let Some(c) = self.conns.get_mut(v) {
+                if let Some(tls) = c.tls.as_mut() {
+                    tls.close_notify();
+                }
                 c.close_after_flush = true;
                 c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
                 self.dirty.push(v);
@@ -1346,6 +1470,7 @@ impl Shard {
                     let c = &mut self.conns[idx];
                     c.counted_ip = true;
                     c.accepted_at = p.accepted_at;
+                    c.tls = p.tls;
                     self.bind_post(SessionKey::unpack(p.session_key), idx, p.leftover);
                 }
                 ShardMsg::WakeParked { cookie } => {
@@ -1353,7 +1478,25 @@ impl Shard {
                         self.wake_parked(idx, cookie);
                     }
                 }
-                ShardMsg::Reload { routes, limits } => self.reload(routes, limits),
+                ShardMsg::Reload {
+                    routes,
+                    limits,
+                    tls,
+                } => {
+                    // New certificates apply to new connections; the i-th TLS listener gets the i-th.
+                    let mut fresh = tls.into_iter();
+                    for l in self
+                        .listeners
+                        .iter_mut()
+                        .flatten()
+                        .filter(|l| l.tls.is_some())
+                    {
+                        if let Some(cfg) = fresh.next() {
+                            l.tls = Some(cfg);
+                        }
+                    }
+                    self.reload(routes, limits)
+                }
                 ShardMsg::Shutdown { grace } => self.begin_drain(grace),
             }
         }

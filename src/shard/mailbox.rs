@@ -14,6 +14,8 @@ pub struct AdoptPost {
     pub session_key: u64,
     pub leftover: Vec<u8>,
     pub accepted_at: Instant,
+    /// The POST's TLS state when it came over HTTPS.
+    pub tls: Option<Box<super::tls_stream::TlsStream>>,
 }
 
 pub enum ShardMsg {
@@ -26,6 +28,7 @@ pub enum ShardMsg {
     Reload {
         routes: Arc<RouteTable>,
         limits: Limits,
+        tls: Vec<Arc<rustls::ServerConfig>>,
     },
     /// Stop accepting; end sessions after `grace`.
     Shutdown {

@@ -12,6 +12,7 @@ mod conn;
 mod event_loop;
 mod mailbox;
 mod send_queue;
+mod tls_stream;
 mod token;
 
 use std::net::SocketAddr;
@@ -48,10 +49,16 @@ impl Shared {
     }
 }
 
+/// A listening socket of one shard; TLS listeners carry their server configuration.
+struct Listener {
+    fd: OwnedFd,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// What one shard starts with.
 struct ShardConfig {
     id: u16,
-    listeners: Vec<OwnedFd>,
+    listeners: Vec<Listener>,
     routes: Arc<RouteTable>,
     limits: Limits,
     runtime: Runtime,
@@ -62,6 +69,8 @@ struct ShardConfig {
 /// Everything needed to start the shards.
 pub struct StartOptions {
     pub tunnel: Vec<SocketAddr>,
+    /// HTTPS tunnel listeners and their TLS configurations.
+    pub tls: Vec<(SocketAddr, Arc<rustls::ServerConfig>)>,
     pub shards: usize,
     pub runtime: Runtime,
     pub limits: Limits,
@@ -115,13 +124,18 @@ impl Shards {
     pub fn start(opts: StartOptions) -> anyhow::Result<Shards> {
         let n = opts.shards.max(1);
         anyhow::ensure!(opts.metrics.len() == n, "one ShardMetrics per shard");
-        let mut per_shard: Vec<Vec<OwnedFd>> = (0..n).map(|_| Vec::new()).collect();
+        let mut per_shard: Vec<Vec<Listener>> = (0..n).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::new();
-        for addr in &opts.tunnel {
-            let (bound, fds) = bind_listeners(*addr, n)?;
+        let plain = opts.tunnel.iter().map(|a| (*a, None));
+        let tls = opts.tls.iter().map(|(a, c)| (*a, Some(c.clone())));
+        for (addr, tls) in plain.chain(tls) {
+            let (bound, fds) = bind_listeners(addr, n)?;
             local_addrs.push(bound);
             for (i, fd) in fds.into_iter().enumerate() {
-                per_shard[i].push(fd);
+                per_shard[i].push(Listener {
+                    fd,
+                    tls: tls.clone(),
+                });
             }
         }
         let mailboxes = (0..n)
@@ -184,7 +198,7 @@ impl Shards {
         })
     }
 
-    /// The bound tunnel addresses, in configuration order.
+    /// The bound tunnel addresses: plain ones in configuration order, then TLS ones.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
     }
@@ -203,12 +217,19 @@ impl Shards {
         self.shared.admission.sessions()
     }
 
-    /// New routes and limits for every shard; sessions on removed routes end cleanly.
-    pub fn reload(&self, routes: Arc<RouteTable>, limits: Limits) {
+    /// New routes, limits and TLS certificates (one per TLS listener, in order) for every
+    /// shard; sessions on removed routes end cleanly, live TLS sessions keep their keys.
+    pub fn reload(
+        &self,
+        routes: Arc<RouteTable>,
+        limits: Limits,
+        tls: Vec<Arc<rustls::ServerConfig>>,
+    ) {
         for m in &self.shared.mailboxes {
             m.post(ShardMsg::Reload {
                 routes: routes.clone(),
                 limits: limits.clone(),
+                tls: tls.clone(),
             });
         }
     }

@@ -35,6 +35,12 @@ pub enum CameraMode {
     Flood,
     /// Requires Digest auth (user "admin", password "secret").
     DigestAuth,
+    /// Plays, sends a few frames, then resets the connection.
+    ResetAfterPlay,
+    /// Answers every request with bytes that are not RTSP.
+    Garbage,
+    /// Accepts the connection and never answers.
+    Silent,
 }
 
 pub struct FakeCamera {
@@ -116,6 +122,7 @@ fn serve_camera(
     sock.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
     let mut demux = Demux::new(MessageLimits::default());
+    let mut frame_bytes = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut playing = false;
     let mut seq: u32 = 0;
@@ -132,13 +139,31 @@ fn serve_camera(
                 for ev in events {
                     match ev {
                         Event::Frames { range, .. } => {
-                            // Test peers send whole small frames per write; keep payloads.
-                            let bytes = &buf[range];
-                            if bytes.len() > 4 {
-                                log.lock().unwrap().frames.push(bytes[4..].to_vec());
+                            // Frames may arrive in pieces: reassemble before logging payloads.
+                            frame_bytes.extend_from_slice(&buf[range]);
+                            while frame_bytes.len() >= 4 {
+                                let len =
+                                    u16::from_be_bytes([frame_bytes[2], frame_bytes[3]]) as usize;
+                                if frame_bytes.len() < 4 + len {
+                                    break;
+                                }
+                                let f: Vec<u8> = frame_bytes.drain(..4 + len).skip(4).collect();
+                                log.lock().unwrap().frames.push(f);
                             }
                         }
                         Event::Message(req) => {
+                            match mode {
+                                CameraMode::Silent => {
+                                    log.lock().unwrap().requests.push(req);
+                                    continue;
+                                }
+                                CameraMode::Garbage => {
+                                    let _ =
+                                        sock.write_all(b"\x00\x01\x02 this is not RTSP\r\n\r\n");
+                                    continue;
+                                }
+                                _ => {}
+                            }
                             let reply = answer(&req, mode, addr);
                             if req.method() == Some("PLAY") && reply.starts_with(b"RTSP/1.0 200") {
                                 // live555's quirk: an RTCP frame before the PLAY answer.
@@ -169,6 +194,11 @@ fn serve_camera(
                             Err(_) => break,
                         }
                     }
+                }
+                CameraMode::ResetAfterPlay if seq >= 20 => {
+                    // SO_LINGER 0: close with RST, as a crashing camera would.
+                    let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+                    return;
                 }
                 _ if last_frame.elapsed() >= Duration::from_millis(10) => {
                     last_frame = Instant::now();
@@ -210,12 +240,24 @@ fn answer(req: &Message, mode: CameraMode, addr: SocketAddr) -> Vec<u8> {
 /// An in-process relay on an ephemeral port.
 pub struct Relay {
     pub addr: SocketAddr,
+    /// The HTTPS listener, when started with TLS.
+    pub tls_addr: Option<SocketAddr>,
     pub metrics: Vec<Arc<ShardMetrics>>,
     shards: Option<Shards>,
 }
 
 impl Relay {
     pub fn start(routes: &[(&str, String)], shards: usize, limits: Limits) -> Relay {
+        Relay::start_with_tls(routes, shards, limits, None)
+    }
+
+    /// Like [`Relay::start`], plus an HTTPS listener when `tls` is given.
+    pub fn start_with_tls(
+        routes: &[(&str, String)],
+        shards: usize,
+        limits: Limits,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Relay {
         let mut text = String::from("[listen]\ntunnel=[\"127.0.0.1:0\"]\n");
         for (path, upstream) in routes {
             text.push_str(&format!(
@@ -228,6 +270,10 @@ impl Relay {
             .collect();
         let running = Shards::start(StartOptions {
             tunnel: vec!["127.0.0.1:0".parse().unwrap()],
+            tls: tls
+                .into_iter()
+                .map(|c| ("127.0.0.1:0".parse().unwrap(), c))
+                .collect(),
             shards,
             runtime: Runtime {
                 recv_buffers: 1024,
@@ -241,6 +287,7 @@ impl Relay {
         .unwrap();
         Relay {
             addr: running.local_addrs()[0],
+            tls_addr: running.local_addrs().get(1).copied(),
             metrics,
             shards: Some(running),
         }
@@ -263,6 +310,21 @@ impl Drop for Relay {
             s.shutdown(Duration::from_millis(200));
         }
     }
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written to `dir`; returns the
+/// server configuration and the certificate path.
+pub fn test_tls(dir: &std::path::Path) -> (Arc<rustls::ServerConfig>, std::path::PathBuf) {
+    let names = vec!["localhost".into(), "127.0.0.1".into()];
+    let ck = rcgen::generate_simple_self_signed(names).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, ck.cert.pem()).unwrap();
+    std::fs::write(&k, ck.key_pair.serialize_pem()).unwrap();
+    (
+        rtsp_tunnel_relay::tls::load_server_config(&c, &k).unwrap(),
+        c,
+    )
 }
 
 pub fn open_fds() -> usize {

@@ -189,7 +189,12 @@ fn camera_media_is_forwarded_by_range_with_rtcp_before_the_play_reply() {
             frames: 2
         }
     );
-    assert!(text(&out[1]).starts_with("RTSP/1.0 200 OK"));
+    // Then the reply (after the request's latency observation).
+    let reply = out
+        .iter()
+        .position(|o| matches!(o, Output::ToViewer(_)))
+        .unwrap();
+    assert!(text(&out[reply]).starts_with("RTSP/1.0 200 OK"));
     assert!(
         out.contains(&Output::ForwardToViewer {
             range: 42..47,
