@@ -1,13 +1,17 @@
-//! The demo camera played directly by real clients (FFmpeg, GStreamer) over RTSP/TCP, plus raw
-//! socket checks of its RTSP answers and of its shutdown.
+//! The demo camera played by real clients (FFmpeg, GStreamer): directly over RTSP/TCP, and through
+//! the relay's HTTP tunnel as `rtsp-tunnel-relay` with no arguments serves it; plus raw socket
+//! checks of its RTSP answers and of its shutdown.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use rtsp_tunnel_relay::config::Limits;
 use rtsp_tunnel_relay::demo_camera::DemoCamera;
 use rtsp_tunnel_relay::proto::rtsp::{Message, MessageLimits, parse_message};
+
+mod fake;
 
 const RUN_LIMIT: Duration = Duration::from_secs(30);
 
@@ -15,9 +19,15 @@ fn start() -> DemoCamera {
     DemoCamera::start("127.0.0.1:0".parse().unwrap()).expect("demo camera starts")
 }
 
+/// Whether `program` runs (FFmpeg spells it `-version`, GStreamer `--version`).
 fn installed(program: &str) -> bool {
+    let flag = if program == "ffmpeg" {
+        "-version"
+    } else {
+        "--version"
+    };
     Command::new(program)
-        .arg("--version")
+        .arg(flag)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -53,16 +63,17 @@ fn ffmpeg_frames(stderr: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn ffmpeg_plays_over_tcp() {
-    if !installed("ffmpeg") {
-        eprintln!("SKIPPED: ffmpeg is not installed");
-        return;
-    }
-    let cam = start();
+/// Plays `url` with FFmpeg for 50 frames and checks they decoded cleanly.
+fn ffmpeg_plays(url: &str, transport: &str) {
     let child = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-rtsp_transport", "tcp", "-i"])
-        .arg(cam.url())
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-rtsp_transport",
+            transport,
+            "-i",
+            url,
+        ])
         .args(["-frames:v", "50", "-f", "null", "-"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -92,20 +103,16 @@ fn ffmpeg_plays_over_tcp() {
     ] {
         assert!(!stderr.contains(bad), "ffmpeg reported `{bad}`:\n{stderr}");
     }
-    cam.shutdown();
 }
 
-#[test]
-fn gstreamer_plays_over_tcp() {
-    if !installed("gst-launch-1.0") {
-        eprintln!("SKIPPED: gst-launch-1.0 is not installed");
-        return;
-    }
-    let cam = start();
+/// Plays `location` with GStreamer's rtspsrc through the H.264 decoder until 50 frames came out.
+fn gstreamer_plays(location: &str, protocols: Option<&str>) {
+    let protocols = protocols
+        .map(|p| format!("protocols={p}"))
+        .unwrap_or_default();
     let pipeline = format!(
-        "rtspsrc location={} protocols=tcp ! rtph264depay ! h264parse ! avdec_h264 \
-         ! identity eos-after=51 silent=false ! fakesink sync=false",
-        cam.url()
+        "rtspsrc location={location} {protocols} ! rtph264depay ! h264parse ! avdec_h264 \
+         ! identity eos-after=51 silent=false ! fakesink sync=false"
     );
     let child = Command::new("gst-launch-1.0")
         .arg("-v")
@@ -132,12 +139,50 @@ fn gstreamer_plays_over_tcp() {
         decoded >= 50,
         "GStreamer passed {decoded} decoded frames:\n{text}"
     );
-    assert!(text.contains("EOS"), "no end of stream:\n{text}");
+    assert!(text.contains("Got EOS"), "no end of stream:\n{text}");
     assert!(out.status.success(), "gst-launch-1.0 failed:\n{text}");
     assert!(
         text.contains("video/x-raw") && text.contains("width=(int)640"),
         "decoder output caps missing:\n{text}"
     );
+}
+
+#[test]
+fn ffmpeg_plays_over_tcp() {
+    if !installed("ffmpeg") {
+        eprintln!("SKIPPED: ffmpeg is not installed");
+        return;
+    }
+    let cam = start();
+    ffmpeg_plays(&cam.url(), "tcp");
+    cam.shutdown();
+}
+
+#[test]
+fn gstreamer_plays_over_tcp() {
+    if !installed("gst-launch-1.0") {
+        eprintln!("SKIPPED: gst-launch-1.0 is not installed");
+        return;
+    }
+    let cam = start();
+    gstreamer_plays(&cam.url(), Some("tcp"));
+    cam.shutdown();
+}
+
+/// What `rtsp-tunnel-relay` with no arguments sets up: the demo camera behind a `/demo` route,
+/// played by tunnelling viewers.
+#[test]
+fn tunnelling_viewers_play_through_the_relay() {
+    if !installed("ffmpeg") || !installed("gst-launch-1.0") {
+        eprintln!("SKIPPED: ffmpeg or gst-launch-1.0 is not installed");
+        return;
+    }
+    let cam = start();
+    let relay = fake::Relay::start(&[("/demo", cam.url())], 2, Limits::default());
+    let port = relay.addr.port();
+    ffmpeg_plays(&format!("rtsp://127.0.0.1:{port}/demo"), "http");
+    gstreamer_plays(&format!("rtsph://127.0.0.1:{port}/demo"), None);
+    relay.stop();
     cam.shutdown();
 }
 
