@@ -19,17 +19,11 @@ impl Admission {
 
     /// Takes a session slot if fewer than `max` are in use.
     pub fn try_open_session(&self, max: usize) -> bool {
-        self.sessions
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
+        self.sessions.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
     }
 
     pub fn close_session(&self) {
-        let _ = self
-            .sessions
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        let _ = self.sessions.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     pub fn sessions(&self) -> usize {
@@ -88,5 +82,65 @@ mod tests {
         a.close_connection(x);
         assert_eq!(a.connections_from(x), 0);
         assert!(a.try_open_connection(x, 1));
+    }
+}
+
+/// Failed viewer authentications per source address in a sliding window; an address over the
+/// limit has its new connections refused until its window passes.
+#[derive(Default)]
+pub struct AuthFailureLimiter {
+    /// Address → (failures in the window, window start).
+    failures: papaya::HashMap<IpAddr, (u32, std::time::Instant)>,
+}
+
+impl AuthFailureLimiter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn record(&self, ip: IpAddr, now: std::time::Instant, window: std::time::Duration) {
+        let _ = self.failures.pin().compute(ip, |e| match e {
+            Some((_, (n, start))) if now.saturating_duration_since(*start) < window => {
+                papaya::Operation::Insert::<_, ()>((n + 1, *start))
+            }
+            _ => papaya::Operation::Insert((1, now)),
+        });
+    }
+
+    pub fn is_blocked(&self, ip: IpAddr, now: std::time::Instant, max: u32, window: std::time::Duration) -> bool {
+        self.failures
+            .pin()
+            .get(&ip)
+            .is_some_and(|(n, start)| *n >= max && now.saturating_duration_since(*start) < window)
+    }
+
+    /// Forgets windows that have passed (called now and then so the map stays small).
+    pub fn prune(&self, now: std::time::Instant, window: std::time::Duration) {
+        self.failures.pin().retain(|_, (_, start)| now.saturating_duration_since(*start) < window);
+    }
+}
+
+#[cfg(test)]
+mod limiter_tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn blocks_after_the_limit_until_the_window_passes() {
+        let l = AuthFailureLimiter::new();
+        let ip: IpAddr = "127.0.0.7".parse().unwrap();
+        let other: IpAddr = "127.0.0.8".parse().unwrap();
+        let t0 = Instant::now();
+        let w = Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(!l.is_blocked(ip, t0, 3, w));
+            l.record(ip, t0, w);
+        }
+        assert!(l.is_blocked(ip, t0 + Duration::from_secs(1), 3, w));
+        assert!(!l.is_blocked(other, t0, 3, w));
+        assert!(!l.is_blocked(ip, t0 + Duration::from_secs(61), 3, w));
+        l.prune(t0 + Duration::from_secs(61), w);
+        l.record(ip, t0 + Duration::from_secs(61), w);
+        assert!(!l.is_blocked(ip, t0 + Duration::from_secs(62), 3, w), "a new window starts from one");
     }
 }

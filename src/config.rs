@@ -20,15 +20,13 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::proto::upstream_auth::Credentials;
+use crate::proto::viewer_auth::Users;
 
 /// A configuration that could not be used, with enough context to fix the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{0}")]
     Toml(#[from] toml::de::Error),
     #[error("route {path:?}: {msg}")]
@@ -47,8 +45,79 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Viewers (`[[user]]`): once any exist, every route says who may watch (`users`) or is
+    /// explicitly `open`.
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserConfig>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+}
+
+/// Viewer authentication settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Realm of the relay's challenges (part of every user's HA1).
+    pub realm: String,
+    /// How long a Digest nonce stays valid, in seconds.
+    pub nonce_ttl_secs: u64,
+    /// Failed authentications from one address within `failure_window_secs` before its new
+    /// connections are refused until the window passes.
+    pub max_failures_per_ip: u32,
+    pub failure_window_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            realm: "rtsp-tunnel-relay".to_owned(),
+            nonce_ttl_secs: 60,
+            max_failures_per_ip: 20,
+            failure_window_secs: 60,
+        }
+    }
+}
+
+/// One viewer. `ha1` is MD5(name:realm:password) in hex (`rtsp-tunnel-relay --hash-password`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    pub ha1: String,
+}
+
+/// Source-address allow/deny lists (CIDR). Deny wins; an empty allow list allows all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acl {
+    pub allow: Vec<ipnet::IpNet>,
+    pub deny: Vec<ipnet::IpNet>,
+}
+
+impl Acl {
+    pub fn parse(allow: &[String], deny: &[String]) -> Result<Acl, String> {
+        let parse = |list: &[String]| {
+            list.iter()
+                .map(|s| {
+                    s.parse::<ipnet::IpNet>()
+                        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| format!("{s:?} is not an address or CIDR block"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Acl { allow: parse(allow)?, deny: parse(deny)? })
+    }
+
+    pub fn permits(&self, ip: std::net::IpAddr) -> bool {
+        // IPv4-mapped IPv6 peers are judged by their IPv4 address.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        !self.deny.iter().any(|n| n.contains(&ip))
+            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip)))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +131,11 @@ pub struct Listen {
     /// HTTPS tunnel listeners (`[[listen.tls]]`): the same protocol inside TLS.
     #[serde(default)]
     pub tls: Vec<TlsListen>,
+    /// Source addresses the plain tunnel listeners accept (CIDR; deny wins).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
     /// Public address sent as `x-server-ip-address` on tunnel GET replies. Off by default:
     /// GStreamer redirects its POST to whatever address this names.
     #[serde(default)]
@@ -75,6 +149,10 @@ pub struct TlsListen {
     pub addr: SocketAddr,
     pub cert: std::path::PathBuf,
     pub key: std::path::PathBuf,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,10 +248,7 @@ pub struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Log {
-            format: LogFormat::Text,
-            level: "info".to_owned(),
-        }
+        Log { format: LogFormat::Text, level: "info".to_owned() }
     }
 }
 
@@ -184,6 +259,17 @@ pub struct RouteConfig {
     pub path: String,
     /// Camera URL, e.g. `rtsp://user:pass@10.0.0.5:554/Streaming/Channels/101`.
     pub upstream: String,
+    /// Viewers allowed to watch (names of `[[user]]` entries).
+    #[serde(default)]
+    pub users: Option<Vec<String>>,
+    /// Watchable without credentials (required to say so once users exist).
+    #[serde(default)]
+    pub open: bool,
+    /// Source addresses allowed to watch (CIDR; deny wins).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
 }
 
 /// A validated route.
@@ -196,18 +282,16 @@ pub struct Route {
     /// Camera address, resolved when the configuration is loaded.
     pub upstream_addr: SocketAddr,
     pub credentials: Option<Credentials>,
+    /// Who may watch; `None`: anyone who passes the address lists.
+    pub users: Option<Vec<String>>,
+    pub acl: Acl,
 }
 
 impl Route {
     pub fn parse(cfg: &RouteConfig) -> Result<Route, ConfigError> {
-        let err = |msg: String| ConfigError::Route {
-            path: cfg.path.clone(),
-            msg,
-        };
+        let err = |msg: String| ConfigError::Route { path: cfg.path.clone(), msg };
         if !cfg.path.starts_with('/') || cfg.path.contains(['?', '#', ' ']) {
-            return Err(err(
-                "path must start with '/' and carry no query or spaces".into()
-            ));
+            return Err(err("path must start with '/' and carry no query or spaces".into()));
         }
         let path = match cfg.path.trim_end_matches('/') {
             "" => "/".to_owned(),
@@ -215,14 +299,9 @@ impl Route {
         };
         let url = url::Url::parse(&cfg.upstream).map_err(|e| err(format!("upstream: {e}")))?;
         if url.scheme() != "rtsp" {
-            return Err(err(format!(
-                "upstream must be rtsp://, not {}://",
-                url.scheme()
-            )));
+            return Err(err(format!("upstream must be rtsp://, not {}://", url.scheme())));
         }
-        let host = url
-            .host_str()
-            .ok_or_else(|| err("upstream has no host".into()))?;
+        let host = url.host_str().ok_or_else(|| err("upstream has no host".into()))?;
         let port = url.port().unwrap_or(554);
         let host_for_socket = host.trim_start_matches('[').trim_end_matches(']');
         let upstream_addr = (host_for_socket, port)
@@ -234,23 +313,18 @@ impl Route {
             None
         } else {
             let decode = |s: &str| {
-                percent_decode(s)
-                    .ok_or_else(|| err("credentials are not valid percent-encoded UTF-8".into()))
+                percent_decode(s).ok_or_else(|| err("credentials are not valid percent-encoded UTF-8".into()))
             };
-            Some(Credentials {
-                user: decode(url.username())?,
-                pass: decode(url.password().unwrap_or(""))?,
-            })
+            Some(Credentials { user: decode(url.username())?, pass: decode(url.password().unwrap_or(""))? })
         };
         let mut clean = url.clone();
         let _ = clean.set_username("");
         let _ = clean.set_password(None);
-        Ok(Route {
-            path,
-            upstream_url: clean.to_string(),
-            upstream_addr,
-            credentials,
-        })
+        let acl = Acl::parse(&cfg.allow, &cfg.deny).map_err(err)?;
+        if cfg.open && cfg.users.is_some() {
+            return Err(err("a route is either open or has users, not both".into()));
+        }
+        Ok(Route { path, upstream_url: clean.to_string(), upstream_addr, credentials, users: cfg.users.clone(), acl })
     }
 }
 
@@ -259,13 +333,24 @@ impl Route {
 pub struct RouteTable {
     /// Longest path first, so the first match is the most specific.
     routes: Vec<Arc<Route>>,
+    users: Users,
 }
 
 impl RouteTable {
     pub fn new(routes: Vec<Route>) -> Self {
         let mut routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
-        RouteTable { routes }
+        RouteTable { routes, users: Users::default() }
+    }
+
+    /// The same table with the viewers who may authenticate.
+    pub fn with_users(mut self, users: Users) -> Self {
+        self.users = users;
+        self
+    }
+
+    pub fn users(&self) -> &Users {
+        &self.users
     }
 
     pub fn routes(&self) -> &[Arc<Route>] {
@@ -319,10 +404,8 @@ fn percent_decode(s: &str) -> Option<String> {
 
 impl Config {
     pub fn load(path: &Path) -> Result<(Config, Vec<Route>), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Config::from_toml(&text)
     }
 
@@ -331,6 +414,24 @@ impl Config {
         let cfg: Config = toml::from_str(text)?;
         let routes = cfg.validate()?;
         Ok((cfg, routes))
+    }
+
+    /// The `[[user]]` entries, validated.
+    pub fn viewer_users(&self) -> Result<Users, ConfigError> {
+        let mut users = Users::new(&self.auth.realm);
+        for u in &self.users {
+            if u.name.is_empty() || u.name.contains([':', '"']) {
+                return Err(ConfigError::Invalid(format!(
+                    "[[user]] {:?}: names may not be empty or contain ':' or '\"'",
+                    u.name
+                )));
+            }
+            if users.contains(&u.name) {
+                return Err(ConfigError::Invalid(format!("[[user]] {:?} defined twice", u.name)));
+            }
+            users.insert(&u.name, &u.ha1).map_err(ConfigError::Invalid)?;
+        }
+        Ok(users)
     }
 
     pub fn validate(&self) -> Result<Vec<Route>, ConfigError> {
@@ -345,19 +446,13 @@ impl Config {
         }
         let rt = &self.runtime;
         if !rt.recv_buffers.is_power_of_two() || rt.recv_buffers < 64 {
-            return Err(ConfigError::Invalid(
-                "[runtime] recv_buffers must be a power of two, at least 64".into(),
-            ));
+            return Err(ConfigError::Invalid("[runtime] recv_buffers must be a power of two, at least 64".into()));
         }
         if !(2048..=1 << 20).contains(&rt.recv_buffer_size) {
-            return Err(ConfigError::Invalid(
-                "[runtime] recv_buffer_size must be between 2048 and 1048576".into(),
-            ));
+            return Err(ConfigError::Invalid("[runtime] recv_buffer_size must be between 2048 and 1048576".into()));
         }
         if !(64..=32768).contains(&rt.ring_entries) {
-            return Err(ConfigError::Invalid(
-                "[runtime] ring_entries must be 64..=32768".into(),
-            ));
+            return Err(ConfigError::Invalid("[runtime] ring_entries must be 64..=32768".into()));
         }
         let l = &self.limits;
         let positive = [
@@ -368,41 +463,49 @@ impl Config {
             ("head_read_timeout_ms", l.head_read_timeout_ms),
             ("idle_timeout_secs", l.idle_timeout_secs),
             ("upstream_connect_timeout_ms", l.upstream_connect_timeout_ms),
-            (
-                "upstream_response_timeout_ms",
-                l.upstream_response_timeout_ms,
-            ),
+            ("upstream_response_timeout_ms", l.upstream_response_timeout_ms),
             ("max_sessions", l.max_sessions as u64),
             ("max_connections_per_ip", l.max_connections_per_ip as u64),
-            (
-                "max_viewer_backlog_bytes",
-                l.max_viewer_backlog_bytes as u64,
-            ),
+            ("max_viewer_backlog_bytes", l.max_viewer_backlog_bytes as u64),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(ConfigError::Invalid(format!(
-                "[limits] {name} must be greater than 0"
-            )));
+            return Err(ConfigError::Invalid(format!("[limits] {name} must be greater than 0")));
         }
         if l.max_header_bytes < 512 {
-            return Err(ConfigError::Invalid(
-                "[limits] max_header_bytes must be at least 512".into(),
-            ));
+            return Err(ConfigError::Invalid("[limits] max_header_bytes must be at least 512".into()));
         }
         if l.max_cookie_len < 8 {
+            return Err(ConfigError::Invalid("[limits] max_cookie_len must be at least 8".into()));
+        }
+        let users = self.viewer_users()?;
+        Acl::parse(&self.listen.allow, &self.listen.deny)
+            .map_err(|e| ConfigError::Invalid(format!("[listen] allow/deny: {e}")))?;
+        for t in &self.listen.tls {
+            Acl::parse(&t.allow, &t.deny)
+                .map_err(|e| ConfigError::Invalid(format!("[[listen.tls]] {}: {e}", t.addr)))?;
+        }
+        let a = &self.auth;
+        if a.nonce_ttl_secs == 0 || a.failure_window_secs == 0 || a.max_failures_per_ip == 0 {
             return Err(ConfigError::Invalid(
-                "[limits] max_cookie_len must be at least 8".into(),
+                "[auth] nonce_ttl_secs, failure_window_secs and max_failures_per_ip must be greater than 0".into(),
             ));
         }
         let mut seen = HashSet::new();
         let mut routes = Vec::with_capacity(self.routes.len());
         for rc in &self.routes {
             let route = Route::parse(rc)?;
-            if !seen.insert(route.path.clone()) {
+            if let Some(list) = &route.users {
+                if let Some(unknown) = list.iter().find(|u| !users.contains(u)) {
+                    return Err(ConfigError::Route { path: rc.path.clone(), msg: format!("unknown user {unknown:?}") });
+                }
+            } else if !users.is_empty() && !rc.open {
                 return Err(ConfigError::Route {
                     path: rc.path.clone(),
-                    msg: "duplicate path".into(),
+                    msg: "users are configured: list who may watch (users = [...]) or set open = true".into(),
                 });
+            }
+            if !seen.insert(route.path.clone()) {
+                return Err(ConfigError::Route { path: rc.path.clone(), msg: "duplicate path".into() });
             }
             routes.push(route);
         }
@@ -437,10 +540,7 @@ mod tests {
         assert_eq!(r.upstream_addr, "10.0.0.5:554".parse().unwrap());
         let c = r.credentials.as_ref().unwrap();
         assert_eq!((c.user.as_str(), c.pass.as_str()), ("user", "p@ss"));
-        assert!(
-            !format!("{c:?}").contains("p@ss"),
-            "Debug must not print the password"
-        );
+        assert!(!format!("{c:?}").contains("p@ss"), "Debug must not print the password");
     }
 
     #[test]
@@ -452,10 +552,7 @@ mod tests {
         assert_eq!(path("/cam").as_deref(), Some("/cam"));
         assert_eq!(path("/cam?token=1").as_deref(), Some("/cam"));
         assert_eq!(path("rtsp://h:8080/cam/trackID=1").as_deref(), Some("/cam"));
-        assert_eq!(
-            path("rtsp://h/cam/hd/trackID=1").as_deref(),
-            Some("/cam/hd")
-        );
+        assert_eq!(path("rtsp://h/cam/hd/trackID=1").as_deref(), Some("/cam/hd"));
         assert_eq!(path("/camera"), None);
         assert_eq!(path("/"), None);
         assert_eq!(path("rtsp://h:8080"), None);
@@ -468,10 +565,45 @@ mod tests {
         let (cfg, routes) = Config::from_toml(text).unwrap();
         assert_eq!(routes.len(), 2);
         assert_eq!(cfg.limits.pairing_timeout_ms, 3000);
-        assert_eq!(
-            routes[1].upstream_url,
-            "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0"
+        assert_eq!(routes[1].upstream_url, "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
+    }
+
+    #[test]
+    fn users_routes_and_address_lists() {
+        let ha1 = crate::proto::viewer_auth::ha1_hex("alice", "rtsp-tunnel-relay", "pw");
+        let base = format!(
+            "[listen]\ntunnel=[\"127.0.0.1:1\"]\ndeny=[\"10.0.0.0/8\"]\n[[user]]\nname=\"alice\"\nha1=\"{ha1}\"\n"
         );
+        let ok = format!(
+            "{base}[[route]]\npath=\"/a\"\nupstream=\"rtsp://127.0.0.1/a\"\nusers=[\"alice\"]\nallow=[\"127.0.0.0/8\", \"::1\"]\n[[route]]\npath=\"/b\"\nupstream=\"rtsp://127.0.0.1/b\"\nopen=true\n"
+        );
+        let (cfg, routes) = Config::from_toml(&ok).unwrap();
+        assert!(cfg.viewer_users().unwrap().contains("alice"));
+        assert_eq!(routes[0].users.as_deref(), Some(&["alice".to_owned()][..]));
+        assert!(routes[0].acl.permits("127.0.0.9".parse().unwrap()));
+        assert!(routes[0].acl.permits("::ffff:127.0.0.9".parse().unwrap()));
+        assert!(!routes[0].acl.permits("192.168.1.1".parse().unwrap()));
+        assert!(routes[1].acl.permits("192.168.1.1".parse().unwrap()));
+        let cases = [
+            (format!("{base}[[route]]\npath=\"/a\"\nupstream=\"rtsp://127.0.0.1/a\"\n"), "or set open = true"),
+            (
+                format!("{base}[[route]]\npath=\"/a\"\nupstream=\"rtsp://127.0.0.1/a\"\nusers=[\"bob\"]\n"),
+                "unknown user \"bob\"",
+            ),
+            (
+                format!("{base}[[route]]\npath=\"/a\"\nupstream=\"rtsp://127.0.0.1/a\"\nopen=true\nallow=[\"nope\"]\n"),
+                "not an address or CIDR",
+            ),
+            (format!("{base}[[user]]\nname=\"alice\"\nha1=\"{ha1}\"\n"), "defined twice"),
+            (
+                "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[user]]\nname=\"x\"\nha1=\"plaintext\"\n".to_owned(),
+                "32 hex digits",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = Config::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+        }
     }
 
     #[test]
@@ -487,10 +619,7 @@ mod tests {
     fn rejects_bad_files_with_a_clear_message() {
         let cases = [
             ("[listen]\ntunnel=[]\n", "at least one address"),
-            (
-                "[listen]\ntunnel=[\"127.0.0.1:1\"]\nbogus=1\n",
-                "unknown field",
-            ),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\nbogus=1\n", "unknown field"),
             (
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"cam\"\nupstream=\"rtsp://h/x\"\n",
                 "must start with '/'",
@@ -499,10 +628,7 @@ mod tests {
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"http://h/x\"\n",
                 "must be rtsp://",
             ),
-            (
-                "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nmax_sessions=0\n",
-                "max_sessions",
-            ),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nmax_sessions=0\n", "max_sessions"),
             (
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x\"\n[[route]]\npath=\"/c/\"\nupstream=\"rtsp://127.0.0.1/y\"\n",
                 "duplicate path",

@@ -58,21 +58,12 @@ impl CookieTable {
             Some((_, Entry::ParkedPost { .. })) => papaya::Operation::Insert(Entry::Get(session)),
             Some((_, Entry::Get(_))) => papaya::Operation::Abort(()),
         }) {
-            papaya::Compute::Inserted(..) => GetRegistration::Registered {
-                wake_parked_on: None,
-            },
-            papaya::Compute::Updated {
-                old: (_, Entry::ParkedPost { shard }),
-                ..
-            } => GetRegistration::Registered {
-                wake_parked_on: Some(*shard),
-            },
-            papaya::Compute::Updated { .. } => GetRegistration::Registered {
-                wake_parked_on: None,
-            },
-            papaya::Compute::Aborted(()) | papaya::Compute::Removed(..) => {
-                GetRegistration::Duplicate
+            papaya::Compute::Inserted(..) => GetRegistration::Registered { wake_parked_on: None },
+            papaya::Compute::Updated { old: (_, Entry::ParkedPost { shard }), .. } => {
+                GetRegistration::Registered { wake_parked_on: Some(*shard) }
             }
+            papaya::Compute::Updated { .. } => GetRegistration::Registered { wake_parked_on: None },
+            papaya::Compute::Aborted(()) | papaya::Compute::Removed(..) => GetRegistration::Duplicate,
         }
     }
 
@@ -83,12 +74,8 @@ impl CookieTable {
         match map.compute(cookie.into(), |existing| match existing {
             None => papaya::Operation::Insert(Entry::ParkedPost { shard }),
             Some((_, Entry::Get(s))) => papaya::Operation::Abort(PostLookup::Found(*s)),
-            Some((_, Entry::ParkedPost { shard: s })) if *s == shard => {
-                papaya::Operation::Abort(PostLookup::Parked)
-            }
-            Some((_, Entry::ParkedPost { .. })) => {
-                papaya::Operation::Abort(PostLookup::AlreadyParked)
-            }
+            Some((_, Entry::ParkedPost { shard: s })) if *s == shard => papaya::Operation::Abort(PostLookup::Parked),
+            Some((_, Entry::ParkedPost { .. })) => papaya::Operation::Abort(PostLookup::AlreadyParked),
         }) {
             papaya::Compute::Aborted(found) => found,
             _ => PostLookup::Parked,
@@ -97,18 +84,12 @@ impl CookieTable {
 
     /// Drops a parked POST's entry (it timed out or closed), unless a GET has taken the cookie.
     pub fn unpark(&self, cookie: &str, shard: u16) {
-        let _ = self
-            .map
-            .pin()
-            .remove_if(cookie, |_, e| *e == Entry::ParkedPost { shard });
+        let _ = self.map.pin().remove_if(cookie, |_, e| *e == Entry::ParkedPost { shard });
     }
 
     /// Drops a GET's entry when its session ends, unless the cookie now names another session.
     pub fn remove_get(&self, cookie: &str, session: SessionRef) {
-        let _ = self
-            .map
-            .pin()
-            .remove_if(cookie, |_, e| *e == Entry::Get(session));
+        let _ = self.map.pin().remove_if(cookie, |_, e| *e == Entry::Get(session));
     }
 
     pub fn lookup_get(&self, cookie: &str) -> Option<SessionRef> {
@@ -137,18 +118,9 @@ mod tests {
     #[test]
     fn get_then_post_pairs() {
         let t = CookieTable::new();
-        assert_eq!(
-            t.register_get("k", A),
-            GetRegistration::Registered {
-                wake_parked_on: None
-            }
-        );
+        assert_eq!(t.register_get("k", A), GetRegistration::Registered { wake_parked_on: None });
         assert_eq!(t.post_arrived("k", 1), PostLookup::Found(A));
-        assert_eq!(
-            t.post_arrived("k", 0),
-            PostLookup::Found(A),
-            "a reopened POST rebinds"
-        );
+        assert_eq!(t.post_arrived("k", 0), PostLookup::Found(A), "a reopened POST rebinds");
     }
 
     #[test]
@@ -163,18 +135,9 @@ mod tests {
     fn post_before_get_parks_and_is_woken() {
         let t = CookieTable::new();
         assert_eq!(t.post_arrived("k", 1), PostLookup::Parked);
-        assert_eq!(
-            t.post_arrived("k", 1),
-            PostLookup::Parked,
-            "re-check while parked"
-        );
+        assert_eq!(t.post_arrived("k", 1), PostLookup::Parked, "re-check while parked");
         assert_eq!(t.post_arrived("k", 0), PostLookup::AlreadyParked);
-        assert_eq!(
-            t.register_get("k", A),
-            GetRegistration::Registered {
-                wake_parked_on: Some(1)
-            }
-        );
+        assert_eq!(t.register_get("k", A), GetRegistration::Registered { wake_parked_on: Some(1) });
         assert_eq!(t.post_arrived("k", 1), PostLookup::Found(A));
     }
 

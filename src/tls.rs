@@ -21,10 +21,7 @@ pub enum TlsError {
 
 /// Loads `cert` (a PEM chain, leaf first) and `key` (PKCS#8, PKCS#1 or SEC1 PEM).
 pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let cert_err = |msg: String| TlsError::Cert {
-        path: cert.display().to_string(),
-        msg,
-    };
+    let cert_err = |msg: String| TlsError::Cert { path: cert.display().to_string(), msg };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| cert_err(e.to_string()))?
         .collect::<Result<_, _>>()
@@ -32,10 +29,8 @@ pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, 
     if chain.is_empty() {
         return Err(cert_err("no CERTIFICATE block found".into()));
     }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
-        path: key.display().to_string(),
-        msg: e.to_string(),
-    })?;
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| TlsError::Key { path: key.display().to_string(), msg: e.to_string() })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -79,18 +74,10 @@ mod tests {
         let junk = d.join("junk.pem");
         std::fs::write(&junk, "not a pem file\n").unwrap();
         let e = load_server_config(&junk, &k).unwrap_err().to_string();
-        assert!(
-            e.contains("junk.pem") && e.contains("no CERTIFICATE"),
-            "{e}"
-        );
+        assert!(e.contains("junk.pem") && e.contains("no CERTIFICATE"), "{e}");
         let e = load_server_config(&c, &junk).unwrap_err().to_string();
-        assert!(
-            e.starts_with("private key") && e.contains("junk.pem"),
-            "{e}"
-        );
-        let e = load_server_config(&d.join("missing.pem"), &k)
-            .unwrap_err()
-            .to_string();
+        assert!(e.starts_with("private key") && e.contains("junk.pem"), "{e}");
+        let e = load_server_config(&d.join("missing.pem"), &k).unwrap_err().to_string();
         assert!(e.contains("missing.pem"), "{e}");
     }
 }

@@ -11,11 +11,7 @@ use rtsp_tunnel_relay::config::Limits;
 #[test]
 fn hostile_burst_leaves_the_healthy_viewer_playing_and_no_fd_behind() {
     let camera = FakeCamera::start(CameraMode::Normal);
-    let limits = Limits {
-        pairing_timeout_ms: 300,
-        head_read_timeout_ms: 500,
-        ..Limits::default()
-    };
+    let limits = Limits { pairing_timeout_ms: 300, head_read_timeout_ms: 500, ..Limits::default() };
     let relay = Relay::start(&[("/cam1", camera.url("/stream"))], 2, limits);
     let mut healthy = TunnelViewer::open_get(relay.addr, "/cam1", "healthycookie1");
     healthy.open_post();
@@ -29,16 +25,10 @@ fn hostile_burst_leaves_the_healthy_viewer_playing_and_no_fd_behind() {
         let _ = match i % 6 {
             0 => s.write_all(b"GET /cam1 HTTP/1.1\r\nx-sessi"), // slowloris
             1 => s.write_all(b"\x00\xff\x13garbage\r\n\r\n"),   // binary junk
-            2 => s.write_all(
-                format!("POST /cam1 HTTP/1.0\r\nx-sessioncookie: orphan{i}\r\n\r\n").as_bytes(),
-            ), // POST, no GET
-            3 => s.write_all(
-                format!("GET /cam1 HTTP/1.0\r\nx-sessioncookie: noposts{i}\r\n\r\n").as_bytes(),
-            ), // GET, no POST
+            2 => s.write_all(format!("POST /cam1 HTTP/1.0\r\nx-sessioncookie: orphan{i}\r\n\r\n").as_bytes()), // POST, no GET
+            3 => s.write_all(format!("GET /cam1 HTTP/1.0\r\nx-sessioncookie: noposts{i}\r\n\r\n").as_bytes()), // GET, no POST
             4 => s.write_all(b"GET /cam1 HTTP/1.0\r\nx-sessioncookie: healthycookie1\r\n\r\n"), // hijack attempt
-            _ => s.write_all(
-                format!("GET /cam1 HTTP/1.0\r\nx-sessioncookie: badb64{i}\r\n\r\n").as_bytes(),
-            ),
+            _ => s.write_all(format!("GET /cam1 HTTP/1.0\r\nx-sessioncookie: badb64{i}\r\n\r\n").as_bytes()),
         };
         if i % 6 == 5 {
             let mut p = open_post(relay.addr, "/cam1", &format!("badb64{i}"), false);
@@ -48,10 +38,7 @@ fn hostile_burst_leaves_the_healthy_viewer_playing_and_no_fd_behind() {
         hostile.push(s);
     }
     let before = healthy.frames;
-    assert!(
-        healthy.read_frames(before + 50, Duration::from_secs(10)) >= before + 50,
-        "healthy viewer starved"
-    );
+    assert!(healthy.read_frames(before + 50, Duration::from_secs(10)) >= before + 50, "healthy viewer starved");
     drop(hostile);
     // Every hostile connection is closed by the relay (timeouts are sub-second here).
     let back = eventually(Duration::from_secs(10), || open_fds() <= baseline);

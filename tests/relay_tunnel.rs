@@ -11,11 +11,7 @@ use fake::*;
 use rtsp_tunnel_relay::config::Limits;
 
 fn relay_for(camera: &FakeCamera, shards: usize) -> Relay {
-    Relay::start(
-        &[("/cam1", camera.url("/stream"))],
-        shards,
-        Limits::default(),
-    )
+    Relay::start(&[("/cam1", camera.url("/stream"))], shards, Limits::default())
 }
 
 #[test]
@@ -23,58 +19,25 @@ fn tunnel_viewer_plays_through_two_shards_with_urls_rewritten() {
     let camera = FakeCamera::start(CameraMode::Normal);
     let relay = relay_for(&camera, 2);
     let mut v = TunnelViewer::open_get(relay.addr, "/cam1", "7ac9c272db1c15a6");
-    assert!(
-        v.reply_head.starts_with("HTTP/1.0 200 OK\r\n"),
-        "{}",
-        v.reply_head
-    );
-    assert!(
-        v.reply_head
-            .contains("Content-Type: application/x-rtsp-tunnelled\r\n")
-    );
+    assert!(v.reply_head.starts_with("HTTP/1.0 200 OK\r\n"), "{}", v.reply_head);
+    assert!(v.reply_head.contains("Content-Type: application/x-rtsp-tunnelled\r\n"));
     assert!(!v.reply_head.to_ascii_lowercase().contains("content-length"));
-    assert!(
-        !v.reply_head
-            .to_ascii_lowercase()
-            .contains("x-server-ip-address")
-    );
+    assert!(!v.reply_head.to_ascii_lowercase().contains("x-server-ip-address"));
     v.open_post();
     let replies = v.play();
     for r in &replies {
         assert_eq!(r.status(), Some(200), "{r:?}");
     }
     let relay_base = format!("rtsp://{}/cam1", relay.addr);
-    assert_eq!(
-        replies[1].header("Content-Base"),
-        Some(format!("{relay_base}/").as_str())
-    );
+    assert_eq!(replies[1].header("Content-Base"), Some(format!("{relay_base}/").as_str()));
     let sdp = String::from_utf8_lossy(&replies[1].body).into_owned();
-    assert!(
-        sdp.contains(&format!("a=control:{relay_base}/trackID=0")),
-        "{sdp}"
-    );
-    assert!(
-        !sdp.contains(&camera.addr.to_string()),
-        "camera address leaked: {sdp}"
-    );
-    assert!(
-        replies[3]
-            .header("RTP-Info")
-            .unwrap()
-            .starts_with(&format!("url={relay_base}/trackID=0;"))
-    );
-    assert!(
-        v.read_frames(20, Duration::from_secs(5)) >= 20,
-        "frames: {}",
-        v.frames
-    );
+    assert!(sdp.contains(&format!("a=control:{relay_base}/trackID=0")), "{sdp}");
+    assert!(!sdp.contains(&camera.addr.to_string()), "camera address leaked: {sdp}");
+    assert!(replies[3].header("RTP-Info").unwrap().starts_with(&format!("url={relay_base}/trackID=0;")));
+    assert!(v.read_frames(20, Duration::from_secs(5)) >= 20, "frames: {}", v.frames);
     // The camera saw its own URLs.
     let log = camera.log.lock().unwrap();
-    let uris: Vec<_> = log
-        .requests
-        .iter()
-        .filter_map(|m| m.uri().map(str::to_owned))
-        .collect();
+    let uris: Vec<_> = log.requests.iter().filter_map(|m| m.uri().map(str::to_owned)).collect();
     let cam = format!("rtsp://{}/stream", camera.addr);
     assert_eq!(uris[0], cam);
     assert_eq!(uris[2], format!("{cam}/trackID=0"));
@@ -95,12 +58,7 @@ fn many_concurrent_tunnels_pair_across_shards() {
             })
         })
         .collect();
-    let ok = handles
-        .into_iter()
-        .filter(|_| true)
-        .map(|h| h.join().unwrap())
-        .filter(|ok| *ok)
-        .count();
+    let ok = handles.into_iter().filter(|_| true).map(|h| h.join().unwrap()).filter(|ok| *ok).count();
     assert_eq!(ok, 24);
 }
 
@@ -112,8 +70,7 @@ fn post_before_get_is_parked_then_paired() {
     std::thread::sleep(Duration::from_millis(300));
     let mut v = TunnelViewer::open_get(relay.addr, "/cam1", "earlybird0001");
     assert!(v.reply_head.starts_with("HTTP/1.0 200 OK"));
-    post.write_all(b64(b"OPTIONS rtsp://x/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n").as_bytes())
-        .unwrap();
+    post.write_all(b64(b"OPTIONS rtsp://x/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n").as_bytes()).unwrap();
     let m = v.next_message().expect("answer through the parked POST");
     assert_eq!((m.status(), m.cseq()), (Some(200), Some(1)));
 }
@@ -121,17 +78,11 @@ fn post_before_get_is_parked_then_paired() {
 #[test]
 fn post_without_get_is_closed_after_the_pairing_window() {
     let camera = FakeCamera::start(CameraMode::Normal);
-    let limits = Limits {
-        pairing_timeout_ms: 300,
-        ..Limits::default()
-    };
+    let limits = Limits { pairing_timeout_ms: 300, ..Limits::default() };
     let relay = Relay::start(&[("/cam1", camera.url("/stream"))], 2, limits);
     let mut post = open_post(relay.addr, "/cam1", "lonelypost001", false);
     let (bytes, closed) = read_to_close(&mut post, Duration::from_secs(3));
-    assert!(
-        closed,
-        "the relay should close a POST whose GET never comes"
-    );
+    assert!(closed, "the relay should close a POST whose GET never comes");
     assert!(bytes.is_empty(), "a POST is never answered");
 }
 
@@ -144,14 +95,15 @@ fn duplicate_get_is_refused_and_the_tunnel_keeps_playing() {
     v.play();
     assert!(v.read_frames(5, Duration::from_secs(5)) >= 5);
     let mut intruder = connect(relay.addr);
-    write!(intruder, "GET /cam1 HTTP/1.0\r\nx-sessioncookie: sharedcookie01\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n").unwrap();
+    write!(
+        intruder,
+        "GET /cam1 HTTP/1.0\r\nx-sessioncookie: sharedcookie01\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n"
+    )
+    .unwrap();
     let head = read_http_head(&mut intruder);
     assert!(head.starts_with("HTTP/1.0 409"), "{head}");
     let before = v.frames;
-    assert!(
-        v.read_frames(before + 10, Duration::from_secs(5)) >= before + 10,
-        "tunnel disturbed"
-    );
+    assert!(v.read_frames(before + 10, Duration::from_secs(5)) >= before + 10, "tunnel disturbed");
 }
 
 #[test]
@@ -171,12 +123,7 @@ fn a_reopened_post_rebinds_without_interrupting_media() {
     assert!(v.read_frames(before + 10, Duration::from_secs(5)) >= before + 10);
     let log = camera.log.lock().unwrap();
     assert_eq!(log.connections, 1, "one camera session throughout");
-    assert!(
-        log.requests
-            .iter()
-            .any(|m| m.method() == Some("GET_PARAMETER")),
-        "keepalive reached the camera"
-    );
+    assert!(log.requests.iter().any(|m| m.method() == Some("GET_PARAMETER")), "keepalive reached the camera");
 }
 
 #[test]
@@ -187,16 +134,11 @@ fn expect_100_continue_gets_the_interim_reply_only() {
     let mut post = open_post(relay.addr, "/cam1", "continuecookie", true);
     let head = read_http_head(&mut post);
     assert_eq!(head, "HTTP/1.1 100 Continue\r\n\r\n");
-    post.write_all(b64(b"OPTIONS rtsp://x/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n").as_bytes())
-        .unwrap();
+    post.write_all(b64(b"OPTIONS rtsp://x/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n").as_bytes()).unwrap();
     assert_eq!(v.next_message().unwrap().status(), Some(200));
-    post.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    post.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let mut rest = [0u8; 16];
-    assert!(
-        !matches!(post.read(&mut rest), Ok(n) if n > 0),
-        "nothing more on the POST"
-    );
+    assert!(!matches!(post.read(&mut rest), Ok(n) if n > 0), "nothing more on the POST");
 }
 
 #[test]
@@ -216,11 +158,7 @@ fn live555_raw_rtcp_up_the_get_and_gstreamer_rtcp_in_the_post_reach_the_camera()
         let log = camera.log.lock().unwrap();
         log.frames.iter().any(|f| f == b"rr-get!") && log.frames.iter().any(|f| f == b"rr-post!")
     });
-    assert!(
-        got,
-        "frames at camera: {:?}",
-        camera.log.lock().unwrap().frames
-    );
+    assert!(got, "frames at camera: {:?}", camera.log.lock().unwrap().frames);
 }
 
 #[test]
@@ -228,41 +166,22 @@ fn bad_heads_get_clear_http_answers() {
     let camera = FakeCamera::start(CameraMode::Normal);
     let relay = relay_for(&camera, 2);
     let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"GET /nope HTTP/1.0\r\nx-sessioncookie: abcdefgh\r\n\r\n".to_vec(), "HTTP/1.0 404"),
+        (b"GET /cam1 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "HTTP/1.0 400"),
+        (b"\x16\x03\x01\x02\x00garbage\r\n\r\n".to_vec(), "HTTP/1.0 400"),
         (
-            b"GET /nope HTTP/1.0\r\nx-sessioncookie: abcdefgh\r\n\r\n".to_vec(),
-            "HTTP/1.0 404",
-        ),
-        (
-            b"GET /cam1 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-            "HTTP/1.0 400",
-        ),
-        (
-            b"\x16\x03\x01\x02\x00garbage\r\n\r\n".to_vec(),
-            "HTTP/1.0 400",
-        ),
-        (
-            format!(
-                "GET /cam1 HTTP/1.1\r\nx-sessioncookie: abc\r\nX-Junk: {}\r\n\r\n",
-                "a".repeat(20_000)
-            )
-            .into_bytes(),
+            format!("GET /cam1 HTTP/1.1\r\nx-sessioncookie: abc\r\nX-Junk: {}\r\n\r\n", "a".repeat(20_000))
+                .into_bytes(),
             "HTTP/1.0 431",
         ),
-        (
-            b"GET /cam1 HTTP/1.1\r\nx-sessioncookie: bad cookie<>\r\n\r\n".to_vec(),
-            "HTTP/1.0 400",
-        ),
+        (b"GET /cam1 HTTP/1.1\r\nx-sessioncookie: bad cookie<>\r\n\r\n".to_vec(), "HTTP/1.0 400"),
     ];
     for (req, want) in cases {
         let mut s = connect(relay.addr);
         let _ = s.write_all(&req);
         let (reply, closed) = read_to_close(&mut s, Duration::from_secs(5));
         let reply = String::from_utf8_lossy(&reply);
-        assert!(
-            reply.starts_with(want),
-            "{:?} → {reply:?}",
-            String::from_utf8_lossy(&req[..req.len().min(40)])
-        );
+        assert!(reply.starts_with(want), "{:?} → {reply:?}", String::from_utf8_lossy(&req[..req.len().min(40)]));
         assert!(closed, "connection should be closed after {want}");
     }
 }
@@ -289,26 +208,20 @@ fn plain_rtsp_viewer_plays_on_the_same_port_and_udp_gets_461() {
     };
     write!(s, "OPTIONS {url} RTSP/1.0\r\nCSeq: 1\r\n\r\n").unwrap();
     assert_eq!(read_reply(&mut s).status(), Some(200));
-    write!(s, "SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 2\r\nTransport: RTP/AVP;unicast;client_port=6000-6001\r\n\r\n").unwrap();
+    write!(s, "SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 2\r\nTransport: RTP/AVP;unicast;client_port=6000-6001\r\n\r\n")
+        .unwrap();
     let r = read_reply(&mut s);
     assert_eq!((r.status(), r.cseq()), (Some(461), Some(2)));
-    write!(s, "SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n").unwrap();
+    write!(s, "SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n")
+        .unwrap();
     assert_eq!(read_reply(&mut s).status(), Some(200));
 }
 
 #[test]
 fn unreachable_camera_gets_503_to_the_viewer() {
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let relay = Relay::start(
-        &[("/cam1", format!("rtsp://127.0.0.1:{port}/x"))],
-        2,
-        Limits::default(),
-    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let relay = Relay::start(&[("/cam1", format!("rtsp://127.0.0.1:{port}/x"))], 2, Limits::default());
     let mut v = TunnelViewer::open_get(relay.addr, "/cam1", "nocameracookie");
     v.open_post();
     let r = v.request("OPTIONS", "", "");
@@ -334,20 +247,13 @@ fn camera_credentials_are_used_by_the_relay_only() {
 #[test]
 fn a_viewer_that_never_reads_cannot_grow_the_relay_without_bound() {
     let camera = FakeCamera::start(CameraMode::Flood);
-    let limits = Limits {
-        max_viewer_backlog_bytes: 256 * 1024,
-        ..Limits::default()
-    };
+    let limits = Limits { max_viewer_backlog_bytes: 256 * 1024, ..Limits::default() };
     let relay = Relay::start(&[("/cam1", camera.url("/stream"))], 1, limits);
     let mut v = TunnelViewer::open_get(relay.addr, "/cam1", "slowviewer0001");
     v.open_post();
     v.play();
     // Stop reading; the camera floods until TCP backpressure reaches it.
-    let written = || {
-        camera
-            .bytes_written
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let written = || camera.bytes_written.load(std::sync::atomic::Ordering::Relaxed);
     let mut last = written();
     let settled = eventually(Duration::from_secs(20), || {
         std::thread::sleep(Duration::from_millis(500));
@@ -357,15 +263,8 @@ fn a_viewer_that_never_reads_cannot_grow_the_relay_without_bound() {
         flat
     });
     // Socket buffers on three hops (autotuned to a few MB each) plus the relay's backlog limit.
-    assert!(
-        settled,
-        "the camera never stalled: {} bytes pushed",
-        written()
-    );
-    assert!(
-        last < 48 << 20,
-        "camera pushed {last} bytes into a stalled session"
-    );
+    assert!(settled, "the camera never stalled: {} bytes pushed", written());
+    assert!(last < 48 << 20, "camera pushed {last} bytes into a stalled session");
     // The viewer can resume and gets intact frames.
     let before = v.frames;
     assert!(v.read_frames(before + 100, Duration::from_secs(10)) >= before + 100);
@@ -379,25 +278,15 @@ fn camera_reset_mid_stream_closes_the_viewer_cleanly() {
     v.open_post();
     v.play();
     let (_, closed) = read_to_close(&mut v.get, Duration::from_secs(5));
-    assert!(
-        closed,
-        "the viewer's GET must be closed when the camera drops"
-    );
-    assert!(
-        eventually(Duration::from_secs(3), || relay.shards().sessions() == 0),
-        "session not freed"
-    );
+    assert!(closed, "the viewer's GET must be closed when the camera drops");
+    assert!(eventually(Duration::from_secs(3), || relay.shards().sessions() == 0), "session not freed");
 }
 
 #[test]
 fn camera_answering_garbage_gets_502_and_ends_only_its_session() {
     let bad = FakeCamera::start(CameraMode::Garbage);
     let good = FakeCamera::start(CameraMode::Normal);
-    let relay = Relay::start(
-        &[("/bad", bad.url("/x")), ("/cam1", good.url("/stream"))],
-        2,
-        Limits::default(),
-    );
+    let relay = Relay::start(&[("/bad", bad.url("/x")), ("/cam1", good.url("/stream"))], 2, Limits::default());
     let mut healthy = TunnelViewer::open_get(relay.addr, "/cam1", "healthycookie2");
     healthy.open_post();
     healthy.play();
@@ -414,10 +303,7 @@ fn camera_answering_garbage_gets_502_and_ends_only_its_session() {
 #[test]
 fn silent_camera_gets_504_after_the_response_timeout() {
     let camera = FakeCamera::start(CameraMode::Silent);
-    let limits = Limits {
-        upstream_response_timeout_ms: 400,
-        ..Limits::default()
-    };
+    let limits = Limits { upstream_response_timeout_ms: 400, ..Limits::default() };
     let relay = Relay::start(&[("/cam1", camera.url("/stream"))], 1, limits);
     let mut v = TunnelViewer::open_get(relay.addr, "/cam1", "silentcookie01");
     v.open_post();
@@ -434,18 +320,11 @@ fn viewer_half_close_and_vanishing_free_the_session() {
     v.play();
     assert!(v.read_frames(5, Duration::from_secs(5)) >= 5);
     // The POST half-closes: the tunnel lives on.
-    v.post
-        .as_ref()
-        .unwrap()
-        .shutdown(std::net::Shutdown::Write)
-        .unwrap();
+    v.post.as_ref().unwrap().shutdown(std::net::Shutdown::Write).unwrap();
     let before = v.frames;
     assert!(v.read_frames(before + 10, Duration::from_secs(5)) >= before + 10);
     assert_eq!(relay.shards().sessions(), 1);
     // The viewer vanishes: everything is freed, the camera connection closed.
     drop(v);
-    assert!(eventually(Duration::from_secs(3), || relay
-        .shards()
-        .sessions()
-        == 0));
+    assert!(eventually(Duration::from_secs(3), || relay.shards().sessions() == 0));
 }

@@ -60,6 +60,10 @@ pub enum Rejection {
     ShuttingDown,
     /// A TLS handshake or record failed (including plain HTTP sent to an HTTPS port).
     TlsHandshake,
+    /// The source address is not allowed on this listener or route.
+    AddressDenied,
+    /// Too many failed authentications from this address recently.
+    AuthRateLimited,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.
@@ -139,6 +143,8 @@ impl ShardMetrics {
     pub fn rejected(&self, _reason: Rejection) {}
     pub fn upstream_error(&self, _reason: UpstreamErrorKind) {}
     pub fn observe(&self, _hist: Hist, _d: Duration) {}
+    /// `relay_auth_failures_total{reason}`.
+    pub fn auth_failure(&self, _reason: crate::proto::viewer_auth::AuthFailure) {}
     /// Ring buffers whose queued media was copied out to relieve ring pressure.
     pub fn ring_buffers_copied_out(&self, _n: u64) {}
 }

@@ -8,3 +8,4 @@ pub mod rewrite;
 pub mod rtsp;
 pub mod session;
 pub mod upstream_auth;
+pub mod viewer_auth;

@@ -21,6 +21,10 @@ use super::interleaved::{Demux, Event};
 use super::rewrite::{UrlMap, rewrite_to_client, rewrite_to_upstream};
 use super::rtsp::{Message, MessageLimits, ParseError};
 use super::upstream_auth::{AuthVerdict, UpstreamAuth};
+use super::viewer_auth::{AuthFailure, ViewerAuth};
+
+/// Failed authentications one session may make before it is closed.
+const MAX_AUTH_FAILURES_PER_SESSION: u32 = 5;
 
 /// Which viewer byte stream a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +55,8 @@ pub enum Output {
     FramesToCamera(u32),
     Observe(Hist, Duration),
     Rejected(Rejection),
+    /// A viewer failed to authenticate (the shell also rate-limits its address).
+    AuthFailed(AuthFailure),
     UpstreamError(UpstreamErrorKind),
     /// End the session once the bytes queued to the viewer are flushed.
     Close(SessionOutcome),
@@ -62,8 +68,14 @@ pub struct SessionParams {
     pub limits: MessageLimits,
     /// How long the camera may take to answer one request.
     pub response_timeout: Duration,
-    /// Randomness for Digest cnonces (the core reads no entropy source itself).
+    /// Randomness for Digest cnonces and nonces (the core reads no entropy source itself).
     pub cnonce_seed: u64,
+    /// The viewer's address, for the route's allow/deny lists.
+    pub viewer_ip: std::net::IpAddr,
+    /// The viewer came over TLS (Basic authentication is accepted only then).
+    pub viewer_tls: bool,
+    /// How long a Digest nonce the relay issues stays valid.
+    pub nonce_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,17 +117,16 @@ pub struct Session {
     played: bool,
     closed: bool,
     events: Vec<Event>,
+    viewer_auth: Option<ViewerAuth>,
+    /// The authenticated viewer, once the route's users admitted one.
+    user: Option<String>,
+    auth_failures: u32,
 }
 
 impl Session {
     /// `route`: resolved from the tunnel GET's path, or `None` to resolve it from the first RTSP
     /// request (plain RTSP, or a GET of `/`). `viewer_authority`: the `Host` the viewer used.
-    pub fn new(
-        params: SessionParams,
-        route: Option<Arc<Route>>,
-        viewer_authority: &str,
-        started_at: Instant,
-    ) -> Self {
+    pub fn new(params: SessionParams, route: Option<Arc<Route>>, viewer_authority: &str, started_at: Instant) -> Self {
         let limits = params.limits;
         Session {
             params,
@@ -135,6 +146,9 @@ impl Session {
             played: false,
             closed: false,
             events: Vec::new(),
+            viewer_auth: None,
+            user: None,
+            auth_failures: 0,
         }
     }
 
@@ -144,6 +158,11 @@ impl Session {
 
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// The authenticated viewer, if the route asked for one.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     /// Whether PLAY has been answered with success.
@@ -176,11 +195,7 @@ impl Session {
             ViewerStream::TunnelData => self.data.feed(chunk, &mut events).map_err(Some),
             ViewerStream::Plain => self.commands.feed(chunk, &mut events).map_err(Some),
         };
-        let input: &[u8] = if stream == ViewerStream::TunnelCommands {
-            &decoded
-        } else {
-            chunk
-        };
+        let input: &[u8] = if stream == ViewerStream::TunnelCommands { &decoded } else { chunk };
         match fed {
             Ok(()) => {
                 for event in events.drain(..) {
@@ -213,10 +228,7 @@ impl Session {
         out: &mut Vec<Output>,
     ) {
         match event {
-            Event::Frames {
-                range,
-                frames_completed,
-            } => {
+            Event::Frames { range, frames_completed } => {
                 // RTCP receiver reports keep the camera's session alive; before the camera
                 // connection exists there is nothing they could refer to.
                 if self.upstream == Upstream::Connected {
@@ -226,9 +238,7 @@ impl Session {
                     }
                 }
             }
-            Event::Message(msg) if msg.is_request() => {
-                self.on_viewer_request(msg, now, routes, out)
-            }
+            Event::Message(msg) if msg.is_request() => self.on_viewer_request(msg, now, routes, out),
             Event::Message(msg) => {
                 // The viewer answering a request the camera sent it.
                 self.send_upstream(msg.to_bytes(), out);
@@ -236,13 +246,7 @@ impl Session {
         }
     }
 
-    fn on_viewer_request(
-        &mut self,
-        mut msg: Message,
-        now: Instant,
-        routes: &RouteTable,
-        out: &mut Vec<Output>,
-    ) {
+    fn on_viewer_request(&mut self, mut msg: Message, now: Instant, routes: &RouteTable, out: &mut Vec<Output>) {
         let cseq = msg.cseq();
         let Some(cseq) = cseq else {
             out.push(Output::Rejected(Rejection::MalformedRtsp));
@@ -266,28 +270,20 @@ impl Session {
                 Ok(map) => self.map = Some(map),
                 Err(_) => {
                     out.push(Output::Rejected(Rejection::MalformedRtsp));
-                    out.push(Output::ToViewer(local_reply(
-                        400,
-                        "Bad Request",
-                        Some(cseq),
-                    )));
+                    out.push(Output::ToViewer(local_reply(400, "Bad Request", Some(cseq))));
                     self.close(SessionOutcome::ProtocolError, out);
                     return;
                 }
             }
-            self.auth = route
-                .credentials
-                .clone()
-                .map(|c| UpstreamAuth::new(c, self.params.cnonce_seed));
+            self.auth = route.credentials.clone().map(|c| UpstreamAuth::new(c, self.params.cnonce_seed));
+        }
+        if !self.admit(&msg, cseq, now, routes, out) {
+            return;
         }
         let method = RtspMethod::from_name(msg.method().unwrap_or(""));
         if method == RtspMethod::Setup && !steer_to_interleaved(&mut msg) {
             out.push(Output::Rejected(Rejection::UnsupportedTransport));
-            out.push(Output::ToViewer(local_reply(
-                461,
-                "Unsupported Transport",
-                Some(cseq),
-            )));
+            out.push(Output::ToViewer(local_reply(461, "Unsupported Transport", Some(cseq))));
             return;
         }
         // The viewer's credentials (if any) are for the relay; the camera gets the relay's own.
@@ -298,14 +294,53 @@ impl Session {
         let mut wire = msg.clone();
         let authorized = self.auth.as_mut().is_some_and(|a| a.authorize(&mut wire));
         self.pending.retain(|p| p.cseq != cseq);
-        self.pending.push(Pending {
-            cseq,
-            method,
-            request: msg,
-            authorized,
-            sent_at: now,
-        });
+        self.pending.push(Pending { cseq, method, request: msg, authorized, sent_at: now });
         self.send_upstream(wire.to_bytes(), out);
+    }
+
+    /// The route's address lists and users: false (with the answer queued) if this viewer may
+    /// not go further. Nothing reaches the camera before this passes.
+    fn admit(&mut self, msg: &Message, cseq: u32, now: Instant, routes: &RouteTable, out: &mut Vec<Output>) -> bool {
+        let Some(route) = self.route.clone() else { return false };
+        if !route.acl.permits(self.params.viewer_ip) {
+            out.push(Output::Rejected(Rejection::AddressDenied));
+            out.push(Output::ToViewer(local_reply(403, "Forbidden", Some(cseq))));
+            self.close(SessionOutcome::ProtocolError, out);
+            return false;
+        }
+        let Some(allowed) = route.users.as_deref() else { return true };
+        if self.user.is_some() {
+            return true;
+        }
+        let users = routes.users();
+        let seed = self.params.cnonce_seed.rotate_left(17);
+        let auth = self
+            .viewer_auth
+            .get_or_insert_with(|| ViewerAuth::new(seed, self.params.viewer_tls, self.params.nonce_ttl, now));
+        match auth.verify(msg, users, Some(allowed), now) {
+            Ok(user) => {
+                self.user = Some(user);
+                true
+            }
+            Err(failure) => {
+                out.push(Output::AuthFailed(failure));
+                let mut reply = Message::response(401, "Unauthorized");
+                reply.set_header("CSeq", cseq.to_string());
+                reply.set_header("Server", "rtsp-tunnel-relay");
+                for challenge in auth.challenge(users, failure == AuthFailure::StaleNonce, now) {
+                    reply.headers.push(("WWW-Authenticate".to_owned(), challenge));
+                }
+                out.push(Output::ToViewer(reply.to_bytes()));
+                // Asking for credentials is the normal first step; guessing is not.
+                if !matches!(failure, AuthFailure::NoCredentials | AuthFailure::StaleNonce) {
+                    self.auth_failures += 1;
+                    if self.auth_failures >= MAX_AUTH_FAILURES_PER_SESSION {
+                        self.close(SessionOutcome::ProtocolError, out);
+                    }
+                }
+                false
+            }
+        }
     }
 
     fn send_upstream(&mut self, bytes: Vec<u8>, out: &mut Vec<Output>) {
@@ -385,13 +420,9 @@ impl Session {
         }
         for event in events.drain(..) {
             match event {
-                Event::Frames {
-                    range,
-                    frames_completed,
-                } => out.push(Output::ForwardToViewer {
-                    range,
-                    frames: frames_completed,
-                }),
+                Event::Frames { range, frames_completed } => {
+                    out.push(Output::ForwardToViewer { range, frames: frames_completed })
+                }
                 Event::Message(msg) if msg.is_request() => {
                     let mut msg = msg;
                     if let Some(map) = &self.map {
@@ -409,9 +440,7 @@ impl Session {
     }
 
     fn on_camera_response(&mut self, mut msg: Message, now: Instant, out: &mut Vec<Output>) {
-        let idx = msg
-            .cseq()
-            .and_then(|c| self.pending.iter().position(|p| p.cseq == c));
+        let idx = msg.cseq().and_then(|c| self.pending.iter().position(|p| p.cseq == c));
         if let (Some(i), Some(401)) = (idx, msg.status()) {
             let was_authorized = self.pending[i].authorized;
             if let Some(auth) = self.auth.as_mut() {
@@ -430,17 +459,11 @@ impl Session {
         }
         if let Some(i) = idx {
             let p = self.pending.swap_remove(i);
-            out.push(Output::Observe(
-                Hist::RtspRequest(p.method),
-                now.saturating_duration_since(p.sent_at),
-            ));
+            out.push(Output::Observe(Hist::RtspRequest(p.method), now.saturating_duration_since(p.sent_at)));
             let ok = msg.status().is_some_and(|s| (200..300).contains(&s));
             if p.method == RtspMethod::Play && ok && !self.played {
                 self.played = true;
-                out.push(Output::Observe(
-                    Hist::SessionSetup,
-                    now.saturating_duration_since(self.started_at),
-                ));
+                out.push(Output::Observe(Hist::SessionSetup, now.saturating_duration_since(self.started_at)));
             }
         }
         if let Some(map) = &self.map {
@@ -454,10 +477,7 @@ impl Session {
         if self.upstream != Upstream::Connected {
             return None;
         }
-        self.pending
-            .iter()
-            .map(|p| p.sent_at + self.params.response_timeout)
-            .min()
+        self.pending.iter().map(|p| p.sent_at + self.params.response_timeout).min()
     }
 
     /// Time passes: a camera that leaves a request unanswered too long ends the session.
@@ -500,9 +520,7 @@ fn client_base(uri: &str, viewer_authority: &str, route_path: &str) -> String {
         Some((scheme, rest)) => {
             let authority = rest.split(['/', '?']).next().unwrap_or("");
             // Viewer credentials in the URI are for the relay; keep them out of rewritten URLs.
-            let authority = authority
-                .rsplit_once('@')
-                .map_or(authority, |(_, host)| host);
+            let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
             (scheme, authority)
         }
         None => ("rtsp", viewer_authority),

@@ -46,16 +46,8 @@ fn mmap_anon(bytes: usize) -> io::Result<NonNull<u8>> {
 
 impl BufRing {
     /// Allocates the buffers and registers them with `submitter` as buffer group `group`.
-    pub fn register(
-        submitter: &io_uring::Submitter<'_>,
-        group: u16,
-        count: u16,
-        size: u32,
-    ) -> io::Result<BufRing> {
-        assert!(
-            count.is_power_of_two(),
-            "buffer count must be a power of two"
-        );
+    pub fn register(submitter: &io_uring::Submitter<'_>, group: u16, count: u16, size: u32) -> io::Result<BufRing> {
+        assert!(count.is_power_of_two(), "buffer count must be a power of two");
         let ring_bytes = count as usize * std::mem::size_of::<BufRingEntry>();
         let data_bytes = count as usize * size as usize;
         let ring = mmap_anon(ring_bytes)?.cast::<BufRingEntry>();

@@ -19,10 +19,7 @@ impl SessionKey {
     }
 
     pub fn unpack(v: u64) -> SessionKey {
-        SessionKey {
-            index: (v >> 24) as usize,
-            generation: (v & 0xff_ffff) as u32,
-        }
+        SessionKey { index: (v >> 24) as usize, generation: (v & 0xff_ffff) as u32 }
     }
 }
 
@@ -46,9 +43,7 @@ pub enum Role {
 impl Role {
     pub fn session(&self) -> Option<SessionKey> {
         match self {
-            Role::TunnelGet(s) | Role::TunnelPost(s) | Role::PlainRtsp(s) | Role::Upstream(s) => {
-                Some(*s)
-            }
+            Role::TunnelGet(s) | Role::TunnelPost(s) | Role::PlainRtsp(s) | Role::Upstream(s) => Some(*s),
             _ => None,
         }
     }

@@ -14,14 +14,13 @@ use std::time::{Duration, Instant};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
 
-use crate::config::{Limits, Route, RouteTable};
-use crate::metrics::{
-    ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, UpstreamErrorKind,
-};
+use crate::config::{AuthConfig, Limits, Route, RouteTable};
+use crate::metrics::{ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, UpstreamErrorKind};
 use crate::pairing::{GetRegistration, PostLookup, SessionRef};
 use crate::proto::http_head::{self, HeadKind, HeadLimits, RequestHead};
 use crate::proto::rtsp::{self, MessageLimits};
 use crate::proto::session::{Output, Session, SessionParams, ViewerStream, local_reply};
+use crate::proto::viewer_auth::AuthFailure;
 
 use super::buf_ring::BufRing;
 use super::conn::{Conn, RecvState, Role, SessionKey};
@@ -68,6 +67,7 @@ pub struct Shard {
     metrics: Arc<ShardMetrics>,
     routes: Arc<RouteTable>,
     limits: Limits,
+    auth: AuthConfig,
     public_address: Option<String>,
     listeners: Vec<Option<Listener>>,
     local_authority: String,
@@ -100,14 +100,7 @@ fn sqe_token(op: Op, index: usize, generation: u32) -> u64 {
 fn send_now(fd: RawFd, bytes: &[u8]) {
     // SAFETY: `bytes` is a live slice for the duration of the call; a short or failed write on a
     // non-blocking send only loses an advisory reply.
-    unsafe {
-        libc::send(
-            fd,
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
+    unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
 }
 
 fn peer_of(fd: &OwnedFd) -> Option<SocketAddr> {
@@ -125,12 +118,7 @@ impl Shard {
             .setup_coop_taskrun()
             .setup_cqsize(cfg.runtime.ring_entries * 4)
             .build(cfg.runtime.ring_entries)?;
-        let bufs = BufRing::register(
-            &ring.submitter(),
-            0,
-            cfg.runtime.recv_buffers,
-            cfg.runtime.recv_buffer_size,
-        )?;
+        let bufs = BufRing::register(&ring.submitter(), 0, cfg.runtime.recv_buffers, cfg.runtime.recv_buffer_size)?;
         let local_authority = cfg
             .listeners
             .first()
@@ -143,6 +131,7 @@ impl Shard {
             metrics: shared.metrics[cfg.id as usize].clone(),
             routes: cfg.routes,
             limits: cfg.limits,
+            auth: cfg.auth,
             public_address: cfg.public_address,
             listeners: cfg.listeners.into_iter().map(Some).collect(),
             local_authority,
@@ -186,10 +175,11 @@ impl Shard {
             self.arm_accept(i);
         }
         self.push(
-            opcode::Timeout::new(&*self.tick)
-                .flags(types::TimeoutFlags::MULTISHOT)
-                .build()
-                .user_data(sqe_token(Op::Tick, 0, 0)),
+            opcode::Timeout::new(&*self.tick).flags(types::TimeoutFlags::MULTISHOT).build().user_data(sqe_token(
+                Op::Tick,
+                0,
+                0,
+            )),
         );
         self.arm_mailbox();
         self.shared.shard_started();
@@ -204,11 +194,7 @@ impl Shard {
                     break;
                 }
             }
-            cqes.extend(
-                self.ring
-                    .completion()
-                    .map(|c| (c.user_data(), c.result(), c.flags())),
-            );
+            cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
             for (ud, res, flags) in cqes.drain(..) {
                 self.dispatch(ud, res, flags);
             }
@@ -232,11 +218,7 @@ impl Shard {
         let give_up = Instant::now() + Duration::from_secs(2);
         while !self.conns.is_empty() && Instant::now() < give_up {
             let _ = self.ring.submit_and_wait(1);
-            let batch: Vec<_> = self
-                .ring
-                .completion()
-                .map(|c| (c.user_data(), c.result(), c.flags()))
-                .collect();
+            let batch: Vec<_> = self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).collect();
             for (ud, res, flags) in batch {
                 self.dispatch(ud, res, flags);
             }
@@ -291,23 +273,21 @@ impl Shard {
     fn arm_accept(&mut self, i: usize) {
         if let Some(l) = &self.listeners[i] {
             let fd = l.fd.as_raw_fd();
-            self.push(
-                opcode::AcceptMulti::new(types::Fd(fd))
-                    .flags(libc::SOCK_CLOEXEC)
-                    .build()
-                    .user_data(sqe_token(Op::Accept, i, 0)),
-            );
+            self.push(opcode::AcceptMulti::new(types::Fd(fd)).flags(libc::SOCK_CLOEXEC).build().user_data(sqe_token(
+                Op::Accept,
+                i,
+                0,
+            )));
         }
     }
 
     fn arm_mailbox(&mut self) {
         let fd = self.shared.mailboxes[self.id as usize].fd();
-        self.push(
-            opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
-                .multi(true)
-                .build()
-                .user_data(sqe_token(Op::Mailbox, 0, 0)),
-        );
+        self.push(opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).multi(true).build().user_data(sqe_token(
+            Op::Mailbox,
+            0,
+            0,
+        )));
     }
 
     fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
@@ -330,28 +310,26 @@ impl Shard {
         let Some(peer) = peer_of(&fd) else { return };
         if self.draining_until.is_some() {
             self.metrics.rejected(Rejection::ShuttingDown);
-            send_now(
-                fd.as_raw_fd(),
-                &http_head::http_error_reply(503, "Service Unavailable"),
-            );
+            send_now(fd.as_raw_fd(), &http_head::http_error_reply(503, "Service Unavailable"));
             return;
         }
-        if !self
-            .shared
-            .admission
-            .try_open_connection(peer.ip(), self.limits.max_connections_per_ip)
-        {
+        if self.listeners[listener].as_ref().is_some_and(|l| !l.acl.permits(peer.ip())) {
+            // Refused before reading a byte: nothing about the relay is revealed.
+            self.metrics.rejected(Rejection::AddressDenied);
+            return;
+        }
+        let window = Duration::from_secs(self.auth.failure_window_secs);
+        if self.shared.auth_failures.is_blocked(peer.ip(), Instant::now(), self.auth.max_failures_per_ip, window) {
+            self.metrics.rejected(Rejection::AuthRateLimited);
+            send_now(fd.as_raw_fd(), &http_head::http_error_reply(429, "Too Many Requests"));
+            return;
+        }
+        if !self.shared.admission.try_open_connection(peer.ip(), self.limits.max_connections_per_ip) {
             self.metrics.rejected(Rejection::PerIpLimit);
-            send_now(
-                fd.as_raw_fd(),
-                &http_head::http_error_reply(503, "Service Unavailable"),
-            );
+            send_now(fd.as_raw_fd(), &http_head::http_error_reply(503, "Service Unavailable"));
             return;
         }
-        let tls = match self.listeners[listener]
-            .as_ref()
-            .and_then(|l| l.tls.clone())
-        {
+        let tls = match self.listeners[listener].as_ref().and_then(|l| l.tls.clone()) {
             None => None,
             Some(cfg) => match TlsStream::new(cfg) {
                 Ok(t) => Some(Box::new(t)),
@@ -384,15 +362,11 @@ impl Shard {
     fn arm_head_recv(&mut self, idx: usize) {
         let c = &mut self.conns[idx];
         c.ops += 1;
-        let sqe = opcode::Recv::new(
-            types::Fd(c.raw()),
-            std::ptr::null_mut(),
-            self.bufs.buffer_size(),
-        )
-        .buf_group(self.bufs.group)
-        .build()
-        .flags(squeue::Flags::BUFFER_SELECT)
-        .user_data(sqe_token(Op::HeadRecv, idx, c.generation));
+        let sqe = opcode::Recv::new(types::Fd(c.raw()), std::ptr::null_mut(), self.bufs.buffer_size())
+            .buf_group(self.bufs.group)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+            .user_data(sqe_token(Op::HeadRecv, idx, c.generation));
         self.push(sqe);
     }
 
@@ -403,9 +377,11 @@ impl Shard {
         }
         c.recv = RecvState::Armed;
         c.ops += 1;
-        let sqe = opcode::RecvMulti::new(types::Fd(c.raw()), self.bufs.group)
-            .build()
-            .user_data(sqe_token(Op::Recv, idx, c.generation));
+        let sqe = opcode::RecvMulti::new(types::Fd(c.raw()), self.bufs.group).build().user_data(sqe_token(
+            Op::Recv,
+            idx,
+            c.generation,
+        ));
         self.push(sqe);
     }
 
@@ -447,10 +423,8 @@ impl Shard {
             self.close_conn(idx);
             return;
         }
-        let limits = HeadLimits {
-            max_header_bytes: self.limits.max_header_bytes,
-            max_cookie_len: self.limits.max_cookie_len,
-        };
+        let limits =
+            HeadLimits { max_header_bytes: self.limits.max_header_bytes, max_cookie_len: self.limits.max_cookie_len };
         // Handshake messages rustls wants to send.
         self.queue_owned(idx, Vec::new());
         if self.conns[idx].head.is_empty() {
@@ -494,11 +468,7 @@ impl Shard {
             HeadKind::PlainRtsp => self.on_plain_rtsp(idx),
             HeadKind::OtherHttp => {
                 self.metrics.connection_accepted(ConnKind::OtherHttp);
-                self.refuse(
-                    idx,
-                    Rejection::NotATunnel,
-                    http_head::http_error_reply(400, "Bad Request"),
-                );
+                self.refuse(idx, Rejection::NotATunnel, http_head::http_error_reply(400, "Bad Request"));
             }
         }
     }
@@ -507,6 +477,7 @@ impl Shard {
         &mut self,
         route: Option<Arc<Route>>,
         tunnel: bool,
+        viewer_tls: bool,
         peer: SocketAddr,
         started_at: Instant,
     ) -> SessionKey {
@@ -521,6 +492,9 @@ impl Shard {
             },
             response_timeout: Duration::from_millis(self.limits.upstream_response_timeout_ms),
             cnonce_seed: self.cnonce_state,
+            viewer_ip: peer.ip(),
+            viewer_tls,
+            nonce_ttl: Duration::from_secs(self.auth.nonce_ttl_secs),
         };
         let route_path = route.as_ref().map(|r| r.path.clone());
         let proto = Session::new(params, route, &self.local_authority, started_at);
@@ -563,9 +537,7 @@ impl Shard {
     }
 
     fn session(&mut self, key: SessionKey) -> Option<&mut SessionSlot> {
-        self.sessions
-            .get_mut(key.index)
-            .filter(|s| s.generation == key.generation)
+        self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation)
     }
 
     fn on_tunnel_get(&mut self, idx: usize, head: RequestHead) {
@@ -574,57 +546,39 @@ impl Shard {
         // A GET of `/` (older gortsplib) is routed by its first RTSP request instead.
         let route = self.routes.lookup(&head.target);
         if route.is_none() && path != "/" {
-            self.refuse(
-                idx,
-                Rejection::UnknownRoute,
-                http_head::http_error_reply(404, "Not Found"),
-            );
+            self.refuse(idx, Rejection::UnknownRoute, http_head::http_error_reply(404, "Not Found"));
             return;
         }
         // The classifier only calls a GET a tunnel when it carries a valid cookie.
         let Some(cookie) = head.cookie.clone() else {
-            self.refuse(
-                idx,
-                Rejection::BadCookie,
-                http_head::http_error_reply(400, "Bad Request"),
-            );
+            self.refuse(idx, Rejection::BadCookie, http_head::http_error_reply(400, "Bad Request"));
             return;
         };
-        if !self
-            .shared
-            .admission
-            .try_open_session(self.limits.max_sessions)
-        {
-            self.refuse(
-                idx,
-                Rejection::MaxSessions,
-                http_head::http_error_reply(503, "Service Unavailable"),
-            );
+        if !self.shared.admission.try_open_session(self.limits.max_sessions) {
+            self.refuse(idx, Rejection::MaxSessions, http_head::http_error_reply(503, "Service Unavailable"));
             return;
         }
         let (peer, accepted_at) = (self.conns[idx].peer, self.conns[idx].accepted_at);
-        let key = self.new_session(route, true, peer, accepted_at);
-        let me = SessionRef {
-            shard: self.id,
-            key: key.pack(),
-        };
+        if route.as_ref().is_some_and(|r| !r.acl.permits(peer.ip())) {
+            // Refused before any camera connection.
+            self.shared.admission.close_session();
+            self.refuse(idx, Rejection::AddressDenied, http_head::http_error_reply(403, "Forbidden"));
+            return;
+        }
+        let tls = self.conns[idx].tls.is_some();
+        let key = self.new_session(route, true, tls, peer, accepted_at);
+        let me = SessionRef { shard: self.id, key: key.pack() };
         match self.shared.cookies.register_get(&cookie, me) {
             GetRegistration::Duplicate => {
                 self.sessions.remove(key.index);
                 self.metrics.session_ended(SessionOutcome::ProtocolError);
                 self.shared.admission.close_session();
-                self.refuse(
-                    idx,
-                    Rejection::DuplicateCookie,
-                    http_head::http_error_reply(409, "Conflict"),
-                );
+                self.refuse(idx, Rejection::DuplicateCookie, http_head::http_error_reply(409, "Conflict"));
                 return;
             }
             GetRegistration::Registered { wake_parked_on } => {
                 if let Some(shard) = wake_parked_on {
-                    self.shared.mailboxes[shard as usize].post(ShardMsg::WakeParked {
-                        cookie: cookie.clone(),
-                    });
+                    self.shared.mailboxes[shard as usize].post(ShardMsg::WakeParked { cookie: cookie.clone() });
                 }
             }
         }
@@ -720,28 +674,18 @@ impl Shard {
 
     fn on_plain_rtsp(&mut self, idx: usize) {
         self.metrics.connection_accepted(ConnKind::PlainRtsp);
-        if !self
-            .shared
-            .admission
-            .try_open_session(self.limits.max_sessions)
-        {
+        if !self.shared.admission.try_open_session(self.limits.max_sessions) {
             let limits = MessageLimits {
                 max_head_bytes: self.limits.max_header_bytes,
                 max_body_bytes: self.limits.max_body_bytes,
             };
-            let cseq = rtsp::parse_message(&self.conns[idx].head, &limits)
-                .ok()
-                .flatten()
-                .and_then(|(m, _)| m.cseq());
-            self.refuse(
-                idx,
-                Rejection::MaxSessions,
-                local_reply(503, "Service Unavailable", cseq),
-            );
+            let cseq = rtsp::parse_message(&self.conns[idx].head, &limits).ok().flatten().and_then(|(m, _)| m.cseq());
+            self.refuse(idx, Rejection::MaxSessions, local_reply(503, "Service Unavailable", cseq));
             return;
         }
         let (peer, accepted_at) = (self.conns[idx].peer, self.conns[idx].accepted_at);
-        let key = self.new_session(None, false, peer, accepted_at);
+        let tls = self.conns[idx].tls.is_some();
+        let key = self.new_session(None, false, tls, peer, accepted_at);
         self.sessions[key.index].viewer = Some(idx);
         self.conns[idx].role = Role::PlainRtsp(key);
         let head = std::mem::take(&mut self.conns[idx].head);
@@ -757,8 +701,7 @@ impl Shard {
         let routes = self.routes.clone();
         if let Some(s) = self.session(key) {
             s.last_activity = now;
-            s.proto
-                .on_viewer_bytes(stream, bytes, now, &routes, &mut out);
+            s.proto.on_viewer_bytes(stream, bytes, now, &routes, &mut out);
         }
         self.apply(key, &mut out, None);
         self.out = out;
@@ -775,11 +718,7 @@ impl Shard {
             let c = &mut self.conns[idx];
             c.ops -= 1;
             was_paused = c.recv == RecvState::Cancelling;
-            c.recv = if res == -libc::ENOBUFS && !c.closing {
-                RecvState::WaitingForBuffers
-            } else {
-                RecvState::Off
-            };
+            c.recv = if res == -libc::ENOBUFS && !c.closing { RecvState::WaitingForBuffers } else { RecvState::Off };
             if c.recv == RecvState::WaitingForBuffers {
                 self.starved.push(idx);
             }
@@ -816,10 +755,7 @@ impl Shard {
         let now = Instant::now();
         let mut plain = std::mem::take(&mut self.plain);
         plain.clear();
-        let tls = self.conns[idx]
-            .tls
-            .as_mut()
-            .map(|tls| tls.receive(self.bufs.bytes(bid, len), &mut plain));
+        let tls = self.conns[idx].tls.as_mut().map(|tls| tls.receive(self.bufs.bytes(bid, len), &mut plain));
         match tls {
             None => {}
             Some(Ok(peer_closed)) => {
@@ -842,16 +778,8 @@ impl Shard {
         let mut out = std::mem::take(&mut self.out);
         // Disjoint field borrows: no per-packet clone of the shared route table.
         let routes = &*self.routes;
-        let data = if tls.is_some() {
-            &plain[..]
-        } else {
-            self.bufs.bytes(bid, len)
-        };
-        let Some(s) = self
-            .sessions
-            .get_mut(key.index)
-            .filter(|s| s.generation == key.generation)
-        else {
+        let data = if tls.is_some() { &plain[..] } else { self.bufs.bytes(bid, len) };
+        let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else {
             self.out = out;
             self.plain = plain;
             return;
@@ -863,18 +791,15 @@ impl Shard {
                 Some((bid, now))
             }
             Role::TunnelGet(_) => {
-                s.proto
-                    .on_viewer_bytes(ViewerStream::TunnelData, data, now, routes, &mut out);
+                s.proto.on_viewer_bytes(ViewerStream::TunnelData, data, now, routes, &mut out);
                 None
             }
             Role::TunnelPost(_) => {
-                s.proto
-                    .on_viewer_bytes(ViewerStream::TunnelCommands, data, now, routes, &mut out);
+                s.proto.on_viewer_bytes(ViewerStream::TunnelCommands, data, now, routes, &mut out);
                 None
             }
             Role::PlainRtsp(_) => {
-                s.proto
-                    .on_viewer_bytes(ViewerStream::Plain, data, now, routes, &mut out);
+                s.proto.on_viewer_bytes(ViewerStream::Plain, data, now, routes, &mut out);
                 None
             }
             _ => None,
@@ -890,11 +815,7 @@ impl Shard {
         let key = role.session();
         match role {
             Role::Upstream(k) => {
-                let kind = if res == 0 {
-                    UpstreamErrorKind::Closed
-                } else {
-                    UpstreamErrorKind::Reset
-                };
+                let kind = if res == 0 { UpstreamErrorKind::Closed } else { UpstreamErrorKind::Reset };
                 if let Some(s) = self.session(*k) {
                     s.upstream = None;
                     s.proto.on_upstream_closed(kind, &mut out);
@@ -905,16 +826,12 @@ impl Shard {
                     if s.post == Some(idx) {
                         s.post = None;
                     }
-                    s.proto
-                        .on_viewer_closed(ViewerStream::TunnelCommands, &mut out);
+                    s.proto.on_viewer_closed(ViewerStream::TunnelCommands, &mut out);
                 }
             }
             Role::TunnelGet(k) | Role::PlainRtsp(k) => {
-                let stream = if matches!(role, Role::TunnelGet(_)) {
-                    ViewerStream::TunnelData
-                } else {
-                    ViewerStream::Plain
-                };
+                let stream =
+                    if matches!(role, Role::TunnelGet(_)) { ViewerStream::TunnelData } else { ViewerStream::Plain };
                 if let Some(s) = self.session(*k) {
                     s.viewer = None;
                     s.proto.on_viewer_closed(stream, &mut out);
@@ -932,11 +849,7 @@ impl Shard {
     /// Carries out what the session asked for.
     fn apply(&mut self, key: SessionKey, out: &mut Vec<Output>, ring: Option<(u16, Instant)>) {
         for o in out.drain(..) {
-            let Some(s) = self
-                .sessions
-                .get_mut(key.index)
-                .filter(|s| s.generation == key.generation)
-            else {
+            let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else {
                 continue;
             };
             match o {
@@ -966,6 +879,13 @@ impl Shard {
                 Output::FramesToCamera(n) => self.metrics.frames(Direction::ToCamera, n as u64),
                 Output::Observe(h, d) => self.metrics.observe(h, d),
                 Output::Rejected(r) => self.metrics.rejected(r),
+                Output::AuthFailed(f) => {
+                    self.metrics.auth_failure(f);
+                    if !matches!(f, AuthFailure::NoCredentials | AuthFailure::StaleNonce) {
+                        let window = Duration::from_secs(self.auth.failure_window_secs);
+                        self.shared.auth_failures.record(s.peer.ip(), Instant::now(), window);
+                    }
+                }
                 Output::UpstreamError(k) => self.metrics.upstream_error(k),
                 Output::Close(outcome) => self.end_session(key, outcome),
             }
@@ -976,11 +896,7 @@ impl Shard {
     /// Backpressure: stop reading the camera while the viewer is behind; resume at half.
     fn update_upstream_flow(&mut self, key: SessionKey) {
         let limit = self.limits.max_viewer_backlog_bytes;
-        let Some(s) = self
-            .sessions
-            .get_mut(key.index)
-            .filter(|s| s.generation == key.generation)
-        else {
+        let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else {
             return;
         };
         let (Some(v), Some(u)) = (s.viewer, s.upstream) else {
@@ -997,11 +913,7 @@ impl Shard {
             let _ = fd;
             self.conns[u].recv = RecvState::Cancelling;
             let target = sqe_token(Op::Recv, u, generation);
-            self.push(
-                opcode::AsyncCancel::new(target)
-                    .build()
-                    .user_data(sqe_token(Op::Cancel, 0, 0)),
-            );
+            self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
         } else if backlog <= limit / 2 && s.upstream_paused && up.recv == RecvState::Off {
             s.upstream_paused = false;
             self.arm_recv(u);
@@ -1020,8 +932,7 @@ impl Shard {
                 tracing::warn!(shard = self.id, error = %e, "cannot create camera socket");
                 let mut out = std::mem::take(&mut self.out);
                 if let Some(s) = self.session(key) {
-                    s.proto
-                        .on_upstream_connect_failed(UpstreamErrorKind::Unreachable, &mut out);
+                    s.proto.on_upstream_connect_failed(UpstreamErrorKind::Unreachable, &mut out);
                 }
                 self.apply(key, &mut out, None);
                 self.out = out;
@@ -1038,13 +949,9 @@ impl Shard {
         }
         let timeout = Duration::from_millis(self.limits.upstream_connect_timeout_ms);
         let c = &mut self.conns[idx];
-        let sa = c
-            .connect_addr
-            .insert(Box::new(socket2::SockAddr::from(addr)));
+        let sa = c.connect_addr.insert(Box::new(socket2::SockAddr::from(addr)));
         let (sa_ptr, sa_len) = (sa.as_ptr(), sa.len());
-        let ts: *const types::Timespec = &**c
-            .connect_timeout
-            .insert(Box::new(types::Timespec::from(timeout)));
+        let ts: *const types::Timespec = &**c.connect_timeout.insert(Box::new(types::Timespec::from(timeout)));
         c.ops += 2;
         let generation = c.generation;
         let fd = c.raw();
@@ -1054,11 +961,7 @@ impl Shard {
                 .flags(squeue::Flags::IO_LINK)
                 .user_data(sqe_token(Op::Connect, idx, generation)),
         );
-        self.push(opcode::LinkTimeout::new(ts).build().user_data(sqe_token(
-            Op::ConnectTimeout,
-            idx,
-            generation,
-        )));
+        self.push(opcode::LinkTimeout::new(ts).build().user_data(sqe_token(Op::ConnectTimeout, idx, generation)));
     }
 
     fn on_connect(&mut self, idx: usize, res: i32) {
@@ -1075,8 +978,7 @@ impl Shard {
         let started = self.session(key).and_then(|s| s.connect_started.take());
         if res == 0 {
             if let Some(t) = started {
-                self.metrics
-                    .observe(Hist::UpstreamConnect, now.saturating_duration_since(t));
+                self.metrics.observe(Hist::UpstreamConnect, now.saturating_duration_since(t));
             }
             self.arm_recv(idx);
             if let Some(s) = self.session(key) {
@@ -1134,8 +1036,7 @@ impl Shard {
             }
         } else {
             self.bufs.retain(bid);
-            c.send
-                .push_ring(bid, range.start as u32, range.end as u32, at);
+            c.send.push_ring(bid, range.start as u32, range.end as u32, at);
         }
         self.dirty.push(idx);
     }
@@ -1191,8 +1092,7 @@ impl Shard {
         c.send.complete(res as usize, &mut self.bufs, &mut done);
         let role = c.role.clone();
         for t in done.drain(..) {
-            self.metrics
-                .observe(Hist::ForwardLatency, now.saturating_duration_since(t));
+            self.metrics.observe(Hist::ForwardLatency, now.saturating_duration_since(t));
         }
         self.latencies = done;
         let n = res as u64;
@@ -1222,22 +1122,12 @@ impl Shard {
     // ---------------------------------------------------------------- ending things
 
     fn end_session(&mut self, key: SessionKey, outcome: SessionOutcome) {
-        if self
-            .sessions
-            .get(key.index)
-            .is_none_or(|s| s.generation != key.generation)
-        {
+        if self.sessions.get(key.index).is_none_or(|s| s.generation != key.generation) {
             return;
         }
         let s = self.sessions.remove(key.index);
         if let Some(cookie) = &s.cookie {
-            self.shared.cookies.remove_get(
-                cookie,
-                SessionRef {
-                    shard: self.id,
-                    key: key.pack(),
-                },
-            );
+            self.shared.cookies.remove_get(cookie, SessionRef { shard: self.id, key: key.pack() });
         }
         self.shared.admission.close_session();
         self.metrics.session_ended(outcome);
@@ -1290,11 +1180,7 @@ impl Shard {
         if c.connect_addr.is_some() && c.ops > 0 {
             // A connecting socket ignores shutdown: cancel the connect itself.
             let target = sqe_token(Op::Connect, idx, c.generation);
-            self.push(
-                opcode::AsyncCancel::new(target)
-                    .build()
-                    .user_data(sqe_token(Op::Cancel, 0, 0)),
-            );
+            self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
         }
         self.maybe_free(idx);
     }
@@ -1371,14 +1257,10 @@ impl Shard {
                 continue;
             }
             match &c.role {
-                Role::Head if now.saturating_duration_since(c.accepted_at) > head_timeout => {
-                    expired_heads.push(idx)
+                Role::Head if now.saturating_duration_since(c.accepted_at) > head_timeout => expired_heads.push(idx),
+                Role::ParkedPost { cookie, .. } => {
+                    parked.push((idx, cookie.clone(), now.saturating_duration_since(c.accepted_at) > pairing))
                 }
-                Role::ParkedPost { cookie, .. } => parked.push((
-                    idx,
-                    cookie.clone(),
-                    now.saturating_duration_since(c.accepted_at) > pairing,
-                )),
                 _ => {}
             }
         }
@@ -1397,14 +1279,8 @@ impl Shard {
                 self.wake_parked(idx, cookie);
             }
         }
-        let keys: Vec<SessionKey> = self
-            .sessions
-            .iter()
-            .map(|(index, s)| SessionKey {
-                index,
-                generation: s.generation,
-            })
-            .collect();
+        let keys: Vec<SessionKey> =
+            self.sessions.iter().map(|(index, s)| SessionKey { index, generation: s.generation }).collect();
         let mut out = std::mem::take(&mut self.out);
         for key in keys {
             let Some(s) = self.session(key) else { continue };
@@ -1424,14 +1300,8 @@ impl Shard {
         self.out = out;
         if let Some(deadline) = self.draining_until {
             if now >= deadline {
-                let keys: Vec<SessionKey> = self
-                    .sessions
-                    .iter()
-                    .map(|(index, s)| SessionKey {
-                        index,
-                        generation: s.generation,
-                    })
-                    .collect();
+                let keys: Vec<SessionKey> =
+                    self.sessions.iter().map(|(index, s)| SessionKey { index, generation: s.generation }).collect();
                 for key in keys {
                     self.end_session(key, SessionOutcome::Shutdown);
                 }
@@ -1440,16 +1310,13 @@ impl Shard {
     }
 
     fn wake_parked(&mut self, idx: usize, cookie: String) {
-        let Some(Role::ParkedPost { leftover, .. }) = self.conns.get_mut(idx).map(|c| &mut c.role)
-        else {
+        let Some(Role::ParkedPost { leftover, .. }) = self.conns.get_mut(idx).map(|c| &mut c.role) else {
             return;
         };
         let leftover = std::mem::take(leftover);
         match self.shared.cookies.post_arrived(&cookie, self.id) {
             PostLookup::Parked => {
-                if let Some(Role::ParkedPost { leftover: l, .. }) =
-                    self.conns.get_mut(idx).map(|c| &mut c.role)
-                {
+                if let Some(Role::ParkedPost { leftover: l, .. }) = self.conns.get_mut(idx).map(|c| &mut c.role) {
                     *l = leftover;
                 }
             }
@@ -1478,19 +1345,11 @@ impl Shard {
                         self.wake_parked(idx, cookie);
                     }
                 }
-                ShardMsg::Reload {
-                    routes,
-                    limits,
-                    tls,
-                } => {
+                ShardMsg::Reload { routes, limits, auth, tls } => {
+                    self.auth = auth;
                     // New certificates apply to new connections; the i-th TLS listener gets the i-th.
                     let mut fresh = tls.into_iter();
-                    for l in self
-                        .listeners
-                        .iter_mut()
-                        .flatten()
-                        .filter(|l| l.tls.is_some())
-                    {
+                    for l in self.listeners.iter_mut().flatten().filter(|l| l.tls.is_some()) {
                         if let Some(cfg) = fresh.next() {
                             l.tls = Some(cfg);
                         }
@@ -1503,14 +1362,8 @@ impl Shard {
     }
 
     fn reload(&mut self, routes: Arc<RouteTable>, limits: Limits) {
-        let keys: Vec<SessionKey> = self
-            .sessions
-            .iter()
-            .map(|(index, s)| SessionKey {
-                index,
-                generation: s.generation,
-            })
-            .collect();
+        let keys: Vec<SessionKey> =
+            self.sessions.iter().map(|(index, s)| SessionKey { index, generation: s.generation }).collect();
         for key in keys {
             let Some(current) = self.sessions[key.index].proto.route().cloned() else {
                 continue;
@@ -1536,11 +1389,7 @@ impl Shard {
         for i in 0..self.listeners.len() {
             if self.listeners[i].is_some() {
                 let target = sqe_token(Op::Accept, i, 0);
-                self.push(
-                    opcode::AsyncCancel::new(target)
-                        .build()
-                        .user_data(sqe_token(Op::Cancel, 0, 0)),
-                );
+                self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
             }
         }
         // Connections still reading their head, or parked, are not sessions yet: drop them.

@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::{Limits, RouteTable};
+use crate::config::{AuthConfig, Limits, RouteTable};
 
 /// A tunnel POST whose GET lives on the receiving shard: its socket and what was read after the head.
 pub struct AdoptPost {
@@ -28,6 +28,7 @@ pub enum ShardMsg {
     Reload {
         routes: Arc<RouteTable>,
         limits: Limits,
+        auth: AuthConfig,
         tls: Vec<Arc<rustls::ServerConfig>>,
     },
     /// Stop accepting; end sessions after `grace`.
@@ -50,10 +51,7 @@ impl Mailbox {
         }
         // SAFETY: `fd` is a fresh descriptor this function owns.
         let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Mailbox {
-            queue: Mutex::new(Vec::new()),
-            eventfd,
-        })
+        Ok(Mailbox { queue: Mutex::new(Vec::new()), eventfd })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -61,10 +59,7 @@ impl Mailbox {
     }
 
     pub fn post(&self, msg: ShardMsg) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(msg);
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A full counter (EAGAIN)
         // still leaves the shard woken, so the result needs no handling.

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::admission::Admission;
-use crate::config::{Limits, RouteTable, Runtime};
+use crate::admission::{Admission, AuthFailureLimiter};
+use crate::config::{Acl, AuthConfig, Limits, RouteTable, Runtime};
 use crate::metrics::ShardMetrics;
 use crate::pairing::CookieTable;
 
@@ -35,6 +35,7 @@ pub(crate) struct Shared {
     pub mailboxes: Vec<Arc<Mailbox>>,
     pub cookies: CookieTable,
     pub admission: Admission,
+    pub auth_failures: AuthFailureLimiter,
     pub metrics: Vec<Arc<ShardMetrics>>,
     running: AtomicUsize,
 }
@@ -53,6 +54,14 @@ impl Shared {
 struct Listener {
     fd: OwnedFd,
     tls: Option<Arc<rustls::ServerConfig>>,
+    acl: Acl,
+}
+
+/// An HTTPS tunnel listener to start.
+pub struct TlsListenerOptions {
+    pub addr: SocketAddr,
+    pub config: Arc<rustls::ServerConfig>,
+    pub acl: Acl,
 }
 
 /// What one shard starts with.
@@ -61,6 +70,7 @@ struct ShardConfig {
     listeners: Vec<Listener>,
     routes: Arc<RouteTable>,
     limits: Limits,
+    auth: AuthConfig,
     runtime: Runtime,
     public_address: Option<String>,
     seed: u64,
@@ -69,8 +79,11 @@ struct ShardConfig {
 /// Everything needed to start the shards.
 pub struct StartOptions {
     pub tunnel: Vec<SocketAddr>,
-    /// HTTPS tunnel listeners and their TLS configurations.
-    pub tls: Vec<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    /// Source-address lists of the plain tunnel listeners.
+    pub tunnel_acl: Acl,
+    /// HTTPS tunnel listeners.
+    pub tls: Vec<TlsListenerOptions>,
+    pub auth: AuthConfig,
     pub shards: usize,
     pub runtime: Runtime,
     pub limits: Limits,
@@ -93,16 +106,11 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> std::io::Result<(SocketAddr
     let mut bound = addr;
     let mut fds = Vec::with_capacity(count);
     for _ in 0..count {
-        let s = Socket::new(
-            Domain::for_address(addr),
-            Type::STREAM.cloexec(),
-            Some(Protocol::TCP),
-        )?;
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
         s.set_nodelay(true)?;
-        s.bind(&bound.into())
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind {bound}: {e}")))?;
+        s.bind(&bound.into()).map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind {bound}: {e}")))?;
         s.listen(4096)?;
         if let Some(a) = s.local_addr()?.as_socket() {
             bound = a;
@@ -126,25 +134,21 @@ impl Shards {
         anyhow::ensure!(opts.metrics.len() == n, "one ShardMetrics per shard");
         let mut per_shard: Vec<Vec<Listener>> = (0..n).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::new();
-        let plain = opts.tunnel.iter().map(|a| (*a, None));
-        let tls = opts.tls.iter().map(|(a, c)| (*a, Some(c.clone())));
-        for (addr, tls) in plain.chain(tls) {
+        let plain = opts.tunnel.iter().map(|a| (*a, None, opts.tunnel_acl.clone()));
+        let tls = opts.tls.iter().map(|t| (t.addr, Some(t.config.clone()), t.acl.clone()));
+        for (addr, tls, acl) in plain.chain(tls) {
             let (bound, fds) = bind_listeners(addr, n)?;
             local_addrs.push(bound);
             for (i, fd) in fds.into_iter().enumerate() {
-                per_shard[i].push(Listener {
-                    fd,
-                    tls: tls.clone(),
-                });
+                per_shard[i].push(Listener { fd, tls: tls.clone(), acl: acl.clone() });
             }
         }
-        let mailboxes = (0..n)
-            .map(|_| Mailbox::new().map(Arc::new))
-            .collect::<std::io::Result<Vec<_>>>()?;
+        let mailboxes = (0..n).map(|_| Mailbox::new().map(Arc::new)).collect::<std::io::Result<Vec<_>>>()?;
         let shared = Arc::new(Shared {
             mailboxes,
             cookies: CookieTable::new(),
             admission: Admission::new(),
+            auth_failures: AuthFailureLimiter::new(),
             metrics: opts.metrics,
             running: AtomicUsize::new(0),
         });
@@ -157,30 +161,28 @@ impl Shards {
                 listeners,
                 routes: opts.routes.clone(),
                 limits: opts.limits.clone(),
+                auth: opts.auth.clone(),
                 runtime: opts.runtime.clone(),
                 public_address: opts.public_address.clone(),
                 seed: random_seed(),
             };
             let shared = shared.clone();
-            let core =
-                (opts.runtime.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
+            let core = (opts.runtime.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
             let ready = ready_tx.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("shard-{i}"))
-                .spawn(move || {
-                    if let Some(core) = core {
-                        core_affinity::set_for_current(core);
+            let t = std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                match event_loop::Shard::new(cfg, shared) {
+                    Ok(shard) => {
+                        let _ = ready.send(Ok(()));
+                        shard.run();
                     }
-                    match event_loop::Shard::new(cfg, shared) {
-                        Ok(shard) => {
-                            let _ = ready.send(Ok(()));
-                            shard.run();
-                        }
-                        Err(e) => {
-                            let _ = ready.send(Err(e));
-                        }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
                     }
-                })?;
+                }
+            })?;
             threads.push(t);
         }
         drop(ready_tx);
@@ -191,11 +193,7 @@ impl Shards {
                 Err(_) => anyhow::bail!("a shard thread died during start-up"),
             }
         }
-        Ok(Shards {
-            shared,
-            threads,
-            local_addrs,
-        })
+        Ok(Shards { shared, threads, local_addrs })
     }
 
     /// The bound tunnel addresses: plain ones in configuration order, then TLS ones.
@@ -223,14 +221,12 @@ impl Shards {
         &self,
         routes: Arc<RouteTable>,
         limits: Limits,
+        auth: AuthConfig,
         tls: Vec<Arc<rustls::ServerConfig>>,
     ) {
         for m in &self.shared.mailboxes {
-            m.post(ShardMsg::Reload {
-                routes: routes.clone(),
-                limits: limits.clone(),
-                tls: tls.clone(),
-            });
+            let (routes, limits, auth, tls) = (routes.clone(), limits.clone(), auth.clone(), tls.clone());
+            m.post(ShardMsg::Reload { routes, limits, auth, tls });
         }
     }
 

@@ -15,12 +15,7 @@ pub enum Segment {
     /// Bytes the relay produced (HTTP replies, rewritten RTSP messages, viewer→camera data).
     Owned { data: Vec<u8>, offset: usize },
     /// `start..end` of ring buffer `bid`, received at `received_at`.
-    Ring {
-        bid: u16,
-        start: u32,
-        end: u32,
-        received_at: Instant,
-    },
+    Ring { bid: u16, start: u32, end: u32, received_at: Instant },
 }
 
 impl Segment {
@@ -52,10 +47,7 @@ pub struct SendQueue {
 
 impl Default for SendQueue {
     fn default() -> Self {
-        let iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; MAX_IOV];
+        let iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
         let hdr: libc::msghdr = empty_msghdr();
         SendQueue {
             segments: VecDeque::new(),
@@ -107,12 +99,7 @@ impl SendQueue {
         debug_assert!(start < end);
         self.queued += (end - start) as usize;
         self.ring_segments += 1;
-        self.segments.push_back(Segment::Ring {
-            bid,
-            start,
-            end,
-            received_at,
-        });
+        self.segments.push_back(Segment::Ring { bid, start, end, received_at });
     }
 
     /// Prepares the next `sendmsg` if none is in flight and bytes wait: returns the `msghdr`
@@ -125,17 +112,10 @@ impl SendQueue {
         let mut n = 0;
         for seg in self.segments.iter().take(MAX_IOV) {
             let (base, len) = match seg {
-                Segment::Owned { data, offset } => {
-                    (data[*offset..].as_ptr() as *mut u8, data.len() - offset)
-                }
-                Segment::Ring {
-                    bid, start, end, ..
-                } => (bufs.addr(*bid, *start), (end - start) as usize),
+                Segment::Owned { data, offset } => (data[*offset..].as_ptr() as *mut u8, data.len() - offset),
+                Segment::Ring { bid, start, end, .. } => (bufs.addr(*bid, *start), (end - start) as usize),
             };
-            msg.iov[n] = libc::iovec {
-                iov_base: base.cast(),
-                iov_len: len,
-            };
+            msg.iov[n] = libc::iovec { iov_base: base.cast(), iov_len: len };
             n += 1;
         }
         msg.hdr = empty_msghdr();
@@ -164,10 +144,7 @@ impl SendQueue {
                 break;
             }
             written -= rem;
-            if let Some(Segment::Ring {
-                bid, received_at, ..
-            }) = self.segments.pop_front()
-            {
+            if let Some(Segment::Ring { bid, received_at, .. }) = self.segments.pop_front() {
                 bufs.release(bid);
                 self.ring_segments -= 1;
                 done.push(received_at);
@@ -190,10 +167,7 @@ impl SendQueue {
     pub fn copy_out_ring_segments(&mut self, bufs: &mut BufRing) -> usize {
         let mut released = 0;
         for seg in self.segments.iter_mut().skip(self.in_flight_segments) {
-            if let Segment::Ring {
-                bid, start, end, ..
-            } = *seg
-            {
+            if let Segment::Ring { bid, start, end, .. } = *seg {
                 let len = (end - start) as usize;
                 let data = bufs.bytes_at(bid, start, len).to_vec();
                 bufs.release(bid);

@@ -20,11 +20,7 @@ impl TlsStream {
 
     /// Feeds received ciphertext and appends whatever plaintext it yields to `plain`.
     /// Returns whether the peer sent close_notify.
-    pub fn receive(
-        &mut self,
-        mut cipher: &[u8],
-        plain: &mut Vec<u8>,
-    ) -> Result<bool, rustls::Error> {
+    pub fn receive(&mut self, mut cipher: &[u8], plain: &mut Vec<u8>) -> Result<bool, rustls::Error> {
         while !cipher.is_empty() {
             match self.conn.read_tls(&mut cipher) {
                 Ok(0) => break,

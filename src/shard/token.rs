@@ -45,17 +45,11 @@ const GENERATION_MASK: u32 = (1 << 24) - 1;
 
 impl Token {
     pub fn new(op: Op, index: usize, generation: u32) -> Token {
-        Token {
-            op,
-            index: index as u32,
-            generation: generation & GENERATION_MASK,
-        }
+        Token { op, index: index as u32, generation: generation & GENERATION_MASK }
     }
 
     pub fn encode(self) -> u64 {
-        (self.op as u64)
-            | ((self.index as u64) << 8)
-            | (((self.generation & GENERATION_MASK) as u64) << 40)
+        (self.op as u64) | ((self.index as u64) << 8) | (((self.generation & GENERATION_MASK) as u64) << 40)
     }
 
     pub fn decode(v: u64) -> Option<Token> {

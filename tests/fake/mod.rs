@@ -12,11 +12,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use rtsp_tunnel_relay::config::{Config, Limits, RouteTable, Runtime};
+use rtsp_tunnel_relay::config::{Acl, Config, Limits, RouteTable, Runtime};
 use rtsp_tunnel_relay::metrics::ShardMetrics;
 use rtsp_tunnel_relay::proto::interleaved::{Demux, Event};
 use rtsp_tunnel_relay::proto::rtsp::{Message, MessageLimits};
-use rtsp_tunnel_relay::shard::{Shards, StartOptions};
+use rtsp_tunnel_relay::shard::{Shards, StartOptions, TlsListenerOptions};
 
 /// What a fake camera observed.
 #[derive(Default)]
@@ -67,13 +67,9 @@ impl FakeCamera {
                     Ok((sock, _)) => {
                         l2.lock().unwrap().connections += 1;
                         let (l3, s3, b3) = (l2.clone(), s2.clone(), b2.clone());
-                        conns.push(std::thread::spawn(move || {
-                            serve_camera(sock, mode, addr, l3, s3, b3)
-                        }));
+                        conns.push(std::thread::spawn(move || serve_camera(sock, mode, addr, l3, s3, b3)));
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
                     Err(_) => break,
                 }
             }
@@ -81,13 +77,7 @@ impl FakeCamera {
                 let _ = c.join();
             }
         });
-        FakeCamera {
-            addr,
-            log,
-            bytes_written,
-            stop,
-            thread: Some(thread),
-        }
+        FakeCamera { addr, log, bytes_written, stop, thread: Some(thread) }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -119,8 +109,7 @@ fn serve_camera(
     stop: Arc<AtomicBool>,
     written: Arc<AtomicU64>,
 ) {
-    sock.set_read_timeout(Some(Duration::from_millis(20)))
-        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
     let mut demux = Demux::new(MessageLimits::default());
     let mut frame_bytes = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -142,8 +131,7 @@ fn serve_camera(
                             // Frames may arrive in pieces: reassemble before logging payloads.
                             frame_bytes.extend_from_slice(&buf[range]);
                             while frame_bytes.len() >= 4 {
-                                let len =
-                                    u16::from_be_bytes([frame_bytes[2], frame_bytes[3]]) as usize;
+                                let len = u16::from_be_bytes([frame_bytes[2], frame_bytes[3]]) as usize;
                                 if frame_bytes.len() < 4 + len {
                                     break;
                                 }
@@ -158,8 +146,7 @@ fn serve_camera(
                                     continue;
                                 }
                                 CameraMode::Garbage => {
-                                    let _ =
-                                        sock.write_all(b"\x00\x01\x02 this is not RTSP\r\n\r\n");
+                                    let _ = sock.write_all(b"\x00\x01\x02 this is not RTSP\r\n\r\n");
                                     continue;
                                 }
                                 _ => {}
@@ -184,8 +171,7 @@ fn serve_camera(
         if playing {
             match mode {
                 CameraMode::Flood => {
-                    sock.set_write_timeout(Some(Duration::from_millis(50)))
-                        .unwrap();
+                    sock.set_write_timeout(Some(Duration::from_millis(50))).unwrap();
                     for _ in 0..64 {
                         match sock.write(&frame(0, &flood)) {
                             Ok(n) => {
@@ -217,11 +203,7 @@ fn serve_camera(
 
 fn answer(req: &Message, mode: CameraMode, addr: SocketAddr) -> Vec<u8> {
     let cseq = req.cseq().unwrap_or(0);
-    if mode == CameraMode::DigestAuth
-        && req
-            .header("Authorization")
-            .is_none_or(|a| !a.starts_with("Digest "))
-    {
+    if mode == CameraMode::DigestAuth && req.header("Authorization").is_none_or(|a| !a.starts_with("Digest ")) {
         return format!("RTSP/1.0 401 Unauthorized\r\nCSeq: {cseq}\r\nWWW-Authenticate: Digest realm=\"fakecam\", nonce=\"n0nce\"\r\n\r\n").into_bytes();
     }
     let base = format!("rtsp://{addr}/stream");
@@ -260,27 +242,27 @@ impl Relay {
     ) -> Relay {
         let mut text = String::from("[listen]\ntunnel=[\"127.0.0.1:0\"]\n");
         for (path, upstream) in routes {
-            text.push_str(&format!(
-                "[[route]]\npath=\"{path}\"\nupstream=\"{upstream}\"\n"
-            ));
+            text.push_str(&format!("[[route]]\npath=\"{path}\"\nupstream=\"{upstream}\"\n"));
         }
-        let (_, routes) = Config::from_toml(&text).unwrap();
-        let metrics: Vec<_> = (0..shards)
-            .map(|i| Arc::new(ShardMetrics::new(i)))
-            .collect();
+        Relay::from_config(&text, shards, limits, tls)
+    }
+
+    /// A relay from a whole configuration file (its listen addresses are replaced by
+    /// ephemeral ones; `limits` replaces its `[limits]`).
+    pub fn from_config(text: &str, shards: usize, limits: Limits, tls: Option<Arc<rustls::ServerConfig>>) -> Relay {
+        let (cfg, routes) = Config::from_toml(text).unwrap();
+        let users = cfg.viewer_users().unwrap();
+        let metrics: Vec<_> = (0..shards).map(|i| Arc::new(ShardMetrics::new(i))).collect();
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
         let running = Shards::start(StartOptions {
-            tunnel: vec!["127.0.0.1:0".parse().unwrap()],
-            tls: tls
-                .into_iter()
-                .map(|c| ("127.0.0.1:0".parse().unwrap(), c))
-                .collect(),
+            tunnel: vec![any],
+            tunnel_acl: Acl::parse(&cfg.listen.allow, &cfg.listen.deny).unwrap(),
+            tls: tls.into_iter().map(|config| TlsListenerOptions { addr: any, config, acl: Acl::default() }).collect(),
+            auth: cfg.auth.clone(),
             shards,
-            runtime: Runtime {
-                recv_buffers: 1024,
-                ..Runtime::default()
-            },
+            runtime: Runtime { recv_buffers: 1024, ..Runtime::default() },
             limits,
-            routes: Arc::new(RouteTable::new(routes)),
+            routes: Arc::new(RouteTable::new(routes).with_users(users)),
             public_address: None,
             metrics: metrics.clone(),
         })
@@ -321,16 +303,11 @@ pub fn test_tls(dir: &std::path::Path) -> (Arc<rustls::ServerConfig>, std::path:
     let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&c, ck.cert.pem()).unwrap();
     std::fs::write(&k, ck.key_pair.serialize_pem()).unwrap();
-    (
-        rtsp_tunnel_relay::tls::load_server_config(&c, &k).unwrap(),
-        c,
-    )
+    (rtsp_tunnel_relay::tls::load_server_config(&c, &k).unwrap(), c)
 }
 
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
 
 /// Polls `f` until it holds or `timeout` passes.
@@ -436,9 +413,7 @@ impl TunnelViewer {
         self.send_command(req.as_bytes());
         let want = self.cseq;
         loop {
-            let m = self
-                .next_message()
-                .unwrap_or_else(|| panic!("no response to {method}"));
+            let m = self.next_message().unwrap_or_else(|| panic!("no response to {method}"));
             if m.cseq() == Some(want) {
                 return m;
             }
@@ -456,10 +431,7 @@ impl TunnelViewer {
             while let Some(ev) = self.pending.pop_front() {
                 match ev {
                     Event::Message(m) => return Some(m),
-                    Event::Frames {
-                        range,
-                        frames_completed,
-                    } => {
+                    Event::Frames { range, frames_completed } => {
                         self.frames += frames_completed as u64;
                         self.frame_bytes.extend_from_slice(&self.last_chunk[range]);
                     }
@@ -481,9 +453,7 @@ impl TunnelViewer {
     /// Reads media until `frames` frames arrived or the deadline passes.
     pub fn read_frames(&mut self, frames: u64, timeout: Duration) -> u64 {
         let end = Instant::now() + timeout;
-        self.get
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+        self.get.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         while self.frames < frames && Instant::now() < end {
             let mut buf = vec![0u8; 64 * 1024];
             match self.get.read(&mut buf) {
@@ -495,11 +465,7 @@ impl TunnelViewer {
                         break;
                     }
                     for ev in events {
-                        if let Event::Frames {
-                            range,
-                            frames_completed,
-                        } = ev
-                        {
+                        if let Event::Frames { range, frames_completed } = ev {
                             self.frames += frames_completed as u64;
                             self.frame_bytes.extend_from_slice(&buf[range]);
                         }
@@ -515,11 +481,7 @@ impl TunnelViewer {
     pub fn play(&mut self) -> Vec<Message> {
         let options = self.request("OPTIONS", "", "");
         let describe = self.request("DESCRIBE", "", "Accept: application/sdp\r\n");
-        let setup = self.request(
-            "SETUP",
-            "/trackID=0",
-            "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n",
-        );
+        let setup = self.request("SETUP", "/trackID=0", "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n");
         let play = self.request("PLAY", "/", "Session: 4242\r\nRange: npt=0.000-\r\n");
         vec![options, describe, setup, play]
     }
@@ -527,11 +489,7 @@ impl TunnelViewer {
 
 pub fn open_post(relay: SocketAddr, path: &str, cookie: &str, expect_continue: bool) -> TcpStream {
     let mut post = connect(relay);
-    let expect = if expect_continue {
-        "Expect: 100-continue\r\n"
-    } else {
-        ""
-    };
+    let expect = if expect_continue { "Expect: 100-continue\r\n" } else { "" };
     write!(post, "POST {path} HTTP/1.0\r\nHost: {relay}\r\nx-sessioncookie: {cookie}\r\nContent-Type: application/x-rtsp-tunnelled\r\nContent-Length: 32767\r\n{expect}Pragma: no-cache\r\n\r\n").unwrap();
     post
 }

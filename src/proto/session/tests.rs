@@ -6,15 +6,12 @@ use base64::Engine;
 
 use super::*;
 use crate::config::{Config, RouteTable};
+use crate::proto::viewer_auth::AuthFailure;
 
 const CAMERA: &str = "10.0.0.5:554";
 
 fn routes(with_credentials: bool) -> RouteTable {
-    let creds = if with_credentials {
-        "admin:secret@"
-    } else {
-        ""
-    };
+    let creds = if with_credentials { "admin:secret@" } else { "" };
     let text = format!(
         "[listen]\ntunnel=[\"127.0.0.1:8080\"]\n[[route]]\npath=\"/cam1\"\nupstream=\"rtsp://{creds}{CAMERA}/Streaming/Channels/101\"\n"
     );
@@ -26,13 +23,14 @@ fn params() -> SessionParams {
         limits: MessageLimits::default(),
         response_timeout: Duration::from_secs(10),
         cnonce_seed: 42,
+        viewer_ip: "127.0.0.1".parse().unwrap(),
+        viewer_tls: false,
+        nonce_ttl: Duration::from_secs(60),
     }
 }
 
 fn b64(msg: &str) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .encode(msg)
-        .into_bytes()
+    base64::engine::general_purpose::STANDARD.encode(msg).into_bytes()
 }
 
 struct Harness {
@@ -46,27 +44,18 @@ impl Harness {
         let routes = routes(with_credentials);
         let now = Instant::now();
         let route = routes.lookup("/cam1");
-        Harness {
-            s: Session::new(params(), route, "127.0.0.1:8080", now),
-            routes,
-            now,
-        }
+        Harness { s: Session::new(params(), route, "127.0.0.1:8080", now), routes, now }
     }
 
     fn plain() -> Harness {
         let routes = routes(false);
         let now = Instant::now();
-        Harness {
-            s: Session::new(params(), None, "127.0.0.1:8080", now),
-            routes,
-            now,
-        }
+        Harness { s: Session::new(params(), None, "127.0.0.1:8080", now), routes, now }
     }
 
     fn viewer(&mut self, stream: ViewerStream, bytes: &[u8]) -> Vec<Output> {
         let mut out = Vec::new();
-        self.s
-            .on_viewer_bytes(stream, bytes, self.now, &self.routes, &mut out);
+        self.s.on_viewer_bytes(stream, bytes, self.now, &self.routes, &mut out);
         out
     }
 
@@ -98,81 +87,50 @@ fn text(o: &Output) -> String {
 }
 
 fn to_viewer(out: &[Output]) -> String {
-    out.iter()
-        .filter(|o| matches!(o, Output::ToViewer(_)))
-        .map(text)
-        .collect()
+    out.iter().filter(|o| matches!(o, Output::ToViewer(_))).map(text).collect()
 }
 
 fn to_upstream(out: &[Output]) -> String {
-    out.iter()
-        .filter(|o| matches!(o, Output::ToUpstream(_)))
-        .map(text)
-        .collect()
+    out.iter().filter(|o| matches!(o, Output::ToUpstream(_))).map(text).collect()
 }
 
 #[test]
 fn tunnel_dialogue_is_rewritten_both_ways() {
     let mut h = Harness::tunnel(false);
     let up = h.connect();
-    assert_eq!(
-        to_upstream(&up),
-        "OPTIONS rtsp://10.0.0.5:554/Streaming/Channels/101 RTSP/1.0\r\nCSeq: 1\r\n\r\n"
+    assert_eq!(to_upstream(&up), "OPTIONS rtsp://10.0.0.5:554/Streaming/Channels/101 RTSP/1.0\r\nCSeq: 1\r\n\r\n");
+    let out = h.camera(
+        b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nPublic: OPTIONS, DESCRIBE, SETUP, PLAY, GET_PARAMETER, TEARDOWN\r\n\r\n",
     );
-    let out = h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nPublic: OPTIONS, DESCRIBE, SETUP, PLAY, GET_PARAMETER, TEARDOWN\r\n\r\n");
     assert!(to_viewer(&out).starts_with("RTSP/1.0 200 OK\r\nCSeq: 1\r\n"));
-    assert!(out.contains(&Output::Observe(
-        Hist::RtspRequest(RtspMethod::Options),
-        Duration::ZERO
-    )));
+    assert!(out.contains(&Output::Observe(Hist::RtspRequest(RtspMethod::Options), Duration::ZERO)));
 
     let out = h.command("DESCRIBE rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 2\r\nAccept: application/sdp\r\n\r\n");
-    assert!(
-        to_upstream(&out)
-            .starts_with("DESCRIBE rtsp://10.0.0.5:554/Streaming/Channels/101 RTSP/1.0\r\n")
-    );
+    assert!(to_upstream(&out).starts_with("DESCRIBE rtsp://10.0.0.5:554/Streaming/Channels/101 RTSP/1.0\r\n"));
     let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=cam\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=control:rtsp://10.0.0.5:554/Streaming/Channels/101/trackID=1\r\n";
     let reply = format!(
         "RTSP/1.0 200 OK\r\nCSeq: 2\r\nContent-Base: rtsp://10.0.0.5:554/Streaming/Channels/101/\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         sdp.len()
     );
     let v = to_viewer(&h.camera(reply.as_bytes()));
-    assert!(
-        v.contains("Content-Base: rtsp://127.0.0.1:8080/cam1/\r\n"),
-        "{v}"
-    );
-    assert!(
-        v.contains("a=control:rtsp://127.0.0.1:8080/cam1/trackID=1\r\n"),
-        "{v}"
-    );
+    assert!(v.contains("Content-Base: rtsp://127.0.0.1:8080/cam1/\r\n"), "{v}");
+    assert!(v.contains("a=control:rtsp://127.0.0.1:8080/cam1/trackID=1\r\n"), "{v}");
     assert!(!v.contains("rtsp://10.0.0.5"), "camera URL leaked: {v}");
     let body = v.split("\r\n\r\n").nth(1).unwrap();
-    assert!(
-        v.contains(&format!("Content-Length: {}\r\n", body.len())),
-        "{v}"
-    );
+    assert!(v.contains(&format!("Content-Length: {}\r\n", body.len())), "{v}");
 
     let out = h.command(
         "SETUP rtsp://127.0.0.1:8080/cam1/trackID=1 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n",
     );
-    assert!(
-        to_upstream(&out)
-            .starts_with("SETUP rtsp://10.0.0.5:554/Streaming/Channels/101/trackID=1 RTSP/1.0\r\n")
-    );
+    assert!(to_upstream(&out).starts_with("SETUP rtsp://10.0.0.5:554/Streaming/Channels/101/trackID=1 RTSP/1.0\r\n"));
     h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 3\r\nSession: 12345678;timeout=60\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n");
 
     h.command("PLAY rtsp://127.0.0.1:8080/cam1/ RTSP/1.0\r\nCSeq: 4\r\nSession: 12345678\r\n\r\n");
     assert!(!h.s.is_playing());
     let out = h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 4\r\nRTP-Info: url=rtsp://10.0.0.5:554/Streaming/Channels/101/trackID=1;seq=1;rtptime=2\r\n\r\n");
     assert!(h.s.is_playing());
-    assert!(
-        to_viewer(&out)
-            .contains("RTP-Info: url=rtsp://127.0.0.1:8080/cam1/trackID=1;seq=1;rtptime=2\r\n")
-    );
-    assert!(
-        out.iter()
-            .any(|o| matches!(o, Output::Observe(Hist::SessionSetup, _)))
-    );
+    assert!(to_viewer(&out).contains("RTP-Info: url=rtsp://127.0.0.1:8080/cam1/trackID=1;seq=1;rtptime=2\r\n"));
+    assert!(out.iter().any(|o| matches!(o, Output::Observe(Hist::SessionSetup, _))));
 }
 
 #[test]
@@ -182,26 +140,11 @@ fn camera_media_is_forwarded_by_range_with_rtcp_before_the_play_reply() {
     let mut chunk = b"$\x00\x00\x04abcd$\x01\x00\x02xy".to_vec();
     chunk.extend_from_slice(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n$\x00\x00\x01z");
     let out = h.camera(&chunk);
-    assert_eq!(
-        out[0],
-        Output::ForwardToViewer {
-            range: 0..14,
-            frames: 2
-        }
-    );
+    assert_eq!(out[0], Output::ForwardToViewer { range: 0..14, frames: 2 });
     // Then the reply (after the request's latency observation).
-    let reply = out
-        .iter()
-        .position(|o| matches!(o, Output::ToViewer(_)))
-        .unwrap();
+    let reply = out.iter().position(|o| matches!(o, Output::ToViewer(_))).unwrap();
     assert!(text(&out[reply]).starts_with("RTSP/1.0 200 OK"));
-    assert!(
-        out.contains(&Output::ForwardToViewer {
-            range: 42..47,
-            frames: 1
-        }),
-        "{out:?}"
-    );
+    assert!(out.contains(&Output::ForwardToViewer { range: 42..47, frames: 1 }), "{out:?}");
 }
 
 #[test]
@@ -215,13 +158,7 @@ fn viewer_frames_reach_the_camera_from_both_tunnel_paths() {
     }
     let bytes: Vec<u8> = up
         .iter()
-        .filter_map(|o| {
-            if let Output::ToUpstream(b) = o {
-                Some(b.clone())
-            } else {
-                None
-            }
-        })
+        .filter_map(|o| if let Output::ToUpstream(b) = o { Some(b.clone()) } else { None })
         .flatten()
         .collect();
     assert_eq!(bytes, b"$\x01\x00\x03rr!");
@@ -229,13 +166,7 @@ fn viewer_frames_reach_the_camera_from_both_tunnel_paths() {
     // GStreamer: `$` frames inside the base64 POST body.
     let encoded = base64::engine::general_purpose::STANDARD.encode(b"$\x01\x00\x02ok");
     let out = h.viewer(ViewerStream::TunnelCommands, encoded.as_bytes());
-    assert_eq!(
-        out,
-        vec![
-            Output::ToUpstream(b"$\x01\x00\x02ok".to_vec()),
-            Output::FramesToCamera(1)
-        ]
-    );
+    assert_eq!(out, vec![Output::ToUpstream(b"$\x01\x00\x02ok".to_vec()), Output::FramesToCamera(1)]);
 }
 
 #[test]
@@ -256,38 +187,29 @@ fn udp_transport_gets_461_and_never_reaches_the_camera() {
 fn camera_digest_challenge_is_answered_by_the_relay() {
     let mut h = Harness::tunnel(true);
     h.connect();
-    let challenge = b"RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\nWWW-Authenticate: Digest realm=\"cam\", nonce=\"abc123\"\r\n\r\n";
+    let challenge =
+        b"RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\nWWW-Authenticate: Digest realm=\"cam\", nonce=\"abc123\"\r\n\r\n";
     let out = h.camera(challenge);
-    assert_eq!(
-        to_viewer(&out),
-        "",
-        "the viewer never sees the camera's challenge"
-    );
+    assert_eq!(to_viewer(&out), "", "the viewer never sees the camera's challenge");
     let retry = to_upstream(&out);
     assert!(retry.starts_with("OPTIONS rtsp://10.0.0.5:554/Streaming/Channels/101 RTSP/1.0\r\n"));
-    assert!(
-        retry.contains("Authorization: Digest ") && retry.contains("username=\"admin\""),
-        "{retry}"
-    );
+    assert!(retry.contains("Authorization: Digest ") && retry.contains("username=\"admin\""), "{retry}");
     assert!(!retry.contains("secret"));
     let out = h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n");
     assert!(to_viewer(&out).starts_with("RTSP/1.0 200 OK"));
     // Later requests carry credentials from the start.
-    let out = h.command("DESCRIBE rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 2\r\nAuthorization: Basic dmlld2VyOnB3\r\n\r\n");
+    let out = h.command(
+        "DESCRIBE rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 2\r\nAuthorization: Basic dmlld2VyOnB3\r\n\r\n",
+    );
     let up = to_upstream(&out);
     assert!(up.contains("Authorization: Digest "), "{up}");
-    assert!(
-        !up.contains("dmlld2VyOnB3"),
-        "the viewer's own credentials must not reach the camera"
-    );
+    assert!(!up.contains("dmlld2VyOnB3"), "the viewer's own credentials must not reach the camera");
     // Refused again with the same nonce: give up, tell the viewer without the challenge.
-    let out = h.camera(b"RTSP/1.0 401 Unauthorized\r\nCSeq: 2\r\nWWW-Authenticate: Digest realm=\"cam\", nonce=\"abc123\"\r\n\r\n");
-    let v = to_viewer(&out);
-    assert!(
-        v.starts_with("RTSP/1.0 401 Unauthorized\r\nCSeq: 2\r\n")
-            && !v.contains("WWW-Authenticate"),
-        "{v}"
+    let out = h.camera(
+        b"RTSP/1.0 401 Unauthorized\r\nCSeq: 2\r\nWWW-Authenticate: Digest realm=\"cam\", nonce=\"abc123\"\r\n\r\n",
     );
+    let v = to_viewer(&out);
+    assert!(v.starts_with("RTSP/1.0 401 Unauthorized\r\nCSeq: 2\r\n") && !v.contains("WWW-Authenticate"), "{v}");
     assert!(out.contains(&Output::UpstreamError(UpstreamErrorKind::AuthFailed)));
 }
 
@@ -298,10 +220,7 @@ fn unreachable_camera_answers_503_and_closes() {
     let mut out = Vec::new();
     h.s.on_upstream_connect_failed(UpstreamErrorKind::ConnectRefused, &mut out);
     assert!(to_viewer(&out).starts_with("RTSP/1.0 503 Service Unavailable\r\nCSeq: 7\r\n"));
-    assert_eq!(
-        out.last(),
-        Some(&Output::Close(SessionOutcome::UpstreamError))
-    );
+    assert_eq!(out.last(), Some(&Output::Close(SessionOutcome::UpstreamError)));
 }
 
 #[test]
@@ -314,31 +233,19 @@ fn slow_camera_gets_504_after_the_response_timeout() {
     h.s.on_tick(h.now + Duration::from_secs(11), &mut out);
     assert!(to_viewer(&out).starts_with("RTSP/1.0 504 Gateway Timeout\r\nCSeq: 1\r\n"));
     assert!(out.contains(&Output::UpstreamError(UpstreamErrorKind::ResponseTimeout)));
-    assert_eq!(
-        out.last(),
-        Some(&Output::Close(SessionOutcome::UpstreamError))
-    );
+    assert_eq!(out.last(), Some(&Output::Close(SessionOutcome::UpstreamError)));
 }
 
 #[test]
 fn plain_rtsp_routes_by_uri_and_refuses_unknown_paths() {
     let mut h = Harness::plain();
-    let out = h.viewer(
-        ViewerStream::Plain,
-        b"DESCRIBE rtsp://127.0.0.1:8080/nope RTSP/1.0\r\nCSeq: 2\r\n\r\n",
-    );
+    let out = h.viewer(ViewerStream::Plain, b"DESCRIBE rtsp://127.0.0.1:8080/nope RTSP/1.0\r\nCSeq: 2\r\n\r\n");
     assert!(to_viewer(&out).starts_with("RTSP/1.0 404 Not Found\r\nCSeq: 2\r\n"));
     assert!(out.contains(&Output::Rejected(Rejection::UnknownRoute)));
-    assert_eq!(
-        out.last(),
-        Some(&Output::Close(SessionOutcome::ProtocolError))
-    );
+    assert_eq!(out.last(), Some(&Output::Close(SessionOutcome::ProtocolError)));
 
     let mut h = Harness::plain();
-    let out = h.viewer(
-        ViewerStream::Plain,
-        b"OPTIONS rtsp://localhost:8080/cam1?token=x RTSP/1.0\r\nCSeq: 1\r\n\r\n",
-    );
+    let out = h.viewer(ViewerStream::Plain, b"OPTIONS rtsp://localhost:8080/cam1?token=x RTSP/1.0\r\nCSeq: 1\r\n\r\n");
     assert_eq!(out, vec![Output::ConnectUpstream(CAMERA.parse().unwrap())]);
     assert_eq!(h.s.route().unwrap().path, "/cam1");
 }
@@ -347,13 +254,7 @@ fn plain_rtsp_routes_by_uri_and_refuses_unknown_paths() {
 fn garbage_from_either_side_ends_only_this_session() {
     let mut h = Harness::tunnel(false);
     let out = h.viewer(ViewerStream::TunnelCommands, b"!!!!");
-    assert_eq!(
-        out,
-        vec![
-            Output::Rejected(Rejection::BadBase64),
-            Output::Close(SessionOutcome::ProtocolError)
-        ]
-    );
+    assert_eq!(out, vec![Output::Rejected(Rejection::BadBase64), Output::Close(SessionOutcome::ProtocolError)]);
 
     let mut h = Harness::tunnel(false);
     h.connect();
@@ -367,12 +268,8 @@ fn garbage_from_either_side_ends_only_this_session() {
 fn camera_requests_reach_the_viewer_and_answers_go_back() {
     let mut h = Harness::tunnel(false);
     h.connect();
-    let out =
-        h.camera(b"OPTIONS rtsp://10.0.0.5:554/Streaming/Channels/101 RTSP/1.0\r\nCSeq: 9\r\n\r\n");
-    assert_eq!(
-        to_viewer(&out),
-        "OPTIONS rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 9\r\n\r\n"
-    );
+    let out = h.camera(b"OPTIONS rtsp://10.0.0.5:554/Streaming/Channels/101 RTSP/1.0\r\nCSeq: 9\r\n\r\n");
+    assert_eq!(to_viewer(&out), "OPTIONS rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 9\r\n\r\n");
     let out = h.command("RTSP/1.0 200 OK\r\nCSeq: 9\r\n\r\n");
     assert_eq!(to_upstream(&out), "RTSP/1.0 200 OK\r\nCSeq: 9\r\n\r\n");
 }
@@ -386,15 +283,89 @@ fn a_rebound_post_starts_a_fresh_base64_stream() {
     assert_eq!(h.viewer(ViewerStream::TunnelCommands, &enc[..6]), vec![]);
     h.s.on_commands_rebound();
     let out = h.viewer(ViewerStream::TunnelCommands, &enc);
-    assert!(to_upstream(&out).starts_with(
-        "GET_PARAMETER rtsp://10.0.0.5:554/Streaming/Channels/101 RTSP/1.0\r\nCSeq: 2\r\n"
-    ));
+    assert!(
+        to_upstream(&out)
+            .starts_with("GET_PARAMETER rtsp://10.0.0.5:554/Streaming/Channels/101 RTSP/1.0\r\nCSeq: 2\r\n")
+    );
     let mut out = Vec::new();
     h.s.on_viewer_closed(ViewerStream::TunnelCommands, &mut out);
-    assert!(
-        out.is_empty() && !h.s.is_closed(),
-        "closing the POST keeps the tunnel"
-    );
+    assert!(out.is_empty() && !h.s.is_closed(), "closing the POST keeps the tunnel");
     h.s.on_viewer_closed(ViewerStream::TunnelData, &mut out);
     assert_eq!(out, vec![Output::Close(SessionOutcome::Completed)]);
+}
+
+fn protected_routes() -> RouteTable {
+    let ha1 = crate::proto::viewer_auth::ha1_hex("alice", "rtsp-tunnel-relay", "wonderland");
+    let text = format!(
+        "[listen]\ntunnel=[\"127.0.0.1:8080\"]\n[[user]]\nname=\"alice\"\nha1=\"{ha1}\"\n[[route]]\npath=\"/cam1\"\nupstream=\"rtsp://{CAMERA}/s\"\nusers=[\"alice\"]\ndeny=[\"127.0.0.66\"]\n"
+    );
+    let (cfg, routes) = Config::from_toml(&text).unwrap();
+    RouteTable::new(routes).with_users(cfg.viewer_users().unwrap())
+}
+
+#[test]
+fn viewers_authenticate_before_anything_reaches_the_camera() {
+    let routes = protected_routes();
+    let now = Instant::now();
+    let mut s = Session::new(params(), routes.lookup("/cam1"), "127.0.0.1:8080", now);
+    let mut out = Vec::new();
+    let describe = "DESCRIBE rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n";
+    s.on_viewer_bytes(ViewerStream::Plain, describe.as_bytes(), now, &routes, &mut out);
+    assert!(!out.iter().any(|o| matches!(o, Output::ConnectUpstream(_))), "no camera before auth: {out:?}");
+    let v = to_viewer(&out);
+    assert!(v.starts_with("RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\n"), "{v}");
+    assert!(out.contains(&Output::AuthFailed(AuthFailure::NoCredentials)));
+    let nonce = v.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    // FFmpeg's answer: Digest over the URI it requested.
+    let ha1 = crate::proto::viewer_auth::ha1_hex("alice", "rtsp-tunnel-relay", "wonderland");
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    use md5::Digest;
+    let ha2 = hex(&md5::Md5::digest(b"DESCRIBE:rtsp://127.0.0.1:8080/cam1"));
+    let response = hex(&md5::Md5::digest(format!("{ha1}:{nonce}:{ha2}").as_bytes()));
+    let authed = format!(
+        "DESCRIBE rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 2\r\nAuthorization: Digest username=\"alice\", realm=\"rtsp-tunnel-relay\", nonce=\"{nonce}\", uri=\"rtsp://127.0.0.1:8080/cam1\", response=\"{response}\"\r\n\r\n"
+    );
+    out.clear();
+    s.on_viewer_bytes(ViewerStream::Plain, authed.as_bytes(), now, &routes, &mut out);
+    assert_eq!(out, vec![Output::ConnectUpstream(CAMERA.parse().unwrap())]);
+    assert_eq!(s.user(), Some("alice"));
+    out.clear();
+    s.on_upstream_connected(now, &mut out);
+    assert!(!to_upstream(&out).contains("Authorization"), "viewer credentials stay at the relay");
+}
+
+#[test]
+fn wrong_passwords_are_refused_counted_and_end_the_session_after_a_few() {
+    let routes = protected_routes();
+    let now = Instant::now();
+    let mut s = Session::new(params(), routes.lookup("/cam1"), "127.0.0.1:8080", now);
+    let mut out = Vec::new();
+    for cseq in 1..=5 {
+        let req = format!(
+            "OPTIONS rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: {cseq}\r\nAuthorization: Digest username=\"alice\", nonce=\"x\", uri=\"/\", response=\"00\"\r\n\r\n"
+        );
+        s.on_viewer_bytes(ViewerStream::Plain, req.as_bytes(), now, &routes, &mut out);
+    }
+    assert_eq!(out.iter().filter(|o| **o == Output::AuthFailed(AuthFailure::BadCredentials)).count(), 5);
+    assert_eq!(out.last(), Some(&Output::Close(SessionOutcome::ProtocolError)));
+    assert!(!out.iter().any(|o| matches!(o, Output::ConnectUpstream(_))));
+}
+
+#[test]
+fn a_denied_address_is_refused_before_any_camera_connection() {
+    let routes = protected_routes();
+    let now = Instant::now();
+    let p = SessionParams { viewer_ip: "127.0.0.66".parse().unwrap(), ..params() };
+    let mut s = Session::new(p, None, "127.0.0.1:8080", now);
+    let mut out = Vec::new();
+    s.on_viewer_bytes(
+        ViewerStream::Plain,
+        b"OPTIONS rtsp://h/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+        now,
+        &routes,
+        &mut out,
+    );
+    assert!(to_viewer(&out).starts_with("RTSP/1.0 403 Forbidden\r\nCSeq: 1\r\n"));
+    assert!(out.contains(&Output::Rejected(Rejection::AddressDenied)));
+    assert!(!out.iter().any(|o| matches!(o, Output::ConnectUpstream(_))));
 }
