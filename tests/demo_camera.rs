@@ -21,17 +21,8 @@ fn start() -> DemoCamera {
 
 /// Whether `program` runs (FFmpeg spells it `-version`, GStreamer `--version`).
 fn installed(program: &str) -> bool {
-    let flag = if program == "ffmpeg" {
-        "-version"
-    } else {
-        "--version"
-    };
-    Command::new(program)
-        .arg(flag)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    let flag = if program == "ffmpeg" { "-version" } else { "--version" };
+    Command::new(program).arg(flag).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 /// Waits for `child` at most [`RUN_LIMIT`], killing it on overrun; returns its output and
@@ -66,14 +57,7 @@ fn ffmpeg_frames(stderr: &str) -> u64 {
 /// Plays `url` with FFmpeg for 50 frames and checks they decoded cleanly.
 fn ffmpeg_plays(url: &str, transport: &str) {
     let child = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-rtsp_transport",
-            transport,
-            "-i",
-            url,
-        ])
+        .args(["-hide_banner", "-nostdin", "-rtsp_transport", transport, "-i", url])
         .args(["-frames:v", "50", "-f", "null", "-"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -86,10 +70,7 @@ fn ffmpeg_plays(url: &str, transport: &str) {
     assert!(out.status.success(), "ffmpeg failed:\n{stderr}");
     let frames = ffmpeg_frames(&stderr);
     assert!(frames >= 50, "ffmpeg decoded {frames} frames:\n{stderr}");
-    assert!(
-        stderr.contains("Video: h264") && stderr.contains("640x360"),
-        "unexpected stream description:\n{stderr}"
-    );
+    assert!(stderr.contains("Video: h264") && stderr.contains("640x360"), "unexpected stream description:\n{stderr}");
     // Decoder or depacketiser complaints (missing slices, broken fragments, bad sequence).
     for bad in [
         "error while decoding",
@@ -107,9 +88,7 @@ fn ffmpeg_plays(url: &str, transport: &str) {
 
 /// Plays `location` with GStreamer's rtspsrc through the H.264 decoder until 50 frames came out.
 fn gstreamer_plays(location: &str, protocols: Option<&str>) {
-    let protocols = protocols
-        .map(|p| format!("protocols={p}"))
-        .unwrap_or_default();
+    let protocols = protocols.map(|p| format!("protocols={p}")).unwrap_or_default();
     let pipeline = format!(
         "rtspsrc location={location} {protocols} ! rtph264depay ! h264parse ! avdec_h264 \
          ! identity eos-after=51 silent=false ! fakesink sync=false"
@@ -123,28 +102,15 @@ fn gstreamer_plays(location: &str, protocols: Option<&str>) {
         .spawn()
         .expect("spawn gst-launch-1.0");
     let (out, finished) = wait_bounded(child);
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(finished, "gst-launch-1.0 did not finish in time:\n{text}");
     // `identity silent=false` logs one chain line per decoded frame it passes; `eos-after=N`
     // passes N-1 buffers and ends the stream in place of the Nth.
-    let decoded = text
-        .lines()
-        .filter(|l| l.contains("identity0") && l.contains("chain"))
-        .count();
-    assert!(
-        decoded >= 50,
-        "GStreamer passed {decoded} decoded frames:\n{text}"
-    );
+    let decoded = text.lines().filter(|l| l.contains("identity0") && l.contains("chain")).count();
+    assert!(decoded >= 50, "GStreamer passed {decoded} decoded frames:\n{text}");
     assert!(text.contains("Got EOS"), "no end of stream:\n{text}");
     assert!(out.status.success(), "gst-launch-1.0 failed:\n{text}");
-    assert!(
-        text.contains("video/x-raw") && text.contains("width=(int)640"),
-        "decoder output caps missing:\n{text}"
-    );
+    assert!(text.contains("video/x-raw") && text.contains("width=(int)640"), "decoder output caps missing:\n{text}");
 }
 
 #[test]
@@ -196,13 +162,8 @@ struct Client {
 impl Client {
     fn connect(addr: SocketAddr) -> Client {
         let sock = TcpStream::connect(addr).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Client {
-            sock,
-            buf: Vec::new(),
-            cseq: 0,
-        }
+        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client { sock, buf: Vec::new(), cseq: 0 }
     }
 
     fn request(&mut self, method: &str, uri: &str, headers: &[(&str, &str)]) -> Message {
@@ -230,9 +191,7 @@ impl Client {
                     return Err((ch, payload));
                 }
             } else if !self.buf.is_empty() && self.buf[0] != b'$' {
-                if let Some((m, used)) =
-                    parse_message(&self.buf, &MessageLimits::default()).unwrap()
-                {
+                if let Some((m, used)) = parse_message(&self.buf, &MessageLimits::default()).unwrap() {
                     self.buf.drain(..used);
                     return Ok(m);
                 }
@@ -276,11 +235,7 @@ fn rtsp_dialogue() {
     assert!(sdp.contains("a=control:trackID=0"), "{sdp}");
 
     let track = format!("{url}/trackID=0");
-    let r = c.request(
-        "SETUP",
-        &track,
-        &[("Transport", "RTP/AVP;unicast;client_port=5000-5001")],
-    );
+    let r = c.request("SETUP", &track, &[("Transport", "RTP/AVP;unicast;client_port=5000-5001")]);
     assert_eq!(r.status(), Some(461));
 
     let r = c.request("PLAY", &url, &[("Session", "12345")]);
@@ -289,17 +244,11 @@ fn rtsp_dialogue() {
     let r = c.request(
         "SETUP",
         &track,
-        &[(
-            "Transport",
-            "RTP/AVP;unicast;client_port=5000-5001,RTP/AVP/TCP;unicast;interleaved=0-1",
-        )],
+        &[("Transport", "RTP/AVP;unicast;client_port=5000-5001,RTP/AVP/TCP;unicast;interleaved=0-1")],
     );
     assert_eq!(r.status(), Some(200));
     let transport = r.header("Transport").unwrap();
-    assert!(
-        transport.starts_with("RTP/AVP/TCP;unicast;interleaved=0-1"),
-        "{transport}"
-    );
+    assert!(transport.starts_with("RTP/AVP/TCP;unicast;interleaved=0-1"), "{transport}");
     let session_header = r.header("Session").unwrap().to_owned();
     let (session, timeout) = session_header.split_once(';').unwrap();
     assert_eq!(timeout, "timeout=60");
@@ -308,12 +257,7 @@ fn rtsp_dialogue() {
     assert_eq!(r.status(), Some(200));
     let info = r.header("RTP-Info").unwrap();
     assert!(info.starts_with(&format!("url={track};seq=")), "{info}");
-    let seq: u16 = info
-        .split(';')
-        .find_map(|p| p.strip_prefix("seq="))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let seq: u16 = info.split(';').find_map(|p| p.strip_prefix("seq=")).unwrap().parse().unwrap();
 
     // Media follows on channel 0; its first packet carries the announced sequence number, and
     // an RTCP sender report comes on channel 1.
@@ -339,20 +283,12 @@ fn rtsp_dialogue() {
 
     // Keepalive in the middle of the media; the answer arrives between frames.
     c.sock
-        .write_all(
-            format!("GET_PARAMETER {url} RTSP/1.0\r\nCSeq: 99\r\nSession: {session}\r\n\r\n")
-                .as_bytes(),
-        )
+        .write_all(format!("GET_PARAMETER {url} RTSP/1.0\r\nCSeq: 99\r\nSession: {session}\r\n\r\n").as_bytes())
         .unwrap();
     let r = c.response();
     assert_eq!((r.status(), r.cseq()), (Some(200), Some(99)));
 
-    c.sock
-        .write_all(
-            format!("TEARDOWN {url} RTSP/1.0\r\nCSeq: 100\r\nSession: {session}\r\n\r\n")
-                .as_bytes(),
-        )
-        .unwrap();
+    c.sock.write_all(format!("TEARDOWN {url} RTSP/1.0\r\nCSeq: 100\r\nSession: {session}\r\n\r\n").as_bytes()).unwrap();
     let r = c.response();
     assert_eq!((r.status(), r.cseq()), (Some(200), Some(100)));
     cam.shutdown();

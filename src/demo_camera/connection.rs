@@ -29,8 +29,7 @@ pub const MAX_LAG_FRAMES: u64 = 2 * FPS as u64;
 const FRAME_INTERVAL: Duration = Duration::from_millis(1000 / FPS as u64);
 const RTP_TICKS_PER_FRAME: u32 = rtp::CLOCK_RATE / FPS;
 const SERVER: &str = concat!("rtsp-tunnel-relay-demo-camera/", env!("CARGO_PKG_VERSION"));
-const PUBLIC: &str =
-    "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+const PUBLIC: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
 
 /// The camera's live timeline, shared by all its connections so that every viewer sees the same
 /// picture at the same time (like a real camera): frame `k` of the endless loop is due at
@@ -54,15 +53,12 @@ impl Timeline {
 
     fn rtp_time(&self, frame: u64) -> u32 {
         // Truncating the frame count is exact: the timestamp wraps modulo 2^32 anyway.
-        self.ts_base
-            .wrapping_add((frame as u32).wrapping_mul(RTP_TICKS_PER_FRAME))
+        self.ts_base.wrapping_add((frame as u32).wrapping_mul(RTP_TICKS_PER_FRAME))
     }
 
     /// The RTP clock at an arbitrary instant (for sender reports).
     fn rtp_time_at(&self, now: Instant) -> u32 {
-        let ticks = now.saturating_duration_since(self.origin).as_nanos()
-            * u128::from(rtp::CLOCK_RATE)
-            / 1_000_000_000;
+        let ticks = now.saturating_duration_since(self.origin).as_nanos() * u128::from(rtp::CLOCK_RATE) / 1_000_000_000;
         self.ts_base.wrapping_add(ticks as u32)
     }
 }
@@ -76,10 +72,7 @@ pub struct Now {
 
 impl Now {
     pub fn current() -> Self {
-        Now {
-            mono: Instant::now(),
-            wall: SystemTime::now(),
-        }
+        Now { mono: Instant::now(), wall: SystemTime::now() }
     }
 }
 
@@ -131,31 +124,15 @@ enum Target {
 
 impl Connection {
     /// `seed` makes the session id, SSRC and initial sequence number; pass fresh randomness.
-    pub fn new(
-        clip: &'static Clip<'static>,
-        timeline: Timeline,
-        local: SocketAddr,
-        seed: u64,
-        now: Instant,
-    ) -> Self {
+    pub fn new(clip: &'static Clip<'static>, timeline: Timeline, local: SocketAddr, seed: u64, now: Instant) -> Self {
         let mut rng = SplitMix64(seed);
         let sdp_session_id = rng.next() >> 1;
-        Connection {
-            clip,
-            timeline,
-            local,
-            rng,
-            session: None,
-            last_activity: now,
-            sdp_session_id,
-        }
+        Connection { clip, timeline, local, rng, session: None, last_activity: now, sdp_session_id }
     }
 
     /// Whether a session is set up and streaming.
     pub fn is_playing(&self) -> bool {
-        self.session
-            .as_ref()
-            .is_some_and(|s| s.next_frame.is_some())
+        self.session.as_ref().is_some_and(|s| s.next_frame.is_some())
     }
 
     /// Interleaved channel of RTCP from the client (RTCP receiver reports), if set up.
@@ -210,20 +187,14 @@ impl Connection {
         while next <= live {
             let au = &clip.frames[(next % clip.frames.len() as u64) as usize];
             let channel = s.rtp_channel;
-            s.packetizer
-                .packetize(&au.nals, timeline.rtp_time(next), |p| {
-                    push_frame(out, channel, p)
-                });
+            s.packetizer.packetize(&au.nals, timeline.rtp_time(next), |p| push_frame(out, channel, p));
             next += 1;
             sent = true;
         }
         s.next_frame = Some(next);
         let sr_due = s.last_sr.is_none_or(|t| now.mono >= t + SR_INTERVAL);
         if sr_due && (sent || s.last_sr.is_some()) {
-            let since_epoch = now
-                .wall
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
+            let since_epoch = now.wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
             let sr = rtp::sender_report(
                 &SenderInfo {
                     ssrc: s.packetizer.ssrc(),
@@ -243,12 +214,7 @@ impl Connection {
     /// Answers one message from the client. Responses (the client answering a request we never
     /// sent) get no reply.
     pub fn handle(&mut self, msg: &Message, now: Now) -> Option<Reply> {
-        let StartLine::Request {
-            method,
-            uri,
-            version,
-        } = &msg.start
-        else {
+        let StartLine::Request { method, uri, version } = &msg.start else {
             return None;
         };
         self.last_activity = now.mono;
@@ -256,10 +222,7 @@ impl Connection {
             // CSeq is mandatory (RFC 2326 §12.17) and without it no answer can be matched.
             let mut r = Message::response(400, reason(400));
             self.common_headers(&mut r, now);
-            return Some(Reply {
-                response: r,
-                close: true,
-            });
+            return Some(Reply { response: r, close: true });
         };
         let mut r = Message::response(200, reason(200));
         r.set_header("CSeq", cseq);
@@ -271,10 +234,7 @@ impl Connection {
             r.remove_header("Content-Type");
         }
         tracing::debug!(%method, %uri, status, "demo camera request");
-        Some(Reply {
-            response: r,
-            close: false,
-        })
+        Some(Reply { response: r, close: false })
     }
 
     fn common_headers(&self, r: &mut Message, now: Now) {
@@ -283,15 +243,7 @@ impl Connection {
     }
 
     /// Fills `r` for a successful answer and returns the status to send.
-    fn dispatch(
-        &mut self,
-        method: &str,
-        uri: &str,
-        version: &str,
-        req: &Message,
-        now: Now,
-        r: &mut Message,
-    ) -> u16 {
+    fn dispatch(&mut self, method: &str, uri: &str, version: &str, req: &Message, now: Now, r: &mut Message) -> u16 {
         if version != "RTSP/1.0" {
             return 505;
         }
@@ -310,9 +262,7 @@ impl Connection {
             _ => return 404,
         };
         let matches_session = |conn: &Self| {
-            let given = req
-                .header("Session")
-                .map(|v| v.split(';').next().unwrap_or("").trim());
+            let given = req.header("Session").map(|v| v.split(';').next().unwrap_or("").trim());
             match (&conn.session, given) {
                 (Some(s), Some(g)) => g == s.id,
                 _ => false,
@@ -352,9 +302,7 @@ impl Connection {
                 let Some(s) = self.session.as_mut() else {
                     return 454;
                 };
-                let next = *s
-                    .next_frame
-                    .get_or_insert_with(|| start_frame(clip, timeline.live_frame(now.mono)));
+                let next = *s.next_frame.get_or_insert_with(|| start_frame(clip, timeline.live_frame(now.mono)));
                 r.set_header("Session", s.id.clone());
                 r.set_header("Range", "npt=now-");
                 r.set_header(
@@ -423,9 +371,7 @@ impl Connection {
             (Some(s), Some(_)) if s.next_frame.is_some() => return 455,
             _ => {}
         }
-        let Some((rtp_channel, rtcp_channel)) =
-            req.header("Transport").and_then(choose_tcp_transport)
-        else {
+        let Some((rtp_channel, rtcp_channel)) = req.header("Transport").and_then(choose_tcp_transport) else {
             return 461;
         };
         let session = match self.session.take() {
@@ -456,10 +402,7 @@ impl Connection {
                 session.packetizer.ssrc()
             ),
         );
-        r.set_header(
-            "Session",
-            format!("{};timeout={}", session.id, SESSION_TIMEOUT.as_secs()),
-        );
+        r.set_header("Session", format!("{};timeout={}", session.id, SESSION_TIMEOUT.as_secs()));
         self.session = Some(session);
         200
     }
@@ -558,36 +501,29 @@ struct RequestUrl {
 impl RequestUrl {
     fn parse(uri: &str, local: SocketAddr) -> Option<RequestUrl> {
         if uri == "*" {
-            return Some(RequestUrl {
-                authority: local.to_string(),
-                path: "*".into(),
-            });
+            return Some(RequestUrl { authority: local.to_string(), path: "*".into() });
         }
-        let (authority, rest) = if let Some(rest) =
-            strip_prefix_ci(uri, "rtsp://").or_else(|| strip_prefix_ci(uri, "rtsps://"))
-        {
-            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let auth = &rest[..end];
-            let host = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
-            if host.is_empty() {
+        let (authority, rest) =
+            if let Some(rest) = strip_prefix_ci(uri, "rtsp://").or_else(|| strip_prefix_ci(uri, "rtsps://")) {
+                let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                let auth = &rest[..end];
+                let host = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
+                if host.is_empty() {
+                    return None;
+                }
+                (host.to_owned(), &rest[end..])
+            } else if uri.starts_with('/') {
+                (local.to_string(), uri)
+            } else {
                 return None;
-            }
-            (host.to_owned(), &rest[end..])
-        } else if uri.starts_with('/') {
-            (local.to_string(), uri)
-        } else {
-            return None;
-        };
+            };
         let end = rest.find(['?', '#']).unwrap_or(rest.len());
         let mut path = &rest[..end];
         while path.len() > 1 && path.ends_with('/') {
             path = &path[..path.len() - 1];
         }
         let path = if path.is_empty() { "/" } else { path };
-        Some(RequestUrl {
-            authority,
-            path: path.to_owned(),
-        })
+        Some(RequestUrl { authority, path: path.to_owned() })
     }
 
     /// `Content-Base`: the stream URL as the client addressed it, with a trailing slash so that
@@ -599,17 +535,11 @@ impl RequestUrl {
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
 }
 
 fn set_status(r: &mut Message, code: u16) {
-    if let StartLine::Response {
-        status,
-        reason: why,
-        ..
-    } = &mut r.start
-    {
+    if let StartLine::Response { status, reason: why, .. } = &mut r.start {
         *status = code;
         *why = reason(code).to_owned();
     }
@@ -666,10 +596,7 @@ mod tests {
     impl Fixture {
         fn new() -> Fixture {
             let origin = Instant::now();
-            let timeline = Timeline {
-                origin,
-                ts_base: 0xFFFF_0000,
-            };
+            let timeline = Timeline { origin, ts_base: 0xFFFF_0000 };
             let clip = crate::demo_camera::clip().unwrap();
             Fixture {
                 conn: Connection::new(clip, timeline, LOCAL.parse().unwrap(), 42, origin),
@@ -680,19 +607,10 @@ mod tests {
         }
 
         fn at(&self, ms: u64) -> Now {
-            Now {
-                mono: self.origin + Duration::from_millis(ms),
-                wall: self.wall + Duration::from_millis(ms),
-            }
+            Now { mono: self.origin + Duration::from_millis(ms), wall: self.wall + Duration::from_millis(ms) }
         }
 
-        fn request_at(
-            &mut self,
-            ms: u64,
-            method: &str,
-            uri: &str,
-            headers: &[(&str, &str)],
-        ) -> Message {
+        fn request_at(&mut self, ms: u64, method: &str, uri: &str, headers: &[(&str, &str)]) -> Message {
             self.cseq += 1;
             let mut m = Message::request(method, uri);
             m.set_header("CSeq", self.cseq.to_string());
@@ -748,10 +666,7 @@ mod tests {
     }
 
     fn marker_count(frames: &[(u8, Vec<u8>)]) -> usize {
-        frames
-            .iter()
-            .filter(|(c, p)| *c == 0 && p[1] & 0x80 != 0)
-            .count()
+        frames.iter().filter(|(c, p)| *c == 0 && p[1] & 0x80 != 0).count()
     }
 
     #[test]
@@ -765,33 +680,21 @@ mod tests {
         let r = f.request("DESCRIBE", "rtsp://admin:pw@cam.example:9000/demo?x=1", &[]);
         assert_eq!(r.status(), Some(200));
         // The base follows the client's own address, credentials dropped.
-        assert_eq!(
-            r.header("Content-Base"),
-            Some("rtsp://cam.example:9000/demo/")
-        );
+        assert_eq!(r.header("Content-Base"), Some("rtsp://cam.example:9000/demo/"));
         let sdp = std::str::from_utf8(&r.body).unwrap();
         assert!(sdp.starts_with("v=0\r\n"));
         assert!(sdp.contains("\r\nm=video 0 RTP/AVP 96\r\n"));
-        assert!(
-            sdp.contains("packetization-mode=1;profile-level-id=42C01E;sprop-parameter-sets=Z0LAH")
-        );
+        assert!(sdp.contains("packetization-mode=1;profile-level-id=42C01E;sprop-parameter-sets=Z0LAH"));
         assert!(sdp.ends_with("a=control:trackID=0\r\n"));
 
         let r = f.request("DESCRIBE", URL, &[("Accept", "text/html")]);
         assert_eq!(r.status(), Some(406));
         assert!(r.body.is_empty() && r.header("Content-Type").is_none());
-        let r = f.request(
-            "DESCRIBE",
-            URL,
-            &[("Accept", "application/rtsl, application/sdp;q=1")],
-        );
+        let r = f.request("DESCRIBE", URL, &[("Accept", "application/rtsl, application/sdp;q=1")]);
         assert_eq!(r.status(), Some(200));
         // A relative URI gets the local address as its base.
         let r = f.request("DESCRIBE", "/demo", &[]);
-        assert_eq!(
-            r.header("Content-Base"),
-            Some("rtsp://127.0.0.1:8554/demo/")
-        );
+        assert_eq!(r.header("Content-Base"), Some("rtsp://127.0.0.1:8554/demo/"));
     }
 
     #[test]
@@ -806,12 +709,7 @@ mod tests {
             ("PAUSE", URL, vec![], 454),
             ("TEARDOWN", URL, vec![], 454),
             ("GET_PARAMETER", URL, vec![("Session", "nope")], 454),
-            (
-                "SETUP",
-                &format!("{URL}/trackID=0"),
-                vec![("Session", "nope")],
-                454,
-            ),
+            ("SETUP", &format!("{URL}/trackID=0"), vec![("Session", "nope")], 454),
             ("RECORD", URL, vec![], 405),
             ("FLY", URL, vec![], 501),
             ("OPTIONS", URL, vec![("Require", "play.basic")], 551),
@@ -830,41 +728,24 @@ mod tests {
         if let StartLine::Request { version, .. } = &mut m.start {
             *version = "RTSP/2.0".into();
         }
-        assert_eq!(
-            f.conn.handle(&m, f.at(0)).unwrap().response.status(),
-            Some(505)
-        );
-        let reply = f
-            .conn
-            .handle(&Message::request("OPTIONS", URL), f.at(0))
-            .unwrap();
+        assert_eq!(f.conn.handle(&m, f.at(0)).unwrap().response.status(), Some(505));
+        let reply = f.conn.handle(&Message::request("OPTIONS", URL), f.at(0)).unwrap();
         assert_eq!(reply.response.status(), Some(400));
         assert!(reply.close);
-        assert!(
-            f.conn
-                .handle(&Message::response(200, "OK"), f.at(0))
-                .is_none()
-        );
+        assert!(f.conn.handle(&Message::response(200, "OK"), f.at(0)).is_none());
 
         // Keepalives with a body name parameters the camera does not have.
         let mut m = Message::request("SET_PARAMETER", URL);
         m.set_header("CSeq", "8");
         m.body = bytes::Bytes::from_static(b"brightness: 3\r\n");
-        assert_eq!(
-            f.conn.handle(&m, f.at(0)).unwrap().response.status(),
-            Some(451)
-        );
+        assert_eq!(f.conn.handle(&m, f.at(0)).unwrap().response.status(), Some(451));
     }
 
     #[test]
     fn setup_transports() {
         let mut f = Fixture::new();
         let track = format!("{URL}/trackID=0");
-        for t in [
-            "RTP/AVP;unicast;client_port=5000-5001",
-            "RTP/AVP/TCP;multicast",
-            "",
-        ] {
+        for t in ["RTP/AVP;unicast;client_port=5000-5001", "RTP/AVP/TCP;multicast", ""] {
             let r = f.request("SETUP", &track, &[("Transport", t)]);
             assert_eq!(r.status(), Some(461), "{t}");
         }
@@ -873,66 +754,34 @@ mod tests {
         let r = f.request(
             "SETUP",
             &track,
-            &[(
-                "Transport",
-                "RTP/AVP;unicast;client_port=5000-5001,RTP/AVP/TCP;unicast;interleaved=2-3",
-            )],
+            &[("Transport", "RTP/AVP;unicast;client_port=5000-5001,RTP/AVP/TCP;unicast;interleaved=2-3")],
         );
         assert_eq!(r.status(), Some(200));
         let t = r.header("Transport").unwrap();
-        assert!(
-            t.starts_with("RTP/AVP/TCP;unicast;interleaved=2-3;ssrc="),
-            "{t}"
-        );
+        assert!(t.starts_with("RTP/AVP/TCP;unicast;interleaved=2-3;ssrc="), "{t}");
         let session = r.header("Session").unwrap().to_owned();
         assert!(session.ends_with(";timeout=60"), "{session}");
         let id = session.split(';').next().unwrap();
         // Re-SETUP within the session may change channels; an independent second one may not.
-        let r = f.request(
-            "SETUP",
-            &track,
-            &[
-                ("Transport", "RTP/AVP/TCP;interleaved=0-1"),
-                ("Session", id),
-            ],
-        );
+        let r = f.request("SETUP", &track, &[("Transport", "RTP/AVP/TCP;interleaved=0-1"), ("Session", id)]);
         assert_eq!(r.status(), Some(200));
         assert_eq!(f.conn.rtcp_channel(), Some(1));
-        let r = f.request(
-            "SETUP",
-            &track,
-            &[("Transport", "RTP/AVP/TCP;interleaved=0-1")],
-        );
+        let r = f.request("SETUP", &track, &[("Transport", "RTP/AVP/TCP;interleaved=0-1")]);
         assert_eq!(r.status(), Some(455));
     }
 
     #[test]
     fn choose_transport() {
-        assert_eq!(
-            choose_tcp_transport("RTP/AVP/TCP;unicast;interleaved=0-1"),
-            Some((0, 1))
-        );
+        assert_eq!(choose_tcp_transport("RTP/AVP/TCP;unicast;interleaved=0-1"), Some((0, 1)));
         assert_eq!(choose_tcp_transport("rtp/avp/tcp;unicast"), Some((0, 1)));
-        assert_eq!(
-            choose_tcp_transport("RTP/AVP/TCP;interleaved=4"),
-            Some((4, 5))
-        );
+        assert_eq!(choose_tcp_transport("RTP/AVP/TCP;interleaved=4"), Some((4, 5)));
         assert_eq!(choose_tcp_transport("RTP/AVP/TCP;interleaved=255"), None);
         assert_eq!(choose_tcp_transport("RTP/AVP/TCP;interleaved=3-3"), None);
         assert_eq!(choose_tcp_transport("RTP/AVP/TCP;interleaved=x-1"), None);
         assert_eq!(choose_tcp_transport("RTP/AVP/TCP;mode=record"), None);
-        assert_eq!(
-            choose_tcp_transport("RTP/AVP/TCP;mode=\"PLAY\""),
-            Some((0, 1))
-        );
-        assert_eq!(
-            choose_tcp_transport("RTP/AVP;unicast;client_port=1-2"),
-            None
-        );
-        assert_eq!(
-            choose_tcp_transport("RTP/AVP/TCP;mode=record, RTP/AVP/TCP;interleaved=6-7"),
-            Some((6, 7))
-        );
+        assert_eq!(choose_tcp_transport("RTP/AVP/TCP;mode=\"PLAY\""), Some((0, 1)));
+        assert_eq!(choose_tcp_transport("RTP/AVP;unicast;client_port=1-2"), None);
+        assert_eq!(choose_tcp_transport("RTP/AVP/TCP;mode=record, RTP/AVP/TCP;interleaved=6-7"), Some((6, 7)));
     }
 
     #[test]
@@ -945,30 +794,15 @@ mod tests {
         assert_eq!(r.header("Session"), Some(id.as_str()));
         let info = r.header("RTP-Info").unwrap().to_owned();
         let first_ts = 0xFFFF_0000u32.wrapping_add(25 * 3600);
-        assert!(
-            info.starts_with(&format!("url={URL}/trackID=0;seq=")),
-            "{info}"
-        );
+        assert!(info.starts_with(&format!("url={URL}/trackID=0;seq=")), "{info}");
         assert!(info.ends_with(&format!(";rtptime={first_ts}")), "{info}");
         assert!(f.conn.is_playing());
 
         let burst = f.poll(1500);
         // Frames 25..=37 at once, then a sender report.
         assert_eq!(marker_count(&burst), 13);
-        let rtp: Vec<&Vec<u8>> = burst
-            .iter()
-            .filter(|(c, _)| *c == 0)
-            .map(|(_, p)| p)
-            .collect();
-        let announced: u16 = info
-            .split("seq=")
-            .nth(1)
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let rtp: Vec<&Vec<u8>> = burst.iter().filter(|(c, _)| *c == 0).map(|(_, p)| p).collect();
+        let announced: u16 = info.split("seq=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
         assert_eq!(seq(rtp[0]), announced);
         assert_eq!(ts(rtp[0]), first_ts);
         // The burst opens with the keyframe's parameter sets (single NAL unit packets).
@@ -976,18 +810,12 @@ mod tests {
         for w in rtp.windows(2) {
             assert_eq!(seq(w[1]), seq(w[0]).wrapping_add(1));
         }
-        assert_eq!(
-            ts(rtp.last().unwrap()),
-            0xFFFF_0000u32.wrapping_add(37 * 3600)
-        );
+        assert_eq!(ts(rtp.last().unwrap()), 0xFFFF_0000u32.wrapping_add(37 * 3600));
         let (ch, sr) = burst.last().unwrap();
         assert_eq!((*ch, sr[1]), (1, 200));
 
         // Nothing more until the next frame is due; then exactly one frame.
-        assert_eq!(
-            f.conn.next_deadline(),
-            f.origin + Duration::from_millis(1520)
-        );
+        assert_eq!(f.conn.next_deadline(), f.origin + Duration::from_millis(1520));
         assert!(f.poll(1519).is_empty());
         let next = f.poll(1520);
         assert_eq!(marker_count(&next), 1);
@@ -1004,10 +832,9 @@ mod tests {
 
         // A second PLAY reports where the stream is without restarting it.
         let r = f.request_at(6500, "PLAY", URL, &[("Session", &id)]);
-        assert!(r.header("RTP-Info").unwrap().ends_with(&format!(
-            "rtptime={}",
-            0xFFFF_0000u32.wrapping_add(163 * 3600)
-        )));
+        assert!(
+            r.header("RTP-Info").unwrap().ends_with(&format!("rtptime={}", 0xFFFF_0000u32.wrapping_add(163 * 3600)))
+        );
     }
 
     #[test]
@@ -1057,10 +884,7 @@ mod tests {
     fn request_urls() {
         let local: SocketAddr = LOCAL.parse().unwrap();
         let u = RequestUrl::parse("RTSP://u:p@[::1]:554/demo/trackID=0?a=b#f", local).unwrap();
-        assert_eq!(
-            (u.authority.as_str(), u.path.as_str()),
-            ("[::1]:554", "/demo/trackID=0")
-        );
+        assert_eq!((u.authority.as_str(), u.path.as_str()), ("[::1]:554", "/demo/trackID=0"));
         let u = RequestUrl::parse("rtsp://h//", local).unwrap();
         assert_eq!(u.path, "/");
         let u = RequestUrl::parse("rtsp://h", local).unwrap();

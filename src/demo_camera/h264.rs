@@ -72,9 +72,7 @@ pub struct AccessUnit<'a> {
 impl AccessUnit<'_> {
     /// Whether the picture is an IDR picture: decoding can start here.
     pub fn is_keyframe(&self) -> bool {
-        self.nals
-            .iter()
-            .any(|n| nal_unit_type(n) == nal_type::IDR_SLICE)
+        self.nals.iter().any(|n| nal_unit_type(n) == nal_type::IDR_SLICE)
     }
 
     /// Total payload bytes (NAL units without start codes).
@@ -107,14 +105,10 @@ pub fn access_units<'a>(nals: &[&'a [u8]]) -> Vec<AccessUnit<'a>> {
     for &nal in nals {
         let t = nal_unit_type(nal);
         let begins_next = seen_vcl
-            && (matches!(
-                t,
-                nal_type::SEI | nal_type::SPS | nal_type::PPS | nal_type::AUD | 14..=18
-            ) || (is_vcl(t) && starts_picture(nal)));
+            && (matches!(t, nal_type::SEI | nal_type::SPS | nal_type::PPS | nal_type::AUD | 14..=18)
+                || (is_vcl(t) && starts_picture(nal)));
         if begins_next {
-            out.push(AccessUnit {
-                nals: std::mem::take(&mut current),
-            });
+            out.push(AccessUnit { nals: std::mem::take(&mut current) });
             seen_vcl = false;
         }
         seen_vcl |= is_vcl(t);
@@ -172,10 +166,7 @@ impl<'a> Clip<'a> {
     /// Index of the last keyframe at or before `index` (the clip starts with one, so one exists).
     pub fn keyframe_at_or_before(&self, index: usize) -> usize {
         let index = index.min(self.frames.len().saturating_sub(1));
-        (0..=index)
-            .rev()
-            .find(|&i| self.frames[i].is_keyframe())
-            .unwrap_or(0)
+        (0..=index).rev().find(|&i| self.frames[i].is_keyframe()).unwrap_or(0)
     }
 }
 
@@ -230,13 +221,7 @@ mod tests {
         let shapes: Vec<_> = aus.iter().map(|a| a.nals.clone()).collect();
         assert_eq!(
             shapes,
-            vec![
-                vec![SPS, PPS, sei, idr0, idr1],
-                vec![p0],
-                vec![p1],
-                vec![p2a, p2b],
-                vec![SPS, PPS, idr0],
-            ]
+            vec![vec![SPS, PPS, sei, idr0, idr1], vec![p0], vec![p1], vec![p2a, p2b], vec![SPS, PPS, idr0],]
         );
         let keys: Vec<_> = aus.iter().map(AccessUnit::is_keyframe).collect();
         assert_eq!(keys, vec![true, false, false, false, true]);
@@ -257,22 +242,10 @@ mod tests {
         let idr: &[u8] = &[0x65, 0x88, 0x10];
         let p: &[u8] = &[0x41, 0x9a, 0x10];
         assert_eq!(Clip::parse(b"").unwrap_err(), H264Error::Empty);
-        assert_eq!(
-            Clip::parse(&annex_b(&[PPS, idr], false)).unwrap_err(),
-            H264Error::NoSps
-        );
-        assert_eq!(
-            Clip::parse(&annex_b(&[SPS, idr], false)).unwrap_err(),
-            H264Error::NoPps
-        );
-        assert_eq!(
-            Clip::parse(&annex_b(&[SPS, PPS, p, idr], false)).unwrap_err(),
-            H264Error::NoLeadingKeyframe
-        );
-        assert_eq!(
-            Clip::parse(&annex_b(&[SPS, PPS, &[0xE5, 0x88]], false)).unwrap_err(),
-            H264Error::ForbiddenBit(2)
-        );
+        assert_eq!(Clip::parse(&annex_b(&[PPS, idr], false)).unwrap_err(), H264Error::NoSps);
+        assert_eq!(Clip::parse(&annex_b(&[SPS, idr], false)).unwrap_err(), H264Error::NoPps);
+        assert_eq!(Clip::parse(&annex_b(&[SPS, PPS, p, idr], false)).unwrap_err(), H264Error::NoLeadingKeyframe);
+        assert_eq!(Clip::parse(&annex_b(&[SPS, PPS, &[0xE5, 0x88]], false)).unwrap_err(), H264Error::ForbiddenBit(2));
     }
 
     #[test]
@@ -280,9 +253,7 @@ mod tests {
         let clip = Clip::parse(super::super::CLIP_H264).unwrap();
         // 4 s at 25 fps, a keyframe every 25 frames.
         assert_eq!(clip.frames.len(), 100);
-        let keys: Vec<usize> = (0..clip.frames.len())
-            .filter(|&i| clip.frames[i].is_keyframe())
-            .collect();
+        let keys: Vec<usize> = (0..clip.frames.len()).filter(|&i| clip.frames[i].is_keyframe()).collect();
         assert_eq!(keys, vec![0, 25, 50, 75]);
         assert_eq!(clip.keyframe_at_or_before(49), 25);
         assert_eq!(clip.keyframe_at_or_before(50), 50);
@@ -291,11 +262,7 @@ mod tests {
         assert!(clip.profile_level_id().starts_with("42"));
         // Every keyframe carries its parameter sets in band, so a viewer can join at any of them.
         for &k in &keys {
-            let types: Vec<u8> = clip.frames[k]
-                .nals
-                .iter()
-                .map(|n| nal_unit_type(n))
-                .collect();
+            let types: Vec<u8> = clip.frames[k].nals.iter().map(|n| nal_unit_type(n)).collect();
             assert!(types.contains(&nal_type::SPS) && types.contains(&nal_type::PPS));
         }
     }

@@ -21,9 +21,6 @@ pub const CLIP_H264: &[u8] = include_bytes!("../../assets/demo.h264");
 
 /// The embedded clip, parsed once.
 pub fn clip() -> Result<&'static h264::Clip<'static>, h264::H264Error> {
-    static CLIP: std::sync::OnceLock<Result<h264::Clip<'static>, h264::H264Error>> =
-        std::sync::OnceLock::new();
-    CLIP.get_or_init(|| h264::Clip::parse(CLIP_H264))
-        .as_ref()
-        .map_err(Clone::clone)
+    static CLIP: std::sync::OnceLock<Result<h264::Clip<'static>, h264::H264Error>> = std::sync::OnceLock::new();
+    CLIP.get_or_init(|| h264::Clip::parse(CLIP_H264)).as_ref().map_err(Clone::clone)
 }

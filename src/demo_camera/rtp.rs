@@ -95,25 +95,12 @@ impl Packetizer {
                 if last_fragment {
                     header |= FU_END;
                 }
-                self.packet(
-                    timestamp,
-                    last_nal && last_fragment,
-                    &[indicator, header],
-                    part,
-                    &mut emit,
-                );
+                self.packet(timestamp, last_nal && last_fragment, &[indicator, header], part, &mut emit);
             }
         }
     }
 
-    fn packet(
-        &mut self,
-        timestamp: u32,
-        marker: bool,
-        prefix: &[u8],
-        payload: &[u8],
-        emit: &mut impl FnMut(&[u8]),
-    ) {
+    fn packet(&mut self, timestamp: u32, marker: bool, prefix: &[u8], payload: &[u8], emit: &mut impl FnMut(&[u8])) {
         let p = &mut self.scratch;
         p.clear();
         p.push(0x80); // V=2, no padding, no extension, no CSRC
@@ -125,9 +112,7 @@ impl Packetizer {
         p.extend_from_slice(payload);
         self.seq = self.seq.wrapping_add(1);
         self.packets_sent = self.packets_sent.wrapping_add(1);
-        self.octets_sent = self
-            .octets_sent
-            .wrapping_add((prefix.len() + payload.len()) as u32);
+        self.octets_sent = self.octets_sent.wrapping_add((prefix.len() + payload.len()) as u32);
         emit(p);
     }
 }
@@ -255,20 +240,11 @@ mod tests {
         let idr: &[u8] = &[0x65, 1, 2, 3, 4];
         let pkts = collect(&mut pk, &[sps, pps, idr], 1234);
         assert_eq!(pkts.len(), 3);
-        assert_eq!(
-            pkts.iter().map(|p| p.seq).collect::<Vec<_>>(),
-            vec![65_534, 65_535, 0]
-        );
-        assert_eq!(
-            pkts.iter().map(|p| p.marker).collect::<Vec<_>>(),
-            vec![false, false, true]
-        );
+        assert_eq!(pkts.iter().map(|p| p.seq).collect::<Vec<_>>(), vec![65_534, 65_535, 0]);
+        assert_eq!(pkts.iter().map(|p| p.marker).collect::<Vec<_>>(), vec![false, false, true]);
         assert!(pkts.iter().all(|p| p.ts == 1234 && p.ssrc == 0xdead_beef));
         assert!(pkts.iter().all(|p| p.pt == PAYLOAD_TYPE));
-        assert_eq!(
-            depacketize(&pkts),
-            vec![sps.to_vec(), pps.to_vec(), idr.to_vec()]
-        );
+        assert_eq!(depacketize(&pkts), vec![sps.to_vec(), pps.to_vec(), idr.to_vec()]);
         assert_eq!(pk.next_seq(), 1);
         assert_eq!(pk.packets_sent(), 3);
         assert_eq!(pk.octets_sent(), 13);
@@ -276,25 +252,15 @@ mod tests {
 
     #[test]
     fn large_nals_round_trip_through_fu_a() {
-        let big: Vec<u8> = std::iter::once(0x65)
-            .chain((0..5000u32).map(|i| (i * 7 + 3) as u8))
-            .collect();
+        let big: Vec<u8> = std::iter::once(0x65).chain((0..5000u32).map(|i| (i * 7 + 3) as u8)).collect();
         let small: &[u8] = &[0x41, 9, 9];
-        let trailing_big: Vec<u8> = std::iter::once(0x41)
-            .chain((0..1399u32).map(|i| i as u8))
-            .collect();
+        let trailing_big: Vec<u8> = std::iter::once(0x41).chain((0..1399u32).map(|i| i as u8)).collect();
         for max in [3, 100, 1400, 4999, 5000, 5001] {
             let mut pk = Packetizer::new(7, 100).with_max_payload(max);
             let nals: Vec<&[u8]> = vec![&big, small, &trailing_big];
             let pkts = collect(&mut pk, &nals, 90_000);
-            assert!(
-                pkts.iter().all(|p| p.payload.len() <= max),
-                "payload over {max}"
-            );
-            assert_eq!(
-                depacketize(&pkts),
-                nals.iter().map(|n| n.to_vec()).collect::<Vec<_>>()
-            );
+            assert!(pkts.iter().all(|p| p.payload.len() <= max), "payload over {max}");
+            assert_eq!(depacketize(&pkts), nals.iter().map(|n| n.to_vec()).collect::<Vec<_>>());
             // Only the very last packet of the access unit has the marker.
             let markers: Vec<bool> = pkts.iter().map(|p| p.marker).collect();
             assert_eq!(markers.iter().filter(|m| **m).count(), 1);
@@ -324,10 +290,7 @@ mod tests {
     fn ntp_conversion() {
         use std::time::Duration;
         assert_eq!(ntp_timestamp(Duration::ZERO), NTP_UNIX_OFFSET << 32);
-        assert_eq!(
-            ntp_timestamp(Duration::from_millis(1500)),
-            ((NTP_UNIX_OFFSET + 1) << 32) | 0x8000_0000
-        );
+        assert_eq!(ntp_timestamp(Duration::from_millis(1500)), ((NTP_UNIX_OFFSET + 1) << 32) | 0x8000_0000);
     }
 
     #[test]

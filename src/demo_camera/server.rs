@@ -44,15 +44,11 @@ struct Shared {
 impl DemoCamera {
     /// Binds `addr` (port 0 picks a free port), spawns the listener thread and returns.
     pub fn start(addr: SocketAddr) -> io::Result<DemoCamera> {
-        let clip = super::clip().map_err(|e| {
-            io::Error::new(ErrorKind::InvalidData, format!("embedded demo clip: {e}"))
-        })?;
+        let clip =
+            super::clip().map_err(|e| io::Error::new(ErrorKind::InvalidData, format!("embedded demo clip: {e}")))?;
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
-        let timeline = Timeline {
-            origin: Instant::now(),
-            ts_base: random_u64()? as u32,
-        };
+        let timeline = Timeline { origin: Instant::now(), ts_base: random_u64()? as u32 };
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             clients: Mutex::new(HashMap::new()),
@@ -64,12 +60,7 @@ impl DemoCamera {
             .name("demo-camera".into())
             .spawn(move || accept_loop(accept_listener, accept_shared, clip, timeline))?;
         tracing::info!(%addr, "demo camera listening at rtsp://{addr}{STREAM_PATH}");
-        Ok(DemoCamera {
-            addr,
-            shared,
-            listener,
-            acceptor: Some(acceptor),
-        })
+        Ok(DemoCamera { addr, shared, listener, acceptor: Some(acceptor) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -187,24 +178,20 @@ fn spawn_client(
         return Err(io::Error::other("camera stopping"));
     }
     let registry = shared.clone();
-    let spawned = std::thread::Builder::new()
-        .name("demo-camera-client".into())
-        .spawn(move || {
-            let conn = Connection::new(clip, timeline, local, seed, Instant::now());
-            tracing::debug!(%peer, "demo camera client connected");
-            match serve(sock, conn, &registry.stop) {
-                Ok(why) => tracing::debug!(%peer, why, "demo camera client done"),
-                // Players close with media still unread in their buffers, which resets the
-                // connection: an ordinary way to leave.
-                Err(e)
-                    if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) =>
-                {
-                    tracing::debug!(%peer, "demo camera client closed (reset)")
-                }
-                Err(e) => tracing::info!(%peer, error = %e, "demo camera client dropped"),
+    let spawned = std::thread::Builder::new().name("demo-camera-client".into()).spawn(move || {
+        let conn = Connection::new(clip, timeline, local, seed, Instant::now());
+        tracing::debug!(%peer, "demo camera client connected");
+        match serve(sock, conn, &registry.stop) {
+            Ok(why) => tracing::debug!(%peer, why, "demo camera client done"),
+            // Players close with media still unread in their buffers, which resets the
+            // connection: an ordinary way to leave.
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
+                tracing::debug!(%peer, "demo camera client closed (reset)")
             }
-            lock(&registry.clients).remove(&id);
-        });
+            Err(e) => tracing::info!(%peer, error = %e, "demo camera client dropped"),
+        }
+        lock(&registry.clients).remove(&id);
+    });
     if spawned.is_err() {
         lock(&shared.clients).remove(&id);
     }
@@ -230,10 +217,8 @@ fn serve(mut sock: TcpStream, mut conn: Connection, stop: &AtomicBool) -> io::Re
         if stop.load(Ordering::SeqCst) {
             return Ok("camera stopping");
         }
-        let wait = conn
-            .next_deadline()
-            .saturating_duration_since(Instant::now())
-            .clamp(Duration::from_millis(1), MAX_WAIT);
+        let wait =
+            conn.next_deadline().saturating_duration_since(Instant::now()).clamp(Duration::from_millis(1), MAX_WAIT);
         sock.set_read_timeout(Some(wait))?;
         match sock.read(&mut chunk) {
             Ok(0) => return Ok("client closed"),
@@ -278,11 +263,7 @@ fn consume(
     }
     input.buf.extend_from_slice(bytes);
     loop {
-        let lead = input
-            .buf
-            .iter()
-            .take_while(|b| matches!(b, b'\r' | b'\n'))
-            .count();
+        let lead = input.buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
         input.buf.drain(..lead);
         match input.buf.first() {
             None => return None,
@@ -336,10 +317,7 @@ mod tests {
 
     fn connection() -> Connection {
         let now = Instant::now();
-        let timeline = Timeline {
-            origin: now,
-            ts_base: 0,
-        };
+        let timeline = Timeline { origin: now, ts_base: 0 };
         let clip = crate::demo_camera::clip().unwrap();
         Connection::new(clip, timeline, "127.0.0.1:554".parse().unwrap(), 1, now)
     }
@@ -368,13 +346,7 @@ mod tests {
             let mut input = Input::default();
             let mut out = Vec::new();
             for chunk in stream.chunks(piece) {
-                let end = consume(
-                    &mut input,
-                    chunk,
-                    &mut conn,
-                    &MessageLimits::default(),
-                    &mut out,
-                );
+                let end = consume(&mut input, chunk, &mut conn, &MessageLimits::default(), &mut out);
                 assert_eq!(end, None);
             }
             assert_eq!(statuses(&out), vec![200, 200], "pieces of {piece}");
@@ -386,13 +358,8 @@ mod tests {
     fn garbage_gets_400_and_close() {
         let mut conn = connection();
         let mut out = Vec::new();
-        let end = consume(
-            &mut Input::default(),
-            b"\x00\x01garbage\r\n\r\n",
-            &mut conn,
-            &MessageLimits::default(),
-            &mut out,
-        );
+        let end =
+            consume(&mut Input::default(), b"\x00\x01garbage\r\n\r\n", &mut conn, &MessageLimits::default(), &mut out);
         assert!(end.is_some());
         assert_eq!(statuses(&out), vec![400]);
     }
