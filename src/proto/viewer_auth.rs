@@ -189,7 +189,7 @@ impl ViewerAuth {
         } else {
             return Err(AuthFailure::Malformed);
         };
-        if allowed.is_some_and(|list| !list.iter().any(|u| *u == user)) {
+        if allowed.is_some_and(|list| !list.contains(&user)) {
             return Err(AuthFailure::NotAllowed);
         }
         Ok(user)
