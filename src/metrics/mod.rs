@@ -145,6 +145,9 @@ impl ShardMetrics {
     pub fn observe(&self, _hist: Hist, _d: Duration) {}
     /// `relay_auth_failures_total{reason}`.
     pub fn auth_failure(&self, _reason: crate::proto::viewer_auth::AuthFailure) {}
+    /// `relay_backpressure_pauses_total`: a viewer fell `max_viewer_backlog_bytes` behind and
+    /// its camera's reads were paused.
+    pub fn backpressure_pause(&self) {}
     /// Ring buffers whose queued media was copied out to relieve ring pressure.
     pub fn ring_buffers_copied_out(&self, _n: u64) {}
 }

@@ -909,6 +909,7 @@ impl Shard {
         }
         if backlog > limit && up.recv == RecvState::Armed {
             s.upstream_paused = true;
+            self.metrics.backpressure_pause();
             let (fd, generation) = (up.raw(), up.generation);
             let _ = fd;
             self.conns[u].recv = RecvState::Cancelling;
