@@ -4,7 +4,7 @@
 //! `/trackID=1` kept); messages coming down get `Content-Base`, `Content-Location`, `RTP-Info`
 //! URLs and absolute SDP `a=control:` lines mapped upstream→client.
 
-use super::rtsp::Message;
+use super::rtsp::{Message, StartLine};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RewriteError {
@@ -15,40 +15,351 @@ pub enum RewriteError {
 /// The two ends of one route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlMap {
-    _todo: (),
+    /// `rtsp://relay:8080`, as the viewer spoke it.
+    client_origin: String,
+    /// The route path without a trailing `/` (empty for a route at `/`).
+    client_path: String,
+    /// `rtsp://10.0.0.5:554`.
+    upstream_origin: String,
+    /// The camera path without a trailing `/`.
+    upstream_path: String,
+    upstream_query: Option<String>,
+}
+
+/// An absolute URL cut into origin (`scheme://authority`), path and query.
+struct Parts<'a> {
+    origin: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+}
+
+fn split_url(url: &str) -> Option<Parts<'_>> {
+    let scheme_end = url.find("://")?;
+    let scheme = &url[..scheme_end];
+    if !scheme.eq_ignore_ascii_case("rtsp")
+        && !scheme.eq_ignore_ascii_case("rtsps")
+        && !scheme.eq_ignore_ascii_case("rtspu")
+    {
+        return None;
+    }
+    let after = scheme_end + 3;
+    let authority_end = url[after..].find(['/', '?']).map_or(url.len(), |i| after + i);
+    let (path, query) = match url[authority_end..].split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (&url[authority_end..], None),
+    };
+    Some(Parts { origin: &url[..authority_end], path, query })
+}
+
+/// `rest` of `path` after `prefix`, if `path` is `prefix` or continues it with `/`.
+fn strip_path<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/') || prefix.is_empty()).then_some(rest)
 }
 
 impl UrlMap {
     /// `client_base`: the route as the viewer addresses it (`rtsp://relay:8080/cam1`, scheme and
     /// authority as the viewer spoke them). `upstream_base`: the camera URL without credentials.
     pub fn new(client_base: &str, upstream_base: &str) -> Result<Self, RewriteError> {
-        let _ = (client_base, upstream_base);
-        todo!("implemented by the rewrite work")
+        let c = split_url(client_base).ok_or_else(|| RewriteError::NotRtspUrl(client_base.to_owned()))?;
+        let u = split_url(upstream_base).ok_or_else(|| RewriteError::NotRtspUrl(upstream_base.to_owned()))?;
+        Ok(UrlMap {
+            client_origin: c.origin.to_owned(),
+            client_path: c.path.trim_end_matches('/').to_owned(),
+            upstream_origin: u.origin.to_owned(),
+            upstream_path: u.path.trim_end_matches('/').to_owned(),
+            upstream_query: u.query.filter(|q| !q.is_empty()).map(str::to_owned),
+        })
     }
 
-    /// Maps a viewer's request URI to the camera's (`*` and non-matching URIs handled sanely).
+    /// Maps a viewer's request URI to the camera's: the route path becomes the camera path,
+    /// track suffixes (`/trackID=1`) stay. A query that came from a camera URL (it starts with
+    /// the route's own upstream query, or the route has none) is kept; a viewer's own query
+    /// (`?token=`) never replaces the camera's.
     pub fn to_upstream(&self, uri: &str) -> String {
-        let _ = uri;
-        todo!()
+        if uri == "*" {
+            return uri.to_owned();
+        }
+        let (path, query) = match split_url(uri) {
+            Some(p) => (p.path, p.query),
+            None if uri.starts_with('/') => match uri.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (uri, None),
+            },
+            None => return uri.to_owned(),
+        };
+        let query = match (&self.upstream_query, query) {
+            (Some(own), Some(q)) if q.starts_with(own.as_str()) => Some(q),
+            (Some(own), _) => Some(own.as_str()),
+            (None, q) => q,
+        };
+        let mut out = self.upstream_origin.clone();
+        match strip_path(path, &self.client_path) {
+            Some(rest) => {
+                out.push_str(&self.upstream_path);
+                out.push_str(rest);
+            }
+            // Outside the route: the same path on the camera.
+            None => out.push_str(path),
+        }
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
     }
 
-    /// Maps a camera URL to the viewer's.
+    /// Maps a camera URL to the viewer's. The camera may name itself by another address than
+    /// the route's (an internal IP, port 554 left out), so only the path decides.
     pub fn to_client(&self, url: &str) -> String {
-        let _ = url;
-        todo!()
+        let Some(p) = split_url(url) else { return url.to_owned() };
+        let mut out = self.client_origin.clone();
+        match strip_path(p.path, &self.upstream_path) {
+            Some(rest) => {
+                out.push_str(&self.client_path);
+                out.push_str(rest);
+                if self.client_path.is_empty() && rest.is_empty() && p.query.is_none() {
+                    out.push('/');
+                }
+            }
+            None => out.push_str(p.path),
+        }
+        if let Some(q) = p.query {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
     }
 }
 
 /// Rewrites a viewer→camera message (request URI of a request; nothing else carries URLs).
 pub fn rewrite_to_upstream(msg: &mut Message, map: &UrlMap) {
-    let _ = (msg, map);
-    todo!()
+    if let StartLine::Request { uri, .. } = &mut msg.start {
+        *uri = map.to_upstream(uri);
+    }
 }
 
 /// Rewrites a camera→viewer message: a request's URI, `Content-Base`, `Content-Location`,
 /// `RTP-Info` `url=` entries and absolute `a=control:` lines of an SDP body. The body length
 /// changes are carried by [`Message::write_to`], which writes `Content-Length` from the body.
 pub fn rewrite_to_client(msg: &mut Message, map: &UrlMap) {
-    let _ = (msg, map);
-    todo!()
+    if let StartLine::Request { uri, .. } = &mut msg.start {
+        *uri = map.to_client(uri);
+    }
+    for (name, value) in msg.headers.iter_mut() {
+        if name.eq_ignore_ascii_case("Content-Base") || name.eq_ignore_ascii_case("Content-Location") {
+            *value = map.to_client(value.trim());
+        } else if name.eq_ignore_ascii_case("RTP-Info") {
+            *value = rewrite_rtp_info(value, map);
+        }
+    }
+    let is_sdp = msg.header("Content-Type").is_some_and(|t| t.to_ascii_lowercase().contains("application/sdp"));
+    if is_sdp || msg.body.windows(10).any(|w| w == b"a=control:") {
+        if let Ok(sdp) = std::str::from_utf8(&msg.body) {
+            let rewritten = rewrite_sdp(sdp, map);
+            if rewritten != sdp {
+                msg.body = bytes::Bytes::from(rewritten);
+            }
+        }
+    }
+}
+
+/// `url=...;seq=...;rtptime=...` entries, comma-separated; only absolute URLs change.
+fn rewrite_rtp_info(value: &str, map: &UrlMap) -> String {
+    value
+        .split(',')
+        .map(|entry| {
+            entry
+                .split(';')
+                .map(|param| {
+                    let t = param.trim_start();
+                    match t.strip_prefix("url=") {
+                        Some(url) if url.contains("://") => {
+                            format!("{}url={}", &param[..param.len() - t.len()], map.to_client(url.trim()))
+                        }
+                        _ => param.to_owned(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(";")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Absolute `a=control:` lines rewritten; every other byte, line endings included, unchanged.
+fn rewrite_sdp(sdp: &str, map: &UrlMap) -> String {
+    let mut out = String::with_capacity(sdp.len() + 64);
+    for line in sdp.split_inclusive('\n') {
+        let (content, ending) = match line.strip_suffix("\r\n") {
+            Some(c) => (c, "\r\n"),
+            None => match line.strip_suffix('\n') {
+                Some(c) => (c, "\n"),
+                None => (line, ""),
+            },
+        };
+        match content.strip_prefix("a=control:") {
+            Some(url) if url.contains("://") => {
+                out.push_str("a=control:");
+                out.push_str(&map.to_client(url.trim()));
+                out.push_str(ending);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::rtsp::{MessageLimits, parse_message};
+    use proptest::prelude::*;
+
+    fn map(upstream: &str) -> UrlMap {
+        UrlMap::new("rtsp://127.0.0.1:8080/cam1", upstream).unwrap()
+    }
+
+    #[test]
+    fn request_uris_map_to_the_camera_with_track_suffixes() {
+        let m = map("rtsp://10.0.0.5:554/Streaming/Channels/101");
+        let cases = [
+            ("rtsp://127.0.0.1:8080/cam1", "rtsp://10.0.0.5:554/Streaming/Channels/101"),
+            ("rtsp://localhost/cam1/", "rtsp://10.0.0.5:554/Streaming/Channels/101/"),
+            ("rtsp://relay.example:80/cam1/trackID=1", "rtsp://10.0.0.5:554/Streaming/Channels/101/trackID=1"),
+            ("rtsp://x/cam1?token=abc", "rtsp://10.0.0.5:554/Streaming/Channels/101?token=abc"),
+            ("/cam1/stream=0", "rtsp://10.0.0.5:554/Streaming/Channels/101/stream=0"),
+            ("rtsp://x/other/path", "rtsp://10.0.0.5:554/other/path"),
+            ("rtsp://x/cam10", "rtsp://10.0.0.5:554/cam10"),
+            ("*", "*"),
+        ];
+        for (from, to) in cases {
+            assert_eq!(m.to_upstream(from), to, "{from}");
+        }
+    }
+
+    #[test]
+    fn a_route_query_survives_and_a_viewer_token_does_not_replace_it() {
+        let m = map("rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
+        assert_eq!(m.to_upstream("rtsp://r/cam1"), "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
+        assert_eq!(m.to_upstream("rtsp://r/cam1?token=x"), "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
+        // Dahua's control URLs put the track after the query.
+        let control = "rtsp://192.168.1.108:554/cam/realmonitor?channel=1&subtype=0&unicast=true&proto=Onvif/trackID=0";
+        let client = m.to_client(control);
+        assert_eq!(client, "rtsp://127.0.0.1:8080/cam1?channel=1&subtype=0&unicast=true&proto=Onvif/trackID=0");
+        assert_eq!(
+            m.to_upstream(&client),
+            "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0&unicast=true&proto=Onvif/trackID=0"
+        );
+    }
+
+    #[test]
+    fn camera_urls_map_to_the_viewer_whatever_address_the_camera_uses() {
+        let m = map("rtsp://10.0.0.5:554/Streaming/Channels/101");
+        assert_eq!(m.to_client("rtsp://10.0.0.5/Streaming/Channels/101/"), "rtsp://127.0.0.1:8080/cam1/");
+        assert_eq!(
+            m.to_client(
+                "rtsp://192.168.5.106:554/Streaming/Channels/101/trackID=1?transportmode=unicast&profile=Profile_1"
+            ),
+            "rtsp://127.0.0.1:8080/cam1/trackID=1?transportmode=unicast&profile=Profile_1"
+        );
+        assert_eq!(m.to_client("rtsp://10.0.0.5:554/elsewhere"), "rtsp://127.0.0.1:8080/elsewhere");
+        assert_eq!(m.to_client("trackID=1"), "trackID=1");
+        let root = UrlMap::new("rtsp://r:8080", "rtsp://cam/live").unwrap();
+        assert_eq!(root.to_client("rtsp://cam/live"), "rtsp://r:8080/");
+        assert_eq!(root.to_upstream("rtsp://r:8080/"), "rtsp://cam/live/");
+    }
+
+    fn fixture(name: &str) -> Message {
+        let bytes = std::fs::read(format!("{}/fixtures/cameras/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        parse_message(&bytes, &MessageLimits::default()).unwrap().unwrap().0
+    }
+
+    /// Every absolute rtsp:// URL in a message.
+    fn urls(text: &str) -> Vec<String> {
+        text.match_indices("rtsp://")
+            .map(|(i, _)| {
+                text[i..].split(|c: char| c.is_whitespace() || c == ';' || c == ',').next().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_camera_fixture_rewrites_and_round_trips() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/cameras");
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let original = fixture(&name);
+            let text = String::from_utf8_lossy(&original.to_bytes()).into_owned();
+            // The route points at the camera's own base, as an operator would configure it.
+            let Some(base) = original
+                .header("Content-Base")
+                .filter(|b| b.contains("://"))
+                .map(str::to_owned)
+                .or_else(|| urls(&text).first().cloned())
+            else {
+                continue;
+            };
+            let Some(camera) = split_url(&base) else { continue };
+            let upstream = format!("{}{}", camera.origin, camera.path);
+            let m = map(&upstream);
+            let mut msg = original.clone();
+            rewrite_to_client(&mut msg, &m);
+            let out = String::from_utf8_lossy(&msg.to_bytes()).into_owned();
+            assert!(!out.contains(camera.origin), "{name}: camera origin leaked:\n{out}");
+            for (before, after) in urls(&text).iter().zip(urls(&out)) {
+                assert!(after.starts_with("rtsp://127.0.0.1:8080/"), "{name}: {after}");
+                assert_eq!(m.to_upstream(&after), m.to_upstream(&m.to_client(before)), "{name}");
+                let back = m.to_upstream(&after);
+                assert_eq!(
+                    split_url(&back).unwrap().path,
+                    split_url(before).unwrap().path,
+                    "{name}: {before} -> {after} -> {back}"
+                );
+            }
+            let reparsed = parse_message(&msg.to_bytes(), &MessageLimits::default()).unwrap().unwrap().0;
+            assert_eq!(reparsed.body, msg.body, "{name}: Content-Length must follow the body");
+            if name == "hikvision_describe.txt" {
+                assert!(
+                    out.contains(
+                        "a=control:rtsp://127.0.0.1:8080/cam1/trackID=1?transportmode=unicast&profile=Profile_1\r\n"
+                    ),
+                    "{out}"
+                );
+                assert!(out.contains("Content-Base: rtsp://127.0.0.1:8080/cam1/\r\n"), "{out}");
+            }
+        }
+    }
+
+    #[test]
+    fn sdp_line_endings_and_relative_controls_are_untouched() {
+        let m = map("rtsp://cam/s");
+        let sdp = "v=0\na=control:*\nm=video 0 RTP/AVP 96\na=control:trackID=1\r\na=control:rtsp://cam/s/track2\n";
+        assert_eq!(
+            rewrite_sdp(sdp, &m),
+            "v=0\na=control:*\nm=video 0 RTP/AVP 96\na=control:trackID=1\r\na=control:rtsp://127.0.0.1:8080/cam1/track2\n"
+        );
+        let info = "url=rtsp://cam/s/t1;seq=1;rtptime=2, url=trackID=2;seq=3";
+        assert_eq!(
+            rewrite_rtp_info(info, &m),
+            "url=rtsp://127.0.0.1:8080/cam1/t1;seq=1;rtptime=2, url=trackID=2;seq=3"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn camera_urls_round_trip(
+            track in "(/[a-zA-Z0-9=_]{1,12}){0,2}/?",
+            query in proptest::option::of("[a-z]{1,6}=[a-z0-9]{1,6}(&[a-z]{1,6}=[a-z0-9]{1,6}){0,2}"),
+            host in "(10\\.0\\.0\\.5|192\\.168\\.1\\.9|cam\\.local)(:554)?",
+        ) {
+            let m = map("rtsp://10.0.0.5:554/Streaming/Channels/101");
+            let camera = format!("rtsp://{host}/Streaming/Channels/101{track}{}", query.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
+            let client = m.to_client(&camera);
+            prop_assert!(client.starts_with("rtsp://127.0.0.1:8080/cam1"));
+            let back = m.to_upstream(&client);
+            let expected = format!("rtsp://10.0.0.5:554/Streaming/Channels/101{track}{}", query.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
+            prop_assert_eq!(back, expected);
+        }
+    }
 }
