@@ -12,8 +12,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod admission;
+pub mod app;
 pub mod config;
 pub mod demo_camera;
+pub mod logging;
 pub mod metrics;
 pub mod pairing;
 pub mod proto;

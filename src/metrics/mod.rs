@@ -2,9 +2,42 @@
 //! Prometheus text format on a side port (`/metrics`, `/healthz`, `/readyz`).
 //!
 //! Each shard owns one [`ShardMetrics`] and is its only writer, so recording never contends
-//! across cores; the scraper reads all shards and merges.
+//! across cores; the scraper reads all shards and merges ([`MetricsHub`]), and the side port
+//! ([`spawn`]) serves the result.
 
-use std::time::Duration;
+mod histogram;
+mod hub;
+mod process;
+mod render;
+mod server;
+mod shard_metrics;
+
+pub use hub::MetricsHub;
+pub use server::{MetricsServer, spawn};
+pub use shard_metrics::ShardMetrics;
+
+/// A label enum: every value, and its label text.
+pub trait Label: Copy + 'static {
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|v| v.as_str() == self.as_str()).unwrap_or(0)
+    }
+}
+
+macro_rules! labels {
+    ($t:ty { $($v:ident => $s:literal),+ $(,)? }) => {
+        impl Label for $t {
+            const ALL: &'static [Self] = &[$(<$t>::$v),+];
+            fn as_str(self) -> &'static str {
+                match self { $(<$t>::$v => $s),+ }
+            }
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
 
 /// Kind of an accepted connection: `relay_connections_total{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,30 +157,53 @@ pub enum Hist {
     SessionSetup,
 }
 
-/// One shard's metrics. Written only by its shard; read by the scraper.
-#[derive(Debug)]
-pub struct ShardMetrics {
-    pub shard: usize,
+labels!(ConnKind { TunnelGet => "tunnel_get", TunnelPost => "tunnel_post", PlainRtsp => "plain_rtsp", OtherHttp => "other_http", Upstream => "upstream" });
+labels!(Direction { ToViewer => "to_viewer", ToCamera => "to_camera" });
+labels!(SessionOutcome {
+    Completed => "completed", UpstreamClosed => "upstream_closed", UpstreamError => "upstream_error", Timeout => "timeout",
+    ProtocolError => "protocol_error", RouteRemoved => "route_removed", Shutdown => "shutdown",
+});
+labels!(Rejection {
+    MalformedHead => "malformed_head", HeaderTooLarge => "header_too_large", BadCookie => "bad_cookie",
+    UnknownRoute => "unknown_route", DuplicateCookie => "duplicate_cookie", PostWithoutGet => "post_without_get",
+    GetWithoutPost => "get_without_post", HeadTimeout => "head_timeout", IdleTimeout => "idle_timeout",
+    MaxSessions => "max_sessions", PerIpLimit => "per_ip_limit", BadBase64 => "bad_base64",
+    MalformedRtsp => "malformed_rtsp", RtspTooLarge => "rtsp_too_large", UnsupportedTransport => "unsupported_transport",
+    NotATunnel => "not_a_tunnel", ShuttingDown => "shutting_down", TlsHandshake => "tls_handshake",
+    AddressDenied => "address_denied", AuthRateLimited => "auth_rate_limited",
+});
+labels!(UpstreamErrorKind {
+    ConnectRefused => "connect_refused", ConnectTimeout => "connect_timeout", Unreachable => "unreachable",
+    Reset => "reset", Closed => "closed", Garbage => "garbage", ResponseTimeout => "response_timeout",
+    AuthFailed => "auth_failed",
+});
+labels!(RtspMethod {
+    Options => "OPTIONS", Describe => "DESCRIBE", Setup => "SETUP", Play => "PLAY", Pause => "PAUSE",
+    Teardown => "TEARDOWN", GetParameter => "GET_PARAMETER", SetParameter => "SET_PARAMETER", Other => "other",
+});
+
+impl Label for crate::proto::viewer_auth::AuthFailure {
+    const ALL: &'static [Self] = &crate::proto::viewer_auth::AuthFailure::ALL;
+    fn as_str(self) -> &'static str {
+        crate::proto::viewer_auth::AuthFailure::as_str(self)
+    }
 }
 
-impl ShardMetrics {
-    pub fn new(shard: usize) -> Self {
-        ShardMetrics { shard }
+/// The fixed (non-method) histograms, in export order.
+pub(crate) const FIXED_HISTS: [Hist; 4] =
+    [Hist::Pairing, Hist::UpstreamConnect, Hist::ForwardLatency, Hist::SessionSetup];
+
+impl Hist {
+    /// Slot of this histogram in a shard's table: the fixed ones, then one per RTSP method.
+    pub(crate) fn slot(self) -> usize {
+        match self {
+            Hist::Pairing => 0,
+            Hist::UpstreamConnect => 1,
+            Hist::ForwardLatency => 2,
+            Hist::SessionSetup => 3,
+            Hist::RtspRequest(m) => 4 + m.index(),
+        }
     }
-    pub fn connection_accepted(&self, _kind: ConnKind) {}
-    pub fn session_started(&self) {}
-    pub fn session_ended(&self, _outcome: SessionOutcome) {}
-    pub fn bytes(&self, _dir: Direction, _n: u64) {}
-    pub fn frames(&self, _dir: Direction, _n: u64) {}
-    pub fn frames_dropped(&self, _n: u64) {}
-    pub fn rejected(&self, _reason: Rejection) {}
-    pub fn upstream_error(&self, _reason: UpstreamErrorKind) {}
-    pub fn observe(&self, _hist: Hist, _d: Duration) {}
-    /// `relay_auth_failures_total{reason}`.
-    pub fn auth_failure(&self, _reason: crate::proto::viewer_auth::AuthFailure) {}
-    /// `relay_backpressure_pauses_total`: a viewer fell `max_viewer_backlog_bytes` behind and
-    /// its camera's reads were paused.
-    pub fn backpressure_pause(&self) {}
-    /// Ring buffers whose queued media was copied out to relieve ring pressure.
-    pub fn ring_buffers_copied_out(&self, _n: u64) {}
+
+    pub(crate) const SLOTS: usize = 4 + 9;
 }

@@ -38,7 +38,7 @@ const RING_SEGMENTS_BEFORE_COPY: usize = 8;
 
 struct SessionSlot {
     generation: u32,
-    /// Shard-unique, for logs.
+    /// Unique within the shard; logged as `shard-id`.
     id: u64,
     proto: Session,
     cookie: Option<String>,
@@ -170,7 +170,8 @@ impl Shard {
         }
     }
 
-    pub(super) fn run(mut self) {
+    /// Runs the loop; `ready` is called once accepts are armed and the shard counts as running.
+    pub(super) fn run(mut self, ready: impl FnOnce()) {
         for i in 0..self.listeners.len() {
             self.arm_accept(i);
         }
@@ -183,6 +184,10 @@ impl Shard {
         );
         self.arm_mailbox();
         self.shared.shard_started();
+        if let Err(e) = self.ring.submit() {
+            tracing::error!(shard = self.id, error = %e, "cannot submit the first operations");
+        }
+        ready();
         let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
         loop {
             match self.ring.submit_and_wait(1) {
@@ -508,7 +513,7 @@ impl Shard {
         self.next_session_id += 1;
         entry.insert(SessionSlot {
             generation,
-            id: (self.id as u64) << 48 | self.next_session_id,
+            id: self.next_session_id,
             proto,
             cookie: None,
             tunnel,
@@ -527,7 +532,7 @@ impl Shard {
         self.metrics.session_started();
         tracing::info!(
             target: "session",
-            session = (self.id as u64) << 48 | self.next_session_id,
+            session = %format_args!("{}-{}", self.id, self.next_session_id),
             route = route_path.as_deref().unwrap_or("-"),
             peer = %peer,
             mode = if tunnel { "tunnel" } else { "rtsp" },
@@ -1135,7 +1140,7 @@ impl Shard {
         let route = s.proto.route().map_or("-", |r| r.path.as_str());
         tracing::info!(
             target: "session",
-            session = s.id,
+            session = %format_args!("{}-{}", self.id, s.id),
             cookie = s.cookie.as_deref().map(|c| &c[..c.len().min(6)]).unwrap_or("-"),
             route,
             peer = %s.peer,

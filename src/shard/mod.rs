@@ -174,10 +174,9 @@ impl Shards {
                     core_affinity::set_for_current(core);
                 }
                 match event_loop::Shard::new(cfg, shared) {
-                    Ok(shard) => {
+                    Ok(shard) => shard.run(|| {
                         let _ = ready.send(Ok(()));
-                        shard.run();
-                    }
+                    }),
                     Err(e) => {
                         let _ = ready.send(Err(e));
                     }
