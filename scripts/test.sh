@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The test command: installs the real peers, checks formatting and lints, runs every test of the
+# workspace (unit, property, in-process end to end, real FFmpeg/GStreamer/gst-rtsp-server
+# interop, metrics/promtool, systemd unit, a small load run). Exits non-zero on any failure.
+#
+# Opt-in extras (not part of the default run):
+#   RELAY_LOADTEST_FULL=1  the README's full load runs (minutes; see loadtest/README.md)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing test dependencies"
+scripts/install-test-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "building (release binaries for the interop and load tests)"
+cargo build --workspace --release --bins
+
+step "cargo test"
+cargo test --workspace -- --test-threads="${RELAY_TEST_THREADS:-4}"
+
+if [ "${RELAY_LOADTEST_FULL:-0}" = "1" ]; then
+  step "full load runs (RELAY_LOADTEST_FULL=1)"
+  loadtest/full-run.sh
+fi
+
+step "all tests passed"

@@ -1,0 +1,72 @@
+#!/usr/bin/python3
+"""A real RTSP camera for the tests: gst-rtsp-server on 127.0.0.1 serving live H.264.
+
+Usage: gst_camera.py [--port N] [--mounts N] [--user U --password P]
+Prints "READY port=<port>" once listening; serves /cam1 .. /camN from one shared encoder;
+exits on SIGTERM or when its standard input closes (so a dying test never leaks it).
+Needs Debian's /usr/bin/python3 (python3-gi, gir1.2-gst-rtsp-server-1.0).
+"""
+import argparse
+import signal
+import sys
+import threading
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+
+PIPELINE = (
+    "( videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=25/1 "
+    "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bitrate=1000 "
+    "! rtph264pay name=pay0 pt=96 config-interval=1 )"
+)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", default="0")
+    ap.add_argument("--mounts", type=int, default=2)
+    ap.add_argument("--user")
+    ap.add_argument("--password")
+    args = ap.parse_args()
+
+    Gst.init(None)
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(args.port)
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(PIPELINE)
+    factory.set_shared(True)
+    if args.user:
+        auth = GstRtspServer.RTSPAuth()
+        token = GstRtspServer.RTSPToken()
+        token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+        auth.add_digest(args.user, args.password, token)
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+        server.set_auth(auth)
+        permissions = GstRtspServer.RTSPPermissions()
+        permissions.add_permission_for_role("viewer", "media.factory.access", True)
+        permissions.add_permission_for_role("viewer", "media.factory.construct", True)
+        factory.set_permissions(permissions)
+    mounts = server.get_mount_points()
+    for i in range(1, args.mounts + 1):
+        mounts.add_factory("/cam%d" % i, factory)
+    server.attach(None)
+
+    loop = GLib.MainLoop()
+    signal.signal(signal.SIGTERM, lambda *_: loop.quit())
+
+    def watch_stdin():
+        sys.stdin.read()
+        GLib.idle_add(loop.quit)
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    print("READY port=%d" % server.get_bound_port(), flush=True)
+    loop.run()
+
+
+if __name__ == "__main__":
+    main()

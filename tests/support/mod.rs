@@ -1,0 +1,258 @@
+//! Real peers for interop tests: a gst-rtsp-server camera (python3-gi), the relay binary with a
+//! generated configuration, and FFmpeg/GStreamer viewers whose decoded frames are counted.
+//! Every child is killed on drop and every run has a hard time limit.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether the real peers are installed (scripts/install-test-deps.sh installs them).
+pub fn peers_available() -> bool {
+    let ok =
+        |cmd: &str, arg: &str| Command::new(cmd).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    ok("ffmpeg", "-version") && ok("gst-launch-1.0", "--version") && std::path::Path::new("/usr/bin/python3").exists()
+}
+
+/// Skips the calling test with a message when the real peers are missing.
+#[macro_export]
+macro_rules! require_peers {
+    () => {
+        if !support::peers_available() {
+            eprintln!("skipped: ffmpeg/gstreamer/python3-gi missing (run scripts/install-test-deps.sh)");
+            return;
+        }
+    };
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A gst-rtsp-server camera serving `/cam1`, `/cam2`, ...
+pub struct GstCamera {
+    child: Child,
+    pub port: u16,
+}
+
+impl GstCamera {
+    pub fn start(auth: Option<(&str, &str)>) -> GstCamera {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/gst_camera.py");
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(script).args(["--mounts", "2"]);
+        if let Some((u, p)) = auth {
+            cmd.args(["--user", u, "--password", p]);
+        }
+        // Its stdin is a pipe we hold: if the test dies, the camera sees EOF and exits.
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start gst camera");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("READY port=")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("camera said {line:?}"));
+        GstCamera { child, port }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("rtsp://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for GstCamera {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The relay binary running on a generated configuration.
+pub struct RelayProcess {
+    pub child: Child,
+    pub tunnel: SocketAddr,
+    pub metrics: SocketAddr,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rtr-{name}-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+impl RelayProcess {
+    /// Starts the relay with `[listen]` filled in and `body` (routes, limits, ...) appended.
+    pub fn start(name: &str, body: &str) -> RelayProcess {
+        let dir = temp_dir(name);
+        let (tunnel, metrics) = (free_port(), free_port());
+        let config = dir.join("relay.toml");
+        let text = format!(
+            "[listen]\ntunnel = [\"127.0.0.1:{tunnel}\"]\nmetrics = \"127.0.0.1:{metrics}\"\n[runtime]\nshards = 2\nshutdown_grace_secs = 2\n{body}"
+        );
+        std::fs::write(&config, text).unwrap();
+        let log = dir.join("relay.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_rtsp-tunnel-relay"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start relay");
+        let relay = RelayProcess {
+            child,
+            tunnel: format!("127.0.0.1:{tunnel}").parse().unwrap(),
+            metrics: format!("127.0.0.1:{metrics}").parse().unwrap(),
+            config,
+            log,
+        };
+        let ready = wait_for(Duration::from_secs(10), || {
+            http_get(relay.metrics, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+        });
+        assert!(ready, "relay not ready; log:\n{}", relay.log_text());
+        relay
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("rtsp://{}{path}", self.tunnel)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn scrape(&self) -> String {
+        http_get(self.metrics, "/metrics").unwrap_or_default()
+    }
+
+    /// A sample's value from `/metrics` (exact series text, e.g. `relay_bytes_total{direction="to_viewer"}`).
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.scrape(), series)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("series {series} not in scrape"))
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// Runs a command with a hard time limit (SIGKILL 5 s after the TERM).
+pub fn run_limited(secs: u32, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["-k", "5", &secs.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn")
+}
+
+/// Frames FFmpeg reports having decoded (its last `frame=` progress value).
+pub fn ffmpeg_frames(out: &Output) -> u64 {
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.rsplit("frame=").next().and_then(|t| t.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// FFmpeg decoding `frames` video frames from `url` over `transport` (http, https, tcp).
+pub fn ffmpeg_play(transport: &str, url: &str, frames: u32) -> Output {
+    let frames = frames.to_string();
+    let args = [
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-threads",
+        "1",
+        "-rtsp_transport",
+        transport,
+        "-i",
+        url,
+        "-an",
+        "-frames:v",
+        &frames,
+        "-f",
+        "null",
+        "-",
+    ];
+    run_limited(60, &args)
+}
+
+/// GStreamer decoding frames: `identity eos-after=N` passes N-1 buffers, so exit 0 with the
+/// EOS message means the decoder produced `frames` frames.
+pub fn gst_play(location: &str, extra: &[&str], frames: u32) -> Output {
+    let loc = format!("location={location}");
+    let eos = format!("eos-after={}", frames + 1);
+    let mut args = vec!["gst-launch-1.0", "rtspsrc", loc.as_str()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "!",
+        "rtph264depay",
+        "!",
+        "h264parse",
+        "!",
+        "avdec_h264",
+        "max-threads=1",
+        "!",
+        "identity",
+        &eos,
+        "!",
+        "fakesink",
+        "sync=false",
+    ]);
+    run_limited(60, &args)
+}
+
+pub fn gst_decoded(out: &Output) -> bool {
+    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Got EOS from element")
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
