@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds the seed corpora (gitignored) from the fixtures: captured client heads and POST bodies,
+# real camera answers, and interleaved streams built from them.
+set -euo pipefail
+cd "$(dirname "$0")"
+fx=../fixtures
+mkdir -p corpus/{http_head,base64_stream,rtsp_message,interleaved_demux,session}
+i=0
+# Client heads: each GET/POST block of HEADERS.txt.
+awk '/^(GET|POST) /{n++} /^(GET|POST) /,/^$|^#####|^\(server/{ if ($0 !~ /^#####|^\(server/) print > ("corpus/http_head/head" n) }' "$fx/clients/HEADERS.txt"
+for f in corpus/http_head/head*; do printf '\r\n' >> "$f"; sed -i 's/$/\r/' "$f"; done
+for f in "$fx"/cameras/*.txt; do
+  i=$((i + 1))
+  cp "$f" "corpus/rtsp_message/cam$i"
+  # A camera answer between two interleaved frames.
+  { printf '$\x00\x00\x04abcd'; cat "$f"; printf '$\x01\x00\x02xy'; } > "corpus/interleaved_demux/cam$i"
+  # Base64 of the answer, split tag byte first.
+  { printf '\x07'; base64 -w0 "$f"; } > "corpus/base64_stream/cam$i"
+  # Session script: viewer OPTIONS (tag 0), camera connected (4), camera answer (3).
+  req="OPTIONS rtsp://relay/cam1 RTSP/1.0"$'\r\n'"CSeq: 1"$'\r\n\r\n'
+  { printf '\x00'; printf "\\x$(printf %02x ${#req})"; printf '%s' "$req"; printf '\x04\x00\x03\xff'; head -c 255 "$f"; } > "corpus/session/cam$i"
+done
+echo "seeded: $(ls corpus/*/ | wc -l) files"

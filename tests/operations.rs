@@ -1,0 +1,164 @@
+//! Operating the relay binary: metrics while viewers play, SIGHUP reload, SIGTERM drain, and
+//! the command line's checks.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn route(path: &str, upstream: &str) -> String {
+    format!("[[route]]\npath = \"{path}\"\nupstream = \"{upstream}\"\n")
+}
+
+/// Starts an FFmpeg tunnel viewer in the background for `frames` frames.
+fn background_viewer(url: String, frames: u32) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || ffmpeg_frames(&ffmpeg_play("http", &url, frames)))
+}
+
+#[test]
+fn metrics_move_while_viewers_play_and_promtool_accepts_them() {
+    require_peers!();
+    let camera = GstCamera::start(None);
+    let relay = RelayProcess::start("metrics", &route("/cam1", &camera.url("/cam1")));
+    let viewer = background_viewer(relay.url("/cam1"), 125);
+    assert!(wait_for(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0), "no session seen");
+    let b1 = relay.metric("relay_bytes_total{direction=\"to_viewer\"}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let b2 = relay.metric("relay_bytes_total{direction=\"to_viewer\"}");
+    assert!(b2 > b1, "bytes did not grow: {b1} -> {b2}");
+    // A bad request is refused and counted by reason.
+    let before = relay.metric("relay_rejections_total{reason=\"malformed_head\"}");
+    let mut s = std::net::TcpStream::connect(relay.tunnel).unwrap();
+    s.write_all(b"\x16\x03\x01 definitely not http\r\n\r\n").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || relay.metric("relay_rejections_total{reason=\"malformed_head\"}") > before)
+    );
+    // The live exposition passes promtool.
+    let scrape = relay.scrape();
+    let body = scrape.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    if let Ok(mut promtool) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let out = promtool.wait_with_output().unwrap();
+        assert!(out.status.success(), "promtool: {}", describe(&out));
+    }
+    assert!(viewer.join().unwrap() >= 125);
+    assert!(wait_for(Duration::from_secs(5), || relay.metric("relay_sessions_total{outcome=\"completed\"}") >= 1.0));
+    assert!(relay.metric("relay_session_setup_seconds_count") >= 1.0);
+    assert!(relay.metric("relay_forward_latency_seconds_count") > 0.0);
+    assert!(relay.metric("relay_rtsp_request_seconds_count{method=\"PLAY\"}") >= 1.0);
+    assert!(relay.log_text().contains("session ended"), "one line per session end");
+}
+
+#[test]
+fn sighup_reloads_routes_without_dropping_sessions() {
+    require_peers!();
+    let camera = GstCamera::start(None);
+    let relay = RelayProcess::start("reload", &route("/cam1", &camera.url("/cam1")));
+    let keep = background_viewer(relay.url("/cam1"), 200);
+    assert!(wait_for(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0));
+    let text = std::fs::read_to_string(&relay.config).unwrap();
+    // Add a route: new viewers can use it, the live session carries on.
+    std::fs::write(&relay.config, format!("{text}{}", route("/cam2", &camera.url("/cam2")))).unwrap();
+    relay.signal("HUP");
+    assert!(wait_for(Duration::from_secs(5), || relay.log_text().contains("configuration reloaded")));
+    assert!(ffmpeg_frames(&ffmpeg_play("http", &relay.url("/cam2"), 25)) >= 25, "new route does not play");
+    // A bad file is refused; the running configuration stays.
+    std::fs::write(&relay.config, "[listen]\ntunnel = []\n").unwrap();
+    relay.signal("HUP");
+    assert!(wait_for(Duration::from_secs(5), || relay.log_text().contains("reload rejected")));
+    assert!(ffmpeg_frames(&ffmpeg_play("http", &relay.url("/cam2"), 25)) >= 25, "a bad reload broke the relay");
+    assert!(keep.join().unwrap() >= 200, "the session was disturbed by reloads");
+    // Removing a route ends its sessions cleanly.
+    let removed = background_viewer(relay.url("/cam1"), 100_000);
+    assert!(wait_for(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0));
+    std::fs::write(
+        &relay.config,
+        format!("{text}{}", route("/cam2", &camera.url("/cam2"))).replace(&route("/cam1", &camera.url("/cam1")), ""),
+    )
+    .unwrap();
+    relay.signal("HUP");
+    assert!(
+        wait_for(Duration::from_secs(10), || relay.metric("relay_sessions_total{outcome=\"route_removed\"}") >= 1.0)
+    );
+    let frames = removed.join().unwrap();
+    assert!(frames < 100_000, "viewer on a removed route kept playing");
+}
+
+#[test]
+fn sigterm_stops_accepting_drains_then_exits() {
+    require_peers!();
+    let camera = GstCamera::start(None);
+    let mut relay = RelayProcess::start("drain", &route("/cam1", &camera.url("/cam1")));
+    let viewer = background_viewer(relay.url("/cam1"), 100_000);
+    assert!(wait_for(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0));
+    let t0 = Instant::now();
+    relay.signal("TERM");
+    // New connections are refused at once...
+    assert!(
+        wait_for(Duration::from_secs(2), || std::net::TcpStream::connect(relay.tunnel).is_err()),
+        "still accepting after SIGTERM"
+    );
+    // ...the live viewer keeps its stream through the grace period (2 s here)...
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    // ...then the relay ends it and exits cleanly.
+    let status = loop {
+        if let Some(s) = relay.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "relay did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(t0.elapsed() >= Duration::from_millis(1900), "exited before the grace period: {:?}", t0.elapsed());
+    let frames = viewer.join().unwrap();
+    assert!(frames > 0 && frames < 100_000, "viewer frames: {frames}");
+    assert!(relay.log_text().contains("outcome=Shutdown"));
+}
+
+#[test]
+fn check_config_accepts_good_files_and_explains_bad_ones() {
+    let bin = env!("CARGO_BIN_EXE_rtsp-tunnel-relay");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/relay.toml");
+    let out = Command::new(bin).args(["--config", example, "--check-config"]).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (2 routes)"));
+    let dir = temp_dir("check");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[listen]\ntunnel = [\"127.0.0.1:1\"]\n[[route]]\npath = \"cam\"\nupstream = \"rtsp://127.0.0.1/x\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin).args(["--config", bad.to_str().unwrap(), "--check-config"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must start with '/'"), "{}", describe(&out));
+}
+
+#[test]
+fn hash_password_prints_a_user_entry_the_relay_accepts() {
+    let bin = env!("CARGO_BIN_EXE_rtsp-tunnel-relay");
+    let mut child = Command::new(bin)
+        .args(["--hash-password", "alice"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"wonderland\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let entry = String::from_utf8_lossy(&out.stdout).into_owned();
+    let expected = rtsp_tunnel_relay::proto::viewer_auth::ha1_hex("alice", "rtsp-tunnel-relay", "wonderland");
+    assert!(entry.contains(&format!("ha1 = \"{expected}\"")), "{entry}");
+    let text = format!(
+        "[listen]\ntunnel = [\"127.0.0.1:1\"]\n{entry}[[route]]\npath = \"/c\"\nupstream = \"rtsp://127.0.0.1/c\"\nusers = [\"alice\"]\n"
+    );
+    assert!(rtsp_tunnel_relay::config::Config::from_toml(&text).is_ok());
+}
