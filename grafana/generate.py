@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Writes grafana/rtsp-tunnel-relay.json. Edit the panels here, then run this script."""
+import json
+import os
+
+DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+SEL = 'instance=~"$instance"'
+panels = []
+row_y = [0]
+
+
+def panel(title, exprs, unit="short", kind="timeseries", w=12, h=8, legend=None):
+    x = sum(p["gridPos"]["w"] for p in panels if p["gridPos"]["y"] == row_y[0])
+    if x + w > 24:
+        row_y[0] += h
+        x = 0
+    targets = [
+        {"datasource": DS, "expr": e, "legendFormat": (legend or [None] * len(exprs))[i] or "", "refId": chr(65 + i)}
+        for i, e in enumerate(exprs)
+    ]
+    panels.append({
+        "id": len(panels) + 1,
+        "type": kind,
+        "title": title,
+        "datasource": DS,
+        "gridPos": {"x": x, "y": row_y[0], "w": w, "h": h},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"legend": {"displayMode": "table", "placement": "bottom"}} if kind == "timeseries" else {},
+        "targets": targets,
+    })
+
+
+def q(name, quantile, by=""):
+    group = f"le{', ' + by if by else ''}"
+    return f"histogram_quantile({quantile}, sum by ({group}) (rate({name}_bucket{{{SEL}}}[$__rate_interval])))"
+
+
+panel("Active sessions", [f"sum(relay_sessions_active{{{SEL}}})"], kind="stat", w=6, h=4)
+panel("Throughput to viewers", [f"sum(rate(relay_bytes_total{{{SEL},direction=\"to_viewer\"}}[$__rate_interval])) * 8"], unit="bps", kind="stat", w=6, h=4)
+panel("Open file descriptors", [f"sum(process_open_fds{{{SEL}}})"], kind="stat", w=6, h=4)
+panel("Ready", [f"min(relay_ready{{{SEL}}})"], kind="stat", w=6, h=4)
+row_y[0] += 4
+panel("Sessions per shard", [f"relay_shard_sessions_active{{{SEL}}}"], legend=["{{instance}} shard {{shard}}"])
+panel("Sessions ended by outcome", [f"sum by (outcome) (rate(relay_sessions_total{{{SEL}}}[$__rate_interval]))"], unit="ops", legend=["{{outcome}}"])
+panel("Throughput by direction", [f"sum by (direction) (rate(relay_bytes_total{{{SEL}}}[$__rate_interval])) * 8"], unit="bps", legend=["{{direction}}"])
+panel("Throughput per shard", [f"sum by (instance, shard) (rate(relay_shard_bytes_total{{{SEL}}}[$__rate_interval])) * 8"], unit="bps", legend=["{{instance}} shard {{shard}}"])
+panel("Frames by direction", [f"sum by (direction) (rate(relay_frames_total{{{SEL}}}[$__rate_interval]))"], unit="ops", legend=["{{direction}}"])
+panel("Drops and backpressure", [
+    f"sum(rate(relay_frames_dropped_total{{{SEL}}}[$__rate_interval]))",
+    f"sum(rate(relay_backpressure_pauses_total{{{SEL}}}[$__rate_interval]))",
+    f"sum(rate(relay_ring_buffers_copied_total{{{SEL}}}[$__rate_interval]))",
+], unit="ops", legend=["frames dropped", "camera paused (slow viewer)", "ring buffers copied out"])
+panel("Session setup latency (GET to PLAY answered)", [q("relay_session_setup_seconds", x) for x in (0.5, 0.9, 0.99)], unit="s", legend=["p50", "p90", "p99"])
+panel("Forward latency (camera to viewer send)", [q("relay_forward_latency_seconds", x) for x in (0.5, 0.9, 0.99)]
+      + [f"max(relay_forward_latency_quantiles_seconds{{{SEL},quantile=\"0.999\"}})"], unit="s", legend=["p50", "p90", "p99", "p99.9 since start"])
+panel("RTSP request latency p99 by method", [q("relay_rtsp_request_seconds", 0.99, "method")], unit="s", legend=["{{method}}"])
+panel("Pairing and camera connect p99", [q("relay_pairing_seconds", 0.99), q("relay_upstream_connect_seconds", 0.99)], unit="s", legend=["GET to POST bound", "camera connect"])
+panel("Rejections by reason", [f"sum by (reason) (rate(relay_rejections_total{{{SEL}}}[$__rate_interval]))"], unit="ops", legend=["{{reason}}"])
+panel("Camera errors by reason", [f"sum by (reason) (rate(relay_upstream_errors_total{{{SEL}}}[$__rate_interval]))"], unit="ops", legend=["{{reason}}"])
+panel("Failed viewer logins by reason", [f"sum by (reason) (rate(relay_auth_failures_total{{{SEL}}}[$__rate_interval]))"], unit="ops", legend=["{{reason}}"])
+panel("Connections by kind", [f"sum by (kind) (rate(relay_connections_total{{{SEL}}}[$__rate_interval]))"], unit="ops", legend=["{{kind}}"])
+panel("CPU", [f"rate(process_cpu_seconds_total{{{SEL}}}[$__rate_interval])"], unit="percentunit", legend=["{{instance}}"])
+panel("Memory and descriptors", [f"process_resident_memory_bytes{{{SEL}}}", f"process_open_fds{{{SEL}}}"], legend=["RSS {{instance}}", "fds {{instance}}"])
+
+dashboard = {
+    "__inputs": [{"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"}],
+    "__requires": [{"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"}],
+    "title": "rtsp-tunnel-relay",
+    "uid": "rtsp-tunnel-relay",
+    "tags": ["rtsp", "relay"],
+    "timezone": "browser",
+    "schemaVersion": 39,
+    "version": 1,
+    "refresh": "10s",
+    "time": {"from": "now-1h", "to": "now"},
+    "templating": {"list": [
+        {"name": "DS_PROMETHEUS", "type": "datasource", "query": "prometheus", "label": "Data source"},
+        {"name": "instance", "type": "query", "datasource": DS, "label": "Instance", "multi": True, "includeAll": True,
+         "query": {"query": "label_values(relay_build_info, instance)", "refId": "instance"}, "refresh": 2},
+    ]},
+    "panels": panels,
+}
+out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rtsp-tunnel-relay.json")
+with open(out, "w") as f:
+    json.dump(dashboard, f, indent=2)
+    f.write("\n")
+print(f"wrote {out}: {len(panels)} panels")
