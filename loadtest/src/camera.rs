@@ -1,0 +1,193 @@
+//! `loadtest camera`: N simulated cameras (`/cam0` .. `/camN-1`) in one process, each a real
+//! RTSP/1.0 server over TCP (interleaved transport) sending paced RTP after PLAY.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rtsp_tunnel_relay::proto::interleaved::{Demux, Event};
+use rtsp_tunnel_relay::proto::rtsp::{Message, MessageLimits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+
+use crate::payload;
+
+#[derive(Debug, Clone)]
+pub struct CameraOptions {
+    pub listen: SocketAddr,
+    pub streams: u32,
+    pub bitrate_bps: u64,
+    pub packet_size: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    sessions: AtomicU64,
+    playing: AtomicU64,
+    packets: AtomicU64,
+}
+
+pub async fn run(opts: CameraOptions) -> anyhow::Result<()> {
+    let sock = socket2::Socket::new(socket2::Domain::for_address(opts.listen), socket2::Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&opts.listen.into())?;
+    sock.listen(4096)?;
+    let listener = TcpListener::from_std(sock.into())?;
+    let counters = Arc::new(Counters::default());
+    eprintln!(
+        "loadtest camera: {} streams on rtsp://{}/cam0.. at {} bit/s, {}-byte packets",
+        opts.streams,
+        listener.local_addr()?,
+        opts.bitrate_bps,
+        opts.packet_size
+    );
+    let c2 = counters.clone();
+    tokio::spawn(async move {
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let p = c2.packets.load(Ordering::Relaxed);
+            eprintln!(
+                "camera: {} connections, {} playing, {:.0} packets/s",
+                c2.sessions.load(Ordering::Relaxed),
+                c2.playing.load(Ordering::Relaxed),
+                (p - last) as f64 / 5.0
+            );
+            last = p;
+        }
+    });
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let (opts, counters) = (opts.clone(), counters.clone());
+        tokio::spawn(async move {
+            counters.sessions.fetch_add(1, Ordering::Relaxed);
+            let _ = serve(stream, &opts, &counters).await;
+            counters.sessions.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+fn stream_index(uri: &str, streams: u32) -> Option<u32> {
+    let path = rtsp_tunnel_relay::config::uri_path(uri);
+    let rest = path.strip_prefix("/cam")?;
+    let n: u32 = rest.split('/').next()?.parse().ok()?;
+    (n < streams).then_some(n)
+}
+
+async fn serve(stream: TcpStream, opts: &CameraOptions, counters: &Arc<Counters>) -> anyhow::Result<()> {
+    let local = stream.local_addr()?;
+    let (mut rd, wr) = stream.into_split();
+    let wr = Arc::new(Mutex::new(wr));
+    let mut demux = Demux::new(MessageLimits::default());
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut media: Option<tokio::task::JoinHandle<()>> = None;
+    let session_id = format!("{:016x}", payload::monotonic_ns());
+    loop {
+        let n = rd.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        let mut events = Vec::new();
+        if demux.feed(&buf[..n], &mut events).is_err() {
+            break;
+        }
+        for ev in events {
+            let Event::Message(req) = ev else { continue }; // viewer RTCP: ignored
+            let Some(method) = req.method() else { continue };
+            let cseq = req.cseq().unwrap_or(0);
+            let uri = req.uri().unwrap_or("").to_owned();
+            let mut resp = Message::response(200, "OK");
+            resp.set_header("CSeq", cseq.to_string());
+            let idx = stream_index(&uri, opts.streams);
+            match (method, idx) {
+                ("OPTIONS", _) => resp.set_header("Public", "OPTIONS, DESCRIBE, SETUP, PLAY, GET_PARAMETER, TEARDOWN"),
+                (_, None) => resp = error(404, "Not Found", cseq),
+                ("DESCRIBE", Some(i)) => {
+                    let sdp = format!(
+                        "v=0\r\no=- 0 0 IN IP4 {ip}\r\ns=loadtest camera {i}\r\nt=0 0\r\na=control:*\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\na=control:trackID=0\r\n",
+                        ip = local.ip()
+                    );
+                    resp.set_header("Content-Base", format!("rtsp://{local}/cam{i}/"));
+                    resp.set_header("Content-Type", "application/sdp");
+                    resp.body = sdp.into_bytes().into();
+                }
+                ("SETUP", Some(_)) => {
+                    let tcp = req.header("Transport").is_some_and(|t| t.contains("TCP") || t.contains("interleaved"));
+                    if tcp {
+                        resp.set_header("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1");
+                        resp.set_header("Session", format!("{session_id};timeout=60"));
+                    } else {
+                        resp = error(461, "Unsupported Transport", cseq);
+                    }
+                }
+                ("PLAY", Some(i)) => {
+                    resp.set_header("Session", session_id.clone());
+                    resp.set_header("RTP-Info", format!("url=rtsp://{local}/cam{i}/trackID=0;seq=0;rtptime=0"));
+                    if media.is_none() {
+                        let (wr, opts, counters) = (wr.clone(), opts.clone(), counters.clone());
+                        // The reply goes out before the first packet: the task waits for the lock.
+                        let guard = wr.clone().lock_owned().await;
+                        media = Some(tokio::spawn(async move { send_media(wr, i, &opts, &counters).await }));
+                        let mut g = guard;
+                        g.write_all(&resp.to_bytes()).await?;
+                        continue;
+                    }
+                }
+                ("TEARDOWN", _) => {
+                    if let Some(m) = media.take() {
+                        m.abort();
+                    }
+                }
+                ("GET_PARAMETER" | "SET_PARAMETER", _) => resp.set_header("Session", session_id.clone()),
+                _ => resp = error(405, "Method Not Allowed", cseq),
+            }
+            wr.lock().await.write_all(&resp.to_bytes()).await?;
+        }
+    }
+    if let Some(m) = media {
+        m.abort();
+    }
+    Ok(())
+}
+
+fn error(status: u16, reason: &str, cseq: u32) -> Message {
+    let mut m = Message::response(status, reason);
+    m.set_header("CSeq", cseq.to_string());
+    m
+}
+
+/// Paces packets at the bitrate. A blocked socket (the viewer or relay behind) delays packets
+/// rather than dropping them, so loss seen by viewers is loss in between, not here.
+async fn send_media(
+    wr: Arc<Mutex<tokio::net::tcp::OwnedWriteHalf>>,
+    stream: u32,
+    opts: &CameraOptions,
+    counters: &Counters,
+) {
+    counters.playing.fetch_add(1, Ordering::Relaxed);
+    let period = Duration::from_nanos((opts.packet_size as u64 * 8 * 1_000_000_000) / opts.bitrate_bps.max(1));
+    let ssrc = 0x5000_0000 | stream;
+    let mut next = tokio::time::Instant::now();
+    let mut seq: u64 = 0;
+    loop {
+        tokio::time::sleep_until(next).await;
+        // Several packets may be due (timer granularity): send them in one write.
+        let now = tokio::time::Instant::now();
+        let mut batch = Vec::new();
+        while next <= now {
+            batch.extend(payload::packet(opts.packet_size, stream, seq, ssrc, payload::monotonic_ns()));
+            seq += 1;
+            next += period;
+        }
+        let n = batch.len() / (opts.packet_size + 4);
+        if wr.lock().await.write_all(&batch).await.is_err() {
+            break;
+        }
+        counters.packets.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    counters.playing.fetch_sub(1, Ordering::Relaxed);
+}
