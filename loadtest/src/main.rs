@@ -143,7 +143,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.cmd {
         Cmd::Camera { listen, streams, bitrate, packet_size } => {
-            if packet_size < payload::MIN_PACKET || packet_size > 65_000 {
+            if !(payload::MIN_PACKET..=65_000).contains(&packet_size) {
                 bail!("--packet-size must be {}..=65000", payload::MIN_PACKET);
             }
             rt.block_on(camera::run(camera::CameraOptions { listen, streams, bitrate_bps: bitrate, packet_size }))

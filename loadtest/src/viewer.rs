@@ -238,11 +238,11 @@ impl Meter {
         let lat_us = payload::monotonic_ns().saturating_sub(sent) / 1000;
         let _ = self.media_us.record(lat_us.clamp(1, 60_000_000));
         self.shared.record_latency(lat_us);
-        if let Some(last) = self.last_seq {
-            if seq > last + 1 {
-                self.lost += seq - last - 1;
-                self.shared.lost.fetch_add(seq - last - 1, std::sync::atomic::Ordering::Relaxed);
-            }
+        if let Some(last) = self.last_seq
+            && seq > last + 1
+        {
+            self.lost += seq - last - 1;
+            self.shared.lost.fetch_add(seq - last - 1, std::sync::atomic::Ordering::Relaxed);
         }
         self.last_seq = Some(self.last_seq.map_or(seq, |l| l.max(seq)));
     }
