@@ -23,7 +23,11 @@ step "building (release binaries for the interop and load tests)"
 cargo build --workspace --release --bins
 
 step "cargo test"
-cargo test --workspace -- --test-threads="${RELAY_TEST_THREADS:-4}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace -- --test-threads="${RELAY_TEST_THREADS:-4}" 2>&1 | tee "$log"
+# Every runner's closing line, totalled (the last runner cargo prints is the doc tests').
+totals=$(awk '/^test result:/ {p += $4; f += $6} END {printf "%d passed, %d failed", p, f}' "$log")
 
 if [ "${RELAY_LOADTEST_FULL:-0}" = "1" ]; then
   step "full load runs (RELAY_LOADTEST_FULL=1)"
@@ -31,3 +35,4 @@ if [ "${RELAY_LOADTEST_FULL:-0}" = "1" ]; then
 fi
 
 step "all tests passed"
+echo "summary: $totals"

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The README's full load runs (opt-in: RELAY_LOADTEST_FULL=1 scripts/test.sh, or run directly).
+# Each run: simulated cameras, the relay (release build, 2 shards), and tunnel viewers spread
+# over source addresses and worker processes; prints the summaries and leaves JSON reports in
+# target/full-run/. Takes a few minutes.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=$root/target/full-run
+mkdir -p "$out"
+(cd "$root" && cargo build --release -q -p rtsp-tunnel-relay -p loadtest)
+bin=$root/target/release
+duration=${DURATION:-60s}
+
+run() { # NAME SESSIONS BITRATE RAMP
+  local name=$1 sessions=$2 bitrate=$3 ramp=$4
+  local cam=18554 tun=18080 met=19100
+  "$bin/loadtest" camera --listen 127.0.0.1:$cam --streams "$sessions" --bitrate "$bitrate" 2>"$out/$name.camera.log" &
+  local cpid=$!
+  { printf '[listen]\ntunnel = ["127.0.0.1:%s"]\nmetrics = "127.0.0.1:%s"\n[runtime]\nshards = 2\n[limits]\nmax_connections_per_ip = 100000\nmax_sessions = 100000\n[log]\nlevel = "warn"\n' $tun $met
+    for i in $(seq 0 $((sessions - 1))); do printf '[[route]]\npath = "/cam%s"\nupstream = "rtsp://127.0.0.1:%s/cam%s"\n' "$i" $cam "$i"; done
+  } >"$out/$name.toml"
+  "$bin/rtsp-tunnel-relay" --config "$out/$name.toml" 2>"$out/$name.relay.log" &
+  local rpid=$!
+  sleep 2
+  local cpu0; cpu0=$(awk '{print $14 + $15}' /proc/$rpid/stat)
+  "$bin/loadtest" viewers --target 127.0.0.1:$tun --mode tunnel --sessions "$sessions" --paths "$sessions" \
+      --ramp "$ramp" --duration "$duration" --source-ips 127.0.0.2-127.0.0.120 --json "$out/$name.json" 2>&1 | tail -6
+  local cpu1; cpu1=$(awk '{print $14 + $15}' /proc/$rpid/stat)
+  local rss; rss=$(curl -s 127.0.0.1:$met/metrics | awk '/^process_resident_memory_bytes/{print $2}')
+  python3 -c "import json;r=json.load(open('$out/$name.json'));gb=r['bytes_received']/1e9;cpu=($cpu1-$cpu0)/100;print(f'$name: relay CPU {cpu:.1f} s for {gb:.2f} GB = {cpu/gb if gb else 0:.2f} CPU s/GB; RSS {int('$rss' or 0)/1e6:.0f} MB = {int('$rss' or 0)/1024/max(r[\"sessions_established\"],1):.0f} KB/session')"
+  kill $rpid $cpid; wait $rpid $cpid 2>/dev/null || true
+}
+
+run tunnel-5000x250k 5000 250k 2000/s
+run tunnel-1000x2M 1000 2M 2000/s
