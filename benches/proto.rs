@@ -14,7 +14,8 @@ fn base64_stream(c: &mut Criterion) {
     let cmds = ["OPTIONS", "DESCRIBE", "SETUP", "PLAY", "GET_PARAMETER"];
     let body: String = (0..200)
         .map(|i| {
-            let m = format!("{} rtsp://relay:8080/cam1 RTSP/1.0\r\nCSeq: {i}\r\nUser-Agent: bench\r\n\r\n", cmds[i % 5]);
+            let m =
+                format!("{} rtsp://relay:8080/cam1 RTSP/1.0\r\nCSeq: {i}\r\nUser-Agent: bench\r\n\r\n", cmds[i % 5]);
             base64::engine::general_purpose::STANDARD.encode(m)
         })
         .collect();

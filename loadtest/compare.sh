@@ -74,7 +74,7 @@ for system in $systems; do
     haproxy)
       command -v haproxy >/dev/null || { echo "haproxy not installed: skipped" >&2; continue; }
       port=$(free_port)
-      printf 'global\n  maxconn 60000\n  nbthread %s\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\nfrontend rtsp\n  bind 127.0.0.1:%s\n  default_backend cams\nbackend cams\n  server cam 127.0.0.1:%s\n' "$shards" "$port" "$cam_port" >"$out/haproxy.cfg"
+      printf 'global\n  maxconn 9000\n  nbthread %s\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\nfrontend rtsp\n  bind 127.0.0.1:%s\n  default_backend cams\nbackend cams\n  server cam 127.0.0.1:%s\n' "$shards" "$port" "$cam_port" >"$out/haproxy.cfg"
       haproxy -db -f "$out/haproxy.cfg" 2>"$out/haproxy.log" & pid=$!; pids+=($pid)
       wait_port "$port"; measure haproxy "$pid" rtsp "$port"; kill "$pid" ;;
     gst)

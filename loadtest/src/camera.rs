@@ -108,8 +108,9 @@ async fn serve(stream: TcpStream, opts: &CameraOptions, counters: &Arc<Counters>
                 (_, None) => resp = error(404, "Not Found", cseq),
                 ("DESCRIBE", Some(i)) => {
                     let sdp = format!(
-                        "v=0\r\no=- 0 0 IN IP4 {ip}\r\ns=loadtest camera {i}\r\nt=0 0\r\na=control:*\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\na=control:trackID=0\r\n",
-                        ip = local.ip()
+                        "v=0\r\no=- 0 0 IN IP4 {ip}\r\ns=loadtest camera {i}\r\nt=0 0\r\na=control:*\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1{sprop}\r\na=control:trackID=0\r\n",
+                        ip = local.ip(),
+                        sprop = sprop()
                     );
                     resp.set_header("Content-Base", format!("rtsp://{local}/cam{i}/"));
                     resp.set_header("Content-Type", "application/sdp");
@@ -154,6 +155,16 @@ async fn serve(stream: TcpStream, opts: &CameraOptions, counters: &Arc<Counters>
     Ok(())
 }
 
+/// The SDP's H.264 parameters, from the relay's embedded clip (real SPS/PPS).
+fn sprop() -> String {
+    match rtsp_tunnel_relay::demo_camera::clip() {
+        Ok(c) => {
+            format!(";profile-level-id={};sprop-parameter-sets={}", c.profile_level_id(), c.sprop_parameter_sets())
+        }
+        Err(_) => String::new(),
+    }
+}
+
 fn error(status: u16, reason: &str, cseq: u32) -> Message {
     let mut m = Message::response(status, reason);
     m.set_header("CSeq", cseq.to_string());
@@ -162,6 +173,15 @@ fn error(status: u16, reason: &str, cseq: u32) -> Message {
 
 /// Paces packets at the bitrate. A blocked socket (the viewer or relay behind) delays packets
 /// rather than dropping them, so loss seen by viewers is loss in between, not here.
+/// Counts a playing stream for as long as it lives (aborted tasks included).
+struct Playing<'a>(&'a AtomicU64);
+
+impl Drop for Playing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn send_media(
     wr: Arc<Mutex<tokio::net::tcp::OwnedWriteHalf>>,
     stream: u32,
@@ -169,25 +189,37 @@ async fn send_media(
     counters: &Counters,
 ) {
     counters.playing.fetch_add(1, Ordering::Relaxed);
+    let _playing = Playing(&counters.playing);
+    let clip = rtsp_tunnel_relay::demo_camera::clip().ok();
     let period = Duration::from_nanos((opts.packet_size as u64 * 8 * 1_000_000_000) / opts.bitrate_bps.max(1));
     let ssrc = 0x5000_0000 | stream;
     let mut next = tokio::time::Instant::now();
-    let mut seq: u64 = 0;
+    let mut next_parameter_sets = next;
+    let (mut seq, mut rtp_seq): (u64, u16) = (0, 0);
     loop {
         tokio::time::sleep_until(next).await;
         // Several packets may be due (timer granularity): send them in one write.
         let now = tokio::time::Instant::now();
         let mut batch = Vec::new();
-        while next <= now {
-            batch.extend(payload::packet(opts.packet_size, stream, seq, ssrc, payload::monotonic_ns()));
-            seq += 1;
-            next += period;
+        if let (Some(clip), true) = (clip, now >= next_parameter_sets) {
+            // SPS and PPS once a second, as real cameras repeat them.
+            for nal in [clip.sps, clip.pps] {
+                batch.extend(payload::nal_packet(nal, rtp_seq, ssrc, payload::monotonic_ns()));
+                rtp_seq = rtp_seq.wrapping_add(1);
+            }
+            next_parameter_sets = now + Duration::from_secs(1);
         }
-        let n = batch.len() / (opts.packet_size + 4);
+        let mut n = 0;
+        while next <= now {
+            batch.extend(payload::packet(opts.packet_size, stream, seq, rtp_seq, ssrc, payload::monotonic_ns()));
+            seq += 1;
+            rtp_seq = rtp_seq.wrapping_add(1);
+            next += period;
+            n += 1;
+        }
         if wr.lock().await.write_all(&batch).await.is_err() {
             break;
         }
-        counters.packets.fetch_add(n as u64, Ordering::Relaxed);
+        counters.packets.fetch_add(n, Ordering::Relaxed);
     }
-    counters.playing.fetch_sub(1, Ordering::Relaxed);
 }

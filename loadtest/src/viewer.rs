@@ -199,7 +199,7 @@ impl Conn {
                 if msg.cseq() == Some(want) {
                     return match msg.status() {
                         Some(200) => Ok(msg),
-                        s => Err(format!("rtsp_{}", s.unwrap_or(0))),
+                        s => Err(format!("rtsp_{}_{}", s.unwrap_or(0), method.to_ascii_lowercase())),
                     };
                 }
             }
@@ -248,6 +248,20 @@ impl Meter {
     }
 }
 
+/// The first media's control URL from an SDP (absolute, or relative to the content base).
+fn track_url(sdp: &[u8], content_base: &str) -> String {
+    let text = String::from_utf8_lossy(sdp);
+    // Lines after the first `m=` line belong to the first media.
+    let control = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("m="))
+        .find_map(|l| l.strip_prefix("a=control:"))
+        .unwrap_or("trackID=0")
+        .trim();
+    if control.contains("://") { control.to_owned() } else { format!("{content_base}/{control}") }
+}
+
 /// Runs one viewer to `spec.stop_at`.
 pub async fn run(spec: ViewerSpec, shared: std::sync::Arc<Shared>) -> Result<Outcome, String> {
     let started = Instant::now();
@@ -265,7 +279,7 @@ pub async fn run(spec: ViewerSpec, shared: std::sync::Arc<Shared>) -> Result<Out
     let setup = conn
         .request(
             "SETUP",
-            &format!("{content_base}/trackID=0"),
+            &track_url(&describe.body, &content_base),
             &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1".into())],
             &mut meter,
             setup_deadline,
@@ -295,4 +309,15 @@ pub async fn run(spec: ViewerSpec, shared: std::sync::Arc<Shared>) -> Result<Out
     }
     let _ = conn.send("TEARDOWN", &base, &[]).await;
     Ok(Outcome { setup_us, media_us: meter.media_us, bytes: meter.bytes, packets: meter.packets, lost: meter.lost })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn setup_uses_the_first_media_control() {
+        let sdp = b"v=0\r\ns=Session streamed with GStreamer\r\na=control:*\r\nm=video 0 RTP/AVP 96\r\na=control:stream=0\r\n";
+        assert_eq!(super::track_url(sdp, "rtsp://h/cam0"), "rtsp://h/cam0/stream=0");
+        assert_eq!(super::track_url(b"m=video 0 RTP/AVP 96\na=control:rtsp://x/t1\n", "rtsp://h/c"), "rtsp://x/t1");
+        assert_eq!(super::track_url(b"", "rtsp://h/c"), "rtsp://h/c/trackID=0");
+    }
 }
