@@ -9,7 +9,7 @@ packages=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp
   python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0
-  prometheus haproxy systemd procps
+  prometheus haproxy systemd procps fonts-dejavu-core
 )
 
 missing=()

@@ -7,6 +7,7 @@
 
 mod camera;
 mod payload;
+mod plot;
 mod report;
 mod viewer;
 
@@ -83,6 +84,14 @@ enum Cmd {
         #[arg(long, hide = true)]
         worker: Option<String>,
     },
+    /// PNG plots (throughput.png, latency.png) of throughput and p99 latency over time.
+    Plot {
+        /// Where the PNGs go.
+        #[arg(long)]
+        out: PathBuf,
+        /// `loadtest viewers --json` reports; each becomes one line.
+        reports: Vec<PathBuf>,
+    },
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -148,6 +157,7 @@ fn main() -> anyhow::Result<()> {
             }
             rt.block_on(camera::run(camera::CameraOptions { listen, streams, bitrate_bps: bitrate, packet_size }))
         }
+        Cmd::Plot { out, reports } => plot::plot(&out, &reports),
         Cmd::Viewers {
             target,
             mode,
