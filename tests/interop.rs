@@ -83,28 +83,7 @@ fn camera_credentials_stay_in_the_relay() {
     let upstream = format!("rtsp://admin:s3cret@127.0.0.1:{}/cam1", camera.port);
     let relay = RelayProcess::start("cam-auth", &format!("[[route]]\npath = \"/cam1\"\nupstream = \"{upstream}\"\n"));
     // FFmpeg with -v debug prints every RTSP header it receives.
-    let frames = "50".to_string();
-    let url = relay.url("/cam1");
-    let out = run_limited(
-        60,
-        &[
-            "ffmpeg",
-            "-hide_banner",
-            "-nostdin",
-            "-v",
-            "debug",
-            "-rtsp_transport",
-            "http",
-            "-i",
-            &url,
-            "-an",
-            "-frames:v",
-            &frames,
-            "-f",
-            "null",
-            "-",
-        ],
-    );
+    let out = ffmpeg_play_with("http", &relay.url("/cam1"), 50, &["-v", "debug"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(ffmpeg_frames(&out) >= 50, "{}", describe(&out));
     assert!(

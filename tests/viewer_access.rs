@@ -2,76 +2,23 @@
 //! in-process relay, the built-in camera behind it.
 
 mod fake;
+mod support;
 
 use std::io::Write;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use fake::*;
 use rtsp_tunnel_relay::config::Limits;
 use rtsp_tunnel_relay::demo_camera::DemoCamera;
 use rtsp_tunnel_relay::proto::viewer_auth::ha1_hex;
+use support::{ffmpeg_frames, ffmpeg_play, gst_decoded, gst_play, peers_available};
 
-fn have(tool: &str) -> bool {
-    Command::new(tool).arg("-version").output().is_ok() || Command::new(tool).arg("--version").output().is_ok()
+fn ffmpeg(transport: &str, url: &str) -> std::process::Output {
+    ffmpeg_play(transport, url, 50)
 }
 
-/// Runs a player with a hard time limit.
-fn run(args: &[&str]) -> Output {
-    let mut cmd = Command::new("timeout");
-    cmd.arg("-k").arg("5").arg("40").args(args);
-    cmd.output().expect("run player")
-}
-
-/// Frames FFmpeg reports having decoded (its last `frame=` progress value).
-fn ffmpeg_frames(out: &Output) -> u64 {
-    let err = String::from_utf8_lossy(&out.stderr);
-    err.rsplit("frame=").next().and_then(|t| t.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
-}
-
-fn ffmpeg(transport: &str, url: &str) -> Output {
-    run(&[
-        "ffmpeg",
-        "-hide_banner",
-        "-nostdin",
-        "-rtsp_transport",
-        transport,
-        "-i",
-        url,
-        "-frames:v",
-        "50",
-        "-f",
-        "null",
-        "-",
-    ])
-}
-
-/// GStreamer decoding `frames` frames: `identity eos-after=N` lets N-1 buffers through, so a
-/// zero exit with EOS means the decoder produced them.
-fn gst(location: &str, extra: &[&str], frames: u32) -> Output {
-    let eos = format!("eos-after={}", frames + 1);
-    let loc = format!("location={location}");
-    let mut args = vec!["gst-launch-1.0", "rtspsrc", &loc];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&[
-        "!",
-        "rtph264depay",
-        "!",
-        "h264parse",
-        "!",
-        "avdec_h264",
-        "!",
-        "identity",
-        &eos,
-        "!",
-        "fakesink",
-        "sync=false",
-    ]);
-    run(&args)
-}
-
-fn gst_decoded(out: &Output) -> bool {
-    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Got EOS from element")
+fn gst(location: &str, extra: &[&str], frames: u32) -> std::process::Output {
+    gst_play(location, extra, frames)
 }
 
 const REALM: &str = "rtsp-tunnel-relay";
@@ -85,7 +32,7 @@ fn protected_config(camera_url: &str, extra_route: &str) -> String {
 
 #[test]
 fn https_viewers_play() {
-    if !have("ffmpeg") || !have("gst-launch-1.0") {
+    if !peers_available() {
         eprintln!("skipped: ffmpeg or gst-launch-1.0 not installed (scripts/install-test-deps.sh)");
         return;
     }
@@ -114,7 +61,7 @@ fn https_viewers_play() {
 
 #[test]
 fn only_listed_viewers_with_the_right_password_play() {
-    if !have("ffmpeg") || !have("gst-launch-1.0") {
+    if !peers_available() {
         eprintln!("skipped: ffmpeg or gst-launch-1.0 not installed (scripts/install-test-deps.sh)");
         return;
     }

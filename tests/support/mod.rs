@@ -198,11 +198,15 @@ pub fn ffmpeg_frames(out: &Output) -> u64 {
 
 /// FFmpeg decoding `frames` video frames from `url` over `transport` (http, https, tcp).
 pub fn ffmpeg_play(transport: &str, url: &str, frames: u32) -> Output {
+    ffmpeg_play_with(transport, url, frames, &[])
+}
+
+/// [`ffmpeg_play`] with extra input options (`-v debug`, ...).
+pub fn ffmpeg_play_with(transport: &str, url: &str, frames: u32, extra: &[&str]) -> Output {
     let frames = frames.to_string();
-    let args = [
-        "ffmpeg",
-        "-hide_banner",
-        "-nostdin",
+    let mut args = vec!["ffmpeg", "-hide_banner", "-nostdin"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
         "-threads",
         "1",
         "-rtsp_transport",
@@ -215,7 +219,7 @@ pub fn ffmpeg_play(transport: &str, url: &str, frames: u32) -> Output {
         "-f",
         "null",
         "-",
-    ];
+    ]);
     run_limited(60, &args)
 }
 
