@@ -26,9 +26,18 @@ run() { # NAME SESSIONS BITRATE RAMP
   "$bin/loadtest" viewers --target 127.0.0.1:$tun --mode tunnel --sessions "$sessions" --paths "$sessions" \
       --ramp "$ramp" --duration "$duration" --source-ips 127.0.0.2-127.0.0.120 --json "$out/$name.json" 2>&1 | tail -6
   local cpu1; cpu1=$(awk '{print $14 + $15}' /proc/$rpid/stat)
-  local rss; rss=$(curl -s 127.0.0.1:$met/metrics | awk '/^process_resident_memory_bytes/{print $2}')
-  python3 -c "import json;r=json.load(open('$out/$name.json'));gb=r['bytes_received']/1e9;cpu=($cpu1-$cpu0)/100;print(f'$name: relay CPU {cpu:.1f} s for {gb:.2f} GB = {cpu/gb if gb else 0:.2f} CPU s/GB; RSS {int('$rss' or 0)/1e6:.0f} MB = {int('$rss' or 0)/1024/max(r[\"sessions_established\"],1):.0f} KB/session')"
-  kill $rpid $cpid; wait $rpid $cpid 2>/dev/null || true
+  local rss; rss=$(curl -s -m 10 127.0.0.1:$met/metrics | awk '/^process_resident_memory_bytes/{print $2}')
+  REPORT="$out/$name.json" CPU_TICKS=$((cpu1 - cpu0)) RSS="${rss:-0}" NAME=$name python3 - <<'PY'
+import json, os
+r = json.load(open(os.environ["REPORT"]))
+gb = r["bytes_received"] / 1e9
+cpu = int(os.environ["CPU_TICKS"]) / 100
+rss = int(float(os.environ["RSS"]))
+per = rss / 1024 / max(r["sessions_established"], 1)
+print(f"{os.environ['NAME']}: relay CPU {cpu:.1f} s for {gb:.2f} GB = {cpu / gb if gb else 0:.2f} CPU s/GB; RSS {rss / 1e6:.0f} MB = {per:.0f} KB/session")
+PY
+  kill $rpid $cpid 2>/dev/null || true
+  wait $rpid $cpid 2>/dev/null || true
 }
 
 run tunnel-5000x250k 5000 250k 2000/s

@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use super::rtsp::{Message, MessageLimits, ParseError, find_head_end, parse_head};
+use super::rtsp::{MAX_METHOD_LEN, Message, MessageLimits, ParseError, find_head_end, is_token_byte, parse_head};
 
 /// What a fed chunk contained, in stream order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,18 +36,19 @@ pub struct Demux {
     failed: bool,
 }
 
-/// Can `prefix` (the first bytes of a message, up to its first space) start an RTSP message?
-/// Lets garbage fail at once instead of after a head's worth of bytes.
+/// Can `prefix` (the first bytes of a message) start an RTSP message? Lets garbage fail at once
+/// instead of after a head's worth of bytes. It accepts exactly what the start-line parser could
+/// accept later (a status line, or a method token of at most [`MAX_METHOD_LEN`] bytes), so the
+/// verdict never depends on how the stream was split.
 fn plausible_start(prefix: &[u8]) -> bool {
+    if prefix.starts_with(b"RTSP/") || b"RTSP/".starts_with(prefix) {
+        return true;
+    }
     let word = match memchr::memchr(b' ', prefix) {
-        Some(0) => return false,
         Some(n) => &prefix[..n],
-        None if prefix.len() > 32 => return false,
         None => prefix,
     };
-    word.starts_with(b"RTSP/")
-        || b"RTSP/".starts_with(word)
-        || word.iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
+    !word.is_empty() && word.len() <= MAX_METHOD_LEN && word.iter().all(|b| is_token_byte(*b))
 }
 
 impl Demux {
@@ -167,7 +168,7 @@ impl Demux {
         }
         self.msg.extend_from_slice(bytes);
         let Some(head_len) = find_head_end(&self.msg, before) else {
-            if !plausible_start(&self.msg[..self.msg.len().min(40)]) {
+            if !plausible_start(&self.msg[..self.msg.len().min(MAX_METHOD_LEN + 1)]) {
                 return Err(ParseError::Malformed("bytes that are neither `$` frames nor RTSP".into()));
             }
             if self.msg.len() > self.limits.max_head_bytes {
@@ -282,6 +283,22 @@ mod tests {
         let mut d = Demux::new(l);
         let long = format!("OPTIONS rtsp://x RTSP/1.0\r\nX: {}", "a".repeat(200));
         assert_eq!(d.feed(long.as_bytes(), &mut ev), Err(ParseError::HeadTooLarge(100)));
+    }
+
+    #[test]
+    fn splitting_never_changes_the_verdict() {
+        // Found by the interleaved_demux fuzz target: a status-line-looking start without a
+        // space in its first 33 bytes was refused split but accepted whole.
+        let input = b"$\x00\x00\x04abcdRTSP/;\x002=0-1\r\x17Sess345683d=0-1\r\x17Session: 1234eS\x00s/120>P-\r\n$\x01\x00\x02xy";
+        let whole = run(&[input]).is_ok();
+        for cut in 0..input.len() {
+            assert_eq!(run(&[&input[..cut], &input[cut..]]).is_ok(), whole, "cut {cut}");
+        }
+        // A lowercase (but valid token) method is neither refused early nor late.
+        let lower = b"options rtsp://x RTSP/1.0\r\nCSeq: 1\r\n\r\n";
+        for cut in 0..lower.len() {
+            assert!(run(&[&lower[..cut], &lower[cut..]]).is_ok(), "cut {cut}");
+        }
     }
 
     #[test]

@@ -211,8 +211,15 @@ pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// Longest method accepted (the longest standard one, GET_PARAMETER, has 13 bytes).
+pub const MAX_METHOD_LEN: usize = 32;
+
+pub fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(is_token_byte)
 }
 
 fn malformed(what: impl Into<String>) -> ParseError {
@@ -242,7 +249,11 @@ pub fn parse_head(buf: &[u8], limits: &MessageLimits) -> Result<Option<Head>, Pa
         if line.starts_with([' ', '\t']) {
             // Obsolete line folding: the line continues the previous header's value.
             let Some((_, v)) = headers.last_mut() else { return Err(malformed("continuation before any header")) };
-            v.push(' ');
+            // Joined with one space, and none when the first line had no value (found by the
+            // rtsp_message fuzz target: a leading space did not survive a round trip).
+            if !v.is_empty() {
+                v.push(' ');
+            }
             v.push_str(line.trim());
             continue;
         }
@@ -296,7 +307,7 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     else {
         return Err(malformed(format!("bad request line {line:.60}")));
     };
-    if !is_token(method) || !matches!(version, "RTSP/1.0" | "RTSP/2.0") {
+    if !is_token(method) || method.len() > MAX_METHOD_LEN || !matches!(version, "RTSP/1.0" | "RTSP/2.0") {
         return Err(malformed(format!("bad request line {line:.60}")));
     }
     Ok(StartLine::Request { method: method.to_owned(), uri: uri.to_owned(), version: version.to_owned() })
@@ -368,6 +379,17 @@ mod tests {
         assert!(
             matches!(m.start, StartLine::Response { status: 454, ref reason, .. } if reason == "Session Not Found")
         );
+    }
+
+    #[test]
+    fn a_folded_header_with_an_empty_first_line_round_trips() {
+        let (m, _) =
+            parse_message(b"RTSP/1.0 200 OK\r\nCSeq:\r\n nRa4ge: npt=0.000-\r\n\r\n", &MessageLimits::default())
+                .unwrap()
+                .unwrap();
+        assert_eq!(m.header("CSeq"), Some("nRa4ge: npt=0.000-"));
+        let again = parse_message(&m.to_bytes(), &MessageLimits::default()).unwrap().unwrap().0;
+        assert_eq!(again, m);
     }
 
     #[test]
