@@ -21,3 +21,6 @@ pub mod pairing;
 pub mod proto;
 pub mod shard;
 pub mod tls;
+
+#[cfg(test)]
+mod test_fixtures;

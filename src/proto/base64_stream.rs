@@ -116,10 +116,9 @@ mod tests {
 
     /// The decoded POST bodies of the client captures, re-encoded message by message.
     fn fixture_messages() -> Vec<Vec<u8>> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/clients");
         let mut msgs = Vec::new();
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        for (_, bytes) in crate::test_fixtures::dir("clients") {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
             for block in text.split("\r\n\r\n") {
                 let start = ["OPTIONS ", "DESCRIBE ", "SETUP ", "PLAY ", "GET_PARAMETER ", "TEARDOWN "]
                     .iter()

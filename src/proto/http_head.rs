@@ -177,8 +177,7 @@ mod tests {
 
     /// Every client head in the captures, with its expected kind and cookie.
     fn fixture_heads() -> Vec<(String, HeadKind, String)> {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/clients/HEADERS.txt")).unwrap();
+        let text = String::from_utf8(crate::test_fixtures::bytes("clients/HEADERS.txt")).unwrap();
         let mut heads = Vec::new();
         let mut cur: Option<String> = None;
         for line in text.lines() {

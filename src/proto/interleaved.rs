@@ -303,11 +303,9 @@ mod tests {
 
     #[test]
     fn camera_fixtures_interleaved_with_frames() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/cameras");
         let mut stream = Vec::new();
         let mut want = Vec::new();
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let bytes = std::fs::read(e.path()).unwrap();
+        for (_, bytes) in crate::test_fixtures::dir("cameras") {
             let (m, used) = parse_message(&bytes, &MessageLimits::default()).unwrap().unwrap();
             stream.extend_from_slice(&bytes[..used]);
             stream.extend(frame(0, &[0xab; 1400]));

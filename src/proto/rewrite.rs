@@ -271,7 +271,7 @@ mod tests {
     }
 
     fn fixture(name: &str) -> Message {
-        let bytes = std::fs::read(format!("{}/fixtures/cameras/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let bytes = crate::test_fixtures::bytes(&format!("cameras/{name}"));
         parse_message(&bytes, &MessageLimits::default()).unwrap().unwrap().0
     }
 
@@ -286,9 +286,7 @@ mod tests {
 
     #[test]
     fn every_camera_fixture_rewrites_and_round_trips() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/cameras");
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
+        for (name, _) in crate::test_fixtures::dir("cameras") {
             let original = fixture(&name);
             let text = String::from_utf8_lossy(&original.to_bytes()).into_owned();
             // The route points at the camera's own base, as an operator would configure it.

@@ -331,14 +331,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn fixtures(dir: &str) -> Vec<(String, Vec<u8>)> {
-        let path = format!("{}/fixtures/{dir}", env!("CARGO_MANIFEST_DIR"));
-        let mut v: Vec<_> = std::fs::read_dir(path)
-            .unwrap()
-            .flatten()
-            .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
-            .collect();
-        v.sort();
-        v
+        crate::test_fixtures::dir(dir)
     }
 
     #[test]
@@ -434,7 +427,7 @@ mod tests {
 
         #[test]
         fn any_prefix_of_a_fixture_is_incomplete_not_an_error(cut in 0usize..2000) {
-            let bytes = std::fs::read(format!("{}/fixtures/cameras/hikvision_describe.txt", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            let bytes = crate::test_fixtures::bytes("cameras/hikvision_describe.txt");
             let (_, used) = parse_message(&bytes, &MessageLimits::default()).unwrap().unwrap();
             let cut = cut % used;
             prop_assert_eq!(parse_message(&bytes[..cut], &MessageLimits::default()), Ok(None));

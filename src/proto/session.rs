@@ -8,7 +8,7 @@
 //! Camera media is not copied: [`Output::ForwardToViewer`] names a range of the camera chunk just
 //! fed, which the shell sends straight from its receive buffer.
 
-use std::net::SocketAddr;
+use core::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,7 +71,7 @@ pub struct SessionParams {
     /// Randomness for Digest cnonces and nonces (the core reads no entropy source itself).
     pub cnonce_seed: u64,
     /// The viewer's address, for the route's allow/deny lists.
-    pub viewer_ip: std::net::IpAddr,
+    pub viewer_ip: core::net::IpAddr,
     /// The viewer came over TLS (Basic authentication is accepted only then).
     pub viewer_tls: bool,
     /// How long a Digest nonce the relay issues stays valid.

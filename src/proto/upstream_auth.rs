@@ -248,8 +248,7 @@ mod tests {
 
     #[test]
     fn a_real_camera_challenge_and_the_give_up_path() {
-        let bytes =
-            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/cameras/longse_unauthorized.txt")).unwrap();
+        let bytes = crate::test_fixtures::bytes("cameras/longse_unauthorized.txt");
         let resp = parse_message(&bytes, &MessageLimits::default()).unwrap().unwrap().0;
         let mut a = UpstreamAuth::new(creds("admin", "pw"), 3);
         assert_eq!(a.on_unauthorized(&resp, false), AuthVerdict::Retry);

@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn digest_with_and_without_qop_lets_the_right_user_in() {
-        let now = Instant::now();
+        let now = crate::test_fixtures::t0();
         let mut a = ViewerAuth::new(7, false, Duration::from_secs(60), now);
         let u = users();
         let ch = a.challenge(&u, false, now);
@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn expired_or_foreign_nonces_are_stale_and_renewed() {
-        let now = Instant::now();
+        let now = crate::test_fixtures::t0();
         let mut a = ViewerAuth::new(7, false, Duration::from_secs(30), now);
         let u = users();
         let nonce = nonce_of(&a.challenge(&u, false, now)[0]);
@@ -355,7 +355,7 @@ mod tests {
 
     #[test]
     fn basic_only_over_tls() {
-        let now = Instant::now();
+        let now = crate::test_fixtures::t0();
         let u = users();
         let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("bob:builder"));
         let mut plain = ViewerAuth::new(1, false, Duration::from_secs(60), now);
@@ -370,7 +370,7 @@ mod tests {
 
     #[test]
     fn malformed_headers_never_panic() {
-        let now = Instant::now();
+        let now = crate::test_fixtures::t0();
         let u = users();
         let mut a = ViewerAuth::new(1, false, Duration::from_secs(60), now);
         for h in [

@@ -42,14 +42,14 @@ struct Harness {
 impl Harness {
     fn tunnel(with_credentials: bool) -> Harness {
         let routes = routes(with_credentials);
-        let now = Instant::now();
+        let now = crate::test_fixtures::t0();
         let route = routes.lookup("/cam1");
         Harness { s: Session::new(params(), route, "127.0.0.1:8080", now), routes, now }
     }
 
     fn plain() -> Harness {
         let routes = routes(false);
-        let now = Instant::now();
+        let now = crate::test_fixtures::t0();
         Harness { s: Session::new(params(), None, "127.0.0.1:8080", now), routes, now }
     }
 
@@ -306,7 +306,7 @@ fn protected_routes() -> RouteTable {
 #[test]
 fn viewers_authenticate_before_anything_reaches_the_camera() {
     let routes = protected_routes();
-    let now = Instant::now();
+    let now = crate::test_fixtures::t0();
     let mut s = Session::new(params(), routes.lookup("/cam1"), "127.0.0.1:8080", now);
     let mut out = Vec::new();
     let describe = "DESCRIBE rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n";
@@ -337,7 +337,7 @@ fn viewers_authenticate_before_anything_reaches_the_camera() {
 #[test]
 fn wrong_passwords_are_refused_counted_and_end_the_session_after_a_few() {
     let routes = protected_routes();
-    let now = Instant::now();
+    let now = crate::test_fixtures::t0();
     let mut s = Session::new(params(), routes.lookup("/cam1"), "127.0.0.1:8080", now);
     let mut out = Vec::new();
     for cseq in 1..=5 {
@@ -354,7 +354,7 @@ fn wrong_passwords_are_refused_counted_and_end_the_session_after_a_few() {
 #[test]
 fn a_denied_address_is_refused_before_any_camera_connection() {
     let routes = protected_routes();
-    let now = Instant::now();
+    let now = crate::test_fixtures::t0();
     let p = SessionParams { viewer_ip: "127.0.0.66".parse().unwrap(), ..params() };
     let mut s = Session::new(p, None, "127.0.0.1:8080", now);
     let mut out = Vec::new();
