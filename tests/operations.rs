@@ -162,3 +162,44 @@ fn hash_password_prints_a_user_entry_the_relay_accepts() {
     );
     assert!(rtsp_tunnel_relay::config::Config::from_toml(&text).is_ok());
 }
+
+fn relay_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn hostile_burst_leaves_a_playing_ffmpeg_viewer_alone_and_no_fd_behind() {
+    require_peers!();
+    let camera = GstCamera::start(None);
+    let limits = "[limits]\npairing_timeout_ms = 500\nhead_read_timeout_ms = 1000\n";
+    let relay = RelayProcess::start("burst", &format!("{limits}{}", route("/cam1", &camera.url("/cam1"))));
+    let baseline = relay_fds(relay.pid());
+    // 10 s of video: the burst runs while it plays.
+    let viewer = background_viewer(relay.url("/cam1"), 250);
+    assert!(wait_for(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0));
+    let mut hostile = Vec::new();
+    for i in 0..60 {
+        let Ok(mut s) = std::net::TcpStream::connect(relay.tunnel) else { continue };
+        let cookie = format!("hostile{i:04}");
+        let junk: Vec<u8> = match i % 6 {
+            0 => b"GET /cam1 HTTP/1.1\r\nx-sessi".to_vec(),
+            1 => b"\x00\xff\x13 binary junk\r\n\r\n".to_vec(),
+            2 => format!("POST /cam1 HTTP/1.0\r\nx-sessioncookie: {cookie}\r\n\r\n").into_bytes(),
+            3 => format!("GET /cam1 HTTP/1.0\r\nx-sessioncookie: {cookie}\r\n\r\n").into_bytes(),
+            4 => format!("GET /cam1 HTTP/1.1\r\nX-Junk: {}\r\n\r\n", "a".repeat(20_000)).into_bytes(),
+            _ => b"DESCRIBE rtsp://x/cam1 RTSP/1.0\r\nCSeq: 1\r\nContent-Length: 99999999\r\n\r\n".to_vec(),
+        };
+        let _ = s.write_all(&junk);
+        hostile.push(s);
+    }
+    let frames = viewer.join().unwrap();
+    assert!(frames >= 250, "the FFmpeg viewer was disturbed: {frames} frames");
+    drop(hostile);
+    let back = wait_for(Duration::from_secs(10), || relay_fds(relay.pid()) <= baseline);
+    assert!(back, "relay fds: baseline {baseline}, now {}", relay_fds(relay.pid()));
+    let rejected: f64 = ["malformed_head", "header_too_large", "rtsp_too_large", "head_timeout", "post_without_get", "get_without_post"]
+        .iter()
+        .map(|r| relay.metric(&format!("relay_rejections_total{{reason=\"{r}\"}}")))
+        .sum();
+    assert!(rejected >= 40.0, "hostile connections counted: {rejected}");
+}
