@@ -197,9 +197,16 @@ fn hostile_burst_leaves_a_playing_ffmpeg_viewer_alone_and_no_fd_behind() {
     drop(hostile);
     let back = wait_for(Duration::from_secs(10), || relay_fds(relay.pid()) <= baseline);
     assert!(back, "relay fds: baseline {baseline}, now {}", relay_fds(relay.pid()));
-    let rejected: f64 = ["malformed_head", "header_too_large", "rtsp_too_large", "head_timeout", "post_without_get", "get_without_post"]
-        .iter()
-        .map(|r| relay.metric(&format!("relay_rejections_total{{reason=\"{r}\"}}")))
-        .sum();
+    let rejected: f64 = [
+        "malformed_head",
+        "header_too_large",
+        "rtsp_too_large",
+        "head_timeout",
+        "post_without_get",
+        "get_without_post",
+    ]
+    .iter()
+    .map(|r| relay.metric(&format!("relay_rejections_total{{reason=\"{r}\"}}")))
+    .sum();
     assert!(rejected >= 40.0, "hostile connections counted: {rejected}");
 }

@@ -77,7 +77,7 @@ enum Cmd {
         procs: String,
         #[arg(long)]
         json: Option<PathBuf>,
-        /// HTTPS tunnels (not implemented by this generator yet).
+        /// HTTPS: TLS on every viewer connection (the relay's certificate is not verified).
         #[arg(long)]
         tls: bool,
         /// Internal: run as worker I of K.
@@ -172,14 +172,12 @@ fn main() -> anyhow::Result<()> {
             tls,
             worker,
         } => {
-            if tls {
-                bail!("--tls: HTTPS viewers are not implemented by this load generator yet");
-            }
             let mode = match mode {
                 ModeArg::Tunnel => viewer::Mode::Tunnel,
                 ModeArg::Rtsp => viewer::Mode::Rtsp,
             };
             let plan = Plan {
+                tls: tls.then(viewer::insecure_tls_config),
                 target,
                 mode,
                 sessions,
@@ -217,6 +215,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 struct Plan {
+    tls: Option<Arc<rustls::ClientConfig>>,
     target: SocketAddr,
     mode: viewer::Mode,
     sessions: usize,
@@ -333,6 +332,7 @@ async fn run_viewers(plan: &Plan, worker: usize, workers: usize, progress: bool)
             path: format!("{}{}", plan.path_prefix, i % plan.paths),
             mode: plan.mode,
             stop_at,
+            tls: plan.tls.clone(),
         };
         let shared = shared.clone();
         tasks.push(tokio::spawn(async move {

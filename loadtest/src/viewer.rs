@@ -8,9 +8,10 @@ use base64::Engine;
 use hdrhistogram::Histogram;
 use rtsp_tunnel_relay::proto::interleaved::{Demux, Event};
 use rtsp_tunnel_relay::proto::rtsp::{Message, MessageLimits};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 
 use crate::payload;
@@ -38,6 +39,77 @@ pub struct ViewerSpec {
     pub path: String,
     pub mode: Mode,
     pub stop_at: Instant,
+    /// HTTPS tunnel (TLS on both GET and POST) when set.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+type Rd = Box<dyn AsyncRead + Unpin + Send>;
+type Wr = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// A client configuration that accepts any server certificate: load tests talk to a relay
+/// with a throwaway self-signed certificate, and measure, not authenticate.
+pub fn insecure_tls_config() -> Arc<rustls::ClientConfig> {
+    #[derive(Debug)]
+    struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &rustls::pki_types::CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &rustls::pki_types::CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// A connection's two halves, inside TLS when the spec asks for it.
+async fn open_stream(spec: &ViewerSpec) -> Result<(Rd, Wr), String> {
+    let tcp = connect(spec.target, spec.source).await?;
+    match &spec.tls {
+        None => {
+            let (r, w) = tcp.into_split();
+            Ok((Box::new(r), Box::new(w)))
+        }
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("static name");
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("tls_{:?}", e.kind()))?;
+            let (r, w) = tokio::io::split(tls);
+            Ok((Box::new(r), Box::new(w)))
+        }
+    }
 }
 
 async fn connect(target: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, String> {
@@ -56,10 +128,10 @@ async fn connect(target: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream
 
 /// Where the viewer's commands go and its replies and media come from.
 struct Conn {
-    data: OwnedReadHalf,
-    commands: OwnedWriteHalf,
+    data: Rd,
+    commands: Wr,
     /// Halves that must stay open: closing a tunnel GET's write side would end the tunnel.
-    _keep: (Option<OwnedWriteHalf>, Option<OwnedReadHalf>),
+    _keep: (Option<Wr>, Option<Rd>),
     tunnel: bool,
     demux: Demux,
     /// Frame bytes not yet split into whole frames.
@@ -68,7 +140,7 @@ struct Conn {
     session: Option<String>,
 }
 
-async fn read_http_head(rd: &mut OwnedReadHalf) -> Result<(String, Vec<u8>), String> {
+async fn read_http_head(rd: &mut Rd) -> Result<(String, Vec<u8>), String> {
     let mut head = Vec::new();
     let mut buf = [0u8; 2048];
     loop {
@@ -105,12 +177,12 @@ impl Conn {
         };
         match spec.mode {
             Mode::Rtsp => {
-                let (rd, wr) = connect(spec.target, spec.source).await?.into_split();
+                let (rd, wr) = open_stream(spec).await?;
                 Ok((new(rd, wr, (None, None), false), Vec::new()))
             }
             Mode::Tunnel => {
                 let cookie = format!("lt{:08x}{:012x}", spec.index, payload::monotonic_ns() & 0xffff_ffff_ffff);
-                let (mut grd, mut gwr) = connect(spec.target, spec.source).await?.into_split();
+                let (mut grd, mut gwr) = open_stream(spec).await?;
                 let get = format!(
                     "GET {} HTTP/1.1\r\nHost: {}\r\nx-sessioncookie: {cookie}\r\nAccept: application/x-rtsp-tunnelled\r\nPragma: no-cache\r\nCache-Control: no-cache\r\n\r\n",
                     spec.path, spec.target
@@ -121,7 +193,7 @@ impl Conn {
                 if status != "200" {
                     return Err(format!("http_{status}"));
                 }
-                let (prd, mut pwr) = connect(spec.target, spec.source).await?.into_split();
+                let (prd, mut pwr) = open_stream(spec).await?;
                 let post = format!(
                     "POST {} HTTP/1.1\r\nHost: {}\r\nx-sessioncookie: {cookie}\r\nContent-Type: application/x-rtsp-tunnelled\r\nContent-Length: 32767\r\nPragma: no-cache\r\nCache-Control: no-cache\r\n\r\n",
                     spec.path, spec.target

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rtsp_tunnel_relay::config::{Acl, AuthConfig, Config, Limits, RouteTable, Runtime};
 use rtsp_tunnel_relay::metrics::ShardMetrics;
-use rtsp_tunnel_relay::shard::{Shards, StartOptions};
+use rtsp_tunnel_relay::shard::{Shards, StartOptions, TlsListenerOptions};
 
 struct Killed(Child);
 impl Drop for Killed {
@@ -39,6 +39,10 @@ fn start_cameras(streams: u32) -> (Killed, SocketAddr) {
 }
 
 fn viewers(target: SocketAddr, mode: &str, sessions: usize, paths: usize) -> serde_json::Value {
+    viewers_with(target, mode, sessions, paths, &[])
+}
+
+fn viewers_with(target: SocketAddr, mode: &str, sessions: usize, paths: usize, extra: &[&str]) -> serde_json::Value {
     let dir = std::env::temp_dir().join(format!("lt-test-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
@@ -65,6 +69,7 @@ fn viewers(target: SocketAddr, mode: &str, sessions: usize, paths: usize) -> ser
             "3s",
         ])
         .args(["--source-ips", "127.0.0.2-127.0.0.9", "--json", json.to_str().unwrap()])
+        .args(extra)
         .output()
         .unwrap();
     assert!(out.status.success(), "viewers: {}", String::from_utf8_lossy(&out.stderr));
@@ -89,29 +94,51 @@ fn viewers_against_the_cameras_directly() {
     assert_clean(&report, 20);
 }
 
-#[test]
-fn two_hundred_tunnel_sessions_through_the_relay() {
-    let (_cams, cams) = start_cameras(200);
+/// An in-process relay routing /cam0.. to the cameras, with an HTTPS listener when `tls`.
+fn relay(cams: SocketAddr, streams: usize, tls: bool) -> Shards {
     let mut text = String::from("[listen]\ntunnel=[\"127.0.0.1:0\"]\n");
-    for i in 0..200 {
+    for i in 0..streams {
         text.push_str(&format!("[[route]]\npath=\"/cam{i}\"\nupstream=\"rtsp://{cams}/cam{i}\"\n"));
     }
     let (_, routes) = Config::from_toml(&text).unwrap();
-    let metrics: Vec<_> = (0..2).map(|i| Arc::new(ShardMetrics::new(i))).collect();
-    let relay = Shards::start(StartOptions {
+    let tls = tls.then(|| {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("lt-tls-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("c.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.join("k.pem"), ck.key_pair.serialize_pem()).unwrap();
+        let config = rtsp_tunnel_relay::tls::load_server_config(&dir.join("c.pem"), &dir.join("k.pem")).unwrap();
+        TlsListenerOptions { addr: "127.0.0.1:0".parse().unwrap(), config, acl: Acl::default() }
+    });
+    Shards::start(StartOptions {
         tunnel: vec!["127.0.0.1:0".parse().unwrap()],
         tunnel_acl: Acl::default(),
-        tls: Vec::new(),
+        tls: tls.into_iter().collect(),
         auth: AuthConfig::default(),
         shards: 2,
         runtime: Runtime { recv_buffers: 1024, ..Runtime::default() },
         limits: Limits::default(),
         routes: Arc::new(RouteTable::new(routes)),
         public_address: None,
-        metrics,
+        metrics: (0..2).map(|i| Arc::new(ShardMetrics::new(i))).collect(),
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn two_hundred_tunnel_sessions_through_the_relay() {
+    let (_cams, cams) = start_cameras(200);
+    let relay = relay(cams, 200, false);
     let report = viewers(relay.local_addrs()[0], "tunnel", 200, 200);
     assert_clean(&report, 200);
+    relay.shutdown(Duration::from_millis(200));
+}
+
+#[test]
+fn https_tunnel_sessions_through_the_relay() {
+    let (_cams, cams) = start_cameras(50);
+    let relay = relay(cams, 50, true);
+    let report = viewers_with(relay.local_addrs()[1], "tunnel", 50, 50, &["--tls"]);
+    assert_clean(&report, 50);
     relay.shutdown(Duration::from_millis(200));
 }

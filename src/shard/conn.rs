@@ -34,6 +34,13 @@ pub enum Role {
         cookie: String,
         leftover: Vec<u8>,
     },
+    /// A tunnel POST whose GET lives on `shard`, waiting for its own sends to finish before it
+    /// moves there.
+    HandingOff {
+        shard: u16,
+        session_key: u64,
+        leftover: Vec<u8>,
+    },
     TunnelGet(SessionKey),
     TunnelPost(SessionKey),
     PlainRtsp(SessionKey),

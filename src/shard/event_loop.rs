@@ -626,18 +626,8 @@ impl Shard {
             }
             PostLookup::Found(r) => {
                 self.parked.remove(&cookie);
-                // The POST moves to the GET's shard: no submission names it now (its head
-                // receive has completed and parked POSTs have none), so it can leave the slab.
-                let conn = self.conns.remove(idx);
-                debug_assert_eq!(conn.ops, 0);
-                self.shared.mailboxes[r.shard as usize].post(ShardMsg::AdoptPost(AdoptPost {
-                    fd: conn.fd,
-                    peer: conn.peer,
-                    session_key: r.key,
-                    leftover,
-                    accepted_at: conn.accepted_at,
-                    tls: conn.tls,
-                }));
+                self.conns[idx].role = Role::HandingOff { shard: r.shard, session_key: r.key, leftover };
+                self.hand_off_if_quiet(idx);
             }
             PostLookup::Parked => {
                 self.parked.insert(cookie.clone(), idx);
@@ -648,6 +638,30 @@ impl Shard {
                 self.close_conn(idx);
             }
         }
+    }
+
+    /// Moves a POST to the GET's shard once nothing of ours is in flight on it. Its head receive
+    /// has completed and no receive is armed, but a TLS POST may still be sending (session
+    /// tickets): the kernel must be done with those buffers before the connection leaves the
+    /// slab, so the hand-off waits for the last send completion (see `on_send`).
+    fn hand_off_if_quiet(&mut self, idx: usize) {
+        let Some(c) = self.conns.get(idx) else { return };
+        if c.closing || c.ops > 0 || !c.send.is_empty() {
+            if !c.send.is_empty() {
+                self.dirty.push(idx);
+            }
+            return;
+        }
+        let conn = self.conns.remove(idx);
+        let Role::HandingOff { shard, session_key, leftover } = conn.role else { return };
+        self.shared.mailboxes[shard as usize].post(ShardMsg::AdoptPost(AdoptPost {
+            fd: conn.fd,
+            peer: conn.peer,
+            session_key,
+            leftover,
+            accepted_at: conn.accepted_at,
+            tls: conn.tls,
+        }));
     }
 
     fn bind_post(&mut self, key: SessionKey, idx: usize, leftover: Vec<u8>) {
@@ -1120,6 +1134,9 @@ impl Shard {
         }
         if self.conns[idx].closing {
             self.maybe_free(idx);
+        } else if matches!(self.conns[idx].role, Role::HandingOff { .. }) {
+            self.start_send(idx);
+            self.hand_off_if_quiet(idx);
         } else {
             self.start_send(idx);
         }
@@ -1263,7 +1280,11 @@ impl Shard {
                 continue;
             }
             match &c.role {
-                Role::Head if now.saturating_duration_since(c.accepted_at) > head_timeout => expired_heads.push(idx),
+                // A hand-off waits only for its own sends; a peer that never reads them is
+                // treated like a slow head.
+                Role::Head | Role::HandingOff { .. } if now.saturating_duration_since(c.accepted_at) > head_timeout => {
+                    expired_heads.push(idx)
+                }
                 Role::ParkedPost { cookie, .. } => {
                     parked.push((idx, cookie.clone(), now.saturating_duration_since(c.accepted_at) > pairing))
                 }
