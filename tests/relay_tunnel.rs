@@ -121,9 +121,11 @@ fn a_reopened_post_rebinds_without_interrupting_media() {
     assert_eq!(keepalive.status(), Some(200));
     let before = v.frames;
     assert!(v.read_frames(before + 10, Duration::from_secs(5)) >= before + 10);
+    assert_eq!(v.request("TEARDOWN", "/", "Session: 4242\r\n").status(), Some(200));
     let log = camera.log.lock().unwrap();
     assert_eq!(log.connections, 1, "one camera session throughout");
     assert!(log.requests.iter().any(|m| m.method() == Some("GET_PARAMETER")), "keepalive reached the camera");
+    assert!(log.requests.iter().any(|m| m.method() == Some("TEARDOWN")), "TEARDOWN reached the camera");
 }
 
 #[test]
