@@ -386,7 +386,10 @@ mod tests {
         assert_eq!(m.header("CSeq"), Some("nRa4ge: npt=0.000-"));
         let again = parse_message(&m.to_bytes(), &MessageLimits::default()).unwrap().unwrap().0;
         assert_eq!(again, m);
-        let (m, _) = parse_message(b"RTSP/1.0 200 OK\r\nRTP-Info: url=trackID=0;s35\r\n\t \r\n\r\n", &MessageLimits::default()).unwrap().unwrap();
+        let (m, _) =
+            parse_message(b"RTSP/1.0 200 OK\r\nRTP-Info: url=trackID=0;s35\r\n\t \r\n\r\n", &MessageLimits::default())
+                .unwrap()
+                .unwrap();
         assert_eq!(m.header("RTP-Info"), Some("url=trackID=0;s35"));
     }
 
