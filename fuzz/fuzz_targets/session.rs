@@ -10,7 +10,8 @@ use rtsp_tunnel_relay::proto::rtsp::MessageLimits;
 use rtsp_tunnel_relay::proto::session::{Output, Session, SessionParams, ViewerStream};
 
 fuzz_target!(|data: &[u8]| {
-    let text = "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/cam1\"\nupstream=\"rtsp://u:p@10.0.0.5:554/s\"\n";
+    let text =
+        "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/cam1\"\nupstream=\"rtsp://u:p@10.0.0.5:554/s\"\n";
     let routes = RouteTable::new(Config::from_toml(text).unwrap().1);
     let params = SessionParams {
         limits: MessageLimits { max_head_bytes: 2048, max_body_bytes: 2048 },
