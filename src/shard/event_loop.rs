@@ -929,8 +929,7 @@ impl Shard {
         if backlog > limit && up.recv == RecvState::Armed {
             s.upstream_paused = true;
             self.metrics.backpressure_pause();
-            let (fd, generation) = (up.raw(), up.generation);
-            let _ = fd;
+            let generation = up.generation;
             self.conns[u].recv = RecvState::Cancelling;
             let target = sqe_token(Op::Recv, u, generation);
             self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
