@@ -140,14 +140,15 @@ pub fn rewrite_to_upstream(msg: &mut Message, map: &UrlMap) {
 }
 
 /// Rewrites a camera→viewer message: a request's URI, `Content-Base`, `Content-Location`,
-/// `RTP-Info` `url=` entries and absolute `a=control:` lines of an SDP body. The body length
+/// `Location`, `RTP-Info` `url=` entries and absolute `a=control:` lines of an SDP body. The body length
 /// changes are carried by [`Message::write_to`], which writes `Content-Length` from the body.
 pub fn rewrite_to_client(msg: &mut Message, map: &UrlMap) {
     if let StartLine::Request { uri, .. } = &mut msg.start {
         *uri = map.to_client(uri);
     }
     for (name, value) in msg.headers.iter_mut() {
-        if name.eq_ignore_ascii_case("Content-Base") || name.eq_ignore_ascii_case("Content-Location") {
+        // Location: a camera's redirect (3xx) must send the viewer back through the relay.
+        if ["Content-Base", "Content-Location", "Location"].iter().any(|h| name.eq_ignore_ascii_case(h)) {
             *value = map.to_client(value.trim());
         } else if name.eq_ignore_ascii_case("RTP-Info") {
             *value = rewrite_rtp_info(value, map);
@@ -327,6 +328,14 @@ mod tests {
                 assert!(out.contains("Content-Base: rtsp://127.0.0.1:8080/cam1/\r\n"), "{out}");
             }
         }
+    }
+
+    #[test]
+    fn a_camera_redirect_points_back_at_the_relay() {
+        let mut m = Message::response(302, "Moved Temporarily");
+        m.set_header("Location", "rtsp://10.0.0.5:554/Streaming/Channels/101/alt");
+        rewrite_to_client(&mut m, &map("rtsp://10.0.0.5:554/Streaming/Channels/101"));
+        assert_eq!(m.header("Location"), Some("rtsp://127.0.0.1:8080/cam1/alt"));
     }
 
     #[test]
