@@ -132,6 +132,31 @@ impl UrlMap {
     }
 }
 
+/// Maps every absolute URL in `value` to the viewer's. Each `rtsp://` (or `rtsps://`) starts
+/// a URL that ends at whitespace or at the next one, so a malformed value holding several (found
+/// by fuzzing) has each of them rewritten; the bytes between are kept.
+fn map_urls(value: &str, map: &UrlMap) -> String {
+    let lower = value.to_ascii_lowercase();
+    let starts: Vec<usize> =
+        lower.match_indices("rtsp://").chain(lower.match_indices("rtsps://")).map(|(i, _)| i).collect();
+    let mut starts = starts;
+    starts.sort_unstable();
+    let mut out = String::with_capacity(value.len() + 16);
+    let mut copied = 0;
+    for (n, &start) in starts.iter().enumerate() {
+        if start < copied {
+            continue;
+        }
+        let next = starts.get(n + 1).copied().unwrap_or(value.len());
+        let end = value[start..next].find(char::is_whitespace).map_or(next, |w| start + w);
+        out.push_str(&value[copied..start]);
+        out.push_str(&map.to_client(&value[start..end]));
+        copied = end;
+    }
+    out.push_str(&value[copied..]);
+    out
+}
+
 /// Rewrites a viewer→camera message (request URI of a request; nothing else carries URLs).
 pub fn rewrite_to_upstream(msg: &mut Message, map: &UrlMap) {
     if let StartLine::Request { uri, .. } = &mut msg.start {
@@ -149,7 +174,7 @@ pub fn rewrite_to_client(msg: &mut Message, map: &UrlMap) {
     for (name, value) in msg.headers.iter_mut() {
         // Location: a camera's redirect (3xx) must send the viewer back through the relay.
         if ["Content-Base", "Content-Location", "Location"].iter().any(|h| name.eq_ignore_ascii_case(h)) {
-            *value = map.to_client(value.trim());
+            *value = map_urls(value.trim(), map);
         } else if name.eq_ignore_ascii_case("RTP-Info") {
             *value = rewrite_rtp_info(value, map);
         }
@@ -176,7 +201,7 @@ fn rewrite_rtp_info(value: &str, map: &UrlMap) -> String {
                     let t = param.trim_start();
                     match t.strip_prefix("url=") {
                         Some(url) if url.contains("://") => {
-                            format!("{}url={}", &param[..param.len() - t.len()], map.to_client(url.trim()))
+                            format!("{}url={}", &param[..param.len() - t.len()], map_urls(url.trim(), map))
                         }
                         _ => param.to_owned(),
                     }
@@ -202,7 +227,7 @@ fn rewrite_sdp(sdp: &str, map: &UrlMap) -> String {
         match content.strip_prefix("a=control:") {
             Some(url) if url.contains("://") => {
                 out.push_str("a=control:");
-                out.push_str(&map.to_client(url.trim()));
+                out.push_str(&map_urls(url.trim(), map));
                 out.push_str(ending);
             }
             _ => out.push_str(line),
@@ -328,6 +353,15 @@ mod tests {
                 assert!(out.contains("Content-Base: rtsp://127.0.0.1:8080/cam1/\r\n"), "{out}");
             }
         }
+    }
+
+    #[test]
+    fn several_urls_in_one_malformed_value_are_all_rewritten() {
+        let m = map("rtsp://10.9.8.7:554/Streaming/Channels/101");
+        let info = "url=rtsp://relay:8080//x/m   rtsp://10.9.8.7:554/Streaming/Channels/101  ov/trackID=2;seq=1";
+        let out = rewrite_rtp_info(info, &m);
+        assert!(!out.contains("10.9.8.7"), "{out}");
+        assert!(out.contains("   rtsp://127.0.0.1:8080/cam1  ov/trackID=2;seq=1"), "{out}");
     }
 
     #[test]
