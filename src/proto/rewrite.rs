@@ -190,27 +190,10 @@ pub fn rewrite_to_client(msg: &mut Message, map: &UrlMap) {
     }
 }
 
-/// `url=...;seq=...;rtptime=...` entries, comma-separated; only absolute URLs change.
+/// `url=...;seq=...;rtptime=...` entries, comma-separated: every absolute URL in the value is
+/// mapped (the `url=` ones, and any a malformed value holds elsewhere); the rest is kept.
 fn rewrite_rtp_info(value: &str, map: &UrlMap) -> String {
-    value
-        .split(',')
-        .map(|entry| {
-            entry
-                .split(';')
-                .map(|param| {
-                    let t = param.trim_start();
-                    match t.strip_prefix("url=") {
-                        Some(url) if url.contains("://") => {
-                            format!("{}url={}", &param[..param.len() - t.len()], map_urls(url.trim(), map))
-                        }
-                        _ => param.to_owned(),
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(";")
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    map_urls(value, map)
 }
 
 /// Absolute `a=control:` lines rewritten; every other byte, line endings included, unchanged.
