@@ -3,6 +3,9 @@
 # Each run: simulated cameras, the relay (release build, 2 shards), and tunnel viewers spread
 # over source addresses and worker processes; prints the summaries and leaves JSON reports in
 # target/full-run/. Takes a few minutes.
+#   RUNS="1000x2M"      only the runs whose names contain this (default: both)
+#   RELAY_SCHED=fifo    run the relay's threads SCHED_FIFO (chrt -f 10), as on an appliance
+#                       where the relay has first call on the CPU and the load is elsewhere
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=$root/target/full-run
@@ -19,14 +22,18 @@ run() { # NAME SESSIONS BITRATE RAMP
   { printf '[listen]\ntunnel = ["127.0.0.1:%s"]\nmetrics = "127.0.0.1:%s"\n[runtime]\nshards = 2\n[limits]\nmax_connections_per_ip = 100000\nmax_sessions = 100000\n[log]\nlevel = "warn"\n' $tun $met
     for i in $(seq 0 $((sessions - 1))); do printf '[[route]]\npath = "/cam%s"\nupstream = "rtsp://127.0.0.1:%s/cam%s"\n' "$i" $cam "$i"; done
   } >"$out/$name.toml"
-  "$bin/rtsp-tunnel-relay" --config "$out/$name.toml" 2>"$out/$name.relay.log" &
+  local wrap=()
+  [ "${RELAY_SCHED:-}" = fifo ] && wrap=(chrt -f 10)
+  "${wrap[@]}" "$bin/rtsp-tunnel-relay" --config "$out/$name.toml" 2>"$out/$name.relay.log" &
   local rpid=$!
   sleep 2
   local cpu0; cpu0=$(awk '{print $14 + $15}' /proc/$rpid/stat)
   "$bin/loadtest" viewers --target 127.0.0.1:$tun --mode tunnel --sessions "$sessions" --paths "$sessions" \
       --ramp "$ramp" --duration "$duration" --source-ips 127.0.0.2-127.0.0.120 --json "$out/$name.json" 2>&1 | tail -6
   local cpu1; cpu1=$(awk '{print $14 + $15}' /proc/$rpid/stat)
-  local rss; rss=$(curl -s -m 10 127.0.0.1:$met/metrics | awk '/^process_resident_memory_bytes/{print $2}')
+  curl -s -m 10 127.0.0.1:$met/metrics >"$out/$name.metrics"
+  local rss; rss=$(awk '/^process_resident_memory_bytes/{print $2}' "$out/$name.metrics")
+  awk -F'[ "]' '/^relay_forward_latency_quantiles_seconds/{printf "relay forward latency p%s: %.2f ms\n", $2 * 100, $4 * 1000}' "$out/$name.metrics"
   REPORT="$out/$name.json" CPU_TICKS=$((cpu1 - cpu0)) RSS="${rss:-0}" NAME=$name python3 - <<'PY'
 import json, os
 r = json.load(open(os.environ["REPORT"]))
@@ -40,5 +47,7 @@ PY
   wait $rpid $cpid 2>/dev/null || true
 }
 
-run tunnel-5000x250k 5000 250k 2000/s
-run tunnel-1000x2M 1000 2M 2000/s
+want() { [ -z "${RUNS:-}" ] || [[ $1 == *"$RUNS"* ]]; }
+want tunnel-5000x250k && run tunnel-5000x250k 5000 250k 2000/s
+want tunnel-1000x2M && run tunnel-1000x2M 1000 2M 2000/s
+true

@@ -9,7 +9,10 @@ fuzz_target!(|data: &[u8]| {
     let limits = MessageLimits { max_head_bytes: 4096, max_body_bytes: 4096 };
     let Ok(Some((msg, used))) = parse_message(data, &limits) else { return };
     assert!(used <= data.len());
-    let mut again = parse_message(&msg.to_bytes(), &limits).unwrap().unwrap().0;
+    // Serialising normalises bare LF to CRLF and `Name:value` to `Name: value`, so a head near
+    // the limit may come back a little longer; the round trip is about content, not size.
+    let relaxed = MessageLimits { max_head_bytes: 3 * limits.max_head_bytes, ..limits };
+    let mut again = parse_message(&msg.to_bytes(), &relaxed).unwrap().unwrap().0;
     let mut original = msg.clone();
     again.remove_header("Content-Length");
     original.remove_header("Content-Length");
