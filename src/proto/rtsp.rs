@@ -377,6 +377,21 @@ mod tests {
         );
     }
 
+    /// Fuzz finding: serialising normalises, so a bare-LF head just under the limit comes back
+    /// over it; the relay writes what it forwards without applying its own read limits.
+    #[test]
+    fn serialising_normalises_bare_lf_and_may_grow_the_head() {
+        let limits = MessageLimits { max_head_bytes: 36, max_body_bytes: 0 };
+        let input = b"RTSP/1.0 200 OK\nCSeq:3\nSession:8\n\n";
+        let (m, _) = parse_message(input, &limits).unwrap().unwrap();
+        let out = m.to_bytes();
+        assert_eq!(out, b"RTSP/1.0 200 OK\r\nCSeq: 3\r\nSession: 8\r\n\r\n");
+        assert!(out.len() > limits.max_head_bytes);
+        assert!(parse_message(&out, &limits).is_err());
+        let roomy = MessageLimits { max_head_bytes: 3 * limits.max_head_bytes, ..limits };
+        assert_eq!(parse_message(&out, &roomy).unwrap().unwrap().0, m);
+    }
+
     #[test]
     fn a_folded_header_with_an_empty_first_line_round_trips() {
         let (m, _) =
