@@ -3,7 +3,7 @@
 # Each run: simulated cameras, the relay (release build, 2 shards), and tunnel viewers spread
 # over source addresses and worker processes; prints the summaries and leaves JSON reports in
 # target/full-run/. Takes a few minutes.
-#   RUNS="1000x2M"      only the runs whose names contain this (default: both)
+#   RUNS="1000x2M"      only the runs whose names contain this (default: all three)
 #   SESSIONS=N BITRATE=B [RAMP=R]  one custom run instead (e.g. setup rate at a trickle of media)
 #   RELAY_SCHED=fifo    run the relay's threads SCHED_FIFO (chrt -f 10), as on an appliance
 #                       where the relay has first call on the CPU and the load is elsewhere
