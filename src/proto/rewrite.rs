@@ -136,18 +136,17 @@ impl UrlMap {
 /// a URL that ends at whitespace or at the next one, so a malformed value holding several (found
 /// by fuzzing) has each of them rewritten; the bytes between are kept.
 fn map_urls(value: &str, map: &UrlMap) -> String {
-    let lower = value.to_ascii_lowercase();
-    let starts: Vec<usize> =
-        lower.match_indices("rtsp://").chain(lower.match_indices("rtsps://")).map(|(i, _)| i).collect();
-    let mut starts = starts;
-    starts.sort_unstable();
+    let bytes = value.as_bytes();
+    // One pass over the value, no lowered copy: this runs on every Content-Base, RTP-Info and
+    // SDP control line.
+    let mut starts = (0..bytes.len()).filter(|&i| url_starts(&bytes[i..])).peekable();
     let mut out = String::with_capacity(value.len() + 16);
     let mut copied = 0;
-    for (n, &start) in starts.iter().enumerate() {
+    while let Some(start) = starts.next() {
         if start < copied {
             continue;
         }
-        let next = starts.get(n + 1).copied().unwrap_or(value.len());
+        let next = starts.peek().copied().unwrap_or(value.len());
         let end = value[start..next].find(char::is_whitespace).map_or(next, |w| start + w);
         out.push_str(&value[copied..start]);
         out.push_str(&map.to_client(&value[start..end]));
@@ -155,6 +154,15 @@ fn map_urls(value: &str, map: &UrlMap) -> String {
     }
     out.push_str(&value[copied..]);
     out
+}
+
+/// `rtsp://` or `rtsps://`, in any case, at the start of `b`.
+fn url_starts(b: &[u8]) -> bool {
+    if b.len() < 7 || !b[..4].eq_ignore_ascii_case(b"rtsp") {
+        return false;
+    }
+    let rest = if b[4].eq_ignore_ascii_case(&b's') { &b[5..] } else { &b[4..] };
+    rest.starts_with(b"://")
 }
 
 /// Rewrites a viewer→camera message (request URI of a request; nothing else carries URLs).
@@ -176,7 +184,9 @@ pub fn rewrite_to_client(msg: &mut Message, map: &UrlMap) {
         if ["Content-Base", "Content-Location", "Location"].iter().any(|h| name.eq_ignore_ascii_case(h)) {
             *value = map_urls(value.trim(), map);
         } else if name.eq_ignore_ascii_case("RTP-Info") {
-            *value = rewrite_rtp_info(value, map);
+            // `url=...;seq=...;rtptime=...` entries: every absolute URL in the value is mapped
+            // (the `url=` ones, and any a malformed value holds elsewhere); the rest is kept.
+            *value = map_urls(value, map);
         }
     }
     let is_sdp = msg.header("Content-Type").is_some_and(|t| t.to_ascii_lowercase().contains("application/sdp"));
@@ -188,12 +198,6 @@ pub fn rewrite_to_client(msg: &mut Message, map: &UrlMap) {
             }
         }
     }
-}
-
-/// `url=...;seq=...;rtptime=...` entries, comma-separated: every absolute URL in the value is
-/// mapped (the `url=` ones, and any a malformed value holds elsewhere); the rest is kept.
-fn rewrite_rtp_info(value: &str, map: &UrlMap) -> String {
-    map_urls(value, map)
 }
 
 /// Absolute `a=control:` lines rewritten; every other byte, line endings included, unchanged.
@@ -342,9 +346,15 @@ mod tests {
     fn several_urls_in_one_malformed_value_are_all_rewritten() {
         let m = map("rtsp://10.9.8.7:554/Streaming/Channels/101");
         let info = "url=rtsp://relay:8080//x/m   rtsp://10.9.8.7:554/Streaming/Channels/101  ov/trackID=2;seq=1";
-        let out = rewrite_rtp_info(info, &m);
+        let out = map_urls(info, &m);
         assert!(!out.contains("10.9.8.7"), "{out}");
         assert!(out.contains("   rtsp://127.0.0.1:8080/cam1  ov/trackID=2;seq=1"), "{out}");
+        // Any case, either scheme; a bare "rtsp" or "rtsps:/" is text, not a URL.
+        let info =
+            "url=RTSP://10.9.8.7/Streaming/Channels/101/t1,url=Rtsps://10.9.8.7/Streaming/Channels/101/t2;rtsp rtsps:/";
+        let out = map_urls(info, &m);
+        assert!(!out.contains("10.9.8.7"), "{out}");
+        assert!(out.ends_with("/cam1/t2;rtsp rtsps:/"), "{out}");
     }
 
     #[test]
@@ -364,10 +374,7 @@ mod tests {
             "v=0\na=control:*\nm=video 0 RTP/AVP 96\na=control:trackID=1\r\na=control:rtsp://127.0.0.1:8080/cam1/track2\n"
         );
         let info = "url=rtsp://cam/s/t1;seq=1;rtptime=2, url=trackID=2;seq=3";
-        assert_eq!(
-            rewrite_rtp_info(info, &m),
-            "url=rtsp://127.0.0.1:8080/cam1/t1;seq=1;rtptime=2, url=trackID=2;seq=3"
-        );
+        assert_eq!(map_urls(info, &m), "url=rtsp://127.0.0.1:8080/cam1/t1;seq=1;rtptime=2, url=trackID=2;seq=3");
     }
 
     proptest! {
