@@ -12,7 +12,7 @@
 //! upstream = "rtsp://user:pass@10.0.0.5:554/Streaming/Channels/101"
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
@@ -333,6 +333,9 @@ impl Route {
 pub struct RouteTable {
     /// Longest path first, so the first match is the most specific.
     routes: Vec<Arc<Route>>,
+    /// The same routes by exact path: a lookup costs one probe per path segment, not one
+    /// comparison per route (thousands of cameras, a lookup per session).
+    by_path: HashMap<String, Arc<Route>>,
     users: Users,
 }
 
@@ -340,7 +343,11 @@ impl RouteTable {
     pub fn new(routes: Vec<Route>) -> Self {
         let mut routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
-        RouteTable { routes, users: Users::default() }
+        let mut by_path = HashMap::with_capacity(routes.len());
+        for r in &routes {
+            by_path.entry(r.path.clone()).or_insert_with(|| r.clone());
+        }
+        RouteTable { routes, by_path, users: Users::default() }
     }
 
     /// The same table with the viewers who may authenticate.
@@ -360,15 +367,18 @@ impl RouteTable {
     /// The route serving a request target or RTSP URI (`/cam1?token=x`,
     /// `rtsp://host:8080/cam1/trackID=1`). Query strings are ignored.
     pub fn lookup(&self, target: &str) -> Option<Arc<Route>> {
-        let path = uri_path(target);
-        self.routes
-            .iter()
-            .find(|r| {
-                r.path == "/"
-                    || (path.starts_with(r.path.as_str())
-                        && matches!(path.as_bytes().get(r.path.len()), None | Some(b'/')))
-            })
-            .cloned()
+        // Route paths start with '/' and never end with one (but "/" itself), so the candidates
+        // are the path and each of its prefixes that ends before a '/', longest first.
+        let mut candidate = uri_path(target);
+        loop {
+            if let Some(r) = self.by_path.get(candidate) {
+                return Some(r.clone());
+            }
+            match candidate.rfind('/') {
+                Some(i) if i > 0 => candidate = &candidate[..i],
+                _ => return self.by_path.get("/").cloned(),
+            }
+        }
     }
 }
 
@@ -556,6 +566,38 @@ mod tests {
         assert_eq!(path("/camera"), None);
         assert_eq!(path("/"), None);
         assert_eq!(path("rtsp://h:8080"), None);
+    }
+
+    proptest::proptest! {
+        /// The indexed lookup agrees with the definition: the longest route path that is the
+        /// request path or a prefix of it ending before a '/'; "/" matches everything.
+        #[test]
+        fn route_lookup_matches_a_linear_scan(
+            paths in proptest::collection::vec("/([ab]{1,2}(/[ab]{1,2}){0,2})?", 1..8),
+            target in "(rtsp://h:1)?(/[ab]{0,2}){0,4}/?(\\?x)?",
+        ) {
+            let routes = paths
+                .iter()
+                .map(|p| {
+                    let cfg = RouteConfig {
+                        path: p.clone(),
+                        upstream: "rtsp://127.0.0.1/".into(),
+                        users: None,
+                        open: false,
+                        allow: Vec::new(),
+                        deny: Vec::new(),
+                    };
+                    Route::parse(&cfg).unwrap()
+                })
+                .collect();
+            let t = RouteTable::new(routes);
+            let path = uri_path(&target);
+            let expected = t.routes().iter().find(|r| {
+                r.path == "/"
+                    || (path.starts_with(r.path.as_str()) && matches!(path.as_bytes().get(r.path.len()), None | Some(b'/')))
+            });
+            proptest::prop_assert_eq!(t.lookup(&target).map(|r| r.path.clone()), expected.map(|r| r.path.clone()));
+        }
     }
 
     #[test]
