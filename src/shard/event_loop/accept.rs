@@ -1,0 +1,276 @@
+//! Accepting connections and reading their first head: address lists, rate limits and
+//! admission are applied here, before a session exists.
+
+use super::*;
+
+impl Shard {
+    pub(super) fn arm_accept(&mut self, i: usize) {
+        if let Some(l) = &self.listeners[i] {
+            let fd = l.fd.as_raw_fd();
+            self.push(opcode::AcceptMulti::new(types::Fd(fd)).flags(libc::SOCK_CLOEXEC).build().user_data(sqe_token(
+                Op::Accept,
+                i,
+                0,
+            )));
+        }
+    }
+
+    pub(super) fn arm_mailbox(&mut self) {
+        let fd = self.shared.mailboxes[self.id as usize].fd();
+        self.push(opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).multi(true).build().user_data(sqe_token(
+            Op::Mailbox,
+            0,
+            0,
+        )));
+    }
+
+    pub(super) fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            if self.draining_until.is_some() {
+                // Cancelled at shutdown: the listener goes.
+                self.listeners[listener] = None;
+            } else {
+                self.arm_accept(listener);
+            }
+        }
+        if res < 0 {
+            if res != -libc::ECANCELED {
+                tracing::warn!(shard = self.id, error = %std::io::Error::from_raw_os_error(-res), "accept failed");
+            }
+            return;
+        }
+        // SAFETY: a successful accept returns a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(res) };
+        let Some(peer) = peer_of(&fd) else { return };
+        if self.draining_until.is_some() {
+            self.metrics.rejected(Rejection::ShuttingDown);
+            send_now(fd.as_raw_fd(), &http_head::http_error_reply(503, "Service Unavailable"));
+            return;
+        }
+        if self.listeners[listener].as_ref().is_some_and(|l| !l.acl.permits(peer.ip())) {
+            // Refused before reading a byte: nothing about the relay is revealed.
+            self.metrics.rejected(Rejection::AddressDenied);
+            return;
+        }
+        let window = Duration::from_secs(self.auth.failure_window_secs);
+        if self.shared.auth_failures.is_blocked(peer.ip(), Instant::now(), self.auth.max_failures_per_ip, window) {
+            self.metrics.rejected(Rejection::AuthRateLimited);
+            send_now(fd.as_raw_fd(), &http_head::http_error_reply(429, "Too Many Requests"));
+            return;
+        }
+        if !self.shared.admission.try_open_connection(peer.ip(), self.limits.max_connections_per_ip) {
+            self.metrics.rejected(Rejection::PerIpLimit);
+            send_now(fd.as_raw_fd(), &http_head::http_error_reply(503, "Service Unavailable"));
+            return;
+        }
+        let tls = match self.listeners[listener].as_ref().and_then(|l| l.tls.clone()) {
+            None => None,
+            Some(cfg) => match TlsStream::new(cfg) {
+                Ok(t) => Some(Box::new(t)),
+                Err(e) => {
+                    tracing::warn!(shard = self.id, error = %e, "cannot start a TLS session");
+                    self.shared.admission.close_connection(peer.ip());
+                    return;
+                }
+            },
+        };
+        let _ = socket2::SockRef::from(&fd).set_nodelay(true);
+        let idx = self.insert_conn(fd, peer, Role::Head);
+        self.conns[idx].counted_ip = true;
+        self.conns[idx].tls = tls;
+        self.arm_head_recv(idx);
+    }
+
+    pub(super) fn insert_conn(&mut self, fd: OwnedFd, peer: SocketAddr, role: Role) -> usize {
+        let entry = self.conns.vacant_entry();
+        let idx = entry.key();
+        if self.conn_generations.len() <= idx {
+            self.conn_generations.resize(idx + 1, 0);
+        }
+        let generation = next_generation(self.conn_generations[idx]);
+        self.conn_generations[idx] = generation;
+        entry.insert(Conn::new(fd, generation, peer, role, Instant::now()));
+        idx
+    }
+
+    pub(super) fn arm_head_recv(&mut self, idx: usize) {
+        let c = &mut self.conns[idx];
+        c.ops += 1;
+        let sqe = opcode::Recv::new(types::Fd(c.raw()), std::ptr::null_mut(), self.bufs.buffer_size())
+            .buf_group(self.bufs.group)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+            .user_data(sqe_token(Op::HeadRecv, idx, c.generation));
+        self.push(sqe);
+    }
+
+    pub(super) fn arm_recv(&mut self, idx: usize) {
+        let c = &mut self.conns[idx];
+        if c.closing || c.recv == RecvState::Armed || c.recv == RecvState::Cancelling {
+            return;
+        }
+        c.recv = RecvState::Armed;
+        c.ops += 1;
+        let sqe = opcode::RecvMulti::new(types::Fd(c.raw()), self.bufs.group).build().user_data(sqe_token(
+            Op::Recv,
+            idx,
+            c.generation,
+        ));
+        self.push(sqe);
+    }
+
+    pub(super) fn on_head_recv(&mut self, idx: usize, res: i32, flags: u32) {
+        self.conns[idx].ops -= 1;
+        let mut tls_failed = false;
+        if let Some(bid) = cqueue::buffer_select(flags) {
+            self.bufs.on_received(bid);
+            if res > 0 && !self.conns[idx].closing {
+                let data = self.bufs.bytes(bid, res as usize);
+                let c = &mut self.conns[idx];
+                match c.tls.as_mut() {
+                    None => c.head.extend_from_slice(data),
+                    Some(tls) => tls_failed = tls.receive(data, &mut c.head).is_err(),
+                }
+            }
+            self.bufs.release(bid);
+        }
+        if tls_failed {
+            // Not TLS, or a failed handshake: the alert rustls queued goes out, then the close.
+            self.metrics.rejected(Rejection::TlsHandshake);
+            let c = &mut self.conns[idx];
+            c.role = Role::Refusing;
+            c.close_after_flush = true;
+            c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
+            self.queue_owned(idx, Vec::new());
+            return;
+        }
+        if self.conns[idx].closing {
+            self.maybe_free(idx);
+            return;
+        }
+        if res == -libc::ENOBUFS {
+            self.conns[idx].recv = RecvState::WaitingForBuffers;
+            self.starved.push(idx);
+            return;
+        }
+        if res <= 0 {
+            self.close_conn(idx);
+            return;
+        }
+        let limits =
+            HeadLimits { max_header_bytes: self.limits.max_header_bytes, max_cookie_len: self.limits.max_cookie_len };
+        // Handshake messages rustls wants to send.
+        self.queue_owned(idx, Vec::new());
+        if self.conns[idx].head.is_empty() {
+            self.arm_head_recv(idx);
+            return;
+        }
+        match http_head::parse_head(&self.conns[idx].head, &limits) {
+            Ok(None) => self.arm_head_recv(idx),
+            Ok(Some(head)) => self.on_head(idx, head),
+            Err(e) => {
+                let reject = match e.reason() {
+                    "header_too_large" => Rejection::HeaderTooLarge,
+                    "bad_cookie" => Rejection::BadCookie,
+                    _ => Rejection::MalformedHead,
+                };
+                tracing::debug!(shard = self.id, peer = %self.conns[idx].peer, error = %e, "refused request head");
+                let status = if reject == Rejection::HeaderTooLarge {
+                    (431, "Request Header Fields Too Large")
+                } else {
+                    (400, "Bad Request")
+                };
+                self.refuse(idx, reject, http_head::http_error_reply(status.0, status.1));
+            }
+        }
+    }
+
+    /// Answers with `reply`, counts `reason`, and closes once the reply is out.
+    pub(super) fn refuse(&mut self, idx: usize, reason: Rejection, reply: Vec<u8>) {
+        self.metrics.rejected(reason);
+        let c = &mut self.conns[idx];
+        c.role = Role::Refusing;
+        c.close_after_flush = true;
+        c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
+        self.queue_owned(idx, reply);
+    }
+
+    pub(super) fn on_head(&mut self, idx: usize, head: RequestHead) {
+        match head.kind {
+            HeadKind::TunnelGet => self.on_tunnel_get(idx, head),
+            HeadKind::TunnelPost => self.on_tunnel_post(idx, head),
+            HeadKind::PlainRtsp => self.on_plain_rtsp(idx),
+            HeadKind::OtherHttp => {
+                self.metrics.connection_accepted(ConnKind::OtherHttp);
+                self.refuse(idx, Rejection::NotATunnel, http_head::http_error_reply(400, "Bad Request"));
+            }
+        }
+    }
+
+    pub(super) fn new_session(
+        &mut self,
+        route: Option<Arc<Route>>,
+        tunnel: bool,
+        viewer_tls: bool,
+        peer: SocketAddr,
+        started_at: Instant,
+    ) -> SessionKey {
+        // xorshift: cheap per-session randomness for Digest cnonces, seeded from the OS.
+        self.cnonce_state ^= self.cnonce_state << 13;
+        self.cnonce_state ^= self.cnonce_state >> 7;
+        self.cnonce_state ^= self.cnonce_state << 17;
+        let params = SessionParams {
+            limits: MessageLimits {
+                max_head_bytes: self.limits.max_header_bytes,
+                max_body_bytes: self.limits.max_body_bytes,
+            },
+            response_timeout: Duration::from_millis(self.limits.upstream_response_timeout_ms),
+            cnonce_seed: self.cnonce_state,
+            viewer_ip: peer.ip(),
+            viewer_tls,
+            nonce_ttl: Duration::from_secs(self.auth.nonce_ttl_secs),
+        };
+        let route_path = route.as_ref().map(|r| r.path.clone());
+        let proto = Session::new(params, route, &self.local_authority, started_at);
+        let entry = self.sessions.vacant_entry();
+        let index = entry.key();
+        if self.session_generations.len() <= index {
+            self.session_generations.resize(index + 1, 0);
+        }
+        let generation = next_generation(self.session_generations[index]);
+        self.session_generations[index] = generation;
+        self.next_session_id += 1;
+        entry.insert(SessionSlot {
+            generation,
+            id: self.next_session_id,
+            proto,
+            cookie: None,
+            tunnel,
+            viewer: None,
+            post: None,
+            upstream: None,
+            peer,
+            started_at,
+            last_activity: started_at,
+            paired: false,
+            connect_started: None,
+            upstream_paused: false,
+            to_viewer: 0,
+            to_camera: 0,
+        });
+        self.metrics.session_started();
+        tracing::info!(
+            target: "session",
+            session = %format_args!("{}-{}", self.id, self.next_session_id),
+            route = route_path.as_deref().unwrap_or("-"),
+            peer = %peer,
+            mode = if tunnel { "tunnel" } else { "rtsp" },
+            "session started"
+        );
+        SessionKey { index, generation }
+    }
+
+    pub(super) fn session(&mut self, key: SessionKey) -> Option<&mut SessionSlot> {
+        self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation)
+    }
+}

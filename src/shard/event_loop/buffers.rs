@@ -1,0 +1,46 @@
+//! The provided-buffer ring under pressure: slow viewers' media copied out, receives that ran
+//! dry re-armed.
+
+use super::*;
+
+impl Shard {
+    /// When the ring runs short, viewers that hold many ring buffers (slow ones, paused
+    /// behind backpressure) get their queued media copied out so the buffers go back to the
+    /// kernel: one slow viewer must not starve every other connection of the shard.
+    pub(super) fn relieve_ring_pressure(&mut self) {
+        let total = self.bufs.capacity();
+        if self.bufs.available() >= total / 8 {
+            return;
+        }
+        let mut freed = 0;
+        for (_, c) in self.conns.iter_mut() {
+            if c.send.ring_segments() >= RING_SEGMENTS_BEFORE_COPY {
+                freed += c.send.copy_out_ring_segments(&mut self.bufs);
+            }
+        }
+        if freed > 0 {
+            self.metrics.ring_buffers_copied_out(freed as u64);
+        }
+    }
+
+    pub(super) fn feed_starved(&mut self) {
+        if self.starved.is_empty() || self.bufs.available() < 16 {
+            return;
+        }
+        let starved = std::mem::take(&mut self.starved);
+        for idx in starved {
+            let Some(c) = self.conns.get_mut(idx) else {
+                continue;
+            };
+            if c.closing || c.recv != RecvState::WaitingForBuffers {
+                continue;
+            }
+            c.recv = RecvState::Off;
+            if matches!(c.role, Role::Head) {
+                self.arm_head_recv(idx);
+            } else {
+                self.arm_recv(idx);
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Ending sessions and connections; a connection is freed once nothing in flight names it.
+
+use super::*;
+
+impl Shard {
+    pub(super) fn end_session(&mut self, key: SessionKey, outcome: SessionOutcome) {
+        if self.sessions.get(key.index).is_none_or(|s| s.generation != key.generation) {
+            return;
+        }
+        let s = self.sessions.remove(key.index);
+        if let Some(cookie) = &s.cookie {
+            self.shared.cookies.remove_get(cookie, SessionRef { shard: self.id, key: key.pack() });
+        }
+        self.shared.admission.close_session();
+        self.metrics.session_ended(outcome);
+        let route = s.proto.route().map_or("-", |r| r.path.as_str());
+        tracing::info!(
+            target: "session",
+            session = %format_args!("{}-{}", self.id, s.id),
+            cookie = s.cookie.as_deref().map(|c| &c[..c.len().min(6)]).unwrap_or("-"),
+            route,
+            peer = %s.peer,
+            mode = if s.tunnel { "tunnel" } else { "rtsp" },
+            duration_ms = s.started_at.elapsed().as_millis() as u64,
+            bytes_to_viewer = s.to_viewer,
+            bytes_to_camera = s.to_camera,
+            outcome = ?outcome,
+            "session ended"
+        );
+        for c in [s.upstream, s.post].into_iter().flatten() {
+            self.close_conn(c);
+        }
+        if let Some(v) = s.viewer {
+            // The viewer gets what was queued for it (a final error reply, say), then the close;
+            // a viewer that never reads it is closed by the tick after FLUSH_GRACE.
+            if let Some(c) = self.conns.get_mut(v) {
+                if let Some(tls) = c.tls.as_mut() {
+                    tls.close_notify();
+                }
+                c.close_after_flush = true;
+                c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
+                self.dirty.push(v);
+            }
+        }
+    }
+
+    /// Shuts a connection down; it is freed once its in-flight operations have completed.
+    pub(super) fn close_conn(&mut self, idx: usize) {
+        let Some(c) = self.conns.get_mut(idx) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        c.closing = true;
+        if let Role::ParkedPost { cookie, .. } = &c.role {
+            self.shared.cookies.unpark(cookie, self.id);
+            self.parked.remove(cookie);
+        }
+        // SAFETY: shutdown on a descriptor we own; it completes pending receives and sends.
+        unsafe { libc::shutdown(c.raw(), libc::SHUT_RDWR) };
+        if c.connect_addr.is_some() && c.ops > 0 {
+            // A connecting socket ignores shutdown: cancel the connect itself.
+            let target = sqe_token(Op::Connect, idx, c.generation);
+            self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
+        }
+        self.maybe_free(idx);
+    }
+
+    pub(super) fn maybe_free(&mut self, idx: usize) {
+        let Some(c) = self.conns.get(idx) else { return };
+        if !c.closing || c.ops > 0 {
+            return;
+        }
+        let mut c = self.conns.remove(idx);
+        c.send.clear(&mut self.bufs);
+        if c.counted_ip {
+            self.shared.admission.close_connection(c.peer.ip());
+        }
+        // Dropping `c` closes the descriptor: nothing in flight names it any more.
+    }
+}

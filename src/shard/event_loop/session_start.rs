@@ -1,0 +1,173 @@
+//! Heads that start sessions: a tunnel GET, its POST (bound here, parked until the GET comes,
+//! or handed to the GET's shard), or a plain RTSP connection.
+
+use super::*;
+
+impl Shard {
+    pub(super) fn on_tunnel_get(&mut self, idx: usize, head: RequestHead) {
+        self.metrics.connection_accepted(ConnKind::TunnelGet);
+        let path = crate::config::uri_path(&head.target);
+        // A GET of `/` (older gortsplib) is routed by its first RTSP request instead.
+        let route = self.routes.lookup(&head.target);
+        if route.is_none() && path != "/" {
+            self.refuse(idx, Rejection::UnknownRoute, http_head::http_error_reply(404, "Not Found"));
+            return;
+        }
+        // The classifier only calls a GET a tunnel when it carries a valid cookie.
+        let Some(cookie) = head.cookie.clone() else {
+            self.refuse(idx, Rejection::BadCookie, http_head::http_error_reply(400, "Bad Request"));
+            return;
+        };
+        if !self.shared.admission.try_open_session(self.limits.max_sessions) {
+            self.refuse(idx, Rejection::MaxSessions, http_head::http_error_reply(503, "Service Unavailable"));
+            return;
+        }
+        let (peer, accepted_at) = (self.conns[idx].peer, self.conns[idx].accepted_at);
+        if route.as_ref().is_some_and(|r| !r.acl.permits(peer.ip())) {
+            // Refused before any camera connection.
+            self.shared.admission.close_session();
+            self.refuse(idx, Rejection::AddressDenied, http_head::http_error_reply(403, "Forbidden"));
+            return;
+        }
+        let tls = self.conns[idx].tls.is_some();
+        let key = self.new_session(route, true, tls, peer, accepted_at);
+        let me = SessionRef { shard: self.id, key: key.pack() };
+        match self.shared.cookies.register_get(&cookie, me) {
+            GetRegistration::Duplicate => {
+                self.sessions.remove(key.index);
+                self.metrics.session_ended(SessionOutcome::ProtocolError);
+                self.shared.admission.close_session();
+                self.refuse(idx, Rejection::DuplicateCookie, http_head::http_error_reply(409, "Conflict"));
+                return;
+            }
+            GetRegistration::Registered { wake_parked_on } => {
+                if let Some(shard) = wake_parked_on {
+                    self.shared.mailboxes[shard as usize].post(ShardMsg::WakeParked { cookie: cookie.clone() });
+                }
+            }
+        }
+        let leftover = self.conns[idx].head.split_off(head.consumed);
+        self.conns[idx].head = Vec::new();
+        let s = &mut self.sessions[key.index];
+        s.cookie = Some(cookie);
+        s.viewer = Some(idx);
+        let c = &mut self.conns[idx];
+        c.role = Role::TunnelGet(key);
+        let reply = http_head::tunnel_get_reply(&http_date(), self.public_address.as_deref());
+        self.queue_owned(idx, reply);
+        self.arm_recv(idx);
+        if !leftover.is_empty() {
+            self.feed_viewer(key, ViewerStream::TunnelData, &leftover);
+        }
+    }
+
+    pub(super) fn on_tunnel_post(&mut self, idx: usize, head: RequestHead) {
+        self.metrics.connection_accepted(ConnKind::TunnelPost);
+        if head.expect_continue {
+            send_now(self.conns[idx].raw(), http_head::CONTINUE_REPLY);
+        }
+        let leftover = self.conns[idx].head.split_off(head.consumed);
+        self.conns[idx].head = Vec::new();
+        let Some(cookie) = head.cookie else {
+            self.metrics.rejected(Rejection::BadCookie);
+            self.close_conn(idx);
+            return;
+        };
+        self.find_get_for_post(idx, cookie, leftover);
+    }
+
+    /// Binds a POST to its GET (here or on another shard), or parks it until the GET comes.
+    pub(super) fn find_get_for_post(&mut self, idx: usize, cookie: String, leftover: Vec<u8>) {
+        match self.shared.cookies.post_arrived(&cookie, self.id) {
+            PostLookup::Found(r) if r.shard == self.id => {
+                self.parked.remove(&cookie);
+                self.bind_post(SessionKey::unpack(r.key), idx, leftover);
+            }
+            PostLookup::Found(r) => {
+                self.parked.remove(&cookie);
+                self.conns[idx].role = Role::HandingOff { shard: r.shard, session_key: r.key, leftover };
+                self.hand_off_if_quiet(idx);
+            }
+            PostLookup::Parked => {
+                self.parked.insert(cookie.clone(), idx);
+                self.conns[idx].role = Role::ParkedPost { cookie, leftover };
+            }
+            PostLookup::AlreadyParked => {
+                self.metrics.rejected(Rejection::DuplicateCookie);
+                self.close_conn(idx);
+            }
+        }
+    }
+
+    /// Moves a POST to the GET's shard once nothing of ours is in flight on it. Its head receive
+    /// has completed and no receive is armed, but a TLS POST may still be sending (session
+    /// tickets): the kernel must be done with those buffers before the connection leaves the
+    /// slab, so the hand-off waits for the last send completion (see `on_send`).
+    pub(super) fn hand_off_if_quiet(&mut self, idx: usize) {
+        let Some(c) = self.conns.get(idx) else { return };
+        if c.closing || c.ops > 0 || !c.send.is_empty() {
+            if !c.send.is_empty() {
+                self.dirty.push(idx);
+            }
+            return;
+        }
+        let conn = self.conns.remove(idx);
+        let Role::HandingOff { shard, session_key, leftover } = conn.role else { return };
+        self.shared.mailboxes[shard as usize].post(ShardMsg::AdoptPost(AdoptPost {
+            fd: conn.fd,
+            peer: conn.peer,
+            session_key,
+            leftover,
+            accepted_at: conn.accepted_at,
+            tls: conn.tls,
+        }));
+    }
+
+    pub(super) fn bind_post(&mut self, key: SessionKey, idx: usize, leftover: Vec<u8>) {
+        let now = Instant::now();
+        let Some(s) = self.session(key) else {
+            // The GET went away between lookup and bind.
+            self.metrics.rejected(Rejection::PostWithoutGet);
+            self.close_conn(idx);
+            return;
+        };
+        let old = s.post.replace(idx);
+        let first = !s.paired;
+        s.paired = true;
+        if first {
+            let waited = now.saturating_duration_since(s.started_at);
+            self.metrics.observe(Hist::Pairing, waited);
+        } else {
+            s.proto.on_commands_rebound();
+        }
+        if let Some(old) = old {
+            self.close_conn(old);
+        }
+        self.conns[idx].role = Role::TunnelPost(key);
+        self.arm_recv(idx);
+        if !leftover.is_empty() {
+            self.feed_viewer(key, ViewerStream::TunnelCommands, &leftover);
+        }
+    }
+
+    pub(super) fn on_plain_rtsp(&mut self, idx: usize) {
+        self.metrics.connection_accepted(ConnKind::PlainRtsp);
+        if !self.shared.admission.try_open_session(self.limits.max_sessions) {
+            let limits = MessageLimits {
+                max_head_bytes: self.limits.max_header_bytes,
+                max_body_bytes: self.limits.max_body_bytes,
+            };
+            let cseq = rtsp::parse_message(&self.conns[idx].head, &limits).ok().flatten().and_then(|(m, _)| m.cseq());
+            self.refuse(idx, Rejection::MaxSessions, local_reply(503, "Service Unavailable", cseq));
+            return;
+        }
+        let (peer, accepted_at) = (self.conns[idx].peer, self.conns[idx].accepted_at);
+        let tls = self.conns[idx].tls.is_some();
+        let key = self.new_session(None, false, tls, peer, accepted_at);
+        self.sessions[key.index].viewer = Some(idx);
+        self.conns[idx].role = Role::PlainRtsp(key);
+        let head = std::mem::take(&mut self.conns[idx].head);
+        self.arm_recv(idx);
+        self.feed_viewer(key, ViewerStream::Plain, &head);
+    }
+}
