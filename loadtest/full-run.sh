@@ -7,6 +7,7 @@
 #   SESSIONS=N BITRATE=B [RAMP=R]  one custom run instead (e.g. setup rate at a trickle of media)
 #   RELAY_SCHED=fifo    run the relay's threads SCHED_FIFO (chrt -f 10), as on an appliance
 #                       where the relay has first call on the CPU and the load is elsewhere
+#   RELAY_SCHED=nice    run the relay at nice -10 (a larger CPU share, no realtime)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=$root/target/full-run
@@ -24,7 +25,10 @@ run() { # NAME SESSIONS BITRATE RAMP [DURATION]
     for i in $(seq 0 $((sessions - 1))); do printf '[[route]]\npath = "/cam%s"\nupstream = "rtsp://127.0.0.1:%s/cam%s"\n' "$i" $cam "$i"; done
   } >"$out/$name.toml"
   local wrap=()
-  [ "${RELAY_SCHED:-}" = fifo ] && wrap=(chrt -f 10)
+  case "${RELAY_SCHED:-}" in
+    fifo) wrap=(chrt -f 10) ;;
+    nice) wrap=(nice -n -10) ;;
+  esac
   "${wrap[@]}" "$bin/rtsp-tunnel-relay" --config "$out/$name.toml" 2>"$out/$name.relay.log" &
   local rpid=$!
   sleep 2
