@@ -210,6 +210,9 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Bytes queued towards one viewer before the relay stops reading its camera.
     pub max_viewer_backlog_bytes: usize,
+    /// RTSP requests of one viewer forwarded and not yet answered by the camera; beyond it the
+    /// viewer gets `503` without the camera hearing of it.
+    pub max_pending_requests: usize,
 }
 
 impl Default for Limits {
@@ -226,6 +229,7 @@ impl Default for Limits {
             max_sessions: 10_000,
             max_connections_per_ip: 1_000,
             max_viewer_backlog_bytes: 1024 * 1024,
+            max_pending_requests: 32,
         }
     }
 }
@@ -477,6 +481,7 @@ impl Config {
             ("max_sessions", l.max_sessions as u64),
             ("max_connections_per_ip", l.max_connections_per_ip as u64),
             ("max_viewer_backlog_bytes", l.max_viewer_backlog_bytes as u64),
+            ("max_pending_requests", l.max_pending_requests as u64),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("[limits] {name} must be greater than 0")));

@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         viewer_ip: "127.0.0.1".parse().unwrap(),
         viewer_tls: false,
         nonce_ttl: Duration::from_secs(60),
+        max_pending_requests: 8,
     };
     let t0 = Instant::now();
     let mut s = Session::new(params, None, "relay:8080", t0);

@@ -97,6 +97,10 @@ pub enum Rejection {
     AddressDenied,
     /// Too many failed authentications from this address recently.
     AuthRateLimited,
+    /// A request for a camera path outside the session's route (answered 404, never forwarded).
+    OutsideRoute,
+    /// More unanswered requests than `max_pending_requests` (answered 503).
+    TooManyPendingRequests,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.
@@ -170,7 +174,8 @@ labels!(Rejection {
     MaxSessions => "max_sessions", PerIpLimit => "per_ip_limit", BadBase64 => "bad_base64",
     MalformedRtsp => "malformed_rtsp", RtspTooLarge => "rtsp_too_large", UnsupportedTransport => "unsupported_transport",
     NotATunnel => "not_a_tunnel", ShuttingDown => "shutting_down", TlsHandshake => "tls_handshake",
-    AddressDenied => "address_denied", AuthRateLimited => "auth_rate_limited",
+    AddressDenied => "address_denied", AuthRateLimited => "auth_rate_limited", OutsideRoute => "outside_route",
+    TooManyPendingRequests => "too_many_pending_requests",
 });
 labels!(UpstreamErrorKind {
     ConnectRefused => "connect_refused", ConnectTimeout => "connect_timeout", Unreachable => "unreachable",

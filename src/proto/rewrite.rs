@@ -112,6 +112,12 @@ impl UrlMap {
     /// Maps a camera URL to the viewer's. The camera may name itself by another address than
     /// the route's (an internal IP, port 554 left out), so only the path decides.
     pub fn to_client(&self, url: &str) -> String {
+        self.to_client_noting(url, &mut Vec::new())
+    }
+
+    /// [`UrlMap::to_client`], adding to `outside` the path of a camera URL outside the route
+    /// (it maps to the same path on the relay, and the viewer may then ask for it).
+    fn to_client_noting(&self, url: &str, outside: &mut Vec<String>) -> String {
         let Some(p) = split_url(url) else { return url.to_owned() };
         let mut out = self.client_origin.clone();
         match strip_path(p.path, &self.upstream_path) {
@@ -122,7 +128,11 @@ impl UrlMap {
                     out.push('/');
                 }
             }
-            None => out.push_str(p.path),
+            None => {
+                // An RTP-Info URL runs on into `;seq=`: the path the viewer could ask for ends there.
+                outside.push(p.path.split(';').next().unwrap_or(p.path).to_owned());
+                out.push_str(p.path);
+            }
         }
         if let Some(q) = p.query {
             out.push('?');
@@ -130,12 +140,27 @@ impl UrlMap {
         }
         out
     }
+
+    /// Whether a viewer's request URI addresses this route (or is `*`). Only those, and URLs
+    /// the camera itself handed out, go to the camera: the relay's camera credentials must not
+    /// open other paths of the device (another channel of an NVR, say).
+    pub fn covers(&self, uri: &str) -> bool {
+        if uri == "*" {
+            return true;
+        }
+        let path = match split_url(uri) {
+            Some(p) => p.path,
+            None if uri.starts_with('/') => uri.split_once('?').map_or(uri, |(p, _)| p),
+            None => return false,
+        };
+        strip_path(path, &self.client_path).is_some()
+    }
 }
 
 /// Maps every absolute URL in `value` to the viewer's. Each `rtsp://` (or `rtsps://`) starts
 /// a URL that ends at whitespace or at the next one, so a malformed value holding several (found
 /// by fuzzing) has each of them rewritten; the bytes between are kept.
-fn map_urls(value: &str, map: &UrlMap) -> String {
+fn map_urls(value: &str, map: &UrlMap, outside: &mut Vec<String>) -> String {
     let bytes = value.as_bytes();
     // One pass over the value, no lowered copy: this runs on every Content-Base, RTP-Info and
     // SDP control line.
@@ -149,7 +174,7 @@ fn map_urls(value: &str, map: &UrlMap) -> String {
         let next = starts.peek().copied().unwrap_or(value.len());
         let end = value[start..next].find(char::is_whitespace).map_or(next, |w| start + w);
         out.push_str(&value[copied..start]);
-        out.push_str(&map.to_client(&value[start..end]));
+        out.push_str(&map.to_client_noting(&value[start..end], outside));
         copied = end;
     }
     out.push_str(&value[copied..]);
@@ -175,33 +200,36 @@ pub fn rewrite_to_upstream(msg: &mut Message, map: &UrlMap) {
 /// Rewrites a camera→viewer message: a request's URI, `Content-Base`, `Content-Location`,
 /// `Location`, `RTP-Info` `url=` entries and absolute `a=control:` lines of an SDP body. The body length
 /// changes are carried by [`Message::write_to`], which writes `Content-Length` from the body.
-pub fn rewrite_to_client(msg: &mut Message, map: &UrlMap) {
+/// Returns the paths of camera URLs outside the route that the message handed out.
+pub fn rewrite_to_client(msg: &mut Message, map: &UrlMap) -> Vec<String> {
+    let mut outside = Vec::new();
     if let StartLine::Request { uri, .. } = &mut msg.start {
-        *uri = map.to_client(uri);
+        *uri = map.to_client_noting(uri, &mut outside);
     }
     for (name, value) in msg.headers.iter_mut() {
         // Location: a camera's redirect (3xx) must send the viewer back through the relay.
         if ["Content-Base", "Content-Location", "Location"].iter().any(|h| name.eq_ignore_ascii_case(h)) {
-            *value = map_urls(value.trim(), map);
+            *value = map_urls(value.trim(), map, &mut outside);
         } else if name.eq_ignore_ascii_case("RTP-Info") {
             // `url=...;seq=...;rtptime=...` entries: every absolute URL in the value is mapped
             // (the `url=` ones, and any a malformed value holds elsewhere); the rest is kept.
-            *value = map_urls(value, map);
+            *value = map_urls(value, map, &mut outside);
         }
     }
     let is_sdp = msg.header("Content-Type").is_some_and(|t| t.to_ascii_lowercase().contains("application/sdp"));
     if is_sdp || msg.body.windows(10).any(|w| w == b"a=control:") {
         if let Ok(sdp) = std::str::from_utf8(&msg.body) {
-            let rewritten = rewrite_sdp(sdp, map);
+            let rewritten = rewrite_sdp(sdp, map, &mut outside);
             if rewritten != sdp {
                 msg.body = bytes::Bytes::from(rewritten);
             }
         }
     }
+    outside
 }
 
 /// Absolute `a=control:` lines rewritten; every other byte, line endings included, unchanged.
-fn rewrite_sdp(sdp: &str, map: &UrlMap) -> String {
+fn rewrite_sdp(sdp: &str, map: &UrlMap, outside: &mut Vec<String>) -> String {
     let mut out = String::with_capacity(sdp.len() + 64);
     for line in sdp.split_inclusive('\n') {
         let (content, ending) = match line.strip_suffix("\r\n") {
@@ -214,7 +242,7 @@ fn rewrite_sdp(sdp: &str, map: &UrlMap) -> String {
         match content.strip_prefix("a=control:") {
             Some(url) if url.contains("://") => {
                 out.push_str("a=control:");
-                out.push_str(&map_urls(url.trim(), map));
+                out.push_str(&map_urls(url.trim(), map, outside));
                 out.push_str(ending);
             }
             _ => out.push_str(line),
@@ -346,15 +374,31 @@ mod tests {
     fn several_urls_in_one_malformed_value_are_all_rewritten() {
         let m = map("rtsp://10.9.8.7:554/Streaming/Channels/101");
         let info = "url=rtsp://relay:8080//x/m   rtsp://10.9.8.7:554/Streaming/Channels/101  ov/trackID=2;seq=1";
-        let out = map_urls(info, &m);
+        let out = map_urls(info, &m, &mut Vec::new());
         assert!(!out.contains("10.9.8.7"), "{out}");
         assert!(out.contains("   rtsp://127.0.0.1:8080/cam1  ov/trackID=2;seq=1"), "{out}");
         // Any case, either scheme; a bare "rtsp" or "rtsps:/" is text, not a URL.
         let info =
             "url=RTSP://10.9.8.7/Streaming/Channels/101/t1,url=Rtsps://10.9.8.7/Streaming/Channels/101/t2;rtsp rtsps:/";
-        let out = map_urls(info, &m);
+        let out = map_urls(info, &m, &mut Vec::new());
         assert!(!out.contains("10.9.8.7"), "{out}");
         assert!(out.ends_with("/cam1/t2;rtsp rtsps:/"), "{out}");
+    }
+
+    #[test]
+    fn only_the_route_and_urls_the_camera_handed_out_are_reachable() {
+        let m = map("rtsp://10.0.0.5:554/Streaming/Channels/101");
+        for uri in ["*", "rtsp://127.0.0.1:8080/cam1", "rtsp://h/cam1/trackID=1?x=1", "/cam1/", "rtsp://h/cam1?t=1"] {
+            assert!(m.covers(uri), "{uri}");
+        }
+        for uri in ["rtsp://127.0.0.1:8080/Streaming/Channels/201", "rtsp://h/cam10", "rtsp://h/", "trackID=1", "/"] {
+            assert!(!m.covers(uri), "{uri}");
+        }
+        let mut reply = Message::response(200, "OK");
+        reply.set_header("Content-Base", "rtsp://10.0.0.5/Streaming/Channels/101/");
+        reply.set_header("RTP-Info", "url=rtsp://10.0.0.5/audio/track2;seq=1");
+        assert_eq!(rewrite_to_client(&mut reply, &m), vec!["/audio/track2".to_owned()]);
+        assert_eq!(reply.header("RTP-Info"), Some("url=rtsp://127.0.0.1:8080/audio/track2;seq=1"));
     }
 
     #[test]
@@ -370,11 +414,11 @@ mod tests {
         let m = map("rtsp://cam/s");
         let sdp = "v=0\na=control:*\nm=video 0 RTP/AVP 96\na=control:trackID=1\r\na=control:rtsp://cam/s/track2\n";
         assert_eq!(
-            rewrite_sdp(sdp, &m),
+            rewrite_sdp(sdp, &m, &mut Vec::new()),
             "v=0\na=control:*\nm=video 0 RTP/AVP 96\na=control:trackID=1\r\na=control:rtsp://127.0.0.1:8080/cam1/track2\n"
         );
         let info = "url=rtsp://cam/s/t1;seq=1;rtptime=2, url=trackID=2;seq=3";
-        assert_eq!(map_urls(info, &m), "url=rtsp://127.0.0.1:8080/cam1/t1;seq=1;rtptime=2, url=trackID=2;seq=3");
+        assert_eq!(map_urls(info, &m, &mut Vec::new()), "url=rtsp://127.0.0.1:8080/cam1/t1;seq=1;rtptime=2, url=trackID=2;seq=3");
     }
 
     proptest! {

@@ -25,6 +25,8 @@ use super::viewer_auth::{AuthFailure, ViewerAuth};
 
 /// Failed authentications one session may make before it is closed.
 const MAX_AUTH_FAILURES_PER_SESSION: u32 = 5;
+/// Camera paths outside the route one session remembers as handed out by the camera.
+const MAX_ADVERTISED_PATHS: usize = 64;
 
 /// Which viewer byte stream a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +78,8 @@ pub struct SessionParams {
     pub viewer_tls: bool,
     /// How long a Digest nonce the relay issues stays valid.
     pub nonce_ttl: Duration,
+    /// Requests forwarded to the camera and not yet answered; more get `503` at once.
+    pub max_pending_requests: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +125,8 @@ pub struct Session {
     /// The authenticated viewer, once the route's users admitted one.
     user: Option<String>,
     auth_failures: u32,
+    /// Paths outside the route that the camera's answers pointed the viewer to.
+    advertised: Vec<String>,
 }
 
 impl Session {
@@ -148,6 +154,7 @@ impl Session {
             events: Vec::new(),
             viewer_auth: None,
             user: None,
+            advertised: Vec::new(),
             auth_failures: 0,
         }
     }
@@ -240,8 +247,11 @@ impl Session {
             }
             Event::Message(msg) if msg.is_request() => self.on_viewer_request(msg, now, routes, out),
             Event::Message(msg) => {
-                // The viewer answering a request the camera sent it.
-                self.send_upstream(msg.to_bytes(), out);
+                // The viewer answering a request the camera sent it. Only a camera connection an
+                // admitted request opened can have asked; a response never opens one.
+                if self.upstream == Upstream::Connected {
+                    out.push(Output::ToUpstream(msg.to_bytes()));
+                }
             }
         }
     }
@@ -280,6 +290,19 @@ impl Session {
         if !self.admit(&msg, cseq, now, routes, out) {
             return;
         }
+        let uri = msg.uri().unwrap_or("*");
+        if !self.map.as_ref().is_some_and(|m| m.covers(uri)) && !self.was_advertised(uri) {
+            out.push(Output::Rejected(Rejection::OutsideRoute));
+            out.push(Output::ToViewer(local_reply(404, "Not Found", Some(cseq))));
+            return;
+        }
+        self.pending.retain(|p| p.cseq != cseq);
+        if self.pending.len() >= self.params.max_pending_requests {
+            // A viewer that does not wait for answers must not queue without bound.
+            out.push(Output::Rejected(Rejection::TooManyPendingRequests));
+            out.push(Output::ToViewer(local_reply(503, "Service Unavailable", Some(cseq))));
+            return;
+        }
         let method = RtspMethod::from_name(msg.method().unwrap_or(""));
         if method == RtspMethod::Setup && !steer_to_interleaved(&mut msg) {
             out.push(Output::Rejected(Rejection::UnsupportedTransport));
@@ -293,7 +316,6 @@ impl Session {
         }
         let mut wire = msg.clone();
         let authorized = self.auth.as_mut().is_some_and(|a| a.authorize(&mut wire));
-        self.pending.retain(|p| p.cseq != cseq);
         self.pending.push(Pending { cseq, method, request: msg, authorized, sent_at: now });
         self.send_upstream(wire.to_bytes(), out);
     }
@@ -339,6 +361,24 @@ impl Session {
                     }
                 }
                 false
+            }
+        }
+    }
+
+    /// A URI outside the route that the camera itself handed out in this session (an SDP
+    /// control or Content-Base elsewhere on the device): the path or anything below it.
+    fn was_advertised(&self, uri: &str) -> bool {
+        let path = crate::config::uri_path(uri);
+        self.advertised.iter().any(|a| {
+            let base = a.trim_end_matches('/');
+            path == a || (!base.is_empty() && (path == base || path.strip_prefix(base).is_some_and(|r| r.starts_with('/'))))
+        })
+    }
+
+    fn note_advertised(&mut self, paths: Vec<String>) {
+        for p in paths {
+            if self.advertised.len() < MAX_ADVERTISED_PATHS && !self.advertised.contains(&p) {
+                self.advertised.push(p);
             }
         }
     }
@@ -426,7 +466,8 @@ impl Session {
                 Event::Message(msg) if msg.is_request() => {
                     let mut msg = msg;
                     if let Some(map) = &self.map {
-                        rewrite_to_client(&mut msg, map);
+                        let outside = rewrite_to_client(&mut msg, map);
+                        self.note_advertised(outside);
                     }
                     out.push(Output::ToViewer(msg.to_bytes()));
                 }
@@ -459,6 +500,11 @@ impl Session {
         }
         if let Some(i) = idx {
             let p = self.pending.swap_remove(i);
+            if p.authorized && msg.status() != Some(401) {
+                if let Some(auth) = self.auth.as_mut() {
+                    auth.on_accepted();
+                }
+            }
             out.push(Output::Observe(Hist::RtspRequest(p.method), now.saturating_duration_since(p.sent_at)));
             let ok = msg.status().is_some_and(|s| (200..300).contains(&s));
             if p.method == RtspMethod::Play && ok && !self.played {
@@ -467,7 +513,8 @@ impl Session {
             }
         }
         if let Some(map) = &self.map {
-            rewrite_to_client(&mut msg, map);
+            let outside = rewrite_to_client(&mut msg, map);
+            self.note_advertised(outside);
         }
         out.push(Output::ToViewer(msg.to_bytes()));
     }

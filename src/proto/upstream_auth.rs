@@ -133,6 +133,12 @@ impl UpstreamAuth {
         verdict
     }
 
+    /// The camera accepted an authorized request: the next unannounced nonce change is a fresh
+    /// rotation, not a refusal, so the renewal budget starts over.
+    pub fn on_accepted(&mut self) {
+        self.renewals = 0;
+    }
+
     /// Adds `Authorization` to a request about to go to the camera, if a challenge is known.
     /// Returns whether it did.
     pub fn authorize(&mut self, req: &mut Message) -> bool {
@@ -167,6 +173,10 @@ impl UpstreamAuth {
                 } else {
                     let response = md5_hex(&format!("{ha1}:{nonce}:{ha2}"));
                     v.push_str(&format!(", response=\"{response}\""));
+                    if *sess {
+                        // MD5-sess hashes the cnonce into HA1: the camera needs it even without qop.
+                        v.push_str(&format!(", cnonce=\"{cnonce}\""));
+                    }
                 }
                 if *sess {
                     v.push_str(", algorithm=MD5-sess");

@@ -26,6 +26,7 @@ fn params() -> SessionParams {
         viewer_ip: "127.0.0.1".parse().unwrap(),
         viewer_tls: false,
         nonce_ttl: Duration::from_secs(60),
+        max_pending_requests: 4,
     }
 }
 
@@ -368,4 +369,92 @@ fn a_denied_address_is_refused_before_any_camera_connection() {
     assert!(to_viewer(&out).starts_with("RTSP/1.0 403 Forbidden\r\nCSeq: 1\r\n"));
     assert!(out.contains(&Output::Rejected(Rejection::AddressDenied)));
     assert!(!out.iter().any(|o| matches!(o, Output::ConnectUpstream(_))));
+}
+
+/// The relay's camera credentials open the route's path and what the camera itself hands out,
+/// nothing else on the device (another NVR channel, say).
+#[test]
+fn requests_outside_the_route_never_reach_the_camera() {
+    let mut h = Harness::tunnel(true);
+    h.connect();
+    h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n");
+    let out = h.command("DESCRIBE rtsp://127.0.0.1:8080/Streaming/Channels/201 RTSP/1.0\r\nCSeq: 2\r\n\r\n");
+    assert_eq!(to_upstream(&out), "", "{out:?}");
+    assert!(to_viewer(&out).starts_with("RTSP/1.0 404 Not Found\r\nCSeq: 2\r\n"));
+    assert!(out.contains(&Output::Rejected(Rejection::OutsideRoute)));
+    // A camera whose SDP points elsewhere on the device: that path, and only it, is allowed.
+    h.command("DESCRIBE rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 3\r\n\r\n");
+    let sdp = "v=0\r\nm=video 0 RTP/AVP 96\r\na=control:rtsp://10.0.0.5/media/video1\r\n";
+    let reply = format!("RTSP/1.0 200 OK\r\nCSeq: 3\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len());
+    assert!(to_viewer(&h.camera(reply.as_bytes())).contains("a=control:rtsp://127.0.0.1:8080/media/video1\r\n"));
+    let out = h.command(
+        "SETUP rtsp://127.0.0.1:8080/media/video1 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n",
+    );
+    assert!(to_upstream(&out).starts_with("SETUP rtsp://10.0.0.5:554/media/video1 RTSP/1.0\r\n"), "{out:?}");
+    let out = h.command("DESCRIBE rtsp://127.0.0.1:8080/media/video2 RTSP/1.0\r\nCSeq: 5\r\n\r\n");
+    assert_eq!(to_upstream(&out), "");
+    assert!(out.contains(&Output::Rejected(Rejection::OutsideRoute)));
+}
+
+/// A viewer "response" is the answer to a camera request; before any admitted request there is
+/// no camera connection to answer, and it must not open one.
+#[test]
+fn viewer_responses_and_frames_never_open_a_camera_connection() {
+    let routes = protected_routes();
+    let now = crate::test_fixtures::t0();
+    let mut s = Session::new(params(), routes.lookup("/cam1"), "127.0.0.1:8080", now);
+    let mut out = Vec::new();
+    let sneaky = b64("RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Length: 5\r\n\r\nhello");
+    s.on_viewer_bytes(ViewerStream::TunnelCommands, &sneaky, now, &routes, &mut out);
+    s.on_viewer_bytes(ViewerStream::TunnelData, b"$\x01\x00\x04abcd", now, &routes, &mut out);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::ConnectUpstream(_) | Output::ToUpstream(_))),
+        "unauthenticated bytes reached for the camera: {out:?}"
+    );
+}
+
+/// Cameras that rotate their nonce on every request, without `stale`, keep working for a whole
+/// dialogue: the renewal budget is per refusal streak, not per session.
+#[test]
+fn a_camera_rotating_nonces_on_every_request_keeps_working() {
+    let mut h = Harness::tunnel(true);
+    h.connect();
+    for (i, method) in ["OPTIONS", "DESCRIBE", "SETUP", "PLAY", "GET_PARAMETER"].iter().enumerate() {
+        let cseq = i + 1;
+        if cseq > 1 {
+            let out = h.command(&format!(
+                "{method} rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: {cseq}\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n"
+            ));
+            assert!(to_upstream(&out).contains("Authorization: Digest "), "{method}");
+        }
+        let challenge = format!(
+            "RTSP/1.0 401 Unauthorized\r\nCSeq: {cseq}\r\nWWW-Authenticate: Digest realm=\"cam\", nonce=\"n{cseq}\"\r\n\r\n"
+        );
+        let retry = to_upstream(&h.camera(challenge.as_bytes()));
+        assert!(retry.contains(&format!("nonce=\"n{cseq}\"")), "{method} was not retried: {retry:?}");
+        let ok = format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 1\r\n\r\n");
+        assert!(to_viewer(&h.camera(ok.as_bytes())).starts_with("RTSP/1.0 200 OK"), "{method}");
+    }
+}
+
+#[test]
+fn a_viewer_that_never_waits_for_answers_gets_503_beyond_the_limit() {
+    let mut h = Harness::tunnel(false);
+    h.connect();
+    let limit = params().max_pending_requests;
+    let mut upstream = 1; // the OPTIONS of connect()
+    for cseq in 2..=limit + 3 {
+        let out = h.command(&format!("GET_PARAMETER rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: {cseq}\r\n\r\n"));
+        if !to_upstream(&out).is_empty() {
+            upstream += 1;
+        } else {
+            assert!(to_viewer(&out).starts_with(&format!("RTSP/1.0 503 Service Unavailable\r\nCSeq: {cseq}\r\n")));
+            assert!(out.contains(&Output::Rejected(Rejection::TooManyPendingRequests)));
+        }
+    }
+    assert_eq!(upstream, limit);
+    // Answers free the slots again.
+    h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n");
+    let out = h.command("GET_PARAMETER rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 99\r\n\r\n");
+    assert!(!to_upstream(&out).is_empty());
 }

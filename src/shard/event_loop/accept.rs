@@ -229,6 +229,7 @@ impl Shard {
             viewer_ip: peer.ip(),
             viewer_tls,
             nonce_ttl: Duration::from_secs(self.auth.nonce_ttl_secs),
+            max_pending_requests: self.limits.max_pending_requests,
         };
         let route_path = route.as_ref().map(|r| r.path.clone());
         let proto = Session::new(params, route, &self.local_authority, started_at);
