@@ -101,6 +101,8 @@ pub enum Rejection {
     OutsideRoute,
     /// More unanswered requests than `max_pending_requests` (answered 503).
     TooManyPendingRequests,
+    /// A TLS record on an established session failed (bad MAC, protocol violation).
+    TlsRecord,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.
@@ -175,7 +177,7 @@ labels!(Rejection {
     MalformedRtsp => "malformed_rtsp", RtspTooLarge => "rtsp_too_large", UnsupportedTransport => "unsupported_transport",
     NotATunnel => "not_a_tunnel", ShuttingDown => "shutting_down", TlsHandshake => "tls_handshake",
     AddressDenied => "address_denied", AuthRateLimited => "auth_rate_limited", OutsideRoute => "outside_route",
-    TooManyPendingRequests => "too_many_pending_requests",
+    TooManyPendingRequests => "too_many_pending_requests", TlsRecord => "tls_record",
 });
 labels!(UpstreamErrorKind {
     ConnectRefused => "connect_refused", ConnectTimeout => "connect_timeout", Unreachable => "unreachable",

@@ -418,7 +418,10 @@ mod tests {
             "v=0\na=control:*\nm=video 0 RTP/AVP 96\na=control:trackID=1\r\na=control:rtsp://127.0.0.1:8080/cam1/track2\n"
         );
         let info = "url=rtsp://cam/s/t1;seq=1;rtptime=2, url=trackID=2;seq=3";
-        assert_eq!(map_urls(info, &m, &mut Vec::new()), "url=rtsp://127.0.0.1:8080/cam1/t1;seq=1;rtptime=2, url=trackID=2;seq=3");
+        assert_eq!(
+            map_urls(info, &m, &mut Vec::new()),
+            "url=rtsp://127.0.0.1:8080/cam1/t1;seq=1;rtptime=2, url=trackID=2;seq=3"
+        );
     }
 
     proptest! {

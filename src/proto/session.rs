@@ -371,7 +371,8 @@ impl Session {
         let path = crate::config::uri_path(uri);
         self.advertised.iter().any(|a| {
             let base = a.trim_end_matches('/');
-            path == a || (!base.is_empty() && (path == base || path.strip_prefix(base).is_some_and(|r| r.starts_with('/'))))
+            path == a
+                || (!base.is_empty() && (path == base || path.strip_prefix(base).is_some_and(|r| r.starts_with('/'))))
         })
     }
 

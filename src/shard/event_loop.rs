@@ -93,6 +93,8 @@ pub struct Shard {
     parked: HashMap<String, usize>,
     /// Connections whose multishot receive stopped for lack of buffers.
     starved: Vec<usize>,
+    /// Listeners whose accept stopped for lack of descriptors; the tick re-arms them.
+    accept_paused: Vec<usize>,
     /// Connections with newly queued bytes, sent at the end of the completion batch.
     dirty: Vec<usize>,
     tick: Box<types::Timespec>,
@@ -160,6 +162,7 @@ impl Shard {
             next_session_id: 0,
             parked: HashMap::new(),
             starved: Vec::new(),
+            accept_paused: Vec::new(),
             dirty: Vec::new(),
             tick: Box::new(types::Timespec::from(TICK)),
             out: Vec::new(),
@@ -171,13 +174,19 @@ impl Shard {
     }
 
     fn push(&mut self, sqe: squeue::Entry) {
+        self.push_together(std::slice::from_ref(&sqe));
+    }
+
+    /// Pushes entries into one submission, all or none: a linked chain (connect + its timeout)
+    /// split across two submissions would leave the timeout with nothing to attach to.
+    fn push_together(&mut self, sqes: &[squeue::Entry]) {
         loop {
             // SAFETY: every entry built in this module points only at memory that outlives the
             // operation: listener and connection descriptors are closed only after their
             // in-flight count returns to zero; msghdrs/iovecs are boxed in the connection's send
             // queue and the bytes they name stay queued until the send completes; connect
             // addresses and timespecs are boxed in the connection (or the shard) likewise.
-            let pushed = unsafe { self.ring.submission().push(&sqe) };
+            let pushed = unsafe { self.ring.submission().push_multiple(sqes) };
             if pushed.is_ok() {
                 return;
             }
@@ -192,13 +201,7 @@ impl Shard {
         for i in 0..self.listeners.len() {
             self.arm_accept(i);
         }
-        self.push(
-            opcode::Timeout::new(&*self.tick).flags(types::TimeoutFlags::MULTISHOT).build().user_data(sqe_token(
-                Op::Tick,
-                0,
-                0,
-            )),
-        );
+        self.arm_tick();
         self.arm_mailbox();
         self.shared.shard_started();
         if let Err(e) = self.ring.submit() {
@@ -254,7 +257,13 @@ impl Shard {
         let Some(tok) = Token::decode(ud) else { return };
         match tok.op {
             Op::Accept => self.on_accept(tok.index as usize, res, flags),
-            Op::Tick => self.on_tick(),
+            Op::Tick => {
+                // One-shot, re-armed on every expiry: every deadline of the shard hangs off it,
+                // and a multishot timeout can end for good (a full completion queue; kernels
+                // before 6.4 refuse it).
+                self.arm_tick();
+                self.on_tick();
+            }
             Op::Mailbox => {
                 if !cqueue::more(flags) {
                     self.arm_mailbox();

@@ -12,8 +12,9 @@ use super::buf_ring::BufRing;
 pub const MAX_IOV: usize = 64;
 
 pub enum Segment {
-    /// Bytes the relay produced (HTTP replies, rewritten RTSP messages, viewer→camera data).
-    Owned { data: Vec<u8>, offset: usize },
+    /// Bytes the relay produced (HTTP replies, rewritten RTSP messages, viewer→camera data),
+    /// or camera media copied out of the ring or encrypted for TLS (with its receive time).
+    Owned { data: Vec<u8>, offset: usize, received_at: Option<Instant> },
     /// `start..end` of ring buffer `bid`, received at `received_at`.
     Ring { bid: u16, start: u32, end: u32, received_at: Instant },
 }
@@ -21,7 +22,7 @@ pub enum Segment {
 impl Segment {
     fn remaining(&self) -> usize {
         match self {
-            Segment::Owned { data, offset } => data.len() - offset,
+            Segment::Owned { data, offset, .. } => data.len() - offset,
             Segment::Ring { start, end, .. } => (end - start) as usize,
         }
     }
@@ -87,11 +88,20 @@ impl SendQueue {
     }
 
     pub fn push_owned(&mut self, data: Vec<u8>) {
+        self.push_bytes(data, None);
+    }
+
+    /// Queues camera media the relay had to copy (TLS ciphertext), timed like ring media.
+    pub fn push_media(&mut self, data: Vec<u8>, received_at: Instant) {
+        self.push_bytes(data, Some(received_at));
+    }
+
+    fn push_bytes(&mut self, data: Vec<u8>, received_at: Option<Instant>) {
         if data.is_empty() {
             return;
         }
         self.queued += data.len();
-        self.segments.push_back(Segment::Owned { data, offset: 0 });
+        self.segments.push_back(Segment::Owned { data, offset: 0, received_at });
     }
 
     /// Queues a slice of a ring buffer; the caller has retained `bid` for this segment.
@@ -112,7 +122,7 @@ impl SendQueue {
         let mut n = 0;
         for seg in self.segments.iter().take(MAX_IOV) {
             let (base, len) = match seg {
-                Segment::Owned { data, offset } => (data[*offset..].as_ptr() as *mut u8, data.len() - offset),
+                Segment::Owned { data, offset, .. } => (data[*offset..].as_ptr() as *mut u8, data.len() - offset),
                 Segment::Ring { bid, start, end, .. } => (bufs.addr(*bid, *start), (end - start) as usize),
             };
             msg.iov[n] = libc::iovec { iov_base: base.cast(), iov_len: len };
@@ -144,10 +154,14 @@ impl SendQueue {
                 break;
             }
             written -= rem;
-            if let Some(Segment::Ring { bid, received_at, .. }) = self.segments.pop_front() {
-                bufs.release(bid);
-                self.ring_segments -= 1;
-                done.push(received_at);
+            match self.segments.pop_front() {
+                Some(Segment::Ring { bid, received_at, .. }) => {
+                    bufs.release(bid);
+                    self.ring_segments -= 1;
+                    done.push(received_at);
+                }
+                Some(Segment::Owned { received_at: Some(at), .. }) => done.push(at),
+                _ => {}
             }
         }
     }
@@ -167,11 +181,11 @@ impl SendQueue {
     pub fn copy_out_ring_segments(&mut self, bufs: &mut BufRing) -> usize {
         let mut released = 0;
         for seg in self.segments.iter_mut().skip(self.in_flight_segments) {
-            if let Segment::Ring { bid, start, end, .. } = *seg {
+            if let Segment::Ring { bid, start, end, received_at } = *seg {
                 let len = (end - start) as usize;
                 let data = bufs.bytes_at(bid, start, len).to_vec();
                 bufs.release(bid);
-                *seg = Segment::Owned { data, offset: 0 };
+                *seg = Segment::Owned { data, offset: 0, received_at: Some(received_at) };
                 released += 1;
             }
         }

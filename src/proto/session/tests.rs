@@ -385,7 +385,10 @@ fn requests_outside_the_route_never_reach_the_camera() {
     // A camera whose SDP points elsewhere on the device: that path, and only it, is allowed.
     h.command("DESCRIBE rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 3\r\n\r\n");
     let sdp = "v=0\r\nm=video 0 RTP/AVP 96\r\na=control:rtsp://10.0.0.5/media/video1\r\n";
-    let reply = format!("RTSP/1.0 200 OK\r\nCSeq: 3\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len());
+    let reply = format!(
+        "RTSP/1.0 200 OK\r\nCSeq: 3\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
     assert!(to_viewer(&h.camera(reply.as_bytes())).contains("a=control:rtsp://127.0.0.1:8080/media/video1\r\n"));
     let out = h.command(
         "SETUP rtsp://127.0.0.1:8080/media/video1 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n",

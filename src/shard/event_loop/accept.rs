@@ -15,6 +15,10 @@ impl Shard {
         }
     }
 
+    pub(super) fn arm_tick(&mut self) {
+        self.push(opcode::Timeout::new(&*self.tick).build().user_data(sqe_token(Op::Tick, 0, 0)));
+    }
+
     pub(super) fn arm_mailbox(&mut self) {
         let fd = self.shared.mailboxes[self.id as usize].fd();
         self.push(opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).multi(true).build().user_data(sqe_token(
@@ -29,6 +33,14 @@ impl Shard {
             if self.draining_until.is_some() {
                 // Cancelled at shutdown: the listener goes.
                 self.listeners[listener] = None;
+            } else if res == -libc::EMFILE || res == -libc::ENFILE {
+                // Out of descriptors: re-arming now would fail again at once and spin. The tick
+                // re-arms it, by when closing sessions may have freed some.
+                tracing::warn!(shard = self.id, "out of file descriptors: accepting paused for a tick");
+                if !self.accept_paused.contains(&listener) {
+                    self.accept_paused.push(listener);
+                }
+                return;
             } else {
                 self.arm_accept(listener);
             }

@@ -78,7 +78,7 @@ impl Shard {
             }
             Some(Err(e)) => {
                 tracing::debug!(shard = self.id, error = %e, "TLS error on a session connection");
-                self.metrics.rejected(Rejection::TlsHandshake);
+                self.metrics.rejected(Rejection::TlsRecord);
                 self.plain = plain;
                 self.on_conn_ended(idx, role, -libc::EPROTO);
                 return;
@@ -264,13 +264,13 @@ impl Shard {
         c.ops += 2;
         let generation = c.generation;
         let fd = c.raw();
-        self.push(
+        self.push_together(&[
             opcode::Connect::new(types::Fd(fd), sa_ptr.cast(), sa_len)
                 .build()
                 .flags(squeue::Flags::IO_LINK)
                 .user_data(sqe_token(Op::Connect, idx, generation)),
-        );
-        self.push(opcode::LinkTimeout::new(ts).build().user_data(sqe_token(Op::ConnectTimeout, idx, generation)));
+            opcode::LinkTimeout::new(ts).build().user_data(sqe_token(Op::ConnectTimeout, idx, generation)),
+        ]);
     }
 
     pub(super) fn on_connect(&mut self, idx: usize, res: i32) {

@@ -6,6 +6,11 @@ use super::*;
 impl Shard {
     pub(super) fn on_tick(&mut self) {
         let now = Instant::now();
+        if self.draining_until.is_none() {
+            for listener in std::mem::take(&mut self.accept_paused) {
+                self.arm_accept(listener);
+            }
+        }
         let head_timeout = Duration::from_millis(self.limits.head_read_timeout_ms);
         let pairing = Duration::from_millis(self.limits.pairing_timeout_ms);
         let idle = Duration::from_secs(self.limits.idle_timeout_secs);

@@ -32,7 +32,7 @@ impl Shard {
         if let Some(tls) = c.tls.as_mut() {
             tls.send(self.bufs.bytes_at(bid, range.start as u32, range.len()));
             if let Some(cipher) = tls.take_outgoing() {
-                c.send.push_owned(cipher);
+                c.send.push_media(cipher, at);
             }
         } else {
             self.bufs.retain(bid);

@@ -64,7 +64,12 @@ impl Shard {
     pub(super) fn on_tunnel_post(&mut self, idx: usize, head: RequestHead) {
         self.metrics.connection_accepted(ConnKind::TunnelPost);
         if head.expect_continue {
-            send_now(self.conns[idx].raw(), http_head::CONTINUE_REPLY);
+            if self.conns[idx].tls.is_some() {
+                // Inside the TLS stream; a hand-off waits for this send to complete.
+                self.queue_owned(idx, http_head::CONTINUE_REPLY.to_vec());
+            } else {
+                send_now(self.conns[idx].raw(), http_head::CONTINUE_REPLY);
+            }
         }
         let leftover = self.conns[idx].head.split_off(head.consumed);
         self.conns[idx].head = Vec::new();
