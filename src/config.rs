@@ -213,6 +213,9 @@ pub struct Limits {
     /// RTSP requests of one viewer forwarded and not yet answered by the camera; beyond it the
     /// viewer gets `503` without the camera hearing of it.
     pub max_pending_requests: usize,
+    /// Bytes queued towards one camera (requests, the viewer's RTCP) that it has not read; a
+    /// session beyond it ends: the camera stopped reading, or the viewer floods it.
+    pub max_camera_backlog_bytes: usize,
 }
 
 impl Default for Limits {
@@ -230,6 +233,7 @@ impl Default for Limits {
             max_connections_per_ip: 1_000,
             max_viewer_backlog_bytes: 1024 * 1024,
             max_pending_requests: 32,
+            max_camera_backlog_bytes: 1024 * 1024,
         }
     }
 }
@@ -482,6 +486,7 @@ impl Config {
             ("max_connections_per_ip", l.max_connections_per_ip as u64),
             ("max_viewer_backlog_bytes", l.max_viewer_backlog_bytes as u64),
             ("max_pending_requests", l.max_pending_requests as u64),
+            ("max_camera_backlog_bytes", l.max_camera_backlog_bytes as u64),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("[limits] {name} must be greater than 0")));

@@ -361,3 +361,29 @@ fn https_post_gets_its_100_continue_inside_tls() {
     assert!(buf[..n].starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"), "{:?}", String::from_utf8_lossy(&buf[..n]));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A camera that stops reading cannot make the relay hold the viewer's bytes without bound:
+/// past `max_camera_backlog_bytes` the session ends and is counted; the relay stays healthy.
+#[test]
+fn a_camera_that_stops_reading_ends_its_session_at_the_backlog_limit() {
+    let camera = FakeCamera::start(CameraMode::Deaf);
+    let limits = Limits { max_camera_backlog_bytes: 64 * 1024, ..Limits::default() };
+    let relay = Relay::start(&[("/cam1", camera.url("/stream"))], 1, limits);
+    let mut v = TunnelViewer::open_get(relay.addr, "/cam1", "deafcamera0123456789ab");
+    v.open_post();
+    v.send_command(format!("OPTIONS rtsp://{}/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n", relay.addr).as_bytes());
+    // RTCP-sized frames raw up the GET (as live555 sends them) until the relay gives up.
+    let frame = [&[b'$', 1, 0x05, 0xdc][..], &[0x81u8; 1500][..]].concat();
+    v.get.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sent = 0usize;
+    while sent < 64 * 1024 * 1024 && v.get.write_all(&frame).is_ok() {
+        sent += frame.len();
+    }
+    let (_, closed) = read_to_close(&mut v.get, Duration::from_secs(10));
+    assert!(closed, "the session should have ended after {sent} bytes");
+    let text = rtsp_tunnel_relay::metrics::MetricsHub::new(relay.metrics.clone()).render();
+    assert!(text.contains("relay_rejections_total{reason=\"camera_backlog\"} 1\n"), "{text}");
+    // The relay still takes new sessions.
+    let other = TunnelViewer::open_get(relay.addr, "/cam1", "another0123456789abcdef");
+    assert!(other.reply_head.starts_with("HTTP/1.0 200 OK"), "{}", other.reply_head);
+}

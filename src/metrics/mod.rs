@@ -103,6 +103,8 @@ pub enum Rejection {
     TooManyPendingRequests,
     /// A TLS record on an established session failed (bad MAC, protocol violation).
     TlsRecord,
+    /// More than `max_camera_backlog_bytes` waited for a camera that was not reading.
+    CameraBacklog,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.
@@ -178,6 +180,7 @@ labels!(Rejection {
     NotATunnel => "not_a_tunnel", ShuttingDown => "shutting_down", TlsHandshake => "tls_handshake",
     AddressDenied => "address_denied", AuthRateLimited => "auth_rate_limited", OutsideRoute => "outside_route",
     TooManyPendingRequests => "too_many_pending_requests", TlsRecord => "tls_record",
+    CameraBacklog => "camera_backlog",
 });
 labels!(UpstreamErrorKind {
     ConnectRefused => "connect_refused", ConnectTimeout => "connect_timeout", Unreachable => "unreachable",

@@ -41,6 +41,8 @@ pub enum CameraMode {
     Garbage,
     /// Accepts the connection and never answers.
     Silent,
+    /// Accepts the connection and never reads from it.
+    Deaf,
 }
 
 pub struct FakeCamera {
@@ -117,6 +119,12 @@ fn serve_camera(
     let mut seq: u32 = 0;
     let mut last_frame = Instant::now();
     let flood = vec![0xabu8; 1400];
+    if matches!(mode, CameraMode::Deaf) {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        return;
+    }
     while !stop.load(Ordering::Relaxed) {
         match sock.read(&mut buf) {
             Ok(0) => return,

@@ -182,6 +182,12 @@ impl Shard {
                 Output::ToUpstream(bytes) => {
                     if let Some(u) = s.upstream {
                         self.queue_owned(u, bytes);
+                        if self.conns.get(u).is_some_and(|c| c.send.queued() > self.limits.max_camera_backlog_bytes) {
+                            // Nothing paces the viewer's bytes but the camera's reading: bound them.
+                            self.metrics.rejected(Rejection::CameraBacklog);
+                            self.end_session(key, SessionOutcome::UpstreamError);
+                            return;
+                        }
                     }
                 }
                 Output::ConnectUpstream(addr) => self.connect_upstream(key, addr),
