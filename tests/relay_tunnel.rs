@@ -104,6 +104,11 @@ fn duplicate_get_is_refused_and_the_tunnel_keeps_playing() {
     assert!(head.starts_with("HTTP/1.0 409"), "{head}");
     let before = v.frames;
     assert!(v.read_frames(before + 10, Duration::from_secs(5)) >= before + 10, "tunnel disturbed");
+    // Counted as a refusal, not as a session that started and failed.
+    let text = rtsp_tunnel_relay::metrics::MetricsHub::new(relay.metrics.clone()).render();
+    assert!(text.contains("relay_rejections_total{reason=\"duplicate_cookie\"} 1\n"), "{text}");
+    assert!(text.contains("relay_sessions_total{outcome=\"protocol_error\"} 0\n"), "{text}");
+    assert!(text.contains("relay_sessions_active 1\n"), "{text}");
 }
 
 #[test]

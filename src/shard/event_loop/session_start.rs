@@ -18,6 +18,12 @@ impl Shard {
             self.refuse(idx, Rejection::BadCookie, http_head::http_error_reply(400, "Bad Request"));
             return;
         };
+        if self.shared.cookies.lookup_get(&cookie).is_some() {
+            // The usual duplicate, refused before a session exists (so it is not counted as one);
+            // two GETs racing with one cookie are caught again at registration below.
+            self.refuse(idx, Rejection::DuplicateCookie, http_head::http_error_reply(409, "Conflict"));
+            return;
+        }
         if !self.shared.admission.try_open_session(self.limits.max_sessions) {
             self.refuse(idx, Rejection::MaxSessions, http_head::http_error_reply(503, "Service Unavailable"));
             return;
