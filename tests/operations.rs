@@ -210,3 +210,35 @@ fn hostile_burst_leaves_a_playing_ffmpeg_viewer_alone_and_no_fd_behind() {
     .sum();
     assert!(rejected >= 40.0, "hostile connections counted: {rejected}");
 }
+
+/// Out of descriptors, the relay neither spins on a failing accept nor stops accepting for
+/// good: accepting pauses until the next tick, and resumes once descriptors are free.
+#[test]
+fn running_out_of_descriptors_pauses_accepting_then_recovers() {
+    // Set before start: a limit lowered later (prlimit --pid) did not bind the rings' accepts here.
+    let relay = RelayProcess::start_wrapped(
+        "emfile",
+        &route("/cam1", "rtsp://127.0.0.1:9/x"),
+        &["prlimit", "--nofile=40:40", "--"],
+    );
+    let before = relay.log_text().lines().count();
+    // More connections than the relay has descriptors left; they idle in their head phase.
+    let held: Vec<_> = (0..48).map(|_| std::net::TcpStream::connect(relay.tunnel).unwrap()).collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let log = relay.log_text();
+    let accept_lines = log.lines().skip(before).filter(|l| l.contains("accept")).count();
+    assert!(accept_lines > 0, "the relay never ran out:\n{log}");
+    // A spinning accept logs on every retry (thousands a second); paused, a few per tick.
+    assert!(accept_lines < 100, "{accept_lines} accept failures logged in a second");
+    drop(held);
+    let recovered = wait_for(Duration::from_secs(10), || {
+        let mut get = std::net::TcpStream::connect(relay.tunnel).unwrap();
+        get.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = get.write_all(
+            b"GET /cam1 HTTP/1.0\r\nx-sessioncookie: fdrecovery0123456789\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n",
+        );
+        let mut buf = [0u8; 32];
+        std::io::Read::read(&mut get, &mut buf).is_ok_and(|n| buf[..n].starts_with(b"HTTP/1.0 200"))
+    });
+    assert!(recovered, "accepting never resumed:\n{}", relay.log_text());
+}

@@ -88,6 +88,12 @@ pub fn temp_dir(name: &str) -> PathBuf {
 impl RelayProcess {
     /// Starts the relay with `[listen]` filled in and `body` (routes, limits, ...) appended.
     pub fn start(name: &str, body: &str) -> RelayProcess {
+        RelayProcess::start_wrapped(name, body, &[])
+    }
+
+    /// Like [`RelayProcess::start`], run through `wrapper` (a command that execs its arguments,
+    /// e.g. `prlimit --nofile=40:40 --`), which keeps the relay's pid.
+    pub fn start_wrapped(name: &str, body: &str, wrapper: &[&str]) -> RelayProcess {
         let dir = temp_dir(name);
         let (tunnel, metrics) = (free_port(), free_port());
         let config = dir.join("relay.toml");
@@ -96,7 +102,16 @@ impl RelayProcess {
         );
         std::fs::write(&config, text).unwrap();
         let log = dir.join("relay.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_rtsp-tunnel-relay"))
+        let relay_bin = env!("CARGO_BIN_EXE_rtsp-tunnel-relay");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(relay_bin);
+                c
+            }
+            None => Command::new(relay_bin),
+        };
+        let child = command
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
