@@ -51,6 +51,16 @@ fn split_url(url: &str) -> Option<Parts<'_>> {
     Some(Parts { origin: &url[..authority_end], path, query })
 }
 
+/// Path and query of a viewer's request URI, absolute (`rtsp://relay/cam1?x`) or path-only
+/// (`/cam1?x`); `None` for anything else.
+fn request_path(uri: &str) -> Option<(&str, Option<&str>)> {
+    match split_url(uri) {
+        Some(p) => Some((p.path, p.query)),
+        None if uri.starts_with('/') => Some(uri.split_once('?').map_or((uri, None), |(p, q)| (p, Some(q)))),
+        None => None,
+    }
+}
+
 /// `rest` of `path` after `prefix`, if `path` is `prefix` or continues it with `/`.
 fn strip_path<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     let rest = path.strip_prefix(prefix)?;
@@ -80,14 +90,7 @@ impl UrlMap {
         if uri == "*" {
             return uri.to_owned();
         }
-        let (path, query) = match split_url(uri) {
-            Some(p) => (p.path, p.query),
-            None if uri.starts_with('/') => match uri.split_once('?') {
-                Some((p, q)) => (p, Some(q)),
-                None => (uri, None),
-            },
-            None => return uri.to_owned(),
-        };
+        let Some((path, query)) = request_path(uri) else { return uri.to_owned() };
         let query = match (&self.upstream_query, query) {
             (Some(own), Some(q)) if q.starts_with(own.as_str()) => Some(q),
             (Some(own), _) => Some(own.as_str()),
@@ -148,12 +151,7 @@ impl UrlMap {
         if uri == "*" {
             return true;
         }
-        let path = match split_url(uri) {
-            Some(p) => p.path,
-            None if uri.starts_with('/') => uri.split_once('?').map_or(uri, |(p, _)| p),
-            None => return false,
-        };
-        strip_path(path, &self.client_path).is_some()
+        request_path(uri).is_some_and(|(path, _)| strip_path(path, &self.client_path).is_some())
     }
 }
 

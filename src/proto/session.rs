@@ -376,8 +376,10 @@ impl Session {
         })
     }
 
-    fn note_advertised(&mut self, paths: Vec<String>) {
-        for p in paths {
+    /// Camera URLs in `msg` become the viewer's; paths outside the route it hands out are noted.
+    fn rewrite_for_viewer(&mut self, msg: &mut Message) {
+        let Some(map) = &self.map else { return };
+        for p in rewrite_to_client(msg, map) {
             if self.advertised.len() < MAX_ADVERTISED_PATHS && !self.advertised.contains(&p) {
                 self.advertised.push(p);
             }
@@ -466,10 +468,7 @@ impl Session {
                 }
                 Event::Message(msg) if msg.is_request() => {
                     let mut msg = msg;
-                    if let Some(map) = &self.map {
-                        let outside = rewrite_to_client(&mut msg, map);
-                        self.note_advertised(outside);
-                    }
+                    self.rewrite_for_viewer(&mut msg);
                     out.push(Output::ToViewer(msg.to_bytes()));
                 }
                 Event::Message(msg) => self.on_camera_response(msg, now, out),
@@ -513,10 +512,7 @@ impl Session {
                 out.push(Output::Observe(Hist::SessionSetup, now.saturating_duration_since(self.started_at)));
             }
         }
-        if let Some(map) = &self.map {
-            let outside = rewrite_to_client(&mut msg, map);
-            self.note_advertised(outside);
-        }
+        self.rewrite_for_viewer(&mut msg);
         out.push(Output::ToViewer(msg.to_bytes()));
     }
 

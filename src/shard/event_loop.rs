@@ -39,7 +39,7 @@ use super::buf_ring::BufRing;
 use super::conn::{Conn, RecvState, Role, SessionKey};
 use super::mailbox::{AdoptPost, ShardMsg};
 use super::tls_stream::TlsStream;
-use super::token::{Op, Token, next_generation};
+use super::token::{Op, Token, bump_generation};
 use super::{Listener, ShardConfig, Shared};
 
 const TICK: Duration = Duration::from_millis(100);

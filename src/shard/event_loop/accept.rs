@@ -96,11 +96,7 @@ impl Shard {
     pub(super) fn insert_conn(&mut self, fd: OwnedFd, peer: SocketAddr, role: Role) -> usize {
         let entry = self.conns.vacant_entry();
         let idx = entry.key();
-        if self.conn_generations.len() <= idx {
-            self.conn_generations.resize(idx + 1, 0);
-        }
-        let generation = next_generation(self.conn_generations[idx]);
-        self.conn_generations[idx] = generation;
+        let generation = bump_generation(&mut self.conn_generations, idx);
         entry.insert(Conn::new(fd, generation, peer, role, Instant::now()));
         idx
     }
@@ -247,11 +243,7 @@ impl Shard {
         let proto = Session::new(params, route, &self.local_authority, started_at);
         let entry = self.sessions.vacant_entry();
         let index = entry.key();
-        if self.session_generations.len() <= index {
-            self.session_generations.resize(index + 1, 0);
-        }
-        let generation = next_generation(self.session_generations[index]);
-        self.session_generations[index] = generation;
+        let generation = bump_generation(&mut self.session_generations, index);
         self.next_session_id += 1;
         entry.insert(SessionSlot {
             generation,
