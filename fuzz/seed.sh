@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fx=../fixtures
-mkdir -p corpus/{http_head,base64_stream,rtsp_message,interleaved_demux,session}
+mkdir -p corpus/{http_head,base64_stream,rtsp_message,interleaved_demux,session,camera_requests}
 i=0
 # Client heads: each GET/POST block of HEADERS.txt.
 awk '/^(GET|POST) /{n++} /^(GET|POST) /,/^$|^#####|^\(server/{ if ($0 !~ /^#####|^\(server/) print > ("corpus/http_head/head" n) }' "$fx/clients/HEADERS.txt"
@@ -19,5 +19,19 @@ for f in "$fx"/cameras/*.txt; do
   # Session script: viewer OPTIONS (tag 0), camera connected (4), camera answer (3).
   req="OPTIONS rtsp://relay/cam1 RTSP/1.0"$'\r\n'"CSeq: 1"$'\r\n\r\n'
   { printf '\x00'; printf "\\x$(printf %02x ${#req})"; printf '%s' "$req"; printf '\x04\x00\x03\xff'; head -c 255 "$f"; } > "corpus/session/cam$i"
+done
+# Viewer dialogues and attacks for camera_requests: a mode byte (odd = tunnel), then
+# length-prefixed chunks of viewer bytes.
+n=0
+for req in \
+  "OPTIONS rtsp://relay/cam1 RTSP/1.0"$'\r\n'"CSeq: 1"$'\r\n\r\n' \
+  "DESCRIBE rtsp://relay/cam1?channel=10 RTSP/1.0"$'\r\n'"CSeq: 2"$'\r\n\r\n' \
+  "SETUP rtsp://relay/cam1/t1?k=cam RTSP/1.0"$'\r\n'"CSeq: 3"$'\r\n'"Transport: RTP/AVP/TCP;interleaved=0-1"$'\r\n\r\n' \
+  "DESCRIBE rtsp://relay/cam1/../s/201 RTSP/1.0"$'\r\n'"CSeq: 4"$'\r\n'"User-Agent: x"$'\r'"DESCRIBE rtsp://10.0.0.5/s/201 RTSP/1.0"$'\r\n\r\n' \
+  "PLAY rtsp://relay/other/t2 RTSP/1.0"$'\r\n'"CSeq: 5"$'\r\n\r\n'; do
+  for mode in 0 1; do
+    n=$((n + 1))
+    { printf "\\x0$mode"; printf "\\x$(printf %02x ${#req})"; printf '%s' "$req"; } > "corpus/camera_requests/req$n"
+  done
 done
 echo "seeded: $(ls corpus/*/ | wc -l) files"

@@ -4,6 +4,8 @@
 //! atomic and a lock-free map are enough; each refusal is counted by the caller.
 
 use std::net::IpAddr;
+
+use crate::proto::session::AuthGate;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Default)]
@@ -114,9 +116,31 @@ impl AuthFailureLimiter {
             .is_some_and(|(n, start)| *n >= max && now.saturating_duration_since(*start) < window)
     }
 
+    /// The gate sessions consult on every request that needs credentials.
+    pub fn gate(self: &std::sync::Arc<Self>, max: u32, window: std::time::Duration) -> std::sync::Arc<dyn AuthGate> {
+        std::sync::Arc::new(LimiterGate { limiter: self.clone(), max, window })
+    }
+
     /// Forgets windows that have passed (called now and then so the map stays small).
     pub fn prune(&self, now: std::time::Instant, window: std::time::Duration) {
         self.failures.pin().retain(|_, (_, start)| now.saturating_duration_since(*start) < window);
+    }
+}
+
+/// [`AuthFailureLimiter`] with the configured limit and window, as the protocol core sees it.
+struct LimiterGate {
+    limiter: std::sync::Arc<AuthFailureLimiter>,
+    max: u32,
+    window: std::time::Duration,
+}
+
+impl AuthGate for LimiterGate {
+    fn is_blocked(&self, ip: IpAddr, now: std::time::Instant) -> bool {
+        self.limiter.is_blocked(ip, now, self.max, self.window)
+    }
+
+    fn record_failure(&self, ip: IpAddr, now: std::time::Instant) {
+        self.limiter.record(ip, now, self.window);
     }
 }
 

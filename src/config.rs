@@ -67,6 +67,10 @@ pub struct AuthConfig {
     /// connections are refused until the window passes.
     pub max_failures_per_ip: u32,
     pub failure_window_secs: u64,
+    /// Accept a tunnel POST from another address than its GET's. Off: a POST must come from
+    /// the GET's address (a cookie seen on the wire must not let another host drive the
+    /// tunnel). Turn on only behind carrier NAT pools that spread one client over addresses.
+    pub post_from_any_address: bool,
 }
 
 impl Default for AuthConfig {
@@ -76,6 +80,7 @@ impl Default for AuthConfig {
             nonce_ttl_secs: 60,
             max_failures_per_ip: 20,
             failure_window_secs: 60,
+            post_from_any_address: false,
         }
     }
 }

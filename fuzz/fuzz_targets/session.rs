@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use rtsp_tunnel_relay::config::{Config, RouteTable};
 use rtsp_tunnel_relay::metrics::UpstreamErrorKind;
 use rtsp_tunnel_relay::proto::rtsp::MessageLimits;
-use rtsp_tunnel_relay::proto::session::{Output, Session, SessionParams, ViewerStream};
+use rtsp_tunnel_relay::proto::session::{OpenGate, Output, Session, SessionParams, ViewerStream};
 
 fuzz_target!(|data: &[u8]| {
     let text =
@@ -21,6 +21,8 @@ fuzz_target!(|data: &[u8]| {
         viewer_tls: false,
         nonce_ttl: Duration::from_secs(60),
         max_pending_requests: 8,
+        post_from_any_address: false,
+        auth_gate: std::sync::Arc::new(OpenGate),
     };
     let t0 = Instant::now();
     let mut s = Session::new(params, None, "relay:8080", t0);

@@ -105,6 +105,14 @@ pub enum Rejection {
     TlsRecord,
     /// More than `max_camera_backlog_bytes` waited for a camera that was not reading.
     CameraBacklog,
+    /// A control character (CR, LF, NUL, …) in a viewer's request line or header (answered 400).
+    BadHeaderValue,
+    /// A method the relay does not pass to cameras (ANNOUNCE, RECORD, …; answered 405).
+    MethodNotAllowed,
+    /// A request URI the relay cannot confine to a route (answered 400).
+    BadRequestUri,
+    /// A tunnel POST from another address than its GET's (closed; the tunnel stays).
+    PostFromOtherAddress,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.
@@ -180,7 +188,8 @@ labels!(Rejection {
     NotATunnel => "not_a_tunnel", ShuttingDown => "shutting_down", TlsHandshake => "tls_handshake",
     AddressDenied => "address_denied", AuthRateLimited => "auth_rate_limited", OutsideRoute => "outside_route",
     TooManyPendingRequests => "too_many_pending_requests", TlsRecord => "tls_record",
-    CameraBacklog => "camera_backlog",
+    CameraBacklog => "camera_backlog", BadHeaderValue => "bad_header_value", MethodNotAllowed => "method_not_allowed",
+    BadRequestUri => "bad_request_uri", PostFromOtherAddress => "post_from_other_address",
 });
 labels!(UpstreamErrorKind {
     ConnectRefused => "connect_refused", ConnectTimeout => "connect_timeout", Unreachable => "unreachable",

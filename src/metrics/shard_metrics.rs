@@ -20,9 +20,9 @@ pub(super) struct Counters {
     pub bytes: [AtomicU64; 2],
     pub frames: [AtomicU64; 2],
     pub frames_dropped: AtomicU64,
-    pub rejections: [AtomicU64; 24],
+    pub rejections: [AtomicU64; 28],
     pub upstream_errors: [AtomicU64; 8],
-    pub auth_failures: [AtomicU64; 7],
+    pub auth_failures: [AtomicU64; 8],
     pub backpressure_pauses: AtomicU64,
     pub ring_copies: AtomicU64,
 }

@@ -194,6 +194,12 @@ impl Demux {
     pub fn buffered(&self) -> usize {
         self.msg.len()
     }
+
+    /// The stream stopped inside an interleaved frame: bytes written to its reader now would
+    /// land in the frame's payload.
+    pub fn mid_frame(&self) -> bool {
+        self.frame_left > 0 || self.header_seen > 0
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //! matters) and hands back bytes and actions. Nothing here opens a socket or reads a clock.
 
 pub mod base64_stream;
+#[cfg(any(test, fuzzing))]
+pub mod camera_audit;
+pub mod camera_request;
 pub mod http_head;
 pub mod interleaved;
 pub mod rewrite;

@@ -12,6 +12,26 @@ pub enum RewriteError {
     NotRtspUrl(String),
 }
 
+/// Why a viewer's request URI is not sent to the camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UriRefusal {
+    /// Not an `rtsp://` URL or absolute path the relay can confine (bad characters, encoded
+    /// slashes, `*` for a method other than OPTIONS): `400`.
+    #[error("request URI not understood")]
+    Malformed,
+    /// A path outside the route that the camera did not hand out: `404`.
+    #[error("request URI outside the route")]
+    OutsideRoute,
+}
+
+/// A camera URL the camera itself handed out in a session (Content-Base, an SDP control,
+/// RTP-Info, a redirect): its path and query, as the camera spelled them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandedOut {
+    pub path: String,
+    pub query: Option<String>,
+}
+
 /// The two ends of one route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlMap {
@@ -67,6 +87,100 @@ fn strip_path<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     (rest.is_empty() || rest.starts_with('/') || prefix.is_empty()).then_some(rest)
 }
 
+/// Resolves the dot segments of an absolute path (`.` and `..`, percent-encoded too, and
+/// empty segments, which some cameras collapse before resolving) so that what the relay checks
+/// is what any camera would see. Refuses characters outside RFC 3986 `pchar`, encoded
+/// slashes, backslashes and controls (a camera decoding them would see another path), and a
+/// path that climbs above the root.
+fn normalize_path(path: &str) -> Result<String, UriRefusal> {
+    let path = if path.is_empty() { "/" } else { path };
+    if !path.starts_with('/') || !path_chars_are_safe(path) {
+        return Err(UriRefusal::Malformed);
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    // A path ending in a dot segment names a directory (`/a/b/..` is `/a/`).
+    let mut ends_in_dots = false;
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        // `..;x` is `..` to servlet-style parsers: a dot segment with parameters is refused.
+        let bare = segment.split(';').next().unwrap_or(segment);
+        let dots = dot_count(bare);
+        if dots.is_some() && bare.len() != segment.len() {
+            return Err(UriRefusal::Malformed);
+        }
+        ends_in_dots = dots.is_some();
+        match dots {
+            Some(1) => {}
+            Some(_) => {
+                segments.pop().ok_or(UriRefusal::OutsideRoute)?;
+            }
+            None => segments.push(segment),
+        }
+    }
+    let trailing_slash = ends_in_dots || path.ends_with('/');
+    let mut out = String::with_capacity(path.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// `Some(1)` for a `.` segment, `Some(2)` for `..` (either dot may be `%2e`), `None` otherwise.
+fn dot_count(segment: &str) -> Option<u8> {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0u8;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
+            rest = &rest[3..];
+        } else {
+            return None;
+        }
+        dots += 1;
+        if dots > 2 {
+            return None;
+        }
+    }
+    (dots > 0).then_some(dots)
+}
+
+/// RFC 3986 path characters, with percent-encodings only of bytes that cannot change how the
+/// path splits (no `/`, backslash, `%`, controls or non-ASCII after decoding).
+fn path_chars_are_safe(path: &str) -> bool {
+    let b = path.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' {
+            let decoded = b
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .map(|h| (hex_value(h[0]) << 4) | hex_value(h[1]));
+            match decoded {
+                Some(d) if d == b' ' || (d.is_ascii_graphic() && !matches!(d, b'/' | b'\\' | b'%')) => i += 3,
+                _ => return false,
+            }
+            continue;
+        }
+        if !(c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&c)) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+fn hex_value(h: u8) -> u8 {
+    match h {
+        b'0'..=b'9' => h - b'0',
+        _ => (h | 0x20) - b'a' + 10,
+    }
+}
+
 impl UrlMap {
     /// `client_base`: the route as the viewer addresses it (`rtsp://relay:8080/cam1`, scheme and
     /// authority as the viewer spoke them). `upstream_base`: the camera URL without credentials.
@@ -82,34 +196,37 @@ impl UrlMap {
         })
     }
 
-    /// Maps a viewer's request URI to the camera's: the route path becomes the camera path,
-    /// track suffixes (`/trackID=1`) stay. A query that came from a camera URL (it starts with
-    /// the route's own upstream query, or the route has none) is kept; a viewer's own query
-    /// (`?token=`) never replaces the camera's.
-    pub fn to_upstream(&self, uri: &str) -> String {
+    /// The URI the camera is asked for, built by the relay from what it understood of the
+    /// viewer's request URI, never copied from it: the camera's origin, the route's camera path
+    /// (dot segments resolved; one that climbs out of the route is refused) with the viewer's
+    /// suffix below it (`/trackID=1`), and the route's own query. A path outside the route is
+    /// allowed only at or below one the camera itself handed out (`handed_out`), and a query
+    /// other than the route's only when the camera handed out exactly that URL. `*` only where
+    /// the method allows it (OPTIONS).
+    pub fn camera_uri(&self, uri: &str, allow_star: bool, handed_out: &[HandedOut]) -> Result<String, UriRefusal> {
         if uri == "*" {
-            return uri.to_owned();
+            return if allow_star { Ok("*".to_owned()) } else { Err(UriRefusal::Malformed) };
         }
-        let Some((path, query)) = request_path(uri) else { return uri.to_owned() };
-        let query = match (&self.upstream_query, query) {
-            (Some(own), Some(q)) if q.starts_with(own.as_str()) => Some(q),
-            (Some(own), _) => Some(own.as_str()),
-            (None, q) => q,
+        let (path, query) = request_path(uri).ok_or(UriRefusal::Malformed)?;
+        let path = normalize_path(path)?;
+        let camera_path = match strip_path(&path, &self.client_path) {
+            Some(rest) => format!("{}{rest}", self.upstream_path),
+            None if handed_out.iter().any(|h| strip_path(&path, h.path.trim_end_matches('/')).is_some()) => path,
+            None => return Err(UriRefusal::OutsideRoute),
         };
-        let mut out = self.upstream_origin.clone();
-        match strip_path(path, &self.client_path) {
-            Some(rest) => {
-                out.push_str(&self.upstream_path);
-                out.push_str(rest);
-            }
-            // Outside the route: the same path on the camera.
-            None => out.push_str(path),
-        }
+        let handed_query = |q: &str| handed_out.iter().any(|h| h.path == camera_path && h.query.as_deref() == Some(q));
+        let query = match query {
+            Some(q) if handed_query(q) => Some(q),
+            _ => self.upstream_query.as_deref(),
+        };
+        let mut out = String::with_capacity(self.upstream_origin.len() + camera_path.len() + 32);
+        out.push_str(&self.upstream_origin);
+        out.push_str(&camera_path);
         if let Some(q) = query {
             out.push('?');
             out.push_str(q);
         }
-        out
+        Ok(out)
     }
 
     /// Maps a camera URL to the viewer's. The camera may name itself by another address than
@@ -118,10 +235,14 @@ impl UrlMap {
         self.to_client_noting(url, &mut Vec::new())
     }
 
-    /// [`UrlMap::to_client`], adding to `outside` the path of a camera URL outside the route
-    /// (it maps to the same path on the relay, and the viewer may then ask for it).
-    fn to_client_noting(&self, url: &str, outside: &mut Vec<String>) -> String {
+    /// [`UrlMap::to_client`], adding the camera URL to `handed_out`: the viewer may then ask
+    /// for it (a path outside the route maps to the same path on the relay).
+    fn to_client_noting(&self, url: &str, handed_out: &mut Vec<HandedOut>) -> String {
         let Some(p) = split_url(url) else { return url.to_owned() };
+        // An RTP-Info URL runs on into `;seq=`: the URL the viewer could ask for ends there.
+        let query = p.query.map(|q| q.split(';').next().unwrap_or(q).to_owned());
+        let path = if query.is_some() { p.path } else { p.path.split(';').next().unwrap_or(p.path) };
+        handed_out.push(HandedOut { path: path.to_owned(), query });
         let mut out = self.client_origin.clone();
         match strip_path(p.path, &self.upstream_path) {
             Some(rest) => {
@@ -131,11 +252,7 @@ impl UrlMap {
                     out.push('/');
                 }
             }
-            None => {
-                // An RTP-Info URL runs on into `;seq=`: the path the viewer could ask for ends there.
-                outside.push(p.path.split(';').next().unwrap_or(p.path).to_owned());
-                out.push_str(p.path);
-            }
+            None => out.push_str(p.path),
         }
         if let Some(q) = p.query {
             out.push('?');
@@ -143,22 +260,12 @@ impl UrlMap {
         }
         out
     }
-
-    /// Whether a viewer's request URI addresses this route (or is `*`). Only those, and URLs
-    /// the camera itself handed out, go to the camera: the relay's camera credentials must not
-    /// open other paths of the device (another channel of an NVR, say).
-    pub fn covers(&self, uri: &str) -> bool {
-        if uri == "*" {
-            return true;
-        }
-        request_path(uri).is_some_and(|(path, _)| strip_path(path, &self.client_path).is_some())
-    }
 }
 
 /// Maps every absolute URL in `value` to the viewer's. Each `rtsp://` (or `rtsps://`) starts
 /// a URL that ends at whitespace or at the next one, so a malformed value holding several (found
 /// by fuzzing) has each of them rewritten; the bytes between are kept.
-fn map_urls(value: &str, map: &UrlMap, outside: &mut Vec<String>) -> String {
+fn map_urls(value: &str, map: &UrlMap, handed_out: &mut Vec<HandedOut>) -> String {
     let bytes = value.as_bytes();
     // One pass over the value, no lowered copy: this runs on every Content-Base, RTP-Info and
     // SDP control line.
@@ -172,7 +279,7 @@ fn map_urls(value: &str, map: &UrlMap, outside: &mut Vec<String>) -> String {
         let next = starts.peek().copied().unwrap_or(value.len());
         let end = value[start..next].find(char::is_whitespace).map_or(next, |w| start + w);
         out.push_str(&value[copied..start]);
-        out.push_str(&map.to_client_noting(&value[start..end], outside));
+        out.push_str(&map.to_client_noting(&value[start..end], handed_out));
         copied = end;
     }
     out.push_str(&value[copied..]);
@@ -188,46 +295,39 @@ fn url_starts(b: &[u8]) -> bool {
     rest.starts_with(b"://")
 }
 
-/// Rewrites a viewer→camera message (request URI of a request; nothing else carries URLs).
-pub fn rewrite_to_upstream(msg: &mut Message, map: &UrlMap) {
-    if let StartLine::Request { uri, .. } = &mut msg.start {
-        *uri = map.to_upstream(uri);
-    }
-}
-
 /// Rewrites a camera→viewer message: a request's URI, `Content-Base`, `Content-Location`,
 /// `Location`, `RTP-Info` `url=` entries and absolute `a=control:` lines of an SDP body. The body length
 /// changes are carried by [`Message::write_to`], which writes `Content-Length` from the body.
-/// Returns the paths of camera URLs outside the route that the message handed out.
-pub fn rewrite_to_client(msg: &mut Message, map: &UrlMap) -> Vec<String> {
-    let mut outside = Vec::new();
+/// Returns the camera URLs the message handed out (the viewer may ask for them).
+pub fn rewrite_to_client(msg: &mut Message, map: &UrlMap) -> Vec<HandedOut> {
+    let mut handed_out = Vec::new();
     if let StartLine::Request { uri, .. } = &mut msg.start {
-        *uri = map.to_client_noting(uri, &mut outside);
+        *uri = map.to_client_noting(uri, &mut handed_out);
     }
     for (name, value) in msg.headers.iter_mut() {
         // Location: a camera's redirect (3xx) must send the viewer back through the relay.
         if ["Content-Base", "Content-Location", "Location"].iter().any(|h| name.eq_ignore_ascii_case(h)) {
-            *value = map_urls(value.trim(), map, &mut outside);
+            *value = map_urls(value.trim(), map, &mut handed_out);
         } else if name.eq_ignore_ascii_case("RTP-Info") {
             // `url=...;seq=...;rtptime=...` entries: every absolute URL in the value is mapped
             // (the `url=` ones, and any a malformed value holds elsewhere); the rest is kept.
-            *value = map_urls(value, map, &mut outside);
+            *value = map_urls(value, map, &mut handed_out);
         }
     }
     let is_sdp = msg.header("Content-Type").is_some_and(|t| t.to_ascii_lowercase().contains("application/sdp"));
     if is_sdp || msg.body.windows(10).any(|w| w == b"a=control:") {
         if let Ok(sdp) = std::str::from_utf8(&msg.body) {
-            let rewritten = rewrite_sdp(sdp, map, &mut outside);
+            let rewritten = rewrite_sdp(sdp, map, &mut handed_out);
             if rewritten != sdp {
                 msg.body = bytes::Bytes::from(rewritten);
             }
         }
     }
-    outside
+    handed_out
 }
 
 /// Absolute `a=control:` lines rewritten; every other byte, line endings included, unchanged.
-fn rewrite_sdp(sdp: &str, map: &UrlMap, outside: &mut Vec<String>) -> String {
+fn rewrite_sdp(sdp: &str, map: &UrlMap, handed_out: &mut Vec<HandedOut>) -> String {
     let mut out = String::with_capacity(sdp.len() + 64);
     for line in sdp.split_inclusive('\n') {
         let (content, ending) = match line.strip_suffix("\r\n") {
@@ -240,7 +340,7 @@ fn rewrite_sdp(sdp: &str, map: &UrlMap, outside: &mut Vec<String>) -> String {
         match content.strip_prefix("a=control:") {
             Some(url) if url.contains("://") => {
                 out.push_str("a=control:");
-                out.push_str(&map_urls(url.trim(), map, outside));
+                out.push_str(&map_urls(url.trim(), map, handed_out));
                 out.push_str(ending);
             }
             _ => out.push_str(line),
@@ -259,6 +359,11 @@ mod tests {
         UrlMap::new("rtsp://127.0.0.1:8080/cam1", upstream).unwrap()
     }
 
+    /// The camera URI for a viewer's, with nothing handed out by the camera.
+    fn up(m: &UrlMap, uri: &str) -> Result<String, UriRefusal> {
+        m.camera_uri(uri, true, &[])
+    }
+
     #[test]
     fn request_uris_map_to_the_camera_with_track_suffixes() {
         let m = map("rtsp://10.0.0.5:554/Streaming/Channels/101");
@@ -266,29 +371,91 @@ mod tests {
             ("rtsp://127.0.0.1:8080/cam1", "rtsp://10.0.0.5:554/Streaming/Channels/101"),
             ("rtsp://localhost/cam1/", "rtsp://10.0.0.5:554/Streaming/Channels/101/"),
             ("rtsp://relay.example:80/cam1/trackID=1", "rtsp://10.0.0.5:554/Streaming/Channels/101/trackID=1"),
-            ("rtsp://x/cam1?token=abc", "rtsp://10.0.0.5:554/Streaming/Channels/101?token=abc"),
             ("/cam1/stream=0", "rtsp://10.0.0.5:554/Streaming/Channels/101/stream=0"),
-            ("rtsp://x/other/path", "rtsp://10.0.0.5:554/other/path"),
-            ("rtsp://x/cam10", "rtsp://10.0.0.5:554/cam10"),
+            ("rtsp://x/cam1/a/../trackID=2", "rtsp://10.0.0.5:554/Streaming/Channels/101/trackID=2"),
+            ("rtsp://x/cam1/./trackID=2/.", "rtsp://10.0.0.5:554/Streaming/Channels/101/trackID=2/"),
+            ("rtsp://x//cam1//trackID=3", "rtsp://10.0.0.5:554/Streaming/Channels/101/trackID=3"),
             ("*", "*"),
         ];
         for (from, to) in cases {
-            assert_eq!(m.to_upstream(from), to, "{from}");
+            assert_eq!(up(&m, from).as_deref(), Ok(to), "{from}");
+        }
+        assert_eq!(m.camera_uri("*", false, &[]), Err(UriRefusal::Malformed), "`*` only for OPTIONS");
+    }
+
+    #[test]
+    fn a_viewer_never_leaves_the_route_by_path() {
+        let m = map("rtsp://10.0.0.5:554/Streaming/Channels/101");
+        for uri in [
+            "rtsp://x/other/path",
+            "rtsp://x/cam10",
+            "rtsp://x/",
+            "/",
+            "rtsp://x/cam1/../other",
+            "rtsp://x/cam1/%2e%2e/other",
+            "rtsp://x/cam1/.%2E/other",
+            "/cam1/a/../../other",
+            "rtsp://x/cam1//../other",
+            "/cam1/../../../../etc",
+        ] {
+            assert_eq!(up(&m, uri), Err(UriRefusal::OutsideRoute), "{uri}");
+        }
+        for uri in [
+            "trackID=1",
+            "http://x/cam1",
+            "rtsp://x/cam1/..%2fother",
+            "rtsp://x/cam1/%2F..%2F",
+            "rtsp://x/cam1/..\\other",
+            "rtsp://x/cam1/..;/other",
+            "rtsp://x/cam1/a\rDESCRIBE",
+            "rtsp://x/cam1/%0d%0a",
+            "rtsp://x/cam1/%00",
+            "rtsp://x/cam1/%zz",
+            "rtsp://x/cam1/%+1",
+            "rtsp://x/cam1/\u{e9}",
+            "rtsp://x/cam1#frag",
+        ] {
+            assert_eq!(up(&m, uri), Err(UriRefusal::Malformed), "{uri}");
         }
     }
 
     #[test]
-    fn a_route_query_survives_and_a_viewer_token_does_not_replace_it() {
+    fn the_camera_gets_the_routes_query_and_only_the_routes() {
         let m = map("rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
-        assert_eq!(m.to_upstream("rtsp://r/cam1"), "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
-        assert_eq!(m.to_upstream("rtsp://r/cam1?token=x"), "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
+        let route = "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0";
+        for viewer in [
+            "rtsp://r/cam1",
+            "rtsp://r/cam1?token=x",
+            "rtsp://r/cam1?channel=10",
+            "rtsp://r/cam1?channel=1&subtype=0&channel=4",
+            "rtsp://r/cam1?channel=1&subtype=0",
+        ] {
+            assert_eq!(up(&m, viewer).as_deref(), Ok(route), "{viewer}");
+        }
+        let open = map("rtsp://10.0.0.5:554/live");
+        assert_eq!(up(&open, "rtsp://r/cam1?camera=2").as_deref(), Ok("rtsp://10.0.0.5:554/live"));
+    }
+
+    #[test]
+    fn a_query_the_camera_handed_out_is_kept_for_that_url() {
+        let m = map("rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
         // Dahua's control URLs put the track after the query.
         let control = "rtsp://192.168.1.108:554/cam/realmonitor?channel=1&subtype=0&unicast=true&proto=Onvif/trackID=0";
-        let client = m.to_client(control);
-        assert_eq!(client, "rtsp://127.0.0.1:8080/cam1?channel=1&subtype=0&unicast=true&proto=Onvif/trackID=0");
+        let mut describe = Message::response(200, "OK");
+        describe.set_header("Content-Type", "application/sdp");
+        describe.body = format!("v=0\r\na=control:{control}\r\n").into();
+        let handed = rewrite_to_client(&mut describe, &m);
+        let client = "rtsp://127.0.0.1:8080/cam1?channel=1&subtype=0&unicast=true&proto=Onvif/trackID=0";
+        assert!(String::from_utf8_lossy(&describe.body).contains(client));
         assert_eq!(
-            m.to_upstream(&client),
-            "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0&unicast=true&proto=Onvif/trackID=0"
+            m.camera_uri(client, false, &handed).as_deref(),
+            Ok("rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0&unicast=true&proto=Onvif/trackID=0")
+        );
+        // Another query on the same path is not one the camera handed out.
+        assert_eq!(
+            m.camera_uri("rtsp://r/cam1?channel=2&subtype=0&unicast=true&proto=Onvif/trackID=0", false, &handed)
+                .as_deref(),
+            Ok("rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0")
         );
     }
 
@@ -306,7 +473,7 @@ mod tests {
         assert_eq!(m.to_client("trackID=1"), "trackID=1");
         let root = UrlMap::new("rtsp://r:8080", "rtsp://cam/live").unwrap();
         assert_eq!(root.to_client("rtsp://cam/live"), "rtsp://r:8080/");
-        assert_eq!(root.to_upstream("rtsp://r:8080/"), "rtsp://cam/live/");
+        assert_eq!(up(&root, "rtsp://r:8080/").as_deref(), Ok("rtsp://cam/live/"));
     }
 
     fn fixture(name: &str) -> Message {
@@ -341,13 +508,12 @@ mod tests {
             let upstream = format!("{}{}", camera.origin, camera.path);
             let m = map(&upstream);
             let mut msg = original.clone();
-            rewrite_to_client(&mut msg, &m);
+            let handed = rewrite_to_client(&mut msg, &m);
             let out = String::from_utf8_lossy(&msg.to_bytes()).into_owned();
             assert!(!out.contains(camera.origin), "{name}: camera origin leaked:\n{out}");
             for (before, after) in urls(&text).iter().zip(urls(&out)) {
                 assert!(after.starts_with("rtsp://127.0.0.1:8080/"), "{name}: {after}");
-                assert_eq!(m.to_upstream(&after), m.to_upstream(&m.to_client(before)), "{name}");
-                let back = m.to_upstream(&after);
+                let back = m.camera_uri(&after, false, &handed).unwrap();
                 assert_eq!(
                     split_url(&back).unwrap().path,
                     split_url(before).unwrap().path,
@@ -384,19 +550,20 @@ mod tests {
     }
 
     #[test]
-    fn only_the_route_and_urls_the_camera_handed_out_are_reachable() {
+    fn paths_the_camera_handed_out_are_reachable_and_nothing_else() {
         let m = map("rtsp://10.0.0.5:554/Streaming/Channels/101");
-        for uri in ["*", "rtsp://127.0.0.1:8080/cam1", "rtsp://h/cam1/trackID=1?x=1", "/cam1/", "rtsp://h/cam1?t=1"] {
-            assert!(m.covers(uri), "{uri}");
-        }
-        for uri in ["rtsp://127.0.0.1:8080/Streaming/Channels/201", "rtsp://h/cam10", "rtsp://h/", "trackID=1", "/"] {
-            assert!(!m.covers(uri), "{uri}");
-        }
         let mut reply = Message::response(200, "OK");
         reply.set_header("Content-Base", "rtsp://10.0.0.5/Streaming/Channels/101/");
         reply.set_header("RTP-Info", "url=rtsp://10.0.0.5/audio/track2;seq=1");
-        assert_eq!(rewrite_to_client(&mut reply, &m), vec!["/audio/track2".to_owned()]);
+        let handed = rewrite_to_client(&mut reply, &m);
+        assert!(handed.contains(&HandedOut { path: "/audio/track2".to_owned(), query: None }), "{handed:?}");
         assert_eq!(reply.header("RTP-Info"), Some("url=rtsp://127.0.0.1:8080/audio/track2;seq=1"));
+        let ok = |uri: &str| m.camera_uri(uri, false, &handed);
+        assert_eq!(ok("rtsp://r/audio/track2").as_deref(), Ok("rtsp://10.0.0.5:554/audio/track2"));
+        assert_eq!(ok("rtsp://r/audio/track2/x").as_deref(), Ok("rtsp://10.0.0.5:554/audio/track2/x"));
+        assert_eq!(ok("rtsp://r/audio/track2/../track3"), Err(UriRefusal::OutsideRoute));
+        assert_eq!(ok("rtsp://r/audio/track20"), Err(UriRefusal::OutsideRoute));
+        assert_eq!(ok("rtsp://r/Streaming/Channels/201"), Err(UriRefusal::OutsideRoute));
     }
 
     #[test]
@@ -433,7 +600,8 @@ mod tests {
             let camera = format!("rtsp://{host}/Streaming/Channels/101{track}{}", query.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
             let client = m.to_client(&camera);
             prop_assert!(client.starts_with("rtsp://127.0.0.1:8080/cam1"));
-            let back = m.to_upstream(&client);
+            let handed = [HandedOut { path: format!("/Streaming/Channels/101{track}"), query: query.clone() }];
+            let back = m.camera_uri(&client, false, &handed).unwrap();
             let expected = format!("rtsp://10.0.0.5:554/Streaming/Channels/101{track}{}", query.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
             prop_assert_eq!(back, expected);
         }

@@ -17,16 +17,42 @@ use crate::config::{Route, RouteTable};
 use crate::metrics::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
 
 use super::base64_stream::Base64StreamDecoder;
+use super::camera_request::{self, Refusal};
 use super::interleaved::{Demux, Event};
-use super::rewrite::{UrlMap, rewrite_to_client, rewrite_to_upstream};
+use super::rewrite::{HandedOut, UriRefusal, UrlMap, rewrite_to_client};
 use super::rtsp::{Message, MessageLimits, ParseError};
 use super::upstream_auth::{AuthVerdict, UpstreamAuth};
 use super::viewer_auth::{AuthFailure, ViewerAuth};
 
 /// Failed authentications one session may make before it is closed.
 const MAX_AUTH_FAILURES_PER_SESSION: u32 = 5;
-/// Camera paths outside the route one session remembers as handed out by the camera.
-const MAX_ADVERTISED_PATHS: usize = 64;
+/// Camera URLs one session remembers as handed out by the camera (the viewer may ask for them).
+const MAX_HANDED_OUT: usize = 64;
+
+/// The process-wide record of failed logins per address: consulted and fed on every request
+/// that needs credentials, so tunnels opened before an address was blocked stop guessing too.
+pub trait AuthGate: Send + Sync {
+    /// Too many failures from `ip` recently: refuse it without evaluating its credentials.
+    fn is_blocked(&self, ip: core::net::IpAddr, now: Instant) -> bool;
+    fn record_failure(&self, ip: core::net::IpAddr, now: Instant);
+}
+
+impl std::fmt::Debug for dyn AuthGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthGate")
+    }
+}
+
+/// A gate that never blocks (tests, fuzzing, tools).
+#[derive(Debug, Default)]
+pub struct OpenGate;
+
+impl AuthGate for OpenGate {
+    fn is_blocked(&self, _: core::net::IpAddr, _: Instant) -> bool {
+        false
+    }
+    fn record_failure(&self, _: core::net::IpAddr, _: Instant) {}
+}
 
 /// Which viewer byte stream a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,10 +98,15 @@ pub struct SessionParams {
     pub response_timeout: Duration,
     /// Randomness for Digest cnonces and nonces (the core reads no entropy source itself).
     pub cnonce_seed: u64,
-    /// The viewer's address, for the route's allow/deny lists.
+    /// The viewer's address (the GET's, for a tunnel), for the route's allow/deny lists.
     pub viewer_ip: core::net::IpAddr,
-    /// The viewer came over TLS (Basic authentication is accepted only then).
+    /// The viewer's first connection (the GET, or the plain RTSP socket) came over TLS. Basic
+    /// authentication is accepted only when every connection a credential travels on did.
     pub viewer_tls: bool,
+    /// A tunnel POST may come from another address than its GET (carrier NAT pools).
+    pub post_from_any_address: bool,
+    /// Failed logins per address, shared by every session.
+    pub auth_gate: Arc<dyn AuthGate>,
     /// How long a Digest nonce the relay issues stays valid.
     pub nonce_ttl: Duration,
     /// Requests forwarded to the camera and not yet answered; more get `503` at once.
@@ -125,8 +156,17 @@ pub struct Session {
     /// The authenticated viewer, once the route's users admitted one.
     user: Option<String>,
     auth_failures: u32,
-    /// Paths outside the route that the camera's answers pointed the viewer to.
-    advertised: Vec<String>,
+    /// Camera URLs the camera's answers handed out (the viewer may ask for them).
+    handed_out: Vec<HandedOut>,
+    /// Whether the tunnel POST now bound came over TLS (`None` before one binds).
+    commands_tls: Option<bool>,
+    /// Whether the stream the current request came on is TLS end to end.
+    stream_tls: bool,
+    /// Viewer frame bytes (POST or plain stream, and GET) until a whole frame is in: the camera
+    /// gets whole frames only, so nothing the relay writes can land inside one.
+    viewer_frames: [Vec<u8>; 2],
+    /// The relay's own replies held while the camera's stream to the viewer is mid-frame.
+    held_for_viewer: Vec<Vec<u8>>,
 }
 
 impl Session {
@@ -154,8 +194,12 @@ impl Session {
             events: Vec::new(),
             viewer_auth: None,
             user: None,
-            advertised: Vec::new(),
+            handed_out: Vec::new(),
             auth_failures: 0,
+            commands_tls: None,
+            stream_tls: false,
+            viewer_frames: [Vec::new(), Vec::new()],
+            held_for_viewer: Vec::new(),
         }
     }
 
@@ -189,6 +233,10 @@ impl Session {
         if self.closed {
             return;
         }
+        self.stream_tls = match stream {
+            ViewerStream::TunnelCommands => self.params.viewer_tls && self.commands_tls == Some(true),
+            ViewerStream::TunnelData | ViewerStream::Plain => self.params.viewer_tls,
+        };
         let mut events = std::mem::take(&mut self.events);
         // Frame ranges index the decoded POST body, or the chunk itself for raw streams.
         let mut decoded = std::mem::take(&mut self.decoded);
@@ -203,10 +251,11 @@ impl Session {
             ViewerStream::Plain => self.commands.feed(chunk, &mut events).map_err(Some),
         };
         let input: &[u8] = if stream == ViewerStream::TunnelCommands { &decoded } else { chunk };
+        let first_output = out.len();
         match fed {
             Ok(()) => {
                 for event in events.drain(..) {
-                    self.on_viewer_event(event, input, now, routes, out);
+                    self.on_viewer_event(event, stream, input, now, routes, out);
                     if self.closed {
                         break;
                     }
@@ -224,25 +273,50 @@ impl Session {
         }
         self.decoded = decoded;
         self.events = events;
+        self.hold_replies_mid_frame(first_output, out);
+    }
+
+    /// The relay's replies in `out[from..]` wait while the camera's media to the viewer is
+    /// mid-frame (they would corrupt it); they go out at the next frame boundary.
+    fn hold_replies_mid_frame(&mut self, from: usize, out: &mut Vec<Output>) {
+        if !self.camera.mid_frame() || !out[from..].iter().any(|o| matches!(o, Output::ToViewer(_))) {
+            return;
+        }
+        let mut i = from;
+        while i < out.len() {
+            if matches!(out[i], Output::ToViewer(_)) {
+                if let Output::ToViewer(bytes) = out.remove(i) {
+                    self.held_for_viewer.push(bytes);
+                }
+            } else {
+                i += 1;
+            }
+        }
     }
 
     fn on_viewer_event(
         &mut self,
         event: Event,
+        stream: ViewerStream,
         input: &[u8],
         now: Instant,
         routes: &RouteTable,
         out: &mut Vec<Output>,
     ) {
         match event {
-            Event::Frames { range, frames_completed } => {
+            Event::Frames { range, .. } => {
+                let buf = &mut self.viewer_frames[(stream == ViewerStream::TunnelData) as usize];
+                buf.extend_from_slice(&input[range]);
+                let (whole, frames) = whole_frames(buf);
+                if whole == 0 {
+                    return;
+                }
+                let frames_bytes: Vec<u8> = buf.drain(..whole).collect();
                 // RTCP receiver reports keep the camera's session alive; before the camera
                 // connection exists there is nothing they could refer to.
                 if self.upstream == Upstream::Connected {
-                    out.push(Output::ToUpstream(input[range].to_vec()));
-                    if frames_completed > 0 {
-                        out.push(Output::FramesToCamera(frames_completed));
-                    }
+                    out.push(Output::ToUpstream(frames_bytes));
+                    out.push(Output::FramesToCamera(frames));
                 }
             }
             Event::Message(msg) if msg.is_request() => self.on_viewer_request(msg, now, routes, out),
@@ -250,7 +324,10 @@ impl Session {
                 // The viewer answering a request the camera sent it. Only a camera connection an
                 // admitted request opened can have asked; a response never opens one.
                 if self.upstream == Upstream::Connected {
-                    out.push(Output::ToUpstream(msg.to_bytes()));
+                    match camera_request::rebuild_response(&msg) {
+                        Ok(answer) => out.push(Output::ToUpstream(answer.to_bytes())),
+                        Err(_) => out.push(Output::Rejected(Rejection::BadHeaderValue)),
+                    }
                 }
             }
         }
@@ -264,6 +341,10 @@ impl Session {
             self.close(SessionOutcome::ProtocolError, out);
             return;
         };
+        if !camera_request::is_clean(&msg) {
+            self.refuse(Rejection::BadHeaderValue, Refusal::BadHeaderValue.status(), cseq, out);
+            return;
+        }
         if self.map.is_none() {
             let uri = msg.uri().unwrap_or("*").to_owned();
             if self.route.is_none() {
@@ -290,34 +371,52 @@ impl Session {
         if !self.admit(&msg, cseq, now, routes, out) {
             return;
         }
-        let uri = msg.uri().unwrap_or("*");
-        if !self.map.as_ref().is_some_and(|m| m.covers(uri)) && !self.was_advertised(uri) {
-            out.push(Output::Rejected(Rejection::OutsideRoute));
-            out.push(Output::ToViewer(local_reply(404, "Not Found", Some(cseq))));
+        let Some(map) = &self.map else { return };
+        let method = msg.method().unwrap_or("");
+        let camera_uri = match map.camera_uri(msg.uri().unwrap_or(""), method == "OPTIONS", &self.handed_out) {
+            Ok(uri) => uri,
+            Err(UriRefusal::OutsideRoute) => {
+                self.refuse(Rejection::OutsideRoute, (404, "Not Found"), cseq, out);
+                return;
+            }
+            Err(UriRefusal::Malformed) => {
+                self.refuse(Rejection::BadRequestUri, (400, "Bad Request"), cseq, out);
+                return;
+            }
+        };
+        let method = RtspMethod::from_name(method);
+        if method == RtspMethod::Setup && !steer_to_interleaved(&mut msg) {
+            self.refuse(Rejection::UnsupportedTransport, (461, "Unsupported Transport"), cseq, out);
             return;
         }
+        let request = match camera_request::rebuild_request(&msg, cseq, &camera_uri) {
+            Ok(request) => request,
+            Err(Refusal::MethodNotAllowed) => {
+                out.push(Output::Rejected(Rejection::MethodNotAllowed));
+                out.push(Output::ToViewer(method_not_allowed(cseq)));
+                return;
+            }
+            Err(refusal @ Refusal::BadHeaderValue) => {
+                self.refuse(Rejection::BadHeaderValue, refusal.status(), cseq, out);
+                return;
+            }
+        };
         self.pending.retain(|p| p.cseq != cseq);
         if self.pending.len() >= self.params.max_pending_requests {
             // A viewer that does not wait for answers must not queue without bound.
-            out.push(Output::Rejected(Rejection::TooManyPendingRequests));
-            out.push(Output::ToViewer(local_reply(503, "Service Unavailable", Some(cseq))));
+            self.refuse(Rejection::TooManyPendingRequests, (503, "Service Unavailable"), cseq, out);
             return;
         }
-        let method = RtspMethod::from_name(msg.method().unwrap_or(""));
-        if method == RtspMethod::Setup && !steer_to_interleaved(&mut msg) {
-            out.push(Output::Rejected(Rejection::UnsupportedTransport));
-            out.push(Output::ToViewer(local_reply(461, "Unsupported Transport", Some(cseq))));
-            return;
-        }
-        // The viewer's credentials (if any) are for the relay; the camera gets the relay's own.
-        msg.remove_header("Authorization");
-        if let Some(map) = &self.map {
-            rewrite_to_upstream(&mut msg, map);
-        }
-        let mut wire = msg.clone();
+        let mut wire = request.clone();
         let authorized = self.auth.as_mut().is_some_and(|a| a.authorize(&mut wire));
-        self.pending.push(Pending { cseq, method, request: msg, authorized, sent_at: now });
+        self.pending.push(Pending { cseq, method, request, authorized, sent_at: now });
         self.send_upstream(wire.to_bytes(), out);
+    }
+
+    /// Answers a request the relay will not pass on; the session goes on.
+    fn refuse(&mut self, reason: Rejection, (status, text): (u16, &str), cseq: u32, out: &mut Vec<Output>) {
+        out.push(Output::Rejected(reason));
+        out.push(Output::ToViewer(local_reply(status, text, Some(cseq))));
     }
 
     /// The route's address lists and users: false (with the answer queued) if this viewer may
@@ -334,11 +433,19 @@ impl Session {
         if self.user.is_some() {
             return true;
         }
+        let ip = self.params.viewer_ip;
+        if self.params.auth_gate.is_blocked(ip, now) {
+            // Checked on every request: a tunnel opened before the block guesses no more.
+            out.push(Output::Rejected(Rejection::AuthRateLimited));
+            out.push(Output::ToViewer(local_reply(429, "Too Many Requests", Some(cseq))));
+            self.close(SessionOutcome::ProtocolError, out);
+            return false;
+        }
         let users = routes.users();
         let seed = self.params.cnonce_seed.rotate_left(17);
-        let auth = self
-            .viewer_auth
-            .get_or_insert_with(|| ViewerAuth::new(seed, self.params.viewer_tls, self.params.nonce_ttl, now));
+        let auth =
+            self.viewer_auth.get_or_insert_with(|| ViewerAuth::new(seed, self.stream_tls, self.params.nonce_ttl, now));
+        auth.set_tls(self.stream_tls);
         match auth.verify(msg, users, Some(allowed), now) {
             Ok(user) => {
                 self.user = Some(user);
@@ -355,6 +462,7 @@ impl Session {
                 out.push(Output::ToViewer(reply.to_bytes()));
                 // Asking for credentials is the normal first step; guessing is not.
                 if !matches!(failure, AuthFailure::NoCredentials | AuthFailure::StaleNonce) {
+                    self.params.auth_gate.record_failure(ip, now);
                     self.auth_failures += 1;
                     if self.auth_failures >= MAX_AUTH_FAILURES_PER_SESSION {
                         self.close(SessionOutcome::ProtocolError, out);
@@ -365,23 +473,12 @@ impl Session {
         }
     }
 
-    /// A URI outside the route that the camera itself handed out in this session (an SDP
-    /// control or Content-Base elsewhere on the device): the path or anything below it.
-    fn was_advertised(&self, uri: &str) -> bool {
-        let path = crate::config::uri_path(uri);
-        self.advertised.iter().any(|a| {
-            let base = a.trim_end_matches('/');
-            path == a
-                || (!base.is_empty() && (path == base || path.strip_prefix(base).is_some_and(|r| r.starts_with('/'))))
-        })
-    }
-
-    /// Camera URLs in `msg` become the viewer's; paths outside the route it hands out are noted.
+    /// Camera URLs in `msg` become the viewer's; the URLs it hands out are noted.
     fn rewrite_for_viewer(&mut self, msg: &mut Message) {
         let Some(map) = &self.map else { return };
-        for p in rewrite_to_client(msg, map) {
-            if self.advertised.len() < MAX_ADVERTISED_PATHS && !self.advertised.contains(&p) {
-                self.advertised.push(p);
+        for h in rewrite_to_client(msg, map) {
+            if self.handed_out.len() < MAX_HANDED_OUT && !self.handed_out.contains(&h) {
+                self.handed_out.push(h);
             }
         }
     }
@@ -441,10 +538,22 @@ impl Session {
         }
     }
 
-    /// A new POST bound to this tunnel: its base64 stream starts afresh.
-    pub fn on_commands_rebound(&mut self) {
-        self.base64 = Base64StreamDecoder::new();
-        self.commands = Demux::new(self.params.limits);
+    /// A tunnel POST from `ip` (over TLS or not) wants to carry this tunnel's commands. It must
+    /// come from the GET's address (unless `post_from_any_address`); a POST that replaces
+    /// another starts its base64 stream afresh and, on an authenticated tunnel, must
+    /// authenticate again. `Err` leaves the tunnel as it was: the shell closes the new POST.
+    pub fn on_commands_bound(&mut self, ip: core::net::IpAddr, tls: bool) -> Result<(), Rejection> {
+        if !self.params.post_from_any_address && ip != self.params.viewer_ip {
+            return Err(Rejection::PostFromOtherAddress);
+        }
+        if self.commands_tls.is_some() {
+            self.base64 = Base64StreamDecoder::new();
+            self.commands = Demux::new(self.params.limits);
+            self.viewer_frames[0].clear();
+            self.user = None;
+        }
+        self.commands_tls = Some(tls);
+        Ok(())
     }
 
     /// Bytes from the camera; frame ranges refer to `chunk`.
@@ -478,6 +587,9 @@ impl Session {
             }
         }
         self.events = events;
+        if !self.camera.mid_frame() {
+            out.extend(self.held_for_viewer.drain(..).map(Output::ToViewer));
+        }
     }
 
     fn on_camera_response(&mut self, mut msg: Message, now: Instant, out: &mut Vec<Output>) {
@@ -543,9 +655,34 @@ impl Session {
     fn close(&mut self, outcome: SessionOutcome, out: &mut Vec<Output>) {
         if !self.closed {
             self.closed = true;
+            out.extend(self.held_for_viewer.drain(..).map(Output::ToViewer));
             out.push(Output::Close(outcome));
         }
     }
+}
+
+/// How many leading bytes of `buf` (which starts at a frame header) are whole `$` frames, and
+/// how many frames that is.
+fn whole_frames(buf: &[u8]) -> (usize, u32) {
+    let (mut at, mut frames) = (0, 0);
+    while let Some(h) = buf.get(at..at + 4) {
+        let end = at + 4 + u16::from_be_bytes([h[2], h[3]]) as usize;
+        if end > buf.len() {
+            break;
+        }
+        at = end;
+        frames += 1;
+    }
+    (at, frames)
+}
+
+/// `405` with the methods the relay passes on.
+fn method_not_allowed(cseq: u32) -> Vec<u8> {
+    let mut msg = Message::response(405, "Method Not Allowed");
+    msg.set_header("CSeq", cseq.to_string());
+    msg.set_header("Server", "rtsp-tunnel-relay");
+    msg.set_header("Allow", camera_request::METHODS.join(", "));
+    msg.to_bytes()
 }
 
 /// An RTSP reply written by the relay itself.

@@ -83,6 +83,8 @@ pub enum AuthFailure {
     /// Basic credentials on a connection without TLS.
     BasicWithoutTls,
     Malformed,
+    /// A Digest `uri=` other than the request's URI (a response replayed onto another request).
+    UriMismatch,
 }
 
 impl AuthFailure {
@@ -95,10 +97,11 @@ impl AuthFailure {
             AuthFailure::StaleNonce => "stale_nonce",
             AuthFailure::BasicWithoutTls => "basic_without_tls",
             AuthFailure::Malformed => "malformed",
+            AuthFailure::UriMismatch => "uri_mismatch",
         }
     }
 
-    pub const ALL: [AuthFailure; 7] = [
+    pub const ALL: [AuthFailure; 8] = [
         AuthFailure::NoCredentials,
         AuthFailure::UnknownUser,
         AuthFailure::BadCredentials,
@@ -106,6 +109,7 @@ impl AuthFailure {
         AuthFailure::StaleNonce,
         AuthFailure::BasicWithoutTls,
         AuthFailure::Malformed,
+        AuthFailure::UriMismatch,
     ];
 }
 
@@ -149,6 +153,12 @@ impl ViewerAuth {
         let mut a = ViewerAuth { tls, nonce: String::new(), issued: now, ttl, rng: seed | 1 };
         a.renew(now);
         a
+    }
+
+    /// Whether the connections the credentials travel on are all TLS now (a tunnel's POST may
+    /// be rebound from another listener).
+    pub fn set_tls(&mut self, tls: bool) {
+        self.tls = tls;
     }
 
     fn next_random(&mut self) -> u64 {
@@ -209,6 +219,9 @@ impl ViewerAuth {
         else {
             return Err(AuthFailure::Malformed);
         };
+        if !digest_uri_matches(uri, req.uri().unwrap_or("")) {
+            return Err(AuthFailure::UriMismatch);
+        }
         let Some(ha1) = users.ha1(user) else { return Err(AuthFailure::UnknownUser) };
         if get("realm").is_some_and(|r| r != users.realm) {
             return Err(AuthFailure::BadCredentials);
@@ -252,6 +265,19 @@ impl ViewerAuth {
         }
         v
     }
+}
+
+/// RFC 7616 §3.4: the `uri` directive is the request target. Clients spell it as they spelled
+/// the request line, or (some) as its path and query alone.
+fn digest_uri_matches(directive: &str, request_uri: &str) -> bool {
+    if directive == request_uri {
+        return true;
+    }
+    let path_and_query = |u: &str| match u.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_owned(),
+        None => u.to_owned(),
+    };
+    directive.starts_with('/') && path_and_query(request_uri) == directive
 }
 
 fn verify_basic(token: &str, users: &Users) -> Result<String, AuthFailure> {
@@ -303,6 +329,23 @@ mod tests {
 
     fn nonce_of(challenge: &str) -> String {
         parse_params(challenge.strip_prefix("Digest ").unwrap())["nonce"].clone()
+    }
+
+    #[test]
+    fn a_digest_response_for_another_uri_is_refused() {
+        let u = users();
+        let now = crate::test_fixtures::t0();
+        let mut a = ViewerAuth::new(7, false, Duration::from_secs(60), now);
+        let nonce = nonce_of(&a.challenge(&u, false, now)[0]);
+        let header = digest("alice", "wonderland", &nonce, true);
+        let mut other = Message::request("DESCRIBE", "rtsp://relay/cam2");
+        other.set_header("Authorization", &header);
+        assert_eq!(a.verify(&other, &u, None, now), Err(AuthFailure::UriMismatch));
+        // The same response on its own request passes; the path-only spelling of the URI too.
+        assert_eq!(a.verify(&req_with(Some(&header)), &u, None, now), Ok("alice".to_owned()));
+        assert!(digest_uri_matches("/cam1", "rtsp://relay:8080/cam1"));
+        assert!(!digest_uri_matches("/cam1", "rtsp://relay:8080/cam1/trackID=1"));
+        assert!(!digest_uri_matches("rtsp://relay/cam1", "rtsp://relay/cam1/../cam2"));
     }
 
     #[test]

@@ -24,8 +24,7 @@ use crate::metrics::{ConnKind, Direction, Hist, Rejection, SessionOutcome, Shard
 use crate::pairing::{GetRegistration, PostLookup, SessionRef};
 use crate::proto::http_head::{self, HeadKind, HeadLimits, RequestHead};
 use crate::proto::rtsp::{self, MessageLimits};
-use crate::proto::session::{Output, Session, SessionParams, ViewerStream, local_reply};
-use crate::proto::viewer_auth::AuthFailure;
+use crate::proto::session::{AuthGate, Output, Session, SessionParams, ViewerStream, local_reply};
 
 mod accept;
 mod buffers;
@@ -81,6 +80,8 @@ pub struct Shard {
     routes: Arc<RouteTable>,
     limits: Limits,
     auth: AuthConfig,
+    /// The address failure limiter with `auth`'s limits, handed to every new session.
+    auth_gate: Arc<dyn AuthGate>,
     public_address: Option<String>,
     listeners: Vec<Option<Listener>>,
     local_authority: String,
@@ -150,6 +151,9 @@ impl Shard {
             metrics: shared.metrics[cfg.id as usize].clone(),
             routes: cfg.routes,
             limits: cfg.limits,
+            auth_gate: shared
+                .auth_failures
+                .gate(cfg.auth.max_failures_per_ip, Duration::from_secs(cfg.auth.failure_window_secs)),
             auth: cfg.auth,
             public_address: cfg.public_address,
             listeners: cfg.listeners.into_iter().map(Some).collect(),

@@ -35,7 +35,7 @@ pub(crate) struct Shared {
     pub mailboxes: Vec<Arc<Mailbox>>,
     pub cookies: CookieTable,
     pub admission: Admission,
-    pub auth_failures: AuthFailureLimiter,
+    pub auth_failures: Arc<AuthFailureLimiter>,
     pub metrics: Vec<Arc<ShardMetrics>>,
     running: AtomicUsize,
 }
@@ -148,7 +148,7 @@ impl Shards {
             mailboxes,
             cookies: CookieTable::new(),
             admission: Admission::new(),
-            auth_failures: AuthFailureLimiter::new(),
+            auth_failures: Arc::new(AuthFailureLimiter::new()),
             metrics: opts.metrics,
             running: AtomicUsize::new(0),
         });

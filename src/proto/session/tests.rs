@@ -27,6 +27,8 @@ fn params() -> SessionParams {
         viewer_tls: false,
         nonce_ttl: Duration::from_secs(60),
         max_pending_requests: 4,
+        post_from_any_address: false,
+        auth_gate: Arc::new(OpenGate),
     }
 }
 
@@ -45,7 +47,9 @@ impl Harness {
         let routes = routes(with_credentials);
         let now = crate::test_fixtures::t0();
         let route = routes.lookup("/cam1");
-        Harness { s: Session::new(params(), route, "127.0.0.1:8080", now), routes, now }
+        let mut s = Session::new(params(), route, "127.0.0.1:8080", now);
+        s.on_commands_bound("127.0.0.1".parse().unwrap(), false).unwrap();
+        Harness { s, routes, now }
     }
 
     fn plain() -> Harness {
@@ -282,7 +286,7 @@ fn a_rebound_post_starts_a_fresh_base64_stream() {
     // The old POST died mid-group.
     let enc = b64("GET_PARAMETER rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 2\r\n\r\n");
     assert_eq!(h.viewer(ViewerStream::TunnelCommands, &enc[..6]), vec![]);
-    h.s.on_commands_rebound();
+    h.s.on_commands_bound("127.0.0.1".parse().unwrap(), false).unwrap();
     let out = h.viewer(ViewerStream::TunnelCommands, &enc);
     assert!(
         to_upstream(&out)
@@ -343,7 +347,7 @@ fn wrong_passwords_are_refused_counted_and_end_the_session_after_a_few() {
     let mut out = Vec::new();
     for cseq in 1..=5 {
         let req = format!(
-            "OPTIONS rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: {cseq}\r\nAuthorization: Digest username=\"alice\", nonce=\"x\", uri=\"/\", response=\"00\"\r\n\r\n"
+            "OPTIONS rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: {cseq}\r\nAuthorization: Digest username=\"alice\", nonce=\"x\", uri=\"rtsp://127.0.0.1:8080/cam1\", response=\"00\"\r\n\r\n"
         );
         s.on_viewer_bytes(ViewerStream::Plain, req.as_bytes(), now, &routes, &mut out);
     }
@@ -461,3 +465,5 @@ fn a_viewer_that_never_waits_for_answers_gets_503_beyond_the_limit() {
     let out = h.command("GET_PARAMETER rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 99\r\n\r\n");
     assert!(!to_upstream(&out).is_empty());
 }
+
+mod gatekeeping;

@@ -238,6 +238,8 @@ impl Shard {
             viewer_tls,
             nonce_ttl: Duration::from_secs(self.auth.nonce_ttl_secs),
             max_pending_requests: self.limits.max_pending_requests,
+            post_from_any_address: self.auth.post_from_any_address,
+            auth_gate: self.auth_gate.clone(),
         };
         let route_path = route.as_ref().map(|r| r.path.clone());
         let proto = Session::new(params, route, &self.local_authority, started_at);

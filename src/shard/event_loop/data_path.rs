@@ -194,13 +194,8 @@ impl Shard {
                 Output::FramesToCamera(n) => self.metrics.frames(Direction::ToCamera, n as u64),
                 Output::Observe(h, d) => self.metrics.observe(h, d),
                 Output::Rejected(r) => self.metrics.rejected(r),
-                Output::AuthFailed(f) => {
-                    self.metrics.auth_failure(f);
-                    if !matches!(f, AuthFailure::NoCredentials | AuthFailure::StaleNonce) {
-                        let window = Duration::from_secs(self.auth.failure_window_secs);
-                        self.shared.auth_failures.record(s.peer.ip(), Instant::now(), window);
-                    }
-                }
+                // The session recorded it with the address's failures (its `AuthGate`).
+                Output::AuthFailed(f) => self.metrics.auth_failure(f),
                 Output::UpstreamError(k) => self.metrics.upstream_error(k),
                 Output::Close(outcome) => self.end_session(key, outcome),
             }

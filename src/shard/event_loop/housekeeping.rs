@@ -119,6 +119,8 @@ impl Shard {
                     }
                 }
                 ShardMsg::Reload { routes, limits, auth, tls } => {
+                    let window = Duration::from_secs(auth.failure_window_secs);
+                    self.auth_gate = self.shared.auth_failures.gate(auth.max_failures_per_ip, window);
                     self.auth = auth;
                     // New certificates apply to new connections; the i-th TLS listener gets the i-th.
                     let mut fresh = tls.into_iter();
