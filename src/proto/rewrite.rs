@@ -201,7 +201,7 @@ impl UrlMap {
     /// (dot segments resolved; one that climbs out of the route is refused) with the viewer's
     /// suffix below it (`/trackID=1`), and the route's own query. A path outside the route is
     /// allowed only at or below one the camera itself handed out (`handed_out`), and a query
-    /// other than the route's only when the camera handed out exactly that URL. `*` only where
+    /// other than the route's (or none) only when the camera handed out exactly that URL. `*` only where
     /// the method allows it (OPTIONS).
     pub fn camera_uri(&self, uri: &str, allow_star: bool, handed_out: &[HandedOut]) -> Result<String, UriRefusal> {
         if uri == "*" {
@@ -214,11 +214,9 @@ impl UrlMap {
             None if handed_out.iter().any(|h| strip_path(&path, h.path.trim_end_matches('/')).is_some()) => path,
             None => return Err(UriRefusal::OutsideRoute),
         };
-        let handed_query = |q: &str| handed_out.iter().any(|h| h.path == camera_path && h.query.as_deref() == Some(q));
-        let query = match query {
-            Some(q) if handed_query(q) => Some(q),
-            _ => self.upstream_query.as_deref(),
-        };
+        // The camera's own URL, query (or its absence) included, as it handed it out.
+        let handed = handed_out.iter().any(|h| h.path == camera_path && h.query.as_deref() == query);
+        let query = if handed { query } else { self.upstream_query.as_deref() };
         let mut out = String::with_capacity(self.upstream_origin.len() + camera_path.len() + 32);
         out.push_str(&self.upstream_origin);
         out.push_str(&camera_path);

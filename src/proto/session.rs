@@ -86,8 +86,23 @@ pub enum Output {
     /// A viewer failed to authenticate (the shell also rate-limits its address).
     AuthFailed(AuthFailure),
     UpstreamError(UpstreamErrorKind),
+    /// A viewer request was answered (by the camera or the relay): one debug log line.
+    Exchange(Exchange),
     /// End the session once the bytes queued to the viewer are flushed.
     Close(SessionOutcome),
+}
+
+/// One RTSP request and its answer, for the operator's debug log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub method: String,
+    /// The request URI as the viewer sent it.
+    pub uri: String,
+    pub status: u16,
+    /// From the request's arrival (or its forwarding, for camera answers) to its answer.
+    pub latency: Duration,
+    /// The relay answered itself (refused, or the camera failed); otherwise the camera did.
+    pub by_relay: bool,
 }
 
 /// Fixed parameters of a session.
@@ -126,6 +141,8 @@ enum Upstream {
 struct Pending {
     cseq: u32,
     method: RtspMethod,
+    /// The method and URI as the viewer sent them, for the log.
+    viewer_request: (String, String),
     /// The rewritten request, kept to retry it after an authentication challenge.
     request: Message,
     authorized: bool,
@@ -319,7 +336,24 @@ impl Session {
                     out.push(Output::FramesToCamera(frames));
                 }
             }
-            Event::Message(msg) if msg.is_request() => self.on_viewer_request(msg, now, routes, out),
+            Event::Message(msg) if msg.is_request() => {
+                let asked = (msg.method().unwrap_or("").to_owned(), msg.uri().unwrap_or("").to_owned());
+                let before = out.len();
+                self.on_viewer_request(msg, now, routes, out);
+                // A reply the relay wrote itself answers it here; camera answers are logged as
+                // they come.
+                let reply = out[before..].iter().enumerate().find_map(|(i, o)| match o {
+                    Output::ToViewer(b) => {
+                        b.get(9..12).and_then(|s| std::str::from_utf8(s).ok()?.parse().ok()).map(|s| (before + i, s))
+                    }
+                    _ => None,
+                });
+                if let Some((at, status)) = reply {
+                    let (method, uri) = asked;
+                    let e = Exchange { method, uri, status, latency: Duration::ZERO, by_relay: true };
+                    out.insert(at + 1, Output::Exchange(e));
+                }
+            }
             Event::Message(msg) => {
                 // The viewer answering a request the camera sent it. Only a camera connection an
                 // admitted request opened can have asked; a response never opens one.
@@ -409,7 +443,8 @@ impl Session {
         }
         let mut wire = request.clone();
         let authorized = self.auth.as_mut().is_some_and(|a| a.authorize(&mut wire));
-        self.pending.push(Pending { cseq, method, request, authorized, sent_at: now });
+        let viewer_request = (msg.method().unwrap_or("").to_owned(), msg.uri().unwrap_or("").to_owned());
+        self.pending.push(Pending { cseq, method, viewer_request, request, authorized, sent_at: now });
         self.send_upstream(wire.to_bytes(), out);
     }
 
@@ -617,7 +652,11 @@ impl Session {
                     auth.on_accepted();
                 }
             }
-            out.push(Output::Observe(Hist::RtspRequest(p.method), now.saturating_duration_since(p.sent_at)));
+            let latency = now.saturating_duration_since(p.sent_at);
+            out.push(Output::Observe(Hist::RtspRequest(p.method), latency));
+            let (method, uri) = p.viewer_request.clone();
+            let status = msg.status().unwrap_or(0);
+            out.push(Output::Exchange(Exchange { method, uri, status, latency, by_relay: false }));
             let ok = msg.status().is_some_and(|s| (200..300).contains(&s));
             if p.method == RtspMethod::Play && ok && !self.played {
                 self.played = true;
@@ -649,6 +688,8 @@ impl Session {
     fn fail_pending(&mut self, status: u16, reason: &str, out: &mut Vec<Output>) {
         for p in self.pending.drain(..) {
             out.push(Output::ToViewer(local_reply(status, reason, Some(p.cseq))));
+            let (method, uri) = p.viewer_request;
+            out.push(Output::Exchange(Exchange { method, uri, status, latency: Duration::ZERO, by_relay: true }));
         }
     }
 

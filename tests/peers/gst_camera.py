@@ -3,6 +3,8 @@
 
 Usage: gst_camera.py [--port N] [--mounts N] [--user U --password P]
 Prints "READY port=<port>" once listening; serves /cam1 .. /camN from one shared encoder;
+then prints "REQUEST <METHOD> <path>[?<query>]" for every request it handles, and
+"SESSIONS <n>" whenever the number of RTSP sessions it holds changes;
 exits on SIGTERM or when its standard input closes (so a dying test never leaks it).
 Needs Debian's /usr/bin/python3 (python3-gi, gir1.2-gst-rtsp-server-1.0).
 """
@@ -55,6 +57,20 @@ def main():
     for i in range(1, args.mounts + 1):
         mounts.add_factory("/cam%d" % i, factory)
     server.attach(None)
+
+    def log_requests(_server, client):
+        def logger(method):
+            def log(_client, ctx):
+                uri = ctx.uri
+                target = "*" if uri is None else uri.abspath + ("?" + uri.query if uri.query else "")
+                print("REQUEST %s %s" % (method, target), flush=True)
+
+            return log
+
+        for method in ("options", "describe", "setup", "play", "pause", "teardown", "get-parameter"):
+            client.connect("%s-request" % method, logger(method.upper().replace("-", "_")))
+
+    server.connect("client-connected", log_requests)
 
     loop = GLib.MainLoop()
     signal.signal(signal.SIGTERM, lambda *_: loop.quit())

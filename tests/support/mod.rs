@@ -35,6 +35,8 @@ pub fn free_port() -> u16 {
 pub struct GstCamera {
     child: Child,
     pub port: u16,
+    /// What the camera printed after READY: `REQUEST <METHOD> <path>[?query]` lines.
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl GstCamera {
@@ -49,13 +51,27 @@ impl GstCamera {
         let mut child =
             cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start gst camera");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         let port = line
             .trim()
             .strip_prefix("READY port=")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("camera said {line:?}"));
-        GstCamera { child, port }
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        GstCamera { child, port, lines }
+    }
+
+    /// The requests the camera handled so far, as `METHOD path[?query]`.
+    pub fn requests(&self) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().filter_map(|l| l.strip_prefix("REQUEST ")).map(str::to_owned).collect()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -197,6 +197,17 @@ impl Shard {
                 // The session recorded it with the address's failures (its `AuthGate`).
                 Output::AuthFailed(f) => self.metrics.auth_failure(f),
                 Output::UpstreamError(k) => self.metrics.upstream_error(k),
+                Output::Exchange(e) => tracing::debug!(
+                    shard = self.id,
+                    session = s.id,
+                    route = s.proto.route().map_or("-", |r| r.path.as_str()),
+                    method = %e.method,
+                    uri = %e.uri,
+                    status = e.status,
+                    latency_ms = e.latency.as_secs_f64() * 1e3,
+                    answered_by = if e.by_relay { "relay" } else { "camera" },
+                    "rtsp"
+                ),
                 Output::Close(outcome) => self.end_session(key, outcome),
             }
         }
