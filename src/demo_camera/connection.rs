@@ -315,7 +315,7 @@ impl Connection {
                         timeline.rtp_time(next)
                     ),
                 );
-                tracing::info!(session = %s.id, "demo camera: PLAY");
+                tracing::debug!(session = %s.id, "demo camera: PLAY");
                 200
             }
             "PAUSE" => {
@@ -333,7 +333,7 @@ impl Connection {
                     return 454;
                 }
                 if let Some(s) = self.session.take() {
-                    tracing::info!(session = %s.id, "demo camera: TEARDOWN");
+                    tracing::debug!(session = %s.id, "demo camera: TEARDOWN");
                 }
                 200
             }
@@ -384,7 +384,7 @@ impl Connection {
                 let id = format!("{:016X}", self.rng.next());
                 let ssrc = self.rng.next() as u32;
                 let seq = self.rng.next() as u16;
-                tracing::info!(session = %id, "demo camera: new session");
+                tracing::debug!(session = %id, "demo camera: new session");
                 Session {
                     id,
                     rtp_channel,

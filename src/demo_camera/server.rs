@@ -188,7 +188,7 @@ fn spawn_client(
             Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
                 tracing::debug!(%peer, "demo camera client closed (reset)")
             }
-            Err(e) => tracing::info!(%peer, error = %e, "demo camera client dropped"),
+            Err(e) => tracing::debug!(%peer, error = %e, "demo camera client dropped"),
         }
         lock(&registry.clients).remove(&id);
     });

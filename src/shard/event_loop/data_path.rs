@@ -199,12 +199,12 @@ impl Shard {
                 Output::UpstreamError(k) => self.metrics.upstream_error(k),
                 Output::Exchange(e) => tracing::debug!(
                     shard = self.id,
-                    session = s.id,
+                    session = %format_args!("{}-{}", self.id, s.id),
                     route = s.proto.route().map_or("-", |r| r.path.as_str()),
                     method = %e.method,
                     uri = %e.uri,
                     status = e.status,
-                    latency_ms = e.latency.as_secs_f64() * 1e3,
+                    latency_ms = %format_args!("{:.3}", e.latency.as_secs_f64() * 1e3),
                     answered_by = if e.by_relay { "relay" } else { "camera" },
                     "rtsp"
                 ),
