@@ -157,6 +157,16 @@ pub fn render(hub: &MetricsHub) -> String {
         hub,
         |c| &c.ring_copies,
     );
+    o.counter(
+        "relay_ring_ranges_copied_total",
+        "Media ranges copied because their receive buffer already backed the most queued sends allowed.",
+        hub,
+        |c| &c.ring_range_copies,
+    );
+    o.counter("relay_accept_errors_total", "Failed accepts (the listener is re-armed at the next tick).", hub, |c| {
+        &c.accept_errors
+    });
+
     o.family(
         "relay_metrics_requests_dropped_total",
         "counter",
