@@ -78,6 +78,7 @@ fn a_camera_sending_hundreds_of_thousands_of_ranges_per_receive_cannot_mix_sessi
         got += read_checked(&mut a, expected - got, Duration::from_millis(500), &a_ok);
         read_checked(&mut b, 1, Duration::from_millis(50), &normal_payload);
     }
+    // Short means lost or corrupted: a stream with foreign bytes in it stops parsing.
     assert_eq!(got, expected, "the hostile viewer got {got} of {expected} frames");
     let text = rtsp_tunnel_relay::metrics::MetricsHub::new(relay.metrics.clone()).render();
     let copied: u64 = text
