@@ -54,10 +54,11 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     };
     let metrics: Vec<Arc<ShardMetrics>> = (0..shards).map(|i| Arc::new(ShardMetrics::new(i))).collect();
     let hub = Arc::new(MetricsHub::new(metrics.clone()));
-    let _metrics_server = match cfg.listen.metrics {
-        Some(addr) => {
-            Some(crate::metrics::spawn(addr, hub.clone()).with_context(|| format!("metrics side port {addr}"))?)
-        }
+    let metrics_server = match cfg.listen.metrics {
+        Some(addr) => Some(
+            crate::metrics::spawn(addr, hub.clone(), cfg.metrics)
+                .with_context(|| format!("metrics side port {addr}"))?,
+        ),
         None => None,
     };
     let (table, tls) = materialise(&cfg, routes)?;
@@ -134,6 +135,9 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                         }
                         tracing::info!(routes = next.routes.len(), tls_listeners = tls.len(), "configuration reloaded");
                         running.reload(table, next.limits.clone(), next.auth.clone(), tls);
+                        if let Some(m) = &metrics_server {
+                            m.set_limits(next.metrics);
+                        }
                         current = next;
                     }
                     Err(e) => {

@@ -47,6 +47,9 @@ pub struct Config {
     pub log: Log,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Limits of the metrics side port (`[metrics]`; its address is `[listen] metrics`).
+    #[serde(default)]
+    pub metrics: MetricsPortConfig,
     /// Viewers (`[[user]]`): once any exist, every route says who may watch (`users`) or is
     /// explicitly `open`.
     #[serde(default, rename = "user")]
@@ -82,6 +85,24 @@ impl Default for AuthConfig {
             failure_window_secs: 60,
             post_from_any_address: false,
         }
+    }
+}
+
+/// The metrics side port's limits: what a client may hold of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsPortConfig {
+    /// Time from accepting a connection to the end of its answer, in milliseconds; a client
+    /// still sending its request (or not reading the answer) then is closed.
+    pub request_timeout_ms: u64,
+    /// Connections served at once; when full, the oldest one still sending its request is
+    /// closed to make room, so slow clients cannot lock scrapes and health checks out.
+    pub max_connections: usize,
+}
+
+impl Default for MetricsPortConfig {
+    fn default() -> Self {
+        MetricsPortConfig { request_timeout_ms: 5_000, max_connections: 8 }
     }
 }
 
@@ -502,6 +523,12 @@ impl Config {
         if l.max_cookie_len < 8 {
             return Err(ConfigError::Invalid("[limits] max_cookie_len must be at least 8".into()));
         }
+        let m = &self.metrics;
+        if !(100..=600_000).contains(&m.request_timeout_ms) || !(1..=1024).contains(&m.max_connections) {
+            return Err(ConfigError::Invalid(
+                "[metrics] request_timeout_ms must be 100..=600000 and max_connections 1..=1024".into(),
+            ));
+        }
         let users = self.viewer_users()?;
         Acl::parse(&self.listen.allow, &self.listen.deny)
             .map_err(|e| ConfigError::Invalid(format!("[listen] allow/deny: {e}")))?;
@@ -686,6 +713,8 @@ mod tests {
                 "must be rtsp://",
             ),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nmax_sessions=0\n", "max_sessions"),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[metrics]\nmax_connections=0\n", "[metrics]"),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[metrics]\nrequest_timeout_ms=5\n", "[metrics]"),
             (
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x\"\n[[route]]\npath=\"/c/\"\nupstream=\"rtsp://127.0.0.1/y\"\n",
                 "duplicate path",
@@ -695,5 +724,14 @@ mod tests {
             let err = Config::from_toml(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn metrics_port_limits_have_defaults_and_can_be_set() {
+        let (cfg, _) = Config::from_toml(EXAMPLE).unwrap();
+        assert_eq!(cfg.metrics, MetricsPortConfig { request_timeout_ms: 5_000, max_connections: 8 });
+        let text = format!("{EXAMPLE}\n[metrics]\nrequest_timeout_ms = 2500\nmax_connections = 16\n");
+        let (cfg, _) = Config::from_toml(&text).unwrap();
+        assert_eq!(cfg.metrics, MetricsPortConfig { request_timeout_ms: 2_500, max_connections: 16 });
     }
 }

@@ -242,3 +242,41 @@ fn running_out_of_descriptors_pauses_accepting_then_recovers() {
     });
     assert!(recovered, "accepting never resumed:\n{}", relay.log_text());
 }
+
+#[test]
+fn slow_clients_on_the_metrics_port_do_not_lock_out_health_checks() {
+    let body = format!(
+        "[metrics]\nmax_connections = 4\nrequest_timeout_ms = 3000\n{}",
+        route("/cam1", "rtsp://127.0.0.1:9/x")
+    );
+    let relay = RelayProcess::start("slowmetrics", &body);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Three times as many clients as the port serves, each trickling a request a byte a second.
+    let slow: Vec<_> = (0..12)
+        .map(|_| {
+            let (addr, stop) = (relay.metrics, stop.clone());
+            std::thread::spawn(move || {
+                let Ok(mut s) = std::net::TcpStream::connect(addr) else { return };
+                for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\n".iter().cycle() {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let health = http_get(relay.metrics, "/healthz").unwrap_or_default();
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let scrape = relay.scrape();
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+    // 8 of the 12 made room for the others ([metrics] max_connections = 4), one more for the
+    // health check; the scrape took the slot the health check left.
+    let shed = metric_value(&scrape, "relay_metrics_requests_dropped_total{reason=\"shed\"}");
+    assert!(shed >= 9.0, "shed {shed}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in slow {
+        t.join().unwrap();
+    }
+}

@@ -1,10 +1,10 @@
 //! Every shard's metrics and the relay's readiness, merged at scrape time.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::ShardMetrics;
+use super::{PortDrop, ShardMetrics};
 
 #[derive(Debug)]
 pub struct MetricsHub {
@@ -12,6 +12,8 @@ pub struct MetricsHub {
     listeners_bound: AtomicBool,
     shards_running: AtomicBool,
     pub(super) started: Instant,
+    /// Metrics-port connections closed without an answer, by [`PortDrop`].
+    pub(super) port_drops: [AtomicU64; 3],
 }
 
 impl MetricsHub {
@@ -21,6 +23,7 @@ impl MetricsHub {
             listeners_bound: AtomicBool::new(false),
             shards_running: AtomicBool::new(false),
             started: Instant::now(),
+            port_drops: Default::default(),
         }
     }
 
@@ -35,6 +38,11 @@ impl MetricsHub {
     /// `/readyz`: listeners bound and every shard running (false again while draining).
     pub fn ready(&self) -> bool {
         self.listeners_bound.load(Ordering::Acquire) && self.shards_running.load(Ordering::Acquire)
+    }
+
+    pub(super) fn port_dropped(&self, why: PortDrop) {
+        use super::Label;
+        self.port_drops[why.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of everything.

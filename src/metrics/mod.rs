@@ -115,6 +115,17 @@ pub enum Rejection {
     PostFromOtherAddress,
 }
 
+/// Why the metrics port closed a connection: `relay_metrics_requests_dropped_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PortDrop {
+    /// Request not received, or answer not taken, within `[metrics] request_timeout_ms`.
+    Deadline,
+    /// The port was full: the oldest connection still sending its request made room.
+    Shed,
+    /// A request head over 8 KiB (answered 400).
+    TooLarge,
+}
+
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamErrorKind {
@@ -191,6 +202,7 @@ labels!(Rejection {
     CameraBacklog => "camera_backlog", BadHeaderValue => "bad_header_value", MethodNotAllowed => "method_not_allowed",
     BadRequestUri => "bad_request_uri", PostFromOtherAddress => "post_from_other_address",
 });
+labels!(PortDrop { Deadline => "deadline", Shed => "shed", TooLarge => "too_large" });
 labels!(UpstreamErrorKind {
     ConnectRefused => "connect_refused", ConnectTimeout => "connect_timeout", Unreachable => "unreachable",
     Reset => "reset", Closed => "closed", Garbage => "garbage", ResponseTimeout => "response_timeout",

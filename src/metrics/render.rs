@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::histogram::Latency;
 use super::{
-    ConnKind, Direction, FIXED_HISTS, Hist, Label, MetricsHub, Rejection, RtspMethod, SessionOutcome,
+    ConnKind, Direction, FIXED_HISTS, Hist, Label, MetricsHub, PortDrop, Rejection, RtspMethod, SessionOutcome,
     UpstreamErrorKind, process,
 };
 use crate::proto::viewer_auth::AuthFailure;
@@ -157,6 +157,25 @@ pub fn render(hub: &MetricsHub) -> String {
         hub,
         |c| &c.ring_copies,
     );
+    o.counter(
+        "relay_ring_ranges_copied_total",
+        "Media ranges copied because their receive buffer already backed the most queued sends allowed.",
+        hub,
+        |c| &c.ring_range_copies,
+    );
+    o.counter("relay_accept_errors_total", "Failed accepts (the listener is re-armed at the next tick).", hub, |c| {
+        &c.accept_errors
+    });
+
+    o.family(
+        "relay_metrics_requests_dropped_total",
+        "counter",
+        "Metrics-port connections closed without an answer (deadline, shed to make room) or refused (too_large).",
+    );
+    for why in PortDrop::ALL {
+        let n = hub.port_drops[why.index()].load(Ordering::Relaxed);
+        o.sample("relay_metrics_requests_dropped_total", &format!("reason=\"{}\"", why.as_str()), n);
+    }
 
     o.family("relay_shard_sessions_active", "gauge", "Sessions open now, per shard.");
     for s in &hub.shards {

@@ -1,66 +1,152 @@
 //! The metrics side port: `/metrics` (Prometheus text), `/healthz`, `/readyz`.
 //!
 //! Plain blocking HTTP/1.x on its own threads, far from the io_uring shards: a scrape reads
-//! counters and copies histograms, so it can never stall media. Each connection has read and
-//! write deadlines and at most [`MAX_CONCURRENT`] are served at once, so a slow or idle client
-//! cannot hold the port either.
+//! counters and copies histograms, so it can never stall media. Slow clients cannot hold the
+//! port: every connection has one deadline from accept to the end of its answer
+//! (`[metrics] request_timeout_ms`), and when `max_connections` are open a new one makes room by
+//! closing the oldest connection still sending its request — a scrape or health check is never
+//! refused because others trickle bytes.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::MetricsHub;
+use super::{MetricsHub, PortDrop};
+use crate::config::MetricsPortConfig;
 
-const MAX_CONCURRENT: usize = 8;
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST: usize = 8 * 1024;
 
 pub struct MetricsServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    port: Arc<Port>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// A connection being served.
+struct Active {
+    id: u64,
+    /// A handle on the socket, to close it when it is shed.
+    stream: TcpStream,
+    /// Still receiving its request (the ones shed first).
+    reading: Arc<AtomicBool>,
+}
+
+/// State shared by the accepting thread and the connection threads.
+struct Port {
+    request_timeout_ms: AtomicU64,
+    max_connections: AtomicUsize,
+    /// Open connections, oldest first.
+    active: Mutex<Vec<Active>>,
+    /// Connection threads alive (shed ones included, until they notice).
+    threads: Mutex<usize>,
+    thread_exited: Condvar,
+}
+
+impl Port {
+    fn set(&self, cfg: MetricsPortConfig) {
+        self.request_timeout_ms.store(cfg.request_timeout_ms, Ordering::Relaxed);
+        self.max_connections.store(cfg.max_connections.max(1), Ordering::Relaxed);
+    }
+
+    /// Registers a new connection, first closing the oldest one still sending its request
+    /// (else the oldest) if the port is full. Returns whether one was shed.
+    fn admit(&self, new: Active) -> bool {
+        let max = self.max_connections.load(Ordering::Relaxed);
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shed = false;
+        while active.len() >= max {
+            let victim = active.iter().position(|a| a.reading.load(Ordering::Acquire)).unwrap_or(0);
+            let old = active.remove(victim);
+            // Its thread's read or write returns at once and the thread ends.
+            let _ = old.stream.shutdown(Shutdown::Both);
+            shed = true;
+        }
+        active.push(new);
+        shed
+    }
+
+    fn leave(&self, id: u64) {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        active.retain(|a| a.id != id);
+    }
+
+    /// Waits until fewer than `limit` connection threads live: shed threads end as soon as the
+    /// scheduler runs them, so this only paces a flood of connections.
+    fn wait_for_thread_room(&self, limit: usize) {
+        let mut n = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= limit {
+            n = self.thread_exited.wait_timeout(n, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        *n += 1;
+    }
+
+    fn thread_done(&self) {
+        let mut n = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        self.thread_exited.notify_one();
+    }
+}
+
 /// Binds `addr` (so a bad address is reported to the caller) and serves in the background.
-pub fn spawn(addr: SocketAddr, hub: Arc<MetricsHub>) -> std::io::Result<MetricsServer> {
+pub fn spawn(addr: SocketAddr, hub: Arc<MetricsHub>, cfg: MetricsPortConfig) -> std::io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr)?;
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
+    let port = Arc::new(Port {
+        request_timeout_ms: AtomicU64::new(0),
+        max_connections: AtomicUsize::new(1),
+        active: Mutex::new(Vec::new()),
+        threads: Mutex::new(0),
+        thread_exited: Condvar::new(),
+    });
+    port.set(cfg);
+    let (stop2, port2) = (stop.clone(), port.clone());
     let thread = std::thread::Builder::new().name("metrics".into()).spawn(move || {
-        let active = Arc::new(AtomicUsize::new(0));
+        let mut next_id = 0u64;
         for conn in listener.incoming() {
             if stop2.load(Ordering::Acquire) {
                 break;
             }
-            let Ok(mut conn) = conn else { continue };
-            let _ = conn.set_read_timeout(Some(READ_TIMEOUT));
-            let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
-            if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONCURRENT {
-                active.fetch_sub(1, Ordering::AcqRel);
-                let _ = conn.write_all(&reply(503, "text/plain", "busy\n"));
-                continue;
+            let Ok(conn) = conn else { continue };
+            let deadline = Instant::now() + Duration::from_millis(port2.request_timeout_ms.load(Ordering::Relaxed));
+            let Ok(handle) = conn.try_clone() else { continue };
+            next_id += 1;
+            let id = next_id;
+            let reading = Arc::new(AtomicBool::new(true));
+            if port2.admit(Active { id, stream: handle, reading: reading.clone() }) {
+                hub.port_dropped(PortDrop::Shed);
             }
-            let (hub, active) = (hub.clone(), active.clone());
+            port2.wait_for_thread_room(2 * port2.max_connections.load(Ordering::Relaxed));
+            let (hub, port) = (hub.clone(), port2.clone());
             let spawned = std::thread::Builder::new().name("metrics-conn".into()).spawn(move || {
-                serve(conn, &hub);
-                active.fetch_sub(1, Ordering::AcqRel);
+                if let Some(why) = serve(conn, &hub, deadline, &reading) {
+                    hub.port_dropped(why);
+                }
+                port.leave(id);
+                port.thread_done();
             });
             if spawned.is_err() {
                 tracing::warn!("metrics: cannot spawn a connection thread");
+                port2.leave(id);
+                port2.thread_done();
             }
         }
     })?;
-    Ok(MetricsServer { addr, stop, thread: Some(thread) })
+    Ok(MetricsServer { addr, stop, port, thread: Some(thread) })
 }
 
 impl MetricsServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// New limits (SIGHUP); connections already open keep their deadline.
+    pub fn set_limits(&self, cfg: MetricsPortConfig) {
+        self.port.set(cfg);
     }
 }
 
@@ -92,19 +178,38 @@ fn reply(status: u16, content_type: &str, body: &str) -> Vec<u8> {
     r
 }
 
-fn serve(mut conn: TcpStream, hub: &MetricsHub) {
+/// Time left before `deadline`, if any.
+fn left(deadline: Instant) -> Option<Duration> {
+    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+}
+
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// Serves one request by `deadline`; returns why it was dropped, if it was (a connection shed
+/// by the acceptor, or closed by its client, just ends).
+fn serve(mut conn: TcpStream, hub: &MetricsHub, deadline: Instant, reading: &AtomicBool) -> Option<PortDrop> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
+        let Some(left) = left(deadline) else {
+            return Some(PortDrop::Deadline);
+        };
+        let _ = conn.set_read_timeout(Some(left));
         match conn.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if timed_out(&e) => return Some(PortDrop::Deadline),
+            Err(_) => return None,
         }
         if buf.len() > MAX_REQUEST {
-            let _ = conn.write_all(&reply(400, "text/plain", "request too large\n"));
-            return;
+            reading.store(false, Ordering::Release);
+            let _ = write_by(&mut conn, &reply(400, "text/plain", "request too large\n"), deadline);
+            return Some(PortDrop::TooLarge);
         }
     }
+    reading.store(false, Ordering::Release);
     let line = String::from_utf8_lossy(&buf[..buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len())]).into_owned();
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -117,7 +222,25 @@ fn serve(mut conn: TcpStream, hub: &MetricsHub) {
         ("GET" | "HEAD", _) => reply(404, "text/plain", "not found\n"),
         _ => reply(405, "text/plain", "method not allowed\n"),
     };
-    let _ = conn.write_all(&response);
+    match write_by(&mut conn, &response, deadline) {
+        Err(e) if timed_out(&e) => Some(PortDrop::Deadline),
+        _ => None,
+    }
+}
+
+/// Writes all of `bytes` unless `deadline` passes first.
+fn write_by(conn: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let left = left(deadline).ok_or(ErrorKind::TimedOut)?;
+        conn.set_write_timeout(Some(left))?;
+        match conn.write(bytes) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -137,7 +260,7 @@ mod tests {
     #[test]
     fn serves_metrics_health_and_readiness() {
         let hub = Arc::new(MetricsHub::new(vec![Arc::new(ShardMetrics::new(0))]));
-        let server = spawn("127.0.0.1:0".parse().unwrap(), hub.clone()).unwrap();
+        let server = spawn("127.0.0.1:0".parse().unwrap(), hub.clone(), MetricsPortConfig::default()).unwrap();
         let a = server.local_addr();
         let m = get(a, "/metrics");
         assert!(m.starts_with("HTTP/1.1 200 OK\r\n") && m.contains("text/plain; version=0.0.4"), "{m}");
@@ -158,7 +281,7 @@ mod tests {
     #[test]
     fn a_stalled_client_does_not_block_a_scrape() {
         let hub = Arc::new(MetricsHub::new(vec![Arc::new(ShardMetrics::new(0))]));
-        let server = spawn("127.0.0.1:0".parse().unwrap(), hub).unwrap();
+        let server = spawn("127.0.0.1:0".parse().unwrap(), hub, MetricsPortConfig::default()).unwrap();
         let a = server.local_addr();
         // Half a request, never finished.
         let mut stalled: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(a).unwrap()).collect();
@@ -166,5 +289,93 @@ mod tests {
             s.write_all(b"GET /metr").unwrap();
         }
         assert!(get(a, "/metrics").starts_with("HTTP/1.1 200"));
+    }
+
+    fn dropped(hub: &MetricsHub, why: &str) -> u64 {
+        let text = hub.render();
+        let series = format!("relay_metrics_requests_dropped_total{{reason=\"{why}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(series.as_str())).and_then(|v| v.parse().ok()).unwrap()
+    }
+
+    /// A client trickling a request one byte per `every`, until told to stop or cut off.
+    fn trickler(a: SocketAddr, every: Duration, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+        std::thread::spawn(move || {
+            let Ok(mut s) = TcpStream::connect(a) else { return };
+            for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().chain(std::iter::repeat(&b'a')) {
+                if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(every);
+            }
+        })
+    }
+
+    #[test]
+    fn slow_clients_holding_every_slot_do_not_lock_out_scrapes() {
+        let hub = Arc::new(MetricsHub::new(vec![Arc::new(ShardMetrics::new(0))]));
+        let server = spawn("127.0.0.1:0".parse().unwrap(), hub.clone(), MetricsPortConfig::default()).unwrap();
+        let a = server.local_addr();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut slow = Vec::new();
+        // As many trickling clients as the port serves, then more: a byte a second each.
+        for count in [8, 12] {
+            while slow.len() < count {
+                slow.push(trickler(a, Duration::from_secs(1), stop.clone()));
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+            let m = get(a, "/metrics");
+            assert!(m.starts_with("HTTP/1.1 200") && m.contains("relay_sessions_active"), "{count} slow clients: {m}");
+            let h = get(a, "/healthz");
+            assert!(h.starts_with("HTTP/1.1 200"), "{count} slow clients: {h}");
+        }
+        assert!(dropped(&hub, "shed") >= 2, "the scrapes made room by shedding slow clients");
+        stop.store(true, Ordering::Relaxed);
+        for t in slow {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_request_has_one_deadline_from_accept() {
+        let hub = Arc::new(MetricsHub::new(vec![Arc::new(ShardMetrics::new(0))]));
+        let cfg = MetricsPortConfig { request_timeout_ms: 1_000, ..MetricsPortConfig::default() };
+        let server = spawn("127.0.0.1:0".parse().unwrap(), hub.clone(), cfg).unwrap();
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        // A byte every 100 ms never trips a per-read timeout; 60 of them take 6 s.
+        let mut sent = 0;
+        let mut cut_off = false;
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        for b in b"GET /metrics HTTP/1.1\r\nX-Slow: ".iter().chain(std::iter::repeat(&b'a')).take(60) {
+            if s.write_all(&[*b]).is_err() {
+                cut_off = true;
+                break;
+            }
+            sent += 1;
+            // Waits the 100 ms between bytes; anything but a timeout means the server closed.
+            match s.read(&mut [0u8; 64]) {
+                Ok(_) => {
+                    cut_off = true;
+                    break;
+                }
+                Err(e) if timed_out(&e) => {}
+                Err(_) => {
+                    cut_off = true;
+                    break;
+                }
+            }
+        }
+        assert!(cut_off, "the trickling request was never cut off ({sent} bytes sent)");
+        assert!(eventually(|| dropped(&hub, "deadline") == 1), "deadline drop counted");
+        assert!(get(server.local_addr(), "/healthz").starts_with("HTTP/1.1 200"));
+    }
+
+    fn eventually(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..50 {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        f()
     }
 }

@@ -25,6 +25,8 @@ pub(super) struct Counters {
     pub auth_failures: [AtomicU64; 8],
     pub backpressure_pauses: AtomicU64,
     pub ring_copies: AtomicU64,
+    pub ring_range_copies: AtomicU64,
+    pub accept_errors: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -95,6 +97,23 @@ impl ShardMetrics {
     /// Ring buffers whose queued media was copied out to relieve ring pressure.
     pub fn ring_buffers_copied_out(&self, n: u64) {
         bump(&self.counters.ring_copies, n);
+    }
+
+    /// Media ranges copied because their receive buffer already had `MAX_BUFFER_REFS`
+    /// references (a camera sending tiny frames).
+    pub fn ring_ranges_copied(&self, n: u64) {
+        bump(&self.counters.ring_range_copies, n);
+    }
+
+    /// A listener's accept failed (out of descriptors or otherwise); it is re-armed at the next
+    /// tick.
+    pub fn accept_error(&self) {
+        bump(&self.counters.accept_errors, 1);
+    }
+
+    /// `relay_accept_errors_total` of this shard.
+    pub fn accept_errors(&self) -> u64 {
+        self.counters.accept_errors.load(Ordering::Relaxed)
     }
 
     pub fn observe(&self, hist: Hist, d: Duration) {

@@ -1,12 +1,26 @@
 //! The provided buffer ring (IORING_REGISTER_PBUF_RING): the kernel picks a free buffer for each
 //! multishot receive; the shard hands it back once nothing references it any more — that is,
 //! once every send that forwards bytes straight out of it has completed.
+//!
+//! A buffer handed back while something still points into it would be refilled under that
+//! pointer (another connection's bytes sent to a viewer), and one handed back twice would be
+//! given out twice. So the reference count cannot wrap (u32, at most [`MAX_BUFFER_REFS`], and
+//! the caller copies the bytes instead once a buffer is that shared), every count is checked in
+//! release builds too (a mismatch stops the shard rather than corrupting a stream), and every
+//! range becomes a slice or an iovec only through a bounds-checked slice of its buffer.
 
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::types::BufRingEntry;
+
+/// References one buffer may carry (the receive being processed plus queued send segments).
+/// A camera can make one receive yield a range per 5 bytes (empty `$` frames between line
+/// breaks: ~200,000 in a 1 MiB buffer); past this many, ranges are copied instead, which also
+/// bounds the segments a viewer's queue holds per buffer. Legitimate media gives a few ranges
+/// per receive.
+pub const MAX_BUFFER_REFS: u32 = 1024;
 
 /// One shard's buffer group: `count` buffers of `size` bytes and the ring that lends them out.
 pub struct BufRing {
@@ -21,7 +35,7 @@ pub struct BufRing {
     /// Our copy of the tail; published to the kernel by [`BufRing::publish`].
     tail: u16,
     /// References per buffer: the receive being processed and each queued send segment.
-    refs: Vec<u16>,
+    refs: Vec<u32>,
     available: usize,
     pub group: u16,
 }
@@ -96,12 +110,15 @@ impl BufRing {
     }
 
     fn provide(&mut self, bid: u16) {
+        // More buffers given back than the ring has slots would overwrite entries the kernel has
+        // not consumed yet: some buffer would then be lent out twice.
+        assert!(self.available < self.count as usize, "buffer {bid} given back to a full ring");
         let mask = self.count - 1;
         let idx = (self.tail & mask) as usize;
         // SAFETY: idx < count, so the entry lies inside the ring mapping. The kernel only reads
         // entries between its head and our published tail; this one is past the tail.
         let entry = unsafe { &mut *self.ring.as_ptr().add(idx) };
-        entry.set_addr(self.ptr(bid) as u64);
+        entry.set_addr(self.buffer(bid).as_ptr() as u64);
         entry.set_len(self.size);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
@@ -116,53 +133,90 @@ impl BufRing {
         tail.store(self.tail, Ordering::Release);
     }
 
-    fn ptr(&self, bid: u16) -> *mut u8 {
-        // SAFETY: bid < count, so the offset stays inside the data mapping.
-        unsafe { self.data.as_ptr().add(bid as usize * self.size as usize) }
+    /// The whole of buffer `bid`: every slice or iovec of a buffer is cut from this, so a range
+    /// outside it panics (in release builds too) instead of reaching other memory.
+    fn buffer(&self, bid: u16) -> &[u8] {
+        assert!(bid < self.count, "buffer id {bid} out of range");
+        // SAFETY: bid < count, so the buffer lies inside the data mapping, which lives as long as
+        // `self`. The mapping is anonymous (zero-filled), so every byte is initialised. Callers
+        // read only buffers they hold a reference to, which the kernel does not write to until
+        // they are given back (see `on_received`/`release`).
+        unsafe {
+            std::slice::from_raw_parts(self.data.as_ptr().add(bid as usize * self.size as usize), self.size as usize)
+        }
     }
 
     /// A receive completed into `bid`: the buffer now has one reference (the processing).
     pub fn on_received(&mut self, bid: u16) {
-        self.available -= 1;
-        self.refs[bid as usize] = 1;
+        let r = &mut self.refs[bid as usize];
+        // The kernel only lends out buffers we gave back, which had no references left.
+        assert!(*r == 0, "buffer {bid} received while still referenced ({r} references)");
+        *r = 1;
+        self.available = self.available.checked_sub(1).expect("a buffer received that the ring did not lend");
+    }
+
+    fn held(&self, bid: u16) -> bool {
+        self.refs.get(bid as usize).is_some_and(|r| *r > 0)
     }
 
     /// The first `len` bytes of a buffer the kernel filled.
     pub fn bytes(&self, bid: u16, len: usize) -> &[u8] {
-        debug_assert!(len <= self.size as usize && self.refs[bid as usize] > 0);
-        // SAFETY: the kernel wrote `len` bytes into this buffer and will not touch it again
-        // until we provide it back, which needs its reference count to drop to zero.
-        unsafe { std::slice::from_raw_parts(self.ptr(bid), len.min(self.size as usize)) }
+        self.bytes_at(bid, 0, len)
     }
 
-    /// `len` bytes from `offset` of a buffer still referenced by a queued segment.
+    /// `len` bytes from `offset` of a buffer we hold (being processed, or named by a queued
+    /// segment).
     pub fn bytes_at(&self, bid: u16, offset: u32, len: usize) -> &[u8] {
-        debug_assert!(offset as usize + len <= self.size as usize && self.refs[bid as usize] > 0);
-        // SAFETY: the range lies inside buffer `bid`, which the kernel does not write while we
-        // hold a reference to it.
-        unsafe { std::slice::from_raw_parts(self.addr(bid, offset), len) }
+        assert!(self.held(bid), "buffer {bid} read without a reference");
+        let start = offset as usize;
+        &self.buffer(bid)[start..start.checked_add(len).expect("range overflows")]
     }
 
-    /// Address of byte `offset` of a buffer, for an iovec of a queued send.
-    pub fn addr(&self, bid: u16, offset: u32) -> *mut u8 {
-        debug_assert!(offset <= self.size && self.refs[bid as usize] > 0);
-        // SAFETY: offset <= size keeps the pointer inside (or one past) the buffer.
-        unsafe { self.ptr(bid).add(offset as usize) }
+    /// The iovec of `start..end` of a buffer named by a queued send. The kernel only reads it,
+    /// and the buffer stays held until that send completes.
+    pub fn iovec(&self, bid: u16, start: u32, end: u32) -> libc::iovec {
+        let bytes =
+            self.bytes_at(bid, start, (end as usize).checked_sub(start as usize).expect("range ends before it starts"));
+        libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() }
     }
 
-    /// Another holder (a queued send segment) references `bid`.
-    pub fn retain(&mut self, bid: u16) {
-        self.refs[bid as usize] += 1;
+    /// Another holder (a queued send segment) wants to reference `bid`. Returns false, without
+    /// taking a reference, once the buffer already has [`MAX_BUFFER_REFS`]: the caller copies
+    /// the bytes instead.
+    #[must_use]
+    pub fn try_retain(&mut self, bid: u16) -> bool {
+        let r = &mut self.refs[bid as usize];
+        // Only a held buffer may gain holders: a free one belongs to the kernel.
+        assert!(*r > 0, "buffer {bid} retained while not held");
+        if *r >= MAX_BUFFER_REFS {
+            return false;
+        }
+        *r += 1;
+        true
     }
 
     /// Drops one reference; the buffer goes back to the kernel when none remain.
     pub fn release(&mut self, bid: u16) {
         let r = &mut self.refs[bid as usize];
-        debug_assert!(*r > 0, "buffer {bid} released more often than retained");
-        *r = r.saturating_sub(1);
+        // A release without a matching reference would give the buffer back twice; stopping the
+        // shard is the only safe answer.
+        assert!(*r > 0, "buffer {bid} released more often than retained");
+        *r -= 1;
         if *r == 0 {
             self.provide(bid);
         }
+    }
+
+    /// References `bid` holds now.
+    #[cfg(test)]
+    pub fn refs(&self, bid: u16) -> u32 {
+        self.refs[bid as usize]
+    }
+
+    /// The data mapping (tests check it is still mapped after a leaking shutdown).
+    #[cfg(test)]
+    pub fn data_mapping(&self) -> (*mut u8, usize) {
+        (self.data.as_ptr(), self.data_bytes)
     }
 }
 
@@ -174,5 +228,110 @@ impl Drop for BufRing {
             libc::munmap(self.data.as_ptr().cast(), self.data_bytes);
             libc::munmap(self.ring.as_ptr().cast(), self.ring_bytes);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> (io_uring::IoUring, BufRing) {
+        let ring = io_uring::IoUring::new(8).unwrap();
+        let bufs = BufRing::register(&ring.submitter(), 7, 64, 4096).unwrap();
+        (ring, bufs)
+    }
+
+    /// A receive of `len` bytes into `bid` yielding a range every 5 bytes (`$\0\0\0\n`), each
+    /// queued by reference if the buffer takes one more, copied otherwise.
+    fn queue_ranges(b: &mut BufRing, bid: u16, ranges: usize) -> (usize, usize) {
+        let (mut referenced, mut copied) = (0, 0);
+        for _ in 0..ranges {
+            if b.try_retain(bid) {
+                referenced += 1;
+            } else {
+                copied += 1;
+            }
+        }
+        (referenced, copied)
+    }
+
+    #[test]
+    fn a_buffer_shared_by_more_ranges_than_a_u16_counts_returns_once_and_last() {
+        let (_ring, mut b) = ring();
+        let before = b.available();
+        b.on_received(3);
+        // ~209,715 ranges: what one 1 MiB receive of empty frames between line breaks yields.
+        let (referenced, copied) = queue_ranges(&mut b, 3, 209_715);
+        assert_eq!(referenced, MAX_BUFFER_REFS as usize - 1);
+        assert_eq!(copied, 209_715 - referenced);
+        b.release(3); // the receive's own reference
+        for _ in 0..referenced {
+            assert_eq!(b.available(), before - 1, "buffer returned while sends still name it");
+            b.release(3);
+        }
+        assert_eq!(b.available(), before, "buffer returned exactly once, after its last send");
+        assert_eq!(b.refs(3), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "released more often than retained")]
+    fn a_release_without_a_reference_stops_the_shard() {
+        let (_ring, mut b) = ring();
+        b.on_received(5);
+        b.release(5);
+        b.release(5);
+    }
+
+    #[test]
+    #[should_panic(expected = "received while still referenced")]
+    fn a_buffer_lent_out_twice_stops_the_shard() {
+        let (_ring, mut b) = ring();
+        b.on_received(5);
+        b.on_received(5);
+    }
+
+    #[test]
+    fn ranges_outside_a_buffer_panic_instead_of_reaching_other_memory() {
+        let (_ring, mut b) = ring();
+        b.on_received(2);
+        assert_eq!(b.bytes_at(2, 4090, 6).len(), 6);
+        assert_eq!(b.iovec(2, 10, 4096).iov_len, 4086);
+        let panics = |f: &dyn Fn(&BufRing)| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&b))).is_err();
+        assert!(
+            panics(&|b| {
+                let _ = b.bytes_at(2, 4090, 7);
+            }),
+            "slice past the end"
+        );
+        assert!(
+            panics(&|b| {
+                let _ = b.bytes(2, 4097);
+            }),
+            "receive longer than the buffer"
+        );
+        assert!(
+            panics(&|b| {
+                let _ = b.iovec(2, 0, 4097);
+            }),
+            "iovec past the end"
+        );
+        assert!(
+            panics(&|b| {
+                let _ = b.iovec(2, 20, 10);
+            }),
+            "reversed iovec"
+        );
+        assert!(
+            panics(&|b| {
+                let _ = b.bytes_at(64, 0, 1);
+            }),
+            "no such buffer"
+        );
+        assert!(
+            panics(&|b| {
+                let _ = b.bytes_at(9, 0, 1);
+            }),
+            "buffer not held"
+        );
     }
 }

@@ -4,6 +4,8 @@
 //! Every submission carries a [`Token`]; every connection counts its in-flight submissions and is
 //! freed only when none remain, so the kernel never reads or writes memory the shard has dropped.
 //! Connections are ended with `shutdown(2)`, which completes their pending receives and sends.
+//! The connections and the buffer ring are [`KernelMemory`]: a shard that stops with operations
+//! still in flight (a shutdown that gave up waiting, a panic) leaks them rather than free them.
 //!
 //! This file holds the shard's state and the loop; the handlers live beside it by phase:
 //! `accept` (new connections, first heads), `session_start` (GET, POST pairing, plain RTSP),
@@ -33,9 +35,12 @@ mod ending;
 mod housekeeping;
 mod sending;
 mod session_start;
+#[cfg(test)]
+mod tests;
 
 use super::buf_ring::BufRing;
 use super::conn::{Conn, RecvState, Role, SessionKey};
+use super::kernel_memory::KernelMemory;
 use super::mailbox::{AdoptPost, ShardMsg};
 use super::tls_stream::TlsStream;
 use super::token::{Op, Token, bump_generation};
@@ -44,6 +49,8 @@ use super::{Listener, ShardConfig, Shared};
 const TICK: Duration = Duration::from_millis(100);
 /// How long a closing connection may take to take its last bytes.
 const FLUSH_GRACE: Duration = Duration::from_secs(5);
+/// How long a stopping shard waits for its connections' operations to complete.
+const FINISH_WAIT: Duration = Duration::from_secs(2);
 /// A connection holding this many ring buffers in its send queue is a candidate for copying
 /// them out under ring pressure (a healthy viewer holds one or two).
 const RING_SEGMENTS_BEFORE_COPY: usize = 8;
@@ -73,7 +80,7 @@ struct SessionSlot {
 pub struct Shard {
     // Field order is drop order: the ring goes before the buffers it references.
     ring: IoUring,
-    bufs: BufRing,
+    bufs: KernelMemory<BufRing>,
     id: u16,
     shared: Arc<Shared>,
     metrics: Arc<ShardMetrics>,
@@ -85,7 +92,7 @@ pub struct Shard {
     public_address: Option<String>,
     listeners: Vec<Option<Listener>>,
     local_authority: String,
-    conns: Slab<Conn>,
+    conns: KernelMemory<Slab<Conn>>,
     conn_generations: Vec<u32>,
     sessions: Slab<SessionSlot>,
     session_generations: Vec<u32>,
@@ -98,6 +105,13 @@ pub struct Shard {
     accept_paused: Vec<usize>,
     /// Connections with newly queued bytes, sent at the end of the completion batch.
     dirty: Vec<usize>,
+    /// Completions reaped to make room for submissions (see `push_together`), dispatched first
+    /// by the next turn of the loop.
+    backlog: Vec<(u64, i32, u32)>,
+    /// Tests: answer submissions EBUSY while completions overflow a full queue, as kernels
+    /// that cannot flush the overflow do.
+    #[cfg(test)]
+    emulate_ebusy: bool,
     tick: Box<types::Timespec>,
     out: Vec<Output>,
     latencies: Vec<Instant>,
@@ -105,6 +119,8 @@ pub struct Shard {
     plain: Vec<u8>,
     cnonce_state: u64,
     draining_until: Option<Instant>,
+    /// Counted in `Shared::running` (until `finish`, or a panic).
+    counted_running: bool,
 }
 
 fn sqe_token(op: Op, index: usize, generation: u32) -> u64 {
@@ -146,7 +162,7 @@ impl Shard {
             .map_or_else(|| "localhost".to_owned(), |a| a.to_string());
         Ok(Shard {
             ring,
-            bufs,
+            bufs: KernelMemory::new(bufs),
             id: cfg.id,
             metrics: shared.metrics[cfg.id as usize].clone(),
             routes: cfg.routes,
@@ -159,7 +175,7 @@ impl Shard {
             listeners: cfg.listeners.into_iter().map(Some).collect(),
             local_authority,
             shared,
-            conns: Slab::with_capacity(1024),
+            conns: KernelMemory::new(Slab::with_capacity(1024)),
             conn_generations: Vec::new(),
             sessions: Slab::with_capacity(512),
             session_generations: Vec::new(),
@@ -168,12 +184,16 @@ impl Shard {
             starved: Vec::new(),
             accept_paused: Vec::new(),
             dirty: Vec::new(),
+            backlog: Vec::new(),
+            #[cfg(test)]
+            emulate_ebusy: false,
             tick: Box::new(types::Timespec::from(TICK)),
             out: Vec::new(),
             latencies: Vec::new(),
             plain: Vec::new(),
             cnonce_state: cfg.seed,
             draining_until: None,
+            counted_running: false,
         })
     }
 
@@ -183,7 +203,12 @@ impl Shard {
 
     /// Pushes entries into one submission, all or none: a linked chain (connect + its timeout)
     /// split across two submissions would leave the timeout with nothing to attach to.
+    ///
+    /// A full submission queue is handed to the kernel. If the kernel will not take it (EBUSY:
+    /// the completion queue overflowed), completions are reaped into `backlog` to make room;
+    /// with nothing to reap the shard sleeps a millisecond between tries rather than spin.
     fn push_together(&mut self, sqes: &[squeue::Entry]) {
+        let mut stalled = 0u32;
         loop {
             // SAFETY: every entry built in this module points only at memory that outlives the
             // operation: listener and connection descriptors are closed only after their
@@ -194,10 +219,39 @@ impl Shard {
             if pushed.is_ok() {
                 return;
             }
-            if let Err(e) = self.ring.submit() {
-                tracing::warn!(shard = self.id, error = %e, "io_uring submit failed while the queue was full");
+            let progress = match self.submit_queued() {
+                Ok(_) => !self.ring.submission().is_full(),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => true,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {
+                    let before = self.backlog.len();
+                    self.backlog.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+                    self.backlog.len() > before
+                }
+                // A ring that refuses submissions for good cannot run the shard; the panic
+                // leaks what is in flight (KernelMemory).
+                Err(e) => panic!("shard {}: io_uring submit failed: {e}", self.id),
+            };
+            if progress {
+                stalled = 0;
+                continue;
             }
+            if stalled % 1000 == 0 {
+                tracing::warn!(
+                    shard = self.id,
+                    "io_uring takes no submissions and has no completions to reap; waiting"
+                );
+            }
+            stalled = stalled.wrapping_add(1);
+            std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    fn submit_queued(&mut self) -> std::io::Result<usize> {
+        #[cfg(test)]
+        if self.emulate_ebusy && self.ring.submission().cq_overflow() && self.ring.completion().is_full() {
+            return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        self.ring.submit()
     }
 
     /// Runs the loop; `ready` is called once accepts are armed and the shard counts as running.
@@ -208,13 +262,16 @@ impl Shard {
         self.arm_tick();
         self.arm_mailbox();
         self.shared.shard_started();
+        self.counted_running = true;
         if let Err(e) = self.ring.submit() {
             tracing::error!(shard = self.id, error = %e, "cannot submit the first operations");
         }
         ready();
         let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
         loop {
-            match self.ring.submit_and_wait(1) {
+            // Completions already reaped into the backlog are handled without waiting.
+            let want = usize::from(self.backlog.is_empty());
+            match self.ring.submit_and_wait(want) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
@@ -223,6 +280,7 @@ impl Shard {
                     break;
                 }
             }
+            cqes.append(&mut self.backlog);
             cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
             for (ud, res, flags) in cqes.drain(..) {
                 self.dispatch(ud, res, flags);
@@ -240,20 +298,40 @@ impl Shard {
 
     /// Last words: nothing may be in flight when the memory it names is dropped.
     fn finish(&mut self) {
+        self.finish_within(FINISH_WAIT);
+    }
+
+    /// Closes every connection and waits up to `wait` for their operations to complete. If some
+    /// are still in flight then, the connections and the buffer ring are leaked, not freed.
+    fn finish_within(&mut self, wait: Duration) {
         let idxs: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
         for i in idxs {
             self.close_conn(i);
         }
-        let give_up = Instant::now() + Duration::from_secs(2);
+        let give_up = Instant::now() + wait;
         while !self.conns.is_empty() && Instant::now() < give_up {
-            let _ = self.ring.submit_and_wait(1);
-            let batch: Vec<_> = self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).collect();
+            let want = usize::from(self.backlog.is_empty());
+            let _ = self.ring.submit_and_wait(want);
+            let mut batch = std::mem::take(&mut self.backlog);
+            batch.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
             for (ud, res, flags) in batch {
                 self.dispatch(ud, res, flags);
             }
         }
-        let _ = self.ring.submitter().unregister_buf_ring(self.bufs.group);
+        if self.conns.is_empty() {
+            // No receive or send is in flight: the ring and the buffers can go.
+            let _ = self.ring.submitter().unregister_buf_ring(self.bufs.group);
+            self.bufs.mark_idle();
+            self.conns.mark_idle();
+        } else {
+            tracing::error!(
+                shard = self.id,
+                connections = self.conns.len(),
+                "operations still in flight at shutdown: their connections and the buffer ring are leaked"
+            );
+        }
         self.shared.shard_stopped();
+        self.counted_running = false;
         tracing::info!(shard = self.id, "shard stopped");
     }
 
@@ -301,5 +379,23 @@ impl Shard {
                 }
             }
         }
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        // The connections' memory is leaked (KernelMemory), but their peers should learn the
+        // shard is gone: shutdown(2) frees nothing the kernel may still use.
+        for (_, c) in self.conns.iter() {
+            // SAFETY: shutdown on a descriptor the shard owns; it stays open (leaked).
+            unsafe { libc::shutdown(c.raw(), libc::SHUT_RDWR) };
+        }
+        if self.counted_running {
+            self.shared.shard_stopped();
+        }
+        tracing::error!(shard = self.id, connections = self.conns.len(), "shard stopped by a panic");
     }
 }

@@ -10,6 +10,7 @@
 mod buf_ring;
 mod conn;
 mod event_loop;
+mod kernel_memory;
 mod mailbox;
 mod send_queue;
 mod tls_stream;

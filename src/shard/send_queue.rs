@@ -10,6 +10,9 @@ use std::time::Instant;
 use super::buf_ring::BufRing;
 
 pub const MAX_IOV: usize = 64;
+/// Copied media ranges are appended to the previous copy up to this size, so a camera sending
+/// tiny frames costs a few large segments rather than one allocation per frame.
+const COALESCE_BYTES: usize = 64 * 1024;
 
 pub enum Segment {
     /// Bytes the relay produced (HTTP replies, rewritten RTSP messages, viewer→camera data),
@@ -104,9 +107,29 @@ impl SendQueue {
         self.segments.push_back(Segment::Owned { data, offset: 0, received_at });
     }
 
+    /// Queues camera media copied out of a ring buffer, appended to the last queued copy when
+    /// no send in flight names it (its bytes may move when it grows).
+    pub fn push_media_copy(&mut self, bytes: &[u8], received_at: Instant) {
+        if bytes.is_empty() {
+            return;
+        }
+        let not_in_flight = self.segments.len() > self.in_flight_segments;
+        if let (true, Some(Segment::Owned { data, received_at: Some(_), .. })) =
+            (not_in_flight, self.segments.back_mut())
+        {
+            if data.len() + bytes.len() <= COALESCE_BYTES {
+                // The segment keeps its first receive time: the latency recorded is the oldest.
+                data.extend_from_slice(bytes);
+                self.queued += bytes.len();
+                return;
+            }
+        }
+        self.push_bytes(bytes.to_vec(), Some(received_at));
+    }
+
     /// Queues a slice of a ring buffer; the caller has retained `bid` for this segment.
     pub fn push_ring(&mut self, bid: u16, start: u32, end: u32, received_at: Instant) {
-        debug_assert!(start < end);
+        assert!(start < end, "empty or reversed ring segment");
         self.queued += (end - start) as usize;
         self.ring_segments += 1;
         self.segments.push_back(Segment::Ring { bid, start, end, received_at });
@@ -121,11 +144,14 @@ impl SendQueue {
         let msg = &mut *self.msg;
         let mut n = 0;
         for seg in self.segments.iter().take(MAX_IOV) {
-            let (base, len) = match seg {
-                Segment::Owned { data, offset, .. } => (data[*offset..].as_ptr() as *mut u8, data.len() - offset),
-                Segment::Ring { bid, start, end, .. } => (bufs.addr(*bid, *start), (end - start) as usize),
+            // Both arms cut the iovec from a bounds-checked slice (the kernel only reads it).
+            msg.iov[n] = match seg {
+                Segment::Owned { data, offset, .. } => {
+                    let bytes = &data[*offset..];
+                    libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() }
+                }
+                Segment::Ring { bid, start, end, .. } => bufs.iovec(*bid, *start, *end),
             };
-            msg.iov[n] = libc::iovec { iov_base: base.cast(), iov_len: len };
             n += 1;
         }
         msg.hdr = empty_msghdr();

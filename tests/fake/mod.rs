@@ -43,7 +43,16 @@ pub enum CameraMode {
     Silent,
     /// Accepts the connection and never reads from it.
     Deaf,
+    /// 200 ms after PLAY, sends [`TINY_FRAMES`] one-byte frames (payload `A`), each followed by
+    /// a line feed: every frame is a range of its own for the relay, a receive buffer's worth
+    /// hundreds of thousands of them. Then nothing more.
+    TinyFrames,
 }
+
+/// What a [`CameraMode::TinyFrames`] camera sends: `$`, channel 0, length 1, `A`, `\n`.
+pub const TINY_FRAME: &[u8] = b"$\x00\x00\x01A\n";
+/// Frames a [`CameraMode::TinyFrames`] camera sends (16 MiB of them).
+pub const TINY_FRAMES: usize = 16 * 1024 * 1024 / TINY_FRAME.len();
 
 pub struct FakeCamera {
     pub addr: SocketAddr,
@@ -116,6 +125,7 @@ fn serve_camera(
     let mut frame_bytes = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut playing = false;
+    let mut played_at = Instant::now();
     let mut seq: u32 = 0;
     let mut last_frame = Instant::now();
     let flood = vec![0xabu8; 1400];
@@ -164,6 +174,7 @@ fn serve_camera(
                                 // live555's quirk: an RTCP frame before the PLAY answer.
                                 let _ = sock.write_all(&frame(1, b"rtcp-sr"));
                                 playing = true;
+                                played_at = Instant::now();
                             }
                             log.lock().unwrap().requests.push(req);
                             if sock.write_all(&reply).is_err() {
@@ -189,6 +200,24 @@ fn serve_camera(
                         }
                     }
                 }
+                // After a pause, so the viewer reads the PLAY answer alone.
+                CameraMode::TinyFrames
+                    if played_at.elapsed() >= Duration::from_millis(200)
+                        && (written.load(Ordering::Relaxed) as usize) < TINY_FRAMES * TINY_FRAME.len() =>
+                {
+                    // All at once, as fast as the relay takes it: the relay falls behind and
+                    // each receive fills a whole buffer.
+                    let mut left = TINY_FRAMES;
+                    while left > 0 {
+                        let n = left.min((1 << 20) / TINY_FRAME.len());
+                        if sock.write_all(&TINY_FRAME.repeat(n)).is_err() {
+                            return;
+                        }
+                        written.fetch_add((n * TINY_FRAME.len()) as u64, Ordering::Relaxed);
+                        left -= n;
+                    }
+                }
+                CameraMode::TinyFrames => {}
                 CameraMode::ResetAfterPlay if seq >= 20 => {
                     // SO_LINGER 0: close with RST, as a crashing camera would.
                     let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
@@ -258,6 +287,17 @@ impl Relay {
     /// A relay from a whole configuration file (its listen addresses are replaced by
     /// ephemeral ones; `limits` replaces its `[limits]`).
     pub fn from_config(text: &str, shards: usize, limits: Limits, tls: Option<Arc<rustls::ServerConfig>>) -> Relay {
+        Relay::with_runtime(text, shards, limits, tls, Runtime { recv_buffers: 1024, ..Runtime::default() })
+    }
+
+    /// [`Relay::from_config`] with its `[runtime]` (receive buffers) given.
+    pub fn with_runtime(
+        text: &str,
+        shards: usize,
+        limits: Limits,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        runtime: Runtime,
+    ) -> Relay {
         let (cfg, routes) = Config::from_toml(text).unwrap();
         let users = cfg.viewer_users().unwrap();
         let metrics: Vec<_> = (0..shards).map(|i| Arc::new(ShardMetrics::new(i))).collect();
@@ -268,7 +308,7 @@ impl Relay {
             tls: tls.into_iter().map(|config| TlsListenerOptions { addr: any, config, acl: Acl::default() }).collect(),
             auth: cfg.auth.clone(),
             shards,
-            runtime: Runtime { recv_buffers: 1024, ..Runtime::default() },
+            runtime,
             limits,
             routes: Arc::new(RouteTable::new(routes).with_users(users)),
             public_address: None,

@@ -29,24 +29,33 @@ impl Shard {
     }
 
     pub(super) fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
+        let failed = res < 0 && !(res == -libc::ECANCELED && self.draining_until.is_some());
+        if failed {
+            self.metrics.accept_error();
+        }
         if !cqueue::more(flags) {
             if self.draining_until.is_some() {
                 // Cancelled at shutdown: the listener goes.
                 self.listeners[listener] = None;
-            } else if res == -libc::EMFILE || res == -libc::ENFILE {
-                // Out of descriptors: re-arming now would fail again at once and spin. The tick
-                // re-arms it, by when closing sessions may have freed some.
-                tracing::warn!(shard = self.id, "out of file descriptors: accepting paused for a tick");
+            } else if failed {
+                // Re-arming now would most likely fail again at once, and again: a hot loop.
+                // The tick re-arms it; out of descriptors, closing sessions may have freed some.
+                if res == -libc::EMFILE || res == -libc::ENFILE {
+                    tracing::warn!(shard = self.id, "out of file descriptors: accepting paused for a tick");
+                } else {
+                    tracing::warn!(shard = self.id, error = %std::io::Error::from_raw_os_error(-res), "accept failed: accepting paused for a tick");
+                }
                 if !self.accept_paused.contains(&listener) {
                     self.accept_paused.push(listener);
                 }
                 return;
             } else {
+                // The multishot accept ended after a success (a full completion queue, say).
                 self.arm_accept(listener);
             }
         }
         if res < 0 {
-            if res != -libc::ECANCELED {
+            if failed {
                 tracing::warn!(shard = self.id, error = %std::io::Error::from_raw_os_error(-res), "accept failed");
             }
             return;

@@ -36,6 +36,12 @@ impl Shard {
                 continue;
             }
             c.recv = RecvState::Off;
+            // A camera paused for backpressure meanwhile stays paused: the flow control resumes it.
+            if let Role::Upstream(key) = c.role {
+                if self.sessions.get(key.index).is_some_and(|s| s.generation == key.generation && s.upstream_paused) {
+                    continue;
+                }
+            }
             if matches!(c.role, Role::Head) {
                 self.arm_head_recv(idx);
             } else {

@@ -3,6 +3,18 @@
 
 use super::*;
 
+/// How a receive completion ended, for [`Shard::after_recv`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RecvEnd {
+    pub res: i32,
+    /// The multishot receive goes on.
+    pub more: bool,
+    /// It had been cancelled for backpressure.
+    pub was_paused: bool,
+    /// The connection was closing when the completion arrived.
+    pub closing: bool,
+}
+
 impl Shard {
     pub(super) fn feed_viewer(&mut self, key: SessionKey, stream: ViewerStream, bytes: &[u8]) {
         let now = Instant::now();
@@ -22,18 +34,22 @@ impl Shard {
         if let Some(bid) = bid {
             self.bufs.on_received(bid);
         }
+        let c = &mut self.conns[idx];
+        let generation = c.generation;
         let mut was_paused = false;
         if !more {
-            let c = &mut self.conns[idx];
             c.ops -= 1;
             was_paused = c.recv == RecvState::Cancelling;
-            c.recv = if res == -libc::ENOBUFS && !c.closing { RecvState::WaitingForBuffers } else { RecvState::Off };
-            if c.recv == RecvState::WaitingForBuffers {
+            // A receive cancelled for backpressure stays off however it ended (out of buffers
+            // included): only the flow control resumes it.
+            let starved = res == -libc::ENOBUFS && !c.closing && !was_paused;
+            c.recv = if starved { RecvState::WaitingForBuffers } else { RecvState::Off };
+            if starved {
                 self.starved.push(idx);
             }
         }
-        let role = self.conns[idx].role.clone();
-        let closing = self.conns[idx].closing;
+        let role = c.role.clone();
+        let closing = c.closing;
         if res > 0 && !closing {
             if let (Some(bid), Some(key)) = (bid, role.session()) {
                 self.on_data(idx, &role, key, bid, res as usize);
@@ -42,19 +58,30 @@ impl Shard {
         if let Some(bid) = bid {
             self.bufs.release(bid);
         }
-        if closing || self.conns.get(idx).is_none_or(|c| c.closing) {
+        self.after_recv(idx, generation, &role, RecvEnd { res, more, was_paused, closing });
+    }
+
+    /// What follows a receive once its bytes went through the session. Handling them may have
+    /// closed and freed the connection, and its slot may hold a new one by now: it is looked up
+    /// again by index and generation, never by index alone.
+    pub(super) fn after_recv(&mut self, idx: usize, generation: u32, role: &Role, end: RecvEnd) {
+        let Some(c) = self.conns.get(idx).filter(|c| c.generation == generation) else {
+            return;
+        };
+        if end.closing || c.closing {
             self.maybe_free(idx);
             return;
         }
+        let res = end.res;
         let ended = res == 0 || (res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED);
         if ended {
-            self.on_conn_ended(idx, &role, res);
-        } else if !more && was_paused {
+            self.on_conn_ended(idx, role, res);
+        } else if !end.more && end.was_paused {
             // Paused for backpressure: resuming is the flow control's decision.
             if let Role::Upstream(key) = role {
-                self.update_upstream_flow(key);
+                self.update_upstream_flow(*key);
             }
-        } else if !more && self.conns[idx].recv == RecvState::Off {
+        } else if !end.more && c.recv == RecvState::Off {
             // The multishot receive stopped on its own: keep reading.
             self.arm_recv(idx);
         }
@@ -235,6 +262,11 @@ impl Shard {
             self.conns[u].recv = RecvState::Cancelling;
             let target = sqe_token(Op::Recv, u, generation);
             self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
+        } else if backlog > limit && up.recv == RecvState::WaitingForBuffers {
+            // Nothing in flight to cancel: it just stays off instead of being fed buffers.
+            s.upstream_paused = true;
+            self.metrics.backpressure_pause();
+            self.conns[u].recv = RecvState::Off;
         } else if backlog <= limit / 2 && s.upstream_paused && up.recv == RecvState::Off {
             s.upstream_paused = false;
             self.arm_recv(u);

@@ -17,7 +17,7 @@ impl Shard {
         let mut expired_heads = Vec::new();
         let mut parked = Vec::new();
         let mut stuck = Vec::new();
-        for (idx, c) in &self.conns {
+        for (idx, c) in self.conns.iter() {
             if c.closing {
                 continue;
             }

@@ -29,16 +29,29 @@ impl Shard {
         let Some(c) = self.conns.get_mut(idx) else {
             return;
         };
+        let (start, end) = match (u32::try_from(range.start), u32::try_from(range.end)) {
+            (Ok(s), Ok(e)) => (s, e),
+            _ => panic!("range {range:?} outside any receive buffer"),
+        };
+        // Checks the range against the buffer before anything refers to it.
+        let bytes = self.bufs.bytes_at(bid, start, range.len());
         if let Some(tls) = c.tls.as_mut() {
-            tls.send(self.bufs.bytes_at(bid, range.start as u32, range.len()));
+            tls.send(bytes);
             if let Some(cipher) = tls.take_outgoing() {
                 c.send.push_media(cipher, at);
             }
+        } else if self.bufs.try_retain(bid) {
+            c.send.push_ring(bid, start, end, at);
         } else {
-            self.bufs.retain(bid);
-            c.send.push_ring(bid, range.start as u32, range.end as u32, at);
+            // The buffer already backs MAX_BUFFER_REFS queued ranges (a camera sending tiny
+            // frames between line breaks): copy this one rather than count another reference.
+            c.send.push_media_copy(self.bufs.bytes_at(bid, start, range.len()), at);
+            self.metrics.ring_ranges_copied(1);
         }
-        self.dirty.push(idx);
+        // One entry per connection and batch of ranges, not one per range.
+        if self.dirty.last() != Some(&idx) {
+            self.dirty.push(idx);
+        }
     }
 
     pub(super) fn flush_dirty(&mut self) {
