@@ -16,7 +16,7 @@ fn shard() -> Shard {
         mailboxes: vec![Arc::new(Mailbox::new().unwrap())],
         cookies: CookieTable::new(),
         admission: Admission::new(),
-        auth_failures: AuthFailureLimiter::new(),
+        auth_failures: Arc::new(AuthFailureLimiter::new()),
         metrics: vec![Arc::new(ShardMetrics::new(0))],
         running: AtomicUsize::new(1),
     });
