@@ -12,13 +12,13 @@
 //! upstream = "rtsp://user:pass@10.0.0.5:554/Streaming/Channels/101"
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
-use std::sync::Arc;
 
 use serde::Deserialize;
 
+pub use crate::proto::route::{Acl, Route, RouteTable, uri_path};
 use crate::proto::upstream_auth::Credentials;
 use crate::proto::viewer_auth::Users;
 
@@ -112,38 +112,6 @@ impl Default for MetricsPortConfig {
 pub struct UserConfig {
     pub name: String,
     pub ha1: String,
-}
-
-/// Source-address allow/deny lists (CIDR). Deny wins; an empty allow list allows all.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Acl {
-    pub allow: Vec<ipnet::IpNet>,
-    pub deny: Vec<ipnet::IpNet>,
-}
-
-impl Acl {
-    pub fn parse(allow: &[String], deny: &[String]) -> Result<Acl, String> {
-        let parse = |list: &[String]| {
-            list.iter()
-                .map(|s| {
-                    s.parse::<ipnet::IpNet>()
-                        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| format!("{s:?} is not an address or CIDR block"))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        Ok(Acl { allow: parse(allow)?, deny: parse(deny)? })
-    }
-
-    pub fn permits(&self, ip: std::net::IpAddr) -> bool {
-        // IPv4-mapped IPv6 peers are judged by their IPv4 address.
-        let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-            v4 => v4,
-        };
-        !self.deny.iter().any(|n| n.contains(&ip))
-            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip)))
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -306,23 +274,11 @@ pub struct RouteConfig {
     pub deny: Vec<String>,
 }
 
-/// A validated route.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// Client path, normalised without a trailing `/`.
-    pub path: String,
-    /// Camera URL without credentials (what requests are rewritten to).
-    pub upstream_url: String,
-    /// Camera address, resolved when the configuration is loaded.
-    pub upstream_addr: SocketAddr,
-    pub credentials: Option<Credentials>,
-    /// Who may watch; `None`: anyone who passes the address lists.
-    pub users: Option<Vec<String>>,
-    pub acl: Acl,
-}
-
-impl Route {
-    pub fn parse(cfg: &RouteConfig) -> Result<Route, ConfigError> {
+impl RouteConfig {
+    /// The route the core uses: path normalised, camera address resolved, credentials split
+    /// from the URL, address lists parsed.
+    pub fn validate(&self) -> Result<Route, ConfigError> {
+        let cfg = self;
         let err = |msg: String| ConfigError::Route { path: cfg.path.clone(), msg };
         if !cfg.path.starts_with('/') || cfg.path.contains(['?', '#', ' ']) {
             return Err(err("path must start with '/' and carry no query or spaces".into()));
@@ -360,73 +316,6 @@ impl Route {
         }
         Ok(Route { path, upstream_url: clean.to_string(), upstream_addr, credentials, users: cfg.users.clone(), acl })
     }
-}
-
-/// The routes in force, looked up by path (longest prefix on a segment boundary).
-#[derive(Debug, Default)]
-pub struct RouteTable {
-    /// Longest path first, so the first match is the most specific.
-    routes: Vec<Arc<Route>>,
-    /// The same routes by exact path: a lookup costs one probe per path segment, not one
-    /// comparison per route (thousands of cameras, a lookup per session).
-    by_path: HashMap<String, Arc<Route>>,
-    users: Users,
-}
-
-impl RouteTable {
-    pub fn new(routes: Vec<Route>) -> Self {
-        let mut routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
-        routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
-        let mut by_path = HashMap::with_capacity(routes.len());
-        for r in &routes {
-            by_path.entry(r.path.clone()).or_insert_with(|| r.clone());
-        }
-        RouteTable { routes, by_path, users: Users::default() }
-    }
-
-    /// The same table with the viewers who may authenticate.
-    pub fn with_users(mut self, users: Users) -> Self {
-        self.users = users;
-        self
-    }
-
-    pub fn users(&self) -> &Users {
-        &self.users
-    }
-
-    pub fn routes(&self) -> &[Arc<Route>] {
-        &self.routes
-    }
-
-    /// The route serving a request target or RTSP URI (`/cam1?token=x`,
-    /// `rtsp://host:8080/cam1/trackID=1`). Query strings are ignored.
-    pub fn lookup(&self, target: &str) -> Option<Arc<Route>> {
-        // Route paths start with '/' and never end with one (but "/" itself), so the candidates
-        // are the path and each of its prefixes that ends before a '/', longest first.
-        let mut candidate = uri_path(target);
-        loop {
-            if let Some(r) = self.by_path.get(candidate) {
-                return Some(r.clone());
-            }
-            match candidate.rfind('/') {
-                Some(i) if i > 0 => candidate = &candidate[..i],
-                _ => return self.by_path.get("/").cloned(),
-            }
-        }
-    }
-}
-
-/// The path of a request target or absolute URI, without query or fragment.
-pub fn uri_path(target: &str) -> &str {
-    let rest = match target.find("://") {
-        Some(i) => {
-            let after = &target[i + 3..];
-            after.find('/').map_or("/", |j| &after[j..])
-        }
-        None => target,
-    };
-    let end = rest.find(['?', '#']).unwrap_or(rest.len());
-    &rest[..end]
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -545,7 +434,7 @@ impl Config {
         let mut seen = HashSet::new();
         let mut routes = Vec::with_capacity(self.routes.len());
         for rc in &self.routes {
-            let route = Route::parse(rc)?;
+            let route = rc.validate()?;
             if let Some(list) = &route.users {
                 if let Some(unknown) = list.iter().find(|u| !users.contains(u)) {
                     return Err(ConfigError::Route { path: rc.path.clone(), msg: format!("unknown user {unknown:?}") });
@@ -629,7 +518,7 @@ mod tests {
                         allow: Vec::new(),
                         deny: Vec::new(),
                     };
-                    Route::parse(&cfg).unwrap()
+                    cfg.validate().unwrap()
                 })
                 .collect();
             let t = RouteTable::new(routes);

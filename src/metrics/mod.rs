@@ -12,6 +12,7 @@ mod render;
 mod server;
 mod shard_metrics;
 
+pub use crate::proto::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
 pub use hub::MetricsHub;
 pub use server::{MetricsServer, spawn};
 pub use shard_metrics::ShardMetrics;
@@ -56,65 +57,6 @@ pub enum Direction {
     ToCamera,
 }
 
-/// How a session ended: `relay_sessions_total{outcome}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SessionOutcome {
-    /// The viewer closed or tore down.
-    Completed,
-    UpstreamClosed,
-    UpstreamError,
-    Timeout,
-    ProtocolError,
-    RouteRemoved,
-    Shutdown,
-}
-
-/// Why input was refused: `relay_rejections_total{reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Rejection {
-    MalformedHead,
-    HeaderTooLarge,
-    BadCookie,
-    UnknownRoute,
-    DuplicateCookie,
-    /// A POST whose GET never came within the pairing window.
-    PostWithoutGet,
-    /// A GET whose POST never came within the pairing window.
-    GetWithoutPost,
-    HeadTimeout,
-    IdleTimeout,
-    MaxSessions,
-    PerIpLimit,
-    BadBase64,
-    MalformedRtsp,
-    RtspTooLarge,
-    UnsupportedTransport,
-    NotATunnel,
-    ShuttingDown,
-    /// A TLS handshake or record failed (including plain HTTP sent to an HTTPS port).
-    TlsHandshake,
-    /// The source address is not allowed on this listener or route.
-    AddressDenied,
-    /// Too many failed authentications from this address recently.
-    AuthRateLimited,
-    /// A request for a camera path outside the session's route (answered 404, never forwarded).
-    OutsideRoute,
-    /// More unanswered requests than `max_pending_requests` (answered 503).
-    TooManyPendingRequests,
-    /// A TLS record on an established session failed (bad MAC, protocol violation).
-    TlsRecord,
-    /// More than `max_camera_backlog_bytes` waited for a camera that was not reading.
-    CameraBacklog,
-    /// A control character (CR, LF, NUL, …) in a viewer's request line or header (answered 400).
-    BadHeaderValue,
-    /// A method the relay does not pass to cameras (ANNOUNCE, RECORD, …; answered 405).
-    MethodNotAllowed,
-    /// A request URI the relay cannot confine to a route (answered 400).
-    BadRequestUri,
-    /// A tunnel POST from another address than its GET's (closed; the tunnel stays).
-    PostFromOtherAddress,
-}
-
 /// Why the metrics port closed a connection: `relay_metrics_requests_dropped_total{reason}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PortDrop {
@@ -124,64 +66,6 @@ pub enum PortDrop {
     Shed,
     /// A request head over 8 KiB (answered 400).
     TooLarge,
-}
-
-/// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UpstreamErrorKind {
-    ConnectRefused,
-    ConnectTimeout,
-    Unreachable,
-    Reset,
-    Closed,
-    Garbage,
-    ResponseTimeout,
-    AuthFailed,
-}
-
-/// RTSP methods with their own label on `relay_rtsp_request_seconds{method}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RtspMethod {
-    Options,
-    Describe,
-    Setup,
-    Play,
-    Pause,
-    Teardown,
-    GetParameter,
-    SetParameter,
-    Other,
-}
-
-impl RtspMethod {
-    pub fn from_name(name: &str) -> Self {
-        match name {
-            "OPTIONS" => RtspMethod::Options,
-            "DESCRIBE" => RtspMethod::Describe,
-            "SETUP" => RtspMethod::Setup,
-            "PLAY" => RtspMethod::Play,
-            "PAUSE" => RtspMethod::Pause,
-            "TEARDOWN" => RtspMethod::Teardown,
-            "GET_PARAMETER" => RtspMethod::GetParameter,
-            "SET_PARAMETER" => RtspMethod::SetParameter,
-            _ => RtspMethod::Other,
-        }
-    }
-}
-
-/// The latency histograms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Hist {
-    /// `relay_pairing_seconds`: GET accepted → POST bound.
-    Pairing,
-    /// `relay_upstream_connect_seconds`.
-    UpstreamConnect,
-    /// `relay_rtsp_request_seconds{method}`: request forwarded → response relayed.
-    RtspRequest(RtspMethod),
-    /// `relay_forward_latency_seconds`: media received from the camera → viewer send completed.
-    ForwardLatency,
-    /// `relay_session_setup_seconds`: GET accepted → PLAY answered.
-    SessionSetup,
 }
 
 labels!(ConnKind { TunnelGet => "tunnel_get", TunnelPost => "tunnel_post", PlainRtsp => "plain_rtsp", OtherHttp => "other_http", Upstream => "upstream" });

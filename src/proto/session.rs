@@ -13,8 +13,8 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Route, RouteTable};
-use crate::metrics::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
+use super::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
+use super::route::{Route, RouteTable};
 
 use super::base64_stream::Base64StreamDecoder;
 use super::camera_request::{self, Refusal};

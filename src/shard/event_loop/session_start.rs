@@ -6,7 +6,7 @@ use super::*;
 impl Shard {
     pub(super) fn on_tunnel_get(&mut self, idx: usize, head: RequestHead) {
         self.metrics.connection_accepted(ConnKind::TunnelGet);
-        let path = crate::config::uri_path(&head.target);
+        let path = crate::proto::route::uri_path(&head.target);
         // A GET of `/` (older gortsplib) is routed by its first RTSP request instead.
         let route = self.routes.lookup(&head.target);
         if route.is_none() && path != "/" {
