@@ -199,7 +199,11 @@ pub struct Limits {
     /// How long a new connection may take to send its head, in milliseconds.
     pub head_read_timeout_ms: u64,
     /// A session with no traffic in either direction for this long is closed, in seconds.
+    /// Viewer bytes count only once they complete an RTSP message or a `$` frame.
     pub idle_timeout_secs: u64,
+    /// How long a viewer's RTSP message or `$` frame, once begun, may take to arrive whole, in
+    /// seconds; beyond it the session ends (`relay_rejections_total{reason="request_timeout"}`).
+    pub request_timeout_secs: u64,
     /// How long the camera may take to accept a connection, in milliseconds.
     pub upstream_connect_timeout_ms: u64,
     /// How long the camera may take to answer a request, in milliseconds.
@@ -227,6 +231,7 @@ impl Default for Limits {
             pairing_timeout_ms: 3_000,
             head_read_timeout_ms: 10_000,
             idle_timeout_secs: 60,
+            request_timeout_secs: 10,
             upstream_connect_timeout_ms: 5_000,
             upstream_response_timeout_ms: 10_000,
             max_sessions: 10_000,
@@ -480,6 +485,7 @@ impl Config {
             ("pairing_timeout_ms", l.pairing_timeout_ms),
             ("head_read_timeout_ms", l.head_read_timeout_ms),
             ("idle_timeout_secs", l.idle_timeout_secs),
+            ("request_timeout_secs", l.request_timeout_secs),
             ("upstream_connect_timeout_ms", l.upstream_connect_timeout_ms),
             ("upstream_response_timeout_ms", l.upstream_response_timeout_ms),
             ("max_sessions", l.max_sessions as u64),
@@ -681,6 +687,7 @@ mod tests {
                 "must be rtsp://",
             ),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nmax_sessions=0\n", "max_sessions"),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nrequest_timeout_secs=0\n", "request_timeout_secs"),
             (
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x\"\n[[route]]\npath=\"/c/\"\nupstream=\"rtsp://127.0.0.1/y\"\n",
                 "duplicate path",

@@ -83,6 +83,8 @@ pub enum Rejection {
     GetWithoutPost,
     HeadTimeout,
     IdleTimeout,
+    /// A viewer's RTSP message or `$` frame left unfinished past `request_timeout_secs`.
+    RequestTimeout,
     MaxSessions,
     PerIpLimit,
     BadBase64,
@@ -175,7 +177,8 @@ labels!(Rejection {
     MalformedHead => "malformed_head", HeaderTooLarge => "header_too_large", BadCookie => "bad_cookie",
     UnknownRoute => "unknown_route", DuplicateCookie => "duplicate_cookie", PostWithoutGet => "post_without_get",
     GetWithoutPost => "get_without_post", HeadTimeout => "head_timeout", IdleTimeout => "idle_timeout",
-    MaxSessions => "max_sessions", PerIpLimit => "per_ip_limit", BadBase64 => "bad_base64",
+    RequestTimeout => "request_timeout", MaxSessions => "max_sessions", PerIpLimit => "per_ip_limit",
+    BadBase64 => "bad_base64",
     MalformedRtsp => "malformed_rtsp", RtspTooLarge => "rtsp_too_large", UnsupportedTransport => "unsupported_transport",
     NotATunnel => "not_a_tunnel", ShuttingDown => "shutting_down", TlsHandshake => "tls_handshake",
     AddressDenied => "address_denied", AuthRateLimited => "auth_rate_limited", OutsideRoute => "outside_route",

@@ -20,7 +20,7 @@ pub(super) struct Counters {
     pub bytes: [AtomicU64; 2],
     pub frames: [AtomicU64; 2],
     pub frames_dropped: AtomicU64,
-    pub rejections: [AtomicU64; 24],
+    pub rejections: [AtomicU64; <Rejection as Label>::ALL.len()],
     pub upstream_errors: [AtomicU64; 8],
     pub auth_failures: [AtomicU64; 7],
     pub backpressure_pauses: AtomicU64,

@@ -70,6 +70,8 @@ pub struct SessionParams {
     pub limits: MessageLimits,
     /// How long the camera may take to answer one request.
     pub response_timeout: Duration,
+    /// How long a viewer's RTSP message or `$` frame may stay unfinished once begun.
+    pub request_timeout: Duration,
     /// Randomness for Digest cnonces and nonces (the core reads no entropy source itself).
     pub cnonce_seed: u64,
     /// The viewer's address, for the route's allow/deny lists.
@@ -127,6 +129,30 @@ pub struct Session {
     auth_failures: u32,
     /// Paths outside the route that the camera's answers pointed the viewer to.
     advertised: Vec<String>,
+    progress: ViewerProgress,
+}
+
+/// What the viewer's input has achieved: bytes that complete nothing are not activity.
+#[derive(Debug, Clone, Copy)]
+struct ViewerProgress {
+    /// When the last whole message or frame from the viewer arrived (or the session began).
+    last: Instant,
+    /// When the unfinished message or frame on the command stream (POST body or plain socket)
+    /// began, and likewise on the tunnel GET.
+    commands_partial: Option<Instant>,
+    data_partial: Option<Instant>,
+}
+
+impl ViewerProgress {
+    /// After a chunk: `partial` says whether the stream now holds an unfinished item, and
+    /// `completed` whether the chunk finished one (then any unfinished item began in it).
+    fn note(since: &mut Option<Instant>, partial: bool, completed: bool, now: Instant) {
+        *since = match *since {
+            _ if !partial => None,
+            Some(t) if !completed => Some(t),
+            _ => Some(now),
+        };
+    }
 }
 
 impl Session {
@@ -156,6 +182,7 @@ impl Session {
             user: None,
             advertised: Vec::new(),
             auth_failures: 0,
+            progress: ViewerProgress { last: started_at, commands_partial: None, data_partial: None },
         }
     }
 
@@ -203,6 +230,9 @@ impl Session {
             ViewerStream::Plain => self.commands.feed(chunk, &mut events).map_err(Some),
         };
         let input: &[u8] = if stream == ViewerStream::TunnelCommands { &decoded } else { chunk };
+        if fed.is_ok() {
+            self.note_progress(stream, &events, now);
+        }
         match fed {
             Ok(()) => {
                 for event in events.drain(..) {
@@ -224,6 +254,39 @@ impl Session {
         }
         self.decoded = decoded;
         self.events = events;
+    }
+
+    /// Updates the viewer's activity and its unfinished-input clock after a chunk was parsed.
+    fn note_progress(&mut self, stream: ViewerStream, events: &[Event], now: Instant) {
+        let completed = events.iter().any(|e| match e {
+            Event::Message(_) => true,
+            Event::Frames { frames_completed, .. } => *frames_completed > 0,
+        });
+        if completed {
+            self.progress.last = now;
+        }
+        let (since, partial) = match stream {
+            ViewerStream::TunnelCommands => {
+                (&mut self.progress.commands_partial, self.base64.pending() > 0 || self.commands.holds_partial())
+            }
+            ViewerStream::Plain => (&mut self.progress.commands_partial, self.commands.holds_partial()),
+            ViewerStream::TunnelData => (&mut self.progress.data_partial, self.data.holds_partial()),
+        };
+        ViewerProgress::note(since, partial, completed, now);
+    }
+
+    /// When the viewer last sent a whole RTSP message or `$` frame (the session's start before
+    /// that). Bytes that complete nothing do not move it, so they do not keep a session alive.
+    pub fn last_viewer_progress(&self) -> Instant {
+        self.progress.last
+    }
+
+    /// Since when the viewer has held an RTSP message or `$` frame begun and not finished.
+    pub fn partial_since(&self) -> Option<Instant> {
+        match (self.progress.commands_partial, self.progress.data_partial) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn on_viewer_event(
@@ -438,6 +501,9 @@ impl Session {
         // A tunnel POST may close and reopen with the same cookie; the GET and camera stay up.
         if stream != ViewerStream::TunnelCommands {
             self.close(SessionOutcome::Completed, out);
+        } else {
+            // What the closed POST left unfinished can never complete: a new POST starts afresh.
+            self.on_commands_rebound();
         }
     }
 
@@ -445,6 +511,7 @@ impl Session {
     pub fn on_commands_rebound(&mut self) {
         self.base64 = Base64StreamDecoder::new();
         self.commands = Demux::new(self.params.limits);
+        self.progress.commands_partial = None;
     }
 
     /// Bytes from the camera; frame ranges refer to `chunk`.
@@ -518,15 +585,44 @@ impl Session {
 
     /// When [`Session::on_tick`] next has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let request = self.request_deadline();
+        match (request, self.response_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the viewer's unfinished message or frame must be complete.
+    fn request_deadline(&self) -> Option<Instant> {
+        self.partial_since().map(|t| t + self.params.request_timeout)
+    }
+
+    /// When the oldest request the camera heard must be answered.
+    fn response_deadline(&self) -> Option<Instant> {
         if self.upstream != Upstream::Connected {
             return None;
         }
         self.pending.iter().map(|p| p.sent_at + self.params.response_timeout).min()
     }
 
-    /// Time passes: a camera that leaves a request unanswered too long ends the session.
+    /// Time passes: a viewer that leaves a message or frame unfinished too long, or a camera
+    /// that leaves a request unanswered too long, ends the session.
     pub fn on_tick(&mut self, now: Instant, out: &mut Vec<Output>) {
-        if self.closed || self.next_deadline().is_none_or(|d| d > now) {
+        if self.closed {
+            return;
+        }
+        if self.request_deadline().is_some_and(|d| d <= now) {
+            // A trickle that never completes a request must not hold a session (and a slot
+            // of max_sessions) for ever.
+            out.push(Output::Rejected(Rejection::RequestTimeout));
+            if !self.camera.holds_partial() {
+                // Not in the middle of a camera frame on its way down: the viewer may hear why.
+                out.push(Output::ToViewer(local_reply(408, "Request Timeout", None)));
+            }
+            self.close(SessionOutcome::Timeout, out);
+            return;
+        }
+        if self.response_deadline().is_none_or(|d| d > now) {
             return;
         }
         out.push(Output::UpstreamError(UpstreamErrorKind::ResponseTimeout));

@@ -62,7 +62,10 @@ impl Shard {
                 self.end_session(key, SessionOutcome::Timeout);
                 continue;
             }
-            if now.saturating_duration_since(s.last_activity) > idle {
+            // A viewer's bytes count once they complete a message or frame: a trickle that
+            // never does is not activity.
+            let active = s.last_activity.max(s.proto.last_viewer_progress());
+            if now.saturating_duration_since(active) > idle {
                 self.metrics.rejected(Rejection::IdleTimeout);
                 self.end_session(key, SessionOutcome::Timeout);
                 continue;
