@@ -90,3 +90,124 @@ fn a_trickle_does_not_reset_the_idle_timer() {
     assert_eq!(relay.shards().sessions(), 0, "a trickle kept the session alive");
     assert_eq!(metric(&relay, "relay_rejections_total{reason=\"idle_timeout\"}"), 1.0);
 }
+
+/// A plain RTSP/TCP viewer: OPTIONS, DESCRIBE, SETUP, PLAY; returns its socket once frames flow.
+fn plain_viewer_playing(relay: &Relay) -> TcpStream {
+    use rtsp_tunnel_relay::proto::interleaved::{Demux, Event};
+    let mut s = connect(relay.addr);
+    let url = format!("rtsp://{}/cam1", relay.addr);
+    let mut demux = Demux::new(Default::default());
+    let mut frames = 0;
+    let steps = [
+        format!("OPTIONS {url} RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: viewer\r\n\r\n"),
+        format!("DESCRIBE {url} RTSP/1.0\r\nCSeq: 2\r\nUser-Agent: viewer\r\n\r\n"),
+        format!(
+            "SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 3\r\nUser-Agent: viewer\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
+        ),
+        format!("PLAY {url}/ RTSP/1.0\r\nCSeq: 4\r\nUser-Agent: viewer\r\nSession: 4242\r\n\r\n"),
+    ];
+    for (i, req) in steps.iter().enumerate() {
+        s.write_all(req.as_bytes()).unwrap();
+        let mut answered = false;
+        while !answered || (i == 3 && frames < 3) {
+            let mut buf = [0u8; 8192];
+            let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+            assert!(n > 0, "relay closed during step {i}");
+            let mut events = Vec::new();
+            demux.feed(&buf[..n], &mut events).unwrap();
+            for e in events {
+                match e {
+                    Event::Message(m) => {
+                        assert_eq!(m.status(), Some(200), "step {i}: {m:?}");
+                        answered = true;
+                    }
+                    Event::Frames { frames_completed, .. } => frames += frames_completed,
+                }
+            }
+        }
+    }
+    s
+}
+
+/// TEARDOWNs the camera received, split by who wrote them.
+fn teardowns(camera: &FakeCamera) -> (usize, usize) {
+    let log = camera.log.lock().unwrap();
+    let all: Vec<_> = log.requests.iter().filter(|m| m.method() == Some("TEARDOWN")).collect();
+    let by_relay = all.iter().filter(|m| m.header("User-Agent") == Some("rtsp-tunnel-relay")).count();
+    (all.len() - by_relay, by_relay)
+}
+
+/// Issue 10's item 9: a TEARDOWN written right before the viewer closes must reach the camera.
+/// The relay sees the TEARDOWN and the end of stream in the same completion batch; the camera
+/// connection used to be shut down at once, dropping the TEARDOWN queued for it.
+#[test]
+fn a_teardown_sent_just_before_the_viewer_closes_reaches_the_camera() {
+    const RUNS: usize = 10;
+    let camera = FakeCamera::start(CameraMode::Normal);
+    let relay = Relay::start(&[("/cam1", camera.url("/stream"))], 1, Limits::default());
+    for run in 1..=RUNS {
+        let mut s = plain_viewer_playing(&relay);
+        let teardown = format!(
+            "TEARDOWN rtsp://{}/cam1/ RTSP/1.0\r\nCSeq: 5\r\nUser-Agent: viewer\r\nSession: 4242\r\n\r\n",
+            relay.addr
+        );
+        s.write_all(teardown.as_bytes()).unwrap();
+        drop(s);
+        assert!(
+            eventually(Duration::from_secs(3), || teardowns(&camera).0 >= run),
+            "run {run}: the camera got {:?} (viewer's, relay's) TEARDOWNs",
+            teardowns(&camera)
+        );
+    }
+    assert_eq!(teardowns(&camera), (RUNS, 0), "the viewer's own, and no second one from the relay");
+    assert!(eventually(Duration::from_secs(3), || relay.shards().sessions() == 0));
+}
+
+/// A viewer that vanishes after PLAY (no TEARDOWN): the relay writes one itself, with the camera's
+/// session id and the route's camera credentials, so the camera frees the session at once.
+#[test]
+fn a_viewer_vanishing_after_play_gets_a_relay_teardown_at_the_camera() {
+    let camera = FakeCamera::start(CameraMode::DigestAuth);
+    let relay = Relay::start(&[("/cam1", format!("rtsp://admin:secret@{}/stream", camera.addr))], 2, Limits::default());
+    // Over the tunnel, and over plain RTSP.
+    let mut v = TunnelViewer::open_get(relay.addr, "/cam1", "vanishing00000001");
+    v.open_post();
+    assert!(v.play().iter().all(|r| r.status() == Some(200)));
+    assert!(v.read_frames(3, Duration::from_secs(5)) >= 3);
+    drop(v);
+    assert!(eventually(Duration::from_secs(3), || teardowns(&camera).1 == 1), "{:?}", teardowns(&camera));
+    drop(plain_viewer_playing(&relay));
+    assert!(eventually(Duration::from_secs(3), || teardowns(&camera).1 == 2), "{:?}", teardowns(&camera));
+    assert_eq!(teardowns(&camera).0, 0);
+    let log = camera.log.lock().unwrap();
+    for t in log.requests.iter().filter(|m| m.method() == Some("TEARDOWN")) {
+        assert_eq!(t.uri(), Some(format!("rtsp://{}/stream/", camera.addr).as_str()), "the aggregate PLAY named");
+        assert_eq!(t.header("Session"), Some("4242"));
+        assert_eq!(t.cseq(), Some(5));
+        let auth = t.header("Authorization").expect("camera credentials");
+        assert!(auth.starts_with("Digest username=\"admin\", realm=\"fakecam\", nonce=\"n0nce\""), "{auth}");
+    }
+}
+
+/// A camera that takes nothing more cannot hold the relay: what was queued for it is given up
+/// after `camera_close_grace_ms`, counted.
+#[test]
+fn a_camera_that_stops_reading_is_closed_after_the_close_grace() {
+    let camera = FakeCamera::start(CameraMode::Deaf);
+    let limits = Limits { max_camera_backlog_bytes: 64 << 20, camera_close_grace_ms: 300, ..Limits::default() };
+    let relay = Relay::start(&[("/cam1", camera.url("/stream"))], 1, limits);
+    let mut v = TunnelViewer::open_get(relay.addr, "/cam1", "deafcamera00000001");
+    v.open_post();
+    v.send_command(format!("OPTIONS rtsp://{}/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n", relay.addr).as_bytes());
+    std::thread::sleep(Duration::from_millis(200));
+    // More RTCP-sized frames than the socket buffers on the way hold, less than the backlog limit.
+    let frame = [&[b'$', 1, 0x05, 0xdc][..], &[0x81u8; 1500][..]].concat();
+    for _ in 0..(16 << 20) / frame.len() {
+        v.get.write_all(&frame).unwrap();
+    }
+    let ended = || metric(&relay, "relay_upstream_errors_total{reason=\"close_timeout\"}");
+    assert_eq!(ended(), 0.0);
+    drop(v);
+    assert!(eventually(Duration::from_secs(5), || ended() == 1.0), "close_timeout {}", ended());
+    assert_eq!(relay.shards().sessions(), 0);
+}

@@ -120,6 +120,9 @@ pub enum UpstreamErrorKind {
     Garbage,
     ResponseTimeout,
     AuthFailed,
+    /// A session ended and the camera did not take its last bytes (a TEARDOWN) within
+    /// `camera_close_grace_ms`.
+    CloseTimeout,
 }
 
 /// RTSP methods with their own label on `relay_rtsp_request_seconds{method}`.
@@ -188,7 +191,7 @@ labels!(Rejection {
 labels!(UpstreamErrorKind {
     ConnectRefused => "connect_refused", ConnectTimeout => "connect_timeout", Unreachable => "unreachable",
     Reset => "reset", Closed => "closed", Garbage => "garbage", ResponseTimeout => "response_timeout",
-    AuthFailed => "auth_failed",
+    AuthFailed => "auth_failed", CloseTimeout => "close_timeout",
 });
 labels!(RtspMethod {
     Options => "OPTIONS", Describe => "DESCRIBE", Setup => "SETUP", Play => "PLAY", Pause => "PAUSE",

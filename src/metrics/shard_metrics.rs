@@ -21,7 +21,7 @@ pub(super) struct Counters {
     pub frames: [AtomicU64; 2],
     pub frames_dropped: AtomicU64,
     pub rejections: [AtomicU64; <Rejection as Label>::ALL.len()],
-    pub upstream_errors: [AtomicU64; 8],
+    pub upstream_errors: [AtomicU64; <UpstreamErrorKind as Label>::ALL.len()],
     pub auth_failures: [AtomicU64; 7],
     pub backpressure_pauses: AtomicU64,
     pub ring_copies: AtomicU64,

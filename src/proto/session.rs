@@ -130,6 +130,19 @@ pub struct Session {
     /// Paths outside the route that the camera's answers pointed the viewer to.
     advertised: Vec<String>,
     progress: ViewerProgress,
+    camera_session: CameraSession,
+}
+
+/// The session the camera holds for this viewer, so that the relay can free it when the viewer
+/// leaves without a TEARDOWN.
+#[derive(Debug, Clone, Default)]
+struct CameraSession {
+    /// The camera's session id, from its answer to a SETUP; gone once a TEARDOWN was answered.
+    id: Option<String>,
+    /// The camera URI the last successful PLAY named: the aggregate a TEARDOWN addresses.
+    aggregate_uri: Option<String>,
+    /// The highest CSeq the camera has answered, so the relay's own request does not reuse one.
+    last_cseq: u32,
 }
 
 /// What the viewer's input has achieved: bytes that complete nothing are not activity.
@@ -183,6 +196,7 @@ impl Session {
             advertised: Vec::new(),
             auth_failures: 0,
             progress: ViewerProgress { last: started_at, commands_partial: None, data_partial: None },
+            camera_session: CameraSession::default(),
         }
     }
 
@@ -574,6 +588,7 @@ impl Session {
             }
             out.push(Output::Observe(Hist::RtspRequest(p.method), now.saturating_duration_since(p.sent_at)));
             let ok = msg.status().is_some_and(|s| (200..300).contains(&s));
+            self.note_camera_session(&p, &msg, ok);
             if p.method == RtspMethod::Play && ok && !self.played {
                 self.played = true;
                 out.push(Output::Observe(Hist::SessionSetup, now.saturating_duration_since(self.started_at)));
@@ -581,6 +596,51 @@ impl Session {
         }
         self.rewrite_for_viewer(&mut msg);
         out.push(Output::ToViewer(msg.to_bytes()));
+    }
+
+    /// Follows the camera's session through the answers to SETUP, PLAY and TEARDOWN.
+    fn note_camera_session(&mut self, p: &Pending, answer: &Message, ok: bool) {
+        let cam = &mut self.camera_session;
+        cam.last_cseq = cam.last_cseq.max(p.cseq);
+        if !ok {
+            return;
+        }
+        match p.method {
+            RtspMethod::Setup => {
+                let id = answer.header("Session").and_then(|v| v.split(';').next()).map(str::trim);
+                // The id goes back to the camera in a request the relay writes: a token only.
+                if let Some(id) = id.filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic())) {
+                    cam.id = Some(id.to_owned());
+                }
+            }
+            RtspMethod::Play => cam.aggregate_uri = p.request.uri().map(str::to_owned),
+            RtspMethod::Teardown => cam.id = None,
+            _ => {}
+        }
+    }
+
+    /// The relay's own TEARDOWN for the camera session this viewer leaves behind, to send as the
+    /// session ends: the camera set one up, and no TEARDOWN of the viewer's was answered or is
+    /// on its way. Built from what the relay knows (the camera's own URI and session id, the
+    /// route's credentials), never from viewer bytes. Returns it once.
+    pub fn teardown_for_camera(&mut self) -> Option<Vec<u8>> {
+        if self.upstream != Upstream::Connected || self.pending.iter().any(|p| p.method == RtspMethod::Teardown) {
+            return None;
+        }
+        let id = self.camera_session.id.take()?;
+        let uri = match &self.camera_session.aggregate_uri {
+            Some(uri) => uri.clone(),
+            None => self.route.as_ref()?.upstream_url.clone(),
+        };
+        let cseq = self.pending.iter().map(|p| p.cseq).fold(self.camera_session.last_cseq, u32::max).saturating_add(1);
+        let mut msg = Message::request("TEARDOWN", &uri);
+        msg.set_header("CSeq", cseq.to_string());
+        msg.set_header("Session", id);
+        msg.set_header("User-Agent", "rtsp-tunnel-relay");
+        if let Some(auth) = self.auth.as_mut() {
+            auth.authorize(&mut msg);
+        }
+        Some(msg.to_bytes())
     }
 
     /// When [`Session::on_tick`] next has something to do.

@@ -2,8 +2,9 @@
 """A real RTSP camera for the tests: gst-rtsp-server on 127.0.0.1 serving live H.264.
 
 Usage: gst_camera.py [--port N] [--mounts N] [--user U --password P]
-Prints "READY port=<port>" once listening; serves /cam1 .. /camN from one shared encoder;
-exits on SIGTERM or when its standard input closes (so a dying test never leaks it).
+Prints "READY port=<port>" once listening, then "TEARDOWN <path> <user-agent>" for each session
+a TEARDOWN freed; serves /cam1 .. /camN from one shared encoder; exits on SIGTERM or when its standard
+input closes (so a dying test never leaks it).
 Needs Debian's /usr/bin/python3 (python3-gi, gir1.2-gst-rtsp-server-1.0).
 """
 import argparse
@@ -55,6 +56,13 @@ def main():
     for i in range(1, args.mounts + 1):
         mounts.add_factory("/cam%d" % i, factory)
     server.attach(None)
+
+    def on_teardown(_client, ctx):
+        # Emitted once the TEARDOWN was accepted and its session released.
+        res, agent = ctx.request.get_header(GstRtsp.RTSPHeaderField.USER_AGENT, 0)
+        print("TEARDOWN %s %s" % (ctx.uri.abspath, agent if res == GstRtsp.RTSPResult.OK else "-"), flush=True)
+
+    server.connect("client-connected", lambda _s, client: client.connect("teardown-request", on_teardown))
 
     loop = GLib.MainLoop()
     signal.signal(signal.SIGTERM, lambda *_: loop.quit())

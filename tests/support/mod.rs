@@ -35,6 +35,8 @@ pub fn free_port() -> u16 {
 pub struct GstCamera {
     child: Child,
     pub port: u16,
+    /// What it printed after READY (`TEARDOWN /cam1`, ...).
+    events: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl GstCamera {
@@ -49,13 +51,34 @@ impl GstCamera {
         let mut child =
             cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start gst camera");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         let port = line
             .trim()
             .strip_prefix("READY port=")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("camera said {line:?}"));
-        GstCamera { child, port }
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = events.clone();
+        // Ends when the camera exits (its stdout closes).
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        GstCamera { child, port, events }
+    }
+
+    /// How many TEARDOWNs the camera accepted (each freed a session).
+    pub fn teardowns(&self) -> usize {
+        self.teardown_agents().len()
+    }
+
+    /// The `User-Agent` of each TEARDOWN the camera accepted, in order.
+    pub fn teardown_agents(&self) -> Vec<String> {
+        let events = self.events.lock().unwrap();
+        events.iter().filter_map(|l| l.strip_prefix("TEARDOWN ")?.split_once(' ').map(|(_, a)| a.to_owned())).collect()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -540,3 +540,76 @@ fn a_post_closed_mid_request_leaves_nothing_to_time_out() {
     h.s.on_tick(h.now + Duration::from_secs(60), &mut out);
     assert!(!out.contains(&Output::Rejected(Rejection::RequestTimeout)), "{out:?}");
 }
+
+/// SETUP and PLAY through a Digest camera; returns the harness with a camera session 12345678.
+fn playing_with_camera_credentials() -> Harness {
+    let mut h = Harness::tunnel(true);
+    h.connect();
+    h.camera(
+        b"RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\nWWW-Authenticate: Digest realm=\"cam\", nonce=\"abc123\"\r\n\r\n",
+    );
+    h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n");
+    h.command("SETUP rtsp://127.0.0.1:8080/cam1/trackID=1 RTSP/1.0\r\nCSeq: 2\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n");
+    h.camera(
+        b"RTSP/1.0 200 OK\r\nCSeq: 2\r\nSession: 12345678;timeout=60\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n",
+    );
+    h.command("PLAY rtsp://127.0.0.1:8080/cam1/ RTSP/1.0\r\nCSeq: 3\r\nSession: 12345678\r\n\r\n");
+    h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 3\r\nSession: 12345678\r\n\r\n");
+    assert!(h.s.is_playing());
+    h
+}
+
+#[test]
+fn a_viewer_leaving_without_teardown_gets_one_built_by_the_relay() {
+    let mut h = playing_with_camera_credentials();
+    let mut out = Vec::new();
+    h.s.on_viewer_closed(ViewerStream::TunnelData, &mut out);
+    assert_eq!(out, vec![Output::Close(SessionOutcome::Completed)]);
+    let teardown = String::from_utf8(h.s.teardown_for_camera().expect("a TEARDOWN")).unwrap();
+    let uri = "rtsp://10.0.0.5:554/Streaming/Channels/101/";
+    assert!(
+        teardown.starts_with(&format!("TEARDOWN {uri} RTSP/1.0\r\nCSeq: 4\r\nSession: 12345678\r\n")),
+        "{teardown}"
+    );
+    // The route's credentials, answered to the camera's challenge for this very request.
+    assert!(teardown.contains("Authorization: Digest username=\"admin\", realm=\"cam\", nonce=\"abc123\""));
+    assert!(teardown.contains(&format!("uri=\"{uri}\"")), "{teardown}");
+    assert!(!teardown.contains("secret"));
+    assert_eq!(h.s.teardown_for_camera(), None, "only once");
+}
+
+#[test]
+fn no_relay_teardown_when_the_viewer_sent_one_or_no_camera_session_exists() {
+    // The viewer's TEARDOWN is on its way (the shell flushes it): no second one.
+    let mut h = playing_with_camera_credentials();
+    let out = h.command("TEARDOWN rtsp://127.0.0.1:8080/cam1/ RTSP/1.0\r\nCSeq: 4\r\nSession: 12345678\r\n\r\n");
+    assert!(to_upstream(&out).starts_with("TEARDOWN rtsp://10.0.0.5:554/Streaming/Channels/101/ RTSP/1.0\r\n"));
+    assert_eq!(h.s.teardown_for_camera(), None);
+    // ...or already answered.
+    let mut h = playing_with_camera_credentials();
+    h.command("TEARDOWN rtsp://127.0.0.1:8080/cam1/ RTSP/1.0\r\nCSeq: 4\r\nSession: 12345678\r\n\r\n");
+    h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 4\r\n\r\n");
+    assert_eq!(h.s.teardown_for_camera(), None);
+    // Nothing set up at the camera, or the camera is gone.
+    let mut h = Harness::tunnel(false);
+    h.connect();
+    h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n");
+    assert_eq!(h.s.teardown_for_camera(), None);
+    let mut h = playing_with_camera_credentials();
+    h.s.on_upstream_closed(UpstreamErrorKind::Closed, &mut Vec::new());
+    assert_eq!(h.s.teardown_for_camera(), None);
+    // A SETUP but no PLAY: the route's own camera URL is the aggregate.
+    let mut h = Harness::tunnel(false);
+    h.connect();
+    h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n");
+    h.command("SETUP rtsp://127.0.0.1:8080/cam1/trackID=1 RTSP/1.0\r\nCSeq: 7\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n");
+    h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 7\r\nSession: ab-cd\r\n\r\n");
+    let teardown = String::from_utf8(h.s.teardown_for_camera().unwrap()).unwrap();
+    assert!(
+        teardown.starts_with(
+            "TEARDOWN rtsp://10.0.0.5:554/Streaming/Channels/101 RTSP/1.0\r\nCSeq: 8\r\nSession: ab-cd\r\n"
+        ),
+        "{teardown}"
+    );
+    assert!(!teardown.contains("Authorization"), "no credentials on this route");
+}

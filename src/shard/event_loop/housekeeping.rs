@@ -22,6 +22,9 @@ impl Shard {
                 continue;
             }
             if c.flush_deadline.is_some_and(|d| now >= d) {
+                if matches!(c.role, Role::Upstream(_)) && (!c.send.is_empty() || c.send.in_flight()) {
+                    self.metrics.upstream_error(UpstreamErrorKind::CloseTimeout);
+                }
                 stuck.push(idx);
                 continue;
             }
