@@ -193,11 +193,19 @@ pub struct Limits {
     /// How long a new connection may take to send its head, in milliseconds.
     pub head_read_timeout_ms: u64,
     /// A session with no traffic in either direction for this long is closed, in seconds.
+    /// Viewer bytes count only once they complete an RTSP message or a `$` frame.
     pub idle_timeout_secs: u64,
+    /// How long a viewer's RTSP message or `$` frame, once begun, may take to arrive whole, in
+    /// seconds; beyond it the session ends (`relay_rejections_total{reason="request_timeout"}`).
+    pub request_timeout_secs: u64,
     /// How long the camera may take to accept a connection, in milliseconds.
     pub upstream_connect_timeout_ms: u64,
     /// How long the camera may take to answer a request, in milliseconds.
     pub upstream_response_timeout_ms: u64,
+    /// When a session ends, how long the camera may take to receive what was queued for it (a
+    /// TEARDOWN) before its connection is closed anyway, in milliseconds
+    /// (`relay_upstream_errors_total{reason="close_timeout"}`).
+    pub camera_close_grace_ms: u64,
     /// Concurrent sessions, whole relay.
     pub max_sessions: usize,
     /// Concurrent connections from one source IP.
@@ -221,8 +229,10 @@ impl Default for Limits {
             pairing_timeout_ms: 3_000,
             head_read_timeout_ms: 10_000,
             idle_timeout_secs: 60,
+            request_timeout_secs: 10,
             upstream_connect_timeout_ms: 5_000,
             upstream_response_timeout_ms: 10_000,
+            camera_close_grace_ms: 2_000,
             max_sessions: 10_000,
             max_connections_per_ip: 1_000,
             max_viewer_backlog_bytes: 1024 * 1024,
@@ -395,8 +405,10 @@ impl Config {
             ("pairing_timeout_ms", l.pairing_timeout_ms),
             ("head_read_timeout_ms", l.head_read_timeout_ms),
             ("idle_timeout_secs", l.idle_timeout_secs),
+            ("request_timeout_secs", l.request_timeout_secs),
             ("upstream_connect_timeout_ms", l.upstream_connect_timeout_ms),
             ("upstream_response_timeout_ms", l.upstream_response_timeout_ms),
+            ("camera_close_grace_ms", l.camera_close_grace_ms),
             ("max_sessions", l.max_sessions as u64),
             ("max_connections_per_ip", l.max_connections_per_ip as u64),
             ("max_viewer_backlog_bytes", l.max_viewer_backlog_bytes as u64),
@@ -604,6 +616,8 @@ mod tests {
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nmax_sessions=0\n", "max_sessions"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[metrics]\nmax_connections=0\n", "[metrics]"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[metrics]\nrequest_timeout_ms=5\n", "[metrics]"),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nrequest_timeout_secs=0\n", "request_timeout_secs"),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\ncamera_close_grace_ms=0\n", "camera_close_grace_ms"),
             (
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x\"\n[[route]]\npath=\"/c/\"\nupstream=\"rtsp://127.0.0.1/y\"\n",
                 "duplicate path",

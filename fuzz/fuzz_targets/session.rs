@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let params = SessionParams {
         limits: MessageLimits { max_head_bytes: 2048, max_body_bytes: 2048 },
         response_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(3),
         cnonce_seed: 1,
         viewer_ip: "127.0.0.1".parse().unwrap(),
         viewer_tls: false,

@@ -78,7 +78,8 @@ labels!(Rejection {
     MalformedHead => "malformed_head", HeaderTooLarge => "header_too_large", BadCookie => "bad_cookie",
     UnknownRoute => "unknown_route", DuplicateCookie => "duplicate_cookie", PostWithoutGet => "post_without_get",
     GetWithoutPost => "get_without_post", HeadTimeout => "head_timeout", IdleTimeout => "idle_timeout",
-    MaxSessions => "max_sessions", PerIpLimit => "per_ip_limit", BadBase64 => "bad_base64",
+    RequestTimeout => "request_timeout", MaxSessions => "max_sessions", PerIpLimit => "per_ip_limit",
+    BadBase64 => "bad_base64",
     MalformedRtsp => "malformed_rtsp", RtspTooLarge => "rtsp_too_large", UnsupportedTransport => "unsupported_transport",
     NotATunnel => "not_a_tunnel", ShuttingDown => "shutting_down", TlsHandshake => "tls_handshake",
     AddressDenied => "address_denied", AuthRateLimited => "auth_rate_limited", OutsideRoute => "outside_route",
@@ -90,7 +91,7 @@ labels!(PortDrop { Deadline => "deadline", Shed => "shed", TooLarge => "too_larg
 labels!(UpstreamErrorKind {
     ConnectRefused => "connect_refused", ConnectTimeout => "connect_timeout", Unreachable => "unreachable",
     Reset => "reset", Closed => "closed", Garbage => "garbage", ResponseTimeout => "response_timeout",
-    AuthFailed => "auth_failed",
+    AuthFailed => "auth_failed", CloseTimeout => "close_timeout",
 });
 labels!(RtspMethod {
     Options => "OPTIONS", Describe => "DESCRIBE", Setup => "SETUP", Play => "PLAY", Pause => "PAUSE",

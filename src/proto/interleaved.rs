@@ -200,6 +200,11 @@ impl Demux {
     pub fn mid_frame(&self) -> bool {
         self.frame_left > 0 || self.header_seen > 0
     }
+
+    /// Whether a message or a frame has begun and not yet ended (CR/LF between them is not one).
+    pub fn holds_partial(&self) -> bool {
+        !self.msg.is_empty() || self.frame_left > 0 || self.header_seen > 0
+    }
 }
 
 #[cfg(test)]
@@ -275,6 +280,22 @@ mod tests {
             assert_eq!(bytes, [frame(0, b"abc"), frame(0, b"z")].concat(), "cut {cut}");
             assert_eq!(msgs.iter().map(|m| m.cseq().unwrap()).collect::<Vec<_>>(), vec![9, 10]);
             assert_eq!(&msgs[1].body[..], b"hello");
+        }
+    }
+
+    #[test]
+    fn holds_partial_while_a_message_or_frame_is_unfinished() {
+        let mut stream = b"\r\n".to_vec();
+        let msg = b"OPTIONS rtsp://x RTSP/1.0\r\nCSeq: 1\r\nContent-Length: 2\r\n\r\nhi";
+        stream.extend_from_slice(msg);
+        stream.extend(frame(1, b"rr"));
+        // After each byte: unfinished exactly when inside the message or the frame.
+        let mut d = Demux::new(MessageLimits::default());
+        let mut ev = Vec::new();
+        for (i, b) in stream.iter().enumerate() {
+            d.feed(std::slice::from_ref(b), &mut ev).unwrap();
+            let boundary = i < 2 || i == 1 + msg.len() || i == stream.len() - 1;
+            assert_eq!(d.holds_partial(), !boundary, "after byte {i}");
         }
     }
 

@@ -29,6 +29,8 @@ pub enum Rejection {
     GetWithoutPost,
     HeadTimeout,
     IdleTimeout,
+    /// A viewer's RTSP message or `$` frame left unfinished past `request_timeout_secs`.
+    RequestTimeout,
     MaxSessions,
     PerIpLimit,
     BadBase64,
@@ -72,6 +74,9 @@ pub enum UpstreamErrorKind {
     Garbage,
     ResponseTimeout,
     AuthFailed,
+    /// A session ended and the camera did not take its last bytes (a TEARDOWN) within
+    /// `camera_close_grace_ms`.
+    CloseTimeout,
 }
 
 /// RTSP methods with their own label on `relay_rtsp_request_seconds{method}`.

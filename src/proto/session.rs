@@ -111,6 +111,8 @@ pub struct SessionParams {
     pub limits: MessageLimits,
     /// How long the camera may take to answer one request.
     pub response_timeout: Duration,
+    /// How long a viewer's RTSP message or `$` frame may stay unfinished once begun.
+    pub request_timeout: Duration,
     /// Randomness for Digest cnonces and nonces (the core reads no entropy source itself).
     pub cnonce_seed: u64,
     /// The viewer's address (the GET's, for a tunnel), for the route's allow/deny lists.
@@ -184,6 +186,43 @@ pub struct Session {
     viewer_frames: [Vec<u8>; 2],
     /// The relay's own replies held while the camera's stream to the viewer is mid-frame.
     held_for_viewer: Vec<Vec<u8>>,
+    progress: ViewerProgress,
+    camera_session: CameraSession,
+}
+
+/// The session the camera holds for this viewer, so that the relay can free it when the viewer
+/// leaves without a TEARDOWN.
+#[derive(Debug, Clone, Default)]
+struct CameraSession {
+    /// The camera's session id, from its answer to a SETUP; gone once a TEARDOWN was answered.
+    id: Option<String>,
+    /// The camera URI the last successful PLAY named: the aggregate a TEARDOWN addresses.
+    aggregate_uri: Option<String>,
+    /// The highest CSeq the camera has answered, so the relay's own request does not reuse one.
+    last_cseq: u32,
+}
+
+/// What the viewer's input has achieved: bytes that complete nothing are not activity.
+#[derive(Debug, Clone, Copy)]
+struct ViewerProgress {
+    /// When the last whole message or frame from the viewer arrived (or the session began).
+    last: Instant,
+    /// When the unfinished message or frame on the command stream (POST body or plain socket)
+    /// began, and likewise on the tunnel GET.
+    commands_partial: Option<Instant>,
+    data_partial: Option<Instant>,
+}
+
+impl ViewerProgress {
+    /// After a chunk: `partial` says whether the stream now holds an unfinished item, and
+    /// `completed` whether the chunk finished one (then any unfinished item began in it).
+    fn note(since: &mut Option<Instant>, partial: bool, completed: bool, now: Instant) {
+        *since = match *since {
+            _ if !partial => None,
+            Some(t) if !completed => Some(t),
+            _ => Some(now),
+        };
+    }
 }
 
 impl Session {
@@ -217,6 +256,8 @@ impl Session {
             stream_tls: false,
             viewer_frames: [Vec::new(), Vec::new()],
             held_for_viewer: Vec::new(),
+            progress: ViewerProgress { last: started_at, commands_partial: None, data_partial: None },
+            camera_session: CameraSession::default(),
         }
     }
 
@@ -269,6 +310,9 @@ impl Session {
         };
         let input: &[u8] = if stream == ViewerStream::TunnelCommands { &decoded } else { chunk };
         let first_output = out.len();
+        if fed.is_ok() {
+            self.note_progress(stream, &events, now);
+        }
         match fed {
             Ok(()) => {
                 for event in events.drain(..) {
@@ -308,6 +352,39 @@ impl Session {
             } else {
                 i += 1;
             }
+        }
+    }
+
+    /// Updates the viewer's activity and its unfinished-input clock after a chunk was parsed.
+    fn note_progress(&mut self, stream: ViewerStream, events: &[Event], now: Instant) {
+        let completed = events.iter().any(|e| match e {
+            Event::Message(_) => true,
+            Event::Frames { frames_completed, .. } => *frames_completed > 0,
+        });
+        if completed {
+            self.progress.last = now;
+        }
+        let (since, partial) = match stream {
+            ViewerStream::TunnelCommands => {
+                (&mut self.progress.commands_partial, self.base64.pending() > 0 || self.commands.holds_partial())
+            }
+            ViewerStream::Plain => (&mut self.progress.commands_partial, self.commands.holds_partial()),
+            ViewerStream::TunnelData => (&mut self.progress.data_partial, self.data.holds_partial()),
+        };
+        ViewerProgress::note(since, partial, completed, now);
+    }
+
+    /// When the viewer last sent a whole RTSP message or `$` frame (the session's start before
+    /// that). Bytes that complete nothing do not move it, so they do not keep a session alive.
+    pub fn last_viewer_progress(&self) -> Instant {
+        self.progress.last
+    }
+
+    /// Since when the viewer has held an RTSP message or `$` frame begun and not finished.
+    pub fn partial_since(&self) -> Option<Instant> {
+        match (self.progress.commands_partial, self.progress.data_partial) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -570,6 +647,9 @@ impl Session {
         // A tunnel POST may close and reopen with the same cookie; the GET and camera stay up.
         if stream != ViewerStream::TunnelCommands {
             self.close(SessionOutcome::Completed, out);
+        } else {
+            // What the closed POST left unfinished can never complete: a new POST starts afresh.
+            self.reset_command_stream();
         }
     }
 
@@ -582,13 +662,19 @@ impl Session {
             return Err(Rejection::PostFromOtherAddress);
         }
         if self.commands_tls.is_some() {
-            self.base64 = Base64StreamDecoder::new();
-            self.commands = Demux::new(self.params.limits);
-            self.viewer_frames[0].clear();
+            self.reset_command_stream();
             self.user = None;
         }
         self.commands_tls = Some(tls);
         Ok(())
+    }
+
+    /// The POST's stream starts afresh: what an old POST left unfinished can never complete.
+    fn reset_command_stream(&mut self) {
+        self.base64 = Base64StreamDecoder::new();
+        self.commands = Demux::new(self.params.limits);
+        self.viewer_frames[0].clear();
+        self.progress.commands_partial = None;
     }
 
     /// Bytes from the camera; frame ranges refer to `chunk`.
@@ -658,6 +744,7 @@ impl Session {
             let status = msg.status().unwrap_or(0);
             out.push(Output::Exchange(Exchange { method, uri, status, latency, by_relay: false }));
             let ok = msg.status().is_some_and(|s| (200..300).contains(&s));
+            self.note_camera_session(&p, &msg, ok);
             if p.method == RtspMethod::Play && ok && !self.played {
                 self.played = true;
                 out.push(Output::Observe(Hist::SessionSetup, now.saturating_duration_since(self.started_at)));
@@ -667,17 +754,91 @@ impl Session {
         out.push(Output::ToViewer(msg.to_bytes()));
     }
 
+    /// Follows the camera's session through the answers to SETUP, PLAY and TEARDOWN.
+    fn note_camera_session(&mut self, p: &Pending, answer: &Message, ok: bool) {
+        let cam = &mut self.camera_session;
+        cam.last_cseq = cam.last_cseq.max(p.cseq);
+        if !ok {
+            return;
+        }
+        match p.method {
+            RtspMethod::Setup => {
+                let id = answer.header("Session").and_then(|v| v.split(';').next()).map(str::trim);
+                // The id goes back to the camera in a request the relay writes: a token only.
+                if let Some(id) = id.filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic())) {
+                    cam.id = Some(id.to_owned());
+                }
+            }
+            RtspMethod::Play => cam.aggregate_uri = p.request.uri().map(str::to_owned),
+            RtspMethod::Teardown => cam.id = None,
+            _ => {}
+        }
+    }
+
+    /// The relay's own TEARDOWN for the camera session this viewer leaves behind, to send as the
+    /// session ends: the camera set one up, and no TEARDOWN of the viewer's was answered or is
+    /// on its way. Built from what the relay knows (the camera's own URI and session id, the
+    /// route's credentials), never from viewer bytes. Returns it once.
+    pub fn teardown_for_camera(&mut self) -> Option<Vec<u8>> {
+        if self.upstream != Upstream::Connected || self.pending.iter().any(|p| p.method == RtspMethod::Teardown) {
+            return None;
+        }
+        let id = self.camera_session.id.take()?;
+        let uri = match &self.camera_session.aggregate_uri {
+            Some(uri) => uri.clone(),
+            None => self.route.as_ref()?.upstream_url.clone(),
+        };
+        let cseq = self.pending.iter().map(|p| p.cseq).fold(self.camera_session.last_cseq, u32::max).saturating_add(1);
+        let mut msg = Message::request("TEARDOWN", &uri);
+        msg.set_header("CSeq", cseq.to_string());
+        msg.set_header("Session", id);
+        msg.set_header("User-Agent", "rtsp-tunnel-relay");
+        if let Some(auth) = self.auth.as_mut() {
+            auth.authorize(&mut msg);
+        }
+        Some(msg.to_bytes())
+    }
+
     /// When [`Session::on_tick`] next has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let request = self.request_deadline();
+        match (request, self.response_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the viewer's unfinished message or frame must be complete.
+    fn request_deadline(&self) -> Option<Instant> {
+        self.partial_since().map(|t| t + self.params.request_timeout)
+    }
+
+    /// When the oldest request the camera heard must be answered.
+    fn response_deadline(&self) -> Option<Instant> {
         if self.upstream != Upstream::Connected {
             return None;
         }
         self.pending.iter().map(|p| p.sent_at + self.params.response_timeout).min()
     }
 
-    /// Time passes: a camera that leaves a request unanswered too long ends the session.
+    /// Time passes: a viewer that leaves a message or frame unfinished too long, or a camera
+    /// that leaves a request unanswered too long, ends the session.
     pub fn on_tick(&mut self, now: Instant, out: &mut Vec<Output>) {
-        if self.closed || self.next_deadline().is_none_or(|d| d > now) {
+        if self.closed {
+            return;
+        }
+        if self.request_deadline().is_some_and(|d| d <= now) {
+            // A trickle that never completes a request must not hold a session (and a slot
+            // of max_sessions) for ever.
+            out.push(Output::Rejected(Rejection::RequestTimeout));
+            if !self.camera.holds_partial() {
+                // Not in the middle of a camera frame on its way down: the viewer may hear why.
+                out.push(Output::ToViewer(local_reply(408, "Request Timeout", None)));
+            }
+            self.close(SessionOutcome::Timeout, out);
+            return;
+        }
+        if self.response_deadline().is_none_or(|d| d > now) {
             return;
         }
         out.push(Output::UpstreamError(UpstreamErrorKind::ResponseTimeout));

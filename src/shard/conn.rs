@@ -81,6 +81,10 @@ pub struct Conn {
     pub close_after_flush: bool,
     /// ...or at this instant, whichever comes first.
     pub flush_deadline: Option<Instant>,
+    /// Once the send queue is flushed, shut down writing and read until the peer closes (or
+    /// `flush_deadline`): closing with unread bytes would reset the connection, and a reset
+    /// can discard what was just sent (a camera's TEARDOWN).
+    pub linger_after_flush: bool,
     /// Shut down; waiting for in-flight operations before the descriptor is closed.
     pub closing: bool,
     /// Bytes of an incomplete request head.
@@ -108,6 +112,7 @@ impl Conn {
             send: SendQueue::default(),
             close_after_flush: false,
             flush_deadline: None,
+            linger_after_flush: false,
             closing: false,
             head: Vec::new(),
             counted_ip: false,

@@ -67,6 +67,7 @@ struct SessionSlot {
     upstream: Option<usize>,
     peer: SocketAddr,
     started_at: Instant,
+    /// Last bytes from the camera (the viewer's side: `Session::last_viewer_progress`).
     last_activity: Instant,
     /// A POST has bound at least once.
     paired: bool,

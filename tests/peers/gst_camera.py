@@ -4,8 +4,8 @@
 Usage: gst_camera.py [--port N] [--mounts N] [--user U --password P]
 Prints "READY port=<port>" once listening; serves /cam1 .. /camN from one shared encoder;
 then prints "REQUEST <METHOD> <path>[?<query>]" for every request it handles, and
-"SESSIONS <n>" whenever the number of RTSP sessions it holds changes;
-exits on SIGTERM or when its standard input closes (so a dying test never leaks it).
+"TEARDOWN <path> <user-agent>" for each session a TEARDOWN freed; exits on SIGTERM or when its
+standard input closes (so a dying test never leaks it).
 Needs Debian's /usr/bin/python3 (python3-gi, gir1.2-gst-rtsp-server-1.0).
 """
 import argparse
@@ -70,7 +70,16 @@ def main():
         for method in ("options", "describe", "setup", "play", "pause", "teardown", "get-parameter"):
             client.connect("%s-request" % method, logger(method.upper().replace("-", "_")))
 
-    server.connect("client-connected", log_requests)
+    def on_teardown(_client, ctx):
+        # Emitted once the TEARDOWN was accepted and its session released.
+        res, agent = ctx.request.get_header(GstRtsp.RTSPHeaderField.USER_AGENT, 0)
+        print("TEARDOWN %s %s" % (ctx.uri.abspath, agent if res == GstRtsp.RTSPResult.OK else "-"), flush=True)
+
+    def on_client(server, client):
+        log_requests(server, client)
+        client.connect("teardown-request", on_teardown)
+
+    server.connect("client-connected", on_client)
 
     loop = GLib.MainLoop()
     signal.signal(signal.SIGTERM, lambda *_: loop.quit())

@@ -35,8 +35,8 @@ pub fn free_port() -> u16 {
 pub struct GstCamera {
     child: Child,
     pub port: u16,
-    /// What the camera printed after READY: `REQUEST <METHOD> <path>[?query]` lines.
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// What it printed after READY (`REQUEST DESCRIBE /cam1`, `TEARDOWN /cam1 agent`, ...).
+    events: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl GstCamera {
@@ -58,20 +58,33 @@ impl GstCamera {
             .strip_prefix("READY port=")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("camera said {line:?}"));
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = lines.clone();
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = events.clone();
+        // Ends when the camera exits (its stdout closes).
         std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
                 sink.lock().unwrap().push(line);
             }
         });
-        GstCamera { child, port, lines }
+        GstCamera { child, port, events }
     }
 
     /// The requests the camera handled so far, as `METHOD path[?query]`.
     pub fn requests(&self) -> Vec<String> {
-        let lines = self.lines.lock().unwrap();
-        lines.iter().filter_map(|l| l.strip_prefix("REQUEST ")).map(str::to_owned).collect()
+        let events = self.events.lock().unwrap();
+        events.iter().filter_map(|l| l.strip_prefix("REQUEST ")).map(str::to_owned).collect()
+    }
+
+    /// How many TEARDOWNs the camera accepted (each freed a session).
+    pub fn teardowns(&self) -> usize {
+        self.teardown_agents().len()
+    }
+
+    /// The `User-Agent` of each TEARDOWN the camera accepted, in order.
+    pub fn teardown_agents(&self) -> Vec<String> {
+        let events = self.events.lock().unwrap();
+        events.iter().filter_map(|l| l.strip_prefix("TEARDOWN ")?.split_once(' ').map(|(_, a)| a.to_owned())).collect()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -22,6 +22,7 @@ fn params() -> SessionParams {
     SessionParams {
         limits: MessageLimits::default(),
         response_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(10),
         cnonce_seed: 42,
         viewer_ip: "127.0.0.1".parse().unwrap(),
         viewer_tls: false,
@@ -464,6 +465,157 @@ fn a_viewer_that_never_waits_for_answers_gets_503_beyond_the_limit() {
     h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n");
     let out = h.command("GET_PARAMETER rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 99\r\n\r\n");
     assert!(!to_upstream(&out).is_empty());
+}
+
+/// The attack of one base64 character every second, never a whole request: it is not activity,
+/// and it ends the session once the request has been unfinished for `request_timeout`.
+#[test]
+fn a_request_trickled_and_never_finished_times_out_and_is_not_activity() {
+    let mut h = Harness::tunnel(false);
+    let t0 = h.now;
+    let enc = b64("OPTIONS rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 1\r\n");
+    for (i, c) in enc.iter().take(9).enumerate() {
+        h.now = t0 + Duration::from_secs(i as u64);
+        assert_eq!(h.viewer(ViewerStream::TunnelCommands, std::slice::from_ref(c)), vec![]);
+        let mut out = Vec::new();
+        h.s.on_tick(h.now, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+    }
+    assert_eq!(h.s.last_viewer_progress(), t0, "bytes that complete nothing are not activity");
+    assert_eq!(h.s.partial_since(), Some(t0), "the clock runs from the first byte");
+    assert_eq!(h.s.next_deadline(), Some(t0 + Duration::from_secs(10)));
+    let mut out = Vec::new();
+    h.s.on_tick(t0 + Duration::from_millis(9_999), &mut out);
+    assert!(out.is_empty());
+    h.s.on_tick(t0 + Duration::from_secs(10), &mut out);
+    assert_eq!(out[0], Output::Rejected(Rejection::RequestTimeout));
+    assert!(to_viewer(&out).starts_with("RTSP/1.0 408 Request Timeout\r\n"), "{out:?}");
+    assert_eq!(out.last(), Some(&Output::Close(SessionOutcome::Timeout)));
+}
+
+#[test]
+fn whole_messages_and_frames_are_activity_and_restart_the_request_clock() {
+    let mut h = Harness::tunnel(false);
+    let t0 = h.now;
+    h.connect();
+    assert_eq!((h.s.last_viewer_progress(), h.s.partial_since()), (t0, None));
+    h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n");
+    // A request cut in two, its second half 9 s later: on time, and activity once whole.
+    let req = "GET_PARAMETER rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 2\r\n\r\n";
+    let (a, b) = req.split_at(20);
+    h.now = t0 + Duration::from_secs(5);
+    h.viewer(ViewerStream::Plain, a.as_bytes());
+    assert_eq!(h.s.partial_since(), Some(h.now));
+    h.now += Duration::from_secs(9);
+    let mut out = Vec::new();
+    h.s.on_tick(h.now, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    // The rest, and the start of a `$` frame behind it: that frame's clock starts now.
+    let mut rest = b.as_bytes().to_vec();
+    rest.extend_from_slice(b"$\x01\x00\x08rr");
+    let out = h.viewer(ViewerStream::Plain, &rest);
+    assert!(to_upstream(&out).starts_with("GET_PARAMETER "), "{out:?}");
+    assert_eq!((h.s.last_viewer_progress(), h.s.partial_since()), (h.now, Some(h.now)));
+    let frame_started = h.now;
+    // Up the GET, a frame header split in two: the two streams' clocks are separate.
+    h.now += Duration::from_secs(3);
+    h.viewer(ViewerStream::TunnelData, b"$\x01");
+    assert_eq!(h.s.partial_since(), Some(frame_started));
+    h.viewer(ViewerStream::Plain, b"report");
+    assert_eq!(h.s.partial_since(), Some(h.now), "the command stream's frame is whole, the GET's is not");
+    assert_eq!(h.s.last_viewer_progress(), h.now);
+    h.viewer(ViewerStream::TunnelData, b"\x00\x00");
+    assert_eq!(h.s.partial_since(), None);
+    // CR/LF between messages completes nothing and starts nothing.
+    h.now += Duration::from_secs(1);
+    h.viewer(ViewerStream::Plain, b"\r\n");
+    assert_eq!((h.s.partial_since(), h.s.last_viewer_progress()), (None, h.now - Duration::from_secs(1)));
+}
+
+#[test]
+fn a_post_closed_mid_request_leaves_nothing_to_time_out() {
+    let mut h = Harness::tunnel(false);
+    h.connect();
+    h.command("OPTIONS rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 2\r\n");
+    assert!(h.s.partial_since().is_some());
+    let mut out = Vec::new();
+    h.s.on_viewer_closed(ViewerStream::TunnelCommands, &mut out);
+    assert_eq!(h.s.partial_since(), None, "what a closed POST left unfinished cannot complete");
+    h.s.on_tick(h.now + Duration::from_secs(60), &mut out);
+    assert!(!out.contains(&Output::Rejected(Rejection::RequestTimeout)), "{out:?}");
+}
+
+/// SETUP and PLAY through a Digest camera; returns the harness with a camera session 12345678.
+fn playing_with_camera_credentials() -> Harness {
+    let mut h = Harness::tunnel(true);
+    h.connect();
+    h.camera(
+        b"RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\nWWW-Authenticate: Digest realm=\"cam\", nonce=\"abc123\"\r\n\r\n",
+    );
+    h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n");
+    h.command("SETUP rtsp://127.0.0.1:8080/cam1/trackID=1 RTSP/1.0\r\nCSeq: 2\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n");
+    h.camera(
+        b"RTSP/1.0 200 OK\r\nCSeq: 2\r\nSession: 12345678;timeout=60\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n",
+    );
+    h.command("PLAY rtsp://127.0.0.1:8080/cam1/ RTSP/1.0\r\nCSeq: 3\r\nSession: 12345678\r\n\r\n");
+    h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 3\r\nSession: 12345678\r\n\r\n");
+    assert!(h.s.is_playing());
+    h
+}
+
+#[test]
+fn a_viewer_leaving_without_teardown_gets_one_built_by_the_relay() {
+    let mut h = playing_with_camera_credentials();
+    let mut out = Vec::new();
+    h.s.on_viewer_closed(ViewerStream::TunnelData, &mut out);
+    assert_eq!(out, vec![Output::Close(SessionOutcome::Completed)]);
+    let teardown = String::from_utf8(h.s.teardown_for_camera().expect("a TEARDOWN")).unwrap();
+    let uri = "rtsp://10.0.0.5:554/Streaming/Channels/101/";
+    assert!(
+        teardown.starts_with(&format!("TEARDOWN {uri} RTSP/1.0\r\nCSeq: 4\r\nSession: 12345678\r\n")),
+        "{teardown}"
+    );
+    // The route's credentials, answered to the camera's challenge for this very request.
+    assert!(teardown.contains("Authorization: Digest username=\"admin\", realm=\"cam\", nonce=\"abc123\""));
+    assert!(teardown.contains(&format!("uri=\"{uri}\"")), "{teardown}");
+    assert!(!teardown.contains("secret"));
+    assert_eq!(h.s.teardown_for_camera(), None, "only once");
+}
+
+#[test]
+fn no_relay_teardown_when_the_viewer_sent_one_or_no_camera_session_exists() {
+    // The viewer's TEARDOWN is on its way (the shell flushes it): no second one.
+    let mut h = playing_with_camera_credentials();
+    let out = h.command("TEARDOWN rtsp://127.0.0.1:8080/cam1/ RTSP/1.0\r\nCSeq: 4\r\nSession: 12345678\r\n\r\n");
+    assert!(to_upstream(&out).starts_with("TEARDOWN rtsp://10.0.0.5:554/Streaming/Channels/101/ RTSP/1.0\r\n"));
+    assert_eq!(h.s.teardown_for_camera(), None);
+    // ...or already answered.
+    let mut h = playing_with_camera_credentials();
+    h.command("TEARDOWN rtsp://127.0.0.1:8080/cam1/ RTSP/1.0\r\nCSeq: 4\r\nSession: 12345678\r\n\r\n");
+    h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 4\r\n\r\n");
+    assert_eq!(h.s.teardown_for_camera(), None);
+    // Nothing set up at the camera, or the camera is gone.
+    let mut h = Harness::tunnel(false);
+    h.connect();
+    h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n");
+    assert_eq!(h.s.teardown_for_camera(), None);
+    let mut h = playing_with_camera_credentials();
+    h.s.on_upstream_closed(UpstreamErrorKind::Closed, &mut Vec::new());
+    assert_eq!(h.s.teardown_for_camera(), None);
+    // A SETUP but no PLAY: the route's own camera URL is the aggregate.
+    let mut h = Harness::tunnel(false);
+    h.connect();
+    h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n");
+    h.command("SETUP rtsp://127.0.0.1:8080/cam1/trackID=1 RTSP/1.0\r\nCSeq: 7\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n");
+    h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 7\r\nSession: ab-cd\r\n\r\n");
+    let teardown = String::from_utf8(h.s.teardown_for_camera().unwrap()).unwrap();
+    assert!(
+        teardown.starts_with(
+            "TEARDOWN rtsp://10.0.0.5:554/Streaming/Channels/101 RTSP/1.0\r\nCSeq: 8\r\nSession: ab-cd\r\n"
+        ),
+        "{teardown}"
+    );
+    assert!(!teardown.contains("Authorization"), "no credentials on this route");
 }
 
 mod gatekeeping;

@@ -242,6 +242,7 @@ impl Shard {
                 max_body_bytes: self.limits.max_body_bytes,
             },
             response_timeout: Duration::from_millis(self.limits.upstream_response_timeout_ms),
+            request_timeout: Duration::from_secs(self.limits.request_timeout_secs),
             cnonce_seed: self.cnonce_state,
             viewer_ip: peer.ip(),
             viewer_tls,

@@ -21,7 +21,7 @@ impl Shard {
         let mut out = std::mem::take(&mut self.out);
         let routes = self.routes.clone();
         if let Some(s) = self.session(key) {
-            s.last_activity = now;
+            // Viewer activity is the protocol core's to judge (whole messages and frames only).
             s.proto.on_viewer_bytes(stream, bytes, now, &routes, &mut out);
         }
         self.apply(key, &mut out, None);
@@ -120,9 +120,9 @@ impl Shard {
             self.plain = plain;
             return;
         };
-        s.last_activity = now;
         let ring = match role {
             Role::Upstream(_) => {
+                s.last_activity = now;
                 s.proto.on_upstream_bytes(data, now, &mut out);
                 Some((bid, now))
             }

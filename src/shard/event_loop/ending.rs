@@ -7,7 +7,7 @@ impl Shard {
         if self.sessions.get(key.index).is_none_or(|s| s.generation != key.generation) {
             return;
         }
-        let s = self.sessions.remove(key.index);
+        let mut s = self.sessions.remove(key.index);
         if let Some(cookie) = &s.cookie {
             self.shared.cookies.remove_get(cookie, SessionRef { shard: self.id, key: key.pack() });
         }
@@ -27,8 +27,11 @@ impl Shard {
             outcome = ?outcome,
             "session ended"
         );
-        for c in [s.upstream, s.post].into_iter().flatten() {
-            self.close_conn(c);
+        if let Some(post) = s.post {
+            self.close_conn(post);
+        }
+        if let Some(upstream) = s.upstream {
+            self.end_upstream(upstream, &mut s, outcome);
         }
         if let Some(v) = s.viewer {
             // The viewer gets what was queued for it (a final error reply, say), then the close;
@@ -42,6 +45,36 @@ impl Shard {
                 self.dirty.push(v);
             }
         }
+    }
+
+    /// The camera connection of an ended session. What was queued for it (a TEARDOWN the viewer
+    /// sent just before leaving) goes out first, plus the relay's own TEARDOWN when the viewer
+    /// left a camera session behind, so the camera frees it now rather than at its own timeout;
+    /// then the connection is half-closed and read to its end, within `camera_close_grace_ms`.
+    /// A camera that failed, or is still connecting, is closed at once.
+    fn end_upstream(&mut self, idx: usize, s: &mut SessionSlot, outcome: SessionOutcome) {
+        let failed = matches!(outcome, SessionOutcome::UpstreamClosed | SessionOutcome::UpstreamError);
+        if failed || s.connect_started.is_some() || self.conns.get(idx).is_none_or(|c| c.closing) {
+            self.close_conn(idx);
+            return;
+        }
+        if let Some(teardown) = s.proto.teardown_for_camera() {
+            tracing::debug!(
+                shard = self.id,
+                session = %format_args!("{}-{}", self.id, s.id),
+                "viewer left without TEARDOWN; the relay sends one to the camera"
+            );
+            self.queue_owned(idx, teardown);
+        }
+        let grace = Duration::from_millis(self.limits.camera_close_grace_ms);
+        let c = &mut self.conns[idx];
+        c.linger_after_flush = true;
+        c.flush_deadline = Some(Instant::now() + grace);
+        // Paused for a slow viewer: read again, so the camera's close is seen.
+        if c.recv == RecvState::Off {
+            self.arm_recv(idx);
+        }
+        self.dirty.push(idx);
     }
 
     /// Shuts a connection down; it is freed once its in-flight operations have completed.

@@ -22,6 +22,9 @@ impl Shard {
                 continue;
             }
             if c.flush_deadline.is_some_and(|d| now >= d) {
+                if matches!(c.role, Role::Upstream(_)) && (!c.send.is_empty() || c.send.in_flight()) {
+                    self.metrics.upstream_error(UpstreamErrorKind::CloseTimeout);
+                }
                 stuck.push(idx);
                 continue;
             }
@@ -62,7 +65,10 @@ impl Shard {
                 self.end_session(key, SessionOutcome::Timeout);
                 continue;
             }
-            if now.saturating_duration_since(s.last_activity) > idle {
+            // A viewer's bytes count once they complete a message or frame: a trickle that
+            // never does is not activity.
+            let active = s.last_activity.max(s.proto.last_viewer_progress());
+            if now.saturating_duration_since(active) > idle {
                 self.metrics.rejected(Rejection::IdleTimeout);
                 self.end_session(key, SessionOutcome::Timeout);
                 continue;

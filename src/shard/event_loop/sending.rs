@@ -73,6 +73,10 @@ impl Shard {
         if c.send.is_empty() && !c.send.in_flight() {
             if c.close_after_flush {
                 self.close_conn(idx);
+            } else if c.linger_after_flush {
+                c.linger_after_flush = false;
+                // SAFETY: shutdown on a descriptor we own; nothing is being sent on it.
+                unsafe { libc::shutdown(c.raw(), libc::SHUT_WR) };
             }
             return;
         }
