@@ -61,7 +61,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Why a viewer was not let in: the label of `relay_auth_failures_total{reason}`.
+/// Why a viewer was not let in: `relay_auth_failures_total{reason}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuthFailure {
     /// No `Authorization` header (the normal first step: the client learns the challenge).
@@ -78,32 +78,6 @@ pub enum AuthFailure {
     Malformed,
     /// A Digest `uri=` other than the request's URI (a response replayed onto another request).
     UriMismatch,
-}
-
-impl AuthFailure {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthFailure::NoCredentials => "no_credentials",
-            AuthFailure::UnknownUser => "unknown_user",
-            AuthFailure::BadCredentials => "bad_credentials",
-            AuthFailure::NotAllowed => "not_allowed",
-            AuthFailure::StaleNonce => "stale_nonce",
-            AuthFailure::BasicWithoutTls => "basic_without_tls",
-            AuthFailure::Malformed => "malformed",
-            AuthFailure::UriMismatch => "uri_mismatch",
-        }
-    }
-
-    pub const ALL: [AuthFailure; 8] = [
-        AuthFailure::NoCredentials,
-        AuthFailure::UnknownUser,
-        AuthFailure::BadCredentials,
-        AuthFailure::NotAllowed,
-        AuthFailure::StaleNonce,
-        AuthFailure::BasicWithoutTls,
-        AuthFailure::Malformed,
-        AuthFailure::UriMismatch,
-    ];
 }
 
 /// One session's side of viewer authentication.
