@@ -69,7 +69,7 @@ pub enum PortDrop {
     Deadline,
     /// The port was full: the oldest connection still sending its request made room.
     Shed,
-    /// A request head over 8 KiB (answered 400).
+    /// A request head over 8 KiB or 64 header lines (answered 400).
     TooLarge,
 }
 
