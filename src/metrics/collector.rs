@@ -331,9 +331,7 @@ fn families(state: &HubState) -> Vec<MetricFamily> {
     // Histograms: merged across shards, each exported with its quantiles beside it.
     let mut merged: Vec<Latency> = (0..Hist::SLOTS).map(|_| Latency::default()).collect();
     for s in &state.shards {
-        for (m, h) in merged.iter_mut().zip(s.latency_snapshot()) {
-            m.add(&h);
-        }
+        s.add_latency_into(&mut merged);
     }
     for h in FIXED_HISTS {
         let (name, help, buckets) = hist_name(h);

@@ -156,8 +156,13 @@ impl ShardMetrics {
         self.counters.sessions_started.load(Ordering::Relaxed).saturating_sub(ended)
     }
 
-    pub(super) fn latency_snapshot(&self) -> Vec<Latency> {
-        self.latency.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Adds this shard's histograms into `merged` (one per slot) under the lock: no copy of
+    /// the table, which would cost as much again and allocate.
+    pub(super) fn add_latency_into(&self, merged: &mut [Latency]) {
+        let table = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        for (m, h) in merged.iter_mut().zip(table.iter()) {
+            m.add(h);
+        }
     }
 }
 
