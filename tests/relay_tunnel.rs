@@ -2,6 +2,7 @@
 //! scripted camera. Each test checks one behaviour of DESIGN.md §1–2 or one row of §4.
 
 mod fake;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -5,10 +5,12 @@ pub mod base64_stream;
 #[cfg(any(test, fuzzing))]
 pub mod camera_audit;
 pub mod camera_request;
+pub mod digest;
 pub mod http_head;
 pub mod interleaved;
 pub mod outcome;
 pub mod rewrite;
+pub mod rng;
 pub mod route;
 pub mod rtsp;
 pub mod session;

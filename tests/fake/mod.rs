@@ -18,6 +18,10 @@ use rtsp_tunnel_relay::proto::interleaved::{Demux, Event};
 use rtsp_tunnel_relay::proto::rtsp::{Message, MessageLimits};
 use rtsp_tunnel_relay::shard::{Shards, StartOptions, TlsListenerOptions};
 
+// The polling helper is support's; a test crate including `fake` includes `support` too.
+#[allow(unused_imports)]
+pub use crate::support::eventually;
+
 /// What a fake camera observed.
 #[derive(Default)]
 pub struct CameraLog {
@@ -376,18 +380,6 @@ pub fn tls_connect(
 
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
-}
-
-/// Polls `f` until it holds or `timeout` passes.
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
 }
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
