@@ -149,3 +149,147 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::path::PathBuf;
+    use std::time::Instant;
+
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rtr-app-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A self-signed pair for `localhost` in `dir`; returns the certificate (DER) too.
+    fn write_pair(dir: &Path) -> (PathBuf, PathBuf, rustls_pki_types::CertificateDer<'static>) {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&c, ck.cert.pem()).unwrap();
+        std::fs::write(&k, ck.key_pair.serialize_pem()).unwrap();
+        (c, k, ck.cert.der().clone())
+    }
+
+    /// A one-shard relay on ephemeral ports with an HTTPS listener and the given routes
+    /// (cameras never contacted: a tunnel GET is answered before any camera is).
+    fn config(cert: &Path, key: &Path, routes: &[&str], extra: &str) -> String {
+        let mut text = format!(
+            "[listen]\ntunnel = [\"127.0.0.1:0\"]\nmetrics = \"127.0.0.1:0\"\n\
+             [[listen.tls]]\naddr = \"127.0.0.1:0\"\ncert = {cert:?}\nkey = {key:?}\n\
+             [runtime]\nshards = 1\npin_cores = false\nring_entries = 256\nrecv_buffers = 64\nshutdown_grace_secs = 1\n{extra}"
+        );
+        for path in routes {
+            text.push_str(&format!("[[route]]\npath = \"{path}\"\nupstream = \"rtsp://127.0.0.1:9{path}\"\n"));
+        }
+        text
+    }
+
+    /// The status line a tunnel GET for `path` is answered with.
+    fn get_status(stream: &mut impl ReadWrite, path: &str) -> String {
+        let cookie = format!("c{:016x}", next_cookie());
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nx-sessioncookie: {cookie}\r\n\r\n").as_bytes()).unwrap();
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while !reply.ends_with(b"\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            reply.push(byte[0]);
+        }
+        String::from_utf8_lossy(&reply).trim_end().to_owned()
+    }
+
+    trait ReadWrite: Read + Write {}
+    impl<T: Read + Write> ReadWrite for T {}
+
+    fn next_cookie() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn plain_status(relay: &Relay, path: &str) -> String {
+        let mut s = TcpStream::connect(relay.local_addrs()[0]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        get_status(&mut s, path)
+    }
+
+    #[test]
+    fn start_up_runs_what_one_validation_produced_and_reads_no_file() {
+        let dir = temp_dir("start");
+        let (cert, key, der) = write_pair(&dir);
+        let file = dir.join("relay.toml");
+        std::fs::write(&file, config(&cert, &key, &["/a"], "")).unwrap();
+        let settings = Settings::load(&file).unwrap();
+        // Start-up gets nothing but the validated value: with the files gone, a second read
+        // of the configuration or the certificate would fail.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let relay = Relay::start(Arc::new(settings)).unwrap();
+        assert_eq!(relay.local_addrs().len(), 2, "the plain and the HTTPS listener");
+        assert!(relay.metrics_server.is_some());
+        assert_eq!(plain_status(&relay, "/a"), "HTTP/1.0 200 OK");
+        assert_eq!(plain_status(&relay, "/b"), "HTTP/1.0 404 Not Found");
+
+        // The HTTPS listener serves the certificate loaded at validation.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let conn = rustls::ClientConnection::new(Arc::new(client), "localhost".try_into().unwrap()).unwrap();
+        let tcp = TcpStream::connect(relay.local_addrs()[1]).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        assert_eq!(get_status(&mut tls, "/a"), "HTTP/1.0 200 OK");
+        relay.shutdown();
+    }
+
+    #[test]
+    fn a_bad_file_on_reload_leaves_the_running_settings_in_force() {
+        let dir = temp_dir("reload");
+        let (cert, key, _) = write_pair(&dir);
+        let file = dir.join("relay.toml");
+        std::fs::write(&file, config(&cert, &key, &["/a"], "")).unwrap();
+        let mut relay = Relay::start(Arc::new(Settings::load(&file).unwrap())).unwrap();
+        let running = relay.settings.clone();
+        // Each adds /b; each fails at a different stage of the one validation, the last ones
+        // only after routes, limits and the address lists were already understood.
+        let missing = dir.join("missing.pem");
+        let bad = [
+            (config(&cert, &key, &["/a", "/b"], "[limits\n"), "expected"),
+            (config(&cert, &key, &["/a", "/b"], "[limits]\nmax_sessions = 0\n"), "max_sessions"),
+            (config(&missing, &key, &["/a", "/b"], "[limits]\nmax_sessions = 5\n"), "missing.pem"),
+            (
+                config(&cert, &key, &["/a", "/b"], "[limits]\nmax_sessions = 5\n")
+                    + "[[route]]\npath = \"/c\"\nupstream = \"rtsp://127.0.0.1:9/c\"\nallow = [\"nope\"]\n",
+                "not an address or CIDR",
+            ),
+        ];
+        for (text, why) in bad {
+            std::fs::write(&file, text).unwrap();
+            let err = relay.reload(&file).unwrap_err().to_string();
+            assert!(err.contains(why), "{err:?} lacks {why:?}");
+            assert!(Arc::ptr_eq(&relay.settings, &running), "a rejected file replaced the settings");
+            assert_eq!(relay.settings.limits.max_sessions, running.limits.max_sessions);
+        }
+        // Give any (wrongly) posted reload time to reach the shard, then ask it.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(plain_status(&relay, "/b"), "HTTP/1.0 404 Not Found", "the shard took a rejected file");
+        assert_eq!(plain_status(&relay, "/a"), "HTTP/1.0 200 OK");
+
+        std::fs::write(&file, config(&cert, &key, &["/a", "/b"], "[limits]\nmax_sessions = 5\n")).unwrap();
+        relay.reload(&file).unwrap();
+        assert_eq!(relay.settings.limits.max_sessions, 5);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while plain_status(&relay, "/b") != "HTTP/1.0 200 OK" {
+            assert!(Instant::now() < deadline, "the shard never took the good file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        relay.shutdown();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
