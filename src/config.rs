@@ -707,6 +707,43 @@ mod tests {
     }
 
     #[test]
+    fn one_validation_yields_every_piece_the_relay_runs() {
+        let ha1 = crate::proto::viewer_auth::ha1_hex("alice", "cams", "pw");
+        let text = format!(
+            "[listen]\ntunnel=[\"127.0.0.1:1\", \"127.0.0.1:2\"]\nmetrics=\"127.0.0.1:3\"\ndeny=[\"10.0.0.0/8\"]\n\
+             public_address=\"relay.example\"\n[runtime]\nshards=3\nshutdown_grace_secs=4\n[limits]\nmax_sessions=7\n\
+             [auth]\nrealm=\"cams\"\n[metrics]\nmax_connections=2\n[log]\nlevel=\"debug\"\n\
+             [[user]]\nname=\"alice\"\nha1=\"{ha1}\"\n\
+             [[route]]\npath=\"/a\"\nupstream=\"rtsp://u:p@127.0.0.1:8554/a\"\nusers=[\"alice\"]\n"
+        );
+        let s = Settings::from_toml(&text).unwrap();
+        let addrs: Vec<SocketAddr> = s.listeners.iter().map(|l| l.addr).collect();
+        assert_eq!(addrs, ["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()]);
+        assert!(s.listeners.iter().all(|l| l.tls.is_none() && !l.acl.permits("10.1.2.3".parse().unwrap())));
+        assert!(s.listeners[0].acl.permits("192.168.1.1".parse().unwrap()));
+        assert_eq!(s.public_address.as_deref(), Some("relay.example"));
+        assert_eq!((s.metrics_addr, s.metrics_port.max_connections), (Some("127.0.0.1:3".parse().unwrap()), 2));
+        assert_eq!(s.bound_addresses(), (addrs, Some("127.0.0.1:3".parse().unwrap())));
+        assert_eq!((s.shards(), s.runtime.shutdown_grace_secs), (3, 4));
+        assert_eq!((s.limits.max_sessions, s.auth.realm.as_str(), s.log.level.as_str()), (7, "cams", "debug"));
+        // The route table the shards look up carries the users it is checked against.
+        assert!(s.routes.users().contains("alice"));
+        let route = s.routes.lookup("/a/trackID=1").unwrap();
+        assert_eq!(route.upstream_addr, "127.0.0.1:8554".parse().unwrap());
+        assert_eq!(route.credentials.as_ref().map(|c| c.user.as_str()), Some("u"));
+        // The compatibility view agrees with it, in file order.
+        let (_, routes) = Config::from_toml(&text).unwrap();
+        assert_eq!(routes.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["/a"]);
+    }
+
+    #[test]
+    fn a_missing_certificate_fails_validation_naming_the_listener() {
+        let text = "[listen]\ntunnel=[]\n[[listen.tls]]\naddr=\"127.0.0.1:443\"\ncert=\"/nonexistent/c.pem\"\nkey=\"/nonexistent/k.pem\"\n";
+        let err = Settings::from_toml(text).unwrap_err().to_string();
+        assert!(err.contains("[[listen.tls]] 127.0.0.1:443") && err.contains("/nonexistent/c.pem"), "{err}");
+    }
+
+    #[test]
     fn metrics_port_limits_have_defaults_and_can_be_set() {
         let (cfg, _) = Config::from_toml(EXAMPLE).unwrap();
         assert_eq!(cfg.metrics, MetricsPortConfig { request_timeout_ms: 5_000, max_connections: 8 });
