@@ -189,10 +189,13 @@ mod tests {
         text
     }
 
-    /// The status line a tunnel GET for `path` is answered with.
+    /// The status line a tunnel GET for `path` is answered with (empty if none comes).
     fn get_status(stream: &mut impl ReadWrite, path: &str) -> String {
         let cookie = format!("c{:016x}", next_cookie());
-        stream.write_all(format!("GET {path} HTTP/1.0\r\nx-sessioncookie: {cookie}\r\n\r\n").as_bytes()).unwrap();
+        let request = format!("GET {path} HTTP/1.0\r\nx-sessioncookie: {cookie}\r\n\r\n");
+        if stream.write_all(request.as_bytes()).is_err() {
+            return String::new();
+        }
         let mut reply = Vec::new();
         let mut byte = [0u8; 1];
         while !reply.ends_with(b"\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
@@ -216,6 +219,22 @@ mod tests {
         get_status(&mut s, path)
     }
 
+    /// The status line of a tunnel GET over HTTPS from a client trusting only `cert` (empty if
+    /// the handshake fails).
+    fn tls_status(relay: &Relay, cert: rustls_pki_types::CertificateDer<'static>, path: &str) -> String {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let conn = rustls::ClientConnection::new(Arc::new(client), "localhost".try_into().unwrap()).unwrap();
+        let tcp = TcpStream::connect(relay.local_addrs()[1]).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        get_status(&mut rustls::StreamOwned::new(conn, tcp), path)
+    }
+
     #[test]
     fn start_up_runs_what_one_validation_produced_and_reads_no_file() {
         let dir = temp_dir("start");
@@ -233,18 +252,7 @@ mod tests {
         assert_eq!(plain_status(&relay, "/b"), "HTTP/1.0 404 Not Found");
 
         // The HTTPS listener serves the certificate loaded at validation.
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(der).unwrap();
-        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let conn = rustls::ClientConnection::new(Arc::new(client), "localhost".try_into().unwrap()).unwrap();
-        let tcp = TcpStream::connect(relay.local_addrs()[1]).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
-        assert_eq!(get_status(&mut tls, "/a"), "HTTP/1.0 200 OK");
+        assert_eq!(tls_status(&relay, der, "/a"), "HTTP/1.0 200 OK");
         relay.shutdown();
     }
 
@@ -281,14 +289,19 @@ mod tests {
         assert_eq!(plain_status(&relay, "/b"), "HTTP/1.0 404 Not Found", "the shard took a rejected file");
         assert_eq!(plain_status(&relay, "/a"), "HTTP/1.0 200 OK");
 
+        // A good file, with a new certificate: routes and certificate both reach the shard.
+        let renewed = dir.join("renewed");
+        std::fs::create_dir_all(&renewed).unwrap();
+        let (cert, key, der) = write_pair(&renewed);
         std::fs::write(&file, config(&cert, &key, &["/a", "/b"], "[limits]\nmax_sessions = 5\n")).unwrap();
         relay.reload(&file).unwrap();
         assert_eq!(relay.settings.limits.max_sessions, 5);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while plain_status(&relay, "/b") != "HTTP/1.0 200 OK" {
+        while plain_status(&relay, "/b") != "HTTP/1.0 200 OK" || tls_status(&relay, der.clone(), "/b").is_empty() {
             assert!(Instant::now() < deadline, "the shard never took the good file");
             std::thread::sleep(Duration::from_millis(20));
         }
+        assert_eq!(tls_status(&relay, der, "/b"), "HTTP/1.0 200 OK");
         relay.shutdown();
         let _ = std::fs::remove_dir_all(&dir);
     }
