@@ -5,6 +5,7 @@ pub mod base64_stream;
 #[cfg(any(test, fuzzing))]
 pub mod camera_audit;
 pub mod camera_request;
+pub mod fanout_policy;
 pub mod gop_cache;
 pub mod http_head;
 pub mod interleaved;
