@@ -4,8 +4,10 @@
 pub mod base64_stream;
 #[cfg(any(test, fuzzing))]
 pub mod camera_audit;
+pub mod camera_demand;
 pub mod camera_request;
 pub mod fanout_policy;
+pub mod frame_split;
 pub mod gop_cache;
 pub mod http_head;
 pub mod interleaved;
