@@ -350,7 +350,7 @@ pub(crate) mod tests {
         let v = c.classify(&rtp(1, 1, false, &ap)).unwrap();
         assert_eq!(flags(v), (true, true));
         // Without DON the same bytes read differently (and find no IDR).
-        assert_eq!(flags(h265(&ap)).0, false);
+        assert!(!flags(h265(&ap)).0);
     }
 
     #[test]

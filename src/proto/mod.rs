@@ -6,6 +6,7 @@ pub mod base64_stream;
 pub mod camera_audit;
 pub mod camera_demand;
 pub mod camera_request;
+pub mod camera_session;
 pub mod fanout_policy;
 pub mod frame_split;
 pub mod gop_cache;
