@@ -254,8 +254,9 @@ impl Presentation {
         })
     }
 
-    /// Fills what follows from the SETUP results.
-    fn finish(&mut self) {
+    /// Fills what follows from the SETUP results (`channels` of each track): the viewers' SDP
+    /// and the key track.
+    pub fn finish(&mut self) {
         let tracks = &self.tracks;
         self.viewer_sdp = sdp::keep_sections(&self.sdp, |i| tracks.get(i).is_some_and(|t| t.channels.is_some()));
         self.key_track = tracks.iter().position(|t| t.channels.is_some() && t.sdp.classifier().is_some());

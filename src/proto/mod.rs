@@ -17,5 +17,6 @@ pub mod rewrite;
 pub mod rtsp;
 pub mod sdp;
 pub mod session;
+pub mod shared_viewer;
 pub mod upstream_auth;
 pub mod viewer_auth;
