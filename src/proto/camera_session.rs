@@ -26,6 +26,9 @@
 //! meaningful while the caller still holds that chunk (as the 1:1 session's `ForwardToViewer`).
 //! Each frame names its track, whether it is RTCP, and its [`FrameKind`] (H.264/H.265 packets
 //! of the first video track are read for keyframes); RTP packets also go to the [`GopCache`].
+//! The chunk is mutable because, after a reconnect, RTP and RTCP headers are rewritten in place
+//! so viewers keep one continuous stream ([`super::rtp_continuity`]): once per packet, before
+//! every viewer is sent the same bytes.
 //! The shell should fan out a chunk's frames before it handles any viewer input, so that the
 //! cache and [`CameraView::next_rtp`] describe exactly what a joining viewer receives next.
 
@@ -39,6 +42,7 @@ use super::frame_split::{FramePayload, FrameSplitter, SplitFrame};
 use super::gop_cache::GopCache;
 use super::interleaved::{Demux, Event};
 use super::keyframe::{Classifier, RtpHeader};
+use super::rtp_continuity::{RtcpVerdict, TrackContinuity};
 use super::rtsp::{Message, MessageLimits};
 use super::sdp::{self, Sdp, SdpTrack};
 use super::upstream_auth::{AuthVerdict, Credentials, UpstreamAuth};
@@ -312,6 +316,8 @@ pub struct CameraStats {
     pub bytes: u64,
     /// Frames on channels no track was set up on (dropped).
     pub unknown_channel_frames: u64,
+    /// RTCP from the camera not passed on (BYE; reports of a new connection before its RTP).
+    pub rtcp_dropped: u64,
     pub connections: u64,
     pub reconnects: u64,
 }
@@ -387,6 +393,8 @@ pub struct CameraSession {
     presentation: Option<Presentation>,
     gop: Option<GopCache>,
     next_rtp: Vec<Option<RtpPosition>>,
+    /// Per track, what viewers see across reconnects.
+    continuity: Vec<TrackContinuity>,
     out: VecDeque<CameraOutput>,
     stats: CameraStats,
 }
@@ -405,6 +413,7 @@ impl CameraSession {
             conn: None,
             presentation: None,
             next_rtp: Vec::new(),
+            continuity: Vec::new(),
             out: VecDeque::new(),
             stats: CameraStats::default(),
         };
@@ -519,7 +528,7 @@ impl CameraSession {
 
     /// Bytes from the camera. Media frames go to `media` (payload ranges index `chunk`); the
     /// rest to the output queue.
-    pub fn handle_camera_bytes(&mut self, now: Instant, chunk: &[u8], media: &mut Vec<MediaFrame>) {
+    pub fn handle_camera_bytes(&mut self, now: Instant, chunk: &mut [u8], media: &mut Vec<MediaFrame>) {
         if !matches!(self.state, State::Starting | State::Playing) {
             return;
         }
@@ -527,7 +536,7 @@ impl CameraSession {
         let mut events = std::mem::take(&mut conn.events);
         let mut split = std::mem::take(&mut conn.split);
         events.clear();
-        if conn.demux.feed(chunk, &mut events).is_err() {
+        if conn.demux.feed(&*chunk, &mut events).is_err() {
             self.fail(CameraOutcome::ProtocolError, now, true);
             return;
         }
@@ -535,7 +544,7 @@ impl CameraSession {
             match event {
                 Event::Frames { range, .. } => {
                     let Some(conn) = self.conn.as_mut() else { break };
-                    conn.splitter.split(chunk, range, &mut split);
+                    conn.splitter.split(&*chunk, range, &mut split);
                     for frame in split.drain(..) {
                         self.on_frame(frame, chunk, now, media);
                     }
@@ -617,6 +626,7 @@ impl CameraSession {
             events: Vec::new(),
             split: Vec::new(),
         });
+        self.continuity.iter_mut().for_each(TrackContinuity::reconnected);
         self.state = State::Connecting { deadline: now + self.params.connect_timeout };
         self.out.push_back(CameraOutput::Connect(self.params.addr));
     }
@@ -624,7 +634,9 @@ impl CameraSession {
     /// The relay leaves the camera on purpose: TEARDOWN (if a session exists), disconnect.
     fn end_connection(&mut self, now: Instant) {
         let Some(conn) = self.conn.as_ref() else { return };
-        if let (Some(_), Some(p)) = (&conn.session, &self.presentation) {
+        // Mid-SETUP the session already exists at the camera: its URL is in the description
+        // being set up.
+        if let (Some(_), Some(p)) = (&conn.session, conn.building.as_ref().or(self.presentation.as_ref())) {
             let mut req = self.request("TEARDOWN", &p.aggregate_url.clone());
             if let Some(conn) = self.conn.as_mut() {
                 conn.cseq += 1;
@@ -637,6 +649,8 @@ impl CameraSession {
         }
         self.drop_connection(CameraOutcome::Completed, now, true);
         self.backoff.reset();
+        // Nobody watches any more: the next viewer may start on the camera's own numbering.
+        self.continuity.clear();
     }
 
     /// The connection ended badly: reconnect later if someone still wants the camera.
@@ -857,6 +871,11 @@ impl CameraSession {
         }
         if self.presentation.as_ref().is_some_and(|old| !old.compatible(&p)) {
             self.out.push_back(CameraOutput::PresentationChanged);
+            self.continuity.clear();
+        }
+        if self.continuity.len() != p.tracks.len() {
+            self.continuity =
+                p.tracks.iter().map(|t| TrackContinuity::new(t.sdp.clock_rate.unwrap_or(90_000))).collect();
         }
         self.next_rtp = vec![None; p.tracks.len()];
         let url = p.aggregate_url.clone();
@@ -869,16 +888,37 @@ impl CameraSession {
         self.send(Purpose::Play, req, now);
     }
 
-    fn on_frame(&mut self, frame: SplitFrame, chunk: &[u8], now: Instant, media: &mut Vec<MediaFrame>) {
+    fn on_frame(&mut self, mut frame: SplitFrame, chunk: &mut [u8], now: Instant, media: &mut Vec<MediaFrame>) {
         let Some(conn) = self.conn.as_mut() else { return };
-        let bytes = frame.payload.bytes(chunk);
         self.stats.frames += 1;
-        self.stats.bytes += bytes.len() as u64;
+        self.stats.bytes += frame.payload.len() as u64;
         conn.last_frame = now;
         let Some((track, rtcp)) = conn.channels[usize::from(frame.channel)] else {
             self.stats.unknown_channel_frames += 1;
             return;
         };
+        if let Some(c) = self.continuity.get_mut(track) {
+            let mut assembled = None;
+            let bytes: &mut [u8] = match &mut frame.payload {
+                FramePayload::InChunk(r) => &mut chunk[r.clone()],
+                FramePayload::Assembled(b) => assembled.insert(Vec::from(std::mem::take(b))),
+            };
+            let forward = if rtcp {
+                c.rtcp(bytes) == RtcpVerdict::Forward
+            } else {
+                c.rtp(bytes, now);
+                true
+            };
+            if let Some(v) = assembled {
+                frame.payload = FramePayload::Assembled(bytes::Bytes::from(v));
+            }
+            if !forward {
+                self.stats.rtcp_dropped += 1;
+                return;
+            }
+        }
+        let chunk: &[u8] = chunk;
+        let bytes = frame.payload.bytes(chunk);
         let p = self.presentation.as_ref();
         let kind = if rtcp {
             FrameKind::Control

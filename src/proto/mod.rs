@@ -14,6 +14,7 @@ pub mod http_head;
 pub mod interleaved;
 pub mod keyframe;
 pub mod rewrite;
+pub mod rtp_continuity;
 pub mod rtsp;
 pub mod sdp;
 pub mod session;

@@ -59,7 +59,7 @@ fn fixture_answer(name: &str, req: &Message) -> Vec<u8> {
 
 fn feed(cam: &mut CameraSession, now: Instant, bytes: &[u8]) -> Vec<MediaFrame> {
     let mut media = Vec::new();
-    cam.handle_camera_bytes(now, bytes, &mut media);
+    cam.handle_camera_bytes(now, &mut bytes.to_vec(), &mut media);
     media
 }
 
@@ -632,7 +632,7 @@ fn against_the_demo_camera() {
                 CameraOutput::Send(b) => {
                     let req = parse(&b);
                     if let Some(reply) = demo.handle(&req, at(now)) {
-                        cam.handle_camera_bytes(now, &reply.response.to_bytes(), media);
+                        cam.handle_camera_bytes(now, &mut reply.response.to_bytes(), media);
                     }
                     other.push(CameraOutput::Exchange(CameraExchange {
                         method: static_method(req.method().unwrap()),
@@ -661,7 +661,7 @@ fn against_the_demo_camera() {
         buf.clear();
         demo.poll(at(now), &mut buf);
         media.clear();
-        cam.handle_camera_bytes(now, &buf, &mut media);
+        cam.handle_camera_bytes(now, &mut buf, &mut media);
         if let Some(seqs) = seqs_after_join.as_mut() {
             for m in media.iter().filter(|m| !m.rtcp) {
                 seqs.push(RtpHeader::parse(m.payload.bytes(&buf)).unwrap().seq);
@@ -699,4 +699,98 @@ fn against_the_demo_camera() {
     pump(&mut cam, &mut demo, now + 10 * S, &mut Vec::new());
     assert!(!demo.is_playing());
     assert_eq!(cam.phase(), CameraPhase::Idle);
+}
+
+/// The demo camera restarts mid-stream (new SSRC, sequence numbers, timestamps): viewers see
+/// one stream, its sequence numbers unbroken, its SSRC unchanged, its clock advanced by the
+/// outage; the camera's BYE is not passed on.
+#[test]
+fn a_camera_restart_is_invisible_in_the_rtp_viewers_get() {
+    use crate::demo_camera::connection::{Connection, Now, Timeline};
+    let t0 = crate::test_fixtures::t0();
+    let clip = crate::demo_camera::clip().unwrap();
+    let local: SocketAddr = "127.0.0.1:8554".parse().unwrap();
+    let at = |now: Instant| Now { mono: now, wall: SystemTime::now() };
+    let mut cam = CameraSession::new(CameraParams::new("rtsp://127.0.0.1:8554/demo", local), t0);
+    let pump = |cam: &mut CameraSession, demo: &mut Connection, now: Instant| {
+        while let Some(o) = cam.poll_output() {
+            match o {
+                CameraOutput::Send(b) => {
+                    if let Some(reply) = demo.handle(&parse(&b), at(now)) {
+                        cam.handle_camera_bytes(now, &mut reply.response.to_bytes(), &mut Vec::new());
+                    }
+                }
+                CameraOutput::Connect(_) => cam.handle_connected(now),
+                _ => {}
+            }
+        }
+    };
+    // What viewers get: sequence number, timestamp, SSRC, arrival.
+    let run = |cam: &mut CameraSession, demo: &mut Connection, from: Instant, to: Instant| {
+        let mut got: Vec<(u16, u32, u32, Instant)> = Vec::new();
+        let mut now = from;
+        let mut buf = Vec::new();
+        while now < to {
+            now += Duration::from_millis(40);
+            buf.clear();
+            demo.poll(at(now), &mut buf);
+            let mut media = Vec::new();
+            cam.handle_camera_bytes(now, &mut buf, &mut media);
+            for m in media.iter().filter(|m| !m.rtcp) {
+                let h = RtpHeader::parse(m.payload.bytes(&buf)).unwrap();
+                got.push((h.seq, h.timestamp, h.ssrc, now));
+            }
+        }
+        got
+    };
+    let mut demo = Connection::new(clip, Timeline { origin: t0, ts_base: 5 }, local, 1, t0);
+    cam.set_viewers(1, t0);
+    pump(&mut cam, &mut demo, t0);
+    let mut got = run(&mut cam, &mut demo, t0, t0 + 2 * S);
+    let before = got.len();
+    // The camera says BYE and goes away.
+    let mut bye = frame(1, &[0x81, 203, 0, 1, 0, 0, 0, 1]);
+    assert!(feed(&mut cam, t0 + 2 * S, &bye).iter().all(|m| !m.rtcp), "a BYE is not passed to viewers");
+    bye.clear();
+    cam.handle_camera_closed(t0 + 2 * S);
+    drain(&mut cam);
+    let back = cam.poll_timeout().unwrap();
+    // It comes back as a new process: other SSRC, sequence numbers and clock origin.
+    let mut demo = Connection::new(clip, Timeline { origin: back, ts_base: 987_654 }, local, 2, back);
+    cam.handle_timeout(back);
+    pump(&mut cam, &mut demo, back);
+    assert_eq!(cam.phase(), CameraPhase::Playing);
+    got.extend(run(&mut cam, &mut demo, back, back + 2 * S));
+    assert!(got.len() > before + 50);
+    assert!(got.windows(2).all(|w| w[1].0 == w[0].0.wrapping_add(1)), "sequence numbers unbroken");
+    assert!(got.iter().all(|g| g.2 == got[0].2), "one SSRC");
+    let (last, first) = (got[before - 1], got[before]);
+    let ticks = first.1.wrapping_sub(last.1);
+    let gap = first.3 - last.3;
+    let expected = (gap.as_secs_f64() * 90_000.0) as u32;
+    assert!(ticks.abs_diff(expected) <= 3600 * 2, "clock advanced by the outage: {ticks} vs {expected}");
+    assert!(got[before..].windows(2).all(|w| w[1].1.wrapping_sub(w[0].1) < 90_000), "then runs on");
+    assert_eq!(cam.stats().rtcp_dropped, 1);
+}
+
+#[test]
+fn closing_mid_setup_still_tears_the_cameras_session_down() {
+    let t0 = crate::test_fixtures::t0();
+    let mut cam = CameraSession::new(params(HIK_URL), t0);
+    cam.set_viewers(1, t0);
+    drain(&mut cam);
+    cam.handle_connected(t0);
+    let options = request(&drain(&mut cam));
+    feed(&mut cam, t0, &answer(&options, 200, &[], ""));
+    let describe = request(&drain(&mut cam));
+    feed(&mut cam, t0, &fixture_answer("hikvision_describe.txt", &describe));
+    let setup = request(&drain(&mut cam));
+    feed(&mut cam, t0, &fixture_answer("hikvision_setup.txt", &setup));
+    drain(&mut cam);
+    cam.close(t0);
+    let out = drain(&mut cam);
+    let teardown = request(&out);
+    assert_eq!(teardown.uri().unwrap(), format!("{HIK_BASE}{HIK_Q}"));
+    assert_eq!(teardown.header("Session"), Some("708345999"));
+    assert_eq!(&out[1..], &[CameraOutput::Disconnect, CameraOutput::Ended(CameraOutcome::Completed)]);
 }

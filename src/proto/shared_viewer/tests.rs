@@ -459,7 +459,7 @@ fn viewers_of_one_camera_session_get_what_rtp_info_announces() {
             match o {
                 CameraOutput::Send(b) => {
                     if let Some(reply) = demo.handle(&parse(&b), at(now)) {
-                        cam.handle_camera_bytes(now, &reply.response.to_bytes(), &mut Vec::new());
+                        cam.handle_camera_bytes(now, &mut reply.response.to_bytes(), &mut Vec::new());
                     }
                 }
                 CameraOutput::Connect(_) => cam.handle_connected(now),
@@ -527,7 +527,7 @@ fn viewers_of_one_camera_session_get_what_rtp_info_announces() {
         buf.clear();
         demo.poll(at(now), &mut buf);
         media.clear();
-        cam.handle_camera_bytes(now, &buf, &mut media);
+        cam.handle_camera_bytes(now, &mut buf, &mut media);
         for m in &media {
             for s in viewers.iter_mut() {
                 if let Some(h) = s.v.frame_header(m.track, m.rtcp, m.payload.len()) {
