@@ -11,8 +11,9 @@
 //! report SSRC and RTP time, SDES chunk SSRC); BYE is not passed on, since for viewers the stream
 //! has not ended.
 //!
-//! The first connection is passed through untouched (the mapping is the identity), so the
-//! common case costs a comparison per packet. Each viewer-visible packet is rewritten once, in
+//! A camera that changes SSRC inside a session (an encoder restarted by a settings change) is
+//! treated the same way. The first connection is passed through untouched (the mapping is the
+//! identity), so the common case costs a comparison per packet. Each viewer-visible packet is rewritten once, in
 //! the camera's receive buffer, before every viewer is sent the same bytes.
 
 use std::time::Instant;
@@ -248,6 +249,22 @@ mod tests {
         assert_eq!(short, vec![0x80, 96, 0]);
         let mut junk = vec![0x81, 200, 0xff, 0xff, 1];
         assert_eq!(c.rtcp(&mut junk), RtcpVerdict::Forward);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_are_left_whole(a in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+                                    b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
+            let t0 = crate::test_fixtures::t0();
+            let mut c = TrackContinuity::new(90_000);
+            c.rtp(&mut packet(1, 1, 1), t0);
+            c.reconnected();
+            c.rtp(&mut packet(50, 50, 2), t0 + Duration::from_secs(1));
+            let (mut x, mut y) = (a.clone(), b.clone());
+            c.rtp(&mut x, t0);
+            let _ = c.rtcp(&mut y);
+            proptest::prop_assert_eq!((x.len(), y.len()), (a.len(), b.len()));
+        }
     }
 
     /// SR (no report blocks) + SDES with a CNAME, as cameras send them.

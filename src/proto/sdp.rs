@@ -269,6 +269,18 @@ mod tests {
         assert_eq!(keep_sections(text, |i| i == 1), "v=0\r\na=control:*\r\nm=audio 0 RTP/AVP 8\r\na=control:a\r\n");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_read_without_panicking(text in "(m=|a=|v=|[a-z0-9 :=/;,.*\\r\\n-]){0,40}", keep: u64) {
+            let sdp = Sdp::parse(&text);
+            for t in &sdp.tracks {
+                let _ = (t.parameter_sets(), t.classifier(), t.fmtp_param("x"));
+            }
+            let kept = keep_sections(&text, |i| keep >> (i % 64) & 1 == 1);
+            proptest::prop_assert!(kept.len() <= text.len());
+        }
+    }
+
     #[test]
     fn donl_from_fmtp() {
         let sdp = Sdp::parse("m=video 0 RTP/AVP 96\na=rtpmap:96 H265/90000\na=fmtp:96 sprop-max-don-diff=2\n");

@@ -555,3 +555,37 @@ fn viewers_of_one_camera_session_get_what_rtp_info_announces() {
     assert!(joiner.got.len() > 50, "the joiner got the cache at once, then live");
     assert_ne!(viewers[0].got[0].1, joiner.got[0].1);
 }
+
+proptest::proptest! {
+    /// Any request, in any state of the camera: no panic, and exactly one answer unless it
+    /// waits for a camera that is starting.
+    #[test]
+    fn any_request_gets_one_answer(
+        method in "(OPTIONS|DESCRIBE|SETUP|PLAY|PAUSE|TEARDOWN|GET_PARAMETER|SET_PARAMETER|RECORD|[A-Z_]{1,8})",
+        uri in "(\\*|rtsp://relay.example:8080/cam1(/trackID=[0-9])?(\\?[a-z=&]{0,8})?|/[a-z/]{0,10})",
+        transport in proptest::option::of("RTP/AVP(/TCP)?(;unicast)?(;interleaved=[0-9]{1,3}(-[0-9]{1,3})?)?"),
+        session in proptest::option::of("[A-F0-9]{1,16}"),
+        phase in 0usize..5,
+        described: bool,
+    ) {
+        let t0 = crate::test_fixtures::t0();
+        let p = hikvision();
+        let phase = [CameraPhase::Idle, CameraPhase::Starting, CameraPhase::Playing, CameraPhase::Retrying, CameraPhase::Stopped][phase];
+        let next = [None, None];
+        let cam = view(phase, described.then_some(&p), None, &next);
+        let mut v = viewer(t0);
+        let mut headers = Vec::new();
+        if let Some(t) = &transport {
+            headers.push(("Transport", t.as_str()));
+        }
+        if let Some(s) = &session {
+            headers.push(("Session", s.as_str()));
+        }
+        v.handle_request(request(&method, &uri, 1, &headers), &cam, t0);
+        let n = answers(&drain(&mut v)).len();
+        proptest::prop_assert!(n == 1 || (n == 0 && matches!(phase, CameraPhase::Starting | CameraPhase::Retrying)), "{n}");
+        v.handle_timeout(&cam, t0 + 11 * S);
+        let later = answers(&drain(&mut v)).len();
+        proptest::prop_assert_eq!(n + later, 1);
+    }
+}
