@@ -1,5 +1,5 @@
 //! The relay end to end, in process: raw tunnel viewers through two io_uring shards to a
-//! scripted camera. Each test checks one behaviour of DESIGN.md §1–2 or one row of §4.
+//! scripted camera. Each test checks one behaviour of the tunnel protocol or one bad input (docs/protocol.md).
 
 mod fake;
 mod support;
