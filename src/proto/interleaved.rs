@@ -243,6 +243,17 @@ mod tests {
         Ok((frames, count, msgs))
     }
 
+    /// Fuzz finding: a request line starting with a space was refused when its first bytes came
+    /// alone (not a plausible start) but parsed when the head came whole.
+    #[test]
+    fn a_leading_space_is_refused_however_the_stream_is_split() {
+        let msg = b" OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n";
+        assert!(run(&[msg]).is_err());
+        for split in 1..msg.len() {
+            assert!(run(&[&msg[..split], &msg[split..]]).is_err(), "split at {split}");
+        }
+    }
+
     #[test]
     fn live555_rtcp_before_the_play_reply_and_frames_coalesce() {
         let mut s = frame(1, b"sr");

@@ -305,6 +305,11 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
             reason: reason.trim().to_owned(),
         });
     }
+    // A request line starts with its method: the demultiplexer judges a message's first bytes
+    // by that rule before the line is whole, so the parser must not be laxer (fuzz finding).
+    if line.starts_with(' ') {
+        return Err(malformed(format!("request line starts with a space {line:.60}")));
+    }
     let mut parts = line.split(' ').filter(|p| !p.is_empty());
     let (Some(method), Some(uri), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
