@@ -178,7 +178,9 @@ pub fn wants_html(accept: Option<&str>) -> bool {
         let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
         let refused = parts.any(|p| {
             let p = p.trim();
-            p.len() > 2 && p[..2].eq_ignore_ascii_case("q=") && p[2..].trim().parse::<f32>().is_ok_and(|q| q == 0.0)
+            // get(): a parameter may start with a multi-byte character.
+            p.get(..2).is_some_and(|k| k.eq_ignore_ascii_case("q="))
+                && p[2..].trim().parse::<f32>().is_ok_and(|q| q == 0.0)
         });
         if media == "application/x-rtsp-tunnelled" {
             return false;
@@ -759,6 +761,9 @@ mod tests {
         assert!(!wants_html(Some("text/html;q=0, */*")));
         assert!(!wants_html(Some("*/*")));
         assert!(!wants_html(None));
+        // Found by fuzzing: a parameter starting with a multi-byte character.
+        assert!(wants_html(Some("text/html;:\u{1bf}")));
+        assert!(!wants_html(Some("*/*;x\u{1bf}")));
         let page = format!("GET /cam1 HTTP/1.1\nHost: relay\nAccept: {chrome}\n\n");
         assert_eq!(classify(&head(&page)), WebRequest::Page { target: "/cam1".into() });
         let tunnel = "GET /cam1 HTTP/1.0\nAccept: application/x-rtsp-tunnelled\n\n";

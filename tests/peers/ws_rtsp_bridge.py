@@ -21,6 +21,10 @@ import websockets
 import websockets.server
 
 SUBPROTOCOL = "rtsp.onvif.org"
+# The relay's Content-Security-Policy for its pages (src/web_assets.rs), so the browser test
+# catches a page that needs more.
+CSP = ("default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob:; img-src 'self' data:; "
+       "style-src 'self'; base-uri 'none'; form-action 'none'")
 TYPES = {".js": "text/javascript", ".html": "text/html; charset=utf-8", ".css": "text/css"}
 
 
@@ -53,8 +57,9 @@ async def serve(args):
             return http.HTTPStatus.NOT_FOUND, [], b"not found\n"
         if path == "/":
             body = page("routes.html").replace(b"<!--ROUTES-->", b'<li><a href="/cam1">/cam1</a></li>')
-            return http.HTTPStatus.OK, [("Content-Type", TYPES[".html"])], body
-        return http.HTTPStatus.OK, [("Content-Type", TYPES[".html"]), ("Cache-Control", "no-cache")], page("index.html")
+            return http.HTTPStatus.OK, [("Content-Type", TYPES[".html"]), ("Content-Security-Policy", CSP)], body
+        headers = [("Content-Type", TYPES[".html"]), ("Cache-Control", "no-cache"), ("Content-Security-Policy", CSP)]
+        return http.HTTPStatus.OK, headers, page("index.html")
 
     async def bridge(ws, path):
         print("WS %s" % path, flush=True)
