@@ -3,7 +3,8 @@
 //! gst-rtsp-server camera asking for Digest credentials and serves assets/player. Python's
 //! `websockets` runs a full RTSP dialogue through it, and headless Chromium (DevTools protocol)
 //! plays the page: decoded frames rise, currentTime advances for 10 s, the picture is not blank.
-//! Skipped with a message when chromium or python3-websockets is missing
+//! The modules themselves have unit tests under Node (tests/player/modules.test.mjs). Each test
+//! is skipped with a message when chromium, python3-websockets or node is missing
 //! (scripts/install-test-deps.sh installs them).
 
 mod support;
@@ -136,4 +137,14 @@ fn headless_chromium_plays_the_player_page_after_asking_for_credentials() {
         "first picture {:.2} s after navigation; screenshot {shot}",
         r["first_frame_secs"].as_f64().unwrap_or(-1.0)
     );
+}
+
+#[test]
+fn player_modules_pass_their_node_tests() {
+    require!(have("node", &["--version"]), "node");
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/player/modules.test.mjs");
+    let out = Command::new("timeout").args(["-k", "5", "120", "node", "--test", file]).output().expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("# fail 0"), "{stdout}");
 }
