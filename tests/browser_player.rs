@@ -2,7 +2,8 @@
 //! Python test double (tests/peers/ws_rtsp_bridge.py) bridges `rtsp.onvif.org` WebSockets to a
 //! gst-rtsp-server camera asking for Digest credentials and serves assets/player. Python's
 //! `websockets` runs a full RTSP dialogue through it, and headless Chromium (DevTools protocol)
-//! plays the page: decoded frames rise, currentTime advances for 10 s, the picture is not blank.
+//! plays the page: decoded frames rise, currentTime advances for 10 s, the picture is not blank,
+//! and after a stalled page thread it jumps back to the live edge.
 //! The modules themselves have unit tests under Node (tests/player/modules.test.mjs). Each test
 //! is skipped with a message when chromium, python3-websockets or node is missing
 //! (scripts/install-test-deps.sh installs them).
@@ -132,6 +133,9 @@ fn headless_chromium_plays_the_player_page_after_asking_for_credentials() {
     assert!(frames(end) > frames(start) + 100, "decoded frames did not rise: {r}");
     assert!(time(end) > time(start) + 5.0, "currentTime did not advance: {r}");
     assert!(r["variance"].as_f64().unwrap() > 10.0, "blank picture ({shot}): {r}");
+    // After a 2.5 s stall the page jumps to the live edge instead of playing late.
+    assert!(r["catch_up"]["jumps"].as_u64().unwrap() >= 1, "no jump to the live edge: {r}");
+    assert!(r["catch_up"]["latency"].as_f64().unwrap() < 1.0, "still behind after the stall: {r}");
     assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
     eprintln!(
         "first picture {:.2} s after navigation; screenshot {shot}",

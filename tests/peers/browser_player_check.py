@@ -6,7 +6,8 @@ Usage: browser_player_check.py URL --screenshot OUT.png [--seconds S] [--user U 
 Starts Chromium headless with a fresh profile, opens URL, fills the page's login form with U/P if
 the page asks, waits (at most 25 s) for the first decoded frame, then samples the <video> for S
 seconds (10 by default): getVideoPlaybackQuality().totalVideoFrames and currentTime at the start
-and the end. Saves a screenshot of the video element and measures its pixel variance (a blank or
+and the end; then blocks the page's thread for 2.5 s and reports whether the player jumped back to
+the live edge ("catch_up": jumps, latency after). Saves a screenshot of the video element and measures its pixel variance (a blank or
 frozen-black picture has none). Prints one JSON line with the samples, the time from navigation
 to the first decoded frame, the player's own counters (window.player) and the console errors;
 exits 0 when the counts rose, time advanced and the picture is not blank.
@@ -152,6 +153,12 @@ async def check(args, port_file, errors):
         start = await cdp.js(SAMPLE)
         await asyncio.sleep(args.seconds)
         end = await cdp.js(SAMPLE)
+        # Catching up: the page's thread blocked for 2.5 s (a busy tab) receives a backlog of
+        # frames at once and must jump to the live edge rather than play 2.5 s late.
+        await cdp.js("(() => { const t = Date.now(); while (Date.now() - t < 2500) {} })()")
+        await asyncio.sleep(2)
+        after = await cdp.js(SAMPLE)
+        catch_up = {"jumps": after["player"]["jumps"] - end["player"]["jumps"], "latency": after["player"]["latency"]}
         rect = await cdp.js("(() => { const r = document.getElementById('video').getBoundingClientRect();"
                             " return { x: r.x, y: r.y, width: r.width, height: r.height }; })()")
         clip = dict(rect, scale=1)
@@ -165,7 +172,14 @@ async def check(args, port_file, errors):
                 errors.append(e["params"]["exceptionDetails"].get("exception", {}).get("description", "exception"))
             elif e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "warning"):
                 errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in e["params"]["args"]))
-        return {"first_frame_secs": first, "start": start, "end": end, "variance": variance, "login_filled": filled}
+        return {
+            "first_frame_secs": first,
+            "start": start,
+            "end": end,
+            "catch_up": catch_up,
+            "variance": variance,
+            "login_filled": filled,
+        }
 
 
 def main():
