@@ -3,7 +3,8 @@
 //! gst-rtsp-server camera asking for Digest credentials and serves assets/player. Python's
 //! `websockets` runs a full RTSP dialogue through it, and headless Chromium (DevTools protocol)
 //! plays the page: decoded frames rise, currentTime advances for 10 s, the picture is not blank,
-//! and after a stalled page thread it jumps back to the live edge.
+//! and after a stalled page thread it jumps back to the live edge; the same over HTTPS (wss://,
+//! a secure context) with a generated certificate.
 //! The modules themselves have unit tests under Node (tests/player/modules.test.mjs). Each test
 //! is skipped with a message when chromium, python3-websockets or node is missing
 //! (scripts/install-test-deps.sh installs them).
@@ -11,6 +12,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,15 +44,16 @@ struct Bridge {
 }
 
 impl Bridge {
-    fn start(camera_port: u16) -> Bridge {
+    /// `tls`: the certificate and key PEM files to serve HTTPS with.
+    fn start(camera_port: u16, tls: Option<(&Path, &Path)>) -> Bridge {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/ws_rtsp_bridge.py");
-        let mut child = Command::new("/usr/bin/python3")
-            .args([script, "--camera-port", &camera_port.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the bridge");
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.args([script, "--camera-port", &camera_port.to_string()]);
+        if let Some((cert, key)) = tls {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start the bridge");
         let mut line = String::new();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         stdout.read_line(&mut line).unwrap();
@@ -93,7 +96,7 @@ fn run_json(secs: u32, script: &str, args: &[&str]) -> serde_json::Value {
 fn a_websocket_client_runs_a_full_rtsp_dialogue_with_digest_and_receives_rtp() {
     require!(websockets_available(), "gstreamer/python3-gi/python3-websockets");
     let camera = GstCamera::start(Some(("alice", "s3cret")));
-    let bridge = Bridge::start(camera.port);
+    let bridge = Bridge::start(camera.port, None);
     let url = format!("ws://127.0.0.1:{}/cam1", bridge.port);
     let r = run_json(30, "ws_rtsp_client.py", &[&url, "--seconds", "3", "--user", "alice", "--password", "s3cret"]);
     assert_eq!(r["subprotocol"], "rtsp.onvif.org", "{r}");
@@ -109,20 +112,30 @@ fn a_websocket_client_runs_a_full_rtsp_dialogue_with_digest_and_receives_rtp() {
     assert!(support::eventually(Duration::from_secs(5), closed), "{:?}", bridge.events.lock().unwrap());
 }
 
-#[test]
-fn headless_chromium_plays_the_player_page_after_asking_for_credentials() {
-    require!(websockets_available(), "gstreamer/python3-gi/python3-websockets");
-    require!(std::path::Path::new("/usr/bin/chromium").exists(), "chromium");
+/// Opens the page for a camera asking for credentials, over HTTP or HTTPS (a self-signed
+/// certificate for 127.0.0.1), and checks what the page played.
+fn chromium_plays_the_page(tls: bool) {
     let camera = GstCamera::start(Some(("alice", "s3cret")));
-    let bridge = Bridge::start(camera.port);
-    let url = format!("http://127.0.0.1:{}/cam1", bridge.port);
-    let shot = format!("{}/browser-player.png", env!("CARGO_TARGET_TMPDIR"));
-    let r = run_json(
-        60,
-        "browser_player_check.py",
-        &[&url, "--screenshot", &shot, "--seconds", "10", "--user", "alice", "--password", "s3cret"],
-    );
+    let dir = support::temp_dir("browser-player");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if tls {
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    }
+    let bridge = Bridge::start(camera.port, tls.then_some((cert.as_path(), key.as_path())));
+    let scheme = if tls { "https" } else { "http" };
+    let url = format!("{scheme}://127.0.0.1:{}/cam1", bridge.port);
+    let shot = format!("{}/browser-player-{scheme}.png", env!("CARGO_TARGET_TMPDIR"));
+    let mut args =
+        vec![url.as_str(), "--screenshot", &shot, "--seconds", "10", "--user", "alice", "--password", "s3cret"];
+    if tls {
+        args.push("--insecure");
+    }
+    let r = run_json(60, "browser_player_check.py", &args);
     assert!(r.get("error").is_none(), "{r}");
+    // (127.0.0.1 is a secure context over plain HTTP too; another host's address would not be.)
+    assert_eq!(r["secure_context"], true, "{r}");
     assert_eq!(r["login_filled"], true, "the page asked for a name and password: {r}");
     let (start, end) = (&r["start"], &r["end"]);
     assert_eq!(end["player"]["codec"].as_str().map(|c| c.starts_with("avc1.")), Some(true), "{r}");
@@ -137,10 +150,23 @@ fn headless_chromium_plays_the_player_page_after_asking_for_credentials() {
     assert!(r["catch_up"]["jumps"].as_u64().unwrap() >= 1, "no jump to the live edge: {r}");
     assert!(r["catch_up"]["latency"].as_f64().unwrap() < 1.0, "still behind after the stall: {r}");
     assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
-    eprintln!(
-        "first picture {:.2} s after navigation; screenshot {shot}",
-        r["first_frame_secs"].as_f64().unwrap_or(-1.0)
-    );
+    let first = r["first_frame_secs"].as_f64().unwrap_or(-1.0);
+    eprintln!("{scheme}: first picture {first:.2} s after navigation; screenshot {shot}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn headless_chromium_plays_the_player_page_after_asking_for_credentials() {
+    require!(websockets_available(), "gstreamer/python3-gi/python3-websockets");
+    require!(Path::new("/usr/bin/chromium").exists(), "chromium");
+    chromium_plays_the_page(false);
+}
+
+#[test]
+fn headless_chromium_plays_the_player_page_over_https() {
+    require!(websockets_available(), "gstreamer/python3-gi/python3-websockets");
+    require!(Path::new("/usr/bin/chromium").exists(), "chromium");
+    chromium_plays_the_page(true);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 """Drives headless Chromium through the DevTools protocol to check the relay's player page.
 
 Usage: browser_player_check.py URL --screenshot OUT.png [--seconds S] [--user U --password P]
-       [--chromium /usr/bin/chromium]
+       [--chromium /usr/bin/chromium] [--insecure]
 Starts Chromium headless with a fresh profile, opens URL, fills the page's login form with U/P if
 the page asks, waits (at most 25 s) for the first decoded frame, then samples the <video> for S
 seconds (10 by default): getVideoPlaybackQuality().totalVideoFrames and currentTime at the start
@@ -11,6 +11,7 @@ the live edge ("catch_up": jumps, latency after). Saves a screenshot of the vide
 frozen-black picture has none). Prints one JSON line with the samples, the time from navigation
 to the first decoded frame, the player's own counters (window.player) and the console errors;
 exits 0 when the counts rose, time advanced and the picture is not blank.
+--insecure accepts any certificate (a test's self-signed one on 127.0.0.1).
 Needs python3-websockets for the DevTools WebSocket, and chromium.
 """
 import argparse
@@ -179,6 +180,7 @@ async def check(args, port_file, errors):
             "catch_up": catch_up,
             "variance": variance,
             "login_filled": filled,
+            "secure_context": await cdp.js("window.isSecureContext"),
         }
 
 
@@ -190,10 +192,11 @@ def main():
     ap.add_argument("--user")
     ap.add_argument("--password")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--insecure", action="store_true")
     args = ap.parse_args()
     profile = tempfile.mkdtemp(prefix="player-check-")
     browser = subprocess.Popen(
-        [args.chromium, *FLAGS, "--user-data-dir=" + profile, "about:blank"],
+        [args.chromium, *FLAGS, *(["--ignore-certificate-errors"] if args.insecure else []), "--user-data-dir=" + profile, "about:blank"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

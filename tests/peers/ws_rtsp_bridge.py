@@ -2,12 +2,12 @@
 """A test double for the relay's browser side: RTSP over WebSocket (subprotocol rtsp.onvif.org)
 bridged to an RTSP camera over TCP, plus the player's files.
 
-Usage: ws_rtsp_bridge.py --camera-port N [--port N] [--assets DIR]
+Usage: ws_rtsp_bridge.py --camera-port N [--port N] [--assets DIR] [--tls-cert PEM --tls-key PEM]
 Serves on 127.0.0.1: GET /_player/<file> the player's modules, GET / the route list (one route,
 /cam1), any other GET the player page; a WebSocket upgrade offering rtsp.onvif.org opens a TCP
 connection to the camera and copies bytes both ways (the camera's reads go out as binary
 messages whatever their boundaries, which the player must cope with). A missing subprotocol gets
-400, a text frame closes with 1003. Prints "READY port=<port>", then "WS <path>" per WebSocket
+400, a text frame closes with 1003. With --tls-cert/--tls-key it speaks HTTPS and wss://. Prints "READY port=<port>", then "WS <path>" per WebSocket
 and "WS-CLOSED <path> <code>" when one ends; exits when its standard input closes.
 Needs python3-websockets (Debian) or websockets from PyPI, 10.x legacy server API.
 """
@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import http
 import os
+import ssl
 import sys
 
 import websockets
@@ -33,6 +34,8 @@ def main():
     ap.add_argument("--camera-port", type=int, required=True)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--assets", default=os.path.join(os.path.dirname(__file__), "../../assets/player"))
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
     args = ap.parse_args()
     asyncio.run(serve(args))
 
@@ -93,6 +96,10 @@ async def serve(args):
     stop = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
     loop.add_reader(sys.stdin.fileno(), lambda: stop.done() or (sys.stdin.buffer.read1(4096) or stop.set_result(None)))
+    tls = None
+    if args.tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     async with websockets.server.serve(
         bridge,
         "127.0.0.1",
@@ -101,6 +108,7 @@ async def serve(args):
         process_request=process_request,
         compression=None,  # the relay negotiates no extension either
         max_size=1 << 20,
+        ssl=tls,
     ) as server:
         port = server.sockets[0].getsockname()[1]
         print("READY port=%d" % port, flush=True)
