@@ -150,8 +150,14 @@ fn chromium_plays_the_page(tls: bool) {
     assert!(r["catch_up"]["jumps"].as_u64().unwrap() >= 1, "no jump to the live edge: {r}");
     assert!(r["catch_up"]["latency"].as_f64().unwrap() < 1.0, "still behind after the stall: {r}");
     assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
+    // Measured, not judged: the page's own delay from a frame's arrival to its display.
+    let delay = end["player"]["delayMs"].as_f64();
+    assert!(delay.is_some(), "requestVideoFrameCallback measured nothing: {r}");
     let first = r["first_frame_secs"].as_f64().unwrap_or(-1.0);
-    eprintln!("{scheme}: first picture {first:.2} s after navigation; screenshot {shot}");
+    eprintln!(
+        "{scheme}: first picture {first:.2} s after navigation, page delay {:.0} ms; screenshot {shot}",
+        delay.unwrap_or(-1.0)
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

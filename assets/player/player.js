@@ -4,7 +4,9 @@
 //
 // Pipeline: RtspWsClient (`$` frames) → H264/H265Depacketizer (access units) → one frame held
 // back to learn its duration → mediaSegment → MsePlayer (low-latency feeding). Reconnects after
-// a lost connection. `window.player` exposes counters for tests and the curious.
+// a lost connection. `window.player` exposes counters for tests and the curious, among them
+// `delayMs`: the delay the page adds, from the arrival of a frame's last packet to its display
+// (requestVideoFrameCallback), averaged over the last 50 frames.
 
 import { H264Depacketizer } from './h264.js';
 import { H265Depacketizer } from './h265.js';
@@ -16,7 +18,7 @@ import { parseSdp } from './sdp.js';
 const params = new URLSearchParams(location.search);
 const video = document.getElementById('video');
 const statusLine = document.getElementById('status');
-const stats = (window.player = { state: 'starting', codec: null, width: 0, height: 0, packets: 0, frames: 0, keyframes: 0, bytes: 0, jumps: 0, latency: 0, error: null, connects: 0 });
+const stats = (window.player = { state: 'starting', codec: null, width: 0, height: 0, packets: 0, frames: 0, keyframes: 0, bytes: 0, jumps: 0, latency: 0, delayMs: null, error: null, connects: 0 });
 
 function status(state, detail = '') {
   stats.state = state;
@@ -74,6 +76,20 @@ async function run() {
   let sequence = 0;
   let configVersion = -1;
   let started = false;
+  const arrivals = new Map(); // media time (ms) → performance.now() when the frame was complete
+  const delays = [];
+  if (video.requestVideoFrameCallback) {
+    const onFrame = (_now, meta) => {
+      const arrived = arrivals.get(Math.round(meta.mediaTime * 1000));
+      if (arrived !== undefined) {
+        delays.push(meta.expectedDisplayTime - arrived);
+        if (delays.length > 50) delays.shift();
+        stats.delayMs = delays.reduce((a, b) => a + b, 0) / delays.length;
+      }
+      if (!client.closed) video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
+  }
 
   const emit = (frame, duration) => {
     if (frame.configVersion !== configVersion) {
@@ -95,6 +111,8 @@ async function run() {
     }
     if (base0 === null) base0 = frame.timestamp;
     mse.append(mediaSegment(++sequence, frame.timestamp - base0, [{ duration, keyframe: frame.keyframe, nalus: frame.nalus }]));
+    arrivals.set(Math.round(((frame.timestamp - base0) / media.clockRate) * 1000), frame.arrived);
+    if (arrivals.size > 500) arrivals.delete(arrivals.keys().next().value);
     stats.frames++;
     if (frame.keyframe) stats.keyframes++;
     stats.jumps = mse.jumps;
@@ -108,6 +126,7 @@ async function run() {
     for (const frame of depacketizer.push(packet)) {
       if (held === null && !frame.keyframe) continue; // start on a keyframe
       frame.configVersion = depacketizer.configVersion;
+      frame.arrived = performance.now();
       if (held) {
         let duration = frame.timestamp - held.timestamp;
         // A jump (camera restart, lost frames over seconds) keeps the usual duration instead.
