@@ -1,7 +1,8 @@
 //! The built-in player and RTSP over WebSocket with real peers, before the relay serves them: a
 //! Python test double (tests/peers/ws_rtsp_bridge.py) bridges `rtsp.onvif.org` WebSockets to a
 //! gst-rtsp-server camera asking for Digest credentials and serves assets/player. Python's
-//! `websockets` runs a full RTSP dialogue through it, and headless Chromium (DevTools protocol)
+//! `websockets` runs a full RTSP dialogue through it and probes the framing rules (subprotocol,
+//! text, oversized and fragmented frames, ping), and headless Chromium (DevTools protocol)
 //! plays the page: decoded frames rise, currentTime advances for 10 s, the picture is not blank,
 //! and after a stalled page thread it jumps back to the live edge; the same over HTTPS (wss://,
 //! a secure context) with a generated certificate.
@@ -110,6 +111,32 @@ fn a_websocket_client_runs_a_full_rtsp_dialogue_with_digest_and_receives_rtp() {
     assert_eq!(camera.teardowns(), 1, "the TEARDOWN reached the camera");
     let closed = || bridge.events.lock().unwrap().iter().any(|l| l == "WS-CLOSED /cam1 1000");
     assert!(support::eventually(Duration::from_secs(5), closed), "{:?}", bridge.events.lock().unwrap());
+}
+
+/// The framing rules as a WebSocket client library meets them at `url` (`ws://…/cam1`): refused
+/// subprotocols, a text frame, an 8 MiB frame, a fragmented request, a ping.
+fn check_framing_rules(url: &str) {
+    let probe = |name: &str| run_json(30, "ws_rtsp_client.py", &[url, "--probe", name]);
+    for name in ["no-subprotocol", "wrong-subprotocol"] {
+        let r = probe(name);
+        assert_eq!(r["status"], 400, "{r}");
+    }
+    let r = probe("text");
+    assert_eq!(r["close_code"], 1003, "{r}");
+    let r = probe("oversized");
+    assert_eq!(r["close_code"], 1009, "{r}");
+    let r = probe("fragmented");
+    assert_eq!(r["status"], 200, "a request over three fragments is one request: {r}");
+    let r = probe("ping");
+    assert_eq!((&r["pong"], &r["status"]), (&serde_json::json!(true), &serde_json::json!(200)), "{r}");
+}
+
+#[test]
+fn a_websocket_client_library_meets_the_framing_rules() {
+    require!(websockets_available(), "gstreamer/python3-gi/python3-websockets");
+    let camera = GstCamera::start(None);
+    let bridge = Bridge::start(camera.port, None);
+    check_framing_rules(&format!("ws://127.0.0.1:{}/cam1", bridge.port));
 }
 
 /// Opens the page for a camera asking for credentials, over HTTP or HTTPS (a self-signed

@@ -3,11 +3,19 @@
 rtsp.onvif.org with Python's websockets library, counting the RTP packets that arrive.
 
 Usage: ws_rtsp_client.py ws://HOST:PORT/PATH [--seconds S] [--user U --password P]
+       ws_rtsp_client.py ws://HOST:PORT/PATH --probe NAME
 OPTIONS, DESCRIBE (Digest or Basic on a 401 when credentials are given), SETUP of the first video
 track (RTP/AVP/TCP interleaved=0-1), PLAY, a GET_PARAMETER keepalive halfway, TEARDOWN, close
 1000. Prints one JSON line: statuses of each request, rtp/rtcp packet counts, the RTP sequence
 gaps seen, WebSocket messages received, and the close code. Exit 0 when PLAY was answered 200 and
 RTP arrived, 1 otherwise.
+--probe checks one framing rule instead and prints {"probe": NAME, ...}:
+  no-subprotocol  upgrade without Sec-WebSocket-Protocol: "status" (400 expected)
+  wrong-subprotocol  upgrade offering only "chat": "status"
+  text            a text frame carrying OPTIONS: "close_code" (1003 expected)
+  oversized       one binary frame of 8 MiB: "close_code" (1009 expected)
+  fragmented      OPTIONS split over three fragments of one message: "status" of its answer
+  ping            a ping: "pong" true when answered, then OPTIONS still answered ("status")
 Needs python3-websockets (Debian) or websockets from PyPI (10.x or later).
 """
 import argparse
@@ -179,13 +187,54 @@ async def run(args):
     return result.get("statuses", {}).get("PLAY") == 200 and result["rtp"] > 0
 
 
+async def probe(args):
+    """One framing rule; the result says what the server did."""
+    m = re.match(r"wss?://([^/]+)(/.*)?$", args.url)
+    rtsp_url = "rtsp://%s%s" % (m.group(1), m.group(2) or "/")
+    options = ("OPTIONS %s RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: ws_rtsp_client.py\r\n\r\n" % rtsp_url).encode()
+    result = {"probe": args.probe}
+    protocols = {"no-subprotocol": None, "wrong-subprotocol": ["chat"]}.get(args.probe, [SUBPROTOCOL])
+    try:
+        ws = await websockets.connect(args.url, subprotocols=protocols, compression=None, max_size=1 << 22)
+    except websockets.exceptions.InvalidStatusCode as e:
+        result["status"] = e.status_code
+        return result
+    result["subprotocol"] = ws.subprotocol
+    c = Client(ws, rtsp_url, None, None)
+    try:
+        if args.probe == "text":
+            await ws.send(options.decode())
+            await asyncio.wait_for(ws.wait_closed(), 5)
+        elif args.probe == "oversized":
+            await ws.send(b"\0" * (8 << 20))
+            await asyncio.wait_for(ws.wait_closed(), 5)
+        elif args.probe == "fragmented":
+            await ws.send([options[:5], options[5:20], options[20:]])
+            result["status"] = (await c.response(5))[0]
+        elif args.probe == "ping":
+            pong = await ws.ping(b"probe")
+            await asyncio.wait_for(pong, 5)
+            result["pong"] = True
+            await ws.send(options)
+            result["status"] = (await c.response(5))[0]
+    except Exception as e:  # noqa: BLE001 - reported in the JSON line
+        result["error"] = "%s: %s" % (type(e).__name__, e)
+    await ws.close()
+    result["close_code"] = ws.close_code
+    return result
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("url")
     ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--user")
     ap.add_argument("--password")
+    ap.add_argument("--probe", choices=["no-subprotocol", "wrong-subprotocol", "text", "oversized", "fragmented", "ping"])
     args = ap.parse_args()
+    if args.probe:
+        print(json.dumps(asyncio.run(probe(args))), flush=True)
+        return
     ok = asyncio.run(run(args))
     sys.exit(0 if ok else 1)
 
