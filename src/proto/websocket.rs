@@ -12,8 +12,11 @@
 //!   payload bytes (for the RTSP core), the bytes to write back (pongs, the close handshake) and
 //!   whether the connection ended and why.
 //! - [`binary_header`] / [`encode_binary`] frame what the relay sends: unmasked binary frames.
-//!   The header depends on the payload length only, so one header serves every viewer a shared
-//!   `$` frame fans out to.
+//!   Each chunk the shell would write to a tunnel viewer (an RTSP answer, or a range of a camera
+//!   receive buffer holding any number of `$` frames, or part of one) goes out as one binary
+//!   frame: the 2–10 byte header as its own iovec, then the chunk untouched, so media stays
+//!   zero-copy. `rtsp.onvif.org` gives frame boundaries no meaning, and readers (the built-in
+//!   player, gortsplib, Python `websockets` in the tests) treat the payloads as one stream.
 //!
 //! Authentication is RTSP Digest inside the stream, never cookies, so a page from another
 //! origin gains nothing by opening a WebSocket here: `Origin` is not checked.
