@@ -16,7 +16,8 @@
 //!   receive buffer holding any number of `$` frames, or part of one) goes out as one binary
 //!   frame: the 2–10 byte header as its own iovec, then the chunk untouched, so media stays
 //!   zero-copy. `rtsp.onvif.org` gives frame boundaries no meaning, and readers (the built-in
-//!   player, gortsplib, Python `websockets` in the tests) treat the payloads as one stream.
+//!   player, gortsplib, Axis's media-stream-library, the tests' Python client) treat the
+//!   payloads as one stream.
 //!
 //! Authentication is RTSP Digest inside the stream, never cookies, so a page from another
 //! origin gains nothing by opening a WebSocket here: `Origin` is not checked.
