@@ -3,9 +3,9 @@
 //! to a route (see `proto::websocket::classify`) with [`player_page_reply`], and one navigating to
 //! `/` with [`routes_page_reply`] listing the routes that viewer may watch. Pure: no I/O.
 
-/// Where the player's modules live. Route paths under it are never reached by browsers (the
-/// shell answers these first), so configuration should refuse such routes.
-pub const ASSET_PREFIX: &str = "/_player/";
+/// Where the player's modules live (`proto::websocket::classify` sends requests under it here);
+/// configuration refuses routes under it.
+pub const ASSET_PREFIX: &str = crate::proto::websocket::PLAYER_PREFIX;
 
 /// One embedded file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

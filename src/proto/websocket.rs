@@ -6,8 +6,9 @@
 //!
 //! Pieces, in the order the shell meets them:
 //! - [`classify`] looks at an HTTP GET head (one without `x-sessioncookie`): a WebSocket upgrade
-//!   to accept ([`accept_reply`]) or refuse ([`HandshakeError::reply`]), a browser asking for a
-//!   page ([`wants_html`]), or anything else.
+//!   to accept ([`accept_reply`]) or refuse ([`HandshakeError::reply`]), one of the player's
+//!   files (under [`PLAYER_PREFIX`]), a browser asking for a page ([`wants_html`]), or anything
+//!   else.
 //! - [`WsEndpoint`] is one accepted connection: fed the client's bytes, it hands back the binary
 //!   payload bytes (for the RTSP core), the bytes to write back (pongs, the close handshake) and
 //!   whether the connection ended and why.
@@ -28,6 +29,10 @@ use sha1::{Digest as _, Sha1};
 
 /// The only subprotocol accepted.
 pub const SUBPROTOCOL: &str = "rtsp.onvif.org";
+
+/// Where the browser player's files are served (whatever the request's `Accept`): no route may
+/// live under it.
+pub const PLAYER_PREFIX: &str = "/_player/";
 
 /// The GUID RFC 6455 §1.3 appends to the key before hashing.
 const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -205,6 +210,8 @@ pub enum WebRequest {
     BadUpgrade(HandshakeError),
     /// A browser navigating to `target`: the player page or the route list.
     Page { target: String },
+    /// A GET or HEAD under [`PLAYER_PREFIX`]: one of the player's files (`web_assets`).
+    PlayerFile { target: String, head_only: bool },
     /// Neither: the shell's usual answer to other HTTP.
     Other,
 }
@@ -223,6 +230,11 @@ pub fn classify(head: &[u8]) -> WebRequest {
             Ok(u) => WebRequest::WebSocket(u),
             Err(e) => WebRequest::BadUpgrade(e),
         };
+    }
+    let target = req.path.unwrap_or("/");
+    if matches!(req.method, Some("GET" | "HEAD")) && target.starts_with(PLAYER_PREFIX) {
+        // Modules and styles are fetched with `Accept: */*` or `text/css`: not by `wants_html`.
+        return WebRequest::PlayerFile { target: target.to_owned(), head_only: req.method == Some("HEAD") };
     }
     let accept: Vec<&str> = header(&req, "accept").collect();
     if req.method == Some("GET") && wants_html((!accept.is_empty()).then(|| accept.join(",")).as_deref()) {
@@ -772,6 +784,11 @@ mod tests {
         assert_eq!(classify(&head(&page)), WebRequest::Page { target: "/cam1".into() });
         let tunnel = "GET /cam1 HTTP/1.0\nAccept: application/x-rtsp-tunnelled\n\n";
         assert_eq!(classify(&head(tunnel)), WebRequest::Other);
+        let module = "GET /_player/player.js?x HTTP/1.1\nAccept: */*\n\n";
+        let want = WebRequest::PlayerFile { target: "/_player/player.js?x".into(), head_only: false };
+        assert_eq!(classify(&head(module)), want);
+        let want = WebRequest::PlayerFile { target: "/_player/player.css".into(), head_only: true };
+        assert_eq!(classify(&head("HEAD /_player/player.css HTTP/1.1\n\n")), want);
     }
 
     fn endpoint() -> WsEndpoint {
