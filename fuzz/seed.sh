@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fx=../fixtures
-mkdir -p corpus/{http_head,base64_stream,rtsp_message,interleaved_demux,session,camera_requests}
+mkdir -p corpus/{http_head,base64_stream,rtsp_message,interleaved_demux,session,camera_requests,websocket}
 i=0
 # Client heads: each GET/POST block of HEADERS.txt.
 awk '/^(GET|POST) /{n++} /^(GET|POST) /,/^$|^#####|^\(server/{ if ($0 !~ /^#####|^\(server/) print > ("corpus/http_head/head" n) }' "$fx/clients/HEADERS.txt"
@@ -34,4 +34,13 @@ for req in \
     { printf "\\x0$mode"; printf "\\x$(printf %02x ${#req})"; printf '%s' "$req"; } > "corpus/camera_requests/req$n"
   done
 done
+# WebSocket: a split byte, then an upgrade head, or client frames (masked binary carrying an
+# RTSP request, fragmented binary with a ping between, a text frame, a close).
+crlf() { sed 's/$/\r/'; }
+{ printf '\x03'; printf 'GET /cam1 HTTP/1.1\nHost: relay\nUpgrade: websocket\nConnection: Upgrade\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13\nSec-WebSocket-Protocol: rtsp.onvif.org\n\n' | crlf; } > corpus/websocket/upgrade
+{ printf '\x03'; printf 'GET /cam1 HTTP/1.1\nAccept: text/html\n\n' | crlf; } > corpus/websocket/page
+printf '\x05\x82\x84\x00\x00\x00\x00$\x00\x00\x00' > corpus/websocket/binary
+printf '\x09\x02\x82\x01\x02\x03\x04PQ\x89\x81\x00\x00\x00\x00p\x80\x82\x00\x00\x00\x00hi' > corpus/websocket/fragmented
+printf '\x01\x81\x80\x00\x00\x00\x00' > corpus/websocket/text
+printf '\x01\x88\x82\x00\x00\x00\x00\x03\xe8' > corpus/websocket/close
 echo "seeded: $(ls corpus/*/ | wc -l) files"

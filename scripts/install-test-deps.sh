@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests use, from Debian's packages: FFmpeg and GStreamer viewers,
-# a gst-rtsp-server camera (python3-gi), promtool (prometheus), HAProxy (load-test baseline) and
-# systemd-analyze. Idempotent: does nothing when everything is present. Needs root for apt-get.
+# a gst-rtsp-server camera (python3-gi), promtool (prometheus), HAProxy (load-test baseline),
+# systemd-analyze, and for the browser player: headless Chromium, Python websockets (the
+# RTSP-over-WebSocket bridge, client and DevTools driver) and Node (the player modules' tests). Idempotent: does nothing when everything is present. Needs root for apt-get.
 set -euo pipefail
 
 packages=(
@@ -10,6 +11,7 @@ packages=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp
   python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0
   prometheus haproxy systemd procps fonts-dejavu-core
+  chromium python3-websockets nodejs
 )
 
 missing=()

@@ -53,6 +53,9 @@ pub struct Config {
     /// Limits of the metrics side port (`[metrics]`; its address is `[listen] metrics`).
     #[serde(default)]
     pub metrics: MetricsPortConfig,
+    /// Browsers on the tunnel port (`[web]`): the player page, the route list, RTSP over WebSocket.
+    #[serde(default)]
+    pub web: WebConfig,
     /// Viewers (`[[user]]`): once any exist, every route says who may watch (`users`) or is
     /// explicitly `open`.
     #[serde(default, rename = "user")]
@@ -106,6 +109,41 @@ pub struct MetricsPortConfig {
 impl Default for MetricsPortConfig {
     fn default() -> Self {
         MetricsPortConfig { request_timeout_ms: 5_000, max_connections: 8 }
+    }
+}
+
+/// Browsers on the tunnel port: the built-in player and route list, and RTSP over WebSocket
+/// (`rtsp.onvif.org`, for the player and any other ONVIF client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Off: no page, no route list and no WebSocket upgrade; such requests get the answer any
+    /// other HTTP request gets.
+    pub enabled: bool,
+    /// Largest WebSocket frame a client may send (its payload); larger: closed with 1009.
+    pub max_websocket_frame_bytes: u64,
+    /// Largest fragmented WebSocket message (all its frames); larger: closed with 1009.
+    pub max_websocket_message_bytes: u64,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        let ws = crate::proto::websocket::WsLimits::default();
+        WebConfig {
+            enabled: true,
+            max_websocket_frame_bytes: ws.max_frame_bytes,
+            max_websocket_message_bytes: ws.max_message_bytes,
+        }
+    }
+}
+
+impl WebConfig {
+    /// What the WebSocket decoder enforces.
+    pub fn websocket_limits(&self) -> crate::proto::websocket::WsLimits {
+        crate::proto::websocket::WsLimits {
+            max_frame_bytes: self.max_websocket_frame_bytes,
+            max_message_bytes: self.max_websocket_message_bytes,
+        }
     }
 }
 
@@ -296,6 +334,10 @@ impl RouteConfig {
         if !cfg.path.starts_with('/') || cfg.path.contains(['?', '#', ' ']) {
             return Err(err("path must start with '/' and carry no query or spaces".into()));
         }
+        let player = crate::web_assets::ASSET_PREFIX.trim_end_matches('/');
+        if cfg.path == player || cfg.path.starts_with(crate::web_assets::ASSET_PREFIX) {
+            return Err(err(format!("{player} is where the relay serves its browser player")));
+        }
         let path = match cfg.path.trim_end_matches('/') {
             "" => "/".to_owned(),
             p => p.to_owned(),
@@ -371,6 +413,7 @@ pub struct Settings {
     /// The metrics side port's address (none: no side port) and limits.
     pub metrics_addr: Option<SocketAddr>,
     pub metrics_port: MetricsPortConfig,
+    pub web: WebConfig,
     /// Routes with their cameras resolved, and the viewers who may authenticate.
     pub routes: Arc<RouteTable>,
     pub limits: Limits,
@@ -455,6 +498,14 @@ impl Config {
         if !(64..=32768).contains(&rt.ring_entries) {
             return Err(ConfigError::Invalid("[runtime] ring_entries must be 64..=32768".into()));
         }
+        let w = &self.web;
+        // A browser sends each RTSP request in one frame: room for a head at its limit.
+        if w.max_websocket_frame_bytes < 4096 || w.max_websocket_message_bytes < w.max_websocket_frame_bytes {
+            return Err(ConfigError::Invalid(
+                "[web] max_websocket_frame_bytes must be at least 4096, max_websocket_message_bytes at least that"
+                    .into(),
+            ));
+        }
         let l = &self.limits;
         let positive = [
             ("max_header_bytes", l.max_header_bytes as u64),
@@ -533,6 +584,7 @@ impl Config {
             public_address: self.listen.public_address.clone(),
             metrics_addr: self.listen.metrics,
             metrics_port: self.metrics,
+            web: self.web,
             routes: Arc::new(RouteTable::new(routes.clone()).with_users(users)),
             limits: self.limits.clone(),
             auth: self.auth.clone(),
@@ -741,6 +793,25 @@ mod tests {
         let text = "[listen]\ntunnel=[]\n[[listen.tls]]\naddr=\"127.0.0.1:443\"\ncert=\"/nonexistent/c.pem\"\nkey=\"/nonexistent/k.pem\"\n";
         let err = Settings::from_toml(text).unwrap_err().to_string();
         assert!(err.contains("[[listen.tls]] 127.0.0.1:443") && err.contains("/nonexistent/c.pem"), "{err}");
+    }
+
+    #[test]
+    fn web_settings_have_defaults_can_be_set_and_are_checked() {
+        let (cfg, _) = Config::from_toml(EXAMPLE).unwrap();
+        assert_eq!(cfg.web, WebConfig::default());
+        assert_eq!(cfg.web.websocket_limits(), crate::proto::websocket::WsLimits::default());
+        let text = format!("{EXAMPLE}\n[web]\nenabled = false\nmax_websocket_frame_bytes = 8192\n");
+        let s = Settings::from_toml(&text).unwrap();
+        assert!(!s.web.enabled);
+        assert_eq!(s.web.websocket_limits().max_frame_bytes, 8192);
+        let small = format!("{EXAMPLE}\n[web]\nmax_websocket_frame_bytes = 100\n");
+        assert!(Settings::from_toml(&small).unwrap_err().to_string().contains("max_websocket_frame_bytes"));
+        let route =
+            "[listen]\ntunnel=[\"127.0.0.1:0\"]\n[[route]]\npath=\"/_player/x\"\nupstream=\"rtsp://127.0.0.1/\"\n";
+        assert!(
+            Settings::from_toml(route).unwrap_err().to_string().contains("browser player"),
+            "a route under /_player/"
+        );
     }
 
     #[test]

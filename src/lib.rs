@@ -9,6 +9,7 @@
 //! - [`metrics`]: per-shard counters and histograms merged at scrape time, served on a side port.
 //! - [`config`]: the TOML configuration, validated at start and on reload.
 //! - [`demo_camera`]: a built-in synthetic camera serving an embedded H.264 clip.
+//! - [`web_assets`]: the embedded browser player (assets/player) and the route list page.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod admission;
@@ -21,6 +22,7 @@ pub mod pairing;
 pub mod proto;
 pub mod shard;
 pub mod tls;
+pub mod web_assets;
 
 #[cfg(test)]
 mod test_fixtures;

@@ -53,6 +53,8 @@ pub enum ConnKind {
     PlainRtsp,
     OtherHttp,
     Upstream,
+    /// An accepted RTSP-over-WebSocket upgrade (`rtsp.onvif.org`).
+    WebSocket,
 }
 
 /// `relay_bytes_total{direction}`, `relay_frames_total{direction}`.
@@ -73,7 +75,7 @@ pub enum PortDrop {
     TooLarge,
 }
 
-labels!(ConnKind { TunnelGet => "tunnel_get", TunnelPost => "tunnel_post", PlainRtsp => "plain_rtsp", OtherHttp => "other_http", Upstream => "upstream" });
+labels!(ConnKind { TunnelGet => "tunnel_get", TunnelPost => "tunnel_post", PlainRtsp => "plain_rtsp", OtherHttp => "other_http", Upstream => "upstream", WebSocket => "websocket" });
 labels!(Direction { ToViewer => "to_viewer", ToCamera => "to_camera" });
 labels!(SessionOutcome {
     Completed => "completed", UpstreamClosed => "upstream_closed", UpstreamError => "upstream_error", Timeout => "timeout",
@@ -91,6 +93,8 @@ labels!(Rejection {
     TooManyPendingRequests => "too_many_pending_requests", TlsRecord => "tls_record",
     CameraBacklog => "camera_backlog", BadHeaderValue => "bad_header_value", MethodNotAllowed => "method_not_allowed",
     BadRequestUri => "bad_request_uri", PostFromOtherAddress => "post_from_other_address",
+    WebSocketHandshake => "websocket_handshake", WebSocketProtocol => "websocket_protocol",
+    WebSocketTextFrame => "websocket_text_frame", WebSocketTooLarge => "websocket_too_large",
 });
 labels!(PortDrop { Deadline => "deadline", Shed => "shed", TooLarge => "too_large" });
 labels!(UpstreamErrorKind {

@@ -25,3 +25,4 @@ pub mod session;
 pub mod shared_viewer;
 pub mod upstream_auth;
 pub mod viewer_auth;
+pub mod websocket;

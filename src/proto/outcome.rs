@@ -61,6 +61,15 @@ pub enum Rejection {
     BadRequestUri,
     /// A tunnel POST from another address than its GET's (closed; the tunnel stays).
     PostFromOtherAddress,
+    /// A WebSocket upgrade refused: wrong version, key or subprotocol (answered 400/426).
+    WebSocketHandshake,
+    /// A WebSocket framing violation: unmasked, reserved bits or opcodes, bad control or close
+    /// frames, continuation out of place (closed with 1002/1007).
+    WebSocketProtocol,
+    /// A WebSocket text frame: `rtsp.onvif.org` is binary only (closed with 1003).
+    WebSocketTextFrame,
+    /// A WebSocket frame or fragmented message over its limit (closed with 1009).
+    WebSocketTooLarge,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.
