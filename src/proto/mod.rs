@@ -12,5 +12,6 @@ pub mod rewrite;
 pub mod route;
 pub mod rtsp;
 pub mod session;
+pub mod tunnel;
 pub mod upstream_auth;
 pub mod viewer_auth;
