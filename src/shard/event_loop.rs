@@ -26,7 +26,8 @@ use crate::metrics::{ConnKind, Direction, Hist, Rejection, SessionOutcome, Shard
 use crate::pairing::{GetRegistration, PostLookup, SessionRef};
 use crate::proto::http_head::{self, HeadKind, HeadLimits, RequestHead};
 use crate::proto::rtsp::{self, MessageLimits};
-use crate::proto::session::{AuthGate, Output, Session, SessionParams, ViewerStream, local_reply};
+use crate::proto::session::{self, AuthGate, Session, SessionParams, ViewerStream, local_reply};
+use crate::proto::tunnel::{self, CameraClose, Input, Tunnel};
 
 mod accept;
 mod buffers;
@@ -55,27 +56,41 @@ const FINISH_WAIT: Duration = Duration::from_secs(2);
 /// them out under ring pressure (a healthy viewer holds one or two).
 const RING_SEGMENTS_BEFORE_COPY: usize = 8;
 
+/// The shell's side of a tunnel: its connections and what it logs; the policy is the tunnel's.
 struct SessionSlot {
     generation: u32,
     /// Unique within the shard; logged as `shard-id`.
     id: u64,
-    proto: Session,
+    tunnel: Tunnel,
     cookie: Option<String>,
-    tunnel: bool,
     viewer: Option<usize>,
     post: Option<usize>,
     upstream: Option<usize>,
     peer: SocketAddr,
     started_at: Instant,
-    /// Last bytes from the camera (the viewer's side: `Session::last_viewer_progress`).
-    last_activity: Instant,
-    /// A POST has bound at least once.
-    paired: bool,
-    connect_started: Option<Instant>,
-    /// Reading from the camera is paused because the viewer is behind.
-    upstream_paused: bool,
     to_viewer: u64,
     to_camera: u64,
+}
+
+/// What the outputs being carried out refer to.
+#[derive(Clone, Copy)]
+enum Fed {
+    Nothing,
+    /// Camera bytes in this ring buffer, received at this instant.
+    CameraChunk(u16, Instant),
+    /// The POST connection just reported to the tunnel.
+    Post(usize),
+}
+
+/// The tunnel's limits as the configuration has them.
+fn policy(limits: &Limits) -> tunnel::Policy {
+    tunnel::Policy {
+        pairing_timeout: Duration::from_millis(limits.pairing_timeout_ms),
+        idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
+        camera_close_grace: Duration::from_millis(limits.camera_close_grace_ms),
+        max_viewer_backlog: limits.max_viewer_backlog_bytes,
+        max_camera_backlog: limits.max_camera_backlog_bytes,
+    }
 }
 
 pub struct Shard {
@@ -114,7 +129,6 @@ pub struct Shard {
     #[cfg(test)]
     emulate_ebusy: bool,
     tick: Box<types::Timespec>,
-    out: Vec<Output>,
     latencies: Vec<Instant>,
     /// Scratch space for plaintext out of TLS records.
     plain: Vec<u8>,
@@ -189,7 +203,6 @@ impl Shard {
             #[cfg(test)]
             emulate_ebusy: false,
             tick: Box::new(types::Timespec::from(TICK)),
-            out: Vec::new(),
             latencies: Vec::new(),
             plain: Vec::new(),
             cnonce_state: cfg.seed,

@@ -253,6 +253,11 @@ impl Shard {
         };
         let route_path = route.as_ref().map(|r| r.path.clone());
         let proto = Session::new(params, route, &self.local_authority, started_at);
+        let kind = if tunnel { tunnel::Kind::Http } else { tunnel::Kind::Plain };
+        let mut t = Tunnel::new(proto, kind, policy(&self.limits), started_at);
+        if let Some(deadline) = self.draining_until {
+            t.handle(Input::Drain { deadline }, started_at);
+        }
         let entry = self.sessions.vacant_entry();
         let index = entry.key();
         let generation = bump_generation(&mut self.session_generations, index);
@@ -260,18 +265,13 @@ impl Shard {
         entry.insert(SessionSlot {
             generation,
             id: self.next_session_id,
-            proto,
+            tunnel: t,
             cookie: None,
-            tunnel,
             viewer: None,
             post: None,
             upstream: None,
             peer,
             started_at,
-            last_activity: started_at,
-            paired: false,
-            connect_started: None,
-            upstream_paused: false,
             to_viewer: 0,
             to_camera: 0,
         });

@@ -17,15 +17,12 @@ pub(super) struct RecvEnd {
 
 impl Shard {
     pub(super) fn feed_viewer(&mut self, key: SessionKey, stream: ViewerStream, bytes: &[u8]) {
-        let now = Instant::now();
-        let mut out = std::mem::take(&mut self.out);
-        let routes = self.routes.clone();
-        if let Some(s) = self.session(key) {
-            // Viewer activity is the protocol core's to judge (whole messages and frames only).
-            s.proto.on_viewer_bytes(stream, bytes, now, &routes, &mut out);
+        let routes = &*self.routes;
+        if let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) {
+            // Viewer activity is the tunnel's to judge (whole messages and frames only).
+            s.tunnel.handle(Input::ViewerBytes { stream, bytes, routes }, Instant::now());
         }
-        self.apply(key, &mut out, None);
-        self.out = out;
+        self.apply(key, Fed::Nothing);
     }
 
     pub(super) fn on_recv(&mut self, idx: usize, res: i32, flags: u32) {
@@ -77,9 +74,17 @@ impl Shard {
         if ended {
             self.on_conn_ended(idx, role, res);
         } else if !end.more && end.was_paused {
-            // Paused for backpressure: resuming is the flow control's decision.
+            // Paused for backpressure: resuming is the tunnel's decision, which may have come
+            // while the cancel was on its way.
             if let Role::Upstream(key) = role {
                 self.update_upstream_flow(*key);
+                let paused = self
+                    .sessions
+                    .get(key.index)
+                    .is_some_and(|s| s.generation == key.generation && s.tunnel.camera_paused());
+                if !paused && self.conns.get(idx).is_some_and(|c| c.recv == RecvState::Off) {
+                    self.arm_recv(idx);
+                }
             }
         } else if !end.more && c.recv == RecvState::Off {
             // The multishot receive stopped on its own: keep reading.
@@ -89,72 +94,61 @@ impl Shard {
 
     pub(super) fn on_data(&mut self, idx: usize, role: &Role, key: SessionKey, bid: u16, len: usize) {
         let now = Instant::now();
-        let mut plain = std::mem::take(&mut self.plain);
-        plain.clear();
-        let tls = self.conns[idx].tls.as_mut().map(|tls| tls.receive(self.bufs.bytes(bid, len), &mut plain));
-        match tls {
-            None => {}
-            Some(Ok(peer_closed)) => {
-                // Acknowledgements, key updates: whatever rustls has to say goes out.
-                self.queue_owned(idx, Vec::new());
-                if peer_closed {
-                    self.plain = plain;
-                    self.on_conn_ended(idx, role, 0);
+        let c = &mut self.conns[idx];
+        let tls = c.tls.is_some();
+        if let Some(tls) = c.tls.as_mut() {
+            self.plain.clear();
+            match tls.receive(self.bufs.bytes(bid, len), &mut self.plain) {
+                Ok(peer_closed) => {
+                    // Acknowledgements, key updates: whatever rustls has to say goes out.
+                    if let Some(cipher) = tls.take_outgoing() {
+                        c.send.push_owned(cipher);
+                        self.dirty.push(idx);
+                    }
+                    if peer_closed {
+                        self.on_conn_ended(idx, role, 0);
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(shard = self.id, error = %e, "TLS error on a session connection");
+                    self.metrics.rejected(Rejection::TlsRecord);
+                    self.on_conn_ended(idx, role, -libc::EPROTO);
                     return;
                 }
             }
-            Some(Err(e)) => {
-                tracing::debug!(shard = self.id, error = %e, "TLS error on a session connection");
-                self.metrics.rejected(Rejection::TlsRecord);
-                self.plain = plain;
-                self.on_conn_ended(idx, role, -libc::EPROTO);
-                return;
-            }
         }
-        let mut out = std::mem::take(&mut self.out);
         // Disjoint field borrows: no per-packet clone of the shared route table.
         let routes = &*self.routes;
-        let data = if tls.is_some() { &plain[..] } else { self.bufs.bytes(bid, len) };
+        let bytes = if tls { &self.plain[..] } else { self.bufs.bytes(bid, len) };
         let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else {
-            self.out = out;
-            self.plain = plain;
             return;
         };
-        let ring = match role {
-            Role::Upstream(_) => {
-                s.last_activity = now;
-                s.proto.on_upstream_bytes(data, now, &mut out);
-                Some((bid, now))
-            }
+        let (input, fed) = match role {
+            Role::Upstream(_) => (Input::CameraBytes(bytes), Fed::CameraChunk(bid, now)),
             Role::TunnelGet(_) => {
-                s.proto.on_viewer_bytes(ViewerStream::TunnelData, data, now, routes, &mut out);
-                None
+                (Input::ViewerBytes { stream: ViewerStream::TunnelData, bytes, routes }, Fed::Nothing)
             }
             Role::TunnelPost(_) => {
-                s.proto.on_viewer_bytes(ViewerStream::TunnelCommands, data, now, routes, &mut out);
-                None
+                (Input::ViewerBytes { stream: ViewerStream::TunnelCommands, bytes, routes }, Fed::Nothing)
             }
-            Role::PlainRtsp(_) => {
-                s.proto.on_viewer_bytes(ViewerStream::Plain, data, now, routes, &mut out);
-                None
-            }
-            _ => None,
+            Role::PlainRtsp(_) => (Input::ViewerBytes { stream: ViewerStream::Plain, bytes, routes }, Fed::Nothing),
+            _ => return,
         };
-        self.apply(key, &mut out, ring);
-        self.out = out;
-        self.plain = plain;
+        s.tunnel.handle(input, now);
+        self.apply(key, fed);
     }
 
     /// A connection reached end of stream or failed.
     pub(super) fn on_conn_ended(&mut self, idx: usize, role: &Role, res: i32) {
-        let mut out = std::mem::take(&mut self.out);
+        let now = Instant::now();
         let key = role.session();
         match role {
             Role::Upstream(k) => {
                 let kind = if res == 0 { UpstreamErrorKind::Closed } else { UpstreamErrorKind::Reset };
                 if let Some(s) = self.session(*k) {
                     s.upstream = None;
-                    s.proto.on_upstream_closed(kind, &mut out);
+                    s.tunnel.handle(Input::CameraClosed(kind), now);
                 }
             }
             Role::TunnelPost(k) => {
@@ -162,7 +156,7 @@ impl Shard {
                     if s.post == Some(idx) {
                         s.post = None;
                     }
-                    s.proto.on_viewer_closed(ViewerStream::TunnelCommands, &mut out);
+                    s.tunnel.handle(Input::ViewerClosed(ViewerStream::TunnelCommands), now);
                 }
             }
             Role::TunnelGet(k) | Role::PlainRtsp(k) => {
@@ -170,32 +164,52 @@ impl Shard {
                     if matches!(role, Role::TunnelGet(_)) { ViewerStream::TunnelData } else { ViewerStream::Plain };
                 if let Some(s) = self.session(*k) {
                     s.viewer = None;
-                    s.proto.on_viewer_closed(stream, &mut out);
+                    s.tunnel.handle(Input::ViewerClosed(stream), now);
                 }
             }
             _ => {}
         }
         self.close_conn(idx);
         if let Some(key) = key {
-            self.apply(key, &mut out, None);
+            self.apply(key, Fed::Nothing);
         }
-        self.out = out;
     }
 
-    /// Carries out what the session asked for.
-    pub(super) fn apply(&mut self, key: SessionKey, out: &mut Vec<Output>, ring: Option<(u16, Instant)>) {
-        for o in out.drain(..) {
+    /// Carries out what the tunnel asked for, then tells it how far behind its viewer is (which
+    /// may pause or resume the camera).
+    pub(super) fn apply(&mut self, key: SessionKey, fed: Fed) {
+        self.carry_out(key, fed);
+        self.update_upstream_flow(key);
+    }
+
+    /// Reports the viewer's backlog to the tunnel: backpressure is its decision.
+    pub(super) fn update_upstream_flow(&mut self, key: SessionKey) {
+        let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else {
+            return;
+        };
+        let Some(queued) = s.viewer.and_then(|v| self.conns.get(v)).map(|c| c.send.queued()) else {
+            return;
+        };
+        s.tunnel.handle(Input::ViewerBacklog(queued), Instant::now());
+        self.carry_out(key, Fed::Nothing);
+    }
+
+    fn carry_out(&mut self, key: SessionKey, fed: Fed) {
+        use session::Output as Core;
+        use tunnel::Output as Out;
+        loop {
             let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else {
-                continue;
+                return;
             };
+            let Some(o) = s.tunnel.poll_output() else { return };
             match o {
-                Output::ToViewer(bytes) => {
+                Out::Core(Core::ToViewer(bytes)) => {
                     if let Some(v) = s.viewer {
                         self.queue_owned(v, bytes);
                     }
                 }
-                Output::ForwardToViewer { range, frames } => {
-                    let (Some(v), Some((bid, at))) = (s.viewer, ring) else {
+                Out::Core(Core::ForwardToViewer { range, frames }) => {
+                    let (Some(v), Fed::CameraChunk(bid, at)) = (s.viewer, fed) else {
                         continue;
                     };
                     if range.is_empty() {
@@ -206,28 +220,27 @@ impl Shard {
                         self.metrics.frames(Direction::ToViewer, frames as u64);
                     }
                 }
-                Output::ToUpstream(bytes) => {
+                Out::Core(Core::ToUpstream(bytes)) => {
                     if let Some(u) = s.upstream {
                         self.queue_owned(u, bytes);
-                        if self.conns.get(u).is_some_and(|c| c.send.queued() > self.limits.max_camera_backlog_bytes) {
-                            // Nothing paces the viewer's bytes but the camera's reading: bound them.
-                            self.metrics.rejected(Rejection::CameraBacklog);
-                            self.end_session(key, SessionOutcome::UpstreamError);
-                            return;
+                        if let Some(queued) = self.conns.get(u).map(|c| c.send.queued()) {
+                            if let Some(s) = self.session(key) {
+                                s.tunnel.handle(Input::CameraBacklog(queued), Instant::now());
+                            }
                         }
                     }
                 }
-                Output::ConnectUpstream(addr) => self.connect_upstream(key, addr),
-                Output::FramesToCamera(n) => self.metrics.frames(Direction::ToCamera, n as u64),
-                Output::Observe(h, d) => self.metrics.observe(h, d),
-                Output::Rejected(r) => self.metrics.rejected(r),
+                Out::Core(Core::ConnectUpstream(addr)) => self.connect_upstream(key, addr),
+                Out::Core(Core::FramesToCamera(n)) => self.metrics.frames(Direction::ToCamera, n as u64),
+                Out::Core(Core::Observe(h, d)) => self.metrics.observe(h, d),
+                Out::Core(Core::Rejected(r)) => self.metrics.rejected(r),
                 // The session recorded it with the address's failures (its `AuthGate`).
-                Output::AuthFailed(f) => self.metrics.auth_failure(f),
-                Output::UpstreamError(k) => self.metrics.upstream_error(k),
-                Output::Exchange(e) => tracing::debug!(
+                Out::Core(Core::AuthFailed(f)) => self.metrics.auth_failure(f),
+                Out::Core(Core::UpstreamError(k)) => self.metrics.upstream_error(k),
+                Out::Core(Core::Exchange(e)) => tracing::debug!(
                     shard = self.id,
                     session = %format_args!("{}-{}", self.id, s.id),
-                    route = s.proto.route().map_or("-", |r| r.path.as_str()),
+                    route = s.tunnel.session().route().map_or("-", |r| r.path.as_str()),
                     method = %e.method,
                     uri = %e.uri,
                     status = e.status,
@@ -235,41 +248,53 @@ impl Shard {
                     answered_by = if e.by_relay { "relay" } else { "camera" },
                     "rtsp"
                 ),
-                Output::Close(outcome) => self.end_session(key, outcome),
+                // The tunnel turns the dialogue's end into `End`.
+                Out::Core(Core::Close(outcome)) | Out::End(outcome) => self.end_session(key, outcome),
+                Out::BindPost => {
+                    let Fed::Post(idx) = fed else { continue };
+                    let old = s.post.replace(idx);
+                    self.conns[idx].role = Role::TunnelPost(key);
+                    if let Some(old) = old.filter(|&old| old != idx) {
+                        self.close_conn(old);
+                    }
+                }
+                Out::RefusePost(reason) => {
+                    let Fed::Post(idx) = fed else { continue };
+                    tracing::debug!(shard = self.id, peer = %self.conns[idx].peer, "POST refused by its tunnel");
+                    self.metrics.rejected(reason);
+                    self.close_conn(idx);
+                }
+                Out::PauseCamera => {
+                    let upstream = s.upstream;
+                    self.pause_camera(upstream);
+                }
+                Out::ResumeCamera => {
+                    if let Some(u) = s.upstream.filter(|&u| self.conns[u].recv == RecvState::Off) {
+                        self.arm_recv(u);
+                    }
+                }
             }
         }
-        self.update_upstream_flow(key);
     }
 
-    /// Backpressure: stop reading the camera while the viewer is behind; resume at half.
-    pub(super) fn update_upstream_flow(&mut self, key: SessionKey) {
-        let limit = self.limits.max_viewer_backlog_bytes;
-        let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else {
-            return;
-        };
-        let (Some(v), Some(u)) = (s.viewer, s.upstream) else {
-            return;
-        };
-        let backlog = self.conns[v].send.queued();
-        let up = &self.conns[u];
-        if up.closing || s.connect_started.is_some() {
+    /// Stops reading a camera: its multishot receive is cancelled, or left off if it was
+    /// waiting for buffers.
+    fn pause_camera(&mut self, upstream: Option<usize>) {
+        self.metrics.backpressure_pause();
+        let Some(u) = upstream else { return };
+        let up = &mut self.conns[u];
+        if up.closing {
             return;
         }
-        if backlog > limit && up.recv == RecvState::Armed {
-            s.upstream_paused = true;
-            self.metrics.backpressure_pause();
-            let generation = up.generation;
-            self.conns[u].recv = RecvState::Cancelling;
-            let target = sqe_token(Op::Recv, u, generation);
-            self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
-        } else if backlog > limit && up.recv == RecvState::WaitingForBuffers {
+        match up.recv {
+            RecvState::Armed => {
+                up.recv = RecvState::Cancelling;
+                let target = sqe_token(Op::Recv, u, up.generation);
+                self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
+            }
             // Nothing in flight to cancel: it just stays off instead of being fed buffers.
-            s.upstream_paused = true;
-            self.metrics.backpressure_pause();
-            self.conns[u].recv = RecvState::Off;
-        } else if backlog <= limit / 2 && s.upstream_paused && up.recv == RecvState::Off {
-            s.upstream_paused = false;
-            self.arm_recv(u);
+            RecvState::WaitingForBuffers => up.recv = RecvState::Off,
+            RecvState::Off | RecvState::Cancelling => {}
         }
     }
 
@@ -283,22 +308,18 @@ impl Shard {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(shard = self.id, error = %e, "cannot create camera socket");
-                let mut out = std::mem::take(&mut self.out);
                 if let Some(s) = self.session(key) {
-                    s.proto.on_upstream_connect_failed(UpstreamErrorKind::Unreachable, &mut out);
+                    s.tunnel.handle(Input::CameraConnectFailed(UpstreamErrorKind::Unreachable), Instant::now());
                 }
-                self.apply(key, &mut out, None);
-                self.out = out;
+                self.apply(key, Fed::Nothing);
                 return;
             }
         };
         let _ = sock.set_nodelay(true);
         let idx = self.insert_conn(OwnedFd::from(sock), addr, Role::Upstream(key));
         self.metrics.connection_accepted(ConnKind::Upstream);
-        let now = Instant::now();
         if let Some(s) = self.session(key) {
             s.upstream = Some(idx);
-            s.connect_started = Some(now);
         }
         let timeout = Duration::from_millis(self.limits.upstream_connect_timeout_ms);
         let c = &mut self.conns[idx];
@@ -327,15 +348,10 @@ impl Shard {
             return;
         };
         let now = Instant::now();
-        let mut out = std::mem::take(&mut self.out);
-        let started = self.session(key).and_then(|s| s.connect_started.take());
         if res == 0 {
-            if let Some(t) = started {
-                self.metrics.observe(Hist::UpstreamConnect, now.saturating_duration_since(t));
-            }
             self.arm_recv(idx);
             if let Some(s) = self.session(key) {
-                s.proto.on_upstream_connected(now, &mut out);
+                s.tunnel.handle(Input::CameraConnected, now);
             }
         } else {
             let kind = match -res {
@@ -346,11 +362,10 @@ impl Shard {
             tracing::info!(shard = self.id, camera = %self.conns[idx].peer, error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
             if let Some(s) = self.session(key) {
                 s.upstream = None;
-                s.proto.on_upstream_connect_failed(kind, &mut out);
+                s.tunnel.handle(Input::CameraConnectFailed(kind), now);
             }
             self.close_conn(idx);
         }
-        self.apply(key, &mut out, None);
-        self.out = out;
+        self.apply(key, Fed::Nothing);
     }
 }

@@ -13,14 +13,14 @@ impl Shard {
         }
         self.shared.admission.close_session();
         self.metrics.session_ended(outcome);
-        let route = s.proto.route().map_or("-", |r| r.path.as_str());
+        let route = s.tunnel.session().route().map_or("-", |r| r.path.as_str());
         tracing::info!(
             target: "session",
             session = %format_args!("{}-{}", self.id, s.id),
             cookie = s.cookie.as_deref().map(|c| &c[..c.len().min(6)]).unwrap_or("-"),
             route,
             peer = %s.peer,
-            mode = if s.tunnel { "tunnel" } else { "rtsp" },
+            mode = if s.tunnel.kind() == tunnel::Kind::Http { "tunnel" } else { "rtsp" },
             duration_ms = s.started_at.elapsed().as_millis() as u64,
             bytes_to_viewer = s.to_viewer,
             bytes_to_camera = s.to_camera,
@@ -53,20 +53,27 @@ impl Shard {
     /// then the connection is half-closed and read to its end, within `camera_close_grace_ms`.
     /// A camera that failed, or is still connecting, is closed at once.
     fn end_upstream(&mut self, idx: usize, s: &mut SessionSlot, outcome: SessionOutcome) {
-        let failed = matches!(outcome, SessionOutcome::UpstreamClosed | SessionOutcome::UpstreamError);
-        if failed || s.connect_started.is_some() || self.conns.get(idx).is_none_or(|c| c.closing) {
+        if self.conns.get(idx).is_none_or(|c| c.closing) {
             self.close_conn(idx);
             return;
         }
-        if let Some(teardown) = s.proto.teardown_for_camera() {
-            tracing::debug!(
-                shard = self.id,
-                session = %format_args!("{}-{}", self.id, s.id),
-                "viewer left without TEARDOWN; the relay sends one to the camera"
-            );
-            self.queue_owned(idx, teardown);
-        }
-        let grace = Duration::from_millis(self.limits.camera_close_grace_ms);
+        let grace = match s.tunnel.camera_close(outcome) {
+            CameraClose::Now => {
+                self.close_conn(idx);
+                return;
+            }
+            CameraClose::Linger { teardown, grace } => {
+                if let Some(teardown) = teardown {
+                    tracing::debug!(
+                        shard = self.id,
+                        session = %format_args!("{}-{}", self.id, s.id),
+                        "viewer left without TEARDOWN; the relay sends one to the camera"
+                    );
+                    self.queue_owned(idx, teardown);
+                }
+                grace
+            }
+        };
         let c = &mut self.conns[idx];
         c.linger_after_flush = true;
         c.flush_deadline = Some(Instant::now() + grace);

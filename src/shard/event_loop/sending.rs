@@ -55,11 +55,12 @@ impl Shard {
     }
 
     pub(super) fn flush_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
-        for &idx in &dirty {
+        // By index: a send that completes a close never queues more, but the list may grow.
+        let mut i = 0;
+        while let Some(&idx) = self.dirty.get(i) {
             self.start_send(idx);
+            i += 1;
         }
-        self.dirty = dirty;
         self.dirty.clear();
     }
 
@@ -105,13 +106,11 @@ impl Shard {
             self.on_conn_ended(idx, &role, res);
             return;
         }
-        let mut done = std::mem::take(&mut self.latencies);
-        c.send.complete(res as usize, &mut self.bufs, &mut done);
+        c.send.complete(res as usize, &mut self.bufs, &mut self.latencies);
         let role = c.role.clone();
-        for t in done.drain(..) {
+        for t in self.latencies.drain(..) {
             self.metrics.observe(Hist::ForwardLatency, now.saturating_duration_since(t));
         }
-        self.latencies = done;
         let n = res as u64;
         match role {
             Role::TunnelGet(k) | Role::PlainRtsp(k) => {

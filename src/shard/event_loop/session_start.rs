@@ -135,7 +135,6 @@ impl Shard {
     }
 
     pub(super) fn bind_post(&mut self, key: SessionKey, idx: usize, leftover: Vec<u8>) {
-        let now = Instant::now();
         let (peer, tls) = (self.conns[idx].peer, self.conns[idx].tls.is_some());
         let Some(s) = self.session(key) else {
             // The GET went away between lookup and bind.
@@ -143,27 +142,14 @@ impl Shard {
             self.close_conn(idx);
             return;
         };
-        if let Err(reason) = s.proto.on_commands_bound(peer.ip(), tls) {
-            // The tunnel and its own POST carry on; only the newcomer is turned away.
-            tracing::debug!(shard = self.id, %peer, "POST from another address than its GET");
-            self.metrics.rejected(reason);
-            self.close_conn(idx);
-            return;
-        }
-        let old = s.post.replace(idx);
-        let first = !s.paired;
-        s.paired = true;
-        if first {
-            let waited = now.saturating_duration_since(s.started_at);
-            self.metrics.observe(Hist::Pairing, waited);
-        }
-        if let Some(old) = old {
-            self.close_conn(old);
-        }
-        self.conns[idx].role = Role::TunnelPost(key);
-        self.arm_recv(idx);
-        if !leftover.is_empty() {
-            self.feed_viewer(key, ViewerStream::TunnelCommands, &leftover);
+        s.tunnel.handle(Input::PostArrived { ip: peer.ip(), tls }, Instant::now());
+        self.apply(key, Fed::Post(idx));
+        // Bound, unless the tunnel refused it.
+        if self.conns.get(idx).is_some_and(|c| !c.closing && c.role == Role::TunnelPost(key)) {
+            self.arm_recv(idx);
+            if !leftover.is_empty() {
+                self.feed_viewer(key, ViewerStream::TunnelCommands, &leftover);
+            }
         }
     }
 

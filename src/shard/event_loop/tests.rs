@@ -166,6 +166,7 @@ fn behind_viewer(s: &mut Shard) -> (SessionKey, usize, usize) {
     let slot = s.session(key).unwrap();
     slot.viewer = Some(v);
     slot.upstream = Some(u);
+    slot.tunnel.handle(Input::CameraConnected, Instant::now());
     let backlog = vec![0; s.limits.max_viewer_backlog_bytes + 1];
     s.queue_owned(v, backlog);
     (key, v, u)
@@ -183,7 +184,7 @@ fn a_receive_cancelled_for_backpressure_stays_paused_when_it_ends_out_of_buffers
     assert!(!s.starved.contains(&u), "a paused camera was put on the out-of-buffers list");
     s.feed_starved();
     assert_ne!(s.conns[u].recv, RecvState::Armed, "a paused camera was re-armed");
-    assert!(s.session(key).unwrap().upstream_paused);
+    assert!(s.session(key).unwrap().tunnel.camera_paused());
 }
 
 #[test]
@@ -194,7 +195,7 @@ fn a_receive_waiting_for_buffers_is_paused_not_fed() {
     s.conns[u].recv = RecvState::WaitingForBuffers;
     s.starved.push(u);
     s.update_upstream_flow(key);
-    assert!(s.session(key).unwrap().upstream_paused);
+    assert!(s.session(key).unwrap().tunnel.camera_paused());
     s.feed_starved();
     assert_ne!(s.conns[u].recv, RecvState::Armed, "a paused camera was re-armed");
 }
