@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use io_uring::{IoUring, cqueue};
 use slab::Slab;
 
 use crate::config::{AuthConfig, Limits, Route, RouteTable};
@@ -43,11 +43,11 @@ use super::buf_ring::BufRing;
 use super::conn::{Conn, RecvState, Role, SessionKey};
 use super::kernel_memory::KernelMemory;
 use super::mailbox::{AdoptPost, ShardMsg};
+use super::ops::{self, Completion, Ring};
 use super::tls_stream::TlsStream;
 use super::token::{Op, Token, bump_generation};
 use super::{Listener, ShardConfig, Shared};
 
-const TICK: Duration = Duration::from_millis(100);
 /// How long a closing connection may take to take its last bytes.
 const FLUSH_GRACE: Duration = Duration::from_secs(5);
 /// How long a stopping shard waits for its connections' operations to complete.
@@ -95,7 +95,7 @@ fn policy(limits: &Limits) -> tunnel::Policy {
 
 pub struct Shard {
     // Field order is drop order: the ring goes before the buffers it references.
-    ring: IoUring,
+    ring: Ring,
     bufs: KernelMemory<BufRing>,
     id: u16,
     shared: Arc<Shared>,
@@ -121,14 +121,6 @@ pub struct Shard {
     accept_paused: Vec<usize>,
     /// Connections with newly queued bytes, sent at the end of the completion batch.
     dirty: Vec<usize>,
-    /// Completions reaped to make room for submissions (see `push_together`), dispatched first
-    /// by the next turn of the loop.
-    backlog: Vec<(u64, i32, u32)>,
-    /// Tests: answer submissions EBUSY while completions overflow a full queue, as kernels
-    /// that cannot flush the overflow do.
-    #[cfg(test)]
-    emulate_ebusy: bool,
-    tick: Box<types::Timespec>,
     latencies: Vec<Instant>,
     /// Scratch space for plaintext out of TLS records.
     plain: Vec<u8>,
@@ -136,10 +128,6 @@ pub struct Shard {
     draining_until: Option<Instant>,
     /// Counted in `Shared::running` (until `finish`, or a panic).
     counted_running: bool,
-}
-
-fn sqe_token(op: Op, index: usize, generation: u32) -> u64 {
-    Token::new(op, index, generation).encode()
 }
 
 /// Writes a tiny reply straight to a fresh socket, outside the ring: used only where the
@@ -176,7 +164,7 @@ impl Shard {
             .and_then(|l| socket2::SockRef::from(&l.fd).local_addr().ok()?.as_socket())
             .map_or_else(|| "localhost".to_owned(), |a| a.to_string());
         Ok(Shard {
-            ring,
+            ring: Ring::new(ring, cfg.id),
             bufs: KernelMemory::new(bufs),
             id: cfg.id,
             metrics: shared.metrics[cfg.id as usize].clone(),
@@ -199,73 +187,12 @@ impl Shard {
             starved: Vec::new(),
             accept_paused: Vec::new(),
             dirty: Vec::new(),
-            backlog: Vec::new(),
-            #[cfg(test)]
-            emulate_ebusy: false,
-            tick: Box::new(types::Timespec::from(TICK)),
             latencies: Vec::new(),
             plain: Vec::new(),
             cnonce_state: cfg.seed,
             draining_until: None,
             counted_running: false,
         })
-    }
-
-    fn push(&mut self, sqe: squeue::Entry) {
-        self.push_together(std::slice::from_ref(&sqe));
-    }
-
-    /// Pushes entries into one submission, all or none: a linked chain (connect + its timeout)
-    /// split across two submissions would leave the timeout with nothing to attach to.
-    ///
-    /// A full submission queue is handed to the kernel. If the kernel will not take it (EBUSY:
-    /// the completion queue overflowed), completions are reaped into `backlog` to make room;
-    /// with nothing to reap the shard sleeps a millisecond between tries rather than spin.
-    fn push_together(&mut self, sqes: &[squeue::Entry]) {
-        let mut stalled = 0u32;
-        loop {
-            // SAFETY: every entry built in this module points only at memory that outlives the
-            // operation: listener and connection descriptors are closed only after their
-            // in-flight count returns to zero; msghdrs/iovecs are boxed in the connection's send
-            // queue and the bytes they name stay queued until the send completes; connect
-            // addresses and timespecs are boxed in the connection (or the shard) likewise.
-            let pushed = unsafe { self.ring.submission().push_multiple(sqes) };
-            if pushed.is_ok() {
-                return;
-            }
-            let progress = match self.submit_queued() {
-                Ok(_) => !self.ring.submission().is_full(),
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => true,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {
-                    let before = self.backlog.len();
-                    self.backlog.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
-                    self.backlog.len() > before
-                }
-                // A ring that refuses submissions for good cannot run the shard; the panic
-                // leaks what is in flight (KernelMemory).
-                Err(e) => panic!("shard {}: io_uring submit failed: {e}", self.id),
-            };
-            if progress {
-                stalled = 0;
-                continue;
-            }
-            if stalled % 1000 == 0 {
-                tracing::warn!(
-                    shard = self.id,
-                    "io_uring takes no submissions and has no completions to reap; waiting"
-                );
-            }
-            stalled = stalled.wrapping_add(1);
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    fn submit_queued(&mut self) -> std::io::Result<usize> {
-        #[cfg(test)]
-        if self.emulate_ebusy && self.ring.submission().cq_overflow() && self.ring.completion().is_full() {
-            return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
-        }
-        self.ring.submit()
     }
 
     /// Runs the loop; `ready` is called once accepts are armed and the shard counts as running.
@@ -277,15 +204,13 @@ impl Shard {
         self.arm_mailbox();
         self.shared.shard_started();
         self.counted_running = true;
-        if let Err(e) = self.ring.submit() {
+        if let Err(e) = self.ring.uring.submit() {
             tracing::error!(shard = self.id, error = %e, "cannot submit the first operations");
         }
         ready();
-        let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
+        let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
         loop {
-            // Completions already reaped into the backlog are handled without waiting.
-            let want = usize::from(self.backlog.is_empty());
-            match self.ring.submit_and_wait(want) {
+            match self.ring.submit_and_wait() {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
@@ -294,8 +219,7 @@ impl Shard {
                     break;
                 }
             }
-            cqes.append(&mut self.backlog);
-            cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+            self.ring.reap(&mut cqes);
             for (ud, res, flags) in cqes.drain(..) {
                 self.dispatch(ud, res, flags);
             }
@@ -323,18 +247,17 @@ impl Shard {
             self.close_conn(i);
         }
         let give_up = Instant::now() + wait;
+        let mut batch = Vec::new();
         while !self.conns.is_empty() && Instant::now() < give_up {
-            let want = usize::from(self.backlog.is_empty());
-            let _ = self.ring.submit_and_wait(want);
-            let mut batch = std::mem::take(&mut self.backlog);
-            batch.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
-            for (ud, res, flags) in batch {
+            let _ = self.ring.submit_and_wait();
+            self.ring.reap(&mut batch);
+            for (ud, res, flags) in batch.drain(..) {
                 self.dispatch(ud, res, flags);
             }
         }
         if self.conns.is_empty() {
             // No receive or send is in flight: the ring and the buffers can go.
-            let _ = self.ring.submitter().unregister_buf_ring(self.bufs.group);
+            let _ = self.ring.uring.submitter().unregister_buf_ring(self.bufs.group);
             self.bufs.mark_idle();
             self.conns.mark_idle();
         } else {

@@ -12,6 +12,7 @@ mod conn;
 mod event_loop;
 mod kernel_memory;
 mod mailbox;
+mod ops;
 mod send_queue;
 mod tls_stream;
 mod token;

@@ -6,26 +6,16 @@ use super::*;
 impl Shard {
     pub(super) fn arm_accept(&mut self, i: usize) {
         if let Some(l) = &self.listeners[i] {
-            let fd = l.fd.as_raw_fd();
-            self.push(opcode::AcceptMulti::new(types::Fd(fd)).flags(libc::SOCK_CLOEXEC).build().user_data(sqe_token(
-                Op::Accept,
-                i,
-                0,
-            )));
+            self.ring.push(ops::accept(l, i));
         }
     }
 
     pub(super) fn arm_tick(&mut self) {
-        self.push(opcode::Timeout::new(&*self.tick).build().user_data(sqe_token(Op::Tick, 0, 0)));
+        self.ring.push(ops::tick());
     }
 
     pub(super) fn arm_mailbox(&mut self) {
-        let fd = self.shared.mailboxes[self.id as usize].fd();
-        self.push(opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).multi(true).build().user_data(sqe_token(
-            Op::Mailbox,
-            0,
-            0,
-        )));
+        self.ring.push(ops::mailbox(&self.shared.mailboxes[self.id as usize]));
     }
 
     pub(super) fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
@@ -111,14 +101,8 @@ impl Shard {
     }
 
     pub(super) fn arm_head_recv(&mut self, idx: usize) {
-        let c = &mut self.conns[idx];
-        c.ops += 1;
-        let sqe = opcode::Recv::new(types::Fd(c.raw()), std::ptr::null_mut(), self.bufs.buffer_size())
-            .buf_group(self.bufs.group)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT)
-            .user_data(sqe_token(Op::HeadRecv, idx, c.generation));
-        self.push(sqe);
+        let sub = ops::head_recv(&mut self.conns[idx], idx, &self.bufs);
+        self.ring.push(sub);
     }
 
     pub(super) fn arm_recv(&mut self, idx: usize) {
@@ -127,13 +111,8 @@ impl Shard {
             return;
         }
         c.recv = RecvState::Armed;
-        c.ops += 1;
-        let sqe = opcode::RecvMulti::new(types::Fd(c.raw()), self.bufs.group).build().user_data(sqe_token(
-            Op::Recv,
-            idx,
-            c.generation,
-        ));
-        self.push(sqe);
+        let sub = ops::recv(c, idx, &self.bufs);
+        self.ring.push(sub);
     }
 
     pub(super) fn on_head_recv(&mut self, idx: usize, res: i32, flags: u32) {

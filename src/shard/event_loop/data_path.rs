@@ -289,8 +289,7 @@ impl Shard {
         match up.recv {
             RecvState::Armed => {
                 up.recv = RecvState::Cancelling;
-                let target = sqe_token(Op::Recv, u, up.generation);
-                self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
+                self.ring.push(ops::cancel(Op::Recv, u, up.generation));
             }
             // Nothing in flight to cancel: it just stays off instead of being fed buffers.
             RecvState::WaitingForBuffers => up.recv = RecvState::Off,
@@ -322,20 +321,8 @@ impl Shard {
             s.upstream = Some(idx);
         }
         let timeout = Duration::from_millis(self.limits.upstream_connect_timeout_ms);
-        let c = &mut self.conns[idx];
-        let sa = c.connect_addr.insert(Box::new(socket2::SockAddr::from(addr)));
-        let (sa_ptr, sa_len) = (sa.as_ptr(), sa.len());
-        let ts: *const types::Timespec = &**c.connect_timeout.insert(Box::new(types::Timespec::from(timeout)));
-        c.ops += 2;
-        let generation = c.generation;
-        let fd = c.raw();
-        self.push_together(&[
-            opcode::Connect::new(types::Fd(fd), sa_ptr.cast(), sa_len)
-                .build()
-                .flags(squeue::Flags::IO_LINK)
-                .user_data(sqe_token(Op::Connect, idx, generation)),
-            opcode::LinkTimeout::new(ts).build().user_data(sqe_token(Op::ConnectTimeout, idx, generation)),
-        ]);
+        let sub = ops::connect(&mut self.conns[idx], idx, addr, timeout);
+        self.ring.push(sub);
     }
 
     pub(super) fn on_connect(&mut self, idx: usize, res: i32) {

@@ -99,10 +99,9 @@ impl Shard {
         }
         // SAFETY: shutdown on a descriptor we own; it completes pending receives and sends.
         unsafe { libc::shutdown(c.raw(), libc::SHUT_RDWR) };
-        if c.connect_addr.is_some() && c.ops > 0 {
+        if c.connect.is_some() && c.ops > 0 {
             // A connecting socket ignores shutdown: cancel the connect itself.
-            let target = sqe_token(Op::Connect, idx, c.generation);
-            self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
+            self.ring.push(ops::cancel(Op::Connect, idx, c.generation));
         }
         self.maybe_free(idx);
     }

@@ -148,8 +148,7 @@ impl Shard {
         }
         for i in 0..self.listeners.len() {
             if self.listeners[i].is_some() {
-                let target = sqe_token(Op::Accept, i, 0);
-                self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
+                self.ring.push(ops::cancel(Op::Accept, i, 0));
             }
         }
         // Connections still reading their head, or parked, are not sessions yet: drop them.

@@ -81,15 +81,9 @@ impl Shard {
             }
             return;
         }
-        let Some(hdr) = c.send.prepare(&self.bufs) else {
-            return;
-        };
-        c.ops += 1;
-        let sqe = opcode::SendMsg::new(types::Fd(c.raw()), hdr)
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build()
-            .user_data(sqe_token(Op::Send, idx, c.generation));
-        self.push(sqe);
+        if let Some(sub) = ops::send(c, idx, &self.bufs) {
+            self.ring.push(sub);
+        }
     }
 
     pub(super) fn on_send(&mut self, idx: usize, res: i32) {

@@ -67,7 +67,7 @@ impl Probe {
         let key = session(s);
         let (idx, theirs) = conn(s, Role::Upstream(key));
         s.arm_recv(idx);
-        s.ring.submit().unwrap();
+        s.ring.uring.submit().unwrap();
         let (data, len) = s.bufs.data_mapping();
         // SAFETY: inside the data mapping; that buffer is idle in the ring and nothing sends.
         unsafe { std::ptr::copy_nonoverlapping(CANARY.as_ptr(), data.add(len - CANARY.len()), CANARY.len()) };
@@ -205,12 +205,12 @@ fn a_failed_accept_waits_for_the_tick() {
     let mut s = shard();
     // The multishot accept ended with an error other than EMFILE/ENFILE.
     s.on_accept(0, -libc::EINVAL, 0);
-    assert_eq!(s.ring.submission().len(), 0, "re-armed at once");
+    assert_eq!(s.ring.uring.submission().len(), 0, "re-armed at once");
     assert_eq!(s.accept_paused, vec![0]);
     assert_eq!(s.metrics.accept_errors(), 1);
     s.on_tick();
     assert!(s.accept_paused.is_empty());
-    assert_eq!(s.ring.submission().len(), 1, "re-armed by the tick");
+    assert_eq!(s.ring.uring.submission().len(), 1, "re-armed by the tick");
 }
 
 #[test]
@@ -219,20 +219,20 @@ fn pushing_while_the_kernel_answers_ebusy_reaps_instead_of_spinning() {
     // A spinning push never returns: the verdict comes over a channel, with a time limit.
     std::thread::spawn(move || {
         let mut s = shard();
-        s.emulate_ebusy = true;
+        s.ring.emulate_ebusy = true;
         // Far more than the submission (64) and completion (256) queues hold, nothing reaped
         // by the caller: the completion queue fills and overflows.
         let n = 5_000;
         for _ in 0..n {
-            s.push(opcode::Nop::new().build().user_data(sqe_token(Op::Cancel, 0, 0)));
+            s.ring.push(ops::nop());
         }
-        let reaped_to_make_room = s.backlog.len();
-        let mut seen = std::mem::take(&mut s.backlog).len();
-        s.emulate_ebusy = false;
+        let reaped_to_make_room = s.ring.backlog.len();
+        let mut seen = std::mem::take(&mut s.ring.backlog).len();
+        s.ring.emulate_ebusy = false;
         let end = Instant::now() + Duration::from_secs(10);
         while seen < n && Instant::now() < end {
-            s.ring.submit_and_wait(1).unwrap();
-            seen += s.ring.completion().count();
+            s.ring.uring.submit_and_wait(1).unwrap();
+            seen += s.ring.uring.completion().count();
         }
         // Dropped with nothing in flight.
         s.conns.mark_idle();
