@@ -122,4 +122,14 @@ impl Conn {
     pub fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+
+    /// Ends both directions: the receives and sends in flight on it complete.
+    pub fn shutdown(&self) {
+        let _ = socket2::SockRef::from(&self.fd).shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Half-closes: the peer sees the end of what we send, and we read on.
+    pub fn shutdown_write(&self) {
+        let _ = socket2::SockRef::from(&self.fd).shutdown(std::net::Shutdown::Write);
+    }
 }

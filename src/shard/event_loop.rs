@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,8 @@ mod session_start;
 mod tests;
 
 use super::buf_ring::BufRing;
-use super::conn::{Conn, RecvState, Role, SessionKey};
+use super::conn::{RecvState, Role, SessionKey};
+use super::conn_table::{ConnTable, Queued};
 use super::kernel_memory::KernelMemory;
 use super::mailbox::{AdoptPost, ShardMsg};
 use super::ops::{self, Completion, Ring};
@@ -108,19 +109,14 @@ pub struct Shard {
     public_address: Option<String>,
     listeners: Vec<Option<Listener>>,
     local_authority: String,
-    conns: KernelMemory<Slab<Conn>>,
-    conn_generations: Vec<u32>,
+    conns: ConnTable,
     sessions: Slab<SessionSlot>,
     session_generations: Vec<u32>,
     next_session_id: u64,
     /// Parked POSTs by cookie.
     parked: HashMap<String, usize>,
-    /// Connections whose multishot receive stopped for lack of buffers.
-    starved: Vec<usize>,
     /// Listeners whose accept stopped for lack of descriptors; the tick re-arms them.
     accept_paused: Vec<usize>,
-    /// Connections with newly queued bytes, sent at the end of the completion batch.
-    dirty: Vec<usize>,
     latencies: Vec<Instant>,
     /// Scratch space for plaintext out of TLS records.
     plain: Vec<u8>,
@@ -132,10 +128,9 @@ pub struct Shard {
 
 /// Writes a tiny reply straight to a fresh socket, outside the ring: used only where the
 /// connection is about to be handed to another thread or dropped, so no submission may name it.
-fn send_now(fd: RawFd, bytes: &[u8]) {
-    // SAFETY: `bytes` is a live slice for the duration of the call; a short or failed write on a
-    // non-blocking send only loses an advisory reply.
-    unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+/// A short or failed write on a non-blocking send only loses an advisory reply.
+fn send_now(fd: &OwnedFd, bytes: &[u8]) {
+    let _ = socket2::SockRef::from(fd).send_with_flags(bytes, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
 }
 
 fn peer_of(fd: &OwnedFd) -> Option<SocketAddr> {
@@ -178,15 +173,12 @@ impl Shard {
             listeners: cfg.listeners.into_iter().map(Some).collect(),
             local_authority,
             shared,
-            conns: KernelMemory::new(Slab::with_capacity(1024)),
-            conn_generations: Vec::new(),
+            conns: ConnTable::new(),
             sessions: Slab::with_capacity(512),
             session_generations: Vec::new(),
             next_session_id: 0,
             parked: HashMap::new(),
-            starved: Vec::new(),
             accept_paused: Vec::new(),
-            dirty: Vec::new(),
             latencies: Vec::new(),
             plain: Vec::new(),
             cnonce_state: cfg.seed,
@@ -292,9 +284,9 @@ impl Shard {
             Op::Cancel => {}
             _ => {
                 let idx = tok.index as usize;
-                match self.conns.get(idx) {
-                    Some(c) if c.generation == tok.generation => {}
-                    _ => {
+                match self.conns.current(idx, tok.generation) {
+                    Some(_) => {}
+                    None => {
                         // Cannot happen while in-flight counts hold; never touch another slot.
                         if let Some(bid) = cqueue::buffer_select(flags) {
                             self.bufs.on_received(bid);
@@ -327,8 +319,8 @@ impl Drop for Shard {
         // The connections' memory is leaked (KernelMemory), but their peers should learn the
         // shard is gone: shutdown(2) frees nothing the kernel may still use.
         for (_, c) in self.conns.iter() {
-            // SAFETY: shutdown on a descriptor the shard owns; it stays open (leaked).
-            unsafe { libc::shutdown(c.raw(), libc::SHUT_RDWR) };
+            // It stays open (leaked); shutdown(2) frees nothing.
+            c.shutdown();
         }
         if self.counted_running {
             self.shared.shard_stopped();

@@ -9,6 +9,7 @@
 
 mod buf_ring;
 mod conn;
+mod conn_table;
 mod event_loop;
 mod kernel_memory;
 mod mailbox;

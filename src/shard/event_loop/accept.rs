@@ -55,7 +55,7 @@ impl Shard {
         let Some(peer) = peer_of(&fd) else { return };
         if self.draining_until.is_some() {
             self.metrics.rejected(Rejection::ShuttingDown);
-            send_now(fd.as_raw_fd(), &http_head::http_error_reply(503, "Service Unavailable"));
+            send_now(&fd, &http_head::http_error_reply(503, "Service Unavailable"));
             return;
         }
         if self.listeners[listener].as_ref().is_some_and(|l| !l.acl.permits(peer.ip())) {
@@ -66,12 +66,12 @@ impl Shard {
         let window = Duration::from_secs(self.auth.failure_window_secs);
         if self.shared.auth_failures.is_blocked(peer.ip(), Instant::now(), self.auth.max_failures_per_ip, window) {
             self.metrics.rejected(Rejection::AuthRateLimited);
-            send_now(fd.as_raw_fd(), &http_head::http_error_reply(429, "Too Many Requests"));
+            send_now(&fd, &http_head::http_error_reply(429, "Too Many Requests"));
             return;
         }
         if !self.shared.admission.try_open_connection(peer.ip(), self.limits.max_connections_per_ip) {
             self.metrics.rejected(Rejection::PerIpLimit);
-            send_now(fd.as_raw_fd(), &http_head::http_error_reply(503, "Service Unavailable"));
+            send_now(&fd, &http_head::http_error_reply(503, "Service Unavailable"));
             return;
         }
         let tls = match self.listeners[listener].as_ref().and_then(|l| l.tls.clone()) {
@@ -93,11 +93,7 @@ impl Shard {
     }
 
     pub(super) fn insert_conn(&mut self, fd: OwnedFd, peer: SocketAddr, role: Role) -> usize {
-        let entry = self.conns.vacant_entry();
-        let idx = entry.key();
-        let generation = bump_generation(&mut self.conn_generations, idx);
-        entry.insert(Conn::new(fd, generation, peer, role, Instant::now()));
-        idx
+        self.conns.insert(fd, peer, role, Instant::now())
     }
 
     pub(super) fn arm_head_recv(&mut self, idx: usize) {
@@ -146,7 +142,7 @@ impl Shard {
         }
         if res == -libc::ENOBUFS {
             self.conns[idx].recv = RecvState::WaitingForBuffers;
-            self.starved.push(idx);
+            self.conns.starved.push(idx);
             return;
         }
         if res <= 0 {

@@ -24,10 +24,10 @@ impl Shard {
     }
 
     pub(super) fn feed_starved(&mut self) {
-        if self.starved.is_empty() || self.bufs.available() < 16 {
+        if self.conns.starved.is_empty() || self.bufs.available() < 16 {
             return;
         }
-        let starved = std::mem::take(&mut self.starved);
+        let starved = std::mem::take(&mut self.conns.starved);
         for idx in starved {
             let Some(c) = self.conns.get_mut(idx) else {
                 continue;

@@ -34,19 +34,20 @@ impl Shard {
         let c = &mut self.conns[idx];
         let generation = c.generation;
         let mut was_paused = false;
+        let mut starved = false;
         if !more {
             c.ops -= 1;
             was_paused = c.recv == RecvState::Cancelling;
             // A receive cancelled for backpressure stays off however it ended (out of buffers
             // included): only the flow control resumes it.
-            let starved = res == -libc::ENOBUFS && !c.closing && !was_paused;
+            starved = res == -libc::ENOBUFS && !c.closing && !was_paused;
             c.recv = if starved { RecvState::WaitingForBuffers } else { RecvState::Off };
-            if starved {
-                self.starved.push(idx);
-            }
         }
         let role = c.role.clone();
         let closing = c.closing;
+        if starved {
+            self.conns.starved.push(idx);
+        }
         if res > 0 && !closing {
             if let (Some(bid), Some(key)) = (bid, role.session()) {
                 self.on_data(idx, &role, key, bid, res as usize);
@@ -62,7 +63,7 @@ impl Shard {
     /// closed and freed the connection, and its slot may hold a new one by now: it is looked up
     /// again by index and generation, never by index alone.
     pub(super) fn after_recv(&mut self, idx: usize, generation: u32, role: &Role, end: RecvEnd) {
-        let Some(c) = self.conns.get(idx).filter(|c| c.generation == generation) else {
+        let Some(c) = self.conns.current(idx, generation) else {
             return;
         };
         if end.closing || c.closing {
@@ -103,7 +104,7 @@ impl Shard {
                     // Acknowledgements, key updates: whatever rustls has to say goes out.
                     if let Some(cipher) = tls.take_outgoing() {
                         c.send.push_owned(cipher);
-                        self.dirty.push(idx);
+                        self.conns.dirty.push(idx);
                     }
                     if peer_closed {
                         self.on_conn_ended(idx, role, 0);

@@ -42,7 +42,7 @@ impl Shard {
                 }
                 c.close_after_flush = true;
                 c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
-                self.dirty.push(v);
+                self.conns.dirty.push(v);
             }
         }
     }
@@ -81,7 +81,7 @@ impl Shard {
         if c.recv == RecvState::Off {
             self.arm_recv(idx);
         }
-        self.dirty.push(idx);
+        self.conns.dirty.push(idx);
     }
 
     /// Shuts a connection down; it is freed once its in-flight operations have completed.
@@ -97,8 +97,8 @@ impl Shard {
             self.shared.cookies.unpark(cookie, self.id);
             self.parked.remove(cookie);
         }
-        // SAFETY: shutdown on a descriptor we own; it completes pending receives and sends.
-        unsafe { libc::shutdown(c.raw(), libc::SHUT_RDWR) };
+        // Completes the receives and sends in flight on it.
+        c.shutdown();
         if c.connect.is_some() && c.ops > 0 {
             // A connecting socket ignores shutdown: cancel the connect itself.
             self.ring.push(ops::cancel(Op::Connect, idx, c.generation));
@@ -107,12 +107,7 @@ impl Shard {
     }
 
     pub(super) fn maybe_free(&mut self, idx: usize) {
-        let Some(c) = self.conns.get(idx) else { return };
-        if !c.closing || c.ops > 0 {
-            return;
-        }
-        let mut c = self.conns.remove(idx);
-        c.send.clear(&mut self.bufs);
+        let Some(c) = self.conns.remove_if_idle(idx, &mut self.bufs) else { return };
         if c.counted_ip {
             self.shared.admission.close_connection(c.peer.ip());
         }

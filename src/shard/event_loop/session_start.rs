@@ -74,7 +74,7 @@ impl Shard {
                 // Inside the TLS stream; a hand-off waits for this send to complete.
                 self.queue_owned(idx, http_head::CONTINUE_REPLY.to_vec());
             } else {
-                send_now(self.conns[idx].raw(), http_head::CONTINUE_REPLY);
+                send_now(&self.conns[idx].fd, http_head::CONTINUE_REPLY);
             }
         }
         let leftover = self.conns[idx].head.split_off(head.consumed);
@@ -115,14 +115,12 @@ impl Shard {
     /// tickets): the kernel must be done with those buffers before the connection leaves the
     /// slab, so the hand-off waits for the last send completion (see `on_send`).
     pub(super) fn hand_off_if_quiet(&mut self, idx: usize) {
-        let Some(c) = self.conns.get(idx) else { return };
-        if c.closing || c.ops > 0 || !c.send.is_empty() {
-            if !c.send.is_empty() {
-                self.dirty.push(idx);
+        let Some(conn) = self.conns.take_quiet(idx) else {
+            if self.conns.get(idx).is_some_and(|c| !c.send.is_empty()) {
+                self.conns.dirty.push(idx);
             }
             return;
-        }
-        let conn = self.conns.remove(idx);
+        };
         let Role::HandingOff { shard, session_key, leftover } = conn.role else { return };
         self.shared.mailboxes[shard as usize].post(ShardMsg::AdoptPost(AdoptPost {
             fd: conn.fd,

@@ -1,6 +1,7 @@
 //! Driver-level tests of the shard: a real io_uring and buffer ring, connections on socket pairs,
 //! handlers called directly where a path cannot be reached from outside.
 
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::AtomicUsize;
 
@@ -181,7 +182,7 @@ fn a_receive_cancelled_for_backpressure_stays_paused_when_it_ends_out_of_buffers
     assert_eq!(s.conns[u].recv, RecvState::Cancelling);
     // The cancelled receive ends with ENOBUFS: the ring ran dry meanwhile.
     s.on_recv(u, -libc::ENOBUFS, 0);
-    assert!(!s.starved.contains(&u), "a paused camera was put on the out-of-buffers list");
+    assert!(!s.conns.starved.contains(&u), "a paused camera was put on the out-of-buffers list");
     s.feed_starved();
     assert_ne!(s.conns[u].recv, RecvState::Armed, "a paused camera was re-armed");
     assert!(s.session(key).unwrap().tunnel.camera_paused());
@@ -193,7 +194,7 @@ fn a_receive_waiting_for_buffers_is_paused_not_fed() {
     let (key, _, u) = behind_viewer(&mut s);
     // Out of buffers before the viewer fell behind.
     s.conns[u].recv = RecvState::WaitingForBuffers;
-    s.starved.push(u);
+    s.conns.starved.push(u);
     s.update_upstream_flow(key);
     assert!(s.session(key).unwrap().tunnel.camera_paused());
     s.feed_starved();
