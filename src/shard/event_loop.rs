@@ -1,5 +1,10 @@
-//! One shard: an io_uring, the connections and sessions accepted on it, and the loop that moves
-//! their bytes through the protocol core.
+//! One shard: a driver that turns io_uring completions into inputs of the tunnels it holds, and
+//! their outputs into submissions.
+//!
+//! The shard's state is split by what owns it: [`Ring`] (`ops`: the io_uring and every
+//! submission, each built with the memory it names), [`ConnTable`] (descriptors, generations,
+//! in-flight counts, send queues), the buffer ring, [`SessionTable`] (one `proto::tunnel::Tunnel`
+//! per session plus its connection indices), and the listeners and settings kept here.
 //!
 //! Every submission carries a [`Token`]; every connection counts its in-flight submissions and is
 //! freed only when none remain, so the kernel never reads or writes memory the shard has dropped.
@@ -7,10 +12,11 @@
 //! The connections and the buffer ring are [`KernelMemory`]: a shard that stops with operations
 //! still in flight (a shutdown that gave up waiting, a panic) leaks them rather than free them.
 //!
-//! This file holds the shard's state and the loop; the handlers live beside it by phase:
-//! `accept` (new connections, first heads), `session_start` (GET, POST pairing, plain RTSP),
-//! `data_path` (receives through the protocol core and its outputs), `sending`, `buffers`
-//! (ring pressure), `ending` (sessions and connections), `housekeeping` (tick and mailbox).
+//! This file holds the loop and the dispatch of completions; beside it: `accept` (listeners and
+//! first heads), `session_start` (GET, POST pairing across shards, plain RTSP), `tunnels`
+//! (creating tunnels, feeding them, carrying out their outputs, ending them), `data_path`
+//! (receives and camera connects), `sending`, `buffers` (ring pressure), `ending` (closing and
+//! freeing connections), `housekeeping` (tick, mailbox, drain, reload).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue};
-use slab::Slab;
 
 use crate::config::{AuthConfig, Limits, Route, RouteTable};
 use crate::metrics::{ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, UpstreamErrorKind};
@@ -36,6 +41,9 @@ mod ending;
 mod housekeeping;
 mod sending;
 mod session_start;
+mod tunnels;
+
+use tunnels::{Fed, policy};
 #[cfg(test)]
 mod tests;
 
@@ -45,8 +53,9 @@ use super::conn_table::{ConnTable, Queued};
 use super::kernel_memory::KernelMemory;
 use super::mailbox::{AdoptPost, ShardMsg};
 use super::ops::{self, Completion, Ring};
+use super::session_table::{SessionSlot, SessionTable};
 use super::tls_stream::TlsStream;
-use super::token::{Op, Token, bump_generation};
+use super::token::{Op, Token};
 use super::{Listener, ShardConfig, Shared};
 
 /// How long a closing connection may take to take its last bytes.
@@ -56,43 +65,6 @@ const FINISH_WAIT: Duration = Duration::from_secs(2);
 /// A connection holding this many ring buffers in its send queue is a candidate for copying
 /// them out under ring pressure (a healthy viewer holds one or two).
 const RING_SEGMENTS_BEFORE_COPY: usize = 8;
-
-/// The shell's side of a tunnel: its connections and what it logs; the policy is the tunnel's.
-struct SessionSlot {
-    generation: u32,
-    /// Unique within the shard; logged as `shard-id`.
-    id: u64,
-    tunnel: Tunnel,
-    cookie: Option<String>,
-    viewer: Option<usize>,
-    post: Option<usize>,
-    upstream: Option<usize>,
-    peer: SocketAddr,
-    started_at: Instant,
-    to_viewer: u64,
-    to_camera: u64,
-}
-
-/// What the outputs being carried out refer to.
-#[derive(Clone, Copy)]
-enum Fed {
-    Nothing,
-    /// Camera bytes in this ring buffer, received at this instant.
-    CameraChunk(u16, Instant),
-    /// The POST connection just reported to the tunnel.
-    Post(usize),
-}
-
-/// The tunnel's limits as the configuration has them.
-fn policy(limits: &Limits) -> tunnel::Policy {
-    tunnel::Policy {
-        pairing_timeout: Duration::from_millis(limits.pairing_timeout_ms),
-        idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
-        camera_close_grace: Duration::from_millis(limits.camera_close_grace_ms),
-        max_viewer_backlog: limits.max_viewer_backlog_bytes,
-        max_camera_backlog: limits.max_camera_backlog_bytes,
-    }
-}
 
 pub struct Shard {
     // Field order is drop order: the ring goes before the buffers it references.
@@ -110,9 +82,7 @@ pub struct Shard {
     listeners: Vec<Option<Listener>>,
     local_authority: String,
     conns: ConnTable,
-    sessions: Slab<SessionSlot>,
-    session_generations: Vec<u32>,
-    next_session_id: u64,
+    sessions: SessionTable,
     /// Parked POSTs by cookie.
     parked: HashMap<String, usize>,
     /// Listeners whose accept stopped for lack of descriptors; the tick re-arms them.
@@ -174,9 +144,7 @@ impl Shard {
             local_authority,
             shared,
             conns: ConnTable::new(),
-            sessions: Slab::with_capacity(512),
-            session_generations: Vec::new(),
-            next_session_id: 0,
+            sessions: SessionTable::new(),
             parked: HashMap::new(),
             accept_paused: Vec::new(),
             latencies: Vec::new(),

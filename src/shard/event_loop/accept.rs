@@ -10,14 +10,6 @@ impl Shard {
         }
     }
 
-    pub(super) fn arm_tick(&mut self) {
-        self.ring.push(ops::tick());
-    }
-
-    pub(super) fn arm_mailbox(&mut self) {
-        self.ring.push(ops::mailbox(&self.shared.mailboxes[self.id as usize]));
-    }
-
     pub(super) fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
         let failed = res < 0 && !(res == -libc::ECANCELED && self.draining_until.is_some());
         if failed {
@@ -98,16 +90,6 @@ impl Shard {
 
     pub(super) fn arm_head_recv(&mut self, idx: usize) {
         let sub = ops::head_recv(&mut self.conns[idx], idx, &self.bufs);
-        self.ring.push(sub);
-    }
-
-    pub(super) fn arm_recv(&mut self, idx: usize) {
-        let c = &mut self.conns[idx];
-        if c.closing || c.recv == RecvState::Armed || c.recv == RecvState::Cancelling {
-            return;
-        }
-        c.recv = RecvState::Armed;
-        let sub = ops::recv(c, idx, &self.bufs);
         self.ring.push(sub);
     }
 
@@ -197,72 +179,5 @@ impl Shard {
                 self.refuse(idx, Rejection::NotATunnel, http_head::http_error_reply(400, "Bad Request"));
             }
         }
-    }
-
-    pub(super) fn new_session(
-        &mut self,
-        route: Option<Arc<Route>>,
-        tunnel: bool,
-        viewer_tls: bool,
-        peer: SocketAddr,
-        started_at: Instant,
-    ) -> SessionKey {
-        // xorshift: cheap per-session randomness for Digest cnonces, seeded from the OS.
-        self.cnonce_state ^= self.cnonce_state << 13;
-        self.cnonce_state ^= self.cnonce_state >> 7;
-        self.cnonce_state ^= self.cnonce_state << 17;
-        let params = SessionParams {
-            limits: MessageLimits {
-                max_head_bytes: self.limits.max_header_bytes,
-                max_body_bytes: self.limits.max_body_bytes,
-            },
-            response_timeout: Duration::from_millis(self.limits.upstream_response_timeout_ms),
-            request_timeout: Duration::from_secs(self.limits.request_timeout_secs),
-            cnonce_seed: self.cnonce_state,
-            viewer_ip: peer.ip(),
-            viewer_tls,
-            nonce_ttl: Duration::from_secs(self.auth.nonce_ttl_secs),
-            max_pending_requests: self.limits.max_pending_requests,
-            post_from_any_address: self.auth.post_from_any_address,
-            auth_gate: self.auth_gate.clone(),
-        };
-        let route_path = route.as_ref().map(|r| r.path.clone());
-        let proto = Session::new(params, route, &self.local_authority, started_at);
-        let kind = if tunnel { tunnel::Kind::Http } else { tunnel::Kind::Plain };
-        let mut t = Tunnel::new(proto, kind, policy(&self.limits), started_at);
-        if let Some(deadline) = self.draining_until {
-            t.handle(Input::Drain { deadline }, started_at);
-        }
-        let entry = self.sessions.vacant_entry();
-        let index = entry.key();
-        let generation = bump_generation(&mut self.session_generations, index);
-        self.next_session_id += 1;
-        entry.insert(SessionSlot {
-            generation,
-            id: self.next_session_id,
-            tunnel: t,
-            cookie: None,
-            viewer: None,
-            post: None,
-            upstream: None,
-            peer,
-            started_at,
-            to_viewer: 0,
-            to_camera: 0,
-        });
-        self.metrics.session_started();
-        tracing::info!(
-            target: "session",
-            session = %format_args!("{}-{}", self.id, self.next_session_id),
-            route = route_path.as_deref().unwrap_or("-"),
-            peer = %peer,
-            mode = if tunnel { "tunnel" } else { "rtsp" },
-            "session started"
-        );
-        SessionKey { index, generation }
-    }
-
-    pub(super) fn session(&mut self, key: SessionKey) -> Option<&mut SessionSlot> {
-        self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation)
     }
 }

@@ -38,11 +38,7 @@ impl Shard {
             c.recv = RecvState::Off;
             // A camera paused for backpressure meanwhile stays paused: the flow control resumes it.
             if let Role::Upstream(key) = c.role {
-                if self
-                    .sessions
-                    .get(key.index)
-                    .is_some_and(|s| s.generation == key.generation && s.tunnel.camera_paused())
-                {
+                if self.sessions.get(key).is_some_and(|s| s.tunnel.camera_paused()) {
                     continue;
                 }
             }

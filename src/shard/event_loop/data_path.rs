@@ -16,13 +16,14 @@ pub(super) struct RecvEnd {
 }
 
 impl Shard {
-    pub(super) fn feed_viewer(&mut self, key: SessionKey, stream: ViewerStream, bytes: &[u8]) {
-        let routes = &*self.routes;
-        if let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) {
-            // Viewer activity is the tunnel's to judge (whole messages and frames only).
-            s.tunnel.handle(Input::ViewerBytes { stream, bytes, routes }, Instant::now());
+    pub(super) fn arm_recv(&mut self, idx: usize) {
+        let c = &mut self.conns[idx];
+        if c.closing || c.recv == RecvState::Armed || c.recv == RecvState::Cancelling {
+            return;
         }
-        self.apply(key, Fed::Nothing);
+        c.recv = RecvState::Armed;
+        let sub = ops::recv(c, idx, &self.bufs);
+        self.ring.push(sub);
     }
 
     pub(super) fn on_recv(&mut self, idx: usize, res: i32, flags: u32) {
@@ -79,10 +80,7 @@ impl Shard {
             // while the cancel was on its way.
             if let Role::Upstream(key) = role {
                 self.update_upstream_flow(*key);
-                let paused = self
-                    .sessions
-                    .get(key.index)
-                    .is_some_and(|s| s.generation == key.generation && s.tunnel.camera_paused());
+                let paused = self.sessions.get(*key).is_some_and(|s| s.tunnel.camera_paused());
                 if !paused && self.conns.get(idx).is_some_and(|c| c.recv == RecvState::Off) {
                     self.arm_recv(idx);
                 }
@@ -122,7 +120,7 @@ impl Shard {
         // Disjoint field borrows: no per-packet clone of the shared route table.
         let routes = &*self.routes;
         let bytes = if tls { &self.plain[..] } else { self.bufs.bytes(bid, len) };
-        let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else {
+        let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
         let (input, fed) = match role {
@@ -173,128 +171,6 @@ impl Shard {
         self.close_conn(idx);
         if let Some(key) = key {
             self.apply(key, Fed::Nothing);
-        }
-    }
-
-    /// Carries out what the tunnel asked for, then tells it how far behind its viewer is (which
-    /// may pause or resume the camera).
-    pub(super) fn apply(&mut self, key: SessionKey, fed: Fed) {
-        self.carry_out(key, fed);
-        self.update_upstream_flow(key);
-    }
-
-    /// Reports the viewer's backlog to the tunnel: backpressure is its decision.
-    pub(super) fn update_upstream_flow(&mut self, key: SessionKey) {
-        let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else {
-            return;
-        };
-        let Some(queued) = s.viewer.and_then(|v| self.conns.get(v)).map(|c| c.send.queued()) else {
-            return;
-        };
-        s.tunnel.handle(Input::ViewerBacklog(queued), Instant::now());
-        self.carry_out(key, Fed::Nothing);
-    }
-
-    fn carry_out(&mut self, key: SessionKey, fed: Fed) {
-        use session::Output as Core;
-        use tunnel::Output as Out;
-        loop {
-            let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else {
-                return;
-            };
-            let Some(o) = s.tunnel.poll_output() else { return };
-            match o {
-                Out::Core(Core::ToViewer(bytes)) => {
-                    if let Some(v) = s.viewer {
-                        self.queue_owned(v, bytes);
-                    }
-                }
-                Out::Core(Core::ForwardToViewer { range, frames }) => {
-                    let (Some(v), Fed::CameraChunk(bid, at)) = (s.viewer, fed) else {
-                        continue;
-                    };
-                    if range.is_empty() {
-                        continue;
-                    }
-                    self.queue_ring(v, bid, range, at);
-                    if frames > 0 {
-                        self.metrics.frames(Direction::ToViewer, frames as u64);
-                    }
-                }
-                Out::Core(Core::ToUpstream(bytes)) => {
-                    if let Some(u) = s.upstream {
-                        self.queue_owned(u, bytes);
-                        if let Some(queued) = self.conns.get(u).map(|c| c.send.queued()) {
-                            if let Some(s) = self.session(key) {
-                                s.tunnel.handle(Input::CameraBacklog(queued), Instant::now());
-                            }
-                        }
-                    }
-                }
-                Out::Core(Core::ConnectUpstream(addr)) => self.connect_upstream(key, addr),
-                Out::Core(Core::FramesToCamera(n)) => self.metrics.frames(Direction::ToCamera, n as u64),
-                Out::Core(Core::Observe(h, d)) => self.metrics.observe(h, d),
-                Out::Core(Core::Rejected(r)) => self.metrics.rejected(r),
-                // The session recorded it with the address's failures (its `AuthGate`).
-                Out::Core(Core::AuthFailed(f)) => self.metrics.auth_failure(f),
-                Out::Core(Core::UpstreamError(k)) => self.metrics.upstream_error(k),
-                Out::Core(Core::Exchange(e)) => tracing::debug!(
-                    shard = self.id,
-                    session = %format_args!("{}-{}", self.id, s.id),
-                    route = s.tunnel.session().route().map_or("-", |r| r.path.as_str()),
-                    method = %e.method,
-                    uri = %e.uri,
-                    status = e.status,
-                    latency_ms = %format_args!("{:.3}", e.latency.as_secs_f64() * 1e3),
-                    answered_by = if e.by_relay { "relay" } else { "camera" },
-                    "rtsp"
-                ),
-                // The tunnel turns the dialogue's end into `End`.
-                Out::Core(Core::Close(outcome)) | Out::End(outcome) => self.end_session(key, outcome),
-                Out::BindPost => {
-                    let Fed::Post(idx) = fed else { continue };
-                    let old = s.post.replace(idx);
-                    self.conns[idx].role = Role::TunnelPost(key);
-                    if let Some(old) = old.filter(|&old| old != idx) {
-                        self.close_conn(old);
-                    }
-                }
-                Out::RefusePost(reason) => {
-                    let Fed::Post(idx) = fed else { continue };
-                    tracing::debug!(shard = self.id, peer = %self.conns[idx].peer, "POST refused by its tunnel");
-                    self.metrics.rejected(reason);
-                    self.close_conn(idx);
-                }
-                Out::PauseCamera => {
-                    let upstream = s.upstream;
-                    self.pause_camera(upstream);
-                }
-                Out::ResumeCamera => {
-                    if let Some(u) = s.upstream.filter(|&u| self.conns[u].recv == RecvState::Off) {
-                        self.arm_recv(u);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Stops reading a camera: its multishot receive is cancelled, or left off if it was
-    /// waiting for buffers.
-    fn pause_camera(&mut self, upstream: Option<usize>) {
-        self.metrics.backpressure_pause();
-        let Some(u) = upstream else { return };
-        let up = &mut self.conns[u];
-        if up.closing {
-            return;
-        }
-        match up.recv {
-            RecvState::Armed => {
-                up.recv = RecvState::Cancelling;
-                self.ring.push(ops::cancel(Op::Recv, u, up.generation));
-            }
-            // Nothing in flight to cancel: it just stays off instead of being fed buffers.
-            RecvState::WaitingForBuffers => up.recv = RecvState::Off,
-            RecvState::Off | RecvState::Cancelling => {}
         }
     }
 

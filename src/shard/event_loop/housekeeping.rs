@@ -4,6 +4,14 @@
 use super::*;
 
 impl Shard {
+    pub(super) fn arm_tick(&mut self) {
+        self.ring.push(ops::tick());
+    }
+
+    pub(super) fn arm_mailbox(&mut self) {
+        self.ring.push(ops::mailbox(&self.shared.mailboxes[self.id as usize]));
+    }
+
     pub(super) fn on_tick(&mut self) {
         let now = Instant::now();
         if self.draining_until.is_none() {
@@ -55,9 +63,7 @@ impl Shard {
                 self.wake_parked(idx, cookie);
             }
         }
-        let keys: Vec<SessionKey> =
-            self.sessions.iter().map(|(index, s)| SessionKey { index, generation: s.generation }).collect();
-        for key in keys {
+        for key in self.sessions.keys() {
             let Some(s) = self.session(key) else { continue };
             if s.tunnel.poll_timeout().is_some_and(|t| t <= now) {
                 s.tunnel.handle(Input::Timer, now);
@@ -123,9 +129,7 @@ impl Shard {
     pub(super) fn reload(&mut self, routes: Arc<RouteTable>, limits: Limits) {
         let now = Instant::now();
         let policy = policy(&limits);
-        let keys: Vec<SessionKey> =
-            self.sessions.iter().map(|(index, s)| SessionKey { index, generation: s.generation }).collect();
-        for key in keys {
+        for key in self.sessions.keys() {
             if let Some(s) = self.session(key) {
                 s.tunnel.handle(Input::Reload { routes: &routes, policy }, now);
                 self.apply(key, Fed::Nothing);

@@ -40,7 +40,7 @@ impl Shard {
         let me = SessionRef { shard: self.id, key: key.pack() };
         match self.shared.cookies.register_get(&cookie, me) {
             GetRegistration::Duplicate => {
-                self.sessions.remove(key.index);
+                self.sessions.remove(key);
                 self.metrics.session_ended(SessionOutcome::ProtocolError);
                 self.shared.admission.close_session();
                 self.refuse(idx, Rejection::DuplicateCookie, http_head::http_error_reply(409, "Conflict"));
@@ -54,7 +54,7 @@ impl Shard {
         }
         let leftover = self.conns[idx].head.split_off(head.consumed);
         self.conns[idx].head = Vec::new();
-        let s = &mut self.sessions[key.index];
+        let Some(s) = self.sessions.get_mut(key) else { return };
         s.cookie = Some(cookie);
         s.viewer = Some(idx);
         let c = &mut self.conns[idx];
@@ -165,7 +165,9 @@ impl Shard {
         let (peer, accepted_at) = (self.conns[idx].peer, self.conns[idx].accepted_at);
         let tls = self.conns[idx].tls.is_some();
         let key = self.new_session(None, false, tls, peer, accepted_at);
-        self.sessions[key.index].viewer = Some(idx);
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.viewer = Some(idx);
+        }
         self.conns[idx].role = Role::PlainRtsp(key);
         let head = std::mem::take(&mut self.conns[idx].head);
         self.arm_recv(idx);
