@@ -62,6 +62,16 @@ impl HeadError {
             HeadError::BadCookie(_) => "bad_cookie",
         }
     }
+
+    /// What the relay counts when it refuses the head.
+    pub fn rejection(&self) -> super::outcome::Rejection {
+        use super::outcome::Rejection;
+        match self {
+            HeadError::TooLarge { .. } => Rejection::HeaderTooLarge,
+            HeadError::Malformed(_) => Rejection::MalformedHead,
+            HeadError::BadCookie(_) => Rejection::BadCookie,
+        }
+    }
 }
 
 /// Parses a head from the start of `buf`. `Ok(None)`: more bytes are needed (and `buf` is still

@@ -143,11 +143,7 @@ impl Shard {
             Ok(None) => self.arm_head_recv(idx),
             Ok(Some(head)) => self.on_head(idx, head),
             Err(e) => {
-                let reject = match e.reason() {
-                    "header_too_large" => Rejection::HeaderTooLarge,
-                    "bad_cookie" => Rejection::BadCookie,
-                    _ => Rejection::MalformedHead,
-                };
+                let reject = e.rejection();
                 tracing::debug!(shard = self.id, peer = %self.conns[idx].peer, error = %e, "refused request head");
                 let status = if reject == Rejection::HeaderTooLarge {
                     (431, "Request Header Fields Too Large")
