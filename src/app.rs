@@ -1,9 +1,12 @@
-//! The running relay: configuration in, shards and side port up, then signals until exit.
+//! The running relay: settings in, shards and side port up, then signals until exit.
 //!
-//! SIGHUP reloads routes and limits (a bad file is rejected and the running configuration
-//! stays); SIGTERM and SIGINT stop accepting, drain sessions for the configured grace period
-//! and exit. systemd is told when the relay is ready, reloading and stopping.
+//! The configuration is validated once into [`Settings`] (`config`); start-up and every SIGHUP
+//! reload run what that one validation produced and read no file themselves. SIGHUP reloads
+//! routes, limits, auth and certificates (a bad file is rejected and the running settings stay);
+//! SIGTERM and SIGINT stop accepting, drain sessions for the configured grace period and exit.
+//! systemd is told when the relay is ready, reloading and stopping.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,22 +15,10 @@ use anyhow::Context;
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use crate::config::{Acl, Config, Route, RouteTable};
+use crate::config::{ConfigError, Settings};
 use crate::demo_camera::DemoCamera;
-use crate::metrics::{MetricsHub, ShardMetrics};
-use crate::shard::{Shards, StartOptions, TlsListenerOptions};
-
-/// The route table and TLS configurations a configuration calls for (certificates re-read).
-fn materialise(cfg: &Config, routes: Vec<Route>) -> anyhow::Result<(Arc<RouteTable>, Vec<Arc<rustls::ServerConfig>>)> {
-    let users = cfg.viewer_users()?;
-    let tls = cfg
-        .listen
-        .tls
-        .iter()
-        .map(|t| crate::tls::load_server_config(&t.cert, &t.key).with_context(|| format!("[[listen.tls]] {}", t.addr)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((Arc::new(RouteTable::new(routes).with_users(users)), tls))
-}
+use crate::metrics::{MetricsHub, MetricsServer, ShardMetrics};
+use crate::shard::{Shards, StartOptions};
 
 /// The configuration used when none is given: the built-in camera behind `/demo`.
 pub fn demo_config(camera_url: &str) -> String {
@@ -36,71 +27,95 @@ pub fn demo_config(camera_url: &str) -> String {
     )
 }
 
+/// The shards and the side port running one [`Settings`] value.
+struct Relay {
+    settings: Arc<Settings>,
+    hub: Arc<MetricsHub>,
+    shards: Shards,
+    metrics_server: Option<MetricsServer>,
+}
+
+impl Relay {
+    /// Starts everything `settings` calls for.
+    fn start(settings: Arc<Settings>) -> anyhow::Result<Relay> {
+        let shards = settings.shards();
+        let metrics: Vec<Arc<ShardMetrics>> = (0..shards).map(|i| Arc::new(ShardMetrics::new(i))).collect();
+        let hub = Arc::new(MetricsHub::new(metrics.clone()));
+        let metrics_server = match settings.metrics_addr {
+            Some(addr) => Some(
+                crate::metrics::spawn(addr, hub.clone(), settings.metrics_port)
+                    .with_context(|| format!("metrics side port {addr}"))?,
+            ),
+            None => None,
+        };
+        let running = Shards::start(StartOptions { settings: settings.clone(), metrics })?;
+        hub.set_listeners_bound(true);
+        hub.set_shards_running(running.running() == running.count());
+        Ok(Relay { settings, hub, shards: running, metrics_server })
+    }
+
+    fn local_addrs(&self) -> &[SocketAddr] {
+        self.shards.local_addrs()
+    }
+
+    /// Validates `path` and, if it is good, runs its settings; a bad file changes nothing.
+    fn reload(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let next = Settings::load(path)?;
+        self.apply(Arc::new(next));
+        Ok(())
+    }
+
+    fn apply(&mut self, next: Arc<Settings>) {
+        if next.bound_addresses() != self.settings.bound_addresses() {
+            tracing::warn!("listen addresses changed: they take effect only on restart");
+        }
+        tracing::info!(
+            routes = next.routes.routes().len(),
+            tls_listeners = next.listeners.iter().filter(|l| l.tls.is_some()).count(),
+            "configuration reloaded"
+        );
+        self.shards.reload(next.clone());
+        if let Some(m) = &self.metrics_server {
+            m.set_limits(next.metrics_port);
+        }
+        self.settings = next;
+    }
+
+    /// Stops accepting, drains for `[runtime] shutdown_grace_secs`, then stops the shards.
+    fn shutdown(self) {
+        let grace = Duration::from_secs(self.settings.runtime.shutdown_grace_secs);
+        tracing::info!(sessions = self.shards.sessions(), grace_secs = grace.as_secs(), "shutting down");
+        let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+        self.hub.set_shards_running(false);
+        self.shards.shutdown(grace);
+    }
+}
+
 pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let mut demo = None;
-    let (cfg, routes) = match config_path {
-        Some(path) => Config::load(path).with_context(|| format!("configuration {}", path.display()))?,
+    let settings = match config_path {
+        Some(path) => Settings::load(path).with_context(|| format!("configuration {}", path.display()))?,
         None => {
             let camera = DemoCamera::start("127.0.0.1:0".parse()?).context("starting the demo camera")?;
-            let parsed = Config::from_toml(&demo_config(&camera.url()))?;
+            let settings = Settings::from_toml(&demo_config(&camera.url()))?;
             demo = Some(camera);
-            parsed
+            settings
         }
     };
-    crate::logging::init(cfg.log.format, &cfg.log.level);
-    let shards = match cfg.runtime.shards {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let metrics: Vec<Arc<ShardMetrics>> = (0..shards).map(|i| Arc::new(ShardMetrics::new(i))).collect();
-    let hub = Arc::new(MetricsHub::new(metrics.clone()));
-    let metrics_server = match cfg.listen.metrics {
-        Some(addr) => Some(
-            crate::metrics::spawn(addr, hub.clone(), cfg.metrics)
-                .with_context(|| format!("metrics side port {addr}"))?,
-        ),
-        None => None,
-    };
-    let (table, tls) = materialise(&cfg, routes)?;
-    let tls_listeners = cfg
-        .listen
-        .tls
-        .iter()
-        .zip(tls)
-        .map(|(t, config)| {
-            Ok(TlsListenerOptions {
-                addr: t.addr,
-                config,
-                acl: Acl::parse(&t.allow, &t.deny).map_err(anyhow::Error::msg)?,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let running = Shards::start(StartOptions {
-        tunnel: cfg.listen.tunnel.clone(),
-        tunnel_acl: Acl::parse(&cfg.listen.allow, &cfg.listen.deny).map_err(anyhow::Error::msg)?,
-        tls: tls_listeners,
-        auth: cfg.auth.clone(),
-        shards,
-        runtime: cfg.runtime.clone(),
-        limits: cfg.limits.clone(),
-        routes: table,
-        public_address: cfg.listen.public_address.clone(),
-        metrics,
-    })?;
-    hub.set_listeners_bound(true);
-    hub.set_shards_running(running.running() == running.count());
+    crate::logging::init(settings.log.format, &settings.log.level);
+    let mut relay = Relay::start(Arc::new(settings))?;
     tracing::info!(
-        tunnel = ?running.local_addrs(),
-        metrics = ?cfg.listen.metrics,
-        shards,
-        routes = cfg.routes.len(),
+        tunnel = ?relay.local_addrs(),
+        metrics = ?relay.settings.metrics_addr,
+        shards = relay.shards.count(),
+        routes = relay.settings.routes.routes().len(),
         demo = demo.is_some(),
         "relay ready"
     );
     if let Some(camera) = &demo {
         tracing::info!(
             "demo: ffplay -rtsp_transport http rtsp://{}/demo  (camera at {})",
-            running.local_addrs()[0],
+            relay.local_addrs()[0],
             camera.url()
         );
     }
@@ -108,7 +123,6 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
 
     let mut signals =
         signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]).context("installing signal handlers")?;
-    let mut current = cfg;
     for sig in signals.forever() {
         match sig {
             SIGHUP => {
@@ -117,41 +131,16 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                     continue;
                 };
                 let _ = sd_notify::notify(false, &[NotifyState::Reloading]);
-                let loaded = Config::load(path).map_err(anyhow::Error::from).and_then(|(next, routes)| {
-                    let (table, tls) = materialise(&next, routes)?;
-                    Ok((next, table, tls))
-                });
-                match loaded {
-                    Ok((next, table, tls)) => {
-                        let addrs = |c: &Config| {
-                            (
-                                c.listen.tunnel.clone(),
-                                c.listen.metrics,
-                                c.listen.tls.iter().map(|t| t.addr).collect::<Vec<_>>(),
-                            )
-                        };
-                        if addrs(&next) != addrs(&current) {
-                            tracing::warn!("listen addresses changed: they take effect only on restart");
-                        }
-                        tracing::info!(routes = next.routes.len(), tls_listeners = tls.len(), "configuration reloaded");
-                        running.reload(table, next.limits.clone(), next.auth.clone(), tls);
-                        if let Some(m) = &metrics_server {
-                            m.set_limits(next.metrics);
-                        }
-                        current = next;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = format!("{e:#}"), "reload rejected; the running configuration stays")
-                    }
+                if let Err(e) = relay.reload(path) {
+                    tracing::error!(
+                        error = format!("configuration {}: {e}", path.display()),
+                        "reload rejected; the running configuration stays"
+                    );
                 }
                 let _ = sd_notify::notify(false, &[NotifyState::Ready]);
             }
             _ => {
-                let grace = Duration::from_secs(current.runtime.shutdown_grace_secs);
-                tracing::info!(sessions = running.sessions(), grace_secs = grace.as_secs(), "shutting down");
-                let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
-                hub.set_shards_running(false);
-                running.shutdown(grace);
+                relay.shutdown();
                 break;
             }
         }
@@ -159,4 +148,161 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     drop(demo);
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::path::PathBuf;
+    use std::time::Instant;
+
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rtr-app-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A self-signed pair for `localhost` in `dir`; returns the certificate (DER) too.
+    fn write_pair(dir: &Path) -> (PathBuf, PathBuf, rustls_pki_types::CertificateDer<'static>) {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&c, ck.cert.pem()).unwrap();
+        std::fs::write(&k, ck.key_pair.serialize_pem()).unwrap();
+        (c, k, ck.cert.der().clone())
+    }
+
+    /// A one-shard relay on ephemeral ports with an HTTPS listener and the given routes
+    /// (cameras never contacted: a tunnel GET is answered before any camera is).
+    fn config(cert: &Path, key: &Path, routes: &[&str], extra: &str) -> String {
+        let mut text = format!(
+            "[listen]\ntunnel = [\"127.0.0.1:0\"]\nmetrics = \"127.0.0.1:0\"\n\
+             [[listen.tls]]\naddr = \"127.0.0.1:0\"\ncert = {cert:?}\nkey = {key:?}\n\
+             [runtime]\nshards = 1\npin_cores = false\nring_entries = 256\nrecv_buffers = 64\nshutdown_grace_secs = 1\n{extra}"
+        );
+        for path in routes {
+            text.push_str(&format!("[[route]]\npath = \"{path}\"\nupstream = \"rtsp://127.0.0.1:9{path}\"\n"));
+        }
+        text
+    }
+
+    /// The status line a tunnel GET for `path` is answered with (empty if none comes).
+    fn get_status(stream: &mut impl ReadWrite, path: &str) -> String {
+        let cookie = format!("c{:016x}", next_cookie());
+        let request = format!("GET {path} HTTP/1.0\r\nx-sessioncookie: {cookie}\r\n\r\n");
+        if stream.write_all(request.as_bytes()).is_err() {
+            return String::new();
+        }
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while !reply.ends_with(b"\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            reply.push(byte[0]);
+        }
+        String::from_utf8_lossy(&reply).trim_end().to_owned()
+    }
+
+    trait ReadWrite: Read + Write {}
+    impl<T: Read + Write> ReadWrite for T {}
+
+    fn next_cookie() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn plain_status(relay: &Relay, path: &str) -> String {
+        let mut s = TcpStream::connect(relay.local_addrs()[0]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        get_status(&mut s, path)
+    }
+
+    /// The status line of a tunnel GET over HTTPS from a client trusting only `cert` (empty if
+    /// the handshake fails).
+    fn tls_status(relay: &Relay, cert: rustls_pki_types::CertificateDer<'static>, path: &str) -> String {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let conn = rustls::ClientConnection::new(Arc::new(client), "localhost".try_into().unwrap()).unwrap();
+        let tcp = TcpStream::connect(relay.local_addrs()[1]).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        get_status(&mut rustls::StreamOwned::new(conn, tcp), path)
+    }
+
+    #[test]
+    fn start_up_runs_what_one_validation_produced_and_reads_no_file() {
+        let dir = temp_dir("start");
+        let (cert, key, der) = write_pair(&dir);
+        let file = dir.join("relay.toml");
+        std::fs::write(&file, config(&cert, &key, &["/a"], "")).unwrap();
+        let settings = Settings::load(&file).unwrap();
+        // Start-up gets nothing but the validated value: with the files gone, a second read
+        // of the configuration or the certificate would fail.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let relay = Relay::start(Arc::new(settings)).unwrap();
+        assert_eq!(relay.local_addrs().len(), 2, "the plain and the HTTPS listener");
+        assert!(relay.metrics_server.is_some());
+        assert_eq!(plain_status(&relay, "/a"), "HTTP/1.0 200 OK");
+        assert_eq!(plain_status(&relay, "/b"), "HTTP/1.0 404 Not Found");
+
+        // The HTTPS listener serves the certificate loaded at validation.
+        assert_eq!(tls_status(&relay, der, "/a"), "HTTP/1.0 200 OK");
+        relay.shutdown();
+    }
+
+    #[test]
+    fn a_bad_file_on_reload_leaves_the_running_settings_in_force() {
+        let dir = temp_dir("reload");
+        let (cert, key, _) = write_pair(&dir);
+        let file = dir.join("relay.toml");
+        std::fs::write(&file, config(&cert, &key, &["/a"], "")).unwrap();
+        let mut relay = Relay::start(Arc::new(Settings::load(&file).unwrap())).unwrap();
+        let running = relay.settings.clone();
+        // Each adds /b; each fails at a different stage of the one validation, the last ones
+        // only after routes, limits and the address lists were already understood.
+        let missing = dir.join("missing.pem");
+        let bad = [
+            (config(&cert, &key, &["/a", "/b"], "[limits\n"), "expected"),
+            (config(&cert, &key, &["/a", "/b"], "[limits]\nmax_sessions = 0\n"), "max_sessions"),
+            (config(&missing, &key, &["/a", "/b"], "[limits]\nmax_sessions = 5\n"), "missing.pem"),
+            (
+                config(&cert, &key, &["/a", "/b"], "[limits]\nmax_sessions = 5\n")
+                    + "[[route]]\npath = \"/c\"\nupstream = \"rtsp://127.0.0.1:9/c\"\nallow = [\"nope\"]\n",
+                "not an address or CIDR",
+            ),
+        ];
+        for (text, why) in bad {
+            std::fs::write(&file, text).unwrap();
+            let err = relay.reload(&file).unwrap_err().to_string();
+            assert!(err.contains(why), "{err:?} lacks {why:?}");
+            assert!(Arc::ptr_eq(&relay.settings, &running), "a rejected file replaced the settings");
+            assert_eq!(relay.settings.limits.max_sessions, running.limits.max_sessions);
+        }
+        // Give any (wrongly) posted reload time to reach the shard, then ask it.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(plain_status(&relay, "/b"), "HTTP/1.0 404 Not Found", "the shard took a rejected file");
+        assert_eq!(plain_status(&relay, "/a"), "HTTP/1.0 200 OK");
+
+        // A good file, with a new certificate: routes and certificate both reach the shard.
+        let renewed = dir.join("renewed");
+        std::fs::create_dir_all(&renewed).unwrap();
+        let (cert, key, der) = write_pair(&renewed);
+        std::fs::write(&file, config(&cert, &key, &["/a", "/b"], "[limits]\nmax_sessions = 5\n")).unwrap();
+        relay.reload(&file).unwrap();
+        assert_eq!(relay.settings.limits.max_sessions, 5);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while plain_status(&relay, "/b") != "HTTP/1.0 200 OK" || tls_status(&relay, der.clone(), "/b").is_empty() {
+            assert!(Instant::now() < deadline, "the shard never took the good file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(tls_status(&relay, der, "/b"), "HTTP/1.0 200 OK");
+        relay.shutdown();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -1,5 +1,7 @@
-//! The relay's configuration: one TOML file, validated as a whole before use (`--check-config`,
-//! start-up and SIGHUP reload all go through [`Config::from_toml`]).
+//! The relay's configuration: one TOML file ([`Config`], as written) validated as a whole, once,
+//! into [`Settings`] (as the relay runs it: address lists parsed, certificates loaded, camera
+//! names resolved, users checked). `--check-config`, start-up and SIGHUP reload all go through
+//! [`Settings::load`]; nothing downstream parses or loads again.
 //!
 //! ```toml
 //! [listen]
@@ -15,6 +17,7 @@
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -345,17 +348,75 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-impl Config {
-    pub fn load(path: &Path) -> Result<(Config, Vec<Route>), ConfigError> {
+/// One tunnel listener as the shards run it.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    pub addr: SocketAddr,
+    /// Source addresses it accepts.
+    pub acl: Acl,
+    /// HTTPS listeners: the server configuration, certificate and key loaded. `None`: plain
+    /// tunnel and RTSP/TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// The configuration as the relay runs it, produced by one validation ([`Settings::from_config`])
+/// and shared as `Arc<Settings>` by the side port, every shard and the reload path. A reload
+/// builds a whole new value and swaps it in, or leaves the running one untouched.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Plain tunnel listeners in configuration order, then the HTTPS ones.
+    pub listeners: Vec<ListenerSettings>,
+    /// Sent as `x-server-ip-address` on tunnel GET replies.
+    pub public_address: Option<String>,
+    /// The metrics side port's address (none: no side port) and limits.
+    pub metrics_addr: Option<SocketAddr>,
+    pub metrics_port: MetricsPortConfig,
+    /// Routes with their cameras resolved, and the viewers who may authenticate.
+    pub routes: Arc<RouteTable>,
+    pub limits: Limits,
+    pub auth: AuthConfig,
+    pub runtime: Runtime,
+    pub log: Log,
+}
+
+impl Settings {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Config::from_toml(&text)
+        Settings::from_toml(&text)
     }
 
-    /// Parses and validates a whole configuration, resolving every route.
+    pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
+        Settings::from_config(&toml::from_str(text)?)
+    }
+
+    /// The one validation of a configuration: everything the relay needs to run it, or the
+    /// first reason it cannot.
+    pub fn from_config(cfg: &Config) -> Result<Settings, ConfigError> {
+        Ok(cfg.validate()?.0)
+    }
+
+    /// Shards to run: `[runtime] shards`, or one per core when it is 0.
+    pub fn shards(&self) -> usize {
+        match self.runtime.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// What a reload cannot change: the addresses bound at start.
+    pub fn bound_addresses(&self) -> (Vec<SocketAddr>, Option<SocketAddr>) {
+        (self.listeners.iter().map(|l| l.addr).collect(), self.metrics_addr)
+    }
+}
+
+impl Config {
+    /// Parses and validates a whole configuration; the routes in file order. For callers that
+    /// want the routes alone (tests, fuzz targets); the relay runs [`Settings`].
     pub fn from_toml(text: &str) -> Result<(Config, Vec<Route>), ConfigError> {
         let cfg: Config = toml::from_str(text)?;
-        let routes = cfg.validate()?;
+        let (_, routes) = cfg.validate()?;
         Ok((cfg, routes))
     }
 
@@ -377,15 +438,12 @@ impl Config {
         Ok(users)
     }
 
-    pub fn validate(&self) -> Result<Vec<Route>, ConfigError> {
+    /// The settings this configuration calls for, and its routes in file order.
+    fn validate(&self) -> Result<(Settings, Vec<Route>), ConfigError> {
         if self.listen.tunnel.is_empty() && self.listen.tls.is_empty() {
             return Err(ConfigError::Invalid(
                 "[listen] tunnel: at least one address (or a [[listen.tls]] entry)".into(),
             ));
-        }
-        for t in &self.listen.tls {
-            crate::tls::load_server_config(&t.cert, &t.key)
-                .map_err(|e| ConfigError::Invalid(format!("[[listen.tls]] {}: {e}", t.addr)))?;
         }
         let rt = &self.runtime;
         if !rt.recv_buffers.is_power_of_two() || rt.recv_buffers < 64 {
@@ -431,11 +489,19 @@ impl Config {
             ));
         }
         let users = self.viewer_users()?;
-        Acl::parse(&self.listen.allow, &self.listen.deny)
+        let tunnel_acl = Acl::parse(&self.listen.allow, &self.listen.deny)
             .map_err(|e| ConfigError::Invalid(format!("[listen] allow/deny: {e}")))?;
+        let mut listeners: Vec<ListenerSettings> = self
+            .listen
+            .tunnel
+            .iter()
+            .map(|&addr| ListenerSettings { addr, acl: tunnel_acl.clone(), tls: None })
+            .collect();
         for t in &self.listen.tls {
-            Acl::parse(&t.allow, &t.deny)
-                .map_err(|e| ConfigError::Invalid(format!("[[listen.tls]] {}: {e}", t.addr)))?;
+            let invalid = |e: String| ConfigError::Invalid(format!("[[listen.tls]] {}: {e}", t.addr));
+            let acl = Acl::parse(&t.allow, &t.deny).map_err(invalid)?;
+            let tls = crate::tls::load_server_config(&t.cert, &t.key).map_err(|e| invalid(e.to_string()))?;
+            listeners.push(ListenerSettings { addr: t.addr, acl, tls: Some(tls) });
         }
         let a = &self.auth;
         if a.nonce_ttl_secs == 0 || a.failure_window_secs == 0 || a.max_failures_per_ip == 0 {
@@ -462,7 +528,18 @@ impl Config {
             }
             routes.push(route);
         }
-        Ok(routes)
+        let settings = Settings {
+            listeners,
+            public_address: self.listen.public_address.clone(),
+            metrics_addr: self.listen.metrics,
+            metrics_port: self.metrics,
+            routes: Arc::new(RouteTable::new(routes.clone()).with_users(users)),
+            limits: self.limits.clone(),
+            auth: self.auth.clone(),
+            runtime: self.runtime.clone(),
+            log: self.log.clone(),
+        };
+        Ok((settings, routes))
     }
 }
 
@@ -627,6 +704,43 @@ mod tests {
             let err = Config::from_toml(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn one_validation_yields_every_piece_the_relay_runs() {
+        let ha1 = crate::proto::viewer_auth::ha1_hex("alice", "cams", "pw");
+        let text = format!(
+            "[listen]\ntunnel=[\"127.0.0.1:1\", \"127.0.0.1:2\"]\nmetrics=\"127.0.0.1:3\"\ndeny=[\"10.0.0.0/8\"]\n\
+             public_address=\"relay.example\"\n[runtime]\nshards=3\nshutdown_grace_secs=4\n[limits]\nmax_sessions=7\n\
+             [auth]\nrealm=\"cams\"\n[metrics]\nmax_connections=2\n[log]\nlevel=\"debug\"\n\
+             [[user]]\nname=\"alice\"\nha1=\"{ha1}\"\n\
+             [[route]]\npath=\"/a\"\nupstream=\"rtsp://u:p@127.0.0.1:8554/a\"\nusers=[\"alice\"]\n"
+        );
+        let s = Settings::from_toml(&text).unwrap();
+        let addrs: Vec<SocketAddr> = s.listeners.iter().map(|l| l.addr).collect();
+        assert_eq!(addrs, ["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()]);
+        assert!(s.listeners.iter().all(|l| l.tls.is_none() && !l.acl.permits("10.1.2.3".parse().unwrap())));
+        assert!(s.listeners[0].acl.permits("192.168.1.1".parse().unwrap()));
+        assert_eq!(s.public_address.as_deref(), Some("relay.example"));
+        assert_eq!((s.metrics_addr, s.metrics_port.max_connections), (Some("127.0.0.1:3".parse().unwrap()), 2));
+        assert_eq!(s.bound_addresses(), (addrs, Some("127.0.0.1:3".parse().unwrap())));
+        assert_eq!((s.shards(), s.runtime.shutdown_grace_secs), (3, 4));
+        assert_eq!((s.limits.max_sessions, s.auth.realm.as_str(), s.log.level.as_str()), (7, "cams", "debug"));
+        // The route table the shards look up carries the users it is checked against.
+        assert!(s.routes.users().contains("alice"));
+        let route = s.routes.lookup("/a/trackID=1").unwrap();
+        assert_eq!(route.upstream_addr, "127.0.0.1:8554".parse().unwrap());
+        assert_eq!(route.credentials.as_ref().map(|c| c.user.as_str()), Some("u"));
+        // The compatibility view agrees with it, in file order.
+        let (_, routes) = Config::from_toml(&text).unwrap();
+        assert_eq!(routes.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["/a"]);
+    }
+
+    #[test]
+    fn a_missing_certificate_fails_validation_naming_the_listener() {
+        let text = "[listen]\ntunnel=[]\n[[listen.tls]]\naddr=\"127.0.0.1:443\"\ncert=\"/nonexistent/c.pem\"\nkey=\"/nonexistent/k.pem\"\n";
+        let err = Settings::from_toml(text).unwrap_err().to_string();
+        assert!(err.contains("[[listen.tls]] 127.0.0.1:443") && err.contains("/nonexistent/c.pem"), "{err}");
     }
 
     #[test]

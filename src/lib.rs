@@ -1,6 +1,6 @@
 //! rtsp-tunnel-relay: lets RTSP viewers stuck behind HTTP-only firewalls watch IP cameras.
 //!
-//! Layout (see DESIGN.md §3):
+//! Layout (docs/architecture.md follows a byte through it):
 //! - [`proto`]: the pure protocol core. Values fed bytes and events, handing back bytes and
 //!   actions; no sockets, no clocks, no threads.
 //! - [`shard`]: thread-per-core io_uring event loops that move bytes for the protocol core. All

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mimalloc::MiMalloc;
+use rtsp_tunnel_relay::config::{AuthConfig, Settings};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
@@ -29,13 +30,13 @@ struct Cli {
 }
 
 fn hash_password(name: &str, config: Option<&std::path::Path>) -> ExitCode {
-    let realm = match config.map(rtsp_tunnel_relay::config::Config::load) {
-        Some(Ok((cfg, _))) => cfg.auth.realm,
+    let realm = match config.map(Settings::load) {
+        Some(Ok(settings)) => settings.auth.realm.clone(),
         Some(Err(e)) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
-        None => rtsp_tunnel_relay::config::AuthConfig::default().realm,
+        None => AuthConfig::default().realm,
     };
     let mut password = String::new();
     if std::io::stdin().read_line(&mut password).is_err() || password.trim_end_matches(['\r', '\n']).is_empty() {
@@ -55,9 +56,10 @@ fn main() -> ExitCode {
     }
     if cli.check_config {
         let path = cli.config.expect("clap requires --config with --check-config");
-        return match rtsp_tunnel_relay::config::Config::load(&path) {
-            Ok((_, routes)) => {
-                println!("{}: ok ({} routes)", path.display(), routes.len());
+        // The same validation start-up and reload run: certificates loaded, cameras resolved.
+        return match Settings::load(&path) {
+            Ok(settings) => {
+                println!("{}: ok ({} routes)", path.display(), settings.routes.routes().len());
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -12,6 +12,7 @@ use rtsp_tunnel_relay::demo_camera::DemoCamera;
 use rtsp_tunnel_relay::proto::rtsp::{Message, MessageLimits, parse_message};
 
 mod fake;
+mod support;
 
 const RUN_LIMIT: Duration = Duration::from_secs(30);
 

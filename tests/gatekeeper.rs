@@ -115,24 +115,11 @@ fn basic_options(a: SocketAddr, cseq: u32) -> String {
 /// to the plain listener must not accept them (nor offer Basic).
 #[test]
 fn basic_over_a_plain_post_is_refused_even_when_the_get_came_over_tls() {
-    use rustls_pki_types::pem::PemObject;
     let camera = FakeCamera::start(CameraMode::Normal);
     let dir = std::env::temp_dir().join(format!("rtr-gate-tls-{}", std::process::id()));
     let (server, cert) = test_tls(&dir);
     let relay = Relay::from_config(&protected(&camera.url("/stream"), ""), 2, Limits::default(), Some(server));
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls_pki_types::CertificateDer::from_pem_file(&cert).unwrap()).unwrap();
-    let config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
-    let sock = TcpStream::connect(relay.tls_addr.unwrap()).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut get = rustls::StreamOwned::new(conn, sock);
+    let mut get = tls_connect(relay.tls_addr.unwrap(), &cert);
     let cookie = "mixedtls0123456789abcd";
     write!(get, "GET /cam1 HTTP/1.0\r\nx-sessioncookie: {cookie}\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n")
         .unwrap();

@@ -3,6 +3,7 @@
 //! viewer would get another session's bytes, and the buffer would be lent out twice).
 
 mod fake;
+mod support;
 
 use std::time::{Duration, Instant};
 

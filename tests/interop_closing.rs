@@ -20,7 +20,7 @@ fn every_ffmpeg_quit_tears_down_at_the_camera(transport: &str) -> Vec<String> {
     for run in 1..=RUNS {
         let out = ffmpeg_play(transport, &relay.url("/cam1"), 5);
         assert!(ffmpeg_frames(&out) >= 5, "run {run}: {}", describe(&out));
-        let torn_down = wait_for(Duration::from_secs(5), || camera.teardowns() >= run);
+        let torn_down = eventually(Duration::from_secs(5), || camera.teardowns() >= run);
         assert!(
             torn_down,
             "run {run}: the camera freed {} of {run} sessions\nrelay log:\n{}",
@@ -72,11 +72,11 @@ fn a_killed_viewer_leaves_no_session_at_a_digest_camera() {
             .expect("spawn ffmpeg");
         let frames = "relay_frames_total{direction=\"to_viewer\"}";
         let before = relay.metric(frames);
-        let playing = wait_for(Duration::from_secs(20), || relay.metric(frames) > before + 25.0);
+        let playing = eventually(Duration::from_secs(20), || relay.metric(frames) > before + 25.0);
         let _ = ffmpeg.kill();
         let _ = ffmpeg.wait();
         assert!(playing, "{transport}: no media reached FFmpeg\nrelay log:\n{}", relay.log_text());
-        let torn_down = wait_for(Duration::from_secs(5), || camera.teardowns() > run);
+        let torn_down = eventually(Duration::from_secs(5), || camera.teardowns() > run);
         let agents = camera.teardown_agents();
         assert!(torn_down, "{transport}: the camera freed no session: {agents:?}\nrelay log:\n{}", relay.log_text());
         assert_eq!(agents[run], "rtsp-tunnel-relay", "{transport}");

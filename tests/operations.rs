@@ -24,7 +24,7 @@ fn metrics_move_while_viewers_play_and_promtool_accepts_them() {
     let camera = GstCamera::start(None);
     let relay = RelayProcess::start("metrics", &route("/cam1", &camera.url("/cam1")));
     let viewer = background_viewer(relay.url("/cam1"), 125);
-    assert!(wait_for(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0), "no session seen");
+    assert!(eventually(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0), "no session seen");
     let b1 = relay.metric("relay_bytes_total{direction=\"to_viewer\"}");
     std::thread::sleep(Duration::from_millis(1500));
     let b2 = relay.metric("relay_bytes_total{direction=\"to_viewer\"}");
@@ -33,9 +33,8 @@ fn metrics_move_while_viewers_play_and_promtool_accepts_them() {
     let before = relay.metric("relay_rejections_total{reason=\"malformed_head\"}");
     let mut s = std::net::TcpStream::connect(relay.tunnel).unwrap();
     s.write_all(b"\x16\x03\x01 definitely not http\r\n\r\n").unwrap();
-    assert!(
-        wait_for(Duration::from_secs(5), || relay.metric("relay_rejections_total{reason=\"malformed_head\"}") > before)
-    );
+    assert!(eventually(Duration::from_secs(5), || relay.metric("relay_rejections_total{reason=\"malformed_head\"}")
+        > before));
     // The live exposition passes promtool.
     let scrape = relay.scrape();
     let body = scrape.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
@@ -51,7 +50,7 @@ fn metrics_move_while_viewers_play_and_promtool_accepts_them() {
         assert!(out.status.success(), "promtool: {}", describe(&out));
     }
     assert!(viewer.join().unwrap() >= 125);
-    assert!(wait_for(Duration::from_secs(5), || relay.metric("relay_sessions_total{outcome=\"completed\"}") >= 1.0));
+    assert!(eventually(Duration::from_secs(5), || relay.metric("relay_sessions_total{outcome=\"completed\"}") >= 1.0));
     assert!(relay.metric("relay_session_setup_seconds_count") >= 1.0);
     assert!(relay.metric("relay_forward_latency_seconds_count") > 0.0);
     assert!(relay.metric("relay_rtsp_request_seconds_count{method=\"PLAY\"}") >= 1.0);
@@ -64,22 +63,22 @@ fn sighup_reloads_routes_without_dropping_sessions() {
     let camera = GstCamera::start(None);
     let relay = RelayProcess::start("reload", &route("/cam1", &camera.url("/cam1")));
     let keep = background_viewer(relay.url("/cam1"), 200);
-    assert!(wait_for(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0));
+    assert!(eventually(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0));
     let text = std::fs::read_to_string(&relay.config).unwrap();
     // Add a route: new viewers can use it, the live session carries on.
     std::fs::write(&relay.config, format!("{text}{}", route("/cam2", &camera.url("/cam2")))).unwrap();
     relay.signal("HUP");
-    assert!(wait_for(Duration::from_secs(5), || relay.log_text().contains("configuration reloaded")));
+    assert!(eventually(Duration::from_secs(5), || relay.log_text().contains("configuration reloaded")));
     assert!(ffmpeg_frames(&ffmpeg_play("http", &relay.url("/cam2"), 25)) >= 25, "new route does not play");
     // A bad file is refused; the running configuration stays.
     std::fs::write(&relay.config, "[listen]\ntunnel = []\n").unwrap();
     relay.signal("HUP");
-    assert!(wait_for(Duration::from_secs(5), || relay.log_text().contains("reload rejected")));
+    assert!(eventually(Duration::from_secs(5), || relay.log_text().contains("reload rejected")));
     assert!(ffmpeg_frames(&ffmpeg_play("http", &relay.url("/cam2"), 25)) >= 25, "a bad reload broke the relay");
     assert!(keep.join().unwrap() >= 200, "the session was disturbed by reloads");
     // Removing a route ends its sessions cleanly.
     let removed = background_viewer(relay.url("/cam1"), 100_000);
-    assert!(wait_for(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0));
+    assert!(eventually(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0));
     std::fs::write(
         &relay.config,
         format!("{text}{}", route("/cam2", &camera.url("/cam2"))).replace(&route("/cam1", &camera.url("/cam1")), ""),
@@ -87,7 +86,7 @@ fn sighup_reloads_routes_without_dropping_sessions() {
     .unwrap();
     relay.signal("HUP");
     assert!(
-        wait_for(Duration::from_secs(10), || relay.metric("relay_sessions_total{outcome=\"route_removed\"}") >= 1.0)
+        eventually(Duration::from_secs(10), || relay.metric("relay_sessions_total{outcome=\"route_removed\"}") >= 1.0)
     );
     let frames = removed.join().unwrap();
     assert!(frames < 100_000, "viewer on a removed route kept playing");
@@ -99,12 +98,12 @@ fn sigterm_stops_accepting_drains_then_exits() {
     let camera = GstCamera::start(None);
     let mut relay = RelayProcess::start("drain", &route("/cam1", &camera.url("/cam1")));
     let viewer = background_viewer(relay.url("/cam1"), 100_000);
-    assert!(wait_for(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0));
+    assert!(eventually(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0));
     let t0 = Instant::now();
     relay.signal("TERM");
     // New connections are refused at once...
     assert!(
-        wait_for(Duration::from_secs(2), || std::net::TcpStream::connect(relay.tunnel).is_err()),
+        eventually(Duration::from_secs(2), || std::net::TcpStream::connect(relay.tunnel).is_err()),
         "still accepting after SIGTERM"
     );
     // ...the live viewer keeps its stream through the grace period (2 s here)...
@@ -176,7 +175,7 @@ fn hostile_burst_leaves_a_playing_ffmpeg_viewer_alone_and_no_fd_behind() {
     let baseline = relay_fds(relay.pid());
     // 10 s of video: the burst runs while it plays.
     let viewer = background_viewer(relay.url("/cam1"), 250);
-    assert!(wait_for(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0));
+    assert!(eventually(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0));
     let mut hostile = Vec::new();
     for i in 0..60 {
         let Ok(mut s) = std::net::TcpStream::connect(relay.tunnel) else { continue };
@@ -195,7 +194,7 @@ fn hostile_burst_leaves_a_playing_ffmpeg_viewer_alone_and_no_fd_behind() {
     let frames = viewer.join().unwrap();
     assert!(frames >= 250, "the FFmpeg viewer was disturbed: {frames} frames");
     drop(hostile);
-    let back = wait_for(Duration::from_secs(10), || relay_fds(relay.pid()) <= baseline);
+    let back = eventually(Duration::from_secs(10), || relay_fds(relay.pid()) <= baseline);
     assert!(back, "relay fds: baseline {baseline}, now {}", relay_fds(relay.pid()));
     let rejected: f64 = [
         "malformed_head",
@@ -231,7 +230,7 @@ fn running_out_of_descriptors_pauses_accepting_then_recovers() {
     // A spinning accept logs on every retry (thousands a second); paused, a few per tick.
     assert!(accept_lines < 100, "{accept_lines} accept failures logged in a second");
     drop(held);
-    let recovered = wait_for(Duration::from_secs(10), || {
+    let recovered = eventually(Duration::from_secs(10), || {
         let mut get = std::net::TcpStream::connect(relay.tunnel).unwrap();
         get.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let _ = get.write_all(

@@ -1,6 +1,7 @@
 //! The relay's descriptor hygiene, in a process of its own so other tests' sockets don't count.
 
 mod fake;
+mod support;
 
 use std::io::Write;
 use std::time::Duration;

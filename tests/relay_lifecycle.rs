@@ -2,6 +2,7 @@
 //! a session, and a session that ends leaves no session behind at the camera.
 
 mod fake;
+mod support;
 
 use std::io::Write;
 use std::net::TcpStream;

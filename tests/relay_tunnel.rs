@@ -1,7 +1,8 @@
 //! The relay end to end, in process: raw tunnel viewers through two io_uring shards to a
-//! scripted camera. Each test checks one behaviour of DESIGN.md §1–2 or one row of §4.
+//! scripted camera. Each test checks one behaviour of the tunnel protocol or one bad input (docs/protocol.md).
 
 mod fake;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -340,23 +341,10 @@ fn viewer_half_close_and_vanishing_free_the_session() {
 /// in the clear it would break the client's record stream.
 #[test]
 fn https_post_gets_its_100_continue_inside_tls() {
-    use rustls_pki_types::pem::PemObject;
     let dir = std::env::temp_dir().join(format!("relay-continue-{}", std::process::id()));
     let (server, cert) = test_tls(&dir);
     let relay = Relay::start_with_tls(&[("/cam1", "rtsp://127.0.0.1:9/x".into())], 2, Limits::default(), Some(server));
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls_pki_types::CertificateDer::from_pem_file(&cert).unwrap()).unwrap();
-    let config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
-    let sock = TcpStream::connect(relay.tls_addr.unwrap()).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let mut tls = tls_connect(relay.tls_addr.unwrap(), &cert);
     tls.write_all(
         b"POST /cam1 HTTP/1.1\r\nx-sessioncookie: a1b2c3d4e5f6a7b8c9d0e1\r\nContent-Type: application/x-rtsp-tunnelled\r\nExpect: 100-continue\r\nContent-Length: 32767\r\n\r\n",
     )

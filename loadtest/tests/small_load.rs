@@ -7,9 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtsp_tunnel_relay::config::{Acl, AuthConfig, Config, Limits, RouteTable, Runtime};
+use rtsp_tunnel_relay::config::{Acl, ListenerSettings, Runtime, Settings};
 use rtsp_tunnel_relay::metrics::ShardMetrics;
-use rtsp_tunnel_relay::shard::{Shards, StartOptions, TlsListenerOptions};
+use rtsp_tunnel_relay::shard::{Shards, StartOptions};
 
 struct Killed(Child);
 impl Drop for Killed {
@@ -100,26 +100,20 @@ fn relay(cams: SocketAddr, streams: usize, tls: bool) -> Shards {
     for i in 0..streams {
         text.push_str(&format!("[[route]]\npath=\"/cam{i}\"\nupstream=\"rtsp://{cams}/cam{i}\"\n"));
     }
-    let (_, routes) = Config::from_toml(&text).unwrap();
-    let tls = tls.then(|| {
+    let mut settings = Settings::from_toml(&text).unwrap();
+    settings.runtime = Runtime { shards: 2, recv_buffers: 1024, ..Runtime::default() };
+    if tls {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let dir = std::env::temp_dir().join(format!("lt-tls-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("c.pem"), ck.cert.pem()).unwrap();
         std::fs::write(dir.join("k.pem"), ck.key_pair.serialize_pem()).unwrap();
         let config = rtsp_tunnel_relay::tls::load_server_config(&dir.join("c.pem"), &dir.join("k.pem")).unwrap();
-        TlsListenerOptions { addr: "127.0.0.1:0".parse().unwrap(), config, acl: Acl::default() }
-    });
+        let addr = "127.0.0.1:0".parse().unwrap();
+        settings.listeners.push(ListenerSettings { addr, acl: Acl::default(), tls: Some(config) });
+    }
     Shards::start(StartOptions {
-        tunnel: vec!["127.0.0.1:0".parse().unwrap()],
-        tunnel_acl: Acl::default(),
-        tls: tls.into_iter().collect(),
-        auth: AuthConfig::default(),
-        shards: 2,
-        runtime: Runtime { recv_buffers: 1024, ..Runtime::default() },
-        limits: Limits::default(),
-        routes: Arc::new(RouteTable::new(routes)),
-        public_address: None,
+        settings: Arc::new(settings),
         metrics: (0..2).map(|i| Arc::new(ShardMetrics::new(i))).collect(),
     })
     .unwrap()

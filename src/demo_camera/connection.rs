@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::h264::Clip;
 use super::rtp::{self, Packetizer, SenderInfo};
+use crate::proto::rng::Rng;
 use crate::proto::rtsp::{Message, StartLine};
 
 /// The path the camera serves.
@@ -110,7 +111,7 @@ pub struct Connection {
     timeline: Timeline,
     /// Used for URLs when a request carries a relative URI.
     local: SocketAddr,
-    rng: SplitMix64,
+    rng: Rng,
     session: Option<Session>,
     last_activity: Instant,
     sdp_session_id: u64,
@@ -125,8 +126,8 @@ enum Target {
 impl Connection {
     /// `seed` makes the session id, SSRC and initial sequence number; pass fresh randomness.
     pub fn new(clip: &'static Clip<'static>, timeline: Timeline, local: SocketAddr, seed: u64, now: Instant) -> Self {
-        let mut rng = SplitMix64(seed);
-        let sdp_session_id = rng.next() >> 1;
+        let mut rng = Rng::new(seed);
+        let sdp_session_id = rng.next_u64() >> 1;
         Connection { clip, timeline, local, rng, session: None, last_activity: now, sdp_session_id }
     }
 
@@ -381,9 +382,9 @@ impl Connection {
                 s
             }
             None => {
-                let id = format!("{:016X}", self.rng.next());
-                let ssrc = self.rng.next() as u32;
-                let seq = self.rng.next() as u16;
+                let id = format!("{:016X}", self.rng.next_u64());
+                let ssrc = self.rng.next_u64() as u32;
+                let seq = self.rng.next_u64() as u16;
                 tracing::debug!(session = %id, "demo camera: new session");
                 Session {
                     id,
@@ -561,21 +562,6 @@ fn reason(status: u16) -> &'static str {
         505 => "RTSP Version not supported",
         551 => "Option not supported",
         _ => "Unknown",
-    }
-}
-
-/// A tiny PRNG (SplitMix64) for ids: seeded with real randomness by the server, deterministic
-/// in tests. Session ids need to be unguessable only to the extent the seed is.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 }
 

@@ -2,28 +2,33 @@
 //! Prometheus text format on a side port (`/metrics`, `/healthz`, `/readyz`).
 //!
 //! Each shard owns one [`ShardMetrics`] and is its only writer, so recording never contends
-//! across cores; the scraper reads all shards and merges ([`MetricsHub`]), and the side port
-//! ([`spawn`]) serves the result.
+//! across cores; the scraper reads all shards and merges ([`MetricsHub`], whose collector hands
+//! the `prometheus` crate's encoder metric families), and the side port ([`spawn`]) serves the
+//! result.
 
+mod collector;
 mod histogram;
 mod hub;
 mod process;
-mod render;
 mod server;
 mod shard_metrics;
 
 pub use crate::proto::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
+pub use crate::proto::viewer_auth::AuthFailure;
 pub use hub::MetricsHub;
 pub use server::{MetricsServer, spawn};
 pub use shard_metrics::ShardMetrics;
 
 /// A label enum: every value, and its label text.
 pub trait Label: Copy + 'static {
+    /// Every value, in declaration order: `ALL[v.index()] == v`.
     const ALL: &'static [Self];
+    /// How many values: the size of a counter table over this label.
+    const COUNT: usize = Self::ALL.len();
     fn as_str(self) -> &'static str;
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|v| v.as_str() == self.as_str()).unwrap_or(0)
-    }
+    /// Position in [`Label::ALL`] (the enum's discriminant): counters are indexed by value,
+    /// never by label text.
+    fn index(self) -> usize;
 }
 
 macro_rules! labels {
@@ -64,7 +69,7 @@ pub enum PortDrop {
     Deadline,
     /// The port was full: the oldest connection still sending its request made room.
     Shed,
-    /// A request head over 8 KiB (answered 400).
+    /// A request head over 8 KiB or 64 header lines (answered 400).
     TooLarge,
 }
 
@@ -98,14 +103,13 @@ labels!(RtspMethod {
     Teardown => "TEARDOWN", GetParameter => "GET_PARAMETER", SetParameter => "SET_PARAMETER", Other => "other",
 });
 
-impl Label for crate::proto::viewer_auth::AuthFailure {
-    const ALL: &'static [Self] = &crate::proto::viewer_auth::AuthFailure::ALL;
-    fn as_str(self) -> &'static str {
-        crate::proto::viewer_auth::AuthFailure::as_str(self)
-    }
-}
+labels!(AuthFailure {
+    NoCredentials => "no_credentials", UnknownUser => "unknown_user", BadCredentials => "bad_credentials",
+    NotAllowed => "not_allowed", StaleNonce => "stale_nonce", BasicWithoutTls => "basic_without_tls",
+    Malformed => "malformed", UriMismatch => "uri_mismatch",
+});
 
-/// The fixed (non-method) histograms, in export order.
+/// The fixed (non-method) histograms, in slot order.
 pub(crate) const FIXED_HISTS: [Hist; 4] =
     [Hist::Pairing, Hist::UpstreamConnect, Hist::ForwardLatency, Hist::SessionSetup];
 
@@ -117,9 +121,43 @@ impl Hist {
             Hist::UpstreamConnect => 1,
             Hist::ForwardLatency => 2,
             Hist::SessionSetup => 3,
-            Hist::RtspRequest(m) => 4 + m.index(),
+            Hist::RtspRequest(m) => FIXED_HISTS.len() + m.index(),
         }
     }
 
-    pub(crate) const SLOTS: usize = 4 + 9;
+    pub(crate) const SLOTS: usize = FIXED_HISTS.len() + RtspMethod::COUNT;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check<L: Label + std::fmt::Debug + PartialEq>() {
+        for (i, v) in L::ALL.iter().enumerate() {
+            assert_eq!(v.index(), i, "{v:?} is not at its index in ALL");
+            assert!(L::ALL[..i].iter().all(|w| w.as_str() != v.as_str()), "label {:?} twice", v.as_str());
+        }
+        assert_eq!(L::COUNT, L::ALL.len());
+    }
+
+    #[test]
+    fn every_label_enum_lists_each_value_once_at_its_index() {
+        check::<ConnKind>();
+        check::<Direction>();
+        check::<SessionOutcome>();
+        check::<Rejection>();
+        check::<PortDrop>();
+        check::<UpstreamErrorKind>();
+        check::<RtspMethod>();
+        check::<AuthFailure>();
+    }
+
+    #[test]
+    fn histogram_slots_are_distinct_and_in_range() {
+        let all: Vec<Hist> =
+            FIXED_HISTS.into_iter().chain(RtspMethod::ALL.iter().map(|m| Hist::RtspRequest(*m))).collect();
+        let mut slots: Vec<usize> = all.iter().map(|h| h.slot()).collect();
+        slots.sort_unstable();
+        assert_eq!(slots, (0..Hist::SLOTS).collect::<Vec<_>>());
+    }
 }

@@ -1,11 +1,11 @@
 //! The metrics side port: `/metrics` (Prometheus text), `/healthz`, `/readyz`.
 //!
-//! Plain blocking HTTP/1.x on its own threads, far from the io_uring shards: a scrape reads
-//! counters and copies histograms, so it can never stall media. Slow clients cannot hold the
-//! port: every connection has one deadline from accept to the end of its answer
-//! (`[metrics] request_timeout_ms`), and when `max_connections` are open a new one makes room by
-//! closing the oldest connection still sending its request — a scrape or health check is never
-//! refused because others trickle bytes.
+//! Plain blocking HTTP/1.x (heads parsed by `httparse`) on its own threads, far from the
+//! io_uring shards: a scrape reads counters and copies histograms, so it can never stall media.
+//! Slow clients cannot hold the port: every connection has one deadline from accept to the end
+//! of its answer (`[metrics] request_timeout_ms`), and when `max_connections` are open a new one
+//! makes room by closing the oldest connection still sending its request — a scrape or health
+//! check is never refused because others trickle bytes.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -17,7 +17,11 @@ use std::time::{Duration, Instant};
 use super::{MetricsHub, PortDrop};
 use crate::config::MetricsPortConfig;
 
+/// Largest request head read (answered 400 beyond, `PortDrop::TooLarge`).
 const MAX_REQUEST: usize = 8 * 1024;
+/// Most header lines in a request (scrapers and probes send a handful); more is refused as
+/// too large.
+const MAX_HEADERS: usize = 64;
 
 pub struct MetricsServer {
     addr: SocketAddr,
@@ -161,7 +165,8 @@ impl Drop for MetricsServer {
     }
 }
 
-fn reply(status: u16, content_type: &str, body: &str) -> Vec<u8> {
+/// An answer; `head_only` for HEAD (the length of the body it would have had, no body).
+fn reply(status: u16, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
@@ -174,8 +179,26 @@ fn reply(status: u16, content_type: &str, body: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes();
-    r.extend_from_slice(body.as_bytes());
+    if !head_only {
+        r.extend_from_slice(body.as_bytes());
+    }
     r
+}
+
+/// The answer to a parsed request.
+fn answer(hub: &MetricsHub, method: &str, target: &str) -> Vec<u8> {
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return reply(405, "text/plain", "method not allowed\n", false);
+    }
+    let text = |status, body| reply(status, "text/plain", body, head_only);
+    match target.split('?').next().unwrap_or("") {
+        "/metrics" => reply(200, "text/plain; version=0.0.4; charset=utf-8", &hub.render(), head_only),
+        "/healthz" => text(200, "ok\n"),
+        "/readyz" if hub.ready() => text(200, "ready\n"),
+        "/readyz" => text(503, "not ready\n"),
+        _ => text(404, "not found\n"),
+    }
 }
 
 /// Time left before `deadline`, if any.
@@ -192,7 +215,21 @@ fn timed_out(e: &std::io::Error) -> bool {
 fn serve(mut conn: TcpStream, hub: &MetricsHub, deadline: Instant, reading: &AtomicBool) -> Option<PortDrop> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
+    let response = loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) if len <= MAX_REQUEST => {
+                break answer(hub, req.method.unwrap_or(""), req.path.unwrap_or(""));
+            }
+            Ok(httparse::Status::Partial) if buf.len() <= MAX_REQUEST => {}
+            Ok(_) | Err(httparse::Error::TooManyHeaders) => {
+                reading.store(false, Ordering::Release);
+                let _ = write_by(&mut conn, &reply(400, "text/plain", "request too large\n", false), deadline);
+                return Some(PortDrop::TooLarge);
+            }
+            Err(_) => break reply(400, "text/plain", "bad request\n", false),
+        }
         let Some(left) = left(deadline) else {
             return Some(PortDrop::Deadline);
         };
@@ -203,25 +240,8 @@ fn serve(mut conn: TcpStream, hub: &MetricsHub, deadline: Instant, reading: &Ato
             Err(e) if timed_out(&e) => return Some(PortDrop::Deadline),
             Err(_) => return None,
         }
-        if buf.len() > MAX_REQUEST {
-            reading.store(false, Ordering::Release);
-            let _ = write_by(&mut conn, &reply(400, "text/plain", "request too large\n"), deadline);
-            return Some(PortDrop::TooLarge);
-        }
-    }
-    reading.store(false, Ordering::Release);
-    let line = String::from_utf8_lossy(&buf[..buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len())]).into_owned();
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let response = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => reply(200, "text/plain; version=0.0.4; charset=utf-8", &hub.render()),
-        ("GET" | "HEAD", "/healthz") => reply(200, "text/plain", "ok\n"),
-        ("GET" | "HEAD", "/readyz") if hub.ready() => reply(200, "text/plain", "ready\n"),
-        ("GET" | "HEAD", "/readyz") => reply(503, "text/plain", "not ready\n"),
-        ("GET" | "HEAD", _) => reply(404, "text/plain", "not found\n"),
-        _ => reply(405, "text/plain", "method not allowed\n"),
     };
+    reading.store(false, Ordering::Release);
     match write_by(&mut conn, &response, deadline) {
         Err(e) if timed_out(&e) => Some(PortDrop::Deadline),
         _ => None,
@@ -276,6 +296,54 @@ mod tests {
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         assert!(out.starts_with("HTTP/1.1 405"));
+    }
+
+    /// Sends `raw` and returns all the port answers.
+    fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(raw).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn head_answers_carry_no_body_and_bad_requests_get_400() {
+        let hub = Arc::new(MetricsHub::new(vec![Arc::new(ShardMetrics::new(0))]));
+        let server = spawn("127.0.0.1:0".parse().unwrap(), hub.clone(), MetricsPortConfig::default()).unwrap();
+        let a = server.local_addr();
+        let h = exchange(a, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(
+            h.starts_with("HTTP/1.1 200") && h.contains("Content-Length: 3\r\n") && h.ends_with("\r\n\r\n"),
+            "{h:?}"
+        );
+        let m = exchange(a, b"HEAD /metrics?x=1 HTTP/1.0\r\n\r\n");
+        assert!(m.starts_with("HTTP/1.1 200") && m.ends_with("\r\n\r\n"), "{m:?}");
+        // Split across reads, bare LF line ends: still one request.
+        let mut s = TcpStream::connect(a).unwrap();
+        s.write_all(b"GET /heal").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        s.write_all(b"thz HTTP/1.1\nHost: x\n\n").unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("ok\n"), "{out:?}");
+        for bad in [
+            &b"GET /metrics HTTP/9.9\r\n\r\n"[..],
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+            b"GET /x y z\r\n\r\n",
+        ] {
+            let r = exchange(a, bad);
+            assert!(r.starts_with("HTTP/1.1 400"), "{bad:?}: {r:?}");
+        }
+        assert_eq!(dropped(&hub, "too_large"), 0, "answered, not dropped");
+        let many: String = (0..65).map(|i| format!("X-{i}: v\r\n")).collect();
+        let r = exchange(a, format!("GET /metrics HTTP/1.1\r\n{many}\r\n").as_bytes());
+        assert!(r.starts_with("HTTP/1.1 400") && r.ends_with("request too large\n"), "{r:?}");
+        let big = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_REQUEST));
+        let r = exchange(a, big.as_bytes());
+        assert!(r.starts_with("HTTP/1.1 400") && r.ends_with("request too large\n"), "{r:?}");
+        assert!(eventually(|| dropped(&hub, "too_large") == 2), "too_large counted");
     }
 
     #[test]

@@ -6,27 +6,54 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::histogram::Latency;
-use super::{ConnKind, Direction, Hist, Label, Rejection, SessionOutcome, UpstreamErrorKind};
-use crate::proto::viewer_auth::AuthFailure;
+use super::{AuthFailure, ConnKind, Direction, Hist, Label, Rejection, SessionOutcome, UpstreamErrorKind};
+
+/// One counter per value of a label enum, sized by it: `PerLabel<{ Rejection::COUNT }>`.
+pub(super) type PerLabel<const N: usize> = [AtomicU64; N];
 
 /// Counters indexed by label value. One cache-line-aligned block per shard, so two shards'
 /// counters never share a line.
 #[repr(align(128))]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Counters {
     pub sessions_started: AtomicU64,
-    pub sessions_ended: [AtomicU64; 7],
-    pub connections: [AtomicU64; 5],
-    pub bytes: [AtomicU64; 2],
-    pub frames: [AtomicU64; 2],
+    pub sessions_ended: PerLabel<{ SessionOutcome::COUNT }>,
+    pub connections: PerLabel<{ ConnKind::COUNT }>,
+    pub bytes: PerLabel<{ Direction::COUNT }>,
+    pub frames: PerLabel<{ Direction::COUNT }>,
     pub frames_dropped: AtomicU64,
-    pub rejections: [AtomicU64; <Rejection as Label>::ALL.len()],
-    pub upstream_errors: [AtomicU64; <UpstreamErrorKind as Label>::ALL.len()],
-    pub auth_failures: [AtomicU64; AuthFailure::ALL.len()],
+    pub rejections: PerLabel<{ Rejection::COUNT }>,
+    pub upstream_errors: PerLabel<{ UpstreamErrorKind::COUNT }>,
+    pub auth_failures: PerLabel<{ AuthFailure::COUNT }>,
     pub backpressure_pauses: AtomicU64,
     pub ring_copies: AtomicU64,
     pub ring_range_copies: AtomicU64,
     pub accept_errors: AtomicU64,
+}
+
+/// A zeroed counter table (`Default` for arrays stops at 32 entries).
+pub(super) fn zeroed<const N: usize>() -> PerLabel<N> {
+    std::array::from_fn(|_| AtomicU64::new(0))
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            sessions_started: AtomicU64::new(0),
+            sessions_ended: zeroed(),
+            connections: zeroed(),
+            bytes: zeroed(),
+            frames: zeroed(),
+            frames_dropped: AtomicU64::new(0),
+            rejections: zeroed(),
+            upstream_errors: zeroed(),
+            auth_failures: zeroed(),
+            backpressure_pauses: AtomicU64::new(0),
+            ring_copies: AtomicU64::new(0),
+            ring_range_copies: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -129,8 +156,13 @@ impl ShardMetrics {
         self.counters.sessions_started.load(Ordering::Relaxed).saturating_sub(ended)
     }
 
-    pub(super) fn latency_snapshot(&self) -> Vec<Latency> {
-        self.latency.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Adds this shard's histograms into `merged` (one per slot) under the lock: no copy of
+    /// the table, which would cost as much again and allocate.
+    pub(super) fn add_latency_into(&self, merged: &mut [Latency]) {
+        let table = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        for (m, h) in merged.iter_mut().zip(table.iter()) {
+            m.add(h);
+        }
     }
 }
 
@@ -139,16 +171,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn label_tables_fit_their_enums() {
-        let c = Counters::default();
-        assert_eq!(c.sessions_ended.len(), SessionOutcome::ALL.len());
-        assert_eq!(c.connections.len(), ConnKind::ALL.len());
-        assert_eq!(c.rejections.len(), Rejection::ALL.len());
-        assert_eq!(c.upstream_errors.len(), UpstreamErrorKind::ALL.len());
-        assert_eq!(c.auth_failures.len(), AuthFailure::ALL.len());
-        for (i, r) in Rejection::ALL.iter().enumerate() {
-            assert_eq!(r.index(), i, "{}", r.as_str());
+    fn every_label_value_has_its_own_counter() {
+        let m = ShardMetrics::new(0);
+        for r in Rejection::ALL {
+            m.rejected(*r);
         }
+        for a in AuthFailure::ALL {
+            m.auth_failure(*a);
+        }
+        let ones = |t: &[AtomicU64]| t.iter().all(|c| c.load(Ordering::Relaxed) == 1);
+        assert!(ones(&m.counters.rejections) && ones(&m.counters.auth_failures));
     }
 
     #[test]

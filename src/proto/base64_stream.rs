@@ -1,4 +1,4 @@
-//! Streaming base64 decoder for the tunnel's POST body (DESIGN.md §1).
+//! Streaming base64 decoder for the tunnel's POST body.
 //!
 //! Clients encode each RTSP message separately *with padding*, so `=` appears mid-stream; a
 //! 4-character group may be split across TCP reads and CR/LF may appear between chunks.

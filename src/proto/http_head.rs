@@ -1,5 +1,7 @@
 //! Classification of the first bytes a client sends: a tunnel GET, a tunnel POST, plain RTSP on
-//! the same port, or something else; plus the HTTP replies the relay writes (DESIGN.md §1).
+//! the same port, or something else; plus the HTTP replies the relay writes.
+
+use super::outcome::Rejection;
 
 /// Limits applied while reading a request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +44,7 @@ pub struct RequestHead {
     pub consumed: usize,
 }
 
-/// Why a head was refused. [`HeadError::reason`] is the metrics label.
+/// Why a head was refused. [`HeadError::rejection`] is what the shell counts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeadError {
     #[error("request head larger than {limit} bytes")]
@@ -54,22 +56,22 @@ pub enum HeadError {
 }
 
 impl HeadError {
-    /// Stable label for `relay_rejections_total{reason}`.
+    /// The rejection to count (`relay_rejections_total{reason}`): the shell takes the value
+    /// itself, never a label text mapped back.
+    pub fn rejection(&self) -> Rejection {
+        match self {
+            HeadError::TooLarge { .. } => Rejection::HeaderTooLarge,
+            HeadError::Malformed(_) => Rejection::MalformedHead,
+            HeadError::BadCookie(_) => Rejection::BadCookie,
+        }
+    }
+
+    /// The label text of [`HeadError::rejection`].
     pub fn reason(&self) -> &'static str {
         match self {
             HeadError::TooLarge { .. } => "header_too_large",
             HeadError::Malformed(_) => "malformed_head",
             HeadError::BadCookie(_) => "bad_cookie",
-        }
-    }
-
-    /// What the relay counts when it refuses the head.
-    pub fn rejection(&self) -> super::outcome::Rejection {
-        use super::outcome::Rejection;
-        match self {
-            HeadError::TooLarge { .. } => Rejection::HeaderTooLarge,
-            HeadError::Malformed(_) => Rejection::MalformedHead,
-            HeadError::BadCookie(_) => Rejection::BadCookie,
         }
     }
 }
@@ -256,24 +258,32 @@ mod tests {
     #[test]
     fn hostile_heads_are_refused_with_a_reason() {
         let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
-        let cases: Vec<(Vec<u8>, &str)> = vec![
-            (long.into_bytes(), "header_too_large"),
-            (vec![b'A'; 9000], "header_too_large"),
-            (b"\x16\x03\x01\x00\x05hello\r\n\r\n".to_vec(), "malformed_head"),
-            (b"GET / HTTP/1.1\r\nx-sessioncookie: a b<c\r\n\r\n".to_vec(), "bad_cookie"),
-            (b"GET / HTTP/1.1\r\nx-sessioncookie: \r\n\r\n".to_vec(), "bad_cookie"),
-            (format!("GET / HTTP/1.1\r\nx-sessioncookie: {}\r\n\r\n", "a".repeat(129)).into_bytes(), "bad_cookie"),
+        use Rejection::{BadCookie, HeaderTooLarge, MalformedHead};
+        let cases: Vec<(Vec<u8>, Rejection, &str)> = vec![
+            (long.into_bytes(), HeaderTooLarge, "header_too_large"),
+            (vec![b'A'; 9000], HeaderTooLarge, "header_too_large"),
+            (b"\x16\x03\x01\x00\x05hello\r\n\r\n".to_vec(), MalformedHead, "malformed_head"),
+            (b"GET / HTTP/1.1\r\nx-sessioncookie: a b<c\r\n\r\n".to_vec(), BadCookie, "bad_cookie"),
+            (b"GET / HTTP/1.1\r\nx-sessioncookie: \r\n\r\n".to_vec(), BadCookie, "bad_cookie"),
+            (
+                format!("GET / HTTP/1.1\r\nx-sessioncookie: {}\r\n\r\n", "a".repeat(129)).into_bytes(),
+                BadCookie,
+                "bad_cookie",
+            ),
             (
                 (0..70)
                     .map(|i| format!("H{i}: v\r\n"))
                     .fold("GET / HTTP/1.1\r\n".to_owned(), |a, b| a + &b)
                     .into_bytes(),
+                MalformedHead,
                 "malformed_head",
             ),
         ];
-        for (raw, reason) in cases {
+        for (raw, rejection, reason) in cases {
             let e = parse_head(&raw, &LIMITS).unwrap_err();
-            assert_eq!(e.reason(), reason, "{:?}", String::from_utf8_lossy(&raw[..raw.len().min(60)]));
+            let shown = String::from_utf8_lossy(&raw[..raw.len().min(60)]);
+            assert_eq!(e.rejection(), rejection, "{shown:?}");
+            assert_eq!(e.reason(), reason, "{shown:?}");
         }
     }
 

@@ -4,14 +4,25 @@
 pub mod base64_stream;
 #[cfg(any(test, fuzzing))]
 pub mod camera_audit;
+pub mod camera_demand;
 pub mod camera_request;
+pub mod camera_session;
+pub mod digest;
+pub mod fanout_policy;
+pub mod frame_split;
+pub mod gop_cache;
 pub mod http_head;
 pub mod interleaved;
+pub mod keyframe;
 pub mod outcome;
 pub mod rewrite;
+pub mod rng;
 pub mod route;
+pub mod rtp_continuity;
 pub mod rtsp;
+pub mod sdp;
 pub mod session;
+pub mod shared_viewer;
 pub mod tunnel;
 pub mod upstream_auth;
 pub mod viewer_auth;

@@ -1,4 +1,4 @@
-//! URL rewriting between the viewer's view of a route and the camera's (DESIGN.md §2).
+//! URL rewriting between the viewer's view of a route and the camera's.
 //!
 //! Requests going up get their request URI mapped client→upstream (track suffixes such as
 //! `/trackID=1` kept); messages coming down get `Content-Base`, `Content-Location`, `RTP-Info`

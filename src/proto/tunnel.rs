@@ -9,12 +9,15 @@
 //! touches a socket or reads a clock; the shell keeps only descriptors, slab indices and
 //! generations per tunnel, and the numbers it logs.
 //!
-//! Connections are addressed by role, not by descriptor: "the viewer", "the POST", "the camera".
-//! A shared camera session (one camera connection, many viewers) is a second value of this
-//! shape: its inputs are the camera's bytes and events plus viewers joining and leaving (each
-//! with an id the shell assigns), its outputs the same actions addressed to a viewer id or to
-//! the camera. The shell's session table then holds either kind behind one enum, and its
-//! output loop maps an address to a connection index exactly as it maps roles today.
+//! Connections are addressed by role, not by descriptor: "the viewer", "the POST", "the
+//! camera". A shared camera (one camera connection, many viewers) adds values of the same
+//! shape, not cases in the shell: [`super::camera_session::CameraSession`] owns the camera
+//! connection of a route (its own `handle_*`/`poll_output`/`poll_timeout`) and each viewer's
+//! tunnel keeps these viewer-side policies (pairing, POST rebinding, idle, request deadline,
+//! drain, reload, viewer backlog) around a [`super::shared_viewer::SharedViewer`] dialogue
+//! instead of a [`Session`]. The shell's session table then holds tunnels and cameras by key;
+//! its output loop maps "the camera" to the route's camera entry instead of the tunnel's own
+//! connection, and fans each camera chunk out to the tunnels that view it.
 
 use core::net::{IpAddr, SocketAddr};
 use std::collections::VecDeque;

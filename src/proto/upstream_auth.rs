@@ -1,7 +1,9 @@
-//! The relay's own authentication towards a camera (DESIGN.md §2): on a 401 the relay answers
+//! The relay's own authentication towards a camera: on a 401 the relay answers
 //! the challenge (Digest, with or without qop; Basic) over the *rewritten* URI and retries.
 //! Camera credentials never leave the relay.
 
+use super::digest::{Params, md5_hex};
+use super::rng::Rng;
 use super::rtsp::Message;
 
 /// Credentials taken from a route's upstream URL (percent-decoded).
@@ -40,39 +42,10 @@ pub struct UpstreamAuth {
     challenge: Option<Challenge>,
     /// Nonce count for qop=auth (RFC 2617 §3.2.2).
     nc: u32,
-    cnonce_seed: u64,
+    /// Draws the cnonces.
+    rng: Rng,
     /// Retries made after an authorized request was refused with a new nonce.
     renewals: u32,
-}
-
-/// Parses `k=v, k="v"` parameter lists; quoted values may contain commas.
-fn parse_params(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut rest = s.trim();
-    while !rest.is_empty() {
-        let Some(eq) = rest.find('=') else { break };
-        let key = rest[..eq].trim().trim_start_matches(',').trim().to_ascii_lowercase();
-        rest = rest[eq + 1..].trim_start();
-        let value = if let Some(r) = rest.strip_prefix('"') {
-            let end = r.find('"').unwrap_or(r.len());
-            let v = r[..end].to_owned();
-            rest = r.get(end + 1..).unwrap_or("");
-            v
-        } else {
-            let end = rest.find(',').unwrap_or(rest.len());
-            let v = rest[..end].trim().to_owned();
-            rest = &rest[end..];
-            v
-        };
-        rest = rest.trim_start().trim_start_matches(',').trim_start();
-        out.push((key, value));
-    }
-    out
-}
-
-fn md5_hex(s: &str) -> String {
-    use md5::{Digest, Md5};
-    Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The best usable challenge among the camera's `WWW-Authenticate` headers (Digest over Basic)
@@ -82,8 +55,8 @@ fn best_challenge(resp: &Message) -> Option<(Challenge, bool)> {
     for value in resp.headers_named("WWW-Authenticate") {
         let (scheme, params) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
         if scheme.eq_ignore_ascii_case("Digest") {
-            let p = parse_params(params);
-            let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let p = Params::parse(params);
+            let get = |k: &str| p.get(k).map(str::to_owned);
             let algorithm = get("algorithm").unwrap_or_else(|| "MD5".into()).to_ascii_uppercase();
             if algorithm != "MD5" && algorithm != "MD5-SESS" {
                 continue;
@@ -104,7 +77,7 @@ fn best_challenge(resp: &Message) -> Option<(Challenge, bool)> {
 impl UpstreamAuth {
     /// `cnonce_seed` is randomness from the shell (proto reads no entropy source itself).
     pub fn new(creds: Credentials, cnonce_seed: u64) -> Self {
-        UpstreamAuth { creds, challenge: None, nc: 0, cnonce_seed, renewals: 0 }
+        UpstreamAuth { creds, challenge: None, nc: 0, rng: Rng::new(cnonce_seed), renewals: 0 }
     }
 
     /// Digests a camera's 401 response. `was_authorized`: the refused request already carried
@@ -154,10 +127,7 @@ impl UpstreamAuth {
                 let uri = req.uri().unwrap_or("");
                 self.nc += 1;
                 let nc = format!("{:08x}", self.nc);
-                let cnonce = format!(
-                    "{:016x}",
-                    self.cnonce_seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(self.nc as u64)
-                );
+                let cnonce = format!("{:016x}", self.rng.next_u64());
                 let mut ha1 = md5_hex(&format!("{}:{realm}:{}", self.creds.user, self.creds.pass));
                 if *sess {
                     ha1 = md5_hex(&format!("{ha1}:{nonce}:{cnonce}"));
@@ -209,12 +179,9 @@ mod tests {
         m
     }
 
-    fn params_of(req: &Message) -> Vec<(String, String)> {
-        parse_params(req.header("Authorization").unwrap().strip_prefix("Digest ").unwrap())
-    }
-
     fn param(req: &Message, k: &str) -> String {
-        params_of(req).into_iter().find(|(n, _)| n == k).map(|(_, v)| v).unwrap_or_default()
+        let p = Params::parse(req.header("Authorization").unwrap().strip_prefix("Digest ").unwrap());
+        p.get(k).unwrap_or_default().to_owned()
     }
 
     #[test]

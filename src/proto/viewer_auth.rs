@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use md5::{Digest, Md5};
 
+use super::digest::{Params, md5_hex};
+use super::rng::Rng;
 use super::rtsp::Message;
 
 /// The configured viewers, by name.
@@ -55,20 +56,12 @@ pub fn ha1_hex(user: &str, realm: &str, password: &str) -> String {
     md5_hex(&format!("{user}:{realm}:{password}"))
 }
 
-fn md5_hex(s: &str) -> String {
-    hex(&Md5::digest(s.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Equal-length comparison whose time does not depend on where the inputs differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Why a viewer was not let in: the label of `relay_auth_failures_total{reason}`.
+/// Why a viewer was not let in: `relay_auth_failures_total{reason}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuthFailure {
     /// No `Authorization` header (the normal first step: the client learns the challenge).
@@ -87,32 +80,6 @@ pub enum AuthFailure {
     UriMismatch,
 }
 
-impl AuthFailure {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthFailure::NoCredentials => "no_credentials",
-            AuthFailure::UnknownUser => "unknown_user",
-            AuthFailure::BadCredentials => "bad_credentials",
-            AuthFailure::NotAllowed => "not_allowed",
-            AuthFailure::StaleNonce => "stale_nonce",
-            AuthFailure::BasicWithoutTls => "basic_without_tls",
-            AuthFailure::Malformed => "malformed",
-            AuthFailure::UriMismatch => "uri_mismatch",
-        }
-    }
-
-    pub const ALL: [AuthFailure; 8] = [
-        AuthFailure::NoCredentials,
-        AuthFailure::UnknownUser,
-        AuthFailure::BadCredentials,
-        AuthFailure::NotAllowed,
-        AuthFailure::StaleNonce,
-        AuthFailure::BasicWithoutTls,
-        AuthFailure::Malformed,
-        AuthFailure::UriMismatch,
-    ];
-}
-
 /// One session's side of viewer authentication.
 #[derive(Debug, Clone)]
 pub struct ViewerAuth {
@@ -120,37 +87,14 @@ pub struct ViewerAuth {
     nonce: String,
     issued: Instant,
     ttl: Duration,
-    rng: u64,
-}
-
-/// Parses `k=v, k="v"` parameter lists (Digest); quoted values may contain commas.
-fn parse_params(s: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut rest = s.trim();
-    while !rest.is_empty() {
-        let Some(eq) = rest.find('=') else { break };
-        let key = rest[..eq].trim().trim_start_matches(',').trim().to_ascii_lowercase();
-        rest = rest[eq + 1..].trim_start();
-        let value;
-        if let Some(r) = rest.strip_prefix('"') {
-            let end = r.find('"').unwrap_or(r.len());
-            value = r[..end].to_owned();
-            rest = r.get(end + 1..).unwrap_or("");
-        } else {
-            let end = rest.find(',').unwrap_or(rest.len());
-            value = rest[..end].trim().to_owned();
-            rest = &rest[end..];
-        }
-        rest = rest.trim_start().trim_start_matches(',').trim_start();
-        out.insert(key, value);
-    }
-    out
+    /// Draws the nonces.
+    rng: Rng,
 }
 
 impl ViewerAuth {
     /// `seed`: randomness from the shell, for nonces. `tls`: the viewer's connection is TLS.
     pub fn new(seed: u64, tls: bool, ttl: Duration, now: Instant) -> ViewerAuth {
-        let mut a = ViewerAuth { tls, nonce: String::new(), issued: now, ttl, rng: seed | 1 };
+        let mut a = ViewerAuth { tls, nonce: String::new(), issued: now, ttl, rng: Rng::new(seed) };
         a.renew(now);
         a
     }
@@ -161,17 +105,8 @@ impl ViewerAuth {
         self.tls = tls;
     }
 
-    fn next_random(&mut self) -> u64 {
-        // xorshift64*: nonces need to be unpredictable to an observer, not cryptographic keys;
-        // the seed comes from the OS.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
     fn renew(&mut self, now: Instant) {
-        let (a, b) = (self.next_random(), self.next_random());
+        let (a, b) = (self.rng.next_u64(), self.rng.next_u64());
         self.nonce = format!("{a:016x}{b:016x}");
         self.issued = now;
     }
@@ -212,8 +147,8 @@ impl ViewerAuth {
         users: &Users,
         now: Instant,
     ) -> Result<String, AuthFailure> {
-        let p = parse_params(params);
-        let get = |k: &str| p.get(k).map(String::as_str);
+        let p = Params::parse(params);
+        let get = |k: &str| p.get(k);
         let (Some(user), Some(nonce), Some(uri), Some(response)) =
             (get("username"), get("nonce"), get("uri"), get("response"))
         else {
@@ -328,7 +263,7 @@ mod tests {
     }
 
     fn nonce_of(challenge: &str) -> String {
-        parse_params(challenge.strip_prefix("Digest ").unwrap())["nonce"].clone()
+        Params::parse(challenge.strip_prefix("Digest ").unwrap()).get("nonce").unwrap().to_owned()
     }
 
     #[test]

@@ -120,9 +120,10 @@ impl Shard {
         let ring: IoUring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
-            .setup_cqsize(cfg.runtime.ring_entries * 4)
-            .build(cfg.runtime.ring_entries)?;
-        let bufs = BufRing::register(&ring.submitter(), 0, cfg.runtime.recv_buffers, cfg.runtime.recv_buffer_size)?;
+            .setup_cqsize(cfg.settings.runtime.ring_entries * 4)
+            .build(cfg.settings.runtime.ring_entries)?;
+        let runtime = &cfg.settings.runtime;
+        let bufs = BufRing::register(&ring.submitter(), 0, runtime.recv_buffers, runtime.recv_buffer_size)?;
         let local_authority = cfg
             .listeners
             .first()
@@ -133,13 +134,14 @@ impl Shard {
             bufs: KernelMemory::new(bufs),
             id: cfg.id,
             metrics: shared.metrics[cfg.id as usize].clone(),
-            routes: cfg.routes,
-            limits: cfg.limits,
-            auth_gate: shared
-                .auth_failures
-                .gate(cfg.auth.max_failures_per_ip, Duration::from_secs(cfg.auth.failure_window_secs)),
-            auth: cfg.auth,
-            public_address: cfg.public_address,
+            routes: cfg.settings.routes.clone(),
+            limits: cfg.settings.limits.clone(),
+            auth_gate: shared.auth_failures.gate(
+                cfg.settings.auth.max_failures_per_ip,
+                Duration::from_secs(cfg.settings.auth.failure_window_secs),
+            ),
+            auth: cfg.settings.auth.clone(),
+            public_address: cfg.settings.public_address.clone(),
             listeners: cfg.listeners.into_iter().map(Some).collect(),
             local_authority,
             shared,

@@ -7,7 +7,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::{AuthConfig, Limits, RouteTable};
+use crate::config::Settings;
 
 /// A tunnel POST whose GET lives on the receiving shard: its socket and what was read after the head.
 pub struct AdoptPost {
@@ -26,12 +26,9 @@ pub enum ShardMsg {
     WakeParked {
         cookie: String,
     },
-    /// New routes and limits (SIGHUP).
+    /// A reloaded configuration (SIGHUP), already validated.
     Reload {
-        routes: Arc<RouteTable>,
-        limits: Limits,
-        auth: AuthConfig,
-        tls: Vec<Arc<rustls::ServerConfig>>,
+        settings: Arc<Settings>,
     },
     /// Stop accepting; end sessions after `grace`.
     Shutdown {

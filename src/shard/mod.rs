@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::admission::{Admission, AuthFailureLimiter};
-use crate::config::{Acl, AuthConfig, Limits, RouteTable, Runtime};
+use crate::config::{Acl, Settings};
 use crate::metrics::ShardMetrics;
 use crate::pairing::CookieTable;
 
@@ -61,38 +61,19 @@ struct Listener {
     acl: Acl,
 }
 
-/// An HTTPS tunnel listener to start.
-pub struct TlsListenerOptions {
-    pub addr: SocketAddr,
-    pub config: Arc<rustls::ServerConfig>,
-    pub acl: Acl,
-}
-
-/// What one shard starts with.
+/// What one shard starts with: its listeners (in `settings.listeners` order) and the settings.
 struct ShardConfig {
     id: u16,
     listeners: Vec<Listener>,
-    routes: Arc<RouteTable>,
-    limits: Limits,
-    auth: AuthConfig,
-    runtime: Runtime,
-    public_address: Option<String>,
+    settings: Arc<Settings>,
     seed: u64,
 }
 
 /// Everything needed to start the shards.
 pub struct StartOptions {
-    pub tunnel: Vec<SocketAddr>,
-    /// Source-address lists of the plain tunnel listeners.
-    pub tunnel_acl: Acl,
-    /// HTTPS tunnel listeners.
-    pub tls: Vec<TlsListenerOptions>,
-    pub auth: AuthConfig,
-    pub shards: usize,
-    pub runtime: Runtime,
-    pub limits: Limits,
-    pub routes: Arc<RouteTable>,
-    pub public_address: Option<String>,
+    /// The validated configuration; `settings.shards()` shards are started.
+    pub settings: Arc<Settings>,
+    /// One per shard.
     pub metrics: Vec<Arc<ShardMetrics>>,
 }
 
@@ -134,17 +115,16 @@ fn random_seed() -> u64 {
 impl Shards {
     /// Binds every listener (so bind errors surface here) and starts the shard threads.
     pub fn start(opts: StartOptions) -> anyhow::Result<Shards> {
-        let n = opts.shards.max(1);
+        let settings = opts.settings;
+        let n = settings.shards().max(1);
         anyhow::ensure!(opts.metrics.len() == n, "one ShardMetrics per shard");
         let mut per_shard: Vec<Vec<Listener>> = (0..n).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::new();
-        let plain = opts.tunnel.iter().map(|a| (*a, None, opts.tunnel_acl.clone()));
-        let tls = opts.tls.iter().map(|t| (t.addr, Some(t.config.clone()), t.acl.clone()));
-        for (addr, tls, acl) in plain.chain(tls) {
-            let (bound, fds) = bind_listeners(addr, n)?;
+        for l in &settings.listeners {
+            let (bound, fds) = bind_listeners(l.addr, n)?;
             local_addrs.push(bound);
             for (i, fd) in fds.into_iter().enumerate() {
-                per_shard[i].push(Listener { fd, tls: tls.clone(), acl: acl.clone() });
+                per_shard[i].push(Listener { fd, tls: l.tls.clone(), acl: l.acl.clone() });
             }
         }
         let mailboxes = (0..n).map(|_| Mailbox::new().map(Arc::new)).collect::<std::io::Result<Vec<_>>>()?;
@@ -160,18 +140,9 @@ impl Shards {
         let mut threads = Vec::with_capacity(n);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
         for (i, listeners) in per_shard.into_iter().enumerate() {
-            let cfg = ShardConfig {
-                id: i as u16,
-                listeners,
-                routes: opts.routes.clone(),
-                limits: opts.limits.clone(),
-                auth: opts.auth.clone(),
-                runtime: opts.runtime.clone(),
-                public_address: opts.public_address.clone(),
-                seed: random_seed(),
-            };
+            let cfg = ShardConfig { id: i as u16, listeners, settings: settings.clone(), seed: random_seed() };
             let shared = shared.clone();
-            let core = (opts.runtime.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
+            let core = (settings.runtime.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
             let ready = ready_tx.clone();
             let t = std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || {
                 if let Some(core) = core {
@@ -218,18 +189,12 @@ impl Shards {
         self.shared.admission.sessions()
     }
 
-    /// New routes, limits and TLS certificates (one per TLS listener, in order) for every
-    /// shard; sessions on removed routes end cleanly, live TLS sessions keep their keys.
-    pub fn reload(
-        &self,
-        routes: Arc<RouteTable>,
-        limits: Limits,
-        auth: AuthConfig,
-        tls: Vec<Arc<rustls::ServerConfig>>,
-    ) {
+    /// New settings for every shard: routes, limits, auth and TLS certificates take effect
+    /// (listener addresses and `[runtime]` only on restart); sessions on removed routes end
+    /// cleanly, live TLS sessions keep their keys.
+    pub fn reload(&self, settings: Arc<Settings>) {
         for m in &self.shared.mailboxes {
-            let (routes, limits, auth, tls) = (routes.clone(), limits.clone(), auth.clone(), tls.clone());
-            m.post(ShardMsg::Reload { routes, limits, auth, tls });
+            m.post(ShardMsg::Reload { settings: settings.clone() });
         }
     }
 

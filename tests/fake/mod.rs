@@ -12,11 +12,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use rtsp_tunnel_relay::config::{Acl, Config, Limits, RouteTable, Runtime};
+use rtsp_tunnel_relay::config::{Acl, Limits, ListenerSettings, Runtime, Settings};
 use rtsp_tunnel_relay::metrics::ShardMetrics;
 use rtsp_tunnel_relay::proto::interleaved::{Demux, Event};
 use rtsp_tunnel_relay::proto::rtsp::{Message, MessageLimits};
-use rtsp_tunnel_relay::shard::{Shards, StartOptions, TlsListenerOptions};
+use rtsp_tunnel_relay::shard::{Shards, StartOptions};
+
+// The polling helper is support's; a test crate including `fake` includes `support` too.
+#[allow(unused_imports)]
+pub use crate::support::eventually;
 
 /// What a fake camera observed.
 #[derive(Default)]
@@ -298,23 +302,18 @@ impl Relay {
         tls: Option<Arc<rustls::ServerConfig>>,
         runtime: Runtime,
     ) -> Relay {
-        let (cfg, routes) = Config::from_toml(text).unwrap();
-        let users = cfg.viewer_users().unwrap();
-        let metrics: Vec<_> = (0..shards).map(|i| Arc::new(ShardMetrics::new(i))).collect();
+        let mut settings = Settings::from_toml(text).unwrap();
         let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let running = Shards::start(StartOptions {
-            tunnel: vec![any],
-            tunnel_acl: Acl::parse(&cfg.listen.allow, &cfg.listen.deny).unwrap(),
-            tls: tls.into_iter().map(|config| TlsListenerOptions { addr: any, config, acl: Acl::default() }).collect(),
-            auth: cfg.auth.clone(),
-            shards,
-            runtime,
-            limits,
-            routes: Arc::new(RouteTable::new(routes).with_users(users)),
-            public_address: None,
-            metrics: metrics.clone(),
-        })
-        .unwrap();
+        // The plain listeners keep the file's address lists; `tls` is served without one.
+        let plain_acl = settings.listeners.iter().find(|l| l.tls.is_none()).map(|l| l.acl.clone()).unwrap_or_default();
+        settings.listeners = std::iter::once(ListenerSettings { addr: any, acl: plain_acl, tls: None })
+            .chain(tls.map(|config| ListenerSettings { addr: any, acl: Acl::default(), tls: Some(config) }))
+            .collect();
+        settings.public_address = None;
+        settings.limits = limits;
+        settings.runtime = Runtime { shards, ..runtime };
+        let metrics: Vec<_> = (0..shards).map(|i| Arc::new(ShardMetrics::new(i))).collect();
+        let running = Shards::start(StartOptions { settings: Arc::new(settings), metrics: metrics.clone() }).unwrap();
         Relay {
             addr: running.local_addrs()[0],
             tls_addr: running.local_addrs().get(1).copied(),
@@ -354,20 +353,28 @@ pub fn test_tls(dir: &std::path::Path) -> (Arc<rustls::ServerConfig>, std::path:
     (rtsp_tunnel_relay::tls::load_server_config(&c, &k).unwrap(), c)
 }
 
-pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+/// A TLS client connection to `addr` trusting only the test certificate at `cert`.
+pub fn tls_connect(
+    addr: SocketAddr,
+    cert: &std::path::Path,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from_pem_file(cert).unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    rustls::StreamOwned::new(conn, sock)
 }
 
-/// Polls `f` until it holds or `timeout` passes.
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
 
 pub fn connect(addr: SocketAddr) -> TcpStream {

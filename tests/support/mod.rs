@@ -1,6 +1,7 @@
 //! Real peers for interop tests: a gst-rtsp-server camera (python3-gi), the relay binary with a
 //! generated configuration, and FFmpeg/GStreamer viewers whose decoded frames are counted.
-//! Every child is killed on drop and every run has a hard time limit.
+//! Every child is killed on drop and every run has a hard time limit. Also the one polling
+//! helper of the integration tests ([`eventually`]), which `fake` re-exports.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -156,7 +157,7 @@ impl RelayProcess {
             config,
             log,
         };
-        let ready = wait_for(Duration::from_secs(10), || {
+        let ready = eventually(Duration::from_secs(10), || {
             http_get(relay.metrics, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
         });
         assert!(ready, "relay not ready; log:\n{}", relay.log_text());
@@ -213,13 +214,18 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     Some(out)
 }
 
-pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+/// Polls `f` until it holds or `timeout` passes; true if it held. Polls quickly at first (most
+/// conditions settle within milliseconds) and backs off to 100 ms, so watching a scrape or
+/// `/proc` over seconds stays cheap.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
     while Instant::now() < end {
         if f() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(pause.min(end.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
     f()
 }

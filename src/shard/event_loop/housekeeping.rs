@@ -108,18 +108,19 @@ impl Shard {
                         self.wake_parked(idx, cookie);
                     }
                 }
-                ShardMsg::Reload { routes, limits, auth, tls } => {
+                ShardMsg::Reload { settings } => {
+                    let auth = &settings.auth;
                     let window = Duration::from_secs(auth.failure_window_secs);
                     self.auth_gate = self.shared.auth_failures.gate(auth.max_failures_per_ip, window);
-                    self.auth = auth;
-                    // New certificates apply to new connections; the i-th TLS listener gets the i-th.
-                    let mut fresh = tls.into_iter();
-                    for l in self.listeners.iter_mut().flatten().filter(|l| l.tls.is_some()) {
-                        if let Some(cfg) = fresh.next() {
-                            l.tls = Some(cfg);
+                    self.auth = auth.clone();
+                    // New certificates apply to new connections. Listeners are bound in
+                    // `settings.listeners` order and their addresses change only on restart.
+                    for (l, fresh) in self.listeners.iter_mut().zip(&settings.listeners) {
+                        if let (Some(l), Some(cfg)) = (l.as_mut().filter(|l| l.tls.is_some()), &fresh.tls) {
+                            l.tls = Some(cfg.clone());
                         }
                     }
-                    self.reload(routes, limits)
+                    self.reload(settings.routes.clone(), settings.limits.clone())
                 }
                 ShardMsg::Shutdown { grace } => self.begin_drain(grace),
             }

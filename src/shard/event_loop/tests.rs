@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicUsize;
 use super::data_path::RecvEnd;
 use super::*;
 use crate::admission::{Admission, AuthFailureLimiter};
-use crate::config::{Acl, Runtime};
+use crate::config::{Acl, Runtime, Settings};
 use crate::pairing::CookieTable;
 use crate::shard::mailbox::Mailbox;
 
@@ -25,11 +25,10 @@ fn shard() -> Shard {
     let cfg = ShardConfig {
         id: 0,
         listeners: vec![Listener { fd: OwnedFd::from(listener), tls: None, acl: Acl::default() }],
-        routes: Arc::new(RouteTable::new(Vec::new())),
-        limits: Limits::default(),
-        auth: AuthConfig::default(),
-        runtime: Runtime { ring_entries: 64, recv_buffers: 64, recv_buffer_size: 4096, ..Runtime::default() },
-        public_address: None,
+        settings: Arc::new(Settings {
+            runtime: Runtime { ring_entries: 64, recv_buffers: 64, recv_buffer_size: 4096, ..Runtime::default() },
+            ..Settings::from_toml("[listen]\ntunnel=[\"127.0.0.1:0\"]\n").unwrap()
+        }),
         seed: 1,
     };
     Shard::new(cfg, shared).unwrap()

@@ -1,0 +1,467 @@
+//! The Prometheus exposition of a [`super::MetricsHub`]: a custom collector over the shards'
+//! own counters and HDR histograms, encoded by the `prometheus` crate.
+//!
+//! The shards record into plain atomics and HDR histograms (one writer each, nothing shared
+//! between cores); at scrape time this collector sums the counters, merges the histograms and
+//! hands the registry metric families. Every value of every label is exported from the start,
+//! at 0, so an alert on a reason that has not happened yet already sees its series.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary,
+};
+
+use super::histogram::Latency;
+use super::hub::HubState;
+use super::shard_metrics::Counters;
+use super::{
+    AuthFailure, ConnKind, Direction, FIXED_HISTS, Hist, Label, PortDrop, Rejection, RtspMethod, SessionOutcome,
+    UpstreamErrorKind, process,
+};
+
+/// Bucket bounds in seconds: media forwarding is sub-millisecond; control-plane steps are
+/// milliseconds to seconds.
+const FORWARD_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+const CONTROL_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const QUANTILES: &[f64] = &[0.5, 0.9, 0.99, 0.999];
+
+fn hist_name(h: Hist) -> (&'static str, &'static str, &'static [f64]) {
+    match h {
+        Hist::Pairing => ("relay_pairing_seconds", "Tunnel GET accepted to POST bound.", CONTROL_BUCKETS),
+        Hist::UpstreamConnect => ("relay_upstream_connect_seconds", "Camera TCP connect time.", CONTROL_BUCKETS),
+        Hist::ForwardLatency => (
+            "relay_forward_latency_seconds",
+            "Media received from the camera to the viewer's send completing.",
+            FORWARD_BUCKETS,
+        ),
+        Hist::SessionSetup => ("relay_session_setup_seconds", "Tunnel GET accepted to PLAY answered.", CONTROL_BUCKETS),
+        Hist::RtspRequest(_) => (
+            "relay_rtsp_request_seconds",
+            "RTSP request forwarded to the camera until its response was relayed.",
+            CONTROL_BUCKETS,
+        ),
+    }
+}
+
+/// The relay's metrics as one `prometheus` collector.
+pub(super) struct RelayCollector {
+    state: Arc<HubState>,
+    descs: Vec<Desc>,
+}
+
+impl RelayCollector {
+    pub fn new(state: Arc<HubState>) -> prometheus::Result<RelayCollector> {
+        // Described by one collection, so the descriptors cannot disagree with what is
+        // collected (the registry checks their names and labels).
+        let descs = families(&state)
+            .iter()
+            .map(|f| {
+                let labels = f
+                    .get_metric()
+                    .first()
+                    .map_or_else(Vec::new, |m| m.get_label().iter().map(|l| l.name().to_owned()).collect());
+                Desc::new(f.name().to_owned(), f.help().to_owned(), labels, HashMap::new())
+            })
+            .collect::<prometheus::Result<_>>()?;
+        Ok(RelayCollector { state, descs })
+    }
+}
+
+impl std::fmt::Debug for RelayCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayCollector").field("families", &self.descs.len()).finish()
+    }
+}
+
+impl Collector for RelayCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        families(&self.state)
+    }
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_owned());
+    f.set_help(help.to_owned());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+fn labelled(labels: &[(&str, &str)]) -> Metric {
+    Metric::from_label(
+        labels
+            .iter()
+            .map(|(name, value)| {
+                let mut l = LabelPair::default();
+                l.set_name((*name).to_owned());
+                l.set_value((*value).to_owned());
+                l
+            })
+            .collect(),
+    )
+}
+
+fn counter(labels: &[(&str, &str)], value: f64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(value);
+    let mut m = labelled(labels);
+    m.set_counter(c);
+    m
+}
+
+fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(value);
+    let mut m = labelled(labels);
+    m.set_gauge(g);
+    m
+}
+
+/// A histogram over `buckets` (the encoder adds `+Inf`), counted from the HDR histogram.
+fn histogram(labels: &[(&str, &str)], buckets: &[f64], lat: &Latency) -> Metric {
+    let mut h = Histogram::default();
+    h.set_bucket(
+        buckets
+            .iter()
+            .map(|le| {
+                let mut b = Bucket::default();
+                b.set_upper_bound(*le);
+                b.set_cumulative_count(lat.count_at_or_below(*le));
+                b
+            })
+            .collect(),
+    );
+    h.set_sample_count(lat.count());
+    h.set_sample_sum(lat.sum_seconds());
+    let mut m = labelled(labels);
+    m.set_histogram(h);
+    m
+}
+
+/// The quantiles the HDR histogram knows exactly, as a summary beside the histogram.
+fn summary(labels: &[(&str, &str)], lat: &Latency) -> Metric {
+    let mut s = Summary::default();
+    s.set_quantile(
+        QUANTILES
+            .iter()
+            .map(|q| {
+                let mut v = Quantile::default();
+                v.set_quantile(*q);
+                v.set_value(lat.quantile_seconds(*q));
+                v
+            })
+            .collect(),
+    );
+    s.set_sample_count(lat.count());
+    s.set_sample_sum(lat.sum_seconds());
+    let mut m = labelled(labels);
+    m.set_summary(s);
+    m
+}
+
+/// A counter family over label `L`, summed across shards: every value, zeros included.
+fn counter_by<L: Label>(
+    name: &str,
+    help: &str,
+    label: &str,
+    state: &HubState,
+    pick: impl Fn(&Counters) -> &[AtomicU64],
+) -> MetricFamily {
+    let metrics = L::ALL
+        .iter()
+        .map(|v| {
+            let total: u64 = state.shards.iter().map(|s| pick(&s.counters)[v.index()].load(Ordering::Relaxed)).sum();
+            counter(&[(label, v.as_str())], total as f64)
+        })
+        .collect();
+    family(name, help, MetricType::COUNTER, metrics)
+}
+
+/// An unlabelled counter summed across shards.
+fn counter_total(name: &str, help: &str, state: &HubState, pick: impl Fn(&Counters) -> &AtomicU64) -> MetricFamily {
+    let total: u64 = state.shards.iter().map(|s| pick(&s.counters).load(Ordering::Relaxed)).sum();
+    family(name, help, MetricType::COUNTER, vec![counter(&[], total as f64)])
+}
+
+fn single_gauge(name: &str, help: &str, value: f64) -> MetricFamily {
+    family(name, help, MetricType::GAUGE, vec![gauge(&[], value)])
+}
+
+/// Every family, read from the shards now.
+fn families(state: &HubState) -> Vec<MetricFamily> {
+    let mut out = Vec::with_capacity(40);
+    out.push(family(
+        "relay_build_info",
+        "Build information.",
+        MetricType::GAUGE,
+        vec![gauge(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+    ));
+    out.push(single_gauge("relay_shards", "io_uring shards.", state.shards.len() as f64));
+    out.push(single_gauge(
+        "relay_ready",
+        "1 when listeners are bound and every shard runs.",
+        f64::from(u8::from(state.ready())),
+    ));
+    out.push(single_gauge("relay_uptime_seconds", "Seconds since start.", state.started.elapsed().as_secs_f64()));
+
+    let active: u64 = state.shards.iter().map(|s| s.sessions_active()).sum();
+    out.push(single_gauge("relay_sessions_active", "Sessions open now.", active as f64));
+    out.push(counter_by::<SessionOutcome>(
+        "relay_sessions_total",
+        "Sessions ended, by outcome.",
+        "outcome",
+        state,
+        |c| &c.sessions_ended,
+    ));
+    out.push(counter_by::<ConnKind>(
+        "relay_connections_total",
+        "Connections accepted (or opened to cameras), by kind.",
+        "kind",
+        state,
+        |c| &c.connections,
+    ));
+    out.push(counter_by::<Direction>("relay_bytes_total", "Bytes relayed, by direction.", "direction", state, |c| {
+        &c.bytes
+    }));
+    out.push(counter_by::<Direction>(
+        "relay_frames_total",
+        "Interleaved frames relayed, by direction.",
+        "direction",
+        state,
+        |c| &c.frames,
+    ));
+    out.push(counter_total(
+        "relay_frames_dropped_total",
+        "Interleaved frames dropped (no peer to take them).",
+        state,
+        |c| &c.frames_dropped,
+    ));
+    out.push(counter_by::<Rejection>("relay_rejections_total", "Input refused, by reason.", "reason", state, |c| {
+        &c.rejections
+    }));
+    out.push(counter_by::<UpstreamErrorKind>(
+        "relay_upstream_errors_total",
+        "Camera failures, by reason.",
+        "reason",
+        state,
+        |c| &c.upstream_errors,
+    ));
+    out.push(counter_by::<AuthFailure>(
+        "relay_auth_failures_total",
+        "Failed viewer authentications, by reason.",
+        "reason",
+        state,
+        |c| &c.auth_failures,
+    ));
+    out.push(counter_total(
+        "relay_backpressure_pauses_total",
+        "Camera reads paused because a viewer fell behind.",
+        state,
+        |c| &c.backpressure_pauses,
+    ));
+    out.push(counter_total(
+        "relay_ring_buffers_copied_total",
+        "Receive buffers copied out of slow viewers' queues under ring pressure.",
+        state,
+        |c| &c.ring_copies,
+    ));
+    out.push(counter_total(
+        "relay_ring_ranges_copied_total",
+        "Media ranges copied because their receive buffer already backed the most queued sends allowed.",
+        state,
+        |c| &c.ring_range_copies,
+    ));
+    out.push(counter_total(
+        "relay_accept_errors_total",
+        "Failed accepts (the listener is re-armed at the next tick).",
+        state,
+        |c| &c.accept_errors,
+    ));
+    out.push(family(
+        "relay_metrics_requests_dropped_total",
+        "Metrics-port connections closed without an answer (deadline, shed to make room) or refused (too_large).",
+        MetricType::COUNTER,
+        PortDrop::ALL
+            .iter()
+            .map(|why| {
+                counter(&[("reason", why.as_str())], state.port_drops[why.index()].load(Ordering::Relaxed) as f64)
+            })
+            .collect(),
+    ));
+
+    let shard_ids: Vec<String> = state.shards.iter().map(|s| s.shard.to_string()).collect();
+    out.push(family(
+        "relay_shard_sessions_active",
+        "Sessions open now, per shard.",
+        MetricType::GAUGE,
+        state
+            .shards
+            .iter()
+            .zip(&shard_ids)
+            .map(|(s, id)| gauge(&[("shard", id)], s.sessions_active() as f64))
+            .collect(),
+    ));
+    out.push(family(
+        "relay_shard_bytes_total",
+        "Bytes relayed, per shard and direction.",
+        MetricType::COUNTER,
+        state
+            .shards
+            .iter()
+            .zip(&shard_ids)
+            .flat_map(|(s, id)| {
+                Direction::ALL.iter().map(move |d| {
+                    let n = s.counters.bytes[d.index()].load(Ordering::Relaxed);
+                    counter(&[("shard", id), ("direction", d.as_str())], n as f64)
+                })
+            })
+            .collect(),
+    ));
+
+    // Histograms: merged across shards, each exported with its quantiles beside it.
+    let mut merged: Vec<Latency> = (0..Hist::SLOTS).map(|_| Latency::default()).collect();
+    for s in &state.shards {
+        s.add_latency_into(&mut merged);
+    }
+    for h in FIXED_HISTS {
+        let (name, help, buckets) = hist_name(h);
+        let lat = &merged[h.slot()];
+        out.push(family(name, help, MetricType::HISTOGRAM, vec![histogram(&[], buckets, lat)]));
+        out.push(quantiles_family(name, vec![summary(&[], lat)]));
+    }
+    let (name, help, buckets) = hist_name(Hist::RtspRequest(RtspMethod::Options));
+    let methods = || RtspMethod::ALL.iter().map(|m| ([("method", m.as_str())], &merged[Hist::RtspRequest(*m).slot()]));
+    out.push(family(
+        name,
+        help,
+        MetricType::HISTOGRAM,
+        methods().map(|(l, lat)| histogram(&l, buckets, lat)).collect(),
+    ));
+    out.push(quantiles_family(name, methods().map(|(l, lat)| summary(&l, lat)).collect()));
+
+    if let Some(v) = process::cpu_seconds() {
+        out.push(family(
+            "process_cpu_seconds_total",
+            "User and system CPU time spent in seconds.",
+            MetricType::COUNTER,
+            vec![counter(&[], v)],
+        ));
+    }
+    if let Some(v) = process::resident_bytes() {
+        out.push(single_gauge("process_resident_memory_bytes", "Resident memory size in bytes.", v as f64));
+    }
+    if let Some(v) = process::open_fds() {
+        out.push(single_gauge("process_open_fds", "Number of open file descriptors.", v as f64));
+    }
+    if let Some(v) = process::max_fds() {
+        out.push(single_gauge("process_max_fds", "Maximum number of open file descriptors.", v as f64));
+    }
+    out
+}
+
+/// `relay_X_quantiles_seconds`, the summary beside histogram `relay_X_seconds`.
+fn quantiles_family(hist: &str, metrics: Vec<Metric>) -> MetricFamily {
+    let name = format!("{}_quantiles_seconds", hist.trim_end_matches("_seconds"));
+    family(&name, &format!("Quantiles of {hist} since start."), MetricType::SUMMARY, metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{MetricsHub, ShardMetrics};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn hub_with_data() -> MetricsHub {
+        let shards: Vec<_> = (0..2).map(|i| Arc::new(ShardMetrics::new(i))).collect();
+        for s in &shards {
+            s.session_started();
+            s.bytes(Direction::ToViewer, 1000);
+            s.rejected(Rejection::BadCookie);
+            s.observe(Hist::ForwardLatency, Duration::from_micros(80));
+            s.observe(Hist::RtspRequest(RtspMethod::Play), Duration::from_millis(3));
+        }
+        shards[1].session_ended(SessionOutcome::Completed);
+        MetricsHub::new(shards)
+    }
+
+    #[test]
+    fn counters_merge_across_shards() {
+        let text = hub_with_data().render();
+        for line in [
+            "relay_sessions_active 1",
+            "relay_sessions_total{outcome=\"completed\"} 1",
+            "relay_bytes_total{direction=\"to_viewer\"} 2000",
+            "relay_rejections_total{reason=\"bad_cookie\"} 2",
+            "relay_rejections_total{reason=\"max_sessions\"} 0",
+            "relay_shard_sessions_active{shard=\"1\"} 0",
+            "relay_forward_latency_seconds_bucket{le=\"0.0001\"} 2",
+            "relay_forward_latency_seconds_bucket{le=\"0.00005\"} 0",
+            "relay_forward_latency_seconds_count 2",
+            "relay_rtsp_request_seconds_bucket{method=\"PLAY\",le=\"0.005\"} 2",
+            "relay_rtsp_request_seconds_count{method=\"OPTIONS\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+        assert!(text.contains("relay_forward_latency_quantiles_seconds{quantile=\"0.99\"} 0.00008"));
+    }
+
+    #[test]
+    fn every_label_value_is_exported_at_zero_from_the_start() {
+        let text = MetricsHub::new(vec![Arc::new(ShardMetrics::new(0))]).render();
+        fn all<L: Label>(text: &str, series: &str, label: &str) {
+            for v in L::ALL {
+                let line = format!("{series}{{{label}=\"{}\"}} 0", v.as_str());
+                assert!(text.lines().any(|l| l == line), "missing {line:?}");
+            }
+        }
+        all::<SessionOutcome>(&text, "relay_sessions_total", "outcome");
+        all::<ConnKind>(&text, "relay_connections_total", "kind");
+        all::<Direction>(&text, "relay_bytes_total", "direction");
+        all::<Direction>(&text, "relay_frames_total", "direction");
+        all::<Rejection>(&text, "relay_rejections_total", "reason");
+        all::<UpstreamErrorKind>(&text, "relay_upstream_errors_total", "reason");
+        all::<AuthFailure>(&text, "relay_auth_failures_total", "reason");
+        all::<PortDrop>(&text, "relay_metrics_requests_dropped_total", "reason");
+        all::<RtspMethod>(&text, "relay_rtsp_request_seconds_count", "method");
+        all::<RtspMethod>(&text, "relay_rtsp_request_quantiles_seconds_count", "method");
+    }
+
+    #[test]
+    fn family_names_types_and_help_texts_are_the_published_ones() {
+        let mut lines: Vec<String> =
+            hub_with_data().render().lines().filter(|l| l.starts_with("# ")).map(str::to_owned).collect();
+        lines.sort();
+        let published = String::from_utf8(crate::test_fixtures::bytes("metrics/families.txt")).unwrap();
+        assert_eq!(lines.join("\n"), published.trim_end(), "fixtures/metrics/families.txt");
+    }
+
+    #[test]
+    fn promtool_accepts_the_exposition() {
+        let Ok(mut child) = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("skipped: promtool not installed (Debian package prometheus; scripts/install-test-deps.sh)");
+            return;
+        };
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(hub_with_data().render().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let msg = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "promtool: {msg}");
+    }
+}

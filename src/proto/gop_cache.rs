@@ -1,0 +1,408 @@
+//! The packets of one camera since its last keyframe, so a viewer who joins a shared camera can
+//! decode a picture at once instead of waiting up to a whole group of pictures.
+//!
+//! The cache starts at the first packet of the access unit holding the keyframe (all video
+//! packets share its RTP timestamp), or earlier when the camera sends its parameter sets in-band
+//! as an access unit of their own just before it. It then keeps every RTP packet of every
+//! track in arrival order (audio after the keyframe too, so the joiner's audio and video start
+//! together) until the next keyframe replaces it. RTCP is not kept: the live stream brings
+//! sender reports soon enough, and stale ones would only be replayed to be superseded.
+//!
+//! It is bounded by bytes: a group of pictures that outgrows the bound is dropped whole and the
+//! cache waits for the next keyframe (counted in [`GopCache::overflows`]); joiners meanwhile
+//! start with live packets. Packets are [`Bytes`], so handing the cache to a joiner clones
+//! reference counts, not media.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::keyframe::{RtpHeader, VideoPacket};
+
+/// One interleaved frame as the camera sent it: its channel, the track it belongs to and the
+/// RTP packet (the `$` header is rebuilt per viewer, whose channel numbers differ).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedFrame {
+    pub channel: u8,
+    pub track: usize,
+    pub payload: Bytes,
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct GopCache {
+    max_bytes: usize,
+    frames: VecDeque<CachedFrame>,
+    bytes: usize,
+    /// `frames` begins at a keyframe access unit (or its parameter sets): replayable.
+    ready: bool,
+    /// Where the latest video access unit begins in `frames` (moved back over an access unit
+    /// of parameter sets only just before it).
+    au_start: usize,
+    au_timestamp: Option<u32>,
+    /// Every video packet of the latest access unit so far carries parameter sets and nothing
+    /// that starts a picture.
+    au_parameter_sets_only: bool,
+    /// The latest access unit was discarded for size: its remaining packets are not kept.
+    au_discarded: bool,
+    overflows: u64,
+}
+
+impl GopCache {
+    /// `max_bytes`: the most RTP bytes kept (the route's `gop_cache_bytes`).
+    pub fn new(max_bytes: usize) -> Self {
+        GopCache {
+            max_bytes,
+            frames: VecDeque::new(),
+            bytes: 0,
+            ready: false,
+            au_start: 0,
+            au_timestamp: None,
+            au_parameter_sets_only: false,
+            au_discarded: false,
+            overflows: 0,
+        }
+    }
+
+    /// A packet of the track keyframes are found in, read by [`super::keyframe::Classifier`].
+    pub fn push_video(&mut self, channel: u8, track: usize, payload: Bytes, packet: &VideoPacket) {
+        if self.au_timestamp != Some(packet.timestamp) {
+            // A new access unit begins. An access unit of parameter sets only stays with it.
+            let keep_prefix = self.au_timestamp.is_some() && self.au_parameter_sets_only && !self.au_discarded;
+            if !keep_prefix {
+                self.au_start = self.frames.len();
+            }
+            self.au_timestamp = Some(packet.timestamp);
+            self.au_parameter_sets_only = true;
+            self.au_discarded = false;
+            if !self.ready {
+                // Nothing before a candidate access unit is of use to anyone.
+                self.drop_front(self.au_start);
+            }
+        }
+        if self.au_discarded {
+            return;
+        }
+        self.au_parameter_sets_only &= packet.parameter_sets && !packet.keyframe;
+        if packet.keyframe && (self.au_start > 0 || !self.ready) {
+            // A new group of pictures: the previous one is no longer needed. (A later slice of
+            // the same keyframe finds `au_start` at 0 and changes nothing.)
+            self.drop_front(self.au_start);
+            self.ready = true;
+        }
+        self.push(CachedFrame { channel, track, payload });
+    }
+
+    /// A packet of any other track (audio, metadata, a second video track): kept after the
+    /// keyframe, or provisionally while an access unit that may hold one is arriving.
+    pub fn push_other(&mut self, channel: u8, track: usize, payload: Bytes) {
+        if self.ready || (self.au_timestamp.is_some() && !self.au_discarded) {
+            self.push(CachedFrame { channel, track, payload });
+        }
+    }
+
+    fn push(&mut self, frame: CachedFrame) {
+        self.bytes += frame.payload.len();
+        self.frames.push_back(frame);
+        if self.bytes > self.max_bytes {
+            self.frames.clear();
+            self.bytes = 0;
+            self.ready = false;
+            self.au_start = 0;
+            self.au_discarded = true;
+            self.overflows += 1;
+        }
+    }
+
+    fn drop_front(&mut self, n: usize) {
+        for f in self.frames.drain(..n) {
+            self.bytes -= f.payload.len();
+        }
+        self.au_start -= n;
+    }
+
+    /// Forgets everything (the camera connection was replaced: new SSRCs, new sequence numbers).
+    pub fn clear(&mut self) {
+        let overflows = self.overflows;
+        *self = GopCache::new(self.max_bytes);
+        self.overflows = overflows;
+    }
+
+    /// Whether a joiner can start from the cache (it begins at a keyframe).
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// The frames a joiner gets first, in camera order; empty unless [`GopCache::is_ready`].
+    pub fn frames(&self) -> impl ExactSizeIterator<Item = &CachedFrame> + '_ {
+        let n = if self.ready { self.frames.len() } else { 0 };
+        self.frames.iter().take(n)
+    }
+
+    /// [`GopCache::frames`] as an owned list (reference counts, not copies).
+    pub fn snapshot(&self) -> Vec<CachedFrame> {
+        self.frames().cloned().collect()
+    }
+
+    /// RTP sequence number and timestamp of the first cached packet of `track` (what a joiner's
+    /// `RTP-Info` announces), if the cache is ready and holds one.
+    pub fn first_rtp(&self, track: usize) -> Option<(u16, u32)> {
+        let f = self.frames().find(|f| f.track == track)?;
+        let h = RtpHeader::parse(&f.payload)?;
+        Some((h.seq, h.timestamp))
+    }
+
+    /// RTP bytes held (ready or not).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Times the bound forced the cache to be dropped.
+    pub fn overflows(&self) -> u64 {
+        self.overflows
+    }
+
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::keyframe::tests::rtp;
+    use crate::proto::keyframe::{Classifier, VideoCodec};
+    use proptest::prelude::*;
+
+    const VIDEO: usize = 0;
+    const AUDIO: usize = 1;
+
+    /// Feeds a video packet; returns its bytes.
+    fn video(c: &mut GopCache, seq: u16, ts: u32, payload: &[u8]) -> Bytes {
+        let p = Bytes::from(rtp(seq, ts, false, payload));
+        let v = Classifier::new(VideoCodec::H264).classify(&p).unwrap();
+        c.push_video(0, VIDEO, p.clone(), &v);
+        p
+    }
+
+    fn audio(c: &mut GopCache, seq: u16, ts: u32) -> Bytes {
+        let p = Bytes::from(rtp(seq, ts, true, &[0xaa; 20]));
+        c.push_other(2, AUDIO, p.clone());
+        p
+    }
+
+    fn seqs(c: &GopCache) -> Vec<(usize, u16)> {
+        c.frames().map(|f| (f.track, RtpHeader::parse(&f.payload).unwrap().seq)).collect()
+    }
+
+    const SPS: &[u8] = &[0x67, 0x42, 0, 0x1e];
+    const PPS: &[u8] = &[0x68, 0xce, 0x3c];
+    const IDR_START: &[u8] = &[0x7c, 0x85, 1, 2, 3];
+    const IDR_REST: &[u8] = &[0x7c, 0x45, 4, 5, 6];
+    const P: &[u8] = &[0x41, 0x9a, 7];
+
+    #[test]
+    fn starts_at_the_keyframe_access_unit_with_its_parameter_sets_and_keeps_audio() {
+        let mut c = GopCache::new(1 << 20);
+        video(&mut c, 1, 0, P);
+        audio(&mut c, 100, 0);
+        assert!(!c.is_ready() && c.frames().len() == 0, "no keyframe yet: nothing to replay");
+        video(&mut c, 2, 3000, SPS);
+        audio(&mut c, 101, 1);
+        video(&mut c, 3, 3000, PPS);
+        video(&mut c, 4, 3000, IDR_START);
+        video(&mut c, 5, 3000, IDR_REST);
+        audio(&mut c, 102, 2);
+        video(&mut c, 6, 6000, P);
+        assert!(c.is_ready());
+        assert_eq!(seqs(&c), vec![(0, 2), (1, 101), (0, 3), (0, 4), (0, 5), (1, 102), (0, 6)]);
+        assert_eq!((c.first_rtp(VIDEO), c.first_rtp(AUDIO)), (Some((2, 3000)), Some((101, 1))));
+        // The next keyframe replaces the group of pictures.
+        video(&mut c, 7, 9000, IDR_START);
+        assert_eq!(seqs(&c), vec![(0, 7)]);
+        assert_eq!(c.first_rtp(AUDIO), None);
+        assert_eq!(c.bytes(), c.frames().map(|f| f.payload.len()).sum::<usize>());
+    }
+
+    #[test]
+    fn parameter_sets_in_their_own_access_unit_stay_with_the_keyframe() {
+        // Some cameras stamp SPS/PPS with a timestamp of their own just before the IDR.
+        let mut c = GopCache::new(1 << 20);
+        video(&mut c, 1, 0, IDR_START);
+        video(&mut c, 2, 3000, P);
+        video(&mut c, 3, 5000, SPS);
+        video(&mut c, 4, 5000, PPS);
+        audio(&mut c, 50, 9);
+        video(&mut c, 5, 6000, IDR_START);
+        assert_eq!(seqs(&c), vec![(0, 3), (0, 4), (1, 50), (0, 5)]);
+        // But a picture between the parameter sets and the keyframe cuts them off.
+        video(&mut c, 6, 8000, SPS);
+        video(&mut c, 7, 9000, P);
+        video(&mut c, 8, 12000, IDR_START);
+        assert_eq!(seqs(&c), vec![(0, 8)]);
+    }
+
+    #[test]
+    fn a_second_slice_of_the_same_keyframe_does_not_restart_the_cache() {
+        let mut c = GopCache::new(1 << 20);
+        video(&mut c, 1, 0, SPS);
+        video(&mut c, 2, 0, &[0x65, 0x88, 0x80]);
+        video(&mut c, 3, 0, &[0x65, 0x88, 0x00]);
+        assert_eq!(seqs(&c), vec![(0, 1), (0, 2), (0, 3)]);
+    }
+
+    #[test]
+    fn over_the_bound_the_cache_is_dropped_until_the_next_keyframe_and_counted() {
+        let mut c = GopCache::new(120);
+        video(&mut c, 1, 0, IDR_START);
+        for i in 0..4 {
+            video(&mut c, 2 + i, 3000 * (1 + u32::from(i)), P);
+        }
+        assert!(c.is_ready());
+        let held = c.bytes();
+        audio(&mut c, 9, 9);
+        audio(&mut c, 10, 10);
+        assert!(held <= 120 && c.bytes() == 0 && !c.is_ready(), "dropped whole, not trimmed");
+        assert_eq!(c.overflows(), 1);
+        // Audio and pictures before the next keyframe are not kept.
+        audio(&mut c, 11, 11);
+        video(&mut c, 20, 30000, P);
+        assert_eq!(c.frames().len(), 0);
+        video(&mut c, 21, 33000, IDR_START);
+        assert_eq!(seqs(&c), vec![(0, 21)]);
+    }
+
+    #[test]
+    fn a_keyframe_larger_than_the_bound_is_skipped_entirely() {
+        let mut c = GopCache::new(40);
+        video(&mut c, 1, 0, IDR_START);
+        video(&mut c, 2, 0, IDR_REST);
+        video(&mut c, 3, 0, IDR_REST);
+        assert_eq!((c.is_ready(), c.overflows()), (false, 1));
+        // Its last fragment must not start a cache that lacks the keyframe's beginning.
+        video(&mut c, 4, 0, IDR_REST);
+        audio(&mut c, 5, 0);
+        assert_eq!(c.bytes(), 0);
+        video(&mut c, 6, 3000, IDR_START);
+        assert_eq!(seqs(&c), vec![(0, 6)]);
+    }
+
+    #[test]
+    fn clear_forgets_everything_but_the_count() {
+        let mut c = GopCache::new(30);
+        video(&mut c, 1, 0, IDR_START);
+        video(&mut c, 2, 0, IDR_REST);
+        video(&mut c, 3, 0, IDR_REST);
+        c.clear();
+        assert_eq!((c.bytes(), c.is_ready(), c.overflows()), (0, false, 1));
+        video(&mut c, 4, 0, IDR_START);
+        assert!(c.is_ready());
+    }
+
+    #[test]
+    fn the_demo_clip_replays_from_its_latest_keyframe() {
+        let clip = crate::demo_camera::clip().unwrap();
+        let mut pk = crate::demo_camera::rtp::Packetizer::new(7, 100);
+        let cls = Classifier::new(VideoCodec::H264);
+        let mut c = GopCache::new(4 << 20);
+        let mut last_key_seq = None;
+        for (i, au) in clip.frames.iter().enumerate() {
+            if au.is_keyframe() {
+                last_key_seq = Some(pk.next_seq());
+            }
+            pk.packetize(&au.nals, i as u32 * 3600, |p| {
+                let p = Bytes::copy_from_slice(p);
+                c.push_video(0, 0, p.clone(), &cls.classify(&p).unwrap());
+            });
+        }
+        assert_eq!(c.first_rtp(0).map(|(s, _)| s), last_key_seq);
+        let first = c.frames().next().unwrap();
+        assert!(matches!(first.payload[12] & 0x1f, 7 | 5 | 24 | 28), "starts at SPS or the IDR");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Item {
+        /// A video access unit: keyframe or not, with in-band parameter sets or not, fragments.
+        Au {
+            key: bool,
+            params: bool,
+            fragments: u8,
+        },
+        Audio,
+    }
+
+    fn items() -> impl Strategy<Value = Vec<Item>> {
+        proptest::collection::vec(
+            prop_oneof![
+                (any::<bool>(), any::<bool>(), 1u8..4).prop_map(|(key, params, fragments)| Item::Au {
+                    key,
+                    params,
+                    fragments
+                }),
+                Just(Item::Audio),
+            ],
+            1..60,
+        )
+    }
+
+    proptest! {
+        /// Against a model: with room enough, the cache is exactly the stream from the first
+        /// packet of the last keyframe access unit; with any bound, it is a contiguous run of
+        /// the stream that starts at such an access unit and fits.
+        #[test]
+        fn matches_the_model(items in items(), max in 50usize..2000) {
+            let mut big = GopCache::new(usize::MAX);
+            let mut small = GopCache::new(max);
+            let mut pushed: Vec<Bytes> = Vec::new();
+            let mut key_starts: Vec<usize> = Vec::new();
+            let (mut seq, mut ts) = (0u16, 0u32);
+            for item in &items {
+                match item {
+                    Item::Audio => {
+                        seq += 1;
+                        let p = audio(&mut big, seq, ts);
+                        small.push_other(2, AUDIO, p.clone());
+                        pushed.push(p);
+                    }
+                    Item::Au { key, params, fragments } => {
+                        ts += 3000;
+                        let start = pushed.len();
+                        let mut units: Vec<Vec<u8>> = Vec::new();
+                        if *params {
+                            units.push(SPS.to_vec());
+                            units.push(PPS.to_vec());
+                        }
+                        for f in 0..*fragments {
+                            let t = if *key { 5 } else { 1 };
+                            let s = if f == 0 { 0x80 } else { 0 };
+                            units.push(vec![0x7c, s | t, 1, 2, 3, 4, 5, 6, 7, 8]);
+                        }
+                        for u in units {
+                            seq += 1;
+                            let p = video(&mut big, seq, ts, &u);
+                            small.push_video(0, VIDEO, p.clone(), &Classifier::new(VideoCodec::H264).classify(&p).unwrap());
+                            pushed.push(p);
+                        }
+                        if *key {
+                            key_starts.push(start);
+                        }
+                    }
+                }
+            }
+            let model: Vec<Bytes> = match key_starts.last() {
+                Some(&s) => pushed[s..].to_vec(),
+                None => Vec::new(),
+            };
+            let got: Vec<Bytes> = big.frames().map(|f| f.payload.clone()).collect();
+            prop_assert_eq!(got, model);
+            prop_assert!(small.bytes() <= max);
+            let got: Vec<Bytes> = small.frames().map(|f| f.payload.clone()).collect();
+            if !got.is_empty() {
+                let at = pushed.iter().position(|p| p == &got[0]).unwrap();
+                prop_assert!(key_starts.contains(&at), "starts at a keyframe access unit");
+                prop_assert_eq!(&pushed[at..at + got.len()], &got[..]);
+                prop_assert_eq!(at + got.len(), pushed.len(), "runs up to now");
+            }
+        }
+    }
+}
