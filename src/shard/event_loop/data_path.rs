@@ -86,8 +86,15 @@ impl Shard {
                 }
             }
         } else if !end.more && c.recv == RecvState::Off {
-            // The multishot receive stopped on its own: keep reading.
-            self.arm_recv(idx);
+            // The multishot receive stopped on its own: keep reading, unless the bytes of its
+            // last completion got the camera paused (then `ResumeCamera` arms it).
+            let paused = match role {
+                Role::Upstream(key) => self.sessions.get(*key).is_some_and(|s| s.tunnel.camera_paused()),
+                _ => false,
+            };
+            if !paused {
+                self.arm_recv(idx);
+            }
         }
     }
 

@@ -201,6 +201,30 @@ fn a_receive_waiting_for_buffers_is_paused_not_fed() {
 }
 
 #[test]
+fn a_camera_paused_while_its_receive_was_off_stays_paused() {
+    let mut s = shard();
+    let (key, _, u) = behind_viewer(&mut s);
+    // The multishot receive ended on its own (its last completion carried bytes that put the
+    // viewer behind): the tunnel pauses the camera while nothing is armed to cancel.
+    s.conns[u].recv = RecvState::Off;
+    s.update_upstream_flow(key);
+    assert!(s.session(key).unwrap().tunnel.camera_paused());
+    let generation = s.conns[u].generation;
+    s.after_recv(
+        u,
+        generation,
+        &Role::Upstream(key),
+        RecvEnd { res: 100, more: false, was_paused: false, closing: false },
+    );
+    assert_ne!(s.conns[u].recv, RecvState::Armed, "a paused camera was re-armed");
+    // The viewer caught up: the camera is read again.
+    let v = s.session(key).unwrap().viewer.unwrap();
+    s.conns[v].send.clear(&mut s.bufs);
+    s.update_upstream_flow(key);
+    assert_eq!(s.conns[u].recv, RecvState::Armed, "a resumed camera was not re-armed");
+}
+
+#[test]
 fn a_failed_accept_waits_for_the_tick() {
     let mut s = shard();
     // The multishot accept ended with an error other than EMFILE/ENFILE.
