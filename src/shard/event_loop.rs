@@ -90,7 +90,8 @@ pub struct Shard {
     latencies: Vec<Instant>,
     /// Scratch space for plaintext out of TLS records.
     plain: Vec<u8>,
-    cnonce_state: u64,
+    /// Seeds each session's randomness (seeded from the OS).
+    rng: crate::proto::rng::Rng,
     draining_until: Option<Instant>,
     /// Counted in `Shared::running` (until `finish`, or a panic).
     counted_running: bool,
@@ -151,7 +152,7 @@ impl Shard {
             accept_paused: Vec::new(),
             latencies: Vec::new(),
             plain: Vec::new(),
-            cnonce_state: cfg.seed,
+            rng: crate::proto::rng::Rng::new(cfg.seed),
             draining_until: None,
             counted_running: false,
         })

@@ -33,10 +33,6 @@ impl Shard {
         peer: SocketAddr,
         started_at: Instant,
     ) -> SessionKey {
-        // xorshift: cheap per-session randomness for Digest cnonces, seeded from the OS.
-        self.cnonce_state ^= self.cnonce_state << 13;
-        self.cnonce_state ^= self.cnonce_state >> 7;
-        self.cnonce_state ^= self.cnonce_state << 17;
         let params = SessionParams {
             limits: MessageLimits {
                 max_head_bytes: self.limits.max_header_bytes,
@@ -44,7 +40,8 @@ impl Shard {
             },
             response_timeout: Duration::from_millis(self.limits.upstream_response_timeout_ms),
             request_timeout: Duration::from_secs(self.limits.request_timeout_secs),
-            cnonce_seed: self.cnonce_state,
+            // Per-session seeds for Digest cnonces and nonces, from the shard's OS-seeded generator.
+            cnonce_seed: self.rng.next_u64(),
             viewer_ip: peer.ip(),
             viewer_tls,
             nonce_ttl: Duration::from_secs(self.auth.nonce_ttl_secs),
