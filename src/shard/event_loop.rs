@@ -79,14 +79,12 @@ pub struct Shard {
     /// The address failure limiter with `auth`'s limits, handed to every new session.
     auth_gate: Arc<dyn AuthGate>,
     public_address: Option<String>,
-    listeners: Vec<Option<Listener>>,
+    listeners: Listeners,
     local_authority: String,
     conns: ConnTable,
     sessions: SessionTable,
     /// Parked POSTs by cookie.
     parked: HashMap<String, usize>,
-    /// Listeners whose accept stopped for lack of descriptors; the tick re-arms them.
-    accept_paused: Vec<usize>,
     latencies: Vec<Instant>,
     /// Scratch space for plaintext out of TLS records.
     plain: Vec<u8>,
@@ -95,6 +93,14 @@ pub struct Shard {
     draining_until: Option<Instant>,
     /// Counted in `Shared::running` (until `finish`, or a panic).
     counted_running: bool,
+}
+
+/// The shard's listening sockets, in `settings.listeners` order.
+struct Listeners {
+    /// `None` once its accept ended at drain.
+    open: Vec<Option<Listener>>,
+    /// Listeners whose accept stopped (out of descriptors, say); the tick re-arms them.
+    paused: Vec<usize>,
 }
 
 /// Writes a tiny reply straight to a fresh socket, outside the ring: used only where the
@@ -143,13 +149,12 @@ impl Shard {
             ),
             auth: cfg.settings.auth.clone(),
             public_address: cfg.settings.public_address.clone(),
-            listeners: cfg.listeners.into_iter().map(Some).collect(),
+            listeners: Listeners { open: cfg.listeners.into_iter().map(Some).collect(), paused: Vec::new() },
             local_authority,
             shared,
             conns: ConnTable::new(),
             sessions: SessionTable::new(),
             parked: HashMap::new(),
-            accept_paused: Vec::new(),
             latencies: Vec::new(),
             plain: Vec::new(),
             rng: crate::proto::rng::Rng::new(cfg.seed),
@@ -160,7 +165,7 @@ impl Shard {
 
     /// Runs the loop; `ready` is called once accepts are armed and the shard counts as running.
     pub(super) fn run(mut self, ready: impl FnOnce()) {
-        for i in 0..self.listeners.len() {
+        for i in 0..self.listeners.open.len() {
             self.arm_accept(i);
         }
         self.arm_tick();

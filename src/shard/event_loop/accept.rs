@@ -5,7 +5,7 @@ use super::*;
 
 impl Shard {
     pub(super) fn arm_accept(&mut self, i: usize) {
-        if let Some(l) = &self.listeners[i] {
+        if let Some(l) = &self.listeners.open[i] {
             self.ring.push(ops::accept(l, i));
         }
     }
@@ -18,7 +18,7 @@ impl Shard {
         if !cqueue::more(flags) {
             if self.draining_until.is_some() {
                 // Cancelled at shutdown: the listener goes.
-                self.listeners[listener] = None;
+                self.listeners.open[listener] = None;
             } else if failed {
                 // Re-arming now would most likely fail again at once, and again: a hot loop.
                 // The tick re-arms it; out of descriptors, closing sessions may have freed some.
@@ -27,8 +27,8 @@ impl Shard {
                 } else {
                     tracing::warn!(shard = self.id, error = %std::io::Error::from_raw_os_error(-res), "accept failed: accepting paused for a tick");
                 }
-                if !self.accept_paused.contains(&listener) {
-                    self.accept_paused.push(listener);
+                if !self.listeners.paused.contains(&listener) {
+                    self.listeners.paused.push(listener);
                 }
                 return;
             } else {
@@ -50,7 +50,7 @@ impl Shard {
             send_now(&fd, &http_head::http_error_reply(503, "Service Unavailable"));
             return;
         }
-        if self.listeners[listener].as_ref().is_some_and(|l| !l.acl.permits(peer.ip())) {
+        if self.listeners.open[listener].as_ref().is_some_and(|l| !l.acl.permits(peer.ip())) {
             // Refused before reading a byte: nothing about the relay is revealed.
             self.metrics.rejected(Rejection::AddressDenied);
             return;
@@ -66,7 +66,7 @@ impl Shard {
             send_now(&fd, &http_head::http_error_reply(503, "Service Unavailable"));
             return;
         }
-        let tls = match self.listeners[listener].as_ref().and_then(|l| l.tls.clone()) {
+        let tls = match self.listeners.open[listener].as_ref().and_then(|l| l.tls.clone()) {
             None => None,
             Some(cfg) => match TlsStream::new(cfg) {
                 Ok(t) => Some(Box::new(t)),

@@ -15,7 +15,7 @@ impl Shard {
     pub(super) fn on_tick(&mut self) {
         let now = Instant::now();
         if self.draining_until.is_none() {
-            for listener in std::mem::take(&mut self.accept_paused) {
+            for listener in std::mem::take(&mut self.listeners.paused) {
                 self.arm_accept(listener);
             }
         }
@@ -115,7 +115,7 @@ impl Shard {
                     self.auth = auth.clone();
                     // New certificates apply to new connections. Listeners are bound in
                     // `settings.listeners` order and their addresses change only on restart.
-                    for (l, fresh) in self.listeners.iter_mut().zip(&settings.listeners) {
+                    for (l, fresh) in self.listeners.open.iter_mut().zip(&settings.listeners) {
                         if let (Some(l), Some(cfg)) = (l.as_mut().filter(|l| l.tls.is_some()), &fresh.tls) {
                             l.tls = Some(cfg.clone());
                         }
@@ -151,8 +151,8 @@ impl Shard {
             // Nothing to carry out: the tunnel only learns when it ends.
             s.tunnel.handle(Input::Drain { deadline }, now);
         }
-        for i in 0..self.listeners.len() {
-            if self.listeners[i].is_some() {
+        for i in 0..self.listeners.open.len() {
+            if self.listeners.open[i].is_some() {
                 self.ring.push(ops::cancel(Op::Accept, i, 0));
             }
         }

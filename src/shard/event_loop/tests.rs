@@ -230,10 +230,10 @@ fn a_failed_accept_waits_for_the_tick() {
     // The multishot accept ended with an error other than EMFILE/ENFILE.
     s.on_accept(0, -libc::EINVAL, 0);
     assert_eq!(s.ring.uring.submission().len(), 0, "re-armed at once");
-    assert_eq!(s.accept_paused, vec![0]);
+    assert_eq!(s.listeners.paused, vec![0]);
     assert_eq!(s.metrics.accept_errors(), 1);
     s.on_tick();
-    assert!(s.accept_paused.is_empty());
+    assert!(s.listeners.paused.is_empty());
     assert_eq!(s.ring.uring.submission().len(), 1, "re-armed by the tick");
 }
 
