@@ -1,4 +1,4 @@
-//! The process-wide cookie table that pairs a tunnel's GET with its POST (DESIGN.md §3).
+//! The process-wide cookie table that pairs a tunnel's GET with its POST, across shards.
 //!
 //! The GET registers its cookie with the shard and session that own it; a POST looks the cookie
 //! up and, if the GET lives on another shard, is handed over to that shard. A POST that arrives

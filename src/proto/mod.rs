@@ -23,6 +23,7 @@ pub mod rtsp;
 pub mod sdp;
 pub mod session;
 pub mod shared_viewer;
+pub mod tunnel;
 pub mod upstream_auth;
 pub mod viewer_auth;
 pub mod websocket;

@@ -1,4 +1,5 @@
-//! The session state machine: one viewer ↔ one camera (DESIGN.md §2).
+//! The RTSP dialogue of one viewer ↔ one camera; [`super::tunnel::Tunnel`] wraps it with the
+//! policies around it (pairing, deadlines, drain, backpressure).
 //!
 //! A [`Session`] is fed what the shell reads — viewer bytes (the POST's base64 body, raw bytes
 //! up the GET, or a plain RTSP socket), camera bytes, connection events and the current time —

@@ -91,10 +91,8 @@ pub struct Conn {
     pub head: Vec<u8>,
     /// Counted against its source address's connection limit (viewer connections).
     pub counted_ip: bool,
-    /// The camera address while a connect is in flight (the kernel reads it).
-    pub connect_addr: Option<Box<socket2::SockAddr>>,
-    /// The connect timeout's timespec while it is armed (the kernel reads it).
-    pub connect_timeout: Option<Box<io_uring::types::Timespec>>,
+    /// What the kernel reads during a connect (camera connections): kept until the free.
+    pub connect: Option<Box<super::ops::ConnectMemory>>,
     /// TLS state of a connection accepted on an HTTPS listener.
     pub tls: Option<Box<super::tls_stream::TlsStream>>,
 }
@@ -116,13 +114,22 @@ impl Conn {
             closing: false,
             head: Vec::new(),
             counted_ip: false,
-            connect_addr: None,
-            connect_timeout: None,
+            connect: None,
             tls: None,
         }
     }
 
     pub fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// Ends both directions: the receives and sends in flight on it complete.
+    pub fn shutdown(&self) {
+        let _ = socket2::SockRef::from(&self.fd).shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Half-closes: the peer sees the end of what we send, and we read on.
+    pub fn shutdown_write(&self) {
+        let _ = socket2::SockRef::from(&self.fd).shutdown(std::net::Shutdown::Write);
     }
 }

@@ -1,5 +1,10 @@
-//! One shard: an io_uring, the connections and sessions accepted on it, and the loop that moves
-//! their bytes through the protocol core.
+//! One shard: a driver that turns io_uring completions into inputs of the tunnels it holds, and
+//! their outputs into submissions.
+//!
+//! The shard's state is split by what owns it: [`Ring`] (`ops`: the io_uring and every
+//! submission, each built with the memory it names), [`ConnTable`] (descriptors, generations,
+//! in-flight counts, send queues), the buffer ring, [`SessionTable`] (one `proto::tunnel::Tunnel`
+//! per session plus its connection indices), and the listeners and settings kept here.
 //!
 //! Every submission carries a [`Token`]; every connection counts its in-flight submissions and is
 //! freed only when none remain, so the kernel never reads or writes memory the shard has dropped.
@@ -7,26 +12,27 @@
 //! The connections and the buffer ring are [`KernelMemory`]: a shard that stops with operations
 //! still in flight (a shutdown that gave up waiting, a panic) leaks them rather than free them.
 //!
-//! This file holds the shard's state and the loop; the handlers live beside it by phase:
-//! `accept` (new connections, first heads), `session_start` (GET, POST pairing, plain RTSP),
-//! `data_path` (receives through the protocol core and its outputs), `sending`, `buffers`
-//! (ring pressure), `ending` (sessions and connections), `housekeeping` (tick and mailbox).
+//! This file holds the loop and the dispatch of completions; beside it: `accept` (listeners and
+//! first heads), `session_start` (GET, POST pairing across shards, plain RTSP), `tunnels`
+//! (creating tunnels, feeding them, carrying out their outputs, ending them), `data_path`
+//! (receives and camera connects), `sending`, `buffers` (ring pressure), `ending` (closing and
+//! freeing connections), `housekeeping` (tick, mailbox, drain, reload).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use io_uring::{IoUring, cqueue, opcode, squeue, types};
-use slab::Slab;
+use io_uring::{IoUring, cqueue};
 
 use crate::config::{AuthConfig, Limits, Route, RouteTable};
 use crate::metrics::{ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, UpstreamErrorKind};
 use crate::pairing::{GetRegistration, PostLookup, SessionRef};
 use crate::proto::http_head::{self, HeadKind, HeadLimits, RequestHead};
 use crate::proto::rtsp::{self, MessageLimits};
-use crate::proto::session::{AuthGate, Output, Session, SessionParams, ViewerStream, local_reply};
+use crate::proto::session::{self, AuthGate, Session, SessionParams, ViewerStream, local_reply};
+use crate::proto::tunnel::{self, CameraClose, Input, Tunnel};
 
 mod accept;
 mod buffers;
@@ -35,18 +41,23 @@ mod ending;
 mod housekeeping;
 mod sending;
 mod session_start;
+mod tunnels;
+
+use tunnels::{Fed, policy};
 #[cfg(test)]
 mod tests;
 
 use super::buf_ring::BufRing;
-use super::conn::{Conn, RecvState, Role, SessionKey};
+use super::conn::{RecvState, Role, SessionKey};
+use super::conn_table::{ConnTable, Queued};
 use super::kernel_memory::KernelMemory;
 use super::mailbox::{AdoptPost, ShardMsg};
+use super::ops::{self, Completion, Ring};
+use super::session_table::{SessionSlot, SessionTable};
 use super::tls_stream::TlsStream;
-use super::token::{Op, Token, bump_generation};
+use super::token::{Op, Token};
 use super::{Listener, ShardConfig, Shared};
 
-const TICK: Duration = Duration::from_millis(100);
 /// How long a closing connection may take to take its last bytes.
 const FLUSH_GRACE: Duration = Duration::from_secs(5);
 /// How long a stopping shard waits for its connections' operations to complete.
@@ -55,32 +66,9 @@ const FINISH_WAIT: Duration = Duration::from_secs(2);
 /// them out under ring pressure (a healthy viewer holds one or two).
 const RING_SEGMENTS_BEFORE_COPY: usize = 8;
 
-struct SessionSlot {
-    generation: u32,
-    /// Unique within the shard; logged as `shard-id`.
-    id: u64,
-    proto: Session,
-    cookie: Option<String>,
-    tunnel: bool,
-    viewer: Option<usize>,
-    post: Option<usize>,
-    upstream: Option<usize>,
-    peer: SocketAddr,
-    started_at: Instant,
-    /// Last bytes from the camera (the viewer's side: `Session::last_viewer_progress`).
-    last_activity: Instant,
-    /// A POST has bound at least once.
-    paired: bool,
-    connect_started: Option<Instant>,
-    /// Reading from the camera is paused because the viewer is behind.
-    upstream_paused: bool,
-    to_viewer: u64,
-    to_camera: u64,
-}
-
 pub struct Shard {
     // Field order is drop order: the ring goes before the buffers it references.
-    ring: IoUring,
+    ring: Ring,
     bufs: KernelMemory<BufRing>,
     id: u16,
     shared: Arc<Shared>,
@@ -91,49 +79,35 @@ pub struct Shard {
     /// The address failure limiter with `auth`'s limits, handed to every new session.
     auth_gate: Arc<dyn AuthGate>,
     public_address: Option<String>,
-    listeners: Vec<Option<Listener>>,
+    listeners: Listeners,
     local_authority: String,
-    conns: KernelMemory<Slab<Conn>>,
-    conn_generations: Vec<u32>,
-    sessions: Slab<SessionSlot>,
-    session_generations: Vec<u32>,
-    next_session_id: u64,
+    conns: ConnTable,
+    sessions: SessionTable,
     /// Parked POSTs by cookie.
     parked: HashMap<String, usize>,
-    /// Connections whose multishot receive stopped for lack of buffers.
-    starved: Vec<usize>,
-    /// Listeners whose accept stopped for lack of descriptors; the tick re-arms them.
-    accept_paused: Vec<usize>,
-    /// Connections with newly queued bytes, sent at the end of the completion batch.
-    dirty: Vec<usize>,
-    /// Completions reaped to make room for submissions (see `push_together`), dispatched first
-    /// by the next turn of the loop.
-    backlog: Vec<(u64, i32, u32)>,
-    /// Tests: answer submissions EBUSY while completions overflow a full queue, as kernels
-    /// that cannot flush the overflow do.
-    #[cfg(test)]
-    emulate_ebusy: bool,
-    tick: Box<types::Timespec>,
-    out: Vec<Output>,
     latencies: Vec<Instant>,
     /// Scratch space for plaintext out of TLS records.
     plain: Vec<u8>,
-    cnonce_state: u64,
+    /// Seeds each session's randomness (seeded from the OS).
+    rng: crate::proto::rng::Rng,
     draining_until: Option<Instant>,
     /// Counted in `Shared::running` (until `finish`, or a panic).
     counted_running: bool,
 }
 
-fn sqe_token(op: Op, index: usize, generation: u32) -> u64 {
-    Token::new(op, index, generation).encode()
+/// The shard's listening sockets, in `settings.listeners` order.
+struct Listeners {
+    /// `None` once its accept ended at drain.
+    open: Vec<Option<Listener>>,
+    /// Listeners whose accept stopped (out of descriptors, say); the tick re-arms them.
+    paused: Vec<usize>,
 }
 
 /// Writes a tiny reply straight to a fresh socket, outside the ring: used only where the
 /// connection is about to be handed to another thread or dropped, so no submission may name it.
-fn send_now(fd: RawFd, bytes: &[u8]) {
-    // SAFETY: `bytes` is a live slice for the duration of the call; a short or failed write on a
-    // non-blocking send only loses an advisory reply.
-    unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+/// A short or failed write on a non-blocking send only loses an advisory reply.
+fn send_now(fd: &OwnedFd, bytes: &[u8]) {
+    let _ = socket2::SockRef::from(fd).send_with_flags(bytes, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
 }
 
 fn peer_of(fd: &OwnedFd) -> Option<SocketAddr> {
@@ -163,7 +137,7 @@ impl Shard {
             .and_then(|l| socket2::SockRef::from(&l.fd).local_addr().ok()?.as_socket())
             .map_or_else(|| "localhost".to_owned(), |a| a.to_string());
         Ok(Shard {
-            ring,
+            ring: Ring::new(ring, cfg.id),
             bufs: KernelMemory::new(bufs),
             id: cfg.id,
             metrics: shared.metrics[cfg.id as usize].clone(),
@@ -175,106 +149,36 @@ impl Shard {
             ),
             auth: cfg.settings.auth.clone(),
             public_address: cfg.settings.public_address.clone(),
-            listeners: cfg.listeners.into_iter().map(Some).collect(),
+            listeners: Listeners { open: cfg.listeners.into_iter().map(Some).collect(), paused: Vec::new() },
             local_authority,
             shared,
-            conns: KernelMemory::new(Slab::with_capacity(1024)),
-            conn_generations: Vec::new(),
-            sessions: Slab::with_capacity(512),
-            session_generations: Vec::new(),
-            next_session_id: 0,
+            conns: ConnTable::new(),
+            sessions: SessionTable::new(),
             parked: HashMap::new(),
-            starved: Vec::new(),
-            accept_paused: Vec::new(),
-            dirty: Vec::new(),
-            backlog: Vec::new(),
-            #[cfg(test)]
-            emulate_ebusy: false,
-            tick: Box::new(types::Timespec::from(TICK)),
-            out: Vec::new(),
             latencies: Vec::new(),
             plain: Vec::new(),
-            cnonce_state: cfg.seed,
+            rng: crate::proto::rng::Rng::new(cfg.seed),
             draining_until: None,
             counted_running: false,
         })
     }
 
-    fn push(&mut self, sqe: squeue::Entry) {
-        self.push_together(std::slice::from_ref(&sqe));
-    }
-
-    /// Pushes entries into one submission, all or none: a linked chain (connect + its timeout)
-    /// split across two submissions would leave the timeout with nothing to attach to.
-    ///
-    /// A full submission queue is handed to the kernel. If the kernel will not take it (EBUSY:
-    /// the completion queue overflowed), completions are reaped into `backlog` to make room;
-    /// with nothing to reap the shard sleeps a millisecond between tries rather than spin.
-    fn push_together(&mut self, sqes: &[squeue::Entry]) {
-        let mut stalled = 0u32;
-        loop {
-            // SAFETY: every entry built in this module points only at memory that outlives the
-            // operation: listener and connection descriptors are closed only after their
-            // in-flight count returns to zero; msghdrs/iovecs are boxed in the connection's send
-            // queue and the bytes they name stay queued until the send completes; connect
-            // addresses and timespecs are boxed in the connection (or the shard) likewise.
-            let pushed = unsafe { self.ring.submission().push_multiple(sqes) };
-            if pushed.is_ok() {
-                return;
-            }
-            let progress = match self.submit_queued() {
-                Ok(_) => !self.ring.submission().is_full(),
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => true,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {
-                    let before = self.backlog.len();
-                    self.backlog.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
-                    self.backlog.len() > before
-                }
-                // A ring that refuses submissions for good cannot run the shard; the panic
-                // leaks what is in flight (KernelMemory).
-                Err(e) => panic!("shard {}: io_uring submit failed: {e}", self.id),
-            };
-            if progress {
-                stalled = 0;
-                continue;
-            }
-            if stalled % 1000 == 0 {
-                tracing::warn!(
-                    shard = self.id,
-                    "io_uring takes no submissions and has no completions to reap; waiting"
-                );
-            }
-            stalled = stalled.wrapping_add(1);
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    fn submit_queued(&mut self) -> std::io::Result<usize> {
-        #[cfg(test)]
-        if self.emulate_ebusy && self.ring.submission().cq_overflow() && self.ring.completion().is_full() {
-            return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
-        }
-        self.ring.submit()
-    }
-
     /// Runs the loop; `ready` is called once accepts are armed and the shard counts as running.
     pub(super) fn run(mut self, ready: impl FnOnce()) {
-        for i in 0..self.listeners.len() {
+        for i in 0..self.listeners.open.len() {
             self.arm_accept(i);
         }
         self.arm_tick();
         self.arm_mailbox();
         self.shared.shard_started();
         self.counted_running = true;
-        if let Err(e) = self.ring.submit() {
+        if let Err(e) = self.ring.uring.submit() {
             tracing::error!(shard = self.id, error = %e, "cannot submit the first operations");
         }
         ready();
-        let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
+        let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
         loop {
-            // Completions already reaped into the backlog are handled without waiting.
-            let want = usize::from(self.backlog.is_empty());
-            match self.ring.submit_and_wait(want) {
+            match self.ring.submit_and_wait() {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
@@ -283,8 +187,7 @@ impl Shard {
                     break;
                 }
             }
-            cqes.append(&mut self.backlog);
-            cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+            self.ring.reap(&mut cqes);
             for (ud, res, flags) in cqes.drain(..) {
                 self.dispatch(ud, res, flags);
             }
@@ -312,18 +215,17 @@ impl Shard {
             self.close_conn(i);
         }
         let give_up = Instant::now() + wait;
+        let mut batch = Vec::new();
         while !self.conns.is_empty() && Instant::now() < give_up {
-            let want = usize::from(self.backlog.is_empty());
-            let _ = self.ring.submit_and_wait(want);
-            let mut batch = std::mem::take(&mut self.backlog);
-            batch.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
-            for (ud, res, flags) in batch {
+            let _ = self.ring.submit_and_wait();
+            self.ring.reap(&mut batch);
+            for (ud, res, flags) in batch.drain(..) {
                 self.dispatch(ud, res, flags);
             }
         }
         if self.conns.is_empty() {
             // No receive or send is in flight: the ring and the buffers can go.
-            let _ = self.ring.submitter().unregister_buf_ring(self.bufs.group);
+            let _ = self.ring.uring.submitter().unregister_buf_ring(self.bufs.group);
             self.bufs.mark_idle();
             self.conns.mark_idle();
         } else {
@@ -358,9 +260,9 @@ impl Shard {
             Op::Cancel => {}
             _ => {
                 let idx = tok.index as usize;
-                match self.conns.get(idx) {
-                    Some(c) if c.generation == tok.generation => {}
-                    _ => {
+                match self.conns.current(idx, tok.generation) {
+                    Some(_) => {}
+                    None => {
                         // Cannot happen while in-flight counts hold; never touch another slot.
                         if let Some(bid) = cqueue::buffer_select(flags) {
                             self.bufs.on_received(bid);
@@ -393,8 +295,8 @@ impl Drop for Shard {
         // The connections' memory is leaked (KernelMemory), but their peers should learn the
         // shard is gone: shutdown(2) frees nothing the kernel may still use.
         for (_, c) in self.conns.iter() {
-            // SAFETY: shutdown on a descriptor the shard owns; it stays open (leaked).
-            unsafe { libc::shutdown(c.raw(), libc::SHUT_RDWR) };
+            // It stays open (leaked); shutdown(2) frees nothing.
+            c.shutdown();
         }
         if self.counted_running {
             self.shared.shard_stopped();

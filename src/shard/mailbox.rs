@@ -1,7 +1,9 @@
 //! A shard's mailbox: other threads post messages (a POST to adopt, a parked POST to wake, a
 //! reload, shutdown) and wake the shard's ring through an eventfd it polls.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,18 +38,12 @@ pub enum ShardMsg {
 
 pub struct Mailbox {
     queue: Mutex<Vec<ShardMsg>>,
-    eventfd: OwnedFd,
+    eventfd: EventFd,
 }
 
 impl Mailbox {
     pub fn new() -> std::io::Result<Mailbox> {
-        // SAFETY: eventfd has no memory preconditions; the result is checked before use.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor this function owns.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let eventfd = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
         Ok(Mailbox { queue: Mutex::new(Vec::new()), eventfd })
     }
 
@@ -57,17 +53,14 @@ impl Mailbox {
 
     pub fn post(&self, msg: ShardMsg) {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A full counter (EAGAIN)
-        // still leaves the shard woken, so the result needs no handling.
-        unsafe { libc::write(self.fd(), (&one as *const u64).cast(), 8) };
+        // A full counter (EAGAIN) still leaves the shard woken: the result needs no handling.
+        let _ = self.eventfd.write(1);
     }
 
     /// Takes every queued message and resets the wake-up counter.
     pub fn drain(&self) -> Vec<ShardMsg> {
-        let mut counter: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a live u64 from our own non-blocking eventfd.
-        unsafe { libc::read(self.fd(), (&mut counter as *mut u64).cast(), 8) };
+        // Non-blocking: nothing to read (EAGAIN) only means no wake-up was pending.
+        let _ = self.eventfd.read();
         std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }

@@ -1,4 +1,4 @@
-//! Thread-per-core io_uring shards (DESIGN.md §3).
+//! Thread-per-core io_uring shards: the I/O shell around `proto::tunnel`.
 //!
 //! Each shard is a thread, pinned to a core, owning one io_uring, its own `SO_REUSEPORT`
 //! listener on every tunnel address (so the kernel spreads accepts), a provided buffer ring, and
@@ -9,10 +9,13 @@
 
 mod buf_ring;
 mod conn;
+mod conn_table;
 mod event_loop;
 mod kernel_memory;
 mod mailbox;
+mod ops;
 mod send_queue;
+mod session_table;
 mod tls_stream;
 mod token;
 

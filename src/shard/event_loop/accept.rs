@@ -5,27 +5,9 @@ use super::*;
 
 impl Shard {
     pub(super) fn arm_accept(&mut self, i: usize) {
-        if let Some(l) = &self.listeners[i] {
-            let fd = l.fd.as_raw_fd();
-            self.push(opcode::AcceptMulti::new(types::Fd(fd)).flags(libc::SOCK_CLOEXEC).build().user_data(sqe_token(
-                Op::Accept,
-                i,
-                0,
-            )));
+        if let Some(l) = &self.listeners.open[i] {
+            self.ring.push(ops::accept(l, i));
         }
-    }
-
-    pub(super) fn arm_tick(&mut self) {
-        self.push(opcode::Timeout::new(&*self.tick).build().user_data(sqe_token(Op::Tick, 0, 0)));
-    }
-
-    pub(super) fn arm_mailbox(&mut self) {
-        let fd = self.shared.mailboxes[self.id as usize].fd();
-        self.push(opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).multi(true).build().user_data(sqe_token(
-            Op::Mailbox,
-            0,
-            0,
-        )));
     }
 
     pub(super) fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
@@ -36,7 +18,7 @@ impl Shard {
         if !cqueue::more(flags) {
             if self.draining_until.is_some() {
                 // Cancelled at shutdown: the listener goes.
-                self.listeners[listener] = None;
+                self.listeners.open[listener] = None;
             } else if failed {
                 // Re-arming now would most likely fail again at once, and again: a hot loop.
                 // The tick re-arms it; out of descriptors, closing sessions may have freed some.
@@ -45,8 +27,8 @@ impl Shard {
                 } else {
                     tracing::warn!(shard = self.id, error = %std::io::Error::from_raw_os_error(-res), "accept failed: accepting paused for a tick");
                 }
-                if !self.accept_paused.contains(&listener) {
-                    self.accept_paused.push(listener);
+                if !self.listeners.paused.contains(&listener) {
+                    self.listeners.paused.push(listener);
                 }
                 return;
             } else {
@@ -65,10 +47,10 @@ impl Shard {
         let Some(peer) = peer_of(&fd) else { return };
         if self.draining_until.is_some() {
             self.metrics.rejected(Rejection::ShuttingDown);
-            send_now(fd.as_raw_fd(), &http_head::http_error_reply(503, "Service Unavailable"));
+            send_now(&fd, &http_head::http_error_reply(503, "Service Unavailable"));
             return;
         }
-        if self.listeners[listener].as_ref().is_some_and(|l| !l.acl.permits(peer.ip())) {
+        if self.listeners.open[listener].as_ref().is_some_and(|l| !l.acl.permits(peer.ip())) {
             // Refused before reading a byte: nothing about the relay is revealed.
             self.metrics.rejected(Rejection::AddressDenied);
             return;
@@ -76,15 +58,15 @@ impl Shard {
         let window = Duration::from_secs(self.auth.failure_window_secs);
         if self.shared.auth_failures.is_blocked(peer.ip(), Instant::now(), self.auth.max_failures_per_ip, window) {
             self.metrics.rejected(Rejection::AuthRateLimited);
-            send_now(fd.as_raw_fd(), &http_head::http_error_reply(429, "Too Many Requests"));
+            send_now(&fd, &http_head::http_error_reply(429, "Too Many Requests"));
             return;
         }
         if !self.shared.admission.try_open_connection(peer.ip(), self.limits.max_connections_per_ip) {
             self.metrics.rejected(Rejection::PerIpLimit);
-            send_now(fd.as_raw_fd(), &http_head::http_error_reply(503, "Service Unavailable"));
+            send_now(&fd, &http_head::http_error_reply(503, "Service Unavailable"));
             return;
         }
-        let tls = match self.listeners[listener].as_ref().and_then(|l| l.tls.clone()) {
+        let tls = match self.listeners.open[listener].as_ref().and_then(|l| l.tls.clone()) {
             None => None,
             Some(cfg) => match TlsStream::new(cfg) {
                 Ok(t) => Some(Box::new(t)),
@@ -103,37 +85,12 @@ impl Shard {
     }
 
     pub(super) fn insert_conn(&mut self, fd: OwnedFd, peer: SocketAddr, role: Role) -> usize {
-        let entry = self.conns.vacant_entry();
-        let idx = entry.key();
-        let generation = bump_generation(&mut self.conn_generations, idx);
-        entry.insert(Conn::new(fd, generation, peer, role, Instant::now()));
-        idx
+        self.conns.insert(fd, peer, role, Instant::now())
     }
 
     pub(super) fn arm_head_recv(&mut self, idx: usize) {
-        let c = &mut self.conns[idx];
-        c.ops += 1;
-        let sqe = opcode::Recv::new(types::Fd(c.raw()), std::ptr::null_mut(), self.bufs.buffer_size())
-            .buf_group(self.bufs.group)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT)
-            .user_data(sqe_token(Op::HeadRecv, idx, c.generation));
-        self.push(sqe);
-    }
-
-    pub(super) fn arm_recv(&mut self, idx: usize) {
-        let c = &mut self.conns[idx];
-        if c.closing || c.recv == RecvState::Armed || c.recv == RecvState::Cancelling {
-            return;
-        }
-        c.recv = RecvState::Armed;
-        c.ops += 1;
-        let sqe = opcode::RecvMulti::new(types::Fd(c.raw()), self.bufs.group).build().user_data(sqe_token(
-            Op::Recv,
-            idx,
-            c.generation,
-        ));
-        self.push(sqe);
+        let sub = ops::head_recv(&mut self.conns[idx], idx, &self.bufs);
+        self.ring.push(sub);
     }
 
     pub(super) fn on_head_recv(&mut self, idx: usize, res: i32, flags: u32) {
@@ -167,7 +124,7 @@ impl Shard {
         }
         if res == -libc::ENOBUFS {
             self.conns[idx].recv = RecvState::WaitingForBuffers;
-            self.starved.push(idx);
+            self.conns.starved.push(idx);
             return;
         }
         if res <= 0 {
@@ -186,11 +143,7 @@ impl Shard {
             Ok(None) => self.arm_head_recv(idx),
             Ok(Some(head)) => self.on_head(idx, head),
             Err(e) => {
-                let reject = match e.reason() {
-                    "header_too_large" => Rejection::HeaderTooLarge,
-                    "bad_cookie" => Rejection::BadCookie,
-                    _ => Rejection::MalformedHead,
-                };
+                let reject = e.rejection();
                 tracing::debug!(shard = self.id, peer = %self.conns[idx].peer, error = %e, "refused request head");
                 let status = if reject == Rejection::HeaderTooLarge {
                     (431, "Request Header Fields Too Large")
@@ -222,72 +175,5 @@ impl Shard {
                 self.refuse(idx, Rejection::NotATunnel, http_head::http_error_reply(400, "Bad Request"));
             }
         }
-    }
-
-    pub(super) fn new_session(
-        &mut self,
-        route: Option<Arc<Route>>,
-        tunnel: bool,
-        viewer_tls: bool,
-        peer: SocketAddr,
-        started_at: Instant,
-    ) -> SessionKey {
-        // xorshift: cheap per-session randomness for Digest cnonces, seeded from the OS.
-        self.cnonce_state ^= self.cnonce_state << 13;
-        self.cnonce_state ^= self.cnonce_state >> 7;
-        self.cnonce_state ^= self.cnonce_state << 17;
-        let params = SessionParams {
-            limits: MessageLimits {
-                max_head_bytes: self.limits.max_header_bytes,
-                max_body_bytes: self.limits.max_body_bytes,
-            },
-            response_timeout: Duration::from_millis(self.limits.upstream_response_timeout_ms),
-            request_timeout: Duration::from_secs(self.limits.request_timeout_secs),
-            cnonce_seed: self.cnonce_state,
-            viewer_ip: peer.ip(),
-            viewer_tls,
-            nonce_ttl: Duration::from_secs(self.auth.nonce_ttl_secs),
-            max_pending_requests: self.limits.max_pending_requests,
-            post_from_any_address: self.auth.post_from_any_address,
-            auth_gate: self.auth_gate.clone(),
-        };
-        let route_path = route.as_ref().map(|r| r.path.clone());
-        let proto = Session::new(params, route, &self.local_authority, started_at);
-        let entry = self.sessions.vacant_entry();
-        let index = entry.key();
-        let generation = bump_generation(&mut self.session_generations, index);
-        self.next_session_id += 1;
-        entry.insert(SessionSlot {
-            generation,
-            id: self.next_session_id,
-            proto,
-            cookie: None,
-            tunnel,
-            viewer: None,
-            post: None,
-            upstream: None,
-            peer,
-            started_at,
-            last_activity: started_at,
-            paired: false,
-            connect_started: None,
-            upstream_paused: false,
-            to_viewer: 0,
-            to_camera: 0,
-        });
-        self.metrics.session_started();
-        tracing::info!(
-            target: "session",
-            session = %format_args!("{}-{}", self.id, self.next_session_id),
-            route = route_path.as_deref().unwrap_or("-"),
-            peer = %peer,
-            mode = if tunnel { "tunnel" } else { "rtsp" },
-            "session started"
-        );
-        SessionKey { index, generation }
-    }
-
-    pub(super) fn session(&mut self, key: SessionKey) -> Option<&mut SessionSlot> {
-        self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation)
     }
 }

@@ -24,10 +24,10 @@ impl Shard {
     }
 
     pub(super) fn feed_starved(&mut self) {
-        if self.starved.is_empty() || self.bufs.available() < 16 {
+        if self.conns.starved.is_empty() || self.bufs.available() < 16 {
             return;
         }
-        let starved = std::mem::take(&mut self.starved);
+        let starved = std::mem::take(&mut self.conns.starved);
         for idx in starved {
             let Some(c) = self.conns.get_mut(idx) else {
                 continue;
@@ -38,7 +38,7 @@ impl Shard {
             c.recv = RecvState::Off;
             // A camera paused for backpressure meanwhile stays paused: the flow control resumes it.
             if let Role::Upstream(key) = c.role {
-                if self.sessions.get(key.index).is_some_and(|s| s.generation == key.generation && s.upstream_paused) {
+                if self.sessions.get(key).is_some_and(|s| s.tunnel.camera_paused()) {
                     continue;
                 }
             }

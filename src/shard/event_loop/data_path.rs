@@ -16,16 +16,14 @@ pub(super) struct RecvEnd {
 }
 
 impl Shard {
-    pub(super) fn feed_viewer(&mut self, key: SessionKey, stream: ViewerStream, bytes: &[u8]) {
-        let now = Instant::now();
-        let mut out = std::mem::take(&mut self.out);
-        let routes = self.routes.clone();
-        if let Some(s) = self.session(key) {
-            // Viewer activity is the protocol core's to judge (whole messages and frames only).
-            s.proto.on_viewer_bytes(stream, bytes, now, &routes, &mut out);
+    pub(super) fn arm_recv(&mut self, idx: usize) {
+        let c = &mut self.conns[idx];
+        if c.closing || c.recv == RecvState::Armed || c.recv == RecvState::Cancelling {
+            return;
         }
-        self.apply(key, &mut out, None);
-        self.out = out;
+        c.recv = RecvState::Armed;
+        let sub = ops::recv(c, idx, &self.bufs);
+        self.ring.push(sub);
     }
 
     pub(super) fn on_recv(&mut self, idx: usize, res: i32, flags: u32) {
@@ -37,19 +35,20 @@ impl Shard {
         let c = &mut self.conns[idx];
         let generation = c.generation;
         let mut was_paused = false;
+        let mut starved = false;
         if !more {
             c.ops -= 1;
             was_paused = c.recv == RecvState::Cancelling;
             // A receive cancelled for backpressure stays off however it ended (out of buffers
             // included): only the flow control resumes it.
-            let starved = res == -libc::ENOBUFS && !c.closing && !was_paused;
+            starved = res == -libc::ENOBUFS && !c.closing && !was_paused;
             c.recv = if starved { RecvState::WaitingForBuffers } else { RecvState::Off };
-            if starved {
-                self.starved.push(idx);
-            }
         }
         let role = c.role.clone();
         let closing = c.closing;
+        if starved {
+            self.conns.starved.push(idx);
+        }
         if res > 0 && !closing {
             if let (Some(bid), Some(key)) = (bid, role.session()) {
                 self.on_data(idx, &role, key, bid, res as usize);
@@ -65,7 +64,7 @@ impl Shard {
     /// closed and freed the connection, and its slot may hold a new one by now: it is looked up
     /// again by index and generation, never by index alone.
     pub(super) fn after_recv(&mut self, idx: usize, generation: u32, role: &Role, end: RecvEnd) {
-        let Some(c) = self.conns.get(idx).filter(|c| c.generation == generation) else {
+        let Some(c) = self.conns.current(idx, generation) else {
             return;
         };
         if end.closing || c.closing {
@@ -77,84 +76,85 @@ impl Shard {
         if ended {
             self.on_conn_ended(idx, role, res);
         } else if !end.more && end.was_paused {
-            // Paused for backpressure: resuming is the flow control's decision.
+            // Paused for backpressure: resuming is the tunnel's decision, which may have come
+            // while the cancel was on its way.
             if let Role::Upstream(key) = role {
                 self.update_upstream_flow(*key);
+                let paused = self.sessions.get(*key).is_some_and(|s| s.tunnel.camera_paused());
+                if !paused && self.conns.get(idx).is_some_and(|c| c.recv == RecvState::Off) {
+                    self.arm_recv(idx);
+                }
             }
         } else if !end.more && c.recv == RecvState::Off {
-            // The multishot receive stopped on its own: keep reading.
-            self.arm_recv(idx);
+            // The multishot receive stopped on its own: keep reading, unless the bytes of its
+            // last completion got the camera paused (then `ResumeCamera` arms it).
+            let paused = match role {
+                Role::Upstream(key) => self.sessions.get(*key).is_some_and(|s| s.tunnel.camera_paused()),
+                _ => false,
+            };
+            if !paused {
+                self.arm_recv(idx);
+            }
         }
     }
 
     pub(super) fn on_data(&mut self, idx: usize, role: &Role, key: SessionKey, bid: u16, len: usize) {
         let now = Instant::now();
-        let mut plain = std::mem::take(&mut self.plain);
-        plain.clear();
-        let tls = self.conns[idx].tls.as_mut().map(|tls| tls.receive(self.bufs.bytes(bid, len), &mut plain));
-        match tls {
-            None => {}
-            Some(Ok(peer_closed)) => {
-                // Acknowledgements, key updates: whatever rustls has to say goes out.
-                self.queue_owned(idx, Vec::new());
-                if peer_closed {
-                    self.plain = plain;
-                    self.on_conn_ended(idx, role, 0);
+        let c = &mut self.conns[idx];
+        let tls = c.tls.is_some();
+        if let Some(tls) = c.tls.as_mut() {
+            self.plain.clear();
+            match tls.receive(self.bufs.bytes(bid, len), &mut self.plain) {
+                Ok(peer_closed) => {
+                    // Acknowledgements, key updates: whatever rustls has to say goes out.
+                    if let Some(cipher) = tls.take_outgoing() {
+                        c.send.push_owned(cipher);
+                        self.conns.dirty.push(idx);
+                    }
+                    if peer_closed {
+                        self.on_conn_ended(idx, role, 0);
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(shard = self.id, error = %e, "TLS error on a session connection");
+                    self.metrics.rejected(Rejection::TlsRecord);
+                    self.on_conn_ended(idx, role, -libc::EPROTO);
                     return;
                 }
             }
-            Some(Err(e)) => {
-                tracing::debug!(shard = self.id, error = %e, "TLS error on a session connection");
-                self.metrics.rejected(Rejection::TlsRecord);
-                self.plain = plain;
-                self.on_conn_ended(idx, role, -libc::EPROTO);
-                return;
-            }
         }
-        let mut out = std::mem::take(&mut self.out);
         // Disjoint field borrows: no per-packet clone of the shared route table.
         let routes = &*self.routes;
-        let data = if tls.is_some() { &plain[..] } else { self.bufs.bytes(bid, len) };
-        let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else {
-            self.out = out;
-            self.plain = plain;
+        let bytes = if tls { &self.plain[..] } else { self.bufs.bytes(bid, len) };
+        let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        let ring = match role {
-            Role::Upstream(_) => {
-                s.last_activity = now;
-                s.proto.on_upstream_bytes(data, now, &mut out);
-                Some((bid, now))
-            }
+        let (input, fed) = match role {
+            Role::Upstream(_) => (Input::CameraBytes(bytes), Fed::CameraChunk(bid, now)),
             Role::TunnelGet(_) => {
-                s.proto.on_viewer_bytes(ViewerStream::TunnelData, data, now, routes, &mut out);
-                None
+                (Input::ViewerBytes { stream: ViewerStream::TunnelData, bytes, routes }, Fed::Nothing)
             }
             Role::TunnelPost(_) => {
-                s.proto.on_viewer_bytes(ViewerStream::TunnelCommands, data, now, routes, &mut out);
-                None
+                (Input::ViewerBytes { stream: ViewerStream::TunnelCommands, bytes, routes }, Fed::Nothing)
             }
-            Role::PlainRtsp(_) => {
-                s.proto.on_viewer_bytes(ViewerStream::Plain, data, now, routes, &mut out);
-                None
-            }
-            _ => None,
+            Role::PlainRtsp(_) => (Input::ViewerBytes { stream: ViewerStream::Plain, bytes, routes }, Fed::Nothing),
+            _ => return,
         };
-        self.apply(key, &mut out, ring);
-        self.out = out;
-        self.plain = plain;
+        s.tunnel.handle(input, now);
+        self.apply(key, fed);
     }
 
     /// A connection reached end of stream or failed.
     pub(super) fn on_conn_ended(&mut self, idx: usize, role: &Role, res: i32) {
-        let mut out = std::mem::take(&mut self.out);
+        let now = Instant::now();
         let key = role.session();
         match role {
             Role::Upstream(k) => {
                 let kind = if res == 0 { UpstreamErrorKind::Closed } else { UpstreamErrorKind::Reset };
                 if let Some(s) = self.session(*k) {
                     s.upstream = None;
-                    s.proto.on_upstream_closed(kind, &mut out);
+                    s.tunnel.handle(Input::CameraClosed(kind), now);
                 }
             }
             Role::TunnelPost(k) => {
@@ -162,7 +162,7 @@ impl Shard {
                     if s.post == Some(idx) {
                         s.post = None;
                     }
-                    s.proto.on_viewer_closed(ViewerStream::TunnelCommands, &mut out);
+                    s.tunnel.handle(Input::ViewerClosed(ViewerStream::TunnelCommands), now);
                 }
             }
             Role::TunnelGet(k) | Role::PlainRtsp(k) => {
@@ -170,106 +170,14 @@ impl Shard {
                     if matches!(role, Role::TunnelGet(_)) { ViewerStream::TunnelData } else { ViewerStream::Plain };
                 if let Some(s) = self.session(*k) {
                     s.viewer = None;
-                    s.proto.on_viewer_closed(stream, &mut out);
+                    s.tunnel.handle(Input::ViewerClosed(stream), now);
                 }
             }
             _ => {}
         }
         self.close_conn(idx);
         if let Some(key) = key {
-            self.apply(key, &mut out, None);
-        }
-        self.out = out;
-    }
-
-    /// Carries out what the session asked for.
-    pub(super) fn apply(&mut self, key: SessionKey, out: &mut Vec<Output>, ring: Option<(u16, Instant)>) {
-        for o in out.drain(..) {
-            let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else {
-                continue;
-            };
-            match o {
-                Output::ToViewer(bytes) => {
-                    if let Some(v) = s.viewer {
-                        self.queue_owned(v, bytes);
-                    }
-                }
-                Output::ForwardToViewer { range, frames } => {
-                    let (Some(v), Some((bid, at))) = (s.viewer, ring) else {
-                        continue;
-                    };
-                    if range.is_empty() {
-                        continue;
-                    }
-                    self.queue_ring(v, bid, range, at);
-                    if frames > 0 {
-                        self.metrics.frames(Direction::ToViewer, frames as u64);
-                    }
-                }
-                Output::ToUpstream(bytes) => {
-                    if let Some(u) = s.upstream {
-                        self.queue_owned(u, bytes);
-                        if self.conns.get(u).is_some_and(|c| c.send.queued() > self.limits.max_camera_backlog_bytes) {
-                            // Nothing paces the viewer's bytes but the camera's reading: bound them.
-                            self.metrics.rejected(Rejection::CameraBacklog);
-                            self.end_session(key, SessionOutcome::UpstreamError);
-                            return;
-                        }
-                    }
-                }
-                Output::ConnectUpstream(addr) => self.connect_upstream(key, addr),
-                Output::FramesToCamera(n) => self.metrics.frames(Direction::ToCamera, n as u64),
-                Output::Observe(h, d) => self.metrics.observe(h, d),
-                Output::Rejected(r) => self.metrics.rejected(r),
-                // The session recorded it with the address's failures (its `AuthGate`).
-                Output::AuthFailed(f) => self.metrics.auth_failure(f),
-                Output::UpstreamError(k) => self.metrics.upstream_error(k),
-                Output::Exchange(e) => tracing::debug!(
-                    shard = self.id,
-                    session = %format_args!("{}-{}", self.id, s.id),
-                    route = s.proto.route().map_or("-", |r| r.path.as_str()),
-                    method = %e.method,
-                    uri = %e.uri,
-                    status = e.status,
-                    latency_ms = %format_args!("{:.3}", e.latency.as_secs_f64() * 1e3),
-                    answered_by = if e.by_relay { "relay" } else { "camera" },
-                    "rtsp"
-                ),
-                Output::Close(outcome) => self.end_session(key, outcome),
-            }
-        }
-        self.update_upstream_flow(key);
-    }
-
-    /// Backpressure: stop reading the camera while the viewer is behind; resume at half.
-    pub(super) fn update_upstream_flow(&mut self, key: SessionKey) {
-        let limit = self.limits.max_viewer_backlog_bytes;
-        let Some(s) = self.sessions.get_mut(key.index).filter(|s| s.generation == key.generation) else {
-            return;
-        };
-        let (Some(v), Some(u)) = (s.viewer, s.upstream) else {
-            return;
-        };
-        let backlog = self.conns[v].send.queued();
-        let up = &self.conns[u];
-        if up.closing || s.connect_started.is_some() {
-            return;
-        }
-        if backlog > limit && up.recv == RecvState::Armed {
-            s.upstream_paused = true;
-            self.metrics.backpressure_pause();
-            let generation = up.generation;
-            self.conns[u].recv = RecvState::Cancelling;
-            let target = sqe_token(Op::Recv, u, generation);
-            self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
-        } else if backlog > limit && up.recv == RecvState::WaitingForBuffers {
-            // Nothing in flight to cancel: it just stays off instead of being fed buffers.
-            s.upstream_paused = true;
-            self.metrics.backpressure_pause();
-            self.conns[u].recv = RecvState::Off;
-        } else if backlog <= limit / 2 && s.upstream_paused && up.recv == RecvState::Off {
-            s.upstream_paused = false;
-            self.arm_recv(u);
+            self.apply(key, Fed::Nothing);
         }
     }
 
@@ -283,38 +191,22 @@ impl Shard {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(shard = self.id, error = %e, "cannot create camera socket");
-                let mut out = std::mem::take(&mut self.out);
                 if let Some(s) = self.session(key) {
-                    s.proto.on_upstream_connect_failed(UpstreamErrorKind::Unreachable, &mut out);
+                    s.tunnel.handle(Input::CameraConnectFailed(UpstreamErrorKind::Unreachable), Instant::now());
                 }
-                self.apply(key, &mut out, None);
-                self.out = out;
+                self.apply(key, Fed::Nothing);
                 return;
             }
         };
         let _ = sock.set_nodelay(true);
         let idx = self.insert_conn(OwnedFd::from(sock), addr, Role::Upstream(key));
         self.metrics.connection_accepted(ConnKind::Upstream);
-        let now = Instant::now();
         if let Some(s) = self.session(key) {
             s.upstream = Some(idx);
-            s.connect_started = Some(now);
         }
         let timeout = Duration::from_millis(self.limits.upstream_connect_timeout_ms);
-        let c = &mut self.conns[idx];
-        let sa = c.connect_addr.insert(Box::new(socket2::SockAddr::from(addr)));
-        let (sa_ptr, sa_len) = (sa.as_ptr(), sa.len());
-        let ts: *const types::Timespec = &**c.connect_timeout.insert(Box::new(types::Timespec::from(timeout)));
-        c.ops += 2;
-        let generation = c.generation;
-        let fd = c.raw();
-        self.push_together(&[
-            opcode::Connect::new(types::Fd(fd), sa_ptr.cast(), sa_len)
-                .build()
-                .flags(squeue::Flags::IO_LINK)
-                .user_data(sqe_token(Op::Connect, idx, generation)),
-            opcode::LinkTimeout::new(ts).build().user_data(sqe_token(Op::ConnectTimeout, idx, generation)),
-        ]);
+        let sub = ops::connect(&mut self.conns[idx], idx, addr, timeout);
+        self.ring.push(sub);
     }
 
     pub(super) fn on_connect(&mut self, idx: usize, res: i32) {
@@ -327,15 +219,10 @@ impl Shard {
             return;
         };
         let now = Instant::now();
-        let mut out = std::mem::take(&mut self.out);
-        let started = self.session(key).and_then(|s| s.connect_started.take());
         if res == 0 {
-            if let Some(t) = started {
-                self.metrics.observe(Hist::UpstreamConnect, now.saturating_duration_since(t));
-            }
             self.arm_recv(idx);
             if let Some(s) = self.session(key) {
-                s.proto.on_upstream_connected(now, &mut out);
+                s.tunnel.handle(Input::CameraConnected, now);
             }
         } else {
             let kind = match -res {
@@ -346,11 +233,10 @@ impl Shard {
             tracing::info!(shard = self.id, camera = %self.conns[idx].peer, error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
             if let Some(s) = self.session(key) {
                 s.upstream = None;
-                s.proto.on_upstream_connect_failed(kind, &mut out);
+                s.tunnel.handle(Input::CameraConnectFailed(kind), now);
             }
             self.close_conn(idx);
         }
-        self.apply(key, &mut out, None);
-        self.out = out;
+        self.apply(key, Fed::Nothing);
     }
 }

@@ -4,16 +4,24 @@
 use super::*;
 
 impl Shard {
+    pub(super) fn arm_tick(&mut self) {
+        self.ring.push(ops::tick());
+    }
+
+    pub(super) fn arm_mailbox(&mut self) {
+        self.ring.push(ops::mailbox(&self.shared.mailboxes[self.id as usize]));
+    }
+
     pub(super) fn on_tick(&mut self) {
         let now = Instant::now();
         if self.draining_until.is_none() {
-            for listener in std::mem::take(&mut self.accept_paused) {
+            for listener in std::mem::take(&mut self.listeners.paused) {
                 self.arm_accept(listener);
             }
         }
         let head_timeout = Duration::from_millis(self.limits.head_read_timeout_ms);
+        // A POST waits for its GET as long as a GET for its POST (the GET's wait is its tunnel's).
         let pairing = Duration::from_millis(self.limits.pairing_timeout_ms);
-        let idle = Duration::from_secs(self.limits.idle_timeout_secs);
         let mut expired_heads = Vec::new();
         let mut parked = Vec::new();
         let mut stuck = Vec::new();
@@ -55,35 +63,11 @@ impl Shard {
                 self.wake_parked(idx, cookie);
             }
         }
-        let keys: Vec<SessionKey> =
-            self.sessions.iter().map(|(index, s)| SessionKey { index, generation: s.generation }).collect();
-        let mut out = std::mem::take(&mut self.out);
-        for key in keys {
+        for key in self.sessions.keys() {
             let Some(s) = self.session(key) else { continue };
-            if s.tunnel && !s.paired && now.saturating_duration_since(s.started_at) > pairing {
-                self.metrics.rejected(Rejection::GetWithoutPost);
-                self.end_session(key, SessionOutcome::Timeout);
-                continue;
-            }
-            // A viewer's bytes count once they complete a message or frame: a trickle that
-            // never does is not activity.
-            let active = s.last_activity.max(s.proto.last_viewer_progress());
-            if now.saturating_duration_since(active) > idle {
-                self.metrics.rejected(Rejection::IdleTimeout);
-                self.end_session(key, SessionOutcome::Timeout);
-                continue;
-            }
-            s.proto.on_tick(now, &mut out);
-            self.apply(key, &mut out, None);
-        }
-        self.out = out;
-        if let Some(deadline) = self.draining_until {
-            if now >= deadline {
-                let keys: Vec<SessionKey> =
-                    self.sessions.iter().map(|(index, s)| SessionKey { index, generation: s.generation }).collect();
-                for key in keys {
-                    self.end_session(key, SessionOutcome::Shutdown);
-                }
+            if s.tunnel.poll_timeout().is_some_and(|t| t <= now) {
+                s.tunnel.handle(Input::Timer, now);
+                self.apply(key, Fed::Nothing);
             }
         }
     }
@@ -131,7 +115,7 @@ impl Shard {
                     self.auth = auth.clone();
                     // New certificates apply to new connections. Listeners are bound in
                     // `settings.listeners` order and their addresses change only on restart.
-                    for (l, fresh) in self.listeners.iter_mut().zip(&settings.listeners) {
+                    for (l, fresh) in self.listeners.open.iter_mut().zip(&settings.listeners) {
                         if let (Some(l), Some(cfg)) = (l.as_mut().filter(|l| l.tls.is_some()), &fresh.tls) {
                             l.tls = Some(cfg.clone());
                         }
@@ -144,19 +128,12 @@ impl Shard {
     }
 
     pub(super) fn reload(&mut self, routes: Arc<RouteTable>, limits: Limits) {
-        let keys: Vec<SessionKey> =
-            self.sessions.iter().map(|(index, s)| SessionKey { index, generation: s.generation }).collect();
-        for key in keys {
-            let Some(current) = self.sessions[key.index].proto.route().cloned() else {
-                continue;
-            };
-            let kept = routes.routes().iter().any(|r| {
-                r.path == current.path
-                    && r.upstream_url == current.upstream_url
-                    && r.upstream_addr == current.upstream_addr
-            });
-            if !kept {
-                self.end_session(key, SessionOutcome::RouteRemoved);
+        let now = Instant::now();
+        let policy = policy(&limits);
+        for key in self.sessions.keys() {
+            if let Some(s) = self.session(key) {
+                s.tunnel.handle(Input::Reload { routes: &routes, policy }, now);
+                self.apply(key, Fed::Nothing);
             }
         }
         self.routes = routes;
@@ -167,11 +144,16 @@ impl Shard {
         if self.draining_until.is_some() {
             return;
         }
-        self.draining_until = Some(Instant::now() + grace);
-        for i in 0..self.listeners.len() {
-            if self.listeners[i].is_some() {
-                let target = sqe_token(Op::Accept, i, 0);
-                self.push(opcode::AsyncCancel::new(target).build().user_data(sqe_token(Op::Cancel, 0, 0)));
+        let now = Instant::now();
+        let deadline = now + grace;
+        self.draining_until = Some(deadline);
+        for (_, s) in self.sessions.iter_mut() {
+            // Nothing to carry out: the tunnel only learns when it ends.
+            s.tunnel.handle(Input::Drain { deadline }, now);
+        }
+        for i in 0..self.listeners.open.len() {
+            if self.listeners.open[i].is_some() {
+                self.ring.push(ops::cancel(Op::Accept, i, 0));
             }
         }
         // Connections still reading their head, or parked, are not sessions yet: drop them.

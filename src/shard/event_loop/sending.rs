@@ -3,64 +3,24 @@
 use super::*;
 
 impl Shard {
-    /// Queues bytes for a connection (encrypting them on a TLS connection, along with any
-    /// handshake data rustls has pending); it is sent at the end of the completion batch.
     pub(super) fn queue_owned(&mut self, idx: usize, bytes: Vec<u8>) {
-        let Some(c) = self.conns.get_mut(idx) else {
-            return;
-        };
-        match c.tls.as_mut() {
-            None => c.send.push_owned(bytes),
-            Some(tls) => {
-                if !bytes.is_empty() {
-                    tls.send(&bytes);
-                }
-                if let Some(cipher) = tls.take_outgoing() {
-                    c.send.push_owned(cipher);
-                }
-            }
-        }
-        self.dirty.push(idx);
+        self.conns.queue_owned(idx, bytes);
     }
 
-    /// Queues camera media for a viewer straight from its ring buffer; a TLS viewer gets it
-    /// encrypted instead (the ciphertext is necessarily a new buffer).
     pub(super) fn queue_ring(&mut self, idx: usize, bid: u16, range: std::ops::Range<usize>, at: Instant) {
-        let Some(c) = self.conns.get_mut(idx) else {
-            return;
-        };
-        let (start, end) = match (u32::try_from(range.start), u32::try_from(range.end)) {
-            (Ok(s), Ok(e)) => (s, e),
-            _ => panic!("range {range:?} outside any receive buffer"),
-        };
-        // Checks the range against the buffer before anything refers to it.
-        let bytes = self.bufs.bytes_at(bid, start, range.len());
-        if let Some(tls) = c.tls.as_mut() {
-            tls.send(bytes);
-            if let Some(cipher) = tls.take_outgoing() {
-                c.send.push_media(cipher, at);
-            }
-        } else if self.bufs.try_retain(bid) {
-            c.send.push_ring(bid, start, end, at);
-        } else {
-            // The buffer already backs MAX_BUFFER_REFS queued ranges (a camera sending tiny
-            // frames between line breaks): copy this one rather than count another reference.
-            c.send.push_media_copy(self.bufs.bytes_at(bid, start, range.len()), at);
+        if self.conns.queue_ring(idx, &mut self.bufs, bid, range, at) == Some(Queued::Copied) {
             self.metrics.ring_ranges_copied(1);
-        }
-        // One entry per connection and batch of ranges, not one per range.
-        if self.dirty.last() != Some(&idx) {
-            self.dirty.push(idx);
         }
     }
 
     pub(super) fn flush_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
-        for &idx in &dirty {
+        // By index: a send that completes a close never queues more, but the list may grow.
+        let mut i = 0;
+        while let Some(&idx) = self.conns.dirty.get(i) {
             self.start_send(idx);
+            i += 1;
         }
-        self.dirty = dirty;
-        self.dirty.clear();
+        self.conns.dirty.clear();
     }
 
     pub(super) fn start_send(&mut self, idx: usize) {
@@ -75,20 +35,13 @@ impl Shard {
                 self.close_conn(idx);
             } else if c.linger_after_flush {
                 c.linger_after_flush = false;
-                // SAFETY: shutdown on a descriptor we own; nothing is being sent on it.
-                unsafe { libc::shutdown(c.raw(), libc::SHUT_WR) };
+                c.shutdown_write();
             }
             return;
         }
-        let Some(hdr) = c.send.prepare(&self.bufs) else {
-            return;
-        };
-        c.ops += 1;
-        let sqe = opcode::SendMsg::new(types::Fd(c.raw()), hdr)
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build()
-            .user_data(sqe_token(Op::Send, idx, c.generation));
-        self.push(sqe);
+        if let Some(sub) = ops::send(c, idx, &self.bufs) {
+            self.ring.push(sub);
+        }
     }
 
     pub(super) fn on_send(&mut self, idx: usize, res: i32) {
@@ -105,13 +58,11 @@ impl Shard {
             self.on_conn_ended(idx, &role, res);
             return;
         }
-        let mut done = std::mem::take(&mut self.latencies);
-        c.send.complete(res as usize, &mut self.bufs, &mut done);
+        c.send.complete(res as usize, &mut self.bufs, &mut self.latencies);
         let role = c.role.clone();
-        for t in done.drain(..) {
+        for t in self.latencies.drain(..) {
             self.metrics.observe(Hist::ForwardLatency, now.saturating_duration_since(t));
         }
-        self.latencies = done;
         let n = res as u64;
         match role {
             Role::TunnelGet(k) | Role::PlainRtsp(k) => {

@@ -40,7 +40,7 @@ impl Shard {
         let me = SessionRef { shard: self.id, key: key.pack() };
         match self.shared.cookies.register_get(&cookie, me) {
             GetRegistration::Duplicate => {
-                self.sessions.remove(key.index);
+                self.sessions.remove(key);
                 self.metrics.session_ended(SessionOutcome::ProtocolError);
                 self.shared.admission.close_session();
                 self.refuse(idx, Rejection::DuplicateCookie, http_head::http_error_reply(409, "Conflict"));
@@ -54,7 +54,7 @@ impl Shard {
         }
         let leftover = self.conns[idx].head.split_off(head.consumed);
         self.conns[idx].head = Vec::new();
-        let s = &mut self.sessions[key.index];
+        let Some(s) = self.sessions.get_mut(key) else { return };
         s.cookie = Some(cookie);
         s.viewer = Some(idx);
         let c = &mut self.conns[idx];
@@ -74,7 +74,7 @@ impl Shard {
                 // Inside the TLS stream; a hand-off waits for this send to complete.
                 self.queue_owned(idx, http_head::CONTINUE_REPLY.to_vec());
             } else {
-                send_now(self.conns[idx].raw(), http_head::CONTINUE_REPLY);
+                send_now(&self.conns[idx].fd, http_head::CONTINUE_REPLY);
             }
         }
         let leftover = self.conns[idx].head.split_off(head.consumed);
@@ -115,14 +115,12 @@ impl Shard {
     /// tickets): the kernel must be done with those buffers before the connection leaves the
     /// slab, so the hand-off waits for the last send completion (see `on_send`).
     pub(super) fn hand_off_if_quiet(&mut self, idx: usize) {
-        let Some(c) = self.conns.get(idx) else { return };
-        if c.closing || c.ops > 0 || !c.send.is_empty() {
-            if !c.send.is_empty() {
-                self.dirty.push(idx);
+        let Some(conn) = self.conns.take_quiet(idx) else {
+            if self.conns.get(idx).is_some_and(|c| !c.send.is_empty()) {
+                self.conns.dirty.push(idx);
             }
             return;
-        }
-        let conn = self.conns.remove(idx);
+        };
         let Role::HandingOff { shard, session_key, leftover } = conn.role else { return };
         self.shared.mailboxes[shard as usize].post(ShardMsg::AdoptPost(AdoptPost {
             fd: conn.fd,
@@ -135,7 +133,6 @@ impl Shard {
     }
 
     pub(super) fn bind_post(&mut self, key: SessionKey, idx: usize, leftover: Vec<u8>) {
-        let now = Instant::now();
         let (peer, tls) = (self.conns[idx].peer, self.conns[idx].tls.is_some());
         let Some(s) = self.session(key) else {
             // The GET went away between lookup and bind.
@@ -143,27 +140,14 @@ impl Shard {
             self.close_conn(idx);
             return;
         };
-        if let Err(reason) = s.proto.on_commands_bound(peer.ip(), tls) {
-            // The tunnel and its own POST carry on; only the newcomer is turned away.
-            tracing::debug!(shard = self.id, %peer, "POST from another address than its GET");
-            self.metrics.rejected(reason);
-            self.close_conn(idx);
-            return;
-        }
-        let old = s.post.replace(idx);
-        let first = !s.paired;
-        s.paired = true;
-        if first {
-            let waited = now.saturating_duration_since(s.started_at);
-            self.metrics.observe(Hist::Pairing, waited);
-        }
-        if let Some(old) = old {
-            self.close_conn(old);
-        }
-        self.conns[idx].role = Role::TunnelPost(key);
-        self.arm_recv(idx);
-        if !leftover.is_empty() {
-            self.feed_viewer(key, ViewerStream::TunnelCommands, &leftover);
+        s.tunnel.handle(Input::PostArrived { ip: peer.ip(), tls }, Instant::now());
+        self.apply(key, Fed::Post(idx));
+        // Bound, unless the tunnel refused it.
+        if self.conns.get(idx).is_some_and(|c| !c.closing && c.role == Role::TunnelPost(key)) {
+            self.arm_recv(idx);
+            if !leftover.is_empty() {
+                self.feed_viewer(key, ViewerStream::TunnelCommands, &leftover);
+            }
         }
     }
 
@@ -181,7 +165,9 @@ impl Shard {
         let (peer, accepted_at) = (self.conns[idx].peer, self.conns[idx].accepted_at);
         let tls = self.conns[idx].tls.is_some();
         let key = self.new_session(None, false, tls, peer, accepted_at);
-        self.sessions[key.index].viewer = Some(idx);
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.viewer = Some(idx);
+        }
         self.conns[idx].role = Role::PlainRtsp(key);
         let head = std::mem::take(&mut self.conns[idx].head);
         self.arm_recv(idx);

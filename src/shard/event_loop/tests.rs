@@ -1,6 +1,7 @@
 //! Driver-level tests of the shard: a real io_uring and buffer ring, connections on socket pairs,
 //! handlers called directly where a path cannot be reached from outside.
 
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::AtomicUsize;
 
@@ -66,7 +67,7 @@ impl Probe {
         let key = session(s);
         let (idx, theirs) = conn(s, Role::Upstream(key));
         s.arm_recv(idx);
-        s.ring.submit().unwrap();
+        s.ring.uring.submit().unwrap();
         let (data, len) = s.bufs.data_mapping();
         // SAFETY: inside the data mapping; that buffer is idle in the ring and nothing sends.
         unsafe { std::ptr::copy_nonoverlapping(CANARY.as_ptr(), data.add(len - CANARY.len()), CANARY.len()) };
@@ -165,6 +166,7 @@ fn behind_viewer(s: &mut Shard) -> (SessionKey, usize, usize) {
     let slot = s.session(key).unwrap();
     slot.viewer = Some(v);
     slot.upstream = Some(u);
+    slot.tunnel.handle(Input::CameraConnected, Instant::now());
     let backlog = vec![0; s.limits.max_viewer_backlog_bytes + 1];
     s.queue_owned(v, backlog);
     (key, v, u)
@@ -179,10 +181,10 @@ fn a_receive_cancelled_for_backpressure_stays_paused_when_it_ends_out_of_buffers
     assert_eq!(s.conns[u].recv, RecvState::Cancelling);
     // The cancelled receive ends with ENOBUFS: the ring ran dry meanwhile.
     s.on_recv(u, -libc::ENOBUFS, 0);
-    assert!(!s.starved.contains(&u), "a paused camera was put on the out-of-buffers list");
+    assert!(!s.conns.starved.contains(&u), "a paused camera was put on the out-of-buffers list");
     s.feed_starved();
     assert_ne!(s.conns[u].recv, RecvState::Armed, "a paused camera was re-armed");
-    assert!(s.session(key).unwrap().upstream_paused);
+    assert!(s.session(key).unwrap().tunnel.camera_paused());
 }
 
 #[test]
@@ -191,11 +193,35 @@ fn a_receive_waiting_for_buffers_is_paused_not_fed() {
     let (key, _, u) = behind_viewer(&mut s);
     // Out of buffers before the viewer fell behind.
     s.conns[u].recv = RecvState::WaitingForBuffers;
-    s.starved.push(u);
+    s.conns.starved.push(u);
     s.update_upstream_flow(key);
-    assert!(s.session(key).unwrap().upstream_paused);
+    assert!(s.session(key).unwrap().tunnel.camera_paused());
     s.feed_starved();
     assert_ne!(s.conns[u].recv, RecvState::Armed, "a paused camera was re-armed");
+}
+
+#[test]
+fn a_camera_paused_while_its_receive_was_off_stays_paused() {
+    let mut s = shard();
+    let (key, _, u) = behind_viewer(&mut s);
+    // The multishot receive ended on its own (its last completion carried bytes that put the
+    // viewer behind): the tunnel pauses the camera while nothing is armed to cancel.
+    s.conns[u].recv = RecvState::Off;
+    s.update_upstream_flow(key);
+    assert!(s.session(key).unwrap().tunnel.camera_paused());
+    let generation = s.conns[u].generation;
+    s.after_recv(
+        u,
+        generation,
+        &Role::Upstream(key),
+        RecvEnd { res: 100, more: false, was_paused: false, closing: false },
+    );
+    assert_ne!(s.conns[u].recv, RecvState::Armed, "a paused camera was re-armed");
+    // The viewer caught up: the camera is read again.
+    let v = s.session(key).unwrap().viewer.unwrap();
+    s.conns[v].send.clear(&mut s.bufs);
+    s.update_upstream_flow(key);
+    assert_eq!(s.conns[u].recv, RecvState::Armed, "a resumed camera was not re-armed");
 }
 
 #[test]
@@ -203,12 +229,12 @@ fn a_failed_accept_waits_for_the_tick() {
     let mut s = shard();
     // The multishot accept ended with an error other than EMFILE/ENFILE.
     s.on_accept(0, -libc::EINVAL, 0);
-    assert_eq!(s.ring.submission().len(), 0, "re-armed at once");
-    assert_eq!(s.accept_paused, vec![0]);
+    assert_eq!(s.ring.uring.submission().len(), 0, "re-armed at once");
+    assert_eq!(s.listeners.paused, vec![0]);
     assert_eq!(s.metrics.accept_errors(), 1);
     s.on_tick();
-    assert!(s.accept_paused.is_empty());
-    assert_eq!(s.ring.submission().len(), 1, "re-armed by the tick");
+    assert!(s.listeners.paused.is_empty());
+    assert_eq!(s.ring.uring.submission().len(), 1, "re-armed by the tick");
 }
 
 #[test]
@@ -217,20 +243,20 @@ fn pushing_while_the_kernel_answers_ebusy_reaps_instead_of_spinning() {
     // A spinning push never returns: the verdict comes over a channel, with a time limit.
     std::thread::spawn(move || {
         let mut s = shard();
-        s.emulate_ebusy = true;
+        s.ring.emulate_ebusy = true;
         // Far more than the submission (64) and completion (256) queues hold, nothing reaped
         // by the caller: the completion queue fills and overflows.
         let n = 5_000;
         for _ in 0..n {
-            s.push(opcode::Nop::new().build().user_data(sqe_token(Op::Cancel, 0, 0)));
+            s.ring.push(ops::nop());
         }
-        let reaped_to_make_room = s.backlog.len();
-        let mut seen = std::mem::take(&mut s.backlog).len();
-        s.emulate_ebusy = false;
+        let reaped_to_make_room = s.ring.backlog.len();
+        let mut seen = std::mem::take(&mut s.ring.backlog).len();
+        s.ring.emulate_ebusy = false;
         let end = Instant::now() + Duration::from_secs(10);
         while seen < n && Instant::now() < end {
-            s.ring.submit_and_wait(1).unwrap();
-            seen += s.ring.completion().count();
+            s.ring.uring.submit_and_wait(1).unwrap();
+            seen += s.ring.uring.completion().count();
         }
         // Dropped with nothing in flight.
         s.conns.mark_idle();

@@ -1,0 +1,357 @@
+//! One tunnel, sans-IO: the RTSP dialogue ([`Session`]) and every policy around it — pairing of
+//! the tunnel's GET and POST, the pairing, idle, request and response deadlines, drain, route
+//! removal on reload, viewer backpressure and the camera backlog limit.
+//!
+//! In the style of quinn-proto: the shell feeds what it observed with [`Tunnel::handle`] (bytes
+//! read, a connection opened or closed, how much is queued towards either side after queueing,
+//! the time), takes what it must do from [`Tunnel::poll_output`] until `None`, and calls
+//! `handle(Input::Timer, now)` once [`Tunnel::poll_timeout`] has passed. The tunnel never
+//! touches a socket or reads a clock; the shell keeps only descriptors, slab indices and
+//! generations per tunnel, and the numbers it logs.
+//!
+//! Connections are addressed by role, not by descriptor: "the viewer", "the POST", "the
+//! camera". A shared camera (one camera connection, many viewers) adds values of the same
+//! shape, not cases in the shell: [`super::camera_session::CameraSession`] owns the camera
+//! connection of a route (its own `handle_*`/`poll_output`/`poll_timeout`) and each viewer's
+//! tunnel keeps these viewer-side policies (pairing, POST rebinding, idle, request deadline,
+//! drain, reload, viewer backlog) around a [`super::shared_viewer::SharedViewer`] dialogue
+//! instead of a [`Session`]. The shell's session table then holds tunnels and cameras by key;
+//! its output loop maps "the camera" to the route's camera entry instead of the tunnel's own
+//! connection, and fans each camera chunk out to the tunnels that view it.
+
+use core::net::{IpAddr, SocketAddr};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::outcome::{Hist, Rejection, SessionOutcome, UpstreamErrorKind};
+use super::route::RouteTable;
+use super::session::{self, Session, ViewerStream};
+
+/// Limits a tunnel enforces; a reload replaces them for tunnels already running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// How long a tunnel GET waits for its first POST.
+    pub pairing_timeout: Duration,
+    /// No camera bytes and no whole viewer message or frame for this long ends the tunnel.
+    pub idle_timeout: Duration,
+    /// How long the camera connection of an ended tunnel may take to take its last bytes.
+    pub camera_close_grace: Duration,
+    /// Bytes queued towards the viewer beyond which the camera is no longer read.
+    pub max_viewer_backlog: usize,
+    /// Bytes queued towards the camera beyond which the tunnel ends.
+    pub max_camera_backlog: usize,
+}
+
+/// How the viewer reached the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// RTSP over HTTP: a GET for the camera's answers and media, POSTs for the requests.
+    Http,
+    /// One RTSP/TCP connection.
+    Plain,
+}
+
+/// What the shell observed.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// Bytes a viewer connection delivered (plaintext, on a TLS connection).
+    ViewerBytes {
+        stream: ViewerStream,
+        bytes: &'a [u8],
+        routes: &'a RouteTable,
+    },
+    /// A viewer connection reached its end (or failed).
+    ViewerClosed(ViewerStream),
+    /// A tunnel POST with this tunnel's cookie arrived from `ip`.
+    PostArrived {
+        ip: IpAddr,
+        tls: bool,
+    },
+    /// The camera connection asked for by [`session::Output::ConnectUpstream`] is open.
+    CameraConnected,
+    CameraConnectFailed(UpstreamErrorKind),
+    /// Bytes from the camera; [`session::Output::ForwardToViewer`] ranges refer to them.
+    CameraBytes(&'a [u8]),
+    /// The camera connection reached its end (or failed).
+    CameraClosed(UpstreamErrorKind),
+    /// Bytes now queued towards the viewer.
+    ViewerBacklog(usize),
+    /// Bytes now queued towards the camera.
+    CameraBacklog(usize),
+    /// The relay stops: the tunnel ends at `deadline` unless it ends first.
+    Drain {
+        deadline: Instant,
+    },
+    /// The configuration was reloaded: a tunnel whose route is gone or changed ends.
+    Reload {
+        routes: &'a RouteTable,
+        policy: Policy,
+    },
+    /// [`Tunnel::poll_timeout`] has passed.
+    Timer,
+}
+
+/// What the shell must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// What the RTSP dialogue asks for (never [`session::Output::Close`]: that is [`Output::End`]).
+    Core(session::Output),
+    /// The POST just reported carries the commands from now on; a POST bound before is closed.
+    BindPost,
+    /// The POST just reported is turned away (counted with this reason); the tunnel goes on.
+    RefusePost(Rejection),
+    /// Stop reading the camera: the viewer is behind.
+    PauseCamera,
+    /// Read the camera again.
+    ResumeCamera,
+    /// The tunnel is over: flush what was queued to the viewer, close the rest, and close the
+    /// camera connection as [`Tunnel::camera_close`] says. Nothing follows.
+    End(SessionOutcome),
+}
+
+/// How to close the camera connection of an ended tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CameraClose {
+    /// At once: it failed, or it is still connecting.
+    Now,
+    /// Send what is queued plus `teardown` (the relay's own TEARDOWN when the viewer left a
+    /// camera session behind), half-close, and read to the camera's end within `grace`.
+    Linger { teardown: Option<Vec<u8>>, grace: Duration },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Camera {
+    None,
+    Connecting { since: Instant },
+    Up,
+}
+
+pub struct Tunnel {
+    session: Session,
+    kind: Kind,
+    policy: Policy,
+    started_at: Instant,
+    /// Last bytes from the camera (the viewer's side: `Session::last_viewer_progress`).
+    last_camera_bytes: Instant,
+    /// A POST has bound at least once.
+    paired: bool,
+    camera: Camera,
+    camera_paused: bool,
+    drain_deadline: Option<Instant>,
+    /// The time of the input being handled.
+    now: Instant,
+    ended: bool,
+    out: VecDeque<Output>,
+    /// Scratch for the session's outputs, kept for its capacity.
+    core: Vec<session::Output>,
+}
+
+impl Tunnel {
+    pub fn new(session: Session, kind: Kind, policy: Policy, started_at: Instant) -> Tunnel {
+        Tunnel {
+            session,
+            kind,
+            policy,
+            started_at,
+            last_camera_bytes: started_at,
+            paired: false,
+            camera: Camera::None,
+            camera_paused: false,
+            drain_deadline: None,
+            now: started_at,
+            ended: false,
+            out: VecDeque::new(),
+            core: Vec::new(),
+        }
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Whether the camera is not to be read (the viewer is behind).
+    pub fn camera_paused(&self) -> bool {
+        self.camera_paused
+    }
+
+    pub fn handle(&mut self, input: Input<'_>, now: Instant) {
+        if self.ended {
+            return;
+        }
+        self.now = now;
+        let mut core = std::mem::take(&mut self.core);
+        match input {
+            Input::ViewerBytes { stream, bytes, routes } => {
+                self.session.on_viewer_bytes(stream, bytes, now, routes, &mut core)
+            }
+            Input::ViewerClosed(stream) => self.session.on_viewer_closed(stream, &mut core),
+            Input::PostArrived { ip, tls } => match self.session.on_commands_bound(ip, tls) {
+                Err(reason) => self.out.push_back(Output::RefusePost(reason)),
+                Ok(()) => {
+                    if !self.paired {
+                        self.paired = true;
+                        let waited = now.saturating_duration_since(self.started_at);
+                        self.out.push_back(Output::Core(session::Output::Observe(Hist::Pairing, waited)));
+                    }
+                    self.out.push_back(Output::BindPost);
+                }
+            },
+            Input::CameraConnected => {
+                if let Camera::Connecting { since } = self.camera {
+                    let took = now.saturating_duration_since(since);
+                    self.out.push_back(Output::Core(session::Output::Observe(Hist::UpstreamConnect, took)));
+                }
+                self.camera = Camera::Up;
+                self.session.on_upstream_connected(now, &mut core);
+            }
+            Input::CameraConnectFailed(kind) => {
+                self.camera = Camera::None;
+                self.session.on_upstream_connect_failed(kind, &mut core);
+            }
+            Input::CameraBytes(bytes) => {
+                self.last_camera_bytes = now;
+                self.session.on_upstream_bytes(bytes, now, &mut core);
+            }
+            Input::CameraClosed(kind) => {
+                self.camera = Camera::None;
+                self.session.on_upstream_closed(kind, &mut core);
+            }
+            Input::ViewerBacklog(queued) => self.viewer_backlog(queued),
+            Input::CameraBacklog(queued) => {
+                if queued > self.policy.max_camera_backlog {
+                    // Nothing paces the viewer's bytes but the camera's reading: bound them. The
+                    // end comes before anything still queued, which would only add to it.
+                    self.out.push_front(Output::End(SessionOutcome::UpstreamError));
+                    self.out.push_front(Output::Core(session::Output::Rejected(Rejection::CameraBacklog)));
+                    self.ended = true;
+                }
+            }
+            Input::Drain { deadline } => {
+                self.drain_deadline = Some(self.drain_deadline.map_or(deadline, |d| d.min(deadline)));
+            }
+            Input::Reload { routes, policy } => {
+                self.policy = policy;
+                if let Some(current) = self.session.route() {
+                    let kept = routes.routes().iter().any(|r| {
+                        r.path == current.path
+                            && r.upstream_url == current.upstream_url
+                            && r.upstream_addr == current.upstream_addr
+                    });
+                    if !kept {
+                        self.end(SessionOutcome::RouteRemoved);
+                    }
+                }
+            }
+            Input::Timer => self.on_timer(now, &mut core),
+        }
+        for o in core.drain(..) {
+            self.push_core(o);
+        }
+        self.core = core;
+    }
+
+    /// The next thing for the shell to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When `handle(Input::Timer, _)` next has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.ended {
+            return None;
+        }
+        let active = self.last_camera_bytes.max(self.session.last_viewer_progress());
+        let mut next = active + self.policy.idle_timeout;
+        if self.kind == Kind::Http && !self.paired {
+            next = next.min(self.started_at + self.policy.pairing_timeout);
+        }
+        for d in [self.session.next_deadline(), self.drain_deadline].into_iter().flatten() {
+            next = next.min(d);
+        }
+        Some(next)
+    }
+
+    /// How to close the camera connection once the tunnel ended with `outcome`.
+    pub fn camera_close(&mut self, outcome: SessionOutcome) -> CameraClose {
+        let failed = matches!(outcome, SessionOutcome::UpstreamClosed | SessionOutcome::UpstreamError);
+        if failed || matches!(self.camera, Camera::Connecting { .. }) {
+            return CameraClose::Now;
+        }
+        CameraClose::Linger { teardown: self.session.teardown_for_camera(), grace: self.policy.camera_close_grace }
+    }
+
+    fn on_timer(&mut self, now: Instant, core: &mut Vec<session::Output>) {
+        if self.kind == Kind::Http
+            && !self.paired
+            && now.saturating_duration_since(self.started_at) > self.policy.pairing_timeout
+        {
+            self.reject_and_end(Rejection::GetWithoutPost, SessionOutcome::Timeout);
+            return;
+        }
+        // A viewer's bytes count once they complete a message or frame: a trickle that never
+        // does is not activity.
+        let active = self.last_camera_bytes.max(self.session.last_viewer_progress());
+        if now.saturating_duration_since(active) > self.policy.idle_timeout {
+            self.reject_and_end(Rejection::IdleTimeout, SessionOutcome::Timeout);
+            return;
+        }
+        self.session.on_tick(now, core);
+        if self.session.is_closed() {
+            return;
+        }
+        if self.drain_deadline.is_some_and(|d| now >= d) {
+            self.end(SessionOutcome::Shutdown);
+        }
+    }
+
+    /// Backpressure: stop reading the camera while the viewer is behind; resume at half.
+    fn viewer_backlog(&mut self, queued: usize) {
+        if self.camera != Camera::Up {
+            return;
+        }
+        let limit = self.policy.max_viewer_backlog;
+        if queued > limit && !self.camera_paused {
+            self.camera_paused = true;
+            self.out.push_back(Output::PauseCamera);
+        } else if queued <= limit / 2 && self.camera_paused {
+            self.camera_paused = false;
+            self.out.push_back(Output::ResumeCamera);
+        }
+    }
+
+    fn push_core(&mut self, o: session::Output) {
+        match o {
+            session::Output::Close(outcome) => self.end(outcome),
+            session::Output::ConnectUpstream(addr) => self.connect(addr),
+            o => self.out.push_back(Output::Core(o)),
+        }
+    }
+
+    fn connect(&mut self, addr: SocketAddr) {
+        self.camera = Camera::Connecting { since: self.now };
+        self.out.push_back(Output::Core(session::Output::ConnectUpstream(addr)));
+    }
+
+    fn reject_and_end(&mut self, reason: Rejection, outcome: SessionOutcome) {
+        self.out.push_back(Output::Core(session::Output::Rejected(reason)));
+        self.end(outcome);
+    }
+
+    fn end(&mut self, outcome: SessionOutcome) {
+        if !self.ended {
+            self.ended = true;
+            self.out.push_back(Output::End(outcome));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

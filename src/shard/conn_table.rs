@@ -1,0 +1,183 @@
+//! The connections of a shard: descriptors, generations, in-flight counts and send queues.
+//!
+//! A slot is addressed by index and generation (the [`Token`](super::token::Token) of every
+//! submission carries both), and a connection leaves the table only once no submission names
+//! it ([`ConnTable::remove_if_idle`], [`ConnTable::take_quiet`]): its descriptor, send queue
+//! and connect memory are what the kernel reads and writes (see `ops`).
+
+use std::net::SocketAddr;
+use std::ops::{Index, IndexMut, Range};
+use std::os::fd::OwnedFd;
+use std::time::Instant;
+
+use slab::Slab;
+
+use super::buf_ring::BufRing;
+use super::conn::{Conn, Role};
+use super::kernel_memory::KernelMemory;
+use super::token::bump_generation;
+
+pub struct ConnTable {
+    slab: KernelMemory<Slab<Conn>>,
+    generations: Vec<u32>,
+    /// Connections with newly queued bytes, sent at the end of the completion batch.
+    pub dirty: Vec<usize>,
+    /// Connections whose multishot receive stopped for lack of buffers.
+    pub starved: Vec<usize>,
+}
+
+/// How camera media was queued for a viewer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Queued {
+    /// By reference to its ring buffer, or encrypted (TLS).
+    InPlace,
+    /// Copied: the buffer backs too many queued ranges already.
+    Copied,
+}
+
+impl ConnTable {
+    pub fn new() -> ConnTable {
+        ConnTable {
+            slab: KernelMemory::new(Slab::with_capacity(1024)),
+            generations: Vec::new(),
+            dirty: Vec::new(),
+            starved: Vec::new(),
+        }
+    }
+
+    pub fn insert(&mut self, fd: OwnedFd, peer: SocketAddr, role: Role, now: Instant) -> usize {
+        let entry = self.slab.vacant_entry();
+        let idx = entry.key();
+        let generation = bump_generation(&mut self.generations, idx);
+        entry.insert(Conn::new(fd, generation, peer, role, now));
+        idx
+    }
+
+    pub fn get(&self, idx: usize) -> Option<&Conn> {
+        self.slab.get(idx)
+    }
+
+    pub fn get_mut(&mut self, idx: usize) -> Option<&mut Conn> {
+        self.slab.get_mut(idx)
+    }
+
+    /// The connection in slot `idx` if it is still the one of `generation`.
+    pub fn current(&self, idx: usize, generation: u32) -> Option<&Conn> {
+        self.slab.get(idx).filter(|c| c.generation == generation)
+    }
+
+    pub fn iter(&self) -> slab::Iter<'_, Conn> {
+        self.slab.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> slab::IterMut<'_, Conn> {
+        self.slab.iter_mut()
+    }
+
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// Frees a closing connection once nothing in flight names it; its queued ring buffers go
+    /// back to the ring. The caller settles its accounting with what is returned.
+    pub fn remove_if_idle(&mut self, idx: usize, bufs: &mut BufRing) -> Option<Conn> {
+        let c = self.slab.get(idx)?;
+        if !c.closing || c.ops > 0 {
+            return None;
+        }
+        let mut c = self.slab.remove(idx);
+        c.send.clear(bufs);
+        Some(c)
+    }
+
+    /// Takes a connection out whole (to hand it to another shard) once nothing of ours is in
+    /// flight on it or queued for it.
+    pub fn take_quiet(&mut self, idx: usize) -> Option<Conn> {
+        let c = self.slab.get(idx)?;
+        if c.closing || c.ops > 0 || !c.send.is_empty() {
+            return None;
+        }
+        Some(self.slab.remove(idx))
+    }
+
+    /// Nothing in flight names any connection any more: dropping the table frees them.
+    pub fn mark_idle(&mut self) {
+        self.slab.mark_idle();
+    }
+
+    /// Queues bytes for a connection (encrypting them on a TLS connection, along with any
+    /// handshake data rustls has pending); it is sent at the end of the completion batch.
+    pub fn queue_owned(&mut self, idx: usize, bytes: Vec<u8>) {
+        let Some(c) = self.slab.get_mut(idx) else {
+            return;
+        };
+        match c.tls.as_mut() {
+            None => c.send.push_owned(bytes),
+            Some(tls) => {
+                if !bytes.is_empty() {
+                    tls.send(&bytes);
+                }
+                if let Some(cipher) = tls.take_outgoing() {
+                    c.send.push_owned(cipher);
+                }
+            }
+        }
+        self.dirty.push(idx);
+    }
+
+    /// Queues camera media for a viewer straight from its ring buffer; a TLS viewer gets it
+    /// encrypted instead (the ciphertext is necessarily a new buffer).
+    pub fn queue_ring(
+        &mut self,
+        idx: usize,
+        bufs: &mut BufRing,
+        bid: u16,
+        range: Range<usize>,
+        at: Instant,
+    ) -> Option<Queued> {
+        let c = self.slab.get_mut(idx)?;
+        let (start, end) = match (u32::try_from(range.start), u32::try_from(range.end)) {
+            (Ok(s), Ok(e)) => (s, e),
+            _ => panic!("range {range:?} outside any receive buffer"),
+        };
+        // Checks the range against the buffer before anything refers to it.
+        let bytes = bufs.bytes_at(bid, start, range.len());
+        let queued = if let Some(tls) = c.tls.as_mut() {
+            tls.send(bytes);
+            if let Some(cipher) = tls.take_outgoing() {
+                c.send.push_media(cipher, at);
+            }
+            Queued::InPlace
+        } else if bufs.try_retain(bid) {
+            c.send.push_ring(bid, start, end, at);
+            Queued::InPlace
+        } else {
+            // The buffer already backs MAX_BUFFER_REFS queued ranges (a camera sending tiny
+            // frames between line breaks): copy this one rather than count another reference.
+            c.send.push_media_copy(bufs.bytes_at(bid, start, range.len()), at);
+            Queued::Copied
+        };
+        // One entry per connection and batch of ranges, not one per range.
+        if self.dirty.last() != Some(&idx) {
+            self.dirty.push(idx);
+        }
+        Some(queued)
+    }
+}
+
+impl Index<usize> for ConnTable {
+    type Output = Conn;
+    fn index(&self, idx: usize) -> &Conn {
+        &self.slab[idx]
+    }
+}
+
+impl IndexMut<usize> for ConnTable {
+    fn index_mut(&mut self, idx: usize) -> &mut Conn {
+        &mut self.slab[idx]
+    }
+}

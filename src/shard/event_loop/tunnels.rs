@@ -1,0 +1,286 @@
+//! Tunnels: created, fed, their outputs carried out, ended. What a tunnel decides is in
+//! `proto::tunnel`; this file turns its outputs into connection work.
+
+use super::*;
+
+/// What the outputs being carried out refer to.
+#[derive(Clone, Copy)]
+pub(super) enum Fed {
+    Nothing,
+    /// Camera bytes in this ring buffer, received at this instant.
+    CameraChunk(u16, Instant),
+    /// The POST connection just reported to the tunnel.
+    Post(usize),
+}
+
+/// The tunnel's limits as the configuration has them.
+pub(super) fn policy(limits: &Limits) -> tunnel::Policy {
+    tunnel::Policy {
+        pairing_timeout: Duration::from_millis(limits.pairing_timeout_ms),
+        idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
+        camera_close_grace: Duration::from_millis(limits.camera_close_grace_ms),
+        max_viewer_backlog: limits.max_viewer_backlog_bytes,
+        max_camera_backlog: limits.max_camera_backlog_bytes,
+    }
+}
+
+impl Shard {
+    pub(super) fn new_session(
+        &mut self,
+        route: Option<Arc<Route>>,
+        tunnel: bool,
+        viewer_tls: bool,
+        peer: SocketAddr,
+        started_at: Instant,
+    ) -> SessionKey {
+        let params = SessionParams {
+            limits: MessageLimits {
+                max_head_bytes: self.limits.max_header_bytes,
+                max_body_bytes: self.limits.max_body_bytes,
+            },
+            response_timeout: Duration::from_millis(self.limits.upstream_response_timeout_ms),
+            request_timeout: Duration::from_secs(self.limits.request_timeout_secs),
+            // Per-session seeds for Digest cnonces and nonces, from the shard's OS-seeded generator.
+            cnonce_seed: self.rng.next_u64(),
+            viewer_ip: peer.ip(),
+            viewer_tls,
+            nonce_ttl: Duration::from_secs(self.auth.nonce_ttl_secs),
+            max_pending_requests: self.limits.max_pending_requests,
+            post_from_any_address: self.auth.post_from_any_address,
+            auth_gate: self.auth_gate.clone(),
+        };
+        let route_path = route.as_ref().map(|r| r.path.clone());
+        let proto = Session::new(params, route, &self.local_authority, started_at);
+        let kind = if tunnel { tunnel::Kind::Http } else { tunnel::Kind::Plain };
+        let mut t = Tunnel::new(proto, kind, policy(&self.limits), started_at);
+        if let Some(deadline) = self.draining_until {
+            t.handle(Input::Drain { deadline }, started_at);
+        }
+        let (key, id) = self.sessions.insert(t, peer, started_at);
+        self.metrics.session_started();
+        tracing::info!(
+            target: "session",
+            session = %format_args!("{}-{}", self.id, id),
+            route = route_path.as_deref().unwrap_or("-"),
+            peer = %peer,
+            mode = if tunnel { "tunnel" } else { "rtsp" },
+            "session started"
+        );
+        key
+    }
+
+    pub(super) fn session(&mut self, key: SessionKey) -> Option<&mut SessionSlot> {
+        self.sessions.get_mut(key)
+    }
+
+    pub(super) fn feed_viewer(&mut self, key: SessionKey, stream: ViewerStream, bytes: &[u8]) {
+        let routes = &*self.routes;
+        if let Some(s) = self.sessions.get_mut(key) {
+            // Viewer activity is the tunnel's to judge (whole messages and frames only).
+            s.tunnel.handle(Input::ViewerBytes { stream, bytes, routes }, Instant::now());
+        }
+        self.apply(key, Fed::Nothing);
+    }
+
+    /// Carries out what the tunnel asked for, then tells it how far behind its viewer is (which
+    /// may pause or resume the camera).
+    pub(super) fn apply(&mut self, key: SessionKey, fed: Fed) {
+        self.carry_out(key, fed);
+        self.update_upstream_flow(key);
+    }
+
+    /// Reports the viewer's backlog to the tunnel: backpressure is its decision.
+    pub(super) fn update_upstream_flow(&mut self, key: SessionKey) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let Some(queued) = s.viewer.and_then(|v| self.conns.get(v)).map(|c| c.send.queued()) else {
+            return;
+        };
+        s.tunnel.handle(Input::ViewerBacklog(queued), Instant::now());
+        self.carry_out(key, Fed::Nothing);
+    }
+
+    fn carry_out(&mut self, key: SessionKey, fed: Fed) {
+        use session::Output as Core;
+        use tunnel::Output as Out;
+        loop {
+            let Some(s) = self.sessions.get_mut(key) else {
+                return;
+            };
+            let Some(o) = s.tunnel.poll_output() else { return };
+            match o {
+                Out::Core(Core::ToViewer(bytes)) => {
+                    if let Some(v) = s.viewer {
+                        self.queue_owned(v, bytes);
+                    }
+                }
+                Out::Core(Core::ForwardToViewer { range, frames }) => {
+                    let (Some(v), Fed::CameraChunk(bid, at)) = (s.viewer, fed) else {
+                        continue;
+                    };
+                    if range.is_empty() {
+                        continue;
+                    }
+                    self.queue_ring(v, bid, range, at);
+                    if frames > 0 {
+                        self.metrics.frames(Direction::ToViewer, frames as u64);
+                    }
+                }
+                Out::Core(Core::ToUpstream(bytes)) => {
+                    if let Some(u) = s.upstream {
+                        self.queue_owned(u, bytes);
+                        if let Some(queued) = self.conns.get(u).map(|c| c.send.queued()) {
+                            if let Some(s) = self.session(key) {
+                                s.tunnel.handle(Input::CameraBacklog(queued), Instant::now());
+                            }
+                        }
+                    }
+                }
+                Out::Core(Core::ConnectUpstream(addr)) => self.connect_upstream(key, addr),
+                Out::Core(Core::FramesToCamera(n)) => self.metrics.frames(Direction::ToCamera, n as u64),
+                Out::Core(Core::Observe(h, d)) => self.metrics.observe(h, d),
+                Out::Core(Core::Rejected(r)) => self.metrics.rejected(r),
+                // The session recorded it with the address's failures (its `AuthGate`).
+                Out::Core(Core::AuthFailed(f)) => self.metrics.auth_failure(f),
+                Out::Core(Core::UpstreamError(k)) => self.metrics.upstream_error(k),
+                Out::Core(Core::Exchange(e)) => tracing::debug!(
+                    shard = self.id,
+                    session = %format_args!("{}-{}", self.id, s.id),
+                    route = s.tunnel.session().route().map_or("-", |r| r.path.as_str()),
+                    method = %e.method,
+                    uri = %e.uri,
+                    status = e.status,
+                    latency_ms = %format_args!("{:.3}", e.latency.as_secs_f64() * 1e3),
+                    answered_by = if e.by_relay { "relay" } else { "camera" },
+                    "rtsp"
+                ),
+                // The tunnel turns the dialogue's end into `End`.
+                Out::Core(Core::Close(outcome)) | Out::End(outcome) => self.end_session(key, outcome),
+                Out::BindPost => {
+                    let Fed::Post(idx) = fed else { continue };
+                    let old = s.post.replace(idx);
+                    self.conns[idx].role = Role::TunnelPost(key);
+                    if let Some(old) = old.filter(|&old| old != idx) {
+                        self.close_conn(old);
+                    }
+                }
+                Out::RefusePost(reason) => {
+                    let Fed::Post(idx) = fed else { continue };
+                    tracing::debug!(shard = self.id, peer = %self.conns[idx].peer, "POST refused by its tunnel");
+                    self.metrics.rejected(reason);
+                    self.close_conn(idx);
+                }
+                Out::PauseCamera => {
+                    let upstream = s.upstream;
+                    self.pause_camera(upstream);
+                }
+                Out::ResumeCamera => {
+                    if let Some(u) = s.upstream.filter(|&u| self.conns[u].recv == RecvState::Off) {
+                        self.arm_recv(u);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops reading a camera: its multishot receive is cancelled, or left off if it was
+    /// waiting for buffers.
+    fn pause_camera(&mut self, upstream: Option<usize>) {
+        self.metrics.backpressure_pause();
+        let Some(u) = upstream else { return };
+        let up = &mut self.conns[u];
+        if up.closing {
+            return;
+        }
+        match up.recv {
+            RecvState::Armed => {
+                up.recv = RecvState::Cancelling;
+                self.ring.push(ops::cancel(Op::Recv, u, up.generation));
+            }
+            // Nothing in flight to cancel: it just stays off instead of being fed buffers.
+            RecvState::WaitingForBuffers => up.recv = RecvState::Off,
+            RecvState::Off | RecvState::Cancelling => {}
+        }
+    }
+
+    pub(super) fn end_session(&mut self, key: SessionKey, outcome: SessionOutcome) {
+        let Some(mut s) = self.sessions.remove(key) else {
+            return;
+        };
+        if let Some(cookie) = &s.cookie {
+            self.shared.cookies.remove_get(cookie, SessionRef { shard: self.id, key: key.pack() });
+        }
+        self.shared.admission.close_session();
+        self.metrics.session_ended(outcome);
+        let route = s.tunnel.session().route().map_or("-", |r| r.path.as_str());
+        tracing::info!(
+            target: "session",
+            session = %format_args!("{}-{}", self.id, s.id),
+            cookie = s.cookie.as_deref().map(|c| &c[..c.len().min(6)]).unwrap_or("-"),
+            route,
+            peer = %s.peer,
+            mode = if s.tunnel.kind() == tunnel::Kind::Http { "tunnel" } else { "rtsp" },
+            duration_ms = s.started_at.elapsed().as_millis() as u64,
+            bytes_to_viewer = s.to_viewer,
+            bytes_to_camera = s.to_camera,
+            outcome = ?outcome,
+            "session ended"
+        );
+        if let Some(post) = s.post {
+            self.close_conn(post);
+        }
+        if let Some(upstream) = s.upstream {
+            self.end_upstream(upstream, &mut s, outcome);
+        }
+        if let Some(v) = s.viewer {
+            // The viewer gets what was queued for it (a final error reply, say), then the close;
+            // a viewer that never reads it is closed by the tick after FLUSH_GRACE.
+            if let Some(c) = self.conns.get_mut(v) {
+                if let Some(tls) = c.tls.as_mut() {
+                    tls.close_notify();
+                }
+                c.close_after_flush = true;
+                c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
+                self.conns.dirty.push(v);
+            }
+        }
+    }
+
+    /// The camera connection of an ended session. What was queued for it (a TEARDOWN the viewer
+    /// sent just before leaving) goes out first, plus the relay's own TEARDOWN when the viewer
+    /// left a camera session behind, so the camera frees it now rather than at its own timeout;
+    /// then the connection is half-closed and read to its end, within `camera_close_grace_ms`.
+    /// A camera that failed, or is still connecting, is closed at once.
+    fn end_upstream(&mut self, idx: usize, s: &mut SessionSlot, outcome: SessionOutcome) {
+        if self.conns.get(idx).is_none_or(|c| c.closing) {
+            self.close_conn(idx);
+            return;
+        }
+        let grace = match s.tunnel.camera_close(outcome) {
+            CameraClose::Now => {
+                self.close_conn(idx);
+                return;
+            }
+            CameraClose::Linger { teardown, grace } => {
+                if let Some(teardown) = teardown {
+                    tracing::debug!(
+                        shard = self.id,
+                        session = %format_args!("{}-{}", self.id, s.id),
+                        "viewer left without TEARDOWN; the relay sends one to the camera"
+                    );
+                    self.queue_owned(idx, teardown);
+                }
+                grace
+            }
+        };
+        let c = &mut self.conns[idx];
+        c.linger_after_flush = true;
+        c.flush_deadline = Some(Instant::now() + grace);
+        // Paused for a slow viewer: read again, so the camera's close is seen.
+        if c.recv == RecvState::Off {
+            self.arm_recv(idx);
+        }
+        self.conns.dirty.push(idx);
+    }
+}

@@ -1,0 +1,233 @@
+//! Every io_uring submission of a shard, each built together with the memory it points at, and
+//! the ring that takes them.
+//!
+//! A [`Submission`] can only be made by the constructors in this file, and [`Ring::push`] takes
+//! nothing else: the one `unsafe` push of the shard relies only on what these constructors
+//! establish, in the manner of monoio's `Op<T>`. The memory an operation names is owned by the
+//! value its completion is dispatched to and outlives it:
+//!
+//! - a connection's operations (receives, sends, the connect and its timeout) name its
+//!   descriptor, its send queue's boxed `msghdr`/iovecs and the bytes they list, and its boxed
+//!   [`ConnectMemory`]. Each constructor taking a [`Conn`] counts the operation in `Conn::ops`
+//!   in the same step, and a connection leaves the table only when that count is zero (see
+//!   `ConnTable::remove_if_idle`);
+//! - receives write into the provided-buffer ring, which the kernel picks from; the ring is
+//!   [`KernelMemory`](super::kernel_memory::KernelMemory) and outlives every receive;
+//! - the tick's timespec is a `static`; listeners stay open until their accept's last
+//!   completion; the mailbox's eventfd lives in `Shared`, which outlives the shard.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use io_uring::{IoUring, opcode, squeue, types};
+
+use super::Listener;
+use super::buf_ring::BufRing;
+use super::conn::Conn;
+use super::mailbox::Mailbox;
+use super::token::{Op, Token};
+
+/// How often the shard's tick runs: every deadline hangs off it.
+pub const TICK: Duration = Duration::from_millis(100);
+static TICK_TIMESPEC: types::Timespec = types::Timespec::new().sec(0).nsec(TICK.subsec_nanos());
+
+/// A completion as the shard handles it: user data, result, flags.
+pub type Completion = (u64, i32, u32);
+
+/// One submission, or two linked ones that must enter the ring together.
+pub struct Submission {
+    entries: [squeue::Entry; 2],
+    len: usize,
+}
+
+impl Submission {
+    fn one(e: squeue::Entry) -> Submission {
+        // The second slot is never pushed.
+        Submission { entries: [e, opcode::Nop::new().build()], len: 1 }
+    }
+
+    fn entries(&self) -> &[squeue::Entry] {
+        &self.entries[..self.len]
+    }
+}
+
+fn token(op: Op, index: usize, generation: u32) -> u64 {
+    Token::new(op, index, generation).encode()
+}
+
+/// The camera address and connect timeout the kernel reads while a connect is in flight;
+/// boxed in the connection, which keeps it until the connection is freed.
+pub struct ConnectMemory {
+    addr: socket2::SockAddr,
+    timeout: types::Timespec,
+}
+
+/// A multishot accept on listener `i` (its completions carry new descriptors).
+pub fn accept(listener: &Listener, i: usize) -> Submission {
+    let fd = types::Fd(listener.fd.as_raw_fd());
+    Submission::one(opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build().user_data(token(Op::Accept, i, 0)))
+}
+
+/// The one-shot tick, re-armed on every expiry.
+pub fn tick() -> Submission {
+    Submission::one(opcode::Timeout::new(&TICK_TIMESPEC).build().user_data(token(Op::Tick, 0, 0)))
+}
+
+/// A multishot poll of the shard's mailbox.
+pub fn mailbox(mailbox: &Mailbox) -> Submission {
+    let fd = types::Fd(mailbox.fd());
+    Submission::one(opcode::PollAdd::new(fd, libc::POLLIN as u32).multi(true).build().user_data(token(
+        Op::Mailbox,
+        0,
+        0,
+    )))
+}
+
+/// One receive of a connection's first head, into a ring buffer.
+pub fn head_recv(c: &mut Conn, idx: usize, bufs: &BufRing) -> Submission {
+    c.ops += 1;
+    Submission::one(
+        opcode::Recv::new(types::Fd(c.raw()), std::ptr::null_mut(), bufs.buffer_size())
+            .buf_group(bufs.group)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+            .user_data(token(Op::HeadRecv, idx, c.generation)),
+    )
+}
+
+/// A multishot receive into ring buffers.
+pub fn recv(c: &mut Conn, idx: usize, bufs: &BufRing) -> Submission {
+    c.ops += 1;
+    Submission::one(opcode::RecvMulti::new(types::Fd(c.raw()), bufs.group).build().user_data(token(
+        Op::Recv,
+        idx,
+        c.generation,
+    )))
+}
+
+/// The connection's next `sendmsg`, if none is in flight and bytes wait: its `msghdr` and
+/// iovecs are boxed in the send queue, which keeps them and the bytes they list until the
+/// completion (`SendQueue::complete` or `abort_in_flight`).
+pub fn send(c: &mut Conn, idx: usize, bufs: &BufRing) -> Option<Submission> {
+    let hdr = c.send.prepare(bufs)?;
+    c.ops += 1;
+    Some(Submission::one(
+        opcode::SendMsg::new(types::Fd(c.raw()), hdr).flags(libc::MSG_NOSIGNAL as u32).build().user_data(token(
+            Op::Send,
+            idx,
+            c.generation,
+        )),
+    ))
+}
+
+/// A connect to `addr` linked to its timeout: both count as operations of the connection.
+pub fn connect(c: &mut Conn, idx: usize, addr: SocketAddr, timeout: Duration) -> Submission {
+    let m = c.connect.insert(Box::new(ConnectMemory {
+        addr: socket2::SockAddr::from(addr),
+        timeout: types::Timespec::from(timeout),
+    }));
+    let connect = opcode::Connect::new(types::Fd(c.fd.as_raw_fd()), m.addr.as_ptr().cast(), m.addr.len())
+        .build()
+        .flags(squeue::Flags::IO_LINK)
+        .user_data(token(Op::Connect, idx, c.generation));
+    let timeout = opcode::LinkTimeout::new(&m.timeout).build().user_data(token(Op::ConnectTimeout, idx, c.generation));
+    c.ops += 2;
+    Submission { entries: [connect, timeout], len: 2 }
+}
+
+/// Cancels the operation with this token; names no memory.
+pub fn cancel(op: Op, index: usize, generation: u32) -> Submission {
+    Submission::one(opcode::AsyncCancel::new(token(op, index, generation)).build().user_data(token(Op::Cancel, 0, 0)))
+}
+
+#[cfg(test)]
+pub fn nop() -> Submission {
+    Submission::one(opcode::Nop::new().build().user_data(token(Op::Cancel, 0, 0)))
+}
+
+/// The shard's io_uring: submissions in, completions out.
+pub struct Ring {
+    pub uring: IoUring,
+    /// Completions reaped to make room for submissions, handed out first by the next reap.
+    pub backlog: Vec<Completion>,
+    shard: u16,
+    /// Tests: answer submissions EBUSY while completions overflow a full queue, as kernels
+    /// that cannot flush the overflow do.
+    #[cfg(test)]
+    pub emulate_ebusy: bool,
+}
+
+impl Ring {
+    pub fn new(uring: IoUring, shard: u16) -> Ring {
+        Ring {
+            uring,
+            backlog: Vec::new(),
+            shard,
+            #[cfg(test)]
+            emulate_ebusy: false,
+        }
+    }
+
+    /// Pushes a submission, all of its entries or none: a linked chain (connect + its timeout)
+    /// split across two submissions would leave the timeout with nothing to attach to.
+    ///
+    /// A full submission queue is handed to the kernel. If the kernel will not take it (EBUSY:
+    /// the completion queue overflowed), completions are reaped into `backlog` to make room;
+    /// with nothing to reap the shard sleeps a millisecond between tries rather than spin.
+    pub fn push(&mut self, sub: Submission) {
+        let mut stalled = 0u32;
+        loop {
+            // SAFETY: a `Submission` is only built in this module, whose constructors make sure
+            // that everything an entry points at outlives the operation (see the module doc).
+            let pushed = unsafe { self.uring.submission().push_multiple(sub.entries()) };
+            if pushed.is_ok() {
+                return;
+            }
+            let progress = match self.submit_queued() {
+                Ok(_) => !self.uring.submission().is_full(),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => true,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {
+                    let before = self.backlog.len();
+                    self.backlog.extend(self.uring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+                    self.backlog.len() > before
+                }
+                // A ring that refuses submissions for good cannot run the shard; the panic
+                // leaks what is in flight (KernelMemory).
+                Err(e) => panic!("shard {}: io_uring submit failed: {e}", self.shard),
+            };
+            if progress {
+                stalled = 0;
+                continue;
+            }
+            if stalled % 1000 == 0 {
+                tracing::warn!(
+                    shard = self.shard,
+                    "io_uring takes no submissions and has no completions to reap; waiting"
+                );
+            }
+            stalled = stalled.wrapping_add(1);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn submit_queued(&mut self) -> std::io::Result<usize> {
+        #[cfg(test)]
+        if self.emulate_ebusy && self.uring.submission().cq_overflow() && self.uring.completion().is_full() {
+            return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        self.uring.submit()
+    }
+
+    /// Submits what is queued and waits for a completion, unless some were reaped already.
+    pub fn submit_and_wait(&mut self) -> std::io::Result<usize> {
+        let want = usize::from(self.backlog.is_empty());
+        self.uring.submit_and_wait(want)
+    }
+
+    /// Moves every completion (those reaped early first) into `into`.
+    pub fn reap(&mut self, into: &mut Vec<Completion>) {
+        into.append(&mut self.backlog);
+        into.extend(self.uring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+    }
+}

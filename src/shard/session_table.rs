@@ -1,0 +1,93 @@
+//! The tunnels of a shard, addressed by [`SessionKey`] (slab index and generation): each one a
+//! [`Tunnel`] (all of its policy) and the indices of the connections that carry it.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use slab::Slab;
+
+use super::conn::SessionKey;
+use super::token::bump_generation;
+use crate::proto::tunnel::Tunnel;
+
+/// The shell's side of a tunnel: its connections and what it logs; the policy is the tunnel's.
+pub struct SessionSlot {
+    pub generation: u32,
+    /// Unique within the shard; logged as `shard-id`.
+    pub id: u64,
+    pub tunnel: Tunnel,
+    pub cookie: Option<String>,
+    /// The tunnel GET, or the plain RTSP connection.
+    pub viewer: Option<usize>,
+    pub post: Option<usize>,
+    pub upstream: Option<usize>,
+    pub peer: SocketAddr,
+    pub started_at: Instant,
+    pub to_viewer: u64,
+    pub to_camera: u64,
+}
+
+#[derive(Default)]
+pub struct SessionTable {
+    slab: Slab<SessionSlot>,
+    generations: Vec<u32>,
+    next_id: u64,
+}
+
+impl SessionTable {
+    pub fn new() -> SessionTable {
+        SessionTable { slab: Slab::with_capacity(512), ..SessionTable::default() }
+    }
+
+    pub fn insert(&mut self, tunnel: Tunnel, peer: SocketAddr, started_at: Instant) -> (SessionKey, u64) {
+        let entry = self.slab.vacant_entry();
+        let index = entry.key();
+        let generation = bump_generation(&mut self.generations, index);
+        self.next_id += 1;
+        let id = self.next_id;
+        entry.insert(SessionSlot {
+            generation,
+            id,
+            tunnel,
+            cookie: None,
+            viewer: None,
+            post: None,
+            upstream: None,
+            peer,
+            started_at,
+            to_viewer: 0,
+            to_camera: 0,
+        });
+        (SessionKey { index, generation }, id)
+    }
+
+    pub fn get(&self, key: SessionKey) -> Option<&SessionSlot> {
+        self.slab.get(key.index).filter(|s| s.generation == key.generation)
+    }
+
+    pub fn get_mut(&mut self, key: SessionKey) -> Option<&mut SessionSlot> {
+        self.slab.get_mut(key.index).filter(|s| s.generation == key.generation)
+    }
+
+    pub fn remove(&mut self, key: SessionKey) -> Option<SessionSlot> {
+        self.get(key)?;
+        Some(self.slab.remove(key.index))
+    }
+
+    /// Every tunnel's key, to visit them while the table changes.
+    pub fn keys(&self) -> Vec<SessionKey> {
+        self.slab.iter().map(|(index, s)| SessionKey { index, generation: s.generation }).collect()
+    }
+
+    pub fn iter_mut(&mut self) -> slab::IterMut<'_, SessionSlot> {
+        self.slab.iter_mut()
+    }
+
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+}
