@@ -49,7 +49,7 @@ fn cluster_config(front: u16, tls_front: u16, relays: &[&RelayProcess]) -> Strin
             _ => out.push_str(&format!("{line}\n")),
         }
         // Each backend's servers follow its `retries` line, as in the template.
-        if t == "retries 1" {
+        if t == "retries 0" {
             for (i, r) in relays.iter().enumerate() {
                 out.push_str(&format!("    server relay{} {} check port {}\n", i + 1, r.tunnel, r.metrics.port()));
                 servers += 1;
