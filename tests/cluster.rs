@@ -46,6 +46,11 @@ fn cluster_config(front: u16, tls_front: u16, relays: &[&RelayProcess]) -> Strin
             "bind :443" => out.push_str(&format!("    bind 127.0.0.1:{tls_front}\n")),
             // The box's descriptor limit, not a production one.
             "maxconn 200000" => out.push_str("    maxconn 4000\n"),
+            // Checks five times as often, so a drain is seen well within the relays' 2 s grace.
+            _ if t.starts_with("default-server check") => {
+                assert!(t.contains("inter 1s"), "the template's check interval moved");
+                out.push_str(&format!("{}\n", line.replace("inter 1s", "inter 200ms")));
+            }
             _ => out.push_str(&format!("{line}\n")),
         }
         // Each backend's servers follow its `retries` line, as in the template.
@@ -287,4 +292,78 @@ fn the_template_balances_on_the_route_with_consistent_hashing() {
     assert!(!settings.iter().any(|l| l.contains("shutdown-sessions")), "a draining relay's sessions must finish");
     // send-proxy-v2 stays commented until the relays read PROXY headers.
     assert!(TEMPLATE.lines().filter(|l| l.contains("send-proxy")).all(|l| l.contains('#')));
+}
+
+#[test]
+fn a_draining_relay_gets_no_new_sessions_while_its_live_ones_play_on() {
+    require_haproxy!();
+    let (cam_a, cam_b) = (FakeCamera::start(CameraMode::Normal), FakeCamera::start(CameraMode::Normal));
+    let paths: Vec<String> = (0..8).map(|k| format!("/d{k}")).collect();
+    let a = RelayProcess::start("cluster-drain-a", &routes(&paths, |p| cam_a.url(p)));
+    let b = RelayProcess::start("cluster-drain-b", &routes(&paths, |p| cam_b.url(p)));
+    let lb = Haproxy::start(&[&a, &b]);
+    let on_a = |path: &str| {
+        cam_a
+            .log
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .any(|m| m.method() == Some("DESCRIBE") && first_segment(m.uri().unwrap_or("")) == path)
+    };
+    // None when any step fails (a 503 from the draining relay, a connection HAProxy closed).
+    let play = |path: &str, cookie: &str| -> Option<TunnelViewer> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut v = TunnelViewer::open_get(lb.front, path, cookie);
+            if !v.reply_head.starts_with("HTTP/1.0 200") {
+                return None;
+            }
+            v.open_post();
+            v.play();
+            (v.read_frames(1, Duration::from_secs(5)) >= 1).then_some(v)
+        }))
+        .ok()
+        .flatten()
+    };
+    // A live viewer on relay a.
+    let mut live = None;
+    for p in &paths {
+        let v = play(p, &format!("drainlive{}", &p[1..])).expect("plays");
+        if on_a(p) {
+            live = Some((p.clone(), v));
+            break;
+        }
+    }
+    let (path, mut live) = live.expect("a path hashed to relay a");
+
+    // SIGTERM: a answers /readyz with 503 and new connections with 503 for its grace period
+    // (2 s), while live sessions go on.
+    a.signal("TERM");
+    let frames = live.frames;
+    assert!(live.read_frames(frames + 20, Duration::from_secs(1)) >= frames + 20, "the live session stopped");
+    // A new viewer of the same path is sent to b once HAProxy's check saw the 503s.
+    let mut n = 0;
+    let moved = eventually(Duration::from_secs(10), || {
+        n += 1;
+        play(&path, &format!("drainnew{n:04}")).is_some()
+    });
+    assert!(moved, "no new session of {path} after the drain\n{}", lb.log_text());
+    // ... while a still drains: taken out by its 503 on /readyz or its refused connects, not
+    // by having exited.
+    let state = std::fs::read_to_string(format!("/proc/{}/stat", a.pid())).unwrap_or_default();
+    let state = state.rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("gone").to_owned();
+    assert!(
+        !["Z", "X", "gone"].contains(&state.as_str()),
+        "relay a had exited ({state}) first: nothing took it out while it drained"
+    );
+    let on_b = cam_b
+        .log
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .any(|m| m.method() == Some("DESCRIBE") && first_segment(m.uri().unwrap_or("")) == path);
+    assert!(on_b, "the new session of {path} went to relay b");
+    let (_, _, failures) = tunnel_counts(&b);
+    assert_eq!(failures, 0.0);
 }
