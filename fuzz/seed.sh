@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fx=../fixtures
-mkdir -p corpus/{http_head,base64_stream,rtsp_message,interleaved_demux,session,camera_requests,websocket}
+mkdir -p corpus/{http_head,base64_stream,rtsp_message,interleaved_demux,session,camera_requests,websocket,proxy_header}
 i=0
 # Client heads: each GET/POST block of HEADERS.txt.
 awk '/^(GET|POST) /{n++} /^(GET|POST) /,/^$|^#####|^\(server/{ if ($0 !~ /^#####|^\(server/) print > ("corpus/http_head/head" n) }' "$fx/clients/HEADERS.txt"
@@ -43,4 +43,14 @@ printf '\x05\x82\x84\x00\x00\x00\x00$\x00\x00\x00' > corpus/websocket/binary
 printf '\x09\x02\x82\x01\x02\x03\x04PQ\x89\x81\x00\x00\x00\x00p\x80\x82\x00\x00\x00\x00hi' > corpus/websocket/fragmented
 printf '\x01\x81\x80\x00\x00\x00\x00' > corpus/websocket/text
 printf '\x01\x88\x82\x00\x00\x00\x00\x03\xe8' > corpus/websocket/close
+# PROXY headers as HAProxy sends them (v2 IPv4 and IPv6 with TLVs, LOCAL, v1), each after a
+# limit byte (0x10: 4 KiB) and before a request.
+pp=corpus/proxy_header
+printf '\x10\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\x7f\x00\x00\x09\x7f\x00\x00\x01\xcf\x1d\x46\xa0GET /cam1 HTTP/1.0\r\n' > "$pp/v2-ipv4"
+{ printf '\x10\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x39'; head -c 32 /dev/zero; printf '\x9c\x40\x01\xbb'
+  printf '\x01\x00\x08http/1.1\x04\x00\x07padding'; printf '\x16\x03\x01\x00\x05hello'; } > "$pp/v2-ipv6-tlvs"
+printf '\x10\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00' > "$pp/v2-local"
+printf '\x10PROXY TCP4 192.0.2.10 198.51.100.1 51000 80\r\nDESCRIBE rtsp://h/cam1 RTSP/1.0\r\n' > "$pp/v1-tcp4"
+printf '\x10PROXY TCP6 2001:db8::7 ::1 40000 443\r\n' > "$pp/v1-tcp6"
+printf '\x10PROXY UNKNOWN\r\n' > "$pp/v1-unknown"
 echo "seeded: $(ls corpus/*/ | wc -l) files"

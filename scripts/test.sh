@@ -5,6 +5,8 @@
 #
 # Opt-in extras (not part of the default run):
 #   RELAY_LOADTEST_FULL=1  the README's full load runs (minutes; see loadtest/README.md)
+#   RELAY_TEST_DEB=1       build the Debian package and install, start, remove and purge it
+#                          (scripts/test-deb.sh: a release build plus cargo-deb, several minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +34,11 @@ totals=$(awk '/^test result:/ {p += $4; f += $6} END {printf "%d passed, %d fail
 if [ "${RELAY_LOADTEST_FULL:-0}" = "1" ]; then
   step "full load runs (RELAY_LOADTEST_FULL=1)"
   loadtest/full-run.sh
+fi
+
+if [ "${RELAY_TEST_DEB:-0}" = "1" ]; then
+  step "Debian package (RELAY_TEST_DEB=1)"
+  scripts/test-deb.sh
 fi
 
 step "all tests passed"

@@ -175,6 +175,13 @@ pub struct Listen {
     /// GStreamer redirects its POST to whatever address this names.
     #[serde(default)]
     pub public_address: Option<String>,
+    /// Expect a PROXY protocol header (v2 or v1) from the balancers in `proxy_from`, on every
+    /// tunnel listener, plain and TLS.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// The balancers (CIDR or addresses) trusted to send a PROXY header.
+    #[serde(default)]
+    pub proxy_from: Vec<String>,
 }
 
 /// One HTTPS tunnel listener. Certificate and key are PEM files, re-read on SIGHUP.
@@ -401,6 +408,43 @@ pub struct ListenerSettings {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
+/// PROXY protocol on the tunnel listeners (`[listen] proxy_protocol`, `proxy_from`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyProtocol {
+    /// Off: no connection may start with a PROXY header (it is parsed as a request and refused).
+    pub enabled: bool,
+    /// Sources trusted to send one.
+    pub from: Vec<ipnet::IpNet>,
+}
+
+/// What the accept path expects first from a connection, by its peer address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyExpect {
+    /// A trusted balancer: a PROXY header must come first
+    /// ([`crate::proto::proxy_header::parse`]); its source is the viewer's address, which the
+    /// listener's address lists and the per-address limits then judge, not the balancer's.
+    Header,
+    /// Anyone else: no header. With PROXY protocol on, a connection whose first bytes
+    /// [`crate::proto::proxy_header::starts_like_header`] is refused: only a trusted balancer
+    /// may name another address.
+    NoHeader,
+}
+
+impl ProxyProtocol {
+    pub fn expect(&self, peer: std::net::IpAddr) -> ProxyExpect {
+        // IPv4-mapped IPv6 peers are judged by their IPv4 address, as in the address lists.
+        let peer = match peer {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if self.enabled && self.from.iter().any(|n| n.contains(&peer)) {
+            ProxyExpect::Header
+        } else {
+            ProxyExpect::NoHeader
+        }
+    }
+}
+
 /// The configuration as the relay runs it, produced by one validation ([`Settings::from_config`])
 /// and shared as `Arc<Settings>` by the side port, every shard and the reload path. A reload
 /// builds a whole new value and swaps it in, or leaves the running one untouched.
@@ -410,6 +454,8 @@ pub struct Settings {
     pub listeners: Vec<ListenerSettings>,
     /// Sent as `x-server-ip-address` on tunnel GET replies.
     pub public_address: Option<String>,
+    /// PROXY protocol on every tunnel listener, plain and TLS.
+    pub proxy: ProxyProtocol,
     /// The metrics side port's address (none: no side port) and limits.
     pub metrics_addr: Option<SocketAddr>,
     pub metrics_port: MetricsPortConfig,
@@ -479,6 +525,26 @@ impl Config {
             users.insert(&u.name, &u.ha1).map_err(ConfigError::Invalid)?;
         }
         Ok(users)
+    }
+
+    /// `[listen] proxy_protocol` and `proxy_from`, validated.
+    fn proxy_protocol(&self) -> Result<ProxyProtocol, ConfigError> {
+        let l = &self.listen;
+        let from = Acl::parse(&l.proxy_from, &[])
+            .map_err(|e| ConfigError::Invalid(format!("[listen] proxy_from: {e}")))?
+            .allow;
+        // Trusting every source would let any client name any address.
+        if l.proxy_protocol && from.is_empty() {
+            return Err(ConfigError::Invalid(
+                "[listen] proxy_protocol = true needs proxy_from: the balancers' addresses".into(),
+            ));
+        }
+        if let Some(all) = from.iter().find(|n| n.prefix_len() == 0) {
+            return Err(ConfigError::Invalid(format!(
+                "[listen] proxy_from: {all} trusts every source to name its address; list the balancers"
+            )));
+        }
+        Ok(ProxyProtocol { enabled: l.proxy_protocol, from })
     }
 
     /// The settings this configuration calls for, and its routes in file order.
@@ -554,6 +620,7 @@ impl Config {
             let tls = crate::tls::load_server_config(&t.cert, &t.key).map_err(|e| invalid(e.to_string()))?;
             listeners.push(ListenerSettings { addr: t.addr, acl, tls: Some(tls) });
         }
+        let proxy = self.proxy_protocol()?;
         let a = &self.auth;
         if a.nonce_ttl_secs == 0 || a.failure_window_secs == 0 || a.max_failures_per_ip == 0 {
             return Err(ConfigError::Invalid(
@@ -582,6 +649,7 @@ impl Config {
         let settings = Settings {
             listeners,
             public_address: self.listen.public_address.clone(),
+            proxy,
             metrics_addr: self.listen.metrics,
             metrics_port: self.metrics,
             web: self.web,
@@ -680,6 +748,7 @@ mod tests {
         assert_eq!(routes.len(), 2);
         assert_eq!(cfg.limits.pairing_timeout_ms, 3000);
         assert_eq!(routes[1].upstream_url, "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
+        assert!(!cfg.listen.proxy_protocol && cfg.listen.proxy_from.is_empty());
     }
 
     #[test]
@@ -812,6 +881,39 @@ mod tests {
             Settings::from_toml(route).unwrap_err().to_string().contains("browser player"),
             "a route under /_player/"
         );
+    }
+
+    #[test]
+    fn proxy_protocol_is_off_by_default_and_trusts_only_proxy_from() {
+        let off = Settings::from_toml(EXAMPLE).unwrap();
+        assert_eq!(off.proxy, ProxyProtocol::default());
+        assert_eq!(off.proxy.expect("10.0.0.2".parse().unwrap()), ProxyExpect::NoHeader);
+        let base = "[listen]\ntunnel=[\"127.0.0.1:1\"]\n";
+        let on =
+            Settings::from_toml(&format!("{base}proxy_protocol=true\nproxy_from=[\"10.0.0.0/24\", \"2001:db8::5\"]\n"))
+                .unwrap();
+        assert!(on.proxy.enabled);
+        for (peer, want) in [
+            ("10.0.0.2", ProxyExpect::Header),
+            ("::ffff:10.0.0.200", ProxyExpect::Header),
+            ("2001:db8::5", ProxyExpect::Header),
+            ("10.0.1.2", ProxyExpect::NoHeader),
+            ("2001:db8::6", ProxyExpect::NoHeader),
+        ] {
+            assert_eq!(on.proxy.expect(peer.parse().unwrap()), want, "{peer}");
+        }
+        // Listed but switched off: nobody is trusted.
+        let listed = Settings::from_toml(&format!("{base}proxy_from=[\"10.0.0.0/24\"]\n")).unwrap();
+        assert_eq!(listed.proxy.expect("10.0.0.2".parse().unwrap()), ProxyExpect::NoHeader);
+        for (text, needle) in [
+            (format!("{base}proxy_protocol=true\n"), "needs proxy_from"),
+            (format!("{base}proxy_protocol=true\nproxy_from=[\"10.0.0.300\"]\n"), "[listen] proxy_from"),
+            (format!("{base}proxy_protocol=true\nproxy_from=[\"0.0.0.0/0\"]\n"), "trusts every source"),
+            (format!("{base}proxy_protocol=true\nproxy_from=[\"::/0\"]\n"), "trusts every source"),
+        ] {
+            let err = Settings::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod http_head;
 pub mod interleaved;
 pub mod keyframe;
 pub mod outcome;
+pub mod proxy_header;
 pub mod rewrite;
 pub mod rng;
 pub mod route;
