@@ -38,6 +38,7 @@ mod session_start;
 use super::buf_ring::BufRing;
 use super::conn::{Conn, RecvState, Role, SessionKey};
 use super::mailbox::{AdoptPost, ShardMsg};
+use super::send_queue::Timed;
 use super::tls_stream::TlsStream;
 use super::token::{Op, Token, bump_generation};
 use super::{Listener, ShardConfig, Shared};
@@ -99,7 +100,12 @@ pub struct Shard {
     dirty: Vec<usize>,
     tick: Box<types::Timespec>,
     out: Vec<Output>,
-    latencies: Vec<Instant>,
+    latencies: Vec<Timed>,
+    /// When the current completion batch was reaped. With deferred task work the receives
+    /// and sends of a batch complete inside that `io_uring_enter`, so this, not the moment a
+    /// completion is handled later in the batch, is when camera bytes arrived (and a viewer
+    /// send finished): the forward latency spans reaping to reaping.
+    reaped_at: Instant,
     /// Scratch space for plaintext out of TLS records.
     plain: Vec<u8>,
     cnonce_state: u64,
@@ -167,6 +173,7 @@ impl Shard {
             tick: Box::new(types::Timespec::from(TICK)),
             out: Vec::new(),
             latencies: Vec::new(),
+            reaped_at: Instant::now(),
             plain: Vec::new(),
             cnonce_state: cfg.seed,
             draining_until: None,
@@ -219,6 +226,7 @@ impl Shard {
                     break;
                 }
             }
+            self.reaped_at = Instant::now();
             cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
             for (ud, res, flags) in cqes.drain(..) {
                 self.dispatch(ud, res, flags);
@@ -243,6 +251,7 @@ impl Shard {
         let give_up = Instant::now() + Duration::from_secs(2);
         while !self.conns.is_empty() && Instant::now() < give_up {
             let _ = self.ring.submit_and_wait(1);
+            self.reaped_at = Instant::now();
             let batch: Vec<_> = self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).collect();
             for (ud, res, flags) in batch {
                 self.dispatch(ud, res, flags);

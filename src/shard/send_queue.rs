@@ -11,12 +11,21 @@ use super::buf_ring::BufRing;
 
 pub const MAX_IOV: usize = 64;
 
+/// When a piece of camera media was received and how many `$` frames end in it: the forward
+/// latency is recorded once per frame (per packet), so a chunk carrying many packets weighs as
+/// many samples as it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Timed {
+    pub received_at: Instant,
+    pub frames: u32,
+}
+
 pub enum Segment {
     /// Bytes the relay produced (HTTP replies, rewritten RTSP messages, viewer→camera data),
-    /// or camera media copied out of the ring or encrypted for TLS (with its receive time).
-    Owned { data: Vec<u8>, offset: usize, received_at: Option<Instant> },
-    /// `start..end` of ring buffer `bid`, received at `received_at`.
-    Ring { bid: u16, start: u32, end: u32, received_at: Instant },
+    /// or camera media copied out of the ring or encrypted for TLS (with its [`Timed`]).
+    Owned { data: Vec<u8>, offset: usize, timed: Option<Timed> },
+    /// `start..end` of ring buffer `bid`.
+    Ring { bid: u16, start: u32, end: u32, timed: Timed },
 }
 
 impl Segment {
@@ -92,24 +101,24 @@ impl SendQueue {
     }
 
     /// Queues camera media the relay had to copy (TLS ciphertext), timed like ring media.
-    pub fn push_media(&mut self, data: Vec<u8>, received_at: Instant) {
-        self.push_bytes(data, Some(received_at));
+    pub fn push_media(&mut self, data: Vec<u8>, timed: Timed) {
+        self.push_bytes(data, Some(timed));
     }
 
-    fn push_bytes(&mut self, data: Vec<u8>, received_at: Option<Instant>) {
+    fn push_bytes(&mut self, data: Vec<u8>, timed: Option<Timed>) {
         if data.is_empty() {
             return;
         }
         self.queued += data.len();
-        self.segments.push_back(Segment::Owned { data, offset: 0, received_at });
+        self.segments.push_back(Segment::Owned { data, offset: 0, timed });
     }
 
     /// Queues a slice of a ring buffer; the caller has retained `bid` for this segment.
-    pub fn push_ring(&mut self, bid: u16, start: u32, end: u32, received_at: Instant) {
+    pub fn push_ring(&mut self, bid: u16, start: u32, end: u32, timed: Timed) {
         debug_assert!(start < end);
         self.queued += (end - start) as usize;
         self.ring_segments += 1;
-        self.segments.push_back(Segment::Ring { bid, start, end, received_at });
+        self.segments.push_back(Segment::Ring { bid, start, end, timed });
     }
 
     /// Prepares the next `sendmsg` if none is in flight and bytes wait: returns the `msghdr`
@@ -137,7 +146,8 @@ impl SendQueue {
     }
 
     /// The send in flight wrote `written` bytes: drop what was sent, releasing ring buffers.
-    pub fn complete(&mut self, mut written: usize, bufs: &mut BufRing, done: &mut Vec<Instant>) {
+    /// Media segments fully sent are added to `done`.
+    pub fn complete(&mut self, mut written: usize, bufs: &mut BufRing, done: &mut Vec<Timed>) {
         self.in_flight = false;
         self.in_flight_segments = 0;
         self.queued -= written.min(self.queued);
@@ -155,12 +165,12 @@ impl SendQueue {
             }
             written -= rem;
             match self.segments.pop_front() {
-                Some(Segment::Ring { bid, received_at, .. }) => {
+                Some(Segment::Ring { bid, timed, .. }) => {
                     bufs.release(bid);
                     self.ring_segments -= 1;
-                    done.push(received_at);
+                    done.push(timed);
                 }
-                Some(Segment::Owned { received_at: Some(at), .. }) => done.push(at),
+                Some(Segment::Owned { timed: Some(timed), .. }) => done.push(timed),
                 _ => {}
             }
         }
@@ -181,11 +191,11 @@ impl SendQueue {
     pub fn copy_out_ring_segments(&mut self, bufs: &mut BufRing) -> usize {
         let mut released = 0;
         for seg in self.segments.iter_mut().skip(self.in_flight_segments) {
-            if let Segment::Ring { bid, start, end, received_at } = *seg {
+            if let Segment::Ring { bid, start, end, timed } = *seg {
                 let len = (end - start) as usize;
                 let data = bufs.bytes_at(bid, start, len).to_vec();
                 bufs.release(bid);
-                *seg = Segment::Owned { data, offset: 0, received_at: Some(received_at) };
+                *seg = Segment::Owned { data, offset: 0, timed: Some(timed) };
                 released += 1;
             }
         }

@@ -97,7 +97,7 @@ impl Shard {
         let ring = match role {
             Role::Upstream(_) => {
                 s.proto.on_upstream_bytes(data, now, &mut out);
-                Some((bid, now))
+                Some((bid, self.reaped_at))
             }
             Role::TunnelGet(_) => {
                 s.proto.on_viewer_bytes(ViewerStream::TunnelData, data, now, routes, &mut out);
@@ -174,7 +174,7 @@ impl Shard {
                     if range.is_empty() {
                         continue;
                     }
-                    self.queue_ring(v, bid, range, at);
+                    self.queue_ring(v, bid, range, Timed { received_at: at, frames });
                     if frames > 0 {
                         self.metrics.frames(Direction::ToViewer, frames as u64);
                     }

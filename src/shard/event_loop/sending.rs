@@ -25,7 +25,7 @@ impl Shard {
 
     /// Queues camera media for a viewer straight from its ring buffer; a TLS viewer gets it
     /// encrypted instead (the ciphertext is necessarily a new buffer).
-    pub(super) fn queue_ring(&mut self, idx: usize, bid: u16, range: std::ops::Range<usize>, at: Instant) {
+    pub(super) fn queue_ring(&mut self, idx: usize, bid: u16, range: std::ops::Range<usize>, at: Timed) {
         let Some(c) = self.conns.get_mut(idx) else {
             return;
         };
@@ -75,7 +75,8 @@ impl Shard {
     }
 
     pub(super) fn on_send(&mut self, idx: usize, res: i32) {
-        let now = Instant::now();
+        // The receive side is timed at its batch's reaping too (see `reaped_at`).
+        let now = self.reaped_at;
         let c = &mut self.conns[idx];
         c.ops -= 1;
         if res < 0 {
@@ -92,7 +93,7 @@ impl Shard {
         c.send.complete(res as usize, &mut self.bufs, &mut done);
         let role = c.role.clone();
         for t in done.drain(..) {
-            self.metrics.observe(Hist::ForwardLatency, now.saturating_duration_since(t));
+            self.metrics.observe_n(Hist::ForwardLatency, now.saturating_duration_since(t.received_at), t.frames);
         }
         self.latencies = done;
         let n = res as u64;
