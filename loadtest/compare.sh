@@ -35,6 +35,13 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Busy jiffies of the whole machine: every /proc/stat cpu field but idle and iowait.
 machine_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+# The machine's busy share over 2 s before a run (nothing of ours busy yet): other work on the
+# box would land in the machine CPU figure, so it is printed beside it.
+background_busy() {
+  local a b; a=$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat); sleep 2
+  b=$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
+  echo "$a $b" | awk '{d = ($3 - $1) + ($4 - $2); printf "%.0f", d ? ($3 - $1) * 100 / d : 0}'
+}
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 
 cam_port=$(free_port)
@@ -69,7 +76,8 @@ measure() {
   local system=$1 run=$2 n=$3 dur=$4
   start "$system"
   sleep 1
-  local idle cpu0 m0 cpu1 m1 peak
+  local idle cpu0 m0 cpu1 m1 peak bg
+  bg=$(background_busy)
   idle=$(status_kb "$pid" VmRSS); cpu0=$(cpu_ticks "$pid"); m0=$(machine_ticks)
   "$bin/loadtest" viewers --target "127.0.0.1:$port" --mode "$mode" --sessions "$n" --paths "$streams" \
       --ramp 1000/s --duration "$dur" --source-ips 127.0.0.2-127.0.0.60 "${start_flags[@]}" \
@@ -77,10 +85,10 @@ measure() {
     || { echo "$run: viewers failed, see $out/$run.viewers.log" >&2; kill "$pid"; return 1; }
   cpu1=$(cpu_ticks "$pid"); m1=$(machine_ticks); peak=$(status_kb "$pid" VmHWM)
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$system" "$run" "$out/$run.json" "$((cpu1 - cpu0))" "$((m1 - m0))" "$idle" "$peak" "$n" >>"$out/rows.txt" <<'PY'
+  python3 - "$system" "$run" "$out/$run.json" "$((cpu1 - cpu0))" "$((m1 - m0))" "$idle" "$peak" "$n" "$bg" >>"$out/rows.txt" <<'PY'
 import json, sys
 system, run, path = sys.argv[1:4]
-ticks, mticks, idle, peak, n = map(int, sys.argv[4:9])
+ticks, mticks, idle, peak, n, bg = map(int, sys.argv[4:10])
 r = json.load(open(path))
 gb = r["bytes_received"] / 1e9
 lat = r["media_latency_ms"] or {}
@@ -91,7 +99,7 @@ print(json.dumps(dict(
     rss_kb=peak - idle, idle_kb=idle, peak_kb=peak,
     p50_ms=lat.get("p50"), p99_ms=lat.get("p99"), timed=r["media_latency_samples"],
     expected=r["packets_expected"], lost=r["packets_lost"], stalls=r["stalls"],
-    faults=sum(r["integrity"].values()), delivered_mbps=r["delivered_mbps"])))
+    faults=sum(r["integrity"].values()), delivered_mbps=r["delivered_mbps"], background_busy_pct=bg)))
 PY
 }
 
@@ -124,6 +132,8 @@ def spread(vals, fmt):
     return (fmt + " ({}-{})").format(statistics.median(vals), fmt.format(min(vals)), fmt.format(max(vals)))
 
 print(f"each system {len([r for r in rows if r['system'] == rows[0]['system'] and r['sessions'] == full])} runs of {full} sessions: median (min-max)")
+print("machine busy before each run (other work on the box, in the machine figure):",
+      ", ".join(f"{r['run']} {r['background_busy_pct']}%" for r in rows))
 head = f"{'system':<8} {'survived':>9} {'CPU s/GB (process)':>22} {'CPU s/GB (machine)':>22} {'RSS fixed + per session':>26} {'p50 ms':>18} {'p99 ms':>20} {'lost/expected':>16} {'stalls':>6} {'faults':>6}"
 print(head); print("-" * len(head))
 for system in dict.fromkeys(r["system"] for r in rows):

@@ -21,6 +21,13 @@ bin=$root/target/release
 duration=${DURATION:-60s}
 [ "$(getconf CLK_TCK)" = 100 ] || { echo "USER_HZ is not 100: the CPU arithmetic below assumes it" >&2; exit 1; }
 machine_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+# The machine's busy share over 2 s before a run (nothing of ours busy yet): other work on the
+# box would land in the machine CPU figure, so it is printed beside it.
+background_busy() {
+  local a b; a=$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat); sleep 2
+  b=$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
+  echo "$a $b" | awk '{d = ($3 - $1) + ($4 - $2); printf "%.0f", d ? ($3 - $1) * 100 / d : 0}'
+}
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 children=()
 trap 'for p in "${children[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
@@ -42,6 +49,7 @@ run() { # NAME SESSIONS BITRATE RAMP [DURATION]
   local rpid=$!; children+=($rpid)
   sleep 2
   local cpu0 m0 idle
+  echo "$name: machine busy before the run: $(background_busy)%"
   cpu0=$(awk '{print $14 + $15}' /proc/$rpid/stat); m0=$(machine_ticks); idle=$(status_kb $rpid VmRSS)
   "$bin/loadtest" viewers --target 127.0.0.1:$tun --mode tunnel --sessions "$sessions" --paths "$sessions" \
       --ramp "$ramp" --duration "$duration" --source-ips 127.0.0.2-127.0.0.120 --json "$out/$name.json" 2>"$out/$name.viewers.log" \
@@ -72,6 +80,7 @@ PY
 
 # RSS fixed + per-session: a line through the peak-minus-idle of the runs named.
 rss_fit() {
+  [ -f "$out/rows.txt" ] || return 0
   python3 - "$out/rows.txt" "$@" <<'PY'
 import json, sys
 rows = {r["name"]: r for r in map(json.loads, open(sys.argv[1]))}
