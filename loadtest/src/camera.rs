@@ -25,6 +25,9 @@ struct Counters {
     sessions: AtomicU64,
     playing: AtomicU64,
     packets: AtomicU64,
+    /// The latest any packet of the window was written after its due time, µs: the camera's own
+    /// share of the viewers' media latency.
+    late_us: AtomicU64,
 }
 
 pub async fn run(opts: CameraOptions) -> anyhow::Result<()> {
@@ -49,10 +52,11 @@ pub async fn run(opts: CameraOptions) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(5)).await;
             let p = c2.packets.load(Ordering::Relaxed);
             eprintln!(
-                "camera: {} connections, {} playing, {:.0} packets/s",
+                "camera: {} connections, {} playing, {:.0} packets/s, written up to {:.1} ms after due",
                 c2.sessions.load(Ordering::Relaxed),
                 c2.playing.load(Ordering::Relaxed),
-                (p - last) as f64 / 5.0
+                (p - last) as f64 / 5.0,
+                c2.late_us.swap(0, Ordering::Relaxed) as f64 / 1000.0
             );
             last = p;
         }
@@ -217,9 +221,11 @@ async fn send_media(
             rtp_seq = rtp_seq.wrapping_add(1);
             n += 1;
         }
+        let first_due = t0_ns + (seq - n) * period_ns;
         if wr.lock().await.write_all(&batch).await.is_err() {
             break;
         }
         counters.packets.fetch_add(n, Ordering::Relaxed);
+        counters.late_us.fetch_max(payload::monotonic_ns().saturating_sub(first_due) / 1000, Ordering::Relaxed);
     }
 }
