@@ -19,7 +19,7 @@ fn sessions(report: &Value) -> &Vec<Value> {
 fn a_paused_camera_shows_a_stall_and_overdue_latency_not_loss() {
     let (cams, addr) = start_cameras(4);
     let relay = relay(addr, 4, false);
-    let run = start_viewers(relay.local_addrs()[0], "tunnel", 4, 4, &["--duration", "5s"]);
+    let run = start_viewers(relay.local_addrs()[0], "tunnel", 4, 4, &["--duration", "6s"]);
     run.wait_playing(4);
     cams.signal("STOP");
     std::thread::sleep(Duration::from_millis(1500));
@@ -40,7 +40,7 @@ fn a_paused_camera_shows_a_stall_and_overdue_latency_not_loss() {
 fn a_killed_camera_leaves_its_sessions_reported_failed_with_their_bytes() {
     let (cams, addr) = start_cameras(4);
     let relay = relay(addr, 4, false);
-    let run = start_viewers(relay.local_addrs()[0], "tunnel", 4, 4, &["--duration", "4s"]);
+    let run = start_viewers(relay.local_addrs()[0], "tunnel", 4, 4, &["--duration", "5s"]);
     run.wait_playing(4);
     cams.signal("KILL");
     let (lines, report) = run.finish();
