@@ -33,7 +33,9 @@ import json, os
 r = json.load(open(os.environ["REPORT"]))
 gb = r["bytes_received"] / 1e9
 cpu = int(os.environ["TICKS"]) / 100
-print(f"{os.environ['MODE']:>5}: {r['sessions_established']}/{r['sessions_requested']} sessions, lost {r['packets_lost']}, "
-      f"{gb:.2f} GB, relay CPU {cpu:.1f} s = {cpu / gb if gb else 0:.2f} CPU s/GB, media p99 {r['media_latency_ms']['p99']:.2f} ms")
+p99 = (r["media_latency_ms"] or {}).get("p99")
+print(f"{os.environ['MODE']:>5}: {r['sessions_survived']}/{r['sessions_requested']} sessions played to the end, "
+      f"lost {r['packets_lost']} of {r['packets_expected']}, {gb:.2f} GB, relay CPU {cpu:.1f} s = "
+      f"{f'{cpu / gb:.2f}' if gb else 'n/a'} CPU s/GB, media p99 {f'{p99:.2f} ms' if p99 is not None else 'null'}")
 PY
 done

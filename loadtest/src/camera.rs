@@ -6,13 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rtsp_tunnel_relay::proto::interleaved::{Demux, Event};
-use rtsp_tunnel_relay::proto::rtsp::{Message, MessageLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
-use crate::payload;
+use crate::{payload, wire};
 
 #[derive(Debug, Clone)]
 pub struct CameraOptions {
@@ -27,6 +25,9 @@ struct Counters {
     sessions: AtomicU64,
     playing: AtomicU64,
     packets: AtomicU64,
+    /// The latest any packet of the window was written after its due time, µs: the camera's own
+    /// share of the viewers' media latency.
+    late_us: AtomicU64,
 }
 
 pub async fn run(opts: CameraOptions) -> anyhow::Result<()> {
@@ -51,10 +52,11 @@ pub async fn run(opts: CameraOptions) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(5)).await;
             let p = c2.packets.load(Ordering::Relaxed);
             eprintln!(
-                "camera: {} connections, {} playing, {:.0} packets/s",
+                "camera: {} connections, {} playing, {:.0} packets/s, written up to {:.1} ms after due",
                 c2.sessions.load(Ordering::Relaxed),
                 c2.playing.load(Ordering::Relaxed),
-                (p - last) as f64 / 5.0
+                (p - last) as f64 / 5.0,
+                c2.late_us.swap(0, Ordering::Relaxed) as f64 / 1000.0
             );
             last = p;
         }
@@ -72,8 +74,7 @@ pub async fn run(opts: CameraOptions) -> anyhow::Result<()> {
 }
 
 fn stream_index(uri: &str, streams: u32) -> Option<u32> {
-    let path = rtsp_tunnel_relay::config::uri_path(uri);
-    let rest = path.strip_prefix("/cam")?;
+    let rest = wire::url_path(uri).strip_prefix("/cam")?;
     let n: u32 = rest.split('/').next()?.parse().ok()?;
     (n < streams).then_some(n)
 }
@@ -82,7 +83,7 @@ async fn serve(stream: TcpStream, opts: &CameraOptions, counters: &Arc<Counters>
     let local = stream.local_addr()?;
     let (mut rd, wr) = stream.into_split();
     let wr = Arc::new(Mutex::new(wr));
-    let mut demux = Demux::new(MessageLimits::default());
+    let mut reader = wire::Reader::default();
     let mut buf = vec![0u8; 16 * 1024];
     let mut media: Option<tokio::task::JoinHandle<()>> = None;
     let session_id = format!("{:016x}", payload::monotonic_ns());
@@ -91,62 +92,68 @@ async fn serve(stream: TcpStream, opts: &CameraOptions, counters: &Arc<Counters>
         if n == 0 {
             break;
         }
-        let mut events = Vec::new();
-        if demux.feed(&buf[..n], &mut events).is_err() {
+        let mut requests = Vec::new();
+        // Frames from the viewer (RTCP) are ignored.
+        if reader.feed(&buf[..n], &mut |_, _| {}, &mut requests).is_err() {
             break;
         }
-        for ev in events {
-            let Event::Message(req) = ev else { continue }; // viewer RTCP: ignored
+        for req in requests {
             let Some(method) = req.method() else { continue };
-            let cseq = req.cseq().unwrap_or(0);
-            let uri = req.uri().unwrap_or("").to_owned();
-            let mut resp = Message::response(200, "OK");
-            resp.set_header("CSeq", cseq.to_string());
-            let idx = stream_index(&uri, opts.streams);
-            match (method, idx) {
-                ("OPTIONS", _) => resp.set_header("Public", "OPTIONS, DESCRIBE, SETUP, PLAY, GET_PARAMETER, TEARDOWN"),
-                (_, None) => resp = error(404, "Not Found", cseq),
+            let cseq = req.cseq().unwrap_or(0).to_string();
+            let idx = stream_index(req.uri().unwrap_or(""), opts.streams);
+            let ok = |headers: &[(&str, &str)], body: &[u8]| {
+                let mut h = vec![("CSeq", cseq.as_str())];
+                h.extend_from_slice(headers);
+                wire::response(200, "OK", &h, body)
+            };
+            let error = |status, reason| wire::response(status, reason, &[("CSeq", cseq.as_str())], b"");
+            let reply = match (method, idx) {
+                ("OPTIONS", _) => ok(&[("Public", "OPTIONS, DESCRIBE, SETUP, PLAY, GET_PARAMETER, TEARDOWN")], b""),
+                (_, None) => error(404, "Not Found"),
                 ("DESCRIBE", Some(i)) => {
                     let sdp = format!(
                         "v=0\r\no=- 0 0 IN IP4 {ip}\r\ns=loadtest camera {i}\r\nt=0 0\r\na=control:*\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1{sprop}\r\na=control:trackID=0\r\n",
                         ip = local.ip(),
                         sprop = sprop()
                     );
-                    resp.set_header("Content-Base", format!("rtsp://{local}/cam{i}/"));
-                    resp.set_header("Content-Type", "application/sdp");
-                    resp.body = sdp.into_bytes().into();
+                    let base = format!("rtsp://{local}/cam{i}/");
+                    ok(&[("Content-Base", &base), ("Content-Type", "application/sdp")], sdp.as_bytes())
                 }
-                ("SETUP", Some(_)) => {
+                ("SETUP", Some(i)) => {
                     let tcp = req.header("Transport").is_some_and(|t| t.contains("TCP") || t.contains("interleaved"));
                     if tcp {
-                        resp.set_header("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1");
-                        resp.set_header("Session", format!("{session_id};timeout=60"));
+                        // The SSRC is announced so viewers can check every packet against it.
+                        let transport = format!("RTP/AVP/TCP;unicast;interleaved=0-1;ssrc={:08X}", payload::ssrc_of(i));
+                        let session = format!("{session_id};timeout=60");
+                        ok(&[("Transport", &transport), ("Session", &session)], b"")
                     } else {
-                        resp = error(461, "Unsupported Transport", cseq);
+                        error(461, "Unsupported Transport")
                     }
                 }
                 ("PLAY", Some(i)) => {
-                    resp.set_header("Session", session_id.clone());
-                    resp.set_header("RTP-Info", format!("url=rtsp://{local}/cam{i}/trackID=0;seq=0;rtptime=0"));
+                    // Every camera connection's stream starts at sequence 0, RTP sequence 0.
+                    let info = format!("url=rtsp://{local}/cam{i}/trackID=0;seq=0;rtptime=0");
+                    let reply = ok(&[("Session", &session_id), ("RTP-Info", &info)], b"");
                     if media.is_none() {
                         let (wr, opts, counters) = (wr.clone(), opts.clone(), counters.clone());
                         // The reply goes out before the first packet: the task waits for the lock.
-                        let guard = wr.clone().lock_owned().await;
+                        let mut guard = wr.clone().lock_owned().await;
                         media = Some(tokio::spawn(async move { send_media(wr, i, &opts, &counters).await }));
-                        let mut g = guard;
-                        g.write_all(&resp.to_bytes()).await?;
+                        guard.write_all(&reply).await?;
                         continue;
                     }
+                    reply
                 }
                 ("TEARDOWN", _) => {
                     if let Some(m) = media.take() {
                         m.abort();
                     }
+                    ok(&[], b"")
                 }
-                ("GET_PARAMETER" | "SET_PARAMETER", _) => resp.set_header("Session", session_id.clone()),
-                _ => resp = error(405, "Method Not Allowed", cseq),
-            }
-            wr.lock().await.write_all(&resp.to_bytes()).await?;
+                ("GET_PARAMETER" | "SET_PARAMETER", _) => ok(&[("Session", &session_id)], b""),
+                _ => error(405, "Method Not Allowed"),
+            };
+            wr.lock().await.write_all(&reply).await?;
         }
     }
     if let Some(m) = media {
@@ -163,12 +170,6 @@ fn sprop() -> String {
         }
         Err(_) => String::new(),
     }
-}
-
-fn error(status: u16, reason: &str, cseq: u32) -> Message {
-    let mut m = Message::response(status, reason);
-    m.set_header("CSeq", cseq.to_string());
-    m
 }
 
 /// Paces packets at the bitrate. A blocked socket (the viewer or relay behind) delays packets
@@ -191,35 +192,40 @@ async fn send_media(
     counters.playing.fetch_add(1, Ordering::Relaxed);
     let _playing = Playing(&counters.playing);
     let clip = rtsp_tunnel_relay::demo_camera::clip().ok();
-    let period = Duration::from_nanos((opts.packet_size as u64 * 8 * 1_000_000_000) / opts.bitrate_bps.max(1));
-    let ssrc = 0x5000_0000 | stream;
-    let mut next = tokio::time::Instant::now();
-    let mut next_parameter_sets = next;
+    let period_ns = (opts.packet_size as u64 * 8 * 1_000_000_000) / opts.bitrate_bps.max(1);
+    let ssrc = payload::ssrc_of(stream);
+    // Packet k is due at t0 + k × period and carries that time, not the time it was built:
+    // packets held up (a blocked socket, a paused process) show how late they are.
+    let (t0, t0_ns) = (tokio::time::Instant::now(), payload::monotonic_ns());
+    let mut next_parameter_sets = t0_ns;
     let (mut seq, mut rtp_seq): (u64, u16) = (0, 0);
+    let mut batch = Vec::new();
     loop {
-        tokio::time::sleep_until(next).await;
-        // Several packets may be due (timer granularity): send them in one write.
-        let now = tokio::time::Instant::now();
-        let mut batch = Vec::new();
-        if let (Some(clip), true) = (clip, now >= next_parameter_sets) {
-            // SPS and PPS once a second, as real cameras repeat them.
-            for nal in [clip.sps, clip.pps] {
-                batch.extend(payload::nal_packet(nal, rtp_seq, ssrc, payload::monotonic_ns()));
-                rtp_seq = rtp_seq.wrapping_add(1);
-            }
-            next_parameter_sets = now + Duration::from_secs(1);
-        }
+        tokio::time::sleep_until(t0 + Duration::from_nanos(seq * period_ns)).await;
+        // Several packets may be due (timer granularity, a late wake-up): one write for all.
+        let now = t0.elapsed().as_nanos() as u64;
+        batch.clear();
         let mut n = 0;
-        while next <= now {
-            batch.extend(payload::packet(opts.packet_size, stream, seq, rtp_seq, ssrc, payload::monotonic_ns()));
+        while seq * period_ns <= now {
+            let due_ns = t0_ns + seq * period_ns;
+            if let (Some(clip), true) = (clip, due_ns >= next_parameter_sets) {
+                // SPS and PPS once a second, as real cameras repeat them.
+                for nal in [clip.sps, clip.pps] {
+                    payload::push_nal_packet(&mut batch, nal, rtp_seq, ssrc, due_ns);
+                    rtp_seq = rtp_seq.wrapping_add(1);
+                }
+                next_parameter_sets = due_ns + 1_000_000_000;
+            }
+            payload::push_packet(&mut batch, opts.packet_size, stream, seq, rtp_seq, due_ns);
             seq += 1;
             rtp_seq = rtp_seq.wrapping_add(1);
-            next += period;
             n += 1;
         }
+        let first_due = t0_ns + (seq - n) * period_ns;
         if wr.lock().await.write_all(&batch).await.is_err() {
             break;
         }
         counters.packets.fetch_add(n, Ordering::Relaxed);
+        counters.late_us.fetch_max(payload::monotonic_ns().saturating_sub(first_due) / 1000, Ordering::Relaxed);
     }
 }

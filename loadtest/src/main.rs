@@ -2,14 +2,16 @@
 //!
 //! - `loadtest camera`: N cameras in one process, paced RTP with timestamps and sequence numbers.
 //! - `loadtest viewers`: N tunnel or plain RTSP viewers, spread over source addresses and, past
-//!   the per-process descriptor budget, over worker processes; prints progress and a summary and
-//!   writes a JSON report.
+//!   the per-process descriptor budget, over worker processes; checks every packet, prints
+//!   progress and a summary and writes a JSON report.
 
 mod camera;
+mod check;
 mod payload;
 mod plot;
 mod report;
 mod viewer;
+mod wire;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -33,6 +35,15 @@ struct Cli {
 enum ModeArg {
     Tunnel,
     Rtsp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StartArg {
+    /// Every stream starts at sequence 0 (each viewer has its own camera connection).
+    Zero,
+    /// Each viewer's stream starts where its PLAY reply's RTP-Info `seq=` says (a relay that
+    /// shares one camera connection among viewers).
+    RtpInfo,
 }
 
 #[derive(Subcommand)]
@@ -80,9 +91,21 @@ enum Cmd {
         /// HTTPS: TLS on every viewer connection (the relay's certificate is not verified).
         #[arg(long)]
         tls: bool,
+        /// Where each stream's expected packets start (loss is counted from there).
+        #[arg(long, value_enum, default_value = "zero")]
+        stream_start: StartArg,
+        /// A gap between packets longer than this many packet intervals is a stall.
+        #[arg(long, default_value_t = 20)]
+        stall_intervals: u32,
+        /// Packets due within this long before a session's end are not expected yet (in flight).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        grace: Duration,
         /// Internal: run as worker I of K.
         #[arg(long, hide = true)]
         worker: Option<String>,
+        /// Internal: the schedule's start (CLOCK_MONOTONIC ns), shared by the workers.
+        #[arg(long, hide = true)]
+        epoch_ns: Option<u64>,
     },
     /// PNG plots (throughput.png, latency.png) of throughput and p99 latency over time.
     Plot {
@@ -170,7 +193,11 @@ fn main() -> anyhow::Result<()> {
             procs,
             json,
             tls,
+            stream_start,
+            stall_intervals,
+            grace,
             worker,
+            epoch_ns,
         } => {
             let mode = match mode {
                 ModeArg::Tunnel => viewer::Mode::Tunnel,
@@ -186,6 +213,16 @@ fn main() -> anyhow::Result<()> {
                 path_prefix,
                 paths: paths.max(1),
                 source_ips: source_ips.map(|s| s.0).unwrap_or_default(),
+                check: check::CheckParams {
+                    start: match stream_start {
+                        StartArg::Zero => check::StreamStart::Zero,
+                        StartArg::RtpInfo => check::StreamStart::RtpInfo,
+                    },
+                    stall_intervals: stall_intervals.max(1),
+                    grace_ns: grace.as_nanos() as u64,
+                },
+                // Workers get a schedule starting a moment from now, once they are all up.
+                epoch_ns: epoch_ns.unwrap_or_else(|| payload::monotonic_ns() + 200_000_000),
             };
             let is_worker = worker.is_some();
             let report = match worker {
@@ -199,7 +236,7 @@ fn main() -> anyhow::Result<()> {
                         "auto" => (sessions * fds_per_session).div_ceil(16_000).max(1),
                         n => n.parse::<usize>().context("--procs")?.max(1),
                     };
-                    if k == 1 { rt.block_on(run_viewers(&plan, 0, 1, true)) } else { run_workers(k)? }
+                    if k == 1 { rt.block_on(run_viewers(&plan, 0, 1, true)) } else { run_workers(k, plan.epoch_ns)? }
                 }
             };
             if let Some(path) = json {
@@ -224,10 +261,25 @@ struct Plan {
     path_prefix: String,
     paths: usize,
     source_ips: Vec<IpAddr>,
+    check: check::CheckParams,
+    epoch_ns: u64,
+}
+
+/// The tokio instant of a CLOCK_MONOTONIC time (both run on that clock).
+fn instant_of(ns: u64) -> tokio::time::Instant {
+    let now_ns = payload::monotonic_ns();
+    let now = tokio::time::Instant::now();
+    if ns >= now_ns { now + Duration::from_nanos(ns - now_ns) } else { now - Duration::from_nanos(now_ns - ns) }
+}
+
+/// The number a path ends with (`/cam12` → 12): the stream id its media must carry.
+fn path_number(path: &str) -> Option<u32> {
+    let digits = path.len() - path.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    path[path.len() - digits..].parse().ok()
 }
 
 /// Re-runs this command as K workers (each with a slice of the sessions) and merges their reports.
-fn run_workers(k: usize) -> anyhow::Result<Report> {
+fn run_workers(k: usize, epoch_ns: u64) -> anyhow::Result<Report> {
     let exe = std::env::current_exe()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = std::env::temp_dir().join(format!("loadtest-{}", std::process::id()));
@@ -242,11 +294,11 @@ fn run_workers(k: usize) -> anyhow::Result<Report> {
                 skip = false;
                 continue;
             }
-            if arg == "--json" || arg == "--procs" {
+            if arg == "--json" || arg == "--procs" || arg == "--epoch-ns" {
                 skip = true;
                 continue;
             }
-            if arg.starts_with("--json=") || arg.starts_with("--procs=") {
+            if arg.starts_with("--json=") || arg.starts_with("--procs=") || arg.starts_with("--epoch-ns=") {
                 continue;
             }
             a.push(arg.clone());
@@ -258,6 +310,9 @@ fn run_workers(k: usize) -> anyhow::Result<Report> {
             format!("{i}/{k}"),
             "--json".into(),
             out.display().to_string(),
+            "--epoch-ns".into(),
+            // Workers take a moment to start: give them one more.
+            (epoch_ns + 300_000_000).to_string(),
         ]);
         children.push((std::process::Command::new(&exe).args(&a).spawn()?, out));
     }
@@ -279,9 +334,11 @@ fn run_workers(k: usize) -> anyhow::Result<Report> {
 
 async fn run_viewers(plan: &Plan, worker: usize, workers: usize, progress: bool) -> Report {
     let shared = Arc::new(Shared::default());
-    let start = tokio::time::Instant::now();
-    let ramp_end = start + Duration::from_secs_f64(plan.sessions as f64 / plan.ramp);
-    let stop_at = ramp_end + plan.duration;
+    let epoch_ns = plan.epoch_ns;
+    let start = instant_of(epoch_ns);
+    let ramp_ns = (plan.sessions as f64 / plan.ramp * 1e9) as u64;
+    let stop_ns = epoch_ns + ramp_ns + plan.duration.as_nanos() as u64;
+    let stop_at = instant_of(stop_ns);
     let mine: Vec<usize> = (worker..plan.sessions).step_by(workers).collect();
     let requested = mine.len() as u64;
 
@@ -296,23 +353,32 @@ async fn run_viewers(plan: &Plan, worker: usize, workers: usize, progress: bool)
             tick.tick().await;
             t += 1;
             let (b, p) = (s2.bytes.load(Ordering::Relaxed), s2.packets.load(Ordering::Relaxed));
+            let (p99_ms, timed) = s2.take_window_p99_ms();
+            let (before, after) =
+                (s2.failed_before_play.load(Ordering::Relaxed), s2.failed_after_play.load(Ordering::Relaxed));
             let sec = Second {
                 t,
                 mbps: (b - last_bytes) as f64 * 8.0 / 1e6,
                 packets_per_s: p - last_packets,
+                playing: s2.playing.load(Ordering::Relaxed),
                 established: s2.established.load(Ordering::Relaxed),
-                p99_ms: s2.take_window_p99_ms(),
+                failed: before + after,
+                p99_ms,
+                timed,
             };
             (last_bytes, last_packets) = (b, p);
             if progress {
                 eprintln!(
-                    "[{t:>4}s] established {:>6}  failed {:>5}  {:>9.1} Mbit/s  {:>8} pkt/s  p99 {:.2} ms  lost {}",
+                    "[{t:>4}s] playing {:>6}  reached PLAY {:>6}  failed {:>5} before PLAY, {:>5} after  {:>9.1} Mbit/s  {:>8} pkt/s  p99 {}  RTP gaps {}  faults {}",
+                    sec.playing,
                     sec.established,
-                    s2.failed.load(Ordering::Relaxed),
+                    before,
+                    after,
                     sec.mbps,
                     sec.packets_per_s,
-                    sec.p99_ms,
-                    s2.lost.load(Ordering::Relaxed)
+                    p99_ms.map_or("-".to_owned(), |v| format!("{v:.2} ms")),
+                    s2.rtp_seq_gaps.load(Ordering::Relaxed),
+                    s2.faults.load(Ordering::Relaxed),
                 );
             }
             series.push(sec);
@@ -324,60 +390,79 @@ async fn run_viewers(plan: &Plan, worker: usize, workers: usize, progress: bool)
 
     let mut tasks = Vec::with_capacity(mine.len());
     for i in mine {
-        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / plan.ramp)).await;
+        let scheduled_ns = epoch_ns + (i as f64 / plan.ramp * 1e9) as u64;
+        tokio::time::sleep_until(instant_of(scheduled_ns)).await;
+        let path = format!("{}{}", plan.path_prefix, i % plan.paths);
         let spec = viewer::ViewerSpec {
             index: i,
             target: plan.target,
             source: (!plan.source_ips.is_empty()).then(|| plan.source_ips[i % plan.source_ips.len()]),
-            path: format!("{}{}", plan.path_prefix, i % plan.paths),
+            expect_stream: path_number(&path),
+            path,
             mode: plan.mode,
+            scheduled_ns,
             stop_at,
+            stop_ns,
             tls: plan.tls.clone(),
+            check: plan.check,
         };
         let shared = shared.clone();
-        tasks.push(tokio::spawn(async move {
-            let r = viewer::run(spec, shared.clone()).await;
-            if r.is_err() {
-                shared.failed.fetch_add(1, Ordering::Relaxed);
-            }
-            r
-        }));
+        tasks.push((
+            scheduled_ns,
+            tokio::spawn(async move {
+                let r = viewer::run(spec, shared.clone()).await;
+                if matches!(r, viewer::Outcome::NotPlayed { .. }) {
+                    shared.failed_before_play.fetch_add(1, Ordering::Relaxed);
+                }
+                r
+            }),
+        ));
     }
     let mut report = Report {
         mode: format!("{:?}", plan.mode).to_lowercase(),
         target: plan.target.to_string(),
         processes: 1,
+        ramp_per_s: plan.ramp,
+        duration_s: plan.duration.as_secs_f64(),
         sessions_requested: requested,
+        epoch_ns,
         ..Report::default()
     };
     let mut setup = report::histogram();
     let mut media = report::histogram();
-    for t in tasks {
-        match t.await {
-            Ok(Ok(o)) => {
-                report.sessions_established += 1;
-                let _ = setup.record(o.setup_us.clamp(1, 60_000_000));
-                let _ = media.add(&o.media_us);
-                report.bytes_received += o.bytes;
-                report.packets_received += o.packets;
-                report.packets_lost += o.lost;
-            }
-            Ok(Err(reason)) => {
+    let mut lag = report::histogram();
+    for (scheduled_ns, t) in tasks {
+        let start_ns = match t.await {
+            Ok(viewer::Outcome::NotPlayed { start_ns, reason }) => {
                 report.sessions_failed += 1;
-                *report.failures_by_reason.entry(reason).or_default() += 1;
+                *report.failures_before_play.entry(reason).or_default() += 1;
+                Some(start_ns)
+            }
+            Ok(viewer::Outcome::Played { start_ns, play_ns, record, latency_us }) => {
+                let _ = setup.record((play_ns.saturating_sub(scheduled_ns) / 1000).clamp(1, report::MAX_US));
+                let _ = media.add(&latency_us);
+                report.last_play_ns = report.last_play_ns.max(Some(play_ns));
+                report.add_session(*record);
+                Some(start_ns)
             }
             Err(e) => {
                 report.sessions_failed += 1;
-                *report.failures_by_reason.entry(format!("task_{e}")).or_default() += 1;
+                *report.failures_before_play.entry(format!("task_{e}")).or_default() += 1;
+                None
             }
+        };
+        if let Some(s) = start_ns {
+            report.sessions_started += 1;
+            let _ = lag.record((s.saturating_sub(scheduled_ns) / 1000).clamp(1, report::MAX_US));
+            report.first_start_ns = Some(report.first_start_ns.map_or(s, |f| f.min(s)));
+            report.last_start_ns = report.last_start_ns.max(Some(s));
         }
     }
     report.throughput = reporter.await.unwrap_or_default();
-    report.duration_s = plan.duration.as_secs_f64();
-    report.setup_latency_ms = report::Quantiles::of_us(&setup);
-    report.media_latency_ms = report::Quantiles::of_us(&media);
     report.setup_hist_us = report::to_pairs(&setup);
     report.media_hist_us = report::to_pairs(&media);
+    report.start_lag_hist_us = report::to_pairs(&lag);
+    report.finalize();
     report
 }
 
@@ -396,5 +481,7 @@ mod tests {
         let ips = parse_ip_range("127.0.0.2-127.0.0.4").unwrap();
         assert_eq!(ips.0.len(), 3);
         assert!(parse_ip_range("127.0.0.9-127.0.0.1").is_err());
+        assert_eq!(path_number("/cam12"), Some(12));
+        assert_eq!(path_number("/live"), None);
     }
 }

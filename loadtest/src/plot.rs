@@ -65,7 +65,8 @@ pub fn plot(dir: &Path, reports: &[std::path::PathBuf]) -> anyhow::Result<()> {
         let Ok(r) = serde_json::from_str::<Report>(&text) else { continue };
         let name = path.file_stem().map_or_else(|| r.mode.clone(), |s| s.to_string_lossy().into_owned());
         throughput.push((name.clone(), r.throughput.iter().map(|s| (s.t as f64, s.mbps)).collect()));
-        latency.push((name, r.throughput.iter().map(|s| (s.t as f64, s.p99_ms)).collect()));
+        // Seconds without timed packets have no p99: left out, not drawn as zero.
+        latency.push((name, r.throughput.iter().filter_map(|s| Some((s.t as f64, s.p99_ms?))).collect()));
     }
     anyhow::ensure!(!throughput.is_empty(), "no readable reports");
     std::fs::create_dir_all(dir)?;

@@ -1,21 +1,23 @@
 //! One simulated viewer: a tunnel client (GET + POST, base64 commands) or a plain RTSP/TCP
-//! client, through the whole dialogue, then reading media and measuring it until told to stop.
+//! client, through the whole dialogue, then reading media and checking it (see `check`) until
+//! told to stop or the connection fails. Every session that reaches PLAY is reported, whether it
+//! played to the end or not, with what it received.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine;
 use hdrhistogram::Histogram;
-use rtsp_tunnel_relay::proto::interleaved::{Demux, Event};
-use rtsp_tunnel_relay::proto::rtsp::{Message, MessageLimits};
-use std::sync::Arc;
-
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::check::{CheckParams, Checker};
 use crate::payload;
-use crate::report::Shared;
+use crate::report::{Quantiles, SessionRecord, Shared};
+use crate::wire::{self, Msg};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -23,24 +25,29 @@ pub enum Mode {
     Rtsp,
 }
 
-/// What one viewer measured.
-pub struct Outcome {
-    pub setup_us: u64,
-    pub media_us: Histogram<u64>,
-    pub bytes: u64,
-    pub packets: u64,
-    pub lost: u64,
-}
-
 pub struct ViewerSpec {
     pub index: usize,
     pub target: SocketAddr,
     pub source: Option<IpAddr>,
     pub path: String,
+    /// The stream id every marked packet must carry (the path's number).
+    pub expect_stream: Option<u32>,
     pub mode: Mode,
+    /// When this session was due to start (CLOCK_MONOTONIC ns): setup latency counts from here.
+    pub scheduled_ns: u64,
     pub stop_at: Instant,
+    pub stop_ns: u64,
     /// HTTPS tunnel (TLS on both GET and POST) when set.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub check: CheckParams,
+}
+
+/// How one viewer ended.
+pub enum Outcome {
+    /// Failed before PLAY was answered.
+    NotPlayed { start_ns: u64, reason: String },
+    /// Reached PLAY; `record.survived` says whether it played to the end.
+    Played { start_ns: u64, play_ns: u64, record: Box<SessionRecord>, latency_us: Histogram<u64> },
 }
 
 type Rd = Box<dyn AsyncRead + Unpin + Send>;
@@ -133,9 +140,10 @@ struct Conn {
     /// Halves that must stay open: closing a tunnel GET's write side would end the tunnel.
     _keep: (Option<Wr>, Option<Rd>),
     tunnel: bool,
-    demux: Demux,
-    /// Frame bytes not yet split into whole frames.
-    frames: Vec<u8>,
+    reader: wire::Reader,
+    checker: Checker,
+    shared: Arc<Shared>,
+    latencies: Vec<u64>,
     cseq: u32,
     session: Option<String>,
 }
@@ -164,14 +172,16 @@ fn io_err(e: std::io::Error) -> String {
 }
 
 impl Conn {
-    async fn open(spec: &ViewerSpec) -> Result<(Conn, Vec<u8>), String> {
+    async fn open(spec: &ViewerSpec, shared: Arc<Shared>) -> Result<(Conn, Vec<u8>), String> {
         let new = |data, commands, keep, tunnel| Conn {
             data,
             commands,
             _keep: keep,
             tunnel,
-            demux: Demux::new(MessageLimits::default()),
-            frames: Vec::new(),
+            reader: wire::Reader::default(),
+            checker: Checker::new(spec.check, spec.expect_stream),
+            shared,
+            latencies: Vec::new(),
             cseq: 0,
             session: None,
         };
@@ -204,48 +214,43 @@ impl Conn {
         }
     }
 
-    async fn send(&mut self, method: &str, uri: &str, extra: &[(&str, String)]) -> Result<u32, String> {
+    async fn send(&mut self, method: &str, uri: &str, extra: &[(&str, &str)]) -> Result<u32, String> {
         self.cseq += 1;
-        let mut m = Message::request(method, uri);
-        m.set_header("CSeq", self.cseq.to_string());
-        m.set_header("User-Agent", "rtsp-tunnel-relay-loadtest");
+        let cseq = self.cseq.to_string();
+        let mut headers = vec![("CSeq", cseq.as_str()), ("User-Agent", "rtsp-tunnel-relay-loadtest")];
         if let Some(s) = &self.session {
-            m.set_header("Session", s.clone());
+            headers.push(("Session", s));
         }
-        for (k, v) in extra {
-            m.set_header(k, v.clone());
-        }
-        let raw = m.to_bytes();
-        let wire = if self.tunnel { base64::engine::general_purpose::STANDARD.encode(&raw).into_bytes() } else { raw };
-        self.commands.write_all(&wire).await.map_err(io_err)?;
+        headers.extend_from_slice(extra);
+        let raw = wire::request(method, uri, &headers);
+        let bytes = if self.tunnel { base64::engine::general_purpose::STANDARD.encode(&raw).into_bytes() } else { raw };
+        self.commands.write_all(&bytes).await.map_err(io_err)?;
         Ok(self.cseq)
     }
 
-    /// Feeds received bytes; returns a response if one completed. Media is measured on the way.
-    fn feed(&mut self, bytes: &[u8], m: &mut Meter) -> Result<Vec<Message>, String> {
-        let mut events = Vec::new();
-        self.demux.feed(bytes, &mut events).map_err(|_| "bad_stream".to_owned())?;
+    /// Feeds bytes received at `now_ns`: media is checked and counted, messages returned.
+    fn feed(&mut self, bytes: &[u8], now_ns: u64) -> Result<Vec<Msg>, String> {
+        let c = &mut self.checker;
+        let before = (c.bytes, c.packets, c.rtp_seq_gaps, c.integrity.total());
         let mut msgs = Vec::new();
-        for ev in events {
-            match ev {
-                Event::Frames { range, .. } => {
-                    self.frames.extend_from_slice(&bytes[range]);
-                    let mut at = 0;
-                    while self.frames.len() >= at + 4 {
-                        let len = u16::from_be_bytes([self.frames[at + 2], self.frames[at + 3]]) as usize;
-                        if self.frames.len() < at + 4 + len {
-                            break;
-                        }
-                        if self.frames[at + 1] == 0 {
-                            m.packet(&self.frames[at + 4..at + 4 + len], 4 + len);
-                        }
-                        at += 4 + len;
-                    }
-                    self.frames.drain(..at);
+        let lat = &mut self.latencies;
+        lat.clear();
+        let fed = self.reader.feed(
+            bytes,
+            &mut |channel, payload: &[u8]| {
+                if let Some(us) = c.frame(channel, payload, now_ns) {
+                    lat.push(us);
                 }
-                Event::Message(msg) => msgs.push(msg),
-            }
-        }
+            },
+            &mut msgs,
+        );
+        let sh = &self.shared;
+        sh.bytes.fetch_add(c.bytes - before.0, Ordering::Relaxed);
+        sh.packets.fetch_add(c.packets - before.1, Ordering::Relaxed);
+        sh.rtp_seq_gaps.fetch_add(c.rtp_seq_gaps - before.2, Ordering::Relaxed);
+        sh.faults.fetch_add(c.integrity.total() - before.3, Ordering::Relaxed);
+        sh.record_latencies(lat);
+        fed.map_err(|e| e.reason().to_owned())?;
         Ok(msgs)
     }
 
@@ -253,10 +258,9 @@ impl Conn {
         &mut self,
         method: &str,
         uri: &str,
-        extra: &[(&str, String)],
-        m: &mut Meter,
+        extra: &[(&str, &str)],
         deadline: Instant,
-    ) -> Result<Message, String> {
+    ) -> Result<Msg, String> {
         let want = self.send(method, uri, extra).await?;
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -267,7 +271,7 @@ impl Conn {
             if n == 0 {
                 return Err(format!("closed_during_{}", method.to_ascii_lowercase()));
             }
-            for msg in self.feed(&buf[..n], m)? {
+            for msg in self.feed(&buf[..n], payload::monotonic_ns())? {
                 if msg.cseq() == Some(want) {
                     return match msg.status() {
                         Some(200) => Ok(msg),
@@ -277,47 +281,55 @@ impl Conn {
             }
         }
     }
-}
 
-/// Media measurements of one viewer.
-pub struct Meter {
-    pub media_us: Histogram<u64>,
-    pub bytes: u64,
-    pub packets: u64,
-    pub lost: u64,
-    last_seq: Option<u64>,
-    shared: std::sync::Arc<Shared>,
-}
-
-impl Meter {
-    fn new(shared: std::sync::Arc<Shared>) -> Meter {
-        Meter {
-            media_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds"),
-            bytes: 0,
-            packets: 0,
-            lost: 0,
-            last_seq: None,
-            shared,
+    /// OPTIONS → DESCRIBE → SETUP → PLAY; the base URL on success.
+    async fn set_up(&mut self, spec: &ViewerSpec, deadline: Instant) -> Result<String, String> {
+        let base = format!("rtsp://{}{}", spec.target, spec.path);
+        self.request("OPTIONS", &base, &[], deadline).await?;
+        let describe = self.request("DESCRIBE", &base, &[("Accept", "application/sdp")], deadline).await?;
+        let content_base = describe.header("Content-Base").unwrap_or(&base).trim_end_matches('/').to_owned();
+        let track = track_url(&describe.body, &content_base);
+        let setup =
+            self.request("SETUP", &track, &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")], deadline).await?;
+        if let Some(ssrc) = setup.header("Transport").and_then(transport_ssrc) {
+            self.checker.expect_ssrc(ssrc);
         }
+        self.session = setup.header("Session").map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
+        let play = self.request("PLAY", &format!("{content_base}/"), &[("Range", "npt=0.000-")], deadline).await?;
+        self.checker.playing(play.header("RTP-Info").and_then(rtp_info_seq), payload::monotonic_ns());
+        Ok(base)
     }
 
-    fn packet(&mut self, rtp: &[u8], wire_len: usize) {
-        self.bytes += wire_len as u64;
-        self.packets += 1;
-        self.shared.bytes.fetch_add(wire_len as u64, std::sync::atomic::Ordering::Relaxed);
-        self.shared.packets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Some((sent, _stream, seq)) = payload::parse(rtp) else { return };
-        let lat_us = payload::monotonic_ns().saturating_sub(sent) / 1000;
-        let _ = self.media_us.record(lat_us.clamp(1, 60_000_000));
-        self.shared.record_latency(lat_us);
-        if let Some(last) = self.last_seq
-            && seq > last + 1
-        {
-            self.lost += seq - last - 1;
-            self.shared.lost.fetch_add(seq - last - 1, std::sync::atomic::Ordering::Relaxed);
+    /// Reads and checks media until the stop time (`Ok`) or the connection fails.
+    async fn play(&mut self, spec: &ViewerSpec, base: &str) -> Result<(), String> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut keepalive = Instant::now() + Duration::from_secs(20);
+        loop {
+            let until = keepalive.min(spec.stop_at);
+            match tokio::time::timeout_at(until, self.data.read(&mut buf)).await {
+                Ok(Ok(0)) => return Err("closed_by_peer".into()),
+                Ok(Ok(n)) => {
+                    self.feed(&buf[..n], payload::monotonic_ns())?;
+                }
+                Ok(Err(e)) => return Err(io_err(e)),
+                Err(_) if Instant::now() >= spec.stop_at => return Ok(()),
+                Err(_) => {
+                    self.send("GET_PARAMETER", base, &[]).await?;
+                    keepalive = Instant::now() + Duration::from_secs(20);
+                }
+            }
         }
-        self.last_seq = Some(self.last_seq.map_or(seq, |l| l.max(seq)));
     }
+}
+
+/// `ssrc=` of a Transport header (hexadecimal, RFC 2326).
+fn transport_ssrc(t: &str) -> Option<u32> {
+    t.split(';').find_map(|p| p.trim().strip_prefix("ssrc=")).and_then(|v| u32::from_str_radix(v.trim(), 16).ok())
+}
+
+/// `seq=` of the first RTP-Info entry.
+fn rtp_info_seq(info: &str) -> Option<u16> {
+    info.split(',').next()?.split(';').find_map(|p| p.trim().strip_prefix("seq="))?.trim().parse().ok()
 }
 
 /// The first media's control URL from an SDP (absolute, or relative to the content base).
@@ -334,53 +346,83 @@ fn track_url(sdp: &[u8], content_base: &str) -> String {
     if control.contains("://") { control.to_owned() } else { format!("{content_base}/{control}") }
 }
 
-/// Runs one viewer to `spec.stop_at`.
-pub async fn run(spec: ViewerSpec, shared: std::sync::Arc<Shared>) -> Result<Outcome, String> {
-    let started = Instant::now();
-    let setup_deadline = started + Duration::from_secs(20);
-    let mut meter = Meter::new(shared);
-    let (mut conn, early) = Conn::open(&spec).await?;
-    if !early.is_empty() {
-        conn.feed(&early, &mut meter)?;
-    }
-    let base = format!("rtsp://{}{}", spec.target, spec.path);
-    conn.request("OPTIONS", &base, &[], &mut meter, setup_deadline).await?;
-    let describe =
-        conn.request("DESCRIBE", &base, &[("Accept", "application/sdp".into())], &mut meter, setup_deadline).await?;
-    let content_base = describe.header("Content-Base").unwrap_or(&base).trim_end_matches('/').to_owned();
-    let setup = conn
-        .request(
-            "SETUP",
-            &track_url(&describe.body, &content_base),
-            &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1".into())],
-            &mut meter,
-            setup_deadline,
-        )
-        .await?;
-    conn.session = setup.header("Session").map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
-    conn.request("PLAY", &format!("{content_base}/"), &[("Range", "npt=0.000-".into())], &mut meter, setup_deadline)
-        .await?;
-    let setup_us = started.elapsed().as_micros() as u64;
-    meter.shared.established.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut keepalive = Instant::now() + Duration::from_secs(20);
-    loop {
-        let until = keepalive.min(spec.stop_at);
-        match tokio::time::timeout_at(until, conn.data.read(&mut buf)).await {
-            Ok(Ok(0)) => return Err("closed_by_peer".into()),
-            Ok(Ok(n)) => {
-                conn.feed(&buf[..n], &mut meter)?;
+/// Why a session that reached PLAY failed, if it did: how it ended, else a fault in what it
+/// received, else receiving nothing (or nothing that could be checked).
+fn verdict(ended: Result<(), String>, c: &Checker) -> Option<String> {
+    match ended {
+        Err(e) => Some(e),
+        Ok(()) => c.integrity.first_fault().map(str::to_owned).or_else(|| {
+            if c.packets == 0 {
+                Some("no_media".into())
+            } else if c.timed == 0 {
+                Some("no_timed_media".into())
+            } else {
+                None
             }
-            Ok(Err(e)) => return Err(io_err(e)),
-            Err(_) if Instant::now() >= spec.stop_at => break,
-            Err(_) => {
-                conn.send("GET_PARAMETER", &base, &[]).await?;
-                keepalive = Instant::now() + Duration::from_secs(20);
+        }),
+    }
+}
+
+/// Runs one viewer to `spec.stop_at`.
+pub async fn run(spec: ViewerSpec, shared: Arc<Shared>) -> Outcome {
+    let start_ns = payload::monotonic_ns();
+    let setup_deadline = Instant::now() + Duration::from_secs(20);
+    let (mut conn, base) = match Conn::open(&spec, shared.clone()).await {
+        Ok((mut conn, early)) => {
+            let set_up = match conn.feed(&early, payload::monotonic_ns()) {
+                Ok(_) => conn.set_up(&spec, setup_deadline).await,
+                Err(e) => Err(e),
+            };
+            match set_up {
+                Ok(base) => (conn, base),
+                Err(reason) => return Outcome::NotPlayed { start_ns, reason },
             }
         }
+        Err(reason) => return Outcome::NotPlayed { start_ns, reason },
+    };
+    let play_ns = payload::monotonic_ns();
+    shared.established.fetch_add(1, Ordering::Relaxed);
+    shared.playing.fetch_add(1, Ordering::Relaxed);
+    let ended = conn.play(&spec, &base).await;
+    shared.playing.fetch_sub(1, Ordering::Relaxed);
+    // A session that played to the stop time is counted to the stop time; one that failed, to
+    // when it failed.
+    let end_ns = if ended.is_ok() { spec.stop_ns } else { payload::monotonic_ns() };
+    if ended.is_ok() {
+        let _ = conn.send("TEARDOWN", &base, &[]).await;
     }
-    let _ = conn.send("TEARDOWN", &base, &[]).await;
-    Ok(Outcome { setup_us, media_us: meter.media_us, bytes: meter.bytes, packets: meter.packets, lost: meter.lost })
+    let c = &mut conn.checker;
+    let tally = c.finish(end_ns);
+    let reason = verdict(ended, c);
+    if reason.is_some() {
+        shared.failed_after_play.fetch_add(1, Ordering::Relaxed);
+    }
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let record = SessionRecord {
+        index: spec.index,
+        path: spec.path.clone(),
+        survived: reason.is_none(),
+        reason,
+        setup_ms: ms(play_ns.saturating_sub(spec.scheduled_ns)),
+        play_s: end_ns.saturating_sub(play_ns) as f64 / 1e9,
+        bytes: c.bytes,
+        packets: c.packets,
+        timed: c.timed,
+        unmarked: c.unmarked,
+        rtcp: c.rtcp,
+        expected: tally.expected,
+        lost: tally.lost,
+        rtp_seq_gaps: c.rtp_seq_gaps,
+        stalls: tally.stalls,
+        stalled_ms: ms(tally.stalled_ns),
+        longest_stall_ms: ms(tally.longest_stall_ns),
+        rate_unknown: tally.rate_unknown,
+        start_unknown: tally.start_unknown,
+        integrity: c.integrity,
+        latency_ms: Quantiles::of_us(&c.latency_us),
+    };
+    let latency_us = std::mem::replace(&mut c.latency_us, crate::report::histogram());
+    Outcome::Played { start_ns, play_ns, record: Box::new(record), latency_us }
 }
 
 #[cfg(test)]
@@ -391,5 +433,28 @@ mod tests {
         assert_eq!(super::track_url(sdp, "rtsp://h/cam0"), "rtsp://h/cam0/stream=0");
         assert_eq!(super::track_url(b"m=video 0 RTP/AVP 96\na=control:rtsp://x/t1\n", "rtsp://h/c"), "rtsp://x/t1");
         assert_eq!(super::track_url(b"", "rtsp://h/c"), "rtsp://h/c/trackID=0");
+    }
+
+    #[test]
+    fn a_session_without_checked_media_fails() {
+        use crate::check::{CheckParams, Checker, StreamStart};
+        let params = CheckParams { start: StreamStart::Zero, stall_intervals: 20, grace_ns: 0 };
+        let mut c = Checker::new(params, Some(0));
+        assert_eq!(super::verdict(Ok(()), &c).as_deref(), Some("no_media"));
+        c.frame(0, &[0x80, 96, 0, 1, 0, 0, 0, 0, 0x50, 0, 0, 0, 0x67, 1], 0);
+        assert_eq!(super::verdict(Ok(()), &c).as_deref(), Some("no_timed_media"), "parameter sets only");
+        let mut p = Vec::new();
+        crate::payload::push_packet(&mut p, 100, 0, 0, 2, 0);
+        c.frame(0, &p[4..], 0);
+        assert_eq!(super::verdict(Ok(()), &c), None);
+        assert_eq!(super::verdict(Err("closed_by_peer".into()), &c).as_deref(), Some("closed_by_peer"));
+    }
+
+    #[test]
+    fn reads_the_ssrc_and_the_starting_sequence() {
+        assert_eq!(super::transport_ssrc("RTP/AVP/TCP;unicast;interleaved=0-1;ssrc=50000003"), Some(0x5000_0003));
+        assert_eq!(super::transport_ssrc("RTP/AVP/TCP;interleaved=0-1"), None);
+        assert_eq!(super::rtp_info_seq("url=rtsp://h/c/trackID=0;seq=4711;rtptime=0,url=x;seq=1"), Some(4711));
+        assert_eq!(super::rtp_info_seq("url=rtsp://h/c"), None);
     }
 }

@@ -36,7 +36,7 @@ fn hist_name(h: Hist) -> (&'static str, &'static str, &'static [f64]) {
         Hist::UpstreamConnect => ("relay_upstream_connect_seconds", "Camera TCP connect time.", CONTROL_BUCKETS),
         Hist::ForwardLatency => (
             "relay_forward_latency_seconds",
-            "Media received from the camera to the viewer's send completing.",
+            "Per packet: the receive of camera media completing to the viewer's send completing.",
             FORWARD_BUCKETS,
         ),
         Hist::SessionSetup => ("relay_session_setup_seconds", "Tunnel GET accepted to PLAY answered.", CONTROL_BUCKETS),

@@ -27,6 +27,13 @@ impl Latency {
         self.sum_us = self.sum_us.saturating_add(us);
     }
 
+    /// `n` observations of the same value.
+    pub fn record_n(&mut self, us: u64, n: u64) {
+        let v = us.clamp(1, MAX_US);
+        let _ = self.hdr.record_n(v, n);
+        self.sum_us = self.sum_us.saturating_add(us.saturating_mul(n));
+    }
+
     pub fn add(&mut self, other: &Latency) {
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.hdr.add(&other.hdr);

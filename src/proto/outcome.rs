@@ -127,7 +127,8 @@ pub enum Hist {
     UpstreamConnect,
     /// `relay_rtsp_request_seconds{method}`: request forwarded → response relayed.
     RtspRequest(RtspMethod),
-    /// `relay_forward_latency_seconds`: media received from the camera → viewer send completed.
+    /// `relay_forward_latency_seconds`, one sample per `$` frame: the completion batch that
+    /// received the camera bytes reaped → the batch holding the viewer send's completion reaped.
     ForwardLatency,
     /// `relay_session_setup_seconds`: GET accepted → PLAY answered.
     SessionSetup,

@@ -15,6 +15,7 @@ use slab::Slab;
 use super::buf_ring::BufRing;
 use super::conn::{Conn, Role};
 use super::kernel_memory::KernelMemory;
+use super::send_queue::Timed;
 use super::token::bump_generation;
 
 pub struct ConnTable {
@@ -137,7 +138,7 @@ impl ConnTable {
         bufs: &mut BufRing,
         bid: u16,
         range: Range<usize>,
-        at: Instant,
+        at: Timed,
     ) -> Option<Queued> {
         let c = self.slab.get_mut(idx)?;
         let (start, end) = match (u32::try_from(range.start), u32::try_from(range.end)) {

@@ -53,6 +53,7 @@ use super::conn_table::{ConnTable, Queued};
 use super::kernel_memory::KernelMemory;
 use super::mailbox::{AdoptPost, ShardMsg};
 use super::ops::{self, Completion, Ring};
+use super::send_queue::Timed;
 use super::session_table::{SessionSlot, SessionTable};
 use super::tls_stream::TlsStream;
 use super::token::{Op, Token};
@@ -85,7 +86,12 @@ pub struct Shard {
     sessions: SessionTable,
     /// Parked POSTs by cookie.
     parked: HashMap<String, usize>,
-    latencies: Vec<Instant>,
+    latencies: Vec<Timed>,
+    /// When the current completion batch was reaped. With deferred task work the receives
+    /// and sends of a batch complete inside that `io_uring_enter`, so this, not the moment a
+    /// completion is handled later in the batch, is when camera bytes arrived (and a viewer
+    /// send finished): the forward latency spans reaping to reaping.
+    reaped_at: Instant,
     /// Scratch space for plaintext out of TLS records.
     plain: Vec<u8>,
     /// Seeds each session's randomness (seeded from the OS).
@@ -156,6 +162,7 @@ impl Shard {
             sessions: SessionTable::new(),
             parked: HashMap::new(),
             latencies: Vec::new(),
+            reaped_at: Instant::now(),
             plain: Vec::new(),
             rng: crate::proto::rng::Rng::new(cfg.seed),
             draining_until: None,
@@ -187,6 +194,7 @@ impl Shard {
                     break;
                 }
             }
+            self.reaped_at = Instant::now();
             self.ring.reap(&mut cqes);
             for (ud, res, flags) in cqes.drain(..) {
                 self.dispatch(ud, res, flags);
@@ -218,6 +226,7 @@ impl Shard {
         let mut batch = Vec::new();
         while !self.conns.is_empty() && Instant::now() < give_up {
             let _ = self.ring.submit_and_wait();
+            self.reaped_at = Instant::now();
             self.ring.reap(&mut batch);
             for (ud, res, flags) in batch.drain(..) {
                 self.dispatch(ud, res, flags);

@@ -14,12 +14,21 @@ pub const MAX_IOV: usize = 64;
 /// tiny frames costs a few large segments rather than one allocation per frame.
 const COALESCE_BYTES: usize = 64 * 1024;
 
+/// When a piece of camera media was received and how many `$` frames end in it: the forward
+/// latency is recorded once per frame (per packet), so a chunk carrying many packets weighs as
+/// many samples as it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timed {
+    pub received_at: Instant,
+    pub frames: u32,
+}
+
 pub enum Segment {
     /// Bytes the relay produced (HTTP replies, rewritten RTSP messages, viewer→camera data),
-    /// or camera media copied out of the ring or encrypted for TLS (with its receive time).
-    Owned { data: Vec<u8>, offset: usize, received_at: Option<Instant> },
-    /// `start..end` of ring buffer `bid`, received at `received_at`.
-    Ring { bid: u16, start: u32, end: u32, received_at: Instant },
+    /// or camera media copied out of the ring or encrypted for TLS (with its [`Timed`]).
+    Owned { data: Vec<u8>, offset: usize, timed: Option<Timed> },
+    /// `start..end` of ring buffer `bid`.
+    Ring { bid: u16, start: u32, end: u32, timed: Timed },
 }
 
 impl Segment {
@@ -95,44 +104,44 @@ impl SendQueue {
     }
 
     /// Queues camera media the relay had to copy (TLS ciphertext), timed like ring media.
-    pub fn push_media(&mut self, data: Vec<u8>, received_at: Instant) {
-        self.push_bytes(data, Some(received_at));
+    pub fn push_media(&mut self, data: Vec<u8>, timed: Timed) {
+        self.push_bytes(data, Some(timed));
     }
 
-    fn push_bytes(&mut self, data: Vec<u8>, received_at: Option<Instant>) {
+    fn push_bytes(&mut self, data: Vec<u8>, timed: Option<Timed>) {
         if data.is_empty() {
             return;
         }
         self.queued += data.len();
-        self.segments.push_back(Segment::Owned { data, offset: 0, received_at });
+        self.segments.push_back(Segment::Owned { data, offset: 0, timed });
     }
 
     /// Queues camera media copied out of a ring buffer, appended to the last queued copy when
     /// no send in flight names it (its bytes may move when it grows).
-    pub fn push_media_copy(&mut self, bytes: &[u8], received_at: Instant) {
+    pub fn push_media_copy(&mut self, bytes: &[u8], timed: Timed) {
         if bytes.is_empty() {
             return;
         }
         let not_in_flight = self.segments.len() > self.in_flight_segments;
-        if let (true, Some(Segment::Owned { data, received_at: Some(_), .. })) =
-            (not_in_flight, self.segments.back_mut())
-        {
+        if let (true, Some(Segment::Owned { data, timed: Some(t), .. })) = (not_in_flight, self.segments.back_mut()) {
             if data.len() + bytes.len() <= COALESCE_BYTES {
-                // The segment keeps its first receive time: the latency recorded is the oldest.
+                // The segment keeps its first receive time (the latency recorded is the oldest)
+                // and carries the frames of both.
+                t.frames += timed.frames;
                 data.extend_from_slice(bytes);
                 self.queued += bytes.len();
                 return;
             }
         }
-        self.push_bytes(bytes.to_vec(), Some(received_at));
+        self.push_bytes(bytes.to_vec(), Some(timed));
     }
 
     /// Queues a slice of a ring buffer; the caller has retained `bid` for this segment.
-    pub fn push_ring(&mut self, bid: u16, start: u32, end: u32, received_at: Instant) {
+    pub fn push_ring(&mut self, bid: u16, start: u32, end: u32, timed: Timed) {
         assert!(start < end, "empty or reversed ring segment");
         self.queued += (end - start) as usize;
         self.ring_segments += 1;
-        self.segments.push_back(Segment::Ring { bid, start, end, received_at });
+        self.segments.push_back(Segment::Ring { bid, start, end, timed });
     }
 
     /// Prepares the next `sendmsg` if none is in flight and bytes wait: returns the `msghdr`
@@ -163,7 +172,7 @@ impl SendQueue {
     }
 
     /// The send in flight wrote `written` bytes: drop what was sent, releasing ring buffers.
-    pub fn complete(&mut self, mut written: usize, bufs: &mut BufRing, done: &mut Vec<Instant>) {
+    pub fn complete(&mut self, mut written: usize, bufs: &mut BufRing, done: &mut Vec<Timed>) {
         self.in_flight = false;
         self.in_flight_segments = 0;
         self.queued -= written.min(self.queued);
@@ -181,12 +190,12 @@ impl SendQueue {
             }
             written -= rem;
             match self.segments.pop_front() {
-                Some(Segment::Ring { bid, received_at, .. }) => {
+                Some(Segment::Ring { bid, timed, .. }) => {
                     bufs.release(bid);
                     self.ring_segments -= 1;
-                    done.push(received_at);
+                    done.push(timed);
                 }
-                Some(Segment::Owned { received_at: Some(at), .. }) => done.push(at),
+                Some(Segment::Owned { timed: Some(t), .. }) => done.push(t),
                 _ => {}
             }
         }
@@ -207,11 +216,11 @@ impl SendQueue {
     pub fn copy_out_ring_segments(&mut self, bufs: &mut BufRing) -> usize {
         let mut released = 0;
         for seg in self.segments.iter_mut().skip(self.in_flight_segments) {
-            if let Segment::Ring { bid, start, end, received_at } = *seg {
+            if let Segment::Ring { bid, start, end, timed } = *seg {
                 let len = (end - start) as usize;
                 let data = bufs.bytes_at(bid, start, len).to_vec();
                 bufs.release(bid);
-                *seg = Segment::Owned { data, offset: 0, received_at: Some(received_at) };
+                *seg = Segment::Owned { data, offset: 0, timed: Some(timed) };
                 released += 1;
             }
         }

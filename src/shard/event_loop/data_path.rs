@@ -131,7 +131,7 @@ impl Shard {
             return;
         };
         let (input, fed) = match role {
-            Role::Upstream(_) => (Input::CameraBytes(bytes), Fed::CameraChunk(bid, now)),
+            Role::Upstream(_) => (Input::CameraBytes(bytes), Fed::CameraChunk(bid, self.reaped_at)),
             Role::TunnelGet(_) => {
                 (Input::ViewerBytes { stream: ViewerStream::TunnelData, bytes, routes }, Fed::Nothing)
             }

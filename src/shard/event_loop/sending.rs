@@ -7,7 +7,7 @@ impl Shard {
         self.conns.queue_owned(idx, bytes);
     }
 
-    pub(super) fn queue_ring(&mut self, idx: usize, bid: u16, range: std::ops::Range<usize>, at: Instant) {
+    pub(super) fn queue_ring(&mut self, idx: usize, bid: u16, range: std::ops::Range<usize>, at: Timed) {
         if self.conns.queue_ring(idx, &mut self.bufs, bid, range, at) == Some(Queued::Copied) {
             self.metrics.ring_ranges_copied(1);
         }
@@ -45,7 +45,8 @@ impl Shard {
     }
 
     pub(super) fn on_send(&mut self, idx: usize, res: i32) {
-        let now = Instant::now();
+        // The receive side is timed at its batch's reaping too (see `Shard::reaped_at`).
+        let now = self.reaped_at;
         let c = &mut self.conns[idx];
         c.ops -= 1;
         if res < 0 {
@@ -61,7 +62,7 @@ impl Shard {
         c.send.complete(res as usize, &mut self.bufs, &mut self.latencies);
         let role = c.role.clone();
         for t in self.latencies.drain(..) {
-            self.metrics.observe(Hist::ForwardLatency, now.saturating_duration_since(t));
+            self.metrics.observe_n(Hist::ForwardLatency, now.saturating_duration_since(t.received_at), t.frames);
         }
         let n = res as u64;
         match role {

@@ -122,7 +122,7 @@ impl Shard {
                     if range.is_empty() {
                         continue;
                     }
-                    self.queue_ring(v, bid, range, at);
+                    self.queue_ring(v, bid, range, Timed { received_at: at, frames });
                     if frames > 0 {
                         self.metrics.frames(Direction::ToViewer, frames as u64);
                     }

@@ -1,0 +1,165 @@
+//! Shared by the load generator's tests: its cameras as a child process (so a test can pause or
+//! kill them), an in-process relay, and `loadtest viewers` runs read back from their JSON report.
+#![allow(dead_code)]
+
+use std::io::BufRead;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use rtsp_tunnel_relay::config::{Acl, ListenerSettings, Runtime, Settings};
+use rtsp_tunnel_relay::metrics::ShardMetrics;
+use rtsp_tunnel_relay::shard::{Shards, StartOptions};
+
+pub struct Killed(pub Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        // A stopped process must be continued to die promptly.
+        let _ = Command::new("kill").args(["-CONT", &self.0.id().to_string()]).status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Killed {
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.0.id().to_string()]).status().unwrap();
+        assert!(ok.success(), "kill -{sig}");
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn start_cameras(streams: u32) -> (Killed, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["camera", "--listen", &addr.to_string(), "--streams", &streams.to_string(), "--bitrate", "500k"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < end, "cameras did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Killed(child), addr)
+}
+
+/// A `loadtest viewers` run in progress: its progress lines arrive on `lines`.
+pub struct ViewersRun {
+    child: Child,
+    pub lines: Receiver<String>,
+    json: std::path::PathBuf,
+}
+
+/// Starts `loadtest viewers` (bounded by `timeout`), `sessions` over `paths` paths for `duration`.
+pub fn start_viewers(target: SocketAddr, mode: &str, sessions: usize, paths: usize, extra: &[&str]) -> ViewersRun {
+    let dir = std::env::temp_dir().join(format!("lt-test-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let mut child = Command::new("timeout")
+        .args(["-k", "5", "90", env!("CARGO_BIN_EXE_loadtest"), "viewers", "--target", &target.to_string()])
+        .args(["--mode", mode, "--sessions", &sessions.to_string(), "--paths", &paths.to_string()])
+        .args(["--ramp", "500/s", "--source-ips", "127.0.0.2-127.0.0.9", "--json", json.to_str().unwrap()])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    ViewersRun { child, lines, json }
+}
+
+impl ViewersRun {
+    /// Waits for a progress line with `n` sessions playing; returns the lines read so far.
+    pub fn wait_playing(&self, n: u64) -> Vec<String> {
+        let mut seen = Vec::new();
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) else { continue };
+            let playing = playing_in(&line);
+            seen.push(line);
+            if playing == Some(n) {
+                return seen;
+            }
+        }
+        panic!("never {n} playing: {seen:#?}");
+    }
+
+    /// Waits for the run to end; its stderr lines (after those already taken) and report.
+    pub fn finish(mut self) -> (Vec<String>, serde_json::Value) {
+        let status = self.child.wait().unwrap();
+        let lines: Vec<String> = self.lines.try_iter().collect();
+        assert!(status.success(), "viewers: {status}\n{}", lines.join("\n"));
+        let report = serde_json::from_str(&std::fs::read_to_string(&self.json).unwrap()).unwrap();
+        (lines, report)
+    }
+}
+
+/// The `playing N` count of a progress line.
+pub fn playing_in(line: &str) -> Option<u64> {
+    let mut words = line.split_whitespace();
+    words.by_ref().find(|w| *w == "playing")?;
+    words.next()?.parse().ok()
+}
+
+/// A whole `loadtest viewers` run of 3 s.
+pub fn viewers(target: SocketAddr, mode: &str, sessions: usize, paths: usize, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--duration", "3s"];
+    args.extend_from_slice(extra);
+    start_viewers(target, mode, sessions, paths, &args).finish().1
+}
+
+/// Every session reached PLAY and played to the end, every packet due came and passed its checks.
+pub fn assert_clean(report: &serde_json::Value, sessions: u64) {
+    let brief = |r: &serde_json::Value| {
+        let mut r = r.clone();
+        r.as_object_mut().unwrap().retain(|k, _| !k.ends_with("_us") && k != "sessions" && k != "throughput");
+        format!("{r:#}")
+    };
+    assert_eq!(report["sessions_established"], sessions, "{}", brief(report));
+    assert_eq!(report["sessions_survived"], sessions, "{}", brief(report));
+    assert_eq!(report["sessions_failed"], 0, "{}", brief(report));
+    assert_eq!(report["packets_lost"], 0, "{}", brief(report));
+    assert_eq!(report["rtp_seq_gaps"], 0, "{}", brief(report));
+    assert!(report["packets_expected"].as_u64().unwrap() > sessions * 10, "{}", brief(report));
+    assert!(report["packets_timed"].as_u64().unwrap() > sessions * 10, "too little media: {}", brief(report));
+    let faults = &report["integrity"];
+    assert!(faults.as_object().unwrap().values().all(|v| v == 0), "integrity: {faults}");
+}
+
+/// An in-process relay routing /cam0.. to the cameras, with an HTTPS listener when `tls`.
+pub fn relay(cams: SocketAddr, streams: usize, tls: bool) -> Shards {
+    let mut text = String::from("[listen]\ntunnel=[\"127.0.0.1:0\"]\n");
+    for i in 0..streams {
+        text.push_str(&format!("[[route]]\npath=\"/cam{i}\"\nupstream=\"rtsp://{cams}/cam{i}\"\n"));
+    }
+    let mut settings = Settings::from_toml(&text).unwrap();
+    settings.runtime = Runtime { shards: 2, recv_buffers: 1024, ..Runtime::default() };
+    if tls {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("lt-tls-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("c.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.join("k.pem"), ck.key_pair.serialize_pem()).unwrap();
+        let config = rtsp_tunnel_relay::tls::load_server_config(&dir.join("c.pem"), &dir.join("k.pem")).unwrap();
+        let addr = "127.0.0.1:0".parse().unwrap();
+        settings.listeners.push(ListenerSettings { addr, acl: Acl::default(), tls: Some(config) });
+    }
+    Shards::start(StartOptions {
+        settings: Arc::new(settings),
+        metrics: (0..2).map(|i| Arc::new(ShardMetrics::new(i))).collect(),
+    })
+    .unwrap()
+}
