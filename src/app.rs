@@ -38,9 +38,6 @@ struct Relay {
 impl Relay {
     /// Starts everything `settings` calls for.
     fn start(settings: Arc<Settings>) -> anyhow::Result<Relay> {
-        if let Some(why) = not_yet_supported(&settings) {
-            anyhow::bail!(why);
-        }
         let shards = settings.shards();
         let metrics: Vec<Arc<ShardMetrics>> = (0..shards).map(|i| Arc::new(ShardMetrics::new(i))).collect();
         let hub = Arc::new(MetricsHub::new(metrics.clone()));
@@ -64,9 +61,6 @@ impl Relay {
     /// Validates `path` and, if it is good, runs its settings; a bad file changes nothing.
     fn reload(&mut self, path: &Path) -> Result<(), ConfigError> {
         let next = Settings::load(path)?;
-        if let Some(why) = not_yet_supported(&next) {
-            return Err(ConfigError::Invalid(why));
-        }
         self.apply(Arc::new(next));
         Ok(())
     }
@@ -95,17 +89,6 @@ impl Relay {
         self.hub.set_shards_running(false);
         self.shards.shutdown(grace);
     }
-}
-
-/// Settings the configuration accepts but the listeners cannot run yet: refused at start and on
-/// reload rather than ignored, since a balancer sending PROXY headers to a relay that does not
-/// read them breaks every connection.
-fn not_yet_supported(settings: &Settings) -> Option<String> {
-    settings.proxy.enabled.then(|| {
-        "[listen] proxy_protocol = true: this build's listeners do not read PROXY headers yet; \
-         keep it false (and send-proxy-v2 off in the balancer)"
-            .to_owned()
-    })
 }
 
 pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
@@ -250,15 +233,6 @@ mod tests {
         let tcp = TcpStream::connect(relay.local_addrs()[1]).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         get_status(&mut rustls::StreamOwned::new(conn, tcp), path)
-    }
-
-    #[test]
-    fn proxy_protocol_is_refused_until_the_listeners_read_it() {
-        let text = "[listen]\ntunnel=[\"127.0.0.1:0\"]\nproxy_protocol=true\nproxy_from=[\"10.0.0.1\"]\n";
-        let err = Relay::start(Arc::new(Settings::from_toml(text).unwrap())).err().unwrap().to_string();
-        assert!(err.contains("proxy_protocol"), "{err}");
-        let off = Settings::from_toml("[listen]\ntunnel=[\"127.0.0.1:0\"]\nproxy_from=[\"10.0.0.1\"]\n").unwrap();
-        assert_eq!(not_yet_supported(&off), None);
     }
 
     #[test]
