@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fake::{CameraMode, FakeCamera, TunnelViewer, b64, connect_from, read_to_close};
+use fake::{CameraMode, FakeCamera, TunnelViewer, b64, connect_from, open_post_from, read_to_close};
 use rtsp_tunnel_relay::proto::proxy_header::encode_v2;
 use support::*;
 
@@ -422,17 +422,24 @@ fn behind_proxy_protocol_a_relay_filters_counts_and_logs_the_viewers_address() {
     let (reply, _) = read_to_close(&mut third, Duration::from_secs(5));
     assert!(reply.starts_with(b"HTTP/1.0 503"), "{}", String::from_utf8_lossy(&reply));
 
+    // A POST from another viewer's address than its GET's is refused (the tunnel's own rule).
+    let split = TunnelViewer::open_get_from(ip("127.0.0.10"), lb.front, "/cam1", "proxysplitpost01");
+    assert!(split.reply_head.starts_with("HTTP/1.0 200"), "{}", split.reply_head);
+    let mut post = open_post_from(ip("127.0.0.11"), lb.front, "/cam1", "proxysplitpost01", false);
+    assert!(read_to_close(&mut post, Duration::from_secs(5)).1, "the POST from another address stays open");
+
     let text = r.scrape();
     let rejected = |reason: &str| metric_value(&text, &format!("relay_rejections_total{{reason=\"{reason}\"}}"));
     assert_eq!((rejected("address_denied"), rejected("per_ip_limit")), (1.0, 1.0));
+    assert_eq!(rejected("post_from_other_address"), 1.0);
     assert_eq!((rejected("proxy_header"), rejected("proxy_untrusted")), (0.0, 0.0));
     let log = r.log_text();
     let started: Vec<&str> = log.lines().filter(|l| l.contains("session started")).collect();
-    assert_eq!(started.len(), 2, "{log}");
-    for src in ["127.0.0.8", "127.0.0.9"] {
+    assert_eq!(started.len(), 3, "{log}");
+    for src in ["127.0.0.8", "127.0.0.9", "127.0.0.10"] {
         assert!(started.iter().any(|l| l.contains(&format!("peer={src}:"))), "{src} not logged:\n{log}");
     }
-    drop(players);
+    drop((players, split));
 }
 
 #[test]
