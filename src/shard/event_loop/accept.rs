@@ -91,9 +91,10 @@ impl Shard {
         self.arm_head_recv(idx);
     }
 
-    /// The checks on a new connection's source address before a byte of it is read: the
-    /// listener's address list, the failed-login limiter and the per-address connection cap
-    /// (counted on success). On refusal: the reason and the reply to send, if any.
+    /// The checks on a new connection's source address (the viewer's, behind a balancer)
+    /// before its request is read: the listener's address list, the failed-login limiter and
+    /// the per-address connection cap (counted on success). On refusal: the reason and the
+    /// reply to send, if any.
     fn admit(&self, listener: usize, ip: IpAddr) -> Result<(), (Rejection, Option<Vec<u8>>)> {
         if self.listeners.open[listener].as_ref().is_some_and(|l| !l.acl.permits(ip)) {
             // Refused before reading a byte: nothing about the relay is revealed.
