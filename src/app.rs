@@ -38,9 +38,6 @@ struct Relay {
 impl Relay {
     /// Starts everything `settings` calls for.
     fn start(settings: Arc<Settings>) -> anyhow::Result<Relay> {
-        if let Some(why) = not_yet_supported(&settings) {
-            anyhow::bail!(why);
-        }
         let shards = settings.shards();
         let metrics: Vec<Arc<ShardMetrics>> = (0..shards).map(|i| Arc::new(ShardMetrics::new(i))).collect();
         let hub = Arc::new(MetricsHub::new(metrics.clone()));
@@ -64,9 +61,6 @@ impl Relay {
     /// Validates `path` and, if it is good, runs its settings; a bad file changes nothing.
     fn reload(&mut self, path: &Path) -> Result<(), ConfigError> {
         let next = Settings::load(path)?;
-        if let Some(why) = not_yet_supported(&next) {
-            return Err(ConfigError::Invalid(why));
-        }
         self.apply(Arc::new(next));
         Ok(())
     }
@@ -95,17 +89,6 @@ impl Relay {
         self.hub.set_shards_running(false);
         self.shards.shutdown(grace);
     }
-}
-
-/// Settings the configuration accepts but the listeners cannot run yet: refused at start and on
-/// reload rather than ignored, since a balancer sending PROXY headers to a relay that does not
-/// read them breaks every connection.
-fn not_yet_supported(settings: &Settings) -> Option<String> {
-    settings.proxy.enabled.then(|| {
-        "[listen] proxy_protocol = true: this build's listeners do not read PROXY headers yet; \
-         keep it false (and send-proxy-v2 off in the balancer)"
-            .to_owned()
-    })
 }
 
 pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
@@ -239,6 +222,16 @@ mod tests {
     /// The status line of a tunnel GET over HTTPS from a client trusting only `cert` (empty if
     /// the handshake fails).
     fn tls_status(relay: &Relay, cert: rustls_pki_types::CertificateDer<'static>, path: &str) -> String {
+        tls_status_after(relay, cert, &[], path)
+    }
+
+    /// [`tls_status`] with `prefix` (a PROXY header) sent in the clear before the handshake.
+    fn tls_status_after(
+        relay: &Relay,
+        cert: rustls_pki_types::CertificateDer<'static>,
+        prefix: &[u8],
+        path: &str,
+    ) -> String {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert).unwrap();
         let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -247,18 +240,47 @@ mod tests {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let conn = rustls::ClientConnection::new(Arc::new(client), "localhost".try_into().unwrap()).unwrap();
-        let tcp = TcpStream::connect(relay.local_addrs()[1]).unwrap();
+        let mut tcp = TcpStream::connect(relay.local_addrs()[1]).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tcp.write_all(prefix).unwrap();
         get_status(&mut rustls::StreamOwned::new(conn, tcp), path)
     }
 
     #[test]
-    fn proxy_protocol_is_refused_until_the_listeners_read_it() {
-        let text = "[listen]\ntunnel=[\"127.0.0.1:0\"]\nproxy_protocol=true\nproxy_from=[\"10.0.0.1\"]\n";
-        let err = Relay::start(Arc::new(Settings::from_toml(text).unwrap())).err().unwrap().to_string();
-        assert!(err.contains("proxy_protocol"), "{err}");
-        let off = Settings::from_toml("[listen]\ntunnel=[\"127.0.0.1:0\"]\nproxy_from=[\"10.0.0.1\"]\n").unwrap();
-        assert_eq!(not_yet_supported(&off), None);
+    fn a_proxy_header_names_the_viewer_on_the_plain_and_the_tls_listener() {
+        use crate::proto::proxy_header::encode_v2;
+        let dir = temp_dir("proxy");
+        let (cert, key, der) = write_pair(&dir);
+        let text = format!(
+            "[listen]\ntunnel = [\"127.0.0.1:0\"]\nproxy_protocol = true\nproxy_from = [\"127.0.0.1\"]\n\
+             [[listen.tls]]\naddr = \"127.0.0.1:0\"\ncert = {cert:?}\nkey = {key:?}\n\
+             [runtime]\nshards = 1\npin_cores = false\nring_entries = 256\nrecv_buffers = 64\nshutdown_grace_secs = 1\n\
+             [[route]]\npath = \"/a\"\nupstream = \"rtsp://127.0.0.1:9/a\"\ndeny = [\"127.0.0.9\"]\n"
+        );
+        let relay = Relay::start(Arc::new(Settings::from_toml(&text).unwrap())).unwrap();
+        let header = |viewer: &str, listener: usize| {
+            encode_v2(format!("{viewer}:40000").parse().unwrap(), relay.local_addrs()[listener], &[])
+        };
+        let plain = |prefix: &[u8]| {
+            let mut s = TcpStream::connect(relay.local_addrs()[0]).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(prefix).unwrap();
+            get_status(&mut s, "/a")
+        };
+        // The route's deny list judges the address in the header, before and inside TLS.
+        assert_eq!(plain(&header("127.0.0.9", 0)), "HTTP/1.0 403 Forbidden");
+        assert_eq!(plain(&header("127.0.0.10", 0)), "HTTP/1.0 200 OK");
+        assert_eq!(tls_status_after(&relay, der.clone(), &header("127.0.0.9", 1), "/a"), "HTTP/1.0 403 Forbidden");
+        assert_eq!(tls_status_after(&relay, der.clone(), &header("127.0.0.10", 1), "/a"), "HTTP/1.0 200 OK");
+        // The balancer's address must send one: without it, closed unanswered on both.
+        assert_eq!(plain(b""), "");
+        assert_eq!(tls_status(&relay, der, "/a"), "");
+        let text = relay.hub.render();
+        for (reason, n) in [("address_denied", 2), ("proxy_header", 2), ("proxy_untrusted", 0)] {
+            let series = format!("relay_rejections_total{{reason=\"{reason}\"}} {n}");
+            assert!(text.lines().any(|l| l == series), "{series}\n{text}");
+        }
+        relay.shutdown();
     }
 
     #[test]

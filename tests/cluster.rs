@@ -8,12 +8,14 @@ mod fake;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fake::{CameraMode, FakeCamera, TunnelViewer, b64};
+use fake::{CameraMode, FakeCamera, TunnelViewer, b64, connect_from, open_post_from, read_to_close};
+use rtsp_tunnel_relay::proto::proxy_header::encode_v2;
 use support::*;
 
 const TEMPLATE: &str = include_str!("../deploy/haproxy/haproxy.cfg");
@@ -39,6 +41,7 @@ fn cluster_config(front: u16, tls_front: u16, relays: &[&RelayProcess]) -> Strin
     for line in TEMPLATE.lines() {
         let t = line.trim_start();
         if t.starts_with("server relay") {
+            assert!(t.ends_with(" send-proxy-v2"), "the template's server lines changed: {t}");
             continue;
         }
         match t {
@@ -56,7 +59,8 @@ fn cluster_config(front: u16, tls_front: u16, relays: &[&RelayProcess]) -> Strin
         // Each backend's servers follow its `retries` line, as in the template.
         if t == "retries 0" {
             for (i, r) in relays.iter().enumerate() {
-                out.push_str(&format!("    server relay{} {} check port {}\n", i + 1, r.tunnel, r.metrics.port()));
+                let (tunnel, port) = (r.tunnel, r.metrics.port());
+                out.push_str(&format!("    server relay{} {tunnel} check port {port} send-proxy-v2\n", i + 1));
                 servers += 1;
             }
         }
@@ -64,6 +68,15 @@ fn cluster_config(front: u16, tls_front: u16, relays: &[&RelayProcess]) -> Strin
     assert_eq!(servers, 2 * relays.len(), "the template's backends moved; update this test");
     assert!(out.contains(&format!("bind 127.0.0.1:{front}")), "the template's bind line moved");
     out
+}
+
+/// The `[listen]` keys of every relay here: behind the balancer (HAProxy connects from
+/// 127.0.0.1), reading its PROXY headers, as the template expects.
+const BEHIND_HAPROXY: &str = "proxy_protocol = true\nproxy_from = [\"127.0.0.1\"]\n";
+
+/// A relay behind the balancer, with `body` (routes, limits) in its configuration.
+fn relay(name: &str, body: &str) -> RelayProcess {
+    RelayProcess::start_with(name, BEHIND_HAPROXY, body, &[])
 }
 
 /// HAProxy on a generated configuration; killed on drop.
@@ -136,7 +149,7 @@ fn ffmpeg_gstreamer_and_plain_rtsp_viewers_play_through_haproxy() {
     let camera = GstCamera::start(None);
     let paths = ["/cam1".to_owned(), "/cam2".to_owned()];
     let body = routes(&paths, |p| camera.url(p));
-    let (a, b) = (RelayProcess::start("cluster-a", &body), RelayProcess::start("cluster-b", &body));
+    let (a, b) = (relay("cluster-a", &body), relay("cluster-b", &body));
     let lb = Haproxy::start(&[&a, &b]);
 
     let out = ffmpeg_play("http", &lb.url("/cam1"), 30);
@@ -171,8 +184,8 @@ fn two_hundred_tunnels_all_pair_and_each_path_stays_on_one_relay() {
     // One camera per relay, so where a request arrived tells which relay sent it.
     let (cam_a, cam_b) = (FakeCamera::start(CameraMode::Normal), FakeCamera::start(CameraMode::Normal));
     let paths: Vec<String> = (0..PATHS).map(|k| format!("/p{k}")).collect();
-    let a = RelayProcess::start("cluster-200a", &routes(&paths, |p| cam_a.url(p)));
-    let b = RelayProcess::start("cluster-200b", &routes(&paths, |p| cam_b.url(p)));
+    let a = relay("cluster-200a", &routes(&paths, |p| cam_a.url(p)));
+    let b = relay("cluster-200b", &routes(&paths, |p| cam_b.url(p)));
     let lb = Haproxy::start(&[&a, &b]);
     let front = lb.front;
 
@@ -232,8 +245,8 @@ fn a_post_far_past_its_content_length_keeps_working_through_haproxy() {
     require_haproxy!();
     let camera = FakeCamera::start(CameraMode::Normal);
     let paths = ["/cam1".to_owned()];
-    let a = RelayProcess::start("cluster-post-a", &routes(&paths, |p| camera.url(p)));
-    let b = RelayProcess::start("cluster-post-b", &routes(&paths, |p| camera.url(p)));
+    let a = relay("cluster-post-a", &routes(&paths, |p| camera.url(p)));
+    let b = relay("cluster-post-b", &routes(&paths, |p| camera.url(p)));
     let lb = Haproxy::start(&[&a, &b]);
     let mut v = TunnelViewer::open_get(lb.front, "/cam1", "longpostcookie01");
     v.open_post();
@@ -290,8 +303,10 @@ fn the_template_balances_on_the_route_with_consistent_hashing() {
     let settings: Vec<&str> = TEMPLATE.lines().map(|l| l.split('#').next().unwrap_or("").trim()).collect();
     assert!(!settings.iter().any(|l| l.contains("mode http")), "an HTTP-mode balancer cuts tunnel POSTs");
     assert!(!settings.iter().any(|l| l.contains("shutdown-sessions")), "a draining relay's sessions must finish");
-    // send-proxy-v2 stays commented until the relays read PROXY headers.
-    assert!(TEMPLATE.lines().filter(|l| l.contains("send-proxy")).all(|l| l.contains('#')));
+    // Every server line sends the viewer's address (the relays run with proxy_protocol = true).
+    let servers: Vec<&&str> = settings.iter().filter(|l| l.starts_with("server ")).collect();
+    assert_eq!(servers.len(), 6, "{servers:?}");
+    assert!(servers.iter().all(|l| l.ends_with(" send-proxy-v2")), "{servers:?}");
 }
 
 #[test]
@@ -299,8 +314,8 @@ fn a_draining_relay_gets_no_new_sessions_while_its_live_ones_play_on() {
     require_haproxy!();
     let (cam_a, cam_b) = (FakeCamera::start(CameraMode::Normal), FakeCamera::start(CameraMode::Normal));
     let paths: Vec<String> = (0..8).map(|k| format!("/d{k}")).collect();
-    let a = RelayProcess::start("cluster-drain-a", &routes(&paths, |p| cam_a.url(p)));
-    let b = RelayProcess::start("cluster-drain-b", &routes(&paths, |p| cam_b.url(p)));
+    let a = relay("cluster-drain-a", &routes(&paths, |p| cam_a.url(p)));
+    let b = relay("cluster-drain-b", &routes(&paths, |p| cam_b.url(p)));
     let lb = Haproxy::start(&[&a, &b]);
     let on_a = |path: &str| {
         cam_a
@@ -366,4 +381,85 @@ fn a_draining_relay_gets_no_new_sessions_while_its_live_ones_play_on() {
     assert!(on_b, "the new session of {path} went to relay b");
     let (_, _, failures) = tunnel_counts(&b);
     assert_eq!(failures, 0.0);
+}
+
+fn ip(s: &str) -> Option<IpAddr> {
+    Some(s.parse().unwrap())
+}
+
+fn tunnel_get(path: &str, cookie: &str) -> String {
+    format!("GET {path} HTTP/1.0\r\nx-sessioncookie: {cookie}\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n")
+}
+
+#[test]
+fn behind_proxy_protocol_a_relay_filters_counts_and_logs_the_viewers_address() {
+    require_haproxy!();
+    let camera = FakeCamera::start(CameraMode::Normal);
+    // Every connection reaches the relay from HAProxy's 127.0.0.1: only the viewers' own
+    // addresses, from the PROXY headers, tell them apart.
+    let body = format!(
+        "[limits]\nmax_connections_per_ip = 2\n[[route]]\npath = \"/cam1\"\nupstream = \"{}\"\ndeny = [\"127.0.0.7\"]\n",
+        camera.url("/cam1")
+    );
+    let r = relay("proxied", &body);
+    let lb = Haproxy::start(&[&r]);
+
+    let denied = TunnelViewer::open_get_from(ip("127.0.0.7"), lb.front, "/cam1", "proxydenied00001");
+    assert!(denied.reply_head.starts_with("HTTP/1.0 403"), "the route's deny list: {}", denied.reply_head);
+    // Two viewers play, each with its own two connections (GET and POST) of the cap.
+    let mut players = Vec::new();
+    for (n, src) in ["127.0.0.8", "127.0.0.9"].into_iter().enumerate() {
+        let mut v = TunnelViewer::open_get_from(ip(src), lb.front, "/cam1", &format!("proxyplayer{n:05}"));
+        assert!(v.reply_head.starts_with("HTTP/1.0 200"), "{src}: {}", v.reply_head);
+        v.open_post();
+        assert!(v.play().iter().all(|m| m.status() == Some(200)), "{src}");
+        assert!(v.read_frames(1, Duration::from_secs(5)) >= 1, "{src}: no media");
+        players.push(v);
+    }
+    // A third connection from 127.0.0.8 is over that viewer's cap.
+    let mut third = connect_from(ip("127.0.0.8"), lb.front);
+    third.write_all(tunnel_get("/cam1", "proxythird000001").as_bytes()).unwrap();
+    let (reply, _) = read_to_close(&mut third, Duration::from_secs(5));
+    assert!(reply.starts_with(b"HTTP/1.0 503"), "{}", String::from_utf8_lossy(&reply));
+
+    // A POST from another viewer's address than its GET's is refused (the tunnel's own rule).
+    let split = TunnelViewer::open_get_from(ip("127.0.0.10"), lb.front, "/cam1", "proxysplitpost01");
+    assert!(split.reply_head.starts_with("HTTP/1.0 200"), "{}", split.reply_head);
+    let mut post = open_post_from(ip("127.0.0.11"), lb.front, "/cam1", "proxysplitpost01", false);
+    assert!(read_to_close(&mut post, Duration::from_secs(5)).1, "the POST from another address stays open");
+
+    let text = r.scrape();
+    let rejected = |reason: &str| metric_value(&text, &format!("relay_rejections_total{{reason=\"{reason}\"}}"));
+    assert_eq!((rejected("address_denied"), rejected("per_ip_limit")), (1.0, 1.0));
+    assert_eq!(rejected("post_from_other_address"), 1.0);
+    assert_eq!((rejected("proxy_header"), rejected("proxy_untrusted")), (0.0, 0.0));
+    let log = r.log_text();
+    let started: Vec<&str> = log.lines().filter(|l| l.contains("session started")).collect();
+    assert_eq!(started.len(), 3, "{log}");
+    for src in ["127.0.0.8", "127.0.0.9", "127.0.0.10"] {
+        assert!(started.iter().any(|l| l.contains(&format!("peer={src}:"))), "{src} not logged:\n{log}");
+    }
+    drop((players, split));
+}
+
+#[test]
+fn a_proxy_header_is_taken_only_from_proxy_from() {
+    let camera = FakeCamera::start(CameraMode::Normal);
+    let r = relay("proxy-untrusted", &routes(&["/cam1".to_owned()], |p| camera.url(p)));
+    // From 127.0.0.5, not a balancer: a header naming another address is refused unanswered.
+    let mut forged = connect_from(ip("127.0.0.5"), r.tunnel);
+    let mut bytes = encode_v2("127.0.0.9:4000".parse().unwrap(), r.tunnel, &[]);
+    bytes.extend_from_slice(tunnel_get("/cam1", "forgedheader0001").as_bytes());
+    forged.write_all(&bytes).unwrap();
+    assert_eq!(read_to_close(&mut forged, Duration::from_secs(5)), (Vec::new(), true));
+    // From the balancer's address, a connection without a header is refused too.
+    let mut bare = connect_from(ip("127.0.0.1"), r.tunnel);
+    bare.write_all(tunnel_get("/cam1", "bareconnection01").as_bytes()).unwrap();
+    assert_eq!(read_to_close(&mut bare, Duration::from_secs(5)), (Vec::new(), true));
+    // Anyone else may still connect directly, without a header.
+    let direct = TunnelViewer::open_get_from(ip("127.0.0.5"), r.tunnel, "/cam1", "directviewer0001");
+    assert!(direct.reply_head.starts_with("HTTP/1.0 200"), "{}", direct.reply_head);
+    let text = r.scrape();
+    let rejected = |reason: &str| metric_value(&text, &format!("relay_rejections_total{{reason=\"{reason}\"}}"));
+    assert_eq!((rejected("proxy_untrusted"), rejected("proxy_header")), (1.0, 1.0));
 }

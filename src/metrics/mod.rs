@@ -95,6 +95,7 @@ labels!(Rejection {
     BadRequestUri => "bad_request_uri", PostFromOtherAddress => "post_from_other_address",
     WebSocketHandshake => "websocket_handshake", WebSocketProtocol => "websocket_protocol",
     WebSocketTextFrame => "websocket_text_frame", WebSocketTooLarge => "websocket_too_large",
+    ProxyHeader => "proxy_header", ProxyUntrusted => "proxy_untrusted",
 });
 labels!(PortDrop { Deadline => "deadline", Shed => "shed", TooLarge => "too_large" });
 labels!(UpstreamErrorKind {

@@ -70,6 +70,10 @@ pub enum Rejection {
     WebSocketTextFrame,
     /// A WebSocket frame or fragmented message over its limit (closed with 1009).
     WebSocketTooLarge,
+    /// A trusted balancer's connection without a valid PROXY header first (closed).
+    ProxyHeader,
+    /// A PROXY header from a source not in `proxy_from` (closed).
+    ProxyUntrusted,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.

@@ -206,6 +206,47 @@ fn parse_v1(input: &[u8]) -> ProxyHeader {
     }
 }
 
+/// What the accept path does with a connection's first bytes when PROXY protocol is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Read more bytes first (the head timeout still applies).
+    NeedMore,
+    /// Skip the first `skip` bytes (the header, if any); `source`, when given, is the viewer's
+    /// address from then on.
+    Proceed { skip: usize, source: Option<SocketAddr> },
+    /// Close the connection without a reply.
+    Refuse(Refusal),
+}
+
+/// Why [`gate`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A trusted balancer's connection that does not start with a valid header.
+    BadHeader(Invalid),
+    /// A header from a source not trusted to send one: it would name any address it liked.
+    Untrusted,
+}
+
+/// Decides on the first bytes of a connection (`input`, all received so far, before any TLS):
+/// from a `trusted` balancer a header must come first (at most `max_len` bytes, see [`parse`]);
+/// from anyone else none may, and whatever else comes is left untouched.
+pub fn gate(trusted: bool, input: &[u8], max_len: usize) -> Gate {
+    if trusted {
+        return match parse(input, max_len) {
+            ProxyHeader::Incomplete => Gate::NeedMore,
+            ProxyHeader::Parsed { source, header_len, .. } => Gate::Proceed { skip: header_len, source: Some(source) },
+            ProxyHeader::Local { header_len } => Gate::Proceed { skip: header_len, source: None },
+            ProxyHeader::Invalid(why) => Gate::Refuse(Refusal::BadHeader(why)),
+        };
+    }
+    if !starts_like_header(input) {
+        return Gate::Proceed { skip: 0, source: None };
+    }
+    // Only a whole signature decides: `P` may still become `POST`.
+    let whole = |sig: &[u8]| input.len() >= sig.len() && input[..sig.len()] == *sig;
+    if whole(&V2_SIGNATURE) || whole(V1_PREFIX) { Gate::Refuse(Refusal::Untrusted) } else { Gate::NeedMore }
+}
+
 /// A v2 PROXY header for a TCP connection from `source` to `destination` (both of one family),
 /// followed by `tlvs` (type, value) pairs: what HAProxy's `send-proxy-v2` sends. For tests and
 /// test clients that stand in for a balancer.
@@ -457,6 +498,40 @@ mod tests {
             if first != ProxyHeader::Incomplete {
                 prop_assert_eq!(later, first);
             }
+        }
+    }
+
+    #[test]
+    fn gate_takes_a_header_only_from_a_trusted_source() {
+        let src: SocketAddr = "127.0.0.7:40000".parse().unwrap();
+        let dst: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let mut bytes = encode_v2(src, dst, &[(0x04, b"x")]);
+        let header_len = bytes.len();
+        bytes.extend_from_slice(b"GET /cam HTTP/1.0\r\n\r\n");
+        // Trusted: every prefix short of the header waits, then the header is skipped.
+        for cut in 0..header_len {
+            assert_eq!(gate(true, &bytes[..cut], 4096), Gate::NeedMore, "{cut}");
+        }
+        assert_eq!(gate(true, &bytes, 4096), Gate::Proceed { skip: header_len, source: Some(src) });
+        let v1 = b"PROXY TCP4 127.0.0.9 127.0.0.1 5000 80\r\nOPTIONS";
+        assert_eq!(
+            gate(true, v1, 4096),
+            Gate::Proceed { skip: v1.len() - 7, source: Some("127.0.0.9:5000".parse().unwrap()) }
+        );
+        let mut local = bytes[..header_len].to_vec();
+        local[12] = 0x20;
+        assert_eq!(gate(true, &local, 4096), Gate::Proceed { skip: header_len, source: None });
+        // A trusted balancer that sends no header is refused, not read as a request.
+        assert_eq!(gate(true, b"GET /cam HTTP/1.0\r\n", 4096), Gate::Refuse(Refusal::BadHeader(Invalid::NotProxy)));
+        assert_eq!(gate(true, &[0x16, 3, 1], 4096), Gate::Refuse(Refusal::BadHeader(Invalid::NotProxy)));
+        // Untrusted: a header is refused once its signature is whole; anything else passes.
+        assert_eq!(gate(false, &bytes, 4096), Gate::Refuse(Refusal::Untrusted));
+        assert_eq!(gate(false, &bytes[..11], 4096), Gate::NeedMore);
+        assert_eq!(gate(false, &bytes[..12], 4096), Gate::Refuse(Refusal::Untrusted));
+        assert_eq!(gate(false, b"PROXY ", 4096), Gate::Refuse(Refusal::Untrusted));
+        assert_eq!(gate(false, b"P", 4096), Gate::NeedMore);
+        for plain in [&b"POST /cam HTTP/1.0\r\n"[..], b"OPTIONS rtsp://x RTSP/1.0\r\n", &[0x16, 3, 1], b"PROXZ"] {
+            assert_eq!(gate(false, plain, 4096), Gate::Proceed { skip: 0, source: None }, "{plain:?}");
         }
     }
 }

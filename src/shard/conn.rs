@@ -95,6 +95,21 @@ pub struct Conn {
     pub connect: Option<Box<super::ops::ConnectMemory>>,
     /// TLS state of a connection accepted on an HTTPS listener.
     pub tls: Option<Box<super::tls_stream::TlsStream>>,
+    /// Whether a PROXY header is still to be read (or ruled out) before the head.
+    pub proxy: ProxyStage,
+}
+
+/// Where a new connection stands with the PROXY protocol. Until `Done`, `head` holds the raw
+/// bytes received (not yet given to TLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyStage {
+    /// PROXY protocol off, or the first bytes settled.
+    Done,
+    /// From a trusted balancer: a header must come first. `listener`'s address list and the
+    /// per-address limits judge the viewer's address it names, so they wait for it.
+    Header { listener: usize },
+    /// From anyone else with PROXY protocol on: refused if it starts with a header.
+    Untrusted,
 }
 
 impl Conn {
@@ -116,6 +131,7 @@ impl Conn {
             counted_ip: false,
             connect: None,
             tls: None,
+            proxy: ProxyStage::Done,
         }
     }
 

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue};
 
-use crate::config::{AuthConfig, Limits, Route, RouteTable};
+use crate::config::{AuthConfig, Limits, ProxyExpect, ProxyProtocol, Route, RouteTable};
 use crate::metrics::{ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, UpstreamErrorKind};
 use crate::pairing::{GetRegistration, PostLookup, SessionRef};
 use crate::proto::http_head::{self, HeadKind, HeadLimits, RequestHead};
@@ -48,7 +48,7 @@ use tunnels::{Fed, policy};
 mod tests;
 
 use super::buf_ring::BufRing;
-use super::conn::{RecvState, Role, SessionKey};
+use super::conn::{ProxyStage, RecvState, Role, SessionKey};
 use super::conn_table::{ConnTable, Queued};
 use super::kernel_memory::KernelMemory;
 use super::mailbox::{AdoptPost, ShardMsg};
@@ -80,6 +80,8 @@ pub struct Shard {
     /// The address failure limiter with `auth`'s limits, handed to every new session.
     auth_gate: Arc<dyn AuthGate>,
     public_address: Option<String>,
+    /// `[listen] proxy_protocol`: who must, and who may not, send a PROXY header.
+    proxy: ProxyProtocol,
     listeners: Listeners,
     local_authority: String,
     conns: ConnTable,
@@ -155,6 +157,7 @@ impl Shard {
             ),
             auth: cfg.settings.auth.clone(),
             public_address: cfg.settings.public_address.clone(),
+            proxy: cfg.settings.proxy.clone(),
             listeners: Listeners { open: cfg.listeners.into_iter().map(Some).collect(), paused: Vec::new() },
             local_authority,
             shared,

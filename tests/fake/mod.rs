@@ -378,7 +378,20 @@ pub fn open_fds() -> usize {
 }
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
+    connect_from(None, addr)
+}
+
+/// Connects from `source` (a 127.0.0.x address, say) when given: a viewer of its own address.
+pub fn connect_from(source: Option<std::net::IpAddr>, addr: SocketAddr) -> TcpStream {
+    let s = match source {
+        None => TcpStream::connect(addr).unwrap(),
+        Some(ip) => {
+            let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap();
+            sock.bind(&SocketAddr::new(ip, 0).into()).unwrap();
+            sock.connect(&addr.into()).unwrap();
+            sock.into()
+        }
+    };
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.set_nodelay(true).unwrap();
     s
@@ -426,6 +439,8 @@ pub struct TunnelViewer {
     pub frame_bytes: Vec<u8>,
     cseq: u32,
     pub path: String,
+    /// The address both connections come from (`None`: the system's choice).
+    source: Option<std::net::IpAddr>,
 }
 
 pub fn b64(bytes: &[u8]) -> String {
@@ -435,7 +450,17 @@ pub fn b64(bytes: &[u8]) -> String {
 impl TunnelViewer {
     /// Sends the GET and reads the relay's HTTP reply head.
     pub fn open_get(relay: SocketAddr, path: &str, cookie: &str) -> TunnelViewer {
-        let mut get = connect(relay);
+        TunnelViewer::open_get_from(None, relay, path, cookie)
+    }
+
+    /// [`TunnelViewer::open_get`] from `source`; the POST comes from it too.
+    pub fn open_get_from(
+        source: Option<std::net::IpAddr>,
+        relay: SocketAddr,
+        path: &str,
+        cookie: &str,
+    ) -> TunnelViewer {
+        let mut get = connect_from(source, relay);
         write!(get, "GET {path} HTTP/1.1\r\nHost: {relay}\r\nX-Sessioncookie: {cookie}\r\nAccept: application/x-rtsp-tunnelled\r\nPragma: no-cache\r\nCache-Control: no-cache\r\n\r\n").unwrap();
         let reply_head = read_http_head(&mut get);
         TunnelViewer {
@@ -451,11 +476,12 @@ impl TunnelViewer {
             frame_bytes: Vec::new(),
             cseq: 0,
             path: path.to_owned(),
+            source,
         }
     }
 
     pub fn open_post(&mut self) {
-        self.post = Some(open_post(self.relay, &self.path, &self.cookie, false));
+        self.post = Some(open_post_from(self.source, self.relay, &self.path, &self.cookie, false));
     }
 
     /// Sends one RTSP request (base64 on the POST) and waits for its response.
@@ -543,7 +569,17 @@ impl TunnelViewer {
 }
 
 pub fn open_post(relay: SocketAddr, path: &str, cookie: &str, expect_continue: bool) -> TcpStream {
-    let mut post = connect(relay);
+    open_post_from(None, relay, path, cookie, expect_continue)
+}
+
+pub fn open_post_from(
+    source: Option<std::net::IpAddr>,
+    relay: SocketAddr,
+    path: &str,
+    cookie: &str,
+    expect_continue: bool,
+) -> TcpStream {
+    let mut post = connect_from(source, relay);
     let expect = if expect_continue { "Expect: 100-continue\r\n" } else { "" };
     write!(post, "POST {path} HTTP/1.0\r\nHost: {relay}\r\nx-sessioncookie: {cookie}\r\nContent-Type: application/x-rtsp-tunnelled\r\nContent-Length: 32767\r\n{expect}Pragma: no-cache\r\n\r\n").unwrap();
     post

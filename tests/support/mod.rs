@@ -124,11 +124,16 @@ impl RelayProcess {
     /// Like [`RelayProcess::start`], run through `wrapper` (a command that execs its arguments,
     /// e.g. `prlimit --nofile=40:40 --`), which keeps the relay's pid.
     pub fn start_wrapped(name: &str, body: &str, wrapper: &[&str]) -> RelayProcess {
+        RelayProcess::start_with(name, "", body, wrapper)
+    }
+
+    /// Like [`RelayProcess::start_wrapped`], with `listen` (more `[listen]` keys) in that table.
+    pub fn start_with(name: &str, listen: &str, body: &str, wrapper: &[&str]) -> RelayProcess {
         let dir = temp_dir(name);
         let (tunnel, metrics) = (free_port(), free_port());
         let config = dir.join("relay.toml");
         let text = format!(
-            "[listen]\ntunnel = [\"127.0.0.1:{tunnel}\"]\nmetrics = \"127.0.0.1:{metrics}\"\n[runtime]\nshards = 2\nshutdown_grace_secs = 2\n{body}"
+            "[listen]\ntunnel = [\"127.0.0.1:{tunnel}\"]\nmetrics = \"127.0.0.1:{metrics}\"\n{listen}[runtime]\nshards = 2\nshutdown_grace_secs = 2\n{body}"
         );
         std::fs::write(&config, text).unwrap();
         let log = dir.join("relay.log");

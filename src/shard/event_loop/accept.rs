@@ -1,6 +1,10 @@
 //! Accepting connections and reading their first head: address lists, rate limits and
 //! admission are applied here, before a session exists.
 
+use std::net::IpAddr;
+
+use crate::proto::proxy_header::{self, Gate, Refusal};
+
 use super::*;
 
 impl Shard {
@@ -50,21 +54,21 @@ impl Shard {
             send_now(&fd, &http_head::http_error_reply(503, "Service Unavailable"));
             return;
         }
-        if self.listeners.open[listener].as_ref().is_some_and(|l| !l.acl.permits(peer.ip())) {
-            // Refused before reading a byte: nothing about the relay is revealed.
-            self.metrics.rejected(Rejection::AddressDenied);
-            return;
-        }
-        let window = Duration::from_secs(self.auth.failure_window_secs);
-        if self.shared.auth_failures.is_blocked(peer.ip(), Instant::now(), self.auth.max_failures_per_ip, window) {
-            self.metrics.rejected(Rejection::AuthRateLimited);
-            send_now(&fd, &http_head::http_error_reply(429, "Too Many Requests"));
-            return;
-        }
-        if !self.shared.admission.try_open_connection(peer.ip(), self.limits.max_connections_per_ip) {
-            self.metrics.rejected(Rejection::PerIpLimit);
-            send_now(&fd, &http_head::http_error_reply(503, "Service Unavailable"));
-            return;
+        let stage = match self.proxy.expect(peer.ip()) {
+            ProxyExpect::Header => ProxyStage::Header { listener },
+            ProxyExpect::NoHeader if self.proxy.enabled => ProxyStage::Untrusted,
+            ProxyExpect::NoHeader => ProxyStage::Done,
+        };
+        // Behind a balancer the checks wait for the viewer's address in the PROXY header.
+        let counted = !matches!(stage, ProxyStage::Header { .. });
+        if counted {
+            if let Err((reason, reply)) = self.admit(listener, peer.ip()) {
+                self.metrics.rejected(reason);
+                if let Some(reply) = reply {
+                    send_now(&fd, &reply);
+                }
+                return;
+            }
         }
         let tls = match self.listeners.open[listener].as_ref().and_then(|l| l.tls.clone()) {
             None => None,
@@ -72,16 +76,108 @@ impl Shard {
                 Ok(t) => Some(Box::new(t)),
                 Err(e) => {
                     tracing::warn!(shard = self.id, error = %e, "cannot start a TLS session");
-                    self.shared.admission.close_connection(peer.ip());
+                    if counted {
+                        self.shared.admission.close_connection(peer.ip());
+                    }
                     return;
                 }
             },
         };
         let _ = socket2::SockRef::from(&fd).set_nodelay(true);
         let idx = self.insert_conn(fd, peer, Role::Head);
-        self.conns[idx].counted_ip = true;
+        self.conns[idx].counted_ip = counted;
         self.conns[idx].tls = tls;
+        self.conns[idx].proxy = stage;
         self.arm_head_recv(idx);
+    }
+
+    /// The checks on a new connection's source address (the viewer's, behind a balancer)
+    /// before its request is read: the listener's address list, the failed-login limiter and
+    /// the per-address connection cap (counted on success). On refusal: the reason and the
+    /// reply to send, if any.
+    fn admit(&self, listener: usize, ip: IpAddr) -> Result<(), (Rejection, Option<Vec<u8>>)> {
+        if self.listeners.open[listener].as_ref().is_some_and(|l| !l.acl.permits(ip)) {
+            // Refused before reading a byte: nothing about the relay is revealed.
+            return Err((Rejection::AddressDenied, None));
+        }
+        let window = Duration::from_secs(self.auth.failure_window_secs);
+        if self.shared.auth_failures.is_blocked(ip, Instant::now(), self.auth.max_failures_per_ip, window) {
+            return Err((Rejection::AuthRateLimited, Some(http_head::http_error_reply(429, "Too Many Requests"))));
+        }
+        if !self.shared.admission.try_open_connection(ip, self.limits.max_connections_per_ip) {
+            return Err((Rejection::PerIpLimit, Some(http_head::http_error_reply(503, "Service Unavailable"))));
+        }
+        Ok(())
+    }
+
+    /// Settles a new connection's PROXY header from the raw bytes in `head`: true when the
+    /// head (decrypted, on TLS) can be read now; false when more bytes are needed or the
+    /// connection was refused.
+    fn settle_proxy_header(&mut self, idx: usize) -> bool {
+        let stage = self.conns[idx].proxy;
+        let trusted = matches!(stage, ProxyStage::Header { .. });
+        let c = &mut self.conns[idx];
+        let (skip, source) = match proxy_header::gate(trusted, &c.head, self.limits.max_header_bytes) {
+            Gate::NeedMore => {
+                self.arm_head_recv(idx);
+                return false;
+            }
+            Gate::Proceed { skip, source } => (skip, source),
+            Gate::Refuse(why) => {
+                let (reason, detail) = match why {
+                    Refusal::BadHeader(invalid) => (Rejection::ProxyHeader, invalid.as_str()),
+                    Refusal::Untrusted => (Rejection::ProxyUntrusted, "untrusted_source"),
+                };
+                tracing::debug!(shard = self.id, peer = %c.peer, reason = detail, "refused PROXY header");
+                self.metrics.rejected(reason);
+                self.close_conn(idx);
+                return false;
+            }
+        };
+        c.proxy = ProxyStage::Done;
+        if let Some(viewer) = source {
+            tracing::debug!(shard = self.id, balancer = %c.peer, peer = %viewer, "PROXY header");
+            c.peer = viewer;
+        }
+        let raw = c.head.split_off(skip);
+        c.head.clear();
+        if let ProxyStage::Header { listener } = stage {
+            let ip = c.peer.ip();
+            if let Err((reason, reply)) = self.admit(listener, ip) {
+                // Nothing went through TLS yet: the same plain reply as at accept.
+                self.conns[idx].tls = None;
+                match reply {
+                    Some(reply) => self.refuse(idx, reason, reply),
+                    None => {
+                        self.metrics.rejected(reason);
+                        self.close_conn(idx);
+                    }
+                }
+                return false;
+            }
+            self.conns[idx].counted_ip = true;
+        }
+        let c = &mut self.conns[idx];
+        match c.tls.as_mut() {
+            None => c.head = raw,
+            Some(tls) => {
+                if tls.receive(&raw, &mut c.head).is_err() {
+                    self.refuse_tls(idx);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Not TLS, or a failed handshake: the alert rustls queued goes out, then the close.
+    fn refuse_tls(&mut self, idx: usize) {
+        self.metrics.rejected(Rejection::TlsHandshake);
+        let c = &mut self.conns[idx];
+        c.role = Role::Refusing;
+        c.close_after_flush = true;
+        c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
+        self.queue_owned(idx, Vec::new());
     }
 
     pub(super) fn insert_conn(&mut self, fd: OwnedFd, peer: SocketAddr, role: Role) -> usize {
@@ -102,20 +198,15 @@ impl Shard {
                 let data = self.bufs.bytes(bid, res as usize);
                 let c = &mut self.conns[idx];
                 match c.tls.as_mut() {
-                    None => c.head.extend_from_slice(data),
-                    Some(tls) => tls_failed = tls.receive(data, &mut c.head).is_err(),
+                    // Raw bytes until the PROXY header is settled: it comes before TLS.
+                    Some(tls) if c.proxy == ProxyStage::Done => tls_failed = tls.receive(data, &mut c.head).is_err(),
+                    _ => c.head.extend_from_slice(data),
                 }
             }
             self.bufs.release(bid);
         }
         if tls_failed {
-            // Not TLS, or a failed handshake: the alert rustls queued goes out, then the close.
-            self.metrics.rejected(Rejection::TlsHandshake);
-            let c = &mut self.conns[idx];
-            c.role = Role::Refusing;
-            c.close_after_flush = true;
-            c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
-            self.queue_owned(idx, Vec::new());
+            self.refuse_tls(idx);
             return;
         }
         if self.conns[idx].closing {
@@ -129,6 +220,9 @@ impl Shard {
         }
         if res <= 0 {
             self.close_conn(idx);
+            return;
+        }
+        if self.conns[idx].proxy != ProxyStage::Done && !self.settle_proxy_header(idx) {
             return;
         }
         let limits =

@@ -113,6 +113,7 @@ impl Shard {
                     let window = Duration::from_secs(auth.failure_window_secs);
                     self.auth_gate = self.shared.auth_failures.gate(auth.max_failures_per_ip, window);
                     self.auth = auth.clone();
+                    self.proxy = settings.proxy.clone();
                     // New certificates apply to new connections. Listeners are bound in
                     // `settings.listeners` order and their addresses change only on restart.
                     for (l, fresh) in self.listeners.open.iter_mut().zip(&settings.listeners) {
