@@ -54,9 +54,10 @@ declare -A relay_pid
 for n in 1 2 3; do
   ip=127.0.0.$((n + 1))
   {
-    printf '[listen]\ntunnel = ["%s:%d"]\nmetrics = "%s:%d"\n' "$ip" "$PORT" "$ip" "$MPORT"
+    # HAProxy sends PROXY v2 headers: the relays see each viewer's own address.
+    printf '[listen]\ntunnel = ["%s:%d"]\nmetrics = "%s:%d"\nproxy_protocol = true\nproxy_from = ["127.0.0.1"]\n' \
+      "$ip" "$PORT" "$ip" "$MPORT"
     printf '[runtime]\nshards = %d\npin_cores = false\nrecv_buffers = 1024\nshutdown_grace_secs = 2\n' "$SHARDS"
-    # Every connection arrives from HAProxy's address until the relays read PROXY headers.
     printf '[limits]\nmax_connections_per_ip = %d\nmax_sessions = %d\n' $((SESSIONS * 3 + 1000)) $((SESSIONS + 1000))
     for k in $(seq 0 $((PATHS - 1))); do
       printf '[[route]]\npath = "/cam%d"\nupstream = "rtsp://127.0.0.1:%d/cam%d"\n' "$k" "$CPORT" "$k"
@@ -75,7 +76,7 @@ awk -v front="127.0.0.1:$PORT" -v tls="127.0.0.1:$((PORT + 363))" -v port="$PORT
   /^ *maxconn / { print "    maxconn " maxconn; next }
   { print }
   /^ *log-format / { print "    option logasap" }
-  /^ *retries 0$/ { for (n = 1; n <= 3; n++) printf "    server relay%d 127.0.0.%d:%d check port %d\n", n, n + 1, port, mport }
+  /^ *retries 0$/ { for (n = 1; n <= 3; n++) printf "    server relay%d 127.0.0.%d:%d check port %d send-proxy-v2\n", n, n + 1, port, mport }
 ' deploy/haproxy/haproxy.cfg >"$out/haproxy.cfg"
 haproxy -c -q -f "$out/haproxy.cfg"
 haproxy -db -f "$out/haproxy.cfg" >"$out/haproxy.log" 2>&1 &
