@@ -95,6 +95,9 @@ pub struct Conn {
     pub connect: Option<Box<super::ops::ConnectMemory>>,
     /// TLS state of a connection accepted on an HTTPS listener.
     pub tls: Option<Box<super::tls_stream::TlsStream>>,
+    /// A viewer speaking RTSP over WebSocket: its bytes are unframed through this, and what is
+    /// sent to it goes out as binary frames.
+    pub ws: Option<Box<crate::proto::websocket::WsEndpoint>>,
 }
 
 impl Conn {
@@ -116,6 +119,7 @@ impl Conn {
             counted_ip: false,
             connect: None,
             tls: None,
+            ws: None,
         }
     }
 
