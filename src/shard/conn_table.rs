@@ -151,8 +151,7 @@ impl ConnTable {
         let bytes = bufs.bytes_at(bid, start, range.len());
         let header = header.as_ref().map_or(&[][..], |h| h.as_bytes());
         let queued = if let Some(tls) = c.tls.as_mut() {
-            tls.send(header);
-            tls.send(bytes);
+            tls.send_framed(header, bytes);
             if let Some(cipher) = tls.take_outgoing() {
                 c.send.push_media(cipher, at);
             }
