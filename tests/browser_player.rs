@@ -126,6 +126,36 @@ fn a_stopping_relay_closes_its_websockets_with_going_away() {
     assert_eq!(r["close_code"], 1001, "{r}");
 }
 
+/// A client still sending an oversized frame when the relay refuses it: the relay keeps reading
+/// (and discarding) after its close frame, so the client's writes complete and it reads the
+/// close (1009) and the end of the stream, instead of a reset or a stalled send.
+#[test]
+fn a_client_sending_an_oversized_frame_can_finish_and_read_the_close() {
+    let relay =
+        RelayProcess::start("ws-oversized", "[[route]]\npath = \"/open\"\nupstream = \"rtsp://127.0.0.1:9/x\"\n");
+    let mut s = TcpStream::connect(relay.tunnel).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /open HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: rtsp.onvif.org\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    // A masked binary frame announcing 8 MiB (limit 64 KiB), then 4 MiB of it.
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(8u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[0; 4]);
+    s.write_all(&frame).unwrap();
+    s.write_all(&vec![0u8; 4 << 20]).expect("the relay reads on after refusing the frame");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("a close frame and the end of the stream, not a reset");
+    assert_eq!(rest.get(..4), Some(&[0x88, rest[1], 0x03, 0xf1][..]), "close 1009: {rest:?}");
+    assert_eq!(relay.metric("relay_rejections_total{reason=\"websocket_too_large\"}"), 1.0);
+}
+
 #[test]
 fn a_websocket_viewer_without_credentials_is_asked_for_them() {
     require!(websockets_available(), "gstreamer/python3-gi/python3-websockets");
@@ -212,6 +242,11 @@ fn chromium_plays_the_page(tls: bool) {
     // The page's WebSocket went through the relay's WebSocket path (plus the 401 retry's).
     assert!(relay.metric("relay_connections_total{kind=\"websocket\"}") >= 1.0, "{}", relay.scrape());
     assert!(relay.metric("relay_bytes_total{direction=\"to_viewer\"}") > 100_000.0, "{}", relay.scrape());
+    // Every request the page made was served (no favicon or missing module refused as not a tunnel).
+    for reason in ["not_a_tunnel", "unknown_route"] {
+        let refused = relay.metric(&format!("relay_rejections_total{{reason=\"{reason}\"}}"));
+        assert_eq!(refused, 0.0, "{reason}\n{}", relay.log_text());
+    }
     // Measured, not judged: the page's own delay from a frame's arrival to its display.
     let delay = end["player"]["delayMs"].as_f64();
     assert!(delay.is_some(), "requestVideoFrameCallback measured nothing: {r}");

@@ -142,7 +142,11 @@ impl Shard {
     }
 
     /// The WebSocket is over (the client closed it, or broke the framing rules): the viewer is
-    /// gone as if it had closed TCP, but its last frames (the close echo) go out first.
+    /// gone as if it had closed TCP, but its last frames (the close echo) go out first, then the
+    /// relay half-closes and reads (discarding) until the client closes or `FLUSH_GRACE` ends.
+    /// Closing at once could leave a client that is still sending (an oversized frame) stuck:
+    /// a closed socket that has read everything may keep advertising a zero window, so the
+    /// client's send never completes and it never reads the close frame.
     fn websocket_ended(&mut self, idx: usize, key: SessionKey, end: WsEnd) {
         if let WsEnd::ProtocolError(e) = &end {
             tracing::debug!(shard = self.id, peer = %self.conns[idx].peer, error = %e, "WebSocket closed for a framing error");
@@ -158,9 +162,9 @@ impl Shard {
             if let Some(tls) = c.tls.as_mut() {
                 tls.close_notify();
             }
-            // Nothing more is read into the session; the close goes out, then the socket closes.
+            // Nothing more is read into the session; the close goes out, then the half-close.
             c.role = Role::Refusing;
-            c.close_after_flush = true;
+            c.linger_after_flush = true;
             c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
             // Queues the close_notify alert on a TLS connection (nothing on a plain one).
             self.queue_owned(idx, Vec::new());
