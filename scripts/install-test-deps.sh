@@ -2,7 +2,7 @@
 # Installs the real peers the tests use, from Debian's packages: FFmpeg and GStreamer viewers,
 # a gst-rtsp-server camera (python3-gi), promtool (prometheus), HAProxy (load-test baseline),
 # systemd-analyze, and for the browser player: headless Chromium, Python websockets (the
-# RTSP-over-WebSocket bridge, client and DevTools driver) and Node (the player modules' tests). Idempotent: does nothing when everything is present. Needs root for apt-get.
+# RTSP-over-WebSocket client and DevTools driver) and Node (the player modules' tests). Idempotent: does nothing when everything is present. Needs root for apt-get.
 set -euo pipefail
 
 packages=(

@@ -1,23 +1,25 @@
-//! The built-in player and RTSP over WebSocket with real peers, before the relay serves them: a
-//! Python test double (tests/peers/ws_rtsp_bridge.py) bridges `rtsp.onvif.org` WebSockets to a
-//! gst-rtsp-server camera asking for Digest credentials and serves assets/player. Python's
-//! `websockets` runs a full RTSP dialogue through it and probes the framing rules (subprotocol,
-//! text, oversized and fragmented frames, ping), and headless Chromium (DevTools protocol)
-//! plays the page: decoded frames rise, currentTime advances for 10 s, the picture is not blank,
-//! and after a stalled page thread it jumps back to the live edge; the same over HTTPS (wss://,
-//! a secure context) with a generated certificate.
-//! The modules themselves have unit tests under Node (tests/player/modules.test.mjs). Each test
-//! is skipped with a message when chromium, python3-websockets or node is missing
-//! (scripts/install-test-deps.sh installs them).
+//! The built-in player and RTSP over WebSocket with real peers, through the relay binary (2
+//! shards) to a gst-rtsp-server camera on a route that asks viewers for Digest credentials.
+//! Python's `websockets` runs a full RTSP dialogue over `rtsp.onvif.org` and probes the framing
+//! rules (subprotocol, text, oversized and fragmented frames, ping); headless Chromium (DevTools
+//! protocol) plays the page the relay serves: decoded frames rise, currentTime advances for
+//! 10 s, the picture is not blank, and after a stalled page thread it jumps back to the live
+//! edge; the same over HTTPS (wss://, a secure context) with a generated certificate. The pages
+//! (route list, player, its files) are checked over raw HTTP, and `[web] enabled = false` turns
+//! them all off. The modules themselves have unit tests under Node
+//! (tests/player/modules.test.mjs). Each test is skipped with a message when its peers
+//! (gstreamer, chromium, python3-websockets, node) are missing (scripts/install-test-deps.sh).
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::GstCamera;
+use support::{GstCamera, RelayProcess};
+
+const REALM: &str = "rtsp-tunnel-relay";
 
 fn have(program: &str, args: &[&str]) -> bool {
     Command::new(program).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
@@ -36,46 +38,36 @@ macro_rules! require {
     };
 }
 
-/// The bridge, killed on drop (and exiting by itself when its stdin pipe closes).
-struct Bridge {
-    child: Child,
-    port: u16,
-    /// `WS <path>` and `WS-CLOSED <path> <code>` lines.
-    events: Arc<Mutex<Vec<String>>>,
+/// The relay in front of `camera`: `/cam1` for alice (password s3cret) from anywhere, `/hidden`
+/// for nobody's address; `tls` adds an HTTPS listener (its address is returned) with these
+/// certificate and key files; `extra` is appended to the configuration.
+fn relay(name: &str, camera: &GstCamera, tls: Option<(&Path, &Path)>, extra: &str) -> (RelayProcess, Option<String>) {
+    let ha1 = rtsp_tunnel_relay::proto::viewer_auth::ha1_hex("alice", REALM, "s3cret");
+    let mut body = format!(
+        "[[user]]\nname = \"alice\"\nha1 = \"{ha1}\"\n[[route]]\npath = \"/cam1\"\nupstream = \"{cam}\"\nusers = [\"alice\"]\n[[route]]\npath = \"/hidden\"\nupstream = \"{cam}\"\nopen = true\ndeny = [\"127.0.0.0/8\"]\n{extra}",
+        cam = camera.url("/cam1")
+    );
+    let mut https = None;
+    if let Some((cert, key)) = tls {
+        let addr = format!("127.0.0.1:{}", support::free_port());
+        body.push_str(&format!(
+            "[[listen.tls]]\naddr = \"{addr}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ));
+        https = Some(addr);
+    }
+    (RelayProcess::start(name, &body), https)
 }
 
-impl Bridge {
-    /// `tls`: the certificate and key PEM files to serve HTTPS with.
-    fn start(camera_port: u16, tls: Option<(&Path, &Path)>) -> Bridge {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/ws_rtsp_bridge.py");
-        let mut cmd = Command::new("/usr/bin/python3");
-        cmd.args([script, "--camera-port", &camera_port.to_string()]);
-        if let Some((cert, key)) = tls {
-            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
-        }
-        let mut child =
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start the bridge");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        stdout.read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("READY port=").and_then(|p| p.parse().ok());
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let sink = events.clone();
-        // Reads until the bridge exits: its prints must never meet a closed pipe.
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Bridge { port: port.unwrap_or_else(|| panic!("bridge said {line:?}")), child, events }
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// One request over a fresh connection; the whole answer (the relay closes after it).
+fn http(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.replace('\n', "\r\n").as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Runs a peer script under a hard time limit; its last stdout line parsed as JSON.
@@ -96,11 +88,11 @@ fn run_json(secs: u32, script: &str, args: &[&str]) -> serde_json::Value {
 #[test]
 fn a_websocket_client_runs_a_full_rtsp_dialogue_with_digest_and_receives_rtp() {
     require!(websockets_available(), "gstreamer/python3-gi/python3-websockets");
-    let camera = GstCamera::start(Some(("alice", "s3cret")));
-    let bridge = Bridge::start(camera.port, None);
-    let url = format!("ws://127.0.0.1:{}/cam1", bridge.port);
+    let camera = GstCamera::start(None);
+    let (relay, _) = relay("ws-dialogue", &camera, None, "");
+    let url = format!("ws://{}/cam1", relay.tunnel);
     let r = run_json(30, "ws_rtsp_client.py", &[&url, "--seconds", "3", "--user", "alice", "--password", "s3cret"]);
-    assert_eq!(r["subprotocol"], "rtsp.onvif.org", "{r}");
+    assert_eq!(r["subprotocol"], "rtsp.onvif.org", "{r}\n{}", relay.log_text());
     for method in ["OPTIONS", "DESCRIBE", "SETUP", "PLAY", "GET_PARAMETER", "TEARDOWN"] {
         assert_eq!(r["statuses"][method], 200, "{method}: {r}");
     }
@@ -108,9 +100,70 @@ fn a_websocket_client_runs_a_full_rtsp_dialogue_with_digest_and_receives_rtp() {
     assert!(r["rtp"].as_u64().unwrap() > 50, "{r}");
     assert_eq!(r["gaps"], 0, "{r}");
     assert_eq!(r["close_code"], 1000, "{r}");
-    assert_eq!(camera.teardowns(), 1, "the TEARDOWN reached the camera");
-    let closed = || bridge.events.lock().unwrap().iter().any(|l| l == "WS-CLOSED /cam1 1000");
-    assert!(support::eventually(Duration::from_secs(5), closed), "{:?}", bridge.events.lock().unwrap());
+    let teardown = || camera.teardowns() == 1;
+    assert!(support::eventually(Duration::from_secs(5), teardown), "the TEARDOWN reached the camera");
+    assert_eq!(relay.metric("relay_connections_total{kind=\"websocket\"}"), 1.0);
+    assert_eq!(relay.metric("relay_connections_total{kind=\"tunnel_get\"}"), 0.0);
+    let ended = || relay.metric("relay_sessions_active") == 0.0;
+    assert!(support::eventually(Duration::from_secs(5), ended), "{}", relay.scrape());
+}
+
+#[test]
+fn a_stopping_relay_closes_its_websockets_with_going_away() {
+    require!(websockets_available(), "gstreamer/python3-gi/python3-websockets");
+    let camera = GstCamera::start(None);
+    let (relay, _) = relay("ws-drain", &camera, None, "");
+    let url = format!("ws://{}/cam1", relay.tunnel);
+    let client = std::thread::spawn(move || {
+        run_json(30, "ws_rtsp_client.py", &[&url, "--seconds", "20", "--user", "alice", "--password", "s3cret"])
+    });
+    let playing = || relay.metric("relay_frames_total{direction=\"to_viewer\"}") > 10.0;
+    assert!(support::eventually(Duration::from_secs(10), playing), "{}", relay.log_text());
+    relay.signal("TERM");
+    let r = client.join().unwrap();
+    assert_eq!(r["statuses"]["PLAY"], 200, "{r}");
+    // The drain's end (shutdown_grace_secs = 2) reached the viewer as a WebSocket close.
+    assert_eq!(r["close_code"], 1001, "{r}");
+}
+
+/// A client still sending an oversized frame when the relay refuses it: the relay keeps reading
+/// (and discarding) after its close frame, so the client's writes complete and it reads the
+/// close (1009) and the end of the stream, instead of a reset or a stalled send.
+#[test]
+fn a_client_sending_an_oversized_frame_can_finish_and_read_the_close() {
+    let relay =
+        RelayProcess::start("ws-oversized", "[[route]]\npath = \"/open\"\nupstream = \"rtsp://127.0.0.1:9/x\"\n");
+    let mut s = TcpStream::connect(relay.tunnel).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /open HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: rtsp.onvif.org\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    // A masked binary frame announcing 8 MiB (limit 64 KiB), then 4 MiB of it.
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(8u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[0; 4]);
+    s.write_all(&frame).unwrap();
+    s.write_all(&vec![0u8; 4 << 20]).expect("the relay reads on after refusing the frame");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("a close frame and the end of the stream, not a reset");
+    assert_eq!(rest.get(..4), Some(&[0x88, rest[1], 0x03, 0xf1][..]), "close 1009: {rest:?}");
+    assert_eq!(relay.metric("relay_rejections_total{reason=\"websocket_too_large\"}"), 1.0);
+}
+
+#[test]
+fn a_websocket_viewer_without_credentials_is_asked_for_them() {
+    require!(websockets_available(), "gstreamer/python3-gi/python3-websockets");
+    let camera = GstCamera::start(None);
+    let (relay, _) = relay("ws-401", &camera, None, "");
+    let r = run_json(30, "ws_rtsp_client.py", &[&format!("ws://{}/cam1", relay.tunnel), "--seconds", "1"]);
+    assert_eq!(r["statuses"]["DESCRIBE"], 401, "{r}");
+    assert!(camera.requests().iter().all(|m| !m.starts_with("PLAY")), "nothing played: {:?}", camera.requests());
 }
 
 /// The framing rules as a WebSocket client library meets them at `url` (`ws://…/cam1`): refused
@@ -135,14 +188,21 @@ fn check_framing_rules(url: &str) {
 fn a_websocket_client_library_meets_the_framing_rules() {
     require!(websockets_available(), "gstreamer/python3-gi/python3-websockets");
     let camera = GstCamera::start(None);
-    let bridge = Bridge::start(camera.port, None);
-    check_framing_rules(&format!("ws://127.0.0.1:{}/cam1", bridge.port));
+    let open = format!("[[route]]\npath = \"/open\"\nupstream = \"{}\"\nopen = true\n", camera.url("/cam1"));
+    let (relay, _) = relay("ws-framing", &camera, None, &open);
+    check_framing_rules(&format!("ws://{}/open", relay.tunnel));
+    let rejected = |reason: &str| relay.metric(&format!("relay_rejections_total{{reason=\"{reason}\"}}"));
+    assert_eq!(rejected("websocket_handshake"), 2.0, "{}", relay.scrape());
+    assert_eq!(rejected("websocket_text_frame"), 1.0);
+    assert_eq!(rejected("websocket_too_large"), 1.0);
+    // text, oversized, fragmented, ping: the refused upgrades are no WebSocket connections.
+    assert_eq!(relay.metric("relay_connections_total{kind=\"websocket\"}"), 4.0);
 }
 
-/// Opens the page for a camera asking for credentials, over HTTP or HTTPS (a self-signed
+/// Opens the page for a route asking for credentials, over HTTP or HTTPS (a self-signed
 /// certificate for 127.0.0.1), and checks what the page played.
 fn chromium_plays_the_page(tls: bool) {
-    let camera = GstCamera::start(Some(("alice", "s3cret")));
+    let camera = GstCamera::start(None);
     let dir = support::temp_dir("browser-player");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     if tls {
@@ -150,9 +210,11 @@ fn chromium_plays_the_page(tls: bool) {
         std::fs::write(&cert, ck.cert.pem()).unwrap();
         std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
     }
-    let bridge = Bridge::start(camera.port, tls.then_some((cert.as_path(), key.as_path())));
     let scheme = if tls { "https" } else { "http" };
-    let url = format!("{scheme}://127.0.0.1:{}/cam1", bridge.port);
+    let (relay, https) =
+        relay(&format!("browser-{scheme}"), &camera, tls.then_some((cert.as_path(), key.as_path())), "");
+    let authority = https.unwrap_or_else(|| relay.tunnel.to_string());
+    let url = format!("{scheme}://{authority}/cam1");
     let shot = format!("{}/browser-player-{scheme}.png", env!("CARGO_TARGET_TMPDIR"));
     let mut args =
         vec![url.as_str(), "--screenshot", &shot, "--seconds", "10", "--user", "alice", "--password", "s3cret"];
@@ -160,7 +222,7 @@ fn chromium_plays_the_page(tls: bool) {
         args.push("--insecure");
     }
     let r = run_json(60, "browser_player_check.py", &args);
-    assert!(r.get("error").is_none(), "{r}");
+    assert!(r.get("error").is_none(), "{r}\nrelay log:\n{}", relay.log_text());
     // (127.0.0.1 is a secure context over plain HTTP too; another host's address would not be.)
     assert_eq!(r["secure_context"], true, "{r}");
     assert_eq!(r["login_filled"], true, "the page asked for a name and password: {r}");
@@ -177,6 +239,14 @@ fn chromium_plays_the_page(tls: bool) {
     assert!(r["catch_up"]["jumps"].as_u64().unwrap() >= 1, "no jump to the live edge: {r}");
     assert!(r["catch_up"]["latency"].as_f64().unwrap() < 1.0, "still behind after the stall: {r}");
     assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
+    // The page's WebSocket went through the relay's WebSocket path (plus the 401 retry's).
+    assert!(relay.metric("relay_connections_total{kind=\"websocket\"}") >= 1.0, "{}", relay.scrape());
+    assert!(relay.metric("relay_bytes_total{direction=\"to_viewer\"}") > 100_000.0, "{}", relay.scrape());
+    // Every request the page made was served (no favicon or missing module refused as not a tunnel).
+    for reason in ["not_a_tunnel", "unknown_route"] {
+        let refused = relay.metric(&format!("relay_rejections_total{{reason=\"{reason}\"}}"));
+        assert_eq!(refused, 0.0, "{reason}\n{}", relay.log_text());
+    }
     // Measured, not judged: the page's own delay from a frame's arrival to its display.
     let delay = end["player"]["delayMs"].as_f64();
     assert!(delay.is_some(), "requestVideoFrameCallback measured nothing: {r}");
@@ -200,6 +270,46 @@ fn headless_chromium_plays_the_player_page_over_https() {
     require!(websockets_available(), "gstreamer/python3-gi/python3-websockets");
     require!(Path::new("/usr/bin/chromium").exists(), "chromium");
     chromium_plays_the_page(true);
+}
+
+#[test]
+fn the_relay_serves_the_route_list_the_player_and_its_files() {
+    require!(support::peers_available(), "gstreamer");
+    let camera = GstCamera::start(None);
+    let (relay, _) = relay("web-pages", &camera, None, "");
+    let page =
+        |target: &str| http(relay.tunnel, &format!("GET {target} HTTP/1.1\nHost: x\nAccept: text/html,*/*;q=0.8\n\n"));
+    let list = page("/");
+    assert!(list.starts_with("HTTP/1.1 200"), "{list}");
+    // A route with users is listed (the login is inside the WebSocket); a denied one is not.
+    assert!(list.contains("href=\"/cam1\""), "{list}");
+    assert!(!list.contains("hidden"), "{list}");
+    let player = page("/cam1");
+    assert!(player.starts_with("HTTP/1.1 200") && player.contains("<video"), "{player}");
+    assert!(page("/hidden").starts_with("HTTP/1.0 403"));
+    assert!(page("/nope").starts_with("HTTP/1.0 404"));
+    let file = http(relay.tunnel, "GET /_player/player.js HTTP/1.1\nHost: x\nAccept: */*\n\n");
+    assert!(file.starts_with("HTTP/1.1 200") && file.contains("text/javascript"), "{file}");
+    assert!(http(relay.tunnel, "GET /_player/nope.js HTTP/1.1\nHost: x\n\n").starts_with("HTTP/1.0 404"));
+    // Not a browser and not a tunnel: refused as before.
+    assert!(http(relay.tunnel, "GET /cam1 HTTP/1.1\nHost: x\n\n").starts_with("HTTP/1.0 400"));
+    assert_eq!(relay.metric("relay_connections_total{kind=\"websocket\"}"), 0.0);
+    assert_eq!(relay.metric("relay_rejections_total{reason=\"not_a_tunnel\"}"), 1.0);
+}
+
+#[test]
+fn web_disabled_serves_no_page_and_no_websocket() {
+    require!(support::peers_available(), "gstreamer");
+    let camera = GstCamera::start(None);
+    let (relay, _) = relay("web-off", &camera, None, "[web]\nenabled = false\n");
+    let page = http(relay.tunnel, "GET / HTTP/1.1\nHost: x\nAccept: text/html\n\n");
+    assert!(page.starts_with("HTTP/1.0 400"), "{page}");
+    let upgrade = http(
+        relay.tunnel,
+        "GET /cam1 HTTP/1.1\nHost: x\nUpgrade: websocket\nConnection: Upgrade\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13\nSec-WebSocket-Protocol: rtsp.onvif.org\n\n",
+    );
+    assert!(upgrade.starts_with("HTTP/1.0 400"), "{upgrade}");
+    assert_eq!(relay.metric("relay_connections_total{kind=\"websocket\"}"), 0.0);
 }
 
 #[test]

@@ -49,6 +49,9 @@ pub enum Kind {
     Http,
     /// One RTSP/TCP connection.
     Plain,
+    /// RTSP over WebSocket (`rtsp.onvif.org`): one connection both ways, as `Plain`; the shell
+    /// frames and unframes the bytes.
+    WebSocket,
 }
 
 /// What the shell observed.

@@ -97,6 +97,9 @@ pub struct Conn {
     pub tls: Option<Box<super::tls_stream::TlsStream>>,
     /// Whether a PROXY header is still to be read (or ruled out) before the head.
     pub proxy: ProxyStage,
+    /// A viewer speaking RTSP over WebSocket: its bytes are unframed through this, and what is
+    /// sent to it goes out as binary frames.
+    pub ws: Option<Box<crate::proto::websocket::WsEndpoint>>,
 }
 
 /// Where a new connection stands with the PROXY protocol. Until `Done`, `head` holds the raw
@@ -132,6 +135,7 @@ impl Conn {
             connect: None,
             tls: None,
             proxy: ProxyStage::Done,
+            ws: None,
         }
     }
 

@@ -17,6 +17,7 @@ use super::conn::{Conn, Role};
 use super::kernel_memory::KernelMemory;
 use super::send_queue::Timed;
 use super::token::bump_generation;
+use crate::proto::websocket::FrameHeader;
 
 pub struct ConnTable {
     slab: KernelMemory<Slab<Conn>>,
@@ -131,10 +132,12 @@ impl ConnTable {
     }
 
     /// Queues camera media for a viewer straight from its ring buffer; a TLS viewer gets it
-    /// encrypted instead (the ciphertext is necessarily a new buffer).
+    /// encrypted instead (the ciphertext is necessarily a new buffer). `header` (a WebSocket
+    /// frame's) goes just before it, as its own small segment so the media stays in place.
     pub fn queue_ring(
         &mut self,
         idx: usize,
+        header: Option<FrameHeader>,
         bufs: &mut BufRing,
         bid: u16,
         range: Range<usize>,
@@ -147,16 +150,23 @@ impl ConnTable {
         };
         // Checks the range against the buffer before anything refers to it.
         let bytes = bufs.bytes_at(bid, start, range.len());
+        let header = header.as_ref().map_or(&[][..], |h| h.as_bytes());
         let queued = if let Some(tls) = c.tls.as_mut() {
-            tls.send(bytes);
+            tls.send_framed(header, bytes);
             if let Some(cipher) = tls.take_outgoing() {
                 c.send.push_media(cipher, at);
             }
             Queued::InPlace
         } else if bufs.try_retain(bid) {
+            if !header.is_empty() {
+                c.send.push_owned(header.to_vec());
+            }
             c.send.push_ring(bid, start, end, at);
             Queued::InPlace
         } else {
+            if !header.is_empty() {
+                c.send.push_owned(header.to_vec());
+            }
             // The buffer already backs MAX_BUFFER_REFS queued ranges (a camera sending tiny
             // frames between line breaks): copy this one rather than count another reference.
             c.send.push_media_copy(bufs.bytes_at(bid, start, range.len()), at);

@@ -13,7 +13,8 @@
 //! still in flight (a shutdown that gave up waiting, a panic) leaks them rather than free them.
 //!
 //! This file holds the loop and the dispatch of completions; beside it: `accept` (listeners and
-//! first heads), `session_start` (GET, POST pairing across shards, plain RTSP), `tunnels`
+//! first heads), `session_start` (GET, POST pairing across shards, plain RTSP), `web` (pages,
+//! the player's files, RTSP over WebSocket), `tunnels`
 //! (creating tunnels, feeding them, carrying out their outputs, ending them), `data_path`
 //! (receives and camera connects), `sending`, `buffers` (ring pressure), `ending` (closing and
 //! freeing connections), `housekeeping` (tick, mailbox, drain, reload).
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue};
 
-use crate::config::{AuthConfig, Limits, ProxyExpect, ProxyProtocol, Route, RouteTable};
+use crate::config::{AuthConfig, Limits, ProxyExpect, ProxyProtocol, Route, RouteTable, WebConfig};
 use crate::metrics::{ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, UpstreamErrorKind};
 use crate::pairing::{GetRegistration, PostLookup, SessionRef};
 use crate::proto::http_head::{self, HeadKind, HeadLimits, RequestHead};
@@ -42,6 +43,7 @@ mod housekeeping;
 mod sending;
 mod session_start;
 mod tunnels;
+mod web;
 
 use tunnels::{Fed, policy};
 #[cfg(test)]
@@ -77,6 +79,7 @@ pub struct Shard {
     routes: Arc<RouteTable>,
     limits: Limits,
     auth: AuthConfig,
+    web: WebConfig,
     /// The address failure limiter with `auth`'s limits, handed to every new session.
     auth_gate: Arc<dyn AuthGate>,
     public_address: Option<String>,
@@ -96,6 +99,8 @@ pub struct Shard {
     reaped_at: Instant,
     /// Scratch space for plaintext out of TLS records.
     plain: Vec<u8>,
+    /// Scratch space for the RTSP bytes out of WebSocket frames.
+    ws_data: Vec<u8>,
     /// Seeds each session's randomness (seeded from the OS).
     rng: crate::proto::rng::Rng,
     draining_until: Option<Instant>,
@@ -156,6 +161,7 @@ impl Shard {
                 Duration::from_secs(cfg.settings.auth.failure_window_secs),
             ),
             auth: cfg.settings.auth.clone(),
+            web: cfg.settings.web,
             public_address: cfg.settings.public_address.clone(),
             proxy: cfg.settings.proxy.clone(),
             listeners: Listeners { open: cfg.listeners.into_iter().map(Some).collect(), paused: Vec::new() },
@@ -167,6 +173,7 @@ impl Shard {
             latencies: Vec::new(),
             reaped_at: Instant::now(),
             plain: Vec::new(),
+            ws_data: Vec::new(),
             rng: crate::proto::rng::Rng::new(cfg.seed),
             draining_until: None,
             counted_running: false,

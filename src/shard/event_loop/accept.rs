@@ -264,10 +264,7 @@ impl Shard {
             HeadKind::TunnelGet => self.on_tunnel_get(idx, head),
             HeadKind::TunnelPost => self.on_tunnel_post(idx, head),
             HeadKind::PlainRtsp => self.on_plain_rtsp(idx),
-            HeadKind::OtherHttp => {
-                self.metrics.connection_accepted(ConnKind::OtherHttp);
-                self.refuse(idx, Rejection::NotATunnel, http_head::http_error_reply(400, "Bad Request"));
-            }
+            HeadKind::OtherHttp => self.on_other_http(idx, head),
         }
     }
 }

@@ -127,6 +127,12 @@ impl Shard {
         // Disjoint field borrows: no per-packet clone of the shared route table.
         let routes = &*self.routes;
         let bytes = if tls { &self.plain[..] } else { self.bufs.bytes(bid, len) };
+        if self.conns[idx].ws.is_some() {
+            // Copied out of the ring buffer: the decoder unmasks into its own output anyway.
+            let bytes = bytes.to_vec();
+            self.websocket_bytes(idx, key, &bytes);
+            return;
+        }
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };

@@ -121,6 +121,8 @@ impl Shard {
                             l.tls = Some(cfg.clone());
                         }
                     }
+                    // New WebSocket limits apply to new connections.
+                    self.web = settings.web;
                     self.reload(settings.routes.clone(), settings.limits.clone())
                 }
                 ShardMsg::Shutdown { grace } => self.begin_drain(grace),

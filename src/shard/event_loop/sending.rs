@@ -1,14 +1,23 @@
 //! Queueing bytes for a connection and driving its one `sendmsg` in flight.
 
 use super::*;
+use crate::proto::websocket::FrameHeader;
 
 impl Shard {
     pub(super) fn queue_owned(&mut self, idx: usize, bytes: Vec<u8>) {
         self.conns.queue_owned(idx, bytes);
     }
 
-    pub(super) fn queue_ring(&mut self, idx: usize, bid: u16, range: std::ops::Range<usize>, at: Timed) {
-        if self.conns.queue_ring(idx, &mut self.bufs, bid, range, at) == Some(Queued::Copied) {
+    /// `header`: a WebSocket frame header to send just before the range.
+    pub(super) fn queue_ring(
+        &mut self,
+        idx: usize,
+        header: Option<FrameHeader>,
+        bid: u16,
+        range: std::ops::Range<usize>,
+        at: Timed,
+    ) {
+        if self.conns.queue_ring(idx, header, &mut self.bufs, bid, range, at) == Some(Queued::Copied) {
             self.metrics.ring_ranges_copied(1);
         }
     }

@@ -24,11 +24,20 @@ pub(super) fn policy(limits: &Limits) -> tunnel::Policy {
     }
 }
 
+/// How a session's viewer came, as logged.
+fn mode_label(kind: tunnel::Kind) -> &'static str {
+    match kind {
+        tunnel::Kind::Http => "tunnel",
+        tunnel::Kind::Plain => "rtsp",
+        tunnel::Kind::WebSocket => "websocket",
+    }
+}
+
 impl Shard {
     pub(super) fn new_session(
         &mut self,
         route: Option<Arc<Route>>,
-        tunnel: bool,
+        kind: tunnel::Kind,
         viewer_tls: bool,
         peer: SocketAddr,
         started_at: Instant,
@@ -51,7 +60,6 @@ impl Shard {
         };
         let route_path = route.as_ref().map(|r| r.path.clone());
         let proto = Session::new(params, route, &self.local_authority, started_at);
-        let kind = if tunnel { tunnel::Kind::Http } else { tunnel::Kind::Plain };
         let mut t = Tunnel::new(proto, kind, policy(&self.limits), started_at);
         if let Some(deadline) = self.draining_until {
             t.handle(Input::Drain { deadline }, started_at);
@@ -63,7 +71,7 @@ impl Shard {
             session = %format_args!("{}-{}", self.id, id),
             route = route_path.as_deref().unwrap_or("-"),
             peer = %peer,
-            mode = if tunnel { "tunnel" } else { "rtsp" },
+            mode = mode_label(kind),
             "session started"
         );
         key
@@ -112,7 +120,17 @@ impl Shard {
             match o {
                 Out::Core(Core::ToViewer(bytes)) => {
                     if let Some(v) = s.viewer {
-                        self.queue_owned(v, bytes);
+                        match self.ws_header(v, bytes.len()) {
+                            None => self.queue_owned(v, bytes),
+                            // An answer is small: header and answer in one buffer.
+                            Some(Some(header)) => {
+                                let mut framed = Vec::with_capacity(header.as_bytes().len() + bytes.len());
+                                framed.extend_from_slice(header.as_bytes());
+                                framed.extend_from_slice(&bytes);
+                                self.queue_owned(v, framed);
+                            }
+                            Some(None) => {}
+                        }
                     }
                 }
                 Out::Core(Core::ForwardToViewer { range, frames }) => {
@@ -122,7 +140,12 @@ impl Shard {
                     if range.is_empty() {
                         continue;
                     }
-                    self.queue_ring(v, bid, range, Timed { received_at: at, frames });
+                    let header = match self.ws_header(v, range.len()) {
+                        None => None,
+                        Some(Some(header)) => Some(header),
+                        Some(None) => continue,
+                    };
+                    self.queue_ring(v, header, bid, range, Timed { received_at: at, frames });
                     if frames > 0 {
                         self.metrics.frames(Direction::ToViewer, frames as u64);
                     }
@@ -220,7 +243,7 @@ impl Shard {
             cookie = s.cookie.as_deref().map(|c| &c[..c.len().min(6)]).unwrap_or("-"),
             route,
             peer = %s.peer,
-            mode = if s.tunnel.kind() == tunnel::Kind::Http { "tunnel" } else { "rtsp" },
+            mode = mode_label(s.tunnel.kind()),
             duration_ms = s.started_at.elapsed().as_millis() as u64,
             bytes_to_viewer = s.to_viewer,
             bytes_to_camera = s.to_camera,
@@ -236,6 +259,7 @@ impl Shard {
         if let Some(v) = s.viewer {
             // The viewer gets what was queued for it (a final error reply, say), then the close;
             // a viewer that never reads it is closed by the tick after FLUSH_GRACE.
+            self.websocket_close(v, outcome);
             if let Some(c) = self.conns.get_mut(v) {
                 if let Some(tls) = c.tls.as_mut() {
                     tls.close_notify();
