@@ -18,7 +18,7 @@ pub const METHODS: [&str; 8] =
 /// Headers passed on to the camera (values checked), in the spelling the camera gets.
 /// `CSeq` is rewritten from the parsed number, `Content-Length` from the body, `Authorization`
 /// is the relay's own; everything else the viewer sent stays at the relay.
-const FORWARDED_HEADERS: [&str; 17] = [
+const FORWARDED_HEADERS: &[&str] = &[
     "Session",
     "Transport",
     "Range",
@@ -92,7 +92,7 @@ pub fn rebuild_request(msg: &Message, cseq: u32, camera_uri: &str) -> Result<Mes
     }
     let mut out = Message::request(method, camera_uri);
     out.headers.push(("CSeq".to_owned(), cseq.to_string()));
-    for name in FORWARDED_HEADERS {
+    for &name in FORWARDED_HEADERS {
         if let Some(value) = msg.header(name) {
             out.headers.push((name.to_owned(), value.trim().to_owned()));
         }

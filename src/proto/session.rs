@@ -180,8 +180,6 @@ pub struct Session {
     handed_out: Vec<HandedOut>,
     /// Whether the tunnel POST now bound came over TLS (`None` before one binds).
     commands_tls: Option<bool>,
-    /// Whether the stream the current request came on is TLS end to end.
-    stream_tls: bool,
     /// Viewer frame bytes (POST or plain stream, and GET) until a whole frame is in: the camera
     /// gets whole frames only, so nothing the relay writes can land inside one.
     viewer_frames: [Vec<u8>; 2],
@@ -254,7 +252,6 @@ impl Session {
             handed_out: Vec::new(),
             auth_failures: 0,
             commands_tls: None,
-            stream_tls: false,
             viewer_frames: [Vec::new(), Vec::new()],
             held_for_viewer: Vec::new(),
             progress: ViewerProgress { last: started_at, commands_partial: None, data_partial: None },
@@ -292,10 +289,6 @@ impl Session {
         if self.closed {
             return;
         }
-        self.stream_tls = match stream {
-            ViewerStream::TunnelCommands => self.params.viewer_tls && self.commands_tls == Some(true),
-            ViewerStream::TunnelData | ViewerStream::Plain => self.params.viewer_tls,
-        };
         let mut events = std::mem::take(&mut self.events);
         // Frame ranges index the decoded POST body, or the chunk itself for raw streams.
         let mut decoded = std::mem::take(&mut self.decoded);
@@ -417,7 +410,7 @@ impl Session {
             Event::Message(msg) if msg.is_request() => {
                 let asked = (msg.method().unwrap_or("").to_owned(), msg.uri().unwrap_or("").to_owned());
                 let before = out.len();
-                self.on_viewer_request(msg, now, routes, out);
+                self.on_viewer_request(msg, stream, now, routes, out);
                 // A reply the relay wrote itself answers it here; camera answers are logged as
                 // they come.
                 let reply = out[before..].iter().enumerate().find_map(|(i, o)| match o {
@@ -445,7 +438,14 @@ impl Session {
         }
     }
 
-    fn on_viewer_request(&mut self, mut msg: Message, now: Instant, routes: &RouteTable, out: &mut Vec<Output>) {
+    fn on_viewer_request(
+        &mut self,
+        mut msg: Message,
+        stream: ViewerStream,
+        now: Instant,
+        routes: &RouteTable,
+        out: &mut Vec<Output>,
+    ) {
         let cseq = msg.cseq();
         let Some(cseq) = cseq else {
             out.push(Output::Rejected(Rejection::MalformedRtsp));
@@ -480,7 +480,7 @@ impl Session {
             }
             self.auth = route.credentials.clone().map(|c| UpstreamAuth::new(c, self.params.cnonce_seed));
         }
-        if !self.admit(&msg, cseq, now, routes, out) {
+        if !self.admit(&msg, self.is_tls(stream), cseq, now, routes, out) {
             return;
         }
         let Some(map) = &self.map else { return };
@@ -532,9 +532,27 @@ impl Session {
         out.push(Output::ToViewer(local_reply(status, text, Some(cseq))));
     }
 
+    /// Whether a credential on `stream` travels over TLS end to end: a tunnel's requests come up
+    /// the POST and its challenges go down the GET, so both must be.
+    fn is_tls(&self, stream: ViewerStream) -> bool {
+        match stream {
+            ViewerStream::TunnelCommands => self.params.viewer_tls && self.commands_tls == Some(true),
+            ViewerStream::TunnelData | ViewerStream::Plain => self.params.viewer_tls,
+        }
+    }
+
     /// The route's address lists and users: false (with the answer queued) if this viewer may
-    /// not go further. Nothing reaches the camera before this passes.
-    fn admit(&mut self, msg: &Message, cseq: u32, now: Instant, routes: &RouteTable, out: &mut Vec<Output>) -> bool {
+    /// not go further. Nothing reaches the camera before this passes. `tls`: the request came
+    /// over TLS end to end (Basic is offered and accepted only then).
+    fn admit(
+        &mut self,
+        msg: &Message,
+        tls: bool,
+        cseq: u32,
+        now: Instant,
+        routes: &RouteTable,
+        out: &mut Vec<Output>,
+    ) -> bool {
         let Some(route) = self.route.clone() else { return false };
         if !route.acl.permits(self.params.viewer_ip) {
             out.push(Output::Rejected(Rejection::AddressDenied));
@@ -556,9 +574,8 @@ impl Session {
         }
         let users = routes.users();
         let seed = self.params.cnonce_seed.rotate_left(17);
-        let auth =
-            self.viewer_auth.get_or_insert_with(|| ViewerAuth::new(seed, self.stream_tls, self.params.nonce_ttl, now));
-        auth.set_tls(self.stream_tls);
+        let auth = self.viewer_auth.get_or_insert_with(|| ViewerAuth::new(seed, tls, self.params.nonce_ttl, now));
+        auth.set_tls(tls);
         match auth.verify(msg, users, Some(allowed), now) {
             Ok(user) => {
                 self.user = Some(user);
