@@ -16,6 +16,8 @@ pub enum SessionOutcome {
     /// The shared camera came back with a different description (tracks, codecs): its viewers,
     /// set up on the old one, were closed.
     CameraChanged,
+    /// A viewer of a shared camera stayed too far behind and was cut.
+    SlowViewer,
 }
 
 /// Why input was refused: `relay_rejections_total{reason}`.
