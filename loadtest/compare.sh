@@ -14,11 +14,13 @@
 # Environment: STREAMS (200) SESSIONS (200) BITRATE (1M) DURATION (20s) SHARDS (2) REPEATS (3)
 #              RSS_SESSIONS (SESSIONS/4) RSS_DURATION (10s) SYSTEMS ("relay haproxy gst")
 #              OUT (target/compare) SKIP_BUILD (unset)
+#              RELAY_MODE (shared: one camera session per stream fans out to its viewers;
+#                          passthrough: a camera session per viewer)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 streams=${STREAMS:-200}; sessions=${SESSIONS:-200}; bitrate=${BITRATE:-1M}
 duration=${DURATION:-20s}; shards=${SHARDS:-2}; systems=${SYSTEMS:-"relay haproxy gst"}
-repeats=${REPEATS:-3}; rss_sessions=${RSS_SESSIONS:-$((sessions / 4))}; rss_duration=${RSS_DURATION:-10s}
+relay_mode=${RELAY_MODE:-shared}; repeats=${REPEATS:-3}; rss_sessions=${RSS_SESSIONS:-$((sessions / 4))}; rss_duration=${RSS_DURATION:-10s}
 out=${OUT:-$root/target/compare}
 mkdir -p "$out"
 if [ -z "${SKIP_BUILD:-}" ]; then
@@ -56,9 +58,11 @@ start() {
     relay)
       local mport; mport=$(free_port)
       { printf '[listen]\ntunnel = ["127.0.0.1:%s"]\nmetrics = "127.0.0.1:%s"\n[runtime]\nshards = %s\n[limits]\nmax_connections_per_ip = 100000\nmax_sessions = 100000\n[log]\nlevel = "warn"\n' "$port" "$mport" "$shards"
-        for i in $(seq 0 $((streams - 1))); do printf '[[route]]\npath = "/cam%s"\nupstream = "rtsp://127.0.0.1:%s/cam%s"\n' "$i" "$cam_port" "$i"; done
+        for i in $(seq 0 $((streams - 1))); do printf '[[route]]\npath = "/cam%s"\nupstream = "rtsp://127.0.0.1:%s/cam%s"\nmode = "%s"\n' "$i" "$cam_port" "$i" "$relay_mode"; done
       } >"$out/relay.toml"
-      "$bin/rtsp-tunnel-relay" --config "$out/relay.toml" 2>>"$out/relay.log" & pid=$!; mode=tunnel ;;
+      "$bin/rtsp-tunnel-relay" --config "$out/relay.toml" 2>>"$out/relay.log" & pid=$!; mode=tunnel
+      # Shared: viewers join a stream under way, as with gst.
+      [ "$relay_mode" = shared ] && start_flags=(--stream-start rtp-info) ;;
     haproxy)
       printf 'global\n  maxconn 9000\n  nbthread %s\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\nfrontend rtsp\n  bind 127.0.0.1:%s\n  default_backend cams\nbackend cams\n  server cam 127.0.0.1:%s\n' "$shards" "$port" "$cam_port" >"$out/haproxy.cfg"
       haproxy -db -f "$out/haproxy.cfg" 2>>"$out/haproxy.log" & pid=$!; mode=rtsp ;;
