@@ -22,6 +22,12 @@ use io_uring::types::BufRingEntry;
 /// per receive.
 pub const MAX_BUFFER_REFS: u32 = 1024;
 
+/// Buffers lent to the kernel at first; more are lent as the work needs them
+/// ([`BufRing::grow`]). The kernel takes buffers in ring order, so every buffer in circulation
+/// gets written to: lending all of a large ring at once would make all of it resident however
+/// light the load (at 16 KiB buffers, 4,096 of them are 64 MiB a shard).
+const FIRST_LENT: u16 = 256;
+
 /// One shard's buffer group: `count` buffers of `size` bytes and the ring that lends them out.
 pub struct BufRing {
     /// The ring of `count` entries shared with the kernel (page-aligned mmap).
@@ -37,6 +43,9 @@ pub struct BufRing {
     /// References per buffer: the receive being processed and each queued send segment.
     refs: Vec<u32>,
     available: usize,
+    /// Buffers in circulation: `0..lent` have been lent to the kernel; the rest never were (and
+    /// so were never written, nor made resident).
+    lent: u16,
     pub group: u16,
 }
 
@@ -83,25 +92,44 @@ impl BufRing {
             tail: 0,
             refs: vec![0; count as usize],
             available: 0,
+            lent: 0,
             group,
         };
         // SAFETY: the ring memory is page-aligned (mmap), `count` entries long, and lives until
         // `Drop`, which runs only after the io_uring that registered it is gone (field order in
         // the shard and an explicit unregister there).
         unsafe { submitter.register_buf_ring_with_flags(ring.as_ptr() as u64, count, group, 0)? };
-        for bid in 0..count {
-            br.provide(bid);
-        }
+        br.lend(FIRST_LENT.min(count));
         br.publish();
         Ok(br)
+    }
+
+    /// Lends `n` more buffers, never lent before.
+    fn lend(&mut self, n: u16) {
+        let end = self.lent.saturating_add(n).min(self.count);
+        for bid in self.lent..end {
+            self.provide(bid);
+        }
+        self.lent = end;
+    }
+
+    /// The buffers in circulation run short: doubles them, up to the ring's size. False when
+    /// every buffer is already lent. Published with the next [`BufRing::publish`].
+    pub fn grow(&mut self) -> bool {
+        if self.lent == self.count {
+            return false;
+        }
+        self.lend(self.lent);
+        true
     }
 
     pub fn buffer_size(&self) -> u32 {
         self.size
     }
 
+    /// Buffers in circulation (lent to the kernel at least once).
     pub fn capacity(&self) -> usize {
-        self.count as usize
+        self.lent as usize
     }
 
     /// Buffers the kernel can currently fill.
@@ -285,6 +313,24 @@ mod tests {
         }
         assert_eq!(b.available(), before, "buffer returned exactly once, after its last send");
         assert_eq!(b.refs(3), 0);
+    }
+
+    #[test]
+    fn buffers_are_lent_as_the_work_needs_them_up_to_the_ring() {
+        let uring = io_uring::IoUring::new(8).unwrap();
+        let mut b = BufRing::register(&uring.submitter(), 1, 1024, 4096).unwrap();
+        assert_eq!((b.capacity(), b.available()), (256, 256), "a quarter lent at first");
+        // What was never lent is never written: its pages stay out of the process's memory.
+        assert!(b.grow());
+        assert_eq!((b.capacity(), b.available()), (512, 512));
+        assert!(b.grow());
+        assert_eq!((b.capacity(), b.available()), (1024, 1024));
+        assert!(!b.grow(), "the ring is full");
+        b.on_received(1000);
+        b.release(1000);
+        assert_eq!(b.available(), 1024);
+        drop(b);
+        drop(uring);
     }
 
     #[test]

@@ -59,22 +59,27 @@ pub struct SendQueue {
     in_flight_segments: usize,
     /// Ring segments queued.
     ring_segments: usize,
-    msg: Box<SendMsg>,
+    /// Allocated at the first send: a tunnel's POST never sends, and a kilobyte per idle
+    /// connection adds up at thousands of viewers.
+    msg: Option<Box<SendMsg>>,
 }
 
 impl Default for SendQueue {
     fn default() -> Self {
-        let iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
-        let hdr: libc::msghdr = empty_msghdr();
         SendQueue {
             segments: VecDeque::new(),
             queued: 0,
             in_flight: false,
             in_flight_segments: 0,
             ring_segments: 0,
-            msg: Box::new(SendMsg { hdr, iov }),
+            msg: None,
         }
     }
+}
+
+fn new_send_msg() -> Box<SendMsg> {
+    let iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
+    Box::new(SendMsg { hdr: empty_msghdr(), iov })
 }
 
 fn empty_msghdr() -> libc::msghdr {
@@ -181,7 +186,7 @@ impl SendQueue {
         if self.in_flight || self.segments.is_empty() {
             return None;
         }
-        let msg = &mut *self.msg;
+        let msg = &mut **self.msg.get_or_insert_with(new_send_msg);
         let mut n = 0;
         for seg in self.segments.iter().take(MAX_IOV) {
             // Both arms cut the iovec from a bounds-checked slice (the kernel only reads it).

@@ -12,6 +12,11 @@ impl Shard {
         if self.bufs.available() >= total / 8 {
             return;
         }
+        // More buffers first: copying is for a ring that has lent all it has.
+        if self.bufs.grow() {
+            tracing::debug!(shard = self.id, buffers = self.bufs.capacity(), "receive ring grown");
+            return;
+        }
         let mut freed = 0;
         for (_, c) in self.conns.iter_mut() {
             if c.send.ring_segments() >= RING_SEGMENTS_BEFORE_COPY {
