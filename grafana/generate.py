@@ -9,7 +9,7 @@ panels = []
 row_y = [0]
 
 
-def panel(title, exprs, unit="short", kind="timeseries", w=12, h=8, legend=None):
+def panel(title, exprs, unit="short", kind="timeseries", w=12, h=8, legend=None, desc=None):
     x = sum(p["gridPos"]["w"] for p in panels if p["gridPos"]["y"] == row_y[0])
     if x + w > 24:
         row_y[0] += h
@@ -28,6 +28,8 @@ def panel(title, exprs, unit="short", kind="timeseries", w=12, h=8, legend=None)
         "options": {"legend": {"displayMode": "table", "placement": "bottom"}} if kind == "timeseries" else {},
         "targets": targets,
     })
+    if desc:
+        panels[-1]["description"] = desc
 
 
 def q(name, quantile, by=""):
@@ -61,6 +63,34 @@ panel("Failed viewer logins by reason", [f"sum by (reason) (rate(relay_auth_fail
 panel("Connections by kind", [f"sum by (kind) (rate(relay_connections_total{{{SEL}}}[$__rate_interval]))"], unit="ops", legend=["{{kind}}"])
 panel("CPU", [f"rate(process_cpu_seconds_total{{{SEL}}}[$__rate_interval])"], unit="percentunit", legend=["{{instance}}"])
 panel("Memory and descriptors", [f"process_resident_memory_bytes{{{SEL}}}", f"process_open_fds{{{SEL}}}"], legend=["RSS {{instance}}", "fds {{instance}}"])
+
+# Shared cameras: one camera connection per route, fanned out to every viewer of it.
+row_y[0] += 8
+CAMS = f"sum(relay_cameras_active{{{SEL}}})"
+VIEWERS = f"sum(relay_viewers_active{{{SEL}}})"
+PER_CAMERA = f"{VIEWERS} / ({CAMS} > 0)"
+PER_ROUTE = "Per-route series exist only with [metrics] per_route = true (off by default: one series per route); empty otherwise."
+panel("Cameras active", [CAMS], kind="stat", w=6, h=4, desc="Shared cameras playing now (one camera connection each).")
+panel("Viewers active (shared routes)", [VIEWERS], kind="stat", w=6, h=4)
+panel("Viewers per camera", [PER_CAMERA], kind="stat", w=6, h=4, desc="Viewers on shared routes / cameras playing; empty while no camera plays.")
+panel("Time to first frame p50", [q("relay_time_to_first_frame_seconds", 0.5)], unit="s", kind="stat", w=6, h=4)
+row_y[0] += 4
+panel("Shared cameras and viewers", [CAMS, VIEWERS], legend=["cameras playing", "viewers"])
+panel("Viewers per camera", [PER_CAMERA], legend=["viewers per camera"], desc="Viewers on shared routes / cameras playing; empty while no camera plays.")
+panel("Camera sessions ended by outcome", [f"sum by (outcome) (rate(relay_camera_sessions_total{{{SEL}}}[$__rate_interval]))"], unit="ops", legend=["{{outcome}}"],
+      desc="Shared camera connections ended (completed = closed by the relay after linger or at shutdown).")
+panel("Camera reconnects", [f"sum(rate(relay_camera_reconnects_total{{{SEL}}}[$__rate_interval]))"], unit="ops", legend=["reconnect attempts"])
+panel("Time to first frame (viewer PLAY to first keyframe byte)", [q("relay_time_to_first_frame_seconds", x) for x in (0.5, 0.99)], unit="s", w=24, legend=["p50", "p99"],
+      desc="Milliseconds when the GOP cache holds a keyframe; up to a GOP without it.")
+panel("Frames dropped", [f"sum(rate(relay_frames_dropped_total{{{SEL}}}[$__rate_interval]))"], unit="ops", legend=["frames dropped"],
+      desc="Frames not sent to a viewer: a slow viewer of a shared camera skips to the next keyframe, or no peer took them.")
+panel("Shared viewers cut", [
+    f"sum(rate(relay_rejections_total{{{SEL},reason=\"slow_viewer\"}}[$__rate_interval]))",
+    f"sum(rate(relay_sessions_total{{{SEL},outcome=\"camera_changed\"}}[$__rate_interval]))",
+], unit="ops", legend=["slow viewer disconnected", "camera came back changed"],
+      desc="Viewers disconnected for staying too far behind, and viewers closed because their camera came back with another description.")
+panel("Viewers per route", [f"sum by (route) (relay_route_viewers{{{SEL}}})"], legend=["{{route}}"], desc=PER_ROUTE)
+panel("Camera up per route", [f"max by (route) (relay_route_camera_up{{{SEL}}})"], legend=["{{route}}"], desc=PER_ROUTE)
 
 dashboard = {
     "__inputs": [{"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"}],

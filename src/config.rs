@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-pub use crate::proto::route::{Acl, Route, RouteTable, uri_path};
+pub use crate::proto::route::{Acl, Route, RouteTable, SharedRoute, Sharing, uri_path};
 use crate::proto::upstream_auth::Credentials;
 use crate::proto::viewer_auth::Users;
 
@@ -104,11 +104,14 @@ pub struct MetricsPortConfig {
     /// Connections served at once; when full, the oldest one still sending its request is
     /// closed to make room, so slow clients cannot lock scrapes and health checks out.
     pub max_connections: usize,
+    /// Per-route series (`relay_route_viewers{route}`, `relay_route_camera_up{route}`): off by
+    /// default, since thousands of routes make thousands of series.
+    pub per_route: bool,
 }
 
 impl Default for MetricsPortConfig {
     fn default() -> Self {
-        MetricsPortConfig { request_timeout_ms: 5_000, max_connections: 8 }
+        MetricsPortConfig { request_timeout_ms: 5_000, max_connections: 8, per_route: false }
     }
 }
 
@@ -266,6 +269,21 @@ pub struct Limits {
     /// Bytes queued towards one camera (requests, the viewer's RTCP) that it has not read; a
     /// session beyond it ends: the camera stopped reading, or the viewer floods it.
     pub max_camera_backlog_bytes: usize,
+    /// Shared cameras: bytes of the packets since the last keyframe kept for joining viewers;
+    /// a group of pictures larger than this is not cached (joiners wait for the next keyframe).
+    pub gop_cache_bytes: usize,
+    /// Shared cameras: bytes queued to one viewer beyond which it skips whole frames up to the
+    /// next keyframe (`relay_frames_dropped_total`); the camera is never slowed.
+    pub fanout_drop_above_bytes: usize,
+    /// Shared cameras: bytes queued to one viewer beyond which it is disconnected
+    /// (`relay_rejections_total{reason="slow_viewer"}`).
+    pub fanout_disconnect_above_bytes: usize,
+    /// Shared cameras: a viewer skipping frames this long without catching up is disconnected,
+    /// in milliseconds.
+    pub fanout_max_behind_ms: u64,
+    /// Shared cameras: a playing camera that sends nothing for this long is reconnected, in
+    /// milliseconds.
+    pub camera_media_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -286,6 +304,11 @@ impl Default for Limits {
             max_viewer_backlog_bytes: 1024 * 1024,
             max_pending_requests: 32,
             max_camera_backlog_bytes: 1024 * 1024,
+            gop_cache_bytes: 4 * 1024 * 1024,
+            fanout_drop_above_bytes: 1024 * 1024,
+            fanout_disconnect_above_bytes: 8 * 1024 * 1024,
+            fanout_max_behind_ms: 10_000,
+            camera_media_timeout_ms: 10_000,
         }
     }
 }
@@ -330,6 +353,35 @@ pub struct RouteConfig {
     pub allow: Vec<String>,
     #[serde(default)]
     pub deny: Vec<String>,
+    /// `shared` (default): one camera session feeds every viewer; `passthrough`: one camera
+    /// session per viewer, its requests passed on.
+    #[serde(default)]
+    pub mode: RouteMode,
+    /// Shared routes: the camera session closes this long after the last viewer leaves.
+    #[serde(default = "default_linger_secs")]
+    pub linger_secs: u64,
+    /// Shared routes: the camera session is open from start-up and reconnected forever.
+    #[serde(default)]
+    pub always_on: bool,
+    /// Shared routes: joining viewers start with the packets since the last keyframe.
+    #[serde(default = "default_true")]
+    pub gop_cache: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteMode {
+    #[default]
+    Shared,
+    Passthrough,
+}
+
+fn default_linger_secs() -> u64 {
+    10
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl RouteConfig {
@@ -376,7 +428,28 @@ impl RouteConfig {
         if cfg.open && cfg.users.is_some() {
             return Err(err("a route is either open or has users, not both".into()));
         }
-        Ok(Route { path, upstream_url: clean.to_string(), upstream_addr, credentials, users: cfg.users.clone(), acl })
+        let sharing = match cfg.mode {
+            RouteMode::Passthrough => {
+                if cfg.always_on {
+                    return Err(err("always_on needs mode = \"shared\"".into()));
+                }
+                Sharing::Passthrough
+            }
+            RouteMode::Shared => Sharing::Shared(SharedRoute {
+                linger: std::time::Duration::from_secs(cfg.linger_secs),
+                always_on: cfg.always_on,
+                gop_cache: cfg.gop_cache,
+            }),
+        };
+        Ok(Route {
+            path,
+            upstream_url: clean.to_string(),
+            upstream_addr,
+            credentials,
+            users: cfg.users.clone(),
+            acl,
+            sharing,
+        })
     }
 }
 
@@ -589,6 +662,10 @@ impl Config {
             ("max_viewer_backlog_bytes", l.max_viewer_backlog_bytes as u64),
             ("max_pending_requests", l.max_pending_requests as u64),
             ("max_camera_backlog_bytes", l.max_camera_backlog_bytes as u64),
+            ("gop_cache_bytes", l.gop_cache_bytes as u64),
+            ("fanout_drop_above_bytes", l.fanout_drop_above_bytes as u64),
+            ("fanout_max_behind_ms", l.fanout_max_behind_ms),
+            ("camera_media_timeout_ms", l.camera_media_timeout_ms),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("[limits] {name} must be greater than 0")));
@@ -598,6 +675,11 @@ impl Config {
         }
         if l.max_cookie_len < 8 {
             return Err(ConfigError::Invalid("[limits] max_cookie_len must be at least 8".into()));
+        }
+        if l.fanout_disconnect_above_bytes <= l.fanout_drop_above_bytes {
+            return Err(ConfigError::Invalid(
+                "[limits] fanout_disconnect_above_bytes must be greater than fanout_drop_above_bytes".into(),
+            ));
         }
         let m = &self.metrics;
         if !(100..=600_000).contains(&m.request_timeout_ms) || !(1..=1024).contains(&m.max_connections) {
@@ -726,6 +808,10 @@ mod tests {
                         open: false,
                         allow: Vec::new(),
                         deny: Vec::new(),
+                        mode: RouteMode::Shared,
+                        linger_secs: 10,
+                        always_on: false,
+                        gop_cache: true,
                     };
                     cfg.validate().unwrap()
                 })
@@ -738,6 +824,37 @@ mod tests {
             });
             proptest::prop_assert_eq!(t.lookup(&target).map(|r| r.path.clone()), expected.map(|r| r.path.clone()));
         }
+    }
+
+    #[test]
+    fn routes_share_their_camera_unless_told_otherwise() {
+        let text = r#"
+            [listen]
+            tunnel = ["127.0.0.1:0"]
+            [[route]]
+            path = "/a"
+            upstream = "rtsp://127.0.0.1/a"
+            [[route]]
+            path = "/b"
+            upstream = "rtsp://127.0.0.1/b"
+            linger_secs = 2
+            always_on = true
+            gop_cache = false
+            [[route]]
+            path = "/c"
+            upstream = "rtsp://127.0.0.1/c"
+            mode = "passthrough"
+        "#;
+        let (_, routes) = Config::from_toml(text).unwrap();
+        let shared = |d: u64, always_on, gop_cache| {
+            Sharing::Shared(SharedRoute { linger: std::time::Duration::from_secs(d), always_on, gop_cache })
+        };
+        let modes: Vec<Sharing> = routes.iter().map(|r| r.sharing).collect();
+        assert_eq!(modes, vec![shared(10, false, true), shared(2, true, false), Sharing::Passthrough]);
+        let bad = text.replace("mode = \"passthrough\"", "mode = \"passthrough\"\nalways_on = true");
+        assert!(Config::from_toml(&bad).is_err(), "always_on needs a shared route");
+        let bad = text.replace("mode = \"passthrough\"", "mode = \"sometimes\"");
+        assert!(Config::from_toml(&bad).is_err());
     }
 
     #[test]
@@ -919,9 +1036,9 @@ mod tests {
     #[test]
     fn metrics_port_limits_have_defaults_and_can_be_set() {
         let (cfg, _) = Config::from_toml(EXAMPLE).unwrap();
-        assert_eq!(cfg.metrics, MetricsPortConfig { request_timeout_ms: 5_000, max_connections: 8 });
+        assert_eq!(cfg.metrics, MetricsPortConfig { request_timeout_ms: 5_000, max_connections: 8, per_route: false });
         let text = format!("{EXAMPLE}\n[metrics]\nrequest_timeout_ms = 2500\nmax_connections = 16\n");
         let (cfg, _) = Config::from_toml(&text).unwrap();
-        assert_eq!(cfg.metrics, MetricsPortConfig { request_timeout_ms: 2_500, max_connections: 16 });
+        assert_eq!(cfg.metrics, MetricsPortConfig { request_timeout_ms: 2_500, max_connections: 16, per_route: false });
     }
 }

@@ -25,22 +25,62 @@ fn metric_names(expr: &str) -> Vec<String> {
     names
 }
 
+/// `label="value"` matchers in a PromQL expression (exact matches only; `=~` and variables
+/// are skipped).
+fn label_matchers(expr: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(eq) = rest.find("=\"") {
+        let name_start = rest[..eq].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
+        let name = &rest[name_start..eq];
+        let value_start = eq + 2;
+        let value_end = value_start + rest[value_start..].find('"').expect("closed label value");
+        let value = &rest[value_start..value_end];
+        if !name.is_empty() && !value.contains('$') {
+            out.push((name.to_owned(), value.to_owned()));
+        }
+        rest = &rest[value_end + 1..];
+    }
+    out
+}
+
+#[test]
+fn label_matchers_are_found() {
+    assert_eq!(
+        label_matchers(r#"sum(rate(x{instance=~"$instance",reason="slow_viewer"}[1m])) / y{a="b"}"#),
+        [("reason".to_owned(), "slow_viewer".to_owned()), ("a".to_owned(), "b".to_owned())]
+    );
+}
+
 #[test]
 fn every_queried_metric_is_exported() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/rtsp-tunnel-relay.json")).unwrap();
     let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard is valid JSON");
     assert_eq!(dash["__inputs"][0]["name"], "DS_PROMETHEUS", "datasource must be an input variable");
     let panels = dash["panels"].as_array().unwrap();
-    assert!(panels.len() >= 15);
-    let exported: BTreeSet<String> = MetricsHub::new(vec![Arc::new(ShardMetrics::new(0))])
-        .render()
+    assert!(panels.len() >= 30);
+    let shard = Arc::new(ShardMetrics::new(0));
+    // Per-route families exist only once a route is set (`[metrics] per_route`).
+    shard.set_route("cam1", 1, true);
+    let exposition = MetricsHub::new(vec![shard]).render();
+    let exported: BTreeSet<String> = exposition
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE ").and_then(|r| r.split_whitespace().next()).map(str::to_owned))
         .collect();
     let mut queried = BTreeSet::new();
     for p in panels {
         for t in p["targets"].as_array().unwrap() {
-            for name in metric_names(t["expr"].as_str().unwrap()) {
+            let expr = t["expr"].as_str().unwrap();
+            // A label value the relay never exports (a misspelt reason) would chart nothing.
+            for (label, value) in label_matchers(expr) {
+                let series = format!("{label}=\"{value}\"");
+                assert!(exposition.contains(&series), "{:?} queries {series}, never exported", p["title"]);
+            }
+            if expr.contains("relay_route_") {
+                let desc = p["description"].as_str().unwrap_or("");
+                assert!(desc.contains("per_route"), "{:?} must say it needs [metrics] per_route", p["title"]);
+            }
+            for name in metric_names(expr) {
                 let base = ["_bucket", "_sum", "_count"]
                     .iter()
                     .find_map(|s| name.strip_suffix(s))
@@ -57,6 +97,14 @@ fn every_queried_metric_is_exported() {
         "relay_session_setup_seconds",
         "relay_rejections_total",
         "relay_shard_bytes_total",
+        "relay_cameras_active",
+        "relay_camera_sessions_total",
+        "relay_camera_reconnects_total",
+        "relay_viewers_active",
+        "relay_time_to_first_frame_seconds",
+        "relay_frames_dropped_total",
+        "relay_route_viewers",
+        "relay_route_camera_up",
     ] {
         assert!(queried.contains(needed), "dashboard lacks {needed}");
     }

@@ -6,7 +6,7 @@
 //! hands the registry metric families. Every value of every label is exported from the start,
 //! at 0, so an alert on a reason that has not happened yet already sees its series.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,8 +19,8 @@ use super::histogram::Latency;
 use super::hub::HubState;
 use super::shard_metrics::Counters;
 use super::{
-    AuthFailure, ConnKind, Direction, FIXED_HISTS, Hist, Label, PortDrop, Rejection, RtspMethod, SessionOutcome,
-    UpstreamErrorKind, process,
+    AuthFailure, CameraOutcome, ConnKind, Direction, FIXED_HISTS, Hist, Label, PortDrop, Rejection, RtspMethod,
+    SessionOutcome, UpstreamErrorKind, process,
 };
 
 /// Bucket bounds in seconds: media forwarding is sub-millisecond; control-plane steps are
@@ -28,6 +28,12 @@ use super::{
 const FORWARD_BUCKETS: &[f64] =
     &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 const CONTROL_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// A viewer's first picture: a GOP-cache hit is milliseconds, a wait for the next keyframe up to
+/// a GOP (seconds).
+const FIRST_FRAME_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0];
+/// The label of the per-route families.
+const ROUTE_LABEL: &str = "route";
 const QUANTILES: &[f64] = &[0.5, 0.9, 0.99, 0.999];
 
 fn hist_name(h: Hist) -> (&'static str, &'static str, &'static [f64]) {
@@ -40,6 +46,11 @@ fn hist_name(h: Hist) -> (&'static str, &'static str, &'static [f64]) {
             FORWARD_BUCKETS,
         ),
         Hist::SessionSetup => ("relay_session_setup_seconds", "Tunnel GET accepted to PLAY answered.", CONTROL_BUCKETS),
+        Hist::TimeToFirstFrame => (
+            "relay_time_to_first_frame_seconds",
+            "Viewer PLAY received to the first keyframe byte queued to it (shared routes).",
+            FIRST_FRAME_BUCKETS,
+        ),
         Hist::RtspRequest(_) => (
             "relay_rtsp_request_seconds",
             "RTSP request forwarded to the camera until its response was relayed.",
@@ -61,10 +72,11 @@ impl RelayCollector {
         let descs = families(&state)
             .iter()
             .map(|f| {
-                let labels = f
-                    .get_metric()
-                    .first()
-                    .map_or_else(Vec::new, |m| m.get_label().iter().map(|l| l.name().to_owned()).collect());
+                let labels = match f.get_metric().first() {
+                    Some(m) => m.get_label().iter().map(|l| l.name().to_owned()).collect(),
+                    // Only the per-route families can be empty (no route set yet).
+                    None => vec![ROUTE_LABEL.to_owned()],
+                };
                 Desc::new(f.name().to_owned(), f.help().to_owned(), labels, HashMap::new())
             })
             .collect::<prometheus::Result<_>>()?;
@@ -187,6 +199,24 @@ fn counter_by<L: Label>(
     family(name, help, MetricType::COUNTER, metrics)
 }
 
+/// A gauge kept as ups and downs per shard: all ups minus all downs.
+fn gauge_up_down(
+    name: &str,
+    help: &str,
+    state: &HubState,
+    up: impl Fn(&Counters) -> &AtomicU64,
+    down: impl Fn(&Counters) -> &AtomicU64,
+) -> MetricFamily {
+    let sum = |f: &dyn Fn(&Counters) -> &AtomicU64| -> u64 {
+        state.shards.iter().map(|s| f(&s.counters).load(Ordering::Relaxed)).sum()
+    };
+    // Read downs first: a down never precedes its up, so the difference cannot dip below the
+    // truth by a pair that completed between the two reads.
+    let downs = sum(&down);
+    let ups = sum(&up);
+    single_gauge(name, help, ups.saturating_sub(downs) as f64)
+}
+
 /// An unlabelled counter summed across shards.
 fn counter_total(name: &str, help: &str, state: &HubState, pick: impl Fn(&Counters) -> &AtomicU64) -> MetricFamily {
     let total: u64 = state.shards.iter().map(|s| pick(&s.counters).load(Ordering::Relaxed)).sum();
@@ -240,9 +270,51 @@ fn families(state: &HubState) -> Vec<MetricFamily> {
         state,
         |c| &c.frames,
     ));
+    out.push(gauge_up_down(
+        "relay_cameras_active",
+        "Shared cameras playing now.",
+        state,
+        |c| &c.cameras_up,
+        |c| &c.cameras_down,
+    ));
+    out.push(counter_by::<CameraOutcome>(
+        "relay_camera_sessions_total",
+        "Shared camera connections ended, by outcome.",
+        "outcome",
+        state,
+        |c| &c.camera_sessions,
+    ));
+    out.push(counter_total("relay_camera_reconnects_total", "Reconnect attempts to shared cameras.", state, |c| {
+        &c.camera_reconnects
+    }));
+    out.push(gauge_up_down(
+        "relay_viewers_active",
+        "Viewers on shared routes now.",
+        state,
+        |c| &c.viewers_attached,
+        |c| &c.viewers_detached,
+    ));
+    // Per-route series exist only for routes the shards set (`[metrics] per_route`); with none
+    // the families are empty and the registry leaves them out of the exposition.
+    let mut routes = BTreeMap::new();
+    for s in &state.shards {
+        s.add_routes_into(&mut routes);
+    }
+    out.push(family(
+        "relay_route_viewers",
+        "Viewers of each shared route now (only with [metrics] per_route).",
+        MetricType::GAUGE,
+        routes.iter().map(|(r, (viewers, _))| gauge(&[(ROUTE_LABEL, r)], *viewers as f64)).collect(),
+    ));
+    out.push(family(
+        "relay_route_camera_up",
+        "1 while each shared route's camera plays (only with [metrics] per_route).",
+        MetricType::GAUGE,
+        routes.iter().map(|(r, (_, up))| gauge(&[(ROUTE_LABEL, r)], *up as f64)).collect(),
+    ));
     out.push(counter_total(
         "relay_frames_dropped_total",
-        "Interleaved frames dropped (no peer to take them).",
+        "Interleaved frames dropped: no peer to take them, or a slow viewer of a shared camera skipped to the next keyframe.",
         state,
         |c| &c.frames_dropped,
     ));
@@ -390,6 +462,10 @@ mod tests {
             s.rejected(Rejection::BadCookie);
             s.observe(Hist::ForwardLatency, Duration::from_micros(80));
             s.observe(Hist::RtspRequest(RtspMethod::Play), Duration::from_millis(3));
+            s.camera_up();
+            s.viewer_attached();
+            s.set_route("cam1", 1, true);
+            s.observe(Hist::TimeToFirstFrame, Duration::from_millis(40));
         }
         shards[1].session_ended(SessionOutcome::Completed);
         MetricsHub::new(shards)
@@ -435,6 +511,125 @@ mod tests {
         all::<PortDrop>(&text, "relay_metrics_requests_dropped_total", "reason");
         all::<RtspMethod>(&text, "relay_rtsp_request_seconds_count", "method");
         all::<RtspMethod>(&text, "relay_rtsp_request_quantiles_seconds_count", "method");
+        all::<CameraOutcome>(&text, "relay_camera_sessions_total", "outcome");
+        for line in [
+            "relay_cameras_active 0",
+            "relay_viewers_active 0",
+            "relay_camera_reconnects_total 0",
+            "relay_frames_dropped_total 0",
+            "relay_time_to_first_frame_seconds_count 0",
+            "relay_time_to_first_frame_seconds_bucket{le=\"0.001\"} 0",
+            "relay_time_to_first_frame_seconds_bucket{le=\"10\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+        // No route was set: the per-route families are absent, not exported empty.
+        assert!(!text.contains("relay_route_"), "{text}");
+    }
+
+    /// The lines of `text` for one family's samples (`name` then `{` or a space).
+    fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{') || r.starts_with(' ')))
+            .collect()
+    }
+
+    #[test]
+    fn shared_camera_gauges_counters_and_first_frame_histogram_move_and_merge() {
+        let shards: Vec<_> = (0..2).map(|i| Arc::new(ShardMetrics::new(i))).collect();
+        let hub = MetricsHub::new(shards.clone());
+        shards[0].camera_up();
+        shards[1].camera_up();
+        shards[1].camera_down();
+        shards[1].camera_up();
+        for _ in 0..5 {
+            shards[0].viewer_attached();
+        }
+        shards[1].viewer_attached();
+        shards[0].viewer_detached();
+        shards[0].camera_session_ended(CameraOutcome::MediaTimeout);
+        shards[1].camera_session_ended(CameraOutcome::MediaTimeout);
+        shards[1].camera_session_ended(CameraOutcome::ClosedByCamera);
+        shards[0].camera_reconnect();
+        shards[1].camera_reconnect();
+        shards[1].camera_reconnect();
+        shards[0].rejected(Rejection::SlowViewer);
+        shards[1].session_started();
+        shards[1].session_ended(SessionOutcome::CameraChanged);
+        shards[0].frames_dropped(7);
+        shards[0].observe(Hist::TimeToFirstFrame, Duration::from_millis(40));
+        shards[1].observe(Hist::TimeToFirstFrame, Duration::from_millis(1500));
+        assert_eq!((shards[1].cameras_active(), shards[0].viewers_active()), (1, 4));
+
+        let text = hub.render();
+        for line in [
+            "relay_cameras_active 2",
+            "relay_viewers_active 5",
+            "relay_camera_sessions_total{outcome=\"media_timeout\"} 2",
+            "relay_camera_sessions_total{outcome=\"closed_by_camera\"} 1",
+            "relay_camera_sessions_total{outcome=\"completed\"} 0",
+            "relay_camera_reconnects_total 3",
+            "relay_rejections_total{reason=\"slow_viewer\"} 1",
+            "relay_sessions_total{outcome=\"camera_changed\"} 1",
+            "relay_frames_dropped_total 7",
+            "relay_time_to_first_frame_seconds_bucket{le=\"0.025\"} 0",
+            "relay_time_to_first_frame_seconds_bucket{le=\"0.05\"} 1",
+            "relay_time_to_first_frame_seconds_bucket{le=\"1\"} 1",
+            "relay_time_to_first_frame_seconds_bucket{le=\"2\"} 2",
+            "relay_time_to_first_frame_seconds_count 2",
+            "relay_time_to_first_frame_seconds_sum 1.54",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+
+        // Every down after its up: the gauges return to 0, never below.
+        shards[0].camera_down();
+        shards[1].camera_down();
+        shards[1].camera_down();
+        shards[0].viewer_detached();
+        for _ in 0..4 {
+            shards[1].viewer_detached();
+        }
+        let text = hub.render();
+        assert_eq!(samples(&text, "relay_cameras_active"), ["relay_cameras_active 0"]);
+        assert_eq!(samples(&text, "relay_viewers_active"), ["relay_viewers_active 0"]);
+    }
+
+    #[test]
+    fn per_route_series_appear_when_set_sum_over_shards_and_disappear_when_removed() {
+        let shards: Vec<_> = (0..2).map(|i| Arc::new(ShardMetrics::new(i))).collect();
+        let hub = MetricsHub::new(shards.clone());
+        shards[0].set_route("cam1", 9, false);
+        // Set again: replaced, not added.
+        shards[0].set_route("cam1", 3, true);
+        shards[1].set_route("cam1", 2, false);
+        shards[1].set_route("lobby/door", 0, false);
+        let text = hub.render();
+        assert_eq!(
+            samples(&text, "relay_route_viewers"),
+            ["relay_route_viewers{route=\"cam1\"} 5", "relay_route_viewers{route=\"lobby/door\"} 0"]
+        );
+        assert_eq!(
+            samples(&text, "relay_route_camera_up"),
+            ["relay_route_camera_up{route=\"cam1\"} 1", "relay_route_camera_up{route=\"lobby/door\"} 0"]
+        );
+        assert!(text.contains("# TYPE relay_route_viewers gauge"));
+
+        shards[0].remove_route("cam1");
+        let text = hub.render();
+        assert_eq!(
+            samples(&text, "relay_route_viewers"),
+            ["relay_route_viewers{route=\"cam1\"} 2", "relay_route_viewers{route=\"lobby/door\"} 0"]
+        );
+        assert_eq!(samples(&text, "relay_route_camera_up")[0], "relay_route_camera_up{route=\"cam1\"} 0");
+
+        shards[1].remove_route("cam1");
+        shards[1].remove_route("lobby/door");
+        // Removing a route never set is harmless.
+        shards[0].remove_route("nowhere");
+        let text = hub.render();
+        assert!(!text.contains("relay_route_"), "{text}");
+        assert!(text.contains("relay_cameras_active 0"));
     }
 
     #[test]

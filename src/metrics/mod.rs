@@ -13,6 +13,7 @@ mod process;
 mod server;
 mod shard_metrics;
 
+pub use crate::proto::camera_session::CameraOutcome;
 pub use crate::proto::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
 pub use crate::proto::viewer_auth::AuthFailure;
 pub use hub::MetricsHub;
@@ -80,6 +81,7 @@ labels!(Direction { ToViewer => "to_viewer", ToCamera => "to_camera" });
 labels!(SessionOutcome {
     Completed => "completed", UpstreamClosed => "upstream_closed", UpstreamError => "upstream_error", Timeout => "timeout",
     ProtocolError => "protocol_error", RouteRemoved => "route_removed", Shutdown => "shutdown",
+    CameraChanged => "camera_changed", SlowViewer => "slow_viewer",
 });
 labels!(Rejection {
     MalformedHead => "malformed_head", HeaderTooLarge => "header_too_large", BadCookie => "bad_cookie",
@@ -95,7 +97,7 @@ labels!(Rejection {
     BadRequestUri => "bad_request_uri", PostFromOtherAddress => "post_from_other_address",
     WebSocketHandshake => "websocket_handshake", WebSocketProtocol => "websocket_protocol",
     WebSocketTextFrame => "websocket_text_frame", WebSocketTooLarge => "websocket_too_large",
-    ProxyHeader => "proxy_header", ProxyUntrusted => "proxy_untrusted",
+    ProxyHeader => "proxy_header", ProxyUntrusted => "proxy_untrusted", SlowViewer => "slow_viewer",
 });
 labels!(PortDrop { Deadline => "deadline", Shed => "shed", TooLarge => "too_large" });
 labels!(UpstreamErrorKind {
@@ -114,9 +116,21 @@ labels!(AuthFailure {
     Malformed => "malformed", UriMismatch => "uri_mismatch",
 });
 
+// The camera session's own list and labels, so the protocol core stays the one place that names
+// its outcomes.
+impl Label for CameraOutcome {
+    const ALL: &'static [Self] = &CameraOutcome::ALL;
+    fn as_str(self) -> &'static str {
+        self.label()
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// The fixed (non-method) histograms, in slot order.
-pub(crate) const FIXED_HISTS: [Hist; 4] =
-    [Hist::Pairing, Hist::UpstreamConnect, Hist::ForwardLatency, Hist::SessionSetup];
+pub(crate) const FIXED_HISTS: [Hist; 5] =
+    [Hist::Pairing, Hist::UpstreamConnect, Hist::ForwardLatency, Hist::SessionSetup, Hist::TimeToFirstFrame];
 
 impl Hist {
     /// Slot of this histogram in a shard's table: the fixed ones, then one per RTSP method.
@@ -126,6 +140,7 @@ impl Hist {
             Hist::UpstreamConnect => 1,
             Hist::ForwardLatency => 2,
             Hist::SessionSetup => 3,
+            Hist::TimeToFirstFrame => 4,
             Hist::RtspRequest(m) => FIXED_HISTS.len() + m.index(),
         }
     }
@@ -155,6 +170,7 @@ mod tests {
         check::<UpstreamErrorKind>();
         check::<RtspMethod>();
         check::<AuthFailure>();
+        check::<CameraOutcome>();
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! One shard's counters and histograms. The shard is the only writer; the scraper only reads
 //! (counters) or briefly locks to copy (histograms), so recording never waits on another core.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::histogram::Latency;
-use super::{AuthFailure, ConnKind, Direction, Hist, Label, Rejection, SessionOutcome, UpstreamErrorKind};
+use super::{
+    AuthFailure, CameraOutcome, ConnKind, Direction, Hist, Label, Rejection, SessionOutcome, UpstreamErrorKind,
+};
 
 /// One counter per value of a label enum, sized by it: `PerLabel<{ Rejection::COUNT }>`.
 pub(super) type PerLabel<const N: usize> = [AtomicU64; N];
@@ -29,6 +32,14 @@ pub(super) struct Counters {
     pub ring_copies: AtomicU64,
     pub ring_range_copies: AtomicU64,
     pub accept_errors: AtomicU64,
+    /// Gauges kept as two counters (ups, downs), so a scrape sums shards without a sign and
+    /// an up on one shard and a down on another still net out.
+    pub cameras_up: AtomicU64,
+    pub cameras_down: AtomicU64,
+    pub camera_sessions: PerLabel<{ CameraOutcome::COUNT }>,
+    pub camera_reconnects: AtomicU64,
+    pub viewers_attached: AtomicU64,
+    pub viewers_detached: AtomicU64,
 }
 
 /// A zeroed counter table (`Default` for arrays stops at 32 entries).
@@ -52,6 +63,12 @@ impl Default for Counters {
             ring_copies: AtomicU64::new(0),
             ring_range_copies: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            cameras_up: AtomicU64::new(0),
+            cameras_down: AtomicU64::new(0),
+            camera_sessions: zeroed(),
+            camera_reconnects: AtomicU64::new(0),
+            viewers_attached: AtomicU64::new(0),
+            viewers_detached: AtomicU64::new(0),
         }
     }
 }
@@ -62,6 +79,16 @@ pub struct ShardMetrics {
     pub(super) counters: Counters,
     /// Locked by the shard for each observation and by the scraper only to copy.
     pub(super) latency: Mutex<Vec<Latency>>,
+    /// Per-route state for `relay_route_*{route}`, set by the shard only when a route's viewers
+    /// or camera change (never per packet), and only when `[metrics] per_route` is on.
+    pub(super) routes: Mutex<HashMap<String, RouteGauges>>,
+}
+
+/// One route's series on one shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct RouteGauges {
+    pub viewers: u64,
+    pub camera_up: bool,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -75,6 +102,7 @@ impl ShardMetrics {
             shard,
             counters: Counters::default(),
             latency: Mutex::new((0..Hist::SLOTS).map(|_| Latency::default()).collect()),
+            routes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -143,6 +171,79 @@ impl ShardMetrics {
         self.counters.accept_errors.load(Ordering::Relaxed)
     }
 
+    /// A shared camera started playing: `relay_cameras_active` +1.
+    pub fn camera_up(&self) {
+        bump(&self.counters.cameras_up, 1);
+    }
+
+    /// A shared camera stopped playing: `relay_cameras_active` -1.
+    pub fn camera_down(&self) {
+        bump(&self.counters.cameras_down, 1);
+    }
+
+    /// One camera connection ended: `relay_camera_sessions_total{outcome}`.
+    pub fn camera_session_ended(&self, outcome: CameraOutcome) {
+        bump(&self.counters.camera_sessions[outcome.index()], 1);
+    }
+
+    /// A reconnect attempt to a shared camera started: `relay_camera_reconnects_total`.
+    pub fn camera_reconnect(&self) {
+        bump(&self.counters.camera_reconnects, 1);
+    }
+
+    /// A viewer joined a shared route: `relay_viewers_active` +1.
+    pub fn viewer_attached(&self) {
+        bump(&self.counters.viewers_attached, 1);
+    }
+
+    /// A viewer left a shared route: `relay_viewers_active` -1.
+    pub fn viewer_detached(&self) {
+        bump(&self.counters.viewers_detached, 1);
+    }
+
+    /// Shared cameras playing on this shard now (ups minus downs).
+    pub fn cameras_active(&self) -> u64 {
+        let c = &self.counters;
+        c.cameras_up.load(Ordering::Relaxed).saturating_sub(c.cameras_down.load(Ordering::Relaxed))
+    }
+
+    /// Viewers on shared routes of this shard now (attached minus detached).
+    pub fn viewers_active(&self) -> u64 {
+        let c = &self.counters;
+        c.viewers_attached.load(Ordering::Relaxed).saturating_sub(c.viewers_detached.load(Ordering::Relaxed))
+    }
+
+    /// `relay_route_viewers{route}` and `relay_route_camera_up{route}` for `route` from now on
+    /// (replacing what was set before). Call on changes only, and only with `[metrics] per_route`
+    /// on: each route is a series in every scrape.
+    pub fn set_route(&self, route: &str, viewers: u64, camera_up: bool) {
+        let state = RouteGauges { viewers, camera_up };
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        // Allocates the key only the first time a route is set.
+        match routes.get_mut(route) {
+            Some(r) => *r = state,
+            None => {
+                routes.insert(route.to_owned(), state);
+            }
+        }
+    }
+
+    /// Drops `route`'s per-route series (its last viewer left and its camera closed, or the
+    /// route was removed).
+    pub fn remove_route(&self, route: &str) {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner()).remove(route);
+    }
+
+    /// Adds this shard's per-route gauges into `merged` (route → viewers, cameras up).
+    pub(super) fn add_routes_into(&self, merged: &mut BTreeMap<String, (u64, u64)>) {
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        for (route, r) in routes.iter() {
+            let m = merged.entry(route.clone()).or_default();
+            m.0 += r.viewers;
+            m.1 += u64::from(r.camera_up);
+        }
+    }
+
     pub fn observe(&self, hist: Hist, d: Duration) {
         let us = d.as_micros().min(u64::MAX as u128) as u64;
         // Uncontended except for the instant a scrape copies the table.
@@ -189,8 +290,12 @@ mod tests {
         for a in AuthFailure::ALL {
             m.auth_failure(*a);
         }
+        for o in CameraOutcome::ALL {
+            m.camera_session_ended(o);
+        }
         let ones = |t: &[AtomicU64]| t.iter().all(|c| c.load(Ordering::Relaxed) == 1);
         assert!(ones(&m.counters.rejections) && ones(&m.counters.auth_failures));
+        assert!(ones(&m.counters.camera_sessions));
     }
 
     #[test]
@@ -200,5 +305,34 @@ mod tests {
         m.session_started();
         m.session_ended(SessionOutcome::Completed);
         assert_eq!(m.sessions_active(), 1);
+    }
+
+    #[test]
+    fn cameras_and_viewers_active_count_ups_minus_downs() {
+        let m = ShardMetrics::new(0);
+        m.camera_up();
+        m.camera_up();
+        m.camera_down();
+        m.viewer_attached();
+        m.viewer_attached();
+        m.viewer_attached();
+        m.viewer_detached();
+        assert_eq!((m.cameras_active(), m.viewers_active()), (1, 2));
+    }
+
+    #[test]
+    fn set_route_replaces_and_remove_route_forgets() {
+        let m = ShardMetrics::new(0);
+        m.set_route("cam1", 4, false);
+        m.set_route("cam1", 5, true);
+        m.set_route("cam2", 1, false);
+        let routes = |m: &ShardMetrics| {
+            let mut merged = BTreeMap::new();
+            m.add_routes_into(&mut merged);
+            merged.into_iter().collect::<Vec<_>>()
+        };
+        assert_eq!(routes(&m), [("cam1".to_owned(), (5, 1)), ("cam2".to_owned(), (1, 0))]);
+        m.remove_route("cam1");
+        assert_eq!(routes(&m), [("cam2".to_owned(), (1, 0))]);
     }
 }

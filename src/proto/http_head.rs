@@ -86,11 +86,13 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHead>
     };
     let first = buf[..first_nl].strip_suffix(b"\r").unwrap_or(&buf[..first_nl]);
     if first.ends_with(b" RTSP/1.0") || first.ends_with(b" RTSP/2.0") {
-        let method = first.split(|b| *b == b' ').next().unwrap_or_default();
+        let mut parts = first.split(|b| *b == b' ');
+        let method = parts.next().unwrap_or_default();
+        let target = parts.next().unwrap_or_default();
         return Ok(Some(RequestHead {
             kind: HeadKind::PlainRtsp,
             method: String::from_utf8_lossy(method).into_owned(),
-            target: String::new(),
+            target: String::from_utf8_lossy(target).into_owned(),
             http_minor: 0,
             cookie: None,
             expect_continue: false,
@@ -248,7 +250,7 @@ mod tests {
     #[test]
     fn plain_rtsp_and_other_http() {
         let h = parse_head(b"OPTIONS rtsp://h/cam1 RTSP/1.0\r\nCSeq: 1\r\n", &LIMITS).unwrap().unwrap();
-        assert_eq!((h.kind, h.consumed), (HeadKind::PlainRtsp, 0));
+        assert_eq!((h.kind, h.consumed, h.target.as_str()), (HeadKind::PlainRtsp, 0, "rtsp://h/cam1"));
         let h = parse_head(b"GET /cam1 HTTP/1.1\r\nHost: x\r\n\r\n", &LIMITS).unwrap().unwrap();
         assert_eq!(h.kind, HeadKind::OtherHttp);
         let h = parse_head(b"PUT /x HTTP/1.0\r\nx-sessioncookie: abc\r\n\r\n", &LIMITS).unwrap().unwrap();

@@ -13,6 +13,11 @@ pub enum SessionOutcome {
     ProtocolError,
     RouteRemoved,
     Shutdown,
+    /// The shared camera came back with a different description (tracks, codecs): its viewers,
+    /// set up on the old one, were closed.
+    CameraChanged,
+    /// A viewer of a shared camera stayed too far behind and was cut.
+    SlowViewer,
 }
 
 /// Why input was refused: `relay_rejections_total{reason}`.
@@ -74,6 +79,9 @@ pub enum Rejection {
     ProxyHeader,
     /// A PROXY header from a source not in `proxy_from` (closed).
     ProxyUntrusted,
+    /// A viewer of a shared camera stayed too far behind after its frames were dropped
+    /// (disconnected; the camera and the other viewers go on).
+    SlowViewer,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.
@@ -136,4 +144,7 @@ pub enum Hist {
     ForwardLatency,
     /// `relay_session_setup_seconds`: GET accepted → PLAY answered.
     SessionSetup,
+    /// `relay_time_to_first_frame_seconds`: a shared-route viewer's PLAY received → the first
+    /// keyframe byte queued to it.
+    TimeToFirstFrame,
 }

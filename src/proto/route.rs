@@ -54,6 +54,38 @@ pub struct Route {
     /// Who may watch; `None`: anyone who passes the address lists.
     pub users: Option<Vec<String>>,
     pub acl: Acl,
+    /// One camera session for every viewer, or one per viewer.
+    pub sharing: Sharing,
+}
+
+/// How viewers of a route reach its camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// One relay session with the camera feeds every viewer (the relay answers the viewers).
+    Shared(SharedRoute),
+    /// Each viewer gets its own camera session, its requests rebuilt and passed on (NVR
+    /// playback with Range/Scale/PAUSE per viewer, cameras that need per-client sessions).
+    Passthrough,
+}
+
+/// A shared route's camera policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedRoute {
+    /// How long the camera session stays open after the last viewer leaves.
+    pub linger: std::time::Duration,
+    /// Open from start-up and reconnected forever, viewers or not.
+    pub always_on: bool,
+    /// Keep the packets since the last keyframe for joining viewers.
+    pub gop_cache: bool,
+}
+
+impl Route {
+    pub fn shared(&self) -> Option<SharedRoute> {
+        match self.sharing {
+            Sharing::Shared(s) => Some(s),
+            Sharing::Passthrough => None,
+        }
+    }
 }
 
 /// The routes in force, looked up by path (longest prefix on a segment boundary).

@@ -91,6 +91,11 @@ pub enum Output {
     Exchange(Exchange),
     /// End the session once the bytes queued to the viewer are flushed.
     Close(SessionOutcome),
+    /// A shared route: an admitted request (clean, the viewer authenticated, its route's
+    /// address lists passed) for the relay to answer from the camera session it shares.
+    SharedRequest(Box<Message>),
+    /// A shared route: the viewer sent an interleaved frame (an RTCP report): it is alive.
+    SharedViewerFrame,
 }
 
 /// One RTSP request and its answer, for the operator's debug log.
@@ -187,6 +192,9 @@ pub struct Session {
     held_for_viewer: Vec<Vec<u8>>,
     progress: ViewerProgress,
     camera_session: CameraSession,
+    /// The route, known from the start, shares its camera: admitted requests go to the shell
+    /// ([`Output::SharedRequest`]), nothing to a camera of this session's own.
+    shared: bool,
 }
 
 /// The session the camera holds for this viewer, so that the relay can free it when the viewer
@@ -229,7 +237,11 @@ impl Session {
     /// request (plain RTSP, or a GET of `/`). `viewer_authority`: the `Host` the viewer used.
     pub fn new(params: SessionParams, route: Option<Arc<Route>>, viewer_authority: &str, started_at: Instant) -> Self {
         let limits = params.limits;
+        // A route found later (plain RTSP's first request, a GET of `/`) is served 1:1: the shell
+        // places shared viewers on the camera's shard before the session starts.
+        let shared = route.as_ref().is_some_and(|r| r.shared().is_some());
         Session {
+            shared,
             params,
             started_at,
             route,
@@ -261,6 +273,16 @@ impl Session {
 
     pub fn route(&self) -> Option<&Arc<Route>> {
         self.route.as_ref()
+    }
+
+    /// Whether admitted requests are for the relay to answer from a shared camera session.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// The route as this viewer addresses it and the camera URL, once its first request came.
+    pub fn url_map(&self) -> Option<&UrlMap> {
+        self.map.as_ref()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -399,6 +421,11 @@ impl Session {
                 if whole == 0 {
                     return;
                 }
+                if self.shared {
+                    buf.drain(..whole);
+                    out.push(Output::SharedViewerFrame);
+                    return;
+                }
                 let frames_bytes: Vec<u8> = buf.drain(..whole).collect();
                 // RTCP receiver reports keep the camera's session alive; before the camera
                 // connection exists there is nothing they could refer to.
@@ -481,6 +508,10 @@ impl Session {
             self.auth = route.credentials.clone().map(|c| UpstreamAuth::new(c, self.params.cnonce_seed));
         }
         if !self.admit(&msg, self.is_tls(stream), cseq, now, routes, out) {
+            return;
+        }
+        if self.shared {
+            out.push(Output::SharedRequest(Box::new(msg)));
             return;
         }
         let Some(map) = &self.map else { return };

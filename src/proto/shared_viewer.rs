@@ -88,6 +88,8 @@ pub enum ViewerOutput {
     Play {
         replay: Vec<CachedFrame>,
         replay_bytes: usize,
+        /// When the PLAY arrived (time to first frame counts from here).
+        asked_at: Instant,
     },
     /// The viewer leaves the fan-out (PAUSE, TEARDOWN); its connection stays.
     Stop,
@@ -118,8 +120,8 @@ pub struct SharedViewer {
     pending: VecDeque<(Message, Instant)>,
     last_activity: Instant,
     out: VecDeque<ViewerOutput>,
-    /// PLAY's join, queued right after its answer.
-    join: Option<ViewerOutput>,
+    /// PLAY's join (the replay and its size), queued right after its answer.
+    join: Option<(Vec<CachedFrame>, usize)>,
     closed: bool,
 }
 
@@ -285,8 +287,8 @@ impl SharedViewer {
         self.out.push_back(ViewerOutput::Send(reply.to_bytes()));
         self.out.push_back(ViewerOutput::Exchange(e));
         // PLAY's media follows its answer.
-        if let Some(play) = self.join.take() {
-            self.out.push_back(play);
+        if let Some((replay, replay_bytes)) = self.join.take() {
+            self.out.push_back(ViewerOutput::Play { replay, replay_bytes, asked_at: arrived });
         }
     }
 
@@ -471,7 +473,7 @@ impl SharedViewer {
                 })
                 .unwrap_or_default();
             let replay_bytes = replay.iter().map(|f| 4 + f.payload.len()).sum();
-            self.join = Some(ViewerOutput::Play { replay, replay_bytes });
+            self.join = Some((replay, replay_bytes));
         }
         answered(r)
     }

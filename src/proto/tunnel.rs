@@ -23,9 +23,13 @@ use core::net::{IpAddr, SocketAddr};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::camera_session::CameraView;
+use super::gop_cache::CachedFrame;
 use super::outcome::{Hist, Rejection, SessionOutcome, UpstreamErrorKind};
 use super::route::RouteTable;
+use super::rtsp::Message;
 use super::session::{self, Session, ViewerStream};
+use super::shared_viewer::{SharedViewer, ViewerOutcome, ViewerOutput, ViewerParams};
 
 /// Limits a tunnel enforces; a reload replaces them for tunnels already running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +98,18 @@ pub enum Input<'a> {
     Timer,
 }
 
+/// What the shell reports to a viewer of a shared camera, with the camera's view
+/// ([`Tunnel::handle_shared`]).
+#[derive(Debug)]
+pub enum SharedInput {
+    /// A request the tunnel handed out as [`Output::SharedRequest`].
+    Request(Box<Message>),
+    /// The camera went up or down, or its description or dialogue moved on.
+    CameraChanged,
+    /// [`Tunnel::poll_timeout`] has passed (after `handle(Input::Timer, _)`).
+    Timer,
+}
+
 /// What the shell must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -110,6 +126,14 @@ pub enum Output {
     /// The tunnel is over: flush what was queued to the viewer, close the rest, and close the
     /// camera connection as [`Tunnel::camera_close`] says. Nothing follows.
     End(SessionOutcome),
+    /// A shared route: hand this request back with the camera's view
+    /// ([`SharedInput::Request`]).
+    SharedRequest(Box<Message>),
+    /// A shared route: the viewer joins the camera's fan-out: queue `replay` (the GOP cache) and
+    /// then the live frames of its tracks ([`Tunnel::shared_viewer`] has its channels).
+    Join { replay: Vec<CachedFrame>, replay_bytes: usize, asked_at: Instant },
+    /// A shared route: the viewer leaves the fan-out (PAUSE, TEARDOWN); the tunnel goes on.
+    Leave,
 }
 
 /// How to close the camera connection of an ended tunnel.
@@ -147,6 +171,10 @@ pub struct Tunnel {
     out: VecDeque<Output>,
     /// Scratch for the session's outputs, kept for its capacity.
     core: Vec<session::Output>,
+    /// A shared route: how to answer its viewer, once [`Tunnel::share`] was called...
+    viewer_params: Option<ViewerParams>,
+    /// ...and, from its first admitted request, the relay's RTSP server for it.
+    shared: Option<SharedViewer>,
 }
 
 impl Tunnel {
@@ -165,6 +193,66 @@ impl Tunnel {
             ended: false,
             out: VecDeque::new(),
             core: Vec::new(),
+            viewer_params: None,
+            shared: None,
+        }
+    }
+
+    /// The route shares its camera ([`Session::is_shared`]): the relay answers this viewer.
+    pub fn share(&mut self, params: ViewerParams) {
+        self.viewer_params = Some(params);
+    }
+
+    /// The relay's RTSP server for a viewer of a shared camera (its channels, whether it plays).
+    pub fn shared_viewer(&self) -> Option<&SharedViewer> {
+        self.shared.as_ref()
+    }
+
+    /// Inputs that need the shared camera's view. The viewer's liveness is then the shared
+    /// dialogue's to judge (its requests and RTCP within 1.25 × its session timeout), not the
+    /// tunnel's idle rule: the camera's media to others says nothing of this viewer.
+    pub fn handle_shared(&mut self, input: SharedInput, camera: &CameraView<'_>, now: Instant) {
+        if self.ended {
+            return;
+        }
+        self.now = now;
+        if let SharedInput::Request(msg) = input {
+            if self.shared.is_none() {
+                let (Some(params), Some(map)) = (self.viewer_params.clone(), self.session.url_map()) else {
+                    return;
+                };
+                self.shared = Some(SharedViewer::new(params, map.clone(), now));
+            }
+            if let Some(v) = self.shared.as_mut() {
+                v.handle_request(*msg, camera, now);
+            }
+        } else if let Some(v) = self.shared.as_mut() {
+            match input {
+                SharedInput::CameraChanged => v.handle_camera_change(camera, now),
+                _ => v.handle_timeout(camera, now),
+            }
+        }
+        while let Some(o) = self.shared.as_mut().and_then(SharedViewer::poll_output) {
+            match o {
+                ViewerOutput::Send(bytes) => self.out.push_back(Output::Core(session::Output::ToViewer(bytes))),
+                ViewerOutput::Play { replay, replay_bytes, asked_at } => {
+                    self.out.push_back(Output::Join { replay, replay_bytes, asked_at })
+                }
+                ViewerOutput::Stop => self.out.push_back(Output::Leave),
+                ViewerOutput::Exchange(e) => {
+                    self.out.push_back(Output::Core(session::Output::Exchange(session::Exchange {
+                        method: e.method,
+                        uri: e.uri,
+                        status: e.status,
+                        latency: e.waited,
+                        by_relay: true,
+                    })))
+                }
+                ViewerOutput::Close(ViewerOutcome::Timeout) => {
+                    self.reject_and_end(Rejection::IdleTimeout, SessionOutcome::Timeout)
+                }
+                ViewerOutput::Close(ViewerOutcome::ProtocolError) => self.end(SessionOutcome::ProtocolError),
+            }
         }
     }
 
@@ -247,6 +335,7 @@ impl Tunnel {
                         r.path == current.path
                             && r.upstream_url == current.upstream_url
                             && r.upstream_addr == current.upstream_addr
+                            && r.sharing == current.sharing
                     });
                     if !kept {
                         self.end(SessionOutcome::RouteRemoved);
@@ -271,8 +360,10 @@ impl Tunnel {
         if self.ended {
             return None;
         }
-        let active = self.last_camera_bytes.max(self.session.last_viewer_progress());
-        let mut next = active + self.policy.idle_timeout;
+        let mut next = match &self.shared {
+            Some(v) => v.poll_timeout().unwrap_or(self.now + self.policy.idle_timeout),
+            None => self.last_camera_bytes.max(self.session.last_viewer_progress()) + self.policy.idle_timeout,
+        };
         if self.kind == Kind::Http && !self.paired {
             next = next.min(self.started_at + self.policy.pairing_timeout);
         }
@@ -302,7 +393,7 @@ impl Tunnel {
         // A viewer's bytes count once they complete a message or frame: a trickle that never
         // does is not activity.
         let active = self.last_camera_bytes.max(self.session.last_viewer_progress());
-        if now.saturating_duration_since(active) > self.policy.idle_timeout {
+        if self.shared.is_none() && now.saturating_duration_since(active) > self.policy.idle_timeout {
             self.reject_and_end(Rejection::IdleTimeout, SessionOutcome::Timeout);
             return;
         }
@@ -334,6 +425,12 @@ impl Tunnel {
         match o {
             session::Output::Close(outcome) => self.end(outcome),
             session::Output::ConnectUpstream(addr) => self.connect(addr),
+            session::Output::SharedRequest(msg) => self.out.push_back(Output::SharedRequest(msg)),
+            session::Output::SharedViewerFrame => {
+                if let Some(v) = self.shared.as_mut() {
+                    v.handle_viewer_frame(self.now);
+                }
+            }
             o => self.out.push_back(Output::Core(o)),
         }
     }

@@ -172,6 +172,20 @@ impl BufRing {
         &self.buffer(bid)[start..start.checked_add(len).expect("range overflows")]
     }
 
+    /// The first `len` bytes of a buffer just received, to rewrite in place before anything
+    /// else refers to it (a shared camera's RTP headers after a reconnect): only the processing
+    /// holds it, so no queued send names it and the kernel does not write it.
+    pub fn bytes_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
+        assert!(self.refs[bid as usize] == 1, "buffer {bid} written while shared");
+        let size = self.size as usize;
+        assert!(len <= size, "range overflows");
+        // SAFETY: bid < count (the index above checked it), so the buffer lies inside the data
+        // mapping, which lives as long as `self`; it is zero-filled, so initialised. Its one
+        // reference is the caller's processing (checked above): no queued send or iovec names
+        // it, and the kernel writes only buffers given back, so this borrow is the only access.
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr().add(bid as usize * size), len) }
+    }
+
     /// The iovec of `start..end` of a buffer named by a queued send. The kernel only reads it,
     /// and the buffer stays held until that send completes.
     pub fn iovec(&self, bid: u16, start: u32, end: u32) -> libc::iovec {

@@ -41,10 +41,17 @@ pub enum Role {
         session_key: u64,
         leftover: Vec<u8>,
     },
+    /// A viewer's first connection (a tunnel GET, plain RTSP, a WebSocket) whose route's shared
+    /// camera lives on `shard`: it moves there, head and all, once nothing of ours is in flight.
+    MovingViewer {
+        shard: u16,
+    },
     TunnelGet(SessionKey),
     TunnelPost(SessionKey),
     PlainRtsp(SessionKey),
     Upstream(SessionKey),
+    /// The connection of a shared camera.
+    Camera(super::camera_table::CameraKey),
 }
 
 impl Role {

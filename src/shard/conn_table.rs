@@ -28,6 +28,15 @@ pub struct ConnTable {
     pub starved: Vec<usize>,
 }
 
+/// The bytes of one shared-camera frame for one viewer.
+pub enum FrameBytes<'a> {
+    /// `range` of a ring buffer: the payload, or the camera's own `$` header and payload when
+    /// the viewer receives the frame on the channel the camera sent it on.
+    Ring { bid: u16, range: Range<usize> },
+    /// Reference-counted bytes (a frame reassembled across receives, the GOP cache).
+    Shared(&'a bytes::Bytes),
+}
+
 /// How camera media was queued for a viewer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Queued {
@@ -178,6 +187,77 @@ impl ConnTable {
         }
         Some(queued)
     }
+}
+
+impl ConnTable {
+    /// Queues one frame of a shared camera to a viewer: `ws` (its WebSocket frame header),
+    /// `prefix` (the viewer's own `$` header), then the frame. Ring ranges are referenced, and a
+    /// range that continues the last one queued from the same buffer extends it (one iovec,
+    /// one reference for a whole receive); a TLS viewer gets it all encrypted in one record.
+    pub fn queue_frame(
+        &mut self,
+        idx: usize,
+        ws: Option<FrameHeader>,
+        prefix: Option<&bytes::Bytes>,
+        frame: FrameBytes<'_>,
+        bufs: &mut BufRing,
+        at: Timed,
+    ) -> Option<Queued> {
+        let c = self.slab.get_mut(idx)?;
+        let queued = if let Some(tls) = c.tls.as_mut() {
+            // At most a 10-byte WebSocket header and a 4-byte `$` header.
+            let mut head = [0u8; 16];
+            let mut n = 0;
+            for part in [ws.as_ref().map(|h| h.as_bytes()), prefix.map(|p| &p[..])].into_iter().flatten() {
+                head[n..n + part.len()].copy_from_slice(part);
+                n += part.len();
+            }
+            let payload = match &frame {
+                FrameBytes::Ring { bid, range } => bufs.bytes_at(*bid, ring_offset(range.start), range.len()),
+                FrameBytes::Shared(b) => &b[..],
+            };
+            tls.send_framed(&head[..n], payload);
+            if let Some(cipher) = tls.take_outgoing() {
+                c.send.push_media(cipher, at);
+            }
+            Queued::InPlace
+        } else {
+            if let Some(h) = &ws {
+                c.send.push_owned(h.as_bytes().to_vec());
+            }
+            if let Some(p) = prefix {
+                c.send.push_shared(p.clone(), None);
+            }
+            match frame {
+                FrameBytes::Shared(b) => {
+                    c.send.push_shared(b.clone(), Some(at));
+                    Queued::InPlace
+                }
+                FrameBytes::Ring { bid, range } => {
+                    let (start, end) = (ring_offset(range.start), ring_offset(range.end));
+                    // Checks the range against the buffer before anything refers to it.
+                    bufs.bytes_at(bid, start, range.len());
+                    if c.send.extend_ring(bid, start, end, at) {
+                        Queued::InPlace
+                    } else if bufs.try_retain(bid) {
+                        c.send.push_ring(bid, start, end, at);
+                        Queued::InPlace
+                    } else {
+                        c.send.push_media_copy(bufs.bytes_at(bid, start, range.len()), at);
+                        Queued::Copied
+                    }
+                }
+            }
+        };
+        if self.dirty.last() != Some(&idx) {
+            self.dirty.push(idx);
+        }
+        Some(queued)
+    }
+}
+
+fn ring_offset(at: usize) -> u32 {
+    u32::try_from(at).unwrap_or_else(|_| panic!("offset {at} outside any receive buffer"))
 }
 
 impl Index<usize> for ConnTable {

@@ -37,8 +37,10 @@ use crate::proto::tunnel::{self, CameraClose, Input, Tunnel};
 
 mod accept;
 mod buffers;
+mod cameras;
 mod data_path;
 mod ending;
+mod fanout;
 mod housekeeping;
 mod sending;
 mod session_start;
@@ -50,10 +52,11 @@ use tunnels::{Fed, policy};
 mod tests;
 
 use super::buf_ring::BufRing;
+use super::camera_table::CameraTable;
 use super::conn::{ProxyStage, RecvState, Role, SessionKey};
 use super::conn_table::{ConnTable, Queued};
 use super::kernel_memory::KernelMemory;
-use super::mailbox::{AdoptPost, ShardMsg};
+use super::mailbox::{AdoptPost, AdoptViewer, ShardMsg};
 use super::ops::{self, Completion, Ring};
 use super::send_queue::Timed;
 use super::session_table::{SessionSlot, SessionTable};
@@ -89,6 +92,12 @@ pub struct Shard {
     local_authority: String,
     conns: ConnTable,
     sessions: SessionTable,
+    /// Shared cameras of the routes this shard owns.
+    cameras: CameraTable,
+    /// Scratch for a camera receive's frames.
+    media: Vec<crate::proto::camera_session::MediaFrame>,
+    /// `[metrics] per_route`.
+    per_route_metrics: bool,
     /// Parked POSTs by cookie.
     parked: HashMap<String, usize>,
     latencies: Vec<Timed>,
@@ -169,6 +178,9 @@ impl Shard {
             shared,
             conns: ConnTable::new(),
             sessions: SessionTable::new(),
+            cameras: CameraTable::new(),
+            media: Vec::new(),
+            per_route_metrics: cfg.settings.metrics_port.per_route,
             parked: HashMap::new(),
             latencies: Vec::new(),
             reaped_at: Instant::now(),
@@ -187,6 +199,7 @@ impl Shard {
         }
         self.arm_tick();
         self.arm_mailbox();
+        self.open_always_on_cameras();
         self.shared.shard_started();
         self.counted_running = true;
         if let Err(e) = self.ring.uring.submit() {
@@ -213,8 +226,15 @@ impl Shard {
             self.relieve_ring_pressure();
             self.bufs.publish();
             self.feed_starved();
-            if self.draining_until.is_some() && self.sessions.is_empty() && self.conns.is_empty() {
-                break;
+            if self.draining_until.is_some() && self.sessions.is_empty() {
+                // The last viewer is gone: cameras say TEARDOWN and close.
+                let now = Instant::now();
+                for ck in self.cameras.keys() {
+                    self.close_camera(ck, now);
+                }
+                if self.conns.is_empty() {
+                    break;
+                }
             }
         }
         self.finish();

@@ -20,8 +20,20 @@ pub struct AdoptPost {
     pub tls: Option<Box<super::tls_stream::TlsStream>>,
 }
 
+/// A viewer's first connection whose route's shared camera lives on the receiving shard: its
+/// request head (plaintext) is handled there as if it had been read there.
+pub struct AdoptViewer {
+    pub fd: OwnedFd,
+    pub peer: std::net::SocketAddr,
+    pub head: Vec<u8>,
+    pub accepted_at: Instant,
+    pub tls: Option<Box<super::tls_stream::TlsStream>>,
+    pub counted_ip: bool,
+}
+
 pub enum ShardMsg {
     AdoptPost(AdoptPost),
+    AdoptViewer(AdoptViewer),
     /// A GET registered the cookie of a POST parked here.
     WakeParked {
         cookie: String,

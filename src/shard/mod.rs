@@ -8,6 +8,7 @@
 //! All `unsafe` code of the relay lives in this module, each block with its invariant.
 
 mod buf_ring;
+mod camera_table;
 mod conn;
 mod conn_table;
 mod event_loop;

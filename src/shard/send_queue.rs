@@ -29,12 +29,16 @@ pub enum Segment {
     Owned { data: Vec<u8>, offset: usize, timed: Option<Timed> },
     /// `start..end` of ring buffer `bid`.
     Ring { bid: u16, start: u32, end: u32, timed: Timed },
+    /// Bytes shared by several connections' queues (a shared camera's `$` headers, frames
+    /// reassembled across receives, the GOP cache): reference counted, never copied per viewer.
+    Shared { data: bytes::Bytes, offset: usize, timed: Option<Timed> },
 }
 
 impl Segment {
     fn remaining(&self) -> usize {
         match self {
             Segment::Owned { data, offset, .. } => data.len() - offset,
+            Segment::Shared { data, offset, .. } => data.len() - offset,
             Segment::Ring { start, end, .. } => (end - start) as usize,
         }
     }
@@ -136,6 +140,33 @@ impl SendQueue {
         self.push_bytes(bytes.to_vec(), Some(timed));
     }
 
+    /// Queues shared bytes (reference counted: every viewer's queue names the same memory).
+    pub fn push_shared(&mut self, data: bytes::Bytes, timed: Option<Timed>) {
+        if data.is_empty() {
+            return;
+        }
+        self.queued += data.len();
+        self.segments.push_back(Segment::Shared { data, offset: 0, timed });
+    }
+
+    /// Extends the last queued segment when it is `start..` 's predecessor in the same ring
+    /// buffer and no send in flight names it: consecutive frames of one receive go out as one
+    /// iovec and hold one reference. Returns false (nothing queued) otherwise.
+    pub fn extend_ring(&mut self, bid: u16, start: u32, end: u32, timed: Timed) -> bool {
+        if self.segments.len() <= self.in_flight_segments {
+            return false;
+        }
+        match self.segments.back_mut() {
+            Some(Segment::Ring { bid: b, end: e, timed: t, .. }) if *b == bid && *e == start && start < end => {
+                *e = end;
+                t.frames += timed.frames;
+                self.queued += (end - start) as usize;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Queues a slice of a ring buffer; the caller has retained `bid` for this segment.
     pub fn push_ring(&mut self, bid: u16, start: u32, end: u32, timed: Timed) {
         assert!(start < end, "empty or reversed ring segment");
@@ -160,6 +191,10 @@ impl SendQueue {
                     libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() }
                 }
                 Segment::Ring { bid, start, end, .. } => bufs.iovec(*bid, *start, *end),
+                Segment::Shared { data, offset, .. } => {
+                    let bytes = &data[*offset..];
+                    libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() }
+                }
             };
             n += 1;
         }
@@ -183,7 +218,7 @@ impl SendQueue {
             let rem = front.remaining();
             if written < rem {
                 match front {
-                    Segment::Owned { offset, .. } => *offset += written,
+                    Segment::Owned { offset, .. } | Segment::Shared { offset, .. } => *offset += written,
                     Segment::Ring { start, .. } => *start += written as u32,
                 }
                 break;
@@ -195,7 +230,7 @@ impl SendQueue {
                     self.ring_segments -= 1;
                     done.push(timed);
                 }
-                Some(Segment::Owned { timed: Some(t), .. }) => done.push(t),
+                Some(Segment::Owned { timed: Some(t), .. } | Segment::Shared { timed: Some(t), .. }) => done.push(t),
                 _ => {}
             }
         }

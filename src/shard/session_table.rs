@@ -25,6 +25,8 @@ pub struct SessionSlot {
     pub started_at: Instant,
     pub to_viewer: u64,
     pub to_camera: u64,
+    /// A shared route's camera this tunnel is attached to.
+    pub camera: Option<super::camera_table::CameraKey>,
 }
 
 #[derive(Default)]
@@ -57,6 +59,7 @@ impl SessionTable {
             started_at,
             to_viewer: 0,
             to_camera: 0,
+            camera: None,
         });
         (SessionKey { index, generation }, id)
     }

@@ -173,10 +173,11 @@ fn setup_and_play_join_with_rtp_info_from_the_gop_cache() {
     assert_eq!(r.header("RTP-Info").unwrap(), format!("url={video_uri};seq=500;rtptime=90000"));
     assert_eq!((r.header("Range"), r.header("Session")), (Some("npt=now-"), Some(session.as_str())));
     // The answer, its log line, then the replay (video only: metadata was not set up).
-    let ViewerOutput::Play { replay, replay_bytes } = &out[2] else { panic!("{out:?}") };
+    let ViewerOutput::Play { replay, replay_bytes, asked_at } = &out[2] else { panic!("{out:?}") };
     let seqs: Vec<u16> = replay.iter().map(|f| RtpHeader::parse(&f.payload).unwrap().seq).collect();
     assert_eq!(seqs, vec![500, 501, 502]);
     assert_eq!(*replay_bytes, replay.iter().map(|f| 4 + f.payload.len()).sum::<usize>());
+    assert_eq!(*asked_at, t0);
     assert!(v.is_playing());
     assert_eq!((v.channel_for(0, false), v.channel_for(0, true), v.channel_for(1, false)), (Some(4), Some(5), None));
     assert_eq!(v.frame_header(0, false, 1400), Some([b'$', 4, 0x05, 0x78]));
@@ -208,7 +209,7 @@ fn without_a_ready_cache_rtp_info_names_the_next_live_packet() {
             "a track with no packet yet has no position to announce"
         );
         assert_eq!(r.header("Scale"), Some("1"), "live: played at normal speed whatever was asked");
-        assert!(out.contains(&ViewerOutput::Play { replay: vec![], replay_bytes: 0 }));
+        assert!(out.contains(&ViewerOutput::Play { replay: vec![], replay_bytes: 0, asked_at: t0 }));
     }
 }
 

@@ -20,6 +20,7 @@ fn route(path: &str, camera: &str) -> Route {
         credentials: None,
         users: None,
         acl: Acl::default(),
+        sharing: crate::proto::route::Sharing::Passthrough,
     }
 }
 

@@ -263,7 +263,7 @@ impl Shard {
         match head.kind {
             HeadKind::TunnelGet => self.on_tunnel_get(idx, head),
             HeadKind::TunnelPost => self.on_tunnel_post(idx, head),
-            HeadKind::PlainRtsp => self.on_plain_rtsp(idx),
+            HeadKind::PlainRtsp => self.on_plain_rtsp(idx, head),
             HeadKind::OtherHttp => self.on_other_http(idx, head),
         }
     }

@@ -50,8 +50,14 @@ impl Shard {
             self.conns.starved.push(idx);
         }
         if res > 0 && !closing {
-            if let (Some(bid), Some(key)) = (bid, role.session()) {
-                self.on_data(idx, &role, key, bid, res as usize);
+            match (bid, &role) {
+                (Some(bid), Role::Camera(ck)) => self.on_camera_data(*ck, bid, res as usize),
+                (Some(bid), role) => {
+                    if let Some(key) = role.session() {
+                        self.on_data(idx, role, key, bid, res as usize);
+                    }
+                }
+                _ => {}
             }
         }
         if let Some(bid) = bid {
@@ -155,6 +161,10 @@ impl Shard {
     pub(super) fn on_conn_ended(&mut self, idx: usize, role: &Role, res: i32) {
         let now = Instant::now();
         let key = role.session();
+        if let Role::Camera(ck) = role {
+            self.on_camera_closed(idx, *ck);
+            return;
+        }
         match role {
             Role::Upstream(k) => {
                 let kind = if res == 0 { UpstreamErrorKind::Closed } else { UpstreamErrorKind::Reset };
@@ -221,8 +231,10 @@ impl Shard {
             self.maybe_free(idx);
             return;
         }
-        let Role::Upstream(key) = self.conns[idx].role.clone() else {
-            return;
+        let key = match self.conns[idx].role.clone() {
+            Role::Upstream(key) => key,
+            Role::Camera(ck) => return self.on_camera_connect(idx, ck, res),
+            _ => return,
         };
         let now = Instant::now();
         if res == 0 {

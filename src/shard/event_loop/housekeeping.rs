@@ -39,7 +39,9 @@ impl Shard {
             match &c.role {
                 // A hand-off waits only for its own sends; a peer that never reads them is
                 // treated like a slow head.
-                Role::Head | Role::HandingOff { .. } if now.saturating_duration_since(c.accepted_at) > head_timeout => {
+                Role::Head | Role::HandingOff { .. } | Role::MovingViewer { .. }
+                    if now.saturating_duration_since(c.accepted_at) > head_timeout =>
+                {
                     expired_heads.push(idx)
                 }
                 Role::ParkedPost { cookie, .. } => {
@@ -67,9 +69,13 @@ impl Shard {
             let Some(s) = self.session(key) else { continue };
             if s.tunnel.poll_timeout().is_some_and(|t| t <= now) {
                 s.tunnel.handle(Input::Timer, now);
+                if s.camera.is_some() {
+                    self.shared_input(key, tunnel::SharedInput::Timer);
+                }
                 self.apply(key, Fed::Nothing);
             }
         }
+        self.camera_timers(now);
     }
 
     pub(super) fn wake_parked(&mut self, idx: usize, cookie: String) {
@@ -103,6 +109,7 @@ impl Shard {
                     c.tls = p.tls;
                     self.bind_post(SessionKey::unpack(p.session_key), idx, p.leftover);
                 }
+                ShardMsg::AdoptViewer(v) => self.adopt_viewer(v),
                 ShardMsg::WakeParked { cookie } => {
                     if let Some(&idx) = self.parked.get(&cookie) {
                         self.wake_parked(idx, cookie);
@@ -141,6 +148,7 @@ impl Shard {
         }
         self.routes = routes;
         self.limits = limits;
+        self.reload_cameras();
     }
 
     pub(super) fn begin_drain(&mut self, grace: Duration) {

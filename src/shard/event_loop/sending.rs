@@ -82,6 +82,7 @@ impl Shard {
                 }
                 self.update_upstream_flow(k);
             }
+            Role::Camera(_) => self.metrics.bytes(Direction::ToCamera, n),
             Role::Upstream(k) => {
                 self.metrics.bytes(Direction::ToCamera, n);
                 if let Some(s) = self.session(k) {
@@ -92,7 +93,7 @@ impl Shard {
         }
         if self.conns[idx].closing {
             self.maybe_free(idx);
-        } else if matches!(self.conns[idx].role, Role::HandingOff { .. }) {
+        } else if matches!(self.conns[idx].role, Role::HandingOff { .. } | Role::MovingViewer { .. }) {
             self.start_send(idx);
             self.hand_off_if_quiet(idx);
         } else {

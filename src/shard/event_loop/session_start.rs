@@ -5,10 +5,14 @@ use super::*;
 
 impl Shard {
     pub(super) fn on_tunnel_get(&mut self, idx: usize, head: RequestHead) {
-        self.metrics.connection_accepted(ConnKind::TunnelGet);
         let path = crate::proto::route::uri_path(&head.target);
-        // A GET of `/` (older gortsplib) is routed by its first RTSP request instead.
+        // A GET of `/` (older gortsplib) is routed by its first RTSP request instead (and
+        // served 1:1: its camera's shard is not known when it arrives).
         let route = self.routes.lookup(&head.target);
+        if self.move_to_owner(idx, route.as_ref()) {
+            return;
+        }
+        self.metrics.connection_accepted(ConnKind::TunnelGet);
         if route.is_none() && path != "/" {
             self.refuse(idx, Rejection::UnknownRoute, http_head::http_error_reply(404, "Not Found"));
             return;
@@ -121,15 +125,29 @@ impl Shard {
             }
             return;
         };
-        let Role::HandingOff { shard, session_key, leftover } = conn.role else { return };
-        self.shared.mailboxes[shard as usize].post(ShardMsg::AdoptPost(AdoptPost {
-            fd: conn.fd,
-            peer: conn.peer,
-            session_key,
-            leftover,
-            accepted_at: conn.accepted_at,
-            tls: conn.tls,
-        }));
+        match conn.role {
+            Role::HandingOff { shard, session_key, leftover } => {
+                self.shared.mailboxes[shard as usize].post(ShardMsg::AdoptPost(AdoptPost {
+                    fd: conn.fd,
+                    peer: conn.peer,
+                    session_key,
+                    leftover,
+                    accepted_at: conn.accepted_at,
+                    tls: conn.tls,
+                }))
+            }
+            Role::MovingViewer { shard } => {
+                self.shared.mailboxes[shard as usize].post(ShardMsg::AdoptViewer(AdoptViewer {
+                    fd: conn.fd,
+                    peer: conn.peer,
+                    head: conn.head,
+                    accepted_at: conn.accepted_at,
+                    tls: conn.tls,
+                    counted_ip: conn.counted_ip,
+                }))
+            }
+            _ => {}
+        }
     }
 
     pub(super) fn bind_post(&mut self, key: SessionKey, idx: usize, leftover: Vec<u8>) {
@@ -151,7 +169,12 @@ impl Shard {
         }
     }
 
-    pub(super) fn on_plain_rtsp(&mut self, idx: usize) {
+    pub(super) fn on_plain_rtsp(&mut self, idx: usize, head: RequestHead) {
+        // The first request names the route; a shared one is served on its camera's shard.
+        let route = self.routes.lookup(&head.target).filter(|r| r.shared().is_some());
+        if self.move_to_owner(idx, route.as_ref()) {
+            return;
+        }
         self.metrics.connection_accepted(ConnKind::PlainRtsp);
         if !self.shared.admission.try_open_session(self.limits.max_sessions) {
             let limits = MessageLimits {
@@ -164,7 +187,7 @@ impl Shard {
         }
         let (peer, accepted_at) = (self.conns[idx].peer, self.conns[idx].accepted_at);
         let tls = self.conns[idx].tls.is_some();
-        let key = self.new_session(None, tunnel::Kind::Plain, tls, peer, accepted_at);
+        let key = self.new_session(route, tunnel::Kind::Plain, tls, peer, accepted_at);
         if let Some(s) = self.sessions.get_mut(key) {
             s.viewer = Some(idx);
         }

@@ -59,8 +59,12 @@ impl Shard {
             auth_gate: self.auth_gate.clone(),
         };
         let route_path = route.as_ref().map(|r| r.path.clone());
+        let shared_route = route.clone().filter(|r| r.shared().is_some());
         let proto = Session::new(params, route, &self.local_authority, started_at);
         let mut t = Tunnel::new(proto, kind, policy(&self.limits), started_at);
+        if shared_route.is_some() {
+            t.share(self.viewer_params());
+        }
         if let Some(deadline) = self.draining_until {
             t.handle(Input::Drain { deadline }, started_at);
         }
@@ -74,6 +78,9 @@ impl Shard {
             mode = mode_label(kind),
             "session started"
         );
+        if let Some(route) = shared_route {
+            self.attach_viewer(key, &route);
+        }
         key
     }
 
@@ -194,6 +201,11 @@ impl Shard {
                     self.metrics.rejected(reason);
                     self.close_conn(idx);
                 }
+                // The tunnel turns these into its own `SharedRequest` and viewer liveness.
+                Out::Core(Core::SharedRequest(_) | Core::SharedViewerFrame) => {}
+                Out::SharedRequest(msg) => self.shared_input(key, tunnel::SharedInput::Request(msg)),
+                Out::Join { replay, replay_bytes, asked_at } => self.join_fanout(key, replay, replay_bytes, asked_at),
+                Out::Leave => self.leave_fanout(key),
                 Out::PauseCamera => {
                     let upstream = s.upstream;
                     self.pause_camera(upstream);
@@ -237,13 +249,19 @@ impl Shard {
         self.shared.admission.close_session();
         self.metrics.session_ended(outcome);
         let route = s.tunnel.session().route().map_or("-", |r| r.path.as_str());
+        let mode = match (s.camera, s.tunnel.kind()) {
+            (Some(_), tunnel::Kind::Http) => "tunnel shared",
+            (Some(_), tunnel::Kind::Plain) => "rtsp shared",
+            (Some(_), tunnel::Kind::WebSocket) => "websocket shared",
+            (None, kind) => mode_label(kind),
+        };
         tracing::info!(
             target: "session",
             session = %format_args!("{}-{}", self.id, s.id),
             cookie = s.cookie.as_deref().map(|c| &c[..c.len().min(6)]).unwrap_or("-"),
             route,
             peer = %s.peer,
-            mode = mode_label(s.tunnel.kind()),
+            mode,
             duration_ms = s.started_at.elapsed().as_millis() as u64,
             bytes_to_viewer = s.to_viewer,
             bytes_to_camera = s.to_camera,
@@ -252,6 +270,9 @@ impl Shard {
         );
         if let Some(post) = s.post {
             self.close_conn(post);
+        }
+        if let Some(ck) = s.camera {
+            self.detach_viewer(key, ck);
         }
         if let Some(upstream) = s.upstream {
             self.end_upstream(upstream, &mut s, outcome);

@@ -73,10 +73,13 @@ impl Shard {
     /// the address's auth block was checked at accept), answered 101, then a session like plain
     /// RTSP on this one connection.
     fn on_websocket(&mut self, idx: usize, consumed: usize, upgrade: websocket::Upgrade) {
-        self.metrics.connection_accepted(ConnKind::WebSocket);
         let path = crate::proto::route::uri_path(&upgrade.target);
-        // `/` is routed by the first RTSP request's URI, as plain RTSP is.
+        // `/` is routed by the first RTSP request's URI, as plain RTSP is (and served 1:1).
         let route = self.routes.lookup(&upgrade.target);
+        if self.move_to_owner(idx, route.as_ref()) {
+            return;
+        }
+        self.metrics.connection_accepted(ConnKind::WebSocket);
         if route.is_none() && path != "/" {
             self.refuse(idx, Rejection::UnknownRoute, http_head::http_error_reply(404, "Not Found"));
             return;

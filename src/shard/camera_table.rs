@@ -1,0 +1,123 @@
+//! The shared cameras of a shard, addressed by [`CameraKey`] (slab index and generation) and
+//! found by route path: each one a [`CameraSession`] (the relay's own RTSP session with the
+//! camera, all of its policy), the connection that carries it, the tunnels attached to its
+//! route and, of those, the ones receiving its media.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use slab::Slab;
+
+use super::conn::SessionKey;
+use super::token::bump_generation;
+use crate::proto::camera_session::CameraSession;
+use crate::proto::fanout_policy::ViewerFanout;
+use crate::proto::route::Route;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CameraKey {
+    pub index: usize,
+    pub generation: u32,
+}
+
+/// A viewer in a camera's fan-out.
+pub struct Player {
+    pub key: SessionKey,
+    /// The viewer connection the media goes to (the tunnel GET, or the one RTSP connection).
+    pub conn: usize,
+    /// Per camera track: the viewer's RTP and RTCP channels, if it set the track up.
+    pub channels: Vec<Option<(u8, u8)>>,
+    pub fanout: ViewerFanout,
+    /// When its PLAY arrived, until the first keyframe is queued to it.
+    pub awaiting_keyframe: Option<Instant>,
+}
+
+impl Player {
+    /// The channel this viewer receives `track`'s RTP (or RTCP) on.
+    pub fn channel(&self, track: usize, rtcp: bool) -> Option<u8> {
+        let (rtp, rtcp_channel) = self.channels.get(track).copied().flatten()?;
+        Some(if rtcp { rtcp_channel } else { rtp })
+    }
+}
+
+pub struct CameraSlot {
+    pub generation: u32,
+    pub route: Arc<Route>,
+    pub camera: CameraSession,
+    /// The camera connection while one is open or opening.
+    pub conn: Option<usize>,
+    /// Tunnels of this route on this shard (the camera's demand).
+    pub attached: Vec<SessionKey>,
+    /// Of those, the ones playing, in the order they joined.
+    pub players: Vec<Player>,
+    /// Counted in `relay_cameras_active`.
+    pub up: bool,
+}
+
+#[derive(Default)]
+pub struct CameraTable {
+    slab: Slab<CameraSlot>,
+    generations: Vec<u32>,
+    by_path: HashMap<String, usize>,
+}
+
+impl CameraTable {
+    pub fn new() -> CameraTable {
+        CameraTable::default()
+    }
+
+    pub fn insert(&mut self, route: Arc<Route>, camera: CameraSession) -> CameraKey {
+        let entry = self.slab.vacant_entry();
+        let index = entry.key();
+        let generation = bump_generation(&mut self.generations, index);
+        self.by_path.insert(route.path.clone(), index);
+        entry.insert(CameraSlot {
+            generation,
+            route,
+            camera,
+            conn: None,
+            attached: Vec::new(),
+            players: Vec::new(),
+            up: false,
+        });
+        CameraKey { index, generation }
+    }
+
+    /// The camera of the route at `path`.
+    pub fn find(&self, path: &str) -> Option<CameraKey> {
+        let index = *self.by_path.get(path)?;
+        Some(CameraKey { index, generation: self.slab.get(index)?.generation })
+    }
+
+    pub fn get(&self, key: CameraKey) -> Option<&CameraSlot> {
+        self.slab.get(key.index).filter(|c| c.generation == key.generation)
+    }
+
+    pub fn get_mut(&mut self, key: CameraKey) -> Option<&mut CameraSlot> {
+        self.slab.get_mut(key.index).filter(|c| c.generation == key.generation)
+    }
+
+    pub fn remove(&mut self, key: CameraKey) -> Option<CameraSlot> {
+        self.get(key)?;
+        let slot = self.slab.remove(key.index);
+        if self.by_path.get(&slot.route.path) == Some(&key.index) {
+            self.by_path.remove(&slot.route.path);
+        }
+        Some(slot)
+    }
+
+    /// A camera that keeps its slot but no longer answers to its path (its route changed): a
+    /// new camera may take the path while this one closes.
+    pub fn unlist(&mut self, key: CameraKey) {
+        if let Some(path) = self.get(key).map(|c| c.route.path.clone()) {
+            if self.by_path.get(&path) == Some(&key.index) {
+                self.by_path.remove(&path);
+            }
+        }
+    }
+
+    pub fn keys(&self) -> Vec<CameraKey> {
+        self.slab.iter().map(|(index, c)| CameraKey { index, generation: c.generation }).collect()
+    }
+}

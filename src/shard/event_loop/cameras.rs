@@ -1,0 +1,392 @@
+//! Shared cameras: one [`CameraSession`] per shared route, on the shard that owns the route
+//! (a stable hash of its path), so that every viewer of a camera lives beside its connection
+//! and one receive buffer is sent to all of them with no locks. A viewer's first connection
+//! that reaches another shard moves there, head and all, before its session starts.
+//!
+//! A camera is driven like a tunnel: its outputs are carried out here, its timer checked at the
+//! tick, and the viewers waiting on it (a DESCRIBE while it starts, a PLAY while it reconnects)
+//! are told whenever it moves on. What each viewer receives is `fanout`'s.
+
+use super::*;
+use crate::config::SharedRoute;
+use crate::proto::camera_demand::Mode;
+use crate::proto::camera_session::{CameraOutput, CameraParams, CameraPhase, CameraSession};
+use crate::proto::shared_viewer::ViewerParams;
+use crate::proto::tunnel::SharedInput;
+use crate::shard::camera_table::CameraKey;
+
+/// Announced to viewers as their session timeout (`Session: id;timeout=60`); a viewer silent for
+/// 1.25 × this is closed.
+const VIEWER_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+const RECONNECT_FIRST: Duration = Duration::from_secs(1);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// FNV-1a: a hash every shard computes alike, run after run (the route → shard map).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl Shard {
+    /// The shard that owns a shared route's camera, and so its viewers.
+    pub(super) fn owner_of(&self, route: &Route) -> u16 {
+        (fnv1a(route.path.as_bytes()) % self.shared.mailboxes.len().max(1) as u64) as u16
+    }
+
+    /// Moves a viewer's first connection to the shard owning its route's shared camera. False
+    /// (nothing done) when the route is not shared or is this shard's.
+    pub(super) fn move_to_owner(&mut self, idx: usize, route: Option<&Arc<Route>>) -> bool {
+        let Some(route) = route.filter(|r| r.shared().is_some()) else { return false };
+        let owner = self.owner_of(route);
+        if owner == self.id {
+            return false;
+        }
+        self.conns[idx].role = Role::MovingViewer { shard: owner };
+        self.hand_off_if_quiet(idx);
+        true
+    }
+
+    /// A viewer's first connection moved here from another shard: its head is handled as if
+    /// it had been read here.
+    pub(super) fn adopt_viewer(&mut self, v: super::super::mailbox::AdoptViewer) {
+        let idx = self.insert_conn(v.fd, v.peer, Role::Head);
+        let c = &mut self.conns[idx];
+        c.counted_ip = v.counted_ip;
+        c.accepted_at = v.accepted_at;
+        c.tls = v.tls;
+        c.head = v.head;
+        let limits =
+            HeadLimits { max_header_bytes: self.limits.max_header_bytes, max_cookie_len: self.limits.max_cookie_len };
+        match http_head::parse_head(&self.conns[idx].head, &limits) {
+            Ok(Some(head)) => self.on_head(idx, head),
+            // It parsed on the shard that read it.
+            _ => self.close_conn(idx),
+        }
+    }
+
+    fn camera_params(&mut self, route: &Route, shared: SharedRoute) -> CameraParams {
+        let l = &self.limits;
+        CameraParams {
+            url: route.upstream_url.clone(),
+            addr: route.upstream_addr,
+            credentials: route.credentials.clone(),
+            mode: if shared.always_on { Mode::AlwaysOn } else { Mode::OnDemand { linger: shared.linger } },
+            gop_cache_bytes: shared.gop_cache.then_some(l.gop_cache_bytes),
+            limits: MessageLimits { max_head_bytes: l.max_header_bytes, max_body_bytes: l.max_body_bytes },
+            connect_timeout: Duration::from_millis(l.upstream_connect_timeout_ms),
+            response_timeout: Duration::from_millis(l.upstream_response_timeout_ms),
+            media_timeout: Duration::from_millis(l.camera_media_timeout_ms),
+            backoff_initial: RECONNECT_FIRST,
+            backoff_max: RECONNECT_MAX,
+            seed: self.rng.next_u64(),
+        }
+    }
+
+    /// How the relay answers a viewer of a shared route.
+    pub(super) fn viewer_params(&mut self) -> ViewerParams {
+        ViewerParams {
+            session_seed: self.rng.next_u64(),
+            session_timeout: VIEWER_SESSION_TIMEOUT,
+            // As long as a camera may take to connect and answer.
+            camera_wait: Duration::from_millis(
+                self.limits.upstream_connect_timeout_ms + self.limits.upstream_response_timeout_ms,
+            ),
+            max_pending: self.limits.max_pending_requests,
+        }
+    }
+
+    /// The camera of a shared route, created (its demand decides when it connects) if none.
+    fn camera_for(&mut self, route: &Arc<Route>) -> Option<CameraKey> {
+        let shared = route.shared()?;
+        if let Some(ck) = self.cameras.find(&route.path) {
+            return Some(ck);
+        }
+        let params = self.camera_params(route, shared);
+        let camera = CameraSession::new(params, Instant::now());
+        tracing::debug!(shard = self.id, route = %route.path, "shared camera opened");
+        Some(self.cameras.insert(route.clone(), camera))
+    }
+
+    /// A tunnel of a shared route starts: it counts towards its camera's demand from now, so
+    /// an on-demand camera starts connecting before the viewer's first request is handled.
+    pub(super) fn attach_viewer(&mut self, key: SessionKey, route: &Arc<Route>) {
+        let Some(ck) = self.camera_for(route) else { return };
+        let Some(slot) = self.cameras.get_mut(ck) else { return };
+        slot.attached.push(key);
+        let viewers = slot.attached.len();
+        slot.camera.set_viewers(viewers, Instant::now());
+        self.metrics.viewer_attached();
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.camera = Some(ck);
+        }
+        self.drive_camera(ck);
+    }
+
+    /// A tunnel of a shared route ended.
+    pub(super) fn detach_viewer(&mut self, key: SessionKey, ck: CameraKey) {
+        let Some(slot) = self.cameras.get_mut(ck) else { return };
+        let before = slot.attached.len();
+        slot.attached.retain(|k| *k != key);
+        if slot.attached.len() == before {
+            return;
+        }
+        slot.players.retain(|p| p.key != key);
+        let viewers = slot.attached.len();
+        slot.camera.set_viewers(viewers, Instant::now());
+        self.metrics.viewer_detached();
+        self.drive_camera(ck);
+    }
+
+    /// Hands a tunnel's input to its shared viewer with the camera's view, then carries out
+    /// what the viewer asks for.
+    pub(super) fn shared_input(&mut self, key: SessionKey, input: SharedInput) {
+        let Some(ck) = self.sessions.get(key).and_then(|s| s.camera) else { return };
+        let Some(slot) = self.cameras.get(ck) else { return };
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        s.tunnel.handle_shared(input, &slot.camera.view(), Instant::now());
+    }
+
+    /// Carries out what a camera asked for.
+    pub(super) fn drive_camera(&mut self, ck: CameraKey) {
+        let mut changed = false;
+        loop {
+            let Some(slot) = self.cameras.get_mut(ck) else { return };
+            let Some(o) = slot.camera.poll_output() else { break };
+            match o {
+                CameraOutput::Connect(addr) => self.connect_camera(ck, addr),
+                CameraOutput::Send(bytes) => {
+                    if let Some(c) = slot.conn {
+                        self.queue_owned(c, bytes);
+                    }
+                }
+                CameraOutput::Disconnect => {
+                    if let Some(c) = slot.conn.take() {
+                        self.let_camera_go(c);
+                    }
+                }
+                CameraOutput::Up => {
+                    if !slot.up {
+                        slot.up = true;
+                        self.metrics.camera_up();
+                    }
+                    changed = true;
+                }
+                CameraOutput::Down => {
+                    if slot.up {
+                        slot.up = false;
+                        self.metrics.camera_down();
+                    }
+                    changed = true;
+                }
+                CameraOutput::PresentationChanged => {
+                    // Viewers set up on the old tracks cannot go on: they reconnect.
+                    for key in slot.attached.clone() {
+                        self.end_session(key, SessionOutcome::CameraChanged);
+                    }
+                }
+                CameraOutput::Ended(outcome) => {
+                    self.metrics.camera_session_ended(outcome);
+                    let route = &slot.route.path;
+                    tracing::info!(shard = self.id, route = %route, outcome = outcome.label(), "camera session ended");
+                    changed = true;
+                }
+                CameraOutput::Reconnecting => self.metrics.camera_reconnect(),
+                CameraOutput::Exchange(e) => {
+                    tracing::debug!(
+                        shard = self.id,
+                        route = %slot.route.path,
+                        method = e.method,
+                        uri = %e.uri,
+                        status = e.status,
+                        latency_ms = %format_args!("{:.3}", e.latency.as_secs_f64() * 1e3),
+                        "camera rtsp"
+                    );
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.notify_viewers(ck);
+        }
+        self.update_route_gauges(ck);
+        self.retire_camera_if_unused(ck);
+    }
+
+    /// The camera moved on: requests waiting on it are answered if they can be now.
+    fn notify_viewers(&mut self, ck: CameraKey) {
+        let Some(keys) = self.cameras.get(ck).map(|s| s.attached.clone()) else { return };
+        for key in keys {
+            self.shared_input(key, SharedInput::CameraChanged);
+            self.apply(key, Fed::Nothing);
+        }
+    }
+
+    fn update_route_gauges(&mut self, ck: CameraKey) {
+        if !self.per_route_metrics {
+            return;
+        }
+        if let Some(slot) = self.cameras.get(ck) {
+            self.metrics.set_route(&slot.route.path, slot.attached.len() as u64, slot.up);
+        }
+    }
+
+    /// A camera nobody attaches to, not connected and not always on, is forgotten.
+    fn retire_camera_if_unused(&mut self, ck: CameraKey) {
+        let Some(slot) = self.cameras.get(ck) else { return };
+        let idle = matches!(slot.camera.phase(), CameraPhase::Idle | CameraPhase::Stopped);
+        let always_on = slot.route.shared().is_some_and(|s| s.always_on) && slot.camera.phase() != CameraPhase::Stopped;
+        if !idle || always_on || !slot.attached.is_empty() || slot.conn.is_some() {
+            return;
+        }
+        if let Some(slot) = self.cameras.remove(ck) {
+            if slot.up {
+                self.metrics.camera_down();
+            }
+            if self.per_route_metrics && self.cameras.find(&slot.route.path).is_none() {
+                self.metrics.remove_route(&slot.route.path);
+            }
+            tracing::debug!(shard = self.id, route = %slot.route.path, "shared camera closed");
+        }
+    }
+
+    fn connect_camera(&mut self, ck: CameraKey, addr: SocketAddr) {
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM.cloexec(),
+            Some(socket2::Protocol::TCP),
+        );
+        let sock = match sock {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(shard = self.id, error = %e, "cannot create camera socket");
+                if let Some(slot) = self.cameras.get_mut(ck) {
+                    slot.camera.handle_connect_failed(Instant::now());
+                }
+                return;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let idx = self.insert_conn(OwnedFd::from(sock), addr, Role::Camera(ck));
+        self.metrics.connection_accepted(ConnKind::Upstream);
+        if let Some(slot) = self.cameras.get_mut(ck) {
+            slot.conn = Some(idx);
+        }
+        let timeout = Duration::from_millis(self.limits.upstream_connect_timeout_ms);
+        let sub = ops::connect(&mut self.conns[idx], idx, addr, timeout);
+        self.ring.push(sub);
+    }
+
+    /// A camera connection the camera session is done with: what was queued (its TEARDOWN)
+    /// goes out, then it is half-closed and read to its end within `camera_close_grace_ms`.
+    fn let_camera_go(&mut self, idx: usize) {
+        let grace = Duration::from_millis(self.limits.camera_close_grace_ms);
+        let Some(c) = self.conns.get_mut(idx) else { return };
+        if c.closing {
+            return;
+        }
+        if c.connect.is_some() && c.recv == RecvState::Off && c.ops > 0 {
+            // Still connecting: nothing to say to it.
+            self.close_conn(idx);
+            return;
+        }
+        c.role = Role::Refusing;
+        c.linger_after_flush = true;
+        c.flush_deadline = Some(Instant::now() + grace);
+        if c.recv == RecvState::Off {
+            self.arm_recv(idx);
+        }
+        self.conns.dirty.push(idx);
+    }
+
+    pub(super) fn on_camera_connect(&mut self, idx: usize, ck: CameraKey, res: i32) {
+        let now = Instant::now();
+        let current = self.cameras.get(ck).is_some_and(|s| s.conn == Some(idx));
+        if !current {
+            self.close_conn(idx);
+            return;
+        }
+        if res == 0 {
+            self.arm_recv(idx);
+            if let Some(slot) = self.cameras.get_mut(ck) {
+                slot.camera.handle_connected(now);
+            }
+        } else {
+            tracing::info!(shard = self.id, camera = %self.conns[idx].peer, error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
+            self.close_conn(idx);
+            if let Some(slot) = self.cameras.get_mut(ck) {
+                slot.conn = None;
+                slot.camera.handle_connect_failed(now);
+            }
+        }
+        self.drive_camera(ck);
+    }
+
+    /// The camera closed its connection, or it failed.
+    pub(super) fn on_camera_closed(&mut self, idx: usize, ck: CameraKey) {
+        self.close_conn(idx);
+        let Some(slot) = self.cameras.get_mut(ck) else { return };
+        if slot.conn != Some(idx) {
+            return;
+        }
+        slot.conn = None;
+        slot.camera.handle_camera_closed(Instant::now());
+        self.drive_camera(ck);
+    }
+
+    /// Deadlines of the shard's cameras (connect, answers, keepalives, media, linger, backoff).
+    pub(super) fn camera_timers(&mut self, now: Instant) {
+        for ck in self.cameras.keys() {
+            let Some(slot) = self.cameras.get_mut(ck) else { continue };
+            if slot.camera.poll_timeout().is_some_and(|t| t <= now) {
+                slot.camera.handle_timeout(now);
+                self.drive_camera(ck);
+            }
+        }
+    }
+
+    /// Always-on routes this shard owns get their camera (at start-up and after a reload).
+    pub(super) fn open_always_on_cameras(&mut self) {
+        if self.draining_until.is_some() {
+            return;
+        }
+        let routes = self.routes.clone();
+        for route in routes.routes() {
+            let always_on = route.shared().is_some_and(|s| s.always_on);
+            if always_on && self.owner_of(route) == self.id && self.cameras.find(&route.path).is_none() {
+                let route = Arc::new(route.clone());
+                if let Some(ck) = self.camera_for(&route) {
+                    self.drive_camera(ck);
+                }
+            }
+        }
+    }
+
+    /// After a reload: a camera whose route is gone or changed closes (its viewers' tunnels
+    /// end on their own, as for any route removed); new always-on routes open theirs.
+    pub(super) fn reload_cameras(&mut self) {
+        let now = Instant::now();
+        for ck in self.cameras.keys() {
+            let Some(slot) = self.cameras.get(ck) else { continue };
+            let kept = self.routes.routes().iter().any(|r| {
+                r.path == slot.route.path
+                    && r.upstream_url == slot.route.upstream_url
+                    && r.upstream_addr == slot.route.upstream_addr
+                    && r.sharing == slot.route.sharing
+                    && r.credentials == slot.route.credentials
+            });
+            if !kept {
+                self.close_camera(ck, now);
+            }
+        }
+        self.open_always_on_cameras();
+    }
+
+    /// Closes a camera for good (TEARDOWN if a session is up): its route changed, or the shard
+    /// stops.
+    pub(super) fn close_camera(&mut self, ck: CameraKey, now: Instant) {
+        self.cameras.unlist(ck);
+        if let Some(slot) = self.cameras.get_mut(ck) {
+            slot.camera.close(now);
+        }
+        self.drive_camera(ck);
+    }
+}
