@@ -63,6 +63,32 @@ impl RtpPacket {
     }
 }
 
+impl RtpPacket {
+    /// The H.264 NAL unit types this packet starts: its own for a single NAL unit, those inside
+    /// a STAP-A, the fragmented unit's for the first FU-A fragment, none for a later fragment.
+    pub fn h264_nal_types(&self) -> Vec<u8> {
+        let p = &self.payload;
+        let Some(&first) = p.first() else { return Vec::new() };
+        match first & 0x1f {
+            24 => {
+                let (mut out, mut rest) = (Vec::new(), &p[1..]);
+                while rest.len() >= 3 {
+                    let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                    if n == 0 || rest.len() < 2 + n {
+                        break;
+                    }
+                    out.push(rest[2] & 0x1f);
+                    rest = &rest[2 + n..];
+                }
+                out
+            }
+            28 if p.len() >= 2 && p[1] & 0x80 != 0 => vec![p[1] & 0x1f],
+            28 => Vec::new(),
+            t => vec![t],
+        }
+    }
+}
+
 /// What came off the connection next.
 #[derive(Debug)]
 pub enum Incoming {
@@ -97,9 +123,24 @@ impl RawViewer {
     /// Like [`RawViewer::connect`] with the socket's receive buffer set before connecting (so
     /// the window the relay sees is small from the start): a viewer that can be made slow.
     pub fn connect_with_rcvbuf(relay: SocketAddr, path: &str, rcvbuf: Option<usize>) -> RawViewer {
+        RawViewer::connect_tuned(relay, path, rcvbuf, None)
+    }
+
+    /// A viewer on a slow link: a 4 KiB receive window and a 536-byte MSS. The small MSS keeps
+    /// the relay's kernel send buffer to this viewer small too (Linux sizes it from the peer's
+    /// MSS; on loopback's 64 KiB MSS it would absorb megabytes), so a viewer that stops reading
+    /// backs up into the relay's own queue within a second.
+    pub fn connect_slow(relay: SocketAddr, path: &str) -> RawViewer {
+        RawViewer::connect_tuned(relay, path, Some(4096), Some(536))
+    }
+
+    fn connect_tuned(relay: SocketAddr, path: &str, rcvbuf: Option<usize>, mss: Option<u32>) -> RawViewer {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         if let Some(bytes) = rcvbuf {
             socket.set_recv_buffer_size(bytes).unwrap();
+        }
+        if let Some(mss) = mss {
+            socket.set_mss(mss).unwrap();
         }
         socket.connect_timeout(&relay.into(), Duration::from_secs(5)).expect("connect to the relay");
         let stream: TcpStream = socket.into();
