@@ -362,7 +362,8 @@ fn the_camera_session_lingers_after_the_last_viewer() {
         camera.events()
     );
     assert!(left.elapsed() >= Duration::from_millis(1900), "released after {:?}", left.elapsed());
-    assert_eq!(camera.sessions_open(), 0);
+    // The camera reports the TEARDOWN a moment before its session pool drops the session.
+    assert!(eventually(Duration::from_secs(5), || camera.sessions_open() == 0), "{:?}", camera.events());
     assert!(eventually(Duration::from_secs(5), || sample(&relay, "relay_cameras_active") == Some(0.0)));
 
     // After the linger a viewer opens a new one.
