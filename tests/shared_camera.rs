@@ -154,7 +154,10 @@ fn twenty_mixed_viewers_decode_from_one_camera_session() {
     require_peers!();
     let camera = GstCamera::start(None);
     let (tls, https) = tls_listener("shared-twenty");
-    let relay = RelayProcess::start("shared-twenty", &format!("{}{tls}", route("/cam1", &camera, "")));
+    let relay = RelayProcess::start(
+        "shared-twenty",
+        &format!("{}{tls}[metrics]\nper_route = true\n", route("/cam1", &camera, "")),
+    );
     let plain = relay.tunnel;
     let mut viewers = Vec::new();
     for i in 0..20 {
@@ -194,6 +197,8 @@ fn twenty_mixed_viewers_decode_from_one_camera_session() {
     assert_eq!(metric(&relay, "relay_cameras_active"), 1.0);
     assert_eq!(camera.sessions_of("/cam1"), 1, "camera sessions: {:?}", camera.events());
     assert_eq!(camera.sessions().len(), 1);
+    assert_eq!(metric(&relay, "relay_route_viewers{route=\"/cam1\"}"), 20.0);
+    assert_eq!(metric(&relay, "relay_route_camera_up{route=\"/cam1\"}"), 1.0);
     for v in &mut viewers {
         v.interrupt();
     }
@@ -456,6 +461,31 @@ fn a_camera_restart_mid_stream_is_survived_with_continuous_rtp() {
     assert!(metric(&relay, "relay_camera_reconnects_total") >= 1.0);
     assert_eq!(camera.sessions_of("/cam1"), 2, "one camera session per camera life: {:?}", camera.events());
     assert_eq!(metric(&relay, "relay_viewers_active"), 2.0);
+}
+
+/// A camera that comes back with another stream description (here another RTP payload type)
+/// cannot continue its viewers' sessions: they are closed (`camera_changed`), and viewers who
+/// connect again play the new stream.
+#[test]
+fn a_camera_back_with_another_stream_ends_its_viewers() {
+    require_peers!();
+    let mut camera = GstCamera::start(None);
+    let relay = RelayProcess::start("shared-changed", &route("/cam1", &camera, ""));
+    let changed = "relay_sessions_total{outcome=\"camera_changed\"}";
+    assert_eq!(metric(&relay, changed), 0.0);
+    let mut v = RawViewer::connect(relay.tunnel, "/cam1");
+    v.play((0, 1));
+    assert_eq!(v.next_rtp(0, Duration::from_secs(10)).map(|p| p.payload_type), Some(96));
+
+    camera.restart_with(&["--pt", "97"]);
+    assert!(v.wait_closed(Duration::from_secs(30)), "the viewer of the old stream stayed: {}", relay.log_text());
+    assert!(eventually(Duration::from_secs(5), || metric(&relay, changed) == 1.0), "{}", relay.scrape());
+    let mut v = RawViewer::connect(relay.tunnel, "/cam1");
+    v.play((0, 1));
+    assert_eq!(v.next_rtp(0, Duration::from_secs(10)).map(|p| p.payload_type), Some(97));
+    let out = ffmpeg_play("http", &relay.url("/cam1"), 25);
+    assert!(ffmpeg_frames(&out) >= 25, "{}", describe(&out));
+    assert_eq!(camera.sessions_of("/cam1"), 2, "{:?}", camera.events());
 }
 
 /// A viewer that stops reading has frames dropped, then is cut; the camera and the other

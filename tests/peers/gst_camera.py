@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A real RTSP camera for the tests: gst-rtsp-server on 127.0.0.1 serving live H.264.
 
-Usage: gst_camera.py [--port N] [--mounts N] [--user U --password P]
+Usage: gst_camera.py [--port N] [--mounts N] [--user U --password P] [--pt N]
 Prints "READY port=<port>" once listening; serves /cam1 .. /camN, each from one encoder shared
 by all its sessions; then prints a line per event, flushed at once:
   "CLIENT" for each RTSP connection accepted, "CLIENT_CLOSED" when one ends;
@@ -29,7 +29,7 @@ from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 PIPELINE = (
     "( videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=25/1 "
     "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bitrate=1000 "
-    "! rtph264pay name=pay0 pt=96 config-interval=1 )"
+    "! rtph264pay name=pay0 pt=%d config-interval=1 )"
 )
 
 
@@ -43,6 +43,8 @@ def main():
     ap.add_argument("--mounts", type=int, default=2)
     ap.add_argument("--user")
     ap.add_argument("--password")
+    # Another RTP payload type makes another stream description (a camera reconfigured).
+    ap.add_argument("--pt", type=int, default=96)
     args = ap.parse_args()
 
     Gst.init(None)
@@ -50,7 +52,7 @@ def main():
     server.set_address("127.0.0.1")
     server.set_service(args.port)
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(PIPELINE)
+    factory.set_launch(PIPELINE % args.pt)
     factory.set_shared(True)
     if args.user:
         auth = GstRtspServer.RTSPAuth()

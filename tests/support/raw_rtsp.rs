@@ -29,6 +29,7 @@ pub struct RtpPacket {
     pub timestamp: u32,
     pub ssrc: u32,
     pub marker: bool,
+    pub payload_type: u8,
     /// The RTP payload (after the fixed header, CSRCs and any extension).
     pub payload: Vec<u8>,
     pub at: Instant,
@@ -344,6 +345,7 @@ fn rtp(channel: u8, d: &[u8]) -> Option<RtpPacket> {
         timestamp: u32::from_be_bytes([d[4], d[5], d[6], d[7]]),
         ssrc: u32::from_be_bytes([d[8], d[9], d[10], d[11]]),
         marker: d[1] & 0x80 != 0,
+        payload_type: d[1] & 0x7f,
         payload: d.get(off..end)?.to_vec(),
         at: Instant::now(),
     })
