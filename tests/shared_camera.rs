@@ -407,6 +407,24 @@ fn an_always_on_camera_is_open_without_viewers_and_reopened_after_a_restart() {
     v.play((0, 1));
     assert!(v.next_rtp(0, Duration::from_secs(10)).is_some());
     assert_eq!(camera.sessions_of("/cam1"), 2, "a viewer opened its own: {:?}", camera.events());
+
+    // Down for six seconds: retried with a growing delay (1 s, 2 s, 4 s less jitter), not
+    // hammered, and the viewer stays.
+    let watching = Watch::start(v, 0);
+    camera.kill();
+    let before = metric(&relay, "relay_camera_reconnects_total");
+    std::thread::sleep(Duration::from_secs(6));
+    let attempts = metric(&relay, "relay_camera_reconnects_total") - before;
+    assert!((2.0..=4.0).contains(&attempts), "{attempts} reconnect attempts in 6 s");
+    camera.restart();
+    assert!(
+        eventually(Duration::from_secs(30), || camera.sessions_of("/cam1") == 3),
+        "not reopened after six seconds down: {:?}",
+        camera.events()
+    );
+    let got = watching.packets();
+    assert!(watching.wait_packets(got, 25, Duration::from_secs(20)), "the viewer got no media after the outage");
+    assert!(!watching.seen().closed);
 }
 
 /// A camera that dies mid-stream and comes back on the same address: viewers stay connected,
