@@ -44,7 +44,7 @@ macro_rules! require {
 fn relay(name: &str, camera: &GstCamera, tls: Option<(&Path, &Path)>, extra: &str) -> (RelayProcess, Option<String>) {
     let ha1 = rtsp_tunnel_relay::proto::viewer_auth::ha1_hex("alice", REALM, "s3cret");
     let mut body = format!(
-        "[[user]]\nname = \"alice\"\nha1 = \"{ha1}\"\n[[route]]\npath = \"/cam1\"\nupstream = \"{cam}\"\nusers = [\"alice\"]\n[[route]]\npath = \"/hidden\"\nupstream = \"{cam}\"\nopen = true\ndeny = [\"127.0.0.0/8\"]\n{extra}",
+        "[[user]]\nname = \"alice\"\nha1 = \"{ha1}\"\n[[route]]\npath = \"/cam1\"\nupstream = \"{cam}\"\nusers = [\"alice\"]\nlinger_secs = 1\n[[route]]\npath = \"/hidden\"\nupstream = \"{cam}\"\nopen = true\ndeny = [\"127.0.0.0/8\"]\n{extra}",
         cam = camera.url("/cam1")
     );
     let mut https = None;

@@ -2,6 +2,8 @@
 //! attacker would: smuggled requests, other queries and paths, Basic over plain text, guessing
 //! on tunnels opened before a block, and a POST from another host. A real gst-rtsp-server
 //! camera logs what reaches it; the rest use the scripted camera and raw tunnel viewers.
+//! Passthrough routes, where viewers' requests are rebuilt for the camera (on a shared route
+//! nothing of the viewer's reaches the camera at all: `proto::tunnel`'s property test).
 
 mod fake;
 mod support;
@@ -102,7 +104,7 @@ const REALM: &str = "rtsp-tunnel-relay";
 fn protected(camera: &str, auth: &str) -> String {
     let ha1 = ha1_hex("alice", REALM, "wonderland");
     format!(
-        "[listen]\ntunnel=[\"127.0.0.1:0\"]\n{auth}[[user]]\nname=\"alice\"\nha1=\"{ha1}\"\n[[route]]\npath=\"/cam1\"\nupstream=\"{camera}\"\nusers=[\"alice\"]\n"
+        "[listen]\ntunnel=[\"127.0.0.1:0\"]\n{auth}[[user]]\nname=\"alice\"\nha1=\"{ha1}\"\n[[route]]\npath=\"/cam1\"\nupstream=\"{camera}\"\nusers=[\"alice\"]\nmode=\"passthrough\"\n"
     )
 }
 

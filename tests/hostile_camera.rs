@@ -1,6 +1,7 @@
 //! A hostile camera against the receive-buffer reference counts: one receive that yields more
 //! ranges than a 16-bit count holds must not hand its buffer back while sends still name it (a
 //! viewer would get another session's bytes, and the buffer would be lent out twice).
+//! Passthrough routes: each viewer's session forwards its camera's receive buffers as they are.
 
 mod fake;
 mod support;
@@ -51,7 +52,7 @@ fn a_camera_sending_hundreds_of_thousands_of_ranges_per_receive_cannot_mix_sessi
     let hostile = FakeCamera::start(CameraMode::TinyFrames);
     let normal = FakeCamera::start(CameraMode::Normal);
     let text = format!(
-        "[listen]\ntunnel=[\"127.0.0.1:0\"]\n[[route]]\npath=\"/hostile\"\nupstream=\"{}\"\n[[route]]\npath=\"/normal\"\nupstream=\"{}\"\n",
+        "[listen]\ntunnel=[\"127.0.0.1:0\"]\n[[route]]\npath=\"/hostile\"\nupstream=\"{}\"\nmode=\"passthrough\"\n[[route]]\npath=\"/normal\"\nupstream=\"{}\"\nmode=\"passthrough\"\n",
         hostile.url("/stream"),
         normal.url("/stream")
     );

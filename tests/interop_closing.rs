@@ -1,6 +1,8 @@
 //! Ordered closing with real peers: FFmpeg sends its TEARDOWN and closes at once; the
 //! gst-rtsp-server camera must receive that TEARDOWN (or the relay's own) every time, so the
-//! camera frees the session instead of waiting for its own timeout.
+//! camera frees the session instead of waiting for its own timeout. Passthrough routes: each
+//! viewer has its own camera session (a shared route's camera session ends after its linger,
+//! tested in `shared_camera.rs`).
 
 mod support;
 
@@ -17,7 +19,7 @@ fn every_ffmpeg_quit_tears_down_at_the_camera(transport: &str) -> Vec<String> {
     let camera = GstCamera::start(None);
     let relay = RelayProcess::start(
         &format!("teardown-{transport}"),
-        &format!("[[route]]\npath = \"/cam1\"\nupstream = \"{}\"\n", camera.url("/cam1")),
+        &format!("[[route]]\npath = \"/cam1\"\nupstream = \"{}\"\nmode = \"passthrough\"\n", camera.url("/cam1")),
     );
     for run in 1..=RUNS {
         let out = ffmpeg_play(transport, &relay.url("/cam1"), 5);
@@ -64,8 +66,10 @@ fn a_killed_viewer_leaves_no_session_at_a_digest_camera() {
     require_peers!();
     let camera = GstCamera::start(Some(("admin", "s3cret")));
     let upstream = format!("rtsp://admin:s3cret@127.0.0.1:{}/cam1", camera.port);
-    let relay =
-        RelayProcess::start("teardown-killed", &format!("[[route]]\npath = \"/cam1\"\nupstream = \"{upstream}\"\n"));
+    let relay = RelayProcess::start(
+        "teardown-killed",
+        &format!("[[route]]\npath = \"/cam1\"\nupstream = \"{upstream}\"\nmode = \"passthrough\"\n"),
+    );
     for (run, transport) in ["tcp", "http"].into_iter().enumerate() {
         let url = relay.url("/cam1");
         let mut ffmpeg = std::process::Command::new("ffmpeg")

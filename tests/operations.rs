@@ -171,7 +171,9 @@ fn hostile_burst_leaves_a_playing_ffmpeg_viewer_alone_and_no_fd_behind() {
     require_peers!();
     let camera = GstCamera::start(None);
     let limits = "[limits]\npairing_timeout_ms = 500\nhead_read_timeout_ms = 1000\n";
-    let relay = RelayProcess::start("burst", &format!("{limits}{}", route("/cam1", &camera.url("/cam1"))));
+    // No linger: the camera connection goes with the last viewer, so every descriptor is back.
+    let relay =
+        RelayProcess::start("burst", &format!("{limits}{}linger_secs = 0\n", route("/cam1", &camera.url("/cam1"))));
     let baseline = relay_fds(relay.pid());
     // 10 s of video: the burst runs while it plays.
     let viewer = background_viewer(relay.url("/cam1"), 250);

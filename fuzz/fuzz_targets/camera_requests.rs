@@ -36,7 +36,7 @@ fn check(out: &[Output]) {
 
 fuzz_target!(|data: &[u8]| {
     let text = format!(
-        "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/cam1\"\nupstream=\"rtsp://u:p@10.0.0.5:554{CAMERA_PATH}?{QUERY}\"\n"
+        "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/cam1\"\nupstream=\"rtsp://u:p@10.0.0.5:554{CAMERA_PATH}?{QUERY}\"\nmode=\"passthrough\"\n"
     );
     let routes = RouteTable::new(Config::from_toml(&text).unwrap().1);
     let params = SessionParams {

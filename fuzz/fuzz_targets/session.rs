@@ -11,7 +11,7 @@ use rtsp_tunnel_relay::proto::session::{OpenGate, Output, Session, SessionParams
 
 fuzz_target!(|data: &[u8]| {
     let text =
-        "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/cam1\"\nupstream=\"rtsp://u:p@10.0.0.5:554/s\"\n";
+        "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/cam1\"\nupstream=\"rtsp://u:p@10.0.0.5:554/s\"\nmode=\"passthrough\"\n";
     let routes = RouteTable::new(Config::from_toml(text).unwrap().1);
     let params = SessionParams {
         limits: MessageLimits { max_head_bytes: 2048, max_body_bytes: 2048 },

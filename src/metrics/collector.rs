@@ -53,7 +53,7 @@ fn hist_name(h: Hist) -> (&'static str, &'static str, &'static [f64]) {
         ),
         Hist::RtspRequest(_) => (
             "relay_rtsp_request_seconds",
-            "RTSP request forwarded to the camera until its response was relayed.",
+            "RTSP request forwarded to the camera until its response was relayed (on shared routes: received until the relay answered it).",
             CONTROL_BUCKETS,
         ),
     }

@@ -519,6 +519,21 @@ impl SharedViewer {
         if let Some(i) = unique(by_control) {
             return Some(i);
         }
+        // A camera whose URLs lie outside the route (a Content-Base of its own), and a viewer
+        // that put the control's last segment after the route instead of using the URL given:
+        // the segment still names one track.
+        let last = |u: &str| u.rsplit('/').next().unwrap_or("").to_owned();
+        let by_segment = set_up
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let seg = last(path_and_query(&p.tracks[i].url).trim_end_matches('/'));
+                !seg.is_empty() && seg == last(want)
+            })
+            .collect();
+        if let Some(i) = unique(by_segment) {
+            return Some(i);
+        }
         let aggregate = self.map.to_client(&p.aggregate_url);
         (set_up.len() == 1 && path_and_query(&aggregate).trim_end_matches('/') == want).then(|| set_up[0])
     }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::camera_session::CameraView;
 use super::gop_cache::CachedFrame;
-use super::outcome::{Hist, Rejection, SessionOutcome, UpstreamErrorKind};
+use super::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
 use super::route::RouteTable;
 use super::rtsp::Message;
 use super::session::{self, Session, ViewerStream};
@@ -236,10 +236,14 @@ impl Tunnel {
             match o {
                 ViewerOutput::Send(bytes) => self.out.push_back(Output::Core(session::Output::ToViewer(bytes))),
                 ViewerOutput::Play { replay, replay_bytes, asked_at } => {
+                    let setup = now.saturating_duration_since(self.started_at);
+                    self.out.push_back(Output::Core(session::Output::Observe(Hist::SessionSetup, setup)));
                     self.out.push_back(Output::Join { replay, replay_bytes, asked_at })
                 }
                 ViewerOutput::Stop => self.out.push_back(Output::Leave),
                 ViewerOutput::Exchange(e) => {
+                    let method = RtspMethod::from_name(&e.method);
+                    self.out.push_back(Output::Core(session::Output::Observe(Hist::RtspRequest(method), e.waited)));
                     self.out.push_back(Output::Core(session::Output::Exchange(session::Exchange {
                         method: e.method,
                         uri: e.uri,

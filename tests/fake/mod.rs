@@ -282,8 +282,10 @@ impl Relay {
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Relay {
         let mut text = String::from("[listen]\ntunnel=[\"127.0.0.1:0\"]\n");
+        // Passthrough: these relays put each viewer's own dialogue through to the scripted
+        // camera, whose every request and failure the tests look at.
         for (path, upstream) in routes {
-            text.push_str(&format!("[[route]]\npath=\"{path}\"\nupstream=\"{upstream}\"\n"));
+            text.push_str(&format!("[[route]]\npath=\"{path}\"\nupstream=\"{upstream}\"\nmode=\"passthrough\"\n"));
         }
         Relay::from_config(&text, shards, limits, tls)
     }
@@ -441,6 +443,8 @@ pub struct TunnelViewer {
     pub path: String,
     /// The address both connections come from (`None`: the system's choice).
     source: Option<std::net::IpAddr>,
+    /// The RTSP session `play` set up.
+    pub session: String,
 }
 
 pub fn b64(bytes: &[u8]) -> String {
@@ -477,6 +481,7 @@ impl TunnelViewer {
             cseq: 0,
             path: path.to_owned(),
             source,
+            session: String::new(),
         }
     }
 
@@ -563,7 +568,10 @@ impl TunnelViewer {
         let options = self.request("OPTIONS", "", "");
         let describe = self.request("DESCRIBE", "", "Accept: application/sdp\r\n");
         let setup = self.request("SETUP", "/trackID=0", "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n");
-        let play = self.request("PLAY", "/", "Session: 4242\r\nRange: npt=0.000-\r\n");
+        // The session the SETUP answer names (the camera's through a passthrough route, the
+        // relay's own on a shared one).
+        self.session = setup.header("Session").and_then(|s| s.split(';').next()).unwrap_or("4242").trim().to_owned();
+        let play = self.request("PLAY", "/", &format!("Session: {}\r\nRange: npt=0.000-\r\n", self.session));
         vec![options, describe, setup, play]
     }
 }

@@ -142,8 +142,12 @@ pub fn assert_clean(report: &serde_json::Value, sessions: u64) {
 /// An in-process relay routing /cam0.. to the cameras, with an HTTPS listener when `tls`.
 pub fn relay(cams: SocketAddr, streams: usize, tls: bool) -> Shards {
     let mut text = String::from("[listen]\ntunnel=[\"127.0.0.1:0\"]\n");
+    // Passthrough: each viewer has its own camera session, so a camera fault reaches exactly the
+    // sessions the instrument must see it in.
     for i in 0..streams {
-        text.push_str(&format!("[[route]]\npath=\"/cam{i}\"\nupstream=\"rtsp://{cams}/cam{i}\"\n"));
+        text.push_str(&format!(
+            "[[route]]\npath=\"/cam{i}\"\nupstream=\"rtsp://{cams}/cam{i}\"\nmode=\"passthrough\"\n"
+        ));
     }
     let mut settings = Settings::from_toml(&text).unwrap();
     settings.runtime = Runtime { shards: 2, recv_buffers: 1024, ..Runtime::default() };

@@ -13,7 +13,7 @@ const CAMERA: &str = "10.0.0.5:554";
 fn routes(with_credentials: bool) -> RouteTable {
     let creds = if with_credentials { "admin:secret@" } else { "" };
     let text = format!(
-        "[listen]\ntunnel=[\"127.0.0.1:8080\"]\n[[route]]\npath=\"/cam1\"\nupstream=\"rtsp://{creds}{CAMERA}/Streaming/Channels/101\"\n"
+        "[listen]\ntunnel=[\"127.0.0.1:8080\"]\n[[route]]\npath=\"/cam1\"\nupstream=\"rtsp://{creds}{CAMERA}/Streaming/Channels/101\"\nmode=\"passthrough\"\n"
     );
     RouteTable::new(Config::from_toml(&text).unwrap().1)
 }
@@ -303,7 +303,7 @@ fn a_rebound_post_starts_a_fresh_base64_stream() {
 fn protected_routes() -> RouteTable {
     let ha1 = crate::proto::viewer_auth::ha1_hex("alice", "rtsp-tunnel-relay", "wonderland");
     let text = format!(
-        "[listen]\ntunnel=[\"127.0.0.1:8080\"]\n[[user]]\nname=\"alice\"\nha1=\"{ha1}\"\n[[route]]\npath=\"/cam1\"\nupstream=\"rtsp://{CAMERA}/s\"\nusers=[\"alice\"]\ndeny=[\"127.0.0.66\"]\n"
+        "[listen]\ntunnel=[\"127.0.0.1:8080\"]\n[[user]]\nname=\"alice\"\nha1=\"{ha1}\"\n[[route]]\npath=\"/cam1\"\nupstream=\"rtsp://{CAMERA}/s\"\nusers=[\"alice\"]\ndeny=[\"127.0.0.66\"]\nmode=\"passthrough\"\n"
     );
     let (cfg, routes) = Config::from_toml(&text).unwrap();
     RouteTable::new(routes).with_users(cfg.viewer_users().unwrap())

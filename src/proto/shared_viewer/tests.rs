@@ -590,3 +590,29 @@ proptest::proptest! {
         proptest::prop_assert_eq!(n + later, 1);
     }
 }
+
+#[test]
+fn a_track_of_a_camera_whose_urls_lie_outside_the_route_is_found_by_the_url_given_or_its_last_segment() {
+    let t0 = crate::test_fixtures::t0();
+    // The camera answers with a base of its own, not under the route's camera path.
+    let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=cam\r\nt=0 0\r\na=control:rtsp://10.0.0.5:554/stream/\r\n\
+               m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:rtsp://10.0.0.5:554/stream/trackID=0\r\n";
+    let text = format!(
+        "RTSP/1.0 200 OK\r\nCSeq: 2\r\nContent-Base: rtsp://10.0.0.5:554/stream/\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    let mut p = Presentation::from_describe(&parse(text.as_bytes()), CAM).unwrap();
+    p.tracks[0].channels = Some((0, 1));
+    p.finish();
+    let cam = view(CameraPhase::Playing, Some(&p), None, &[]);
+    let (r, _) = ask(&mut viewer(t0), request("DESCRIBE", ROUTE, 1, &[]), &cam, t0);
+    let given = "rtsp://relay.example:8080/stream/trackID=0";
+    assert!(String::from_utf8_lossy(&r.body).contains(&format!("a=control:{given}")), "{r:?}");
+    let t = ("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1");
+    for uri in [given.to_owned(), format!("{ROUTE}/trackID=0")] {
+        let (r, _) = ask(&mut viewer(t0), request("SETUP", &uri, 2, &[t]), &cam, t0);
+        assert_eq!(r.status(), Some(200), "{uri}");
+    }
+    let (r, _) = ask(&mut viewer(t0), request("SETUP", &format!("{ROUTE}/trackID=7"), 2, &[t]), &cam, t0);
+    assert_eq!(r.status(), Some(404));
+}

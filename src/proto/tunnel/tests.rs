@@ -305,3 +305,5 @@ fn a_closed_post_keeps_the_tunnel_and_a_closed_get_ends_it() {
     let out = h.handle(Input::ViewerClosed(ViewerStream::TunnelData), 3 * SECOND);
     assert_eq!(ends(&out), Some(SessionOutcome::Completed));
 }
+
+mod shared;

@@ -106,8 +106,8 @@ impl Shard {
         Some(self.cameras.insert(route.clone(), camera))
     }
 
-    /// A tunnel of a shared route starts: it counts towards its camera's demand from now, so
-    /// an on-demand camera starts connecting before the viewer's first request is handled.
+    /// A tunnel of a shared route had its first request admitted: it counts towards its
+    /// camera's demand from now (an on-demand camera starts connecting while the request waits).
     pub(super) fn attach_viewer(&mut self, key: SessionKey, route: &Arc<Route>) {
         let Some(ck) = self.camera_for(route) else { return };
         let Some(slot) = self.cameras.get_mut(ck) else { return };

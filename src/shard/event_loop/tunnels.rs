@@ -59,10 +59,10 @@ impl Shard {
             auth_gate: self.auth_gate.clone(),
         };
         let route_path = route.as_ref().map(|r| r.path.clone());
-        let shared_route = route.clone().filter(|r| r.shared().is_some());
+        let shared = route.as_ref().is_some_and(|r| r.shared().is_some());
         let proto = Session::new(params, route, &self.local_authority, started_at);
         let mut t = Tunnel::new(proto, kind, policy(&self.limits), started_at);
-        if shared_route.is_some() {
+        if shared {
             t.share(self.viewer_params());
         }
         if let Some(deadline) = self.draining_until {
@@ -78,9 +78,6 @@ impl Shard {
             mode = mode_label(kind),
             "session started"
         );
-        if let Some(route) = shared_route {
-            self.attach_viewer(key, &route);
-        }
         key
     }
 
@@ -203,7 +200,17 @@ impl Shard {
                 }
                 // The tunnel turns these into its own `SharedRequest` and viewer liveness.
                 Out::Core(Core::SharedRequest(_) | Core::SharedViewerFrame) => {}
-                Out::SharedRequest(msg) => self.shared_input(key, tunnel::SharedInput::Request(msg)),
+                Out::SharedRequest(msg) => {
+                    // The camera is wanted from the first request the route admitted (its
+                    // address lists and users): an unauthenticated viewer makes no camera
+                    // connection.
+                    if s.camera.is_none() {
+                        if let Some(route) = s.tunnel.session().route().cloned() {
+                            self.attach_viewer(key, &route);
+                        }
+                    }
+                    self.shared_input(key, tunnel::SharedInput::Request(msg))
+                }
                 Out::Join { replay, replay_bytes, asked_at } => self.join_fanout(key, replay, replay_bytes, asked_at),
                 Out::Leave => self.leave_fanout(key),
                 Out::PauseCamera => {

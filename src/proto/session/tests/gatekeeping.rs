@@ -15,7 +15,7 @@ const ROUTE_QUERY: &str = "channel=1&subtype=0";
 /// A route with camera credentials and a query, as an NVR channel is configured.
 fn nvr_routes() -> RouteTable {
     let text = format!(
-        "[listen]\ntunnel=[\"127.0.0.1:8080\"]\n[[route]]\npath=\"/cam1\"\nupstream=\"rtsp://admin:secret@{CAMERA}{CAMERA_PATH}?{ROUTE_QUERY}\"\n"
+        "[listen]\ntunnel=[\"127.0.0.1:8080\"]\n[[route]]\npath=\"/cam1\"\nupstream=\"rtsp://admin:secret@{CAMERA}{CAMERA_PATH}?{ROUTE_QUERY}\"\nmode=\"passthrough\"\n"
     );
     RouteTable::new(Config::from_toml(&text).unwrap().1)
 }

@@ -1,0 +1,143 @@
+//! A tunnel of a shared route: the relay answers the viewer, nothing of the viewer's reaches a
+//! camera, and the viewer's liveness is the shared dialogue's to judge.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::proto::camera_session::{CameraPhase, CameraView};
+use crate::proto::route::{SharedRoute, Sharing};
+use crate::proto::shared_viewer::ViewerParams;
+
+const IDLE: CameraView<'static> = CameraView { phase: CameraPhase::Idle, presentation: None, gop: None, next_rtp: &[] };
+
+fn shared_harness(kind: Kind) -> Harness {
+    let mut r = route("/cam1", CAMERA);
+    r.sharing = Sharing::Shared(SharedRoute { linger: SECOND, always_on: false, gop_cache: true });
+    let routes = RouteTable::new(vec![r]);
+    let t0 = Instant::now();
+    let session = Session::new(params(), routes.lookup("/cam1"), "127.0.0.1:8080", t0);
+    let mut t = Tunnel::new(session, kind, policy(), t0);
+    t.share(ViewerParams {
+        session_seed: 7,
+        session_timeout: Duration::from_secs(8),
+        camera_wait: Duration::from_secs(3),
+        max_pending: 4,
+    });
+    Harness { t, routes, t0 }
+}
+
+/// Hands every `SharedRequest` back with `camera`, as the shell does, and returns everything.
+fn serve(h: &mut Harness, out: Vec<Output>, camera: &CameraView<'_>, after: Duration) -> Vec<Output> {
+    let mut all = Vec::new();
+    let mut queue: std::collections::VecDeque<Output> = out.into();
+    while let Some(o) = queue.pop_front() {
+        if let Output::SharedRequest(msg) = o {
+            h.t.handle_shared(SharedInput::Request(msg), camera, h.at(after));
+            queue.extend(h.outputs());
+        } else {
+            all.push(o);
+        }
+    }
+    all
+}
+
+/// The one answer among `out`.
+fn to_viewer(out: &[Output]) -> &[u8] {
+    let mut answers = out.iter().filter_map(|o| match o {
+        Output::Core(session::Output::ToViewer(b)) => Some(&b[..]),
+        _ => None,
+    });
+    let first = answers.next().unwrap_or_else(|| panic!("no answer: {out:?}"));
+    assert!(answers.next().is_none(), "{out:?}");
+    first
+}
+
+fn reaches_a_camera(o: &Output) -> bool {
+    matches!(
+        o,
+        Output::Core(
+            session::Output::ConnectUpstream(_) | session::Output::ToUpstream(_) | session::Output::FramesToCamera(_)
+        )
+    )
+}
+
+#[test]
+fn admitted_requests_are_answered_by_the_relay_and_no_camera_is_opened() {
+    let mut h = shared_harness(Kind::Http);
+    h.post("127.0.0.1", Duration::ZERO);
+    let out = h.command("OPTIONS rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n", SECOND);
+    assert!(matches!(&out[..], [Output::SharedRequest(m)] if m.method() == Some("OPTIONS")), "{out:?}");
+    let out = serve(&mut h, out, &IDLE, SECOND);
+    let reply = String::from_utf8_lossy(to_viewer(&out));
+    assert!(reply.starts_with("RTSP/1.0 200 OK\r\n") && reply.contains("CSeq: 1\r\n"), "{reply}");
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Core(session::Output::Exchange(e)) if e.status == 200 && e.by_relay))
+    );
+    let timed = Output::Core(session::Output::Observe(Hist::RtspRequest(RtspMethod::Options), Duration::ZERO));
+    assert!(out.contains(&timed), "request latencies are measured as for the camera's answers: {out:?}");
+    // A camera that is not starting cannot describe itself: the viewer learns at once.
+    let out = h.command("DESCRIBE rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 2\r\n\r\n", 2 * SECOND);
+    let out = serve(&mut h, out, &IDLE, 2 * SECOND);
+    assert!(to_viewer(&out).starts_with(b"RTSP/1.0 503 "));
+    assert!(!out.iter().any(reaches_a_camera));
+}
+
+#[test]
+fn a_shared_viewer_lives_by_its_requests_and_reports_not_by_the_tunnel_idle_rule() {
+    let mut h = shared_harness(Kind::Plain);
+    let routes = RouteTable::new(Vec::new());
+    let feed = |h: &mut Harness, bytes: &[u8], after: Duration| {
+        h.t.handle(Input::ViewerBytes { stream: ViewerStream::Plain, bytes, routes: &routes }, h.at(after));
+        let out = h.outputs();
+        serve(h, out, &IDLE, after)
+    };
+    feed(&mut h, b"OPTIONS rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n", Duration::ZERO);
+    // Session timeout 8 s: silent for 1.25 x that, it is closed; an RTCP report at 9 s counts.
+    assert_eq!(h.t.poll_timeout(), Some(h.at(Duration::from_secs(10))));
+    assert!(feed(&mut h, &[b'$', 1, 0, 2, 0x80, 0xc9], 9 * SECOND).is_empty());
+    assert_eq!(h.t.poll_timeout(), Some(h.at(Duration::from_secs(19))));
+    h.t.handle(Input::Timer, h.at(18 * SECOND));
+    h.t.handle_shared(SharedInput::Timer, &IDLE, h.at(18 * SECOND));
+    assert_eq!(h.outputs(), vec![]);
+    h.t.handle(Input::Timer, h.at(19 * SECOND));
+    h.t.handle_shared(SharedInput::Timer, &IDLE, h.at(19 * SECOND));
+    let out = h.outputs();
+    assert!(rejected(&out, Rejection::IdleTimeout), "{out:?}");
+    assert_eq!(ends(&out), Some(SessionOutcome::Timeout));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Whatever a viewer of a shared route sends, in whatever pieces, nothing of it is addressed
+    /// to a camera: the relay's own camera session is the only thing that talks to the camera.
+    #[test]
+    fn nothing_a_shared_viewer_sends_reaches_a_camera(
+        chunks in proptest::collection::vec(
+            prop_oneof![
+                Just(b"OPTIONS rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n".to_vec()),
+                Just(b"SET_PARAMETER rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 2\r\nContent-Length: 5\r\n\r\nx=1\r\n".to_vec()),
+                Just(b"SETUP rtsp://127.0.0.1:8080/cam1/../../x RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n".to_vec()),
+                Just(vec![b'$', 0, 0, 4, 1, 2, 3, 4]),
+                proptest::collection::vec(any::<u8>(), 0..64),
+            ],
+            1..8,
+        ),
+        plain in any::<bool>(),
+    ) {
+        let mut h = shared_harness(if plain { Kind::Plain } else { Kind::Http });
+        if !plain {
+            h.post("127.0.0.1", Duration::ZERO);
+        }
+        let routes = RouteTable::new(Vec::new());
+        for (i, chunk) in chunks.iter().enumerate() {
+            let at = Duration::from_millis(i as u64);
+            let bytes = if plain { chunk.clone() } else { base64::engine::general_purpose::STANDARD.encode(chunk).into_bytes() };
+            let stream = if plain { ViewerStream::Plain } else { ViewerStream::TunnelCommands };
+            h.t.handle(Input::ViewerBytes { stream, bytes: &bytes, routes: &routes }, h.at(at));
+            let out = h.outputs();
+            let out = serve(&mut h, out, &IDLE, at);
+            prop_assert!(!out.iter().any(reaches_a_camera), "{:?}", out);
+        }
+    }
+}
