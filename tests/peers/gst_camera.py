@@ -1,11 +1,17 @@
 #!/usr/bin/python3
 """A real RTSP camera for the tests: gst-rtsp-server on 127.0.0.1 serving live H.264.
 
-Usage: gst_camera.py [--port N] [--mounts N] [--user U --password P]
-Prints "READY port=<port>" once listening; serves /cam1 .. /camN from one shared encoder;
-then prints "REQUEST <METHOD> <path>[?<query>]" for every request it handles, and
-"TEARDOWN <path> <user-agent>" for each session a TEARDOWN freed; exits on SIGTERM or when its
-standard input closes (so a dying test never leaks it).
+Usage: gst_camera.py [--port N] [--mounts N] [--user U --password P] [--pt N]
+Prints "READY port=<port>" once listening; serves /cam1 .. /camN, each from one encoder shared
+by all its sessions; then prints a line per event, flushed at once:
+  "CLIENT" for each RTSP connection accepted, "CLIENT_CLOSED" when one ends;
+  "REQUEST <METHOD> <path>[?<query>]" for every request it handles;
+  "SESSION <path> <id>" for each RTSP session a SETUP created, "SESSION_END <id>" when the
+  session pool drops one (TEARDOWN, timeout or its connection closing);
+  "TEARDOWN <path> <user-agent>" for each session a TEARDOWN freed.
+A fixed --port can be reused at once after a previous camera on it was killed, so a test can
+restart "the same camera". Exits on SIGTERM or when its standard input closes (so a dying test
+never leaks it).
 Needs Debian's /usr/bin/python3 (python3-gi, gir1.2-gst-rtsp-server-1.0).
 """
 import argparse
@@ -23,8 +29,12 @@ from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 PIPELINE = (
     "( videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=25/1 "
     "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bitrate=1000 "
-    "! rtph264pay name=pay0 pt=96 config-interval=1 )"
+    "! rtph264pay name=pay0 pt=%d config-interval=1 )"
 )
+
+
+def say(line):
+    print(line, flush=True)
 
 
 def main():
@@ -33,6 +43,8 @@ def main():
     ap.add_argument("--mounts", type=int, default=2)
     ap.add_argument("--user")
     ap.add_argument("--password")
+    # Another RTP payload type makes another stream description (a camera reconfigured).
+    ap.add_argument("--pt", type=int, default=96)
     args = ap.parse_args()
 
     Gst.init(None)
@@ -40,7 +52,7 @@ def main():
     server.set_address("127.0.0.1")
     server.set_service(args.port)
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(PIPELINE)
+    factory.set_launch(PIPELINE % args.pt)
     factory.set_shared(True)
     if args.user:
         auth = GstRtspServer.RTSPAuth()
@@ -63,7 +75,7 @@ def main():
             def log(_client, ctx):
                 uri = ctx.uri
                 target = "*" if uri is None else uri.abspath + ("?" + uri.query if uri.query else "")
-                print("REQUEST %s %s" % (method, target), flush=True)
+                say("REQUEST %s %s" % (method, target))
 
             return log
 
@@ -73,13 +85,31 @@ def main():
     def on_teardown(_client, ctx):
         # Emitted once the TEARDOWN was accepted and its session released.
         res, agent = ctx.request.get_header(GstRtsp.RTSPHeaderField.USER_AGENT, 0)
-        print("TEARDOWN %s %s" % (ctx.uri.abspath, agent if res == GstRtsp.RTSPResult.OK else "-"), flush=True)
+        say("TEARDOWN %s %s" % (ctx.uri.abspath, agent if res == GstRtsp.RTSPResult.OK else "-"))
+
+    # Sessions a SETUP created and not yet reported: "new-session" comes before the SETUP is
+    # answered, when the session has no media (hence no path) yet; "setup-request" comes after.
+    fresh = set()
+
+    def on_new_session(_client, session):
+        fresh.add(session.get_sessionid())
+
+    def on_setup(_client, ctx):
+        sid = ctx.session.get_sessionid() if ctx.session is not None else None
+        if sid in fresh:
+            fresh.discard(sid)
+            say("SESSION %s %s" % (ctx.uri.abspath, sid))
 
     def on_client(server, client):
+        say("CLIENT")
         log_requests(server, client)
         client.connect("teardown-request", on_teardown)
+        client.connect("new-session", on_new_session)
+        client.connect("setup-request", on_setup)
+        client.connect("closed", lambda _c: say("CLIENT_CLOSED"))
 
     server.connect("client-connected", on_client)
+    server.get_session_pool().connect("session-removed", lambda _p, s: say("SESSION_END %s" % s.get_sessionid()))
 
     loop = GLib.MainLoop()
     signal.signal(signal.SIGTERM, lambda *_: loop.quit())
@@ -89,7 +119,7 @@ def main():
         GLib.idle_add(loop.quit)
 
     threading.Thread(target=watch_stdin, daemon=True).start()
-    print("READY port=%d" % server.get_bound_port(), flush=True)
+    say("READY port=%d" % server.get_bound_port())
     loop.run()
 
 

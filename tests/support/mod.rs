@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod raw_rtsp;
+
 /// Whether the real peers are installed (scripts/install-test-deps.sh installs them).
 pub fn peers_available() -> bool {
     let ok =
@@ -38,13 +40,33 @@ pub struct GstCamera {
     pub port: u16,
     /// What it printed after READY (`REQUEST DESCRIBE /cam1`, `TEARDOWN /cam1 agent`, ...).
     events: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Its credentials, for [`GstCamera::restart`].
+    auth: Option<(String, String)>,
 }
 
 impl GstCamera {
     pub fn start(auth: Option<(&str, &str)>) -> GstCamera {
+        GstCamera::start_on(0, auth)
+    }
+
+    /// A camera on a fixed `port` (0: any free one), e.g. the port of a camera just killed, so a
+    /// test can restart "the same camera" behind a relay that knows its URL.
+    pub fn start_on(port: u16, auth: Option<(&str, &str)>) -> GstCamera {
+        let auth = auth.map(|(u, p)| (u.to_owned(), p.to_owned()));
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (child, port) = GstCamera::spawn(port, auth.as_ref(), &[], &events);
+        GstCamera { child, port, events, auth }
+    }
+
+    fn spawn(
+        port: u16,
+        auth: Option<&(String, String)>,
+        extra: &[&str],
+        events: &std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ) -> (Child, u16) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/gst_camera.py");
         let mut cmd = Command::new("/usr/bin/python3");
-        cmd.arg(script).args(["--mounts", "2"]);
+        cmd.arg(script).args(["--mounts", "2", "--port", &port.to_string()]).args(extra);
         if let Some((u, p)) = auth {
             cmd.args(["--user", u, "--password", p]);
         }
@@ -59,7 +81,6 @@ impl GstCamera {
             .strip_prefix("READY port=")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("camera said {line:?}"));
-        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = events.clone();
         // Ends when the camera exits (its stdout closes).
         std::thread::spawn(move || {
@@ -68,7 +89,64 @@ impl GstCamera {
                 sink.lock().unwrap().push(line);
             }
         });
-        GstCamera { child, port, events }
+        (child, port)
+    }
+
+    /// Kills the camera (every connection to it drops at once, as when a camera loses power).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the camera again on its port (after [`GstCamera::kill`]); the events of both
+    /// lives are kept, in order.
+    pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    /// [`GstCamera::restart`] with more arguments for the script (`--pt 97`: a camera that
+    /// comes back with another stream description).
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.kill();
+        let (child, port) = GstCamera::spawn(self.port, self.auth.as_ref(), extra, &self.events);
+        assert_eq!(port, self.port);
+        self.child = child;
+    }
+
+    /// The RTSP sessions the camera created so far (one per SETUP that opened one), each as the
+    /// path its SETUP named (`/cam1/stream=0`).
+    pub fn sessions(&self) -> Vec<String> {
+        let events = self.events.lock().unwrap();
+        events.iter().filter_map(|l| l.strip_prefix("SESSION ")?.split_once(' ').map(|(p, _)| p.to_owned())).collect()
+    }
+
+    /// How many of [`GstCamera::sessions`] were for `path` (`/cam1`).
+    pub fn sessions_of(&self, path: &str) -> usize {
+        self.sessions().iter().filter(|p| *p == path || p.starts_with(&format!("{path}/"))).count()
+    }
+
+    /// RTSP sessions the camera holds now (created and not yet dropped by its session pool).
+    pub fn sessions_open(&self) -> usize {
+        let events = self.events.lock().unwrap();
+        let (mut open, mut ended) = (0usize, 0usize);
+        for l in events.iter() {
+            if l.starts_with("SESSION ") {
+                open += 1;
+            } else if l.starts_with("SESSION_END ") {
+                ended += 1;
+            }
+        }
+        open.saturating_sub(ended)
+    }
+
+    /// How many RTSP connections the camera accepted so far.
+    pub fn clients(&self) -> usize {
+        self.events.lock().unwrap().iter().filter(|l| *l == "CLIENT").count()
+    }
+
+    /// Everything the camera printed so far (for failure messages).
+    pub fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
     }
 
     /// The requests the camera handled so far, as `METHOD path[?query]`.
@@ -149,7 +227,8 @@ impl RelayProcess {
         let child = command
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "info")
+            // RTR_TEST_RELAY_LOG=debug to see every RTSP request of a failing run.
+            .env("RUST_LOG", std::env::var("RTR_TEST_RELAY_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -303,6 +382,42 @@ pub fn gst_play(location: &str, extra: &[&str], frames: u32) -> Output {
     run_limited(60, &args)
 }
 
+/// [`gst_play`] with every decoded frame reported (`-v` and a sink that prints each buffer it
+/// gets), for [`gst_frames`].
+pub fn gst_play_counted(location: &str, extra: &[&str], frames: u32) -> Output {
+    let loc = format!("location={location}");
+    let eos = format!("eos-after={}", frames + 1);
+    let mut args = vec!["gst-launch-1.0", "-v", "rtspsrc", loc.as_str()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "!",
+        "rtph264depay",
+        "!",
+        "h264parse",
+        "!",
+        "avdec_h264",
+        "max-threads=1",
+        "!",
+        "identity",
+        &eos,
+        "!",
+        "fakesink",
+        "name=frames",
+        "sync=false",
+        "silent=false",
+    ]);
+    run_limited(60, &args)
+}
+
+/// Frames GStreamer decoded in a [`gst_play_counted`] run: the buffers that reached its sink.
+/// Counted rather than judged by the exit status: on the way down after its last frame,
+/// rtspsrc 1.22 races the PAUSE it sends against its TEARDOWN, and about one run in sixty
+/// exits 1 with "gst_rtspsrc_pause (): Could not send message. (Received end-of-file)" having
+/// decoded every frame (as often against gst-rtsp-server directly, without the relay).
+pub fn gst_frames(out: &Output) -> u64 {
+    String::from_utf8_lossy(&out.stdout).matches("frames: last-message = chain").count() as u64
+}
+
 pub fn gst_decoded(out: &Output) -> bool {
     out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Got EOS from element")
 }
@@ -314,4 +429,133 @@ pub fn describe(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// A viewer (FFmpeg or GStreamer) decoding until stopped, its decoded frames readable while it
+/// runs: for tests that need many viewers watching at the same time. Killed on drop; a hard
+/// time limit stops it anyway.
+pub struct LiveViewer {
+    child: Child,
+    pub name: String,
+    out: PathBuf,
+    gst: bool,
+}
+
+impl LiveViewer {
+    /// FFmpeg over `transport` (http, https, tcp), printing its progress twice a second.
+    pub fn ffmpeg(name: &str, transport: &str, url: &str, limit_secs: u32) -> LiveViewer {
+        let args = [
+            "ffmpeg",
+            "-hide_banner",
+            "-nostdin",
+            "-stats_period",
+            "0.5",
+            "-threads",
+            "1",
+            "-rtsp_transport",
+            transport,
+            "-i",
+            url,
+            "-an",
+            "-f",
+            "null",
+            "-",
+        ];
+        LiveViewer::spawn(name, &args, limit_secs, false)
+    }
+
+    /// GStreamer's `rtspsrc` (`rtsph://`, `rtspsh://`, `rtspt://`), a line per decoded frame.
+    pub fn gst(name: &str, location: &str, extra: &[&str], limit_secs: u32) -> LiveViewer {
+        let loc = format!("location={location}");
+        let mut args = vec!["gst-launch-1.0", "-v", "rtspsrc", loc.as_str()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[
+            "!",
+            "rtph264depay",
+            "!",
+            "h264parse",
+            "!",
+            "avdec_h264",
+            "max-threads=1",
+            "!",
+            "fakesink",
+            "name=frames",
+            "sync=false",
+            "silent=false",
+        ]);
+        LiveViewer::spawn(name, &args, limit_secs, true)
+    }
+
+    fn spawn(name: &str, args: &[&str], limit_secs: u32, gst: bool) -> LiveViewer {
+        let out = std::env::temp_dir().join(format!("rtr-live-{}-{}-{name}.log", std::process::id(), free_port()));
+        let file = std::fs::File::create(&out).unwrap();
+        let child = Command::new("timeout")
+            .args(["-k", "5", &limit_secs.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("spawn viewer");
+        LiveViewer { child, name: name.to_owned(), out, gst }
+    }
+
+    /// Frames decoded so far (FFmpeg: its last progress report, so up to half a second old).
+    pub fn frames(&self) -> u64 {
+        let text = self.output();
+        if self.gst {
+            text.matches("frames: last-message = chain").count() as u64
+        } else {
+            text.rsplit("frame=")
+                .next()
+                .and_then(|t| t.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        }
+    }
+
+    /// Still running (not exited, not killed by its time limit).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// What it printed (for failure messages; GStreamer's per-frame lines left out).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    pub fn tail(&self) -> String {
+        let text = self.output();
+        // GStreamer's -v lines (a caps line per pad, a line per frame) would bury the error.
+        let lines: Vec<&str> =
+            text.lines().filter(|l| !l.contains("last-message = ") && !l.contains(" caps = ")).collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Kills it at once (no TEARDOWN: a viewer that vanishes). `timeout` is its parent, so the
+    /// whole group goes: `timeout` forwards the signal to the viewer it runs.
+    pub fn kill(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.child.id())]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks it to stop as a user would (SIGINT: FFmpeg and gst-launch tear the session down).
+    pub fn interrupt(&mut self) {
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+    }
+
+    /// Waits up to `timeout` for it to exit; true if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        eventually(timeout, || !self.running())
+    }
+}
+
+impl Drop for LiveViewer {
+    fn drop(&mut self) {
+        if self.running() {
+            self.kill();
+        }
+        let _ = std::fs::remove_file(&self.out);
+    }
 }
