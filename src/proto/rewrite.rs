@@ -32,6 +32,17 @@ pub struct HandedOut {
     pub query: Option<String>,
 }
 
+impl HandedOut {
+    /// The path and query of a camera URL as a viewer may ask for it.
+    pub fn of(url: &str) -> Option<HandedOut> {
+        let p = split_url(url)?;
+        // An RTP-Info URL runs on into `;seq=`: the URL the viewer could ask for ends there.
+        let query = p.query.map(|q| q.split(';').next().unwrap_or(q).to_owned());
+        let path = if query.is_some() { p.path } else { p.path.split(';').next().unwrap_or(p.path) };
+        Some(HandedOut { path: path.to_owned(), query })
+    }
+}
+
 /// The two ends of one route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlMap {
@@ -237,10 +248,7 @@ impl UrlMap {
     /// for it (a path outside the route maps to the same path on the relay).
     fn to_client_noting(&self, url: &str, handed_out: &mut Vec<HandedOut>) -> String {
         let Some(p) = split_url(url) else { return url.to_owned() };
-        // An RTP-Info URL runs on into `;seq=`: the URL the viewer could ask for ends there.
-        let query = p.query.map(|q| q.split(';').next().unwrap_or(q).to_owned());
-        let path = if query.is_some() { p.path } else { p.path.split(';').next().unwrap_or(p.path) };
-        handed_out.push(HandedOut { path: path.to_owned(), query });
+        handed_out.extend(HandedOut::of(url));
         let mut out = self.client_origin.clone();
         match strip_path(p.path, &self.upstream_path) {
             Some(rest) => {

@@ -37,7 +37,8 @@ use std::time::{Duration, Instant};
 use super::camera_request;
 use super::camera_session::{CameraPhase, CameraView, Presentation};
 use super::gop_cache::CachedFrame;
-use super::rewrite::{UrlMap, rewrite_to_client};
+use super::outcome::Rejection;
+use super::rewrite::{HandedOut, UriRefusal, UrlMap, rewrite_to_client};
 use super::rtsp::Message;
 
 /// What the relay implements for viewers of a shared camera.
@@ -93,6 +94,8 @@ pub enum ViewerOutput {
     },
     /// The viewer leaves the fan-out (PAUSE, TEARDOWN); its connection stays.
     Stop,
+    /// A request refused for this reason (counted), answered, the session going on.
+    Refused(Rejection),
     Exchange(ViewerExchange),
     /// Close the viewer once the bytes queued to it are written.
     Close(ViewerOutcome),
@@ -320,6 +323,23 @@ impl SharedViewer {
             return answered(r);
         }
         let method = msg.method().unwrap_or("");
+        // The same confinement as a request passed on to a camera: within the route (dot
+        // segments resolved), or at or below a URL the camera's description gave out.
+        let given: Vec<HandedOut> = camera.presentation.map_or_else(Vec::new, |p| {
+            let urls = [&p.content_base, &p.aggregate_url].into_iter().chain(p.tracks.iter().map(|t| &t.url));
+            urls.filter_map(|u| HandedOut::of(u)).collect()
+        });
+        match self.map.camera_uri(msg.uri().unwrap_or(""), method == "OPTIONS", &given) {
+            Ok(_) => {}
+            Err(UriRefusal::OutsideRoute) => {
+                self.out.push_back(ViewerOutput::Refused(Rejection::OutsideRoute));
+                return answered(self.reply(msg, 404, "Not Found"));
+            }
+            Err(UriRefusal::Malformed) => {
+                self.out.push_back(ViewerOutput::Refused(Rejection::BadRequestUri));
+                return answered(self.reply(msg, 400, "Bad Request"));
+            }
+        }
         let session_given = msg.header("Session").map(|s| s.split(';').next().unwrap_or("").trim());
         let ours = session_given.is_some() && session_given == self.session_id.as_deref();
         if session_given.is_some() && !ours {

@@ -241,6 +241,7 @@ impl Tunnel {
                     self.out.push_back(Output::Join { replay, replay_bytes, asked_at })
                 }
                 ViewerOutput::Stop => self.out.push_back(Output::Leave),
+                ViewerOutput::Refused(reason) => self.out.push_back(Output::Core(session::Output::Rejected(reason))),
                 ViewerOutput::Exchange(e) => {
                     let method = RtspMethod::from_name(&e.method);
                     self.out.push_back(Output::Core(session::Output::Observe(Hist::RtspRequest(method), e.waited)));

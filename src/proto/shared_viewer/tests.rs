@@ -616,3 +616,25 @@ fn a_track_of_a_camera_whose_urls_lie_outside_the_route_is_found_by_the_url_give
     let (r, _) = ask(&mut viewer(t0), request("SETUP", &format!("{ROUTE}/trackID=7"), 2, &[t]), &cam, t0);
     assert_eq!(r.status(), Some(404));
 }
+
+#[test]
+fn requests_outside_the_route_are_refused_as_on_a_passthrough_route() {
+    let t0 = crate::test_fixtures::t0();
+    let p = hikvision();
+    let cam = view(CameraPhase::Playing, Some(&p), None, &[]);
+    for uri in [
+        format!("{ROUTE}/../cam2"),
+        format!("{ROUTE}/%2e%2e/cam2"),
+        "rtsp://relay.example:8080/cam2".to_owned(),
+        "rtsp://relay.example:8080/Streaming/Channels/101/../../../etc".to_owned(),
+    ] {
+        let (r, out) = ask(&mut viewer(t0), request("DESCRIBE", &uri, 1, &[]), &cam, t0);
+        assert_eq!(r.status(), Some(404), "{uri}");
+        assert!(out.contains(&ViewerOutput::Refused(Rejection::OutsideRoute)), "{uri}: counted");
+    }
+    let (r, out) = ask(&mut viewer(t0), request("DESCRIBE", &format!("{ROUTE}/a%2fb"), 1, &[]), &cam, t0);
+    assert_eq!(r.status(), Some(400));
+    assert!(out.contains(&ViewerOutput::Refused(Rejection::BadRequestUri)));
+    let (r, _) = ask(&mut viewer(t0), request("DESCRIBE", &format!("{ROUTE}/x/.."), 1, &[]), &cam, t0);
+    assert_eq!(r.status(), Some(200), "dot segments that stay inside the route are fine");
+}
