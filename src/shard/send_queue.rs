@@ -51,6 +51,7 @@ struct SendMsg {
     iov: [libc::iovec; MAX_IOV],
 }
 
+#[derive(Default)]
 pub struct SendQueue {
     segments: VecDeque<Segment>,
     queued: usize,
@@ -62,19 +63,6 @@ pub struct SendQueue {
     /// Allocated at the first send: a tunnel's POST never sends, and a kilobyte per idle
     /// connection adds up at thousands of viewers.
     msg: Option<Box<SendMsg>>,
-}
-
-impl Default for SendQueue {
-    fn default() -> Self {
-        SendQueue {
-            segments: VecDeque::new(),
-            queued: 0,
-            in_flight: false,
-            in_flight_segments: 0,
-            ring_segments: 0,
-            msg: None,
-        }
-    }
 }
 
 fn new_send_msg() -> Box<SendMsg> {
