@@ -13,6 +13,9 @@ pub const MAX_IOV: usize = 64;
 /// Copied media ranges are appended to the previous copy up to this size, so a camera sending
 /// tiny frames costs a few large segments rather than one allocation per frame.
 const COALESCE_BYTES: usize = 64 * 1024;
+/// A queue drained after a burst gives back all but this many segments' room: thousands of
+/// viewers each keeping the room of their longest backlog would cost more than the media.
+const KEPT_SEGMENTS: usize = 16;
 
 /// When a piece of camera media was received and how many `$` frames end in it: the forward
 /// latency is recorded once per frame (per packet), so a chunk carrying many packets weighs as
@@ -226,6 +229,10 @@ impl SendQueue {
                 Some(Segment::Owned { timed: Some(t), .. } | Segment::Shared { timed: Some(t), .. }) => done.push(t),
                 _ => {}
             }
+        }
+        if self.segments.is_empty() && self.segments.capacity() > KEPT_SEGMENTS {
+            // No iovec points into the deque itself (only into what its segments own).
+            self.segments.shrink_to(KEPT_SEGMENTS);
         }
     }
 
