@@ -99,12 +99,21 @@ fn padding_nal(len: usize, due_ns: u64, stream: u32, pad_seq: u64) -> Vec<u8> {
     n.extend(std::iter::repeat_n(0xff, size / 255));
     n.push((size % 255) as u8);
     n.extend_from_slice(SEI_UUID);
-    n.extend_from_slice(format!("{due_ns:016x}{stream:08x}{pad_seq:016x}").as_bytes());
+    push_hex(&mut n, due_ns, 16);
+    push_hex(&mut n, u64::from(stream), 8);
+    push_hex(&mut n, pad_seq, 16);
     n.resize(n.len() + size - 16 - SEI_MARK, FILL);
     n.push(0x80);
     // A size one short of a multiple of 255 cannot be coded in `len` bytes: one byte less.
     debug_assert!(n.len() == len || n.len() + 1 == len);
     n
+}
+
+/// Appends the low `digits` hex digits of `v` (no allocation: this runs for most packets sent).
+fn push_hex(out: &mut Vec<u8>, v: u64, digits: u32) {
+    for i in (0..digits).rev() {
+        out.push(b"0123456789abcdef"[((v >> (4 * i)) & 0xf) as usize]);
+    }
 }
 
 /// Bytes of RTP packets (with the extension) that `nal` takes at payload limit `max`.
@@ -153,7 +162,10 @@ pub struct StreamGen {
     /// Packets and bytes of the current group of pictures so far (bytes less what is owed).
     gop_packets: u64,
     gop_bytes: i64,
-    pending: std::collections::VecDeque<Vec<u8>>,
+    /// The current picture's RTP packets, back to back, and where each one ends.
+    pending: Vec<u8>,
+    ends: std::collections::VecDeque<usize>,
+    taken: usize,
 }
 
 impl StreamGen {
@@ -196,7 +208,9 @@ impl StreamGen {
             pad_seq: 0,
             gop_packets: 0,
             gop_bytes: bytes_per_gop as i64,
-            pending: Default::default(),
+            pending: Vec::new(),
+            ends: Default::default(),
+            taken: 0,
         })
     }
 
@@ -221,12 +235,15 @@ impl StreamGen {
 
     /// Appends the next packet, interleaved on channel 0.
     pub fn push_next(&mut self, out: &mut Vec<u8>) {
-        if self.pending.is_empty() {
+        if self.ends.is_empty() {
+            self.pending.clear();
+            self.taken = 0;
             self.build_picture();
         }
-        let rtp = self.pending.pop_front().expect("a picture has packets");
+        let end = self.ends.pop_front().expect("a picture has packets");
         let mark = Mark { due_ns: self.due_ns(self.seq), stream: self.stream, seq: self.seq, scheduled: true };
-        push_with_extension(out, &rtp, mark);
+        push_with_extension(out, &self.pending[self.taken..end], mark);
+        self.taken = end;
         self.seq += 1;
     }
 
@@ -278,8 +295,11 @@ impl StreamGen {
         nals.extend(pads.iter().map(Vec::as_slice));
         nals.extend_from_slice(&slices);
         let ts = (self.picture * CLOCK / self.fps) as u32;
-        let pending = &mut self.pending;
-        self.packetizer.packetize(&nals, ts, |p| pending.push_back(p.to_vec()));
+        let (pending, ends) = (&mut self.pending, &mut self.ends);
+        self.packetizer.packetize(&nals, ts, |p| {
+            pending.extend_from_slice(p);
+            ends.push_back(pending.len());
+        });
         self.built += n_nat + k;
         self.gop_packets += n_nat + k;
         self.gop_bytes += b_nat as i64;
