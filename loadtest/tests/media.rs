@@ -242,3 +242,37 @@ fn the_camera_counts_the_sessions_each_stream_served() {
     );
     assert_eq!(cam["max_concurrent_per_stream"], 3);
 }
+
+#[test]
+fn a_relay_that_repacketises_the_media_still_gets_it_timed_from_the_padding() {
+    let python_gi = Command::new("/usr/bin/python3").args(["-c", "import gi"]).status().is_ok_and(|s| s.success());
+    if !python_gi {
+        eprintln!("skipped: python3-gi missing (run scripts/install-test-deps.sh)");
+        return;
+    }
+    let (_cams, addr) = start_cameras_with(2, &[]);
+    let port = common::free_port();
+    // gst-rtsp-server depayloads and payloads again: the header extension does not survive.
+    let gst = Command::new("/usr/bin/python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/gst_relay.py"))
+        .args(["--camera", &addr.to_string(), "--streams", "2", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _gst = common::Killed(gst);
+    let target: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(target).is_err() {
+        assert!(Instant::now() < end, "gst relay did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let report = viewers(target, "rtsp", 4, 2, &["--stream-start", "rtp-info"]);
+    assert_eq!(report["sessions_survived"], 4, "{report:#}");
+    assert!(report["packets_timed"].as_u64().unwrap() > 100, "{report:#}");
+    assert!(report["packets_unmarked"].as_u64().unwrap() > 10, "slices and parameter sets: {report:#}");
+    assert_eq!(report["packets_lost"], 0);
+    assert_eq!(report["rtp_seq_gaps"], 0);
+    assert_eq!(report["sessions_without_keyframe"], 0);
+    assert!(report["integrity"].as_object().unwrap().values().all(|v| v == 0), "{report:#}");
+}
