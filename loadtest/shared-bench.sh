@@ -149,6 +149,7 @@ print(json.dumps(dict(
     p50_ms=lat.get("p50"), p99_ms=lat.get("p99"), ttff_p50_ms=ttff.get("p50"), ttff_p99_ms=ttff.get("p99"),
     without_keyframe=r.get("sessions_without_keyframe"), seq_gaps=r["rtp_seq_gaps"], lost=r["packets_lost"],
     expected=r["packets_expected"], faults=sum(r["integrity"].values()),
+    from_before_play=r.get("packets_from_before_play"),
     camera_sessions=cam["sessions_opened"], camera_sessions_per_camera=cam["sessions_opened"] / cameras,
     camera_max_concurrent=cam["max_concurrent_per_stream"], delivered_mbps=r["delivered_mbps"])))
 PY

@@ -118,6 +118,10 @@ pub struct Checker {
     /// Arrival of the first RTP packet, and of the first that begins or carries a keyframe.
     pub first_packet_ns: Option<u64>,
     pub first_keyframe_ns: Option<u64>,
+    /// When PLAY was sent: packets due before it are history (a relay's GOP cache replaying the
+    /// picture so far), checked and counted but kept out of the media latency.
+    play_sent_ns: Option<u64>,
+    pub from_before_play: u64,
     /// Whether the session's marks come from the header extension (every packet, on a fixed
     /// schedule) or from padding units in the payload; decided by the first mark.
     scheduled: Option<bool>,
@@ -186,6 +190,8 @@ impl Checker {
             first_packet_ns: None,
             first_keyframe_ns: None,
             scheduled: None,
+            play_sent_ns: None,
+            from_before_play: 0,
             early_gaps: Vec::new(),
             stalls: Stalls::default(),
         }
@@ -194,6 +200,11 @@ impl Checker {
     /// The SSRC the SETUP reply announced (`Transport: ...;ssrc=`).
     pub fn expect_ssrc(&mut self, ssrc: u32) {
         self.expect_ssrc = Some(ssrc);
+    }
+
+    /// PLAY is being sent now.
+    pub fn play_sent(&mut self, now_ns: u64) {
+        self.play_sent_ns = Some(now_ns);
     }
 
     /// The PLAY reply's `RTP-Info: seq=`; arrivals are timed from now on if none came yet.
@@ -302,6 +313,10 @@ impl Checker {
             for g in std::mem::take(&mut self.early_gaps) {
                 self.gap(g);
             }
+        }
+        if self.play_sent_ns.is_some_and(|p| mark.due_ns < p) {
+            self.from_before_play += 1;
+            return None;
         }
         let lat_us = now_ns.saturating_sub(mark.due_ns) / 1000;
         let _ = self.latency_us.record(lat_us.clamp(1, crate::report::MAX_US));
@@ -506,6 +521,24 @@ mod tests {
         c.frame(0, &rtp(2, &[0x67, 0x42]), 30);
         c.frame(0, &rtp(3, &[0x65, 0x88]), 40);
         assert_eq!((c.first_packet_ns, c.first_keyframe_ns), (Some(10), Some(30)));
+    }
+
+    #[test]
+    fn a_replayed_picture_is_checked_but_not_timed() {
+        let mut c = Checker::new(params(StreamStart::RtpInfo), Some(3));
+        // PLAY sent when packet 40 was due; a GOP cache replays 20..40 at once, then live.
+        let play = 1_000_000_000 + 40 * P;
+        c.play_sent(play);
+        c.playing(Some(20), play + 1_000_000);
+        for s in 20..40 {
+            c.frame(0, &pkt(3, s, s as u16), play + 2_000_000);
+        }
+        feed(&mut c, 40..100);
+        let t = c.finish(1_000_000_000 + 99 * P + 50_000_000);
+        assert_eq!((t.expected, t.lost), (80, 0));
+        assert_eq!((c.timed, c.from_before_play), (80, 20));
+        assert_eq!(c.latency_us.len(), 60);
+        assert!(c.latency_us.max() < 2000, "replayed packets are not late");
     }
 
     #[test]

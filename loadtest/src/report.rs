@@ -164,6 +164,8 @@ pub struct SessionRecord {
     pub integrity: Integrity,
     /// This session's media latency, ms.
     pub latency_ms: Option<Quantiles>,
+    /// Timed packets due before PLAY was sent (a GOP cache's replay): not in the latency.
+    pub from_before_play: u64,
     /// PLAY sent → the first RTP packet of a keyframe (SPS or IDR slice) received, ms; `null`
     /// if none came.
     pub ttff_ms: Option<f64>,
@@ -224,6 +226,9 @@ pub struct Report {
     pub packets_timed: u64,
     /// RTP packets without the loadtest mark (parameter sets, re-packetised media): header only.
     pub packets_unmarked: u64,
+    /// Timed packets due before their session's PLAY was sent (a relay's GOP cache replaying
+    /// the picture so far): checked and counted, kept out of the media latency.
+    pub packets_from_before_play: u64,
     pub rtcp_packets: u64,
     /// Due between each stream's start and its session's end (minus the grace).
     pub packets_expected: u64,
@@ -294,6 +299,7 @@ impl Report {
         self.packets_received += r.packets;
         self.packets_timed += r.timed;
         self.packets_unmarked += r.unmarked;
+        self.packets_from_before_play += r.from_before_play;
         self.rtcp_packets += r.rtcp;
         self.packets_expected += r.expected;
         self.packets_lost += r.lost;
@@ -324,6 +330,7 @@ impl Report {
         self.packets_received += other.packets_received;
         self.packets_timed += other.packets_timed;
         self.packets_unmarked += other.packets_unmarked;
+        self.packets_from_before_play += other.packets_from_before_play;
         self.rtcp_packets += other.rtcp_packets;
         self.packets_expected += other.packets_expected;
         self.packets_lost += other.packets_lost;
@@ -450,9 +457,10 @@ impl Report {
         let per: Vec<f64> = self.sessions.iter().map(SessionRecord::mbps).collect();
         let (lo, hi) = per.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
         s.push_str(&format!(
-            "received {} packets ({} timed, {} unmarked, {} RTCP), {:.1} MB; delivered {:.1} Mbit/s (each session's bytes over its own play time{})\n",
+            "received {} packets ({} timed, {} of them due before PLAY, {} unmarked, {} RTCP), {:.1} MB; delivered {:.1} Mbit/s (each session's bytes over its own play time{})\n",
             self.packets_received,
             self.packets_timed,
+            self.packets_from_before_play,
             self.packets_unmarked,
             self.rtcp_packets,
             self.bytes_received as f64 / 1e6,

@@ -299,6 +299,7 @@ impl Conn {
         }
         self.session = setup.header("Session").map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
         self.play_sent_ns = payload::monotonic_ns();
+        self.checker.play_sent(self.play_sent_ns);
         let play = self.request("PLAY", &format!("{content_base}/"), &[("Range", "npt=0.000-")], deadline).await?;
         self.checker.playing(play.header("RTP-Info").and_then(rtp_info_seq), payload::monotonic_ns());
         Ok(base)
@@ -424,6 +425,7 @@ pub async fn run(spec: ViewerSpec, shared: Arc<Shared>) -> Outcome {
         start_unknown: tally.start_unknown,
         integrity: c.integrity,
         latency_ms: Quantiles::of_us(&c.latency_us),
+        from_before_play: c.from_before_play,
         ttff_ms: c.first_keyframe_ns.map(|t| ms(t.saturating_sub(conn.play_sent_ns))),
         first_packet_ms: c.first_packet_ns.map(|t| ms(t.saturating_sub(conn.play_sent_ns))),
     };
