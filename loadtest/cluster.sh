@@ -9,7 +9,7 @@
 #
 #   loadtest/cluster.sh                                  # 2,000 viewers over 100 paths
 #   SESSIONS=200 PATHS=20 loadtest/cluster.sh            # a small run
-# Other knobs: BITRATE (per camera, 32k), RAMP (viewers started per second, 200), SOURCES
+# Other knobs: BITRATE (per camera, 32k), GOP (250 pictures), RAMP (viewers started per second, 200), SOURCES
 # (127.0.1.1-127.0.1.20), RECOVER (seconds watched after the kill, 15), SHARDS (per relay, 1),
 # PORT (HAProxy's port; relays use it too, metrics PORT+1000, cameras PORT+2000; 23080),
 # NO_BUILD=1 (use the release binaries as they are).
@@ -47,7 +47,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin/loadtest" camera --listen "127.0.0.1:$CPORT" --streams "$PATHS" --bitrate "$BITRATE" >"$out/camera.log" 2>&1 &
+# A keyframe every 10 s: at 2 s the keyframes alone would be about 50 kbit/s.
+"$bin/loadtest" camera --listen "127.0.0.1:$CPORT" --streams "$PATHS" --bitrate "$BITRATE" --gop "${GOP:-250}" >"$out/camera.log" 2>&1 &
 pids+=($!)
 
 declare -A relay_pid

@@ -29,13 +29,16 @@ background_busy() {
   echo "$a $b" | awk '{d = ($3 - $1) + ($4 - $2); printf "%.0f", d ? ($3 - $1) * 100 / d : 0}'
 }
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+# The cameras' keyframe alone is about 50 kbit/s at 2 s groups of pictures: below 100 kbit/s a
+# keyframe every 20 s, so that a trickle of media stays a trickle.
+gop_for() { case $1 in *k | *K) [ "${1%?}" -lt 100 ] 2>/dev/null && { echo 500; return; } ;; esac; echo 50; }
 children=()
 trap 'for p in "${children[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 
 run() { # NAME SESSIONS BITRATE RAMP [DURATION]
   local name=$1 sessions=$2 bitrate=$3 ramp=$4 duration=${5:-$duration}
   local cam=18554 tun=18080 met=19100
-  "$bin/loadtest" camera --listen 127.0.0.1:$cam --streams "$sessions" --bitrate "$bitrate" 2>"$out/$name.camera.log" &
+  "$bin/loadtest" camera --listen 127.0.0.1:$cam --streams "$sessions" --bitrate "$bitrate" --gop "$(gop_for "$bitrate")" 2>"$out/$name.camera.log" &
   local cpid=$!; children+=($cpid)
   { printf '[listen]\ntunnel = ["127.0.0.1:%s"]\nmetrics = "127.0.0.1:%s"\n[runtime]\nshards = 2\n[limits]\nmax_connections_per_ip = 100000\nmax_sessions = 100000\n[log]\nlevel = "warn"\n' $tun $met
     for i in $(seq 0 $((sessions - 1))); do printf '[[route]]\npath = "/cam%s"\nupstream = "rtsp://127.0.0.1:%s/cam%s"\n' "$i" $cam "$i"; done

@@ -1,5 +1,7 @@
 //! `loadtest camera`: N simulated cameras (`/cam0` .. `/camN-1`) in one process, each a real
-//! RTSP/1.0 server over TCP (interleaved transport) sending paced RTP after PLAY.
+//! RTSP/1.0 server over TCP (interleaved transport) sending paced, decodable H.264 after PLAY
+//! (see [`payload`]). Counts the RTSP sessions each stream serves: how a benchmark shows that a
+//! relay opened one camera session per camera.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,12 +18,46 @@ use crate::{payload, wire};
 pub struct CameraOptions {
     pub listen: SocketAddr,
     pub streams: u32,
-    pub bitrate_bps: u64,
-    pub packet_size: usize,
+    pub media: payload::MediaOptions,
+    /// Where the sessions report goes (rewritten every 5 s and at exit).
+    pub json: Option<std::path::PathBuf>,
+}
+
+/// One stream's RTSP sessions (a session: from its SETUP to its TEARDOWN or connection close).
+#[derive(Default)]
+struct StreamSessions {
+    opened: AtomicU64,
+    open: AtomicU64,
+    max_open: AtomicU64,
+    plays: AtomicU64,
+}
+
+/// The JSON sessions report: per stream that served any session.
+#[derive(serde::Serialize)]
+struct SessionsReport {
+    streams: u32,
+    bitrate_bps: u64,
+    gop: u32,
+    fps: u32,
+    /// Sessions opened, over every stream.
+    sessions_opened: u64,
+    /// The most sessions any one stream had open at once.
+    max_concurrent_per_stream: u64,
+    per_stream: Vec<StreamLine>,
+}
+
+#[derive(serde::Serialize)]
+struct StreamLine {
+    path: String,
+    sessions_opened: u64,
+    max_concurrent: u64,
+    open_now: u64,
+    plays: u64,
 }
 
 #[derive(Default)]
 struct Counters {
+    per_stream: Vec<StreamSessions>,
     sessions: AtomicU64,
     playing: AtomicU64,
     packets: AtomicU64,
@@ -37,19 +73,27 @@ pub async fn run(opts: CameraOptions) -> anyhow::Result<()> {
     sock.bind(&opts.listen.into())?;
     sock.listen(4096)?;
     let listener = TcpListener::from_std(sock.into())?;
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(Counters {
+        per_stream: (0..opts.streams).map(|_| StreamSessions::default()).collect(),
+        ..Counters::default()
+    });
+    let probe = payload::StreamGen::new(0, &opts.media, 0)?;
     eprintln!(
-        "loadtest camera: {} streams on rtsp://{}/cam0.. at {} bit/s, {}-byte packets",
+        "loadtest camera: {} streams on rtsp://{}/cam0.. at {} bit/s ({} asked), {}-byte packets, H.264 {} fps, a keyframe every {} pictures",
         opts.streams,
         listener.local_addr()?,
-        opts.bitrate_bps,
-        opts.packet_size
+        probe.bitrate_bps(),
+        opts.media.bitrate_bps,
+        opts.media.packet_size,
+        opts.media.fps,
+        opts.media.gop,
     );
-    let c2 = counters.clone();
+    let (c2, o2) = (counters.clone(), opts.clone());
     tokio::spawn(async move {
         let mut last = 0;
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
+            write_report(&o2, &c2);
             let p = c2.packets.load(Ordering::Relaxed);
             eprintln!(
                 "camera: {} connections, {} playing, {:.0} packets/s, written up to {:.1} ms after due",
@@ -61,8 +105,13 @@ pub async fn run(opts: CameraOptions) -> anyhow::Result<()> {
             last = p;
         }
     });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = tokio::select! {
+            accepted = listener.accept() => accepted?.0,
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        };
         let _ = stream.set_nodelay(true);
         let (opts, counters) = (opts.clone(), counters.clone());
         tokio::spawn(async move {
@@ -70,6 +119,71 @@ pub async fn run(opts: CameraOptions) -> anyhow::Result<()> {
             let _ = serve(stream, &opts, &counters).await;
             counters.sessions.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+    let report = write_report(&opts, &counters);
+    eprintln!(
+        "camera sessions: {} opened; at most {} at once on one stream",
+        report.sessions_opened, report.max_concurrent_per_stream
+    );
+    for l in &report.per_stream {
+        eprintln!(
+            "  {}: {} opened, at most {} at once, {} PLAYs",
+            l.path, l.sessions_opened, l.max_concurrent, l.plays
+        );
+    }
+    Ok(())
+}
+
+fn write_report(opts: &CameraOptions, counters: &Counters) -> SessionsReport {
+    let per_stream: Vec<StreamLine> = counters
+        .per_stream
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.opened.load(Ordering::Relaxed) > 0)
+        .map(|(i, s)| StreamLine {
+            path: format!("/cam{i}"),
+            sessions_opened: s.opened.load(Ordering::Relaxed),
+            max_concurrent: s.max_open.load(Ordering::Relaxed),
+            open_now: s.open.load(Ordering::Relaxed),
+            plays: s.plays.load(Ordering::Relaxed),
+        })
+        .collect();
+    let report = SessionsReport {
+        streams: opts.streams,
+        bitrate_bps: opts.media.bitrate_bps,
+        gop: opts.media.gop,
+        fps: opts.media.fps,
+        sessions_opened: per_stream.iter().map(|l| l.sessions_opened).sum(),
+        max_concurrent_per_stream: per_stream.iter().map(|l| l.max_concurrent).max().unwrap_or(0),
+        per_stream,
+    };
+    if let Some(path) = &opts.json {
+        // Written aside and renamed, so a reader never sees half a report.
+        let tmp = path.with_extension("tmp");
+        if let Ok(text) = serde_json::to_string_pretty(&report)
+            && std::fs::write(&tmp, text).is_ok()
+        {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+    report
+}
+
+/// A session of one stream, counted open until dropped.
+struct OpenSession<'a>(&'a StreamSessions);
+
+impl<'a> OpenSession<'a> {
+    fn new(s: &'a StreamSessions) -> Self {
+        s.opened.fetch_add(1, Ordering::Relaxed);
+        let now = s.open.fetch_add(1, Ordering::Relaxed) + 1;
+        s.max_open.fetch_max(now, Ordering::Relaxed);
+        OpenSession(s)
+    }
+}
+
+impl Drop for OpenSession<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -87,6 +201,7 @@ async fn serve(stream: TcpStream, opts: &CameraOptions, counters: &Arc<Counters>
     let mut buf = vec![0u8; 16 * 1024];
     let mut media: Option<tokio::task::JoinHandle<()>> = None;
     let session_id = format!("{:016x}", payload::monotonic_ns());
+    let mut session: Option<OpenSession> = None;
     loop {
         let n = rd.read(&mut buf).await?;
         if n == 0 {
@@ -112,9 +227,10 @@ async fn serve(stream: TcpStream, opts: &CameraOptions, counters: &Arc<Counters>
                 (_, None) => error(404, "Not Found"),
                 ("DESCRIBE", Some(i)) => {
                     let sdp = format!(
-                        "v=0\r\no=- 0 0 IN IP4 {ip}\r\ns=loadtest camera {i}\r\nt=0 0\r\na=control:*\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1{sprop}\r\na=control:trackID=0\r\n",
+                        "v=0\r\no=- 0 0 IN IP4 {ip}\r\ns=loadtest camera {i}\r\nt=0 0\r\na=control:*\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1{sprop}\r\n{ext}a=control:trackID=0\r\n",
                         ip = local.ip(),
-                        sprop = sprop()
+                        sprop = sprop(),
+                        ext = payload::SDP_EXTMAP
                     );
                     let base = format!("rtsp://{local}/cam{i}/");
                     ok(&[("Content-Base", &base), ("Content-Type", "application/sdp")], sdp.as_bytes())
@@ -124,6 +240,9 @@ async fn serve(stream: TcpStream, opts: &CameraOptions, counters: &Arc<Counters>
                     if tcp {
                         // The SSRC is announced so viewers can check every packet against it.
                         let transport = format!("RTP/AVP/TCP;unicast;interleaved=0-1;ssrc={:08X}", payload::ssrc_of(i));
+                        if session.is_none() {
+                            session = Some(OpenSession::new(&counters.per_stream[i as usize]));
+                        }
                         let session = format!("{session_id};timeout=60");
                         ok(&[("Transport", &transport), ("Session", &session)], b"")
                     } else {
@@ -134,6 +253,7 @@ async fn serve(stream: TcpStream, opts: &CameraOptions, counters: &Arc<Counters>
                     // Every camera connection's stream starts at sequence 0, RTP sequence 0.
                     let info = format!("url=rtsp://{local}/cam{i}/trackID=0;seq=0;rtptime=0");
                     let reply = ok(&[("Session", &session_id), ("RTP-Info", &info)], b"");
+                    counters.per_stream[i as usize].plays.fetch_add(1, Ordering::Relaxed);
                     if media.is_none() {
                         let (wr, opts, counters) = (wr.clone(), opts.clone(), counters.clone());
                         // The reply goes out before the first packet: the task waits for the lock.
@@ -148,6 +268,7 @@ async fn serve(stream: TcpStream, opts: &CameraOptions, counters: &Arc<Counters>
                     if let Some(m) = media.take() {
                         m.abort();
                     }
+                    session = None;
                     ok(&[], b"")
                 }
                 ("GET_PARAMETER" | "SET_PARAMETER", _) => ok(&[("Session", &session_id)], b""),
@@ -191,41 +312,27 @@ async fn send_media(
 ) {
     counters.playing.fetch_add(1, Ordering::Relaxed);
     let _playing = Playing(&counters.playing);
-    let clip = rtsp_tunnel_relay::demo_camera::clip().ok();
-    let period_ns = (opts.packet_size as u64 * 8 * 1_000_000_000) / opts.bitrate_bps.max(1);
-    let ssrc = payload::ssrc_of(stream);
     // Packet k is due at t0 + k × period and carries that time, not the time it was built:
     // packets held up (a blocked socket, a paused process) show how late they are.
     let (t0, t0_ns) = (tokio::time::Instant::now(), payload::monotonic_ns());
-    let mut next_parameter_sets = t0_ns;
-    let (mut seq, mut rtp_seq): (u64, u16) = (0, 0);
+    let Ok(mut media) = payload::StreamGen::new(stream, &opts.media, t0_ns) else { return };
+    let period_ns = media.period_ns();
     let mut batch = Vec::new();
     loop {
+        let seq = media.next_seq();
         tokio::time::sleep_until(t0 + Duration::from_nanos(seq * period_ns)).await;
         // Several packets may be due (timer granularity, a late wake-up): one write for all.
         let now = t0.elapsed().as_nanos() as u64;
         batch.clear();
         let mut n = 0;
-        while seq * period_ns <= now {
-            let due_ns = t0_ns + seq * period_ns;
-            if let (Some(clip), true) = (clip, due_ns >= next_parameter_sets) {
-                // SPS and PPS once a second, as real cameras repeat them.
-                for nal in [clip.sps, clip.pps] {
-                    payload::push_nal_packet(&mut batch, nal, rtp_seq, ssrc, due_ns);
-                    rtp_seq = rtp_seq.wrapping_add(1);
-                }
-                next_parameter_sets = due_ns + 1_000_000_000;
-            }
-            payload::push_packet(&mut batch, opts.packet_size, stream, seq, rtp_seq, due_ns);
-            seq += 1;
-            rtp_seq = rtp_seq.wrapping_add(1);
+        while media.next_seq() * period_ns <= now {
+            media.push_next(&mut batch);
             n += 1;
         }
-        let first_due = t0_ns + (seq - n) * period_ns;
         if wr.lock().await.write_all(&batch).await.is_err() {
             break;
         }
         counters.packets.fetch_add(n, Ordering::Relaxed);
-        counters.late_us.fetch_max(payload::monotonic_ns().saturating_sub(first_due) / 1000, Ordering::Relaxed);
+        counters.late_us.fetch_max(payload::monotonic_ns().saturating_sub(media.due_ns(seq)) / 1000, Ordering::Relaxed);
     }
 }

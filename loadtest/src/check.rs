@@ -1,7 +1,10 @@
 //! What one viewer checks and counts on the media it receives: every frame's channel, every RTP
-//! packet's version, SSRC and sequence, every marked payload's stream, fill, due time (for
-//! latency) and stream sequence (for loss); arrival gaps (stalls). At the end of the session,
-//! loss is the packets the camera's schedule says were due minus the packets that came.
+//! packet's version, SSRC and sequence, every mark's stream, due time (for latency) and stream
+//! sequence (for loss), every padding unit's fill; arrival gaps (stalls); when the first packet
+//! and the first keyframe packet came. At the end of the session, loss is the packets the
+//! camera's schedule says were due minus the packets that came (with marks from the payload
+//! only, behind a relay that re-packetised the media: the holes between the first and the last
+//! padding unit received).
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -37,7 +40,7 @@ pub struct Integrity {
     pub ssrc_mismatch: u64,
     /// RTP packets too short or not version 2.
     pub bad_rtp: u64,
-    /// Marked payloads cut short or with damaged fill.
+    /// Marks or padding units cut short, or padding with damaged fill.
     pub bad_payload: u64,
     /// Frames on a channel the SETUP did not ask for.
     pub unexpected_channel: u64,
@@ -112,6 +115,16 @@ pub struct Checker {
     base: u64,
     highest: Option<u64>,
     last_arrival_ns: Option<u64>,
+    /// Arrival of the first RTP packet, and of the first that begins or carries a keyframe.
+    pub first_packet_ns: Option<u64>,
+    pub first_keyframe_ns: Option<u64>,
+    /// When PLAY was sent: packets due before it are history (a relay's GOP cache replaying the
+    /// picture so far), checked and counted but kept out of the media latency.
+    play_sent_ns: Option<u64>,
+    pub from_before_play: u64,
+    /// Whether the session's marks come from the header extension (every packet, on a fixed
+    /// schedule) or from padding units in the payload; decided by the first mark.
+    scheduled: Option<bool>,
     /// Arrival gaps seen before the packet interval was known.
     early_gaps: Vec<u64>,
     stalls: Stalls,
@@ -174,6 +187,11 @@ impl Checker {
             base: 0,
             highest: None,
             last_arrival_ns: None,
+            first_packet_ns: None,
+            first_keyframe_ns: None,
+            scheduled: None,
+            play_sent_ns: None,
+            from_before_play: 0,
             early_gaps: Vec::new(),
             stalls: Stalls::default(),
         }
@@ -182,6 +200,11 @@ impl Checker {
     /// The SSRC the SETUP reply announced (`Transport: ...;ssrc=`).
     pub fn expect_ssrc(&mut self, ssrc: u32) {
         self.expect_ssrc = Some(ssrc);
+    }
+
+    /// PLAY is being sent now.
+    pub fn play_sent(&mut self, now_ns: u64) {
+        self.play_sent_ns = Some(now_ns);
     }
 
     /// The PLAY reply's `RTP-Info: seq=`; arrivals are timed from now on if none came yet.
@@ -235,9 +258,13 @@ impl Checker {
             }
         }
         self.last_rtp_seq = Some(rtp.seq);
-        let mark = match payload::parse_mark(rtp.payload) {
-            Ok(Some(m)) => m,
-            Ok(None) => {
+        self.first_packet_ns.get_or_insert(now_ns);
+        if self.first_keyframe_ns.is_none() && payload::starts_keyframe(rtp.payload) {
+            self.first_keyframe_ns = Some(now_ns);
+        }
+        let mark = match payload::parse_mark(&rtp) {
+            Ok(Some(m)) if *self.scheduled.get_or_insert(m.scheduled) == m.scheduled => m,
+            Ok(_) => {
                 self.unmarked += 1;
                 return None;
             }
@@ -287,6 +314,10 @@ impl Checker {
                 self.gap(g);
             }
         }
+        if self.play_sent_ns.is_some_and(|p| mark.due_ns < p) {
+            self.from_before_play += 1;
+            return None;
+        }
         let lat_us = now_ns.saturating_sub(mark.due_ns) / 1000;
         let _ = self.latency_us.record(lat_us.clamp(1, crate::report::MAX_US));
         Some(lat_us)
@@ -328,6 +359,13 @@ impl Checker {
             t.expected = self.timed;
             return self.with_stalls(t);
         };
+        if self.scheduled == Some(false) {
+            // Padding units are not evenly spaced: no schedule to extrapolate the ends from.
+            let hi = self.highest.unwrap_or(first.seq);
+            t.expected = hi - first.seq + 1;
+            t.lost = t.expected - self.seen_between(first.seq, hi);
+            return self.with_stalls(t);
+        }
         let start = match (self.params.start, self.rtp_info_seq) {
             (StreamStart::Zero, _) => 0,
             (StreamStart::RtpInfo, Some(s)) => {
@@ -452,6 +490,55 @@ mod tests {
         feed(&mut c, 1002..1100);
         let t = c.finish(1_000_000_000 + 1099 * P + 50_000_000);
         assert_eq!((t.expected, t.lost), (100, 2));
+    }
+
+    #[test]
+    fn marks_from_padding_units_count_the_holes_between_them() {
+        let mut c = Checker::new(params(StreamStart::RtpInfo), Some(3));
+        c.playing(Some(7), 0);
+        for s in (10..60).filter(|s| *s != 30) {
+            // The extension stripped, as a re-packetising relay does; RTP renumbered.
+            let mut p = pkt(3, s, 0);
+            p[0] &= !0x10;
+            p.drain(12..12 + payload::EXT_LEN);
+            p[2..4].copy_from_slice(&(s as u16 + 100).to_be_bytes());
+            c.frame(0, &p, 1_000_000_000 + s * P + 1_000_000);
+        }
+        let t = c.finish(1_000_000_000 + 99 * P);
+        assert_eq!((t.expected, t.lost, c.timed), (50, 1, 49));
+        assert!((c.latency_us.value_at_quantile(0.5) as i64 - 1000).abs() <= 1);
+    }
+
+    #[test]
+    fn the_first_packet_and_the_first_keyframe_are_timed() {
+        let mut c = Checker::new(params(StreamStart::Zero), Some(3));
+        let rtp = |seq: u16, nal: &[u8]| {
+            [&[0x80, 96][..], &seq.to_be_bytes(), &[0, 0, 0, 0], &payload::ssrc_of(3).to_be_bytes(), nal].concat()
+        };
+        c.frame(0, &rtp(0, &[0x41, 0x9a]), 10);
+        c.frame(0, &rtp(1, &[0x7c, 0x05, 1]), 20);
+        assert_eq!((c.first_packet_ns, c.first_keyframe_ns), (Some(10), None));
+        c.frame(0, &rtp(2, &[0x67, 0x42]), 30);
+        c.frame(0, &rtp(3, &[0x65, 0x88]), 40);
+        assert_eq!((c.first_packet_ns, c.first_keyframe_ns), (Some(10), Some(30)));
+    }
+
+    #[test]
+    fn a_replayed_picture_is_checked_but_not_timed() {
+        let mut c = Checker::new(params(StreamStart::RtpInfo), Some(3));
+        // PLAY sent when packet 40 was due; a GOP cache replays 20..40 at once, then live.
+        let play = 1_000_000_000 + 40 * P;
+        c.play_sent(play);
+        c.playing(Some(20), play + 1_000_000);
+        for s in 20..40 {
+            c.frame(0, &pkt(3, s, s as u16), play + 2_000_000);
+        }
+        feed(&mut c, 40..100);
+        let t = c.finish(1_000_000_000 + 99 * P + 50_000_000);
+        assert_eq!((t.expected, t.lost), (80, 0));
+        assert_eq!((c.timed, c.from_before_play), (80, 20));
+        assert_eq!(c.latency_us.len(), 60);
+        assert!(c.latency_us.max() < 2000, "replayed packets are not late");
     }
 
     #[test]

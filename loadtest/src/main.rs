@@ -1,6 +1,7 @@
 //! `loadtest`: simulated cameras and viewers for sizing rtsp-tunnel-relay (see loadtest/README.md).
 //!
-//! - `loadtest camera`: N cameras in one process, paced RTP with timestamps and sequence numbers.
+//! - `loadtest camera`: N cameras in one process, paced decodable H.264 with timestamps and
+//!   sequence numbers in an RTP header extension; counts the sessions each stream served.
 //! - `loadtest viewers`: N tunnel or plain RTSP viewers, spread over source addresses and, past
 //!   the per-process descriptor budget, over worker processes; checks every packet, prints
 //!   progress and a summary and writes a JSON report.
@@ -57,9 +58,18 @@ enum Cmd {
         /// Per stream: 250k, 2M, 1500000 ...
         #[arg(long, default_value = "2M", value_parser = parse_rate)]
         bitrate: u64,
-        /// RTP packet size in bytes (header included).
+        /// RTP packet size in bytes (header and extension included).
         #[arg(long, default_value_t = 1200)]
         packet_size: usize,
+        /// A keyframe (SPS, PPS, IDR picture) every this many pictures.
+        #[arg(long, default_value_t = 50)]
+        gop: u32,
+        /// Pictures per second.
+        #[arg(long, default_value_t = 25)]
+        fps: u32,
+        /// Sessions served per stream, as JSON (rewritten every 5 s and at exit).
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Simulated viewers.
     Viewers {
@@ -174,11 +184,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.cmd {
-        Cmd::Camera { listen, streams, bitrate, packet_size } => {
+        Cmd::Camera { listen, streams, bitrate, packet_size, gop, fps, json } => {
             if !(payload::MIN_PACKET..=65_000).contains(&packet_size) {
                 bail!("--packet-size must be {}..=65000", payload::MIN_PACKET);
             }
-            rt.block_on(camera::run(camera::CameraOptions { listen, streams, bitrate_bps: bitrate, packet_size }))
+            if gop == 0 || !(1..=1000).contains(&fps) {
+                bail!("--gop must be at least 1 and --fps 1..=1000");
+            }
+            let media = payload::MediaOptions { bitrate_bps: bitrate, packet_size, gop, fps };
+            rt.block_on(camera::run(camera::CameraOptions { listen, streams, media, json }))
         }
         Cmd::Plot { out, reports } => plot::plot(&out, &reports),
         Cmd::Viewers {

@@ -1,7 +1,23 @@
-//! The media the simulated cameras send: RTP packets whose payload is an H.264 filler NAL unit
-//! (type 12, so real depacketisers and relays carry it) holding the time the packet was due
-//! (its scheduled send time, not when it was built), the stream and a per-stream sequence
-//! number, then fill bytes. Receivers get latency, loss and integrity from it.
+//! The media the simulated cameras send: real, decodable H.264 (RFC 6184 packetisation of the
+//! relay's embedded clip's keyframe, then P pictures of skipped macroblocks up to the next
+//! keyframe), padded to the configured bitrate, with the load generator's accounting in an RTP
+//! header extension so that media players can decode the stream untouched.
+//!
+//! Every RTP packet carries an RFC 8285 one-byte header extension (profile 0xBEDE) with two
+//! elements: ID 1, the time the packet was due (its scheduled send time, CLOCK_MONOTONIC ns, 8
+//! bytes), and ID 2, the stream (4 bytes) and the stream's packet sequence (8 bytes). Packets are
+//! due at a constant interval, so a receiver gets latency, loss and stalls from these alone.
+//!
+//! Padding is SEI `user_data_unregistered` NAL units (before each picture's slices, where SEI
+//! belongs) holding, after their UUID, the same due time and stream as hex text and a sequence
+//! of padding units, then 0xFF fill. Relays that re-packetise the media (a depayloader and a
+//! payloader, as gst-rtsp-server relays do) drop header extensions; the padding units survive
+//! them, so latency and loss can still be measured on those (see [`Mark::scheduled`]).
+
+use rtsp_tunnel_relay::demo_camera::{
+    h264::{Clip, SkipPictures, nal_type, nal_unit_type},
+    rtp::Packetizer,
+};
 
 /// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the machine, so a viewer in
 /// another process can subtract a camera's timestamp.
@@ -10,54 +26,294 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
-const MAGIC: &[u8; 4] = b"RTRL";
-/// NAL header (1) + magic (4) + due time (8) + stream (4) + sequence (8).
-const MARK: usize = 1 + 4 + 8 + 4 + 8;
-/// RTP header (12) + the mark.
-pub const MIN_PACKET: usize = 12 + MARK;
+/// RFC 8285 one-byte header extension profile.
+pub const EXT_PROFILE: u16 = 0xBEDE;
+/// Extension element: due time, u64 ns.
+pub const EXT_DUE: u8 = 1;
+/// Extension element: stream u32, packet sequence u64.
+pub const EXT_SEQ: u8 = 2;
+/// Profile and length (4), due element (1 + 8), sequence element (1 + 12), 2 padding bytes.
+pub const EXT_LEN: usize = 28;
+const RTP_HEADER: usize = 12;
+/// The UUID of the padding SEI messages (no zero byte, so no emulation prevention is needed).
+pub const SEI_UUID: &[u8; 16] = b"RTRL-loadtest-v2";
+/// Due time (16 hex digits), stream (8), padding sequence (16).
+const SEI_MARK: usize = 40;
+/// Smallest padding NAL: header, payload type, one size byte, UUID, mark, stop bit.
+const MIN_PAD_NAL: usize = 3 + 16 + SEI_MARK + 1;
+/// The smallest packet size that still holds a padding unit.
+pub const MIN_PACKET: usize = RTP_HEADER + EXT_LEN + MIN_PAD_NAL;
 const FILL: u8 = 0xff;
+/// RTP clock rate for video.
+const CLOCK: u64 = 90_000;
+
 /// The camera's SSRC for stream `n` (also announced in its SETUP reply).
 pub fn ssrc_of(stream: u32) -> u32 {
     0x5000_0000 | stream
 }
 
-fn rtp_header(p: &mut Vec<u8>, rtp_seq: u16, ssrc: u32, due_ns: u64) {
-    // v=2, marker set (each packet is a whole access unit), PT 96, 90 kHz timestamp.
-    p.extend_from_slice(&[0x80, 0x80 | 96]);
-    p.extend_from_slice(&rtp_seq.to_be_bytes());
-    p.extend_from_slice(&((due_ns / 11_111) as u32).to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
+/// The SDP lines that announce the header extension elements (RFC 8285 §5).
+pub const SDP_EXTMAP: &str =
+    "a=extmap:1 urn:x-rtsp-tunnel-relay:loadtest:due-ns\r\na=extmap:2 urn:x-rtsp-tunnel-relay:loadtest:stream-seq\r\n";
+
+/// What the load generator's accounting of one packet says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub due_ns: u64,
+    pub stream: u32,
+    pub seq: u64,
+    /// From the header extension: `seq` counts every packet and packets are due at a constant
+    /// interval. Otherwise from a padding unit in the payload: `seq` counts padding units only,
+    /// which are not evenly spaced.
+    pub scheduled: bool,
 }
 
-/// Appends a parameter-set NAL (SPS, PPS) as an interleaved RTP packet, so real H.264
-/// depayloaders and payloaders (the GStreamer relay of the comparison) can negotiate.
-pub fn push_nal_packet(p: &mut Vec<u8>, nal: &[u8], rtp_seq: u16, ssrc: u32, due_ns: u64) {
-    p.extend_from_slice(&[b'$', 0]);
-    p.extend_from_slice(&((nal.len() + 12) as u16).to_be_bytes());
-    rtp_header(p, rtp_seq, ssrc, due_ns);
-    p.extend_from_slice(nal);
+/// Appends an interleaved (`$`, channel 0) copy of RTP packet `rtp` with the extension added.
+fn push_with_extension(out: &mut Vec<u8>, rtp: &[u8], mark: Mark) {
+    out.extend_from_slice(&[b'$', 0]);
+    out.extend_from_slice(&((rtp.len() + EXT_LEN) as u16).to_be_bytes());
+    out.push(rtp[0] | 0x10);
+    out.extend_from_slice(&rtp[1..RTP_HEADER]);
+    out.extend_from_slice(&EXT_PROFILE.to_be_bytes());
+    out.extend_from_slice(&(((EXT_LEN - 4) / 4) as u16).to_be_bytes());
+    out.push(EXT_DUE << 4 | 7);
+    out.extend_from_slice(&mark.due_ns.to_be_bytes());
+    out.push(EXT_SEQ << 4 | 11);
+    out.extend_from_slice(&mark.stream.to_be_bytes());
+    out.extend_from_slice(&mark.seq.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&rtp[RTP_HEADER..]);
 }
 
-/// Appends one interleaved (`$`, channel 0) RTP packet of `size` bytes (RTP header included).
-pub fn push_packet(p: &mut Vec<u8>, size: usize, stream: u32, seq: u64, rtp_seq: u16, due_ns: u64) {
-    let size = size.max(MIN_PACKET);
-    let start = p.len();
-    p.extend_from_slice(&[b'$', 0]);
-    p.extend_from_slice(&(size as u16).to_be_bytes());
-    rtp_header(p, rtp_seq, ssrc_of(stream), due_ns);
-    p.push(12); // NAL header: filler data
-    p.extend_from_slice(MAGIC);
-    p.extend_from_slice(&due_ns.to_be_bytes());
-    p.extend_from_slice(&stream.to_be_bytes());
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.resize(start + 4 + size, FILL);
+/// A padding SEI NAL unit of exactly `len` bytes (at least [`MIN_PAD_NAL`]).
+fn padding_nal(len: usize, due_ns: u64, stream: u32, pad_seq: u64) -> Vec<u8> {
+    let len = len.max(MIN_PAD_NAL);
+    // len = header + type + size bytes + size + stop bit, where size is coded in size/255 + 1
+    // bytes: take the largest size that fits, and give what is left to the fill.
+    let mut size = len - 4;
+    while 4 + size / 255 + size > len {
+        size -= 1;
+    }
+    let mut n = Vec::with_capacity(len);
+    n.extend_from_slice(&[nal_type::SEI, 5]);
+    n.extend(std::iter::repeat_n(0xff, size / 255));
+    n.push((size % 255) as u8);
+    n.extend_from_slice(SEI_UUID);
+    push_hex(&mut n, due_ns, 16);
+    push_hex(&mut n, u64::from(stream), 8);
+    push_hex(&mut n, pad_seq, 16);
+    n.resize(n.len() + size - 16 - SEI_MARK, FILL);
+    n.push(0x80);
+    // A size one short of a multiple of 255 cannot be coded in `len` bytes: one byte less.
+    debug_assert!(n.len() == len || n.len() + 1 == len);
+    n
 }
 
-/// An RTP packet's header fields the viewer checks, and its payload.
+/// Appends the low `digits` hex digits of `v` (no allocation: this runs for most packets sent).
+fn push_hex(out: &mut Vec<u8>, v: u64, digits: u32) {
+    for i in (0..digits).rev() {
+        out.push(b"0123456789abcdef"[((v >> (4 * i)) & 0xf) as usize]);
+    }
+}
+
+/// Bytes of RTP packets (with the extension) that `nal` takes at payload limit `max`.
+fn packet_cost(nal: &[u8], max: usize) -> (u64, u64) {
+    let per = (RTP_HEADER + EXT_LEN) as u64;
+    if nal.len() <= max {
+        return (1, per + nal.len() as u64);
+    }
+    let n = (nal.len() - 1).div_ceil(max - 2) as u64;
+    (n, n * (per + 2) + nal.len() as u64 - 1)
+}
+
+/// How the camera's media is shaped.
+#[derive(Debug, Clone)]
+pub struct MediaOptions {
+    pub bitrate_bps: u64,
+    /// RTP packet size, header and extension included (padding units fill packets to it).
+    pub packet_size: usize,
+    /// A keyframe every this many pictures.
+    pub gop: u32,
+    pub fps: u32,
+}
+
+/// One stream's packets, generated as they fall due: the clip's first access unit (SPS, PPS,
+/// IDR picture) every `gop` pictures, skip pictures between, each picture preceded by padding
+/// units so that each group of pictures is `packets_per_gop` packets and the bitrate's bytes.
+pub struct StreamGen {
+    stream: u32,
+    keyframe: Vec<&'static [u8]>,
+    skip: SkipPictures,
+    packetizer: Packetizer,
+    gop: u64,
+    fps: u64,
+    max_payload: usize,
+    packet_size: usize,
+    t0_ns: u64,
+    gop_ns: u64,
+    pub packets_per_gop: u64,
+    bytes_per_gop: u64,
+    /// The next picture.
+    picture: u64,
+    /// Sequence of the next packet handed out, and of the next packet packetised.
+    seq: u64,
+    built: u64,
+    pad_seq: u64,
+    /// Packets and bytes of the current group of pictures so far (bytes less what is owed).
+    gop_packets: u64,
+    gop_bytes: i64,
+    /// The current picture's RTP packets, back to back, and where each one ends.
+    pending: Vec<u8>,
+    ends: std::collections::VecDeque<usize>,
+    taken: usize,
+}
+
+impl StreamGen {
+    /// Stream `stream`'s packet `k` is due at `t0_ns + k × period`.
+    pub fn new(stream: u32, opts: &MediaOptions, t0_ns: u64) -> anyhow::Result<StreamGen> {
+        let clip: &'static Clip<'static> = rtsp_tunnel_relay::demo_camera::clip()?;
+        let skip = SkipPictures::new(clip.sps, clip.pps)?;
+        let keyframe = clip.frames[0].nals.clone();
+        let max_payload = opts.packet_size.saturating_sub(RTP_HEADER + EXT_LEN).max(MIN_PAD_NAL);
+        let (gop, fps) = (u64::from(opts.gop.max(1)), u64::from(opts.fps.max(1)));
+        // What one group of pictures costs without padding.
+        let (mut packets, mut bytes) = (0, 0);
+        for nal in &keyframe {
+            let (p, b) = packet_cost(nal, max_payload);
+            (packets, bytes) = (packets + p, bytes + b);
+        }
+        for n in 1..gop {
+            let (p, b) = packet_cost(&skip.picture(n as u32), max_payload);
+            (packets, bytes) = (packets + p, bytes + b);
+        }
+        let bytes_per_gop = (opts.bitrate_bps * gop / fps / 8).max(bytes);
+        // Padding packets 2% short of full on average leave each picture room to catch up.
+        let packets_per_gop = packets + ((bytes_per_gop - bytes) * 51 / 50).div_ceil(opts.packet_size as u64);
+        Ok(StreamGen {
+            stream,
+            keyframe,
+            skip,
+            packetizer: Packetizer::new(ssrc_of(stream), 0).with_max_payload(max_payload),
+            gop,
+            fps,
+            max_payload,
+            packet_size: opts.packet_size,
+            t0_ns,
+            gop_ns: gop * 1_000_000_000 / fps,
+            packets_per_gop,
+            bytes_per_gop,
+            picture: 0,
+            seq: 0,
+            built: 0,
+            pad_seq: 0,
+            gop_packets: 0,
+            gop_bytes: bytes_per_gop as i64,
+            pending: Vec::new(),
+            ends: Default::default(),
+            taken: 0,
+        })
+    }
+
+    /// The bitrate actually sent: more than asked for when the keyframes alone need more.
+    pub fn bitrate_bps(&self) -> u64 {
+        self.bytes_per_gop * 8 * self.fps / self.gop
+    }
+
+    /// When packet `seq` is due.
+    pub fn due_ns(&self, seq: u64) -> u64 {
+        self.t0_ns + self.period_ns() * seq
+    }
+
+    pub fn period_ns(&self) -> u64 {
+        self.gop_ns / self.packets_per_gop
+    }
+
+    /// The sequence of the next packet [`push_next`](Self::push_next) appends.
+    pub fn next_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Appends the next packet, interleaved on channel 0.
+    pub fn push_next(&mut self, out: &mut Vec<u8>) {
+        if self.ends.is_empty() {
+            self.pending.clear();
+            self.taken = 0;
+            self.build_picture();
+        }
+        let end = self.ends.pop_front().expect("a picture has packets");
+        let mark = Mark { due_ns: self.due_ns(self.seq), stream: self.stream, seq: self.seq, scheduled: true };
+        push_with_extension(out, &self.pending[self.taken..end], mark);
+        self.taken = end;
+        self.seq += 1;
+    }
+
+    fn build_picture(&mut self) {
+        let f = self.picture % self.gop;
+        if f == 0 {
+            // What the last group fell short (the last picture's packets were full) is owed.
+            self.gop_packets = 0;
+            self.gop_bytes -= self.bytes_per_gop as i64;
+        }
+        let skip;
+        let (pre, slices): (&[&[u8]], Vec<&[u8]>) = if f == 0 {
+            // Parameter sets and SEI first, then the padding, then the slices.
+            let first_slice = self.keyframe.iter().position(|n| (1..=5).contains(&nal_unit_type(n))).unwrap_or(0);
+            (&self.keyframe[..first_slice], self.keyframe[first_slice..].to_vec())
+        } else {
+            skip = self.skip.picture(f as u32);
+            (&[], vec![&skip[..]])
+        };
+        let (mut n_pre, mut n_nat, mut b_nat) = (0, 0, 0);
+        for (i, nal) in pre.iter().chain(slices.iter()).enumerate() {
+            let (p, b) = packet_cost(nal, self.max_payload);
+            (n_nat, b_nat) = (n_nat + p, b_nat + b);
+            if i < pre.len() {
+                n_pre += p;
+            }
+        }
+        // This picture's share of the group's packets and bytes, keeping one packet for each
+        // picture still to come.
+        let (total_p, total_b) = (self.packets_per_gop, self.bytes_per_gop);
+        let share_p = (total_p * (f + 1)).div_ceil(self.gop).min(total_p - (self.gop - 1 - f));
+        let share_b = total_b * (f + 1) / self.gop;
+        let last = f + 1 == self.gop;
+        let k = if last { total_p } else { share_p }.saturating_sub(self.gop_packets + n_nat);
+        let mut r = (if last { total_b } else { share_b } as i64 - self.gop_bytes - b_nat as i64).max(0) as u64;
+        let overhead = RTP_HEADER + EXT_LEN;
+        let mut pads = Vec::with_capacity(k as usize);
+        for i in 0..k {
+            let size = (r / (k - i)) as usize;
+            let size = size.clamp(overhead + MIN_PAD_NAL, self.packet_size.max(overhead + MIN_PAD_NAL));
+            let seq = self.built + n_pre + i;
+            let nal = padding_nal(size - overhead, self.due_ns(seq), self.stream, self.pad_seq);
+            self.pad_seq += 1;
+            r = r.saturating_sub((nal.len() + overhead) as u64);
+            b_nat += (nal.len() + overhead) as u64;
+            pads.push(nal);
+        }
+        let mut nals: Vec<&[u8]> = pre.to_vec();
+        nals.extend(pads.iter().map(Vec::as_slice));
+        nals.extend_from_slice(&slices);
+        let ts = (self.picture * CLOCK / self.fps) as u32;
+        let (pending, ends) = (&mut self.pending, &mut self.ends);
+        self.packetizer.packetize(&nals, ts, |p| {
+            pending.extend_from_slice(p);
+            ends.push_back(pending.len());
+        });
+        self.built += n_nat + k;
+        self.gop_packets += n_nat + k;
+        self.gop_bytes += b_nat as i64;
+        self.picture += 1;
+    }
+}
+
+/// An RTP packet's header fields the viewer checks, its header extension and its payload.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Rtp<'a> {
     pub seq: u16,
     pub ssrc: u32,
+    /// The one-byte-form extension's elements, if the packet has one.
+    pub ext: Option<&'a [u8]>,
     pub payload: &'a [u8],
 }
 
@@ -68,18 +324,24 @@ pub enum RtpError {
     Version,
 }
 
-/// Parses an RTP packet (RFC 3550: version 2, CSRCs, header extension and padding skipped).
+/// Parses an RTP packet (RFC 3550: version 2, CSRCs skipped, padding removed).
 pub fn parse_rtp(p: &[u8]) -> Result<Rtp<'_>, RtpError> {
-    if p.len() < 12 {
+    if p.len() < RTP_HEADER {
         return Err(RtpError::Short);
     }
     if p[0] >> 6 != 2 {
         return Err(RtpError::Version);
     }
-    let mut at = 12 + 4 * (p[0] & 0x0f) as usize;
+    let mut at = RTP_HEADER + 4 * (p[0] & 0x0f) as usize;
+    let mut ext = None;
     if p[0] & 0x10 != 0 {
-        let ext = p.get(at + 2..at + 4).ok_or(RtpError::Short)?;
-        at += 4 + 4 * u16::from_be_bytes([ext[0], ext[1]]) as usize;
+        let h = p.get(at..at + 4).ok_or(RtpError::Short)?;
+        let len = 4 * u16::from_be_bytes([h[2], h[3]]) as usize;
+        let body = p.get(at + 4..at + 4 + len).ok_or(RtpError::Short)?;
+        if u16::from_be_bytes([h[0], h[1]]) == EXT_PROFILE {
+            ext = Some(body);
+        }
+        at += 4 + len;
     }
     let mut end = p.len();
     if p[0] & 0x20 != 0 {
@@ -91,44 +353,129 @@ pub fn parse_rtp(p: &[u8]) -> Result<Rtp<'_>, RtpError> {
     Ok(Rtp {
         seq: u16::from_be_bytes([p[2], p[3]]),
         ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+        ext,
         payload: &p[at..end],
     })
 }
 
-/// What a marked payload carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mark {
-    pub due_ns: u64,
-    pub stream: u32,
-    pub seq: u64,
-}
-
-/// Why a payload that looked like ours is wrong.
+/// Why a packet that looked like ours is wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MarkError {
-    /// Our magic, but cut short.
+    /// Our element or padding unit, but cut short or malformed.
     Short,
-    /// The fill after the mark is not all fill bytes.
+    /// A padding unit's fill is not all fill bytes.
     Fill,
 }
 
-/// The mark of an RTP payload: `Ok(None)` for a payload that is not ours (parameter sets, or
-/// media a relay re-packetised), which the viewer counts as unchecked.
-pub fn parse_mark(payload: &[u8]) -> Result<Option<Mark>, MarkError> {
-    if payload.first().map(|h| h & 0x1f) != Some(12) || payload.get(1..5) != Some(MAGIC) {
+/// The elements of a one-byte-form extension (RFC 8285 §4.2): (ID, data).
+fn elements(mut e: &[u8]) -> impl Iterator<Item = Result<(u8, &[u8]), MarkError>> {
+    std::iter::from_fn(move || {
+        loop {
+            let (&b, rest) = e.split_first()?;
+            match b >> 4 {
+                0 => e = rest, // padding
+                15 => return None,
+                id => {
+                    let len = usize::from(b & 0xf) + 1;
+                    let Some(data) = rest.get(..len) else {
+                        e = &[];
+                        return Some(Err(MarkError::Short));
+                    };
+                    e = &rest[len..];
+                    return Some(Ok((id, data)));
+                }
+            }
+        }
+    })
+}
+
+/// The mark of an RTP packet: from its header extension, else from a padding unit in its
+/// payload; `Ok(None)` for a packet with neither (another sender's, or media a relay
+/// re-packetised), which the viewer counts as unmarked. A padding unit's fill is checked either way.
+pub fn parse_mark(rtp: &Rtp) -> Result<Option<Mark>, MarkError> {
+    let inband = parse_padding(rtp.payload)?;
+    let (mut due, mut seq) = (None, None);
+    for el in rtp.ext.into_iter().flat_map(elements) {
+        match el? {
+            (EXT_DUE, d) => due = Some(u64::from_be_bytes(d.try_into().map_err(|_| MarkError::Short)?)),
+            (EXT_SEQ, d) if d.len() == 12 => {
+                let stream = u32::from_be_bytes(d[..4].try_into().expect("4 bytes"));
+                seq = Some((stream, u64::from_be_bytes(d[4..].try_into().expect("8 bytes"))));
+            }
+            (EXT_SEQ, _) => return Err(MarkError::Short),
+            _ => {}
+        }
+    }
+    match (due, seq) {
+        (Some(due_ns), Some((stream, seq))) => Ok(Some(Mark { due_ns, stream, seq, scheduled: true })),
+        (None, None) => Ok(inband),
+        _ => Err(MarkError::Short),
+    }
+}
+
+/// The mark of a padding unit (a single NAL unit packet), or `None` for any other payload.
+fn parse_padding(payload: &[u8]) -> Result<Option<Mark>, MarkError> {
+    if payload.first().map(|b| b & 0x1f) != Some(nal_type::SEI) || payload.get(1) != Some(&5) {
         return Ok(None);
     }
-    let b = payload.get(5..MARK).ok_or(MarkError::Short)?;
-    // A fold, not a short-circuiting search, so it vectorises: this runs on every byte received.
-    if payload[MARK..].iter().fold(FILL, |acc, &x| acc & x) != FILL {
+    let mut at = 2;
+    let mut size = 0usize;
+    while let Some(&b) = payload.get(at) {
+        size += usize::from(b);
+        at += 1;
+        if b != 0xff {
+            break;
+        }
+    }
+    if payload.get(at..at + 16) != Some(SEI_UUID) {
+        return Ok(None);
+    }
+    let body = payload.get(at + 16..at + size).ok_or(MarkError::Short)?;
+    if size < 16 + SEI_MARK || payload.len() != at + size + 1 || payload[at + size] != 0x80 {
+        return Err(MarkError::Short);
+    }
+    // A fold, not a short-circuiting search, so it vectorises: this runs on most bytes received.
+    if body[SEI_MARK..].iter().fold(FILL, |acc, &x| acc & x) != FILL {
         return Err(MarkError::Fill);
     }
-    let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-    Ok(Some(Mark {
-        due_ns: u64_at(0),
-        stream: u32::from_be_bytes(b[8..12].try_into().expect("4 bytes")),
-        seq: u64_at(12),
-    }))
+    let hex = |r: std::ops::Range<usize>| {
+        std::str::from_utf8(&body[r]).ok().and_then(|s| u64::from_str_radix(s, 16).ok()).ok_or(MarkError::Short)
+    };
+    Ok(Some(Mark { due_ns: hex(0..16)?, stream: hex(16..24)? as u32, seq: hex(24..40)?, scheduled: false }))
+}
+
+/// Whether an RTP payload begins a keyframe or carries part of one: an SPS or IDR slice as a
+/// single NAL unit, in a STAP-A, or as the first FU-A fragment (RFC 6184 §5.6-5.8).
+pub fn starts_keyframe(payload: &[u8]) -> bool {
+    let key = |t: u8| t == nal_type::SPS || t == nal_type::IDR_SLICE;
+    match payload.first().map(|b| b & 0x1f) {
+        Some(24) => {
+            let mut at = 1;
+            while let Some(len) = payload.get(at..at + 2).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]]))) {
+                if payload.get(at + 2).is_some_and(|h| key(h & 0x1f)) {
+                    return true;
+                }
+                at += 2 + len;
+            }
+            false
+        }
+        Some(28) => payload.get(1).is_some_and(|h| h & 0x80 != 0 && key(h & 0x1f)),
+        Some(t) => key(t),
+        None => false,
+    }
+}
+
+/// One interleaved padding packet of `size` bytes with the mark `(stream, seq, due_ns)` in its
+/// extension and payload (for tests of the receiving side).
+#[cfg(test)]
+pub fn push_packet(p: &mut Vec<u8>, size: usize, stream: u32, seq: u64, rtp_seq: u16, due_ns: u64) {
+    let nal = padding_nal(size.max(MIN_PACKET) - RTP_HEADER - EXT_LEN, due_ns, stream, seq);
+    let mut rtp = vec![0x80, 96];
+    rtp.extend_from_slice(&rtp_seq.to_be_bytes());
+    rtp.extend_from_slice(&((due_ns / 11_111) as u32).to_be_bytes());
+    rtp.extend_from_slice(&ssrc_of(stream).to_be_bytes());
+    rtp.extend_from_slice(&nal);
+    push_with_extension(p, &rtp, Mark { due_ns, stream, seq, scheduled: true });
 }
 
 #[cfg(test)]
@@ -143,9 +490,19 @@ mod tests {
         assert_eq!(u16::from_be_bytes([p[2], p[3]]), 1200);
         let rtp = parse_rtp(&p[4..]).unwrap();
         assert_eq!((rtp.seq, rtp.ssrc), (42, ssrc_of(7)));
-        assert_eq!(rtp.payload[0] & 0x1f, 12, "filler NAL");
-        assert_eq!(parse_mark(rtp.payload), Ok(Some(Mark { due_ns: 123_456_789, stream: 7, seq: 42 })));
+        assert_eq!(rtp.payload[0] & 0x1f, nal_type::SEI);
+        let mark = Mark { due_ns: 123_456_789, stream: 7, seq: 42, scheduled: true };
+        assert_eq!(parse_mark(&rtp), Ok(Some(mark)));
+        // Without the extension (a relay re-packetised it), the padding unit still tells.
+        let bare = Rtp { ext: None, ..rtp };
+        assert_eq!(parse_mark(&bare), Ok(Some(Mark { scheduled: false, ..mark })));
         assert!(monotonic_ns() > 0);
+        for len in MIN_PAD_NAL..MIN_PAD_NAL + 600 {
+            let n = padding_nal(len, 1, 2, 3);
+            assert!(n.len() == len || n.len() + 1 == len, "{len}: {}", n.len());
+            assert!(!n.windows(2).any(|w| w == [0, 0]), "no emulation prevention needed");
+            assert_eq!(parse_padding(&n).unwrap().unwrap().seq, 3, "{len}");
+        }
     }
 
     #[test]
@@ -153,13 +510,83 @@ mod tests {
         let mut p = Vec::new();
         push_packet(&mut p, 200, 1, 1, 1, 1);
         let mut bad = p[4..].to_vec();
-        *bad.last_mut().unwrap() = 0;
-        assert_eq!(parse_mark(parse_rtp(&bad).unwrap().payload), Err(MarkError::Fill));
-        assert_eq!(parse_mark(&parse_rtp(&p[4..]).unwrap().payload[..10]), Err(MarkError::Short));
-        assert_eq!(parse_mark(&[0x67, 1, 2, 3]), Ok(None), "an SPS is not ours");
+        let n = bad.len();
+        bad[n - 2] = 0;
+        assert_eq!(parse_mark(&parse_rtp(&bad).unwrap()), Err(MarkError::Fill));
+        let mut cut = p[4..].to_vec();
+        cut.truncate(n - 10);
+        assert_eq!(parse_mark(&parse_rtp(&cut).unwrap()), Err(MarkError::Short));
+        let sps = [0x80, 96, 0, 1, 0, 0, 0, 0, 0x50, 0, 0, 0, 0x67, 1, 2, 3];
+        assert_eq!(parse_mark(&parse_rtp(&sps).unwrap()), Ok(None), "an SPS is not ours");
         let mut v1 = p[4..].to_vec();
-        v1[0] = 0x40;
+        v1[0] = 0x50;
         assert_eq!(parse_rtp(&v1), Err(RtpError::Version));
         assert_eq!(parse_rtp(&[0x80; 11]), Err(RtpError::Short));
+        // An extension with only one of the two elements is damaged.
+        let mut half = p[4..].to_vec();
+        half[12 + 4 + 9] = 0; // the sequence element's header becomes padding
+        assert!(parse_mark(&parse_rtp(&half).unwrap()).is_err());
+    }
+
+    #[test]
+    fn keyframes_are_recognised_in_every_packetisation() {
+        assert!(starts_keyframe(&[0x67, 1]) && starts_keyframe(&[0x65, 1]));
+        assert!(!starts_keyframe(&[0x41, 1]) && !starts_keyframe(&[0x68, 1]) && !starts_keyframe(&[]));
+        assert!(starts_keyframe(&[0x7c, 0x85, 1]), "FU-A start of an IDR slice");
+        assert!(!starts_keyframe(&[0x7c, 0x05, 1]), "FU-A middle");
+        assert!(starts_keyframe(&[0x78, 0, 2, 0x68, 1, 0, 2, 0x67, 1]), "STAP-A with an SPS");
+        assert!(!starts_keyframe(&[0x78, 0, 2, 0x41, 1]));
+    }
+
+    /// Splits a generated stream into RTP packets.
+    fn packets(g: &mut StreamGen, n: u64) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            g.push_next(&mut out);
+        }
+        let mut v = Vec::new();
+        let mut at = 0;
+        while at < out.len() {
+            let len = u16::from_be_bytes([out[at + 2], out[at + 3]]) as usize;
+            v.push(out[at + 4..at + 4 + len].to_vec());
+            at += 4 + len;
+        }
+        v
+    }
+
+    #[test]
+    fn the_stream_meets_its_bitrate_with_keyframes_every_gop() {
+        let opts = MediaOptions { bitrate_bps: 2_000_000, packet_size: 1200, gop: 50, fps: 25 };
+        let mut g = StreamGen::new(3, &opts, 1_000).unwrap();
+        let per_gop = g.packets_per_gop;
+        let pk = packets(&mut g, 3 * per_gop);
+        // Three groups of 2 s: 3 × 500,000 bytes of RTP (the extension included).
+        let bytes: usize = pk.iter().map(Vec::len).sum();
+        assert!((bytes as i64 - 1_500_000).abs() < 3 * 200, "{bytes}");
+        assert!(pk.iter().all(|p| p.len() <= 1200));
+        let (mut keys, mut markers, mut last_ts) = (Vec::new(), 0, None);
+        for (i, p) in pk.iter().enumerate() {
+            let rtp = parse_rtp(p).unwrap();
+            let mark = parse_mark(&rtp).unwrap().unwrap();
+            assert_eq!((mark.stream, mark.seq, rtp.seq), (3, i as u64, i as u16));
+            assert_eq!(mark.due_ns, 1_000 + i as u64 * g.period_ns());
+            if rtp.payload[0] & 0x1f == nal_type::SPS {
+                keys.push(i as u64);
+            }
+            let ts = u32::from_be_bytes(p[4..8].try_into().unwrap());
+            if p[1] & 0x80 != 0 {
+                markers += 1;
+                last_ts = Some(ts);
+            } else if let Some(l) = last_ts {
+                assert!(ts > l || i == 0);
+            }
+        }
+        assert_eq!(keys, [0, per_gop, 2 * per_gop], "a keyframe starts every group");
+        assert_eq!(markers, 150, "one marker bit per picture");
+        assert_eq!(last_ts, Some(149 * 3600));
+        assert_eq!(g.bitrate_bps(), 2_000_000);
+        // Below what the keyframe needs, the keyframe wins.
+        let low = StreamGen::new(0, &MediaOptions { bitrate_bps: 1_000, ..opts }, 0).unwrap();
+        assert!(low.bitrate_bps() > 1_000);
     }
 }

@@ -164,6 +164,13 @@ pub struct SessionRecord {
     pub integrity: Integrity,
     /// This session's media latency, ms.
     pub latency_ms: Option<Quantiles>,
+    /// Timed packets due before PLAY was sent (a GOP cache's replay): not in the latency.
+    pub from_before_play: u64,
+    /// PLAY sent → the first RTP packet of a keyframe (SPS or IDR slice) received, ms; `null`
+    /// if none came.
+    pub ttff_ms: Option<f64>,
+    /// PLAY sent → the first RTP packet received, ms.
+    pub first_packet_ms: Option<f64>,
 }
 
 impl SessionRecord {
@@ -206,12 +213,22 @@ pub struct Report {
     pub media_latency_ms: Option<Quantiles>,
     /// Packets timed (the media latency's samples).
     pub media_latency_samples: u64,
+    /// Time to first frame: PLAY sent → first packet of a keyframe, ms, over sessions.
+    pub time_to_first_frame_ms: Option<Quantiles>,
+    pub time_to_first_frame_samples: u64,
+    /// Sessions that reached PLAY and never received a keyframe packet.
+    pub sessions_without_keyframe: u64,
+    /// PLAY sent → first RTP packet, ms, over sessions.
+    pub time_to_first_packet_ms: Option<Quantiles>,
     pub bytes_received: u64,
     pub packets_received: u64,
     /// Marked packets of the right stream: timed and sequence-checked.
     pub packets_timed: u64,
     /// RTP packets without the loadtest mark (parameter sets, re-packetised media): header only.
     pub packets_unmarked: u64,
+    /// Timed packets due before their session's PLAY was sent (a relay's GOP cache replaying
+    /// the picture so far): checked and counted, kept out of the media latency.
+    pub packets_from_before_play: u64,
     pub rtcp_packets: u64,
     /// Due between each stream's start and its session's end (minus the grace).
     pub packets_expected: u64,
@@ -282,6 +299,7 @@ impl Report {
         self.packets_received += r.packets;
         self.packets_timed += r.timed;
         self.packets_unmarked += r.unmarked;
+        self.packets_from_before_play += r.from_before_play;
         self.rtcp_packets += r.rtcp;
         self.packets_expected += r.expected;
         self.packets_lost += r.lost;
@@ -312,6 +330,7 @@ impl Report {
         self.packets_received += other.packets_received;
         self.packets_timed += other.packets_timed;
         self.packets_unmarked += other.packets_unmarked;
+        self.packets_from_before_play += other.packets_from_before_play;
         self.rtcp_packets += other.rtcp_packets;
         self.packets_expected += other.packets_expected;
         self.packets_lost += other.packets_lost;
@@ -366,6 +385,18 @@ impl Report {
         self.media_latency_ms = Quantiles::of_us(&media);
         self.media_latency_samples = media.len();
         self.start_lag_ms = Quantiles::of_us(&from_pairs(&self.start_lag_hist_us));
+        let of_sessions = |f: fn(&SessionRecord) -> Option<f64>| {
+            let mut h = histogram();
+            for v in self.sessions.iter().filter_map(f) {
+                let _ = h.record(((v * 1000.0) as u64).clamp(1, MAX_US));
+            }
+            h
+        };
+        let ttff = of_sessions(|s| s.ttff_ms);
+        self.time_to_first_frame_ms = Quantiles::of_us(&ttff);
+        self.time_to_first_frame_samples = ttff.len();
+        self.sessions_without_keyframe = self.sessions.iter().filter(|s| s.ttff_ms.is_none()).count() as u64;
+        self.time_to_first_packet_ms = Quantiles::of_us(&of_sessions(|s| s.first_packet_ms));
         self.delivered_mbps = self.sessions.iter().map(SessionRecord::mbps).sum();
         self.play_time_s = self.sessions.iter().map(|s| s.play_s).sum();
         self.sessions.sort_by_key(|s| s.index);
@@ -418,12 +449,18 @@ impl Report {
             "media latency ms (from each packet's due time): {}\n",
             Quantiles::line(&self.media_latency_ms, self.media_latency_samples, 3)
         ));
+        s.push_str(&format!(
+            "time to first frame ms (PLAY sent to the first keyframe packet): {}; {} sessions without a keyframe\n",
+            Quantiles::line(&self.time_to_first_frame_ms, self.time_to_first_frame_samples, 1),
+            self.sessions_without_keyframe
+        ));
         let per: Vec<f64> = self.sessions.iter().map(SessionRecord::mbps).collect();
         let (lo, hi) = per.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
         s.push_str(&format!(
-            "received {} packets ({} timed, {} unmarked, {} RTCP), {:.1} MB; delivered {:.1} Mbit/s (each session's bytes over its own play time{})\n",
+            "received {} packets ({} timed, {} of them due before PLAY, {} unmarked, {} RTCP), {:.1} MB; delivered {:.1} Mbit/s (each session's bytes over its own play time{})\n",
             self.packets_received,
             self.packets_timed,
+            self.packets_from_before_play,
             self.packets_unmarked,
             self.rtcp_packets,
             self.bytes_received as f64 / 1e6,

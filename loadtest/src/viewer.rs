@@ -146,6 +146,8 @@ struct Conn {
     latencies: Vec<u64>,
     cseq: u32,
     session: Option<String>,
+    /// When PLAY was sent (time to first frame counts from here).
+    play_sent_ns: u64,
 }
 
 async fn read_http_head(rd: &mut Rd) -> Result<(String, Vec<u8>), String> {
@@ -184,6 +186,7 @@ impl Conn {
             latencies: Vec::new(),
             cseq: 0,
             session: None,
+            play_sent_ns: 0,
         };
         match spec.mode {
             Mode::Rtsp => {
@@ -295,6 +298,8 @@ impl Conn {
             self.checker.expect_ssrc(ssrc);
         }
         self.session = setup.header("Session").map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
+        self.play_sent_ns = payload::monotonic_ns();
+        self.checker.play_sent(self.play_sent_ns);
         let play = self.request("PLAY", &format!("{content_base}/"), &[("Range", "npt=0.000-")], deadline).await?;
         self.checker.playing(play.header("RTP-Info").and_then(rtp_info_seq), payload::monotonic_ns());
         Ok(base)
@@ -420,6 +425,9 @@ pub async fn run(spec: ViewerSpec, shared: Arc<Shared>) -> Outcome {
         start_unknown: tally.start_unknown,
         integrity: c.integrity,
         latency_ms: Quantiles::of_us(&c.latency_us),
+        from_before_play: c.from_before_play,
+        ttff_ms: c.first_keyframe_ns.map(|t| ms(t.saturating_sub(conn.play_sent_ns))),
+        first_packet_ms: c.first_packet_ns.map(|t| ms(t.saturating_sub(conn.play_sent_ns))),
     };
     let latency_us = std::mem::replace(&mut c.latency_us, crate::report::histogram());
     Outcome::Played { start_ns, play_ns, record: Box::new(record), latency_us }

@@ -34,6 +34,8 @@ pub enum H264Error {
     NoLeadingKeyframe,
     #[error("forbidden_zero_bit set in a NAL unit header at index {0}")]
     ForbiddenBit(usize),
+    #[error("parameter sets not supported for generated pictures: {0}")]
+    Unsupported(&'static str),
 }
 
 /// Splits an Annex B byte stream into NAL units (start codes and trailing zero bytes removed).
@@ -170,6 +172,247 @@ impl<'a> Clip<'a> {
     }
 }
 
+/// Reads the Exp-Golomb coded fields of parameter sets (H.264 §7.2, §9.1), emulation
+/// prevention bytes already removed.
+struct Bits<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl Bits<'_> {
+    fn bit(&mut self) -> Result<u32, H264Error> {
+        let b = self.data.get(self.at / 8).ok_or(H264Error::Unsupported("truncated parameter set"))?;
+        let v = (b >> (7 - self.at % 8)) & 1;
+        self.at += 1;
+        Ok(u32::from(v))
+    }
+
+    fn bits(&mut self, n: u32) -> Result<u32, H264Error> {
+        (0..n).try_fold(0, |acc, _| Ok((acc << 1) | self.bit()?))
+    }
+
+    fn ue(&mut self) -> Result<u32, H264Error> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return Err(H264Error::Unsupported("bad Exp-Golomb code"));
+            }
+        }
+        Ok((1u32 << zeros) - 1 + self.bits(zeros)?)
+    }
+
+    fn se(&mut self) -> Result<i32, H264Error> {
+        let k = self.ue()?;
+        Ok(if k % 2 == 1 { k.div_ceil(2) as i32 } else { -((k / 2) as i32) })
+    }
+}
+
+/// Writes a slice's bits (H.264 §7.2) into an RBSP.
+#[derive(Default)]
+struct BitWriter {
+    out: Vec<u8>,
+    acc: u8,
+    used: u32,
+}
+
+impl BitWriter {
+    fn bits(&mut self, v: u32, n: u32) {
+        for i in (0..n).rev() {
+            self.acc = (self.acc << 1) | ((v >> i) & 1) as u8;
+            self.used += 1;
+            if self.used == 8 {
+                self.out.push(self.acc);
+                (self.acc, self.used) = (0, 0);
+            }
+        }
+    }
+
+    fn ue(&mut self, v: u32) {
+        let code = u64::from(v) + 1;
+        let len = 64 - code.leading_zeros();
+        self.bits(0, len - 1);
+        for i in (0..len).rev() {
+            self.bits(((code >> i) & 1) as u32, 1);
+        }
+    }
+
+    /// rbsp_trailing_bits: a one, then zeros to the byte boundary.
+    fn finish(mut self) -> Vec<u8> {
+        self.bits(1, 1);
+        while self.used != 0 {
+            self.bits(0, 1);
+        }
+        self.out
+    }
+}
+
+/// Removes emulation prevention bytes (`00 00 03` → `00 00`, §7.4.1).
+fn unescape(nal: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(nal.len());
+    let mut zeros = 0;
+    for &b in nal {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
+}
+
+/// Inserts emulation prevention bytes so no start code appears inside a NAL unit (§7.4.1).
+fn escape(rbsp: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rbsp.len() + 4);
+    let mut zeros = 0;
+    for &b in rbsp {
+        if zeros >= 2 && b <= 3 {
+            out.push(3);
+            zeros = 0;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
+}
+
+/// P pictures made only of P_Skip macroblocks: each repeats its reference picture, costs a few
+/// bytes, and decodes with any conforming decoder. They stretch a clip's keyframe into a group
+/// of pictures of any length (the load generator's cameras), for CAVLC streams of progressive
+/// frames without weighted prediction (what Baseline encoders produce; the embedded clip is one).
+#[derive(Debug, Clone)]
+pub struct SkipPictures {
+    pps_id: u32,
+    log2_max_frame_num: u32,
+    frame_mbs_only: bool,
+    poc_type: u32,
+    log2_max_poc_lsb: u32,
+    poc_delta_present: bool,
+    bottom_field_poc_present: bool,
+    redundant_pic_cnt_present: bool,
+    deblocking_control_present: bool,
+    mbs: u32,
+}
+
+impl SkipPictures {
+    /// Reads what the slice header needs from the SPS and PPS the pictures refer to.
+    pub fn new(sps: &[u8], pps: &[u8]) -> Result<SkipPictures, H264Error> {
+        let sps = unescape(sps);
+        let mut s = Bits { data: &sps, at: 8 };
+        let profile_idc = s.bits(8)?;
+        s.bits(16)?; // constraint flags, level_idc
+        s.ue()?; // seq_parameter_set_id
+        if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+            if s.ue()? == 3 && s.bit()? == 1 {
+                return Err(H264Error::Unsupported("separate colour planes"));
+            }
+            s.ue()?; // bit_depth_luma_minus8
+            s.ue()?; // bit_depth_chroma_minus8
+            s.bit()?; // qpprime_y_zero_transform_bypass_flag
+            if s.bit()? == 1 {
+                return Err(H264Error::Unsupported("scaling matrices"));
+            }
+        }
+        let log2_max_frame_num = s.ue()? + 4;
+        let poc_type = s.ue()?;
+        let (mut log2_max_poc_lsb, mut poc_delta_present) = (0, false);
+        match poc_type {
+            0 => log2_max_poc_lsb = s.ue()? + 4,
+            1 => {
+                poc_delta_present = s.bit()? == 0;
+                s.se()?;
+                s.se()?;
+                for _ in 0..s.ue()? {
+                    s.se()?;
+                }
+            }
+            _ => {}
+        }
+        s.ue()?; // max_num_ref_frames
+        s.bit()?; // gaps_in_frame_num_value_allowed_flag
+        let width = s.ue()? + 1;
+        let height = s.ue()? + 1;
+        let frame_mbs_only = s.bit()? == 1;
+        let pps = unescape(pps);
+        let mut p = Bits { data: &pps, at: 8 };
+        let pps_id = p.ue()?;
+        p.ue()?; // seq_parameter_set_id
+        if p.bit()? == 1 {
+            return Err(H264Error::Unsupported("CABAC"));
+        }
+        let bottom_field_poc_present = p.bit()? == 1;
+        if p.ue()? != 0 {
+            return Err(H264Error::Unsupported("slice groups"));
+        }
+        p.ue()?;
+        p.ue()?; // num_ref_idx_l0/l1_default_active_minus1
+        if p.bit()? == 1 {
+            return Err(H264Error::Unsupported("weighted prediction"));
+        }
+        p.bits(2)?; // weighted_bipred_idc
+        p.se()?;
+        p.se()?;
+        p.se()?; // pic_init_qp, pic_init_qs, chroma_qp_index_offset
+        let deblocking_control_present = p.bit()? == 1;
+        p.bit()?; // constrained_intra_pred_flag
+        let redundant_pic_cnt_present = p.bit()? == 1;
+        Ok(SkipPictures {
+            pps_id,
+            log2_max_frame_num,
+            frame_mbs_only,
+            poc_type,
+            log2_max_poc_lsb,
+            poc_delta_present,
+            bottom_field_poc_present,
+            redundant_pic_cnt_present,
+            deblocking_control_present,
+            mbs: width * height * if frame_mbs_only { 1 } else { 2 },
+        })
+    }
+
+    /// The NAL unit of the `n`th picture after an IDR picture (n ≥ 1), as a reference picture so
+    /// that `frame_num` simply counts pictures (§7.4.3) and any `pic_order_cnt_type` works.
+    pub fn picture(&self, n: u32) -> Vec<u8> {
+        let mut w = BitWriter::default();
+        w.ue(0); // first_mb_in_slice
+        w.ue(5); // slice_type: P, as every slice of the picture
+        w.ue(self.pps_id);
+        w.bits(n & ((1 << self.log2_max_frame_num) - 1), self.log2_max_frame_num);
+        if !self.frame_mbs_only {
+            w.bits(0, 1); // field_pic_flag
+        }
+        if self.poc_type == 0 {
+            w.bits((2 * n) & ((1 << self.log2_max_poc_lsb) - 1), self.log2_max_poc_lsb);
+            if self.bottom_field_poc_present {
+                w.ue(0); // delta_pic_order_cnt_bottom: se(0) is coded as ue(0)
+            }
+        }
+        if self.poc_type == 1 && self.poc_delta_present {
+            w.ue(0);
+            if self.bottom_field_poc_present {
+                w.ue(0);
+            }
+        }
+        if self.redundant_pic_cnt_present {
+            w.ue(0);
+        }
+        // One reference index: the PPS default may name more pictures than exist after an IDR.
+        w.bits(1, 1); // num_ref_idx_active_override_flag
+        w.ue(0); // num_ref_idx_l0_active_minus1
+        w.bits(0, 1); // ref_pic_list_modification_flag_l0
+        w.bits(0, 1); // adaptive_ref_pic_marking_mode_flag: sliding window
+        w.ue(0); // slice_qp_delta
+        if self.deblocking_control_present {
+            w.ue(1); // disable_deblocking_filter_idc: nothing to filter in a copy
+        }
+        w.ue(self.mbs); // mb_skip_run: every macroblock
+        let mut nal = vec![0x40 | nal_type::NON_IDR_SLICE]; // nal_ref_idc 2
+        nal.extend_from_slice(&escape(&w.finish()));
+        nal
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +489,25 @@ mod tests {
         assert_eq!(Clip::parse(&annex_b(&[SPS, idr], false)).unwrap_err(), H264Error::NoPps);
         assert_eq!(Clip::parse(&annex_b(&[SPS, PPS, p, idr], false)).unwrap_err(), H264Error::NoLeadingKeyframe);
         assert_eq!(Clip::parse(&annex_b(&[SPS, PPS, &[0xE5, 0x88]], false)).unwrap_err(), H264Error::ForbiddenBit(2));
+    }
+
+    #[test]
+    fn skip_pictures_follow_the_parameter_sets() {
+        let clip = Clip::parse(super::super::CLIP_H264).unwrap();
+        let skip = SkipPictures::new(clip.sps, clip.pps).unwrap();
+        // 640x360: 40 x 23 macroblocks; 16 frame numbers; picture order from frame_num.
+        assert_eq!((skip.mbs, skip.log2_max_frame_num, skip.poc_type), (920, 4, 2));
+        assert!(skip.deblocking_control_present && skip.frame_mbs_only);
+        // first_mb 0 (1), P (00110), pps 0 (1), frame_num 5 (0101), one reference (11), two flags (00),
+        // qp delta 0 (1), deblocking off (010), skip run 920 (0000000001110011001), stop bit.
+        let p = skip.picture(5);
+        assert_eq!(p[0], 0x41);
+        let bits: String = p[1..].iter().map(|b| format!("{b:08b}")).collect();
+        assert_eq!(bits, "1001101010111001010000000000111001100110", "{bits}");
+        assert_eq!(skip.picture(21)[1..], p[1..], "frame_num wraps at 16");
+        assert_eq!(escape(&[0, 0, 1, 0, 0, 0, 5]), [0, 0, 3, 1, 0, 0, 3, 0, 5]);
+        assert_eq!(unescape(&escape(&[0, 0, 1, 0, 0, 0, 5])), [0, 0, 1, 0, 0, 0, 5]);
+        assert!(matches!(SkipPictures::new(&clip.sps[..3], clip.pps), Err(H264Error::Unsupported(_))));
     }
 
     #[test]

@@ -35,9 +35,15 @@ pub fn free_port() -> u16 {
 }
 
 pub fn start_cameras(streams: u32) -> (Killed, SocketAddr) {
+    start_cameras_with(streams, &[])
+}
+
+/// Cameras with extra `loadtest camera` arguments (`--gop`, `--json` ...).
+pub fn start_cameras_with(streams: u32, extra: &[&str]) -> (Killed, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(["camera", "--listen", &addr.to_string(), "--streams", &streams.to_string(), "--bitrate", "500k"])
+        .args(extra)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
