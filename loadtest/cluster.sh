@@ -9,7 +9,7 @@
 #
 #   loadtest/cluster.sh                                  # 2,000 viewers over 100 paths
 #   SESSIONS=200 PATHS=20 loadtest/cluster.sh            # a small run
-# Other knobs: BITRATE (per camera, 32k), GOP (250 pictures), RAMP (viewers started per second, 200), SOURCES
+# Other knobs: BITRATE (per camera, 32k), FPS (5), GOP (50: a keyframe every 10 s), RAMP (viewers started per second, 200), SOURCES
 # (127.0.1.1-127.0.1.20), RECOVER (seconds watched after the kill, 15), SHARDS (per relay, 1),
 # PORT (HAProxy's port; relays use it too, metrics PORT+1000, cameras PORT+2000; 23080),
 # NO_BUILD=1 (use the release binaries as they are).
@@ -47,8 +47,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A keyframe every 10 s: at 2 s the keyframes alone would be about 50 kbit/s.
-"$bin/loadtest" camera --listen "127.0.0.1:$CPORT" --streams "$PATHS" --bitrate "$BITRATE" --gop "${GOP:-250}" >"$out/camera.log" 2>&1 &
+# 5 pictures a second: 2,000 viewers in one Python process parse every packet they get.
+"$bin/loadtest" camera --listen "127.0.0.1:$CPORT" --streams "$PATHS" --bitrate "$BITRATE" --fps "${FPS:-5}" --gop "${GOP:-50}" >"$out/camera.log" 2>&1 &
 pids+=($!)
 
 declare -A relay_pid
@@ -149,8 +149,8 @@ awk '/ relays\/relay[0-9]+ route=/ {
            for (k in count) printf " %d node(s): %d cameras;", k, count[k]
            printf " (%d cameras)\n", length(nodes) }' "$out/haproxy.log"
 upstream=$(sum_metric 'relay_connections_total{kind="upstream"}' 1 2 3)
-echo "camera sessions opened per camera across the cluster: $(awk -v u="$upstream" -v p="$PATHS" 'BEGIN { printf "%.1f", u / p }')" \
-  "(one per viewer until shared camera sessions are wired into the relay; then one per pulling node)"
+echo "camera sessions opened per camera across the cluster: $(awk -v u="$upstream" -v p="$PATHS" 'BEGIN { printf "%.2f", u / p }')" \
+  "(shared routes: one per node serving the path); cameras playing: $(sum_metric relay_cameras_active 1 2 3) of $PATHS"
 
 echo
 echo "== SIGKILL relay2 (pid ${relay_pid[2]}, $(metric 2 relay_sessions_active) sessions)"
