@@ -360,52 +360,29 @@ pub fn ffmpeg_play_with(transport: &str, url: &str, frames: u32, extra: &[&str])
 /// GStreamer decoding frames: `identity eos-after=N` passes N-1 buffers, so exit 0 with the
 /// EOS message means the decoder produced `frames` frames.
 pub fn gst_play(location: &str, extra: &[&str], frames: u32) -> Output {
-    let loc = format!("location={location}");
-    let eos = format!("eos-after={}", frames + 1);
-    let mut args = vec!["gst-launch-1.0", "rtspsrc", loc.as_str()];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&[
-        "!",
-        "rtph264depay",
-        "!",
-        "h264parse",
-        "!",
-        "avdec_h264",
-        "max-threads=1",
-        "!",
-        "identity",
-        &eos,
-        "!",
-        "fakesink",
-        "sync=false",
-    ]);
-    run_limited(60, &args)
+    gst_decode(location, extra, frames, false)
 }
 
 /// [`gst_play`] with every decoded frame reported (`-v` and a sink that prints each buffer it
 /// gets), for [`gst_frames`].
 pub fn gst_play_counted(location: &str, extra: &[&str], frames: u32) -> Output {
+    gst_decode(location, extra, frames, true)
+}
+
+fn gst_decode(location: &str, extra: &[&str], frames: u32, counted: bool) -> Output {
     let loc = format!("location={location}");
     let eos = format!("eos-after={}", frames + 1);
-    let mut args = vec!["gst-launch-1.0", "-v", "rtspsrc", loc.as_str()];
+    let mut args = vec!["gst-launch-1.0"];
+    if counted {
+        args.push("-v");
+    }
+    args.extend_from_slice(&["rtspsrc", loc.as_str()]);
     args.extend_from_slice(extra);
-    args.extend_from_slice(&[
-        "!",
-        "rtph264depay",
-        "!",
-        "h264parse",
-        "!",
-        "avdec_h264",
-        "max-threads=1",
-        "!",
-        "identity",
-        &eos,
-        "!",
-        "fakesink",
-        "name=frames",
-        "sync=false",
-        "silent=false",
-    ]);
+    args.extend_from_slice(&["!", "rtph264depay", "!", "h264parse", "!", "avdec_h264", "max-threads=1"]);
+    args.extend_from_slice(&["!", "identity", &eos, "!", "fakesink", "sync=false"]);
+    if counted {
+        args.extend_from_slice(&["name=frames", "silent=false"]);
+    }
     run_limited(60, &args)
 }
 

@@ -249,30 +249,13 @@ impl Shard {
     }
 
     fn connect_camera(&mut self, ck: CameraKey, addr: SocketAddr) {
-        let sock = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM.cloexec(),
-            Some(socket2::Protocol::TCP),
-        );
-        let sock = match sock {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(shard = self.id, error = %e, "cannot create camera socket");
-                if let Some(slot) = self.cameras.get_mut(ck) {
-                    slot.camera.handle_connect_failed(Instant::now());
-                }
-                return;
-            }
-        };
-        let _ = sock.set_nodelay(true);
-        let idx = self.insert_conn(OwnedFd::from(sock), addr, Role::Camera(ck));
-        self.metrics.connection_accepted(ConnKind::Upstream);
+        let idx = self.connect_camera_socket(addr, Role::Camera(ck));
         if let Some(slot) = self.cameras.get_mut(ck) {
-            slot.conn = Some(idx);
+            slot.conn = idx;
+            if idx.is_none() {
+                slot.camera.handle_connect_failed(Instant::now());
+            }
         }
-        let timeout = Duration::from_millis(self.limits.upstream_connect_timeout_ms);
-        let sub = ops::connect(&mut self.conns[idx], idx, addr, timeout);
-        self.ring.push(sub);
     }
 
     /// A camera connection the camera session is done with: what was queued (its TEARDOWN)

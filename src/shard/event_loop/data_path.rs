@@ -198,6 +198,24 @@ impl Shard {
     }
 
     pub(super) fn connect_upstream(&mut self, key: SessionKey, addr: SocketAddr) {
+        match self.connect_camera_socket(addr, Role::Upstream(key)) {
+            Some(idx) => {
+                if let Some(s) = self.session(key) {
+                    s.upstream = Some(idx);
+                }
+            }
+            None => {
+                if let Some(s) = self.session(key) {
+                    s.tunnel.handle(Input::CameraConnectFailed(UpstreamErrorKind::Unreachable), Instant::now());
+                }
+                self.apply(key, Fed::Nothing);
+            }
+        }
+    }
+
+    /// A camera connection (`role`: a passthrough session's or a shared camera's) with its
+    /// connect submitted; `None` when no socket could be made.
+    pub(super) fn connect_camera_socket(&mut self, addr: SocketAddr, role: Role) -> Option<usize> {
         let sock = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM.cloexec(),
@@ -207,22 +225,16 @@ impl Shard {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(shard = self.id, error = %e, "cannot create camera socket");
-                if let Some(s) = self.session(key) {
-                    s.tunnel.handle(Input::CameraConnectFailed(UpstreamErrorKind::Unreachable), Instant::now());
-                }
-                self.apply(key, Fed::Nothing);
-                return;
+                return None;
             }
         };
         let _ = sock.set_nodelay(true);
-        let idx = self.insert_conn(OwnedFd::from(sock), addr, Role::Upstream(key));
+        let idx = self.insert_conn(OwnedFd::from(sock), addr, role);
         self.metrics.connection_accepted(ConnKind::Upstream);
-        if let Some(s) = self.session(key) {
-            s.upstream = Some(idx);
-        }
         let timeout = Duration::from_millis(self.limits.upstream_connect_timeout_ms);
         let sub = ops::connect(&mut self.conns[idx], idx, addr, timeout);
         self.ring.push(sub);
+        Some(idx)
     }
 
     pub(super) fn on_connect(&mut self, idx: usize, res: i32) {

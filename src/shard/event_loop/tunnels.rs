@@ -106,6 +106,10 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
+        if s.camera.is_some() {
+            // A shared camera is never held back for one viewer (`fanout` judges each alone).
+            return;
+        }
         let Some(queued) = s.viewer.and_then(|v| self.conns.get(v)).map(|c| c.send.queued()) else {
             return;
         };
