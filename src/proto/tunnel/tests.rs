@@ -240,6 +240,16 @@ fn a_reload_ends_tunnels_whose_route_is_gone_or_changed() {
     let moved = RouteTable::new(vec![route("/cam1", "10.0.0.7:554")]);
     let out = h.handle(Input::Reload { routes: &moved, policy: policy() }, 3 * SECOND);
     assert_eq!(out, vec![Output::End(SessionOutcome::RouteRemoved)]);
+    // The same camera, now shared: a passthrough session cannot become a viewer of it.
+    let mut h = Harness::connected(SECOND);
+    let mut shared = route("/cam1", CAMERA);
+    shared.sharing = crate::proto::route::Sharing::Shared(crate::proto::route::SharedRoute {
+        linger: SECOND,
+        always_on: false,
+        gop_cache: true,
+    });
+    let out = h.handle(Input::Reload { routes: &RouteTable::new(vec![shared]), policy: policy() }, 2 * SECOND);
+    assert_eq!(out, vec![Output::End(SessionOutcome::RouteRemoved)]);
     // A plain session with no route yet has nothing to lose.
     let mut h = Harness::new(Kind::Plain);
     assert_eq!(h.handle(Input::Reload { routes: &RouteTable::default(), policy: policy() }, SECOND), vec![]);
