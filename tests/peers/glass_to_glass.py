@@ -31,6 +31,7 @@ import urllib.request
 
 import websockets
 
+sys.dont_write_bytecode = True  # no __pycache__ left in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from browser_player_check import FLAGS, Cdp  # noqa: E402
 from stamp_camera import BAND, BITS, BLOCK, WIDTH, read_stamp  # noqa: E402
