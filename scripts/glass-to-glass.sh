@@ -34,7 +34,7 @@ trap 'kill $rpid $cpid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$met/readyz" >/dev/null && break; sleep 0.1; done
 
 for run in $(seq "$runs"); do
-  echo "run $run: ${secs} s" >&2
+  echo "run $run: ${secs} s (load average $(cut -d" " -f1-3 /proc/loadavg))" >&2
   timeout -k 5 $((secs + warmup + 90)) /usr/bin/python3 "$root/tests/peers/glass_to_glass.py" \
     "http://127.0.0.1:$tun/cam1${PAGE_QUERY:-}" "rtsp://127.0.0.1:$tun/cam1" --seconds "$secs" --warmup "$warmup" --samples "$out/run$run.samples.json" \
     >"$out/run$run.json"
