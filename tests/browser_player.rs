@@ -4,7 +4,9 @@
 //! rules (subprotocol, text, oversized and fragmented frames, ping); headless Chromium (DevTools
 //! protocol) plays the page the relay serves: decoded frames rise, currentTime advances for
 //! 10 s, the picture is not blank, and after a stalled page thread it jumps back to the live
-//! edge; the same over HTTPS (wss://, a secure context) with a generated certificate. The pages
+//! edge; the same over HTTPS (wss://, a secure context) with a generated certificate. The
+//! glass-to-glass machinery (scripts/glass-to-glass.sh) reads capture times back from the
+//! picture in the page and in FFmpeg (its numbers are measured, never judged). The pages
 //! (route list, player, its files) are checked over raw HTTP, and `[web] enabled = false` turns
 //! them all off. The modules themselves have unit tests under Node
 //! (tests/player/modules.test.mjs). Each test is skipped with a message when its peers
@@ -270,6 +272,67 @@ fn headless_chromium_plays_the_player_page_over_https() {
     require!(websockets_available(), "gstreamer/python3-gi/python3-websockets");
     require!(Path::new("/usr/bin/chromium").exists(), "chromium");
     chromium_plays_the_page(true);
+}
+
+/// tests/peers/stamp_camera.py: a camera writing each frame's capture time into the picture.
+struct StampCamera(std::process::Child, u16);
+
+impl StampCamera {
+    fn start() -> StampCamera {
+        use std::io::BufRead;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/stamp_camera.py");
+        // Its stdin is a pipe held here: if the test dies, the camera sees EOF and exits.
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the stamping camera");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("READY port=").and_then(|p| p.parse().ok());
+        StampCamera(child, port.unwrap_or_else(|| panic!("camera said {line:?}")))
+    }
+}
+
+impl Drop for StampCamera {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The machinery of scripts/glass-to-glass.sh, not its numbers (no speed is judged): the page
+/// and FFmpeg, watching one shared route at once, read every frame's capture time back from the
+/// picture and find each frame shown after it was captured, within reason.
+#[test]
+fn glass_to_glass_reads_capture_times_back_in_the_page_and_ffmpeg() {
+    require!(websockets_available(), "gstreamer/python3-gi/python3-websockets");
+    require!(Path::new("/usr/bin/chromium").exists(), "chromium");
+    let camera = StampCamera::start();
+    let relay = RelayProcess::start(
+        "glass-to-glass",
+        &format!("[[route]]\npath = \"/cam1\"\nupstream = \"rtsp://127.0.0.1:{}/cam1\"\nopen = true\n", camera.1),
+    );
+    let (page, rtsp) = (format!("http://{}/cam1", relay.tunnel), format!("rtsp://{}/cam1", relay.tunnel));
+    let r = run_json(90, "glass_to_glass.py", &[&page, &rtsp, "--seconds", "3", "--warmup", "1"]);
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}\n{}", relay.log_text());
+    for viewer in ["page", "ffmpeg", "ffmpeg (defaults)"] {
+        let v = &r["viewers"][viewer];
+        // 3 s at 25 fps: frames were counted, and stamps that did not read back are rare.
+        let frames = v["frames"].as_u64().unwrap();
+        assert!(frames >= 10, "{viewer}: {r}");
+        assert!(v["unreadable"].as_u64().unwrap() * 10 <= frames, "{viewer}: {r}");
+        // Shown after captured and not absurdly late: the clocks were mapped right (a frame
+        // shown before its capture would wrap to ~2^32 ms).
+        let (p50, max) = (v["p50"].as_f64().unwrap(), v["max"].as_f64().unwrap());
+        assert!(p50 > 0.0 && max < 60_000.0, "{viewer}: {r}");
+    }
+    assert!(r["page_minus_ffmpeg"]["p50"].as_f64().is_some_and(f64::is_finite), "{r}");
+    // The page over a WebSocket, FFmpeg over HTTP tunnels (a GET each), through one route.
+    assert!(relay.metric("relay_connections_total{kind=\"websocket\"}") >= 1.0, "{}", relay.scrape());
+    assert!(relay.metric("relay_connections_total{kind=\"tunnel_get\"}") >= 2.0, "{}", relay.scrape());
 }
 
 #[test]

@@ -15,6 +15,7 @@ import { H264Depacketizer, spsSize } from '../../assets/player/h264.js';
 import { H265Depacketizer } from '../../assets/player/h265.js';
 import { md5 } from '../../assets/player/md5.js';
 import { initSegment, mediaSegment } from '../../assets/player/mp4.js';
+import { MsePlayer } from '../../assets/player/mse.js';
 import { RtspWsClient } from '../../assets/player/rtsp-ws.js';
 import { parseSdp } from '../../assets/player/sdp.js';
 
@@ -254,4 +255,24 @@ test('SDP controls resolve against the base', () => {
   assert.equal(v.url, 'rtsp://relay/cam1/trackID=1');
   assert.equal(v.fmtp['sprop-parameter-sets'], 'Z0IAHpWoKA9k,aM48gA==');
   assert.equal(parseSdp(sdp.replace('trackID=1', 'rtsp://cam/x/1'), 'rtsp://relay/cam1').media[1].url, 'rtsp://cam/x/1');
+});
+
+test('the player catches up to a few frames from the live edge, not to a third of maxLatency', () => {
+  // Only the <video> fields chase() reads and writes; the default maxLatency is 1 s.
+  const video = { currentTime: 0, playbackRate: 1, paused: false, readyState: 4 };
+  const player = new MsePlayer(video);
+  const rateAt = (lag) => {
+    video.currentTime = 10;
+    player.chase(0, 10 + lag);
+    return video.playbackRate;
+  };
+  // A joiner on a shared camera's cached group of pictures: well behind, much faster.
+  assert.equal(rateAt(0.8), 1.25);
+  // 0.2 s behind is still worth taking back (the page used to stay up to 0.33 s behind).
+  assert.equal(rateAt(0.2), 1.1);
+  assert.equal(rateAt(0.05), 1.0);
+  assert.equal(player.jumps, 0);
+  rateAt(1.5);
+  assert.equal(player.jumps, 1);
+  assert.equal(video.currentTime, 11.4); // 0.1 s before the newest frame
 });
