@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fx=../fixtures
-mkdir -p corpus/{http_head,base64_stream,rtsp_message,interleaved_demux,session,camera_requests,websocket,proxy_header}
+mkdir -p corpus/{http_head,base64_stream,rtsp_message,interleaved_demux,session,camera_requests,websocket,proxy_header,camera_session}
 i=0
 # Client heads: each GET/POST block of HEADERS.txt.
 awk '/^(GET|POST) /{n++} /^(GET|POST) /,/^$|^#####|^\(server/{ if ($0 !~ /^#####|^\(server/) print > ("corpus/http_head/head" n) }' "$fx/clients/HEADERS.txt"
@@ -54,3 +54,18 @@ printf '\x10PROXY TCP4 192.0.2.10 198.51.100.1 51000 80\r\nDESCRIBE rtsp://h/cam
 printf '\x10PROXY TCP6 2001:db8::7 ::1 40000 443\r\n' > "$pp/v1-tcp6"
 printf '\x10PROXY UNKNOWN\r\n' > "$pp/v1-unknown"
 echo "seeded: $(ls corpus/*/ | wc -l) files"
+# camera_session: connect, answer OPTIONS, DESCRIBE (the target's own SDP), three SETUPs and PLAY,
+# then H.264 parameter sets and an IDR, an H.265 IDR and audio; a timeout, a reconnect, again.
+python3 - <<'PY'
+import struct
+def ev(tag, chunk=b""): return bytes([tag, len(chunk)]) + chunk
+def rtp(seq, ts, payload, pt=96): return struct.pack(">BBHII", 0x80, 0x80 | pt, seq, ts, 0x1234) + payload
+frames = [bytes([0]) + rtp(100, 9000, bytes([0x67, 0x42, 0, 0x1e])),
+          bytes([0]) + rtp(101, 9000, bytes([0x68, 0xce, 0x3c, 0x80])),
+          bytes([0]) + rtp(102, 9000, bytes([0x65]) + b"\x88" * 40),
+          bytes([2]) + rtp(5, 9000, bytes([0x26, 0x01]) + b"\xaf" * 30, pt=97),
+          bytes([4]) + rtp(7, 800, b"\xd5" * 40, pt=8)]
+s = ev(3) + ev(1) * 7 + b"".join(ev(2, f) for f in frames)
+s += ev(4) + ev(3) + ev(3) + ev(1) * 7 + ev(2, frames[2])
+open("corpus/camera_session/dialogue", "wb").write(s)
+PY
