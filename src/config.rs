@@ -286,6 +286,21 @@ pub struct Limits {
     pub camera_media_timeout_ms: u64,
 }
 
+impl Limits {
+    /// What one RTSP message may hold (viewers' and cameras' alike).
+    pub fn message_limits(&self) -> crate::proto::rtsp::MessageLimits {
+        crate::proto::rtsp::MessageLimits { max_head_bytes: self.max_header_bytes, max_body_bytes: self.max_body_bytes }
+    }
+
+    /// What a connection's first request head may hold.
+    pub fn head_limits(&self) -> crate::proto::http_head::HeadLimits {
+        crate::proto::http_head::HeadLimits {
+            max_header_bytes: self.max_header_bytes,
+            max_cookie_len: self.max_cookie_len,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

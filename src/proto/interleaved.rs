@@ -51,6 +51,12 @@ fn plausible_start(prefix: &[u8]) -> bool {
     !word.is_empty() && word.len() <= MAX_METHOD_LEN && word.iter().all(|b| is_token_byte(*b))
 }
 
+/// The 4-byte header of a `$` frame of `len` bytes on `channel`; `None` past 65,535 bytes.
+pub fn frame_header(channel: u8, len: usize) -> Option<[u8; 4]> {
+    let len = u16::try_from(len).ok()?.to_be_bytes();
+    Some([b'$', channel, len[0], len[1]])
+}
+
 impl Demux {
     pub fn new(limits: MessageLimits) -> Self {
         Demux {

@@ -80,6 +80,15 @@ pub struct SharedRoute {
 }
 
 impl Route {
+    /// Whether `other` (from a reloaded configuration) is this route with the same camera,
+    /// reached the same way: sessions on it may go on.
+    pub fn same_camera_as(&self, other: &Route) -> bool {
+        self.path == other.path
+            && self.upstream_url == other.upstream_url
+            && self.upstream_addr == other.upstream_addr
+            && self.sharing == other.sharing
+    }
+
     pub fn shared(&self) -> Option<SharedRoute> {
         match self.sharing {
             Sharing::Shared(s) => Some(s),

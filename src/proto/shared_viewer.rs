@@ -195,9 +195,7 @@ impl SharedViewer {
 
     /// The `$` header of a frame of `track` for this viewer (`None`: not for this viewer).
     pub fn frame_header(&self, track: usize, rtcp: bool, len: usize) -> Option<[u8; 4]> {
-        let channel = self.channel_for(track, rtcp)?;
-        let len = u16::try_from(len).ok()?.to_be_bytes();
-        Some([b'$', channel, len[0], len[1]])
+        super::interleaved::frame_header(self.channel_for(track, rtcp)?, len)
     }
 
     /// The viewer sent an interleaved frame (RTCP receiver report): it is alive.

@@ -336,12 +336,7 @@ impl Tunnel {
             Input::Reload { routes, policy } => {
                 self.policy = policy;
                 if let Some(current) = self.session.route() {
-                    let kept = routes.routes().iter().any(|r| {
-                        r.path == current.path
-                            && r.upstream_url == current.upstream_url
-                            && r.upstream_addr == current.upstream_addr
-                            && r.sharing == current.sharing
-                    });
+                    let kept = routes.routes().iter().any(|r| r.same_camera_as(current));
                     if !kept {
                         self.end(SessionOutcome::RouteRemoved);
                     }

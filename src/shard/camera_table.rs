@@ -100,11 +100,8 @@ impl CameraTable {
 
     pub fn remove(&mut self, key: CameraKey) -> Option<CameraSlot> {
         self.get(key)?;
-        let slot = self.slab.remove(key.index);
-        if self.by_path.get(&slot.route.path) == Some(&key.index) {
-            self.by_path.remove(&slot.route.path);
-        }
-        Some(slot)
+        self.unlist(key);
+        Some(self.slab.remove(key.index))
     }
 
     /// A camera that keeps its slot but no longer answers to its path (its route changed): a

@@ -146,6 +146,13 @@ impl Conn {
         }
     }
 
+    /// The binary frame header to send before a chunk of `len` bytes, if this is a WebSocket:
+    /// `Some(None)` means nothing may be sent any more (its close is out).
+    pub fn ws_header(&self, len: usize) -> Option<Option<crate::proto::websocket::FrameHeader>> {
+        let ws = self.ws.as_ref()?;
+        Some(ws.is_open().then(|| crate::proto::websocket::binary_header(len)))
+    }
+
     pub fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

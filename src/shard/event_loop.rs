@@ -30,8 +30,8 @@ use io_uring::{IoUring, cqueue};
 use crate::config::{AuthConfig, Limits, ProxyExpect, ProxyProtocol, Route, RouteTable, WebConfig};
 use crate::metrics::{ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, UpstreamErrorKind};
 use crate::pairing::{GetRegistration, PostLookup, SessionRef};
-use crate::proto::http_head::{self, HeadKind, HeadLimits, RequestHead};
-use crate::proto::rtsp::{self, MessageLimits};
+use crate::proto::http_head::{self, HeadKind, RequestHead};
+use crate::proto::rtsp;
 use crate::proto::session::{self, AuthGate, Session, SessionParams, ViewerStream, local_reply};
 use crate::proto::tunnel::{self, CameraClose, Input, Tunnel};
 

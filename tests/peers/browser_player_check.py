@@ -122,7 +122,8 @@ def png_variance(png):
     return total2 / count - mean * mean
 
 
-async def check(args, port_file, errors):
+async def page_socket_url(port_file):
+    """The DevTools WebSocket URL of Chromium's page, once it has written its DevTools port."""
     deadline = time.monotonic() + 10
     while not os.path.exists(port_file) or len(open(port_file).read().split("\n")) < 2:
         if time.monotonic() > deadline:
@@ -130,8 +131,11 @@ async def check(args, port_file, errors):
         await asyncio.sleep(0.1)
     port = int(open(port_file).read().split("\n")[0])
     targets = json.load(urllib.request.urlopen("http://127.0.0.1:%d/json/list" % port, timeout=5))
-    page = next(t for t in targets if t["type"] == "page")
-    async with websockets.connect(page["webSocketDebuggerUrl"], max_size=1 << 26, compression=None) as ws:
+    return next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"]
+
+
+async def check(args, port_file, errors):
+    async with websockets.connect(await page_socket_url(port_file), max_size=1 << 26, compression=None) as ws:
         cdp = Cdp(ws)
         await cdp.call("Runtime.enable")
         await cdp.call("Page.enable")

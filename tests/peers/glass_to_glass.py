@@ -27,13 +27,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 import websockets
 
 sys.dont_write_bytecode = True  # no __pycache__ left in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from browser_player_check import FLAGS, Cdp  # noqa: E402
+from browser_player_check import FLAGS, Cdp, page_socket_url  # noqa: E402
 from stamp_camera import BAND, BITS, BLOCK, WIDTH, read_stamp  # noqa: E402
 
 FFMPEG_LIVE = ["-fflags", "nobuffer", "-flags", "low_delay"]
@@ -124,15 +123,7 @@ def page_stamp(bits):
 
 
 async def page_viewer(args, port_file, viewer, presented, ready):
-    deadline = time.monotonic() + 10
-    while not os.path.exists(port_file) or len(open(port_file).read().split("\n")) < 2:
-        if time.monotonic() > deadline:
-            raise RuntimeError("chromium did not open its DevTools port")
-        await asyncio.sleep(0.1)
-    port = int(open(port_file).read().split("\n")[0])
-    targets = json.load(urllib.request.urlopen("http://127.0.0.1:%d/json/list" % port, timeout=5))
-    target = next(t for t in targets if t["type"] == "page")
-    async with websockets.connect(target["webSocketDebuggerUrl"], max_size=1 << 26, compression=None) as ws:
+    async with websockets.connect(await page_socket_url(port_file), max_size=1 << 26, compression=None) as ws:
         cdp = Cdp(ws)
         await cdp.call("Page.enable")
         await cdp.call("Page.navigate", url=args.page)

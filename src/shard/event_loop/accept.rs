@@ -225,8 +225,7 @@ impl Shard {
         if self.conns[idx].proxy != ProxyStage::Done && !self.settle_proxy_header(idx) {
             return;
         }
-        let limits =
-            HeadLimits { max_header_bytes: self.limits.max_header_bytes, max_cookie_len: self.limits.max_cookie_len };
+        let limits = self.limits.head_limits();
         // Handshake messages rustls wants to send.
         self.queue_owned(idx, Vec::new());
         if self.conns[idx].head.is_empty() {

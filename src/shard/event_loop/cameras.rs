@@ -48,14 +48,9 @@ impl Shard {
     /// A viewer's first connection moved here from another shard: its head is handled as if
     /// it had been read here.
     pub(super) fn adopt_viewer(&mut self, v: super::super::mailbox::AdoptViewer) {
-        let idx = self.insert_conn(v.fd, v.peer, Role::Head);
-        let c = &mut self.conns[idx];
-        c.counted_ip = v.counted_ip;
-        c.accepted_at = v.accepted_at;
-        c.tls = v.tls;
-        c.head = v.head;
-        let limits =
-            HeadLimits { max_header_bytes: self.limits.max_header_bytes, max_cookie_len: self.limits.max_cookie_len };
+        let idx = self.adopt_conn(v.fd, v.peer, v.accepted_at, v.tls, v.counted_ip);
+        self.conns[idx].head = v.head;
+        let limits = self.limits.head_limits();
         match http_head::parse_head(&self.conns[idx].head, &limits) {
             Ok(Some(head)) => self.on_head(idx, head),
             // It parsed on the shard that read it.
@@ -71,7 +66,7 @@ impl Shard {
             credentials: route.credentials.clone(),
             mode: if shared.always_on { Mode::AlwaysOn } else { Mode::OnDemand { linger: shared.linger } },
             gop_cache_bytes: shared.gop_cache.then_some(l.gop_cache_bytes),
-            limits: MessageLimits { max_head_bytes: l.max_header_bytes, max_body_bytes: l.max_body_bytes },
+            limits: l.message_limits(),
             connect_timeout: Duration::from_millis(l.upstream_connect_timeout_ms),
             response_timeout: Duration::from_millis(l.upstream_response_timeout_ms),
             media_timeout: Duration::from_millis(l.camera_media_timeout_ms),
@@ -271,13 +266,9 @@ impl Shard {
             self.close_conn(idx);
             return;
         }
+        // No longer the camera's: what it still sends is read and dropped.
         c.role = Role::Refusing;
-        c.linger_after_flush = true;
-        c.flush_deadline = Some(Instant::now() + grace);
-        if c.recv == RecvState::Off {
-            self.arm_recv(idx);
-        }
-        self.conns.dirty.push(idx);
+        self.linger_then_close(idx, grace);
     }
 
     pub(super) fn on_camera_connect(&mut self, idx: usize, ck: CameraKey, res: i32) {
@@ -349,13 +340,12 @@ impl Shard {
         let now = Instant::now();
         for ck in self.cameras.keys() {
             let Some(slot) = self.cameras.get(ck) else { continue };
-            let kept = self.routes.routes().iter().any(|r| {
-                r.path == slot.route.path
-                    && r.upstream_url == slot.route.upstream_url
-                    && r.upstream_addr == slot.route.upstream_addr
-                    && r.sharing == slot.route.sharing
-                    && r.credentials == slot.route.credentials
-            });
+            // The camera session logs in with the route's credentials: new ones, a new session.
+            let kept = self
+                .routes
+                .routes()
+                .iter()
+                .any(|r| r.same_camera_as(&slot.route) && r.credentials == slot.route.credentials);
             if !kept {
                 self.close_camera(ck, now);
             }

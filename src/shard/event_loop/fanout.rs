@@ -15,23 +15,13 @@ use crate::proto::camera_session::MediaFrame;
 use crate::proto::fanout_policy::{FanoutLimits, FrameKind, Verdict, ViewerFanout};
 use crate::proto::frame_split::FramePayload;
 use crate::proto::gop_cache::CachedFrame;
-use crate::proto::websocket;
+use crate::proto::interleaved;
 use crate::shard::camera_table::{CameraKey, Player};
 use crate::shard::conn_table::{FrameBytes, Queued};
 
-/// The viewer's WebSocket frame header for a `$` frame of `len` bytes: `Ok(None)` for a
-/// viewer that is not a WebSocket, `Err` for one whose close is out (nothing more may go).
-fn ws_prefix(conn: &super::super::conn::Conn, len: usize) -> Result<Option<websocket::FrameHeader>, ()> {
-    match conn.ws.as_ref() {
-        None => Ok(None),
-        Some(ws) if ws.is_open() => Ok(Some(websocket::binary_header(len))),
-        Some(_) => Err(()),
-    }
-}
-
-fn dollar_header(channel: u8, len: usize) -> bytes::Bytes {
-    let len = u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes();
-    bytes::Bytes::copy_from_slice(&[b'$', channel, len[0], len[1]])
+/// The `$` header of a frame on `channel`, shared by every viewer that receives it there.
+fn dollar_header(channel: u8, len: usize) -> Option<bytes::Bytes> {
+    Some(bytes::Bytes::copy_from_slice(&interleaved::frame_header(channel, len)?))
 }
 
 impl Shard {
@@ -92,7 +82,12 @@ impl Shard {
                         continue;
                     }
                 }
-                let Ok(ws) = ws_prefix(conn, 4 + payload_len) else { continue };
+                let ws = match conn.ws_header(4 + payload_len) {
+                    None => None,
+                    Some(Some(h)) => Some(h),
+                    // Its close is out: nothing more goes to it.
+                    Some(None) => continue,
+                };
                 let timed = Timed { received_at, frames: 1 };
                 let (prefix, frame) = match &f.payload {
                     FramePayload::InChunk(r) if own_header && channel == f.channel => {
@@ -102,7 +97,8 @@ impl Shard {
                         let header = match headers.iter().find(|(c, _)| *c == channel) {
                             Some((_, h)) => h.clone(),
                             None => {
-                                let h = dollar_header(channel, payload_len);
+                                // A `$` frame's payload fits its 16-bit length.
+                                let Some(h) = dollar_header(channel, payload_len) else { continue };
                                 headers.push((channel, h.clone()));
                                 h
                             }
@@ -179,8 +175,12 @@ impl Shard {
         for f in &replay {
             let Some(channel) = player.channel(f.track, false) else { continue };
             let Some(c) = self.conns.get(conn) else { break };
-            let Ok(ws) = ws_prefix(c, 4 + f.payload.len()) else { break };
-            let header = dollar_header(channel, f.payload.len());
+            let ws = match c.ws_header(4 + f.payload.len()) {
+                None => None,
+                Some(Some(h)) => Some(h),
+                Some(None) => break,
+            };
+            let Some(header) = dollar_header(channel, f.payload.len()) else { continue };
             self.conns.queue_frame(conn, ws, Some(&header), FrameBytes::Shared(&f.payload), &mut self.bufs, untimed);
         }
         if !replay.is_empty() {

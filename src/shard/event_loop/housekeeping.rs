@@ -102,11 +102,7 @@ impl Shard {
         for msg in msgs {
             match msg {
                 ShardMsg::AdoptPost(p) => {
-                    let idx = self.insert_conn(p.fd, p.peer, Role::Head);
-                    let c = &mut self.conns[idx];
-                    c.counted_ip = true;
-                    c.accepted_at = p.accepted_at;
-                    c.tls = p.tls;
+                    let idx = self.adopt_conn(p.fd, p.peer, p.accepted_at, p.tls, true);
                     self.bind_post(SessionKey::unpack(p.session_key), idx, p.leftover);
                 }
                 ShardMsg::AdoptViewer(v) => self.adopt_viewer(v),
@@ -135,6 +131,23 @@ impl Shard {
                 ShardMsg::Shutdown { grace } => self.begin_drain(grace),
             }
         }
+    }
+
+    /// A connection another shard handed over (nothing in flight on it), as it stood there.
+    pub(super) fn adopt_conn(
+        &mut self,
+        fd: OwnedFd,
+        peer: SocketAddr,
+        accepted_at: Instant,
+        tls: Option<Box<TlsStream>>,
+        counted_ip: bool,
+    ) -> usize {
+        let idx = self.insert_conn(fd, peer, Role::Head);
+        let c = &mut self.conns[idx];
+        c.counted_ip = counted_ip;
+        c.accepted_at = accepted_at;
+        c.tls = tls;
+        idx
     }
 
     pub(super) fn reload(&mut self, routes: Arc<RouteTable>, limits: Limits) {

@@ -177,10 +177,7 @@ impl Shard {
         }
         self.metrics.connection_accepted(ConnKind::PlainRtsp);
         if !self.shared.admission.try_open_session(self.limits.max_sessions) {
-            let limits = MessageLimits {
-                max_head_bytes: self.limits.max_header_bytes,
-                max_body_bytes: self.limits.max_body_bytes,
-            };
+            let limits = self.limits.message_limits();
             let cseq = rtsp::parse_message(&self.conns[idx].head, &limits).ok().flatten().and_then(|(m, _)| m.cseq());
             self.refuse(idx, Rejection::MaxSessions, local_reply(503, "Service Unavailable", cseq));
             return;

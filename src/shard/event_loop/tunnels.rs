@@ -43,10 +43,7 @@ impl Shard {
         started_at: Instant,
     ) -> SessionKey {
         let params = SessionParams {
-            limits: MessageLimits {
-                max_head_bytes: self.limits.max_header_bytes,
-                max_body_bytes: self.limits.max_body_bytes,
-            },
+            limits: self.limits.message_limits(),
             response_timeout: Duration::from_millis(self.limits.upstream_response_timeout_ms),
             request_timeout: Duration::from_secs(self.limits.request_timeout_secs),
             // Per-session seeds for Digest cnonces and nonces, from the shard's OS-seeded generator.
@@ -59,8 +56,8 @@ impl Shard {
             auth_gate: self.auth_gate.clone(),
         };
         let route_path = route.as_ref().map(|r| r.path.clone());
-        let shared = route.as_ref().is_some_and(|r| r.shared().is_some());
         let proto = Session::new(params, route, &self.local_authority, started_at);
+        let shared = proto.is_shared();
         let mut t = Tunnel::new(proto, kind, policy(&self.limits), started_at);
         if shared {
             t.share(self.viewer_params());
@@ -330,10 +327,16 @@ impl Shard {
                 grace
             }
         };
+        self.linger_then_close(idx, grace);
+    }
+
+    /// A camera connection's last steps: what is queued goes out, then it is half-closed and
+    /// read to its end, within `grace`.
+    pub(super) fn linger_then_close(&mut self, idx: usize, grace: Duration) {
         let c = &mut self.conns[idx];
         c.linger_after_flush = true;
         c.flush_deadline = Some(Instant::now() + grace);
-        // Paused for a slow viewer: read again, so the camera's close is seen.
+        // Not reading (paused for a slow viewer): read again, so the camera's close is seen.
         if c.recv == RecvState::Off {
             self.arm_recv(idx);
         }

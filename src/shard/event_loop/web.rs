@@ -178,8 +178,7 @@ impl Shard {
     /// The binary frame header to send before a chunk of `len` bytes to connection `idx`, if it
     /// is a WebSocket: `Some(None)` means nothing may be sent any more (its close is out).
     pub(super) fn ws_header(&self, idx: usize, len: usize) -> Option<Option<websocket::FrameHeader>> {
-        let ws = self.conns.get(idx)?.ws.as_ref()?;
-        Some(ws.is_open().then(|| websocket::binary_header(len)))
+        self.conns.get(idx)?.ws_header(len)
     }
 
     /// The relay ends a WebSocket viewer's session: its close frame (1001 when the relay is
