@@ -82,6 +82,9 @@ pub enum Rejection {
     /// A viewer of a shared camera stayed too far behind after its frames were dropped
     /// (disconnected; the camera and the other viewers go on).
     SlowViewer,
+    /// A viewer stayed over `max_viewer_backlog_bytes` for `idle_timeout_secs`: it takes
+    /// nothing of what the relay queues for it (closed).
+    ViewerBacklog,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.

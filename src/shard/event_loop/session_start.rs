@@ -162,7 +162,10 @@ impl Shard {
         self.apply(key, Fed::Post(idx));
         // Bound, unless the tunnel refused it.
         if self.conns.get(idx).is_some_and(|c| !c.closing && c.role == Role::TunnelPost(key)) {
-            self.arm_recv(idx);
+            // A viewer behind on its GET is not read on a new POST either.
+            if !self.paused_for_backpressure(&Role::TunnelPost(key)) {
+                self.arm_recv(idx);
+            }
             if !leftover.is_empty() {
                 self.feed_viewer(key, ViewerStream::TunnelCommands, &leftover);
             }

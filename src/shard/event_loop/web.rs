@@ -137,6 +137,10 @@ impl Shard {
                     .handle(Input::ViewerBytes { stream: ViewerStream::Plain, bytes: &data, routes }, Instant::now());
             }
             self.apply(key, Fed::Nothing);
+        } else {
+            // Pongs count towards the viewer's backlog like anything else queued for it: a
+            // client that pings and never reads is paused, then closed, as any other.
+            self.update_upstream_flow(key);
         }
         self.ws_data = data;
         if let Some(end) = end {
