@@ -360,6 +360,58 @@ fn the_relay_serves_the_route_list_the_player_and_its_files() {
     assert_eq!(relay.metric("relay_rejections_total{reason=\"not_a_tunnel\"}"), 1.0);
 }
 
+/// The first line of the relay's answer to a WebSocket upgrade of `/open` with these `Host`
+/// and `Origin` headers.
+fn upgrade_status(relay: &RelayProcess, host: &str, origin: Option<&str>) -> String {
+    let mut s = TcpStream::connect(relay.tunnel).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let origin = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
+    write!(s, "GET /open HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: rtsp.onvif.org\r\n{origin}\r\n").unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).trim_end().to_owned()
+}
+
+/// Another site's page cannot open a WebSocket through a visitor's browser (it would watch a
+/// camera only the visitor's address may), nor frame the player; the relay's own pages, the
+/// origins listed in `[web] allowed_origins` and clients that send no `Origin` are served.
+#[test]
+fn websockets_from_other_origins_are_refused_and_the_pages_cannot_be_framed() {
+    let relay = RelayProcess::start(
+        "ws-origin",
+        "[web]\nallowed_origins = [\"https://nvr.example\"]\n[[route]]\npath = \"/open\"\nupstream = \"rtsp://127.0.0.1:9/x\"\nopen = true\n",
+    );
+    let own = relay.tunnel.to_string();
+    let other_port = format!("127.0.0.1:{}", relay.tunnel.port().wrapping_add(1));
+    let refused = [
+        Some("http://evil.example".to_owned()),
+        Some(format!("http://{other_port}")),
+        Some("null".to_owned()),
+    ];
+    for origin in &refused {
+        let status = upgrade_status(&relay, &own, origin.as_deref());
+        assert!(status.starts_with("HTTP/1.0 403"), "{origin:?}: {status}");
+    }
+    for origin in [None, Some(format!("http://{own}")), Some("https://nvr.example".to_owned())] {
+        let status = upgrade_status(&relay, &own, origin.as_deref());
+        assert!(status.starts_with("HTTP/1.1 101"), "{origin:?}: {status}");
+    }
+    let rejected = relay.metric("relay_rejections_total{reason=\"websocket_origin\"}");
+    assert_eq!(rejected, refused.len() as f64, "{}", relay.scrape());
+    // The refused upgrades are no WebSocket connections.
+    assert_eq!(relay.metric("relay_connections_total{kind=\"websocket\"}"), 3.0);
+    let page = http(relay.tunnel, "GET /open HTTP/1.1\nHost: x\nAccept: text/html\n\n");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let head = page.split("\r\n\r\n").next().unwrap();
+    assert!(head.lines().any(|l| l == "X-Frame-Options: SAMEORIGIN"), "{head}");
+    assert!(head.lines().any(|l| l == "X-Content-Type-Options: nosniff"), "{head}");
+    let csp = head.lines().find_map(|l| l.strip_prefix("Content-Security-Policy: ")).unwrap_or_default();
+    assert!(csp.split(';').any(|d| d.trim() == "frame-ancestors 'self'"), "{head}");
+}
+
 #[test]
 fn web_disabled_serves_no_page_and_no_websocket() {
     require!(support::peers_available(), "gstreamer");

@@ -85,6 +85,9 @@ pub enum Rejection {
     /// A viewer stayed over `max_viewer_backlog_bytes` for `idle_timeout_secs`: it takes
     /// nothing of what the relay queues for it (closed).
     ViewerBacklog,
+    /// A WebSocket upgrade from a web page of another origin than the relay's own or those of
+    /// `[web] allowed_origins` (answered 403).
+    WebSocketOrigin,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.

@@ -15,6 +15,17 @@ impl Shard {
             WebRequest::Other
         };
         match request {
+            WebRequest::WebSocket(upgrade)
+                if !crate::proto::origin::websocket_origin_allowed(
+                    upgrade.origin.as_deref(),
+                    upgrade.host.as_deref(),
+                    &self.web.origins(),
+                ) =>
+            {
+                self.metrics.connection_accepted(ConnKind::OtherHttp);
+                tracing::debug!(shard = self.id, peer = %self.conns[idx].peer, origin = upgrade.origin.as_deref().unwrap_or("-"), "refused WebSocket from another origin");
+                self.refuse(idx, Rejection::WebSocketOrigin, http_head::http_error_reply(403, "Forbidden"));
+            }
             WebRequest::WebSocket(upgrade) => self.on_websocket(idx, head.consumed, upgrade),
             WebRequest::BadUpgrade(e) => {
                 self.metrics.connection_accepted(ConnKind::OtherHttp);
