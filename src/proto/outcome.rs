@@ -88,6 +88,9 @@ pub enum Rejection {
     /// A WebSocket upgrade from a web page of another origin than the relay's own or those of
     /// `[web] allowed_origins` (answered 403).
     WebSocketOrigin,
+    /// A connection's first request names a route by another spelling than its path
+    /// (`/cam1/x`, `/cam1/./.`, `//cam1`; answered 404): see `route::is_route_spelling`.
+    RouteSpelling,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.
