@@ -272,7 +272,10 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Concurrent connections from one source IP.
     pub max_connections_per_ip: usize,
-    /// Bytes queued towards one viewer before the relay stops reading its camera.
+    /// Bytes queued towards one viewer (media, RTSP answers, WebSocket pongs and closes) beyond
+    /// which the relay reads neither the viewer nor its camera (passthrough) until half of it
+    /// is gone; a viewer over it for `idle_timeout_secs` is closed
+    /// (`relay_rejections_total{reason="viewer_backlog"}`).
     pub max_viewer_backlog_bytes: usize,
     /// RTSP requests of one viewer forwarded and not yet answered by the camera; beyond it the
     /// viewer gets `503` without the camera hearing of it.
