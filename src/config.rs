@@ -1025,7 +1025,8 @@ mod tests {
         assert!(!s.web.enabled);
         assert_eq!(s.web.websocket_limits().max_frame_bytes, 8192);
         assert!(s.web.allowed_origins.is_empty());
-        let origins = format!("{EXAMPLE}\n[web]\nallowed_origins = [\"https://nvr.example\", \"http://10.0.0.7:8080\"]\n");
+        let origins =
+            format!("{EXAMPLE}\n[web]\nallowed_origins = [\"https://nvr.example\", \"http://10.0.0.7:8080\"]\n");
         assert_eq!(Settings::from_toml(&origins).unwrap().web.origins().len(), 2);
         let bad = format!("{EXAMPLE}\n[web]\nallowed_origins = [\"nvr.example\"]\n");
         assert!(Settings::from_toml(&bad).unwrap_err().to_string().contains("allowed_origins"));

@@ -386,11 +386,8 @@ fn websockets_from_other_origins_are_refused_and_the_pages_cannot_be_framed() {
     );
     let own = relay.tunnel.to_string();
     let other_port = format!("127.0.0.1:{}", relay.tunnel.port().wrapping_add(1));
-    let refused = [
-        Some("http://evil.example".to_owned()),
-        Some(format!("http://{other_port}")),
-        Some("null".to_owned()),
-    ];
+    let refused =
+        [Some("http://evil.example".to_owned()), Some(format!("http://{other_port}")), Some("null".to_owned())];
     for origin in &refused {
         let status = upgrade_status(&relay, &own, origin.as_deref());
         assert!(status.starts_with("HTTP/1.0 403"), "{origin:?}: {status}");
@@ -439,10 +436,8 @@ fn serve_page(listener: std::net::TcpListener, html: String) {
                     _ => break,
                 }
             }
-            let reply = format!(
-                "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{html}",
-                html.len()
-            );
+            let reply =
+                format!("HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{html}", html.len());
             let _ = s.write_all(reply.as_bytes());
         }
     });

@@ -520,7 +520,8 @@ fn every_spelling_of_a_route_lands_on_one_relay_or_is_refused() {
         let want = if accepted { "HTTP/1.1 101" } else { "HTTP/1.0 404" };
         assert!(status.starts_with(want), "WebSocket {target}: {status}");
         let mut rtsp = TcpStream::connect(lb.front).unwrap();
-        let status = status_line(&mut rtsp, &format!("OPTIONS rtsp://{}{target} RTSP/1.0\r\nCSeq: 1\r\n\r\n", lb.front));
+        let status =
+            status_line(&mut rtsp, &format!("OPTIONS rtsp://{}{target} RTSP/1.0\r\nCSeq: 1\r\n\r\n", lb.front));
         let want = if accepted { "RTSP/1.0 200" } else { "RTSP/1.0 404" };
         assert!(status.starts_with(want), "RTSP {target}: {status}");
         if accepted {

@@ -136,8 +136,10 @@ fn a_tunnel_pipelining_requests_on_its_post_without_reading_its_get_is_paused_th
     let relay = relay("flood-tunnel");
     let mut get = TcpStream::connect(relay.tunnel).unwrap();
     get.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    get.write_all(b"GET /open HTTP/1.0\r\nx-sessioncookie: floodcookie0001\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n")
-        .unwrap();
+    get.write_all(
+        b"GET /open HTTP/1.0\r\nx-sessioncookie: floodcookie0001\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n",
+    )
+    .unwrap();
     let mut head = [0u8; 12];
     get.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.0 200", "{}", String::from_utf8_lossy(&head));

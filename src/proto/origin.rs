@@ -140,7 +140,9 @@ mod tests {
         for good in ["http://a", "https://a.b:8443", "http://[::1]:80", "https://a/"] {
             assert!(Origin::parse(good).is_some(), "{good}");
         }
-        for bad in ["a.b", "ftp://a", "http://", "http://a/x", "http://u@a", "http://a:x", "http://a:99999", "*", "null"] {
+        for bad in
+            ["a.b", "ftp://a", "http://", "http://a/x", "http://u@a", "http://a:x", "http://a:99999", "*", "null"]
+        {
             assert!(Origin::parse(bad).is_none(), "{bad}");
         }
     }

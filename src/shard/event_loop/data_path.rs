@@ -86,7 +86,8 @@ impl Shard {
             // while the cancel was on its way.
             if let Some(key) = role.session() {
                 self.update_upstream_flow(key);
-                if !self.paused_for_backpressure(role) && self.conns.get(idx).is_some_and(|c| c.recv == RecvState::Off) {
+                if !self.paused_for_backpressure(role) && self.conns.get(idx).is_some_and(|c| c.recv == RecvState::Off)
+                {
                     self.arm_recv(idx);
                 }
             }
