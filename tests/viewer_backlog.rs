@@ -158,3 +158,39 @@ fn a_tunnel_pipelining_requests_on_its_post_without_reading_its_get_is_paused_th
     check_flood(&relay, "tunnel requests", &mut post, &body);
     assert_eq!(relay.metric("relay_rejections_total{reason=\"viewer_backlog\"}"), 1.0, "{}", relay.scrape());
 }
+
+/// A WebSocket client that reads its pongs but sends nothing else: pings are no RTSP activity,
+/// so the idle timeout ends it as any silent viewer.
+#[test]
+fn pings_alone_do_not_keep_a_websocket_session_alive() {
+    let relay = relay("pings-idle");
+    let mut s = TcpStream::connect(relay.tunnel).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(b"GET /open HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: rtsp.onvif.org\r\n\r\n").unwrap();
+    let mut ping = Vec::new();
+    masked_ping(&mut ping);
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    // A ping every half second, every pong read, until the relay closes (idle_timeout_secs = 5).
+    let closed = loop {
+        if started.elapsed() > Duration::from_secs(30) {
+            break false;
+        }
+        if s.write_all(&ping).is_err() {
+            break true;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break true,
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(closed, "still open after 30 s of pings");
+    // Pongs came back all along (0x8a: FIN + pong), then the relay's close frame (0x88).
+    assert!(received.windows(2).any(|w| w == [0x8a, 125]), "no pong");
+    assert!(received.contains(&0x88), "no close frame");
+    assert_eq!(relay.metric("relay_rejections_total{reason=\"idle_timeout\"}"), 1.0, "{}", relay.scrape());
+}
