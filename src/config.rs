@@ -117,7 +117,7 @@ impl Default for MetricsPortConfig {
 
 /// Browsers on the tunnel port: the built-in player and route list, and RTSP over WebSocket
 /// (`rtsp.onvif.org`, for the player and any other ONVIF client).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebConfig {
     /// Off: no page, no route list and no WebSocket upgrade; such requests get the answer any
@@ -127,6 +127,11 @@ pub struct WebConfig {
     pub max_websocket_frame_bytes: u64,
     /// Largest fragmented WebSocket message (all its frames); larger: closed with 1009.
     pub max_websocket_message_bytes: u64,
+    /// Web origins (`scheme://host[:port]`) besides the relay's own whose pages may open a
+    /// WebSocket here; any other `Origin` is refused with 403
+    /// (`relay_rejections_total{reason="websocket_origin"}`). A client without `Origin` (not a
+    /// browser) is not affected.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for WebConfig {
@@ -136,12 +141,18 @@ impl Default for WebConfig {
             enabled: true,
             max_websocket_frame_bytes: ws.max_frame_bytes,
             max_websocket_message_bytes: ws.max_message_bytes,
+            allowed_origins: Vec::new(),
         }
     }
 }
 
 impl WebConfig {
     /// What the WebSocket decoder enforces.
+    /// `allowed_origins`, parsed (validated at load: none is dropped).
+    pub fn origins(&self) -> Vec<crate::proto::origin::Origin> {
+        self.allowed_origins.iter().filter_map(|o| crate::proto::origin::Origin::parse(o)).collect()
+    }
+
     pub fn websocket_limits(&self) -> crate::proto::websocket::WsLimits {
         crate::proto::websocket::WsLimits {
             max_frame_bytes: self.max_websocket_frame_bytes,
@@ -261,7 +272,10 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Concurrent connections from one source IP.
     pub max_connections_per_ip: usize,
-    /// Bytes queued towards one viewer before the relay stops reading its camera.
+    /// Bytes queued towards one viewer (media, RTSP answers, WebSocket pongs and closes) beyond
+    /// which the relay reads neither the viewer nor its camera (passthrough) until half of it
+    /// is gone; a viewer over it for `idle_timeout_secs` is closed
+    /// (`relay_rejections_total{reason="viewer_backlog"}`).
     pub max_viewer_backlog_bytes: usize,
     /// RTSP requests of one viewer forwarded and not yet answered by the camera; beyond it the
     /// viewer gets `503` without the camera hearing of it.
@@ -660,6 +674,11 @@ impl Config {
                     .into(),
             ));
         }
+        if let Some(bad) = w.allowed_origins.iter().find(|o| crate::proto::origin::Origin::parse(o).is_none()) {
+            return Err(ConfigError::Invalid(format!(
+                "[web] allowed_origins: {bad:?} is not an origin (http:// or https://, a host, an optional port)"
+            )));
+        }
         let l = &self.limits;
         let positive = [
             ("max_header_bytes", l.max_header_bytes as u64),
@@ -749,7 +768,7 @@ impl Config {
             proxy,
             metrics_addr: self.listen.metrics,
             metrics_port: self.metrics,
-            web: self.web,
+            web: self.web.clone(),
             routes: Arc::new(RouteTable::new(routes.clone()).with_users(users)),
             limits: self.limits.clone(),
             auth: self.auth.clone(),
@@ -1005,6 +1024,12 @@ mod tests {
         let s = Settings::from_toml(&text).unwrap();
         assert!(!s.web.enabled);
         assert_eq!(s.web.websocket_limits().max_frame_bytes, 8192);
+        assert!(s.web.allowed_origins.is_empty());
+        let origins =
+            format!("{EXAMPLE}\n[web]\nallowed_origins = [\"https://nvr.example\", \"http://10.0.0.7:8080\"]\n");
+        assert_eq!(Settings::from_toml(&origins).unwrap().web.origins().len(), 2);
+        let bad = format!("{EXAMPLE}\n[web]\nallowed_origins = [\"nvr.example\"]\n");
+        assert!(Settings::from_toml(&bad).unwrap_err().to_string().contains("allowed_origins"));
         let small = format!("{EXAMPLE}\n[web]\nmax_websocket_frame_bytes = 100\n");
         assert!(Settings::from_toml(&small).unwrap_err().to_string().contains("max_websocket_frame_bytes"));
         let route =

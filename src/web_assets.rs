@@ -44,7 +44,8 @@ pub static ASSETS: &[Asset] = assets! {
 };
 
 /// The page's own modules and the WebSocket back to the relay; MSE plays from a blob: URL.
-const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob:; img-src 'self' data:; style-src 'self'; base-uri 'none'; form-action 'none'";
+/// No other site may frame the pages (its login form, under a decoy: clickjacking).
+const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob:; img-src 'self' data:; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'";
 
 /// The embedded file a request path names (query ignored), if any.
 pub fn asset(path: &str) -> Option<&'static Asset> {
@@ -60,7 +61,12 @@ fn by_name(name: &str) -> &'static Asset {
 /// An HTTP/1.1 answer with a body; `head_only` for HEAD requests. `Connection: close`: the
 /// shell answers one request per connection, as for other HTTP.
 pub fn http_reply(status: &str, content_type: &str, body: &[u8], head_only: bool) -> Vec<u8> {
-    let csp = if content_type == HTML { format!("Content-Security-Policy: {CSP}\r\n") } else { String::new() };
+    // `X-Frame-Options` for browsers that predate `frame-ancestors`.
+    let csp = if content_type == HTML {
+        format!("Content-Security-Policy: {CSP}\r\nX-Frame-Options: SAMEORIGIN\r\n")
+    } else {
+        String::new()
+    };
     let mut out = format!(
         "HTTP/1.1 {status}\r\nServer: rtsp-tunnel-relay\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n{csp}\r\n",
         body.len()

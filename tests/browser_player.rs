@@ -360,6 +360,135 @@ fn the_relay_serves_the_route_list_the_player_and_its_files() {
     assert_eq!(relay.metric("relay_rejections_total{reason=\"not_a_tunnel\"}"), 1.0);
 }
 
+/// The first line of the relay's answer to a WebSocket upgrade of `/open` with these `Host`
+/// and `Origin` headers.
+fn upgrade_status(relay: &RelayProcess, host: &str, origin: Option<&str>) -> String {
+    let mut s = TcpStream::connect(relay.tunnel).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let origin = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
+    write!(s, "GET /open HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: rtsp.onvif.org\r\n{origin}\r\n").unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).trim_end().to_owned()
+}
+
+/// Another site's page cannot open a WebSocket through a visitor's browser (it would watch a
+/// camera only the visitor's address may), nor frame the player; the relay's own pages, the
+/// origins listed in `[web] allowed_origins` and clients that send no `Origin` are served.
+#[test]
+fn websockets_from_other_origins_are_refused_and_the_pages_cannot_be_framed() {
+    let relay = RelayProcess::start(
+        "ws-origin",
+        "[web]\nallowed_origins = [\"https://nvr.example\"]\n[[route]]\npath = \"/open\"\nupstream = \"rtsp://127.0.0.1:9/x\"\nopen = true\n",
+    );
+    let own = relay.tunnel.to_string();
+    let other_port = format!("127.0.0.1:{}", relay.tunnel.port().wrapping_add(1));
+    let refused =
+        [Some("http://evil.example".to_owned()), Some(format!("http://{other_port}")), Some("null".to_owned())];
+    for origin in &refused {
+        let status = upgrade_status(&relay, &own, origin.as_deref());
+        assert!(status.starts_with("HTTP/1.0 403"), "{origin:?}: {status}");
+    }
+    for origin in [None, Some(format!("http://{own}")), Some("https://nvr.example".to_owned())] {
+        let status = upgrade_status(&relay, &own, origin.as_deref());
+        assert!(status.starts_with("HTTP/1.1 101"), "{origin:?}: {status}");
+    }
+    let rejected = relay.metric("relay_rejections_total{reason=\"websocket_origin\"}");
+    assert_eq!(rejected, refused.len() as f64, "{}", relay.scrape());
+    // The refused upgrades are no WebSocket connections.
+    assert_eq!(relay.metric("relay_connections_total{kind=\"websocket\"}"), 3.0);
+    let page = http(relay.tunnel, "GET /open HTTP/1.1\nHost: x\nAccept: text/html\n\n");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let head = page.split("\r\n\r\n").next().unwrap();
+    assert!(head.lines().any(|l| l == "X-Frame-Options: SAMEORIGIN"), "{head}");
+    assert!(head.lines().any(|l| l == "X-Content-Type-Options: nosniff"), "{head}");
+    let csp = head.lines().find_map(|l| l.strip_prefix("Content-Security-Policy: ")).unwrap_or_default();
+    assert!(csp.split(';').any(|d| d.trim() == "frame-ancestors 'self'"), "{head}");
+}
+
+/// A fresh 127.0.0.1 port for a page (another origin than the relay's), and that origin.
+fn page_listener() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    (listener, origin)
+}
+
+/// Serves `html` to every request on `listener` for at most 60 s.
+fn serve_page(listener: std::net::TcpListener, html: String) {
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < end {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let _ = s.set_nonblocking(false);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            let reply =
+                format!("HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{html}", html.len());
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+}
+
+/// What a page at `page` (another origin) wrote once its WebSocket to the relay opened or
+/// failed: Chromium headless, its DOM dumped after the page settled.
+fn chromium_page_result(page: &str) -> String {
+    let profile = support::temp_dir("chromium-origin");
+    let out = support::run_limited(
+        60,
+        &[
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            &format!("--user-data-dir={}", profile.display()),
+            "--dump-dom",
+            "--virtual-time-budget=10000",
+            page,
+        ],
+    );
+    let _ = std::fs::remove_dir_all(profile);
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    ["OPEN", "REFUSED"].iter().find(|r| dom.contains(*r)).map_or(dom, |r| (*r).to_owned())
+}
+
+/// A page on another site (another port of 127.0.0.1, served here) opening `ws://relay/open`
+/// from a visitor's Chromium: refused, unless its origin is in `[web] allowed_origins`.
+#[test]
+fn chromium_on_another_origin_cannot_open_the_relays_websocket_unless_allowed() {
+    require!(Path::new("/usr/bin/chromium").exists(), "chromium");
+    let ((foreign_port, foreign), (partner_port, partner)) = (page_listener(), page_listener());
+    let relay = RelayProcess::start(
+        "ws-origin-chromium",
+        &format!(
+            "[web]\nallowed_origins = [\"{partner}\"]\n[[route]]\npath = \"/open\"\nupstream = \"rtsp://127.0.0.1:9/x\"\nopen = true\n"
+        ),
+    );
+    let page = format!(
+        "<html><body>WAIT<script>const ws = new WebSocket('ws://{}/open', 'rtsp.onvif.org');\nws.onopen = () => {{ document.body.textContent = 'OPEN'; }};\nws.onerror = () => {{ document.body.textContent = 'REFUSED'; }};</script></body></html>",
+        relay.tunnel
+    );
+    serve_page(foreign_port, page.clone());
+    serve_page(partner_port, page);
+    assert_eq!(chromium_page_result(&format!("{foreign}/")), "REFUSED");
+    assert_eq!(chromium_page_result(&format!("{partner}/")), "OPEN");
+    assert_eq!(relay.metric("relay_rejections_total{reason=\"websocket_origin\"}"), 1.0, "{}", relay.scrape());
+}
+
 #[test]
 fn web_disabled_serves_no_page_and_no_websocket() {
     require!(support::peers_available(), "gstreamer");

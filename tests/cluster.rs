@@ -464,3 +464,88 @@ fn a_proxy_header_is_taken_only_from_proxy_from() {
     let rejected = |reason: &str| metric_value(&text, &format!("relay_rejections_total{{reason=\"{reason}\"}}"));
     assert_eq!((rejected("proxy_untrusted"), rejected("proxy_header")), (1.0, 1.0));
 }
+
+/// The first line of what the relay answers on `s` after `request` (`HTTP/1.0 404 Not Found`).
+fn status_line(s: &mut TcpStream, request: &str) -> String {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).trim_end().to_owned()
+}
+
+/// Every spelling of a route a viewer can send through the shipped balancer, as a tunnel GET, a
+/// WebSocket upgrade and plain RTSP's first request: the route's own spellings (a trailing
+/// slash, a query) all reach one relay; every other spelling (which the balancer hashes as
+/// written, to any node) is refused there, so no other node pulls the camera.
+#[test]
+fn every_spelling_of_a_route_lands_on_one_relay_or_is_refused() {
+    require_haproxy!();
+    // The GETs wait for POSTs that never come: long enough to count them.
+    let body = "[limits]\npairing_timeout_ms = 60000\n[[route]]\npath = \"/cam1\"\nupstream = \"rtsp://127.0.0.1:9/x\"\nopen = true\n";
+    let relays = [relay("spell-a", body), relay("spell-b", body), relay("spell-c", body)];
+    let lb = Haproxy::start(&relays.iter().collect::<Vec<_>>());
+    let own = ["/cam1", "/cam1/", "/cam1?token=abc", "/cam1/?token=abc"];
+    let others = [
+        "/cam1/x",
+        "/cam1/b/..",
+        "/cam1/./.",
+        "/cam1/.",
+        "/cam1//",
+        "//cam1",
+        "/%63am1",
+        "/cam1/%2e%2e",
+        "/cam1/x/../",
+        "/cam1/trackID=1",
+    ];
+    let mut kept = Vec::new();
+    for (i, target) in own.iter().chain(&others).enumerate() {
+        let accepted = own.contains(target);
+        let mut get = TcpStream::connect(lb.front).unwrap();
+        let request = format!(
+            "GET {target} HTTP/1.0\r\nx-sessioncookie: spelling{i:04}cookie\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n"
+        );
+        let status = status_line(&mut get, &request);
+        let want = if accepted { "HTTP/1.0 200" } else { "HTTP/1.0 404" };
+        assert!(status.starts_with(want), "GET {target}: {status}\n{}", lb.log_text());
+        let mut ws = TcpStream::connect(lb.front).unwrap();
+        let request = format!(
+            "GET {target} HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: rtsp.onvif.org\r\n\r\n"
+        );
+        let status = status_line(&mut ws, &request);
+        let want = if accepted { "HTTP/1.1 101" } else { "HTTP/1.0 404" };
+        assert!(status.starts_with(want), "WebSocket {target}: {status}");
+        let mut rtsp = TcpStream::connect(lb.front).unwrap();
+        let status =
+            status_line(&mut rtsp, &format!("OPTIONS rtsp://{}{target} RTSP/1.0\r\nCSeq: 1\r\n\r\n", lb.front));
+        let want = if accepted { "RTSP/1.0 200" } else { "RTSP/1.0 404" };
+        assert!(status.starts_with(want), "RTSP {target}: {status}");
+        if accepted {
+            kept.extend([get, ws, rtsp]);
+        }
+    }
+    // Every accepted connection is a live session, all on one relay.
+    let active = || relays.iter().map(|r| r.metric("relay_sessions_active")).collect::<Vec<f64>>();
+    let settled = || {
+        let a = active();
+        a.iter().sum::<f64>() == kept.len() as f64 && a.iter().filter(|&&n| n > 0.0).count() == 1
+    };
+    assert!(eventually(Duration::from_secs(5), settled), "sessions per relay: {:?}\n{}", active(), lb.log_text());
+    // Each refusal counted where it happened.
+    let refused: f64 = relays
+        .iter()
+        .map(|r| {
+            let text = r.scrape();
+            ["route_spelling", "unknown_route"]
+                .iter()
+                .map(|reason| metric_value(&text, &format!("relay_rejections_total{{reason=\"{reason}\"}}")))
+                .sum::<f64>()
+        })
+        .sum();
+    assert_eq!(refused, (3 * others.len()) as f64);
+    drop(kept);
+}

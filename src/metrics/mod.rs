@@ -98,6 +98,8 @@ labels!(Rejection {
     WebSocketHandshake => "websocket_handshake", WebSocketProtocol => "websocket_protocol",
     WebSocketTextFrame => "websocket_text_frame", WebSocketTooLarge => "websocket_too_large",
     ProxyHeader => "proxy_header", ProxyUntrusted => "proxy_untrusted", SlowViewer => "slow_viewer",
+    ViewerBacklog => "viewer_backlog",
+    WebSocketOrigin => "websocket_origin", RouteSpelling => "route_spelling",
 });
 labels!(PortDrop { Deadline => "deadline", Shed => "shed", TooLarge => "too_large" });
 labels!(UpstreamErrorKind {

@@ -14,6 +14,7 @@ pub mod gop_cache;
 pub mod http_head;
 pub mod interleaved;
 pub mod keyframe;
+pub mod origin;
 pub mod outcome;
 pub mod proxy_header;
 pub mod rewrite;

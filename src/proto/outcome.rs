@@ -82,6 +82,15 @@ pub enum Rejection {
     /// A viewer of a shared camera stayed too far behind after its frames were dropped
     /// (disconnected; the camera and the other viewers go on).
     SlowViewer,
+    /// A viewer stayed over `max_viewer_backlog_bytes` for `idle_timeout_secs`: it takes
+    /// nothing of what the relay queues for it (closed).
+    ViewerBacklog,
+    /// A WebSocket upgrade from a web page of another origin than the relay's own or those of
+    /// `[web] allowed_origins` (answered 403).
+    WebSocketOrigin,
+    /// A connection's first request names a route by another spelling than its path
+    /// (`/cam1/x`, `/cam1/./.`, `//cam1`; answered 404): see `route::is_route_spelling`.
+    RouteSpelling,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.

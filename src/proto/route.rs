@@ -151,6 +151,19 @@ impl RouteTable {
     }
 }
 
+/// Whether the first request of a connection (a tunnel GET, a WebSocket upgrade, plain RTSP's
+/// first request) names `route_path` by its own spelling: that path, or that path and one `/`
+/// (a URL typed with a trailing slash); any query. Every other spelling the lookup would also
+/// map to the route (`/cam1/x`, `/cam1/b/..`, `/cam1/./.`, `/cam1//`, `/cam1/%2e`) is refused:
+/// a balancer hashes the path as written, so each spelling could land on another node and pull
+/// the same camera there. The balancer's key (deploy/haproxy) drops query and trailing slashes,
+/// so the accepted spellings all hash alike. Requests after the first (track URLs) are not
+/// judged here.
+pub fn is_route_spelling(target: &str, route_path: &str) -> bool {
+    let path = uri_path(target);
+    path == route_path || (route_path != "/" && path.strip_suffix('/') == Some(route_path))
+}
+
 /// The path of a request target or absolute URI, without query or fragment.
 pub fn uri_path(target: &str) -> &str {
     let rest = match target.find("://") {
@@ -162,4 +175,53 @@ pub fn uri_path(target: &str) -> &str {
     };
     let end = rest.find(['?', '#']).unwrap_or(rest.len());
     &rest[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_route_is_named_by_its_own_spelling_only() {
+        for ok in [
+            "/cam1",
+            "/cam1/",
+            "/cam1?token=abc",
+            "/cam1/?token=abc",
+            "rtsp://relay:554/cam1",
+            "rtsp://u:p@relay/cam1?x#f",
+        ] {
+            assert!(is_route_spelling(ok, "/cam1"), "{ok}");
+        }
+        for refused in [
+            "/cam1/x",
+            "/cam1/b/..",
+            "/cam1/./.",
+            "/cam1/.",
+            "/cam1//",
+            "//cam1",
+            "/%63am1",
+            "/cam1/%2e%2e",
+            "/CAM1",
+            "/cam1x",
+            "rtsp://relay/cam1/trackID=1",
+        ] {
+            assert!(!is_route_spelling(refused, "/cam1"), "{refused}");
+        }
+        assert!(is_route_spelling("/", "/") && is_route_spelling("rtsp://relay", "/"));
+        assert!(!is_route_spelling("//", "/") && !is_route_spelling("/x", "/"));
+        assert!(is_route_spelling("/site/cam1/", "/site/cam1") && !is_route_spelling("/site//cam1", "/site/cam1"));
+    }
+
+    proptest! {
+        /// Whatever a viewer writes, an accepted spelling is the route's path up to a trailing
+        /// slash and the query: what the balancer hashes.
+        #[test]
+        fn accepted_spellings_reduce_to_the_route_path(target in "[a-z/.%?=]{0,24}") {
+            if is_route_spelling(&target, "/cam1") {
+                prop_assert_eq!(uri_path(&target).trim_end_matches('/'), "/cam1");
+            }
+        }
+    }
 }

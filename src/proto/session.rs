@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
-use super::route::{Route, RouteTable};
+use super::route::{Route, RouteTable, is_route_spelling};
 
 use super::base64_stream::Base64StreamDecoder;
 use super::camera_request::{self, Refusal};
@@ -487,7 +487,15 @@ impl Session {
         if self.map.is_none() {
             let uri = msg.uri().unwrap_or("*").to_owned();
             if self.route.is_none() {
-                self.route = routes.lookup(&uri);
+                // The first request routes this connection: only by the route's own spelling.
+                let found = routes.lookup(&uri);
+                if found.as_ref().is_some_and(|r| !is_route_spelling(&uri, &r.path)) {
+                    out.push(Output::Rejected(Rejection::RouteSpelling));
+                    out.push(Output::ToViewer(local_reply(404, "Not Found", Some(cseq))));
+                    self.close(SessionOutcome::ProtocolError, out);
+                    return;
+                }
+                self.route = found;
             }
             let Some(route) = self.route.clone() else {
                 out.push(Output::Rejected(Rejection::UnknownRoute));

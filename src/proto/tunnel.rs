@@ -40,7 +40,9 @@ pub struct Policy {
     pub idle_timeout: Duration,
     /// How long the camera connection of an ended tunnel may take to take its last bytes.
     pub camera_close_grace: Duration,
-    /// Bytes queued towards the viewer beyond which the camera is no longer read.
+    /// Bytes queued towards the viewer (media, answers, WebSocket pongs and closes) beyond
+    /// which neither the camera nor the viewer is read; a viewer that stays beyond it for
+    /// `idle_timeout` is closed.
     pub max_viewer_backlog: usize,
     /// Bytes queued towards the camera beyond which the tunnel ends.
     pub max_camera_backlog: usize,
@@ -123,6 +125,11 @@ pub enum Output {
     PauseCamera,
     /// Read the camera again.
     ResumeCamera,
+    /// Stop reading the viewer's connections: it does not take what the relay queues for it,
+    /// and whatever it sends (requests, pings) would only add to that.
+    PauseViewer,
+    /// Read the viewer's connections again.
+    ResumeViewer,
     /// The tunnel is over: flush what was queued to the viewer, close the rest, and close the
     /// camera connection as [`Tunnel::camera_close`] says. Nothing follows.
     End(SessionOutcome),
@@ -164,6 +171,10 @@ pub struct Tunnel {
     paired: bool,
     camera: Camera,
     camera_paused: bool,
+    /// The viewer's connections are not read (its backlog is over the limit)...
+    viewer_paused: bool,
+    /// ...and since when it has been over the limit without falling back under it.
+    backlog_over_since: Option<Instant>,
     drain_deadline: Option<Instant>,
     /// The time of the input being handled.
     now: Instant,
@@ -188,6 +199,8 @@ impl Tunnel {
             paired: false,
             camera: Camera::None,
             camera_paused: false,
+            viewer_paused: false,
+            backlog_over_since: None,
             drain_deadline: None,
             now: started_at,
             ended: false,
@@ -276,6 +289,11 @@ impl Tunnel {
     /// Whether the camera is not to be read (the viewer is behind).
     pub fn camera_paused(&self) -> bool {
         self.camera_paused
+    }
+
+    /// Whether the viewer's connections are not to be read (it is behind).
+    pub fn viewer_paused(&self) -> bool {
+        self.viewer_paused
     }
 
     pub fn handle(&mut self, input: Input<'_>, now: Instant) {
@@ -367,7 +385,8 @@ impl Tunnel {
         if self.kind == Kind::Http && !self.paired {
             next = next.min(self.started_at + self.policy.pairing_timeout);
         }
-        for d in [self.session.next_deadline(), self.drain_deadline].into_iter().flatten() {
+        let backlog_deadline = self.backlog_over_since.map(|t| t + self.policy.idle_timeout);
+        for d in [self.session.next_deadline(), self.drain_deadline, backlog_deadline].into_iter().flatten() {
             next = next.min(d);
         }
         Some(next)
@@ -390,8 +409,14 @@ impl Tunnel {
             self.reject_and_end(Rejection::GetWithoutPost, SessionOutcome::Timeout);
             return;
         }
+        // A viewer that takes nothing of what is queued for it holds memory however active it
+        // looks (pings answered, requests pipelined): it is closed, shared route or not.
+        if self.backlog_over_since.is_some_and(|t| now.saturating_duration_since(t) >= self.policy.idle_timeout) {
+            self.reject_and_end(Rejection::ViewerBacklog, SessionOutcome::Timeout);
+            return;
+        }
         // A viewer's bytes count once they complete a message or frame: a trickle that never
-        // does is not activity.
+        // does is not activity (nor are WebSocket pings: they never reach the dialogue).
         let active = self.last_camera_bytes.max(self.session.last_viewer_progress());
         if self.shared.is_none() && now.saturating_duration_since(active) > self.policy.idle_timeout {
             self.reject_and_end(Rejection::IdleTimeout, SessionOutcome::Timeout);
@@ -406,12 +431,26 @@ impl Tunnel {
         }
     }
 
-    /// Backpressure: stop reading the camera while the viewer is behind; resume at half.
+    /// Backpressure: while the viewer is behind, stop reading it (everything it sends is
+    /// answered into the same queue) and its camera (passthrough); resume at half.
     fn viewer_backlog(&mut self, queued: usize) {
+        let limit = self.policy.max_viewer_backlog;
+        if queued > limit {
+            self.backlog_over_since.get_or_insert(self.now);
+            if !self.viewer_paused {
+                self.viewer_paused = true;
+                self.out.push_back(Output::PauseViewer);
+            }
+        } else {
+            self.backlog_over_since = None;
+            if queued <= limit / 2 && self.viewer_paused {
+                self.viewer_paused = false;
+                self.out.push_back(Output::ResumeViewer);
+            }
+        }
         if self.camera != Camera::Up {
             return;
         }
-        let limit = self.policy.max_viewer_backlog;
         if queued > limit && !self.camera_paused {
             self.camera_paused = true;
             self.out.push_back(Output::PauseCamera);

@@ -20,8 +20,9 @@
 //!   player, gortsplib, Axis's media-stream-library, the tests' Python client) treat the
 //!   payloads as one stream.
 //!
-//! Authentication is RTSP Digest inside the stream, never cookies, so a page from another
-//! origin gains nothing by opening a WebSocket here: `Origin` is not checked.
+//! Authentication is RTSP Digest inside the stream, never cookies, but a page from another
+//! origin would still borrow the visitor's network position (a route open only to an office's
+//! addresses): the shell refuses upgrades whose `Origin` [`super::origin`] does not allow.
 
 use super::outcome::Rejection;
 use base64::Engine as _;
@@ -64,6 +65,10 @@ pub struct Upgrade {
     /// `Sec-WebSocket-Accept` for the 101 answer.
     pub accept: String,
     pub user_agent: Option<String>,
+    /// `Origin` (every browser sends it; several are joined, which no origin matches).
+    pub origin: Option<String>,
+    /// `Host`: what the relay's own origin is judged against.
+    pub host: Option<String>,
 }
 
 /// Why an upgrade request was refused; [`HandshakeError::reply`] is the HTTP answer.
@@ -174,6 +179,11 @@ pub fn check_upgrade(req: &httparse::Request) -> Result<Upgrade, HandshakeError>
         target: req.path.unwrap_or("/").to_owned(),
         accept: accept_key(key),
         user_agent: header(req, "user-agent").next().map(|v| v.trim().to_owned()),
+        origin: {
+            let origins: Vec<&str> = header(req, "origin").map(str::trim).collect();
+            (!origins.is_empty()).then(|| origins.join(", "))
+        },
+        host: header(req, "host").next().map(|v| v.trim().to_owned()),
     })
 }
 
@@ -715,6 +725,11 @@ mod tests {
     fn a_valid_upgrade_is_accepted_with_the_subprotocol() {
         let WebRequest::WebSocket(u) = classify(&head(UPGRADE)) else { panic!("not accepted") };
         assert_eq!(u.target, "/cam1");
+        // What the origin check judges.
+        assert_eq!((u.origin.as_deref(), u.host.as_deref()), (Some("http://relay"), Some("relay")));
+        let twice = UPGRADE.replace("Origin: http://relay\n", "Origin: http://relay\nOrigin: http://evil\n");
+        let WebRequest::WebSocket(u) = classify(&head(&twice)) else { panic!("not accepted") };
+        assert_eq!(u.origin.as_deref(), Some("http://relay, http://evil"));
         let reply = String::from_utf8(accept_reply(&u)).unwrap();
         assert!(reply.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(reply.contains("\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));

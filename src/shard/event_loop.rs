@@ -170,7 +170,7 @@ impl Shard {
                 Duration::from_secs(cfg.settings.auth.failure_window_secs),
             ),
             auth: cfg.settings.auth.clone(),
-            web: cfg.settings.web,
+            web: cfg.settings.web.clone(),
             public_address: cfg.settings.public_address.clone(),
             proxy: cfg.settings.proxy.clone(),
             listeners: Listeners { open: cfg.listeners.into_iter().map(Some).collect(), paused: Vec::new() },

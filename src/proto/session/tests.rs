@@ -257,6 +257,24 @@ fn plain_rtsp_routes_by_uri_and_refuses_unknown_paths() {
 }
 
 #[test]
+fn plain_rtsp_is_routed_only_by_the_routes_own_spelling() {
+    for spelling in ["/cam1/x", "/cam1/b/..", "/cam1/./.", "/cam1//", "/cam1/trackID=1"] {
+        let mut h = Harness::plain();
+        let request = format!("OPTIONS rtsp://127.0.0.1:8080{spelling} RTSP/1.0\r\nCSeq: 1\r\n\r\n");
+        let out = h.viewer(ViewerStream::Plain, request.as_bytes());
+        assert!(to_viewer(&out).starts_with("RTSP/1.0 404 Not Found\r\nCSeq: 1\r\n"), "{spelling}: {out:?}");
+        assert!(out.contains(&Output::Rejected(Rejection::RouteSpelling)), "{spelling}");
+        assert_eq!(out.last(), Some(&Output::Close(SessionOutcome::ProtocolError)));
+        assert!(h.s.route().is_none());
+    }
+    // A trailing slash is the route's own (the balancer hashes it alike); later requests name
+    // tracks below the route.
+    let mut h = Harness::plain();
+    let out = h.viewer(ViewerStream::Plain, b"OPTIONS rtsp://127.0.0.1:8080/cam1/ RTSP/1.0\r\nCSeq: 1\r\n\r\n");
+    assert_eq!(out, vec![Output::ConnectUpstream(CAMERA.parse().unwrap())]);
+}
+
+#[test]
 fn garbage_from_either_side_ends_only_this_session() {
     let mut h = Harness::tunnel(false);
     let out = h.viewer(ViewerStream::TunnelCommands, b"!!!!");

@@ -266,16 +266,45 @@ fn a_reload_applies_its_limits_to_running_tunnels() {
 #[test]
 fn a_viewer_behind_pauses_the_camera_until_half_its_backlog_is_gone() {
     let mut h = Harness::new(Kind::Http);
-    // No camera yet: nothing to pause.
-    assert_eq!(h.handle(Input::ViewerBacklog(5000), SECOND), vec![]);
+    // No camera yet: only the viewer itself is no longer read.
+    assert_eq!(h.handle(Input::ViewerBacklog(5000), SECOND), vec![Output::PauseViewer]);
     let mut h = Harness::connected(SECOND);
     assert_eq!(h.handle(Input::ViewerBacklog(1000), 2 * SECOND), vec![]);
-    assert_eq!(h.handle(Input::ViewerBacklog(1001), 2 * SECOND), vec![Output::PauseCamera]);
-    assert!(h.t.camera_paused());
+    assert_eq!(h.handle(Input::ViewerBacklog(1001), 2 * SECOND), vec![Output::PauseViewer, Output::PauseCamera]);
+    assert!(h.t.camera_paused() && h.t.viewer_paused());
     assert_eq!(h.handle(Input::ViewerBacklog(2000), 2 * SECOND), vec![], "paused once");
     assert_eq!(h.handle(Input::ViewerBacklog(501), 2 * SECOND), vec![]);
-    assert_eq!(h.handle(Input::ViewerBacklog(500), 2 * SECOND), vec![Output::ResumeCamera]);
-    assert!(!h.t.camera_paused());
+    assert_eq!(h.handle(Input::ViewerBacklog(500), 2 * SECOND), vec![Output::ResumeViewer, Output::ResumeCamera]);
+    assert!(!h.t.camera_paused() && !h.t.viewer_paused());
+}
+
+#[test]
+fn a_viewer_that_stays_over_its_backlog_limit_is_closed_after_the_idle_timeout() {
+    let mut h = Harness::connected(SECOND);
+    h.handle(Input::CameraBytes(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n"), 2 * SECOND);
+    assert_eq!(h.handle(Input::ViewerBacklog(1001), 2 * SECOND), vec![Output::PauseViewer, Output::PauseCamera]);
+    // Activity (here the camera's) does not help a viewer that takes nothing.
+    h.handle(Input::CameraBytes(b"$\x00\x00\x04abcd"), 30 * SECOND);
+    assert_eq!(h.t.poll_timeout(), Some(h.at(2 * SECOND + policy().idle_timeout)));
+    let out = h.timer(2 * SECOND + policy().idle_timeout);
+    assert!(rejected(&out, Rejection::ViewerBacklog), "{out:?}");
+    assert_eq!(ends(&out), Some(SessionOutcome::Timeout));
+}
+
+#[test]
+fn falling_back_under_the_backlog_limit_restarts_its_deadline() {
+    let mut h = Harness::connected(SECOND);
+    h.handle(Input::CameraBytes(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n"), 2 * SECOND);
+    h.handle(Input::ViewerBacklog(1001), 2 * SECOND);
+    // Under the limit (still not read until half): it took some, the deadline is off...
+    assert_eq!(h.handle(Input::ViewerBacklog(900), 30 * SECOND), vec![]);
+    assert!(h.t.viewer_paused());
+    // ...and starts again from the next time it is over.
+    assert_eq!(h.handle(Input::ViewerBacklog(1001), 40 * SECOND), vec![]);
+    h.handle(Input::CameraBytes(b"$\x00\x00\x04abcd"), 60 * SECOND);
+    assert_eq!(h.timer(63 * SECOND), vec![]);
+    let out = h.timer(40 * SECOND + policy().idle_timeout);
+    assert!(rejected(&out, Rejection::ViewerBacklog), "{out:?}");
 }
 
 #[test]

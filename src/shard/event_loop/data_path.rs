@@ -84,23 +84,31 @@ impl Shard {
         } else if !end.more && end.was_paused {
             // Paused for backpressure: resuming is the tunnel's decision, which may have come
             // while the cancel was on its way.
-            if let Role::Upstream(key) = role {
-                self.update_upstream_flow(*key);
-                let paused = self.sessions.get(*key).is_some_and(|s| s.tunnel.camera_paused());
-                if !paused && self.conns.get(idx).is_some_and(|c| c.recv == RecvState::Off) {
+            if let Some(key) = role.session() {
+                self.update_upstream_flow(key);
+                if !self.paused_for_backpressure(role) && self.conns.get(idx).is_some_and(|c| c.recv == RecvState::Off)
+                {
                     self.arm_recv(idx);
                 }
             }
         } else if !end.more && c.recv == RecvState::Off {
             // The multishot receive stopped on its own: keep reading, unless the bytes of its
-            // last completion got the camera paused (then `ResumeCamera` arms it).
-            let paused = match role {
-                Role::Upstream(key) => self.sessions.get(*key).is_some_and(|s| s.tunnel.camera_paused()),
-                _ => false,
-            };
-            if !paused {
+            // last completion got it paused (then `ResumeCamera` / `ResumeViewer` arms it).
+            if !self.paused_for_backpressure(role) {
                 self.arm_recv(idx);
             }
+        }
+    }
+
+    /// Whether a session's connection in `role` is not to be read: a camera whose viewer is
+    /// behind, or a viewer behind on what is queued for it.
+    pub(super) fn paused_for_backpressure(&self, role: &Role) -> bool {
+        match role {
+            Role::Upstream(key) => self.sessions.get(*key).is_some_and(|s| s.tunnel.camera_paused()),
+            Role::TunnelGet(key) | Role::TunnelPost(key) | Role::PlainRtsp(key) => {
+                self.sessions.get(*key).is_some_and(|s| s.tunnel.viewer_paused())
+            }
+            _ => false,
         }
     }
 

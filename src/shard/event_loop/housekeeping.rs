@@ -125,7 +125,7 @@ impl Shard {
                         }
                     }
                     // New WebSocket limits apply to new connections.
-                    self.web = settings.web;
+                    self.web = settings.web.clone();
                     self.reload(settings.routes.clone(), settings.limits.clone())
                 }
                 ShardMsg::Shutdown { grace } => self.begin_drain(grace),

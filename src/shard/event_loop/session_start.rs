@@ -2,6 +2,7 @@
 //! or handed to the GET's shard), or a plain RTSP connection.
 
 use super::*;
+use crate::proto::route::is_route_spelling;
 
 impl Shard {
     pub(super) fn on_tunnel_get(&mut self, idx: usize, head: RequestHead) {
@@ -9,10 +10,15 @@ impl Shard {
         // A GET of `/` (older gortsplib) is routed by its first RTSP request instead (and
         // served 1:1: its camera's shard is not known when it arrives).
         let route = self.routes.lookup(&head.target);
-        if self.move_to_owner(idx, route.as_ref()) {
+        let misspelled = route.as_ref().is_some_and(|r| !is_route_spelling(&head.target, &r.path));
+        if !misspelled && self.move_to_owner(idx, route.as_ref()) {
             return;
         }
         self.metrics.connection_accepted(ConnKind::TunnelGet);
+        if misspelled {
+            self.refuse(idx, Rejection::RouteSpelling, http_head::http_error_reply(404, "Not Found"));
+            return;
+        }
         if route.is_none() && path != "/" {
             self.refuse(idx, Rejection::UnknownRoute, http_head::http_error_reply(404, "Not Found"));
             return;
@@ -162,7 +168,10 @@ impl Shard {
         self.apply(key, Fed::Post(idx));
         // Bound, unless the tunnel refused it.
         if self.conns.get(idx).is_some_and(|c| !c.closing && c.role == Role::TunnelPost(key)) {
-            self.arm_recv(idx);
+            // A viewer behind on its GET is not read on a new POST either.
+            if !self.paused_for_backpressure(&Role::TunnelPost(key)) {
+                self.arm_recv(idx);
+            }
             if !leftover.is_empty() {
                 self.feed_viewer(key, ViewerStream::TunnelCommands, &leftover);
             }
@@ -171,7 +180,11 @@ impl Shard {
 
     pub(super) fn on_plain_rtsp(&mut self, idx: usize, head: RequestHead) {
         // The first request names the route; a shared one is served on its camera's shard.
-        let route = self.routes.lookup(&head.target).filter(|r| r.shared().is_some());
+        // Another spelling of the route is refused by the session (it looks the route up again).
+        let route = self
+            .routes
+            .lookup(&head.target)
+            .filter(|r| r.shared().is_some() && is_route_spelling(&head.target, &r.path));
         if self.move_to_owner(idx, route.as_ref()) {
             return;
         }

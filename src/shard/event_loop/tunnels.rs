@@ -98,15 +98,13 @@ impl Shard {
         self.update_upstream_flow(key);
     }
 
-    /// Reports the viewer's backlog to the tunnel: backpressure is its decision.
+    /// Reports the viewer's backlog to the tunnel: backpressure is its decision. A shared
+    /// camera is never held back for one viewer (`fanout` judges each alone; the tunnel has no
+    /// camera of its own to pause), but the viewer's own reading is, on every route.
     pub(super) fn update_upstream_flow(&mut self, key: SessionKey) {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        if s.camera.is_some() {
-            // A shared camera is never held back for one viewer (`fanout` judges each alone).
-            return;
-        }
         let Some(queued) = s.viewer.and_then(|v| self.conns.get(v)).map(|c| c.send.queued()) else {
             return;
         };
@@ -223,26 +221,46 @@ impl Shard {
                         self.arm_recv(u);
                     }
                 }
+                Out::PauseViewer => {
+                    let conns = [s.viewer, s.post];
+                    tracing::debug!(shard = self.id, session = %format_args!("{}-{}", self.id, s.id), "viewer behind: not read until it catches up");
+                    for idx in conns.into_iter().flatten() {
+                        self.stop_reading(idx);
+                    }
+                }
+                Out::ResumeViewer => {
+                    for idx in [s.viewer, s.post].into_iter().flatten() {
+                        if self.conns.get(idx).is_some_and(|c| c.recv == RecvState::Off) {
+                            self.arm_recv(idx);
+                        }
+                    }
+                }
             }
         }
     }
 
-    /// Stops reading a camera: its multishot receive is cancelled, or left off if it was
-    /// waiting for buffers.
+    /// Stops reading a camera.
     fn pause_camera(&mut self, upstream: Option<usize>) {
         self.metrics.backpressure_pause();
-        let Some(u) = upstream else { return };
-        let up = &mut self.conns[u];
-        if up.closing {
+        if let Some(u) = upstream {
+            self.stop_reading(u);
+        }
+    }
+
+    /// Stops reading a connection (backpressure): its multishot receive is cancelled, or left
+    /// off if it was waiting for buffers. Its tunnel's flow decides when it is armed again.
+    fn stop_reading(&mut self, idx: usize) {
+        let Some(c) = self.conns.get_mut(idx) else { return };
+        if c.closing {
             return;
         }
-        match up.recv {
+        match c.recv {
             RecvState::Armed => {
-                up.recv = RecvState::Cancelling;
-                self.ring.push(ops::cancel(Op::Recv, u, up.generation));
+                c.recv = RecvState::Cancelling;
+                self.ring.push(ops::cancel(Op::Recv, idx, c.generation));
             }
             // Nothing in flight to cancel: it just stays off instead of being fed buffers.
-            RecvState::WaitingForBuffers => up.recv = RecvState::Off,
+            RecvState::WaitingForBuffers => c.recv = RecvState::Off,
             RecvState::Off | RecvState::Cancelling => {}
         }
     }

@@ -4,6 +4,7 @@
 //! the WebSocket framing rules are `WsEndpoint`'s.
 
 use super::*;
+use crate::proto::route::is_route_spelling;
 use crate::proto::websocket::{self, WebRequest, WsEnd, WsEndpoint, close_code};
 
 impl Shard {
@@ -15,6 +16,17 @@ impl Shard {
             WebRequest::Other
         };
         match request {
+            WebRequest::WebSocket(upgrade)
+                if !crate::proto::origin::websocket_origin_allowed(
+                    upgrade.origin.as_deref(),
+                    upgrade.host.as_deref(),
+                    &self.web.origins(),
+                ) =>
+            {
+                self.metrics.connection_accepted(ConnKind::OtherHttp);
+                tracing::debug!(shard = self.id, peer = %self.conns[idx].peer, origin = upgrade.origin.as_deref().unwrap_or("-"), "refused WebSocket from another origin");
+                self.refuse(idx, Rejection::WebSocketOrigin, http_head::http_error_reply(403, "Forbidden"));
+            }
             WebRequest::WebSocket(upgrade) => self.on_websocket(idx, head.consumed, upgrade),
             WebRequest::BadUpgrade(e) => {
                 self.metrics.connection_accepted(ConnKind::OtherHttp);
@@ -61,6 +73,10 @@ impl Shard {
         }
         match self.routes.lookup(target) {
             None => self.refuse(idx, Rejection::UnknownRoute, http_head::http_error_reply(404, "Not Found")),
+            // Its WebSocket (the page plays its own path) would be refused: so is the page.
+            Some(r) if !is_route_spelling(target, &r.path) => {
+                self.refuse(idx, Rejection::RouteSpelling, http_head::http_error_reply(404, "Not Found"))
+            }
             // As for a tunnel GET from that address.
             Some(r) if !r.acl.permits(ip) => {
                 self.refuse(idx, Rejection::AddressDenied, http_head::http_error_reply(403, "Forbidden"))
@@ -76,10 +92,15 @@ impl Shard {
         let path = crate::proto::route::uri_path(&upgrade.target);
         // `/` is routed by the first RTSP request's URI, as plain RTSP is (and served 1:1).
         let route = self.routes.lookup(&upgrade.target);
-        if self.move_to_owner(idx, route.as_ref()) {
+        let misspelled = route.as_ref().is_some_and(|r| !is_route_spelling(&upgrade.target, &r.path));
+        if !misspelled && self.move_to_owner(idx, route.as_ref()) {
             return;
         }
         self.metrics.connection_accepted(ConnKind::WebSocket);
+        if misspelled {
+            self.refuse(idx, Rejection::RouteSpelling, http_head::http_error_reply(404, "Not Found"));
+            return;
+        }
         if route.is_none() && path != "/" {
             self.refuse(idx, Rejection::UnknownRoute, http_head::http_error_reply(404, "Not Found"));
             return;
@@ -137,6 +158,10 @@ impl Shard {
                     .handle(Input::ViewerBytes { stream: ViewerStream::Plain, bytes: &data, routes }, Instant::now());
             }
             self.apply(key, Fed::Nothing);
+        } else {
+            // Pongs count towards the viewer's backlog like anything else queued for it: a
+            // client that pings and never reads is paused, then closed, as any other.
+            self.update_upstream_flow(key);
         }
         self.ws_data = data;
         if let Some(end) = end {
