@@ -49,6 +49,16 @@ impl GstCamera {
         GstCamera::start_on(0, auth)
     }
 
+    /// A camera that accepts each of `users` (Digest), so a route can move from one to another.
+    pub fn start_users(users: &[(&str, &str)]) -> GstCamera {
+        let (first, rest) = users.split_first().expect("at least one user");
+        let extra: Vec<&str> = rest.iter().flat_map(|(u, p)| ["--user", *u, "--password", *p]).collect();
+        let auth = Some((first.0.to_owned(), first.1.to_owned()));
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (child, port) = GstCamera::spawn(0, auth.as_ref(), &extra, &events);
+        GstCamera { child, port, events, auth }
+    }
+
     /// A camera on a fixed `port` (0: any free one), e.g. the port of a camera just killed, so a
     /// test can restart "the same camera" behind a relay that knows its URL.
     pub fn start_on(port: u16, auth: Option<(&str, &str)>) -> GstCamera {
