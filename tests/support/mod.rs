@@ -19,10 +19,33 @@ pub fn peers_available() -> bool {
     ok("ffmpeg", "-version") && ok("gst-launch-1.0", "--version") && std::path::Path::new("/usr/bin/python3").exists()
 }
 
-/// Skips the calling test with a message when the real peers are missing.
+/// The quick loop (`RELAY_QUICK=1`, as `scripts/test.sh --quick` sets it): tests that start
+/// real peers (FFmpeg, GStreamer, gst-rtsp-server, HAProxy, Chromium, Node) return at once, so
+/// the rest of the suite runs in well under a minute. Such a test begins with
+/// [`require_peers!`] or [`skip_when_quick!`].
+pub fn quick() -> bool {
+    std::env::var_os("RELAY_QUICK").is_some_and(|v| v == "1")
+}
+
+/// Skips the calling test in the quick loop ([`quick`]): it starts real peers.
+#[macro_export]
+macro_rules! skip_when_quick {
+    () => {
+        if support::quick() {
+            eprintln!("skipped: starts real peers (RELAY_QUICK=1)");
+            return;
+        }
+    };
+}
+
+/// Skips the calling test with a message when the real peers are missing, or in the quick loop.
 #[macro_export]
 macro_rules! require_peers {
     () => {
+        if support::quick() {
+            eprintln!("skipped: starts real peers (RELAY_QUICK=1)");
+            return;
+        }
         if !support::peers_available() {
             eprintln!("skipped: ffmpeg/gstreamer/python3-gi missing (run scripts/install-test-deps.sh)");
             return;
