@@ -681,7 +681,8 @@ impl CameraSession {
             playing_since: None,
             key_timestamp: None,
             key_start_seen: false,
-            resync: self.presentation.is_some(),
+            // Viewers got packets of an earlier connection (continuity kept): they are mid-stream.
+            resync: !self.continuity.is_empty(),
             events: Vec::new(),
             split: Vec::new(),
         });
