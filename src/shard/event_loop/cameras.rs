@@ -346,7 +346,7 @@ impl Shard {
             if self.cameras.find(&slot.route.path) != Some(ck) {
                 continue;
             }
-            let next = self.routes.routes().iter().find(|r| slot.route.keeps_sessions_under(r)).cloned();
+            let next = self.routes.routes().iter().find(|r| slot.route.keeps_sessions_under(r));
             let Some((route, shared)) = next.and_then(|r| Some((r.clone(), r.shared()?))) else {
                 self.close_camera(ck, now);
                 continue;
