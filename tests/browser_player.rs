@@ -33,6 +33,7 @@ fn websockets_available() -> bool {
 
 macro_rules! require {
     ($ok:expr, $what:literal) => {
+        skip_when_quick!();
         if !$ok {
             eprintln!("skipped: {} missing (run scripts/install-test-deps.sh)", $what);
             return;

@@ -26,6 +26,7 @@ fn haproxy_available() -> bool {
 
 macro_rules! require_haproxy {
     () => {
+        skip_when_quick!();
         if !haproxy_available() {
             eprintln!("skipped: haproxy missing (run scripts/install-test-deps.sh)");
             return;

@@ -116,6 +116,7 @@ fn gstreamer_plays(location: &str, protocols: Option<&str>) {
 
 #[test]
 fn ffmpeg_plays_over_tcp() {
+    skip_when_quick!();
     if !installed("ffmpeg") {
         eprintln!("SKIPPED: ffmpeg is not installed");
         return;
@@ -127,6 +128,7 @@ fn ffmpeg_plays_over_tcp() {
 
 #[test]
 fn gstreamer_plays_over_tcp() {
+    skip_when_quick!();
     if !installed("gst-launch-1.0") {
         eprintln!("SKIPPED: gst-launch-1.0 is not installed");
         return;
@@ -140,6 +142,7 @@ fn gstreamer_plays_over_tcp() {
 /// played by tunnelling viewers.
 #[test]
 fn tunnelling_viewers_play_through_the_relay() {
+    skip_when_quick!();
     if !installed("ffmpeg") || !installed("gst-launch-1.0") {
         eprintln!("SKIPPED: ffmpeg or gst-launch-1.0 is not installed");
         return;

@@ -507,6 +507,112 @@ fn a_camera_back_with_another_stream_ends_its_viewers() {
     assert_eq!(camera.sessions_of("/cam1"), 2, "{:?}", camera.events());
 }
 
+/// Rewrites `from` to `to` in the relay's configuration and reloads it (SIGHUP).
+fn reload(relay: &RelayProcess, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&relay.config).unwrap();
+    assert!(text.contains(from), "{from} not in {text}");
+    let done = relay.log_text().matches("configuration reloaded").count();
+    std::fs::write(&relay.config, text.replace(from, to)).unwrap();
+    relay.signal("HUP");
+    let reloaded =
+        eventually(Duration::from_secs(5), || relay.log_text().matches("configuration reloaded").count() > done);
+    assert!(reloaded, "{}", relay.log_text());
+}
+
+/// Issue 20 item 9: a SIGHUP that changes only a shared route's camera credentials while a raw
+/// viewer and GStreamer play. The relay opens a camera session with the new credentials and
+/// the viewers carry on (one SSRC, no sequence gap); credentials the camera refuses leave them
+/// waiting as for a camera that is down; the old ones restored, the media is back.
+#[test]
+fn a_reload_that_changes_the_cameras_credentials_carries_its_viewers_over() {
+    require_peers!();
+    let camera = GstCamera::start_users(&[("alice", "one"), ("bob", "two")]);
+    let upstream = |login: &str| format!("upstream = \"rtsp://{login}@127.0.0.1:{}/cam1\"", camera.port);
+    let relay = RelayProcess::start(
+        "shared-reload-login",
+        &format!("[[route]]\npath = \"/cam1\"\n{}\n", upstream("alice:one")),
+    );
+    let raw = watch(&relay, "/cam1", VIDEO);
+    let gst = LiveViewer::gst("gst", &format!("rtsph://{}/cam1", relay.tunnel), &[], 120);
+    assert!(eventually(Duration::from_secs(30), || gst.frames() >= 25 && raw.packets() >= 50), "{}", gst.tail());
+    let plays_on = |what: &str| {
+        let (raw_before, gst_before) = (raw.packets(), gst.frames());
+        let on =
+            eventually(Duration::from_secs(30), || raw.packets() >= raw_before + 50 && gst.frames() >= gst_before + 25);
+        assert!(
+            on,
+            "no media after {what}: raw {raw_before} -> {}, gst {gst_before} -> {}\n{}\ncamera: {:?}\nrelay log:\n{}",
+            raw.packets(),
+            gst.frames(),
+            gst.tail(),
+            camera.events(),
+            relay.log_text()
+        );
+    };
+
+    // Other credentials the camera accepts: a new camera session, the viewers carried over.
+    reload(&relay, &upstream("alice:one"), &upstream("bob:two"));
+    assert!(eventually(Duration::from_secs(20), || camera.sessions_of("/cam1") == 2), "{:?}", camera.events());
+    plays_on("the new credentials");
+
+    // Credentials the camera refuses: no media, but the viewers stay...
+    let refused = "relay_camera_sessions_total{outcome=\"auth_failed\"}";
+    reload(&relay, &upstream("bob:two"), &upstream("bob:wrong"));
+    assert!(eventually(Duration::from_secs(10), || metric(&relay, refused) >= 1.0), "{}", relay.scrape());
+    // ...and with the old ones back the media is too.
+    reload(&relay, &upstream("bob:wrong"), &upstream("alice:one"));
+    plays_on("the old credentials were restored");
+
+    let seen = raw.seen();
+    assert!(!seen.closed);
+    assert_eq!(seen.seq.ssrcs.len(), 1, "SSRC changed for the viewer: {:?}", seen.seq.ssrcs);
+    assert_eq!((seen.seq.missing, seen.seq.backwards), (0, 0), "sequence numbers across the reloads: {:?}", seen.seq);
+    assert_eq!(camera.sessions_of("/cam1"), 3, "{:?}", camera.events());
+    assert!(metric(&relay, "relay_camera_sessions_total{outcome=\"reloaded\"}") >= 2.0, "{}", relay.scrape());
+    assert_eq!(metric(&relay, "relay_sessions_total{outcome=\"camera_changed\"}"), 0.0);
+    assert_eq!(metric(&relay, "relay_viewers_active"), 2.0);
+}
+
+/// Issue 20 item 9, the camera's URL: a shared route moved by SIGHUP to another URL that
+/// describes the same stream keeps its viewer playing; moved to a camera with another
+/// description (payload type 97), the viewer is ended as `camera_changed`, and a new one plays
+/// the new camera — never a viewer left connected with no media.
+#[test]
+fn a_reload_that_moves_a_shared_route_to_another_camera_carries_or_ends_its_viewers() {
+    require_peers!();
+    let camera = GstCamera::start(None);
+    let mut other = GstCamera::start(None);
+    other.restart_with(&["--pt", "97"]);
+    let relay = RelayProcess::start("shared-reload-url", &route("/cam1", &camera, ""));
+    let raw = watch(&relay, "/cam1", VIDEO);
+    assert!(raw.wait_packets(0, 50, Duration::from_secs(20)));
+
+    // The same camera's other mount: another URL, the same description.
+    reload(&relay, &camera.url("/cam1"), &camera.url("/cam2"));
+    assert!(eventually(Duration::from_secs(20), || camera.sessions_of("/cam2") == 1), "{:?}", camera.events());
+    let got = raw.packets();
+    assert!(
+        raw.wait_packets(got, 50, Duration::from_secs(20)),
+        "no media after the move: {:?}\nrelay log:\n{}",
+        raw.seen(),
+        relay.log_text()
+    );
+    let seen = raw.seen();
+    assert!(!seen.closed);
+    assert_eq!(seen.seq.ssrcs.len(), 1, "{:?}", seen.seq.ssrcs);
+    assert_eq!((seen.seq.missing, seen.seq.backwards), (0, 0), "{:?}", seen.seq);
+
+    // Another camera, another description: the viewer is ended, counted, and may come back.
+    let changed = "relay_sessions_total{outcome=\"camera_changed\"}";
+    reload(&relay, &camera.url("/cam2"), &other.url("/cam1"));
+    assert!(eventually(Duration::from_secs(20), || raw.seen().closed), "the viewer stayed: {}", relay.log_text());
+    assert!(eventually(Duration::from_secs(5), || metric(&relay, changed) == 1.0), "{}", relay.scrape());
+    let mut v = RawViewer::connect(relay.tunnel, "/cam1");
+    v.play((0, 1));
+    assert_eq!(v.next_rtp(0, Duration::from_secs(10)).map(|p| p.payload_type), Some(97));
+    assert_eq!(other.sessions_of("/cam1"), 1, "{:?}", other.events());
+}
+
 /// A viewer that stops reading has frames dropped, then is cut; the camera and the other
 /// viewer never notice.
 #[test]

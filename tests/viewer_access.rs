@@ -32,6 +32,7 @@ fn protected_config(camera_url: &str, extra_route: &str) -> String {
 
 #[test]
 fn https_viewers_play() {
+    skip_when_quick!();
     if !peers_available() {
         eprintln!("skipped: ffmpeg or gst-launch-1.0 not installed (scripts/install-test-deps.sh)");
         return;
@@ -61,6 +62,7 @@ fn https_viewers_play() {
 
 #[test]
 fn only_listed_viewers_with_the_right_password_play() {
+    skip_when_quick!();
     if !peers_available() {
         eprintln!("skipped: ffmpeg or gst-launch-1.0 not installed (scripts/install-test-deps.sh)");
         return;

@@ -37,6 +37,7 @@ fn wait_bounded(mut child: Child) -> (std::process::Output, bool) {
 
 #[test]
 fn ffmpeg_decodes_the_camera_stream() {
+    skip_when_quick!();
     if !have("ffmpeg", "-version") {
         eprintln!("skipped: ffmpeg missing (run scripts/install-test-deps.sh)");
         return;
@@ -67,6 +68,7 @@ fn ffmpeg_decodes_the_camera_stream() {
 
 #[test]
 fn gstreamer_decodes_the_camera_stream() {
+    skip_when_quick!();
     if !have("gst-launch-1.0", "--version") {
         eprintln!("skipped: gst-launch-1.0 missing (run scripts/install-test-deps.sh)");
         return;
@@ -163,6 +165,7 @@ fn sessions(report: &Value) -> &Vec<Value> {
 
 #[test]
 fn a_viewer_at_the_camera_gets_a_keyframe_first() {
+    skip_when_quick!();
     let (_cams, addr) = start_cameras_with(4, &["--gop", "25"]);
     let report = viewers(addr, "rtsp", 4, 4, &[]);
     assert_clean(&report, 4);
@@ -176,6 +179,7 @@ fn a_viewer_at_the_camera_gets_a_keyframe_first() {
 
 #[test]
 fn a_viewer_joining_mid_group_waits_for_the_next_keyframe() {
+    skip_when_quick!();
     // A keyframe every second; the double withholds the first 600 ms after PLAY.
     let (_cams, addr) = start_cameras_with(2, &["--gop", "25", "--fps", "25"]);
     let (relay, dropped) = dropping_relay(addr, 0..600);
@@ -198,6 +202,7 @@ fn a_viewer_joining_mid_group_waits_for_the_next_keyframe() {
 
 #[test]
 fn packets_dropped_mid_stream_are_sequence_gaps() {
+    skip_when_quick!();
     let (_cams, addr) = start_cameras_with(2, &[]);
     let (relay, dropped) = dropping_relay(addr, 1000..1300);
     let report = viewers(relay, "rtsp", 2, 2, &[]);
@@ -213,6 +218,7 @@ fn packets_dropped_mid_stream_are_sequence_gaps() {
 
 #[test]
 fn the_camera_counts_the_sessions_each_stream_served() {
+    skip_when_quick!();
     let json = std::env::temp_dir().join(format!("lt-cam-{}-{}.json", std::process::id(), common::free_port()));
     let (cams, addr) = start_cameras_with(3, &["--json", json.to_str().unwrap()]);
     // Four viewers of /cam0 at once, two of /cam1, none of /cam2.
@@ -245,6 +251,7 @@ fn the_camera_counts_the_sessions_each_stream_served() {
 
 #[test]
 fn a_relay_that_repacketises_the_media_still_gets_it_timed_from_the_padding() {
+    skip_when_quick!();
     let python_gi = Command::new("/usr/bin/python3").args(["-c", "import gi"]).status().is_ok_and(|s| s.success());
     if !python_gi {
         eprintln!("skipped: python3-gi missing (run scripts/install-test-deps.sh)");

@@ -11,6 +11,7 @@ use common::{assert_clean, relay, start_cameras, viewers};
 
 #[test]
 fn viewers_against_the_cameras_directly() {
+    skip_when_quick!();
     let (_cams, addr) = start_cameras(20);
     let report = viewers(addr, "rtsp", 20, 20, &[]);
     assert_clean(&report, 20);
@@ -18,6 +19,7 @@ fn viewers_against_the_cameras_directly() {
 
 #[test]
 fn two_hundred_tunnel_sessions_through_the_relay() {
+    skip_when_quick!();
     let (_cams, cams) = start_cameras(200);
     let relay = relay(cams, 200, false);
     let report = viewers(relay.local_addrs()[0], "tunnel", 200, 200, &[]);
@@ -27,6 +29,7 @@ fn two_hundred_tunnel_sessions_through_the_relay() {
 
 #[test]
 fn https_tunnel_sessions_through_the_relay() {
+    skip_when_quick!();
     let (_cams, cams) = start_cameras(50);
     let relay = relay(cams, 50, true);
     let report = viewers(relay.local_addrs()[1], "tunnel", 50, 50, &["--tls"]);

@@ -116,10 +116,13 @@ pub enum CameraOutcome {
     ClosedByCamera,
     /// Bytes that are neither RTSP nor interleaved frames.
     ProtocolError,
+    /// Left by the relay because a reload changed the camera (URL, address or credentials): a
+    /// new connection with the new settings follows at once.
+    Reloaded,
 }
 
 impl CameraOutcome {
-    pub const ALL: [CameraOutcome; 10] = [
+    pub const ALL: [CameraOutcome; 11] = [
         CameraOutcome::Completed,
         CameraOutcome::ConnectFailed,
         CameraOutcome::ConnectTimeout,
@@ -130,6 +133,7 @@ impl CameraOutcome {
         CameraOutcome::MediaTimeout,
         CameraOutcome::ClosedByCamera,
         CameraOutcome::ProtocolError,
+        CameraOutcome::Reloaded,
     ];
 
     /// The metrics label.
@@ -145,6 +149,7 @@ impl CameraOutcome {
             CameraOutcome::MediaTimeout => "media_timeout",
             CameraOutcome::ClosedByCamera => "closed_by_camera",
             CameraOutcome::ProtocolError => "protocol_error",
+            CameraOutcome::Reloaded => "reloaded",
         }
     }
 }
@@ -181,6 +186,15 @@ pub enum CameraOutput {
     Reconnecting,
     /// One debug log line.
     Exchange(CameraExchange),
+}
+
+/// What a reload did to a camera ([`CameraSession::reconfigure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconfigured {
+    /// The same camera: the session goes on with the new settings.
+    Kept,
+    /// Another camera: the old connection was left and a new one opened with the new settings.
+    Reopened,
 }
 
 /// Where the camera is, as viewers need to know it.
@@ -318,6 +332,8 @@ pub struct CameraStats {
     pub unknown_channel_frames: u64,
     /// RTCP from the camera not passed on (BYE; reports of a new connection before its RTP).
     pub rtcp_dropped: u64,
+    /// Key-track RTP of a later connection held back until its first keyframe.
+    pub resync_dropped: u64,
     pub connections: u64,
     pub reconnects: u64,
 }
@@ -378,6 +394,10 @@ struct Conn {
     /// keyframe start.
     key_timestamp: Option<u32>,
     key_start_seen: bool,
+    /// A later connection (viewers may be mid-stream): the key track's packets are held back
+    /// until its first keyframe, so viewers resume with a picture they can decode, their
+    /// sequence numbers continuing from it.
+    resync: bool,
     events: Vec<Event>,
     split: Vec<SplitFrame>,
 }
@@ -494,6 +514,44 @@ impl CameraSession {
         if self.state == State::Idle && self.demand.wants_camera(now) {
             self.connect(now);
         }
+    }
+
+    /// The route was reloaded, still shared the same way: `params` replace the camera's own (the
+    /// mode and the randomness are kept). Timeouts apply from now on, message limits from the
+    /// next connection, a new GOP cache bound empties the cache.
+    ///
+    /// Another camera — URL, address or credentials — is a new camera session, as after a
+    /// camera reconnect but at once (a reload is no failure: no backoff): the relay leaves the
+    /// old one (TEARDOWN, `Ended(Reloaded)`) and connects with the new settings, keeping what
+    /// viewers were told. If the new camera describes the same tracks and codecs the viewers
+    /// carry on from its first keyframe, their RTP continuing (SSRC, sequence numbers,
+    /// timestamps); if not, `PresentationChanged` ends them (`camera_changed`). Either way no
+    /// viewer is left attached to a camera nobody reopens.
+    pub fn reconfigure(&mut self, mut params: CameraParams, now: Instant) -> Reconfigured {
+        params.mode = self.params.mode;
+        params.seed = self.params.seed;
+        let changed = params.url != self.params.url
+            || params.addr != self.params.addr
+            || params.credentials != self.params.credentials;
+        if params.gop_cache_bytes != self.params.gop_cache_bytes {
+            self.gop = params.gop_cache_bytes.map(GopCache::new);
+        }
+        self.params = params;
+        let open =
+            matches!(self.state, State::Connecting { .. } | State::Starting | State::Playing | State::Retrying { .. });
+        if !changed || !open {
+            // Nothing open (or closed for good): the next connection, if any, uses the new settings.
+            return Reconfigured::Kept;
+        }
+        self.teardown();
+        self.drop_connection(CameraOutcome::Reloaded, now, true);
+        self.backoff.reset();
+        if self.demand.wants_camera(now) {
+            self.stats.reconnects += 1;
+            self.out.push_back(CameraOutput::Reconnecting);
+            self.connect(now);
+        }
+        Reconfigured::Reopened
     }
 
     /// Closes for good (shutdown, route removed or changed): TEARDOWN if a session is up.
@@ -623,6 +681,8 @@ impl CameraSession {
             playing_since: None,
             key_timestamp: None,
             key_start_seen: false,
+            // Viewers got packets of an earlier connection (continuity kept): they are mid-stream.
+            resync: !self.continuity.is_empty(),
             events: Vec::new(),
             split: Vec::new(),
         });
@@ -633,6 +693,15 @@ impl CameraSession {
 
     /// The relay leaves the camera on purpose: TEARDOWN (if a session exists), disconnect.
     fn end_connection(&mut self, now: Instant) {
+        self.teardown();
+        self.drop_connection(CameraOutcome::Completed, now, true);
+        self.backoff.reset();
+        // Nobody watches any more: the next viewer may start on the camera's own numbering.
+        self.continuity.clear();
+    }
+
+    /// Queues a TEARDOWN of the camera's session, if one exists.
+    fn teardown(&mut self) {
         let Some(conn) = self.conn.as_ref() else { return };
         // Mid-SETUP the session already exists at the camera: its URL is in the description
         // being set up.
@@ -647,10 +716,6 @@ impl CameraSession {
             }
             self.out.push_back(CameraOutput::Send(req.to_bytes()));
         }
-        self.drop_connection(CameraOutcome::Completed, now, true);
-        self.backoff.reset();
-        // Nobody watches any more: the next viewer may start on the camera's own numbering.
-        self.continuity.clear();
     }
 
     /// The connection ended badly: reconnect later if someone still wants the camera.
@@ -897,6 +962,24 @@ impl CameraSession {
             self.stats.unknown_channel_frames += 1;
             return;
         };
+        if conn.resync && !rtcp {
+            // Read before any rewriting, so the held-back packets leave no gap in the
+            // sequence numbers viewers see.
+            let key = self.presentation.as_ref().filter(|p| p.key_track == Some(track));
+            if let Some(p) = key {
+                let starts = p
+                    .tracks
+                    .get(track)
+                    .and_then(|t| t.sdp.classifier())
+                    .and_then(|c| c.classify(frame.payload.bytes(chunk)))
+                    .is_some_and(|v| v.keyframe || v.parameter_sets);
+                if !starts {
+                    self.stats.resync_dropped += 1;
+                    return;
+                }
+                conn.resync = false;
+            }
+        }
         if let Some(c) = self.continuity.get_mut(track) {
             let mut assembled = None;
             let bytes: &mut [u8] = match &mut frame.payload {

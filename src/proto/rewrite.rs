@@ -207,6 +207,18 @@ impl UrlMap {
         })
     }
 
+    /// The same route as the viewer addresses it, now in front of another camera URL (a
+    /// reload moved a shared route's camera).
+    pub fn with_upstream(&self, upstream_base: &str) -> Result<Self, RewriteError> {
+        let u = split_url(upstream_base).ok_or_else(|| RewriteError::NotRtspUrl(upstream_base.to_owned()))?;
+        Ok(UrlMap {
+            upstream_origin: u.origin.to_owned(),
+            upstream_path: u.path.trim_end_matches('/').to_owned(),
+            upstream_query: u.query.filter(|q| !q.is_empty()).map(str::to_owned),
+            ..self.clone()
+        })
+    }
+
     /// The URI the camera is asked for, built by the relay from what it understood of the
     /// viewer's request URI, never copied from it: the camera's origin, the route's camera path
     /// (dot segments resolved; one that climbs out of the route is refused) with the viewer's

@@ -89,6 +89,27 @@ impl Route {
             && self.sharing == other.sharing
     }
 
+    /// Whether sessions on `self` may go on under `other` (from a reloaded configuration). A
+    /// passthrough session holds its own camera connection: it needs the same camera, reached
+    /// the same way ([`Route::same_camera_as`]). A shared route's viewers talk to the relay, not
+    /// to the camera: the same path shared the same way keeps them, whatever the camera behind
+    /// it — a changed camera is its camera session's to reopen, and to carry the viewers over
+    /// or end them (`camera_changed`) by what the new camera describes.
+    pub fn keeps_sessions_under(&self, other: &Route) -> bool {
+        match (self.sharing, other.sharing) {
+            (Sharing::Shared(a), Sharing::Shared(b)) => self.path == other.path && a == b,
+            _ => self.same_camera_as(other),
+        }
+    }
+
+    /// Whether `other` reaches another camera, or logs in to it as someone else: a camera
+    /// session opened for `self` is not one for `other`.
+    pub fn camera_differs_from(&self, other: &Route) -> bool {
+        self.upstream_url != other.upstream_url
+            || self.upstream_addr != other.upstream_addr
+            || self.credentials != other.credentials
+    }
+
     pub fn shared(&self) -> Option<SharedRoute> {
         match self.sharing {
             Sharing::Shared(s) => Some(s),

@@ -275,6 +275,21 @@ impl Session {
         self.route.as_ref()
     }
 
+    /// A reload gave this shared route another camera (URL, address or credentials): the route
+    /// in force from now on, and the viewer's URLs mapped to the new camera. Only a shared
+    /// session follows its route this way; a passthrough session's camera connection is its
+    /// own and ends with its route instead.
+    pub fn follow_route(&mut self, route: Arc<Route>) {
+        if !self.shared {
+            return;
+        }
+        // Validated with the configuration: a URL that does not map keeps the old map.
+        if let Some(map) = self.map.as_ref().and_then(|m| m.with_upstream(&route.upstream_url).ok()) {
+            self.map = Some(map);
+        }
+        self.route = Some(route);
+    }
+
     /// Whether admitted requests are for the relay to answer from a shared camera session.
     pub fn is_shared(&self) -> bool {
         self.shared

@@ -175,6 +175,12 @@ impl SharedViewer {
         self.params.session_timeout + self.params.session_timeout / 4
     }
 
+    /// The route now maps to another camera URL (a reload moved its camera): later requests
+    /// and descriptions are mapped with `map`.
+    pub fn set_url_map(&mut self, map: UrlMap) {
+        self.map = map;
+    }
+
     pub fn session_id(&self) -> Option<&str> {
         self.session_id.as_deref()
     }

@@ -91,7 +91,8 @@ pub enum Input<'a> {
     Drain {
         deadline: Instant,
     },
-    /// The configuration was reloaded: a tunnel whose route is gone or changed ends.
+    /// The configuration was reloaded: a tunnel whose route is gone or changed ends (a shared
+    /// route's camera may change under its viewers: [`super::route::Route::keeps_sessions_under`]).
     Reload {
         routes: &'a RouteTable,
         policy: Policy,
@@ -353,10 +354,19 @@ impl Tunnel {
             }
             Input::Reload { routes, policy } => {
                 self.policy = policy;
-                if let Some(current) = self.session.route() {
-                    let kept = routes.routes().iter().any(|r| r.same_camera_as(current));
-                    if !kept {
-                        self.end(SessionOutcome::RouteRemoved);
+                if let Some(current) = self.session.route().cloned() {
+                    match routes.routes().iter().find(|r| current.keeps_sessions_under(r)) {
+                        None => self.end(SessionOutcome::RouteRemoved),
+                        // A shared route's camera changed: its camera session reopens it and
+                        // carries this viewer over (or ends it as `camera_changed`); the
+                        // viewer's URLs now map to the new camera.
+                        Some(next) if self.session.is_shared() && next.camera_differs_from(&current) => {
+                            self.session.follow_route(next.clone());
+                            if let (Some(v), Some(map)) = (self.shared.as_mut(), self.session.url_map()) {
+                                v.set_url_map(map.clone());
+                            }
+                        }
+                        Some(_) => {}
                     }
                 }
             }

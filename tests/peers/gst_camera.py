@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A real RTSP camera for the tests: gst-rtsp-server on 127.0.0.1 serving live H.264.
 
-Usage: gst_camera.py [--port N] [--mounts N] [--user U --password P] [--pt N]
+Usage: gst_camera.py [--port N] [--mounts N] [--user U --password P]... [--pt N]
 Prints "READY port=<port>" once listening; serves /cam1 .. /camN, each from one encoder shared
 by all its sessions; then prints a line per event, flushed at once:
   "CLIENT" for each RTSP connection accepted, "CLIENT_CLOSED" when one ends;
@@ -41,8 +41,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", default="0")
     ap.add_argument("--mounts", type=int, default=2)
-    ap.add_argument("--user")
-    ap.add_argument("--password")
+    # Repeated: every pair is a user the camera accepts (a route can move from one to another).
+    ap.add_argument("--user", action="append", default=[])
+    ap.add_argument("--password", action="append", default=[])
     # Another RTP payload type makes another stream description (a camera reconfigured).
     ap.add_argument("--pt", type=int, default=96)
     args = ap.parse_args()
@@ -58,7 +59,8 @@ def main():
         auth = GstRtspServer.RTSPAuth()
         token = GstRtspServer.RTSPToken()
         token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
-        auth.add_digest(args.user, args.password, token)
+        for user, password in zip(args.user, args.password):
+            auth.add_digest(user, password, token)
         auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
         server.set_auth(auth)
         permissions = GstRtspServer.RTSPPermissions()

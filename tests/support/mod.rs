@@ -19,10 +19,33 @@ pub fn peers_available() -> bool {
     ok("ffmpeg", "-version") && ok("gst-launch-1.0", "--version") && std::path::Path::new("/usr/bin/python3").exists()
 }
 
-/// Skips the calling test with a message when the real peers are missing.
+/// The quick loop (`RELAY_QUICK=1`, as `scripts/test.sh --quick` sets it): tests that start
+/// real peers (FFmpeg, GStreamer, gst-rtsp-server, HAProxy, Chromium, Node) return at once, so
+/// the rest of the suite runs in well under a minute. Such a test begins with
+/// [`require_peers!`] or [`skip_when_quick!`].
+pub fn quick() -> bool {
+    std::env::var_os("RELAY_QUICK").is_some_and(|v| v == "1")
+}
+
+/// Skips the calling test in the quick loop ([`quick`]): it starts real peers.
+#[macro_export]
+macro_rules! skip_when_quick {
+    () => {
+        if support::quick() {
+            eprintln!("skipped: starts real peers (RELAY_QUICK=1)");
+            return;
+        }
+    };
+}
+
+/// Skips the calling test with a message when the real peers are missing, or in the quick loop.
 #[macro_export]
 macro_rules! require_peers {
     () => {
+        if support::quick() {
+            eprintln!("skipped: starts real peers (RELAY_QUICK=1)");
+            return;
+        }
         if !support::peers_available() {
             eprintln!("skipped: ffmpeg/gstreamer/python3-gi missing (run scripts/install-test-deps.sh)");
             return;
@@ -47,6 +70,16 @@ pub struct GstCamera {
 impl GstCamera {
     pub fn start(auth: Option<(&str, &str)>) -> GstCamera {
         GstCamera::start_on(0, auth)
+    }
+
+    /// A camera that accepts each of `users` (Digest), so a route can move from one to another.
+    pub fn start_users(users: &[(&str, &str)]) -> GstCamera {
+        let (first, rest) = users.split_first().expect("at least one user");
+        let extra: Vec<&str> = rest.iter().flat_map(|(u, p)| ["--user", *u, "--password", *p]).collect();
+        let auth = Some((first.0.to_owned(), first.1.to_owned()));
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (child, port) = GstCamera::spawn(0, auth.as_ref(), &extra, &events);
+        GstCamera { child, port, events, auth }
     }
 
     /// A camera on a fixed `port` (0: any free one), e.g. the port of a camera just killed, so a

@@ -13,6 +13,23 @@ use rtsp_tunnel_relay::config::{Acl, ListenerSettings, Runtime, Settings};
 use rtsp_tunnel_relay::metrics::ShardMetrics;
 use rtsp_tunnel_relay::shard::{Shards, StartOptions};
 
+/// The quick loop (`RELAY_QUICK=1`, as `scripts/test.sh --quick` sets it): these tests are load
+/// runs (cameras, viewers, decoders as child processes, seconds each) and return at once.
+pub fn quick() -> bool {
+    std::env::var_os("RELAY_QUICK").is_some_and(|v| v == "1")
+}
+
+/// Skips the calling test in the quick loop ([`quick`]).
+#[macro_export]
+macro_rules! skip_when_quick {
+    () => {
+        if common::quick() {
+            eprintln!("skipped: a load run (RELAY_QUICK=1)");
+            return;
+        }
+    };
+}
+
 pub struct Killed(pub Child);
 impl Drop for Killed {
     fn drop(&mut self) {

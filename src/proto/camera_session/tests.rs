@@ -82,7 +82,12 @@ fn hikvision_playing(cam: &mut CameraSession, now: Instant) -> Vec<CameraOutput>
 fn hikvision_dialogue(cam: &mut CameraSession, now: Instant) -> Vec<CameraOutput> {
     cam.handle_connected(now);
     let options = request(&drain(cam));
-    feed(cam, now, &fixture_answer("dahua_options.txt", &options));
+    hikvision_from_options(cam, now, &options)
+}
+
+/// The dialogue from the answer to `options` on.
+fn hikvision_from_options(cam: &mut CameraSession, now: Instant, options: &Message) -> Vec<CameraOutput> {
+    feed(cam, now, &fixture_answer("dahua_options.txt", options));
     let describe = request(&drain(cam));
     feed(cam, now, &fixture_answer("hikvision_describe.txt", &describe));
     let setup_video = request(&drain(cam));
@@ -771,6 +776,162 @@ fn a_camera_restart_is_invisible_in_the_rtp_viewers_get() {
     assert!(ticks.abs_diff(expected) <= 3600 * 2, "clock advanced by the outage: {ticks} vs {expected}");
     assert!(got[before..].windows(2).all(|w| w[1].1.wrapping_sub(w[0].1) < 90_000), "then runs on");
     assert_eq!(cam.stats().rtcp_dropped, 1);
+}
+
+/// An RTP packet of `ssrc`.
+fn rtp_of(ssrc: u32, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = rtp(seq, ts, false, payload);
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    p
+}
+
+/// Feeds `bytes`; returns each RTP frame passed on as (sequence number, timestamp, SSRC), as
+/// viewers get it (after any rewriting in the chunk).
+fn fed_rtp(cam: &mut CameraSession, now: Instant, bytes: &[u8]) -> Vec<(u16, u32, u32)> {
+    let mut chunk = bytes.to_vec();
+    let mut media = Vec::new();
+    cam.handle_camera_bytes(now, &mut chunk, &mut media);
+    media
+        .iter()
+        .filter(|m| !m.rtcp)
+        .filter_map(|m| RtpHeader::parse(m.payload.bytes(&chunk)))
+        .map(|h| (h.seq, h.timestamp, h.ssrc))
+        .collect()
+}
+
+const SPS: [u8; 4] = [0x67, 0x42, 0, 0x1e];
+const P_SLICE: [u8; 3] = [0x41, 0x9a, 7];
+
+/// Issue 20 item 9: a reload that gives a playing shared camera other credentials. The relay
+/// leaves the old camera session, logs in again with the new credentials at once (no backoff),
+/// keeps the description its viewers were given and, the new camera describing the same tracks,
+/// carries them over: the new connection's packets are held back until its first keyframe, then
+/// reach viewers with the old SSRC and sequence numbers that continue where they stopped.
+#[test]
+fn a_reload_with_new_credentials_reopens_the_camera_and_carries_its_viewers_over() {
+    let t0 = crate::test_fixtures::t0();
+    let mut p = params(HIK_URL);
+    p.credentials = Some(Credentials { user: "alice".into(), pass: "one".into() });
+    let mut cam = CameraSession::new(p.clone(), t0);
+    hikvision_playing(&mut cam, t0);
+    let old = 0x1111_1111;
+    let got = fed_rtp(
+        &mut cam,
+        t0,
+        &[frame(0, &rtp_of(old, 100, 9000, &SPS)), frame(0, &rtp_of(old, 101, 12600, &P_SLICE))].concat(),
+    );
+    assert_eq!(got, vec![(100, 9000, old), (101, 12600, old)]);
+
+    // The same settings (new limits, say): the session goes on untouched.
+    let mut same = p.clone();
+    same.media_timeout = 20 * S;
+    assert_eq!(cam.reconfigure(same, t0 + S), Reconfigured::Kept);
+    assert_eq!(drain(&mut cam), vec![]);
+    assert_eq!(cam.phase(), CameraPhase::Playing);
+
+    let at = t0 + 2 * S;
+    let mut bob = p.clone();
+    bob.credentials = Some(Credentials { user: "bob".into(), pass: "two".into() });
+    assert_eq!(cam.reconfigure(bob, at), Reconfigured::Reopened);
+    let out = drain(&mut cam);
+    let teardown = request(&out);
+    assert_eq!((teardown.method(), teardown.header("Session")), (Some("TEARDOWN"), Some("708345999")));
+    assert_eq!(
+        &out[1..],
+        &[
+            CameraOutput::Disconnect,
+            CameraOutput::Down,
+            CameraOutput::Ended(CameraOutcome::Reloaded),
+            CameraOutput::Reconnecting,
+            CameraOutput::Connect(addr()),
+        ]
+    );
+    assert_eq!(cam.phase(), CameraPhase::Starting);
+    assert!(cam.view().presentation.is_some(), "viewers are still answered from the description they know");
+
+    cam.handle_connected(at);
+    let options = request(&drain(&mut cam));
+    feed(&mut cam, at, &fixture_answer("longse_unauthorized.txt", &options));
+    let again = request(&drain(&mut cam));
+    let auth = again.header("Authorization").unwrap();
+    assert!(auth.starts_with("Digest username=\"bob\""), "the new credentials: {auth}");
+    let out = hikvision_from_options(&mut cam, at, &again);
+    assert_eq!(out.last(), Some(&CameraOutput::Up));
+    assert!(!out.contains(&CameraOutput::PresentationChanged), "the same tracks: {out:?}");
+
+    // The new session: another SSRC, its own numbering, joined mid-picture.
+    let new = 0x2222_2222;
+    let later = at + S;
+    assert_eq!(fed_rtp(&mut cam, later, &frame(0, &rtp_of(new, 5000, 777_000, &P_SLICE))), vec![]);
+    assert_eq!(cam.stats().resync_dropped, 1);
+    let got = fed_rtp(
+        &mut cam,
+        later,
+        &[frame(0, &rtp_of(new, 5001, 780_600, &SPS)), frame(0, &rtp_of(new, 5002, 784_200, &P_SLICE))].concat(),
+    );
+    assert_eq!(got.iter().map(|g| (g.0, g.2)).collect::<Vec<_>>(), vec![(102, old), (103, old)]);
+    let ticks = got[0].1.wrapping_sub(12600);
+    assert!((90_000..=4 * 90_000).contains(&ticks), "the clock moved on by the time that passed: {ticks}");
+    assert_eq!(got[1].1.wrapping_sub(got[0].1), 3600, "then runs at the camera's pace");
+}
+
+/// A reload that points a shared route at a camera with another description ends its viewers
+/// (`PresentationChanged`, counted as `camera_changed`) instead of leaving them silent.
+#[test]
+fn a_reload_to_a_camera_with_other_tracks_reports_the_change() {
+    let t0 = crate::test_fixtures::t0();
+    let mut cam = CameraSession::new(params(HIK_URL), t0);
+    hikvision_playing(&mut cam, t0);
+    let other: SocketAddr = "10.0.0.9:554".parse().unwrap();
+    let mut q = CameraParams::new("rtsp://10.0.0.9:554/h264Preview_01_main", other);
+    q.seed = 7;
+    assert_eq!(cam.reconfigure(q, t0 + S), Reconfigured::Reopened);
+    assert_eq!(drain(&mut cam).last(), Some(&CameraOutput::Connect(other)));
+    cam.handle_connected(t0 + S);
+    let options = request(&drain(&mut cam));
+    assert_eq!(options.uri(), Some("rtsp://10.0.0.9:554/h264Preview_01_main"));
+    feed(&mut cam, t0 + S, &answer(&options, 200, &[], ""));
+    let describe = request(&drain(&mut cam));
+    feed(&mut cam, t0 + S, &fixture_answer("reolink_describe.txt", &describe));
+    for _ in 0..2 {
+        let setup = request(&drain(&mut cam));
+        feed(&mut cam, t0 + S, &answer(&setup, 200, &[("Session", "x")], ""));
+    }
+    let out = drain(&mut cam);
+    assert!(out.contains(&CameraOutput::PresentationChanged), "{out:?}");
+}
+
+/// Credentials put right by a reload while the camera waits to retry after refusing the old
+/// ones: it is tried again at once, not after the backoff. A camera not connected just keeps
+/// the settings for its next connection.
+#[test]
+fn a_reload_retries_a_failing_camera_at_once_and_an_idle_one_keeps_the_settings() {
+    let t0 = crate::test_fixtures::t0();
+    let mut p = params(HIK_URL);
+    p.credentials = Some(Credentials { user: "admin".into(), pass: "wrong".into() });
+    let mut cam = CameraSession::new(p.clone(), t0);
+    cam.set_viewers(1, t0);
+    drain(&mut cam);
+    cam.handle_connected(t0);
+    let options = request(&drain(&mut cam));
+    feed(&mut cam, t0, &fixture_answer("longse_unauthorized.txt", &options));
+    let again = request(&drain(&mut cam));
+    feed(&mut cam, t0, &fixture_answer("longse_unauthorized.txt", &again));
+    drain(&mut cam);
+    assert_eq!(cam.phase(), CameraPhase::Retrying);
+    let mut right = p.clone();
+    right.credentials = Some(Credentials { user: "admin".into(), pass: "right".into() });
+    let at = t0 + S / 10;
+    assert_eq!(cam.reconfigure(right, at), Reconfigured::Reopened);
+    assert_eq!(drain(&mut cam), vec![CameraOutput::Reconnecting, CameraOutput::Connect(addr())]);
+    assert_eq!(cam.phase(), CameraPhase::Starting);
+
+    let mut idle = CameraSession::new(params(HIK_URL), t0);
+    let other: SocketAddr = "10.0.0.9:554".parse().unwrap();
+    assert_eq!(idle.reconfigure(CameraParams::new("rtsp://10.0.0.9:554/x", other), t0), Reconfigured::Kept);
+    assert_eq!((drain(&mut idle), idle.phase()), (vec![], CameraPhase::Idle));
+    idle.set_viewers(1, t0 + S);
+    assert_eq!(drain(&mut idle), vec![CameraOutput::Connect(other)]);
 }
 
 #[test]

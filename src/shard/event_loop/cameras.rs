@@ -10,7 +10,7 @@
 use super::*;
 use crate::config::SharedRoute;
 use crate::proto::camera_demand::Mode;
-use crate::proto::camera_session::{CameraOutput, CameraParams, CameraPhase, CameraSession};
+use crate::proto::camera_session::{CameraOutput, CameraParams, CameraPhase, CameraSession, Reconfigured};
 use crate::proto::shared_viewer::ViewerParams;
 use crate::proto::tunnel::SharedInput;
 use crate::shard::camera_table::CameraKey;
@@ -334,29 +334,44 @@ impl Shard {
         }
     }
 
-    /// After a reload: a camera whose route is gone or changed closes (its viewers' tunnels
-    /// end on their own, as for any route removed); new always-on routes open theirs.
+    /// After a reload: a camera whose route is gone, or no longer shared the same way, closes
+    /// (its viewers' tunnels end on their own, as for any route removed); a kept one takes the
+    /// new settings, and its camera session decides what a changed camera means for its viewers
+    /// (`CameraSession::reconfigure`); new always-on routes open theirs.
     pub(super) fn reload_cameras(&mut self) {
         let now = Instant::now();
         for ck in self.cameras.keys() {
             let Some(slot) = self.cameras.get(ck) else { continue };
-            // The camera session logs in with the route's credentials: new ones, a new session.
-            let kept = self
-                .routes
-                .routes()
-                .iter()
-                .any(|r| r.same_camera_as(&slot.route) && r.credentials == slot.route.credentials);
-            if !kept {
-                self.close_camera(ck, now);
+            // A camera already closing for an earlier reload is left to finish.
+            if self.cameras.find(&slot.route.path) != Some(ck) {
+                continue;
             }
+            let next = self.routes.routes().iter().find(|r| slot.route.keeps_sessions_under(r));
+            let Some((route, shared)) = next.and_then(|r| Some((r.clone(), r.shared()?))) else {
+                self.close_camera(ck, now);
+                continue;
+            };
+            let params = self.camera_params(&route, shared);
+            if let Some(slot) = self.cameras.get_mut(ck) {
+                slot.route = route;
+                if slot.camera.reconfigure(params, now) == Reconfigured::Reopened {
+                    tracing::info!(shard = self.id, route = %slot.route.path, "camera changed by reload: reopened");
+                }
+            }
+            self.drive_camera(ck);
         }
         self.open_always_on_cameras();
     }
 
     /// Closes a camera for good (TEARDOWN if a session is up): its route changed, or the shard
-    /// stops.
+    /// stops. Its viewers' tunnels have ended by then (the same rule ends them); one still
+    /// attached is ended rather than left with no camera.
     pub(super) fn close_camera(&mut self, ck: CameraKey, now: Instant) {
         self.cameras.unlist(ck);
+        let attached = self.cameras.get(ck).map(|s| s.attached.clone()).unwrap_or_default();
+        for key in attached {
+            self.end_session(key, SessionOutcome::RouteRemoved);
+        }
         if let Some(slot) = self.cameras.get_mut(ck) {
             slot.camera.close(now);
         }

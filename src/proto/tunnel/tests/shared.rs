@@ -106,6 +106,53 @@ fn a_shared_viewer_lives_by_its_requests_and_reports_not_by_the_tunnel_idle_rule
     assert_eq!(ends(&out), Some(SessionOutcome::Timeout));
 }
 
+/// Issue 20 item 9, the viewer's side: a reload that changes only a shared route's camera (its
+/// URL, address or credentials) keeps its viewers, whose URLs now map to the new camera (its
+/// camera session reopens it and carries them over, or ends them as `camera_changed`); a route
+/// no longer shared the same way ends them as `route_removed`.
+#[test]
+fn a_reload_that_changes_a_shared_routes_camera_keeps_its_viewers_on_the_new_one() {
+    use crate::proto::camera_session::Presentation;
+    use crate::proto::upstream_auth::Credentials;
+    let mut h = shared_harness(Kind::Http);
+    h.post("127.0.0.1", Duration::ZERO);
+    let out = h.command("OPTIONS rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n", SECOND);
+    serve(&mut h, out, &IDLE, SECOND);
+    let shared = h.t.session().route().unwrap().sharing;
+    let mut moved = route("/cam1", "10.0.0.9:8554");
+    moved.upstream_url = "rtsp://10.0.0.9:8554/live/main".into();
+    moved.credentials = Some(Credentials { user: "bob".into(), pass: "two".into() });
+    moved.sharing = shared;
+    let routes = RouteTable::new(vec![moved]);
+    assert_eq!(h.handle(Input::Reload { routes: &routes, policy: policy() }, 2 * SECOND), vec![]);
+    assert_eq!(h.t.session().route().unwrap().upstream_url, "rtsp://10.0.0.9:8554/live/main");
+
+    // The new camera's description, as its camera session would show it.
+    let mut answer = Message::response(200, "OK");
+    answer.headers.push(("Content-Base".into(), "rtsp://10.0.0.9:8554/live/main/".into()));
+    answer.body = bytes::Bytes::from_static(
+        b"v=0\r\ns=x\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:trackID=1\r\n",
+    );
+    let mut p = Presentation::from_describe(&answer, "rtsp://10.0.0.9:8554/live/main").unwrap();
+    p.tracks[0].channels = Some((0, 1));
+    p.finish();
+    let playing = CameraView { phase: CameraPhase::Playing, presentation: Some(&p), gop: None, next_rtp: &[] };
+    let out = h.command("DESCRIBE rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 2\r\n\r\n", 3 * SECOND);
+    let out = serve(&mut h, out, &playing, 3 * SECOND);
+    let reply = String::from_utf8_lossy(to_viewer(&out)).into_owned();
+    assert!(reply.contains("Content-Base: rtsp://127.0.0.1:8080/cam1/\r\n"), "mapped to the new camera: {reply}");
+    let out = h.command("SETUP rtsp://127.0.0.1:8080/cam1/trackID=1 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n", 3 * SECOND);
+    let out = serve(&mut h, out, &playing, 3 * SECOND);
+    assert!(String::from_utf8_lossy(to_viewer(&out)).starts_with("RTSP/1.0 200 OK"), "{out:?}");
+
+    // Shared another way (another linger): the viewers' sessions end.
+    let mut relingered = route("/cam1", "10.0.0.9:8554");
+    relingered.sharing = Sharing::Shared(SharedRoute { linger: 5 * SECOND, always_on: false, gop_cache: true });
+    let routes = RouteTable::new(vec![relingered]);
+    let out = h.handle(Input::Reload { routes: &routes, policy: policy() }, 4 * SECOND);
+    assert_eq!(out, vec![Output::End(SessionOutcome::RouteRemoved)]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
