@@ -195,8 +195,10 @@ fn answer(hub: &MetricsHub, method: &str, target: &str) -> Vec<u8> {
     match target.split('?').next().unwrap_or("") {
         "/metrics" => reply(200, "text/plain; version=0.0.4; charset=utf-8", &hub.render(), head_only),
         "/healthz" => text(200, "ok\n"),
-        "/readyz" if hub.ready() => text(200, "ready\n"),
-        "/readyz" => text(503, "not ready\n"),
+        "/readyz" => match hub.readiness() {
+            Ok(()) => text(200, "ready\n"),
+            Err(why) => reply(503, "text/plain", &format!("not ready: {why}\n"), head_only),
+        },
         _ => text(404, "not found\n"),
     }
 }
@@ -290,6 +292,10 @@ mod tests {
         hub.set_listeners_bound(true);
         hub.set_shards_running(true);
         assert!(get(a, "/readyz").starts_with("HTTP/1.1 200"));
+        hub.shard_stopped(1, crate::metrics::ShardStop::Panic);
+        let r = get(a, "/readyz");
+        assert!(r.starts_with("HTTP/1.1 503") && r.ends_with("not ready: shard 1 stopped (panic)\n"), "{r}");
+        assert!(get(a, "/metrics").contains("\nrelay_shard_stops_total{reason=\"panic\"} 1\n"));
         assert!(get(a, "/nope").starts_with("HTTP/1.1 404"));
         let mut s = TcpStream::connect(a).unwrap();
         write!(s, "POST /metrics HTTP/1.1\r\n\r\n").unwrap();

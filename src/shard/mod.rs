@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use crate::admission::{Admission, AuthFailureLimiter};
 use crate::config::{Acl, Settings};
-use crate::metrics::ShardMetrics;
+use crate::metrics::{ShardMetrics, ShardStop};
 use crate::pairing::CookieTable;
 
 pub use mailbox::Mailbox;
@@ -78,6 +78,9 @@ pub struct StartOptions {
     pub metrics: Vec<Arc<ShardMetrics>>,
 }
 
+/// Told, on the stopped shard's thread, when a shard stops on its own (a panic, a failed ring).
+pub type OnShardStop = Arc<dyn Fn(u16, ShardStop) + Send + Sync>;
+
 /// The running shards.
 pub struct Shards {
     shared: Arc<Shared>,
@@ -116,6 +119,13 @@ fn random_seed() -> u64 {
 impl Shards {
     /// Binds every listener (so bind errors surface here) and starts the shard threads.
     pub fn start(opts: StartOptions) -> anyhow::Result<Shards> {
+        Shards::start_watched(opts, Arc::new(|_, _| {}))
+    }
+
+    /// [`Shards::start`], with `on_stop` told when a shard stops on its own. By then the shard
+    /// is out of its listeners' port groups, its mailbox is closed (hand-offs to it come back to
+    /// their senders) and the cookie table no longer points at it.
+    pub fn start_watched(opts: StartOptions, on_stop: OnShardStop) -> anyhow::Result<Shards> {
         let settings = opts.settings;
         let n = settings.shards().max(1);
         anyhow::ensure!(opts.metrics.len() == n, "one ShardMetrics per shard");
@@ -145,17 +155,32 @@ impl Shards {
             let shared = shared.clone();
             let core = (settings.runtime.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
             let ready = ready_tx.clone();
+            let on_stop = on_stop.clone();
             let t = std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
-                match event_loop::Shard::new(cfg, shared) {
-                    Ok(shard) => shard.run(|| {
-                        let _ = ready.send(Ok(()));
-                    }),
+                let shard = match event_loop::Shard::new(cfg, shared.clone()) {
+                    Ok(shard) => shard,
                     Err(e) => {
                         let _ = ready.send(Err(e));
+                        return;
                     }
+                };
+                // A panic unwinds through the shard's Drop (connections shut down, their memory
+                // leaked if the kernel may still use it, listeners out of their groups) and ends
+                // here; the process hook has logged it with its location.
+                let run = std::panic::AssertUnwindSafe(|| {
+                    shard.run(|| {
+                        let _ = ready.send(Ok(()));
+                    })
+                });
+                let stop = std::panic::catch_unwind(run).unwrap_or(Some(ShardStop::Panic));
+                // Posted after it stopped: dropped, which closes their connections.
+                drop(shared.mailboxes[i].close());
+                if let Some(why) = stop {
+                    shared.cookies.forget_shard(i as u16);
+                    on_stop(i as u16, why);
                 }
             })?;
             threads.push(t);
@@ -195,17 +220,42 @@ impl Shards {
     /// cleanly, live TLS sessions keep their keys.
     pub fn reload(&self, settings: Arc<Settings>) {
         for m in &self.shared.mailboxes {
-            m.post(ShardMsg::Reload { settings: settings.clone() });
+            // A stopped shard takes no more settings.
+            let _ = m.post(ShardMsg::Reload { settings: settings.clone() });
         }
     }
 
     /// Stops accepting, lets sessions run up to `grace`, then ends them and waits for the shards.
     pub fn shutdown(self, grace: Duration) {
+        self.begin_shutdown(grace);
+        self.join();
+    }
+
+    /// Tells every shard to stop accepting and to end its sessions after `grace`.
+    pub fn begin_shutdown(&self, grace: Duration) {
         for m in &self.shared.mailboxes {
-            m.post(ShardMsg::Shutdown { grace });
+            // A stopped shard has nothing left to drain.
+            let _ = m.post(ShardMsg::Shutdown { grace });
         }
+    }
+
+    /// Whether every shard thread has ended.
+    pub fn finished(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished())
+    }
+
+    /// Waits for every shard thread.
+    pub fn join(self) {
         for t in self.threads {
             let _ = t.join();
+        }
+    }
+
+    /// The test hook (`RTR_TEST_STOP_SHARD`, honoured only when that variable is set, see
+    /// `app`): `shard` panics in its event loop as a bug would.
+    pub fn test_stop(&self, shard: usize) {
+        if let Some(m) = self.shared.mailboxes.get(shard) {
+            let _ = m.post(ShardMsg::TestPanic);
         }
     }
 }
