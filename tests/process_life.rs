@@ -163,3 +163,59 @@ fn a_second_stop_signal_exits_at_once() {
         assert!(relay.log_text().contains("second stop signal: exiting at once"), "{}", relay.log_text());
     }
 }
+
+/// Runs the relay binary on `config` until it exits (killed after 10 s): its status and what it
+/// printed on standard error.
+fn run_to_exit(config: &std::path::Path) -> (Option<ExitStatus>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rtsp-tunnel-relay"))
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    (status, err)
+}
+
+/// Issue 20 item 7. A second relay on a tunnel port (or a metrics port) another relay listens
+/// on refuses to start, saying so; the first one keeps every connection.
+#[test]
+fn a_second_relay_on_a_port_in_use_refuses_to_start_and_the_first_keeps_its_connections() {
+    let route = "[[route]]\npath = \"/cam1\"\nupstream = \"rtsp://127.0.0.1:9/x\"\nmode = \"passthrough\"\n";
+    let first = RelayProcess::start("port-owner", route);
+    let dir = temp_dir("port-intruder");
+    for (tunnel, metrics, taken) in [
+        (first.tunnel.port(), free_port(), first.tunnel),
+        (free_port(), first.metrics.port(), first.metrics),
+    ] {
+        let config = dir.join(format!("relay-{tunnel}.toml"));
+        let text = format!(
+            "[listen]\ntunnel = [\"127.0.0.1:{tunnel}\"]\nmetrics = \"127.0.0.1:{metrics}\"\n[runtime]\nshards = 2\n{route}"
+        );
+        std::fs::write(&config, text).unwrap();
+        let (status, err) = run_to_exit(&config);
+        let status = status.expect("the second relay started on a port in use");
+        assert!(!status.success(), "{status:?}: {err}");
+        assert!(err.contains(&taken.to_string()) && err.contains("address in use by another process"), "{err}");
+    }
+    // The first relay answers every connection: no other process took a share of its port.
+    assert!(readyz(&first).starts_with("HTTP/1.1 200"), "{}", readyz(&first));
+    for i in 0..20 {
+        assert_eq!(tunnel_get_status(first.tunnel, "/cam1", &format!("owner{i:06}")), "HTTP/1.0 200 OK");
+    }
+}

@@ -97,7 +97,13 @@ impl Port {
 
 /// Binds `addr` (so a bad address is reported to the caller) and serves in the background.
 pub fn spawn(addr: SocketAddr, hub: Arc<MetricsHub>, cfg: MetricsPortConfig) -> std::io::Result<MetricsServer> {
-    let listener = TcpListener::bind(addr)?;
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        if e.kind() == ErrorKind::AddrInUse {
+            std::io::Error::new(e.kind(), "address in use by another process")
+        } else {
+            e
+        }
+    })?;
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let port = Arc::new(Port {

@@ -88,6 +88,36 @@ pub struct Shards {
     local_addrs: Vec<SocketAddr>,
 }
 
+/// Why a bind failed, in words an operator can act on.
+fn bind_error(addr: SocketAddr, e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        return std::io::Error::new(e.kind(), format!("cannot bind {addr}: address in use by another process"));
+    }
+    std::io::Error::new(e.kind(), format!("cannot bind {addr}: {e}"))
+}
+
+/// Refuses `addr` when another process listens on it (or on an address that overlaps it).
+///
+/// The shards' listeners share their port through `SO_REUSEPORT`, which lets any other socket
+/// of the same user join the group too: a second relay, or an old one not yet stopped, would
+/// silently get a share of the connections, and a tunnel's GET and POST could land in
+/// different processes. So before the group is bound, a probe socket without `SO_REUSEPORT`
+/// binds the address: the kernel refuses it (EADDRINUSE) exactly when some socket listens
+/// there, whatever that socket's options, because a listener is joined only by sockets that
+/// all set `SO_REUSEPORT`. The probe sets `SO_REUSEADDR` like the listeners, so connections
+/// of a previous run lingering in TIME_WAIT do not count. It is closed before the group
+/// binds: two relays started within the same few microseconds could both pass, which a
+/// restart or a second start by hand never does. A `:0` address has nothing to probe.
+fn refuse_if_taken(addr: SocketAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into()).map_err(|e| bind_error(addr, e))
+}
+
 /// Binds one `SO_REUSEPORT` listener per shard for `addr`. The first bind fixes the port (so
 /// `:0` works in tests); the others join it.
 fn bind_listeners(addr: SocketAddr, count: usize) -> std::io::Result<(SocketAddr, Vec<OwnedFd>)> {
@@ -99,7 +129,7 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> std::io::Result<(SocketAddr
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
         s.set_nodelay(true)?;
-        s.bind(&bound.into()).map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind {bound}: {e}")))?;
+        s.bind(&bound.into()).map_err(|e| bind_error(bound, e))?;
         s.listen(4096)?;
         if let Some(a) = s.local_addr()?.as_socket() {
             bound = a;
@@ -131,6 +161,11 @@ impl Shards {
         anyhow::ensure!(opts.metrics.len() == n, "one ShardMetrics per shard");
         let mut per_shard: Vec<Vec<Listener>> = (0..n).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::new();
+        // All probed before any is bound, so two of our own addresses that overlap (0.0.0.0
+        // and 127.0.0.1 on one port) are not taken for another process.
+        for l in &settings.listeners {
+            refuse_if_taken(l.addr)?;
+        }
         for l in &settings.listeners {
             let (bound, fds) = bind_listeners(l.addr, n)?;
             local_addrs.push(bound);
@@ -257,5 +292,25 @@ impl Shards {
         if let Some(m) = self.shared.mailboxes.get(shard) {
             let _ = m.post(ShardMsg::TestPanic);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_another_socket_listens_on_is_refused_whatever_its_options() {
+        // A reuseport group like another relay's, and a plain listener.
+        let (group_addr, group) = bind_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let plain_addr = plain.local_addr().unwrap();
+        for taken in [group_addr, plain_addr, SocketAddr::from(([0, 0, 0, 0], plain_addr.port()))] {
+            let e = refuse_if_taken(taken).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+            assert_eq!(e.to_string(), format!("cannot bind {taken}: address in use by another process"));
+        }
+        drop((group, plain));
+        assert!(refuse_if_taken(group_addr).is_ok() && refuse_if_taken(plain_addr).is_ok(), "free again");
     }
 }
