@@ -219,3 +219,40 @@ fn a_second_relay_on_a_port_in_use_refuses_to_start_and_the_first_keeps_its_conn
         assert_eq!(tunnel_get_status(first.tunnel, "/cam1", &format!("owner{i:06}")), "HTTP/1.0 200 OK");
     }
 }
+
+/// Issue 20 item 10. A connection flood takes the relay to its open-file limit (64 here): the
+/// tunnel port stops accepting for a while, but the metrics port answers `/healthz` and
+/// `/metrics` as before, from its spare descriptors, one request after another.
+#[test]
+fn the_metrics_port_answers_at_the_open_file_limit() {
+    let route = "[[route]]\npath = \"/cam1\"\nupstream = \"rtsp://127.0.0.1:9/x\"\n";
+    let relay = RelayProcess::start_wrapped("fd-limit", route, &["prlimit", "--nofile=64:64", "--"]);
+    assert!(http_get(relay.metrics, "/healthz").unwrap_or_default().starts_with("HTTP/1.1 200"));
+    // More connections than the relay has descriptors; they idle in their head phase (10 s).
+    let flood: Vec<TcpStream> = (0..120).filter_map(|_| TcpStream::connect(relay.tunnel).ok()).collect();
+    assert!(flood.len() > 64, "{} flood connections", flood.len());
+    let at_limit = eventually(Duration::from_secs(5), || {
+        std::fs::read_dir(format!("/proc/{}/fd", relay.pid())).map(|d| d.count()).unwrap_or(0) >= 64
+    });
+    assert!(at_limit, "the flood never took the relay to its limit:\n{}", relay.log_text());
+    for i in 0..10 {
+        let health = http_get(relay.metrics, "/healthz").unwrap_or_default();
+        assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"), "probe {i}: {health:?}");
+    }
+    // More clients holding half a request than there are spares: the oldest are shed to make
+    // room, and a probe is still answered.
+    let mut stalled: Vec<TcpStream> = (0..4).filter_map(|_| TcpStream::connect(relay.metrics).ok()).collect();
+    for s in &mut stalled {
+        let _ = s.write_all(b"GET /metr");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let health = http_get(relay.metrics, "/healthz").unwrap_or_default();
+    assert!(health.starts_with("HTTP/1.1 200"), "with stalled clients: {health:?}");
+    let scrape = relay.scrape();
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape:?}");
+    assert!(metric_value(&scrape, "relay_accept_errors_total") > 0.0, "the tunnel port hit the limit");
+    let shed = metric_value(&scrape, "relay_metrics_requests_dropped_total{reason=\"shed\"}");
+    assert!(shed >= 2.0, "stalled clients shed: {shed}");
+    assert!(readyz(&relay).starts_with("HTTP/1.1 200"), "{}", readyz(&relay));
+    drop(flood);
+}

@@ -7,6 +7,7 @@
 //! result.
 
 mod collector;
+mod fd_reserve;
 mod histogram;
 mod hub;
 mod process;
