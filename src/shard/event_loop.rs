@@ -125,6 +125,9 @@ struct Listeners {
     open: Vec<Option<Listener>>,
     /// Listeners whose accept stopped (out of descriptors, say); the tick re-arms them.
     paused: Vec<usize>,
+    /// Out of descriptors since the last accept that succeeded: logged once per stretch, not
+    /// at every tick's retry (a flood can last minutes; each failure is still counted).
+    out_of_fds: bool,
 }
 
 /// Writes a tiny reply straight to a fresh socket, outside the ring: used only where the
@@ -175,7 +178,7 @@ impl Shard {
             web: cfg.settings.web,
             public_address: cfg.settings.public_address.clone(),
             proxy: cfg.settings.proxy.clone(),
-            listeners: Listeners { open: cfg.listeners.into_iter().map(Some).collect(), paused: Vec::new() },
+            listeners: Listeners { open: cfg.listeners.into_iter().map(Some).collect(), paused: Vec::new(), out_of_fds: false },
             local_authority,
             shared,
             conns: ConnTable::new(),
