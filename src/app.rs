@@ -156,7 +156,11 @@ impl Stopping {
     fn advance(&mut self, relay: &Relay) -> bool {
         if !self.listeners_closed && Instant::now() >= self.close_at {
             let grace = Duration::from_secs(relay.settings.runtime.shutdown_grace_secs);
-            tracing::info!(sessions = relay.shards.sessions(), grace_secs = grace.as_secs(), "listeners closed: draining");
+            tracing::info!(
+                sessions = relay.shards.sessions(),
+                grace_secs = grace.as_secs(),
+                "listeners closed: draining"
+            );
             relay.shards.begin_shutdown(grace);
             self.listeners_closed = true;
         }
@@ -280,7 +284,11 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             Ok(Event::Signal(sig)) => match stopping.take() {
                 // SIGTERM or SIGINT while already stopping: the operator wants out now.
                 Some(s) => {
-                    tracing::warn!(sessions = relay.shards.sessions(), signal = sig, "second stop signal: exiting at once");
+                    tracing::warn!(
+                        sessions = relay.shards.sessions(),
+                        signal = sig,
+                        "second stop signal: exiting at once"
+                    );
                     return s.exit();
                 }
                 None => stopping = Some(Stopping::begin(&relay, None)),

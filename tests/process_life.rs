@@ -16,7 +16,8 @@ use support::*;
 fn tunnel_get_status(addr: SocketAddr, path: &str, cookie: &str) -> String {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return String::new() };
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let get = format!("GET {path} HTTP/1.0\r\nx-sessioncookie: {cookie}\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n");
+    let get =
+        format!("GET {path} HTTP/1.0\r\nx-sessioncookie: {cookie}\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n");
     if s.write_all(get.as_bytes()).is_err() {
         return String::new();
     }
@@ -108,8 +109,13 @@ fn a_stopped_shard_makes_the_relay_unready_and_exit_non_zero_after_draining_the_
     let status = exit_within(&mut relay, Duration::from_secs(15)).expect("the relay never exited");
     assert!(!status.success(), "{status:?}\n{}", relay.log_text());
     assert!(t0.elapsed() >= Duration::from_millis(3900), "exited before draining: {:?}", t0.elapsed());
-    assert!(relay.log_text().contains("shard 1 stopped (panic); exiting with a failure status"), "{}", relay.log_text());
-    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/rtsp-tunnel-relay.service")).unwrap();
+    assert!(
+        relay.log_text().contains("shard 1 stopped (panic); exiting with a failure status"),
+        "{}",
+        relay.log_text()
+    );
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/rtsp-tunnel-relay.service")).unwrap();
     assert!(unit.lines().any(|l| l == "Restart=on-failure"), "the unit restarts a relay that failed");
 }
 
@@ -123,11 +129,7 @@ fn sigterm_keeps_accepting_for_drain_accept_secs_while_unready() {
     assert_eq!(tunnel_get_status(relay.tunnel, "/cam1", "beforeterm000001"), "HTTP/1.0 200 OK");
     relay.signal("TERM");
     let t0 = Instant::now();
-    assert!(
-        eventually(Duration::from_secs(1), || readyz(&relay).starts_with("HTTP/1.1 503")),
-        "{}",
-        readyz(&relay)
-    );
+    assert!(eventually(Duration::from_secs(1), || readyz(&relay).starts_with("HTTP/1.1 503")), "{}", readyz(&relay));
     assert!(readyz(&relay).ends_with("not ready: draining\n"), "{}", readyz(&relay));
     // A viewer a balancer still sends before its next health check is served, not refused.
     let mut served = 0;
@@ -199,10 +201,9 @@ fn a_second_relay_on_a_port_in_use_refuses_to_start_and_the_first_keeps_its_conn
     let route = "[[route]]\npath = \"/cam1\"\nupstream = \"rtsp://127.0.0.1:9/x\"\nmode = \"passthrough\"\n";
     let first = RelayProcess::start("port-owner", route);
     let dir = temp_dir("port-intruder");
-    for (tunnel, metrics, taken) in [
-        (first.tunnel.port(), free_port(), first.tunnel),
-        (free_port(), first.metrics.port(), first.metrics),
-    ] {
+    for (tunnel, metrics, taken) in
+        [(first.tunnel.port(), free_port(), first.tunnel), (free_port(), first.metrics.port(), first.metrics)]
+    {
         let config = dir.join(format!("relay-{tunnel}.toml"));
         let text = format!(
             "[listen]\ntunnel = [\"127.0.0.1:{tunnel}\"]\nmetrics = \"127.0.0.1:{metrics}\"\n[runtime]\nshards = 2\n{route}"

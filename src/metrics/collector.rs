@@ -377,7 +377,9 @@ fn families(state: &HubState) -> Vec<MetricFamily> {
         MetricType::COUNTER,
         ShardStop::ALL
             .iter()
-            .map(|why| counter(&[("reason", why.as_str())], state.shard_stops[why.index()].load(Ordering::Relaxed) as f64))
+            .map(|why| {
+                counter(&[("reason", why.as_str())], state.shard_stops[why.index()].load(Ordering::Relaxed) as f64)
+            })
             .collect(),
     ));
 

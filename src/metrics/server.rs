@@ -316,7 +316,7 @@ fn serve(mut conn: &TcpStream, hub: &MetricsHub, deadline: Instant, reading: &At
             Ok(httparse::Status::Partial) if buf.len() <= MAX_REQUEST => {}
             Ok(_) | Err(httparse::Error::TooManyHeaders) => {
                 reading.store(false, Ordering::Release);
-                let _ = write_by(&mut conn, &reply(400, "text/plain", "request too large\n", false), deadline);
+                let _ = write_by(conn, &reply(400, "text/plain", "request too large\n", false), deadline);
                 return Some(PortDrop::TooLarge);
             }
             Err(_) => break reply(400, "text/plain", "bad request\n", false),
@@ -333,7 +333,7 @@ fn serve(mut conn: &TcpStream, hub: &MetricsHub, deadline: Instant, reading: &At
         }
     };
     reading.store(false, Ordering::Release);
-    match write_by(&mut conn, &response, deadline) {
+    match write_by(conn, &response, deadline) {
         Err(e) if timed_out(&e) => Some(PortDrop::Deadline),
         _ => None,
     }

@@ -178,7 +178,11 @@ impl Shard {
             web: cfg.settings.web,
             public_address: cfg.settings.public_address.clone(),
             proxy: cfg.settings.proxy.clone(),
-            listeners: Listeners { open: cfg.listeners.into_iter().map(Some).collect(), paused: Vec::new(), out_of_fds: false },
+            listeners: Listeners {
+                open: cfg.listeners.into_iter().map(Some).collect(),
+                paused: Vec::new(),
+                out_of_fds: false,
+            },
             local_authority,
             shared,
             conns: ConnTable::new(),

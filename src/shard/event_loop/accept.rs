@@ -28,7 +28,10 @@ impl Shard {
                 // The tick re-arms it; out of descriptors, closing sessions may have freed some.
                 if res == -libc::EMFILE || res == -libc::ENFILE {
                     if !std::mem::replace(&mut self.listeners.out_of_fds, true) {
-                        tracing::warn!(shard = self.id, "out of file descriptors: accepting paused, retried every tick");
+                        tracing::warn!(
+                            shard = self.id,
+                            "out of file descriptors: accepting paused, retried every tick"
+                        );
                     }
                 } else {
                     tracing::warn!(shard = self.id, error = %std::io::Error::from_raw_os_error(-res), "accept failed: accepting paused for a tick");
