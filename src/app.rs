@@ -190,12 +190,16 @@ fn log_panics() {
             .copied()
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(no message)");
-        tracing::error!(
-            thread = std::thread::current().name().unwrap_or("?"),
-            location = info.location().map(|l| l.to_string()).unwrap_or_default(),
-            backtrace = %std::backtrace::Backtrace::capture(),
-            "panic: {message}"
-        );
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("?");
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        // Captured only when RUST_BACKTRACE asks for it, as the default hook does.
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(thread, location, %backtrace, "panic: {message}");
+        } else {
+            tracing::error!(thread, location, "panic: {message}");
+        }
     }));
 }
 
