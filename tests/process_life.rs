@@ -72,6 +72,18 @@ fn a_stopped_shard_makes_the_relay_unready_and_exit_non_zero_after_draining_the_
     let viewer = LiveViewer::ffmpeg("healthy", "http", &relay.url("/cam1"), 60);
     assert!(eventually(Duration::from_secs(15), || viewer.frames() >= 25), "{}", viewer.tail());
     assert_eq!(sample(&relay, "relay_shard_sessions_active{shard=\"0\"}"), Some(1.0), "the viewer lives on shard 0");
+    // A tunnel of /cam2 (waiting for its POST) on shard 1.
+    let mut doomed = TcpStream::connect(relay.tunnel).unwrap();
+    doomed.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    doomed
+        .write_all(
+            b"GET /cam2 HTTP/1.0\r\nx-sessioncookie: doomed0000000001\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n",
+        )
+        .unwrap();
+    let mut head = [0u8; 15];
+    doomed.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.0 200 OK");
+    assert_eq!(sample(&relay, "relay_sessions_active"), Some(2.0));
 
     relay.signal("USR2");
     let t0 = Instant::now();
@@ -82,6 +94,10 @@ fn a_stopped_shard_makes_the_relay_unready_and_exit_non_zero_after_draining_the_
     assert!(named, "{}\n{}", readyz(&relay), relay.log_text());
     assert!(http_get(relay.metrics, "/healthz").unwrap_or_default().starts_with("HTTP/1.1 200"));
     assert_eq!(sample(&relay, "relay_shard_stops_total{reason=\"panic\"}"), Some(1.0));
+    // Its sessions are ended (their sockets shut), no longer counted against the relay's caps.
+    let mut rest = Vec::new();
+    assert!(doomed.read_to_end(&mut rest).is_ok(), "the dead shard's tunnel was left open");
+    assert_eq!(sample(&relay, "relay_sessions_active"), Some(1.0));
     let log = relay.log_text();
     let panic_line = log.lines().find(|l| l.contains("stopped by the test hook")).unwrap_or_default();
     assert!(panic_line.contains("ERROR"), "the panic is logged at error:\n{log}");

@@ -361,6 +361,15 @@ impl Drop for Shard {
         for (_, c) in self.conns.iter() {
             // It stays open (leaked); shutdown(2) frees nothing.
             c.shutdown();
+            // The process-wide caps must not count it while the other shards drain.
+            if c.counted_ip {
+                self.shared.admission.close_connection(c.peer.ip());
+            }
+        }
+        for _ in 0..self.sessions.len() {
+            // Ended by their shard stopping: the same outcome as a shutdown's.
+            self.shared.admission.close_session();
+            self.metrics.session_ended(SessionOutcome::Shutdown);
         }
         self.leave_listener_groups();
         if self.counted_running {
