@@ -268,6 +268,9 @@ fn the_metrics_port_answers_at_the_open_file_limit() {
     let scrape = relay.scrape();
     assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape:?}");
     assert!(metric_value(&scrape, "relay_accept_errors_total") > 0.0, "the tunnel port hit the limit");
+    // The process gauges are still read (their /proc files are held open).
+    assert!(metric_value(&scrape, "process_open_fds") >= 60.0, "{scrape}");
+    assert_eq!(metric_value(&scrape, "process_max_fds"), 64.0);
     let shed = metric_value(&scrape, "relay_metrics_requests_dropped_total{reason=\"shed\"}");
     assert!(shed >= 2.0, "stalled clients shed: {shed}");
     assert!(readyz(&relay).starts_with("HTTP/1.1 200"), "{}", readyz(&relay));
