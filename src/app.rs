@@ -2,29 +2,49 @@
 //!
 //! The configuration is validated once into [`Settings`] (`config`); start-up and every SIGHUP
 //! reload run what that one validation produced and read no file themselves. SIGHUP reloads
-//! routes, limits, auth and certificates (a bad file is rejected and the running settings stay);
-//! SIGTERM and SIGINT stop accepting, drain sessions for the configured grace period and exit.
-//! systemd is told when the relay is ready, reloading and stopping.
+//! routes, limits, auth and certificates (a bad file is rejected and the running settings stay).
+//! SIGTERM and SIGINT make the relay unready at once, keep accepting for `drain_accept_secs` (a
+//! balancer learns of it only at its next health check), then close the listeners, drain
+//! sessions for `shutdown_grace_secs` and exit; a second one exits at once. A shard that stops on
+//! its own (a panic) makes the relay unready at once and ends it the same way, but with a
+//! non-zero status, so systemd's `Restart=on-failure` brings it back. systemd is told when the
+//! relay is ready, reloading and stopping.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sd_notify::NotifyState;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 
 use crate::config::{ConfigError, Settings};
 use crate::demo_camera::DemoCamera;
-use crate::metrics::{MetricsHub, MetricsServer, ShardMetrics};
+use crate::metrics::{Label, MetricsHub, MetricsServer, ShardMetrics, ShardStop};
 use crate::shard::{Shards, StartOptions};
+
+/// The test hook: with this variable set to a shard index, SIGUSR2 makes that shard panic in
+/// its event loop, as a bug would (the end-to-end tests of a stopped shard use it). Without it
+/// SIGUSR2 is not even handled, so production behaviour is unchanged; and whoever can set a
+/// process's environment and signal it can already kill it.
+pub const TEST_STOP_SHARD_ENV: &str = "RTR_TEST_STOP_SHARD";
+
+/// How often the main thread looks at the shards while they drain.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// The configuration used when none is given: the built-in camera behind `/demo`.
 pub fn demo_config(camera_url: &str) -> String {
     format!(
         "[listen]\ntunnel = [\"127.0.0.1:8080\"]\nmetrics = \"127.0.0.1:9100\"\n\n[[route]]\npath = \"/demo\"\nupstream = \"{camera_url}\"\n"
     )
+}
+
+/// What the main thread waits for.
+enum Event {
+    Signal(i32),
+    ShardStopped { shard: u16, why: ShardStop },
 }
 
 /// The shards and the side port running one [`Settings`] value.
@@ -37,7 +57,14 @@ struct Relay {
 
 impl Relay {
     /// Starts everything `settings` calls for.
+    #[cfg(test)]
     fn start(settings: Arc<Settings>) -> anyhow::Result<Relay> {
+        Relay::start_with(settings, None)
+    }
+
+    /// Starts everything `settings` calls for; a shard that stops on its own is counted, makes
+    /// the relay unready and is reported to `events`.
+    fn start_with(settings: Arc<Settings>, events: Option<mpsc::Sender<Event>>) -> anyhow::Result<Relay> {
         let shards = settings.shards();
         let metrics: Vec<Arc<ShardMetrics>> = (0..shards).map(|i| Arc::new(ShardMetrics::new(i))).collect();
         let hub = Arc::new(MetricsHub::new(metrics.clone()));
@@ -48,7 +75,19 @@ impl Relay {
             ),
             None => None,
         };
-        let running = Shards::start(StartOptions { settings: settings.clone(), metrics })?;
+        let stopped_hub = hub.clone();
+        let on_stop = Arc::new(move |shard: u16, why: ShardStop| {
+            stopped_hub.shard_stopped(shard, why);
+            tracing::error!(
+                shard,
+                reason = why.as_str(),
+                "shard stopped: the relay is unready and exits once the other shards have drained"
+            );
+            if let Some(events) = &events {
+                let _ = events.send(Event::ShardStopped { shard, why });
+            }
+        });
+        let running = Shards::start_watched(StartOptions { settings: settings.clone(), metrics }, on_stop)?;
         hub.set_listeners_bound(true);
         hub.set_shards_running(running.running() == running.count());
         Ok(Relay { settings, hub, shards: running, metrics_server })
@@ -82,13 +121,92 @@ impl Relay {
     }
 
     /// Stops accepting, drains for `[runtime] shutdown_grace_secs`, then stops the shards.
+    #[cfg(test)]
     fn shutdown(self) {
         let grace = Duration::from_secs(self.settings.runtime.shutdown_grace_secs);
-        tracing::info!(sessions = self.shards.sessions(), grace_secs = grace.as_secs(), "shutting down");
-        let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
-        self.hub.set_shards_running(false);
+        self.hub.set_draining();
         self.shards.shutdown(grace);
     }
+}
+
+/// A stop under way: unready since `began`, accepting until `close_at`, then draining.
+struct Stopping {
+    close_at: Instant,
+    listeners_closed: bool,
+    /// Why the process will exit non-zero (a shard that stopped on its own).
+    failure: Option<String>,
+}
+
+impl Stopping {
+    /// Turns the relay unready and starts the clock; listeners stay open `drain_accept_secs`.
+    fn begin(relay: &Relay, failure: Option<String>) -> Stopping {
+        let accept = Duration::from_secs(relay.settings.runtime.drain_accept_secs);
+        relay.hub.set_draining();
+        let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+        tracing::info!(
+            sessions = relay.shards.sessions(),
+            accept_secs = accept.as_secs(),
+            grace_secs = relay.settings.runtime.shutdown_grace_secs,
+            "shutting down: unready now, accepting a while longer, then draining"
+        );
+        Stopping { close_at: Instant::now() + accept, listeners_closed: false, failure }
+    }
+
+    /// Closes the listeners once accepting time is over; true once every shard has ended.
+    fn advance(&mut self, relay: &Relay) -> bool {
+        if !self.listeners_closed && Instant::now() >= self.close_at {
+            let grace = Duration::from_secs(relay.settings.runtime.shutdown_grace_secs);
+            tracing::info!(
+                sessions = relay.shards.sessions(),
+                grace_secs = grace.as_secs(),
+                "listeners closed: draining"
+            );
+            relay.shards.begin_shutdown(grace);
+            self.listeners_closed = true;
+        }
+        self.listeners_closed && relay.shards.finished()
+    }
+
+    /// How long the main thread may wait for the next event.
+    fn wait(&self) -> Duration {
+        if self.listeners_closed { DRAIN_POLL } else { self.close_at.saturating_duration_since(Instant::now()) }
+    }
+
+    fn exit(self) -> anyhow::Result<()> {
+        match self.failure {
+            Some(why) => Err(anyhow::anyhow!("{why}; exiting with a failure status so the service is restarted")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Logs a panic (any thread's) at error through `tracing`, with where it happened, so it reaches
+/// the same log as everything else (JSON included) instead of bare standard error.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("?");
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        // Captured only when RUST_BACKTRACE asks for it, as the default hook does.
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(thread, location, %backtrace, "panic: {message}");
+        } else {
+            tracing::error!(thread, location, "panic: {message}");
+        }
+    }));
+}
+
+/// The shard the test hook stops on SIGUSR2, when the hook is enabled (see
+/// [`TEST_STOP_SHARD_ENV`]).
+fn test_stop_shard() -> Option<usize> {
+    std::env::var(TEST_STOP_SHARD_ENV).ok()?.parse().ok()
 }
 
 pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
@@ -103,7 +221,9 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         }
     };
     crate::logging::init(settings.log.format, &settings.log.level);
-    let mut relay = Relay::start(Arc::new(settings))?;
+    log_panics();
+    let (events, rx) = mpsc::channel();
+    let mut relay = Relay::start_with(Arc::new(settings), Some(events.clone()))?;
     tracing::info!(
         tunnel = ?relay.local_addrs(),
         metrics = ?relay.settings.metrics_addr,
@@ -119,13 +239,34 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             camera.url()
         );
     }
+    let test_stop = test_stop_shard();
+    let mut handled = vec![SIGHUP, SIGINT, SIGTERM];
+    if let Some(shard) = test_stop {
+        tracing::warn!(shard, "{TEST_STOP_SHARD_ENV} is set: SIGUSR2 stops that shard (tests only)");
+        handled.push(SIGUSR2);
+    }
+    let mut signals = signal_hook::iterator::Signals::new(handled).context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if events.send(Event::Signal(sig)).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("starting the signal thread")?;
     let _ = sd_notify::notify(false, &[NotifyState::Ready]);
 
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]).context("installing signal handlers")?;
-    for sig in signals.forever() {
-        match sig {
-            SIGHUP => {
+    let mut stopping: Option<Stopping> = None;
+    loop {
+        let event = match &stopping {
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(s) => rx.recv_timeout(s.wait()),
+        };
+        match event {
+            Ok(Event::Signal(SIGHUP)) if stopping.is_some() => tracing::info!("SIGHUP ignored: stopping"),
+            Ok(Event::Signal(SIGHUP)) => {
                 let Some(path) = config_path else {
                     tracing::warn!("SIGHUP ignored: the demo has no configuration file to reload");
                     continue;
@@ -139,15 +280,48 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                 }
                 let _ = sd_notify::notify(false, &[NotifyState::Ready]);
             }
-            _ => {
-                relay.shutdown();
+            Ok(Event::Signal(SIGUSR2)) => {
+                if let Some(shard) = test_stop {
+                    relay.shards.test_stop(shard);
+                }
+            }
+            Ok(Event::Signal(sig)) => match stopping.take() {
+                // SIGTERM or SIGINT while already stopping: the operator wants out now.
+                Some(s) => {
+                    tracing::warn!(
+                        sessions = relay.shards.sessions(),
+                        signal = sig,
+                        "second stop signal: exiting at once"
+                    );
+                    return s.exit();
+                }
+                None => stopping = Some(Stopping::begin(&relay, None)),
+            },
+            Ok(Event::ShardStopped { shard, why }) => {
+                let failure = format!("shard {shard} stopped ({})", why.as_str());
+                match &mut stopping {
+                    None => stopping = Some(Stopping::begin(&relay, Some(failure))),
+                    Some(s) => {
+                        s.failure.get_or_insert(failure);
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("the signal thread ended"),
+        }
+        if let Some(s) = &mut stopping {
+            if s.advance(&relay) {
                 break;
             }
         }
     }
+    let Some(stopping) = stopping else { return Ok(()) };
+    let Relay { shards, metrics_server, .. } = relay;
+    shards.join();
+    drop(metrics_server);
     drop(demo);
     tracing::info!("stopped");
-    Ok(())
+    stopping.exit()
 }
 
 #[cfg(test)]

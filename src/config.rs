@@ -225,6 +225,10 @@ pub struct Runtime {
     pub recv_buffer_size: u32,
     /// On SIGTERM, how long live sessions may drain before the relay exits.
     pub shutdown_grace_secs: u64,
+    /// On SIGTERM, how long the listeners keep accepting after `/readyz` turned 503, so a
+    /// balancer still sending viewers until its next health check is not refused; 0 closes them
+    /// at once.
+    pub drain_accept_secs: u64,
 }
 
 impl Default for Runtime {
@@ -236,6 +240,7 @@ impl Default for Runtime {
             recv_buffers: 4096,
             recv_buffer_size: 16 * 1024,
             shutdown_grace_secs: 10,
+            drain_accept_secs: 3,
         }
     }
 }
@@ -666,6 +671,11 @@ impl Config {
         if !(64..=32768).contains(&rt.ring_entries) {
             return Err(ConfigError::Invalid("[runtime] ring_entries must be 64..=32768".into()));
         }
+        // Longer than any balancer's health-check interval needs; a typo (ms for s) would hold
+        // a stopping relay for hours.
+        if rt.drain_accept_secs > 300 {
+            return Err(ConfigError::Invalid("[runtime] drain_accept_secs must be 0..=300".into()));
+        }
         let w = &self.web;
         // A browser sends each RTSP request in one frame: room for a head at its limit.
         if w.max_websocket_frame_bytes < 4096 || w.max_websocket_message_bytes < w.max_websocket_frame_bytes {
@@ -967,6 +977,7 @@ mod tests {
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[metrics]\nrequest_timeout_ms=5\n", "[metrics]"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nrequest_timeout_secs=0\n", "request_timeout_secs"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\ncamera_close_grace_ms=0\n", "camera_close_grace_ms"),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[runtime]\ndrain_accept_secs=301\n", "drain_accept_secs"),
             (
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x\"\n[[route]]\npath=\"/c/\"\nupstream=\"rtsp://127.0.0.1/y\"\n",
                 "duplicate path",

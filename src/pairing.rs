@@ -92,6 +92,15 @@ impl CookieTable {
         let _ = self.map.pin().remove_if(cookie, |_, e| *e == Entry::Get(session));
     }
 
+    /// Drops every entry on `shard` (it stopped): a POST for one of its GETs is then parked and
+    /// times out like any POST without a GET, instead of being handed to a shard that is gone.
+    pub fn forget_shard(&self, shard: u16) {
+        self.map.pin().retain(|_, e| match e {
+            Entry::Get(s) => s.shard != shard,
+            Entry::ParkedPost { shard: s } => *s != shard,
+        });
+    }
+
     pub fn lookup_get(&self, cookie: &str) -> Option<SessionRef> {
         match self.map.pin().get(cookie) {
             Some(Entry::Get(s)) => Some(*s),
@@ -129,6 +138,19 @@ mod tests {
         t.register_get("k", A);
         assert_eq!(t.register_get("k", B), GetRegistration::Duplicate);
         assert_eq!(t.lookup_get("k"), Some(A));
+    }
+
+    #[test]
+    fn a_stopped_shard_s_entries_are_forgotten_and_others_kept() {
+        let t = CookieTable::new();
+        t.register_get("on-a", A);
+        t.register_get("on-b", B);
+        assert_eq!(t.post_arrived("parked-on-b", 1), PostLookup::Parked);
+        t.forget_shard(1);
+        assert_eq!(t.lookup_get("on-a"), Some(A));
+        assert_eq!(t.lookup_get("on-b"), None);
+        assert_eq!(t.post_arrived("on-b", 0), PostLookup::Parked, "no longer handed to shard 1");
+        assert_eq!(t.post_arrived("parked-on-b", 0), PostLookup::Parked);
     }
 
     #[test]

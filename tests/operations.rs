@@ -96,7 +96,10 @@ fn sighup_reloads_routes_without_dropping_sessions() {
 fn sigterm_stops_accepting_drains_then_exits() {
     require_peers!();
     let camera = GstCamera::start(None);
-    let mut relay = RelayProcess::start("drain", &route("/cam1", &camera.url("/cam1")));
+    // drain_accept_secs = 0: the listeners close with the SIGTERM (the accepting window is
+    // process_life.rs's).
+    let body = format!("drain_accept_secs = 0\n{}", route("/cam1", &camera.url("/cam1")));
+    let mut relay = RelayProcess::start("drain", &body);
     let viewer = background_viewer(relay.url("/cam1"), 100_000);
     assert!(eventually(Duration::from_secs(10), || relay.metric("relay_sessions_active") >= 1.0));
     let t0 = Instant::now();

@@ -20,7 +20,7 @@ use super::hub::HubState;
 use super::shard_metrics::Counters;
 use super::{
     AuthFailure, CameraOutcome, ConnKind, Direction, FIXED_HISTS, Hist, Label, PortDrop, Rejection, RtspMethod,
-    SessionOutcome, UpstreamErrorKind, process,
+    SessionOutcome, ShardStop, UpstreamErrorKind, process,
 };
 
 /// Bucket bounds in seconds: media forwarding is sub-millisecond; control-plane steps are
@@ -371,6 +371,18 @@ fn families(state: &HubState) -> Vec<MetricFamily> {
             .collect(),
     ));
 
+    out.push(family(
+        "relay_shard_stops_total",
+        "Shards that stopped on their own (the relay turns unready and exits after draining the others), by reason.",
+        MetricType::COUNTER,
+        ShardStop::ALL
+            .iter()
+            .map(|why| {
+                counter(&[("reason", why.as_str())], state.shard_stops[why.index()].load(Ordering::Relaxed) as f64)
+            })
+            .collect(),
+    ));
+
     let shard_ids: Vec<String> = state.shards.iter().map(|s| s.shard.to_string()).collect();
     out.push(family(
         "relay_shard_sessions_active",
@@ -509,6 +521,7 @@ mod tests {
         all::<UpstreamErrorKind>(&text, "relay_upstream_errors_total", "reason");
         all::<AuthFailure>(&text, "relay_auth_failures_total", "reason");
         all::<PortDrop>(&text, "relay_metrics_requests_dropped_total", "reason");
+        all::<ShardStop>(&text, "relay_shard_stops_total", "reason");
         all::<RtspMethod>(&text, "relay_rtsp_request_seconds_count", "method");
         all::<RtspMethod>(&text, "relay_rtsp_request_quantiles_seconds_count", "method");
         all::<CameraOutcome>(&text, "relay_camera_sessions_total", "outcome");

@@ -1,14 +1,14 @@
 //! Every shard's metrics and the relay's readiness, merged at scrape time.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus::{Registry, TextEncoder};
 
 use super::collector::RelayCollector;
 use super::shard_metrics::{PerLabel, zeroed};
-use super::{Label, PortDrop, ShardMetrics};
+use super::{Label, PortDrop, ShardMetrics, ShardStop};
 
 #[derive(Debug)]
 pub struct MetricsHub {
@@ -26,11 +26,33 @@ pub(super) struct HubState {
     pub started: Instant,
     /// Metrics-port connections closed without an answer, by [`PortDrop`].
     pub port_drops: PerLabel<{ PortDrop::COUNT }>,
+    /// The relay is stopping (SIGTERM, or a shard stopped): unready whatever else holds.
+    draining: AtomicBool,
+    /// Shards that stopped on their own, by [`ShardStop`], and which ones (for `/readyz`).
+    pub shard_stops: PerLabel<{ ShardStop::COUNT }>,
+    stopped_shards: Mutex<Vec<(u16, ShardStop)>>,
 }
 
 impl HubState {
     pub fn ready(&self) -> bool {
-        self.listeners_bound.load(Ordering::Acquire) && self.shards_running.load(Ordering::Acquire)
+        self.readiness().is_ok()
+    }
+
+    /// Ready, or why not (the text `/readyz` answers with).
+    pub fn readiness(&self) -> Result<(), String> {
+        let stopped = self.stopped_shards.lock().unwrap_or_else(|e| e.into_inner());
+        if !stopped.is_empty() {
+            let names: Vec<String> =
+                stopped.iter().map(|(shard, why)| format!("shard {shard} stopped ({})", why.as_str())).collect();
+            return Err(names.join(", "));
+        }
+        if self.draining.load(Ordering::Acquire) {
+            return Err("draining".into());
+        }
+        if !self.listeners_bound.load(Ordering::Acquire) || !self.shards_running.load(Ordering::Acquire) {
+            return Err("starting".into());
+        }
+        Ok(())
     }
 }
 
@@ -42,6 +64,9 @@ impl MetricsHub {
             shards_running: AtomicBool::new(false),
             started: Instant::now(),
             port_drops: zeroed(),
+            draining: AtomicBool::new(false),
+            shard_stops: zeroed(),
+            stopped_shards: Mutex::new(Vec::new()),
         });
         let registry = Registry::new();
         // Names, help texts and labels are constants checked by the tests: registering can only
@@ -63,6 +88,22 @@ impl MetricsHub {
     /// `/readyz`: listeners bound and every shard running (false again while draining).
     pub fn ready(&self) -> bool {
         self.state.ready()
+    }
+
+    /// [`MetricsHub::ready`], or why not: "draining", "shard 1 stopped (panic)".
+    pub fn readiness(&self) -> Result<(), String> {
+        self.state.readiness()
+    }
+
+    /// The relay began to stop: `/readyz` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.state.draining.store(true, Ordering::Release);
+    }
+
+    /// A shard stopped on its own: counted, and the relay is unready from now on, naming it.
+    pub fn shard_stopped(&self, shard: u16, why: ShardStop) {
+        self.state.shard_stops[why.index()].fetch_add(1, Ordering::Relaxed);
+        self.state.stopped_shards.lock().unwrap_or_else(|e| e.into_inner()).push((shard, why));
     }
 
     pub(super) fn port_dropped(&self, why: PortDrop) {

@@ -7,6 +7,7 @@
 //! result.
 
 mod collector;
+mod fd_reserve;
 mod histogram;
 mod hub;
 mod process;
@@ -75,6 +76,18 @@ pub enum PortDrop {
     /// A request head over 8 KiB or 64 header lines (answered 400).
     TooLarge,
 }
+
+/// Why a shard stopped on its own: `relay_shard_stops_total{reason}`. A stopped shard makes the
+/// relay unready and ends the process (non-zero) after the healthy shards drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShardStop {
+    /// Its thread panicked.
+    Panic,
+    /// Its io_uring failed (`io_uring_enter` returned an error it cannot retry).
+    RingError,
+}
+
+labels!(ShardStop { Panic => "panic", RingError => "ring_error" });
 
 labels!(ConnKind { TunnelGet => "tunnel_get", TunnelPost => "tunnel_post", PlainRtsp => "plain_rtsp", OtherHttp => "other_http", Upstream => "upstream", WebSocket => "websocket" });
 labels!(Direction { ToViewer => "to_viewer", ToCamera => "to_camera" });
@@ -169,6 +182,7 @@ mod tests {
         check::<SessionOutcome>();
         check::<Rejection>();
         check::<PortDrop>();
+        check::<ShardStop>();
         check::<UpstreamErrorKind>();
         check::<RtspMethod>();
         check::<AuthFailure>();

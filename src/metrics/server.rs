@@ -6,6 +6,11 @@
 //! of its answer (`[metrics] request_timeout_ms`), and when `max_connections` are open a new one
 //! makes room by closing the oldest connection still sending its request — a scrape or health
 //! check is never refused because others trickle bytes.
+//!
+//! Nor can a flood elsewhere take it dark: each connection costs one descriptor, and at the
+//! process's open-file limit (EMFILE, ENFILE) a spare kept for the purpose makes room for it
+//! ([`FdReserve`]); with no spare left the oldest connection still sending its request is shed,
+//! and the acceptor waits for a spare instead of spinning on a failing accept.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -14,6 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::fd_reserve::{FdReserve, out_of_descriptors};
 use super::{MetricsHub, PortDrop};
 use crate::config::MetricsPortConfig;
 
@@ -22,9 +28,14 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// Most header lines in a request (scrapers and probes send a handful); more is refused as
 /// too large.
 const MAX_HEADERS: usize = 64;
+/// Spare descriptors for accepting at the open-file limit: a health check and a scrape at once.
+const SPARE_FDS: usize = 2;
+/// At the limit with no spare, how long the acceptor waits for one before trying again.
+const SPARE_WAIT: Duration = Duration::from_millis(100);
 
 pub struct MetricsServer {
     addr: SocketAddr,
+    listener: Arc<TcpListener>,
     stop: Arc<AtomicBool>,
     port: Arc<Port>,
     thread: Option<JoinHandle<()>>,
@@ -33,8 +44,8 @@ pub struct MetricsServer {
 /// A connection being served.
 struct Active {
     id: u64,
-    /// A handle on the socket, to close it when it is shed.
-    stream: TcpStream,
+    /// The socket its thread serves (the same descriptor), to shut it when it is shed.
+    stream: Arc<TcpStream>,
     /// Still receiving its request (the ones shed first).
     reading: Arc<AtomicBool>,
 }
@@ -48,6 +59,10 @@ struct Port {
     /// Connection threads alive (shed ones included, until they notice).
     threads: Mutex<usize>,
     thread_exited: Condvar,
+    /// Descriptors kept for accepting at the open-file limit.
+    reserve: Mutex<FdReserve>,
+    /// A spare came back (a connection ended).
+    spare_back: Condvar,
 }
 
 impl Port {
@@ -78,6 +93,50 @@ impl Port {
         active.retain(|a| a.id != id);
     }
 
+    /// At the open-file limit: a spare makes room for one accept. With none left, the oldest
+    /// connection still sending its request is shed (its descriptor comes back as a spare when
+    /// its thread ends) and the acceptor waits for a spare, so it never spins on EMFILE.
+    fn accept_at_limit(&self, listener: &TcpListener, hub: &MetricsHub) -> Option<TcpStream> {
+        let mut reserve = self.reserve.lock().unwrap_or_else(|e| e.into_inner());
+        if reserve.release_one() {
+            drop(reserve);
+            // Fails only if another thread took the freed number first: the next round sheds.
+            return listener.accept().ok().map(|(conn, _)| conn);
+        }
+        drop(reserve);
+        if self.shed_oldest_reading() {
+            hub.port_dropped(PortDrop::Shed);
+        }
+        let reserve = self.reserve.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.spare_back.wait_timeout_while(reserve, SPARE_WAIT, |r| r.spares() == 0);
+        None
+    }
+
+    /// Closes the oldest connection still sending its request; false if there is none (those
+    /// answering finish by their deadline).
+    fn shed_oldest_reading(&self) -> bool {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(victim) = active.iter().position(|a| a.reading.load(Ordering::Acquire)) else { return false };
+        let old = active.remove(victim);
+        let _ = old.stream.shutdown(Shutdown::Both);
+        true
+    }
+
+    /// A connection is done: its descriptor becomes a spare again if the reserve is short, so
+    /// the number never goes back to the flood in between.
+    fn reclaim(&self, conn: Arc<TcpStream>) {
+        // The acceptor may still hold the other handle for a moment (shed): it closes it then.
+        let Ok(conn) = Arc::try_unwrap(conn) else { return };
+        let mut reserve = self.reserve.lock().unwrap_or_else(|e| e.into_inner());
+        reserve.reclaim(conn.into());
+        self.spare_back.notify_one();
+    }
+
+    /// Opens missing spares again, as far as descriptors allow.
+    fn top_up(&self) {
+        self.reserve.lock().unwrap_or_else(|e| e.into_inner()).top_up();
+    }
+
     /// Waits until fewer than `limit` connection threads live: shed threads end as soon as the
     /// scheduler runs them, so this only paces a flood of connections.
     fn wait_for_thread_room(&self, limit: usize) {
@@ -97,8 +156,16 @@ impl Port {
 
 /// Binds `addr` (so a bad address is reported to the caller) and serves in the background.
 pub fn spawn(addr: SocketAddr, hub: Arc<MetricsHub>, cfg: MetricsPortConfig) -> std::io::Result<MetricsServer> {
-    let listener = TcpListener::bind(addr)?;
+    let reserve = FdReserve::new(SPARE_FDS)?;
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        if e.kind() == ErrorKind::AddrInUse {
+            std::io::Error::new(e.kind(), "address in use by another process")
+        } else {
+            e
+        }
+    })?;
     let addr = listener.local_addr()?;
+    let listener = Arc::new(listener);
     let stop = Arc::new(AtomicBool::new(false));
     let port = Arc::new(Port {
         request_timeout_ms: AtomicU64::new(0),
@@ -106,31 +173,50 @@ pub fn spawn(addr: SocketAddr, hub: Arc<MetricsHub>, cfg: MetricsPortConfig) -> 
         active: Mutex::new(Vec::new()),
         threads: Mutex::new(0),
         thread_exited: Condvar::new(),
+        reserve: Mutex::new(reserve),
+        spare_back: Condvar::new(),
     });
     port.set(cfg);
-    let (stop2, port2) = (stop.clone(), port.clone());
+    let (stop2, port2, listener2) = (stop.clone(), port.clone(), listener.clone());
     let thread = std::thread::Builder::new().name("metrics".into()).spawn(move || {
         let mut next_id = 0u64;
-        for conn in listener.incoming() {
+        while !stop2.load(Ordering::Acquire) {
+            let conn = match listener2.accept() {
+                Ok((conn, _)) => {
+                    port2.top_up();
+                    conn
+                }
+                Err(e) if out_of_descriptors(&e) => match port2.accept_at_limit(&listener2, &hub) {
+                    Some(conn) => conn,
+                    None => continue,
+                },
+                // A connection reset before it was taken, or the wake-up at stop.
+                Err(e) if matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::Interrupted) => continue,
+                // Anything else (out of memory, say) would most likely fail again at once.
+                Err(_) => {
+                    std::thread::sleep(SPARE_WAIT);
+                    continue;
+                }
+            };
             if stop2.load(Ordering::Acquire) {
                 break;
             }
-            let Ok(conn) = conn else { continue };
             let deadline = Instant::now() + Duration::from_millis(port2.request_timeout_ms.load(Ordering::Relaxed));
-            let Ok(handle) = conn.try_clone() else { continue };
+            let conn = Arc::new(conn);
             next_id += 1;
             let id = next_id;
             let reading = Arc::new(AtomicBool::new(true));
-            if port2.admit(Active { id, stream: handle, reading: reading.clone() }) {
+            if port2.admit(Active { id, stream: conn.clone(), reading: reading.clone() }) {
                 hub.port_dropped(PortDrop::Shed);
             }
             port2.wait_for_thread_room(2 * port2.max_connections.load(Ordering::Relaxed));
             let (hub, port) = (hub.clone(), port2.clone());
             let spawned = std::thread::Builder::new().name("metrics-conn".into()).spawn(move || {
-                if let Some(why) = serve(conn, &hub, deadline, &reading) {
+                if let Some(why) = serve(&conn, &hub, deadline, &reading) {
                     hub.port_dropped(why);
                 }
                 port.leave(id);
+                port.reclaim(conn);
                 port.thread_done();
             });
             if spawned.is_err() {
@@ -140,7 +226,7 @@ pub fn spawn(addr: SocketAddr, hub: Arc<MetricsHub>, cfg: MetricsPortConfig) -> 
             }
         }
     })?;
-    Ok(MetricsServer { addr, stop, port, thread: Some(thread) })
+    Ok(MetricsServer { addr, listener, stop, port, thread: Some(thread) })
 }
 
 impl MetricsServer {
@@ -157,8 +243,11 @@ impl MetricsServer {
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        // Wakes the blocking accept (Linux fails it with EINVAL): unlike connecting to
+        // ourselves, this needs no descriptor, so it works at the open-file limit too.
+        let _ = socket2::SockRef::from(&*self.listener).shutdown(Shutdown::Read);
+        // The acceptor may be waiting for a spare.
+        self.port.spare_back.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -195,8 +284,10 @@ fn answer(hub: &MetricsHub, method: &str, target: &str) -> Vec<u8> {
     match target.split('?').next().unwrap_or("") {
         "/metrics" => reply(200, "text/plain; version=0.0.4; charset=utf-8", &hub.render(), head_only),
         "/healthz" => text(200, "ok\n"),
-        "/readyz" if hub.ready() => text(200, "ready\n"),
-        "/readyz" => text(503, "not ready\n"),
+        "/readyz" => match hub.readiness() {
+            Ok(()) => text(200, "ready\n"),
+            Err(why) => reply(503, "text/plain", &format!("not ready: {why}\n"), head_only),
+        },
         _ => text(404, "not found\n"),
     }
 }
@@ -212,7 +303,7 @@ fn timed_out(e: &std::io::Error) -> bool {
 
 /// Serves one request by `deadline`; returns why it was dropped, if it was (a connection shed
 /// by the acceptor, or closed by its client, just ends).
-fn serve(mut conn: TcpStream, hub: &MetricsHub, deadline: Instant, reading: &AtomicBool) -> Option<PortDrop> {
+fn serve(mut conn: &TcpStream, hub: &MetricsHub, deadline: Instant, reading: &AtomicBool) -> Option<PortDrop> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let response = loop {
@@ -225,7 +316,7 @@ fn serve(mut conn: TcpStream, hub: &MetricsHub, deadline: Instant, reading: &Ato
             Ok(httparse::Status::Partial) if buf.len() <= MAX_REQUEST => {}
             Ok(_) | Err(httparse::Error::TooManyHeaders) => {
                 reading.store(false, Ordering::Release);
-                let _ = write_by(&mut conn, &reply(400, "text/plain", "request too large\n", false), deadline);
+                let _ = write_by(conn, &reply(400, "text/plain", "request too large\n", false), deadline);
                 return Some(PortDrop::TooLarge);
             }
             Err(_) => break reply(400, "text/plain", "bad request\n", false),
@@ -242,14 +333,14 @@ fn serve(mut conn: TcpStream, hub: &MetricsHub, deadline: Instant, reading: &Ato
         }
     };
     reading.store(false, Ordering::Release);
-    match write_by(&mut conn, &response, deadline) {
+    match write_by(conn, &response, deadline) {
         Err(e) if timed_out(&e) => Some(PortDrop::Deadline),
         _ => None,
     }
 }
 
 /// Writes all of `bytes` unless `deadline` passes first.
-fn write_by(conn: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
+fn write_by(mut conn: &TcpStream, mut bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
     while !bytes.is_empty() {
         let left = left(deadline).ok_or(ErrorKind::TimedOut)?;
         conn.set_write_timeout(Some(left))?;
@@ -290,6 +381,10 @@ mod tests {
         hub.set_listeners_bound(true);
         hub.set_shards_running(true);
         assert!(get(a, "/readyz").starts_with("HTTP/1.1 200"));
+        hub.shard_stopped(1, crate::metrics::ShardStop::Panic);
+        let r = get(a, "/readyz");
+        assert!(r.starts_with("HTTP/1.1 503") && r.ends_with("not ready: shard 1 stopped (panic)\n"), "{r}");
+        assert!(get(a, "/metrics").contains("\nrelay_shard_stops_total{reason=\"panic\"} 1\n"));
         assert!(get(a, "/nope").starts_with("HTTP/1.1 404"));
         let mut s = TcpStream::connect(a).unwrap();
         write!(s, "POST /metrics HTTP/1.1\r\n\r\n").unwrap();

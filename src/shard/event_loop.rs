@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use io_uring::{IoUring, cqueue};
 
 use crate::config::{AuthConfig, Limits, ProxyExpect, ProxyProtocol, Route, RouteTable, WebConfig};
-use crate::metrics::{ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, UpstreamErrorKind};
+use crate::metrics::{
+    ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, ShardStop, UpstreamErrorKind,
+};
 use crate::pairing::{GetRegistration, PostLookup, SessionRef};
 use crate::proto::http_head::{self, HeadKind, RequestHead};
 use crate::proto::rtsp;
@@ -123,6 +125,9 @@ struct Listeners {
     open: Vec<Option<Listener>>,
     /// Listeners whose accept stopped (out of descriptors, say); the tick re-arms them.
     paused: Vec<usize>,
+    /// Out of descriptors since the last accept that succeeded: logged once per stretch, not
+    /// at every tick's retry (a flood can last minutes; each failure is still counted).
+    out_of_fds: bool,
 }
 
 /// Writes a tiny reply straight to a fresh socket, outside the ring: used only where the
@@ -173,7 +178,11 @@ impl Shard {
             web: cfg.settings.web.clone(),
             public_address: cfg.settings.public_address.clone(),
             proxy: cfg.settings.proxy.clone(),
-            listeners: Listeners { open: cfg.listeners.into_iter().map(Some).collect(), paused: Vec::new() },
+            listeners: Listeners {
+                open: cfg.listeners.into_iter().map(Some).collect(),
+                paused: Vec::new(),
+                out_of_fds: false,
+            },
             local_authority,
             shared,
             conns: ConnTable::new(),
@@ -193,7 +202,8 @@ impl Shard {
     }
 
     /// Runs the loop; `ready` is called once accepts are armed and the shard counts as running.
-    pub(super) fn run(mut self, ready: impl FnOnce()) {
+    /// Returns `None` when it stopped as asked (drained), else why it stopped on its own.
+    pub(super) fn run(mut self, ready: impl FnOnce()) -> Option<ShardStop> {
         for i in 0..self.listeners.open.len() {
             self.arm_accept(i);
         }
@@ -207,6 +217,7 @@ impl Shard {
         }
         ready();
         let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
+        let mut stop = None;
         loop {
             match self.ring.submit_and_wait() {
                 Ok(_) => {}
@@ -214,6 +225,7 @@ impl Shard {
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
                 Err(e) => {
                     tracing::error!(shard = self.id, error = %e, "io_uring_enter failed; shard stops");
+                    stop = Some(ShardStop::RingError);
                     break;
                 }
             }
@@ -237,7 +249,20 @@ impl Shard {
                 }
             }
         }
+        if stop.is_some() {
+            self.leave_listener_groups();
+        }
         self.finish();
+        stop
+    }
+
+    /// Takes this shard's listeners out of their `SO_REUSEPORT` groups at once (shutdown(2) of a
+    /// listening socket unhashes it), so the kernel stops giving it a share of new connections
+    /// even while an accept still in its ring holds the socket open.
+    fn leave_listener_groups(&mut self) {
+        for l in self.listeners.open.iter().flatten() {
+            let _ = socket2::SockRef::from(&l.fd).shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// Last words: nothing may be in flight when the memory it names is dropped.
@@ -336,7 +361,17 @@ impl Drop for Shard {
         for (_, c) in self.conns.iter() {
             // It stays open (leaked); shutdown(2) frees nothing.
             c.shutdown();
+            // The process-wide caps must not count it while the other shards drain.
+            if c.counted_ip {
+                self.shared.admission.close_connection(c.peer.ip());
+            }
         }
+        for _ in 0..self.sessions.len() {
+            // Ended by their shard stopping: the same outcome as a shutdown's.
+            self.shared.admission.close_session();
+            self.metrics.session_ended(SessionOutcome::Shutdown);
+        }
+        self.leave_listener_groups();
         if self.counted_running {
             self.shared.shard_stopped();
         }

@@ -1,5 +1,6 @@
 //! A shard's mailbox: other threads post messages (a POST to adopt, a parked POST to wake, a
-//! reload, shutdown) and wake the shard's ring through an eventfd it polls.
+//! reload, shutdown) and wake the shard's ring through an eventfd it polls. A stopped shard's
+//! mailbox is closed: whatever is posted to it is handed back to the sender.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -46,33 +47,62 @@ pub enum ShardMsg {
     Shutdown {
         grace: Duration,
     },
+
+    /// Test hook only (`RTR_TEST_STOP_SHARD`, see `app`): the shard panics as a bug would.
+    TestPanic,
 }
 
 pub struct Mailbox {
-    queue: Mutex<Vec<ShardMsg>>,
+    queue: Mutex<Inbox>,
     eventfd: EventFd,
+}
+
+/// Messages not yet taken; once the shard has stopped, nothing more is accepted.
+#[derive(Default)]
+struct Inbox {
+    msgs: Vec<ShardMsg>,
+    closed: bool,
 }
 
 impl Mailbox {
     pub fn new() -> std::io::Result<Mailbox> {
         let eventfd = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
-        Ok(Mailbox { queue: Mutex::new(Vec::new()), eventfd })
+        Ok(Mailbox { queue: Mutex::new(Inbox::default()), eventfd })
     }
 
     pub fn fd(&self) -> RawFd {
         self.eventfd.as_raw_fd()
     }
 
-    pub fn post(&self, msg: ShardMsg) {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
+    /// Queues `msg` for the shard, or hands it back if the shard has stopped: a connection in
+    /// it must then be answered by the sender, never left waiting in a mailbox nobody reads.
+    pub fn post(&self, msg: ShardMsg) -> Result<(), ShardMsg> {
+        let mut inbox = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if inbox.closed {
+            return Err(msg);
+        }
+        inbox.msgs.push(msg);
+        drop(inbox);
         // A full counter (EAGAIN) still leaves the shard woken: the result needs no handling.
         let _ = self.eventfd.write(1);
+        Ok(())
     }
 
     /// Takes every queued message and resets the wake-up counter.
     pub fn drain(&self) -> Vec<ShardMsg> {
         // Non-blocking: nothing to read (EAGAIN) only means no wake-up was pending.
         let _ = self.eventfd.read();
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut self.queue.lock().unwrap_or_else(|e| e.into_inner()).msgs)
+    }
+
+    /// The shard has stopped: later posts are handed back. Returns what was still queued.
+    pub fn close(&self) -> Vec<ShardMsg> {
+        let mut inbox = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        inbox.closed = true;
+        std::mem::take(&mut inbox.msgs)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).closed
     }
 }

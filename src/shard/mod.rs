@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use crate::admission::{Admission, AuthFailureLimiter};
 use crate::config::{Acl, Settings};
-use crate::metrics::ShardMetrics;
+use crate::metrics::{ShardMetrics, ShardStop};
 use crate::pairing::CookieTable;
 
 pub use mailbox::Mailbox;
@@ -78,11 +78,44 @@ pub struct StartOptions {
     pub metrics: Vec<Arc<ShardMetrics>>,
 }
 
+/// Told, on the stopped shard's thread, when a shard stops on its own (a panic, a failed ring).
+pub type OnShardStop = Arc<dyn Fn(u16, ShardStop) + Send + Sync>;
+
 /// The running shards.
 pub struct Shards {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     local_addrs: Vec<SocketAddr>,
+}
+
+/// Why a bind failed, in words an operator can act on.
+fn bind_error(addr: SocketAddr, e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        return std::io::Error::new(e.kind(), format!("cannot bind {addr}: address in use by another process"));
+    }
+    std::io::Error::new(e.kind(), format!("cannot bind {addr}: {e}"))
+}
+
+/// Refuses `addr` when another process listens on it (or on an address that overlaps it).
+///
+/// The shards' listeners share their port through `SO_REUSEPORT`, which lets any other socket
+/// of the same user join the group too: a second relay, or an old one not yet stopped, would
+/// silently get a share of the connections, and a tunnel's GET and POST could land in
+/// different processes. So before the group is bound, a probe socket without `SO_REUSEPORT`
+/// binds the address: the kernel refuses it (EADDRINUSE) exactly when some socket listens
+/// there, whatever that socket's options, because a listener is joined only by sockets that
+/// all set `SO_REUSEPORT`. The probe sets `SO_REUSEADDR` like the listeners, so connections
+/// of a previous run lingering in TIME_WAIT do not count. It is closed before the group
+/// binds: two relays started within the same few microseconds could both pass, which a
+/// restart or a second start by hand never does. A `:0` address has nothing to probe.
+fn refuse_if_taken(addr: SocketAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into()).map_err(|e| bind_error(addr, e))
 }
 
 /// Binds one `SO_REUSEPORT` listener per shard for `addr`. The first bind fixes the port (so
@@ -96,7 +129,7 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> std::io::Result<(SocketAddr
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
         s.set_nodelay(true)?;
-        s.bind(&bound.into()).map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind {bound}: {e}")))?;
+        s.bind(&bound.into()).map_err(|e| bind_error(bound, e))?;
         s.listen(4096)?;
         if let Some(a) = s.local_addr()?.as_socket() {
             bound = a;
@@ -116,11 +149,23 @@ fn random_seed() -> u64 {
 impl Shards {
     /// Binds every listener (so bind errors surface here) and starts the shard threads.
     pub fn start(opts: StartOptions) -> anyhow::Result<Shards> {
+        Shards::start_watched(opts, Arc::new(|_, _| {}))
+    }
+
+    /// [`Shards::start`], with `on_stop` told when a shard stops on its own. By then the shard
+    /// is out of its listeners' port groups, its mailbox is closed (hand-offs to it come back to
+    /// their senders) and the cookie table no longer points at it.
+    pub fn start_watched(opts: StartOptions, on_stop: OnShardStop) -> anyhow::Result<Shards> {
         let settings = opts.settings;
         let n = settings.shards().max(1);
         anyhow::ensure!(opts.metrics.len() == n, "one ShardMetrics per shard");
         let mut per_shard: Vec<Vec<Listener>> = (0..n).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::new();
+        // All probed before any is bound, so two of our own addresses that overlap (0.0.0.0
+        // and 127.0.0.1 on one port) are not taken for another process.
+        for l in &settings.listeners {
+            refuse_if_taken(l.addr)?;
+        }
         for l in &settings.listeners {
             let (bound, fds) = bind_listeners(l.addr, n)?;
             local_addrs.push(bound);
@@ -145,17 +190,32 @@ impl Shards {
             let shared = shared.clone();
             let core = (settings.runtime.pin_cores && !cores.is_empty()).then(|| cores[i % cores.len()]);
             let ready = ready_tx.clone();
+            let on_stop = on_stop.clone();
             let t = std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
-                match event_loop::Shard::new(cfg, shared) {
-                    Ok(shard) => shard.run(|| {
-                        let _ = ready.send(Ok(()));
-                    }),
+                let shard = match event_loop::Shard::new(cfg, shared.clone()) {
+                    Ok(shard) => shard,
                     Err(e) => {
                         let _ = ready.send(Err(e));
+                        return;
                     }
+                };
+                // A panic unwinds through the shard's Drop (connections shut down, their memory
+                // leaked if the kernel may still use it, listeners out of their groups) and ends
+                // here; the process hook has logged it with its location.
+                let run = std::panic::AssertUnwindSafe(|| {
+                    shard.run(|| {
+                        let _ = ready.send(Ok(()));
+                    })
+                });
+                let stop = std::panic::catch_unwind(run).unwrap_or(Some(ShardStop::Panic));
+                // Posted after it stopped: dropped, which closes their connections.
+                drop(shared.mailboxes[i].close());
+                if let Some(why) = stop {
+                    shared.cookies.forget_shard(i as u16);
+                    on_stop(i as u16, why);
                 }
             })?;
             threads.push(t);
@@ -195,17 +255,62 @@ impl Shards {
     /// cleanly, live TLS sessions keep their keys.
     pub fn reload(&self, settings: Arc<Settings>) {
         for m in &self.shared.mailboxes {
-            m.post(ShardMsg::Reload { settings: settings.clone() });
+            // A stopped shard takes no more settings.
+            let _ = m.post(ShardMsg::Reload { settings: settings.clone() });
         }
     }
 
     /// Stops accepting, lets sessions run up to `grace`, then ends them and waits for the shards.
     pub fn shutdown(self, grace: Duration) {
+        self.begin_shutdown(grace);
+        self.join();
+    }
+
+    /// Tells every shard to stop accepting and to end its sessions after `grace`.
+    pub fn begin_shutdown(&self, grace: Duration) {
         for m in &self.shared.mailboxes {
-            m.post(ShardMsg::Shutdown { grace });
+            // A stopped shard has nothing left to drain.
+            let _ = m.post(ShardMsg::Shutdown { grace });
         }
+    }
+
+    /// Whether every shard thread has ended.
+    pub fn finished(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished())
+    }
+
+    /// Waits for every shard thread.
+    pub fn join(self) {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+
+    /// The test hook (`RTR_TEST_STOP_SHARD`, honoured only when that variable is set, see
+    /// `app`): `shard` panics in its event loop as a bug would.
+    pub fn test_stop(&self, shard: usize) {
+        if let Some(m) = self.shared.mailboxes.get(shard) {
+            let _ = m.post(ShardMsg::TestPanic);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_another_socket_listens_on_is_refused_whatever_its_options() {
+        // A reuseport group like another relay's, and a plain listener.
+        let (group_addr, group) = bind_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let plain_addr = plain.local_addr().unwrap();
+        for taken in [group_addr, plain_addr, SocketAddr::from(([0, 0, 0, 0], plain_addr.port()))] {
+            let e = refuse_if_taken(taken).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+            assert_eq!(e.to_string(), format!("cannot bind {taken}: address in use by another process"));
+        }
+        drop((group, plain));
+        assert!(refuse_if_taken(group_addr).is_ok() && refuse_if_taken(plain_addr).is_ok(), "free again");
     }
 }

@@ -27,7 +27,12 @@ impl Shard {
                 // Re-arming now would most likely fail again at once, and again: a hot loop.
                 // The tick re-arms it; out of descriptors, closing sessions may have freed some.
                 if res == -libc::EMFILE || res == -libc::ENFILE {
-                    tracing::warn!(shard = self.id, "out of file descriptors: accepting paused for a tick");
+                    if !std::mem::replace(&mut self.listeners.out_of_fds, true) {
+                        tracing::warn!(
+                            shard = self.id,
+                            "out of file descriptors: accepting paused, retried every tick"
+                        );
+                    }
                 } else {
                     tracing::warn!(shard = self.id, error = %std::io::Error::from_raw_os_error(-res), "accept failed: accepting paused for a tick");
                 }
@@ -48,6 +53,9 @@ impl Shard {
         }
         // SAFETY: a successful accept returns a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(res) };
+        if std::mem::replace(&mut self.listeners.out_of_fds, false) {
+            tracing::info!(shard = self.id, "descriptors available again: accepting resumed");
+        }
         let Some(peer) = peer_of(&fd) else { return };
         if self.draining_until.is_some() {
             self.metrics.rejected(Rejection::ShuttingDown);

@@ -40,6 +40,11 @@ impl Shard {
         if owner == self.id {
             return false;
         }
+        if self.shard_stopped(owner) {
+            // The camera's shard is gone: the relay is unready and ending, refuse plainly.
+            self.refuse(idx, Rejection::ShuttingDown, http_head::http_error_reply(503, "Service Unavailable"));
+            return true;
+        }
         self.conns[idx].role = Role::MovingViewer { shard: owner };
         self.hand_off_if_quiet(idx);
         true

@@ -129,6 +129,8 @@ impl Shard {
                     self.reload(settings.routes.clone(), settings.limits.clone())
                 }
                 ShardMsg::Shutdown { grace } => self.begin_drain(grace),
+                // Posted only when the process was started with the test hook enabled.
+                ShardMsg::TestPanic => panic!("shard {} stopped by the test hook", self.id),
             }
         }
     }

@@ -58,7 +58,8 @@ impl Shard {
             }
             GetRegistration::Registered { wake_parked_on } => {
                 if let Some(shard) = wake_parked_on {
-                    self.shared.mailboxes[shard as usize].post(ShardMsg::WakeParked { cookie: cookie.clone() });
+                    // A stopped shard's parked POST went with it.
+                    let _ = self.shared.mailboxes[shard as usize].post(ShardMsg::WakeParked { cookie: cookie.clone() });
                 }
             }
         }
@@ -104,6 +105,11 @@ impl Shard {
                 self.parked.remove(&cookie);
                 self.bind_post(SessionKey::unpack(r.key), idx, leftover);
             }
+            PostLookup::Found(r) if self.shard_stopped(r.shard) => {
+                // Its GET died with its shard: nothing will ever take this POST.
+                self.parked.remove(&cookie);
+                self.refuse(idx, Rejection::ShuttingDown, http_head::http_error_reply(503, "Service Unavailable"));
+            }
             PostLookup::Found(r) => {
                 self.parked.remove(&cookie);
                 self.conns[idx].role = Role::HandingOff { shard: r.shard, session_key: r.key, leftover };
@@ -131,28 +137,56 @@ impl Shard {
             }
             return;
         };
-        match conn.role {
-            Role::HandingOff { shard, session_key, leftover } => {
-                self.shared.mailboxes[shard as usize].post(ShardMsg::AdoptPost(AdoptPost {
+        let (shard, msg) = match conn.role {
+            Role::HandingOff { shard, session_key, leftover } => (
+                shard,
+                ShardMsg::AdoptPost(AdoptPost {
                     fd: conn.fd,
                     peer: conn.peer,
                     session_key,
                     leftover,
                     accepted_at: conn.accepted_at,
                     tls: conn.tls,
-                }))
-            }
-            Role::MovingViewer { shard } => {
-                self.shared.mailboxes[shard as usize].post(ShardMsg::AdoptViewer(AdoptViewer {
+                }),
+            ),
+            Role::MovingViewer { shard } => (
+                shard,
+                ShardMsg::AdoptViewer(AdoptViewer {
                     fd: conn.fd,
                     peer: conn.peer,
                     head: conn.head,
                     accepted_at: conn.accepted_at,
                     tls: conn.tls,
                     counted_ip: conn.counted_ip,
-                }))
-            }
-            _ => {}
+                }),
+            ),
+            _ => return,
+        };
+        if let Err(msg) = self.shared.mailboxes[shard as usize].post(msg) {
+            self.refuse_handed_back(msg);
+        }
+    }
+
+    /// Whether `shard` has stopped (its mailbox is closed): it must be handed no more work.
+    pub(super) fn shard_stopped(&self, shard: u16) -> bool {
+        self.shared.mailboxes.get(shard as usize).is_none_or(|m| m.is_closed())
+    }
+
+    /// A hand-off whose shard stopped after it was decided: the connection is out of our table
+    /// already, so it is answered (plain ones) and closed here.
+    fn refuse_handed_back(&mut self, msg: ShardMsg) {
+        let (fd, peer, tls, counted_ip) = match msg {
+            // A POST is always counted once its head is read (see `adopt_conn`'s callers).
+            ShardMsg::AdoptPost(p) => (p.fd, p.peer, p.tls.is_some(), true),
+            ShardMsg::AdoptViewer(v) => (v.fd, v.peer, v.tls.is_some(), v.counted_ip),
+            _ => return,
+        };
+        self.metrics.rejected(Rejection::ShuttingDown);
+        if !tls {
+            send_now(&fd, &http_head::http_error_reply(503, "Service Unavailable"));
+        }
+        if counted_ip {
+            self.shared.admission.close_connection(peer.ip());
         }
     }
 
