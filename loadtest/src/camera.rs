@@ -246,7 +246,10 @@ async fn serve(stream: TcpStream, opts: &CameraOptions, counters: &Arc<Counters>
                     let tcp = req.header("Transport").is_some_and(|t| t.contains("TCP") || t.contains("interleaved"));
                     if tcp {
                         // The SSRC is announced so viewers can check every packet against it.
-                        let transport = format!("RTP/AVP/TCP;unicast;interleaved=0-1;ssrc={:08X}", payload::salted_ssrc(i, opts.media.ssrc_salt));
+                        let transport = format!(
+                            "RTP/AVP/TCP;unicast;interleaved=0-1;ssrc={:08X}",
+                            payload::salted_ssrc(i, opts.media.ssrc_salt)
+                        );
                         if session.is_none() {
                             session = Some(OpenSession::new(&counters.per_stream[i as usize]));
                         }

@@ -401,7 +401,9 @@ impl Checker {
             });
         }
         let seg = self.segment.as_mut()?;
-        if mark.seq < seg.base || mark.seq - seg.base >= MAX_SEQ_SPAN || mark.seq.abs_diff(seg.first.seq) >= MAX_SEQ_SPAN / 2
+        if mark.seq < seg.base
+            || mark.seq - seg.base >= MAX_SEQ_SPAN
+            || mark.seq.abs_diff(seg.first.seq) >= MAX_SEQ_SPAN / 2
         {
             self.integrity.bad_payload += 1;
             return None;

@@ -49,6 +49,8 @@ enum StartArg {
     Zero,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Simulated cameras /cam0../camN-1 on one listener.

@@ -119,9 +119,7 @@ pub fn parse_slice_sums(nal: &[u8]) -> Result<Option<Vec<u32>>, MarkError> {
         return Err(MarkError::Short);
     }
     body.chunks(8)
-        .map(|c| {
-            std::str::from_utf8(c).ok().and_then(|s| u32::from_str_radix(s, 16).ok()).ok_or(MarkError::Short)
-        })
+        .map(|c| std::str::from_utf8(c).ok().and_then(|s| u32::from_str_radix(s, 16).ok()).ok_or(MarkError::Short))
         .collect::<Result<Vec<u32>, _>>()
         .map(Some)
 }

@@ -559,6 +559,13 @@ impl Report {
             "slices verified against their checksums: {}; pictures that could not be (a packet missing, no checksum): {}\n",
             self.slices_verified, self.pictures_unverified
         ));
+        let longest_period_ms = self.sessions.iter().filter_map(|s| s.period_ns).max().unwrap_or(0) as f64 / 1e6;
+        if longest_period_ms >= self.stall_ms && self.stall_ms > 0.0 {
+            s.push_str(&format!(
+                "WARNING: a stream's packet interval ({longest_period_ms:.0} ms) is not below the stall threshold ({:.0} ms): every gap is a stall\n",
+                self.stall_ms
+            ));
+        }
         if self.sessions_start_disagree > 0 {
             s.push_str(&format!(
                 "WARNING: {} sessions' first packet is not the one their PLAY reply's RTP-Info named ({} packets in all; named but never sent count as lost)\n",
