@@ -342,14 +342,19 @@ impl Checker {
             continuous = step == 1;
         }
         self.last_rtp_seq = Some(rtp.seq);
-        if self.slices.packet(&rtp, continuous) {
+        let parsed = payload::parse_mark(&rtp);
+        // A picture cut by a camera restart cannot be verified, even where a relay made the
+        // RTP sequence continuous across it.
+        let restarted = self.ssrc_changed
+            || matches!(&parsed, Ok(Some(m)) if self.expect_stream.is_none_or(|s| s == m.stream) && self.jumps(m));
+        if self.slices.packet(&rtp, continuous && !restarted) {
             self.integrity.bad_slice += 1;
         }
         self.first_packet_ns.get_or_insert(now_ns);
         if self.first_keyframe_ns.is_none() && payload::starts_keyframe(rtp.payload) {
             self.first_keyframe_ns = Some(now_ns);
         }
-        let mark = match payload::parse_mark(&rtp) {
+        let mark = match parsed {
             Ok(Some(m)) if *self.scheduled.get_or_insert(m.scheduled) == m.scheduled => m,
             Ok(_) => {
                 self.unmarked += 1;
@@ -367,16 +372,7 @@ impl Checker {
             self.integrity.wrong_stream += 1;
             return None;
         }
-        let t0 = match (mark.scheduled, self.period_ns) {
-            (true, Some(p)) => Some(i128::from(mark.due_ns) - i128::from(mark.seq) * i128::from(p)),
-            _ => None,
-        };
-        let jumped = match (&self.segment, t0, self.period_ns) {
-            (Some(seg), Some(t0), Some(p)) => seg.t0.is_some_and(|s| (s - t0).abs() > i128::from(p / 2)),
-            // Padding marks: a stream that starts over.
-            (Some(seg), None, _) => mark.seq < seg.first.seq,
-            _ => false,
-        };
+        let (t0, jumped) = (self.origin(&mark), self.jumps(&mark));
         let new_ssrc = std::mem::take(&mut self.ssrc_changed);
         if self.segment.is_none() || jumped || new_ssrc {
             if let Some(seg) = self.segment.take() {
@@ -427,6 +423,23 @@ impl Checker {
         let lat_us = now_ns.saturating_sub(mark.due_ns) / 1000;
         let _ = self.latency_us.record(lat_us.clamp(1, crate::report::MAX_US));
         Some(lat_us)
+    }
+
+    /// Due time of stream sequence 0 by the schedule `m` is on (scheduled marks, period known).
+    fn origin(&self, m: &payload::Mark) -> Option<i128> {
+        let p = self.period_ns.filter(|_| m.scheduled)?;
+        Some(i128::from(m.due_ns) - i128::from(m.seq) * i128::from(p))
+    }
+
+    /// Whether `m` is not on the open segment's schedule: the camera's stream started over.
+    fn jumps(&self, m: &payload::Mark) -> bool {
+        let Some(seg) = &self.segment else { return false };
+        match (self.origin(m), seg.t0, self.period_ns) {
+            (Some(t0), Some(s), Some(p)) => (s - t0).abs() > i128::from(p / 2),
+            // Padding marks: a stream that starts over.
+            (None, _, _) => !m.scheduled && m.seq < seg.first.seq,
+            _ => false,
+        }
     }
 
     /// No segment has been closed yet: the one open is the session's first.
