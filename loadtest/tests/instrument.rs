@@ -177,7 +177,7 @@ fn one_packet_then_silence_fails_with_the_silence_lost_and_stalled() {
 fn a_camera_killed_under_a_shared_route_fails_its_viewers_by_loss_and_stall() {
     let (cams, addr) = start_cameras(2);
     let relay = shared_relay(addr, 2);
-    let run = start_viewers(relay.local_addrs()[0], "tunnel", 8, 2, &["--duration", "4s"]);
+    let run = start_viewers(relay.local_addrs()[0], "tunnel", 8, 2, &["--duration", "6s"]);
     run.wait_playing(8);
     cams.signal("KILL");
     let (_, report) = run.finish();
@@ -185,7 +185,7 @@ fn a_camera_killed_under_a_shared_route_fails_its_viewers_by_loss_and_stall() {
     // The relay keeps its viewers while it retries the camera: they play to the end, without media.
     assert_eq!(report["sessions_survived"], 0, "{}", brief(&report));
     for s in sessions(&report) {
-        assert!(int(&s["lost"]) * 4 > int(&s["expected"]), "most of the run lost: {s:#}");
+        assert!(int(&s["lost"]) * 10 > int(&s["expected"]), "the rest of the run lost: {s:#}");
         assert!(ms(&s["longest_stall_ms"]) > 1000.0, "{s:#}");
     }
     relay.shutdown(Duration::from_millis(200));
