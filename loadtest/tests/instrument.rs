@@ -274,3 +274,35 @@ fn a_warm_shared_route_with_default_flags_shows_no_phantom_loss() {
     assert!(replayed > 0 && replayed < int(&report["bytes_received"]), "{}", brief(&report));
     relay.shutdown(Duration::from_millis(200));
 }
+
+/// The SSRC a camera process announces for `/cam0`.
+fn announced_ssrc(cams: SocketAddr) -> String {
+    let mut c = TcpStream::connect(cams).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let setup = format!(
+        "SETUP rtsp://{cams}/cam0/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n"
+    );
+    c.write_all(setup.as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !reply.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the SETUP reply");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    text.split("ssrc=").nth(1).and_then(|r| r.split(['\r', ';']).next()).unwrap_or_else(|| panic!("{text}")).to_owned()
+}
+
+#[test]
+fn a_restarted_camera_announces_new_ssrcs_unless_told_to_keep_them() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
+    let mut seen = Vec::new();
+    for flags in [&[][..], &[], &["--fixed-ssrc"], &["--fixed-ssrc"]] {
+        let cams = start_cameras_on(addr, 1, "500k", flags);
+        seen.push(announced_ssrc(addr));
+        drop(cams);
+    }
+    assert_ne!(seen[0], seen[1], "a new process, new SSRCs: {seen:?}");
+    assert_eq!(seen[2], seen[3], "--fixed-ssrc: the same in every process: {seen:?}");
+}
