@@ -96,6 +96,32 @@ pub fn slice_sum_nal(slices: &[&[u8]]) -> Vec<u8> {
     n
 }
 
+/// How a picture's slice checksums travel.
+enum Sums {
+    /// One STAP-A (RFC 6184 §5.7.1) holding the checksum SEI and the picture's only slice,
+    /// packetised as one NAL unit: a P picture costs no extra packet.
+    Aggregated(Vec<u8>),
+    /// The checksum SEI as a NAL unit of its own, before the slices (they are too large to
+    /// share a packet).
+    Separate(Vec<u8>),
+}
+
+fn picture_sums(slices: &[&[u8]], max_payload: usize) -> Sums {
+    let sums = slice_sum_nal(slices);
+    match slices {
+        [slice] if 1 + 2 + sums.len() + 2 + slice.len() <= max_payload && !slice.is_empty() => {
+            // NRI of an aggregation packet: the largest of its units'.
+            let mut stap = vec![(slice[0] & 0x60).max(sums[0] & 0x60) | 24];
+            for n in [&sums[..], slice] {
+                stap.extend_from_slice(&(n.len() as u16).to_be_bytes());
+                stap.extend_from_slice(n);
+            }
+            Sums::Aggregated(stap)
+        }
+        _ => Sums::Separate(sums),
+    }
+}
+
 /// The slice checksums a NAL unit declares, if it is a checksum SEI; `Err` if it is one but
 /// damaged.
 pub fn parse_slice_sums(nal: &[u8]) -> Result<Option<Vec<u32>>, MarkError> {
@@ -256,15 +282,22 @@ impl StreamGen {
             let (p, b) = packet_cost(nal, max_payload);
             (packets, bytes) = (packets + p, bytes + b);
         }
+        // The checksums: a NAL unit of their own, or in place of the slice (aggregated with it).
+        let sums_cost = |slices: &[&[u8]]| match picture_sums(slices, max_payload) {
+            Sums::Separate(n) => packet_cost(&n, max_payload),
+            Sums::Aggregated(stap) => {
+                let ((p0, b0), (p1, b1)) = (packet_cost(&stap, max_payload), packet_cost(slices[0], max_payload));
+                (p0 - p1, b0 - b1)
+            }
+        };
         let first_slice = keyframe.iter().position(|n| (1..=5).contains(&nal_unit_type(n))).unwrap_or(0);
-        let (p, b) = packet_cost(&slice_sum_nal(&keyframe[first_slice..]), max_payload);
+        let (p, b) = sums_cost(&keyframe[first_slice..]);
         (packets, bytes) = (packets + p, bytes + b);
         for n in 1..gop {
             let pic = skip.picture(n as u32);
-            for nal in [&pic[..], &slice_sum_nal(&[&pic[..]])[..]] {
-                let (p, b) = packet_cost(nal, max_payload);
-                (packets, bytes) = (packets + p, bytes + b);
-            }
+            let (p0, b0) = packet_cost(&pic, max_payload);
+            let (p1, b1) = sums_cost(&[&pic[..]]);
+            (packets, bytes) = (packets + p0 + p1, bytes + b0 + b1);
         }
         let bytes_per_gop = (opts.bitrate_bps * gop / fps / 8).max(bytes);
         // Padding packets 2% short of full on average leave each picture room to catch up.
@@ -334,8 +367,8 @@ impl StreamGen {
             self.gop_packets = 0;
             self.gop_bytes -= self.bytes_per_gop as i64;
         }
-        let skip;
-        let (mut pre, slices): (Vec<&[u8]>, Vec<&[u8]>) = if f == 0 {
+        let (skip, sums);
+        let (mut pre, mut slices): (Vec<&[u8]>, Vec<&[u8]>) = if f == 0 {
             // Parameter sets and SEI first, then the slices' checksums and the padding, then the
             // slices.
             let first_slice = self.keyframe.iter().position(|n| (1..=5).contains(&nal_unit_type(n))).unwrap_or(0);
@@ -344,8 +377,11 @@ impl StreamGen {
             skip = self.skip.picture(f as u32);
             (Vec::new(), vec![&skip[..]])
         };
-        let sums = slice_sum_nal(&slices);
-        pre.push(&sums);
+        sums = picture_sums(&slices, self.max_payload);
+        match &sums {
+            Sums::Aggregated(stap) => slices = vec![&stap[..]],
+            Sums::Separate(nal) => pre.push(nal),
+        }
         let (mut n_pre, mut n_nat, mut b_nat) = (0, 0, 0);
         for (i, nal) in pre.iter().chain(slices.iter()).enumerate() {
             let (p, b) = packet_cost(nal, self.max_payload);

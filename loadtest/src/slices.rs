@@ -181,7 +181,8 @@ mod tests {
             .position(|p| {
                 let r = parse_rtp(p).unwrap();
                 let pl = r.payload;
-                pl[0] & 0x1f == t || (pl[0] & 0x1f == 28 && pl[1] & 0x1f == t)
+                // P slices travel in a STAP-A after their checksum SEI, last.
+                pl[0] & 0x1f == t || (pl[0] & 0x1f == 28 && pl[1] & 0x1f == t) || (t == 1 && pl[0] & 0x1f == 24)
             })
             .unwrap();
         (i, pk[i].len() - 2)

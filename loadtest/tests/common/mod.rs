@@ -280,7 +280,8 @@ where
 }
 
 /// Where the RTP payload (the first NAL unit header) of an interleaved frame begins, and its
-/// NAL unit type (FU-A: the fragmented unit's type, and whether this is its first fragment).
+/// NAL unit type (FU-A: the fragmented unit's type, and whether this is its first fragment;
+/// STAP-A: its last unit's type, the slice the camera aggregates with its checksum).
 pub fn nal_of(frame: &[u8]) -> Option<(usize, u8, bool)> {
     let rtp = frame.get(4..)?;
     let mut at = 12 + 4 * usize::from(rtp.first()? & 0x0f);
@@ -292,6 +293,14 @@ pub fn nal_of(frame: &[u8]) -> Option<(usize, u8, bool)> {
     if t == 28 {
         let h = rtp.get(at + 1)?;
         return Some((4 + at, h & 0x1f, h & 0x80 != 0));
+    }
+    if t == 24 {
+        let (mut unit, mut i) = (None, at + 1);
+        while let Some(l) = rtp.get(i..i + 2) {
+            unit = Some(rtp.get(i + 2)? & 0x1f);
+            i += 2 + usize::from(u16::from_be_bytes([l[0], l[1]]));
+        }
+        return Some((4 + at, unit?, true));
     }
     Some((4 + at, t, true))
 }
