@@ -233,6 +233,8 @@ impl ConnTable {
                     c.send.push_shared(b.clone(), Some(at));
                     Queued::InPlace
                 }
+                // Nothing to reference (a zero-length payload): its header went alone.
+                FrameBytes::Ring { range, .. } if range.is_empty() => Queued::InPlace,
                 FrameBytes::Ring { bid, range } => {
                     let (start, end) = (ring_offset(range.start), ring_offset(range.end));
                     // Checks the range against the buffer before anything refers to it.

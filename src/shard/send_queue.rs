@@ -95,6 +95,12 @@ impl SendQueue {
         self.segments.is_empty()
     }
 
+    /// Segments queued, including those of the send in flight: each costs its slot and what it
+    /// holds beyond its bytes, which the slow-viewer bounds count.
+    pub fn entries(&self) -> usize {
+        self.segments.len()
+    }
+
     pub fn in_flight(&self) -> bool {
         self.in_flight
     }
