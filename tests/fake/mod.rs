@@ -51,7 +51,14 @@ pub enum CameraMode {
     /// a line feed: every frame is a range of its own for the relay, a receive buffer's worth
     /// hundreds of thousands of them. Then nothing more.
     TinyFrames,
+    /// 200 ms after PLAY, a normal frame every 10 ms with, in between, zero-length `$` frames:
+    /// one alone, one whose header comes in two writes, runs of them on the video's RTP and
+    /// RTCP channels and on a channel nothing was set up on ([`EMPTY_FRAMES`] in all).
+    EmptyFrames,
 }
+
+/// Zero-length frames a [`CameraMode::EmptyFrames`] camera sends.
+pub const EMPTY_FRAMES: usize = 1 + 1 + 1000 + 100 + 100;
 
 /// What a [`CameraMode::TinyFrames`] camera sends: `$`, channel 0, length 1, `A`, `\n`.
 pub const TINY_FRAME: &[u8] = b"$\x00\x00\x01A\n";
@@ -222,6 +229,26 @@ fn serve_camera(
                     }
                 }
                 CameraMode::TinyFrames => {}
+                CameraMode::EmptyFrames if played_at.elapsed() >= Duration::from_millis(200) && seq == 5 => {
+                    seq += 1;
+                    sock.set_nodelay(true).unwrap();
+                    let steps: [&[u8]; 6] = [
+                        b"$\0\0\0",
+                        b"$\0",
+                        b"\0\0",
+                        &b"$\0\0\0".repeat(1000),
+                        &b"$\x01\0\0".repeat(100),
+                        &b"$\x05\0\0".repeat(100),
+                    ];
+                    for step in steps {
+                        if sock.write_all(step).is_err() {
+                            return;
+                        }
+                        // Separate receives for the relay.
+                        std::thread::sleep(Duration::from_millis(30));
+                    }
+                }
+                CameraMode::EmptyFrames if played_at.elapsed() < Duration::from_millis(200) => {}
                 CameraMode::ResetAfterPlay if seq >= 20 => {
                     // SO_LINGER 0: close with RST, as a crashing camera would.
                     let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
