@@ -56,7 +56,9 @@ fn joiners_cost(limits: Limits) -> (u64, String) {
             }
         }
         let session = v.session.clone();
-        v.send_command(format!("PLAY rtsp://{}/cam/ RTSP/1.0\r\nCSeq: 9\r\nSession: {session}\r\n\r\n", relay.addr).as_bytes());
+        v.send_command(
+            format!("PLAY rtsp://{}/cam/ RTSP/1.0\r\nCSeq: 9\r\nSession: {session}\r\n\r\n", relay.addr).as_bytes(),
+        );
         viewers.push(v);
     }
     std::thread::sleep(Duration::from_secs(2));

@@ -134,7 +134,10 @@ fn play_on(v: &mut TunnelViewer, channels: &str) {
 fn empty_frames_from_a_shared_camera_reach_every_viewer_as_headers_and_the_shard_lives() {
     let camera = FakeCamera::start(CameraMode::EmptyFrames);
     // A shared route (the default mode), one shard: a panic there would stop every viewer.
-    let text = format!("[listen]\ntunnel=[\"127.0.0.1:0\"]\n[[route]]\npath=\"/cam\"\nupstream=\"{}\"\n", camera.url("/stream"));
+    let text = format!(
+        "[listen]\ntunnel=[\"127.0.0.1:0\"]\n[[route]]\npath=\"/cam\"\nupstream=\"{}\"\n",
+        camera.url("/stream")
+    );
     let relay = Relay::from_config(&text, 1, Limits::default(), None);
     // One viewer on the camera's own channels (it gets the camera's header and payload as one
     // range), one on others (it gets a header of its own, then the payload).

@@ -412,7 +412,9 @@ impl CameraSession {
         let backoff = Backoff::new(params.backoff_initial, params.backoff_max, params.seed.rotate_left(29));
         let mut s = CameraSession {
             demand: Demand::new(params.mode),
-            gop: params.gop_cache_bytes.map(|bytes| GopCache::new(GopLimits { bytes, packets: params.gop_cache_packets })),
+            gop: params
+                .gop_cache_bytes
+                .map(|bytes| GopCache::new(GopLimits { bytes, packets: params.gop_cache_packets })),
             params,
             backoff,
             state: State::Idle,

@@ -275,7 +275,9 @@ impl<V: Clone + PartialEq> SharedFanout<V> {
                     }
                 }
                 let (header, body) = match (&f.payload, &own) {
-                    (FramePayload::InChunk(_), Some(whole)) if channel == f.channel => (None, Body::Chunk(whole.clone())),
+                    (FramePayload::InChunk(_), Some(whole)) if channel == f.channel => {
+                        (None, Body::Chunk(whole.clone()))
+                    }
                     (payload, _) => {
                         let header = match headers.iter().find(|(c, _)| *c == channel) {
                             Some((_, h)) => h.clone(),

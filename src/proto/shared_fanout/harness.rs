@@ -205,7 +205,8 @@ impl World {
         let replay: Vec<_> = cache
             .map(|g| g.frames().filter(|f| channels.get(f.track).copied().flatten().is_some()).cloned().collect())
             .unwrap_or_default();
-        let cached: HashSet<*const u8> = cache.map(|g| g.frames().map(|f| f.frame.as_ptr()).collect()).unwrap_or_default();
+        let cached: HashSet<*const u8> =
+            cache.map(|g| g.frames().map(|f| f.frame.as_ptr()).collect()).unwrap_or_default();
         self.plan.clear();
         let params = JoinParams { channels: channels.clone(), key_track, limits: LIMITS, asked_at: self.now };
         self.fanout.join(id, params, &replay, self.now, &mut self.plan);

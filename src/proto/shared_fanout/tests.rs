@@ -4,7 +4,8 @@ use crate::proto::keyframe::tests::rtp;
 use crate::proto::keyframe::{Classifier, VideoCodec};
 use proptest::prelude::*;
 
-const LIMITS: FanoutLimits = FanoutLimits { drop_above: 1000, disconnect_above: 5000, max_behind: Duration::from_secs(5) };
+const LIMITS: FanoutLimits =
+    FanoutLimits { drop_above: 1000, disconnect_above: 5000, max_behind: Duration::from_secs(5) };
 
 fn params(channels: Vec<Option<(u8, u8)>>) -> JoinParams {
     JoinParams { channels, key_track: Some(0), limits: LIMITS, asked_at: crate::test_fixtures::t0() }
@@ -74,10 +75,18 @@ fn own_channel_frames_are_one_range_and_others_share_one_header() {
         f.join(id, params(vec![Some((ch, ch + 1))]), &[], now, &mut out);
     }
     let chunk = b"$\0\0\x03abc".to_vec();
-    f.plan(&[media(0, FramePayload::InChunk(4..7), FrameKind::KeyframeStart)], &chunk, now, |_| Some(QueueState::default()), &mut out);
+    f.plan(
+        &[media(0, FramePayload::InChunk(4..7), FrameKind::KeyframeStart)],
+        &chunk,
+        now,
+        |_| Some(QueueState::default()),
+        &mut out,
+    );
     let delivers: Vec<_> = out.iter().filter(|d| matches!(d, Delivery::Deliver { .. })).collect();
     assert!(matches!(delivers[0], Delivery::Deliver { header: None, body: Some(Body::Chunk(r)), .. } if *r == (0..7)));
-    let (Delivery::Deliver { header: Some(a), .. }, Delivery::Deliver { header: Some(b), .. }) = (delivers[1], delivers[2]) else {
+    let (Delivery::Deliver { header: Some(a), .. }, Delivery::Deliver { header: Some(b), .. }) =
+        (delivers[1], delivers[2])
+    else {
         panic!("{out:?}")
     };
     assert_eq!((&a[..], a.as_ptr()), (&b"$\x04\0\x03"[..], b.as_ptr()), "one header for both");
@@ -101,7 +110,9 @@ fn a_joiner_on_the_cameras_channels_gets_the_cached_packets_themselves() {
     f.join(1u8, params(vec![Some((0, 1))]), &replay, now, &mut out);
     let mut same = 0;
     for (d, c) in out.iter().zip(&replay) {
-        let Delivery::Deliver { header: None, body: Some(Body::Shared(b)), live: false, .. } = d else { panic!("{d:?}") };
+        let Delivery::Deliver { header: None, body: Some(Body::Shared(b)), live: false, .. } = d else {
+            panic!("{d:?}")
+        };
         same += usize::from(b.as_ptr() == c.frame.as_ptr());
     }
     assert_eq!(same, 11, "no copy, no header of its own");
@@ -122,9 +133,8 @@ fn a_viewer_that_never_reads_is_held_to_its_bound_by_entries_as_well_as_bytes() 
     // 13-byte packets: 40 of them are 680 bytes, under the 1000-byte bound, but each frame is
     // two entries.
     let chunk = [b"$\0\0\x0d".as_slice(), &[0u8; 13]].concat().repeat(40);
-    let frames: Vec<MediaFrame> = (0..40)
-        .map(|i| media(0, FramePayload::InChunk(i * 17 + 4..i * 17 + 17), FrameKind::KeyframeStart))
-        .collect();
+    let frames: Vec<MediaFrame> =
+        (0..40).map(|i| media(0, FramePayload::InChunk(i * 17 + 4..i * 17 + 17), FrameKind::KeyframeStart)).collect();
     let stats = f.plan(&frames, &chunk, now, |_| Some(QueueState::default()), &mut out);
     let queued: usize = out.iter().map(Delivery::len).sum();
     assert!(stats.dropped >= 30 && queued < 200, "skipping after {queued} bytes, {stats:?}");

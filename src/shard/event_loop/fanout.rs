@@ -25,6 +25,14 @@ fn queue_of(conns: &ConnTable, v: &FanoutViewer) -> Option<QueueState> {
     Some(QueueState { bytes: c.send.queued(), entries: c.send.entries() })
 }
 
+/// Empties a plan for the next receive, keeping the room of an ordinary one: a join's replay of
+/// a large cache would otherwise pin room for all of its deliveries.
+fn keep_room(plan: &mut Vec<Delivery<FanoutViewer>>) {
+    const KEPT: usize = 1024;
+    plan.clear();
+    plan.shrink_to(KEPT);
+}
+
 impl Shard {
     /// Camera bytes in ring buffer `bid`: read by the camera session, its frames fanned out,
     /// then its other outputs (answers, keepalives) carried out.
@@ -56,6 +64,7 @@ impl Shard {
         if stats.dropped > 0 {
             self.metrics.frames_dropped(stats.dropped);
         }
+        keep_room(&mut plan);
         if let Some(slot) = self.cameras.get_mut(ck) {
             slot.plan = plan;
         }
@@ -141,6 +150,7 @@ impl Shard {
         slot.fanout.join(FanoutViewer { key, conn }, params, &replay, now, &mut plan);
         drop(replay);
         self.carry_out_plan(&plan, None, now);
+        keep_room(&mut plan);
         if let Some(slot) = self.cameras.get_mut(ck) {
             slot.plan = plan;
         }
