@@ -222,15 +222,17 @@ impl ConnTable {
             }
             Queued::InPlace
         } else {
+            // Headers and tiny frames are copied onto the queue's last copy: a segment naming
+            // each would cost more than its bytes (a joiner replaying a cache of tiny packets).
             if let Some(h) = &ws {
-                c.send.push_owned(h.as_bytes().to_vec());
+                c.send.push_small(h.as_bytes(), None);
             }
             if let Some(p) = prefix {
-                c.send.push_shared(p.clone(), None);
+                c.send.push_shared_or_small(p, None);
             }
             match frame {
                 FrameBytes::Shared(b) => {
-                    c.send.push_shared(b.clone(), Some(at));
+                    c.send.push_shared_or_small(b, Some(at));
                     Queued::InPlace
                 }
                 // Nothing to reference (a zero-length payload): its header went alone.

@@ -142,6 +142,41 @@ impl SendQueue {
         self.push_bytes(bytes.to_vec(), Some(timed));
     }
 
+    /// Queues a piece no larger than a segment (a `$` or WebSocket header, a tiny packet) by
+    /// copying it onto the last queued copy when no send in flight names it: referencing it
+    /// would cost a segment, more than its bytes, per viewer. The segment keeps the first
+    /// receive time of its media and carries the frames of all.
+    pub fn push_small(&mut self, bytes: &[u8], timed: Option<Timed>) {
+        if bytes.is_empty() {
+            return;
+        }
+        let not_in_flight = self.segments.len() > self.in_flight_segments;
+        if let (true, Some(Segment::Owned { data, timed: t, .. })) = (not_in_flight, self.segments.back_mut()) {
+            if data.len() + bytes.len() <= COALESCE_BYTES {
+                match (t.as_mut(), timed) {
+                    (Some(t), Some(n)) => t.frames += n.frames,
+                    (None, Some(n)) => *t = Some(n),
+                    (_, None) => {}
+                }
+                data.extend_from_slice(bytes);
+                self.queued += bytes.len();
+                return;
+            }
+        }
+        self.push_bytes(bytes.to_vec(), timed);
+    }
+
+    /// Queues shared bytes (reference counted: every viewer's queue names the same memory), or
+    /// copies them when they are smaller than the segment that would name them
+    /// ([`SendQueue::push_small`]).
+    pub fn push_shared_or_small(&mut self, data: &bytes::Bytes, timed: Option<Timed>) {
+        if data.len() <= std::mem::size_of::<Segment>() {
+            self.push_small(data, timed);
+        } else {
+            self.push_shared(data.clone(), timed);
+        }
+    }
+
     /// Queues shared bytes (reference counted: every viewer's queue names the same memory).
     pub fn push_shared(&mut self, data: bytes::Bytes, timed: Option<Timed>) {
         if data.is_empty() {
