@@ -25,8 +25,8 @@ fn queue_of(conns: &ConnTable, v: &FanoutViewer) -> Option<QueueState> {
     Some(QueueState { bytes: c.send.queued(), entries: c.send.entries() })
 }
 
-/// Empties a plan for the next receive, keeping the room of an ordinary one: a join's replay of
-/// a large cache would otherwise pin room for all of its deliveries.
+/// Empties a join's plan, keeping the room of a receive's (one delivery per viewer and a few):
+/// the replay of a large cache would otherwise pin room for all of its deliveries.
 fn keep_room(plan: &mut Vec<Delivery<FanoutViewer>>) {
     const KEPT: usize = 1024;
     plan.clear();
@@ -56,23 +56,48 @@ impl Shard {
     fn fan_out(&mut self, ck: CameraKey, bid: u16, len: usize, media: &[MediaFrame], received_at: Instant) {
         let Some(slot) = self.cameras.get_mut(ck) else { return };
         let mut plan = std::mem::take(&mut slot.plan);
-        plan.clear();
-        let conns = &self.conns;
-        let chunk = self.bufs.bytes_at(bid, 0, len);
-        let stats = slot.fanout.plan(media, chunk, received_at, |v| queue_of(conns, v), &mut plan);
-        self.carry_out_plan(&plan, Some(bid), received_at);
-        if stats.dropped > 0 {
-            self.metrics.frames_dropped(stats.dropped);
+        let (mut dropped, mut sent, mut copied) = (0, 0, 0);
+        // Frame by frame: each viewer is judged on its queue as it really is, and a plan holds
+        // one delivery per viewer at most, however many frames the receive carries.
+        for f in media {
+            let Some(slot) = self.cameras.get_mut(ck) else { break };
+            plan.clear();
+            let conns = &self.conns;
+            let chunk = self.bufs.bytes_at(bid, 0, len);
+            dropped += slot
+                .fanout
+                .plan(std::slice::from_ref(f), chunk, received_at, |v| queue_of(conns, v), &mut plan)
+                .dropped;
+            let (s, c) = self.carry_out_plan(&plan, Some(bid), received_at);
+            (sent, copied) = (sent + s, copied + c);
         }
-        keep_room(&mut plan);
+        self.count_sent(sent, copied);
+        if dropped > 0 {
+            self.metrics.frames_dropped(dropped);
+        }
         if let Some(slot) = self.cameras.get_mut(ck) {
             slot.plan = plan;
         }
     }
 
+    fn count_sent(&mut self, sent: u64, copied: u64) {
+        if sent > 0 {
+            self.metrics.frames(Direction::ToViewer, sent);
+        }
+        if copied > 0 {
+            self.metrics.ring_ranges_copied(copied);
+        }
+    }
+
     /// Queues each delivery of a plan (ranges of ring buffer `bid`), records first pictures,
-    /// and ends the sessions of viewers the plan cut.
-    fn carry_out_plan(&mut self, plan: &[Delivery<FanoutViewer>], bid: Option<u16>, received_at: Instant) {
+    /// and ends the sessions of viewers the plan cut. Returns the frames queued and, of those,
+    /// the ring ranges copied.
+    fn carry_out_plan(
+        &mut self,
+        plan: &[Delivery<FanoutViewer>],
+        bid: Option<u16>,
+        received_at: Instant,
+    ) -> (u64, u64) {
         let (mut sent, mut copied) = (0u64, 0u64);
         let mut slow = Vec::new();
         for d in plan {
@@ -115,17 +140,12 @@ impl Shard {
                 Delivery::Disconnect { viewer, .. } => slow.push(viewer.key),
             }
         }
-        if sent > 0 {
-            self.metrics.frames(Direction::ToViewer, sent);
-        }
-        if copied > 0 {
-            self.metrics.ring_ranges_copied(copied);
-        }
         for key in slow {
             tracing::debug!(shard = self.id, "a viewer of a shared camera stayed too far behind: disconnected");
             self.metrics.rejected(Rejection::SlowViewer);
             self.end_session(key, SessionOutcome::SlowViewer);
         }
+        (sent, copied)
     }
 
     /// A viewer's PLAY was answered: it joins the fan-out, the GOP cache first.
@@ -149,7 +169,8 @@ impl Shard {
         let now = Instant::now();
         slot.fanout.join(FanoutViewer { key, conn }, params, &replay, now, &mut plan);
         drop(replay);
-        self.carry_out_plan(&plan, None, now);
+        let (sent, copied) = self.carry_out_plan(&plan, None, now);
+        self.count_sent(sent, copied);
         keep_room(&mut plan);
         if let Some(slot) = self.cameras.get_mut(ck) {
             slot.plan = plan;
