@@ -890,6 +890,7 @@ mod tests {
         let (cfg, routes) = Config::from_toml(text).unwrap();
         assert_eq!(routes.len(), 2);
         assert_eq!(cfg.limits.pairing_timeout_ms, 3000);
+        assert_eq!(cfg.limits.gop_cache_packets, Limits::default().gop_cache_packets);
         assert_eq!(routes[1].upstream_url, "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
         assert!(!cfg.listen.proxy_protocol && cfg.listen.proxy_from.is_empty());
     }
@@ -959,6 +960,8 @@ mod tests {
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[metrics]\nrequest_timeout_ms=5\n", "[metrics]"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nrequest_timeout_secs=0\n", "request_timeout_secs"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\ncamera_close_grace_ms=0\n", "camera_close_grace_ms"),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\ngop_cache_packets=0\n", "gop_cache_packets"),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\ngop_cache_packets=1000001\n", "at most 1000000"),
             (
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x\"\n[[route]]\npath=\"/c/\"\nupstream=\"rtsp://127.0.0.1/y\"\n",
                 "duplicate path",
