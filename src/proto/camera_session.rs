@@ -664,7 +664,7 @@ impl CameraSession {
 
     fn connect(&mut self, now: Instant) {
         self.stats.connections += 1;
-        let seed = self.params.seed ^ self.stats.connections.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let seed = self.params.seed ^ self.stats.connections.wrapping_mul(super::rng::GOLDEN_GAMMA);
         self.conn = Some(Conn {
             demux: Demux::new(self.params.limits),
             splitter: FrameSplitter::new(),

@@ -40,6 +40,7 @@ use super::gop_cache::CachedFrame;
 use super::outcome::Rejection;
 use super::rewrite::{HandedOut, UriRefusal, UrlMap, rewrite_to_client};
 use super::rtsp::Message;
+use super::rng::SplitMix64;
 
 /// What the relay implements for viewers of a shared camera.
 pub const PUBLIC: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
@@ -453,7 +454,7 @@ impl SharedViewer {
         self.tracks[track] = Some(ViewerTrack { rtp, rtcp, uri: uri.to_owned() });
         if self.session_id.is_none() {
             self.sessions_made += 1;
-            self.session_id = Some(format!("{:016X}", mix(self.params.session_seed, self.sessions_made)));
+            self.session_id = Some(format!("{:016X}", SplitMix64::nth(self.params.session_seed, self.sessions_made)));
         }
         let mut r = self.reply(msg, 200, "OK");
         r.headers.push(("Transport".to_owned(), format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp}")));
@@ -605,14 +606,6 @@ fn choose_channels(transport: &str, taken: &[u8]) -> Option<(u8, u8)> {
         Some((a, b)) if a != b && !taken.contains(&a) && !taken.contains(&b) => Some((a, b)),
         _ => (0..=127u8).map(|k| (2 * k, 2 * k + 1)).find(|(a, b)| !taken.contains(a) && !taken.contains(b)),
     }
-}
-
-/// SplitMix64 of `seed` and a counter: session ids that differ per viewer and per session.
-fn mix(seed: u64, n: u64) -> u64 {
-    let mut z = seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
