@@ -9,6 +9,7 @@ use super::h264::Clip;
 use super::rtp::{self, Packetizer, SenderInfo};
 use crate::proto::rng::Rng;
 use crate::proto::rtsp::{Message, StartLine};
+use crate::proto::rtsp_url::RtspUrl;
 
 /// The path the camera serves.
 pub const STREAM_PATH: &str = "/demo";
@@ -504,22 +505,14 @@ impl RequestUrl {
         if uri == "*" {
             return Some(RequestUrl { authority: local.to_string(), path: "*".into() });
         }
-        let (authority, rest) =
-            if let Some(rest) = strip_prefix_ci(uri, "rtsp://").or_else(|| strip_prefix_ci(uri, "rtsps://")) {
-                let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-                let auth = &rest[..end];
-                let host = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
-                if host.is_empty() {
-                    return None;
-                }
-                (host.to_owned(), &rest[end..])
-            } else if uri.starts_with('/') {
-                (local.to_string(), uri)
-            } else {
-                return None;
-            };
-        let end = rest.find(['?', '#']).unwrap_or(rest.len());
-        let mut path = &rest[..end];
+        let url = RtspUrl::parse(uri);
+        let rtsp = url.scheme().is_some_and(|s| s.eq_ignore_ascii_case("rtsp") || s.eq_ignore_ascii_case("rtsps"));
+        let authority = match url.host_port() {
+            Some(host) if rtsp && !host.is_empty() => host.to_owned(),
+            None if uri.starts_with('/') => local.to_string(),
+            _ => return None,
+        };
+        let mut path = url.path;
         while path.len() > 1 && path.ends_with('/') {
             path = &path[..path.len() - 1];
         }
@@ -534,10 +527,6 @@ impl RequestUrl {
     }
 }
 
-fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
-}
 
 fn set_status(r: &mut Message, code: u16) {
     if let StartLine::Response { status, reason: why, .. } = &mut r.start {

@@ -971,15 +971,10 @@ pub fn local_reply(status: u16, reason: &str, cseq: Option<u32>) -> Vec<u8> {
 
 /// The viewer's view of the route: scheme and authority as the viewer spoke them.
 fn client_base(uri: &str, viewer_authority: &str, route_path: &str) -> String {
-    let (scheme, authority) = match uri.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority = rest.split(['/', '?']).next().unwrap_or("");
-            // Viewer credentials in the URI are for the relay; keep them out of rewritten URLs.
-            let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-            (scheme, authority)
-        }
-        None => ("rtsp", viewer_authority),
-    };
+    // Viewer credentials in the URI are for the relay: `host_port` keeps them out of
+    // rewritten URLs.
+    let url = super::rtsp_url::RtspUrl::parse(uri);
+    let (scheme, authority) = url.scheme().zip(url.host_port()).unwrap_or(("rtsp", viewer_authority));
     let path = if route_path == "/" { "" } else { route_path };
     format!("{scheme}://{authority}{path}")
 }

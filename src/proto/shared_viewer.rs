@@ -40,6 +40,7 @@ use super::gop_cache::CachedFrame;
 use super::outcome::Rejection;
 use super::rewrite::{HandedOut, UriRefusal, UrlMap, rewrite_to_client};
 use super::rtsp::Message;
+use super::rtsp_url::RtspUrl;
 use super::rng::SplitMix64;
 
 /// What the relay implements for viewers of a shared camera.
@@ -564,15 +565,9 @@ impl SharedViewer {
     }
 }
 
-/// The path and query of an absolute URL (`/` when it has none), or the string itself.
+/// The path and query of a URL or request target (`/` when it has none).
 fn path_and_query(url: &str) -> &str {
-    match url.find("://") {
-        Some(i) => {
-            let rest = &url[i + 3..];
-            rest.find(['/', '?']).map_or("/", |j| &rest[j..])
-        }
-        None => url,
-    }
+    RtspUrl::parse(url).path_and_query()
 }
 
 /// The interleaved channels for a SETUP's `Transport`: the first TCP alternative for playing,
