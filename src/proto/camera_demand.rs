@@ -9,8 +9,8 @@
 //! - [`Backoff`]: capped exponential delays between reconnects, with random jitter so that
 //!   cameras that fell together (a switch reboots) do not all retry in the same millisecond.
 
-use std::time::{Duration, Instant};
 use super::rng::SplitMix64;
+use std::time::{Duration, Instant};
 
 /// A shared route's camera policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -45,11 +45,7 @@ pub enum Queued {
 
 impl ConnTable {
     pub fn new() -> ConnTable {
-        ConnTable {
-            slab: KernelMemory::new(SlabTable::with_capacity(1024)),
-            dirty: Vec::new(),
-            starved: Vec::new(),
-        }
+        ConnTable { slab: KernelMemory::new(SlabTable::with_capacity(1024)), dirty: Vec::new(), starved: Vec::new() }
     }
 
     pub fn insert(&mut self, fd: OwnedFd, peer: SocketAddr, role: Role, now: Instant) -> usize {
