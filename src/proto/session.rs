@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
 use super::route::{Route, RouteTable, is_route_spelling};
-use super::rtsp_headers::{Public, SessionHeader, Transport, TransportSpec};
+use super::rtsp_headers::{SessionHeader, Transport, TransportSpec};
 
 use super::base64_stream::Base64StreamDecoder;
 use super::camera_request::{self, Refusal};
@@ -956,7 +956,7 @@ fn method_not_allowed(cseq: u32) -> Vec<u8> {
     let mut msg = Message::response(405, "Method Not Allowed");
     msg.set_header("CSeq", cseq.to_string());
     msg.set_header("Server", "rtsp-tunnel-relay");
-    msg.set_header("Allow", Public::of(&camera_request::METHODS).to_string());
+    msg.set_header("Allow", camera_request::public().to_string());
     msg.to_bytes()
 }
 

@@ -41,7 +41,7 @@ use super::outcome::Rejection;
 use super::rewrite::{HandedOut, UriRefusal, UrlMap, rewrite_to_client};
 use super::rng::SplitMix64;
 use super::rtsp::Message;
-use super::rtsp_headers::{Public, RtpInfo, RtpInfoEntry, SessionHeader, Transport, TransportSpec};
+use super::rtsp_headers::{RtpInfo, RtpInfoEntry, SessionHeader, Transport, TransportSpec};
 use super::rtsp_url::RtspUrl;
 
 const SERVER: &str = "rtsp-tunnel-relay";
@@ -353,7 +353,7 @@ impl SharedViewer {
         let reply = match method {
             "OPTIONS" => {
                 let mut r = self.reply(msg, 200, "OK");
-                r.headers.push(("Public".to_owned(), public().to_string()));
+                r.headers.push(("Public".to_owned(), camera_request::public().to_string()));
                 r
             }
             "DESCRIBE" => return self.describe(msg, camera),
@@ -378,7 +378,7 @@ impl SharedViewer {
             "GET_PARAMETER" | "SET_PARAMETER" => self.reply(msg, 200, "OK"),
             "ANNOUNCE" | "RECORD" | "REDIRECT" => {
                 let mut r = self.reply(msg, 405, "Method Not Allowed");
-                r.headers.push(("Allow".to_owned(), public().to_string()));
+                r.headers.push(("Allow".to_owned(), camera_request::public().to_string()));
                 r
             }
             _ => self.reply(msg, 501, "Not Implemented"),
@@ -565,11 +565,6 @@ impl SharedViewer {
 /// The path and query of a URL or request target (`/` when it has none).
 fn path_and_query(url: &str) -> &str {
     RtspUrl::parse(url).path_and_query()
-}
-
-/// What the relay implements for viewers of a shared camera: the methods it lets viewers send.
-pub fn public() -> Public<'static> {
-    Public::of(&camera_request::METHODS)
 }
 
 /// The interleaved channels for a SETUP's `Transport`: the first TCP alternative for playing,
