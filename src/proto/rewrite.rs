@@ -421,6 +421,9 @@ mod tests {
             "rtsp://x/cam1/%+1",
             "rtsp://x/cam1/\u{e9}",
             "rtsp://x/cam1#frag",
+            // A fragment after a query (once passed with the query replaced), or on a path.
+            "rtsp://x/cam1?a#frag",
+            "/cam1/trackID=1?x#../other",
         ] {
             assert_eq!(up(&m, uri), Err(UriRefusal::Malformed), "{uri}");
         }
