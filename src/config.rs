@@ -446,6 +446,10 @@ impl RouteConfig {
         if url.scheme() != "rtsp" {
             return Err(err(format!("upstream must be rtsp://, not {}://", url.scheme())));
         }
+        // RTSP URLs carry no fragment; the relay would not know what to send the camera.
+        if url.fragment().is_some() {
+            return Err(err("upstream must not end in a #fragment".into()));
+        }
         let host = url.host_str().ok_or_else(|| err("upstream has no host".into()))?;
         let port = url.port().unwrap_or(554);
         let host_for_socket = host.trim_start_matches('[').trim_end_matches(']');
@@ -983,6 +987,10 @@ mod tests {
             (
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"http://h/x\"\n",
                 "must be rtsp://",
+            ),
+            (
+                "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x#f\"\n",
+                "#fragment",
             ),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nmax_sessions=0\n", "max_sessions"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[metrics]\nmax_connections=0\n", "[metrics]"),

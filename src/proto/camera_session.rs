@@ -44,6 +44,7 @@ use super::interleaved::{Demux, Event};
 use super::keyframe::{Classifier, RtpHeader};
 use super::rtp_continuity::{RtcpVerdict, TrackContinuity};
 use super::rtsp::{Message, MessageLimits};
+use super::rtsp_headers::{Public, RtpInfo, SessionHeader, Transport, TransportSpec};
 use super::sdp::{self, Sdp, SdpTrack};
 use super::upstream_auth::{AuthVerdict, Credentials, UpstreamAuth};
 
@@ -675,7 +676,7 @@ impl CameraSession {
 
     fn connect(&mut self, now: Instant) {
         self.stats.connections += 1;
-        let seed = self.params.seed ^ self.stats.connections.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let seed = self.params.seed ^ self.stats.connections.wrapping_mul(super::rng::GOLDEN_GAMMA);
         self.conn = Some(Conn {
             demux: Demux::new(self.params.limits),
             splitter: FrameSplitter::new(),
@@ -841,7 +842,7 @@ impl CameraSession {
         }
         let ok = (200..300).contains(&status);
         if let Some(s) = msg.header("Session") {
-            let (id, timeout) = parse_session(s);
+            let SessionHeader { id, timeout } = SessionHeader::parse(s);
             // Adopted from DESCRIBE (Wowza opens it there) or SETUP; a camera echoing some
             // other session in an OPTIONS answer does not give us one.
             let opens = matches!(p.purpose, Purpose::Describe | Purpose::Setup(_));
@@ -855,10 +856,8 @@ impl CameraSession {
         match p.purpose {
             Purpose::Options => {
                 // A camera that refuses OPTIONS may still describe: only `Public` is lost.
-                conn.get_parameter = ok
-                    && msg
-                        .header("Public")
-                        .is_some_and(|p| p.split(',').any(|m| m.trim().eq_ignore_ascii_case("GET_PARAMETER")));
+                conn.get_parameter =
+                    ok && msg.header("Public").is_some_and(|p| Public::parse(p).allows("GET_PARAMETER"));
                 let mut req = self.request("DESCRIBE", &self.params.url.clone());
                 req.headers.push(("Accept".to_owned(), "application/sdp".to_owned()));
                 self.send(Purpose::Describe, req, now);
@@ -873,10 +872,13 @@ impl CameraSession {
             },
             Purpose::Setup(i) => {
                 let requested = channels_for(i);
-                let channels = match msg.header("Transport") {
+                let channels = match msg.header("Transport").map(Transport::parse) {
                     _ if !ok => None,
                     None => Some(requested),
-                    Some(t) if is_interleaved(t) => Some(interleaved(t).unwrap_or(requested)),
+                    // The first `interleaved=` the camera chose, whichever alternative holds it.
+                    Some(t) if t.specs.iter().any(TransportSpec::is_interleaved_tcp) => {
+                        Some(t.specs.iter().find_map(TransportSpec::interleaved).unwrap_or(requested))
+                    }
                     Some(_) => None,
                 };
                 // Two tracks on one channel could not be told apart.
@@ -928,7 +930,7 @@ impl CameraSession {
             let url = track.url.clone();
             let (rtp, rtcp) = channels_for(i);
             let mut req = self.request("SETUP", &url);
-            req.headers.push(("Transport".to_owned(), format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp}")));
+            req.headers.push(("Transport".to_owned(), TransportSpec::interleaved_tcp(rtp, rtcp).to_string()));
             self.send(Purpose::Setup(i), req, now);
             return;
         }
@@ -1073,85 +1075,10 @@ fn keepalive_interval(timeout: Duration) -> Duration {
     (timeout / 2).max(Duration::from_secs(1))
 }
 
-/// `Session: id;timeout=60` → the id and the timeout (absent, zero or unreadable: `None`).
-pub fn parse_session(value: &str) -> (&str, Option<Duration>) {
-    let mut parts = value.split(';');
-    let id = parts.next().unwrap_or("").trim();
-    let timeout = parts.find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        if !k.trim().eq_ignore_ascii_case("timeout") {
-            return None;
-        }
-        v.trim().parse::<u64>().ok().filter(|t| *t > 0).map(|t| Duration::from_secs(t.min(86_400)))
-    });
-    (id, timeout)
-}
-
-fn is_interleaved(transport: &str) -> bool {
-    let t = transport.to_ascii_lowercase();
-    t.contains("/tcp") || t.contains("interleaved=")
-}
-
-/// The `interleaved=a-b` (or `=a`, meaning `a-(a+1)`) of a `Transport` value.
-fn interleaved(transport: &str) -> Option<(u8, u8)> {
-    transport.split([';', ',']).find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        if !k.trim().eq_ignore_ascii_case("interleaved") {
-            return None;
-        }
-        match v.split_once('-') {
-            Some((a, b)) => Some((a.trim().parse().ok()?, b.trim().parse().ok()?)),
-            None => {
-                let a: u8 = v.trim().parse().ok()?;
-                Some((a, a.checked_add(1)?))
-            }
-        }
-    })
-}
-
-/// One `RTP-Info` entry: `url=…;seq=…;rtptime=…`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RtpInfoEntry {
-    pub url: String,
-    pub seq: Option<u16>,
-    pub rtptime: Option<u32>,
-}
-
-/// Parses `RTP-Info`. Entries are separated by commas, but a URL may hold commas too: a piece
-/// that does not start with `url=` continues the previous entry.
-pub fn parse_rtp_info(value: &str) -> Vec<RtpInfoEntry> {
-    let mut raw: Vec<String> = Vec::new();
-    for piece in value.split(',') {
-        match raw.last_mut() {
-            Some(last) if !piece.trim_start().to_ascii_lowercase().starts_with("url=") => {
-                last.push(',');
-                last.push_str(piece);
-            }
-            _ => raw.push(piece.trim().to_owned()),
-        }
-    }
-    raw.iter()
-        .map(|e| {
-            let mut entry = RtpInfoEntry { url: String::new(), seq: None, rtptime: None };
-            for kv in e.split(';') {
-                let Some((k, v)) = kv.split_once('=') else { continue };
-                let v = v.trim().trim_matches('"');
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "url" => entry.url = v.to_owned(),
-                    "seq" => entry.seq = v.parse().ok(),
-                    "rtptime" => entry.rtptime = v.parse().ok(),
-                    _ => {}
-                }
-            }
-            entry
-        })
-        .collect()
-}
-
 /// The camera's `RTP-Info` matched to tracks: by URL (absolute, or relative to the track's),
 /// else in order among the tracks set up.
 fn rtp_info_positions(value: &str, p: &Presentation) -> Vec<(usize, RtpPosition)> {
-    let entries = parse_rtp_info(value);
+    let entries = RtpInfo::parse(value).entries;
     let set_up: Vec<usize> = (0..p.tracks.len()).filter(|&i| p.tracks[i].channels.is_some()).collect();
     let mut out = Vec::new();
     for (n, e) in entries.iter().enumerate() {

@@ -22,6 +22,8 @@ pub mod rng;
 pub mod route;
 pub mod rtp_continuity;
 pub mod rtsp;
+pub mod rtsp_headers;
+pub mod rtsp_url;
 pub mod sdp;
 pub mod session;
 pub mod shared_fanout;

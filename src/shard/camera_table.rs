@@ -6,10 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use slab::Slab;
-
 use super::conn::SessionKey;
-use super::token::bump_generation;
+use super::slab_table::SlabTable;
 use crate::proto::camera_session::CameraSession;
 use crate::proto::route::Route;
 use crate::proto::shared_fanout::{Delivery, SharedFanout};
@@ -29,7 +27,6 @@ pub struct FanoutViewer {
 }
 
 pub struct CameraSlot {
-    pub generation: u32,
     pub route: Arc<Route>,
     pub camera: CameraSession,
     /// The camera connection while one is open or opening.
@@ -46,8 +43,7 @@ pub struct CameraSlot {
 
 #[derive(Default)]
 pub struct CameraTable {
-    slab: Slab<CameraSlot>,
-    generations: Vec<u32>,
+    slab: SlabTable<CameraSlot>,
     by_path: HashMap<String, usize>,
 }
 
@@ -57,12 +53,8 @@ impl CameraTable {
     }
 
     pub fn insert(&mut self, route: Arc<Route>, camera: CameraSession) -> CameraKey {
-        let entry = self.slab.vacant_entry();
-        let index = entry.key();
-        let generation = bump_generation(&mut self.generations, index);
-        self.by_path.insert(route.path.clone(), index);
-        entry.insert(CameraSlot {
-            generation,
+        let path = route.path.clone();
+        let (index, generation) = self.slab.insert_with(|_, _| CameraSlot {
             route,
             camera,
             conn: None,
@@ -71,27 +63,28 @@ impl CameraTable {
             plan: Vec::new(),
             up: false,
         });
+        self.by_path.insert(path, index);
         CameraKey { index, generation }
     }
 
     /// The camera of the route at `path`.
     pub fn find(&self, path: &str) -> Option<CameraKey> {
         let index = *self.by_path.get(path)?;
-        Some(CameraKey { index, generation: self.slab.get(index)?.generation })
+        Some(CameraKey { index, generation: self.slab.generation(index)? })
     }
 
     pub fn get(&self, key: CameraKey) -> Option<&CameraSlot> {
-        self.slab.get(key.index).filter(|c| c.generation == key.generation)
+        self.slab.get(key.index, key.generation)
     }
 
     pub fn get_mut(&mut self, key: CameraKey) -> Option<&mut CameraSlot> {
-        self.slab.get_mut(key.index).filter(|c| c.generation == key.generation)
+        self.slab.get_mut(key.index, key.generation)
     }
 
     pub fn remove(&mut self, key: CameraKey) -> Option<CameraSlot> {
         self.get(key)?;
         self.unlist(key);
-        Some(self.slab.remove(key.index))
+        self.slab.remove(key.index, key.generation)
     }
 
     /// A camera that keeps its slot but no longer answers to its path (its route changed): a
@@ -105,6 +98,6 @@ impl CameraTable {
     }
 
     pub fn keys(&self) -> Vec<CameraKey> {
-        self.slab.iter().map(|(index, c)| CameraKey { index, generation: c.generation }).collect()
+        self.slab.keys().into_iter().map(|(index, generation)| CameraKey { index, generation }).collect()
     }
 }
