@@ -68,6 +68,7 @@ impl Relay {
         let shards = settings.shards();
         let metrics: Vec<Arc<ShardMetrics>> = (0..shards).map(|i| Arc::new(ShardMetrics::new(i))).collect();
         let hub = Arc::new(MetricsHub::new(metrics.clone()));
+        export_routes(&hub, &settings);
         let metrics_server = match settings.metrics_addr {
             Some(addr) => Some(
                 crate::metrics::spawn(addr, hub.clone(), settings.metrics_port)
@@ -98,9 +99,17 @@ impl Relay {
     }
 
     /// Validates `path` and, if it is good, runs its settings; a bad file changes nothing.
+    /// Either way the result is in the metrics (`relay_config_last_reload_successful`).
     fn reload(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let next = Settings::load(path)?;
+        let next = match Settings::load(path) {
+            Ok(next) => next,
+            Err(e) => {
+                self.hub.reload_done(false);
+                return Err(e);
+            }
+        };
         self.apply(Arc::new(next));
+        self.hub.reload_done(true);
         Ok(())
     }
 
@@ -114,6 +123,8 @@ impl Relay {
             "configuration reloaded"
         );
         self.shards.reload(next.clone());
+        export_routes(&self.hub, &next);
+        crate::logging::set_level(&next.log.level);
         if let Some(m) = &self.metrics_server {
             m.set_limits(next.metrics_port);
         }
@@ -127,6 +138,13 @@ impl Relay {
         self.hub.set_draining();
         self.shards.shutdown(grace);
     }
+}
+
+/// With `[metrics] per_route`, every configured route has its series from now on (idle until
+/// its camera moves); without it, none.
+fn export_routes(hub: &MetricsHub, settings: &Settings) {
+    let routes = settings.routes.routes().iter().map(|r| r.path.clone());
+    if settings.metrics_port.per_route { hub.set_routes(routes) } else { hub.set_routes([]) }
 }
 
 /// A stop under way: unready since `began`, accepting until `close_at`, then draining.

@@ -442,11 +442,24 @@ impl RouteConfig {
         let host = url.host_str().ok_or_else(|| err("upstream has no host".into()))?;
         let port = url.port().unwrap_or(554);
         let host_for_socket = host.trim_start_matches('[').trim_end_matches(']');
-        let upstream_addr = (host_for_socket, port)
-            .to_socket_addrs()
-            .map_err(|e| err(format!("cannot resolve {host}: {e}")))?
-            .next()
-            .ok_or_else(|| err(format!("{host} resolves to no address")))?;
+        // Resolved here, on the thread loading the configuration (never on a shard). A name that
+        // does not resolve fails only its own route, at connect time (retried, the reason as
+        // the camera's last error), not the whole file: one camera's DNS entry must not keep
+        // the relay from starting or from taking a reload. Each reload resolves again.
+        let (upstream_addr, resolve_error) = match resolve(host_for_socket, port) {
+            Ok(addr) if addr.ip().is_unspecified() => {
+                return Err(err(format!("upstream {host} is no camera address")));
+            }
+            Ok(addr) => (addr, None),
+            Err(why) => {
+                tracing::warn!(
+                    route = %cfg.path,
+                    reason = %why,
+                    "camera name does not resolve: the route fails at connect time until a reload resolves it"
+                );
+                (SocketAddr::from(([0, 0, 0, 0], port)), Some(Arc::<str>::from(why)))
+            }
+        };
         let credentials = if url.username().is_empty() {
             None
         } else {
@@ -479,11 +492,20 @@ impl RouteConfig {
             path,
             upstream_url: clean.to_string(),
             upstream_addr,
+            resolve_error,
             credentials,
             users: cfg.users.clone(),
             acl,
             sharing,
         })
+    }
+}
+
+/// The camera's first address, or why there is none.
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    match (host, port).to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("cannot resolve {host}: no address")),
+        Err(e) => Err(format!("cannot resolve {host}: {e}")),
     }
 }
 

@@ -14,6 +14,7 @@ mod process;
 mod server;
 mod shard_metrics;
 
+pub use crate::proto::camera_health::CameraState;
 pub use crate::proto::camera_session::CameraOutcome;
 pub use crate::proto::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
 pub use crate::proto::viewer_auth::AuthFailure;
@@ -131,6 +132,16 @@ labels!(AuthFailure {
     Malformed => "malformed", UriMismatch => "uri_mismatch",
 });
 
+impl Label for CameraState {
+    const ALL: &'static [Self] = &CameraState::ALL;
+    fn as_str(self) -> &'static str {
+        self.label()
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 // The camera session's own list and labels, so the protocol core stays the one place that names
 // its outcomes.
 impl Label for CameraOutcome {
@@ -187,6 +198,7 @@ mod tests {
         check::<RtspMethod>();
         check::<AuthFailure>();
         check::<CameraOutcome>();
+        check::<CameraState>();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `proto::tunnel`; this file turns its outputs into connection work.
 
 use super::*;
+use super::route_health::PassthroughEvent;
 
 /// What the outputs being carried out refer to.
 #[derive(Clone, Copy)]
@@ -67,6 +68,14 @@ impl Shard {
         }
         let (key, id) = self.sessions.insert(t, peer, started_at);
         self.metrics.session_started();
+        if let Some(route) = self.sessions.get(key).and_then(|s| s.tunnel.session().route().cloned()) {
+            if route.shared().is_none() {
+                self.passthrough_health(&route, PassthroughEvent::SessionStarted);
+                if let Some(s) = self.sessions.get_mut(key) {
+                    s.health_route = Some(route);
+                }
+            }
+        }
         tracing::info!(
             target: "session",
             session = %format_args!("{}-{}", self.id, id),
@@ -299,6 +308,17 @@ impl Shard {
         }
         if let Some(ck) = s.camera {
             self.detach_viewer(key, ck);
+        }
+        if let Some(route) = s.health_route.take() {
+            if s.upstream.is_some() {
+                let event = if s.upstream_open {
+                    PassthroughEvent::Closed { failed: false }
+                } else {
+                    PassthroughEvent::Abandoned
+                };
+                self.passthrough_health(&route, event);
+            }
+            self.passthrough_health(&route, PassthroughEvent::SessionEnded);
         }
         if let Some(upstream) = s.upstream {
             self.end_upstream(upstream, &mut s, outcome);
