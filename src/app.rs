@@ -114,6 +114,7 @@ impl Relay {
     }
 
     fn apply(&mut self, next: Arc<Settings>) {
+        warn_unresolved(&next);
         if next.bound_addresses() != self.settings.bound_addresses() {
             tracing::warn!("listen addresses changed: they take effect only on restart");
         }
@@ -137,6 +138,14 @@ impl Relay {
         let grace = Duration::from_secs(self.settings.runtime.shutdown_grace_secs);
         self.hub.set_draining();
         self.shards.shutdown(grace);
+    }
+}
+
+/// A camera name that did not resolve fails its route only; the operator hears of it here, at
+/// load, and again when the camera is first wanted (`camera failing`).
+fn warn_unresolved(settings: &Settings) {
+    for (route, why) in settings.unresolved_routes() {
+        tracing::warn!(route, reason = why, "camera name does not resolve: the route fails at connect time until a reload resolves it");
     }
 }
 
@@ -240,6 +249,7 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     };
     crate::logging::init(settings.log.format, &settings.log.level);
     log_panics();
+    warn_unresolved(&settings);
     let (events, rx) = mpsc::channel();
     let mut relay = Relay::start_with(Arc::new(settings), Some(events.clone()))?;
     tracing::info!(

@@ -452,11 +452,7 @@ impl RouteConfig {
             }
             Ok(addr) => (addr, None),
             Err(why) => {
-                tracing::warn!(
-                    route = %cfg.path,
-                    reason = %why,
-                    "camera name does not resolve: the route fails at connect time until a reload resolves it"
-                );
+                // Logged by whoever runs these settings (`Settings::unresolved_routes`).
                 (SocketAddr::from(([0, 0, 0, 0], port)), Some(Arc::<str>::from(why)))
             }
         };
@@ -599,6 +595,12 @@ pub struct Settings {
 
 impl Settings {
     /// Reads and validates a configuration file.
+    /// Routes whose camera name did not resolve, with why: they are served, and their camera
+    /// fails at connect time until a reload resolves it.
+    pub fn unresolved_routes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.routes.routes().iter().filter_map(|r| Some((r.path.as_str(), r.resolve_error.as_deref()?)))
+    }
+
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;

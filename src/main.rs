@@ -60,6 +60,9 @@ fn main() -> ExitCode {
         return match Settings::load(&path) {
             Ok(settings) => {
                 println!("{}: ok ({} routes)", path.display(), settings.routes.routes().len());
+                for (route, why) in settings.unresolved_routes() {
+                    println!("warning: route {route:?}: {why} (the route fails at connect time until it resolves)");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -216,7 +216,7 @@ impl Shard {
     }
 
     pub(super) fn connect_upstream(&mut self, key: SessionKey, addr: SocketAddr) {
-        let route = self.sessions.get(key).and_then(|s| s.health_route.clone());
+        let route = self.passthrough_route(key);
         if let Some(route) = &route {
             self.passthrough_health(route, PassthroughEvent::Connecting);
         }

@@ -160,14 +160,14 @@ impl Shard {
         for event in events.into_iter().flatten() {
             match event {
                 HealthEvent::Failing { reason, first: true } => {
-                    tracing::warn!(shard = self.id, route, mode, reason = %reason, "camera failing")
+                    tracing::warn!(shard = self.id, route = %route, mode, reason = %reason, "camera failing")
                 }
                 HealthEvent::Failing { reason, first: false } => {
-                    tracing::warn!(shard = self.id, route, mode, reason = %reason, "camera still failing, now for another reason")
+                    tracing::warn!(shard = self.id, route = %route, mode, reason = %reason, "camera still failing, now for another reason")
                 }
                 HealthEvent::Recovered { failures, down_for } => tracing::info!(
                     shard = self.id,
-                    route,
+                    route = %route,
                     mode,
                     failures,
                     down_secs = down_for.as_secs(),

@@ -68,14 +68,7 @@ impl Shard {
         }
         let (key, id) = self.sessions.insert(t, peer, started_at);
         self.metrics.session_started();
-        if let Some(route) = self.sessions.get(key).and_then(|s| s.tunnel.session().route().cloned()) {
-            if route.shared().is_none() {
-                self.passthrough_health(&route, PassthroughEvent::SessionStarted);
-                if let Some(s) = self.sessions.get_mut(key) {
-                    s.health_route = Some(route);
-                }
-            }
-        }
+        self.passthrough_route(key);
         tracing::info!(
             target: "session",
             session = %format_args!("{}-{}", self.id, id),
@@ -85,6 +78,21 @@ impl Shard {
             "session started"
         );
         key
+    }
+
+    /// The passthrough route a session counts towards in its route's health, from when its route
+    /// is known (its head, or a plain RTSP connection's first request).
+    pub(super) fn passthrough_route(&mut self, key: SessionKey) -> Option<Arc<Route>> {
+        let s = self.sessions.get(key)?;
+        if let Some(r) = &s.health_route {
+            return Some(r.clone());
+        }
+        let route = s.tunnel.session().route().filter(|r| r.shared().is_none()).cloned()?;
+        self.passthrough_health(&route, PassthroughEvent::SessionStarted);
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.health_route = Some(route.clone());
+        }
+        Some(route)
     }
 
     pub(super) fn session(&mut self, key: SessionKey) -> Option<&mut SessionSlot> {
