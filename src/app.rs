@@ -34,10 +34,29 @@ pub const TEST_STOP_SHARD_ENV: &str = "RTR_TEST_STOP_SHARD";
 /// How often the main thread looks at the shards while they drain.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 
+/// Where the demo (no configuration file) listens: `--listen`, `--metrics-listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoPorts {
+    pub tunnel: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+impl DemoPorts {
+    /// The metrics port is [`crate::config::DEFAULT_METRICS_PORT`], beside the tunnel's 8080.
+    pub const DEFAULT: DemoPorts = DemoPorts {
+        tunnel: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080),
+        metrics: SocketAddr::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            crate::config::DEFAULT_METRICS_PORT,
+        ),
+    };
+}
+
 /// The configuration used when none is given: the built-in camera behind `/demo`.
-pub fn demo_config(camera_url: &str) -> String {
+pub fn demo_config(camera_url: &str, ports: DemoPorts) -> String {
     format!(
-        "[listen]\ntunnel = [\"127.0.0.1:8080\"]\nmetrics = \"127.0.0.1:9100\"\n\n[[route]]\npath = \"/demo\"\nupstream = \"{camera_url}\"\n"
+        "[listen]\ntunnel = [\"{}\"]\nmetrics = \"{}\"\n\n[[route]]\npath = \"/demo\"\nupstream = \"{camera_url}\"\n",
+        ports.tunnel, ports.metrics
     )
 }
 
@@ -236,13 +255,13 @@ fn test_stop_shard() -> Option<usize> {
     std::env::var(TEST_STOP_SHARD_ENV).ok()?.parse().ok()
 }
 
-pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(config_path: Option<&Path>, demo_ports: DemoPorts) -> anyhow::Result<()> {
     let mut demo = None;
     let settings = match config_path {
         Some(path) => Settings::load(path).with_context(|| format!("configuration {}", path.display()))?,
         None => {
             let camera = DemoCamera::start("127.0.0.1:0".parse()?).context("starting the demo camera")?;
-            let settings = Settings::from_toml(&demo_config(&camera.url()))?;
+            let settings = Settings::from_toml(&demo_config(&camera.url(), demo_ports))?;
             demo = Some(camera);
             settings
         }
@@ -261,9 +280,9 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         "relay ready"
     );
     if let Some(camera) = &demo {
+        let at = relay.local_addrs()[0];
         tracing::info!(
-            "demo: ffplay -rtsp_transport http rtsp://{}/demo  (camera at {})",
-            relay.local_addrs()[0],
+            "demo: play rtsp://{at}/demo (ffplay -rtsp_transport http rtsp://{at}/demo), or open http://{at}/demo in a browser; every route's URLs at http://{at}/ (camera at {})",
             camera.url()
         );
     }

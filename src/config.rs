@@ -6,7 +6,7 @@
 //! ```toml
 //! [listen]
 //! tunnel  = ["0.0.0.0:80"]          # HTTP tunnel + plain RTSP/TCP on the same ports
-//! metrics = "127.0.0.1:9100"
+//! metrics = "127.0.0.1:8079"
 //! [runtime]
 //! shards = 0                        # 0 = one per core
 //! [[route]]
@@ -24,6 +24,13 @@ use serde::Deserialize;
 pub use crate::proto::route::{Acl, Route, RouteTable, SharedRoute, Sharing, uri_path};
 use crate::proto::upstream_auth::Credentials;
 use crate::proto::viewer_auth::Users;
+
+/// The metrics port of the demo and of every example (`[listen] metrics`): 8079. Not 9100, which
+/// is node_exporter's and the first of the 9100-9999 range Prometheus exporters have allocated
+/// among themselves (all of it taken); 8079 is unassigned at IANA and is no default port of the
+/// camera-side software a relay meets (mediamtx, go2rtc, ZLMediaKit, Wowza). It sits beside the
+/// tunnel port's 8080, so one firewall rule range covers both.
+pub const DEFAULT_METRICS_PORT: u16 = 8079;
 
 /// A configuration that could not be used, with enough context to fix the file.
 #[derive(Debug, thiserror::Error)]
@@ -820,7 +827,7 @@ mod tests {
     const EXAMPLE: &str = r#"
         [listen]
         tunnel  = ["0.0.0.0:80"]
-        metrics = "127.0.0.1:9100"
+        metrics = "127.0.0.1:8079"
         [runtime]
         shards = 0
         [[route]]
