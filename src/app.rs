@@ -164,7 +164,11 @@ impl Relay {
 /// load, and again when the camera is first wanted (`camera failing`).
 fn warn_unresolved(settings: &Settings) {
     for (route, why) in settings.unresolved_routes() {
-        tracing::warn!(route, reason = why, "camera name does not resolve: the route fails at connect time until a reload resolves it");
+        tracing::warn!(
+            route,
+            reason = why,
+            "camera name does not resolve: the route fails at connect time until a reload resolves it"
+        );
     }
 }
 

@@ -1116,6 +1116,30 @@ mod tests {
     }
 
     #[test]
+    fn a_camera_name_that_does_not_resolve_fails_its_route_only() {
+        let text = "[listen]\ntunnel=[\"127.0.0.1:1\"]\n\
+            [[route]]\npath=\"/gone\"\nupstream=\"rtsp://camera.invalid:8554/s\"\n\
+            [[route]]\npath=\"/here\"\nupstream=\"rtsp://127.0.0.1:8554/s\"\n";
+        let s = Settings::from_toml(text).expect("one unresolvable camera does not reject the file");
+        let unresolved: Vec<_> = s.unresolved_routes().collect();
+        assert_eq!(unresolved.len(), 1, "{unresolved:?}");
+        assert_eq!(unresolved[0].0, "/gone");
+        assert!(unresolved[0].1.contains("cannot resolve camera.invalid"), "{unresolved:?}");
+        let gone = s.routes.lookup("/gone").unwrap();
+        // A placeholder the shard never connects to, keeping the port (a later reload that
+        // resolves it is a changed camera).
+        assert!(gone.upstream_addr.ip().is_unspecified() && gone.upstream_addr.port() == 8554);
+        assert!(s.routes.lookup("/here").unwrap().resolve_error.is_none());
+        // An unspecified address written as the camera is refused: it would be this host.
+        let err = Settings::from_toml(
+            "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/x\"\nupstream=\"rtsp://0.0.0.0/s\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no camera address"), "{err}");
+    }
+
+    #[test]
     fn metrics_port_limits_have_defaults_and_can_be_set() {
         let (cfg, _) = Config::from_toml(EXAMPLE).unwrap();
         assert_eq!(cfg.metrics, MetricsPortConfig { request_timeout_ms: 5_000, max_connections: 8, per_route: false });

@@ -19,8 +19,8 @@ use super::histogram::Latency;
 use super::hub::HubState;
 use super::shard_metrics::Counters;
 use super::{
-    AuthFailure, CameraOutcome, CameraState, ConnKind, Direction, FIXED_HISTS, Hist, Label, PortDrop, Rejection, RtspMethod,
-    SessionOutcome, ShardStop, UpstreamErrorKind, process,
+    AuthFailure, CameraOutcome, CameraState, ConnKind, Direction, FIXED_HISTS, Hist, Label, PortDrop, Rejection,
+    RtspMethod, SessionOutcome, ShardStop, UpstreamErrorKind, process,
 };
 
 /// Bucket bounds in seconds: media forwarding is sub-millisecond; control-plane steps are

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::histogram::Latency;
 use super::{
-    AuthFailure, CameraOutcome, CameraState, ConnKind, Direction, Hist, Label, Rejection, SessionOutcome, UpstreamErrorKind,
+    AuthFailure, CameraOutcome, CameraState, ConnKind, Direction, Hist, Label, Rejection, SessionOutcome,
+    UpstreamErrorKind,
 };
 
 /// One counter per value of a label enum, sized by it: `PerLabel<{ Rejection::COUNT }>`.

@@ -247,7 +247,8 @@ impl Shard {
     fn connect_camera(&mut self, ck: CameraKey, addr: SocketAddr) {
         // A camera whose name did not resolve when the configuration was loaded fails here, as
         // a refused connect would, and is retried (a reload resolves it again).
-        let unresolved = self.cameras.get(ck).and_then(|s| Some((s.route.path.clone(), s.route.resolve_error.clone()?)));
+        let unresolved =
+            self.cameras.get(ck).and_then(|s| Some((s.route.path.clone(), s.route.resolve_error.clone()?)));
         let idx = match unresolved {
             None => self.connect_camera_socket(addr, Role::Camera(ck)),
             Some((path, why)) => {

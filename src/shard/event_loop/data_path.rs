@@ -1,8 +1,8 @@
 //! Bytes through a live session: receives fed to the protocol core, its outputs applied
 //! (queued sends, camera connects, backpressure), connections that end.
 
-use super::*;
 use super::route_health::PassthroughEvent;
+use super::*;
 
 /// How a receive completion ended, for [`Shard::after_recv`].
 #[derive(Debug, Clone, Copy)]

@@ -41,7 +41,9 @@ pub(super) enum PassthroughEvent {
     /// Its connect failed (the words were given with [`Shard::camera_failure_detail`]).
     ConnectFailed,
     /// An open connection closed (`failed`: the camera closed or reset it).
-    Closed { failed: bool },
+    Closed {
+        failed: bool,
+    },
     /// A connection still opening was abandoned (its session ended).
     Abandoned,
 }

@@ -1,8 +1,8 @@
 //! Tunnels: created, fed, their outputs carried out, ended. What a tunnel decides is in
 //! `proto::tunnel`; this file turns its outputs into connection work.
 
-use super::*;
 use super::route_health::PassthroughEvent;
+use super::*;
 
 /// What the outputs being carried out refer to.
 #[derive(Clone, Copy)]
