@@ -21,13 +21,14 @@ pub(super) struct RouteHealth {
     viewers: u32,
     /// Words to go with the next failure (the connect error the kernel gave).
     detail: Option<String>,
-    /// What was last handed to the metrics, so an unchanged state is not set again.
-    exported: Option<(u64, CameraState)>,
+    /// Viewers and state as last seen: the metrics are set only when they change (and all of
+    /// them again when a reload turns `per_route` on).
+    seen: Option<(u64, CameraState)>,
 }
 
 impl RouteHealth {
     fn new(now: Instant) -> RouteHealth {
-        RouteHealth { health: CameraHealth::new(now), open: 0, connecting: 0, viewers: 0, detail: None, exported: None }
+        RouteHealth { health: CameraHealth::new(now), open: 0, connecting: 0, viewers: 0, detail: None, seen: None }
     }
 }
 
@@ -83,10 +84,9 @@ impl Shard {
         }
         let state = CameraState::of_shared(phase, rh.health.failing());
         events[1] = rh.health.set_state(state, now);
-        let export = self.per_route_metrics && rh.exported != Some((viewers, state));
-        if export {
-            rh.exported = Some((viewers, state));
-        }
+        let changed = rh.seen != Some((viewers, state));
+        rh.seen = Some((viewers, state));
+        let export = self.per_route_metrics && changed;
         if !export && events.iter().all(Option::is_none) {
             // Nothing new (the common case: a media chunk).
             return;
@@ -104,8 +104,9 @@ impl Shard {
         let Some(rh) = self.route_health.get_mut(path) else { return };
         let state = CameraState::of_shared(CameraPhase::Idle, rh.health.failing());
         rh.health.set_state(state, Instant::now());
-        if self.per_route_metrics && rh.exported != Some((0, state)) {
-            rh.exported = Some((0, state));
+        let changed = rh.seen != Some((0, state));
+        rh.seen = Some((0, state));
+        if self.per_route_metrics && changed {
             self.metrics.set_route(path, 0, state);
         }
     }
@@ -150,8 +151,9 @@ impl Shard {
         let state = CameraState::of_passthrough(rh.open, rh.connecting, rh.health.failing());
         events[1] = rh.health.set_state(state, now);
         let viewers = u64::from(rh.viewers);
-        if self.per_route_metrics && rh.exported != Some((viewers, state)) {
-            rh.exported = Some((viewers, state));
+        let changed = rh.seen != Some((viewers, state));
+        rh.seen = Some((viewers, state));
+        if self.per_route_metrics && changed {
             self.metrics.set_route(&route.path, viewers, state);
         }
         self.log_health(&route.path, "passthrough", events);
@@ -186,11 +188,14 @@ impl Shard {
         self.route_health.retain(|path, _| configured(path));
         if !self.per_route_metrics {
             self.metrics.retain_routes(|_| false);
-            for rh in self.route_health.values_mut() {
-                rh.exported = None;
+            return;
+        }
+        self.metrics.retain_routes(configured);
+        // `per_route` may have just been turned on: every route's state as it stands.
+        for (path, rh) in &self.route_health {
+            if let Some((viewers, state)) = rh.seen {
+                self.metrics.set_route(path, viewers, state);
             }
-        } else {
-            self.metrics.retain_routes(configured);
         }
     }
 }
