@@ -7,15 +7,18 @@
 #              passthrough     the relay, routes `mode = "passthrough"` (one camera session per viewer)
 #              gst             loadtest/gst_relay.py (gst-rtsp-server, one shared media per mount)
 # Relay viewers tunnel over HTTP (VIEWER_MODE=rtsp for plain RTSP); gst viewers speak plain RTSP.
-# Per run: system CPU seconds (utime+stime) per GB the viewers received; RSS per viewer, the slope
-# of the system's RSS against the viewers playing, sampled through the ramp; media latency
+# Per run: system CPU seconds (utime+stime) per GB the viewers received (every byte sent, a GOP
+# cache's replay included; the replayed share is printed beside it); RSS fixed + per viewer by
+# loadtest/rss.py (the viewers start in STEPS equal steps, each held HOLD; RSS at each count held
+# for equal times, a line through them, with its spread over REPEATS runs); media latency
 # p50/p99 (camera's due time to viewer receipt); time to first frame p50/p99 (PLAY sent to the
 # first keyframe packet); RTP sequence gaps and packets lost; camera sessions per camera (from the
 # camera's own count: sessions opened over cameras, and the most open at once on one camera).
 #
 # Environment (defaults are the full benchmark; trial runs: A=1x50 B=5x10 DURATION=10s):
 #   A ("1x1000") B ("100x50")   CAMERAS x VIEWERS-PER-CAMERA; empty to skip the workload
-#   A_BITRATE (2M) B_BITRATE (500k) DURATION (30s) RAMP_S (5: seconds the viewers' ramp takes)
+#   A_BITRATE (2M) B_BITRATE (500k) DURATION (30s: the full count's play time, at least HOLD)
+#   RAMP_S (5: seconds all the starts take, spread over the steps) STEPS (4) HOLD (8s) REPEATS (3)
 #   GOP (50) FPS (25) SHARDS (2) SYSTEMS ("shared shared-nocache passthrough gst")
 #   VIEWER_MODE (tunnel) OUT (target/shared-bench) SKIP_BUILD (unset)
 # The relay refuses route keys it does not know: on a build without shared camera sessions the
@@ -25,6 +28,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 workload_a=${A-1x1000}; workload_b=${B-100x50}
 a_bitrate=${A_BITRATE:-2M}; b_bitrate=${B_BITRATE:-500k}
 duration=${DURATION:-30s}; ramp_s=${RAMP_S:-5}; gop=${GOP:-50}; fps=${FPS:-25}; shards=${SHARDS:-2}
+steps=${STEPS:-4}; hold=${HOLD:-8s}; repeats=${REPEATS:-3}
 systems=${SYSTEMS:-"shared shared-nocache passthrough gst"}; viewer_mode=${VIEWER_MODE:-tunnel}
 out=${OUT:-$root/target/shared-bench}
 mkdir -p "$out"
@@ -43,16 +47,18 @@ status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 # relay_config PORT METRICS_PORT CAM_PORT CAMERAS ROUTE_KEYS
 relay_config() {
   printf '[listen]\ntunnel = ["127.0.0.1:%s"]\nmetrics = "127.0.0.1:%s"\n[runtime]\nshards = %s\n[limits]\nmax_connections_per_ip = 100000\nmax_sessions = 100000\n[log]\nlevel = "warn"\n' "$1" "$2" "$shards"
+  local i
   for i in $(seq 0 $(($4 - 1))); do
     printf '[[route]]\npath = "/cam%s"\nupstream = "rtsp://127.0.0.1:%s/cam%s"\n%b' "$i" "$3" "$i" "$5"
   done
 }
 
-# run WORKLOAD SYSTEM CAMERAS PER_CAMERA BITRATE: one run; appends a JSON row to rows.txt.
+# run WORKLOAD SYSTEM CAMERAS PER_CAMERA BITRATE REPEAT: one run; appends a JSON row to rows.txt.
 run() {
-  local workload=$1 system=$2 cameras=$3 per=$4 bitrate=$5
-  local name="$workload-$system" viewers=$(($3 * $4))
-  local cam_port port mport pid mode keys="" start_flags=(--stream-start rtp-info)
+  local workload=$1 system=$2 cameras=$3 per=$4 bitrate=$5 repeat=$6
+  local name="$workload-$system-$repeat" viewers=$(($3 * $4))
+  # Every system's viewers count each stream from the PLAY reply's RTP-Info (the default).
+  local cam_port port mport pid mode keys=""
   cam_port=$(free_port); port=$(free_port); mport=$(free_port)
   rm -f "$out/$name.camera.json"
   "$bin/loadtest" camera --listen "127.0.0.1:$cam_port" --streams "$cameras" --bitrate "$bitrate" \
@@ -62,7 +68,7 @@ run() {
   case $system in
     shared) keys='mode = "shared"\ngop_cache = true\n' ;;
     shared-nocache) keys='mode = "shared"\ngop_cache = false\n' ;;
-    passthrough) keys='mode = "passthrough"\n'; start_flags=(--stream-start zero) ;;
+    passthrough) keys='mode = "passthrough"\n' ;;
   esac
   case $system in
     gst)
@@ -90,22 +96,12 @@ run() {
   local idle cpu0 cpu1 peak sampler ramp
   idle=$(status_kb "$pid" VmRSS); cpu0=$(cpu_ticks "$pid")
   # RSS against CLOCK_MONOTONIC (the viewers' report clock), 4 times a second.
-  python3 - "$pid" >"$out/$name.rss" <<'PY' &
-import sys, time
-pid = sys.argv[1]
-while True:
-    try:
-        rss = next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-        break
-    print(time.monotonic_ns(), rss, flush=True)
-    time.sleep(0.25)
-PY
+  python3 "$root/loadtest/rss.py" sample "$pid" >"$out/$name.rss" &
   sampler=$!; pids+=($sampler)
   ramp=$(awk -v n="$viewers" -v s="$ramp_s" 'BEGIN { r = n / s; printf "%.1f", r < 1 ? 1 : r }')
   local ok=1
   "$bin/loadtest" viewers --target "127.0.0.1:$port" --mode "$mode" --sessions "$viewers" --paths "$cameras" \
-      --ramp "$ramp/s" --duration "$duration" --source-ips 127.0.0.2-127.0.0.120 "${start_flags[@]}" \
+      --ramp "$ramp/s" --steps "$steps" --hold "$hold" --duration "$duration" --source-ips 127.0.0.2-127.0.0.120 \
       --json "$out/$name.json" 2>"$out/$name.viewers.log" || ok=0
   cpu1=$(cpu_ticks "$pid"); peak=$(status_kb "$pid" VmHWM)
   kill "$sampler" 2>/dev/null || true
@@ -124,28 +120,16 @@ ticks, idle, peak, cameras, viewers = map(int, sys.argv[4:9])
 r = json.load(open(base + ".json"))
 cam = json.load(open(base + ".camera.json"))
 gb = r["bytes_received"] / 1e9
-# RSS slope: each second of the viewers' series (viewers playing at epoch + t s) against the
-# system's RSS sampled nearest that time, fitted by least squares over the seconds with
-# viewers playing (the ramp gives the spread).
-samples = [tuple(map(int, l.split())) for l in open(base + ".rss") if l.strip()]
-pts = []
-for s in r["throughput"]:
-    t = r["epoch_ns"] + s["t"] * 1_000_000_000
-    near = min(samples, key=lambda x: abs(x[0] - t), default=None)
-    if near and abs(near[0] - t) < 500_000_000:
-        pts.append((s["playing"], near[1]))
-slope = None
-if len({p for p, _ in pts}) >= 2:
-    n = len(pts); mx = sum(p for p, _ in pts) / n; my = sum(v for _, v in pts) / n
-    sxx = sum((p - mx) ** 2 for p, _ in pts)
-    slope = sum((p - mx) * (v - my) for p, v in pts) / sxx if sxx else None
 lat = r["media_latency_ms"] or {}
 ttff = r.get("time_to_first_frame_ms") or {}
 print(json.dumps(dict(
-    workload=workload, system=system, cameras=cameras, viewers=viewers,
+    workload=workload, system=system, cameras=cameras, viewers=viewers, base=base,
     established=r["sessions_established"], survived=r["sessions_survived"], gb=gb,
+    replayed_gb=r.get("replayed_bytes", 0) / 1e9, discontinuities=r.get("discontinuities"),
+    max_loss_pct=r.get("max_loss_pct"), max_stall_ms=r.get("max_stall_ms"), stall_ms=r.get("stall_ms"),
+    stalls=r["stalls"], longest_stall_ms=r["longest_stall_ms"],
     cpu_s=ticks / 100, cpu_s_per_gb=ticks / 100 / gb if gb else None,
-    rss_kb_per_viewer=slope, rss_peak_minus_idle_kb=peak - idle, idle_kb=idle,
+    rss_peak_minus_idle_kb=peak - idle, idle_kb=idle,
     p50_ms=lat.get("p50"), p99_ms=lat.get("p99"), ttff_p50_ms=ttff.get("p50"), ttff_p99_ms=ttff.get("p99"),
     without_keyframe=r.get("sessions_without_keyframe"), seq_gaps=r["rtp_seq_gaps"], lost=r["packets_lost"],
     expected=r["packets_expected"], faults=sum(r["integrity"].values()),
@@ -164,32 +148,67 @@ for spec in "a:$workload_a:$a_bitrate" "b:$workload_b:$b_bitrate"; do
     if [ "$system" = gst ] && ! /usr/bin/python3 -c 'import gi' 2>/dev/null; then
       echo "gst: python3-gi missing (scripts/install-test-deps.sh): skipped" >&2; continue
     fi
-    echo "== $w ($cameras camera(s) x $per viewers x $bitrate) on $system" >&2
-    run "$w" "$system" "$cameras" "$per" "$bitrate"
+    echo "== $w ($cameras camera(s) x $per viewers x $bitrate) on $system, $repeats runs" >&2
+    fit_args=()
+    for i in $(seq 1 "$repeats"); do
+      run "$w" "$system" "$cameras" "$per" "$bitrate" "$i"
+      if [ -f "$out/$w-$system-$i.rss" ] && [ -f "$out/$w-$system-$i.json" ]; then
+        fit_args+=("$out/$w-$system-$i.json" "$out/$w-$system-$i.rss")
+      fi
+    done
+    if [ ${#fit_args[@]} -gt 0 ]; then
+      python3 "$root/loadtest/rss.py" fit --json "$out/$w-$system.rss.json" "${fit_args[@]}" >/dev/null
+    fi
   done
 done
 
-python3 - "$out/rows.txt" "$out" <<'PY'
-import json, sys
+python3 - "$out/rows.txt" "$out" "$root/loadtest" <<'PY'
+import json, os, statistics, sys
+sys.dont_write_bytecode = True  # no __pycache__ left in the repository
+sys.path.insert(0, sys.argv[3])
+import rss as rss_fit
 rows = [json.loads(l) for l in open(sys.argv[1])]
-json.dump(rows, open(sys.argv[2] + "/shared-bench.json", "w"), indent=2)
+out = sys.argv[2]
+json.dump(rows, open(out + "/shared-bench.json", "w"), indent=2)
 f = lambda v, d=2: "n/a" if v is None else f"{v:.{d}f}"
-head = (f"{'workload':<26} {'system':<15} {'survived':>11} {'CPU s/GB':>9} {'RSS KB/viewer':>13} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'TTFF p50':>9} {'TTFF p99':>9} {'gaps':>6} {'lost':>6} {'cam sess/cam':>12} {'max open':>8}")
+
+def spread(vals, d=2):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return f(vals[0], d)
+    return f"{f(statistics.median(vals), d)} ({f(min(vals), d)}-{f(max(vals), d)})"
+
+done = [r for r in rows if not r.get("skipped")]
+if done:
+    r0 = done[0]
+    print(f"median (min-max) over runs; survived: played to the end intact, lost <= {r0['max_loss_pct']}% and longest stall "
+          f"<= {r0['max_stall_ms']:.0f} ms; stalls: gaps > {r0['stall_ms']:.0f} ms; CPU s per GB received (a GOP cache's "
+          f"replay included; replayed: its share)")
+head = (f"{'workload':<14} {'system':<15} {'survived':>11} {'CPU s/GB':>20} {'replayed':>8} {'p50 ms':>20} "
+        f"{'p99 ms':>20} {'TTFF p50':>9} {'gaps':>6} {'lost':>8} {'stalls':>6} {'cam sess/cam':>12}  RSS fixed + per viewer")
 print(head); print("-" * len(head))
-for r in rows:
-    if r.get("skipped"):
-        print(f"{r['workload']:<26} {r['system']:<15} skipped (see its logs)")
+for key in dict.fromkeys((r["workload"], r["system"]) for r in rows):
+    runs = [r for r in done if (r["workload"], r["system"]) == key]
+    if not runs:
+        print(f"{key[0]:<14} {key[1]:<15} skipped (see its logs)")
         continue
+    r = runs[0]
     shape = f"{r['workload']} {r['cameras']}x{r['viewers'] // r['cameras']}"
-    print(f"{shape:<26} {r['system']:<15} {r['survived']:>5}/{r['viewers']:<5} {f(r['cpu_s_per_gb']):>9} "
-          f"{f(r['rss_kb_per_viewer'], 1):>13} {f(r['p50_ms']):>7} {f(r['p99_ms']):>7} {f(r['ttff_p50_ms'], 0):>9} "
-          f"{f(r['ttff_p99_ms'], 0):>9} {r['seq_gaps']:>6} {r['lost']:>6} {f(r['camera_sessions_per_camera']):>12} "
-          f"{r['camera_max_concurrent']:>8}")
-on = {r["workload"]: r for r in rows if r["system"] == "shared" and not r.get("skipped")}
-off = {r["workload"]: r for r in rows if r["system"] == "shared-nocache" and not r.get("skipped")}
+    fit_path = f"{out}/{r['workload']}-{r['system']}.rss.json"
+    rss = rss_fit.text(json.load(open(fit_path))) if os.path.exists(fit_path) else "n/a"
+    gb = sum(x["gb"] for x in runs)
+    replayed = f"{100 * sum(x['replayed_gb'] for x in runs) / gb:.1f}%" if gb else "n/a"
+    print(f"{shape:<14} {r['system']:<15} {sum(x['survived'] for x in runs):>5}/{sum(x['viewers'] for x in runs):<5} "
+          f"{spread([x['cpu_s_per_gb'] for x in runs]):>20} {replayed:>8} {spread([x['p50_ms'] for x in runs]):>20} "
+          f"{spread([x['p99_ms'] for x in runs]):>20} {spread([x['ttff_p50_ms'] for x in runs], 0):>9} "
+          f"{sum(x['seq_gaps'] for x in runs):>6} {sum(x['lost'] for x in runs):>8} {sum(x['stalls'] for x in runs):>6} "
+          f"{spread([x['camera_sessions_per_camera'] for x in runs]):>12}  {rss}")
+by = lambda s: {r["workload"]: [x["ttff_p50_ms"] for x in done if x["system"] == s and x["workload"] == r["workload"]]
+                for r in done if r["system"] == s}
+on, off = by("shared"), by("shared-nocache")
 for w in sorted(on.keys() & off.keys()):
-    print(f"time to first frame p50, workload {w}: {f(on[w]['ttff_p50_ms'], 0)} ms with the GOP cache, "
-          f"{f(off[w]['ttff_p50_ms'], 0)} ms without")
+    print(f"time to first frame p50, workload {w}: {spread(on[w], 0)} ms with the GOP cache, {spread(off[w], 0)} ms without")
 PY
 echo "reports, logs and rows in $out" >&2

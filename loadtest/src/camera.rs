@@ -21,6 +21,8 @@ pub struct CameraOptions {
     pub media: payload::MediaOptions,
     /// Where the sessions report goes (rewritten every 5 s and at exit).
     pub json: Option<std::path::PathBuf>,
+    /// The packet interval, stated in the SDP (set by [`run`]).
+    pub period_ns: u64,
 }
 
 /// One stream's RTSP sessions (a session: from its SETUP to its TEARDOWN or connection close).
@@ -66,7 +68,7 @@ struct Counters {
     late_us: AtomicU64,
 }
 
-pub async fn run(opts: CameraOptions) -> anyhow::Result<()> {
+pub async fn run(mut opts: CameraOptions) -> anyhow::Result<()> {
     let sock = socket2::Socket::new(socket2::Domain::for_address(opts.listen), socket2::Type::STREAM, None)?;
     sock.set_reuse_address(true)?;
     sock.set_nonblocking(true)?;
@@ -78,15 +80,18 @@ pub async fn run(opts: CameraOptions) -> anyhow::Result<()> {
         ..Counters::default()
     });
     let probe = payload::StreamGen::new(0, &opts.media, 0)?;
+    opts.period_ns = probe.period_ns();
     eprintln!(
-        "loadtest camera: {} streams on rtsp://{}/cam0.. at {} bit/s ({} asked), {}-byte packets, H.264 {} fps, a keyframe every {} pictures",
+        "loadtest camera: {} streams on rtsp://{}/cam0.. at {} bit/s ({} asked), {}-byte packets every {} ns, H.264 {} fps, a keyframe every {} pictures, SSRC salt {:08x}",
         opts.streams,
         listener.local_addr()?,
         probe.bitrate_bps(),
         opts.media.bitrate_bps,
         opts.media.packet_size,
+        opts.period_ns,
         opts.media.fps,
         opts.media.gop,
+        opts.media.ssrc_salt,
     );
     let (c2, o2) = (counters.clone(), opts.clone());
     tokio::spawn(async move {
@@ -227,10 +232,12 @@ async fn serve(stream: TcpStream, opts: &CameraOptions, counters: &Arc<Counters>
                 (_, None) => error(404, "Not Found"),
                 ("DESCRIBE", Some(i)) => {
                     let sdp = format!(
-                        "v=0\r\no=- 0 0 IN IP4 {ip}\r\ns=loadtest camera {i}\r\nt=0 0\r\na=control:*\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1{sprop}\r\n{ext}a=control:trackID=0\r\n",
+                        "v=0\r\no=- 0 0 IN IP4 {ip}\r\ns=loadtest camera {i}\r\nt=0 0\r\na=control:*\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1{sprop}\r\n{ext}a={attr}:{period}\r\na=control:trackID=0\r\n",
                         ip = local.ip(),
                         sprop = sprop(),
-                        ext = payload::SDP_EXTMAP
+                        ext = payload::SDP_EXTMAP,
+                        attr = payload::SDP_PERIOD_ATTR,
+                        period = opts.period_ns,
                     );
                     let base = format!("rtsp://{local}/cam{i}/");
                     ok(&[("Content-Base", &base), ("Content-Type", "application/sdp")], sdp.as_bytes())
@@ -239,7 +246,10 @@ async fn serve(stream: TcpStream, opts: &CameraOptions, counters: &Arc<Counters>
                     let tcp = req.header("Transport").is_some_and(|t| t.contains("TCP") || t.contains("interleaved"));
                     if tcp {
                         // The SSRC is announced so viewers can check every packet against it.
-                        let transport = format!("RTP/AVP/TCP;unicast;interleaved=0-1;ssrc={:08X}", payload::ssrc_of(i));
+                        let transport = format!(
+                            "RTP/AVP/TCP;unicast;interleaved=0-1;ssrc={:08X}",
+                            payload::salted_ssrc(i, opts.media.ssrc_salt)
+                        );
                         if session.is_none() {
                             session = Some(OpenSession::new(&counters.per_stream[i as usize]));
                         }

@@ -11,6 +11,7 @@ mod check;
 mod payload;
 mod plot;
 mod report;
+mod slices;
 mod viewer;
 mod wire;
 
@@ -40,13 +41,16 @@ enum ModeArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum StartArg {
-    /// Every stream starts at sequence 0 (each viewer has its own camera connection).
-    Zero,
-    /// Each viewer's stream starts where its PLAY reply's RTP-Info `seq=` says (a relay that
-    /// shares one camera connection among viewers).
+    /// Each viewer's stream starts where its PLAY reply's `RTP-Info: seq=` says, else at the
+    /// first packet received; sessions where the two disagree are counted and warned about.
     RtpInfo,
+    /// Every stream starts at sequence 0 whatever the PLAY reply says (only right when each
+    /// viewer has its own camera connection to a loadtest camera).
+    Zero,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Simulated cameras /cam0../camN-1 on one listener.
@@ -70,6 +74,11 @@ enum Cmd {
         /// Sessions served per stream, as JSON (rewritten every 5 s and at exit).
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Every process sends the same SSRCs (by default each camera process picks new ones
+        /// when it starts, as a real camera does after a reboot): to test a relay's rewrite of
+        /// a restarted camera's stream into one continuous stream.
+        #[arg(long)]
+        fixed_ssrc: bool,
     },
     /// Simulated viewers.
     Viewers {
@@ -102,11 +111,24 @@ enum Cmd {
         #[arg(long)]
         tls: bool,
         /// Where each stream's expected packets start (loss is counted from there).
-        #[arg(long, value_enum, default_value = "zero")]
+        #[arg(long, value_enum, default_value = "rtp-info")]
         stream_start: StartArg,
-        /// A gap between packets longer than this many packet intervals is a stall.
-        #[arg(long, default_value_t = 20)]
-        stall_intervals: u32,
+        /// A gap between arrivals longer than this is a stall.
+        #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+        stall_ms: Duration,
+        /// A session survives only if it lost at most this share of its expected packets, %...
+        #[arg(long, default_value_t = 1.0)]
+        max_loss_pct: f64,
+        /// ...and its longest stall was at most this long.
+        #[arg(long, default_value = "1000ms", value_parser = parse_duration)]
+        max_stall_ms: Duration,
+        /// Start the sessions in this many equal steps, each held for `--hold` before the next
+        /// (RSS at several viewer counts held for equal times); 1: one ramp.
+        #[arg(long, default_value_t = 1)]
+        steps: usize,
+        /// How long each step of `--steps` is held (from its first start to the next step's).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        hold: Duration,
         /// Packets due within this long before a session's end are not expected yet (in flight).
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         grace: Duration,
@@ -184,15 +206,17 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.cmd {
-        Cmd::Camera { listen, streams, bitrate, packet_size, gop, fps, json } => {
+        Cmd::Camera { listen, streams, bitrate, packet_size, gop, fps, json, fixed_ssrc } => {
             if !(payload::MIN_PACKET..=65_000).contains(&packet_size) {
                 bail!("--packet-size must be {}..=65000", payload::MIN_PACKET);
             }
             if gop == 0 || !(1..=1000).contains(&fps) {
                 bail!("--gop must be at least 1 and --fps 1..=1000");
             }
-            let media = payload::MediaOptions { bitrate_bps: bitrate, packet_size, gop, fps };
-            rt.block_on(camera::run(camera::CameraOptions { listen, streams, media, json }))
+            // A new salt per process: a restarted camera sends new SSRCs.
+            let ssrc_salt = if fixed_ssrc { 0 } else { ((payload::monotonic_ns() as u32) ^ std::process::id()) | 1 };
+            let media = payload::MediaOptions { bitrate_bps: bitrate, packet_size, gop, fps, ssrc_salt };
+            rt.block_on(camera::run(camera::CameraOptions { listen, streams, media, json, period_ns: 0 }))
         }
         Cmd::Plot { out, reports } => plot::plot(&out, &reports),
         Cmd::Viewers {
@@ -208,7 +232,11 @@ fn main() -> anyhow::Result<()> {
             json,
             tls,
             stream_start,
-            stall_intervals,
+            stall_ms,
+            max_loss_pct,
+            max_stall_ms,
+            steps,
+            hold,
             grace,
             worker,
             epoch_ns,
@@ -232,9 +260,13 @@ fn main() -> anyhow::Result<()> {
                         StartArg::Zero => check::StreamStart::Zero,
                         StartArg::RtpInfo => check::StreamStart::RtpInfo,
                     },
-                    stall_intervals: stall_intervals.max(1),
+                    stall_ns: stall_ms.as_nanos() as u64,
                     grace_ns: grace.as_nanos() as u64,
+                    max_loss: max_loss_pct.max(0.0) / 100.0,
+                    max_stall_ns: max_stall_ms.as_nanos() as u64,
                 },
+                steps: steps.clamp(1, sessions.max(1)),
+                hold,
                 // Workers get a schedule starting a moment from now, once they are all up.
                 epoch_ns: epoch_ns.unwrap_or_else(|| payload::monotonic_ns() + 200_000_000),
             };
@@ -276,7 +308,24 @@ struct Plan {
     paths: usize,
     source_ips: Vec<IpAddr>,
     check: check::CheckParams,
+    steps: usize,
+    hold: Duration,
     epoch_ns: u64,
+}
+
+impl Plan {
+    /// When session `i` is due to start, ns after the epoch: at `--ramp` within its step of
+    /// `--steps`, each step `--hold` after the one before.
+    fn start_offset_ns(&self, i: usize) -> u64 {
+        let per_step = self.sessions.div_ceil(self.steps).max(1);
+        let (step, within) = (i / per_step, i % per_step);
+        step as u64 * self.hold.as_nanos() as u64 + (within as f64 / self.ramp * 1e9) as u64
+    }
+
+    /// When the last session is due to start, ns after the epoch.
+    fn ramp_ns(&self) -> u64 {
+        if self.sessions == 0 { 0 } else { self.start_offset_ns(self.sessions - 1) }
+    }
 }
 
 /// The tokio instant of a CLOCK_MONOTONIC time (both run on that clock).
@@ -350,7 +399,8 @@ async fn run_viewers(plan: &Plan, worker: usize, workers: usize, progress: bool)
     let shared = Arc::new(Shared::default());
     let epoch_ns = plan.epoch_ns;
     let start = instant_of(epoch_ns);
-    let ramp_ns = (plan.sessions as f64 / plan.ramp * 1e9) as u64;
+    // The stop time is the same for every session: the last start plus the duration.
+    let ramp_ns = plan.ramp_ns();
     let stop_ns = epoch_ns + ramp_ns + plan.duration.as_nanos() as u64;
     let stop_at = instant_of(stop_ns);
     let mine: Vec<usize> = (worker..plan.sessions).step_by(workers).collect();
@@ -404,7 +454,7 @@ async fn run_viewers(plan: &Plan, worker: usize, workers: usize, progress: bool)
 
     let mut tasks = Vec::with_capacity(mine.len());
     for i in mine {
-        let scheduled_ns = epoch_ns + (i as f64 / plan.ramp * 1e9) as u64;
+        let scheduled_ns = epoch_ns + plan.start_offset_ns(i);
         tokio::time::sleep_until(instant_of(scheduled_ns)).await;
         let path = format!("{}{}", plan.path_prefix, i % plan.paths);
         let spec = viewer::ViewerSpec {
@@ -440,6 +490,12 @@ async fn run_viewers(plan: &Plan, worker: usize, workers: usize, progress: bool)
         duration_s: plan.duration.as_secs_f64(),
         sessions_requested: requested,
         epoch_ns,
+        steps: plan.steps,
+        hold_s: plan.hold.as_secs_f64(),
+        sessions_per_step: plan.sessions.div_ceil(plan.steps),
+        stall_ms: plan.check.stall_ns as f64 / 1e6,
+        max_loss_pct: plan.check.max_loss * 100.0,
+        max_stall_ms: plan.check.max_stall_ns as f64 / 1e6,
         ..Report::default()
     };
     let mut setup = report::histogram();

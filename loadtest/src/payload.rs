@@ -47,9 +47,107 @@ const FILL: u8 = 0xff;
 /// RTP clock rate for video.
 const CLOCK: u64 = 90_000;
 
-/// The camera's SSRC for stream `n` (also announced in its SETUP reply).
+/// The camera's SSRC for stream `n` with salt 0 (`loadtest camera --fixed-ssrc`).
+#[cfg(test)]
 pub fn ssrc_of(stream: u32) -> u32 {
-    0x5000_0000 | stream
+    salted_ssrc(stream, 0)
+}
+
+/// Stream `n`'s SSRC under a camera process's salt (also announced in its SETUP reply). A camera
+/// process picks a new salt when it starts, so a restarted camera sends new SSRCs, as real ones
+/// do after a reboot; salt 0 gives every process the same SSRCs.
+pub fn salted_ssrc(stream: u32, salt: u32) -> u32 {
+    (0x5000_0000 | stream) ^ salt.wrapping_mul(0x9E37_79B1)
+}
+
+/// The SDP attribute (media level) in which the camera states its packet interval, so a viewer
+/// knows the stream's rate before any packet: `a=x-rtrl-loadtest-period-ns:<ns>`.
+pub const SDP_PERIOD_ATTR: &str = "x-rtrl-loadtest-period-ns";
+
+/// The packet interval an SDP states in [`SDP_PERIOD_ATTR`], if it does.
+pub fn sdp_period_ns(sdp: &[u8]) -> Option<u64> {
+    String::from_utf8_lossy(sdp).lines().find_map(|l| {
+        let v = l.trim().strip_prefix("a=")?.strip_prefix(SDP_PERIOD_ATTR)?.strip_prefix(':')?;
+        v.trim().parse().ok().filter(|&p| p > 0)
+    })
+}
+
+/// The UUID of the SEI message before each picture's slices that holds a checksum of each of
+/// them (8 hex digits each, FNV-1a 32 of the slice NAL unit as sent), so a viewer can verify
+/// the slices it receives byte for byte.
+pub const SLICE_SUM_UUID: &[u8; 16] = b"RTRL-slice-sum-1";
+
+/// FNV-1a, 32 bits: any single changed byte changes it (each step is a bijection of the state).
+pub fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+/// The checksum SEI NAL unit for `slices` (see [`SLICE_SUM_UUID`]).
+pub fn slice_sum_nal(slices: &[&[u8]]) -> Vec<u8> {
+    let size = 16 + 8 * slices.len();
+    let mut n = vec![nal_type::SEI, 5];
+    n.extend(std::iter::repeat_n(0xff, size / 255));
+    n.push((size % 255) as u8);
+    n.extend_from_slice(SLICE_SUM_UUID);
+    for s in slices {
+        push_hex(&mut n, u64::from(fnv1a(s)), 8);
+    }
+    n.push(0x80);
+    n
+}
+
+/// How a picture's slice checksums travel.
+enum Sums {
+    /// One STAP-A (RFC 6184 §5.7.1) holding the checksum SEI and the picture's only slice,
+    /// packetised as one NAL unit: a P picture costs no extra packet.
+    Aggregated(Vec<u8>),
+    /// The checksum SEI as a NAL unit of its own, before the slices (they are too large to
+    /// share a packet).
+    Separate(Vec<u8>),
+}
+
+fn picture_sums(slices: &[&[u8]], max_payload: usize) -> Sums {
+    let sums = slice_sum_nal(slices);
+    match slices {
+        [slice] if 1 + 2 + sums.len() + 2 + slice.len() <= max_payload && !slice.is_empty() => {
+            // NRI of an aggregation packet: the largest of its units'.
+            let mut stap = vec![(slice[0] & 0x60).max(sums[0] & 0x60) | 24];
+            for n in [&sums[..], slice] {
+                stap.extend_from_slice(&(n.len() as u16).to_be_bytes());
+                stap.extend_from_slice(n);
+            }
+            Sums::Aggregated(stap)
+        }
+        _ => Sums::Separate(sums),
+    }
+}
+
+/// The slice checksums a NAL unit declares, if it is a checksum SEI; `Err` if it is one but
+/// damaged.
+pub fn parse_slice_sums(nal: &[u8]) -> Result<Option<Vec<u32>>, MarkError> {
+    if nal.first().map(|b| b & 0x1f) != Some(nal_type::SEI) || nal.get(1) != Some(&5) {
+        return Ok(None);
+    }
+    let mut at = 2;
+    let mut size = 0usize;
+    while let Some(&b) = nal.get(at) {
+        size += usize::from(b);
+        at += 1;
+        if b != 0xff {
+            break;
+        }
+    }
+    if nal.get(at..at + 16) != Some(SLICE_SUM_UUID) {
+        return Ok(None);
+    }
+    let body = nal.get(at + 16..at + size).ok_or(MarkError::Short)?;
+    if body.len() % 8 != 0 {
+        return Err(MarkError::Short);
+    }
+    body.chunks(8)
+        .map(|c| std::str::from_utf8(c).ok().and_then(|s| u32::from_str_radix(s, 16).ok()).ok_or(MarkError::Short))
+        .collect::<Result<Vec<u32>, _>>()
+        .map(Some)
 }
 
 /// The SDP lines that announce the header extension elements (RFC 8285 §5).
@@ -135,6 +233,8 @@ pub struct MediaOptions {
     /// A keyframe every this many pictures.
     pub gop: u32,
     pub fps: u32,
+    /// Mixed into every stream's SSRC ([`salted_ssrc`]).
+    pub ssrc_salt: u32,
 }
 
 /// One stream's packets, generated as they fall due: the clip's first access unit (SPS, PPS,
@@ -182,9 +282,22 @@ impl StreamGen {
             let (p, b) = packet_cost(nal, max_payload);
             (packets, bytes) = (packets + p, bytes + b);
         }
+        // The checksums: a NAL unit of their own, or in place of the slice (aggregated with it).
+        let sums_cost = |slices: &[&[u8]]| match picture_sums(slices, max_payload) {
+            Sums::Separate(n) => packet_cost(&n, max_payload),
+            Sums::Aggregated(stap) => {
+                let ((p0, b0), (p1, b1)) = (packet_cost(&stap, max_payload), packet_cost(slices[0], max_payload));
+                (p0 - p1, b0 - b1)
+            }
+        };
+        let first_slice = keyframe.iter().position(|n| (1..=5).contains(&nal_unit_type(n))).unwrap_or(0);
+        let (p, b) = sums_cost(&keyframe[first_slice..]);
+        (packets, bytes) = (packets + p, bytes + b);
         for n in 1..gop {
-            let (p, b) = packet_cost(&skip.picture(n as u32), max_payload);
-            (packets, bytes) = (packets + p, bytes + b);
+            let pic = skip.picture(n as u32);
+            let (p0, b0) = packet_cost(&pic, max_payload);
+            let (p1, b1) = sums_cost(&[&pic[..]]);
+            (packets, bytes) = (packets + p0 + p1, bytes + b0 + b1);
         }
         let bytes_per_gop = (opts.bitrate_bps * gop / fps / 8).max(bytes);
         // Padding packets 2% short of full on average leave each picture room to catch up.
@@ -193,7 +306,7 @@ impl StreamGen {
             stream,
             keyframe,
             skip,
-            packetizer: Packetizer::new(ssrc_of(stream), 0).with_max_payload(max_payload),
+            packetizer: Packetizer::new(salted_ssrc(stream, opts.ssrc_salt), 0).with_max_payload(max_payload),
             gop,
             fps,
             max_payload,
@@ -254,15 +367,21 @@ impl StreamGen {
             self.gop_packets = 0;
             self.gop_bytes -= self.bytes_per_gop as i64;
         }
-        let skip;
-        let (pre, slices): (&[&[u8]], Vec<&[u8]>) = if f == 0 {
-            // Parameter sets and SEI first, then the padding, then the slices.
+        let (skip, sums);
+        let (mut pre, mut slices): (Vec<&[u8]>, Vec<&[u8]>) = if f == 0 {
+            // Parameter sets and SEI first, then the slices' checksums and the padding, then the
+            // slices.
             let first_slice = self.keyframe.iter().position(|n| (1..=5).contains(&nal_unit_type(n))).unwrap_or(0);
-            (&self.keyframe[..first_slice], self.keyframe[first_slice..].to_vec())
+            (self.keyframe[..first_slice].to_vec(), self.keyframe[first_slice..].to_vec())
         } else {
             skip = self.skip.picture(f as u32);
-            (&[], vec![&skip[..]])
+            (Vec::new(), vec![&skip[..]])
         };
+        sums = picture_sums(&slices, self.max_payload);
+        match &sums {
+            Sums::Aggregated(stap) => slices = vec![&stap[..]],
+            Sums::Separate(nal) => pre.push(nal),
+        }
         let (mut n_pre, mut n_nat, mut b_nat) = (0, 0, 0);
         for (i, nal) in pre.iter().chain(slices.iter()).enumerate() {
             let (p, b) = packet_cost(nal, self.max_payload);
@@ -291,7 +410,7 @@ impl StreamGen {
             b_nat += (nal.len() + overhead) as u64;
             pads.push(nal);
         }
-        let mut nals: Vec<&[u8]> = pre.to_vec();
+        let mut nals: Vec<&[u8]> = pre;
         nals.extend(pads.iter().map(Vec::as_slice));
         nals.extend_from_slice(&slices);
         let ts = (self.picture * CLOCK / self.fps) as u32;
@@ -311,6 +430,9 @@ impl StreamGen {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Rtp<'a> {
     pub seq: u16,
+    pub timestamp: u32,
+    /// The marker bit: the last packet of a picture.
+    pub marker: bool,
     pub ssrc: u32,
     /// The one-byte-form extension's elements, if the packet has one.
     pub ext: Option<&'a [u8]>,
@@ -352,6 +474,8 @@ pub fn parse_rtp(p: &[u8]) -> Result<Rtp<'_>, RtpError> {
     }
     Ok(Rtp {
         seq: u16::from_be_bytes([p[2], p[3]]),
+        timestamp: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+        marker: p[1] & 0x80 != 0,
         ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
         ext,
         payload: &p[at..end],
@@ -556,7 +680,7 @@ mod tests {
 
     #[test]
     fn the_stream_meets_its_bitrate_with_keyframes_every_gop() {
-        let opts = MediaOptions { bitrate_bps: 2_000_000, packet_size: 1200, gop: 50, fps: 25 };
+        let opts = MediaOptions { bitrate_bps: 2_000_000, packet_size: 1200, gop: 50, fps: 25, ssrc_salt: 0 };
         let mut g = StreamGen::new(3, &opts, 1_000).unwrap();
         let per_gop = g.packets_per_gop;
         let pk = packets(&mut g, 3 * per_gop);

@@ -161,6 +161,24 @@ pub struct SessionRecord {
     pub longest_stall_ms: f64,
     pub rate_unknown: bool,
     pub start_unknown: bool,
+    /// First packet received minus the packet `RTP-Info` named (0: they agree).
+    #[serde(default)]
+    pub start_offset: i64,
+    /// New SSRCs or jumps of the camera's schedule (a camera restart).
+    #[serde(default)]
+    pub discontinuities: u64,
+    /// The packet interval the camera's SDP stated, ns.
+    #[serde(default)]
+    pub period_ns: Option<u64>,
+    /// Bytes of the timed packets due before PLAY was sent (a GOP cache's replay).
+    #[serde(default)]
+    pub replayed_bytes: u64,
+    /// Slices whose checksum matched; pictures that could not be verified (a packet missing,
+    /// no checksum).
+    #[serde(default)]
+    pub slices_verified: u64,
+    #[serde(default)]
+    pub pictures_unverified: u64,
     pub integrity: Integrity,
     /// This session's media latency, ms.
     pub latency_ms: Option<Quantiles>,
@@ -174,8 +192,10 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
+    /// Live bytes (the replay left out: it was due before PLAY) over the play time, Mbit/s.
     pub fn mbps(&self) -> f64 {
-        if self.play_s > 0.0 { self.bytes as f64 * 8.0 / 1e6 / self.play_s } else { 0.0 }
+        let live = self.bytes.saturating_sub(self.replayed_bytes);
+        if self.play_s > 0.0 { live as f64 * 8.0 / 1e6 / self.play_s } else { 0.0 }
     }
 }
 
@@ -190,11 +210,27 @@ pub struct Report {
     /// Play time asked for after the ramp, s.
     pub duration_s: f64,
     pub sessions_requested: u64,
+    /// `--steps`, `--hold`: sessions started in equal steps, each held this long.
+    #[serde(default)]
+    pub steps: usize,
+    #[serde(default)]
+    pub hold_s: f64,
+    #[serde(default)]
+    pub sessions_per_step: usize,
+    /// The thresholds the figures were judged by: a stall is a gap longer than `stall_ms`; a
+    /// session survives with at most `max_loss_pct` % lost and no stall over `max_stall_ms`.
+    #[serde(default)]
+    pub stall_ms: f64,
+    #[serde(default)]
+    pub max_loss_pct: f64,
+    #[serde(default)]
+    pub max_stall_ms: f64,
     /// Sessions whose task ran (connected or tried to).
     pub sessions_started: u64,
     /// Reached PLAY.
     pub sessions_established: u64,
-    /// Reached PLAY and played to the end, media intact.
+    /// Reached PLAY and played to the end, media intact, loss and longest stall within the
+    /// thresholds.
     pub sessions_survived: u64,
     /// Failed before PLAY + failed after PLAY.
     pub sessions_failed: u64,
@@ -235,15 +271,34 @@ pub struct Report {
     /// Expected and never received.
     pub packets_lost: u64,
     pub rtp_seq_gaps: u64,
+    /// Bytes of timed packets due before their session's PLAY (a GOP cache's replay): in
+    /// `bytes_received`, not in `delivered_mbps`.
+    #[serde(default)]
+    pub replayed_bytes: u64,
+    /// New SSRCs or jumps of a camera's schedule seen, over sessions.
+    #[serde(default)]
+    pub discontinuities: u64,
+    /// Sessions whose first packet is not the one their PLAY reply's `RTP-Info` named, and the
+    /// packets between the two (positive: named but never sent, counted lost).
+    #[serde(default)]
+    pub sessions_start_disagree: u64,
+    #[serde(default)]
+    pub start_disagree_packets: i64,
+    #[serde(default)]
+    pub slices_verified: u64,
+    #[serde(default)]
+    pub pictures_unverified: u64,
     pub stalls: u64,
     pub stalled_s: f64,
     pub longest_stall_ms: f64,
-    /// Sessions with fewer than two timed packets: no schedule to extrapolate loss from.
+    /// Sessions whose camera stated no packet interval: no schedule to count loss against
+    /// (they fail, `rate_unknown`).
     pub sessions_rate_unknown: u64,
-    /// `--stream-start rtp-info` sessions whose PLAY reply had no `seq=`.
+    /// `--stream-start rtp-info` sessions whose PLAY reply had no `seq=` (counted from their
+    /// first packet).
     pub sessions_start_unknown: u64,
     pub integrity: Integrity,
-    /// Σ over sessions of bytes over their own play time, Mbit/s.
+    /// Σ over sessions of live bytes (the replay left out) over their own play time, Mbit/s.
     pub delivered_mbps: f64,
     pub play_time_s: f64,
     pub throughput: Vec<Second>,
@@ -304,6 +359,12 @@ impl Report {
         self.packets_expected += r.expected;
         self.packets_lost += r.lost;
         self.rtp_seq_gaps += r.rtp_seq_gaps;
+        self.replayed_bytes += r.replayed_bytes;
+        self.discontinuities += r.discontinuities;
+        self.sessions_start_disagree += u64::from(r.start_offset != 0);
+        self.start_disagree_packets += r.start_offset;
+        self.slices_verified += r.slices_verified;
+        self.pictures_unverified += r.pictures_unverified;
         self.stalls += r.stalls;
         self.stalled_s += r.stalled_ms / 1000.0;
         self.longest_stall_ms = self.longest_stall_ms.max(r.longest_stall_ms);
@@ -335,6 +396,12 @@ impl Report {
         self.packets_expected += other.packets_expected;
         self.packets_lost += other.packets_lost;
         self.rtp_seq_gaps += other.rtp_seq_gaps;
+        self.replayed_bytes += other.replayed_bytes;
+        self.discontinuities += other.discontinuities;
+        self.sessions_start_disagree += other.sessions_start_disagree;
+        self.start_disagree_packets += other.start_disagree_packets;
+        self.slices_verified += other.slices_verified;
+        self.pictures_unverified += other.pictures_unverified;
         self.stalls += other.stalls;
         self.stalled_s += other.stalled_s;
         self.longest_stall_ms = self.longest_stall_ms.max(other.longest_stall_ms);
@@ -344,6 +411,13 @@ impl Report {
         self.sessions.extend(other.sessions.iter().cloned());
         self.duration_s = self.duration_s.max(other.duration_s);
         self.ramp_per_s = self.ramp_per_s.max(other.ramp_per_s);
+        // Workers share the parent's plan and thresholds.
+        self.steps = self.steps.max(other.steps);
+        self.hold_s = self.hold_s.max(other.hold_s);
+        self.sessions_per_step = self.sessions_per_step.max(other.sessions_per_step);
+        self.stall_ms = self.stall_ms.max(other.stall_ms);
+        self.max_loss_pct = self.max_loss_pct.max(other.max_loss_pct);
+        self.max_stall_ms = self.max_stall_ms.max(other.max_stall_ms);
         // Workers share the parent's schedule.
         if self.epoch_ns == 0 {
             self.epoch_ns = other.epoch_ns;
@@ -416,13 +490,15 @@ impl Report {
 
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} sessions ({}) to {} in {} process(es): {} established (reached PLAY), {} survived, {} failed ({} before PLAY, {} after)\n",
+            "{} sessions ({}) to {} in {} process(es): {} established (reached PLAY), {} survived (played to the end intact, lost <= {}%, longest stall <= {:.0} ms), {} failed ({} before PLAY, {} after)\n",
             self.sessions_requested,
             self.mode,
             self.target,
             self.processes,
             self.sessions_established,
             self.sessions_survived,
+            self.max_loss_pct,
+            self.max_stall_ms,
             self.sessions_failed,
             self.failures_before_play.values().sum::<u64>(),
             self.failures_after_play.values().sum::<u64>(),
@@ -457,39 +533,60 @@ impl Report {
         let per: Vec<f64> = self.sessions.iter().map(SessionRecord::mbps).collect();
         let (lo, hi) = per.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
         s.push_str(&format!(
-            "received {} packets ({} timed, {} of them due before PLAY, {} unmarked, {} RTCP), {:.1} MB; delivered {:.1} Mbit/s (each session's bytes over its own play time{})\n",
+            "received {} packets ({} timed, {} of them due before PLAY, {} unmarked, {} RTCP), {:.1} MB of which {:.1} MB replayed (due before PLAY); delivered {:.1} Mbit/s (each session's live bytes over its own play time{})\n",
             self.packets_received,
             self.packets_timed,
             self.packets_from_before_play,
             self.packets_unmarked,
             self.rtcp_packets,
             self.bytes_received as f64 / 1e6,
+            self.replayed_bytes as f64 / 1e6,
             self.delivered_mbps,
             if per.is_empty() { String::new() } else { format!("; per session {lo:.3}..{hi:.3}") },
         ));
         s.push_str(&format!(
-            "lost {} of {} expected packets; {} RTP sequence gaps; {} stalls ({:.1} s in all, longest {:.0} ms)\n",
+            "lost {} of {} expected packets; {} RTP sequence gaps; {} discontinuities; {} stalls (gaps > {:.0} ms; {:.1} s in all, longest {:.0} ms)\n",
             self.packets_lost,
             self.packets_expected,
             self.rtp_seq_gaps,
+            self.discontinuities,
             self.stalls,
+            self.stall_ms,
             self.stalled_s,
             self.longest_stall_ms
         ));
+        s.push_str(&format!(
+            "slices verified against their checksums: {}; pictures that could not be (a packet missing, no checksum): {}\n",
+            self.slices_verified, self.pictures_unverified
+        ));
+        let longest_period_ms = self.sessions.iter().filter_map(|s| s.period_ns).max().unwrap_or(0) as f64 / 1e6;
+        if longest_period_ms >= self.stall_ms && self.stall_ms > 0.0 {
+            s.push_str(&format!(
+                "WARNING: a stream's packet interval ({longest_period_ms:.0} ms) is not below the stall threshold ({:.0} ms): every gap is a stall\n",
+                self.stall_ms
+            ));
+        }
+        if self.sessions_start_disagree > 0 {
+            s.push_str(&format!(
+                "WARNING: {} sessions' first packet is not the one their PLAY reply's RTP-Info named ({} packets in all; named but never sent count as lost)\n",
+                self.sessions_start_disagree, self.start_disagree_packets
+            ));
+        }
         if self.sessions_rate_unknown + self.sessions_start_unknown > 0 {
             s.push_str(&format!(
-                "unchecked: {} sessions with too few timed packets to know their rate, {} without a starting sequence\n",
+                "unchecked: {} sessions whose camera stated no packet interval (failed: rate_unknown), {} without RTP-Info (counted from their first packet)\n",
                 self.sessions_rate_unknown, self.sessions_start_unknown
             ));
         }
         let i = &self.integrity;
         s.push_str(&format!(
-            "integrity faults: {} (wrong stream {}, SSRC {}, bad RTP {}, bad payload {}, unexpected channel {}, bad RTCP {}, out of order {})\n",
+            "integrity faults: {} (wrong stream {}, SSRC {}, bad RTP {}, bad payload {}, bad slice {}, unexpected channel {}, bad RTCP {}, out of order {})\n",
             i.total(),
             i.wrong_stream,
             i.ssrc_mismatch,
             i.bad_rtp,
             i.bad_payload,
+            i.bad_slice,
             i.unexpected_channel,
             i.bad_rtcp,
             i.out_of_order

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::check::{CheckParams, Checker};
+use crate::check::{CheckParams, Checker, Tally};
 use crate::payload;
 use crate::report::{Quantiles, SessionRecord, Shared};
 use crate::wire::{self, Msg};
@@ -292,6 +292,8 @@ impl Conn {
         let describe = self.request("DESCRIBE", &base, &[("Accept", "application/sdp")], deadline).await?;
         let content_base = describe.header("Content-Base").unwrap_or(&base).trim_end_matches('/').to_owned();
         let track = track_url(&describe.body, &content_base);
+        // The stream's rate as the camera states it (never guessed from the packets).
+        self.checker.set_period(payload::sdp_period_ns(&describe.body));
         let setup =
             self.request("SETUP", &track, &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")], deadline).await?;
         if let Some(ssrc) = setup.header("Transport").and_then(transport_ssrc) {
@@ -352,8 +354,9 @@ fn track_url(sdp: &[u8], content_base: &str) -> String {
 }
 
 /// Why a session that reached PLAY failed, if it did: how it ended, else a fault in what it
-/// received, else receiving nothing (or nothing that could be checked).
-fn verdict(ended: Result<(), String>, c: &Checker) -> Option<String> {
+/// received, else receiving nothing (or nothing that could be checked), else its figures (no
+/// stated rate, loss or a stall over the thresholds).
+fn verdict(ended: Result<(), String>, c: &Checker, t: &Tally) -> Option<String> {
     match ended {
         Err(e) => Some(e),
         Ok(()) => c.integrity.first_fault().map(str::to_owned).or_else(|| {
@@ -362,7 +365,7 @@ fn verdict(ended: Result<(), String>, c: &Checker) -> Option<String> {
             } else if c.timed == 0 {
                 Some("no_timed_media".into())
             } else {
-                None
+                c.judge(t).map(str::to_owned)
             }
         }),
     }
@@ -398,7 +401,7 @@ pub async fn run(spec: ViewerSpec, shared: Arc<Shared>) -> Outcome {
     }
     let c = &mut conn.checker;
     let tally = c.finish(end_ns);
-    let reason = verdict(ended, c);
+    let reason = verdict(ended, c, &tally);
     if reason.is_some() {
         shared.failed_after_play.fetch_add(1, Ordering::Relaxed);
     }
@@ -423,6 +426,12 @@ pub async fn run(spec: ViewerSpec, shared: Arc<Shared>) -> Outcome {
         longest_stall_ms: ms(tally.longest_stall_ns),
         rate_unknown: tally.rate_unknown,
         start_unknown: tally.start_unknown,
+        start_offset: tally.start_offset,
+        discontinuities: c.discontinuities,
+        period_ns: c.period_ns(),
+        replayed_bytes: c.replayed_bytes,
+        slices_verified: c.slices.slices_verified,
+        pictures_unverified: c.slices.pictures_unverified,
         integrity: c.integrity,
         latency_ms: Quantiles::of_us(&c.latency_us),
         from_before_play: c.from_before_play,
@@ -446,16 +455,24 @@ mod tests {
     #[test]
     fn a_session_without_checked_media_fails() {
         use crate::check::{CheckParams, Checker, StreamStart};
-        let params = CheckParams { start: StreamStart::Zero, stall_intervals: 20, grace_ns: 0 };
+        let params = CheckParams {
+            start: StreamStart::Zero,
+            stall_ns: 200_000_000,
+            grace_ns: 0,
+            max_loss: 0.01,
+            max_stall_ns: 1_000_000_000,
+        };
         let mut c = Checker::new(params, Some(0));
-        assert_eq!(super::verdict(Ok(()), &c).as_deref(), Some("no_media"));
+        c.set_period(Some(1_000_000));
+        let t = crate::check::Tally::default();
+        assert_eq!(super::verdict(Ok(()), &c, &t).as_deref(), Some("no_media"));
         c.frame(0, &[0x80, 96, 0, 1, 0, 0, 0, 0, 0x50, 0, 0, 0, 0x67, 1], 0);
-        assert_eq!(super::verdict(Ok(()), &c).as_deref(), Some("no_timed_media"), "parameter sets only");
+        assert_eq!(super::verdict(Ok(()), &c, &t).as_deref(), Some("no_timed_media"), "parameter sets only");
         let mut p = Vec::new();
         crate::payload::push_packet(&mut p, 100, 0, 0, 2, 0);
         c.frame(0, &p[4..], 0);
-        assert_eq!(super::verdict(Ok(()), &c), None);
-        assert_eq!(super::verdict(Err("closed_by_peer".into()), &c).as_deref(), Some("closed_by_peer"));
+        assert_eq!(super::verdict(Ok(()), &c, &t), None);
+        assert_eq!(super::verdict(Err("closed_by_peer".into()), &c, &t).as_deref(), Some("closed_by_peer"));
     }
 
     #[test]

@@ -183,7 +183,9 @@ fn a_viewer_joining_mid_group_waits_for_the_next_keyframe() {
     // A keyframe every second; the double withholds the first 600 ms after PLAY.
     let (_cams, addr) = start_cameras_with(2, &["--gop", "25", "--fps", "25"]);
     let (relay, dropped) = dropping_relay(addr, 0..600);
-    let report = viewers(relay, "rtsp", 2, 2, &["--stream-start", "rtp-info"]);
+    // The withheld 600 ms are a fifth of the run lost and a stall: within the thresholds here,
+    // where the point is how they are counted.
+    let report = viewers(relay, "rtsp", 2, 2, &["--max-loss-pct", "50", "--max-stall-ms", "3000ms"]);
     assert_eq!(report["sessions_survived"], 2, "{report:#}");
     assert!(dropped.load(Ordering::Relaxed) > 10);
     for s in sessions(&report) {
@@ -274,7 +276,7 @@ fn a_relay_that_repacketises_the_media_still_gets_it_timed_from_the_padding() {
         assert!(Instant::now() < end, "gst relay did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let report = viewers(target, "rtsp", 4, 2, &["--stream-start", "rtp-info"]);
+    let report = viewers(target, "rtsp", 4, 2, &[]);
     assert_eq!(report["sessions_survived"], 4, "{report:#}");
     assert!(report["packets_timed"].as_u64().unwrap() > 100, "{report:#}");
     assert!(report["packets_unmarked"].as_u64().unwrap() > 10, "slices and parameter sets: {report:#}");

@@ -16,6 +16,7 @@ mod shard_metrics;
 
 pub use crate::proto::camera_health::CameraState;
 pub use crate::proto::camera_session::CameraOutcome;
+pub use crate::proto::gop_cache::GopBound;
 pub use crate::proto::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
 pub use crate::proto::viewer_auth::AuthFailure;
 pub use hub::MetricsHub;
@@ -142,6 +143,8 @@ impl Label for CameraState {
     }
 }
 
+labels!(GopBound { Bytes => "bytes", Packets => "packets" });
+
 // The camera session's own list and labels, so the protocol core stays the one place that names
 // its outcomes.
 impl Label for CameraOutcome {
@@ -199,6 +202,8 @@ mod tests {
         check::<AuthFailure>();
         check::<CameraOutcome>();
         check::<CameraState>();
+
+        check::<GopBound>();
     }
 
     #[test]

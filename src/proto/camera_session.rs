@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use super::camera_demand::{Backoff, Demand, Mode};
 use super::fanout_policy::FrameKind;
 use super::frame_split::{FramePayload, FrameSplitter, SplitFrame};
-use super::gop_cache::GopCache;
+use super::gop_cache::{GopBound, GopCache, GopLimits};
 use super::interleaved::{Demux, Event};
 use super::keyframe::{Classifier, RtpHeader};
 use super::rtp_continuity::{RtcpVerdict, TrackContinuity};
@@ -63,6 +63,8 @@ pub struct CameraParams {
     pub mode: Mode,
     /// The GOP cache's bound; `None`: no cache (joiners start with live packets).
     pub gop_cache_bytes: Option<usize>,
+    /// The GOP cache's bound in packets.
+    pub gop_cache_packets: usize,
     pub limits: MessageLimits,
     /// How long opening the TCP connection may take.
     pub connect_timeout: Duration,
@@ -77,7 +79,8 @@ pub struct CameraParams {
 }
 
 impl CameraParams {
-    /// Parameters with the defaults: on demand with a 10 s linger, a 4 MiB GOP cache, 10 s to
+    /// Parameters with the defaults: on demand with a 10 s linger, a 4 MiB (8192-packet) GOP
+    /// cache, 10 s to
     /// connect, to answer and between frames, reconnects after 1 s doubling to 30 s.
     pub fn new(url: &str, addr: SocketAddr) -> Self {
         CameraParams {
@@ -86,6 +89,7 @@ impl CameraParams {
             credentials: None,
             mode: Mode::OnDemand { linger: Duration::from_secs(10) },
             gop_cache_bytes: Some(4 << 20),
+            gop_cache_packets: 8192,
             limits: MessageLimits::default(),
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(10),
@@ -186,6 +190,8 @@ pub enum CameraOutput {
     Reconnecting,
     /// One debug log line.
     Exchange(CameraExchange),
+    /// The GOP cache outgrew this bound and was dropped: `relay_gop_cache_overflows_total{bound}`.
+    GopCacheOverflow(GopBound),
 }
 
 /// What a reload did to a camera ([`CameraSession::reconfigure`]).
@@ -426,7 +432,9 @@ impl CameraSession {
         let backoff = Backoff::new(params.backoff_initial, params.backoff_max, params.seed.rotate_left(29));
         let mut s = CameraSession {
             demand: Demand::new(params.mode),
-            gop: params.gop_cache_bytes.map(GopCache::new),
+            gop: params
+                .gop_cache_bytes
+                .map(|bytes| GopCache::new(GopLimits { bytes, packets: params.gop_cache_packets })),
             params,
             backoff,
             state: State::Idle,
@@ -533,8 +541,11 @@ impl CameraSession {
         let changed = params.url != self.params.url
             || params.addr != self.params.addr
             || params.credentials != self.params.credentials;
-        if params.gop_cache_bytes != self.params.gop_cache_bytes {
-            self.gop = params.gop_cache_bytes.map(GopCache::new);
+        if params.gop_cache_bytes != self.params.gop_cache_bytes
+            || params.gop_cache_packets != self.params.gop_cache_packets
+        {
+            let packets = params.gop_cache_packets;
+            self.gop = params.gop_cache_bytes.map(|bytes| GopCache::new(GopLimits { bytes, packets }));
         }
         self.params = params;
         let open =
@@ -1015,7 +1026,7 @@ impl CameraSession {
                         conn.key_start_seen = false;
                     }
                     if let Some(gop) = self.gop.as_mut() {
-                        gop.push_video(frame.channel, track, frame.payload.to_bytes(chunk), &v);
+                        gop.push_video(frame.channel, track, bytes, &v);
                     }
                     if (v.keyframe || v.parameter_sets) && !conn.key_start_seen {
                         conn.key_start_seen = true;
@@ -1030,10 +1041,13 @@ impl CameraSession {
             }
         } else {
             if let Some(gop) = self.gop.as_mut() {
-                gop.push_other(frame.channel, track, frame.payload.to_bytes(chunk));
+                gop.push_other(frame.channel, track, bytes);
             }
             FrameKind::Other
         };
+        if let Some(bound) = self.gop.as_mut().and_then(GopCache::take_overflow) {
+            self.out.push_back(CameraOutput::GopCacheOverflow(bound));
+        }
         if !rtcp {
             if let (Some(h), Some(slot)) = (RtpHeader::parse(bytes), self.next_rtp.get_mut(track)) {
                 *slot = Some(RtpPosition { seq: h.seq.wrapping_add(1), rtptime: h.timestamp });

@@ -25,6 +25,7 @@ pub mod rtp_continuity;
 pub mod rtsp;
 pub mod sdp;
 pub mod session;
+pub mod shared_fanout;
 pub mod shared_viewer;
 pub mod tunnel;
 pub mod upstream_auth;

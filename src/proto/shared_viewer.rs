@@ -496,7 +496,7 @@ impl SharedViewer {
                     g.frames().filter(|f| self.tracks.get(f.track).is_some_and(Option::is_some)).cloned().collect()
                 })
                 .unwrap_or_default();
-            let replay_bytes = replay.iter().map(|f| 4 + f.payload.len()).sum();
+            let replay_bytes = replay.iter().map(|f| f.frame.len()).sum();
             self.join = Some((replay, replay_bytes));
         }
         answered(r)

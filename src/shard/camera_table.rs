@@ -5,15 +5,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use slab::Slab;
 
 use super::conn::SessionKey;
 use super::token::bump_generation;
 use crate::proto::camera_session::CameraSession;
-use crate::proto::fanout_policy::ViewerFanout;
 use crate::proto::route::Route;
+use crate::proto::shared_fanout::{Delivery, SharedFanout};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CameraKey {
@@ -21,24 +20,12 @@ pub struct CameraKey {
     pub generation: u32,
 }
 
-/// A viewer in a camera's fan-out.
-pub struct Player {
+/// A viewer in a camera's fan-out, as the shell names it: its session and the connection its
+/// media goes to (the tunnel GET, or the one RTSP connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanoutViewer {
     pub key: SessionKey,
-    /// The viewer connection the media goes to (the tunnel GET, or the one RTSP connection).
     pub conn: usize,
-    /// Per camera track: the viewer's RTP and RTCP channels, if it set the track up.
-    pub channels: Vec<Option<(u8, u8)>>,
-    pub fanout: ViewerFanout,
-    /// When its PLAY arrived, until the first keyframe is queued to it.
-    pub awaiting_keyframe: Option<Instant>,
-}
-
-impl Player {
-    /// The channel this viewer receives `track`'s RTP (or RTCP) on.
-    pub fn channel(&self, track: usize, rtcp: bool) -> Option<u8> {
-        let (rtp, rtcp_channel) = self.channels.get(track).copied().flatten()?;
-        Some(if rtcp { rtcp_channel } else { rtp })
-    }
 }
 
 pub struct CameraSlot {
@@ -49,8 +36,10 @@ pub struct CameraSlot {
     pub conn: Option<usize>,
     /// Tunnels of this route on this shard (the camera's demand).
     pub attached: Vec<SessionKey>,
-    /// Of those, the ones playing, in the order they joined.
-    pub players: Vec<Player>,
+    /// Of those, the ones playing, and what each receives.
+    pub fanout: SharedFanout<FanoutViewer>,
+    /// The fan-out's latest plan (kept for its room).
+    pub plan: Vec<Delivery<FanoutViewer>>,
     /// Counted in `relay_cameras_active`.
     pub up: bool,
 }
@@ -78,7 +67,8 @@ impl CameraTable {
             camera,
             conn: None,
             attached: Vec::new(),
-            players: Vec::new(),
+            fanout: SharedFanout::new(),
+            plan: Vec::new(),
             up: false,
         });
         CameraKey { index, generation }

@@ -15,7 +15,7 @@ use slab::Slab;
 use super::buf_ring::BufRing;
 use super::conn::{Conn, Role};
 use super::kernel_memory::KernelMemory;
-use super::send_queue::Timed;
+use super::send_queue::{SendQueue, Timed};
 use super::token::bump_generation;
 use crate::proto::websocket::FrameHeader;
 
@@ -222,17 +222,26 @@ impl ConnTable {
             }
             Queued::InPlace
         } else {
+            // Headers and tiny frames are copied onto the queue's last copy: a segment naming
+            // each would cost more than its bytes (a joiner replaying a cache of tiny packets).
+            // A shared `$` header is only appended, never given an allocation of its own.
             if let Some(h) = &ws {
-                c.send.push_owned(h.as_bytes().to_vec());
+                c.send.push_small(h.as_bytes(), None);
             }
             if let Some(p) = prefix {
-                c.send.push_shared(p.clone(), None);
+                c.send.push_shared_or_append(p, None);
             }
             match frame {
+                FrameBytes::Shared(b) if SendQueue::is_small(b) => {
+                    c.send.push_small(b, Some(at));
+                    Queued::InPlace
+                }
                 FrameBytes::Shared(b) => {
                     c.send.push_shared(b.clone(), Some(at));
                     Queued::InPlace
                 }
+                // Nothing to reference (a zero-length payload): its header went alone.
+                FrameBytes::Ring { range, .. } if range.is_empty() => Queued::InPlace,
                 FrameBytes::Ring { bid, range } => {
                     let (start, end) = (ring_offset(range.start), ring_offset(range.end));
                     // Checks the range against the buffer before anything refers to it.

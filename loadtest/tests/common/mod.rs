@@ -57,9 +57,19 @@ pub fn start_cameras(streams: u32) -> (Killed, SocketAddr) {
 
 /// Cameras with extra `loadtest camera` arguments (`--gop`, `--json` ...).
 pub fn start_cameras_with(streams: u32, extra: &[&str]) -> (Killed, SocketAddr) {
+    start_cameras_at(streams, "500k", extra)
+}
+
+/// Cameras at `bitrate` with extra arguments.
+pub fn start_cameras_at(streams: u32, bitrate: &str, extra: &[&str]) -> (Killed, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    (start_cameras_on(addr, streams, bitrate, extra), addr)
+}
+
+/// Cameras listening on `addr` (a camera restarted where the last one was).
+pub fn start_cameras_on(addr: SocketAddr, streams: u32, bitrate: &str, extra: &[&str]) -> Killed {
     let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["camera", "--listen", &addr.to_string(), "--streams", &streams.to_string(), "--bitrate", "500k"])
+        .args(["camera", "--listen", &addr.to_string(), "--streams", &streams.to_string(), "--bitrate", bitrate])
         .args(extra)
         .stderr(Stdio::null())
         .spawn()
@@ -69,7 +79,7 @@ pub fn start_cameras_with(streams: u32, extra: &[&str]) -> (Killed, SocketAddr) 
         assert!(Instant::now() < end, "cameras did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (Killed(child), addr)
+    Killed(child)
 }
 
 /// A `loadtest viewers` run in progress: its progress lines arrive on `lines`.
@@ -163,14 +173,23 @@ pub fn assert_clean(report: &serde_json::Value, sessions: u64) {
 }
 
 /// An in-process relay routing /cam0.. to the cameras, with an HTTPS listener when `tls`.
+/// Passthrough: each viewer has its own camera session, so a camera fault reaches exactly the
+/// sessions the instrument must see it in.
 pub fn relay(cams: SocketAddr, streams: usize, tls: bool) -> Shards {
+    relay_with(cams, streams, tls, "mode=\"passthrough\"\n")
+}
+
+/// An in-process relay whose routes share one camera session among their viewers (the
+/// default route mode, GOP cache on).
+pub fn shared_relay(cams: SocketAddr, streams: usize) -> Shards {
+    relay_with(cams, streams, false, "mode=\"shared\"\n")
+}
+
+/// An in-process relay with `route_keys` (TOML lines) on every route.
+pub fn relay_with(cams: SocketAddr, streams: usize, tls: bool, route_keys: &str) -> Shards {
     let mut text = String::from("[listen]\ntunnel=[\"127.0.0.1:0\"]\n");
-    // Passthrough: each viewer has its own camera session, so a camera fault reaches exactly the
-    // sessions the instrument must see it in.
     for i in 0..streams {
-        text.push_str(&format!(
-            "[[route]]\npath=\"/cam{i}\"\nupstream=\"rtsp://{cams}/cam{i}\"\nmode=\"passthrough\"\n"
-        ));
+        text.push_str(&format!("[[route]]\npath=\"/cam{i}\"\nupstream=\"rtsp://{cams}/cam{i}\"\n{route_keys}"));
     }
     let mut settings = Settings::from_toml(&text).unwrap();
     settings.runtime = Runtime { shards: 2, recv_buffers: 1024, ..Runtime::default() };
@@ -189,4 +208,116 @@ pub fn relay(cams: SocketAddr, streams: usize, tls: bool) -> Shards {
         metrics: (0..2).map(|i| Arc::new(ShardMetrics::new(i))).collect(),
     })
     .unwrap()
+}
+
+/// What a [`frame_proxy`] does with one interleaved frame from the camera.
+pub enum Act {
+    Pass,
+    Drop,
+    /// Holds the camera's stream this long, then passes the frame (a relay that froze).
+    Freeze(Duration),
+}
+
+/// A relay double between viewers and the cameras: RTSP messages pass byte for byte; each
+/// interleaved frame from the camera (`$` header included, mutable) goes through `f` with its
+/// index among the frames since the PLAY reply and the time since it.
+pub fn frame_proxy<F>(camera: SocketAddr, f: F) -> SocketAddr
+where
+    F: Fn(&mut [u8], u64, Duration) -> Act + Send + Sync + 'static,
+{
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let f = Arc::new(f);
+    std::thread::spawn(move || {
+        for viewer in listener.incoming() {
+            let Ok(mut viewer) = viewer else { return };
+            let Ok(mut cam) = TcpStream::connect(camera) else { return };
+            let (mut v2, mut c2) = (viewer.try_clone().unwrap(), cam.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut v2, &mut c2));
+            let f = f.clone();
+            std::thread::spawn(move || {
+                let (mut buf, mut pending) = (vec![0u8; 64 * 1024], Vec::new());
+                let (mut play_at, mut index): (Option<Instant>, u64) = (None, 0);
+                while let Ok(n) = cam.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                    let mut out = Vec::new();
+                    loop {
+                        let len = if pending.first() == Some(&b'$') {
+                            if pending.len() < 4 {
+                                break;
+                            }
+                            4 + u16::from_be_bytes([pending[2], pending[3]]) as usize
+                        } else {
+                            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else { break };
+                            let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+                            if head.contains("rtp-info") {
+                                play_at = Some(Instant::now());
+                            }
+                            let body = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                            end + 4 + body
+                        };
+                        if pending.len() < len {
+                            break;
+                        }
+                        let mut frame: Vec<u8> = pending.drain(..len).collect();
+                        let Some(t) = play_at.filter(|_| frame[0] == b'$') else {
+                            out.extend_from_slice(&frame);
+                            continue;
+                        };
+                        match f(&mut frame, index, t.elapsed()) {
+                            Act::Pass => out.extend_from_slice(&frame),
+                            Act::Drop => {}
+                            Act::Freeze(d) => {
+                                if viewer.write_all(&out).is_err() {
+                                    return;
+                                }
+                                out.clear();
+                                std::thread::sleep(d);
+                                out.extend_from_slice(&frame);
+                            }
+                        }
+                        index += 1;
+                    }
+                    if viewer.write_all(&out).is_err() {
+                        break;
+                    }
+                }
+                let _ = viewer.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    addr
+}
+
+/// Where the RTP payload (the first NAL unit header) of an interleaved frame begins, and its
+/// NAL unit type (FU-A: the fragmented unit's type, and whether this is its first fragment;
+/// STAP-A: its last unit's type, the slice the camera aggregates with its checksum).
+pub fn nal_of(frame: &[u8]) -> Option<(usize, u8, bool)> {
+    let rtp = frame.get(4..)?;
+    let mut at = 12 + 4 * usize::from(rtp.first()? & 0x0f);
+    if rtp[0] & 0x10 != 0 {
+        let len = u16::from_be_bytes([*rtp.get(at + 2)?, *rtp.get(at + 3)?]);
+        at += 4 + 4 * usize::from(len);
+    }
+    let t = rtp.get(at)? & 0x1f;
+    if t == 28 {
+        let h = rtp.get(at + 1)?;
+        return Some((4 + at, h & 0x1f, h & 0x80 != 0));
+    }
+    if t == 24 {
+        let (mut unit, mut i) = (None, at + 1);
+        while let Some(l) = rtp.get(i..i + 2) {
+            unit = Some(rtp.get(i + 2)? & 0x1f);
+            i += 2 + usize::from(u16::from_be_bytes([l[0], l[1]]));
+        }
+        return Some((4 + at, unit?, true));
+    }
+    Some((4 + at, t, true))
 }

@@ -208,7 +208,7 @@ fn media_is_cut_into_frames_mapped_to_tracks_classified_and_cached() {
     let view = cam.view();
     let gop = view.gop.unwrap();
     assert!(gop.is_ready());
-    let cached: Vec<&[u8]> = gop.frames().map(|f| &f.payload[..]).collect();
+    let cached: Vec<&[u8]> = gop.frames().map(|f| f.payload()).collect();
     assert_eq!(cached, vec![&sps[..], &idr1[..], &meta[..], &idr2[..], &p1[..]], "RTP of every track, no RTCP");
     assert_eq!(
         view.next_rtp,
@@ -686,9 +686,9 @@ fn against_the_demo_camera() {
             let gop = v.gop.unwrap();
             assert!(gop.is_ready());
             let first = gop.frames().next().unwrap();
-            assert!(matches!(first.payload[12] & 0x1f, 5..=9 | 24 | 28), "starts with the keyframe access unit");
-            assert!(gop.frames().any(|f| f.payload[12] & 0x1f == 5 || f.payload[13] & 0x9f == 0x85));
-            let cached: Vec<u16> = gop.frames().map(|f| RtpHeader::parse(&f.payload).unwrap().seq).collect();
+            assert!(matches!(first.payload()[12] & 0x1f, 5..=9 | 24 | 28), "starts with the keyframe access unit");
+            assert!(gop.frames().any(|f| f.payload()[12] & 0x1f == 5 || f.payload()[13] & 0x9f == 0x85));
+            let cached: Vec<u16> = gop.frames().map(|f| RtpHeader::parse(f.payload()).unwrap().seq).collect();
             assert_eq!(v.next_rtp[0].unwrap().seq, cached.last().unwrap().wrapping_add(1));
             seqs_after_join = Some(cached);
         }
