@@ -34,10 +34,29 @@ pub const TEST_STOP_SHARD_ENV: &str = "RTR_TEST_STOP_SHARD";
 /// How often the main thread looks at the shards while they drain.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 
+/// Where the demo (no configuration file) listens: `--listen`, `--metrics-listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoPorts {
+    pub tunnel: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+impl DemoPorts {
+    /// The metrics port is [`crate::config::DEFAULT_METRICS_PORT`], beside the tunnel's 8080.
+    pub const DEFAULT: DemoPorts = DemoPorts {
+        tunnel: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080),
+        metrics: SocketAddr::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            crate::config::DEFAULT_METRICS_PORT,
+        ),
+    };
+}
+
 /// The configuration used when none is given: the built-in camera behind `/demo`.
-pub fn demo_config(camera_url: &str) -> String {
+pub fn demo_config(camera_url: &str, ports: DemoPorts) -> String {
     format!(
-        "[listen]\ntunnel = [\"127.0.0.1:8080\"]\nmetrics = \"127.0.0.1:9100\"\n\n[[route]]\npath = \"/demo\"\nupstream = \"{camera_url}\"\n"
+        "[listen]\ntunnel = [\"{}\"]\nmetrics = \"{}\"\n\n[[route]]\npath = \"/demo\"\nupstream = \"{camera_url}\"\n",
+        ports.tunnel, ports.metrics
     )
 }
 
@@ -68,6 +87,7 @@ impl Relay {
         let shards = settings.shards();
         let metrics: Vec<Arc<ShardMetrics>> = (0..shards).map(|i| Arc::new(ShardMetrics::new(i))).collect();
         let hub = Arc::new(MetricsHub::new(metrics.clone()));
+        export_routes(&hub, &settings);
         let metrics_server = match settings.metrics_addr {
             Some(addr) => Some(
                 crate::metrics::spawn(addr, hub.clone(), settings.metrics_port)
@@ -98,13 +118,22 @@ impl Relay {
     }
 
     /// Validates `path` and, if it is good, runs its settings; a bad file changes nothing.
+    /// Either way the result is in the metrics (`relay_config_last_reload_successful`).
     fn reload(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let next = Settings::load(path)?;
+        let next = match Settings::load(path) {
+            Ok(next) => next,
+            Err(e) => {
+                self.hub.reload_done(false);
+                return Err(e);
+            }
+        };
         self.apply(Arc::new(next));
+        self.hub.reload_done(true);
         Ok(())
     }
 
     fn apply(&mut self, next: Arc<Settings>) {
+        warn_unresolved(&next);
         if next.bound_addresses() != self.settings.bound_addresses() {
             tracing::warn!("listen addresses changed: they take effect only on restart");
         }
@@ -114,6 +143,8 @@ impl Relay {
             "configuration reloaded"
         );
         self.shards.reload(next.clone());
+        export_routes(&self.hub, &next);
+        crate::logging::set_level(&next.log.level);
         if let Some(m) = &self.metrics_server {
             m.set_limits(next.metrics_port);
         }
@@ -127,6 +158,25 @@ impl Relay {
         self.hub.set_draining();
         self.shards.shutdown(grace);
     }
+}
+
+/// A camera name that did not resolve fails its route only; the operator hears of it here, at
+/// load, and again when the camera is first wanted (`camera failing`).
+fn warn_unresolved(settings: &Settings) {
+    for (route, why) in settings.unresolved_routes() {
+        tracing::warn!(
+            route,
+            reason = why,
+            "camera name does not resolve: the route fails at connect time until a reload resolves it"
+        );
+    }
+}
+
+/// With `[metrics] per_route`, every configured route has its series from now on (idle until
+/// its camera moves); without it, none.
+fn export_routes(hub: &MetricsHub, settings: &Settings) {
+    let routes = settings.routes.routes().iter().map(|r| r.path.clone());
+    if settings.metrics_port.per_route { hub.set_routes(routes) } else { hub.set_routes([]) }
 }
 
 /// A stop under way: unready since `began`, accepting until `close_at`, then draining.
@@ -209,19 +259,20 @@ fn test_stop_shard() -> Option<usize> {
     std::env::var(TEST_STOP_SHARD_ENV).ok()?.parse().ok()
 }
 
-pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(config_path: Option<&Path>, demo_ports: DemoPorts) -> anyhow::Result<()> {
     let mut demo = None;
     let settings = match config_path {
         Some(path) => Settings::load(path).with_context(|| format!("configuration {}", path.display()))?,
         None => {
             let camera = DemoCamera::start("127.0.0.1:0".parse()?).context("starting the demo camera")?;
-            let settings = Settings::from_toml(&demo_config(&camera.url()))?;
+            let settings = Settings::from_toml(&demo_config(&camera.url(), demo_ports))?;
             demo = Some(camera);
             settings
         }
     };
     crate::logging::init(settings.log.format, &settings.log.level);
     log_panics();
+    warn_unresolved(&settings);
     let (events, rx) = mpsc::channel();
     let mut relay = Relay::start_with(Arc::new(settings), Some(events.clone()))?;
     tracing::info!(
@@ -233,9 +284,9 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         "relay ready"
     );
     if let Some(camera) = &demo {
+        let at = relay.local_addrs()[0];
         tracing::info!(
-            "demo: ffplay -rtsp_transport http rtsp://{}/demo  (camera at {})",
-            relay.local_addrs()[0],
+            "demo: play rtsp://{at}/demo (ffplay -rtsp_transport http rtsp://{at}/demo), or open http://{at}/demo in a browser; every route's URLs at http://{at}/ (camera at {})",
             camera.url()
         );
     }

@@ -6,7 +6,7 @@
 //! ```toml
 //! [listen]
 //! tunnel  = ["0.0.0.0:80"]          # HTTP tunnel + plain RTSP/TCP on the same ports
-//! metrics = "127.0.0.1:9100"
+//! metrics = "127.0.0.1:8079"
 //! [runtime]
 //! shards = 0                        # 0 = one per core
 //! [[route]]
@@ -24,6 +24,13 @@ use serde::Deserialize;
 pub use crate::proto::route::{Acl, Route, RouteTable, SharedRoute, Sharing, uri_path};
 use crate::proto::upstream_auth::Credentials;
 use crate::proto::viewer_auth::Users;
+
+/// The metrics port of the demo and of every example (`[listen] metrics`): 8079. Not 9100, which
+/// is node_exporter's and the first of the 9100-9999 range Prometheus exporters have allocated
+/// among themselves (all of it taken); 8079 is unassigned at IANA and is no default port of the
+/// camera-side software a relay meets (mediamtx, go2rtc, ZLMediaKit, Wowza). It sits beside the
+/// tunnel port's 8080, so one firewall rule range covers both.
+pub const DEFAULT_METRICS_PORT: u16 = 8079;
 
 /// A configuration that could not be used, with enough context to fix the file.
 #[derive(Debug, thiserror::Error)]
@@ -453,11 +460,20 @@ impl RouteConfig {
         let host = url.host_str().ok_or_else(|| err("upstream has no host".into()))?;
         let port = url.port().unwrap_or(554);
         let host_for_socket = host.trim_start_matches('[').trim_end_matches(']');
-        let upstream_addr = (host_for_socket, port)
-            .to_socket_addrs()
-            .map_err(|e| err(format!("cannot resolve {host}: {e}")))?
-            .next()
-            .ok_or_else(|| err(format!("{host} resolves to no address")))?;
+        // Resolved here, on the thread loading the configuration (never on a shard). A name that
+        // does not resolve fails only its own route, at connect time (retried, the reason as
+        // the camera's last error), not the whole file: one camera's DNS entry must not keep
+        // the relay from starting or from taking a reload. Each reload resolves again.
+        let (upstream_addr, resolve_error) = match resolve(host_for_socket, port) {
+            Ok(addr) if addr.ip().is_unspecified() => {
+                return Err(err(format!("upstream {host} is no camera address")));
+            }
+            Ok(addr) => (addr, None),
+            Err(why) => {
+                // Logged by whoever runs these settings (`Settings::unresolved_routes`).
+                (SocketAddr::from(([0, 0, 0, 0], port)), Some(Arc::<str>::from(why)))
+            }
+        };
         let credentials = if url.username().is_empty() {
             None
         } else {
@@ -490,11 +506,20 @@ impl RouteConfig {
             path,
             upstream_url: clean.to_string(),
             upstream_addr,
+            resolve_error,
             credentials,
             users: cfg.users.clone(),
             acl,
             sharing,
         })
+    }
+}
+
+/// The camera's first address, or why there is none.
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    match (host, port).to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("cannot resolve {host}: no address")),
+        Err(e) => Err(format!("cannot resolve {host}: {e}")),
     }
 }
 
@@ -588,6 +613,12 @@ pub struct Settings {
 
 impl Settings {
     /// Reads and validates a configuration file.
+    /// Routes whose camera name did not resolve, with why: they are served, and their camera
+    /// fails at connect time until a reload resolves it.
+    pub fn unresolved_routes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.routes.routes().iter().filter_map(|r| Some((r.path.as_str(), r.resolve_error.as_deref()?)))
+    }
+
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
@@ -811,7 +842,7 @@ mod tests {
     const EXAMPLE: &str = r#"
         [listen]
         tunnel  = ["0.0.0.0:80"]
-        metrics = "127.0.0.1:9100"
+        metrics = "127.0.0.1:8079"
         [runtime]
         shards = 0
         [[route]]
@@ -1104,6 +1135,30 @@ mod tests {
             let err = Settings::from_toml(&text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn a_camera_name_that_does_not_resolve_fails_its_route_only() {
+        let text = "[listen]\ntunnel=[\"127.0.0.1:1\"]\n\
+            [[route]]\npath=\"/gone\"\nupstream=\"rtsp://camera.invalid:8554/s\"\n\
+            [[route]]\npath=\"/here\"\nupstream=\"rtsp://127.0.0.1:8554/s\"\n";
+        let s = Settings::from_toml(text).expect("one unresolvable camera does not reject the file");
+        let unresolved: Vec<_> = s.unresolved_routes().collect();
+        assert_eq!(unresolved.len(), 1, "{unresolved:?}");
+        assert_eq!(unresolved[0].0, "/gone");
+        assert!(unresolved[0].1.contains("cannot resolve camera.invalid"), "{unresolved:?}");
+        let gone = s.routes.lookup("/gone").unwrap();
+        // A placeholder the shard never connects to, keeping the port (a later reload that
+        // resolves it is a changed camera).
+        assert!(gone.upstream_addr.ip().is_unspecified() && gone.upstream_addr.port() == 8554);
+        assert!(s.routes.lookup("/here").unwrap().resolve_error.is_none());
+        // An unspecified address written as the camera is refused: it would be this host.
+        let err = Settings::from_toml(
+            "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/x\"\nupstream=\"rtsp://0.0.0.0/s\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no camera address"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod process;
 mod server;
 mod shard_metrics;
 
+pub use crate::proto::camera_health::CameraState;
 pub use crate::proto::camera_session::CameraOutcome;
 pub use crate::proto::gop_cache::GopBound;
 pub use crate::proto::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
@@ -132,6 +133,16 @@ labels!(AuthFailure {
     Malformed => "malformed", UriMismatch => "uri_mismatch",
 });
 
+impl Label for CameraState {
+    const ALL: &'static [Self] = &CameraState::ALL;
+    fn as_str(self) -> &'static str {
+        self.label()
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 labels!(GopBound { Bytes => "bytes", Packets => "packets" });
 
 // The camera session's own list and labels, so the protocol core stays the one place that names
@@ -190,6 +201,8 @@ mod tests {
         check::<RtspMethod>();
         check::<AuthFailure>();
         check::<CameraOutcome>();
+        check::<CameraState>();
+
         check::<GopBound>();
     }
 
