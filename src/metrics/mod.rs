@@ -94,7 +94,7 @@ labels!(Direction { ToViewer => "to_viewer", ToCamera => "to_camera" });
 labels!(SessionOutcome {
     Completed => "completed", UpstreamClosed => "upstream_closed", UpstreamError => "upstream_error", Timeout => "timeout",
     ProtocolError => "protocol_error", RouteRemoved => "route_removed", Shutdown => "shutdown",
-    CameraChanged => "camera_changed", SlowViewer => "slow_viewer",
+    CameraChanged => "camera_changed", SlowViewer => "slow_viewer", Kicked => "kicked",
 });
 labels!(Rejection {
     MalformedHead => "malformed_head", HeaderTooLarge => "header_too_large", BadCookie => "bad_cookie",

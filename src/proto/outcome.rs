@@ -18,6 +18,8 @@ pub enum SessionOutcome {
     CameraChanged,
     /// A viewer of a shared camera stayed too far behind and was cut.
     SlowViewer,
+    /// Ended by an operator (`DELETE /v1/sessions/{id}` on the control API).
+    Kicked,
 }
 
 /// Why input was refused: `relay_rejections_total{reason}`.

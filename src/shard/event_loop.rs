@@ -44,6 +44,7 @@ mod data_path;
 mod ending;
 mod fanout;
 mod housekeeping;
+mod queries;
 mod sending;
 mod session_start;
 mod tunnels;

@@ -82,6 +82,10 @@ impl SessionTable {
         self.slab.iter().map(|(index, s)| SessionKey { index, generation: s.generation }).collect()
     }
 
+    pub fn iter(&self) -> slab::Iter<'_, SessionSlot> {
+        self.slab.iter()
+    }
+
     pub fn iter_mut(&mut self) -> slab::IterMut<'_, SessionSlot> {
         self.slab.iter_mut()
     }
