@@ -113,6 +113,7 @@ labels!(Rejection {
     ProxyHeader => "proxy_header", ProxyUntrusted => "proxy_untrusted", SlowViewer => "slow_viewer",
     ViewerBacklog => "viewer_backlog",
     WebSocketOrigin => "websocket_origin", RouteSpelling => "route_spelling",
+    ApiAuth => "api_auth", ApiForbidden => "api_forbidden",
 });
 labels!(PortDrop { Deadline => "deadline", Shed => "shed", TooLarge => "too_large" });
 labels!(UpstreamErrorKind {

@@ -93,6 +93,10 @@ pub enum Rejection {
     /// A connection's first request names a route by another spelling than its path
     /// (`/cam1/x`, `/cam1/./.`, `//cam1`; answered 404): see `route::is_route_spelling`.
     RouteSpelling,
+    /// A control API request without a valid token (answered 401).
+    ApiAuth,
+    /// A control API change with a read-only token (answered 403).
+    ApiForbidden,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.
