@@ -202,7 +202,10 @@ pub struct ApiSettings {
 impl ApiConfig {
     fn validate(&self) -> Result<Option<ApiSettings>, ConfigError> {
         let invalid = |e: String| ConfigError::Invalid(format!("[api] {e}"));
-        let tokens = crate::proto::api_token::Tokens::from_entries(self.tokens.iter().map(|t| (t.name.as_str(), t.sha256.as_str(), t.scope))).map_err(invalid)?;
+        let tokens = crate::proto::api_token::Tokens::from_entries(
+            self.tokens.iter().map(|t| (t.name.as_str(), t.sha256.as_str(), t.scope)),
+        )
+        .map_err(invalid)?;
         let Some(listen) = self.listen else {
             return Ok(None);
         };

@@ -102,8 +102,8 @@ fn load_state(dir: &Path) -> Result<BTreeMap<String, ApiRoute>, ConfigError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
         Err(source) => return Err(ConfigError::Read { path: path.display().to_string(), source }),
     };
-    let file: StateFile = toml::from_str(&text)
-        .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+    let file: StateFile =
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
     let mut api = BTreeMap::new();
     for config in file.route {
         let route = config.validate().map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;

@@ -54,13 +54,24 @@ fn json(port: u16, path: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
-fn camera<'a>(cameras: &'a serde_json::Value, route: &str) -> Option<&'a serde_json::Value> {
+fn camera_of<'a>(cameras: &'a serde_json::Value, route: &str) -> Option<&'a serde_json::Value> {
     cameras["cameras"].as_array()?.iter().find(|c| c["route"] == route)
 }
 
 /// A series' value, if it is in the scrape.
 fn series(relay: &RelayProcess, name: &str) -> Option<f64> {
     relay.scrape().lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The status line a plain RTSP DESCRIBE of `path` is answered with.
+fn rtsp_status(relay: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(relay).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "DESCRIBE rtsp://{relay}{path} RTSP/1.0\r\nCSeq: 1\r\n\r\n").unwrap();
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(s).read_line(&mut line);
+    line.trim_end().to_owned()
 }
 
 fn start_relay(name: &str, camera: &GstCamera, port: u16, state: &Path) -> RelayProcess {
@@ -97,7 +108,10 @@ fn tokens_scopes_and_file_routes_are_enforced() {
     assert_eq!(curl(port, "PATCH", "/v1/routes/filecam", Some(ADMIN), Some("{}")).0, 409);
     let (code, text) = curl(port, "PUT", "/v1/routes/bad", Some(ADMIN), Some(r#"{"upstream":"http://x/"}"#));
     assert_eq!(code, 422, "{text}");
-    assert_eq!(curl(port, "PUT", "/v1/routes/bad", Some(ADMIN), Some(r#"{"upstream":"rtsp://127.0.0.1/","bogus":1}"#)).0, 422);
+    assert_eq!(
+        curl(port, "PUT", "/v1/routes/bad", Some(ADMIN), Some(r#"{"upstream":"rtsp://127.0.0.1/","bogus":1}"#)).0,
+        422
+    );
     assert_eq!(curl(port, "DELETE", "/v1/sessions/0-999", Some(ADMIN), None).0, 404);
     // The document is served and is the one in docs/.
     let (code, doc) = curl(port, "GET", "/v1/openapi.json", Some(READER), None);
@@ -141,12 +155,12 @@ fn a_route_made_over_the_api_plays_persists_and_goes() {
     let mut viewer = LiveViewer::ffmpeg("api-v1", "tcp", &relay.url("/site1/cam7"), 90);
     let ready = eventually(Duration::from_secs(20), || {
         let c = json(port, "/v1/cameras");
-        camera(&c, "/site1/cam7").is_some_and(|c| c["state"] == "ready" && c["viewers"] == 1)
+        camera_of(&c, "/site1/cam7").is_some_and(|c| c["state"] == "ready" && c["viewers"] == 1)
     });
     assert!(ready, "{}\n{}", json(port, "/v1/cameras"), viewer.tail());
     assert!(eventually(Duration::from_secs(10), || viewer.frames() > 10), "{}", viewer.tail());
     let cams = json(port, "/v1/cameras");
-    let cam = camera(&cams, "/site1/cam7").unwrap();
+    let cam = camera_of(&cams, "/site1/cam7").unwrap();
     assert!(cam["codecs"].as_array().unwrap().iter().any(|c| c.as_str().unwrap().starts_with("H264")), "{cam}");
     let sessions = json(port, "/v1/sessions");
     let list = sessions["sessions"].as_array().unwrap();
@@ -167,14 +181,15 @@ fn a_route_made_over_the_api_plays_persists_and_goes() {
     // Always on, through PATCH: the camera killed is `retrying`, then `ready` once it is back.
     let (code, text) = curl(port, "PATCH", "/v1/routes/site1/cam7", Some(ADMIN), Some(r#"{"always_on":true}"#));
     assert_eq!(code, 200, "{text}");
-    let state_of = || camera(&json(port, "/v1/cameras"), "/site1/cam7").map(|c| c["state"].as_str().unwrap().to_owned());
+    let state_of =
+        || camera_of(&json(port, "/v1/cameras"), "/site1/cam7").map(|c| c["state"].as_str().unwrap().to_owned());
     assert!(eventually(Duration::from_secs(20), || state_of().as_deref() == Some("ready")), "{:?}", state_of());
-    let up = "relay_route_camera_up{route=\"site1/cam7\"}";
+    let up = "relay_route_camera_up{route=\"/site1/cam7\"}";
     assert!(eventually(Duration::from_secs(5), || series(&relay, up) == Some(1.0)), "{}", relay.scrape());
     camera.kill();
     assert!(eventually(Duration::from_secs(20), || state_of().as_deref() == Some("retrying")), "{:?}", state_of());
     let cams = json(port, "/v1/cameras");
-    assert!(camera(&cams, "/site1/cam7").unwrap()["last_error"].is_string(), "{cams}");
+    assert!(camera_of(&cams, "/site1/cam7").unwrap()["last_error"].is_string(), "{cams}");
     assert!(eventually(Duration::from_secs(5), || series(&relay, up) == Some(0.0)), "{}", relay.scrape());
     camera.restart();
     assert!(eventually(Duration::from_secs(40), || state_of().as_deref() == Some("ready")), "{:?}", state_of());
@@ -193,8 +208,8 @@ fn a_route_made_over_the_api_plays_persists_and_goes() {
     // Deleted: new viewers are refused.
     assert_eq!(curl(port, "DELETE", "/v1/routes/site1/cam7", Some(ADMIN), None).0, 204);
     assert_eq!(curl(port, "GET", "/v1/routes/site1/cam7", Some(READER), None).0, 404);
-    let refused = support::http_get(relay.tunnel, "/site1/cam7").unwrap_or_default();
-    assert!(refused.starts_with("HTTP/1.0 404"), "{refused}");
+    let refused = rtsp_status(relay.tunnel, "/site1/cam7");
+    assert!(refused.starts_with("RTSP/1.0 404"), "{refused}");
     let out = support::ffmpeg_play("tcp", &relay.url("/site1/cam7"), 10);
     assert_eq!(support::ffmpeg_frames(&out), 0, "{}", support::describe(&out));
     // The file's route played on throughout.

@@ -158,16 +158,12 @@ pub async fn put(
     responses((status = 200, body = RouteView), (status = 404), (status = 409), (status = 422),
         (status = 401), (status = 403)),
     security(("bearer" = [])))]
-pub async fn patch(
-    State(ctx): State<Ctx>,
-    Path(rest): Path<String>,
-    body: Bytes,
-) -> Result<Json<RouteView>, ApiError> {
+pub async fn patch(State(ctx): State<Ctx>, Path(rest): Path<String>, body: Bytes) -> Result<Json<RouteView>, ApiError> {
     let path = route_path(&rest);
     let changes = body_object(&body, &path)?;
     let current = ctx.control.api_route_config(&path)?;
-    let serde_json::Value::Object(mut map) = serde_json::to_value(&current)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    let serde_json::Value::Object(mut map) =
+        serde_json::to_value(&current).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     else {
         return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, "route is not an object".into()));
     };

@@ -98,7 +98,7 @@ fn render(cameras: &[CameraView], sessions: usize, info: &super::info::Info, una
     }
     s.push_str("</table><h2>Recent failures</h2>");
     let mut failures: Vec<&CameraView> = cameras.iter().filter(|c| c.last_error.is_some()).collect();
-    failures.sort_by(|a, b| b.last_error_unix.cmp(&a.last_error_unix));
+    failures.sort_by_key(|c| std::cmp::Reverse(c.last_error_unix));
     if failures.is_empty() {
         s.push_str("<p class=\"muted\">none since start</p>");
     } else {

@@ -74,7 +74,9 @@ impl Tokens {
                 return Err(format!("[[api.token]] {name:?}: names must be non-empty and unique"));
             }
             let digest = parse_hex32(sha256).ok_or_else(|| {
-                format!("[[api.token]] {name:?}: sha256 must be 64 hex digits (the SHA-256 of the secret, not the secret)")
+                format!(
+                    "[[api.token]] {name:?}: sha256 must be 64 hex digits (the SHA-256 of the secret, not the secret)"
+                )
             })?;
             tokens.push(Token { name: name.to_owned(), digest, scope });
         }
@@ -136,7 +138,9 @@ mod tests {
         let read = Scope::Read;
         assert!(Tokens::from_entries([("a", "plaintext", read)]).unwrap_err().contains("64 hex digits"));
         let h = sha256_hex(b"x");
-        assert!(Tokens::from_entries([("a", h.as_str(), read), ("a", h.as_str(), read)]).unwrap_err().contains("unique"));
+        assert!(
+            Tokens::from_entries([("a", h.as_str(), read), ("a", h.as_str(), read)]).unwrap_err().contains("unique")
+        );
         assert!(!format!("{:?}", Tokens::from_entries([("a", h.as_str(), read)]).unwrap()).contains(&h[..16]));
     }
 

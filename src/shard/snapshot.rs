@@ -10,7 +10,10 @@ pub enum Query {
     Sessions(tokio::sync::oneshot::Sender<Vec<SessionSnapshot>>),
     /// End the session with this per-shard id (the number after the shard in `0-17`); the
     /// answer says whether one was found.
-    EndSession { id: u64, reply: tokio::sync::oneshot::Sender<bool> },
+    EndSession {
+        id: u64,
+        reply: tokio::sync::oneshot::Sender<bool>,
+    },
 }
 
 /// One route's camera side on one shard: its shared camera session, or the camera

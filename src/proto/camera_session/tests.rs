@@ -1023,7 +1023,10 @@ fn health_says_what_an_operator_needs_state_since_and_the_last_error() {
     assert_eq!(cam.health().state, HealthState::Connecting);
     hikvision_dialogue(&mut cam, at);
     let h = cam.health();
-    assert_eq!((h.state, h.reconnects, h.last_failure.map(|f| f.0)), (HealthState::Ready, 1, Some(CameraOutcome::ClosedByCamera)));
+    assert_eq!(
+        (h.state, h.reconnects, h.last_failure.map(|f| f.0)),
+        (HealthState::Ready, 1, Some(CameraOutcome::ClosedByCamera))
+    );
     // Failing with nobody left to retry for: failed, not idle.
     cam.set_viewers(0, at);
     cam.handle_camera_closed(at + S);
