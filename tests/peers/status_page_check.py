@@ -24,18 +24,20 @@ class Pipe:
     """DevTools over fds 3 (to Chromium) and 4 (from it): JSON messages ended by NUL."""
 
     def __init__(self, chromium, profile):
-        to_r, self.to_w = os.pipe()
-        self.from_r, from_w = os.pipe()
-
-        def child_fds():
-            os.dup2(to_r, 3)
-            os.dup2(from_w, 4)
-
+        # Chromium reads fd 3 and writes fd 4: the pipe ends are moved out of the way first,
+        # then put on 3 and 4 for the child only.
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        high = [os.dup(fd) for fd in (to_r, to_w, from_r, from_w)]
+        for fd in (to_r, to_w, from_r, from_w):
+            os.close(fd)
+        to_r, self.to_w, self.from_r, from_w = high
+        os.dup2(to_r, 3, inheritable=True)
+        os.dup2(from_w, 4, inheritable=True)
         self.proc = subprocess.Popen([chromium, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                     pass_fds=(to_r, from_w), preexec_fn=child_fds,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(to_r)
-        os.close(from_w)
+                                     pass_fds=(3, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for fd in (3, 4, to_r, from_w):
+            os.close(fd)
         self.buf = b""
         self.next_id = 0
 
