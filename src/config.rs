@@ -1183,6 +1183,30 @@ mod tests {
     }
 
     #[test]
+    fn the_control_api_is_off_by_default_and_checked_when_on() {
+        assert!(Settings::from_toml(EXAMPLE).unwrap().api.is_none());
+        let digest = crate::proto::api_token::sha256_hex(b"secret");
+        let token = format!("[[api.token]]\nname = \"ops\"\nsha256 = \"{digest}\"\nscope = \"admin\"\n");
+        let on = Settings::from_toml(&format!("{EXAMPLE}\n[api]\nlisten = \"127.0.0.1:9180\"\n{token}")).unwrap();
+        let api = on.api.unwrap();
+        assert_eq!((api.listen, api.tls.is_none(), api.state_dir), ("127.0.0.1:9180".parse().unwrap(), true, None));
+        for (extra, needle) in [
+            ("[api]\nlisten = \"127.0.0.1:9180\"\n".to_owned(), "no [[api.token]]"),
+            (format!("[api]\nlisten = \"127.0.0.1:9180\"\ncert = \"/x.pem\"\n{token}"), "cert and key go together"),
+            ("[api]\n[[api.token]]\nname = \"a\"\nsha256 = \"secret\"\nscope = \"read\"\n".to_owned(), "64 hex digits"),
+            (format!("[api]\nlisten = \"127.0.0.1:9180\"\n{}", token.replace("admin", "root")), "scope"),
+        ] {
+            let err = Settings::from_toml(&format!("{EXAMPLE}\n{extra}")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra:?}: {err:?} lacks {needle:?}");
+        }
+        // The checksum is the file's.
+        assert_eq!(
+            Settings::from_toml(EXAMPLE).unwrap().checksum,
+            crate::proto::api_token::sha256_hex(EXAMPLE.as_bytes())
+        );
+    }
+
+    #[test]
     fn metrics_port_limits_have_defaults_and_can_be_set() {
         let (cfg, _) = Config::from_toml(EXAMPLE).unwrap();
         assert_eq!(cfg.metrics, MetricsPortConfig { request_timeout_ms: 5_000, max_connections: 8, per_route: false });

@@ -132,6 +132,30 @@ fn tokens_scopes_and_file_routes_are_enforced() {
 }
 
 #[test]
+fn the_api_speaks_https_with_its_own_certificate_keys() {
+    skip_when_quick!();
+    let dir = support::temp_dir("api-tls");
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert, key) = (dir.join("api.pem"), dir.join("api.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let port = support::free_port();
+    let api = api_config(port, &dir).replace("[api]\n", &format!("[api]\ncert = {cert:?}\nkey = {key:?}\n"));
+    let _relay = RelayProcess::start("api-tls", &api);
+    let get = |scheme: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "10", "--cacert", cert.to_str().unwrap(), "-w", "\n%{http_code}"])
+            .args(["-H", &format!("Authorization: Bearer {READER}")])
+            .arg(format!("{scheme}://localhost:{port}/v1/info"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).rsplit('\n').next().unwrap_or_default().to_owned()
+    };
+    assert_eq!(get("https"), "200", "the certificate verifies and the token is read inside TLS");
+    assert_ne!(get("http"), "200", "plain HTTP is not served on an HTTPS API");
+}
+
+#[test]
 fn a_route_made_over_the_api_plays_persists_and_goes() {
     require_peers!();
     let mut camera = GstCamera::start(None);
