@@ -242,8 +242,12 @@ fn a_route_made_over_the_api_plays_persists_and_goes() {
     let out = support::ffmpeg_play("tcp", &relay.url("/site1/cam7"), 10);
     assert!(support::ffmpeg_frames(&out) >= 10, "{}", support::describe(&out));
 
-    // Deleted: new viewers are refused.
+    // Deleted while watched: its viewer ends cleanly (route_removed), new viewers are refused.
+    let mut watching = LiveViewer::ffmpeg("api-v2", "tcp", &relay.url("/site1/cam7"), 60);
+    assert!(eventually(Duration::from_secs(15), || watching.frames() > 5), "{}", watching.tail());
     assert_eq!(curl(port, "DELETE", "/v1/routes/site1/cam7", Some(ADMIN), None).0, 204);
+    assert!(watching.wait_exit(Duration::from_secs(10)), "the viewer of a deleted route went on");
+    assert_eq!(relay.metric("relay_sessions_total{outcome=\"route_removed\"}"), 1.0);
     assert_eq!(curl(port, "GET", "/v1/routes/site1/cam7", Some(READER), None).0, 404);
     let refused = rtsp_status(relay.tunnel, "/site1/cam7");
     assert!(refused.starts_with("RTSP/1.0 404"), "{refused}");
