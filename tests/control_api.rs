@@ -292,7 +292,8 @@ fn the_status_page_asks_for_a_token_and_refreshes_itself_in_chromium() {
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/status_page_check.py");
     let url = format!("http://127.0.0.1:{port}/status");
-    let out = support::run_limited(60, &["/usr/bin/python3", script, &url, "--token", READER]);
+    let shot = format!("{}/status-page.png", env!("CARGO_TARGET_TMPDIR"));
+    let out = support::run_limited(60, &["/usr/bin/python3", script, &url, "--token", READER, "--screenshot", &shot]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let r: serde_json::Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));

@@ -2,12 +2,13 @@
 """Drives headless Chromium through the DevTools protocol (over --remote-debugging-pipe, so
 only the standard library is needed) to check the relay's /status page.
 
-Usage: status_page_check.py URL --token SECRET [--chromium /usr/bin/chromium]
+Usage: status_page_check.py URL --token SECRET [--screenshot OUT.png] [--chromium /usr/bin/chromium]
 Opens URL, notes whether the login form shows, types SECRET into it and submits, waits for the
 cameras table, notes the uptime shown, waits for the page to refresh by itself, then reports the
 page's text, its URL, its cookies and storage sizes. Prints one JSON line.
 """
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -71,6 +72,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("url")
     ap.add_argument("--token", required=True)
+    ap.add_argument("--screenshot")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     args = ap.parse_args()
     profile = tempfile.mkdtemp(prefix="rtr-status-")
@@ -110,6 +112,10 @@ def main():
         out["cookie"] = js("document.cookie")
         out["local"] = js("localStorage.length")
         out["session"] = js("sessionStorage.length")
+        if args.screenshot:
+            shot = pipe.call("Page.captureScreenshot", {"format": "png"}, session)
+            with open(args.screenshot, "wb") as f:
+                f.write(base64.b64decode(shot["data"]))
     except Exception as e:  # reported, not raised: the test prints it
         out["error"] = str(e)
     finally:
