@@ -20,7 +20,9 @@ use anyhow::Context;
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 
+use crate::api::{ApiContext, ApiServer};
 use crate::config::{ConfigError, Settings};
+use crate::control::Control;
 use crate::demo_camera::DemoCamera;
 use crate::metrics::{Label, MetricsHub, MetricsServer, ShardMetrics, ShardStop};
 use crate::shard::{Shards, StartOptions};
@@ -72,22 +74,27 @@ struct Relay {
     hub: Arc<MetricsHub>,
     shards: Shards,
     metrics_server: Option<MetricsServer>,
+    /// The routes in force (the file's and the control API's) and how they change.
+    control: Arc<Control>,
+    /// The control API, when `[api] listen` is set.
+    api: Option<ApiServer>,
 }
 
 impl Relay {
     /// Starts everything `settings` calls for.
     #[cfg(test)]
     fn start(settings: Arc<Settings>) -> anyhow::Result<Relay> {
-        Relay::start_with(settings, None)
+        Relay::start_with(Arc::new(Control::new(Settings::clone(&settings), None)?), None)
     }
 
     /// Starts everything `settings` calls for; a shard that stops on its own is counted, makes
     /// the relay unready and is reported to `events`.
-    fn start_with(settings: Arc<Settings>, events: Option<mpsc::Sender<Event>>) -> anyhow::Result<Relay> {
+    fn start_with(control: Arc<Control>, events: Option<mpsc::Sender<Event>>) -> anyhow::Result<Relay> {
+        let settings = control.running();
         let shards = settings.shards();
         let metrics: Vec<Arc<ShardMetrics>> = (0..shards).map(|i| Arc::new(ShardMetrics::new(i))).collect();
         let hub = Arc::new(MetricsHub::new(metrics.clone()));
-        export_routes(&hub, &settings);
+        crate::control::export_routes(&hub, &settings);
         let metrics_server = match settings.metrics_addr {
             Some(addr) => Some(
                 crate::metrics::spawn(addr, hub.clone(), settings.metrics_port)
@@ -107,10 +114,17 @@ impl Relay {
                 let _ = events.send(Event::ShardStopped { shard, why });
             }
         });
+        let api_metrics = metrics.first().cloned();
         let running = Shards::start_watched(StartOptions { settings: settings.clone(), metrics }, on_stop)?;
+        control.attach(running.handle());
+        control.attach_metrics(hub.clone());
+        let api = match (&settings.api, api_metrics) {
+            (Some(api), Some(m)) => Some(ApiServer::start(api, ApiContext::new(control.clone(), m))?),
+            _ => None,
+        };
         hub.set_listeners_bound(true);
         hub.set_shards_running(running.running() == running.count());
-        Ok(Relay { settings, hub, shards: running, metrics_server })
+        Ok(Relay { settings, hub, shards: running, metrics_server, control, api })
     }
 
     fn local_addrs(&self) -> &[SocketAddr] {
@@ -119,22 +133,20 @@ impl Relay {
 
     /// Validates `path` and, if it is good, runs its settings; a bad file changes nothing.
     /// Either way the result is in the metrics (`relay_config_last_reload_successful`).
+    /// The control API's routes stay beside the file's; a file that now defines one of their
+    /// paths is rejected too.
     fn reload(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let next = match Settings::load(path) {
-            Ok(next) => next,
-            Err(e) => {
-                self.hub.reload_done(false);
-                return Err(e);
-            }
-        };
-        self.apply(Arc::new(next));
-        self.hub.reload_done(true);
+        let next = self.control.reload_from(path)?;
+        self.apply(next);
         Ok(())
     }
 
+    /// What the new settings change outside the shards (which `Control` has already told).
     fn apply(&mut self, next: Arc<Settings>) {
         warn_unresolved(&next);
-        if next.bound_addresses() != self.settings.bound_addresses() {
+        if next.bound_addresses() != self.settings.bound_addresses()
+            || next.api.as_ref().map(|a| a.listen) != self.settings.api.as_ref().map(|a| a.listen)
+        {
             tracing::warn!("listen addresses changed: they take effect only on restart");
         }
         tracing::info!(
@@ -142,9 +154,6 @@ impl Relay {
             tls_listeners = next.listeners.iter().filter(|l| l.tls.is_some()).count(),
             "configuration reloaded"
         );
-        self.shards.reload(next.clone());
-        export_routes(&self.hub, &next);
-        crate::logging::set_level(&next.log.level);
         if let Some(m) = &self.metrics_server {
             m.set_limits(next.metrics_port);
         }
@@ -170,13 +179,6 @@ fn warn_unresolved(settings: &Settings) {
             "camera name does not resolve: the route fails at connect time until a reload resolves it"
         );
     }
-}
-
-/// With `[metrics] per_route`, every configured route has its series from now on (idle until
-/// its camera moves); without it, none.
-fn export_routes(hub: &MetricsHub, settings: &Settings) {
-    let routes = settings.routes.routes().iter().map(|r| r.path.clone());
-    if settings.metrics_port.per_route { hub.set_routes(routes) } else { hub.set_routes([]) }
 }
 
 /// A stop under way: unready since `began`, accepting until `close_at`, then draining.
@@ -274,10 +276,13 @@ pub fn run(config_path: Option<&Path>, demo_ports: DemoPorts) -> anyhow::Result<
     log_panics();
     warn_unresolved(&settings);
     let (events, rx) = mpsc::channel();
-    let mut relay = Relay::start_with(Arc::new(settings), Some(events.clone()))?;
+    let control = Control::new(settings, config_path.map(Path::to_path_buf))
+        .with_context(|| "the control API's routes ([api] state_dir)")?;
+    let mut relay = Relay::start_with(Arc::new(control), Some(events.clone()))?;
     tracing::info!(
         tunnel = ?relay.local_addrs(),
         metrics = ?relay.settings.metrics_addr,
+        api = ?relay.api.as_ref().map(ApiServer::local_addr),
         shards = relay.shards.count(),
         routes = relay.settings.routes.routes().len(),
         demo = demo.is_some(),
@@ -367,8 +372,9 @@ pub fn run(config_path: Option<&Path>, demo_ports: DemoPorts) -> anyhow::Result<
         }
     }
     let Some(stopping) = stopping else { return Ok(()) };
-    let Relay { shards, metrics_server, .. } = relay;
+    let Relay { shards, metrics_server, api, .. } = relay;
     shards.join();
+    drop(api);
     drop(metrics_server);
     drop(demo);
     tracing::info!("stopped");

@@ -63,6 +63,9 @@ pub struct Config {
     /// Browsers on the tunnel port (`[web]`): the player page, the route list, RTSP over WebSocket.
     #[serde(default)]
     pub web: WebConfig,
+    /// The control API (`[api]`): off unless `listen` is set.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Viewers (`[[user]]`): once any exist, every route says who may watch (`users`) or is
     /// explicitly `open`.
     #[serde(default, rename = "user")]
@@ -165,6 +168,65 @@ impl WebConfig {
             max_frame_bytes: self.max_websocket_frame_bytes,
             max_message_bytes: self.max_websocket_message_bytes,
         }
+    }
+}
+
+/// The control API (`[api]`): its listener, TLS, tokens and where API-made routes are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Where the API (and `/status`) listens; none: no API.
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate and key, as `[[listen.tls]]` takes them: set both for HTTPS.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    /// Directory of `routes.toml`, the routes created over the API (written atomically, read
+    /// at start). None: API route changes are refused (they would not survive a restart).
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Who may call it (`[[api.token]]`).
+    #[serde(rename = "token")]
+    pub tokens: Vec<ApiTokenConfig>,
+}
+
+/// One API token: only the hex SHA-256 of its secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenConfig {
+    pub name: String,
+    pub sha256: String,
+    pub scope: crate::proto::api_token::Scope,
+}
+
+/// `[api]` as the relay runs it.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub state_dir: Option<std::path::PathBuf>,
+    pub tokens: crate::proto::api_token::Tokens,
+}
+
+impl ApiConfig {
+    fn validate(&self) -> Result<Option<ApiSettings>, ConfigError> {
+        let invalid = |e: String| ConfigError::Invalid(format!("[api] {e}"));
+        let tokens = crate::proto::api_token::Tokens::from_entries(
+            self.tokens.iter().map(|t| (t.name.as_str(), t.sha256.as_str(), t.scope)),
+        )
+        .map_err(invalid)?;
+        let Some(listen) = self.listen else {
+            return Ok(None);
+        };
+        if tokens.is_empty() {
+            return Err(invalid("listen is set but no [[api.token]] is: nobody could use the API".into()));
+        }
+        let tls = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                Some(crate::tls::load_server_config(cert, key).map_err(|e| invalid(e.to_string()))?)
+            }
+            (None, None) => None,
+            _ => return Err(invalid("cert and key go together".into())),
+        };
+        Ok(Some(ApiSettings { listen, tls, state_dir: self.state_dir.clone(), tokens }))
     }
 }
 
@@ -383,7 +445,9 @@ impl Default for Log {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// One `[[route]]` table; the control API's route bodies have the same keys (and are checked by
+/// the same [`RouteConfig::validate`] and [`check_route_users`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Client path, e.g. `/cam1`.
@@ -416,7 +480,7 @@ pub struct RouteConfig {
     pub gop_cache: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RouteMode {
     #[default]
@@ -523,6 +587,22 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     }
 }
 
+/// Who may watch a route, against the configured viewers: every listed user exists, and once
+/// users exist a route lists some or says `open = true`.
+pub fn check_route_users(rc: &RouteConfig, route: &Route, users: &Users) -> Result<(), ConfigError> {
+    if let Some(list) = &route.users {
+        if let Some(unknown) = list.iter().find(|u| !users.contains(u)) {
+            return Err(ConfigError::Route { path: rc.path.clone(), msg: format!("unknown user {unknown:?}") });
+        }
+    } else if !users.is_empty() && !rc.open {
+        return Err(ConfigError::Route {
+            path: rc.path.clone(),
+            msg: "users are configured: list who may watch (users = [...]) or set open = true".into(),
+        });
+    }
+    Ok(())
+}
+
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -609,6 +689,10 @@ pub struct Settings {
     pub auth: AuthConfig,
     pub runtime: Runtime,
     pub log: Log,
+    /// The control API, if `[api] listen` is set.
+    pub api: Option<ApiSettings>,
+    /// Hex SHA-256 of the configuration file's text (empty when built without one).
+    pub checksum: String,
 }
 
 impl Settings {
@@ -626,7 +710,28 @@ impl Settings {
     }
 
     pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
-        Settings::from_config(&toml::from_str(text)?)
+        let mut settings = Settings::from_config(&toml::from_str(text)?)?;
+        settings.checksum = crate::proto::api_token::sha256_hex(text.as_bytes());
+        Ok(settings)
+    }
+
+    /// These settings with `extra` routes (the control API's, already validated) beside the
+    /// file's: a path both define is refused, naming it.
+    pub fn with_extra_routes(&self, file_routes: &[Arc<Route>], extra: &[Route]) -> Result<Settings, ConfigError> {
+        let mut routes: Vec<Route> = file_routes.iter().map(|r| Route::clone(r)).collect();
+        for r in extra {
+            if routes.iter().any(|f| f.path == r.path) {
+                return Err(ConfigError::Route {
+                    path: r.path.clone(),
+                    msg: "defined both in the configuration file and through the control API; \
+                          delete one of them"
+                        .into(),
+                });
+            }
+            routes.push(r.clone());
+        }
+        let users = self.routes.users().clone();
+        Ok(Settings { routes: Arc::new(RouteTable::new(routes).with_users(users)), ..self.clone() })
     }
 
     /// The one validation of a configuration: everything the relay needs to run it, or the
@@ -803,16 +908,7 @@ impl Config {
         let mut routes = Vec::with_capacity(self.routes.len());
         for rc in &self.routes {
             let route = rc.validate()?;
-            if let Some(list) = &route.users {
-                if let Some(unknown) = list.iter().find(|u| !users.contains(u)) {
-                    return Err(ConfigError::Route { path: rc.path.clone(), msg: format!("unknown user {unknown:?}") });
-                }
-            } else if !users.is_empty() && !rc.open {
-                return Err(ConfigError::Route {
-                    path: rc.path.clone(),
-                    msg: "users are configured: list who may watch (users = [...]) or set open = true".into(),
-                });
-            }
+            check_route_users(rc, &route, &users)?;
             if !seen.insert(route.path.clone()) {
                 return Err(ConfigError::Route { path: rc.path.clone(), msg: "duplicate path".into() });
             }
@@ -830,6 +926,8 @@ impl Config {
             auth: self.auth.clone(),
             runtime: self.runtime.clone(),
             log: self.log.clone(),
+            api: self.api.validate()?,
+            checksum: String::new(),
         };
         Ok((settings, routes))
     }
@@ -1159,6 +1257,30 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("no camera address"), "{err}");
+    }
+
+    #[test]
+    fn the_control_api_is_off_by_default_and_checked_when_on() {
+        assert!(Settings::from_toml(EXAMPLE).unwrap().api.is_none());
+        let digest = crate::proto::api_token::sha256_hex(b"secret");
+        let token = format!("[[api.token]]\nname = \"ops\"\nsha256 = \"{digest}\"\nscope = \"admin\"\n");
+        let on = Settings::from_toml(&format!("{EXAMPLE}\n[api]\nlisten = \"127.0.0.1:9180\"\n{token}")).unwrap();
+        let api = on.api.unwrap();
+        assert_eq!((api.listen, api.tls.is_none(), api.state_dir), ("127.0.0.1:9180".parse().unwrap(), true, None));
+        for (extra, needle) in [
+            ("[api]\nlisten = \"127.0.0.1:9180\"\n".to_owned(), "no [[api.token]]"),
+            (format!("[api]\nlisten = \"127.0.0.1:9180\"\ncert = \"/x.pem\"\n{token}"), "cert and key go together"),
+            ("[api]\n[[api.token]]\nname = \"a\"\nsha256 = \"secret\"\nscope = \"read\"\n".to_owned(), "64 hex digits"),
+            (format!("[api]\nlisten = \"127.0.0.1:9180\"\n{}", token.replace("admin", "root")), "scope"),
+        ] {
+            let err = Settings::from_toml(&format!("{EXAMPLE}\n{extra}")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra:?}: {err:?} lacks {needle:?}");
+        }
+        // The checksum is the file's.
+        assert_eq!(
+            Settings::from_toml(EXAMPLE).unwrap().checksum,
+            crate::proto::api_token::sha256_hex(EXAMPLE.as_bytes())
+        );
     }
 
     #[test]

@@ -96,7 +96,7 @@ labels!(Direction { ToViewer => "to_viewer", ToCamera => "to_camera" });
 labels!(SessionOutcome {
     Completed => "completed", UpstreamClosed => "upstream_closed", UpstreamError => "upstream_error", Timeout => "timeout",
     ProtocolError => "protocol_error", RouteRemoved => "route_removed", Shutdown => "shutdown",
-    CameraChanged => "camera_changed", SlowViewer => "slow_viewer",
+    CameraChanged => "camera_changed", SlowViewer => "slow_viewer", Kicked => "kicked",
 });
 labels!(Rejection {
     MalformedHead => "malformed_head", HeaderTooLarge => "header_too_large", BadCookie => "bad_cookie",
@@ -115,6 +115,7 @@ labels!(Rejection {
     ProxyHeader => "proxy_header", ProxyUntrusted => "proxy_untrusted", SlowViewer => "slow_viewer",
     ViewerBacklog => "viewer_backlog",
     WebSocketOrigin => "websocket_origin", RouteSpelling => "route_spelling",
+    ApiAuth => "api_auth", ApiForbidden => "api_forbidden",
 });
 labels!(PortDrop { Deadline => "deadline", Shed => "shed", TooLarge => "too_large" });
 labels!(UpstreamErrorKind {

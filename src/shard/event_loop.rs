@@ -44,6 +44,7 @@ mod data_path;
 mod ending;
 mod fanout;
 mod housekeeping;
+mod queries;
 mod route_health;
 mod sending;
 mod session_start;

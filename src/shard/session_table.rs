@@ -79,6 +79,10 @@ impl SessionTable {
         self.slab.keys().into_iter().map(|(index, generation)| SessionKey { index, generation }).collect()
     }
 
+    pub fn iter(&self) -> slab::Iter<'_, SessionSlot> {
+        self.slab.iter()
+    }
+
     pub fn iter_mut(&mut self) -> slab::IterMut<'_, SessionSlot> {
         self.slab.iter_mut()
     }

@@ -131,6 +131,7 @@ impl Shard {
                     self.prune_route_health();
                 }
                 ShardMsg::Shutdown { grace } => self.begin_drain(grace),
+                ShardMsg::Query(query) => self.answer_query(query),
                 // Posted only when the process was started with the test hook enabled.
                 ShardMsg::TestPanic => panic!("shard {} stopped by the test hook", self.id),
             }
