@@ -12,9 +12,10 @@
 //! The connections and the buffer ring are [`KernelMemory`]: a shard that stops with operations
 //! still in flight (a shutdown that gave up waiting, a panic) leaks them rather than free them.
 //!
-//! This file holds the loop and the dispatch of completions; beside it: `accept` (listeners and
-//! first heads), `session_start` (GET, POST pairing across shards, plain RTSP), `web` (pages,
-//! the player's files, RTSP over WebSocket), `tunnels`
+//! This file holds the loop and the dispatch of completions; beside it: `accept` (listeners, a
+//! connection's first bytes fed to its `proto::greeting::Greeting` and its verdict carried
+//! out), `session_start` (GET, POST pairing across shards, plain RTSP), `web` (RTSP over
+//! WebSocket), `tunnels`
 //! (creating tunnels, feeding them, carrying out their outputs, ending them), `data_path`
 //! (receives and camera connects), `sending`, `buffers` (ring pressure), `ending` (closing and
 //! freeing connections), `housekeeping` (tick, mailbox, drain, reload).
@@ -32,9 +33,8 @@ use crate::metrics::{
     ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, ShardStop, UpstreamErrorKind,
 };
 use crate::pairing::{GetRegistration, PostLookup, SessionRef};
-use crate::proto::http_head::{self, HeadKind, RequestHead};
-use crate::proto::rtsp;
-use crate::proto::session::{self, AuthGate, Session, SessionParams, ViewerStream, local_reply};
+use crate::proto::http_head;
+use crate::proto::session::{self, AuthGate, Session, SessionParams, ViewerStream};
 use crate::proto::tunnel::{self, CameraClose, Input, Tunnel};
 
 mod accept;
@@ -55,8 +55,8 @@ mod tests;
 
 use super::buf_ring::BufRing;
 use super::camera_table::CameraTable;
-use super::conn::{ProxyStage, RecvState, Role, SessionKey};
-use super::conn_table::{ConnTable, Queued};
+use super::conn::{AfterFlush, Move, Phase, RecvState, Role, SessionKey};
+use super::conn_table::{ConnTable, Departing, Queued};
 use super::kernel_memory::KernelMemory;
 use super::mailbox::{AdoptPost, AdoptViewer, ShardMsg};
 use super::ops::{self, Completion, Ring};
@@ -133,7 +133,7 @@ struct Listeners {
 /// Writes a tiny reply straight to a fresh socket, outside the ring: used only where the
 /// connection is about to be handed to another thread or dropped, so no submission may name it.
 /// A short or failed write on a non-blocking send only loses an advisory reply.
-fn send_now(fd: &OwnedFd, bytes: &[u8]) {
+fn send_now(fd: &impl std::os::fd::AsFd, bytes: &[u8]) {
     let _ = socket2::SockRef::from(fd).send_with_flags(bytes, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
 }
 
@@ -341,7 +341,7 @@ impl Shard {
                     Op::Send => self.on_send(idx, res),
                     Op::Connect => self.on_connect(idx, res),
                     Op::ConnectTimeout => {
-                        self.conns[idx].ops -= 1;
+                        self.conns.completed(idx);
                         self.maybe_free(idx);
                     }
                     _ => {}
@@ -358,13 +358,9 @@ impl Drop for Shard {
         }
         // The connections' memory is leaked (KernelMemory), but their peers should learn the
         // shard is gone: shutdown(2) frees nothing the kernel may still use.
-        for (_, c) in self.conns.iter() {
-            // It stays open (leaked); shutdown(2) frees nothing.
-            c.shutdown();
+        for ip in self.conns.abandon_all() {
             // The process-wide caps must not count it while the other shards drain.
-            if c.counted_ip {
-                self.shared.admission.close_connection(c.peer.ip());
-            }
+            self.shared.admission.close_connection(ip);
         }
         for _ in 0..self.sessions.len() {
             // Ended by their shard stopping: the same outcome as a shutdown's.

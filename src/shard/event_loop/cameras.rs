@@ -21,44 +21,21 @@ const VIEWER_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 const RECONNECT_FIRST: Duration = Duration::from_secs(1);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
-/// FNV-1a: a hash every shard computes alike, run after run (the route → shard map).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
-}
-
 impl Shard {
     /// The shard that owns a shared route's camera, and so its viewers.
     pub(super) fn owner_of(&self, route: &Route) -> u16 {
-        (fnv1a(route.path.as_bytes()) % self.shared.mailboxes.len().max(1) as u64) as u16
-    }
-
-    /// Moves a viewer's first connection to the shard owning its route's shared camera. False
-    /// (nothing done) when the route is not shared or is this shard's.
-    pub(super) fn move_to_owner(&mut self, idx: usize, route: Option<&Arc<Route>>) -> bool {
-        let Some(route) = route.filter(|r| r.shared().is_some()) else { return false };
-        let owner = self.owner_of(route);
-        if owner == self.id {
-            return false;
-        }
-        if self.shard_stopped(owner) {
-            // The camera's shard is gone: the relay is unready and ending, refuse plainly.
-            self.refuse(idx, Rejection::ShuttingDown, http_head::http_error_reply(503, "Service Unavailable"));
-            return true;
-        }
-        self.conns[idx].role = Role::MovingViewer { shard: owner };
-        self.hand_off_if_quiet(idx);
-        true
+        crate::proto::route::home_shard(&route.path, self.shared.mailboxes.len())
     }
 
     /// A viewer's first connection moved here from another shard: its head is handled as if
     /// it had been read here.
     pub(super) fn adopt_viewer(&mut self, v: super::super::mailbox::AdoptViewer) {
-        let idx = self.adopt_conn(v.fd, v.peer, v.accepted_at, v.tls, v.counted_ip);
-        self.conns[idx].head = v.head;
-        let limits = self.limits.head_limits();
-        match http_head::parse_head(&self.conns[idx].head, &limits) {
-            Ok(Some(head)) => self.on_head(idx, head),
-            // It parsed on the shard that read it.
+        let from =
+            Departing { fd: v.fd, peer: v.peer, accepted_at: v.accepted_at, tls: v.tls, counted_ip: v.counted_ip };
+        let idx = self.conns.adopt(from, Some(crate::proto::greeting::Greeting::adopted(v.head)));
+        match self.greet(idx, None) {
+            Some(verdict) if verdict.is_final() => self.on_verdict(idx, verdict),
+            // It was judged whole on the shard that read it.
             _ => self.close_conn(idx),
         }
     }
@@ -263,17 +240,16 @@ impl Shard {
     fn let_camera_go(&mut self, idx: usize) {
         let grace = Duration::from_millis(self.limits.camera_close_grace_ms);
         let Some(c) = self.conns.get_mut(idx) else { return };
-        if c.closing {
+        if c.is_closing() {
             return;
         }
-        if c.connect.is_some() && c.recv == RecvState::Off && c.ops > 0 {
+        if c.connecting() {
             // Still connecting: nothing to say to it.
             self.close_conn(idx);
             return;
         }
         // No longer the camera's: what it still sends is read and dropped.
-        c.role = Role::Refusing;
-        self.linger_then_close(idx, grace);
+        self.linger_then_close(idx, grace, false);
     }
 
     pub(super) fn on_camera_connect(&mut self, idx: usize, ck: CameraKey, res: i32) {
@@ -289,7 +265,7 @@ impl Shard {
                 slot.camera.handle_connected(now);
             }
         } else {
-            tracing::info!(shard = self.id, camera = %self.conns[idx].peer, error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
+            tracing::info!(shard = self.id, camera = %self.conns[idx].peer(), error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
             self.close_conn(idx);
             if let Some(slot) = self.cameras.get_mut(ck) {
                 slot.conn = None;

@@ -68,10 +68,10 @@ impl Shard {
             for p in slot.players.iter_mut() {
                 let Some(channel) = p.channel(f.track, f.rtcp) else { continue };
                 let Some(conn) = self.conns.get(p.conn) else { continue };
-                if conn.closing {
+                if conn.is_closing() {
                     continue;
                 }
-                match p.fanout.decide(conn.send.queued(), f.kind, received_at) {
+                match p.fanout.decide(conn.send().queued(), f.kind, received_at) {
                     Verdict::Forward => {}
                     Verdict::Drop => {
                         dropped += 1;
