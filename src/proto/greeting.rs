@@ -533,3 +533,387 @@ fn page(target: &str, peer: IpAddr, rules: &Rules<'_>) -> Verdict {
         Some(_) => Verdict::PlayerPage,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::proto::proxy_header::encode_v1;
+    use crate::proto::route::{Acl, SharedRoute, Sharing};
+
+    /// A gatekeeper with room for `connections` and `sessions`, counting what it lets in.
+    struct TestGate {
+        listener_denies: Option<IpAddr>,
+        blocked: Option<IpAddr>,
+        connections: usize,
+        sessions: usize,
+        cookies: Vec<String>,
+        homes: HashMap<String, Home>,
+    }
+
+    impl Default for TestGate {
+        fn default() -> Self {
+            TestGate {
+                listener_denies: None,
+                blocked: None,
+                connections: 10,
+                sessions: 10,
+                cookies: Vec::new(),
+                homes: HashMap::new(),
+            }
+        }
+    }
+
+    impl Gatekeeper for TestGate {
+        fn listener_permits(&self, _listener: usize, ip: IpAddr) -> bool {
+            self.listener_denies != Some(ip)
+        }
+        fn login_blocked(&self, ip: IpAddr) -> bool {
+            self.blocked == Some(ip)
+        }
+        fn open_connection(&mut self, _ip: IpAddr) -> bool {
+            self.connections.checked_sub(1).map(|n| self.connections = n).is_some()
+        }
+        fn open_session(&mut self) -> bool {
+            self.sessions.checked_sub(1).map(|n| self.sessions = n).is_some()
+        }
+        fn cookie_in_use(&self, cookie: &str) -> bool {
+            self.cookies.iter().any(|c| c == cookie)
+        }
+        fn home_of(&self, route: &Route) -> Home {
+            self.homes.get(&route.path).copied().unwrap_or(Home::Here)
+        }
+        fn allowed_origins(&self) -> Vec<Origin> {
+            Vec::new()
+        }
+    }
+
+    fn route(path: &str, shared: bool, deny: &[&str]) -> Route {
+        let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
+        Route {
+            path: path.into(),
+            upstream_url: format!("rtsp://127.0.0.1:8554{path}"),
+            upstream_addr: "127.0.0.1:8554".parse().unwrap(),
+            credentials: None,
+            users: None,
+            acl: Acl::parse(&[], &deny).unwrap(),
+            sharing: if shared {
+                Sharing::Shared(SharedRoute { linger: Duration::from_secs(1), always_on: false, gop_cache: true })
+            } else {
+                Sharing::Passthrough
+            },
+        }
+    }
+
+    fn table() -> RouteTable {
+        RouteTable::new(vec![
+            route("/cam1", false, &[]),
+            route("/shared", true, &[]),
+            route("/secret", false, &["10.0.0.0/8"]),
+        ])
+    }
+
+    fn rules(routes: &RouteTable, web: bool) -> Rules<'_> {
+        Rules {
+            routes,
+            head: HeadLimits { max_header_bytes: 4096, max_cookie_len: 64 },
+            messages: MessageLimits { max_head_bytes: 4096, max_body_bytes: 4096 },
+            web,
+        }
+    }
+
+    const VIEWER: &str = "127.0.0.1";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Feeds `input` whole from `VIEWER`.
+    fn judge(proxy: Proxy, input: &[u8], gate: &mut TestGate, web: bool) -> Verdict {
+        let routes = table();
+        let mut g = Greeting::new(proxy);
+        let mut v = g.on_bytes(input, None, ip(VIEWER), &rules(&routes, web), gate);
+        while let Verdict::Admitted { .. } = v {
+            v = g.on_bytes(&[], None, ip(VIEWER), &rules(&routes, web), gate);
+        }
+        v
+    }
+
+    fn get(path: &str, cookie: &str) -> Vec<u8> {
+        format!("GET {path} HTTP/1.1\r\nx-sessioncookie: {cookie}\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n")
+            .into_bytes()
+    }
+
+    fn refused(v: &Verdict) -> (Rejection, Option<u16>, Option<ConnKind>) {
+        let Verdict::Refuse(r) = v else { panic!("not refused: {v:?}") };
+        let status = match &r.reply {
+            Reply::Close => None,
+            Reply::Send(b) | Reply::Plain(b) => {
+                std::str::from_utf8(b).ok().and_then(|s| s.split(' ').nth(1)).and_then(|s| s.parse().ok())
+            }
+        };
+        (r.reason, status, r.counted_as)
+    }
+
+    #[test]
+    fn a_tunnel_get_on_a_route_is_admitted_with_what_followed_its_head() {
+        let mut gate = TestGate::default();
+        let mut input = get("/cam1", "abc123");
+        input.extend_from_slice(b"extra");
+        let v = judge(Proxy::Off, &input, &mut gate, false);
+        let Verdict::TunnelGet { route, cookie, rest } = &v else { panic!("{v:?}") };
+        assert_eq!(
+            (route.as_ref().map(|r| r.path.as_str()), cookie.as_str(), &rest[..]),
+            (Some("/cam1"), "abc123", &b"extra"[..])
+        );
+        assert_eq!(v.counted_as(), Some(ConnKind::TunnelGet));
+        assert_eq!(gate.sessions, 9, "one session counted");
+    }
+
+    #[test]
+    fn a_head_read_a_byte_at_a_time_is_judged_once_whole() {
+        let routes = table();
+        let mut gate = TestGate::default();
+        let mut g = Greeting::new(Proxy::Off);
+        let input = get("/cam1", "abc123");
+        for (i, b) in input.iter().enumerate() {
+            let v = g.on_bytes(&[*b], None, ip(VIEWER), &rules(&routes, false), &mut gate);
+            assert_eq!(v.is_final(), i == input.len() - 1, "byte {i}: {v:?}");
+        }
+        // Judged once: nothing more is decided, nothing more counted.
+        assert!(!g.on_bytes(b"more", None, ip(VIEWER), &rules(&routes, false), &mut gate).is_final());
+        assert_eq!(gate.sessions, 9);
+    }
+
+    #[test]
+    fn a_tunnel_get_names_an_existing_route_by_its_own_spelling() {
+        let mut gate = TestGate::default();
+        let v = judge(Proxy::Off, &get("/cam1/../cam1", "abc"), &mut gate, false);
+        assert_eq!(refused(&v), (Rejection::RouteSpelling, Some(404), Some(ConnKind::TunnelGet)));
+        let v = judge(Proxy::Off, &get("/nowhere", "abc"), &mut gate, false);
+        assert_eq!(refused(&v), (Rejection::UnknownRoute, Some(404), Some(ConnKind::TunnelGet)));
+        // `/` is routed later, by the first RTSP request.
+        let v = judge(Proxy::Off, &get("/", "abc"), &mut gate, false);
+        assert!(matches!(v, Verdict::TunnelGet { route: None, .. }), "{v:?}");
+    }
+
+    #[test]
+    fn a_duplicate_cookie_a_denied_address_and_a_full_relay_are_refused_before_a_session() {
+        let mut gate = TestGate { cookies: vec!["taken".into()], ..TestGate::default() };
+        let v = judge(Proxy::Off, &get("/cam1", "taken"), &mut gate, false);
+        assert_eq!(refused(&v), (Rejection::DuplicateCookie, Some(409), Some(ConnKind::TunnelGet)));
+        let routes = table();
+        let mut g = Greeting::new(Proxy::Off);
+        let v = g.on_bytes(&get("/secret", "abc"), None, ip("10.1.2.3"), &rules(&routes, false), &mut gate);
+        assert_eq!(refused(&v), (Rejection::AddressDenied, Some(403), Some(ConnKind::TunnelGet)));
+        assert_eq!(gate.sessions, 10, "no session counted for refused viewers");
+        let mut full = TestGate { sessions: 0, ..TestGate::default() };
+        let v = judge(Proxy::Off, &get("/cam1", "abc"), &mut full, false);
+        assert_eq!(refused(&v), (Rejection::MaxSessions, Some(503), Some(ConnKind::TunnelGet)));
+    }
+
+    #[test]
+    fn a_viewer_of_a_shared_route_moves_to_its_cameras_shard_head_and_all() {
+        let mut gate = TestGate::default();
+        gate.homes.insert("/shared".into(), Home::Shard(3));
+        let input = get("/shared", "abc");
+        let v = judge(Proxy::Off, &input, &mut gate, false);
+        let Verdict::MoveTo { shard, head } = &v else { panic!("{v:?}") };
+        assert_eq!((*shard, &head[..]), (3, &input[..]));
+        assert_eq!((v.counted_as(), gate.sessions), (None, 10), "counted where it lands");
+        // There, the same head is judged again.
+        let routes = table();
+        let mut there = TestGate::default();
+        let mut g = Greeting::adopted(head.clone());
+        let v = g.on_bytes(&[], None, ip(VIEWER), &rules(&routes, false), &mut there);
+        assert!(matches!(v, Verdict::TunnelGet { .. }), "{v:?}");
+        // Its shard stopped: refused plainly.
+        gate.homes.insert("/shared".into(), Home::Stopped);
+        let v = judge(Proxy::Off, &input, &mut gate, false);
+        assert_eq!(refused(&v), (Rejection::ShuttingDown, Some(503), None));
+    }
+
+    #[test]
+    fn a_post_carries_its_cookie_and_what_followed_its_head() {
+        let mut gate = TestGate::default();
+        let input = b"POST /cam1 HTTP/1.0\r\nx-sessioncookie: abc\r\nExpect: 100-continue\r\n\r\nREVTQ1JJQkU=";
+        let v = judge(Proxy::Off, input, &mut gate, false);
+        let Verdict::TunnelPost { cookie, expect_continue, rest } = &v else { panic!("{v:?}") };
+        assert_eq!((cookie.as_str(), *expect_continue, &rest[..]), ("abc", true, &b"REVTQ1JJQkU="[..]));
+        assert_eq!(gate.sessions, 10, "a POST joins its GET's session");
+    }
+
+    #[test]
+    fn plain_rtsp_keeps_its_first_request_and_a_full_relay_answers_in_rtsp() {
+        let input = b"OPTIONS rtsp://relay/cam1 RTSP/1.0\r\nCSeq: 7\r\n\r\n";
+        let mut gate = TestGate::default();
+        let v = judge(Proxy::Off, input, &mut gate, false);
+        let Verdict::PlainRtsp { route: None, bytes } = &v else { panic!("{v:?}") };
+        assert_eq!(&bytes[..], &input[..]);
+        let mut full = TestGate { sessions: 0, ..TestGate::default() };
+        let Verdict::Refuse(r) = judge(Proxy::Off, input, &mut full, false) else { panic!() };
+        let Reply::Send(reply) = &r.reply else { panic!("{r:?}") };
+        let reply = String::from_utf8_lossy(reply);
+        assert!(reply.starts_with("RTSP/1.0 503") && reply.contains("CSeq: 7"), "{reply}");
+    }
+
+    #[test]
+    fn a_balancers_header_names_the_viewer_whose_address_is_then_judged() {
+        let viewer: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        let mut input = encode_v1(viewer, "127.0.0.1:8080".parse().unwrap());
+        input.extend_from_slice(&get("/cam1", "abc"));
+        let routes = table();
+        let mut gate = TestGate::default();
+        let mut g = Greeting::new(Proxy::Required { listener: 0 });
+        let v = g.on_bytes(&input, None, ip(VIEWER), &rules(&routes, false), &mut gate);
+        assert!(matches!(v, Verdict::Admitted { viewer: Some(a) } if a == viewer), "{v:?}");
+        assert_eq!(gate.connections, 9, "the viewer's address is counted");
+        let v = g.on_bytes(&[], None, ip(VIEWER), &rules(&routes, false), &mut gate);
+        assert!(matches!(v, Verdict::TunnelGet { .. }), "{v:?}");
+        // The listener's list and the per-address cap judge the viewer, not the balancer.
+        let mut gate = TestGate { listener_denies: Some(viewer.ip()), ..TestGate::default() };
+        let v = judge(Proxy::Required { listener: 0 }, &input, &mut gate, false);
+        assert_eq!(refused(&v), (Rejection::AddressDenied, None, None));
+        let mut gate = TestGate { connections: 0, ..TestGate::default() };
+        let v = judge(Proxy::Required { listener: 0 }, &input, &mut gate, false);
+        assert!(matches!(&v, Verdict::Refuse(Refusal { reason: Rejection::PerIpLimit, reply: Reply::Plain(_), .. })));
+        // A header from anyone else is refused; a request starting with `P` is not a header.
+        let v = judge(Proxy::Refused, &input, &mut TestGate::default(), false);
+        assert_eq!(refused(&v), (Rejection::ProxyUntrusted, None, None));
+        let post = b"POST /cam1 HTTP/1.0\r\nx-sessioncookie: abc\r\n\r\n";
+        assert!(matches!(judge(Proxy::Refused, post, &mut TestGate::default(), false), Verdict::TunnelPost { .. }));
+    }
+
+    #[test]
+    fn other_http_is_a_page_a_file_an_upgrade_or_refused() {
+        let mut gate = TestGate::default();
+        let page = b"GET / HTTP/1.1\r\nAccept: text/html\r\n\r\n";
+        assert_eq!(refused(&judge(Proxy::Off, page, &mut gate, false)).0, Rejection::NotATunnel);
+        let routes = table();
+        let mut g = Greeting::new(Proxy::Off);
+        let v = g.on_bytes(page, None, ip("10.0.0.1"), &rules(&routes, true), &mut gate);
+        let Verdict::RoutesPage { visible } = v else { panic!("{v:?}") };
+        assert!(visible.contains(&"/cam1".to_owned()) && !visible.contains(&"/secret".to_owned()));
+        let player = b"GET /cam1 HTTP/1.1\r\nAccept: text/html\r\n\r\n";
+        assert!(matches!(judge(Proxy::Off, player, &mut gate, true), Verdict::PlayerPage));
+        let upgrade = b"GET /cam1 HTTP/1.1\r\nHost: relay\r\nOrigin: http://evil.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: rtsp.onvif.org\r\n\r\n";
+        let v = judge(Proxy::Off, upgrade, &mut gate, true);
+        assert_eq!(refused(&v), (Rejection::WebSocketOrigin, Some(403), Some(ConnKind::OtherHttp)));
+        let same_origin = String::from_utf8_lossy(upgrade).replace("http://evil.example", "http://relay");
+        let v = judge(Proxy::Off, same_origin.as_bytes(), &mut gate, true);
+        assert!(matches!(v, Verdict::WebSocket { .. }), "{v:?}");
+        assert_eq!(v.counted_as(), Some(ConnKind::WebSocket));
+    }
+
+    #[test]
+    fn bad_heads_are_answered_with_their_status() {
+        let mut gate = TestGate::default();
+        assert_eq!(refused(&judge(Proxy::Off, b"GET / HTTP/1.1\r\nbad header\r\n\r\n", &mut gate, false)).1, Some(400));
+        let huge = vec![b'a'; 5000];
+        assert_eq!(refused(&judge(Proxy::Off, &huge, &mut gate, false)), (Rejection::HeaderTooLarge, Some(431), None));
+    }
+
+    /// "Decrypts" by copying, and fails on a 0xff byte (not a TLS record).
+    struct FakeTls;
+    impl Decrypt for FakeTls {
+        fn decrypt(&mut self, cipher: &[u8], plain: &mut Vec<u8>) -> Result<(), ()> {
+            if cipher.contains(&0xff) {
+                return Err(());
+            }
+            plain.extend_from_slice(cipher);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_head_is_read_from_the_tls_plaintext_and_a_failed_handshake_sends_its_alert() {
+        let routes = table();
+        let mut gate = TestGate::default();
+        let mut g = Greeting::new(Proxy::Off);
+        let v = g.on_bytes(&get("/cam1", "abc"), Some(&mut FakeTls), ip(VIEWER), &rules(&routes, false), &mut gate);
+        assert!(matches!(v, Verdict::TunnelGet { .. }), "{v:?}");
+        let mut g = Greeting::new(Proxy::Off);
+        let v = g.on_bytes(&[0x16, 0xff], Some(&mut FakeTls), ip(VIEWER), &rules(&routes, false), &mut gate);
+        assert!(
+            matches!(&v, Verdict::Refuse(Refusal { reason: Rejection::TlsHandshake, reply: Reply::Send(b), .. }) if b.is_empty())
+        );
+    }
+
+    /// A verdict's kind: what must not depend on how the bytes were cut.
+    fn kind(v: &Verdict) -> String {
+        match v {
+            Verdict::Refuse(r) => format!("refuse {:?}", r.reason),
+            Verdict::TunnelGet { cookie, .. } => format!("get {cookie}"),
+            Verdict::TunnelPost { cookie, .. } => format!("post {cookie}"),
+            other => format!("{other:?}").split([' ', '{', '(']).next().unwrap_or_default().to_owned(),
+        }
+    }
+
+    fn feed(proxy: Proxy, web: bool, chunks: &[&[u8]]) -> (Option<String>, usize) {
+        let routes = table();
+        let mut gate = TestGate::default();
+        gate.homes.insert("/shared".into(), Home::Shard(1));
+        let mut g = Greeting::new(proxy);
+        let mut verdict = None;
+        let mut finals = 0;
+        for chunk in chunks {
+            let mut v = g.on_bytes(chunk, None, ip(VIEWER), &rules(&routes, web), &mut gate);
+            while let Verdict::Admitted { .. } = v {
+                v = g.on_bytes(&[], None, ip(VIEWER), &rules(&routes, web), &mut gate);
+            }
+            if v.is_final() {
+                finals += 1;
+                verdict.get_or_insert(kind(&v));
+            }
+        }
+        (verdict, finals)
+    }
+
+    fn first_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let known = prop_oneof![
+            Just(get("/cam1", "abc")),
+            Just(get("/shared", "abc")),
+            Just(b"POST /cam1 HTTP/1.0\r\nx-sessioncookie: abc\r\n\r\nAAAA".to_vec()),
+            Just(b"DESCRIBE rtsp://h/shared RTSP/1.0\r\nCSeq: 1\r\n\r\n".to_vec()),
+            Just(b"GET / HTTP/1.1\r\nAccept: text/html\r\n\r\n".to_vec()),
+            Just(encode_v1("192.0.2.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap())),
+            Just(crate::proto::proxy_header::encode_v2(
+                "192.0.2.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+                &[]
+            )),
+        ];
+        let parts = proptest::collection::vec(prop_oneof![known, proptest::collection::vec(any::<u8>(), 0..64)], 1..4);
+        parts.prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        /// Any bytes, cut anywhere, under any PROXY setting: no panic, one verdict at most, and
+        /// the same one however the bytes were cut.
+        #[test]
+        fn any_bytes_cut_anywhere_get_one_verdict(
+            input in first_bytes(),
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+            proxy in 0u8..3,
+            web in any::<bool>(),
+        ) {
+            let proxy = match proxy { 0 => Proxy::Off, 1 => Proxy::Required { listener: 0 }, _ => Proxy::Refused };
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([input.len()]) {
+                chunks.push(&input[at..c]);
+                at = c;
+            }
+            let (whole, whole_finals) = feed(proxy, web, &[&input]);
+            let (cut, finals) = feed(proxy, web, &chunks);
+            prop_assert!(whole_finals <= 1 && finals <= 1);
+            prop_assert_eq!(cut.clone(), whole.clone());
+        }
+    }
+}
