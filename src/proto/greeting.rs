@@ -50,9 +50,12 @@ pub enum Home {
 
 /// TLS between the socket and the greeting: ciphertext in, plaintext appended to `plain`.
 pub trait Decrypt {
-    /// Err: the handshake failed (or it was not TLS); the alert is queued for the peer.
-    fn decrypt(&mut self, cipher: &[u8], plain: &mut Vec<u8>) -> Result<(), ()>;
+    fn decrypt(&mut self, cipher: &[u8], plain: &mut Vec<u8>) -> Result<(), HandshakeFailed>;
 }
+
+/// The TLS handshake failed (or it was not TLS); its alert is queued for the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeFailed;
 
 /// The rules a greeting is judged by, as configured now.
 #[derive(Clone, Copy)]
@@ -138,7 +141,7 @@ pub enum Verdict {
     /// An RTSP-over-WebSocket upgrade, admitted (a session counted).
     WebSocket {
         route: Option<Arc<Route>>,
-        upgrade: Upgrade,
+        upgrade: Box<Upgrade>,
         rest: Vec<u8>,
     },
     /// One of the player's files.
@@ -510,7 +513,7 @@ impl Greeting {
         if let Err(v) = Self::admit_session(route.as_ref(), peer, kind, gate) {
             return v;
         }
-        Verdict::WebSocket { route, upgrade, rest: self.rest(consumed) }
+        Verdict::WebSocket { route, upgrade: Box::new(upgrade), rest: self.rest(consumed) }
     }
 }
 
@@ -820,9 +823,9 @@ mod tests {
     /// "Decrypts" by copying, and fails on a 0xff byte (not a TLS record).
     struct FakeTls;
     impl Decrypt for FakeTls {
-        fn decrypt(&mut self, cipher: &[u8], plain: &mut Vec<u8>) -> Result<(), ()> {
+        fn decrypt(&mut self, cipher: &[u8], plain: &mut Vec<u8>) -> Result<(), HandshakeFailed> {
             if cipher.contains(&0xff) {
-                return Err(());
+                return Err(HandshakeFailed);
             }
             plain.extend_from_slice(cipher);
             Ok(())

@@ -104,6 +104,7 @@ impl Conn {
     }
 
     /// Submissions in flight that name it.
+    #[cfg(test)]
     pub fn in_flight(&self) -> u32 {
         self.ops
     }

@@ -92,6 +92,13 @@ impl TlsStream {
     }
 }
 
+/// A greeting connection's bytes go through the handshake: the plaintext is its request head.
+impl crate::proto::greeting::Decrypt for TlsStream {
+    fn decrypt(&mut self, cipher: &[u8], plain: &mut Vec<u8>) -> Result<(), crate::proto::greeting::HandshakeFailed> {
+        self.receive(cipher, plain).map(|_| ()).map_err(|_| crate::proto::greeting::HandshakeFailed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,12 +167,5 @@ mod tests {
         assert_eq!(decrypt(&mut client, &framed), expected);
         // One record instead of two: one record header, tag and content type fewer.
         assert!(framed.len() < separate.len(), "{} vs {}", framed.len(), separate.len());
-    }
-}
-
-/// A greeting connection's bytes go through the handshake: the plaintext is its request head.
-impl crate::proto::greeting::Decrypt for TlsStream {
-    fn decrypt(&mut self, cipher: &[u8], plain: &mut Vec<u8>) -> Result<(), ()> {
-        self.receive(cipher, plain).map(|_| ()).map_err(|_| ())
     }
 }

@@ -232,7 +232,7 @@ impl Shard {
                 self.on_tunnel_post(idx, cookie, expect_continue, rest)
             }
             Verdict::PlainRtsp { route, bytes } => self.on_plain_rtsp(idx, route, bytes),
-            Verdict::WebSocket { route, upgrade, rest } => self.on_websocket(idx, route, upgrade, rest),
+            Verdict::WebSocket { route, upgrade, rest } => self.on_websocket(idx, route, *upgrade, rest),
             Verdict::PlayerFile { target, head_only } => match crate::web_assets::asset_reply(&target, head_only) {
                 Some(reply) => self.answer(idx, reply),
                 None => self.refuse(idx, Rejection::UnknownRoute, http_head::http_error_reply(404, "Not Found")),

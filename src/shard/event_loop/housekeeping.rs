@@ -28,14 +28,13 @@ impl Shard {
         for (idx, c) in self.conns.iter() {
             match c.phase() {
                 Phase::Closing { .. } => {}
-                Phase::Flushing { role, deadline, .. } => {
-                    if now >= *deadline {
-                        if matches!(role, Some(Role::Upstream(_))) && (!c.send().is_empty() || c.send().in_flight()) {
-                            self.metrics.upstream_error(UpstreamErrorKind::CloseTimeout);
-                        }
-                        stuck.push(idx);
+                Phase::Flushing { role, deadline, .. } if now >= *deadline => {
+                    if matches!(role, Some(Role::Upstream(_))) && (!c.send().is_empty() || c.send().in_flight()) {
+                        self.metrics.upstream_error(UpstreamErrorKind::CloseTimeout);
                     }
+                    stuck.push(idx);
                 }
+                Phase::Flushing { .. } => {}
                 // A hand-off waits only for its own sends; a peer that never reads them is
                 // treated like a slow head.
                 phase if phase.before_role() && now.saturating_duration_since(c.accepted_at()) > head_timeout => {
