@@ -57,6 +57,7 @@ use super::buf_ring::BufRing;
 use super::camera_table::CameraTable;
 use super::conn::{AfterFlush, Move, Phase, RecvState, Role, SessionKey};
 use super::conn_table::{ConnTable, Departing, Queued};
+use super::gatekeeper::ShardGate;
 use super::kernel_memory::KernelMemory;
 use super::mailbox::{AdoptPost, AdoptViewer, ShardMsg};
 use super::ops::{self, Completion, Ring};

@@ -2,60 +2,9 @@
 //! header, TLS plaintext, request head, route, address lists, caps) is
 //! `proto::greeting::Greeting`'s; this file feeds it and carries its verdict out.
 
-use std::net::IpAddr;
-
-use crate::proto::greeting::{self, Gatekeeper, Greeting, Home, Proxy, Refusal, Reply, Rules, Verdict};
-use crate::proto::origin::Origin;
+use crate::proto::greeting::{self, Greeting, Proxy, Refusal, Reply, Rules, Verdict};
 
 use super::*;
-
-/// What a greeting consults, as this shard sees it.
-struct ShardGate<'a> {
-    id: u16,
-    shared: &'a Shared,
-    listeners: &'a [Option<Listener>],
-    auth: &'a AuthConfig,
-    limits: &'a Limits,
-    web: &'a WebConfig,
-}
-
-impl Gatekeeper for ShardGate<'_> {
-    fn listener_permits(&self, listener: usize, ip: IpAddr) -> bool {
-        self.listeners.get(listener).and_then(Option::as_ref).is_none_or(|l| l.acl.permits(ip))
-    }
-
-    fn login_blocked(&self, ip: IpAddr) -> bool {
-        let window = Duration::from_secs(self.auth.failure_window_secs);
-        self.shared.auth_failures.is_blocked(ip, Instant::now(), self.auth.max_failures_per_ip, window)
-    }
-
-    fn open_connection(&mut self, ip: IpAddr) -> bool {
-        self.shared.admission.try_open_connection(ip, self.limits.max_connections_per_ip)
-    }
-
-    fn open_session(&mut self) -> bool {
-        self.shared.admission.try_open_session(self.limits.max_sessions)
-    }
-
-    fn cookie_in_use(&self, cookie: &str) -> bool {
-        self.shared.cookies.lookup_get(cookie).is_some()
-    }
-
-    fn home_of(&self, route: &Route) -> Home {
-        let owner = crate::proto::route::home_shard(&route.path, self.shared.mailboxes.len());
-        if owner == self.id {
-            Home::Here
-        } else if self.shared.mailboxes.get(owner as usize).is_none_or(|m| m.is_closed()) {
-            Home::Stopped
-        } else {
-            Home::Shard(owner)
-        }
-    }
-
-    fn allowed_origins(&self) -> Vec<Origin> {
-        self.web.origins()
-    }
-}
 
 impl Shard {
     pub(super) fn arm_accept(&mut self, i: usize) {
