@@ -573,6 +573,47 @@ pub struct Settings {
     pub auth: AuthConfig,
     pub runtime: Runtime,
     pub log: Log,
+    /// `limits` and `auth` as the core takes them, converted once here.
+    pub core: CoreParams,
+}
+
+/// The relay core's parameters, typed once from `[limits]` and `[auth]` (the file's
+/// milliseconds and seconds converted here, nowhere else): what a shard hands its tunnels,
+/// sessions and cameras.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoreParams {
+    pub tunnel: crate::proto::tunnel::Policy,
+    pub head_timeout: std::time::Duration,
+    pub request_timeout: std::time::Duration,
+    pub response_timeout: std::time::Duration,
+    pub connect_timeout: std::time::Duration,
+    pub camera_media_timeout: std::time::Duration,
+    pub fanout_max_behind: std::time::Duration,
+    pub nonce_ttl: std::time::Duration,
+    pub failure_window: std::time::Duration,
+}
+
+impl CoreParams {
+    pub fn new(limits: &Limits, auth: &AuthConfig) -> CoreParams {
+        use std::time::Duration;
+        CoreParams {
+            tunnel: crate::proto::tunnel::Policy {
+                pairing_timeout: Duration::from_millis(limits.pairing_timeout_ms),
+                idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
+                camera_close_grace: Duration::from_millis(limits.camera_close_grace_ms),
+                max_viewer_backlog: limits.max_viewer_backlog_bytes,
+                max_camera_backlog: limits.max_camera_backlog_bytes,
+            },
+            head_timeout: Duration::from_millis(limits.head_read_timeout_ms),
+            request_timeout: Duration::from_secs(limits.request_timeout_secs),
+            response_timeout: Duration::from_millis(limits.upstream_response_timeout_ms),
+            connect_timeout: Duration::from_millis(limits.upstream_connect_timeout_ms),
+            camera_media_timeout: Duration::from_millis(limits.camera_media_timeout_ms),
+            fanout_max_behind: Duration::from_millis(limits.fanout_max_behind_ms),
+            nonce_ttl: Duration::from_secs(auth.nonce_ttl_secs),
+            failure_window: Duration::from_secs(auth.failure_window_secs),
+        }
+    }
 }
 
 impl Settings {
@@ -784,6 +825,7 @@ impl Config {
             auth: self.auth.clone(),
             runtime: self.runtime.clone(),
             log: self.log.clone(),
+            core: CoreParams::new(&self.limits, &self.auth),
         };
         Ok((settings, routes))
     }

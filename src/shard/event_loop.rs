@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue};
 
-use crate::config::{AuthConfig, Limits, ProxyExpect, ProxyProtocol, Route, RouteTable, WebConfig};
+use crate::config::{ProxyExpect, Route, Settings};
 use crate::metrics::{
     ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, ShardStop, UpstreamErrorKind,
 };
@@ -49,7 +49,7 @@ mod session_start;
 mod tunnels;
 mod web;
 
-use tunnels::{Fed, policy};
+use tunnels::Fed;
 #[cfg(test)]
 mod tests;
 
@@ -82,15 +82,10 @@ pub struct Shard {
     id: u16,
     shared: Arc<Shared>,
     metrics: Arc<ShardMetrics>,
-    routes: Arc<RouteTable>,
-    limits: Limits,
-    auth: AuthConfig,
-    web: WebConfig,
-    /// The address failure limiter with `auth`'s limits, handed to every new session.
+    /// The configuration in force: swapped whole on reload.
+    settings: Arc<Settings>,
+    /// The address failure limiter with the settings' limits, handed to every new session.
     auth_gate: Arc<dyn AuthGate>,
-    public_address: Option<String>,
-    /// `[listen] proxy_protocol`: who must, and who may not, send a PROXY header.
-    proxy: ProxyProtocol,
     listeners: Listeners,
     local_authority: String,
     conns: ConnTable,
@@ -99,8 +94,6 @@ pub struct Shard {
     cameras: CameraTable,
     /// Scratch for a camera receive's frames.
     media: Vec<crate::proto::camera_session::MediaFrame>,
-    /// `[metrics] per_route`.
-    per_route_metrics: bool,
     /// Parked POSTs by cookie.
     parked: HashMap<String, usize>,
     latencies: Vec<Timed>,
@@ -169,16 +162,9 @@ impl Shard {
             bufs: KernelMemory::new(bufs),
             id: cfg.id,
             metrics: shared.metrics[cfg.id as usize].clone(),
-            routes: cfg.settings.routes.clone(),
-            limits: cfg.settings.limits.clone(),
-            auth_gate: shared.auth_failures.gate(
-                cfg.settings.auth.max_failures_per_ip,
-                Duration::from_secs(cfg.settings.auth.failure_window_secs),
-            ),
-            auth: cfg.settings.auth.clone(),
-            web: cfg.settings.web.clone(),
-            public_address: cfg.settings.public_address.clone(),
-            proxy: cfg.settings.proxy.clone(),
+            auth_gate: shared
+                .auth_failures
+                .gate(cfg.settings.auth.max_failures_per_ip, cfg.settings.core.failure_window),
             listeners: Listeners {
                 open: cfg.listeners.into_iter().map(Some).collect(),
                 paused: Vec::new(),
@@ -186,11 +172,11 @@ impl Shard {
             },
             local_authority,
             shared,
+            settings: cfg.settings,
             conns: ConnTable::new(),
             sessions: SessionTable::new(),
             cameras: CameraTable::new(),
             media: Vec::new(),
-            per_route_metrics: cfg.settings.metrics_port.per_route,
             parked: HashMap::new(),
             latencies: Vec::new(),
             reaped_at: Instant::now(),

@@ -2,10 +2,10 @@
 //! cookie table, the listener's address list, and which shard owns a shared route.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{Listener, Shared};
-use crate::config::{AuthConfig, Limits, WebConfig};
+use crate::config::Settings;
 use crate::proto::greeting::{Gatekeeper, Home};
 use crate::proto::origin::Origin;
 use crate::proto::route::Route;
@@ -15,9 +15,7 @@ pub(super) struct ShardGate<'a> {
     pub id: u16,
     pub shared: &'a Shared,
     pub listeners: &'a [Option<Listener>],
-    pub auth: &'a AuthConfig,
-    pub limits: &'a Limits,
-    pub web: &'a WebConfig,
+    pub settings: &'a Settings,
 }
 
 impl Gatekeeper for ShardGate<'_> {
@@ -26,16 +24,21 @@ impl Gatekeeper for ShardGate<'_> {
     }
 
     fn login_blocked(&self, ip: IpAddr) -> bool {
-        let window = Duration::from_secs(self.auth.failure_window_secs);
-        self.shared.auth_failures.is_blocked(ip, Instant::now(), self.auth.max_failures_per_ip, window)
+        let auth = &self.settings.auth;
+        self.shared.auth_failures.is_blocked(
+            ip,
+            Instant::now(),
+            auth.max_failures_per_ip,
+            self.settings.core.failure_window,
+        )
     }
 
     fn open_connection(&mut self, ip: IpAddr) -> bool {
-        self.shared.admission.try_open_connection(ip, self.limits.max_connections_per_ip)
+        self.shared.admission.try_open_connection(ip, self.settings.limits.max_connections_per_ip)
     }
 
     fn open_session(&mut self) -> bool {
-        self.shared.admission.try_open_session(self.limits.max_sessions)
+        self.shared.admission.try_open_session(self.settings.limits.max_sessions)
     }
 
     fn cookie_in_use(&self, cookie: &str) -> bool {
@@ -54,6 +57,6 @@ impl Gatekeeper for ShardGate<'_> {
     }
 
     fn allowed_origins(&self) -> Vec<Origin> {
-        self.web.origins()
+        self.settings.web.origins()
     }
 }

@@ -61,9 +61,9 @@ impl Shard {
             send_now(&fd, &http_head::http_error_reply(503, "Service Unavailable"));
             return;
         }
-        let proxy = match self.proxy.expect(peer.ip()) {
+        let proxy = match self.settings.proxy.expect(peer.ip()) {
             ProxyExpect::Header => Proxy::Required { listener },
-            ProxyExpect::NoHeader if self.proxy.enabled => Proxy::Refused,
+            ProxyExpect::NoHeader if self.settings.proxy.enabled => Proxy::Refused,
             ProxyExpect::NoHeader => Proxy::Off,
         };
         // Behind a balancer the checks wait for the viewer's address in the PROXY header.
@@ -73,9 +73,7 @@ impl Shard {
                 id: self.id,
                 shared: &self.shared,
                 listeners: &self.listeners.open,
-                auth: &self.auth,
-                limits: &self.limits,
-                web: &self.web,
+                settings: &self.settings,
             };
             if let Err(r) = greeting::admit_address(listener, peer.ip(), &mut gate) {
                 self.metrics.rejected(r.reason);
@@ -117,19 +115,13 @@ impl Shard {
             None => &[],
         };
         let rules = Rules {
-            routes: &self.routes,
-            head: self.limits.head_limits(),
-            messages: self.limits.message_limits(),
-            web: self.web.enabled,
+            routes: &self.settings.routes,
+            head: self.settings.limits.head_limits(),
+            messages: self.settings.limits.message_limits(),
+            web: self.settings.web.enabled,
         };
-        let mut gate = ShardGate {
-            id: self.id,
-            shared: &self.shared,
-            listeners: &self.listeners.open,
-            auth: &self.auth,
-            limits: &self.limits,
-            web: &self.web,
-        };
+        let mut gate =
+            ShardGate { id: self.id, shared: &self.shared, listeners: &self.listeners.open, settings: &self.settings };
         self.conns.greet(idx, raw, &rules, &mut gate)
     }
 

@@ -41,7 +41,7 @@ impl Shard {
     }
 
     fn camera_params(&mut self, route: &Route, shared: SharedRoute) -> CameraParams {
-        let l = &self.limits;
+        let l = &self.settings.limits;
         CameraParams {
             url: route.upstream_url.clone(),
             addr: route.upstream_addr,
@@ -49,9 +49,9 @@ impl Shard {
             mode: if shared.always_on { Mode::AlwaysOn } else { Mode::OnDemand { linger: shared.linger } },
             gop_cache_bytes: shared.gop_cache.then_some(l.gop_cache_bytes),
             limits: l.message_limits(),
-            connect_timeout: Duration::from_millis(l.upstream_connect_timeout_ms),
-            response_timeout: Duration::from_millis(l.upstream_response_timeout_ms),
-            media_timeout: Duration::from_millis(l.camera_media_timeout_ms),
+            connect_timeout: self.settings.core.connect_timeout,
+            response_timeout: self.settings.core.response_timeout,
+            media_timeout: self.settings.core.camera_media_timeout,
             backoff_initial: RECONNECT_FIRST,
             backoff_max: RECONNECT_MAX,
             seed: self.rng.next_u64(),
@@ -64,10 +64,8 @@ impl Shard {
             session_seed: self.rng.next_u64(),
             session_timeout: VIEWER_SESSION_TIMEOUT,
             // As long as a camera may take to connect and answer.
-            camera_wait: Duration::from_millis(
-                self.limits.upstream_connect_timeout_ms + self.limits.upstream_response_timeout_ms,
-            ),
-            max_pending: self.limits.max_pending_requests,
+            camera_wait: self.settings.core.connect_timeout + self.settings.core.response_timeout,
+            max_pending: self.settings.limits.max_pending_requests,
         }
     }
 
@@ -198,7 +196,7 @@ impl Shard {
     }
 
     fn update_route_gauges(&mut self, ck: CameraKey) {
-        if !self.per_route_metrics {
+        if !self.settings.metrics_port.per_route {
             return;
         }
         if let Some(slot) = self.cameras.get(ck) {
@@ -218,7 +216,7 @@ impl Shard {
             if slot.up {
                 self.metrics.camera_down();
             }
-            if self.per_route_metrics && self.cameras.find(&slot.route.path).is_none() {
+            if self.settings.metrics_port.per_route && self.cameras.find(&slot.route.path).is_none() {
                 self.metrics.remove_route(&slot.route.path);
             }
             tracing::debug!(shard = self.id, route = %slot.route.path, "shared camera closed");
@@ -238,7 +236,7 @@ impl Shard {
     /// A camera connection the camera session is done with: what was queued (its TEARDOWN)
     /// goes out, then it is half-closed and read to its end within `camera_close_grace_ms`.
     fn let_camera_go(&mut self, idx: usize) {
-        let grace = Duration::from_millis(self.limits.camera_close_grace_ms);
+        let grace = self.settings.core.tunnel.camera_close_grace;
         let Some(c) = self.conns.get_mut(idx) else { return };
         if c.is_closing() {
             return;
@@ -303,7 +301,7 @@ impl Shard {
         if self.draining_until.is_some() {
             return;
         }
-        let routes = self.routes.clone();
+        let routes = self.settings.routes.clone();
         for route in routes.routes() {
             let always_on = route.shared().is_some_and(|s| s.always_on);
             if always_on && self.owner_of(route) == self.id && self.cameras.find(&route.path).is_none() {
@@ -327,7 +325,7 @@ impl Shard {
             if self.cameras.find(&slot.route.path) != Some(ck) {
                 continue;
             }
-            let next = self.routes.routes().iter().find(|r| slot.route.keeps_sessions_under(r));
+            let next = self.settings.routes.routes().iter().find(|r| slot.route.keeps_sessions_under(r));
             let Some((route, shared)) = next.and_then(|r| Some((r.clone(), r.shared()?))) else {
                 self.close_camera(ck, now);
                 continue;

@@ -125,7 +125,7 @@ impl Shard {
             }
         }
         // Disjoint field borrows: no per-packet clone of the shared route table.
-        let routes = &*self.routes;
+        let routes = &*self.settings.routes;
         let bytes = if tls { &self.plain[..] } else { self.bufs.bytes(bid, len) };
         if self.conns[idx].is_websocket() {
             // Copied out of the ring buffer: the decoder unmasks into its own output anyway.
@@ -228,7 +228,7 @@ impl Shard {
         let _ = sock.set_nodelay(true);
         let idx = self.conns.insert_live(OwnedFd::from(sock), addr, role, Instant::now());
         self.metrics.connection_accepted(ConnKind::Upstream);
-        let timeout = Duration::from_millis(self.limits.upstream_connect_timeout_ms);
+        let timeout = self.settings.core.connect_timeout;
         if let Some(sub) = self.conns.connect_op(idx, addr, timeout) {
             self.ring.push(sub);
         }

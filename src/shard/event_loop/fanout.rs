@@ -157,9 +157,9 @@ impl Shard {
             .collect();
         let watches_video = presentation.key_track.is_some_and(|t| channels.get(t).copied().flatten().is_some());
         let limits = FanoutLimits {
-            drop_above: self.limits.fanout_drop_above_bytes,
-            disconnect_above: self.limits.fanout_disconnect_above_bytes,
-            max_behind: Duration::from_millis(self.limits.fanout_max_behind_ms),
+            drop_above: self.settings.limits.fanout_drop_above_bytes,
+            disconnect_above: self.settings.limits.fanout_disconnect_above_bytes,
+            max_behind: self.settings.core.fanout_max_behind,
         };
         let mut fanout = ViewerFanout::new(limits, presentation.key_track.is_some());
         fanout.allow_burst(replay_bytes);

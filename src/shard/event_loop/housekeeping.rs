@@ -19,9 +19,9 @@ impl Shard {
                 self.arm_accept(listener);
             }
         }
-        let head_timeout = Duration::from_millis(self.limits.head_read_timeout_ms);
+        let head_timeout = self.settings.core.head_timeout;
         // A POST waits for its GET as long as a GET for its POST (the GET's wait is its tunnel's).
-        let pairing = Duration::from_millis(self.limits.pairing_timeout_ms);
+        let pairing = self.settings.core.tunnel.pairing_timeout;
         let mut expired_heads = Vec::new();
         let mut parked = Vec::new();
         let mut stuck = Vec::new();
@@ -104,11 +104,8 @@ impl Shard {
                     }
                 }
                 ShardMsg::Reload { settings } => {
-                    let auth = &settings.auth;
-                    let window = Duration::from_secs(auth.failure_window_secs);
-                    self.auth_gate = self.shared.auth_failures.gate(auth.max_failures_per_ip, window);
-                    self.auth = auth.clone();
-                    self.proxy = settings.proxy.clone();
+                    self.auth_gate =
+                        self.shared.auth_failures.gate(settings.auth.max_failures_per_ip, settings.core.failure_window);
                     // New certificates apply to new connections. Listeners are bound in
                     // `settings.listeners` order and their addresses change only on restart.
                     for (l, fresh) in self.listeners.open.iter_mut().zip(&settings.listeners) {
@@ -116,9 +113,9 @@ impl Shard {
                             l.tls = Some(cfg.clone());
                         }
                     }
-                    // New WebSocket limits apply to new connections.
-                    self.web = settings.web.clone();
-                    self.reload(settings.routes.clone(), settings.limits.clone())
+                    // The rest (new WebSocket limits, PROXY sources, caps) applies to new
+                    // connections from the swap on.
+                    self.reload(settings)
                 }
                 ShardMsg::Shutdown { grace } => self.begin_drain(grace),
                 // Posted only when the process was started with the test hook enabled.
@@ -127,17 +124,17 @@ impl Shard {
         }
     }
 
-    pub(super) fn reload(&mut self, routes: Arc<RouteTable>, limits: Limits) {
+    /// A reloaded configuration: one input to every tunnel, then one swap.
+    pub(super) fn reload(&mut self, settings: Arc<Settings>) {
         let now = Instant::now();
-        let policy = policy(&limits);
+        let policy = settings.core.tunnel;
         for key in self.sessions.keys() {
             if let Some(s) = self.session(key) {
-                s.tunnel.handle(Input::Reload { routes: &routes, policy }, now);
+                s.tunnel.handle(Input::Reload { routes: &settings.routes, policy }, now);
                 self.apply(key, Fed::Nothing);
             }
         }
-        self.routes = routes;
-        self.limits = limits;
+        self.settings = settings;
         self.reload_cameras();
     }
 

@@ -30,7 +30,7 @@ impl Shard {
         s.cookie = Some(cookie);
         s.viewer = Some(idx);
         self.conns.go_live(idx, Role::TunnelGet(key));
-        let reply = http_head::tunnel_get_reply(&http_date(), self.public_address.as_deref());
+        let reply = http_head::tunnel_get_reply(&http_date(), self.settings.public_address.as_deref());
         self.queue_owned(idx, reply);
         self.arm_recv(idx);
         if !rest.is_empty() {

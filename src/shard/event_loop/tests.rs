@@ -167,7 +167,7 @@ fn behind_viewer(s: &mut Shard) -> (SessionKey, usize, usize) {
     slot.viewer = Some(v);
     slot.upstream = Some(u);
     slot.tunnel.handle(Input::CameraConnected, Instant::now());
-    let backlog = vec![0; s.limits.max_viewer_backlog_bytes + 1];
+    let backlog = vec![0; s.settings.limits.max_viewer_backlog_bytes + 1];
     s.queue_owned(v, backlog);
     (key, v, u)
 }

@@ -13,17 +13,6 @@ pub(super) enum Fed {
     Post(usize),
 }
 
-/// The tunnel's limits as the configuration has them.
-pub(super) fn policy(limits: &Limits) -> tunnel::Policy {
-    tunnel::Policy {
-        pairing_timeout: Duration::from_millis(limits.pairing_timeout_ms),
-        idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
-        camera_close_grace: Duration::from_millis(limits.camera_close_grace_ms),
-        max_viewer_backlog: limits.max_viewer_backlog_bytes,
-        max_camera_backlog: limits.max_camera_backlog_bytes,
-    }
-}
-
 /// How a session's viewer came, as logged.
 fn mode_label(kind: tunnel::Kind) -> &'static str {
     match kind {
@@ -43,22 +32,22 @@ impl Shard {
         started_at: Instant,
     ) -> SessionKey {
         let params = SessionParams {
-            limits: self.limits.message_limits(),
-            response_timeout: Duration::from_millis(self.limits.upstream_response_timeout_ms),
-            request_timeout: Duration::from_secs(self.limits.request_timeout_secs),
+            limits: self.settings.limits.message_limits(),
+            response_timeout: self.settings.core.response_timeout,
+            request_timeout: self.settings.core.request_timeout,
             // Per-session seeds for Digest cnonces and nonces, from the shard's OS-seeded generator.
             cnonce_seed: self.rng.next_u64(),
             viewer_ip: peer.ip(),
             viewer_tls,
-            nonce_ttl: Duration::from_secs(self.auth.nonce_ttl_secs),
-            max_pending_requests: self.limits.max_pending_requests,
-            post_from_any_address: self.auth.post_from_any_address,
+            nonce_ttl: self.settings.core.nonce_ttl,
+            max_pending_requests: self.settings.limits.max_pending_requests,
+            post_from_any_address: self.settings.auth.post_from_any_address,
             auth_gate: self.auth_gate.clone(),
         };
         let route_path = route.as_ref().map(|r| r.path.clone());
         let proto = Session::new(params, route, &self.local_authority, started_at);
         let shared = proto.is_shared();
-        let mut t = Tunnel::new(proto, kind, policy(&self.limits), started_at);
+        let mut t = Tunnel::new(proto, kind, self.settings.core.tunnel, started_at);
         if shared {
             t.share(self.viewer_params());
         }
@@ -83,7 +72,7 @@ impl Shard {
     }
 
     pub(super) fn feed_viewer(&mut self, key: SessionKey, stream: ViewerStream, bytes: &[u8]) {
-        let routes = &*self.routes;
+        let routes = &*self.settings.routes;
         if let Some(s) = self.sessions.get_mut(key) {
             // Viewer activity is the tunnel's to judge (whole messages and frames only).
             s.tunnel.handle(Input::ViewerBytes { stream, bytes, routes }, Instant::now());

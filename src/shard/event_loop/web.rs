@@ -33,7 +33,7 @@ impl Shard {
         }
         self.conns.go_live(idx, Role::PlainRtsp(key));
         self.queue_owned(idx, websocket::accept_reply(&upgrade));
-        self.conns.speak_websocket(idx, WsEndpoint::new(self.web.websocket_limits()));
+        self.conns.speak_websocket(idx, WsEndpoint::new(self.settings.web.websocket_limits()));
         self.arm_recv(idx);
         if !rest.is_empty() {
             self.websocket_bytes(idx, key, &rest);
@@ -54,7 +54,7 @@ impl Shard {
             self.queue_owned(idx, to_client);
         }
         if !data.is_empty() {
-            let routes = &*self.routes;
+            let routes = &*self.settings.routes;
             if let Some(s) = self.sessions.get_mut(key) {
                 s.tunnel
                     .handle(Input::ViewerBytes { stream: ViewerStream::Plain, bytes: &data, routes }, Instant::now());
