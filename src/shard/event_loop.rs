@@ -84,6 +84,9 @@ pub struct Shard {
     metrics: Arc<ShardMetrics>,
     /// The configuration in force: swapped whole on reload.
     settings: Arc<Settings>,
+    /// `[metrics] per_route` as started: per-route gauges are set (and removed) all along or
+    /// not at all, whatever a reload says.
+    per_route_metrics: bool,
     /// The address failure limiter with the settings' limits, handed to every new session.
     auth_gate: Arc<dyn AuthGate>,
     listeners: Listeners,
@@ -172,6 +175,7 @@ impl Shard {
             },
             local_authority,
             shared,
+            per_route_metrics: cfg.settings.metrics_port.per_route,
             settings: cfg.settings,
             conns: ConnTable::new(),
             sessions: SessionTable::new(),

@@ -196,7 +196,7 @@ impl Shard {
     }
 
     fn update_route_gauges(&mut self, ck: CameraKey) {
-        if !self.settings.metrics_port.per_route {
+        if !self.per_route_metrics {
             return;
         }
         if let Some(slot) = self.cameras.get(ck) {
@@ -216,7 +216,7 @@ impl Shard {
             if slot.up {
                 self.metrics.camera_down();
             }
-            if self.settings.metrics_port.per_route && self.cameras.find(&slot.route.path).is_none() {
+            if self.per_route_metrics && self.cameras.find(&slot.route.path).is_none() {
                 self.metrics.remove_route(&slot.route.path);
             }
             tracing::debug!(shard = self.id, route = %slot.route.path, "shared camera closed");
