@@ -634,6 +634,13 @@ impl Settings {
         Ok(cfg.validate()?.0)
     }
 
+    /// Replaces `[limits]` after validation (tests, tools), the typed `core` with them: the two
+    /// never disagree.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.core = CoreParams::new(&limits, &self.auth);
+        self.limits = limits;
+    }
+
     /// Shards to run: `[runtime] shards`, or one per core when it is 0.
     pub fn shards(&self) -> usize {
         match self.runtime.shards {
