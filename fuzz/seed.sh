@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fx=../fixtures
-mkdir -p corpus/{http_head,base64_stream,rtsp_message,interleaved_demux,session,camera_requests,websocket,proxy_header,camera_session,shared_route}
+mkdir -p corpus/{http_head,base64_stream,rtsp_message,interleaved_demux,session,camera_requests,websocket,proxy_header,camera_session,shared_route,greeting}
 i=0
 # Client heads: each GET/POST block of HEADERS.txt.
 awk '/^(GET|POST) /{n++} /^(GET|POST) /,/^$|^#####|^\(server/{ if ($0 !~ /^#####|^\(server/) print > ("corpus/http_head/head" n) }' "$fx/clients/HEADERS.txt"
@@ -53,6 +53,13 @@ printf '\x10\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00' > "$pp/v2-local"
 printf '\x10PROXY TCP4 192.0.2.10 198.51.100.1 51000 80\r\nDESCRIBE rtsp://h/cam1 RTSP/1.0\r\n' > "$pp/v1-tcp4"
 printf '\x10PROXY TCP6 2001:db8::7 ::1 40000 443\r\n' > "$pp/v1-tcp6"
 printf '\x10PROXY UNKNOWN\r\n' > "$pp/v1-unknown"
+# greeting: a flags byte (PROXY mode, web, room, home), a cut count, then first bytes as clients
+# and balancers send them.
+gr=corpus/greeting
+printf '\x08\x00' > "$gr/get"; cat corpus/http_head/head1 >> "$gr/get"
+printf '\x09\x02\x40\xc0PROXY TCP4 192.0.2.10 198.51.100.1 51000 80\r\nDESCRIBE rtsp://h/shared RTSP/1.0\r\nCSeq: 1\r\n\r\n' > "$gr/proxy-rtsp"
+{ printf '\x0c\x01\x80'; cat corpus/websocket/upgrade | tail -c +2; } > "$gr/websocket"
+printf '\x1a\x00POST /shared HTTP/1.0\r\nx-sessioncookie: abc\r\n\r\nREVTQ1JJQkU=' > "$gr/post"
 echo "seeded: $(ls corpus/*/ | wc -l) files"
 # camera_session: connect, answer OPTIONS, DESCRIBE (the target's own SDP), three SETUPs and PLAY,
 # then H.264 parameter sets and an IDR, an H.265 IDR and audio; a timeout, a reconnect, again.

@@ -693,6 +693,47 @@ pub struct Settings {
     pub api: Option<ApiSettings>,
     /// Hex SHA-256 of the configuration file's text (empty when built without one).
     pub checksum: String,
+    /// `limits` and `auth` as the core takes them, converted once here.
+    pub core: CoreParams,
+}
+
+/// The relay core's parameters, typed once from `[limits]` and `[auth]` (the file's
+/// milliseconds and seconds converted here, nowhere else): what a shard hands its tunnels,
+/// sessions and cameras.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoreParams {
+    pub tunnel: crate::proto::tunnel::Policy,
+    pub head_timeout: std::time::Duration,
+    pub request_timeout: std::time::Duration,
+    pub response_timeout: std::time::Duration,
+    pub connect_timeout: std::time::Duration,
+    pub camera_media_timeout: std::time::Duration,
+    pub fanout_max_behind: std::time::Duration,
+    pub nonce_ttl: std::time::Duration,
+    pub failure_window: std::time::Duration,
+}
+
+impl CoreParams {
+    pub fn new(limits: &Limits, auth: &AuthConfig) -> CoreParams {
+        use std::time::Duration;
+        CoreParams {
+            tunnel: crate::proto::tunnel::Policy {
+                pairing_timeout: Duration::from_millis(limits.pairing_timeout_ms),
+                idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
+                camera_close_grace: Duration::from_millis(limits.camera_close_grace_ms),
+                max_viewer_backlog: limits.max_viewer_backlog_bytes,
+                max_camera_backlog: limits.max_camera_backlog_bytes,
+            },
+            head_timeout: Duration::from_millis(limits.head_read_timeout_ms),
+            request_timeout: Duration::from_secs(limits.request_timeout_secs),
+            response_timeout: Duration::from_millis(limits.upstream_response_timeout_ms),
+            connect_timeout: Duration::from_millis(limits.upstream_connect_timeout_ms),
+            camera_media_timeout: Duration::from_millis(limits.camera_media_timeout_ms),
+            fanout_max_behind: Duration::from_millis(limits.fanout_max_behind_ms),
+            nonce_ttl: Duration::from_secs(auth.nonce_ttl_secs),
+            failure_window: Duration::from_secs(auth.failure_window_secs),
+        }
+    }
 }
 
 impl Settings {
@@ -738,6 +779,13 @@ impl Settings {
     /// first reason it cannot.
     pub fn from_config(cfg: &Config) -> Result<Settings, ConfigError> {
         Ok(cfg.validate()?.0)
+    }
+
+    /// Replaces `[limits]` after validation (tests, tools), the typed `core` with them: the two
+    /// never disagree.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.core = CoreParams::new(&limits, &self.auth);
+        self.limits = limits;
     }
 
     /// Shards to run: `[runtime] shards`, or one per core when it is 0.
@@ -928,6 +976,7 @@ impl Config {
             log: self.log.clone(),
             api: self.api.validate()?,
             checksum: String::new(),
+            core: CoreParams::new(&self.limits, &self.auth),
         };
         Ok((settings, routes))
     }

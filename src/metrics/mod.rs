@@ -17,7 +17,7 @@ mod shard_metrics;
 pub use crate::proto::camera_health::CameraState;
 pub use crate::proto::camera_session::CameraOutcome;
 pub use crate::proto::gop_cache::GopBound;
-pub use crate::proto::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
+pub use crate::proto::outcome::{ConnKind, Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
 pub use crate::proto::viewer_auth::AuthFailure;
 pub use hub::MetricsHub;
 pub use server::{MetricsServer, spawn};
@@ -47,18 +47,6 @@ macro_rules! labels {
             }
         }
     };
-}
-
-/// Kind of an accepted connection: `relay_connections_total{kind}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConnKind {
-    TunnelGet,
-    TunnelPost,
-    PlainRtsp,
-    OtherHttp,
-    Upstream,
-    /// An accepted RTSP-over-WebSocket upgrade (`rtsp.onvif.org`).
-    WebSocket,
 }
 
 /// `relay_bytes_total{direction}`, `relay_frames_total{direction}`.

@@ -13,6 +13,7 @@ pub mod digest;
 pub mod fanout_policy;
 pub mod frame_split;
 pub mod gop_cache;
+pub mod greeting;
 pub mod http_head;
 pub mod interleaved;
 pub mod keyframe;

@@ -22,6 +22,18 @@ pub enum SessionOutcome {
     Kicked,
 }
 
+/// Kind of an accepted connection: `relay_connections_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnKind {
+    TunnelGet,
+    TunnelPost,
+    PlainRtsp,
+    OtherHttp,
+    Upstream,
+    /// An accepted RTSP-over-WebSocket upgrade (`rtsp.onvif.org`).
+    WebSocket,
+}
+
 /// Why input was refused: `relay_rejections_total{reason}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Rejection {

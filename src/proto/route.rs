@@ -176,6 +176,14 @@ impl RouteTable {
     }
 }
 
+/// The shard (of `shards`) that owns a shared route's camera, and so its viewers: FNV-1a of its
+/// path, a hash every shard computes alike, run after run.
+pub fn home_shard(route_path: &str, shards: usize) -> u16 {
+    let hash =
+        route_path.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (hash % shards.max(1) as u64) as u16
+}
+
 /// Whether the first request of a connection (a tunnel GET, a WebSocket upgrade, plain RTSP's
 /// first request) names `route_path` by its own spelling: that path, or that path and one `/`
 /// (a URL typed with a trailing slash); any query. Every other spelling the lookup would also

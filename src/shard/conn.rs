@@ -1,10 +1,10 @@
-//! One socket owned by a shard, and what it is for.
+//! What a connection of a shard is for, and where it stands in its life: the vocabulary of
+//! [`ConnTable`](super::conn_table::ConnTable), which holds every connection and makes every
+//! move from one phase to the next.
 
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
-use super::send_queue::SendQueue;
+use crate::proto::greeting::Greeting;
 
 /// A session's key in its shard's session table: slab index and generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,32 +23,14 @@ impl SessionKey {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a live connection serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Reading the first request head.
-    Head,
-    /// Writing an error reply, then closing.
-    Refusing,
-    /// A tunnel POST waiting for its GET; `leftover` is what was read after its head.
-    ParkedPost {
-        cookie: String,
-        leftover: Vec<u8>,
-    },
-    /// A tunnel POST whose GET lives on `shard`, waiting for its own sends to finish before it
-    /// moves there.
-    HandingOff {
-        shard: u16,
-        session_key: u64,
-        leftover: Vec<u8>,
-    },
-    /// A viewer's first connection (a tunnel GET, plain RTSP, a WebSocket) whose route's shared
-    /// camera lives on `shard`: it moves there, head and all, once nothing of ours is in flight.
-    MovingViewer {
-        shard: u16,
-    },
     TunnelGet(SessionKey),
     TunnelPost(SessionKey),
+    /// Plain RTSP, or RTSP over WebSocket.
     PlainRtsp(SessionKey),
+    /// A passthrough session's camera connection.
     Upstream(SessionKey),
     /// The connection of a shared camera.
     Camera(super::camera_table::CameraKey),
@@ -58,8 +40,81 @@ impl Role {
     pub fn session(&self) -> Option<SessionKey> {
         match self {
             Role::TunnelGet(s) | Role::TunnelPost(s) | Role::PlainRtsp(s) | Role::Upstream(s) => Some(*s),
+            Role::Camera(_) => None,
+        }
+    }
+}
+
+/// A connection's life, from its first bytes to its close.
+#[derive(Debug)]
+pub enum Phase {
+    /// Reading its first bytes: the PROXY header, the TLS handshake, the request head.
+    Greeting(Box<Greeting>),
+    /// Its first request is read and it is being given a role (a POST being bound).
+    Unbound,
+    /// A tunnel POST waiting for its GET; `leftover` is what was read after its head.
+    Parked {
+        cookie: String,
+        leftover: Vec<u8>,
+    },
+    /// Moving to another shard once nothing of ours is in flight on it.
+    Moving(Move),
+    Live(Role),
+    /// Sending what is queued, then `then`; closed at `deadline` whatever is left. `role`: what
+    /// it served, if anything (what it still sends is counted as such).
+    Flushing {
+        role: Option<Role>,
+        deadline: Instant,
+        then: AfterFlush,
+    },
+    /// Shut down; waiting for its in-flight operations before the descriptor is closed.
+    Closing {
+        role: Option<Role>,
+    },
+}
+
+/// Where a connection moves, and what goes with it.
+#[derive(Debug)]
+pub enum Move {
+    /// A tunnel POST to the shard of its GET; `leftover`: what was read after its head.
+    Post { shard: u16, session_key: u64, leftover: Vec<u8> },
+    /// A viewer's first connection to the shard of its route's shared camera, its head with it.
+    Viewer { shard: u16, head: Vec<u8> },
+}
+
+impl Move {
+    pub fn shard(&self) -> u16 {
+        match self {
+            Move::Post { shard, .. } | Move::Viewer { shard, .. } => *shard,
+        }
+    }
+}
+
+/// What follows once a flushing connection's queue is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFlush {
+    Close,
+    /// Shut down writing and read until the peer closes (or the deadline): closing with unread
+    /// bytes would reset the connection, and a reset can discard what was just sent (a
+    /// camera's TEARDOWN, a WebSocket's close frame).
+    HalfClose,
+    /// Half-closed already: waiting for the peer's close.
+    AwaitPeerClose,
+}
+
+impl Phase {
+    /// What the connection serves (or served, while it flushes and closes).
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Phase::Live(r) => Some(*r),
+            Phase::Flushing { role, .. } | Phase::Closing { role } => *role,
             _ => None,
         }
+    }
+
+    /// Still before its role: a slow peer here is timed out like a slow head.
+    pub fn before_role(&self) -> bool {
+        matches!(self, Phase::Greeting(_) | Phase::Unbound | Phase::Moving(_))
     }
 }
 
@@ -72,98 +127,4 @@ pub enum RecvState {
     Cancelling,
     /// The ring ran out of buffers; re-arm when some come back.
     WaitingForBuffers,
-}
-
-pub struct Conn {
-    pub fd: OwnedFd,
-    pub generation: u32,
-    pub peer: SocketAddr,
-    pub role: Role,
-    pub accepted_at: Instant,
-    /// Submissions in flight that name this connection; the slot is freed only at zero.
-    pub ops: u32,
-    pub recv: RecvState,
-    pub send: SendQueue,
-    /// Close once the send queue is flushed...
-    pub close_after_flush: bool,
-    /// ...or at this instant, whichever comes first.
-    pub flush_deadline: Option<Instant>,
-    /// Once the send queue is flushed, shut down writing and read until the peer closes (or
-    /// `flush_deadline`): closing with unread bytes would reset the connection, and a reset
-    /// can discard what was just sent (a camera's TEARDOWN).
-    pub linger_after_flush: bool,
-    /// Shut down; waiting for in-flight operations before the descriptor is closed.
-    pub closing: bool,
-    /// Bytes of an incomplete request head.
-    pub head: Vec<u8>,
-    /// Counted against its source address's connection limit (viewer connections).
-    pub counted_ip: bool,
-    /// What the kernel reads during a connect (camera connections): kept until the free.
-    pub connect: Option<Box<super::ops::ConnectMemory>>,
-    /// TLS state of a connection accepted on an HTTPS listener.
-    pub tls: Option<Box<super::tls_stream::TlsStream>>,
-    /// Whether a PROXY header is still to be read (or ruled out) before the head.
-    pub proxy: ProxyStage,
-    /// A viewer speaking RTSP over WebSocket: its bytes are unframed through this, and what is
-    /// sent to it goes out as binary frames.
-    pub ws: Option<Box<crate::proto::websocket::WsEndpoint>>,
-}
-
-/// Where a new connection stands with the PROXY protocol. Until `Done`, `head` holds the raw
-/// bytes received (not yet given to TLS).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyStage {
-    /// PROXY protocol off, or the first bytes settled.
-    Done,
-    /// From a trusted balancer: a header must come first. `listener`'s address list and the
-    /// per-address limits judge the viewer's address it names, so they wait for it.
-    Header { listener: usize },
-    /// From anyone else with PROXY protocol on: refused if it starts with a header.
-    Untrusted,
-}
-
-impl Conn {
-    pub fn new(fd: OwnedFd, generation: u32, peer: SocketAddr, role: Role, now: Instant) -> Conn {
-        Conn {
-            fd,
-            generation,
-            peer,
-            role,
-            accepted_at: now,
-            ops: 0,
-            recv: RecvState::Off,
-            send: SendQueue::default(),
-            close_after_flush: false,
-            flush_deadline: None,
-            linger_after_flush: false,
-            closing: false,
-            head: Vec::new(),
-            counted_ip: false,
-            connect: None,
-            tls: None,
-            proxy: ProxyStage::Done,
-            ws: None,
-        }
-    }
-
-    /// The binary frame header to send before a chunk of `len` bytes, if this is a WebSocket:
-    /// `Some(None)` means nothing may be sent any more (its close is out).
-    pub fn ws_header(&self, len: usize) -> Option<Option<crate::proto::websocket::FrameHeader>> {
-        let ws = self.ws.as_ref()?;
-        Some(ws.is_open().then(|| crate::proto::websocket::binary_header(len)))
-    }
-
-    pub fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
-    /// Ends both directions: the receives and sends in flight on it complete.
-    pub fn shutdown(&self) {
-        let _ = socket2::SockRef::from(&self.fd).shutdown(std::net::Shutdown::Both);
-    }
-
-    /// Half-closes: the peer sees the end of what we send, and we read on.
-    pub fn shutdown_write(&self) {
-        let _ = socket2::SockRef::from(&self.fd).shutdown(std::net::Shutdown::Write);
-    }
 }

@@ -12,9 +12,10 @@
 //! The connections and the buffer ring are [`KernelMemory`]: a shard that stops with operations
 //! still in flight (a shutdown that gave up waiting, a panic) leaks them rather than free them.
 //!
-//! This file holds the loop and the dispatch of completions; beside it: `accept` (listeners and
-//! first heads), `session_start` (GET, POST pairing across shards, plain RTSP), `web` (pages,
-//! the player's files, RTSP over WebSocket), `tunnels`
+//! This file holds the loop and the dispatch of completions; beside it: `accept` (listeners, a
+//! connection's first bytes fed to its `proto::greeting::Greeting` and its verdict carried
+//! out), `session_start` (GET, POST pairing across shards, plain RTSP), `web` (RTSP over
+//! WebSocket), `tunnels`
 //! (creating tunnels, feeding them, carrying out their outputs, ending them), `data_path`
 //! (receives and camera connects), `sending`, `buffers` (ring pressure), `ending` (closing and
 //! freeing connections), `housekeeping` (tick, mailbox, drain, reload).
@@ -27,14 +28,13 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue};
 
-use crate::config::{AuthConfig, Limits, ProxyExpect, ProxyProtocol, Route, RouteTable, WebConfig};
+use crate::config::{ProxyExpect, Route, Settings};
 use crate::metrics::{
     ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, ShardStop, UpstreamErrorKind,
 };
 use crate::pairing::{GetRegistration, PostLookup, SessionRef};
-use crate::proto::http_head::{self, HeadKind, RequestHead};
-use crate::proto::rtsp;
-use crate::proto::session::{self, AuthGate, Session, SessionParams, ViewerStream, local_reply};
+use crate::proto::http_head;
+use crate::proto::session::{self, AuthGate, Session, SessionParams, ViewerStream};
 use crate::proto::tunnel::{self, CameraClose, Input, Tunnel};
 
 mod accept;
@@ -51,14 +51,15 @@ mod session_start;
 mod tunnels;
 mod web;
 
-use tunnels::{Fed, policy};
+use tunnels::Fed;
 #[cfg(test)]
 mod tests;
 
 use super::buf_ring::BufRing;
 use super::camera_table::CameraTable;
-use super::conn::{ProxyStage, RecvState, Role, SessionKey};
-use super::conn_table::{ConnTable, Queued};
+use super::conn::{AfterFlush, Move, Phase, RecvState, Role, SessionKey};
+use super::conn_table::{ConnTable, Departing, Queued};
+use super::gatekeeper::ShardGate;
 use super::kernel_memory::KernelMemory;
 use super::mailbox::{AdoptPost, AdoptViewer, ShardMsg};
 use super::ops::{self, Completion, Ring};
@@ -83,15 +84,13 @@ pub struct Shard {
     id: u16,
     shared: Arc<Shared>,
     metrics: Arc<ShardMetrics>,
-    routes: Arc<RouteTable>,
-    limits: Limits,
-    auth: AuthConfig,
-    web: WebConfig,
-    /// The address failure limiter with `auth`'s limits, handed to every new session.
+    /// The configuration in force: swapped whole on reload.
+    settings: Arc<Settings>,
+    /// `[metrics] per_route`, as the last reload said (route health re-exports every route's
+    /// state when it turns on).
+    per_route_metrics: bool,
+    /// The address failure limiter with the settings' limits, handed to every new session.
     auth_gate: Arc<dyn AuthGate>,
-    public_address: Option<String>,
-    /// `[listen] proxy_protocol`: who must, and who may not, send a PROXY header.
-    proxy: ProxyProtocol,
     listeners: Listeners,
     local_authority: String,
     conns: ConnTable,
@@ -100,8 +99,6 @@ pub struct Shard {
     cameras: CameraTable,
     /// Scratch for a camera receive's frames.
     media: Vec<crate::proto::camera_session::MediaFrame>,
-    /// `[metrics] per_route`.
-    per_route_metrics: bool,
     /// Each route's camera health on this shard, by path.
     route_health: HashMap<String, route_health::RouteHealth>,
     /// Parked POSTs by cookie.
@@ -137,7 +134,7 @@ struct Listeners {
 /// Writes a tiny reply straight to a fresh socket, outside the ring: used only where the
 /// connection is about to be handed to another thread or dropped, so no submission may name it.
 /// A short or failed write on a non-blocking send only loses an advisory reply.
-fn send_now(fd: &OwnedFd, bytes: &[u8]) {
+fn send_now(fd: &impl std::os::fd::AsFd, bytes: &[u8]) {
     let _ = socket2::SockRef::from(fd).send_with_flags(bytes, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
 }
 
@@ -172,16 +169,9 @@ impl Shard {
             bufs: KernelMemory::new(bufs),
             id: cfg.id,
             metrics: shared.metrics[cfg.id as usize].clone(),
-            routes: cfg.settings.routes.clone(),
-            limits: cfg.settings.limits.clone(),
-            auth_gate: shared.auth_failures.gate(
-                cfg.settings.auth.max_failures_per_ip,
-                Duration::from_secs(cfg.settings.auth.failure_window_secs),
-            ),
-            auth: cfg.settings.auth.clone(),
-            web: cfg.settings.web.clone(),
-            public_address: cfg.settings.public_address.clone(),
-            proxy: cfg.settings.proxy.clone(),
+            auth_gate: shared
+                .auth_failures
+                .gate(cfg.settings.auth.max_failures_per_ip, cfg.settings.core.failure_window),
             listeners: Listeners {
                 open: cfg.listeners.into_iter().map(Some).collect(),
                 paused: Vec::new(),
@@ -189,11 +179,12 @@ impl Shard {
             },
             local_authority,
             shared,
+            per_route_metrics: cfg.settings.metrics_port.per_route,
+            settings: cfg.settings,
             conns: ConnTable::new(),
             sessions: SessionTable::new(),
             cameras: CameraTable::new(),
             media: Vec::new(),
-            per_route_metrics: cfg.settings.metrics_port.per_route,
             route_health: HashMap::new(),
             parked: HashMap::new(),
             latencies: Vec::new(),
@@ -346,7 +337,7 @@ impl Shard {
                     Op::Send => self.on_send(idx, res),
                     Op::Connect => self.on_connect(idx, res),
                     Op::ConnectTimeout => {
-                        self.conns[idx].ops -= 1;
+                        self.conns.completed(idx);
                         self.maybe_free(idx);
                     }
                     _ => {}
@@ -363,13 +354,9 @@ impl Drop for Shard {
         }
         // The connections' memory is leaked (KernelMemory), but their peers should learn the
         // shard is gone: shutdown(2) frees nothing the kernel may still use.
-        for (_, c) in self.conns.iter() {
-            // It stays open (leaked); shutdown(2) frees nothing.
-            c.shutdown();
+        for ip in self.conns.abandon_all() {
             // The process-wide caps must not count it while the other shards drain.
-            if c.counted_ip {
-                self.shared.admission.close_connection(c.peer.ip());
-            }
+            self.shared.admission.close_connection(ip);
         }
         for _ in 0..self.sessions.len() {
             // Ended by their shard stopping: the same outcome as a shutdown's.

@@ -12,6 +12,7 @@ mod camera_table;
 mod conn;
 mod conn_table;
 mod event_loop;
+mod gatekeeper;
 mod kernel_memory;
 mod mailbox;
 mod ops;

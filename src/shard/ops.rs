@@ -8,24 +8,24 @@
 //!
 //! - a connection's operations (receives, sends, the connect and its timeout) name its
 //!   descriptor, its send queue's boxed `msghdr`/iovecs and the bytes they list, and its boxed
-//!   [`ConnectMemory`]. Each constructor taking a [`Conn`] counts the operation in `Conn::ops`
-//!   in the same step, and a connection leaves the table only when that count is zero (see
-//!   `ConnTable::remove_if_idle`);
+//!   [`ConnectMemory`]. Only `ConnTable` calls these constructors, and it counts each
+//!   submission on its connection in the same step ([`Submission::ops`]); a connection leaves
+//!   the table only when that count is zero (see `ConnTable::remove_if_idle`);
 //! - receives write into the provided-buffer ring, which the kernel picks from; the ring is
 //!   [`KernelMemory`](super::kernel_memory::KernelMemory) and outlives every receive;
 //! - the tick's timespec is a `static`; listeners stay open until their accept's last
 //!   completion; the mailbox's eventfd lives in `Shared`, which outlives the shard.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use io_uring::{IoUring, opcode, squeue, types};
 
 use super::Listener;
 use super::buf_ring::BufRing;
-use super::conn::Conn;
 use super::mailbox::Mailbox;
+use super::send_queue::SendQueue;
 use super::token::{Op, Token};
 
 /// How often the shard's tick runs: every deadline hangs off it.
@@ -49,6 +49,11 @@ impl Submission {
 
     fn entries(&self) -> &[squeue::Entry] {
         &self.entries[..self.len]
+    }
+
+    /// How many operations it starts (what its connection counts in flight).
+    pub fn ops(&self) -> u32 {
+        self.len as u32
     }
 }
 
@@ -84,55 +89,59 @@ pub fn mailbox(mailbox: &Mailbox) -> Submission {
     )))
 }
 
-/// One receive of a connection's first head, into a ring buffer.
-pub fn head_recv(c: &mut Conn, idx: usize, bufs: &BufRing) -> Submission {
-    c.ops += 1;
+/// One receive of a connection's first bytes, into a ring buffer.
+pub fn head_recv(fd: RawFd, idx: usize, generation: u32, bufs: &BufRing) -> Submission {
     Submission::one(
-        opcode::Recv::new(types::Fd(c.raw()), std::ptr::null_mut(), bufs.buffer_size())
+        opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), bufs.buffer_size())
             .buf_group(bufs.group)
             .build()
             .flags(squeue::Flags::BUFFER_SELECT)
-            .user_data(token(Op::HeadRecv, idx, c.generation)),
+            .user_data(token(Op::HeadRecv, idx, generation)),
     )
 }
 
 /// A multishot receive into ring buffers.
-pub fn recv(c: &mut Conn, idx: usize, bufs: &BufRing) -> Submission {
-    c.ops += 1;
-    Submission::one(opcode::RecvMulti::new(types::Fd(c.raw()), bufs.group).build().user_data(token(
+pub fn recv(fd: RawFd, idx: usize, generation: u32, bufs: &BufRing) -> Submission {
+    Submission::one(opcode::RecvMulti::new(types::Fd(fd), bufs.group).build().user_data(token(
         Op::Recv,
         idx,
-        c.generation,
+        generation,
     )))
 }
 
 /// The connection's next `sendmsg`, if none is in flight and bytes wait: its `msghdr` and
 /// iovecs are boxed in the send queue, which keeps them and the bytes they list until the
 /// completion (`SendQueue::complete` or `abort_in_flight`).
-pub fn send(c: &mut Conn, idx: usize, bufs: &BufRing) -> Option<Submission> {
-    let hdr = c.send.prepare(bufs)?;
-    c.ops += 1;
+pub fn send(queue: &mut SendQueue, fd: RawFd, idx: usize, generation: u32, bufs: &BufRing) -> Option<Submission> {
+    let hdr = queue.prepare(bufs)?;
     Some(Submission::one(
-        opcode::SendMsg::new(types::Fd(c.raw()), hdr).flags(libc::MSG_NOSIGNAL as u32).build().user_data(token(
+        opcode::SendMsg::new(types::Fd(fd), hdr).flags(libc::MSG_NOSIGNAL as u32).build().user_data(token(
             Op::Send,
             idx,
-            c.generation,
+            generation,
         )),
     ))
 }
 
-/// A connect to `addr` linked to its timeout: both count as operations of the connection.
-pub fn connect(c: &mut Conn, idx: usize, addr: SocketAddr, timeout: Duration) -> Submission {
-    let m = c.connect.insert(Box::new(ConnectMemory {
+/// A connect to `addr` linked to its timeout (two operations of the connection); `memory` keeps
+/// the address and timespec the kernel reads until the connection is freed.
+pub fn connect(
+    memory: &mut Option<Box<ConnectMemory>>,
+    fd: RawFd,
+    idx: usize,
+    generation: u32,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Submission {
+    let m = memory.insert(Box::new(ConnectMemory {
         addr: socket2::SockAddr::from(addr),
         timeout: types::Timespec::from(timeout),
     }));
-    let connect = opcode::Connect::new(types::Fd(c.fd.as_raw_fd()), m.addr.as_ptr().cast(), m.addr.len())
+    let connect = opcode::Connect::new(types::Fd(fd), m.addr.as_ptr().cast(), m.addr.len())
         .build()
         .flags(squeue::Flags::IO_LINK)
-        .user_data(token(Op::Connect, idx, c.generation));
-    let timeout = opcode::LinkTimeout::new(&m.timeout).build().user_data(token(Op::ConnectTimeout, idx, c.generation));
-    c.ops += 2;
+        .user_data(token(Op::Connect, idx, generation));
+    let timeout = opcode::LinkTimeout::new(&m.timeout).build().user_data(token(Op::ConnectTimeout, idx, generation));
     Submission { entries: [connect, timeout], len: 2 }
 }
 

@@ -92,6 +92,13 @@ impl TlsStream {
     }
 }
 
+/// A greeting connection's bytes go through the handshake: the plaintext is its request head.
+impl crate::proto::greeting::Decrypt for TlsStream {
+    fn decrypt(&mut self, cipher: &[u8], plain: &mut Vec<u8>) -> Result<(), crate::proto::greeting::HandshakeFailed> {
+        self.receive(cipher, plain).map(|_| ()).map_err(|_| crate::proto::greeting::HandshakeFailed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

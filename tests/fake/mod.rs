@@ -372,7 +372,7 @@ impl Relay {
             .chain(tls.map(|config| ListenerSettings { addr: any, acl: Acl::default(), tls: Some(config) }))
             .collect();
         settings.public_address = None;
-        settings.limits = limits;
+        settings.set_limits(limits);
         settings.runtime = Runtime { shards, ..runtime };
         let metrics: Vec<_> = (0..shards).map(|i| Arc::new(ShardMetrics::new(i))).collect();
         let running = Shards::start(StartOptions { settings: Arc::new(settings), metrics: metrics.clone() }).unwrap();

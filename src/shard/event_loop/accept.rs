@@ -1,9 +1,8 @@
-//! Accepting connections and reading their first head: address lists, rate limits and
-//! admission are applied here, before a session exists.
+//! Accepting connections and reading their first bytes. What those bytes decide (PROXY
+//! header, TLS plaintext, request head, route, address lists, caps) is
+//! `proto::greeting::Greeting`'s; this file feeds it and carries its verdict out.
 
-use std::net::IpAddr;
-
-use crate::proto::proxy_header::{self, Gate, Refusal};
+use crate::proto::greeting::{self, Greeting, Proxy, Refusal, Reply, Rules, Verdict};
 
 use super::*;
 
@@ -62,17 +61,23 @@ impl Shard {
             send_now(&fd, &http_head::http_error_reply(503, "Service Unavailable"));
             return;
         }
-        let stage = match self.proxy.expect(peer.ip()) {
-            ProxyExpect::Header => ProxyStage::Header { listener },
-            ProxyExpect::NoHeader if self.proxy.enabled => ProxyStage::Untrusted,
-            ProxyExpect::NoHeader => ProxyStage::Done,
+        let proxy = match self.settings.proxy.expect(peer.ip()) {
+            ProxyExpect::Header => Proxy::Required { listener },
+            ProxyExpect::NoHeader if self.settings.proxy.enabled => Proxy::Refused,
+            ProxyExpect::NoHeader => Proxy::Off,
         };
         // Behind a balancer the checks wait for the viewer's address in the PROXY header.
-        let counted = !matches!(stage, ProxyStage::Header { .. });
+        let counted = !matches!(proxy, Proxy::Required { .. });
         if counted {
-            if let Err((reason, reply)) = self.admit(listener, peer.ip()) {
-                self.metrics.rejected(reason);
-                if let Some(reply) = reply {
+            let mut gate = ShardGate {
+                id: self.id,
+                shared: &self.shared,
+                listeners: &self.listeners.open,
+                settings: &self.settings,
+            };
+            if let Err(r) = greeting::admit_address(listener, peer.ip(), &mut gate) {
+                self.metrics.rejected(r.reason);
+                if let Reply::Send(reply) | Reply::Plain(reply) = r.reply {
                     send_now(&fd, &reply);
                 }
                 return;
@@ -92,186 +97,117 @@ impl Shard {
             },
         };
         let _ = socket2::SockRef::from(&fd).set_nodelay(true);
-        let idx = self.insert_conn(fd, peer, Role::Head);
-        self.conns[idx].counted_ip = counted;
-        self.conns[idx].tls = tls;
-        self.conns[idx].proxy = stage;
+        let idx = self.conns.insert_greeting(fd, peer, Greeting::new(proxy), tls, counted, Instant::now());
         self.arm_head_recv(idx);
     }
 
-    /// The checks on a new connection's source address (the viewer's, behind a balancer)
-    /// before its request is read: the listener's address list, the failed-login limiter and
-    /// the per-address connection cap (counted on success). On refusal: the reason and the
-    /// reply to send, if any.
-    fn admit(&self, listener: usize, ip: IpAddr) -> Result<(), (Rejection, Option<Vec<u8>>)> {
-        if self.listeners.open[listener].as_ref().is_some_and(|l| !l.acl.permits(ip)) {
-            // Refused before reading a byte: nothing about the relay is revealed.
-            return Err((Rejection::AddressDenied, None));
-        }
-        let window = Duration::from_secs(self.auth.failure_window_secs);
-        if self.shared.auth_failures.is_blocked(ip, Instant::now(), self.auth.max_failures_per_ip, window) {
-            return Err((Rejection::AuthRateLimited, Some(http_head::http_error_reply(429, "Too Many Requests"))));
-        }
-        if !self.shared.admission.try_open_connection(ip, self.limits.max_connections_per_ip) {
-            return Err((Rejection::PerIpLimit, Some(http_head::http_error_reply(503, "Service Unavailable"))));
-        }
-        Ok(())
-    }
-
-    /// Settles a new connection's PROXY header from the raw bytes in `head`: true when the
-    /// head (decrypted, on TLS) can be read now; false when more bytes are needed or the
-    /// connection was refused.
-    fn settle_proxy_header(&mut self, idx: usize) -> bool {
-        let stage = self.conns[idx].proxy;
-        let trusted = matches!(stage, ProxyStage::Header { .. });
-        let c = &mut self.conns[idx];
-        let (skip, source) = match proxy_header::gate(trusted, &c.head, self.limits.max_header_bytes) {
-            Gate::NeedMore => {
-                self.arm_head_recv(idx);
-                return false;
-            }
-            Gate::Proceed { skip, source } => (skip, source),
-            Gate::Refuse(why) => {
-                let (reason, detail) = match why {
-                    Refusal::BadHeader(invalid) => (Rejection::ProxyHeader, invalid.as_str()),
-                    Refusal::Untrusted => (Rejection::ProxyUntrusted, "untrusted_source"),
-                };
-                tracing::debug!(shard = self.id, peer = %c.peer, reason = detail, "refused PROXY header");
-                self.metrics.rejected(reason);
-                self.close_conn(idx);
-                return false;
-            }
-        };
-        c.proxy = ProxyStage::Done;
-        if let Some(viewer) = source {
-            tracing::debug!(shard = self.id, balancer = %c.peer, peer = %viewer, "PROXY header");
-            c.peer = viewer;
-        }
-        let raw = c.head.split_off(skip);
-        c.head.clear();
-        if let ProxyStage::Header { listener } = stage {
-            let ip = c.peer.ip();
-            if let Err((reason, reply)) = self.admit(listener, ip) {
-                // Nothing went through TLS yet: the same plain reply as at accept.
-                self.conns[idx].tls = None;
-                match reply {
-                    Some(reply) => self.refuse(idx, reason, reply),
-                    None => {
-                        self.metrics.rejected(reason);
-                        self.close_conn(idx);
-                    }
-                }
-                return false;
-            }
-            self.conns[idx].counted_ip = true;
-        }
-        let c = &mut self.conns[idx];
-        match c.tls.as_mut() {
-            None => c.head = raw,
-            Some(tls) => {
-                if tls.receive(&raw, &mut c.head).is_err() {
-                    self.refuse_tls(idx);
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    /// Not TLS, or a failed handshake: the alert rustls queued goes out, then the close.
-    fn refuse_tls(&mut self, idx: usize) {
-        self.metrics.rejected(Rejection::TlsHandshake);
-        let c = &mut self.conns[idx];
-        c.role = Role::Refusing;
-        c.close_after_flush = true;
-        c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
-        self.queue_owned(idx, Vec::new());
-    }
-
-    pub(super) fn insert_conn(&mut self, fd: OwnedFd, peer: SocketAddr, role: Role) -> usize {
-        self.conns.insert(fd, peer, role, Instant::now())
-    }
-
     pub(super) fn arm_head_recv(&mut self, idx: usize) {
-        let sub = ops::head_recv(&mut self.conns[idx], idx, &self.bufs);
-        self.ring.push(sub);
+        if let Some(sub) = self.conns.head_recv(idx, &self.bufs) {
+            self.ring.push(sub);
+        }
+    }
+
+    /// Feeds a greeting connection's received bytes (`data`: a ring buffer and a length; none
+    /// to judge what it holds already) to its greeting. `None`: it is not greeting.
+    pub(super) fn greet(&mut self, idx: usize, data: Option<(u16, usize)>) -> Option<Verdict> {
+        let raw = match data {
+            Some((bid, len)) => self.bufs.bytes(bid, len),
+            None => &[],
+        };
+        let rules = Rules {
+            routes: &self.settings.routes,
+            head: self.settings.limits.head_limits(),
+            messages: self.settings.limits.message_limits(),
+            web: self.settings.web.enabled,
+        };
+        let mut gate =
+            ShardGate { id: self.id, shared: &self.shared, listeners: &self.listeners.open, settings: &self.settings };
+        self.conns.greet(idx, raw, &rules, &mut gate)
     }
 
     pub(super) fn on_head_recv(&mut self, idx: usize, res: i32, flags: u32) {
-        self.conns[idx].ops -= 1;
-        let mut tls_failed = false;
-        if let Some(bid) = cqueue::buffer_select(flags) {
+        self.conns.completed(idx);
+        let bid = cqueue::buffer_select(flags);
+        if let Some(bid) = bid {
             self.bufs.on_received(bid);
-            if res > 0 && !self.conns[idx].closing {
-                let data = self.bufs.bytes(bid, res as usize);
-                let c = &mut self.conns[idx];
-                match c.tls.as_mut() {
-                    // Raw bytes until the PROXY header is settled: it comes before TLS.
-                    Some(tls) if c.proxy == ProxyStage::Done => tls_failed = tls.receive(data, &mut c.head).is_err(),
-                    _ => c.head.extend_from_slice(data),
-                }
-            }
+        }
+        let closing = self.conns[idx].is_closing();
+        let verdict = match bid {
+            Some(bid) if res > 0 && !closing => self.greet(idx, Some((bid, res as usize))),
+            _ => None,
+        };
+        if let Some(bid) = bid {
             self.bufs.release(bid);
         }
-        if tls_failed {
-            self.refuse_tls(idx);
+        if let Some(verdict) = verdict {
+            self.on_verdict(idx, verdict);
             return;
         }
-        if self.conns[idx].closing {
+        if closing {
             self.maybe_free(idx);
-            return;
-        }
-        if res == -libc::ENOBUFS {
-            self.conns[idx].recv = RecvState::WaitingForBuffers;
-            self.conns.starved.push(idx);
-            return;
-        }
-        if res <= 0 {
+        } else if res == -libc::ENOBUFS {
+            self.conns.starve(idx);
+        } else if res <= 0 {
             self.close_conn(idx);
-            return;
         }
-        if self.conns[idx].proxy != ProxyStage::Done && !self.settle_proxy_header(idx) {
-            return;
+    }
+
+    /// Carries out what a connection's first bytes decided.
+    pub(super) fn on_verdict(&mut self, idx: usize, verdict: Verdict) {
+        if let Some(kind) = verdict.counted_as() {
+            self.metrics.connection_accepted(kind);
         }
-        let limits = self.limits.head_limits();
-        // Handshake messages rustls wants to send.
-        self.queue_owned(idx, Vec::new());
-        if self.conns[idx].head.is_empty() {
-            self.arm_head_recv(idx);
-            return;
+        if self.conns[idx].has_tls() {
+            // Handshake messages rustls wants to send (session tickets), before anything else.
+            self.queue_owned(idx, Vec::new());
         }
-        match http_head::parse_head(&self.conns[idx].head, &limits) {
-            Ok(None) => self.arm_head_recv(idx),
-            Ok(Some(head)) => self.on_head(idx, head),
-            Err(e) => {
-                let reject = e.rejection();
-                tracing::debug!(shard = self.id, peer = %self.conns[idx].peer, error = %e, "refused request head");
-                let status = if reject == Rejection::HeaderTooLarge {
-                    (431, "Request Header Fields Too Large")
-                } else {
-                    (400, "Bad Request")
-                };
-                self.refuse(idx, reject, http_head::http_error_reply(status.0, status.1));
+        match verdict {
+            Verdict::NeedMore | Verdict::Admitted { .. } => self.arm_head_recv(idx),
+            Verdict::Refuse(r) => self.refuse_greeting(idx, r),
+            Verdict::MoveTo { shard, head } => {
+                self.conns.start_move(idx, Move::Viewer { shard, head });
+                self.hand_off_if_quiet(idx);
             }
+            Verdict::TunnelGet { route, cookie, rest } => self.on_tunnel_get(idx, route, cookie, rest),
+            Verdict::TunnelPost { cookie, expect_continue, rest } => {
+                self.on_tunnel_post(idx, cookie, expect_continue, rest)
+            }
+            Verdict::PlainRtsp { route, bytes } => self.on_plain_rtsp(idx, route, bytes),
+            Verdict::WebSocket { route, upgrade, rest } => self.on_websocket(idx, route, *upgrade, rest),
+            Verdict::PlayerFile { target, head_only } => match crate::web_assets::asset_reply(&target, head_only) {
+                Some(reply) => self.answer(idx, reply),
+                None => self.refuse(idx, Rejection::UnknownRoute, http_head::http_error_reply(404, "Not Found")),
+            },
+            Verdict::RoutesPage { visible, host } => {
+                let authority = host.as_deref().unwrap_or(&self.local_authority);
+                let at = crate::web_assets::ListedAt { authority, tls: self.conns[idx].has_tls() };
+                self.answer(idx, crate::web_assets::routes_page_reply(visible.iter().map(String::as_str), at, false))
+            }
+            Verdict::PlayerPage => self.answer(idx, crate::web_assets::player_page_reply(false)),
+        }
+    }
+
+    fn refuse_greeting(&mut self, idx: usize, r: Refusal) {
+        if !r.detail.is_empty() {
+            tracing::debug!(shard = self.id, peer = %self.conns[idx].peer(), reason = ?r.reason, detail = %r.detail, "refused first request");
+        }
+        match r.reply {
+            Reply::Close => {
+                self.metrics.rejected(r.reason);
+                self.close_conn(idx);
+            }
+            Reply::Send(reply) | Reply::Plain(reply) => self.refuse(idx, r.reason, reply),
         }
     }
 
     /// Answers with `reply`, counts `reason`, and closes once the reply is out.
     pub(super) fn refuse(&mut self, idx: usize, reason: Rejection, reply: Vec<u8>) {
         self.metrics.rejected(reason);
-        let c = &mut self.conns[idx];
-        c.role = Role::Refusing;
-        c.close_after_flush = true;
-        c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
-        self.queue_owned(idx, reply);
+        self.conns.refuse(idx, reply, FLUSH_GRACE);
     }
 
-    pub(super) fn on_head(&mut self, idx: usize, head: RequestHead) {
-        match head.kind {
-            HeadKind::TunnelGet => self.on_tunnel_get(idx, head),
-            HeadKind::TunnelPost => self.on_tunnel_post(idx, head),
-            HeadKind::PlainRtsp => self.on_plain_rtsp(idx, head),
-            HeadKind::OtherHttp => self.on_other_http(idx, head),
-        }
+    /// Writes a successful answer (a page, a file), then closes.
+    pub(super) fn answer(&mut self, idx: usize, reply: Vec<u8>) {
+        self.conns.refuse(idx, reply, FLUSH_GRACE);
     }
 }

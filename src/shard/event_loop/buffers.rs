@@ -19,8 +19,8 @@ impl Shard {
         }
         let mut freed = 0;
         for (_, c) in self.conns.iter_mut() {
-            if c.send.ring_segments() >= RING_SEGMENTS_BEFORE_COPY {
-                freed += c.send.copy_out_ring_segments(&mut self.bufs);
+            if c.send().ring_segments() >= RING_SEGMENTS_BEFORE_COPY {
+                freed += c.send_mut().copy_out_ring_segments(&mut self.bufs);
             }
         }
         if freed > 0 {
@@ -29,25 +29,20 @@ impl Shard {
     }
 
     pub(super) fn feed_starved(&mut self) {
-        if self.conns.starved.is_empty() || self.bufs.available() < 16 {
+        if !self.conns.any_starved() || self.bufs.available() < 16 {
             return;
         }
-        let starved = std::mem::take(&mut self.conns.starved);
-        for idx in starved {
-            let Some(c) = self.conns.get_mut(idx) else {
+        for idx in self.conns.take_starved() {
+            let Some(c) = self.conns.get(idx) else {
                 continue;
             };
-            if c.closing || c.recv != RecvState::WaitingForBuffers {
-                continue;
-            }
-            c.recv = RecvState::Off;
             // A camera paused for backpressure meanwhile stays paused: the flow control resumes it.
-            if let Role::Upstream(key) = c.role {
+            if let Some(Role::Upstream(key)) = c.role() {
                 if self.sessions.get(key).is_some_and(|s| s.tunnel.camera_paused()) {
                     continue;
                 }
             }
-            if matches!(c.role, Role::Head) {
+            if matches!(c.phase(), Phase::Greeting(_)) {
                 self.arm_head_recv(idx);
             } else {
                 self.arm_recv(idx);

@@ -21,50 +21,27 @@ const VIEWER_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 const RECONNECT_FIRST: Duration = Duration::from_secs(1);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
-/// FNV-1a: a hash every shard computes alike, run after run (the route → shard map).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
-}
-
 impl Shard {
     /// The shard that owns a shared route's camera, and so its viewers.
     pub(super) fn owner_of(&self, route: &Route) -> u16 {
-        (fnv1a(route.path.as_bytes()) % self.shared.mailboxes.len().max(1) as u64) as u16
-    }
-
-    /// Moves a viewer's first connection to the shard owning its route's shared camera. False
-    /// (nothing done) when the route is not shared or is this shard's.
-    pub(super) fn move_to_owner(&mut self, idx: usize, route: Option<&Arc<Route>>) -> bool {
-        let Some(route) = route.filter(|r| r.shared().is_some()) else { return false };
-        let owner = self.owner_of(route);
-        if owner == self.id {
-            return false;
-        }
-        if self.shard_stopped(owner) {
-            // The camera's shard is gone: the relay is unready and ending, refuse plainly.
-            self.refuse(idx, Rejection::ShuttingDown, http_head::http_error_reply(503, "Service Unavailable"));
-            return true;
-        }
-        self.conns[idx].role = Role::MovingViewer { shard: owner };
-        self.hand_off_if_quiet(idx);
-        true
+        crate::proto::route::home_shard(&route.path, self.shared.mailboxes.len())
     }
 
     /// A viewer's first connection moved here from another shard: its head is handled as if
     /// it had been read here.
     pub(super) fn adopt_viewer(&mut self, v: super::super::mailbox::AdoptViewer) {
-        let idx = self.adopt_conn(v.fd, v.peer, v.accepted_at, v.tls, v.counted_ip);
-        self.conns[idx].head = v.head;
-        let limits = self.limits.head_limits();
-        match http_head::parse_head(&self.conns[idx].head, &limits) {
-            Ok(Some(head)) => self.on_head(idx, head),
-            // It parsed on the shard that read it.
+        let from =
+            Departing { fd: v.fd, peer: v.peer, accepted_at: v.accepted_at, tls: v.tls, counted_ip: v.counted_ip };
+        let idx = self.conns.adopt(from, Some(crate::proto::greeting::Greeting::adopted(v.head)));
+        match self.greet(idx, None) {
+            Some(verdict) if verdict.is_final() => self.on_verdict(idx, verdict),
+            // It was judged whole on the shard that read it.
             _ => self.close_conn(idx),
         }
     }
 
     fn camera_params(&mut self, route: &Route, shared: SharedRoute) -> CameraParams {
-        let l = &self.limits;
+        let l = &self.settings.limits;
         CameraParams {
             url: route.upstream_url.clone(),
             addr: route.upstream_addr,
@@ -73,9 +50,9 @@ impl Shard {
             gop_cache_bytes: shared.gop_cache.then_some(l.gop_cache_bytes),
             gop_cache_packets: l.gop_cache_packets,
             limits: l.message_limits(),
-            connect_timeout: Duration::from_millis(l.upstream_connect_timeout_ms),
-            response_timeout: Duration::from_millis(l.upstream_response_timeout_ms),
-            media_timeout: Duration::from_millis(l.camera_media_timeout_ms),
+            connect_timeout: self.settings.core.connect_timeout,
+            response_timeout: self.settings.core.response_timeout,
+            media_timeout: self.settings.core.camera_media_timeout,
             backoff_initial: RECONNECT_FIRST,
             backoff_max: RECONNECT_MAX,
             seed: self.rng.next_u64(),
@@ -88,10 +65,8 @@ impl Shard {
             session_seed: self.rng.next_u64(),
             session_timeout: VIEWER_SESSION_TIMEOUT,
             // As long as a camera may take to connect and answer.
-            camera_wait: Duration::from_millis(
-                self.limits.upstream_connect_timeout_ms + self.limits.upstream_response_timeout_ms,
-            ),
-            max_pending: self.limits.max_pending_requests,
+            camera_wait: self.settings.core.connect_timeout + self.settings.core.response_timeout,
+            max_pending: self.settings.limits.max_pending_requests,
         }
     }
 
@@ -269,19 +244,18 @@ impl Shard {
     /// A camera connection the camera session is done with: what was queued (its TEARDOWN)
     /// goes out, then it is half-closed and read to its end within `camera_close_grace_ms`.
     fn let_camera_go(&mut self, idx: usize) {
-        let grace = Duration::from_millis(self.limits.camera_close_grace_ms);
+        let grace = self.settings.core.tunnel.camera_close_grace;
         let Some(c) = self.conns.get_mut(idx) else { return };
-        if c.closing {
+        if c.is_closing() {
             return;
         }
-        if c.connect.is_some() && c.recv == RecvState::Off && c.ops > 0 {
+        if c.connecting() {
             // Still connecting: nothing to say to it.
             self.close_conn(idx);
             return;
         }
         // No longer the camera's: what it still sends is read and dropped.
-        c.role = Role::Refusing;
-        self.linger_then_close(idx, grace);
+        self.linger_then_close(idx, grace, false);
     }
 
     pub(super) fn on_camera_connect(&mut self, idx: usize, ck: CameraKey, res: i32) {
@@ -298,7 +272,7 @@ impl Shard {
             }
         } else {
             let error = std::io::Error::from_raw_os_error(-res);
-            tracing::debug!(shard = self.id, camera = %self.conns[idx].peer, error = %error, "camera connect failed");
+            tracing::debug!(shard = self.id, camera = %self.conns[idx].peer(), error = %error, "camera connect failed");
             if let Some(path) = self.cameras.get(ck).map(|s| s.route.path.clone()) {
                 self.camera_failure_detail(&path, error.to_string());
             }
@@ -339,7 +313,7 @@ impl Shard {
         if self.draining_until.is_some() {
             return;
         }
-        let routes = self.routes.clone();
+        let routes = self.settings.routes.clone();
         for route in routes.routes() {
             let always_on = route.shared().is_some_and(|s| s.always_on);
             if always_on && self.owner_of(route) == self.id && self.cameras.find(&route.path).is_none() {
@@ -363,7 +337,7 @@ impl Shard {
             if self.cameras.find(&slot.route.path) != Some(ck) {
                 continue;
             }
-            let next = self.routes.routes().iter().find(|r| slot.route.keeps_sessions_under(r));
+            let next = self.settings.routes.routes().iter().find(|r| slot.route.keeps_sessions_under(r));
             let Some((route, shared)) = next.and_then(|r| Some((r.clone(), r.shared()?))) else {
                 self.close_camera(ck, now);
                 continue;

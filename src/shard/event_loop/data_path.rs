@@ -18,13 +18,9 @@ pub(super) struct RecvEnd {
 
 impl Shard {
     pub(super) fn arm_recv(&mut self, idx: usize) {
-        let c = &mut self.conns[idx];
-        if c.closing || c.recv == RecvState::Armed || c.recv == RecvState::Cancelling {
-            return;
+        if let Some(sub) = self.conns.recv(idx, &self.bufs) {
+            self.ring.push(sub);
         }
-        c.recv = RecvState::Armed;
-        let sub = ops::recv(c, idx, &self.bufs);
-        self.ring.push(sub);
     }
 
     pub(super) fn on_recv(&mut self, idx: usize, res: i32, flags: u32) {
@@ -33,27 +29,14 @@ impl Shard {
         if let Some(bid) = bid {
             self.bufs.on_received(bid);
         }
-        let c = &mut self.conns[idx];
-        let generation = c.generation;
-        let mut was_paused = false;
-        let mut starved = false;
-        if !more {
-            c.ops -= 1;
-            was_paused = c.recv == RecvState::Cancelling;
-            // A receive cancelled for backpressure stays off however it ended (out of buffers
-            // included): only the flow control resumes it.
-            starved = res == -libc::ENOBUFS && !c.closing && !was_paused;
-            c.recv = if starved { RecvState::WaitingForBuffers } else { RecvState::Off };
-        }
-        let role = c.role.clone();
-        let closing = c.closing;
-        if starved {
-            self.conns.starved.push(idx);
-        }
+        let generation = self.conns[idx].generation();
+        let was_paused = !more && self.conns.recv_ended(idx, res);
+        let c = &self.conns[idx];
+        let (role, closing) = (c.role(), c.is_closing());
         if res > 0 && !closing {
-            match (bid, &role) {
-                (Some(bid), Role::Camera(ck)) => self.on_camera_data(*ck, bid, res as usize),
-                (Some(bid), role) => {
+            match (bid, role) {
+                (Some(bid), Some(Role::Camera(ck))) => self.on_camera_data(ck, bid, res as usize),
+                (Some(bid), Some(role)) => {
                     if let Some(key) = role.session() {
                         self.on_data(idx, role, key, bid, res as usize);
                     }
@@ -64,17 +47,17 @@ impl Shard {
         if let Some(bid) = bid {
             self.bufs.release(bid);
         }
-        self.after_recv(idx, generation, &role, RecvEnd { res, more, was_paused, closing });
+        self.after_recv(idx, generation, role, RecvEnd { res, more, was_paused, closing });
     }
 
     /// What follows a receive once its bytes went through the session. Handling them may have
     /// closed and freed the connection, and its slot may hold a new one by now: it is looked up
     /// again by index and generation, never by index alone.
-    pub(super) fn after_recv(&mut self, idx: usize, generation: u32, role: &Role, end: RecvEnd) {
+    pub(super) fn after_recv(&mut self, idx: usize, generation: u32, role: Option<Role>, end: RecvEnd) {
         let Some(c) = self.conns.current(idx, generation) else {
             return;
         };
-        if end.closing || c.closing {
+        if end.closing || c.is_closing() {
             self.maybe_free(idx);
             return;
         }
@@ -85,14 +68,15 @@ impl Shard {
         } else if !end.more && end.was_paused {
             // Paused for backpressure: resuming is the tunnel's decision, which may have come
             // while the cancel was on its way.
-            if let Some(key) = role.session() {
+            if let Some(key) = role.and_then(|r| r.session()) {
                 self.update_upstream_flow(key);
-                if !self.paused_for_backpressure(role) && self.conns.get(idx).is_some_and(|c| c.recv == RecvState::Off)
+                if !self.paused_for_backpressure(role)
+                    && self.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off)
                 {
                     self.arm_recv(idx);
                 }
             }
-        } else if !end.more && c.recv == RecvState::Off {
+        } else if !end.more && c.recv() == RecvState::Off {
             // The multishot receive stopped on its own: keep reading, unless the bytes of its
             // last completion got it paused (then `ResumeCamera` / `ResumeViewer` arms it).
             if !self.paused_for_backpressure(role) {
@@ -103,46 +87,48 @@ impl Shard {
 
     /// Whether a session's connection in `role` is not to be read: a camera whose viewer is
     /// behind, or a viewer behind on what is queued for it.
-    pub(super) fn paused_for_backpressure(&self, role: &Role) -> bool {
+    pub(super) fn paused_for_backpressure(&self, role: Option<Role>) -> bool {
         match role {
-            Role::Upstream(key) => self.sessions.get(*key).is_some_and(|s| s.tunnel.camera_paused()),
-            Role::TunnelGet(key) | Role::TunnelPost(key) | Role::PlainRtsp(key) => {
-                self.sessions.get(*key).is_some_and(|s| s.tunnel.viewer_paused())
+            Some(Role::Upstream(key)) => self.sessions.get(key).is_some_and(|s| s.tunnel.camera_paused()),
+            Some(Role::TunnelGet(key) | Role::TunnelPost(key) | Role::PlainRtsp(key)) => {
+                self.sessions.get(key).is_some_and(|s| s.tunnel.viewer_paused())
             }
             _ => false,
         }
     }
 
-    pub(super) fn on_data(&mut self, idx: usize, role: &Role, key: SessionKey, bid: u16, len: usize) {
+    pub(super) fn on_data(&mut self, idx: usize, role: Role, key: SessionKey, bid: u16, len: usize) {
         let now = Instant::now();
         let c = &mut self.conns[idx];
-        let tls = c.tls.is_some();
-        if let Some(tls) = c.tls.as_mut() {
+        let tls = c.has_tls();
+        if let Some(tls) = c.tls_mut() {
             self.plain.clear();
-            match tls.receive(self.bufs.bytes(bid, len), &mut self.plain) {
-                Ok(peer_closed) => {
-                    // Acknowledgements, key updates: whatever rustls has to say goes out.
-                    if let Some(cipher) = tls.take_outgoing() {
-                        c.send.push_owned(cipher);
+            // Acknowledgements, key updates: whatever rustls has to say goes out.
+            let received =
+                tls.receive(self.bufs.bytes(bid, len), &mut self.plain).map(|closed| (closed, tls.take_outgoing()));
+            match received {
+                Ok((peer_closed, cipher)) => {
+                    if let Some(cipher) = cipher {
+                        c.send_mut().push_owned(cipher);
                         self.conns.dirty.push(idx);
                     }
                     if peer_closed {
-                        self.on_conn_ended(idx, role, 0);
+                        self.on_conn_ended(idx, Some(role), 0);
                         return;
                     }
                 }
                 Err(e) => {
                     tracing::debug!(shard = self.id, error = %e, "TLS error on a session connection");
                     self.metrics.rejected(Rejection::TlsRecord);
-                    self.on_conn_ended(idx, role, -libc::EPROTO);
+                    self.on_conn_ended(idx, Some(role), -libc::EPROTO);
                     return;
                 }
             }
         }
         // Disjoint field borrows: no per-packet clone of the shared route table.
-        let routes = &*self.routes;
+        let routes = &*self.settings.routes;
         let bytes = if tls { &self.plain[..] } else { self.bufs.bytes(bid, len) };
-        if self.conns[idx].ws.is_some() {
+        if self.conns[idx].is_websocket() {
             // Copied out of the ring buffer: the decoder unmasks into its own output anyway.
             let bytes = bytes.to_vec();
             self.websocket_bytes(idx, key, &bytes);
@@ -160,25 +146,25 @@ impl Shard {
                 (Input::ViewerBytes { stream: ViewerStream::TunnelCommands, bytes, routes }, Fed::Nothing)
             }
             Role::PlainRtsp(_) => (Input::ViewerBytes { stream: ViewerStream::Plain, bytes, routes }, Fed::Nothing),
-            _ => return,
+            Role::Camera(_) => return,
         };
         s.tunnel.handle(input, now);
         self.apply(key, fed);
     }
 
     /// A connection reached end of stream or failed.
-    pub(super) fn on_conn_ended(&mut self, idx: usize, role: &Role, res: i32) {
+    pub(super) fn on_conn_ended(&mut self, idx: usize, role: Option<Role>, res: i32) {
         let now = Instant::now();
-        let key = role.session();
-        if let Role::Camera(ck) = role {
-            self.on_camera_closed(idx, *ck);
+        let key = role.and_then(|r| r.session());
+        if let Some(Role::Camera(ck)) = role {
+            self.on_camera_closed(idx, ck);
             return;
         }
         match role {
-            Role::Upstream(k) => {
+            Some(Role::Upstream(k)) => {
                 let kind = if res == 0 { UpstreamErrorKind::Closed } else { UpstreamErrorKind::Reset };
                 let mut closed = None;
-                if let Some(s) = self.session(*k) {
+                if let Some(s) = self.session(k) {
                     if s.upstream.take().is_some() {
                         let open = std::mem::take(&mut s.upstream_open);
                         closed = s.health_route.clone().map(|r| (r, open));
@@ -191,18 +177,21 @@ impl Shard {
                     self.passthrough_health(&route, event);
                 }
             }
-            Role::TunnelPost(k) => {
-                if let Some(s) = self.session(*k) {
+            Some(Role::TunnelPost(k)) => {
+                if let Some(s) = self.session(k) {
                     if s.post == Some(idx) {
                         s.post = None;
                     }
                     s.tunnel.handle(Input::ViewerClosed(ViewerStream::TunnelCommands), now);
                 }
             }
-            Role::TunnelGet(k) | Role::PlainRtsp(k) => {
-                let stream =
-                    if matches!(role, Role::TunnelGet(_)) { ViewerStream::TunnelData } else { ViewerStream::Plain };
-                if let Some(s) = self.session(*k) {
+            Some(Role::TunnelGet(k) | Role::PlainRtsp(k)) => {
+                let stream = if matches!(role, Some(Role::TunnelGet(_))) {
+                    ViewerStream::TunnelData
+                } else {
+                    ViewerStream::Plain
+                };
+                if let Some(s) = self.session(k) {
                     s.viewer = None;
                     s.tunnel.handle(Input::ViewerClosed(stream), now);
                 }
@@ -265,23 +254,24 @@ impl Shard {
             }
         };
         let _ = sock.set_nodelay(true);
-        let idx = self.insert_conn(OwnedFd::from(sock), addr, role);
+        let idx = self.conns.insert_live(OwnedFd::from(sock), addr, role, Instant::now());
         self.metrics.connection_accepted(ConnKind::Upstream);
-        let timeout = Duration::from_millis(self.limits.upstream_connect_timeout_ms);
-        let sub = ops::connect(&mut self.conns[idx], idx, addr, timeout);
-        self.ring.push(sub);
+        let timeout = self.settings.core.connect_timeout;
+        if let Some(sub) = self.conns.connect_op(idx, addr, timeout) {
+            self.ring.push(sub);
+        }
         Some(idx)
     }
 
     pub(super) fn on_connect(&mut self, idx: usize, res: i32) {
-        self.conns[idx].ops -= 1;
-        if self.conns[idx].closing {
+        self.conns.completed(idx);
+        if self.conns[idx].is_closing() {
             self.maybe_free(idx);
             return;
         }
-        let key = match self.conns[idx].role.clone() {
-            Role::Upstream(key) => key,
-            Role::Camera(ck) => return self.on_camera_connect(idx, ck, res),
+        let key = match self.conns[idx].role() {
+            Some(Role::Upstream(key)) => key,
+            Some(Role::Camera(ck)) => return self.on_camera_connect(idx, ck, res),
             _ => return,
         };
         let now = Instant::now();
@@ -305,7 +295,7 @@ impl Shard {
                 libc::ECANCELED | libc::ETIMEDOUT => UpstreamErrorKind::ConnectTimeout,
                 _ => UpstreamErrorKind::Unreachable,
             };
-            tracing::debug!(shard = self.id, camera = %self.conns[idx].peer, error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
+            tracing::debug!(shard = self.id, camera = %self.conns[idx].peer(), error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
             if let Some(s) = self.session(key) {
                 s.upstream = None;
                 s.tunnel.handle(Input::CameraConnectFailed(kind), now);

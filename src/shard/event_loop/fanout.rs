@@ -19,10 +19,10 @@ use crate::shard::conn_table::{ConnTable, FrameBytes, Queued};
 /// gone or closing, or its WebSocket close is out).
 fn queue_of(conns: &ConnTable, v: &FanoutViewer) -> Option<QueueState> {
     let c = conns.get(v.conn)?;
-    if c.closing || c.ws_header(0) == Some(None) {
+    if c.is_closing() || c.ws_header(0) == Some(None) {
         return None;
     }
-    Some(QueueState { bytes: c.send.queued(), entries: c.send.entries() })
+    Some(QueueState { bytes: c.send().queued(), entries: c.send().entries() })
 }
 
 /// Empties a join's plan, keeping the room of a receive's (one delivery per viewer and a few):
@@ -104,7 +104,7 @@ impl Shard {
             match d {
                 Delivery::Deliver { viewer, header, body, live } => {
                     let Some(c) = self.conns.get(viewer.conn) else { continue };
-                    if c.closing {
+                    if c.is_closing() {
                         continue;
                     }
                     let ws = match c.ws_header(d.len()) {
@@ -159,9 +159,9 @@ impl Shard {
             .map(|t| Some((viewer.channel_for(t, false)?, viewer.channel_for(t, true)?)))
             .collect();
         let limits = FanoutLimits {
-            drop_above: self.limits.fanout_drop_above_bytes,
-            disconnect_above: self.limits.fanout_disconnect_above_bytes,
-            max_behind: Duration::from_millis(self.limits.fanout_max_behind_ms),
+            drop_above: self.settings.limits.fanout_drop_above_bytes,
+            disconnect_above: self.settings.limits.fanout_disconnect_above_bytes,
+            max_behind: self.settings.core.fanout_max_behind,
         };
         let params = JoinParams { channels, key_track: presentation.key_track, limits, asked_at };
         let mut plan = std::mem::take(&mut slot.plan);

@@ -19,33 +19,29 @@ impl Shard {
                 self.arm_accept(listener);
             }
         }
-        let head_timeout = Duration::from_millis(self.limits.head_read_timeout_ms);
+        let head_timeout = self.settings.core.head_timeout;
         // A POST waits for its GET as long as a GET for its POST (the GET's wait is its tunnel's).
-        let pairing = Duration::from_millis(self.limits.pairing_timeout_ms);
+        let pairing = self.settings.core.tunnel.pairing_timeout;
         let mut expired_heads = Vec::new();
         let mut parked = Vec::new();
         let mut stuck = Vec::new();
         for (idx, c) in self.conns.iter() {
-            if c.closing {
-                continue;
-            }
-            if c.flush_deadline.is_some_and(|d| now >= d) {
-                if matches!(c.role, Role::Upstream(_)) && (!c.send.is_empty() || c.send.in_flight()) {
-                    self.metrics.upstream_error(UpstreamErrorKind::CloseTimeout);
+            match c.phase() {
+                Phase::Closing { .. } => {}
+                Phase::Flushing { role, deadline, .. } if now >= *deadline => {
+                    if matches!(role, Some(Role::Upstream(_))) && (!c.send().is_empty() || c.send().in_flight()) {
+                        self.metrics.upstream_error(UpstreamErrorKind::CloseTimeout);
+                    }
+                    stuck.push(idx);
                 }
-                stuck.push(idx);
-                continue;
-            }
-            match &c.role {
+                Phase::Flushing { .. } => {}
                 // A hand-off waits only for its own sends; a peer that never reads them is
                 // treated like a slow head.
-                Role::Head | Role::HandingOff { .. } | Role::MovingViewer { .. }
-                    if now.saturating_duration_since(c.accepted_at) > head_timeout =>
-                {
+                phase if phase.before_role() && now.saturating_duration_since(c.accepted_at()) > head_timeout => {
                     expired_heads.push(idx)
                 }
-                Role::ParkedPost { cookie, .. } => {
-                    parked.push((idx, cookie.clone(), now.saturating_duration_since(c.accepted_at) > pairing))
+                Phase::Parked { cookie, .. } => {
+                    parked.push((idx, cookie.clone(), now.saturating_duration_since(c.accepted_at()) > pairing))
                 }
                 _ => {}
             }
@@ -79,22 +75,15 @@ impl Shard {
     }
 
     pub(super) fn wake_parked(&mut self, idx: usize, cookie: String) {
-        let Some(Role::ParkedPost { leftover, .. }) = self.conns.get_mut(idx).map(|c| &mut c.role) else {
+        if !self.conns.get(idx).is_some_and(|c| matches!(c.phase(), Phase::Parked { .. })) {
             return;
-        };
-        let leftover = std::mem::take(leftover);
-        match self.shared.cookies.post_arrived(&cookie, self.id) {
-            PostLookup::Parked => {
-                if let Some(Role::ParkedPost { leftover: l, .. }) = self.conns.get_mut(idx).map(|c| &mut c.role) {
-                    *l = leftover;
-                }
-            }
-            _ => {
-                self.conns[idx].role = Role::Head;
-                self.parked.remove(&cookie);
-                self.find_get_for_post(idx, cookie, leftover);
-            }
         }
+        if self.shared.cookies.post_arrived(&cookie, self.id) == PostLookup::Parked {
+            return;
+        }
+        let Some(leftover) = self.conns.unpark(idx) else { return };
+        self.parked.remove(&cookie);
+        self.find_get_for_post(idx, cookie, leftover);
     }
 
     pub(super) fn on_mailbox(&mut self) {
@@ -102,7 +91,10 @@ impl Shard {
         for msg in msgs {
             match msg {
                 ShardMsg::AdoptPost(p) => {
-                    let idx = self.adopt_conn(p.fd, p.peer, p.accepted_at, p.tls, true);
+                    // A POST is counted at its accept (or PROXY header), before its head is read.
+                    let from =
+                        Departing { fd: p.fd, peer: p.peer, accepted_at: p.accepted_at, tls: p.tls, counted_ip: true };
+                    let idx = self.conns.adopt(from, None);
                     self.bind_post(SessionKey::unpack(p.session_key), idx, p.leftover);
                 }
                 ShardMsg::AdoptViewer(v) => self.adopt_viewer(v),
@@ -112,11 +104,8 @@ impl Shard {
                     }
                 }
                 ShardMsg::Reload { settings } => {
-                    let auth = &settings.auth;
-                    let window = Duration::from_secs(auth.failure_window_secs);
-                    self.auth_gate = self.shared.auth_failures.gate(auth.max_failures_per_ip, window);
-                    self.auth = auth.clone();
-                    self.proxy = settings.proxy.clone();
+                    self.auth_gate =
+                        self.shared.auth_failures.gate(settings.auth.max_failures_per_ip, settings.core.failure_window);
                     // New certificates apply to new connections. Listeners are bound in
                     // `settings.listeners` order and their addresses change only on restart.
                     for (l, fresh) in self.listeners.open.iter_mut().zip(&settings.listeners) {
@@ -124,10 +113,10 @@ impl Shard {
                             l.tls = Some(cfg.clone());
                         }
                     }
-                    // New WebSocket limits apply to new connections.
-                    self.web = settings.web.clone();
+                    // The rest (new WebSocket limits, PROXY sources, caps) applies to new
+                    // connections from the swap on.
                     self.per_route_metrics = settings.metrics_port.per_route;
-                    self.reload(settings.routes.clone(), settings.limits.clone());
+                    self.reload(settings);
                     self.prune_route_health();
                 }
                 ShardMsg::Shutdown { grace } => self.begin_drain(grace),
@@ -138,34 +127,17 @@ impl Shard {
         }
     }
 
-    /// A connection another shard handed over (nothing in flight on it), as it stood there.
-    pub(super) fn adopt_conn(
-        &mut self,
-        fd: OwnedFd,
-        peer: SocketAddr,
-        accepted_at: Instant,
-        tls: Option<Box<TlsStream>>,
-        counted_ip: bool,
-    ) -> usize {
-        let idx = self.insert_conn(fd, peer, Role::Head);
-        let c = &mut self.conns[idx];
-        c.counted_ip = counted_ip;
-        c.accepted_at = accepted_at;
-        c.tls = tls;
-        idx
-    }
-
-    pub(super) fn reload(&mut self, routes: Arc<RouteTable>, limits: Limits) {
+    /// A reloaded configuration: one input to every tunnel, then one swap.
+    pub(super) fn reload(&mut self, settings: Arc<Settings>) {
         let now = Instant::now();
-        let policy = policy(&limits);
+        let policy = settings.core.tunnel;
         for key in self.sessions.keys() {
             if let Some(s) = self.session(key) {
-                s.tunnel.handle(Input::Reload { routes: &routes, policy }, now);
+                s.tunnel.handle(Input::Reload { routes: &settings.routes, policy }, now);
                 self.apply(key, Fed::Nothing);
             }
         }
-        self.routes = routes;
-        self.limits = limits;
+        self.settings = settings;
         self.reload_cameras();
     }
 
@@ -189,7 +161,7 @@ impl Shard {
         let idle: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| matches!(c.role, Role::Head | Role::ParkedPost { .. }))
+            .filter(|(_, c)| matches!(c.phase(), Phase::Greeting(_) | Phase::Unbound | Phase::Parked { .. }))
             .map(|(i, _)| i)
             .collect();
         for idx in idle {

@@ -91,12 +91,12 @@ impl Shard {
                         tunnel::Kind::Plain => "plain",
                         tunnel::Kind::WebSocket => "websocket",
                     },
-                    tls: viewer.is_some_and(|c| c.tls.is_some()),
+                    tls: viewer.is_some_and(|c| c.has_tls()),
                     user: s.tunnel.session().user().map(str::to_owned),
                     since_unix: unix_secs(s.started_at),
                     bytes_to_viewer: s.to_viewer,
                     bytes_to_camera: s.to_camera,
-                    backlog_bytes: viewer.map_or(0, |c| c.send.queued()),
+                    backlog_bytes: viewer.map_or(0, |c| c.send().queued()),
                 }
             })
             .collect()

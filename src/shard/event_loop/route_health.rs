@@ -183,7 +183,7 @@ impl Shard {
 
     /// After a reload: routes no longer configured are forgotten here and in the metrics.
     pub(super) fn prune_route_health(&mut self) {
-        let routes = self.routes.clone();
+        let routes = self.settings.routes.clone();
         let configured = |path: &str| routes.lookup(path).is_some_and(|r| r.path == path);
         self.route_health.retain(|path, _| configured(path));
         if !self.per_route_metrics {

@@ -33,22 +33,20 @@ impl Shard {
     }
 
     pub(super) fn start_send(&mut self, idx: usize) {
-        let Some(c) = self.conns.get_mut(idx) else {
+        let Some(c) = self.conns.get(idx) else {
             return;
         };
-        if c.closing {
+        if c.is_closing() {
             return;
         }
-        if c.send.is_empty() && !c.send.in_flight() {
-            if c.close_after_flush {
+        if c.send().is_empty() && !c.send().in_flight() {
+            // A flushing connection goes on to what follows.
+            if self.conns.flushed(idx) {
                 self.close_conn(idx);
-            } else if c.linger_after_flush {
-                c.linger_after_flush = false;
-                c.shutdown_write();
             }
             return;
         }
-        if let Some(sub) = ops::send(c, idx, &self.bufs) {
+        if let Some(sub) = self.conns.send_op(idx, &self.bufs) {
             self.ring.push(sub);
         }
     }
@@ -56,34 +54,34 @@ impl Shard {
     pub(super) fn on_send(&mut self, idx: usize, res: i32) {
         // The receive side is timed at its batch's reaping too (see `Shard::reaped_at`).
         let now = self.reaped_at;
+        self.conns.completed(idx);
         let c = &mut self.conns[idx];
-        c.ops -= 1;
         if res < 0 {
-            c.send.abort_in_flight();
-            if c.closing {
+            c.send_mut().abort_in_flight();
+            if c.is_closing() {
                 self.maybe_free(idx);
                 return;
             }
-            let role = c.role.clone();
-            self.on_conn_ended(idx, &role, res);
+            let role = c.role();
+            self.on_conn_ended(idx, role, res);
             return;
         }
-        c.send.complete(res as usize, &mut self.bufs, &mut self.latencies);
-        let role = c.role.clone();
+        c.send_mut().complete(res as usize, &mut self.bufs, &mut self.latencies);
+        let role = c.role();
         for t in self.latencies.drain(..) {
             self.metrics.observe_n(Hist::ForwardLatency, now.saturating_duration_since(t.received_at), t.frames);
         }
         let n = res as u64;
         match role {
-            Role::TunnelGet(k) | Role::PlainRtsp(k) => {
+            Some(Role::TunnelGet(k) | Role::PlainRtsp(k)) => {
                 self.metrics.bytes(Direction::ToViewer, n);
                 if let Some(s) = self.session(k) {
                     s.to_viewer += n;
                 }
                 self.update_upstream_flow(k);
             }
-            Role::Camera(_) => self.metrics.bytes(Direction::ToCamera, n),
-            Role::Upstream(k) => {
+            Some(Role::Camera(_)) => self.metrics.bytes(Direction::ToCamera, n),
+            Some(Role::Upstream(k)) => {
                 self.metrics.bytes(Direction::ToCamera, n);
                 if let Some(s) = self.session(k) {
                     s.to_camera += n;
@@ -91,9 +89,9 @@ impl Shard {
             }
             _ => {}
         }
-        if self.conns[idx].closing {
+        if self.conns[idx].is_closing() {
             self.maybe_free(idx);
-        } else if matches!(self.conns[idx].role, Role::HandingOff { .. } | Role::MovingViewer { .. }) {
+        } else if matches!(self.conns[idx].phase(), Phase::Moving(_)) {
             self.start_send(idx);
             self.hand_off_if_quiet(idx);
         } else {

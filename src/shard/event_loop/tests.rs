@@ -41,7 +41,7 @@ fn peer() -> SocketAddr {
 /// A connection on one end of a socket pair; the other end is returned.
 fn conn(s: &mut Shard, role: Role) -> (usize, UnixStream) {
     let (ours, theirs) = UnixStream::pair().unwrap();
-    (s.insert_conn(OwnedFd::from(ours), peer(), role), theirs)
+    (s.conns.insert_live(OwnedFd::from(ours), peer(), role, Instant::now()), theirs)
 }
 
 fn session(s: &mut Shard) -> SessionKey {
@@ -143,18 +143,18 @@ fn a_slot_reused_during_a_receive_is_not_touched_by_its_tail() {
     let mut s = shard();
     let key = session(&mut s);
     let (a, _pa) = conn(&mut s, Role::Upstream(key));
-    let generation = s.conns[a].generation;
+    let generation = s.conns[a].generation();
     // Handling A's bytes closed and freed it, and B took its slot.
     s.close_conn(a);
     let (b, _pb) = conn(&mut s, Role::Upstream(key));
     assert_eq!(a, b, "slab slots are reused");
     let role = Role::Upstream(key);
     // A's multishot receive stopped on its own: re-arming it must not arm B...
-    s.after_recv(a, generation, &role, RecvEnd { res: 100, more: false, was_paused: false, closing: false });
-    assert_eq!((s.conns[b].recv, s.conns[b].ops), (RecvState::Off, 0), "B armed by A's completion");
+    s.after_recv(a, generation, Some(role), RecvEnd { res: 100, more: false, was_paused: false, closing: false });
+    assert_eq!((s.conns[b].recv(), s.conns[b].in_flight()), (RecvState::Off, 0), "B armed by A's completion");
     // ...and A's end of stream must not end B.
-    s.after_recv(a, generation, &role, RecvEnd { res: 0, more: false, was_paused: false, closing: false });
-    assert!(!s.conns[b].closing, "B closed by A's completion");
+    s.after_recv(a, generation, Some(role), RecvEnd { res: 0, more: false, was_paused: false, closing: false });
+    assert!(!s.conns[b].is_closing(), "B closed by A's completion");
 }
 
 /// A session whose viewer is over its backlog limit; returns (key, viewer, camera).
@@ -167,7 +167,7 @@ fn behind_viewer(s: &mut Shard) -> (SessionKey, usize, usize) {
     slot.viewer = Some(v);
     slot.upstream = Some(u);
     slot.tunnel.handle(Input::CameraConnected, Instant::now());
-    let backlog = vec![0; s.limits.max_viewer_backlog_bytes + 1];
+    let backlog = vec![0; s.settings.limits.max_viewer_backlog_bytes + 1];
     s.queue_owned(v, backlog);
     (key, v, u)
 }
@@ -178,12 +178,12 @@ fn a_receive_cancelled_for_backpressure_stays_paused_when_it_ends_out_of_buffers
     let (key, _, u) = behind_viewer(&mut s);
     s.arm_recv(u);
     s.update_upstream_flow(key);
-    assert_eq!(s.conns[u].recv, RecvState::Cancelling);
+    assert_eq!(s.conns[u].recv(), RecvState::Cancelling);
     // The cancelled receive ends with ENOBUFS: the ring ran dry meanwhile.
     s.on_recv(u, -libc::ENOBUFS, 0);
-    assert!(!s.conns.starved.contains(&u), "a paused camera was put on the out-of-buffers list");
+    assert!(!s.conns.is_starved(u), "a paused camera was put on the out-of-buffers list");
     s.feed_starved();
-    assert_ne!(s.conns[u].recv, RecvState::Armed, "a paused camera was re-armed");
+    assert_ne!(s.conns[u].recv(), RecvState::Armed, "a paused camera was re-armed");
     assert!(s.session(key).unwrap().tunnel.camera_paused());
 }
 
@@ -192,12 +192,11 @@ fn a_receive_waiting_for_buffers_is_paused_not_fed() {
     let mut s = shard();
     let (key, _, u) = behind_viewer(&mut s);
     // Out of buffers before the viewer fell behind.
-    s.conns[u].recv = RecvState::WaitingForBuffers;
-    s.conns.starved.push(u);
+    s.conns.starve(u);
     s.update_upstream_flow(key);
     assert!(s.session(key).unwrap().tunnel.camera_paused());
     s.feed_starved();
-    assert_ne!(s.conns[u].recv, RecvState::Armed, "a paused camera was re-armed");
+    assert_ne!(s.conns[u].recv(), RecvState::Armed, "a paused camera was re-armed");
 }
 
 #[test]
@@ -206,22 +205,22 @@ fn a_camera_paused_while_its_receive_was_off_stays_paused() {
     let (key, _, u) = behind_viewer(&mut s);
     // The multishot receive ended on its own (its last completion carried bytes that put the
     // viewer behind): the tunnel pauses the camera while nothing is armed to cancel.
-    s.conns[u].recv = RecvState::Off;
+    assert_eq!(s.conns[u].recv(), RecvState::Off);
     s.update_upstream_flow(key);
     assert!(s.session(key).unwrap().tunnel.camera_paused());
-    let generation = s.conns[u].generation;
+    let generation = s.conns[u].generation();
     s.after_recv(
         u,
         generation,
-        &Role::Upstream(key),
+        Some(Role::Upstream(key)),
         RecvEnd { res: 100, more: false, was_paused: false, closing: false },
     );
-    assert_ne!(s.conns[u].recv, RecvState::Armed, "a paused camera was re-armed");
+    assert_ne!(s.conns[u].recv(), RecvState::Armed, "a paused camera was re-armed");
     // The viewer caught up: the camera is read again.
     let v = s.session(key).unwrap().viewer.unwrap();
-    s.conns[v].send.clear(&mut s.bufs);
+    s.conns[v].send_mut().clear(&mut s.bufs);
     s.update_upstream_flow(key);
-    assert_eq!(s.conns[u].recv, RecvState::Armed, "a resumed camera was not re-armed");
+    assert_eq!(s.conns[u].recv(), RecvState::Armed, "a resumed camera was not re-armed");
 }
 
 #[test]

@@ -14,17 +14,6 @@ pub(super) enum Fed {
     Post(usize),
 }
 
-/// The tunnel's limits as the configuration has them.
-pub(super) fn policy(limits: &Limits) -> tunnel::Policy {
-    tunnel::Policy {
-        pairing_timeout: Duration::from_millis(limits.pairing_timeout_ms),
-        idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
-        camera_close_grace: Duration::from_millis(limits.camera_close_grace_ms),
-        max_viewer_backlog: limits.max_viewer_backlog_bytes,
-        max_camera_backlog: limits.max_camera_backlog_bytes,
-    }
-}
-
 /// How a session's viewer came, as logged.
 fn mode_label(kind: tunnel::Kind) -> &'static str {
     match kind {
@@ -44,22 +33,22 @@ impl Shard {
         started_at: Instant,
     ) -> SessionKey {
         let params = SessionParams {
-            limits: self.limits.message_limits(),
-            response_timeout: Duration::from_millis(self.limits.upstream_response_timeout_ms),
-            request_timeout: Duration::from_secs(self.limits.request_timeout_secs),
+            limits: self.settings.limits.message_limits(),
+            response_timeout: self.settings.core.response_timeout,
+            request_timeout: self.settings.core.request_timeout,
             // Per-session seeds for Digest cnonces and nonces, from the shard's OS-seeded generator.
             cnonce_seed: self.rng.next_u64(),
             viewer_ip: peer.ip(),
             viewer_tls,
-            nonce_ttl: Duration::from_secs(self.auth.nonce_ttl_secs),
-            max_pending_requests: self.limits.max_pending_requests,
-            post_from_any_address: self.auth.post_from_any_address,
+            nonce_ttl: self.settings.core.nonce_ttl,
+            max_pending_requests: self.settings.limits.max_pending_requests,
+            post_from_any_address: self.settings.auth.post_from_any_address,
             auth_gate: self.auth_gate.clone(),
         };
         let route_path = route.as_ref().map(|r| r.path.clone());
         let proto = Session::new(params, route, &self.local_authority, started_at);
         let shared = proto.is_shared();
-        let mut t = Tunnel::new(proto, kind, policy(&self.limits), started_at);
+        let mut t = Tunnel::new(proto, kind, self.settings.core.tunnel, started_at);
         if shared {
             t.share(self.viewer_params());
         }
@@ -100,7 +89,7 @@ impl Shard {
     }
 
     pub(super) fn feed_viewer(&mut self, key: SessionKey, stream: ViewerStream, bytes: &[u8]) {
-        let routes = &*self.routes;
+        let routes = &*self.settings.routes;
         if let Some(s) = self.sessions.get_mut(key) {
             // Viewer activity is the tunnel's to judge (whole messages and frames only).
             s.tunnel.handle(Input::ViewerBytes { stream, bytes, routes }, Instant::now());
@@ -122,7 +111,7 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        let Some(queued) = s.viewer.and_then(|v| self.conns.get(v)).map(|c| c.send.queued()) else {
+        let Some(queued) = s.viewer.and_then(|v| self.conns.get(v)).map(|c| c.send().queued()) else {
             return;
         };
         s.tunnel.handle(Input::ViewerBacklog(queued), Instant::now());
@@ -173,7 +162,7 @@ impl Shard {
                 Out::Core(Core::ToUpstream(bytes)) => {
                     if let Some(u) = s.upstream {
                         self.queue_owned(u, bytes);
-                        if let Some(queued) = self.conns.get(u).map(|c| c.send.queued()) {
+                        if let Some(queued) = self.conns.get(u).map(|c| c.send().queued()) {
                             if let Some(s) = self.session(key) {
                                 s.tunnel.handle(Input::CameraBacklog(queued), Instant::now());
                             }
@@ -203,14 +192,14 @@ impl Shard {
                 Out::BindPost => {
                     let Fed::Post(idx) = fed else { continue };
                     let old = s.post.replace(idx);
-                    self.conns[idx].role = Role::TunnelPost(key);
+                    self.conns.go_live(idx, Role::TunnelPost(key));
                     if let Some(old) = old.filter(|&old| old != idx) {
                         self.close_conn(old);
                     }
                 }
                 Out::RefusePost(reason) => {
                     let Fed::Post(idx) = fed else { continue };
-                    tracing::debug!(shard = self.id, peer = %self.conns[idx].peer, "POST refused by its tunnel");
+                    tracing::debug!(shard = self.id, peer = %self.conns[idx].peer(), "POST refused by its tunnel");
                     self.metrics.rejected(reason);
                     self.close_conn(idx);
                 }
@@ -234,7 +223,7 @@ impl Shard {
                     self.pause_camera(upstream);
                 }
                 Out::ResumeCamera => {
-                    if let Some(u) = s.upstream.filter(|&u| self.conns[u].recv == RecvState::Off) {
+                    if let Some(u) = s.upstream.filter(|&u| self.conns[u].recv() == RecvState::Off) {
                         self.arm_recv(u);
                     }
                 }
@@ -247,7 +236,7 @@ impl Shard {
                 }
                 Out::ResumeViewer => {
                     for idx in [s.viewer, s.post].into_iter().flatten() {
-                        if self.conns.get(idx).is_some_and(|c| c.recv == RecvState::Off) {
+                        if self.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off) {
                             self.arm_recv(idx);
                         }
                     }
@@ -267,18 +256,9 @@ impl Shard {
     /// Stops reading a connection (backpressure): its multishot receive is cancelled, or left
     /// off if it was waiting for buffers. Its tunnel's flow decides when it is armed again.
     fn stop_reading(&mut self, idx: usize) {
-        let Some(c) = self.conns.get_mut(idx) else { return };
-        if c.closing {
-            return;
-        }
-        match c.recv {
-            RecvState::Armed => {
-                c.recv = RecvState::Cancelling;
-                self.ring.push(ops::cancel(Op::Recv, idx, c.generation));
-            }
-            // Nothing in flight to cancel: it just stays off instead of being fed buffers.
-            RecvState::WaitingForBuffers => c.recv = RecvState::Off,
-            RecvState::Off | RecvState::Cancelling => {}
+        // Nothing in flight to cancel when it waits for buffers: it just stays off.
+        if let Some(sub) = self.conns.stop_recv(idx) {
+            self.ring.push(sub);
         }
     }
 
@@ -335,14 +315,10 @@ impl Shard {
             // The viewer gets what was queued for it (a final error reply, say), then the close;
             // a viewer that never reads it is closed by the tick after FLUSH_GRACE.
             self.websocket_close(v, outcome);
-            if let Some(c) = self.conns.get_mut(v) {
-                if let Some(tls) = c.tls.as_mut() {
-                    tls.close_notify();
-                }
-                c.close_after_flush = true;
-                c.flush_deadline = Some(Instant::now() + FLUSH_GRACE);
-                self.conns.dirty.push(v);
+            if let Some(tls) = self.conns.get_mut(v).and_then(|c| c.tls_mut()) {
+                tls.close_notify();
             }
+            self.conns.flush_then(v, AfterFlush::Close, Instant::now() + FLUSH_GRACE, true);
         }
     }
 
@@ -352,7 +328,7 @@ impl Shard {
     /// then the connection is half-closed and read to its end, within `camera_close_grace_ms`.
     /// A camera that failed, or is still connecting, is closed at once.
     fn end_upstream(&mut self, idx: usize, s: &mut SessionSlot, outcome: SessionOutcome) {
-        if self.conns.get(idx).is_none_or(|c| c.closing) {
+        if self.conns.get(idx).is_none_or(|c| c.is_closing()) {
             self.close_conn(idx);
             return;
         }
@@ -373,19 +349,17 @@ impl Shard {
                 grace
             }
         };
-        self.linger_then_close(idx, grace);
+        self.linger_then_close(idx, grace, true);
     }
 
     /// A camera connection's last steps: what is queued goes out, then it is half-closed and
-    /// read to its end, within `grace`.
-    pub(super) fn linger_then_close(&mut self, idx: usize, grace: Duration) {
-        let c = &mut self.conns[idx];
-        c.linger_after_flush = true;
-        c.flush_deadline = Some(Instant::now() + grace);
+    /// read to its end, within `grace`. `keep_role`: what it still sends counts as its
+    /// session's camera traffic.
+    pub(super) fn linger_then_close(&mut self, idx: usize, grace: Duration, keep_role: bool) {
+        self.conns.flush_then(idx, AfterFlush::HalfClose, Instant::now() + grace, keep_role);
         // Not reading (paused for a slow viewer): read again, so the camera's close is seen.
-        if c.recv == RecvState::Off {
+        if self.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off) {
             self.arm_recv(idx);
         }
-        self.conns.dirty.push(idx);
     }
 }
