@@ -14,6 +14,7 @@
 
 pub mod admission;
 pub mod app;
+pub mod auth_worker;
 pub mod config;
 pub mod demo_camera;
 pub mod logging;

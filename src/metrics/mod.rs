@@ -113,6 +113,8 @@ labels!(Rejection {
     ProxyHeader => "proxy_header", ProxyUntrusted => "proxy_untrusted", SlowViewer => "slow_viewer",
     ViewerBacklog => "viewer_backlog",
     WebSocketOrigin => "websocket_origin", RouteSpelling => "route_spelling",
+    MaxViewers => "max_viewers", MaxSessionsPerUser => "max_sessions_per_user",
+    MaxSessionsPerIp => "max_sessions_per_ip",
 });
 labels!(PortDrop { Deadline => "deadline", Shed => "shed", TooLarge => "too_large" });
 labels!(UpstreamErrorKind {
@@ -129,6 +131,7 @@ labels!(AuthFailure {
     NoCredentials => "no_credentials", UnknownUser => "unknown_user", BadCredentials => "bad_credentials",
     NotAllowed => "not_allowed", StaleNonce => "stale_nonce", BasicWithoutTls => "basic_without_tls",
     Malformed => "malformed", UriMismatch => "uri_mismatch",
+    Refused => "refused", Timeout => "timeout", Error => "error",
 });
 
 // The camera session's own list and labels, so the protocol core stays the one place that names

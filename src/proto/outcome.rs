@@ -91,6 +91,12 @@ pub enum Rejection {
     /// A connection's first request names a route by another spelling than its path
     /// (`/cam1/x`, `/cam1/./.`, `//cam1`; answered 404): see `route::is_route_spelling`.
     RouteSpelling,
+    /// A route's `max_viewers` reached (answered 453).
+    MaxViewers,
+    /// `[auth] max_sessions_per_user` reached (answered 453).
+    MaxSessionsPerUser,
+    /// `[auth] max_sessions_per_ip` reached (answered 453).
+    MaxSessionsPerIp,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.

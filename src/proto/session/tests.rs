@@ -30,6 +30,7 @@ fn params() -> SessionParams {
         max_pending_requests: 4,
         post_from_any_address: false,
         auth_gate: Arc::new(OpenGate),
+        access: Default::default(),
     }
 }
 

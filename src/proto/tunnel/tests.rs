@@ -19,6 +19,8 @@ fn route(path: &str, camera: &str) -> Route {
         upstream_addr: camera.parse().unwrap(),
         credentials: None,
         users: None,
+        guard: crate::proto::route::Guard::Open,
+        max_viewers: None,
         acl: Acl::default(),
         sharing: crate::proto::route::Sharing::Passthrough,
     }
@@ -46,6 +48,7 @@ fn params() -> SessionParams {
         max_pending_requests: 4,
         post_from_any_address: false,
         auth_gate: Arc::new(OpenGate),
+        access: Default::default(),
     }
 }
 

@@ -128,6 +128,9 @@ impl Shard {
                     self.web = settings.web.clone();
                     self.reload(settings.routes.clone(), settings.limits.clone())
                 }
+                ShardMsg::AuthVerdict { session_key, id, verdict } => {
+                    self.on_verdict(SessionKey::unpack(session_key), id, verdict)
+                }
                 ShardMsg::Shutdown { grace } => self.begin_drain(grace),
                 // Posted only when the process was started with the test hook enabled.
                 ShardMsg::TestPanic => panic!("shard {} stopped by the test hook", self.id),

@@ -46,7 +46,7 @@ impl Shard {
             return;
         }
         let tls = self.conns[idx].tls.is_some();
-        let key = self.new_session(route, tunnel::Kind::Http, tls, peer, accepted_at);
+        let key = self.new_session(route, tunnel::Kind::Http, tls, peer, accepted_at, None);
         let me = SessionRef { shard: self.id, key: key.pack() };
         match self.shared.cookies.register_get(&cookie, me) {
             GetRegistration::Duplicate => {
@@ -231,7 +231,7 @@ impl Shard {
         }
         let (peer, accepted_at) = (self.conns[idx].peer, self.conns[idx].accepted_at);
         let tls = self.conns[idx].tls.is_some();
-        let key = self.new_session(route, tunnel::Kind::Plain, tls, peer, accepted_at);
+        let key = self.new_session(route, tunnel::Kind::Plain, tls, peer, accepted_at, None);
         if let Some(s) = self.sessions.get_mut(key) {
             s.viewer = Some(idx);
         }

@@ -45,7 +45,7 @@ fn conn(s: &mut Shard, role: Role) -> (usize, UnixStream) {
 }
 
 fn session(s: &mut Shard) -> SessionKey {
-    s.new_session(None, tunnel::Kind::Http, false, peer(), Instant::now())
+    s.new_session(None, tunnel::Kind::Http, false, peer(), Instant::now(), None)
 }
 
 /// What a test needs to see whether a shard's memory outlived it.
