@@ -1016,6 +1016,7 @@ mod tests {
                         upstream: "rtsp://127.0.0.1/".into(),
                         users: None,
                         open: false,
+                        max_viewers: None,
                         allow: Vec::new(),
                         deny: Vec::new(),
                         mode: RouteMode::Shared,

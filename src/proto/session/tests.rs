@@ -638,3 +638,4 @@ fn no_relay_teardown_when_the_viewer_sent_one_or_no_camera_session_exists() {
 }
 
 mod gatekeeping;
+mod external;

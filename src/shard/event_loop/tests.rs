@@ -18,6 +18,8 @@ fn shard() -> Shard {
         cookies: CookieTable::new(),
         admission: Admission::new(),
         auth_failures: Arc::new(AuthFailureLimiter::new()),
+        viewer_caps: Arc::new(crate::admission::ViewerCapTable::new(0, 0)),
+        authorizer: crate::auth_worker::AuthWorker::start(&Default::default()).unwrap(),
         metrics: vec![Arc::new(ShardMetrics::new(0))],
         running: AtomicUsize::new(1),
     });
