@@ -90,7 +90,10 @@ pub enum Verdict {
 /// check needs the secret itself, which Digest never sends).
 pub enum Presented {
     None,
-    Basic { user: String, password: String },
+    Basic {
+        user: String,
+        password: String,
+    },
     /// Some other scheme (Digest), or Basic that does not decode.
     Unusable,
 }
@@ -101,10 +104,8 @@ pub fn presented(req: &Message) -> Presented {
     if !scheme.eq_ignore_ascii_case("Basic") {
         return Presented::Unusable;
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim())
-        .ok()
-        .and_then(|raw| String::from_utf8(raw).ok());
+    let decoded =
+        base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok().and_then(|raw| String::from_utf8(raw).ok());
     match decoded.as_deref().and_then(|t| t.split_once(':')) {
         Some((user, password)) => Presented::Basic { user: user.to_owned(), password: password.to_owned() },
         None => Presented::Unusable,
@@ -119,6 +120,17 @@ pub fn bearer_from_target(target: &str) -> Option<String> {
     query.split('&').find_map(|kv| kv.strip_prefix("jwt=")).filter(|t| !t.is_empty()).map(str::to_owned)
 }
 
+/// `uri` for the log: a `jwt` query parameter's value replaced.
+pub fn without_token(uri: &str) -> std::borrow::Cow<'_, str> {
+    match uri.split_once('?') {
+        Some((path, query)) if query.contains("jwt=") => {
+            let q: Vec<&str> = query.split('&').map(|kv| if kv.starts_with("jwt=") { "jwt=…" } else { kv }).collect();
+            format!("{path}?{}", q.join("&")).into()
+        }
+        _ => uri.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +142,8 @@ mod tests {
         assert_eq!(bearer_from_target("/cam1?jwt="), None);
         assert_eq!(bearer_from_target("/cam1"), None);
         assert_eq!(bearer_from_target("/cam1?notjwt=x"), None);
+        assert_eq!(without_token("rtsp://h/cam1?a=1&jwt=secret"), "rtsp://h/cam1?a=1&jwt=…");
+        assert_eq!(without_token("rtsp://h/cam1"), "rtsp://h/cam1");
     }
 
     #[test]

@@ -19,13 +19,13 @@ use super::route::{Route, RouteTable, is_route_spelling};
 
 use super::base64_stream::Base64StreamDecoder;
 use super::camera_request::{self, Refusal};
+use super::external_auth::{AuthQuery, Method, Presented, Verdict, bearer_from_target, presented};
 use super::interleaved::{Demux, Event};
+use super::permissions::Action;
 use super::rewrite::{HandedOut, UriRefusal, UrlMap, rewrite_to_client};
+use super::route::Guard;
 use super::rtsp::{Message, MessageLimits, ParseError};
 use super::upstream_auth::{AuthVerdict, UpstreamAuth};
-use super::external_auth::{AuthQuery, Method, Presented, Verdict, presented};
-use super::permissions::Action;
-use super::route::Guard;
 use super::viewer_auth::{AuthFailure, ViewerAuth};
 use super::viewer_caps::{CapHit, CapTicket, NoCaps, ViewerCaps};
 
@@ -809,8 +809,11 @@ impl Session {
                 return Admit::Stop;
             }
             Presented::Basic { user, password } => (user, password, String::new()),
-            Presented::None => match &self.params.access.bearer {
-                Some(token) => (String::new(), String::new(), token.clone()),
+            // A token outside the Authorization header: from the WebSocket URL, or the RTSP
+            // URL's own `?jwt=` (FFmpeg keeps at most 127 bytes of `user:password`, less than
+            // a signed token).
+            Presented::None => match self.params.access.bearer.clone().or_else(|| bearer_from_target(msg.uri()?)) {
+                Some(token) => (String::new(), String::new(), token),
                 None => {
                     self.refuse_credentials(AuthFailure::NoCredentials, cseq, basic_ok, out);
                     return Admit::Stop;
@@ -1151,7 +1154,9 @@ impl Session {
             self.close(SessionOutcome::Timeout, out);
             return;
         }
-        if let Some(id) = self.awaiting.as_ref().map(|a| a.id).filter(|_| self.verdict_deadline().is_some_and(|d| d <= now)) {
+        if let Some(id) =
+            self.awaiting.as_ref().map(|a| a.id).filter(|_| self.verdict_deadline().is_some_and(|d| d <= now))
+        {
             // No verdict in time: fail closed. The routes are not needed to refuse.
             self.on_verdict(id, Verdict::Timeout, now, &RouteTable::default(), out);
             if self.closed {

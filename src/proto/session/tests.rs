@@ -637,5 +637,5 @@ fn no_relay_teardown_when_the_viewer_sent_one_or_no_camera_session_exists() {
     assert!(!teardown.contains("Authorization"), "no credentials on this route");
 }
 
-mod gatekeeping;
 mod external;
+mod gatekeeping;

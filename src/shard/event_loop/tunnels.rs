@@ -59,7 +59,9 @@ impl Shard {
                 method: self.auth.method.method(),
                 basic_over_plain: self.auth.basic_over_plain,
                 // The authorizer's own timeouts come first; this only bounds a lost answer.
-                verdict_timeout: Duration::from_millis(self.auth.http.timeout_ms.max(self.auth.jwt.timeout_ms) * 2 + 500),
+                verdict_timeout: Duration::from_millis(
+                    self.auth.http.timeout_ms.max(self.auth.jwt.timeout_ms) * 2 + 500,
+                ),
                 bearer,
                 caps: self.shared.viewer_caps.clone(),
             },
@@ -218,7 +220,8 @@ impl Shard {
                     session = %format_args!("{}-{}", self.id, s.id),
                     route = s.tunnel.session().route().map_or("-", |r| r.path.as_str()),
                     method = %e.method,
-                    uri = %e.uri,
+                    // A `?jwt=` token never reaches the log.
+                    uri = %crate::proto::external_auth::without_token(&e.uri),
                     status = e.status,
                     latency_ms = %format_args!("{:.3}", e.latency.as_secs_f64() * 1e3),
                     answered_by = if e.by_relay { "relay" } else { "camera" },

@@ -197,7 +197,8 @@ fn internal_users_read_the_routes_their_globs_cover() {
     for (path, admitted) in [("/lobby/door", true), ("/vault", false)] {
         let mut s = Session::new(SessionParams { viewer_tls: true, ..params() }, None, "127.0.0.1:8080", now);
         let mut out = Vec::new();
-        let req = format!("DESCRIBE rtsp://127.0.0.1:8080{path} RTSP/1.0\r\nCSeq: 1\r\nAuthorization: Basic {creds}\r\n\r\n");
+        let req =
+            format!("DESCRIBE rtsp://127.0.0.1:8080{path} RTSP/1.0\r\nCSeq: 1\r\nAuthorization: Basic {creds}\r\n\r\n");
         s.on_viewer_bytes(ViewerStream::Plain, req.as_bytes(), now, routes, &mut out);
         assert_eq!(s.user().is_some(), admitted, "{path}: {out:?}");
         if !admitted {
