@@ -8,6 +8,7 @@
       POST /delay?ms=N  later callbacks (and key fetches) answer after N ms.
       GET /stats     JSON: callbacks and key fetches answered so far.
   auth_service.py keygen --keys DIR --kid K --alg RS256|ES256|EdDSA
+  auth_service.py jwks --keys DIR     prints the public key set (for [auth.jwt] jwks_file)
   auth_service.py token --keys DIR --kid K --routes /a,/b* [--exp-in S] [--iss I] [--aud A] [--sub S]
 
 Tokens are signed by PyJWT (python3-jwt) with keys from python3-cryptography. The server
@@ -171,6 +172,8 @@ def main():
     k.add_argument("--keys", required=True)
     k.add_argument("--kid", required=True)
     k.add_argument("--alg", default="RS256")
+    j = sub.add_parser("jwks")
+    j.add_argument("--keys", required=True)
     t = sub.add_parser("token")
     t.add_argument("--keys", required=True)
     t.add_argument("--kid", required=True)
@@ -185,6 +188,8 @@ def main():
         serve(a)
     elif a.cmd == "keygen":
         keygen(a.keys, a.kid, a.alg)
+    elif a.cmd == "jwks":
+        print(json.dumps(jwks(a.keys)))
     else:
         token(a)
 
