@@ -1080,6 +1080,39 @@ mod tests {
     }
 
     #[test]
+    fn external_methods_are_validated_and_guard_the_routes_without_users() {
+        use crate::proto::route::Guard;
+        let base = "[listen]\ntunnel=[\"127.0.0.1:0\"]\n";
+        let route = |extra: &str| format!("[[route]]\npath=\"/a\"\nupstream=\"rtsp://127.0.0.1/a\"\n{extra}");
+        for (auth, msg) in [
+            ("[auth]\nmethod=\"http\"\n", "needs [auth.http] url"),
+            ("[auth]\nmethod=\"http\"\n[auth.http]\nurl=\"ftp://x/\"\n", "needs [auth.http] url"),
+            ("[auth]\nmethod=\"jwt\"\n", "one of [auth.jwt] jwks_url or jwks_file"),
+            (
+                "[auth]\nmethod=\"jwt\"\n[auth.jwt]\njwks_file=\"/k\"\njwks_url=\"http://x/\"\n",
+                "one of [auth.jwt] jwks_url or jwks_file",
+            ),
+            ("[auth]\nmethod=\"jwt\"\n[auth.jwt]\njwks_file=\"/k\"\njwks_min_refresh_secs=0\n", "claim must be set"),
+            ("[auth]\nmethod=\"ldap\"\n", "unknown variant"),
+        ] {
+            let e = Config::from_toml(&format!("{base}{auth}{}", route("open=true\n"))).unwrap_err().to_string();
+            assert!(e.contains(msg), "{auth}: {e}");
+        }
+        let e = Config::from_toml(&format!("{base}{}", route("open=true\nmax_viewers=0\n"))).unwrap_err().to_string();
+        assert!(e.contains("max_viewers must be greater than 0"), "{e}");
+        let http = "[auth]\nmethod=\"http\"\n[auth.http]\nurl=\"http://127.0.0.1:9/auth\"\n";
+        let (_, routes) = Config::from_toml(&format!("{base}{http}{}", route("max_viewers=3\n"))).unwrap();
+        assert_eq!((routes[0].guard, routes[0].max_viewers), (Guard::External, Some(3)));
+        let (_, routes) = Config::from_toml(&format!("{base}{http}{}", route("open=true\n"))).unwrap();
+        assert_eq!(routes[0].guard, Guard::Open);
+        // Internal users with route globs guard routes that list nobody.
+        let ha1 = crate::proto::viewer_auth::ha1_hex("bob", "rtsp-tunnel-relay", "pw");
+        let users = format!("[[user]]\nname=\"bob\"\nha1=\"{ha1}\"\nroutes=[\"/a*\"]\n");
+        let (_, routes) = Config::from_toml(&format!("{base}{users}{}", route(""))).unwrap();
+        assert_eq!(routes[0].guard, Guard::UsersByRoute);
+    }
+
+    #[test]
     fn users_routes_and_address_lists() {
         let ha1 = crate::proto::viewer_auth::ha1_hex("alice", "rtsp-tunnel-relay", "pw");
         let base = format!(
