@@ -392,9 +392,15 @@ pub struct Limits {
     /// Bytes queued towards one camera (requests, the viewer's RTCP) that it has not read; a
     /// session beyond it ends: the camera stopped reading, or the viewer floods it.
     pub max_camera_backlog_bytes: usize,
-    /// Shared cameras: bytes of the packets since the last keyframe kept for joining viewers;
-    /// a group of pictures larger than this is not cached (joiners wait for the next keyframe).
+    /// Shared cameras: bytes of the packets since the last keyframe kept for joining viewers,
+    /// each packet counted with what it costs in memory (its `$` header and 64 bytes of
+    /// bookkeeping); a group of pictures larger than this is not cached (joiners wait for the
+    /// next keyframe; `relay_gop_cache_overflows_total{bound="bytes"}`).
     pub gop_cache_bytes: usize,
+    /// Shared cameras: the most packets the GOP cache keeps (a camera sending floods of tiny
+    /// packets); past it the group of pictures is not cached
+    /// (`relay_gop_cache_overflows_total{bound="packets"}`).
+    pub gop_cache_packets: usize,
     /// Shared cameras: bytes queued to one viewer beyond which it skips whole frames up to the
     /// next keyframe (`relay_frames_dropped_total`); the camera is never slowed.
     pub fanout_drop_above_bytes: usize,
@@ -443,6 +449,7 @@ impl Default for Limits {
             max_pending_requests: 32,
             max_camera_backlog_bytes: 1024 * 1024,
             gop_cache_bytes: 4 * 1024 * 1024,
+            gop_cache_packets: 8192,
             fanout_drop_above_bytes: 1024 * 1024,
             fanout_disconnect_above_bytes: 8 * 1024 * 1024,
             fanout_max_behind_ms: 10_000,
@@ -545,6 +552,10 @@ impl RouteConfig {
         let url = url::Url::parse(&cfg.upstream).map_err(|e| err(format!("upstream: {e}")))?;
         if url.scheme() != "rtsp" {
             return Err(err(format!("upstream must be rtsp://, not {}://", url.scheme())));
+        }
+        // RTSP URLs carry no fragment; the relay would not know what to send the camera.
+        if url.fragment().is_some() {
+            return Err(err("upstream must not end in a #fragment".into()));
         }
         let host = url.host_str().ok_or_else(|| err("upstream has no host".into()))?;
         let port = url.port().unwrap_or(554);
@@ -862,6 +873,7 @@ impl Config {
             ("max_pending_requests", l.max_pending_requests as u64),
             ("max_camera_backlog_bytes", l.max_camera_backlog_bytes as u64),
             ("gop_cache_bytes", l.gop_cache_bytes as u64),
+            ("gop_cache_packets", l.gop_cache_packets as u64),
             ("fanout_drop_above_bytes", l.fanout_drop_above_bytes as u64),
             ("fanout_max_behind_ms", l.fanout_max_behind_ms),
             ("camera_media_timeout_ms", l.camera_media_timeout_ms),
@@ -874,6 +886,9 @@ impl Config {
         }
         if l.max_cookie_len < 8 {
             return Err(ConfigError::Invalid("[limits] max_cookie_len must be at least 8".into()));
+        }
+        if l.gop_cache_packets > 1_000_000 {
+            return Err(ConfigError::Invalid("[limits] gop_cache_packets must be at most 1000000".into()));
         }
         if l.fanout_disconnect_above_bytes <= l.fanout_drop_above_bytes {
             return Err(ConfigError::Invalid(
@@ -1075,6 +1090,7 @@ mod tests {
         let (cfg, routes) = Config::from_toml(text).unwrap();
         assert_eq!(routes.len(), 2);
         assert_eq!(cfg.limits.pairing_timeout_ms, 3000);
+        assert_eq!(cfg.limits.gop_cache_packets, Limits::default().gop_cache_packets);
         assert_eq!(routes[1].upstream_url, "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
         assert!(!cfg.listen.proxy_protocol && cfg.listen.proxy_from.is_empty());
     }
@@ -1172,12 +1188,18 @@ mod tests {
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"http://h/x\"\n",
                 "must be rtsp://",
             ),
+            (
+                "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x#f\"\n",
+                "#fragment",
+            ),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nmax_sessions=0\n", "max_sessions"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[metrics]\nmax_connections=0\n", "[metrics]"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[metrics]\nrequest_timeout_ms=5\n", "[metrics]"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nrequest_timeout_secs=0\n", "request_timeout_secs"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\ncamera_close_grace_ms=0\n", "camera_close_grace_ms"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[runtime]\ndrain_accept_secs=301\n", "drain_accept_secs"),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\ngop_cache_packets=0\n", "gop_cache_packets"),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\ngop_cache_packets=1000001\n", "at most 1000000"),
             (
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x\"\n[[route]]\npath=\"/c/\"\nupstream=\"rtsp://127.0.0.1/y\"\n",
                 "duplicate path",

@@ -19,8 +19,8 @@ use super::histogram::Latency;
 use super::hub::HubState;
 use super::shard_metrics::Counters;
 use super::{
-    AuthFailure, CameraOutcome, ConnKind, Direction, FIXED_HISTS, Hist, Label, PortDrop, Rejection, RtspMethod,
-    SessionOutcome, ShardStop, UpstreamErrorKind, process,
+    AuthFailure, CameraOutcome, ConnKind, Direction, FIXED_HISTS, GopBound, Hist, Label, PortDrop, Rejection,
+    RtspMethod, SessionOutcome, ShardStop, UpstreamErrorKind, process,
 };
 
 /// Bucket bounds in seconds: media forwarding is sub-millisecond; control-plane steps are
@@ -287,6 +287,13 @@ fn families(state: &HubState) -> Vec<MetricFamily> {
     out.push(counter_total("relay_camera_reconnects_total", "Reconnect attempts to shared cameras.", state, |c| {
         &c.camera_reconnects
     }));
+    out.push(counter_by::<GopBound>(
+        "relay_gop_cache_overflows_total",
+        "Shared cameras' GOP caches dropped for outgrowing a bound ([limits] gop_cache_bytes or gop_cache_packets).",
+        "bound",
+        state,
+        |c| &c.gop_cache_overflows,
+    ));
     out.push(gauge_up_down(
         "relay_viewers_active",
         "Viewers on shared routes now.",
@@ -525,6 +532,7 @@ mod tests {
         all::<RtspMethod>(&text, "relay_rtsp_request_seconds_count", "method");
         all::<RtspMethod>(&text, "relay_rtsp_request_quantiles_seconds_count", "method");
         all::<CameraOutcome>(&text, "relay_camera_sessions_total", "outcome");
+        all::<GopBound>(&text, "relay_gop_cache_overflows_total", "bound");
         for line in [
             "relay_cameras_active 0",
             "relay_viewers_active 0",
@@ -570,6 +578,7 @@ mod tests {
         shards[1].session_started();
         shards[1].session_ended(SessionOutcome::CameraChanged);
         shards[0].frames_dropped(7);
+        shards[1].gop_cache_overflow(GopBound::Packets);
         shards[0].observe(Hist::TimeToFirstFrame, Duration::from_millis(40));
         shards[1].observe(Hist::TimeToFirstFrame, Duration::from_millis(1500));
         assert_eq!((shards[1].cameras_active(), shards[0].viewers_active()), (1, 4));
@@ -582,6 +591,8 @@ mod tests {
             "relay_camera_sessions_total{outcome=\"closed_by_camera\"} 1",
             "relay_camera_sessions_total{outcome=\"completed\"} 0",
             "relay_camera_reconnects_total 3",
+            "relay_gop_cache_overflows_total{bound=\"packets\"} 1",
+            "relay_gop_cache_overflows_total{bound=\"bytes\"} 0",
             "relay_rejections_total{reason=\"slow_viewer\"} 1",
             "relay_sessions_total{outcome=\"camera_changed\"} 1",
             "relay_frames_dropped_total 7",

@@ -15,6 +15,7 @@ mod server;
 mod shard_metrics;
 
 pub use crate::proto::camera_session::CameraOutcome;
+pub use crate::proto::gop_cache::GopBound;
 pub use crate::proto::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
 pub use crate::proto::viewer_auth::AuthFailure;
 pub use hub::MetricsHub;
@@ -134,6 +135,8 @@ labels!(AuthFailure {
     Refused => "refused", Timeout => "timeout", Error => "error",
 });
 
+labels!(GopBound { Bytes => "bytes", Packets => "packets" });
+
 // The camera session's own list and labels, so the protocol core stays the one place that names
 // its outcomes.
 impl Label for CameraOutcome {
@@ -190,6 +193,7 @@ mod tests {
         check::<RtspMethod>();
         check::<AuthFailure>();
         check::<CameraOutcome>();
+        check::<GopBound>();
     }
 
     #[test]

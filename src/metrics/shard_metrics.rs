@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::histogram::Latency;
 use super::{
-    AuthFailure, CameraOutcome, ConnKind, Direction, Hist, Label, Rejection, SessionOutcome, UpstreamErrorKind,
+    AuthFailure, CameraOutcome, ConnKind, Direction, GopBound, Hist, Label, Rejection, SessionOutcome,
+    UpstreamErrorKind,
 };
 
 /// One counter per value of a label enum, sized by it: `PerLabel<{ Rejection::COUNT }>`.
@@ -38,6 +39,7 @@ pub(super) struct Counters {
     pub cameras_down: AtomicU64,
     pub camera_sessions: PerLabel<{ CameraOutcome::COUNT }>,
     pub camera_reconnects: AtomicU64,
+    pub gop_cache_overflows: PerLabel<{ GopBound::COUNT }>,
     pub viewers_attached: AtomicU64,
     pub viewers_detached: AtomicU64,
 }
@@ -67,6 +69,7 @@ impl Default for Counters {
             cameras_down: AtomicU64::new(0),
             camera_sessions: zeroed(),
             camera_reconnects: AtomicU64::new(0),
+            gop_cache_overflows: zeroed(),
             viewers_attached: AtomicU64::new(0),
             viewers_detached: AtomicU64::new(0),
         }
@@ -189,6 +192,11 @@ impl ShardMetrics {
     /// A reconnect attempt to a shared camera started: `relay_camera_reconnects_total`.
     pub fn camera_reconnect(&self) {
         bump(&self.counters.camera_reconnects, 1);
+    }
+
+    /// A shared camera's GOP cache outgrew `bound` and was dropped.
+    pub fn gop_cache_overflow(&self, bound: GopBound) {
+        bump(&self.counters.gop_cache_overflows[bound.index()], 1);
     }
 
     /// A viewer joined a shared route: `relay_viewers_active` +1.

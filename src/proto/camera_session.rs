@@ -39,11 +39,12 @@ use std::time::{Duration, Instant};
 use super::camera_demand::{Backoff, Demand, Mode};
 use super::fanout_policy::FrameKind;
 use super::frame_split::{FramePayload, FrameSplitter, SplitFrame};
-use super::gop_cache::GopCache;
+use super::gop_cache::{GopBound, GopCache, GopLimits};
 use super::interleaved::{Demux, Event};
 use super::keyframe::{Classifier, RtpHeader};
 use super::rtp_continuity::{RtcpVerdict, TrackContinuity};
 use super::rtsp::{Message, MessageLimits};
+use super::rtsp_headers::{Public, RtpInfo, SessionHeader, Transport, TransportSpec};
 use super::sdp::{self, Sdp, SdpTrack};
 use super::upstream_auth::{AuthVerdict, Credentials, UpstreamAuth};
 
@@ -63,6 +64,8 @@ pub struct CameraParams {
     pub mode: Mode,
     /// The GOP cache's bound; `None`: no cache (joiners start with live packets).
     pub gop_cache_bytes: Option<usize>,
+    /// The GOP cache's bound in packets.
+    pub gop_cache_packets: usize,
     pub limits: MessageLimits,
     /// How long opening the TCP connection may take.
     pub connect_timeout: Duration,
@@ -77,7 +80,8 @@ pub struct CameraParams {
 }
 
 impl CameraParams {
-    /// Parameters with the defaults: on demand with a 10 s linger, a 4 MiB GOP cache, 10 s to
+    /// Parameters with the defaults: on demand with a 10 s linger, a 4 MiB (8192-packet) GOP
+    /// cache, 10 s to
     /// connect, to answer and between frames, reconnects after 1 s doubling to 30 s.
     pub fn new(url: &str, addr: SocketAddr) -> Self {
         CameraParams {
@@ -86,6 +90,7 @@ impl CameraParams {
             credentials: None,
             mode: Mode::OnDemand { linger: Duration::from_secs(10) },
             gop_cache_bytes: Some(4 << 20),
+            gop_cache_packets: 8192,
             limits: MessageLimits::default(),
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(10),
@@ -186,6 +191,8 @@ pub enum CameraOutput {
     Reconnecting,
     /// One debug log line.
     Exchange(CameraExchange),
+    /// The GOP cache outgrew this bound and was dropped: `relay_gop_cache_overflows_total{bound}`.
+    GopCacheOverflow(GopBound),
 }
 
 /// What a reload did to a camera ([`CameraSession::reconfigure`]).
@@ -426,7 +433,9 @@ impl CameraSession {
         let backoff = Backoff::new(params.backoff_initial, params.backoff_max, params.seed.rotate_left(29));
         let mut s = CameraSession {
             demand: Demand::new(params.mode),
-            gop: params.gop_cache_bytes.map(GopCache::new),
+            gop: params
+                .gop_cache_bytes
+                .map(|bytes| GopCache::new(GopLimits { bytes, packets: params.gop_cache_packets })),
             params,
             backoff,
             state: State::Idle,
@@ -533,8 +542,11 @@ impl CameraSession {
         let changed = params.url != self.params.url
             || params.addr != self.params.addr
             || params.credentials != self.params.credentials;
-        if params.gop_cache_bytes != self.params.gop_cache_bytes {
-            self.gop = params.gop_cache_bytes.map(GopCache::new);
+        if params.gop_cache_bytes != self.params.gop_cache_bytes
+            || params.gop_cache_packets != self.params.gop_cache_packets
+        {
+            let packets = params.gop_cache_packets;
+            self.gop = params.gop_cache_bytes.map(|bytes| GopCache::new(GopLimits { bytes, packets }));
         }
         self.params = params;
         let open =
@@ -664,7 +676,7 @@ impl CameraSession {
 
     fn connect(&mut self, now: Instant) {
         self.stats.connections += 1;
-        let seed = self.params.seed ^ self.stats.connections.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let seed = self.params.seed ^ self.stats.connections.wrapping_mul(super::rng::GOLDEN_GAMMA);
         self.conn = Some(Conn {
             demux: Demux::new(self.params.limits),
             splitter: FrameSplitter::new(),
@@ -830,7 +842,7 @@ impl CameraSession {
         }
         let ok = (200..300).contains(&status);
         if let Some(s) = msg.header("Session") {
-            let (id, timeout) = parse_session(s);
+            let SessionHeader { id, timeout } = SessionHeader::parse(s);
             // Adopted from DESCRIBE (Wowza opens it there) or SETUP; a camera echoing some
             // other session in an OPTIONS answer does not give us one.
             let opens = matches!(p.purpose, Purpose::Describe | Purpose::Setup(_));
@@ -844,10 +856,8 @@ impl CameraSession {
         match p.purpose {
             Purpose::Options => {
                 // A camera that refuses OPTIONS may still describe: only `Public` is lost.
-                conn.get_parameter = ok
-                    && msg
-                        .header("Public")
-                        .is_some_and(|p| p.split(',').any(|m| m.trim().eq_ignore_ascii_case("GET_PARAMETER")));
+                conn.get_parameter =
+                    ok && msg.header("Public").is_some_and(|p| Public::parse(p).allows("GET_PARAMETER"));
                 let mut req = self.request("DESCRIBE", &self.params.url.clone());
                 req.headers.push(("Accept".to_owned(), "application/sdp".to_owned()));
                 self.send(Purpose::Describe, req, now);
@@ -862,10 +872,13 @@ impl CameraSession {
             },
             Purpose::Setup(i) => {
                 let requested = channels_for(i);
-                let channels = match msg.header("Transport") {
+                let channels = match msg.header("Transport").map(Transport::parse) {
                     _ if !ok => None,
                     None => Some(requested),
-                    Some(t) if is_interleaved(t) => Some(interleaved(t).unwrap_or(requested)),
+                    // The first `interleaved=` the camera chose, whichever alternative holds it.
+                    Some(t) if t.specs.iter().any(TransportSpec::is_interleaved_tcp) => {
+                        Some(t.specs.iter().find_map(TransportSpec::interleaved).unwrap_or(requested))
+                    }
                     Some(_) => None,
                 };
                 // Two tracks on one channel could not be told apart.
@@ -917,7 +930,7 @@ impl CameraSession {
             let url = track.url.clone();
             let (rtp, rtcp) = channels_for(i);
             let mut req = self.request("SETUP", &url);
-            req.headers.push(("Transport".to_owned(), format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp}")));
+            req.headers.push(("Transport".to_owned(), TransportSpec::interleaved_tcp(rtp, rtcp).to_string()));
             self.send(Purpose::Setup(i), req, now);
             return;
         }
@@ -1015,7 +1028,7 @@ impl CameraSession {
                         conn.key_start_seen = false;
                     }
                     if let Some(gop) = self.gop.as_mut() {
-                        gop.push_video(frame.channel, track, frame.payload.to_bytes(chunk), &v);
+                        gop.push_video(frame.channel, track, bytes, &v);
                     }
                     if (v.keyframe || v.parameter_sets) && !conn.key_start_seen {
                         conn.key_start_seen = true;
@@ -1030,10 +1043,13 @@ impl CameraSession {
             }
         } else {
             if let Some(gop) = self.gop.as_mut() {
-                gop.push_other(frame.channel, track, frame.payload.to_bytes(chunk));
+                gop.push_other(frame.channel, track, bytes);
             }
             FrameKind::Other
         };
+        if let Some(bound) = self.gop.as_mut().and_then(GopCache::take_overflow) {
+            self.out.push_back(CameraOutput::GopCacheOverflow(bound));
+        }
         if !rtcp {
             if let (Some(h), Some(slot)) = (RtpHeader::parse(bytes), self.next_rtp.get_mut(track)) {
                 *slot = Some(RtpPosition { seq: h.seq.wrapping_add(1), rtptime: h.timestamp });
@@ -1059,85 +1075,10 @@ fn keepalive_interval(timeout: Duration) -> Duration {
     (timeout / 2).max(Duration::from_secs(1))
 }
 
-/// `Session: id;timeout=60` → the id and the timeout (absent, zero or unreadable: `None`).
-pub fn parse_session(value: &str) -> (&str, Option<Duration>) {
-    let mut parts = value.split(';');
-    let id = parts.next().unwrap_or("").trim();
-    let timeout = parts.find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        if !k.trim().eq_ignore_ascii_case("timeout") {
-            return None;
-        }
-        v.trim().parse::<u64>().ok().filter(|t| *t > 0).map(|t| Duration::from_secs(t.min(86_400)))
-    });
-    (id, timeout)
-}
-
-fn is_interleaved(transport: &str) -> bool {
-    let t = transport.to_ascii_lowercase();
-    t.contains("/tcp") || t.contains("interleaved=")
-}
-
-/// The `interleaved=a-b` (or `=a`, meaning `a-(a+1)`) of a `Transport` value.
-fn interleaved(transport: &str) -> Option<(u8, u8)> {
-    transport.split([';', ',']).find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        if !k.trim().eq_ignore_ascii_case("interleaved") {
-            return None;
-        }
-        match v.split_once('-') {
-            Some((a, b)) => Some((a.trim().parse().ok()?, b.trim().parse().ok()?)),
-            None => {
-                let a: u8 = v.trim().parse().ok()?;
-                Some((a, a.checked_add(1)?))
-            }
-        }
-    })
-}
-
-/// One `RTP-Info` entry: `url=…;seq=…;rtptime=…`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RtpInfoEntry {
-    pub url: String,
-    pub seq: Option<u16>,
-    pub rtptime: Option<u32>,
-}
-
-/// Parses `RTP-Info`. Entries are separated by commas, but a URL may hold commas too: a piece
-/// that does not start with `url=` continues the previous entry.
-pub fn parse_rtp_info(value: &str) -> Vec<RtpInfoEntry> {
-    let mut raw: Vec<String> = Vec::new();
-    for piece in value.split(',') {
-        match raw.last_mut() {
-            Some(last) if !piece.trim_start().to_ascii_lowercase().starts_with("url=") => {
-                last.push(',');
-                last.push_str(piece);
-            }
-            _ => raw.push(piece.trim().to_owned()),
-        }
-    }
-    raw.iter()
-        .map(|e| {
-            let mut entry = RtpInfoEntry { url: String::new(), seq: None, rtptime: None };
-            for kv in e.split(';') {
-                let Some((k, v)) = kv.split_once('=') else { continue };
-                let v = v.trim().trim_matches('"');
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "url" => entry.url = v.to_owned(),
-                    "seq" => entry.seq = v.parse().ok(),
-                    "rtptime" => entry.rtptime = v.parse().ok(),
-                    _ => {}
-                }
-            }
-            entry
-        })
-        .collect()
-}
-
 /// The camera's `RTP-Info` matched to tracks: by URL (absolute, or relative to the track's),
 /// else in order among the tracks set up.
 fn rtp_info_positions(value: &str, p: &Presentation) -> Vec<(usize, RtpPosition)> {
-    let entries = parse_rtp_info(value);
+    let entries = RtpInfo::parse(value).entries;
     let set_up: Vec<usize> = (0..p.tracks.len()).filter(|&i| p.tracks[i].channels.is_some()).collect();
     let mut out = Vec::new();
     for (n, e) in entries.iter().enumerate() {

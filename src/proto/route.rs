@@ -203,15 +203,8 @@ pub fn is_route_spelling(target: &str, route_path: &str) -> bool {
 
 /// The path of a request target or absolute URI, without query or fragment.
 pub fn uri_path(target: &str) -> &str {
-    let rest = match target.find("://") {
-        Some(i) => {
-            let after = &target[i + 3..];
-            after.find('/').map_or("/", |j| &after[j..])
-        }
-        None => target,
-    };
-    let end = rest.find(['?', '#']).unwrap_or(rest.len());
-    &rest[..end]
+    let url = super::rtsp_url::RtspUrl::parse(target);
+    if url.is_absolute() { url.path_or_root() } else { url.path }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod mailbox;
 mod ops;
 mod send_queue;
 mod session_table;
+mod slab_table;
 mod tls_stream;
 mod token;
 

@@ -71,6 +71,7 @@ impl Shard {
             credentials: route.credentials.clone(),
             mode: if shared.always_on { Mode::AlwaysOn } else { Mode::OnDemand { linger: shared.linger } },
             gop_cache_bytes: shared.gop_cache.then_some(l.gop_cache_bytes),
+            gop_cache_packets: l.gop_cache_packets,
             limits: l.message_limits(),
             connect_timeout: Duration::from_millis(l.upstream_connect_timeout_ms),
             response_timeout: Duration::from_millis(l.upstream_response_timeout_ms),
@@ -129,7 +130,7 @@ impl Shard {
         if slot.attached.len() == before {
             return;
         }
-        slot.players.retain(|p| p.key != key);
+        slot.fanout.retain(|v| v.key != key);
         let viewers = slot.attached.len();
         slot.camera.set_viewers(viewers, Instant::now());
         self.metrics.viewer_detached();
@@ -190,6 +191,7 @@ impl Shard {
                     changed = true;
                 }
                 CameraOutput::Reconnecting => self.metrics.camera_reconnect(),
+                CameraOutput::GopCacheOverflow(bound) => self.metrics.gop_cache_overflow(bound),
                 CameraOutput::Exchange(e) => {
                     tracing::debug!(
                         shard = self.id,

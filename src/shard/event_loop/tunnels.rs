@@ -256,7 +256,7 @@ impl Shard {
                     }
                     self.shared_input(key, tunnel::SharedInput::Request(msg))
                 }
-                Out::Join { replay, replay_bytes, asked_at } => self.join_fanout(key, replay, replay_bytes, asked_at),
+                Out::Join { replay, asked_at, .. } => self.join_fanout(key, replay, asked_at),
                 Out::Leave => self.leave_fanout(key),
                 Out::PauseCamera => {
                     let upstream = s.upstream;
