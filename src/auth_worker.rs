@@ -98,9 +98,9 @@ impl AuthWorker {
         *ctx = Arc::new(Ctx::new(cfg));
     }
 
-    /// Queues a question; a stopped worker hands it back (the caller refuses: `error`).
-    pub fn submit(&self, job: AuthJob) -> Result<(), AuthJob> {
-        self.tx.send(job).map_err(|e| e.0)
+    /// Queues a question; false when the worker has stopped (the caller refuses: `error`).
+    pub fn submit(&self, job: AuthJob) -> bool {
+        self.tx.send(job).is_ok()
     }
 }
 

@@ -114,7 +114,7 @@ impl Shard {
             let _ = mailbox.post(ShardMsg::AuthVerdict { session_key, id, verdict });
         });
         let job = crate::auth_worker::AuthJob { query, protocol, session: format!("{}-{}", self.id, s.id), reply };
-        if self.shared.authorizer.submit(job).is_err() {
+        if !self.shared.authorizer.submit(job) {
             let routes = &*self.routes;
             if let Some(s) = self.sessions.get_mut(key) {
                 s.tunnel.handle(Input::AuthVerdict { id, verdict: Verdict::Error, routes }, Instant::now());
