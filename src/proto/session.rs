@@ -159,6 +159,8 @@ pub struct AccessParams {
     pub bearer: Option<String>,
     /// Viewers per route, sessions per user and per address (process-wide).
     pub caps: Arc<dyn ViewerCaps>,
+    /// The realm of the Basic challenge (`[auth] realm`).
+    pub realm: String,
 }
 
 impl Default for AccessParams {
@@ -169,6 +171,7 @@ impl Default for AccessParams {
             verdict_timeout: Duration::from_secs(3),
             bearer: None,
             caps: Arc::new(NoCaps),
+            realm: "rtsp-tunnel-relay".to_owned(),
         }
     }
 }
@@ -853,7 +856,7 @@ impl Session {
         let mut reply = Message::response(401, "Unauthorized");
         reply.set_header("CSeq", cseq.to_string());
         reply.set_header("Server", "rtsp-tunnel-relay");
-        reply.set_header("WWW-Authenticate", "Basic realm=\"rtsp-tunnel-relay\"");
+        reply.set_header("WWW-Authenticate", format!("Basic realm=\"{}\"", self.params.access.realm));
         out.push(Output::ToViewer(reply.to_bytes()));
     }
 

@@ -64,6 +64,7 @@ impl Shard {
                 ),
                 bearer,
                 caps: self.shared.viewer_caps.clone(),
+                realm: self.auth.realm.clone(),
             },
         };
         let route_path = route.as_ref().map(|r| r.path.clone());
