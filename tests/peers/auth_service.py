@@ -150,6 +150,8 @@ def serve(args):
             ok = secret_ok and users.get(q.get("user")) == q.get("password") and q.get("action") == "read"
             self.reply(200 if ok else 403)
 
+    # socketserver's default backlog (5) drops connections under a burst of callbacks.
+    ThreadingHTTPServer.request_queue_size = 1024
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     threading.Timer(args.lifetime, server.shutdown).start()
