@@ -6,7 +6,7 @@
 //! ```toml
 //! [listen]
 //! tunnel  = ["0.0.0.0:80"]          # HTTP tunnel + plain RTSP/TCP on the same ports
-//! metrics = "127.0.0.1:9100"
+//! metrics = "127.0.0.1:8079"
 //! [runtime]
 //! shards = 0                        # 0 = one per core
 //! [[route]]
@@ -24,6 +24,13 @@ use serde::Deserialize;
 pub use crate::proto::route::{Acl, Route, RouteTable, SharedRoute, Sharing, uri_path};
 use crate::proto::upstream_auth::Credentials;
 use crate::proto::viewer_auth::Users;
+
+/// The metrics port of the demo and of every example (`[listen] metrics`): 8079. Not 9100, which
+/// is node_exporter's and the first of the 9100-9999 range Prometheus exporters have allocated
+/// among themselves (all of it taken); 8079 is unassigned at IANA and is no default port of the
+/// camera-side software a relay meets (mediamtx, go2rtc, ZLMediaKit, Wowza). It sits beside the
+/// tunnel port's 8080, so one firewall rule range covers both.
+pub const DEFAULT_METRICS_PORT: u16 = 8079;
 
 /// A configuration that could not be used, with enough context to fix the file.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +63,9 @@ pub struct Config {
     /// Browsers on the tunnel port (`[web]`): the player page, the route list, RTSP over WebSocket.
     #[serde(default)]
     pub web: WebConfig,
+    /// The control API (`[api]`): off unless `listen` is set.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Viewers (`[[user]]`): once any exist, every route says who may watch (`users`) or is
     /// explicitly `open`.
     #[serde(default, rename = "user")]
@@ -259,6 +269,65 @@ impl WebConfig {
             max_frame_bytes: self.max_websocket_frame_bytes,
             max_message_bytes: self.max_websocket_message_bytes,
         }
+    }
+}
+
+/// The control API (`[api]`): its listener, TLS, tokens and where API-made routes are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Where the API (and `/status`) listens; none: no API.
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate and key, as `[[listen.tls]]` takes them: set both for HTTPS.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    /// Directory of `routes.toml`, the routes created over the API (written atomically, read
+    /// at start). None: API route changes are refused (they would not survive a restart).
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Who may call it (`[[api.token]]`).
+    #[serde(rename = "token")]
+    pub tokens: Vec<ApiTokenConfig>,
+}
+
+/// One API token: only the hex SHA-256 of its secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenConfig {
+    pub name: String,
+    pub sha256: String,
+    pub scope: crate::proto::api_token::Scope,
+}
+
+/// `[api]` as the relay runs it.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub state_dir: Option<std::path::PathBuf>,
+    pub tokens: crate::proto::api_token::Tokens,
+}
+
+impl ApiConfig {
+    fn validate(&self) -> Result<Option<ApiSettings>, ConfigError> {
+        let invalid = |e: String| ConfigError::Invalid(format!("[api] {e}"));
+        let tokens = crate::proto::api_token::Tokens::from_entries(
+            self.tokens.iter().map(|t| (t.name.as_str(), t.sha256.as_str(), t.scope)),
+        )
+        .map_err(invalid)?;
+        let Some(listen) = self.listen else {
+            return Ok(None);
+        };
+        if tokens.is_empty() {
+            return Err(invalid("listen is set but no [[api.token]] is: nobody could use the API".into()));
+        }
+        let tls = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                Some(crate::tls::load_server_config(cert, key).map_err(|e| invalid(e.to_string()))?)
+            }
+            (None, None) => None,
+            _ => return Err(invalid("cert and key go together".into())),
+        };
+        Ok(Some(ApiSettings { listen, tls, state_dir: self.state_dir.clone(), tokens }))
     }
 }
 
@@ -480,7 +549,9 @@ impl Default for Log {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// One `[[route]]` table; the control API's route bodies have the same keys (and are checked by
+/// the same [`RouteConfig::validate`] and [`check_route_users`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Client path, e.g. `/cam1`.
@@ -516,7 +587,7 @@ pub struct RouteConfig {
     pub gop_cache: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RouteMode {
     #[default]
@@ -560,11 +631,20 @@ impl RouteConfig {
         let host = url.host_str().ok_or_else(|| err("upstream has no host".into()))?;
         let port = url.port().unwrap_or(554);
         let host_for_socket = host.trim_start_matches('[').trim_end_matches(']');
-        let upstream_addr = (host_for_socket, port)
-            .to_socket_addrs()
-            .map_err(|e| err(format!("cannot resolve {host}: {e}")))?
-            .next()
-            .ok_or_else(|| err(format!("{host} resolves to no address")))?;
+        // Resolved here, on the thread loading the configuration (never on a shard). A name that
+        // does not resolve fails only its own route, at connect time (retried, the reason as
+        // the camera's last error), not the whole file: one camera's DNS entry must not keep
+        // the relay from starting or from taking a reload. Each reload resolves again.
+        let (upstream_addr, resolve_error) = match resolve(host_for_socket, port) {
+            Ok(addr) if addr.ip().is_unspecified() => {
+                return Err(err(format!("upstream {host} is no camera address")));
+            }
+            Ok(addr) => (addr, None),
+            Err(why) => {
+                // Logged by whoever runs these settings (`Settings::unresolved_routes`).
+                (SocketAddr::from(([0, 0, 0, 0], port)), Some(Arc::<str>::from(why)))
+            }
+        };
         let credentials = if url.username().is_empty() {
             None
         } else {
@@ -600,6 +680,7 @@ impl RouteConfig {
             path,
             upstream_url: clean.to_string(),
             upstream_addr,
+            resolve_error,
             credentials,
             users: cfg.users.clone(),
             // Decided by the configuration as a whole (`Config::validate`).
@@ -609,6 +690,40 @@ impl RouteConfig {
             sharing,
         })
     }
+}
+
+/// The camera's first address, or why there is none.
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    match (host, port).to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("cannot resolve {host}: no address")),
+        Err(e) => Err(format!("cannot resolve {host}: {e}")),
+    }
+}
+
+/// Who may watch a route, against the configured viewers: every listed user exists, and once
+/// users exist a route lists some or says `open = true`.
+pub fn check_route_users(rc: &RouteConfig, route: &mut Route, users: &Users, auth: &AuthConfig) -> Result<(), ConfigError> {
+    if let Some(list) = &route.users {
+        if let Some(unknown) = list.iter().find(|u| !users.contains(u)) {
+            return Err(ConfigError::Route { path: rc.path.clone(), msg: format!("unknown user {unknown:?}") });
+        }
+    } else if !rc.open {
+        // Who decides for a route that names nobody: the external method, else users by their
+        // route globs; with users but neither, the route must say it is open.
+        route.guard = if auth.method != AuthMethodName::Internal {
+            crate::proto::route::Guard::External
+        } else if users.has_route_grants() {
+            crate::proto::route::Guard::UsersByRoute
+        } else if !users.is_empty() {
+            return Err(ConfigError::Route {
+                path: rc.path.clone(),
+                msg: "users are configured: list who may watch (users = [...]) or set open = true".into(),
+            });
+        } else {
+            crate::proto::route::Guard::Open
+        };
+    }
+    Ok(())
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -697,10 +812,20 @@ pub struct Settings {
     pub auth: AuthConfig,
     pub runtime: Runtime,
     pub log: Log,
+    /// The control API, if `[api] listen` is set.
+    pub api: Option<ApiSettings>,
+    /// Hex SHA-256 of the configuration file's text (empty when built without one).
+    pub checksum: String,
 }
 
 impl Settings {
     /// Reads and validates a configuration file.
+    /// Routes whose camera name did not resolve, with why: they are served, and their camera
+    /// fails at connect time until a reload resolves it.
+    pub fn unresolved_routes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.routes.routes().iter().filter_map(|r| Some((r.path.as_str(), r.resolve_error.as_deref()?)))
+    }
+
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
@@ -708,7 +833,28 @@ impl Settings {
     }
 
     pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
-        Settings::from_config(&toml::from_str(text)?)
+        let mut settings = Settings::from_config(&toml::from_str(text)?)?;
+        settings.checksum = crate::proto::api_token::sha256_hex(text.as_bytes());
+        Ok(settings)
+    }
+
+    /// These settings with `extra` routes (the control API's, already validated) beside the
+    /// file's: a path both define is refused, naming it.
+    pub fn with_extra_routes(&self, file_routes: &[Arc<Route>], extra: &[Route]) -> Result<Settings, ConfigError> {
+        let mut routes: Vec<Route> = file_routes.iter().map(|r| Route::clone(r)).collect();
+        for r in extra {
+            if routes.iter().any(|f| f.path == r.path) {
+                return Err(ConfigError::Route {
+                    path: r.path.clone(),
+                    msg: "defined both in the configuration file and through the control API; \
+                          delete one of them"
+                        .into(),
+                });
+            }
+            routes.push(r.clone());
+        }
+        let users = self.routes.users().clone();
+        Ok(Settings { routes: Arc::new(RouteTable::new(routes).with_users(users)), ..self.clone() })
     }
 
     /// The one validation of a configuration: everything the relay needs to run it, or the
@@ -924,30 +1070,11 @@ impl Config {
             ));
         }
         self.validate_external_auth()?;
-        let external = a.method != AuthMethodName::Internal;
-        let by_route = self.users.iter().any(|u| u.routes.is_some());
         let mut seen = HashSet::new();
         let mut routes = Vec::with_capacity(self.routes.len());
         for rc in &self.routes {
             let mut route = rc.validate()?;
-            if let Some(list) = &route.users {
-                if let Some(unknown) = list.iter().find(|u| !users.contains(u)) {
-                    return Err(ConfigError::Route { path: rc.path.clone(), msg: format!("unknown user {unknown:?}") });
-                }
-            } else if !rc.open {
-                route.guard = if external {
-                    crate::proto::route::Guard::External
-                } else if by_route {
-                    crate::proto::route::Guard::UsersByRoute
-                } else if !users.is_empty() {
-                    return Err(ConfigError::Route {
-                        path: rc.path.clone(),
-                        msg: "users are configured: list who may watch (users = [...]) or set open = true".into(),
-                    });
-                } else {
-                    crate::proto::route::Guard::Open
-                };
-            }
+            check_route_users(rc, &mut route, &users, &self.auth)?;
             if !seen.insert(route.path.clone()) {
                 return Err(ConfigError::Route { path: rc.path.clone(), msg: "duplicate path".into() });
             }
@@ -965,6 +1092,8 @@ impl Config {
             auth: self.auth.clone(),
             runtime: self.runtime.clone(),
             log: self.log.clone(),
+            api: self.api.validate()?,
+            checksum: String::new(),
         };
         Ok((settings, routes))
     }
@@ -977,7 +1106,7 @@ mod tests {
     const EXAMPLE: &str = r#"
         [listen]
         tunnel  = ["0.0.0.0:80"]
-        metrics = "127.0.0.1:9100"
+        metrics = "127.0.0.1:8079"
         [runtime]
         shards = 0
         [[route]]
@@ -1304,6 +1433,54 @@ mod tests {
             let err = Settings::from_toml(&text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn a_camera_name_that_does_not_resolve_fails_its_route_only() {
+        let text = "[listen]\ntunnel=[\"127.0.0.1:1\"]\n\
+            [[route]]\npath=\"/gone\"\nupstream=\"rtsp://camera.invalid:8554/s\"\n\
+            [[route]]\npath=\"/here\"\nupstream=\"rtsp://127.0.0.1:8554/s\"\n";
+        let s = Settings::from_toml(text).expect("one unresolvable camera does not reject the file");
+        let unresolved: Vec<_> = s.unresolved_routes().collect();
+        assert_eq!(unresolved.len(), 1, "{unresolved:?}");
+        assert_eq!(unresolved[0].0, "/gone");
+        assert!(unresolved[0].1.contains("cannot resolve camera.invalid"), "{unresolved:?}");
+        let gone = s.routes.lookup("/gone").unwrap();
+        // A placeholder the shard never connects to, keeping the port (a later reload that
+        // resolves it is a changed camera).
+        assert!(gone.upstream_addr.ip().is_unspecified() && gone.upstream_addr.port() == 8554);
+        assert!(s.routes.lookup("/here").unwrap().resolve_error.is_none());
+        // An unspecified address written as the camera is refused: it would be this host.
+        let err = Settings::from_toml(
+            "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/x\"\nupstream=\"rtsp://0.0.0.0/s\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no camera address"), "{err}");
+    }
+
+    #[test]
+    fn the_control_api_is_off_by_default_and_checked_when_on() {
+        assert!(Settings::from_toml(EXAMPLE).unwrap().api.is_none());
+        let digest = crate::proto::api_token::sha256_hex(b"secret");
+        let token = format!("[[api.token]]\nname = \"ops\"\nsha256 = \"{digest}\"\nscope = \"admin\"\n");
+        let on = Settings::from_toml(&format!("{EXAMPLE}\n[api]\nlisten = \"127.0.0.1:9180\"\n{token}")).unwrap();
+        let api = on.api.unwrap();
+        assert_eq!((api.listen, api.tls.is_none(), api.state_dir), ("127.0.0.1:9180".parse().unwrap(), true, None));
+        for (extra, needle) in [
+            ("[api]\nlisten = \"127.0.0.1:9180\"\n".to_owned(), "no [[api.token]]"),
+            (format!("[api]\nlisten = \"127.0.0.1:9180\"\ncert = \"/x.pem\"\n{token}"), "cert and key go together"),
+            ("[api]\n[[api.token]]\nname = \"a\"\nsha256 = \"secret\"\nscope = \"read\"\n".to_owned(), "64 hex digits"),
+            (format!("[api]\nlisten = \"127.0.0.1:9180\"\n{}", token.replace("admin", "root")), "scope"),
+        ] {
+            let err = Settings::from_toml(&format!("{EXAMPLE}\n{extra}")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra:?}: {err:?} lacks {needle:?}");
+        }
+        // The checksum is the file's.
+        assert_eq!(
+            Settings::from_toml(EXAMPLE).unwrap().checksum,
+            crate::proto::api_token::sha256_hex(EXAMPLE.as_bytes())
+        );
     }
 
     #[test]

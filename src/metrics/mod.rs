@@ -14,6 +14,7 @@ mod process;
 mod server;
 mod shard_metrics;
 
+pub use crate::proto::camera_health::CameraState;
 pub use crate::proto::camera_session::CameraOutcome;
 pub use crate::proto::gop_cache::GopBound;
 pub use crate::proto::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
@@ -95,7 +96,7 @@ labels!(Direction { ToViewer => "to_viewer", ToCamera => "to_camera" });
 labels!(SessionOutcome {
     Completed => "completed", UpstreamClosed => "upstream_closed", UpstreamError => "upstream_error", Timeout => "timeout",
     ProtocolError => "protocol_error", RouteRemoved => "route_removed", Shutdown => "shutdown",
-    CameraChanged => "camera_changed", SlowViewer => "slow_viewer",
+    CameraChanged => "camera_changed", SlowViewer => "slow_viewer", Kicked => "kicked",
 });
 labels!(Rejection {
     MalformedHead => "malformed_head", HeaderTooLarge => "header_too_large", BadCookie => "bad_cookie",
@@ -114,6 +115,7 @@ labels!(Rejection {
     ProxyHeader => "proxy_header", ProxyUntrusted => "proxy_untrusted", SlowViewer => "slow_viewer",
     ViewerBacklog => "viewer_backlog",
     WebSocketOrigin => "websocket_origin", RouteSpelling => "route_spelling",
+    ApiAuth => "api_auth", ApiForbidden => "api_forbidden",
     MaxViewers => "max_viewers", MaxSessionsPerUser => "max_sessions_per_user",
     MaxSessionsPerIp => "max_sessions_per_ip",
 });
@@ -134,6 +136,16 @@ labels!(AuthFailure {
     Malformed => "malformed", UriMismatch => "uri_mismatch",
     Refused => "refused", Timeout => "timeout", Error => "error",
 });
+
+impl Label for CameraState {
+    const ALL: &'static [Self] = &CameraState::ALL;
+    fn as_str(self) -> &'static str {
+        self.label()
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
 
 labels!(GopBound { Bytes => "bytes", Packets => "packets" });
 
@@ -193,6 +205,8 @@ mod tests {
         check::<RtspMethod>();
         check::<AuthFailure>();
         check::<CameraOutcome>();
+        check::<CameraState>();
+
         check::<GopBound>();
     }
 

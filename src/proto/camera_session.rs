@@ -424,6 +424,72 @@ pub struct CameraSession {
     continuity: Vec<TrackContinuity>,
     out: VecDeque<CameraOutput>,
     stats: CameraStats,
+    /// When [`CameraSession::phase`] last changed (for the control API's `since`).
+    phase_since: Instant,
+    /// How the last connection that failed ended, and when.
+    last_failure: Option<(CameraOutcome, Instant)>,
+    /// Whether the last connection ended by failing (not closed by the relay).
+    last_end_failed: bool,
+}
+
+/// A camera's health as an operator reads it (the control API's `/v1/cameras`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CameraHealth {
+    pub state: HealthState,
+    /// When `state` was entered.
+    pub since: Instant,
+    /// The last failed connection's outcome and when it ended.
+    pub last_failure: Option<(CameraOutcome, Instant)>,
+    pub reconnects: u64,
+    /// Media bytes received from the camera since the session was created.
+    pub bytes_in: u64,
+}
+
+/// `idle`, `connecting`, `ready`, `retrying`, `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthState {
+    /// Nobody wants the camera, and its last connection did not fail.
+    Idle,
+    /// Connecting, or in the dialogue before PLAY is answered.
+    Connecting,
+    /// Playing: media flows.
+    Ready,
+    /// Its connection failed; the next attempt is scheduled.
+    Retrying,
+    /// Its last connection failed and no attempt is scheduled (nobody wants it any more, or
+    /// it was closed for good).
+    Failed,
+}
+
+impl HealthState {
+    pub fn label(self) -> &'static str {
+        match self {
+            HealthState::Idle => "idle",
+            HealthState::Connecting => "connecting",
+            HealthState::Ready => "ready",
+            HealthState::Retrying => "retrying",
+            HealthState::Failed => "failed",
+        }
+    }
+}
+
+impl CameraOutcome {
+    /// The outcome in words, for an operator.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CameraOutcome::Completed => "closed by the relay",
+            CameraOutcome::ConnectFailed => "the camera refused or did not answer the connection",
+            CameraOutcome::ConnectTimeout => "the connection to the camera timed out",
+            CameraOutcome::AuthFailed => "the camera refused the route's credentials",
+            CameraOutcome::Refused => "the camera refused a request (DESCRIBE, SETUP, PLAY or a keepalive)",
+            CameraOutcome::BadDescription => "the camera's description (SDP) was unusable",
+            CameraOutcome::ResponseTimeout => "the camera did not answer a request in time",
+            CameraOutcome::MediaTimeout => "the camera stopped sending media",
+            CameraOutcome::ClosedByCamera => "the camera closed the connection",
+            CameraOutcome::ProtocolError => "the camera sent bytes that are not RTSP",
+            CameraOutcome::Reloaded => "left for a changed configuration",
+        }
+    }
 }
 
 impl CameraSession {
@@ -445,6 +511,9 @@ impl CameraSession {
             continuity: Vec::new(),
             out: VecDeque::new(),
             stats: CameraStats::default(),
+            phase_since: now,
+            last_failure: None,
+            last_end_failed: false,
         };
         if s.demand.wants_camera(now) {
             s.connect(now);
@@ -511,6 +580,32 @@ impl CameraSession {
         self.stats
     }
 
+    /// The camera's health for an operator.
+    pub fn health(&self) -> CameraHealth {
+        let state = match self.state {
+            State::Connecting { .. } | State::Starting => HealthState::Connecting,
+            State::Playing => HealthState::Ready,
+            State::Retrying { .. } => HealthState::Retrying,
+            State::Idle | State::Stopped if self.last_end_failed => HealthState::Failed,
+            State::Idle | State::Stopped => HealthState::Idle,
+        };
+        CameraHealth {
+            state,
+            since: self.phase_since,
+            last_failure: self.last_failure,
+            reconnects: self.stats.reconnects,
+            bytes_in: self.stats.bytes,
+        }
+    }
+
+    /// Moves to `next`, noting when the phase an operator sees changed.
+    fn enter(&mut self, next: State, now: Instant) {
+        if std::mem::discriminant(&self.state) != std::mem::discriminant(&next) {
+            self.phase_since = now;
+        }
+        self.state = next;
+    }
+
     pub fn viewers(&self) -> usize {
         self.demand.viewers()
     }
@@ -570,14 +665,14 @@ impl CameraSession {
     pub fn close(&mut self, now: Instant) {
         if self.state != State::Stopped {
             self.end_connection(now);
-            self.state = State::Stopped;
+            self.enter(State::Stopped, now);
         }
     }
 
     /// The camera connection is open.
     pub fn handle_connected(&mut self, now: Instant) {
         let State::Connecting { .. } = self.state else { return };
-        self.state = State::Starting;
+        self.enter(State::Starting, now);
         let req = self.request("OPTIONS", &self.params.url.clone());
         self.send(Purpose::Options, req, now);
     }
@@ -639,7 +734,7 @@ impl CameraSession {
         }
         if !self.demand.wants_camera(now) {
             self.end_connection(now);
-            self.state = State::Idle;
+            self.enter(State::Idle, now);
             return;
         }
         match self.state {
@@ -649,7 +744,7 @@ impl CameraSession {
                     self.out.push_back(CameraOutput::Reconnecting);
                     self.connect(now);
                 } else {
-                    self.state = State::Idle;
+                    self.enter(State::Idle, now);
                 }
             }
             State::Connecting { deadline } if now >= deadline => self.fail(CameraOutcome::ConnectTimeout, now, true),
@@ -699,7 +794,7 @@ impl CameraSession {
             split: Vec::new(),
         });
         self.continuity.iter_mut().for_each(TrackContinuity::reconnected);
-        self.state = State::Connecting { deadline: now + self.params.connect_timeout };
+        self.enter(State::Connecting { deadline: now + self.params.connect_timeout }, now);
         self.out.push_back(CameraOutput::Connect(self.params.addr));
     }
 
@@ -742,14 +837,15 @@ impl CameraSession {
             self.backoff.reset();
         }
         self.drop_connection(outcome, now, disconnect);
-        self.state = if self.demand.wants_reconnect() {
+        let next = if self.demand.wants_reconnect() {
             State::Retrying { at: now + self.backoff.next_delay() }
         } else {
             State::Idle
         };
+        self.enter(next, now);
     }
 
-    fn drop_connection(&mut self, outcome: CameraOutcome, _now: Instant, disconnect: bool) {
+    fn drop_connection(&mut self, outcome: CameraOutcome, now: Instant, disconnect: bool) {
         let Some(conn) = self.conn.take() else { return };
         if disconnect {
             self.out.push_back(CameraOutput::Disconnect);
@@ -758,11 +854,15 @@ impl CameraSession {
             self.out.push_back(CameraOutput::Down);
         }
         self.out.push_back(CameraOutput::Ended(outcome));
+        self.last_end_failed = !matches!(outcome, CameraOutcome::Completed | CameraOutcome::Reloaded);
+        if self.last_end_failed {
+            self.last_failure = Some((outcome, now));
+        }
         if let Some(gop) = self.gop.as_mut() {
             gop.clear();
         }
         self.next_rtp.iter_mut().for_each(|p| *p = None);
-        self.state = State::Idle;
+        self.enter(State::Idle, now);
     }
 
     /// A request with the headers every request carries (not yet its CSeq).
@@ -908,7 +1008,7 @@ impl CameraSession {
                         }
                     }
                 }
-                self.state = State::Playing;
+                self.enter(State::Playing, now);
                 self.out.push_back(CameraOutput::Up);
             }
             // The camera no longer knows the session: the stream is gone with it.

@@ -1,10 +1,12 @@
 //! The sans-IO protocol core: every type here is fed bytes (and the current time, where it
 //! matters) and hands back bytes and actions. Nothing here opens a socket or reads a clock.
 
+pub mod api_token;
 pub mod base64_stream;
 #[cfg(any(test, fuzzing))]
 pub mod camera_audit;
 pub mod camera_demand;
+pub mod camera_health;
 pub mod camera_request;
 pub mod camera_session;
 pub mod digest;

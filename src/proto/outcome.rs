@@ -18,6 +18,8 @@ pub enum SessionOutcome {
     CameraChanged,
     /// A viewer of a shared camera stayed too far behind and was cut.
     SlowViewer,
+    /// Ended by an operator (`DELETE /v1/sessions/{id}` on the control API).
+    Kicked,
 }
 
 /// Why input was refused: `relay_rejections_total{reason}`.
@@ -91,6 +93,10 @@ pub enum Rejection {
     /// A connection's first request names a route by another spelling than its path
     /// (`/cam1/x`, `/cam1/./.`, `//cam1`; answered 404): see `route::is_route_spelling`.
     RouteSpelling,
+    /// A control API request without a valid token (answered 401).
+    ApiAuth,
+    /// A control API change with a read-only token (answered 403).
+    ApiForbidden,
     /// A route's `max_viewers` reached (answered 453).
     MaxViewers,
     /// `[auth] max_sessions_per_user` reached (answered 453).

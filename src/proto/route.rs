@@ -48,8 +48,12 @@ pub struct Route {
     pub path: String,
     /// Camera URL without credentials (what requests are rewritten to).
     pub upstream_url: String,
-    /// Camera address, resolved when the configuration is loaded.
+    /// Camera address, resolved when the configuration is loaded (unspecified when the name
+    /// did not resolve: see `resolve_error`).
     pub upstream_addr: SocketAddr,
+    /// Why the camera's name did not resolve when the configuration was loaded: the route is
+    /// served, and its camera fails at connect time with this reason until a reload resolves it.
+    pub resolve_error: Option<Arc<str>>,
     pub credentials: Option<Credentials>,
     /// Who may watch, by name (internal users, Digest); `None`: [`Route::guard`] says.
     pub users: Option<Vec<String>>,

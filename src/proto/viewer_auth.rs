@@ -36,6 +36,11 @@ impl Users {
         self.routes.insert(name.to_owned(), globs);
     }
 
+    /// Whether any user has route globs (then routes that list nobody ask users by them).
+    pub fn has_route_grants(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
     /// Whether `name`'s route globs cover `route` (for routes that list no users; a route's own
     /// `users` list names who may watch it, globs or not).
     pub fn may_read(&self, name: &str, route: &str) -> bool {

@@ -24,6 +24,10 @@ pub struct SessionSlot {
     pub to_camera: u64,
     /// A shared route's camera this tunnel is attached to.
     pub camera: Option<super::camera_table::CameraKey>,
+    /// The passthrough route this session counts towards in its route's health, and whether its
+    /// camera connection is open (not just opening).
+    pub health_route: Option<std::sync::Arc<crate::proto::route::Route>>,
+    pub upstream_open: bool,
 }
 
 #[derive(Default)]
@@ -52,6 +56,8 @@ impl SessionTable {
             to_viewer: 0,
             to_camera: 0,
             camera: None,
+            health_route: None,
+            upstream_open: false,
         });
         (SessionKey { index, generation }, id)
     }
@@ -71,6 +77,10 @@ impl SessionTable {
     /// Every tunnel's key, to visit them while the table changes.
     pub fn keys(&self) -> Vec<SessionKey> {
         self.slab.keys().into_iter().map(|(index, generation)| SessionKey { index, generation }).collect()
+    }
+
+    pub fn iter(&self) -> slab::Iter<'_, SessionSlot> {
+        self.slab.iter()
     }
 
     pub fn iter_mut(&mut self) -> slab::IterMut<'_, SessionSlot> {

@@ -986,3 +986,43 @@ proptest::proptest! {
         drain(&mut cam);
     }
 }
+
+#[test]
+fn health_says_what_an_operator_needs_state_since_and_the_last_error() {
+    let t0 = crate::test_fixtures::t0();
+    let mut cam = CameraSession::new(params(HIK_URL), t0);
+    let h = cam.health();
+    assert_eq!((h.state, h.since, h.last_failure), (HealthState::Idle, t0, None));
+    hikvision_playing(&mut cam, t0 + S);
+    assert_eq!((cam.health().state, cam.health().since), (HealthState::Ready, t0 + S));
+    // Lost with a viewer still there: retrying, the error kept in words.
+    cam.handle_camera_closed(t0 + 2 * S);
+    drain(&mut cam);
+    let h = cam.health();
+    assert_eq!((h.state, h.since), (HealthState::Retrying, t0 + 2 * S));
+    assert_eq!(h.last_failure, Some((CameraOutcome::ClosedByCamera, t0 + 2 * S)));
+    assert_eq!(CameraOutcome::ClosedByCamera.describe(), "the camera closed the connection");
+    // Back: ready again, the last error still told, the reconnect counted.
+    let at = cam.poll_timeout().unwrap();
+    cam.handle_timeout(at);
+    drain(&mut cam);
+    assert_eq!(cam.health().state, HealthState::Connecting);
+    hikvision_dialogue(&mut cam, at);
+    let h = cam.health();
+    assert_eq!(
+        (h.state, h.reconnects, h.last_failure.map(|f| f.0)),
+        (HealthState::Ready, 1, Some(CameraOutcome::ClosedByCamera))
+    );
+    // Failing with nobody left to retry for: failed, not idle.
+    cam.set_viewers(0, at);
+    cam.handle_camera_closed(at + S);
+    drain(&mut cam);
+    assert_eq!(cam.health().state, HealthState::Failed);
+    // Closed by the relay after the linger: idle.
+    let mut calm = CameraSession::new(params(HIK_URL), t0);
+    hikvision_playing(&mut calm, t0);
+    calm.set_viewers(0, t0);
+    calm.handle_timeout(t0 + 11 * S);
+    drain(&mut calm);
+    assert_eq!(calm.health().state, HealthState::Idle);
+}

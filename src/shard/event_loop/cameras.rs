@@ -149,6 +149,7 @@ impl Shard {
     /// Carries out what a camera asked for.
     pub(super) fn drive_camera(&mut self, ck: CameraKey) {
         let mut changed = false;
+        let mut failure = None;
         loop {
             let Some(slot) = self.cameras.get_mut(ck) else { return };
             let Some(o) = slot.camera.poll_output() else { break };
@@ -187,7 +188,11 @@ impl Shard {
                 CameraOutput::Ended(outcome) => {
                     self.metrics.camera_session_ended(outcome);
                     let route = &slot.route.path;
-                    tracing::info!(shard = self.id, route = %route, outcome = outcome.label(), "camera session ended");
+                    // A failure's warning (once per state change) is `route_health`'s.
+                    tracing::debug!(shard = self.id, route = %route, outcome = outcome.label(), "camera session ended");
+                    if outcome.is_failure() {
+                        failure = Some(outcome);
+                    }
                     changed = true;
                 }
                 CameraOutput::Reconnecting => self.metrics.camera_reconnect(),
@@ -209,7 +214,7 @@ impl Shard {
         if changed {
             self.notify_viewers(ck);
         }
-        self.update_route_gauges(ck);
+        self.shared_camera_health(ck, failure);
         self.retire_camera_if_unused(ck);
     }
 
@@ -219,15 +224,6 @@ impl Shard {
         for key in keys {
             self.shared_input(key, SharedInput::CameraChanged);
             self.apply(key, Fed::Nothing);
-        }
-    }
-
-    fn update_route_gauges(&mut self, ck: CameraKey) {
-        if !self.per_route_metrics {
-            return;
-        }
-        if let Some(slot) = self.cameras.get(ck) {
-            self.metrics.set_route(&slot.route.path, slot.attached.len() as u64, slot.up);
         }
     }
 
@@ -243,15 +239,25 @@ impl Shard {
             if slot.up {
                 self.metrics.camera_down();
             }
-            if self.per_route_metrics && self.cameras.find(&slot.route.path).is_none() {
-                self.metrics.remove_route(&slot.route.path);
+            if self.cameras.find(&slot.route.path).is_none() {
+                self.shared_camera_retired(&slot.route.path);
             }
             tracing::debug!(shard = self.id, route = %slot.route.path, "shared camera closed");
         }
     }
 
     fn connect_camera(&mut self, ck: CameraKey, addr: SocketAddr) {
-        let idx = self.connect_camera_socket(addr, Role::Camera(ck));
+        // A camera whose name did not resolve when the configuration was loaded fails here, as
+        // a refused connect would, and is retried (a reload resolves it again).
+        let unresolved =
+            self.cameras.get(ck).and_then(|s| Some((s.route.path.clone(), s.route.resolve_error.clone()?)));
+        let idx = match unresolved {
+            None => self.connect_camera_socket(addr, Role::Camera(ck)),
+            Some((path, why)) => {
+                self.camera_failure_detail(&path, why.to_string());
+                None
+            }
+        };
         if let Some(slot) = self.cameras.get_mut(ck) {
             slot.conn = idx;
             if idx.is_none() {
@@ -291,7 +297,11 @@ impl Shard {
                 slot.camera.handle_connected(now);
             }
         } else {
-            tracing::info!(shard = self.id, camera = %self.conns[idx].peer, error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
+            let error = std::io::Error::from_raw_os_error(-res);
+            tracing::debug!(shard = self.id, camera = %self.conns[idx].peer, error = %error, "camera connect failed");
+            if let Some(path) = self.cameras.get(ck).map(|s| s.route.path.clone()) {
+                self.camera_failure_detail(&path, error.to_string());
+            }
             self.close_conn(idx);
             if let Some(slot) = self.cameras.get_mut(ck) {
                 slot.conn = None;
