@@ -24,6 +24,7 @@ fn python_jwt_available() -> bool {
 
 macro_rules! require_python_jwt {
     () => {
+        skip_when_quick!();
         if !python_jwt_available() {
             eprintln!("skipped: python3-jwt / python3-cryptography missing (scripts/install-test-deps.sh)");
             return;
@@ -262,7 +263,7 @@ fn jwt_tokens_decide_by_route_expiry_and_key() {
 
     // FFmpeg plays with the token in the URL (it keeps at most 127 bytes of user:password, so
     // `rtsp://x:TOKEN@` reaches the relay cut short), GStreamer with it as its password.
-    if support::peers_available() && !support::quick() {
+    if support::peers_available() {
         let addr = relay.addr;
         let out = support::ffmpeg_play("tcp", &format!("rtsp://{addr}/demo?jwt={token}"), 30);
         assert!(support::ffmpeg_frames(&out) >= 30, "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
