@@ -700,9 +700,15 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     }
 }
 
-/// Who may watch a route, against the configured viewers: every listed user exists, and once
-/// users exist a route lists some or says `open = true`.
-pub fn check_route_users(rc: &RouteConfig, route: &mut Route, users: &Users, auth: &AuthConfig) -> Result<(), ConfigError> {
+/// Who may watch a route, against the configured viewers: every listed user exists; a route that
+/// lists none is guarded by the external method, by users' route globs, or is `open` (which it
+/// must say once users exist and neither applies).
+pub fn check_route_users(
+    rc: &RouteConfig,
+    route: &mut Route,
+    users: &Users,
+    auth: &AuthConfig,
+) -> Result<(), ConfigError> {
     if let Some(list) = &route.users {
         if let Some(unknown) = list.iter().find(|u| !users.contains(u)) {
             return Err(ConfigError::Route { path: rc.path.clone(), msg: format!("unknown user {unknown:?}") });
