@@ -2,7 +2,9 @@
 # Installs the real peers the tests use, from Debian's packages: FFmpeg and GStreamer viewers,
 # a gst-rtsp-server camera (python3-gi), promtool (prometheus), HAProxy (load-test baseline),
 # systemd-analyze, and for the browser player: headless Chromium, Python websockets (the
-# RTSP-over-WebSocket client and DevTools driver) and Node (the player modules' tests). Idempotent: does nothing when everything is present. Needs root for apt-get.
+# RTSP-over-WebSocket client and DevTools driver) and Node (the player modules' tests).
+# PyJWT with cryptography signs the tokens the external-authorization tests present (RS256,
+# ES256, EdDSA). Idempotent: does nothing when everything is present. Needs root for apt-get.
 set -euo pipefail
 
 packages=(
@@ -12,6 +14,7 @@ packages=(
   python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0
   prometheus haproxy systemd procps fonts-dejavu-core
   chromium python3-websockets nodejs
+  python3-jwt python3-cryptography
 )
 
 missing=()

@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 
 use crate::proto::session::AuthGate;
+use crate::proto::viewer_caps::{CapHit, ViewerCaps};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Default)]
@@ -166,5 +167,113 @@ mod limiter_tests {
         l.prune(t0 + Duration::from_secs(61), w);
         l.record(ip, t0 + Duration::from_secs(61), w);
         assert!(!l.is_blocked(ip, t0 + Duration::from_secs(62), 3, w), "a new window starts from one");
+    }
+}
+
+/// The viewer caps, process-wide: viewers per route, sessions per user and per address. The
+/// per-user and per-address maxima follow reloads (0: no cap); a route's own cap comes with
+/// each question.
+#[derive(Default)]
+pub struct ViewerCapTable {
+    per_route: papaya::HashMap<String, usize>,
+    per_user: papaya::HashMap<String, usize>,
+    per_ip: papaya::HashMap<IpAddr, usize>,
+    max_per_user: AtomicUsize,
+    max_per_ip: AtomicUsize,
+}
+
+/// Takes one from `key`'s count if it is under `max` (0: no cap).
+fn take<K: std::hash::Hash + Eq + Clone + Send + Sync>(map: &papaya::HashMap<K, usize>, key: &K, max: usize) -> bool {
+    matches!(
+        map.pin().compute(key.clone(), |e| match e {
+            None => papaya::Operation::Insert(1),
+            Some((_, n)) if max == 0 || *n < max => papaya::Operation::Insert(n + 1),
+            Some(_) => papaya::Operation::Abort(()),
+        }),
+        papaya::Compute::Inserted(..) | papaya::Compute::Updated { .. }
+    )
+}
+
+fn give_back<K: std::hash::Hash + Eq + Clone + Send + Sync>(map: &papaya::HashMap<K, usize>, key: &K) {
+    let _ = map.pin().compute(key.clone(), |e| match e {
+        Some((_, n)) if *n > 1 => papaya::Operation::Insert(n - 1),
+        Some(_) => papaya::Operation::Remove,
+        None => papaya::Operation::Abort(()),
+    });
+}
+
+impl ViewerCapTable {
+    pub fn new(max_per_user: usize, max_per_ip: usize) -> Self {
+        let t = Self::default();
+        t.set_limits(max_per_user, max_per_ip);
+        t
+    }
+
+    pub fn set_limits(&self, max_per_user: usize, max_per_ip: usize) {
+        self.max_per_user.store(max_per_user, Ordering::Release);
+        self.max_per_ip.store(max_per_ip, Ordering::Release);
+    }
+}
+
+impl ViewerCaps for ViewerCapTable {
+    fn try_take(&self, route: &str, max_viewers: Option<usize>, user: Option<&str>, ip: IpAddr) -> Result<(), CapHit> {
+        let route = route.to_owned();
+        if !take(&self.per_route, &route, max_viewers.unwrap_or(0)) {
+            return Err(CapHit::Route);
+        }
+        let user = user.map(str::to_owned);
+        if let Some(u) = &user {
+            if !take(&self.per_user, u, self.max_per_user.load(Ordering::Acquire)) {
+                give_back(&self.per_route, &route);
+                return Err(CapHit::User);
+            }
+        }
+        if !take(&self.per_ip, &ip, self.max_per_ip.load(Ordering::Acquire)) {
+            give_back(&self.per_route, &route);
+            if let Some(u) = &user {
+                give_back(&self.per_user, u);
+            }
+            return Err(CapHit::Address);
+        }
+        Ok(())
+    }
+
+    fn release(&self, route: &str, user: Option<&str>, ip: IpAddr) {
+        give_back(&self.per_route, &route.to_owned());
+        if let Some(u) = user {
+            give_back(&self.per_user, &u.to_owned());
+        }
+        give_back(&self.per_ip, &ip);
+    }
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+
+    #[test]
+    fn each_cap_holds_at_its_limit_and_frees_on_release() {
+        let t = ViewerCapTable::new(2, 3);
+        let ip: IpAddr = "127.0.0.9".parse().unwrap();
+        let other: IpAddr = "127.0.0.10".parse().unwrap();
+        // Route cap 1.
+        assert_eq!(t.try_take("/a", Some(1), None, ip), Ok(()));
+        assert_eq!(t.try_take("/a", Some(1), None, other), Err(CapHit::Route));
+        // User cap 2 (the route refused above took nothing).
+        assert_eq!(t.try_take("/b", None, Some("u"), ip), Ok(()));
+        assert_eq!(t.try_take("/c", None, Some("u"), other), Ok(()));
+        assert_eq!(t.try_take("/d", None, Some("u"), other), Err(CapHit::User));
+        // Address cap 3: ip holds /a and /b.
+        assert_eq!(t.try_take("/e", None, None, ip), Ok(()));
+        assert_eq!(t.try_take("/f", None, Some("v"), ip), Err(CapHit::Address));
+        // The refused user's place was given back.
+        assert_eq!(t.try_take("/f", None, Some("v"), other), Ok(()));
+        t.release("/a", None, ip);
+        assert_eq!(t.try_take("/a", Some(1), None, other), Ok(()));
+        // 0: no cap.
+        let free = ViewerCapTable::new(0, 0);
+        for _ in 0..100 {
+            assert_eq!(free.try_take("/a", None, Some("u"), ip), Ok(()));
+        }
     }
 }

@@ -90,6 +90,19 @@ pub struct AuthConfig {
     /// the GET's address (a cookie seen on the wire must not let another host drive the
     /// tunnel). Turn on only behind carrier NAT pools that spread one client over addresses.
     pub post_from_any_address: bool,
+    /// Who decides for routes that are neither `open` nor list their own `users`:
+    /// `internal` (the `[[user]]` entries), `http` (`[auth.http]`) or `jwt` (`[auth.jwt]`).
+    pub method: AuthMethodName,
+    /// External methods need the password itself, so they challenge with Basic, which is
+    /// accepted on TLS connections only, unless this is on (the password then crosses the
+    /// network readable by anyone on the path).
+    pub basic_over_plain: bool,
+    /// Sessions one user may hold at once (0: no cap); more are answered 453.
+    pub max_sessions_per_user: usize,
+    /// Sessions one address may hold at once (0: no cap); more are answered 453.
+    pub max_sessions_per_ip: usize,
+    pub http: HttpAuthConfig,
+    pub jwt: JwtAuthConfig,
 }
 
 impl Default for AuthConfig {
@@ -100,6 +113,94 @@ impl Default for AuthConfig {
             max_failures_per_ip: 20,
             failure_window_secs: 60,
             post_from_any_address: false,
+            method: AuthMethodName::Internal,
+            basic_over_plain: false,
+            max_sessions_per_user: 0,
+            max_sessions_per_ip: 0,
+            http: HttpAuthConfig::default(),
+            jwt: JwtAuthConfig::default(),
+        }
+    }
+}
+
+/// `[auth] method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethodName {
+    #[default]
+    Internal,
+    Http,
+    Jwt,
+}
+
+impl AuthMethodName {
+    pub fn method(self) -> crate::proto::external_auth::Method {
+        use crate::proto::external_auth::Method;
+        match self {
+            AuthMethodName::Internal => Method::Internal,
+            AuthMethodName::Http => Method::Http,
+            AuthMethodName::Jwt => Method::Jwt,
+        }
+    }
+}
+
+/// `[auth.http]`: the callback that decides for `method = "http"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpAuthConfig {
+    /// Where the relay POSTs `{user, password, token, ip, route, protocol, tls, action,
+    /// session}`; any 2xx admits.
+    pub url: String,
+    /// How long the callback may take; later is a refusal (`timeout`).
+    pub timeout_ms: u64,
+    /// How long an admission is remembered for the same credentials, address and route (0: never).
+    pub cache_secs: u64,
+    /// Extra request headers (a shared secret, say).
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for HttpAuthConfig {
+    fn default() -> Self {
+        HttpAuthConfig { url: String::new(), timeout_ms: 2000, cache_secs: 0, headers: Default::default() }
+    }
+}
+
+/// `[auth.jwt]`: how tokens are checked for `method = "jwt"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtAuthConfig {
+    /// The key set, fetched (http:// or https://) …
+    pub jwks_url: String,
+    /// … or read from a file.
+    pub jwks_file: String,
+    /// Required `iss` (empty: not checked).
+    pub issuer: String,
+    /// Required `aud` (empty: not checked).
+    pub audience: String,
+    /// The claim listing `{action, routes: [globs]}`.
+    pub claim: String,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// The key set is fetched again this often, and on a token with an unknown `kid`, but never
+    /// more often than `jwks_min_refresh_secs`.
+    pub jwks_refresh_secs: u64,
+    pub jwks_min_refresh_secs: u64,
+    /// How long a key-set fetch may take.
+    pub timeout_ms: u64,
+}
+
+impl Default for JwtAuthConfig {
+    fn default() -> Self {
+        JwtAuthConfig {
+            jwks_url: String::new(),
+            jwks_file: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            claim: "relay_permissions".to_owned(),
+            leeway_secs: 30,
+            jwks_refresh_secs: 300,
+            jwks_min_refresh_secs: 10,
+            timeout_ms: 2000,
         }
     }
 }
@@ -236,6 +337,9 @@ impl ApiConfig {
 pub struct UserConfig {
     pub name: String,
     pub ha1: String,
+    /// Routes (globs) this user may read where a route lists no `users` of its own.
+    #[serde(default)]
+    pub routes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -460,6 +564,9 @@ pub struct RouteConfig {
     /// Watchable without credentials (required to say so once users exist).
     #[serde(default)]
     pub open: bool,
+    /// Viewers at once on this route; more are answered 453 Not Enough Bandwidth (none: no cap).
+    #[serde(default)]
+    pub max_viewers: Option<usize>,
     /// Source addresses allowed to watch (CIDR; deny wins).
     #[serde(default)]
     pub allow: Vec<String>,
@@ -553,6 +660,9 @@ impl RouteConfig {
         if cfg.open && cfg.users.is_some() {
             return Err(err("a route is either open or has users, not both".into()));
         }
+        if cfg.max_viewers == Some(0) {
+            return Err(err("max_viewers must be greater than 0 (leave it out for no cap)".into()));
+        }
         let sharing = match cfg.mode {
             RouteMode::Passthrough => {
                 if cfg.always_on {
@@ -573,6 +683,9 @@ impl RouteConfig {
             resolve_error,
             credentials,
             users: cfg.users.clone(),
+            // Decided by the configuration as a whole (`Config::validate`).
+            guard: crate::proto::route::Guard::Open,
+            max_viewers: cfg.max_viewers,
             acl,
             sharing,
         })
@@ -587,18 +700,34 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     }
 }
 
-/// Who may watch a route, against the configured viewers: every listed user exists, and once
-/// users exist a route lists some or says `open = true`.
-pub fn check_route_users(rc: &RouteConfig, route: &Route, users: &Users) -> Result<(), ConfigError> {
+/// Who may watch a route, against the configured viewers: every listed user exists; a route that
+/// lists none is guarded by the external method, by users' route globs, or is `open` (which it
+/// must say once users exist and neither applies).
+pub fn check_route_users(
+    rc: &RouteConfig,
+    route: &mut Route,
+    users: &Users,
+    auth: &AuthConfig,
+) -> Result<(), ConfigError> {
     if let Some(list) = &route.users {
         if let Some(unknown) = list.iter().find(|u| !users.contains(u)) {
             return Err(ConfigError::Route { path: rc.path.clone(), msg: format!("unknown user {unknown:?}") });
         }
-    } else if !users.is_empty() && !rc.open {
-        return Err(ConfigError::Route {
-            path: rc.path.clone(),
-            msg: "users are configured: list who may watch (users = [...]) or set open = true".into(),
-        });
+    } else if !rc.open {
+        // Who decides for a route that names nobody: the external method, else users by their
+        // route globs; with users but neither, the route must say it is open.
+        route.guard = if auth.method != AuthMethodName::Internal {
+            crate::proto::route::Guard::External
+        } else if users.has_route_grants() {
+            crate::proto::route::Guard::UsersByRoute
+        } else if !users.is_empty() {
+            return Err(ConfigError::Route {
+                path: rc.path.clone(),
+                msg: "users are configured: list who may watch (users = [...]) or set open = true".into(),
+            });
+        } else {
+            crate::proto::route::Guard::Open
+        };
     }
     Ok(())
 }
@@ -825,8 +954,50 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("[[user]] {:?} defined twice", u.name)));
             }
             users.insert(&u.name, &u.ha1).map_err(ConfigError::Invalid)?;
+            if let Some(globs) = &u.routes {
+                users.grant_routes(&u.name, globs.clone());
+            }
         }
         Ok(users)
+    }
+
+    /// `[auth] method = "http"` needs `[auth.http] url`; `"jwt"` one key source.
+    fn validate_external_auth(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        match a.method {
+            AuthMethodName::Internal => Ok(()),
+            AuthMethodName::Http => {
+                let url = url::Url::parse(&a.http.url);
+                if !url.is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                    return invalid("[auth] method = \"http\" needs [auth.http] url = \"http(s)://…\"");
+                }
+                if !(10..=60_000).contains(&a.http.timeout_ms) {
+                    return invalid("[auth.http] timeout_ms must be 10..=60000");
+                }
+                Ok(())
+            }
+            AuthMethodName::Jwt => {
+                let j = &a.jwt;
+                if j.jwks_url.is_empty() == j.jwks_file.is_empty() {
+                    return invalid("[auth] method = \"jwt\" needs one of [auth.jwt] jwks_url or jwks_file");
+                }
+                if !j.jwks_url.is_empty()
+                    && !url::Url::parse(&j.jwks_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+                {
+                    return invalid("[auth.jwt] jwks_url must be http(s)://…");
+                }
+                if j.claim.is_empty() || j.jwks_min_refresh_secs == 0 || j.jwks_refresh_secs < j.jwks_min_refresh_secs {
+                    return invalid(
+                        "[auth.jwt] claim must be set; jwks_min_refresh_secs > 0 and jwks_refresh_secs at least that",
+                    );
+                }
+                if !(10..=60_000).contains(&j.timeout_ms) {
+                    return invalid("[auth.jwt] timeout_ms must be 10..=60000");
+                }
+                Ok(())
+            }
+        }
     }
 
     /// `[listen] proxy_protocol` and `proxy_from`, validated.
@@ -952,11 +1123,12 @@ impl Config {
                 "[auth] nonce_ttl_secs, failure_window_secs and max_failures_per_ip must be greater than 0".into(),
             ));
         }
+        self.validate_external_auth()?;
         let mut seen = HashSet::new();
         let mut routes = Vec::with_capacity(self.routes.len());
         for rc in &self.routes {
-            let route = rc.validate()?;
-            check_route_users(rc, &route, &users)?;
+            let mut route = rc.validate()?;
+            check_route_users(rc, &mut route, &users, &self.auth)?;
             if !seen.insert(route.path.clone()) {
                 return Err(ConfigError::Route { path: rc.path.clone(), msg: "duplicate path".into() });
             }
@@ -1043,6 +1215,7 @@ mod tests {
                         upstream: "rtsp://127.0.0.1/".into(),
                         users: None,
                         open: false,
+                        max_viewers: None,
                         allow: Vec::new(),
                         deny: Vec::new(),
                         mode: RouteMode::Shared,
@@ -1104,6 +1277,39 @@ mod tests {
         assert_eq!(cfg.limits.gop_cache_packets, Limits::default().gop_cache_packets);
         assert_eq!(routes[1].upstream_url, "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
         assert!(!cfg.listen.proxy_protocol && cfg.listen.proxy_from.is_empty());
+    }
+
+    #[test]
+    fn external_methods_are_validated_and_guard_the_routes_without_users() {
+        use crate::proto::route::Guard;
+        let base = "[listen]\ntunnel=[\"127.0.0.1:0\"]\n";
+        let route = |extra: &str| format!("[[route]]\npath=\"/a\"\nupstream=\"rtsp://127.0.0.1/a\"\n{extra}");
+        for (auth, msg) in [
+            ("[auth]\nmethod=\"http\"\n", "needs [auth.http] url"),
+            ("[auth]\nmethod=\"http\"\n[auth.http]\nurl=\"ftp://x/\"\n", "needs [auth.http] url"),
+            ("[auth]\nmethod=\"jwt\"\n", "one of [auth.jwt] jwks_url or jwks_file"),
+            (
+                "[auth]\nmethod=\"jwt\"\n[auth.jwt]\njwks_file=\"/k\"\njwks_url=\"http://x/\"\n",
+                "one of [auth.jwt] jwks_url or jwks_file",
+            ),
+            ("[auth]\nmethod=\"jwt\"\n[auth.jwt]\njwks_file=\"/k\"\njwks_min_refresh_secs=0\n", "claim must be set"),
+            ("[auth]\nmethod=\"ldap\"\n", "unknown variant"),
+        ] {
+            let e = Config::from_toml(&format!("{base}{auth}{}", route("open=true\n"))).unwrap_err().to_string();
+            assert!(e.contains(msg), "{auth}: {e}");
+        }
+        let e = Config::from_toml(&format!("{base}{}", route("open=true\nmax_viewers=0\n"))).unwrap_err().to_string();
+        assert!(e.contains("max_viewers must be greater than 0"), "{e}");
+        let http = "[auth]\nmethod=\"http\"\n[auth.http]\nurl=\"http://127.0.0.1:9/auth\"\n";
+        let (_, routes) = Config::from_toml(&format!("{base}{http}{}", route("max_viewers=3\n"))).unwrap();
+        assert_eq!((routes[0].guard, routes[0].max_viewers), (Guard::External, Some(3)));
+        let (_, routes) = Config::from_toml(&format!("{base}{http}{}", route("open=true\n"))).unwrap();
+        assert_eq!(routes[0].guard, Guard::Open);
+        // Internal users with route globs guard routes that list nobody.
+        let ha1 = crate::proto::viewer_auth::ha1_hex("bob", "rtsp-tunnel-relay", "pw");
+        let users = format!("[[user]]\nname=\"bob\"\nha1=\"{ha1}\"\nroutes=[\"/a*\"]\n");
+        let (_, routes) = Config::from_toml(&format!("{base}{users}{}", route(""))).unwrap();
+        assert_eq!(routes[0].guard, Guard::UsersByRoute);
     }
 
     #[test]

@@ -84,10 +84,13 @@ fn now_unix() -> u64 {
 /// file's viewers.
 fn merge(file: &Settings, api: &BTreeMap<String, ApiRoute>) -> Result<Settings, ConfigError> {
     let users = file.routes.users();
+    let mut extra: Vec<Route> = Vec::with_capacity(api.len());
     for r in api.values() {
-        check_route_users(&r.config, &r.route, users)?;
+        // The file's [auth] decides who guards an API route that names no users.
+        let mut route = r.route.clone();
+        check_route_users(&r.config, &mut route, users, &file.auth)?;
+        extra.push(route);
     }
-    let extra: Vec<Route> = api.values().map(|r| r.route.clone()).collect();
     file.with_extra_routes(file.routes.routes(), &extra)
 }
 

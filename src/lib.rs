@@ -17,6 +17,7 @@
 pub mod admission;
 pub mod api;
 pub mod app;
+pub mod auth_worker;
 pub mod config;
 pub mod control;
 pub mod demo_camera;

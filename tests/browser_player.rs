@@ -268,6 +268,45 @@ fn headless_chromium_plays_the_player_page_after_asking_for_credentials() {
     chromium_plays_the_page(false);
 }
 
+/// `[auth] method = "jwt"`: the page opened with `?jwt=` (a token PyJWT signed, checked against
+/// a key set file) plays without asking for a password, and the token is gone from its address.
+#[test]
+fn headless_chromium_plays_with_a_token_in_the_page_url() {
+    require!(websockets_available(), "gstreamer/python3-gi/python3-websockets");
+    require!(Path::new("/usr/bin/chromium").exists(), "chromium");
+    require!(have("/usr/bin/python3", &["-c", "import jwt, cryptography"]), "python3-jwt/python3-cryptography");
+    let service = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/auth_service.py");
+    let dir = support::temp_dir("browser-jwt");
+    let keys = dir.join("keys");
+    let py = |args: &[&str]| {
+        let out = Command::new("/usr/bin/python3").arg(service).args(args).arg("--keys").arg(&keys).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    py(&["keygen", "--kid", "k1", "--alg", "ES256"]);
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, py(&["jwks"])).unwrap();
+    let token = py(&["token", "--kid", "k1", "--routes", "/tok*"]);
+    let camera = GstCamera::start(None);
+    let extra = format!(
+        "[auth]\nmethod = \"jwt\"\n[auth.jwt]\njwks_file = \"{}\"\n[[route]]\npath = \"/token\"\nupstream = \"{}\"\n",
+        jwks.display(),
+        camera.url("/cam1")
+    );
+    let (relay, _) = relay("browser-jwt", &camera, None, &extra);
+    let url = format!("http://{}/token?maxLatency=1&jwt={token}", relay.tunnel);
+    let shot = format!("{}/browser-player-jwt.png", env!("CARGO_TARGET_TMPDIR"));
+    let r = run_json(60, "browser_player_check.py", &[url.as_str(), "--screenshot", &shot, "--seconds", "4"]);
+    assert!(r.get("error").is_none(), "{r}\nrelay log:\n{}", relay.log_text());
+    assert_eq!(r["login_filled"], false, "no password asked: {r}");
+    let frames = |s: &serde_json::Value| s["frames"].as_u64().unwrap();
+    assert!(frames(&r["end"]) > frames(&r["start"]) + 25, "decoded frames did not rise: {r}");
+    let location = r["location"].as_str().unwrap_or("");
+    assert!(location.ends_with("/token?maxLatency=1"), "the token left the address bar: {location}");
+    assert!(!relay.log_text().contains(&token), "a token reached the log");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn headless_chromium_plays_the_player_page_over_https() {
     require!(websockets_available(), "gstreamer/python3-gi/python3-websockets");

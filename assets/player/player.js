@@ -25,9 +25,18 @@ function status(state, detail = '') {
   statusLine.textContent = detail ? `${state}: ${detail}` : state;
 }
 
-// The route is the page's own path; the player's query (maxLatency) is not passed on.
+// The route is the page's own path; the player's query (maxLatency) is not passed on, except
+// a `jwt` token: kept in memory for the WebSocket URL only, and taken out of the address bar
+// and history at once so it is not bookmarked, shared or left in the browser's history.
 const path = location.pathname;
-const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${path}`;
+const token = params.get('jwt');
+if (token !== null) {
+  params.delete('jwt');
+  const rest = params.toString();
+  history.replaceState(null, '', path + (rest ? `?${rest}` : '') + location.hash);
+}
+const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${path}` +
+  (token ? `?jwt=${encodeURIComponent(token)}` : '');
 const rtspUrl = `rtsp://${location.host}${path}`;
 document.title = `${decodeURIComponent(path)} · rtsp-tunnel-relay`;
 document.getElementById('route').textContent = decodeURIComponent(path);

@@ -50,6 +50,7 @@ fuzz_target!(|data: &[u8]| {
         max_pending_requests: 64,
         post_from_any_address: false,
         auth_gate: Arc::new(OpenGate),
+        access: Default::default(),
     };
     let Some((&mode, script)) = data.split_first() else { return };
     let tunnel = mode & 1 == 1;

@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         max_pending_requests: 8,
         post_from_any_address: false,
         auth_gate: std::sync::Arc::new(OpenGate),
+        access: Default::default(),
     };
     let t0 = Instant::now();
     let mut s = Session::new(params, None, "relay:8080", t0);

@@ -110,6 +110,10 @@ enum Cmd {
         /// HTTPS: TLS on every viewer connection (the relay's certificate is not verified).
         #[arg(long)]
         tls: bool,
+        /// A token (or password) for `[auth] method = "http"` or `"jwt"`: every request carries
+        /// `Authorization: Basic` of `loadtest:TOKEN` (the relay needs TLS or `basic_over_plain`).
+        #[arg(long)]
+        token: Option<String>,
         /// Where each stream's expected packets start (loss is counted from there).
         #[arg(long, value_enum, default_value = "rtp-info")]
         stream_start: StartArg,
@@ -231,6 +235,7 @@ fn main() -> anyhow::Result<()> {
             procs,
             json,
             tls,
+            token,
             stream_start,
             stall_ms,
             max_loss_pct,
@@ -246,6 +251,11 @@ fn main() -> anyhow::Result<()> {
                 ModeArg::Rtsp => viewer::Mode::Rtsp,
             };
             let plan = Plan {
+                authorization: token.map(|t| {
+                    use base64::Engine;
+                    let b = base64::engine::general_purpose::STANDARD.encode(format!("loadtest:{t}"));
+                    Arc::from(format!("Basic {b}"))
+                }),
                 tls: tls.then(viewer::insecure_tls_config),
                 target,
                 mode,
@@ -298,6 +308,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 struct Plan {
+    authorization: Option<Arc<str>>,
     tls: Option<Arc<rustls::ClientConfig>>,
     target: SocketAddr,
     mode: viewer::Mode,
@@ -469,6 +480,7 @@ async fn run_viewers(plan: &Plan, worker: usize, workers: usize, progress: bool)
             stop_ns,
             tls: plan.tls.clone(),
             check: plan.check,
+            authorization: plan.authorization.clone(),
         };
         let shared = shared.clone();
         tasks.push((

@@ -40,6 +40,9 @@ pub struct ViewerSpec {
     /// HTTPS tunnel (TLS on both GET and POST) when set.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub check: CheckParams,
+    /// An `Authorization` value sent with every request (`--token`: Basic with the token as
+    /// the password, for `[auth] method = "http"` or `"jwt"`).
+    pub authorization: Option<Arc<str>>,
 }
 
 /// How one viewer ended.
@@ -148,6 +151,7 @@ struct Conn {
     session: Option<String>,
     /// When PLAY was sent (time to first frame counts from here).
     play_sent_ns: u64,
+    authorization: Option<Arc<str>>,
 }
 
 async fn read_http_head(rd: &mut Rd) -> Result<(String, Vec<u8>), String> {
@@ -187,6 +191,7 @@ impl Conn {
             cseq: 0,
             session: None,
             play_sent_ns: 0,
+            authorization: spec.authorization.clone(),
         };
         match spec.mode {
             Mode::Rtsp => {
@@ -223,6 +228,9 @@ impl Conn {
         let mut headers = vec![("CSeq", cseq.as_str()), ("User-Agent", "rtsp-tunnel-relay-loadtest")];
         if let Some(s) = &self.session {
             headers.push(("Session", s));
+        }
+        if let Some(a) = &self.authorization {
+            headers.push(("Authorization", a));
         }
         headers.extend_from_slice(extra);
         let raw = wire::request(method, uri, &headers);

@@ -104,6 +104,8 @@ labels!(Rejection {
     ViewerBacklog => "viewer_backlog",
     WebSocketOrigin => "websocket_origin", RouteSpelling => "route_spelling",
     ApiAuth => "api_auth", ApiForbidden => "api_forbidden",
+    MaxViewers => "max_viewers", MaxSessionsPerUser => "max_sessions_per_user",
+    MaxSessionsPerIp => "max_sessions_per_ip",
 });
 labels!(PortDrop { Deadline => "deadline", Shed => "shed", TooLarge => "too_large" });
 labels!(UpstreamErrorKind {
@@ -120,6 +122,7 @@ labels!(AuthFailure {
     NoCredentials => "no_credentials", UnknownUser => "unknown_user", BadCredentials => "bad_credentials",
     NotAllowed => "not_allowed", StaleNonce => "stale_nonce", BasicWithoutTls => "basic_without_tls",
     Malformed => "malformed", UriMismatch => "uri_mismatch",
+    Refused => "refused", Timeout => "timeout", Error => "error",
 });
 
 impl Label for CameraState {

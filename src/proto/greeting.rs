@@ -619,6 +619,8 @@ mod tests {
                 Sharing::Passthrough
             },
             resolve_error: None,
+            guard: crate::proto::route::Guard::Open,
+            max_viewers: None,
         }
     }
 

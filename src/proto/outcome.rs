@@ -109,6 +109,12 @@ pub enum Rejection {
     ApiAuth,
     /// A control API change with a read-only token (answered 403).
     ApiForbidden,
+    /// A route's `max_viewers` reached (answered 453).
+    MaxViewers,
+    /// `[auth] max_sessions_per_user` reached (answered 453).
+    MaxSessionsPerUser,
+    /// `[auth] max_sessions_per_ip` reached (answered 453).
+    MaxSessionsPerIp,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.

@@ -55,11 +55,27 @@ pub struct Route {
     /// served, and its camera fails at connect time with this reason until a reload resolves it.
     pub resolve_error: Option<Arc<str>>,
     pub credentials: Option<Credentials>,
-    /// Who may watch; `None`: anyone who passes the address lists.
+    /// Who may watch, by name (internal users, Digest); `None`: [`Route::guard`] says.
     pub users: Option<Vec<String>>,
+    /// Who decides for a route without a `users` list.
+    pub guard: Guard,
+    /// Viewers at once (answered 453 past it); `None`: no cap.
+    pub max_viewers: Option<usize>,
     pub acl: Acl,
     /// One camera session for every viewer, or one per viewer.
     pub sharing: Sharing,
+}
+
+/// Who lets a viewer in on a route without its own `users` list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Guard {
+    /// Anyone who passes the address lists.
+    #[default]
+    Open,
+    /// Any internal user whose `routes` globs cover this route.
+    UsersByRoute,
+    /// The configured external method (`[auth] method = "http"` or `"jwt"`).
+    External,
 }
 
 /// How viewers of a route reach its camera.

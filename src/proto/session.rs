@@ -20,11 +20,15 @@ use super::rtsp_headers::{SessionHeader, Transport, TransportSpec};
 
 use super::base64_stream::Base64StreamDecoder;
 use super::camera_request::{self, Refusal};
+use super::external_auth::{AuthQuery, Method, Presented, Verdict, bearer_from_target, presented};
 use super::interleaved::{Demux, Event};
+use super::permissions::Action;
 use super::rewrite::{HandedOut, UriRefusal, UrlMap, rewrite_to_client};
+use super::route::Guard;
 use super::rtsp::{Message, MessageLimits, ParseError};
 use super::upstream_auth::{AuthVerdict, UpstreamAuth};
 use super::viewer_auth::{AuthFailure, ViewerAuth};
+use super::viewer_caps::{CapHit, CapTicket, NoCaps, ViewerCaps};
 
 /// Failed authentications one session may make before it is closed.
 const MAX_AUTH_FAILURES_PER_SESSION: u32 = 5;
@@ -92,6 +96,9 @@ pub enum Output {
     Exchange(Exchange),
     /// End the session once the bytes queued to the viewer are flushed.
     Close(SessionOutcome),
+    /// Ask the external authorizer; its answer comes back as [`Session::on_verdict`]. The
+    /// viewer's requests wait meanwhile (a deadline applies).
+    Authorize(AuthQuery),
     /// A shared route: an admitted request (clean, the viewer authenticated, its route's
     /// address lists passed) for the relay to answer from the camera session it shares.
     SharedRequest(Box<Message>),
@@ -135,6 +142,55 @@ pub struct SessionParams {
     pub nonce_ttl: Duration,
     /// Requests forwarded to the camera and not yet answered; more get `503` at once.
     pub max_pending_requests: usize,
+    /// External authorization and viewer caps.
+    pub access: AccessParams,
+}
+
+/// How viewers are let in beyond a route's own `users` list.
+#[derive(Debug, Clone)]
+pub struct AccessParams {
+    /// `[auth] method`: who decides for routes guarded by [`Guard::External`].
+    pub method: Method,
+    /// Basic credentials accepted on a plain connection (`[auth] basic_over_plain`).
+    pub basic_over_plain: bool,
+    /// How long a session waits for a verdict before it refuses (`timeout`).
+    pub verdict_timeout: Duration,
+    /// A token the viewer brought outside RTSP (`?jwt=` on the WebSocket URL).
+    pub bearer: Option<String>,
+    /// Viewers per route, sessions per user and per address (process-wide).
+    pub caps: Arc<dyn ViewerCaps>,
+    /// The realm of the Basic challenge (`[auth] realm`).
+    pub realm: String,
+}
+
+impl Default for AccessParams {
+    fn default() -> Self {
+        AccessParams {
+            method: Method::Internal,
+            basic_over_plain: false,
+            verdict_timeout: Duration::from_secs(3),
+            bearer: None,
+            caps: Arc::new(NoCaps),
+            realm: "rtsp-tunnel-relay".to_owned(),
+        }
+    }
+}
+
+/// A question to the external authorizer, and the requests that wait for its answer.
+#[derive(Debug)]
+struct Awaiting {
+    id: u64,
+    since: Instant,
+    queued: Vec<(Message, ViewerStream)>,
+}
+
+/// What [`Session::admit`] decided for one request.
+enum Admit {
+    Pass,
+    /// Answered (or the session closed): nothing more to do with it.
+    Stop,
+    /// Waits for the external verdict: queue it.
+    Wait,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +238,11 @@ pub struct Session {
     /// The authenticated viewer, once the route's users admitted one.
     user: Option<String>,
     auth_failures: u32,
+    /// The external verdict this session waits for.
+    awaiting: Option<Awaiting>,
+    queries: u64,
+    /// The place this session holds under the viewer caps, once admitted.
+    cap_ticket: Option<CapTicket>,
     /// Camera URLs the camera's answers handed out (the viewer may ask for them).
     handed_out: Vec<HandedOut>,
     /// Whether the tunnel POST now bound came over TLS (`None` before one binds).
@@ -264,6 +325,9 @@ impl Session {
             user: None,
             handed_out: Vec::new(),
             auth_failures: 0,
+            awaiting: None,
+            queries: 0,
+            cap_ticket: None,
             commands_tls: None,
             viewer_frames: [Vec::new(), Vec::new()],
             held_for_viewer: Vec::new(),
@@ -531,8 +595,18 @@ impl Session {
             }
             self.auth = route.credentials.clone().map(|c| UpstreamAuth::new(c, self.params.cnonce_seed));
         }
-        if !self.admit(&msg, self.is_tls(stream), cseq, now, routes, out) {
-            return;
+        match self.admit(&msg, self.is_tls(stream), cseq, now, routes, out) {
+            Admit::Pass => {}
+            Admit::Stop => return,
+            Admit::Wait => {
+                let Some(aw) = self.awaiting.as_mut() else { return };
+                if aw.queued.len() >= self.params.max_pending_requests {
+                    self.refuse(Rejection::TooManyPendingRequests, (503, "Service Unavailable"), cseq, out);
+                } else {
+                    aw.queued.push((msg, stream));
+                }
+                return;
+            }
         }
         if self.shared {
             out.push(Output::SharedRequest(Box::new(msg)));
@@ -596,9 +670,10 @@ impl Session {
         }
     }
 
-    /// The route's address lists and users: false (with the answer queued) if this viewer may
-    /// not go further. Nothing reaches the camera before this passes. `tls`: the request came
-    /// over TLS end to end (Basic is offered and accepted only then).
+    /// The route's address lists, who may watch, and the viewer caps: whether this request may
+    /// go further (answered otherwise, or queued for an external verdict). Nothing reaches the
+    /// camera before this passes. `tls`: the request came over TLS end to end (Basic is offered
+    /// and accepted only then, unless `basic_over_plain`).
     fn admit(
         &mut self,
         msg: &Message,
@@ -607,34 +682,93 @@ impl Session {
         now: Instant,
         routes: &RouteTable,
         out: &mut Vec<Output>,
-    ) -> bool {
-        let Some(route) = self.route.clone() else { return false };
+    ) -> Admit {
+        let Some(route) = self.route.clone() else { return Admit::Stop };
         if !route.acl.permits(self.params.viewer_ip) {
             out.push(Output::Rejected(Rejection::AddressDenied));
             out.push(Output::ToViewer(local_reply(403, "Forbidden", Some(cseq))));
             self.close(SessionOutcome::ProtocolError, out);
+            return Admit::Stop;
+        }
+        let checked = match (route.users.as_deref(), route.guard) {
+            _ if self.user.is_some() => Admit::Pass,
+            (None, Guard::Open) => Admit::Pass,
+            (Some(list), _) => self.internal(msg, tls, cseq, now, routes, Some(list), None, out),
+            (None, Guard::UsersByRoute) => self.internal(msg, tls, cseq, now, routes, None, Some(&route.path), out),
+            (None, Guard::External) => self.external(msg, tls, cseq, now, &route.path, out),
+        };
+        if !matches!(checked, Admit::Pass) || self.cap_ticket.is_some() {
+            return checked;
+        }
+        let caps = self.params.access.caps.clone();
+        match CapTicket::take(&caps, &route.path, route.max_viewers, self.user.as_deref(), self.params.viewer_ip) {
+            Ok(ticket) => {
+                self.cap_ticket = Some(ticket);
+                Admit::Pass
+            }
+            Err(hit) => {
+                let reason = match hit {
+                    CapHit::Route => Rejection::MaxViewers,
+                    CapHit::User => Rejection::MaxSessionsPerUser,
+                    CapHit::Address => Rejection::MaxSessionsPerIp,
+                };
+                self.refuse(reason, (453, "Not Enough Bandwidth"), cseq, out);
+                Admit::Stop
+            }
+        }
+    }
+
+    /// Refuses a viewer whose address failed too often lately (checked on every request, so a
+    /// tunnel opened before the block guesses no more).
+    fn blocked(&mut self, cseq: u32, now: Instant, out: &mut Vec<Output>) -> bool {
+        if !self.params.auth_gate.is_blocked(self.params.viewer_ip, now) {
             return false;
         }
-        let Some(allowed) = route.users.as_deref() else { return true };
-        if self.user.is_some() {
-            return true;
-        }
-        let ip = self.params.viewer_ip;
-        if self.params.auth_gate.is_blocked(ip, now) {
-            // Checked on every request: a tunnel opened before the block guesses no more.
-            out.push(Output::Rejected(Rejection::AuthRateLimited));
-            out.push(Output::ToViewer(local_reply(429, "Too Many Requests", Some(cseq))));
+        out.push(Output::Rejected(Rejection::AuthRateLimited));
+        out.push(Output::ToViewer(local_reply(429, "Too Many Requests", Some(cseq))));
+        self.close(SessionOutcome::ProtocolError, out);
+        true
+    }
+
+    /// A failed login other than the normal first step: counted against the address, and a
+    /// session that keeps guessing is closed.
+    fn count_failure(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.params.auth_gate.record_failure(self.params.viewer_ip, now);
+        self.auth_failures += 1;
+        if self.auth_failures >= MAX_AUTH_FAILURES_PER_SESSION {
             self.close(SessionOutcome::ProtocolError, out);
-            return false;
+        }
+    }
+
+    /// Internal users: the route's `allowed` names, or (`by_route`) any user whose route globs
+    /// cover this route.
+    #[allow(clippy::too_many_arguments)]
+    fn internal(
+        &mut self,
+        msg: &Message,
+        tls: bool,
+        cseq: u32,
+        now: Instant,
+        routes: &RouteTable,
+        allowed: Option<&[String]>,
+        by_route: Option<&str>,
+        out: &mut Vec<Output>,
+    ) -> Admit {
+        if self.blocked(cseq, now, out) {
+            return Admit::Stop;
         }
         let users = routes.users();
         let seed = self.params.cnonce_seed.rotate_left(17);
         let auth = self.viewer_auth.get_or_insert_with(|| ViewerAuth::new(seed, tls, self.params.nonce_ttl, now));
         auth.set_tls(tls);
-        match auth.verify(msg, users, Some(allowed), now) {
+        let verdict = auth.verify(msg, users, allowed, now).and_then(|user| match by_route {
+            Some(path) if !users.may_read(&user, path) => Err(AuthFailure::NotAllowed),
+            _ => Ok(user),
+        });
+        match verdict {
             Ok(user) => {
                 self.user = Some(user);
-                true
+                Admit::Pass
             }
             Err(failure) => {
                 out.push(Output::AuthFailed(failure));
@@ -647,15 +781,132 @@ impl Session {
                 out.push(Output::ToViewer(reply.to_bytes()));
                 // Asking for credentials is the normal first step; guessing is not.
                 if !matches!(failure, AuthFailure::NoCredentials | AuthFailure::StaleNonce) {
-                    self.params.auth_gate.record_failure(ip, now);
-                    self.auth_failures += 1;
-                    if self.auth_failures >= MAX_AUTH_FAILURES_PER_SESSION {
-                        self.close(SessionOutcome::ProtocolError, out);
-                    }
+                    self.count_failure(now, out);
                 }
-                false
+                Admit::Stop
             }
         }
+    }
+
+    /// An external method decides: the credentials (Basic, or a token brought outside RTSP) go
+    /// out as an [`Output::Authorize`], and this request waits with any that follow.
+    fn external(
+        &mut self,
+        msg: &Message,
+        tls: bool,
+        cseq: u32,
+        now: Instant,
+        route: &str,
+        out: &mut Vec<Output>,
+    ) -> Admit {
+        if self.awaiting.is_some() {
+            return Admit::Wait;
+        }
+        if self.blocked(cseq, now, out) {
+            return Admit::Stop;
+        }
+        let basic_ok = tls || self.params.access.basic_over_plain;
+        let (user, password, token) = match presented(msg) {
+            Presented::Basic { .. } if !basic_ok => {
+                // Already sent in the clear; it goes no further.
+                self.refuse_credentials(AuthFailure::BasicWithoutTls, cseq, basic_ok, out);
+                return Admit::Stop;
+            }
+            Presented::Basic { user, password } => (user, password, String::new()),
+            // A token outside the Authorization header: from the WebSocket URL, or the RTSP
+            // URL's own `?jwt=` (FFmpeg keeps at most 127 bytes of `user:password`, less than
+            // a signed token).
+            Presented::None => match self.params.access.bearer.clone().or_else(|| bearer_from_target(msg.uri()?)) {
+                Some(token) => (String::new(), String::new(), token),
+                None => {
+                    self.refuse_credentials(AuthFailure::NoCredentials, cseq, basic_ok, out);
+                    return Admit::Stop;
+                }
+            },
+            Presented::Unusable => {
+                self.refuse_credentials(AuthFailure::Malformed, cseq, basic_ok, out);
+                self.count_failure(now, out);
+                return Admit::Stop;
+            }
+        };
+        self.queries = self.queries.wrapping_add(1);
+        let query = AuthQuery {
+            id: self.queries,
+            user,
+            password,
+            token,
+            ip: self.params.viewer_ip,
+            route: route.to_owned(),
+            tls,
+            action: Action::Read,
+        };
+        out.push(Output::Authorize(query));
+        self.awaiting = Some(Awaiting { id: self.queries, since: now, queued: Vec::new() });
+        Admit::Wait
+    }
+
+    /// Asks for credentials an external method can use: a Basic challenge where Basic may travel
+    /// (401), a refusal where it may not (403: no client should send a password there).
+    fn refuse_credentials(&mut self, failure: AuthFailure, cseq: u32, basic_ok: bool, out: &mut Vec<Output>) {
+        out.push(Output::AuthFailed(failure));
+        if !basic_ok {
+            out.push(Output::ToViewer(local_reply(403, "Forbidden", Some(cseq))));
+            return;
+        }
+        let mut reply = Message::response(401, "Unauthorized");
+        reply.set_header("CSeq", cseq.to_string());
+        reply.set_header("Server", "rtsp-tunnel-relay");
+        reply.set_header("WWW-Authenticate", format!("Basic realm=\"{}\"", self.params.access.realm));
+        out.push(Output::ToViewer(reply.to_bytes()));
+    }
+
+    /// The external authorizer's answer to query `id`: the waiting requests go on, or are
+    /// refused (401 for a refusal, 503 when the authorizer failed or was too slow).
+    pub fn on_verdict(&mut self, id: u64, verdict: Verdict, now: Instant, routes: &RouteTable, out: &mut Vec<Output>) {
+        if self.closed || self.awaiting.as_ref().is_none_or(|a| a.id != id) {
+            return;
+        }
+        let Some(aw) = self.awaiting.take() else { return };
+        let failure = match verdict {
+            Verdict::Allow { user } => {
+                self.user = Some(user);
+                for (msg, stream) in aw.queued {
+                    self.on_viewer_event(Event::Message(msg), stream, &[], now, routes, out);
+                    if self.closed {
+                        break;
+                    }
+                }
+                return;
+            }
+            Verdict::Refused => AuthFailure::Refused,
+            Verdict::Timeout => AuthFailure::Timeout,
+            Verdict::Error => AuthFailure::Error,
+        };
+        out.push(Output::AuthFailed(failure));
+        for (msg, stream) in aw.queued {
+            let Some(cseq) = msg.cseq() else { continue };
+            let status = if failure == AuthFailure::Refused {
+                let basic_ok = self.is_tls(stream) || self.params.access.basic_over_plain;
+                let before = out.len();
+                self.refuse_credentials(failure, cseq, basic_ok, out);
+                // Counted once above.
+                out.remove(before);
+                if basic_ok { 401 } else { 403 }
+            } else {
+                out.push(Output::ToViewer(local_reply(503, "Service Unavailable", Some(cseq))));
+                503
+            };
+            let (method, uri) = (msg.method().unwrap_or("").to_owned(), msg.uri().unwrap_or("").to_owned());
+            out.push(Output::Exchange(Exchange { method, uri, status, latency: Duration::ZERO, by_relay: true }));
+        }
+        if failure == AuthFailure::Refused {
+            self.count_failure(now, out);
+        }
+    }
+
+    /// When the external verdict this session waits for is overdue.
+    fn verdict_deadline(&self) -> Option<Instant> {
+        self.awaiting.as_ref().map(|a| a.since + self.params.access.verdict_timeout)
     }
 
     /// Camera URLs in `msg` become the viewer's; the URLs it hands out are noted.
@@ -874,11 +1125,7 @@ impl Session {
 
     /// When [`Session::on_tick`] next has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let request = self.request_deadline();
-        match (request, self.response_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.request_deadline(), self.response_deadline(), self.verdict_deadline()].into_iter().flatten().min()
     }
 
     /// When the viewer's unfinished message or frame must be complete.
@@ -910,6 +1157,15 @@ impl Session {
             }
             self.close(SessionOutcome::Timeout, out);
             return;
+        }
+        if let Some(id) =
+            self.awaiting.as_ref().map(|a| a.id).filter(|_| self.verdict_deadline().is_some_and(|d| d <= now))
+        {
+            // No verdict in time: fail closed. The routes are not needed to refuse.
+            self.on_verdict(id, Verdict::Timeout, now, &RouteTable::default(), out);
+            if self.closed {
+                return;
+            }
         }
         if self.response_deadline().is_none_or(|d| d > now) {
             return;

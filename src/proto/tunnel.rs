@@ -97,6 +97,12 @@ pub enum Input<'a> {
         routes: &'a RouteTable,
         policy: Policy,
     },
+    /// The external authorizer answered the session's [`session::Output::Authorize`].
+    AuthVerdict {
+        id: u64,
+        verdict: super::external_auth::Verdict,
+        routes: &'a RouteTable,
+    },
     /// [`Tunnel::poll_timeout`] has passed.
     Timer,
 }
@@ -370,6 +376,7 @@ impl Tunnel {
                     }
                 }
             }
+            Input::AuthVerdict { id, verdict, routes } => self.session.on_verdict(id, verdict, now, routes, &mut core),
             Input::Timer => self.on_timer(now, &mut core),
         }
         for o in core.drain(..) {

@@ -22,11 +22,29 @@ pub struct Users {
     pub realm: String,
     /// Lower-case hex HA1 per user name.
     ha1: HashMap<String, String>,
+    /// Route globs per user that lists them (`[[user]] routes`).
+    routes: HashMap<String, Vec<String>>,
 }
 
 impl Users {
     pub fn new(realm: &str) -> Users {
-        Users { realm: realm.to_owned(), ha1: HashMap::new() }
+        Users { realm: realm.to_owned(), ha1: HashMap::new(), routes: HashMap::new() }
+    }
+
+    /// Restricts `name` to the routes its globs match.
+    pub fn grant_routes(&mut self, name: &str, globs: Vec<String>) {
+        self.routes.insert(name.to_owned(), globs);
+    }
+
+    /// Whether any user has route globs (then routes that list nobody ask users by them).
+    pub fn has_route_grants(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
+    /// Whether `name`'s route globs cover `route` (for routes that list no users; a route's own
+    /// `users` list names who may watch it, globs or not).
+    pub fn may_read(&self, name: &str, route: &str) -> bool {
+        self.routes.get(name).is_some_and(|globs| globs.iter().any(|g| super::permissions::glob_matches(g, route)))
     }
 
     /// Adds a user by HA1 (32 hex digits).
@@ -78,6 +96,13 @@ pub enum AuthFailure {
     Malformed,
     /// A Digest `uri=` other than the request's URI (a response replayed onto another request).
     UriMismatch,
+    /// The external method refused (a non-2xx callback; a token invalid, expired or not for
+    /// this route).
+    Refused,
+    /// The external method gave no verdict in time (fail closed).
+    Timeout,
+    /// The external method failed (service unreachable, key set not fetched; fail closed).
+    Error,
 }
 
 /// One session's side of viewer authentication.

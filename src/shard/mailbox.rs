@@ -43,6 +43,12 @@ pub enum ShardMsg {
     Reload {
         settings: Arc<Settings>,
     },
+    /// The external authorizer's answer for a session of this shard.
+    AuthVerdict {
+        session_key: u64,
+        id: u64,
+        verdict: crate::proto::external_auth::Verdict,
+    },
     /// Stop accepting; end sessions after `grace`.
     Shutdown {
         grace: Duration,

@@ -30,7 +30,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::admission::{Admission, AuthFailureLimiter};
+use crate::admission::{Admission, AuthFailureLimiter, ViewerCapTable};
+use crate::auth_worker::AuthWorker;
 use crate::config::{Acl, Settings};
 use crate::metrics::{ShardMetrics, ShardStop};
 use crate::pairing::CookieTable;
@@ -44,6 +45,10 @@ pub(crate) struct Shared {
     pub cookies: CookieTable,
     pub admission: Admission,
     pub auth_failures: Arc<AuthFailureLimiter>,
+    /// Viewers per route, sessions per user and per address.
+    pub viewer_caps: Arc<ViewerCapTable>,
+    /// Answers external authorization questions off the shards.
+    pub authorizer: Arc<AuthWorker>,
     pub metrics: Vec<Arc<ShardMetrics>>,
     running: AtomicUsize,
 }
@@ -182,6 +187,11 @@ impl Shards {
             cookies: CookieTable::new(),
             admission: Admission::new(),
             auth_failures: Arc::new(AuthFailureLimiter::new()),
+            viewer_caps: Arc::new(ViewerCapTable::new(
+                settings.auth.max_sessions_per_user,
+                settings.auth.max_sessions_per_ip,
+            )),
+            authorizer: AuthWorker::start(&settings.auth)?,
             metrics: opts.metrics,
             running: AtomicUsize::new(0),
         });
@@ -257,6 +267,9 @@ impl Shards {
     /// (listener addresses and `[runtime]` only on restart); sessions on removed routes end
     /// cleanly, live TLS sessions keep their keys.
     pub fn reload(&self, settings: Arc<Settings>) {
+        let auth = &settings.auth;
+        self.shared.viewer_caps.set_limits(auth.max_sessions_per_user, auth.max_sessions_per_ip);
+        self.shared.authorizer.reload(auth);
         for m in &self.shared.mailboxes {
             // A stopped shard takes no more settings.
             let _ = m.post(ShardMsg::Reload { settings: settings.clone() });

@@ -185,6 +185,8 @@ async def check(args, port_file, errors):
             "variance": variance,
             "login_filled": filled,
             "secure_context": await cdp.js("window.isSecureContext"),
+            # What the address bar and history hold at the end (a ?jwt= token must be gone).
+            "location": await cdp.js("location.href"),
         }
 
 

@@ -30,6 +30,7 @@ fn params() -> SessionParams {
         max_pending_requests: 4,
         post_from_any_address: false,
         auth_gate: Arc::new(OpenGate),
+        access: Default::default(),
     }
 }
 
@@ -636,4 +637,5 @@ fn no_relay_teardown_when_the_viewer_sent_one_or_no_camera_session_exists() {
     assert!(!teardown.contains("Authorization"), "no credentials on this route");
 }
 
+mod external;
 mod gatekeeping;

@@ -20,6 +20,8 @@ fn route(path: &str, camera: &str) -> Route {
         resolve_error: None,
         credentials: None,
         users: None,
+        guard: crate::proto::route::Guard::Open,
+        max_viewers: None,
         acl: Acl::default(),
         sharing: crate::proto::route::Sharing::Passthrough,
     }
@@ -47,6 +49,7 @@ fn params() -> SessionParams {
         max_pending_requests: 4,
         post_from_any_address: false,
         auth_gate: Arc::new(OpenGate),
+        access: Default::default(),
     }
 }
 

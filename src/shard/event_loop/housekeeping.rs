@@ -119,6 +119,9 @@ impl Shard {
                     self.reload(settings);
                     self.prune_route_health();
                 }
+                ShardMsg::AuthVerdict { session_key, id, verdict } => {
+                    self.on_auth_verdict(SessionKey::unpack(session_key), id, verdict)
+                }
                 ShardMsg::Shutdown { grace } => self.begin_drain(grace),
                 ShardMsg::Query(query) => self.answer_query(query),
                 // Posted only when the process was started with the test hook enabled.

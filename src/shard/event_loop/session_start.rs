@@ -9,7 +9,7 @@ impl Shard {
     pub(super) fn on_tunnel_get(&mut self, idx: usize, route: Option<Arc<Route>>, cookie: String, rest: Vec<u8>) {
         let c = &self.conns[idx];
         let (peer, accepted_at, tls) = (c.peer(), c.accepted_at(), c.has_tls());
-        let key = self.new_session(route, tunnel::Kind::Http, tls, peer, accepted_at);
+        let key = self.new_session(route, tunnel::Kind::Http, tls, peer, accepted_at, None);
         let me = SessionRef { shard: self.id, key: key.pack() };
         match self.shared.cookies.register_get(&cookie, me) {
             GetRegistration::Duplicate => {
@@ -166,7 +166,7 @@ impl Shard {
     pub(super) fn on_plain_rtsp(&mut self, idx: usize, route: Option<Arc<Route>>, bytes: Vec<u8>) {
         let c = &self.conns[idx];
         let (peer, accepted_at, tls) = (c.peer(), c.accepted_at(), c.has_tls());
-        let key = self.new_session(route, tunnel::Kind::Plain, tls, peer, accepted_at);
+        let key = self.new_session(route, tunnel::Kind::Plain, tls, peer, accepted_at, None);
         if let Some(s) = self.sessions.get_mut(key) {
             s.viewer = Some(idx);
         }

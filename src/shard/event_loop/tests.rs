@@ -18,6 +18,8 @@ fn shard() -> Shard {
         cookies: CookieTable::new(),
         admission: Admission::new(),
         auth_failures: Arc::new(AuthFailureLimiter::new()),
+        viewer_caps: Arc::new(crate::admission::ViewerCapTable::new(0, 0)),
+        authorizer: crate::auth_worker::AuthWorker::start(&Default::default()).unwrap(),
         metrics: vec![Arc::new(ShardMetrics::new(0))],
         running: AtomicUsize::new(1),
     });
@@ -45,7 +47,7 @@ fn conn(s: &mut Shard, role: Role) -> (usize, UnixStream) {
 }
 
 fn session(s: &mut Shard) -> SessionKey {
-    s.new_session(None, tunnel::Kind::Http, false, peer(), Instant::now())
+    s.new_session(None, tunnel::Kind::Http, false, peer(), Instant::now(), None)
 }
 
 /// What a test needs to see whether a shard's memory outlived it.

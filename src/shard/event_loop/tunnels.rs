@@ -31,6 +31,7 @@ impl Shard {
         viewer_tls: bool,
         peer: SocketAddr,
         started_at: Instant,
+        bearer: Option<String>,
     ) -> SessionKey {
         let params = SessionParams {
             limits: self.settings.limits.message_limits(),
@@ -44,6 +45,17 @@ impl Shard {
             max_pending_requests: self.settings.limits.max_pending_requests,
             post_from_any_address: self.settings.auth.post_from_any_address,
             auth_gate: self.auth_gate.clone(),
+            access: session::AccessParams {
+                method: self.settings.auth.method.method(),
+                basic_over_plain: self.settings.auth.basic_over_plain,
+                // The authorizer's own timeouts come first; this only bounds a lost answer.
+                verdict_timeout: Duration::from_millis(
+                    self.settings.auth.http.timeout_ms.max(self.settings.auth.jwt.timeout_ms) * 2 + 500,
+                ),
+                bearer,
+                caps: self.shared.viewer_caps.clone(),
+                realm: self.settings.auth.realm.clone(),
+            },
         };
         let route_path = route.as_ref().map(|r| r.path.clone());
         let proto = Session::new(params, route, &self.local_authority, started_at);
@@ -67,6 +79,39 @@ impl Shard {
             "session started"
         );
         key
+    }
+
+    /// The external authorizer answered: the session's waiting requests go on or are refused.
+    pub(super) fn on_auth_verdict(&mut self, key: SessionKey, id: u64, verdict: crate::proto::external_auth::Verdict) {
+        let routes = &*self.settings.routes;
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        s.tunnel.handle(Input::AuthVerdict { id, verdict, routes }, Instant::now());
+        self.apply(key, Fed::Nothing);
+    }
+
+    /// Sends a session's question to the authorizer; the answer comes back by the mailbox.
+    fn ask_authorizer(&mut self, key: SessionKey, query: crate::proto::external_auth::AuthQuery) {
+        use crate::proto::external_auth::{Protocol, Verdict};
+        let Some(s) = self.sessions.get(key) else { return };
+        let protocol = match s.tunnel.kind() {
+            tunnel::Kind::Http => Protocol::Tunnel,
+            tunnel::Kind::Plain => Protocol::Rtsp,
+            tunnel::Kind::WebSocket => Protocol::WebSocket,
+        };
+        let id = query.id;
+        let mailbox = self.shared.mailboxes[self.id as usize].clone();
+        let session_key = key.pack();
+        let reply: crate::auth_worker::Reply = Box::new(move |verdict| {
+            // A stopped shard has no session to tell.
+            let _ = mailbox.post(ShardMsg::AuthVerdict { session_key, id, verdict });
+        });
+        let job = crate::auth_worker::AuthJob { query, protocol, session: format!("{}-{}", self.id, s.id), reply };
+        if !self.shared.authorizer.submit(job) {
+            let routes = &*self.settings.routes;
+            if let Some(s) = self.sessions.get_mut(key) {
+                s.tunnel.handle(Input::AuthVerdict { id, verdict: Verdict::Error, routes }, Instant::now());
+            }
+        }
     }
 
     /// The passthrough route a session counts towards in its route's health, from when its route
@@ -175,13 +220,15 @@ impl Shard {
                 Out::Core(Core::Rejected(r)) => self.metrics.rejected(r),
                 // The session recorded it with the address's failures (its `AuthGate`).
                 Out::Core(Core::AuthFailed(f)) => self.metrics.auth_failure(f),
+                Out::Core(Core::Authorize(query)) => self.ask_authorizer(key, query),
                 Out::Core(Core::UpstreamError(k)) => self.metrics.upstream_error(k),
                 Out::Core(Core::Exchange(e)) => tracing::debug!(
                     shard = self.id,
                     session = %format_args!("{}-{}", self.id, s.id),
                     route = s.tunnel.session().route().map_or("-", |r| r.path.as_str()),
                     method = %e.method,
-                    uri = %e.uri,
+                    // A `?jwt=` token never reaches the log.
+                    uri = %crate::proto::external_auth::without_token(&e.uri),
                     status = e.status,
                     latency_ms = %format_args!("{:.3}", e.latency.as_secs_f64() * 1e3),
                     answered_by = if e.by_relay { "relay" } else { "camera" },

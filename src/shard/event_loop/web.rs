@@ -23,11 +23,13 @@ impl Shard {
         tracing::debug!(
             shard = self.id,
             peer = %peer,
-            target = %upgrade.target,
+            target = crate::proto::route::uri_path(&upgrade.target),
             user_agent = upgrade.user_agent.as_deref().unwrap_or("-"),
             "WebSocket accepted"
         );
-        let key = self.new_session(route, tunnel::Kind::WebSocket, tls, peer, accepted_at);
+        // `?jwt=`: the player's token, for routes an external method guards.
+        let bearer = crate::proto::external_auth::bearer_from_target(&upgrade.target);
+        let key = self.new_session(route, tunnel::Kind::WebSocket, tls, peer, accepted_at, bearer);
         if let Some(s) = self.sessions.get_mut(key) {
             s.viewer = Some(idx);
         }
