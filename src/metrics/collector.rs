@@ -287,6 +287,12 @@ fn families(state: &HubState) -> Vec<MetricFamily> {
     out.push(counter_total("relay_camera_reconnects_total", "Reconnect attempts to shared cameras.", state, |c| {
         &c.camera_reconnects
     }));
+    out.push(counter_total(
+        "relay_upstream_insecure_tls_total",
+        "Camera connections opened with upstream_insecure_tls (the certificate not checked).",
+        state,
+        |c| &c.upstream_insecure_tls,
+    ));
     out.push(gauge_up_down(
         "relay_viewers_active",
         "Viewers on shared routes now.",

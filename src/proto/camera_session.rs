@@ -119,10 +119,13 @@ pub enum CameraOutcome {
     /// Left by the relay because a reload changed the camera (URL, address or credentials): a
     /// new connection with the new settings follows at once.
     Reloaded,
+    /// The TLS handshake failed: the camera's certificate did not verify (see the camera's
+    /// last error), or it does not speak TLS.
+    TlsFailed,
 }
 
 impl CameraOutcome {
-    pub const ALL: [CameraOutcome; 11] = [
+    pub const ALL: [CameraOutcome; 12] = [
         CameraOutcome::Completed,
         CameraOutcome::ConnectFailed,
         CameraOutcome::ConnectTimeout,
@@ -134,6 +137,7 @@ impl CameraOutcome {
         CameraOutcome::ClosedByCamera,
         CameraOutcome::ProtocolError,
         CameraOutcome::Reloaded,
+        CameraOutcome::TlsFailed,
     ];
 
     /// The metrics label.
@@ -150,6 +154,7 @@ impl CameraOutcome {
             CameraOutcome::ClosedByCamera => "closed_by_camera",
             CameraOutcome::ProtocolError => "protocol_error",
             CameraOutcome::Reloaded => "reloaded",
+            CameraOutcome::TlsFailed => "tls_failed",
         }
     }
 }
@@ -417,6 +422,8 @@ pub struct CameraSession {
     continuity: Vec<TrackContinuity>,
     out: VecDeque<CameraOutput>,
     stats: CameraStats,
+    /// Why the last connection failed, as the operator reads it (kept until the next failure).
+    last_error: Option<String>,
 }
 
 impl CameraSession {
@@ -436,6 +443,7 @@ impl CameraSession {
             continuity: Vec::new(),
             out: VecDeque::new(),
             stats: CameraStats::default(),
+            last_error: None,
         };
         if s.demand.wants_camera(now) {
             s.connect(now);
@@ -575,6 +583,21 @@ impl CameraSession {
         if let State::Connecting { .. } = self.state {
             self.fail(CameraOutcome::ConnectFailed, now, false);
         }
+    }
+
+    /// The TLS handshake (or a record) failed: `reason` says why (a certificate that does not
+    /// verify, usually). Retried with the backoff like any failure; the reason stays as the
+    /// camera's last error.
+    pub fn handle_tls_failed(&mut self, reason: String, now: Instant) {
+        if matches!(self.state, State::Starting | State::Playing | State::Connecting { .. }) {
+            self.fail(CameraOutcome::TlsFailed, now, false);
+            self.last_error = Some(reason);
+        }
+    }
+
+    /// Why the last connection failed (an outcome label, or the TLS reason).
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
     }
 
     /// The camera closed the connection (or reset it).
@@ -730,6 +753,7 @@ impl CameraSession {
             self.backoff.reset();
         }
         self.drop_connection(outcome, now, disconnect);
+        self.last_error = Some(outcome.label().to_owned());
         self.state = if self.demand.wants_reconnect() {
             State::Retrying { at: now + self.backoff.next_delay() }
         } else {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::upstream_auth::Credentials;
+use super::upstream_link::UpstreamLink;
 use super::viewer_auth::Users;
 
 /// Source-address allow/deny lists (CIDR). Deny wins; an empty allow list allows all.
@@ -50,6 +51,8 @@ pub struct Route {
     pub upstream_url: String,
     /// Camera address, resolved when the configuration is loaded.
     pub upstream_addr: SocketAddr,
+    /// TLS, or the HTTP tunnel, under RTSP towards the camera.
+    pub upstream_link: UpstreamLink,
     pub credentials: Option<Credentials>,
     /// Who may watch; `None`: anyone who passes the address lists.
     pub users: Option<Vec<String>>,
@@ -86,6 +89,7 @@ impl Route {
         self.path == other.path
             && self.upstream_url == other.upstream_url
             && self.upstream_addr == other.upstream_addr
+            && self.upstream_link.same_as(&other.upstream_link)
             && self.sharing == other.sharing
     }
 
@@ -107,6 +111,7 @@ impl Route {
     pub fn camera_differs_from(&self, other: &Route) -> bool {
         self.upstream_url != other.upstream_url
             || self.upstream_addr != other.upstream_addr
+            || !self.upstream_link.same_as(&other.upstream_link)
             || self.credentials != other.credentials
     }
 

@@ -36,9 +36,11 @@ use crate::proto::http_head::{self, HeadKind, RequestHead};
 use crate::proto::rtsp;
 use crate::proto::session::{self, AuthGate, Session, SessionParams, ViewerStream, local_reply};
 use crate::proto::tunnel::{self, CameraClose, Input, Tunnel};
+use crate::proto::upstream_link::{TlsVerification, UpstreamLink};
 
 mod accept;
 mod buffers;
+mod camera_link;
 mod cameras;
 mod data_path;
 mod ending;

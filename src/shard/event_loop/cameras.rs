@@ -249,7 +249,8 @@ impl Shard {
     }
 
     fn connect_camera(&mut self, ck: CameraKey, addr: SocketAddr) {
-        let idx = self.connect_camera_socket(addr, Role::Camera(ck));
+        let link = self.cameras.get(ck).map(|s| s.route.upstream_link.clone()).unwrap_or_default();
+        let idx = self.connect_camera_socket(addr, Role::Camera(ck), &link);
         if let Some(slot) = self.cameras.get_mut(ck) {
             slot.conn = idx;
             if idx.is_none() {
@@ -285,6 +286,7 @@ impl Shard {
         }
         if res == 0 {
             self.arm_recv(idx);
+            self.camera_link_connected(idx);
             if let Some(slot) = self.cameras.get_mut(ck) {
                 slot.camera.handle_connected(now);
             }

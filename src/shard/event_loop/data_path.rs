@@ -51,7 +51,7 @@ impl Shard {
         }
         if res > 0 && !closing {
             match (bid, &role) {
-                (Some(bid), Role::Camera(ck)) => self.on_camera_data(*ck, bid, res as usize),
+                (Some(bid), Role::Camera(ck)) => self.on_camera_recv(idx, *ck, bid, res as usize),
                 (Some(bid), role) => {
                     if let Some(key) = role.session() {
                         self.on_data(idx, role, key, bid, res as usize);
@@ -131,6 +131,10 @@ impl Shard {
                     }
                 }
                 Err(e) => {
+                    if let Role::Upstream(k) = role {
+                        self.upstream_tls_failed(idx, *k, &e);
+                        return;
+                    }
                     tracing::debug!(shard = self.id, error = %e, "TLS error on a session connection");
                     self.metrics.rejected(Rejection::TlsRecord);
                     self.on_conn_ended(idx, role, -libc::EPROTO);
@@ -151,6 +155,8 @@ impl Shard {
             return;
         };
         let (input, fed) = match role {
+            // Decrypted bytes are not in the ring buffer: what is forwarded is copied from them.
+            Role::Upstream(_) if tls => (Input::CameraBytes(bytes), Fed::CameraPlain(self.reaped_at)),
             Role::Upstream(_) => (Input::CameraBytes(bytes), Fed::CameraChunk(bid, self.reaped_at)),
             Role::TunnelGet(_) => {
                 (Input::ViewerBytes { stream: ViewerStream::TunnelData, bytes, routes }, Fed::Nothing)
@@ -206,7 +212,8 @@ impl Shard {
     }
 
     pub(super) fn connect_upstream(&mut self, key: SessionKey, addr: SocketAddr) {
-        match self.connect_camera_socket(addr, Role::Upstream(key)) {
+        let link = self.sessions.get(key).and_then(|s| s.tunnel.session().route()).map(|r| r.upstream_link.clone());
+        match self.connect_camera_socket(addr, Role::Upstream(key), &link.unwrap_or_default()) {
             Some(idx) => {
                 if let Some(s) = self.session(key) {
                     s.upstream = Some(idx);
@@ -223,7 +230,7 @@ impl Shard {
 
     /// A camera connection (`role`: a passthrough session's or a shared camera's) with its
     /// connect submitted; `None` when no socket could be made.
-    pub(super) fn connect_camera_socket(&mut self, addr: SocketAddr, role: Role) -> Option<usize> {
+    pub(super) fn connect_camera_socket(&mut self, addr: SocketAddr, role: Role, link: &UpstreamLink) -> Option<usize> {
         let sock = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM.cloexec(),
@@ -239,6 +246,10 @@ impl Shard {
         let _ = sock.set_nodelay(true);
         let idx = self.insert_conn(OwnedFd::from(sock), addr, role);
         self.metrics.connection_accepted(ConnKind::Upstream);
+        if !self.start_camera_link(idx, link) {
+            self.close_conn(idx);
+            return None;
+        }
         let timeout = Duration::from_millis(self.limits.upstream_connect_timeout_ms);
         let sub = ops::connect(&mut self.conns[idx], idx, addr, timeout);
         self.ring.push(sub);
@@ -259,6 +270,7 @@ impl Shard {
         let now = Instant::now();
         if res == 0 {
             self.arm_recv(idx);
+            self.camera_link_connected(idx);
             if let Some(s) = self.session(key) {
                 s.tunnel.handle(Input::CameraConnected, now);
             }

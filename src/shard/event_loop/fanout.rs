@@ -44,6 +44,29 @@ impl Shard {
         self.drive_camera(ck);
     }
 
+    /// Decrypted bytes of a TLS camera: as [`Shard::on_camera_data`], the media copied out of
+    /// `plain` for the viewers.
+    pub(super) fn on_camera_plain(&mut self, ck: CameraKey, plain: &mut [u8]) {
+        let now = self.reaped_at;
+        let mut media = std::mem::take(&mut self.media);
+        media.clear();
+        if let Some(slot) = self.cameras.get_mut(ck) {
+            slot.camera.handle_camera_bytes(now, plain, &mut media);
+        }
+        for f in media.iter_mut() {
+            if let FramePayload::InChunk(r) = &f.payload {
+                let copy = plain.get(r.clone()).map(bytes::Bytes::copy_from_slice).unwrap_or_default();
+                f.payload = FramePayload::Assembled(copy);
+            }
+        }
+        if !media.is_empty() {
+            // No ring buffer holds these frames: the buffer id is never used for them.
+            self.fan_out(ck, 0, &media, now);
+        }
+        self.media = media;
+        self.drive_camera(ck);
+    }
+
     fn fan_out(&mut self, ck: CameraKey, bid: u16, media: &[MediaFrame], received_at: Instant) {
         let Some(slot) = self.cameras.get_mut(ck) else { return };
         let mut slow = Vec::new();

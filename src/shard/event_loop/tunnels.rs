@@ -9,6 +9,8 @@ pub(super) enum Fed {
     Nothing,
     /// Camera bytes in this ring buffer, received at this instant.
     CameraChunk(u16, Instant),
+    /// Camera bytes decrypted into the shard's `plain` buffer (a TLS camera), received then.
+    CameraPlain(Instant),
     /// The POST connection just reported to the tunnel.
     Post(usize),
 }
@@ -134,6 +136,25 @@ impl Shard {
                             }
                             Some(None) => {}
                         }
+                    }
+                }
+                Out::Core(Core::ForwardToViewer { range, frames }) if matches!(fed, Fed::CameraPlain(_)) => {
+                    let (Some(v), Fed::CameraPlain(at), Some(bytes)) = (s.viewer, fed, self.plain.get(range)) else {
+                        continue;
+                    };
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    let header = match self.ws_header(v, bytes.len()) {
+                        None => None,
+                        Some(Some(header)) => Some(header),
+                        Some(None) => continue,
+                    };
+                    let bytes = bytes::Bytes::copy_from_slice(bytes);
+                    let timed = Timed { received_at: at, frames };
+                    self.conns.queue_frame(v, header, None, super::super::conn_table::FrameBytes::Shared(&bytes), &mut self.bufs, timed);
+                    if frames > 0 {
+                        self.metrics.frames(Direction::ToViewer, frames as u64);
                     }
                 }
                 Out::Core(Core::ForwardToViewer { range, frames }) => {
