@@ -19,7 +19,6 @@ use crate::shard::camera_table::CameraKey;
 /// 1.25 × this is closed.
 const VIEWER_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 const RECONNECT_FIRST: Duration = Duration::from_secs(1);
-const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 /// FNV-1a: a hash every shard computes alike, run after run (the route → shard map).
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -76,7 +75,7 @@ impl Shard {
             response_timeout: Duration::from_millis(l.upstream_response_timeout_ms),
             media_timeout: Duration::from_millis(l.camera_media_timeout_ms),
             backoff_initial: RECONNECT_FIRST,
-            backoff_max: RECONNECT_MAX,
+            backoff_max: Duration::from_millis(l.camera_reconnect_max_ms),
             seed: self.rng.next_u64(),
         }
     }
