@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 pub use crate::proto::route::{Acl, Route, RouteTable, SharedRoute, Sharing, uri_path};
 use crate::proto::upstream_auth::Credentials;
-use crate::proto::upstream_link::{TlsVerification, UpstreamLink, UpstreamTls, parse_fingerprint};
+use crate::proto::upstream_link::{HttpTunnelTarget, TlsVerification, UpstreamLink, UpstreamTls, parse_fingerprint};
 use crate::proto::viewer_auth::Users;
 
 /// A configuration that could not be used, with enough context to fix the file.
@@ -475,7 +475,14 @@ impl RouteConfig {
         };
         let host = url.host_str().ok_or_else(|| err("upstream has no host".into()))?;
         let port = url.port().unwrap_or(default_port);
-        let upstream_link = self.upstream_link(tls, http_tunnel, host).map_err(err)?;
+        let tunnel_target = http_tunnel.then(|| HttpTunnelTarget {
+            target: match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_owned(),
+            },
+            host: url.port().map_or_else(|| host.to_owned(), |p| format!("{host}:{p}")),
+        });
+        let upstream_link = self.upstream_link(tls, tunnel_target, host).map_err(err)?;
         let host_for_socket = host.trim_start_matches('[').trim_end_matches(']');
         let upstream_addr = (host_for_socket, port)
             .to_socket_addrs()
@@ -529,7 +536,7 @@ impl RouteConfig {
 
 impl RouteConfig {
     /// TLS and tunnelling towards the camera from the scheme and the `upstream_*` keys.
-    fn upstream_link(&self, tls: bool, http_tunnel: bool, host: &str) -> Result<UpstreamLink, String> {
+    fn upstream_link(&self, tls: bool, http_tunnel: Option<HttpTunnelTarget>, host: &str) -> Result<UpstreamLink, String> {
         let chosen = [self.upstream_ca.is_some(), self.upstream_fingerprint.is_some(), self.upstream_insecure_tls];
         let chosen = chosen.iter().filter(|c| **c).count();
         if !tls {

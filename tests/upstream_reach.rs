@@ -1,5 +1,6 @@
 //! Reaching cameras the ways they allow (issue 26), against real gst-rtsp-server cameras:
-//! RTSPS with the right CA, a wrong CA (the camera's state says why) and a pinned fingerprint.
+//! RTSPS with the right CA, a wrong CA (the camera's state says why) and a pinned fingerprint;
+//! a camera behind an HTTP-only proxy reached by the tunnel's GET and POST.
 //!
 //! Each test runs its own camera and relay, is bounded in time, and stops every peer it starts.
 
@@ -95,7 +96,7 @@ fn rtsps_camera_signed_by_another_ca_is_a_tls_failure_with_its_reason() {
     });
     let log = relay.log_text();
     assert!(failed, "no tls_failed counted:\n{}\n{log}", relay.scrape());
-    assert!(log.contains("camera TLS failed") && log.contains("not trusted"), "{log}");
+    assert!(log.contains("camera link failed") && log.contains("not trusted"), "{log}");
     // The camera never got as far as an RTSP request.
     assert!(camera.requests().is_empty(), "{:?}", camera.events());
 }
@@ -114,4 +115,95 @@ fn rtsps_camera_pinned_by_fingerprint_plays_without_a_ca() {
     assert_eq!(ffmpeg_frames(&out), 0, "{}", describe(&out));
     let log = relay.log_text();
     assert!(log.contains("does not match upstream_fingerprint"), "{log}");
+}
+
+/// What the HTTP-only proxy in front of a camera let through and refused.
+#[derive(Debug, Default)]
+struct ProxySeen {
+    gets: usize,
+    posts: usize,
+    refused: Vec<String>,
+}
+
+/// A proxy that passes on only RTSP-over-HTTP tunnel heads (a GET or POST with an
+/// `x-sessioncookie`) and refuses anything else, as an HTTP-only firewall would: the relay's
+/// camera connections must all be tunnel halves. Accepts until the test ends.
+fn http_only_proxy(camera_port: u16) -> (u16, std::sync::Arc<std::sync::Mutex<ProxySeen>>) {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(ProxySeen::default()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { break };
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    match client.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let tunnel = text.to_ascii_lowercase().contains("x-sessioncookie:");
+                let is_get = text.starts_with("GET ") && tunnel;
+                let is_post = text.starts_with("POST ") && tunnel;
+                if !is_get && !is_post {
+                    record.lock().unwrap().refused.push(text.lines().next().unwrap_or_default().to_owned());
+                    let _ = client.write_all(b"HTTP/1.0 403 Forbidden\r\n\r\n");
+                    return;
+                }
+                let mut s = record.lock().unwrap();
+                if is_get { s.gets += 1 } else { s.posts += 1 }
+                drop(s);
+                let Ok(mut camera) = TcpStream::connect(("127.0.0.1", camera_port)) else { return };
+                let _ = client.set_read_timeout(None);
+                if camera.write_all(&head).is_err() {
+                    return;
+                }
+                let (mut c2, mut cam2) = (client.try_clone().unwrap(), camera.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut cam2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Both);
+                });
+                let _ = std::io::copy(&mut client, &mut camera);
+                let _ = camera.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn camera_behind_an_http_only_proxy_is_reached_by_get_and_post() {
+    require_peers!();
+    let camera = GstCamera::start(Some(("cam", "secret")));
+    let (proxy, seen) = http_only_proxy(camera.port);
+    let upstream = format!("rtsp+http://cam:secret@127.0.0.1:{proxy}/cam1");
+    let body = format!(
+        "[[route]]\npath = \"/shared\"\nupstream = \"{upstream}\"\n\n[[route]]\npath = \"/own\"\nupstream = \"{upstream}\"\nmode = \"passthrough\"\n"
+    );
+    let relay = RelayProcess::start("rtsp-http-camera", &body);
+    for (path, transport) in [("/shared", "http"), ("/own", "tcp")] {
+        let out = ffmpeg_play(transport, &relay.url(path), 25);
+        assert!(
+            ffmpeg_frames(&out) >= 25,
+            "{path}: {}\nrelay:\n{}\ncamera: {:?}\nproxy: {:?}",
+            describe(&out),
+            relay.log_text(),
+            camera.events(),
+            seen.lock().unwrap()
+        );
+    }
+    let s = seen.lock().unwrap();
+    assert!(s.refused.is_empty(), "the relay spoke something else than the tunnel: {:?}", s.refused);
+    assert!(s.gets >= 2 && s.posts >= 2, "{s:?}");
+    // The camera's Digest challenge was answered inside the tunnel.
+    let requests = camera.requests();
+    assert!(requests.iter().any(|r| r.starts_with("PLAY")), "{requests:?}");
 }

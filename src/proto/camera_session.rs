@@ -585,12 +585,13 @@ impl CameraSession {
         }
     }
 
-    /// The TLS handshake (or a record) failed: `reason` says why (a certificate that does not
-    /// verify, usually). Retried with the backoff like any failure; the reason stays as the
-    /// camera's last error.
-    pub fn handle_tls_failed(&mut self, reason: String, now: Instant) {
+    /// What lies under RTSP failed: TLS (`CameraOutcome::TlsFailed`, a certificate that does
+    /// not verify, usually) or the HTTP tunnel's GET (`Refused`, `ProtocolError`). `reason`
+    /// says why. Retried with the backoff like any failure; the reason stays as the camera's
+    /// last error.
+    pub fn handle_link_failed(&mut self, outcome: CameraOutcome, reason: String, now: Instant) {
         if matches!(self.state, State::Starting | State::Playing | State::Connecting { .. }) {
-            self.fail(CameraOutcome::TlsFailed, now, false);
+            self.fail(outcome, now, false);
             self.last_error = Some(reason);
         }
     }

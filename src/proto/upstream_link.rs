@@ -33,7 +33,16 @@ pub struct UpstreamTls {
 pub struct UpstreamLink {
     pub tls: Option<UpstreamTls>,
     /// `rtsp+http(s)://`: the relay opens the tunnel's GET and POST itself.
-    pub http_tunnel: bool,
+    pub http_tunnel: Option<HttpTunnelTarget>,
+}
+
+/// Where the tunnel's GET and POST go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTunnelTarget {
+    /// Path and query of the camera URL.
+    pub target: String,
+    /// `host[:port]` as the `Host` header names it.
+    pub host: String,
 }
 
 impl UpstreamLink {
@@ -49,7 +58,7 @@ impl UpstreamLink {
 
     /// The scheme for logs and the camera's state.
     pub fn scheme(&self) -> &'static str {
-        match (self.http_tunnel, self.tls.is_some()) {
+        match (self.http_tunnel.is_some(), self.tls.is_some()) {
             (false, false) => "rtsp",
             (false, true) => "rtsps",
             (true, false) => "rtsp+http",

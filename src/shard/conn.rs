@@ -52,6 +52,9 @@ pub enum Role {
     Upstream(SessionKey),
     /// The connection of a shared camera.
     Camera(super::camera_table::CameraKey),
+    /// The POST of a camera reached through an HTTP tunnel (`rtsp+http://`): requests go up
+    /// it; the camera's connection (`Camera`, `Upstream`) is its GET, at `get`.
+    CameraPost { get: usize, generation: u32 },
 }
 
 impl Role {
@@ -107,6 +110,19 @@ pub struct Conn {
     /// A viewer speaking RTSP over WebSocket: its bytes are unframed through this, and what is
     /// sent to it goes out as binary frames.
     pub ws: Option<Box<crate::proto::websocket::WsEndpoint>>,
+    /// A camera reached through an HTTP tunnel: this connection is its GET.
+    pub camera_tunnel: Option<Box<CameraTunnelLink>>,
+}
+
+/// The GET side's view of a camera's HTTP tunnel (see `proto::camera_tunnel`).
+pub struct CameraTunnelLink {
+    pub client: crate::proto::camera_tunnel::CameraTunnelClient,
+    /// The POST connection: index and generation.
+    pub post: (usize, u32),
+    pub post_connected: bool,
+    pub post_head_sent: bool,
+    /// The camera session was told the camera is reachable.
+    pub reported: bool,
 }
 
 /// Where a new connection stands with the PROXY protocol. Until `Done`, `head` holds the raw
@@ -143,6 +159,7 @@ impl Conn {
             tls: None,
             proxy: ProxyStage::Done,
             ws: None,
+            camera_tunnel: None,
         }
     }
 

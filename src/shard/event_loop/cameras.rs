@@ -154,7 +154,7 @@ impl Shard {
                 CameraOutput::Connect(addr) => self.connect_camera(ck, addr),
                 CameraOutput::Send(bytes) => {
                     if let Some(c) = slot.conn {
-                        self.queue_owned(c, bytes);
+                        self.queue_to_camera(c, bytes);
                     }
                 }
                 CameraOutput::Disconnect => {
@@ -249,7 +249,7 @@ impl Shard {
 
     fn connect_camera(&mut self, ck: CameraKey, addr: SocketAddr) {
         let link = self.cameras.get(ck).map(|s| s.route.upstream_link.clone()).unwrap_or_default();
-        let idx = self.connect_camera_socket(addr, Role::Camera(ck), &link);
+        let idx = self.connect_camera_link(addr, Role::Camera(ck), &link);
         if let Some(slot) = self.cameras.get_mut(ck) {
             slot.conn = idx;
             if idx.is_none() {
@@ -274,6 +274,10 @@ impl Shard {
         // No longer the camera's: what it still sends is read and dropped.
         c.role = Role::Refusing;
         self.linger_then_close(idx, grace);
+        // A tunnel's TEARDOWN went up its POST: that one lingers too.
+        if let Some(post) = self.camera_post_of(idx) {
+            self.linger_then_close(post, grace);
+        }
     }
 
     pub(super) fn on_camera_connect(&mut self, idx: usize, ck: CameraKey, res: i32) {
@@ -285,9 +289,10 @@ impl Shard {
         }
         if res == 0 {
             self.arm_recv(idx);
-            self.camera_link_connected(idx);
-            if let Some(slot) = self.cameras.get_mut(ck) {
-                slot.camera.handle_connected(now);
+            if self.camera_link_connected(idx) {
+                if let Some(slot) = self.cameras.get_mut(ck) {
+                    slot.camera.handle_connected(now);
+                }
             }
         } else {
             tracing::info!(shard = self.id, camera = %self.conns[idx].peer, error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");

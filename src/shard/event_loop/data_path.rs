@@ -113,6 +113,9 @@ impl Shard {
     }
 
     pub(super) fn on_data(&mut self, idx: usize, role: &Role, key: SessionKey, bid: u16, len: usize) {
+        if matches!(role, Role::Upstream(_)) && self.on_upstream_link_data(idx, key, bid, len) {
+            return;
+        }
         let now = Instant::now();
         let c = &mut self.conns[idx];
         let tls = c.tls.is_some();
@@ -131,10 +134,6 @@ impl Shard {
                     }
                 }
                 Err(e) => {
-                    if let Role::Upstream(k) = role {
-                        self.upstream_tls_failed(idx, *k, &e);
-                        return;
-                    }
                     tracing::debug!(shard = self.id, error = %e, "TLS error on a session connection");
                     self.metrics.rejected(Rejection::TlsRecord);
                     self.on_conn_ended(idx, role, -libc::EPROTO);
@@ -155,8 +154,6 @@ impl Shard {
             return;
         };
         let (input, fed) = match role {
-            // Decrypted bytes are not in the ring buffer: what is forwarded is copied from them.
-            Role::Upstream(_) if tls => (Input::CameraBytes(bytes), Fed::CameraPlain(self.reaped_at)),
             Role::Upstream(_) => (Input::CameraBytes(bytes), Fed::CameraChunk(bid, self.reaped_at)),
             Role::TunnelGet(_) => {
                 (Input::ViewerBytes { stream: ViewerStream::TunnelData, bytes, routes }, Fed::Nothing)
@@ -177,6 +174,10 @@ impl Shard {
         let key = role.session();
         if let Role::Camera(ck) = role {
             self.on_camera_closed(idx, *ck);
+            return;
+        }
+        if let Role::CameraPost { get, generation } = role {
+            self.camera_post_ended(idx, *get, *generation);
             return;
         }
         match role {
@@ -213,7 +214,7 @@ impl Shard {
 
     pub(super) fn connect_upstream(&mut self, key: SessionKey, addr: SocketAddr) {
         let link = self.sessions.get(key).and_then(|s| s.tunnel.session().route()).map(|r| r.upstream_link.clone());
-        match self.connect_camera_socket(addr, Role::Upstream(key), &link.unwrap_or_default()) {
+        match self.connect_camera_link(addr, Role::Upstream(key), &link.unwrap_or_default()) {
             Some(idx) => {
                 if let Some(s) = self.session(key) {
                     s.upstream = Some(idx);
@@ -230,7 +231,7 @@ impl Shard {
 
     /// A camera connection (`role`: a passthrough session's or a shared camera's) with its
     /// connect submitted; `None` when no socket could be made.
-    pub(super) fn connect_camera_socket(&mut self, addr: SocketAddr, role: Role, link: &UpstreamLink) -> Option<usize> {
+    pub(super) fn connect_camera_socket(&mut self, addr: SocketAddr, role: Role) -> Option<usize> {
         let sock = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM.cloexec(),
@@ -246,10 +247,6 @@ impl Shard {
         let _ = sock.set_nodelay(true);
         let idx = self.insert_conn(OwnedFd::from(sock), addr, role);
         self.metrics.connection_accepted(ConnKind::Upstream);
-        if !self.start_camera_link(idx, link) {
-            self.close_conn(idx);
-            return None;
-        }
         let timeout = Duration::from_millis(self.limits.upstream_connect_timeout_ms);
         let sub = ops::connect(&mut self.conns[idx], idx, addr, timeout);
         self.ring.push(sub);
@@ -265,14 +262,16 @@ impl Shard {
         let key = match self.conns[idx].role.clone() {
             Role::Upstream(key) => key,
             Role::Camera(ck) => return self.on_camera_connect(idx, ck, res),
+            Role::CameraPost { get, generation } => return self.on_camera_post_connect(idx, get, generation, res),
             _ => return,
         };
         let now = Instant::now();
         if res == 0 {
             self.arm_recv(idx);
-            self.camera_link_connected(idx);
-            if let Some(s) = self.session(key) {
-                s.tunnel.handle(Input::CameraConnected, now);
+            if self.camera_link_connected(idx) {
+                if let Some(s) = self.session(key) {
+                    s.tunnel.handle(Input::CameraConnected, now);
+                }
             }
         } else {
             let kind = match -res {

@@ -12,6 +12,8 @@ impl Shard {
             return;
         }
         c.closing = true;
+        // A camera's tunnel GET and POST end together.
+        let post = c.camera_tunnel.as_ref().map(|t| t.post);
         if let Role::ParkedPost { cookie, .. } = &c.role {
             self.shared.cookies.unpark(cookie, self.id);
             self.parked.remove(cookie);
@@ -23,6 +25,11 @@ impl Shard {
             self.ring.push(ops::cancel(Op::Connect, idx, c.generation));
         }
         self.maybe_free(idx);
+        if let Some((post, generation)) = post {
+            if self.conns.current(post, generation).is_some() {
+                self.close_conn(post);
+            }
+        }
     }
 
     pub(super) fn maybe_free(&mut self, idx: usize) {

@@ -176,7 +176,7 @@ impl Shard {
                 }
                 Out::Core(Core::ToUpstream(bytes)) => {
                     if let Some(u) = s.upstream {
-                        self.queue_owned(u, bytes);
+                        self.queue_to_camera(u, bytes);
                         if let Some(queued) = self.conns.get(u).map(|c| c.send.queued()) {
                             if let Some(s) = self.session(key) {
                                 s.tunnel.handle(Input::CameraBacklog(queued), Instant::now());
