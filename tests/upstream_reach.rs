@@ -207,3 +207,45 @@ fn camera_behind_an_http_only_proxy_is_reached_by_get_and_post() {
     let requests = camera.requests();
     assert!(requests.iter().any(|r| r.starts_with("PLAY")), "{requests:?}");
 }
+
+/// One RTSP request on a plain connection to the relay, and the status line of its answer.
+fn rtsp_status(stream: &mut std::net::TcpStream, url: &str, cseq: u32) -> String {
+    use std::io::{Read, Write};
+    let req = format!("OPTIONS {url} RTSP/1.0\r\nCSeq: {cseq}\r\nUser-Agent: test\r\n\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn passthrough_sessions_beyond_max_camera_sessions_are_answered_453() {
+    require_peers!();
+    let camera = GstCamera::start(None);
+    let body = format!(
+        "[limits]\nmax_camera_sessions = 1\n[[route]]\npath = \"/own\"\nupstream = \"{}\"\nmode = \"passthrough\"\n",
+        camera.url("/cam1")
+    );
+    let relay = RelayProcess::start("camera-sessions", &body);
+    let url = relay.url("/own");
+    let mut first = std::net::TcpStream::connect(relay.tunnel).unwrap();
+    assert_eq!(rtsp_status(&mut first, &url, 1), "RTSP/1.0 200 OK");
+    let mut second = std::net::TcpStream::connect(relay.tunnel).unwrap();
+    assert_eq!(rtsp_status(&mut second, &url, 1), "RTSP/1.0 453 Not Enough Bandwidth");
+    assert_eq!(relay.metric("relay_rejections_total{reason=\"camera_session_limit\"}"), 1.0);
+    assert_eq!(camera.clients(), 1, "the camera never heard of the second viewer: {:?}", camera.events());
+    // The first viewer leaves: its camera session is released and the next one is served.
+    drop(first);
+    let served = eventually(Duration::from_secs(10), || {
+        let mut third = std::net::TcpStream::connect(relay.tunnel).unwrap();
+        rtsp_status(&mut third, &url, 1) == "RTSP/1.0 200 OK"
+    });
+    assert!(served, "{}", relay.log_text());
+}

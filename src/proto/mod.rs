@@ -5,6 +5,7 @@ pub mod base64_stream;
 #[cfg(any(test, fuzzing))]
 pub mod camera_audit;
 pub mod camera_demand;
+pub mod camera_host_sessions;
 pub mod camera_request;
 pub mod camera_session;
 pub mod camera_tunnel;

@@ -112,6 +112,8 @@ pub struct Conn {
     pub ws: Option<Box<crate::proto::websocket::WsEndpoint>>,
     /// A camera reached through an HTTP tunnel: this connection is its GET.
     pub camera_tunnel: Option<Box<CameraTunnelLink>>,
+    /// A passthrough camera connection counted against its host's `max_camera_sessions`.
+    pub camera_host: Option<std::net::IpAddr>,
 }
 
 /// The GET side's view of a camera's HTTP tunnel (see `proto::camera_tunnel`).
@@ -160,6 +162,7 @@ impl Conn {
             proxy: ProxyStage::Done,
             ws: None,
             camera_tunnel: None,
+            camera_host: None,
         }
     }
 

@@ -42,6 +42,9 @@ pub(crate) struct Shared {
     pub admission: Admission,
     pub auth_failures: Arc<AuthFailureLimiter>,
     pub metrics: Vec<Arc<ShardMetrics>>,
+    /// Passthrough camera sessions per camera host (`[limits] max_camera_sessions`); taken
+    /// once per camera session, not per packet.
+    pub camera_hosts: std::sync::Mutex<crate::proto::camera_host_sessions::CameraHostSessions>,
     running: AtomicUsize,
 }
 
@@ -180,6 +183,7 @@ impl Shards {
             admission: Admission::new(),
             auth_failures: Arc::new(AuthFailureLimiter::new()),
             metrics: opts.metrics,
+            camera_hosts: Default::default(),
             running: AtomicUsize::new(0),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();

@@ -214,13 +214,28 @@ impl Shard {
 
     pub(super) fn connect_upstream(&mut self, key: SessionKey, addr: SocketAddr) {
         let link = self.sessions.get(key).and_then(|s| s.tunnel.session().route()).map(|r| r.upstream_link.clone());
+        let limit = self.limits.max_camera_sessions;
+        let admitted = self.shared.camera_hosts.lock().map(|mut h| h.try_open(addr.ip(), limit)).unwrap_or(true);
+        if !admitted {
+            tracing::info!(shard = self.id, camera = %addr, limit, "max_camera_sessions reached for this camera: 453");
+            if let Some(s) = self.session(key) {
+                s.tunnel.handle(Input::CameraHostFull, Instant::now());
+            }
+            self.apply(key, Fed::Nothing);
+            return;
+        }
         match self.connect_camera_link(addr, Role::Upstream(key), &link.unwrap_or_default()) {
             Some(idx) => {
+                // Released when the connection is freed, however it ends.
+                self.conns[idx].camera_host = Some(addr.ip());
                 if let Some(s) = self.session(key) {
                     s.upstream = Some(idx);
                 }
             }
             None => {
+                if let Ok(mut hosts) = self.shared.camera_hosts.lock() {
+                    hosts.close(addr.ip());
+                }
                 if let Some(s) = self.session(key) {
                     s.tunnel.handle(Input::CameraConnectFailed(UpstreamErrorKind::Unreachable), Instant::now());
                 }

@@ -37,6 +37,11 @@ impl Shard {
         if c.counted_ip {
             self.shared.admission.close_connection(c.peer.ip());
         }
+        if let Some(host) = c.camera_host {
+            if let Ok(mut hosts) = self.shared.camera_hosts.lock() {
+                hosts.close(host);
+            }
+        }
         // Dropping `c` closes the descriptor: nothing in flight names it any more.
     }
 }

@@ -19,6 +19,7 @@ fn shard() -> Shard {
         admission: Admission::new(),
         auth_failures: Arc::new(AuthFailureLimiter::new()),
         metrics: vec![Arc::new(ShardMetrics::new(0))],
+        camera_hosts: Default::default(),
         running: AtomicUsize::new(1),
     });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
