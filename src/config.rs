@@ -536,12 +536,19 @@ impl RouteConfig {
 
 impl RouteConfig {
     /// TLS and tunnelling towards the camera from the scheme and the `upstream_*` keys.
-    fn upstream_link(&self, tls: bool, http_tunnel: Option<HttpTunnelTarget>, host: &str) -> Result<UpstreamLink, String> {
+    fn upstream_link(
+        &self,
+        tls: bool,
+        http_tunnel: Option<HttpTunnelTarget>,
+        host: &str,
+    ) -> Result<UpstreamLink, String> {
         let chosen = [self.upstream_ca.is_some(), self.upstream_fingerprint.is_some(), self.upstream_insecure_tls];
         let chosen = chosen.iter().filter(|c| **c).count();
         if !tls {
             if chosen > 0 {
-                return Err("upstream_ca, upstream_fingerprint and upstream_insecure_tls need rtsps:// or rtsp+https://".into());
+                return Err(
+                    "upstream_ca, upstream_fingerprint and upstream_insecure_tls need rtsps:// or rtsp+https://".into(),
+                );
             }
             return Ok(UpstreamLink { tls: None, http_tunnel });
         }

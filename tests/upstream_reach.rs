@@ -88,7 +88,24 @@ fn rtsps_camera_signed_by_another_ca_is_a_tls_failure_with_its_reason() {
     let relay = RelayProcess::start("rtsps-wrong", &body);
     let out = ffmpeg_play("http", &relay.url("/own"), 5);
     assert_eq!(ffmpeg_frames(&out), 0, "{}", describe(&out));
-    let out = run_limited(8, &["ffmpeg", "-hide_banner", "-nostdin", "-rtsp_transport", "http", "-i", &relay.url("/shared"), "-an", "-frames:v", "5", "-f", "null", "-"]);
+    let out = run_limited(
+        8,
+        &[
+            "ffmpeg",
+            "-hide_banner",
+            "-nostdin",
+            "-rtsp_transport",
+            "http",
+            "-i",
+            &relay.url("/shared"),
+            "-an",
+            "-frames:v",
+            "5",
+            "-f",
+            "null",
+            "-",
+        ],
+    );
     assert_eq!(ffmpeg_frames(&out), 0, "{}", describe(&out));
     let failed = eventually(Duration::from_secs(10), || {
         relay.metric("relay_camera_sessions_total{outcome=\"tls_failed\"}") >= 1.0
@@ -159,7 +176,11 @@ fn http_only_proxy(camera_port: u16) -> (u16, std::sync::Arc<std::sync::Mutex<Pr
                     return;
                 }
                 let mut s = record.lock().unwrap();
-                if is_get { s.gets += 1 } else { s.posts += 1 }
+                if is_get {
+                    s.gets += 1
+                } else {
+                    s.posts += 1
+                }
                 drop(s);
                 let Ok(mut camera) = TcpStream::connect(("127.0.0.1", camera_port)) else { return };
                 let _ = client.set_read_timeout(None);

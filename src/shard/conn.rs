@@ -54,7 +54,10 @@ pub enum Role {
     Camera(super::camera_table::CameraKey),
     /// The POST of a camera reached through an HTTP tunnel (`rtsp+http://`): requests go up
     /// it; the camera's connection (`Camera`, `Upstream`) is its GET, at `get`.
-    CameraPost { get: usize, generation: u32 },
+    CameraPost {
+        get: usize,
+        generation: u32,
+    },
 }
 
 impl Role {

@@ -218,9 +218,10 @@ impl Shard {
 
     /// The connect of a tunnel's POST completed.
     pub(super) fn on_camera_post_connect(&mut self, post: usize, get: usize, generation: u32, res: i32) {
-        let current = self.conns.current(get, generation).is_some_and(|c| {
-            !c.closing && c.camera_tunnel.as_ref().is_some_and(|t| t.post.0 == post)
-        });
+        let current = self
+            .conns
+            .current(get, generation)
+            .is_some_and(|c| !c.closing && c.camera_tunnel.as_ref().is_some_and(|t| t.post.0 == post));
         if !current {
             self.close_conn(post);
             return;

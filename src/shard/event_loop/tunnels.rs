@@ -152,7 +152,14 @@ impl Shard {
                     };
                     let bytes = bytes::Bytes::copy_from_slice(bytes);
                     let timed = Timed { received_at: at, frames };
-                    self.conns.queue_frame(v, header, None, super::super::conn_table::FrameBytes::Shared(&bytes), &mut self.bufs, timed);
+                    self.conns.queue_frame(
+                        v,
+                        header,
+                        None,
+                        super::super::conn_table::FrameBytes::Shared(&bytes),
+                        &mut self.bufs,
+                        timed,
+                    );
                     if frames > 0 {
                         self.metrics.frames(Direction::ToViewer, frames as u64);
                     }
