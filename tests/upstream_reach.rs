@@ -270,3 +270,27 @@ fn passthrough_sessions_beyond_max_camera_sessions_are_answered_453() {
     });
     assert!(served, "{}", relay.log_text());
 }
+
+/// Not yet passing: gst-rtsp-server accepts both TLS connections but the relay's DESCRIBE
+/// gets no answer (response timeout); whether gst-rtsp-server pairs a tunnel over TLS at all,
+/// or the relay's POST over TLS is at fault, is not yet known. Run with `--ignored`.
+#[test]
+#[ignore]
+fn rtsp_over_https_camera_is_verified_and_tunnelled() {
+    require_peers!();
+    let (camera, ca, _, _) = tls_camera("rtsp-https");
+    let body = format!(
+        "[[route]]\npath = \"/cam\"\nupstream = \"rtsp+https://127.0.0.1:{}/cam1\"\nupstream_ca = \"{}\"\n",
+        camera.port,
+        ca.display()
+    );
+    let relay = RelayProcess::start("rtsp-https-camera", &body);
+    let out = ffmpeg_play("http", &relay.url("/cam"), 25);
+    assert!(
+        ffmpeg_frames(&out) >= 25,
+        "{}\nrelay:\n{}\ncamera: {:?}",
+        describe(&out),
+        relay.log_text(),
+        camera.events()
+    );
+}
