@@ -271,11 +271,7 @@ fn passthrough_sessions_beyond_max_camera_sessions_are_answered_453() {
     assert!(served, "{}", relay.log_text());
 }
 
-/// Not yet passing: gst-rtsp-server accepts both TLS connections but the relay's DESCRIBE
-/// gets no answer (response timeout); whether gst-rtsp-server pairs a tunnel over TLS at all,
-/// or the relay's POST over TLS is at fault, is not yet known. Run with `--ignored`.
 #[test]
-#[ignore]
 fn rtsp_over_https_camera_is_verified_and_tunnelled() {
     require_peers!();
     let (camera, ca, _, _) = tls_camera("rtsp-https");

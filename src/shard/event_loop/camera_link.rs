@@ -242,6 +242,25 @@ impl Shard {
         self.camera_tunnel_progress(get);
     }
 
+    /// Bytes on a tunnel's POST: nothing of the camera's (it answers down the GET), but over
+    /// TLS the POST's own handshake and key updates come this way.
+    pub(super) fn on_camera_post_recv(&mut self, post: usize, bid: u16, len: usize) {
+        let Some(c) = self.conns.get_mut(post) else { return };
+        let Some(tls) = c.tls.as_mut() else { return };
+        let mut ignored = Vec::new();
+        let failed = tls.receive(self.bufs.bytes(bid, len), &mut ignored).is_err();
+        let cipher = tls.take_outgoing();
+        let role = c.role.clone();
+        if let Some(cipher) = cipher {
+            c.send.push_owned(cipher);
+            self.conns.dirty.push(post);
+        }
+        if let (true, Role::CameraPost { get, generation }) = (failed, role) {
+            tracing::warn!(shard = self.id, "camera tunnel POST: TLS failed");
+            self.camera_post_ended(post, get, generation);
+        }
+    }
+
     /// A tunnel's POST closed or failed: the camera is lost as if its GET had closed.
     pub(super) fn camera_post_ended(&mut self, post: usize, get: usize, generation: u32) {
         self.close_conn(post);

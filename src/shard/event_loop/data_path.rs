@@ -52,6 +52,7 @@ impl Shard {
         if res > 0 && !closing {
             match (bid, &role) {
                 (Some(bid), Role::Camera(ck)) => self.on_camera_recv(idx, *ck, bid, res as usize),
+                (Some(bid), Role::CameraPost { .. }) => self.on_camera_post_recv(idx, bid, res as usize),
                 (Some(bid), role) => {
                     if let Some(key) = role.session() {
                         self.on_data(idx, role, key, bid, res as usize);
