@@ -32,6 +32,14 @@ def panel(title, exprs, unit="short", kind="timeseries", w=12, h=8, legend=None,
         panels[-1]["description"] = desc
 
 
+def row(title):
+    """A Grafana row header across the full width; the panels after it start below it."""
+    row_y[0] = max((p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels), default=0)
+    panels.append({"id": len(panels) + 1, "type": "row", "title": title, "collapsed": False,
+                   "gridPos": {"x": 0, "y": row_y[0], "w": 24, "h": 1}, "panels": []})
+    row_y[0] += 1
+
+
 def q(name, quantile, by=""):
     group = f"le{', ' + by if by else ''}"
     return f"histogram_quantile({quantile}, sum by ({group}) (rate({name}_bucket{{{SEL}}}[$__rate_interval])))"
@@ -91,6 +99,29 @@ panel("Shared viewers cut", [
       desc="Viewers disconnected for staying too far behind, and viewers closed because their camera came back with another description.")
 panel("Viewers per route", [f"sum by (route) (relay_route_viewers{{{SEL}}})"], legend=["{{route}}"], desc=PER_ROUTE)
 panel("Camera up per route", [f"max by (route) (relay_route_camera_up{{{SEL}}})"], legend=["{{route}}"], desc=PER_ROUTE)
+
+# Camera health: what the alerting rules (deploy/prometheus/alerts.yml) watch, per route.
+row("Camera health")
+DOWN = f"relay_route_camera_state{{{SEL},state=~\"retrying|failed\"}}"
+panel("Cameras down", [f"sum({DOWN}) or vector(0)"], kind="stat", w=6, h=4,
+      desc="Routes whose camera is retrying or failed. " + PER_ROUTE)
+panel("Cameras up", [f"sum(relay_route_camera_up{{{SEL}}}) or vector(0)"], kind="stat", w=6, h=4,
+      desc="Routes whose camera plays (passthrough: any camera connection open). " + PER_ROUTE)
+panel("Last reload taken", [f"min(relay_config_last_reload_successful{{{SEL}}})"], kind="stat", w=6, h=4,
+      desc="0 when the last SIGHUP's file was rejected: the running configuration is older than the file.")
+panel("Shard stops", [f"sum(increase(relay_shard_stops_total{{{SEL}}}[$__range]))"], kind="stat", w=6, h=4,
+      desc="Shards that stopped on their own in the range (the relay exits and systemd restarts it).")
+row_y[0] += 4
+panel("Routes by camera state", [f"sum by (state) (relay_route_camera_state{{{SEL}}})"], legend=["{{state}}"],
+      desc="How many routes are idle, connecting, ready, retrying or failed. " + PER_ROUTE)
+panel("Cameras down per route", [f"max by (route) ({DOWN}) == 1"], legend=["{{route}}"],
+      desc="Each route while its camera is retrying or failed (see the relay's log for the reason). " + PER_ROUTE)
+panel("Configuration reloads", [
+    f"sum(increase(relay_config_reloads_total{{{SEL}}}[$__rate_interval]))",
+    f"sum(increase(relay_config_reload_failures_total{{{SEL}}}[$__rate_interval]))",
+], legend=["reloads", "rejected"])
+panel("Configuration age", [f"time() - max by (instance) (relay_config_last_reload_success_timestamp_seconds{{{SEL}}})"], unit="s",
+      legend=["{{instance}}"], desc="Since the configuration in force was loaded.")
 
 dashboard = {
     "__inputs": [{"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"}],

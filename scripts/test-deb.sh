@@ -14,8 +14,8 @@ fail() { echo "test-deb: FAIL: $*" >&2; exit 1; }
 if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
   fail "$pkg is already installed on this box; remove it first"
 fi
-# The packaged configuration binds :80 and 127.0.0.1:9100.
-for port in 80 9100; do
+# The packaged configuration binds :80 and 127.0.0.1:8079.
+for port in 80 8079; do
   if ss -Htln "sport = :$port" | grep -q .; then
     echo "test-deb: skipped: port $port is in use (the packaged configuration needs it)"
     exit 0
@@ -59,11 +59,11 @@ setpriv --reuid rtsp-relay --regid rtsp-relay --init-groups \
 relay=$!
 ready=
 for _ in $(seq 100); do
-  if curl -fsS http://127.0.0.1:9100/readyz >/dev/null 2>&1; then ready=1; break; fi
+  if curl -fsS http://127.0.0.1:8079/readyz >/dev/null 2>&1; then ready=1; break; fi
   sleep 0.1
 done
 [ -n "$ready" ] || { cat "$log"; fail "/readyz never answered 200"; }
-echo "test-deb: packaged relay ready: $(curl -sS http://127.0.0.1:9100/readyz)"
+echo "test-deb: packaged relay ready: $(curl -sS http://127.0.0.1:8079/readyz)"
 status=$(curl -s -o /dev/null -w '%{http_code}' -H 'x-sessioncookie: abc' -H 'Accept: application/x-rtsp-tunnelled' --max-time 2 http://127.0.0.1/cam1 || true)
 echo "test-deb: GET /cam1 on :80 -> $status (no routes yet)"
 [ "$status" = "404" ] || fail "expected 404 from the route-less packaged configuration, got $status"

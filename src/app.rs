@@ -20,7 +20,9 @@ use anyhow::Context;
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 
+use crate::api::{ApiContext, ApiServer};
 use crate::config::{ConfigError, Settings};
+use crate::control::Control;
 use crate::demo_camera::DemoCamera;
 use crate::metrics::{Label, MetricsHub, MetricsServer, ShardMetrics, ShardStop};
 use crate::shard::{Shards, StartOptions};
@@ -34,10 +36,29 @@ pub const TEST_STOP_SHARD_ENV: &str = "RTR_TEST_STOP_SHARD";
 /// How often the main thread looks at the shards while they drain.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 
+/// Where the demo (no configuration file) listens: `--listen`, `--metrics-listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoPorts {
+    pub tunnel: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+impl DemoPorts {
+    /// The metrics port is [`crate::config::DEFAULT_METRICS_PORT`], beside the tunnel's 8080.
+    pub const DEFAULT: DemoPorts = DemoPorts {
+        tunnel: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080),
+        metrics: SocketAddr::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            crate::config::DEFAULT_METRICS_PORT,
+        ),
+    };
+}
+
 /// The configuration used when none is given: the built-in camera behind `/demo`.
-pub fn demo_config(camera_url: &str) -> String {
+pub fn demo_config(camera_url: &str, ports: DemoPorts) -> String {
     format!(
-        "[listen]\ntunnel = [\"127.0.0.1:8080\"]\nmetrics = \"127.0.0.1:9100\"\n\n[[route]]\npath = \"/demo\"\nupstream = \"{camera_url}\"\n"
+        "[listen]\ntunnel = [\"{}\"]\nmetrics = \"{}\"\n\n[[route]]\npath = \"/demo\"\nupstream = \"{camera_url}\"\n",
+        ports.tunnel, ports.metrics
     )
 }
 
@@ -53,21 +74,27 @@ struct Relay {
     hub: Arc<MetricsHub>,
     shards: Shards,
     metrics_server: Option<MetricsServer>,
+    /// The routes in force (the file's and the control API's) and how they change.
+    control: Arc<Control>,
+    /// The control API, when `[api] listen` is set.
+    api: Option<ApiServer>,
 }
 
 impl Relay {
     /// Starts everything `settings` calls for.
     #[cfg(test)]
     fn start(settings: Arc<Settings>) -> anyhow::Result<Relay> {
-        Relay::start_with(settings, None)
+        Relay::start_with(Arc::new(Control::new(Settings::clone(&settings), None)?), None)
     }
 
     /// Starts everything `settings` calls for; a shard that stops on its own is counted, makes
     /// the relay unready and is reported to `events`.
-    fn start_with(settings: Arc<Settings>, events: Option<mpsc::Sender<Event>>) -> anyhow::Result<Relay> {
+    fn start_with(control: Arc<Control>, events: Option<mpsc::Sender<Event>>) -> anyhow::Result<Relay> {
+        let settings = control.running();
         let shards = settings.shards();
         let metrics: Vec<Arc<ShardMetrics>> = (0..shards).map(|i| Arc::new(ShardMetrics::new(i))).collect();
         let hub = Arc::new(MetricsHub::new(metrics.clone()));
+        crate::control::export_routes(&hub, &settings);
         let metrics_server = match settings.metrics_addr {
             Some(addr) => Some(
                 crate::metrics::spawn(addr, hub.clone(), settings.metrics_port)
@@ -87,10 +114,17 @@ impl Relay {
                 let _ = events.send(Event::ShardStopped { shard, why });
             }
         });
+        let api_metrics = metrics.first().cloned();
         let running = Shards::start_watched(StartOptions { settings: settings.clone(), metrics }, on_stop)?;
+        control.attach(running.handle());
+        control.attach_metrics(hub.clone());
+        let api = match (&settings.api, api_metrics) {
+            (Some(api), Some(m)) => Some(ApiServer::start(api, ApiContext::new(control.clone(), m))?),
+            _ => None,
+        };
         hub.set_listeners_bound(true);
         hub.set_shards_running(running.running() == running.count());
-        Ok(Relay { settings, hub, shards: running, metrics_server })
+        Ok(Relay { settings, hub, shards: running, metrics_server, control, api })
     }
 
     fn local_addrs(&self) -> &[SocketAddr] {
@@ -98,14 +132,21 @@ impl Relay {
     }
 
     /// Validates `path` and, if it is good, runs its settings; a bad file changes nothing.
+    /// Either way the result is in the metrics (`relay_config_last_reload_successful`).
+    /// The control API's routes stay beside the file's; a file that now defines one of their
+    /// paths is rejected too.
     fn reload(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let next = Settings::load(path)?;
-        self.apply(Arc::new(next));
+        let next = self.control.reload_from(path)?;
+        self.apply(next);
         Ok(())
     }
 
+    /// What the new settings change outside the shards (which `Control` has already told).
     fn apply(&mut self, next: Arc<Settings>) {
-        if next.bound_addresses() != self.settings.bound_addresses() {
+        warn_unresolved(&next);
+        if next.bound_addresses() != self.settings.bound_addresses()
+            || next.api.as_ref().map(|a| a.listen) != self.settings.api.as_ref().map(|a| a.listen)
+        {
             tracing::warn!("listen addresses changed: they take effect only on restart");
         }
         tracing::info!(
@@ -113,7 +154,6 @@ impl Relay {
             tls_listeners = next.listeners.iter().filter(|l| l.tls.is_some()).count(),
             "configuration reloaded"
         );
-        self.shards.reload(next.clone());
         if let Some(m) = &self.metrics_server {
             m.set_limits(next.metrics_port);
         }
@@ -126,6 +166,18 @@ impl Relay {
         let grace = Duration::from_secs(self.settings.runtime.shutdown_grace_secs);
         self.hub.set_draining();
         self.shards.shutdown(grace);
+    }
+}
+
+/// A camera name that did not resolve fails its route only; the operator hears of it here, at
+/// load, and again when the camera is first wanted (`camera failing`).
+fn warn_unresolved(settings: &Settings) {
+    for (route, why) in settings.unresolved_routes() {
+        tracing::warn!(
+            route,
+            reason = why,
+            "camera name does not resolve: the route fails at connect time until a reload resolves it"
+        );
     }
 }
 
@@ -209,33 +261,37 @@ fn test_stop_shard() -> Option<usize> {
     std::env::var(TEST_STOP_SHARD_ENV).ok()?.parse().ok()
 }
 
-pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(config_path: Option<&Path>, demo_ports: DemoPorts) -> anyhow::Result<()> {
     let mut demo = None;
     let settings = match config_path {
         Some(path) => Settings::load(path).with_context(|| format!("configuration {}", path.display()))?,
         None => {
             let camera = DemoCamera::start("127.0.0.1:0".parse()?).context("starting the demo camera")?;
-            let settings = Settings::from_toml(&demo_config(&camera.url()))?;
+            let settings = Settings::from_toml(&demo_config(&camera.url(), demo_ports))?;
             demo = Some(camera);
             settings
         }
     };
     crate::logging::init(settings.log.format, &settings.log.level);
     log_panics();
+    warn_unresolved(&settings);
     let (events, rx) = mpsc::channel();
-    let mut relay = Relay::start_with(Arc::new(settings), Some(events.clone()))?;
+    let control = Control::new(settings, config_path.map(Path::to_path_buf))
+        .with_context(|| "the control API's routes ([api] state_dir)")?;
+    let mut relay = Relay::start_with(Arc::new(control), Some(events.clone()))?;
     tracing::info!(
         tunnel = ?relay.local_addrs(),
         metrics = ?relay.settings.metrics_addr,
+        api = ?relay.api.as_ref().map(ApiServer::local_addr),
         shards = relay.shards.count(),
         routes = relay.settings.routes.routes().len(),
         demo = demo.is_some(),
         "relay ready"
     );
     if let Some(camera) = &demo {
+        let at = relay.local_addrs()[0];
         tracing::info!(
-            "demo: ffplay -rtsp_transport http rtsp://{}/demo  (camera at {})",
-            relay.local_addrs()[0],
+            "demo: play rtsp://{at}/demo (ffplay -rtsp_transport http rtsp://{at}/demo), or open http://{at}/demo in a browser; every route's URLs at http://{at}/ (camera at {})",
             camera.url()
         );
     }
@@ -316,8 +372,9 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         }
     }
     let Some(stopping) = stopping else { return Ok(()) };
-    let Relay { shards, metrics_server, .. } = relay;
+    let Relay { shards, metrics_server, api, .. } = relay;
     shards.join();
+    drop(api);
     drop(metrics_server);
     drop(demo);
     tracing::info!("stopped");

@@ -6,7 +6,7 @@
 //! ```toml
 //! [listen]
 //! tunnel  = ["0.0.0.0:80"]          # HTTP tunnel + plain RTSP/TCP on the same ports
-//! metrics = "127.0.0.1:9100"
+//! metrics = "127.0.0.1:8079"
 //! [runtime]
 //! shards = 0                        # 0 = one per core
 //! [[route]]
@@ -25,6 +25,13 @@ pub use crate::proto::route::{Acl, Route, RouteTable, SharedRoute, Sharing, uri_
 use crate::proto::upstream_auth::Credentials;
 use crate::proto::upstream_link::{HttpTunnelTarget, TlsVerification, UpstreamLink, UpstreamTls, parse_fingerprint};
 use crate::proto::viewer_auth::Users;
+
+/// The metrics port of the demo and of every example (`[listen] metrics`): 8079. Not 9100, which
+/// is node_exporter's and the first of the 9100-9999 range Prometheus exporters have allocated
+/// among themselves (all of it taken); 8079 is unassigned at IANA and is no default port of the
+/// camera-side software a relay meets (mediamtx, go2rtc, ZLMediaKit, Wowza). It sits beside the
+/// tunnel port's 8080, so one firewall rule range covers both.
+pub const DEFAULT_METRICS_PORT: u16 = 8079;
 
 /// A configuration that could not be used, with enough context to fix the file.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +64,9 @@ pub struct Config {
     /// Browsers on the tunnel port (`[web]`): the player page, the route list, RTSP over WebSocket.
     #[serde(default)]
     pub web: WebConfig,
+    /// The control API (`[api]`): off unless `listen` is set.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Viewers (`[[user]]`): once any exist, every route says who may watch (`users`) or is
     /// explicitly `open`.
     #[serde(default, rename = "user")]
@@ -159,6 +169,65 @@ impl WebConfig {
             max_frame_bytes: self.max_websocket_frame_bytes,
             max_message_bytes: self.max_websocket_message_bytes,
         }
+    }
+}
+
+/// The control API (`[api]`): its listener, TLS, tokens and where API-made routes are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Where the API (and `/status`) listens; none: no API.
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate and key, as `[[listen.tls]]` takes them: set both for HTTPS.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    /// Directory of `routes.toml`, the routes created over the API (written atomically, read
+    /// at start). None: API route changes are refused (they would not survive a restart).
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Who may call it (`[[api.token]]`).
+    #[serde(rename = "token")]
+    pub tokens: Vec<ApiTokenConfig>,
+}
+
+/// One API token: only the hex SHA-256 of its secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenConfig {
+    pub name: String,
+    pub sha256: String,
+    pub scope: crate::proto::api_token::Scope,
+}
+
+/// `[api]` as the relay runs it.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub state_dir: Option<std::path::PathBuf>,
+    pub tokens: crate::proto::api_token::Tokens,
+}
+
+impl ApiConfig {
+    fn validate(&self) -> Result<Option<ApiSettings>, ConfigError> {
+        let invalid = |e: String| ConfigError::Invalid(format!("[api] {e}"));
+        let tokens = crate::proto::api_token::Tokens::from_entries(
+            self.tokens.iter().map(|t| (t.name.as_str(), t.sha256.as_str(), t.scope)),
+        )
+        .map_err(invalid)?;
+        let Some(listen) = self.listen else {
+            return Ok(None);
+        };
+        if tokens.is_empty() {
+            return Err(invalid("listen is set but no [[api.token]] is: nobody could use the API".into()));
+        }
+        let tls = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                Some(crate::tls::load_server_config(cert, key).map_err(|e| invalid(e.to_string()))?)
+            }
+            (None, None) => None,
+            _ => return Err(invalid("cert and key go together".into())),
+        };
+        Ok(Some(ApiSettings { listen, tls, state_dir: self.state_dir.clone(), tokens }))
     }
 }
 
@@ -289,9 +358,15 @@ pub struct Limits {
     /// Bytes queued towards one camera (requests, the viewer's RTCP) that it has not read; a
     /// session beyond it ends: the camera stopped reading, or the viewer floods it.
     pub max_camera_backlog_bytes: usize,
-    /// Shared cameras: bytes of the packets since the last keyframe kept for joining viewers;
-    /// a group of pictures larger than this is not cached (joiners wait for the next keyframe).
+    /// Shared cameras: bytes of the packets since the last keyframe kept for joining viewers,
+    /// each packet counted with what it costs in memory (its `$` header and 64 bytes of
+    /// bookkeeping); a group of pictures larger than this is not cached (joiners wait for the
+    /// next keyframe; `relay_gop_cache_overflows_total{bound="bytes"}`).
     pub gop_cache_bytes: usize,
+    /// Shared cameras: the most packets the GOP cache keeps (a camera sending floods of tiny
+    /// packets); past it the group of pictures is not cached
+    /// (`relay_gop_cache_overflows_total{bound="packets"}`).
+    pub gop_cache_packets: usize,
     /// Shared cameras: bytes queued to one viewer beyond which it skips whole frames up to the
     /// next keyframe (`relay_frames_dropped_total`); the camera is never slowed.
     pub fanout_drop_above_bytes: usize,
@@ -348,6 +423,7 @@ impl Default for Limits {
             max_pending_requests: 32,
             max_camera_backlog_bytes: 1024 * 1024,
             gop_cache_bytes: 4 * 1024 * 1024,
+            gop_cache_packets: 8192,
             fanout_drop_above_bytes: 1024 * 1024,
             fanout_disconnect_above_bytes: 8 * 1024 * 1024,
             fanout_max_behind_ms: 10_000,
@@ -380,7 +456,9 @@ impl Default for Log {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// One `[[route]]` table; the control API's route bodies have the same keys (and are checked by
+/// the same [`RouteConfig::validate`] and [`check_route_users`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Client path, e.g. `/cam1`.
@@ -425,7 +503,7 @@ pub struct RouteConfig {
     pub upstream_insecure_tls: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RouteMode {
     #[default]
@@ -473,6 +551,10 @@ impl RouteConfig {
                 )));
             }
         };
+        // RTSP URLs carry no fragment; the relay would not know what to send the camera.
+        if url.fragment().is_some() {
+            return Err(err("upstream must not end in a #fragment".into()));
+        }
         let host = url.host_str().ok_or_else(|| err("upstream has no host".into()))?;
         let port = url.port().unwrap_or(default_port);
         let tunnel_target = http_tunnel.then(|| HttpTunnelTarget {
@@ -484,11 +566,20 @@ impl RouteConfig {
         });
         let upstream_link = self.upstream_link(tls, tunnel_target, host).map_err(err)?;
         let host_for_socket = host.trim_start_matches('[').trim_end_matches(']');
-        let upstream_addr = (host_for_socket, port)
-            .to_socket_addrs()
-            .map_err(|e| err(format!("cannot resolve {host}: {e}")))?
-            .next()
-            .ok_or_else(|| err(format!("{host} resolves to no address")))?;
+        // Resolved here, on the thread loading the configuration (never on a shard). A name that
+        // does not resolve fails only its own route, at connect time (retried, the reason as
+        // the camera's last error), not the whole file: one camera's DNS entry must not keep
+        // the relay from starting or from taking a reload. Each reload resolves again.
+        let (upstream_addr, resolve_error) = match resolve(host_for_socket, port) {
+            Ok(addr) if addr.ip().is_unspecified() => {
+                return Err(err(format!("upstream {host} is no camera address")));
+            }
+            Ok(addr) => (addr, None),
+            Err(why) => {
+                // Logged by whoever runs these settings (`Settings::unresolved_routes`).
+                (SocketAddr::from(([0, 0, 0, 0], port)), Some(Arc::<str>::from(why)))
+            }
+        };
         let credentials = if url.username().is_empty() {
             None
         } else {
@@ -526,6 +617,7 @@ impl RouteConfig {
             upstream_url: clean.to_string(),
             upstream_addr,
             upstream_link,
+            resolve_error,
             credentials,
             users: cfg.users.clone(),
             acl,
@@ -571,6 +663,30 @@ impl RouteConfig {
             .map_err(|e| format!("{host} is not a name TLS can verify: {e}"))?;
         Ok(UpstreamLink { tls: Some(UpstreamTls { config, server_name, verification }), http_tunnel })
     }
+}
+
+/// The camera's first address, or why there is none.
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    match (host, port).to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("cannot resolve {host}: no address")),
+        Err(e) => Err(format!("cannot resolve {host}: {e}")),
+    }
+}
+
+/// Who may watch a route, against the configured viewers: every listed user exists, and once
+/// users exist a route lists some or says `open = true`.
+pub fn check_route_users(rc: &RouteConfig, route: &Route, users: &Users) -> Result<(), ConfigError> {
+    if let Some(list) = &route.users {
+        if let Some(unknown) = list.iter().find(|u| !users.contains(u)) {
+            return Err(ConfigError::Route { path: rc.path.clone(), msg: format!("unknown user {unknown:?}") });
+        }
+    } else if !users.is_empty() && !rc.open {
+        return Err(ConfigError::Route {
+            path: rc.path.clone(),
+            msg: "users are configured: list who may watch (users = [...]) or set open = true".into(),
+        });
+    }
+    Ok(())
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -659,10 +775,20 @@ pub struct Settings {
     pub auth: AuthConfig,
     pub runtime: Runtime,
     pub log: Log,
+    /// The control API, if `[api] listen` is set.
+    pub api: Option<ApiSettings>,
+    /// Hex SHA-256 of the configuration file's text (empty when built without one).
+    pub checksum: String,
 }
 
 impl Settings {
     /// Reads and validates a configuration file.
+    /// Routes whose camera name did not resolve, with why: they are served, and their camera
+    /// fails at connect time until a reload resolves it.
+    pub fn unresolved_routes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.routes.routes().iter().filter_map(|r| Some((r.path.as_str(), r.resolve_error.as_deref()?)))
+    }
+
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
@@ -670,7 +796,28 @@ impl Settings {
     }
 
     pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
-        Settings::from_config(&toml::from_str(text)?)
+        let mut settings = Settings::from_config(&toml::from_str(text)?)?;
+        settings.checksum = crate::proto::api_token::sha256_hex(text.as_bytes());
+        Ok(settings)
+    }
+
+    /// These settings with `extra` routes (the control API's, already validated) beside the
+    /// file's: a path both define is refused, naming it.
+    pub fn with_extra_routes(&self, file_routes: &[Arc<Route>], extra: &[Route]) -> Result<Settings, ConfigError> {
+        let mut routes: Vec<Route> = file_routes.iter().map(|r| Route::clone(r)).collect();
+        for r in extra {
+            if routes.iter().any(|f| f.path == r.path) {
+                return Err(ConfigError::Route {
+                    path: r.path.clone(),
+                    msg: "defined both in the configuration file and through the control API; \
+                          delete one of them"
+                        .into(),
+                });
+            }
+            routes.push(r.clone());
+        }
+        let users = self.routes.users().clone();
+        Ok(Settings { routes: Arc::new(RouteTable::new(routes).with_users(users)), ..self.clone() })
     }
 
     /// The one validation of a configuration: everything the relay needs to run it, or the
@@ -793,6 +940,7 @@ impl Config {
             ("max_pending_requests", l.max_pending_requests as u64),
             ("max_camera_backlog_bytes", l.max_camera_backlog_bytes as u64),
             ("gop_cache_bytes", l.gop_cache_bytes as u64),
+            ("gop_cache_packets", l.gop_cache_packets as u64),
             ("fanout_drop_above_bytes", l.fanout_drop_above_bytes as u64),
             ("fanout_max_behind_ms", l.fanout_max_behind_ms),
             ("camera_media_timeout_ms", l.camera_media_timeout_ms),
@@ -806,6 +954,9 @@ impl Config {
         }
         if l.max_cookie_len < 8 {
             return Err(ConfigError::Invalid("[limits] max_cookie_len must be at least 8".into()));
+        }
+        if l.gop_cache_packets > 1_000_000 {
+            return Err(ConfigError::Invalid("[limits] gop_cache_packets must be at most 1000000".into()));
         }
         if l.fanout_disconnect_above_bytes <= l.fanout_drop_above_bytes {
             return Err(ConfigError::Invalid(
@@ -844,16 +995,7 @@ impl Config {
         let mut routes = Vec::with_capacity(self.routes.len());
         for rc in &self.routes {
             let route = rc.validate()?;
-            if let Some(list) = &route.users {
-                if let Some(unknown) = list.iter().find(|u| !users.contains(u)) {
-                    return Err(ConfigError::Route { path: rc.path.clone(), msg: format!("unknown user {unknown:?}") });
-                }
-            } else if !users.is_empty() && !rc.open {
-                return Err(ConfigError::Route {
-                    path: rc.path.clone(),
-                    msg: "users are configured: list who may watch (users = [...]) or set open = true".into(),
-                });
-            }
+            check_route_users(rc, &route, &users)?;
             if !seen.insert(route.path.clone()) {
                 return Err(ConfigError::Route { path: rc.path.clone(), msg: "duplicate path".into() });
             }
@@ -871,6 +1013,8 @@ impl Config {
             auth: self.auth.clone(),
             runtime: self.runtime.clone(),
             log: self.log.clone(),
+            api: self.api.validate()?,
+            checksum: String::new(),
         };
         Ok((settings, routes))
     }
@@ -883,7 +1027,7 @@ mod tests {
     const EXAMPLE: &str = r#"
         [listen]
         tunnel  = ["0.0.0.0:80"]
-        metrics = "127.0.0.1:9100"
+        metrics = "127.0.0.1:8079"
         [runtime]
         shards = 0
         [[route]]
@@ -998,6 +1142,7 @@ mod tests {
         let (cfg, routes) = Config::from_toml(text).unwrap();
         assert_eq!(routes.len(), 2);
         assert_eq!(cfg.limits.pairing_timeout_ms, 3000);
+        assert_eq!(cfg.limits.gop_cache_packets, Limits::default().gop_cache_packets);
         assert_eq!(routes[1].upstream_url, "rtsp://10.0.0.6:554/cam/realmonitor?channel=1&subtype=0");
         assert!(!cfg.listen.proxy_protocol && cfg.listen.proxy_from.is_empty());
     }
@@ -1062,12 +1207,18 @@ mod tests {
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"http://h/x\"\n",
                 "must be rtsp://",
             ),
+            (
+                "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x#f\"\n",
+                "#fragment",
+            ),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nmax_sessions=0\n", "max_sessions"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[metrics]\nmax_connections=0\n", "[metrics]"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[metrics]\nrequest_timeout_ms=5\n", "[metrics]"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nrequest_timeout_secs=0\n", "request_timeout_secs"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\ncamera_close_grace_ms=0\n", "camera_close_grace_ms"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[runtime]\ndrain_accept_secs=301\n", "drain_accept_secs"),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\ngop_cache_packets=0\n", "gop_cache_packets"),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\ngop_cache_packets=1000001\n", "at most 1000000"),
             (
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x\"\n[[route]]\npath=\"/c/\"\nupstream=\"rtsp://127.0.0.1/y\"\n",
                 "duplicate path",
@@ -1172,6 +1323,54 @@ mod tests {
             let err = Settings::from_toml(&text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn a_camera_name_that_does_not_resolve_fails_its_route_only() {
+        let text = "[listen]\ntunnel=[\"127.0.0.1:1\"]\n\
+            [[route]]\npath=\"/gone\"\nupstream=\"rtsp://camera.invalid:8554/s\"\n\
+            [[route]]\npath=\"/here\"\nupstream=\"rtsp://127.0.0.1:8554/s\"\n";
+        let s = Settings::from_toml(text).expect("one unresolvable camera does not reject the file");
+        let unresolved: Vec<_> = s.unresolved_routes().collect();
+        assert_eq!(unresolved.len(), 1, "{unresolved:?}");
+        assert_eq!(unresolved[0].0, "/gone");
+        assert!(unresolved[0].1.contains("cannot resolve camera.invalid"), "{unresolved:?}");
+        let gone = s.routes.lookup("/gone").unwrap();
+        // A placeholder the shard never connects to, keeping the port (a later reload that
+        // resolves it is a changed camera).
+        assert!(gone.upstream_addr.ip().is_unspecified() && gone.upstream_addr.port() == 8554);
+        assert!(s.routes.lookup("/here").unwrap().resolve_error.is_none());
+        // An unspecified address written as the camera is refused: it would be this host.
+        let err = Settings::from_toml(
+            "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/x\"\nupstream=\"rtsp://0.0.0.0/s\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no camera address"), "{err}");
+    }
+
+    #[test]
+    fn the_control_api_is_off_by_default_and_checked_when_on() {
+        assert!(Settings::from_toml(EXAMPLE).unwrap().api.is_none());
+        let digest = crate::proto::api_token::sha256_hex(b"secret");
+        let token = format!("[[api.token]]\nname = \"ops\"\nsha256 = \"{digest}\"\nscope = \"admin\"\n");
+        let on = Settings::from_toml(&format!("{EXAMPLE}\n[api]\nlisten = \"127.0.0.1:9180\"\n{token}")).unwrap();
+        let api = on.api.unwrap();
+        assert_eq!((api.listen, api.tls.is_none(), api.state_dir), ("127.0.0.1:9180".parse().unwrap(), true, None));
+        for (extra, needle) in [
+            ("[api]\nlisten = \"127.0.0.1:9180\"\n".to_owned(), "no [[api.token]]"),
+            (format!("[api]\nlisten = \"127.0.0.1:9180\"\ncert = \"/x.pem\"\n{token}"), "cert and key go together"),
+            ("[api]\n[[api.token]]\nname = \"a\"\nsha256 = \"secret\"\nscope = \"read\"\n".to_owned(), "64 hex digits"),
+            (format!("[api]\nlisten = \"127.0.0.1:9180\"\n{}", token.replace("admin", "root")), "scope"),
+        ] {
+            let err = Settings::from_toml(&format!("{EXAMPLE}\n{extra}")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra:?}: {err:?} lacks {needle:?}");
+        }
+        // The checksum is the file's.
+        assert_eq!(
+            Settings::from_toml(EXAMPLE).unwrap().checksum,
+            crate::proto::api_token::sha256_hex(EXAMPLE.as_bytes())
+        );
     }
 
     #[test]

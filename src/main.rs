@@ -1,25 +1,38 @@
 //! `rtsp-tunnel-relay`: the command line. Everything else lives in the library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use mimalloc::MiMalloc;
+use rtsp_tunnel_relay::app::DemoPorts;
 use rtsp_tunnel_relay::config::{AuthConfig, Settings};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
+/// What `-h` and `--help` both print after the options (one text: they must agree).
+const AFTER_HELP: &str = "\
+Without --config the relay runs a demo: a built-in camera at /demo, the tunnel port on
+127.0.0.1:8080 and the metrics port on 127.0.0.1:8079 (choose them with --listen and
+--metrics-listen). Play it:  ffplay -rtsp_transport http rtsp://127.0.0.1:8080/demo";
+
 /// Lets RTSP viewers stuck behind HTTP-only firewalls watch IP cameras (RTSP-over-HTTP tunnels).
-///
-/// With no arguments it runs a demo: tunnel port 127.0.0.1:8080, metrics on 127.0.0.1:9100 and
-/// a built-in camera at /demo (`ffplay -rtsp_transport http rtsp://127.0.0.1:8080/demo`).
+// `long_about = None`: no longer text for `--help` than for `-h` (each option's help is one
+// paragraph for the same reason).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, long_about = None, after_help = AFTER_HELP)]
 struct Cli {
     /// The configuration file (TOML). Without it the relay runs the built-in demo.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// The demo's tunnel port: ADDRESS:PORT, or a port on 127.0.0.1 (default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR", value_parser = listen_addr, conflicts_with = "config")]
+    listen: Option<SocketAddr>,
+    /// The demo's metrics port: ADDRESS:PORT, or a port on 127.0.0.1 (default 127.0.0.1:8079).
+    #[arg(long, value_name = "ADDR", value_parser = listen_addr, conflicts_with = "config")]
+    metrics_listen: Option<SocketAddr>,
     /// Validate the configuration file and exit (non-zero with the reason if it is bad).
     #[arg(long, requires = "config")]
     check_config: bool,
@@ -27,6 +40,14 @@ struct Cli {
     /// is taken from --config if given, else the default.
     #[arg(long, value_name = "NAME")]
     hash_password: Option<String>,
+}
+
+/// `--listen 8081` or `--listen 0.0.0.0:8081`.
+fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse().map_err(|_| format!("{s:?} is neither ADDRESS:PORT nor a port"))
 }
 
 fn hash_password(name: &str, config: Option<&std::path::Path>) -> ExitCode {
@@ -60,6 +81,9 @@ fn main() -> ExitCode {
         return match Settings::load(&path) {
             Ok(settings) => {
                 println!("{}: ok ({} routes)", path.display(), settings.routes.routes().len());
+                for (route, why) in settings.unresolved_routes() {
+                    println!("warning: route {route:?}: {why} (the route fails at connect time until it resolves)");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -68,7 +92,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    match rtsp_tunnel_relay::app::run(cli.config.as_deref()) {
+    let demo = DemoPorts {
+        tunnel: cli.listen.unwrap_or(DemoPorts::DEFAULT.tunnel),
+        metrics: cli.metrics_listen.unwrap_or(DemoPorts::DEFAULT.metrics),
+    };
+    match rtsp_tunnel_relay::app::run(cli.config.as_deref(), demo) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rtsp-tunnel-relay: {e:#}");

@@ -88,17 +88,36 @@ pub fn player_page_reply(head_only: bool) -> Vec<u8> {
     http_reply("200 OK", HTML, by_name("index.html").body, head_only)
 }
 
-/// The route list for `GET /`: `routes` are the paths this viewer may watch.
-pub fn routes_page_reply<'a>(routes: impl IntoIterator<Item = &'a str>, head_only: bool) -> Vec<u8> {
-    http_reply("200 OK", HTML, routes_page(routes).as_bytes(), head_only)
+/// Where the route list's URLs point: the address the browser used (its `Host`), and whether
+/// it came over TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct ListedAt<'a> {
+    pub authority: &'a str,
+    pub tls: bool,
 }
 
-/// The route list page: one link per route, the text HTML-escaped, the link percent-encoded.
-pub fn routes_page<'a>(routes: impl IntoIterator<Item = &'a str>) -> String {
+/// The route list for `GET /`: `routes` are the paths this viewer may watch.
+pub fn routes_page_reply<'a>(routes: impl IntoIterator<Item = &'a str>, at: ListedAt<'_>, head_only: bool) -> Vec<u8> {
+    http_reply("200 OK", HTML, routes_page(routes, at).as_bytes(), head_only)
+}
+
+/// The route list page: per route, a link to its player and the URLs to copy into an RTSP
+/// player (`rtsp://`, tunnelled or plain) or a browser (`http://`); text HTML-escaped, paths
+/// percent-encoded.
+pub fn routes_page<'a>(routes: impl IntoIterator<Item = &'a str>, at: ListedAt<'_>) -> String {
     let template = std::str::from_utf8(by_name("routes.html").body).expect("UTF-8 template");
+    let (rtsp, http) = if at.tls { ("rtsps", "https") } else { ("rtsp", "http") };
     let mut items = String::new();
     for route in routes {
-        items.push_str(&format!("<li><a href=\"{}\">{}</a></li>\n", html_escape(&href(route)), html_escape(route)));
+        let path = href(route);
+        let url = |scheme: &str| html_escape(&format!("{scheme}://{}{path}", at.authority));
+        items.push_str(&format!(
+            "<li><a href=\"{}\">{}</a> <code>{}</code> <code>{}</code></li>\n",
+            html_escape(&path),
+            html_escape(route),
+            url(rtsp),
+            url(http)
+        ));
     }
     if items.is_empty() {
         items.push_str("<li>No camera is open to you here.</li>\n");
@@ -190,13 +209,23 @@ mod tests {
 
     #[test]
     fn the_route_list_escapes_paths_and_links_them() {
-        let page = routes_page(["/cam1", "/a<b>&\"c'", "/ünï code"]);
-        assert!(page.contains("<li><a href=\"/cam1\">/cam1</a></li>"), "{page}");
-        assert!(page.contains("<li><a href=\"/a%3Cb%3E%26%22c%27\">/a&lt;b&gt;&amp;&quot;c&#39;</a></li>"), "{page}");
+        let at = ListedAt { authority: "relay.example:8080", tls: false };
+        let page = routes_page(["/cam1", "/a<b>&\"c'", "/ünï code"], at);
+        assert!(
+            page.contains(
+                "<li><a href=\"/cam1\">/cam1</a> <code>rtsp://relay.example:8080/cam1</code> \
+                 <code>http://relay.example:8080/cam1</code></li>"
+            ),
+            "{page}"
+        );
+        assert!(page.contains("<li><a href=\"/a%3Cb%3E%26%22c%27\">/a&lt;b&gt;&amp;&quot;c&#39;</a> "), "{page}");
+        assert!(page.contains("<code>rtsp://relay.example:8080/a%3Cb%3E%26%22c%27</code>"), "{page}");
         assert!(page.contains("<a href=\"/%C3%BCn%C3%AF%20code\">/ünï code</a>"), "{page}");
         assert!(!page.contains("<!--ROUTES-->"));
-        assert!(routes_page([]).contains("No camera is open to you here."));
-        let reply = String::from_utf8(routes_page_reply(["/cam1"], false)).unwrap();
+        assert!(routes_page([], at).contains("No camera is open to you here."));
+        let tls = routes_page(["/cam1"], ListedAt { authority: "relay", tls: true });
+        assert!(tls.contains("<code>rtsps://relay/cam1</code> <code>https://relay/cam1</code>"), "{tls}");
+        let reply = String::from_utf8(routes_page_reply(["/cam1"], at, false)).unwrap();
         assert!(reply.contains("\r\nContent-Security-Policy: default-src 'self';"));
         assert!(reply.contains("connect-src 'self' ws: wss:"));
     }

@@ -464,6 +464,8 @@ fn chromium_page_result(page: &str) -> String {
     );
     let _ = std::fs::remove_dir_all(profile);
     let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The script's own text never holds either word whole (see the page), so a page that has
+    // not settled reads as its DOM, not as a verdict.
     ["OPEN", "REFUSED"].iter().find(|r| dom.contains(*r)).map_or(dom, |r| (*r).to_owned())
 }
 
@@ -480,7 +482,9 @@ fn chromium_on_another_origin_cannot_open_the_relays_websocket_unless_allowed() 
         ),
     );
     let page = format!(
-        "<html><body>WAIT<script>const ws = new WebSocket('ws://{}/open', 'rtsp.onvif.org');\nws.onopen = () => {{ document.body.textContent = 'OPEN'; }};\nws.onerror = () => {{ document.body.textContent = 'REFUSED'; }};</script></body></html>",
+        // The verdicts are spelled in pieces: the dumped DOM of a page whose socket has not
+        // settled yet still holds the script, which must not read as a verdict.
+        "<html><body>WAIT<script>const ws = new WebSocket('ws://{}/open', 'rtsp.onvif.org');\nws.onopen = () => {{ document.body.textContent = 'OP' + 'EN'; }};\nws.onerror = () => {{ document.body.textContent = 'REF' + 'USED'; }};</script></body></html>",
         relay.tunnel
     );
     serve_page(foreign_port, page.clone());

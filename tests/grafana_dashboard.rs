@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use rtsp_tunnel_relay::metrics::{MetricsHub, ShardMetrics};
+use rtsp_tunnel_relay::metrics::{CameraState, MetricsHub, ShardMetrics};
 
 /// Metric names in a PromQL expression: identifiers that start like ours.
 fn metric_names(expr: &str) -> Vec<String> {
@@ -60,15 +60,17 @@ fn every_queried_metric_is_exported() {
     let panels = dash["panels"].as_array().unwrap();
     assert!(panels.len() >= 30);
     let shard = Arc::new(ShardMetrics::new(0));
-    // Per-route families exist only once a route is set (`[metrics] per_route`).
-    shard.set_route("cam1", 1, true);
-    let exposition = MetricsHub::new(vec![shard]).render();
+    // Per-route families exist only for configured routes (`[metrics] per_route`).
+    shard.set_route("/cam1", 1, CameraState::Ready);
+    let hub = MetricsHub::new(vec![shard]);
+    hub.set_routes(["/cam1".to_owned()]);
+    let exposition = hub.render();
     let exported: BTreeSet<String> = exposition
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE ").and_then(|r| r.split_whitespace().next()).map(str::to_owned))
         .collect();
     let mut queried = BTreeSet::new();
-    for p in panels {
+    for p in panels.iter().filter(|p| p["type"] != "row") {
         for t in p["targets"].as_array().unwrap() {
             let expr = t["expr"].as_str().unwrap();
             // A label value the relay never exports (a misspelt reason) would chart nothing.
@@ -105,7 +107,51 @@ fn every_queried_metric_is_exported() {
         "relay_frames_dropped_total",
         "relay_route_viewers",
         "relay_route_camera_up",
+        "relay_route_camera_state",
+        "relay_config_last_reload_successful",
+        "relay_config_reload_failures_total",
+        "relay_shard_stops_total",
     ] {
         assert!(queried.contains(needed), "dashboard lacks {needed}");
+    }
+}
+
+/// The camera-health row: a row header, then the panels an on-call engineer opens first.
+#[test]
+fn a_camera_health_row_shows_cameras_down_reloads_and_shard_stops() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/rtsp-tunnel-relay.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let panels = dash["panels"].as_array().unwrap();
+    let at = panels
+        .iter()
+        .position(|p| p["type"] == "row" && p["title"] == "Camera health")
+        .expect("a row titled \"Camera health\"");
+    let row_y = panels[at]["gridPos"]["y"].as_u64().unwrap();
+    let below: Vec<&serde_json::Value> = panels[at + 1..].iter().take_while(|p| p["type"] != "row").collect();
+    assert!(below.iter().all(|p| p["gridPos"]["y"].as_u64().unwrap() > row_y), "panels sit below their row");
+    let exprs: Vec<&str> =
+        below.iter().flat_map(|p| p["targets"].as_array().unwrap()).map(|t| t["expr"].as_str().unwrap()).collect();
+    for needed in [
+        "relay_route_camera_state",
+        "relay_route_camera_up",
+        "relay_config_last_reload_successful",
+        "relay_shard_stops_total",
+    ] {
+        assert!(exprs.iter().any(|e| e.contains(needed)), "the camera-health row lacks {needed}: {exprs:?}");
+    }
+    // No two panels of the dashboard overlap.
+    let boxes: Vec<(u64, u64, u64, u64)> = panels
+        .iter()
+        .map(|p| {
+            let g = &p["gridPos"];
+            let v = |k: &str| g[k].as_u64().unwrap();
+            (v("x"), v("y"), v("w"), v("h"))
+        })
+        .collect();
+    for (i, a) in boxes.iter().enumerate() {
+        for b in &boxes[i + 1..] {
+            let apart = a.0 + a.2 <= b.0 || b.0 + b.2 <= a.0 || a.1 + a.3 <= b.1 || b.1 + b.3 <= a.1;
+            assert!(apart, "panels overlap: {a:?} {b:?}");
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! The load generator's own reader and writer of RTSP over TCP: interleaved `$` frames and RTSP
 //! messages (requests or responses). Deliberately independent of the relay's demultiplexer and
 //! message parser, so a framing bug in the relay cannot pass unnoticed through the same bug here.
+//! The same goes for URLs ([`url_path`]) and headers (`Transport`, `Session`, `RTP-Info` in
+//! `viewer.rs`): the relay's `proto::rtsp_url` and `proto::rtsp_headers` are not used on purpose,
+//! since the load generator is an independent check of what the relay sends.
 
 use std::fmt::Write as _;
 

@@ -9,6 +9,10 @@ use super::h264::Clip;
 use super::rtp::{self, Packetizer, SenderInfo};
 use crate::proto::rng::Rng;
 use crate::proto::rtsp::{Message, StartLine};
+use crate::proto::rtsp_headers::{
+    Public, RtpInfo, RtpInfoEntry, SessionHeader, Transport, TransportSpec, channel_pair,
+};
+use crate::proto::rtsp_url::RtspUrl;
 
 /// The path the camera serves.
 pub const STREAM_PATH: &str = "/demo";
@@ -30,7 +34,8 @@ pub const MAX_LAG_FRAMES: u64 = 2 * FPS as u64;
 const FRAME_INTERVAL: Duration = Duration::from_millis(1000 / FPS as u64);
 const RTP_TICKS_PER_FRAME: u32 = rtp::CLOCK_RATE / FPS;
 const SERVER: &str = concat!("rtsp-tunnel-relay-demo-camera/", env!("CARGO_PKG_VERSION"));
-const PUBLIC: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+const METHODS: [&str; 8] =
+    ["OPTIONS", "DESCRIBE", "SETUP", "PLAY", "PAUSE", "TEARDOWN", "GET_PARAMETER", "SET_PARAMETER"];
 
 /// The camera's live timeline, shared by all its connections so that every viewer sees the same
 /// picture at the same time (like a real camera): frame `k` of the endless loop is due at
@@ -263,7 +268,7 @@ impl Connection {
             _ => return 404,
         };
         let matches_session = |conn: &Self| {
-            let given = req.header("Session").map(|v| v.split(';').next().unwrap_or("").trim());
+            let given = req.header("Session").map(SessionHeader::id_of);
             match (&conn.session, given) {
                 (Some(s), Some(g)) => g == s.id,
                 _ => false,
@@ -271,7 +276,7 @@ impl Connection {
         };
         match method {
             "OPTIONS" => {
-                r.set_header("Public", PUBLIC);
+                r.set_header("Public", Public::of(&METHODS).to_string());
                 200
             }
             "DESCRIBE" => {
@@ -306,16 +311,12 @@ impl Connection {
                 let next = *s.next_frame.get_or_insert_with(|| start_frame(clip, timeline.live_frame(now.mono)));
                 r.set_header("Session", s.id.clone());
                 r.set_header("Range", "npt=now-");
-                r.set_header(
-                    "RTP-Info",
-                    format!(
-                        "url={}{};seq={};rtptime={}",
-                        url.base(),
-                        TRACK_CONTROL,
-                        s.packetizer.next_seq(),
-                        timeline.rtp_time(next)
-                    ),
-                );
+                let info = RtpInfoEntry {
+                    url: format!("{}{TRACK_CONTROL}", url.base()),
+                    seq: Some(s.packetizer.next_seq()),
+                    rtptime: Some(timeline.rtp_time(next)),
+                };
+                r.set_header("RTP-Info", RtpInfo { entries: vec![info] }.to_string());
                 tracing::debug!(session = %s.id, "demo camera: PLAY");
                 200
             }
@@ -353,7 +354,7 @@ impl Connection {
                 200
             }
             "ANNOUNCE" | "RECORD" | "REDIRECT" => {
-                r.set_header("Allow", PUBLIC);
+                r.set_header("Allow", Public::of(&METHODS).to_string());
                 405
             }
             _ => 501,
@@ -396,14 +397,12 @@ impl Connection {
                 }
             }
         };
+        let ssrc = format!("{:08X}", session.packetizer.ssrc());
         r.set_header(
             "Transport",
-            format!(
-                "RTP/AVP/TCP;unicast;interleaved={rtp_channel}-{rtcp_channel};ssrc={:08X}",
-                session.packetizer.ssrc()
-            ),
+            TransportSpec::interleaved_tcp(rtp_channel, rtcp_channel).with("ssrc", Some(ssrc)).to_string(),
         );
-        r.set_header("Session", format!("{};timeout={}", session.id, SESSION_TIMEOUT.as_secs()));
+        r.set_header("Session", SessionHeader { id: &session.id, timeout: Some(SESSION_TIMEOUT) }.to_string());
         self.session = Some(session);
         200
     }
@@ -459,33 +458,18 @@ fn push_frame(out: &mut Vec<u8>, channel: u8, payload: &[u8]) {
 /// RTP/AVP over TCP, for playing. Returns the interleaved channels, `0-1` unless the client named
 /// its own.
 pub fn choose_tcp_transport(header: &str) -> Option<(u8, u8)> {
-    header.split(',').find_map(|spec| {
-        let mut params = spec.split(';').map(str::trim);
-        let proto = params.next()?;
-        if !proto.eq_ignore_ascii_case("RTP/AVP/TCP") {
+    Transport::parse(header).specs.iter().find_map(|spec| {
+        if !spec.protocol_is(&["RTP/AVP/TCP"]) || spec.has("multicast") || !spec.is_for_playing() {
             return None;
         }
+        // Strict, as a camera may be: every `interleaved=` must be readable, the last one wins.
         let mut channels = (0u8, 1u8);
-        for p in params {
-            let (name, value) = p.split_once('=').unwrap_or((p, ""));
-            match name.to_ascii_lowercase().as_str() {
-                "multicast" => return None,
-                "mode" if !value.trim_matches('"').eq_ignore_ascii_case("play") => return None,
-                "interleaved" => {
-                    let (a, b) = match value.split_once('-') {
-                        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
-                        None => {
-                            let a: u8 = value.trim().parse().ok()?;
-                            (a, a.checked_add(1)?)
-                        }
-                    };
-                    if a == b {
-                        return None;
-                    }
-                    channels = (a, b);
-                }
-                _ => {}
+        for value in spec.values("interleaved") {
+            let (a, b) = channel_pair(value)?;
+            if a == b {
+                return None;
             }
+            channels = (a, b);
         }
         Some(channels)
     })
@@ -504,22 +488,14 @@ impl RequestUrl {
         if uri == "*" {
             return Some(RequestUrl { authority: local.to_string(), path: "*".into() });
         }
-        let (authority, rest) =
-            if let Some(rest) = strip_prefix_ci(uri, "rtsp://").or_else(|| strip_prefix_ci(uri, "rtsps://")) {
-                let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-                let auth = &rest[..end];
-                let host = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
-                if host.is_empty() {
-                    return None;
-                }
-                (host.to_owned(), &rest[end..])
-            } else if uri.starts_with('/') {
-                (local.to_string(), uri)
-            } else {
-                return None;
-            };
-        let end = rest.find(['?', '#']).unwrap_or(rest.len());
-        let mut path = &rest[..end];
+        let url = RtspUrl::parse(uri);
+        let rtsp = url.scheme().is_some_and(|s| s.eq_ignore_ascii_case("rtsp") || s.eq_ignore_ascii_case("rtsps"));
+        let authority = match url.host_port() {
+            Some(host) if rtsp && !host.is_empty() => host.to_owned(),
+            None if uri.starts_with('/') => local.to_string(),
+            _ => return None,
+        };
+        let mut path = url.path;
         while path.len() > 1 && path.ends_with('/') {
             path = &path[..path.len() - 1];
         }
@@ -532,11 +508,6 @@ impl RequestUrl {
     fn base(&self) -> String {
         format!("rtsp://{}{STREAM_PATH}/", self.authority)
     }
-}
-
-fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
 }
 
 fn set_status(r: &mut Message, code: u16) {
@@ -660,7 +631,10 @@ mod tests {
         let mut f = Fixture::new();
         let r = f.request("OPTIONS", "*", &[]);
         assert_eq!(r.status(), Some(200));
-        assert_eq!(r.header("Public"), Some(PUBLIC));
+        assert_eq!(
+            r.header("Public"),
+            Some("OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER")
+        );
         assert!(r.header("Date").is_some() && r.header("Server").is_some());
 
         let r = f.request("DESCRIBE", "rtsp://admin:pw@cam.example:9000/demo?x=1", &[]);
@@ -706,7 +680,10 @@ mod tests {
         let mut m = Message::request("RECORD", URL);
         m.set_header("CSeq", "1");
         let r = f.conn.handle(&m, f.at(0)).unwrap().response;
-        assert_eq!(r.header("Allow"), Some(PUBLIC));
+        assert_eq!(
+            r.header("Allow"),
+            Some("OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER")
+        );
 
         // Wrong version, missing CSeq, and responses from the client.
         let mut m = Message::request("OPTIONS", URL);

@@ -6,7 +6,7 @@
 //! hands the registry metric families. Every value of every label is exported from the start,
 //! at 0, so an alert on a reason that has not happened yet already sees its series.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,8 +19,8 @@ use super::histogram::Latency;
 use super::hub::HubState;
 use super::shard_metrics::Counters;
 use super::{
-    AuthFailure, CameraOutcome, ConnKind, Direction, FIXED_HISTS, Hist, Label, PortDrop, Rejection, RtspMethod,
-    SessionOutcome, ShardStop, UpstreamErrorKind, process,
+    AuthFailure, CameraOutcome, CameraState, ConnKind, Direction, FIXED_HISTS, GopBound, Hist, Label, PortDrop,
+    Rejection, RtspMethod, SessionOutcome, ShardStop, UpstreamErrorKind, process,
 };
 
 /// Bucket bounds in seconds: media forwarding is sub-millisecond; control-plane steps are
@@ -34,6 +34,8 @@ const FIRST_FRAME_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0];
 /// The label of the per-route families.
 const ROUTE_LABEL: &str = "route";
+/// The one-hot per-route state family (labels `route` and `state`).
+const ROUTE_STATE_FAMILY: &str = "relay_route_camera_state";
 const QUANTILES: &[f64] = &[0.5, 0.9, 0.99, 0.999];
 
 fn hist_name(h: Hist) -> (&'static str, &'static str, &'static [f64]) {
@@ -75,6 +77,7 @@ impl RelayCollector {
                 let labels = match f.get_metric().first() {
                     Some(m) => m.get_label().iter().map(|l| l.name().to_owned()).collect(),
                     // Only the per-route families can be empty (no route set yet).
+                    None if f.name() == ROUTE_STATE_FAMILY => vec![ROUTE_LABEL.to_owned(), "state".to_owned()],
                     None => vec![ROUTE_LABEL.to_owned()],
                 };
                 Desc::new(f.name().to_owned(), f.help().to_owned(), labels, HashMap::new())
@@ -227,6 +230,74 @@ fn single_gauge(name: &str, help: &str, value: f64) -> MetricFamily {
     family(name, help, MetricType::GAUGE, vec![gauge(&[], value)])
 }
 
+/// The per-route families: one series per configured route (`[metrics] per_route`; none when it
+/// is off), idle until a shard reports otherwise, the shards' views merged.
+fn route_families(state: &HubState, out: &mut Vec<MetricFamily>) {
+    let routes = state.routes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let merged: Vec<(u64, CameraState)> = routes
+        .iter()
+        .map(|r| {
+            let mut m = (0, CameraState::Idle);
+            for s in &state.shards {
+                s.merge_route_into(r, &mut m);
+            }
+            m
+        })
+        .collect();
+    let each = || routes.iter().zip(&merged);
+    out.push(family(
+        "relay_route_viewers",
+        "Viewers of each route now (only with [metrics] per_route).",
+        MetricType::GAUGE,
+        each().map(|(r, (viewers, _))| gauge(&[(ROUTE_LABEL, r)], *viewers as f64)).collect(),
+    ));
+    out.push(family(
+        "relay_route_camera_up",
+        "1 while each route's camera plays (passthrough: while any of its camera connections is open); only with [metrics] per_route.",
+        MetricType::GAUGE,
+        each().map(|(r, (_, s))| gauge(&[(ROUTE_LABEL, r)], f64::from(u8::from(*s == CameraState::Ready)))).collect(),
+    ));
+    out.push(family(
+        ROUTE_STATE_FAMILY,
+        "Each route's camera state, one-hot over idle, connecting, ready, retrying, failed (only with [metrics] per_route).",
+        MetricType::GAUGE,
+        each()
+            .flat_map(|(r, (_, s))| {
+                CameraState::ALL.iter().map(move |v| {
+                    gauge(&[(ROUTE_LABEL, r), ("state", v.label())], f64::from(u8::from(v == s)))
+                })
+            })
+            .collect(),
+    ));
+}
+
+/// `relay_config_*`: whether the configuration's last load was taken, and when one last was.
+fn reload_families(state: &HubState, out: &mut Vec<MetricFamily>) {
+    let r = &state.reloads;
+    out.push(single_gauge(
+        "relay_config_last_reload_successful",
+        "1 when the last configuration load (start-up or reload) was taken, 0 when it was rejected.",
+        f64::from(u8::from(r.last_successful.load(Ordering::Relaxed))),
+    ));
+    out.push(single_gauge(
+        "relay_config_last_reload_success_timestamp_seconds",
+        "When the configuration in force was loaded (Unix time).",
+        r.last_success_unix.load(Ordering::Relaxed) as f64,
+    ));
+    out.push(family(
+        "relay_config_reloads_total",
+        "Configuration reloads asked for.",
+        MetricType::COUNTER,
+        vec![counter(&[], r.attempts.load(Ordering::Relaxed) as f64)],
+    ));
+    out.push(family(
+        "relay_config_reload_failures_total",
+        "Configuration reloads rejected (the running configuration stayed).",
+        MetricType::COUNTER,
+        vec![counter(&[], r.failures.load(Ordering::Relaxed) as f64)],
+    ));
+}
+
 /// Every family, read from the shards now.
 fn families(state: &HubState) -> Vec<MetricFamily> {
     let mut out = Vec::with_capacity(40);
@@ -243,6 +314,7 @@ fn families(state: &HubState) -> Vec<MetricFamily> {
         f64::from(u8::from(state.ready())),
     ));
     out.push(single_gauge("relay_uptime_seconds", "Seconds since start.", state.started.elapsed().as_secs_f64()));
+    reload_families(state, &mut out);
 
     let active: u64 = state.shards.iter().map(|s| s.sessions_active()).sum();
     out.push(single_gauge("relay_sessions_active", "Sessions open now.", active as f64));
@@ -293,6 +365,13 @@ fn families(state: &HubState) -> Vec<MetricFamily> {
         state,
         |c| &c.upstream_insecure_tls,
     ));
+    out.push(counter_by::<GopBound>(
+        "relay_gop_cache_overflows_total",
+        "Shared cameras' GOP caches dropped for outgrowing a bound ([limits] gop_cache_bytes or gop_cache_packets).",
+        "bound",
+        state,
+        |c| &c.gop_cache_overflows,
+    ));
     out.push(gauge_up_down(
         "relay_viewers_active",
         "Viewers on shared routes now.",
@@ -300,24 +379,7 @@ fn families(state: &HubState) -> Vec<MetricFamily> {
         |c| &c.viewers_attached,
         |c| &c.viewers_detached,
     ));
-    // Per-route series exist only for routes the shards set (`[metrics] per_route`); with none
-    // the families are empty and the registry leaves them out of the exposition.
-    let mut routes = BTreeMap::new();
-    for s in &state.shards {
-        s.add_routes_into(&mut routes);
-    }
-    out.push(family(
-        "relay_route_viewers",
-        "Viewers of each shared route now (only with [metrics] per_route).",
-        MetricType::GAUGE,
-        routes.iter().map(|(r, (viewers, _))| gauge(&[(ROUTE_LABEL, r)], *viewers as f64)).collect(),
-    ));
-    out.push(family(
-        "relay_route_camera_up",
-        "1 while each shared route's camera plays (only with [metrics] per_route).",
-        MetricType::GAUGE,
-        routes.iter().map(|(r, (_, up))| gauge(&[(ROUTE_LABEL, r)], *up as f64)).collect(),
-    ));
+    route_families(state, &mut out);
     out.push(counter_total(
         "relay_frames_dropped_total",
         "Interleaved frames dropped: no peer to take them, or a slow viewer of a shared camera skipped to the next keyframe.",
@@ -482,11 +544,13 @@ mod tests {
             s.observe(Hist::RtspRequest(RtspMethod::Play), Duration::from_millis(3));
             s.camera_up();
             s.viewer_attached();
-            s.set_route("cam1", 1, true);
+            s.set_route("/cam1", 1, CameraState::Ready);
             s.observe(Hist::TimeToFirstFrame, Duration::from_millis(40));
         }
         shards[1].session_ended(SessionOutcome::Completed);
-        MetricsHub::new(shards)
+        let hub = MetricsHub::new(shards);
+        hub.set_routes(["/cam1".to_owned(), "/idle".to_owned()]);
+        hub
     }
 
     #[test]
@@ -531,6 +595,7 @@ mod tests {
         all::<RtspMethod>(&text, "relay_rtsp_request_seconds_count", "method");
         all::<RtspMethod>(&text, "relay_rtsp_request_quantiles_seconds_count", "method");
         all::<CameraOutcome>(&text, "relay_camera_sessions_total", "outcome");
+        all::<GopBound>(&text, "relay_gop_cache_overflows_total", "bound");
         for line in [
             "relay_cameras_active 0",
             "relay_viewers_active 0",
@@ -576,6 +641,7 @@ mod tests {
         shards[1].session_started();
         shards[1].session_ended(SessionOutcome::CameraChanged);
         shards[0].frames_dropped(7);
+        shards[1].gop_cache_overflow(GopBound::Packets);
         shards[0].observe(Hist::TimeToFirstFrame, Duration::from_millis(40));
         shards[1].observe(Hist::TimeToFirstFrame, Duration::from_millis(1500));
         assert_eq!((shards[1].cameras_active(), shards[0].viewers_active()), (1, 4));
@@ -588,6 +654,8 @@ mod tests {
             "relay_camera_sessions_total{outcome=\"closed_by_camera\"} 1",
             "relay_camera_sessions_total{outcome=\"completed\"} 0",
             "relay_camera_reconnects_total 3",
+            "relay_gop_cache_overflows_total{bound=\"packets\"} 1",
+            "relay_gop_cache_overflows_total{bound=\"bytes\"} 0",
             "relay_rejections_total{reason=\"slow_viewer\"} 1",
             "relay_sessions_total{outcome=\"camera_changed\"} 1",
             "relay_frames_dropped_total 7",
@@ -615,40 +683,96 @@ mod tests {
     }
 
     #[test]
-    fn per_route_series_appear_when_set_sum_over_shards_and_disappear_when_removed() {
+    fn every_configured_route_has_its_series_from_the_start_merged_over_shards_and_following_reloads() {
         let shards: Vec<_> = (0..2).map(|i| Arc::new(ShardMetrics::new(i))).collect();
         let hub = MetricsHub::new(shards.clone());
-        shards[0].set_route("cam1", 9, false);
+        hub.set_routes(["/cam1".to_owned(), "/lobby/door".to_owned()]);
+        // Nothing happened on any shard yet: both routes are there, idle.
+        let text = hub.render();
+        assert_eq!(
+            samples(&text, "relay_route_camera_up"),
+            ["relay_route_camera_up{route=\"/cam1\"} 0", "relay_route_camera_up{route=\"/lobby/door\"} 0"]
+        );
+        assert_eq!(
+            samples(&text, "relay_route_camera_state")
+                .into_iter()
+                .filter(|l| l.contains("/lobby/door"))
+                .collect::<Vec<_>>(),
+            [
+                "relay_route_camera_state{route=\"/lobby/door\",state=\"connecting\"} 0",
+                "relay_route_camera_state{route=\"/lobby/door\",state=\"failed\"} 0",
+                "relay_route_camera_state{route=\"/lobby/door\",state=\"idle\"} 1",
+                "relay_route_camera_state{route=\"/lobby/door\",state=\"ready\"} 0",
+                "relay_route_camera_state{route=\"/lobby/door\",state=\"retrying\"} 0",
+            ]
+        );
+
+        shards[0].set_route("/cam1", 9, CameraState::Connecting);
         // Set again: replaced, not added.
-        shards[0].set_route("cam1", 3, true);
-        shards[1].set_route("cam1", 2, false);
-        shards[1].set_route("lobby/door", 0, false);
+        shards[0].set_route("/cam1", 3, CameraState::Ready);
+        shards[1].set_route("/cam1", 2, CameraState::Failed);
+        shards[1].set_route("/lobby/door", 0, CameraState::Retrying);
+        // A route no longer configured (a shard's stale view) is not exported.
+        shards[1].set_route("/gone", 1, CameraState::Ready);
         let text = hub.render();
         assert_eq!(
             samples(&text, "relay_route_viewers"),
-            ["relay_route_viewers{route=\"cam1\"} 5", "relay_route_viewers{route=\"lobby/door\"} 0"]
+            ["relay_route_viewers{route=\"/cam1\"} 5", "relay_route_viewers{route=\"/lobby/door\"} 0"]
         );
         assert_eq!(
             samples(&text, "relay_route_camera_up"),
-            ["relay_route_camera_up{route=\"cam1\"} 1", "relay_route_camera_up{route=\"lobby/door\"} 0"]
+            ["relay_route_camera_up{route=\"/cam1\"} 1", "relay_route_camera_up{route=\"/lobby/door\"} 0"]
         );
-        assert!(text.contains("# TYPE relay_route_viewers gauge"));
-
-        shards[0].remove_route("cam1");
-        let text = hub.render();
+        let on: Vec<_> = samples(&text, "relay_route_camera_state").into_iter().filter(|l| l.ends_with(" 1")).collect();
         assert_eq!(
-            samples(&text, "relay_route_viewers"),
-            ["relay_route_viewers{route=\"cam1\"} 2", "relay_route_viewers{route=\"lobby/door\"} 0"]
+            on,
+            [
+                "relay_route_camera_state{route=\"/cam1\",state=\"ready\"} 1",
+                "relay_route_camera_state{route=\"/lobby/door\",state=\"retrying\"} 1"
+            ]
         );
-        assert_eq!(samples(&text, "relay_route_camera_up")[0], "relay_route_camera_up{route=\"cam1\"} 0");
+        assert!(!text.contains("/gone"), "{text}");
+        assert!(text.contains("# TYPE relay_route_camera_state gauge"));
 
-        shards[1].remove_route("cam1");
-        shards[1].remove_route("lobby/door");
-        // Removing a route never set is harmless.
-        shards[0].remove_route("nowhere");
+        // A reload removed /cam1: its series go.
+        hub.set_routes(["/lobby/door".to_owned()]);
+        let text = hub.render();
+        assert!(!text.contains("/cam1"), "{text}");
+        assert_eq!(samples(&text, "relay_route_viewers"), ["relay_route_viewers{route=\"/lobby/door\"} 0"]);
+
+        // per_route off: no route listed, no per-route family at all.
+        hub.set_routes([]);
         let text = hub.render();
         assert!(!text.contains("relay_route_"), "{text}");
-        assert!(text.contains("relay_cameras_active 0"));
+    }
+
+    #[test]
+    fn reloads_are_counted_and_the_last_result_is_visible() {
+        let hub = MetricsHub::new(vec![Arc::new(ShardMetrics::new(0))]);
+        let text = hub.render();
+        let value = |text: &str, name: &str| -> f64 {
+            let line = samples(text, name);
+            assert_eq!(line.len(), 1, "{name}: {line:?}");
+            line[0].rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        // Start-up loaded the configuration in force.
+        assert_eq!(value(&text, "relay_config_last_reload_successful"), 1.0);
+        let loaded = value(&text, "relay_config_last_reload_success_timestamp_seconds");
+        assert!(loaded > 1.7e9, "{loaded}");
+        assert_eq!(value(&text, "relay_config_reload_failures_total"), 0.0);
+        hub.reload_done(false);
+        hub.reload_done(false);
+        let text = hub.render();
+        assert_eq!(value(&text, "relay_config_last_reload_successful"), 0.0);
+        assert_eq!(value(&text, "relay_config_last_reload_success_timestamp_seconds"), loaded);
+        assert_eq!(value(&text, "relay_config_reload_failures_total"), 2.0);
+        assert_eq!(value(&text, "relay_config_reloads_total"), 2.0);
+        hub.reload_done(true);
+        let text = hub.render();
+        assert_eq!(value(&text, "relay_config_last_reload_successful"), 1.0);
+        assert!(value(&text, "relay_config_last_reload_success_timestamp_seconds") >= loaded);
+        assert_eq!(value(&text, "relay_config_reload_failures_total"), 2.0);
+        assert_eq!(value(&text, "relay_config_reloads_total"), 3.0);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Every shard's metrics and the relay's readiness, merged at scrape time.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use prometheus::{Registry, TextEncoder};
 
@@ -31,6 +31,25 @@ pub(super) struct HubState {
     /// Shards that stopped on their own, by [`ShardStop`], and which ones (for `/readyz`).
     pub shard_stops: PerLabel<{ ShardStop::COUNT }>,
     stopped_shards: Mutex<Vec<(u16, ShardStop)>>,
+    /// The routes the per-route families export, sorted (empty: `[metrics] per_route` off).
+    pub routes: Mutex<Arc<Vec<String>>>,
+    pub reloads: ReloadStats,
+}
+
+/// The configuration's loads: `relay_config_*`.
+#[derive(Debug)]
+pub(super) struct ReloadStats {
+    /// Whether the last load (start-up counts as one) was taken.
+    pub last_successful: AtomicBool,
+    /// When the configuration in force was loaded, in seconds since the Unix epoch.
+    pub last_success_unix: AtomicU64,
+    /// Reloads asked for (SIGHUP), and those rejected.
+    pub attempts: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl HubState {
@@ -67,6 +86,13 @@ impl MetricsHub {
             draining: AtomicBool::new(false),
             shard_stops: zeroed(),
             stopped_shards: Mutex::new(Vec::new()),
+            routes: Mutex::new(Arc::new(Vec::new())),
+            reloads: ReloadStats {
+                last_successful: AtomicBool::new(true),
+                last_success_unix: AtomicU64::new(unix_now()),
+                attempts: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+            },
         });
         let registry = Registry::new();
         // Names, help texts and labels are constants checked by the tests: registering can only
@@ -104,6 +130,28 @@ impl MetricsHub {
     pub fn shard_stopped(&self, shard: u16, why: ShardStop) {
         self.state.shard_stops[why.index()].fetch_add(1, Ordering::Relaxed);
         self.state.stopped_shards.lock().unwrap_or_else(|e| e.into_inner()).push((shard, why));
+    }
+
+    /// The routes the per-route families export from now on (`[metrics] per_route`): every
+    /// configured route, idle or not, from start-up and after each reload; a route no longer
+    /// listed loses its series.
+    pub fn set_routes(&self, routes: impl IntoIterator<Item = String>) {
+        let mut list: Vec<String> = routes.into_iter().collect();
+        list.sort_unstable();
+        list.dedup();
+        *self.state.routes.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(list);
+    }
+
+    /// A reload was asked for and taken (`ok`) or rejected: `relay_config_last_reload_*`.
+    pub fn reload_done(&self, ok: bool) {
+        let r = &self.state.reloads;
+        r.attempts.fetch_add(1, Ordering::Relaxed);
+        if ok {
+            r.last_success_unix.store(unix_now(), Ordering::Relaxed);
+        } else {
+            r.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        r.last_successful.store(ok, Ordering::Relaxed);
     }
 
     pub(super) fn port_dropped(&self, why: PortDrop) {

@@ -14,7 +14,9 @@ mod process;
 mod server;
 mod shard_metrics;
 
+pub use crate::proto::camera_health::CameraState;
 pub use crate::proto::camera_session::CameraOutcome;
+pub use crate::proto::gop_cache::GopBound;
 pub use crate::proto::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
 pub use crate::proto::viewer_auth::AuthFailure;
 pub use hub::MetricsHub;
@@ -94,7 +96,7 @@ labels!(Direction { ToViewer => "to_viewer", ToCamera => "to_camera" });
 labels!(SessionOutcome {
     Completed => "completed", UpstreamClosed => "upstream_closed", UpstreamError => "upstream_error", Timeout => "timeout",
     ProtocolError => "protocol_error", RouteRemoved => "route_removed", Shutdown => "shutdown",
-    CameraChanged => "camera_changed", SlowViewer => "slow_viewer",
+    CameraChanged => "camera_changed", SlowViewer => "slow_viewer", Kicked => "kicked",
 });
 labels!(Rejection {
     MalformedHead => "malformed_head", HeaderTooLarge => "header_too_large", BadCookie => "bad_cookie",
@@ -114,6 +116,7 @@ labels!(Rejection {
     ViewerBacklog => "viewer_backlog",
     WebSocketOrigin => "websocket_origin", RouteSpelling => "route_spelling",
     CameraSessionLimit => "camera_session_limit",
+    ApiAuth => "api_auth", ApiForbidden => "api_forbidden",
 });
 labels!(PortDrop { Deadline => "deadline", Shed => "shed", TooLarge => "too_large" });
 labels!(UpstreamErrorKind {
@@ -131,6 +134,18 @@ labels!(AuthFailure {
     NotAllowed => "not_allowed", StaleNonce => "stale_nonce", BasicWithoutTls => "basic_without_tls",
     Malformed => "malformed", UriMismatch => "uri_mismatch",
 });
+
+impl Label for CameraState {
+    const ALL: &'static [Self] = &CameraState::ALL;
+    fn as_str(self) -> &'static str {
+        self.label()
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+labels!(GopBound { Bytes => "bytes", Packets => "packets" });
 
 // The camera session's own list and labels, so the protocol core stays the one place that names
 // its outcomes.
@@ -188,6 +203,9 @@ mod tests {
         check::<RtspMethod>();
         check::<AuthFailure>();
         check::<CameraOutcome>();
+        check::<CameraState>();
+
+        check::<GopBound>();
     }
 
     #[test]

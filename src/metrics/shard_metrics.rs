@@ -1,14 +1,15 @@
 //! One shard's counters and histograms. The shard is the only writer; the scraper only reads
 //! (counters) or briefly locks to copy (histograms), so recording never waits on another core.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::histogram::Latency;
 use super::{
-    AuthFailure, CameraOutcome, ConnKind, Direction, Hist, Label, Rejection, SessionOutcome, UpstreamErrorKind,
+    AuthFailure, CameraOutcome, CameraState, ConnKind, Direction, GopBound, Hist, Label, Rejection, SessionOutcome,
+    UpstreamErrorKind,
 };
 
 /// One counter per value of a label enum, sized by it: `PerLabel<{ Rejection::COUNT }>`.
@@ -40,6 +41,7 @@ pub(super) struct Counters {
     pub camera_reconnects: AtomicU64,
     /// Camera connections opened with `upstream_insecure_tls` (no certificate check).
     pub upstream_insecure_tls: AtomicU64,
+    pub gop_cache_overflows: PerLabel<{ GopBound::COUNT }>,
     pub viewers_attached: AtomicU64,
     pub viewers_detached: AtomicU64,
 }
@@ -70,6 +72,7 @@ impl Default for Counters {
             camera_sessions: zeroed(),
             camera_reconnects: AtomicU64::new(0),
             upstream_insecure_tls: AtomicU64::new(0),
+            gop_cache_overflows: zeroed(),
             viewers_attached: AtomicU64::new(0),
             viewers_detached: AtomicU64::new(0),
         }
@@ -88,10 +91,10 @@ pub struct ShardMetrics {
 }
 
 /// One route's series on one shard.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct RouteGauges {
     pub viewers: u64,
-    pub camera_up: bool,
+    pub state: CameraState,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -199,6 +202,11 @@ impl ShardMetrics {
         bump(&self.counters.upstream_insecure_tls, 1);
     }
 
+    /// A shared camera's GOP cache outgrew `bound` and was dropped.
+    pub fn gop_cache_overflow(&self, bound: GopBound) {
+        bump(&self.counters.gop_cache_overflows[bound.index()], 1);
+    }
+
     /// A viewer joined a shared route: `relay_viewers_active` +1.
     pub fn viewer_attached(&self) {
         bump(&self.counters.viewers_attached, 1);
@@ -221,34 +229,34 @@ impl ShardMetrics {
         c.viewers_attached.load(Ordering::Relaxed).saturating_sub(c.viewers_detached.load(Ordering::Relaxed))
     }
 
-    /// `relay_route_viewers{route}` and `relay_route_camera_up{route}` for `route` from now on
-    /// (replacing what was set before). Call on changes only, and only with `[metrics] per_route`
-    /// on: each route is a series in every scrape.
-    pub fn set_route(&self, route: &str, viewers: u64, camera_up: bool) {
-        let state = RouteGauges { viewers, camera_up };
+    /// `relay_route_viewers{route}`, `relay_route_camera_up{route}` and
+    /// `relay_route_camera_state{route,state}` for `route` from now on, as this shard sees it
+    /// (replacing what it set before). Call on changes only, and only with `[metrics] per_route`
+    /// on. Which routes are exported is the configuration's ([`super::MetricsHub::set_routes`]):
+    /// a route this shard never set is exported idle.
+    pub fn set_route(&self, route: &str, viewers: u64, state: CameraState) {
+        let gauges = RouteGauges { viewers, state };
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         // Allocates the key only the first time a route is set.
         match routes.get_mut(route) {
-            Some(r) => *r = state,
+            Some(r) => *r = gauges,
             None => {
-                routes.insert(route.to_owned(), state);
+                routes.insert(route.to_owned(), gauges);
             }
         }
     }
 
-    /// Drops `route`'s per-route series (its last viewer left and its camera closed, or the
-    /// route was removed).
-    pub fn remove_route(&self, route: &str) {
-        self.routes.lock().unwrap_or_else(|e| e.into_inner()).remove(route);
+    /// Forgets what this shard set for routes `keep` rejects (removed by a reload).
+    pub fn retain_routes(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner()).retain(|r, _| keep(r));
     }
 
-    /// Adds this shard's per-route gauges into `merged` (route → viewers, cameras up).
-    pub(super) fn add_routes_into(&self, merged: &mut BTreeMap<String, (u64, u64)>) {
+    /// Merges this shard's view of `route` into `merged` (viewers added, states merged).
+    pub(super) fn merge_route_into(&self, route: &str, merged: &mut (u64, CameraState)) {
         let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        for (route, r) in routes.iter() {
-            let m = merged.entry(route.clone()).or_default();
-            m.0 += r.viewers;
-            m.1 += u64::from(r.camera_up);
+        if let Some(r) = routes.get(route) {
+            merged.0 += r.viewers;
+            merged.1 = merged.1.merge(r.state);
         }
     }
 
@@ -329,18 +337,20 @@ mod tests {
     }
 
     #[test]
-    fn set_route_replaces_and_remove_route_forgets() {
+    fn set_route_replaces_and_retain_routes_forgets() {
         let m = ShardMetrics::new(0);
-        m.set_route("cam1", 4, false);
-        m.set_route("cam1", 5, true);
-        m.set_route("cam2", 1, false);
-        let routes = |m: &ShardMetrics| {
-            let mut merged = BTreeMap::new();
-            m.add_routes_into(&mut merged);
-            merged.into_iter().collect::<Vec<_>>()
+        m.set_route("cam1", 4, CameraState::Connecting);
+        m.set_route("cam1", 5, CameraState::Ready);
+        m.set_route("cam2", 1, CameraState::Retrying);
+        let route = |m: &ShardMetrics, r: &str| {
+            let mut merged = (0, CameraState::Idle);
+            m.merge_route_into(r, &mut merged);
+            merged
         };
-        assert_eq!(routes(&m), [("cam1".to_owned(), (5, 1)), ("cam2".to_owned(), (1, 0))]);
-        m.remove_route("cam1");
-        assert_eq!(routes(&m), [("cam2".to_owned(), (1, 0))]);
+        assert_eq!(route(&m, "cam1"), (5, CameraState::Ready));
+        assert_eq!(route(&m, "cam2"), (1, CameraState::Retrying));
+        m.retain_routes(|r| r != "cam1");
+        assert_eq!(route(&m, "cam1"), (0, CameraState::Idle));
+        assert_eq!(route(&m, "cam2"), (1, CameraState::Retrying));
     }
 }

@@ -4,6 +4,11 @@
 //! check that whatever a viewer sends, each message the relay writes is exactly one message
 //! to such a camera, addressed where the route allows. Deliberately shares no code with
 //! [`super::rtsp`]: a bug there must not hide here.
+//!
+//! For the same reason it takes URLs apart ([`path_and_query`], [`is_at_or_below`]) on its
+//! own, not with [`super::rtsp_url`], [`super::rtsp_headers`] or the rewriter's path rules:
+//! it is the independent check of what the relay sends, and sharing the relay's parser would
+//! make it agree with the relay's bugs.
 
 /// One request as a lenient camera reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]

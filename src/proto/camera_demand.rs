@@ -9,6 +9,7 @@
 //! - [`Backoff`]: capped exponential delays between reconnects, with random jitter so that
 //!   cameras that fell together (a switch reboots) do not all retry in the same millisecond.
 
+use super::rng::SplitMix64;
 use std::time::{Duration, Instant};
 
 /// A shared route's camera policy.
@@ -77,13 +78,13 @@ pub struct Backoff {
     initial: Duration,
     max: Duration,
     attempts: u32,
-    rng: u64,
+    rng: SplitMix64,
 }
 
 impl Backoff {
     /// `seed`: randomness from the shell (the core reads no entropy source).
     pub fn new(initial: Duration, max: Duration, seed: u64) -> Self {
-        Backoff { initial, max: max.max(initial), attempts: 0, rng: seed }
+        Backoff { initial, max: max.max(initial), attempts: 0, rng: SplitMix64::new(seed) }
     }
 
     /// The wait before the next attempt: `initial · 2^n` (n failures so far) capped at `max`
@@ -94,11 +95,7 @@ impl Backoff {
         let base = self.initial.saturating_mul(1u32 << self.attempts.min(20)).min(self.max);
         self.attempts = self.attempts.saturating_add(1);
         // SplitMix64: enough to spread retries, and reproducible from the seed in tests.
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
+        let z = self.rng.next_u64();
         let jitter = base.mul_f64((z >> 11) as f64 / (1u64 << 53) as f64 / 2.0);
         base - jitter
     }

@@ -9,11 +9,17 @@
 //! hidden in a header value would otherwise reach the camera).
 
 use super::rtsp::Message;
+use super::rtsp_headers::Public;
 
 /// Methods a viewer may send a camera. ANNOUNCE/RECORD (publishing), REDIRECT and anything
 /// else are answered `405` by the relay.
 pub const METHODS: [&str; 8] =
     ["OPTIONS", "DESCRIBE", "SETUP", "PLAY", "PAUSE", "TEARDOWN", "GET_PARAMETER", "SET_PARAMETER"];
+
+/// `Public` (and `Allow`) as the relay answers viewers: [`METHODS`].
+pub fn public() -> Public<'static> {
+    Public::of(&METHODS)
+}
 
 /// Headers passed on to the camera (values checked), in the spelling the camera gets.
 /// `CSeq` is rewritten from the parsed number, `Content-Length` from the body, `Authorization`

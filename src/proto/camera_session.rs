@@ -39,11 +39,12 @@ use std::time::{Duration, Instant};
 use super::camera_demand::{Backoff, Demand, Mode};
 use super::fanout_policy::FrameKind;
 use super::frame_split::{FramePayload, FrameSplitter, SplitFrame};
-use super::gop_cache::GopCache;
+use super::gop_cache::{GopBound, GopCache, GopLimits};
 use super::interleaved::{Demux, Event};
 use super::keyframe::{Classifier, RtpHeader};
 use super::rtp_continuity::{RtcpVerdict, TrackContinuity};
 use super::rtsp::{Message, MessageLimits};
+use super::rtsp_headers::{Public, RtpInfo, SessionHeader, Transport, TransportSpec};
 use super::sdp::{self, Sdp, SdpTrack};
 use super::upstream_auth::{AuthVerdict, Credentials, UpstreamAuth};
 
@@ -63,6 +64,8 @@ pub struct CameraParams {
     pub mode: Mode,
     /// The GOP cache's bound; `None`: no cache (joiners start with live packets).
     pub gop_cache_bytes: Option<usize>,
+    /// The GOP cache's bound in packets.
+    pub gop_cache_packets: usize,
     pub limits: MessageLimits,
     /// How long opening the TCP connection may take.
     pub connect_timeout: Duration,
@@ -77,7 +80,8 @@ pub struct CameraParams {
 }
 
 impl CameraParams {
-    /// Parameters with the defaults: on demand with a 10 s linger, a 4 MiB GOP cache, 10 s to
+    /// Parameters with the defaults: on demand with a 10 s linger, a 4 MiB (8192-packet) GOP
+    /// cache, 10 s to
     /// connect, to answer and between frames, reconnects after 1 s doubling to 30 s.
     pub fn new(url: &str, addr: SocketAddr) -> Self {
         CameraParams {
@@ -86,6 +90,7 @@ impl CameraParams {
             credentials: None,
             mode: Mode::OnDemand { linger: Duration::from_secs(10) },
             gop_cache_bytes: Some(4 << 20),
+            gop_cache_packets: 8192,
             limits: MessageLimits::default(),
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(10),
@@ -191,6 +196,8 @@ pub enum CameraOutput {
     Reconnecting,
     /// One debug log line.
     Exchange(CameraExchange),
+    /// The GOP cache outgrew this bound and was dropped: `relay_gop_cache_overflows_total{bound}`.
+    GopCacheOverflow(GopBound),
 }
 
 /// What a reload did to a camera ([`CameraSession::reconfigure`]).
@@ -422,8 +429,73 @@ pub struct CameraSession {
     continuity: Vec<TrackContinuity>,
     out: VecDeque<CameraOutput>,
     stats: CameraStats,
-    /// Why the last connection failed, as the operator reads it (kept until the next failure).
-    last_error: Option<String>,
+    /// When [`CameraSession::phase`] last changed (for the control API's `since`).
+    phase_since: Instant,
+    /// How the last connection that failed ended, and when.
+    last_failure: Option<(CameraOutcome, Instant)>,
+    /// Whether the last connection ended by failing (not closed by the relay).
+    last_end_failed: bool,
+}
+
+/// A camera's health as an operator reads it (the control API's `/v1/cameras`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CameraHealth {
+    pub state: HealthState,
+    /// When `state` was entered.
+    pub since: Instant,
+    /// The last failed connection's outcome and when it ended.
+    pub last_failure: Option<(CameraOutcome, Instant)>,
+    pub reconnects: u64,
+    /// Media bytes received from the camera since the session was created.
+    pub bytes_in: u64,
+}
+
+/// `idle`, `connecting`, `ready`, `retrying`, `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthState {
+    /// Nobody wants the camera, and its last connection did not fail.
+    Idle,
+    /// Connecting, or in the dialogue before PLAY is answered.
+    Connecting,
+    /// Playing: media flows.
+    Ready,
+    /// Its connection failed; the next attempt is scheduled.
+    Retrying,
+    /// Its last connection failed and no attempt is scheduled (nobody wants it any more, or
+    /// it was closed for good).
+    Failed,
+}
+
+impl HealthState {
+    pub fn label(self) -> &'static str {
+        match self {
+            HealthState::Idle => "idle",
+            HealthState::Connecting => "connecting",
+            HealthState::Ready => "ready",
+            HealthState::Retrying => "retrying",
+            HealthState::Failed => "failed",
+        }
+    }
+}
+
+impl CameraOutcome {
+    /// The outcome in words, for an operator.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CameraOutcome::Completed => "closed by the relay",
+            CameraOutcome::ConnectFailed => "the camera refused or did not answer the connection",
+            CameraOutcome::ConnectTimeout => "the connection to the camera timed out",
+            CameraOutcome::AuthFailed => "the camera refused the route's credentials",
+            CameraOutcome::Refused => "the camera refused a request (DESCRIBE, SETUP, PLAY or a keepalive)",
+            CameraOutcome::BadDescription => "the camera's description (SDP) was unusable",
+            CameraOutcome::ResponseTimeout => "the camera did not answer a request in time",
+            CameraOutcome::MediaTimeout => "the camera stopped sending media",
+            CameraOutcome::ClosedByCamera => "the camera closed the connection",
+            CameraOutcome::ProtocolError => "the camera sent bytes that are not RTSP",
+            CameraOutcome::Reloaded => "left for a changed configuration",
+            CameraOutcome::TlsFailed => "the camera's TLS certificate did not verify, or TLS failed",
+        }
+    }
 }
 
 impl CameraSession {
@@ -433,7 +505,9 @@ impl CameraSession {
         let backoff = Backoff::new(params.backoff_initial, params.backoff_max, params.seed.rotate_left(29));
         let mut s = CameraSession {
             demand: Demand::new(params.mode),
-            gop: params.gop_cache_bytes.map(GopCache::new),
+            gop: params
+                .gop_cache_bytes
+                .map(|bytes| GopCache::new(GopLimits { bytes, packets: params.gop_cache_packets })),
             params,
             backoff,
             state: State::Idle,
@@ -443,7 +517,9 @@ impl CameraSession {
             continuity: Vec::new(),
             out: VecDeque::new(),
             stats: CameraStats::default(),
-            last_error: None,
+            phase_since: now,
+            last_failure: None,
+            last_end_failed: false,
         };
         if s.demand.wants_camera(now) {
             s.connect(now);
@@ -510,6 +586,32 @@ impl CameraSession {
         self.stats
     }
 
+    /// The camera's health for an operator.
+    pub fn health(&self) -> CameraHealth {
+        let state = match self.state {
+            State::Connecting { .. } | State::Starting => HealthState::Connecting,
+            State::Playing => HealthState::Ready,
+            State::Retrying { .. } => HealthState::Retrying,
+            State::Idle | State::Stopped if self.last_end_failed => HealthState::Failed,
+            State::Idle | State::Stopped => HealthState::Idle,
+        };
+        CameraHealth {
+            state,
+            since: self.phase_since,
+            last_failure: self.last_failure,
+            reconnects: self.stats.reconnects,
+            bytes_in: self.stats.bytes,
+        }
+    }
+
+    /// Moves to `next`, noting when the phase an operator sees changed.
+    fn enter(&mut self, next: State, now: Instant) {
+        if std::mem::discriminant(&self.state) != std::mem::discriminant(&next) {
+            self.phase_since = now;
+        }
+        self.state = next;
+    }
+
     pub fn viewers(&self) -> usize {
         self.demand.viewers()
     }
@@ -541,8 +643,11 @@ impl CameraSession {
         let changed = params.url != self.params.url
             || params.addr != self.params.addr
             || params.credentials != self.params.credentials;
-        if params.gop_cache_bytes != self.params.gop_cache_bytes {
-            self.gop = params.gop_cache_bytes.map(GopCache::new);
+        if params.gop_cache_bytes != self.params.gop_cache_bytes
+            || params.gop_cache_packets != self.params.gop_cache_packets
+        {
+            let packets = params.gop_cache_packets;
+            self.gop = params.gop_cache_bytes.map(|bytes| GopCache::new(GopLimits { bytes, packets }));
         }
         self.params = params;
         let open =
@@ -566,14 +671,14 @@ impl CameraSession {
     pub fn close(&mut self, now: Instant) {
         if self.state != State::Stopped {
             self.end_connection(now);
-            self.state = State::Stopped;
+            self.enter(State::Stopped, now);
         }
     }
 
     /// The camera connection is open.
     pub fn handle_connected(&mut self, now: Instant) {
         let State::Connecting { .. } = self.state else { return };
-        self.state = State::Starting;
+        self.enter(State::Starting, now);
         let req = self.request("OPTIONS", &self.params.url.clone());
         self.send(Purpose::Options, req, now);
     }
@@ -586,19 +691,13 @@ impl CameraSession {
     }
 
     /// What lies under RTSP failed: TLS (`CameraOutcome::TlsFailed`, a certificate that does
-    /// not verify, usually) or the HTTP tunnel's GET (`Refused`, `ProtocolError`). `reason`
-    /// says why. Retried with the backoff like any failure; the reason stays as the camera's
-    /// last error.
-    pub fn handle_link_failed(&mut self, outcome: CameraOutcome, reason: String, now: Instant) {
+    /// not verify, usually) or the HTTP tunnel's GET (`Refused`, `ProtocolError`). Retried
+    /// with the backoff like any failure; the outcome is the camera's last failure (the shell
+    /// keeps the reason in words with its route's health).
+    pub fn handle_link_failed(&mut self, outcome: CameraOutcome, now: Instant) {
         if matches!(self.state, State::Starting | State::Playing | State::Connecting { .. }) {
             self.fail(outcome, now, false);
-            self.last_error = Some(reason);
         }
-    }
-
-    /// Why the last connection failed (an outcome label, or the TLS reason).
-    pub fn last_error(&self) -> Option<&str> {
-        self.last_error.as_deref()
     }
 
     /// The camera closed the connection (or reset it).
@@ -651,7 +750,7 @@ impl CameraSession {
         }
         if !self.demand.wants_camera(now) {
             self.end_connection(now);
-            self.state = State::Idle;
+            self.enter(State::Idle, now);
             return;
         }
         match self.state {
@@ -661,7 +760,7 @@ impl CameraSession {
                     self.out.push_back(CameraOutput::Reconnecting);
                     self.connect(now);
                 } else {
-                    self.state = State::Idle;
+                    self.enter(State::Idle, now);
                 }
             }
             State::Connecting { deadline } if now >= deadline => self.fail(CameraOutcome::ConnectTimeout, now, true),
@@ -688,7 +787,7 @@ impl CameraSession {
 
     fn connect(&mut self, now: Instant) {
         self.stats.connections += 1;
-        let seed = self.params.seed ^ self.stats.connections.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let seed = self.params.seed ^ self.stats.connections.wrapping_mul(super::rng::GOLDEN_GAMMA);
         self.conn = Some(Conn {
             demux: Demux::new(self.params.limits),
             splitter: FrameSplitter::new(),
@@ -711,7 +810,7 @@ impl CameraSession {
             split: Vec::new(),
         });
         self.continuity.iter_mut().for_each(TrackContinuity::reconnected);
-        self.state = State::Connecting { deadline: now + self.params.connect_timeout };
+        self.enter(State::Connecting { deadline: now + self.params.connect_timeout }, now);
         self.out.push_back(CameraOutput::Connect(self.params.addr));
     }
 
@@ -754,15 +853,15 @@ impl CameraSession {
             self.backoff.reset();
         }
         self.drop_connection(outcome, now, disconnect);
-        self.last_error = Some(outcome.label().to_owned());
-        self.state = if self.demand.wants_reconnect() {
+        let next = if self.demand.wants_reconnect() {
             State::Retrying { at: now + self.backoff.next_delay() }
         } else {
             State::Idle
         };
+        self.enter(next, now);
     }
 
-    fn drop_connection(&mut self, outcome: CameraOutcome, _now: Instant, disconnect: bool) {
+    fn drop_connection(&mut self, outcome: CameraOutcome, now: Instant, disconnect: bool) {
         let Some(conn) = self.conn.take() else { return };
         if disconnect {
             self.out.push_back(CameraOutput::Disconnect);
@@ -771,11 +870,15 @@ impl CameraSession {
             self.out.push_back(CameraOutput::Down);
         }
         self.out.push_back(CameraOutput::Ended(outcome));
+        self.last_end_failed = !matches!(outcome, CameraOutcome::Completed | CameraOutcome::Reloaded);
+        if self.last_end_failed {
+            self.last_failure = Some((outcome, now));
+        }
         if let Some(gop) = self.gop.as_mut() {
             gop.clear();
         }
         self.next_rtp.iter_mut().for_each(|p| *p = None);
-        self.state = State::Idle;
+        self.enter(State::Idle, now);
     }
 
     /// A request with the headers every request carries (not yet its CSeq).
@@ -855,7 +958,7 @@ impl CameraSession {
         }
         let ok = (200..300).contains(&status);
         if let Some(s) = msg.header("Session") {
-            let (id, timeout) = parse_session(s);
+            let SessionHeader { id, timeout } = SessionHeader::parse(s);
             // Adopted from DESCRIBE (Wowza opens it there) or SETUP; a camera echoing some
             // other session in an OPTIONS answer does not give us one.
             let opens = matches!(p.purpose, Purpose::Describe | Purpose::Setup(_));
@@ -869,10 +972,8 @@ impl CameraSession {
         match p.purpose {
             Purpose::Options => {
                 // A camera that refuses OPTIONS may still describe: only `Public` is lost.
-                conn.get_parameter = ok
-                    && msg
-                        .header("Public")
-                        .is_some_and(|p| p.split(',').any(|m| m.trim().eq_ignore_ascii_case("GET_PARAMETER")));
+                conn.get_parameter =
+                    ok && msg.header("Public").is_some_and(|p| Public::parse(p).allows("GET_PARAMETER"));
                 let mut req = self.request("DESCRIBE", &self.params.url.clone());
                 req.headers.push(("Accept".to_owned(), "application/sdp".to_owned()));
                 self.send(Purpose::Describe, req, now);
@@ -887,10 +988,13 @@ impl CameraSession {
             },
             Purpose::Setup(i) => {
                 let requested = channels_for(i);
-                let channels = match msg.header("Transport") {
+                let channels = match msg.header("Transport").map(Transport::parse) {
                     _ if !ok => None,
                     None => Some(requested),
-                    Some(t) if is_interleaved(t) => Some(interleaved(t).unwrap_or(requested)),
+                    // The first `interleaved=` the camera chose, whichever alternative holds it.
+                    Some(t) if t.specs.iter().any(TransportSpec::is_interleaved_tcp) => {
+                        Some(t.specs.iter().find_map(TransportSpec::interleaved).unwrap_or(requested))
+                    }
                     Some(_) => None,
                 };
                 // Two tracks on one channel could not be told apart.
@@ -920,7 +1024,7 @@ impl CameraSession {
                         }
                     }
                 }
-                self.state = State::Playing;
+                self.enter(State::Playing, now);
                 self.out.push_back(CameraOutput::Up);
             }
             // The camera no longer knows the session: the stream is gone with it.
@@ -942,7 +1046,7 @@ impl CameraSession {
             let url = track.url.clone();
             let (rtp, rtcp) = channels_for(i);
             let mut req = self.request("SETUP", &url);
-            req.headers.push(("Transport".to_owned(), format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp}")));
+            req.headers.push(("Transport".to_owned(), TransportSpec::interleaved_tcp(rtp, rtcp).to_string()));
             self.send(Purpose::Setup(i), req, now);
             return;
         }
@@ -1040,7 +1144,7 @@ impl CameraSession {
                         conn.key_start_seen = false;
                     }
                     if let Some(gop) = self.gop.as_mut() {
-                        gop.push_video(frame.channel, track, frame.payload.to_bytes(chunk), &v);
+                        gop.push_video(frame.channel, track, bytes, &v);
                     }
                     if (v.keyframe || v.parameter_sets) && !conn.key_start_seen {
                         conn.key_start_seen = true;
@@ -1055,10 +1159,13 @@ impl CameraSession {
             }
         } else {
             if let Some(gop) = self.gop.as_mut() {
-                gop.push_other(frame.channel, track, frame.payload.to_bytes(chunk));
+                gop.push_other(frame.channel, track, bytes);
             }
             FrameKind::Other
         };
+        if let Some(bound) = self.gop.as_mut().and_then(GopCache::take_overflow) {
+            self.out.push_back(CameraOutput::GopCacheOverflow(bound));
+        }
         if !rtcp {
             if let (Some(h), Some(slot)) = (RtpHeader::parse(bytes), self.next_rtp.get_mut(track)) {
                 *slot = Some(RtpPosition { seq: h.seq.wrapping_add(1), rtptime: h.timestamp });
@@ -1084,85 +1191,10 @@ fn keepalive_interval(timeout: Duration) -> Duration {
     (timeout / 2).max(Duration::from_secs(1))
 }
 
-/// `Session: id;timeout=60` → the id and the timeout (absent, zero or unreadable: `None`).
-pub fn parse_session(value: &str) -> (&str, Option<Duration>) {
-    let mut parts = value.split(';');
-    let id = parts.next().unwrap_or("").trim();
-    let timeout = parts.find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        if !k.trim().eq_ignore_ascii_case("timeout") {
-            return None;
-        }
-        v.trim().parse::<u64>().ok().filter(|t| *t > 0).map(|t| Duration::from_secs(t.min(86_400)))
-    });
-    (id, timeout)
-}
-
-fn is_interleaved(transport: &str) -> bool {
-    let t = transport.to_ascii_lowercase();
-    t.contains("/tcp") || t.contains("interleaved=")
-}
-
-/// The `interleaved=a-b` (or `=a`, meaning `a-(a+1)`) of a `Transport` value.
-fn interleaved(transport: &str) -> Option<(u8, u8)> {
-    transport.split([';', ',']).find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        if !k.trim().eq_ignore_ascii_case("interleaved") {
-            return None;
-        }
-        match v.split_once('-') {
-            Some((a, b)) => Some((a.trim().parse().ok()?, b.trim().parse().ok()?)),
-            None => {
-                let a: u8 = v.trim().parse().ok()?;
-                Some((a, a.checked_add(1)?))
-            }
-        }
-    })
-}
-
-/// One `RTP-Info` entry: `url=…;seq=…;rtptime=…`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RtpInfoEntry {
-    pub url: String,
-    pub seq: Option<u16>,
-    pub rtptime: Option<u32>,
-}
-
-/// Parses `RTP-Info`. Entries are separated by commas, but a URL may hold commas too: a piece
-/// that does not start with `url=` continues the previous entry.
-pub fn parse_rtp_info(value: &str) -> Vec<RtpInfoEntry> {
-    let mut raw: Vec<String> = Vec::new();
-    for piece in value.split(',') {
-        match raw.last_mut() {
-            Some(last) if !piece.trim_start().to_ascii_lowercase().starts_with("url=") => {
-                last.push(',');
-                last.push_str(piece);
-            }
-            _ => raw.push(piece.trim().to_owned()),
-        }
-    }
-    raw.iter()
-        .map(|e| {
-            let mut entry = RtpInfoEntry { url: String::new(), seq: None, rtptime: None };
-            for kv in e.split(';') {
-                let Some((k, v)) = kv.split_once('=') else { continue };
-                let v = v.trim().trim_matches('"');
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "url" => entry.url = v.to_owned(),
-                    "seq" => entry.seq = v.parse().ok(),
-                    "rtptime" => entry.rtptime = v.parse().ok(),
-                    _ => {}
-                }
-            }
-            entry
-        })
-        .collect()
-}
-
 /// The camera's `RTP-Info` matched to tracks: by URL (absolute, or relative to the track's),
 /// else in order among the tracks set up.
 fn rtp_info_positions(value: &str, p: &Presentation) -> Vec<(usize, RtpPosition)> {
-    let entries = parse_rtp_info(value);
+    let entries = RtpInfo::parse(value).entries;
     let set_up: Vec<usize> = (0..p.tracks.len()).filter(|&i| p.tracks[i].channels.is_some()).collect();
     let mut out = Vec::new();
     for (n, e) in entries.iter().enumerate() {

@@ -2,8 +2,9 @@
 //!
 //! With one camera feeding many viewers, TCP backpressure is wrong: the camera connection would
 //! slow to the pace of the slowest viewer and every other viewer would stall with it. So the
-//! camera is always read at its own pace and each viewer is judged alone, per frame, from the
-//! bytes the relay has queued to it but not yet sent:
+//! camera is always read at its own pace and each viewer is judged alone, per frame, from what
+//! the relay has queued to it but not yet sent, weighed as memory ([`QueueState::cost`]: its
+//! bytes plus a fixed cost per queued entry, so thousands of tiny frames weigh what they hold):
 //!
 //! - up to the first bound ([`FanoutLimits::drop_above`]) every frame is forwarded;
 //! - past it, the video access unit being sent is finished (a half picture helps nobody), then
@@ -37,12 +38,36 @@ pub enum FrameKind {
     Control,
 }
 
-/// The slow-viewer bounds of a route.
+/// What one queued entry (one segment of a connection's send queue: its slot, and the small
+/// header or reference count it holds) costs beyond the bytes it carries.
+pub const ENTRY_COST: usize = 96;
+
+/// What is queued to one viewer and not yet sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueState {
+    pub bytes: usize,
+    /// Queued entries (send-queue segments).
+    pub entries: usize,
+}
+
+impl QueueState {
+    /// The memory the queue holds, as the bounds count it.
+    pub fn cost(self) -> usize {
+        self.bytes.saturating_add(self.entries.saturating_mul(ENTRY_COST))
+    }
+
+    /// `self` plus one more piece of `bytes` in `entries` entries.
+    pub fn plus(self, bytes: usize, entries: usize) -> QueueState {
+        QueueState { bytes: self.bytes.saturating_add(bytes), entries: self.entries.saturating_add(entries) }
+    }
+}
+
+/// The slow-viewer bounds of a route, in [`QueueState::cost`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FanoutLimits {
-    /// Queued bytes past which the viewer drops whole frames until the next keyframe.
+    /// Queued cost past which the viewer drops whole frames until the next keyframe.
     pub drop_above: usize,
-    /// Queued bytes past which the viewer is disconnected.
+    /// Queued cost past which the viewer is disconnected.
     pub disconnect_above: usize,
     /// Longest time a viewer may stay behind (dropping) before it is disconnected.
     pub max_behind: Duration,
@@ -92,15 +117,17 @@ impl ViewerFanout {
         }
     }
 
-    /// `bytes` were queued to the viewer at once on purpose (the GOP cache replayed at PLAY):
+    /// `bytes` (a [`QueueState::cost`]) were queued to the viewer at once on purpose (the GOP
+    /// cache replayed at PLAY):
     /// both bounds are raised by what is left of them, so a joiner is not judged slow for the
     /// burst the relay chose to send. The allowance shrinks as the queue drains below it.
     pub fn allow_burst(&mut self, bytes: usize) {
         self.burst = self.burst.saturating_add(bytes);
     }
 
-    /// Decides for one frame, given the bytes queued to this viewer before it.
-    pub fn decide(&mut self, queued: usize, kind: FrameKind, now: Instant) -> Verdict {
+    /// Decides for one frame, given what is queued to this viewer before it.
+    pub fn decide(&mut self, queue: QueueState, kind: FrameKind, now: Instant) -> Verdict {
+        let queued = queue.cost();
         if self.disconnected {
             return Verdict::Disconnect;
         }
@@ -142,6 +169,11 @@ impl ViewerFanout {
         self.dropped
     }
 
+    /// Whether the viewer was judged too far behind (it stays so).
+    pub fn is_disconnected(&self) -> bool {
+        self.disconnected
+    }
+
     /// Whether the viewer is skipping frames now.
     pub fn is_dropping(&self) -> bool {
         self.state == State::Dropping
@@ -154,6 +186,10 @@ mod tests {
     use FrameKind::*;
     use proptest::prelude::*;
 
+    fn queued(bytes: usize) -> QueueState {
+        QueueState { bytes, entries: 0 }
+    }
+
     fn limits() -> FanoutLimits {
         FanoutLimits { drop_above: 1000, disconnect_above: 5000, max_behind: Duration::from_secs(5) }
     }
@@ -163,7 +199,7 @@ mod tests {
         let mut f = ViewerFanout::new(limits(), true);
         let now = crate::test_fixtures::t0();
         for kind in [KeyframeStart, VideoContinuation, Other, AccessUnitStart, Control] {
-            assert_eq!(f.decide(1000, kind, now), Verdict::Forward);
+            assert_eq!(f.decide(queued(1000), kind, now), Verdict::Forward);
         }
         assert_eq!(f.dropped_frames(), 0);
     }
@@ -172,18 +208,18 @@ mod tests {
     fn past_it_the_picture_is_finished_then_frames_drop_until_a_keyframe_after_draining() {
         let mut f = ViewerFanout::new(limits(), true);
         let now = crate::test_fixtures::t0();
-        assert_eq!(f.decide(1001, VideoContinuation, now), Verdict::Forward, "finish the access unit");
-        assert_eq!(f.decide(1200, Other, now), Verdict::Forward);
-        assert_eq!(f.decide(1300, AccessUnitStart, now), Verdict::Drop);
-        assert_eq!(f.decide(1300, VideoContinuation, now), Verdict::Drop);
-        assert_eq!(f.decide(1300, Other, now), Verdict::Drop, "audio too: the viewer is behind");
-        assert_eq!(f.decide(1300, Control, now), Verdict::Forward, "RTCP still goes");
-        assert_eq!(f.decide(800, KeyframeStart, now), Verdict::Drop, "not drained to half the bound yet");
-        assert_eq!(f.decide(400, AccessUnitStart, now), Verdict::Drop, "drained, but no keyframe");
-        assert_eq!(f.decide(400, VideoContinuation, now), Verdict::Drop);
+        assert_eq!(f.decide(queued(1001), VideoContinuation, now), Verdict::Forward, "finish the access unit");
+        assert_eq!(f.decide(queued(1200), Other, now), Verdict::Forward);
+        assert_eq!(f.decide(queued(1300), AccessUnitStart, now), Verdict::Drop);
+        assert_eq!(f.decide(queued(1300), VideoContinuation, now), Verdict::Drop);
+        assert_eq!(f.decide(queued(1300), Other, now), Verdict::Drop, "audio too: the viewer is behind");
+        assert_eq!(f.decide(queued(1300), Control, now), Verdict::Forward, "RTCP still goes");
+        assert_eq!(f.decide(queued(800), KeyframeStart, now), Verdict::Drop, "not drained to half the bound yet");
+        assert_eq!(f.decide(queued(400), AccessUnitStart, now), Verdict::Drop, "drained, but no keyframe");
+        assert_eq!(f.decide(queued(400), VideoContinuation, now), Verdict::Drop);
         assert!(f.is_dropping());
-        assert_eq!(f.decide(500, KeyframeStart, now), Verdict::Forward);
-        assert_eq!(f.decide(900, VideoContinuation, now), Verdict::Forward);
+        assert_eq!(f.decide(queued(500), KeyframeStart, now), Verdict::Forward);
+        assert_eq!(f.decide(queued(900), VideoContinuation, now), Verdict::Forward);
         assert_eq!(f.dropped_frames(), 6);
         assert!(!f.is_dropping());
     }
@@ -192,26 +228,26 @@ mod tests {
     fn past_the_second_bound_or_behind_too_long_the_viewer_is_cut() {
         let t0 = crate::test_fixtures::t0();
         let mut f = ViewerFanout::new(limits(), true);
-        assert_eq!(f.decide(5001, VideoContinuation, t0), Verdict::Disconnect);
-        assert_eq!(f.decide(0, KeyframeStart, t0), Verdict::Disconnect, "stays cut");
+        assert_eq!(f.decide(queued(5001), VideoContinuation, t0), Verdict::Disconnect);
+        assert_eq!(f.decide(queued(0), KeyframeStart, t0), Verdict::Disconnect, "stays cut");
         let mut f = ViewerFanout::new(limits(), true);
-        assert_eq!(f.decide(2000, AccessUnitStart, t0), Verdict::Drop);
-        assert_eq!(f.decide(2000, AccessUnitStart, t0 + Duration::from_secs(5)), Verdict::Drop);
-        assert_eq!(f.decide(2000, AccessUnitStart, t0 + Duration::from_millis(5001)), Verdict::Disconnect);
+        assert_eq!(f.decide(queued(2000), AccessUnitStart, t0), Verdict::Drop);
+        assert_eq!(f.decide(queued(2000), AccessUnitStart, t0 + Duration::from_secs(5)), Verdict::Drop);
+        assert_eq!(f.decide(queued(2000), AccessUnitStart, t0 + Duration::from_millis(5001)), Verdict::Disconnect);
         // Catching up resets the clock.
         let mut f = ViewerFanout::new(limits(), true);
-        assert_eq!(f.decide(2000, AccessUnitStart, t0), Verdict::Drop);
-        assert_eq!(f.decide(100, KeyframeStart, t0 + Duration::from_secs(4)), Verdict::Forward);
-        assert_eq!(f.decide(100, AccessUnitStart, t0 + Duration::from_secs(20)), Verdict::Forward);
+        assert_eq!(f.decide(queued(2000), AccessUnitStart, t0), Verdict::Drop);
+        assert_eq!(f.decide(queued(100), KeyframeStart, t0 + Duration::from_secs(4)), Verdict::Forward);
+        assert_eq!(f.decide(queued(100), AccessUnitStart, t0 + Duration::from_secs(20)), Verdict::Forward);
     }
 
     #[test]
     fn audio_only_streams_resume_at_any_frame() {
         let mut f = ViewerFanout::new(limits(), false);
         let now = crate::test_fixtures::t0();
-        assert_eq!(f.decide(1500, Other, now), Verdict::Drop, "each audio frame is whole");
-        assert_eq!(f.decide(1500, Other, now), Verdict::Drop);
-        assert_eq!(f.decide(450, Other, now), Verdict::Forward);
+        assert_eq!(f.decide(queued(1500), Other, now), Verdict::Drop, "each audio frame is whole");
+        assert_eq!(f.decide(queued(1500), Other, now), Verdict::Drop);
+        assert_eq!(f.decide(queued(450), Other, now), Verdict::Forward);
     }
 
     #[test]
@@ -219,12 +255,24 @@ mod tests {
         let mut f = ViewerFanout::new(limits(), true);
         let now = crate::test_fixtures::t0();
         f.allow_burst(20_000);
-        assert_eq!(f.decide(20_500, VideoContinuation, now), Verdict::Forward);
-        assert_eq!(f.decide(20_900, AccessUnitStart, now), Verdict::Forward);
+        assert_eq!(f.decide(queued(20_500), VideoContinuation, now), Verdict::Forward);
+        assert_eq!(f.decide(queued(20_900), AccessUnitStart, now), Verdict::Forward);
         // As the queue drains the allowance goes with it.
-        assert_eq!(f.decide(0, AccessUnitStart, now), Verdict::Forward);
-        assert_eq!(f.decide(1100, AccessUnitStart, now), Verdict::Drop);
-        assert_eq!(f.decide(20_000, AccessUnitStart, now), Verdict::Disconnect);
+        assert_eq!(f.decide(queued(0), AccessUnitStart, now), Verdict::Forward);
+        assert_eq!(f.decide(queued(1100), AccessUnitStart, now), Verdict::Drop);
+        assert_eq!(f.decide(queued(20_000), AccessUnitStart, now), Verdict::Disconnect);
+    }
+
+    #[test]
+    fn queued_entries_weigh_as_memory() {
+        // 20 entries of 13 bytes are 260 bytes but hold 20 segments: past the first bound.
+        let mut f = ViewerFanout::new(limits(), true);
+        let now = crate::test_fixtures::t0();
+        let tiny = QueueState { bytes: 260, entries: 20 };
+        assert!(tiny.cost() > 1000);
+        assert_eq!(f.decide(tiny, AccessUnitStart, now), Verdict::Drop);
+        let many = QueueState { bytes: 13 * 60, entries: 60 };
+        assert_eq!(f.decide(many, AccessUnitStart, now), Verdict::Disconnect);
     }
 
     proptest! {
@@ -245,7 +293,7 @@ mod tests {
                         (0, false) => AccessUnitStart,
                         _ => VideoContinuation,
                     };
-                    sent.push(f.decide(*q, kind, now));
+                    sent.push(f.decide(queued(*q), kind, now));
                 }
                 if sent.contains(&Verdict::Disconnect) {
                     break;

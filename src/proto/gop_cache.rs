@@ -8,31 +8,72 @@
 //! together) until the next keyframe replaces it. RTCP is not kept: the live stream brings
 //! sender reports soon enough, and stale ones would only be replayed to be superseded.
 //!
-//! It is bounded by bytes: a group of pictures that outgrows the bound is dropped whole and the
-//! cache waits for the next keyframe (counted in [`GopCache::overflows`]); joiners meanwhile
-//! start with live packets. Packets are [`Bytes`], so handing the cache to a joiner clones
-//! reference counts, not media.
+//! It is bounded by what it really costs, not only by the RTP bytes: each packet counts its
+//! bytes plus [`PACKET_OVERHEAD`], and the number of packets is bounded too, so a camera sending
+//! hundreds of thousands of tiny packets cannot make a "4 MiB" cache hold forty. A group of
+//! pictures that outgrows either bound is dropped whole and the cache waits for the next
+//! keyframe (counted in [`GopCache::overflows`], by bound in [`GopCache::take_overflow`]);
+//! joiners meanwhile start with live packets.
+//!
+//! Each packet is kept as one [`Bytes`] holding its `$` header (the camera's channel) and the
+//! RTP packet: a joiner on the camera's channels (the usual case) queues it as one segment,
+//! and every joiner names the same memory (reference counts, not copies).
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use super::interleaved;
 use super::keyframe::{RtpHeader, VideoPacket};
 
+/// What one cached packet costs beyond its bytes: its entry in the cache and its allocation's
+/// header and rounding.
+pub const PACKET_OVERHEAD: usize = 64;
+
 /// One interleaved frame as the camera sent it: its channel, the track it belongs to and the
-/// RTP packet (the `$` header is rebuilt per viewer, whose channel numbers differ).
+/// whole frame (`$` header on the camera's channel, then the RTP packet). A viewer on other
+/// channels gets a header of its own and [`CachedFrame::payload_bytes`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedFrame {
     pub channel: u8,
     pub track: usize,
-    pub payload: Bytes,
+    pub frame: Bytes,
+}
+
+impl CachedFrame {
+    /// The RTP packet.
+    pub fn payload(&self) -> &[u8] {
+        self.frame.get(4..).unwrap_or_default()
+    }
+
+    /// The RTP packet as shared bytes (a reference count, not a copy).
+    pub fn payload_bytes(&self) -> Bytes {
+        if self.frame.len() > 4 { self.frame.slice(4..) } else { Bytes::new() }
+    }
+}
+
+/// The cache's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GopLimits {
+    /// Most bytes held, each packet counted with [`PACKET_OVERHEAD`] (`gop_cache_bytes`).
+    pub bytes: usize,
+    /// Most packets held (`gop_cache_packets`).
+    pub packets: usize,
+}
+
+/// Which bound dropped the cache: `relay_gop_cache_overflows_total{bound}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GopBound {
+    Bytes,
+    Packets,
 }
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
 pub struct GopCache {
-    max_bytes: usize,
+    limits: GopLimits,
     frames: VecDeque<CachedFrame>,
+    /// What `frames` costs: bytes plus [`PACKET_OVERHEAD`] each.
     bytes: usize,
     /// `frames` begins at a keyframe access unit (or its parameter sets): replayable.
     ready: bool,
@@ -46,13 +87,14 @@ pub struct GopCache {
     /// The latest access unit was discarded for size: its remaining packets are not kept.
     au_discarded: bool,
     overflows: u64,
+    /// The bound that last dropped the cache, until the shell takes it for its metric.
+    overflowed: Option<GopBound>,
 }
 
 impl GopCache {
-    /// `max_bytes`: the most RTP bytes kept (the route's `gop_cache_bytes`).
-    pub fn new(max_bytes: usize) -> Self {
+    pub fn new(limits: GopLimits) -> Self {
         GopCache {
-            max_bytes,
+            limits,
             frames: VecDeque::new(),
             bytes: 0,
             ready: false,
@@ -61,11 +103,12 @@ impl GopCache {
             au_parameter_sets_only: false,
             au_discarded: false,
             overflows: 0,
+            overflowed: None,
         }
     }
 
     /// A packet of the track keyframes are found in, read by [`super::keyframe::Classifier`].
-    pub fn push_video(&mut self, channel: u8, track: usize, payload: Bytes, packet: &VideoPacket) {
+    pub fn push_video(&mut self, channel: u8, track: usize, payload: &[u8], packet: &VideoPacket) {
         if self.au_timestamp != Some(packet.timestamp) {
             // A new access unit begins. An access unit of parameter sets only stays with it.
             let keep_prefix = self.au_timestamp.is_some() && self.au_parameter_sets_only && !self.au_discarded;
@@ -90,42 +133,64 @@ impl GopCache {
             self.drop_front(self.au_start);
             self.ready = true;
         }
-        self.push(CachedFrame { channel, track, payload });
+        self.push(channel, track, payload);
     }
 
     /// A packet of any other track (audio, metadata, a second video track): kept after the
     /// keyframe, or provisionally while an access unit that may hold one is arriving.
-    pub fn push_other(&mut self, channel: u8, track: usize, payload: Bytes) {
+    pub fn push_other(&mut self, channel: u8, track: usize, payload: &[u8]) {
         if self.ready || (self.au_timestamp.is_some() && !self.au_discarded) {
-            self.push(CachedFrame { channel, track, payload });
+            self.push(channel, track, payload);
         }
     }
 
-    fn push(&mut self, frame: CachedFrame) {
-        self.bytes += frame.payload.len();
-        self.frames.push_back(frame);
-        if self.bytes > self.max_bytes {
+    fn push(&mut self, channel: u8, track: usize, payload: &[u8]) {
+        // A `$` frame's payload always fits its 16-bit length.
+        let Some(header) = interleaved::frame_header(channel, payload.len()) else { return };
+        let mut frame = Vec::with_capacity(header.len() + payload.len());
+        frame.extend_from_slice(&header);
+        frame.extend_from_slice(payload);
+        let cost = frame.len() + PACKET_OVERHEAD;
+        let over = if self.bytes.saturating_add(cost) > self.limits.bytes {
+            Some(GopBound::Bytes)
+        } else if self.frames.len() >= self.limits.packets {
+            Some(GopBound::Packets)
+        } else {
+            None
+        };
+        if let Some(bound) = over {
             self.frames.clear();
             self.bytes = 0;
             self.ready = false;
             self.au_start = 0;
             self.au_discarded = true;
             self.overflows += 1;
+            self.overflowed = Some(bound);
+            return;
         }
+        self.bytes += cost;
+        self.frames.push_back(CachedFrame { channel, track, frame: Bytes::from(frame) });
     }
 
     fn drop_front(&mut self, n: usize) {
+        let n = n.min(self.frames.len());
         for f in self.frames.drain(..n) {
-            self.bytes -= f.payload.len();
+            self.bytes -= f.frame.len() + PACKET_OVERHEAD;
         }
-        self.au_start -= n;
+        self.au_start = self.au_start.saturating_sub(n);
     }
 
     /// Forgets everything (the camera connection was replaced: new SSRCs, new sequence numbers).
     pub fn clear(&mut self) {
-        let overflows = self.overflows;
-        *self = GopCache::new(self.max_bytes);
+        let (overflows, overflowed) = (self.overflows, self.overflowed);
+        *self = GopCache::new(self.limits);
         self.overflows = overflows;
+        self.overflowed = overflowed;
+    }
+
+    /// The bound that dropped the cache since the last call, if one did.
+    pub fn take_overflow(&mut self) -> Option<GopBound> {
+        self.overflowed.take()
     }
 
     /// Whether a joiner can start from the cache (it begins at a keyframe).
@@ -148,13 +213,18 @@ impl GopCache {
     /// `RTP-Info` announces), if the cache is ready and holds one.
     pub fn first_rtp(&self, track: usize) -> Option<(u16, u32)> {
         let f = self.frames().find(|f| f.track == track)?;
-        let h = RtpHeader::parse(&f.payload)?;
+        let h = RtpHeader::parse(f.payload())?;
         Some((h.seq, h.timestamp))
     }
 
-    /// RTP bytes held (ready or not).
+    /// What the packets held cost (ready or not): bytes plus [`PACKET_OVERHEAD`] each.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Packets held (ready or not).
+    pub fn packets(&self) -> usize {
+        self.frames.len()
     }
 
     /// Times the bound forced the cache to be dropped.
@@ -163,7 +233,11 @@ impl GopCache {
     }
 
     pub fn max_bytes(&self) -> usize {
-        self.max_bytes
+        self.limits.bytes
+    }
+
+    pub fn limits(&self) -> GopLimits {
+        self.limits
     }
 }
 
@@ -175,24 +249,28 @@ mod tests {
     use proptest::prelude::*;
 
     const VIDEO: usize = 0;
+
+    fn lim(bytes: usize) -> GopLimits {
+        GopLimits { bytes, packets: usize::MAX }
+    }
     const AUDIO: usize = 1;
 
     /// Feeds a video packet; returns its bytes.
     fn video(c: &mut GopCache, seq: u16, ts: u32, payload: &[u8]) -> Bytes {
         let p = Bytes::from(rtp(seq, ts, false, payload));
         let v = Classifier::new(VideoCodec::H264).classify(&p).unwrap();
-        c.push_video(0, VIDEO, p.clone(), &v);
+        c.push_video(0, VIDEO, &p, &v);
         p
     }
 
     fn audio(c: &mut GopCache, seq: u16, ts: u32) -> Bytes {
         let p = Bytes::from(rtp(seq, ts, true, &[0xaa; 20]));
-        c.push_other(2, AUDIO, p.clone());
+        c.push_other(2, AUDIO, &p);
         p
     }
 
     fn seqs(c: &GopCache) -> Vec<(usize, u16)> {
-        c.frames().map(|f| (f.track, RtpHeader::parse(&f.payload).unwrap().seq)).collect()
+        c.frames().map(|f| (f.track, RtpHeader::parse(f.payload()).unwrap().seq)).collect()
     }
 
     const SPS: &[u8] = &[0x67, 0x42, 0, 0x1e];
@@ -203,7 +281,7 @@ mod tests {
 
     #[test]
     fn starts_at_the_keyframe_access_unit_with_its_parameter_sets_and_keeps_audio() {
-        let mut c = GopCache::new(1 << 20);
+        let mut c = GopCache::new(lim(1 << 20));
         video(&mut c, 1, 0, P);
         audio(&mut c, 100, 0);
         assert!(!c.is_ready() && c.frames().len() == 0, "no keyframe yet: nothing to replay");
@@ -221,13 +299,14 @@ mod tests {
         video(&mut c, 7, 9000, IDR_START);
         assert_eq!(seqs(&c), vec![(0, 7)]);
         assert_eq!(c.first_rtp(AUDIO), None);
-        assert_eq!(c.bytes(), c.frames().map(|f| f.payload.len()).sum::<usize>());
+        assert_eq!(c.bytes(), c.frames().map(|f| f.frame.len() + PACKET_OVERHEAD).sum::<usize>());
+        assert!(c.frames().all(|f| f.frame[..2] == [b'$', f.channel] && f.payload_bytes()[..] == *f.payload()));
     }
 
     #[test]
     fn parameter_sets_in_their_own_access_unit_stay_with_the_keyframe() {
         // Some cameras stamp SPS/PPS with a timestamp of their own just before the IDR.
-        let mut c = GopCache::new(1 << 20);
+        let mut c = GopCache::new(lim(1 << 20));
         video(&mut c, 1, 0, IDR_START);
         video(&mut c, 2, 3000, P);
         video(&mut c, 3, 5000, SPS);
@@ -244,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_second_slice_of_the_same_keyframe_does_not_restart_the_cache() {
-        let mut c = GopCache::new(1 << 20);
+        let mut c = GopCache::new(lim(1 << 20));
         video(&mut c, 1, 0, SPS);
         video(&mut c, 2, 0, &[0x65, 0x88, 0x80]);
         video(&mut c, 3, 0, &[0x65, 0x88, 0x00]);
@@ -253,7 +332,8 @@ mod tests {
 
     #[test]
     fn over_the_bound_the_cache_is_dropped_until_the_next_keyframe_and_counted() {
-        let mut c = GopCache::new(120);
+        // The keyframe and four pictures cost 417, each audio packet 100.
+        let mut c = GopCache::new(lim(560));
         video(&mut c, 1, 0, IDR_START);
         for i in 0..4 {
             video(&mut c, 2 + i, 3000 * (1 + u32::from(i)), P);
@@ -262,8 +342,8 @@ mod tests {
         let held = c.bytes();
         audio(&mut c, 9, 9);
         audio(&mut c, 10, 10);
-        assert!(held <= 120 && c.bytes() == 0 && !c.is_ready(), "dropped whole, not trimmed");
-        assert_eq!(c.overflows(), 1);
+        assert!(held <= 560 && c.bytes() == 0 && !c.is_ready(), "dropped whole, not trimmed");
+        assert_eq!((c.overflows(), c.take_overflow(), c.take_overflow()), (1, Some(GopBound::Bytes), None));
         // Audio and pictures before the next keyframe are not kept.
         audio(&mut c, 11, 11);
         video(&mut c, 20, 30000, P);
@@ -274,7 +354,7 @@ mod tests {
 
     #[test]
     fn a_keyframe_larger_than_the_bound_is_skipped_entirely() {
-        let mut c = GopCache::new(40);
+        let mut c = GopCache::new(lim(200));
         video(&mut c, 1, 0, IDR_START);
         video(&mut c, 2, 0, IDR_REST);
         video(&mut c, 3, 0, IDR_REST);
@@ -288,8 +368,24 @@ mod tests {
     }
 
     #[test]
+    fn tiny_packets_meet_the_packet_bound_and_cost_their_overhead() {
+        // 13-byte RTP packets: a byte bound alone would hold hundreds of thousands of them.
+        let mut c = GopCache::new(GopLimits { bytes: 4 << 20, packets: 100 });
+        video(&mut c, 1, 0, IDR_START);
+        for i in 0..99 {
+            audio(&mut c, 10 + i, 1);
+        }
+        assert_eq!((c.packets(), c.is_ready()), (100, true));
+        assert!(c.bytes() >= 100 * PACKET_OVERHEAD, "each packet costs more than its bytes");
+        audio(&mut c, 200, 2);
+        assert_eq!((c.packets(), c.is_ready(), c.take_overflow()), (0, false, Some(GopBound::Packets)));
+        video(&mut c, 300, 3000, IDR_START);
+        assert_eq!(seqs(&c), vec![(0, 300)]);
+    }
+
+    #[test]
     fn clear_forgets_everything_but_the_count() {
-        let mut c = GopCache::new(30);
+        let mut c = GopCache::new(lim(100));
         video(&mut c, 1, 0, IDR_START);
         video(&mut c, 2, 0, IDR_REST);
         video(&mut c, 3, 0, IDR_REST);
@@ -304,7 +400,7 @@ mod tests {
         let clip = crate::demo_camera::clip().unwrap();
         let mut pk = crate::demo_camera::rtp::Packetizer::new(7, 100);
         let cls = Classifier::new(VideoCodec::H264);
-        let mut c = GopCache::new(4 << 20);
+        let mut c = GopCache::new(lim(4 << 20));
         let mut last_key_seq = None;
         for (i, au) in clip.frames.iter().enumerate() {
             if au.is_keyframe() {
@@ -312,12 +408,12 @@ mod tests {
             }
             pk.packetize(&au.nals, i as u32 * 3600, |p| {
                 let p = Bytes::copy_from_slice(p);
-                c.push_video(0, 0, p.clone(), &cls.classify(&p).unwrap());
+                c.push_video(0, 0, &p, &cls.classify(&p).unwrap());
             });
         }
         assert_eq!(c.first_rtp(0).map(|(s, _)| s), last_key_seq);
         let first = c.frames().next().unwrap();
-        assert!(matches!(first.payload[12] & 0x1f, 7 | 5 | 24 | 28), "starts at SPS or the IDR");
+        assert!(matches!(first.payload()[12] & 0x1f, 7 | 5 | 24 | 28), "starts at SPS or the IDR");
     }
 
     #[derive(Debug, Clone)]
@@ -350,9 +446,9 @@ mod tests {
         /// packet of the last keyframe access unit; with any bound, it is a contiguous run of
         /// the stream that starts at such an access unit and fits.
         #[test]
-        fn matches_the_model(items in items(), max in 50usize..2000) {
-            let mut big = GopCache::new(usize::MAX);
-            let mut small = GopCache::new(max);
+        fn matches_the_model(items in items(), max in 100usize..4000, packets in 1usize..40) {
+            let mut big = GopCache::new(lim(usize::MAX));
+            let mut small = GopCache::new(GopLimits { bytes: max, packets });
             let mut pushed: Vec<Bytes> = Vec::new();
             let mut key_starts: Vec<usize> = Vec::new();
             let (mut seq, mut ts) = (0u16, 0u32);
@@ -361,7 +457,7 @@ mod tests {
                     Item::Audio => {
                         seq += 1;
                         let p = audio(&mut big, seq, ts);
-                        small.push_other(2, AUDIO, p.clone());
+                        small.push_other(2, AUDIO, &p);
                         pushed.push(p);
                     }
                     Item::Au { key, params, fragments } => {
@@ -380,7 +476,7 @@ mod tests {
                         for u in units {
                             seq += 1;
                             let p = video(&mut big, seq, ts, &u);
-                            small.push_video(0, VIDEO, p.clone(), &Classifier::new(VideoCodec::H264).classify(&p).unwrap());
+                            small.push_video(0, VIDEO, &p, &Classifier::new(VideoCodec::H264).classify(&p).unwrap());
                             pushed.push(p);
                         }
                         if *key {
@@ -393,10 +489,10 @@ mod tests {
                 Some(&s) => pushed[s..].to_vec(),
                 None => Vec::new(),
             };
-            let got: Vec<Bytes> = big.frames().map(|f| f.payload.clone()).collect();
+            let got: Vec<Bytes> = big.frames().map(|f| f.payload_bytes()).collect();
             prop_assert_eq!(got, model);
-            prop_assert!(small.bytes() <= max);
-            let got: Vec<Bytes> = small.frames().map(|f| f.payload.clone()).collect();
+            prop_assert!(small.bytes() <= max && small.packets() <= packets);
+            let got: Vec<Bytes> = small.frames().map(|f| f.payload_bytes()).collect();
             if !got.is_empty() {
                 let at = pushed.iter().position(|p| p == &got[0]).unwrap();
                 prop_assert!(key_starts.contains(&at), "starts at a keyframe access unit");

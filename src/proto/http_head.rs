@@ -182,10 +182,45 @@ pub fn http_error_reply(status: u16, reason: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// What the tunnel port is, for a person who opened it with `curl` (GET with no tunnel headers):
+/// the answer to HTTP that is neither a tunnel nor a page.
+pub const NOT_A_TUNNEL_TEXT: &str = "\
+This is rtsp-tunnel-relay's tunnel port: RTSP for video players, over HTTP or plain TCP.
+It is not a web page, and this request was no tunnel (no x-sessioncookie header).
+Play a route:   ffplay -rtsp_transport http rtsp://HOST:PORT/ROUTE   (RTSP over HTTP)
+           or:  ffplay rtsp://HOST:PORT/ROUTE                         (plain RTSP)
+In a browser, http://HOST:PORT/ lists the routes (unless [web] is off).
+";
+
+/// `400` with [`NOT_A_TUNNEL_TEXT`] (no body for `HEAD`).
+pub fn not_a_tunnel_reply(head_only: bool) -> Vec<u8> {
+    let mut reply = format!(
+        "HTTP/1.0 400 Bad Request\r\nServer: rtsp-tunnel-relay\r\nConnection: close\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+        NOT_A_TUNNEL_TEXT.len()
+    )
+    .into_bytes();
+    if !head_only {
+        reply.extend_from_slice(NOT_A_TUNNEL_TEXT.as_bytes());
+    }
+    reply
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_request_that_is_no_tunnel_is_told_what_the_port_is() {
+        let reply = String::from_utf8(not_a_tunnel_reply(false)).unwrap();
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.0 400 Bad Request\r\n"), "{head}");
+        assert!(head.contains(&format!("\r\nContent-Length: {}", body.len())), "{head}");
+        assert!(body.contains("tunnel port") && body.contains("rtsp://HOST:PORT/ROUTE"), "{body}");
+        let head_only = String::from_utf8(not_a_tunnel_reply(true)).unwrap();
+        assert!(head_only.ends_with("\r\n\r\n") && head_only.len() + body.len() == reply.len());
+    }
 
     const LIMITS: HeadLimits = HeadLimits { max_header_bytes: 8192, max_cookie_len: 128 };
 

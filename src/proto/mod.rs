@@ -1,10 +1,12 @@
 //! The sans-IO protocol core: every type here is fed bytes (and the current time, where it
 //! matters) and hands back bytes and actions. Nothing here opens a socket or reads a clock.
 
+pub mod api_token;
 pub mod base64_stream;
 #[cfg(any(test, fuzzing))]
 pub mod camera_audit;
 pub mod camera_demand;
+pub mod camera_health;
 pub mod camera_host_sessions;
 pub mod camera_request;
 pub mod camera_session;
@@ -24,8 +26,11 @@ pub mod rng;
 pub mod route;
 pub mod rtp_continuity;
 pub mod rtsp;
+pub mod rtsp_headers;
+pub mod rtsp_url;
 pub mod sdp;
 pub mod session;
+pub mod shared_fanout;
 pub mod shared_viewer;
 pub mod tunnel;
 pub mod upstream_auth;

@@ -18,6 +18,8 @@ pub enum SessionOutcome {
     CameraChanged,
     /// A viewer of a shared camera stayed too far behind and was cut.
     SlowViewer,
+    /// Ended by an operator (`DELETE /v1/sessions/{id}` on the control API).
+    Kicked,
 }
 
 /// Why input was refused: `relay_rejections_total{reason}`.
@@ -94,6 +96,10 @@ pub enum Rejection {
     /// A passthrough route's camera host already has `[limits] max_camera_sessions` sessions
     /// from this shard (answered 453).
     CameraSessionLimit,
+    /// A control API request without a valid token (answered 401).
+    ApiAuth,
+    /// A control API change with a read-only token (answered 403).
+    ApiForbidden,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.

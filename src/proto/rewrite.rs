@@ -5,6 +5,7 @@
 //! URLs and absolute SDP `a=control:` lines mapped upstream→client.
 
 use super::rtsp::{Message, StartLine};
+use super::rtsp_url::RtspUrl;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RewriteError {
@@ -35,7 +36,7 @@ pub struct HandedOut {
 impl HandedOut {
     /// The path and query of a camera URL as a viewer may ask for it.
     pub fn of(url: &str) -> Option<HandedOut> {
-        let p = split_url(url)?;
+        let p = rtsp_url(url)?;
         // An RTP-Info URL runs on into `;seq=`: the URL the viewer could ask for ends there.
         let query = p.query.map(|q| q.split(';').next().unwrap_or(q).to_owned());
         let path = if query.is_some() { p.path } else { p.path.split(';').next().unwrap_or(p.path) };
@@ -57,39 +58,18 @@ pub struct UrlMap {
     upstream_query: Option<String>,
 }
 
-/// An absolute URL cut into origin (`scheme://authority`), path and query.
-struct Parts<'a> {
-    origin: &'a str,
-    path: &'a str,
-    query: Option<&'a str>,
-}
-
-fn split_url(url: &str) -> Option<Parts<'_>> {
-    let scheme_end = url.find("://")?;
-    let scheme = &url[..scheme_end];
-    if !scheme.eq_ignore_ascii_case("rtsp")
-        && !scheme.eq_ignore_ascii_case("rtsps")
-        && !scheme.eq_ignore_ascii_case("rtspu")
-    {
-        return None;
-    }
-    let after = scheme_end + 3;
-    let authority_end = url[after..].find(['/', '?']).map_or(url.len(), |i| after + i);
-    let (path, query) = match url[authority_end..].split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (&url[authority_end..], None),
-    };
-    Some(Parts { origin: &url[..authority_end], path, query })
+/// An absolute `rtsp://` (`rtsps://`, `rtspu://`) URL, taken apart.
+fn rtsp_url(url: &str) -> Option<RtspUrl<'_>> {
+    Some(RtspUrl::parse(url)).filter(RtspUrl::is_rtsp)
 }
 
 /// Path and query of a viewer's request URI, absolute (`rtsp://relay/cam1?x`) or path-only
-/// (`/cam1?x`); `None` for anything else.
+/// (`/cam1?x`); `None` for anything else, and for a fragment (RTSP URLs carry none: what a
+/// camera would make of one is anyone's guess).
 fn request_path(uri: &str) -> Option<(&str, Option<&str>)> {
-    match split_url(uri) {
-        Some(p) => Some((p.path, p.query)),
-        None if uri.starts_with('/') => Some(uri.split_once('?').map_or((uri, None), |(p, q)| (p, Some(q)))),
-        None => None,
-    }
+    let u = RtspUrl::parse(uri);
+    let understood = u.is_rtsp() || (!u.is_absolute() && uri.starts_with('/'));
+    (understood && u.fragment.is_none()).then_some((u.path, u.query))
 }
 
 /// `rest` of `path` after `prefix`, if `path` is `prefix` or continues it with `/`.
@@ -196,12 +176,12 @@ impl UrlMap {
     /// `client_base`: the route as the viewer addresses it (`rtsp://relay:8080/cam1`, scheme and
     /// authority as the viewer spoke them). `upstream_base`: the camera URL without credentials.
     pub fn new(client_base: &str, upstream_base: &str) -> Result<Self, RewriteError> {
-        let c = split_url(client_base).ok_or_else(|| RewriteError::NotRtspUrl(client_base.to_owned()))?;
-        let u = split_url(upstream_base).ok_or_else(|| RewriteError::NotRtspUrl(upstream_base.to_owned()))?;
+        let c = base_url(client_base)?;
+        let u = base_url(upstream_base)?;
         Ok(UrlMap {
-            client_origin: c.origin.to_owned(),
+            client_origin: c.origin().unwrap_or("").to_owned(),
             client_path: c.path.trim_end_matches('/').to_owned(),
-            upstream_origin: u.origin.to_owned(),
+            upstream_origin: u.origin().unwrap_or("").to_owned(),
             upstream_path: u.path.trim_end_matches('/').to_owned(),
             upstream_query: u.query.filter(|q| !q.is_empty()).map(str::to_owned),
         })
@@ -210,9 +190,9 @@ impl UrlMap {
     /// The same route as the viewer addresses it, now in front of another camera URL (a
     /// reload moved a shared route's camera).
     pub fn with_upstream(&self, upstream_base: &str) -> Result<Self, RewriteError> {
-        let u = split_url(upstream_base).ok_or_else(|| RewriteError::NotRtspUrl(upstream_base.to_owned()))?;
+        let u = base_url(upstream_base)?;
         Ok(UrlMap {
-            upstream_origin: u.origin.to_owned(),
+            upstream_origin: u.origin().unwrap_or("").to_owned(),
             upstream_path: u.path.trim_end_matches('/').to_owned(),
             upstream_query: u.query.filter(|q| !q.is_empty()).map(str::to_owned),
             ..self.clone()
@@ -259,7 +239,7 @@ impl UrlMap {
     /// [`UrlMap::to_client`], adding the camera URL to `handed_out`: the viewer may then ask
     /// for it (a path outside the route maps to the same path on the relay).
     fn to_client_noting(&self, url: &str, handed_out: &mut Vec<HandedOut>) -> String {
-        let Some(p) = split_url(url) else { return url.to_owned() };
+        let Some(p) = rtsp_url(url) else { return url.to_owned() };
         handed_out.extend(HandedOut::of(url));
         let mut out = self.client_origin.clone();
         match strip_path(p.path, &self.upstream_path) {
@@ -276,8 +256,17 @@ impl UrlMap {
             out.push('?');
             out.push_str(q);
         }
+        if let Some(f) = p.fragment {
+            out.push('#');
+            out.push_str(f);
+        }
         out
     }
+}
+
+/// One end of a route: an `rtsp://` URL without a fragment.
+fn base_url(url: &str) -> Result<RtspUrl<'_>, RewriteError> {
+    rtsp_url(url).filter(|u| u.fragment.is_none()).ok_or_else(|| RewriteError::NotRtspUrl(url.to_owned()))
 }
 
 /// Maps every absolute URL in `value` to the viewer's. Each `rtsp://` (or `rtsps://`) starts
@@ -432,6 +421,9 @@ mod tests {
             "rtsp://x/cam1/%+1",
             "rtsp://x/cam1/\u{e9}",
             "rtsp://x/cam1#frag",
+            // A fragment after a query (once passed with the query replaced), or on a path.
+            "rtsp://x/cam1?a#frag",
+            "/cam1/trackID=1?x#../other",
         ] {
             assert_eq!(up(&m, uri), Err(UriRefusal::Malformed), "{uri}");
         }
@@ -522,19 +514,20 @@ mod tests {
             else {
                 continue;
             };
-            let Some(camera) = split_url(&base) else { continue };
-            let upstream = format!("{}{}", camera.origin, camera.path);
+            let Some(camera) = rtsp_url(&base) else { continue };
+            let origin = camera.origin().unwrap_or("");
+            let upstream = format!("{origin}{}", camera.path);
             let m = map(&upstream);
             let mut msg = original.clone();
             let handed = rewrite_to_client(&mut msg, &m);
             let out = String::from_utf8_lossy(&msg.to_bytes()).into_owned();
-            assert!(!out.contains(camera.origin), "{name}: camera origin leaked:\n{out}");
+            assert!(!out.contains(origin), "{name}: camera origin leaked:\n{out}");
             for (before, after) in urls(&text).iter().zip(urls(&out)) {
                 assert!(after.starts_with("rtsp://127.0.0.1:8080/"), "{name}: {after}");
                 let back = m.camera_uri(&after, false, &handed).unwrap();
                 assert_eq!(
-                    split_url(&back).unwrap().path,
-                    split_url(before).unwrap().path,
+                    rtsp_url(&back).unwrap().path,
+                    rtsp_url(before).unwrap().path,
                     "{name}: {before} -> {after} -> {back}"
                 );
             }

@@ -49,10 +49,14 @@ pub struct Route {
     pub path: String,
     /// Camera URL without credentials (what requests are rewritten to).
     pub upstream_url: String,
-    /// Camera address, resolved when the configuration is loaded.
+    /// Camera address, resolved when the configuration is loaded (unspecified when the name
+    /// did not resolve: see `resolve_error`).
     pub upstream_addr: SocketAddr,
     /// TLS, or the HTTP tunnel, under RTSP towards the camera.
     pub upstream_link: UpstreamLink,
+    /// Why the camera's name did not resolve when the configuration was loaded: the route is
+    /// served, and its camera fails at connect time with this reason until a reload resolves it.
+    pub resolve_error: Option<Arc<str>>,
     pub credentials: Option<Credentials>,
     /// Who may watch; `None`: anyone who passes the address lists.
     pub users: Option<Vec<String>>,
@@ -192,15 +196,8 @@ pub fn is_route_spelling(target: &str, route_path: &str) -> bool {
 
 /// The path of a request target or absolute URI, without query or fragment.
 pub fn uri_path(target: &str) -> &str {
-    let rest = match target.find("://") {
-        Some(i) => {
-            let after = &target[i + 3..];
-            after.find('/').map_or("/", |j| &after[j..])
-        }
-        None => target,
-    };
-    let end = rest.find(['?', '#']).unwrap_or(rest.len());
-    &rest[..end]
+    let url = super::rtsp_url::RtspUrl::parse(target);
+    if url.is_absolute() { url.path_or_root() } else { url.path }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
 use super::route::{Route, RouteTable, is_route_spelling};
+use super::rtsp_headers::{SessionHeader, Transport, TransportSpec};
 
 use super::base64_stream::Base64StreamDecoder;
 use super::camera_request::{self, Refusal};
@@ -846,7 +847,7 @@ impl Session {
         }
         match p.method {
             RtspMethod::Setup => {
-                let id = answer.header("Session").and_then(|v| v.split(';').next()).map(str::trim);
+                let id = answer.header("Session").map(SessionHeader::id_of);
                 // The id goes back to the camera in a request the relay writes: a token only.
                 if let Some(id) = id.filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic())) {
                     cam.id = Some(id.to_owned());
@@ -966,7 +967,7 @@ fn method_not_allowed(cseq: u32) -> Vec<u8> {
     let mut msg = Message::response(405, "Method Not Allowed");
     msg.set_header("CSeq", cseq.to_string());
     msg.set_header("Server", "rtsp-tunnel-relay");
-    msg.set_header("Allow", camera_request::METHODS.join(", "));
+    msg.set_header("Allow", camera_request::public().to_string());
     msg.to_bytes()
 }
 
@@ -982,15 +983,10 @@ pub fn local_reply(status: u16, reason: &str, cseq: Option<u32>) -> Vec<u8> {
 
 /// The viewer's view of the route: scheme and authority as the viewer spoke them.
 fn client_base(uri: &str, viewer_authority: &str, route_path: &str) -> String {
-    let (scheme, authority) = match uri.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority = rest.split(['/', '?']).next().unwrap_or("");
-            // Viewer credentials in the URI are for the relay; keep them out of rewritten URLs.
-            let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-            (scheme, authority)
-        }
-        None => ("rtsp", viewer_authority),
-    };
+    // Viewer credentials in the URI are for the relay: `host_port` keeps them out of
+    // rewritten URLs.
+    let url = super::rtsp_url::RtspUrl::parse(uri);
+    let (scheme, authority) = url.scheme().zip(url.host_port()).unwrap_or(("rtsp", viewer_authority));
     let path = if route_path == "/" { "" } else { route_path };
     format!("{scheme}://{authority}{path}")
 }
@@ -998,22 +994,14 @@ fn client_base(uri: &str, viewer_authority: &str, route_path: &str) -> String {
 /// Keeps only the TCP-interleaved transports a SETUP offers; false if none is left. The camera
 /// side is always interleaved TCP: UDP could not cross the tunnel nor the relay.
 fn steer_to_interleaved(msg: &mut Message) -> bool {
-    let Some(transport) = msg.header("Transport") else {
+    let Some(mut transport) = msg.header("Transport").map(Transport::parse) else {
         return false;
     };
-    let tcp: Vec<&str> = transport
-        .split(',')
-        .map(str::trim)
-        .filter(|spec| {
-            let lower = spec.to_ascii_lowercase();
-            lower.contains("/tcp") || lower.contains("interleaved=")
-        })
-        .collect();
-    if tcp.is_empty() {
+    transport.specs.retain(TransportSpec::is_interleaved_tcp);
+    if transport.specs.is_empty() {
         return false;
     }
-    let joined = tcp.join(",");
-    msg.set_header("Transport", joined);
+    msg.set_header("Transport", transport.to_string());
     true
 }
 

@@ -39,10 +39,11 @@ use super::camera_session::{CameraPhase, CameraView, Presentation};
 use super::gop_cache::CachedFrame;
 use super::outcome::Rejection;
 use super::rewrite::{HandedOut, UriRefusal, UrlMap, rewrite_to_client};
+use super::rng::SplitMix64;
 use super::rtsp::Message;
+use super::rtsp_headers::{RtpInfo, RtpInfoEntry, SessionHeader, Transport, TransportSpec};
+use super::rtsp_url::RtspUrl;
 
-/// What the relay implements for viewers of a shared camera.
-pub const PUBLIC: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
 const SERVER: &str = "rtsp-tunnel-relay";
 
 /// Fixed parameters of a viewer.
@@ -307,10 +308,10 @@ impl SharedViewer {
         }
         r.headers.push(("Server".to_owned(), SERVER.to_owned()));
         if let Some(id) = &self.session_id {
-            let given = msg.header("Session").map(|s| s.split(';').next().unwrap_or("").trim());
+            let given = msg.header("Session").map(SessionHeader::id_of);
             if given == Some(id.as_str()) || status == 200 && msg.method() == Some("SETUP") {
-                let t = self.params.session_timeout.as_secs();
-                r.headers.push(("Session".to_owned(), format!("{id};timeout={t}")));
+                let session = SessionHeader { id, timeout: Some(self.params.session_timeout) };
+                r.headers.push(("Session".to_owned(), session.to_string()));
             }
         }
         r
@@ -344,7 +345,7 @@ impl SharedViewer {
                 return answered(self.reply(msg, 400, "Bad Request"));
             }
         }
-        let session_given = msg.header("Session").map(|s| s.split(';').next().unwrap_or("").trim());
+        let session_given = msg.header("Session").map(SessionHeader::id_of);
         let ours = session_given.is_some() && session_given == self.session_id.as_deref();
         if session_given.is_some() && !ours {
             return answered(self.reply(msg, 454, "Session Not Found"));
@@ -352,7 +353,7 @@ impl SharedViewer {
         let reply = match method {
             "OPTIONS" => {
                 let mut r = self.reply(msg, 200, "OK");
-                r.headers.push(("Public".to_owned(), PUBLIC.to_owned()));
+                r.headers.push(("Public".to_owned(), camera_request::public().to_string()));
                 r
             }
             "DESCRIBE" => return self.describe(msg, camera),
@@ -377,7 +378,7 @@ impl SharedViewer {
             "GET_PARAMETER" | "SET_PARAMETER" => self.reply(msg, 200, "OK"),
             "ANNOUNCE" | "RECORD" | "REDIRECT" => {
                 let mut r = self.reply(msg, 405, "Method Not Allowed");
-                r.headers.push(("Allow".to_owned(), PUBLIC.to_owned()));
+                r.headers.push(("Allow".to_owned(), camera_request::public().to_string()));
                 r
             }
             _ => self.reply(msg, 501, "Not Implemented"),
@@ -447,16 +448,16 @@ impl SharedViewer {
             .collect();
         let Some((rtp, rtcp)) = msg.header("Transport").and_then(|t| choose_channels(t, &taken)) else {
             let mut r = self.reply(msg, 461, "Unsupported Transport");
-            r.headers.push(("Transport".to_owned(), "RTP/AVP/TCP;unicast;interleaved=0-1".to_owned()));
+            r.headers.push(("Transport".to_owned(), TransportSpec::interleaved_tcp(0, 1).to_string()));
             return answered(r);
         };
         self.tracks[track] = Some(ViewerTrack { rtp, rtcp, uri: uri.to_owned() });
         if self.session_id.is_none() {
             self.sessions_made += 1;
-            self.session_id = Some(format!("{:016X}", mix(self.params.session_seed, self.sessions_made)));
+            self.session_id = Some(format!("{:016X}", SplitMix64::nth(self.params.session_seed, self.sessions_made)));
         }
         let mut r = self.reply(msg, 200, "OK");
-        r.headers.push(("Transport".to_owned(), format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp}")));
+        r.headers.push(("Transport".to_owned(), TransportSpec::interleaved_tcp(rtp, rtcp).to_string()));
         answered(r)
     }
 
@@ -478,17 +479,15 @@ impl SharedViewer {
             let first = gop
                 .and_then(|g| g.first_rtp(i))
                 .or_else(|| camera.next_rtp.get(i).copied().flatten().map(|p| (p.seq, p.rtptime)));
-            info.push(match first {
-                Some((seq, rtptime)) => format!("url={};seq={seq};rtptime={rtptime}", t.uri),
-                None => format!("url={}", t.uri),
-            });
+            let (seq, rtptime) = first.map_or((None, None), |(seq, rtptime)| (Some(seq), Some(rtptime)));
+            info.push(RtpInfoEntry { url: t.uri.clone(), seq, rtptime });
         }
         let mut r = self.reply(msg, 200, "OK");
         r.headers.push(("Range".to_owned(), "npt=now-".to_owned()));
         if msg.header("Scale").is_some() {
             r.headers.push(("Scale".to_owned(), "1".to_owned()));
         }
-        r.headers.push(("RTP-Info".to_owned(), info.join(",")));
+        r.headers.push(("RTP-Info".to_owned(), RtpInfo { entries: info }.to_string()));
         if !self.playing {
             self.playing = true;
             let replay: Vec<CachedFrame> = gop
@@ -496,7 +495,7 @@ impl SharedViewer {
                     g.frames().filter(|f| self.tracks.get(f.track).is_some_and(Option::is_some)).cloned().collect()
                 })
                 .unwrap_or_default();
-            let replay_bytes = replay.iter().map(|f| 4 + f.payload.len()).sum();
+            let replay_bytes = replay.iter().map(|f| f.frame.len()).sum();
             self.join = Some((replay, replay_bytes));
         }
         answered(r)
@@ -563,56 +562,24 @@ impl SharedViewer {
     }
 }
 
-/// The path and query of an absolute URL (`/` when it has none), or the string itself.
+/// The path and query of a URL or request target (`/` when it has none).
 fn path_and_query(url: &str) -> &str {
-    match url.find("://") {
-        Some(i) => {
-            let rest = &url[i + 3..];
-            rest.find(['/', '?']).map_or("/", |j| &rest[j..])
-        }
-        None => url,
-    }
+    RtspUrl::parse(url).path_and_query()
 }
 
 /// The interleaved channels for a SETUP's `Transport`: the first TCP alternative for playing,
 /// on the channels it names if they are free, else on the lowest free pair. `None`: no TCP
 /// alternative (UDP, multicast or recording only).
-fn choose_channels(transport: &str, taken: &[u8]) -> Option<(u8, u8)> {
-    let spec = transport.split(',').find(|spec| {
-        let mut params = spec.split(';').map(str::trim);
-        let proto = params.next().unwrap_or("");
-        let tcp = proto.eq_ignore_ascii_case("RTP/AVP/TCP") || proto.eq_ignore_ascii_case("RTP/AVPF/TCP");
-        tcp && params.all(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let play_mode = !k.eq_ignore_ascii_case("mode") || v.trim_matches('"').eq_ignore_ascii_case("play");
-            !k.eq_ignore_ascii_case("multicast") && play_mode
-        })
-    })?;
-    let asked = spec.split(';').find_map(|p| {
-        let (k, v) = p.trim().split_once('=')?;
-        if !k.eq_ignore_ascii_case("interleaved") {
-            return None;
-        }
-        match v.split_once('-') {
-            Some((a, b)) => Some((a.trim().parse::<u8>().ok()?, b.trim().parse::<u8>().ok()?)),
-            None => {
-                let a: u8 = v.trim().parse().ok()?;
-                Some((a, a.checked_add(1)?))
-            }
-        }
-    });
-    match asked {
+pub(crate) fn choose_channels(transport: &str, taken: &[u8]) -> Option<(u8, u8)> {
+    let transport = Transport::parse(transport);
+    let spec = transport
+        .specs
+        .iter()
+        .find(|s| s.protocol_is(&["RTP/AVP/TCP", "RTP/AVPF/TCP"]) && !s.has("multicast") && s.is_for_playing())?;
+    match spec.interleaved() {
         Some((a, b)) if a != b && !taken.contains(&a) && !taken.contains(&b) => Some((a, b)),
         _ => (0..=127u8).map(|k| (2 * k, 2 * k + 1)).find(|(a, b)| !taken.contains(a) && !taken.contains(b)),
     }
-}
-
-/// SplitMix64 of `seed` and a counter: session ids that differ per viewer and per session.
-fn mix(seed: u64, n: u64) -> u64 {
-    let mut z = seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

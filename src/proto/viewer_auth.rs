@@ -208,11 +208,7 @@ fn digest_uri_matches(directive: &str, request_uri: &str) -> bool {
     if directive == request_uri {
         return true;
     }
-    let path_and_query = |u: &str| match u.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_owned(),
-        None => u.to_owned(),
-    };
-    directive.starts_with('/') && path_and_query(request_uri) == directive
+    directive.starts_with('/') && super::rtsp_url::RtspUrl::parse(request_uri).path_and_query() == directive
 }
 
 fn verify_basic(token: &str, users: &Users) -> Result<String, AuthFailure> {

@@ -253,6 +253,19 @@ pub fn classify(head: &[u8]) -> WebRequest {
     WebRequest::Other
 }
 
+/// The `Host` a browser used for a request head, if it is a plain authority (a name or an
+/// address, and a port): the route list shows URLs on it, so nothing else gets into the page.
+pub fn page_host(head: &[u8]) -> Option<String> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        return None;
+    }
+    let host = header(&req, "host").next()?.trim();
+    let plain = |c: char| c.is_ascii_alphanumeric() || ".-:[]".contains(c);
+    (!host.is_empty() && host.len() <= 255 && host.chars().all(plain)).then(|| host.to_owned())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Frames
 
@@ -797,6 +810,10 @@ mod tests {
         assert!(!wants_html(Some("*/*;x\u{1bf}")));
         let page = format!("GET /cam1 HTTP/1.1\nHost: relay\nAccept: {chrome}\n\n");
         assert_eq!(classify(&head(&page)), WebRequest::Page { target: "/cam1".into() });
+        assert_eq!(page_host(&head(&page)).as_deref(), Some("relay"));
+        assert_eq!(page_host(&head("GET / HTTP/1.1\nHost: [::1]:8080\n\n")).as_deref(), Some("[::1]:8080"));
+        assert_eq!(page_host(&head("GET / HTTP/1.1\nHost: a\"><script>\n\n")), None);
+        assert_eq!(page_host(&head("GET / HTTP/1.1\n\n")), None);
         let tunnel = "GET /cam1 HTTP/1.0\nAccept: application/x-rtsp-tunnelled\n\n";
         assert_eq!(classify(&head(tunnel)), WebRequest::Other);
         let module = "GET /_player/player.js?x HTTP/1.1\nAccept: */*\n\n";

@@ -5,15 +5,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
-
-use slab::Slab;
 
 use super::conn::SessionKey;
-use super::token::bump_generation;
+use super::slab_table::SlabTable;
 use crate::proto::camera_session::CameraSession;
-use crate::proto::fanout_policy::ViewerFanout;
 use crate::proto::route::Route;
+use crate::proto::shared_fanout::{Delivery, SharedFanout};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CameraKey {
@@ -21,44 +18,32 @@ pub struct CameraKey {
     pub generation: u32,
 }
 
-/// A viewer in a camera's fan-out.
-pub struct Player {
+/// A viewer in a camera's fan-out, as the shell names it: its session and the connection its
+/// media goes to (the tunnel GET, or the one RTSP connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanoutViewer {
     pub key: SessionKey,
-    /// The viewer connection the media goes to (the tunnel GET, or the one RTSP connection).
     pub conn: usize,
-    /// Per camera track: the viewer's RTP and RTCP channels, if it set the track up.
-    pub channels: Vec<Option<(u8, u8)>>,
-    pub fanout: ViewerFanout,
-    /// When its PLAY arrived, until the first keyframe is queued to it.
-    pub awaiting_keyframe: Option<Instant>,
-}
-
-impl Player {
-    /// The channel this viewer receives `track`'s RTP (or RTCP) on.
-    pub fn channel(&self, track: usize, rtcp: bool) -> Option<u8> {
-        let (rtp, rtcp_channel) = self.channels.get(track).copied().flatten()?;
-        Some(if rtcp { rtcp_channel } else { rtp })
-    }
 }
 
 pub struct CameraSlot {
-    pub generation: u32,
     pub route: Arc<Route>,
     pub camera: CameraSession,
     /// The camera connection while one is open or opening.
     pub conn: Option<usize>,
     /// Tunnels of this route on this shard (the camera's demand).
     pub attached: Vec<SessionKey>,
-    /// Of those, the ones playing, in the order they joined.
-    pub players: Vec<Player>,
+    /// Of those, the ones playing, and what each receives.
+    pub fanout: SharedFanout<FanoutViewer>,
+    /// The fan-out's latest plan (kept for its room).
+    pub plan: Vec<Delivery<FanoutViewer>>,
     /// Counted in `relay_cameras_active`.
     pub up: bool,
 }
 
 #[derive(Default)]
 pub struct CameraTable {
-    slab: Slab<CameraSlot>,
-    generations: Vec<u32>,
+    slab: SlabTable<CameraSlot>,
     by_path: HashMap<String, usize>,
 }
 
@@ -68,40 +53,38 @@ impl CameraTable {
     }
 
     pub fn insert(&mut self, route: Arc<Route>, camera: CameraSession) -> CameraKey {
-        let entry = self.slab.vacant_entry();
-        let index = entry.key();
-        let generation = bump_generation(&mut self.generations, index);
-        self.by_path.insert(route.path.clone(), index);
-        entry.insert(CameraSlot {
-            generation,
+        let path = route.path.clone();
+        let (index, generation) = self.slab.insert_with(|_, _| CameraSlot {
             route,
             camera,
             conn: None,
             attached: Vec::new(),
-            players: Vec::new(),
+            fanout: SharedFanout::new(),
+            plan: Vec::new(),
             up: false,
         });
+        self.by_path.insert(path, index);
         CameraKey { index, generation }
     }
 
     /// The camera of the route at `path`.
     pub fn find(&self, path: &str) -> Option<CameraKey> {
         let index = *self.by_path.get(path)?;
-        Some(CameraKey { index, generation: self.slab.get(index)?.generation })
+        Some(CameraKey { index, generation: self.slab.generation(index)? })
     }
 
     pub fn get(&self, key: CameraKey) -> Option<&CameraSlot> {
-        self.slab.get(key.index).filter(|c| c.generation == key.generation)
+        self.slab.get(key.index, key.generation)
     }
 
     pub fn get_mut(&mut self, key: CameraKey) -> Option<&mut CameraSlot> {
-        self.slab.get_mut(key.index).filter(|c| c.generation == key.generation)
+        self.slab.get_mut(key.index, key.generation)
     }
 
     pub fn remove(&mut self, key: CameraKey) -> Option<CameraSlot> {
         self.get(key)?;
         self.unlist(key);
-        Some(self.slab.remove(key.index))
+        self.slab.remove(key.index, key.generation)
     }
 
     /// A camera that keeps its slot but no longer answers to its path (its route changed): a
@@ -115,6 +98,6 @@ impl CameraTable {
     }
 
     pub fn keys(&self) -> Vec<CameraKey> {
-        self.slab.iter().map(|(index, c)| CameraKey { index, generation: c.generation }).collect()
+        self.slab.keys().into_iter().map(|(index, generation)| CameraKey { index, generation }).collect()
     }
 }

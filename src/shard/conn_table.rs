@@ -10,18 +10,15 @@ use std::ops::{Index, IndexMut, Range};
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
-use slab::Slab;
-
 use super::buf_ring::BufRing;
 use super::conn::{Conn, Role};
 use super::kernel_memory::KernelMemory;
-use super::send_queue::Timed;
-use super::token::bump_generation;
+use super::send_queue::{SendQueue, Timed};
+use super::slab_table::SlabTable;
 use crate::proto::websocket::FrameHeader;
 
 pub struct ConnTable {
-    slab: KernelMemory<Slab<Conn>>,
-    generations: Vec<u32>,
+    slab: KernelMemory<SlabTable<Conn>>,
     /// Connections with newly queued bytes, sent at the end of the completion batch.
     pub dirty: Vec<usize>,
     /// Connections whose multishot receive stopped for lack of buffers.
@@ -48,33 +45,24 @@ pub enum Queued {
 
 impl ConnTable {
     pub fn new() -> ConnTable {
-        ConnTable {
-            slab: KernelMemory::new(Slab::with_capacity(1024)),
-            generations: Vec::new(),
-            dirty: Vec::new(),
-            starved: Vec::new(),
-        }
+        ConnTable { slab: KernelMemory::new(SlabTable::with_capacity(1024)), dirty: Vec::new(), starved: Vec::new() }
     }
 
     pub fn insert(&mut self, fd: OwnedFd, peer: SocketAddr, role: Role, now: Instant) -> usize {
-        let entry = self.slab.vacant_entry();
-        let idx = entry.key();
-        let generation = bump_generation(&mut self.generations, idx);
-        entry.insert(Conn::new(fd, generation, peer, role, now));
-        idx
+        self.slab.insert_with(|_, generation| Conn::new(fd, generation, peer, role, now)).0
     }
 
     pub fn get(&self, idx: usize) -> Option<&Conn> {
-        self.slab.get(idx)
+        self.slab.get_at(idx)
     }
 
     pub fn get_mut(&mut self, idx: usize) -> Option<&mut Conn> {
-        self.slab.get_mut(idx)
+        self.slab.get_at_mut(idx)
     }
 
     /// The connection in slot `idx` if it is still the one of `generation`.
     pub fn current(&self, idx: usize, generation: u32) -> Option<&Conn> {
-        self.slab.get(idx).filter(|c| c.generation == generation)
+        self.slab.get(idx, generation)
     }
 
     pub fn iter(&self) -> slab::Iter<'_, Conn> {
@@ -96,11 +84,11 @@ impl ConnTable {
     /// Frees a closing connection once nothing in flight names it; its queued ring buffers go
     /// back to the ring. The caller settles its accounting with what is returned.
     pub fn remove_if_idle(&mut self, idx: usize, bufs: &mut BufRing) -> Option<Conn> {
-        let c = self.slab.get(idx)?;
+        let c = self.slab.get_at(idx)?;
         if !c.closing || c.ops > 0 {
             return None;
         }
-        let mut c = self.slab.remove(idx);
+        let mut c = self.slab.remove_at(idx)?;
         c.send.clear(bufs);
         Some(c)
     }
@@ -108,11 +96,11 @@ impl ConnTable {
     /// Takes a connection out whole (to hand it to another shard) once nothing of ours is in
     /// flight on it or queued for it.
     pub fn take_quiet(&mut self, idx: usize) -> Option<Conn> {
-        let c = self.slab.get(idx)?;
+        let c = self.slab.get_at(idx)?;
         if c.closing || c.ops > 0 || !c.send.is_empty() {
             return None;
         }
-        Some(self.slab.remove(idx))
+        self.slab.remove_at(idx)
     }
 
     /// Nothing in flight names any connection any more: dropping the table frees them.
@@ -123,7 +111,7 @@ impl ConnTable {
     /// Queues bytes for a connection (encrypting them on a TLS connection, along with any
     /// handshake data rustls has pending); it is sent at the end of the completion batch.
     pub fn queue_owned(&mut self, idx: usize, bytes: Vec<u8>) {
-        let Some(c) = self.slab.get_mut(idx) else {
+        let Some(c) = self.slab.get_at_mut(idx) else {
             return;
         };
         match c.tls.as_mut() {
@@ -152,7 +140,7 @@ impl ConnTable {
         range: Range<usize>,
         at: Timed,
     ) -> Option<Queued> {
-        let c = self.slab.get_mut(idx)?;
+        let c = self.slab.get_at_mut(idx)?;
         let (start, end) = match (u32::try_from(range.start), u32::try_from(range.end)) {
             (Ok(s), Ok(e)) => (s, e),
             _ => panic!("range {range:?} outside any receive buffer"),
@@ -203,7 +191,7 @@ impl ConnTable {
         bufs: &mut BufRing,
         at: Timed,
     ) -> Option<Queued> {
-        let c = self.slab.get_mut(idx)?;
+        let c = self.slab.get_at_mut(idx)?;
         let queued = if let Some(tls) = c.tls.as_mut() {
             // At most a 10-byte WebSocket header and a 4-byte `$` header.
             let mut head = [0u8; 16];
@@ -222,17 +210,26 @@ impl ConnTable {
             }
             Queued::InPlace
         } else {
+            // Headers and tiny frames are copied onto the queue's last copy: a segment naming
+            // each would cost more than its bytes (a joiner replaying a cache of tiny packets).
+            // A shared `$` header is only appended, never given an allocation of its own.
             if let Some(h) = &ws {
-                c.send.push_owned(h.as_bytes().to_vec());
+                c.send.push_small(h.as_bytes(), None);
             }
             if let Some(p) = prefix {
-                c.send.push_shared(p.clone(), None);
+                c.send.push_shared_or_append(p, None);
             }
             match frame {
+                FrameBytes::Shared(b) if SendQueue::is_small(b) => {
+                    c.send.push_small(b, Some(at));
+                    Queued::InPlace
+                }
                 FrameBytes::Shared(b) => {
                     c.send.push_shared(b.clone(), Some(at));
                     Queued::InPlace
                 }
+                // Nothing to reference (a zero-length payload): its header went alone.
+                FrameBytes::Ring { range, .. } if range.is_empty() => Queued::InPlace,
                 FrameBytes::Ring { bid, range } => {
                     let (start, end) = (ring_offset(range.start), ring_offset(range.end));
                     // Checks the range against the buffer before anything refers to it.

@@ -46,6 +46,8 @@ mod data_path;
 mod ending;
 mod fanout;
 mod housekeeping;
+mod queries;
+mod route_health;
 mod sending;
 mod session_start;
 mod tunnels;
@@ -102,6 +104,8 @@ pub struct Shard {
     media: Vec<crate::proto::camera_session::MediaFrame>,
     /// `[metrics] per_route`.
     per_route_metrics: bool,
+    /// Each route's camera health on this shard, by path.
+    route_health: HashMap<String, route_health::RouteHealth>,
     /// Parked POSTs by cookie.
     parked: HashMap<String, usize>,
     latencies: Vec<Timed>,
@@ -192,6 +196,7 @@ impl Shard {
             cameras: CameraTable::new(),
             media: Vec::new(),
             per_route_metrics: cfg.settings.metrics_port.per_route,
+            route_health: HashMap::new(),
             parked: HashMap::new(),
             latencies: Vec::new(),
             reaped_at: Instant::now(),

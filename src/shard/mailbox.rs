@@ -48,6 +48,9 @@ pub enum ShardMsg {
         grace: Duration,
     },
 
+    /// A question of the control API (see `snapshot`): answered between completion batches.
+    Query(super::snapshot::Query),
+
     /// Test hook only (`RTR_TEST_STOP_SHARD`, see `app`): the shard panics as a bug would.
     TestPanic,
 }

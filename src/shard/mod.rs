@@ -17,6 +17,8 @@ mod mailbox;
 mod ops;
 mod send_queue;
 mod session_table;
+mod slab_table;
+pub mod snapshot;
 mod tls_stream;
 mod token;
 
@@ -264,6 +266,11 @@ impl Shards {
         }
     }
 
+    /// What another thread (the control API) may do with the shards: reload them, ask them.
+    pub fn handle(&self) -> ShardHandle {
+        ShardHandle { shared: self.shared.clone() }
+    }
+
     /// Stops accepting, lets sessions run up to `grace`, then ends them and waits for the shards.
     pub fn shutdown(self, grace: Duration) {
         self.begin_shutdown(grace);
@@ -296,6 +303,31 @@ impl Shards {
         if let Some(m) = self.shared.mailboxes.get(shard) {
             let _ = m.post(ShardMsg::TestPanic);
         }
+    }
+}
+
+/// The shards as the control plane reaches them: through their mailboxes only.
+#[derive(Clone)]
+pub struct ShardHandle {
+    shared: Arc<Shared>,
+}
+
+impl ShardHandle {
+    pub fn count(&self) -> usize {
+        self.shared.mailboxes.len()
+    }
+
+    /// New settings for every shard, as [`Shards::reload`].
+    pub fn reload(&self, settings: Arc<Settings>) {
+        for m in &self.shared.mailboxes {
+            let _ = m.post(ShardMsg::Reload { settings: settings.clone() });
+        }
+    }
+
+    /// Posts `query` to `shard`; false when that shard has stopped (or does not exist), so
+    /// no answer will come.
+    pub fn ask(&self, shard: usize, query: snapshot::Query) -> bool {
+        self.shared.mailboxes.get(shard).is_some_and(|m| m.post(ShardMsg::Query(query)).is_ok())
     }
 }
 

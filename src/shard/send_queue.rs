@@ -95,6 +95,12 @@ impl SendQueue {
         self.segments.is_empty()
     }
 
+    /// Segments queued, including those of the send in flight: each costs its slot and what it
+    /// holds beyond its bytes, which the slow-viewer bounds count.
+    pub fn entries(&self) -> usize {
+        self.segments.len()
+    }
+
     pub fn in_flight(&self) -> bool {
         self.in_flight
     }
@@ -119,21 +125,49 @@ impl SendQueue {
     /// Queues camera media copied out of a ring buffer, appended to the last queued copy when
     /// no send in flight names it (its bytes may move when it grows).
     pub fn push_media_copy(&mut self, bytes: &[u8], timed: Timed) {
-        if bytes.is_empty() {
+        self.push_small(bytes, Some(timed));
+    }
+
+    /// Appends `bytes` to the last queued copy when no send in flight names it and it stays
+    /// within [`COALESCE_BYTES`]; false (nothing queued) otherwise. The segment keeps the first
+    /// receive time of its media and carries the frames of all.
+    fn try_append(&mut self, bytes: &[u8], timed: Option<Timed>) -> bool {
+        let not_in_flight = self.segments.len() > self.in_flight_segments;
+        let Some(Segment::Owned { data, timed: t, .. }) = self.segments.back_mut() else { return false };
+        if !not_in_flight || data.len() + bytes.len() > COALESCE_BYTES {
+            return false;
+        }
+        match (t.as_mut(), timed) {
+            (Some(t), Some(n)) => t.frames += n.frames,
+            (None, Some(n)) => *t = Some(n),
+            (_, None) => {}
+        }
+        data.extend_from_slice(bytes);
+        self.queued += bytes.len();
+        true
+    }
+
+    /// Queues a copy of `bytes`, appended to the last queued copy when possible: for pieces no
+    /// larger than a segment (a WebSocket header, a tiny packet), a segment naming each would
+    /// cost more than its bytes, per viewer.
+    pub fn push_small(&mut self, bytes: &[u8], timed: Option<Timed>) {
+        if !bytes.is_empty() && !self.try_append(bytes, timed) {
+            self.push_bytes(bytes.to_vec(), timed);
+        }
+    }
+
+    /// Whether `data` is smaller than the segment that would name it: cheaper copied.
+    pub fn is_small(data: &[u8]) -> bool {
+        data.len() <= std::mem::size_of::<Segment>()
+    }
+
+    /// Queues shared bytes (a `$` header shared by viewers): appended to the last queued copy
+    /// when small and possible, else by reference.
+    pub fn push_shared_or_append(&mut self, data: &bytes::Bytes, timed: Option<Timed>) {
+        if data.is_empty() || (SendQueue::is_small(data) && self.try_append(data, timed)) {
             return;
         }
-        let not_in_flight = self.segments.len() > self.in_flight_segments;
-        if let (true, Some(Segment::Owned { data, timed: Some(t), .. })) = (not_in_flight, self.segments.back_mut()) {
-            if data.len() + bytes.len() <= COALESCE_BYTES {
-                // The segment keeps its first receive time (the latency recorded is the oldest)
-                // and carries the frames of both.
-                t.frames += timed.frames;
-                data.extend_from_slice(bytes);
-                self.queued += bytes.len();
-                return;
-            }
-        }
-        self.push_bytes(bytes.to_vec(), Some(timed));
+        self.push_shared(data.clone(), timed);
     }
 
     /// Queues shared bytes (reference counted: every viewer's queue names the same memory).

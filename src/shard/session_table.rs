@@ -4,15 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use slab::Slab;
-
 use super::conn::SessionKey;
-use super::token::bump_generation;
+use super::slab_table::SlabTable;
 use crate::proto::tunnel::Tunnel;
 
 /// The shell's side of a tunnel: its connections and what it logs; the policy is the tunnel's.
 pub struct SessionSlot {
-    pub generation: u32,
     /// Unique within the shard; logged as `shard-id`.
     pub id: u64,
     pub tunnel: Tunnel,
@@ -27,28 +24,27 @@ pub struct SessionSlot {
     pub to_camera: u64,
     /// A shared route's camera this tunnel is attached to.
     pub camera: Option<super::camera_table::CameraKey>,
+    /// The passthrough route this session counts towards in its route's health, and whether its
+    /// camera connection is open (not just opening).
+    pub health_route: Option<std::sync::Arc<crate::proto::route::Route>>,
+    pub upstream_open: bool,
 }
 
 #[derive(Default)]
 pub struct SessionTable {
-    slab: Slab<SessionSlot>,
-    generations: Vec<u32>,
+    slab: SlabTable<SessionSlot>,
     next_id: u64,
 }
 
 impl SessionTable {
     pub fn new() -> SessionTable {
-        SessionTable { slab: Slab::with_capacity(512), ..SessionTable::default() }
+        SessionTable { slab: SlabTable::with_capacity(512), ..SessionTable::default() }
     }
 
     pub fn insert(&mut self, tunnel: Tunnel, peer: SocketAddr, started_at: Instant) -> (SessionKey, u64) {
-        let entry = self.slab.vacant_entry();
-        let index = entry.key();
-        let generation = bump_generation(&mut self.generations, index);
         self.next_id += 1;
         let id = self.next_id;
-        entry.insert(SessionSlot {
-            generation,
+        let (index, generation) = self.slab.insert_with(|_, _| SessionSlot {
             id,
             tunnel,
             cookie: None,
@@ -60,26 +56,31 @@ impl SessionTable {
             to_viewer: 0,
             to_camera: 0,
             camera: None,
+            health_route: None,
+            upstream_open: false,
         });
         (SessionKey { index, generation }, id)
     }
 
     pub fn get(&self, key: SessionKey) -> Option<&SessionSlot> {
-        self.slab.get(key.index).filter(|s| s.generation == key.generation)
+        self.slab.get(key.index, key.generation)
     }
 
     pub fn get_mut(&mut self, key: SessionKey) -> Option<&mut SessionSlot> {
-        self.slab.get_mut(key.index).filter(|s| s.generation == key.generation)
+        self.slab.get_mut(key.index, key.generation)
     }
 
     pub fn remove(&mut self, key: SessionKey) -> Option<SessionSlot> {
-        self.get(key)?;
-        Some(self.slab.remove(key.index))
+        self.slab.remove(key.index, key.generation)
     }
 
     /// Every tunnel's key, to visit them while the table changes.
     pub fn keys(&self) -> Vec<SessionKey> {
-        self.slab.iter().map(|(index, s)| SessionKey { index, generation: s.generation }).collect()
+        self.slab.keys().into_iter().map(|(index, generation)| SessionKey { index, generation }).collect()
+    }
+
+    pub fn iter(&self) -> slab::Iter<'_, SessionSlot> {
+        self.slab.iter()
     }
 
     pub fn iter_mut(&mut self) -> slab::IterMut<'_, SessionSlot> {

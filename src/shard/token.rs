@@ -62,18 +62,8 @@ impl Token {
 }
 
 /// Next generation for a reused slot (wrapping inside 24 bits).
-fn next_generation(generation: u32) -> u32 {
+pub fn next_generation(generation: u32) -> u32 {
     generation.wrapping_add(1) & GENERATION_MASK
-}
-
-/// Gives `slot` of a slab its next generation, recorded in `generations` (grown as the slab
-/// grows), and returns it.
-pub fn bump_generation(generations: &mut Vec<u32>, slot: usize) -> u32 {
-    if generations.len() <= slot {
-        generations.resize(slot + 1, 0);
-    }
-    generations[slot] = next_generation(generations[slot]);
-    generations[slot]
 }
 
 #[cfg(test)]

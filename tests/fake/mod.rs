@@ -51,7 +51,37 @@ pub enum CameraMode {
     /// a line feed: every frame is a range of its own for the relay, a receive buffer's worth
     /// hundreds of thousands of them. Then nothing more.
     TinyFrames,
+    /// 200 ms after PLAY, a normal frame every 10 ms with, in between, zero-length `$` frames:
+    /// one alone, one whose header comes in two writes, runs of them on the video's RTP and
+    /// RTCP channels and on a channel nothing was set up on ([`EMPTY_FRAMES`] in all).
+    EmptyFrames,
+    /// 200 ms after PLAY, one H.264 keyframe packet then [`TINY_PACKETS`] 13-byte RTP packets
+    /// (a one-byte picture each), as fast as the relay takes them. Then nothing more.
+    KeyframeThenTinyPackets,
 }
+
+/// Packets after the keyframe of a [`CameraMode::KeyframeThenTinyPackets`] camera.
+pub const TINY_PACKETS: usize = 300_000;
+
+/// The whole stream of a [`CameraMode::KeyframeThenTinyPackets`] camera.
+pub fn keyframe_then_tiny_packets() -> Vec<u8> {
+    let rtp = |seq: u32, ts: u32, payload: &[u8]| {
+        let mut p = vec![0x80, 96];
+        p.extend_from_slice(&(seq as u16).to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0x42, 0x42]);
+        p.extend_from_slice(payload);
+        frame(0, &p)
+    };
+    let mut out = rtp(0, 0, &[0x65, 0x88, 0x84, 0x00, 0x33]);
+    for i in 1..=TINY_PACKETS as u32 {
+        out.extend(rtp(i, i * 3000, &[0x41]));
+    }
+    out
+}
+
+/// Zero-length frames a [`CameraMode::EmptyFrames`] camera sends.
+pub const EMPTY_FRAMES: usize = 1 + 1 + 1000 + 100 + 100;
 
 /// What a [`CameraMode::TinyFrames`] camera sends: `$`, channel 0, length 1, `A`, `\n`.
 pub const TINY_FRAME: &[u8] = b"$\x00\x00\x01A\n";
@@ -222,6 +252,36 @@ fn serve_camera(
                     }
                 }
                 CameraMode::TinyFrames => {}
+                CameraMode::KeyframeThenTinyPackets
+                    if played_at.elapsed() >= Duration::from_millis(200) && written.load(Ordering::Relaxed) == 0 =>
+                {
+                    let stream = keyframe_then_tiny_packets();
+                    if sock.write_all(&stream).is_err() {
+                        return;
+                    }
+                    written.fetch_add(stream.len() as u64, Ordering::Relaxed);
+                }
+                CameraMode::KeyframeThenTinyPackets => {}
+                CameraMode::EmptyFrames if played_at.elapsed() >= Duration::from_millis(200) && seq == 5 => {
+                    seq += 1;
+                    sock.set_nodelay(true).unwrap();
+                    let steps: [&[u8]; 6] = [
+                        b"$\0\0\0",
+                        b"$\0",
+                        b"\0\0",
+                        &b"$\0\0\0".repeat(1000),
+                        &b"$\x01\0\0".repeat(100),
+                        &b"$\x05\0\0".repeat(100),
+                    ];
+                    for step in steps {
+                        if sock.write_all(step).is_err() {
+                            return;
+                        }
+                        // Separate receives for the relay.
+                        std::thread::sleep(Duration::from_millis(30));
+                    }
+                }
+                CameraMode::EmptyFrames if played_at.elapsed() < Duration::from_millis(200) => {}
                 CameraMode::ResetAfterPlay if seq >= 20 => {
                     // SO_LINGER 0: close with RST, as a crashing camera would.
                     let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));

@@ -247,6 +247,16 @@ impl RelayProcess {
 
     /// Like [`RelayProcess::start_wrapped`], with `listen` (more `[listen]` keys) in that table.
     pub fn start_with(name: &str, listen: &str, body: &str, wrapper: &[&str]) -> RelayProcess {
+        let level = std::env::var("RTR_TEST_RELAY_LOG").unwrap_or_else(|_| "info".into());
+        RelayProcess::spawn(name, listen, body, wrapper, Some(level))
+    }
+
+    /// Like [`RelayProcess::start`] with no `RUST_LOG`: the file's `[log] level` decides.
+    pub fn start_logging_as_configured(name: &str, body: &str) -> RelayProcess {
+        RelayProcess::spawn(name, "", body, &[], None)
+    }
+
+    fn spawn(name: &str, listen: &str, body: &str, wrapper: &[&str], rust_log: Option<String>) -> RelayProcess {
         let dir = temp_dir(name);
         let (tunnel, metrics) = (free_port(), free_port());
         let config = dir.join("relay.toml");
@@ -264,11 +274,12 @@ impl RelayProcess {
             }
             None => Command::new(relay_bin),
         };
+        command.arg("--config").arg(&config).env_remove("RUST_LOG");
+        // RTR_TEST_RELAY_LOG=debug to see every RTSP request of a failing run.
+        if let Some(level) = rust_log {
+            command.env("RUST_LOG", level);
+        }
         let child = command
-            .arg("--config")
-            .arg(&config)
-            // RTR_TEST_RELAY_LOG=debug to see every RTSP request of a failing run.
-            .env("RUST_LOG", std::env::var("RTR_TEST_RELAY_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

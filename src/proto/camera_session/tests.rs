@@ -208,7 +208,7 @@ fn media_is_cut_into_frames_mapped_to_tracks_classified_and_cached() {
     let view = cam.view();
     let gop = view.gop.unwrap();
     assert!(gop.is_ready());
-    let cached: Vec<&[u8]> = gop.frames().map(|f| &f.payload[..]).collect();
+    let cached: Vec<&[u8]> = gop.frames().map(|f| f.payload()).collect();
     assert_eq!(cached, vec![&sps[..], &idr1[..], &meta[..], &idr2[..], &p1[..]], "RTP of every track, no RTCP");
     assert_eq!(
         view.next_rtp,
@@ -601,20 +601,6 @@ fn close_tears_down_and_stays_closed() {
     assert_eq!((cam.phase(), cam.poll_timeout()), (CameraPhase::Stopped, None));
 }
 
-#[test]
-fn rtp_info_and_session_headers() {
-    let e = parse_rtp_info("url=rtsp://c/a?x=1,2;seq=5;rtptime=6, url=trackID=2;seq=7");
-    assert_eq!(e.len(), 2);
-    assert_eq!((e[0].url.as_str(), e[0].seq, e[0].rtptime), ("rtsp://c/a?x=1,2", Some(5), Some(6)));
-    assert_eq!((e[1].url.as_str(), e[1].seq, e[1].rtptime), ("trackID=2", Some(7), None));
-    assert_eq!(parse_session("  708345999;timeout=60"), ("708345999", Some(60 * S)));
-    assert_eq!(parse_session("abc; Timeout = 5"), ("abc", Some(5 * S)));
-    assert_eq!(parse_session("abc;timeout=0"), ("abc", None));
-    assert_eq!(interleaved("RTP/AVP/TCP;unicast;interleaved=4-5;ssrc=1"), Some((4, 5)));
-    assert_eq!(interleaved("RTP/AVP/TCP;interleaved=6"), Some((6, 7)));
-    assert_eq!(interleaved("RTP/AVP;unicast;client_port=1-2"), None);
-}
-
 /// Against the demo camera's own RTSP logic (no sockets): the whole dialogue, media classified
 /// and cached, keepalives that keep the camera's session alive, and a joiner's view that is
 /// gapless: the cache followed by the live packets is one run of sequence numbers.
@@ -686,9 +672,9 @@ fn against_the_demo_camera() {
             let gop = v.gop.unwrap();
             assert!(gop.is_ready());
             let first = gop.frames().next().unwrap();
-            assert!(matches!(first.payload[12] & 0x1f, 5..=9 | 24 | 28), "starts with the keyframe access unit");
-            assert!(gop.frames().any(|f| f.payload[12] & 0x1f == 5 || f.payload[13] & 0x9f == 0x85));
-            let cached: Vec<u16> = gop.frames().map(|f| RtpHeader::parse(&f.payload).unwrap().seq).collect();
+            assert!(matches!(first.payload()[12] & 0x1f, 5..=9 | 24 | 28), "starts with the keyframe access unit");
+            assert!(gop.frames().any(|f| f.payload()[12] & 0x1f == 5 || f.payload()[13] & 0x9f == 0x85));
+            let cached: Vec<u16> = gop.frames().map(|f| RtpHeader::parse(f.payload()).unwrap().seq).collect();
             assert_eq!(v.next_rtp[0].unwrap().seq, cached.last().unwrap().wrapping_add(1));
             seqs_after_join = Some(cached);
         }
@@ -999,4 +985,44 @@ proptest::proptest! {
         cam.handle_camera_bytes(t0, &mut garbage, &mut Vec::new());
         drain(&mut cam);
     }
+}
+
+#[test]
+fn health_says_what_an_operator_needs_state_since_and_the_last_error() {
+    let t0 = crate::test_fixtures::t0();
+    let mut cam = CameraSession::new(params(HIK_URL), t0);
+    let h = cam.health();
+    assert_eq!((h.state, h.since, h.last_failure), (HealthState::Idle, t0, None));
+    hikvision_playing(&mut cam, t0 + S);
+    assert_eq!((cam.health().state, cam.health().since), (HealthState::Ready, t0 + S));
+    // Lost with a viewer still there: retrying, the error kept in words.
+    cam.handle_camera_closed(t0 + 2 * S);
+    drain(&mut cam);
+    let h = cam.health();
+    assert_eq!((h.state, h.since), (HealthState::Retrying, t0 + 2 * S));
+    assert_eq!(h.last_failure, Some((CameraOutcome::ClosedByCamera, t0 + 2 * S)));
+    assert_eq!(CameraOutcome::ClosedByCamera.describe(), "the camera closed the connection");
+    // Back: ready again, the last error still told, the reconnect counted.
+    let at = cam.poll_timeout().unwrap();
+    cam.handle_timeout(at);
+    drain(&mut cam);
+    assert_eq!(cam.health().state, HealthState::Connecting);
+    hikvision_dialogue(&mut cam, at);
+    let h = cam.health();
+    assert_eq!(
+        (h.state, h.reconnects, h.last_failure.map(|f| f.0)),
+        (HealthState::Ready, 1, Some(CameraOutcome::ClosedByCamera))
+    );
+    // Failing with nobody left to retry for: failed, not idle.
+    cam.set_viewers(0, at);
+    cam.handle_camera_closed(at + S);
+    drain(&mut cam);
+    assert_eq!(cam.health().state, HealthState::Failed);
+    // Closed by the relay after the linger: idle.
+    let mut calm = CameraSession::new(params(HIK_URL), t0);
+    hikvision_playing(&mut calm, t0);
+    calm.set_viewers(0, t0);
+    calm.handle_timeout(t0 + 11 * S);
+    drain(&mut calm);
+    assert_eq!(calm.health().state, HealthState::Idle);
 }

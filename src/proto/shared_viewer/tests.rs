@@ -1,6 +1,6 @@
 use super::*;
 use crate::proto::camera_session::RtpPosition;
-use crate::proto::gop_cache::GopCache;
+use crate::proto::gop_cache::{GopCache, GopLimits};
 use crate::proto::keyframe::tests::rtp;
 use crate::proto::keyframe::{Classifier, RtpHeader, VideoCodec};
 use crate::proto::rtsp::{MessageLimits, parse_message};
@@ -132,16 +132,16 @@ fn relative_controls_stay_relative_and_unset_tracks_are_left_out() {
 
 /// A GOP cache holding a keyframe on track 0 and a metadata packet on track 1.
 fn cache() -> GopCache {
-    let mut g = GopCache::new(1 << 20);
+    let mut g = GopCache::new(GopLimits { bytes: 1 << 20, packets: 100 });
     for (seq, payload) in [(500u16, &[0x67u8, 0x42][..]), (501, &[0x65, 0x88][..])] {
         let p = Bytes::from(rtp(seq, 90_000, false, payload));
-        g.push_video(0, 0, p.clone(), &Classifier::new(VideoCodec::H264).classify(&p).unwrap());
+        g.push_video(0, 0, &p, &Classifier::new(VideoCodec::H264).classify(&p).unwrap());
     }
-    g.push_other(2, 1, Bytes::from(rtp(70, 1234, true, b"<m/>")));
+    g.push_other(2, 1, &rtp(70, 1234, true, b"<m/>"));
     g.push_video(
         0,
         0,
-        Bytes::from(rtp(502, 93_600, true, &[0x41, 1])),
+        &rtp(502, 93_600, true, &[0x41, 1]),
         &Classifier::new(VideoCodec::H264).classify(&rtp(502, 93_600, true, &[0x41, 1])).unwrap(),
     );
     g
@@ -174,9 +174,9 @@ fn setup_and_play_join_with_rtp_info_from_the_gop_cache() {
     assert_eq!((r.header("Range"), r.header("Session")), (Some("npt=now-"), Some(session.as_str())));
     // The answer, its log line, then the replay (video only: metadata was not set up).
     let ViewerOutput::Play { replay, replay_bytes, asked_at } = &out[2] else { panic!("{out:?}") };
-    let seqs: Vec<u16> = replay.iter().map(|f| RtpHeader::parse(&f.payload).unwrap().seq).collect();
+    let seqs: Vec<u16> = replay.iter().map(|f| RtpHeader::parse(f.payload()).unwrap().seq).collect();
     assert_eq!(seqs, vec![500, 501, 502]);
-    assert_eq!(*replay_bytes, replay.iter().map(|f| 4 + f.payload.len()).sum::<usize>());
+    assert_eq!(*replay_bytes, replay.iter().map(|f| f.frame.len()).sum::<usize>());
     assert_eq!(*asked_at, t0);
     assert!(v.is_playing());
     assert_eq!((v.channel_for(0, false), v.channel_for(0, true), v.channel_for(1, false)), (Some(4), Some(5), None));
@@ -193,7 +193,7 @@ fn without_a_ready_cache_rtp_info_names_the_next_live_packet() {
     let t0 = crate::test_fixtures::t0();
     let p = hikvision();
     let next = [Some(RtpPosition { seq: 503, rtptime: 93_600 }), None];
-    let empty = GopCache::new(1000);
+    let empty = GopCache::new(GopLimits { bytes: 1000, packets: 10 });
     for gop in [None, Some(&empty)] {
         let cam = view(CameraPhase::Playing, Some(&p), gop, &next);
         let mut v = viewer(t0);
@@ -321,7 +321,10 @@ fn keepalives_and_what_the_relay_does_not_do() {
     let cam = view(CameraPhase::Playing, Some(&p), None, &[]);
     let mut v = viewer(t0);
     let (r, _) = ask(&mut v, request("OPTIONS", "*", 1, &[]), &cam, t0);
-    assert_eq!((r.status(), r.header("Public")), (Some(200), Some(PUBLIC)));
+    assert_eq!(
+        (r.status(), r.header("Public")),
+        (Some(200), Some("OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER"))
+    );
     assert_eq!(ask(&mut v, request("GET_PARAMETER", ROUTE, 2, &[]), &cam, t0).0.status(), Some(200));
     let mut named = request("GET_PARAMETER", ROUTE, 3, &[]);
     named.body = Bytes::from_static(b"position\r\n");
@@ -331,7 +334,10 @@ fn keepalives_and_what_the_relay_does_not_do() {
     assert_eq!(ask(&mut v, set, &cam, t0).0.status(), Some(451));
     assert_eq!(ask(&mut v, request("SET_PARAMETER", ROUTE, 5, &[]), &cam, t0).0.status(), Some(200));
     let (r, _) = ask(&mut v, request("RECORD", ROUTE, 6, &[]), &cam, t0);
-    assert_eq!((r.status(), r.header("Allow")), (Some(405), Some(PUBLIC)));
+    assert_eq!(
+        (r.status(), r.header("Allow")),
+        (Some(405), Some("OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER"))
+    );
     assert_eq!(ask(&mut v, request("FLY", ROUTE, 7, &[]), &cam, t0).0.status(), Some(501));
     let (r, _) = ask(&mut v, request("PLAY", ROUTE, 8, &[("Require", "play.basic")]), &cam, t0);
     assert_eq!((r.status(), r.header("Unsupported")), (Some(551), Some("play.basic")));
@@ -482,8 +488,8 @@ fn viewers_of_one_camera_session_get_what_rtp_info_announces() {
                 ViewerOutput::Send(b) => answers.push(parse(&b)),
                 ViewerOutput::Play { replay, .. } => {
                     for f in replay {
-                        let h = s.v.frame_header(f.track, false, f.payload.len()).unwrap();
-                        s.got.push((h[1], f.payload.to_vec()));
+                        let h = s.v.frame_header(f.track, false, f.payload().len()).unwrap();
+                        s.got.push((h[1], f.payload().to_vec()));
                     }
                 }
                 _ => {}
@@ -491,7 +497,7 @@ fn viewers_of_one_camera_session_get_what_rtp_info_announces() {
         }
         for a in &answers {
             if let Some(info) = a.header("RTP-Info") {
-                let e = &crate::proto::camera_session::parse_rtp_info(info)[0];
+                let e = &crate::proto::rtsp_headers::RtpInfo::parse(info).entries[0];
                 s.rtp_info = Some((e.seq.unwrap(), e.rtptime.unwrap()));
             }
         }

@@ -18,6 +18,7 @@ fn route(path: &str, camera: &str) -> Route {
         upstream_url: format!("rtsp://{camera}/stream"),
         upstream_addr: camera.parse().unwrap(),
         upstream_link: Default::default(),
+        resolve_error: None,
         credentials: None,
         users: None,
         acl: Acl::default(),

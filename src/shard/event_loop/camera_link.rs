@@ -208,6 +208,7 @@ impl Shard {
             }
             Some(Role::Upstream(key)) => {
                 if let Some(s) = self.session(key) {
+                    s.upstream_open = true;
                     s.tunnel.handle(Input::CameraConnected, now);
                 }
                 self.apply(key, Fed::Nothing);
@@ -286,7 +287,7 @@ impl Shard {
             CameraRx::Plain { closed } => {
                 let mut plain = std::mem::take(&mut self.plain);
                 if !plain.is_empty() {
-                    self.on_camera_plain(ck, &mut plain);
+                    self.on_camera_plain(ck, bid, len, &mut plain);
                 }
                 self.plain = plain;
                 if closed {
@@ -298,9 +299,14 @@ impl Shard {
                 let route = self.cameras.get(ck).map(|s| s.route.path.clone()).unwrap_or_default();
                 tracing::warn!(shard = self.id, route = %route, camera = ?peer, error = %f.reason, "camera link failed");
                 self.close_conn(idx);
+                let outcome = f.outcome();
+                if !route.is_empty() {
+                    // The reason in words (which certificate check failed) for the route's health.
+                    self.camera_failure_detail(&route, f.reason);
+                }
                 if let Some(slot) = self.cameras.get_mut(ck).filter(|s| s.conn == Some(idx)) {
                     slot.conn = None;
-                    slot.camera.handle_link_failed(f.outcome(), f.reason, Instant::now());
+                    slot.camera.handle_link_failed(outcome, Instant::now());
                 }
                 self.drive_camera(ck);
             }

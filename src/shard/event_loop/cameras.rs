@@ -70,6 +70,7 @@ impl Shard {
             credentials: route.credentials.clone(),
             mode: if shared.always_on { Mode::AlwaysOn } else { Mode::OnDemand { linger: shared.linger } },
             gop_cache_bytes: shared.gop_cache.then_some(l.gop_cache_bytes),
+            gop_cache_packets: l.gop_cache_packets,
             limits: l.message_limits(),
             connect_timeout: Duration::from_millis(l.upstream_connect_timeout_ms),
             response_timeout: Duration::from_millis(l.upstream_response_timeout_ms),
@@ -128,7 +129,7 @@ impl Shard {
         if slot.attached.len() == before {
             return;
         }
-        slot.players.retain(|p| p.key != key);
+        slot.fanout.retain(|v| v.key != key);
         let viewers = slot.attached.len();
         slot.camera.set_viewers(viewers, Instant::now());
         self.metrics.viewer_detached();
@@ -147,6 +148,7 @@ impl Shard {
     /// Carries out what a camera asked for.
     pub(super) fn drive_camera(&mut self, ck: CameraKey) {
         let mut changed = false;
+        let mut failure = None;
         loop {
             let Some(slot) = self.cameras.get_mut(ck) else { return };
             let Some(o) = slot.camera.poll_output() else { break };
@@ -185,10 +187,15 @@ impl Shard {
                 CameraOutput::Ended(outcome) => {
                     self.metrics.camera_session_ended(outcome);
                     let route = &slot.route.path;
-                    tracing::info!(shard = self.id, route = %route, outcome = outcome.label(), "camera session ended");
+                    // A failure's warning (once per state change) is `route_health`'s.
+                    tracing::debug!(shard = self.id, route = %route, outcome = outcome.label(), "camera session ended");
+                    if outcome.is_failure() {
+                        failure = Some(outcome);
+                    }
                     changed = true;
                 }
                 CameraOutput::Reconnecting => self.metrics.camera_reconnect(),
+                CameraOutput::GopCacheOverflow(bound) => self.metrics.gop_cache_overflow(bound),
                 CameraOutput::Exchange(e) => {
                     tracing::debug!(
                         shard = self.id,
@@ -206,7 +213,7 @@ impl Shard {
         if changed {
             self.notify_viewers(ck);
         }
-        self.update_route_gauges(ck);
+        self.shared_camera_health(ck, failure);
         self.retire_camera_if_unused(ck);
     }
 
@@ -216,15 +223,6 @@ impl Shard {
         for key in keys {
             self.shared_input(key, SharedInput::CameraChanged);
             self.apply(key, Fed::Nothing);
-        }
-    }
-
-    fn update_route_gauges(&mut self, ck: CameraKey) {
-        if !self.per_route_metrics {
-            return;
-        }
-        if let Some(slot) = self.cameras.get(ck) {
-            self.metrics.set_route(&slot.route.path, slot.attached.len() as u64, slot.up);
         }
     }
 
@@ -240,16 +238,28 @@ impl Shard {
             if slot.up {
                 self.metrics.camera_down();
             }
-            if self.per_route_metrics && self.cameras.find(&slot.route.path).is_none() {
-                self.metrics.remove_route(&slot.route.path);
+            if self.cameras.find(&slot.route.path).is_none() {
+                self.shared_camera_retired(&slot.route.path);
             }
             tracing::debug!(shard = self.id, route = %slot.route.path, "shared camera closed");
         }
     }
 
     fn connect_camera(&mut self, ck: CameraKey, addr: SocketAddr) {
-        let link = self.cameras.get(ck).map(|s| s.route.upstream_link.clone()).unwrap_or_default();
-        let idx = self.connect_camera_link(addr, Role::Camera(ck), &link);
+        // A camera whose name did not resolve when the configuration was loaded fails here, as
+        // a refused connect would, and is retried (a reload resolves it again).
+        let unresolved =
+            self.cameras.get(ck).and_then(|s| Some((s.route.path.clone(), s.route.resolve_error.clone()?)));
+        let idx = match unresolved {
+            None => {
+                let link = self.cameras.get(ck).map(|s| s.route.upstream_link.clone()).unwrap_or_default();
+                self.connect_camera_link(addr, Role::Camera(ck), &link)
+            }
+            Some((path, why)) => {
+                self.camera_failure_detail(&path, why.to_string());
+                None
+            }
+        };
         if let Some(slot) = self.cameras.get_mut(ck) {
             slot.conn = idx;
             if idx.is_none() {
@@ -295,7 +305,11 @@ impl Shard {
                 }
             }
         } else {
-            tracing::info!(shard = self.id, camera = %self.conns[idx].peer, error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
+            let error = std::io::Error::from_raw_os_error(-res);
+            tracing::debug!(shard = self.id, camera = %self.conns[idx].peer, error = %error, "camera connect failed");
+            if let Some(path) = self.cameras.get(ck).map(|s| s.route.path.clone()) {
+                self.camera_failure_detail(&path, error.to_string());
+            }
             self.close_conn(idx);
             if let Some(slot) = self.cameras.get_mut(ck) {
                 slot.conn = None;

@@ -1,6 +1,7 @@
 //! Bytes through a live session: receives fed to the protocol core, its outputs applied
 //! (queued sends, camera connects, backpressure), connections that end.
 
+use super::route_health::PassthroughEvent;
 use super::*;
 
 /// How a receive completion ended, for [`Shard::after_recv`].
@@ -184,9 +185,18 @@ impl Shard {
         match role {
             Role::Upstream(k) => {
                 let kind = if res == 0 { UpstreamErrorKind::Closed } else { UpstreamErrorKind::Reset };
+                let mut closed = None;
                 if let Some(s) = self.session(*k) {
-                    s.upstream = None;
+                    if s.upstream.take().is_some() {
+                        let open = std::mem::take(&mut s.upstream_open);
+                        closed = s.health_route.clone().map(|r| (r, open));
+                    }
                     s.tunnel.handle(Input::CameraClosed(kind), now);
+                }
+                if let Some((route, open)) = closed {
+                    let event =
+                        if open { PassthroughEvent::Closed { failed: res != 0 } } else { PassthroughEvent::Abandoned };
+                    self.passthrough_health(&route, event);
                 }
             }
             Role::TunnelPost(k) => {
@@ -214,7 +224,10 @@ impl Shard {
     }
 
     pub(super) fn connect_upstream(&mut self, key: SessionKey, addr: SocketAddr) {
-        let link = self.sessions.get(key).and_then(|s| s.tunnel.session().route()).map(|r| r.upstream_link.clone());
+        let route = self.passthrough_route(key);
+        if let Some(route) = &route {
+            self.passthrough_health(route, PassthroughEvent::Connecting);
+        }
         let limit = self.limits.max_camera_sessions;
         let admitted = self.shared.camera_hosts.lock().map(|mut h| h.try_open(addr.ip(), limit)).unwrap_or(true);
         if !admitted {
@@ -225,7 +238,13 @@ impl Shard {
             self.apply(key, Fed::Nothing);
             return;
         }
-        match self.connect_camera_link(addr, Role::Upstream(key), &link.unwrap_or_default()) {
+        let link = route.as_ref().map(|r| r.upstream_link.clone()).unwrap_or_default();
+        let unresolved = route.as_ref().and_then(|r| r.resolve_error.clone());
+        let connected = match unresolved {
+            None => self.connect_camera_link(addr, Role::Upstream(key), &link),
+            Some(_) => None,
+        };
+        match connected {
             Some(idx) => {
                 // Released when the connection is freed, however it ends.
                 self.conns[idx].camera_host = Some(addr.ip());
@@ -236,6 +255,11 @@ impl Shard {
             None => {
                 if let Ok(mut hosts) = self.shared.camera_hosts.lock() {
                     hosts.close(addr.ip());
+                }
+                if let Some(route) = &route {
+                    let why = route.resolve_error.as_deref().unwrap_or("no socket").to_owned();
+                    self.camera_failure_detail(&route.path, why);
+                    self.passthrough_health(route, PassthroughEvent::ConnectFailed);
                 }
                 if let Some(s) = self.session(key) {
                     s.tunnel.handle(Input::CameraConnectFailed(UpstreamErrorKind::Unreachable), Instant::now());
@@ -248,6 +272,10 @@ impl Shard {
     /// A camera connection (`role`: a passthrough session's or a shared camera's) with its
     /// connect submitted; `None` when no socket could be made.
     pub(super) fn connect_camera_socket(&mut self, addr: SocketAddr, role: Role) -> Option<usize> {
+        // The placeholder of a name that did not resolve: connecting to it would reach this host.
+        if addr.ip().is_unspecified() {
+            return None;
+        }
         let sock = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM.cloexec(),
@@ -282,20 +310,29 @@ impl Shard {
             _ => return,
         };
         let now = Instant::now();
+        let route = self.sessions.get(key).and_then(|s| s.health_route.clone());
         if res == 0 {
             self.arm_recv(idx);
             if self.camera_link_connected(idx) {
                 if let Some(s) = self.session(key) {
+                    s.upstream_open = true;
                     s.tunnel.handle(Input::CameraConnected, now);
                 }
             }
+            if let Some(route) = &route {
+                self.passthrough_health(route, PassthroughEvent::Connected);
+            }
         } else {
+            if let Some(route) = &route {
+                self.camera_failure_detail(&route.path, std::io::Error::from_raw_os_error(-res).to_string());
+                self.passthrough_health(route, PassthroughEvent::ConnectFailed);
+            }
             let kind = match -res {
                 libc::ECONNREFUSED => UpstreamErrorKind::ConnectRefused,
                 libc::ECANCELED | libc::ETIMEDOUT => UpstreamErrorKind::ConnectTimeout,
                 _ => UpstreamErrorKind::Unreachable,
             };
-            tracing::info!(shard = self.id, camera = %self.conns[idx].peer, error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
+            tracing::debug!(shard = self.id, camera = %self.conns[idx].peer, error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
             if let Some(s) = self.session(key) {
                 s.upstream = None;
                 s.tunnel.handle(Input::CameraConnectFailed(kind), now);

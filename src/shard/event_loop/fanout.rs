@@ -1,27 +1,36 @@
-//! A shared camera's media to its viewers: each receive is read once by the camera session
-//! (frames split, keyframes found, the GOP cache fed, RTP rewritten for continuity after a
-//! reconnect) and then queued to every playing viewer by reference to the same ring buffer.
+//! A shared camera's media to its viewers, as the core plans it: each receive is read once by
+//! the camera session (frames split, keyframes found, the GOP cache fed, RTP rewritten for
+//! continuity after a reconnect), the route's [`SharedFanout`] plans what every playing viewer
+//! gets (whole frames on its own channels, slow viewers skipped or cut, the GOP cache replayed
+//! at a join), and this carries the plan out: each delivery queued by reference to the same
+//! ring buffer or shared bytes, each cut viewer's session ended. No decision is made here.
 //!
-//! A viewer that receives a track on the channels the camera sends it on (the usual case:
-//! FFmpeg and GStreamer ask for `0-1`, `2-3`, … as the relay asks the camera) gets the camera's
-//! own `$` header and payload as one range, and consecutive frames of one receive merge into one
-//! iovec; a viewer on other channels gets a 4-byte header shared by all viewers on those
-//! channels, then the payload range. Each viewer is judged alone for slowness
-//! ([`ViewerFanout`]): it skips whole frames up to a keyframe, or is cut; the camera is read at
-//! its own pace whatever the viewers do.
+//! [`SharedFanout`]: crate::proto::shared_fanout::SharedFanout
 
 use super::*;
 use crate::proto::camera_session::MediaFrame;
-use crate::proto::fanout_policy::{FanoutLimits, FrameKind, Verdict, ViewerFanout};
-use crate::proto::frame_split::FramePayload;
+use crate::proto::fanout_policy::{FanoutLimits, QueueState};
 use crate::proto::gop_cache::CachedFrame;
-use crate::proto::interleaved;
-use crate::shard::camera_table::{CameraKey, Player};
-use crate::shard::conn_table::{FrameBytes, Queued};
+use crate::proto::shared_fanout::{Body, Delivery, JoinParams};
+use crate::shard::camera_table::{CameraKey, FanoutViewer};
+use crate::shard::conn_table::{ConnTable, FrameBytes, Queued};
 
-/// The `$` header of a frame on `channel`, shared by every viewer that receives it there.
-fn dollar_header(channel: u8, len: usize) -> Option<bytes::Bytes> {
-    Some(bytes::Bytes::copy_from_slice(&interleaved::frame_header(channel, len)?))
+/// What is queued to a viewer now, or `None` when nothing more may go to it (its connection is
+/// gone or closing, or its WebSocket close is out).
+fn queue_of(conns: &ConnTable, v: &FanoutViewer) -> Option<QueueState> {
+    let c = conns.get(v.conn)?;
+    if c.closing || c.ws_header(0) == Some(None) {
+        return None;
+    }
+    Some(QueueState { bytes: c.send.queued(), entries: c.send.entries() })
+}
+
+/// Empties a join's plan, keeping the room of a receive's (one delivery per viewer and a few):
+/// the replay of a large cache would otherwise pin room for all of its deliveries.
+fn keep_room(plan: &mut Vec<Delivery<FanoutViewer>>) {
+    const KEPT: usize = 1024;
+    plan.clear();
+    plan.shrink_to(KEPT);
 }
 
 impl Shard {
@@ -38,7 +47,7 @@ impl Shard {
             slot.camera.handle_camera_bytes(now, chunk, &mut media);
         }
         if !media.is_empty() {
-            self.fan_out(ck, bid, &media, now);
+            self.fan_out(ck, bid, len, &media, now);
         }
         self.media = media;
         self.drive_camera(ck);
@@ -46,7 +55,8 @@ impl Shard {
 
     /// Decrypted bytes of a TLS camera: as [`Shard::on_camera_data`], the media copied out of
     /// `plain` for the viewers.
-    pub(super) fn on_camera_plain(&mut self, ck: CameraKey, plain: &mut [u8]) {
+    /// `bid`/`len`: the receive the plaintext came from (still held; no frame indexes it).
+    pub(super) fn on_camera_plain(&mut self, ck: CameraKey, bid: u16, len: usize, plain: &mut [u8]) {
         let now = self.reaped_at;
         let mut media = std::mem::take(&mut self.media);
         media.clear();
@@ -54,122 +64,116 @@ impl Shard {
             slot.camera.handle_camera_bytes(now, plain, &mut media);
         }
         for f in media.iter_mut() {
-            if let FramePayload::InChunk(r) = &f.payload {
+            if let crate::proto::frame_split::FramePayload::InChunk(r) = &f.payload {
                 let copy = plain.get(r.clone()).map(bytes::Bytes::copy_from_slice).unwrap_or_default();
-                f.payload = FramePayload::Assembled(copy);
+                f.payload = crate::proto::frame_split::FramePayload::Assembled(copy);
             }
         }
         if !media.is_empty() {
-            // No ring buffer holds these frames: the buffer id is never used for them.
-            self.fan_out(ck, 0, &media, now);
+            // Every frame is a copy: the receive's buffer is named but never read for them.
+            self.fan_out(ck, bid, len, &media, now);
         }
         self.media = media;
         self.drive_camera(ck);
     }
 
-    fn fan_out(&mut self, ck: CameraKey, bid: u16, media: &[MediaFrame], received_at: Instant) {
+    fn fan_out(&mut self, ck: CameraKey, bid: u16, len: usize, media: &[MediaFrame], received_at: Instant) {
         let Some(slot) = self.cameras.get_mut(ck) else { return };
-        let mut slow = Vec::new();
-        let (mut sent, mut dropped, mut copied) = (0u64, 0u64, 0u64);
-        // Per frame: the `$` headers made for viewers on other channels, one per channel.
-        let mut headers: Vec<(u8, bytes::Bytes)> = Vec::new();
+        let mut plan = std::mem::take(&mut slot.plan);
+        let (mut dropped, mut sent, mut copied) = (0, 0, 0);
+        // Frame by frame: each viewer is judged on its queue as it really is, and a plan holds
+        // one delivery per viewer at most, however many frames the receive carries.
         for f in media {
-            headers.clear();
-            let payload_len = match &f.payload {
-                FramePayload::InChunk(r) => r.len(),
-                FramePayload::Assembled(b) => b.len(),
-            };
-            // The camera's own header sits just before an in-chunk payload when the frame
-            // began in this receive.
-            let own_header = match &f.payload {
-                FramePayload::InChunk(r) if r.start >= 4 => {
-                    let h = self.bufs.bytes_at(bid, (r.start - 4) as u32, 4);
-                    h[0] == b'$' && h[1] == f.channel && usize::from(u16::from_be_bytes([h[2], h[3]])) == r.len()
-                }
-                _ => false,
-            };
-            for p in slot.players.iter_mut() {
-                let Some(channel) = p.channel(f.track, f.rtcp) else { continue };
-                let Some(conn) = self.conns.get(p.conn) else { continue };
-                if conn.closing {
-                    continue;
-                }
-                match p.fanout.decide(conn.send.queued(), f.kind, received_at) {
-                    Verdict::Forward => {}
-                    Verdict::Drop => {
-                        dropped += 1;
-                        continue;
-                    }
-                    Verdict::Disconnect => {
-                        slow.push(p.key);
-                        continue;
-                    }
-                }
-                let ws = match conn.ws_header(4 + payload_len) {
-                    None => None,
-                    Some(Some(h)) => Some(h),
-                    // Its close is out: nothing more goes to it.
-                    Some(None) => continue,
-                };
-                let timed = Timed { received_at, frames: 1 };
-                let (prefix, frame) = match &f.payload {
-                    FramePayload::InChunk(r) if own_header && channel == f.channel => {
-                        (None, FrameBytes::Ring { bid, range: r.start - 4..r.end })
-                    }
-                    payload => {
-                        let header = match headers.iter().find(|(c, _)| *c == channel) {
-                            Some((_, h)) => h.clone(),
-                            None => {
-                                // A `$` frame's payload fits its 16-bit length.
-                                let Some(h) = dollar_header(channel, payload_len) else { continue };
-                                headers.push((channel, h.clone()));
-                                h
-                            }
-                        };
-                        let frame = match payload {
-                            FramePayload::InChunk(r) => FrameBytes::Ring { bid, range: r.clone() },
-                            FramePayload::Assembled(b) => FrameBytes::Shared(b),
-                        };
-                        (Some(header), frame)
-                    }
-                };
-                if self.conns.queue_frame(p.conn, ws, prefix.as_ref(), frame, &mut self.bufs, timed)
-                    == Some(Queued::Copied)
-                {
-                    copied += 1;
-                }
-                sent += 1;
-                if f.kind == FrameKind::KeyframeStart {
-                    if let Some(asked_at) = p.awaiting_keyframe.take() {
-                        self.metrics.observe(Hist::TimeToFirstFrame, received_at.saturating_duration_since(asked_at));
-                    }
-                }
-            }
+            let Some(slot) = self.cameras.get_mut(ck) else { break };
+            plan.clear();
+            let conns = &self.conns;
+            let chunk = self.bufs.bytes_at(bid, 0, len);
+            dropped += slot
+                .fanout
+                .plan(std::slice::from_ref(f), chunk, received_at, |v| queue_of(conns, v), &mut plan)
+                .dropped;
+            let (s, c) = self.carry_out_plan(&plan, Some(bid), received_at);
+            (sent, copied) = (sent + s, copied + c);
         }
-        if sent > 0 {
-            self.metrics.frames(Direction::ToViewer, sent);
-        }
+        self.count_sent(sent, copied);
         if dropped > 0 {
             self.metrics.frames_dropped(dropped);
         }
+        if let Some(slot) = self.cameras.get_mut(ck) {
+            slot.plan = plan;
+        }
+    }
+
+    fn count_sent(&mut self, sent: u64, copied: u64) {
+        if sent > 0 {
+            self.metrics.frames(Direction::ToViewer, sent);
+        }
         if copied > 0 {
             self.metrics.ring_ranges_copied(copied);
+        }
+    }
+
+    /// Queues each delivery of a plan (ranges of ring buffer `bid`), records first pictures,
+    /// and ends the sessions of viewers the plan cut. Returns the frames queued and, of those,
+    /// the ring ranges copied.
+    fn carry_out_plan(
+        &mut self,
+        plan: &[Delivery<FanoutViewer>],
+        bid: Option<u16>,
+        received_at: Instant,
+    ) -> (u64, u64) {
+        let (mut sent, mut copied) = (0u64, 0u64);
+        let mut slow = Vec::new();
+        for d in plan {
+            match d {
+                Delivery::Deliver { viewer, header, body, live } => {
+                    let Some(c) = self.conns.get(viewer.conn) else { continue };
+                    if c.closing {
+                        continue;
+                    }
+                    let ws = match c.ws_header(d.len()) {
+                        None => None,
+                        Some(Some(h)) => Some(h),
+                        // Its close is out: nothing more goes to it.
+                        Some(None) => continue,
+                    };
+                    // Replayed frames are not timed: they were received long ago on purpose.
+                    let timed = Timed { received_at, frames: u32::from(*live) };
+                    let (prefix, frame) = match (header, body) {
+                        (Some(h), Some(Body::Chunk(range))) => {
+                            let Some(bid) = bid else { continue };
+                            (Some(h), FrameBytes::Ring { bid, range: range.clone() })
+                        }
+                        (None, Some(Body::Chunk(range))) => {
+                            let Some(bid) = bid else { continue };
+                            (None, FrameBytes::Ring { bid, range: range.clone() })
+                        }
+                        (h, Some(Body::Shared(b))) => (h.as_ref(), FrameBytes::Shared(b)),
+                        // A zero-length frame: its header alone.
+                        (Some(h), None) => (None, FrameBytes::Shared(h)),
+                        (None, None) => continue,
+                    };
+                    if self.conns.queue_frame(viewer.conn, ws, prefix, frame, &mut self.bufs, timed)
+                        == Some(Queued::Copied)
+                    {
+                        copied += 1;
+                    }
+                    sent += 1;
+                }
+                Delivery::FirstPicture { waited, .. } => self.metrics.observe(Hist::TimeToFirstFrame, *waited),
+                Delivery::Disconnect { viewer, .. } => slow.push(viewer.key),
+            }
         }
         for key in slow {
             tracing::debug!(shard = self.id, "a viewer of a shared camera stayed too far behind: disconnected");
             self.metrics.rejected(Rejection::SlowViewer);
             self.end_session(key, SessionOutcome::SlowViewer);
         }
+        (sent, copied)
     }
 
     /// A viewer's PLAY was answered: it joins the fan-out, the GOP cache first.
-    pub(super) fn join_fanout(
-        &mut self,
-        key: SessionKey,
-        replay: Vec<CachedFrame>,
-        replay_bytes: usize,
-        asked_at: Instant,
-    ) {
+    pub(super) fn join_fanout(&mut self, key: SessionKey, replay: Vec<CachedFrame>, asked_at: Instant) {
         let Some(s) = self.sessions.get(key) else { return };
         let (Some(ck), Some(conn)) = (s.camera, s.viewer) else { return };
         let Some(viewer) = s.tunnel.shared_viewer() else { return };
@@ -178,45 +182,30 @@ impl Shard {
         let channels: Vec<Option<(u8, u8)>> = (0..presentation.tracks.len())
             .map(|t| Some((viewer.channel_for(t, false)?, viewer.channel_for(t, true)?)))
             .collect();
-        let watches_video = presentation.key_track.is_some_and(|t| channels.get(t).copied().flatten().is_some());
         let limits = FanoutLimits {
             drop_above: self.limits.fanout_drop_above_bytes,
             disconnect_above: self.limits.fanout_disconnect_above_bytes,
             max_behind: Duration::from_millis(self.limits.fanout_max_behind_ms),
         };
-        let mut fanout = ViewerFanout::new(limits, presentation.key_track.is_some());
-        fanout.allow_burst(replay_bytes);
-        let mut player = Player { key, conn, channels, fanout, awaiting_keyframe: watches_video.then_some(asked_at) };
+        let params = JoinParams { channels, key_track: presentation.key_track, limits, asked_at };
+        let mut plan = std::mem::take(&mut slot.plan);
+        plan.clear();
         let now = Instant::now();
-        if !replay.is_empty() && player.awaiting_keyframe.take().is_some() {
-            // The cache starts with a keyframe (or the parameter sets just before it).
-            self.metrics.observe(Hist::TimeToFirstFrame, now.saturating_duration_since(asked_at));
+        slot.fanout.join(FanoutViewer { key, conn }, params, &replay, now, &mut plan);
+        drop(replay);
+        let (sent, copied) = self.carry_out_plan(&plan, None, now);
+        self.count_sent(sent, copied);
+        keep_room(&mut plan);
+        if let Some(slot) = self.cameras.get_mut(ck) {
+            slot.plan = plan;
         }
-        slot.players.retain(|p| p.key != key);
-        // Cached frames are not timed: they were received long ago on purpose.
-        let untimed = Timed { received_at: now, frames: 0 };
-        for f in &replay {
-            let Some(channel) = player.channel(f.track, false) else { continue };
-            let Some(c) = self.conns.get(conn) else { break };
-            let ws = match c.ws_header(4 + f.payload.len()) {
-                None => None,
-                Some(Some(h)) => Some(h),
-                Some(None) => break,
-            };
-            let Some(header) = dollar_header(channel, f.payload.len()) else { continue };
-            self.conns.queue_frame(conn, ws, Some(&header), FrameBytes::Shared(&f.payload), &mut self.bufs, untimed);
-        }
-        if !replay.is_empty() {
-            self.metrics.frames(Direction::ToViewer, replay.len() as u64);
-        }
-        slot.players.push(player);
     }
 
     /// The viewer paused or tore down: no more media for it; its tunnel goes on.
     pub(super) fn leave_fanout(&mut self, key: SessionKey) {
         let Some(ck) = self.sessions.get(key).and_then(|s| s.camera) else { return };
         if let Some(slot) = self.cameras.get_mut(ck) {
-            slot.players.retain(|p| p.key != key);
+            slot.fanout.retain(|v| v.key != key);
         }
     }
 }

@@ -126,9 +126,12 @@ impl Shard {
                     }
                     // New WebSocket limits apply to new connections.
                     self.web = settings.web.clone();
-                    self.reload(settings.routes.clone(), settings.limits.clone())
+                    self.per_route_metrics = settings.metrics_port.per_route;
+                    self.reload(settings.routes.clone(), settings.limits.clone());
+                    self.prune_route_health();
                 }
                 ShardMsg::Shutdown { grace } => self.begin_drain(grace),
+                ShardMsg::Query(query) => self.answer_query(query),
                 // Posted only when the process was started with the test hook enabled.
                 ShardMsg::TestPanic => panic!("shard {} stopped by the test hook", self.id),
             }

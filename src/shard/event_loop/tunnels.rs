@@ -1,6 +1,7 @@
 //! Tunnels: created, fed, their outputs carried out, ended. What a tunnel decides is in
 //! `proto::tunnel`; this file turns its outputs into connection work.
 
+use super::route_health::PassthroughEvent;
 use super::*;
 
 /// What the outputs being carried out refer to.
@@ -69,6 +70,7 @@ impl Shard {
         }
         let (key, id) = self.sessions.insert(t, peer, started_at);
         self.metrics.session_started();
+        self.passthrough_route(key);
         tracing::info!(
             target: "session",
             session = %format_args!("{}-{}", self.id, id),
@@ -78,6 +80,21 @@ impl Shard {
             "session started"
         );
         key
+    }
+
+    /// The passthrough route a session counts towards in its route's health, from when its route
+    /// is known (its head, or a plain RTSP connection's first request).
+    pub(super) fn passthrough_route(&mut self, key: SessionKey) -> Option<Arc<Route>> {
+        let s = self.sessions.get(key)?;
+        if let Some(r) = &s.health_route {
+            return Some(r.clone());
+        }
+        let route = s.tunnel.session().route().filter(|r| r.shared().is_none()).cloned()?;
+        self.passthrough_health(&route, PassthroughEvent::SessionStarted);
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.health_route = Some(route.clone());
+        }
+        Some(route)
     }
 
     pub(super) fn session(&mut self, key: SessionKey) -> Option<&mut SessionSlot> {
@@ -238,7 +255,7 @@ impl Shard {
                     }
                     self.shared_input(key, tunnel::SharedInput::Request(msg))
                 }
-                Out::Join { replay, replay_bytes, asked_at } => self.join_fanout(key, replay, replay_bytes, asked_at),
+                Out::Join { replay, asked_at, .. } => self.join_fanout(key, replay, asked_at),
                 Out::Leave => self.leave_fanout(key),
                 Out::PauseCamera => {
                     let upstream = s.upstream;
@@ -327,6 +344,17 @@ impl Shard {
         }
         if let Some(ck) = s.camera {
             self.detach_viewer(key, ck);
+        }
+        if let Some(route) = s.health_route.take() {
+            if s.upstream.is_some() {
+                let event = if s.upstream_open {
+                    PassthroughEvent::Closed { failed: false }
+                } else {
+                    PassthroughEvent::Abandoned
+                };
+                self.passthrough_health(&route, event);
+            }
+            self.passthrough_health(&route, PassthroughEvent::SessionEnded);
         }
         if let Some(upstream) = s.upstream {
             self.end_upstream(upstream, &mut s, outcome);

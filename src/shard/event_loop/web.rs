@@ -46,7 +46,8 @@ impl Shard {
             }
             WebRequest::Other => {
                 self.metrics.connection_accepted(ConnKind::OtherHttp);
-                self.refuse(idx, Rejection::NotATunnel, http_head::http_error_reply(400, "Bad Request"));
+                let reply = http_head::not_a_tunnel_reply(head.method == "HEAD");
+                self.refuse(idx, Rejection::NotATunnel, reply);
             }
         }
     }
@@ -67,7 +68,10 @@ impl Shard {
         if crate::proto::route::uri_path(target) == "/" {
             let routes = self.routes.clone();
             let visible = routes.routes().iter().filter(|r| r.acl.permits(ip)).map(|r| r.path.as_str());
-            let reply = crate::web_assets::routes_page_reply(visible, false);
+            let host = websocket::page_host(&self.conns[idx].head);
+            let authority = host.as_deref().unwrap_or(&self.local_authority);
+            let at = crate::web_assets::ListedAt { authority, tls: self.conns[idx].tls.is_some() };
+            let reply = crate::web_assets::routes_page_reply(visible, at, false);
             self.answer(idx, reply);
             return;
         }

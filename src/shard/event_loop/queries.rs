@@ -1,0 +1,115 @@
+//! The control API's questions (`mailbox::ShardMsg::Query`), answered from the shard's own
+//! tables between completion batches: a snapshot is built and sent on a one-shot channel, so
+//! the API thread never waits on the shard's state and the shard never waits on the API.
+
+use super::*;
+use crate::shard::snapshot::{CameraSnapshot, Query, SessionSnapshot, SharedCamera, unix_secs};
+
+impl Shard {
+    pub(super) fn answer_query(&mut self, query: Query) {
+        match query {
+            // The asker may have given up (its deadline passed): nothing to do then.
+            Query::Cameras(reply) => drop(reply.send(self.camera_snapshots())),
+            Query::Sessions(reply) => drop(reply.send(self.session_snapshots())),
+            Query::EndSession { id, reply } => {
+                let key = self.sessions.keys().into_iter().find(|k| self.sessions.get(*k).is_some_and(|s| s.id == id));
+                if let Some(key) = key {
+                    self.end_session(key, SessionOutcome::Kicked);
+                }
+                let _ = reply.send(key.is_some());
+            }
+        }
+    }
+
+    fn camera_snapshots(&self) -> Vec<CameraSnapshot> {
+        let mut by_route: HashMap<String, CameraSnapshot> = HashMap::new();
+        for ck in self.cameras.keys() {
+            let Some(slot) = self.cameras.get(ck) else { continue };
+            // A camera closing for a reload no longer answers for its path.
+            if self.cameras.find(&slot.route.path) != Some(ck) {
+                continue;
+            }
+            let health = slot.camera.health();
+            let codecs = slot
+                .camera
+                .presentation()
+                .map(|p| {
+                    p.tracks
+                        .iter()
+                        .filter_map(|t| {
+                            let name = t.sdp.encoding.as_deref()?;
+                            Some(match t.sdp.clock_rate {
+                                Some(rate) => format!("{name}/{rate}"),
+                                None => name.to_owned(),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let bytes_out = slot.attached.iter().filter_map(|k| self.sessions.get(*k)).map(|s| s.to_viewer).sum();
+            let snap = by_route.entry(slot.route.path.clone()).or_insert_with(|| empty(&slot.route.path));
+            snap.bytes_in = health.bytes_in;
+            snap.bytes_out = bytes_out;
+            snap.shared = Some(SharedCamera {
+                state: health.state.label(),
+                since_unix: unix_secs(health.since),
+                last_error: health.last_failure.map(|(o, _)| o.describe().to_owned()),
+                last_error_unix: health.last_failure.map(|(_, at)| unix_secs(at)),
+                reconnects: health.reconnects,
+                viewers: slot.attached.len(),
+                codecs,
+            });
+        }
+        for (_, s) in self.sessions.iter() {
+            if s.camera.is_some() {
+                continue;
+            }
+            let Some(route) = s.tunnel.session().route() else { continue };
+            if route.shared().is_some() {
+                continue;
+            }
+            let snap = by_route.entry(route.path.clone()).or_insert_with(|| empty(&route.path));
+            snap.passthrough_sessions += 1;
+            snap.passthrough_connected += usize::from(s.upstream.is_some());
+            snap.bytes_out += s.to_viewer;
+            snap.bytes_in += s.to_viewer;
+        }
+        by_route.into_values().collect()
+    }
+
+    fn session_snapshots(&self) -> Vec<SessionSnapshot> {
+        self.sessions
+            .iter()
+            .map(|(_, s)| {
+                let viewer = s.viewer.and_then(|v| self.conns.get(v));
+                SessionSnapshot {
+                    id: format!("{}-{}", self.id, s.id),
+                    route: s.tunnel.session().route().map(|r| r.path.clone()),
+                    viewer: s.peer.to_string(),
+                    transport: match s.tunnel.kind() {
+                        tunnel::Kind::Http => "tunnel",
+                        tunnel::Kind::Plain => "plain",
+                        tunnel::Kind::WebSocket => "websocket",
+                    },
+                    tls: viewer.is_some_and(|c| c.tls.is_some()),
+                    user: s.tunnel.session().user().map(str::to_owned),
+                    since_unix: unix_secs(s.started_at),
+                    bytes_to_viewer: s.to_viewer,
+                    bytes_to_camera: s.to_camera,
+                    backlog_bytes: viewer.map_or(0, |c| c.send.queued()),
+                }
+            })
+            .collect()
+    }
+}
+
+fn empty(route: &str) -> CameraSnapshot {
+    CameraSnapshot {
+        route: route.to_owned(),
+        shared: None,
+        passthrough_sessions: 0,
+        passthrough_connected: 0,
+        bytes_out: 0,
+        bytes_in: 0,
+    }
+}
