@@ -84,7 +84,9 @@ fn rtsps_camera_signed_by_another_ca_is_a_tls_failure_with_its_reason() {
     let (other_ca, _, _, _) = ca_and_leaf();
     let other = write(&dir, "other-ca.pem", &other_ca);
     let ca = format!("upstream_ca = \"{}\"", other.display());
-    let body = rtsps_route("/shared", &camera, "shared", &ca) + &rtsps_route("/own", &camera, "passthrough", &ca);
+    let body = "[metrics]\nper_route = true\n".to_owned()
+        + &rtsps_route("/shared", &camera, "shared", &ca)
+        + &rtsps_route("/own", &camera, "passthrough", &ca);
     let relay = RelayProcess::start("rtsps-wrong", &body);
     let out = ffmpeg_play("http", &relay.url("/own"), 5);
     assert_eq!(ffmpeg_frames(&out), 0, "{}", describe(&out));
@@ -114,6 +116,15 @@ fn rtsps_camera_signed_by_another_ca_is_a_tls_failure_with_its_reason() {
     let log = relay.log_text();
     assert!(failed, "no tls_failed counted:\n{}\n{log}", relay.scrape());
     assert!(log.contains("camera link failed") && log.contains("not trusted"), "{log}");
+    // The route's camera health says so too: its connection failed, the next one scheduled.
+    let state = eventually(Duration::from_secs(10), || {
+        let text = relay.scrape();
+        ["retrying", "failed"].iter().any(|st| {
+            let series = format!("relay_route_camera_state{{route=\"/shared\",state=\"{st}\"}} 1");
+            text.lines().any(|l| l == series)
+        })
+    });
+    assert!(state, "{}", relay.scrape());
     // The camera never got as far as an RTSP request.
     assert!(camera.requests().is_empty(), "{:?}", camera.events());
 }
