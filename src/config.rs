@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 pub use crate::proto::route::{Acl, Route, RouteTable, SharedRoute, Sharing, uri_path};
 use crate::proto::upstream_auth::Credentials;
+use crate::proto::upstream_link::{HttpTunnelTarget, TlsVerification, UpstreamLink, UpstreamTls, parse_fingerprint};
 use crate::proto::viewer_auth::Users;
 
 /// The metrics port of the demo and of every example (`[listen] metrics`): 8079. Not 9100, which
@@ -482,6 +483,14 @@ pub struct Limits {
     /// Shared cameras: a playing camera that sends nothing for this long is reconnected, in
     /// milliseconds.
     pub camera_media_timeout_ms: u64,
+    /// Passthrough routes: camera sessions one shard opens to one camera host (cameras accept
+    /// 2–10); beyond it a viewer's SETUP is answered 453 before the camera is asked
+    /// (`relay_rejections_total{reason="camera_session_limit"}`). 0: no limit.
+    pub max_camera_sessions: usize,
+    /// Shared cameras: the longest wait between reconnects, in milliseconds. Waits start at
+    /// 1 s and double up to it, each shortened by a random part of up to half (jitter), so
+    /// cameras lost together do not come back in one burst.
+    pub camera_reconnect_max_ms: u64,
 }
 
 impl Limits {
@@ -523,6 +532,8 @@ impl Default for Limits {
             fanout_disconnect_above_bytes: 8 * 1024 * 1024,
             fanout_max_behind_ms: 10_000,
             camera_media_timeout_ms: 10_000,
+            max_camera_sessions: 0,
+            camera_reconnect_max_ms: 30_000,
         }
     }
 }
@@ -585,6 +596,18 @@ pub struct RouteConfig {
     /// Shared routes: joining viewers start with the packets since the last keyframe.
     #[serde(default = "default_true")]
     pub gop_cache: bool,
+    /// `rtsps://` and `rtsp+https://` cameras: a PEM file of the CA(s) that sign the camera's
+    /// certificate, instead of the system roots.
+    #[serde(default)]
+    pub upstream_ca: Option<String>,
+    /// `rtsps://` and `rtsp+https://` cameras: the camera's own certificate, pinned by its
+    /// SHA-256 (`sha256:` and 64 hex digits), whoever signed it.
+    #[serde(default)]
+    pub upstream_fingerprint: Option<String>,
+    /// `rtsps://` and `rtsp+https://` cameras: accept any certificate (warned at start, counted
+    /// in `relay_upstream_insecure_tls_total`).
+    #[serde(default)]
+    pub upstream_insecure_tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default, utoipa::ToSchema)]
@@ -608,6 +631,9 @@ impl RouteConfig {
     /// from the URL, address lists parsed.
     pub fn validate(&self) -> Result<Route, ConfigError> {
         let cfg = self;
+        if cfg.upstream_insecure_tls {
+            tracing::warn!(route = %cfg.path, "upstream_insecure_tls: the camera's certificate is not verified");
+        }
         let err = |msg: String| ConfigError::Route { path: cfg.path.clone(), msg };
         if !cfg.path.starts_with('/') || cfg.path.contains(['?', '#', ' ']) {
             return Err(err("path must start with '/' and carry no query or spaces".into()));
@@ -621,15 +647,31 @@ impl RouteConfig {
             p => p.to_owned(),
         };
         let url = url::Url::parse(&cfg.upstream).map_err(|e| err(format!("upstream: {e}")))?;
-        if url.scheme() != "rtsp" {
-            return Err(err(format!("upstream must be rtsp://, not {}://", url.scheme())));
-        }
+        let (tls, http_tunnel, default_port) = match url.scheme() {
+            "rtsp" => (false, false, 554),
+            "rtsps" => (true, false, 322),
+            "rtsp+http" => (false, true, 80),
+            "rtsp+https" => (true, true, 443),
+            other => {
+                return Err(err(format!(
+                    "upstream must be rtsp://, rtsps://, rtsp+http:// or rtsp+https://, not {other}://"
+                )));
+            }
+        };
         // RTSP URLs carry no fragment; the relay would not know what to send the camera.
         if url.fragment().is_some() {
             return Err(err("upstream must not end in a #fragment".into()));
         }
         let host = url.host_str().ok_or_else(|| err("upstream has no host".into()))?;
-        let port = url.port().unwrap_or(554);
+        let port = url.port().unwrap_or(default_port);
+        let tunnel_target = http_tunnel.then(|| HttpTunnelTarget {
+            target: match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_owned(),
+            },
+            host: url.port().map_or_else(|| host.to_owned(), |p| format!("{host}:{p}")),
+        });
+        let upstream_link = self.upstream_link(tls, tunnel_target, host).map_err(err)?;
         let host_for_socket = host.trim_start_matches('[').trim_end_matches(']');
         // Resolved here, on the thread loading the configuration (never on a shard). A name that
         // does not resolve fails only its own route, at connect time (retried, the reason as
@@ -656,6 +698,10 @@ impl RouteConfig {
         let mut clean = url.clone();
         let _ = clean.set_username("");
         let _ = clean.set_password(None);
+        if http_tunnel {
+            // Inside the tunnel the camera is asked in plain RTSP terms.
+            let _ = clean.set_scheme("rtsp");
+        }
         let acl = Acl::parse(&cfg.allow, &cfg.deny).map_err(err)?;
         if cfg.open && cfg.users.is_some() {
             return Err(err("a route is either open or has users, not both".into()));
@@ -680,6 +726,7 @@ impl RouteConfig {
             path,
             upstream_url: clean.to_string(),
             upstream_addr,
+            upstream_link,
             resolve_error,
             credentials,
             users: cfg.users.clone(),
@@ -689,6 +736,45 @@ impl RouteConfig {
             acl,
             sharing,
         })
+    }
+}
+
+impl RouteConfig {
+    /// TLS and tunnelling towards the camera from the scheme and the `upstream_*` keys.
+    fn upstream_link(
+        &self,
+        tls: bool,
+        http_tunnel: Option<HttpTunnelTarget>,
+        host: &str,
+    ) -> Result<UpstreamLink, String> {
+        let chosen = [self.upstream_ca.is_some(), self.upstream_fingerprint.is_some(), self.upstream_insecure_tls];
+        let chosen = chosen.iter().filter(|c| **c).count();
+        if !tls {
+            if chosen > 0 {
+                return Err(
+                    "upstream_ca, upstream_fingerprint and upstream_insecure_tls need rtsps:// or rtsp+https://".into(),
+                );
+            }
+            return Ok(UpstreamLink { tls: None, http_tunnel });
+        }
+        if chosen > 1 {
+            return Err("choose one of upstream_ca, upstream_fingerprint, upstream_insecure_tls".into());
+        }
+        let verification = if let Some(ca) = &self.upstream_ca {
+            TlsVerification::Ca(ca.clone())
+        } else if let Some(fp) = &self.upstream_fingerprint {
+            let pin = parse_fingerprint(fp).ok_or("upstream_fingerprint must be sha256: and 64 hex digits")?;
+            TlsVerification::Fingerprint(pin)
+        } else if self.upstream_insecure_tls {
+            TlsVerification::Insecure
+        } else {
+            TlsVerification::SystemRoots
+        };
+        let config = crate::tls::load_client_config(&verification).map_err(|e| e.to_string())?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let server_name = rustls::pki_types::ServerName::try_from(bare.to_owned())
+            .map_err(|e| format!("{host} is not a name TLS can verify: {e}"))?;
+        Ok(UpstreamLink { tls: Some(UpstreamTls { config, server_name, verification }), http_tunnel })
     }
 }
 
@@ -1077,6 +1163,7 @@ impl Config {
             ("fanout_drop_above_bytes", l.fanout_drop_above_bytes as u64),
             ("fanout_max_behind_ms", l.fanout_max_behind_ms),
             ("camera_media_timeout_ms", l.camera_media_timeout_ms),
+            ("camera_reconnect_max_ms", l.camera_reconnect_max_ms),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("[limits] {name} must be greater than 0")));
@@ -1222,6 +1309,9 @@ mod tests {
                         linger_secs: 10,
                         always_on: false,
                         gop_cache: true,
+                        upstream_ca: None,
+                        upstream_fingerprint: None,
+                        upstream_insecure_tls: false,
                     };
                     cfg.validate().unwrap()
                 })

@@ -359,6 +359,12 @@ fn families(state: &HubState) -> Vec<MetricFamily> {
     out.push(counter_total("relay_camera_reconnects_total", "Reconnect attempts to shared cameras.", state, |c| {
         &c.camera_reconnects
     }));
+    out.push(counter_total(
+        "relay_upstream_insecure_tls_total",
+        "Camera connections opened with upstream_insecure_tls (the certificate not checked).",
+        state,
+        |c| &c.upstream_insecure_tls,
+    ));
     out.push(counter_by::<GopBound>(
         "relay_gop_cache_overflows_total",
         "Shared cameras' GOP caches dropped for outgrowing a bound ([limits] gop_cache_bytes or gop_cache_packets).",

@@ -103,6 +103,7 @@ labels!(Rejection {
     ProxyHeader => "proxy_header", ProxyUntrusted => "proxy_untrusted", SlowViewer => "slow_viewer",
     ViewerBacklog => "viewer_backlog",
     WebSocketOrigin => "websocket_origin", RouteSpelling => "route_spelling",
+    CameraSessionLimit => "camera_session_limit",
     ApiAuth => "api_auth", ApiForbidden => "api_forbidden",
     MaxViewers => "max_viewers", MaxSessionsPerUser => "max_sessions_per_user",
     MaxSessionsPerIp => "max_sessions_per_ip",
@@ -111,7 +112,7 @@ labels!(PortDrop { Deadline => "deadline", Shed => "shed", TooLarge => "too_larg
 labels!(UpstreamErrorKind {
     ConnectRefused => "connect_refused", ConnectTimeout => "connect_timeout", Unreachable => "unreachable",
     Reset => "reset", Closed => "closed", Garbage => "garbage", ResponseTimeout => "response_timeout",
-    AuthFailed => "auth_failed", CloseTimeout => "close_timeout",
+    AuthFailed => "auth_failed", CloseTimeout => "close_timeout", TlsFailed => "tls_failed",
 });
 labels!(RtspMethod {
     Options => "OPTIONS", Describe => "DESCRIBE", Setup => "SETUP", Play => "PLAY", Pause => "PAUSE",

@@ -39,6 +39,8 @@ pub(super) struct Counters {
     pub cameras_down: AtomicU64,
     pub camera_sessions: PerLabel<{ CameraOutcome::COUNT }>,
     pub camera_reconnects: AtomicU64,
+    /// Camera connections opened with `upstream_insecure_tls` (no certificate check).
+    pub upstream_insecure_tls: AtomicU64,
     pub gop_cache_overflows: PerLabel<{ GopBound::COUNT }>,
     pub viewers_attached: AtomicU64,
     pub viewers_detached: AtomicU64,
@@ -69,6 +71,7 @@ impl Default for Counters {
             cameras_down: AtomicU64::new(0),
             camera_sessions: zeroed(),
             camera_reconnects: AtomicU64::new(0),
+            upstream_insecure_tls: AtomicU64::new(0),
             gop_cache_overflows: zeroed(),
             viewers_attached: AtomicU64::new(0),
             viewers_detached: AtomicU64::new(0),
@@ -192,6 +195,11 @@ impl ShardMetrics {
     /// A reconnect attempt to a shared camera started: `relay_camera_reconnects_total`.
     pub fn camera_reconnect(&self) {
         bump(&self.counters.camera_reconnects, 1);
+    }
+
+    /// A camera connection opened without checking the camera's certificate.
+    pub fn upstream_insecure_tls(&self) {
+        bump(&self.counters.upstream_insecure_tls, 1);
     }
 
     /// A shared camera's GOP cache outgrew `bound` and was dropped.

@@ -87,14 +87,16 @@ impl Backoff {
         Backoff { initial, max: max.max(initial), attempts: 0, rng: SplitMix64::new(seed) }
     }
 
-    /// The wait before the next attempt: `initial · 2^n` (n failures so far) capped at `max`,
-    /// less up to a quarter at random.
+    /// The wait before the next attempt: `initial · 2^n` (n failures so far) capped at `max`
+    /// (`[limits] camera_reconnect_max_ms`), less up to half of it at random: 5,000 cameras
+    /// lost together come back spread over half a second at first, over `max / 2` at worst,
+    /// never sooner than half the wait nor later than `max`.
     pub fn next_delay(&mut self) -> Duration {
         let base = self.initial.saturating_mul(1u32 << self.attempts.min(20)).min(self.max);
         self.attempts = self.attempts.saturating_add(1);
         // SplitMix64: enough to spread retries, and reproducible from the seed in tests.
         let z = self.rng.next_u64();
-        let jitter = base.mul_f64((z >> 11) as f64 / (1u64 << 53) as f64 / 4.0);
+        let jitter = base.mul_f64((z >> 11) as f64 / (1u64 << 53) as f64 / 2.0);
         base - jitter
     }
 
@@ -157,7 +159,7 @@ mod tests {
         let bases = [1, 2, 4, 8, 16, 30, 30, 30];
         for (d, base) in delays.iter().zip(bases) {
             let base = base * S;
-            assert!(*d <= base && *d >= base * 3 / 4, "{d:?} vs {base:?}");
+            assert!(*d <= base && *d >= base / 2, "{d:?} vs {base:?}");
         }
         assert_eq!(b.attempts(), 8);
         b.reset();
@@ -170,5 +172,19 @@ mod tests {
         for _ in 0..5000 {
             assert!(z.next_delay() <= 30 * S);
         }
+    }
+
+    #[test]
+    fn cameras_lost_together_retry_spread_over_half_the_wait() {
+        // 5,000 cameras dropped at once: their first retries fall in 20 buckets of 25 ms across
+        // [0.5 s, 1 s], none of them holding more than twice its share.
+        let mut buckets = [0u32; 20];
+        for seed in 0..5000u64 {
+            let d = Backoff::new(S, 30 * S, seed.wrapping_mul(0x2545_f491_4f6c_dd1d)).next_delay();
+            assert!(d >= S / 2 && d <= S, "{d:?}");
+            let i = ((d - S / 2).as_micros() / 25_000).min(19) as usize;
+            buckets[i] += 1;
+        }
+        assert!(buckets.iter().all(|n| *n > 0 && *n < 500), "{buckets:?}");
     }
 }

@@ -124,10 +124,13 @@ pub enum CameraOutcome {
     /// Left by the relay because a reload changed the camera (URL, address or credentials): a
     /// new connection with the new settings follows at once.
     Reloaded,
+    /// The TLS handshake failed: the camera's certificate did not verify (see the camera's
+    /// last error), or it does not speak TLS.
+    TlsFailed,
 }
 
 impl CameraOutcome {
-    pub const ALL: [CameraOutcome; 11] = [
+    pub const ALL: [CameraOutcome; 12] = [
         CameraOutcome::Completed,
         CameraOutcome::ConnectFailed,
         CameraOutcome::ConnectTimeout,
@@ -139,6 +142,7 @@ impl CameraOutcome {
         CameraOutcome::ClosedByCamera,
         CameraOutcome::ProtocolError,
         CameraOutcome::Reloaded,
+        CameraOutcome::TlsFailed,
     ];
 
     /// The metrics label.
@@ -155,6 +159,7 @@ impl CameraOutcome {
             CameraOutcome::ClosedByCamera => "closed_by_camera",
             CameraOutcome::ProtocolError => "protocol_error",
             CameraOutcome::Reloaded => "reloaded",
+            CameraOutcome::TlsFailed => "tls_failed",
         }
     }
 }
@@ -488,6 +493,7 @@ impl CameraOutcome {
             CameraOutcome::ClosedByCamera => "the camera closed the connection",
             CameraOutcome::ProtocolError => "the camera sent bytes that are not RTSP",
             CameraOutcome::Reloaded => "left for a changed configuration",
+            CameraOutcome::TlsFailed => "the camera's TLS certificate did not verify, or TLS failed",
         }
     }
 }
@@ -681,6 +687,16 @@ impl CameraSession {
     pub fn handle_connect_failed(&mut self, now: Instant) {
         if let State::Connecting { .. } = self.state {
             self.fail(CameraOutcome::ConnectFailed, now, false);
+        }
+    }
+
+    /// What lies under RTSP failed: TLS (`CameraOutcome::TlsFailed`, a certificate that does
+    /// not verify, usually) or the HTTP tunnel's GET (`Refused`, `ProtocolError`). Retried
+    /// with the backoff like any failure; the outcome is the camera's last failure (the shell
+    /// keeps the reason in words with its route's health).
+    pub fn handle_link_failed(&mut self, outcome: CameraOutcome, now: Instant) {
+        if matches!(self.state, State::Starting | State::Playing | State::Connecting { .. }) {
+            self.fail(outcome, now, false);
         }
     }
 

@@ -621,6 +621,7 @@ mod tests {
             resolve_error: None,
             guard: crate::proto::route::Guard::Open,
             max_viewers: None,
+            upstream_link: Default::default(),
         }
     }
 

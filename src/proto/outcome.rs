@@ -105,6 +105,9 @@ pub enum Rejection {
     /// A connection's first request names a route by another spelling than its path
     /// (`/cam1/x`, `/cam1/./.`, `//cam1`; answered 404): see `route::is_route_spelling`.
     RouteSpelling,
+    /// A passthrough route's camera host already has `[limits] max_camera_sessions` sessions
+    /// from this shard (answered 453).
+    CameraSessionLimit,
     /// A control API request without a valid token (answered 401).
     ApiAuth,
     /// A control API change with a read-only token (answered 403).
@@ -131,6 +134,9 @@ pub enum UpstreamErrorKind {
     /// A session ended and the camera did not take its last bytes (a TEARDOWN) within
     /// `camera_close_grace_ms`.
     CloseTimeout,
+    /// The camera's TLS handshake or records failed: its certificate did not verify
+    /// (`upstream_ca`, `upstream_fingerprint`, system roots), or it does not speak TLS.
+    TlsFailed,
 }
 
 /// RTSP methods with their own label on `relay_rtsp_request_seconds{method}`.

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::upstream_auth::Credentials;
+use super::upstream_link::UpstreamLink;
 use super::viewer_auth::Users;
 
 /// Source-address allow/deny lists (CIDR). Deny wins; an empty allow list allows all.
@@ -51,6 +52,8 @@ pub struct Route {
     /// Camera address, resolved when the configuration is loaded (unspecified when the name
     /// did not resolve: see `resolve_error`).
     pub upstream_addr: SocketAddr,
+    /// TLS, or the HTTP tunnel, under RTSP towards the camera.
+    pub upstream_link: UpstreamLink,
     /// Why the camera's name did not resolve when the configuration was loaded: the route is
     /// served, and its camera fails at connect time with this reason until a reload resolves it.
     pub resolve_error: Option<Arc<str>>,
@@ -106,6 +109,7 @@ impl Route {
         self.path == other.path
             && self.upstream_url == other.upstream_url
             && self.upstream_addr == other.upstream_addr
+            && self.upstream_link.same_as(&other.upstream_link)
             && self.sharing == other.sharing
     }
 
@@ -127,6 +131,7 @@ impl Route {
     pub fn camera_differs_from(&self, other: &Route) -> bool {
         self.upstream_url != other.upstream_url
             || self.upstream_addr != other.upstream_addr
+            || !self.upstream_link.same_as(&other.upstream_link)
             || self.credentials != other.credentials
     }
 

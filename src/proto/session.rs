@@ -955,6 +955,17 @@ impl Session {
         self.close(SessionOutcome::UpstreamError, out);
     }
 
+    /// The camera's host already holds `[limits] max_camera_sessions` sessions: the waiting
+    /// requests are answered 453 Not Enough Bandwidth (before the camera would refuse the
+    /// session mid-dialogue) and the session ends.
+    pub fn on_camera_host_full(&mut self, out: &mut Vec<Output>) {
+        self.upstream = Upstream::Gone;
+        self.upstream_backlog.clear();
+        out.push(Output::Rejected(Rejection::CameraSessionLimit));
+        self.fail_pending(453, "Not Enough Bandwidth", out);
+        self.close(SessionOutcome::UpstreamError, out);
+    }
+
     /// The camera closed its connection (or reset it).
     pub fn on_upstream_closed(&mut self, kind: UpstreamErrorKind, out: &mut Vec<Output>) {
         if self.closed {

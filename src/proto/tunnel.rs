@@ -79,6 +79,8 @@ pub enum Input<'a> {
     /// The camera connection asked for by [`session::Output::ConnectUpstream`] is open.
     CameraConnected,
     CameraConnectFailed(UpstreamErrorKind),
+    /// The camera's host already has `[limits] max_camera_sessions` sessions: not connected.
+    CameraHostFull,
     /// Bytes from the camera; [`session::Output::ForwardToViewer`] ranges refer to them.
     CameraBytes(&'a [u8]),
     /// The camera connection reached its end (or failed).
@@ -336,6 +338,10 @@ impl Tunnel {
             Input::CameraConnectFailed(kind) => {
                 self.camera = Camera::None;
                 self.session.on_upstream_connect_failed(kind, &mut core);
+            }
+            Input::CameraHostFull => {
+                self.camera = Camera::None;
+                self.session.on_camera_host_full(&mut core);
             }
             Input::CameraBytes(bytes) => {
                 self.last_camera_bytes = now;

@@ -34,13 +34,19 @@ pub enum Role {
     Upstream(SessionKey),
     /// The connection of a shared camera.
     Camera(super::camera_table::CameraKey),
+    /// The POST of a camera reached through an HTTP tunnel (`rtsp+http://`): requests go up
+    /// it; the camera's connection (`Camera`, `Upstream`) is its GET, at `get`.
+    CameraPost {
+        get: usize,
+        generation: u32,
+    },
 }
 
 impl Role {
     pub fn session(&self) -> Option<SessionKey> {
         match self {
             Role::TunnelGet(s) | Role::TunnelPost(s) | Role::PlainRtsp(s) | Role::Upstream(s) => Some(*s),
-            Role::Camera(_) => None,
+            Role::Camera(_) | Role::CameraPost { .. } => None,
         }
     }
 }
@@ -127,4 +133,15 @@ pub enum RecvState {
     Cancelling,
     /// The ring ran out of buffers; re-arm when some come back.
     WaitingForBuffers,
+}
+
+/// The GET side's view of a camera's HTTP tunnel (see `proto::camera_tunnel`).
+pub struct CameraTunnelLink {
+    pub client: crate::proto::camera_tunnel::CameraTunnelClient,
+    /// The POST connection: index and generation.
+    pub post: (usize, u32),
+    pub post_connected: bool,
+    pub post_head_sent: bool,
+    /// The camera session was told the camera is reachable.
+    pub reported: bool,
 }

@@ -43,6 +43,11 @@ pub struct Conn {
     /// A viewer speaking RTSP over WebSocket: its bytes are unframed through this, and what is
     /// sent to it goes out as binary frames.
     ws: Option<Box<WsEndpoint>>,
+    /// A camera reached through an HTTP tunnel: this connection is its GET (no phase of its
+    /// own: the link's state is the camera's, carried out by `event_loop/camera_link.rs`).
+    pub camera_tunnel: Option<Box<super::conn::CameraTunnelLink>>,
+    /// A passthrough camera connection counted against its host's `max_camera_sessions`.
+    pub camera_host: Option<std::net::IpAddr>,
 }
 
 impl Conn {
@@ -60,6 +65,8 @@ impl Conn {
             connect: None,
             tls: None,
             ws: None,
+            camera_tunnel: None,
+            camera_host: None,
         }
     }
 
@@ -122,6 +129,11 @@ impl Conn {
 
     pub fn counted_ip(&self) -> bool {
         self.counted_ip
+    }
+
+    /// A camera connection's TLS client, started once its connect is issued.
+    pub fn set_tls(&mut self, tls: Box<TlsStream>) {
+        self.tls = Some(tls);
     }
 
     pub fn has_tls(&self) -> bool {

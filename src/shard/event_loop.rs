@@ -36,9 +36,11 @@ use crate::pairing::{GetRegistration, PostLookup, SessionRef};
 use crate::proto::http_head;
 use crate::proto::session::{self, AuthGate, Session, SessionParams, ViewerStream};
 use crate::proto::tunnel::{self, CameraClose, Input, Tunnel};
+use crate::proto::upstream_link::{TlsVerification, UpstreamLink};
 
 mod accept;
 mod buffers;
+mod camera_link;
 mod cameras;
 mod data_path;
 mod ending;

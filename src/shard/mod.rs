@@ -50,6 +50,9 @@ pub(crate) struct Shared {
     /// Answers external authorization questions off the shards.
     pub authorizer: Arc<AuthWorker>,
     pub metrics: Vec<Arc<ShardMetrics>>,
+    /// Passthrough camera sessions per camera host (`[limits] max_camera_sessions`); taken
+    /// once per camera session, not per packet.
+    pub camera_hosts: std::sync::Mutex<crate::proto::camera_host_sessions::CameraHostSessions>,
     running: AtomicUsize,
 }
 
@@ -193,6 +196,7 @@ impl Shards {
             )),
             authorizer: AuthWorker::start(&settings.auth)?,
             metrics: opts.metrics,
+            camera_hosts: Default::default(),
             running: AtomicUsize::new(0),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();

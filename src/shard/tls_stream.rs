@@ -1,13 +1,15 @@
 //! rustls driven sans-IO between a connection's receive buffers and the protocol core:
-//! ciphertext in, plaintext out; plaintext in, ciphertext queued for the socket.
+//! ciphertext in, plaintext out; plaintext in, ciphertext queued for the socket. The same
+//! stream serves viewers on HTTPS listeners (server side) and `rtsps://` cameras (client side).
 
 use std::io::{ErrorKind, Read, Write};
 use std::sync::Arc;
 
-use rustls::{ServerConfig, ServerConnection};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
 pub struct TlsStream {
-    conn: ServerConnection,
+    conn: Connection,
 }
 
 impl TlsStream {
@@ -15,7 +17,15 @@ impl TlsStream {
         let mut conn = ServerConnection::new(config)?;
         // The shard's send queue bounds what waits for a viewer; rustls need not bound it again.
         conn.set_buffer_limit(None);
-        Ok(TlsStream { conn })
+        Ok(TlsStream { conn: Connection::Server(conn) })
+    }
+
+    /// The client side, towards a camera: the ClientHello is waiting in `take_outgoing` at
+    /// once, and what is sent before the handshake ends goes out with its end.
+    pub fn client(config: Arc<ClientConfig>, name: ServerName<'static>) -> Result<TlsStream, rustls::Error> {
+        let mut conn = ClientConnection::new(config, name)?;
+        conn.set_buffer_limit(None);
+        Ok(TlsStream { conn: Connection::Client(conn) })
     }
 
     /// Feeds received ciphertext and appends whatever plaintext it yields to `plain`.

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A real RTSP camera for the tests: gst-rtsp-server on 127.0.0.1 serving live H.264.
 
-Usage: gst_camera.py [--port N] [--mounts N] [--user U --password P]... [--pt N]
+Usage: gst_camera.py [--port N] [--mounts N] [--user U --password P]... [--pt N] [--tls CERT KEY]
 Prints "READY port=<port>" once listening; serves /cam1 .. /camN, each from one encoder shared
 by all its sessions; then prints a line per event, flushed at once:
   "CLIENT" for each RTSP connection accepted, "CLIENT_CLOSED" when one ends;
@@ -9,6 +9,7 @@ by all its sessions; then prints a line per event, flushed at once:
   "SESSION <path> <id>" for each RTSP session a SETUP created, "SESSION_END <id>" when the
   session pool drops one (TEARDOWN, timeout or its connection closing);
   "TEARDOWN <path> <user-agent>" for each session a TEARDOWN freed.
+--tls CERT KEY: RTSPS (and RTSP over HTTPS tunnels) with this PEM certificate chain and key.
 A fixed --port can be reused at once after a previous camera on it was killed, so a test can
 restart "the same camera". Exits on SIGTERM or when its standard input closes (so a dying test
 never leaks it).
@@ -46,6 +47,7 @@ def main():
     ap.add_argument("--password", action="append", default=[])
     # Another RTP payload type makes another stream description (a camera reconfigured).
     ap.add_argument("--pt", type=int, default=96)
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     args = ap.parse_args()
 
     Gst.init(None)
@@ -55,13 +57,21 @@ def main():
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(PIPELINE % args.pt)
     factory.set_shared(True)
-    if args.user:
+    if args.user or args.tls:
         auth = GstRtspServer.RTSPAuth()
         token = GstRtspServer.RTSPToken()
         token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
         for user, password in zip(args.user, args.password):
             auth.add_digest(user, password, token)
-        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+        if args.user:
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+        else:
+            # No users: everyone gets the role (RTSPAuth is here only for the certificate).
+            auth.set_default_token(token)
+        if args.tls:
+            from gi.repository import Gio  # noqa: E402
+
+            auth.set_tls_certificate(Gio.TlsCertificate.new_from_files(args.tls[0], args.tls[1]))
         server.set_auth(auth)
         permissions = GstRtspServer.RTSPPermissions()
         permissions.add_permission_for_role("viewer", "media.factory.access", True)

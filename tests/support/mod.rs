@@ -82,6 +82,13 @@ impl GstCamera {
         GstCamera { child, port, events, auth }
     }
 
+    /// A camera started with more arguments for the script (`--tls cert key`).
+    pub fn start_args(extra: &[&str]) -> GstCamera {
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (child, port) = GstCamera::spawn(0, None, extra, &events);
+        GstCamera { child, port, events, auth: None }
+    }
+
     /// A camera on a fixed `port` (0: any free one), e.g. the port of a camera just killed, so a
     /// test can restart "the same camera" behind a relay that knows its URL.
     pub fn start_on(port: u16, auth: Option<(&str, &str)>) -> GstCamera {

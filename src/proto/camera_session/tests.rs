@@ -258,13 +258,13 @@ fn refused_credentials_end_the_connection_and_retry_with_backoff() {
     assert_eq!(&out[1..], &[CameraOutput::Disconnect, CameraOutput::Ended(CameraOutcome::AuthFailed)]);
     assert_eq!(cam.phase(), CameraPhase::Retrying);
     let at = cam.poll_timeout().unwrap();
-    assert!(at >= t0 + S * 3 / 4 && at <= t0 + S, "first retry after about a second");
+    assert!(at >= t0 + S / 2 && at <= t0 + S, "first retry within a second, jittered");
     cam.handle_timeout(at);
     assert_eq!(drain(&mut cam), vec![CameraOutput::Reconnecting, CameraOutput::Connect(addr())]);
     assert_eq!(cam.stats().reconnects, 1);
     cam.handle_connect_failed(at);
     assert_eq!(drain(&mut cam), vec![CameraOutput::Ended(CameraOutcome::ConnectFailed)], "no connection to close");
-    assert!(cam.poll_timeout().unwrap() >= at + S * 3 / 2, "the wait doubles");
+    assert!(cam.poll_timeout().unwrap() >= at + S, "the wait doubles (2 s less up to half)");
 }
 
 #[test]

@@ -17,6 +17,7 @@ fn route(path: &str, camera: &str) -> Route {
         path: path.to_owned(),
         upstream_url: format!("rtsp://{camera}/stream"),
         upstream_addr: camera.parse().unwrap(),
+        upstream_link: Default::default(),
         resolve_error: None,
         credentials: None,
         users: None,

@@ -19,7 +19,6 @@ use crate::shard::camera_table::CameraKey;
 /// 1.25 × this is closed.
 const VIEWER_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 const RECONNECT_FIRST: Duration = Duration::from_secs(1);
-const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 impl Shard {
     /// The shard that owns a shared route's camera, and so its viewers.
@@ -54,7 +53,7 @@ impl Shard {
             response_timeout: self.settings.core.response_timeout,
             media_timeout: self.settings.core.camera_media_timeout,
             backoff_initial: RECONNECT_FIRST,
-            backoff_max: RECONNECT_MAX,
+            backoff_max: Duration::from_millis(l.camera_reconnect_max_ms),
             seed: self.rng.next_u64(),
         }
     }
@@ -132,7 +131,7 @@ impl Shard {
                 CameraOutput::Connect(addr) => self.connect_camera(ck, addr),
                 CameraOutput::Send(bytes) => {
                     if let Some(c) = slot.conn {
-                        self.queue_owned(c, bytes);
+                        self.queue_to_camera(c, bytes);
                     }
                 }
                 CameraOutput::Disconnect => {
@@ -227,7 +226,10 @@ impl Shard {
         let unresolved =
             self.cameras.get(ck).and_then(|s| Some((s.route.path.clone(), s.route.resolve_error.clone()?)));
         let idx = match unresolved {
-            None => self.connect_camera_socket(addr, Role::Camera(ck)),
+            None => {
+                let link = self.cameras.get(ck).map(|s| s.route.upstream_link.clone()).unwrap_or_default();
+                self.connect_camera_link(addr, Role::Camera(ck), &link)
+            }
             Some((path, why)) => {
                 self.camera_failure_detail(&path, why.to_string());
                 None
@@ -256,6 +258,10 @@ impl Shard {
         }
         // No longer the camera's: what it still sends is read and dropped.
         self.linger_then_close(idx, grace, false);
+        // A tunnel's TEARDOWN went up its POST: that one lingers too.
+        if let Some(post) = self.camera_post_of(idx) {
+            self.linger_then_close(post, grace, false);
+        }
     }
 
     pub(super) fn on_camera_connect(&mut self, idx: usize, ck: CameraKey, res: i32) {
@@ -267,8 +273,10 @@ impl Shard {
         }
         if res == 0 {
             self.arm_recv(idx);
-            if let Some(slot) = self.cameras.get_mut(ck) {
-                slot.camera.handle_connected(now);
+            if self.camera_link_connected(idx) {
+                if let Some(slot) = self.cameras.get_mut(ck) {
+                    slot.camera.handle_connected(now);
+                }
             }
         } else {
             let error = std::io::Error::from_raw_os_error(-res);

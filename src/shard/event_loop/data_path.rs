@@ -35,7 +35,8 @@ impl Shard {
         let (role, closing) = (c.role(), c.is_closing());
         if res > 0 && !closing {
             match (bid, role) {
-                (Some(bid), Some(Role::Camera(ck))) => self.on_camera_data(ck, bid, res as usize),
+                (Some(bid), Some(Role::Camera(ck))) => self.on_camera_recv(idx, ck, bid, res as usize),
+                (Some(bid), Some(Role::CameraPost { .. })) => self.on_camera_post_recv(idx, bid, res as usize),
                 (Some(bid), Some(role)) => {
                     if let Some(key) = role.session() {
                         self.on_data(idx, role, key, bid, res as usize);
@@ -98,6 +99,9 @@ impl Shard {
     }
 
     pub(super) fn on_data(&mut self, idx: usize, role: Role, key: SessionKey, bid: u16, len: usize) {
+        if matches!(role, Role::Upstream(_)) && self.on_upstream_link_data(idx, key, bid, len) {
+            return;
+        }
         let now = Instant::now();
         let c = &mut self.conns[idx];
         let tls = c.has_tls();
@@ -146,7 +150,7 @@ impl Shard {
                 (Input::ViewerBytes { stream: ViewerStream::TunnelCommands, bytes, routes }, Fed::Nothing)
             }
             Role::PlainRtsp(_) => (Input::ViewerBytes { stream: ViewerStream::Plain, bytes, routes }, Fed::Nothing),
-            Role::Camera(_) => return,
+            Role::Camera(_) | Role::CameraPost { .. } => return,
         };
         s.tunnel.handle(input, now);
         self.apply(key, fed);
@@ -158,6 +162,10 @@ impl Shard {
         let key = role.and_then(|r| r.session());
         if let Some(Role::Camera(ck)) = role {
             self.on_camera_closed(idx, ck);
+            return;
+        }
+        if let Some(Role::CameraPost { get, generation }) = role {
+            self.camera_post_ended(idx, get, generation);
             return;
         }
         match role {
@@ -209,18 +217,34 @@ impl Shard {
         if let Some(route) = &route {
             self.passthrough_health(route, PassthroughEvent::Connecting);
         }
+        let limit = self.settings.limits.max_camera_sessions;
+        let admitted = self.shared.camera_hosts.lock().map(|mut h| h.try_open(addr.ip(), limit)).unwrap_or(true);
+        if !admitted {
+            tracing::info!(shard = self.id, camera = %addr, limit, "max_camera_sessions reached for this camera: 453");
+            if let Some(s) = self.session(key) {
+                s.tunnel.handle(Input::CameraHostFull, Instant::now());
+            }
+            self.apply(key, Fed::Nothing);
+            return;
+        }
+        let link = route.as_ref().map(|r| r.upstream_link.clone()).unwrap_or_default();
         let unresolved = route.as_ref().and_then(|r| r.resolve_error.clone());
         let connected = match unresolved {
-            None => self.connect_camera_socket(addr, Role::Upstream(key)),
+            None => self.connect_camera_link(addr, Role::Upstream(key), &link),
             Some(_) => None,
         };
         match connected {
             Some(idx) => {
+                // Released when the connection is freed, however it ends.
+                self.conns[idx].camera_host = Some(addr.ip());
                 if let Some(s) = self.session(key) {
                     s.upstream = Some(idx);
                 }
             }
             None => {
+                if let Ok(mut hosts) = self.shared.camera_hosts.lock() {
+                    hosts.close(addr.ip());
+                }
                 if let Some(route) = &route {
                     let why = route.resolve_error.as_deref().unwrap_or("no socket").to_owned();
                     self.camera_failure_detail(&route.path, why);
@@ -272,15 +296,20 @@ impl Shard {
         let key = match self.conns[idx].role() {
             Some(Role::Upstream(key)) => key,
             Some(Role::Camera(ck)) => return self.on_camera_connect(idx, ck, res),
+            Some(Role::CameraPost { get, generation }) => {
+                return self.on_camera_post_connect(idx, get, generation, res);
+            }
             _ => return,
         };
         let now = Instant::now();
         let route = self.sessions.get(key).and_then(|s| s.health_route.clone());
         if res == 0 {
             self.arm_recv(idx);
-            if let Some(s) = self.session(key) {
-                s.upstream_open = true;
-                s.tunnel.handle(Input::CameraConnected, now);
+            if self.camera_link_connected(idx) {
+                if let Some(s) = self.session(key) {
+                    s.upstream_open = true;
+                    s.tunnel.handle(Input::CameraConnected, now);
+                }
             }
             if let Some(route) = &route {
                 self.passthrough_health(route, PassthroughEvent::Connected);

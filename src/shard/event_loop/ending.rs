@@ -5,6 +5,8 @@ use super::*;
 impl Shard {
     /// Shuts a connection down; it is freed once its in-flight operations have completed.
     pub(super) fn close_conn(&mut self, idx: usize) {
+        // A camera's tunnel GET and POST end together.
+        let post = self.conns.get(idx).and_then(|c| c.camera_tunnel.as_ref().map(|t| t.post));
         let Some(closed) = self.conns.close(idx) else {
             return;
         };
@@ -17,12 +19,22 @@ impl Shard {
             self.ring.push(ops::cancel(Op::Connect, idx, generation));
         }
         self.maybe_free(idx);
+        if let Some((post, generation)) = post {
+            if self.conns.current(post, generation).is_some() {
+                self.close_conn(post);
+            }
+        }
     }
 
     pub(super) fn maybe_free(&mut self, idx: usize) {
         let Some(c) = self.conns.remove_if_idle(idx, &mut self.bufs) else { return };
         if c.counted_ip() {
             self.shared.admission.close_connection(c.peer().ip());
+        }
+        if let Some(host) = c.camera_host {
+            if let Ok(mut hosts) = self.shared.camera_hosts.lock() {
+                hosts.close(host);
+            }
         }
         // Dropping `c` closes the descriptor: nothing in flight names it any more.
     }

@@ -53,6 +53,30 @@ impl Shard {
         self.drive_camera(ck);
     }
 
+    /// Decrypted bytes of a TLS camera: as [`Shard::on_camera_data`], the media copied out of
+    /// `plain` for the viewers.
+    /// `bid`/`len`: the receive the plaintext came from (still held; no frame indexes it).
+    pub(super) fn on_camera_plain(&mut self, ck: CameraKey, bid: u16, len: usize, plain: &mut [u8]) {
+        let now = self.reaped_at;
+        let mut media = std::mem::take(&mut self.media);
+        media.clear();
+        if let Some(slot) = self.cameras.get_mut(ck) {
+            slot.camera.handle_camera_bytes(now, plain, &mut media);
+        }
+        for f in media.iter_mut() {
+            if let crate::proto::frame_split::FramePayload::InChunk(r) = &f.payload {
+                let copy = plain.get(r.clone()).map(bytes::Bytes::copy_from_slice).unwrap_or_default();
+                f.payload = crate::proto::frame_split::FramePayload::Assembled(copy);
+            }
+        }
+        if !media.is_empty() {
+            // Every frame is a copy: the receive's buffer is named but never read for them.
+            self.fan_out(ck, bid, len, &media, now);
+        }
+        self.media = media;
+        self.drive_camera(ck);
+    }
+
     fn fan_out(&mut self, ck: CameraKey, bid: u16, len: usize, media: &[MediaFrame], received_at: Instant) {
         let Some(slot) = self.cameras.get_mut(ck) else { return };
         let mut plan = std::mem::take(&mut slot.plan);

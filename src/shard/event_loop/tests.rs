@@ -21,6 +21,7 @@ fn shard() -> Shard {
         viewer_caps: Arc::new(crate::admission::ViewerCapTable::new(0, 0)),
         authorizer: crate::auth_worker::AuthWorker::start(&Default::default()).unwrap(),
         metrics: vec![Arc::new(ShardMetrics::new(0))],
+        camera_hosts: Default::default(),
         running: AtomicUsize::new(1),
     });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

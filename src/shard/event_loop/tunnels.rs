@@ -10,6 +10,8 @@ pub(super) enum Fed {
     Nothing,
     /// Camera bytes in this ring buffer, received at this instant.
     CameraChunk(u16, Instant),
+    /// Camera bytes decrypted into the shard's `plain` buffer (a TLS camera), received then.
+    CameraPlain(Instant),
     /// The POST connection just reported to the tunnel.
     Post(usize),
 }
@@ -187,6 +189,32 @@ impl Shard {
                         }
                     }
                 }
+                Out::Core(Core::ForwardToViewer { range, frames }) if matches!(fed, Fed::CameraPlain(_)) => {
+                    let (Some(v), Fed::CameraPlain(at), Some(bytes)) = (s.viewer, fed, self.plain.get(range)) else {
+                        continue;
+                    };
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    let header = match self.ws_header(v, bytes.len()) {
+                        None => None,
+                        Some(Some(header)) => Some(header),
+                        Some(None) => continue,
+                    };
+                    let bytes = bytes::Bytes::copy_from_slice(bytes);
+                    let timed = Timed { received_at: at, frames };
+                    self.conns.queue_frame(
+                        v,
+                        header,
+                        None,
+                        super::super::conn_table::FrameBytes::Shared(&bytes),
+                        &mut self.bufs,
+                        timed,
+                    );
+                    if frames > 0 {
+                        self.metrics.frames(Direction::ToViewer, frames as u64);
+                    }
+                }
                 Out::Core(Core::ForwardToViewer { range, frames }) => {
                     let (Some(v), Fed::CameraChunk(bid, at)) = (s.viewer, fed) else {
                         continue;
@@ -206,7 +234,7 @@ impl Shard {
                 }
                 Out::Core(Core::ToUpstream(bytes)) => {
                     if let Some(u) = s.upstream {
-                        self.queue_owned(u, bytes);
+                        self.queue_to_camera(u, bytes);
                         if let Some(queued) = self.conns.get(u).map(|c| c.send().queued()) {
                             if let Some(s) = self.session(key) {
                                 s.tunnel.handle(Input::CameraBacklog(queued), Instant::now());

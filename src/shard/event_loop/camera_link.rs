@@ -1,0 +1,360 @@
+//! What lies under RTSP on a camera connection (see `proto::upstream_link`): the TLS client of
+//! an `rtsps://` camera, fed from the ring like a viewer's TLS; the HTTP tunnel of an
+//! `rtsp+http(s)://` camera (this connection its GET, a second one, `Role::CameraPost`, its
+//! POST). Their failures are the camera's, with their reason: a certificate that does not
+//! verify is a state the operator sees, not a silent retry.
+
+use super::*;
+use crate::proto::camera_session::CameraOutcome;
+use crate::proto::camera_tunnel::{CameraTunnelClient, GetProgress};
+use crate::shard::camera_table::CameraKey;
+use crate::shard::conn::CameraTunnelLink;
+
+/// Where the RTSP bytes of one camera receive are, once TLS and the tunnel's GET answer are
+/// off them.
+pub(super) enum CameraRx {
+    /// The ring buffer as received (plain TCP, or a tunnel past its answer).
+    Ring,
+    /// Decrypted or past the GET answer, in `Shard::plain`; `closed`: the camera said
+    /// close_notify after them.
+    Plain { closed: bool },
+    /// The link failed: why, for the camera's state and the logs.
+    Failed(LinkFailure),
+}
+
+pub(super) struct LinkFailure {
+    pub reason: String,
+    pub tls: bool,
+    /// The tunnel's GET was answered with this status.
+    pub status: Option<u16>,
+}
+
+impl LinkFailure {
+    fn outcome(&self) -> CameraOutcome {
+        match (self.tls, self.status) {
+            (true, _) => CameraOutcome::TlsFailed,
+            (false, Some(401)) => CameraOutcome::AuthFailed,
+            (false, Some(_)) => CameraOutcome::Refused,
+            (false, None) => CameraOutcome::ProtocolError,
+        }
+    }
+
+    fn upstream_kind(&self) -> UpstreamErrorKind {
+        match (self.tls, self.status) {
+            (true, _) => UpstreamErrorKind::TlsFailed,
+            (false, Some(401)) => UpstreamErrorKind::AuthFailed,
+            (false, _) => UpstreamErrorKind::Garbage,
+        }
+    }
+}
+
+impl Shard {
+    /// A camera connection (`role`: a passthrough session's or a shared camera's) with its
+    /// connect submitted, and for an HTTP tunnel its POST's too; `None` when no socket could
+    /// be made.
+    pub(super) fn connect_camera_link(&mut self, addr: SocketAddr, role: Role, link: &UpstreamLink) -> Option<usize> {
+        let idx = self.connect_camera_socket(addr, role)?;
+        if !self.start_camera_tls(idx, link) {
+            self.close_conn(idx);
+            return None;
+        }
+        let Some(target) = &link.http_tunnel else { return Some(idx) };
+        let generation = self.conns.get(idx).map(|c| c.generation()).unwrap_or_default();
+        let Some(post) = self.connect_camera_socket(addr, Role::CameraPost { get: idx, generation }) else {
+            self.close_conn(idx);
+            return None;
+        };
+        if !self.start_camera_tls(post, link) {
+            self.close_conn(post);
+            self.close_conn(idx);
+            return None;
+        }
+        let seed = u128::from(self.rng.next_u64()) << 64 | u128::from(self.rng.next_u64());
+        let client = CameraTunnelClient::new(&target.target, &target.host, seed, self.settings.limits.max_header_bytes);
+        let post_generation = self.conns.get(post).map(|c| c.generation()).unwrap_or_default();
+        if let Some(c) = self.conns.get_mut(idx) {
+            c.camera_tunnel = Some(Box::new(CameraTunnelLink {
+                client,
+                post: (post, post_generation),
+                post_connected: false,
+                post_head_sent: false,
+                reported: false,
+            }));
+        }
+        Some(idx)
+    }
+
+    fn start_camera_tls(&mut self, idx: usize, link: &UpstreamLink) -> bool {
+        let Some(tls) = &link.tls else { return true };
+        match TlsStream::client(tls.config.clone(), tls.server_name.clone()) {
+            Ok(stream) => {
+                if tls.verification == TlsVerification::Insecure {
+                    self.metrics.upstream_insecure_tls();
+                }
+                if let Some(c) = self.conns.get_mut(idx) {
+                    c.set_tls(Box::new(stream));
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(shard = self.id, error = %e, "cannot start TLS towards a camera");
+                false
+            }
+        }
+    }
+
+    /// The camera accepted the connection: a TLS client says hello first, a tunnel sends its
+    /// GET. Whether RTSP may start now (a tunnel waits for the GET's answer and the POST).
+    pub(super) fn camera_link_connected(&mut self, idx: usize) -> bool {
+        let Some(c) = self.conns.get(idx) else { return false };
+        let head = c.camera_tunnel.as_ref().map(|t| t.client.get_head());
+        if c.has_tls() || head.is_some() {
+            self.queue_owned(idx, head.clone().unwrap_or_default());
+        }
+        head.is_none()
+    }
+
+    /// Bytes for the camera: up the tunnel's POST (base64) when there is one.
+    pub(super) fn queue_to_camera(&mut self, idx: usize, bytes: Vec<u8>) {
+        let encoded = self.conns.get(idx).and_then(|c| c.camera_tunnel.as_ref()).map(|t| t.client.encode(&bytes));
+        match (encoded, self.camera_post_of(idx)) {
+            (Some(encoded), Some(post)) => self.queue_owned(post, encoded),
+            // The POST is gone: the camera is being lost with it.
+            (Some(_), None) => {}
+            (None, _) => self.queue_owned(idx, bytes),
+        }
+    }
+
+    /// The TLS and tunnel layers of one receive on a camera connection.
+    pub(super) fn camera_rx(&mut self, idx: usize, bid: u16, len: usize) -> CameraRx {
+        let Some(c) = self.conns.get_mut(idx) else { return CameraRx::Ring };
+        let tunnel_open = c.camera_tunnel.as_ref().is_none_or(|t| t.client.is_open());
+        if !c.has_tls() && tunnel_open {
+            return CameraRx::Ring;
+        }
+        let mut plain = std::mem::take(&mut self.plain);
+        plain.clear();
+        let mut closed = false;
+        let mut to_send = false;
+        match c.tls_mut() {
+            Some(tls) => {
+                let received = tls.receive(self.bufs.bytes(bid, len), &mut plain);
+                if let Some(cipher) = tls.take_outgoing() {
+                    c.send_mut().push_owned(cipher);
+                    to_send = true;
+                }
+                match received {
+                    Ok(peer_closed) => closed = peer_closed,
+                    Err(e) => {
+                        self.plain = plain;
+                        if to_send {
+                            self.conns.dirty.push(idx);
+                        }
+                        return CameraRx::Failed(LinkFailure { reason: tls_reason(&e), tls: true, status: None });
+                    }
+                }
+            }
+            None => plain.extend_from_slice(self.bufs.bytes(bid, len)),
+        }
+        let mut opened = false;
+        if let Some(t) = c.camera_tunnel.as_mut().filter(|t| !t.client.is_open()) {
+            match t.client.receive_get(&plain) {
+                Ok(GetProgress::Waiting) => plain.clear(),
+                Ok(GetProgress::Open { consumed }) => {
+                    plain.drain(..consumed.min(plain.len()));
+                    opened = true;
+                }
+                Ok(GetProgress::Rtsp) => {}
+                Err(e) => {
+                    let status = match e {
+                        crate::proto::camera_tunnel::CameraTunnelError::Status(s) => Some(s),
+                        _ => None,
+                    };
+                    self.plain = plain;
+                    return CameraRx::Failed(LinkFailure { reason: format!("HTTP tunnel: {e}"), tls: false, status });
+                }
+            }
+        }
+        self.plain = plain;
+        if to_send {
+            self.conns.dirty.push(idx);
+        }
+        if opened {
+            self.camera_tunnel_progress(idx);
+        }
+        CameraRx::Plain { closed }
+    }
+
+    /// The tunnel moved on (its GET answered, its POST connected): the POST's head goes once
+    /// both hold, and then the camera is reachable for RTSP.
+    fn camera_tunnel_progress(&mut self, idx: usize) {
+        let Some(t) = self.conns.get_mut(idx).and_then(|c| c.camera_tunnel.as_mut()) else { return };
+        if !t.client.is_open() || !t.post_connected || t.reported {
+            return;
+        }
+        t.reported = true;
+        let (post, head) = (t.post.0, (!t.post_head_sent).then(|| t.client.post_head()));
+        t.post_head_sent = true;
+        if let Some(head) = head {
+            self.queue_owned(post, head);
+        }
+        let now = Instant::now();
+        match self.conns.get(idx).and_then(|c| c.role()) {
+            Some(Role::Camera(ck)) => {
+                if let Some(slot) = self.cameras.get_mut(ck).filter(|s| s.conn == Some(idx)) {
+                    slot.camera.handle_connected(now);
+                }
+                self.drive_camera(ck);
+            }
+            Some(Role::Upstream(key)) => {
+                if let Some(s) = self.session(key) {
+                    s.upstream_open = true;
+                    s.tunnel.handle(Input::CameraConnected, now);
+                }
+                self.apply(key, Fed::Nothing);
+            }
+            _ => {}
+        }
+    }
+
+    /// The connect of a tunnel's POST completed.
+    pub(super) fn on_camera_post_connect(&mut self, post: usize, get: usize, generation: u32, res: i32) {
+        let current = self
+            .conns
+            .current(get, generation)
+            .is_some_and(|c| !c.is_closing() && c.camera_tunnel.as_ref().is_some_and(|t| t.post.0 == post));
+        if !current {
+            self.close_conn(post);
+            return;
+        }
+        if res != 0 {
+            tracing::info!(shard = self.id, error = %std::io::Error::from_raw_os_error(-res), "camera tunnel POST connect failed");
+            self.camera_post_ended(post, get, generation);
+            return;
+        }
+        // Read only to see it close: the camera answers down the GET.
+        self.arm_recv(post);
+        if self.conns.get(post).is_some_and(|c| c.has_tls()) {
+            self.queue_owned(post, Vec::new());
+        }
+        if let Some(t) = self.conns.get_mut(get).and_then(|c| c.camera_tunnel.as_mut()) {
+            t.post_connected = true;
+        }
+        self.camera_tunnel_progress(get);
+    }
+
+    /// Bytes on a tunnel's POST: nothing of the camera's (it answers down the GET), but over
+    /// TLS the POST's own handshake and key updates come this way.
+    pub(super) fn on_camera_post_recv(&mut self, post: usize, bid: u16, len: usize) {
+        let Some(c) = self.conns.get_mut(post) else { return };
+        let Some(tls) = c.tls_mut() else { return };
+        let mut ignored = Vec::new();
+        let failed = tls.receive(self.bufs.bytes(bid, len), &mut ignored).is_err();
+        let cipher = tls.take_outgoing();
+        let role = c.role();
+        if let Some(cipher) = cipher {
+            c.send_mut().push_owned(cipher);
+            self.conns.dirty.push(post);
+        }
+        if let (true, Some(Role::CameraPost { get, generation })) = (failed, role) {
+            tracing::warn!(shard = self.id, "camera tunnel POST: TLS failed");
+            self.camera_post_ended(post, get, generation);
+        }
+    }
+
+    /// A tunnel's POST closed or failed: the camera is lost as if its GET had closed.
+    pub(super) fn camera_post_ended(&mut self, post: usize, get: usize, generation: u32) {
+        self.close_conn(post);
+        let Some(role) = self.conns.current(get, generation).filter(|c| !c.is_closing()).and_then(|c| c.role()) else {
+            return;
+        };
+        if matches!(role, Role::Camera(_) | Role::Upstream(_)) {
+            self.on_conn_ended(get, Some(role), -libc::ECONNRESET);
+        }
+    }
+
+    /// The tunnel's POST of a camera connection, if it has one (and it is still that one).
+    pub(super) fn camera_post_of(&self, idx: usize) -> Option<usize> {
+        let (post, generation) = self.conns.get(idx)?.camera_tunnel.as_ref()?.post;
+        self.conns.current(post, generation).map(|_| post)
+    }
+
+    /// Bytes from a shared camera's connection: past TLS and the tunnel's answer first (the
+    /// media then goes to viewers from copies, the plaintext not being in the ring).
+    pub(super) fn on_camera_recv(&mut self, idx: usize, ck: CameraKey, bid: u16, len: usize) {
+        match self.camera_rx(idx, bid, len) {
+            CameraRx::Ring => self.on_camera_data(ck, bid, len),
+            CameraRx::Plain { closed } => {
+                let mut plain = std::mem::take(&mut self.plain);
+                if !plain.is_empty() {
+                    self.on_camera_plain(ck, bid, len, &mut plain);
+                }
+                self.plain = plain;
+                if closed {
+                    self.on_camera_closed(idx, ck);
+                }
+            }
+            CameraRx::Failed(f) => {
+                let peer = self.conns.get(idx).map(|c| c.peer());
+                let route = self.cameras.get(ck).map(|s| s.route.path.clone()).unwrap_or_default();
+                tracing::warn!(shard = self.id, route = %route, camera = ?peer, error = %f.reason, "camera link failed");
+                self.close_conn(idx);
+                let outcome = f.outcome();
+                if !route.is_empty() {
+                    // The reason in words (which certificate check failed) for the route's health.
+                    self.camera_failure_detail(&route, f.reason);
+                }
+                if let Some(slot) = self.cameras.get_mut(ck).filter(|s| s.conn == Some(idx)) {
+                    slot.conn = None;
+                    slot.camera.handle_link_failed(outcome, Instant::now());
+                }
+                self.drive_camera(ck);
+            }
+        }
+    }
+
+    /// Bytes from a passthrough session's camera connection with TLS or a tunnel under RTSP.
+    /// `false`: plain TCP, handled by the caller from the ring.
+    pub(super) fn on_upstream_link_data(&mut self, idx: usize, key: SessionKey, bid: u16, len: usize) -> bool {
+        match self.camera_rx(idx, bid, len) {
+            CameraRx::Ring => false,
+            CameraRx::Plain { closed } => {
+                if !self.plain.is_empty() {
+                    let plain = std::mem::take(&mut self.plain);
+                    if let Some(s) = self.sessions.get_mut(key) {
+                        s.tunnel.handle(Input::CameraBytes(&plain), Instant::now());
+                    }
+                    self.plain = plain;
+                    // Decrypted bytes are not in the ring: what is forwarded is copied.
+                    self.apply(key, Fed::CameraPlain(self.reaped_at));
+                }
+                if closed {
+                    self.on_conn_ended(idx, Some(Role::Upstream(key)), 0);
+                }
+                true
+            }
+            CameraRx::Failed(f) => {
+                let peer = self.conns.get(idx).map(|c| c.peer());
+                tracing::warn!(shard = self.id, camera = ?peer, error = %f.reason, "camera link failed");
+                if let Some(s) = self.session(key) {
+                    s.upstream = None;
+                    s.tunnel.handle(Input::CameraClosed(f.upstream_kind()), Instant::now());
+                }
+                self.close_conn(idx);
+                self.apply(key, Fed::Nothing);
+                true
+            }
+        }
+    }
+}
+
+/// The camera's last error as the operator reads it.
+fn tls_reason(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure) => {
+            "TLS: the camera's certificate does not match upstream_fingerprint".to_owned()
+        }
+        rustls::Error::InvalidCertificate(c) => format!("TLS: the camera's certificate is not trusted: {c:?}"),
+        other => format!("TLS: {other}"),
+    }
+}
