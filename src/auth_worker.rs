@@ -98,6 +98,23 @@ impl AuthWorker {
         *ctx = Arc::new(Ctx::new(cfg));
     }
 
+    /// The control API's question: the API grants of a JWT presented as its `Authorization:
+    /// Bearer`, checked by the same configuration and key cache as viewers' tokens. It runs on
+    /// the caller's runtime (the API's own thread), never on a shard. `Refused` unless the
+    /// method is `jwt` and the token verifies.
+    pub async fn api_grants(&self, token: &str) -> Result<Vec<Permission>, Verdict> {
+        let ctx = current(&self.ctx);
+        if ctx.method != AuthMethodName::Jwt {
+            return Err(Verdict::Refused);
+        }
+        let deadline = Duration::from_millis(ctx.jwt.timeout_ms.max(1));
+        match tokio::time::timeout(deadline, ctx.verify(token)).await {
+            Ok(Ok((perms, _))) => Ok(perms),
+            Ok(Err(v)) => Err(v),
+            Err(_) => Err(Verdict::Timeout),
+        }
+    }
+
     /// Queues a question; false when the worker has stopped (the caller refuses: `error`).
     pub fn submit(&self, job: AuthJob) -> bool {
         self.tx.send(job).is_ok()
@@ -196,18 +213,30 @@ impl Ctx {
     /// The token is the bearer token if one came, else the password (`rtsp://x:TOKEN@…`).
     async fn check_token(&self, q: &AuthQuery) -> Verdict {
         let token = if q.token.is_empty() { q.password.as_str() } else { q.token.as_str() };
-        let Ok(header) = jsonwebtoken::decode_header(token) else { return Verdict::Refused };
-        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA) {
+        let (perms, sub) = match self.verify(token).await {
+            Ok(v) => v,
+            Err(v) => return v,
+        };
+        if !permits(&perms, q.action, &q.route) {
             return Verdict::Refused;
         }
-        let Some(kid) = header.kid else { return Verdict::Refused };
+        Verdict::Allow { user: sub.unwrap_or_else(|| q.user.clone()) }
+    }
+
+    /// A JWT's grants and `sub`, if it verifies (signature by a JWKS key, iss, aud, exp, nbf).
+    async fn verify(&self, token: &str) -> Result<(Vec<Permission>, Option<String>), Verdict> {
+        let Ok(header) = jsonwebtoken::decode_header(token) else { return Err(Verdict::Refused) };
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA) {
+            return Err(Verdict::Refused);
+        }
+        let Some(kid) = header.kid else { return Err(Verdict::Refused) };
         let key = match self.key(&kid).await {
             Ok(Some(k)) => k,
-            Ok(None) => return Verdict::Refused,
-            Err(()) => return Verdict::Error,
+            Ok(None) => return Err(Verdict::Refused),
+            Err(()) => return Err(Verdict::Error),
         };
         if !key.1.contains(&header.alg) {
-            return Verdict::Refused;
+            return Err(Verdict::Refused);
         }
         let mut v = Validation::new(header.alg);
         v.leeway = self.jwt.leeway_secs;
@@ -223,14 +252,11 @@ impl Ctx {
             v.set_audience(&[&self.jwt.audience]);
         }
         let Ok(data) = jsonwebtoken::decode::<serde_json::Value>(token, &key.0, &v) else {
-            return Verdict::Refused;
+            return Err(Verdict::Refused);
         };
         let perms = permissions_of(data.claims.get(&self.jwt.claim));
-        if !permits(&perms, q.action, &q.route) {
-            return Verdict::Refused;
-        }
-        let user = data.claims.get("sub").and_then(|s| s.as_str()).unwrap_or(&q.user).to_owned();
-        Verdict::Allow { user }
+        let sub = data.claims.get("sub").and_then(|s| s.as_str()).map(str::to_owned);
+        Ok((perms, sub))
     }
 
     /// The key for `kid`; an unknown one fetches the set again unless it was fetched within

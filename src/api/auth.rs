@@ -3,6 +3,11 @@
 //! `admin` one. Failed attempts are counted per address like viewer logins (`[auth]
 //! max_failures_per_ip` within `failure_window_secs`, the same `AuthFailureLimiter`): past the
 //! limit an address gets 429 until the window passes. Secrets are never logged.
+//!
+//! With `[auth] method = "jwt"`, a Bearer value that is no `[[api.token]]` secret is checked
+//! as a JWT by the viewers' verifier (same JWKS cache, iss/aud/exp/nbf, leeway); its claim's
+//! `api` / `api_admin` grants decide which routes it may see or change. Static tokens are the
+//! same grants on `"*"`, so every handler asks one thing: [`Caller::may`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +21,8 @@ use axum::response::{IntoResponse, Response};
 use super::{ApiError, Ctx};
 use crate::admission::AuthFailureLimiter;
 use crate::metrics::Rejection;
-use crate::proto::api_token::{Refusal, Scope};
+use crate::proto::api_token::{Refusal, Scope, bearer};
+use crate::proto::permissions::{Action, Permission, has_any, may, may_everywhere};
 
 /// The connection's peer, set by the accept loop.
 #[derive(Debug, Clone, Copy)]
@@ -27,15 +33,54 @@ pub struct AuthState {
     failures: Arc<AuthFailureLimiter>,
 }
 
-/// Who is calling (set for the handlers once let in).
+/// Who is calling (set for the handlers once let in): a token's name (or a JWT's `sub`) and
+/// its grants.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub token: String,
+    pub grants: Vec<Permission>,
 }
 
-/// The scope a request needs: reads need `read`, anything else `admin`.
-fn needed(method: &Method) -> Scope {
-    if method == Method::GET || method == Method::HEAD { Scope::Read } else { Scope::Admin }
+impl Caller {
+    /// The one check every handler makes: `action` (`api` to see, `api_admin` to change) on
+    /// `route`.
+    pub fn may(&self, action: Action, route: &str) -> bool {
+        may(&self.grants, action, route)
+    }
+
+    /// A change that is not one route's (a reload) needs the action on `"*"`.
+    pub fn may_everywhere(&self, action: Action) -> bool {
+        may_everywhere(&self.grants, action)
+    }
+}
+
+/// The action a request needs: reads need `api`, anything else `api_admin`.
+fn needed(method: &Method) -> Action {
+    if method == Method::GET || method == Method::HEAD { Action::Api } else { Action::ApiAdmin }
+}
+
+/// Who the `Authorization` value names: a static token (checked in constant time), else,
+/// with `[auth] method = "jwt"`, a JWT with API grants. Refusals as the static check's.
+async fn identify(
+    ctx: &Ctx,
+    api_tokens: &crate::proto::api_token::Tokens,
+    authorization: Option<&[u8]>,
+) -> Result<Caller, Refusal> {
+    match api_tokens.check(authorization, Scope::Read) {
+        Ok(token) => return Ok(Caller { token: token.name.clone(), grants: token.scope.grants() }),
+        Err(Refusal::Forbidden) => return Err(Refusal::Forbidden),
+        Err(Refusal::Unauthenticated) => {}
+    }
+    let Some(secret) = authorization.and_then(bearer).and_then(|s| std::str::from_utf8(s).ok()) else {
+        return Err(Refusal::Unauthenticated);
+    };
+    let Some(shards) = ctx.control.shards() else { return Err(Refusal::Unauthenticated) };
+    // Timeout and key-fetch errors refuse too (fail closed).
+    let grants = shards.authorizer().api_grants(secret).await.map_err(|_| Refusal::Unauthenticated)?;
+    if !has_any(&grants, Action::Api) {
+        return Err(Refusal::Unauthenticated);
+    }
+    Ok(Caller { token: "jwt".into(), grants })
 }
 
 pub async fn gate(State(ctx): State<Ctx>, mut req: Request, next: Next) -> Response {
@@ -55,9 +100,13 @@ pub async fn gate(State(ctx): State<Ctx>, mut req: Request, next: Next) -> Respo
             .into_response();
     }
     let authorization = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    match api.tokens.check(authorization, needed(req.method())) {
-        Ok(token) => {
-            let caller = Caller { token: token.name.clone() };
+    let action = needed(req.method());
+    let who = identify(&ctx, &api.tokens, authorization).await.and_then(|caller| {
+        // Route-less check here; the handlers check the route itself.
+        if has_any(&caller.grants, action) { Ok(caller) } else { Err(Refusal::Forbidden) }
+    });
+    match who {
+        Ok(caller) => {
             if req.method() != Method::GET {
                 tracing::info!(token = %caller.token, method = %req.method(), path = %req.uri().path(), "control API change");
             }
@@ -79,7 +128,7 @@ pub async fn gate(State(ctx): State<Ctx>, mut req: Request, next: Next) -> Respo
         }
         Err(Refusal::Forbidden) => {
             ctx.metrics.rejected(Rejection::ApiForbidden);
-            ApiError(StatusCode::FORBIDDEN, "this token may only read".into()).into_response()
+            ApiError(StatusCode::FORBIDDEN, "this token may not do that".into()).into_response()
         }
     }
 }

@@ -1,12 +1,14 @@
 //! `GET /v1/info` and `POST /v1/reload`.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::auth::Caller;
 use super::{ApiError, Ctx};
+use crate::proto::permissions::Action;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LastReload {
@@ -53,7 +55,11 @@ pub async fn info(State(ctx): State<Ctx>) -> Json<Info> {
 #[utoipa::path(post, path = "/v1/reload", tag = "relay",
     responses((status = 200, body = Info), (status = 422), (status = 401), (status = 403)),
     security(("bearer" = [])))]
-pub async fn reload(State(ctx): State<Ctx>) -> Result<Json<Info>, ApiError> {
+pub async fn reload(State(ctx): State<Ctx>, Extension(caller): Extension<Caller>) -> Result<Json<Info>, ApiError> {
+    // A reload touches every route: only a grant on "*" may.
+    if !caller.may_everywhere(Action::ApiAdmin) {
+        return Err(ApiError(StatusCode::FORBIDDEN, "a reload needs api_admin on every route".into()));
+    }
     let control = ctx.control.clone();
     let result = tokio::task::spawn_blocking(move || control.reload_file().map(|_| ()))
         .await

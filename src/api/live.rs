@@ -8,12 +8,14 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::auth::Caller;
 use super::{ApiError, Ctx, SHARD_ANSWER_DEADLINE};
+use crate::proto::permissions::Action;
 use crate::shard::ShardHandle;
 use crate::shard::snapshot::{CameraSnapshot, Query, SessionSnapshot};
 
@@ -194,20 +196,31 @@ pub(crate) async fn session_views(ctx: &Ctx) -> (Vec<SessionSnapshot>, usize) {
     (all, missing)
 }
 
+/// Whether `caller` may `action` a session: by its route; one with no route yet only with the
+/// action on every route.
+pub(crate) fn visible(caller: &Caller, action: Action, s: &SessionSnapshot) -> bool {
+    match &s.route {
+        Some(route) => caller.may(action, route),
+        None => caller.may_everywhere(action),
+    }
+}
+
 /// Every route's camera: state, since when, the last error, reconnects, viewers, bitrates,
 /// codecs.
 #[utoipa::path(get, path = "/v1/cameras", tag = "live",
     responses((status = 200, body = CamerasReply), (status = 401)), security(("bearer" = [])))]
-pub async fn cameras(State(ctx): State<Ctx>) -> Json<CamerasReply> {
-    let (cameras, shards_unanswered) = camera_views(&ctx).await;
+pub async fn cameras(State(ctx): State<Ctx>, Extension(caller): Extension<Caller>) -> Json<CamerasReply> {
+    let (mut cameras, shards_unanswered) = camera_views(&ctx).await;
+    cameras.retain(|c| caller.may(Action::Api, &c.route));
     Json(CamerasReply { cameras, shards_unanswered })
 }
 
 /// Every viewer session.
 #[utoipa::path(get, path = "/v1/sessions", tag = "live",
     responses((status = 200, body = SessionsReply), (status = 401)), security(("bearer" = [])))]
-pub async fn sessions(State(ctx): State<Ctx>) -> Json<SessionsReply> {
-    let (sessions, shards_unanswered) = session_views(&ctx).await;
+pub async fn sessions(State(ctx): State<Ctx>, Extension(caller): Extension<Caller>) -> Json<SessionsReply> {
+    let (mut sessions, shards_unanswered) = session_views(&ctx).await;
+    sessions.retain(|s| visible(&caller, Action::Api, s));
     Json(SessionsReply { sessions, shards_unanswered })
 }
 
@@ -215,8 +228,23 @@ pub async fn sessions(State(ctx): State<Ctx>) -> Json<SessionsReply> {
 #[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "live",
     params(("id" = String, Path, description = "a session id from /v1/sessions: 0-17")),
     responses((status = 204), (status = 404), (status = 401), (status = 403)), security(("bearer" = [])))]
-pub async fn end_session(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn end_session(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let not_found = || ApiError(StatusCode::NOT_FOUND, format!("no session {id:?}"));
+    // A caller limited to some routes may end only their sessions: look the session up first.
+    if !caller.may_everywhere(Action::ApiAdmin) {
+        let (sessions, _) = session_views(&ctx).await;
+        let session = sessions.iter().find(|s| s.id == id).ok_or_else(not_found)?;
+        if !visible(&caller, Action::Api, session) {
+            return Err(not_found());
+        }
+        if !visible(&caller, Action::ApiAdmin, session) {
+            return Err(ApiError::outside(session.route.as_deref().unwrap_or("this session")));
+        }
+    }
     let (shard, number) = id.split_once('-').ok_or_else(not_found)?;
     let (Ok(shard), Ok(number)) = (shard.parse::<usize>(), number.parse::<u64>()) else {
         return Err(not_found());

@@ -61,6 +61,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// A change to a route outside the caller's grants.
+    pub(crate) fn outside(route: &str) -> ApiError {
+        ApiError(StatusCode::FORBIDDEN, format!("this token may not change {route}"))
+    }
+}
+
 impl From<crate::control::ControlError> for ApiError {
     fn from(e: crate::control::ControlError) -> ApiError {
         use crate::control::ControlError as E;

@@ -5,14 +5,16 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::auth::Caller;
 use super::{ApiError, Ctx};
 use crate::config::{Route, RouteConfig, Sharing};
 use crate::control::Source;
+use crate::proto::permissions::Action;
 
 /// A route as the API shows it: the camera URL without credentials, its user shown, its
 /// password never.
@@ -113,8 +115,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 #[utoipa::path(get, path = "/v1/routes", tag = "routes",
     responses((status = 200, body = Vec<RouteView>), (status = 401), (status = 429)),
     security(("bearer" = [])))]
-pub async fn list(State(ctx): State<Ctx>) -> Json<Vec<RouteView>> {
-    Json(ctx.control.routes().iter().map(|e| RouteView::new(&e.route, e.source)).collect())
+pub async fn list(State(ctx): State<Ctx>, Extension(caller): Extension<Caller>) -> Json<Vec<RouteView>> {
+    Json(
+        ctx.control
+            .routes()
+            .iter()
+            .filter(|e| caller.may(Action::Api, &e.route.path))
+            .map(|e| RouteView::new(&e.route, e.source))
+            .collect(),
+    )
 }
 
 /// One route.
@@ -122,8 +131,17 @@ pub async fn list(State(ctx): State<Ctx>) -> Json<Vec<RouteView>> {
     params(("path" = String, Path, description = "the route's path without its leading slash: site1/cam7")),
     responses((status = 200, body = RouteView), (status = 404), (status = 401)),
     security(("bearer" = [])))]
-pub async fn get_one(State(ctx): State<Ctx>, Path(rest): Path<String>) -> Result<Json<RouteView>, ApiError> {
-    find(&ctx, &route_path(&rest)).map(Json)
+pub async fn get_one(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path(rest): Path<String>,
+) -> Result<Json<RouteView>, ApiError> {
+    let path = route_path(&rest);
+    // A route the caller may not see is as absent as one that does not exist.
+    if !caller.may(Action::Api, &path) {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no route {path}")));
+    }
+    find(&ctx, &path).map(Json)
 }
 
 /// Creates or replaces an API route (201 created, 200 replaced). The body has the keys of a
@@ -139,10 +157,14 @@ pub async fn get_one(State(ctx): State<Ctx>, Path(rest): Path<String>) -> Result
     security(("bearer" = [])))]
 pub async fn put(
     State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
     Path(rest): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<RouteView>), ApiError> {
     let path = route_path(&rest);
+    if !caller.may(Action::ApiAdmin, &path) {
+        return Err(ApiError::outside(&path));
+    }
     let config = to_config(body_object(&body, &path)?)?;
     let control = ctx.control.clone();
     let created = blocking(move || control.put_route(config)).await??;
@@ -158,8 +180,16 @@ pub async fn put(
     responses((status = 200, body = RouteView), (status = 404), (status = 409), (status = 422),
         (status = 401), (status = 403)),
     security(("bearer" = [])))]
-pub async fn patch(State(ctx): State<Ctx>, Path(rest): Path<String>, body: Bytes) -> Result<Json<RouteView>, ApiError> {
+pub async fn patch(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path(rest): Path<String>,
+    body: Bytes,
+) -> Result<Json<RouteView>, ApiError> {
     let path = route_path(&rest);
+    if !caller.may(Action::ApiAdmin, &path) {
+        return Err(ApiError::outside(&path));
+    }
     let changes = body_object(&body, &path)?;
     let current = ctx.control.api_route_config(&path)?;
     let serde_json::Value::Object(mut map) =
@@ -187,8 +217,15 @@ pub async fn patch(State(ctx): State<Ctx>, Path(rest): Path<String>, body: Bytes
     params(("path" = String, Path, description = "the route's path without its leading slash")),
     responses((status = 204), (status = 404), (status = 409), (status = 401), (status = 403)),
     security(("bearer" = [])))]
-pub async fn delete(State(ctx): State<Ctx>, Path(rest): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path(rest): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let path = route_path(&rest);
+    if !caller.may(Action::ApiAdmin, &path) {
+        return Err(ApiError::outside(&path));
+    }
     let control = ctx.control.clone();
     blocking(move || control.delete_route(&path)).await??;
     Ok(StatusCode::NO_CONTENT)

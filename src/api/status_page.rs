@@ -4,12 +4,14 @@
 //! keeps the token in memory only (never in a URL, cookie or storage) and fetches `/status`
 //! again with it every two seconds.
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::Ctx;
+use super::auth::Caller;
 use super::live::{CameraView, camera_views, session_views};
+use crate::proto::permissions::Action;
 
 const PAGE: &str = include_str!("../../assets/status/status.html");
 /// Failures listed under "Recent failures".
@@ -118,9 +120,11 @@ fn render(cameras: &[CameraView], sessions: usize, info: &super::info::Info, una
 }
 
 /// The status page, for a caller with a read token.
-pub async fn page(State(ctx): State<Ctx>) -> Response {
-    let (cameras, unanswered) = camera_views(&ctx).await;
-    let (sessions, _) = session_views(&ctx).await;
+pub async fn page(State(ctx): State<Ctx>, Extension(caller): Extension<Caller>) -> Response {
+    let (mut cameras, unanswered) = camera_views(&ctx).await;
+    cameras.retain(|c| caller.may(Action::Api, &c.route));
+    let (mut sessions, _) = session_views(&ctx).await;
+    sessions.retain(|s| super::live::visible(&caller, Action::Api, s));
     let info = super::info::info_of(&ctx);
     let live = render(&cameras, sessions.len(), &info, unanswered);
     let body = PAGE.replacen("<div id=\"live\" hidden>LIVE</div>", &format!("<div id=\"live\">{live}</div>"), 1);

@@ -5,6 +5,8 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::permissions::{Action, Permission};
+
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -16,6 +18,19 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The scope as grants of the one permission model: `read` is `api` on every route,
+    /// `admin` also `api_admin` on every route.
+    pub fn grants(self) -> Vec<Permission> {
+        let all = || vec!["*".to_owned()];
+        match self {
+            Scope::Read => vec![Permission { action: Action::Api, routes: all() }],
+            Scope::Admin => vec![
+                Permission { action: Action::Api, routes: all() },
+                Permission { action: Action::ApiAdmin, routes: all() },
+            ],
+        }
+    }
+
     pub fn allows(self, needed: Scope) -> bool {
         self == Scope::Admin || needed == Scope::Read
     }
@@ -104,7 +119,7 @@ impl Tokens {
 }
 
 /// The secret of `Bearer <secret>` (the scheme's case ignored), if that is what the value is.
-fn bearer(value: &[u8]) -> Option<&[u8]> {
+pub fn bearer(value: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = value.split_at_checked(7)?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {
         return None;
@@ -131,6 +146,15 @@ mod tests {
         for bad in [None, Some(&b"Bearer"[..]), Some(b"Bearer "), Some(b"Basic s3cret-admin"), Some(b"Bearer nope")] {
             assert_eq!(t.check(bad, Scope::Read).unwrap_err(), Refusal::Unauthenticated, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn scopes_are_grants_of_the_permission_model() {
+        use crate::proto::permissions::{may, may_everywhere};
+        let read = Scope::Read.grants();
+        assert!(may(&read, Action::Api, "/x") && !may(&read, Action::ApiAdmin, "/x"));
+        let admin = Scope::Admin.grants();
+        assert!(may(&admin, Action::ApiAdmin, "/x") && may_everywhere(&admin, Action::ApiAdmin));
     }
 
     #[test]

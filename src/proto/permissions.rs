@@ -7,8 +7,11 @@
 pub enum Action {
     /// Watch a route (DESCRIBE, SETUP, PLAY, …).
     Read,
-    /// Use the control API.
+    /// Read the control API: routes, cameras and sessions of the granted routes.
     Api,
+    /// Change through the control API: the granted routes, their sessions; with `"*"`,
+    /// reloads too. Implies `api` on the same routes.
+    ApiAdmin,
 }
 
 impl Action {
@@ -16,6 +19,7 @@ impl Action {
         match s {
             "read" => Some(Action::Read),
             "api" => Some(Action::Api),
+            "api_admin" => Some(Action::ApiAdmin),
             _ => None,
         }
     }
@@ -24,6 +28,7 @@ impl Action {
         match self {
             Action::Read => "read",
             Action::Api => "api",
+            Action::ApiAdmin => "api_admin",
         }
     }
 }
@@ -44,6 +49,24 @@ impl Permission {
 /// Whether any grant of `perms` allows `action` on `route`.
 pub fn permits(perms: &[Permission], action: Action, route: &str) -> bool {
     perms.iter().any(|p| p.permits(action, route))
+}
+
+/// The API's one check: whether `perms` allow `action` on `route`, where a change grant
+/// (`api_admin`) also lets its holder read the same routes.
+pub fn may(perms: &[Permission], action: Action, route: &str) -> bool {
+    permits(perms, action, route) || (action == Action::Api && permits(perms, Action::ApiAdmin, route))
+}
+
+/// Whether `perms` grant `action` on every route (a `"*"` glob): what a change that is not one
+/// route's (a reload) needs.
+pub fn may_everywhere(perms: &[Permission], action: Action) -> bool {
+    perms.iter().any(|p| p.action == action && p.routes.iter().any(|g| g == "*"))
+}
+
+/// Whether `perms` hold any grant of `action` at all (the gate's first, route-less check).
+pub fn has_any(perms: &[Permission], action: Action) -> bool {
+    perms.iter().any(|p| p.action == action && !p.routes.is_empty())
+        || (action == Action::Api && has_any(perms, Action::ApiAdmin))
 }
 
 /// Shell-style matching of a route path: `*` is any run of characters (slashes included, so
@@ -108,6 +131,26 @@ mod tests {
         assert!(!permits(&perms, Action::Read, "/vault"));
         assert!(!permits(&perms, Action::Api, "/door"));
         assert!(!permits(&[], Action::Read, "/door"));
+    }
+
+    #[test]
+    fn api_grants_read_change_and_everywhere() {
+        let site1 = vec![Permission { action: Action::ApiAdmin, routes: vec!["/site1/*".into()] }];
+        assert!(may(&site1, Action::Api, "/site1/cam1"));
+        assert!(may(&site1, Action::ApiAdmin, "/site1/cam1"));
+        assert!(!may(&site1, Action::Api, "/site2/cam1"));
+        assert!(!may(&site1, Action::ApiAdmin, "/site2/cam1"));
+        assert!(!may_everywhere(&site1, Action::ApiAdmin));
+        assert!(has_any(&site1, Action::Api) && has_any(&site1, Action::ApiAdmin));
+        let reader = vec![Permission { action: Action::Api, routes: vec!["*".into()] }];
+        assert!(may(&reader, Action::Api, "/any"));
+        assert!(!may(&reader, Action::ApiAdmin, "/any"));
+        assert!(may_everywhere(&reader, Action::Api) && !may_everywhere(&reader, Action::ApiAdmin));
+        assert!(!has_any(&reader, Action::ApiAdmin));
+        assert!(!may(&[], Action::Api, "/any") && !has_any(&[], Action::Api));
+        // A viewer's grant is not an API grant.
+        let viewer = vec![Permission { action: Action::Read, routes: vec!["*".into()] }];
+        assert!(!may(&viewer, Action::Api, "/any") && !has_any(&viewer, Action::Api));
     }
 
     proptest! {

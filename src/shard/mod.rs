@@ -327,6 +327,11 @@ pub struct ShardHandle {
 }
 
 impl ShardHandle {
+    /// The external authorizer, which the control API asks about JWTs too.
+    pub fn authorizer(&self) -> &Arc<AuthWorker> {
+        &self.shared.authorizer
+    }
+
     pub fn count(&self) -> usize {
         self.shared.mailboxes.len()
     }

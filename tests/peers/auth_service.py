@@ -85,6 +85,9 @@ def token(args):
         "exp": now + args.exp_in,
         "relay_permissions": [{"action": "read", "routes": [r for r in args.routes.split(",") if r]}],
     }
+    if args.grants:
+        # Any grant list as JSON, e.g. the control API's [{"action": "api", "routes": ["/a/*"]}].
+        claims["relay_permissions"] = json.loads(args.grants)
     if args.iss:
         claims["iss"] = args.iss
     if args.aud:
@@ -184,6 +187,7 @@ def main():
     t.add_argument("--iss", default="")
     t.add_argument("--aud", default="")
     t.add_argument("--sub", default="tester")
+    t.add_argument("--grants", default="")
     a = p.parse_args()
     if a.cmd == "serve":
         os.makedirs(a.keys, exist_ok=True)
