@@ -34,6 +34,7 @@ pub mod rtsp_url;
 pub mod sdp;
 pub mod session;
 pub mod shared_fanout;
+pub mod shared_route;
 pub mod shared_viewer;
 pub mod tunnel;
 pub mod upstream_auth;

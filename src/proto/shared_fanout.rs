@@ -36,8 +36,6 @@ use super::frame_split::FramePayload;
 use super::gop_cache::CachedFrame;
 use super::interleaved;
 
-#[cfg(any(test, fuzzing))]
-pub mod harness;
 #[cfg(test)]
 mod tests;
 

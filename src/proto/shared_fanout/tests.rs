@@ -2,7 +2,6 @@ use super::*;
 use crate::proto::gop_cache::{GopCache, GopLimits};
 use crate::proto::keyframe::tests::rtp;
 use crate::proto::keyframe::{Classifier, VideoCodec};
-use proptest::prelude::*;
 
 const LIMITS: FanoutLimits =
     FanoutLimits { drop_above: 1000, disconnect_above: 5000, max_behind: Duration::from_secs(5) };
@@ -158,21 +157,4 @@ fn a_closing_viewer_is_skipped_and_kept() {
     assert!(out.is_empty() && f.contains(&1));
     f.retain(|v| *v != 1);
     assert!(f.is_empty());
-}
-
-#[test]
-fn the_harness_plays_its_seed() {
-    // Frames on the camera's channels after a viewer joined on them: the camera plays.
-    let script = [3u8, 0, 1, 0, 1, 2, 1, 0, 3, 0, 20, 8, 30, 2, 1, 40];
-    assert!(harness::run(&script) > 0);
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
-    /// The fuzz target's harness under proptest: any script of camera bytes, frames and
-    /// viewer behaviour keeps every property (see `harness`).
-    #[test]
-    fn hostile_camera_and_viewers(data in proptest::collection::vec(any::<u8>(), 0..600)) {
-        harness::run(&data);
-    }
 }

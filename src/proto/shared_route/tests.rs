@@ -1,0 +1,337 @@
+//! The shared route's call order, its own timers and retire rule, the health it reports, and
+//! the harness (the `shared_route` fuzz target's) under proptest.
+
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::harness::{self, CAMERA_URL, LIMITS, ROUTE_URL, answer, frame, rtp};
+use super::*;
+use crate::proto::camera_demand::Mode;
+use crate::proto::rtsp::{MessageLimits, parse_message};
+use crate::proto::shared_fanout::Body;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn params(mode: Mode) -> RouteParams {
+    let mut camera = CameraParams::new(CAMERA_URL, "10.0.0.5:554".parse().unwrap());
+    camera.mode = mode;
+    camera.seed = 3;
+    let viewer = ViewerParams {
+        session_seed: 7,
+        session_timeout: Duration::from_secs(8),
+        camera_wait: Duration::from_secs(3),
+        max_pending: 4,
+    };
+    RouteParams { camera, viewer, fanout: LIMITS, unresolved: None }
+}
+
+fn on_demand() -> Mode {
+    Mode::OnDemand { linger: 2 * SECOND }
+}
+
+fn map() -> Option<UrlMap> {
+    UrlMap::new(ROUTE_URL, CAMERA_URL).ok()
+}
+
+fn request(text: &str) -> Message {
+    parse_message(text.as_bytes(), &MessageLimits::default()).unwrap().unwrap().0
+}
+
+/// Plays the camera: a connect succeeds at once and every request but `hold` is answered 200.
+/// Returns the actions meant for someone else (viewers, the camera connection's close) and
+/// the camera requests held.
+struct Camera {
+    hold: Option<&'static str>,
+    held: Vec<Message>,
+    connects: usize,
+}
+
+impl Camera {
+    fn new() -> Camera {
+        Camera { hold: None, held: Vec::new(), connects: 0 }
+    }
+
+    fn serve(&mut self, r: &mut SharedRoute<u8>, now: Instant) -> Vec<Action<u8>> {
+        let mut rest = Vec::new();
+        while let Some(a) = r.poll_action() {
+            match a {
+                Action::Connect(_) => {
+                    self.connects += 1;
+                    r.handle_connected(now);
+                }
+                Action::SendToCamera(bytes) => {
+                    let m = parse_message(&bytes, &MessageLimits::default()).unwrap().unwrap().0;
+                    if m.method() == Some("TEARDOWN") {
+                        continue;
+                    }
+                    if m.method() == self.hold {
+                        self.held.push(m);
+                        continue;
+                    }
+                    receive(r, now, &mut answer(&m));
+                }
+                a => rest.push(a),
+            }
+        }
+        rest
+    }
+}
+
+/// One receive, its frames planned for viewers that read everything; the deliveries.
+fn receive(r: &mut SharedRoute<u8>, now: Instant, chunk: &mut [u8]) -> Vec<Delivery<u8>> {
+    r.handle_camera_bytes(now, chunk);
+    let mut all = Vec::new();
+    let mut plan = Vec::new();
+    while r.plan_next(chunk, |_| Some(QueueState::default()), &mut plan).is_some() {
+        all.append(&mut plan);
+    }
+    all
+}
+
+fn events(r: &mut SharedRoute<u8>) -> Vec<RouteEvent<u8>> {
+    std::iter::from_fn(|| r.poll_event()).collect()
+}
+
+fn answers(actions: &[Action<u8>]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToViewer { bytes, .. } => Some(String::from_utf8_lossy(bytes).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_on_demand_camera_opens_for_its_first_viewer_and_retires_after_the_last() {
+    let t0 = Instant::now();
+    let mut r = SharedRoute::new(params(on_demand()), t0);
+    let mut cam = Camera::new();
+    assert!(cam.serve(&mut r, t0).is_empty() && cam.connects == 0, "no viewer, no camera");
+    assert_eq!(events(&mut r), vec![RouteEvent::Health { viewers: 0, state: CameraState::Idle }]);
+
+    assert!(r.attach(1, map(), t0, t0));
+    assert!(!r.attach(1, map(), t0, t0), "attached once");
+    cam.serve(&mut r, t0);
+    assert_eq!(cam.connects, 1);
+    let ev = events(&mut r);
+    assert!(ev.contains(&RouteEvent::CameraOpened) && ev.contains(&RouteEvent::CameraUp), "{ev:?}");
+    assert_eq!(ev.last(), Some(&RouteEvent::Health { viewers: 1, state: CameraState::Ready }));
+
+    // The last viewer leaves: the camera lingers, then says TEARDOWN and is forgotten.
+    let t1 = t0 + SECOND;
+    assert!(r.detach(1, t1));
+    assert!(cam.serve(&mut r, t1).is_empty());
+    let linger = r.poll_timeout().unwrap();
+    assert_eq!(linger, t1 + 2 * SECOND);
+    r.handle_timeout(linger);
+    assert_eq!(cam.serve(&mut r, linger), vec![Action::CloseCamera]);
+    let ev = events(&mut r);
+    assert!(ev.contains(&RouteEvent::CameraDown) && ev.contains(&RouteEvent::CameraRetired), "{ev:?}");
+    assert!(r.camera().is_none() && r.poll_timeout().is_none() && !r.is_done());
+    assert_eq!(r.health().seen(), Some((0, CameraState::Idle)));
+
+    // A new viewer: a new camera session.
+    r.attach(2, map(), linger, linger);
+    cam.serve(&mut r, linger);
+    assert_eq!(cam.connects, 2);
+    assert!(events(&mut r).contains(&RouteEvent::CameraOpened));
+}
+
+#[test]
+fn an_always_on_camera_connects_without_viewers_and_is_kept() {
+    let t0 = Instant::now();
+    let mut r = SharedRoute::<u8>::new(params(Mode::AlwaysOn), t0);
+    let mut cam = Camera::new();
+    cam.serve(&mut r, t0);
+    assert_eq!(cam.connects, 1);
+    r.attach(1, map(), t0, t0);
+    r.detach(1, t0);
+    // Past any linger: still playing, still there.
+    let later = t0 + 5 * SECOND;
+    r.handle_timeout(later);
+    assert!(cam.serve(&mut r, later).is_empty());
+    assert!(r.camera().is_some_and(|c| c.phase() == CameraPhase::Playing));
+}
+
+/// A camera whose name did not resolve fails each connect with those words, retried with the
+/// backoff, warned about once.
+#[test]
+fn an_unresolved_camera_fails_its_connects_with_its_words_and_warns_once() {
+    let t0 = Instant::now();
+    let mut p = params(on_demand());
+    p.unresolved = Some("cannot resolve camera.invalid".into());
+    let mut r = SharedRoute::new(p, t0);
+    r.attach(1, map(), t0, t0);
+    let mut cam = Camera::new();
+    cam.serve(&mut r, t0);
+    assert_eq!(cam.connects, 0, "no connection to an unresolved camera");
+    let ev = events(&mut r);
+    let warned: Vec<_> = ev.iter().filter(|e| matches!(e, RouteEvent::HealthLog(_))).collect();
+    assert_eq!(
+        warned,
+        vec![&RouteEvent::HealthLog(HealthEvent::Failing {
+            reason: "connect_failed: cannot resolve camera.invalid".into(),
+            first: true
+        })]
+    );
+    assert!(ev.contains(&RouteEvent::Health { viewers: 1, state: CameraState::Retrying }), "{ev:?}");
+    assert_eq!(r.health().camera().last_error(), Some("connect_failed: cannot resolve camera.invalid"));
+    // Retries after 1, 2 and 4 s (the viewer's own deadline, 10 s, comes later).
+    for _ in 0..3 {
+        let at = r.poll_timeout().unwrap();
+        r.handle_timeout(at);
+        cam.serve(&mut r, at);
+        let ev = events(&mut r);
+        assert!(ev.contains(&RouteEvent::Reconnecting), "{ev:?}");
+        assert!(!ev.iter().any(|e| matches!(e, RouteEvent::HealthLog(_))), "warned per retry: {ev:?}");
+    }
+}
+
+/// Issue 21: a viewer's request goes to the route, and its answer comes from it (no U-turn
+/// through the viewer's tunnel), measured as for a camera's answers.
+#[test]
+fn a_viewers_requests_are_answered_by_the_route() {
+    let t0 = Instant::now();
+    let mut r = SharedRoute::new(params(on_demand()), t0);
+    let mut cam = Camera::new();
+    r.attach(1, map(), t0, t0);
+    cam.serve(&mut r, t0);
+    events(&mut r);
+    r.handle_request(1, request(&format!("OPTIONS {ROUTE_URL} RTSP/1.0\r\nCSeq: 1\r\n\r\n")), t0);
+    let out = cam.serve(&mut r, t0);
+    let a = answers(&out);
+    assert!(a.len() == 1 && a[0].starts_with("RTSP/1.0 200 OK\r\n") && a[0].contains("CSeq: 1\r\n"), "{a:?}");
+    let ev = events(&mut r);
+    assert!(
+        matches!(&ev[..], [RouteEvent::ViewerExchange { viewer: 1, exchange }] if exchange.status == 200),
+        "{ev:?}"
+    );
+    // Outside the route: refused, counted, answered; the session goes on.
+    r.handle_request(1, request("DESCRIBE rtsp://127.0.0.1:8080/other RTSP/1.0\r\nCSeq: 2\r\n\r\n"), t0);
+    let a = answers(&cam.serve(&mut r, t0));
+    assert!(a[0].starts_with("RTSP/1.0 404 "), "{a:?}");
+    assert!(events(&mut r).contains(&RouteEvent::ViewerRefused { viewer: 1, reason: Rejection::OutsideRoute }));
+}
+
+/// Moved from the tunnel (the viewer's dialogue is the route's now): a viewer of a shared
+/// route lives by its requests and RTCP reports, within 1.25 × its session timeout.
+#[test]
+fn a_silent_viewer_is_ended_by_the_route() {
+    let t0 = Instant::now();
+    let mut p = params(Mode::AlwaysOn);
+    p.camera.media_timeout = 100 * SECOND;
+    let mut r = SharedRoute::new(p, t0);
+    let mut cam = Camera::new();
+    cam.serve(&mut r, t0);
+    let options = format!("OPTIONS {ROUTE_URL} RTSP/1.0\r\nCSeq: 1\r\n\r\n");
+    for v in [1, 2] {
+        r.attach(v, map(), t0, t0);
+        r.handle_request(v, request(&options), t0);
+    }
+    cam.serve(&mut r, t0);
+    // Session timeout 8 s: silent for 1.25 x that, it is closed; an RTCP report at 9 s counts.
+    assert!(r.poll_timeout().is_some_and(|t| t <= t0 + 10 * SECOND));
+    r.handle_viewer_frame(1, t0 + 9 * SECOND);
+    let mut ended = Vec::new();
+    for s in [10, 18, 19] {
+        r.handle_timeout(t0 + s * SECOND);
+        for a in cam.serve(&mut r, t0 + s * SECOND) {
+            if let Action::EndViewer { viewer, reason } = a {
+                assert_eq!(reason, ViewerEnd::Timeout);
+                ended.push((s, viewer));
+            }
+        }
+    }
+    assert_eq!(ended, vec![(10, 2), (19, 1)]);
+    // Ended, it waits for its shell to detach it; nothing more for it meanwhile.
+    assert_eq!(r.viewer_count(), 2);
+    assert!(r.detach(1, t0 + 19 * SECOND));
+}
+
+/// The ordering the type's doc promises: a PLAY waiting for the camera is answered after the
+/// receive that brought the camera's PLAY answer and first frames was planned, so the viewer
+/// gets the keyframe exactly once (replayed from the GOP cache), never live and replayed.
+#[test]
+fn a_waiting_play_joins_after_the_receive_that_started_the_camera() {
+    let t0 = Instant::now();
+    let mut r = SharedRoute::new(params(on_demand()), t0);
+    let mut cam = Camera::new();
+    cam.hold = Some("PLAY");
+    r.attach(1, map(), t0, t0);
+    cam.serve(&mut r, t0);
+    let setup = format!(
+        "SETUP {ROUTE_URL}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
+    );
+    r.handle_request(1, request(&setup), t0);
+    let a = answers(&cam.serve(&mut r, t0));
+    assert!(a[0].starts_with("RTSP/1.0 200 OK"), "{a:?}");
+    let session = a[0].lines().find_map(|l| l.strip_prefix("Session: ")).unwrap().split(';').next().unwrap();
+    r.handle_request(1, request(&format!("PLAY {ROUTE_URL} RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n")), t0);
+    assert!(cam.serve(&mut r, t0).is_empty(), "PLAY waits for the camera");
+
+    let play = cam.held.pop().unwrap();
+    let mut chunk = answer(&play);
+    chunk.extend(frame(0, 15, &rtp(1, 3000, 96, &[0x65, 0x88, 0x80])));
+    let live = receive(&mut r, t0, &mut chunk);
+    assert!(live.is_empty(), "not playing yet while the receive is planned: {live:?}");
+    let out = cam.serve(&mut r, t0);
+    assert!(answers(&out)[0].starts_with("RTSP/1.0 200 OK"), "{out:?}");
+    let replayed: Vec<_> = out
+        .iter()
+        .filter(|a| matches!(a, Action::Deliver(Delivery::Deliver { body: Some(Body::Shared(_)), .. })))
+        .collect();
+    assert_eq!(replayed.len(), 1, "the keyframe once, from the cache: {out:?}");
+    assert!(r.is_playing(1));
+    // The next frame is live.
+    let mut next = frame(0, 14, &rtp(2, 6000, 96, &[0x41, 0x9a]));
+    assert_eq!(receive(&mut r, t0, &mut next).len(), 1);
+}
+
+#[test]
+fn closing_ends_every_viewer_and_is_done_once_they_are_detached() {
+    let t0 = Instant::now();
+    let mut r = SharedRoute::new(params(on_demand()), t0);
+    let mut cam = Camera::new();
+    r.attach(1, map(), t0, t0);
+    r.attach(2, map(), t0, t0);
+    cam.serve(&mut r, t0);
+    events(&mut r);
+    r.close(t0);
+    let out = cam.serve(&mut r, t0);
+    assert_eq!(
+        out,
+        vec![
+            Action::EndViewer { viewer: 1, reason: ViewerEnd::RouteRemoved },
+            Action::EndViewer { viewer: 2, reason: ViewerEnd::RouteRemoved },
+            Action::CloseCamera,
+        ]
+    );
+    assert!(!r.is_done(), "viewers still attached");
+    r.detach(1, t0);
+    r.detach(2, t0);
+    assert!(r.is_done());
+    // Its last state once its camera is gone, and no other.
+    let ev = events(&mut r);
+    let health: Vec<_> = ev.iter().filter(|e| matches!(e, RouteEvent::Health { .. })).collect();
+    assert_eq!(health, vec![&RouteEvent::Health { viewers: 0, state: CameraState::Idle }], "{ev:?}");
+}
+
+#[test]
+fn the_harness_plays_its_seed() {
+    // Viewer 0 sets up track 0 on channels 0-1 and plays; then a keyframe and two audio
+    // packets arrive.
+    let script = [3u8, 0, 1, 0, 0, 1, 3, 0, 3, 10, 2];
+    assert!(harness::run(&script) > 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    /// The fuzz target's harness under proptest: any script of camera bytes, frames and
+    /// viewer behaviour keeps every property (see `harness`).
+    #[test]
+    fn hostile_camera_and_viewers(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        harness::run(&data);
+    }
+}
