@@ -10,26 +10,20 @@
 //! generations per tunnel, and the numbers it logs.
 //!
 //! Connections are addressed by role, not by descriptor: "the viewer", "the POST", "the
-//! camera". A shared camera (one camera connection, many viewers) adds values of the same
-//! shape, not cases in the shell: [`super::camera_session::CameraSession`] owns the camera
-//! connection of a route (its own `handle_*`/`poll_output`/`poll_timeout`) and each viewer's
-//! tunnel keeps these viewer-side policies (pairing, POST rebinding, idle, request deadline,
-//! drain, reload, viewer backlog) around a [`super::shared_viewer::SharedViewer`] dialogue
-//! instead of a [`Session`]. The shell's session table then holds tunnels and cameras by key;
-//! its output loop maps "the camera" to the route's camera entry instead of the tunnel's own
-//! connection, and fans each camera chunk out to the tunnels that view it.
+//! camera". On a shared route (one camera connection, many viewers) the tunnel keeps the
+//! viewer-side policies (pairing, POST rebinding, request deadline, drain, reload, viewer
+//! backlog) and hands each request its session admitted out as [`Output::SharedRequest`]: the
+//! shell gives it to the route's [`super::shared_route::SharedRoute`], which answers it (the
+//! viewer's dialogue, its liveness and its media are the route's).
 
 use core::net::{IpAddr, SocketAddr};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::camera_session::CameraView;
-use super::gop_cache::CachedFrame;
-use super::outcome::{Hist, Rejection, RtspMethod, SessionOutcome, UpstreamErrorKind};
+use super::outcome::{Hist, Rejection, SessionOutcome, UpstreamErrorKind};
 use super::route::RouteTable;
 use super::rtsp::Message;
 use super::session::{self, Session, ViewerStream};
-use super::shared_viewer::{SharedViewer, ViewerOutcome, ViewerOutput, ViewerParams};
 
 /// Limits a tunnel enforces; a reload replaces them for tunnels already running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,18 +103,6 @@ pub enum Input<'a> {
     Timer,
 }
 
-/// What the shell reports to a viewer of a shared camera, with the camera's view
-/// ([`Tunnel::handle_shared`]).
-#[derive(Debug)]
-pub enum SharedInput {
-    /// A request the tunnel handed out as [`Output::SharedRequest`].
-    Request(Box<Message>),
-    /// The camera went up or down, or its description or dialogue moved on.
-    CameraChanged,
-    /// [`Tunnel::poll_timeout`] has passed (after `handle(Input::Timer, _)`).
-    Timer,
-}
-
 /// What the shell must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -142,14 +124,11 @@ pub enum Output {
     /// The tunnel is over: flush what was queued to the viewer, close the rest, and close the
     /// camera connection as [`Tunnel::camera_close`] says. Nothing follows.
     End(SessionOutcome),
-    /// A shared route: hand this request back with the camera's view
-    /// ([`SharedInput::Request`]).
+    /// A shared route: an admitted request, for the route to answer
+    /// ([`super::shared_route::SharedRoute::handle_request`]); the viewer's liveness is the
+    /// route's to judge from now on. Its RTCP reports come as
+    /// `Core(session::Output::SharedViewerFrame)`.
     SharedRequest(Box<Message>),
-    /// A shared route: the viewer joins the camera's fan-out: queue `replay` (the GOP cache) and
-    /// then the live frames of its tracks ([`Tunnel::shared_viewer`] has its channels).
-    Join { replay: Vec<CachedFrame>, replay_bytes: usize, asked_at: Instant },
-    /// A shared route: the viewer leaves the fan-out (PAUSE, TEARDOWN); the tunnel goes on.
-    Leave,
 }
 
 /// How to close the camera connection of an ended tunnel.
@@ -191,10 +170,9 @@ pub struct Tunnel {
     out: VecDeque<Output>,
     /// Scratch for the session's outputs, kept for its capacity.
     core: Vec<session::Output>,
-    /// A shared route: how to answer its viewer, once [`Tunnel::share`] was called...
-    viewer_params: Option<ViewerParams>,
-    /// ...and, from its first admitted request, the relay's RTSP server for it.
-    shared: Option<SharedViewer>,
+    /// A shared route that admitted a request: the route answers the viewer, and judges its
+    /// liveness (its requests and RTCP), not the idle rule here.
+    relay_answers: bool,
 }
 
 impl Tunnel {
@@ -215,71 +193,7 @@ impl Tunnel {
             ended: false,
             out: VecDeque::new(),
             core: Vec::new(),
-            viewer_params: None,
-            shared: None,
-        }
-    }
-
-    /// The route shares its camera ([`Session::is_shared`]): the relay answers this viewer.
-    pub fn share(&mut self, params: ViewerParams) {
-        self.viewer_params = Some(params);
-    }
-
-    /// The relay's RTSP server for a viewer of a shared camera (its channels, whether it plays).
-    pub fn shared_viewer(&self) -> Option<&SharedViewer> {
-        self.shared.as_ref()
-    }
-
-    /// Inputs that need the shared camera's view. The viewer's liveness is then the shared
-    /// dialogue's to judge (its requests and RTCP within 1.25 × its session timeout), not the
-    /// tunnel's idle rule: the camera's media to others says nothing of this viewer.
-    pub fn handle_shared(&mut self, input: SharedInput, camera: &CameraView<'_>, now: Instant) {
-        if self.ended {
-            return;
-        }
-        self.now = now;
-        if let SharedInput::Request(msg) = input {
-            if self.shared.is_none() {
-                let (Some(params), Some(map)) = (self.viewer_params.clone(), self.session.url_map()) else {
-                    return;
-                };
-                self.shared = Some(SharedViewer::new(params, map.clone(), now));
-            }
-            if let Some(v) = self.shared.as_mut() {
-                v.handle_request(*msg, camera, now);
-            }
-        } else if let Some(v) = self.shared.as_mut() {
-            match input {
-                SharedInput::CameraChanged => v.handle_camera_change(camera, now),
-                _ => v.handle_timeout(camera, now),
-            }
-        }
-        while let Some(o) = self.shared.as_mut().and_then(SharedViewer::poll_output) {
-            match o {
-                ViewerOutput::Send(bytes) => self.out.push_back(Output::Core(session::Output::ToViewer(bytes))),
-                ViewerOutput::Play { replay, replay_bytes, asked_at } => {
-                    let setup = now.saturating_duration_since(self.started_at);
-                    self.out.push_back(Output::Core(session::Output::Observe(Hist::SessionSetup, setup)));
-                    self.out.push_back(Output::Join { replay, replay_bytes, asked_at })
-                }
-                ViewerOutput::Stop => self.out.push_back(Output::Leave),
-                ViewerOutput::Refused(reason) => self.out.push_back(Output::Core(session::Output::Rejected(reason))),
-                ViewerOutput::Exchange(e) => {
-                    let method = RtspMethod::from_name(&e.method);
-                    self.out.push_back(Output::Core(session::Output::Observe(Hist::RtspRequest(method), e.waited)));
-                    self.out.push_back(Output::Core(session::Output::Exchange(session::Exchange {
-                        method: e.method,
-                        uri: e.uri,
-                        status: e.status,
-                        latency: e.waited,
-                        by_relay: true,
-                    })))
-                }
-                ViewerOutput::Close(ViewerOutcome::Timeout) => {
-                    self.reject_and_end(Rejection::IdleTimeout, SessionOutcome::Timeout)
-                }
-                ViewerOutput::Close(ViewerOutcome::ProtocolError) => self.end(SessionOutcome::ProtocolError),
-            }
+            relay_answers: false,
         }
     }
 
@@ -373,10 +287,8 @@ impl Tunnel {
                         // carries this viewer over (or ends it as `camera_changed`); the
                         // viewer's URLs now map to the new camera.
                         Some(next) if self.session.is_shared() && next.camera_differs_from(&current) => {
+                            // The shell hands the new map to the route's viewer.
                             self.session.follow_route(next.clone());
-                            if let (Some(v), Some(map)) = (self.shared.as_mut(), self.session.url_map()) {
-                                v.set_url_map(map.clone());
-                            }
                         }
                         Some(_) => {}
                     }
@@ -401,18 +313,11 @@ impl Tunnel {
         if self.ended {
             return None;
         }
-        let mut next = match &self.shared {
-            Some(v) => v.poll_timeout().unwrap_or(self.now + self.policy.idle_timeout),
-            None => self.last_camera_bytes.max(self.session.last_viewer_progress()) + self.policy.idle_timeout,
-        };
-        if self.kind == Kind::Http && !self.paired {
-            next = next.min(self.started_at + self.policy.pairing_timeout);
-        }
+        let idle = (!self.relay_answers)
+            .then(|| self.last_camera_bytes.max(self.session.last_viewer_progress()) + self.policy.idle_timeout);
+        let pairing = (self.kind == Kind::Http && !self.paired).then(|| self.started_at + self.policy.pairing_timeout);
         let backlog_deadline = self.backlog_over_since.map(|t| t + self.policy.idle_timeout);
-        for d in [self.session.next_deadline(), self.drain_deadline, backlog_deadline].into_iter().flatten() {
-            next = next.min(d);
-        }
-        Some(next)
+        [idle, pairing, self.session.next_deadline(), self.drain_deadline, backlog_deadline].into_iter().flatten().min()
     }
 
     /// How to close the camera connection once the tunnel ended with `outcome`.
@@ -441,7 +346,7 @@ impl Tunnel {
         // A viewer's bytes count once they complete a message or frame: a trickle that never
         // does is not activity (nor are WebSocket pings: they never reach the dialogue).
         let active = self.last_camera_bytes.max(self.session.last_viewer_progress());
-        if self.shared.is_none() && now.saturating_duration_since(active) > self.policy.idle_timeout {
+        if !self.relay_answers && now.saturating_duration_since(active) > self.policy.idle_timeout {
             self.reject_and_end(Rejection::IdleTimeout, SessionOutcome::Timeout);
             return;
         }
@@ -487,11 +392,9 @@ impl Tunnel {
         match o {
             session::Output::Close(outcome) => self.end(outcome),
             session::Output::ConnectUpstream(addr) => self.connect(addr),
-            session::Output::SharedRequest(msg) => self.out.push_back(Output::SharedRequest(msg)),
-            session::Output::SharedViewerFrame => {
-                if let Some(v) = self.shared.as_mut() {
-                    v.handle_viewer_frame(self.now);
-                }
+            session::Output::SharedRequest(msg) => {
+                self.relay_answers = true;
+                self.out.push_back(Output::SharedRequest(msg))
             }
             o => self.out.push_back(Output::Core(o)),
         }

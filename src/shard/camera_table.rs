@@ -1,16 +1,15 @@
-//! The shared cameras of a shard, addressed by [`CameraKey`] (slab index and generation) and
-//! found by route path: each one a [`CameraSession`] (the relay's own RTSP session with the
-//! camera, all of its policy), the connection that carries it, the tunnels attached to its
-//! route and, of those, the ones receiving its media.
+//! The shared routes of a shard, addressed by [`CameraKey`] (slab index and generation) and
+//! found by route path: each one a [`SharedRoute`] (its camera session and viewers, all of
+//! their policy) and the camera connection that carries it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::conn::SessionKey;
 use super::slab_table::SlabTable;
-use crate::proto::camera_session::CameraSession;
 use crate::proto::route::Route;
-use crate::proto::shared_fanout::{Delivery, SharedFanout};
+use crate::proto::shared_fanout::Delivery;
+use crate::proto::shared_route::SharedRoute;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CameraKey {
@@ -18,27 +17,14 @@ pub struct CameraKey {
     pub generation: u32,
 }
 
-/// A viewer in a camera's fan-out, as the shell names it: its session and the connection its
-/// media goes to (the tunnel GET, or the one RTSP connection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FanoutViewer {
-    pub key: SessionKey,
-    pub conn: usize,
-}
-
 pub struct CameraSlot {
     pub route: Arc<Route>,
-    pub camera: CameraSession,
+    /// Viewers are named by their session's key.
+    pub shared: SharedRoute<SessionKey>,
     /// The camera connection while one is open or opening.
     pub conn: Option<usize>,
-    /// Tunnels of this route on this shard (the camera's demand).
-    pub attached: Vec<SessionKey>,
-    /// Of those, the ones playing, and what each receives.
-    pub fanout: SharedFanout<FanoutViewer>,
-    /// The fan-out's latest plan (kept for its room).
-    pub plan: Vec<Delivery<FanoutViewer>>,
-    /// Counted in `relay_cameras_active`.
-    pub up: bool,
+    /// The latest plan of a receive (kept for its room).
+    pub plan: Vec<Delivery<SessionKey>>,
 }
 
 #[derive(Default)]
@@ -52,17 +38,10 @@ impl CameraTable {
         CameraTable::default()
     }
 
-    pub fn insert(&mut self, route: Arc<Route>, camera: CameraSession) -> CameraKey {
+    pub fn insert(&mut self, route: Arc<Route>, shared: SharedRoute<SessionKey>) -> CameraKey {
         let path = route.path.clone();
-        let (index, generation) = self.slab.insert_with(|_, _| CameraSlot {
-            route,
-            camera,
-            conn: None,
-            attached: Vec::new(),
-            fanout: SharedFanout::new(),
-            plan: Vec::new(),
-            up: false,
-        });
+        let (index, generation) =
+            self.slab.insert_with(|_, _| CameraSlot { route, shared, conn: None, plan: Vec::new() });
         self.by_path.insert(path, index);
         CameraKey { index, generation }
     }
@@ -87,8 +66,8 @@ impl CameraTable {
         self.slab.remove(key.index, key.generation)
     }
 
-    /// A camera that keeps its slot but no longer answers to its path (its route changed): a
-    /// new camera may take the path while this one closes.
+    /// A route that keeps its slot but no longer answers to its path (it changed): a new one
+    /// may take the path while this one closes.
     pub fn unlist(&mut self, key: CameraKey) {
         if let Some(path) = self.get(key).map(|c| c.route.path.clone()) {
             if self.by_path.get(&path) == Some(&key.index) {

@@ -97,10 +97,8 @@ pub struct Shard {
     local_authority: String,
     conns: ConnTable,
     sessions: SessionTable,
-    /// Shared cameras of the routes this shard owns.
+    /// The shared routes this shard owns.
     cameras: CameraTable,
-    /// Scratch for a camera receive's frames.
-    media: Vec<crate::proto::camera_session::MediaFrame>,
     /// Each route's camera health on this shard, by path.
     route_health: HashMap<String, route_health::RouteHealth>,
     /// Parked POSTs by cookie.
@@ -186,7 +184,6 @@ impl Shard {
             conns: ConnTable::new(),
             sessions: SessionTable::new(),
             cameras: CameraTable::new(),
-            media: Vec::new(),
             route_health: HashMap::new(),
             parked: HashMap::new(),
             latencies: Vec::new(),

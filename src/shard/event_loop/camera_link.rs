@@ -202,7 +202,7 @@ impl Shard {
         match self.conns.get(idx).and_then(|c| c.role()) {
             Some(Role::Camera(ck)) => {
                 if let Some(slot) = self.cameras.get_mut(ck).filter(|s| s.conn == Some(idx)) {
-                    slot.camera.handle_connected(now);
+                    slot.shared.handle_connected(now);
                 }
                 self.drive_camera(ck);
             }
@@ -283,13 +283,11 @@ impl Shard {
     /// media then goes to viewers from copies, the plaintext not being in the ring).
     pub(super) fn on_camera_recv(&mut self, idx: usize, ck: CameraKey, bid: u16, len: usize) {
         match self.camera_rx(idx, bid, len) {
-            CameraRx::Ring => self.on_camera_data(ck, bid, len),
+            CameraRx::Ring => self.on_camera_data(ck, bid, len, false),
             CameraRx::Plain { closed } => {
-                let mut plain = std::mem::take(&mut self.plain);
-                if !plain.is_empty() {
-                    self.on_camera_plain(ck, bid, len, &mut plain);
+                if !self.plain.is_empty() {
+                    self.on_camera_data(ck, bid, len, true);
                 }
-                self.plain = plain;
                 if closed {
                     self.on_camera_closed(idx, ck);
                 }
@@ -300,13 +298,10 @@ impl Shard {
                 tracing::warn!(shard = self.id, route = %route, camera = ?peer, error = %f.reason, "camera link failed");
                 self.close_conn(idx);
                 let outcome = f.outcome();
-                if !route.is_empty() {
-                    // The reason in words (which certificate check failed) for the route's health.
-                    self.camera_failure_detail(&route, f.reason);
-                }
                 if let Some(slot) = self.cameras.get_mut(ck).filter(|s| s.conn == Some(idx)) {
                     slot.conn = None;
-                    slot.camera.handle_link_failed(outcome, Instant::now());
+                    // The reason in words (which certificate check failed) for the route's health.
+                    slot.shared.handle_link_failed(outcome, f.reason, Instant::now());
                 }
                 self.drive_camera(ck);
             }

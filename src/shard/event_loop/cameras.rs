@@ -1,24 +1,22 @@
-//! Shared cameras: one [`CameraSession`] per shared route, on the shard that owns the route
-//! (a stable hash of its path), so that every viewer of a camera lives beside its connection
-//! and one receive buffer is sent to all of them with no locks. A viewer's first connection
-//! that reaches another shard moves there, head and all, before its session starts.
+//! Shared routes: one [`SharedRoute`] per shared route, on the shard that owns the route (a
+//! stable hash of its path), so that every viewer of a camera lives beside its connection and
+//! one receive buffer is sent to all of them with no locks. A viewer's first connection that
+//! reaches another shard moves there, head and all, before its session starts.
 //!
-//! A camera is driven like a tunnel: its outputs are carried out here, its timer checked at the
-//! tick, and the viewers waiting on it (a DESCRIBE while it starts, a PLAY while it reconnects)
-//! are told whenever it moves on. What each viewer receives is `fanout`'s.
+//! The route decides everything (the camera's dialogue, timers and backoff, each viewer's
+//! answers and media, when its camera is retired, its health); this hands it session keys,
+//! bytes and the time, and carries out its actions (`fanout` its receives' plans).
 
 use super::*;
-use crate::config::SharedRoute;
 use crate::proto::camera_demand::Mode;
-use crate::proto::camera_session::{CameraOutput, CameraParams, CameraPhase, CameraSession, Reconfigured};
+use crate::proto::camera_session::{CameraParams, Reconfigured};
+use crate::proto::fanout_policy::FanoutLimits;
+use crate::proto::rtsp::Message;
+use crate::proto::shared_route::{
+    Action, RECONNECT_FIRST, RouteEvent, RouteParams, SharedRoute, VIEWER_SESSION_TIMEOUT, ViewerEnd,
+};
 use crate::proto::shared_viewer::ViewerParams;
-use crate::proto::tunnel::SharedInput;
 use crate::shard::camera_table::CameraKey;
-
-/// Announced to viewers as their session timeout (`Session: id;timeout=60`); a viewer silent for
-/// 1.25 × this is closed.
-const VIEWER_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
-const RECONNECT_FIRST: Duration = Duration::from_secs(1);
 
 impl Shard {
     /// The shard that owns a shared route's camera, and so its viewers.
@@ -39,9 +37,11 @@ impl Shard {
         }
     }
 
-    fn camera_params(&mut self, route: &Route, shared: SharedRoute) -> CameraParams {
-        let l = &self.settings.limits;
-        CameraParams {
+    /// A shared route's parameters from the settings in force.
+    fn route_params(&mut self, route: &Route) -> Option<RouteParams> {
+        let shared = route.shared()?;
+        let (l, core) = (&self.settings.limits, &self.settings.core);
+        let camera = CameraParams {
             url: route.upstream_url.clone(),
             addr: route.upstream_addr,
             credentials: route.credentials.clone(),
@@ -49,202 +49,201 @@ impl Shard {
             gop_cache_bytes: shared.gop_cache.then_some(l.gop_cache_bytes),
             gop_cache_packets: l.gop_cache_packets,
             limits: l.message_limits(),
-            connect_timeout: self.settings.core.connect_timeout,
-            response_timeout: self.settings.core.response_timeout,
-            media_timeout: self.settings.core.camera_media_timeout,
+            connect_timeout: core.connect_timeout,
+            response_timeout: core.response_timeout,
+            media_timeout: core.camera_media_timeout,
             backoff_initial: RECONNECT_FIRST,
             backoff_max: Duration::from_millis(l.camera_reconnect_max_ms),
             seed: self.rng.next_u64(),
-        }
-    }
-
-    /// How the relay answers a viewer of a shared route.
-    pub(super) fn viewer_params(&mut self) -> ViewerParams {
-        ViewerParams {
+        };
+        let viewer = ViewerParams {
             session_seed: self.rng.next_u64(),
             session_timeout: VIEWER_SESSION_TIMEOUT,
             // As long as a camera may take to connect and answer.
-            camera_wait: self.settings.core.connect_timeout + self.settings.core.response_timeout,
-            max_pending: self.settings.limits.max_pending_requests,
-        }
+            camera_wait: core.connect_timeout + core.response_timeout,
+            max_pending: l.max_pending_requests,
+        };
+        let fanout = FanoutLimits {
+            drop_above: l.fanout_drop_above_bytes,
+            disconnect_above: l.fanout_disconnect_above_bytes,
+            max_behind: core.fanout_max_behind,
+        };
+        Some(RouteParams { camera, viewer, fanout, unresolved: route.resolve_error.as_deref().map(str::to_owned) })
     }
 
-    /// The camera of a shared route, created (its demand decides when it connects) if none.
+    /// The shared route at `route`'s path, made if none.
     fn camera_for(&mut self, route: &Arc<Route>) -> Option<CameraKey> {
-        let shared = route.shared()?;
         if let Some(ck) = self.cameras.find(&route.path) {
             return Some(ck);
         }
-        let params = self.camera_params(route, shared);
-        let camera = CameraSession::new(params, Instant::now());
-        tracing::debug!(shard = self.id, route = %route.path, "shared camera opened");
-        Some(self.cameras.insert(route.clone(), camera))
+        let params = self.route_params(route)?;
+        Some(self.cameras.insert(route.clone(), SharedRoute::new(params, Instant::now())))
     }
 
-    /// A tunnel of a shared route had its first request admitted: it counts towards its
-    /// camera's demand from now (an on-demand camera starts connecting while the request waits).
-    pub(super) fn attach_viewer(&mut self, key: SessionKey, route: &Arc<Route>) {
-        let Some(ck) = self.camera_for(route) else { return };
-        let Some(slot) = self.cameras.get_mut(ck) else { return };
-        slot.attached.push(key);
-        let viewers = slot.attached.len();
-        slot.camera.set_viewers(viewers, Instant::now());
-        self.metrics.viewer_attached();
-        if let Some(s) = self.sessions.get_mut(key) {
-            s.camera = Some(ck);
+    /// A request a shared route's session admitted: its first one attaches the tunnel to the
+    /// route (its demand: an on-demand camera starts connecting while the request waits; an
+    /// unauthenticated viewer makes no camera connection), then the route answers it.
+    pub(super) fn shared_request(&mut self, key: SessionKey, msg: Box<Message>) {
+        let now = Instant::now();
+        let Some(s) = self.sessions.get(key) else { return };
+        let ck = match s.camera {
+            Some(ck) => ck,
+            None => {
+                let Some(route) = s.tunnel.session().route().cloned() else { return };
+                let (map, started_at) = (s.tunnel.session().url_map().cloned(), s.started_at);
+                let Some(ck) = self.camera_for(&route) else { return };
+                let Some(slot) = self.cameras.get_mut(ck) else { return };
+                if slot.shared.attach(key, map, started_at, now) {
+                    self.metrics.viewer_attached();
+                }
+                if let Some(s) = self.sessions.get_mut(key) {
+                    s.camera = Some(ck);
+                }
+                ck
+            }
+        };
+        if let Some(slot) = self.cameras.get_mut(ck) {
+            slot.shared.handle_request(key, *msg, now);
         }
         self.drive_camera(ck);
+    }
+
+    /// A shared route's viewer sent an RTCP report.
+    pub(super) fn shared_viewer_frame(&mut self, key: SessionKey) {
+        let Some(ck) = self.sessions.get(key).and_then(|s| s.camera) else { return };
+        if let Some(slot) = self.cameras.get_mut(ck) {
+            slot.shared.handle_viewer_frame(key, Instant::now());
+        }
     }
 
     /// A tunnel of a shared route ended.
     pub(super) fn detach_viewer(&mut self, key: SessionKey, ck: CameraKey) {
         let Some(slot) = self.cameras.get_mut(ck) else { return };
-        let before = slot.attached.len();
-        slot.attached.retain(|k| *k != key);
-        if slot.attached.len() == before {
-            return;
+        if slot.shared.detach(key, Instant::now()) {
+            self.metrics.viewer_detached();
+            self.drive_camera(ck);
         }
-        slot.fanout.retain(|v| v.key != key);
-        let viewers = slot.attached.len();
-        slot.camera.set_viewers(viewers, Instant::now());
-        self.metrics.viewer_detached();
-        self.drive_camera(ck);
     }
 
-    /// Hands a tunnel's input to its shared viewer with the camera's view, then carries out
-    /// what the viewer asks for.
-    pub(super) fn shared_input(&mut self, key: SessionKey, input: SharedInput) {
-        let Some(ck) = self.sessions.get(key).and_then(|s| s.camera) else { return };
-        let Some(slot) = self.cameras.get(ck) else { return };
-        let Some(s) = self.sessions.get_mut(key) else { return };
-        s.tunnel.handle_shared(input, &slot.camera.view(), Instant::now());
-    }
-
-    /// Carries out what a camera asked for.
+    /// Carries out what a shared route asked for, and counts and logs what happened.
     pub(super) fn drive_camera(&mut self, ck: CameraKey) {
-        let mut changed = false;
-        let mut failure = None;
         loop {
             let Some(slot) = self.cameras.get_mut(ck) else { return };
-            let Some(o) = slot.camera.poll_output() else { break };
-            match o {
-                CameraOutput::Connect(addr) => self.connect_camera(ck, addr),
-                CameraOutput::Send(bytes) => {
+            if let Some(e) = slot.shared.poll_event() {
+                self.on_route_event(ck, e);
+                continue;
+            }
+            let Some(a) = slot.shared.poll_action() else { break };
+            match a {
+                Action::Connect(addr) => self.connect_camera(ck, addr),
+                Action::SendToCamera(bytes) => {
                     if let Some(c) = slot.conn {
                         self.queue_to_camera(c, bytes);
                     }
                 }
-                CameraOutput::Disconnect => {
+                Action::CloseCamera => {
                     if let Some(c) = slot.conn.take() {
                         self.let_camera_go(c);
                     }
                 }
-                CameraOutput::Up => {
-                    if !slot.up {
-                        slot.up = true;
-                        self.metrics.camera_up();
-                    }
-                    changed = true;
-                }
-                CameraOutput::Down => {
-                    if slot.up {
-                        slot.up = false;
-                        self.metrics.camera_down();
-                    }
-                    changed = true;
-                }
-                CameraOutput::PresentationChanged => {
-                    // Viewers set up on the old tracks cannot go on: they reconnect.
-                    for key in slot.attached.clone() {
-                        self.end_session(key, SessionOutcome::CameraChanged);
+                Action::ToViewer { viewer, bytes } => {
+                    if let Some(v) = self.sessions.get(viewer).and_then(|s| s.viewer) {
+                        self.queue_answer(v, bytes);
                     }
                 }
-                CameraOutput::Ended(outcome) => {
-                    self.metrics.camera_session_ended(outcome);
-                    let route = &slot.route.path;
-                    // A failure's warning (once per state change) is `route_health`'s.
-                    tracing::debug!(shard = self.id, route = %route, outcome = outcome.label(), "camera session ended");
-                    if outcome.is_failure() {
-                        failure = Some(outcome);
-                    }
-                    changed = true;
+                Action::Deliver(d) => {
+                    let (sent, copied) = self.carry_out_plan(std::slice::from_ref(&d), None, Instant::now());
+                    self.count_sent(sent, copied);
                 }
-                CameraOutput::Reconnecting => self.metrics.camera_reconnect(),
-                CameraOutput::GopCacheOverflow(bound) => self.metrics.gop_cache_overflow(bound),
-                CameraOutput::Exchange(e) => {
+                Action::EndViewer { viewer, reason } => {
+                    let outcome = match reason {
+                        ViewerEnd::Timeout => {
+                            self.metrics.rejected(Rejection::IdleTimeout);
+                            SessionOutcome::Timeout
+                        }
+                        ViewerEnd::ProtocolError => SessionOutcome::ProtocolError,
+                        ViewerEnd::CameraChanged => SessionOutcome::CameraChanged,
+                        ViewerEnd::RouteRemoved => SessionOutcome::RouteRemoved,
+                    };
+                    self.end_session(viewer, outcome);
+                }
+            }
+        }
+        if self.cameras.get(ck).is_some_and(|s| s.shared.is_done()) {
+            if let Some(slot) = self.cameras.remove(ck) {
+                tracing::debug!(shard = self.id, route = %slot.route.path, "shared route closed");
+            }
+        }
+    }
+
+    fn on_route_event(&mut self, ck: CameraKey, e: RouteEvent<SessionKey>) {
+        let Some(slot) = self.cameras.get(ck) else { return };
+        let route = &slot.route.path;
+        match e {
+            RouteEvent::CameraOpened => tracing::debug!(shard = self.id, route = %route, "shared camera opened"),
+            RouteEvent::CameraRetired => tracing::debug!(shard = self.id, route = %route, "shared camera closed"),
+            RouteEvent::CameraUp => self.metrics.camera_up(),
+            RouteEvent::CameraDown => self.metrics.camera_down(),
+            RouteEvent::CameraEnded(outcome) => {
+                self.metrics.camera_session_ended(outcome);
+                // A failure's warning (once per state change) is the route's `HealthLog`.
+                tracing::debug!(shard = self.id, route = %route, outcome = outcome.label(), "camera session ended");
+            }
+            RouteEvent::Reconnecting => self.metrics.camera_reconnect(),
+            RouteEvent::GopCacheOverflow(bound) => self.metrics.gop_cache_overflow(bound),
+            RouteEvent::CameraExchange(e) => tracing::debug!(
+                shard = self.id,
+                route = %route,
+                method = e.method,
+                uri = %e.uri,
+                status = e.status,
+                latency_ms = %format_args!("{:.3}", e.latency.as_secs_f64() * 1e3),
+                "camera rtsp"
+            ),
+            RouteEvent::Health { viewers, state } => {
+                // A route closing for a reload speaks for its path only while no other does.
+                let speaks = self.cameras.find(route).is_none_or(|c| c == ck);
+                if self.per_route_metrics && speaks {
+                    self.metrics.set_route(route, viewers, state);
+                }
+            }
+            RouteEvent::HealthLog(event) => self.log_health(route, "shared", [Some(event), None]),
+            RouteEvent::ViewerExchange { viewer, exchange: e } => {
+                let method = crate::proto::outcome::RtspMethod::from_name(&e.method);
+                self.metrics.observe(Hist::RtspRequest(method), e.waited);
+                if let Some(s) = self.sessions.get(viewer) {
                     tracing::debug!(
                         shard = self.id,
-                        route = %slot.route.path,
-                        method = e.method,
-                        uri = %e.uri,
+                        session = %format_args!("{}-{}", self.id, s.id),
+                        route = %route,
+                        method = %e.method,
+                        // A `?jwt=` token never reaches the log.
+                        uri = %crate::proto::external_auth::without_token(&e.uri),
                         status = e.status,
-                        latency_ms = %format_args!("{:.3}", e.latency.as_secs_f64() * 1e3),
-                        "camera rtsp"
+                        latency_ms = %format_args!("{:.3}", e.waited.as_secs_f64() * 1e3),
+                        answered_by = "relay",
+                        "rtsp"
                     );
-                    changed = true;
                 }
             }
-        }
-        if changed {
-            self.notify_viewers(ck);
-        }
-        self.shared_camera_health(ck, failure);
-        self.retire_camera_if_unused(ck);
-    }
-
-    /// The camera moved on: requests waiting on it are answered if they can be now.
-    fn notify_viewers(&mut self, ck: CameraKey) {
-        let Some(keys) = self.cameras.get(ck).map(|s| s.attached.clone()) else { return };
-        for key in keys {
-            self.shared_input(key, SharedInput::CameraChanged);
-            self.apply(key, Fed::Nothing);
-        }
-    }
-
-    /// A camera nobody attaches to, not connected and not always on, is forgotten.
-    fn retire_camera_if_unused(&mut self, ck: CameraKey) {
-        let Some(slot) = self.cameras.get(ck) else { return };
-        let idle = matches!(slot.camera.phase(), CameraPhase::Idle | CameraPhase::Stopped);
-        let always_on = slot.route.shared().is_some_and(|s| s.always_on) && slot.camera.phase() != CameraPhase::Stopped;
-        if !idle || always_on || !slot.attached.is_empty() || slot.conn.is_some() {
-            return;
-        }
-        if let Some(slot) = self.cameras.remove(ck) {
-            if slot.up {
-                self.metrics.camera_down();
-            }
-            if self.cameras.find(&slot.route.path).is_none() {
-                self.shared_camera_retired(&slot.route.path);
-            }
-            tracing::debug!(shard = self.id, route = %slot.route.path, "shared camera closed");
+            RouteEvent::ViewerRefused { reason, .. } => self.metrics.rejected(reason),
+            RouteEvent::ViewerPlaying { setup, .. } => self.metrics.observe(Hist::SessionSetup, setup),
         }
     }
 
     fn connect_camera(&mut self, ck: CameraKey, addr: SocketAddr) {
-        // A camera whose name did not resolve when the configuration was loaded fails here, as
-        // a refused connect would, and is retried (a reload resolves it again).
-        let unresolved =
-            self.cameras.get(ck).and_then(|s| Some((s.route.path.clone(), s.route.resolve_error.clone()?)));
-        let idx = match unresolved {
-            None => {
-                let link = self.cameras.get(ck).map(|s| s.route.upstream_link.clone()).unwrap_or_default();
-                self.connect_camera_link(addr, Role::Camera(ck), &link)
-            }
-            Some((path, why)) => {
-                self.camera_failure_detail(&path, why.to_string());
-                None
-            }
-        };
+        let link = self.cameras.get(ck).map(|s| s.route.upstream_link.clone()).unwrap_or_default();
+        let idx = self.connect_camera_link(addr, Role::Camera(ck), &link);
         if let Some(slot) = self.cameras.get_mut(ck) {
             slot.conn = idx;
             if idx.is_none() {
-                slot.camera.handle_connect_failed(Instant::now());
+                slot.shared.handle_connect_failed(None, Instant::now());
             }
         }
     }
 
-    /// A camera connection the camera session is done with: what was queued (its TEARDOWN)
-    /// goes out, then it is half-closed and read to its end within `camera_close_grace_ms`.
+    /// A camera connection the route is done with: what was queued (its TEARDOWN) goes out,
+    /// then it is half-closed and read to its end within `camera_close_grace_ms`.
     fn let_camera_go(&mut self, idx: usize) {
         let grace = self.settings.core.tunnel.camera_close_grace;
         let Some(c) = self.conns.get_mut(idx) else { return };
@@ -275,19 +274,16 @@ impl Shard {
             self.arm_recv(idx);
             if self.camera_link_connected(idx) {
                 if let Some(slot) = self.cameras.get_mut(ck) {
-                    slot.camera.handle_connected(now);
+                    slot.shared.handle_connected(now);
                 }
             }
         } else {
             let error = std::io::Error::from_raw_os_error(-res);
             tracing::debug!(shard = self.id, camera = %self.conns[idx].peer(), error = %error, "camera connect failed");
-            if let Some(path) = self.cameras.get(ck).map(|s| s.route.path.clone()) {
-                self.camera_failure_detail(&path, error.to_string());
-            }
             self.close_conn(idx);
             if let Some(slot) = self.cameras.get_mut(ck) {
                 slot.conn = None;
-                slot.camera.handle_connect_failed(now);
+                slot.shared.handle_connect_failed(Some(error.to_string()), now);
             }
         }
         self.drive_camera(ck);
@@ -301,16 +297,16 @@ impl Shard {
             return;
         }
         slot.conn = None;
-        slot.camera.handle_camera_closed(Instant::now());
+        slot.shared.handle_camera_closed(Instant::now());
         self.drive_camera(ck);
     }
 
-    /// Deadlines of the shard's cameras (connect, answers, keepalives, media, linger, backoff).
+    /// Deadlines of the shard's shared routes (the camera's, its viewers').
     pub(super) fn camera_timers(&mut self, now: Instant) {
         for ck in self.cameras.keys() {
             let Some(slot) = self.cameras.get_mut(ck) else { continue };
-            if slot.camera.poll_timeout().is_some_and(|t| t <= now) {
-                slot.camera.handle_timeout(now);
+            if slot.shared.poll_timeout().is_some_and(|t| t <= now) {
+                slot.shared.handle_timeout(now);
                 self.drive_camera(ck);
             }
         }
@@ -325,36 +321,40 @@ impl Shard {
         for route in routes.routes() {
             let always_on = route.shared().is_some_and(|s| s.always_on);
             if always_on && self.owner_of(route) == self.id && self.cameras.find(&route.path).is_none() {
-                let route = Arc::new(route.clone());
-                if let Some(ck) = self.camera_for(&route) {
+                if let Some(ck) = self.camera_for(route) {
                     self.drive_camera(ck);
                 }
             }
         }
     }
 
-    /// After a reload: a camera whose route is gone, or no longer shared the same way, closes
-    /// (its viewers' tunnels end on their own, as for any route removed); a kept one takes the
-    /// new settings, and its camera session decides what a changed camera means for its viewers
-    /// (`CameraSession::reconfigure`); new always-on routes open theirs.
+    /// After a reload: a route gone, or no longer shared the same way, closes (its viewers'
+    /// tunnels end on their own, as for any route removed); a kept one takes the new settings
+    /// (`SharedRoute::reconfigure`), its viewers' URLs mapped as their sessions now map them;
+    /// new always-on routes open theirs.
     pub(super) fn reload_cameras(&mut self) {
         let now = Instant::now();
         for ck in self.cameras.keys() {
             let Some(slot) = self.cameras.get(ck) else { continue };
-            // A camera already closing for an earlier reload is left to finish.
-            if self.cameras.find(&slot.route.path) != Some(ck) {
+            // A route already closing for an earlier reload is left to finish.
+            if slot.shared.is_closed() {
                 continue;
             }
-            let next = self.settings.routes.routes().iter().find(|r| slot.route.keeps_sessions_under(r));
-            let Some((route, shared)) = next.and_then(|r| Some((r.clone(), r.shared()?))) else {
+            let next = self.settings.routes.routes().iter().find(|r| slot.route.keeps_sessions_under(r)).cloned();
+            let Some((route, params)) = next.and_then(|r| Some((r.clone(), self.route_params(&r)?))) else {
                 self.close_camera(ck, now);
                 continue;
             };
-            let params = self.camera_params(&route, shared);
-            if let Some(slot) = self.cameras.get_mut(ck) {
-                slot.route = route;
-                if slot.camera.reconfigure(params, now) == Reconfigured::Reopened {
-                    tracing::info!(shard = self.id, route = %slot.route.path, "camera changed by reload: reopened");
+            let Some(slot) = self.cameras.get_mut(ck) else { continue };
+            slot.route = route;
+            if slot.shared.reconfigure(params, now) == Reconfigured::Reopened {
+                tracing::info!(shard = self.id, route = %slot.route.path, "camera changed by reload: reopened");
+            }
+            let viewers: Vec<SessionKey> = slot.shared.viewers().collect();
+            for key in viewers {
+                let map = self.sessions.get(key).and_then(|s| s.tunnel.session().url_map().cloned());
+                if let (Some(map), Some(slot)) = (map, self.cameras.get_mut(ck)) {
+                    slot.shared.set_url_map(key, map);
                 }
             }
             self.drive_camera(ck);
@@ -362,17 +362,13 @@ impl Shard {
         self.open_always_on_cameras();
     }
 
-    /// Closes a camera for good (TEARDOWN if a session is up): its route changed, or the shard
-    /// stops. Its viewers' tunnels have ended by then (the same rule ends them); one still
-    /// attached is ended rather than left with no camera.
+    /// Closes a shared route for good (TEARDOWN if its camera is up): its route changed, or
+    /// the shard stops. Its viewers' tunnels have ended by then (the same rule ends them); one
+    /// still attached is ended rather than left with no camera.
     pub(super) fn close_camera(&mut self, ck: CameraKey, now: Instant) {
         self.cameras.unlist(ck);
-        let attached = self.cameras.get(ck).map(|s| s.attached.clone()).unwrap_or_default();
-        for key in attached {
-            self.end_session(key, SessionOutcome::RouteRemoved);
-        }
         if let Some(slot) = self.cameras.get_mut(ck) {
-            slot.camera.close(now);
+            slot.shared.close(now);
         }
         self.drive_camera(ck);
     }

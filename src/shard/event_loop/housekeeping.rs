@@ -65,9 +65,6 @@ impl Shard {
             let Some(s) = self.session(key) else { continue };
             if s.tunnel.poll_timeout().is_some_and(|t| t <= now) {
                 s.tunnel.handle(Input::Timer, now);
-                if s.camera.is_some() {
-                    self.shared_input(key, tunnel::SharedInput::Timer);
-                }
                 self.apply(key, Fed::Nothing);
             }
         }

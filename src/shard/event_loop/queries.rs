@@ -25,13 +25,11 @@ impl Shard {
         let mut by_route: HashMap<String, CameraSnapshot> = HashMap::new();
         for ck in self.cameras.keys() {
             let Some(slot) = self.cameras.get(ck) else { continue };
-            // A camera closing for a reload no longer answers for its path.
-            if self.cameras.find(&slot.route.path) != Some(ck) {
-                continue;
-            }
-            let health = slot.camera.health();
-            let codecs = slot
-                .camera
+            // A route closing for a reload no longer answers for its path; one whose camera was
+            // retired (nobody wants it) has none to show.
+            let (false, Some(camera)) = (slot.shared.is_closed(), slot.shared.camera()) else { continue };
+            let health = camera.health();
+            let codecs = camera
                 .presentation()
                 .map(|p| {
                     p.tracks
@@ -46,7 +44,7 @@ impl Shard {
                         .collect()
                 })
                 .unwrap_or_default();
-            let bytes_out = slot.attached.iter().filter_map(|k| self.sessions.get(*k)).map(|s| s.to_viewer).sum();
+            let bytes_out = slot.shared.viewers().filter_map(|k| self.sessions.get(k)).map(|s| s.to_viewer).sum();
             let snap = by_route.entry(slot.route.path.clone()).or_insert_with(|| empty(&slot.route.path));
             snap.bytes_in = health.bytes_in;
             snap.bytes_out = bytes_out;
@@ -56,7 +54,7 @@ impl Shard {
                 last_error: health.last_failure.map(|(o, _)| o.describe().to_owned()),
                 last_error_unix: health.last_failure.map(|(_, at)| unix_secs(at)),
                 reconnects: health.reconnects,
-                viewers: slot.attached.len(),
+                viewers: slot.shared.viewer_count(),
                 codecs,
             });
         }

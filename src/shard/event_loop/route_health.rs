@@ -2,16 +2,16 @@
 //! (`proto::camera_health` decides which), and the per-route series (`[metrics] per_route`),
 //! set only when a route's state or viewer count changes, never per packet.
 //!
-//! A shared route's camera lives on one shard; a passthrough route's camera connections (one per
-//! viewer) on any, so each shard reports its own and the scrape merges them: a passthrough route
-//! is up while any of its camera connections is open.
+//! A shared route's camera lives on one shard, and its route reports its own health
+//! (`proto::shared_route`, logged here); a passthrough route's camera connections (one per
+//! viewer) on any, so each shard keeps its own count here and the scrape merges them: a
+//! passthrough route is up while any of its camera connections is open.
 
 use super::*;
 use crate::proto::camera_health::{CameraHealth, CameraState, HealthEvent};
-use crate::proto::camera_session::{CameraOutcome, CameraPhase};
-use crate::shard::camera_table::CameraKey;
+use crate::proto::camera_session::CameraOutcome;
 
-/// One route on this shard.
+/// One passthrough route on this shard.
 pub(super) struct RouteHealth {
     health: CameraHealth,
     /// Passthrough: camera connections open, and opening.
@@ -50,65 +50,11 @@ pub(super) enum PassthroughEvent {
 }
 
 impl Shard {
-    /// Words for the next failure of `route`'s camera (a connect error, a name that did not
-    /// resolve).
+    /// Words for the next failure of a passthrough `route`'s camera (a connect error, a name
+    /// that did not resolve).
     pub(super) fn camera_failure_detail(&mut self, route: &str, detail: String) {
         let now = Instant::now();
         self.route_health.entry(route.to_owned()).or_insert_with(|| RouteHealth::new(now)).detail = Some(detail);
-    }
-
-    /// A shared camera moved on (after its outputs were carried out): `failure`, how its last
-    /// connection ended if that was a failure.
-    pub(super) fn shared_camera_health(&mut self, ck: CameraKey, failure: Option<CameraOutcome>) {
-        let Some(slot) = self.cameras.get(ck) else { return };
-        // A camera closing for a reload no longer speaks for its route.
-        if self.cameras.find(&slot.route.path) != Some(ck) {
-            return;
-        }
-        let (phase, viewers) = (slot.camera.phase(), slot.attached.len() as u64);
-        let now = Instant::now();
-        if !self.route_health.contains_key(&*slot.route.path) {
-            self.route_health.insert(slot.route.path.clone(), RouteHealth::new(now));
-        }
-        let Some(rh) = self.route_health.get_mut(&*slot.route.path) else { return };
-        let mut events = [None, None];
-        if let Some(outcome) = failure {
-            let reason = match rh.detail.take() {
-                Some(d) => format!("{}: {d}", outcome.label()),
-                None => outcome.label().to_owned(),
-            };
-            events[0] = rh.health.failed(reason, now);
-        } else {
-            // Words are given just before the failure they explain; unused ones are stale.
-            rh.detail = None;
-        }
-        let state = CameraState::of_shared(phase, rh.health.failing());
-        events[1] = rh.health.set_state(state, now);
-        let changed = rh.seen != Some((viewers, state));
-        rh.seen = Some((viewers, state));
-        let export = self.per_route_metrics && changed;
-        if !export && events.iter().all(Option::is_none) {
-            // Nothing new (the common case: a media chunk).
-            return;
-        }
-        let path = slot.route.path.clone();
-        if export {
-            self.metrics.set_route(&path, viewers, state);
-        }
-        self.log_health(&path, "shared", events);
-    }
-
-    /// A shared camera was closed and forgotten (no viewer, not always on): idle, or failed if
-    /// its last connection failed.
-    pub(super) fn shared_camera_retired(&mut self, path: &str) {
-        let Some(rh) = self.route_health.get_mut(path) else { return };
-        let state = CameraState::of_shared(CameraPhase::Idle, rh.health.failing());
-        rh.health.set_state(state, Instant::now());
-        let changed = rh.seen != Some((0, state));
-        rh.seen = Some((0, state));
-        if self.per_route_metrics && changed {
-            self.metrics.set_route(path, 0, state);
-        }
     }
 
     /// A passthrough session or camera connection of `route` changed.
@@ -160,7 +106,7 @@ impl Shard {
     }
 
     /// A camera failing is worth a warning once per state change; its recovery, a line at info.
-    fn log_health(&self, route: &str, mode: &'static str, events: [Option<HealthEvent>; 2]) {
+    pub(super) fn log_health(&self, route: &str, mode: &'static str, events: [Option<HealthEvent>; 2]) {
         for event in events.into_iter().flatten() {
             match event {
                 HealthEvent::Failing { reason, first: true } => {
@@ -195,6 +141,12 @@ impl Shard {
         for (path, rh) in &self.route_health {
             if let Some((viewers, state)) = rh.seen {
                 self.metrics.set_route(path, viewers, state);
+            }
+        }
+        for ck in self.cameras.keys() {
+            let Some(slot) = self.cameras.get(ck).filter(|s| !s.shared.is_closed()) else { continue };
+            if let Some((viewers, state)) = slot.shared.health().seen() {
+                self.metrics.set_route(&slot.route.path, viewers, state);
             }
         }
     }

@@ -61,11 +61,7 @@ impl Shard {
         };
         let route_path = route.as_ref().map(|r| r.path.clone());
         let proto = Session::new(params, route, &self.local_authority, started_at);
-        let shared = proto.is_shared();
         let mut t = Tunnel::new(proto, kind, self.settings.core.tunnel, started_at);
-        if shared {
-            t.share(self.viewer_params());
-        }
         if let Some(deadline) = self.draining_until {
             t.handle(Input::Drain { deadline }, started_at);
         }
@@ -176,17 +172,7 @@ impl Shard {
             match o {
                 Out::Core(Core::ToViewer(bytes)) => {
                     if let Some(v) = s.viewer {
-                        match self.ws_header(v, bytes.len()) {
-                            None => self.queue_owned(v, bytes),
-                            // An answer is small: header and answer in one buffer.
-                            Some(Some(header)) => {
-                                let mut framed = Vec::with_capacity(header.as_bytes().len() + bytes.len());
-                                framed.extend_from_slice(header.as_bytes());
-                                framed.extend_from_slice(&bytes);
-                                self.queue_owned(v, framed);
-                            }
-                            Some(None) => {}
-                        }
+                        self.queue_answer(v, bytes);
                     }
                 }
                 Out::Core(Core::ForwardToViewer { range, frames }) if matches!(fed, Fed::CameraPlain(_)) => {
@@ -278,21 +264,11 @@ impl Shard {
                     self.metrics.rejected(reason);
                     self.close_conn(idx);
                 }
-                // The tunnel turns these into its own `SharedRequest` and viewer liveness.
-                Out::Core(Core::SharedRequest(_) | Core::SharedViewerFrame) => {}
-                Out::SharedRequest(msg) => {
-                    // The camera is wanted from the first request the route admitted (its
-                    // address lists and users): an unauthenticated viewer makes no camera
-                    // connection.
-                    if s.camera.is_none() {
-                        if let Some(route) = s.tunnel.session().route().cloned() {
-                            self.attach_viewer(key, &route);
-                        }
-                    }
-                    self.shared_input(key, tunnel::SharedInput::Request(msg))
-                }
-                Out::Join { replay, asked_at, .. } => self.join_fanout(key, replay, asked_at),
-                Out::Leave => self.leave_fanout(key),
+                // The tunnel turns this into its own `SharedRequest`.
+                Out::Core(Core::SharedRequest(_)) => {}
+                // A shared route's: its route answers it, and judges the viewer's liveness.
+                Out::SharedRequest(msg) => self.shared_request(key, msg),
+                Out::Core(Core::SharedViewerFrame) => self.shared_viewer_frame(key),
                 Out::PauseCamera => {
                     let upstream = s.upstream;
                     self.pause_camera(upstream);
@@ -317,6 +293,21 @@ impl Shard {
                     }
                 }
             }
+        }
+    }
+
+    /// Queues an RTSP answer to a viewer connection (in its own WebSocket frame on one).
+    pub(super) fn queue_answer(&mut self, v: usize, bytes: Vec<u8>) {
+        match self.ws_header(v, bytes.len()) {
+            None => self.queue_owned(v, bytes),
+            // An answer is small: header and answer in one buffer.
+            Some(Some(header)) => {
+                let mut framed = Vec::with_capacity(header.as_bytes().len() + bytes.len());
+                framed.extend_from_slice(header.as_bytes());
+                framed.extend_from_slice(&bytes);
+                self.queue_owned(v, framed);
+            }
+            Some(None) => {}
         }
     }
 
