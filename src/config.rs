@@ -1241,6 +1241,52 @@ impl Config {
     }
 }
 
+/// A shared route's parameters, typed once from the settings in force.
+impl Settings {
+    /// The parameters of `route` if it is shared: its camera session's, its viewers', its
+    /// slow-viewer bounds. `seeds`: randomness for the camera session and the viewers' session
+    /// ids.
+    pub fn shared_route_params(
+        &self,
+        route: &Route,
+        seeds: [u64; 2],
+    ) -> Option<crate::proto::shared_route::RouteParams> {
+        use crate::proto::camera_demand::Mode;
+        use crate::proto::shared_route::{RECONNECT_FIRST, VIEWER_SESSION_TIMEOUT};
+        let shared = route.shared()?;
+        let (l, core) = (&self.limits, &self.core);
+        let camera = crate::proto::camera_session::CameraParams {
+            url: route.upstream_url.clone(),
+            addr: route.upstream_addr,
+            credentials: route.credentials.clone(),
+            mode: if shared.always_on { Mode::AlwaysOn } else { Mode::OnDemand { linger: shared.linger } },
+            gop_cache_bytes: shared.gop_cache.then_some(l.gop_cache_bytes),
+            gop_cache_packets: l.gop_cache_packets,
+            limits: l.message_limits(),
+            connect_timeout: core.connect_timeout,
+            response_timeout: core.response_timeout,
+            media_timeout: core.camera_media_timeout,
+            backoff_initial: RECONNECT_FIRST,
+            backoff_max: std::time::Duration::from_millis(l.camera_reconnect_max_ms),
+            seed: seeds[0],
+        };
+        let viewer = crate::proto::shared_viewer::ViewerParams {
+            session_seed: seeds[1],
+            session_timeout: VIEWER_SESSION_TIMEOUT,
+            // As long as a camera may take to connect and answer.
+            camera_wait: core.connect_timeout + core.response_timeout,
+            max_pending: l.max_pending_requests,
+        };
+        let fanout = crate::proto::fanout_policy::FanoutLimits {
+            drop_above: l.fanout_drop_above_bytes,
+            disconnect_above: l.fanout_disconnect_above_bytes,
+            max_behind: core.fanout_max_behind,
+        };
+        let unresolved = route.resolve_error.as_deref().map(str::to_owned);
+        Some(crate::proto::shared_route::RouteParams { camera, viewer, fanout, unresolved })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

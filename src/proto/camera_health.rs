@@ -172,6 +172,144 @@ impl CameraHealth {
     }
 }
 
+/// What one update of a route's health found: the state, whether the per-route series
+/// (`relay_route_camera_state`, `relay_route_viewers`) must be set, and what to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthReport {
+    pub state: CameraState,
+    pub viewers: u64,
+    /// The state or the viewer count differs from the last report.
+    pub changed: bool,
+    pub logs: [Option<HealthEvent>; 2],
+}
+
+impl HealthReport {
+    /// Nothing to set, nothing to log (the common case: a media chunk).
+    pub fn is_quiet(&self) -> bool {
+        !self.changed && self.logs.iter().all(Option::is_none)
+    }
+}
+
+/// A route's camera health and what was last reported of it.
+#[derive(Debug, Clone)]
+pub struct RouteHealth {
+    health: CameraHealth,
+    /// Viewers and state as last reported.
+    seen: Option<(u64, CameraState)>,
+}
+
+impl RouteHealth {
+    pub fn new(now: Instant) -> RouteHealth {
+        RouteHealth { health: CameraHealth::new(now), seen: None }
+    }
+
+    /// The camera health itself (state, since when, last error).
+    pub fn camera(&self) -> &CameraHealth {
+        &self.health
+    }
+
+    /// Viewers and state as last reported (all set again when per-route series are turned on).
+    pub fn seen(&self) -> Option<(u64, CameraState)> {
+        self.seen
+    }
+
+    /// A camera connection ended as `outcome`; `detail`: why, in words (a connect error, a
+    /// certificate that did not verify).
+    pub fn failed(&mut self, outcome: CameraOutcome, detail: Option<String>, now: Instant) -> Option<HealthEvent> {
+        let reason = match detail {
+            Some(d) => format!("{}: {d}", outcome.label()),
+            None => outcome.label().to_owned(),
+        };
+        self.health.failed(reason, now)
+    }
+
+    /// The camera's state and viewers now, after `failure` (what [`RouteHealth::failed`] said).
+    pub fn report(
+        &mut self,
+        state: CameraState,
+        viewers: u64,
+        failure: Option<HealthEvent>,
+        now: Instant,
+    ) -> HealthReport {
+        let recovered = self.health.set_state(state, now);
+        let changed = self.seen != Some((viewers, state));
+        self.seen = Some((viewers, state));
+        HealthReport { state, viewers, changed, logs: [failure, recovered] }
+    }
+}
+
+/// What happened to one passthrough camera connection or session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassthroughEvent {
+    SessionStarted,
+    SessionEnded,
+    Connecting,
+    Connected,
+    /// Its connect failed, with why in words when known.
+    ConnectFailed(Option<String>),
+    /// An open connection closed (`failed`: the camera closed or reset it).
+    Closed {
+        failed: bool,
+    },
+    /// A connection still opening was abandoned (its session ended).
+    Abandoned,
+}
+
+impl PassthroughEvent {
+    /// Whether it may be a route's first on this shard (the others take away from one seen).
+    pub fn opens(&self) -> bool {
+        matches!(self, PassthroughEvent::SessionStarted | PassthroughEvent::Connecting)
+    }
+}
+
+/// A passthrough route's camera side on one shard: each viewer has its own camera connection,
+/// so the route is up while any of them is open (the scrape merges the shards' views).
+#[derive(Debug, Clone)]
+pub struct PassthroughHealth {
+    route: RouteHealth,
+    /// Camera connections open, and opening.
+    open: u32,
+    connecting: u32,
+    /// Sessions on the route.
+    viewers: u32,
+}
+
+impl PassthroughHealth {
+    pub fn new(now: Instant) -> PassthroughHealth {
+        PassthroughHealth { route: RouteHealth::new(now), open: 0, connecting: 0, viewers: 0 }
+    }
+
+    pub fn seen(&self) -> Option<(u64, CameraState)> {
+        self.route.seen()
+    }
+
+    pub fn on_event(&mut self, event: PassthroughEvent, now: Instant) -> HealthReport {
+        let mut failure = None;
+        match event {
+            PassthroughEvent::SessionStarted => self.viewers += 1,
+            PassthroughEvent::SessionEnded => self.viewers = self.viewers.saturating_sub(1),
+            PassthroughEvent::Connecting => self.connecting += 1,
+            PassthroughEvent::Connected => {
+                self.connecting = self.connecting.saturating_sub(1);
+                self.open += 1;
+            }
+            PassthroughEvent::Abandoned => self.connecting = self.connecting.saturating_sub(1),
+            PassthroughEvent::ConnectFailed(detail) => {
+                self.connecting = self.connecting.saturating_sub(1);
+                failure = self.route.failed(CameraOutcome::ConnectFailed, detail, now);
+            }
+            PassthroughEvent::Closed { failed } => {
+                self.open = self.open.saturating_sub(1);
+                if failed && self.open == 0 {
+                    failure = self.route.failed(CameraOutcome::ClosedByCamera, None, now);
+                }
+            }
+        }
+        let state = CameraState::of_passthrough(self.open, self.connecting, self.route.camera().failing());
+        self.route.report(state, u64::from(self.viewers), failure, now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +369,26 @@ mod tests {
         assert_eq!(CameraState::Failed.merge(CameraState::Retrying), CameraState::Retrying);
         assert!(!CameraOutcome::Completed.is_failure() && !CameraOutcome::Reloaded.is_failure());
         assert!(CameraOutcome::ConnectFailed.is_failure() && CameraOutcome::MediaTimeout.is_failure());
+    }
+
+    #[test]
+    fn a_passthrough_route_is_up_while_one_connection_is_open_and_reports_only_changes() {
+        let t0 = Instant::now();
+        let mut p = PassthroughHealth::new(t0);
+        let r = p.on_event(PassthroughEvent::SessionStarted, t0);
+        assert_eq!((r.state, r.viewers, r.changed), (CameraState::Idle, 1, true));
+        assert!(p.on_event(PassthroughEvent::Connecting, t0).state == CameraState::Connecting);
+        let r = p.on_event(PassthroughEvent::ConnectFailed(Some("refused".into())), t0);
+        assert_eq!(r.state, CameraState::Failed);
+        assert_eq!(r.logs[0], Some(HealthEvent::Failing { reason: "connect_failed: refused".into(), first: true }));
+        p.on_event(PassthroughEvent::Connecting, t0);
+        let r = p.on_event(PassthroughEvent::Connected, t0);
+        assert_eq!(r.state, CameraState::Ready);
+        assert!(matches!(r.logs[1], Some(HealthEvent::Recovered { failures: 1, .. })));
+        assert!(p.on_event(PassthroughEvent::SessionStarted, t0).changed, "another viewer");
+        let r = p.on_event(PassthroughEvent::Closed { failed: false }, t0);
+        assert_eq!((r.state, r.logs.clone()), (CameraState::Idle, [None, None]));
+        assert_eq!(p.seen(), Some((2, CameraState::Idle)));
+        assert!(PassthroughEvent::Connecting.opens() && !PassthroughEvent::Abandoned.opens());
     }
 }

@@ -50,7 +50,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::camera_demand::Mode;
-use super::camera_health::{CameraState, HealthEvent};
+use super::camera_health::{CameraState, HealthReport, RouteHealth};
 use super::camera_session::{
     CameraExchange, CameraOutcome, CameraOutput, CameraParams, CameraPhase, CameraSession, CameraView, MediaFrame,
     Reconfigured,
@@ -65,7 +65,6 @@ use super::rtsp::Message;
 use super::shared_fanout::{Delivery, JoinParams, PlanStats, SharedFanout};
 use super::shared_viewer::{SharedViewer, ViewerExchange, ViewerOutcome, ViewerOutput, ViewerParams};
 
-mod health;
 mod viewers;
 
 #[cfg(any(test, fuzzing))]
@@ -73,7 +72,6 @@ pub mod harness;
 #[cfg(test)]
 mod tests;
 
-pub use health::RouteHealth;
 use viewers::Attached;
 
 /// Announced to viewers as their session timeout (`Session: id;timeout=60`); a viewer silent for
@@ -147,14 +145,9 @@ pub enum RouteEvent<V> {
     /// One request to the camera and its answer (debug log).
     CameraExchange(CameraExchange),
     /// The route's camera state or viewer count changed (`relay_route_camera_state`,
-    /// `relay_route_viewers`).
-    Health {
-        viewers: u64,
-        state: CameraState,
-    },
-    /// A line worth logging about the camera's health (a failure once per state change or
-    /// reason, a recovery).
-    HealthLog(HealthEvent),
+    /// `relay_route_viewers`), or its health has a line worth logging (a failure once per
+    /// state change or reason, a recovery).
+    Health(HealthReport),
     /// A viewer's request and its answer (`relay_rtsp_request_seconds`, debug log).
     ViewerExchange {
         viewer: V,
@@ -698,14 +691,13 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
             return;
         }
         let phase = self.camera.as_ref().map_or(CameraPhase::Idle, CameraSession::phase);
-        let viewers = self.viewers.len() as u64;
+        // Words are given just before the failure they explain; unused ones are stale.
         let detail = self.detail.take();
-        let report = self.health.update(phase, viewers, failure.map(|o| (o, detail)), self.now);
-        for e in report.logs.into_iter().flatten() {
-            self.events.push_back(RouteEvent::HealthLog(e));
-        }
-        if report.changed {
-            self.events.push_back(RouteEvent::Health { viewers, state: report.state });
+        let failed = failure.and_then(|o| self.health.failed(o, detail, self.now));
+        let state = CameraState::of_shared(phase, self.health.camera().failing());
+        let report = self.health.report(state, self.viewers.len() as u64, failed, self.now);
+        if !report.is_quiet() {
+            self.events.push_back(RouteEvent::Health(report));
         }
     }
 

@@ -99,8 +99,8 @@ pub struct Shard {
     sessions: SessionTable,
     /// The shared routes this shard owns.
     cameras: CameraTable,
-    /// Each route's camera health on this shard, by path.
-    route_health: HashMap<String, route_health::RouteHealth>,
+    /// Each passthrough route's camera health on this shard, by path.
+    route_health: HashMap<String, crate::proto::camera_health::PassthroughHealth>,
     /// Parked POSTs by cookie.
     parked: HashMap<String, usize>,
     latencies: Vec<Timed>,

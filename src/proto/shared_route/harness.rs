@@ -202,7 +202,7 @@ impl World {
                 | RouteEvent::ViewerPlaying { viewer, .. } => {
                     assert!(self.viewers.contains_key(&viewer), "an event of a viewer not attached")
                 }
-                RouteEvent::Health { viewers, .. } => assert!(viewers <= u64::from(VIEWERS)),
+                RouteEvent::Health(r) => assert!(r.viewers <= u64::from(VIEWERS)),
                 _ => {}
             }
         }

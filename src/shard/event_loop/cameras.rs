@@ -8,14 +8,9 @@
 //! bytes and the time, and carries out its actions (`fanout` its receives' plans).
 
 use super::*;
-use crate::proto::camera_demand::Mode;
-use crate::proto::camera_session::{CameraParams, Reconfigured};
-use crate::proto::fanout_policy::FanoutLimits;
+use crate::proto::camera_session::Reconfigured;
 use crate::proto::rtsp::Message;
-use crate::proto::shared_route::{
-    Action, RECONNECT_FIRST, RouteEvent, RouteParams, SharedRoute, VIEWER_SESSION_TIMEOUT, ViewerEnd,
-};
-use crate::proto::shared_viewer::ViewerParams;
+use crate::proto::shared_route::{Action, RouteEvent, RouteParams, SharedRoute, ViewerEnd};
 use crate::shard::camera_table::CameraKey;
 
 impl Shard {
@@ -39,36 +34,7 @@ impl Shard {
 
     /// A shared route's parameters from the settings in force.
     fn route_params(&mut self, route: &Route) -> Option<RouteParams> {
-        let shared = route.shared()?;
-        let (l, core) = (&self.settings.limits, &self.settings.core);
-        let camera = CameraParams {
-            url: route.upstream_url.clone(),
-            addr: route.upstream_addr,
-            credentials: route.credentials.clone(),
-            mode: if shared.always_on { Mode::AlwaysOn } else { Mode::OnDemand { linger: shared.linger } },
-            gop_cache_bytes: shared.gop_cache.then_some(l.gop_cache_bytes),
-            gop_cache_packets: l.gop_cache_packets,
-            limits: l.message_limits(),
-            connect_timeout: core.connect_timeout,
-            response_timeout: core.response_timeout,
-            media_timeout: core.camera_media_timeout,
-            backoff_initial: RECONNECT_FIRST,
-            backoff_max: Duration::from_millis(l.camera_reconnect_max_ms),
-            seed: self.rng.next_u64(),
-        };
-        let viewer = ViewerParams {
-            session_seed: self.rng.next_u64(),
-            session_timeout: VIEWER_SESSION_TIMEOUT,
-            // As long as a camera may take to connect and answer.
-            camera_wait: core.connect_timeout + core.response_timeout,
-            max_pending: l.max_pending_requests,
-        };
-        let fanout = FanoutLimits {
-            drop_above: l.fanout_drop_above_bytes,
-            disconnect_above: l.fanout_disconnect_above_bytes,
-            max_behind: core.fanout_max_behind,
-        };
-        Some(RouteParams { camera, viewer, fanout, unresolved: route.resolve_error.as_deref().map(str::to_owned) })
+        self.settings.shared_route_params(route, [self.rng.next_u64(), self.rng.next_u64()])
     }
 
     /// The shared route at `route`'s path, made if none.
@@ -200,31 +166,23 @@ impl Shard {
                 latency_ms = %format_args!("{:.3}", e.latency.as_secs_f64() * 1e3),
                 "camera rtsp"
             ),
-            RouteEvent::Health { viewers, state } => {
-                // A route closing for a reload speaks for its path only while no other does.
-                let speaks = self.cameras.find(route).is_none_or(|c| c == ck);
-                if self.per_route_metrics && speaks {
-                    self.metrics.set_route(route, viewers, state);
-                }
+            // A route closing for a reload speaks for its path only while no other does.
+            RouteEvent::Health(report) if self.cameras.find(route).is_none_or(|c| c == ck) => {
+                self.report_health(route, "shared", report)
             }
-            RouteEvent::HealthLog(event) => self.log_health(route, "shared", [Some(event), None]),
+            RouteEvent::Health(_) => {}
             RouteEvent::ViewerExchange { viewer, exchange: e } => {
                 let method = crate::proto::outcome::RtspMethod::from_name(&e.method);
                 self.metrics.observe(Hist::RtspRequest(method), e.waited);
-                if let Some(s) = self.sessions.get(viewer) {
-                    tracing::debug!(
-                        shard = self.id,
-                        session = %format_args!("{}-{}", self.id, s.id),
-                        route = %route,
-                        method = %e.method,
-                        // A `?jwt=` token never reaches the log.
-                        uri = %crate::proto::external_auth::without_token(&e.uri),
-                        status = e.status,
-                        latency_ms = %format_args!("{:.3}", e.waited.as_secs_f64() * 1e3),
-                        answered_by = "relay",
-                        "rtsp"
-                    );
-                }
+                let id = self.sessions.get(viewer).map_or(0, |s| s.id);
+                let e = session::Exchange {
+                    method: e.method,
+                    uri: e.uri,
+                    status: e.status,
+                    latency: e.waited,
+                    by_relay: true,
+                };
+                super::tunnels::log_exchange(self.id, id, route, &e);
             }
             RouteEvent::ViewerRefused { reason, .. } => self.metrics.rejected(reason),
             RouteEvent::ViewerPlaying { setup, .. } => self.metrics.observe(Hist::SessionSetup, setup),

@@ -1,8 +1,8 @@
 //! Bytes through a live session: receives fed to the protocol core, its outputs applied
 //! (queued sends, camera connects, backpressure), connections that end.
 
-use super::route_health::PassthroughEvent;
 use super::*;
+use crate::proto::camera_health::PassthroughEvent;
 
 /// How a receive completion ended, for [`Shard::after_recv`].
 #[derive(Debug, Clone, Copy)]
@@ -247,8 +247,7 @@ impl Shard {
                 }
                 if let Some(route) = &route {
                     let why = route.resolve_error.as_deref().unwrap_or("no socket").to_owned();
-                    self.camera_failure_detail(&route.path, why);
-                    self.passthrough_health(route, PassthroughEvent::ConnectFailed);
+                    self.passthrough_health(route, PassthroughEvent::ConnectFailed(Some(why)));
                 }
                 if let Some(s) = self.session(key) {
                     s.tunnel.handle(Input::CameraConnectFailed(UpstreamErrorKind::Unreachable), Instant::now());
@@ -316,8 +315,8 @@ impl Shard {
             }
         } else {
             if let Some(route) = &route {
-                self.camera_failure_detail(&route.path, std::io::Error::from_raw_os_error(-res).to_string());
-                self.passthrough_health(route, PassthroughEvent::ConnectFailed);
+                let why = std::io::Error::from_raw_os_error(-res).to_string();
+                self.passthrough_health(route, PassthroughEvent::ConnectFailed(Some(why)));
             }
             let kind = match -res {
                 libc::ECONNREFUSED => UpstreamErrorKind::ConnectRefused,

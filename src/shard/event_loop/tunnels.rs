@@ -1,8 +1,8 @@
 //! Tunnels: created, fed, their outputs carried out, ended. What a tunnel decides is in
 //! `proto::tunnel`; this file turns its outputs into connection work.
 
-use super::route_health::PassthroughEvent;
 use super::*;
+use crate::proto::camera_health::PassthroughEvent;
 
 /// What the outputs being carried out refer to.
 #[derive(Clone, Copy)]
@@ -23,6 +23,22 @@ fn mode_label(kind: tunnel::Kind) -> &'static str {
         tunnel::Kind::Plain => "rtsp",
         tunnel::Kind::WebSocket => "websocket",
     }
+}
+
+/// One request and its answer, at debug.
+pub(super) fn log_exchange(shard: u16, session: u64, route: &str, e: &session::Exchange) {
+    tracing::debug!(
+        shard,
+        session = %format_args!("{shard}-{session}"),
+        route,
+        method = %e.method,
+        // A `?jwt=` token never reaches the log.
+        uri = %crate::proto::external_auth::without_token(&e.uri),
+        status = e.status,
+        latency_ms = %format_args!("{:.3}", e.latency.as_secs_f64() * 1e3),
+        answered_by = if e.by_relay { "relay" } else { "camera" },
+        "rtsp"
+    )
 }
 
 impl Shard {
@@ -236,18 +252,9 @@ impl Shard {
                 Out::Core(Core::AuthFailed(f)) => self.metrics.auth_failure(f),
                 Out::Core(Core::Authorize(query)) => self.ask_authorizer(key, query),
                 Out::Core(Core::UpstreamError(k)) => self.metrics.upstream_error(k),
-                Out::Core(Core::Exchange(e)) => tracing::debug!(
-                    shard = self.id,
-                    session = %format_args!("{}-{}", self.id, s.id),
-                    route = s.tunnel.session().route().map_or("-", |r| r.path.as_str()),
-                    method = %e.method,
-                    // A `?jwt=` token never reaches the log.
-                    uri = %crate::proto::external_auth::without_token(&e.uri),
-                    status = e.status,
-                    latency_ms = %format_args!("{:.3}", e.latency.as_secs_f64() * 1e3),
-                    answered_by = if e.by_relay { "relay" } else { "camera" },
-                    "rtsp"
-                ),
+                Out::Core(Core::Exchange(e)) => {
+                    log_exchange(self.id, s.id, s.tunnel.session().route().map_or("-", |r| r.path.as_str()), &e)
+                }
                 // The tunnel turns the dialogue's end into `End`.
                 Out::Core(Core::Close(outcome)) | Out::End(outcome) => self.end_session(key, outcome),
                 Out::BindPost => {
