@@ -76,8 +76,9 @@ s = ev(3) + ev(1) * 7 + b"".join(ev(2, f) for f in frames)
 s += ev(4) + ev(3) + ev(3) + ev(1) * 7 + ev(2, frames[2])
 open("corpus/camera_session/dialogue", "wb").write(s)
 PY
-# shared_route: viewers joining on the camera's channels and on others, a keyframe and tiny
-# packets, empty frames alone and in runs, a frame longer than it says, a reconnect (see the
-# harness in src/proto/shared_fanout/harness.rs for the script's bytes).
-printf '\x03\x00\x01\x00\x01\x02\x03\x01\x06\x07\x08\x09\x08\x28\x01\x00\x03\x00\x05\x01\x00\x00\x02\x02\x01\x02\x00\x40' > corpus/shared_route/join-and-tiny
-printf '\x03\x00\x01\x00\x01\x02\x01\x00\x02\xff\xff\x10abcdefghijklmnop\x07\x00\x00\x01\x06\x00\x03\x05\x00\x06\x80' > corpus/shared_route/oversized-and-reconnect
+# shared_route: viewers setting up on the camera's channels and on others and playing, a
+# keyframe and tiny packets, empty frames alone and in runs, a frame longer than it says, a
+# reconnect, a viewer pausing and leaving (see src/proto/shared_route/harness.rs for the
+# script's bytes).
+printf '\x03\x00\x01\x00\x00\x01\x03\x00\x03\x03\x01\x01\x00\x06\x07\x03\x01\x03\x0a\x02\x01\x00\x00\x00\x02\x02\x02\x0a\x28' > corpus/shared_route/play-and-tiny
+printf '\x03\x00\x01\x00\x00\x01\x03\x00\x03\x0a\x01\x01\x00\x02\xff\xff\x10abcdefghijklmnop\x08\x07\x40\x0a\x01\x04\x00\x04\x05\x00' > corpus/shared_route/oversized-reconnect-pause
