@@ -49,7 +49,7 @@ impl Shard {
     /// A request a shared route's session admitted: its first one attaches the tunnel to the
     /// route (its demand: an on-demand camera starts connecting while the request waits; an
     /// unauthenticated viewer makes no camera connection), then the route answers it.
-    pub(super) fn shared_request(&mut self, key: SessionKey, msg: Box<Message>) {
+    pub(super) fn shared_request(&mut self, key: SessionKey, msg: Message) {
         let now = Instant::now();
         let Some(s) = self.sessions.get(key) else { return };
         let ck = match s.camera {
@@ -69,7 +69,7 @@ impl Shard {
             }
         };
         if let Some(slot) = self.cameras.get_mut(ck) {
-            slot.shared.handle_request(key, *msg, now);
+            slot.shared.handle_request(key, msg, now);
         }
         self.drive_camera(ck);
     }

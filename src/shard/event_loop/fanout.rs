@@ -29,8 +29,7 @@ impl Shard {
         let (mut dropped, mut sent, mut copied) = (0, 0, 0);
         // Each viewer is judged on its queue as it really is after the frame before, and a
         // plan holds one delivery per viewer at most, however many frames the receive carries.
-        loop {
-            let Some(slot) = self.cameras.get_mut(ck) else { break };
+        while let Some(slot) = self.cameras.get_mut(ck) {
             let chunk = self.bufs.bytes_at(bid, 0, len);
             let (conns, sessions) = (&self.conns, &self.sessions);
             // What is queued to a viewer now; `None`: nothing more may go to it (its connection

@@ -274,7 +274,7 @@ impl Shard {
                 // The tunnel turns this into its own `SharedRequest`.
                 Out::Core(Core::SharedRequest(_)) => {}
                 // A shared route's: its route answers it, and judges the viewer's liveness.
-                Out::SharedRequest(msg) => self.shared_request(key, msg),
+                Out::SharedRequest(msg) => self.shared_request(key, *msg),
                 Out::Core(Core::SharedViewerFrame) => self.shared_viewer_frame(key),
                 Out::PauseCamera => {
                     let upstream = s.upstream;
