@@ -235,8 +235,9 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
     }
 
     /// The next thing the shell must do.
+    /// Between two plans of a receive, only what was asked before it (a viewer cut by a plan
+    /// may be ended, and what its detaching asks carried out, while the receive goes on).
     pub fn poll_action(&mut self) -> Option<Action<V>> {
-        self.finish_receive();
         let a = self.actions.pop_front();
         if a.is_none() && self.actions.capacity() > 1024 {
             // A large GOP replay pins no room after it was carried out.
@@ -247,7 +248,6 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
 
     /// The next thing to count or log.
     pub fn poll_event(&mut self) -> Option<RouteEvent<V>> {
-        self.finish_receive();
         self.events.pop_front()
     }
 

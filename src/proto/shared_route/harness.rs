@@ -266,6 +266,8 @@ impl World {
                 self.viewers.remove(&v);
                 assert!(self.route.detach(v, self.now));
                 assert!(!self.route.is_playing(v), "a cut viewer stays in the fan-out");
+                // What the detach asks for is carried out at once, the receive going on.
+                self.pump();
             }
         }
         self.plan = plan;

@@ -353,3 +353,50 @@ proptest! {
         harness::run(&data);
     }
 }
+
+/// A viewer cut by a receive's plan ends at once, as the shell does it (detached, the route's
+/// actions and events polled), and the rest of the receive still goes to the others.
+#[test]
+fn a_viewer_cut_mid_receive_does_not_cut_the_receive_short_for_the_others() {
+    let t0 = Instant::now();
+    let mut r = SharedRoute::new(params(on_demand()), t0);
+    let mut cam = Camera::new();
+    for v in [1, 2] {
+        r.attach(v, map(), t0, t0);
+        cam.serve(&mut r, t0);
+        let setup = format!(
+            "SETUP {ROUTE_URL}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
+        );
+        r.handle_request(v, request(&setup), t0);
+        let a = answers(&cam.serve(&mut r, t0));
+        let session = a[0].lines().find_map(|l| l.strip_prefix("Session: ")).unwrap().split(';').next().unwrap();
+        let play = format!("PLAY {ROUTE_URL} RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n");
+        r.handle_request(v, request(&play), t0);
+        cam.serve(&mut r, t0);
+    }
+    assert!(r.is_playing(1) && r.is_playing(2));
+    let mut chunk = Vec::new();
+    for seq in 1..=3u16 {
+        chunk.extend(frame(0, 15, &rtp(seq, 3000 * u32::from(seq), 96, &[0x65, 0x88, 0x80])));
+    }
+    r.handle_camera_bytes(t0, &mut chunk);
+    // Viewer 1 holds far more than its bound: cut at the first frame.
+    let full = QueueState { bytes: 1 << 20, entries: 0 };
+    let mut plan = Vec::new();
+    let mut to_2 = 0;
+    while r.plan_next(&chunk, |v| Some(if *v == 1 { full } else { QueueState::default() }), &mut plan).is_some() {
+        for d in std::mem::take(&mut plan) {
+            match d {
+                Delivery::Deliver { viewer: 2, .. } => to_2 += 1,
+                Delivery::Disconnect { viewer: 1, .. } => {
+                    assert!(r.detach(1, t0));
+                    cam.serve(&mut r, t0);
+                    events(&mut r);
+                }
+                Delivery::FirstPicture { viewer: 2, .. } => {}
+                d => panic!("{d:?}"),
+            }
+        }
+    }
+    assert_eq!(to_2, 3, "every frame of the receive reached the viewer that kept up");
+}
