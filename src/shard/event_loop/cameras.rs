@@ -93,6 +93,8 @@ impl Shard {
 
     /// Carries out what a shared route asked for, and counts and logs what happened.
     pub(super) fn drive_camera(&mut self, ck: CameraKey) {
+        // Viewers given answers or replays: their tunnels are told their backlog after.
+        let mut fed: Vec<SessionKey> = Vec::new();
         loop {
             let Some(slot) = self.cameras.get_mut(ck) else { return };
             if let Some(e) = slot.shared.poll_event() {
@@ -115,6 +117,9 @@ impl Shard {
                 Action::ToViewer { viewer, bytes } => {
                     if let Some(v) = self.sessions.get(viewer).and_then(|s| s.viewer) {
                         self.queue_answer(v, bytes);
+                        if !fed.contains(&viewer) {
+                            fed.push(viewer);
+                        }
                     }
                 }
                 Action::Deliver(d) => {
@@ -134,6 +139,9 @@ impl Shard {
                     self.end_session(viewer, outcome);
                 }
             }
+        }
+        for key in fed {
+            self.update_upstream_flow(key);
         }
         if self.cameras.get(ck).is_some_and(|s| s.shared.is_done()) {
             if let Some(slot) = self.cameras.remove(ck) {
