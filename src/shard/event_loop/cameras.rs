@@ -71,7 +71,9 @@ impl Shard {
         if let Some(slot) = self.cameras.get_mut(ck) {
             slot.shared.handle_request(key, msg, now);
         }
-        self.drive_camera(ck);
+        // Its tunnel's outputs are being carried out: it is told its backlog after them, not
+        // here (its next pipelined request would be handled inside this one's).
+        self.drive_route(ck, Some(key));
     }
 
     /// A shared route's viewer sent an RTCP report.
@@ -93,6 +95,12 @@ impl Shard {
 
     /// Carries out what a shared route asked for, and counts and logs what happened.
     pub(super) fn drive_camera(&mut self, ck: CameraKey) {
+        self.drive_route(ck, None);
+    }
+
+    /// [`Shard::drive_camera`]; `carrying`: the session whose tunnel's outputs are being
+    /// carried out (told its backlog by that, after).
+    fn drive_route(&mut self, ck: CameraKey, carrying: Option<SessionKey>) {
         // Viewers given answers or replays: their tunnels are told their backlog after.
         let mut fed: Vec<SessionKey> = Vec::new();
         loop {
@@ -117,7 +125,7 @@ impl Shard {
                 Action::ToViewer { viewer, bytes } => {
                     if let Some(v) = self.sessions.get(viewer).and_then(|s| s.viewer) {
                         self.queue_answer(v, bytes);
-                        if !fed.contains(&viewer) {
+                        if !fed.contains(&viewer) && carrying != Some(viewer) {
                             fed.push(viewer);
                         }
                     }
