@@ -626,6 +626,10 @@ fn default_true() -> bool {
     true
 }
 
+/// The longest duration a `*_secs` key may name: a year, far past any useful timeout, and far
+/// from where adding it to the clock overflows (which would panic a shard).
+pub const MAX_DURATION_SECS: u64 = 365 * 24 * 3600;
+
 impl RouteConfig {
     /// The route the core uses: path normalised, camera address resolved, credentials split
     /// from the URL, address lists parsed.
@@ -708,6 +712,9 @@ impl RouteConfig {
         }
         if cfg.max_viewers == Some(0) {
             return Err(err("max_viewers must be greater than 0 (leave it out for no cap)".into()));
+        }
+        if cfg.linger_secs > MAX_DURATION_SECS {
+            return Err(err(format!("linger_secs must be at most {MAX_DURATION_SECS} (a year)")));
         }
         let sharing = match cfg.mode {
             RouteMode::Passthrough => {
@@ -1174,6 +1181,15 @@ impl Config {
         if l.max_cookie_len < 8 {
             return Err(ConfigError::Invalid("[limits] max_cookie_len must be at least 8".into()));
         }
+        // A shard adds these to the clock: `Instant + Duration::from_secs(u64::MAX)` panics.
+        let in_seconds = [
+            ("[limits] idle_timeout_secs", l.idle_timeout_secs),
+            ("[limits] request_timeout_secs", l.request_timeout_secs),
+            ("[runtime] shutdown_grace_secs", rt.shutdown_grace_secs),
+        ];
+        if let Some((name, _)) = in_seconds.iter().find(|(_, v)| *v > MAX_DURATION_SECS) {
+            return Err(ConfigError::Invalid(format!("{name} must be at most {MAX_DURATION_SECS} (a year)")));
+        }
         if l.gop_cache_packets > 1_000_000 {
             return Err(ConfigError::Invalid("[limits] gop_cache_packets must be at most 1000000".into()));
         }
@@ -1520,6 +1536,20 @@ mod tests {
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[runtime]\ndrain_accept_secs=301\n", "drain_accept_secs"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\ngop_cache_packets=0\n", "gop_cache_packets"),
             ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\ngop_cache_packets=1000001\n", "at most 1000000"),
+            // Each would have panicked a shard adding it to the clock.
+            (
+                "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nidle_timeout_secs=18446744073709551615\n",
+                "idle_timeout_secs",
+            ),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\nrequest_timeout_secs=31536001\n", "request_timeout_secs"),
+            (
+                "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[runtime]\nshutdown_grace_secs=18446744073709551615\n",
+                "shutdown_grace_secs",
+            ),
+            (
+                "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x\"\nlinger_secs=18446744073709551615\n",
+                "linger_secs",
+            ),
             (
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x\"\n[[route]]\npath=\"/c/\"\nupstream=\"rtsp://127.0.0.1/y\"\n",
                 "duplicate path",

@@ -389,4 +389,17 @@ mod tests {
         assert!(matches!(c.put_route(bad), Err(ControlError::Invalid(m)) if m.contains("rtsp://")));
         assert!(c.routes().is_empty() && !d.join(STATE_FILE).exists());
     }
+
+    /// A linger the shard cannot add to its clock (`Instant + Duration::from_secs(u64::MAX)`
+    /// panics when the last viewer leaves) is refused, not applied.
+    #[test]
+    fn a_linger_past_the_clock_is_refused() {
+        let d = dir("linger");
+        let c = Control::new(settings(&d, ""), None).unwrap();
+        let mut long = route("/a");
+        long.linger_secs = u64::MAX;
+        assert!(matches!(c.put_route(long), Err(ControlError::Invalid(m)) if m.contains("linger_secs")));
+        assert!(c.routes().is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -97,6 +97,7 @@ impl Backoff {
         // SplitMix64: enough to spread retries, and reproducible from the seed in tests.
         let z = self.rng.next_u64();
         let jitter = base.mul_f64((z >> 11) as f64 / (1u64 << 53) as f64 / 2.0);
+        // Jitter is at most half of base: no underflow.
         base - jitter
     }
 

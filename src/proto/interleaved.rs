@@ -165,6 +165,7 @@ impl Demux {
             let take = (total - before).min(bytes.len());
             self.msg.extend_from_slice(&bytes[..take]);
             if self.msg.len() == total {
+                // Invariant: `msg_total` is Some in this branch (tested two lines up); no byte changes that.
                 let (mut message, _, _) = self.msg_total.take().expect("checked above");
                 message.body = bytes::Bytes::copy_from_slice(&self.msg[head_len..total]);
                 self.msg.clear();

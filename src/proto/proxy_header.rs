@@ -153,6 +153,7 @@ fn parse_v2(input: &[u8], max_len: usize) -> ProxyHeader {
             (SocketAddr::new(ip(0), port(8)), SocketAddr::new(ip(4), port(10)))
         }
         2 => {
+            // Invariant: `addr_len` (36) was checked within the header: body[i..i + 16] is 16 bytes.
             let ip = |i: usize| IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&body[i..i + 16]).unwrap()));
             let port = |i: usize| u16::from_be_bytes([body[i], body[i + 1]]);
             (SocketAddr::new(ip(0), port(32)), SocketAddr::new(ip(16), port(34)))

@@ -532,6 +532,7 @@ impl FrameDecoder {
         let (fin, opcode) = (h[0] & 0x80 != 0, h[0] & 0x0f);
         let (len, mask_at) = match h[1] & 0x7f {
             126 => (u64::from(u16::from_be_bytes([h[2], h[3]])), 4),
+            // Invariant: `h` is `header_len` bytes, which counts these 8 for a length code of 127.
             127 => (u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")), 10),
             n => (u64::from(n), 2),
         };
@@ -549,12 +550,14 @@ impl FrameDecoder {
             }
             self.message = if fin { None } else { Some(so_far) };
         }
+        // Invariant: `h` is `header_len` bytes, which always counts the 4-byte masking key.
         let mask = h[mask_at..mask_at + 4].try_into().expect("4 bytes");
         self.state = State::Payload { opcode, remaining: len, mask, pos: 0 };
         Ok(())
     }
 
     fn finish_frame(&mut self, controls: &mut Vec<Control>) -> Result<(), WsError> {
+        // Invariant: called only from the payload state, when its last byte arrived.
         let State::Payload { opcode, .. } = self.state else { unreachable!("finish_frame outside a payload") };
         self.state = State::Header { buf: [0; 14], have: 0 };
         let payload = std::mem::take(&mut self.control);

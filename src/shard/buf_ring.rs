@@ -70,7 +70,9 @@ fn mmap_anon(bytes: usize) -> io::Result<NonNull<u8>> {
 impl BufRing {
     /// Allocates the buffers and registers them with `submitter` as buffer group `group`.
     pub fn register(submitter: &io_uring::Submitter<'_>, group: u16, count: u16, size: u32) -> io::Result<BufRing> {
+        // Start-up only: `[runtime] recv_buffers` is validated a power of two; no peer reaches it.
         assert!(count.is_power_of_two(), "buffer count must be a power of two");
+        // Validated sizes (u16 buffers of at most 1 MiB): the products fit a 64-bit usize.
         let ring_bytes = count as usize * std::mem::size_of::<BufRingEntry>();
         let data_bytes = count as usize * size as usize;
         let ring = mmap_anon(ring_bytes)?.cast::<BufRingEntry>();
@@ -180,6 +182,7 @@ impl BufRing {
         // The kernel only lends out buffers we gave back, which had no references left.
         assert!(*r == 0, "buffer {bid} received while still referenced ({r} references)");
         *r = 1;
+        // Memory safety: the kernel reports only buffers it was lent; a peer chooses no buffer id.
         self.available = self.available.checked_sub(1).expect("a buffer received that the ring did not lend");
     }
 
@@ -197,6 +200,7 @@ impl BufRing {
     pub fn bytes_at(&self, bid: u16, offset: u32, len: usize) -> &[u8] {
         assert!(self.held(bid), "buffer {bid} read without a reference");
         let start = offset as usize;
+        // Memory safety: ranges come from the demultiplexer inside one receive; never past it.
         &self.buffer(bid)[start..start.checked_add(len).expect("range overflows")]
     }
 
@@ -218,6 +222,7 @@ impl BufRing {
     /// and the buffer stays held until that send completes.
     pub fn iovec(&self, bid: u16, start: u32, end: u32) -> libc::iovec {
         let bytes =
+            // Memory safety: queued ring segments are non-empty (`push_ring` checks start < end).
             self.bytes_at(bid, start, (end as usize).checked_sub(start as usize).expect("range ends before it starts"));
         libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() }
     }
@@ -233,6 +238,7 @@ impl BufRing {
         if *r >= MAX_BUFFER_REFS {
             return false;
         }
+        // Bounded by MAX_BUFFER_REFS just above.
         *r += 1;
         true
     }

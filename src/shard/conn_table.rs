@@ -467,6 +467,7 @@ impl ConnTable {
 
     /// A completion of one of the connection's submissions arrived.
     pub fn completed(&mut self, idx: usize) {
+        // One completion per counted submission (io_uring's contract), so ops > 0 here.
         if let Some(c) = self.slab.get_at_mut(idx) {
             c.ops -= 1;
         }
@@ -516,6 +517,7 @@ impl ConnTable {
     /// backpressure; a receive that ran out of buffers (and was not) waits for some.
     pub fn recv_ended(&mut self, idx: usize, res: i32) -> bool {
         let Some(c) = self.slab.get_at_mut(idx) else { return false };
+        // The receive was counted when armed: ops > 0 here.
         c.ops -= 1;
         let was_paused = c.recv == RecvState::Cancelling;
         // A receive cancelled for backpressure stays off however it ended (out of buffers
@@ -609,6 +611,7 @@ impl ConnTable {
         let c = self.slab.get_at_mut(idx)?;
         let (start, end) = match (u32::try_from(range.start), u32::try_from(range.end)) {
             (Ok(s), Ok(e)) => (s, e),
+            // Memory safety: ranges lie in one receive (at most 1 MiB); no peer makes a range this large.
             _ => panic!("range {range:?} outside any receive buffer"),
         };
         // Checks the range against the buffer before anything refers to it.
@@ -663,6 +666,7 @@ impl ConnTable {
             let mut head = [0u8; 16];
             let mut n = 0;
             for part in [ws.as_ref().map(|h| h.as_bytes()), prefix.map(|p| &p[..])].into_iter().flatten() {
+                // Invariant of the types: a server frame header is at most 10 bytes, a `$` prefix 4.
                 head[n..n + part.len()].copy_from_slice(part);
                 n += part.len();
             }
@@ -720,9 +724,11 @@ impl ConnTable {
 }
 
 fn ring_offset(at: usize) -> u32 {
+    // Memory safety, as in `queue_ring`: a receive buffer is at most 1 MiB.
     u32::try_from(at).unwrap_or_else(|_| panic!("offset {at} outside any receive buffer"))
 }
 
+// Panics on a vacant slot: only for callers that hold a live index (the shared camera's `cameras.rs`); peer-driven paths use `get`.
 impl Index<usize> for ConnTable {
     type Output = Conn;
     fn index(&self, idx: usize) -> &Conn {

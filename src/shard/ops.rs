@@ -203,6 +203,7 @@ impl Ring {
                 }
                 // A ring that refuses submissions for good cannot run the shard; the panic
                 // leaks what is in flight (KernelMemory).
+                // A kernel failure, not a peer's: no input of theirs makes io_uring_enter fail for good.
                 Err(e) => panic!("shard {}: io_uring submit failed: {e}", self.shard),
             };
             if progress {

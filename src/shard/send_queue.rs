@@ -40,6 +40,7 @@ pub enum Segment {
 impl Segment {
     fn remaining(&self) -> usize {
         match self {
+            // Invariant: `complete` advances an offset by less than what remains, so offset <= len.
             Segment::Owned { data, offset, .. } => data.len() - offset,
             Segment::Shared { data, offset, .. } => data.len() - offset,
             Segment::Ring { start, end, .. } => (end - start) as usize,
@@ -199,7 +200,9 @@ impl SendQueue {
 
     /// Queues a slice of a ring buffer; the caller has retained `bid` for this segment.
     pub fn push_ring(&mut self, bid: u16, start: u32, end: u32, timed: Timed) {
+        // Memory safety: the demultiplexer reports only non-empty ranges, and `queue_frame` skips empty ones.
         assert!(start < end, "empty or reversed ring segment");
+        // start < end checked above.
         self.queued += (end - start) as usize;
         self.ring_segments += 1;
         self.segments.push_back(Segment::Ring { bid, start, end, timed });
@@ -249,6 +252,7 @@ impl SendQueue {
             if written < rem {
                 match front {
                     Segment::Owned { offset, .. } | Segment::Shared { offset, .. } => *offset += written,
+                    // written < rem, the segment's length (a u32 range): no overflow.
                     Segment::Ring { start, .. } => *start += written as u32,
                 }
                 break;
@@ -257,6 +261,7 @@ impl SendQueue {
             match self.segments.pop_front() {
                 Some(Segment::Ring { bid, timed, .. }) => {
                     bufs.release(bid);
+                    // Counted by `push_ring` for each ring segment: never below zero.
                     self.ring_segments -= 1;
                     done.push(timed);
                 }
@@ -293,6 +298,7 @@ impl SendQueue {
                 released += 1;
             }
         }
+        // Each released segment was counted by `push_ring`.
         self.ring_segments -= released;
         released
     }

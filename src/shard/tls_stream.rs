@@ -41,6 +41,7 @@ impl TlsStream {
             let mut want = state.plaintext_bytes_to_read();
             while want > 0 {
                 let start = plain.len();
+                // `want` is what rustls holds for reading (bounded by its buffer limit): no overflow.
                 plain.resize(start + want, 0);
                 match self.conn.reader().read(&mut plain[start..]) {
                     Ok(n) => {

@@ -131,7 +131,9 @@ impl Shard {
         if let Some(bid) = bid {
             self.bufs.on_received(bid);
         }
-        let closing = self.conns[idx].is_closing();
+        // The head receive was in flight on it, so the slot still holds it; gone, there is
+        // nothing to greet.
+        let closing = self.conns.get(idx).is_none_or(|c| c.is_closing());
         let verdict = match bid {
             Some(bid) if res > 0 && !closing => self.greet(idx, Some((bid, res as usize))),
             _ => None,
@@ -157,7 +159,7 @@ impl Shard {
         if let Some(kind) = verdict.counted_as() {
             self.metrics.connection_accepted(kind);
         }
-        if self.conns[idx].has_tls() {
+        if self.conns.get(idx).is_some_and(|c| c.has_tls()) {
             // Handshake messages rustls wants to send (session tickets), before anything else.
             self.queue_owned(idx, Vec::new());
         }
@@ -180,7 +182,8 @@ impl Shard {
             },
             Verdict::RoutesPage { visible, host } => {
                 let authority = host.as_deref().unwrap_or(&self.local_authority);
-                let at = crate::web_assets::ListedAt { authority, tls: self.conns[idx].has_tls() };
+                let at =
+                    crate::web_assets::ListedAt { authority, tls: self.conns.get(idx).is_some_and(|c| c.has_tls()) };
                 self.answer(idx, crate::web_assets::routes_page_reply(visible.iter().map(String::as_str), at, false))
             }
             Verdict::PlayerPage => self.answer(idx, crate::web_assets::player_page_reply(false)),
@@ -188,8 +191,8 @@ impl Shard {
     }
 
     fn refuse_greeting(&mut self, idx: usize, r: Refusal) {
-        if !r.detail.is_empty() {
-            tracing::debug!(shard = self.id, peer = %self.conns[idx].peer(), reason = ?r.reason, detail = %r.detail, "refused first request");
+        if let Some(c) = self.conns.get(idx).filter(|_| !r.detail.is_empty()) {
+            tracing::debug!(shard = self.id, peer = %c.peer(), reason = ?r.reason, detail = %r.detail, "refused first request");
         }
         match r.reply {
             Reply::Close => {

@@ -29,10 +29,16 @@ impl Shard {
         if let Some(bid) = bid {
             self.bufs.on_received(bid);
         }
-        let generation = self.conns[idx].generation();
+        // `dispatch` found it current and nothing has run since: a missing slot is a stale
+        // completion, whose buffer goes back.
+        let Some(generation) = self.conns.get(idx).map(|c| c.generation()) else {
+            if let Some(bid) = bid {
+                self.bufs.release(bid);
+            }
+            return;
+        };
         let was_paused = !more && self.conns.recv_ended(idx, res);
-        let c = &self.conns[idx];
-        let (role, closing) = (c.role(), c.is_closing());
+        let (role, closing) = self.conns.get(idx).map_or((None, true), |c| (c.role(), c.is_closing()));
         if res > 0 && !closing {
             match (bid, role) {
                 (Some(bid), Some(Role::Camera(ck))) => self.on_camera_recv(idx, ck, bid, res as usize),
@@ -103,7 +109,8 @@ impl Shard {
             return;
         }
         let now = Instant::now();
-        let c = &mut self.conns[idx];
+        // The upstream link's handling may have ended the connection.
+        let Some(c) = self.conns.get_mut(idx) else { return };
         let tls = c.has_tls();
         if let Some(tls) = c.tls_mut() {
             self.plain.clear();
@@ -132,7 +139,7 @@ impl Shard {
         // Disjoint field borrows: no per-packet clone of the shared route table.
         let routes = &*self.settings.routes;
         let bytes = if tls { &self.plain[..] } else { self.bufs.bytes(bid, len) };
-        if self.conns[idx].is_websocket() {
+        if self.conns.get(idx).is_some_and(|c| c.is_websocket()) {
             // Copied out of the ring buffer: the decoder unmasks into its own output anyway.
             let bytes = bytes.to_vec();
             self.websocket_bytes(idx, key, &bytes);
@@ -236,7 +243,9 @@ impl Shard {
         match connected {
             Some(idx) => {
                 // Released when the connection is freed, however it ends.
-                self.conns[idx].camera_host = Some(addr.ip());
+                if let Some(c) = self.conns.get_mut(idx) {
+                    c.camera_host = Some(addr.ip());
+                }
                 if let Some(s) = self.session(key) {
                     s.upstream = Some(idx);
                 }
@@ -288,11 +297,12 @@ impl Shard {
 
     pub(super) fn on_connect(&mut self, idx: usize, res: i32) {
         self.conns.completed(idx);
-        if self.conns[idx].is_closing() {
+        let Some(c) = self.conns.get(idx) else { return };
+        if c.is_closing() {
             self.maybe_free(idx);
             return;
         }
-        let key = match self.conns[idx].role() {
+        let key = match c.role() {
             Some(Role::Upstream(key)) => key,
             Some(Role::Camera(ck)) => return self.on_camera_connect(idx, ck, res),
             Some(Role::CameraPost { get, generation }) => {
@@ -318,12 +328,15 @@ impl Shard {
                 let why = std::io::Error::from_raw_os_error(-res).to_string();
                 self.passthrough_health(route, PassthroughEvent::ConnectFailed(Some(why)));
             }
+            // `res` is a kernel errno (never i32::MIN): the negation cannot overflow.
             let kind = match -res {
                 libc::ECONNREFUSED => UpstreamErrorKind::ConnectRefused,
                 libc::ECANCELED | libc::ETIMEDOUT => UpstreamErrorKind::ConnectTimeout,
                 _ => UpstreamErrorKind::Unreachable,
             };
-            tracing::debug!(shard = self.id, camera = %self.conns[idx].peer(), error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
+            if let Some(c) = self.conns.get(idx) {
+                tracing::debug!(shard = self.id, camera = %c.peer(), error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
+            }
             if let Some(s) = self.session(key) {
                 s.upstream = None;
                 s.tunnel.handle(Input::CameraConnectFailed(kind), now);

@@ -122,6 +122,7 @@ impl Shard {
                 ShardMsg::Shutdown { grace } => self.begin_drain(grace),
                 ShardMsg::Query(query) => self.answer_query(query),
                 // Posted only when the process was started with the test hook enabled.
+                // Sent only by the test hook `RTR_TEST_STOP_SHARD`; no peer can post it.
                 ShardMsg::TestPanic => panic!("shard {} stopped by the test hook", self.id),
             }
         }

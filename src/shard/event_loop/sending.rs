@@ -55,7 +55,7 @@ impl Shard {
         // The receive side is timed at its batch's reaping too (see `Shard::reaped_at`).
         let now = self.reaped_at;
         self.conns.completed(idx);
-        let c = &mut self.conns[idx];
+        let Some(c) = self.conns.get_mut(idx) else { return };
         if res < 0 {
             c.send_mut().abort_in_flight();
             if c.is_closing() {
@@ -89,9 +89,11 @@ impl Shard {
             }
             _ => {}
         }
-        if self.conns[idx].is_closing() {
+        // The flow update may have closed it, and with nothing in flight freed it.
+        let Some(c) = self.conns.get(idx) else { return };
+        if c.is_closing() {
             self.maybe_free(idx);
-        } else if matches!(self.conns[idx].phase(), Phase::Moving(_)) {
+        } else if matches!(c.phase(), Phase::Moving(_)) {
             self.start_send(idx);
             self.hand_off_if_quiet(idx);
         } else {

@@ -7,7 +7,11 @@ impl Shard {
     /// A tunnel GET, admitted (its session counted): the session starts and its cookie is
     /// registered for the POST.
     pub(super) fn on_tunnel_get(&mut self, idx: usize, route: Option<Arc<Route>>, cookie: String, rest: Vec<u8>) {
-        let c = &self.conns[idx];
+        let Some(c) = self.conns.get(idx) else {
+            // Not reached while a verdict is carried out at once; its session was counted.
+            self.shared.admission.close_session();
+            return;
+        };
         let (peer, accepted_at, tls) = (c.peer(), c.accepted_at(), c.has_tls());
         let key = self.new_session(route, tunnel::Kind::Http, tls, peer, accepted_at, None);
         let me = SessionRef { shard: self.id, key: key.pack() };
@@ -39,8 +43,7 @@ impl Shard {
     }
 
     pub(super) fn on_tunnel_post(&mut self, idx: usize, cookie: String, expect_continue: bool, rest: Vec<u8>) {
-        if expect_continue {
-            let c = &self.conns[idx];
+        if let Some(c) = self.conns.get(idx).filter(|_| expect_continue) {
             if c.has_tls() {
                 // Inside the TLS stream; a hand-off waits for this send to complete.
                 self.queue_owned(idx, http_head::CONTINUE_REPLY.to_vec());
@@ -139,7 +142,7 @@ impl Shard {
     }
 
     pub(super) fn bind_post(&mut self, key: SessionKey, idx: usize, leftover: Vec<u8>) {
-        let (peer, tls) = (self.conns[idx].peer(), self.conns[idx].has_tls());
+        let Some((peer, tls)) = self.conns.get(idx).map(|c| (c.peer(), c.has_tls())) else { return };
         let Some(s) = self.session(key) else {
             // The GET went away between lookup and bind.
             self.metrics.rejected(Rejection::PostWithoutGet);
@@ -164,7 +167,11 @@ impl Shard {
     /// Plain RTSP, admitted (its session counted): `bytes` (its first request and whatever
     /// followed) go to the new session.
     pub(super) fn on_plain_rtsp(&mut self, idx: usize, route: Option<Arc<Route>>, bytes: Vec<u8>) {
-        let c = &self.conns[idx];
+        let Some(c) = self.conns.get(idx) else {
+            // Not reached while a verdict is carried out at once; its session was counted.
+            self.shared.admission.close_session();
+            return;
+        };
         let (peer, accepted_at, tls) = (c.peer(), c.accepted_at(), c.has_tls());
         let key = self.new_session(route, tunnel::Kind::Plain, tls, peer, accepted_at, None);
         if let Some(s) = self.sessions.get_mut(key) {

@@ -68,6 +68,7 @@ impl Shard {
                 basic_over_plain: self.settings.auth.basic_over_plain,
                 // The authorizer's own timeouts come first; this only bounds a lost answer.
                 verdict_timeout: Duration::from_millis(
+                    // Both validated at most 60,000 ms: no overflow.
                     self.settings.auth.http.timeout_ms.max(self.settings.auth.jwt.timeout_ms) * 2 + 500,
                 ),
                 bearer,
@@ -267,7 +268,9 @@ impl Shard {
                 }
                 Out::RefusePost(reason) => {
                     let Fed::Post(idx) = fed else { continue };
-                    tracing::debug!(shard = self.id, peer = %self.conns[idx].peer(), "POST refused by its tunnel");
+                    if let Some(c) = self.conns.get(idx) {
+                        tracing::debug!(shard = self.id, peer = %c.peer(), "POST refused by its tunnel");
+                    }
                     self.metrics.rejected(reason);
                     self.close_conn(idx);
                 }
@@ -281,7 +284,9 @@ impl Shard {
                     self.pause_camera(upstream);
                 }
                 Out::ResumeCamera => {
-                    if let Some(u) = s.upstream.filter(|&u| self.conns[u].recv() == RecvState::Off) {
+                    if let Some(u) =
+                        s.upstream.filter(|&u| self.conns.get(u).is_some_and(|c| c.recv() == RecvState::Off))
+                    {
                         self.arm_recv(u);
                     }
                 }

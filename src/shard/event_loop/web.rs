@@ -18,7 +18,11 @@ impl Shard {
         upgrade: websocket::Upgrade,
         rest: Vec<u8>,
     ) {
-        let c = &self.conns[idx];
+        let Some(c) = self.conns.get(idx) else {
+            // Not reached while a verdict is carried out at once; its session was counted.
+            self.shared.admission.close_session();
+            return;
+        };
         let (peer, accepted_at, tls) = (c.peer(), c.accepted_at(), c.has_tls());
         tracing::debug!(
             shard = self.id,
@@ -81,7 +85,9 @@ impl Shard {
     /// client's send never completes and it never reads the close frame.
     fn websocket_ended(&mut self, idx: usize, key: SessionKey, end: WsEnd) {
         if let WsEnd::ProtocolError(e) = &end {
-            tracing::debug!(shard = self.id, peer = %self.conns[idx].peer(), error = %e, "WebSocket closed for a framing error");
+            if let Some(c) = self.conns.get(idx) {
+                tracing::debug!(shard = self.id, peer = %c.peer(), error = %e, "WebSocket closed for a framing error");
+            }
             self.metrics.rejected(e.rejection());
         }
         if let Some(s) = self.session(key) {
