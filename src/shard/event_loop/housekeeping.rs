@@ -64,7 +64,7 @@ impl Shard {
         for key in self.sessions.keys() {
             let Some(s) = self.session(key) else { continue };
             if s.tunnel.poll_timeout().is_some_and(|t| t <= now) {
-                s.tunnel.handle(Input::Timer, now);
+                s.tunnel.handle_timeout(now);
                 if s.camera.is_some() {
                     self.shared_input(key, tunnel::SharedInput::Timer);
                 }

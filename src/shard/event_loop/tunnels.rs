@@ -166,16 +166,45 @@ impl Shard {
         self.carry_out(key, Fed::Nothing);
     }
 
+    /// What the tunnel counts and logs: metrics and the request log, never connection work.
+    fn record_events(&mut self, key: SessionKey) {
+        use tunnel::Event;
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        while let Some(e) = s.tunnel.poll_event() {
+            match e {
+                Event::FramesToCamera(n) => self.metrics.frames(Direction::ToCamera, n as u64),
+                Event::Observe(h, d) => self.metrics.observe(h, d),
+                Event::Rejected(r) => self.metrics.rejected(r),
+                // The session recorded it with the address's failures (its `AuthGate`).
+                Event::AuthFailed(f) => self.metrics.auth_failure(f),
+                Event::UpstreamError(k) => self.metrics.upstream_error(k),
+                Event::Exchange(e) => tracing::debug!(
+                    shard = self.id,
+                    session = %format_args!("{}-{}", self.id, s.id),
+                    route = s.tunnel.session().route().map_or("-", |r| r.path.as_str()),
+                    method = %e.method,
+                    // A `?jwt=` token never reaches the log.
+                    uri = %crate::proto::external_auth::without_token(&e.uri),
+                    status = e.status,
+                    latency_ms = %format_args!("{:.3}", e.latency.as_secs_f64() * 1e3),
+                    answered_by = if e.by_relay { "relay" } else { "camera" },
+                    "rtsp"
+                ),
+            }
+        }
+    }
+
     fn carry_out(&mut self, key: SessionKey, fed: Fed) {
-        use session::Output as Core;
         use tunnel::Output as Out;
         loop {
+            // Events first: an action may end the session, and its tunnel with it.
+            self.record_events(key);
             let Some(s) = self.sessions.get_mut(key) else {
                 return;
             };
             let Some(o) = s.tunnel.poll_output() else { return };
             match o {
-                Out::Core(Core::ToViewer(bytes)) => {
+                Out::ToViewer(bytes) => {
                     if let Some(v) = s.viewer {
                         match self.ws_header(v, bytes.len()) {
                             None => self.queue_owned(v, bytes),
@@ -190,7 +219,7 @@ impl Shard {
                         }
                     }
                 }
-                Out::Core(Core::ForwardToViewer { range, frames }) if matches!(fed, Fed::CameraPlain(_)) => {
+                Out::ForwardToViewer { range, frames } if matches!(fed, Fed::CameraPlain(_)) => {
                     let (Some(v), Fed::CameraPlain(at), Some(bytes)) = (s.viewer, fed, self.plain.get(range)) else {
                         continue;
                     };
@@ -216,7 +245,7 @@ impl Shard {
                         self.metrics.frames(Direction::ToViewer, frames as u64);
                     }
                 }
-                Out::Core(Core::ForwardToViewer { range, frames }) => {
+                Out::ForwardToViewer { range, frames } => {
                     let (Some(v), Fed::CameraChunk(bid, at)) = (s.viewer, fed) else {
                         continue;
                     };
@@ -233,7 +262,7 @@ impl Shard {
                         self.metrics.frames(Direction::ToViewer, frames as u64);
                     }
                 }
-                Out::Core(Core::ToUpstream(bytes)) => {
+                Out::ToCamera(bytes) => {
                     if let Some(u) = s.upstream {
                         self.queue_to_camera(u, bytes);
                         if let Some(queued) = self.conns.get(u).map(|c| c.send().queued()) {
@@ -243,28 +272,9 @@ impl Shard {
                         }
                     }
                 }
-                Out::Core(Core::ConnectUpstream(addr)) => self.connect_upstream(key, addr),
-                Out::Core(Core::FramesToCamera(n)) => self.metrics.frames(Direction::ToCamera, n as u64),
-                Out::Core(Core::Observe(h, d)) => self.metrics.observe(h, d),
-                Out::Core(Core::Rejected(r)) => self.metrics.rejected(r),
-                // The session recorded it with the address's failures (its `AuthGate`).
-                Out::Core(Core::AuthFailed(f)) => self.metrics.auth_failure(f),
-                Out::Core(Core::Authorize(query)) => self.ask_authorizer(key, query),
-                Out::Core(Core::UpstreamError(k)) => self.metrics.upstream_error(k),
-                Out::Core(Core::Exchange(e)) => tracing::debug!(
-                    shard = self.id,
-                    session = %format_args!("{}-{}", self.id, s.id),
-                    route = s.tunnel.session().route().map_or("-", |r| r.path.as_str()),
-                    method = %e.method,
-                    // A `?jwt=` token never reaches the log.
-                    uri = %crate::proto::external_auth::without_token(&e.uri),
-                    status = e.status,
-                    latency_ms = %format_args!("{:.3}", e.latency.as_secs_f64() * 1e3),
-                    answered_by = if e.by_relay { "relay" } else { "camera" },
-                    "rtsp"
-                ),
-                // The tunnel turns the dialogue's end into `End`.
-                Out::Core(Core::Close(outcome)) | Out::End(outcome) => self.end_session(key, outcome),
+                Out::ConnectCamera(addr) => self.connect_upstream(key, addr),
+                Out::Authorize(query) => self.ask_authorizer(key, query),
+                Out::End(outcome) => self.end_session(key, outcome),
                 Out::BindPost => {
                     let Fed::Post(idx) = fed else { continue };
                     let old = s.post.replace(idx);
@@ -273,16 +283,14 @@ impl Shard {
                         self.close_conn(old);
                     }
                 }
-                Out::RefusePost(reason) => {
+                // Its reason was counted as an event.
+                Out::RefusePost => {
                     let Fed::Post(idx) = fed else { continue };
                     if let Some(c) = self.conns.get(idx) {
                         tracing::debug!(shard = self.id, peer = %c.peer(), "POST refused by its tunnel");
                     }
-                    self.metrics.rejected(reason);
                     self.close_conn(idx);
                 }
-                // The tunnel turns these into its own `SharedRequest` and viewer liveness.
-                Out::Core(Core::SharedRequest(_) | Core::SharedViewerFrame) => {}
                 Out::SharedRequest(msg) => {
                     // The camera is wanted from the first request the route admitted (its
                     // address lists and users): an unauthenticated viewer makes no camera

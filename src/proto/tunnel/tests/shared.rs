@@ -23,28 +23,32 @@ fn shared_harness(kind: Kind) -> Harness {
         camera_wait: Duration::from_secs(3),
         max_pending: 4,
     });
-    Harness { t, routes, t0 }
+    Harness { t, routes, t0, events: Vec::new() }
 }
 
-/// Hands every `SharedRequest` back with `camera`, as the shell does, and returns everything.
+/// Hands every `SharedRequest` back with `camera`, as the shell does, and returns every
+/// action; `h.events` gets every event since `out`.
 fn serve(h: &mut Harness, out: Vec<Output>, camera: &CameraView<'_>, after: Duration) -> Vec<Output> {
     let mut all = Vec::new();
+    let mut events = std::mem::take(&mut h.events);
     let mut queue: std::collections::VecDeque<Output> = out.into();
     while let Some(o) = queue.pop_front() {
         if let Output::SharedRequest(msg) = o {
             h.t.handle_shared(SharedInput::Request(msg), camera, h.at(after));
             queue.extend(h.outputs());
+            events.append(&mut h.events);
         } else {
             all.push(o);
         }
     }
+    h.events = events;
     all
 }
 
 /// The one answer among `out`.
 fn to_viewer(out: &[Output]) -> &[u8] {
     let mut answers = out.iter().filter_map(|o| match o {
-        Output::Core(session::Output::ToViewer(b)) => Some(&b[..]),
+        Output::ToViewer(b) => Some(&b[..]),
         _ => None,
     });
     let first = answers.next().unwrap_or_else(|| panic!("no answer: {out:?}"));
@@ -53,12 +57,11 @@ fn to_viewer(out: &[Output]) -> &[u8] {
 }
 
 fn reaches_a_camera(o: &Output) -> bool {
-    matches!(
-        o,
-        Output::Core(
-            session::Output::ConnectUpstream(_) | session::Output::ToUpstream(_) | session::Output::FramesToCamera(_)
-        )
-    )
+    matches!(o, Output::ConnectCamera(_) | Output::ToCamera(_))
+}
+
+fn frames_reach_a_camera(events: &[Event]) -> bool {
+    events.iter().any(|e| matches!(e, Event::FramesToCamera(_)))
 }
 
 #[test]
@@ -70,16 +73,14 @@ fn admitted_requests_are_answered_by_the_relay_and_no_camera_is_opened() {
     let out = serve(&mut h, out, &IDLE, SECOND);
     let reply = String::from_utf8_lossy(to_viewer(&out));
     assert!(reply.starts_with("RTSP/1.0 200 OK\r\n") && reply.contains("CSeq: 1\r\n"), "{reply}");
-    assert!(
-        out.iter().any(|o| matches!(o, Output::Core(session::Output::Exchange(e)) if e.status == 200 && e.by_relay))
-    );
-    let timed = Output::Core(session::Output::Observe(Hist::RtspRequest(RtspMethod::Options), Duration::ZERO));
-    assert!(out.contains(&timed), "request latencies are measured as for the camera's answers: {out:?}");
+    assert!(h.events.iter().any(|e| matches!(e, Event::Exchange(e) if e.status == 200 && e.by_relay)));
+    let timed = Event::Observe(Hist::RtspRequest(RtspMethod::Options), Duration::ZERO);
+    assert!(h.events.contains(&timed), "request latencies are measured as for the camera's answers: {:?}", h.events);
     // A camera that is not starting cannot describe itself: the viewer learns at once.
     let out = h.command("DESCRIBE rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 2\r\n\r\n", 2 * SECOND);
     let out = serve(&mut h, out, &IDLE, 2 * SECOND);
     assert!(to_viewer(&out).starts_with(b"RTSP/1.0 503 "));
-    assert!(!out.iter().any(reaches_a_camera));
+    assert!(!out.iter().any(reaches_a_camera) && !frames_reach_a_camera(&h.events));
 }
 
 #[test]
@@ -96,13 +97,13 @@ fn a_shared_viewer_lives_by_its_requests_and_reports_not_by_the_tunnel_idle_rule
     assert_eq!(h.t.poll_timeout(), Some(h.at(Duration::from_secs(10))));
     assert!(feed(&mut h, &[b'$', 1, 0, 2, 0x80, 0xc9], 9 * SECOND).is_empty());
     assert_eq!(h.t.poll_timeout(), Some(h.at(Duration::from_secs(19))));
-    h.t.handle(Input::Timer, h.at(18 * SECOND));
+    h.t.handle_timeout(h.at(18 * SECOND));
     h.t.handle_shared(SharedInput::Timer, &IDLE, h.at(18 * SECOND));
     assert_eq!(h.outputs(), vec![]);
-    h.t.handle(Input::Timer, h.at(19 * SECOND));
+    h.t.handle_timeout(h.at(19 * SECOND));
     h.t.handle_shared(SharedInput::Timer, &IDLE, h.at(19 * SECOND));
     let out = h.outputs();
-    assert!(rejected(&out, Rejection::IdleTimeout), "{out:?}");
+    assert!(rejected(&h.events, Rejection::IdleTimeout), "{:?}", h.events);
     assert_eq!(ends(&out), Some(SessionOutcome::Timeout));
 }
 
@@ -184,7 +185,7 @@ proptest! {
             h.t.handle(Input::ViewerBytes { stream, bytes: &bytes, routes: &routes }, h.at(at));
             let out = h.outputs();
             let out = serve(&mut h, out, &IDLE, at);
-            prop_assert!(!out.iter().any(reaches_a_camera), "{:?}", out);
+            prop_assert!(!out.iter().any(reaches_a_camera) && !frames_reach_a_camera(&h.events), "{:?}", out);
         }
     }
 }
