@@ -13,7 +13,7 @@ impl Shard {
     }
 
     pub(super) fn on_tick(&mut self) {
-        let now = Instant::now();
+        let now = self.reaped_at;
         if self.draining_until.is_none() {
             for listener in std::mem::take(&mut self.listeners.paused) {
                 self.arm_accept(listener);

@@ -88,7 +88,7 @@ impl Shard {
     pub(super) fn on_auth_verdict(&mut self, key: SessionKey, id: u64, verdict: crate::proto::external_auth::Verdict) {
         let routes = &*self.settings.routes;
         let Some(s) = self.sessions.get_mut(key) else { return };
-        s.tunnel.handle(Input::AuthVerdict { id, verdict, routes }, Instant::now());
+        s.tunnel.handle(Input::AuthVerdict { id, verdict, routes }, self.reaped_at);
         self.apply(key, Fed::Nothing);
     }
 
@@ -112,7 +112,7 @@ impl Shard {
         if !self.shared.authorizer.submit(job) {
             let routes = &*self.settings.routes;
             if let Some(s) = self.sessions.get_mut(key) {
-                s.tunnel.handle(Input::AuthVerdict { id, verdict: Verdict::Error, routes }, Instant::now());
+                s.tunnel.handle(Input::AuthVerdict { id, verdict: Verdict::Error, routes }, self.reaped_at);
             }
         }
     }
@@ -140,7 +140,7 @@ impl Shard {
         let routes = &*self.settings.routes;
         if let Some(s) = self.sessions.get_mut(key) {
             // Viewer activity is the tunnel's to judge (whole messages and frames only).
-            s.tunnel.handle(Input::ViewerBytes { stream, bytes, routes }, Instant::now());
+            s.tunnel.handle(Input::ViewerBytes { stream, bytes, routes }, self.reaped_at);
         }
         self.apply(key, Fed::Nothing);
     }
@@ -162,7 +162,7 @@ impl Shard {
         let Some(queued) = s.viewer.and_then(|v| self.conns.get(v)).map(|c| c.send().queued()) else {
             return;
         };
-        s.tunnel.handle(Input::ViewerBacklog(queued), Instant::now());
+        s.tunnel.handle(Input::ViewerBacklog(queued), self.reaped_at);
         self.carry_out(key, Fed::Nothing);
     }
 
@@ -266,8 +266,8 @@ impl Shard {
                     if let Some(u) = s.upstream {
                         self.queue_to_camera(u, bytes);
                         if let Some(queued) = self.conns.get(u).map(|c| c.send().queued()) {
-                            if let Some(s) = self.session(key) {
-                                s.tunnel.handle(Input::CameraBacklog(queued), Instant::now());
+                            if let Some(s) = self.sessions.get_mut(key) {
+                                s.tunnel.handle(Input::CameraBacklog(queued), self.reaped_at);
                             }
                         }
                     }
@@ -406,7 +406,7 @@ impl Shard {
             if let Some(tls) = self.conns.get_mut(v).and_then(|c| c.tls_mut()) {
                 tls.close_notify();
             }
-            self.conns.flush_then(v, AfterFlush::Close, Instant::now() + FLUSH_GRACE, true);
+            self.conns.flush_then(v, AfterFlush::Close, self.reaped_at + FLUSH_GRACE, true);
         }
     }
 
@@ -444,7 +444,7 @@ impl Shard {
     /// read to its end, within `grace`. `keep_role`: what it still sends counts as its
     /// session's camera traffic.
     pub(super) fn linger_then_close(&mut self, idx: usize, grace: Duration, keep_role: bool) {
-        self.conns.flush_then(idx, AfterFlush::HalfClose, Instant::now() + grace, keep_role);
+        self.conns.flush_then(idx, AfterFlush::HalfClose, self.reaped_at + grace, keep_role);
         // Not reading (paused for a slow viewer): read again, so the camera's close is seen.
         if self.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off) {
             self.arm_recv(idx);
