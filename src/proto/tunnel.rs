@@ -2,12 +2,20 @@
 //! the tunnel's GET and POST, the pairing, idle, request and response deadlines, drain, route
 //! removal on reload, viewer backpressure and the camera backlog limit.
 //!
-//! In the style of quinn-proto: the shell feeds what it observed with [`Tunnel::handle`] (bytes
-//! read, a connection opened or closed, how much is queued towards either side after queueing,
-//! the time), takes what it must do from [`Tunnel::poll_output`] until `None`, and calls
-//! `handle(Input::Timer, now)` once [`Tunnel::poll_timeout`] has passed. The tunnel never
-//! touches a socket or reads a clock; the shell keeps only descriptors, slab indices and
-//! generations per tunnel, and the numbers it logs.
+//! In the style of quinn-proto's `Connection`. The shell, for each batch of completions (one
+//! `now` for the whole batch):
+//!
+//! 1. feeds what it observed with [`Tunnel::handle`] (bytes read, a connection opened or
+//!    closed, how much is queued towards either side after queueing), or
+//!    [`Tunnel::handle_timeout`] once [`Tunnel::poll_timeout`] has passed;
+//! 2. takes what to count and log from [`Tunnel::poll_event`] until `None` (metrics, the
+//!    request log: nothing it must do), and what to do from [`Tunnel::poll_output`] until
+//!    `None` (send, connect, pause, bind, end: actions only), events first;
+//! 3. asks [`Tunnel::poll_timeout`] for the next deadline ([`Tunnel::timers`] names them).
+//!
+//! The tunnel never touches a socket or reads a clock; the shell keeps only descriptors, slab
+//! indices and generations per tunnel, and the numbers it logs. After
+//! [`Output::End`] nothing more comes out but [`Tunnel::camera_close`]'s answer.
 //!
 //! Connections are addressed by role, not by descriptor: "the viewer", "the POST", "the
 //! camera". On a shared route (one camera connection, many viewers) the tunnel keeps the
@@ -70,12 +78,12 @@ pub enum Input<'a> {
         ip: IpAddr,
         tls: bool,
     },
-    /// The camera connection asked for by [`session::Output::ConnectUpstream`] is open.
+    /// The camera connection asked for by [`Output::ConnectCamera`] is open.
     CameraConnected,
     CameraConnectFailed(UpstreamErrorKind),
     /// The camera's host already has `[limits] max_camera_sessions` sessions: not connected.
     CameraHostFull,
-    /// Bytes from the camera; [`session::Output::ForwardToViewer`] ranges refer to them.
+    /// Bytes from the camera; [`Output::ForwardToViewer`] ranges refer to them.
     CameraBytes(&'a [u8]),
     /// The camera connection reached its end (or failed).
     CameraClosed(UpstreamErrorKind),
@@ -93,25 +101,67 @@ pub enum Input<'a> {
         routes: &'a RouteTable,
         policy: Policy,
     },
-    /// The external authorizer answered the session's [`session::Output::Authorize`].
+    /// The external authorizer answered the tunnel's [`Output::Authorize`].
     AuthVerdict {
         id: u64,
         verdict: super::external_auth::Verdict,
         routes: &'a RouteTable,
     },
-    /// [`Tunnel::poll_timeout`] has passed.
+    /// [`Tunnel::poll_timeout`] has passed: the same as [`Tunnel::handle_timeout`].
     Timer,
 }
 
-/// What the shell must do, in order.
+/// A tunnel's deadlines, by what each one guards ([`Tunnel::timers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// A tunnel GET waits for its first POST (`pairing_timeout_ms`).
+    Pairing,
+    /// No camera bytes and no whole viewer message or frame (`idle_timeout_secs`); not running
+    /// on a shared route that admitted a request (the route judges the viewer's liveness).
+    Idle,
+    /// The viewer has stayed over `max_viewer_backlog_bytes` (closed after `idle_timeout_secs`).
+    Backlog,
+    /// The dialogue's: an unfinished request, a camera's answer, an external verdict.
+    Dialogue,
+    /// The relay stops (drain).
+    Drain,
+}
+
+/// What the shell counts or logs: nothing it must do ([`Tunnel::poll_event`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// One observation of a histogram (pairing, connect, setup, request latency).
+    Observe(Hist, Duration),
+    /// Something was refused or cut, counted with this reason.
+    Rejected(Rejection),
+    /// A viewer failed to authenticate (the session recorded it with its `AuthGate`).
+    AuthFailed(super::viewer_auth::AuthFailure),
+    UpstreamError(UpstreamErrorKind),
+    /// Interleaved frames the viewer sent that went to the camera.
+    FramesToCamera(u32),
+    /// A viewer request was answered (by the camera or the relay): one debug log line.
+    Exchange(session::Exchange),
+}
+
+/// What the shell must do, in order: actions only (what it counts and logs is an [`Event`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// What the RTSP dialogue asks for (never [`session::Output::Close`]: that is [`Output::End`]).
-    Core(session::Output),
+    /// Queue these bytes to the viewer.
+    ToViewer(Vec<u8>),
+    /// Queue `range` of the camera chunk just fed (`Input::CameraBytes`) to the viewer,
+    /// verbatim; `frames`: the `$` frames it completes.
+    ForwardToViewer { range: core::ops::Range<usize>, frames: u32 },
+    /// Queue these bytes to the camera, then report its queue (`Input::CameraBacklog`).
+    ToCamera(Vec<u8>),
+    /// Open the camera connection; report `Input::CameraConnected` or `CameraConnectFailed`.
+    ConnectCamera(SocketAddr),
+    /// Ask the external authorizer; its answer comes back as `Input::AuthVerdict`.
+    Authorize(super::external_auth::AuthQuery),
     /// The POST just reported carries the commands from now on; a POST bound before is closed.
     BindPost,
-    /// The POST just reported is turned away (counted with this reason); the tunnel goes on.
-    RefusePost(Rejection),
+    /// The POST just reported is turned away (its reason came as [`Event::Rejected`]); the
+    /// tunnel goes on.
+    RefusePost,
     /// Stop reading the camera: the viewer is behind.
     PauseCamera,
     /// Read the camera again.
@@ -126,9 +176,11 @@ pub enum Output {
     End(SessionOutcome),
     /// A shared route: an admitted request, for the route to answer
     /// ([`super::shared_route::SharedRoute::handle_request`]); the viewer's liveness is the
-    /// route's to judge from now on. Its RTCP reports come as
-    /// `Core(session::Output::SharedViewerFrame)`.
+    /// route's to judge from now on. Its RTCP reports come as [`Output::SharedViewerFrame`].
     SharedRequest(Box<Message>),
+    /// A shared route: the viewer sent a whole interleaved frame (its RTCP report); tell the
+    /// route, which keeps the viewer alive by it.
+    SharedViewerFrame,
 }
 
 /// How to close the camera connection of an ended tunnel.
@@ -168,6 +220,7 @@ pub struct Tunnel {
     now: Instant,
     ended: bool,
     out: VecDeque<Output>,
+    events: VecDeque<Event>,
     /// Scratch for the session's outputs, kept for its capacity.
     core: Vec<session::Output>,
     /// A shared route that admitted a request: the route answers the viewer, and judges its
@@ -192,6 +245,7 @@ impl Tunnel {
             now: started_at,
             ended: false,
             out: VecDeque::new(),
+            events: VecDeque::new(),
             core: Vec::new(),
             relay_answers: false,
         }
@@ -231,12 +285,15 @@ impl Tunnel {
             }
             Input::ViewerClosed(stream) => self.session.on_viewer_closed(stream, &mut core),
             Input::PostArrived { ip, tls } => match self.session.on_commands_bound(ip, tls) {
-                Err(reason) => self.out.push_back(Output::RefusePost(reason)),
+                Err(reason) => {
+                    self.events.push_back(Event::Rejected(reason));
+                    self.out.push_back(Output::RefusePost);
+                }
                 Ok(()) => {
                     if !self.paired {
                         self.paired = true;
                         let waited = now.saturating_duration_since(self.started_at);
-                        self.out.push_back(Output::Core(session::Output::Observe(Hist::Pairing, waited)));
+                        self.events.push_back(Event::Observe(Hist::Pairing, waited));
                     }
                     self.out.push_back(Output::BindPost);
                 }
@@ -244,7 +301,7 @@ impl Tunnel {
             Input::CameraConnected => {
                 if let Camera::Connecting { since } = self.camera {
                     let took = now.saturating_duration_since(since);
-                    self.out.push_back(Output::Core(session::Output::Observe(Hist::UpstreamConnect, took)));
+                    self.events.push_back(Event::Observe(Hist::UpstreamConnect, took));
                 }
                 self.camera = Camera::Up;
                 self.session.on_upstream_connected(now, &mut core);
@@ -271,7 +328,7 @@ impl Tunnel {
                     // Nothing paces the viewer's bytes but the camera's reading: bound them. The
                     // end comes before anything still queued, which would only add to it.
                     self.out.push_front(Output::End(SessionOutcome::UpstreamError));
-                    self.out.push_front(Output::Core(session::Output::Rejected(Rejection::CameraBacklog)));
+                    self.events.push_back(Event::Rejected(Rejection::CameraBacklog));
                     self.ended = true;
                 }
             }
@@ -303,21 +360,47 @@ impl Tunnel {
         self.core = core;
     }
 
+    /// A deadline of [`Tunnel::poll_timeout`] has passed (a shared viewer's dialogue keeps its
+    /// own timers: they are its route's).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.handle(Input::Timer, now);
+    }
+
     /// The next thing for the shell to do.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
     }
 
-    /// When `handle(Input::Timer, _)` next has something to do.
+    /// The next thing for the shell to count or log.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Tunnel::handle_timeout`] next has something to do: the earliest of
+    /// [`Tunnel::timers`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.ended {
-            return None;
-        }
-        let idle = (!self.relay_answers)
+        self.timers().map(|(_, at)| at).min()
+    }
+
+    /// Every deadline running now, by name (none once the tunnel ended).
+    pub fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + use<> {
+        let running = !self.ended;
+        let idle = (running && !self.relay_answers)
             .then(|| self.last_camera_bytes.max(self.session.last_viewer_progress()) + self.policy.idle_timeout);
-        let pairing = (self.kind == Kind::Http && !self.paired).then(|| self.started_at + self.policy.pairing_timeout);
-        let backlog_deadline = self.backlog_over_since.map(|t| t + self.policy.idle_timeout);
-        [idle, pairing, self.session.next_deadline(), self.drain_deadline, backlog_deadline].into_iter().flatten().min()
+        let pairing =
+            (running && self.kind == Kind::Http && !self.paired).then(|| self.started_at + self.policy.pairing_timeout);
+        let backlog = self.backlog_over_since.filter(|_| running).map(|t| t + self.policy.idle_timeout);
+        let dialogue = self.session.next_deadline().filter(|_| running);
+        let drain = self.drain_deadline.filter(|_| running);
+        [
+            (Timer::Idle, idle),
+            (Timer::Pairing, pairing),
+            (Timer::Backlog, backlog),
+            (Timer::Dialogue, dialogue),
+            (Timer::Drain, drain),
+        ]
+        .into_iter()
+        .filter_map(|(name, at)| Some((name, at?)))
     }
 
     /// How to close the camera connection once the tunnel ended with `outcome`.
@@ -388,25 +471,37 @@ impl Tunnel {
         }
     }
 
+    /// The dialogue's outputs: actions to `out`, what is counted or logged to `events`.
     fn push_core(&mut self, o: session::Output) {
+        use session::Output as Core;
         match o {
-            session::Output::Close(outcome) => self.end(outcome),
-            session::Output::ConnectUpstream(addr) => self.connect(addr),
-            session::Output::SharedRequest(msg) => {
+            Core::Close(outcome) => self.end(outcome),
+            Core::ConnectUpstream(addr) => self.connect(addr),
+            Core::SharedRequest(msg) => {
                 self.relay_answers = true;
                 self.out.push_back(Output::SharedRequest(msg))
             }
-            o => self.out.push_back(Output::Core(o)),
+            Core::SharedViewerFrame => self.out.push_back(Output::SharedViewerFrame),
+            Core::ToViewer(bytes) => self.out.push_back(Output::ToViewer(bytes)),
+            Core::ForwardToViewer { range, frames } => self.out.push_back(Output::ForwardToViewer { range, frames }),
+            Core::ToUpstream(bytes) => self.out.push_back(Output::ToCamera(bytes)),
+            Core::Authorize(query) => self.out.push_back(Output::Authorize(query)),
+            Core::FramesToCamera(n) => self.events.push_back(Event::FramesToCamera(n)),
+            Core::Observe(h, d) => self.events.push_back(Event::Observe(h, d)),
+            Core::Rejected(r) => self.events.push_back(Event::Rejected(r)),
+            Core::AuthFailed(f) => self.events.push_back(Event::AuthFailed(f)),
+            Core::UpstreamError(k) => self.events.push_back(Event::UpstreamError(k)),
+            Core::Exchange(e) => self.events.push_back(Event::Exchange(e)),
         }
     }
 
     fn connect(&mut self, addr: SocketAddr) {
         self.camera = Camera::Connecting { since: self.now };
-        self.out.push_back(Output::Core(session::Output::ConnectUpstream(addr)));
+        self.out.push_back(Output::ConnectCamera(addr));
     }
 
     fn reject_and_end(&mut self, reason: Rejection, outcome: SessionOutcome) {
-        self.out.push_back(Output::Core(session::Output::Rejected(reason)));
+        self.events.push_back(Event::Rejected(reason));
         self.end(outcome);
     }
 

@@ -107,7 +107,8 @@ pub struct Shard {
     /// When the current completion batch was reaped. With deferred task work the receives
     /// and sends of a batch complete inside that `io_uring_enter`, so this, not the moment a
     /// completion is handled later in the batch, is when camera bytes arrived (and a viewer
-    /// send finished): the forward latency spans reaping to reaping.
+    /// send finished): the forward latency spans reaping to reaping. It is also the one `now`
+    /// every tunnel input of the batch is given (the call order of `proto::tunnel`).
     reaped_at: Instant,
     /// Scratch space for plaintext out of TLS records.
     plain: Vec<u8>,

@@ -58,6 +58,8 @@ struct Harness {
     t: Tunnel,
     routes: RouteTable,
     t0: Instant,
+    /// What the last outputs came with to count or log.
+    events: Vec<Event>,
 }
 
 impl Harness {
@@ -66,14 +68,16 @@ impl Harness {
         let t0 = Instant::now();
         let r = if kind == Kind::Http { routes.lookup("/cam1") } else { None };
         let session = Session::new(params(), r, "127.0.0.1:8080", t0);
-        Harness { t: Tunnel::new(session, kind, policy(), t0), routes, t0 }
+        Harness { t: Tunnel::new(session, kind, policy(), t0), routes, t0, events: Vec::new() }
     }
 
     fn at(&self, d: Duration) -> Instant {
         self.t0 + d
     }
 
+    /// The actions the tunnel asks for; its events are left in `self.events`.
     fn outputs(&mut self) -> Vec<Output> {
+        self.events = std::iter::from_fn(|| self.t.poll_event()).collect();
         std::iter::from_fn(|| self.t.poll_output()).collect()
     }
 
@@ -83,7 +87,8 @@ impl Harness {
     }
 
     fn timer(&mut self, after: Duration) -> Vec<Output> {
-        self.handle(Input::Timer, after)
+        self.t.handle_timeout(self.t0 + after);
+        self.outputs()
     }
 
     fn post(&mut self, ip: &str, after: Duration) -> Vec<Output> {
@@ -103,14 +108,14 @@ impl Harness {
         let mut h = Harness::new(Kind::Http);
         h.post("127.0.0.1", Duration::ZERO);
         let out = h.command("OPTIONS rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n", after);
-        assert_eq!(out, vec![Output::Core(session::Output::ConnectUpstream(CAMERA.parse().unwrap()))]);
+        assert_eq!(out, vec![Output::ConnectCamera(CAMERA.parse().unwrap())]);
         let out = h.handle(Input::CameraConnected, after + Duration::from_millis(30));
         assert_eq!(
-            out[0],
-            Output::Core(session::Output::Observe(Hist::UpstreamConnect, Duration::from_millis(30))),
+            h.events,
+            vec![Event::Observe(Hist::UpstreamConnect, Duration::from_millis(30))],
             "connect time measured from the request for it"
         );
-        assert!(matches!(out[1], Output::Core(session::Output::ToUpstream(_))));
+        assert!(matches!(out[0], Output::ToCamera(_)));
         h
     }
 }
@@ -122,17 +127,19 @@ fn ends(out: &[Output]) -> Option<SessionOutcome> {
     }
 }
 
-fn rejected(out: &[Output], reason: Rejection) -> bool {
-    out.contains(&Output::Core(session::Output::Rejected(reason)))
+fn rejected(events: &[Event], reason: Rejection) -> bool {
+    events.contains(&Event::Rejected(reason))
 }
 
 #[test]
 fn a_get_without_post_times_out_at_the_pairing_deadline() {
     let mut h = Harness::new(Kind::Http);
     assert_eq!(h.t.poll_timeout(), Some(h.at(policy().pairing_timeout)));
+    let first = h.t.timers().min_by_key(|&(_, at)| at);
+    assert_eq!(first, Some((Timer::Pairing, h.at(policy().pairing_timeout))), "the deadline is named");
     assert_eq!(h.timer(Duration::from_secs(4)), vec![]);
     let out = h.timer(Duration::from_secs(6));
-    assert!(rejected(&out, Rejection::GetWithoutPost));
+    assert!(rejected(&h.events, Rejection::GetWithoutPost));
     assert_eq!(ends(&out), Some(SessionOutcome::Timeout));
     assert!(h.t.is_ended());
     assert_eq!(h.t.poll_timeout(), None, "an ended tunnel waits for nothing");
@@ -143,10 +150,8 @@ fn a_get_without_post_times_out_at_the_pairing_deadline() {
 fn a_bound_post_ends_the_pairing_window() {
     let mut h = Harness::new(Kind::Http);
     let out = h.post("127.0.0.1", Duration::from_millis(250));
-    assert_eq!(
-        out,
-        vec![Output::Core(session::Output::Observe(Hist::Pairing, Duration::from_millis(250))), Output::BindPost]
-    );
+    assert_eq!(h.events, vec![Event::Observe(Hist::Pairing, Duration::from_millis(250))]);
+    assert_eq!(out, vec![Output::BindPost]);
     assert_eq!(h.timer(Duration::from_secs(6)), vec![]);
     assert_eq!(h.t.poll_timeout(), Some(h.at(policy().idle_timeout)));
 }
@@ -169,11 +174,13 @@ fn a_second_post_rebinds_without_a_second_pairing() {
 fn a_post_from_another_address_is_refused_and_the_tunnel_goes_on() {
     let mut h = Harness::new(Kind::Http);
     h.post("127.0.0.1", SECOND);
-    assert_eq!(h.post("10.9.9.9", 2 * SECOND), vec![Output::RefusePost(Rejection::PostFromOtherAddress)]);
+    assert_eq!(h.post("10.9.9.9", 2 * SECOND), vec![Output::RefusePost]);
+    assert!(rejected(&h.events, Rejection::PostFromOtherAddress));
     assert!(!h.t.is_ended());
     // Refused before any POST bound: the GET still waits for its own.
     let mut h = Harness::new(Kind::Http);
-    assert_eq!(h.post("10.9.9.9", SECOND), vec![Output::RefusePost(Rejection::PostFromOtherAddress)]);
+    assert_eq!(h.post("10.9.9.9", SECOND), vec![Output::RefusePost]);
+    assert!(rejected(&h.events, Rejection::PostFromOtherAddress));
     assert_eq!(ends(&h.timer(Duration::from_secs(6))), Some(SessionOutcome::Timeout));
 }
 
@@ -184,11 +191,11 @@ fn idle_tunnels_end_and_camera_bytes_keep_them_alive() {
     assert_eq!(h.t.poll_timeout(), Some(h.at(Duration::from_secs(62))));
     assert_eq!(h.timer(Duration::from_secs(61)), vec![]);
     let out = h.handle(Input::CameraBytes(b"$\x00\x00\x04abcd"), Duration::from_secs(50));
-    assert!(matches!(out[..], [Output::Core(session::Output::ForwardToViewer { .. })]));
+    assert!(matches!(out[..], [Output::ForwardToViewer { .. }]));
     assert_eq!(h.t.poll_timeout(), Some(h.at(Duration::from_secs(110))));
     assert_eq!(h.timer(Duration::from_secs(100)), vec![]);
     let out = h.timer(Duration::from_secs(111));
-    assert!(rejected(&out, Rejection::IdleTimeout));
+    assert!(rejected(&h.events, Rejection::IdleTimeout));
     assert_eq!(ends(&out), Some(SessionOutcome::Timeout));
 }
 
@@ -200,7 +207,7 @@ fn an_unfinished_request_ends_the_tunnel_at_the_request_deadline() {
     assert_eq!(h.t.poll_timeout(), Some(h.at(21 * SECOND)));
     assert_eq!(h.timer(20 * SECOND), vec![]);
     let out = h.timer(21 * SECOND);
-    assert!(rejected(&out, Rejection::RequestTimeout));
+    assert!(rejected(&h.events, Rejection::RequestTimeout));
     assert_eq!(ends(&out), Some(SessionOutcome::Timeout));
 }
 
@@ -210,7 +217,7 @@ fn an_unanswered_request_ends_the_tunnel_at_the_response_deadline() {
     let connected = SECOND + Duration::from_millis(30);
     assert_eq!(h.t.poll_timeout(), Some(h.at(connected + 10 * SECOND)));
     let out = h.timer(connected + 10 * SECOND);
-    assert!(out.contains(&Output::Core(session::Output::UpstreamError(UpstreamErrorKind::ResponseTimeout))));
+    assert!(h.events.contains(&Event::UpstreamError(UpstreamErrorKind::ResponseTimeout)));
     assert_eq!(ends(&out), Some(SessionOutcome::UpstreamError));
 }
 
@@ -292,7 +299,7 @@ fn a_viewer_that_stays_over_its_backlog_limit_is_closed_after_the_idle_timeout()
     h.handle(Input::CameraBytes(b"$\x00\x00\x04abcd"), 30 * SECOND);
     assert_eq!(h.t.poll_timeout(), Some(h.at(2 * SECOND + policy().idle_timeout)));
     let out = h.timer(2 * SECOND + policy().idle_timeout);
-    assert!(rejected(&out, Rejection::ViewerBacklog), "{out:?}");
+    assert!(rejected(&h.events, Rejection::ViewerBacklog), "{:?}", h.events);
     assert_eq!(ends(&out), Some(SessionOutcome::Timeout));
 }
 
@@ -308,8 +315,8 @@ fn falling_back_under_the_backlog_limit_restarts_its_deadline() {
     assert_eq!(h.handle(Input::ViewerBacklog(1001), 40 * SECOND), vec![]);
     h.handle(Input::CameraBytes(b"$\x00\x00\x04abcd"), 60 * SECOND);
     assert_eq!(h.timer(63 * SECOND), vec![]);
-    let out = h.timer(40 * SECOND + policy().idle_timeout);
-    assert!(rejected(&out, Rejection::ViewerBacklog), "{out:?}");
+    h.timer(40 * SECOND + policy().idle_timeout);
+    assert!(rejected(&h.events, Rejection::ViewerBacklog), "{:?}", h.events);
 }
 
 #[test]
@@ -319,14 +326,9 @@ fn a_camera_backlog_over_its_limit_ends_the_tunnel_before_anything_queued() {
     // Outputs still queued when the shell reports the backlog are dropped behind the end.
     h.command("OPTIONS rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 2\r\n\r\n", 2 * SECOND);
     h.t.handle(Input::CameraBacklog(501), h.at(2 * SECOND));
-    let first: Vec<Output> = std::iter::from_fn(|| h.t.poll_output()).take(2).collect();
-    assert_eq!(
-        first,
-        vec![
-            Output::Core(session::Output::Rejected(Rejection::CameraBacklog)),
-            Output::End(SessionOutcome::UpstreamError)
-        ]
-    );
+    let first = h.t.poll_output();
+    assert_eq!(first, Some(Output::End(SessionOutcome::UpstreamError)));
+    assert!(std::iter::from_fn(|| h.t.poll_event()).any(|e| e == Event::Rejected(Rejection::CameraBacklog)));
 }
 
 #[test]

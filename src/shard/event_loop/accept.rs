@@ -97,7 +97,7 @@ impl Shard {
             },
         };
         let _ = socket2::SockRef::from(&fd).set_nodelay(true);
-        let idx = self.conns.insert_greeting(fd, peer, Greeting::new(proxy), tls, counted, Instant::now());
+        let idx = self.conns.insert_greeting(fd, peer, Greeting::new(proxy), tls, counted, self.reaped_at);
         self.arm_head_recv(idx);
     }
 

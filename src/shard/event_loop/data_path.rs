@@ -108,7 +108,7 @@ impl Shard {
         if matches!(role, Role::Upstream(_)) && self.on_upstream_link_data(idx, key, bid, len) {
             return;
         }
-        let now = Instant::now();
+        let now = self.reaped_at;
         // The upstream link's handling may have ended the connection.
         let Some(c) = self.conns.get_mut(idx) else { return };
         let tls = c.has_tls();
@@ -165,7 +165,7 @@ impl Shard {
 
     /// A connection reached end of stream or failed.
     pub(super) fn on_conn_ended(&mut self, idx: usize, role: Option<Role>, res: i32) {
-        let now = Instant::now();
+        let now = self.reaped_at;
         let key = role.and_then(|r| r.session());
         if let Some(Role::Camera(ck)) = role {
             self.on_camera_closed(idx, ck);
@@ -179,7 +179,7 @@ impl Shard {
             Some(Role::Upstream(k)) => {
                 let kind = if res == 0 { UpstreamErrorKind::Closed } else { UpstreamErrorKind::Reset };
                 let mut closed = None;
-                if let Some(s) = self.session(k) {
+                if let Some(s) = self.sessions.get_mut(k) {
                     if s.upstream.take().is_some() {
                         let open = std::mem::take(&mut s.upstream_open);
                         closed = s.health_route.clone().map(|r| (r, open));
@@ -193,7 +193,7 @@ impl Shard {
                 }
             }
             Some(Role::TunnelPost(k)) => {
-                if let Some(s) = self.session(k) {
+                if let Some(s) = self.sessions.get_mut(k) {
                     if s.post == Some(idx) {
                         s.post = None;
                     }
@@ -206,7 +206,7 @@ impl Shard {
                 } else {
                     ViewerStream::Plain
                 };
-                if let Some(s) = self.session(k) {
+                if let Some(s) = self.sessions.get_mut(k) {
                     s.viewer = None;
                     s.tunnel.handle(Input::ViewerClosed(stream), now);
                 }
@@ -228,8 +228,8 @@ impl Shard {
         let admitted = self.shared.camera_hosts.lock().map(|mut h| h.try_open(addr.ip(), limit)).unwrap_or(true);
         if !admitted {
             tracing::info!(shard = self.id, camera = %addr, limit, "max_camera_sessions reached for this camera: 453");
-            if let Some(s) = self.session(key) {
-                s.tunnel.handle(Input::CameraHostFull, Instant::now());
+            if let Some(s) = self.sessions.get_mut(key) {
+                s.tunnel.handle(Input::CameraHostFull, self.reaped_at);
             }
             self.apply(key, Fed::Nothing);
             return;
@@ -246,7 +246,7 @@ impl Shard {
                 if let Some(c) = self.conns.get_mut(idx) {
                     c.camera_host = Some(addr.ip());
                 }
-                if let Some(s) = self.session(key) {
+                if let Some(s) = self.sessions.get_mut(key) {
                     s.upstream = Some(idx);
                 }
             }
@@ -258,8 +258,8 @@ impl Shard {
                     let why = route.resolve_error.as_deref().unwrap_or("no socket").to_owned();
                     self.passthrough_health(route, PassthroughEvent::ConnectFailed(Some(why)));
                 }
-                if let Some(s) = self.session(key) {
-                    s.tunnel.handle(Input::CameraConnectFailed(UpstreamErrorKind::Unreachable), Instant::now());
+                if let Some(s) = self.sessions.get_mut(key) {
+                    s.tunnel.handle(Input::CameraConnectFailed(UpstreamErrorKind::Unreachable), self.reaped_at);
                 }
                 self.apply(key, Fed::Nothing);
             }
@@ -286,7 +286,7 @@ impl Shard {
             }
         };
         let _ = sock.set_nodelay(true);
-        let idx = self.conns.insert_live(OwnedFd::from(sock), addr, role, Instant::now());
+        let idx = self.conns.insert_live(OwnedFd::from(sock), addr, role, self.reaped_at);
         self.metrics.connection_accepted(ConnKind::Upstream);
         let timeout = self.settings.core.connect_timeout;
         if let Some(sub) = self.conns.connect_op(idx, addr, timeout) {
@@ -310,12 +310,12 @@ impl Shard {
             }
             _ => return,
         };
-        let now = Instant::now();
+        let now = self.reaped_at;
         let route = self.sessions.get(key).and_then(|s| s.health_route.clone());
         if res == 0 {
             self.arm_recv(idx);
             if self.camera_link_connected(idx) {
-                if let Some(s) = self.session(key) {
+                if let Some(s) = self.sessions.get_mut(key) {
                     s.upstream_open = true;
                     s.tunnel.handle(Input::CameraConnected, now);
                 }
@@ -337,7 +337,7 @@ impl Shard {
             if let Some(c) = self.conns.get(idx) {
                 tracing::debug!(shard = self.id, camera = %c.peer(), error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
             }
-            if let Some(s) = self.session(key) {
+            if let Some(s) = self.sessions.get_mut(key) {
                 s.upstream = None;
                 s.tunnel.handle(Input::CameraConnectFailed(kind), now);
             }

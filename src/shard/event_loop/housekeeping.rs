@@ -13,7 +13,7 @@ impl Shard {
     }
 
     pub(super) fn on_tick(&mut self) {
-        let now = Instant::now();
+        let now = self.reaped_at;
         if self.draining_until.is_none() {
             for listener in std::mem::take(&mut self.listeners.paused) {
                 self.arm_accept(listener);
@@ -64,7 +64,7 @@ impl Shard {
         for key in self.sessions.keys() {
             let Some(s) = self.session(key) else { continue };
             if s.tunnel.poll_timeout().is_some_and(|t| t <= now) {
-                s.tunnel.handle(Input::Timer, now);
+                s.tunnel.handle_timeout(now);
                 self.apply(key, Fed::Nothing);
             }
         }

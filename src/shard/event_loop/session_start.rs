@@ -143,13 +143,13 @@ impl Shard {
 
     pub(super) fn bind_post(&mut self, key: SessionKey, idx: usize, leftover: Vec<u8>) {
         let Some((peer, tls)) = self.conns.get(idx).map(|c| (c.peer(), c.has_tls())) else { return };
-        let Some(s) = self.session(key) else {
+        let Some(s) = self.sessions.get_mut(key) else {
             // The GET went away between lookup and bind.
             self.metrics.rejected(Rejection::PostWithoutGet);
             self.close_conn(idx);
             return;
         };
-        s.tunnel.handle(Input::PostArrived { ip: peer.ip(), tls }, Instant::now());
+        s.tunnel.handle(Input::PostArrived { ip: peer.ip(), tls }, self.reaped_at);
         self.apply(key, Fed::Post(idx));
         // Bound, unless the tunnel refused it.
         let role = Role::TunnelPost(key);

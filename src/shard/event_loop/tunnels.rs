@@ -100,7 +100,7 @@ impl Shard {
     pub(super) fn on_auth_verdict(&mut self, key: SessionKey, id: u64, verdict: crate::proto::external_auth::Verdict) {
         let routes = &*self.settings.routes;
         let Some(s) = self.sessions.get_mut(key) else { return };
-        s.tunnel.handle(Input::AuthVerdict { id, verdict, routes }, Instant::now());
+        s.tunnel.handle(Input::AuthVerdict { id, verdict, routes }, self.reaped_at);
         self.apply(key, Fed::Nothing);
     }
 
@@ -124,7 +124,7 @@ impl Shard {
         if !self.shared.authorizer.submit(job) {
             let routes = &*self.settings.routes;
             if let Some(s) = self.sessions.get_mut(key) {
-                s.tunnel.handle(Input::AuthVerdict { id, verdict: Verdict::Error, routes }, Instant::now());
+                s.tunnel.handle(Input::AuthVerdict { id, verdict: Verdict::Error, routes }, self.reaped_at);
             }
         }
     }
@@ -152,7 +152,7 @@ impl Shard {
         let routes = &*self.settings.routes;
         if let Some(s) = self.sessions.get_mut(key) {
             // Viewer activity is the tunnel's to judge (whole messages and frames only).
-            s.tunnel.handle(Input::ViewerBytes { stream, bytes, routes }, Instant::now());
+            s.tunnel.handle(Input::ViewerBytes { stream, bytes, routes }, self.reaped_at);
         }
         self.apply(key, Fed::Nothing);
     }
@@ -174,25 +174,45 @@ impl Shard {
         let Some(queued) = s.viewer.and_then(|v| self.conns.get(v)).map(|c| c.send().queued()) else {
             return;
         };
-        s.tunnel.handle(Input::ViewerBacklog(queued), Instant::now());
+        s.tunnel.handle(Input::ViewerBacklog(queued), self.reaped_at);
         self.carry_out(key, Fed::Nothing);
     }
 
+    /// What the tunnel counts and logs: metrics and the request log, never connection work.
+    fn record_events(&mut self, key: SessionKey) {
+        use tunnel::Event;
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        while let Some(e) = s.tunnel.poll_event() {
+            match e {
+                Event::FramesToCamera(n) => self.metrics.frames(Direction::ToCamera, n as u64),
+                Event::Observe(h, d) => self.metrics.observe(h, d),
+                Event::Rejected(r) => self.metrics.rejected(r),
+                // The session recorded it with the address's failures (its `AuthGate`).
+                Event::AuthFailed(f) => self.metrics.auth_failure(f),
+                Event::UpstreamError(k) => self.metrics.upstream_error(k),
+                Event::Exchange(e) => {
+                    log_exchange(self.id, s.id, s.tunnel.session().route().map_or("-", |r| r.path.as_str()), &e)
+                }
+            }
+        }
+    }
+
     fn carry_out(&mut self, key: SessionKey, fed: Fed) {
-        use session::Output as Core;
         use tunnel::Output as Out;
         loop {
+            // Events first: an action may end the session, and its tunnel with it.
+            self.record_events(key);
             let Some(s) = self.sessions.get_mut(key) else {
                 return;
             };
             let Some(o) = s.tunnel.poll_output() else { return };
             match o {
-                Out::Core(Core::ToViewer(bytes)) => {
+                Out::ToViewer(bytes) => {
                     if let Some(v) = s.viewer {
                         self.queue_answer(v, bytes);
                     }
                 }
-                Out::Core(Core::ForwardToViewer { range, frames }) if matches!(fed, Fed::CameraPlain(_)) => {
+                Out::ForwardToViewer { range, frames } if matches!(fed, Fed::CameraPlain(_)) => {
                     let (Some(v), Fed::CameraPlain(at), Some(bytes)) = (s.viewer, fed, self.plain.get(range)) else {
                         continue;
                     };
@@ -218,7 +238,7 @@ impl Shard {
                         self.metrics.frames(Direction::ToViewer, frames as u64);
                     }
                 }
-                Out::Core(Core::ForwardToViewer { range, frames }) => {
+                Out::ForwardToViewer { range, frames } => {
                     let (Some(v), Fed::CameraChunk(bid, at)) = (s.viewer, fed) else {
                         continue;
                     };
@@ -235,29 +255,19 @@ impl Shard {
                         self.metrics.frames(Direction::ToViewer, frames as u64);
                     }
                 }
-                Out::Core(Core::ToUpstream(bytes)) => {
+                Out::ToCamera(bytes) => {
                     if let Some(u) = s.upstream {
                         self.queue_to_camera(u, bytes);
                         if let Some(queued) = self.conns.get(u).map(|c| c.send().queued()) {
-                            if let Some(s) = self.session(key) {
-                                s.tunnel.handle(Input::CameraBacklog(queued), Instant::now());
+                            if let Some(s) = self.sessions.get_mut(key) {
+                                s.tunnel.handle(Input::CameraBacklog(queued), self.reaped_at);
                             }
                         }
                     }
                 }
-                Out::Core(Core::ConnectUpstream(addr)) => self.connect_upstream(key, addr),
-                Out::Core(Core::FramesToCamera(n)) => self.metrics.frames(Direction::ToCamera, n as u64),
-                Out::Core(Core::Observe(h, d)) => self.metrics.observe(h, d),
-                Out::Core(Core::Rejected(r)) => self.metrics.rejected(r),
-                // The session recorded it with the address's failures (its `AuthGate`).
-                Out::Core(Core::AuthFailed(f)) => self.metrics.auth_failure(f),
-                Out::Core(Core::Authorize(query)) => self.ask_authorizer(key, query),
-                Out::Core(Core::UpstreamError(k)) => self.metrics.upstream_error(k),
-                Out::Core(Core::Exchange(e)) => {
-                    log_exchange(self.id, s.id, s.tunnel.session().route().map_or("-", |r| r.path.as_str()), &e)
-                }
-                // The tunnel turns the dialogue's end into `End`.
-                Out::Core(Core::Close(outcome)) | Out::End(outcome) => self.end_session(key, outcome),
+                Out::ConnectCamera(addr) => self.connect_upstream(key, addr),
+                Out::Authorize(query) => self.ask_authorizer(key, query),
+                Out::End(outcome) => self.end_session(key, outcome),
                 Out::BindPost => {
                     let Fed::Post(idx) = fed else { continue };
                     let old = s.post.replace(idx);
@@ -266,19 +276,17 @@ impl Shard {
                         self.close_conn(old);
                     }
                 }
-                Out::RefusePost(reason) => {
+                // Its reason was counted as an event.
+                Out::RefusePost => {
                     let Fed::Post(idx) = fed else { continue };
                     if let Some(c) = self.conns.get(idx) {
                         tracing::debug!(shard = self.id, peer = %c.peer(), "POST refused by its tunnel");
                     }
-                    self.metrics.rejected(reason);
                     self.close_conn(idx);
                 }
-                // The tunnel turns this into its own `SharedRequest`.
-                Out::Core(Core::SharedRequest(_)) => {}
                 // A shared route's: its route answers it, and judges the viewer's liveness.
                 Out::SharedRequest(msg) => self.shared_request(key, *msg),
-                Out::Core(Core::SharedViewerFrame) => self.shared_viewer_frame(key),
+                Out::SharedViewerFrame => self.shared_viewer_frame(key),
                 Out::PauseCamera => {
                     let upstream = s.upstream;
                     self.pause_camera(upstream);
@@ -396,7 +404,7 @@ impl Shard {
             if let Some(tls) = self.conns.get_mut(v).and_then(|c| c.tls_mut()) {
                 tls.close_notify();
             }
-            self.conns.flush_then(v, AfterFlush::Close, Instant::now() + FLUSH_GRACE, true);
+            self.conns.flush_then(v, AfterFlush::Close, self.reaped_at + FLUSH_GRACE, true);
         }
     }
 
@@ -434,7 +442,7 @@ impl Shard {
     /// read to its end, within `grace`. `keep_role`: what it still sends counts as its
     /// session's camera traffic.
     pub(super) fn linger_then_close(&mut self, idx: usize, grace: Duration, keep_role: bool) {
-        self.conns.flush_then(idx, AfterFlush::HalfClose, Instant::now() + grace, keep_role);
+        self.conns.flush_then(idx, AfterFlush::HalfClose, self.reaped_at + grace, keep_role);
         // Not reading (paused for a slow viewer): read again, so the camera's close is seen.
         if self.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off) {
             self.arm_recv(idx);

@@ -63,7 +63,7 @@ impl Shard {
             let routes = &*self.settings.routes;
             if let Some(s) = self.sessions.get_mut(key) {
                 s.tunnel
-                    .handle(Input::ViewerBytes { stream: ViewerStream::Plain, bytes: &data, routes }, Instant::now());
+                    .handle(Input::ViewerBytes { stream: ViewerStream::Plain, bytes: &data, routes }, self.reaped_at);
             }
             self.apply(key, Fed::Nothing);
         } else {
@@ -90,18 +90,18 @@ impl Shard {
             }
             self.metrics.rejected(e.rejection());
         }
-        if let Some(s) = self.session(key) {
+        if let Some(s) = self.sessions.get_mut(key) {
             if s.viewer == Some(idx) {
                 s.viewer = None;
             }
-            s.tunnel.handle(Input::ViewerClosed(ViewerStream::Plain), Instant::now());
+            s.tunnel.handle(Input::ViewerClosed(ViewerStream::Plain), self.reaped_at);
         }
         if let Some(c) = self.conns.get_mut(idx) {
             if let Some(tls) = c.tls_mut() {
                 tls.close_notify();
             }
             // Nothing more is read into the session; the close goes out, then the half-close.
-            self.conns.flush_then(idx, AfterFlush::HalfClose, Instant::now() + FLUSH_GRACE, false);
+            self.conns.flush_then(idx, AfterFlush::HalfClose, self.reaped_at + FLUSH_GRACE, false);
             // Queues the close_notify alert on a TLS connection (nothing on a plain one).
             self.queue_owned(idx, Vec::new());
         }

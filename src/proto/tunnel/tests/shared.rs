@@ -19,7 +19,7 @@ fn shared_harness(kind: Kind) -> Harness {
     let t0 = Instant::now();
     let session = Session::new(params(), routes.lookup("/cam1"), "127.0.0.1:8080", t0);
     let t = Tunnel::new(session, kind, policy(), t0);
-    Harness { t, routes, t0 }
+    Harness { t, routes, t0, events: Vec::new() }
 }
 
 fn viewer_params() -> ViewerParams {
@@ -78,12 +78,11 @@ fn to_viewer(out: &[ViewerOutput]) -> &[u8] {
 }
 
 fn reaches_a_camera(o: &Output) -> bool {
-    matches!(
-        o,
-        Output::Core(
-            session::Output::ConnectUpstream(_) | session::Output::ToUpstream(_) | session::Output::FramesToCamera(_)
-        )
-    )
+    matches!(o, Output::ConnectCamera(_) | Output::ToCamera(_))
+}
+
+fn frames_reach_a_camera(events: &[Event]) -> bool {
+    events.iter().any(|e| matches!(e, Event::FramesToCamera(_)))
 }
 
 #[test]
@@ -104,7 +103,7 @@ fn admitted_requests_are_answered_by_the_relay_and_no_camera_is_opened() {
     let out = h.command("DESCRIBE rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 2\r\n\r\n", 2 * SECOND);
     let (rest, answers) = r.serve(&mut h, out, &IDLE, 2 * SECOND);
     assert!(to_viewer(&answers).starts_with(b"RTSP/1.0 503 "));
-    assert!(!rest.iter().any(reaches_a_camera));
+    assert!(!rest.iter().any(reaches_a_camera) && !frames_reach_a_camera(&h.events));
 }
 
 #[test]
@@ -122,8 +121,8 @@ fn a_shared_viewer_lives_by_its_requests_and_reports_not_by_the_tunnel_idle_rule
     assert_eq!(h.t.poll_timeout(), None);
     // Its RTCP report goes to the route (which keeps the viewer alive by it).
     let (rest, _) = feed(&mut h, &mut r, &[b'$', 1, 0, 2, 0x80, 0xc9], 9 * SECOND);
-    assert_eq!(rest, vec![Output::Core(session::Output::SharedViewerFrame)]);
-    h.t.handle(Input::Timer, h.at(100 * SECOND));
+    assert_eq!(rest, vec![Output::SharedViewerFrame]);
+    h.t.handle_timeout(h.at(100 * SECOND));
     assert_eq!(h.outputs(), vec![]);
     // Session timeout 8 s: silent for 1.25 x that, the dialogue closes it (the route then
     // ends the session: `shared_route::tests::a_silent_viewer_is_ended_by_the_route`).
@@ -218,7 +217,7 @@ proptest! {
             h.t.handle(Input::ViewerBytes { stream, bytes: &bytes, routes: &routes }, h.at(at));
             let out = h.outputs();
             let (out, _) = r.serve(&mut h, out, &IDLE, at);
-            prop_assert!(!out.iter().any(reaches_a_camera), "{:?}", out);
+            prop_assert!(!out.iter().any(reaches_a_camera) && !frames_reach_a_camera(&h.events), "{:?}", out);
         }
     }
 }
