@@ -380,3 +380,91 @@ fn a_camera_that_stops_reading_ends_its_session_at_the_backlog_limit() {
     let other = TunnelViewer::open_get(relay.addr, "/cam1", "another0123456789abcdef");
     assert!(other.reply_head.starts_with("HTTP/1.0 200 OK"), "{}", other.reply_head);
 }
+
+/// The same for a camera behind an RTSP-over-HTTP tunnel (`rtsp+http://`): the viewer's bytes
+/// are queued on the tunnel's POST, and the POST's queue is what the limit bounds (the GET's
+/// carries nothing after its head).
+#[test]
+fn a_tunnelled_camera_that_stops_reading_its_post_ends_its_session_at_the_backlog_limit() {
+    let camera = DeafTunnelCamera::start();
+    let limits = Limits { max_camera_backlog_bytes: 64 * 1024, ..Limits::default() };
+    let relay = Relay::start(&[("/cam1", format!("rtsp+http://{}/stream", camera.addr))], 1, limits);
+    let mut v = TunnelViewer::open_get(relay.addr, "/cam1", "deaftunnelcamera012345");
+    v.open_post();
+    v.send_command(format!("OPTIONS rtsp://{}/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n", relay.addr).as_bytes());
+    let frame = [&[b'$', 1, 0x05, 0xdc][..], &[0x81u8; 1500][..]].concat();
+    v.get.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sent = 0usize;
+    while sent < 64 * 1024 * 1024 && v.get.write_all(&frame).is_ok() {
+        sent += frame.len();
+    }
+    let (_, closed) = read_to_close(&mut v.get, Duration::from_secs(10));
+    assert!(closed, "the session should have ended after {sent} bytes");
+    let text = rtsp_tunnel_relay::metrics::MetricsHub::new(relay.metrics.clone()).render();
+    assert!(text.contains("relay_rejections_total{reason=\"camera_backlog\"} 1\n"), "{text}");
+    assert!(camera.posts_opened() >= 1, "the relay never opened the camera's POST");
+}
+
+/// A camera's RTSP-over-HTTP tunnel end that opens the tunnel (answers the GET) and never reads
+/// its POST. Its thread stops when the value is dropped.
+struct DeafTunnelCamera {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    posts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DeafTunnelCamera {
+    fn start() -> DeafTunnelCamera {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let posts = std::sync::Arc::new(AtomicUsize::new(0));
+        let (stop2, posts2) = (stop.clone(), posts.clone());
+        let thread = std::thread::spawn(move || {
+            // Connections held open (unread) until the end.
+            let mut held = Vec::new();
+            let give_up = std::time::Instant::now() + Duration::from_secs(60);
+            while !stop2.load(Ordering::Relaxed) && std::time::Instant::now() < give_up {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                // The method is in the first bytes of either head.
+                let mut first = [0u8; 4];
+                if s.read_exact(&mut first).is_err() {
+                    continue;
+                }
+                if &first == b"GET " {
+                    let mut head = first.to_vec();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && s.read_exact(&mut byte).is_ok() {
+                        head.push(byte[0]);
+                    }
+                    let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: application/x-rtsp-tunnelled\r\n\r\n");
+                } else {
+                    posts2.fetch_add(1, Ordering::Relaxed);
+                }
+                held.push(s);
+            }
+        });
+        DeafTunnelCamera { addr, stop, posts, thread: Some(thread) }
+    }
+
+    fn posts_opened(&self) -> usize {
+        self.posts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for DeafTunnelCamera {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -114,15 +114,24 @@ impl Shard {
         head.is_none()
     }
 
-    /// Bytes for the camera: up the tunnel's POST (base64) when there is one.
-    pub(super) fn queue_to_camera(&mut self, idx: usize, bytes: Vec<u8>) {
+    /// Bytes for the camera: up the tunnel's POST (base64) when there is one. Returns what is
+    /// then queued on the connection they went to (the POST's queue for a tunnel: the GET's
+    /// carries nothing after its head), for the camera backlog limit; `None` if none took them.
+    pub(super) fn queue_to_camera(&mut self, idx: usize, bytes: Vec<u8>) -> Option<usize> {
         let encoded = self.conns.get(idx).and_then(|c| c.camera_tunnel.as_ref()).map(|t| t.client.encode(&bytes));
-        match (encoded, self.camera_post_of(idx)) {
-            (Some(encoded), Some(post)) => self.queue_owned(post, encoded),
+        let to = match (encoded, self.camera_post_of(idx)) {
+            (Some(encoded), Some(post)) => {
+                self.queue_owned(post, encoded);
+                post
+            }
             // The POST is gone: the camera is being lost with it.
-            (Some(_), None) => {}
-            (None, _) => self.queue_owned(idx, bytes),
-        }
+            (Some(_), None) => return None,
+            (None, _) => {
+                self.queue_owned(idx, bytes);
+                idx
+            }
+        };
+        self.conns.get(to).map(|c| c.send().queued())
     }
 
     /// The TLS and tunnel layers of one receive on a camera connection.

@@ -114,7 +114,8 @@ impl Shard {
                 Action::Connect(addr) => self.connect_camera(ck, addr),
                 Action::SendToCamera(bytes) => {
                     if let Some(c) = slot.conn {
-                        self.queue_to_camera(c, bytes);
+                        // Only the route's own requests: viewers' bytes never reach a shared camera.
+                        let _ = self.queue_to_camera(c, bytes);
                     }
                 }
                 Action::CloseCamera => {

@@ -257,8 +257,7 @@ impl Shard {
                 }
                 Out::ToCamera(bytes) => {
                     if let Some(u) = s.upstream {
-                        self.queue_to_camera(u, bytes);
-                        if let Some(queued) = self.conns.get(u).map(|c| c.send().queued()) {
+                        if let Some(queued) = self.queue_to_camera(u, bytes) {
                             if let Some(s) = self.sessions.get_mut(key) {
                                 s.tunnel.handle(Input::CameraBacklog(queued), self.reaped_at);
                             }
