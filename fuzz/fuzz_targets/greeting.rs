@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use rtsp_tunnel_relay::proto::greeting::{Gatekeeper, Greeting, Home, Proxy, Rules, Verdict};
 use rtsp_tunnel_relay::proto::http_head::HeadLimits;
 use rtsp_tunnel_relay::proto::origin::Origin;
-use rtsp_tunnel_relay::proto::route::{Acl, Route, RouteTable, SharedRoute, Sharing};
+use rtsp_tunnel_relay::proto::route::{Acl, Guard, Route, RouteTable, SharedRoute, Sharing};
 use rtsp_tunnel_relay::proto::rtsp::MessageLimits;
 
 struct Gate {
@@ -59,6 +59,10 @@ fn route(path: &str, shared: bool) -> Route {
         } else {
             Sharing::Passthrough
         },
+        resolve_error: None,
+        guard: Guard::Open,
+        max_viewers: None,
+        upstream_link: Default::default(),
     }
 }
 
