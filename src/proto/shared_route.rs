@@ -46,26 +46,20 @@
 //! frames its PLAY joins it to.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::camera_demand::Mode;
-use super::camera_health::{CameraState, HealthReport, RouteHealth};
+use super::camera_health::{CameraState, RouteHealth};
 use super::camera_session::{
-    CameraExchange, CameraOutcome, CameraOutput, CameraParams, CameraPhase, CameraSession, CameraView, MediaFrame,
-    Reconfigured,
+    CameraOutcome, CameraOutput, CameraPhase, CameraSession, CameraView, MediaFrame, Reconfigured,
 };
-use super::fanout_policy::{FanoutLimits, QueueState};
+use super::fanout_policy::QueueState;
 use super::frame_split::FramePayload;
-use super::gop_cache::GopBound;
-use super::outcome::Rejection;
-use super::rewrite::UrlMap;
 use super::rng::SplitMix64;
-use super::rtsp::Message;
-use super::shared_fanout::{Delivery, JoinParams, PlanStats, SharedFanout};
-use super::shared_viewer::{SharedViewer, ViewerExchange, ViewerOutcome, ViewerOutput, ViewerParams};
+use super::shared_fanout::{Delivery, PlanStats, SharedFanout};
 
 mod viewers;
+mod vocabulary;
 
 #[cfg(any(test, fuzzing))]
 pub mod harness;
@@ -73,97 +67,7 @@ pub mod harness;
 mod tests;
 
 use viewers::Attached;
-
-/// Announced to viewers as their session timeout (`Session: id;timeout=60`); a viewer silent for
-/// 1.25 × this is closed.
-pub const VIEWER_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
-/// The first reconnect waits this long (doubling, with jitter, up to the route's maximum).
-pub const RECONNECT_FIRST: Duration = Duration::from_secs(1);
-
-/// What a shared route is made of; a reload replaces it ([`SharedRoute::reconfigure`]).
-#[derive(Debug, Clone)]
-pub struct RouteParams {
-    /// The camera session's (its `seed` varies per camera session the route opens).
-    pub camera: CameraParams,
-    /// How viewers are answered (`session_seed` is the base each viewer's seed is drawn from).
-    pub viewer: ViewerParams,
-    /// The slow-viewer bounds a viewer joins with.
-    pub fanout: FanoutLimits,
-    /// The camera's name did not resolve when the configuration was loaded: each connect fails
-    /// with these words, and is retried as a refused connect would be (a reload resolves again).
-    pub unresolved: Option<String>,
-}
-
-/// Why the route ends a viewer's session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ViewerEnd {
-    /// Silent past 1.25 × its session timeout (`relay_rejections_total{reason="idle_timeout"}`).
-    Timeout,
-    /// A request without `CSeq`.
-    ProtocolError,
-    /// The camera came back describing other tracks: viewers set up on the old ones reconnect.
-    CameraChanged,
-    /// The route was closed ([`SharedRoute::close`]).
-    RouteRemoved,
-}
-
-/// What the shell must do, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action<V> {
-    /// Open the camera connection (with the route's TLS and HTTP tunnel); report with
-    /// `handle_connected`, `handle_connect_failed` or `handle_link_failed`.
-    Connect(SocketAddr),
-    /// Queue these bytes to the camera.
-    SendToCamera(Vec<u8>),
-    /// Let the camera connection go: what is queued to it (a TEARDOWN) goes out, then it closes.
-    CloseCamera,
-    /// Queue this RTSP answer to the viewer.
-    ToViewer { viewer: V, bytes: Vec<u8> },
-    /// One step of a joining viewer's plan (the GOP cache replayed, its first picture), as a
-    /// receive's plan ([`SharedRoute::plan_next`]) but with shared bytes only.
-    Deliver(Delivery<V>),
-    /// End the viewer's session: it gets nothing more. It stays attached until `detach`.
-    EndViewer { viewer: V, reason: ViewerEnd },
-}
-
-/// What happened, for metrics and logs ([`SharedRoute::poll_event`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteEvent<V> {
-    /// A camera session was opened for the route (its first viewer, or always on).
-    CameraOpened,
-    /// The camera session was closed and forgotten (nobody wants it, or the route closed).
-    CameraRetired,
-    /// The camera plays (`relay_cameras_active` +1).
-    CameraUp,
-    /// It stopped playing (`relay_cameras_active` -1).
-    CameraDown,
-    /// One camera connection ended (`relay_camera_sessions_total{outcome}`).
-    CameraEnded(CameraOutcome),
-    /// A reconnect starts (`relay_camera_reconnects_total`).
-    Reconnecting,
-    GopCacheOverflow(GopBound),
-    /// One request to the camera and its answer (debug log).
-    CameraExchange(CameraExchange),
-    /// The route's camera state or viewer count changed (`relay_route_camera_state`,
-    /// `relay_route_viewers`), or its health has a line worth logging (a failure once per
-    /// state change or reason, a recovery).
-    Health(HealthReport),
-    /// A viewer's request and its answer (`relay_rtsp_request_seconds`, debug log).
-    ViewerExchange {
-        viewer: V,
-        exchange: ViewerExchange,
-    },
-    /// A viewer's request refused for this reason (counted); its session goes on.
-    ViewerRefused {
-        viewer: V,
-        reason: Rejection,
-    },
-    /// A viewer's PLAY was answered, `setup` after its session started.
-    ViewerPlaying {
-        viewer: V,
-        setup: Duration,
-    },
-}
+pub use vocabulary::{Action, RECONNECT_FIRST, RouteEvent, RouteParams, VIEWER_SESSION_TIMEOUT, ViewerEnd};
 
 /// The camera as viewers see it while the route has no camera session.
 const NO_CAMERA: CameraView<'static> =
@@ -277,83 +181,6 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
             c.handle_timeout(now);
         }
         self.settle();
-    }
-
-    // ---- viewers ----
-
-    /// A viewer's first admitted request is coming: it counts towards the camera's demand from
-    /// now (an on-demand camera starts connecting while the request waits). `map`: the route
-    /// as the viewer addresses it and the camera URL (no dialogue without one). `started_at`:
-    /// when its session started (for the setup time). Returns whether it was not attached yet.
-    pub fn attach(&mut self, viewer: V, map: Option<UrlMap>, started_at: Instant, now: Instant) -> bool {
-        self.begin(now);
-        if self.viewers.iter().any(|v| v.id == viewer) {
-            return false;
-        }
-        self.viewers_made += 1;
-        let mut params = self.params.viewer.clone();
-        params.session_seed = SplitMix64::nth(self.params.viewer.session_seed, self.viewers_made);
-        let dialogue = map.map(|m| SharedViewer::new(params, m, now));
-        self.viewers.push(Attached { id: viewer, dialogue, started_at, ending: false });
-        if self.camera.is_none() && !self.closed {
-            self.open_camera(now);
-        }
-        let n = self.viewers.len();
-        if let Some(c) = self.camera.as_mut() {
-            c.set_viewers(n, now);
-        }
-        self.settle();
-        true
-    }
-
-    /// A viewer's session ended. Returns whether it was attached.
-    /// May be called between two plans of a receive (a viewer the plan cut): the receive
-    /// goes on without it.
-    pub fn detach(&mut self, viewer: V, now: Instant) -> bool {
-        if !self.receiving {
-            self.now = now;
-        }
-        let before = self.viewers.len();
-        self.viewers.retain(|v| v.id != viewer);
-        if self.viewers.len() == before {
-            return false;
-        }
-        self.fanout.retain(|v| *v != viewer);
-        let n = self.viewers.len();
-        if let Some(c) = self.camera.as_mut() {
-            c.set_viewers(n, now);
-        }
-        if !self.receiving {
-            self.settle();
-        }
-        true
-    }
-
-    /// An admitted request from an attached viewer (its route's address lists and users
-    /// passed): answered from what the camera session knows, or kept waiting while it starts.
-    pub fn handle_request(&mut self, viewer: V, msg: Message, now: Instant) {
-        self.begin(now);
-        let view = self.camera.as_ref().map_or(NO_CAMERA, CameraSession::view);
-        let v = self.viewers.iter_mut().find(|v| v.id == viewer && !v.ending);
-        if let Some(d) = v.and_then(|v| v.dialogue.as_mut()) {
-            d.handle_request(msg, &view, now);
-            self.drain_viewer(viewer);
-        }
-        self.settle();
-    }
-
-    /// The viewer sent an interleaved frame (an RTCP report): it is alive.
-    pub fn handle_viewer_frame(&mut self, viewer: V, now: Instant) {
-        if let Some(d) = self.viewers.iter_mut().find(|v| v.id == viewer).and_then(|v| v.dialogue.as_mut()) {
-            d.handle_viewer_frame(now);
-        }
-    }
-
-    /// A reload mapped the viewer's URLs to another camera URL.
-    pub fn set_url_map(&mut self, viewer: V, map: UrlMap) {
-        if let Some(d) = self.viewers.iter_mut().find(|v| v.id == viewer).and_then(|v| v.dialogue.as_mut()) {
-            d.set_url_map(map);
-        }
     }
 
     // ---- the camera connection ----
@@ -610,76 +437,6 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
         }
         self.report_health(failure);
         self.retire_if_unwanted();
-    }
-
-    /// The camera moved on: requests waiting on it are answered if they can be now.
-    fn notify_viewers(&mut self) {
-        for i in 0..self.viewers.len() {
-            let view = self.camera.as_ref().map_or(NO_CAMERA, CameraSession::view);
-            let Some(v) = self.viewers.get_mut(i).filter(|v| !v.ending) else { continue };
-            let Some(d) = v.dialogue.as_mut() else { continue };
-            d.handle_camera_change(&view, self.now);
-            let id = v.id;
-            self.drain_viewer(id);
-        }
-    }
-
-    /// Carries a viewer's dialogue outputs into actions and events.
-    fn drain_viewer(&mut self, viewer: V) {
-        let now = self.now;
-        loop {
-            let Some(v) = self.viewers.iter_mut().find(|v| v.id == viewer) else { return };
-            let started_at = v.started_at;
-            let Some(o) = v.dialogue.as_mut().and_then(SharedViewer::poll_output) else { return };
-            match o {
-                ViewerOutput::Send(bytes) => self.actions.push_back(Action::ToViewer { viewer, bytes }),
-                ViewerOutput::Play { replay, asked_at, .. } => {
-                    let setup = now.saturating_duration_since(started_at);
-                    self.events.push_back(RouteEvent::ViewerPlaying { viewer, setup });
-                    self.join(viewer, &replay, asked_at);
-                }
-                ViewerOutput::Stop => self.fanout.retain(|v| *v != viewer),
-                ViewerOutput::Refused(reason) => self.events.push_back(RouteEvent::ViewerRefused { viewer, reason }),
-                ViewerOutput::Exchange(exchange) => {
-                    self.events.push_back(RouteEvent::ViewerExchange { viewer, exchange })
-                }
-                ViewerOutput::Close(ViewerOutcome::Timeout) => self.end_viewer(viewer, ViewerEnd::Timeout),
-                ViewerOutput::Close(ViewerOutcome::ProtocolError) => self.end_viewer(viewer, ViewerEnd::ProtocolError),
-            }
-        }
-    }
-
-    /// A viewer's PLAY was answered: it joins the fan-out on the channels it set up, the GOP
-    /// cache first.
-    fn join(&mut self, viewer: V, replay: &[super::gop_cache::CachedFrame], asked_at: Instant) {
-        let Some(presentation) = self.camera.as_ref().and_then(CameraSession::presentation) else { return };
-        let Some(d) = self.viewers.iter().find(|v| v.id == viewer).and_then(|v| v.dialogue.as_ref()) else { return };
-        let channels =
-            (0..presentation.tracks.len()).map(|t| Some((d.channel_for(t, false)?, d.channel_for(t, true)?))).collect();
-        let key_track = presentation.key_track;
-        let params = JoinParams { channels, key_track, limits: self.params.fanout, asked_at };
-        let mut plan = std::mem::take(&mut self.join_plan);
-        plan.clear();
-        self.fanout.join(viewer, params, replay, self.now, &mut plan);
-        self.actions.extend(plan.drain(..).map(Action::Deliver));
-        if plan.capacity() > 1024 {
-            plan.shrink_to(64);
-        }
-        self.join_plan = plan;
-    }
-
-    fn end_viewer(&mut self, viewer: V, reason: ViewerEnd) {
-        let Some(v) = self.viewers.iter_mut().find(|v| v.id == viewer && !v.ending) else { return };
-        v.ending = true;
-        self.fanout.retain(|v| *v != viewer);
-        self.actions.push_back(Action::EndViewer { viewer, reason });
-    }
-
-    fn end_all(&mut self, reason: ViewerEnd) {
-        let ids: Vec<V> = self.viewers.iter().filter(|v| !v.ending).map(|v| v.id).collect();
-        for id in ids {
-            self.end_viewer(id, reason);
-        }
     }
 
     /// The route's camera state after the camera moved on; `failure`: how its last connection

@@ -9,8 +9,13 @@ use super::harness::{self, CAMERA_URL, LIMITS, ROUTE_URL, answer, frame, rtp};
 use super::*;
 use crate::proto::camera_demand::Mode;
 use crate::proto::camera_health::HealthEvent;
+use crate::proto::camera_session::CameraParams;
+use crate::proto::outcome::Rejection;
+use crate::proto::rewrite::UrlMap;
+use crate::proto::rtsp::Message;
 use crate::proto::rtsp::{MessageLimits, parse_message};
 use crate::proto::shared_fanout::Body;
+use crate::proto::shared_viewer::ViewerParams;
 
 const SECOND: Duration = Duration::from_secs(1);
 
