@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use super::camera_demand::{Backoff, Demand, Mode};
 use super::fanout_policy::FrameKind;
 use super::frame_split::{FramePayload, FrameSplitter, SplitFrame};
+use super::gop_budget::GopAccount;
 use super::gop_cache::{GopBound, GopCache, GopLimits};
 use super::interleaved::{Demux, Event};
 use super::keyframe::{Classifier, RtpHeader};
@@ -66,6 +67,9 @@ pub struct CameraParams {
     pub gop_cache_bytes: Option<usize>,
     /// The GOP cache's bound in packets.
     pub gop_cache_packets: usize,
+    /// The relay-wide budget the GOP cache draws from (`[limits] gop_cache_total_bytes`);
+    /// `None`: only the bounds above.
+    pub gop_account: Option<GopAccount>,
     pub limits: MessageLimits,
     /// How long opening the TCP connection may take.
     pub connect_timeout: Duration,
@@ -80,6 +84,12 @@ pub struct CameraParams {
 }
 
 impl CameraParams {
+    /// The GOP cache these parameters ask for, if any.
+    fn gop_cache(&self) -> Option<GopCache> {
+        let packets = self.gop_cache_packets;
+        self.gop_cache_bytes.map(|bytes| GopCache::with_account(GopLimits { bytes, packets }, self.gop_account.clone()))
+    }
+
     /// Parameters with the defaults: on demand with a 10 s linger, a 4 MiB (8192-packet) GOP
     /// cache, 10 s to
     /// connect, to answer and between frames, reconnects after 1 s doubling to 30 s.
@@ -91,6 +101,7 @@ impl CameraParams {
             mode: Mode::OnDemand { linger: Duration::from_secs(10) },
             gop_cache_bytes: Some(4 << 20),
             gop_cache_packets: 8192,
+            gop_account: None,
             limits: MessageLimits::default(),
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(10),
@@ -505,9 +516,7 @@ impl CameraSession {
         let backoff = Backoff::new(params.backoff_initial, params.backoff_max, params.seed.rotate_left(29));
         let mut s = CameraSession {
             demand: Demand::new(params.mode),
-            gop: params
-                .gop_cache_bytes
-                .map(|bytes| GopCache::new(GopLimits { bytes, packets: params.gop_cache_packets })),
+            gop: params.gop_cache(),
             params,
             backoff,
             state: State::Idle,
@@ -582,6 +591,21 @@ impl CameraSession {
         self.gop.as_ref()
     }
 
+    /// A viewer joined from the GOP cache at `now`: it is in use (evicted last).
+    pub fn gop_cache_used(&mut self, now: Instant) {
+        if let Some(gop) = self.gop.as_mut() {
+            gop.touch(now);
+        }
+    }
+
+    /// The relay-wide GOP cache budget needs room: this camera's cache is dropped; joiners
+    /// wait for the next keyframe until it starts again.
+    pub fn evict_gop_cache(&mut self) {
+        if let Some(gop) = self.gop.as_mut() {
+            gop.evict();
+        }
+    }
+
     pub fn stats(&self) -> CameraStats {
         self.stats
     }
@@ -646,8 +670,7 @@ impl CameraSession {
         if params.gop_cache_bytes != self.params.gop_cache_bytes
             || params.gop_cache_packets != self.params.gop_cache_packets
         {
-            let packets = params.gop_cache_packets;
-            self.gop = params.gop_cache_bytes.map(|bytes| GopCache::new(GopLimits { bytes, packets }));
+            self.gop = params.gop_cache();
         }
         self.params = params;
         let open =

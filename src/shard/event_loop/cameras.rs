@@ -48,6 +48,10 @@ impl Shard {
             mode: if shared.always_on { Mode::AlwaysOn } else { Mode::OnDemand { linger: shared.linger } },
             gop_cache_bytes: shared.gop_cache.then_some(l.gop_cache_bytes),
             gop_cache_packets: l.gop_cache_packets,
+            gop_account: Some(crate::proto::gop_budget::GopAccount::new(
+                self.shared.gop_budget.clone(),
+                self.metrics.gop.clone(),
+            )),
             limits: l.message_limits(),
             connect_timeout: self.settings.core.connect_timeout,
             response_timeout: self.settings.core.response_timeout,

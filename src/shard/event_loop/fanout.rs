@@ -46,6 +46,7 @@ impl Shard {
             let chunk = self.bufs.bytes_mut(bid, len);
             slot.camera.handle_camera_bytes(now, chunk, &mut media);
         }
+        self.enforce_gop_budget();
         if !media.is_empty() {
             self.fan_out(ck, bid, len, &media, now);
         }
@@ -63,6 +64,7 @@ impl Shard {
         if let Some(slot) = self.cameras.get_mut(ck) {
             slot.camera.handle_camera_bytes(now, plain, &mut media);
         }
+        self.enforce_gop_budget();
         for f in media.iter_mut() {
             if let crate::proto::frame_split::FramePayload::InChunk(r) = &f.payload {
                 let copy = plain.get(r.clone()).map(bytes::Bytes::copy_from_slice).unwrap_or_default();
@@ -191,6 +193,9 @@ impl Shard {
         let mut plan = std::mem::take(&mut slot.plan);
         plan.clear();
         let now = Instant::now();
+        if !replay.is_empty() {
+            slot.camera.gop_cache_used(now);
+        }
         slot.fanout.join(FanoutViewer { key, conn }, params, &replay, now, &mut plan);
         drop(replay);
         let (sent, copied) = self.carry_out_plan(&plan, None, now);
