@@ -474,8 +474,8 @@ pub struct Limits {
     /// Shared cameras: bytes all GOP caches together may hold, across every shard (the memory
     /// of their packets). Beyond it the caches idle longest (no viewer joined from them for
     /// the longest time) are dropped first; a dropped cache starts again at a later keyframe
-    /// when there is room. Its camera serves its viewers as before; joiners wait for the next
-    /// keyframe, as with no cache (`relay_gop_cache_evictions_total`, `relay_gop_cache_bytes`).
+    /// when there is room. Its camera serves its viewers as before; joiners start with live
+    /// packets, as with no cache (`relay_gop_cache_evictions_total`, `relay_gop_cache_bytes`).
     pub gop_cache_total_bytes: usize,
     /// Shared cameras: bytes queued to one viewer beyond which it skips whole frames up to the
     /// next keyframe (`relay_frames_dropped_total`); the camera is never slowed.

@@ -599,7 +599,7 @@ impl CameraSession {
     }
 
     /// The relay-wide GOP cache budget needs room: this camera's cache is dropped; joiners
-    /// wait for the next keyframe until it starts again.
+    /// start with live packets until it starts again.
     pub fn evict_gop_cache(&mut self) {
         if let Some(gop) = self.gop.as_mut() {
             gop.evict();

@@ -8,8 +8,8 @@
 //! fit the budget, or the cache waits for the next keyframe; a cache that has started may grow
 //! past the budget by a block, and then the shard that saw the account go over evicts its
 //! caches idle longest ([`eviction_order`]) until the account is back within it. A camera whose
-//! cache was evicted serves its viewers as before; joiners wait for the next keyframe, as with
-//! no cache.
+//! cache was evicted serves its viewers as before; joiners start with live packets, as with no
+//! cache.
 //!
 //! Each shard also keeps its own tally ([`GopShardTally`]) of the bytes its caches hold and of
 //! the evictions, which the metrics sum (`relay_gop_cache_bytes`,
