@@ -16,6 +16,10 @@ const COALESCE_BYTES: usize = 64 * 1024;
 /// A queue drained after a burst gives back all but this many segments' room: thousands of
 /// viewers each keeping the room of their longest backlog would cost more than the media.
 const KEPT_SEGMENTS: usize = 16;
+/// A queue using less than a quarter of its room gives back all but twice what it uses: a
+/// viewer of a busy camera is rarely empty, and the room of its GOP cache replay (a segment per
+/// cached packet, hundreds) stayed with it for good, ~18 KiB per viewer at 2 Mbit/s.
+const SHRINK_BELOW: usize = 4;
 
 /// When a piece of camera media was received and how many `$` frames end in it: the forward
 /// latency is recorded once per frame (per packet), so a chunk carrying many packets weighs as
@@ -264,9 +268,10 @@ impl SendQueue {
                 _ => {}
             }
         }
-        if self.segments.is_empty() && self.segments.capacity() > KEPT_SEGMENTS {
+        let (len, room) = (self.segments.len(), self.segments.capacity());
+        if room > KEPT_SEGMENTS && len < room / SHRINK_BELOW {
             // No iovec points into the deque itself (only into what its segments own).
-            self.segments.shrink_to(KEPT_SEGMENTS);
+            self.segments.shrink_to((2 * len).max(KEPT_SEGMENTS));
         }
     }
 
@@ -308,5 +313,39 @@ impl SendQueue {
         }
         self.queued = 0;
         self.ring_segments = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timed() -> Option<Timed> {
+        Some(Timed { received_at: Instant::now(), frames: 1 })
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_room_back_even_while_media_keeps_coming() {
+        let uring = io_uring::IoUring::new(8).unwrap();
+        let mut bufs = BufRing::register(&uring.submitter(), 3, 64, 4096).unwrap();
+        let mut q = SendQueue::default();
+        let mut done = Vec::new();
+        // A joiner's GOP cache replay: a segment per cached packet.
+        let packet = bytes::Bytes::from(vec![7u8; 1200]);
+        for _ in 0..400 {
+            q.push_shared(packet.clone(), timed());
+        }
+        assert!(q.segments.capacity() >= 400);
+        // Sent 64 segments at a time while live packets keep arriving: never empty.
+        for _ in 0..20 {
+            let n = q.entries().min(MAX_IOV);
+            assert!(q.prepare(&bufs).is_some());
+            // Live packets arrive while the send is in flight.
+            q.push_shared(packet.clone(), timed());
+            q.complete(n * 1200, &mut bufs, &mut done);
+        }
+        assert!(!q.is_empty());
+        assert!(q.segments.capacity() <= 2 * KEPT_SEGMENTS, "room kept: {}", q.segments.capacity());
+        assert_eq!(q.queued(), q.entries() * 1200);
     }
 }
