@@ -261,6 +261,9 @@ pub struct Presentation {
     pub viewer_sdp: String,
     /// The track keyframes are read from: the first H.264/H.265 track set up.
     pub key_track: Option<usize>,
+    /// How that track's packets are read, found once here rather than from the SDP's text
+    /// for every packet.
+    pub key_classifier: Option<Classifier>,
 }
 
 impl Presentation {
@@ -292,6 +295,7 @@ impl Presentation {
             tracks,
             viewer_sdp: String::new(),
             key_track: None,
+            key_classifier: None,
         })
     }
 
@@ -301,6 +305,7 @@ impl Presentation {
         let tracks = &self.tracks;
         self.viewer_sdp = sdp::keep_sections(&self.sdp, |i| tracks.get(i).is_some_and(|t| t.channels.is_some()));
         self.key_track = tracks.iter().position(|t| t.channels.is_some() && t.sdp.classifier().is_some());
+        self.key_classifier = self.key_track.and_then(|t| tracks.get(t)).and_then(|t| t.sdp.classifier());
     }
 
     /// Whether viewers set up on `self` can go on receiving a camera described by `other`.
@@ -1120,9 +1125,7 @@ impl CameraSession {
             let key = self.presentation.as_ref().filter(|p| p.key_track == Some(track));
             if let Some(p) = key {
                 let starts = p
-                    .tracks
-                    .get(track)
-                    .and_then(|t| t.sdp.classifier())
+                    .key_classifier
                     .and_then(|c| c.classify(frame.payload.bytes(chunk)))
                     .is_some_and(|v| v.keyframe || v.parameter_sets);
                 if !starts {
@@ -1158,8 +1161,7 @@ impl CameraSession {
         let kind = if rtcp {
             FrameKind::Control
         } else if p.is_some_and(|p| p.key_track == Some(track)) {
-            let classifier: Option<Classifier> = p.and_then(|p| p.tracks[track].sdp.classifier());
-            match classifier.and_then(|c| c.classify(bytes)) {
+            match p.and_then(|p| p.key_classifier).and_then(|c| c.classify(bytes)) {
                 Some(v) => {
                     let au_start = conn.key_timestamp != Some(v.timestamp);
                     if au_start {
