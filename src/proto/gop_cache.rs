@@ -205,9 +205,12 @@ pub struct GopCache {
     overflows: u64,
     /// The bound that last dropped the cache, until the shell takes it for its metric.
     overflowed: Option<GopBound>,
-    /// When a joiner last started from the cache (or the cache was made): the relay-wide
-    /// budget evicts the caches idle longest first.
+    /// When a joiner last started from the cache (`None`: none yet): the relay-wide budget
+    /// evicts the caches idle longest first.
     used_at: Option<std::time::Instant>,
+    /// The relay-wide budget refused the cache's start and it has not started since: counted
+    /// once, not again at every access unit that tries.
+    refused: bool,
 }
 
 impl GopCache {
@@ -225,6 +228,7 @@ impl GopCache {
             overflows: 0,
             overflowed: None,
             used_at: None,
+            refused: false,
         }
     }
 
@@ -294,12 +298,14 @@ impl GopCache {
             Err(NoRoom::Budget) => {
                 // Not started: joiners meanwhile start with live packets, as with no cache.
                 self.discard();
-                if let Some(account) = &self.blocks.account {
+                if let (Some(account), false) = (&self.blocks.account, self.refused) {
                     account.refused();
                 }
+                self.refused = true;
                 return;
             }
         };
+        self.refused = false;
         self.bytes += cost;
         self.frames.push_back(CachedFrame { channel, track, frame });
     }
@@ -647,8 +653,10 @@ mod tests {
         // The evicted one's next keyframe finds no room: it is not cached, and counted.
         s2 += 1;
         video(&mut idle, s2, 90_000, IDR_START);
+        s2 += 1;
+        video(&mut idle, s2, 93_600, P);
         assert_eq!((idle.is_ready(), idle.held()), (false, 0));
-        assert_eq!(a.tally_evictions(), 1);
+        assert_eq!(a.tally_evictions(), 1, "counted once, not at every access unit that tries");
         // Once the busy one is evicted too, the next keyframe starts a cache again.
         busy.evict();
         s2 += 1;
