@@ -471,6 +471,12 @@ pub struct Limits {
     /// packets); past it the group of pictures is not cached
     /// (`relay_gop_cache_overflows_total{bound="packets"}`).
     pub gop_cache_packets: usize,
+    /// Shared cameras: bytes all GOP caches together may hold, across every shard (the memory
+    /// of their packets). Beyond it the caches idle longest (no viewer joined from them for
+    /// the longest time) are dropped first; a dropped cache starts again at a later keyframe
+    /// when there is room. Its camera serves its viewers as before; joiners start with live
+    /// packets, as with no cache (`relay_gop_cache_evictions_total`, `relay_gop_cache_bytes`).
+    pub gop_cache_total_bytes: usize,
     /// Shared cameras: bytes queued to one viewer beyond which it skips whole frames up to the
     /// next keyframe (`relay_frames_dropped_total`); the camera is never slowed.
     pub fanout_drop_above_bytes: usize,
@@ -528,6 +534,7 @@ impl Default for Limits {
             max_camera_backlog_bytes: 1024 * 1024,
             gop_cache_bytes: 4 * 1024 * 1024,
             gop_cache_packets: 8192,
+            gop_cache_total_bytes: 1024 * 1024 * 1024,
             fanout_drop_above_bytes: 1024 * 1024,
             fanout_disconnect_above_bytes: 8 * 1024 * 1024,
             fanout_max_behind_ms: 10_000,
@@ -1167,6 +1174,7 @@ impl Config {
             ("max_camera_backlog_bytes", l.max_camera_backlog_bytes as u64),
             ("gop_cache_bytes", l.gop_cache_bytes as u64),
             ("gop_cache_packets", l.gop_cache_packets as u64),
+            ("gop_cache_total_bytes", l.gop_cache_total_bytes as u64),
             ("fanout_drop_above_bytes", l.fanout_drop_above_bytes as u64),
             ("fanout_max_behind_ms", l.fanout_max_behind_ms),
             ("camera_media_timeout_ms", l.camera_media_timeout_ms),
@@ -1261,11 +1269,13 @@ impl Config {
 impl Settings {
     /// The parameters of `route` if it is shared: its camera session's, its viewers', its
     /// slow-viewer bounds. `seeds`: randomness for the camera session and the viewers' session
-    /// ids.
+    /// ids. `gop_account`: the relay-wide budget its GOP cache draws from
+    /// (`gop_cache_total_bytes`, shared by every shard, so the shell hands it in).
     pub fn shared_route_params(
         &self,
         route: &Route,
         seeds: [u64; 2],
+        gop_account: Option<crate::proto::gop_budget::GopAccount>,
     ) -> Option<crate::proto::shared_route::RouteParams> {
         use crate::proto::camera_demand::Mode;
         use crate::proto::shared_route::{RECONNECT_FIRST, VIEWER_SESSION_TIMEOUT};
@@ -1278,6 +1288,7 @@ impl Settings {
             mode: if shared.always_on { Mode::AlwaysOn } else { Mode::OnDemand { linger: shared.linger } },
             gop_cache_bytes: shared.gop_cache.then_some(l.gop_cache_bytes),
             gop_cache_packets: l.gop_cache_packets,
+            gop_account,
             limits: l.message_limits(),
             connect_timeout: core.connect_timeout,
             response_timeout: core.response_timeout,
@@ -1550,6 +1561,7 @@ mod tests {
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x\"\nlinger_secs=18446744073709551615\n",
                 "linger_secs",
             ),
+            ("[listen]\ntunnel=[\"127.0.0.1:1\"]\n[limits]\ngop_cache_total_bytes=0\n", "gop_cache_total_bytes"),
             (
                 "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/c\"\nupstream=\"rtsp://127.0.0.1/x\"\n[[route]]\npath=\"/c/\"\nupstream=\"rtsp://127.0.0.1/y\"\n",
                 "duplicate path",

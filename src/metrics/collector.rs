@@ -372,6 +372,20 @@ fn families(state: &HubState) -> Vec<MetricFamily> {
         state,
         |c| &c.gop_cache_overflows,
     ));
+    let gop = |f: fn(&crate::proto::gop_budget::GopShardTally) -> &AtomicU64| -> u64 {
+        state.shards.iter().map(|s| f(&s.gop).load(Ordering::Relaxed)).sum()
+    };
+    out.push(single_gauge(
+        "relay_gop_cache_bytes",
+        "Memory shared cameras' GOP caches hold now, across shards (against [limits] gop_cache_total_bytes).",
+        gop(|t| &t.bytes) as f64,
+    ));
+    out.push(family(
+        "relay_gop_cache_evictions_total",
+        "GOP caches dropped, or not started at a keyframe, to keep within [limits] gop_cache_total_bytes.",
+        MetricType::COUNTER,
+        vec![counter(&[], gop(|t| &t.evictions) as f64)],
+    ));
     out.push(gauge_up_down(
         "relay_viewers_active",
         "Viewers on shared routes now.",
@@ -642,6 +656,9 @@ mod tests {
         shards[1].session_ended(SessionOutcome::CameraChanged);
         shards[0].frames_dropped(7);
         shards[1].gop_cache_overflow(GopBound::Packets);
+        shards[0].gop.bytes.fetch_add(300, Ordering::Relaxed);
+        shards[1].gop.bytes.fetch_add(200, Ordering::Relaxed);
+        shards[1].gop.evicted(2);
         shards[0].observe(Hist::TimeToFirstFrame, Duration::from_millis(40));
         shards[1].observe(Hist::TimeToFirstFrame, Duration::from_millis(1500));
         assert_eq!((shards[1].cameras_active(), shards[0].viewers_active()), (1, 4));
@@ -656,6 +673,8 @@ mod tests {
             "relay_camera_reconnects_total 3",
             "relay_gop_cache_overflows_total{bound=\"packets\"} 1",
             "relay_gop_cache_overflows_total{bound=\"bytes\"} 0",
+            "relay_gop_cache_bytes 500",
+            "relay_gop_cache_evictions_total 2",
             "relay_rejections_total{reason=\"slow_viewer\"} 1",
             "relay_sessions_total{outcome=\"camera_changed\"} 1",
             "relay_frames_dropped_total 7",

@@ -85,6 +85,9 @@ pub struct ShardMetrics {
     pub(super) counters: Counters,
     /// Locked by the shard for each observation and by the scraper only to copy.
     pub(super) latency: Mutex<Vec<Latency>>,
+    /// This shard's GOP caches: the bytes they hold and the evictions (`relay_gop_cache_*`);
+    /// the caches update it themselves as they take and give back memory.
+    pub gop: std::sync::Arc<crate::proto::gop_budget::GopShardTally>,
     /// Per-route state for `relay_route_*{route}`, set by the shard only when a route's viewers
     /// or camera change (never per packet), and only when `[metrics] per_route` is on.
     pub(super) routes: Mutex<HashMap<String, RouteGauges>>,
@@ -109,6 +112,7 @@ impl ShardMetrics {
             counters: Counters::default(),
             latency: Mutex::new((0..Hist::SLOTS).map(|_| Latency::default()).collect()),
             routes: Mutex::new(HashMap::new()),
+            gop: Default::default(),
         }
     }
 

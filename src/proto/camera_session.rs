@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use super::camera_demand::{Backoff, Demand, Mode};
 use super::fanout_policy::FrameKind;
 use super::frame_split::{FramePayload, FrameSplitter, SplitFrame};
+use super::gop_budget::GopAccount;
 use super::gop_cache::{GopBound, GopCache, GopLimits};
 use super::interleaved::{Demux, Event};
 use super::keyframe::{Classifier, RtpHeader};
@@ -66,6 +67,9 @@ pub struct CameraParams {
     pub gop_cache_bytes: Option<usize>,
     /// The GOP cache's bound in packets.
     pub gop_cache_packets: usize,
+    /// The relay-wide budget the GOP cache draws from (`[limits] gop_cache_total_bytes`);
+    /// `None`: only the bounds above.
+    pub gop_account: Option<GopAccount>,
     pub limits: MessageLimits,
     /// How long opening the TCP connection may take.
     pub connect_timeout: Duration,
@@ -80,6 +84,12 @@ pub struct CameraParams {
 }
 
 impl CameraParams {
+    /// The GOP cache these parameters ask for, if any.
+    fn gop_cache(&self) -> Option<GopCache> {
+        let packets = self.gop_cache_packets;
+        self.gop_cache_bytes.map(|bytes| GopCache::with_account(GopLimits { bytes, packets }, self.gop_account.clone()))
+    }
+
     /// Parameters with the defaults: on demand with a 10 s linger, a 4 MiB (8192-packet) GOP
     /// cache, 10 s to
     /// connect, to answer and between frames, reconnects after 1 s doubling to 30 s.
@@ -91,6 +101,7 @@ impl CameraParams {
             mode: Mode::OnDemand { linger: Duration::from_secs(10) },
             gop_cache_bytes: Some(4 << 20),
             gop_cache_packets: 8192,
+            gop_account: None,
             limits: MessageLimits::default(),
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(10),
@@ -250,6 +261,9 @@ pub struct Presentation {
     pub viewer_sdp: String,
     /// The track keyframes are read from: the first H.264/H.265 track set up.
     pub key_track: Option<usize>,
+    /// How that track's packets are read, found once here rather than from the SDP's text
+    /// for every packet.
+    pub key_classifier: Option<Classifier>,
 }
 
 impl Presentation {
@@ -281,6 +295,7 @@ impl Presentation {
             tracks,
             viewer_sdp: String::new(),
             key_track: None,
+            key_classifier: None,
         })
     }
 
@@ -290,6 +305,7 @@ impl Presentation {
         let tracks = &self.tracks;
         self.viewer_sdp = sdp::keep_sections(&self.sdp, |i| tracks.get(i).is_some_and(|t| t.channels.is_some()));
         self.key_track = tracks.iter().position(|t| t.channels.is_some() && t.sdp.classifier().is_some());
+        self.key_classifier = self.key_track.and_then(|t| tracks.get(t)).and_then(|t| t.sdp.classifier());
     }
 
     /// Whether viewers set up on `self` can go on receiving a camera described by `other`.
@@ -505,9 +521,7 @@ impl CameraSession {
         let backoff = Backoff::new(params.backoff_initial, params.backoff_max, params.seed.rotate_left(29));
         let mut s = CameraSession {
             demand: Demand::new(params.mode),
-            gop: params
-                .gop_cache_bytes
-                .map(|bytes| GopCache::new(GopLimits { bytes, packets: params.gop_cache_packets })),
+            gop: params.gop_cache(),
             params,
             backoff,
             state: State::Idle,
@@ -582,6 +596,21 @@ impl CameraSession {
         self.gop.as_ref()
     }
 
+    /// A viewer joined from the GOP cache at `now`: it is in use (evicted last).
+    pub fn gop_cache_used(&mut self, now: Instant) {
+        if let Some(gop) = self.gop.as_mut() {
+            gop.touch(now);
+        }
+    }
+
+    /// The relay-wide GOP cache budget needs room: this camera's cache is dropped; joiners
+    /// start with live packets until it starts again.
+    pub fn evict_gop_cache(&mut self) {
+        if let Some(gop) = self.gop.as_mut() {
+            gop.evict();
+        }
+    }
+
     pub fn stats(&self) -> CameraStats {
         self.stats
     }
@@ -646,8 +675,7 @@ impl CameraSession {
         if params.gop_cache_bytes != self.params.gop_cache_bytes
             || params.gop_cache_packets != self.params.gop_cache_packets
         {
-            let packets = params.gop_cache_packets;
-            self.gop = params.gop_cache_bytes.map(|bytes| GopCache::new(GopLimits { bytes, packets }));
+            self.gop = params.gop_cache();
         }
         self.params = params;
         let open =
@@ -1097,9 +1125,7 @@ impl CameraSession {
             let key = self.presentation.as_ref().filter(|p| p.key_track == Some(track));
             if let Some(p) = key {
                 let starts = p
-                    .tracks
-                    .get(track)
-                    .and_then(|t| t.sdp.classifier())
+                    .key_classifier
                     .and_then(|c| c.classify(frame.payload.bytes(chunk)))
                     .is_some_and(|v| v.keyframe || v.parameter_sets);
                 if !starts {
@@ -1135,8 +1161,7 @@ impl CameraSession {
         let kind = if rtcp {
             FrameKind::Control
         } else if p.is_some_and(|p| p.key_track == Some(track)) {
-            let classifier: Option<Classifier> = p.and_then(|p| p.tracks[track].sdp.classifier());
-            match classifier.and_then(|c| c.classify(bytes)) {
+            match p.and_then(|p| p.key_classifier).and_then(|c| c.classify(bytes)) {
                 Some(v) => {
                     let au_start = conn.key_timestamp != Some(v.timestamp);
                     if au_start {

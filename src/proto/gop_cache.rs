@@ -18,10 +18,20 @@
 //! Each packet is kept as one [`Bytes`] holding its `$` header (the camera's channel) and the
 //! RTP packet: a joiner on the camera's channels (the usual case) queues it as one segment,
 //! and every joiner names the same memory (reference counts, not copies).
+//!
+//! The packets are copied back to back into blocks ([`Blocks`]) rather than each into an
+//! allocation of its own: a group of pictures is dropped whole at the next keyframe, so its
+//! blocks are freed whole and the next camera's packets reuse them. One allocation per packet
+//! left the allocator with pages of short- and long-lived packets of hundreds of cameras
+//! interleaved, and a cache cost about twice the bytes it held. Blocks grow with the cache (a
+//! camera sending a trickle holds a few KiB, not a fixed block) and are what the relay-wide
+//! budget counts ([`super::gop_budget`]).
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+
+use super::gop_budget::GopAccount;
 
 use super::interleaved;
 use super::keyframe::{RtpHeader, VideoPacket};
@@ -68,11 +78,117 @@ pub enum GopBound {
     Packets,
 }
 
+/// The smallest and largest block the packets are copied into: a block is sized like what the
+/// cache already holds, within these.
+const MIN_BLOCK: usize = 4 * 1024;
+/// Powers of two, which allocators serve without rounding; 16 KiB wastes ~5% at the end of
+/// each block with 1,200-byte packets and leaves half a block unused on average.
+const MAX_BLOCK: usize = 16 * 1024;
+
+/// One block's bookkeeping: how many cached packets lie in it and what it costs.
+#[derive(Debug)]
+struct Block {
+    frames: usize,
+    capacity: usize,
+}
+
+/// The memory the cached packets are copied into, oldest block first; the last one is open
+/// (`open` holds its unused room) while new packets fit in it.
+#[derive(Debug, Default)]
+struct Blocks {
+    open: BytesMut,
+    blocks: VecDeque<Block>,
+    /// The blocks' capacities summed: what the cache's packets really occupy.
+    held: usize,
+    account: Option<GopAccount>,
+}
+
+/// Why a block could not be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoRoom {
+    /// The relay-wide budget refused the start of a group of pictures.
+    Budget,
+}
+
+impl Blocks {
+    /// Copies `header` and `payload` into the open block (a new one if they do not fit) and
+    /// returns them as one [`Bytes`]. The first block of a cache must fit the relay-wide
+    /// budget; later blocks of a started group are taken even past it, and the shell evicts
+    /// the caches idle longest.
+    fn store(&mut self, header: &[u8], payload: &[u8]) -> Result<Bytes, NoRoom> {
+        let need = header.len() + payload.len();
+        if self.open.capacity() < need || self.blocks.is_empty() {
+            // An open block whose packets all left the cache has nothing to keep.
+            if self.blocks.back().is_some_and(|b| b.frames == 0) {
+                self.blocks.pop_back().into_iter().for_each(|b| self.give_back(b));
+            }
+            let capacity = self.held.clamp(MIN_BLOCK, MAX_BLOCK).max(need);
+            if let Some(account) = &self.account {
+                if self.held == 0 {
+                    if !account.try_take(capacity) {
+                        return Err(NoRoom::Budget);
+                    }
+                } else {
+                    account.take(capacity);
+                }
+            }
+            // The open block's remaining room goes with it; its packets keep its memory alive.
+            self.open = BytesMut::with_capacity(capacity);
+            self.blocks.push_back(Block { frames: 0, capacity });
+            self.held += capacity;
+        }
+        self.open.extend_from_slice(header);
+        self.open.extend_from_slice(payload);
+        if let Some(b) = self.blocks.back_mut() {
+            b.frames += 1;
+        }
+        Ok(self.open.split().freeze())
+    }
+
+    /// The oldest cached packet left the cache: its block is given back once none of its
+    /// packets is cached and it is not the open one.
+    fn release_front_frame(&mut self) {
+        let Some(front) = self.blocks.front_mut() else { return };
+        front.frames = front.frames.saturating_sub(1);
+        if front.frames == 0 && self.blocks.len() > 1 {
+            self.pop_front_block();
+        }
+    }
+
+    fn pop_front_block(&mut self) {
+        if let Some(b) = self.blocks.pop_front() {
+            self.give_back(b);
+        }
+    }
+
+    fn give_back(&mut self, b: Block) {
+        self.held -= b.capacity;
+        if let Some(account) = &self.account {
+            account.give_back(b.capacity);
+        }
+    }
+
+    /// Every block given back (the cache was dropped).
+    fn clear(&mut self) {
+        while !self.blocks.is_empty() {
+            self.pop_front_block();
+        }
+        self.open = BytesMut::new();
+    }
+}
+
+impl Drop for Blocks {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 /// See the module documentation.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct GopCache {
     limits: GopLimits,
     frames: VecDeque<CachedFrame>,
+    blocks: Blocks,
     /// What `frames` costs: bytes plus [`PACKET_OVERHEAD`] each.
     bytes: usize,
     /// `frames` begins at a keyframe access unit (or its parameter sets): replayable.
@@ -89,6 +205,12 @@ pub struct GopCache {
     overflows: u64,
     /// The bound that last dropped the cache, until the shell takes it for its metric.
     overflowed: Option<GopBound>,
+    /// When a joiner last started from the cache (`None`: none yet): the relay-wide budget
+    /// evicts the caches idle longest first.
+    used_at: Option<std::time::Instant>,
+    /// The relay-wide budget refused the cache's start and it has not started since: counted
+    /// once, not again at every access unit that tries.
+    refused: bool,
 }
 
 impl GopCache {
@@ -96,6 +218,7 @@ impl GopCache {
         GopCache {
             limits,
             frames: VecDeque::new(),
+            blocks: Blocks::default(),
             bytes: 0,
             ready: false,
             au_start: 0,
@@ -104,7 +227,16 @@ impl GopCache {
             au_discarded: false,
             overflows: 0,
             overflowed: None,
+            used_at: None,
+            refused: false,
         }
+    }
+
+    /// A cache whose blocks count against the relay-wide budget `account`.
+    pub fn with_account(limits: GopLimits, account: Option<GopAccount>) -> Self {
+        let mut c = GopCache::new(limits);
+        c.blocks.account = account;
+        c
     }
 
     /// A packet of the track keyframes are found in, read by [`super::keyframe::Classifier`].
@@ -147,10 +279,7 @@ impl GopCache {
     fn push(&mut self, channel: u8, track: usize, payload: &[u8]) {
         // A `$` frame's payload always fits its 16-bit length.
         let Some(header) = interleaved::frame_header(channel, payload.len()) else { return };
-        let mut frame = Vec::with_capacity(header.len() + payload.len());
-        frame.extend_from_slice(&header);
-        frame.extend_from_slice(payload);
-        let cost = frame.len() + PACKET_OVERHEAD;
+        let cost = header.len() + payload.len() + PACKET_OVERHEAD;
         let over = if self.bytes.saturating_add(cost) > self.limits.bytes {
             Some(GopBound::Bytes)
         } else if self.frames.len() >= self.limits.packets {
@@ -159,33 +288,84 @@ impl GopCache {
             None
         };
         if let Some(bound) = over {
-            self.frames.clear();
-            self.bytes = 0;
-            self.ready = false;
-            self.au_start = 0;
-            self.au_discarded = true;
+            self.discard();
             self.overflows += 1;
             self.overflowed = Some(bound);
             return;
         }
+        let frame = match self.blocks.store(&header, payload) {
+            Ok(frame) => frame,
+            Err(NoRoom::Budget) => {
+                // Not started: joiners meanwhile start with live packets, as with no cache.
+                self.discard();
+                if let (Some(account), false) = (&self.blocks.account, self.refused) {
+                    account.refused();
+                }
+                self.refused = true;
+                return;
+            }
+        };
+        self.refused = false;
         self.bytes += cost;
-        self.frames.push_back(CachedFrame { channel, track, frame: Bytes::from(frame) });
+        self.frames.push_back(CachedFrame { channel, track, frame });
+    }
+
+    /// Drops every packet; the cache waits for the next keyframe.
+    fn discard(&mut self) {
+        self.frames.clear();
+        self.blocks.clear();
+        self.bytes = 0;
+        self.ready = false;
+        self.au_start = 0;
+        self.au_discarded = true;
     }
 
     fn drop_front(&mut self, n: usize) {
         let n = n.min(self.frames.len());
         for f in self.frames.drain(..n) {
             self.bytes -= f.frame.len() + PACKET_OVERHEAD;
+            self.blocks.release_front_frame();
+        }
+        if self.frames.is_empty() {
+            // A new group of pictures starts in a block of its own: the old group's last block
+            // is freed now rather than kept alive by the new group's first packets.
+            self.blocks.clear();
         }
         self.au_start = self.au_start.saturating_sub(n);
+        if self.frames.capacity() > 4 * self.frames.len().max(64) {
+            // A burst (a huge keyframe) must not pin its room for good.
+            self.frames.shrink_to(2 * self.frames.len().max(64));
+        }
     }
 
     /// Forgets everything (the camera connection was replaced: new SSRCs, new sequence numbers).
     pub fn clear(&mut self) {
-        let (overflows, overflowed) = (self.overflows, self.overflowed);
-        *self = GopCache::new(self.limits);
-        self.overflows = overflows;
-        self.overflowed = overflowed;
+        let (overflows, overflowed, used_at) = (self.overflows, self.overflowed, self.used_at);
+        self.blocks.clear();
+        let account = self.blocks.account.take();
+        *self = GopCache::with_account(self.limits, account);
+        (self.overflows, self.overflowed, self.used_at) = (overflows, overflowed, used_at);
+    }
+
+    /// The relay-wide budget needs room: the packets are dropped and the cache waits for the
+    /// next keyframe (which starts it again only if the budget then has room).
+    pub fn evict(&mut self) {
+        self.discard();
+    }
+
+    /// A joiner started from the cache at `now`.
+    pub fn touch(&mut self, now: std::time::Instant) {
+        self.used_at = Some(now);
+    }
+
+    /// When a joiner last started from the cache; `None`: never.
+    pub fn used_at(&self) -> Option<std::time::Instant> {
+        self.used_at
+    }
+
+    /// The memory the cached packets occupy (their blocks), what the relay-wide budget counts.
+    pub fn held(&self) -> usize {
+        self.blocks.held
     }
 
     /// The bound that dropped the cache since the last call, if one did.
@@ -416,6 +596,75 @@ mod tests {
         assert!(matches!(first.payload()[12] & 0x1f, 7 | 5 | 24 | 28), "starts at SPS or the IDR");
     }
 
+    fn account(limit: usize) -> GopAccount {
+        use crate::proto::gop_budget::{GopBudget, GopShardTally};
+        GopAccount::new(GopBudget::new(limit), std::sync::Arc::new(GopShardTally::default()))
+    }
+
+    /// A group of pictures as the load-test camera sends it at 1 Mbit/s: a keyframe, then
+    /// 1,200-byte packets, 208 of them in 2 s.
+    fn feed_gop(c: &mut GopCache, seq: &mut u16, ts: u32) {
+        *seq += 1;
+        video(c, *seq, ts, IDR_START);
+        for i in 0..207u32 {
+            *seq += 1;
+            video(c, *seq, ts + 3600 * (1 + i / 4), &[&[0x41u8, 0x9a][..], &[0xff; 1186][..]].concat());
+        }
+    }
+
+    #[test]
+    fn the_cache_costs_what_it_holds_and_gives_it_all_back() {
+        let a = account(usize::MAX);
+        let mut c = GopCache::with_account(lim(4 << 20), Some(a.clone()));
+        let mut seq = 0;
+        for g in 0..3 {
+            feed_gop(&mut c, &mut seq, g * 90_000);
+            let stored: usize = c.frames().map(|f| f.frame.len()).sum();
+            assert_eq!(c.packets(), 208, "one group of pictures");
+            // Packets share blocks: the memory held is the bytes, the room left at each block's
+            // end by a packet that did not fit, and the open block's room.
+            assert!(c.held() >= stored && c.held() <= stored + stored / 16 + MAX_BLOCK, "{} for {stored}", c.held());
+            assert_eq!(a.budget().held(), c.held(), "the account follows the blocks");
+        }
+        // The next keyframe frees the whole group at once.
+        seq += 1;
+        video(&mut c, seq, 900_000, IDR_START);
+        assert_eq!((c.packets(), c.held()), (1, MIN_BLOCK));
+        c.clear();
+        assert_eq!(a.budget().held(), 0);
+        feed_gop(&mut c, &mut seq, 990_000);
+        drop(c);
+        assert_eq!(a.budget().held(), 0, "a dropped cache gives its memory back");
+    }
+
+    #[test]
+    fn over_the_relay_wide_budget_a_cache_does_not_start_and_an_evicted_one_waits_for_room() {
+        let a = account(64 * 1024);
+        let mut busy = GopCache::with_account(lim(4 << 20), Some(a.clone()));
+        let mut idle = GopCache::with_account(lim(4 << 20), Some(a.clone()));
+        let (mut s1, mut s2) = (0, 0);
+        feed_gop(&mut idle, &mut s2, 0);
+        assert!(a.budget().is_over(), "a started cache grows past the budget: the shard evicts");
+        idle.evict();
+        assert_eq!((idle.is_ready(), idle.held(), a.budget().held()), (false, 0, 0));
+        // The busy camera starts within the budget and grows past it again.
+        feed_gop(&mut busy, &mut s1, 0);
+        assert!(busy.is_ready() && a.budget().is_over());
+        // The evicted one's next keyframe finds no room: it is not cached, and counted.
+        s2 += 1;
+        video(&mut idle, s2, 90_000, IDR_START);
+        s2 += 1;
+        video(&mut idle, s2, 93_600, P);
+        assert_eq!((idle.is_ready(), idle.held()), (false, 0));
+        assert_eq!(a.tally_evictions(), 1, "counted once, not at every access unit that tries");
+        // Once the busy one is evicted too, the next keyframe starts a cache again.
+        busy.evict();
+        s2 += 1;
+        video(&mut idle, s2, 180_000, IDR_START);
+        assert!(idle.is_ready());
+        assert_eq!(seqs(&idle), vec![(0, s2)]);
+    }
+
     #[derive(Debug, Clone)]
     enum Item {
         /// A video access unit: keyframe or not, with in-band parameter sets or not, fragments.
@@ -448,7 +697,8 @@ mod tests {
         #[test]
         fn matches_the_model(items in items(), max in 100usize..4000, packets in 1usize..40) {
             let mut big = GopCache::new(lim(usize::MAX));
-            let mut small = GopCache::new(GopLimits { bytes: max, packets });
+            let acct = account(usize::MAX);
+            let mut small = GopCache::with_account(GopLimits { bytes: max, packets }, Some(acct.clone()));
             let mut pushed: Vec<Bytes> = Vec::new();
             let mut key_starts: Vec<usize> = Vec::new();
             let (mut seq, mut ts) = (0u16, 0u32);
@@ -499,6 +749,11 @@ mod tests {
                 prop_assert_eq!(&pushed[at..at + got.len()], &got[..]);
                 prop_assert_eq!(at + got.len(), pushed.len(), "runs up to now");
             }
+            prop_assert_eq!(acct.budget().held(), small.held());
+            let stored: usize = small.frames.iter().map(|f| f.frame.len()).sum();
+            prop_assert!(small.held() >= stored);
+            drop(small);
+            prop_assert_eq!(acct.budget().held(), 0);
         }
     }
 }

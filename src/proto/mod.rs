@@ -15,6 +15,7 @@ pub mod digest;
 pub mod external_auth;
 pub mod fanout_policy;
 pub mod frame_split;
+pub mod gop_budget;
 pub mod gop_cache;
 pub mod greeting;
 pub mod http_head;

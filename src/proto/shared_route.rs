@@ -27,7 +27,11 @@
 //!      each viewer judged on its send queue as it really is then (the viewers' send progress);
 //!    - a reload: [`reconfigure`](SharedRoute::reconfigure), and
 //!      [`set_url_map`](SharedRoute::set_url_map) for each viewer whose URLs changed;
-//!      [`close`](SharedRoute::close) when the route goes or the relay stops.
+//!      [`close`](SharedRoute::close) when the route goes or the relay stops;
+//!    - the relay-wide GOP cache budget over (`gop_cache_total_bytes`), at any time (also
+//!      between a receive and its plans): the shell weighs the route's cache with
+//!      [`gop_eviction_candidate`](SharedRoute::gop_eviction_candidate) and drops it with
+//!      [`evict_gop_cache`](SharedRoute::evict_gop_cache).
 //! 3. After every input, [`poll_action`](SharedRoute::poll_action) until `None` (the camera's
 //!    I/O, answers and join plans for viewers, viewers to end, in order), and
 //!    [`poll_event`](SharedRoute::poll_event) until `None` (metrics, logs, health).
@@ -55,6 +59,7 @@ use super::camera_session::{
 };
 use super::fanout_policy::QueueState;
 use super::frame_split::FramePayload;
+use super::gop_budget::EvictionCandidate;
 use super::rng::SplitMix64;
 use super::shared_fanout::{Delivery, PlanStats, SharedFanout};
 
@@ -345,6 +350,25 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
     /// The route's camera health: state, last error, and the series last reported.
     pub fn health(&self) -> &RouteHealth {
         &self.health
+    }
+
+    // ---- the relay-wide GOP cache budget ----
+
+    /// The route's GOP cache as the relay-wide budget (`gop_cache_total_bytes`) weighs it for
+    /// eviction, named `key`: when a joiner last started from it and what it holds. `None`: the
+    /// route has no cache (none configured, or no camera session).
+    pub fn gop_eviction_candidate<K>(&self, key: K) -> Option<EvictionCandidate<K>> {
+        let gop = self.camera.as_ref()?.gop_cache()?;
+        Some(EvictionCandidate { key, used_at: gop.used_at(), held: gop.held() })
+    }
+
+    /// The relay-wide budget needs room: the route's GOP cache is dropped, and starts again at
+    /// a later keyframe when there is room. Its viewers are served as before; joiners start
+    /// with live packets meanwhile.
+    pub fn evict_gop_cache(&mut self) {
+        if let Some(c) = self.camera.as_mut() {
+            c.evict_gop_cache();
+        }
     }
 
     // ---- inside ----

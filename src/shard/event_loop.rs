@@ -45,6 +45,7 @@ mod cameras;
 mod data_path;
 mod ending;
 mod fanout;
+mod gop_budget;
 mod housekeeping;
 mod queries;
 mod route_health;

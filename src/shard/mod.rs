@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     /// Passthrough camera sessions per camera host (`[limits] max_camera_sessions`); taken
     /// once per camera session, not per packet.
     pub camera_hosts: std::sync::Mutex<crate::proto::camera_host_sessions::CameraHostSessions>,
+    /// What every shard's GOP caches hold, against `[limits] gop_cache_total_bytes`.
+    pub gop_budget: Arc<crate::proto::gop_budget::GopBudget>,
     running: AtomicUsize,
 }
 
@@ -197,6 +199,7 @@ impl Shards {
             authorizer: AuthWorker::start(&settings.auth)?,
             metrics: opts.metrics,
             camera_hosts: Default::default(),
+            gop_budget: crate::proto::gop_budget::GopBudget::new(settings.limits.gop_cache_total_bytes),
             running: AtomicUsize::new(0),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -274,6 +277,7 @@ impl Shards {
         let auth = &settings.auth;
         self.shared.viewer_caps.set_limits(auth.max_sessions_per_user, auth.max_sessions_per_ip);
         self.shared.authorizer.reload(auth);
+        self.shared.gop_budget.set_limit(settings.limits.gop_cache_total_bytes);
         for m in &self.shared.mailboxes {
             // A stopped shard takes no more settings.
             let _ = m.post(ShardMsg::Reload { settings: settings.clone() });
@@ -338,6 +342,7 @@ impl ShardHandle {
 
     /// New settings for every shard, as [`Shards::reload`].
     pub fn reload(&self, settings: Arc<Settings>) {
+        self.shared.gop_budget.set_limit(settings.limits.gop_cache_total_bytes);
         for m in &self.shared.mailboxes {
             let _ = m.post(ShardMsg::Reload { settings: settings.clone() });
         }

@@ -16,6 +16,10 @@ const COALESCE_BYTES: usize = 64 * 1024;
 /// A queue drained after a burst gives back all but this many segments' room: thousands of
 /// viewers each keeping the room of their longest backlog would cost more than the media.
 const KEPT_SEGMENTS: usize = 16;
+/// A queue using less than a quarter of its room gives back all but twice what it uses: a
+/// viewer of a busy camera is rarely empty, and the room of its GOP cache replay (a segment per
+/// cached packet, hundreds) stayed with it for good, ~18 KiB per viewer at 2 Mbit/s.
+const SHRINK_BELOW: usize = 4;
 
 /// When a piece of camera media was received and how many `$` frames end in it: the forward
 /// latency is recorded once per frame (per packet), so a chunk carrying many packets weighs as
@@ -26,15 +30,40 @@ pub struct Timed {
     pub frames: u32,
 }
 
+/// The instant segments count their receive times from: a [`Timed`] is kept in a segment as
+/// nanoseconds since it (8 bytes, not an `Instant`'s 16), so a segment is 48 bytes, not 72. A
+/// viewer behind by a few hundred packets holds a segment per packet.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `timed` as a segment keeps it: nanoseconds since [`epoch`] and its frames (0: not timed).
+fn stamp(timed: Option<Timed>) -> (u64, u32) {
+    match timed {
+        Some(t) => {
+            let ns = t.received_at.saturating_duration_since(epoch()).as_nanos();
+            (u64::try_from(ns).unwrap_or(u64::MAX), t.frames)
+        }
+        None => (0, 0),
+    }
+}
+
+/// What [`stamp`] kept, back as a [`Timed`] (`None` for no frames: nothing to record).
+fn unstamp(at_ns: u64, frames: u32) -> Option<Timed> {
+    (frames > 0).then(|| Timed { received_at: epoch() + std::time::Duration::from_nanos(at_ns), frames })
+}
+
 pub enum Segment {
     /// Bytes the relay produced (HTTP replies, rewritten RTSP messages, viewer→camera data),
     /// or camera media copied out of the ring or encrypted for TLS (with its [`Timed`]).
-    Owned { data: Vec<u8>, offset: usize, timed: Option<Timed> },
+    Owned { data: Vec<u8>, offset: usize, at_ns: u64, frames: u32 },
     /// `start..end` of ring buffer `bid`.
-    Ring { bid: u16, start: u32, end: u32, timed: Timed },
+    Ring { bid: u16, start: u32, end: u32, at_ns: u64, frames: u32 },
     /// Bytes shared by several connections' queues (a shared camera's `$` headers, frames
     /// reassembled across receives, the GOP cache): reference counted, never copied per viewer.
-    Shared { data: bytes::Bytes, offset: usize, timed: Option<Timed> },
+    /// What was sent of it is cut off its front.
+    Shared { data: bytes::Bytes, at_ns: u64, frames: u32 },
 }
 
 impl Segment {
@@ -42,8 +71,17 @@ impl Segment {
         match self {
             // Invariant: `complete` advances an offset by less than what remains, so offset <= len.
             Segment::Owned { data, offset, .. } => data.len() - offset,
-            Segment::Shared { data, offset, .. } => data.len() - offset,
+            Segment::Shared { data, .. } => data.len(),
             Segment::Ring { start, end, .. } => (end - start) as usize,
+        }
+    }
+
+    /// Its receive time and frames, if timed.
+    fn timed(&self) -> Option<Timed> {
+        match *self {
+            Segment::Owned { at_ns, frames, .. }
+            | Segment::Ring { at_ns, frames, .. }
+            | Segment::Shared { at_ns, frames, .. } => unstamp(at_ns, frames),
         }
     }
 }
@@ -120,7 +158,8 @@ impl SendQueue {
             return;
         }
         self.queued += data.len();
-        self.segments.push_back(Segment::Owned { data, offset: 0, timed });
+        let (at_ns, frames) = stamp(timed);
+        self.segments.push_back(Segment::Owned { data, offset: 0, at_ns, frames });
     }
 
     /// Queues camera media copied out of a ring buffer, appended to the last queued copy when
@@ -134,15 +173,15 @@ impl SendQueue {
     /// receive time of its media and carries the frames of all.
     fn try_append(&mut self, bytes: &[u8], timed: Option<Timed>) -> bool {
         let not_in_flight = self.segments.len() > self.in_flight_segments;
-        let Some(Segment::Owned { data, timed: t, .. }) = self.segments.back_mut() else { return false };
+        let Some(Segment::Owned { data, at_ns, frames, .. }) = self.segments.back_mut() else { return false };
         if !not_in_flight || data.len() + bytes.len() > COALESCE_BYTES {
             return false;
         }
-        match (t.as_mut(), timed) {
-            (Some(t), Some(n)) => t.frames += n.frames,
-            (None, Some(n)) => *t = Some(n),
-            (_, None) => {}
+        let (new_at, new_frames) = stamp(timed);
+        if *frames == 0 {
+            *at_ns = new_at;
         }
+        *frames = frames.saturating_add(new_frames);
         data.extend_from_slice(bytes);
         self.queued += bytes.len();
         true
@@ -177,7 +216,8 @@ impl SendQueue {
             return;
         }
         self.queued += data.len();
-        self.segments.push_back(Segment::Shared { data, offset: 0, timed });
+        let (at_ns, frames) = stamp(timed);
+        self.segments.push_back(Segment::Shared { data, at_ns, frames });
     }
 
     /// Extends the last queued segment when it is `start..` 's predecessor in the same ring
@@ -188,9 +228,9 @@ impl SendQueue {
             return false;
         }
         match self.segments.back_mut() {
-            Some(Segment::Ring { bid: b, end: e, timed: t, .. }) if *b == bid && *e == start && start < end => {
+            Some(Segment::Ring { bid: b, end: e, frames, .. }) if *b == bid && *e == start && start < end => {
                 *e = end;
-                t.frames += timed.frames;
+                *frames = frames.saturating_add(timed.frames);
                 self.queued += (end - start) as usize;
                 true
             }
@@ -205,7 +245,8 @@ impl SendQueue {
         // start < end checked above.
         self.queued += (end - start) as usize;
         self.ring_segments += 1;
-        self.segments.push_back(Segment::Ring { bid, start, end, timed });
+        let (at_ns, frames) = stamp(Some(timed));
+        self.segments.push_back(Segment::Ring { bid, start, end, at_ns, frames });
     }
 
     /// Prepares the next `sendmsg` if none is in flight and bytes wait: returns the `msghdr`
@@ -224,9 +265,8 @@ impl SendQueue {
                     libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() }
                 }
                 Segment::Ring { bid, start, end, .. } => bufs.iovec(*bid, *start, *end),
-                Segment::Shared { data, offset, .. } => {
-                    let bytes = &data[*offset..];
-                    libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() }
+                Segment::Shared { data, .. } => {
+                    libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() }
                 }
             };
             n += 1;
@@ -251,27 +291,26 @@ impl SendQueue {
             let rem = front.remaining();
             if written < rem {
                 match front {
-                    Segment::Owned { offset, .. } | Segment::Shared { offset, .. } => *offset += written,
+                    Segment::Owned { offset, .. } => *offset += written,
+                    Segment::Shared { data, .. } => bytes::Buf::advance(data, written),
                     // written < rem, the segment's length (a u32 range): no overflow.
                     Segment::Ring { start, .. } => *start += written as u32,
                 }
                 break;
             }
             written -= rem;
-            match self.segments.pop_front() {
-                Some(Segment::Ring { bid, timed, .. }) => {
-                    bufs.release(bid);
-                    // Counted by `push_ring` for each ring segment: never below zero.
-                    self.ring_segments -= 1;
-                    done.push(timed);
-                }
-                Some(Segment::Owned { timed: Some(t), .. } | Segment::Shared { timed: Some(t), .. }) => done.push(t),
-                _ => {}
+            let Some(seg) = self.segments.pop_front() else { break };
+            if let Segment::Ring { bid, .. } = seg {
+                bufs.release(bid);
+                // Counted by `push_ring` for each ring segment: never below zero.
+                self.ring_segments -= 1;
             }
+            done.extend(seg.timed());
         }
-        if self.segments.is_empty() && self.segments.capacity() > KEPT_SEGMENTS {
+        let (len, room) = (self.segments.len(), self.segments.capacity());
+        if room > KEPT_SEGMENTS && len < room / SHRINK_BELOW {
             // No iovec points into the deque itself (only into what its segments own).
-            self.segments.shrink_to(KEPT_SEGMENTS);
+            self.segments.shrink_to((2 * len).max(KEPT_SEGMENTS));
         }
     }
 
@@ -290,11 +329,11 @@ impl SendQueue {
     pub fn copy_out_ring_segments(&mut self, bufs: &mut BufRing) -> usize {
         let mut released = 0;
         for seg in self.segments.iter_mut().skip(self.in_flight_segments) {
-            if let Segment::Ring { bid, start, end, timed } = *seg {
+            if let Segment::Ring { bid, start, end, at_ns, frames } = *seg {
                 let len = (end - start) as usize;
                 let data = bufs.bytes_at(bid, start, len).to_vec();
                 bufs.release(bid);
-                *seg = Segment::Owned { data, offset: 0, timed: Some(timed) };
+                *seg = Segment::Owned { data, offset: 0, at_ns, frames };
                 released += 1;
             }
         }
@@ -314,5 +353,49 @@ impl SendQueue {
         }
         self.queued = 0;
         self.ring_segments = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timed() -> Option<Timed> {
+        Some(Timed { received_at: Instant::now(), frames: 1 })
+    }
+
+    #[test]
+    fn a_queued_segment_costs_48_bytes_and_keeps_its_receive_time() {
+        // A viewer behind by a few hundred packets holds a segment per packet.
+        assert!(std::mem::size_of::<Segment>() <= 48, "{}", std::mem::size_of::<Segment>());
+        let t = Timed { received_at: Instant::now() + std::time::Duration::from_millis(3), frames: 2 };
+        let back = unstamp(stamp(Some(t)).0, 2).unwrap();
+        assert_eq!((back.received_at, back.frames), (t.received_at, 2));
+        assert_eq!(unstamp(stamp(None).0, 0), None);
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_room_back_even_while_media_keeps_coming() {
+        let uring = io_uring::IoUring::new(8).unwrap();
+        let mut bufs = BufRing::register(&uring.submitter(), 3, 64, 4096).unwrap();
+        let mut q = SendQueue::default();
+        let mut done = Vec::new();
+        // A joiner's GOP cache replay: a segment per cached packet.
+        let packet = bytes::Bytes::from(vec![7u8; 1200]);
+        for _ in 0..400 {
+            q.push_shared(packet.clone(), timed());
+        }
+        assert!(q.segments.capacity() >= 400);
+        // Sent 64 segments at a time while live packets keep arriving: never empty.
+        for _ in 0..20 {
+            let n = q.entries().min(MAX_IOV);
+            assert!(q.prepare(&bufs).is_some());
+            // Live packets arrive while the send is in flight.
+            q.push_shared(packet.clone(), timed());
+            q.complete(n * 1200, &mut bufs, &mut done);
+        }
+        assert!(!q.is_empty());
+        assert!(q.segments.capacity() <= 2 * KEPT_SEGMENTS, "room kept: {}", q.segments.capacity());
+        assert_eq!(q.queued(), q.entries() * 1200);
     }
 }

@@ -313,6 +313,40 @@ fn a_waiting_play_joins_after_the_receive_that_started_the_camera() {
     assert_eq!(receive(&mut r, t0, &mut next).len(), 1);
 }
 
+/// Issue 25: the relay-wide GOP cache budget evicts the caches idle longest first, so a join
+/// from the cache is the route's to record; and the shell evicts through the route.
+#[test]
+fn a_join_from_the_gop_cache_marks_it_used_and_the_route_evicts_it() {
+    let t0 = Instant::now();
+    let t1 = t0 + SECOND;
+    let mut r = SharedRoute::new(params(Mode::AlwaysOn), t0);
+    let mut cam = Camera::new();
+    cam.serve(&mut r, t0);
+    let mut key = frame(0, 15, &rtp(1, 3000, 96, &[0x65, 0x88, 0x80]));
+    receive(&mut r, t0, &mut key);
+    let c = r.gop_eviction_candidate('r').expect("the route's camera has a GOP cache");
+    assert!(c.held > 0 && c.used_at.is_none(), "{c:?}");
+
+    r.attach(1, map(), t1, t1);
+    let setup = format!(
+        "SETUP {ROUTE_URL}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
+    );
+    r.handle_request(1, request(&setup), t1);
+    let a = answers(&cam.serve(&mut r, t1));
+    let session = a[0].lines().find_map(|l| l.strip_prefix("Session: ")).unwrap().split(';').next().unwrap();
+    r.handle_request(1, request(&format!("PLAY {ROUTE_URL} RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n")), t1);
+    let out = cam.serve(&mut r, t1);
+    assert!(out.iter().any(|a| matches!(a, Action::Deliver(Delivery::Deliver { body: Some(Body::Shared(_)), .. }))));
+    assert_eq!(r.gop_eviction_candidate('r').map(|c| c.used_at), Some(Some(t1)), "joined from the cache at t1");
+
+    r.evict_gop_cache();
+    let c = r.gop_eviction_candidate('r').unwrap();
+    assert_eq!((c.key, c.held), ('r', 0));
+    // The viewer goes on with live frames.
+    let mut next = frame(0, 14, &rtp(2, 6000, 96, &[0x41, 0x9a]));
+    assert_eq!(receive(&mut r, t1, &mut next).len(), 1);
+}
+
 #[test]
 fn closing_ends_every_viewer_and_is_done_once_they_are_detached() {
     let t0 = Instant::now();

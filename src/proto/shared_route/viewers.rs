@@ -151,6 +151,12 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
         let params = JoinParams { channels, key_track, limits: self.params.fanout, asked_at };
         let mut plan = std::mem::take(&mut self.join_plan);
         plan.clear();
+        if !replay.is_empty() {
+            // In use: the relay-wide GOP cache budget evicts it last.
+            if let Some(c) = self.camera.as_mut() {
+                c.gop_cache_used(self.now);
+            }
+        }
         self.fanout.join(viewer, params, replay, self.now, &mut plan);
         self.actions.extend(plan.drain(..).map(Action::Deliver));
         if plan.capacity() > 1024 {

@@ -9,6 +9,7 @@
 
 use super::*;
 use crate::proto::camera_session::Reconfigured;
+use crate::proto::gop_budget::GopAccount;
 use crate::proto::rtsp::Message;
 use crate::proto::shared_route::{Action, RouteEvent, RouteParams, SharedRoute, ViewerEnd};
 use crate::shard::camera_table::CameraKey;
@@ -32,9 +33,11 @@ impl Shard {
         }
     }
 
-    /// A shared route's parameters from the settings in force.
+    /// A shared route's parameters from the settings in force; its GOP cache draws from the
+    /// relay-wide budget, counted in this shard's tally.
     fn route_params(&mut self, route: &Route) -> Option<RouteParams> {
-        self.settings.shared_route_params(route, [self.rng.next_u64(), self.rng.next_u64()])
+        let account = GopAccount::new(self.shared.gop_budget.clone(), self.metrics.gop.clone());
+        self.settings.shared_route_params(route, [self.rng.next_u64(), self.rng.next_u64()], Some(account))
     }
 
     /// The shared route at `route`'s path, made if none.

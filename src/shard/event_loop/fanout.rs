@@ -25,6 +25,9 @@ impl Shard {
             // in it before any viewer's send names it.
             slot.shared.handle_camera_bytes(now, self.bufs.bytes_mut(bid, len));
         }
+        // The receive may have grown this route's GOP cache past the relay-wide budget.
+        self.enforce_gop_budget();
+        let Some(slot) = self.cameras.get_mut(ck) else { return };
         let mut plan = std::mem::take(&mut slot.plan);
         let (mut dropped, mut sent, mut copied) = (0, 0, 0);
         // Each viewer is judged on its queue as it really is after the frame before, and a

@@ -22,6 +22,7 @@ fn shard() -> Shard {
         authorizer: crate::auth_worker::AuthWorker::start(&Default::default()).unwrap(),
         metrics: vec![Arc::new(ShardMetrics::new(0))],
         camera_hosts: Default::default(),
+        gop_budget: crate::proto::gop_budget::GopBudget::new(usize::MAX),
         running: AtomicUsize::new(1),
     });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
