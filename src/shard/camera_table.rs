@@ -39,6 +39,14 @@ pub struct CameraSlot {
     pub plan: Vec<Delivery<FanoutViewer>>,
     /// Counted in `relay_cameras_active`.
     pub up: bool,
+    /// The primary, probed while the route's fallback is live (`event_loop/camera_probe.rs`).
+    pub probe: Option<ProbeSlot>,
+}
+
+/// A probe of a route's primary camera and its connection.
+pub struct ProbeSlot {
+    pub camera: CameraSession,
+    pub conn: Option<usize>,
 }
 
 #[derive(Default)]
@@ -62,6 +70,7 @@ impl CameraTable {
             fanout: SharedFanout::new(),
             plan: Vec::new(),
             up: false,
+            probe: None,
         });
         self.by_path.insert(path, index);
         CameraKey { index, generation }

@@ -41,6 +41,7 @@ use crate::proto::upstream_link::{TlsVerification, UpstreamLink};
 mod accept;
 mod buffers;
 mod camera_link;
+mod camera_probe;
 mod cameras;
 mod data_path;
 mod ending;

@@ -200,6 +200,7 @@ impl Shard {
         }
         let now = Instant::now();
         match self.conns.get(idx).and_then(|c| c.role()) {
+            Some(Role::Camera(ck)) if self.is_probe_conn(ck, idx) => self.on_probe_link_open(ck),
             Some(Role::Camera(ck)) => {
                 if let Some(slot) = self.cameras.get_mut(ck).filter(|s| s.conn == Some(idx)) {
                     slot.camera.handle_connected(now);
@@ -282,6 +283,9 @@ impl Shard {
     /// Bytes from a shared camera's connection: past TLS and the tunnel's answer first (the
     /// media then goes to viewers from copies, the plaintext not being in the ring).
     pub(super) fn on_camera_recv(&mut self, idx: usize, ck: CameraKey, bid: u16, len: usize) {
+        if self.is_probe_conn(ck, idx) {
+            return self.on_probe_recv(idx, ck, bid, len);
+        }
         match self.camera_rx(idx, bid, len) {
             CameraRx::Ring => self.on_camera_data(ck, bid, len),
             CameraRx::Plain { closed } => {
@@ -309,6 +313,29 @@ impl Shard {
                     slot.camera.handle_link_failed(outcome, Instant::now());
                 }
                 self.drive_camera(ck);
+            }
+        }
+    }
+
+    /// Bytes of a shared route's probe of its primary camera (`camera_probe.rs`).
+    fn on_probe_recv(&mut self, idx: usize, ck: CameraKey, bid: u16, len: usize) {
+        match self.camera_rx(idx, bid, len) {
+            CameraRx::Ring => self.on_probe_data(ck, idx, bid, len, None),
+            CameraRx::Plain { closed } => {
+                let mut plain = std::mem::take(&mut self.plain);
+                if !plain.is_empty() {
+                    self.on_probe_data(ck, idx, bid, len, Some(&mut plain));
+                }
+                self.plain = plain;
+                // Taken over meanwhile: the camera's own connection now.
+                if closed {
+                    self.on_camera_closed(idx, ck);
+                }
+            }
+            CameraRx::Failed(f) => {
+                let route = self.cameras.get(ck).map(|s| s.route.path.clone()).unwrap_or_default();
+                tracing::debug!(shard = self.id, route = %route, error = %f.reason, "primary camera probe link failed");
+                self.on_probe_closed(idx, ck, Some(f.outcome()));
             }
         }
     }

@@ -55,6 +55,11 @@ impl Shard {
             backoff_initial: RECONNECT_FIRST,
             backoff_max: Duration::from_millis(l.camera_reconnect_max_ms),
             seed: self.rng.next_u64(),
+            fallback: route.fallback.as_ref().map(|f| crate::proto::camera_session::FallbackParams {
+                url: f.url.clone(),
+                addr: f.addr,
+                credentials: f.credentials.clone(),
+            }),
         }
     }
 
@@ -170,6 +175,7 @@ impl Shard {
                     changed = true;
                 }
                 CameraOutput::Reconnecting => self.metrics.camera_reconnect(),
+                CameraOutput::SourceChanged(source) => self.camera_source_changed(ck, source),
                 CameraOutput::GopCacheOverflow(bound) => self.metrics.gop_cache_overflow(bound),
                 CameraOutput::Exchange(e) => {
                     tracing::debug!(
@@ -188,6 +194,7 @@ impl Shard {
         if changed {
             self.notify_viewers(ck);
         }
+        self.sync_probe(ck);
         self.shared_camera_health(ck, failure);
         self.retire_camera_if_unused(ck);
     }
@@ -223,13 +230,10 @@ impl Shard {
     fn connect_camera(&mut self, ck: CameraKey, addr: SocketAddr) {
         // A camera whose name did not resolve when the configuration was loaded fails here, as
         // a refused connect would, and is retried (a reload resolves it again).
-        let unresolved =
-            self.cameras.get(ck).and_then(|s| Some((s.route.path.clone(), s.route.resolve_error.clone()?)));
+        let (link, unresolved) = self.live_camera_link(ck);
+        let unresolved = unresolved.and_then(|why| Some((self.cameras.get(ck)?.route.path.clone(), why)));
         let idx = match unresolved {
-            None => {
-                let link = self.cameras.get(ck).map(|s| s.route.upstream_link.clone()).unwrap_or_default();
-                self.connect_camera_link(addr, Role::Camera(ck), &link)
-            }
+            None => self.connect_camera_link(addr, Role::Camera(ck), &link),
             Some((path, why)) => {
                 self.camera_failure_detail(&path, why.to_string());
                 None
@@ -245,7 +249,7 @@ impl Shard {
 
     /// A camera connection the camera session is done with: what was queued (its TEARDOWN)
     /// goes out, then it is half-closed and read to its end within `camera_close_grace_ms`.
-    fn let_camera_go(&mut self, idx: usize) {
+    pub(super) fn let_camera_go(&mut self, idx: usize) {
         let grace = self.settings.core.tunnel.camera_close_grace;
         let Some(c) = self.conns.get_mut(idx) else { return };
         if c.is_closing() {
@@ -265,6 +269,9 @@ impl Shard {
     }
 
     pub(super) fn on_camera_connect(&mut self, idx: usize, ck: CameraKey, res: i32) {
+        if self.is_probe_conn(ck, idx) {
+            return self.on_probe_connect(idx, ck, res);
+        }
         let now = Instant::now();
         let current = self.cameras.get(ck).is_some_and(|s| s.conn == Some(idx));
         if !current {
@@ -295,6 +302,9 @@ impl Shard {
 
     /// The camera closed its connection, or it failed.
     pub(super) fn on_camera_closed(&mut self, idx: usize, ck: CameraKey) {
+        if self.is_probe_conn(ck, idx) {
+            return self.on_probe_closed(idx, ck, None);
+        }
         self.close_conn(idx);
         let Some(slot) = self.cameras.get_mut(ck) else { return };
         if slot.conn != Some(idx) {

@@ -77,7 +77,7 @@ impl Shard {
         self.drive_camera(ck);
     }
 
-    fn fan_out(&mut self, ck: CameraKey, bid: u16, len: usize, media: &[MediaFrame], received_at: Instant) {
+    pub(super) fn fan_out(&mut self, ck: CameraKey, bid: u16, len: usize, media: &[MediaFrame], received_at: Instant) {
         let Some(slot) = self.cameras.get_mut(ck) else { return };
         let mut plan = std::mem::take(&mut slot.plan);
         let (mut dropped, mut sent, mut copied) = (0, 0, 0);

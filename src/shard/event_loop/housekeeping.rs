@@ -72,6 +72,7 @@ impl Shard {
             }
         }
         self.camera_timers(now);
+        self.probe_timers(now);
     }
 
     pub(super) fn wake_parked(&mut self, idx: usize, cookie: String) {

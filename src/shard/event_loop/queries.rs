@@ -58,6 +58,7 @@ impl Shard {
                 reconnects: health.reconnects,
                 viewers: slot.attached.len(),
                 codecs,
+                source: health.source.label(),
             });
         }
         for (_, s) in self.sessions.iter() {
