@@ -236,3 +236,27 @@ fn a_fallback_with_another_stream_ends_the_viewers_as_camera_changed() {
         relay.scrape()
     );
 }
+
+#[test]
+fn a_passthrough_viewer_of_an_unreachable_upstream_plays_the_fallback() {
+    require_peers!();
+    let fallback = GstCamera::start(None);
+    // Nothing listens there.
+    let dead = format!("rtsp://127.0.0.1:{}/cam1", free_port());
+    let relay = RelayProcess::start(
+        "fallback-passthrough",
+        &format!(
+            "[[route]]\npath = \"/cam1\"\nupstream = \"{dead}\"\nfallback = \"{}\"\nmode = \"passthrough\"\n",
+            fallback.url("/cam2")
+        ),
+    );
+    let out = ffmpeg_play("http", &relay.url("/cam1"), 25);
+    assert!(
+        ffmpeg_frames(&out) >= 25,
+        "{}\nrelay:\n{}\ncamera: {:?}",
+        describe(&out),
+        relay.log_text(),
+        fallback.events()
+    );
+    assert_eq!(fallback.sessions_of("/cam2"), 1, "{:?}", fallback.events());
+}

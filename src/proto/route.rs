@@ -158,7 +158,9 @@ impl Route {
     pub fn keeps_sessions_under(&self, other: &Route) -> bool {
         match (self.sharing, other.sharing) {
             (Sharing::Shared(a), Sharing::Shared(b)) => self.path == other.path && a == b,
-            _ => self.same_camera_as(other),
+            // A passthrough session on the fallback (`fallback_route`) stays while the route
+            // keeps that fallback.
+            _ => self.same_camera_as(other) || other.fallback_route().is_some_and(|f| self.same_camera_as(&f)),
         }
     }
 
@@ -170,6 +172,21 @@ impl Route {
             || !self.upstream_link.same_as(&other.upstream_link)
             || self.credentials != other.credentials
             || !same_fallback(&self.fallback, &other.fallback)
+    }
+
+    /// This route with its fallback as its camera (and no fallback of its own): what a
+    /// passthrough session opens when the upstream cannot be reached.
+    pub fn fallback_route(&self) -> Option<Route> {
+        let f = self.fallback.as_ref()?;
+        Some(Route {
+            upstream_url: f.url.clone(),
+            upstream_addr: f.addr,
+            upstream_link: f.link.clone(),
+            resolve_error: f.resolve_error.clone(),
+            credentials: f.credentials.clone(),
+            fallback: None,
+            ..self.clone()
+        })
     }
 
     pub fn shared(&self) -> Option<SharedRoute> {
