@@ -260,3 +260,66 @@ fn a_passthrough_viewer_of_an_unreachable_upstream_plays_the_fallback() {
     );
     assert_eq!(fallback.sessions_of("/cam2"), 1, "{:?}", fallback.events());
 }
+
+/// The built-in player in headless Chromium (tests/peers/browser_player_check.py) watching while
+/// the primary dies and comes back: decoded frames keep rising through both switches, the
+/// clock advances, the page logs no error.
+#[test]
+fn the_browser_player_plays_through_both_switches() {
+    require_peers!();
+    let chromium = std::path::Path::new("/usr/bin/chromium").exists();
+    let websockets = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import websockets"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !chromium || !websockets {
+        eprintln!("skipped: chromium or python3-websockets missing (run scripts/install-test-deps.sh)");
+        return;
+    }
+    let mut primary = GstCamera::start(None);
+    let fallback = GstCamera::start(None);
+    let relay = relay_with_fallback("fallback-browser", &primary, &fallback, free_port());
+    let url = format!("http://{}/cam1", relay.tunnel);
+    let shot = format!("{}/fallback-browser.png", env!("CARGO_TARGET_TMPDIR"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/browser_player_check.py");
+    let browser = std::process::Command::new("timeout")
+        .args(["-k", "5", "90", "/usr/bin/python3", script, &url, "--screenshot", &shot, "--seconds", "20"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run browser_player_check.py");
+    // The page plays from the primary (its WebSocket is a viewer of the route) ...
+    let watching = eventually(Duration::from_secs(40), || {
+        relay
+            .scrape()
+            .lines()
+            .any(|l| l.starts_with("relay_bytes_total{direction=\"to_viewer\"}") && !l.ends_with(" 0"))
+    });
+    assert!(watching, "the page never played: {}", relay.log_text());
+    std::thread::sleep(Duration::from_secs(4));
+    // ... the primary dies, the fallback takes over, the primary comes back.
+    primary.kill();
+    assert!(eventually(Duration::from_secs(20), || source_is(&relay, "fallback")), "{}", relay.log_text());
+    std::thread::sleep(Duration::from_secs(5));
+    primary.restart();
+    assert!(eventually(Duration::from_secs(40), || source_is(&relay, "primary")), "{}", relay.log_text());
+    let out = browser.wait_with_output().expect("browser check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let r: serde_json::Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(r.get("error").is_none(), "{r}\nrelay log:\n{}", relay.log_text());
+    let frames = |s: &serde_json::Value| s["frames"].as_u64().unwrap_or(0);
+    let time = |s: &serde_json::Value| s["time"].as_f64().unwrap_or(0.0);
+    let (start, end) = (&r["start"], &r["end"]);
+    // 25 fps for 20 s, through both switches: far more than the 10 s either camera alone gave.
+    assert!(frames(end) > frames(start) + 300, "decoded frames stalled at a switch: {r}");
+    assert!(time(end) > time(start) + 12.0, "currentTime did not advance through the switches: {r}");
+    assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
+    eprintln!(
+        "fallback, browser player: {} frames decoded over the 20 s sampled (killed and restarted inside), currentTime {:.1} s -> {:.1} s",
+        frames(end) - frames(start),
+        time(start),
+        time(end)
+    );
+}
