@@ -1619,6 +1619,39 @@ mod tests {
         }
     }
 
+    /// Issue 26 item 3: `fallback` is checked like `upstream` (scheme, fragment, host,
+    /// credentials), named in its errors, and takes the route's TLS keys.
+    #[test]
+    fn a_fallback_is_validated_like_the_upstream() {
+        let route = |extra: &str| {
+            format!(
+                "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/a\"\nupstream=\"rtsp://127.0.0.1/a\"\n{extra}"
+            )
+        };
+        let (_, routes) = Config::from_toml(&route("fallback=\"rtsp://u:p%40ss@127.0.0.2:8554/sub?x=1\"\n")).unwrap();
+        let f = routes[0].fallback.as_ref().unwrap();
+        assert_eq!((f.url.as_str(), f.addr), ("rtsp://127.0.0.2:8554/sub?x=1", "127.0.0.2:8554".parse().unwrap()));
+        assert_eq!(f.credentials, Some(Credentials { user: "u".into(), pass: "p@ss".into() }));
+        assert!(f.link.tls.is_none() && f.link.http_tunnel.is_none());
+        assert!(Config::from_toml(&route("")).unwrap().1[0].fallback.is_none());
+        // An rtsps:// fallback takes the route's TLS keys though the upstream is plain.
+        let (_, routes) =
+            Config::from_toml(&route("fallback=\"rtsps://127.0.0.2/sub\"\nupstream_insecure_tls=true\n")).unwrap();
+        assert!(routes[0].fallback.as_ref().unwrap().link.tls.is_some() && routes[0].upstream_link.tls.is_none());
+        let (_, routes) = Config::from_toml(&route("fallback=\"rtsp+http://127.0.0.2/sub\"\n")).unwrap();
+        assert!(routes[0].fallback.as_ref().unwrap().link.http_tunnel.is_some());
+        for (extra, needle) in [
+            ("fallback=\"http://127.0.0.2/x\"\n", "fallback must be rtsp://"),
+            ("fallback=\"rtsp://127.0.0.2/x#f\"\n", "fallback must not end in a #fragment"),
+            ("fallback=\"nope\"\n", "fallback:"),
+            ("fallback=\"rtsp://0.0.0.0/x\"\n", "fallback 0.0.0.0 is no camera address"),
+            ("fallback=\"rtsp://127.0.0.2/x\"\nupstream_insecure_tls=true\n", "need rtsps://"),
+        ] {
+            let err = Config::from_toml(&route(extra)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra}: {err:?} lacks {needle:?}");
+        }
+    }
+
     #[test]
     fn a_camera_name_that_does_not_resolve_fails_its_route_only() {
         let text = "[listen]\ntunnel=[\"127.0.0.1:1\"]\n\
