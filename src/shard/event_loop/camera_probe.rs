@@ -43,6 +43,11 @@ impl Shard {
 
     /// Opens or closes `ck`'s probe as its camera session wants (after its outputs ran).
     pub(super) fn sync_probe(&mut self, ck: CameraKey) {
+        // Called after every receive of the camera: nothing to do in the common case.
+        let Some(slot) = self.cameras.get(ck) else { return };
+        if slot.camera.wants_probe() == slot.probe.is_some() {
+            return;
+        }
         let seed = self.rng.next_u64();
         let now = Instant::now();
         let Some(slot) = self.cameras.get_mut(ck) else { return };
