@@ -702,6 +702,37 @@ mod tests {
         assert_eq!(samples(&text, "relay_viewers_active"), ["relay_viewers_active 0"]);
     }
 
+    /// `relay_route_camera_source`: every configured route on its primary until the shard of a
+    /// shared route says its fallback is live, and back.
+    #[test]
+    fn each_route_says_which_of_its_cameras_is_live() {
+        use crate::proto::camera_source::Source;
+        let shards: Vec<_> = (0..2).map(|i| Arc::new(ShardMetrics::new(i))).collect();
+        let hub = MetricsHub::new(shards.clone());
+        hub.set_routes(["/cam1".to_owned(), "/cam2".to_owned()]);
+        let live = |hub: &MetricsHub| -> Vec<String> {
+            let text = hub.render();
+            samples(&text, "relay_route_camera_source")
+                .into_iter()
+                .filter(|l| l.ends_with(" 1"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            live(&hub),
+            [
+                "relay_route_camera_source{route=\"/cam1\",source=\"primary\"} 1",
+                "relay_route_camera_source{route=\"/cam2\",source=\"primary\"} 1"
+            ]
+        );
+        shards[1].set_route_source("/cam2", Source::Fallback);
+        assert_eq!(live(&hub)[1], "relay_route_camera_source{route=\"/cam2\",source=\"fallback\"} 1");
+        assert_eq!(samples(&hub.render(), "relay_route_camera_source").len(), 4, "one-hot: two series per route");
+        shards[1].set_route_source("/cam2", Source::Primary);
+        assert_eq!(live(&hub)[1], "relay_route_camera_source{route=\"/cam2\",source=\"primary\"} 1");
+        assert!(hub.render().contains("# TYPE relay_route_camera_source gauge"));
+    }
+
     #[test]
     fn every_configured_route_has_its_series_from_the_start_merged_over_shards_and_following_reloads() {
         let shards: Vec<_> = (0..2).map(|i| Arc::new(ShardMetrics::new(i))).collect();
