@@ -125,7 +125,8 @@ fn relay_with_fallback(name: &str, primary: &GstCamera, fallback: &GstCamera, ap
              [metrics]\nper_route = true\n\
              [[route]]\npath = \"/cam1\"\nupstream = \"{}\"\nfallback = \"{}\"\n",
             primary.url("/cam1"),
-            fallback.url("/cam1")
+            // Another path than the upstream's: what viewers are handed maps all the same.
+            fallback.url("/cam2")
         ),
     )
 }
@@ -147,7 +148,7 @@ fn a_killed_primary_hands_its_viewers_to_the_fallback_and_takes_them_back() {
     );
     assert!(source_is(&relay, "primary"), "{}", relay.scrape());
     assert_eq!(api_source(api).as_deref(), Some("primary"));
-    assert_eq!(fallback.sessions_of("/cam1"), 0, "the fallback is not opened while the primary plays");
+    assert_eq!(fallback.sessions().len(), 0, "the fallback is not opened while the primary plays");
 
     // The primary dies: the fallback takes over.
     let frames_before = ffmpeg.frames();
@@ -169,7 +170,16 @@ fn a_killed_primary_hands_its_viewers_to_the_fallback_and_takes_them_back() {
     let switch = on_fallback.resumed_after(killed - Duration::from_millis(50)).map(|(t, _)| t.duration_since(killed));
     let frames_on_fallback = ffmpeg.frames();
     assert_eq!(api_source(api).as_deref(), Some("fallback"));
-    assert_eq!(fallback.sessions_of("/cam1"), 1);
+    assert_eq!(fallback.sessions_of("/cam2"), 1);
+    // A viewer joining now is answered from the fallback's description, in the relay's URLs.
+    let late = ffmpeg_play("http", &relay.url("/cam1"), 25);
+    assert!(
+        ffmpeg_frames(&late) >= 25,
+        "a viewer joining on the fallback: {}
+{}",
+        describe(&late),
+        relay.log_text()
+    );
     assert!(relay.log_text().contains("camera source switched"), "{}", relay.log_text());
 
     // The primary is back: the route returns to it at its first keyframe.
