@@ -454,6 +454,8 @@ pub struct CameraSession {
     last_end_failed: bool,
     /// Which camera is live: the primary or the fallback.
     source: SourcePolicy,
+    /// Bumped when a reload changes the primary: a probe of the old one is replaced.
+    probe_epoch: u64,
 }
 
 /// A camera's health as an operator reads it (the control API's `/v1/cameras`).
@@ -543,6 +545,7 @@ impl CameraSession {
             last_failure: None,
             last_end_failed: false,
             source: SourcePolicy::new(params_has_fallback),
+            probe_epoch: 0,
         };
         if s.demand.wants_camera(now) {
             s.connect(now);
@@ -665,6 +668,12 @@ impl CameraSession {
         params.mode = self.params.mode;
         params.seed = self.params.seed;
         let live = self.source.live();
+        if params.url != self.params.url
+            || params.addr != self.params.addr
+            || params.credentials != self.params.credentials
+        {
+            self.probe_epoch = self.probe_epoch.wrapping_add(1);
+        }
         let fallback_gone = self.source.reconfigure(params.fallback.is_some());
         let changed = match live {
             Source::Primary => {

@@ -47,6 +47,8 @@ pub struct CameraSlot {
 pub struct ProbeSlot {
     pub camera: CameraSession,
     pub conn: Option<usize>,
+    /// The camera's `probe_epoch` it was made for.
+    pub epoch: u64,
 }
 
 #[derive(Default)]

@@ -55,6 +55,11 @@ impl CameraSession {
         self.source.wants_probe(!matches!(self.state, State::Idle | State::Stopped))
     }
 
+    /// Changes when a reload changes the primary: a probe made before is of the old one.
+    pub fn probe_epoch(&self) -> u64 {
+        self.probe_epoch
+    }
+
     /// The probe's parameters: the primary, always on while the probe lives, no GOP cache,
     /// `seed` its own randomness.
     pub fn probe_params(&self, seed: u64) -> CameraParams {

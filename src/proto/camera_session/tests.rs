@@ -1134,3 +1134,38 @@ fn a_failed_primary_switches_to_the_fallback_and_returns_at_its_first_keyframe()
     let next = fed_rtp(&mut cam, later, &frame(0, &rtp_of(primary, 904, 15400, &P_SLICE)));
     assert_eq!(next.iter().map(|g| (g.0, g.2)).collect::<Vec<_>>(), vec![(105, old)]);
 }
+
+/// A reload that changes the primary while the fallback is live: the probe of the old primary
+/// is to be replaced (its epoch moves); other changes keep it.
+#[test]
+fn a_reload_of_the_primary_replaces_its_probe() {
+    let t0 = crate::test_fixtures::t0();
+    let mut p = params(HIK_URL);
+    p.fallback = Some(FallbackParams {
+        url: "rtsp://10.0.0.6:554/sub".into(),
+        addr: "10.0.0.6:554".parse().unwrap(),
+        credentials: None,
+    });
+    let mut cam = CameraSession::new(p.clone(), t0);
+    hikvision_playing(&mut cam, t0);
+    cam.handle_camera_closed(t0);
+    assert!(cam.wants_probe());
+    let epoch = cam.probe_epoch();
+    let mut same = p.clone();
+    same.media_timeout = 20 * S;
+    cam.reconfigure(same, t0);
+    assert_eq!((cam.probe_epoch(), cam.live_source()), (epoch, Source::Fallback));
+    let mut moved = p.clone();
+    moved.url = "rtsp://10.0.0.5:554/Streaming/Channels/102".into();
+    cam.reconfigure(moved, t0);
+    assert_ne!(cam.probe_epoch(), epoch);
+    assert_eq!(cam.probe_params(1).url, "rtsp://10.0.0.5:554/Streaming/Channels/102");
+    // The fallback removed while it is live: back on the primary at once.
+    drain(&mut cam);
+    let mut gone = p;
+    gone.fallback = None;
+    cam.reconfigure(gone, t0);
+    assert_eq!(cam.live_source(), Source::Primary);
+    assert!(drain(&mut cam).contains(&CameraOutput::SourceChanged(Source::Primary)));
+    assert!(!cam.wants_probe());
+}

@@ -45,26 +45,27 @@ impl Shard {
     pub(super) fn sync_probe(&mut self, ck: CameraKey) {
         // Called after every receive of the camera: nothing to do in the common case.
         let Some(slot) = self.cameras.get(ck) else { return };
-        if slot.camera.wants_probe() == slot.probe.is_some() {
+        let epoch = slot.camera.probe_epoch();
+        let current = slot.probe.as_ref().is_some_and(|p| p.epoch == epoch);
+        if slot.camera.wants_probe() == current && slot.probe.is_some() == current {
             return;
         }
-        let seed = self.rng.next_u64();
         let now = Instant::now();
-        let Some(slot) = self.cameras.get_mut(ck) else { return };
-        match (slot.camera.wants_probe(), slot.probe.as_mut()) {
-            (true, None) => {
-                let params = slot.camera.probe_params(seed);
-                slot.probe = Some(ProbeSlot { camera: CameraSession::new(params, now), conn: None });
-                tracing::debug!(shard = self.id, route = %slot.route.path, "probing the primary camera");
-            }
-            (false, Some(p)) => p.camera.close(now),
-            _ => return,
-        }
-        self.drive_probe(ck);
-        if let Some(slot) = self.cameras.get_mut(ck) {
-            if !slot.camera.wants_probe() {
+        // A probe not wanted, or of a primary a reload replaced: closed first.
+        if let Some(p) = self.cameras.get_mut(ck).and_then(|s| s.probe.as_mut()) {
+            p.camera.close(now);
+            self.drive_probe(ck);
+            if let Some(slot) = self.cameras.get_mut(ck) {
                 slot.probe = None;
             }
+        }
+        let seed = self.rng.next_u64();
+        let Some(slot) = self.cameras.get_mut(ck) else { return };
+        if slot.camera.wants_probe() {
+            let params = slot.camera.probe_params(seed);
+            slot.probe = Some(ProbeSlot { camera: CameraSession::new(params, now), conn: None, epoch });
+            tracing::debug!(shard = self.id, route = %slot.route.path, "probing the primary camera");
+            self.drive_probe(ck);
         }
     }
 
