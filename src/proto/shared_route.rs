@@ -25,6 +25,8 @@
 //!      the buffer viewers are sent from), then [`plan_next`](SharedRoute::plan_next) until it
 //!      returns `None`, carrying out each plan before asking for the next: one plan per frame,
 //!      each viewer judged on its send queue as it really is then (the viewers' send progress);
+//!    - the probe of the primary while the route's fallback is live (`probe.rs`): the same
+//!      inputs for its connection, `handle_probe_*`;
 //!    - a reload: [`reconfigure`](SharedRoute::reconfigure), and
 //!      [`set_url_map`](SharedRoute::set_url_map) for each viewer whose URLs changed;
 //!      [`close`](SharedRoute::close) when the route goes or the relay stops.
@@ -55,6 +57,7 @@ use super::camera_session::{
     CameraExchange, CameraOutcome, CameraOutput, CameraParams, CameraPhase, CameraSession, CameraView, MediaFrame,
     Reconfigured,
 };
+use super::camera_source::Source;
 use super::fanout_policy::{FanoutLimits, QueueState};
 use super::frame_split::FramePayload;
 use super::gop_cache::GopBound;
@@ -65,6 +68,7 @@ use super::rtsp::Message;
 use super::shared_fanout::{Delivery, JoinParams, PlanStats, SharedFanout};
 use super::shared_viewer::{SharedViewer, ViewerExchange, ViewerOutcome, ViewerOutput, ViewerParams};
 
+mod probe;
 mod viewers;
 
 #[cfg(any(test, fuzzing))]
@@ -72,6 +76,7 @@ pub mod harness;
 #[cfg(test)]
 mod tests;
 
+use probe::Probe;
 use viewers::Attached;
 
 /// Announced to viewers as their session timeout (`Session: id;timeout=60`); a viewer silent for
@@ -92,6 +97,8 @@ pub struct RouteParams {
     /// The camera's name did not resolve when the configuration was loaded: each connect fails
     /// with these words, and is retried as a refused connect would be (a reload resolves again).
     pub unresolved: Option<String>,
+    /// The same for the route's fallback camera (`camera.fallback`).
+    pub fallback_unresolved: Option<String>,
 }
 
 /// Why the route ends a viewer's session.
@@ -110,9 +117,9 @@ pub enum ViewerEnd {
 /// What the shell must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action<V> {
-    /// Open the camera connection (with the route's TLS and HTTP tunnel); report with
-    /// `handle_connected`, `handle_connect_failed` or `handle_link_failed`.
-    Connect(SocketAddr),
+    /// Open the camera connection to `source` (with that camera's TLS and HTTP tunnel); report
+    /// with `handle_connected`, `handle_connect_failed` or `handle_link_failed`.
+    Connect { addr: SocketAddr, source: Source },
     /// Queue these bytes to the camera.
     SendToCamera(Vec<u8>),
     /// Let the camera connection go: what is queued to it (a TEARDOWN) goes out, then it closes.
@@ -124,6 +131,16 @@ pub enum Action<V> {
     Deliver(Delivery<V>),
     /// End the viewer's session: it gets nothing more. It stays attached until `detach`.
     EndViewer { viewer: V, reason: ViewerEnd },
+    /// Open the connection of the probe of the primary camera (the route's own TLS and HTTP
+    /// tunnel); report with the `handle_probe_*` inputs.
+    ConnectProbe(SocketAddr),
+    /// Queue these bytes to the probe's connection.
+    SendToProbe(Vec<u8>),
+    /// Let the probe's connection go, as [`Action::CloseCamera`].
+    CloseProbe,
+    /// The probe's connection is the camera connection from now on (the route is back on its
+    /// primary; the fallback's was let go just before): its bytes are the camera's.
+    ProbeIsCamera,
 }
 
 /// What happened, for metrics and logs ([`SharedRoute::poll_event`]).
@@ -139,8 +156,14 @@ pub enum RouteEvent<V> {
     CameraDown,
     /// One camera connection ended (`relay_camera_sessions_total{outcome}`).
     CameraEnded(CameraOutcome),
-    /// A reconnect starts (`relay_camera_reconnects_total`).
+    /// A reconnect starts (`relay_camera_reconnects_total`), of the camera or of its probe.
     Reconnecting,
+    /// Another of the route's cameras is live from now on (an info line,
+    /// `relay_route_camera_source`).
+    SourceChanged(Source),
+    /// One connection of the probe of the primary ended (`relay_camera_sessions_total{outcome}`,
+    /// a debug line; not the route's health).
+    ProbeEnded(CameraOutcome),
     GopCacheOverflow(GopBound),
     /// One request to the camera and its answer (debug log).
     CameraExchange(CameraExchange),
@@ -198,6 +221,12 @@ pub struct SharedRoute<V> {
     events: VecDeque<RouteEvent<V>>,
     /// Scratch for a join's plan.
     join_plan: Vec<Delivery<V>>,
+    /// The probe of the primary while the fallback is live (`probe.rs`).
+    probe: Option<Probe>,
+    probes_made: u64,
+    /// A receive of the probe handed its connection to the camera session: carried out once
+    /// the receive is planned.
+    probe_taken: bool,
 }
 
 impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
@@ -222,6 +251,9 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             join_plan: Vec::new(),
+            probe: None,
+            probes_made: 0,
+            probe_taken: false,
         };
         if r.always_on() {
             r.open_camera(now);
@@ -256,8 +288,9 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
     /// camera, its silence).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let camera = self.camera.as_ref().and_then(CameraSession::poll_timeout);
+        let probe = self.probe.as_ref().and_then(|p| p.camera.poll_timeout());
         let viewers = self.viewers.iter().filter(|v| !v.ending).filter_map(|v| v.dialogue.as_ref()?.poll_timeout());
-        camera.into_iter().chain(viewers).min()
+        camera.into_iter().chain(probe).chain(viewers).min()
     }
 
     /// Time passes.
@@ -275,6 +308,9 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
         }
         if let Some(c) = self.camera.as_mut().filter(|c| c.poll_timeout().is_some_and(|t| t <= now)) {
             c.handle_timeout(now);
+        }
+        if let Some(p) = self.probe.as_mut().filter(|p| p.camera.poll_timeout().is_some_and(|t| t <= now)) {
+            p.camera.handle_timeout(now);
         }
         self.settle();
     }
@@ -488,7 +524,7 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
 
     /// Closed, no viewer left and no camera connection: the shell may drop it.
     pub fn is_done(&self) -> bool {
-        self.closed && self.viewers.is_empty() && !self.camera_open
+        self.closed && self.viewers.is_empty() && !self.camera_open && !self.probe.as_ref().is_some_and(|p| p.open)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -553,10 +589,11 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
         let mut failure = None;
         while let Some(o) = self.camera.as_mut().and_then(CameraSession::poll_output) {
             match o {
-                CameraOutput::Connect(addr) => match self.params.unresolved.clone() {
+                CameraOutput::Connect(addr) => match self.unresolved_live() {
                     None => {
                         self.camera_open = true;
-                        self.actions.push_back(Action::Connect(addr));
+                        let source = self.camera.as_ref().map_or(Source::Primary, CameraSession::live_source);
+                        self.actions.push_back(Action::Connect { addr, source });
                     }
                     // Fails as a refused connect would, and is retried.
                     Some(why) => {
@@ -598,6 +635,7 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
                     changed = true;
                 }
                 CameraOutput::Reconnecting => self.events.push_back(RouteEvent::Reconnecting),
+                CameraOutput::SourceChanged(source) => self.events.push_back(RouteEvent::SourceChanged(source)),
                 CameraOutput::GopCacheOverflow(bound) => self.events.push_back(RouteEvent::GopCacheOverflow(bound)),
                 CameraOutput::Exchange(e) => {
                     self.events.push_back(RouteEvent::CameraExchange(e));
@@ -605,11 +643,20 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
                 }
             }
         }
+        self.settle_probe();
         if changed {
             self.notify_viewers();
         }
         self.report_health(failure);
         self.retire_if_unwanted();
+    }
+
+    /// Why the live source's name did not resolve, if it did not.
+    fn unresolved_live(&self) -> Option<String> {
+        match self.camera.as_ref().map(CameraSession::live_source) {
+            Some(Source::Fallback) => self.params.fallback_unresolved.clone(),
+            _ => self.params.unresolved.clone(),
+        }
     }
 
     /// The camera moved on: requests waiting on it are answered if they can be now.
@@ -707,7 +754,7 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
         let Some(c) = self.camera.as_ref() else { return };
         let idle = matches!(c.phase(), CameraPhase::Idle | CameraPhase::Stopped);
         let kept = self.always_on() && c.phase() != CameraPhase::Stopped;
-        if !idle || kept || !self.viewers.is_empty() || self.camera_open {
+        if !idle || kept || !self.viewers.is_empty() || self.camera_open || self.probe.is_some() {
             return;
         }
         self.camera = None;

@@ -153,7 +153,7 @@ impl World {
             self.drain_events();
             let Some(a) = self.route.poll_action() else { return };
             match a {
-                Action::Connect(_) => {
+                Action::Connect { .. } => {
                     assert!(!self.camera_open, "a second camera connection while one is open");
                     self.camera_open = true;
                     self.route.handle_connected(self.now);
@@ -181,6 +181,11 @@ impl World {
                     assert!(self.viewers.contains_key(&viewer), "ends a viewer not attached");
                     self.viewers.remove(&viewer);
                     assert!(self.route.detach(viewer, self.now), "an ended viewer was not attached");
+                }
+                // The harness's route has no fallback: nothing to probe (the switch has its own
+                // tests).
+                Action::ConnectProbe(_) | Action::SendToProbe(_) | Action::CloseProbe | Action::ProbeIsCamera => {
+                    panic!("a probe on a route without a fallback: {a:?}")
                 }
             }
         }
@@ -389,7 +394,7 @@ pub fn run(data: &[u8]) -> u64 {
         camera_wait: Duration::from_secs(3),
         max_pending: 4,
     };
-    let params = RouteParams { camera, viewer, fanout: LIMITS, unresolved: None };
+    let params = RouteParams { camera, viewer, fanout: LIMITS, unresolved: None, fallback_unresolved: None };
     let mut w = World {
         route: SharedRoute::new(params, t0),
         viewers: HashMap::new(),
