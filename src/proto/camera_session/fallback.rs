@@ -3,8 +3,8 @@
 //! live, and the probe's connection taken over at its first keyframe.
 //!
 //! The probe is a `CameraSession` of its own (on the primary, always on, no GOP cache, its own
-//! backoff) that the shell drives beside this one while [`CameraSession::wants_probe`] holds;
-//! its media feeds nobody. When a receive of the probe holds the primary's first keyframe,
+//! backoff) that the shared route drives beside this one (`shared_route/probe.rs`) while
+//! [`CameraSession::wants_probe`] holds; its media feeds nobody. When a receive of the probe holds the primary's first keyframe,
 //! [`CameraSession::take_over`] moves the probe's connection (its RTSP session, playing) into
 //! this session, leaves the fallback, and hands back that receive's frames from the keyframe on
 //! as this session's own: rewritten for continuity, so viewers go from the fallback's pictures
@@ -73,8 +73,8 @@ impl CameraSession {
 
     /// `media`: the frames `probe` made of its latest receive (`chunk`). If they hold the
     /// primary's first keyframe and the fallback is live, the probe's connection becomes this
-    /// session's: the fallback's is left (TEARDOWN, `Disconnect`: the shell lets its connection
-    /// go before it names the probe's connection this camera's), `probe` is stopped, and
+    /// session's: the fallback's is left (TEARDOWN, `Disconnect`: the route lets its connection
+    /// go before it makes the probe's connection this camera's), `probe` is stopped, and
     /// `media` is replaced by the frames from the keyframe on, rewritten as this session's, for
     /// the viewers. Returns whether it did.
     pub fn take_over(

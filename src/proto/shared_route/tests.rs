@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
-use super::harness::{self, CAMERA_URL, LIMITS, ROUTE_URL, answer, frame, rtp};
+use super::harness::{self, CAMERA_URL, FALLBACK_URL, LIMITS, ROUTE_URL, answer, frame, rtp};
 use super::*;
 use crate::proto::camera_demand::Mode;
 use crate::proto::camera_health::HealthEvent;
@@ -344,6 +344,16 @@ fn the_harness_plays_its_seed() {
     assert!(harness::run(&script) > 0);
 }
 
+/// The harness through both switches: the seed's viewer plays, the camera closes (the route
+/// switches to its fallback, whose keyframe plays, while the probe of the primary starts and
+/// plays), then the probe's keyframe brings the route back, its frame reaching the viewer.
+#[test]
+fn the_harness_switches_to_the_fallback_and_back() {
+    let script = [3u8, 0, 1, 0, 0, 1, 3, 0, 3, 10, 2, 8, 0, 7, 0, 10, 1, 11, 0, 255];
+    let (delivered, switched_back) = harness::run_counting(&script);
+    assert!(delivered >= 3 && switched_back == 1, "{delivered} {switched_back}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
     /// The fuzz target's harness under proptest: any script of camera bytes, frames and
@@ -400,9 +410,6 @@ fn a_viewer_cut_mid_receive_does_not_cut_the_receive_short_for_the_others() {
     }
     assert_eq!(to_2, 3, "every frame of the receive reached the viewer that kept up");
 }
-
-/// The route's fallback camera (issue 26 item 3).
-const FALLBACK_URL: &str = "rtsp://10.0.0.6:554/sub";
 
 /// Plays both cameras of a route with a fallback and the probe's connection: connects succeed
 /// at once, every request is answered 200, the primary refuses while `primary_down`. Frames
