@@ -569,21 +569,19 @@ pub fn run_counting(data: &[u8]) -> (u64, u64) {
             }
             // The probe's primary sends a frame, a keyframe or not (its first keyframe brings
             // the route back).
-            11 => {
+            11 if w.probe_open => {
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(3000);
+                let nal: &[u8] = if s.byte() % 2 == 0 { &[0x65, 0x88, 0x80] } else { &[0x41, 0x9a] };
+                let mut bytes = frame(0, 12 + nal.len() as u16, &rtp(seq, ts, 96, nal));
+                let cut = usize::from(s.byte()) % (bytes.len() + 1);
+                let mut rest = bytes.split_off(cut);
+                w.receive_into(&mut bytes, true);
                 if w.probe_open {
-                    seq = seq.wrapping_add(1);
-                    ts = ts.wrapping_add(3000);
-                    let nal: &[u8] = if s.byte() % 2 == 0 { &[0x65, 0x88, 0x80] } else { &[0x41, 0x9a] };
-                    let mut bytes = frame(0, 12 + nal.len() as u16, &rtp(seq, ts, 96, nal));
-                    let cut = usize::from(s.byte()) % (bytes.len() + 1);
-                    let mut rest = bytes.split_off(cut);
-                    w.receive_into(&mut bytes, true);
-                    if w.probe_open {
-                        w.receive_into(&mut rest, true);
-                    } else if w.camera_open {
-                        // Taken over: the rest comes on the camera's connection.
-                        w.receive_into(&mut rest, false);
-                    }
+                    w.receive_into(&mut rest, true);
+                } else if w.camera_open {
+                    // Taken over: the rest comes on the camera's connection.
+                    w.receive_into(&mut rest, false);
                 }
             }
             // An RTCP report from a viewer.
