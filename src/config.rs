@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-pub use crate::proto::route::{Acl, Route, RouteTable, SharedRoute, Sharing, uri_path};
+pub use crate::proto::route::{Acl, FallbackCamera, Route, RouteTable, SharedRoute, Sharing, uri_path};
 use crate::proto::upstream_auth::Credentials;
 use crate::proto::upstream_link::{HttpTunnelTarget, TlsVerification, UpstreamLink, UpstreamTls, parse_fingerprint};
 use crate::proto::viewer_auth::Users;
@@ -494,7 +494,7 @@ pub struct Limits {
     /// (`relay_rejections_total{reason="camera_session_limit"}`). 0: no limit.
     pub max_camera_sessions: usize,
     /// Shared cameras: the longest wait between reconnects, in milliseconds. Waits start at
-    /// 1 s and double up to it, each shortened by a random part of up to half (jitter), so
+    /// 1 s and double up to it, each drawn at random between nothing and that (full jitter), so
     /// cameras lost together do not come back in one burst.
     pub camera_reconnect_max_ms: u64,
 }
@@ -615,6 +615,12 @@ pub struct RouteConfig {
     /// in `relay_upstream_insecure_tls_total`).
     #[serde(default)]
     pub upstream_insecure_tls: bool,
+    /// A second camera URL (any scheme `upstream` takes, the same TLS keys): a shared route
+    /// switches its viewers to it while the upstream cannot be reached or stops sending, and
+    /// back at the upstream's first keyframe; a passthrough route opens it for new viewers while
+    /// the upstream cannot be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default, utoipa::ToSchema)]
@@ -657,62 +663,22 @@ impl RouteConfig {
             "" => "/".to_owned(),
             p => p.to_owned(),
         };
-        let url = url::Url::parse(&cfg.upstream).map_err(|e| err(format!("upstream: {e}")))?;
-        let (tls, http_tunnel, default_port) = match url.scheme() {
-            "rtsp" => (false, false, 554),
-            "rtsps" => (true, false, 322),
-            "rtsp+http" => (false, true, 80),
-            "rtsp+https" => (true, true, 443),
-            other => {
-                return Err(err(format!(
-                    "upstream must be rtsp://, rtsps://, rtsp+http:// or rtsp+https://, not {other}://"
-                )));
+        let uses_tls = |u: &str| url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "rtsps" | "rtsp+https"));
+        let any_tls = uses_tls(&cfg.upstream) || cfg.fallback.as_deref().is_some_and(uses_tls);
+        let primary = self.camera_target("upstream", &cfg.upstream, any_tls).map_err(err)?;
+        let fallback = match &cfg.fallback {
+            Some(text) => {
+                let f = self.camera_target("fallback", text, any_tls).map_err(err)?;
+                Some(Arc::new(FallbackCamera {
+                    url: f.url,
+                    addr: f.addr,
+                    link: f.link,
+                    resolve_error: f.resolve_error,
+                    credentials: f.credentials,
+                }))
             }
+            None => None,
         };
-        // RTSP URLs carry no fragment; the relay would not know what to send the camera.
-        if url.fragment().is_some() {
-            return Err(err("upstream must not end in a #fragment".into()));
-        }
-        let host = url.host_str().ok_or_else(|| err("upstream has no host".into()))?;
-        let port = url.port().unwrap_or(default_port);
-        let tunnel_target = http_tunnel.then(|| HttpTunnelTarget {
-            target: match url.query() {
-                Some(q) => format!("{}?{q}", url.path()),
-                None => url.path().to_owned(),
-            },
-            host: url.port().map_or_else(|| host.to_owned(), |p| format!("{host}:{p}")),
-        });
-        let upstream_link = self.upstream_link(tls, tunnel_target, host).map_err(err)?;
-        let host_for_socket = host.trim_start_matches('[').trim_end_matches(']');
-        // Resolved here, on the thread loading the configuration (never on a shard). A name that
-        // does not resolve fails only its own route, at connect time (retried, the reason as
-        // the camera's last error), not the whole file: one camera's DNS entry must not keep
-        // the relay from starting or from taking a reload. Each reload resolves again.
-        let (upstream_addr, resolve_error) = match resolve(host_for_socket, port) {
-            Ok(addr) if addr.ip().is_unspecified() => {
-                return Err(err(format!("upstream {host} is no camera address")));
-            }
-            Ok(addr) => (addr, None),
-            Err(why) => {
-                // Logged by whoever runs these settings (`Settings::unresolved_routes`).
-                (SocketAddr::from(([0, 0, 0, 0], port)), Some(Arc::<str>::from(why)))
-            }
-        };
-        let credentials = if url.username().is_empty() {
-            None
-        } else {
-            let decode = |s: &str| {
-                percent_decode(s).ok_or_else(|| err("credentials are not valid percent-encoded UTF-8".into()))
-            };
-            Some(Credentials { user: decode(url.username())?, pass: decode(url.password().unwrap_or(""))? })
-        };
-        let mut clean = url.clone();
-        let _ = clean.set_username("");
-        let _ = clean.set_password(None);
-        if http_tunnel {
-            // Inside the tunnel the camera is asked in plain RTSP terms.
-            let _ = clean.set_scheme("rtsp");
-        }
         let acl = Acl::parse(&cfg.allow, &cfg.deny).map_err(err)?;
         if cfg.open && cfg.users.is_some() {
             return Err(err("a route is either open or has users, not both".into()));
@@ -738,33 +704,105 @@ impl RouteConfig {
         };
         Ok(Route {
             path,
-            upstream_url: clean.to_string(),
-            upstream_addr,
-            upstream_link,
-            resolve_error,
-            credentials,
+            upstream_url: primary.url,
+            upstream_addr: primary.addr,
+            upstream_link: primary.link,
+            resolve_error: primary.resolve_error,
+            credentials: primary.credentials,
             users: cfg.users.clone(),
             // Decided by the configuration as a whole (`Config::validate`).
             guard: crate::proto::route::Guard::Open,
             max_viewers: cfg.max_viewers,
             acl,
             sharing,
+            fallback,
         })
     }
 }
 
+/// One camera URL of a route (`upstream`, `fallback`), checked and resolved.
+struct CameraTarget {
+    url: String,
+    addr: SocketAddr,
+    link: UpstreamLink,
+    resolve_error: Option<Arc<str>>,
+    credentials: Option<Credentials>,
+}
+
 impl RouteConfig {
+    /// A camera URL (`key` names it in errors): its scheme, host, port and credentials, its
+    /// link (TLS with the route's `upstream_*` keys, or the HTTP tunnel), its address. `any_tls`:
+    /// whether the route's upstream or fallback uses TLS (the TLS keys need one of them to).
+    fn camera_target(&self, key: &str, text: &str, any_tls: bool) -> Result<CameraTarget, String> {
+        let url = url::Url::parse(text).map_err(|e| format!("{key}: {e}"))?;
+        let (tls, http_tunnel, default_port) = match url.scheme() {
+            "rtsp" => (false, false, 554),
+            "rtsps" => (true, false, 322),
+            "rtsp+http" => (false, true, 80),
+            "rtsp+https" => (true, true, 443),
+            other => {
+                return Err(format!("{key} must be rtsp://, rtsps://, rtsp+http:// or rtsp+https://, not {other}://"));
+            }
+        };
+        // RTSP URLs carry no fragment; the relay would not know what to send the camera.
+        if url.fragment().is_some() {
+            return Err(format!("{key} must not end in a #fragment"));
+        }
+        let host = url.host_str().ok_or_else(|| format!("{key} has no host"))?;
+        let port = url.port().unwrap_or(default_port);
+        let tunnel_target = http_tunnel.then(|| HttpTunnelTarget {
+            target: match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_owned(),
+            },
+            host: url.port().map_or_else(|| host.to_owned(), |p| format!("{host}:{p}")),
+        });
+        let link = self.upstream_link(tls, tunnel_target, host, any_tls)?;
+        let host_for_socket = host.trim_start_matches('[').trim_end_matches(']');
+        // Resolved here, on the thread loading the configuration (never on a shard). A name that
+        // does not resolve fails only its own route, at connect time (retried, the reason as
+        // the camera's last error), not the whole file: one camera's DNS entry must not keep
+        // the relay from starting or from taking a reload. Each reload resolves again.
+        let (addr, resolve_error) = match resolve(host_for_socket, port) {
+            Ok(addr) if addr.ip().is_unspecified() => {
+                return Err(format!("{key} {host} is no camera address"));
+            }
+            Ok(addr) => (addr, None),
+            Err(why) => {
+                // Logged by whoever runs these settings (`Settings::unresolved_routes`).
+                (SocketAddr::from(([0, 0, 0, 0], port)), Some(Arc::<str>::from(why)))
+            }
+        };
+        let credentials = if url.username().is_empty() {
+            None
+        } else {
+            let decode =
+                |s: &str| percent_decode(s).ok_or_else(|| "credentials are not valid percent-encoded UTF-8".to_owned());
+            Some(Credentials { user: decode(url.username())?, pass: decode(url.password().unwrap_or(""))? })
+        };
+        let mut clean = url.clone();
+        let _ = clean.set_username("");
+        let _ = clean.set_password(None);
+        if http_tunnel {
+            // Inside the tunnel the camera is asked in plain RTSP terms.
+            let _ = clean.set_scheme("rtsp");
+        }
+        Ok(CameraTarget { url: clean.to_string(), addr, link, resolve_error, credentials })
+    }
+
     /// TLS and tunnelling towards the camera from the scheme and the `upstream_*` keys.
     fn upstream_link(
         &self,
         tls: bool,
         http_tunnel: Option<HttpTunnelTarget>,
         host: &str,
+        any_tls: bool,
     ) -> Result<UpstreamLink, String> {
         let chosen = [self.upstream_ca.is_some(), self.upstream_fingerprint.is_some(), self.upstream_insecure_tls];
         let chosen = chosen.iter().filter(|c| **c).count();
         if !tls {
-            if chosen > 0 {
+            // The keys may be there for the route's other camera (upstream or fallback).
+            if chosen > 0 && !any_tls {
                 return Err(
                     "upstream_ca, upstream_fingerprint and upstream_insecure_tls need rtsps:// or rtsp+https://".into(),
                 );
@@ -1296,6 +1334,11 @@ impl Settings {
             backoff_initial: RECONNECT_FIRST,
             backoff_max: std::time::Duration::from_millis(l.camera_reconnect_max_ms),
             seed: seeds[0],
+            fallback: route.fallback.as_ref().map(|f| crate::proto::camera_session::FallbackParams {
+                url: f.url.clone(),
+                addr: f.addr,
+                credentials: f.credentials.clone(),
+            }),
         };
         let viewer = crate::proto::shared_viewer::ViewerParams {
             session_seed: seeds[1],
@@ -1310,7 +1353,8 @@ impl Settings {
             max_behind: core.fanout_max_behind,
         };
         let unresolved = route.resolve_error.as_deref().map(str::to_owned);
-        Some(crate::proto::shared_route::RouteParams { camera, viewer, fanout, unresolved })
+        let fallback_unresolved = route.fallback.as_ref().and_then(|f| f.resolve_error.as_deref()).map(str::to_owned);
+        Some(crate::proto::shared_route::RouteParams { camera, viewer, fanout, unresolved, fallback_unresolved })
     }
 }
 
@@ -1385,6 +1429,7 @@ mod tests {
                         upstream_ca: None,
                         upstream_fingerprint: None,
                         upstream_insecure_tls: false,
+                        fallback: None,
                     };
                     cfg.validate().unwrap()
                 })
@@ -1665,6 +1710,39 @@ mod tests {
         ] {
             let err = Settings::from_toml(&text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
+        }
+    }
+
+    /// Issue 26 item 3: `fallback` is checked like `upstream` (scheme, fragment, host,
+    /// credentials), named in its errors, and takes the route's TLS keys.
+    #[test]
+    fn a_fallback_is_validated_like_the_upstream() {
+        let route = |extra: &str| {
+            format!(
+                "[listen]\ntunnel=[\"127.0.0.1:1\"]\n[[route]]\npath=\"/a\"\nupstream=\"rtsp://127.0.0.1/a\"\n{extra}"
+            )
+        };
+        let (_, routes) = Config::from_toml(&route("fallback=\"rtsp://u:p%40ss@127.0.0.2:8554/sub?x=1\"\n")).unwrap();
+        let f = routes[0].fallback.as_ref().unwrap();
+        assert_eq!((f.url.as_str(), f.addr), ("rtsp://127.0.0.2:8554/sub?x=1", "127.0.0.2:8554".parse().unwrap()));
+        assert_eq!(f.credentials, Some(Credentials { user: "u".into(), pass: "p@ss".into() }));
+        assert!(f.link.tls.is_none() && f.link.http_tunnel.is_none());
+        assert!(Config::from_toml(&route("")).unwrap().1[0].fallback.is_none());
+        // An rtsps:// fallback takes the route's TLS keys though the upstream is plain.
+        let (_, routes) =
+            Config::from_toml(&route("fallback=\"rtsps://127.0.0.2/sub\"\nupstream_insecure_tls=true\n")).unwrap();
+        assert!(routes[0].fallback.as_ref().unwrap().link.tls.is_some() && routes[0].upstream_link.tls.is_none());
+        let (_, routes) = Config::from_toml(&route("fallback=\"rtsp+http://127.0.0.2/sub\"\n")).unwrap();
+        assert!(routes[0].fallback.as_ref().unwrap().link.http_tunnel.is_some());
+        for (extra, needle) in [
+            ("fallback=\"http://127.0.0.2/x\"\n", "fallback must be rtsp://"),
+            ("fallback=\"rtsp://127.0.0.2/x#f\"\n", "fallback must not end in a #fragment"),
+            ("fallback=\"nope\"\n", "fallback:"),
+            ("fallback=\"rtsp://0.0.0.0/x\"\n", "fallback 0.0.0.0 is no camera address"),
+            ("fallback=\"rtsp://127.0.0.2/x\"\nupstream_insecure_tls=true\n", "need rtsps://"),
+        ] {
+            let err = Config::from_toml(&route(extra)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra}: {err:?} lacks {needle:?}");
         }
     }
 

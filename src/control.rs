@@ -356,6 +356,21 @@ mod tests {
 
     const FILE_ROUTE: &str = "[[route]]\npath=\"/file\"\nupstream=\"rtsp://127.0.0.1:9/f\"\n";
 
+    /// A route body's `fallback` is the file's key, validated by the same code, and kept.
+    #[test]
+    fn api_routes_take_a_fallback() {
+        let d = dir("fallback");
+        let c = Control::new(settings(&d, FILE_ROUTE), None).unwrap();
+        let mut r = route("/site1/cam8");
+        r.fallback = Some("rtsp://127.0.0.1:9/sub".into());
+        assert!(c.put_route(r.clone()).unwrap());
+        let again = Control::new(settings(&d, FILE_ROUTE), None).unwrap();
+        let kept = again.routes().into_iter().find(|e| e.route.path == "/site1/cam8").unwrap();
+        assert_eq!(kept.route.fallback.as_ref().map(|f| f.url.as_str()), Some("rtsp://127.0.0.1:9/sub"));
+        r.fallback = Some("ftp://127.0.0.1/x".into());
+        assert!(c.put_route(r).is_err(), "checked as the upstream is");
+    }
+
     #[test]
     fn api_routes_persist_beside_the_files_and_never_replace_them() {
         let d = dir("persist");

@@ -408,14 +408,14 @@ fn an_always_on_camera_is_open_without_viewers_and_reopened_after_a_restart() {
     assert!(v.next_rtp(0, Duration::from_secs(10)).is_some());
     assert_eq!(camera.sessions_of("/cam1"), 2, "a viewer opened its own: {:?}", camera.events());
 
-    // Down for six seconds: retried with a growing delay (1 s, 2 s, 4 s less jitter), not
-    // hammered, and the viewer stays.
+    // Down for six seconds: retried with a growing delay (up to 1 s, 2 s, 4 s, 8 s: each drawn
+    // between nothing and that), not hammered, and the viewer stays.
     let watching = Watch::start(v, 0);
     camera.kill();
     let before = metric(&relay, "relay_camera_reconnects_total");
     std::thread::sleep(Duration::from_secs(6));
     let attempts = metric(&relay, "relay_camera_reconnects_total") - before;
-    assert!((2.0..=4.0).contains(&attempts), "{attempts} reconnect attempts in 6 s");
+    assert!((1.0..=6.0).contains(&attempts), "{attempts} reconnect attempts in 6 s");
     camera.restart();
     assert!(
         eventually(Duration::from_secs(30), || camera.sessions_of("/cam1") == 3),

@@ -23,6 +23,12 @@ pub struct CameraOptions {
     pub json: Option<std::path::PathBuf>,
     /// The packet interval, stated in the SDP (set by [`run`]).
     pub period_ns: u64,
+    /// Where accepted connections per second go, one line a second (`unix_ms accepted`,
+    /// appended): how a reconnect storm is seen at the camera side, across camera restarts.
+    pub accept_log: Option<std::path::PathBuf>,
+    /// How often the accept log gets a line (a second by default; finer to see a burst within
+    /// one).
+    pub accept_log_every: Duration,
 }
 
 /// One stream's RTSP sessions (a session: from its SETUP to its TEARDOWN or connection close).
@@ -61,6 +67,8 @@ struct StreamLine {
 struct Counters {
     per_stream: Vec<StreamSessions>,
     sessions: AtomicU64,
+    /// Connections accepted since the accept log's last line.
+    accepted: AtomicU64,
     playing: AtomicU64,
     packets: AtomicU64,
     /// The latest any packet of the window was written after its due time, µs: the camera's own
@@ -110,6 +118,9 @@ pub async fn run(mut opts: CameraOptions) -> anyhow::Result<()> {
             last = p;
         }
     });
+    if let Some(path) = opts.accept_log.clone() {
+        tokio::spawn(log_accepts(path, opts.accept_log_every, counters.clone()));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         let stream = tokio::select! {
@@ -117,6 +128,7 @@ pub async fn run(mut opts: CameraOptions) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         };
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let (opts, counters) = (opts.clone(), counters.clone());
         tokio::spawn(async move {
@@ -124,6 +136,9 @@ pub async fn run(mut opts: CameraOptions) -> anyhow::Result<()> {
             let _ = serve(stream, &opts, &counters).await;
             counters.sessions.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+    if let Some(path) = &opts.accept_log {
+        append_accepts(path, &counters);
     }
     let report = write_report(&opts, &counters);
     eprintln!(
@@ -172,6 +187,28 @@ fn write_report(opts: &CameraOptions, counters: &Counters) -> SessionsReport {
         }
     }
     report
+}
+
+/// Every `every`, the connections accepted in it as one line of the accept log.
+async fn log_accepts(path: std::path::PathBuf, every: Duration, counters: Arc<Counters>) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        append_accepts(&path, &counters);
+    }
+}
+
+/// `unix_ms accepted` for the connections accepted since the last line (wall time, so the lines
+/// of a camera process and of the one restarted after it read as one timeline).
+fn append_accepts(path: &std::path::Path, counters: &Counters) {
+    use std::io::Write;
+    let n = counters.accepted.swap(0, Ordering::Relaxed);
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{ms} {n}");
+    }
 }
 
 /// A session of one stream, counted open until dropped.

@@ -79,6 +79,13 @@ enum Cmd {
         /// a restarted camera's stream into one continuous stream.
         #[arg(long)]
         fixed_ssrc: bool,
+        /// Appends `unix_ms accepted` every second: connections accepted per second (a
+        /// reconnect storm as the camera sees it; `scripts/reconnect-storm.py`).
+        #[arg(long)]
+        accept_log: Option<PathBuf>,
+        /// The accept log's interval: 1s (default), 100ms ...
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        accept_log_every: Duration,
     },
     /// Simulated viewers.
     Viewers {
@@ -210,7 +217,18 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.cmd {
-        Cmd::Camera { listen, streams, bitrate, packet_size, gop, fps, json, fixed_ssrc } => {
+        Cmd::Camera {
+            listen,
+            streams,
+            bitrate,
+            packet_size,
+            gop,
+            fps,
+            json,
+            fixed_ssrc,
+            accept_log,
+            accept_log_every,
+        } => {
             if !(payload::MIN_PACKET..=65_000).contains(&packet_size) {
                 bail!("--packet-size must be {}..=65000", payload::MIN_PACKET);
             }
@@ -220,7 +238,15 @@ fn main() -> anyhow::Result<()> {
             // A new salt per process: a restarted camera sends new SSRCs.
             let ssrc_salt = if fixed_ssrc { 0 } else { ((payload::monotonic_ns() as u32) ^ std::process::id()) | 1 };
             let media = payload::MediaOptions { bitrate_bps: bitrate, packet_size, gop, fps, ssrc_salt };
-            rt.block_on(camera::run(camera::CameraOptions { listen, streams, media, json, period_ns: 0 }))
+            rt.block_on(camera::run(camera::CameraOptions {
+                listen,
+                streams,
+                media,
+                json,
+                period_ns: 0,
+                accept_log,
+                accept_log_every,
+            }))
         }
         Cmd::Plot { out, reports } => plot::plot(&out, &reports),
         Cmd::Viewers {

@@ -258,7 +258,8 @@ fn a_camera_restarted_with_a_new_ssrc_is_one_discontinuity_with_the_gap_lost() {
     for s in sessions(&report) {
         assert_eq!(s["discontinuities"], 1, "{s:#}");
         assert!(int(&s["lost"]) > 0, "the gap is lost: {s:#}");
-        assert!(ms(&s["longest_stall_ms"]) > 200.0, "{s:#}");
+        // No stall asserted: the relay's first reconnect wait is drawn between nothing and a
+        // second (full jitter), so a camera back at once may be reopened within milliseconds.
     }
     relay.shutdown(Duration::from_millis(200));
 }

@@ -69,6 +69,9 @@ pub struct CameraView {
     pub bitrate_out_bps: u64,
     /// Codecs from the camera's SDP, `H264/90000` (shared routes).
     pub codecs: Vec<String>,
+    /// `primary` (the route's upstream) or `fallback` (its `fallback` camera): which one is
+    /// live (shared routes; passthrough routes say `primary`).
+    pub source: &'static str,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -155,6 +158,7 @@ pub(crate) async fn camera_views(ctx: &Ctx) -> (Vec<CameraView>, usize) {
                     ),
                     bitrate_in_bps,
                     bitrate_out_bps,
+                    source: cam.as_ref().map_or("primary", |c| c.source),
                     codecs: cam.map(|c| c.codecs).unwrap_or_default(),
                 }
             }
@@ -177,6 +181,7 @@ pub(crate) async fn camera_views(ctx: &Ctx) -> (Vec<CameraView>, usize) {
                     bitrate_in_bps,
                     bitrate_out_bps,
                     codecs: Vec::new(),
+                    source: "primary",
                 }
             }
         };

@@ -36,6 +36,8 @@ pub struct RouteView {
     pub linger_secs: Option<u64>,
     pub always_on: bool,
     pub gop_cache: bool,
+    /// The fallback camera's URL without credentials.
+    pub fallback: Option<String>,
 }
 
 impl RouteView {
@@ -60,6 +62,7 @@ impl RouteView {
             linger_secs: shared.map(|s| s.linger.as_secs()),
             always_on: shared.is_some_and(|s| s.always_on),
             gop_cache: shared.is_some_and(|s| s.gop_cache),
+            fallback: route.fallback.as_ref().map(|f| f.url.clone()),
         }
     }
 }

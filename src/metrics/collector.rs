@@ -22,6 +22,7 @@ use super::{
     AuthFailure, CameraOutcome, CameraState, ConnKind, Direction, FIXED_HISTS, GopBound, Hist, Label, PortDrop,
     Rejection, RtspMethod, SessionOutcome, ShardStop, UpstreamErrorKind, process,
 };
+use crate::proto::camera_source::Source;
 
 /// Bucket bounds in seconds: media forwarding is sub-millisecond; control-plane steps are
 /// milliseconds to seconds.
@@ -36,6 +37,8 @@ const FIRST_FRAME_BUCKETS: &[f64] =
 const ROUTE_LABEL: &str = "route";
 /// The one-hot per-route state family (labels `route` and `state`).
 const ROUTE_STATE_FAMILY: &str = "relay_route_camera_state";
+/// The one-hot per-route source family (labels `route` and `source`).
+const ROUTE_SOURCE_FAMILY: &str = "relay_route_camera_source";
 const QUANTILES: &[f64] = &[0.5, 0.9, 0.99, 0.999];
 
 fn hist_name(h: Hist) -> (&'static str, &'static str, &'static [f64]) {
@@ -78,6 +81,7 @@ impl RelayCollector {
                     Some(m) => m.get_label().iter().map(|l| l.name().to_owned()).collect(),
                     // Only the per-route families can be empty (no route set yet).
                     None if f.name() == ROUTE_STATE_FAMILY => vec![ROUTE_LABEL.to_owned(), "state".to_owned()],
+                    None if f.name() == ROUTE_SOURCE_FAMILY => vec![ROUTE_LABEL.to_owned(), "source".to_owned()],
                     None => vec![ROUTE_LABEL.to_owned()],
                 };
                 Desc::new(f.name().to_owned(), f.help().to_owned(), labels, HashMap::new())
@@ -266,6 +270,22 @@ fn route_families(state: &HubState, out: &mut Vec<MetricFamily>) {
                 CameraState::ALL.iter().map(move |v| {
                     gauge(&[(ROUTE_LABEL, r), ("state", v.label())], f64::from(u8::from(v == s)))
                 })
+            })
+            .collect(),
+    ));
+    // A shared route's camera lives on one shard: the fallback is live if that shard says so.
+    let on_fallback = |r: &str| state.shards.iter().any(|s| s.route_on_fallback(r));
+    out.push(family(
+        ROUTE_SOURCE_FAMILY,
+        "Which of each route's cameras is live, one-hot over primary (its upstream) and fallback (only with [metrics] per_route).",
+        MetricType::GAUGE,
+        routes
+            .iter()
+            .flat_map(|r| {
+                let live = if on_fallback(r) { Source::Fallback } else { Source::Primary };
+                Source::ALL
+                    .iter()
+                    .map(move |v| gauge(&[(ROUTE_LABEL, r), ("source", v.label())], f64::from(u8::from(*v == live))))
             })
             .collect(),
     ));
@@ -699,6 +719,37 @@ mod tests {
         let text = hub.render();
         assert_eq!(samples(&text, "relay_cameras_active"), ["relay_cameras_active 0"]);
         assert_eq!(samples(&text, "relay_viewers_active"), ["relay_viewers_active 0"]);
+    }
+
+    /// `relay_route_camera_source`: every configured route on its primary until the shard of a
+    /// shared route says its fallback is live, and back.
+    #[test]
+    fn each_route_says_which_of_its_cameras_is_live() {
+        use crate::proto::camera_source::Source;
+        let shards: Vec<_> = (0..2).map(|i| Arc::new(ShardMetrics::new(i))).collect();
+        let hub = MetricsHub::new(shards.clone());
+        hub.set_routes(["/cam1".to_owned(), "/cam2".to_owned()]);
+        let live = |hub: &MetricsHub| -> Vec<String> {
+            let text = hub.render();
+            samples(&text, "relay_route_camera_source")
+                .into_iter()
+                .filter(|l| l.ends_with(" 1"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            live(&hub),
+            [
+                "relay_route_camera_source{route=\"/cam1\",source=\"primary\"} 1",
+                "relay_route_camera_source{route=\"/cam2\",source=\"primary\"} 1"
+            ]
+        );
+        shards[1].set_route_source("/cam2", Source::Fallback);
+        assert_eq!(live(&hub)[1], "relay_route_camera_source{route=\"/cam2\",source=\"fallback\"} 1");
+        assert_eq!(samples(&hub.render(), "relay_route_camera_source").len(), 4, "one-hot: two series per route");
+        shards[1].set_route_source("/cam2", Source::Primary);
+        assert_eq!(live(&hub)[1], "relay_route_camera_source{route=\"/cam2\",source=\"primary\"} 1");
+        assert!(hub.render().contains("# TYPE relay_route_camera_source gauge"));
     }
 
     #[test]

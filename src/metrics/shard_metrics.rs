@@ -91,6 +91,9 @@ pub struct ShardMetrics {
     /// Per-route state for `relay_route_*{route}`, set by the shard only when a route's viewers
     /// or camera change (never per packet), and only when `[metrics] per_route` is on.
     pub(super) routes: Mutex<HashMap<String, RouteGauges>>,
+    /// Shared routes of this shard whose fallback camera is live (`relay_route_camera_source`),
+    /// set on each switch, only when `[metrics] per_route` is on.
+    pub(super) on_fallback: Mutex<std::collections::HashSet<String>>,
 }
 
 /// One route's series on one shard.
@@ -113,6 +116,7 @@ impl ShardMetrics {
             latency: Mutex::new((0..Hist::SLOTS).map(|_| Latency::default()).collect()),
             routes: Mutex::new(HashMap::new()),
             gop: Default::default(),
+            on_fallback: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -253,6 +257,28 @@ impl ShardMetrics {
     /// Forgets what this shard set for routes `keep` rejects (removed by a reload).
     pub fn retain_routes(&self, mut keep: impl FnMut(&str) -> bool) {
         self.routes.lock().unwrap_or_else(|e| e.into_inner()).retain(|r, _| keep(r));
+        self.on_fallback.lock().unwrap_or_else(|e| e.into_inner()).retain(|r| keep(r));
+    }
+
+    /// `relay_route_camera_source{route,source}`: which of `route`'s cameras is live now, as
+    /// this shard (the shared route's own) sees it. Call on switches only, with `per_route` on.
+    pub fn set_route_source(&self, route: &str, source: crate::proto::camera_source::Source) {
+        let mut on = self.on_fallback.lock().unwrap_or_else(|e| e.into_inner());
+        match source {
+            crate::proto::camera_source::Source::Fallback => {
+                if !on.contains(route) {
+                    on.insert(route.to_owned());
+                }
+            }
+            crate::proto::camera_source::Source::Primary => {
+                on.remove(route);
+            }
+        }
+    }
+
+    /// Whether this shard has `route` on its fallback camera.
+    pub(super) fn route_on_fallback(&self, route: &str) -> bool {
+        self.on_fallback.lock().unwrap_or_else(|e| e.into_inner()).contains(route)
     }
 
     /// Merges this shard's view of `route` into `merged` (viewers added, states merged).

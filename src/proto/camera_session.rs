@@ -37,6 +37,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::camera_demand::{Backoff, Demand, Mode};
+use super::camera_source::{AfterFailure, Source, SourcePolicy};
 use super::fanout_policy::FrameKind;
 use super::frame_split::{FramePayload, FrameSplitter, SplitFrame};
 use super::gop_budget::GopAccount;
@@ -81,6 +82,18 @@ pub struct CameraParams {
     pub backoff_max: Duration,
     /// Randomness from the shell: Digest cnonces, backoff jitter.
     pub seed: u64,
+    /// The route's second camera (`fallback`), live while this one fails
+    /// ([`super::camera_source`]).
+    pub fallback: Option<FallbackParams>,
+}
+
+/// Where the fallback camera is and how to log in to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FallbackParams {
+    /// Its URL without credentials.
+    pub url: String,
+    pub addr: SocketAddr,
+    pub credentials: Option<Credentials>,
 }
 
 impl CameraParams {
@@ -109,6 +122,7 @@ impl CameraParams {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             seed: 0,
+            fallback: None,
         }
     }
 }
@@ -205,6 +219,9 @@ pub enum CameraOutput {
     Ended(CameraOutcome),
     /// A reconnect attempt starts: `relay_camera_reconnects_total`.
     Reconnecting,
+    /// Another of the route's cameras is live from now on (its next connection, or the probe's
+    /// just taken over): a log line, `relay_route_camera_source`.
+    SourceChanged(Source),
     /// One debug log line.
     Exchange(CameraExchange),
     /// The GOP cache outgrew this bound and was dropped: `relay_gop_cache_overflows_total{bound}`.
@@ -451,6 +468,10 @@ pub struct CameraSession {
     last_failure: Option<(CameraOutcome, Instant)>,
     /// Whether the last connection ended by failing (not closed by the relay).
     last_end_failed: bool,
+    /// Which camera is live: the primary or the fallback.
+    source: SourcePolicy,
+    /// Bumped when a reload changes the primary: a probe of the old one is replaced.
+    probe_epoch: u64,
 }
 
 /// A camera's health as an operator reads it (the control API's `/v1/cameras`).
@@ -464,6 +485,8 @@ pub struct CameraHealth {
     pub reconnects: u64,
     /// Media bytes received from the camera since the session was created.
     pub bytes_in: u64,
+    /// Which of the route's cameras is live.
+    pub source: Source,
 }
 
 /// `idle`, `connecting`, `ready`, `retrying`, `failed`.
@@ -519,6 +542,7 @@ impl CameraSession {
     /// an on-demand one waits for its first viewer.
     pub fn new(params: CameraParams, now: Instant) -> Self {
         let backoff = Backoff::new(params.backoff_initial, params.backoff_max, params.seed.rotate_left(29));
+        let params_has_fallback = params.fallback.is_some();
         let mut s = CameraSession {
             demand: Demand::new(params.mode),
             gop: params.gop_cache(),
@@ -534,6 +558,8 @@ impl CameraSession {
             phase_since: now,
             last_failure: None,
             last_end_failed: false,
+            source: SourcePolicy::new(params_has_fallback),
+            probe_epoch: 0,
         };
         if s.demand.wants_camera(now) {
             s.connect(now);
@@ -630,6 +656,7 @@ impl CameraSession {
             last_failure: self.last_failure,
             reconnects: self.stats.reconnects,
             bytes_in: self.stats.bytes,
+            source: self.source.live(),
         }
     }
 
@@ -669,9 +696,25 @@ impl CameraSession {
     pub fn reconfigure(&mut self, mut params: CameraParams, now: Instant) -> Reconfigured {
         params.mode = self.params.mode;
         params.seed = self.params.seed;
-        let changed = params.url != self.params.url
+        let live = self.source.live();
+        if params.url != self.params.url
             || params.addr != self.params.addr
-            || params.credentials != self.params.credentials;
+            || params.credentials != self.params.credentials
+        {
+            self.probe_epoch = self.probe_epoch.wrapping_add(1);
+        }
+        let fallback_gone = self.source.reconfigure(params.fallback.is_some());
+        let changed = match live {
+            Source::Primary => {
+                params.url != self.params.url
+                    || params.addr != self.params.addr
+                    || params.credentials != self.params.credentials
+            }
+            Source::Fallback => fallback_gone || params.fallback != self.params.fallback,
+        };
+        if fallback_gone {
+            self.out.push_back(CameraOutput::SourceChanged(Source::Primary));
+        }
         if params.gop_cache_bytes != self.params.gop_cache_bytes
             || params.gop_cache_packets != self.params.gop_cache_packets
         {
@@ -707,7 +750,7 @@ impl CameraSession {
     pub fn handle_connected(&mut self, now: Instant) {
         let State::Connecting { .. } = self.state else { return };
         self.enter(State::Starting, now);
-        let req = self.request("OPTIONS", &self.params.url.clone());
+        let req = self.request("OPTIONS", self.live_url());
         self.send(Purpose::Options, req, now);
     }
 
@@ -819,7 +862,7 @@ impl CameraSession {
         self.conn = Some(Conn {
             demux: Demux::new(self.params.limits),
             splitter: FrameSplitter::new(),
-            auth: self.params.credentials.clone().map(|c| UpstreamAuth::new(c, seed)),
+            auth: self.live_credentials().cloned().map(|c| UpstreamAuth::new(c, seed)),
             cseq: 0,
             pending: None,
             session: None,
@@ -839,7 +882,7 @@ impl CameraSession {
         });
         self.continuity.iter_mut().for_each(TrackContinuity::reconnected);
         self.enter(State::Connecting { deadline: now + self.params.connect_timeout }, now);
-        self.out.push_back(CameraOutput::Connect(self.params.addr));
+        self.out.push_back(CameraOutput::Connect(self.live_addr()));
     }
 
     /// The relay leaves the camera on purpose: TEARDOWN (if a session exists), disconnect.
@@ -849,6 +892,11 @@ impl CameraSession {
         self.backoff.reset();
         // Nobody watches any more: the next viewer may start on the camera's own numbering.
         self.continuity.clear();
+        // And on the primary.
+        if self.source.live() == Source::Fallback {
+            self.source.reset();
+            self.out.push_back(CameraOutput::SourceChanged(Source::Primary));
+        }
     }
 
     /// Queues a TEARDOWN of the camera's session, if one exists.
@@ -882,7 +930,16 @@ impl CameraSession {
         }
         self.drop_connection(outcome, now, disconnect);
         let next = if self.demand.wants_reconnect() {
-            State::Retrying { at: now + self.backoff.next_delay() }
+            if self.source.on_failure() == AfterFailure::SwitchedToFallback {
+                // Another camera: no reason to wait (from the next tick, not inside the
+                // handling of the failed connection's bytes); its failures start the backoff
+                // afresh.
+                self.backoff.reset();
+                self.out.push_back(CameraOutput::SourceChanged(Source::Fallback));
+                State::Retrying { at: now }
+            } else {
+                State::Retrying { at: now + self.backoff.next_delay() }
+            }
         } else {
             State::Idle
         };
@@ -955,6 +1012,7 @@ impl CameraSession {
     }
 
     fn on_response(&mut self, msg: Message, now: Instant) {
+        let live_url = self.live_url().to_owned();
         let Some(conn) = self.conn.as_mut() else { return };
         // A camera that leaves out CSeq can only be answering the one request outstanding.
         let matches = conn.pending.as_ref().is_some_and(|p| msg.cseq().is_none_or(|c| c == p.cseq));
@@ -1002,12 +1060,12 @@ impl CameraSession {
                 // A camera that refuses OPTIONS may still describe: only `Public` is lost.
                 conn.get_parameter =
                     ok && msg.header("Public").is_some_and(|p| Public::parse(p).allows("GET_PARAMETER"));
-                let mut req = self.request("DESCRIBE", &self.params.url.clone());
+                let mut req = self.request("DESCRIBE", &live_url);
                 req.headers.push(("Accept".to_owned(), "application/sdp".to_owned()));
                 self.send(Purpose::Describe, req, now);
             }
             Purpose::Describe if !ok => self.fail(CameraOutcome::Refused, now, true),
-            Purpose::Describe => match Presentation::from_describe(&msg, &self.params.url) {
+            Purpose::Describe => match Presentation::from_describe(&msg, &live_url) {
                 Some(p) => {
                     conn.building = Some(p);
                     self.setup(0, now);
@@ -1239,6 +1297,8 @@ fn rtp_info_positions(value: &str, p: &Presentation) -> Vec<(usize, RtpPosition)
     }
     out
 }
+
+mod fallback;
 
 #[cfg(test)]
 mod tests;

@@ -622,6 +622,7 @@ mod tests {
             guard: crate::proto::route::Guard::Open,
             max_viewers: None,
             upstream_link: Default::default(),
+            fallback: None,
         }
     }
 

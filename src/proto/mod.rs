@@ -10,6 +10,7 @@ pub mod camera_health;
 pub mod camera_host_sessions;
 pub mod camera_request;
 pub mod camera_session;
+pub mod camera_source;
 pub mod camera_tunnel;
 pub mod digest;
 pub mod external_auth;

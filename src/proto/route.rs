@@ -67,6 +67,41 @@ pub struct Route {
     pub acl: Acl,
     /// One camera session for every viewer, or one per viewer.
     pub sharing: Sharing,
+    /// The second camera (`fallback = "rtsp://…"`) viewers are kept on while this one cannot be
+    /// reached or stops sending.
+    pub fallback: Option<Arc<FallbackCamera>>,
+}
+
+/// A route's fallback source: another camera, reached and logged in to as its own URL says (the
+/// route's `upstream_*` TLS keys apply to it too).
+#[derive(Debug, Clone)]
+pub struct FallbackCamera {
+    /// Its URL without credentials.
+    pub url: String,
+    pub addr: SocketAddr,
+    pub link: UpstreamLink,
+    /// Why its name did not resolve (it fails at connect time, as the primary would).
+    pub resolve_error: Option<Arc<str>>,
+    pub credentials: Option<Credentials>,
+}
+
+impl FallbackCamera {
+    /// Whether `other` is the same camera reached the same way.
+    pub fn same_as(&self, other: &FallbackCamera) -> bool {
+        self.url == other.url
+            && self.addr == other.addr
+            && self.link.same_as(&other.link)
+            && self.credentials == other.credentials
+    }
+}
+
+/// Whether two routes' fallbacks are the same (both none, or the same camera).
+fn same_fallback(a: &Option<Arc<FallbackCamera>>, b: &Option<Arc<FallbackCamera>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.same_as(b),
+        _ => false,
+    }
 }
 
 /// Who lets a viewer in on a route without its own `users` list.
@@ -111,6 +146,7 @@ impl Route {
             && self.upstream_addr == other.upstream_addr
             && self.upstream_link.same_as(&other.upstream_link)
             && self.sharing == other.sharing
+            && same_fallback(&self.fallback, &other.fallback)
     }
 
     /// Whether sessions on `self` may go on under `other` (from a reloaded configuration). A
@@ -122,7 +158,9 @@ impl Route {
     pub fn keeps_sessions_under(&self, other: &Route) -> bool {
         match (self.sharing, other.sharing) {
             (Sharing::Shared(a), Sharing::Shared(b)) => self.path == other.path && a == b,
-            _ => self.same_camera_as(other),
+            // A passthrough session on the fallback (`fallback_route`) stays while the route
+            // keeps that fallback.
+            _ => self.same_camera_as(other) || other.fallback_route().is_some_and(|f| self.same_camera_as(&f)),
         }
     }
 
@@ -133,6 +171,22 @@ impl Route {
             || self.upstream_addr != other.upstream_addr
             || !self.upstream_link.same_as(&other.upstream_link)
             || self.credentials != other.credentials
+            || !same_fallback(&self.fallback, &other.fallback)
+    }
+
+    /// This route with its fallback as its camera (and no fallback of its own): what a
+    /// passthrough session opens when the upstream cannot be reached.
+    pub fn fallback_route(&self) -> Option<Route> {
+        let f = self.fallback.as_ref()?;
+        Some(Route {
+            upstream_url: f.url.clone(),
+            upstream_addr: f.addr,
+            upstream_link: f.link.clone(),
+            resolve_error: f.resolve_error.clone(),
+            credentials: f.credentials.clone(),
+            fallback: None,
+            ..self.clone()
+        })
     }
 
     pub fn shared(&self) -> Option<SharedRoute> {

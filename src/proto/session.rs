@@ -946,8 +946,13 @@ impl Session {
         out.extend(self.upstream_backlog.drain(..).map(Output::ToUpstream));
     }
 
-    /// The camera could not be reached: every waiting request gets a 503.
+    /// The camera could not be reached: the route's fallback is tried (passthrough, once), else
+    /// every waiting request gets a 503.
     pub fn on_upstream_connect_failed(&mut self, kind: UpstreamErrorKind, out: &mut Vec<Output>) {
+        if self.try_fallback(out) {
+            out.push(Output::UpstreamError(kind));
+            return;
+        }
         self.upstream = Upstream::Gone;
         self.upstream_backlog.clear();
         out.push(Output::UpstreamError(kind));
@@ -1260,6 +1265,8 @@ fn steer_to_interleaved(msg: &mut Message) -> bool {
     msg.set_header("Transport", transport.to_string());
     true
 }
+
+mod fallback;
 
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,8 @@
 //!      the buffer viewers are sent from), then [`plan_next`](SharedRoute::plan_next) until it
 //!      returns `None`, carrying out each plan before asking for the next: one plan per frame,
 //!      each viewer judged on its send queue as it really is then (the viewers' send progress);
+//!    - the probe of the primary while the route's fallback is live (`probe.rs`): the same
+//!      inputs for its connection, `handle_probe_*`;
 //!    - a reload: [`reconfigure`](SharedRoute::reconfigure), and
 //!      [`set_url_map`](SharedRoute::set_url_map) for each viewer whose URLs changed;
 //!      [`close`](SharedRoute::close) when the route goes or the relay stops;
@@ -57,12 +59,14 @@ use super::camera_health::{CameraState, RouteHealth};
 use super::camera_session::{
     CameraOutcome, CameraOutput, CameraPhase, CameraSession, CameraView, MediaFrame, Reconfigured,
 };
+use super::camera_source::Source;
 use super::fanout_policy::QueueState;
 use super::frame_split::FramePayload;
 use super::gop_budget::EvictionCandidate;
 use super::rng::SplitMix64;
 use super::shared_fanout::{Delivery, PlanStats, SharedFanout};
 
+mod probe;
 mod viewers;
 mod vocabulary;
 
@@ -71,6 +75,7 @@ pub mod harness;
 #[cfg(test)]
 mod tests;
 
+use probe::Probe;
 use viewers::Attached;
 pub use vocabulary::{Action, RECONNECT_FIRST, RouteEvent, RouteParams, VIEWER_SESSION_TIMEOUT, ViewerEnd};
 
@@ -107,6 +112,12 @@ pub struct SharedRoute<V> {
     events: VecDeque<RouteEvent<V>>,
     /// Scratch for a join's plan.
     join_plan: Vec<Delivery<V>>,
+    /// The probe of the primary while the fallback is live (`probe.rs`).
+    probe: Option<Probe>,
+    probes_made: u64,
+    /// A receive of the probe handed its connection to the camera session: carried out once
+    /// the receive is planned.
+    probe_taken: bool,
 }
 
 impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
@@ -131,6 +142,9 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             join_plan: Vec::new(),
+            probe: None,
+            probes_made: 0,
+            probe_taken: false,
         };
         if r.always_on() {
             r.open_camera(now);
@@ -165,8 +179,9 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
     /// camera, its silence).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let camera = self.camera.as_ref().and_then(CameraSession::poll_timeout);
+        let probe = self.probe.as_ref().and_then(|p| p.camera.poll_timeout());
         let viewers = self.viewers.iter().filter(|v| !v.ending).filter_map(|v| v.dialogue.as_ref()?.poll_timeout());
-        camera.into_iter().chain(viewers).min()
+        camera.into_iter().chain(probe).chain(viewers).min()
     }
 
     /// Time passes.
@@ -184,6 +199,9 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
         }
         if let Some(c) = self.camera.as_mut().filter(|c| c.poll_timeout().is_some_and(|t| t <= now)) {
             c.handle_timeout(now);
+        }
+        if let Some(p) = self.probe.as_mut().filter(|p| p.camera.poll_timeout().is_some_and(|t| t <= now)) {
+            p.camera.handle_timeout(now);
         }
         self.settle();
     }
@@ -320,7 +338,7 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
 
     /// Closed, no viewer left and no camera connection: the shell may drop it.
     pub fn is_done(&self) -> bool {
-        self.closed && self.viewers.is_empty() && !self.camera_open
+        self.closed && self.viewers.is_empty() && !self.camera_open && !self.probe.as_ref().is_some_and(|p| p.open)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -404,10 +422,11 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
         let mut failure = None;
         while let Some(o) = self.camera.as_mut().and_then(CameraSession::poll_output) {
             match o {
-                CameraOutput::Connect(addr) => match self.params.unresolved.clone() {
+                CameraOutput::Connect(addr) => match self.unresolved_live() {
                     None => {
                         self.camera_open = true;
-                        self.actions.push_back(Action::Connect(addr));
+                        let source = self.camera.as_ref().map_or(Source::Primary, CameraSession::live_source);
+                        self.actions.push_back(Action::Connect { addr, source });
                     }
                     // Fails as a refused connect would, and is retried.
                     Some(why) => {
@@ -449,6 +468,7 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
                     changed = true;
                 }
                 CameraOutput::Reconnecting => self.events.push_back(RouteEvent::Reconnecting),
+                CameraOutput::SourceChanged(source) => self.events.push_back(RouteEvent::SourceChanged(source)),
                 CameraOutput::GopCacheOverflow(bound) => self.events.push_back(RouteEvent::GopCacheOverflow(bound)),
                 CameraOutput::Exchange(e) => {
                     self.events.push_back(RouteEvent::CameraExchange(e));
@@ -456,11 +476,20 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
                 }
             }
         }
+        self.settle_probe();
         if changed {
             self.notify_viewers();
         }
         self.report_health(failure);
         self.retire_if_unwanted();
+    }
+
+    /// Why the live source's name did not resolve, if it did not.
+    fn unresolved_live(&self) -> Option<String> {
+        match self.camera.as_ref().map(CameraSession::live_source) {
+            Some(Source::Fallback) => self.params.fallback_unresolved.clone(),
+            _ => self.params.unresolved.clone(),
+        }
     }
 
     /// The route's camera state after the camera moved on; `failure`: how its last connection
@@ -488,7 +517,7 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
         let Some(c) = self.camera.as_ref() else { return };
         let idle = matches!(c.phase(), CameraPhase::Idle | CameraPhase::Stopped);
         let kept = self.always_on() && c.phase() != CameraPhase::Stopped;
-        if !idle || kept || !self.viewers.is_empty() || self.camera_open {
+        if !idle || kept || !self.viewers.is_empty() || self.camera_open || self.probe.is_some() {
             return;
         }
         self.camera = None;

@@ -23,6 +23,9 @@ pub struct CameraSlot {
     pub shared: SharedRoute<SessionKey>,
     /// The camera connection while one is open or opening.
     pub conn: Option<usize>,
+    /// The connection of the probe of the primary camera while the route's fallback is live
+    /// (`event_loop/camera_probe.rs`).
+    pub probe_conn: Option<usize>,
     /// The latest plan of a receive (kept for its room).
     pub plan: Vec<Delivery<SessionKey>>,
 }
@@ -41,7 +44,7 @@ impl CameraTable {
     pub fn insert(&mut self, route: Arc<Route>, shared: SharedRoute<SessionKey>) -> CameraKey {
         let path = route.path.clone();
         let (index, generation) =
-            self.slab.insert_with(|_, _| CameraSlot { route, shared, conn: None, plan: Vec::new() });
+            self.slab.insert_with(|_, _| CameraSlot { route, shared, conn: None, probe_conn: None, plan: Vec::new() });
         self.by_path.insert(path, index);
         CameraKey { index, generation }
     }

@@ -41,6 +41,7 @@ use crate::proto::upstream_link::{TlsVerification, UpstreamLink};
 mod accept;
 mod buffers;
 mod camera_link;
+mod camera_probe;
 mod cameras;
 mod data_path;
 mod ending;
@@ -54,6 +55,7 @@ mod session_start;
 mod tunnels;
 mod web;
 
+use fanout::CameraBytes;
 use tunnels::Fed;
 #[cfg(test)]
 mod tests;

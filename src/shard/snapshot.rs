@@ -44,6 +44,8 @@ pub struct SharedCamera {
     pub viewers: usize,
     /// Encoding names from the camera's SDP (`H264/90000`), in track order.
     pub codecs: Vec<String>,
+    /// `primary` (the route's upstream) or `fallback`: which camera is live.
+    pub source: &'static str,
 }
 
 /// One viewer session.

@@ -258,13 +258,13 @@ fn refused_credentials_end_the_connection_and_retry_with_backoff() {
     assert_eq!(&out[1..], &[CameraOutput::Disconnect, CameraOutput::Ended(CameraOutcome::AuthFailed)]);
     assert_eq!(cam.phase(), CameraPhase::Retrying);
     let at = cam.poll_timeout().unwrap();
-    assert!(at >= t0 + S / 2 && at <= t0 + S, "first retry within a second, jittered");
+    assert!(at <= t0 + S, "first retry within a second, jittered");
     cam.handle_timeout(at);
     assert_eq!(drain(&mut cam), vec![CameraOutput::Reconnecting, CameraOutput::Connect(addr())]);
     assert_eq!(cam.stats().reconnects, 1);
     cam.handle_connect_failed(at);
     assert_eq!(drain(&mut cam), vec![CameraOutput::Ended(CameraOutcome::ConnectFailed)], "no connection to close");
-    assert!(cam.poll_timeout().unwrap() >= at + S, "the wait doubles (2 s less up to half)");
+    assert!(cam.poll_timeout().unwrap() <= at + 2 * S, "the wait doubles (up to 2 s, jittered)");
 }
 
 #[test]
@@ -431,7 +431,8 @@ fn always_on_connects_at_start_and_reconnects_forever_with_capped_backoff() {
         assert_eq!(drain(&mut cam), vec![CameraOutput::Reconnecting, CameraOutput::Connect(addr())]);
     }
     assert!(waits.iter().all(|w| *w <= 30 * S));
-    assert!(waits[11] > 20 * S, "capped, not reset: {waits:?}");
+    // Capped, not reset: six waits drawn below 30 s each add up to far more than six below 1 s.
+    assert!(waits[6..].iter().sum::<Duration>() > 30 * S, "{waits:?}");
     // Connecting too long counts as a failure too.
     assert_eq!(cam.poll_timeout(), Some(now + 10 * S));
     cam.handle_timeout(now + 10 * S);
@@ -442,9 +443,11 @@ fn always_on_connects_at_start_and_reconnects_forever_with_capped_backoff() {
 fn backoff_starts_over_after_a_long_play() {
     // Four failed attempts, then the fifth plays for `secs` and the camera hangs up: the wait
     // that follows.
-    let wait_after_playing = |secs: u64| {
+    let wait_after_playing = |secs: u64, seed: u64| {
         let t0 = crate::test_fixtures::t0();
-        let mut cam = CameraSession::new(params(HIK_URL), t0);
+        let mut p = params(HIK_URL);
+        p.seed = seed;
+        let mut cam = CameraSession::new(p, t0);
         cam.set_viewers(1, t0);
         drain(&mut cam);
         let mut now = t0;
@@ -472,8 +475,10 @@ fn backoff_starts_over_after_a_long_play() {
         drain(&mut cam);
         cam.poll_timeout().unwrap() - now
     };
-    assert!(wait_after_playing(5) >= 12 * S, "a short play is the same incident: about 16 s");
-    assert!(wait_after_playing(31) <= S, "longer than the cap: a new incident");
+    // Each wait is drawn between nothing and its bound: a few cameras show the bound.
+    let short = (0..8).map(|seed| wait_after_playing(5, seed)).max().unwrap();
+    assert!(short > 4 * S, "a short play is the same incident: waits up to 16 s ({short:?})");
+    assert!((0..8).all(|seed| wait_after_playing(31, seed) <= S), "longer than the cap: a new incident");
 }
 
 #[test]
@@ -1025,4 +1030,142 @@ fn health_says_what_an_operator_needs_state_since_and_the_last_error() {
     calm.handle_timeout(t0 + 11 * S);
     drain(&mut calm);
     assert_eq!(calm.health().state, HealthState::Idle);
+}
+
+/// Issue 26 item 3: a route with a fallback. The primary failing switches to the fallback at
+/// once (no backoff); viewers carry on at the fallback's first keyframe, their RTP continuing.
+/// While the fallback is live the primary is probed by a session of its own; the probe's first
+/// keyframe hands its connection to the route, the fallback is left, and the keyframe reaches
+/// viewers still on the same SSRC and numbering.
+#[test]
+fn a_failed_primary_switches_to_the_fallback_and_returns_at_its_first_keyframe() {
+    let t0 = crate::test_fixtures::t0();
+    let fallback_addr: SocketAddr = "10.0.0.6:554".parse().unwrap();
+    let mut p = params(HIK_URL);
+    p.fallback = Some(FallbackParams { url: "rtsp://10.0.0.6:554/sub".into(), addr: fallback_addr, credentials: None });
+    let mut cam = CameraSession::new(p, t0);
+    hikvision_playing(&mut cam, t0);
+    assert_eq!((cam.live_source(), cam.health().source, cam.wants_probe()), (Source::Primary, Source::Primary, false));
+    let old = 0x1111_1111;
+    let got = fed_rtp(
+        &mut cam,
+        t0,
+        &[frame(0, &rtp_of(old, 100, 9000, &SPS)), frame(0, &rtp_of(old, 101, 12600, &P_SLICE))].concat(),
+    );
+    assert_eq!(got.len(), 2);
+
+    // The primary goes away: the fallback is live, connected at the next tick.
+    let at = t0 + S;
+    cam.handle_camera_closed(at);
+    let out = drain(&mut cam);
+    assert_eq!(
+        out,
+        vec![
+            CameraOutput::Down,
+            CameraOutput::Ended(CameraOutcome::ClosedByCamera),
+            CameraOutput::SourceChanged(Source::Fallback)
+        ]
+    );
+    assert_eq!(cam.poll_timeout(), Some(at), "no backoff before another camera");
+    cam.handle_timeout(at);
+    assert_eq!(drain(&mut cam), vec![CameraOutput::Reconnecting, CameraOutput::Connect(fallback_addr)]);
+    cam.handle_connected(at);
+    let options = request(&drain(&mut cam));
+    assert_eq!(options.uri(), Some("rtsp://10.0.0.6:554/sub"), "the fallback's own URL");
+    let out = hikvision_from_options(&mut cam, at, &options);
+    assert_eq!(out.last(), Some(&CameraOutput::Up));
+    assert!(!out.contains(&CameraOutput::PresentationChanged));
+    assert_eq!(cam.health().source, Source::Fallback);
+    let fb = 0x3333_3333;
+    let got = fed_rtp(
+        &mut cam,
+        at,
+        &[frame(0, &rtp_of(fb, 7, 500, &P_SLICE)), frame(0, &rtp_of(fb, 8, 4100, &SPS))].concat(),
+    );
+    assert_eq!(got.iter().map(|g| (g.0, g.2)).collect::<Vec<_>>(), vec![(102, old)], "from its keyframe on");
+
+    // The primary, probed in the background.
+    assert!(cam.wants_probe());
+    let mut probe = CameraSession::new(cam.probe_params(9), at);
+    assert_eq!(drain(&mut probe), vec![CameraOutput::Connect(addr())], "always on: at once, the primary");
+    let out = hikvision_dialogue(&mut probe, at);
+    assert_eq!(out.last(), Some(&CameraOutput::Up));
+    let later = at + S;
+    let primary = 0x4444_4444;
+    // A receive without a keyframe changes nothing.
+    let mut chunk = frame(0, &rtp_of(primary, 900, 1000, &P_SLICE));
+    let mut media = Vec::new();
+    probe.handle_camera_bytes(later, &mut chunk, &mut media);
+    assert!(!cam.take_over(&mut probe, later, &mut chunk, &mut media));
+    assert_eq!(cam.live_source(), Source::Fallback);
+    // Its first keyframe: the route is back on the primary, from that keyframe on.
+    let mut chunk = [
+        frame(0, &rtp_of(primary, 901, 4600, &P_SLICE)),
+        frame(0, &rtp_of(primary, 902, 8200, &SPS)),
+        frame(0, &rtp_of(primary, 903, 11800, &P_SLICE)),
+    ]
+    .concat();
+    let mut media = Vec::new();
+    probe.handle_camera_bytes(later, &mut chunk, &mut media);
+    assert!(cam.take_over(&mut probe, later, &mut chunk, &mut media));
+    let seen: Vec<(u16, u32)> =
+        media.iter().filter_map(|m| RtpHeader::parse(m.payload.bytes(&chunk))).map(|h| (h.seq, h.ssrc)).collect();
+    assert_eq!(seen, vec![(103, old), (104, old)], "the keyframe first, numbering continued");
+    assert_eq!(media[0].kind, FrameKind::KeyframeStart);
+    let out = drain(&mut cam);
+    let teardown = request(&out);
+    assert_eq!(teardown.method(), Some("TEARDOWN"), "the fallback is left: {out:?}");
+    assert_eq!(
+        &out[1..],
+        &[
+            CameraOutput::Disconnect,
+            CameraOutput::Down,
+            CameraOutput::Ended(CameraOutcome::Completed),
+            CameraOutput::SourceChanged(Source::Primary),
+            CameraOutput::Up,
+        ]
+    );
+    assert_eq!(
+        (cam.live_source(), cam.phase(), probe.phase()),
+        (Source::Primary, CameraPhase::Playing, CameraPhase::Stopped)
+    );
+    assert!(!cam.wants_probe());
+    // The primary's connection is the route's now: its packets go on from there.
+    let next = fed_rtp(&mut cam, later, &frame(0, &rtp_of(primary, 904, 15400, &P_SLICE)));
+    assert_eq!(next.iter().map(|g| (g.0, g.2)).collect::<Vec<_>>(), vec![(105, old)]);
+}
+
+/// A reload that changes the primary while the fallback is live: the probe of the old primary
+/// is to be replaced (its epoch moves); other changes keep it.
+#[test]
+fn a_reload_of_the_primary_replaces_its_probe() {
+    let t0 = crate::test_fixtures::t0();
+    let mut p = params(HIK_URL);
+    p.fallback = Some(FallbackParams {
+        url: "rtsp://10.0.0.6:554/sub".into(),
+        addr: "10.0.0.6:554".parse().unwrap(),
+        credentials: None,
+    });
+    let mut cam = CameraSession::new(p.clone(), t0);
+    hikvision_playing(&mut cam, t0);
+    cam.handle_camera_closed(t0);
+    assert!(cam.wants_probe());
+    let epoch = cam.probe_epoch();
+    let mut same = p.clone();
+    same.media_timeout = 20 * S;
+    cam.reconfigure(same, t0);
+    assert_eq!((cam.probe_epoch(), cam.live_source()), (epoch, Source::Fallback));
+    let mut moved = p.clone();
+    moved.url = "rtsp://10.0.0.5:554/Streaming/Channels/102".into();
+    cam.reconfigure(moved, t0);
+    assert_ne!(cam.probe_epoch(), epoch);
+    assert_eq!(cam.probe_params(1).url, "rtsp://10.0.0.5:554/Streaming/Channels/102");
+    // The fallback removed while it is live: back on the primary at once.
+    drain(&mut cam);
+    let mut gone = p;
+    gone.fallback = None;
+    cam.reconfigure(gone, t0);
+    assert_eq!(cam.live_source(), Source::Primary);
+    assert!(drain(&mut cam).contains(&CameraOutput::SourceChanged(Source::Primary)));
+    assert!(!cam.wants_probe());
 }

@@ -639,3 +639,55 @@ fn no_relay_teardown_when_the_viewer_sent_one_or_no_camera_session_exists() {
 
 mod external;
 mod gatekeeping;
+
+/// Issue 26 item 3, passthrough: the upstream cannot be reached, so the viewer's session opens
+/// the route's fallback (once): its waiting request goes to the fallback's own URL (its path and
+/// query), logged in with the fallback's credentials; the fallback failing too is a 503.
+#[test]
+fn an_unreachable_upstream_sends_the_passthrough_viewer_to_the_fallback() {
+    let text = format!(
+        "[listen]\ntunnel=[\"127.0.0.1:8080\"]\n[[route]]\npath=\"/cam1\"\nupstream=\"rtsp://{CAMERA}/Streaming/Channels/101\"\n\
+         fallback=\"rtsp://sub:pw@10.0.0.9:8554/sub?q=1\"\nmode=\"passthrough\"\n"
+    );
+    let routes = RouteTable::new(Config::from_toml(&text).unwrap().1);
+    let now = crate::test_fixtures::t0();
+    let mut s = Session::new(params(), routes.lookup("/cam1"), "127.0.0.1:8080", now);
+    s.on_commands_bound("127.0.0.1".parse().unwrap(), false).unwrap();
+    let mut h = Harness { s, routes, now };
+    let out = h.command("DESCRIBE rtsp://127.0.0.1:8080/cam1/trackID=1 RTSP/1.0\r\nCSeq: 7\r\n\r\n");
+    assert_eq!(out, vec![Output::ConnectUpstream(CAMERA.parse().unwrap())]);
+    let mut out = Vec::new();
+    h.s.on_upstream_connect_failed(UpstreamErrorKind::ConnectRefused, &mut out);
+    assert_eq!(
+        out,
+        vec![
+            Output::ConnectUpstream("10.0.0.9:8554".parse().unwrap()),
+            Output::UpstreamError(UpstreamErrorKind::ConnectRefused)
+        ],
+        "no answer to the viewer yet: the fallback is tried"
+    );
+    assert_eq!(h.s.route().map(|r| r.upstream_url.as_str()), Some("rtsp://10.0.0.9:8554/sub?q=1"));
+    let mut out = Vec::new();
+    h.s.on_upstream_connected(h.now, &mut out);
+    let sent = to_upstream(&out);
+    assert!(sent.starts_with("DESCRIBE rtsp://10.0.0.9:8554/sub/trackID=1?q=1 RTSP/1.0\r\n"), "{sent}");
+    // The camera's answers are mapped back to the viewer's URLs as before.
+    let out =
+        h.camera(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Base: rtsp://10.0.0.9:8554/sub/\r\nContent-Length: 0\r\n\r\n");
+    assert!(to_viewer(&out).contains("Content-Base: rtsp://127.0.0.1:8080/cam1/\r\n"), "{}", to_viewer(&out));
+
+    // The fallback unreachable as well: 503, as for any camera.
+    let mut h = Harness::tunnel(false);
+    let text = text.replace("mode=", "max_viewers=5\nmode=");
+    h.routes = RouteTable::new(Config::from_toml(&text).unwrap().1);
+    let mut s = Session::new(params(), h.routes.lookup("/cam1"), "127.0.0.1:8080", h.now);
+    s.on_commands_bound("127.0.0.1".parse().unwrap(), false).unwrap();
+    h.s = s;
+    h.command("OPTIONS rtsp://127.0.0.1:8080/cam1 RTSP/1.0\r\nCSeq: 7\r\n\r\n");
+    let mut out = Vec::new();
+    h.s.on_upstream_connect_failed(UpstreamErrorKind::ConnectRefused, &mut out);
+    let mut out = Vec::new();
+    h.s.on_upstream_connect_failed(UpstreamErrorKind::ConnectRefused, &mut out);
+    assert!(to_viewer(&out).starts_with("RTSP/1.0 503 Service Unavailable\r\nCSeq: 7\r\n"), "{out:?}");
+    assert_eq!(out.last(), Some(&Output::Close(SessionOutcome::UpstreamError)));
+}

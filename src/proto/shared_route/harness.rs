@@ -6,7 +6,9 @@
 //! The camera then sends whatever the script says: raw bytes, `$` frames on any channel with
 //! any length (zero, or more than it ever sends), runs of empty frames, RTP that the GOP cache
 //! keeps, in receives cut anywhere (a header across two receives among them); it closes and
-//! comes back; time jumps. Viewers attach, send any request (DESCRIBE, SETUP on any channels,
+//! comes back; time jumps. The route has a fallback camera: a closed camera switches it there,
+//! and the probe of the primary (a second connection) plays, sends frames, closes; its
+//! keyframe brings the route back. Viewers attach, send any request (DESCRIBE, SETUP on any channels,
 //! PLAY, PAUSE, TEARDOWN, garbage), detach, and read only when the script says (most never do,
 //! some read part of their queue). After every step:
 //!
@@ -17,7 +19,10 @@
 //! - a replayed packet on the camera's channel is the cache's own memory (no copy per joiner);
 //! - what is queued to a viewer stays within the slow-viewer bound (plus the replay burst it
 //!   was allowed and one frame); the GOP cache within its bytes and packets; the route's
-//!   viewers within those attached; `CameraUp` and `CameraDown` alternate.
+//!   viewers within those attached; `CameraUp` and `CameraDown` alternate;
+//! - one camera connection and one probe connection at most; the probe's connection becomes the
+//!   camera's only once the camera's was let go, and only while the fallback was live; the
+//!   probe's receives reach viewers only when they brought the route back.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -25,7 +30,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{Action, RouteEvent, RouteParams, SharedRoute};
-use crate::proto::camera_session::CameraParams;
+use crate::proto::camera_session::{CameraParams, FallbackParams};
+use crate::proto::camera_source::Source;
 use crate::proto::fanout_policy::{ENTRY_COST, FanoutLimits, QueueState};
 use crate::proto::rewrite::UrlMap;
 use crate::proto::rtsp::{Message, MessageLimits, parse_message};
@@ -39,6 +45,8 @@ m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:trackID=0\r\n\
 m=audio 0 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=control:trackID=1\r\n";
 
 pub(super) const CAMERA_URL: &str = "rtsp://10.0.0.5:554/s";
+/// The route's fallback camera.
+pub(super) const FALLBACK_URL: &str = "rtsp://10.0.0.6:554/sub";
 /// The route as viewers address it.
 pub(super) const ROUTE_URL: &str = "rtsp://127.0.0.1:8080/cam";
 pub(super) const LIMITS: FanoutLimits =
@@ -128,12 +136,16 @@ struct World {
     now: Instant,
     /// The camera connection is open (asked for and not let go).
     camera_open: bool,
+    /// The probe's connection is open.
+    probe_open: bool,
     up: bool,
     plan: Vec<Delivery<u8>>,
     /// The GOP cache's packets right after the last input (what a join may replay).
     cached: HashSet<*const u8>,
     /// Receives planned that yielded at least one delivery.
     delivered: u64,
+    /// Receives of the probe that brought the route back and reached viewers.
+    switched_back: u64,
 }
 
 impl World {
@@ -153,7 +165,7 @@ impl World {
             self.drain_events();
             let Some(a) = self.route.poll_action() else { return };
             match a {
-                Action::Connect(_) => {
+                Action::Connect { .. } => {
                     assert!(!self.camera_open, "a second camera connection while one is open");
                     self.camera_open = true;
                     self.route.handle_connected(self.now);
@@ -163,9 +175,33 @@ impl World {
                     if let Ok(Some((m, _))) = parse_message(&bytes, &MessageLimits::default()) {
                         if m.is_request() && m.method() != Some("TEARDOWN") {
                             let mut a = answer(&m);
-                            self.receive_into(&mut a);
+                            self.receive_into(&mut a, false);
                         }
                     }
+                }
+                Action::ConnectProbe(_) => {
+                    assert!(!self.probe_open, "a second probe connection while one is open");
+                    self.probe_open = true;
+                    self.route.handle_probe_connected(self.now);
+                }
+                Action::SendToProbe(bytes) => {
+                    assert!(self.probe_open, "bytes for a probe connection that is not open");
+                    if let Ok(Some((m, _))) = parse_message(&bytes, &MessageLimits::default()) {
+                        if m.is_request() && m.method() != Some("TEARDOWN") {
+                            let mut a = answer(&m);
+                            self.receive_into(&mut a, true);
+                        }
+                    }
+                }
+                Action::CloseProbe => {
+                    assert!(self.probe_open, "a probe connection closed twice");
+                    self.probe_open = false;
+                }
+                Action::ProbeIsCamera => {
+                    assert!(self.probe_open, "no probe connection to take over");
+                    assert!(!self.camera_open, "the probe taken over while the camera's connection is open");
+                    self.probe_open = false;
+                    self.camera_open = true;
                 }
                 Action::CloseCamera => {
                     assert!(self.camera_open, "a camera connection closed twice");
@@ -240,11 +276,20 @@ impl World {
     /// One receive from the camera, planned frame by frame and checked.
     fn receive(&mut self, bytes: &[u8]) {
         let mut chunk = bytes.to_vec();
-        self.receive_into(&mut chunk);
+        self.receive_into(&mut chunk, false);
     }
 
-    fn receive_into(&mut self, chunk: &mut [u8]) {
-        self.route.handle_camera_bytes(self.now, chunk);
+    /// One receive of the camera's connection, or of the probe's (`probe`).
+    fn receive_into(&mut self, chunk: &mut [u8], probe: bool) {
+        let source = |r: &SharedRoute<u8>| r.camera().map(|c| c.live_source());
+        let before = source(&self.route);
+        if probe {
+            self.route.handle_probe_bytes(self.now, chunk);
+        } else {
+            self.route.handle_camera_bytes(self.now, chunk);
+        }
+        // The one way the probe's frames reach viewers: its keyframe brought the route back.
+        let switched_back = probe && before == Some(Source::Fallback) && source(&self.route) == Some(Source::Primary);
         let mut plan = std::mem::take(&mut self.plan);
         let mut any = false;
         loop {
@@ -253,7 +298,9 @@ impl World {
                 break;
             };
             assert!(stats.forwarded <= u64::from(VIEWERS));
-            any |= plan.iter().any(|d| matches!(d, Delivery::Deliver { .. }));
+            let delivers = plan.iter().any(|d| matches!(d, Delivery::Deliver { .. }));
+            assert!(!(probe && delivers && !switched_back), "the probe's frames reached viewers without a switch");
+            any |= delivers;
             let mut cut = Vec::new();
             for d in &plan {
                 self.check(d, chunk, None);
@@ -272,6 +319,7 @@ impl World {
         }
         self.plan = plan;
         self.delivered += u64::from(any);
+        self.switched_back += u64::from(switched_back && any);
         if let Some(g) = self.route.camera().and_then(|c| c.gop_cache()) {
             assert!(g.bytes() <= GOP_BYTES && g.packets() <= GOP_PACKETS, "the GOP cache outgrew its bounds");
         }
@@ -377,35 +425,48 @@ impl World {
 /// Runs one script (see the module documentation); panics when a property breaks. Returns the
 /// receives that delivered frames (so a test can tell viewers really played).
 pub fn run(data: &[u8]) -> u64 {
+    run_counting(data).0
+}
+
+/// [`run`], and how many receives of the probe brought the route back to its primary and
+/// reached viewers.
+pub fn run_counting(data: &[u8]) -> (u64, u64) {
     let t0 = Instant::now();
     let mut camera = CameraParams::new(CAMERA_URL, "10.0.0.5:554".parse().expect("an address"));
     camera.limits = MessageLimits { max_head_bytes: 2048, max_body_bytes: 4096 };
     camera.gop_cache_bytes = Some(GOP_BYTES);
     camera.gop_cache_packets = GOP_PACKETS;
     camera.seed = 7;
+    camera.fallback = Some(FallbackParams {
+        url: FALLBACK_URL.into(),
+        addr: "10.0.0.6:554".parse().expect("an address"),
+        credentials: None,
+    });
     let viewer = ViewerParams {
         session_seed: 11,
         session_timeout: Duration::from_secs(8),
         camera_wait: Duration::from_secs(3),
         max_pending: 4,
     };
-    let params = RouteParams { camera, viewer, fanout: LIMITS, unresolved: None };
+    let params = RouteParams { camera, viewer, fanout: LIMITS, unresolved: None, fallback_unresolved: None };
     let mut w = World {
         route: SharedRoute::new(params, t0),
         viewers: HashMap::new(),
         now: t0,
         camera_open: false,
+        probe_open: false,
         up: false,
         plan: Vec::new(),
         cached: HashSet::new(),
         delivered: 0,
+        switched_back: 0,
     };
     w.pump();
     let mut s = Script(data);
     let (mut seq, mut ts) = (0u16, 0u32);
     while !s.is_empty() {
         w.now += Duration::from_millis(5);
-        match s.byte() % 11 {
+        match s.byte() % 12 {
             // Raw bytes, in two receives cut anywhere.
             0 => {
                 let n = usize::from(s.byte());
@@ -491,11 +552,36 @@ pub fn run(data: &[u8]) -> u64 {
                     w.pump();
                 }
             }
+            // The camera's connection closes (with a fallback live or not: the route switches),
+            // or the probe's.
             8 => {
-                if w.camera_open {
-                    w.camera_open = false;
-                    w.route.handle_camera_closed(w.now);
+                if s.byte() % 2 == 0 {
+                    if w.camera_open {
+                        w.camera_open = false;
+                        w.route.handle_camera_closed(w.now);
+                        w.pump();
+                    }
+                } else if w.probe_open {
+                    w.probe_open = false;
+                    w.route.handle_probe_closed(w.now);
                     w.pump();
+                }
+            }
+            // The probe's primary sends a frame, a keyframe or not (its first keyframe brings
+            // the route back).
+            11 if w.probe_open => {
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(3000);
+                let nal: &[u8] = if s.byte() % 2 == 0 { &[0x65, 0x88, 0x80] } else { &[0x41, 0x9a] };
+                let mut bytes = frame(0, 12 + nal.len() as u16, &rtp(seq, ts, 96, nal));
+                let cut = usize::from(s.byte()) % (bytes.len() + 1);
+                let mut rest = bytes.split_off(cut);
+                w.receive_into(&mut bytes, true);
+                if w.probe_open {
+                    w.receive_into(&mut rest, true);
+                } else if w.camera_open {
+                    // Taken over: the rest comes on the camera's connection.
+                    w.receive_into(&mut rest, false);
                 }
             }
             // An RTCP report from a viewer.
@@ -504,7 +590,7 @@ pub fn run(data: &[u8]) -> u64 {
                 w.route.handle_viewer_frame(id, w.now);
             }
             // A keyframe and a run of tiny packets in one receive (the cache's packet bound).
-            _ => {
+            10 => {
                 let n = usize::from(s.byte());
                 ts = ts.wrapping_add(3000);
                 seq = seq.wrapping_add(1);
@@ -515,8 +601,9 @@ pub fn run(data: &[u8]) -> u64 {
                 }
                 w.receive(&bytes);
             }
+            _ => {}
         }
         assert!(w.route.viewer_count() == w.viewers.len(), "the route and its shell disagree on who is attached");
     }
-    w.delivered
+    (w.delivered, w.switched_back)
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
-use super::harness::{self, CAMERA_URL, LIMITS, ROUTE_URL, answer, frame, rtp};
+use super::harness::{self, CAMERA_URL, FALLBACK_URL, LIMITS, ROUTE_URL, answer, frame, rtp};
 use super::*;
 use crate::proto::camera_demand::Mode;
 use crate::proto::camera_health::HealthEvent;
@@ -29,7 +29,7 @@ fn params(mode: Mode) -> RouteParams {
         camera_wait: Duration::from_secs(3),
         max_pending: 4,
     };
-    RouteParams { camera, viewer, fanout: LIMITS, unresolved: None }
+    RouteParams { camera, viewer, fanout: LIMITS, unresolved: None, fallback_unresolved: None }
 }
 
 fn on_demand() -> Mode {
@@ -62,7 +62,7 @@ impl Camera {
         let mut rest = Vec::new();
         while let Some(a) = r.poll_action() {
             match a {
-                Action::Connect(_) => {
+                Action::Connect { .. } => {
                     self.connects += 1;
                     r.handle_connected(now);
                 }
@@ -383,6 +383,16 @@ fn the_harness_plays_its_seed() {
     assert!(harness::run(&script) > 0);
 }
 
+/// The harness through both switches: the seed's viewer plays, the camera closes (the route
+/// switches to its fallback, whose keyframe plays, while the probe of the primary starts and
+/// plays), then the probe's keyframe brings the route back, its frame reaching the viewer.
+#[test]
+fn the_harness_switches_to_the_fallback_and_back() {
+    let script = [3u8, 0, 1, 0, 0, 1, 3, 0, 3, 10, 2, 8, 0, 7, 0, 10, 1, 11, 0, 255];
+    let (delivered, switched_back) = harness::run_counting(&script);
+    assert!(delivered >= 3 && switched_back == 1, "{delivered} {switched_back}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
     /// The fuzz target's harness under proptest: any script of camera bytes, frames and
@@ -438,4 +448,244 @@ fn a_viewer_cut_mid_receive_does_not_cut_the_receive_short_for_the_others() {
         }
     }
     assert_eq!(to_2, 3, "every frame of the receive reached the viewer that kept up");
+}
+
+/// Plays both cameras of a route with a fallback and the probe's connection: connects succeed
+/// at once, every request is answered 200, the primary refuses while `primary_down`. Frames
+/// each receive delivered to viewers are collected.
+struct TwoCameras {
+    primary_down: bool,
+    /// Which camera the route's connection reaches, while it has one.
+    camera: Option<Source>,
+    probe_open: bool,
+    delivered: Vec<Delivery<u8>>,
+    log: Vec<Action<u8>>,
+}
+
+impl TwoCameras {
+    fn serve(&mut self, r: &mut SharedRoute<u8>, now: Instant) {
+        while let Some(a) = r.poll_action() {
+            match a {
+                Action::Connect { source, .. } => {
+                    assert!(self.camera.is_none(), "two camera connections");
+                    if source == Source::Primary && self.primary_down {
+                        r.handle_connect_failed(Some("refused".into()), now);
+                    } else {
+                        self.camera = Some(source);
+                        r.handle_connected(now);
+                    }
+                }
+                Action::SendToCamera(bytes) => {
+                    assert!(self.camera.is_some(), "bytes to no camera");
+                    let m = parse_message(&bytes, &MessageLimits::default()).unwrap().unwrap().0;
+                    if m.method() != Some("TEARDOWN") {
+                        self.delivered.extend(receive(r, now, &mut answer(&m)));
+                    }
+                }
+                Action::CloseCamera => {
+                    assert!(self.camera.take().is_some(), "closed twice");
+                    self.log.push(a);
+                }
+                Action::ConnectProbe(addr) => {
+                    assert_eq!(addr, "10.0.0.5:554".parse().unwrap(), "the probe is of the primary");
+                    assert!(!self.probe_open, "two probes");
+                    if self.primary_down {
+                        r.handle_probe_connect_failed(now);
+                    } else {
+                        self.probe_open = true;
+                        r.handle_probe_connected(now);
+                    }
+                }
+                Action::SendToProbe(bytes) => {
+                    assert!(self.probe_open);
+                    let m = parse_message(&bytes, &MessageLimits::default()).unwrap().unwrap().0;
+                    if m.method() != Some("TEARDOWN") {
+                        let d = probe_receive(r, now, &mut answer(&m));
+                        assert!(d.is_empty(), "the probe's answers are nobody's");
+                    }
+                }
+                Action::CloseProbe => {
+                    assert!(std::mem::take(&mut self.probe_open), "no probe to close");
+                    self.log.push(a);
+                }
+                Action::ProbeIsCamera => {
+                    assert!(self.camera.is_none(), "the fallback's connection was let go first");
+                    assert!(std::mem::take(&mut self.probe_open));
+                    self.camera = Some(Source::Primary);
+                    self.log.push(a);
+                }
+                a => self.log.push(a),
+            }
+        }
+    }
+}
+
+/// A receive of the probe, planned as the shell does; the deliveries.
+fn probe_receive(r: &mut SharedRoute<u8>, now: Instant, chunk: &mut [u8]) -> Vec<Delivery<u8>> {
+    r.handle_probe_bytes(now, chunk);
+    let mut all = Vec::new();
+    let mut plan = Vec::new();
+    while r.plan_next(chunk, |_| Some(QueueState::default()), &mut plan).is_some() {
+        all.append(&mut plan);
+    }
+    all
+}
+
+/// The RTP sequence number and timestamp of each frame delivered on channel 0 (`chunk`: the
+/// receive the deliveries name).
+fn rtp_of(deliveries: &[Delivery<u8>], chunk: &[u8]) -> Vec<(u16, u32)> {
+    deliveries
+        .iter()
+        .filter_map(|d| {
+            let Delivery::Deliver { header, body, .. } = d else { return None };
+            let mut wire = header.as_ref().map(|h| h.to_vec()).unwrap_or_default();
+            match body {
+                Some(Body::Chunk(r)) => wire.extend_from_slice(&chunk[r.clone()]),
+                Some(Body::Shared(b)) => wire.extend_from_slice(b),
+                None => {}
+            }
+            (wire.len() >= 16 && wire[1] == 0).then(|| {
+                (u16::from_be_bytes([wire[6], wire[7]]), u32::from_be_bytes([wire[8], wire[9], wire[10], wire[11]]))
+            })
+        })
+        .collect()
+}
+
+/// Issue 26 item 3 on the shared route: the primary fails, the route switches to the fallback
+/// at once and its viewer goes on at the fallback's keyframe; while the fallback plays the
+/// route probes the primary, and the probe's first keyframe brings the route back, the
+/// fallback's connection let go and the probe's made the camera's. RTP sequence numbers run on
+/// without a gap across both switches, timestamps only forward.
+#[test]
+fn a_failing_primary_switches_to_the_fallback_and_its_probes_keyframe_brings_it_back() {
+    let t0 = Instant::now();
+    let mut p = params(Mode::AlwaysOn);
+    p.camera.media_timeout = 100 * SECOND;
+    p.camera.fallback = Some(crate::proto::camera_session::FallbackParams {
+        url: FALLBACK_URL.into(),
+        addr: "10.0.0.6:554".parse().unwrap(),
+        credentials: None,
+    });
+    let mut r = SharedRoute::new(p, t0);
+    let mut cams = TwoCameras { primary_down: false, camera: None, probe_open: false, delivered: vec![], log: vec![] };
+    cams.serve(&mut r, t0);
+    assert_eq!(cams.camera, Some(Source::Primary));
+    r.attach(1, map(), t0, t0);
+    let setup = format!(
+        "SETUP {ROUTE_URL}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
+    );
+    r.handle_request(1, request(&setup), t0);
+    cams.serve(&mut r, t0);
+    let a = answers(&cams.log);
+    let session = a[0].lines().find_map(|l| l.strip_prefix("Session: ")).unwrap().split(';').next().unwrap();
+    r.handle_request(1, request(&format!("PLAY {ROUTE_URL} RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n")), t0);
+    cams.serve(&mut r, t0);
+    assert!(r.is_playing(1));
+    events(&mut r);
+
+    // The primary plays: a keyframe and a frame, as the camera numbers them.
+    let mut seen = Vec::new();
+    let mut chunk = frame(0, 15, &rtp(100, 9000, 96, &[0x65, 0x88, 0x80]));
+    chunk.extend(frame(0, 14, &rtp(101, 12000, 96, &[0x41, 0x9a])));
+    let d = receive(&mut r, t0, &mut chunk);
+    seen.extend(rtp_of(&d, &chunk));
+    assert_eq!(seen, vec![(100, 9000), (101, 12000)], "the first connection passes as it is");
+
+    // It dies and refuses: the route is on the fallback at once (no backoff wait), and
+    // probes the primary meanwhile (refused too, retried).
+    let t1 = t0 + SECOND;
+    cams.primary_down = true;
+    cams.camera = None;
+    r.handle_camera_closed(t1);
+    cams.serve(&mut r, t1);
+    assert!(events(&mut r).contains(&RouteEvent::SourceChanged(Source::Fallback)));
+    let at = r.poll_timeout().unwrap();
+    assert_eq!(at, t1, "the fallback is tried at once");
+    r.handle_timeout(at);
+    cams.serve(&mut r, at);
+    assert_eq!(cams.camera, Some(Source::Fallback));
+    assert!(r.camera().is_some_and(|c| c.live_source() == Source::Fallback && c.phase() == CameraPhase::Playing));
+    assert!(r.is_probing() && !cams.probe_open, "the probe of the refusing primary waits to retry");
+    assert!(r.is_playing(1), "the viewer stays attached");
+    // The fallback's own numbering: a frame before its keyframe is skipped, then it goes on.
+    let t2 = t1 + SECOND;
+    let mut chunk = frame(0, 14, &rtp(5000, 700_000, 96, &[0x41, 0x9a]));
+    chunk.extend(frame(0, 15, &rtp(5001, 703_000, 96, &[0x65, 0x88, 0x80])));
+    chunk.extend(frame(0, 14, &rtp(5002, 706_000, 96, &[0x41, 0x9a])));
+    let d = receive(&mut r, t2, &mut chunk);
+    seen.extend(rtp_of(&d, &chunk));
+
+    // The primary is back: the probe connects and plays; its frames before a keyframe feed
+    // nobody, its keyframe brings the route back.
+    cams.primary_down = false;
+    let mut t3 = t2;
+    for _ in 0..8 {
+        if cams.probe_open {
+            break;
+        }
+        t3 = r.poll_timeout().unwrap().max(t3);
+        r.handle_timeout(t3);
+        cams.serve(&mut r, t3);
+    }
+    assert!(cams.probe_open, "the probe plays");
+    assert_eq!(cams.camera, Some(Source::Fallback));
+    let mut p_chunk = frame(0, 14, &rtp(40, 1_000, 96, &[0x41, 0x9a]));
+    assert!(probe_receive(&mut r, t3, &mut p_chunk).is_empty(), "the probe's pictures before its keyframe");
+    cams.serve(&mut r, t3);
+    assert!(r.camera().is_some_and(|c| c.live_source() == Source::Fallback));
+    let mut p_chunk = frame(0, 14, &rtp(41, 4_000, 96, &[0x41, 0x9a]));
+    p_chunk.extend(frame(0, 15, &rtp(42, 7_000, 96, &[0x65, 0x88, 0x80])));
+    p_chunk.extend(frame(0, 14, &rtp(43, 10_000, 96, &[0x41, 0x9a])));
+    let d = probe_receive(&mut r, t3, &mut p_chunk);
+    seen.extend(rtp_of(&d, &p_chunk));
+    cams.log.clear();
+    cams.serve(&mut r, t3);
+    assert_eq!(
+        cams.log,
+        vec![Action::CloseCamera, Action::ProbeIsCamera],
+        "the fallback let go, then the probe is the camera"
+    );
+    assert_eq!(cams.camera, Some(Source::Primary));
+    assert!(!r.is_probing());
+    assert!(r.camera().is_some_and(|c| c.live_source() == Source::Primary && c.phase() == CameraPhase::Playing));
+    assert!(events(&mut r).contains(&RouteEvent::SourceChanged(Source::Primary)));
+    // The primary's next receive comes on the camera's connection now.
+    let mut chunk = frame(0, 14, &rtp(44, 13_000, 96, &[0x41, 0x9a]));
+    let d = receive(&mut r, t3, &mut chunk);
+    seen.extend(rtp_of(&d, &chunk));
+
+    // Two from the primary, two from the fallback (from its keyframe), two from the probe's
+    // keyframe on, one from the primary after: one unbroken sequence, time only forward.
+    assert_eq!(seen.len(), 7, "{seen:?}");
+    for w in seen.windows(2) {
+        assert_eq!(w[1].0, w[0].0.wrapping_add(1), "a gap in sequence numbers: {seen:?}");
+        assert!(w[1].1.wrapping_sub(w[0].1) as i32 > 0, "time went back: {seen:?}");
+    }
+}
+
+/// A route whose fallback is live and whose camera nobody wants any more closes the probe with
+/// it; closing the route closes both connections.
+#[test]
+fn closing_a_route_on_its_fallback_closes_the_probe_too() {
+    let t0 = Instant::now();
+    let mut p = params(Mode::AlwaysOn);
+    p.camera.fallback = Some(crate::proto::camera_session::FallbackParams {
+        url: FALLBACK_URL.into(),
+        addr: "10.0.0.6:554".parse().unwrap(),
+        credentials: None,
+    });
+    let mut r = SharedRoute::<u8>::new(p, t0);
+    let mut cams = TwoCameras { primary_down: false, camera: None, probe_open: false, delivered: vec![], log: vec![] };
+    cams.serve(&mut r, t0);
+    cams.camera = None;
+    r.handle_camera_closed(t0);
+    cams.serve(&mut r, t0);
+    r.handle_timeout(t0);
+    cams.serve(&mut r, t0);
+    assert!(cams.probe_open && cams.camera == Some(Source::Fallback));
+    cams.log.clear();
+    r.close(t0);
+    cams.serve(&mut r, t0);
+    assert!(cams.log.contains(&Action::CloseCamera) && cams.log.contains(&Action::CloseProbe), "{:?}", cams.log);
+    assert!(r.is_done() && !r.is_probing());
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::proto::camera_health::HealthReport;
 use crate::proto::camera_session::{CameraExchange, CameraOutcome, CameraParams};
+use crate::proto::camera_source::Source;
 use crate::proto::fanout_policy::FanoutLimits;
 use crate::proto::gop_cache::GopBound;
 use crate::proto::outcome::Rejection;
@@ -30,6 +31,8 @@ pub struct RouteParams {
     /// The camera's name did not resolve when the configuration was loaded: each connect fails
     /// with these words, and is retried as a refused connect would be (a reload resolves again).
     pub unresolved: Option<String>,
+    /// The same for the route's fallback camera (`camera.fallback`).
+    pub fallback_unresolved: Option<String>,
 }
 
 /// Why the route ends a viewer's session.
@@ -48,9 +51,9 @@ pub enum ViewerEnd {
 /// What the shell must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action<V> {
-    /// Open the camera connection (with the route's TLS and HTTP tunnel); report with
-    /// `handle_connected`, `handle_connect_failed` or `handle_link_failed`.
-    Connect(SocketAddr),
+    /// Open the camera connection to `source` (with that camera's TLS and HTTP tunnel); report
+    /// with `handle_connected`, `handle_connect_failed` or `handle_link_failed`.
+    Connect { addr: SocketAddr, source: Source },
     /// Queue these bytes to the camera.
     SendToCamera(Vec<u8>),
     /// Let the camera connection go: what is queued to it (a TEARDOWN) goes out, then it closes.
@@ -62,6 +65,16 @@ pub enum Action<V> {
     Deliver(Delivery<V>),
     /// End the viewer's session: it gets nothing more. It stays attached until `detach`.
     EndViewer { viewer: V, reason: ViewerEnd },
+    /// Open the connection of the probe of the primary camera (the route's own TLS and HTTP
+    /// tunnel); report with the `handle_probe_*` inputs.
+    ConnectProbe(SocketAddr),
+    /// Queue these bytes to the probe's connection.
+    SendToProbe(Vec<u8>),
+    /// Let the probe's connection go, as [`Action::CloseCamera`].
+    CloseProbe,
+    /// The probe's connection is the camera connection from now on (the route is back on its
+    /// primary; the fallback's was let go just before): its bytes are the camera's.
+    ProbeIsCamera,
 }
 
 /// What happened, for metrics and logs ([`SharedRoute::poll_event`]).
@@ -77,8 +90,14 @@ pub enum RouteEvent<V> {
     CameraDown,
     /// One camera connection ended (`relay_camera_sessions_total{outcome}`).
     CameraEnded(CameraOutcome),
-    /// A reconnect starts (`relay_camera_reconnects_total`).
+    /// A reconnect starts (`relay_camera_reconnects_total`), of the camera or of its probe.
     Reconnecting,
+    /// Another of the route's cameras is live from now on (an info line,
+    /// `relay_route_camera_source`).
+    SourceChanged(Source),
+    /// One connection of the probe of the primary ended (`relay_camera_sessions_total{outcome}`,
+    /// a debug line; not the route's health).
+    ProbeEnded(CameraOutcome),
     GopCacheOverflow(GopBound),
     /// One request to the camera and its answer (debug log).
     CameraExchange(CameraExchange),

@@ -25,6 +25,7 @@ fn route(path: &str, camera: &str) -> Route {
         max_viewers: None,
         acl: Acl::default(),
         sharing: crate::proto::route::Sharing::Passthrough,
+        fallback: None,
     }
 }
 

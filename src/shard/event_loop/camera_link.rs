@@ -209,6 +209,7 @@ impl Shard {
         }
         let now = Instant::now();
         match self.conns.get(idx).and_then(|c| c.role()) {
+            Some(Role::Camera(ck)) if self.is_probe_conn(ck, idx) => self.on_probe_link_open(ck),
             Some(Role::Camera(ck)) => {
                 if let Some(slot) = self.cameras.get_mut(ck).filter(|s| s.conn == Some(idx)) {
                     slot.shared.handle_connected(now);
@@ -291,11 +292,14 @@ impl Shard {
     /// Bytes from a shared camera's connection: past TLS and the tunnel's answer first (the
     /// media then goes to viewers from copies, the plaintext not being in the ring).
     pub(super) fn on_camera_recv(&mut self, idx: usize, ck: CameraKey, bid: u16, len: usize) {
+        if self.is_probe_conn(ck, idx) {
+            return self.on_probe_recv(idx, ck, bid, len);
+        }
         match self.camera_rx(idx, bid, len) {
-            CameraRx::Ring => self.on_camera_data(ck, bid, len, false),
+            CameraRx::Ring => self.on_camera_data(ck, bid, len, CameraBytes::Ring),
             CameraRx::Plain { closed } => {
                 if !self.plain.is_empty() {
-                    self.on_camera_data(ck, bid, len, true);
+                    self.on_camera_data(ck, bid, len, CameraBytes::Plain);
                 }
                 if closed {
                     self.on_camera_closed(idx, ck);
@@ -311,6 +315,33 @@ impl Shard {
                     slot.conn = None;
                     // The reason in words (which certificate check failed) for the route's health.
                     slot.shared.handle_link_failed(outcome, f.reason, Instant::now());
+                }
+                self.drive_camera(ck);
+            }
+        }
+    }
+
+    /// Bytes of a shared route's probe of its primary camera (`camera_probe.rs`): its route
+    /// reads them, and plans them for viewers if they brought the route back to its primary.
+    fn on_probe_recv(&mut self, idx: usize, ck: CameraKey, bid: u16, len: usize) {
+        match self.camera_rx(idx, bid, len) {
+            CameraRx::Ring => self.on_camera_data(ck, bid, len, CameraBytes::Probe),
+            CameraRx::Plain { closed } => {
+                if !self.plain.is_empty() {
+                    self.on_camera_data(ck, bid, len, CameraBytes::ProbePlain);
+                }
+                // Taken over meanwhile: the camera's own connection now.
+                if closed {
+                    self.on_camera_closed(idx, ck);
+                }
+            }
+            CameraRx::Failed(f) => {
+                let route = self.cameras.get(ck).map(|s| s.route.path.clone()).unwrap_or_default();
+                tracing::debug!(shard = self.id, route = %route, error = %f.reason, "primary camera probe link failed");
+                self.close_conn(idx);
+                if let Some(slot) = self.cameras.get_mut(ck).filter(|s| s.probe_conn == Some(idx)) {
+                    slot.probe_conn = None;
+                    slot.shared.handle_probe_link_failed(f.outcome(), Instant::now());
                 }
                 self.drive_camera(ck);
             }

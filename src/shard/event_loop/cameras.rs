@@ -10,6 +10,7 @@
 use super::*;
 use crate::proto::camera_session::Reconfigured;
 use crate::proto::gop_budget::GopAccount;
+use crate::proto::camera_source::Source;
 use crate::proto::rtsp::Message;
 use crate::proto::shared_route::{Action, RouteEvent, RouteParams, SharedRoute, ViewerEnd};
 use crate::shard::camera_table::CameraKey;
@@ -114,7 +115,7 @@ impl Shard {
             }
             let Some(a) = slot.shared.poll_action() else { break };
             match a {
-                Action::Connect(addr) => self.connect_camera(ck, addr),
+                Action::Connect { addr, source } => self.connect_camera(ck, addr, source),
                 Action::SendToCamera(bytes) => {
                     if let Some(c) = slot.conn {
                         // Only the route's own requests: viewers' bytes never reach a shared camera.
@@ -138,6 +139,18 @@ impl Shard {
                     let (sent, copied) = self.carry_out_plan(std::slice::from_ref(&d), None, Instant::now());
                     self.count_sent(sent, copied);
                 }
+                Action::ConnectProbe(addr) => self.connect_probe(ck, addr),
+                Action::SendToProbe(bytes) => {
+                    if let Some(c) = slot.probe_conn {
+                        self.queue_to_camera(c, bytes);
+                    }
+                }
+                Action::CloseProbe => {
+                    if let Some(c) = slot.probe_conn.take() {
+                        self.let_camera_go(c);
+                    }
+                }
+                Action::ProbeIsCamera => slot.conn = slot.probe_conn.take(),
                 Action::EndViewer { viewer, reason } => {
                     let outcome = match reason {
                         ViewerEnd::Timeout => {
@@ -176,6 +189,11 @@ impl Shard {
                 tracing::debug!(shard = self.id, route = %route, outcome = outcome.label(), "camera session ended");
             }
             RouteEvent::Reconnecting => self.metrics.camera_reconnect(),
+            RouteEvent::SourceChanged(source) => self.camera_source_changed(ck, source),
+            RouteEvent::ProbeEnded(outcome) => {
+                self.metrics.camera_session_ended(outcome);
+                tracing::debug!(shard = self.id, route = %route, outcome = outcome.label(), "primary camera probe ended");
+            }
             RouteEvent::GopCacheOverflow(bound) => self.metrics.gop_cache_overflow(bound),
             RouteEvent::CameraExchange(e) => tracing::debug!(
                 shard = self.id,
@@ -209,8 +227,8 @@ impl Shard {
         }
     }
 
-    fn connect_camera(&mut self, ck: CameraKey, addr: SocketAddr) {
-        let link = self.cameras.get(ck).map(|s| s.route.upstream_link.clone()).unwrap_or_default();
+    fn connect_camera(&mut self, ck: CameraKey, addr: SocketAddr, source: Source) {
+        let link = self.camera_link_of(ck, source);
         let idx = self.connect_camera_link(addr, Role::Camera(ck), &link);
         if let Some(slot) = self.cameras.get_mut(ck) {
             slot.conn = idx;
@@ -222,7 +240,7 @@ impl Shard {
 
     /// A camera connection the route is done with: what was queued (its TEARDOWN) goes out,
     /// then it is half-closed and read to its end within `camera_close_grace_ms`.
-    fn let_camera_go(&mut self, idx: usize) {
+    pub(super) fn let_camera_go(&mut self, idx: usize) {
         let grace = self.settings.core.tunnel.camera_close_grace;
         let Some(c) = self.conns.get_mut(idx) else { return };
         if c.is_closing() {
@@ -242,6 +260,9 @@ impl Shard {
     }
 
     pub(super) fn on_camera_connect(&mut self, idx: usize, ck: CameraKey, res: i32) {
+        if self.is_probe_conn(ck, idx) {
+            return self.on_probe_connect(idx, ck, res);
+        }
         let now = Instant::now();
         let current = self.cameras.get(ck).is_some_and(|s| s.conn == Some(idx));
         if !current {
@@ -269,6 +290,9 @@ impl Shard {
 
     /// The camera closed its connection, or it failed.
     pub(super) fn on_camera_closed(&mut self, idx: usize, ck: CameraKey) {
+        if self.is_probe_conn(ck, idx) {
+            return self.on_probe_closed(idx, ck);
+        }
         self.close_conn(idx);
         let Some(slot) = self.cameras.get_mut(ck) else { return };
         if slot.conn != Some(idx) {

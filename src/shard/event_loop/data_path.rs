@@ -234,8 +234,16 @@ impl Shard {
             self.apply(key, Fed::Nothing);
             return;
         }
-        let link = route.as_ref().map(|r| r.upstream_link.clone()).unwrap_or_default();
-        let unresolved = route.as_ref().and_then(|r| r.resolve_error.clone());
+        // The session's own camera: its route's, or the fallback's once the route's upstream
+        // could not be reached (`proto::session::fallback`).
+        let camera = self.sessions.get(key).and_then(|s| s.tunnel.session().route().cloned()).or(route.clone());
+        if let (Some(c), Some(r)) = (&camera, &route) {
+            if c.upstream_url != r.upstream_url {
+                tracing::debug!(shard = self.id, route = %r.path, source = "fallback", camera = %c.upstream_url, "passthrough session on the fallback camera");
+            }
+        }
+        let link = camera.as_ref().map(|r| r.upstream_link.clone()).unwrap_or_default();
+        let unresolved = camera.as_ref().and_then(|r| r.resolve_error.clone());
         let connected = match unresolved {
             None => self.connect_camera_link(addr, Role::Upstream(key), &link),
             Some(_) => None,

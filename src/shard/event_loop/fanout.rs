@@ -11,19 +11,34 @@ use crate::proto::shared_fanout::{Body, Delivery};
 use crate::shard::camera_table::CameraKey;
 use crate::shard::conn_table::FrameBytes;
 
+/// Where a receive of a shared route's camera connection is, and which connection it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CameraBytes {
+    /// The camera's, in the ring buffer.
+    Ring,
+    /// The camera's, decrypted or past a tunnel's answer, in `self.plain`.
+    Plain,
+    /// The probe's of the primary, in the ring buffer.
+    Probe,
+    /// The probe's, in `self.plain`.
+    ProbePlain,
+}
+
 impl Shard {
-    /// Camera bytes in ring buffer `bid` (`plain`: decrypted or past a tunnel's answer, in
-    /// `self.plain`, copied for the viewers): read by the route, its frames planned one by one
-    /// and each plan carried out, then the route's other actions (answers, keepalives).
-    pub(super) fn on_camera_data(&mut self, ck: CameraKey, bid: u16, len: usize, plain: bool) {
+    /// Camera bytes in ring buffer `bid`, or in `self.plain` (then copied for the viewers), of
+    /// the camera's connection or its probe's (`from`): read by the route, its frames planned
+    /// one by one and each plan carried out, then the route's other actions (answers,
+    /// keepalives).
+    pub(super) fn on_camera_data(&mut self, ck: CameraKey, bid: u16, len: usize, from: CameraBytes) {
         let now = self.reaped_at;
         let Some(slot) = self.cameras.get_mut(ck) else { return };
-        if plain {
-            slot.shared.handle_camera_plaintext(now, &mut self.plain);
-        } else {
-            // Only this processing holds the buffer: the camera session may rewrite RTP headers
-            // in it before any viewer's send names it.
-            slot.shared.handle_camera_bytes(now, self.bufs.bytes_mut(bid, len));
+        // Only this processing holds the buffer: the camera session may rewrite RTP headers in
+        // it before any viewer's send names it.
+        match from {
+            CameraBytes::Ring => slot.shared.handle_camera_bytes(now, self.bufs.bytes_mut(bid, len)),
+            CameraBytes::Plain => slot.shared.handle_camera_plaintext(now, &mut self.plain),
+            CameraBytes::Probe => slot.shared.handle_probe_bytes(now, self.bufs.bytes_mut(bid, len)),
+            CameraBytes::ProbePlain => slot.shared.handle_probe_plaintext(now, &mut self.plain),
         }
         // The receive may have grown this route's GOP cache past the relay-wide budget.
         self.enforce_gop_budget();

@@ -56,6 +56,7 @@ impl Shard {
                 reconnects: health.reconnects,
                 viewers: slot.shared.viewer_count(),
                 codecs,
+                source: health.source.label(),
             });
         }
         for (_, s) in self.sessions.iter() {
