@@ -9,8 +9,8 @@
 
 use super::*;
 use crate::proto::camera_session::Reconfigured;
-use crate::proto::gop_budget::GopAccount;
 use crate::proto::camera_source::Source;
+use crate::proto::gop_budget::GopAccount;
 use crate::proto::rtsp::Message;
 use crate::proto::shared_route::{Action, RouteEvent, RouteParams, SharedRoute, ViewerEnd};
 use crate::shard::camera_table::CameraKey;
