@@ -125,6 +125,9 @@ fn rtsps_camera_signed_by_another_ca_is_a_tls_failure_with_its_reason() {
         })
     });
     assert!(state, "{}", relay.scrape());
+    // A passthrough route's too: its viewer's camera connection failed at TLS.
+    let own = relay.scrape().lines().any(|l| l == "relay_route_camera_state{route=\"/own\",state=\"failed\"} 1");
+    assert!(own, "{}", relay.scrape());
     // The camera never got as far as an RTSP request.
     assert!(camera.requests().is_empty(), "{:?}", camera.events());
 }

@@ -253,6 +253,13 @@ pub enum PassthroughEvent {
     },
     /// A connection still opening was abandoned (its session ended).
     Abandoned,
+    /// A connection's TLS or HTTP tunnel failed (a certificate not trusted, a refused tunnel):
+    /// the camera's failure with why in words; `open`: it had been counted as open.
+    LinkFailed {
+        outcome: CameraOutcome,
+        reason: String,
+        open: bool,
+    },
 }
 
 impl PassthroughEvent {
@@ -297,6 +304,14 @@ impl PassthroughHealth {
             PassthroughEvent::ConnectFailed(detail) => {
                 self.connecting = self.connecting.saturating_sub(1);
                 failure = self.route.failed(CameraOutcome::ConnectFailed, detail, now);
+            }
+            PassthroughEvent::LinkFailed { outcome, reason, open } => {
+                if open {
+                    self.open = self.open.saturating_sub(1);
+                } else {
+                    self.connecting = self.connecting.saturating_sub(1);
+                }
+                failure = self.route.failed(outcome, Some(reason), now);
             }
             PassthroughEvent::Closed { failed } => {
                 self.open = self.open.saturating_sub(1);
@@ -390,5 +405,24 @@ mod tests {
         assert_eq!((r.state, r.logs.clone()), (CameraState::Idle, [None, None]));
         assert_eq!(p.seen(), Some((2, CameraState::Idle)));
         assert!(PassthroughEvent::Connecting.opens() && !PassthroughEvent::Abandoned.opens());
+    }
+
+    #[test]
+    fn a_passthrough_link_that_fails_at_tls_is_the_routes_failure_with_its_reason() {
+        let t0 = Instant::now();
+        let mut p = PassthroughHealth::new(t0);
+        p.on_event(PassthroughEvent::SessionStarted, t0);
+        p.on_event(PassthroughEvent::Connecting, t0);
+        assert_eq!(p.on_event(PassthroughEvent::Connected, t0).state, CameraState::Ready);
+        let reason = "TLS: the camera's certificate is not trusted".to_owned();
+        let r = p.on_event(PassthroughEvent::LinkFailed { outcome: CameraOutcome::TlsFailed, reason, open: true }, t0);
+        assert_eq!(r.state, CameraState::Failed, "no connection left open");
+        let Some(HealthEvent::Failing { reason, first: true }) = &r.logs[0] else { panic!("{:?}", r.logs) };
+        assert!(reason.contains("not trusted"), "{reason}");
+        // A tunnel refused before it opened takes away from those opening, not from the open.
+        p.on_event(PassthroughEvent::Connecting, t0);
+        let refused =
+            PassthroughEvent::LinkFailed { outcome: CameraOutcome::Refused, reason: "HTTP 403".into(), open: false };
+        assert_eq!(p.on_event(refused, t0).state, CameraState::Failed, "nothing opening either");
     }
 }

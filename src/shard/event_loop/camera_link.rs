@@ -5,6 +5,7 @@
 //! verify is a state the operator sees, not a silent retry.
 
 use super::*;
+use crate::proto::camera_health::PassthroughEvent;
 use crate::proto::camera_session::CameraOutcome;
 use crate::proto::camera_tunnel::{CameraTunnelClient, GetProgress};
 use crate::shard::camera_table::CameraKey;
@@ -217,9 +218,14 @@ impl Shard {
                 self.drive_camera(ck);
             }
             Some(Role::Upstream(key)) => {
+                let mut route = None;
                 if let Some(s) = self.session(key) {
                     s.upstream_open = true;
                     s.tunnel.handle(Input::CameraConnected, now);
+                    route = s.health_route.clone();
+                }
+                if let Some(route) = route {
+                    self.passthrough_health(&route, PassthroughEvent::Connected);
                 }
                 self.apply(key, Fed::Nothing);
             }
@@ -371,9 +377,18 @@ impl Shard {
             CameraRx::Failed(f) => {
                 let peer = self.conns.get(idx).map(|c| c.peer());
                 tracing::warn!(shard = self.id, camera = ?peer, error = %f.reason, "camera link failed");
+                let mut failed = None;
                 if let Some(s) = self.session(key) {
-                    s.upstream = None;
+                    if s.upstream.take().is_some() {
+                        let open = std::mem::take(&mut s.upstream_open);
+                        failed = s.health_route.clone().map(|r| (r, open));
+                    }
                     s.tunnel.handle(Input::CameraClosed(f.upstream_kind()), Instant::now());
+                }
+                // The route's health says why (the API's last error), as for a shared camera.
+                if let Some((route, open)) = failed {
+                    let event = PassthroughEvent::LinkFailed { outcome: f.outcome(), reason: f.reason.clone(), open };
+                    self.passthrough_health(&route, event);
                 }
                 self.close_conn(idx);
                 self.apply(key, Fed::Nothing);

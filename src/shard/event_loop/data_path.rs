@@ -322,14 +322,15 @@ impl Shard {
         let route = self.sessions.get(key).and_then(|s| s.health_route.clone());
         if res == 0 {
             self.arm_recv(idx);
+            // Behind an HTTP tunnel the camera is reached once the tunnel answers (camera_link.rs).
             if self.camera_link_connected(idx) {
                 if let Some(s) = self.sessions.get_mut(key) {
                     s.upstream_open = true;
                     s.tunnel.handle(Input::CameraConnected, now);
                 }
-            }
-            if let Some(route) = &route {
-                self.passthrough_health(route, PassthroughEvent::Connected);
+                if let Some(route) = &route {
+                    self.passthrough_health(route, PassthroughEvent::Connected);
+                }
             }
         } else {
             if let Some(route) = &route {
