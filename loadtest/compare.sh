@@ -126,18 +126,12 @@ import json, statistics, sys
 sys.dont_write_bytecode = True  # no __pycache__ left in the repository
 sys.path.insert(0, sys.argv[4])
 import rss as rss_fit
+from table import spread
 rows = [json.loads(l) for l in open(sys.argv[1])]
 full = int(sys.argv[3])
 out = sys.argv[2]
 json.dump(rows, open(out + "/compare.json", "w"), indent=2)
 
-def spread(vals, fmt):
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return "null"
-    if len(vals) == 1:
-        return fmt.format(vals[0])
-    return (fmt + " ({}-{})").format(statistics.median(vals), fmt.format(min(vals)), fmt.format(max(vals)))
 
 print(f"each system {len([r for r in rows if r['system'] == rows[0]['system']])} runs of {full} sessions: median (min-max)")
 print("machine busy before each run (other work on the box, in the machine figure):",
@@ -155,9 +149,9 @@ for system in dict.fromkeys(r["system"] for r in rows):
     lost = f"{sum(r['lost'] for r in runs)}/{sum(r['expected'] for r in runs)}"
     gb = sum(r["gb"] for r in runs)
     replayed = f"{100 * sum(r['replayed_gb'] for r in runs) / gb:.1f}%" if gb else "n/a"
-    print(f"{system:<8} {surv:>9} {spread([r['cpu_s_per_gb'] for r in runs], '{:.2f}'):>22} "
-          f"{spread([r['machine_cpu_s_per_gb'] for r in runs], '{:.2f}'):>22} {replayed:>8} "
-          f"{spread([r['p50_ms'] for r in runs], '{:.2f}'):>18} {spread([r['p99_ms'] for r in runs], '{:.1f}'):>20} "
+    print(f"{system:<8} {surv:>9} {spread([r['cpu_s_per_gb'] for r in runs], 2):>22} "
+          f"{spread([r['machine_cpu_s_per_gb'] for r in runs], 2):>22} {replayed:>8} "
+          f"{spread([r['p50_ms'] for r in runs], 2):>18} {spread([r['p99_ms'] for r in runs], 1):>20} "
           f"{lost:>16} {sum(r['stalls'] for r in runs):>6} {sum(r['faults'] for r in runs):>6}  {rss}")
 PY
 "$bin/loadtest" plot --out "$out" "$out"/*-1.json 2>/dev/null || true

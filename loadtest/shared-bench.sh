@@ -167,18 +167,10 @@ import json, os, statistics, sys
 sys.dont_write_bytecode = True  # no __pycache__ left in the repository
 sys.path.insert(0, sys.argv[3])
 import rss as rss_fit
+from table import num as f, spread
 rows = [json.loads(l) for l in open(sys.argv[1])]
 out = sys.argv[2]
 json.dump(rows, open(out + "/shared-bench.json", "w"), indent=2)
-f = lambda v, d=2: "n/a" if v is None else f"{v:.{d}f}"
-
-def spread(vals, d=2):
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return "n/a"
-    if len(vals) == 1:
-        return f(vals[0], d)
-    return f"{f(statistics.median(vals), d)} ({f(min(vals), d)}-{f(max(vals), d)})"
 
 done = [r for r in rows if not r.get("skipped")]
 if done:

@@ -603,7 +603,7 @@ pub fn push_packet(p: &mut Vec<u8>, size: usize, stream: u32, seq: u64, rtp_seq:
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -663,7 +663,7 @@ mod tests {
     }
 
     /// Splits a generated stream into RTP packets.
-    fn packets(g: &mut StreamGen, n: u64) -> Vec<Vec<u8>> {
+    pub(crate) fn packets(g: &mut StreamGen, n: u64) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for _ in 0..n {
             g.push_next(&mut out);

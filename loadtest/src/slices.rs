@@ -147,18 +147,7 @@ mod tests {
     fn packets(n: u64) -> Vec<Vec<u8>> {
         let opts = MediaOptions { bitrate_bps: 500_000, packet_size: 1200, gop: 10, fps: 25, ssrc_salt: 0 };
         let mut g = StreamGen::new(0, &opts, 0).unwrap();
-        let mut out = Vec::new();
-        for _ in 0..n {
-            g.push_next(&mut out);
-        }
-        let mut v = Vec::new();
-        let mut at = 0;
-        while at < out.len() {
-            let len = u16::from_be_bytes([out[at + 2], out[at + 3]]) as usize;
-            v.push(out[at + 4..at + 4 + len].to_vec());
-            at += 4 + len;
-        }
-        v
+        crate::payload::tests::packets(&mut g, n)
     }
 
     fn run(pk: &[Vec<u8>], skip: Option<usize>) -> SliceCheck {

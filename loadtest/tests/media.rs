@@ -5,14 +5,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{assert_clean, start_cameras_with, viewers};
+use common::{Act, assert_clean, frame_proxy, start_cameras_with, viewers};
 use serde_json::Value;
 
 fn have(program: &str, arg: &str) -> bool {
@@ -99,61 +98,14 @@ fn gstreamer_decodes_the_camera_stream() {
 /// A relay double: forwards byte for byte, except that it withholds the interleaved frames the
 /// camera sends in `drop` (ms after the PLAY reply), counting them.
 fn dropping_relay(camera: SocketAddr, drop: std::ops::Range<u64>) -> (SocketAddr, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let dropped = Arc::new(AtomicU64::new(0));
     let d = dropped.clone();
-    std::thread::spawn(move || {
-        for viewer in listener.incoming() {
-            let Ok(mut viewer) = viewer else { return };
-            let Ok(mut cam) = TcpStream::connect(camera) else { return };
-            let (mut v2, mut c2) = (viewer.try_clone().unwrap(), cam.try_clone().unwrap());
-            std::thread::spawn(move || std::io::copy(&mut v2, &mut c2));
-            let (drop, d) = (drop.clone(), d.clone());
-            std::thread::spawn(move || {
-                let (mut buf, mut pending) = (vec![0u8; 64 * 1024], Vec::new());
-                let mut play_at: Option<Instant> = None;
-                while let Ok(n) = cam.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    pending.extend_from_slice(&buf[..n]);
-                    let mut out = Vec::new();
-                    loop {
-                        let len = if pending.first() == Some(&b'$') {
-                            if pending.len() < 4 {
-                                break;
-                            }
-                            4 + u16::from_be_bytes([pending[2], pending[3]]) as usize
-                        } else {
-                            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else { break };
-                            let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
-                            if head.contains("rtp-info") {
-                                play_at = Some(Instant::now());
-                            }
-                            let body = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-                            end + 4 + body
-                        };
-                        if pending.len() < len {
-                            break;
-                        }
-                        let frame: Vec<u8> = pending.drain(..len).collect();
-                        let ms = play_at.map(|t| t.elapsed().as_millis() as u64);
-                        if frame[0] == b'$' && ms.is_some_and(|ms| drop.contains(&ms)) {
-                            d.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            out.extend_from_slice(&frame);
-                        }
-                    }
-                    if viewer.write_all(&out).is_err() {
-                        break;
-                    }
-                }
-                let _ = viewer.shutdown(std::net::Shutdown::Both);
-            });
+    let addr = frame_proxy(camera, move |_, _, since_play| {
+        if drop.contains(&(since_play.as_millis() as u64)) {
+            d.fetch_add(1, Ordering::Relaxed);
+            Act::Drop
+        } else {
+            Act::Pass
         }
     });
     (addr, dropped)

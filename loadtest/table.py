@@ -1,0 +1,17 @@
+"""The cells the tables of compare.sh, shared-bench.sh and full-run.sh print, formatted one way."""
+import statistics
+
+
+def num(v, d=2):
+    """A number with `d` decimals, or "n/a" when the run could not tell."""
+    return "n/a" if v is None else f"{v:.{d}f}"
+
+
+def spread(vals, d=2):
+    """The median over runs with the range beside it: "median (min-max)"; one run prints alone."""
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return num(vals[0], d)
+    return f"{num(statistics.median(vals), d)} ({num(min(vals), d)}-{num(max(vals), d)})"
