@@ -116,6 +116,9 @@ panel("Routes by camera state", [f"sum by (state) (relay_route_camera_state{{{SE
       desc="How many routes are idle, connecting, ready, retrying or failed. " + PER_ROUTE)
 panel("Cameras down per route", [f"max by (route) ({DOWN}) == 1"], legend=["{{route}}"],
       desc="Each route while its camera is retrying or failed (see the relay's log for the reason). " + PER_ROUTE)
+panel("Routes on their fallback", [f"max by (route) (relay_route_camera_source{{{SEL},source=\"fallback\"}}) == 1"],
+      legend=["{{route}}"],
+      desc="Each route while its fallback camera is live: its primary failed, and it returns at the primary's first keyframe. " + PER_ROUTE)
 panel("Configuration reloads", [
     f"sum(increase(relay_config_reloads_total{{{SEL}}}[$__rate_interval]))",
     f"sum(increase(relay_config_reload_failures_total{{{SEL}}}[$__rate_interval]))",

@@ -108,6 +108,7 @@ fn every_queried_metric_is_exported() {
         "relay_route_viewers",
         "relay_route_camera_up",
         "relay_route_camera_state",
+        "relay_route_camera_source",
         "relay_config_last_reload_successful",
         "relay_config_reload_failures_total",
         "relay_shard_stops_total",
