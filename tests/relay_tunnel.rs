@@ -355,17 +355,13 @@ fn https_post_gets_its_100_continue_inside_tls() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A camera that stops reading cannot make the relay hold the viewer's bytes without bound:
-/// past `max_camera_backlog_bytes` the session ends and is counted; the relay stays healthy.
-#[test]
-fn a_camera_that_stops_reading_ends_its_session_at_the_backlog_limit() {
-    let camera = FakeCamera::start(CameraMode::Deaf);
-    let limits = Limits { max_camera_backlog_bytes: 64 * 1024, ..Limits::default() };
-    let relay = Relay::start(&[("/cam1", camera.url("/stream"))], 1, limits);
-    let mut v = TunnelViewer::open_get(relay.addr, "/cam1", "deafcamera0123456789ab");
+/// A tunnel viewer of `/cam1` sends RTCP-sized frames raw up its GET (as live555 sends them,
+/// bound for a camera that reads nothing) until the relay gives up: its session must end, counted
+/// as `camera_backlog`.
+fn flood_until_the_camera_backlog_limit(relay: &Relay, cookie: &str) {
+    let mut v = TunnelViewer::open_get(relay.addr, "/cam1", cookie);
     v.open_post();
     v.send_command(format!("OPTIONS rtsp://{}/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n", relay.addr).as_bytes());
-    // RTCP-sized frames raw up the GET (as live555 sends them) until the relay gives up.
     let frame = [&[b'$', 1, 0x05, 0xdc][..], &[0x81u8; 1500][..]].concat();
     v.get.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut sent = 0usize;
@@ -376,6 +372,16 @@ fn a_camera_that_stops_reading_ends_its_session_at_the_backlog_limit() {
     assert!(closed, "the session should have ended after {sent} bytes");
     let text = rtsp_tunnel_relay::metrics::MetricsHub::new(relay.metrics.clone()).render();
     assert!(text.contains("relay_rejections_total{reason=\"camera_backlog\"} 1\n"), "{text}");
+}
+
+/// A camera that stops reading cannot make the relay hold the viewer's bytes without bound:
+/// past `max_camera_backlog_bytes` the session ends and is counted; the relay stays healthy.
+#[test]
+fn a_camera_that_stops_reading_ends_its_session_at_the_backlog_limit() {
+    let camera = FakeCamera::start(CameraMode::Deaf);
+    let limits = Limits { max_camera_backlog_bytes: 64 * 1024, ..Limits::default() };
+    let relay = Relay::start(&[("/cam1", camera.url("/stream"))], 1, limits);
+    flood_until_the_camera_backlog_limit(&relay, "deafcamera0123456789ab");
     // The relay still takes new sessions.
     let other = TunnelViewer::open_get(relay.addr, "/cam1", "another0123456789abcdef");
     assert!(other.reply_head.starts_with("HTTP/1.0 200 OK"), "{}", other.reply_head);
@@ -389,19 +395,7 @@ fn a_tunnelled_camera_that_stops_reading_its_post_ends_its_session_at_the_backlo
     let camera = DeafTunnelCamera::start();
     let limits = Limits { max_camera_backlog_bytes: 64 * 1024, ..Limits::default() };
     let relay = Relay::start(&[("/cam1", format!("rtsp+http://{}/stream", camera.addr))], 1, limits);
-    let mut v = TunnelViewer::open_get(relay.addr, "/cam1", "deaftunnelcamera012345");
-    v.open_post();
-    v.send_command(format!("OPTIONS rtsp://{}/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n", relay.addr).as_bytes());
-    let frame = [&[b'$', 1, 0x05, 0xdc][..], &[0x81u8; 1500][..]].concat();
-    v.get.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut sent = 0usize;
-    while sent < 64 * 1024 * 1024 && v.get.write_all(&frame).is_ok() {
-        sent += frame.len();
-    }
-    let (_, closed) = read_to_close(&mut v.get, Duration::from_secs(10));
-    assert!(closed, "the session should have ended after {sent} bytes");
-    let text = rtsp_tunnel_relay::metrics::MetricsHub::new(relay.metrics.clone()).render();
-    assert!(text.contains("relay_rejections_total{reason=\"camera_backlog\"} 1\n"), "{text}");
+    flood_until_the_camera_backlog_limit(&relay, "deaftunnelcamera012345");
     // The camera's thread sees the POST in its own time.
     let posted = support::eventually(Duration::from_secs(5), || camera.posts_opened() >= 1);
     assert!(posted, "the relay never opened the camera's POST");
