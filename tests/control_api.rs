@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use support::{GstCamera, LiveViewer, RelayProcess, eventually};
+use support::{GstCamera, LiveViewer, RelayProcess, api_curl as curl, eventually};
 
 const ADMIN: &str = "adm-7f3c2e9a";
 const READER: &str = "ro-51b0d4c8";
@@ -37,23 +37,6 @@ fn have_curl() -> bool {
         eprintln!("skipped: curl missing");
     }
     ok
-}
-
-/// One curl call: (status, body).
-fn curl(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
-    let url = format!("http://127.0.0.1:{port}{path}");
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-m", "10", "-X", method, "-w", "\n%{http_code}", &url]);
-    if let Some(t) = token {
-        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-    }
-    if let Some(b) = body {
-        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-    }
-    let out = cmd.output().expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
 fn json(port: u16, path: &str) -> serde_json::Value {

@@ -43,19 +43,9 @@ fn token(keys: &Path, grants: &str, exp_in: i64) -> String {
     )
 }
 
-/// One curl call: (status, body).
+/// One control API call with `token`: (status, body).
 fn curl(port: u16, method: &str, path: &str, token: &str, body: Option<&str>) -> (u16, String) {
-    let url = format!("http://127.0.0.1:{port}{path}");
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-m", "10", "-X", method, "-w", "\n%{http_code}", &url]);
-    cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
-    if let Some(b) = body {
-        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-    }
-    let out = cmd.output().expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    support::api_curl(port, method, path, Some(token), body)
 }
 
 /// The route paths `GET /v1/routes` lists for `token`.

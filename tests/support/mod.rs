@@ -587,3 +587,21 @@ impl Drop for LiveViewer {
         let _ = std::fs::remove_file(&self.out);
     }
 }
+
+/// One call to the control API with curl (as an operator would make it): (status, body).
+/// `token` goes as `Authorization: Bearer`; `body` as JSON.
+pub fn api_curl(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-m", "10", "-X", method, "-w", "\n%{http_code}", &url]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = cmd.output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
