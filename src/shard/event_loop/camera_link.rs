@@ -208,7 +208,8 @@ impl Shard {
         if let Some(head) = head {
             self.queue_owned(post, head);
         }
-        let now = Instant::now();
+        // The batch's one `now`, as for every tunnel input.
+        let now = self.reaped_at;
         match self.conns.get(idx).and_then(|c| c.role()) {
             Some(Role::Camera(ck)) if self.is_probe_conn(ck, idx) => self.on_probe_link_open(ck),
             Some(Role::Camera(ck)) => {
@@ -363,7 +364,7 @@ impl Shard {
                 if !self.plain.is_empty() {
                     let plain = std::mem::take(&mut self.plain);
                     if let Some(s) = self.sessions.get_mut(key) {
-                        s.tunnel.handle(Input::CameraBytes(&plain), Instant::now());
+                        s.tunnel.handle(Input::CameraBytes(&plain), self.reaped_at);
                     }
                     self.plain = plain;
                     // Decrypted bytes are not in the ring: what is forwarded is copied.
@@ -377,13 +378,13 @@ impl Shard {
             CameraRx::Failed(f) => {
                 let peer = self.conns.get(idx).map(|c| c.peer());
                 tracing::warn!(shard = self.id, camera = ?peer, error = %f.reason, "camera link failed");
-                let mut failed = None;
+                let (mut failed, now) = (None, self.reaped_at);
                 if let Some(s) = self.session(key) {
                     if s.upstream.take().is_some() {
                         let open = std::mem::take(&mut s.upstream_open);
                         failed = s.health_route.clone().map(|r| (r, open));
                     }
-                    s.tunnel.handle(Input::CameraClosed(f.upstream_kind()), Instant::now());
+                    s.tunnel.handle(Input::CameraClosed(f.upstream_kind()), now);
                 }
                 // The route's health says why (the API's last error), as for a shared camera.
                 if let Some((route, open)) = failed {
