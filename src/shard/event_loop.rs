@@ -34,7 +34,7 @@ use crate::metrics::{
 };
 use crate::pairing::{GetRegistration, PostLookup, SessionRef};
 use crate::proto::http_head;
-use crate::proto::session::{self, AuthGate, Session, SessionParams, ViewerStream};
+use crate::proto::session::{self, Session, SessionParams, ViewerStream};
 use crate::proto::tunnel::{self, CameraClose, Input, Tunnel};
 use crate::proto::upstream_link::{TlsVerification, UpstreamLink};
 
@@ -61,15 +61,15 @@ use tunnels::Fed;
 mod tests;
 
 use super::buf_ring::BufRing;
-use super::camera_table::CameraTable;
 use super::conn::{AfterFlush, Move, Phase, RecvState, Role, SessionKey};
 use super::conn_table::{ConnTable, Departing, Queued};
 use super::gatekeeper::ShardGate;
 use super::kernel_memory::KernelMemory;
 use super::mailbox::{AdoptPost, AdoptViewer, ShardMsg};
 use super::ops::{self, Completion, Ring};
+use super::relay::Relay;
 use super::send_queue::Timed;
-use super::session_table::{SessionSlot, SessionTable};
+use super::session_table::SessionSlot;
 use super::tls_stream::TlsStream;
 use super::token::{Op, Token};
 use super::{Listener, ShardConfig, Shared};
@@ -83,45 +83,38 @@ const FINISH_WAIT: Duration = Duration::from_secs(2);
 const RING_SEGMENTS_BEFORE_COPY: usize = 8;
 
 pub struct Shard {
+    // Field order is drop order: the I/O part (whose ring goes before the buffers it references)
+    // before the relay part.
+    pub(in crate::shard) io: Io,
+    pub(in crate::shard) relay: Relay,
+    pub(in crate::shard) id: u16,
+    pub(in crate::shard) shared: Arc<Shared>,
+    pub(in crate::shard) metrics: Arc<ShardMetrics>,
+    /// Counted in `Shared::running` (until `finish`, or a panic).
+    counted_running: bool,
+}
+
+/// The shard's I/O part: the ring, the memory the kernel reads and writes, the connections and
+/// the listeners. Its ring and buffers are private to the driver (`event_loop`), the only caller
+/// of `ops` and the only holder of `unsafe`; the relay part reaches I/O through the driver's
+/// methods.
+pub(in crate::shard) struct Io {
     // Field order is drop order: the ring goes before the buffers it references.
     ring: Ring,
     bufs: KernelMemory<BufRing>,
-    id: u16,
-    shared: Arc<Shared>,
-    metrics: Arc<ShardMetrics>,
-    /// The configuration in force: swapped whole on reload.
-    settings: Arc<Settings>,
-    /// `[metrics] per_route`, as the last reload said (route health re-exports every route's
-    /// state when it turns on).
-    per_route_metrics: bool,
-    /// The address failure limiter with the settings' limits, handed to every new session.
-    auth_gate: Arc<dyn AuthGate>,
     listeners: Listeners,
-    local_authority: String,
-    conns: ConnTable,
-    sessions: SessionTable,
-    /// The shared routes this shard owns.
-    cameras: CameraTable,
-    /// Each passthrough route's camera health on this shard, by path.
-    route_health: HashMap<String, crate::proto::camera_health::PassthroughHealth>,
-    /// Parked POSTs by cookie.
-    parked: HashMap<String, usize>,
+    pub(in crate::shard) conns: ConnTable,
     latencies: Vec<Timed>,
     /// When the current completion batch was reaped. With deferred task work the receives
     /// and sends of a batch complete inside that `io_uring_enter`, so this, not the moment a
     /// completion is handled later in the batch, is when camera bytes arrived (and a viewer
     /// send finished): the forward latency spans reaping to reaping. It is also the one `now`
     /// every tunnel input of the batch is given (the call order of `proto::tunnel`).
-    reaped_at: Instant,
+    pub(in crate::shard) reaped_at: Instant,
     /// Scratch space for plaintext out of TLS records.
-    plain: Vec<u8>,
+    pub(in crate::shard) plain: Vec<u8>,
     /// Scratch space for the RTSP bytes out of WebSocket frames.
     ws_data: Vec<u8>,
-    /// Seeds each session's randomness (seeded from the OS).
-    rng: crate::proto::rng::Rng,
-    draining_until: Option<Instant>,
-    /// Counted in `Shared::running` (until `finish`, or a panic).
-    counted_running: bool,
 }
 
 /// The shard's listening sockets, in `settings.listeners` order.
@@ -169,33 +162,24 @@ impl Shard {
             .and_then(|l| socket2::SockRef::from(&l.fd).local_addr().ok()?.as_socket())
             .map_or_else(|| "localhost".to_owned(), |a| a.to_string());
         Ok(Shard {
-            ring: Ring::new(ring, cfg.id),
-            bufs: KernelMemory::new(bufs),
+            io: Io {
+                ring: Ring::new(ring, cfg.id),
+                bufs: KernelMemory::new(bufs),
+                listeners: Listeners {
+                    open: cfg.listeners.into_iter().map(Some).collect(),
+                    paused: Vec::new(),
+                    out_of_fds: false,
+                },
+                conns: ConnTable::new(),
+                latencies: Vec::new(),
+                reaped_at: Instant::now(),
+                plain: Vec::new(),
+                ws_data: Vec::new(),
+            },
+            relay: Relay::new(&cfg.settings, &shared, local_authority, cfg.seed),
             id: cfg.id,
             metrics: shared.metrics[cfg.id as usize].clone(),
-            auth_gate: shared
-                .auth_failures
-                .gate(cfg.settings.auth.max_failures_per_ip, cfg.settings.core.failure_window),
-            listeners: Listeners {
-                open: cfg.listeners.into_iter().map(Some).collect(),
-                paused: Vec::new(),
-                out_of_fds: false,
-            },
-            local_authority,
             shared,
-            per_route_metrics: cfg.settings.metrics_port.per_route,
-            settings: cfg.settings,
-            conns: ConnTable::new(),
-            sessions: SessionTable::new(),
-            cameras: CameraTable::new(),
-            route_health: HashMap::new(),
-            parked: HashMap::new(),
-            latencies: Vec::new(),
-            reaped_at: Instant::now(),
-            plain: Vec::new(),
-            ws_data: Vec::new(),
-            rng: crate::proto::rng::Rng::new(cfg.seed),
-            draining_until: None,
             counted_running: false,
         })
     }
@@ -203,7 +187,7 @@ impl Shard {
     /// Runs the loop; `ready` is called once accepts are armed and the shard counts as running.
     /// Returns `None` when it stopped as asked (drained), else why it stopped on its own.
     pub(super) fn run(mut self, ready: impl FnOnce()) -> Option<ShardStop> {
-        for i in 0..self.listeners.open.len() {
+        for i in 0..self.io.listeners.open.len() {
             self.arm_accept(i);
         }
         self.arm_tick();
@@ -211,14 +195,14 @@ impl Shard {
         self.open_always_on_cameras();
         self.shared.shard_started();
         self.counted_running = true;
-        if let Err(e) = self.ring.uring.submit() {
+        if let Err(e) = self.io.ring.uring.submit() {
             tracing::error!(shard = self.id, error = %e, "cannot submit the first operations");
         }
         ready();
         let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
         let mut stop = None;
         loop {
-            match self.ring.submit_and_wait() {
+            match self.io.ring.submit_and_wait() {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
@@ -228,22 +212,22 @@ impl Shard {
                     break;
                 }
             }
-            self.reaped_at = Instant::now();
-            self.ring.reap(&mut cqes);
+            self.io.reaped_at = Instant::now();
+            self.io.ring.reap(&mut cqes);
             for (ud, res, flags) in cqes.drain(..) {
                 self.dispatch(ud, res, flags);
             }
             self.flush_dirty();
             self.relieve_ring_pressure();
-            self.bufs.publish();
+            self.io.bufs.publish();
             self.feed_starved();
-            if self.draining_until.is_some() && self.sessions.is_empty() {
+            if self.relay.draining_until.is_some() && self.relay.sessions.is_empty() {
                 // The last viewer is gone: cameras say TEARDOWN and close.
                 let now = Instant::now();
-                for ck in self.cameras.keys() {
+                for ck in self.relay.cameras.keys() {
                     self.close_camera(ck, now);
                 }
-                if self.conns.is_empty() {
+                if self.io.conns.is_empty() {
                     break;
                 }
             }
@@ -259,7 +243,7 @@ impl Shard {
     /// listening socket unhashes it), so the kernel stops giving it a share of new connections
     /// even while an accept still in its ring holds the socket open.
     fn leave_listener_groups(&mut self) {
-        for l in self.listeners.open.iter().flatten() {
+        for l in self.io.listeners.open.iter().flatten() {
             let _ = socket2::SockRef::from(&l.fd).shutdown(std::net::Shutdown::Both);
         }
     }
@@ -272,29 +256,29 @@ impl Shard {
     /// Closes every connection and waits up to `wait` for their operations to complete. If some
     /// are still in flight then, the connections and the buffer ring are leaked, not freed.
     fn finish_within(&mut self, wait: Duration) {
-        let idxs: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
+        let idxs: Vec<usize> = self.io.conns.iter().map(|(i, _)| i).collect();
         for i in idxs {
             self.close_conn(i);
         }
         let give_up = Instant::now() + wait;
         let mut batch = Vec::new();
-        while !self.conns.is_empty() && Instant::now() < give_up {
-            let _ = self.ring.submit_and_wait();
-            self.reaped_at = Instant::now();
-            self.ring.reap(&mut batch);
+        while !self.io.conns.is_empty() && Instant::now() < give_up {
+            let _ = self.io.ring.submit_and_wait();
+            self.io.reaped_at = Instant::now();
+            self.io.ring.reap(&mut batch);
             for (ud, res, flags) in batch.drain(..) {
                 self.dispatch(ud, res, flags);
             }
         }
-        if self.conns.is_empty() {
+        if self.io.conns.is_empty() {
             // No receive or send is in flight: the ring and the buffers can go.
-            let _ = self.ring.uring.submitter().unregister_buf_ring(self.bufs.group);
-            self.bufs.mark_idle();
-            self.conns.mark_idle();
+            let _ = self.io.ring.uring.submitter().unregister_buf_ring(self.io.bufs.group);
+            self.io.bufs.mark_idle();
+            self.io.conns.mark_idle();
         } else {
             tracing::error!(
                 shard = self.id,
-                connections = self.conns.len(),
+                connections = self.io.conns.len(),
                 "operations still in flight at shutdown: their connections and the buffer ring are leaked"
             );
         }
@@ -323,13 +307,13 @@ impl Shard {
             Op::Cancel => {}
             _ => {
                 let idx = tok.index as usize;
-                match self.conns.current(idx, tok.generation) {
+                match self.io.conns.current(idx, tok.generation) {
                     Some(_) => {}
                     None => {
                         // Cannot happen while in-flight counts hold; never touch another slot.
                         if let Some(bid) = cqueue::buffer_select(flags) {
-                            self.bufs.on_received(bid);
-                            self.bufs.release(bid);
+                            self.io.bufs.on_received(bid);
+                            self.io.bufs.release(bid);
                         }
                         return;
                     }
@@ -340,7 +324,7 @@ impl Shard {
                     Op::Send => self.on_send(idx, res),
                     Op::Connect => self.on_connect(idx, res),
                     Op::ConnectTimeout => {
-                        self.conns.completed(idx);
+                        self.io.conns.completed(idx);
                         self.maybe_free(idx);
                     }
                     _ => {}
@@ -357,11 +341,11 @@ impl Drop for Shard {
         }
         // The connections' memory is leaked (KernelMemory), but their peers should learn the
         // shard is gone: shutdown(2) frees nothing the kernel may still use.
-        for ip in self.conns.abandon_all() {
+        for ip in self.io.conns.abandon_all() {
             // The process-wide caps must not count it while the other shards drain.
             self.shared.admission.close_connection(ip);
         }
-        for _ in 0..self.sessions.len() {
+        for _ in 0..self.relay.sessions.len() {
             // Ended by their shard stopping: the same outcome as a shutdown's.
             self.shared.admission.close_session();
             self.metrics.session_ended(SessionOutcome::Shutdown);
@@ -370,6 +354,6 @@ impl Drop for Shard {
         if self.counted_running {
             self.shared.shard_stopped();
         }
-        tracing::error!(shard = self.id, connections = self.conns.len(), "shard stopped by a panic");
+        tracing::error!(shard = self.id, connections = self.io.conns.len(), "shard stopped by a panic");
     }
 }

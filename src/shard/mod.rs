@@ -16,6 +16,7 @@ mod gatekeeper;
 mod kernel_memory;
 mod mailbox;
 mod ops;
+mod relay;
 mod send_queue;
 mod session_table;
 mod slab_table;

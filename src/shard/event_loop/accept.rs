@@ -8,25 +8,25 @@ use super::*;
 
 impl Shard {
     pub(super) fn arm_accept(&mut self, i: usize) {
-        if let Some(l) = &self.listeners.open[i] {
-            self.ring.push(ops::accept(l, i));
+        if let Some(l) = &self.io.listeners.open[i] {
+            self.io.ring.push(ops::accept(l, i));
         }
     }
 
     pub(super) fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
-        let failed = res < 0 && !(res == -libc::ECANCELED && self.draining_until.is_some());
+        let failed = res < 0 && !(res == -libc::ECANCELED && self.relay.draining_until.is_some());
         if failed {
             self.metrics.accept_error();
         }
         if !cqueue::more(flags) {
-            if self.draining_until.is_some() {
+            if self.relay.draining_until.is_some() {
                 // Cancelled at shutdown: the listener goes.
-                self.listeners.open[listener] = None;
+                self.io.listeners.open[listener] = None;
             } else if failed {
                 // Re-arming now would most likely fail again at once, and again: a hot loop.
                 // The tick re-arms it; out of descriptors, closing sessions may have freed some.
                 if res == -libc::EMFILE || res == -libc::ENFILE {
-                    if !std::mem::replace(&mut self.listeners.out_of_fds, true) {
+                    if !std::mem::replace(&mut self.io.listeners.out_of_fds, true) {
                         tracing::warn!(
                             shard = self.id,
                             "out of file descriptors: accepting paused, retried every tick"
@@ -35,8 +35,8 @@ impl Shard {
                 } else {
                     tracing::warn!(shard = self.id, error = %std::io::Error::from_raw_os_error(-res), "accept failed: accepting paused for a tick");
                 }
-                if !self.listeners.paused.contains(&listener) {
-                    self.listeners.paused.push(listener);
+                if !self.io.listeners.paused.contains(&listener) {
+                    self.io.listeners.paused.push(listener);
                 }
                 return;
             } else {
@@ -52,18 +52,18 @@ impl Shard {
         }
         // SAFETY: a successful accept returns a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(res) };
-        if std::mem::replace(&mut self.listeners.out_of_fds, false) {
+        if std::mem::replace(&mut self.io.listeners.out_of_fds, false) {
             tracing::info!(shard = self.id, "descriptors available again: accepting resumed");
         }
         let Some(peer) = peer_of(&fd) else { return };
-        if self.draining_until.is_some() {
+        if self.relay.draining_until.is_some() {
             self.metrics.rejected(Rejection::ShuttingDown);
             send_now(&fd, &http_head::http_error_reply(503, "Service Unavailable"));
             return;
         }
-        let proxy = match self.settings.proxy.expect(peer.ip()) {
+        let proxy = match self.relay.settings.proxy.expect(peer.ip()) {
             ProxyExpect::Header => Proxy::Required { listener },
-            ProxyExpect::NoHeader if self.settings.proxy.enabled => Proxy::Refused,
+            ProxyExpect::NoHeader if self.relay.settings.proxy.enabled => Proxy::Refused,
             ProxyExpect::NoHeader => Proxy::Off,
         };
         // Behind a balancer the checks wait for the viewer's address in the PROXY header.
@@ -72,8 +72,8 @@ impl Shard {
             let mut gate = ShardGate {
                 id: self.id,
                 shared: &self.shared,
-                listeners: &self.listeners.open,
-                settings: &self.settings,
+                listeners: &self.io.listeners.open,
+                settings: &self.relay.settings,
             };
             if let Err(r) = greeting::admit_address(listener, peer.ip(), &mut gate) {
                 self.metrics.rejected(r.reason);
@@ -83,7 +83,7 @@ impl Shard {
                 return;
             }
         }
-        let tls = match self.listeners.open[listener].as_ref().and_then(|l| l.tls.clone()) {
+        let tls = match self.io.listeners.open[listener].as_ref().and_then(|l| l.tls.clone()) {
             None => None,
             Some(cfg) => match TlsStream::new(cfg) {
                 Ok(t) => Some(Box::new(t)),
@@ -97,13 +97,13 @@ impl Shard {
             },
         };
         let _ = socket2::SockRef::from(&fd).set_nodelay(true);
-        let idx = self.conns.insert_greeting(fd, peer, Greeting::new(proxy), tls, counted, self.reaped_at);
+        let idx = self.io.conns.insert_greeting(fd, peer, Greeting::new(proxy), tls, counted, self.io.reaped_at);
         self.arm_head_recv(idx);
     }
 
     pub(super) fn arm_head_recv(&mut self, idx: usize) {
-        if let Some(sub) = self.conns.head_recv(idx, &self.bufs) {
-            self.ring.push(sub);
+        if let Some(sub) = self.io.conns.head_recv(idx, &self.io.bufs) {
+            self.io.ring.push(sub);
         }
     }
 
@@ -111,35 +111,39 @@ impl Shard {
     /// to judge what it holds already) to its greeting. `None`: it is not greeting.
     pub(super) fn greet(&mut self, idx: usize, data: Option<(u16, usize)>) -> Option<Verdict> {
         let raw = match data {
-            Some((bid, len)) => self.bufs.bytes(bid, len),
+            Some((bid, len)) => self.io.bufs.bytes(bid, len),
             None => &[],
         };
         let rules = Rules {
-            routes: &self.settings.routes,
-            head: self.settings.limits.head_limits(),
-            messages: self.settings.limits.message_limits(),
-            web: self.settings.web.enabled,
+            routes: &self.relay.settings.routes,
+            head: self.relay.settings.limits.head_limits(),
+            messages: self.relay.settings.limits.message_limits(),
+            web: self.relay.settings.web.enabled,
         };
-        let mut gate =
-            ShardGate { id: self.id, shared: &self.shared, listeners: &self.listeners.open, settings: &self.settings };
-        self.conns.greet(idx, raw, &rules, &mut gate)
+        let mut gate = ShardGate {
+            id: self.id,
+            shared: &self.shared,
+            listeners: &self.io.listeners.open,
+            settings: &self.relay.settings,
+        };
+        self.io.conns.greet(idx, raw, &rules, &mut gate)
     }
 
     pub(super) fn on_head_recv(&mut self, idx: usize, res: i32, flags: u32) {
-        self.conns.completed(idx);
+        self.io.conns.completed(idx);
         let bid = cqueue::buffer_select(flags);
         if let Some(bid) = bid {
-            self.bufs.on_received(bid);
+            self.io.bufs.on_received(bid);
         }
         // The head receive was in flight on it, so the slot still holds it; gone, there is
         // nothing to greet.
-        let closing = self.conns.get(idx).is_none_or(|c| c.is_closing());
+        let closing = self.io.conns.get(idx).is_none_or(|c| c.is_closing());
         let verdict = match bid {
             Some(bid) if res > 0 && !closing => self.greet(idx, Some((bid, res as usize))),
             _ => None,
         };
         if let Some(bid) = bid {
-            self.bufs.release(bid);
+            self.io.bufs.release(bid);
         }
         if let Some(verdict) = verdict {
             self.on_verdict(idx, verdict);
@@ -148,7 +152,7 @@ impl Shard {
         if closing {
             self.maybe_free(idx);
         } else if res == -libc::ENOBUFS {
-            self.conns.starve(idx);
+            self.io.conns.starve(idx);
         } else if res <= 0 {
             self.close_conn(idx);
         }
@@ -159,7 +163,7 @@ impl Shard {
         if let Some(kind) = verdict.counted_as() {
             self.metrics.connection_accepted(kind);
         }
-        if self.conns.get(idx).is_some_and(|c| c.has_tls()) {
+        if self.io.conns.get(idx).is_some_and(|c| c.has_tls()) {
             // Handshake messages rustls wants to send (session tickets), before anything else.
             self.queue_owned(idx, Vec::new());
         }
@@ -167,7 +171,7 @@ impl Shard {
             Verdict::NeedMore | Verdict::Admitted { .. } => self.arm_head_recv(idx),
             Verdict::Refuse(r) => self.refuse_greeting(idx, r),
             Verdict::MoveTo { shard, head } => {
-                self.conns.start_move(idx, Move::Viewer { shard, head });
+                self.io.conns.start_move(idx, Move::Viewer { shard, head });
                 self.hand_off_if_quiet(idx);
             }
             Verdict::TunnelGet { route, cookie, rest } => self.on_tunnel_get(idx, route, cookie, rest),
@@ -181,9 +185,9 @@ impl Shard {
                 None => self.refuse(idx, Rejection::UnknownRoute, http_head::http_error_reply(404, "Not Found")),
             },
             Verdict::RoutesPage { visible, host } => {
-                let authority = host.as_deref().unwrap_or(&self.local_authority);
+                let authority = host.as_deref().unwrap_or(&self.relay.local_authority);
                 let at =
-                    crate::web_assets::ListedAt { authority, tls: self.conns.get(idx).is_some_and(|c| c.has_tls()) };
+                    crate::web_assets::ListedAt { authority, tls: self.io.conns.get(idx).is_some_and(|c| c.has_tls()) };
                 self.answer(idx, crate::web_assets::routes_page_reply(visible.iter().map(String::as_str), at, false))
             }
             Verdict::PlayerPage => self.answer(idx, crate::web_assets::player_page_reply(false)),
@@ -191,7 +195,7 @@ impl Shard {
     }
 
     fn refuse_greeting(&mut self, idx: usize, r: Refusal) {
-        if let Some(c) = self.conns.get(idx).filter(|_| !r.detail.is_empty()) {
+        if let Some(c) = self.io.conns.get(idx).filter(|_| !r.detail.is_empty()) {
             tracing::debug!(shard = self.id, peer = %c.peer(), reason = ?r.reason, detail = %r.detail, "refused first request");
         }
         match r.reply {
@@ -206,11 +210,11 @@ impl Shard {
     /// Answers with `reply`, counts `reason`, and closes once the reply is out.
     pub(super) fn refuse(&mut self, idx: usize, reason: Rejection, reply: Vec<u8>) {
         self.metrics.rejected(reason);
-        self.conns.refuse(idx, reply, FLUSH_GRACE);
+        self.io.conns.refuse(idx, reply, FLUSH_GRACE);
     }
 
     /// Writes a successful answer (a page, a file), then closes.
     pub(super) fn answer(&mut self, idx: usize, reply: Vec<u8>) {
-        self.conns.refuse(idx, reply, FLUSH_GRACE);
+        self.io.conns.refuse(idx, reply, FLUSH_GRACE);
     }
 }

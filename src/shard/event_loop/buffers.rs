@@ -8,19 +8,19 @@ impl Shard {
     /// behind backpressure) get their queued media copied out so the buffers go back to the
     /// kernel: one slow viewer must not starve every other connection of the shard.
     pub(super) fn relieve_ring_pressure(&mut self) {
-        let total = self.bufs.capacity();
-        if self.bufs.available() >= total / 8 {
+        let total = self.io.bufs.capacity();
+        if self.io.bufs.available() >= total / 8 {
             return;
         }
         // More buffers first: copying is for a ring that has lent all it has.
-        if self.bufs.grow() {
-            tracing::debug!(shard = self.id, buffers = self.bufs.capacity(), "receive ring grown");
+        if self.io.bufs.grow() {
+            tracing::debug!(shard = self.id, buffers = self.io.bufs.capacity(), "receive ring grown");
             return;
         }
         let mut freed = 0;
-        for (_, c) in self.conns.iter_mut() {
+        for (_, c) in self.io.conns.iter_mut() {
             if c.send().ring_segments() >= RING_SEGMENTS_BEFORE_COPY {
-                freed += c.send_mut().copy_out_ring_segments(&mut self.bufs);
+                freed += c.send_mut().copy_out_ring_segments(&mut self.io.bufs);
             }
         }
         if freed > 0 {
@@ -29,16 +29,16 @@ impl Shard {
     }
 
     pub(super) fn feed_starved(&mut self) {
-        if !self.conns.any_starved() || self.bufs.available() < 16 {
+        if !self.io.conns.any_starved() || self.io.bufs.available() < 16 {
             return;
         }
-        for idx in self.conns.take_starved() {
-            let Some(c) = self.conns.get(idx) else {
+        for idx in self.io.conns.take_starved() {
+            let Some(c) = self.io.conns.get(idx) else {
                 continue;
             };
             // A camera paused for backpressure meanwhile stays paused: the flow control resumes it.
             if let Some(Role::Upstream(key)) = c.role() {
-                if self.sessions.get(key).is_some_and(|s| s.tunnel.camera_paused()) {
+                if self.relay.sessions.get(key).is_some_and(|s| s.tunnel.camera_paused()) {
                     continue;
                 }
             }

@@ -60,7 +60,7 @@ impl Shard {
             return None;
         }
         let Some(target) = &link.http_tunnel else { return Some(idx) };
-        let generation = self.conns.get(idx).map(|c| c.generation()).unwrap_or_default();
+        let generation = self.io.conns.get(idx).map(|c| c.generation()).unwrap_or_default();
         let Some(post) = self.connect_camera_socket(addr, Role::CameraPost { get: idx, generation }) else {
             self.close_conn(idx);
             return None;
@@ -70,10 +70,11 @@ impl Shard {
             self.close_conn(idx);
             return None;
         }
-        let seed = u128::from(self.rng.next_u64()) << 64 | u128::from(self.rng.next_u64());
-        let client = CameraTunnelClient::new(&target.target, &target.host, seed, self.settings.limits.max_header_bytes);
-        let post_generation = self.conns.get(post).map(|c| c.generation()).unwrap_or_default();
-        if let Some(c) = self.conns.get_mut(idx) {
+        let seed = u128::from(self.relay.rng.next_u64()) << 64 | u128::from(self.relay.rng.next_u64());
+        let client =
+            CameraTunnelClient::new(&target.target, &target.host, seed, self.relay.settings.limits.max_header_bytes);
+        let post_generation = self.io.conns.get(post).map(|c| c.generation()).unwrap_or_default();
+        if let Some(c) = self.io.conns.get_mut(idx) {
             c.camera_tunnel = Some(Box::new(CameraTunnelLink {
                 client,
                 post: (post, post_generation),
@@ -92,7 +93,7 @@ impl Shard {
                 if tls.verification == TlsVerification::Insecure {
                     self.metrics.upstream_insecure_tls();
                 }
-                if let Some(c) = self.conns.get_mut(idx) {
+                if let Some(c) = self.io.conns.get_mut(idx) {
                     c.set_tls(Box::new(stream));
                 }
                 true
@@ -107,7 +108,7 @@ impl Shard {
     /// The camera accepted the connection: a TLS client says hello first, a tunnel sends its
     /// GET. Whether RTSP may start now (a tunnel waits for the GET's answer and the POST).
     pub(super) fn camera_link_connected(&mut self, idx: usize) -> bool {
-        let Some(c) = self.conns.get(idx) else { return false };
+        let Some(c) = self.io.conns.get(idx) else { return false };
         let head = c.camera_tunnel.as_ref().map(|t| t.client.get_head());
         if c.has_tls() || head.is_some() {
             self.queue_owned(idx, head.clone().unwrap_or_default());
@@ -119,7 +120,7 @@ impl Shard {
     /// then queued on the connection they went to (the POST's queue for a tunnel: the GET's
     /// carries nothing after its head), for the camera backlog limit; `None` if none took them.
     pub(super) fn queue_to_camera(&mut self, idx: usize, bytes: Vec<u8>) -> Option<usize> {
-        let encoded = self.conns.get(idx).and_then(|c| c.camera_tunnel.as_ref()).map(|t| t.client.encode(&bytes));
+        let encoded = self.io.conns.get(idx).and_then(|c| c.camera_tunnel.as_ref()).map(|t| t.client.encode(&bytes));
         let to = match (encoded, self.camera_post_of(idx)) {
             (Some(encoded), Some(post)) => {
                 self.queue_owned(post, encoded);
@@ -132,23 +133,23 @@ impl Shard {
                 idx
             }
         };
-        self.conns.get(to).map(|c| c.send().queued())
+        self.io.conns.get(to).map(|c| c.send().queued())
     }
 
     /// The TLS and tunnel layers of one receive on a camera connection.
     pub(super) fn camera_rx(&mut self, idx: usize, bid: u16, len: usize) -> CameraRx {
-        let Some(c) = self.conns.get_mut(idx) else { return CameraRx::Ring };
+        let Some(c) = self.io.conns.get_mut(idx) else { return CameraRx::Ring };
         let tunnel_open = c.camera_tunnel.as_ref().is_none_or(|t| t.client.is_open());
         if !c.has_tls() && tunnel_open {
             return CameraRx::Ring;
         }
-        let mut plain = std::mem::take(&mut self.plain);
+        let mut plain = std::mem::take(&mut self.io.plain);
         plain.clear();
         let mut closed = false;
         let mut to_send = false;
         match c.tls_mut() {
             Some(tls) => {
-                let received = tls.receive(self.bufs.bytes(bid, len), &mut plain);
+                let received = tls.receive(self.io.bufs.bytes(bid, len), &mut plain);
                 if let Some(cipher) = tls.take_outgoing() {
                     c.send_mut().push_owned(cipher);
                     to_send = true;
@@ -156,15 +157,15 @@ impl Shard {
                 match received {
                     Ok(peer_closed) => closed = peer_closed,
                     Err(e) => {
-                        self.plain = plain;
+                        self.io.plain = plain;
                         if to_send {
-                            self.conns.dirty.push(idx);
+                            self.io.conns.dirty.push(idx);
                         }
                         return CameraRx::Failed(LinkFailure { reason: tls_reason(&e), tls: true, status: None });
                     }
                 }
             }
-            None => plain.extend_from_slice(self.bufs.bytes(bid, len)),
+            None => plain.extend_from_slice(self.io.bufs.bytes(bid, len)),
         }
         let mut opened = false;
         if let Some(t) = c.camera_tunnel.as_mut().filter(|t| !t.client.is_open()) {
@@ -180,14 +181,14 @@ impl Shard {
                         crate::proto::camera_tunnel::CameraTunnelError::Status(s) => Some(s),
                         _ => None,
                     };
-                    self.plain = plain;
+                    self.io.plain = plain;
                     return CameraRx::Failed(LinkFailure { reason: format!("HTTP tunnel: {e}"), tls: false, status });
                 }
             }
         }
-        self.plain = plain;
+        self.io.plain = plain;
         if to_send {
-            self.conns.dirty.push(idx);
+            self.io.conns.dirty.push(idx);
         }
         if opened {
             self.camera_tunnel_progress(idx);
@@ -198,7 +199,7 @@ impl Shard {
     /// The tunnel moved on (its GET answered, its POST connected): the POST's head goes once
     /// both hold, and then the camera is reachable for RTSP.
     fn camera_tunnel_progress(&mut self, idx: usize) {
-        let Some(t) = self.conns.get_mut(idx).and_then(|c| c.camera_tunnel.as_mut()) else { return };
+        let Some(t) = self.io.conns.get_mut(idx).and_then(|c| c.camera_tunnel.as_mut()) else { return };
         if !t.client.is_open() || !t.post_connected || t.reported {
             return;
         }
@@ -209,11 +210,11 @@ impl Shard {
             self.queue_owned(post, head);
         }
         // The batch's one `now`, as for every tunnel input.
-        let now = self.reaped_at;
-        match self.conns.get(idx).and_then(|c| c.role()) {
+        let now = self.io.reaped_at;
+        match self.io.conns.get(idx).and_then(|c| c.role()) {
             Some(Role::Camera(ck)) if self.is_probe_conn(ck, idx) => self.on_probe_link_open(ck),
             Some(Role::Camera(ck)) => {
-                if let Some(slot) = self.cameras.get_mut(ck).filter(|s| s.conn == Some(idx)) {
+                if let Some(slot) = self.relay.cameras.get_mut(ck).filter(|s| s.conn == Some(idx)) {
                     slot.shared.handle_connected(now);
                 }
                 self.drive_camera(ck);
@@ -237,6 +238,7 @@ impl Shard {
     /// The connect of a tunnel's POST completed.
     pub(super) fn on_camera_post_connect(&mut self, post: usize, get: usize, generation: u32, res: i32) {
         let current = self
+            .io
             .conns
             .current(get, generation)
             .is_some_and(|c| !c.is_closing() && c.camera_tunnel.as_ref().is_some_and(|t| t.post.0 == post));
@@ -251,10 +253,10 @@ impl Shard {
         }
         // Read only to see it close: the camera answers down the GET.
         self.arm_recv(post);
-        if self.conns.get(post).is_some_and(|c| c.has_tls()) {
+        if self.io.conns.get(post).is_some_and(|c| c.has_tls()) {
             self.queue_owned(post, Vec::new());
         }
-        if let Some(t) = self.conns.get_mut(get).and_then(|c| c.camera_tunnel.as_mut()) {
+        if let Some(t) = self.io.conns.get_mut(get).and_then(|c| c.camera_tunnel.as_mut()) {
             t.post_connected = true;
         }
         self.camera_tunnel_progress(get);
@@ -263,15 +265,15 @@ impl Shard {
     /// Bytes on a tunnel's POST: nothing of the camera's (it answers down the GET), but over
     /// TLS the POST's own handshake and key updates come this way.
     pub(super) fn on_camera_post_recv(&mut self, post: usize, bid: u16, len: usize) {
-        let Some(c) = self.conns.get_mut(post) else { return };
+        let Some(c) = self.io.conns.get_mut(post) else { return };
         let Some(tls) = c.tls_mut() else { return };
         let mut ignored = Vec::new();
-        let failed = tls.receive(self.bufs.bytes(bid, len), &mut ignored).is_err();
+        let failed = tls.receive(self.io.bufs.bytes(bid, len), &mut ignored).is_err();
         let cipher = tls.take_outgoing();
         let role = c.role();
         if let Some(cipher) = cipher {
             c.send_mut().push_owned(cipher);
-            self.conns.dirty.push(post);
+            self.io.conns.dirty.push(post);
         }
         if let (true, Some(Role::CameraPost { get, generation })) = (failed, role) {
             tracing::warn!(shard = self.id, "camera tunnel POST: TLS failed");
@@ -282,7 +284,8 @@ impl Shard {
     /// A tunnel's POST closed or failed: the camera is lost as if its GET had closed.
     pub(super) fn camera_post_ended(&mut self, post: usize, get: usize, generation: u32) {
         self.close_conn(post);
-        let Some(role) = self.conns.current(get, generation).filter(|c| !c.is_closing()).and_then(|c| c.role()) else {
+        let Some(role) = self.io.conns.current(get, generation).filter(|c| !c.is_closing()).and_then(|c| c.role())
+        else {
             return;
         };
         if matches!(role, Role::Camera(_) | Role::Upstream(_)) {
@@ -292,8 +295,8 @@ impl Shard {
 
     /// The tunnel's POST of a camera connection, if it has one (and it is still that one).
     pub(super) fn camera_post_of(&self, idx: usize) -> Option<usize> {
-        let (post, generation) = self.conns.get(idx)?.camera_tunnel.as_ref()?.post;
-        self.conns.current(post, generation).map(|_| post)
+        let (post, generation) = self.io.conns.get(idx)?.camera_tunnel.as_ref()?.post;
+        self.io.conns.current(post, generation).map(|_| post)
     }
 
     /// Bytes from a shared camera's connection: past TLS and the tunnel's answer first (the
@@ -305,7 +308,7 @@ impl Shard {
         match self.camera_rx(idx, bid, len) {
             CameraRx::Ring => self.on_camera_data(ck, bid, len, CameraBytes::Ring),
             CameraRx::Plain { closed } => {
-                if !self.plain.is_empty() {
+                if !self.io.plain.is_empty() {
                     self.on_camera_data(ck, bid, len, CameraBytes::Plain);
                 }
                 if closed {
@@ -313,12 +316,12 @@ impl Shard {
                 }
             }
             CameraRx::Failed(f) => {
-                let peer = self.conns.get(idx).map(|c| c.peer());
-                let route = self.cameras.get(ck).map(|s| s.route.path.clone()).unwrap_or_default();
+                let peer = self.io.conns.get(idx).map(|c| c.peer());
+                let route = self.relay.cameras.get(ck).map(|s| s.route.path.clone()).unwrap_or_default();
                 tracing::warn!(shard = self.id, route = %route, camera = ?peer, error = %f.reason, "camera link failed");
                 self.close_conn(idx);
                 let outcome = f.outcome();
-                if let Some(slot) = self.cameras.get_mut(ck).filter(|s| s.conn == Some(idx)) {
+                if let Some(slot) = self.relay.cameras.get_mut(ck).filter(|s| s.conn == Some(idx)) {
                     slot.conn = None;
                     // The reason in words (which certificate check failed) for the route's health.
                     slot.shared.handle_link_failed(outcome, f.reason, Instant::now());
@@ -334,7 +337,7 @@ impl Shard {
         match self.camera_rx(idx, bid, len) {
             CameraRx::Ring => self.on_camera_data(ck, bid, len, CameraBytes::Probe),
             CameraRx::Plain { closed } => {
-                if !self.plain.is_empty() {
+                if !self.io.plain.is_empty() {
                     self.on_camera_data(ck, bid, len, CameraBytes::ProbePlain);
                 }
                 // Taken over meanwhile: the camera's own connection now.
@@ -343,10 +346,10 @@ impl Shard {
                 }
             }
             CameraRx::Failed(f) => {
-                let route = self.cameras.get(ck).map(|s| s.route.path.clone()).unwrap_or_default();
+                let route = self.relay.cameras.get(ck).map(|s| s.route.path.clone()).unwrap_or_default();
                 tracing::debug!(shard = self.id, route = %route, error = %f.reason, "primary camera probe link failed");
                 self.close_conn(idx);
-                if let Some(slot) = self.cameras.get_mut(ck).filter(|s| s.probe_conn == Some(idx)) {
+                if let Some(slot) = self.relay.cameras.get_mut(ck).filter(|s| s.probe_conn == Some(idx)) {
                     slot.probe_conn = None;
                     slot.shared.handle_probe_link_failed(f.outcome(), Instant::now());
                 }
@@ -361,14 +364,14 @@ impl Shard {
         match self.camera_rx(idx, bid, len) {
             CameraRx::Ring => false,
             CameraRx::Plain { closed } => {
-                if !self.plain.is_empty() {
-                    let plain = std::mem::take(&mut self.plain);
-                    if let Some(s) = self.sessions.get_mut(key) {
-                        s.tunnel.handle(Input::CameraBytes(&plain), self.reaped_at);
+                if !self.io.plain.is_empty() {
+                    let plain = std::mem::take(&mut self.io.plain);
+                    if let Some(s) = self.relay.sessions.get_mut(key) {
+                        s.tunnel.handle(Input::CameraBytes(&plain), self.io.reaped_at);
                     }
-                    self.plain = plain;
+                    self.io.plain = plain;
                     // Decrypted bytes are not in the ring: what is forwarded is copied.
-                    self.apply(key, Fed::CameraPlain(self.reaped_at));
+                    self.apply(key, Fed::CameraPlain(self.io.reaped_at));
                 }
                 if closed {
                     self.on_conn_ended(idx, Some(Role::Upstream(key)), 0);
@@ -376,9 +379,9 @@ impl Shard {
                 true
             }
             CameraRx::Failed(f) => {
-                let peer = self.conns.get(idx).map(|c| c.peer());
+                let peer = self.io.conns.get(idx).map(|c| c.peer());
                 tracing::warn!(shard = self.id, camera = ?peer, error = %f.reason, "camera link failed");
-                let (mut failed, now) = (None, self.reaped_at);
+                let (mut failed, now) = (None, self.io.reaped_at);
                 if let Some(s) = self.session(key) {
                     if s.upstream.take().is_some() {
                         let open = std::mem::take(&mut s.upstream_open);

@@ -11,12 +11,12 @@ use crate::shard::camera_table::CameraKey;
 impl Shard {
     /// Whether `idx` is the connection of `ck`'s probe.
     pub(super) fn is_probe_conn(&self, ck: CameraKey, idx: usize) -> bool {
-        self.cameras.get(ck).is_some_and(|s| s.probe_conn == Some(idx))
+        self.relay.cameras.get(ck).is_some_and(|s| s.probe_conn == Some(idx))
     }
 
     /// The link that reaches `ck`'s `source` camera.
     pub(super) fn camera_link_of(&self, ck: CameraKey, source: Source) -> UpstreamLink {
-        let Some(slot) = self.cameras.get(ck) else { return UpstreamLink::default() };
+        let Some(slot) = self.relay.cameras.get(ck) else { return UpstreamLink::default() };
         match (source, &slot.route.fallback) {
             (Source::Fallback, Some(f)) => f.link.clone(),
             _ => slot.route.upstream_link.clone(),
@@ -25,14 +25,14 @@ impl Shard {
 
     /// The live source changed: a line at info and `relay_route_camera_source`.
     pub(super) fn camera_source_changed(&mut self, ck: CameraKey, source: Source) {
-        let Some(slot) = self.cameras.get(ck) else { return };
+        let Some(slot) = self.relay.cameras.get(ck) else { return };
         let path = slot.route.path.clone();
         let url = match (source, &slot.route.fallback) {
             (Source::Fallback, Some(f)) => f.url.clone(),
             _ => slot.route.upstream_url.clone(),
         };
         tracing::info!(shard = self.id, route = %path, source = source.label(), camera = %url, "camera source switched");
-        if self.per_route_metrics {
+        if self.relay.per_route_metrics {
             self.metrics.set_route_source(&path, source);
         }
     }
@@ -41,7 +41,7 @@ impl Shard {
     pub(super) fn connect_probe(&mut self, ck: CameraKey, addr: SocketAddr) {
         let link = self.camera_link_of(ck, Source::Primary);
         let idx = self.connect_camera_link(addr, Role::Camera(ck), &link);
-        if let Some(slot) = self.cameras.get_mut(ck) {
+        if let Some(slot) = self.relay.cameras.get_mut(ck) {
             slot.probe_conn = idx;
             if idx.is_none() {
                 slot.shared.handle_probe_connect_failed(Instant::now());
@@ -55,13 +55,13 @@ impl Shard {
         if res == 0 {
             self.arm_recv(idx);
             if self.camera_link_connected(idx) {
-                if let Some(slot) = self.cameras.get_mut(ck) {
+                if let Some(slot) = self.relay.cameras.get_mut(ck) {
                     slot.shared.handle_probe_connected(now);
                 }
             }
         } else {
             self.close_conn(idx);
-            if let Some(slot) = self.cameras.get_mut(ck) {
+            if let Some(slot) = self.relay.cameras.get_mut(ck) {
                 slot.probe_conn = None;
                 slot.shared.handle_probe_connect_failed(now);
             }
@@ -71,7 +71,7 @@ impl Shard {
 
     /// The probe's TLS or tunnel link opened under RTSP.
     pub(super) fn on_probe_link_open(&mut self, ck: CameraKey) {
-        if let Some(slot) = self.cameras.get_mut(ck) {
+        if let Some(slot) = self.relay.cameras.get_mut(ck) {
             slot.shared.handle_probe_connected(Instant::now());
         }
         self.drive_camera(ck);
@@ -80,7 +80,7 @@ impl Shard {
     /// The probe's connection closed or failed (`failed`: its link under RTSP, and how).
     pub(super) fn on_probe_closed(&mut self, idx: usize, ck: CameraKey) {
         self.close_conn(idx);
-        if let Some(slot) = self.cameras.get_mut(ck).filter(|s| s.probe_conn == Some(idx)) {
+        if let Some(slot) = self.relay.cameras.get_mut(ck).filter(|s| s.probe_conn == Some(idx)) {
             slot.probe_conn = None;
             slot.shared.handle_probe_closed(Instant::now());
         }

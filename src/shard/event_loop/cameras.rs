@@ -26,7 +26,7 @@ impl Shard {
     pub(super) fn adopt_viewer(&mut self, v: super::super::mailbox::AdoptViewer) {
         let from =
             Departing { fd: v.fd, peer: v.peer, accepted_at: v.accepted_at, tls: v.tls, counted_ip: v.counted_ip };
-        let idx = self.conns.adopt(from, Some(crate::proto::greeting::Greeting::adopted(v.head)));
+        let idx = self.io.conns.adopt(from, Some(crate::proto::greeting::Greeting::adopted(v.head)));
         match self.greet(idx, None) {
             Some(verdict) if verdict.is_final() => self.on_verdict(idx, verdict),
             // It was judged whole on the shard that read it.
@@ -38,16 +38,20 @@ impl Shard {
     /// relay-wide budget, counted in this shard's tally.
     fn route_params(&mut self, route: &Route) -> Option<RouteParams> {
         let account = GopAccount::new(self.shared.gop_budget.clone(), self.metrics.gop.clone());
-        self.settings.shared_route_params(route, [self.rng.next_u64(), self.rng.next_u64()], Some(account))
+        self.relay.settings.shared_route_params(
+            route,
+            [self.relay.rng.next_u64(), self.relay.rng.next_u64()],
+            Some(account),
+        )
     }
 
     /// The shared route at `route`'s path, made if none.
     fn camera_for(&mut self, route: &Arc<Route>) -> Option<CameraKey> {
-        if let Some(ck) = self.cameras.find(&route.path) {
+        if let Some(ck) = self.relay.cameras.find(&route.path) {
             return Some(ck);
         }
         let params = self.route_params(route)?;
-        Some(self.cameras.insert(route.clone(), SharedRoute::new(params, Instant::now())))
+        Some(self.relay.cameras.insert(route.clone(), SharedRoute::new(params, Instant::now())))
     }
 
     /// A request a shared route's session admitted: its first one attaches the tunnel to the
@@ -55,24 +59,24 @@ impl Shard {
     /// unauthenticated viewer makes no camera connection), then the route answers it.
     pub(super) fn shared_request(&mut self, key: SessionKey, msg: Message) {
         let now = Instant::now();
-        let Some(s) = self.sessions.get(key) else { return };
+        let Some(s) = self.relay.sessions.get(key) else { return };
         let ck = match s.camera {
             Some(ck) => ck,
             None => {
                 let Some(route) = s.tunnel.session().route().cloned() else { return };
                 let (map, started_at) = (s.tunnel.session().url_map().cloned(), s.started_at);
                 let Some(ck) = self.camera_for(&route) else { return };
-                let Some(slot) = self.cameras.get_mut(ck) else { return };
+                let Some(slot) = self.relay.cameras.get_mut(ck) else { return };
                 if slot.shared.attach(key, map, started_at, now) {
                     self.metrics.viewer_attached();
                 }
-                if let Some(s) = self.sessions.get_mut(key) {
+                if let Some(s) = self.relay.sessions.get_mut(key) {
                     s.camera = Some(ck);
                 }
                 ck
             }
         };
-        if let Some(slot) = self.cameras.get_mut(ck) {
+        if let Some(slot) = self.relay.cameras.get_mut(ck) {
             slot.shared.handle_request(key, msg, now);
         }
         // Its tunnel's outputs are being carried out: it is told its backlog after them, not
@@ -82,15 +86,15 @@ impl Shard {
 
     /// A shared route's viewer sent an RTCP report.
     pub(super) fn shared_viewer_frame(&mut self, key: SessionKey) {
-        let Some(ck) = self.sessions.get(key).and_then(|s| s.camera) else { return };
-        if let Some(slot) = self.cameras.get_mut(ck) {
+        let Some(ck) = self.relay.sessions.get(key).and_then(|s| s.camera) else { return };
+        if let Some(slot) = self.relay.cameras.get_mut(ck) {
             slot.shared.handle_viewer_frame(key, Instant::now());
         }
     }
 
     /// A tunnel of a shared route ended.
     pub(super) fn detach_viewer(&mut self, key: SessionKey, ck: CameraKey) {
-        let Some(slot) = self.cameras.get_mut(ck) else { return };
+        let Some(slot) = self.relay.cameras.get_mut(ck) else { return };
         if slot.shared.detach(key, Instant::now()) {
             self.metrics.viewer_detached();
             self.drive_camera(ck);
@@ -108,7 +112,7 @@ impl Shard {
         // Viewers given answers or replays: their tunnels are told their backlog after.
         let mut fed: Vec<SessionKey> = Vec::new();
         loop {
-            let Some(slot) = self.cameras.get_mut(ck) else { return };
+            let Some(slot) = self.relay.cameras.get_mut(ck) else { return };
             if let Some(e) = slot.shared.poll_event() {
                 self.on_route_event(ck, e);
                 continue;
@@ -128,7 +132,7 @@ impl Shard {
                     }
                 }
                 Action::ToViewer { viewer, bytes } => {
-                    if let Some(v) = self.sessions.get(viewer).and_then(|s| s.viewer) {
+                    if let Some(v) = self.relay.sessions.get(viewer).and_then(|s| s.viewer) {
                         self.queue_answer(v, bytes);
                         if !fed.contains(&viewer) && carrying != Some(viewer) {
                             fed.push(viewer);
@@ -168,15 +172,15 @@ impl Shard {
         for key in fed {
             self.update_upstream_flow(key);
         }
-        if self.cameras.get(ck).is_some_and(|s| s.shared.is_done()) {
-            if let Some(slot) = self.cameras.remove(ck) {
+        if self.relay.cameras.get(ck).is_some_and(|s| s.shared.is_done()) {
+            if let Some(slot) = self.relay.cameras.remove(ck) {
                 tracing::debug!(shard = self.id, route = %slot.route.path, "shared route closed");
             }
         }
     }
 
     fn on_route_event(&mut self, ck: CameraKey, e: RouteEvent<SessionKey>) {
-        let Some(slot) = self.cameras.get(ck) else { return };
+        let Some(slot) = self.relay.cameras.get(ck) else { return };
         let route = &slot.route.path;
         match e {
             RouteEvent::CameraOpened => tracing::debug!(shard = self.id, route = %route, "shared camera opened"),
@@ -205,14 +209,14 @@ impl Shard {
                 "camera rtsp"
             ),
             // A route closing for a reload speaks for its path only while no other does.
-            RouteEvent::Health(report) if self.cameras.find(route).is_none_or(|c| c == ck) => {
+            RouteEvent::Health(report) if self.relay.cameras.find(route).is_none_or(|c| c == ck) => {
                 self.report_health(route, "shared", report)
             }
             RouteEvent::Health(_) => {}
             RouteEvent::ViewerExchange { viewer, exchange: e } => {
                 let method = crate::proto::outcome::RtspMethod::from_name(&e.method);
                 self.metrics.observe(Hist::RtspRequest(method), e.waited);
-                let id = self.sessions.get(viewer).map_or(0, |s| s.id);
+                let id = self.relay.sessions.get(viewer).map_or(0, |s| s.id);
                 let e = session::Exchange {
                     method: e.method,
                     uri: e.uri,
@@ -230,7 +234,7 @@ impl Shard {
     fn connect_camera(&mut self, ck: CameraKey, addr: SocketAddr, source: Source) {
         let link = self.camera_link_of(ck, source);
         let idx = self.connect_camera_link(addr, Role::Camera(ck), &link);
-        if let Some(slot) = self.cameras.get_mut(ck) {
+        if let Some(slot) = self.relay.cameras.get_mut(ck) {
             slot.conn = idx;
             if idx.is_none() {
                 slot.shared.handle_connect_failed(None, Instant::now());
@@ -241,8 +245,8 @@ impl Shard {
     /// A camera connection the route is done with: what was queued (its TEARDOWN) goes out,
     /// then it is half-closed and read to its end within `camera_close_grace_ms`.
     pub(super) fn let_camera_go(&mut self, idx: usize) {
-        let grace = self.settings.core.tunnel.camera_close_grace;
-        let Some(c) = self.conns.get_mut(idx) else { return };
+        let grace = self.relay.settings.core.tunnel.camera_close_grace;
+        let Some(c) = self.io.conns.get_mut(idx) else { return };
         if c.is_closing() {
             return;
         }
@@ -264,7 +268,7 @@ impl Shard {
             return self.on_probe_connect(idx, ck, res);
         }
         let now = Instant::now();
-        let current = self.cameras.get(ck).is_some_and(|s| s.conn == Some(idx));
+        let current = self.relay.cameras.get(ck).is_some_and(|s| s.conn == Some(idx));
         if !current {
             self.close_conn(idx);
             return;
@@ -272,15 +276,15 @@ impl Shard {
         if res == 0 {
             self.arm_recv(idx);
             if self.camera_link_connected(idx) {
-                if let Some(slot) = self.cameras.get_mut(ck) {
+                if let Some(slot) = self.relay.cameras.get_mut(ck) {
                     slot.shared.handle_connected(now);
                 }
             }
         } else {
             let error = std::io::Error::from_raw_os_error(-res);
-            tracing::debug!(shard = self.id, camera = %self.conns[idx].peer(), error = %error, "camera connect failed");
+            tracing::debug!(shard = self.id, camera = %self.io.conns[idx].peer(), error = %error, "camera connect failed");
             self.close_conn(idx);
-            if let Some(slot) = self.cameras.get_mut(ck) {
+            if let Some(slot) = self.relay.cameras.get_mut(ck) {
                 slot.conn = None;
                 slot.shared.handle_connect_failed(Some(error.to_string()), now);
             }
@@ -294,7 +298,7 @@ impl Shard {
             return self.on_probe_closed(idx, ck);
         }
         self.close_conn(idx);
-        let Some(slot) = self.cameras.get_mut(ck) else { return };
+        let Some(slot) = self.relay.cameras.get_mut(ck) else { return };
         if slot.conn != Some(idx) {
             return;
         }
@@ -305,8 +309,8 @@ impl Shard {
 
     /// Deadlines of the shard's shared routes (the camera's, its viewers').
     pub(super) fn camera_timers(&mut self, now: Instant) {
-        for ck in self.cameras.keys() {
-            let Some(slot) = self.cameras.get_mut(ck) else { continue };
+        for ck in self.relay.cameras.keys() {
+            let Some(slot) = self.relay.cameras.get_mut(ck) else { continue };
             if slot.shared.poll_timeout().is_some_and(|t| t <= now) {
                 slot.shared.handle_timeout(now);
                 self.drive_camera(ck);
@@ -316,13 +320,13 @@ impl Shard {
 
     /// Always-on routes this shard owns get their camera (at start-up and after a reload).
     pub(super) fn open_always_on_cameras(&mut self) {
-        if self.draining_until.is_some() {
+        if self.relay.draining_until.is_some() {
             return;
         }
-        let routes = self.settings.routes.clone();
+        let routes = self.relay.settings.routes.clone();
         for route in routes.routes() {
             let always_on = route.shared().is_some_and(|s| s.always_on);
-            if always_on && self.owner_of(route) == self.id && self.cameras.find(&route.path).is_none() {
+            if always_on && self.owner_of(route) == self.id && self.relay.cameras.find(&route.path).is_none() {
                 if let Some(ck) = self.camera_for(route) {
                     self.drive_camera(ck);
                 }
@@ -336,26 +340,26 @@ impl Shard {
     /// new always-on routes open theirs.
     pub(super) fn reload_cameras(&mut self) {
         let now = Instant::now();
-        for ck in self.cameras.keys() {
-            let Some(slot) = self.cameras.get(ck) else { continue };
+        for ck in self.relay.cameras.keys() {
+            let Some(slot) = self.relay.cameras.get(ck) else { continue };
             // A route already closing for an earlier reload is left to finish.
             if slot.shared.is_closed() {
                 continue;
             }
-            let next = self.settings.routes.routes().iter().find(|r| slot.route.keeps_sessions_under(r)).cloned();
+            let next = self.relay.settings.routes.routes().iter().find(|r| slot.route.keeps_sessions_under(r)).cloned();
             let Some((route, params)) = next.and_then(|r| Some((r.clone(), self.route_params(&r)?))) else {
                 self.close_camera(ck, now);
                 continue;
             };
-            let Some(slot) = self.cameras.get_mut(ck) else { continue };
+            let Some(slot) = self.relay.cameras.get_mut(ck) else { continue };
             slot.route = route;
             if slot.shared.reconfigure(params, now) == Reconfigured::Reopened {
                 tracing::info!(shard = self.id, route = %slot.route.path, "camera changed by reload: reopened");
             }
             let viewers: Vec<SessionKey> = slot.shared.viewers().collect();
             for key in viewers {
-                let map = self.sessions.get(key).and_then(|s| s.tunnel.session().url_map().cloned());
-                if let (Some(map), Some(slot)) = (map, self.cameras.get_mut(ck)) {
+                let map = self.relay.sessions.get(key).and_then(|s| s.tunnel.session().url_map().cloned());
+                if let (Some(map), Some(slot)) = (map, self.relay.cameras.get_mut(ck)) {
                     slot.shared.set_url_map(key, map);
                 }
             }
@@ -368,8 +372,8 @@ impl Shard {
     /// the shard stops. Its viewers' tunnels have ended by then (the same rule ends them); one
     /// still attached is ended rather than left with no camera.
     pub(super) fn close_camera(&mut self, ck: CameraKey, now: Instant) {
-        self.cameras.unlist(ck);
-        if let Some(slot) = self.cameras.get_mut(ck) {
+        self.relay.cameras.unlist(ck);
+        if let Some(slot) = self.relay.cameras.get_mut(ck) {
             slot.shared.close(now);
         }
         self.drive_camera(ck);

@@ -18,8 +18,8 @@ pub(super) struct RecvEnd {
 
 impl Shard {
     pub(super) fn arm_recv(&mut self, idx: usize) {
-        if let Some(sub) = self.conns.recv(idx, &self.bufs) {
-            self.ring.push(sub);
+        if let Some(sub) = self.io.conns.recv(idx, &self.io.bufs) {
+            self.io.ring.push(sub);
         }
     }
 
@@ -27,18 +27,18 @@ impl Shard {
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
         if let Some(bid) = bid {
-            self.bufs.on_received(bid);
+            self.io.bufs.on_received(bid);
         }
         // `dispatch` found it current and nothing has run since: a missing slot is a stale
         // completion, whose buffer goes back.
-        let Some(generation) = self.conns.get(idx).map(|c| c.generation()) else {
+        let Some(generation) = self.io.conns.get(idx).map(|c| c.generation()) else {
             if let Some(bid) = bid {
-                self.bufs.release(bid);
+                self.io.bufs.release(bid);
             }
             return;
         };
-        let was_paused = !more && self.conns.recv_ended(idx, res);
-        let (role, closing) = self.conns.get(idx).map_or((None, true), |c| (c.role(), c.is_closing()));
+        let was_paused = !more && self.io.conns.recv_ended(idx, res);
+        let (role, closing) = self.io.conns.get(idx).map_or((None, true), |c| (c.role(), c.is_closing()));
         if res > 0 && !closing {
             match (bid, role) {
                 (Some(bid), Some(Role::Camera(ck))) => self.on_camera_recv(idx, ck, bid, res as usize),
@@ -52,7 +52,7 @@ impl Shard {
             }
         }
         if let Some(bid) = bid {
-            self.bufs.release(bid);
+            self.io.bufs.release(bid);
         }
         self.after_recv(idx, generation, role, RecvEnd { res, more, was_paused, closing });
     }
@@ -61,7 +61,7 @@ impl Shard {
     /// closed and freed the connection, and its slot may hold a new one by now: it is looked up
     /// again by index and generation, never by index alone.
     pub(super) fn after_recv(&mut self, idx: usize, generation: u32, role: Option<Role>, end: RecvEnd) {
-        let Some(c) = self.conns.current(idx, generation) else {
+        let Some(c) = self.io.conns.current(idx, generation) else {
             return;
         };
         if end.closing || c.is_closing() {
@@ -78,7 +78,7 @@ impl Shard {
             if let Some(key) = role.and_then(|r| r.session()) {
                 self.update_upstream_flow(key);
                 if !self.paused_for_backpressure(role)
-                    && self.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off)
+                    && self.io.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off)
                 {
                     self.arm_recv(idx);
                 }
@@ -96,9 +96,9 @@ impl Shard {
     /// behind, or a viewer behind on what is queued for it.
     pub(super) fn paused_for_backpressure(&self, role: Option<Role>) -> bool {
         match role {
-            Some(Role::Upstream(key)) => self.sessions.get(key).is_some_and(|s| s.tunnel.camera_paused()),
+            Some(Role::Upstream(key)) => self.relay.sessions.get(key).is_some_and(|s| s.tunnel.camera_paused()),
             Some(Role::TunnelGet(key) | Role::TunnelPost(key) | Role::PlainRtsp(key)) => {
-                self.sessions.get(key).is_some_and(|s| s.tunnel.viewer_paused())
+                self.relay.sessions.get(key).is_some_and(|s| s.tunnel.viewer_paused())
             }
             _ => false,
         }
@@ -108,20 +108,21 @@ impl Shard {
         if matches!(role, Role::Upstream(_)) && self.on_upstream_link_data(idx, key, bid, len) {
             return;
         }
-        let now = self.reaped_at;
+        let now = self.io.reaped_at;
         // The upstream link's handling may have ended the connection.
-        let Some(c) = self.conns.get_mut(idx) else { return };
+        let Some(c) = self.io.conns.get_mut(idx) else { return };
         let tls = c.has_tls();
         if let Some(tls) = c.tls_mut() {
-            self.plain.clear();
+            self.io.plain.clear();
             // Acknowledgements, key updates: whatever rustls has to say goes out.
-            let received =
-                tls.receive(self.bufs.bytes(bid, len), &mut self.plain).map(|closed| (closed, tls.take_outgoing()));
+            let received = tls
+                .receive(self.io.bufs.bytes(bid, len), &mut self.io.plain)
+                .map(|closed| (closed, tls.take_outgoing()));
             match received {
                 Ok((peer_closed, cipher)) => {
                     if let Some(cipher) = cipher {
                         c.send_mut().push_owned(cipher);
-                        self.conns.dirty.push(idx);
+                        self.io.conns.dirty.push(idx);
                     }
                     if peer_closed {
                         self.on_conn_ended(idx, Some(role), 0);
@@ -137,19 +138,19 @@ impl Shard {
             }
         }
         // Disjoint field borrows: no per-packet clone of the shared route table.
-        let routes = &*self.settings.routes;
-        let bytes = if tls { &self.plain[..] } else { self.bufs.bytes(bid, len) };
-        if self.conns.get(idx).is_some_and(|c| c.is_websocket()) {
+        let routes = &*self.relay.settings.routes;
+        let bytes = if tls { &self.io.plain[..] } else { self.io.bufs.bytes(bid, len) };
+        if self.io.conns.get(idx).is_some_and(|c| c.is_websocket()) {
             // Copied out of the ring buffer: the decoder unmasks into its own output anyway.
             let bytes = bytes.to_vec();
             self.websocket_bytes(idx, key, &bytes);
             return;
         }
-        let Some(s) = self.sessions.get_mut(key) else {
+        let Some(s) = self.relay.sessions.get_mut(key) else {
             return;
         };
         let (input, fed) = match role {
-            Role::Upstream(_) => (Input::CameraBytes(bytes), Fed::CameraChunk(bid, self.reaped_at)),
+            Role::Upstream(_) => (Input::CameraBytes(bytes), Fed::CameraChunk(bid, self.io.reaped_at)),
             Role::TunnelGet(_) => {
                 (Input::ViewerBytes { stream: ViewerStream::TunnelData, bytes, routes }, Fed::Nothing)
             }
@@ -165,7 +166,7 @@ impl Shard {
 
     /// A connection reached end of stream or failed.
     pub(super) fn on_conn_ended(&mut self, idx: usize, role: Option<Role>, res: i32) {
-        let now = self.reaped_at;
+        let now = self.io.reaped_at;
         let key = role.and_then(|r| r.session());
         if let Some(Role::Camera(ck)) = role {
             self.on_camera_closed(idx, ck);
@@ -179,7 +180,7 @@ impl Shard {
             Some(Role::Upstream(k)) => {
                 let kind = if res == 0 { UpstreamErrorKind::Closed } else { UpstreamErrorKind::Reset };
                 let mut closed = None;
-                if let Some(s) = self.sessions.get_mut(k) {
+                if let Some(s) = self.relay.sessions.get_mut(k) {
                     if s.upstream.take().is_some() {
                         let open = std::mem::take(&mut s.upstream_open);
                         closed = s.health_route.clone().map(|r| (r, open));
@@ -193,7 +194,7 @@ impl Shard {
                 }
             }
             Some(Role::TunnelPost(k)) => {
-                if let Some(s) = self.sessions.get_mut(k) {
+                if let Some(s) = self.relay.sessions.get_mut(k) {
                     if s.post == Some(idx) {
                         s.post = None;
                     }
@@ -206,7 +207,7 @@ impl Shard {
                 } else {
                     ViewerStream::Plain
                 };
-                if let Some(s) = self.sessions.get_mut(k) {
+                if let Some(s) = self.relay.sessions.get_mut(k) {
                     s.viewer = None;
                     s.tunnel.handle(Input::ViewerClosed(stream), now);
                 }
@@ -224,19 +225,19 @@ impl Shard {
         if let Some(route) = &route {
             self.passthrough_health(route, PassthroughEvent::Connecting);
         }
-        let limit = self.settings.limits.max_camera_sessions;
+        let limit = self.relay.settings.limits.max_camera_sessions;
         let admitted = self.shared.camera_hosts.lock().map(|mut h| h.try_open(addr.ip(), limit)).unwrap_or(true);
         if !admitted {
             tracing::info!(shard = self.id, camera = %addr, limit, "max_camera_sessions reached for this camera: 453");
-            if let Some(s) = self.sessions.get_mut(key) {
-                s.tunnel.handle(Input::CameraHostFull, self.reaped_at);
+            if let Some(s) = self.relay.sessions.get_mut(key) {
+                s.tunnel.handle(Input::CameraHostFull, self.io.reaped_at);
             }
             self.apply(key, Fed::Nothing);
             return;
         }
         // The session's own camera: its route's, or the fallback's once the route's upstream
         // could not be reached (`proto::session::fallback`).
-        let camera = self.sessions.get(key).and_then(|s| s.tunnel.session().route().cloned()).or(route.clone());
+        let camera = self.relay.sessions.get(key).and_then(|s| s.tunnel.session().route().cloned()).or(route.clone());
         if let (Some(c), Some(r)) = (&camera, &route) {
             if c.upstream_url != r.upstream_url {
                 tracing::debug!(shard = self.id, route = %r.path, source = "fallback", camera = %c.upstream_url, "passthrough session on the fallback camera");
@@ -251,10 +252,10 @@ impl Shard {
         match connected {
             Some(idx) => {
                 // Released when the connection is freed, however it ends.
-                if let Some(c) = self.conns.get_mut(idx) {
+                if let Some(c) = self.io.conns.get_mut(idx) {
                     c.camera_host = Some(addr.ip());
                 }
-                if let Some(s) = self.sessions.get_mut(key) {
+                if let Some(s) = self.relay.sessions.get_mut(key) {
                     s.upstream = Some(idx);
                 }
             }
@@ -266,8 +267,8 @@ impl Shard {
                     let why = route.resolve_error.as_deref().unwrap_or("no socket").to_owned();
                     self.passthrough_health(route, PassthroughEvent::ConnectFailed(Some(why)));
                 }
-                if let Some(s) = self.sessions.get_mut(key) {
-                    s.tunnel.handle(Input::CameraConnectFailed(UpstreamErrorKind::Unreachable), self.reaped_at);
+                if let Some(s) = self.relay.sessions.get_mut(key) {
+                    s.tunnel.handle(Input::CameraConnectFailed(UpstreamErrorKind::Unreachable), self.io.reaped_at);
                 }
                 self.apply(key, Fed::Nothing);
             }
@@ -294,18 +295,18 @@ impl Shard {
             }
         };
         let _ = sock.set_nodelay(true);
-        let idx = self.conns.insert_live(OwnedFd::from(sock), addr, role, self.reaped_at);
+        let idx = self.io.conns.insert_live(OwnedFd::from(sock), addr, role, self.io.reaped_at);
         self.metrics.connection_accepted(ConnKind::Upstream);
-        let timeout = self.settings.core.connect_timeout;
-        if let Some(sub) = self.conns.connect_op(idx, addr, timeout) {
-            self.ring.push(sub);
+        let timeout = self.relay.settings.core.connect_timeout;
+        if let Some(sub) = self.io.conns.connect_op(idx, addr, timeout) {
+            self.io.ring.push(sub);
         }
         Some(idx)
     }
 
     pub(super) fn on_connect(&mut self, idx: usize, res: i32) {
-        self.conns.completed(idx);
-        let Some(c) = self.conns.get(idx) else { return };
+        self.io.conns.completed(idx);
+        let Some(c) = self.io.conns.get(idx) else { return };
         if c.is_closing() {
             self.maybe_free(idx);
             return;
@@ -318,13 +319,13 @@ impl Shard {
             }
             _ => return,
         };
-        let now = self.reaped_at;
-        let route = self.sessions.get(key).and_then(|s| s.health_route.clone());
+        let now = self.io.reaped_at;
+        let route = self.relay.sessions.get(key).and_then(|s| s.health_route.clone());
         if res == 0 {
             self.arm_recv(idx);
             // Behind an HTTP tunnel the camera is reached once the tunnel answers (camera_link.rs).
             if self.camera_link_connected(idx) {
-                if let Some(s) = self.sessions.get_mut(key) {
+                if let Some(s) = self.relay.sessions.get_mut(key) {
                     s.upstream_open = true;
                     s.tunnel.handle(Input::CameraConnected, now);
                 }
@@ -343,10 +344,10 @@ impl Shard {
                 libc::ECANCELED | libc::ETIMEDOUT => UpstreamErrorKind::ConnectTimeout,
                 _ => UpstreamErrorKind::Unreachable,
             };
-            if let Some(c) = self.conns.get(idx) {
+            if let Some(c) = self.io.conns.get(idx) {
                 tracing::debug!(shard = self.id, camera = %c.peer(), error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
             }
-            if let Some(s) = self.sessions.get_mut(key) {
+            if let Some(s) = self.relay.sessions.get_mut(key) {
                 s.upstream = None;
                 s.tunnel.handle(Input::CameraConnectFailed(kind), now);
             }

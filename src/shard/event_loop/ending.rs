@@ -6,28 +6,28 @@ impl Shard {
     /// Shuts a connection down; it is freed once its in-flight operations have completed.
     pub(super) fn close_conn(&mut self, idx: usize) {
         // A camera's tunnel GET and POST end together.
-        let post = self.conns.get(idx).and_then(|c| c.camera_tunnel.as_ref().map(|t| t.post));
-        let Some(closed) = self.conns.close(idx) else {
+        let post = self.io.conns.get(idx).and_then(|c| c.camera_tunnel.as_ref().map(|t| t.post));
+        let Some(closed) = self.io.conns.close(idx) else {
             return;
         };
         if let Phase::Parked { cookie, .. } = &closed.was {
             self.shared.cookies.unpark(cookie, self.id);
-            self.parked.remove(cookie);
+            self.relay.parked.remove(cookie);
         }
         if let Some(generation) = closed.cancel_connect {
             // A connecting socket ignores shutdown: cancel the connect itself.
-            self.ring.push(ops::cancel(Op::Connect, idx, generation));
+            self.io.ring.push(ops::cancel(Op::Connect, idx, generation));
         }
         self.maybe_free(idx);
         if let Some((post, generation)) = post {
-            if self.conns.current(post, generation).is_some() {
+            if self.io.conns.current(post, generation).is_some() {
                 self.close_conn(post);
             }
         }
     }
 
     pub(super) fn maybe_free(&mut self, idx: usize) {
-        let Some(c) = self.conns.remove_if_idle(idx, &mut self.bufs) else { return };
+        let Some(c) = self.io.conns.remove_if_idle(idx, &mut self.io.bufs) else { return };
         if c.counted_ip() {
             self.shared.admission.close_connection(c.peer().ip());
         }

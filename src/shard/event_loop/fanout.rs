@@ -16,40 +16,40 @@ use crate::shard::conn_table::FrameBytes;
 pub(super) enum CameraBytes {
     /// The camera's, in the ring buffer.
     Ring,
-    /// The camera's, decrypted or past a tunnel's answer, in `self.plain`.
+    /// The camera's, decrypted or past a tunnel's answer, in `self.io.plain`.
     Plain,
     /// The probe's of the primary, in the ring buffer.
     Probe,
-    /// The probe's, in `self.plain`.
+    /// The probe's, in `self.io.plain`.
     ProbePlain,
 }
 
 impl Shard {
-    /// Camera bytes in ring buffer `bid`, or in `self.plain` (then copied for the viewers), of
+    /// Camera bytes in ring buffer `bid`, or in `self.io.plain` (then copied for the viewers), of
     /// the camera's connection or its probe's (`from`): read by the route, its frames planned
     /// one by one and each plan carried out, then the route's other actions (answers,
     /// keepalives).
     pub(super) fn on_camera_data(&mut self, ck: CameraKey, bid: u16, len: usize, from: CameraBytes) {
-        let now = self.reaped_at;
-        let Some(slot) = self.cameras.get_mut(ck) else { return };
+        let now = self.io.reaped_at;
+        let Some(slot) = self.relay.cameras.get_mut(ck) else { return };
         // Only this processing holds the buffer: the camera session may rewrite RTP headers in
         // it before any viewer's send names it.
         match from {
-            CameraBytes::Ring => slot.shared.handle_camera_bytes(now, self.bufs.bytes_mut(bid, len)),
-            CameraBytes::Plain => slot.shared.handle_camera_plaintext(now, &mut self.plain),
-            CameraBytes::Probe => slot.shared.handle_probe_bytes(now, self.bufs.bytes_mut(bid, len)),
-            CameraBytes::ProbePlain => slot.shared.handle_probe_plaintext(now, &mut self.plain),
+            CameraBytes::Ring => slot.shared.handle_camera_bytes(now, self.io.bufs.bytes_mut(bid, len)),
+            CameraBytes::Plain => slot.shared.handle_camera_plaintext(now, &mut self.io.plain),
+            CameraBytes::Probe => slot.shared.handle_probe_bytes(now, self.io.bufs.bytes_mut(bid, len)),
+            CameraBytes::ProbePlain => slot.shared.handle_probe_plaintext(now, &mut self.io.plain),
         }
         // The receive may have grown this route's GOP cache past the relay-wide budget.
         self.enforce_gop_budget();
-        let Some(slot) = self.cameras.get_mut(ck) else { return };
+        let Some(slot) = self.relay.cameras.get_mut(ck) else { return };
         let mut plan = std::mem::take(&mut slot.plan);
         let (mut dropped, mut sent, mut copied) = (0, 0, 0);
         // Each viewer is judged on its queue as it really is after the frame before, and a
         // plan holds one delivery per viewer at most, however many frames the receive carries.
-        while let Some(slot) = self.cameras.get_mut(ck) {
-            let chunk = self.bufs.bytes_at(bid, 0, len);
-            let (conns, sessions) = (&self.conns, &self.sessions);
+        while let Some(slot) = self.relay.cameras.get_mut(ck) {
+            let chunk = self.io.bufs.bytes_at(bid, 0, len);
+            let (conns, sessions) = (&self.io.conns, &self.relay.sessions);
             // What is queued to a viewer now; `None`: nothing more may go to it (its connection
             // is gone or closing, or its WebSocket close is out).
             let queue = |k: &SessionKey| {
@@ -68,7 +68,7 @@ impl Shard {
         if dropped > 0 {
             self.metrics.frames_dropped(dropped);
         }
-        if let Some(slot) = self.cameras.get_mut(ck) {
+        if let Some(slot) = self.relay.cameras.get_mut(ck) {
             slot.plan = plan;
         }
         self.drive_camera(ck);
@@ -97,8 +97,8 @@ impl Shard {
         for d in plan {
             match d {
                 Delivery::Deliver { viewer, header, body, live } => {
-                    let Some(conn) = self.sessions.get(*viewer).and_then(|s| s.viewer) else { continue };
-                    let Some(c) = self.conns.get(conn) else { continue };
+                    let Some(conn) = self.relay.sessions.get(*viewer).and_then(|s| s.viewer) else { continue };
+                    let Some(c) = self.io.conns.get(conn) else { continue };
                     if c.is_closing() {
                         continue;
                     }
@@ -120,7 +120,9 @@ impl Shard {
                         (Some(h), None) => (None, FrameBytes::Shared(h)),
                         (None, None) => continue,
                     };
-                    if self.conns.queue_frame(conn, ws, prefix, frame, &mut self.bufs, timed) == Some(Queued::Copied) {
+                    if self.io.conns.queue_frame(conn, ws, prefix, frame, &mut self.io.bufs, timed)
+                        == Some(Queued::Copied)
+                    {
                         copied += 1;
                     }
                     sent += 1;

@@ -16,15 +16,16 @@ impl Shard {
             return;
         }
         let mut candidates: Vec<EvictionCandidate<_>> = self
+            .relay
             .cameras
             .keys()
             .into_iter()
-            .filter_map(|key| self.cameras.get(key)?.shared.gop_eviction_candidate(key))
+            .filter_map(|key| self.relay.cameras.get(key)?.shared.gop_eviction_candidate(key))
             .collect();
         eviction_order(&mut candidates);
         let n = evictions_needed(&candidates, budget.held(), budget.limit());
         for c in candidates.iter().take(n) {
-            if let Some(slot) = self.cameras.get_mut(c.key) {
+            if let Some(slot) = self.relay.cameras.get_mut(c.key) {
                 slot.shared.evict_gop_cache();
             }
         }

@@ -5,27 +5,27 @@ use super::*;
 
 impl Shard {
     pub(super) fn arm_tick(&mut self) {
-        self.ring.push(ops::tick());
+        self.io.ring.push(ops::tick());
     }
 
     pub(super) fn arm_mailbox(&mut self) {
-        self.ring.push(ops::mailbox(&self.shared.mailboxes[self.id as usize]));
+        self.io.ring.push(ops::mailbox(&self.shared.mailboxes[self.id as usize]));
     }
 
     pub(super) fn on_tick(&mut self) {
-        let now = self.reaped_at;
-        if self.draining_until.is_none() {
-            for listener in std::mem::take(&mut self.listeners.paused) {
+        let now = self.io.reaped_at;
+        if self.relay.draining_until.is_none() {
+            for listener in std::mem::take(&mut self.io.listeners.paused) {
                 self.arm_accept(listener);
             }
         }
-        let head_timeout = self.settings.core.head_timeout;
+        let head_timeout = self.relay.settings.core.head_timeout;
         // A POST waits for its GET as long as a GET for its POST (the GET's wait is its tunnel's).
-        let pairing = self.settings.core.tunnel.pairing_timeout;
+        let pairing = self.relay.settings.core.tunnel.pairing_timeout;
         let mut expired_heads = Vec::new();
         let mut parked = Vec::new();
         let mut stuck = Vec::new();
-        for (idx, c) in self.conns.iter() {
+        for (idx, c) in self.io.conns.iter() {
             match c.phase() {
                 Phase::Closing { .. } => {}
                 Phase::Flushing { role, deadline, .. } if now >= *deadline => {
@@ -61,7 +61,7 @@ impl Shard {
                 self.wake_parked(idx, cookie);
             }
         }
-        for key in self.sessions.keys() {
+        for key in self.relay.sessions.keys() {
             let Some(s) = self.session(key) else { continue };
             if s.tunnel.poll_timeout().is_some_and(|t| t <= now) {
                 s.tunnel.handle_timeout(now);
@@ -72,14 +72,14 @@ impl Shard {
     }
 
     pub(super) fn wake_parked(&mut self, idx: usize, cookie: String) {
-        if !self.conns.get(idx).is_some_and(|c| matches!(c.phase(), Phase::Parked { .. })) {
+        if !self.io.conns.get(idx).is_some_and(|c| matches!(c.phase(), Phase::Parked { .. })) {
             return;
         }
         if self.shared.cookies.post_arrived(&cookie, self.id) == PostLookup::Parked {
             return;
         }
-        let Some(leftover) = self.conns.unpark(idx) else { return };
-        self.parked.remove(&cookie);
+        let Some(leftover) = self.io.conns.unpark(idx) else { return };
+        self.relay.parked.remove(&cookie);
         self.find_get_for_post(idx, cookie, leftover);
     }
 
@@ -91,28 +91,28 @@ impl Shard {
                     // A POST is counted at its accept (or PROXY header), before its head is read.
                     let from =
                         Departing { fd: p.fd, peer: p.peer, accepted_at: p.accepted_at, tls: p.tls, counted_ip: true };
-                    let idx = self.conns.adopt(from, None);
+                    let idx = self.io.conns.adopt(from, None);
                     self.bind_post(SessionKey::unpack(p.session_key), idx, p.leftover);
                 }
                 ShardMsg::AdoptViewer(v) => self.adopt_viewer(v),
                 ShardMsg::WakeParked { cookie } => {
-                    if let Some(&idx) = self.parked.get(&cookie) {
+                    if let Some(&idx) = self.relay.parked.get(&cookie) {
                         self.wake_parked(idx, cookie);
                     }
                 }
                 ShardMsg::Reload { settings } => {
-                    self.auth_gate =
+                    self.relay.auth_gate =
                         self.shared.auth_failures.gate(settings.auth.max_failures_per_ip, settings.core.failure_window);
                     // New certificates apply to new connections. Listeners are bound in
                     // `settings.listeners` order and their addresses change only on restart.
-                    for (l, fresh) in self.listeners.open.iter_mut().zip(&settings.listeners) {
+                    for (l, fresh) in self.io.listeners.open.iter_mut().zip(&settings.listeners) {
                         if let (Some(l), Some(cfg)) = (l.as_mut().filter(|l| l.tls.is_some()), &fresh.tls) {
                             l.tls = Some(cfg.clone());
                         }
                     }
                     // The rest (new WebSocket limits, PROXY sources, caps) applies to new
                     // connections from the swap on.
-                    self.per_route_metrics = settings.metrics_port.per_route;
+                    self.relay.per_route_metrics = settings.metrics_port.per_route;
                     self.reload(settings);
                     self.prune_route_health();
                 }
@@ -132,34 +132,35 @@ impl Shard {
     pub(super) fn reload(&mut self, settings: Arc<Settings>) {
         let now = Instant::now();
         let policy = settings.core.tunnel;
-        for key in self.sessions.keys() {
+        for key in self.relay.sessions.keys() {
             if let Some(s) = self.session(key) {
                 s.tunnel.handle(Input::Reload { routes: &settings.routes, policy }, now);
                 self.apply(key, Fed::Nothing);
             }
         }
-        self.settings = settings;
+        self.relay.settings = settings;
         self.reload_cameras();
     }
 
     pub(super) fn begin_drain(&mut self, grace: Duration) {
-        if self.draining_until.is_some() {
+        if self.relay.draining_until.is_some() {
             return;
         }
         let now = Instant::now();
         let deadline = now + grace;
-        self.draining_until = Some(deadline);
-        for (_, s) in self.sessions.iter_mut() {
+        self.relay.draining_until = Some(deadline);
+        for (_, s) in self.relay.sessions.iter_mut() {
             // Nothing to carry out: the tunnel only learns when it ends.
             s.tunnel.handle(Input::Drain { deadline }, now);
         }
-        for i in 0..self.listeners.open.len() {
-            if self.listeners.open[i].is_some() {
-                self.ring.push(ops::cancel(Op::Accept, i, 0));
+        for i in 0..self.io.listeners.open.len() {
+            if self.io.listeners.open[i].is_some() {
+                self.io.ring.push(ops::cancel(Op::Accept, i, 0));
             }
         }
         // Connections still reading their head, or parked, are not sessions yet: drop them.
         let idle: Vec<usize> = self
+            .io
             .conns
             .iter()
             .filter(|(_, c)| matches!(c.phase(), Phase::Greeting(_) | Phase::Unbound | Phase::Parked { .. }))
@@ -170,7 +171,7 @@ impl Shard {
         }
         tracing::info!(
             shard = self.id,
-            sessions = self.sessions.len(),
+            sessions = self.relay.sessions.len(),
             grace_ms = grace.as_millis() as u64,
             "draining"
         );

@@ -12,7 +12,12 @@ impl Shard {
             Query::Cameras(reply) => drop(reply.send(self.camera_snapshots())),
             Query::Sessions(reply) => drop(reply.send(self.session_snapshots())),
             Query::EndSession { id, reply } => {
-                let key = self.sessions.keys().into_iter().find(|k| self.sessions.get(*k).is_some_and(|s| s.id == id));
+                let key = self
+                    .relay
+                    .sessions
+                    .keys()
+                    .into_iter()
+                    .find(|k| self.relay.sessions.get(*k).is_some_and(|s| s.id == id));
                 if let Some(key) = key {
                     self.end_session(key, SessionOutcome::Kicked);
                 }
@@ -23,8 +28,8 @@ impl Shard {
 
     fn camera_snapshots(&self) -> Vec<CameraSnapshot> {
         let mut by_route: HashMap<String, CameraSnapshot> = HashMap::new();
-        for ck in self.cameras.keys() {
-            let Some(slot) = self.cameras.get(ck) else { continue };
+        for ck in self.relay.cameras.keys() {
+            let Some(slot) = self.relay.cameras.get(ck) else { continue };
             // A route closing for a reload no longer answers for its path; one whose camera was
             // retired (nobody wants it) has none to show.
             let (false, Some(camera)) = (slot.shared.is_closed(), slot.shared.camera()) else { continue };
@@ -44,7 +49,7 @@ impl Shard {
                         .collect()
                 })
                 .unwrap_or_default();
-            let bytes_out = slot.shared.viewers().filter_map(|k| self.sessions.get(k)).map(|s| s.to_viewer).sum();
+            let bytes_out = slot.shared.viewers().filter_map(|k| self.relay.sessions.get(k)).map(|s| s.to_viewer).sum();
             let snap = by_route.entry(slot.route.path.clone()).or_insert_with(|| empty(&slot.route.path));
             snap.bytes_in = health.bytes_in;
             snap.bytes_out = bytes_out;
@@ -59,7 +64,7 @@ impl Shard {
                 source: health.source.label(),
             });
         }
-        for (_, s) in self.sessions.iter() {
+        for (_, s) in self.relay.sessions.iter() {
             if s.camera.is_some() {
                 continue;
             }
@@ -77,10 +82,11 @@ impl Shard {
     }
 
     fn session_snapshots(&self) -> Vec<SessionSnapshot> {
-        self.sessions
+        self.relay
+            .sessions
             .iter()
             .map(|(_, s)| {
-                let viewer = s.viewer.and_then(|v| self.conns.get(v));
+                let viewer = s.viewer.and_then(|v| self.io.conns.get(v));
                 SessionSnapshot {
                     id: format!("{}-{}", self.id, s.id),
                     route: s.tunnel.session().route().map(|r| r.path.clone()),

@@ -15,11 +15,11 @@ impl Shard {
             return;
         }
         let now = Instant::now();
-        if event.opens() && !self.route_health.contains_key(&route.path) {
-            self.route_health.insert(route.path.clone(), PassthroughHealth::new(now));
+        if event.opens() && !self.relay.route_health.contains_key(&route.path) {
+            self.relay.route_health.insert(route.path.clone(), PassthroughHealth::new(now));
         }
         // Nothing to take away from a route this shard forgot (removed by a reload).
-        let Some(rh) = self.route_health.get_mut(&route.path) else { return };
+        let Some(rh) = self.relay.route_health.get_mut(&route.path) else { return };
         let report = rh.on_event(event, now);
         self.report_health(&route.path, "passthrough", report);
     }
@@ -27,7 +27,7 @@ impl Shard {
     /// Sets a route's series if they changed; a camera failing is worth a warning once per
     /// state change, its recovery a line at info.
     pub(super) fn report_health(&self, route: &str, mode: &'static str, report: HealthReport) {
-        if self.per_route_metrics && report.changed {
+        if self.relay.per_route_metrics && report.changed {
             self.metrics.set_route(route, report.viewers, report.state);
         }
         for event in report.logs.into_iter().flatten() {
@@ -52,18 +52,23 @@ impl Shard {
 
     /// After a reload: routes no longer configured are forgotten here and in the metrics.
     pub(super) fn prune_route_health(&mut self) {
-        let routes = self.settings.routes.clone();
+        let routes = self.relay.settings.routes.clone();
         let configured = |path: &str| routes.lookup(path).is_some_and(|r| r.path == path);
-        self.route_health.retain(|path, _| configured(path));
-        if !self.per_route_metrics {
+        self.relay.route_health.retain(|path, _| configured(path));
+        if !self.relay.per_route_metrics {
             self.metrics.retain_routes(|_| false);
             return;
         }
         self.metrics.retain_routes(configured);
         // `per_route` may have just been turned on: every route's state as it stands.
-        let passthrough = self.route_health.iter().map(|(path, rh)| (path.as_str(), rh.seen()));
-        let shared =
-            self.cameras.keys().into_iter().filter_map(|ck| self.cameras.get(ck)).filter(|s| !s.shared.is_closed());
+        let passthrough = self.relay.route_health.iter().map(|(path, rh)| (path.as_str(), rh.seen()));
+        let shared = self
+            .relay
+            .cameras
+            .keys()
+            .into_iter()
+            .filter_map(|ck| self.relay.cameras.get(ck))
+            .filter(|s| !s.shared.is_closed());
         let shared = shared.map(|s| (s.route.path.as_str(), s.shared.health().seen()));
         for (path, seen) in passthrough.chain(shared) {
             if let Some((viewers, state)) = seen {

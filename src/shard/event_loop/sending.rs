@@ -5,7 +5,7 @@ use crate::proto::websocket::FrameHeader;
 
 impl Shard {
     pub(super) fn queue_owned(&mut self, idx: usize, bytes: Vec<u8>) {
-        self.conns.queue_owned(idx, bytes);
+        self.io.conns.queue_owned(idx, bytes);
     }
 
     /// `header`: a WebSocket frame header to send just before the range.
@@ -17,7 +17,7 @@ impl Shard {
         range: std::ops::Range<usize>,
         at: Timed,
     ) {
-        if self.conns.queue_ring(idx, header, &mut self.bufs, bid, range, at) == Some(Queued::Copied) {
+        if self.io.conns.queue_ring(idx, header, &mut self.io.bufs, bid, range, at) == Some(Queued::Copied) {
             self.metrics.ring_ranges_copied(1);
         }
     }
@@ -25,15 +25,15 @@ impl Shard {
     pub(super) fn flush_dirty(&mut self) {
         // By index: a send that completes a close never queues more, but the list may grow.
         let mut i = 0;
-        while let Some(&idx) = self.conns.dirty.get(i) {
+        while let Some(&idx) = self.io.conns.dirty.get(i) {
             self.start_send(idx);
             i += 1;
         }
-        self.conns.dirty.clear();
+        self.io.conns.dirty.clear();
     }
 
     pub(super) fn start_send(&mut self, idx: usize) {
-        let Some(c) = self.conns.get(idx) else {
+        let Some(c) = self.io.conns.get(idx) else {
             return;
         };
         if c.is_closing() {
@@ -41,21 +41,21 @@ impl Shard {
         }
         if c.send().is_empty() && !c.send().in_flight() {
             // A flushing connection goes on to what follows.
-            if self.conns.flushed(idx) {
+            if self.io.conns.flushed(idx) {
                 self.close_conn(idx);
             }
             return;
         }
-        if let Some(sub) = self.conns.send_op(idx, &self.bufs) {
-            self.ring.push(sub);
+        if let Some(sub) = self.io.conns.send_op(idx, &self.io.bufs) {
+            self.io.ring.push(sub);
         }
     }
 
     pub(super) fn on_send(&mut self, idx: usize, res: i32) {
         // The receive side is timed at its batch's reaping too (see `Shard::reaped_at`).
-        let now = self.reaped_at;
-        self.conns.completed(idx);
-        let Some(c) = self.conns.get_mut(idx) else { return };
+        let now = self.io.reaped_at;
+        self.io.conns.completed(idx);
+        let Some(c) = self.io.conns.get_mut(idx) else { return };
         if res < 0 {
             c.send_mut().abort_in_flight();
             if c.is_closing() {
@@ -66,9 +66,9 @@ impl Shard {
             self.on_conn_ended(idx, role, res);
             return;
         }
-        c.send_mut().complete(res as usize, &mut self.bufs, &mut self.latencies);
+        c.send_mut().complete(res as usize, &mut self.io.bufs, &mut self.io.latencies);
         let role = c.role();
-        for t in self.latencies.drain(..) {
+        for t in self.io.latencies.drain(..) {
             self.metrics.observe_n(Hist::ForwardLatency, now.saturating_duration_since(t.received_at), t.frames);
         }
         let n = res as u64;
@@ -90,7 +90,7 @@ impl Shard {
             _ => {}
         }
         // The flow update may have closed it, and with nothing in flight freed it.
-        let Some(c) = self.conns.get(idx) else { return };
+        let Some(c) = self.io.conns.get(idx) else { return };
         if c.is_closing() {
             self.maybe_free(idx);
         } else if matches!(c.phase(), Phase::Moving(_)) {

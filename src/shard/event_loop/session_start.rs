@@ -7,7 +7,7 @@ impl Shard {
     /// A tunnel GET, admitted (its session counted): the session starts and its cookie is
     /// registered for the POST.
     pub(super) fn on_tunnel_get(&mut self, idx: usize, route: Option<Arc<Route>>, cookie: String, rest: Vec<u8>) {
-        let Some(c) = self.conns.get(idx) else {
+        let Some(c) = self.io.conns.get(idx) else {
             // Not reached while a verdict is carried out at once; its session was counted.
             self.shared.admission.close_session();
             return;
@@ -17,7 +17,7 @@ impl Shard {
         let me = SessionRef { shard: self.id, key: key.pack() };
         match self.shared.cookies.register_get(&cookie, me) {
             GetRegistration::Duplicate => {
-                self.sessions.remove(key);
+                self.relay.sessions.remove(key);
                 self.metrics.session_ended(SessionOutcome::ProtocolError);
                 self.shared.admission.close_session();
                 self.refuse(idx, Rejection::DuplicateCookie, http_head::http_error_reply(409, "Conflict"));
@@ -30,11 +30,11 @@ impl Shard {
                 }
             }
         }
-        let Some(s) = self.sessions.get_mut(key) else { return };
+        let Some(s) = self.relay.sessions.get_mut(key) else { return };
         s.cookie = Some(cookie);
         s.viewer = Some(idx);
-        self.conns.go_live(idx, Role::TunnelGet(key));
-        let reply = http_head::tunnel_get_reply(&http_date(), self.settings.public_address.as_deref());
+        self.io.conns.go_live(idx, Role::TunnelGet(key));
+        let reply = http_head::tunnel_get_reply(&http_date(), self.relay.settings.public_address.as_deref());
         self.queue_owned(idx, reply);
         self.arm_recv(idx);
         if !rest.is_empty() {
@@ -43,7 +43,7 @@ impl Shard {
     }
 
     pub(super) fn on_tunnel_post(&mut self, idx: usize, cookie: String, expect_continue: bool, rest: Vec<u8>) {
-        if let Some(c) = self.conns.get(idx).filter(|_| expect_continue) {
+        if let Some(c) = self.io.conns.get(idx).filter(|_| expect_continue) {
             if c.has_tls() {
                 // Inside the TLS stream; a hand-off waits for this send to complete.
                 self.queue_owned(idx, http_head::CONTINUE_REPLY.to_vec());
@@ -51,7 +51,7 @@ impl Shard {
                 send_now(&c.fd(), http_head::CONTINUE_REPLY);
             }
         }
-        self.conns.unbind(idx);
+        self.io.conns.unbind(idx);
         self.find_get_for_post(idx, cookie, rest);
     }
 
@@ -59,22 +59,22 @@ impl Shard {
     pub(super) fn find_get_for_post(&mut self, idx: usize, cookie: String, leftover: Vec<u8>) {
         match self.shared.cookies.post_arrived(&cookie, self.id) {
             PostLookup::Found(r) if r.shard == self.id => {
-                self.parked.remove(&cookie);
+                self.relay.parked.remove(&cookie);
                 self.bind_post(SessionKey::unpack(r.key), idx, leftover);
             }
             PostLookup::Found(r) if self.shard_stopped(r.shard) => {
                 // Its GET died with its shard: nothing will ever take this POST.
-                self.parked.remove(&cookie);
+                self.relay.parked.remove(&cookie);
                 self.refuse(idx, Rejection::ShuttingDown, http_head::http_error_reply(503, "Service Unavailable"));
             }
             PostLookup::Found(r) => {
-                self.parked.remove(&cookie);
-                self.conns.start_move(idx, Move::Post { shard: r.shard, session_key: r.key, leftover });
+                self.relay.parked.remove(&cookie);
+                self.io.conns.start_move(idx, Move::Post { shard: r.shard, session_key: r.key, leftover });
                 self.hand_off_if_quiet(idx);
             }
             PostLookup::Parked => {
-                self.parked.insert(cookie.clone(), idx);
-                self.conns.park(idx, cookie, leftover);
+                self.relay.parked.insert(cookie.clone(), idx);
+                self.io.conns.park(idx, cookie, leftover);
             }
             PostLookup::AlreadyParked => {
                 self.metrics.rejected(Rejection::DuplicateCookie);
@@ -88,9 +88,9 @@ impl Shard {
     /// (session tickets): the kernel must be done with those buffers before the connection
     /// leaves the slab, so the hand-off waits for the last send completion (see `on_send`).
     pub(super) fn hand_off_if_quiet(&mut self, idx: usize) {
-        let Some((to, conn)) = self.conns.take_moving(idx) else {
-            if self.conns.get(idx).is_some_and(|c| !c.send().is_empty()) {
-                self.conns.dirty.push(idx);
+        let Some((to, conn)) = self.io.conns.take_moving(idx) else {
+            if self.io.conns.get(idx).is_some_and(|c| !c.send().is_empty()) {
+                self.io.conns.dirty.push(idx);
             }
             return;
         };
@@ -142,18 +142,18 @@ impl Shard {
     }
 
     pub(super) fn bind_post(&mut self, key: SessionKey, idx: usize, leftover: Vec<u8>) {
-        let Some((peer, tls)) = self.conns.get(idx).map(|c| (c.peer(), c.has_tls())) else { return };
-        let Some(s) = self.sessions.get_mut(key) else {
+        let Some((peer, tls)) = self.io.conns.get(idx).map(|c| (c.peer(), c.has_tls())) else { return };
+        let Some(s) = self.relay.sessions.get_mut(key) else {
             // The GET went away between lookup and bind.
             self.metrics.rejected(Rejection::PostWithoutGet);
             self.close_conn(idx);
             return;
         };
-        s.tunnel.handle(Input::PostArrived { ip: peer.ip(), tls }, self.reaped_at);
+        s.tunnel.handle(Input::PostArrived { ip: peer.ip(), tls }, self.io.reaped_at);
         self.apply(key, Fed::Post(idx));
         // Bound, unless the tunnel refused it.
         let role = Role::TunnelPost(key);
-        if self.conns.get(idx).is_some_and(|c| matches!(c.phase(), Phase::Live(r) if *r == role)) {
+        if self.io.conns.get(idx).is_some_and(|c| matches!(c.phase(), Phase::Live(r) if *r == role)) {
             // A viewer behind on its GET is not read on a new POST either.
             if !self.paused_for_backpressure(Some(role)) {
                 self.arm_recv(idx);
@@ -167,17 +167,17 @@ impl Shard {
     /// Plain RTSP, admitted (its session counted): `bytes` (its first request and whatever
     /// followed) go to the new session.
     pub(super) fn on_plain_rtsp(&mut self, idx: usize, route: Option<Arc<Route>>, bytes: Vec<u8>) {
-        let Some(c) = self.conns.get(idx) else {
+        let Some(c) = self.io.conns.get(idx) else {
             // Not reached while a verdict is carried out at once; its session was counted.
             self.shared.admission.close_session();
             return;
         };
         let (peer, accepted_at, tls) = (c.peer(), c.accepted_at(), c.has_tls());
         let key = self.new_session(route, tunnel::Kind::Plain, tls, peer, accepted_at, None);
-        if let Some(s) = self.sessions.get_mut(key) {
+        if let Some(s) = self.relay.sessions.get_mut(key) {
             s.viewer = Some(idx);
         }
-        self.conns.go_live(idx, Role::PlainRtsp(key));
+        self.io.conns.go_live(idx, Role::PlainRtsp(key));
         self.arm_recv(idx);
         self.feed_viewer(key, ViewerStream::Plain, &bytes);
     }

@@ -45,7 +45,7 @@ fn peer() -> SocketAddr {
 /// A connection on one end of a socket pair; the other end is returned.
 fn conn(s: &mut Shard, role: Role) -> (usize, UnixStream) {
     let (ours, theirs) = UnixStream::pair().unwrap();
-    (s.conns.insert_live(OwnedFd::from(ours), peer(), role, Instant::now()), theirs)
+    (s.io.conns.insert_live(OwnedFd::from(ours), peer(), role, Instant::now()), theirs)
 }
 
 fn session(s: &mut Shard) -> SessionKey {
@@ -71,11 +71,11 @@ impl Probe {
         let key = session(s);
         let (idx, theirs) = conn(s, Role::Upstream(key));
         s.arm_recv(idx);
-        s.ring.uring.submit().unwrap();
-        let (data, len) = s.bufs.data_mapping();
+        s.io.ring.uring.submit().unwrap();
+        let (data, len) = s.io.bufs.data_mapping();
         // SAFETY: inside the data mapping; that buffer is idle in the ring and nothing sends.
         unsafe { std::ptr::copy_nonoverlapping(CANARY.as_ptr(), data.add(len - CANARY.len()), CANARY.len()) };
-        let fd = s.conns[idx].raw();
+        let fd = s.io.conns[idx].raw();
         Probe { data, len, fd, inode: inode(fd).unwrap(), theirs }
     }
 
@@ -108,7 +108,7 @@ fn a_shutdown_that_gives_up_leaks_what_is_still_in_flight() {
     let probe = Probe::arm(&mut s);
     // Gives up at once: the receive's completion has not been reaped.
     s.finish_within(Duration::ZERO);
-    assert!(!s.conns.is_empty());
+    assert!(!s.io.conns.is_empty());
     drop(s);
     assert!(probe.leaked(), "buffers unmapped or connection closed with a receive in flight");
     assert!(probe.peer_saw_the_end());
@@ -134,10 +134,10 @@ fn a_clean_shutdown_frees_everything() {
     let key = session(&mut s);
     let (idx, _theirs) = conn(&mut s, Role::Upstream(key));
     s.arm_recv(idx);
-    let fd = s.conns[idx].raw();
+    let fd = s.io.conns[idx].raw();
     let ino = inode(fd).unwrap();
     s.finish_within(Duration::from_secs(5));
-    assert!(s.conns.is_empty(), "shutdown(2) completes the receive");
+    assert!(s.io.conns.is_empty(), "shutdown(2) completes the receive");
     drop(s);
     assert_ne!(inode(fd), Some(ino), "the connection was closed");
 }
@@ -147,7 +147,7 @@ fn a_slot_reused_during_a_receive_is_not_touched_by_its_tail() {
     let mut s = shard();
     let key = session(&mut s);
     let (a, _pa) = conn(&mut s, Role::Upstream(key));
-    let generation = s.conns[a].generation();
+    let generation = s.io.conns[a].generation();
     // Handling A's bytes closed and freed it, and B took its slot.
     s.close_conn(a);
     let (b, _pb) = conn(&mut s, Role::Upstream(key));
@@ -155,10 +155,10 @@ fn a_slot_reused_during_a_receive_is_not_touched_by_its_tail() {
     let role = Role::Upstream(key);
     // A's multishot receive stopped on its own: re-arming it must not arm B...
     s.after_recv(a, generation, Some(role), RecvEnd { res: 100, more: false, was_paused: false, closing: false });
-    assert_eq!((s.conns[b].recv(), s.conns[b].in_flight()), (RecvState::Off, 0), "B armed by A's completion");
+    assert_eq!((s.io.conns[b].recv(), s.io.conns[b].in_flight()), (RecvState::Off, 0), "B armed by A's completion");
     // ...and A's end of stream must not end B.
     s.after_recv(a, generation, Some(role), RecvEnd { res: 0, more: false, was_paused: false, closing: false });
-    assert!(!s.conns[b].is_closing(), "B closed by A's completion");
+    assert!(!s.io.conns[b].is_closing(), "B closed by A's completion");
 }
 
 /// A session whose viewer is over its backlog limit; returns (key, viewer, camera).
@@ -171,7 +171,7 @@ fn behind_viewer(s: &mut Shard) -> (SessionKey, usize, usize) {
     slot.viewer = Some(v);
     slot.upstream = Some(u);
     slot.tunnel.handle(Input::CameraConnected, Instant::now());
-    let backlog = vec![0; s.settings.limits.max_viewer_backlog_bytes + 1];
+    let backlog = vec![0; s.relay.settings.limits.max_viewer_backlog_bytes + 1];
     s.queue_owned(v, backlog);
     (key, v, u)
 }
@@ -182,12 +182,12 @@ fn a_receive_cancelled_for_backpressure_stays_paused_when_it_ends_out_of_buffers
     let (key, _, u) = behind_viewer(&mut s);
     s.arm_recv(u);
     s.update_upstream_flow(key);
-    assert_eq!(s.conns[u].recv(), RecvState::Cancelling);
+    assert_eq!(s.io.conns[u].recv(), RecvState::Cancelling);
     // The cancelled receive ends with ENOBUFS: the ring ran dry meanwhile.
     s.on_recv(u, -libc::ENOBUFS, 0);
-    assert!(!s.conns.is_starved(u), "a paused camera was put on the out-of-buffers list");
+    assert!(!s.io.conns.is_starved(u), "a paused camera was put on the out-of-buffers list");
     s.feed_starved();
-    assert_ne!(s.conns[u].recv(), RecvState::Armed, "a paused camera was re-armed");
+    assert_ne!(s.io.conns[u].recv(), RecvState::Armed, "a paused camera was re-armed");
     assert!(s.session(key).unwrap().tunnel.camera_paused());
 }
 
@@ -196,11 +196,11 @@ fn a_receive_waiting_for_buffers_is_paused_not_fed() {
     let mut s = shard();
     let (key, _, u) = behind_viewer(&mut s);
     // Out of buffers before the viewer fell behind.
-    s.conns.starve(u);
+    s.io.conns.starve(u);
     s.update_upstream_flow(key);
     assert!(s.session(key).unwrap().tunnel.camera_paused());
     s.feed_starved();
-    assert_ne!(s.conns[u].recv(), RecvState::Armed, "a paused camera was re-armed");
+    assert_ne!(s.io.conns[u].recv(), RecvState::Armed, "a paused camera was re-armed");
 }
 
 #[test]
@@ -209,22 +209,22 @@ fn a_camera_paused_while_its_receive_was_off_stays_paused() {
     let (key, _, u) = behind_viewer(&mut s);
     // The multishot receive ended on its own (its last completion carried bytes that put the
     // viewer behind): the tunnel pauses the camera while nothing is armed to cancel.
-    assert_eq!(s.conns[u].recv(), RecvState::Off);
+    assert_eq!(s.io.conns[u].recv(), RecvState::Off);
     s.update_upstream_flow(key);
     assert!(s.session(key).unwrap().tunnel.camera_paused());
-    let generation = s.conns[u].generation();
+    let generation = s.io.conns[u].generation();
     s.after_recv(
         u,
         generation,
         Some(Role::Upstream(key)),
         RecvEnd { res: 100, more: false, was_paused: false, closing: false },
     );
-    assert_ne!(s.conns[u].recv(), RecvState::Armed, "a paused camera was re-armed");
+    assert_ne!(s.io.conns[u].recv(), RecvState::Armed, "a paused camera was re-armed");
     // The viewer caught up: the camera is read again.
     let v = s.session(key).unwrap().viewer.unwrap();
-    s.conns[v].send_mut().clear(&mut s.bufs);
+    s.io.conns[v].send_mut().clear(&mut s.io.bufs);
     s.update_upstream_flow(key);
-    assert_eq!(s.conns[u].recv(), RecvState::Armed, "a resumed camera was not re-armed");
+    assert_eq!(s.io.conns[u].recv(), RecvState::Armed, "a resumed camera was not re-armed");
 }
 
 #[test]
@@ -232,12 +232,12 @@ fn a_failed_accept_waits_for_the_tick() {
     let mut s = shard();
     // The multishot accept ended with an error other than EMFILE/ENFILE.
     s.on_accept(0, -libc::EINVAL, 0);
-    assert_eq!(s.ring.uring.submission().len(), 0, "re-armed at once");
-    assert_eq!(s.listeners.paused, vec![0]);
+    assert_eq!(s.io.ring.uring.submission().len(), 0, "re-armed at once");
+    assert_eq!(s.io.listeners.paused, vec![0]);
     assert_eq!(s.metrics.accept_errors(), 1);
     s.on_tick();
-    assert!(s.listeners.paused.is_empty());
-    assert_eq!(s.ring.uring.submission().len(), 1, "re-armed by the tick");
+    assert!(s.io.listeners.paused.is_empty());
+    assert_eq!(s.io.ring.uring.submission().len(), 1, "re-armed by the tick");
 }
 
 #[test]
@@ -246,23 +246,23 @@ fn pushing_while_the_kernel_answers_ebusy_reaps_instead_of_spinning() {
     // A spinning push never returns: the verdict comes over a channel, with a time limit.
     std::thread::spawn(move || {
         let mut s = shard();
-        s.ring.emulate_ebusy = true;
+        s.io.ring.emulate_ebusy = true;
         // Far more than the submission (64) and completion (256) queues hold, nothing reaped
         // by the caller: the completion queue fills and overflows.
         let n = 5_000;
         for _ in 0..n {
-            s.ring.push(ops::nop());
+            s.io.ring.push(ops::nop());
         }
-        let reaped_to_make_room = s.ring.backlog.len();
-        let mut seen = std::mem::take(&mut s.ring.backlog).len();
-        s.ring.emulate_ebusy = false;
+        let reaped_to_make_room = s.io.ring.backlog.len();
+        let mut seen = std::mem::take(&mut s.io.ring.backlog).len();
+        s.io.ring.emulate_ebusy = false;
         let end = Instant::now() + Duration::from_secs(10);
         while seen < n && Instant::now() < end {
-            s.ring.uring.submit_and_wait(1).unwrap();
-            seen += s.ring.uring.completion().count();
+            s.io.ring.uring.submit_and_wait(1).unwrap();
+            seen += s.io.ring.uring.completion().count();
         }
         // Dropped with nothing in flight.
-        s.conns.mark_idle();
+        s.io.conns.mark_idle();
         let _ = tx.send((reaped_to_make_room, seen, n));
     });
     let (reaped, seen, n) = rx.recv_timeout(Duration::from_secs(20)).expect("push spun on EBUSY");

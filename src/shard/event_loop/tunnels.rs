@@ -52,37 +52,37 @@ impl Shard {
         bearer: Option<String>,
     ) -> SessionKey {
         let params = SessionParams {
-            limits: self.settings.limits.message_limits(),
-            response_timeout: self.settings.core.response_timeout,
-            request_timeout: self.settings.core.request_timeout,
+            limits: self.relay.settings.limits.message_limits(),
+            response_timeout: self.relay.settings.core.response_timeout,
+            request_timeout: self.relay.settings.core.request_timeout,
             // Per-session seeds for Digest cnonces and nonces, from the shard's OS-seeded generator.
-            cnonce_seed: self.rng.next_u64(),
+            cnonce_seed: self.relay.rng.next_u64(),
             viewer_ip: peer.ip(),
             viewer_tls,
-            nonce_ttl: self.settings.core.nonce_ttl,
-            max_pending_requests: self.settings.limits.max_pending_requests,
-            post_from_any_address: self.settings.auth.post_from_any_address,
-            auth_gate: self.auth_gate.clone(),
+            nonce_ttl: self.relay.settings.core.nonce_ttl,
+            max_pending_requests: self.relay.settings.limits.max_pending_requests,
+            post_from_any_address: self.relay.settings.auth.post_from_any_address,
+            auth_gate: self.relay.auth_gate.clone(),
             access: session::AccessParams {
-                method: self.settings.auth.method.method(),
-                basic_over_plain: self.settings.auth.basic_over_plain,
+                method: self.relay.settings.auth.method.method(),
+                basic_over_plain: self.relay.settings.auth.basic_over_plain,
                 // The authorizer's own timeouts come first; this only bounds a lost answer.
                 verdict_timeout: Duration::from_millis(
                     // Both validated at most 60,000 ms: no overflow.
-                    self.settings.auth.http.timeout_ms.max(self.settings.auth.jwt.timeout_ms) * 2 + 500,
+                    self.relay.settings.auth.http.timeout_ms.max(self.relay.settings.auth.jwt.timeout_ms) * 2 + 500,
                 ),
                 bearer,
                 caps: self.shared.viewer_caps.clone(),
-                realm: self.settings.auth.realm.clone(),
+                realm: self.relay.settings.auth.realm.clone(),
             },
         };
         let route_path = route.as_ref().map(|r| r.path.clone());
-        let proto = Session::new(params, route, &self.local_authority, started_at);
-        let mut t = Tunnel::new(proto, kind, self.settings.core.tunnel, started_at);
-        if let Some(deadline) = self.draining_until {
+        let proto = Session::new(params, route, &self.relay.local_authority, started_at);
+        let mut t = Tunnel::new(proto, kind, self.relay.settings.core.tunnel, started_at);
+        if let Some(deadline) = self.relay.draining_until {
             t.handle(Input::Drain { deadline }, started_at);
         }
-        let (key, id) = self.sessions.insert(t, peer, started_at);
+        let (key, id) = self.relay.sessions.insert(t, peer, started_at);
         self.metrics.session_started();
         self.passthrough_route(key);
         tracing::info!(
@@ -98,16 +98,16 @@ impl Shard {
 
     /// The external authorizer answered: the session's waiting requests go on or are refused.
     pub(super) fn on_auth_verdict(&mut self, key: SessionKey, id: u64, verdict: crate::proto::external_auth::Verdict) {
-        let routes = &*self.settings.routes;
-        let Some(s) = self.sessions.get_mut(key) else { return };
-        s.tunnel.handle(Input::AuthVerdict { id, verdict, routes }, self.reaped_at);
+        let routes = &*self.relay.settings.routes;
+        let Some(s) = self.relay.sessions.get_mut(key) else { return };
+        s.tunnel.handle(Input::AuthVerdict { id, verdict, routes }, self.io.reaped_at);
         self.apply(key, Fed::Nothing);
     }
 
     /// Sends a session's question to the authorizer; the answer comes back by the mailbox.
     fn ask_authorizer(&mut self, key: SessionKey, query: crate::proto::external_auth::AuthQuery) {
         use crate::proto::external_auth::{Protocol, Verdict};
-        let Some(s) = self.sessions.get(key) else { return };
+        let Some(s) = self.relay.sessions.get(key) else { return };
         let protocol = match s.tunnel.kind() {
             tunnel::Kind::Http => Protocol::Tunnel,
             tunnel::Kind::Plain => Protocol::Rtsp,
@@ -122,9 +122,9 @@ impl Shard {
         });
         let job = crate::auth_worker::AuthJob { query, protocol, session: format!("{}-{}", self.id, s.id), reply };
         if !self.shared.authorizer.submit(job) {
-            let routes = &*self.settings.routes;
-            if let Some(s) = self.sessions.get_mut(key) {
-                s.tunnel.handle(Input::AuthVerdict { id, verdict: Verdict::Error, routes }, self.reaped_at);
+            let routes = &*self.relay.settings.routes;
+            if let Some(s) = self.relay.sessions.get_mut(key) {
+                s.tunnel.handle(Input::AuthVerdict { id, verdict: Verdict::Error, routes }, self.io.reaped_at);
             }
         }
     }
@@ -132,27 +132,27 @@ impl Shard {
     /// The passthrough route a session counts towards in its route's health, from when its route
     /// is known (its head, or a plain RTSP connection's first request).
     pub(super) fn passthrough_route(&mut self, key: SessionKey) -> Option<Arc<Route>> {
-        let s = self.sessions.get(key)?;
+        let s = self.relay.sessions.get(key)?;
         if let Some(r) = &s.health_route {
             return Some(r.clone());
         }
         let route = s.tunnel.session().route().filter(|r| r.shared().is_none()).cloned()?;
         self.passthrough_health(&route, PassthroughEvent::SessionStarted);
-        if let Some(s) = self.sessions.get_mut(key) {
+        if let Some(s) = self.relay.sessions.get_mut(key) {
             s.health_route = Some(route.clone());
         }
         Some(route)
     }
 
     pub(super) fn session(&mut self, key: SessionKey) -> Option<&mut SessionSlot> {
-        self.sessions.get_mut(key)
+        self.relay.sessions.get_mut(key)
     }
 
     pub(super) fn feed_viewer(&mut self, key: SessionKey, stream: ViewerStream, bytes: &[u8]) {
-        let routes = &*self.settings.routes;
-        if let Some(s) = self.sessions.get_mut(key) {
+        let routes = &*self.relay.settings.routes;
+        if let Some(s) = self.relay.sessions.get_mut(key) {
             // Viewer activity is the tunnel's to judge (whole messages and frames only).
-            s.tunnel.handle(Input::ViewerBytes { stream, bytes, routes }, self.reaped_at);
+            s.tunnel.handle(Input::ViewerBytes { stream, bytes, routes }, self.io.reaped_at);
         }
         self.apply(key, Fed::Nothing);
     }
@@ -168,20 +168,20 @@ impl Shard {
     /// camera is never held back for one viewer (`fanout` judges each alone; the tunnel has no
     /// camera of its own to pause), but the viewer's own reading is, on every route.
     pub(super) fn update_upstream_flow(&mut self, key: SessionKey) {
-        let Some(s) = self.sessions.get_mut(key) else {
+        let Some(s) = self.relay.sessions.get_mut(key) else {
             return;
         };
-        let Some(queued) = s.viewer.and_then(|v| self.conns.get(v)).map(|c| c.send().queued()) else {
+        let Some(queued) = s.viewer.and_then(|v| self.io.conns.get(v)).map(|c| c.send().queued()) else {
             return;
         };
-        s.tunnel.handle(Input::ViewerBacklog(queued), self.reaped_at);
+        s.tunnel.handle(Input::ViewerBacklog(queued), self.io.reaped_at);
         self.carry_out(key, Fed::Nothing);
     }
 
     /// What the tunnel counts and logs: metrics and the request log, never connection work.
     fn record_events(&mut self, key: SessionKey) {
         use tunnel::Event;
-        let Some(s) = self.sessions.get_mut(key) else { return };
+        let Some(s) = self.relay.sessions.get_mut(key) else { return };
         while let Some(e) = s.tunnel.poll_event() {
             match e {
                 Event::FramesToCamera(n) => self.metrics.frames(Direction::ToCamera, n as u64),
@@ -202,7 +202,7 @@ impl Shard {
         loop {
             // Events first: an action may end the session, and its tunnel with it.
             self.record_events(key);
-            let Some(s) = self.sessions.get_mut(key) else {
+            let Some(s) = self.relay.sessions.get_mut(key) else {
                 return;
             };
             let Some(o) = s.tunnel.poll_output() else { return };
@@ -213,7 +213,7 @@ impl Shard {
                     }
                 }
                 Out::ForwardToViewer { range, frames } if matches!(fed, Fed::CameraPlain(_)) => {
-                    let (Some(v), Fed::CameraPlain(at), Some(bytes)) = (s.viewer, fed, self.plain.get(range)) else {
+                    let (Some(v), Fed::CameraPlain(at), Some(bytes)) = (s.viewer, fed, self.io.plain.get(range)) else {
                         continue;
                     };
                     if bytes.is_empty() {
@@ -226,12 +226,12 @@ impl Shard {
                     };
                     let bytes = bytes::Bytes::copy_from_slice(bytes);
                     let timed = Timed { received_at: at, frames };
-                    self.conns.queue_frame(
+                    self.io.conns.queue_frame(
                         v,
                         header,
                         None,
                         super::super::conn_table::FrameBytes::Shared(&bytes),
-                        &mut self.bufs,
+                        &mut self.io.bufs,
                         timed,
                     );
                     if frames > 0 {
@@ -258,8 +258,8 @@ impl Shard {
                 Out::ToCamera(bytes) => {
                     if let Some(u) = s.upstream {
                         if let Some(queued) = self.queue_to_camera(u, bytes) {
-                            if let Some(s) = self.sessions.get_mut(key) {
-                                s.tunnel.handle(Input::CameraBacklog(queued), self.reaped_at);
+                            if let Some(s) = self.relay.sessions.get_mut(key) {
+                                s.tunnel.handle(Input::CameraBacklog(queued), self.io.reaped_at);
                             }
                         }
                     }
@@ -270,7 +270,7 @@ impl Shard {
                 Out::BindPost => {
                     let Fed::Post(idx) = fed else { continue };
                     let old = s.post.replace(idx);
-                    self.conns.go_live(idx, Role::TunnelPost(key));
+                    self.io.conns.go_live(idx, Role::TunnelPost(key));
                     if let Some(old) = old.filter(|&old| old != idx) {
                         self.close_conn(old);
                     }
@@ -278,7 +278,7 @@ impl Shard {
                 // Its reason was counted as an event.
                 Out::RefusePost => {
                     let Fed::Post(idx) = fed else { continue };
-                    if let Some(c) = self.conns.get(idx) {
+                    if let Some(c) = self.io.conns.get(idx) {
                         tracing::debug!(shard = self.id, peer = %c.peer(), "POST refused by its tunnel");
                     }
                     self.close_conn(idx);
@@ -292,7 +292,7 @@ impl Shard {
                 }
                 Out::ResumeCamera => {
                     if let Some(u) =
-                        s.upstream.filter(|&u| self.conns.get(u).is_some_and(|c| c.recv() == RecvState::Off))
+                        s.upstream.filter(|&u| self.io.conns.get(u).is_some_and(|c| c.recv() == RecvState::Off))
                     {
                         self.arm_recv(u);
                     }
@@ -306,7 +306,7 @@ impl Shard {
                 }
                 Out::ResumeViewer => {
                     for idx in [s.viewer, s.post].into_iter().flatten() {
-                        if self.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off) {
+                        if self.io.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off) {
                             self.arm_recv(idx);
                         }
                     }
@@ -342,13 +342,13 @@ impl Shard {
     /// off if it was waiting for buffers. Its tunnel's flow decides when it is armed again.
     fn stop_reading(&mut self, idx: usize) {
         // Nothing in flight to cancel when it waits for buffers: it just stays off.
-        if let Some(sub) = self.conns.stop_recv(idx) {
-            self.ring.push(sub);
+        if let Some(sub) = self.io.conns.stop_recv(idx) {
+            self.io.ring.push(sub);
         }
     }
 
     pub(super) fn end_session(&mut self, key: SessionKey, outcome: SessionOutcome) {
-        let Some(mut s) = self.sessions.remove(key) else {
+        let Some(mut s) = self.relay.sessions.remove(key) else {
             return;
         };
         if let Some(cookie) = &s.cookie {
@@ -400,10 +400,10 @@ impl Shard {
             // The viewer gets what was queued for it (a final error reply, say), then the close;
             // a viewer that never reads it is closed by the tick after FLUSH_GRACE.
             self.websocket_close(v, outcome);
-            if let Some(tls) = self.conns.get_mut(v).and_then(|c| c.tls_mut()) {
+            if let Some(tls) = self.io.conns.get_mut(v).and_then(|c| c.tls_mut()) {
                 tls.close_notify();
             }
-            self.conns.flush_then(v, AfterFlush::Close, self.reaped_at + FLUSH_GRACE, true);
+            self.io.conns.flush_then(v, AfterFlush::Close, self.io.reaped_at + FLUSH_GRACE, true);
         }
     }
 
@@ -413,7 +413,7 @@ impl Shard {
     /// then the connection is half-closed and read to its end, within `camera_close_grace_ms`.
     /// A camera that failed, or is still connecting, is closed at once.
     fn end_upstream(&mut self, idx: usize, s: &mut SessionSlot, outcome: SessionOutcome) {
-        if self.conns.get(idx).is_none_or(|c| c.is_closing()) {
+        if self.io.conns.get(idx).is_none_or(|c| c.is_closing()) {
             self.close_conn(idx);
             return;
         }
@@ -441,9 +441,9 @@ impl Shard {
     /// read to its end, within `grace`. `keep_role`: what it still sends counts as its
     /// session's camera traffic.
     pub(super) fn linger_then_close(&mut self, idx: usize, grace: Duration, keep_role: bool) {
-        self.conns.flush_then(idx, AfterFlush::HalfClose, self.reaped_at + grace, keep_role);
+        self.io.conns.flush_then(idx, AfterFlush::HalfClose, self.io.reaped_at + grace, keep_role);
         // Not reading (paused for a slow viewer): read again, so the camera's close is seen.
-        if self.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off) {
+        if self.io.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off) {
             self.arm_recv(idx);
         }
     }

@@ -18,7 +18,7 @@ impl Shard {
         upgrade: websocket::Upgrade,
         rest: Vec<u8>,
     ) {
-        let Some(c) = self.conns.get(idx) else {
+        let Some(c) = self.io.conns.get(idx) else {
             // Not reached while a verdict is carried out at once; its session was counted.
             self.shared.admission.close_session();
             return;
@@ -34,12 +34,12 @@ impl Shard {
         // `?jwt=`: the player's token, for routes an external method guards.
         let bearer = crate::proto::external_auth::bearer_from_target(&upgrade.target);
         let key = self.new_session(route, tunnel::Kind::WebSocket, tls, peer, accepted_at, bearer);
-        if let Some(s) = self.sessions.get_mut(key) {
+        if let Some(s) = self.relay.sessions.get_mut(key) {
             s.viewer = Some(idx);
         }
-        self.conns.go_live(idx, Role::PlainRtsp(key));
+        self.io.conns.go_live(idx, Role::PlainRtsp(key));
         self.queue_owned(idx, websocket::accept_reply(&upgrade));
-        self.conns.speak_websocket(idx, WsEndpoint::new(self.settings.web.websocket_limits()));
+        self.io.conns.speak_websocket(idx, WsEndpoint::new(self.relay.settings.web.websocket_limits()));
         self.arm_recv(idx);
         if !rest.is_empty() {
             self.websocket_bytes(idx, key, &rest);
@@ -49,10 +49,10 @@ impl Shard {
     /// A WebSocket viewer's bytes: unframed, answered (pongs, the close handshake), the RTSP
     /// bytes fed to the session as plain RTSP.
     pub(super) fn websocket_bytes(&mut self, idx: usize, key: SessionKey, bytes: &[u8]) {
-        let mut data = std::mem::take(&mut self.ws_data);
+        let mut data = std::mem::take(&mut self.io.ws_data);
         data.clear();
         let mut to_client = Vec::new();
-        let end = match self.conns.get_mut(idx).and_then(|c| c.ws_mut()) {
+        let end = match self.io.conns.get_mut(idx).and_then(|c| c.ws_mut()) {
             Some(ws) => ws.on_bytes(bytes, &mut data, &mut to_client),
             None => None,
         };
@@ -60,10 +60,12 @@ impl Shard {
             self.queue_owned(idx, to_client);
         }
         if !data.is_empty() {
-            let routes = &*self.settings.routes;
-            if let Some(s) = self.sessions.get_mut(key) {
-                s.tunnel
-                    .handle(Input::ViewerBytes { stream: ViewerStream::Plain, bytes: &data, routes }, self.reaped_at);
+            let routes = &*self.relay.settings.routes;
+            if let Some(s) = self.relay.sessions.get_mut(key) {
+                s.tunnel.handle(
+                    Input::ViewerBytes { stream: ViewerStream::Plain, bytes: &data, routes },
+                    self.io.reaped_at,
+                );
             }
             self.apply(key, Fed::Nothing);
         } else {
@@ -71,7 +73,7 @@ impl Shard {
             // client that pings and never reads is paused, then closed, as any other.
             self.update_upstream_flow(key);
         }
-        self.ws_data = data;
+        self.io.ws_data = data;
         if let Some(end) = end {
             self.websocket_ended(idx, key, end);
         }
@@ -85,23 +87,23 @@ impl Shard {
     /// client's send never completes and it never reads the close frame.
     fn websocket_ended(&mut self, idx: usize, key: SessionKey, end: WsEnd) {
         if let WsEnd::ProtocolError(e) = &end {
-            if let Some(c) = self.conns.get(idx) {
+            if let Some(c) = self.io.conns.get(idx) {
                 tracing::debug!(shard = self.id, peer = %c.peer(), error = %e, "WebSocket closed for a framing error");
             }
             self.metrics.rejected(e.rejection());
         }
-        if let Some(s) = self.sessions.get_mut(key) {
+        if let Some(s) = self.relay.sessions.get_mut(key) {
             if s.viewer == Some(idx) {
                 s.viewer = None;
             }
-            s.tunnel.handle(Input::ViewerClosed(ViewerStream::Plain), self.reaped_at);
+            s.tunnel.handle(Input::ViewerClosed(ViewerStream::Plain), self.io.reaped_at);
         }
-        if let Some(c) = self.conns.get_mut(idx) {
+        if let Some(c) = self.io.conns.get_mut(idx) {
             if let Some(tls) = c.tls_mut() {
                 tls.close_notify();
             }
             // Nothing more is read into the session; the close goes out, then the half-close.
-            self.conns.flush_then(idx, AfterFlush::HalfClose, self.reaped_at + FLUSH_GRACE, false);
+            self.io.conns.flush_then(idx, AfterFlush::HalfClose, self.io.reaped_at + FLUSH_GRACE, false);
             // Queues the close_notify alert on a TLS connection (nothing on a plain one).
             self.queue_owned(idx, Vec::new());
         }
@@ -111,7 +113,7 @@ impl Shard {
     /// The binary frame header to send before a chunk of `len` bytes to connection `idx`, if it
     /// is a WebSocket: `Some(None)` means nothing may be sent any more (its close is out).
     pub(super) fn ws_header(&self, idx: usize, len: usize) -> Option<Option<websocket::FrameHeader>> {
-        self.conns.get(idx)?.ws_header(len)
+        self.io.conns.get(idx)?.ws_header(len)
     }
 
     /// The relay ends a WebSocket viewer's session: its close frame (1001 when the relay is
@@ -119,7 +121,7 @@ impl Shard {
     pub(super) fn websocket_close(&mut self, idx: usize, outcome: SessionOutcome) {
         let code = if outcome == SessionOutcome::Shutdown { close_code::GOING_AWAY } else { close_code::NORMAL };
         let mut frame = Vec::new();
-        match self.conns.get_mut(idx).and_then(|c| c.ws_mut()) {
+        match self.io.conns.get_mut(idx).and_then(|c| c.ws_mut()) {
             Some(ws) => ws.close(code, "", &mut frame),
             None => return,
         }
