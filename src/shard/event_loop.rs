@@ -20,7 +20,6 @@
 //! (receives and camera connects), `sending`, `buffers` (ring pressure), `ending` (closing and
 //! freeing connections), `housekeeping` (tick, mailbox, drain, reload).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -32,31 +31,23 @@ use crate::config::{ProxyExpect, Route, Settings};
 use crate::metrics::{
     ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, ShardStop, UpstreamErrorKind,
 };
-use crate::pairing::{GetRegistration, PostLookup, SessionRef};
+use crate::pairing::PostLookup;
 use crate::proto::http_head;
-use crate::proto::session::{self, Session, SessionParams, ViewerStream};
-use crate::proto::tunnel::{self, CameraClose, Input, Tunnel};
+use crate::proto::session::ViewerStream;
+use crate::proto::tunnel::{self, Input};
 use crate::proto::upstream_link::{TlsVerification, UpstreamLink};
 
 mod accept;
 mod buffers;
 mod camera_link;
-mod camera_probe;
-mod cameras;
 mod data_path;
 mod ending;
-mod fanout;
-mod gop_budget;
+mod hand_off;
 mod housekeeping;
-mod queries;
-mod route_health;
+mod io_api;
 mod sending;
-mod session_start;
-mod tunnels;
 mod web;
 
-use fanout::CameraBytes;
-use tunnels::Fed;
 #[cfg(test)]
 mod tests;
 
@@ -67,15 +58,14 @@ use super::gatekeeper::ShardGate;
 use super::kernel_memory::KernelMemory;
 use super::mailbox::{AdoptPost, AdoptViewer, ShardMsg};
 use super::ops::{self, Completion, Ring};
-use super::relay::Relay;
+use super::relay::{CameraBytes, Fed, Relay};
 use super::send_queue::Timed;
-use super::session_table::SessionSlot;
 use super::tls_stream::TlsStream;
 use super::token::{Op, Token};
 use super::{Listener, ShardConfig, Shared};
 
 /// How long a closing connection may take to take its last bytes.
-const FLUSH_GRACE: Duration = Duration::from_secs(5);
+pub(in crate::shard) const FLUSH_GRACE: Duration = Duration::from_secs(5);
 /// How long a stopping shard waits for its connections' operations to complete.
 const FINISH_WAIT: Duration = Duration::from_secs(2);
 /// A connection holding this many ring buffers in its send queue is a candidate for copying
@@ -131,7 +121,7 @@ struct Listeners {
 /// Writes a tiny reply straight to a fresh socket, outside the ring: used only where the
 /// connection is about to be handed to another thread or dropped, so no submission may name it.
 /// A short or failed write on a non-blocking send only loses an advisory reply.
-fn send_now(fd: &impl std::os::fd::AsFd, bytes: &[u8]) {
+pub(in crate::shard) fn send_now(fd: &impl std::os::fd::AsFd, bytes: &[u8]) {
     let _ = socket2::SockRef::from(fd).send_with_flags(bytes, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
 }
 
@@ -139,12 +129,12 @@ fn peer_of(fd: &OwnedFd) -> Option<SocketAddr> {
     socket2::SockRef::from(fd).peer_addr().ok()?.as_socket()
 }
 
-fn http_date() -> String {
+pub(in crate::shard) fn http_date() -> String {
     httpdate::fmt_http_date(std::time::SystemTime::now())
 }
 
 impl Shard {
-    pub(super) fn new(cfg: ShardConfig, shared: Arc<Shared>) -> std::io::Result<Shard> {
+    pub(in crate::shard) fn new(cfg: ShardConfig, shared: Arc<Shared>) -> std::io::Result<Shard> {
         // Completion work runs only when the loop asks for events, in one batch, instead of
         // whenever the thread enters the kernel: at 1,000 x 2 Mbit/s on a shared 2-core box this
         // cut the relay's forward latency p99 from ~66 ms to ~12 ms (p50 12 ms to 0.6 ms) at the
@@ -186,7 +176,7 @@ impl Shard {
 
     /// Runs the loop; `ready` is called once accepts are armed and the shard counts as running.
     /// Returns `None` when it stopped as asked (drained), else why it stopped on its own.
-    pub(super) fn run(mut self, ready: impl FnOnce()) -> Option<ShardStop> {
+    pub(in crate::shard) fn run(mut self, ready: impl FnOnce()) -> Option<ShardStop> {
         for i in 0..self.io.listeners.open.len() {
             self.arm_accept(i);
         }

@@ -6,15 +6,38 @@
 //! `proto::shared_route::SharedRoute`), and their outputs into I/O asked of the driver.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::config::Settings;
-use crate::proto::session::AuthGate;
+use crate::config::{Route, Settings};
+use crate::metrics::{Direction, Hist, Rejection, SessionOutcome};
+use crate::pairing::{GetRegistration, PostLookup, SessionRef};
+use crate::proto::http_head;
+use crate::proto::session::{self, AuthGate, Session, SessionParams, ViewerStream};
+use crate::proto::tunnel::{self, CameraClose, Input, Tunnel};
+use crate::proto::upstream_link::UpstreamLink;
+
+mod camera_probe;
+mod cameras;
+mod fanout;
+mod gop_budget;
+mod queries;
+mod route_health;
+mod session_start;
+mod tunnels;
+
+pub(in crate::shard) use fanout::CameraBytes;
+pub(in crate::shard) use tunnels::Fed;
 
 use super::Shared;
 use super::camera_table::CameraTable;
-use super::session_table::SessionTable;
+use super::conn::{AfterFlush, Move, Phase, RecvState, Role, SessionKey};
+use super::conn_table::Queued;
+use super::event_loop::{FLUSH_GRACE, Shard, http_date, send_now};
+use super::mailbox::ShardMsg;
+use super::send_queue::Timed;
+use super::session_table::{SessionSlot, SessionTable};
 
 /// What the relay part owns.
 pub(in crate::shard) struct Relay {

@@ -7,13 +7,26 @@ use crate::proto::greeting::{self, Greeting, Proxy, Refusal, Reply, Rules, Verdi
 use super::*;
 
 impl Shard {
-    pub(super) fn arm_accept(&mut self, i: usize) {
+    /// A viewer's first connection moved here from another shard: its head is handled as if
+    /// it had been read here.
+    pub(in crate::shard) fn adopt_viewer(&mut self, v: super::super::mailbox::AdoptViewer) {
+        let from =
+            Departing { fd: v.fd, peer: v.peer, accepted_at: v.accepted_at, tls: v.tls, counted_ip: v.counted_ip };
+        let idx = self.io.conns.adopt(from, Some(crate::proto::greeting::Greeting::adopted(v.head)));
+        match self.greet(idx, None) {
+            Some(verdict) if verdict.is_final() => self.on_verdict(idx, verdict),
+            // It was judged whole on the shard that read it.
+            _ => self.close_conn(idx),
+        }
+    }
+
+    pub(in crate::shard) fn arm_accept(&mut self, i: usize) {
         if let Some(l) = &self.io.listeners.open[i] {
             self.io.ring.push(ops::accept(l, i));
         }
     }
 
-    pub(super) fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
+    pub(in crate::shard) fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
         let failed = res < 0 && !(res == -libc::ECANCELED && self.relay.draining_until.is_some());
         if failed {
             self.metrics.accept_error();
@@ -101,7 +114,7 @@ impl Shard {
         self.arm_head_recv(idx);
     }
 
-    pub(super) fn arm_head_recv(&mut self, idx: usize) {
+    pub(in crate::shard) fn arm_head_recv(&mut self, idx: usize) {
         if let Some(sub) = self.io.conns.head_recv(idx, &self.io.bufs) {
             self.io.ring.push(sub);
         }
@@ -109,7 +122,7 @@ impl Shard {
 
     /// Feeds a greeting connection's received bytes (`data`: a ring buffer and a length; none
     /// to judge what it holds already) to its greeting. `None`: it is not greeting.
-    pub(super) fn greet(&mut self, idx: usize, data: Option<(u16, usize)>) -> Option<Verdict> {
+    pub(in crate::shard) fn greet(&mut self, idx: usize, data: Option<(u16, usize)>) -> Option<Verdict> {
         let raw = match data {
             Some((bid, len)) => self.io.bufs.bytes(bid, len),
             None => &[],
@@ -129,7 +142,7 @@ impl Shard {
         self.io.conns.greet(idx, raw, &rules, &mut gate)
     }
 
-    pub(super) fn on_head_recv(&mut self, idx: usize, res: i32, flags: u32) {
+    pub(in crate::shard) fn on_head_recv(&mut self, idx: usize, res: i32, flags: u32) {
         self.io.conns.completed(idx);
         let bid = cqueue::buffer_select(flags);
         if let Some(bid) = bid {
@@ -159,7 +172,7 @@ impl Shard {
     }
 
     /// Carries out what a connection's first bytes decided.
-    pub(super) fn on_verdict(&mut self, idx: usize, verdict: Verdict) {
+    pub(in crate::shard) fn on_verdict(&mut self, idx: usize, verdict: Verdict) {
         if let Some(kind) = verdict.counted_as() {
             self.metrics.connection_accepted(kind);
         }
@@ -208,13 +221,13 @@ impl Shard {
     }
 
     /// Answers with `reply`, counts `reason`, and closes once the reply is out.
-    pub(super) fn refuse(&mut self, idx: usize, reason: Rejection, reply: Vec<u8>) {
+    pub(in crate::shard) fn refuse(&mut self, idx: usize, reason: Rejection, reply: Vec<u8>) {
         self.metrics.rejected(reason);
         self.io.conns.refuse(idx, reply, FLUSH_GRACE);
     }
 
     /// Writes a successful answer (a page, a file), then closes.
-    pub(super) fn answer(&mut self, idx: usize, reply: Vec<u8>) {
+    pub(in crate::shard) fn answer(&mut self, idx: usize, reply: Vec<u8>) {
         self.io.conns.refuse(idx, reply, FLUSH_GRACE);
     }
 }

@@ -7,7 +7,7 @@ impl Shard {
     /// When the ring runs short, viewers that hold many ring buffers (slow ones, paused
     /// behind backpressure) get their queued media copied out so the buffers go back to the
     /// kernel: one slow viewer must not starve every other connection of the shard.
-    pub(super) fn relieve_ring_pressure(&mut self) {
+    pub(in crate::shard) fn relieve_ring_pressure(&mut self) {
         let total = self.io.bufs.capacity();
         if self.io.bufs.available() >= total / 8 {
             return;
@@ -28,7 +28,7 @@ impl Shard {
         }
     }
 
-    pub(super) fn feed_starved(&mut self) {
+    pub(in crate::shard) fn feed_starved(&mut self) {
         if !self.io.conns.any_starved() || self.io.bufs.available() < 16 {
             return;
         }
@@ -45,7 +45,7 @@ impl Shard {
             if matches!(c.phase(), Phase::Greeting(_)) {
                 self.arm_head_recv(idx);
             } else {
-                self.arm_recv(idx);
+                self.io.arm_recv(idx);
             }
         }
     }

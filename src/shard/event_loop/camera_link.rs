@@ -13,7 +13,7 @@ use crate::shard::conn::CameraTunnelLink;
 
 /// Where the RTSP bytes of one camera receive are, once TLS and the tunnel's GET answer are
 /// off them.
-pub(super) enum CameraRx {
+pub(in crate::shard) enum CameraRx {
     /// The ring buffer as received (plain TCP, or a tunnel past its answer).
     Ring,
     /// Decrypted or past the GET answer, in `Shard::plain`; `closed`: the camera said
@@ -23,7 +23,7 @@ pub(super) enum CameraRx {
     Failed(LinkFailure),
 }
 
-pub(super) struct LinkFailure {
+pub(in crate::shard) struct LinkFailure {
     pub reason: String,
     pub tls: bool,
     /// The tunnel's GET was answered with this status.
@@ -53,7 +53,12 @@ impl Shard {
     /// A camera connection (`role`: a passthrough session's or a shared camera's) with its
     /// connect submitted, and for an HTTP tunnel its POST's too; `None` when no socket could
     /// be made.
-    pub(super) fn connect_camera_link(&mut self, addr: SocketAddr, role: Role, link: &UpstreamLink) -> Option<usize> {
+    pub(in crate::shard) fn connect_camera_link(
+        &mut self,
+        addr: SocketAddr,
+        role: Role,
+        link: &UpstreamLink,
+    ) -> Option<usize> {
         let idx = self.connect_camera_socket(addr, role)?;
         if !self.start_camera_tls(idx, link) {
             self.close_conn(idx);
@@ -107,7 +112,7 @@ impl Shard {
 
     /// The camera accepted the connection: a TLS client says hello first, a tunnel sends its
     /// GET. Whether RTSP may start now (a tunnel waits for the GET's answer and the POST).
-    pub(super) fn camera_link_connected(&mut self, idx: usize) -> bool {
+    pub(in crate::shard) fn camera_link_connected(&mut self, idx: usize) -> bool {
         let Some(c) = self.io.conns.get(idx) else { return false };
         let head = c.camera_tunnel.as_ref().map(|t| t.client.get_head());
         if c.has_tls() || head.is_some() {
@@ -119,7 +124,7 @@ impl Shard {
     /// Bytes for the camera: up the tunnel's POST (base64) when there is one. Returns what is
     /// then queued on the connection they went to (the POST's queue for a tunnel: the GET's
     /// carries nothing after its head), for the camera backlog limit; `None` if none took them.
-    pub(super) fn queue_to_camera(&mut self, idx: usize, bytes: Vec<u8>) -> Option<usize> {
+    pub(in crate::shard) fn queue_to_camera(&mut self, idx: usize, bytes: Vec<u8>) -> Option<usize> {
         let encoded = self.io.conns.get(idx).and_then(|c| c.camera_tunnel.as_ref()).map(|t| t.client.encode(&bytes));
         let to = match (encoded, self.camera_post_of(idx)) {
             (Some(encoded), Some(post)) => {
@@ -137,7 +142,7 @@ impl Shard {
     }
 
     /// The TLS and tunnel layers of one receive on a camera connection.
-    pub(super) fn camera_rx(&mut self, idx: usize, bid: u16, len: usize) -> CameraRx {
+    pub(in crate::shard) fn camera_rx(&mut self, idx: usize, bid: u16, len: usize) -> CameraRx {
         let Some(c) = self.io.conns.get_mut(idx) else { return CameraRx::Ring };
         let tunnel_open = c.camera_tunnel.as_ref().is_none_or(|t| t.client.is_open());
         if !c.has_tls() && tunnel_open {
@@ -236,7 +241,7 @@ impl Shard {
     }
 
     /// The connect of a tunnel's POST completed.
-    pub(super) fn on_camera_post_connect(&mut self, post: usize, get: usize, generation: u32, res: i32) {
+    pub(in crate::shard) fn on_camera_post_connect(&mut self, post: usize, get: usize, generation: u32, res: i32) {
         let current = self
             .io
             .conns
@@ -252,7 +257,7 @@ impl Shard {
             return;
         }
         // Read only to see it close: the camera answers down the GET.
-        self.arm_recv(post);
+        self.io.arm_recv(post);
         if self.io.conns.get(post).is_some_and(|c| c.has_tls()) {
             self.queue_owned(post, Vec::new());
         }
@@ -264,7 +269,7 @@ impl Shard {
 
     /// Bytes on a tunnel's POST: nothing of the camera's (it answers down the GET), but over
     /// TLS the POST's own handshake and key updates come this way.
-    pub(super) fn on_camera_post_recv(&mut self, post: usize, bid: u16, len: usize) {
+    pub(in crate::shard) fn on_camera_post_recv(&mut self, post: usize, bid: u16, len: usize) {
         let Some(c) = self.io.conns.get_mut(post) else { return };
         let Some(tls) = c.tls_mut() else { return };
         let mut ignored = Vec::new();
@@ -282,7 +287,7 @@ impl Shard {
     }
 
     /// A tunnel's POST closed or failed: the camera is lost as if its GET had closed.
-    pub(super) fn camera_post_ended(&mut self, post: usize, get: usize, generation: u32) {
+    pub(in crate::shard) fn camera_post_ended(&mut self, post: usize, get: usize, generation: u32) {
         self.close_conn(post);
         let Some(role) = self.io.conns.current(get, generation).filter(|c| !c.is_closing()).and_then(|c| c.role())
         else {
@@ -294,14 +299,14 @@ impl Shard {
     }
 
     /// The tunnel's POST of a camera connection, if it has one (and it is still that one).
-    pub(super) fn camera_post_of(&self, idx: usize) -> Option<usize> {
+    pub(in crate::shard) fn camera_post_of(&self, idx: usize) -> Option<usize> {
         let (post, generation) = self.io.conns.get(idx)?.camera_tunnel.as_ref()?.post;
         self.io.conns.current(post, generation).map(|_| post)
     }
 
     /// Bytes from a shared camera's connection: past TLS and the tunnel's answer first (the
     /// media then goes to viewers from copies, the plaintext not being in the ring).
-    pub(super) fn on_camera_recv(&mut self, idx: usize, ck: CameraKey, bid: u16, len: usize) {
+    pub(in crate::shard) fn on_camera_recv(&mut self, idx: usize, ck: CameraKey, bid: u16, len: usize) {
         if self.is_probe_conn(ck, idx) {
             return self.on_probe_recv(idx, ck, bid, len);
         }
@@ -360,7 +365,13 @@ impl Shard {
 
     /// Bytes from a passthrough session's camera connection with TLS or a tunnel under RTSP.
     /// `false`: plain TCP, handled by the caller from the ring.
-    pub(super) fn on_upstream_link_data(&mut self, idx: usize, key: SessionKey, bid: u16, len: usize) -> bool {
+    pub(in crate::shard) fn on_upstream_link_data(
+        &mut self,
+        idx: usize,
+        key: SessionKey,
+        bid: u16,
+        len: usize,
+    ) -> bool {
         match self.camera_rx(idx, bid, len) {
             CameraRx::Ring => false,
             CameraRx::Plain { closed } => {

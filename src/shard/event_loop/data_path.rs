@@ -6,7 +6,7 @@ use crate::proto::camera_health::PassthroughEvent;
 
 /// How a receive completion ended, for [`Shard::after_recv`].
 #[derive(Debug, Clone, Copy)]
-pub(super) struct RecvEnd {
+pub(in crate::shard) struct RecvEnd {
     pub res: i32,
     /// The multishot receive goes on.
     pub more: bool,
@@ -17,13 +17,7 @@ pub(super) struct RecvEnd {
 }
 
 impl Shard {
-    pub(super) fn arm_recv(&mut self, idx: usize) {
-        if let Some(sub) = self.io.conns.recv(idx, &self.io.bufs) {
-            self.io.ring.push(sub);
-        }
-    }
-
-    pub(super) fn on_recv(&mut self, idx: usize, res: i32, flags: u32) {
+    pub(in crate::shard) fn on_recv(&mut self, idx: usize, res: i32, flags: u32) {
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
         if let Some(bid) = bid {
@@ -60,7 +54,7 @@ impl Shard {
     /// What follows a receive once its bytes went through the session. Handling them may have
     /// closed and freed the connection, and its slot may hold a new one by now: it is looked up
     /// again by index and generation, never by index alone.
-    pub(super) fn after_recv(&mut self, idx: usize, generation: u32, role: Option<Role>, end: RecvEnd) {
+    pub(in crate::shard) fn after_recv(&mut self, idx: usize, generation: u32, role: Option<Role>, end: RecvEnd) {
         let Some(c) = self.io.conns.current(idx, generation) else {
             return;
         };
@@ -80,21 +74,21 @@ impl Shard {
                 if !self.paused_for_backpressure(role)
                     && self.io.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off)
                 {
-                    self.arm_recv(idx);
+                    self.io.arm_recv(idx);
                 }
             }
         } else if !end.more && c.recv() == RecvState::Off {
             // The multishot receive stopped on its own: keep reading, unless the bytes of its
             // last completion got it paused (then `ResumeCamera` / `ResumeViewer` arms it).
             if !self.paused_for_backpressure(role) {
-                self.arm_recv(idx);
+                self.io.arm_recv(idx);
             }
         }
     }
 
     /// Whether a session's connection in `role` is not to be read: a camera whose viewer is
     /// behind, or a viewer behind on what is queued for it.
-    pub(super) fn paused_for_backpressure(&self, role: Option<Role>) -> bool {
+    pub(in crate::shard) fn paused_for_backpressure(&self, role: Option<Role>) -> bool {
         match role {
             Some(Role::Upstream(key)) => self.relay.sessions.get(key).is_some_and(|s| s.tunnel.camera_paused()),
             Some(Role::TunnelGet(key) | Role::TunnelPost(key) | Role::PlainRtsp(key)) => {
@@ -104,7 +98,7 @@ impl Shard {
         }
     }
 
-    pub(super) fn on_data(&mut self, idx: usize, role: Role, key: SessionKey, bid: u16, len: usize) {
+    pub(in crate::shard) fn on_data(&mut self, idx: usize, role: Role, key: SessionKey, bid: u16, len: usize) {
         if matches!(role, Role::Upstream(_)) && self.on_upstream_link_data(idx, key, bid, len) {
             return;
         }
@@ -165,7 +159,7 @@ impl Shard {
     }
 
     /// A connection reached end of stream or failed.
-    pub(super) fn on_conn_ended(&mut self, idx: usize, role: Option<Role>, res: i32) {
+    pub(in crate::shard) fn on_conn_ended(&mut self, idx: usize, role: Option<Role>, res: i32) {
         let now = self.io.reaped_at;
         let key = role.and_then(|r| r.session());
         if let Some(Role::Camera(ck)) = role {
@@ -220,7 +214,7 @@ impl Shard {
         }
     }
 
-    pub(super) fn connect_upstream(&mut self, key: SessionKey, addr: SocketAddr) {
+    pub(in crate::shard) fn connect_upstream(&mut self, key: SessionKey, addr: SocketAddr) {
         let route = self.passthrough_route(key);
         if let Some(route) = &route {
             self.passthrough_health(route, PassthroughEvent::Connecting);
@@ -277,7 +271,7 @@ impl Shard {
 
     /// A camera connection (`role`: a passthrough session's or a shared camera's) with its
     /// connect submitted; `None` when no socket could be made.
-    pub(super) fn connect_camera_socket(&mut self, addr: SocketAddr, role: Role) -> Option<usize> {
+    pub(in crate::shard) fn connect_camera_socket(&mut self, addr: SocketAddr, role: Role) -> Option<usize> {
         // The placeholder of a name that did not resolve: connecting to it would reach this host.
         if addr.ip().is_unspecified() {
             return None;
@@ -304,7 +298,7 @@ impl Shard {
         Some(idx)
     }
 
-    pub(super) fn on_connect(&mut self, idx: usize, res: i32) {
+    pub(in crate::shard) fn on_connect(&mut self, idx: usize, res: i32) {
         self.io.conns.completed(idx);
         let Some(c) = self.io.conns.get(idx) else { return };
         if c.is_closing() {
@@ -322,7 +316,7 @@ impl Shard {
         let now = self.io.reaped_at;
         let route = self.relay.sessions.get(key).and_then(|s| s.health_route.clone());
         if res == 0 {
-            self.arm_recv(idx);
+            self.io.arm_recv(idx);
             // Behind an HTTP tunnel the camera is reached once the tunnel answers (camera_link.rs).
             if self.camera_link_connected(idx) {
                 if let Some(s) = self.relay.sessions.get_mut(key) {

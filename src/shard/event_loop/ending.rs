@@ -4,7 +4,7 @@ use super::*;
 
 impl Shard {
     /// Shuts a connection down; it is freed once its in-flight operations have completed.
-    pub(super) fn close_conn(&mut self, idx: usize) {
+    pub(in crate::shard) fn close_conn(&mut self, idx: usize) {
         // A camera's tunnel GET and POST end together.
         let post = self.io.conns.get(idx).and_then(|c| c.camera_tunnel.as_ref().map(|t| t.post));
         let Some(closed) = self.io.conns.close(idx) else {
@@ -26,7 +26,7 @@ impl Shard {
         }
     }
 
-    pub(super) fn maybe_free(&mut self, idx: usize) {
+    pub(in crate::shard) fn maybe_free(&mut self, idx: usize) {
         let Some(c) = self.io.conns.remove_if_idle(idx, &mut self.io.bufs) else { return };
         if c.counted_ip() {
             self.shared.admission.close_connection(c.peer().ip());

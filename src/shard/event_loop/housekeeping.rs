@@ -4,15 +4,15 @@
 use super::*;
 
 impl Shard {
-    pub(super) fn arm_tick(&mut self) {
+    pub(in crate::shard) fn arm_tick(&mut self) {
         self.io.ring.push(ops::tick());
     }
 
-    pub(super) fn arm_mailbox(&mut self) {
+    pub(in crate::shard) fn arm_mailbox(&mut self) {
         self.io.ring.push(ops::mailbox(&self.shared.mailboxes[self.id as usize]));
     }
 
-    pub(super) fn on_tick(&mut self) {
+    pub(in crate::shard) fn on_tick(&mut self) {
         let now = self.io.reaped_at;
         if self.relay.draining_until.is_none() {
             for listener in std::mem::take(&mut self.io.listeners.paused) {
@@ -71,7 +71,7 @@ impl Shard {
         self.camera_timers(now);
     }
 
-    pub(super) fn wake_parked(&mut self, idx: usize, cookie: String) {
+    pub(in crate::shard) fn wake_parked(&mut self, idx: usize, cookie: String) {
         if !self.io.conns.get(idx).is_some_and(|c| matches!(c.phase(), Phase::Parked { .. })) {
             return;
         }
@@ -83,7 +83,7 @@ impl Shard {
         self.find_get_for_post(idx, cookie, leftover);
     }
 
-    pub(super) fn on_mailbox(&mut self) {
+    pub(in crate::shard) fn on_mailbox(&mut self) {
         let msgs = self.shared.mailboxes[self.id as usize].drain();
         for msg in msgs {
             match msg {
@@ -129,7 +129,7 @@ impl Shard {
     }
 
     /// A reloaded configuration: one input to every tunnel, then one swap.
-    pub(super) fn reload(&mut self, settings: Arc<Settings>) {
+    pub(in crate::shard) fn reload(&mut self, settings: Arc<Settings>) {
         let now = Instant::now();
         let policy = settings.core.tunnel;
         for key in self.relay.sessions.keys() {
@@ -142,7 +142,7 @@ impl Shard {
         self.reload_cameras();
     }
 
-    pub(super) fn begin_drain(&mut self, grace: Duration) {
+    pub(in crate::shard) fn begin_drain(&mut self, grace: Duration) {
         if self.relay.draining_until.is_some() {
             return;
         }

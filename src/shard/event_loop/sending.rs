@@ -4,12 +4,12 @@ use super::*;
 use crate::proto::websocket::FrameHeader;
 
 impl Shard {
-    pub(super) fn queue_owned(&mut self, idx: usize, bytes: Vec<u8>) {
+    pub(in crate::shard) fn queue_owned(&mut self, idx: usize, bytes: Vec<u8>) {
         self.io.conns.queue_owned(idx, bytes);
     }
 
     /// `header`: a WebSocket frame header to send just before the range.
-    pub(super) fn queue_ring(
+    pub(in crate::shard) fn queue_ring(
         &mut self,
         idx: usize,
         header: Option<FrameHeader>,
@@ -22,7 +22,7 @@ impl Shard {
         }
     }
 
-    pub(super) fn flush_dirty(&mut self) {
+    pub(in crate::shard) fn flush_dirty(&mut self) {
         // By index: a send that completes a close never queues more, but the list may grow.
         let mut i = 0;
         while let Some(&idx) = self.io.conns.dirty.get(i) {
@@ -32,7 +32,7 @@ impl Shard {
         self.io.conns.dirty.clear();
     }
 
-    pub(super) fn start_send(&mut self, idx: usize) {
+    pub(in crate::shard) fn start_send(&mut self, idx: usize) {
         let Some(c) = self.io.conns.get(idx) else {
             return;
         };
@@ -51,7 +51,7 @@ impl Shard {
         }
     }
 
-    pub(super) fn on_send(&mut self, idx: usize, res: i32) {
+    pub(in crate::shard) fn on_send(&mut self, idx: usize, res: i32) {
         // The receive side is timed at its batch's reaping too (see `Shard::reaped_at`).
         let now = self.io.reaped_at;
         self.io.conns.completed(idx);

@@ -70,7 +70,7 @@ impl Probe {
     fn arm(s: &mut Shard) -> Probe {
         let key = session(s);
         let (idx, theirs) = conn(s, Role::Upstream(key));
-        s.arm_recv(idx);
+        s.io.arm_recv(idx);
         s.io.ring.uring.submit().unwrap();
         let (data, len) = s.io.bufs.data_mapping();
         // SAFETY: inside the data mapping; that buffer is idle in the ring and nothing sends.
@@ -133,7 +133,7 @@ fn a_clean_shutdown_frees_everything() {
     let mut s = shard();
     let key = session(&mut s);
     let (idx, _theirs) = conn(&mut s, Role::Upstream(key));
-    s.arm_recv(idx);
+    s.io.arm_recv(idx);
     let fd = s.io.conns[idx].raw();
     let ino = inode(fd).unwrap();
     s.finish_within(Duration::from_secs(5));
@@ -180,7 +180,7 @@ fn behind_viewer(s: &mut Shard) -> (SessionKey, usize, usize) {
 fn a_receive_cancelled_for_backpressure_stays_paused_when_it_ends_out_of_buffers() {
     let mut s = shard();
     let (key, _, u) = behind_viewer(&mut s);
-    s.arm_recv(u);
+    s.io.arm_recv(u);
     s.update_upstream_flow(key);
     assert_eq!(s.io.conns[u].recv(), RecvState::Cancelling);
     // The cancelled receive ends with ENOBUFS: the ring ran dry meanwhile.

@@ -11,7 +11,7 @@ impl Shard {
     /// An acceptable upgrade, admitted as a tunnel GET is (its greeting judged the route, the
     /// address lists and the session cap): answered 101, then a session like plain RTSP on
     /// this one connection.
-    pub(super) fn on_websocket(
+    pub(in crate::shard) fn on_websocket(
         &mut self,
         idx: usize,
         route: Option<Arc<Route>>,
@@ -40,7 +40,7 @@ impl Shard {
         self.io.conns.go_live(idx, Role::PlainRtsp(key));
         self.queue_owned(idx, websocket::accept_reply(&upgrade));
         self.io.conns.speak_websocket(idx, WsEndpoint::new(self.relay.settings.web.websocket_limits()));
-        self.arm_recv(idx);
+        self.io.arm_recv(idx);
         if !rest.is_empty() {
             self.websocket_bytes(idx, key, &rest);
         }
@@ -48,7 +48,7 @@ impl Shard {
 
     /// A WebSocket viewer's bytes: unframed, answered (pongs, the close handshake), the RTSP
     /// bytes fed to the session as plain RTSP.
-    pub(super) fn websocket_bytes(&mut self, idx: usize, key: SessionKey, bytes: &[u8]) {
+    pub(in crate::shard) fn websocket_bytes(&mut self, idx: usize, key: SessionKey, bytes: &[u8]) {
         let mut data = std::mem::take(&mut self.io.ws_data);
         data.clear();
         let mut to_client = Vec::new();
@@ -112,13 +112,13 @@ impl Shard {
 
     /// The binary frame header to send before a chunk of `len` bytes to connection `idx`, if it
     /// is a WebSocket: `Some(None)` means nothing may be sent any more (its close is out).
-    pub(super) fn ws_header(&self, idx: usize, len: usize) -> Option<Option<websocket::FrameHeader>> {
+    pub(in crate::shard) fn ws_header(&self, idx: usize, len: usize) -> Option<Option<websocket::FrameHeader>> {
         self.io.conns.get(idx)?.ws_header(len)
     }
 
     /// The relay ends a WebSocket viewer's session: its close frame (1001 when the relay is
     /// stopping, 1000 otherwise) goes after what is queued.
-    pub(super) fn websocket_close(&mut self, idx: usize, outcome: SessionOutcome) {
+    pub(in crate::shard) fn websocket_close(&mut self, idx: usize, outcome: SessionOutcome) {
         let code = if outcome == SessionOutcome::Shutdown { close_code::GOING_AWAY } else { close_code::NORMAL };
         let mut frame = Vec::new();
         match self.io.conns.get_mut(idx).and_then(|c| c.ws_mut()) {

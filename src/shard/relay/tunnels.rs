@@ -3,10 +3,11 @@
 
 use super::*;
 use crate::proto::camera_health::PassthroughEvent;
+use crate::shard::conn_table::FrameBytes;
 
 /// What the outputs being carried out refer to.
 #[derive(Clone, Copy)]
-pub(super) enum Fed {
+pub(in crate::shard) enum Fed {
     Nothing,
     /// Camera bytes in this ring buffer, received at this instant.
     CameraChunk(u16, Instant),
@@ -26,7 +27,7 @@ fn mode_label(kind: tunnel::Kind) -> &'static str {
 }
 
 /// One request and its answer, at debug.
-pub(super) fn log_exchange(shard: u16, session: u64, route: &str, e: &session::Exchange) {
+pub(in crate::shard) fn log_exchange(shard: u16, session: u64, route: &str, e: &session::Exchange) {
     tracing::debug!(
         shard,
         session = %format_args!("{shard}-{session}"),
@@ -42,7 +43,7 @@ pub(super) fn log_exchange(shard: u16, session: u64, route: &str, e: &session::E
 }
 
 impl Shard {
-    pub(super) fn new_session(
+    pub(in crate::shard) fn new_session(
         &mut self,
         route: Option<Arc<Route>>,
         kind: tunnel::Kind,
@@ -97,7 +98,12 @@ impl Shard {
     }
 
     /// The external authorizer answered: the session's waiting requests go on or are refused.
-    pub(super) fn on_auth_verdict(&mut self, key: SessionKey, id: u64, verdict: crate::proto::external_auth::Verdict) {
+    pub(in crate::shard) fn on_auth_verdict(
+        &mut self,
+        key: SessionKey,
+        id: u64,
+        verdict: crate::proto::external_auth::Verdict,
+    ) {
         let routes = &*self.relay.settings.routes;
         let Some(s) = self.relay.sessions.get_mut(key) else { return };
         s.tunnel.handle(Input::AuthVerdict { id, verdict, routes }, self.io.reaped_at);
@@ -131,7 +137,7 @@ impl Shard {
 
     /// The passthrough route a session counts towards in its route's health, from when its route
     /// is known (its head, or a plain RTSP connection's first request).
-    pub(super) fn passthrough_route(&mut self, key: SessionKey) -> Option<Arc<Route>> {
+    pub(in crate::shard) fn passthrough_route(&mut self, key: SessionKey) -> Option<Arc<Route>> {
         let s = self.relay.sessions.get(key)?;
         if let Some(r) = &s.health_route {
             return Some(r.clone());
@@ -144,11 +150,11 @@ impl Shard {
         Some(route)
     }
 
-    pub(super) fn session(&mut self, key: SessionKey) -> Option<&mut SessionSlot> {
+    pub(in crate::shard) fn session(&mut self, key: SessionKey) -> Option<&mut SessionSlot> {
         self.relay.sessions.get_mut(key)
     }
 
-    pub(super) fn feed_viewer(&mut self, key: SessionKey, stream: ViewerStream, bytes: &[u8]) {
+    pub(in crate::shard) fn feed_viewer(&mut self, key: SessionKey, stream: ViewerStream, bytes: &[u8]) {
         let routes = &*self.relay.settings.routes;
         if let Some(s) = self.relay.sessions.get_mut(key) {
             // Viewer activity is the tunnel's to judge (whole messages and frames only).
@@ -159,7 +165,7 @@ impl Shard {
 
     /// Carries out what the tunnel asked for, then tells it how far behind its viewer is (which
     /// may pause or resume the camera).
-    pub(super) fn apply(&mut self, key: SessionKey, fed: Fed) {
+    pub(in crate::shard) fn apply(&mut self, key: SessionKey, fed: Fed) {
         self.carry_out(key, fed);
         self.update_upstream_flow(key);
     }
@@ -167,7 +173,7 @@ impl Shard {
     /// Reports the viewer's backlog to the tunnel: backpressure is its decision. A shared
     /// camera is never held back for one viewer (`fanout` judges each alone; the tunnel has no
     /// camera of its own to pause), but the viewer's own reading is, on every route.
-    pub(super) fn update_upstream_flow(&mut self, key: SessionKey) {
+    pub(in crate::shard) fn update_upstream_flow(&mut self, key: SessionKey) {
         let Some(s) = self.relay.sessions.get_mut(key) else {
             return;
         };
@@ -226,14 +232,7 @@ impl Shard {
                     };
                     let bytes = bytes::Bytes::copy_from_slice(bytes);
                     let timed = Timed { received_at: at, frames };
-                    self.io.conns.queue_frame(
-                        v,
-                        header,
-                        None,
-                        super::super::conn_table::FrameBytes::Shared(&bytes),
-                        &mut self.io.bufs,
-                        timed,
-                    );
+                    self.io.queue_frame(v, header, None, FrameBytes::Shared(&bytes), timed);
                     if frames > 0 {
                         self.metrics.frames(Direction::ToViewer, frames as u64);
                     }
@@ -294,20 +293,20 @@ impl Shard {
                     if let Some(u) =
                         s.upstream.filter(|&u| self.io.conns.get(u).is_some_and(|c| c.recv() == RecvState::Off))
                     {
-                        self.arm_recv(u);
+                        self.io.arm_recv(u);
                     }
                 }
                 Out::PauseViewer => {
                     let conns = [s.viewer, s.post];
                     tracing::debug!(shard = self.id, session = %format_args!("{}-{}", self.id, s.id), "viewer behind: not read until it catches up");
                     for idx in conns.into_iter().flatten() {
-                        self.stop_reading(idx);
+                        self.io.stop_reading(idx);
                     }
                 }
                 Out::ResumeViewer => {
                     for idx in [s.viewer, s.post].into_iter().flatten() {
                         if self.io.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off) {
-                            self.arm_recv(idx);
+                            self.io.arm_recv(idx);
                         }
                     }
                 }
@@ -316,7 +315,7 @@ impl Shard {
     }
 
     /// Queues an RTSP answer to a viewer connection (in its own WebSocket frame on one).
-    pub(super) fn queue_answer(&mut self, v: usize, bytes: Vec<u8>) {
+    pub(in crate::shard) fn queue_answer(&mut self, v: usize, bytes: Vec<u8>) {
         match self.ws_header(v, bytes.len()) {
             None => self.queue_owned(v, bytes),
             // An answer is small: header and answer in one buffer.
@@ -334,20 +333,11 @@ impl Shard {
     fn pause_camera(&mut self, upstream: Option<usize>) {
         self.metrics.backpressure_pause();
         if let Some(u) = upstream {
-            self.stop_reading(u);
+            self.io.stop_reading(u);
         }
     }
 
-    /// Stops reading a connection (backpressure): its multishot receive is cancelled, or left
-    /// off if it was waiting for buffers. Its tunnel's flow decides when it is armed again.
-    fn stop_reading(&mut self, idx: usize) {
-        // Nothing in flight to cancel when it waits for buffers: it just stays off.
-        if let Some(sub) = self.io.conns.stop_recv(idx) {
-            self.io.ring.push(sub);
-        }
-    }
-
-    pub(super) fn end_session(&mut self, key: SessionKey, outcome: SessionOutcome) {
+    pub(in crate::shard) fn end_session(&mut self, key: SessionKey, outcome: SessionOutcome) {
         let Some(mut s) = self.relay.sessions.remove(key) else {
             return;
         };
@@ -440,11 +430,11 @@ impl Shard {
     /// A camera connection's last steps: what is queued goes out, then it is half-closed and
     /// read to its end, within `grace`. `keep_role`: what it still sends counts as its
     /// session's camera traffic.
-    pub(super) fn linger_then_close(&mut self, idx: usize, grace: Duration, keep_role: bool) {
+    pub(in crate::shard) fn linger_then_close(&mut self, idx: usize, grace: Duration, keep_role: bool) {
         self.io.conns.flush_then(idx, AfterFlush::HalfClose, self.io.reaped_at + grace, keep_role);
         // Not reading (paused for a slow viewer): read again, so the camera's close is seen.
         if self.io.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off) {
-            self.arm_recv(idx);
+            self.io.arm_recv(idx);
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::shard::conn_table::FrameBytes;
 
 /// Where a receive of a shared route's camera connection is, and which connection it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum CameraBytes {
+pub(in crate::shard) enum CameraBytes {
     /// The camera's, in the ring buffer.
     Ring,
     /// The camera's, decrypted or past a tunnel's answer, in `self.io.plain`.
@@ -29,15 +29,15 @@ impl Shard {
     /// the camera's connection or its probe's (`from`): read by the route, its frames planned
     /// one by one and each plan carried out, then the route's other actions (answers,
     /// keepalives).
-    pub(super) fn on_camera_data(&mut self, ck: CameraKey, bid: u16, len: usize, from: CameraBytes) {
+    pub(in crate::shard) fn on_camera_data(&mut self, ck: CameraKey, bid: u16, len: usize, from: CameraBytes) {
         let now = self.io.reaped_at;
         let Some(slot) = self.relay.cameras.get_mut(ck) else { return };
         // Only this processing holds the buffer: the camera session may rewrite RTP headers in
         // it before any viewer's send names it.
         match from {
-            CameraBytes::Ring => slot.shared.handle_camera_bytes(now, self.io.bufs.bytes_mut(bid, len)),
+            CameraBytes::Ring => slot.shared.handle_camera_bytes(now, self.io.received_mut(bid, len)),
             CameraBytes::Plain => slot.shared.handle_camera_plaintext(now, &mut self.io.plain),
-            CameraBytes::Probe => slot.shared.handle_probe_bytes(now, self.io.bufs.bytes_mut(bid, len)),
+            CameraBytes::Probe => slot.shared.handle_probe_bytes(now, self.io.received_mut(bid, len)),
             CameraBytes::ProbePlain => slot.shared.handle_probe_plaintext(now, &mut self.io.plain),
         }
         // The receive may have grown this route's GOP cache past the relay-wide budget.
@@ -48,7 +48,7 @@ impl Shard {
         // Each viewer is judged on its queue as it really is after the frame before, and a
         // plan holds one delivery per viewer at most, however many frames the receive carries.
         while let Some(slot) = self.relay.cameras.get_mut(ck) {
-            let chunk = self.io.bufs.bytes_at(bid, 0, len);
+            let chunk = self.io.received(bid, len);
             let (conns, sessions) = (&self.io.conns, &self.relay.sessions);
             // What is queued to a viewer now; `None`: nothing more may go to it (its connection
             // is gone or closing, or its WebSocket close is out).
@@ -74,7 +74,7 @@ impl Shard {
         self.drive_camera(ck);
     }
 
-    pub(super) fn count_sent(&mut self, sent: u64, copied: u64) {
+    pub(in crate::shard) fn count_sent(&mut self, sent: u64, copied: u64) {
         if sent > 0 {
             self.metrics.frames(Direction::ToViewer, sent);
         }
@@ -86,7 +86,7 @@ impl Shard {
     /// Queues each delivery of a plan (ranges of ring buffer `bid`), records first pictures,
     /// and ends the sessions of viewers the plan cut. Returns the frames queued and, of those,
     /// the ring ranges copied.
-    pub(super) fn carry_out_plan(
+    pub(in crate::shard) fn carry_out_plan(
         &mut self,
         plan: &[Delivery<SessionKey>],
         bid: Option<u16>,
@@ -120,9 +120,7 @@ impl Shard {
                         (Some(h), None) => (None, FrameBytes::Shared(h)),
                         (None, None) => continue,
                     };
-                    if self.io.conns.queue_frame(conn, ws, prefix, frame, &mut self.io.bufs, timed)
-                        == Some(Queued::Copied)
-                    {
+                    if self.io.queue_frame(conn, ws, prefix, frame, timed) == Some(Queued::Copied) {
                         copied += 1;
                     }
                     sent += 1;

@@ -17,21 +17,8 @@ use crate::shard::camera_table::CameraKey;
 
 impl Shard {
     /// The shard that owns a shared route's camera, and so its viewers.
-    pub(super) fn owner_of(&self, route: &Route) -> u16 {
+    pub(in crate::shard) fn owner_of(&self, route: &Route) -> u16 {
         crate::proto::route::home_shard(&route.path, self.shared.mailboxes.len())
-    }
-
-    /// A viewer's first connection moved here from another shard: its head is handled as if
-    /// it had been read here.
-    pub(super) fn adopt_viewer(&mut self, v: super::super::mailbox::AdoptViewer) {
-        let from =
-            Departing { fd: v.fd, peer: v.peer, accepted_at: v.accepted_at, tls: v.tls, counted_ip: v.counted_ip };
-        let idx = self.io.conns.adopt(from, Some(crate::proto::greeting::Greeting::adopted(v.head)));
-        match self.greet(idx, None) {
-            Some(verdict) if verdict.is_final() => self.on_verdict(idx, verdict),
-            // It was judged whole on the shard that read it.
-            _ => self.close_conn(idx),
-        }
     }
 
     /// A shared route's parameters from the settings in force; its GOP cache draws from the
@@ -57,7 +44,7 @@ impl Shard {
     /// A request a shared route's session admitted: its first one attaches the tunnel to the
     /// route (its demand: an on-demand camera starts connecting while the request waits; an
     /// unauthenticated viewer makes no camera connection), then the route answers it.
-    pub(super) fn shared_request(&mut self, key: SessionKey, msg: Message) {
+    pub(in crate::shard) fn shared_request(&mut self, key: SessionKey, msg: Message) {
         let now = Instant::now();
         let Some(s) = self.relay.sessions.get(key) else { return };
         let ck = match s.camera {
@@ -85,7 +72,7 @@ impl Shard {
     }
 
     /// A shared route's viewer sent an RTCP report.
-    pub(super) fn shared_viewer_frame(&mut self, key: SessionKey) {
+    pub(in crate::shard) fn shared_viewer_frame(&mut self, key: SessionKey) {
         let Some(ck) = self.relay.sessions.get(key).and_then(|s| s.camera) else { return };
         if let Some(slot) = self.relay.cameras.get_mut(ck) {
             slot.shared.handle_viewer_frame(key, Instant::now());
@@ -93,7 +80,7 @@ impl Shard {
     }
 
     /// A tunnel of a shared route ended.
-    pub(super) fn detach_viewer(&mut self, key: SessionKey, ck: CameraKey) {
+    pub(in crate::shard) fn detach_viewer(&mut self, key: SessionKey, ck: CameraKey) {
         let Some(slot) = self.relay.cameras.get_mut(ck) else { return };
         if slot.shared.detach(key, Instant::now()) {
             self.metrics.viewer_detached();
@@ -102,7 +89,7 @@ impl Shard {
     }
 
     /// Carries out what a shared route asked for, and counts and logs what happened.
-    pub(super) fn drive_camera(&mut self, ck: CameraKey) {
+    pub(in crate::shard) fn drive_camera(&mut self, ck: CameraKey) {
         self.drive_route(ck, None);
     }
 
@@ -244,7 +231,7 @@ impl Shard {
 
     /// A camera connection the route is done with: what was queued (its TEARDOWN) goes out,
     /// then it is half-closed and read to its end within `camera_close_grace_ms`.
-    pub(super) fn let_camera_go(&mut self, idx: usize) {
+    pub(in crate::shard) fn let_camera_go(&mut self, idx: usize) {
         let grace = self.relay.settings.core.tunnel.camera_close_grace;
         let Some(c) = self.io.conns.get_mut(idx) else { return };
         if c.is_closing() {
@@ -263,7 +250,7 @@ impl Shard {
         }
     }
 
-    pub(super) fn on_camera_connect(&mut self, idx: usize, ck: CameraKey, res: i32) {
+    pub(in crate::shard) fn on_camera_connect(&mut self, idx: usize, ck: CameraKey, res: i32) {
         if self.is_probe_conn(ck, idx) {
             return self.on_probe_connect(idx, ck, res);
         }
@@ -274,7 +261,7 @@ impl Shard {
             return;
         }
         if res == 0 {
-            self.arm_recv(idx);
+            self.io.arm_recv(idx);
             if self.camera_link_connected(idx) {
                 if let Some(slot) = self.relay.cameras.get_mut(ck) {
                     slot.shared.handle_connected(now);
@@ -293,7 +280,7 @@ impl Shard {
     }
 
     /// The camera closed its connection, or it failed.
-    pub(super) fn on_camera_closed(&mut self, idx: usize, ck: CameraKey) {
+    pub(in crate::shard) fn on_camera_closed(&mut self, idx: usize, ck: CameraKey) {
         if self.is_probe_conn(ck, idx) {
             return self.on_probe_closed(idx, ck);
         }
@@ -308,7 +295,7 @@ impl Shard {
     }
 
     /// Deadlines of the shard's shared routes (the camera's, its viewers').
-    pub(super) fn camera_timers(&mut self, now: Instant) {
+    pub(in crate::shard) fn camera_timers(&mut self, now: Instant) {
         for ck in self.relay.cameras.keys() {
             let Some(slot) = self.relay.cameras.get_mut(ck) else { continue };
             if slot.shared.poll_timeout().is_some_and(|t| t <= now) {
@@ -319,7 +306,7 @@ impl Shard {
     }
 
     /// Always-on routes this shard owns get their camera (at start-up and after a reload).
-    pub(super) fn open_always_on_cameras(&mut self) {
+    pub(in crate::shard) fn open_always_on_cameras(&mut self) {
         if self.relay.draining_until.is_some() {
             return;
         }
@@ -338,7 +325,7 @@ impl Shard {
     /// tunnels end on their own, as for any route removed); a kept one takes the new settings
     /// (`SharedRoute::reconfigure`), its viewers' URLs mapped as their sessions now map them;
     /// new always-on routes open theirs.
-    pub(super) fn reload_cameras(&mut self) {
+    pub(in crate::shard) fn reload_cameras(&mut self) {
         let now = Instant::now();
         for ck in self.relay.cameras.keys() {
             let Some(slot) = self.relay.cameras.get(ck) else { continue };
@@ -371,7 +358,7 @@ impl Shard {
     /// Closes a shared route for good (TEARDOWN if its camera is up): its route changed, or
     /// the shard stops. Its viewers' tunnels have ended by then (the same rule ends them); one
     /// still attached is ended rather than left with no camera.
-    pub(super) fn close_camera(&mut self, ck: CameraKey, now: Instant) {
+    pub(in crate::shard) fn close_camera(&mut self, ck: CameraKey, now: Instant) {
         self.relay.cameras.unlist(ck);
         if let Some(slot) = self.relay.cameras.get_mut(ck) {
             slot.shared.close(now);

@@ -10,12 +10,12 @@ use crate::shard::camera_table::CameraKey;
 
 impl Shard {
     /// Whether `idx` is the connection of `ck`'s probe.
-    pub(super) fn is_probe_conn(&self, ck: CameraKey, idx: usize) -> bool {
+    pub(in crate::shard) fn is_probe_conn(&self, ck: CameraKey, idx: usize) -> bool {
         self.relay.cameras.get(ck).is_some_and(|s| s.probe_conn == Some(idx))
     }
 
     /// The link that reaches `ck`'s `source` camera.
-    pub(super) fn camera_link_of(&self, ck: CameraKey, source: Source) -> UpstreamLink {
+    pub(in crate::shard) fn camera_link_of(&self, ck: CameraKey, source: Source) -> UpstreamLink {
         let Some(slot) = self.relay.cameras.get(ck) else { return UpstreamLink::default() };
         match (source, &slot.route.fallback) {
             (Source::Fallback, Some(f)) => f.link.clone(),
@@ -24,7 +24,7 @@ impl Shard {
     }
 
     /// The live source changed: a line at info and `relay_route_camera_source`.
-    pub(super) fn camera_source_changed(&mut self, ck: CameraKey, source: Source) {
+    pub(in crate::shard) fn camera_source_changed(&mut self, ck: CameraKey, source: Source) {
         let Some(slot) = self.relay.cameras.get(ck) else { return };
         let path = slot.route.path.clone();
         let url = match (source, &slot.route.fallback) {
@@ -38,7 +38,7 @@ impl Shard {
     }
 
     /// Opens the probe's connection to the primary.
-    pub(super) fn connect_probe(&mut self, ck: CameraKey, addr: SocketAddr) {
+    pub(in crate::shard) fn connect_probe(&mut self, ck: CameraKey, addr: SocketAddr) {
         let link = self.camera_link_of(ck, Source::Primary);
         let idx = self.connect_camera_link(addr, Role::Camera(ck), &link);
         if let Some(slot) = self.relay.cameras.get_mut(ck) {
@@ -50,10 +50,10 @@ impl Shard {
     }
 
     /// The probe's connect completed.
-    pub(super) fn on_probe_connect(&mut self, idx: usize, ck: CameraKey, res: i32) {
+    pub(in crate::shard) fn on_probe_connect(&mut self, idx: usize, ck: CameraKey, res: i32) {
         let now = Instant::now();
         if res == 0 {
-            self.arm_recv(idx);
+            self.io.arm_recv(idx);
             if self.camera_link_connected(idx) {
                 if let Some(slot) = self.relay.cameras.get_mut(ck) {
                     slot.shared.handle_probe_connected(now);
@@ -70,7 +70,7 @@ impl Shard {
     }
 
     /// The probe's TLS or tunnel link opened under RTSP.
-    pub(super) fn on_probe_link_open(&mut self, ck: CameraKey) {
+    pub(in crate::shard) fn on_probe_link_open(&mut self, ck: CameraKey) {
         if let Some(slot) = self.relay.cameras.get_mut(ck) {
             slot.shared.handle_probe_connected(Instant::now());
         }
@@ -78,7 +78,7 @@ impl Shard {
     }
 
     /// The probe's connection closed or failed (`failed`: its link under RTSP, and how).
-    pub(super) fn on_probe_closed(&mut self, idx: usize, ck: CameraKey) {
+    pub(in crate::shard) fn on_probe_closed(&mut self, idx: usize, ck: CameraKey) {
         self.close_conn(idx);
         if let Some(slot) = self.relay.cameras.get_mut(ck).filter(|s| s.probe_conn == Some(idx)) {
             slot.probe_conn = None;

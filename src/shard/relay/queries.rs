@@ -6,7 +6,7 @@ use super::*;
 use crate::shard::snapshot::{CameraSnapshot, Query, SessionSnapshot, SharedCamera, unix_secs};
 
 impl Shard {
-    pub(super) fn answer_query(&mut self, query: Query) {
+    pub(in crate::shard) fn answer_query(&mut self, query: Query) {
         match query {
             // The asker may have given up (its deadline passed): nothing to do then.
             Query::Cameras(reply) => drop(reply.send(self.camera_snapshots())),

@@ -10,7 +10,7 @@ use crate::proto::gop_budget::{EvictionCandidate, eviction_order, evictions_need
 
 impl Shard {
     /// One atomic load per camera receive; the work only when the account is over.
-    pub(super) fn enforce_gop_budget(&mut self) {
+    pub(in crate::shard) fn enforce_gop_budget(&mut self) {
         let budget = self.shared.gop_budget.clone();
         if !budget.is_over() {
             return;

@@ -6,7 +6,13 @@ use super::*;
 impl Shard {
     /// A tunnel GET, admitted (its session counted): the session starts and its cookie is
     /// registered for the POST.
-    pub(super) fn on_tunnel_get(&mut self, idx: usize, route: Option<Arc<Route>>, cookie: String, rest: Vec<u8>) {
+    pub(in crate::shard) fn on_tunnel_get(
+        &mut self,
+        idx: usize,
+        route: Option<Arc<Route>>,
+        cookie: String,
+        rest: Vec<u8>,
+    ) {
         let Some(c) = self.io.conns.get(idx) else {
             // Not reached while a verdict is carried out at once; its session was counted.
             self.shared.admission.close_session();
@@ -36,13 +42,19 @@ impl Shard {
         self.io.conns.go_live(idx, Role::TunnelGet(key));
         let reply = http_head::tunnel_get_reply(&http_date(), self.relay.settings.public_address.as_deref());
         self.queue_owned(idx, reply);
-        self.arm_recv(idx);
+        self.io.arm_recv(idx);
         if !rest.is_empty() {
             self.feed_viewer(key, ViewerStream::TunnelData, &rest);
         }
     }
 
-    pub(super) fn on_tunnel_post(&mut self, idx: usize, cookie: String, expect_continue: bool, rest: Vec<u8>) {
+    pub(in crate::shard) fn on_tunnel_post(
+        &mut self,
+        idx: usize,
+        cookie: String,
+        expect_continue: bool,
+        rest: Vec<u8>,
+    ) {
         if let Some(c) = self.io.conns.get(idx).filter(|_| expect_continue) {
             if c.has_tls() {
                 // Inside the TLS stream; a hand-off waits for this send to complete.
@@ -56,7 +68,7 @@ impl Shard {
     }
 
     /// Binds a POST to its GET (here or on another shard), or parks it until the GET comes.
-    pub(super) fn find_get_for_post(&mut self, idx: usize, cookie: String, leftover: Vec<u8>) {
+    pub(in crate::shard) fn find_get_for_post(&mut self, idx: usize, cookie: String, leftover: Vec<u8>) {
         match self.shared.cookies.post_arrived(&cookie, self.id) {
             PostLookup::Found(r) if r.shard == self.id => {
                 self.relay.parked.remove(&cookie);
@@ -83,65 +95,12 @@ impl Shard {
         }
     }
 
-    /// Moves a connection to another shard once nothing of ours is in flight on it. Its head
-    /// receive has completed and no receive is armed, but a TLS connection may still be sending
-    /// (session tickets): the kernel must be done with those buffers before the connection
-    /// leaves the slab, so the hand-off waits for the last send completion (see `on_send`).
-    pub(super) fn hand_off_if_quiet(&mut self, idx: usize) {
-        let Some((to, conn)) = self.io.conns.take_moving(idx) else {
-            if self.io.conns.get(idx).is_some_and(|c| !c.send().is_empty()) {
-                self.io.conns.dirty.push(idx);
-            }
-            return;
-        };
-        let shard = to.shard();
-        let msg = match to {
-            Move::Post { session_key, leftover, .. } => ShardMsg::AdoptPost(AdoptPost {
-                fd: conn.fd,
-                peer: conn.peer,
-                session_key,
-                leftover,
-                accepted_at: conn.accepted_at,
-                tls: conn.tls,
-            }),
-            Move::Viewer { head, .. } => ShardMsg::AdoptViewer(AdoptViewer {
-                fd: conn.fd,
-                peer: conn.peer,
-                head,
-                accepted_at: conn.accepted_at,
-                tls: conn.tls,
-                counted_ip: conn.counted_ip,
-            }),
-        };
-        if let Err(msg) = self.shared.mailboxes[shard as usize].post(msg) {
-            self.refuse_handed_back(msg);
-        }
-    }
-
     /// Whether `shard` has stopped (its mailbox is closed): it must be handed no more work.
-    pub(super) fn shard_stopped(&self, shard: u16) -> bool {
+    pub(in crate::shard) fn shard_stopped(&self, shard: u16) -> bool {
         self.shared.mailboxes.get(shard as usize).is_none_or(|m| m.is_closed())
     }
 
-    /// A hand-off whose shard stopped after it was decided: the connection is out of our table
-    /// already, so it is answered (plain ones) and closed here.
-    fn refuse_handed_back(&mut self, msg: ShardMsg) {
-        let (fd, peer, tls, counted_ip) = match msg {
-            // A POST is always counted once its head is read (see `on_mailbox`).
-            ShardMsg::AdoptPost(p) => (p.fd, p.peer, p.tls.is_some(), true),
-            ShardMsg::AdoptViewer(v) => (v.fd, v.peer, v.tls.is_some(), v.counted_ip),
-            _ => return,
-        };
-        self.metrics.rejected(Rejection::ShuttingDown);
-        if !tls {
-            send_now(&fd, &http_head::http_error_reply(503, "Service Unavailable"));
-        }
-        if counted_ip {
-            self.shared.admission.close_connection(peer.ip());
-        }
-    }
-
-    pub(super) fn bind_post(&mut self, key: SessionKey, idx: usize, leftover: Vec<u8>) {
+    pub(in crate::shard) fn bind_post(&mut self, key: SessionKey, idx: usize, leftover: Vec<u8>) {
         let Some((peer, tls)) = self.io.conns.get(idx).map(|c| (c.peer(), c.has_tls())) else { return };
         let Some(s) = self.relay.sessions.get_mut(key) else {
             // The GET went away between lookup and bind.
@@ -156,7 +115,7 @@ impl Shard {
         if self.io.conns.get(idx).is_some_and(|c| matches!(c.phase(), Phase::Live(r) if *r == role)) {
             // A viewer behind on its GET is not read on a new POST either.
             if !self.paused_for_backpressure(Some(role)) {
-                self.arm_recv(idx);
+                self.io.arm_recv(idx);
             }
             if !leftover.is_empty() {
                 self.feed_viewer(key, ViewerStream::TunnelCommands, &leftover);
@@ -166,7 +125,7 @@ impl Shard {
 
     /// Plain RTSP, admitted (its session counted): `bytes` (its first request and whatever
     /// followed) go to the new session.
-    pub(super) fn on_plain_rtsp(&mut self, idx: usize, route: Option<Arc<Route>>, bytes: Vec<u8>) {
+    pub(in crate::shard) fn on_plain_rtsp(&mut self, idx: usize, route: Option<Arc<Route>>, bytes: Vec<u8>) {
         let Some(c) = self.io.conns.get(idx) else {
             // Not reached while a verdict is carried out at once; its session was counted.
             self.shared.admission.close_session();
@@ -178,7 +137,7 @@ impl Shard {
             s.viewer = Some(idx);
         }
         self.io.conns.go_live(idx, Role::PlainRtsp(key));
-        self.arm_recv(idx);
+        self.io.arm_recv(idx);
         self.feed_viewer(key, ViewerStream::Plain, &bytes);
     }
 }

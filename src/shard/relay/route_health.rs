@@ -10,7 +10,7 @@ use crate::proto::camera_health::{HealthEvent, HealthReport, PassthroughEvent, P
 
 impl Shard {
     /// A passthrough session or camera connection of `route` changed.
-    pub(super) fn passthrough_health(&mut self, route: &Route, event: PassthroughEvent) {
+    pub(in crate::shard) fn passthrough_health(&mut self, route: &Route, event: PassthroughEvent) {
         if route.shared().is_some() {
             return;
         }
@@ -26,7 +26,7 @@ impl Shard {
 
     /// Sets a route's series if they changed; a camera failing is worth a warning once per
     /// state change, its recovery a line at info.
-    pub(super) fn report_health(&self, route: &str, mode: &'static str, report: HealthReport) {
+    pub(in crate::shard) fn report_health(&self, route: &str, mode: &'static str, report: HealthReport) {
         if self.relay.per_route_metrics && report.changed {
             self.metrics.set_route(route, report.viewers, report.state);
         }
@@ -51,7 +51,7 @@ impl Shard {
     }
 
     /// After a reload: routes no longer configured are forgotten here and in the metrics.
-    pub(super) fn prune_route_health(&mut self) {
+    pub(in crate::shard) fn prune_route_health(&mut self) {
         let routes = self.relay.settings.routes.clone();
         let configured = |path: &str| routes.lookup(path).is_some_and(|r| r.path == path);
         self.relay.route_health.retain(|path, _| configured(path));
