@@ -27,14 +27,14 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue};
 
-use crate::config::{ProxyExpect, Route, Settings};
+use crate::config::{ProxyExpect, Settings};
 use crate::metrics::{
     ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, ShardStop, UpstreamErrorKind,
 };
 use crate::pairing::PostLookup;
 use crate::proto::http_head;
 use crate::proto::session::ViewerStream;
-use crate::proto::tunnel::{self, Input};
+use crate::proto::tunnel::Input;
 use crate::proto::upstream_link::{TlsVerification, UpstreamLink};
 
 mod accept;
@@ -46,13 +46,12 @@ mod hand_off;
 mod housekeeping;
 mod io_api;
 mod sending;
-mod web;
 
 #[cfg(test)]
 mod tests;
 
 use super::buf_ring::BufRing;
-use super::conn::{AfterFlush, Move, Phase, RecvState, Role, SessionKey};
+use super::conn::{Move, Phase, RecvState, Role, SessionKey};
 use super::conn_table::{ConnTable, Departing, Queued};
 use super::gatekeeper::ShardGate;
 use super::kernel_memory::KernelMemory;
@@ -104,7 +103,7 @@ pub(in crate::shard) struct Io {
     /// Scratch space for plaintext out of TLS records.
     pub(in crate::shard) plain: Vec<u8>,
     /// Scratch space for the RTSP bytes out of WebSocket frames.
-    ws_data: Vec<u8>,
+    pub(in crate::shard) ws_data: Vec<u8>,
 }
 
 /// The shard's listening sockets, in `settings.listeners` order.

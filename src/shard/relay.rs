@@ -26,6 +26,7 @@ mod queries;
 mod route_health;
 mod session_start;
 mod tunnels;
+mod web;
 
 pub(in crate::shard) use fanout::CameraBytes;
 pub(in crate::shard) use tunnels::Fed;

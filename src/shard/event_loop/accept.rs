@@ -178,7 +178,7 @@ impl Shard {
         }
         if self.io.conns.get(idx).is_some_and(|c| c.has_tls()) {
             // Handshake messages rustls wants to send (session tickets), before anything else.
-            self.queue_owned(idx, Vec::new());
+            self.io.queue_owned(idx, Vec::new());
         }
         match verdict {
             Verdict::NeedMore | Verdict::Admitted { .. } => self.arm_head_recv(idx),

@@ -116,7 +116,7 @@ impl Shard {
         let Some(c) = self.io.conns.get(idx) else { return false };
         let head = c.camera_tunnel.as_ref().map(|t| t.client.get_head());
         if c.has_tls() || head.is_some() {
-            self.queue_owned(idx, head.clone().unwrap_or_default());
+            self.io.queue_owned(idx, head.clone().unwrap_or_default());
         }
         head.is_none()
     }
@@ -128,13 +128,13 @@ impl Shard {
         let encoded = self.io.conns.get(idx).and_then(|c| c.camera_tunnel.as_ref()).map(|t| t.client.encode(&bytes));
         let to = match (encoded, self.camera_post_of(idx)) {
             (Some(encoded), Some(post)) => {
-                self.queue_owned(post, encoded);
+                self.io.queue_owned(post, encoded);
                 post
             }
             // The POST is gone: the camera is being lost with it.
             (Some(_), None) => return None,
             (None, _) => {
-                self.queue_owned(idx, bytes);
+                self.io.queue_owned(idx, bytes);
                 idx
             }
         };
@@ -212,7 +212,7 @@ impl Shard {
         let (post, head) = (t.post.0, (!t.post_head_sent).then(|| t.client.post_head()));
         t.post_head_sent = true;
         if let Some(head) = head {
-            self.queue_owned(post, head);
+            self.io.queue_owned(post, head);
         }
         // The batch's one `now`, as for every tunnel input.
         let now = self.io.reaped_at;
@@ -259,7 +259,7 @@ impl Shard {
         // Read only to see it close: the camera answers down the GET.
         self.io.arm_recv(post);
         if self.io.conns.get(post).is_some_and(|c| c.has_tls()) {
-            self.queue_owned(post, Vec::new());
+            self.io.queue_owned(post, Vec::new());
         }
         if let Some(t) = self.io.conns.get_mut(get).and_then(|c| c.camera_tunnel.as_mut()) {
             t.post_connected = true;

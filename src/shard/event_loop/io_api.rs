@@ -4,7 +4,8 @@
 //! really is after the frame before, so a call acts at once rather than being queued for later.
 
 use super::*;
-use crate::proto::websocket::FrameHeader;
+use crate::metrics::SessionOutcome;
+use crate::proto::websocket::{self, FrameHeader, close_code};
 use crate::shard::conn_table::FrameBytes;
 
 impl Io {
@@ -45,5 +46,64 @@ impl Io {
         at: Timed,
     ) -> Option<Queued> {
         self.conns.queue_frame(idx, ws, prefix, frame, &mut self.bufs, at)
+    }
+
+    /// Queues bytes to a connection as they are.
+    pub(in crate::shard) fn queue_owned(&mut self, idx: usize, bytes: Vec<u8>) {
+        self.conns.queue_owned(idx, bytes);
+    }
+
+    /// Queues an RTSP answer to a viewer connection (in its own WebSocket frame on one).
+    pub(in crate::shard) fn queue_answer(&mut self, v: usize, bytes: Vec<u8>) {
+        match self.ws_header(v, bytes.len()) {
+            None => self.queue_owned(v, bytes),
+            // An answer is small: header and answer in one buffer.
+            Some(Some(header)) => {
+                let mut framed = Vec::with_capacity(header.as_bytes().len() + bytes.len());
+                framed.extend_from_slice(header.as_bytes());
+                framed.extend_from_slice(&bytes);
+                self.queue_owned(v, framed);
+            }
+            Some(None) => {}
+        }
+    }
+
+    /// The binary frame header to send before a chunk of `len` bytes to connection `idx`, if it
+    /// is a WebSocket: `Some(None)` means nothing may be sent any more (its close is out).
+    pub(in crate::shard) fn ws_header(&self, idx: usize, len: usize) -> Option<Option<websocket::FrameHeader>> {
+        self.conns.get(idx)?.ws_header(len)
+    }
+
+    /// The relay ends a WebSocket viewer's session: its close frame (1001 when the relay is
+    /// stopping, 1000 otherwise) goes after what is queued.
+    pub(in crate::shard) fn websocket_close(&mut self, idx: usize, outcome: SessionOutcome) {
+        let code = if outcome == SessionOutcome::Shutdown { close_code::GOING_AWAY } else { close_code::NORMAL };
+        let mut frame = Vec::new();
+        match self.conns.get_mut(idx).and_then(|c| c.ws_mut()) {
+            Some(ws) => ws.close(code, "", &mut frame),
+            None => return,
+        }
+        if !frame.is_empty() {
+            self.queue_owned(idx, frame);
+        }
+    }
+
+    /// A WebSocket connection's bytes unframed: the RTSP bytes into `data`, its own answers
+    /// (pongs, the close handshake) queued to it. `Some` when the WebSocket is over.
+    pub(in crate::shard) fn unframe_websocket(
+        &mut self,
+        idx: usize,
+        bytes: &[u8],
+        data: &mut Vec<u8>,
+    ) -> Option<websocket::WsEnd> {
+        let mut to_client = Vec::new();
+        let end = match self.conns.get_mut(idx).and_then(|c| c.ws_mut()) {
+            Some(ws) => ws.on_bytes(bytes, data, &mut to_client),
+            None => None,
+        };
+        if !to_client.is_empty() {
+            self.queue_owned(idx, to_client);
+        }
+        end
     }
 }

@@ -4,10 +4,6 @@ use super::*;
 use crate::proto::websocket::FrameHeader;
 
 impl Shard {
-    pub(in crate::shard) fn queue_owned(&mut self, idx: usize, bytes: Vec<u8>) {
-        self.io.conns.queue_owned(idx, bytes);
-    }
-
     /// `header`: a WebSocket frame header to send just before the range.
     pub(in crate::shard) fn queue_ring(
         &mut self,

@@ -10,6 +10,7 @@ use super::*;
 use crate::admission::{Admission, AuthFailureLimiter};
 use crate::config::{Acl, Runtime, Settings};
 use crate::pairing::CookieTable;
+use crate::proto::tunnel;
 use crate::shard::mailbox::Mailbox;
 
 fn shard() -> Shard {
@@ -172,7 +173,7 @@ fn behind_viewer(s: &mut Shard) -> (SessionKey, usize, usize) {
     slot.upstream = Some(u);
     slot.tunnel.handle(Input::CameraConnected, Instant::now());
     let backlog = vec![0; s.relay.settings.limits.max_viewer_backlog_bytes + 1];
-    s.queue_owned(v, backlog);
+    s.io.queue_owned(v, backlog);
     (key, v, u)
 }
 

@@ -120,7 +120,7 @@ impl Shard {
                 }
                 Action::ToViewer { viewer, bytes } => {
                     if let Some(v) = self.relay.sessions.get(viewer).and_then(|s| s.viewer) {
-                        self.queue_answer(v, bytes);
+                        self.io.queue_answer(v, bytes);
                         if !fed.contains(&viewer) && carrying != Some(viewer) {
                             fed.push(viewer);
                         }

@@ -41,7 +41,7 @@ impl Shard {
         s.viewer = Some(idx);
         self.io.conns.go_live(idx, Role::TunnelGet(key));
         let reply = http_head::tunnel_get_reply(&http_date(), self.relay.settings.public_address.as_deref());
-        self.queue_owned(idx, reply);
+        self.io.queue_owned(idx, reply);
         self.io.arm_recv(idx);
         if !rest.is_empty() {
             self.feed_viewer(key, ViewerStream::TunnelData, &rest);
@@ -58,7 +58,7 @@ impl Shard {
         if let Some(c) = self.io.conns.get(idx).filter(|_| expect_continue) {
             if c.has_tls() {
                 // Inside the TLS stream; a hand-off waits for this send to complete.
-                self.queue_owned(idx, http_head::CONTINUE_REPLY.to_vec());
+                self.io.queue_owned(idx, http_head::CONTINUE_REPLY.to_vec());
             } else {
                 send_now(&c.fd(), http_head::CONTINUE_REPLY);
             }

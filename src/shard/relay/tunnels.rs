@@ -215,7 +215,7 @@ impl Shard {
             match o {
                 Out::ToViewer(bytes) => {
                     if let Some(v) = s.viewer {
-                        self.queue_answer(v, bytes);
+                        self.io.queue_answer(v, bytes);
                     }
                 }
                 Out::ForwardToViewer { range, frames } if matches!(fed, Fed::CameraPlain(_)) => {
@@ -225,7 +225,7 @@ impl Shard {
                     if bytes.is_empty() {
                         continue;
                     }
-                    let header = match self.ws_header(v, bytes.len()) {
+                    let header = match self.io.ws_header(v, bytes.len()) {
                         None => None,
                         Some(Some(header)) => Some(header),
                         Some(None) => continue,
@@ -244,7 +244,7 @@ impl Shard {
                     if range.is_empty() {
                         continue;
                     }
-                    let header = match self.ws_header(v, range.len()) {
+                    let header = match self.io.ws_header(v, range.len()) {
                         None => None,
                         Some(Some(header)) => Some(header),
                         Some(None) => continue,
@@ -314,21 +314,6 @@ impl Shard {
         }
     }
 
-    /// Queues an RTSP answer to a viewer connection (in its own WebSocket frame on one).
-    pub(in crate::shard) fn queue_answer(&mut self, v: usize, bytes: Vec<u8>) {
-        match self.ws_header(v, bytes.len()) {
-            None => self.queue_owned(v, bytes),
-            // An answer is small: header and answer in one buffer.
-            Some(Some(header)) => {
-                let mut framed = Vec::with_capacity(header.as_bytes().len() + bytes.len());
-                framed.extend_from_slice(header.as_bytes());
-                framed.extend_from_slice(&bytes);
-                self.queue_owned(v, framed);
-            }
-            Some(None) => {}
-        }
-    }
-
     /// Stops reading a camera.
     fn pause_camera(&mut self, upstream: Option<usize>) {
         self.metrics.backpressure_pause();
@@ -389,7 +374,7 @@ impl Shard {
         if let Some(v) = s.viewer {
             // The viewer gets what was queued for it (a final error reply, say), then the close;
             // a viewer that never reads it is closed by the tick after FLUSH_GRACE.
-            self.websocket_close(v, outcome);
+            self.io.websocket_close(v, outcome);
             if let Some(tls) = self.io.conns.get_mut(v).and_then(|c| c.tls_mut()) {
                 tls.close_notify();
             }
@@ -419,7 +404,7 @@ impl Shard {
                         session = %format_args!("{}-{}", self.id, s.id),
                         "viewer left without TEARDOWN; the relay sends one to the camera"
                     );
-                    self.queue_owned(idx, teardown);
+                    self.io.queue_owned(idx, teardown);
                 }
                 grace
             }

@@ -5,7 +5,7 @@
 //! framing rules are `WsEndpoint`'s.
 
 use super::*;
-use crate::proto::websocket::{self, WsEnd, WsEndpoint, close_code};
+use crate::proto::websocket::{self, WsEnd, WsEndpoint};
 
 impl Shard {
     /// An acceptable upgrade, admitted as a tunnel GET is (its greeting judged the route, the
@@ -38,7 +38,7 @@ impl Shard {
             s.viewer = Some(idx);
         }
         self.io.conns.go_live(idx, Role::PlainRtsp(key));
-        self.queue_owned(idx, websocket::accept_reply(&upgrade));
+        self.io.queue_owned(idx, websocket::accept_reply(&upgrade));
         self.io.conns.speak_websocket(idx, WsEndpoint::new(self.relay.settings.web.websocket_limits()));
         self.io.arm_recv(idx);
         if !rest.is_empty() {
@@ -51,14 +51,7 @@ impl Shard {
     pub(in crate::shard) fn websocket_bytes(&mut self, idx: usize, key: SessionKey, bytes: &[u8]) {
         let mut data = std::mem::take(&mut self.io.ws_data);
         data.clear();
-        let mut to_client = Vec::new();
-        let end = match self.io.conns.get_mut(idx).and_then(|c| c.ws_mut()) {
-            Some(ws) => ws.on_bytes(bytes, &mut data, &mut to_client),
-            None => None,
-        };
-        if !to_client.is_empty() {
-            self.queue_owned(idx, to_client);
-        }
+        let end = self.io.unframe_websocket(idx, bytes, &mut data);
         if !data.is_empty() {
             let routes = &*self.relay.settings.routes;
             if let Some(s) = self.relay.sessions.get_mut(key) {
@@ -105,28 +98,8 @@ impl Shard {
             // Nothing more is read into the session; the close goes out, then the half-close.
             self.io.conns.flush_then(idx, AfterFlush::HalfClose, self.io.reaped_at + FLUSH_GRACE, false);
             // Queues the close_notify alert on a TLS connection (nothing on a plain one).
-            self.queue_owned(idx, Vec::new());
+            self.io.queue_owned(idx, Vec::new());
         }
         self.apply(key, Fed::Nothing);
-    }
-
-    /// The binary frame header to send before a chunk of `len` bytes to connection `idx`, if it
-    /// is a WebSocket: `Some(None)` means nothing may be sent any more (its close is out).
-    pub(in crate::shard) fn ws_header(&self, idx: usize, len: usize) -> Option<Option<websocket::FrameHeader>> {
-        self.io.conns.get(idx)?.ws_header(len)
-    }
-
-    /// The relay ends a WebSocket viewer's session: its close frame (1001 when the relay is
-    /// stopping, 1000 otherwise) goes after what is queued.
-    pub(in crate::shard) fn websocket_close(&mut self, idx: usize, outcome: SessionOutcome) {
-        let code = if outcome == SessionOutcome::Shutdown { close_code::GOING_AWAY } else { close_code::NORMAL };
-        let mut frame = Vec::new();
-        match self.io.conns.get_mut(idx).and_then(|c| c.ws_mut()) {
-            Some(ws) => ws.close(code, "", &mut frame),
-            None => return,
-        }
-        if !frame.is_empty() {
-            self.queue_owned(idx, frame);
-        }
     }
 }
