@@ -33,13 +33,13 @@ use crate::metrics::{
 };
 use crate::pairing::PostLookup;
 use crate::proto::http_head;
-use crate::proto::session::ViewerStream;
 use crate::proto::tunnel::Input;
 use crate::proto::upstream_link::{TlsVerification, UpstreamLink};
 
 mod accept;
 mod buffers;
 mod camera_link;
+pub(in crate::shard) use camera_link::CameraRx;
 mod data_path;
 mod ending;
 mod hand_off;
@@ -57,7 +57,7 @@ use super::gatekeeper::ShardGate;
 use super::kernel_memory::KernelMemory;
 use super::mailbox::{AdoptPost, AdoptViewer, ShardMsg};
 use super::ops::{self, Completion, Ring};
-use super::relay::{CameraBytes, Fed, Relay};
+use super::relay::{Fed, Relay};
 use super::send_queue::Timed;
 use super::tls_stream::TlsStream;
 use super::token::{Op, Token};

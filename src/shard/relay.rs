@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Route, Settings};
-use crate::metrics::{Direction, Hist, Rejection, SessionOutcome};
+use crate::metrics::{Direction, Hist, Rejection, SessionOutcome, UpstreamErrorKind};
 use crate::pairing::{GetRegistration, PostLookup, SessionRef};
 use crate::proto::http_head;
 use crate::proto::session::{self, AuthGate, Session, SessionParams, ViewerStream};
@@ -20,6 +20,7 @@ use crate::proto::upstream_link::UpstreamLink;
 
 mod camera_probe;
 mod cameras;
+mod connection_events;
 mod fanout;
 mod gop_budget;
 mod queries;

@@ -5,10 +5,8 @@
 //! verify is a state the operator sees, not a silent retry.
 
 use super::*;
-use crate::proto::camera_health::PassthroughEvent;
 use crate::proto::camera_session::CameraOutcome;
 use crate::proto::camera_tunnel::{CameraTunnelClient, GetProgress};
-use crate::shard::camera_table::CameraKey;
 use crate::shard::conn::CameraTunnelLink;
 
 /// Where the RTSP bytes of one camera receive are, once TLS and the tunnel's GET answer are
@@ -31,7 +29,7 @@ pub(in crate::shard) struct LinkFailure {
 }
 
 impl LinkFailure {
-    fn outcome(&self) -> CameraOutcome {
+    pub(in crate::shard) fn outcome(&self) -> CameraOutcome {
         match (self.tls, self.status) {
             (true, _) => CameraOutcome::TlsFailed,
             (false, Some(401)) => CameraOutcome::AuthFailed,
@@ -40,7 +38,7 @@ impl LinkFailure {
         }
     }
 
-    fn upstream_kind(&self) -> UpstreamErrorKind {
+    pub(in crate::shard) fn upstream_kind(&self) -> UpstreamErrorKind {
         match (self.tls, self.status) {
             (true, _) => UpstreamErrorKind::TlsFailed,
             (false, Some(401)) => UpstreamErrorKind::AuthFailed,
@@ -214,30 +212,7 @@ impl Shard {
         if let Some(head) = head {
             self.io.queue_owned(post, head);
         }
-        // The batch's one `now`, as for every tunnel input.
-        let now = self.io.reaped_at;
-        match self.io.conns.get(idx).and_then(|c| c.role()) {
-            Some(Role::Camera(ck)) if self.is_probe_conn(ck, idx) => self.on_probe_link_open(ck),
-            Some(Role::Camera(ck)) => {
-                if let Some(slot) = self.relay.cameras.get_mut(ck).filter(|s| s.conn == Some(idx)) {
-                    slot.shared.handle_connected(now);
-                }
-                self.drive_camera(ck);
-            }
-            Some(Role::Upstream(key)) => {
-                let mut route = None;
-                if let Some(s) = self.session(key) {
-                    s.upstream_open = true;
-                    s.tunnel.handle(Input::CameraConnected, now);
-                    route = s.health_route.clone();
-                }
-                if let Some(route) = route {
-                    self.passthrough_health(&route, PassthroughEvent::Connected);
-                }
-                self.apply(key, Fed::Nothing);
-            }
-            _ => {}
-        }
+        self.on_camera_link_open(idx);
     }
 
     /// The connect of a tunnel's POST completed.
@@ -302,114 +277,6 @@ impl Shard {
     pub(in crate::shard) fn camera_post_of(&self, idx: usize) -> Option<usize> {
         let (post, generation) = self.io.conns.get(idx)?.camera_tunnel.as_ref()?.post;
         self.io.conns.current(post, generation).map(|_| post)
-    }
-
-    /// Bytes from a shared camera's connection: past TLS and the tunnel's answer first (the
-    /// media then goes to viewers from copies, the plaintext not being in the ring).
-    pub(in crate::shard) fn on_camera_recv(&mut self, idx: usize, ck: CameraKey, bid: u16, len: usize) {
-        if self.is_probe_conn(ck, idx) {
-            return self.on_probe_recv(idx, ck, bid, len);
-        }
-        match self.camera_rx(idx, bid, len) {
-            CameraRx::Ring => self.on_camera_data(ck, bid, len, CameraBytes::Ring),
-            CameraRx::Plain { closed } => {
-                if !self.io.plain.is_empty() {
-                    self.on_camera_data(ck, bid, len, CameraBytes::Plain);
-                }
-                if closed {
-                    self.on_camera_closed(idx, ck);
-                }
-            }
-            CameraRx::Failed(f) => {
-                let peer = self.io.conns.get(idx).map(|c| c.peer());
-                let route = self.relay.cameras.get(ck).map(|s| s.route.path.clone()).unwrap_or_default();
-                tracing::warn!(shard = self.id, route = %route, camera = ?peer, error = %f.reason, "camera link failed");
-                self.close_conn(idx);
-                let outcome = f.outcome();
-                if let Some(slot) = self.relay.cameras.get_mut(ck).filter(|s| s.conn == Some(idx)) {
-                    slot.conn = None;
-                    // The reason in words (which certificate check failed) for the route's health.
-                    slot.shared.handle_link_failed(outcome, f.reason, Instant::now());
-                }
-                self.drive_camera(ck);
-            }
-        }
-    }
-
-    /// Bytes of a shared route's probe of its primary camera (`camera_probe.rs`): its route
-    /// reads them, and plans them for viewers if they brought the route back to its primary.
-    fn on_probe_recv(&mut self, idx: usize, ck: CameraKey, bid: u16, len: usize) {
-        match self.camera_rx(idx, bid, len) {
-            CameraRx::Ring => self.on_camera_data(ck, bid, len, CameraBytes::Probe),
-            CameraRx::Plain { closed } => {
-                if !self.io.plain.is_empty() {
-                    self.on_camera_data(ck, bid, len, CameraBytes::ProbePlain);
-                }
-                // Taken over meanwhile: the camera's own connection now.
-                if closed {
-                    self.on_camera_closed(idx, ck);
-                }
-            }
-            CameraRx::Failed(f) => {
-                let route = self.relay.cameras.get(ck).map(|s| s.route.path.clone()).unwrap_or_default();
-                tracing::debug!(shard = self.id, route = %route, error = %f.reason, "primary camera probe link failed");
-                self.close_conn(idx);
-                if let Some(slot) = self.relay.cameras.get_mut(ck).filter(|s| s.probe_conn == Some(idx)) {
-                    slot.probe_conn = None;
-                    slot.shared.handle_probe_link_failed(f.outcome(), Instant::now());
-                }
-                self.drive_camera(ck);
-            }
-        }
-    }
-
-    /// Bytes from a passthrough session's camera connection with TLS or a tunnel under RTSP.
-    /// `false`: plain TCP, handled by the caller from the ring.
-    pub(in crate::shard) fn on_upstream_link_data(
-        &mut self,
-        idx: usize,
-        key: SessionKey,
-        bid: u16,
-        len: usize,
-    ) -> bool {
-        match self.camera_rx(idx, bid, len) {
-            CameraRx::Ring => false,
-            CameraRx::Plain { closed } => {
-                if !self.io.plain.is_empty() {
-                    let plain = std::mem::take(&mut self.io.plain);
-                    if let Some(s) = self.relay.sessions.get_mut(key) {
-                        s.tunnel.handle(Input::CameraBytes(&plain), self.io.reaped_at);
-                    }
-                    self.io.plain = plain;
-                    // Decrypted bytes are not in the ring: what is forwarded is copied.
-                    self.apply(key, Fed::CameraPlain(self.io.reaped_at));
-                }
-                if closed {
-                    self.on_conn_ended(idx, Some(Role::Upstream(key)), 0);
-                }
-                true
-            }
-            CameraRx::Failed(f) => {
-                let peer = self.io.conns.get(idx).map(|c| c.peer());
-                tracing::warn!(shard = self.id, camera = ?peer, error = %f.reason, "camera link failed");
-                let (mut failed, now) = (None, self.io.reaped_at);
-                if let Some(s) = self.session(key) {
-                    if s.upstream.take().is_some() {
-                        let open = std::mem::take(&mut s.upstream_open);
-                        failed = s.health_route.clone().map(|r| (r, open));
-                    }
-                    s.tunnel.handle(Input::CameraClosed(f.upstream_kind()), now);
-                }
-                // The route's health says why (the API's last error), as for a shared camera.
-                if let Some((route, open)) = failed {
-                    let event = PassthroughEvent::LinkFailed { outcome: f.outcome(), reason: f.reason.clone(), open };
-                    self.passthrough_health(&route, event);
-                }
-                self.close_conn(idx);
-                self.apply(key, Fed::Nothing);
-                true
-            }
-        }
     }
 }
 
