@@ -27,13 +27,11 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue};
 
-use crate::config::{ProxyExpect, Settings};
+use crate::config::ProxyExpect;
 use crate::metrics::{
     ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, ShardStop, UpstreamErrorKind,
 };
-use crate::pairing::PostLookup;
 use crate::proto::http_head;
-use crate::proto::tunnel::Input;
 use crate::proto::upstream_link::{TlsVerification, UpstreamLink};
 
 mod accept;
@@ -57,7 +55,7 @@ use super::gatekeeper::ShardGate;
 use super::kernel_memory::KernelMemory;
 use super::mailbox::{AdoptPost, AdoptViewer, ShardMsg};
 use super::ops::{self, Completion, Ring};
-use super::relay::{Fed, Relay};
+use super::relay::Relay;
 use super::send_queue::Timed;
 use super::tls_stream::TlsStream;
 use super::token::{Op, Token};
@@ -210,15 +208,8 @@ impl Shard {
             self.relieve_ring_pressure();
             self.io.bufs.publish();
             self.feed_starved();
-            if self.relay.draining_until.is_some() && self.relay.sessions.is_empty() {
-                // The last viewer is gone: cameras say TEARDOWN and close.
-                let now = Instant::now();
-                for ck in self.relay.cameras.keys() {
-                    self.close_camera(ck, now);
-                }
-                if self.io.conns.is_empty() {
-                    break;
-                }
+            if self.relay_drained() && self.io.conns.is_empty() {
+                break;
             }
         }
         if stop.is_some() {

@@ -23,6 +23,7 @@ mod cameras;
 mod connection_events;
 mod fanout;
 mod gop_budget;
+mod housekeeping;
 mod queries;
 mod route_health;
 mod session_start;

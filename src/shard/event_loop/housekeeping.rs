@@ -61,26 +61,7 @@ impl Shard {
                 self.wake_parked(idx, cookie);
             }
         }
-        for key in self.relay.sessions.keys() {
-            let Some(s) = self.session(key) else { continue };
-            if s.tunnel.poll_timeout().is_some_and(|t| t <= now) {
-                s.tunnel.handle_timeout(now);
-                self.apply(key, Fed::Nothing);
-            }
-        }
-        self.camera_timers(now);
-    }
-
-    pub(in crate::shard) fn wake_parked(&mut self, idx: usize, cookie: String) {
-        if !self.io.conns.get(idx).is_some_and(|c| matches!(c.phase(), Phase::Parked { .. })) {
-            return;
-        }
-        if self.shared.cookies.post_arrived(&cookie, self.id) == PostLookup::Parked {
-            return;
-        }
-        let Some(leftover) = self.io.conns.unpark(idx) else { return };
-        self.relay.parked.remove(&cookie);
-        self.find_get_for_post(idx, cookie, leftover);
+        self.on_relay_tick(now);
     }
 
     pub(in crate::shard) fn on_mailbox(&mut self) {
@@ -101,8 +82,6 @@ impl Shard {
                     }
                 }
                 ShardMsg::Reload { settings } => {
-                    self.relay.auth_gate =
-                        self.shared.auth_failures.gate(settings.auth.max_failures_per_ip, settings.core.failure_window);
                     // New certificates apply to new connections. Listeners are bound in
                     // `settings.listeners` order and their addresses change only on restart.
                     for (l, fresh) in self.io.listeners.open.iter_mut().zip(&settings.listeners) {
@@ -110,11 +89,7 @@ impl Shard {
                             l.tls = Some(cfg.clone());
                         }
                     }
-                    // The rest (new WebSocket limits, PROXY sources, caps) applies to new
-                    // connections from the swap on.
-                    self.relay.per_route_metrics = settings.metrics_port.per_route;
                     self.reload(settings);
-                    self.prune_route_health();
                 }
                 ShardMsg::AuthVerdict { session_key, id, verdict } => {
                     self.on_auth_verdict(SessionKey::unpack(session_key), id, verdict)
@@ -128,30 +103,9 @@ impl Shard {
         }
     }
 
-    /// A reloaded configuration: one input to every tunnel, then one swap.
-    pub(in crate::shard) fn reload(&mut self, settings: Arc<Settings>) {
-        let now = Instant::now();
-        let policy = settings.core.tunnel;
-        for key in self.relay.sessions.keys() {
-            if let Some(s) = self.session(key) {
-                s.tunnel.handle(Input::Reload { routes: &settings.routes, policy }, now);
-                self.apply(key, Fed::Nothing);
-            }
-        }
-        self.relay.settings = settings;
-        self.reload_cameras();
-    }
-
     pub(in crate::shard) fn begin_drain(&mut self, grace: Duration) {
-        if self.relay.draining_until.is_some() {
+        if !self.relay.begin_drain(grace) {
             return;
-        }
-        let now = Instant::now();
-        let deadline = now + grace;
-        self.relay.draining_until = Some(deadline);
-        for (_, s) in self.relay.sessions.iter_mut() {
-            // Nothing to carry out: the tunnel only learns when it ends.
-            s.tunnel.handle(Input::Drain { deadline }, now);
         }
         for i in 0..self.io.listeners.open.len() {
             if self.io.listeners.open[i].is_some() {

@@ -10,7 +10,7 @@ use super::*;
 use crate::admission::{Admission, AuthFailureLimiter};
 use crate::config::{Acl, Runtime, Settings};
 use crate::pairing::CookieTable;
-use crate::proto::tunnel;
+use crate::proto::tunnel::{self, Input};
 use crate::shard::mailbox::Mailbox;
 
 fn shard() -> Shard {

@@ -67,6 +67,19 @@ impl Shard {
         self.find_get_for_post(idx, cookie, rest);
     }
 
+    /// A parked POST is looked up again (its GET may have come, here or elsewhere).
+    pub(in crate::shard) fn wake_parked(&mut self, idx: usize, cookie: String) {
+        if !self.io.conns.get(idx).is_some_and(|c| matches!(c.phase(), Phase::Parked { .. })) {
+            return;
+        }
+        if self.shared.cookies.post_arrived(&cookie, self.id) == PostLookup::Parked {
+            return;
+        }
+        let Some(leftover) = self.io.conns.unpark(idx) else { return };
+        self.relay.parked.remove(&cookie);
+        self.find_get_for_post(idx, cookie, leftover);
+    }
+
     /// Binds a POST to its GET (here or on another shard), or parks it until the GET comes.
     pub(in crate::shard) fn find_get_for_post(&mut self, idx: usize, cookie: String, leftover: Vec<u8>) {
         match self.shared.cookies.post_arrived(&cookie, self.id) {
