@@ -124,6 +124,18 @@ impl Default for AuthConfig {
     }
 }
 
+impl AuthConfig {
+    /// How long a session waits for the external authorizer's verdict before it counts as
+    /// lost: the authorizer's own timeouts (`[auth.http]`, `[auth.jwt]`) come first, this only
+    /// bounds an answer that never came.
+    pub fn verdict_timeout(&self) -> std::time::Duration {
+        // Both validated at most 60,000 ms; saturating regardless.
+        std::time::Duration::from_millis(
+            self.http.timeout_ms.max(self.jwt.timeout_ms).saturating_mul(2).saturating_add(500),
+        )
+    }
+}
+
 /// `[auth] method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -1361,6 +1373,14 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_authorizer_answer_is_waited_for_twice_the_longer_timeout_and_half_a_second() {
+        let mut auth = AuthConfig::default();
+        auth.http.timeout_ms = 3000;
+        auth.jwt.timeout_ms = 1000;
+        assert_eq!(auth.verdict_timeout(), std::time::Duration::from_millis(6500));
+    }
 
     const EXAMPLE: &str = r#"
         [listen]

@@ -12,6 +12,7 @@ pub mod camera_request;
 pub mod camera_session;
 pub mod camera_source;
 pub mod camera_tunnel;
+pub mod closing;
 pub mod digest;
 pub mod external_auth;
 pub mod fanout_policy;

@@ -28,16 +28,15 @@ use std::time::{Duration, Instant};
 use io_uring::{IoUring, cqueue};
 
 use crate::config::ProxyExpect;
-use crate::metrics::{
-    ConnKind, Direction, Hist, Rejection, SessionOutcome, ShardMetrics, ShardStop, UpstreamErrorKind,
-};
+use crate::metrics::{ConnKind, Hist, Rejection, SessionOutcome, ShardMetrics, ShardStop, UpstreamErrorKind};
+use crate::proto::closing::FLUSH_GRACE;
 use crate::proto::http_head;
 use crate::proto::upstream_link::{TlsVerification, UpstreamLink};
 
 mod accept;
 mod buffers;
 mod camera_link;
-pub(in crate::shard) use camera_link::CameraRx;
+pub(in crate::shard) use camera_link::{CameraRx, LinkFailure};
 mod data_path;
 mod ending;
 mod hand_off;
@@ -61,8 +60,6 @@ use super::tls_stream::TlsStream;
 use super::token::{Op, Token};
 use super::{Listener, ShardConfig, Shared};
 
-/// How long a closing connection may take to take its last bytes.
-pub(in crate::shard) const FLUSH_GRACE: Duration = Duration::from_secs(5);
 /// How long a stopping shard waits for its connections' operations to complete.
 const FINISH_WAIT: Duration = Duration::from_secs(2);
 /// A connection holding this many ring buffers in its send queue is a candidate for copying

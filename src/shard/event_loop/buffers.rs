@@ -37,10 +37,8 @@ impl Shard {
                 continue;
             };
             // A camera paused for backpressure meanwhile stays paused: the flow control resumes it.
-            if let Some(Role::Upstream(key)) = c.role() {
-                if self.relay.sessions.get(key).is_some_and(|s| s.tunnel.camera_paused()) {
-                    continue;
-                }
+            if matches!(c.role(), Some(Role::Upstream(_))) && self.paused_for_backpressure(c.role()) {
+                continue;
             }
             if matches!(c.phase(), Phase::Greeting(_)) {
                 self.arm_head_recv(idx);

@@ -5,7 +5,6 @@
 //! verify is a state the operator sees, not a silent retry.
 
 use super::*;
-use crate::proto::camera_session::CameraOutcome;
 use crate::proto::camera_tunnel::{CameraTunnelClient, GetProgress};
 use crate::shard::conn::CameraTunnelLink;
 
@@ -26,25 +25,6 @@ pub(in crate::shard) struct LinkFailure {
     pub tls: bool,
     /// The tunnel's GET was answered with this status.
     pub status: Option<u16>,
-}
-
-impl LinkFailure {
-    pub(in crate::shard) fn outcome(&self) -> CameraOutcome {
-        match (self.tls, self.status) {
-            (true, _) => CameraOutcome::TlsFailed,
-            (false, Some(401)) => CameraOutcome::AuthFailed,
-            (false, Some(_)) => CameraOutcome::Refused,
-            (false, None) => CameraOutcome::ProtocolError,
-        }
-    }
-
-    pub(in crate::shard) fn upstream_kind(&self) -> UpstreamErrorKind {
-        match (self.tls, self.status) {
-            (true, _) => UpstreamErrorKind::TlsFailed,
-            (false, Some(401)) => UpstreamErrorKind::AuthFailed,
-            (false, _) => UpstreamErrorKind::Garbage,
-        }
-    }
 }
 
 impl Shard {

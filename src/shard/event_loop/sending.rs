@@ -67,24 +67,7 @@ impl Shard {
         for t in self.io.latencies.drain(..) {
             self.metrics.observe_n(Hist::ForwardLatency, now.saturating_duration_since(t.received_at), t.frames);
         }
-        let n = res as u64;
-        match role {
-            Some(Role::TunnelGet(k) | Role::PlainRtsp(k)) => {
-                self.metrics.bytes(Direction::ToViewer, n);
-                if let Some(s) = self.session(k) {
-                    s.to_viewer += n;
-                }
-                self.update_upstream_flow(k);
-            }
-            Some(Role::Camera(_)) => self.metrics.bytes(Direction::ToCamera, n),
-            Some(Role::Upstream(k)) => {
-                self.metrics.bytes(Direction::ToCamera, n);
-                if let Some(s) = self.session(k) {
-                    s.to_camera += n;
-                }
-            }
-            _ => {}
-        }
+        self.on_sent(role, res as u64);
         // The flow update may have closed it, and with nothing in flight freed it.
         let Some(c) = self.io.conns.get(idx) else { return };
         if c.is_closing() {

@@ -4,8 +4,9 @@
 
 use super::*;
 use crate::proto::camera_health::PassthroughEvent;
+use crate::proto::camera_session::CameraOutcome;
 use crate::shard::camera_table::CameraKey;
-use crate::shard::event_loop::CameraRx;
+use crate::shard::event_loop::{CameraRx, LinkFailure};
 
 impl Shard {
     /// Whether a session's connection in `role` is not to be read: a camera whose viewer is
@@ -341,6 +342,48 @@ impl Shard {
                 self.apply(key, Fed::Nothing);
                 true
             }
+        }
+    }
+
+    /// `n` bytes went out on a connection in `role`: counted, and a viewer's send progress
+    /// given to its tunnel's flow control.
+    pub(in crate::shard) fn on_sent(&mut self, role: Option<Role>, n: u64) {
+        match role {
+            Some(Role::TunnelGet(k) | Role::PlainRtsp(k)) => {
+                self.metrics.bytes(Direction::ToViewer, n);
+                if let Some(s) = self.session(k) {
+                    s.to_viewer += n;
+                }
+                self.update_upstream_flow(k);
+            }
+            Some(Role::Camera(_)) => self.metrics.bytes(Direction::ToCamera, n),
+            Some(Role::Upstream(k)) => {
+                self.metrics.bytes(Direction::ToCamera, n);
+                if let Some(s) = self.session(k) {
+                    s.to_camera += n;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What a camera link's failure means for its route and its session.
+impl LinkFailure {
+    pub(in crate::shard) fn outcome(&self) -> CameraOutcome {
+        match (self.tls, self.status) {
+            (true, _) => CameraOutcome::TlsFailed,
+            (false, Some(401)) => CameraOutcome::AuthFailed,
+            (false, Some(_)) => CameraOutcome::Refused,
+            (false, None) => CameraOutcome::ProtocolError,
+        }
+    }
+
+    pub(in crate::shard) fn upstream_kind(&self) -> UpstreamErrorKind {
+        match (self.tls, self.status) {
+            (true, _) => UpstreamErrorKind::TlsFailed,
+            (false, Some(401)) => UpstreamErrorKind::AuthFailed,
+            (false, _) => UpstreamErrorKind::Garbage,
         }
     }
 }

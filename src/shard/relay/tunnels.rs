@@ -68,10 +68,7 @@ impl Shard {
                 method: self.relay.settings.auth.method.method(),
                 basic_over_plain: self.relay.settings.auth.basic_over_plain,
                 // The authorizer's own timeouts come first; this only bounds a lost answer.
-                verdict_timeout: Duration::from_millis(
-                    // Both validated at most 60,000 ms: no overflow.
-                    self.relay.settings.auth.http.timeout_ms.max(self.relay.settings.auth.jwt.timeout_ms) * 2 + 500,
-                ),
+                verdict_timeout: self.relay.settings.auth.verdict_timeout(),
                 bearer,
                 caps: self.shared.viewer_caps.clone(),
                 realm: self.relay.settings.auth.realm.clone(),
@@ -373,12 +370,12 @@ impl Shard {
         }
         if let Some(v) = s.viewer {
             // The viewer gets what was queued for it (a final error reply, say), then the close;
-            // a viewer that never reads it is closed by the tick after FLUSH_GRACE.
+            // a viewer that never reads it is closed by the tick after `proto::closing::FLUSH_GRACE`.
             self.io.websocket_close(v, outcome);
             if let Some(tls) = self.io.conns.get_mut(v).and_then(|c| c.tls_mut()) {
                 tls.close_notify();
             }
-            self.io.conns.flush_then(v, AfterFlush::Close, self.io.reaped_at + FLUSH_GRACE, true);
+            self.io.conns.flush_then(v, AfterFlush::Close, flush_deadline(self.io.reaped_at), true);
         }
     }
 

@@ -74,7 +74,7 @@ impl Shard {
 
     /// The WebSocket is over (the client closed it, or broke the framing rules): the viewer is
     /// gone as if it had closed TCP, but its last frames (the close echo) go out first, then the
-    /// relay half-closes and reads (discarding) until the client closes or `FLUSH_GRACE` ends.
+    /// relay half-closes and reads (discarding) until the client closes or `proto::closing::FLUSH_GRACE` ends.
     /// Closing at once could leave a client that is still sending (an oversized frame) stuck:
     /// a closed socket that has read everything may keep advertising a zero window, so the
     /// client's send never completes and it never reads the close frame.
@@ -96,7 +96,7 @@ impl Shard {
                 tls.close_notify();
             }
             // Nothing more is read into the session; the close goes out, then the half-close.
-            self.io.conns.flush_then(idx, AfterFlush::HalfClose, self.io.reaped_at + FLUSH_GRACE, false);
+            self.io.conns.flush_then(idx, AfterFlush::HalfClose, flush_deadline(self.io.reaped_at), false);
             // Queues the close_notify alert on a TLS connection (nothing on a plain one).
             self.io.queue_owned(idx, Vec::new());
         }
