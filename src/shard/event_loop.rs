@@ -87,7 +87,7 @@ pub(in crate::shard) struct Io {
     ring: Ring,
     bufs: KernelMemory<BufRing>,
     listeners: Listeners,
-    pub(in crate::shard) conns: ConnTable,
+    conns: ConnTable,
     latencies: Vec<Timed>,
     /// When the current completion batch was reaped. With deferred task work the receives
     /// and sends of a batch complete inside that `io_uring_enter`, so this, not the moment a

@@ -6,6 +6,7 @@
 use super::*;
 use crate::metrics::SessionOutcome;
 use crate::proto::websocket::{self, FrameHeader, close_code};
+use crate::shard::conn::AfterFlush;
 use crate::shard::conn_table::FrameBytes;
 
 impl Io {
@@ -105,5 +106,69 @@ impl Io {
             self.queue_owned(idx, to_client);
         }
         end
+    }
+
+    /// A camera connection's last steps: what is queued goes out, then it is half-closed and
+    /// read to its end, within `grace`. `keep_role`: what it still sends counts as its
+    /// session's camera traffic.
+    pub(in crate::shard) fn linger_then_close(&mut self, idx: usize, grace: Duration, keep_role: bool) {
+        self.conns.flush_then(idx, AfterFlush::HalfClose, self.reaped_at + grace, keep_role);
+        // Not reading (paused for a slow viewer): read again, so the camera's close is seen.
+        if self.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off) {
+            self.arm_recv(idx);
+        }
+    }
+
+    /// A connection, to look at (its role, its send queue, whether it is closing).
+    pub(in crate::shard) fn conn(&self, idx: usize) -> Option<&crate::shard::conn_table::Conn> {
+        self.conns.get(idx)
+    }
+
+    /// A connection starts its live role (its session's viewer, POST or camera).
+    pub(in crate::shard) fn go_live(&mut self, idx: usize, role: Role) {
+        self.conns.go_live(idx, role);
+    }
+
+    /// A WebSocket connection from now on: its bytes go through `ws` each way.
+    pub(in crate::shard) fn speak_websocket(&mut self, idx: usize, ws: websocket::WsEndpoint) {
+        self.conns.speak_websocket(idx, ws);
+    }
+
+    /// What is queued goes out, then `after` (a close or a half-close), by `deadline` at the
+    /// latest; a TLS connection says close_notify first. `keep_role`: what the peer still sends
+    /// counts as its role's.
+    pub(in crate::shard) fn flush_then(&mut self, idx: usize, after: AfterFlush, deadline: Instant, keep_role: bool) {
+        if let Some(tls) = self.conns.get_mut(idx).and_then(|c| c.tls_mut()) {
+            tls.close_notify();
+        }
+        self.conns.flush_then(idx, after, deadline, keep_role);
+    }
+
+    /// A POST's connection waits for its GET (its head read, `leftover` after it).
+    pub(in crate::shard) fn park(&mut self, idx: usize, cookie: String, leftover: Vec<u8>) {
+        self.conns.park(idx, cookie, leftover);
+    }
+
+    /// A parked POST is looked up again: what followed its head, if it was still parked.
+    pub(in crate::shard) fn unpark(&mut self, idx: usize) -> Option<Vec<u8>> {
+        self.conns.unpark(idx)
+    }
+
+    /// A POST's connection, its head read, is bound to no session yet.
+    pub(in crate::shard) fn unbind(&mut self, idx: usize) {
+        self.conns.unbind(idx);
+    }
+
+    /// A connection is to move to another shard (sent once nothing of ours is in flight on it).
+    pub(in crate::shard) fn start_move(&mut self, idx: usize, to: Move) {
+        self.conns.start_move(idx, to);
+    }
+
+    /// A passthrough camera connection counts towards its host's `max_camera_sessions` until
+    /// it is freed.
+    pub(in crate::shard) fn hold_camera_host(&mut self, idx: usize, host: std::net::IpAddr) {
+        if let Some(c) = self.conns.get_mut(idx) {
+            c.camera_host = Some(host);
+        }
     }
 }

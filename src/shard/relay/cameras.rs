@@ -233,7 +233,7 @@ impl Shard {
     /// then it is half-closed and read to its end within `camera_close_grace_ms`.
     pub(in crate::shard) fn let_camera_go(&mut self, idx: usize) {
         let grace = self.relay.settings.core.tunnel.camera_close_grace;
-        let Some(c) = self.io.conns.get_mut(idx) else { return };
+        let Some(c) = self.io.conn(idx) else { return };
         if c.is_closing() {
             return;
         }
@@ -243,10 +243,10 @@ impl Shard {
             return;
         }
         // No longer the camera's: what it still sends is read and dropped.
-        self.linger_then_close(idx, grace, false);
+        self.io.linger_then_close(idx, grace, false);
         // A tunnel's TEARDOWN went up its POST: that one lingers too.
         if let Some(post) = self.camera_post_of(idx) {
-            self.linger_then_close(post, grace, false);
+            self.io.linger_then_close(post, grace, false);
         }
     }
 
@@ -269,7 +269,7 @@ impl Shard {
             }
         } else {
             let error = std::io::Error::from_raw_os_error(-res);
-            tracing::debug!(shard = self.id, camera = %self.io.conns[idx].peer(), error = %error, "camera connect failed");
+            tracing::debug!(shard = self.id, camera = ?self.io.conn(idx).map(|c| c.peer()), error = %error, "camera connect failed");
             self.close_conn(idx);
             if let Some(slot) = self.relay.cameras.get_mut(ck) {
                 slot.conn = None;

@@ -35,7 +35,7 @@ impl Shard {
         // Disjoint field borrows: no per-packet clone of the shared route table.
         let routes = &*self.relay.settings.routes;
         let bytes = if tls { &self.io.plain[..] } else { self.io.received(bid, len) };
-        if self.io.conns.get(idx).is_some_and(|c| c.is_websocket()) {
+        if self.io.conn(idx).is_some_and(|c| c.is_websocket()) {
             // Copied out of the ring buffer: the decoder unmasks into its own output anyway.
             let bytes = bytes.to_vec();
             self.websocket_bytes(idx, key, &bytes);
@@ -147,9 +147,7 @@ impl Shard {
         match connected {
             Some(idx) => {
                 // Released when the connection is freed, however it ends.
-                if let Some(c) = self.io.conns.get_mut(idx) {
-                    c.camera_host = Some(addr.ip());
-                }
+                self.io.hold_camera_host(idx, addr.ip());
                 if let Some(s) = self.relay.sessions.get_mut(key) {
                     s.upstream = Some(idx);
                 }
@@ -197,7 +195,7 @@ impl Shard {
                 libc::ECANCELED | libc::ETIMEDOUT => UpstreamErrorKind::ConnectTimeout,
                 _ => UpstreamErrorKind::Unreachable,
             };
-            if let Some(c) = self.io.conns.get(idx) {
+            if let Some(c) = self.io.conn(idx) {
                 tracing::debug!(shard = self.id, camera = %c.peer(), error = %std::io::Error::from_raw_os_error(-res), "camera connect failed");
             }
             if let Some(s) = self.relay.sessions.get_mut(key) {
@@ -213,7 +211,7 @@ impl Shard {
     pub(in crate::shard) fn on_camera_link_open(&mut self, idx: usize) {
         // The batch's one `now`, as for every tunnel input.
         let now = self.io.reaped_at;
-        match self.io.conns.get(idx).and_then(|c| c.role()) {
+        match self.io.conn(idx).and_then(|c| c.role()) {
             Some(Role::Camera(ck)) if self.is_probe_conn(ck, idx) => self.on_probe_link_open(ck),
             Some(Role::Camera(ck)) => {
                 if let Some(slot) = self.relay.cameras.get_mut(ck).filter(|s| s.conn == Some(idx)) {
@@ -254,7 +252,7 @@ impl Shard {
                 }
             }
             CameraRx::Failed(f) => {
-                let peer = self.io.conns.get(idx).map(|c| c.peer());
+                let peer = self.io.conn(idx).map(|c| c.peer());
                 let route = self.relay.cameras.get(ck).map(|s| s.route.path.clone()).unwrap_or_default();
                 tracing::warn!(shard = self.id, route = %route, camera = ?peer, error = %f.reason, "camera link failed");
                 self.close_conn(idx);
@@ -323,7 +321,7 @@ impl Shard {
                 true
             }
             CameraRx::Failed(f) => {
-                let peer = self.io.conns.get(idx).map(|c| c.peer());
+                let peer = self.io.conn(idx).map(|c| c.peer());
                 tracing::warn!(shard = self.id, camera = ?peer, error = %f.reason, "camera link failed");
                 let (mut failed, now) = (None, self.io.reaped_at);
                 if let Some(s) = self.session(key) {

@@ -49,11 +49,11 @@ impl Shard {
         // plan holds one delivery per viewer at most, however many frames the receive carries.
         while let Some(slot) = self.relay.cameras.get_mut(ck) {
             let chunk = self.io.received(bid, len);
-            let (conns, sessions) = (&self.io.conns, &self.relay.sessions);
+            let (io, sessions) = (&self.io, &self.relay.sessions);
             // What is queued to a viewer now; `None`: nothing more may go to it (its connection
             // is gone or closing, or its WebSocket close is out).
             let queue = |k: &SessionKey| {
-                let c = conns.get(sessions.get(*k)?.viewer?)?;
+                let c = io.conn(sessions.get(*k)?.viewer?)?;
                 if c.is_closing() || c.ws_header(0) == Some(None) {
                     return None;
                 }
@@ -98,7 +98,7 @@ impl Shard {
             match d {
                 Delivery::Deliver { viewer, header, body, live } => {
                     let Some(conn) = self.relay.sessions.get(*viewer).and_then(|s| s.viewer) else { continue };
-                    let Some(c) = self.io.conns.get(conn) else { continue };
+                    let Some(c) = self.io.conn(conn) else { continue };
                     if c.is_closing() {
                         continue;
                     }

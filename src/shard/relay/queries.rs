@@ -86,7 +86,7 @@ impl Shard {
             .sessions
             .iter()
             .map(|(_, s)| {
-                let viewer = s.viewer.and_then(|v| self.io.conns.get(v));
+                let viewer = s.viewer.and_then(|v| self.io.conn(v));
                 SessionSnapshot {
                     id: format!("{}-{}", self.id, s.id),
                     route: s.tunnel.session().route().map(|r| r.path.clone()),

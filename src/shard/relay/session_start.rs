@@ -13,7 +13,7 @@ impl Shard {
         cookie: String,
         rest: Vec<u8>,
     ) {
-        let Some(c) = self.io.conns.get(idx) else {
+        let Some(c) = self.io.conn(idx) else {
             // Not reached while a verdict is carried out at once; its session was counted.
             self.shared.admission.close_session();
             return;
@@ -39,7 +39,7 @@ impl Shard {
         let Some(s) = self.relay.sessions.get_mut(key) else { return };
         s.cookie = Some(cookie);
         s.viewer = Some(idx);
-        self.io.conns.go_live(idx, Role::TunnelGet(key));
+        self.io.go_live(idx, Role::TunnelGet(key));
         let reply = http_head::tunnel_get_reply(&http_date(), self.relay.settings.public_address.as_deref());
         self.io.queue_owned(idx, reply);
         self.io.arm_recv(idx);
@@ -55,7 +55,7 @@ impl Shard {
         expect_continue: bool,
         rest: Vec<u8>,
     ) {
-        if let Some(c) = self.io.conns.get(idx).filter(|_| expect_continue) {
+        if let Some(c) = self.io.conn(idx).filter(|_| expect_continue) {
             if c.has_tls() {
                 // Inside the TLS stream; a hand-off waits for this send to complete.
                 self.io.queue_owned(idx, http_head::CONTINUE_REPLY.to_vec());
@@ -63,19 +63,19 @@ impl Shard {
                 send_now(&c.fd(), http_head::CONTINUE_REPLY);
             }
         }
-        self.io.conns.unbind(idx);
+        self.io.unbind(idx);
         self.find_get_for_post(idx, cookie, rest);
     }
 
     /// A parked POST is looked up again (its GET may have come, here or elsewhere).
     pub(in crate::shard) fn wake_parked(&mut self, idx: usize, cookie: String) {
-        if !self.io.conns.get(idx).is_some_and(|c| matches!(c.phase(), Phase::Parked { .. })) {
+        if !self.io.conn(idx).is_some_and(|c| matches!(c.phase(), Phase::Parked { .. })) {
             return;
         }
         if self.shared.cookies.post_arrived(&cookie, self.id) == PostLookup::Parked {
             return;
         }
-        let Some(leftover) = self.io.conns.unpark(idx) else { return };
+        let Some(leftover) = self.io.unpark(idx) else { return };
         self.relay.parked.remove(&cookie);
         self.find_get_for_post(idx, cookie, leftover);
     }
@@ -94,12 +94,12 @@ impl Shard {
             }
             PostLookup::Found(r) => {
                 self.relay.parked.remove(&cookie);
-                self.io.conns.start_move(idx, Move::Post { shard: r.shard, session_key: r.key, leftover });
+                self.io.start_move(idx, Move::Post { shard: r.shard, session_key: r.key, leftover });
                 self.hand_off_if_quiet(idx);
             }
             PostLookup::Parked => {
                 self.relay.parked.insert(cookie.clone(), idx);
-                self.io.conns.park(idx, cookie, leftover);
+                self.io.park(idx, cookie, leftover);
             }
             PostLookup::AlreadyParked => {
                 self.metrics.rejected(Rejection::DuplicateCookie);
@@ -114,7 +114,7 @@ impl Shard {
     }
 
     pub(in crate::shard) fn bind_post(&mut self, key: SessionKey, idx: usize, leftover: Vec<u8>) {
-        let Some((peer, tls)) = self.io.conns.get(idx).map(|c| (c.peer(), c.has_tls())) else { return };
+        let Some((peer, tls)) = self.io.conn(idx).map(|c| (c.peer(), c.has_tls())) else { return };
         let Some(s) = self.relay.sessions.get_mut(key) else {
             // The GET went away between lookup and bind.
             self.metrics.rejected(Rejection::PostWithoutGet);
@@ -125,7 +125,7 @@ impl Shard {
         self.apply(key, Fed::Post(idx));
         // Bound, unless the tunnel refused it.
         let role = Role::TunnelPost(key);
-        if self.io.conns.get(idx).is_some_and(|c| matches!(c.phase(), Phase::Live(r) if *r == role)) {
+        if self.io.conn(idx).is_some_and(|c| matches!(c.phase(), Phase::Live(r) if *r == role)) {
             // A viewer behind on its GET is not read on a new POST either.
             if !self.paused_for_backpressure(Some(role)) {
                 self.io.arm_recv(idx);
@@ -139,7 +139,7 @@ impl Shard {
     /// Plain RTSP, admitted (its session counted): `bytes` (its first request and whatever
     /// followed) go to the new session.
     pub(in crate::shard) fn on_plain_rtsp(&mut self, idx: usize, route: Option<Arc<Route>>, bytes: Vec<u8>) {
-        let Some(c) = self.io.conns.get(idx) else {
+        let Some(c) = self.io.conn(idx) else {
             // Not reached while a verdict is carried out at once; its session was counted.
             self.shared.admission.close_session();
             return;
@@ -149,7 +149,7 @@ impl Shard {
         if let Some(s) = self.relay.sessions.get_mut(key) {
             s.viewer = Some(idx);
         }
-        self.io.conns.go_live(idx, Role::PlainRtsp(key));
+        self.io.go_live(idx, Role::PlainRtsp(key));
         self.io.arm_recv(idx);
         self.feed_viewer(key, ViewerStream::Plain, &bytes);
     }

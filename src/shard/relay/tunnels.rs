@@ -174,7 +174,7 @@ impl Shard {
         let Some(s) = self.relay.sessions.get_mut(key) else {
             return;
         };
-        let Some(queued) = s.viewer.and_then(|v| self.io.conns.get(v)).map(|c| c.send().queued()) else {
+        let Some(queued) = s.viewer.and_then(|v| self.io.conn(v)).map(|c| c.send().queued()) else {
             return;
         };
         s.tunnel.handle(Input::ViewerBacklog(queued), self.io.reaped_at);
@@ -266,7 +266,7 @@ impl Shard {
                 Out::BindPost => {
                     let Fed::Post(idx) = fed else { continue };
                     let old = s.post.replace(idx);
-                    self.io.conns.go_live(idx, Role::TunnelPost(key));
+                    self.io.go_live(idx, Role::TunnelPost(key));
                     if let Some(old) = old.filter(|&old| old != idx) {
                         self.close_conn(old);
                     }
@@ -274,7 +274,7 @@ impl Shard {
                 // Its reason was counted as an event.
                 Out::RefusePost => {
                     let Fed::Post(idx) = fed else { continue };
-                    if let Some(c) = self.io.conns.get(idx) {
+                    if let Some(c) = self.io.conn(idx) {
                         tracing::debug!(shard = self.id, peer = %c.peer(), "POST refused by its tunnel");
                     }
                     self.close_conn(idx);
@@ -287,8 +287,7 @@ impl Shard {
                     self.pause_camera(upstream);
                 }
                 Out::ResumeCamera => {
-                    if let Some(u) =
-                        s.upstream.filter(|&u| self.io.conns.get(u).is_some_and(|c| c.recv() == RecvState::Off))
+                    if let Some(u) = s.upstream.filter(|&u| self.io.conn(u).is_some_and(|c| c.recv() == RecvState::Off))
                     {
                         self.io.arm_recv(u);
                     }
@@ -302,7 +301,7 @@ impl Shard {
                 }
                 Out::ResumeViewer => {
                     for idx in [s.viewer, s.post].into_iter().flatten() {
-                        if self.io.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off) {
+                        if self.io.conn(idx).is_some_and(|c| c.recv() == RecvState::Off) {
                             self.io.arm_recv(idx);
                         }
                     }
@@ -372,10 +371,7 @@ impl Shard {
             // The viewer gets what was queued for it (a final error reply, say), then the close;
             // a viewer that never reads it is closed by the tick after `proto::closing::FLUSH_GRACE`.
             self.io.websocket_close(v, outcome);
-            if let Some(tls) = self.io.conns.get_mut(v).and_then(|c| c.tls_mut()) {
-                tls.close_notify();
-            }
-            self.io.conns.flush_then(v, AfterFlush::Close, flush_deadline(self.io.reaped_at), true);
+            self.io.flush_then(v, AfterFlush::Close, flush_deadline(self.io.reaped_at), true);
         }
     }
 
@@ -385,7 +381,7 @@ impl Shard {
     /// then the connection is half-closed and read to its end, within `camera_close_grace_ms`.
     /// A camera that failed, or is still connecting, is closed at once.
     fn end_upstream(&mut self, idx: usize, s: &mut SessionSlot, outcome: SessionOutcome) {
-        if self.io.conns.get(idx).is_none_or(|c| c.is_closing()) {
+        if self.io.conn(idx).is_none_or(|c| c.is_closing()) {
             self.close_conn(idx);
             return;
         }
@@ -406,17 +402,6 @@ impl Shard {
                 grace
             }
         };
-        self.linger_then_close(idx, grace, true);
-    }
-
-    /// A camera connection's last steps: what is queued goes out, then it is half-closed and
-    /// read to its end, within `grace`. `keep_role`: what it still sends counts as its
-    /// session's camera traffic.
-    pub(in crate::shard) fn linger_then_close(&mut self, idx: usize, grace: Duration, keep_role: bool) {
-        self.io.conns.flush_then(idx, AfterFlush::HalfClose, self.io.reaped_at + grace, keep_role);
-        // Not reading (paused for a slow viewer): read again, so the camera's close is seen.
-        if self.io.conns.get(idx).is_some_and(|c| c.recv() == RecvState::Off) {
-            self.io.arm_recv(idx);
-        }
+        self.io.linger_then_close(idx, grace, true);
     }
 }

@@ -18,7 +18,7 @@ impl Shard {
         upgrade: websocket::Upgrade,
         rest: Vec<u8>,
     ) {
-        let Some(c) = self.io.conns.get(idx) else {
+        let Some(c) = self.io.conn(idx) else {
             // Not reached while a verdict is carried out at once; its session was counted.
             self.shared.admission.close_session();
             return;
@@ -37,9 +37,9 @@ impl Shard {
         if let Some(s) = self.relay.sessions.get_mut(key) {
             s.viewer = Some(idx);
         }
-        self.io.conns.go_live(idx, Role::PlainRtsp(key));
+        self.io.go_live(idx, Role::PlainRtsp(key));
         self.io.queue_owned(idx, websocket::accept_reply(&upgrade));
-        self.io.conns.speak_websocket(idx, WsEndpoint::new(self.relay.settings.web.websocket_limits()));
+        self.io.speak_websocket(idx, WsEndpoint::new(self.relay.settings.web.websocket_limits()));
         self.io.arm_recv(idx);
         if !rest.is_empty() {
             self.websocket_bytes(idx, key, &rest);
@@ -80,7 +80,7 @@ impl Shard {
     /// client's send never completes and it never reads the close frame.
     fn websocket_ended(&mut self, idx: usize, key: SessionKey, end: WsEnd) {
         if let WsEnd::ProtocolError(e) = &end {
-            if let Some(c) = self.io.conns.get(idx) {
+            if let Some(c) = self.io.conn(idx) {
                 tracing::debug!(shard = self.id, peer = %c.peer(), error = %e, "WebSocket closed for a framing error");
             }
             self.metrics.rejected(e.rejection());
@@ -91,12 +91,10 @@ impl Shard {
             }
             s.tunnel.handle(Input::ViewerClosed(ViewerStream::Plain), self.io.reaped_at);
         }
-        if let Some(c) = self.io.conns.get_mut(idx) {
-            if let Some(tls) = c.tls_mut() {
-                tls.close_notify();
-            }
-            // Nothing more is read into the session; the close goes out, then the half-close.
-            self.io.conns.flush_then(idx, AfterFlush::HalfClose, flush_deadline(self.io.reaped_at), false);
+        if self.io.conn(idx).is_some() {
+            // Nothing more is read into the session; the close (and a TLS connection's
+            // close_notify) goes out, then the half-close.
+            self.io.flush_then(idx, AfterFlush::HalfClose, flush_deadline(self.io.reaped_at), false);
             // Queues the close_notify alert on a TLS connection (nothing on a plain one).
             self.io.queue_owned(idx, Vec::new());
         }
