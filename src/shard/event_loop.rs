@@ -1,24 +1,28 @@
-//! One shard: a driver that turns io_uring completions into inputs of the tunnels it holds, and
-//! their outputs into submissions.
+//! One shard's I/O part, the driver: io_uring completions in, the relay part's inputs out, its
+//! requests into submissions.
 //!
-//! The shard's state is split by what owns it: [`Ring`] (`ops`: the io_uring and every
-//! submission, each built with the memory it names), [`ConnTable`] (descriptors, generations,
-//! in-flight counts, send queues), the buffer ring, [`SessionTable`] (one `proto::tunnel::Tunnel`
-//! per session plus its connection indices), and the listeners and settings kept here.
+//! A [`Shard`] is split by owner: [`Io`] (this module: the ring, the buffers, the connections,
+//! the listeners) and [`Relay`] (`super::relay`: sessions, shared routes, settings; see
+//! `docs/architecture.md`, "The shard: an I/O part and a relay part"). `Io`'s ring, buffers,
+//! connection table and listeners are private to this module: the relay part asks for
+//! connection work through `event_loop/io_api.rs` and the driver methods it may call, so only
+//! this module calls `ops` and holds `unsafe`.
 //!
-//! Every submission carries a [`Token`]; every connection counts its in-flight submissions and is
+//! [`Ring`] (`ops`) is the io_uring and every submission, each built with the memory it names;
+//! [`ConnTable`] holds descriptors, generations, in-flight counts and send queues. Every
+//! submission carries a [`Token`]; every connection counts its in-flight submissions and is
 //! freed only when none remain, so the kernel never reads or writes memory the shard has dropped.
 //! Connections are ended with `shutdown(2)`, which completes their pending receives and sends.
 //! The connections and the buffer ring are [`KernelMemory`]: a shard that stops with operations
 //! still in flight (a shutdown that gave up waiting, a panic) leaks them rather than free them.
 //!
 //! This file holds the loop and the dispatch of completions; beside it: `accept` (listeners, a
-//! connection's first bytes fed to its `proto::greeting::Greeting` and its verdict carried
-//! out), `session_start` (GET, POST pairing across shards, plain RTSP), `web` (RTSP over
-//! WebSocket), `tunnels`
-//! (creating tunnels, feeding them, carrying out their outputs, ending them), `data_path`
-//! (receives and camera connects), `sending`, `buffers` (ring pressure), `ending` (closing and
-//! freeing connections), `housekeeping` (tick, mailbox, drain, reload).
+//! connection's first bytes fed to its `proto::greeting::Greeting`, its verdict handed to the
+//! relay part or answered), `data_path` (receives, a session connection's TLS, connects),
+//! `camera_link` (a camera connection's TLS and HTTP tunnel), `sending`, `buffers` (ring
+//! pressure), `ending` (closing and freeing connections), `hand_off` (a connection moved to
+//! another shard), `housekeeping` (tick, mailbox, drain), `io_api` (what the relay part may ask
+//! of a connection).
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};

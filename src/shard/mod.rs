@@ -5,7 +5,9 @@
 //! every connection accepted on it. Shards share only the cookie table, admission counters and
 //! mailboxes; once a tunnel's POST has joined its GET, a session lives wholly on one shard.
 //!
-//! All `unsafe` code of the relay lives in this module, each block with its invariant.
+//! All `unsafe` code of the relay lives in this module, each block with its invariant, and
+//! within it in the I/O part of a shard (`event_loop`); the relay part (`relay`) holds the
+//! sessions and shared routes and asks the I/O part for connection work.
 
 mod buf_ring;
 mod camera_table;

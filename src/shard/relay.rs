@@ -1,9 +1,13 @@
 //! The shard's relay part: the sessions, the shared routes, the passthrough routes' health, the
 //! parked POSTs and the settings in force.
 //!
-//! Its state is [`Relay`]; its code (in `relay/`) turns what the I/O part reports about a
-//! connection into inputs of the `proto` values it holds (`proto::tunnel::Tunnel`,
-//! `proto::shared_route::SharedRoute`), and their outputs into I/O asked of the driver.
+//! Its state is [`Relay`]; its code (in `relay/`, `impl Shard` blocks that own `self.relay`)
+//! turns what the I/O part reports about a connection into inputs of the `proto` values it holds
+//! (`proto::tunnel::Tunnel`, `proto::shared_route::SharedRoute`), and their outputs into
+//! connection work asked of the I/O part: `Io`'s methods (`event_loop/io_api.rs`) and the
+//! driver's `close_conn`, `refuse`, `queue_ring`, `connect_camera_link` and the like. It cannot
+//! name the ring or the buffers, and has no `unsafe`. See `docs/architecture.md`, "The shard:
+//! an I/O part and a relay part".
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

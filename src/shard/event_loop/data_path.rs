@@ -1,5 +1,6 @@
-//! Bytes through a live session: receives fed to the protocol core, its outputs applied
-//! (queued sends, camera connects, backpressure), connections that end.
+//! Receives: a completion's buffer matched to its connection, a session connection's TLS taken
+//! off, the bytes handed to the relay part by the connection's role; what follows a receive
+//! (re-armed, paused, ended); camera sockets and their connects.
 
 use super::*;
 

@@ -1,4 +1,4 @@
-//! Ending sessions and connections; a connection is freed once nothing in flight names it.
+//! Closing connections; a connection is freed once nothing in flight names it.
 
 use super::*;
 

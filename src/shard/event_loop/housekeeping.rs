@@ -1,5 +1,6 @@
-//! The tick (timeouts, pairing windows, drain deadline) and the mailbox (adopted POSTs, wake-ups,
-//! reloads, shutdown).
+//! The tick (flush deadlines, head timeouts, parked POSTs' pairing window, paused listeners; then
+//! the relay part's timers) and the mailbox (adopted POSTs and viewers, wake-ups, reloads,
+//! verdicts, queries, shutdown), and the I/O side of a drain.
 
 use super::*;
 
