@@ -269,7 +269,9 @@ impl Shard {
             }
         } else {
             let error = std::io::Error::from_raw_os_error(-res);
-            tracing::debug!(shard = self.id, camera = ?self.io.conn(idx).map(|c| c.peer()), error = %error, "camera connect failed");
+            if let Some(c) = self.io.conn(idx) {
+                tracing::debug!(shard = self.id, camera = %c.peer(), error = %error, "camera connect failed");
+            }
             self.close_conn(idx);
             if let Some(slot) = self.relay.cameras.get_mut(ck) {
                 slot.conn = None;
