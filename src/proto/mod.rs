@@ -23,6 +23,7 @@ pub mod greeting;
 pub mod http_head;
 pub mod interleaved;
 pub mod keyframe;
+pub mod link_failure;
 pub mod origin;
 pub mod outcome;
 pub mod permissions;

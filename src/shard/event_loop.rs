@@ -40,7 +40,7 @@ use crate::proto::upstream_link::{TlsVerification, UpstreamLink};
 mod accept;
 mod buffers;
 mod camera_link;
-pub(in crate::shard) use camera_link::{CameraRx, LinkFailure};
+pub(in crate::shard) use camera_link::CameraRx;
 mod data_path;
 mod ending;
 mod hand_off;

@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::proto::camera_tunnel::{CameraTunnelClient, GetProgress};
+use crate::proto::link_failure::LinkFailure;
 use crate::shard::conn::CameraTunnelLink;
 
 /// Where the RTSP bytes of one camera receive are, once TLS and the tunnel's GET answer are
@@ -13,18 +14,11 @@ use crate::shard::conn::CameraTunnelLink;
 pub(in crate::shard) enum CameraRx {
     /// The ring buffer as received (plain TCP, or a tunnel past its answer).
     Ring,
-    /// Decrypted or past the GET answer, in `Shard::plain`; `closed`: the camera said
+    /// Decrypted or past the GET answer, in `Io::plain`; `closed`: the camera said
     /// close_notify after them.
     Plain { closed: bool },
     /// The link failed: why, for the camera's state and the logs.
     Failed(LinkFailure),
-}
-
-pub(in crate::shard) struct LinkFailure {
-    pub reason: String,
-    pub tls: bool,
-    /// The tunnel's GET was answered with this status.
-    pub status: Option<u16>,
 }
 
 impl Shard {
@@ -144,7 +138,7 @@ impl Shard {
                         if to_send {
                             self.io.conns.dirty.push(idx);
                         }
-                        return CameraRx::Failed(LinkFailure { reason: tls_reason(&e), tls: true, status: None });
+                        return CameraRx::Failed(LinkFailure::tls(&e));
                     }
                 }
             }
@@ -160,12 +154,8 @@ impl Shard {
                 }
                 Ok(GetProgress::Rtsp) => {}
                 Err(e) => {
-                    let status = match e {
-                        crate::proto::camera_tunnel::CameraTunnelError::Status(s) => Some(s),
-                        _ => None,
-                    };
                     self.io.plain = plain;
-                    return CameraRx::Failed(LinkFailure { reason: format!("HTTP tunnel: {e}"), tls: false, status });
+                    return CameraRx::Failed(LinkFailure::tunnel(&e));
                 }
             }
         }
@@ -257,16 +247,5 @@ impl Shard {
     pub(in crate::shard) fn camera_post_of(&self, idx: usize) -> Option<usize> {
         let (post, generation) = self.io.conns.get(idx)?.camera_tunnel.as_ref()?.post;
         self.io.conns.current(post, generation).map(|_| post)
-    }
-}
-
-/// The camera's last error as the operator reads it.
-fn tls_reason(e: &rustls::Error) -> String {
-    match e {
-        rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure) => {
-            "TLS: the camera's certificate does not match upstream_fingerprint".to_owned()
-        }
-        rustls::Error::InvalidCertificate(c) => format!("TLS: the camera's certificate is not trusted: {c:?}"),
-        other => format!("TLS: {other}"),
     }
 }

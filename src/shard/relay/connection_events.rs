@@ -4,9 +4,8 @@
 
 use super::*;
 use crate::proto::camera_health::PassthroughEvent;
-use crate::proto::camera_session::CameraOutcome;
 use crate::shard::camera_table::CameraKey;
-use crate::shard::event_loop::{CameraRx, LinkFailure};
+use crate::shard::event_loop::CameraRx;
 
 impl Shard {
     /// Whether a session's connection in `role` is not to be read: a camera whose viewer is
@@ -362,26 +361,6 @@ impl Shard {
                 }
             }
             _ => {}
-        }
-    }
-}
-
-/// What a camera link's failure means for its route and its session.
-impl LinkFailure {
-    pub(in crate::shard) fn outcome(&self) -> CameraOutcome {
-        match (self.tls, self.status) {
-            (true, _) => CameraOutcome::TlsFailed,
-            (false, Some(401)) => CameraOutcome::AuthFailed,
-            (false, Some(_)) => CameraOutcome::Refused,
-            (false, None) => CameraOutcome::ProtocolError,
-        }
-    }
-
-    pub(in crate::shard) fn upstream_kind(&self) -> UpstreamErrorKind {
-        match (self.tls, self.status) {
-            (true, _) => UpstreamErrorKind::TlsFailed,
-            (false, Some(401)) => UpstreamErrorKind::AuthFailed,
-            (false, _) => UpstreamErrorKind::Garbage,
         }
     }
 }
