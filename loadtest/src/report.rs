@@ -189,6 +189,10 @@ pub struct SessionRecord {
     pub ttff_ms: Option<f64>,
     /// PLAY sent → the first RTP packet received, ms.
     pub first_packet_ms: Option<f64>,
+    /// Scheduled start → the first RTP packet received, ms: the whole setup (GET and POST
+    /// paired, DESCRIBE, SETUP and PLAY answered, media flowing); `null` if none came.
+    #[serde(default)]
+    pub ready_ms: Option<f64>,
 }
 
 impl SessionRecord {
@@ -256,6 +260,16 @@ pub struct Report {
     pub sessions_without_keyframe: u64,
     /// PLAY sent → first RTP packet, ms, over sessions.
     pub time_to_first_packet_ms: Option<Quantiles>,
+    /// Sessions set up completely: they reached PLAY and received a first RTP packet.
+    #[serde(default)]
+    pub sessions_ready: u64,
+    /// Scheduled start → first RTP packet, ms, over the sessions ready (the setup latency of
+    /// a whole setup; `setup_latency_ms` stops at PLAY answered).
+    #[serde(default)]
+    pub ready_latency_ms: Option<Quantiles>,
+    /// Sessions ready per second between the first scheduled start and the last one ready.
+    #[serde(default)]
+    pub ready_rate_per_s: Option<f64>,
     pub bytes_received: u64,
     pub packets_received: u64,
     /// Marked packets of the right stream: timed and sequence-checked.
@@ -309,6 +323,9 @@ pub struct Report {
     pub first_start_ns: Option<u64>,
     pub last_start_ns: Option<u64>,
     pub last_play_ns: Option<u64>,
+    /// CLOCK_MONOTONIC ns: the last session's first RTP packet.
+    #[serde(default)]
+    pub last_ready_ns: Option<u64>,
     /// Raw histograms (µs: value, count) so worker reports merge exactly.
     pub setup_hist_us: Vec<(u64, u64)>,
     pub media_hist_us: Vec<(u64, u64)>,
@@ -425,6 +442,7 @@ impl Report {
         self.first_start_ns = opt(u64::min, self.first_start_ns, other.first_start_ns);
         self.last_start_ns = opt(u64::max, self.last_start_ns, other.last_start_ns);
         self.last_play_ns = opt(u64::max, self.last_play_ns, other.last_play_ns);
+        self.last_ready_ns = opt(u64::max, self.last_ready_ns, other.last_ready_ns);
         for s in &other.throughput {
             match self.throughput.iter_mut().find(|m| m.t == s.t) {
                 Some(m) => {
@@ -471,6 +489,9 @@ impl Report {
         self.time_to_first_frame_samples = ttff.len();
         self.sessions_without_keyframe = self.sessions.iter().filter(|s| s.ttff_ms.is_none()).count() as u64;
         self.time_to_first_packet_ms = Quantiles::of_us(&of_sessions(|s| s.first_packet_ms));
+        let ready = of_sessions(|s| s.ready_ms);
+        self.ready_latency_ms = Quantiles::of_us(&ready);
+        self.sessions_ready = ready.len();
         self.delivered_mbps = self.sessions.iter().map(SessionRecord::mbps).sum();
         self.play_time_s = self.sessions.iter().map(|s| s.play_s).sum();
         self.sessions.sort_by_key(|s| s.index);
@@ -483,6 +504,12 @@ impl Report {
         self.play_rate_per_s = match self.last_play_ns {
             Some(b) if b > self.epoch_ns && self.sessions_established > 0 => {
                 Some(self.sessions_established as f64 / ((b - self.epoch_ns) as f64 / 1e9))
+            }
+            _ => None,
+        };
+        self.ready_rate_per_s = match self.last_ready_ns {
+            Some(b) if b > self.epoch_ns && self.sessions_ready > 0 => {
+                Some(self.sessions_ready as f64 / ((b - self.epoch_ns) as f64 / 1e9))
             }
             _ => None,
         };
@@ -520,6 +547,12 @@ impl Report {
         s.push_str(&format!(
             "setup latency ms (from the scheduled start): {}\n",
             Quantiles::line(&self.setup_latency_ms, self.setup_latency_samples, 2)
+        ));
+        s.push_str(&format!(
+            "ready (first media packet) ms from the scheduled start: {}; {} sessions ready, {} from the first scheduled start\n",
+            Quantiles::line(&self.ready_latency_ms, self.sessions_ready, 2),
+            self.sessions_ready,
+            rate(self.ready_rate_per_s),
         ));
         s.push_str(&format!(
             "media latency ms (from each packet's due time): {}\n",

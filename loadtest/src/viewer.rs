@@ -37,6 +37,9 @@ pub struct ViewerSpec {
     pub scheduled_ns: u64,
     pub stop_at: Instant,
     pub stop_ns: u64,
+    /// `--session-time`: the session ends this long after its PLAY was answered (or at the
+    /// common stop time, whichever comes first), so a setup-rate run keeps few sessions open.
+    pub session_time: Option<Duration>,
     /// HTTPS tunnel (TLS on both GET and POST) when set.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub check: CheckParams,
@@ -380,7 +383,7 @@ fn verdict(ended: Result<(), String>, c: &Checker, t: &Tally) -> Option<String> 
 }
 
 /// Runs one viewer to `spec.stop_at`.
-pub async fn run(spec: ViewerSpec, shared: Arc<Shared>) -> Outcome {
+pub async fn run(mut spec: ViewerSpec, shared: Arc<Shared>) -> Outcome {
     let start_ns = payload::monotonic_ns();
     let setup_deadline = Instant::now() + Duration::from_secs(20);
     let (mut conn, base) = match Conn::open(&spec, shared.clone()).await {
@@ -397,6 +400,13 @@ pub async fn run(spec: ViewerSpec, shared: Arc<Shared>) -> Outcome {
         Err(reason) => return Outcome::NotPlayed { start_ns, reason },
     };
     let play_ns = payload::monotonic_ns();
+    if let Some(t) = spec.session_time {
+        let own_stop_ns = play_ns.saturating_add(t.as_nanos() as u64);
+        if own_stop_ns < spec.stop_ns {
+            spec.stop_ns = own_stop_ns;
+            spec.stop_at = crate::instant_of(own_stop_ns);
+        }
+    }
     shared.established.fetch_add(1, Ordering::Relaxed);
     shared.playing.fetch_add(1, Ordering::Relaxed);
     let ended = conn.play(&spec, &base).await;
@@ -445,6 +455,7 @@ pub async fn run(spec: ViewerSpec, shared: Arc<Shared>) -> Outcome {
         from_before_play: c.from_before_play,
         ttff_ms: c.first_keyframe_ns.map(|t| ms(t.saturating_sub(conn.play_sent_ns))),
         first_packet_ms: c.first_packet_ns.map(|t| ms(t.saturating_sub(conn.play_sent_ns))),
+        ready_ms: c.first_packet_ns.map(|t| ms(t.saturating_sub(spec.scheduled_ns))),
     };
     let latency_us = std::mem::replace(&mut c.latency_us, crate::report::histogram());
     Outcome::Played { start_ns, play_ns, record: Box::new(record), latency_us }
