@@ -27,7 +27,9 @@
 #   GEN_PROCS (auto)  RELAY_CPU (1)  GEN_CPU (0)
 #   FAULT (unset | stop): SIGSTOP the relay FAULT_MS (300) every FAULT_EVERY_MS (1000) during
 #                 each step, to see the instrument catch a slow relay
-#   PERF (unset | 1): `perf record -g` the relay during each step (OUT/perf-RATE.data) and a
+#   PERF (unset | 1): `perf record -g --call-graph dwarf` (PERF_CALLGRAPH: the release build has
+#                 no frame pointers) at PERF_FREQ (499) Hz on the relay during each step
+#                 (OUT/perf-RATE.data), a folded profile and a
 #                 flame graph (OUT/flame-RATE.svg, inferno) when inferno is installed
 #   OUT (target/setup-rate) SKIP_BUILD (unset)
 set -euo pipefail
@@ -90,7 +92,7 @@ step() {
       done ) & faulter=$!; pids+=($faulter)
   fi
   if [ -n "${PERF:-}" ]; then
-    perf record -g -F 999 -p "$relay" -o "$out/perf-$rate.data" >"$out/perf-$rate.log" 2>&1 & perf=$!; pids+=($perf)
+    perf record -g --call-graph "${PERF_CALLGRAPH:-dwarf,16384}" -F "${PERF_FREQ:-499}" -p "$relay" -o "$out/perf-$rate.data" >"$out/perf-$rate.log" 2>&1 & perf=$!; pids+=($perf)
   fi
   c0=$(cpu_ticks "$relay"); t0=$(now_ms)
   taskset -c "$gen_cpu" "$bin/loadtest" viewers --target "127.0.0.1:$port" --mode tunnel --sessions "$sessions" \

@@ -323,9 +323,8 @@ fn main() -> anyhow::Result<()> {
                     let fds_per_session = if mode == viewer::Mode::Tunnel { 2 } else { 1 };
                     // Open at once: every session, or with --session-time those started over
                     // the session time plus a setup's worth of slack (2 s).
-                    let open = session_time.map_or(sessions, |t| {
-                        sessions.min((ramp * (t.as_secs_f64() + 2.0)).ceil() as usize)
-                    });
+                    let open = session_time
+                        .map_or(sessions, |t| sessions.min((ramp * (t.as_secs_f64() + 2.0)).ceil() as usize));
                     let k = match procs.as_str() {
                         "auto" => (open * fds_per_session).div_ceil(16_000).max(1),
                         n => n.parse::<usize>().context("--procs")?.max(1),
