@@ -561,7 +561,7 @@ async fn run_viewers(plan: &Plan, worker: usize, workers: usize, progress: bool)
             }
             Ok(viewer::Outcome::Played { start_ns, play_ns, record, latency_us }) => {
                 let _ = setup.record((play_ns.saturating_sub(scheduled_ns) / 1000).clamp(1, report::MAX_US));
-                let _ = media.add(&latency_us);
+                latency_us.add_to(&mut media);
                 report.last_play_ns = report.last_play_ns.max(Some(play_ns));
                 if let Some(ms) = record.ready_ms {
                     let ready_ns = scheduled_ns + (ms * 1e6) as u64;
