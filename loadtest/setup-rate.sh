@@ -14,7 +14,9 @@
 # first packet, so the generator's own lag counts; its start lag p99 is printed beside it),
 # the relay's CPU share of its core over the step (the generator's whole run) and its CPU time
 # per ready setup (µs/setup: one core's worth of setups is 1e6 over it, the media and
-# teardowns included), its rejections from /metrics, the machine's busy share before the step.
+# teardowns included), its rejections from /metrics, the kernel's listen-queue overflows and
+# SYN retransmits over the step (machine wide: a refused SYN is retried a second later, so they
+# explain latency while the relay idles), the machine's busy share before the step.
 #
 # Environment (the defaults are the measurement; trial knobs in loadtest/README.md):
 #   RATES ("1000 2000 3000 5000 7000")   offered setups/s, one step each
@@ -61,6 +63,12 @@ background_busy() {
   echo "$a $b" | awk '{d = ($3 - $1) + ($4 - $2); printf "%.0f", d ? ($3 - $1) * 100 / d : 0}'
 }
 now_ms() { date +%s%3N; }
+# The kernel's count of connections its listen queues refused (a SYN dropped is retried 1 s, 3 s
+# ... later: seconds of setup latency with the relay idle) and of SYNs retransmitted, machine
+# wide: name=value pairs.
+listen_counters() {
+  awk '/^TcpExt:/ { if (!h) { split($0, k); h = 1 } else { split($0, v); for (i in k) if (k[i] ~ /^(ListenOverflows|ListenDrops|TCPSynRetrans)$/) printf "%s=%s ", k[i], v[i] } }' /proc/net/netstat
+}
 
 cam_port=$(free_port)
 taskset -c "$gen_cpu" "$bin/loadtest" camera --listen "127.0.0.1:$cam_port" --streams "$cameras" --bitrate "$bitrate" \
@@ -94,12 +102,13 @@ step() {
   if [ -n "${PERF:-}" ]; then
     perf record -g --call-graph "${PERF_CALLGRAPH:-dwarf,16384}" -F "${PERF_FREQ:-499}" -p "$relay" -o "$out/perf-$rate.data" >"$out/perf-$rate.log" 2>&1 & perf=$!; pids+=($perf)
   fi
-  c0=$(cpu_ticks "$relay"); t0=$(now_ms)
+  local k0 k1
+  k0=$(listen_counters); c0=$(cpu_ticks "$relay"); t0=$(now_ms)
   taskset -c "$gen_cpu" "$bin/loadtest" viewers --target "127.0.0.1:$port" --mode tunnel --sessions "$sessions" \
       --paths "$cameras" --ramp "$rate/s" --duration "$session_time" --session-time "$session_time" \
       --source-ips "$sources" --procs "$gen_procs" --json "$out/$name.json" 2>"$out/$name.viewers.log" \
     || echo "$name: viewers failed, see $out/$name.viewers.log" >&2
-  c1=$(cpu_ticks "$relay"); t1=$(now_ms)
+  c1=$(cpu_ticks "$relay"); t1=$(now_ms); k1=$(listen_counters)
   [ -z "$faulter" ] || { kill "$faulter" 2>/dev/null || true; wait "$faulter" 2>/dev/null || true; kill -CONT "$relay"; }
   curl -s -m 5 "127.0.0.1:$mport/metrics" >"$out/$name.metrics" || true
   if [ -n "$perf" ]; then
@@ -111,10 +120,12 @@ step() {
   fi
   kill "$relay" 2>/dev/null || true; wait "$relay" 2>/dev/null || true
   [ -f "$out/$name.json" ] || { printf '{"rate":%s,"skipped":true}\n' "$rate" >>"$out/rows.txt"; return 0; }
-  python3 - "$rate" "$out/$name" "$((c1 - c0))" "$((t1 - t0))" "$bg" >>"$out/rows.txt" <<'PY'
+  python3 - "$rate" "$out/$name" "$((c1 - c0))" "$((t1 - t0))" "$bg" "$k0" "$k1" >>"$out/rows.txt" <<'PY'
 import json, re, sys
 rate, base = int(sys.argv[1]), sys.argv[2]
 ticks, wall_ms, bg = map(int, sys.argv[3:6])
+k0, k1 = (dict(kv.split("=") for kv in a.split()) for a in sys.argv[6:8])
+kernel = {k: int(k1[k]) - int(k0[k]) for k in k1 if k in k0 and int(k1[k]) > int(k0[k])}
 r = json.load(open(base + ".json"))
 kinds = dict(r["failures_before_play"])
 no_media = r["sessions_established"] - r.get("sessions_ready", 0)
@@ -126,6 +137,10 @@ try:
         m = re.match(r'relay_rejections_total\{reason="([^"]+)"\} (\S+)', line)
         if m and float(m.group(2)) > 0:
             rejections[m.group(1)] = int(float(m.group(2)))
+        # Accepts that failed (out of descriptors: the relay pauses accepting for a tick).
+        m = re.match(r'relay_accept_errors_total (\S+)', line)
+        if m and float(m.group(1)) > 0:
+            rejections["accept_errors"] = int(float(m.group(1)))
 except OSError:
     pass
 q = r.get("ready_latency_ms") or {}
@@ -136,7 +151,7 @@ print(json.dumps(dict(
     play_p99=(r.get("setup_latency_ms") or {}).get("p99"), start_lag_p99=(r.get("start_lag_ms") or {}).get("p99"),
     relay_cpu_pct=ticks / (wall_ms / 10) * 100 if wall_ms else None, wall_s=wall_ms / 1000,
     relay_cpu_us_per_setup=ticks * 1e4 / r["sessions_ready"] if r.get("sessions_ready") else None,
-    rejections=rejections, background_busy_pct=bg, processes=r.get("processes"))))
+    rejections=rejections, kernel=kernel, background_busy_pct=bg, processes=r.get("processes"))))
 print(f"{rate}/s: {r.get('sessions_ready', 0)}/{r['sessions_requested']} ready, achieved "
       f"{r.get('ready_rate_per_s') or 0:.0f}/s, ready p99 {q.get('p99')} ms, relay CPU {ticks / (wall_ms / 10) * 100:.0f}%",
       file=sys.stderr)
@@ -178,16 +193,17 @@ print("ready: GET+POST paired, OPTIONS/DESCRIBE/SETUP/PLAY answered, first RTP p
       "scheduled start (generator lag included: its start lag p99 beside it); relay CPU: share of its one core")
 print("machine busy before each step (other work on the box):", ", ".join(f"{r['rate']}/s {r.get('background_busy_pct')}%" for r in rows))
 head = (f"{'offered/s':>9} {'sessions':>8} {'ready':>7} {'achieved/s':>10} {'failed':>7} {'p50 ms':>8} {'p90 ms':>8} "
-        f"{'p99 ms':>8} {'max ms':>8} {'PLAY p99':>8} {'gen lag p99':>11} {'relay CPU':>9} {'µs/setup':>8}  failures by kind; relay rejections")
+        f"{'p99 ms':>8} {'max ms':>8} {'PLAY p99':>8} {'gen lag p99':>11} {'relay CPU':>9} {'µs/setup':>8}  failures by kind; relay rejections; kernel")
 print(head); print("-" * len(head))
 for r in rows:
     if r.get("skipped"):
         print(f"{r['rate']:>9} skipped (see its logs)"); continue
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(r["kinds"].items())) or "-"
     rej = ", ".join(f"{k} {v}" for k, v in sorted(r["rejections"].items()))
+    kern = ", ".join(f"{k} {v}" for k, v in sorted(r.get("kernel", {}).items()))
     print(f"{r['rate']:>9} {r['sessions']:>8} {r['ready']:>7} {num(r['achieved'], 0):>10} {r['failed']:>7} "
           f"{num(r['p50'], 1):>8} {num(r['p90'], 1):>8} {num(r['p99'], 1):>8} {num(r['max'], 1):>8} "
-          f"{num(r['play_p99'], 1):>8} {num(r['start_lag_p99'], 1):>11} {num(r['relay_cpu_pct'], 0):>8}% {num(r.get('relay_cpu_us_per_setup'), 0):>8}  {kinds}{'; ' + rej if rej else ''}")
+          f"{num(r['play_p99'], 1):>8} {num(r['start_lag_p99'], 1):>11} {num(r['relay_cpu_pct'], 0):>8}% {num(r.get('relay_cpu_us_per_setup'), 0):>8}  {kinds}; {rej or '-'}; {kern or '-'}")
 if sys.argv[4]:
     p99 = float(sys.argv[5])
     good = [r for r in rows if not r.get("skipped") and (r["achieved"] or 0) >= 0.95 * r["rate"]
