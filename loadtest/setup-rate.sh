@@ -109,7 +109,7 @@ step() {
       --source-ips "$sources" --procs "$gen_procs" --json "$out/$name.json" 2>"$out/$name.viewers.log" \
     || echo "$name: viewers failed, see $out/$name.viewers.log" >&2
   c1=$(cpu_ticks "$relay"); t1=$(now_ms); k1=$(listen_counters)
-  [ -z "$faulter" ] || { kill "$faulter" 2>/dev/null || true; wait "$faulter" 2>/dev/null || true; kill -CONT "$relay"; }
+  [ -z "$faulter" ] || { kill "$faulter" 2>/dev/null || true; wait "$faulter" 2>/dev/null || true; kill -CONT "$relay" 2>/dev/null || true; }
   curl -s -m 5 "127.0.0.1:$mport/metrics" >"$out/$name.metrics" || true
   if [ -n "$perf" ]; then
     kill -INT "$perf" 2>/dev/null || true; wait "$perf" 2>/dev/null || true
