@@ -46,7 +46,10 @@ mkdir -p "$out"
 [ -n "${SKIP_BUILD:-}" ] || (cd "$root" && cargo build --release -q -p rtsp-tunnel-relay -p loadtest)
 bin=$root/target/release
 [ "$(getconf CLK_TCK)" = 100 ] || { echo "USER_HZ is not 100: the CPU arithmetic below assumes it" >&2; exit 1; }
-[ "$(nproc --all)" -gt "$relay_cpu" ] || { echo "no CPU $relay_cpu to pin the relay to" >&2; exit 1; }
+case $relay_cpu in
+  *[!0-9]*) ;;  # a taskset list: taskset itself says if it names no CPU
+  *) [ "$(nproc --all)" -gt "$relay_cpu" ] || { echo "no CPU $relay_cpu to pin the relay to" >&2; exit 1; } ;;
+esac
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
