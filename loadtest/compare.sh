@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Runs one workload through three systems, each REPEATS times (a fresh process every run), and
-# prints what each costs, with the spread between runs:
-#   relay    rtsp-tunnel-relay, viewers tunnelling over HTTP
+# Runs one workload through several systems, each REPEATS times (a fresh process every run; run
+# i of every system before run i+1 of any, so drift on the box lands on all alike), and prints
+# what each costs, with the spread between runs:
+#   relay-passthrough  rtsp-tunnel-relay, routes `mode = "passthrough"`, viewers tunnelling over HTTP
+#   relay-shared       the same with routes `mode = "shared"` (the default mode)
+#   relay              the same with routes RELAY_MODE
+#   *-base             with BASELINE_BIN set: each relay system again, run by that binary (e.g.
+#                      main's release build) in the same run, for a regression check
 #   haproxy  HAProxy `mode tcp` (the L4 floor: no tunnelling, viewers speak plain RTSP)
 #   gst      a gst-rtsp-server relay (python3-gi), one shared mount per camera, viewers plain RTSP
 # For each run: CPU seconds per GB the viewers received (every byte sent, a GOP cache's replay
@@ -10,17 +15,21 @@
 # whichever process it likes, so only the machine total compares fairly); media latency p50/p99;
 # loss; sessions survived (loadtest README). The viewers start in STEPS equal steps, each held
 # HOLD: RSS is fitted by loadtest/rss.py (RSS at each count held for equal times, fixed cost +
-# per-session slope, spread over the REPEATS runs).
+# per-session slope, spread over the REPEATS runs). After the table, ratios over runs paired by
+# repeat number, median (min-max): every system against HAProxy, and each relay system against
+# its -base twin (CPU s/GB, process and machine, and RSS per session).
 #
 # Environment: STREAMS (200) SESSIONS (200) BITRATE (1M) DURATION (20s) SHARDS (2) REPEATS (3)
-#              STEPS (4) HOLD (5s) SYSTEMS ("relay haproxy gst")
+#              STEPS (4) HOLD (5s) SYSTEMS ("relay-passthrough relay-shared haproxy gst")
 #              OUT (target/compare) SKIP_BUILD (unset)
 #              RELAY_MODE (shared: one camera session per stream fans out to its viewers;
-#                          passthrough: a camera session per viewer)
+#                          passthrough: a camera session per viewer) for the system `relay`
+#              BASELINE_BIN (unset: a relay binary to compare against, e.g. today's main)
+#              BASE_SYSTEMS (every relay system in SYSTEMS: those BASELINE_BIN runs too)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 streams=${STREAMS:-200}; sessions=${SESSIONS:-200}; bitrate=${BITRATE:-1M}
-duration=${DURATION:-20s}; shards=${SHARDS:-2}; systems=${SYSTEMS:-"relay haproxy gst"}
+duration=${DURATION:-20s}; shards=${SHARDS:-2}; systems=${SYSTEMS:-"relay-passthrough relay-shared haproxy gst"}
 relay_mode=${RELAY_MODE:-shared}; repeats=${REPEATS:-3}; steps=${STEPS:-4}; hold=${HOLD:-5s}
 out=${OUT:-$root/target/compare}
 mkdir -p "$out"
@@ -28,6 +37,17 @@ if [ -z "${SKIP_BUILD:-}" ]; then
   (cd "$root" && cargo build --release -q -p rtsp-tunnel-relay -p loadtest)
 fi
 bin=$root/target/release
+baseline=${BASELINE_BIN:-}
+if [ -n "$baseline" ]; then
+  [ -x "$baseline" ] || { echo "BASELINE_BIN=$baseline is not an executable" >&2; exit 1; }
+  base_systems=${BASE_SYSTEMS:-$(for s in $systems; do case $s in relay*) printf "%s " "$s" ;; esac; done)}
+  with_base=""
+  for s in $systems; do
+    with_base+=" $s"
+    case " $base_systems " in *" $s "*) with_base+=" $s-base" ;; esac
+  done
+  systems=$with_base
+fi
 [ "$(getconf CLK_TCK)" = 100 ] || { echo "USER_HZ is not 100: the CPU arithmetic below assumes it" >&2; exit 1; }
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -57,12 +77,14 @@ wait_port "$cam_port"
 start() {
   local i; port=$(free_port)
   case $1 in
-    relay)
-      local mport; mport=$(free_port)
+    relay | relay-* )
+      local mport exe=$bin/rtsp-tunnel-relay route_mode=$relay_mode; mport=$(free_port)
+      case $1 in *-base) exe=$baseline ;; esac
+      case ${1%-base} in relay-passthrough) route_mode=passthrough ;; relay-shared) route_mode=shared ;; esac
       { printf '[listen]\ntunnel = ["127.0.0.1:%s"]\nmetrics = "127.0.0.1:%s"\n[runtime]\nshards = %s\n[limits]\nmax_connections_per_ip = 100000\nmax_sessions = 100000\n[log]\nlevel = "warn"\n' "$port" "$mport" "$shards"
-        for i in $(seq 0 $((streams - 1))); do printf '[[route]]\npath = "/cam%s"\nupstream = "rtsp://127.0.0.1:%s/cam%s"\nmode = "%s"\n' "$i" "$cam_port" "$i" "$relay_mode"; done
-      } >"$out/relay.toml"
-      "$bin/rtsp-tunnel-relay" --config "$out/relay.toml" 2>>"$out/relay.log" & pid=$!; mode=tunnel ;;
+        for i in $(seq 0 $((streams - 1))); do printf '[[route]]\npath = "/cam%s"\nupstream = "rtsp://127.0.0.1:%s/cam%s"\nmode = "%s"\n' "$i" "$cam_port" "$i" "$route_mode"; done
+      } >"$out/$1.toml"
+      "$exe" --config "$out/$1.toml" 2>>"$out/$1.log" & pid=$!; mode=tunnel ;;
     haproxy)
       printf 'global\n  maxconn 9000\n  nbthread %s\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\nfrontend rtsp\n  bind 127.0.0.1:%s\n  default_backend cams\nbackend cams\n  server cam 127.0.0.1:%s\n' "$shards" "$port" "$cam_port" >"$out/haproxy.cfg"
       haproxy -db -f "$out/haproxy.cfg" 2>>"$out/haproxy.log" & pid=$!; mode=rtsp ;;
@@ -73,9 +95,9 @@ start() {
   wait_port "$port"
 }
 
-# measure SYSTEM RUN SESSIONS DURATION: one run against a fresh process; appends a JSON row.
+# measure SYSTEM REPEAT SESSIONS DURATION: one run against a fresh process; appends a JSON row.
 measure() {
-  local system=$1 run=$2 n=$3 dur=$4
+  local system=$1 repeat=$2 run=$1-$2 n=$3 dur=$4
   start "$system"
   sleep 1
   local idle cpu0 m0 cpu1 m1 peak bg sampler
@@ -88,15 +110,20 @@ measure() {
     || { echo "$run: viewers failed, see $out/$run.viewers.log" >&2; kill "$pid" "$sampler"; return 1; }
   cpu1=$(cpu_ticks "$pid"); m1=$(machine_ticks); peak=$(status_kb "$pid" VmHWM)
   kill "$pid" "$sampler" 2>/dev/null || true; wait "$pid" "$sampler" 2>/dev/null || true
-  python3 - "$system" "$run" "$out/$run.json" "$((cpu1 - cpu0))" "$((m1 - m0))" "$idle" "$peak" "$n" "$bg" >>"$out/rows.txt" <<'PY'
+  python3 - "$system" "$run" "$out/$run.json" "$((cpu1 - cpu0))" "$((m1 - m0))" "$idle" "$peak" "$n" "$bg" "$repeat" \
+      "$out/$run.rss" "$root/loadtest" >>"$out/rows.txt" <<'PY'
 import json, sys
+sys.dont_write_bytecode = True  # no __pycache__ left in the repository
+sys.path.insert(0, sys.argv[12])
+import rss as rss_fit
 system, run, path = sys.argv[1:4]
-ticks, mticks, idle, peak, n, bg = map(int, sys.argv[4:10])
+ticks, mticks, idle, peak, n, bg, repeat = map(int, sys.argv[4:11])
 r = json.load(open(path))
+fit = rss_fit.line(rss_fit.points(path, sys.argv[11]))
 gb = r["bytes_received"] / 1e9
 lat = r["media_latency_ms"] or {}
 print(json.dumps(dict(
-    system=system, run=run, sessions=n, established=r["sessions_established"], survived=r["sessions_survived"],
+    system=system, run=run, repeat=repeat, sessions=n, kb_per_session=fit[1] if fit else None, established=r["sessions_established"], survived=r["sessions_survived"],
     gb=gb, replayed_gb=r.get("replayed_bytes", 0) / 1e9, cpu_s=ticks / 100, machine_cpu_s=mticks / 100,
     cpu_s_per_gb=ticks / 100 / gb if gb else None, machine_cpu_s_per_gb=mticks / 100 / gb if gb else None,
     rss_kb=peak - idle, idle_kb=idle, peak_kb=peak,
@@ -108,16 +135,22 @@ PY
 }
 
 rm -f "$out/rows.txt"
+runnable=""
 for system in $systems; do
   case $system in
     haproxy) command -v haproxy >/dev/null || { echo "haproxy not installed: skipped" >&2; continue; } ;;
     gst) [ -x /usr/bin/python3 ] || { echo "python3-gi missing: skipped" >&2; continue; } ;;
   esac
-  fit_args=()
-  for i in $(seq 1 "$repeats"); do
-    measure "$system" "$system-$i" "$sessions" "$duration"
-    fit_args+=("$out/$system-$i.json" "$out/$system-$i.rss")
+  runnable+=" $system"
+done
+for i in $(seq 1 "$repeats"); do
+  for system in $runnable; do
+    measure "$system" "$i" "$sessions" "$duration"
   done
+done
+for system in $runnable; do
+  fit_args=()
+  for i in $(seq 1 "$repeats"); do fit_args+=("$out/$system-$i.json" "$out/$system-$i.rss"); done
   python3 "$root/loadtest/rss.py" fit --json "$out/$system.rss.json" "${fit_args[@]}" >/dev/null
 done
 
@@ -126,7 +159,7 @@ import json, statistics, sys
 sys.dont_write_bytecode = True  # no __pycache__ left in the repository
 sys.path.insert(0, sys.argv[4])
 import rss as rss_fit
-from table import spread
+from table import paired, spread
 rows = [json.loads(l) for l in open(sys.argv[1])]
 full = int(sys.argv[3])
 out = sys.argv[2]
@@ -139,7 +172,7 @@ print("machine busy before each run (other work on the box, in the machine figur
 r0 = rows[0]
 print(f"survived: played to the end intact, lost <= {r0['max_loss_pct']}% and longest stall <= {r0['max_stall_ms']:.0f} ms; "
       f"stalls: gaps > {r0['stall_ms']:.0f} ms; CPU per GB received, a GOP cache's replay included (replayed: its share)")
-head = (f"{'system':<8} {'survived':>9} {'CPU s/GB (process)':>22} {'CPU s/GB (machine)':>22} {'replayed':>8} "
+head = (f"{'system':<22} {'survived':>9} {'CPU s/GB (process)':>22} {'CPU s/GB (machine)':>22} {'replayed':>8} "
         f"{'p50 ms':>18} {'p99 ms':>20} {'lost/expected':>16} {'stalls':>6} {'faults':>6}  RSS fixed + per session")
 print(head); print("-" * len(head))
 for system in dict.fromkeys(r["system"] for r in rows):
@@ -149,10 +182,25 @@ for system in dict.fromkeys(r["system"] for r in rows):
     lost = f"{sum(r['lost'] for r in runs)}/{sum(r['expected'] for r in runs)}"
     gb = sum(r["gb"] for r in runs)
     replayed = f"{100 * sum(r['replayed_gb'] for r in runs) / gb:.1f}%" if gb else "n/a"
-    print(f"{system:<8} {surv:>9} {spread([r['cpu_s_per_gb'] for r in runs], 2):>22} "
+    print(f"{system:<22} {surv:>9} {spread([r['cpu_s_per_gb'] for r in runs], 2):>22} "
           f"{spread([r['machine_cpu_s_per_gb'] for r in runs], 2):>22} {replayed:>8} "
           f"{spread([r['p50_ms'] for r in runs], 2):>18} {spread([r['p99_ms'] for r in runs], 1):>20} "
           f"{lost:>16} {sum(r['stalls'] for r in runs):>6} {sum(r['faults'] for r in runs):>6}  {rss}")
+
+# Ratios over runs paired by repeat number: every system against HAProxy (the L4 floor), and
+# each relay system against its BASELINE_BIN twin (a regression shows as a ratio above 1).
+by = {s: [r for r in rows if r["system"] == s] for s in dict.fromkeys(r["system"] for r in rows)}
+pairs = [(s, "haproxy") for s in by if s != "haproxy" and "haproxy" in by]
+pairs += [(s[: -len("-base")], s) for s in by if s.endswith("-base") and s[: -len("-base")] in by]
+if pairs:
+    print()
+    print("ratios, median (min-max) over runs paired by repeat (run i against run i):")
+    head = f"{'system':<22} {'against':<22} {'CPU s/GB (process)':>22} {'CPU s/GB (machine)':>22} {'RSS per session':>22}"
+    print(head); print("-" * len(head))
+    for a, b in pairs:
+        cells = [spread(paired(by[a], by[b], lambda r, k=k: r[k]), 2)
+                 for k in ("cpu_s_per_gb", "machine_cpu_s_per_gb", "kb_per_session")]
+        print(f"{a:<22} {b:<22} {cells[0]:>22} {cells[1]:>22} {cells[2]:>22}")
 PY
 "$bin/loadtest" plot --out "$out" "$out"/*-1.json 2>/dev/null || true
 echo "reports, logs and plots in $out"

@@ -6,6 +6,9 @@
 #              shared-nocache  the relay, routes `mode = "shared"`, `gop_cache = false`
 #              passthrough     the relay, routes `mode = "passthrough"` (one camera session per viewer)
 #              gst             loadtest/gst_relay.py (gst-rtsp-server, one shared media per mount)
+#              *-base          with BASELINE_BIN set: each relay system again (shared-base ...), run
+#                              by that binary (e.g. main's release build) in the same run
+# Run i of every system comes before run i+1 of any, so drift on the box lands on all alike.
 # Relay viewers tunnel over HTTP (VIEWER_MODE=rtsp for plain RTSP); gst viewers speak plain RTSP.
 # Per run: system CPU seconds (utime+stime) per GB the viewers received (every byte sent, a GOP
 # cache's replay included; the replayed share is printed beside it); RSS fixed + per viewer by
@@ -14,6 +17,8 @@
 # p50/p99 (camera's due time to viewer receipt); time to first frame p50/p99 (PLAY sent to the
 # first keyframe packet); RTP sequence gaps and packets lost; camera sessions per camera (from the
 # camera's own count: sessions opened over cameras, and the most open at once on one camera).
+# After the table, ratios over runs paired by repeat number, median (min-max): each relay system
+# against its -base twin and against gst (CPU s/GB and RSS per viewer; above 1: costs more).
 #
 # Environment (defaults are the full benchmark; trial runs: A=1x50 B=5x10 DURATION=10s):
 #   A ("1x1000") B ("100x50")   CAMERAS x VIEWERS-PER-CAMERA; empty to skip the workload
@@ -21,6 +26,8 @@
 #   RAMP_S (5: seconds all the starts take, spread over the steps) STEPS (4) HOLD (8s) REPEATS (3)
 #   GOP (50) FPS (25) SHARDS (2) SYSTEMS ("shared shared-nocache passthrough gst")
 #   VIEWER_MODE (tunnel) OUT (target/shared-bench) SKIP_BUILD (unset)
+#   BASELINE_BIN (unset: a relay binary to compare against, e.g. today's main)
+#   BASE_SYSTEMS (every relay system in SYSTEMS: those BASELINE_BIN runs too)
 # The relay refuses route keys it does not know: on a build without shared camera sessions the
 # shared runs report the refusal and the others go on.
 set -euo pipefail
@@ -34,6 +41,17 @@ out=${OUT:-$root/target/shared-bench}
 mkdir -p "$out"
 [ -n "${SKIP_BUILD:-}" ] || (cd "$root" && cargo build --release -q -p rtsp-tunnel-relay -p loadtest)
 bin=$root/target/release
+baseline=${BASELINE_BIN:-}
+if [ -n "$baseline" ]; then
+  [ -x "$baseline" ] || { echo "BASELINE_BIN=$baseline is not an executable" >&2; exit 1; }
+  base_systems=${BASE_SYSTEMS:-$(for s in $systems; do [ "$s" = gst ] || printf "%s " "$s"; done)}
+  with_base=""
+  for s in $systems; do
+    with_base+=" $s"
+    case " $base_systems " in *" $s "*) with_base+=" $s-base" ;; esac
+  done
+  systems=$with_base
+fi
 [ "$(getconf CLK_TCK)" = 100 ] || { echo "USER_HZ is not 100: the CPU arithmetic below assumes it" >&2; exit 1; }
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -58,14 +76,15 @@ run() {
   local workload=$1 system=$2 cameras=$3 per=$4 bitrate=$5 repeat=$6
   local name="$workload-$system-$repeat" viewers=$(($3 * $4))
   # Every system's viewers count each stream from the PLAY reply's RTP-Info (the default).
-  local cam_port port mport pid mode keys=""
+  local cam_port port mport pid mode keys="" exe=$bin/rtsp-tunnel-relay
+  case $system in *-base) exe=$baseline ;; esac
   cam_port=$(free_port); port=$(free_port); mport=$(free_port)
   rm -f "$out/$name.camera.json"
   "$bin/loadtest" camera --listen "127.0.0.1:$cam_port" --streams "$cameras" --bitrate "$bitrate" \
     --gop "$gop" --fps "$fps" --json "$out/$name.camera.json" 2>"$out/$name.camera.log" &
   local cpid=$!; pids+=($cpid)
   wait_port "$cam_port" || { echo "$name: camera never listened" >&2; return 1; }
-  case $system in
+  case ${system%-base} in
     shared) keys='mode = "shared"\ngop_cache = true\n' ;;
     shared-nocache) keys='mode = "shared"\ngop_cache = false\n' ;;
     passthrough) keys='mode = "passthrough"\n' ;;
@@ -76,12 +95,12 @@ run() {
         >"$out/$name.gst.out" 2>"$out/$name.gst.log" & pid=$!; mode=rtsp ;;
     *)
       relay_config "$port" "$mport" "$cam_port" "$cameras" "$keys" >"$out/$name.toml"
-      "$bin/rtsp-tunnel-relay" --config "$out/$name.toml" 2>"$out/$name.relay.log" & pid=$!; mode=$viewer_mode
+      "$exe" --config "$out/$name.toml" 2>"$out/$name.relay.log" & pid=$!; mode=$viewer_mode
       # A relay from before shared camera sessions knows no `mode` key, and is passthrough.
-      if [ "$system" = passthrough ] && ! wait_port "$port" && grep -q 'unknown field `mode`' "$out/$name.relay.log"; then
+      if [ "${system%-base}" = passthrough ] && ! wait_port "$port" && grep -q 'unknown field `mode`' "$out/$name.relay.log"; then
         echo "$name: this relay has no route modes: passthrough is its only behaviour, run without the key" >&2
         relay_config "$port" "$mport" "$cam_port" "$cameras" "" >"$out/$name.toml"
-        "$bin/rtsp-tunnel-relay" --config "$out/$name.toml" 2>"$out/$name.relay.log" & pid=$!
+        "$exe" --config "$out/$name.toml" 2>"$out/$name.relay.log" & pid=$!
       fi ;;
   esac
   pids+=($pid)
@@ -89,7 +108,7 @@ run() {
     echo "$name: the system did not start (a relay without shared camera sessions refuses their route keys):" >&2
     tail -n 3 "$out/$name".*log >&2 || true
     kill "$cpid" 2>/dev/null || true; wait "$cpid" 2>/dev/null || true
-    printf '{"workload":"%s","system":"%s","skipped":true}\n' "$workload" "$system" >>"$out/rows.txt"
+    printf '{"workload":"%s","system":"%s","repeat":%s,"skipped":true}\n' "$workload" "$system" "$repeat" >>"$out/rows.txt"
     return 0
   fi
   sleep 1
@@ -110,20 +129,26 @@ run() {
   kill "$cpid"; wait "$cpid" 2>/dev/null || true
   if [ $ok = 0 ]; then
     echo "$name: viewers failed, see $out/$name.viewers.log" >&2
-    printf '{"workload":"%s","system":"%s","skipped":true}\n' "$workload" "$system" >>"$out/rows.txt"
+    printf '{"workload":"%s","system":"%s","repeat":%s,"skipped":true}\n' "$workload" "$system" "$repeat" >>"$out/rows.txt"
     return 0
   fi
-  python3 - "$workload" "$system" "$out/$name" "$((cpu1 - cpu0))" "$idle" "$peak" "$cameras" "$viewers" >>"$out/rows.txt" <<'PY'
+  python3 - "$workload" "$system" "$out/$name" "$((cpu1 - cpu0))" "$idle" "$peak" "$cameras" "$viewers" "$repeat" \
+      "$root/loadtest" >>"$out/rows.txt" <<'PY'
 import json, sys
+sys.dont_write_bytecode = True  # no __pycache__ left in the repository
+sys.path.insert(0, sys.argv[10])
+import rss as rss_fit
 workload, system, base = sys.argv[1:4]
-ticks, idle, peak, cameras, viewers = map(int, sys.argv[4:9])
+ticks, idle, peak, cameras, viewers, repeat = map(int, sys.argv[4:10])
 r = json.load(open(base + ".json"))
+fit = rss_fit.line(rss_fit.points(base + ".json", base + ".rss"))
 cam = json.load(open(base + ".camera.json"))
 gb = r["bytes_received"] / 1e9
 lat = r["media_latency_ms"] or {}
 ttff = r.get("time_to_first_frame_ms") or {}
 print(json.dumps(dict(
-    workload=workload, system=system, cameras=cameras, viewers=viewers, base=base,
+    workload=workload, system=system, repeat=repeat, cameras=cameras, viewers=viewers, base=base,
+    kb_per_viewer=fit[1] if fit else None,
     established=r["sessions_established"], survived=r["sessions_survived"], gb=gb,
     replayed_gb=r.get("replayed_bytes", 0) / 1e9, discontinuities=r.get("discontinuities"),
     max_loss_pct=r.get("max_loss_pct"), max_stall_ms=r.get("max_stall_ms"), stall_ms=r.get("stall_ms"),
@@ -144,14 +169,22 @@ for spec in "a:$workload_a:$a_bitrate" "b:$workload_b:$b_bitrate"; do
   IFS=: read -r w shape bitrate <<<"$spec"
   [ -n "$shape" ] || continue
   cameras=${shape%x*}; per=${shape#*x}
+  runnable=""
   for system in $systems; do
     if [ "$system" = gst ] && ! /usr/bin/python3 -c 'import gi' 2>/dev/null; then
       echo "gst: python3-gi missing (scripts/install-test-deps.sh): skipped" >&2; continue
     fi
-    echo "== $w ($cameras camera(s) x $per viewers x $bitrate) on $system, $repeats runs" >&2
+    runnable+=" $system"
+  done
+  for i in $(seq 1 "$repeats"); do
+    for system in $runnable; do
+      echo "== $w ($cameras camera(s) x $per viewers x $bitrate) on $system, run $i of $repeats" >&2
+      run "$w" "$system" "$cameras" "$per" "$bitrate" "$i"
+    done
+  done
+  for system in $runnable; do
     fit_args=()
     for i in $(seq 1 "$repeats"); do
-      run "$w" "$system" "$cameras" "$per" "$bitrate" "$i"
       if [ -f "$out/$w-$system-$i.rss" ] && [ -f "$out/$w-$system-$i.json" ]; then
         fit_args+=("$out/$w-$system-$i.json" "$out/$w-$system-$i.rss")
       fi
@@ -167,7 +200,7 @@ import json, os, statistics, sys
 sys.dont_write_bytecode = True  # no __pycache__ left in the repository
 sys.path.insert(0, sys.argv[3])
 import rss as rss_fit
-from table import num as f, spread
+from table import num as f, paired, spread
 rows = [json.loads(l) for l in open(sys.argv[1])]
 out = sys.argv[2]
 json.dump(rows, open(out + "/shared-bench.json", "w"), indent=2)
@@ -178,13 +211,13 @@ if done:
     print(f"median (min-max) over runs; survived: played to the end intact, lost <= {r0['max_loss_pct']}% and longest stall "
           f"<= {r0['max_stall_ms']:.0f} ms; stalls: gaps > {r0['stall_ms']:.0f} ms; CPU s per GB received (a GOP cache's "
           f"replay included; replayed: its share)")
-head = (f"{'workload':<14} {'system':<15} {'survived':>11} {'CPU s/GB':>20} {'replayed':>8} {'p50 ms':>20} "
+head = (f"{'workload':<14} {'system':<20} {'survived':>11} {'CPU s/GB':>20} {'replayed':>8} {'p50 ms':>20} "
         f"{'p99 ms':>20} {'TTFF p50':>9} {'gaps':>6} {'lost':>8} {'stalls':>6} {'cam sess/cam':>12}  RSS fixed + per viewer")
 print(head); print("-" * len(head))
 for key in dict.fromkeys((r["workload"], r["system"]) for r in rows):
     runs = [r for r in done if (r["workload"], r["system"]) == key]
     if not runs:
-        print(f"{key[0]:<14} {key[1]:<15} skipped (see its logs)")
+        print(f"{key[0]:<14} {key[1]:<20} skipped (see its logs)")
         continue
     r = runs[0]
     shape = f"{r['workload']} {r['cameras']}x{r['viewers'] // r['cameras']}"
@@ -192,7 +225,7 @@ for key in dict.fromkeys((r["workload"], r["system"]) for r in rows):
     rss = rss_fit.text(json.load(open(fit_path))) if os.path.exists(fit_path) else "n/a"
     gb = sum(x["gb"] for x in runs)
     replayed = f"{100 * sum(x['replayed_gb'] for x in runs) / gb:.1f}%" if gb else "n/a"
-    print(f"{shape:<14} {r['system']:<15} {sum(x['survived'] for x in runs):>5}/{sum(x['viewers'] for x in runs):<5} "
+    print(f"{shape:<14} {r['system']:<20} {sum(x['survived'] for x in runs):>5}/{sum(x['viewers'] for x in runs):<5} "
           f"{spread([x['cpu_s_per_gb'] for x in runs]):>20} {replayed:>8} {spread([x['p50_ms'] for x in runs]):>20} "
           f"{spread([x['p99_ms'] for x in runs]):>20} {spread([x['ttff_p50_ms'] for x in runs], 0):>9} "
           f"{sum(x['seq_gaps'] for x in runs):>6} {sum(x['lost'] for x in runs):>8} {sum(x['stalls'] for x in runs):>6} "
@@ -202,5 +235,24 @@ by = lambda s: {r["workload"]: [x["ttff_p50_ms"] for x in done if x["system"] ==
 on, off = by("shared"), by("shared-nocache")
 for w in sorted(on.keys() & off.keys()):
     print(f"time to first frame p50, workload {w}: {spread(on[w], 0)} ms with the GOP cache, {spread(off[w], 0)} ms without")
+
+# Ratios over runs paired by repeat number: each relay system against its BASELINE_BIN twin
+# (a regression shows as a ratio above 1) and against gst-rtsp-server.
+ratio_rows = []
+for w in dict.fromkeys(r["workload"] for r in done):
+    by = {s: [r for r in done if r["workload"] == w and r["system"] == s]
+          for s in dict.fromkeys(r["system"] for r in done if r["workload"] == w)}
+    pairs = [(s[: -len("-base")], s) for s in by if s.endswith("-base") and s[: -len("-base")] in by]
+    pairs += [(s, "gst") for s in by if s != "gst" and "gst" in by]
+    for a, b in pairs:
+        ratio_rows.append((w, a, b, spread(paired(by[a], by[b], lambda r: r["cpu_s_per_gb"])),
+                           spread(paired(by[a], by[b], lambda r: r["kb_per_viewer"]))))
+if ratio_rows:
+    print()
+    print("ratios, median (min-max) over runs paired by repeat (run i against run i):")
+    head = f"{'workload':<9} {'system':<20} {'against':<20} {'CPU s/GB':>20} {'RSS per viewer':>20}"
+    print(head); print("-" * len(head))
+    for w, a, b, cpu, rss in ratio_rows:
+        print(f"{w:<9} {a:<20} {b:<20} {cpu:>20} {rss:>20}")
 PY
 echo "reports, logs and rows in $out" >&2

@@ -15,3 +15,20 @@ def spread(vals, d=2):
     if len(vals) == 1:
         return num(vals[0], d)
     return f"{num(statistics.median(vals), d)} ({num(min(vals), d)}-{num(max(vals), d)})"
+
+
+def paired(a_runs, b_runs, value):
+    """`value(a) / value(b)` for the runs of two systems with the same repeat number (run i of
+    one against run i of the other, measured minutes apart), skipping runs either lacks and
+    values that are not positive (a per-viewer RSS slope lost in noise says nothing)."""
+    b_by = {r["repeat"]: r for r in b_runs}
+    out = []
+    for a in a_runs:
+        b = b_by.get(a["repeat"])
+        if b is None:
+            continue
+        x, y = value(a), value(b)
+        if x is not None and y is not None and x > 0 and y > 0:
+            out.append(x / y)
+    return out
+

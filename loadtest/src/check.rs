@@ -14,7 +14,6 @@
 //! behind a relay that re-packetised the media, loss is the holes between the first and the
 //! last padding unit received.
 
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::payload::{self, MarkError, RtpError};
@@ -118,7 +117,7 @@ pub struct Checker {
     rtp_info_seq: Option<u16>,
     /// The packet interval the camera's SDP states.
     period_ns: Option<u64>,
-    pub latency_us: Histogram<u64>,
+    pub latency_us: crate::report::Latencies,
     /// Frame bytes (headers included) on any channel.
     pub bytes: u64,
     /// Frame bytes of timed packets due before PLAY was sent (a GOP cache's replay).
@@ -233,7 +232,7 @@ impl Checker {
             ssrc: None,
             rtp_info_seq: None,
             period_ns: None,
-            latency_us: crate::report::histogram(),
+            latency_us: crate::report::Latencies::default(),
             bytes: 0,
             replayed_bytes: 0,
             packets: 0,
@@ -421,7 +420,7 @@ impl Checker {
             return None;
         }
         let lat_us = now_ns.saturating_sub(mark.due_ns) / 1000;
-        let _ = self.latency_us.record(lat_us.clamp(1, crate::report::MAX_US));
+        self.latency_us.record(lat_us);
         Some(lat_us)
     }
 

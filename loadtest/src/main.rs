@@ -101,6 +101,11 @@ enum Cmd {
         /// How long every session plays after the ramp: 60s, 2m, 500ms.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         duration: Duration,
+        /// Each session ends this long after its PLAY is answered (or at the common stop time,
+        /// if sooner): a setup-rate run (`setup-rate.sh`) keeps rate x this many sessions open
+        /// instead of every one it started. Unset: every session plays to the common stop.
+        #[arg(long, value_parser = parse_duration)]
+        session_time: Option<Duration>,
         /// Viewer i asks for {path_prefix}{i % paths}.
         #[arg(long, default_value = "/cam")]
         path_prefix: String,
@@ -255,6 +260,7 @@ fn main() -> anyhow::Result<()> {
             sessions,
             ramp,
             duration,
+            session_time,
             path_prefix,
             paths,
             source_ips,
@@ -288,6 +294,7 @@ fn main() -> anyhow::Result<()> {
                 sessions,
                 ramp,
                 duration,
+                session_time,
                 path_prefix,
                 paths: paths.max(1),
                 source_ips: source_ips.map(|s| s.0).unwrap_or_default(),
@@ -314,8 +321,12 @@ fn main() -> anyhow::Result<()> {
                 }
                 None => {
                     let fds_per_session = if mode == viewer::Mode::Tunnel { 2 } else { 1 };
+                    // Open at once: every session, or with --session-time those started over
+                    // the session time plus a setup's worth of slack (2 s).
+                    let open = session_time
+                        .map_or(sessions, |t| sessions.min((ramp * (t.as_secs_f64() + 2.0)).ceil() as usize));
                     let k = match procs.as_str() {
-                        "auto" => (sessions * fds_per_session).div_ceil(16_000).max(1),
+                        "auto" => (open * fds_per_session).div_ceil(16_000).max(1),
                         n => n.parse::<usize>().context("--procs")?.max(1),
                     };
                     if k == 1 { rt.block_on(run_viewers(&plan, 0, 1, true)) } else { run_workers(k, plan.epoch_ns)? }
@@ -341,6 +352,7 @@ struct Plan {
     sessions: usize,
     ramp: f64,
     duration: Duration,
+    session_time: Option<Duration>,
     path_prefix: String,
     paths: usize,
     source_ips: Vec<IpAddr>,
@@ -366,7 +378,7 @@ impl Plan {
 }
 
 /// The tokio instant of a CLOCK_MONOTONIC time (both run on that clock).
-fn instant_of(ns: u64) -> tokio::time::Instant {
+pub(crate) fn instant_of(ns: u64) -> tokio::time::Instant {
     let now_ns = payload::monotonic_ns();
     let now = tokio::time::Instant::now();
     if ns >= now_ns { now + Duration::from_nanos(ns - now_ns) } else { now - Duration::from_nanos(now_ns - ns) }
@@ -504,6 +516,7 @@ async fn run_viewers(plan: &Plan, worker: usize, workers: usize, progress: bool)
             scheduled_ns,
             stop_at,
             stop_ns,
+            session_time: plan.session_time,
             tls: plan.tls.clone(),
             check: plan.check,
             authorization: plan.authorization.clone(),
@@ -548,8 +561,12 @@ async fn run_viewers(plan: &Plan, worker: usize, workers: usize, progress: bool)
             }
             Ok(viewer::Outcome::Played { start_ns, play_ns, record, latency_us }) => {
                 let _ = setup.record((play_ns.saturating_sub(scheduled_ns) / 1000).clamp(1, report::MAX_US));
-                let _ = media.add(&latency_us);
+                latency_us.add_to(&mut media);
                 report.last_play_ns = report.last_play_ns.max(Some(play_ns));
+                if let Some(ms) = record.ready_ms {
+                    let ready_ns = scheduled_ns + (ms * 1e6) as u64;
+                    report.last_ready_ns = report.last_ready_ns.max(Some(ready_ns));
+                }
                 report.add_session(*record);
                 Some(start_ns)
             }

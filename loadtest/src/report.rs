@@ -38,6 +38,92 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, 3).expect("static bounds")
 }
 
+/// One session's latencies, µs: kept raw while few, in a histogram of `histogram()`'s precision
+/// past `SPILL` samples. A full histogram is ~160 KB to zero and to read whole for each quantile:
+/// made per session at thousands of setups a second it was a quarter of the generator's time,
+/// while a short session has a few dozen samples.
+#[derive(Debug, Default)]
+pub struct Latencies {
+    raw: Vec<u64>,
+    hist: Option<Histogram<u64>>,
+}
+
+impl Latencies {
+    const SPILL: usize = 4096;
+
+    pub fn record(&mut self, us: u64) {
+        let us = us.clamp(1, MAX_US);
+        match &mut self.hist {
+            Some(h) => {
+                let _ = h.record(us);
+            }
+            None => {
+                self.raw.push(us);
+                if self.raw.len() >= Self::SPILL {
+                    let mut h = histogram();
+                    self.add_to(&mut h);
+                    self.raw = Vec::new();
+                    self.hist = Some(h);
+                }
+            }
+        }
+    }
+
+    /// Adds every sample to `h` (a run's histogram).
+    pub fn add_to(&self, h: &mut Histogram<u64>) {
+        match &self.hist {
+            Some(mine) => {
+                let _ = h.add(mine);
+            }
+            None => {
+                for &v in &self.raw {
+                    let _ = h.record(v);
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> u64 {
+        self.hist.as_ref().map_or(self.raw.len() as u64, |h| h.len())
+    }
+
+    #[cfg(test)]
+    pub fn max(&self) -> u64 {
+        self.hist.as_ref().map_or_else(|| self.raw.iter().copied().max().unwrap_or(0), |h| h.max())
+    }
+
+    #[cfg(test)]
+    /// The value at quantile `q` (nearest rank while raw); 0 without samples.
+    pub fn value_at_quantile(&self, q: f64) -> u64 {
+        if let Some(h) = &self.hist {
+            return h.value_at_quantile(q);
+        }
+        let mut sorted = self.raw.clone();
+        sorted.sort_unstable();
+        Self::nearest_rank(&sorted, q)
+    }
+
+    fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
+        let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+        sorted.get(rank.saturating_sub(1)).copied().unwrap_or(0)
+    }
+
+    /// Milliseconds; `None` without samples (never zeros).
+    pub fn quantiles(&self) -> Option<Quantiles> {
+        if let Some(h) = &self.hist {
+            return Quantiles::of_us(h);
+        }
+        if self.raw.is_empty() {
+            return None;
+        }
+        let mut sorted = self.raw.clone();
+        sorted.sort_unstable();
+        let ms = |q: f64| Self::nearest_rank(&sorted, q) as f64 / 1000.0;
+        Some(Quantiles { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), p999: ms(0.999), max: ms(1.0) })
+    }
+}
+
 impl Default for Shared {
     fn default() -> Self {
         Shared {
@@ -189,6 +275,10 @@ pub struct SessionRecord {
     pub ttff_ms: Option<f64>,
     /// PLAY sent → the first RTP packet received, ms.
     pub first_packet_ms: Option<f64>,
+    /// Scheduled start → the first RTP packet received, ms: the whole setup (GET and POST
+    /// paired, DESCRIBE, SETUP and PLAY answered, media flowing); `null` if none came.
+    #[serde(default)]
+    pub ready_ms: Option<f64>,
 }
 
 impl SessionRecord {
@@ -256,6 +346,16 @@ pub struct Report {
     pub sessions_without_keyframe: u64,
     /// PLAY sent → first RTP packet, ms, over sessions.
     pub time_to_first_packet_ms: Option<Quantiles>,
+    /// Sessions set up completely: they reached PLAY and received a first RTP packet.
+    #[serde(default)]
+    pub sessions_ready: u64,
+    /// Scheduled start → first RTP packet, ms, over the sessions ready (the setup latency of
+    /// a whole setup; `setup_latency_ms` stops at PLAY answered).
+    #[serde(default)]
+    pub ready_latency_ms: Option<Quantiles>,
+    /// Sessions ready per second between the first scheduled start and the last one ready.
+    #[serde(default)]
+    pub ready_rate_per_s: Option<f64>,
     pub bytes_received: u64,
     pub packets_received: u64,
     /// Marked packets of the right stream: timed and sequence-checked.
@@ -309,6 +409,9 @@ pub struct Report {
     pub first_start_ns: Option<u64>,
     pub last_start_ns: Option<u64>,
     pub last_play_ns: Option<u64>,
+    /// CLOCK_MONOTONIC ns: the last session's first RTP packet.
+    #[serde(default)]
+    pub last_ready_ns: Option<u64>,
     /// Raw histograms (µs: value, count) so worker reports merge exactly.
     pub setup_hist_us: Vec<(u64, u64)>,
     pub media_hist_us: Vec<(u64, u64)>,
@@ -425,6 +528,7 @@ impl Report {
         self.first_start_ns = opt(u64::min, self.first_start_ns, other.first_start_ns);
         self.last_start_ns = opt(u64::max, self.last_start_ns, other.last_start_ns);
         self.last_play_ns = opt(u64::max, self.last_play_ns, other.last_play_ns);
+        self.last_ready_ns = opt(u64::max, self.last_ready_ns, other.last_ready_ns);
         for s in &other.throughput {
             match self.throughput.iter_mut().find(|m| m.t == s.t) {
                 Some(m) => {
@@ -471,6 +575,9 @@ impl Report {
         self.time_to_first_frame_samples = ttff.len();
         self.sessions_without_keyframe = self.sessions.iter().filter(|s| s.ttff_ms.is_none()).count() as u64;
         self.time_to_first_packet_ms = Quantiles::of_us(&of_sessions(|s| s.first_packet_ms));
+        let ready = of_sessions(|s| s.ready_ms);
+        self.ready_latency_ms = Quantiles::of_us(&ready);
+        self.sessions_ready = ready.len();
         self.delivered_mbps = self.sessions.iter().map(SessionRecord::mbps).sum();
         self.play_time_s = self.sessions.iter().map(|s| s.play_s).sum();
         self.sessions.sort_by_key(|s| s.index);
@@ -483,6 +590,12 @@ impl Report {
         self.play_rate_per_s = match self.last_play_ns {
             Some(b) if b > self.epoch_ns && self.sessions_established > 0 => {
                 Some(self.sessions_established as f64 / ((b - self.epoch_ns) as f64 / 1e9))
+            }
+            _ => None,
+        };
+        self.ready_rate_per_s = match self.last_ready_ns {
+            Some(b) if b > self.epoch_ns && self.sessions_ready > 0 => {
+                Some(self.sessions_ready as f64 / ((b - self.epoch_ns) as f64 / 1e9))
             }
             _ => None,
         };
@@ -520,6 +633,12 @@ impl Report {
         s.push_str(&format!(
             "setup latency ms (from the scheduled start): {}\n",
             Quantiles::line(&self.setup_latency_ms, self.setup_latency_samples, 2)
+        ));
+        s.push_str(&format!(
+            "ready (first media packet) ms from the scheduled start: {}; {} sessions ready, {} from the first scheduled start\n",
+            Quantiles::line(&self.ready_latency_ms, self.sessions_ready, 2),
+            self.sessions_ready,
+            rate(self.ready_rate_per_s),
         ));
         s.push_str(&format!(
             "media latency ms (from each packet's due time): {}\n",
@@ -649,5 +768,28 @@ mod tests {
         assert_eq!(json["media_latency_samples"], 0);
         assert!(r.summary().contains("media latency ms (from each packet's due time): null (0 samples)"));
         assert_eq!(Shared::default().take_window_p99_ms(), (None, 0));
+    }
+
+    #[test]
+    fn a_sessions_latencies_agree_raw_and_spilled() {
+        let mut few = Latencies::default();
+        let mut many = Latencies::default();
+        let mut all = histogram();
+        for v in 1..=100u64 {
+            few.record(v * 1000);
+        }
+        for v in 0..10_000u64 {
+            many.record(1000 + v % 1000);
+            let _ = all.record(1000 + v % 1000);
+        }
+        let q = few.quantiles().unwrap();
+        assert_eq!((q.p50, q.p90, q.p99, q.max), (50.0, 90.0, 99.0, 100.0));
+        assert_eq!(few.len(), 100);
+        assert_eq!(many.quantiles(), Quantiles::of_us(&all), "past the spill it is the histogram");
+        let mut run = histogram();
+        few.add_to(&mut run);
+        many.add_to(&mut run);
+        assert_eq!(run.len(), 10_100);
+        assert_eq!(Latencies::default().quantiles(), None);
     }
 }

@@ -9,14 +9,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine;
-use hdrhistogram::Histogram;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::check::{CheckParams, Checker, Tally};
 use crate::payload;
-use crate::report::{Quantiles, SessionRecord, Shared};
+use crate::report::{Latencies, SessionRecord, Shared};
 use crate::wire::{self, Msg};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +36,9 @@ pub struct ViewerSpec {
     pub scheduled_ns: u64,
     pub stop_at: Instant,
     pub stop_ns: u64,
+    /// `--session-time`: the session ends this long after its PLAY was answered (or at the
+    /// common stop time, whichever comes first), so a setup-rate run keeps few sessions open.
+    pub session_time: Option<Duration>,
     /// HTTPS tunnel (TLS on both GET and POST) when set.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub check: CheckParams,
@@ -50,7 +52,7 @@ pub enum Outcome {
     /// Failed before PLAY was answered.
     NotPlayed { start_ns: u64, reason: String },
     /// Reached PLAY; `record.survived` says whether it played to the end.
-    Played { start_ns: u64, play_ns: u64, record: Box<SessionRecord>, latency_us: Histogram<u64> },
+    Played { start_ns: u64, play_ns: u64, record: Box<SessionRecord>, latency_us: Latencies },
 }
 
 type Rd = Box<dyn AsyncRead + Unpin + Send>;
@@ -151,6 +153,8 @@ struct Conn {
     session: Option<String>,
     /// When PLAY was sent (time to first frame counts from here).
     play_sent_ns: u64,
+    /// The replies' read buffer, one per session rather than one per request.
+    reply_buf: Vec<u8>,
     authorization: Option<Arc<str>>,
 }
 
@@ -191,6 +195,7 @@ impl Conn {
             cseq: 0,
             session: None,
             play_sent_ns: 0,
+            reply_buf: Vec::new(),
             authorization: spec.authorization.clone(),
         };
         match spec.mode {
@@ -273,9 +278,16 @@ impl Conn {
         deadline: Instant,
     ) -> Result<Msg, String> {
         let want = self.send(method, uri, extra).await?;
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut buf = std::mem::take(&mut self.reply_buf);
+        buf.resize(16 * 1024, 0);
+        let answer = self.await_reply(method, want, deadline, &mut buf).await;
+        self.reply_buf = buf;
+        answer
+    }
+
+    async fn await_reply(&mut self, method: &str, want: u32, deadline: Instant, buf: &mut [u8]) -> Result<Msg, String> {
         loop {
-            let n = tokio::time::timeout_at(deadline, self.data.read(&mut buf))
+            let n = tokio::time::timeout_at(deadline, self.data.read(buf))
                 .await
                 .map_err(|_| format!("timeout_{}", method.to_ascii_lowercase()))?
                 .map_err(io_err)?;
@@ -380,7 +392,7 @@ fn verdict(ended: Result<(), String>, c: &Checker, t: &Tally) -> Option<String> 
 }
 
 /// Runs one viewer to `spec.stop_at`.
-pub async fn run(spec: ViewerSpec, shared: Arc<Shared>) -> Outcome {
+pub async fn run(mut spec: ViewerSpec, shared: Arc<Shared>) -> Outcome {
     let start_ns = payload::monotonic_ns();
     let setup_deadline = Instant::now() + Duration::from_secs(20);
     let (mut conn, base) = match Conn::open(&spec, shared.clone()).await {
@@ -397,6 +409,13 @@ pub async fn run(spec: ViewerSpec, shared: Arc<Shared>) -> Outcome {
         Err(reason) => return Outcome::NotPlayed { start_ns, reason },
     };
     let play_ns = payload::monotonic_ns();
+    if let Some(t) = spec.session_time {
+        let own_stop_ns = play_ns.saturating_add(t.as_nanos() as u64);
+        if own_stop_ns < spec.stop_ns {
+            spec.stop_ns = own_stop_ns;
+            spec.stop_at = crate::instant_of(own_stop_ns);
+        }
+    }
     shared.established.fetch_add(1, Ordering::Relaxed);
     shared.playing.fetch_add(1, Ordering::Relaxed);
     let ended = conn.play(&spec, &base).await;
@@ -441,12 +460,13 @@ pub async fn run(spec: ViewerSpec, shared: Arc<Shared>) -> Outcome {
         slices_verified: c.slices.slices_verified,
         pictures_unverified: c.slices.pictures_unverified,
         integrity: c.integrity,
-        latency_ms: Quantiles::of_us(&c.latency_us),
+        latency_ms: c.latency_us.quantiles(),
         from_before_play: c.from_before_play,
         ttff_ms: c.first_keyframe_ns.map(|t| ms(t.saturating_sub(conn.play_sent_ns))),
         first_packet_ms: c.first_packet_ns.map(|t| ms(t.saturating_sub(conn.play_sent_ns))),
+        ready_ms: c.first_packet_ns.map(|t| ms(t.saturating_sub(spec.scheduled_ns))),
     };
-    let latency_us = std::mem::replace(&mut c.latency_us, crate::report::histogram());
+    let latency_us = std::mem::take(&mut c.latency_us);
     Outcome::Played { start_ns, play_ns, record: Box::new(record), latency_us }
 }
 

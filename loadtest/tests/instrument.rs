@@ -13,8 +13,8 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{
-    Act, assert_clean, frame_proxy, nal_of, playing_in, relay, shared_relay, start_cameras, start_cameras_at,
-    start_cameras_on, start_viewers, viewers,
+    Act, assert_clean, frame_proxy, nal_of, playing_in, relay, relay_configured, shared_relay, start_cameras,
+    start_cameras_at, start_cameras_on, start_viewers, viewers,
 };
 use serde_json::Value;
 
@@ -310,4 +310,58 @@ fn a_restarted_camera_announces_new_ssrcs_unless_told_to_keep_them() {
     }
     assert_ne!(seen[0], seen[1], "a new process, new SSRCs: {seen:?}");
     assert_eq!(seen[2], seen[3], "--fixed-ssrc: the same in every process: {seen:?}");
+}
+
+/// A relay double that answers slowly: each connection waits `delay` before its bytes flow
+/// (a relay whose accept queue or setup path is backed up), then passes them unchanged.
+fn slow_relay(camera: SocketAddr, delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for viewer in listener.incoming() {
+            let Ok(viewer) = viewer else { return };
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let Ok(cam) = TcpStream::connect(camera) else { return };
+                let (v2, c2) = (viewer.try_clone().unwrap(), cam.try_clone().unwrap());
+                std::thread::spawn(move || pump(viewer, cam, false));
+                pump(c2, v2, false);
+            });
+        }
+    });
+    addr
+}
+
+/// What `setup-rate.sh` reads: a whole setup (to the first media packet) is timed from the
+/// scheduled start, so a relay that answers 400 ms late shows it in every session's `ready_ms`
+/// and in the quantiles, while short `--session-time` sessions still all complete.
+#[test]
+fn a_slow_relay_shows_in_the_whole_setup_latency() {
+    skip_when_quick!();
+    let (_cams, addr) = start_cameras(2);
+    let slow = slow_relay(addr, Duration::from_millis(400));
+    let report = start_viewers(slow, "rtsp", 6, 2, &["--session-time", "300ms", "--duration", "1s"]).finish().1;
+    assert_eq!(report["sessions_ready"], 6, "{report:#}");
+    assert!(report["ready_latency_ms"]["p50"].as_f64().unwrap() >= 400.0, "{}", report["ready_latency_ms"]);
+    for s in sessions(&report) {
+        assert!(s["ready_ms"].as_f64().unwrap() >= 400.0, "{s:#}");
+        // Each session ended its own 300 ms after PLAY, well before the common stop.
+        assert!(s["play_s"].as_f64().unwrap() < 0.9, "{s:#}");
+    }
+    assert!(report["ready_rate_per_s"].as_f64().is_some(), "{report:#}");
+}
+
+/// Setups the relay refuses are counted by kind, not lost: with `max_sessions = 3` and eight
+/// tunnels started while the first three still play, three are ready and five were refused
+/// (`http_503`).
+#[test]
+fn setups_refused_by_a_full_relay_are_counted_by_kind() {
+    skip_when_quick!();
+    let (_cams, addr) = start_cameras(2);
+    let relay = relay_configured(addr, 2, false, "[limits]\nmax_sessions = 3\n", "");
+    let report = viewers(relay.local_addrs()[0], "tunnel", 8, 2, &["--session-time", "3s"]);
+    assert_eq!(report["sessions_ready"], 3, "{report:#}");
+    assert_eq!(report["failures_before_play"]["http_503"], 5, "{}", report["failures_before_play"]);
+    assert_eq!(report["sessions_failed"], 5, "{report:#}");
+    relay.shutdown(Duration::from_millis(200));
 }

@@ -44,6 +44,7 @@ use super::gop_budget::GopAccount;
 use super::gop_cache::{GopBound, GopCache, GopLimits};
 use super::interleaved::{Demux, Event};
 use super::keyframe::{Classifier, RtpHeader};
+use super::rewrite::HandedOut;
 use super::rtp_continuity::{RtcpVerdict, TrackContinuity};
 use super::rtsp::{Message, MessageLimits};
 use super::rtsp_headers::{Public, RtpInfo, SessionHeader, Transport, TransportSpec};
@@ -281,6 +282,9 @@ pub struct Presentation {
     /// How that track's packets are read, found once here rather than from the SDP's text
     /// for every packet.
     pub key_classifier: Option<Classifier>,
+    /// The URLs above as a viewer may ask for them (content base, aggregate, each track):
+    /// taken apart once here, not for every viewer request that is confined to them.
+    pub handed_out: Vec<HandedOut>,
 }
 
 impl Presentation {
@@ -305,7 +309,7 @@ impl Presentation {
             .take(MAX_TRACKS)
             .map(|t| PresentedTrack { url: sdp::join_control(&base, t.control.as_deref()), sdp: t, channels: None })
             .collect();
-        Some(Presentation {
+        let mut p = Presentation {
             sdp: text.to_owned(),
             content_base: base,
             aggregate_url,
@@ -313,7 +317,15 @@ impl Presentation {
             viewer_sdp: String::new(),
             key_track: None,
             key_classifier: None,
-        })
+            handed_out: Vec::new(),
+        };
+        p.handed_out = p.urls_handed_out();
+        Some(p)
+    }
+
+    fn urls_handed_out(&self) -> Vec<HandedOut> {
+        let urls = [&self.content_base, &self.aggregate_url].into_iter().chain(self.tracks.iter().map(|t| &t.url));
+        urls.filter_map(|u| HandedOut::of(u)).collect()
     }
 
     /// Fills what follows from the SETUP results (`channels` of each track): the viewers' SDP
@@ -323,6 +335,7 @@ impl Presentation {
         self.viewer_sdp = sdp::keep_sections(&self.sdp, |i| tracks.get(i).is_some_and(|t| t.channels.is_some()));
         self.key_track = tracks.iter().position(|t| t.channels.is_some() && t.sdp.classifier().is_some());
         self.key_classifier = self.key_track.and_then(|t| tracks.get(t)).and_then(|t| t.sdp.classifier());
+        self.handed_out = self.urls_handed_out();
     }
 
     /// Whether viewers set up on `self` can go on receiving a camera described by `other`.

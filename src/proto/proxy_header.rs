@@ -240,6 +240,11 @@ pub fn gate(trusted: bool, input: &[u8], max_len: usize) -> Gate {
             ProxyHeader::Invalid(why) => Gate::Refuse(Refusal::BadHeader(why)),
         };
     }
+    // Nothing read yet (an empty read) says nothing: proceeding would take a header that
+    // follows for the request.
+    if input.is_empty() {
+        return Gate::NeedMore;
+    }
     if !starts_like_header(input) {
         return Gate::Proceed { skip: 0, source: None };
     }
@@ -531,6 +536,9 @@ mod tests {
         assert_eq!(gate(false, &bytes[..12], 4096), Gate::Refuse(Refusal::Untrusted));
         assert_eq!(gate(false, b"PROXY ", 4096), Gate::Refuse(Refusal::Untrusted));
         assert_eq!(gate(false, b"P", 4096), Gate::NeedMore);
+        // No bytes yet decide nothing: a header that follows is still a header.
+        assert_eq!(gate(false, b"", 4096), Gate::NeedMore);
+        assert_eq!(gate(true, b"", 4096), Gate::NeedMore);
         for plain in [&b"POST /cam HTTP/1.0\r\n"[..], b"OPTIONS rtsp://x RTSP/1.0\r\n", &[0x16, 3, 1], b"PROXZ"] {
             assert_eq!(gate(false, plain, 4096), Gate::Proceed { skip: 0, source: None }, "{plain:?}");
         }

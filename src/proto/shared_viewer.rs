@@ -330,11 +330,8 @@ impl SharedViewer {
         let method = msg.method().unwrap_or("");
         // The same confinement as a request passed on to a camera: within the route (dot
         // segments resolved), or at or below a URL the camera's description gave out.
-        let given: Vec<HandedOut> = camera.presentation.map_or_else(Vec::new, |p| {
-            let urls = [&p.content_base, &p.aggregate_url].into_iter().chain(p.tracks.iter().map(|t| &t.url));
-            urls.filter_map(|u| HandedOut::of(u)).collect()
-        });
-        match self.map.camera_uri(msg.uri().unwrap_or(""), method == "OPTIONS", &given) {
+        let given: &[HandedOut] = camera.presentation.map_or(&[], |p| &p.handed_out);
+        match self.map.camera_uri(msg.uri().unwrap_or(""), method == "OPTIONS", given) {
             Ok(_) => {}
             Err(UriRefusal::OutsideRoute) => {
                 self.out.push_back(ViewerOutput::Refused(Rejection::OutsideRoute));

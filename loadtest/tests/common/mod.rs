@@ -187,7 +187,12 @@ pub fn shared_relay(cams: SocketAddr, streams: usize) -> Shards {
 
 /// An in-process relay with `route_keys` (TOML lines) on every route.
 pub fn relay_with(cams: SocketAddr, streams: usize, tls: bool, route_keys: &str) -> Shards {
-    let mut text = String::from("[listen]\ntunnel=[\"127.0.0.1:0\"]\n");
+    relay_configured(cams, streams, tls, "", route_keys)
+}
+
+/// An in-process relay with `sections` (TOML, e.g. `[limits]` keys) before its routes.
+pub fn relay_configured(cams: SocketAddr, streams: usize, tls: bool, sections: &str, route_keys: &str) -> Shards {
+    let mut text = format!("[listen]\ntunnel=[\"127.0.0.1:0\"]\n{sections}");
     for i in 0..streams {
         text.push_str(&format!("[[route]]\npath=\"/cam{i}\"\nupstream=\"rtsp://{cams}/cam{i}\"\n{route_keys}"));
     }
