@@ -168,7 +168,8 @@ impl Demux {
                 // Invariant: `msg_total` is Some in this branch (tested two lines up); no byte changes that.
                 let (mut message, _, _) = self.msg_total.take().expect("checked above");
                 message.body = bytes::Bytes::copy_from_slice(&self.msg[head_len..total]);
-                self.msg.clear();
+                // Messages are rare next to frames: the room of the last one is not kept.
+                self.msg = Vec::new();
                 out.push(Event::Message(message));
             }
             return Ok(take);
@@ -189,7 +190,7 @@ impl Demux {
         if self.msg.len() >= total {
             let mut message = head.message;
             message.body = bytes::Bytes::copy_from_slice(&self.msg[head_len..total]);
-            self.msg.clear();
+            self.msg = Vec::new();
             out.push(Event::Message(message));
             return Ok(total - before);
         }

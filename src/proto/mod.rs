@@ -27,6 +27,7 @@ pub mod outcome;
 pub mod permissions;
 pub mod proxy_header;
 pub mod rewrite;
+pub mod room;
 pub mod rng;
 pub mod route;
 pub mod rtp_continuity;

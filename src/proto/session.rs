@@ -428,6 +428,12 @@ impl Session {
                 self.close(SessionOutcome::ProtocolError, out);
             }
         }
+        // A viewer sends a request or an RTCP report now and then, never media: the room of its
+        // last one goes back (the camera's side keeps its own, reused at every receive).
+        decoded.clear();
+        events.clear();
+        super::room::release_if_empty_vec(&mut decoded);
+        super::room::release_if_empty_vec(&mut events);
         self.decoded = decoded;
         self.events = events;
         self.hold_replies_mid_frame(first_output, out);
