@@ -221,7 +221,9 @@ pub struct Session {
     /// Authority (`host:port`) the viewer used, for URIs that don't carry one (`*`).
     viewer_authority: String,
     map: Option<UrlMap>,
-    auth: Option<UpstreamAuth>,
+    /// Boxed: only routes with camera credentials use it, and every viewer's session would
+    /// carry its room inline.
+    auth: Option<Box<UpstreamAuth>>,
     base64: Base64StreamDecoder,
     decoded: Vec<u8>,
     commands: Demux,
@@ -599,7 +601,7 @@ impl Session {
                     return;
                 }
             }
-            self.auth = route.credentials.clone().map(|c| UpstreamAuth::new(c, self.params.cnonce_seed));
+            self.auth = route.credentials.clone().map(|c| Box::new(UpstreamAuth::new(c, self.params.cnonce_seed)));
         }
         match self.admit(&msg, self.is_tls(stream), cseq, now, routes, out) {
             Admit::Pass => {}
