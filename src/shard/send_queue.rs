@@ -14,8 +14,10 @@ pub const MAX_IOV: usize = 64;
 /// tiny frames costs a few large segments rather than one allocation per frame.
 const COALESCE_BYTES: usize = 64 * 1024;
 /// A queue drained after a burst gives back all but this many segments' room: thousands of
-/// viewers each keeping the room of their longest backlog would cost more than the media.
-const KEPT_SEGMENTS: usize = 16;
+/// viewers each keeping the room of their longest backlog would cost more than the media. A
+/// live viewer's queue holds a few segments between sends, and each joiner's GOP cache replay
+/// (hundreds of segments) used to leave 16 (768 B) with it.
+const KEPT_SEGMENTS: usize = 8;
 /// A queue using less than a quarter of its room gives back all but twice what it uses: a
 /// viewer of a busy camera is rarely empty, and the room of its GOP cache replay (a segment per
 /// cached packet, hundreds) stayed with it for good, ~18 KiB per viewer at 2 Mbit/s.
