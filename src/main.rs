@@ -70,7 +70,20 @@ fn hash_password(name: &str, config: Option<&std::path::Path>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// mimalloc advises transparent huge pages for its heap (`MADV_HUGEPAGE`), so on a kernel in
+/// `madvise` mode every 2 MiB region it touches is resident whole. The relay's heap is many
+/// small objects, touched sparsely: with huge pages the idle relay held 38 MB and each viewer of
+/// a shared camera 19 KB of RSS, without them 21 MB and 11 KB (1 camera x 1,000 viewers,
+/// docs/perf/README.md). `MIMALLOC_ALLOW_THP=1` keeps them.
+fn without_transparent_huge_pages() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // Best effort: a kernel without the flag keeps its huge pages, and the relay runs.
+        let _ = nix::sys::prctl::set_thp_disable(true);
+    }
+}
+
 fn main() -> ExitCode {
+    without_transparent_huge_pages();
     let cli = Cli::parse();
     if let Some(name) = &cli.hash_password {
         return hash_password(name, cli.config.as_deref());

@@ -31,8 +31,9 @@ pub struct Demux {
     length_bytes: [u8; 2],
     /// An RTSP message being assembled...
     msg: Vec<u8>,
-    /// ...and its total length once its head has been parsed.
-    msg_total: Option<(Message, usize, usize)>,
+    /// ...and its total length once its head has been parsed. Boxed: a message whose body
+    /// spans receives is rare, and every session holds three demultiplexers.
+    msg_total: Option<Box<(Message, usize, usize)>>,
     failed: bool,
 }
 
@@ -160,15 +161,16 @@ impl Demux {
     /// Adds bytes to the message being assembled; returns how many of `bytes` it took.
     fn feed_message(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<usize, ParseError> {
         let before = self.msg.len();
-        if let Some((_, head_len, total)) = &self.msg_total {
+        if let Some((_, head_len, total)) = self.msg_total.as_deref() {
             let (head_len, total) = (*head_len, *total);
             let take = (total - before).min(bytes.len());
             self.msg.extend_from_slice(&bytes[..take]);
             if self.msg.len() == total {
                 // Invariant: `msg_total` is Some in this branch (tested two lines up); no byte changes that.
-                let (mut message, _, _) = self.msg_total.take().expect("checked above");
+                let (mut message, _, _) = *self.msg_total.take().expect("checked above");
                 message.body = bytes::Bytes::copy_from_slice(&self.msg[head_len..total]);
-                self.msg.clear();
+                // Messages are rare next to frames: the room of the last one is not kept.
+                self.msg = Vec::new();
                 out.push(Event::Message(message));
             }
             return Ok(take);
@@ -189,11 +191,11 @@ impl Demux {
         if self.msg.len() >= total {
             let mut message = head.message;
             message.body = bytes::Bytes::copy_from_slice(&self.msg[head_len..total]);
-            self.msg.clear();
+            self.msg = Vec::new();
             out.push(Event::Message(message));
             return Ok(total - before);
         }
-        self.msg_total = Some((head.message, head_len, total));
+        self.msg_total = Some(Box::new((head.message, head_len, total)));
         Ok(bytes.len())
     }
 

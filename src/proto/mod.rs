@@ -30,6 +30,7 @@ pub mod permissions;
 pub mod proxy_header;
 pub mod rewrite;
 pub mod rng;
+pub mod room;
 pub mod route;
 pub mod rtp_continuity;
 pub mod rtsp;

@@ -221,7 +221,9 @@ pub struct Session {
     /// Authority (`host:port`) the viewer used, for URIs that don't carry one (`*`).
     viewer_authority: String,
     map: Option<UrlMap>,
-    auth: Option<UpstreamAuth>,
+    /// Boxed: only routes with camera credentials use it, and every viewer's session would
+    /// carry its room inline.
+    auth: Option<Box<UpstreamAuth>>,
     base64: Base64StreamDecoder,
     decoded: Vec<u8>,
     commands: Demux,
@@ -428,6 +430,12 @@ impl Session {
                 self.close(SessionOutcome::ProtocolError, out);
             }
         }
+        // A viewer sends a request or an RTCP report now and then, never media: the room of its
+        // last one goes back (the camera's side keeps its own, reused at every receive).
+        decoded.clear();
+        events.clear();
+        super::room::release_if_empty_vec(&mut decoded);
+        super::room::release_if_empty_vec(&mut events);
         self.decoded = decoded;
         self.events = events;
         self.hold_replies_mid_frame(first_output, out);
@@ -593,7 +601,7 @@ impl Session {
                     return;
                 }
             }
-            self.auth = route.credentials.clone().map(|c| UpstreamAuth::new(c, self.params.cnonce_seed));
+            self.auth = route.credentials.clone().map(|c| Box::new(UpstreamAuth::new(c, self.params.cnonce_seed)));
         }
         match self.admit(&msg, self.is_tls(stream), cseq, now, routes, out) {
             Admit::Pass => {}

@@ -159,7 +159,13 @@ impl SharedViewer {
     }
 
     pub fn poll_output(&mut self) -> Option<ViewerOutput> {
-        self.out.pop_front()
+        let next = self.out.pop_front();
+        if next.is_none() {
+            // Answers come a few times in a viewer's life: their room is not kept for it.
+            super::room::release_if_empty(&mut self.out);
+            super::room::release_if_empty(&mut self.pending);
+        }
+        next
     }
 
     /// When [`SharedViewer::handle_timeout`] next has work.

@@ -358,6 +358,11 @@ impl Tunnel {
             self.push_core(o);
         }
         self.core = core;
+        if self.relay_answers {
+            // A shared viewer's media never passes here (its route queues it): this scratch
+            // serves its few requests, and would otherwise stay with each of thousands of viewers.
+            super::room::release_if_empty_vec(&mut self.core);
+        }
     }
 
     /// A deadline of [`Tunnel::poll_timeout`] has passed (a shared viewer's dialogue keeps its
@@ -368,12 +373,21 @@ impl Tunnel {
 
     /// The next thing for the shell to do.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let next = self.out.pop_front();
+        if next.is_none() && self.relay_answers {
+            // As `core` in `handle`: no media passes through a shared viewer's tunnel.
+            super::room::release_if_empty(&mut self.out);
+        }
+        next
     }
 
     /// The next thing for the shell to count or log.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let next = self.events.pop_front();
+        if next.is_none() && self.relay_answers {
+            super::room::release_if_empty(&mut self.events);
+        }
+        next
     }
 
     /// When [`Tunnel::handle_timeout`] next has something to do: the earliest of

@@ -741,3 +741,12 @@ impl IndexMut<usize> for ConnTable {
         &mut self.slab[idx]
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    /// Two connections per tunnel viewer: a slot is part of each viewer's memory.
+    #[test]
+    fn a_connection_slot_stays_small() {
+        assert!(std::mem::size_of::<super::Conn>() <= 240, "{}", std::mem::size_of::<super::Conn>());
+    }
+}

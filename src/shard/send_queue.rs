@@ -14,8 +14,10 @@ pub const MAX_IOV: usize = 64;
 /// tiny frames costs a few large segments rather than one allocation per frame.
 const COALESCE_BYTES: usize = 64 * 1024;
 /// A queue drained after a burst gives back all but this many segments' room: thousands of
-/// viewers each keeping the room of their longest backlog would cost more than the media.
-const KEPT_SEGMENTS: usize = 16;
+/// viewers each keeping the room of their longest backlog would cost more than the media. A
+/// live viewer's queue holds a few segments between sends, and each joiner's GOP cache replay
+/// (hundreds of segments) used to leave 16 (768 B) with it.
+const KEPT_SEGMENTS: usize = 8;
 /// A queue using less than a quarter of its room gives back all but twice what it uses: a
 /// viewer of a busy camera is rarely empty, and the room of its GOP cache replay (a segment per
 /// cached packet, hundreds) stayed with it for good, ~18 KiB per viewer at 2 Mbit/s.
@@ -86,12 +88,17 @@ impl Segment {
     }
 }
 
-/// The `msghdr` and iovecs of the send in flight. Boxed so their addresses stay fixed while the
-/// kernel reads them, however the owning connection moves.
+/// The `msghdr` and iovecs of the send in flight. Boxed (and the iovecs on the heap) so their
+/// addresses stay fixed while the kernel reads them, however the owning connection moves. The
+/// iovecs take the room the sends need, up to [`MAX_IOV`]: a viewer of a live camera sends a few
+/// segments at a time, and 64 iovecs a viewer (1 KiB) was an eighth of its memory.
 struct SendMsg {
     hdr: libc::msghdr,
-    iov: [libc::iovec; MAX_IOV],
+    iov: Vec<libc::iovec>,
 }
+
+/// Iovec room a drained queue keeps: what a viewer of a live camera uses per send.
+const KEPT_IOV: usize = 4;
 
 #[derive(Default)]
 pub struct SendQueue {
@@ -108,8 +115,7 @@ pub struct SendQueue {
 }
 
 fn new_send_msg() -> Box<SendMsg> {
-    let iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
-    Box::new(SendMsg { hdr: empty_msghdr(), iov })
+    Box::new(SendMsg { hdr: empty_msghdr(), iov: Vec::new() })
 }
 
 fn empty_msghdr() -> libc::msghdr {
@@ -256,10 +262,11 @@ impl SendQueue {
             return None;
         }
         let msg = &mut **self.msg.get_or_insert_with(new_send_msg);
-        let mut n = 0;
+        // No send is in flight: nothing reads the iovecs, so they may move while refilled.
+        msg.iov.clear();
         for seg in self.segments.iter().take(MAX_IOV) {
             // Both arms cut the iovec from a bounds-checked slice (the kernel only reads it).
-            msg.iov[n] = match seg {
+            msg.iov.push(match seg {
                 Segment::Owned { data, offset, .. } => {
                     let bytes = &data[*offset..];
                     libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() }
@@ -268,9 +275,9 @@ impl SendQueue {
                 Segment::Shared { data, .. } => {
                     libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() }
                 }
-            };
-            n += 1;
+            });
         }
+        let n = msg.iov.len();
         msg.hdr = empty_msghdr();
         msg.hdr.msg_iov = msg.iov.as_mut_ptr();
         msg.hdr.msg_iovlen = n as _;
@@ -311,6 +318,10 @@ impl SendQueue {
         if room > KEPT_SEGMENTS && len < room / SHRINK_BELOW {
             // No iovec points into the deque itself (only into what its segments own).
             self.segments.shrink_to((2 * len).max(KEPT_SEGMENTS));
+        }
+        // A burst's iovec room goes back once the queue is drained (no send is in flight now).
+        if let Some(msg) = self.msg.as_mut().filter(|m| len == 0 && m.iov.capacity() > KEPT_IOV) {
+            msg.iov = Vec::with_capacity(KEPT_IOV);
         }
     }
 
@@ -397,5 +408,33 @@ mod tests {
         assert!(!q.is_empty());
         assert!(q.segments.capacity() <= 2 * KEPT_SEGMENTS, "room kept: {}", q.segments.capacity());
         assert_eq!(q.queued(), q.entries() * 1200);
+    }
+
+    #[test]
+    fn a_drained_queue_keeps_a_few_iovecs_not_sixty_four() {
+        let uring = io_uring::IoUring::new(8).unwrap();
+        let mut bufs = BufRing::register(&uring.submitter(), 3, 64, 4096).unwrap();
+        let mut q = SendQueue::default();
+        let mut done = Vec::new();
+        let packet = bytes::Bytes::from(vec![7u8; 1200]);
+        // A live viewer: one packet a send.
+        q.push_shared(packet.clone(), timed());
+        assert!(q.prepare(&bufs).is_some());
+        q.complete(1200, &mut bufs, &mut done);
+        let room = |q: &SendQueue| q.msg.as_ref().map_or(0, |m| m.iov.capacity());
+        assert!(room(&q) <= KEPT_IOV, "{}", room(&q));
+        // A burst fills a whole send; once drained, its room goes back.
+        for _ in 0..100 {
+            q.push_shared(packet.clone(), timed());
+        }
+        while !q.is_empty() {
+            let n = q.entries().min(MAX_IOV);
+            assert!(q.prepare(&bufs).is_some());
+            assert!(room(&q) >= n);
+            q.complete(n * 1200, &mut bufs, &mut done);
+        }
+        assert!(room(&q) <= KEPT_IOV, "{}", room(&q));
+        // The message itself: a header and a pointer, not 64 iovecs.
+        assert!(std::mem::size_of::<SendMsg>() <= 96, "{}", std::mem::size_of::<SendMsg>());
     }
 }

@@ -32,7 +32,7 @@ impl Session {
                 Err(_) => return false,
             }
         }
-        let mut auth = fallback.credentials.clone().map(|c| UpstreamAuth::new(c, self.params.cnonce_seed));
+        let mut auth = fallback.credentials.clone().map(|c| Box::new(UpstreamAuth::new(c, self.params.cnonce_seed)));
         let mut wires = Vec::with_capacity(uris.len());
         for (p, camera_uri) in self.pending.iter_mut().zip(uris) {
             if let StartLine::Request { uri, .. } = &mut p.request.start {
