@@ -31,6 +31,7 @@ pub mod proxy_header;
 pub mod rewrite;
 pub mod rng;
 pub mod route;
+pub mod route_placement;
 pub mod rtp_continuity;
 pub mod rtsp;
 pub mod rtsp_headers;

@@ -68,7 +68,8 @@ impl Shard {
             .keys()
             .into_iter()
             .filter_map(|ck| self.relay.cameras.get(ck))
-            .filter(|s| !s.shared.is_closed());
+            // A replica's camera is its home route's, reported there.
+            .filter(|s| !s.shared.is_closed() && s.home.is_none());
         let shared = shared.map(|s| (s.route.path.as_str(), s.shared.health().seen()));
         for (path, seen) in passthrough.chain(shared) {
             if let Some((viewers, state)) = seen {
