@@ -1403,6 +1403,14 @@ mod tests {
         let (cfg, routes) = Config::from_toml(EXAMPLE).unwrap();
         assert_eq!(cfg.listen.tunnel, vec!["0.0.0.0:80".parse().unwrap()]);
         assert_eq!(cfg.runtime.shards, 0);
+        assert_eq!(cfg.runtime.hot_route_viewers, 100, "replicas past 100 viewers by default");
+        let (off, _) = Config::from_toml(&EXAMPLE.replace(
+            "shards = 0",
+            "shards = 0
+hot_route_viewers = 0",
+        ))
+        .unwrap();
+        assert_eq!(off.runtime.hot_route_viewers, 0);
         assert_eq!(routes.len(), 1);
         let r = &routes[0];
         assert_eq!(r.path, "/cam1");

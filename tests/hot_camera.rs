@@ -157,6 +157,21 @@ fn have_curl() -> bool {
     ok
 }
 
+/// At least `n` viewers of `/hot`, until both shards hold two or more (the first two go to the
+/// camera's shard, the later ones stay where the kernel's port hash put them); their shards.
+fn spread(relay: &RelayProcess, api: u16, n: usize) -> (Vec<Watch>, Vec<u16>) {
+    let mut watches: Vec<Watch> = Vec::new();
+    let mut shards: Vec<u16> = Vec::new();
+    while watches.len() < n || [0, 1].iter().any(|s| shards.iter().filter(|x| *x == s).count() < 2) {
+        assert!(watches.len() < 40, "the viewers all landed on one shard: {shards:?}");
+        let w = Watch::start(relay, "/hot");
+        let shard = shard_of(api, &w).expect("the viewer's session is listed");
+        shards.push(shard);
+        watches.push(w);
+    }
+    (watches, shards)
+}
+
 fn assert_whole(w: &Watch, who: &str) {
     let seen = w.seen();
     assert!(!seen.closed, "{who} was closed");
@@ -174,24 +189,14 @@ fn a_hot_camera_is_served_from_both_shards_with_one_camera_session() {
     let camera = GstCamera::start(None);
     let api = free_port();
     let relay = start("hot-camera", &camera, 2, api);
-    // Viewers until both shards hold at least two (the first two go to the camera's shard,
-    // the later ones stay where the kernel's port hash put them).
-    let mut watches: Vec<Watch> = Vec::new();
-    let mut shards: Vec<u16> = Vec::new();
-    while watches.len() < 10 || [0, 1].iter().any(|s| shards.iter().filter(|x| *x == s).count() < 2) {
-        assert!(watches.len() < 40, "the viewers all landed on one shard: {shards:?}");
-        let w = Watch::start(&relay, "/hot");
-        let shard = shard_of(api, &w).expect("the viewer's session is listed");
-        shards.push(shard);
-        watches.push(w);
-    }
+    let (mut watches, shards) = spread(&relay, api, 10);
     let home = shards[0];
     assert_eq!(shards[1], home, "the second viewer of a quiet route moves to the camera's shard");
     for (i, w) in watches.iter().enumerate() {
         assert!(eventually(Duration::from_secs(20), || w.packets() >= 100), "viewer {i} got {}", w.packets());
     }
     // One replica, on the shard that is not the camera's; the camera has one session.
-    assert_eq!(sample(&relay, "relay_route_replicas"), Some(1.0), "{}", relay.scrape());
+    assert_eq!(sample(&relay, "relay_replicas_active"), Some(1.0), "{}", relay.scrape());
     assert_eq!(camera.sessions_of("/cam1"), 1, "{:?}", camera.events());
     let n = watches.len() as u64;
     assert_eq!(hot_viewers(api), Some(n), "{}", json(api, "/v1/cameras"));
@@ -235,7 +240,70 @@ fn with_hot_route_viewers_at_0_every_viewer_moves_to_the_cameras_shard() {
     }
     let shards: Vec<u16> = watches.iter().map(|w| shard_of(api, w).expect("listed")).collect();
     assert!(shards.iter().all(|s| *s == shards[0]), "viewers on both shards: {shards:?}");
-    assert_eq!(sample(&relay, "relay_route_replicas"), Some(0.0), "{}", relay.scrape());
+    assert_eq!(sample(&relay, "relay_replicas_active"), Some(0.0), "{}", relay.scrape());
     assert_eq!(hot_viewers(api), Some(8));
     assert_eq!(camera.sessions_of("/cam1"), 1);
+}
+
+/// Rewrites `from` to `to` in the relay's configuration and reloads it (SIGHUP).
+fn reload(relay: &RelayProcess, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&relay.config).unwrap();
+    assert!(text.contains(from), "{from} not in {text}");
+    let done = relay.log_text().matches("configuration reloaded").count();
+    std::fs::write(&relay.config, text.replace(from, to)).unwrap();
+    relay.signal("HUP");
+    let reloaded =
+        eventually(Duration::from_secs(5), || relay.log_text().matches("configuration reloaded").count() > done);
+    assert!(reloaded, "{}", relay.log_text());
+}
+
+/// A reload moving the hot route to another mount with the same description: every viewer on
+/// both shards carries on, RTP continuous. To a camera with another description: every viewer
+/// on both shards is ended as `camera_changed`. The route removed: the replica goes.
+#[test]
+fn a_hot_routes_camera_changed_by_reload_reaches_the_viewers_of_both_shards() {
+    require_peers!();
+    if !have_curl() {
+        return;
+    }
+    let camera = GstCamera::start(None);
+    let mut other = GstCamera::start(None);
+    other.restart_with(&["--pt", "97"]);
+    let api = free_port();
+    let relay = start("hot-camera-reload", &camera, 2, api);
+    let (watches, _) = spread(&relay, api, 6);
+    for (i, w) in watches.iter().enumerate() {
+        assert!(eventually(Duration::from_secs(20), || w.packets() >= 50), "viewer {i} got {}", w.packets());
+    }
+    assert_eq!(sample(&relay, "relay_replicas_active"), Some(1.0), "{}", relay.scrape());
+
+    reload(&relay, &camera.url("/cam1"), &camera.url("/cam2"));
+    assert!(eventually(Duration::from_secs(20), || camera.sessions_of("/cam2") == 1), "{:?}", camera.events());
+    let before: Vec<u64> = watches.iter().map(Watch::packets).collect();
+    for (i, w) in watches.iter().enumerate() {
+        let after = before[i] + 50;
+        assert!(
+            eventually(Duration::from_secs(20), || w.packets() >= after),
+            "viewer {i} got no media after the move: {:?}\n{}",
+            w.seen(),
+            relay.log_text()
+        );
+        assert_whole(w, &format!("viewer {i} after the move"));
+    }
+    assert_eq!(camera.sessions_of("/cam1") + camera.sessions_of("/cam2"), 2, "{:?}", camera.events());
+
+    let changed = "relay_sessions_total{outcome=\"camera_changed\"}";
+    reload(&relay, &camera.url("/cam2"), &other.url("/cam1"));
+    for (i, w) in watches.iter().enumerate() {
+        assert!(eventually(Duration::from_secs(20), || w.seen().closed), "viewer {i} stayed: {}", relay.log_text());
+    }
+    let n = watches.len() as f64;
+    assert!(eventually(Duration::from_secs(10), || sample(&relay, changed) == Some(n)), "{}", relay.scrape());
+    // The route removed: no replica is left.
+    reload(&relay, "[[route]]\npath = \"/hot\"", "[[route]]\npath = \"/gone\"");
+    assert!(
+        eventually(Duration::from_secs(20), || sample(&relay, "relay_replicas_active") == Some(0.0)),
+        "{}",
+        relay.scrape()
+    );
 }

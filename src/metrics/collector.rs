@@ -380,7 +380,7 @@ fn families(state: &HubState) -> Vec<MetricFamily> {
         &c.camera_reconnects
     }));
     out.push(gauge_up_down(
-        "relay_route_replicas",
+        "relay_replicas_active",
         "Replicas of hot shared routes ([runtime] hot_route_viewers), each serving its shard's viewers of the route.",
         state,
         |c| &c.replicas_opened,

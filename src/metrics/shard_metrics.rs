@@ -44,7 +44,7 @@ pub(super) struct Counters {
     pub gop_cache_overflows: PerLabel<{ GopBound::COUNT }>,
     pub viewers_attached: AtomicU64,
     pub viewers_detached: AtomicU64,
-    /// Replicas of hot shared routes on this shard (`relay_route_replicas`, as ups and downs),
+    /// Replicas of hot shared routes on this shard (`relay_replicas_active`, as ups and downs),
     /// links their home routes cut and links the replicas reopened.
     pub replicas_opened: AtomicU64,
     pub replicas_closed: AtomicU64,
@@ -235,12 +235,12 @@ impl ShardMetrics {
         bump(&self.counters.viewers_detached, 1);
     }
 
-    /// A replica of a hot shared route was made on this shard: `relay_route_replicas` +1.
+    /// A replica of a hot shared route was made on this shard: `relay_replicas_active` +1.
     pub fn replica_opened(&self) {
         bump(&self.counters.replicas_opened, 1);
     }
 
-    /// A replica was dropped: `relay_route_replicas` -1.
+    /// A replica was dropped: `relay_replicas_active` -1.
     pub fn replica_closed(&self) {
         bump(&self.counters.replicas_closed, 1);
     }

@@ -106,3 +106,25 @@ pub struct HomeLink {
     pub link: u64,
     pub backlog: Arc<Backlog>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_feed_posts_what_is_pending_once_and_counts_it_until_read() {
+        let backlog = Arc::new(Backlog::default());
+        let mut feed = ReplicaFeed { replica: 1, link: 7, out: BytesMut::new(), backlog: backlog.clone() };
+        assert!(feed.take().is_none(), "nothing pending: no message");
+        feed.out.extend_from_slice(b"$\x00\x00\x04abcd");
+        assert_eq!(feed.queued(), 8);
+        let posted = feed.take().unwrap();
+        assert_eq!((&posted[..], feed.out.len(), feed.queued()), (&b"$\x00\x00\x04abcd"[..], 0, 8));
+        feed.out.extend_from_slice(b"RTSP");
+        assert_eq!(feed.queued(), 12, "posted and pending both weigh");
+        backlog.taken(8);
+        assert_eq!(feed.queued(), 4);
+        backlog.taken(100);
+        assert_eq!(backlog.bytes(), 0, "never below zero");
+    }
+}
