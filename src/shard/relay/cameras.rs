@@ -1,7 +1,9 @@
 //! Shared routes: one [`SharedRoute`] per shared route, on the shard that owns the route (a
 //! stable hash of its path), so that every viewer of a camera lives beside its connection and
 //! one receive buffer is sent to all of them with no locks. A viewer's first connection that
-//! reaches another shard moves there, head and all, before its session starts.
+//! reaches another shard moves there, head and all, before its session starts, unless the route
+//! is hot (`[runtime] hot_route_viewers`): then that shard serves it from a replica of the route
+//! (`replicas.rs`), a `SharedRoute` like this one whose camera is a link to the home route.
 //!
 //! The route decides everything (the camera's dialogue, timers and backoff, each viewer's
 //! answers and media, when its camera is retired, its health); this hands it session keys,
