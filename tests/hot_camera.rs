@@ -109,7 +109,7 @@ fn start(name: &str, camera: &GstCamera, hot_route_viewers: usize, api: u16) -> 
     let body = format!(
         "hot_route_viewers = {hot_route_viewers}\n\
          [api]\nlisten = \"127.0.0.1:{api}\"\n\
-         [[api.token]]\nname = \"wall\"\nsha256 = \"{token}\"\nscope = \"read\"\n\
+         [[api.token]]\nname = \"wall\"\nsha256 = \"{token}\"\nscope = \"read\"\n[metrics]\nper_route = true\n\
          [[route]]\npath = \"/hot\"\nupstream = \"{}\"\n",
         camera.url("/cam1")
     );
@@ -201,6 +201,8 @@ fn a_hot_camera_is_served_from_both_shards_with_one_camera_session() {
     let n = watches.len() as u64;
     assert_eq!(hot_viewers(api), Some(n), "{}", json(api, "/v1/cameras"));
     assert_eq!(sample(&relay, "relay_viewers_active"), Some(n as f64));
+    let per_route = "relay_route_viewers{route=\"/hot\"}";
+    assert!(eventually(Duration::from_secs(5), || sample(&relay, per_route) == Some(n as f64)), "{}", relay.scrape());
 
     // One viewer leaves on each shard; the others lose nothing.
     let leave_on = |s: u16| shards.iter().rposition(|x| *x == s).unwrap();
@@ -217,6 +219,8 @@ fn a_hot_camera_is_served_from_both_shards_with_one_camera_session() {
         assert_whole(w, &format!("viewer {i} (shard {})", shard_of(api, w).unwrap_or(9)));
     }
     assert!(eventually(Duration::from_secs(10), || hot_viewers(api) == Some(n - 2)), "{}", json(api, "/v1/cameras"));
+    let left = (n - 2) as f64;
+    assert!(eventually(Duration::from_secs(5), || sample(&relay, per_route) == Some(left)), "{}", relay.scrape());
     assert_eq!(camera.sessions_of("/cam1"), 1, "{:?}", camera.events());
     assert_eq!(camera.teardowns(), 0, "the camera heard of a viewer leaving: {:?}", camera.events());
     assert_eq!(sample(&relay, "relay_replica_links_cut_total"), Some(0.0));

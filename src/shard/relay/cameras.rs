@@ -11,6 +11,7 @@
 
 use super::replicas::replica_params;
 use super::*;
+use crate::proto::camera_health::CameraState;
 use crate::proto::camera_session::Reconfigured;
 use crate::proto::camera_source::Source;
 use crate::proto::gop_budget::GopAccount;
@@ -207,8 +208,14 @@ impl Shard {
                 | RouteEvent::CameraDown
                 | RouteEvent::CameraEnded(_)
                 | RouteEvent::SourceChanged(_)
-                | RouteEvent::ProbeEnded(_)
-                | RouteEvent::Health(_) => return,
+                | RouteEvent::ProbeEnded(_) => return,
+                // Its viewers count towards the route's; its camera state is the home's.
+                RouteEvent::Health(report) => {
+                    if self.relay.per_route_metrics && report.changed {
+                        self.metrics.set_route(route, report.viewers, CameraState::Idle);
+                    }
+                    return;
+                }
                 _ => {}
             }
         }
@@ -239,7 +246,9 @@ impl Shard {
                 "camera rtsp"
             ),
             // A route closing for a reload speaks for its path only while no other does.
-            RouteEvent::Health(report) if self.relay.cameras.find(route).is_none_or(|c| c == ck) => {
+            RouteEvent::Health(mut report) if self.relay.cameras.find(route).is_none_or(|c| c == ck) => {
+                // Each replica is one viewer here; its shard counts its own viewers.
+                report.viewers = report.viewers.saturating_sub(slot.replicas.len() as u64);
                 self.report_health(route, "shared", report)
             }
             RouteEvent::Health(_) => {}
