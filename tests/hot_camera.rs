@@ -311,3 +311,33 @@ fn a_hot_routes_camera_changed_by_reload_reaches_the_viewers_of_both_shards() {
         relay.scrape()
     );
 }
+
+/// SIGTERM with a hot route served from both shards: the relay drains and exits cleanly, the
+/// camera hears one TEARDOWN (the replica's goes to the home route, not to the camera).
+#[test]
+fn a_drain_with_replicas_ends_cleanly() {
+    require_peers!();
+    if !have_curl() {
+        return;
+    }
+    let camera = GstCamera::start(None);
+    let api = free_port();
+    let mut relay = start("hot-camera-drain", &camera, 2, api);
+    let (watches, _) = spread(&relay, api, 6);
+    for (i, w) in watches.iter().enumerate() {
+        assert!(eventually(Duration::from_secs(20), || w.packets() >= 50), "viewer {i} got {}", w.packets());
+    }
+    assert_eq!(sample(&relay, "relay_replicas_active"), Some(1.0), "{}", relay.scrape());
+    relay.signal("TERM");
+    let exited = eventually(Duration::from_secs(20), || relay.child.try_wait().unwrap().is_some());
+    assert!(exited, "the relay did not exit: {}", relay.log_text());
+    let status = relay.child.try_wait().unwrap().unwrap();
+    assert!(status.success(), "{status:?}: {}", relay.log_text());
+    let log = relay.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+    for (i, w) in watches.iter().enumerate() {
+        assert!(eventually(Duration::from_secs(5), || w.seen().closed), "viewer {i} was left open");
+    }
+    assert!(eventually(Duration::from_secs(5), || camera.teardowns() == 1), "{:?}", camera.events());
+    assert_eq!(camera.sessions_of("/cam1"), 1, "{:?}", camera.events());
+}
