@@ -133,7 +133,7 @@ impl Shard {
                         Some(Body::Shared(b)) => feed.out.extend_from_slice(b),
                         None => {}
                     }
-                    sent += 1;
+                    // Not a viewer's frame: the replica's shard counts what its viewers get.
                 }
                 Delivery::Deliver { viewer: RouteViewer::Session(viewer), header, body, live } => {
                     let Some(conn) = self.relay.sessions.get(*viewer).and_then(|s| s.viewer) else { continue };
