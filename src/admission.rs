@@ -209,6 +209,11 @@ impl ViewerCapTable {
         t
     }
 
+    /// The route's admitted viewers now, on every shard (where a new one is placed).
+    pub fn viewers_of(&self, route: &str) -> usize {
+        self.per_route.pin().get(route).copied().unwrap_or(0)
+    }
+
     pub fn set_limits(&self, max_per_user: usize, max_per_ip: usize) {
         self.max_per_user.store(max_per_user, Ordering::Release);
         self.max_per_ip.store(max_per_ip, Ordering::Release);

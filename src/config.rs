@@ -415,6 +415,10 @@ pub struct Runtime {
     /// balancer still sending viewers until its next health check is not refused; 0 closes them
     /// at once.
     pub drain_accept_secs: u64,
+    /// A shared route with at least this many viewers takes new ones on the shard that accepted
+    /// them, served there by a replica of the route fed from its home shard, instead of moving
+    /// them all to the home shard (one hot camera then uses every core); 0: never replicate.
+    pub hot_route_viewers: usize,
 }
 
 impl Default for Runtime {
@@ -427,6 +431,7 @@ impl Default for Runtime {
             recv_buffer_size: 16 * 1024,
             shutdown_grace_secs: 10,
             drain_accept_secs: 3,
+            hot_route_viewers: 100,
         }
     }
 }
@@ -1398,6 +1403,14 @@ mod tests {
         let (cfg, routes) = Config::from_toml(EXAMPLE).unwrap();
         assert_eq!(cfg.listen.tunnel, vec!["0.0.0.0:80".parse().unwrap()]);
         assert_eq!(cfg.runtime.shards, 0);
+        assert_eq!(cfg.runtime.hot_route_viewers, 100, "replicas past 100 viewers by default");
+        let (off, _) = Config::from_toml(&EXAMPLE.replace(
+            "shards = 0",
+            "shards = 0
+hot_route_viewers = 0",
+        ))
+        .unwrap();
+        assert_eq!(off.runtime.hot_route_viewers, 0);
         assert_eq!(routes.len(), 1);
         let r = &routes[0];
         assert_eq!(r.path, "/cam1");

@@ -131,6 +131,7 @@ pub(crate) async fn camera_views(ctx: &Ctx) -> (Vec<CameraView>, usize) {
                 e.passthrough_connected += snap.passthrough_connected;
                 e.bytes_in += snap.bytes_in;
                 e.bytes_out += snap.bytes_out;
+                e.replica_viewers += snap.replica_viewers;
             }
         }
     }
@@ -143,6 +144,8 @@ pub(crate) async fn camera_views(ctx: &Ctx) -> (Vec<CameraView>, usize) {
         let (bitrate_in_bps, bitrate_out_bps) = ctx.rates.rate(&route.path, now, bytes_in, bytes_out);
         let view = match (route.shared(), snap) {
             (Some(_), snap) => {
+                // Viewers served by replicas of the route on other shards count as its own.
+                let replica_viewers = snap.as_ref().map_or(0, |s| s.replica_viewers);
                 let cam = snap.and_then(|s| s.shared);
                 CameraView {
                     route: route.path.clone(),
@@ -152,7 +155,7 @@ pub(crate) async fn camera_views(ctx: &Ctx) -> (Vec<CameraView>, usize) {
                     last_error: cam.as_ref().and_then(|c| c.last_error.clone()),
                     last_error_unix: cam.as_ref().and_then(|c| c.last_error_unix),
                     reconnects: cam.as_ref().map_or(0, |c| c.reconnects),
-                    viewers: cam.as_ref().map_or(0, |c| c.viewers),
+                    viewers: cam.as_ref().map_or(0, |c| c.viewers) + replica_viewers,
                     camera_connections: usize::from(
                         cam.as_ref().is_some_and(|c| matches!(c.state, "connecting" | "ready")),
                     ),

@@ -379,6 +379,25 @@ fn families(state: &HubState) -> Vec<MetricFamily> {
     out.push(counter_total("relay_camera_reconnects_total", "Reconnect attempts to shared cameras.", state, |c| {
         &c.camera_reconnects
     }));
+    out.push(gauge_up_down(
+        "relay_replicas_active",
+        "Replicas of hot shared routes ([runtime] hot_route_viewers), each serving its shard's viewers of the route.",
+        state,
+        |c| &c.replicas_opened,
+        |c| &c.replicas_closed,
+    ));
+    out.push(counter_total(
+        "relay_replica_links_cut_total",
+        "Replica links a hot route's home cut (replica too far behind, camera changed, route closed).",
+        state,
+        |c| &c.replica_links_cut,
+    ));
+    out.push(counter_total(
+        "relay_replica_reconnects_total",
+        "Reconnects of replicas to their home routes.",
+        state,
+        |c| &c.replica_reconnects,
+    ));
     out.push(counter_total(
         "relay_upstream_insecure_tls_total",
         "Camera connections opened with upstream_insecure_tls (the certificate not checked).",

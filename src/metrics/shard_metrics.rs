@@ -44,6 +44,12 @@ pub(super) struct Counters {
     pub gop_cache_overflows: PerLabel<{ GopBound::COUNT }>,
     pub viewers_attached: AtomicU64,
     pub viewers_detached: AtomicU64,
+    /// Replicas of hot shared routes on this shard (`relay_replicas_active`, as ups and downs),
+    /// links their home routes cut and links the replicas reopened.
+    pub replicas_opened: AtomicU64,
+    pub replicas_closed: AtomicU64,
+    pub replica_links_cut: AtomicU64,
+    pub replica_reconnects: AtomicU64,
 }
 
 /// A zeroed counter table (`Default` for arrays stops at 32 entries).
@@ -75,6 +81,10 @@ impl Default for Counters {
             gop_cache_overflows: zeroed(),
             viewers_attached: AtomicU64::new(0),
             viewers_detached: AtomicU64::new(0),
+            replicas_opened: AtomicU64::new(0),
+            replicas_closed: AtomicU64::new(0),
+            replica_links_cut: AtomicU64::new(0),
+            replica_reconnects: AtomicU64::new(0),
         }
     }
 }
@@ -223,6 +233,32 @@ impl ShardMetrics {
     /// A viewer left a shared route: `relay_viewers_active` -1.
     pub fn viewer_detached(&self) {
         bump(&self.counters.viewers_detached, 1);
+    }
+
+    /// A replica of a hot shared route was made on this shard: `relay_replicas_active` +1.
+    pub fn replica_opened(&self) {
+        bump(&self.counters.replicas_opened, 1);
+    }
+
+    /// A replica was dropped: `relay_replicas_active` -1.
+    pub fn replica_closed(&self) {
+        bump(&self.counters.replicas_closed, 1);
+    }
+
+    /// A home route cut a replica's link: `relay_replica_links_cut_total`.
+    pub fn replica_link_cut(&self) {
+        bump(&self.counters.replica_links_cut, 1);
+    }
+
+    /// A replica reopens its link to its home route: `relay_replica_reconnects_total`.
+    pub fn replica_reconnect(&self) {
+        bump(&self.counters.replica_reconnects, 1);
+    }
+
+    /// Replicas on this shard now (made minus dropped).
+    pub fn replicas_active(&self) -> u64 {
+        let c = &self.counters;
+        c.replicas_opened.load(Ordering::Relaxed).saturating_sub(c.replicas_closed.load(Ordering::Relaxed))
     }
 
     /// Shared cameras playing on this shard now (ups minus downs).

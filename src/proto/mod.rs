@@ -32,6 +32,7 @@ pub mod rewrite;
 pub mod rng;
 pub mod room;
 pub mod route;
+pub mod route_placement;
 pub mod rtp_continuity;
 pub mod rtsp;
 pub mod rtsp_headers;

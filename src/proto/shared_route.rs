@@ -282,6 +282,20 @@ impl<V: Copy + Eq + std::fmt::Debug> SharedRoute<V> {
         }
     }
 
+    /// One receive handed over as owned bytes (a replica's, from its home shard): read in place
+    /// as [`SharedRoute::handle_camera_bytes`], then every frame becomes a slice of the same
+    /// shared buffer (no copy; plans hold shared bytes only).
+    pub fn handle_camera_owned(&mut self, now: Instant, mut chunk: bytes::BytesMut) {
+        self.handle_camera_bytes(now, &mut chunk);
+        let chunk = chunk.freeze();
+        for f in self.media.iter_mut() {
+            if let FramePayload::InChunk(r) = &f.payload {
+                let whole = r.start <= r.end && r.end <= chunk.len();
+                f.payload = FramePayload::Assembled(if whole { chunk.slice(r.clone()) } else { bytes::Bytes::new() });
+            }
+        }
+    }
+
     /// The plan of the receive's next frame: what each playing viewer gets (one whole `$`
     /// frame on its own channels, or nothing: it is skipping to a keyframe), who is cut.
     /// `queue`: what is queued to a viewer now, `None` when it takes nothing (its connection

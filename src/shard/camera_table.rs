@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::conn::SessionKey;
+use super::replica_link::{HomeLink, ReplicaFeed, RouteViewer};
 use super::slab_table::SlabTable;
 use crate::proto::route::Route;
 use crate::proto::shared_fanout::Delivery;
@@ -19,15 +19,21 @@ pub struct CameraKey {
 
 pub struct CameraSlot {
     pub route: Arc<Route>,
-    /// Viewers are named by their session's key.
-    pub shared: SharedRoute<SessionKey>,
+    /// Viewers are named by their session's key, replicas by their shard.
+    pub shared: SharedRoute<RouteViewer>,
     /// The camera connection while one is open or opening.
     pub conn: Option<usize>,
     /// The connection of the probe of the primary camera while the route's fallback is live
     /// (`event_loop/camera_probe.rs`).
     pub probe_conn: Option<usize>,
     /// The latest plan of a receive (kept for its room).
-    pub plan: Vec<Delivery<SessionKey>>,
+    pub plan: Vec<Delivery<RouteViewer>>,
+    /// A replica of the route (its home is that shard): its "camera connection" is the link to
+    /// the home route (`replica_link.rs`), open while `link` is.
+    pub home: Option<u16>,
+    pub link: Option<HomeLink>,
+    /// On the home shard: the replicas attached to the route, one per shard at most.
+    pub replicas: Vec<ReplicaFeed>,
 }
 
 #[derive(Default)]
@@ -41,10 +47,19 @@ impl CameraTable {
         CameraTable::default()
     }
 
-    pub fn insert(&mut self, route: Arc<Route>, shared: SharedRoute<SessionKey>) -> CameraKey {
+    /// `home`: the route's home shard when this is a replica of it.
+    pub fn insert(&mut self, route: Arc<Route>, shared: SharedRoute<RouteViewer>, home: Option<u16>) -> CameraKey {
         let path = route.path.clone();
-        let (index, generation) =
-            self.slab.insert_with(|_, _| CameraSlot { route, shared, conn: None, probe_conn: None, plan: Vec::new() });
+        let (index, generation) = self.slab.insert_with(|_, _| CameraSlot {
+            route,
+            shared,
+            conn: None,
+            probe_conn: None,
+            plan: Vec::new(),
+            home,
+            link: None,
+            replicas: Vec::new(),
+        });
         self.by_path.insert(path, index);
         CameraKey { index, generation }
     }

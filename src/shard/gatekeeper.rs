@@ -9,6 +9,7 @@ use crate::config::Settings;
 use crate::proto::greeting::{Gatekeeper, Home};
 use crate::proto::origin::Origin;
 use crate::proto::route::Route;
+use crate::proto::route_placement::{Placement, place_viewer};
 
 /// What a greeting consults, as this shard sees it.
 pub(super) struct ShardGate<'a> {
@@ -47,7 +48,9 @@ impl Gatekeeper for ShardGate<'_> {
 
     fn home_of(&self, route: &Route) -> Home {
         let owner = crate::proto::route::home_shard(&route.path, self.shared.mailboxes.len());
-        if owner == self.id {
+        let viewers = self.shared.viewer_caps.viewers_of(&route.path);
+        let hot = self.settings.runtime.hot_route_viewers;
+        if place_viewer(self.id, owner, viewers, hot) == Placement::Here {
             Home::Here
         } else if self.shared.mailboxes.get(owner as usize).is_none_or(|m| m.is_closed()) {
             Home::Stopped

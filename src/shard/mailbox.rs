@@ -54,6 +54,9 @@ pub enum ShardMsg {
         grace: Duration,
     },
 
+    /// The link between a hot shared route and its replica on another shard.
+    Replica(super::replica_link::ReplicaMsg),
+
     /// A question of the control API (see `snapshot`): answered between completion batches.
     Query(super::snapshot::Query),
 

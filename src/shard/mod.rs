@@ -19,6 +19,7 @@ mod kernel_memory;
 mod mailbox;
 mod ops;
 mod relay;
+mod replica_link;
 mod send_queue;
 mod session_table;
 mod slab_table;

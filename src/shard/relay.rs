@@ -30,6 +30,7 @@ mod fanout;
 mod gop_budget;
 mod housekeeping;
 mod queries;
+mod replicas;
 mod route_health;
 mod session_start;
 mod tunnels;

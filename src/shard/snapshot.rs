@@ -30,6 +30,9 @@ pub struct CameraSnapshot {
     /// what went to the viewers), counted since each session began.
     pub bytes_out: u64,
     pub bytes_in: u64,
+    /// Viewers of the route served by this shard's replica of it (a hot route, its camera on
+    /// another shard): added to the route's viewers, never shown as a camera of its own.
+    pub replica_viewers: usize,
 }
 
 /// A shared camera session, as an operator reads it.

@@ -689,3 +689,135 @@ fn closing_a_route_on_its_fallback_closes_the_probe_too() {
     assert!(cams.log.contains(&Action::CloseCamera) && cams.log.contains(&Action::CloseProbe), "{:?}", cams.log);
     assert!(r.is_done() && !r.is_probing());
 }
+
+/// The home route's output for viewer `to`, appended in order to `out` as the bytes it would
+/// be sent: answers, then `$` frames (a receive's `Chunk` ranges index `chunk`).
+fn gather_for(to: u8, actions: Vec<Action<u8>>, chunk: &[u8], out: &mut bytes::BytesMut) -> Vec<Action<u8>> {
+    let mut rest = Vec::new();
+    for a in actions {
+        match a {
+            Action::ToViewer { viewer, bytes } if viewer == to => out.extend_from_slice(&bytes),
+            Action::Deliver(d) => gather_delivery(to, &d, chunk, out),
+            a => rest.push(a),
+        }
+    }
+    rest
+}
+
+fn gather_delivery(to: u8, d: &Delivery<u8>, chunk: &[u8], out: &mut bytes::BytesMut) {
+    if let Delivery::Deliver { viewer, header, body, .. } = d {
+        if *viewer != to {
+            return;
+        }
+        out.extend_from_slice(header.as_deref().unwrap_or_default());
+        match body {
+            Some(Body::Chunk(r)) => out.extend_from_slice(&chunk[r.clone()]),
+            Some(Body::Shared(b)) => out.extend_from_slice(b),
+            None => {}
+        }
+    }
+}
+
+/// Issue 25 item 4: a replica of a route (on another shard) is a route whose camera is a link
+/// to the home route, where it is one viewer. Its camera session's whole dialogue is answered
+/// by the home route's viewer dialogue, and what the home route sends it, read as camera bytes
+/// (`handle_camera_owned`, no copy), reaches the replica's own viewer as whole frames from the
+/// cache's keyframe on, then live.
+#[test]
+fn a_replica_fed_by_its_home_route_serves_its_own_viewers() {
+    const REPLICA: u8 = 9;
+    let t0 = Instant::now();
+    let mut home = SharedRoute::new(params(on_demand()), t0);
+    let mut replica = SharedRoute::new(params(on_demand()), t0);
+    let mut cam = Camera::new();
+    // The home camera plays and has a keyframe cached before the replica comes.
+    home.attach(1, map(), t0, t0);
+    cam.serve(&mut home, t0);
+    let mut link = bytes::BytesMut::new();
+    // Pumps the link both ways until nothing moves; what the replica asked for its viewers
+    // (answers, deliveries of its joins and of the link's receives).
+    let pump =
+        |home: &mut SharedRoute<u8>, replica: &mut SharedRoute<u8>, cam: &mut Camera, link: &mut bytes::BytesMut| {
+            let mut got = Vec::new();
+            for _ in 0..20 {
+                let mut moved = false;
+                while let Some(a) = replica.poll_action() {
+                    match a {
+                        Action::Connect { .. } => {
+                            let identity = UrlMap::new(CAMERA_URL, CAMERA_URL).ok();
+                            assert!(home.attach(REPLICA, identity, t0, t0));
+                            replica.handle_connected(t0);
+                        }
+                        Action::SendToCamera(bytes) => {
+                            let m = parse_message(&bytes, &MessageLimits::default()).unwrap().unwrap().0;
+                            home.handle_request(REPLICA, m, t0);
+                        }
+                        a => got.push(a),
+                    }
+                    moved = true;
+                }
+                let rest = cam.serve(home, t0);
+                gather_for(REPLICA, rest, &[], link);
+                if !link.is_empty() {
+                    replica.handle_camera_owned(t0, link.split());
+                    let mut plan = Vec::new();
+                    while replica.plan_next(&[], |_| Some(QueueState::default()), &mut plan).is_some() {
+                        got.extend(plan.drain(..).map(Action::Deliver));
+                    }
+                    moved = true;
+                }
+                if !moved {
+                    break;
+                }
+            }
+            got
+        };
+    let mut key = frame(0, 15, &rtp(1, 3000, 96, &[0x65, 0x88, 0x80]));
+    let deliveries = receive(&mut home, t0, &mut key);
+    assert_eq!(deliveries.len(), 0, "nobody plays at home yet");
+
+    // The replica's viewer: its requests are answered by the replica once its camera (the
+    // link) is described and playing.
+    replica.attach(2, map(), t0, t0);
+    assert!(pump(&mut home, &mut replica, &mut cam, &mut link).is_empty());
+    replica.handle_request(2, request(&format!("DESCRIBE {ROUTE_URL} RTSP/1.0\r\nCSeq: 1\r\n\r\n")), t0);
+    let setup = format!(
+        "SETUP {ROUTE_URL}/trackID=0 RTSP/1.0\r\nCSeq: 2\r\nTransport: RTP/AVP/TCP;unicast;interleaved=4-5\r\n\r\n"
+    );
+    replica.handle_request(2, request(&setup), t0);
+    let said = pump(&mut home, &mut replica, &mut cam, &mut link);
+    let a = answers(&said);
+    assert!(a.len() == 2 && a.iter().all(|a| a.starts_with("RTSP/1.0 200 OK")), "{a:?}");
+    assert!(home.is_playing(REPLICA), "the replica's camera session played the home route");
+    let session = a[1].lines().find_map(|l| l.strip_prefix("Session: ")).unwrap().split(';').next().unwrap();
+    replica.handle_request(
+        2,
+        request(&format!("PLAY {ROUTE_URL} RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\n\r\n")),
+        t0,
+    );
+    let joined: Vec<_> = std::iter::from_fn(|| replica.poll_action()).collect();
+    assert!(answers(&joined)[0].starts_with("RTSP/1.0 200 OK"), "{joined:?}");
+    let mut first = bytes::BytesMut::new();
+    for a in &joined {
+        if let Action::Deliver(d) = a {
+            gather_delivery(2, d, &[], &mut first);
+        }
+    }
+    // The keyframe the home route cached, on the replica viewer's own channel, whole.
+    let mut expected = frame(4, 15, &rtp(1, 3000, 96, &[0x65, 0x88, 0x80]));
+    assert_eq!(first.as_ref(), expected.as_slice(), "the cached keyframe, on channel 4");
+
+    // A live frame at home reaches the replica's viewer through one buffer.
+    let mut next = frame(0, 14, &rtp(2, 6000, 96, &[0x41, 0x9a]));
+    let at_home = receive(&mut home, t0, &mut next);
+    gather_delivery(REPLICA, at_home.first().unwrap(), &next, &mut link);
+    let got = pump(&mut home, &mut replica, &mut cam, &mut link);
+    let mut live = bytes::BytesMut::new();
+    for a in &got {
+        if let Action::Deliver(d) = a {
+            gather_delivery(2, d, &[], &mut live);
+        }
+    }
+    expected = frame(4, 14, &rtp(2, 6000, 96, &[0x41, 0x9a]));
+    assert_eq!(live.as_ref(), expected.as_slice(), "the live frame, whole, on channel 4");
+}

@@ -97,6 +97,7 @@ impl Shard {
                 }
                 ShardMsg::Shutdown { grace } => self.begin_drain(grace),
                 ShardMsg::Query(query) => self.answer_query(query),
+                ShardMsg::Replica(msg) => self.on_replica_msg(msg),
                 // Posted only when the process was started with the test hook enabled.
                 // Sent only by the test hook `RTR_TEST_STOP_SHARD`; no peer can post it.
                 ShardMsg::TestPanic => panic!("shard {} stopped by the test hook", self.id),

@@ -1,19 +1,24 @@
 //! Shared routes: one [`SharedRoute`] per shared route, on the shard that owns the route (a
 //! stable hash of its path), so that every viewer of a camera lives beside its connection and
 //! one receive buffer is sent to all of them with no locks. A viewer's first connection that
-//! reaches another shard moves there, head and all, before its session starts.
+//! reaches another shard moves there, head and all, before its session starts, unless the route
+//! is hot (`[runtime] hot_route_viewers`): then that shard serves it from a replica of the route
+//! (`replicas.rs`), a `SharedRoute` like this one whose camera is a link to the home route.
 //!
 //! The route decides everything (the camera's dialogue, timers and backoff, each viewer's
 //! answers and media, when its camera is retired, its health); this hands it session keys,
 //! bytes and the time, and carries out its actions (`fanout` its receives' plans).
 
+use super::replicas::replica_params;
 use super::*;
+use crate::proto::camera_health::CameraState;
 use crate::proto::camera_session::Reconfigured;
 use crate::proto::camera_source::Source;
 use crate::proto::gop_budget::GopAccount;
 use crate::proto::rtsp::Message;
 use crate::proto::shared_route::{Action, RouteEvent, RouteParams, SharedRoute, ViewerEnd};
 use crate::shard::camera_table::CameraKey;
+use crate::shard::replica_link::RouteViewer;
 
 impl Shard {
     /// The shard that owns a shared route's camera, and so its viewers.
@@ -32,13 +37,19 @@ impl Shard {
         )
     }
 
-    /// The shared route at `route`'s path, made if none.
-    fn camera_for(&mut self, route: &Arc<Route>) -> Option<CameraKey> {
+    /// The shared route at `route`'s path, made if none: on another shard than its home, a
+    /// replica of it (`relay/replicas.rs`).
+    pub(in crate::shard) fn camera_for(&mut self, route: &Arc<Route>) -> Option<CameraKey> {
         if let Some(ck) = self.relay.cameras.find(&route.path) {
             return Some(ck);
         }
-        let params = self.route_params(route)?;
-        Some(self.relay.cameras.insert(route.clone(), SharedRoute::new(params, Instant::now())))
+        let home = Some(self.owner_of(route)).filter(|h| *h != self.id);
+        let mut params = self.route_params(route)?;
+        if home.is_some() {
+            replica_params(&mut params);
+            self.metrics.replica_opened();
+        }
+        Some(self.relay.cameras.insert(route.clone(), SharedRoute::new(params, Instant::now()), home))
     }
 
     /// A request a shared route's session admitted: its first one attaches the tunnel to the
@@ -54,7 +65,7 @@ impl Shard {
                 let (map, started_at) = (s.tunnel.session().url_map().cloned(), s.started_at);
                 let Some(ck) = self.camera_for(&route) else { return };
                 let Some(slot) = self.relay.cameras.get_mut(ck) else { return };
-                if slot.shared.attach(key, map, started_at, now) {
+                if slot.shared.attach(RouteViewer::Session(key), map, started_at, now) {
                     self.metrics.viewer_attached();
                 }
                 if let Some(s) = self.relay.sessions.get_mut(key) {
@@ -64,7 +75,7 @@ impl Shard {
             }
         };
         if let Some(slot) = self.relay.cameras.get_mut(ck) {
-            slot.shared.handle_request(key, msg, now);
+            slot.shared.handle_request(RouteViewer::Session(key), msg, now);
         }
         // Its tunnel's outputs are being carried out: it is told its backlog after them, not
         // here (its next pipelined request would be handled inside this one's).
@@ -75,14 +86,14 @@ impl Shard {
     pub(in crate::shard) fn shared_viewer_frame(&mut self, key: SessionKey) {
         let Some(ck) = self.relay.sessions.get(key).and_then(|s| s.camera) else { return };
         if let Some(slot) = self.relay.cameras.get_mut(ck) {
-            slot.shared.handle_viewer_frame(key, Instant::now());
+            slot.shared.handle_viewer_frame(RouteViewer::Session(key), Instant::now());
         }
     }
 
     /// A tunnel of a shared route ended.
     pub(in crate::shard) fn detach_viewer(&mut self, key: SessionKey, ck: CameraKey) {
         let Some(slot) = self.relay.cameras.get_mut(ck) else { return };
-        if slot.shared.detach(key, Instant::now()) {
+        if slot.shared.detach(RouteViewer::Session(key), Instant::now()) {
             self.metrics.viewer_detached();
             self.drive_camera(ck);
         }
@@ -105,7 +116,12 @@ impl Shard {
                 continue;
             }
             let Some(a) = slot.shared.poll_action() else { break };
+            let replica = slot.home.is_some();
             match a {
+                // A replica's camera is the link to its home route.
+                Action::Connect { .. } if replica => self.open_link(ck),
+                Action::SendToCamera(bytes) if replica => self.send_on_link(ck, bytes),
+                Action::CloseCamera if replica => self.close_link(ck),
                 Action::Connect { addr, source } => self.connect_camera(ck, addr, source),
                 Action::SendToCamera(bytes) => {
                     if let Some(c) = slot.conn {
@@ -118,7 +134,12 @@ impl Shard {
                         self.let_camera_go(c);
                     }
                 }
-                Action::ToViewer { viewer, bytes } => {
+                Action::ToViewer { viewer: RouteViewer::Replica(shard), bytes } => {
+                    if let Some(feed) = slot.replicas.iter_mut().find(|f| f.replica == shard) {
+                        feed.out.extend_from_slice(&bytes);
+                    }
+                }
+                Action::ToViewer { viewer: RouteViewer::Session(viewer), bytes } => {
                     if let Some(v) = self.relay.sessions.get(viewer).and_then(|s| s.viewer) {
                         self.io.queue_answer(v, bytes);
                         if !fed.contains(&viewer) && carrying != Some(viewer) {
@@ -127,7 +148,7 @@ impl Shard {
                     }
                 }
                 Action::Deliver(d) => {
-                    let (sent, copied) = self.carry_out_plan(std::slice::from_ref(&d), None, Instant::now());
+                    let (sent, copied) = self.carry_out_plan(ck, std::slice::from_ref(&d), None, Instant::now());
                     self.count_sent(sent, copied);
                 }
                 Action::ConnectProbe(addr) => self.connect_probe(ck, addr),
@@ -142,7 +163,8 @@ impl Shard {
                     }
                 }
                 Action::ProbeIsCamera => slot.conn = slot.probe_conn.take(),
-                Action::EndViewer { viewer, reason } => {
+                Action::EndViewer { viewer: RouteViewer::Replica(shard), .. } => self.end_replica(ck, shard),
+                Action::EndViewer { viewer: RouteViewer::Session(viewer), reason } => {
                     let outcome = match reason {
                         ViewerEnd::Timeout => {
                             self.metrics.rejected(Rejection::IdleTimeout);
@@ -159,16 +181,44 @@ impl Shard {
         for key in fed {
             self.update_upstream_flow(key);
         }
+        self.post_to_replicas(ck);
         if self.relay.cameras.get(ck).is_some_and(|s| s.shared.is_done()) {
             if let Some(slot) = self.relay.cameras.remove(ck) {
+                if slot.home.is_some() {
+                    self.metrics.replica_closed();
+                }
                 tracing::debug!(shard = self.id, route = %slot.route.path, "shared route closed");
             }
         }
     }
 
-    fn on_route_event(&mut self, ck: CameraKey, e: RouteEvent<SessionKey>) {
+    fn on_route_event(&mut self, ck: CameraKey, e: RouteEvent<RouteViewer>) {
         let Some(slot) = self.relay.cameras.get(ck) else { return };
         let route = &slot.route.path;
+        if slot.home.is_some() {
+            // A replica's camera is a link to the home route, which reports the camera.
+            match e {
+                RouteEvent::Reconnecting => return self.metrics.replica_reconnect(),
+                RouteEvent::CameraExchange(e) => {
+                    return tracing::debug!(shard = self.id, route = %route, method = e.method, status = e.status, "replica rtsp");
+                }
+                RouteEvent::CameraOpened
+                | RouteEvent::CameraRetired
+                | RouteEvent::CameraUp
+                | RouteEvent::CameraDown
+                | RouteEvent::CameraEnded(_)
+                | RouteEvent::SourceChanged(_)
+                | RouteEvent::ProbeEnded(_) => return,
+                // Its viewers count towards the route's; its camera state is the home's.
+                RouteEvent::Health(report) => {
+                    if self.relay.per_route_metrics && report.changed {
+                        self.metrics.set_route(route, report.viewers, CameraState::Idle);
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
         match e {
             RouteEvent::CameraOpened => tracing::debug!(shard = self.id, route = %route, "shared camera opened"),
             RouteEvent::CameraRetired => tracing::debug!(shard = self.id, route = %route, "shared camera closed"),
@@ -196,11 +246,16 @@ impl Shard {
                 "camera rtsp"
             ),
             // A route closing for a reload speaks for its path only while no other does.
-            RouteEvent::Health(report) if self.relay.cameras.find(route).is_none_or(|c| c == ck) => {
+            RouteEvent::Health(mut report) if self.relay.cameras.find(route).is_none_or(|c| c == ck) => {
+                // Each replica is one viewer here; its shard counts its own viewers.
+                report.viewers = report.viewers.saturating_sub(slot.replicas.len() as u64);
                 self.report_health(route, "shared", report)
             }
             RouteEvent::Health(_) => {}
-            RouteEvent::ViewerExchange { viewer, exchange: e } => {
+            // The replica's own dialogue with the home route is not a viewer's.
+            RouteEvent::ViewerExchange { viewer: RouteViewer::Replica(_), .. }
+            | RouteEvent::ViewerPlaying { viewer: RouteViewer::Replica(_), .. } => {}
+            RouteEvent::ViewerExchange { viewer: RouteViewer::Session(viewer), exchange: e } => {
                 let method = crate::proto::outcome::RtspMethod::from_name(&e.method);
                 self.metrics.observe(Hist::RtspRequest(method), e.waited);
                 let id = self.relay.sessions.get(viewer).map_or(0, |s| s.id);
@@ -336,20 +391,24 @@ impl Shard {
                 continue;
             }
             let next = self.relay.settings.routes.routes().iter().find(|r| slot.route.keeps_sessions_under(r)).cloned();
-            let Some((route, params)) = next.and_then(|r| Some((r.clone(), self.route_params(&r)?))) else {
+            let replica = slot.home.is_some();
+            let Some((route, mut params)) = next.and_then(|r| Some((r.clone(), self.route_params(&r)?))) else {
                 self.close_camera(ck, now);
                 continue;
             };
+            if replica {
+                replica_params(&mut params);
+            }
             let Some(slot) = self.relay.cameras.get_mut(ck) else { continue };
             slot.route = route;
             if slot.shared.reconfigure(params, now) == Reconfigured::Reopened {
                 tracing::info!(shard = self.id, route = %slot.route.path, "camera changed by reload: reopened");
             }
-            let viewers: Vec<SessionKey> = slot.shared.viewers().collect();
+            let viewers: Vec<SessionKey> = slot.shared.viewers().filter_map(RouteViewer::session).collect();
             for key in viewers {
                 let map = self.relay.sessions.get(key).and_then(|s| s.tunnel.session().url_map().cloned());
                 if let (Some(map), Some(slot)) = (map, self.relay.cameras.get_mut(ck)) {
-                    slot.shared.set_url_map(key, map);
+                    slot.shared.set_url_map(RouteViewer::Session(key), map);
                 }
             }
             self.drive_camera(ck);

@@ -8,8 +8,9 @@
 use super::*;
 use crate::proto::fanout_policy::QueueState;
 use crate::proto::shared_fanout::{Body, Delivery};
-use crate::shard::camera_table::CameraKey;
+use crate::shard::camera_table::{CameraKey, CameraSlot};
 use crate::shard::conn_table::FrameBytes;
+use crate::shard::replica_link::RouteViewer;
 
 /// Where a receive of a shared route's camera connection is, and which connection it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,13 @@ impl Shard {
             CameraBytes::Probe => slot.shared.handle_probe_bytes(now, self.io.received_mut(bid, len)),
             CameraBytes::ProbePlain => slot.shared.handle_probe_plaintext(now, &mut self.io.plain),
         }
+        self.plan_receive(ck, Some((bid, len)), now);
+    }
+
+    /// A receive the route has read (in ring buffer `chunk`, or in shared bytes only): its
+    /// frames planned one by one and each plan carried out, then the route's other actions
+    /// (answers, keepalives).
+    pub(in crate::shard) fn plan_receive(&mut self, ck: CameraKey, chunk: Option<(u16, usize)>, now: Instant) {
         // The receive may have grown this route's GOP cache past the relay-wide budget.
         self.enforce_gop_budget();
         let Some(slot) = self.relay.cameras.get_mut(ck) else { return };
@@ -48,20 +56,28 @@ impl Shard {
         // Each viewer is judged on its queue as it really is after the frame before, and a
         // plan holds one delivery per viewer at most, however many frames the receive carries.
         while let Some(slot) = self.relay.cameras.get_mut(ck) {
-            let chunk = self.io.received(bid, len);
+            let bytes = chunk.map_or(&[][..], |(bid, len)| self.io.received(bid, len));
             let (io, sessions) = (&self.io, &self.relay.sessions);
+            let CameraSlot { shared, replicas, .. } = slot;
             // What is queued to a viewer now; `None`: nothing more may go to it (its connection
-            // is gone or closing, or its WebSocket close is out).
-            let queue = |k: &SessionKey| {
-                let c = io.conn(sessions.get(*k)?.viewer?)?;
-                if c.is_closing() || c.ws_header(0) == Some(None) {
-                    return None;
+            // is gone or closing, or its WebSocket close is out). A replica's queue is what was
+            // posted to its shard and not yet read there.
+            let queue = |v: &RouteViewer| match *v {
+                RouteViewer::Session(k) => {
+                    let c = io.conn(sessions.get(k)?.viewer?)?;
+                    if c.is_closing() || c.ws_header(0) == Some(None) {
+                        return None;
+                    }
+                    Some(QueueState { bytes: c.send().queued(), entries: c.send().entries() })
                 }
-                Some(QueueState { bytes: c.send().queued(), entries: c.send().entries() })
+                RouteViewer::Replica(shard) => {
+                    let feed = replicas.iter().find(|f| f.replica == shard)?;
+                    Some(QueueState { bytes: feed.queued(), entries: 0 })
+                }
             };
-            let Some(stats) = slot.shared.plan_next(chunk, queue, &mut plan) else { break };
+            let Some(stats) = shared.plan_next(bytes, queue, &mut plan) else { break };
             dropped += stats.dropped;
-            let (s, c) = self.carry_out_plan(&plan, Some(bid), now);
+            let (s, c) = self.carry_out_plan(ck, &plan, chunk, now);
             (sent, copied) = (sent + s, copied + c);
         }
         self.count_sent(sent, copied);
@@ -83,20 +99,43 @@ impl Shard {
         }
     }
 
-    /// Queues each delivery of a plan (ranges of ring buffer `bid`), records first pictures,
-    /// and ends the sessions of viewers the plan cut. Returns the frames queued and, of those,
-    /// the ring ranges copied.
+    /// Queues each delivery of a plan (ranges of ring buffer `chunk`), records first pictures,
+    /// and ends the sessions of viewers the plan cut. A replica's deliveries are gathered for
+    /// its shard (posted when the route's actions are carried out). Returns the frames queued
+    /// and, of those, the ring ranges copied.
     pub(in crate::shard) fn carry_out_plan(
         &mut self,
-        plan: &[Delivery<SessionKey>],
-        bid: Option<u16>,
+        ck: CameraKey,
+        plan: &[Delivery<RouteViewer>],
+        chunk: Option<(u16, usize)>,
         received_at: Instant,
     ) -> (u64, u64) {
         let (mut sent, mut copied) = (0u64, 0u64);
         let mut slow = Vec::new();
+        let bid = chunk.map(|(bid, _)| bid);
         for d in plan {
             match d {
-                Delivery::Deliver { viewer, header, body, live } => {
+                Delivery::Deliver { viewer: RouteViewer::Replica(shard), header, body, .. } => {
+                    let feed = self
+                        .relay
+                        .cameras
+                        .get_mut(ck)
+                        .and_then(|slot| slot.replicas.iter_mut().find(|f| f.replica == *shard));
+                    let Some(feed) = feed else { continue };
+                    if let Some(h) = header {
+                        feed.out.extend_from_slice(h);
+                    }
+                    match body {
+                        Some(Body::Chunk(range)) => {
+                            let bytes = chunk.map_or(&[][..], |(bid, len)| self.io.received(bid, len));
+                            feed.out.extend_from_slice(bytes.get(range.clone()).unwrap_or_default());
+                        }
+                        Some(Body::Shared(b)) => feed.out.extend_from_slice(b),
+                        None => {}
+                    }
+                    // Not a viewer's frame: the replica's shard counts what its viewers get.
+                }
+                Delivery::Deliver { viewer: RouteViewer::Session(viewer), header, body, live } => {
                     let Some(conn) = self.relay.sessions.get(*viewer).and_then(|s| s.viewer) else { continue };
                     let Some(c) = self.io.conn(conn) else { continue };
                     if c.is_closing() {
@@ -125,8 +164,15 @@ impl Shard {
                     }
                     sent += 1;
                 }
-                Delivery::FirstPicture { waited, .. } => self.metrics.observe(Hist::TimeToFirstFrame, *waited),
-                Delivery::Disconnect { viewer, .. } => slow.push(*viewer),
+                Delivery::FirstPicture { viewer: RouteViewer::Session(_), waited } => {
+                    self.metrics.observe(Hist::TimeToFirstFrame, *waited)
+                }
+                Delivery::FirstPicture { viewer: RouteViewer::Replica(_), .. } => {}
+                Delivery::Disconnect { viewer: RouteViewer::Session(key), .. } => slow.push(*key),
+                Delivery::Disconnect { viewer: RouteViewer::Replica(shard), .. } => {
+                    tracing::debug!(shard = self.id, replica = shard, "a replica stayed too far behind: cut");
+                    self.end_replica(ck, *shard);
+                }
             }
         }
         for key in slow {

@@ -30,6 +30,17 @@ impl Shard {
         let mut by_route: HashMap<String, CameraSnapshot> = HashMap::new();
         for ck in self.relay.cameras.keys() {
             let Some(slot) = self.relay.cameras.get(ck) else { continue };
+            let sessions = || slot.shared.viewers().filter_map(|v| self.relay.sessions.get(v.session()?));
+            if slot.home.is_some() {
+                // A replica: its viewers and bytes are the route's; its camera is the home's.
+                if slot.shared.is_closed() {
+                    continue;
+                }
+                let snap = by_route.entry(slot.route.path.clone()).or_insert_with(|| empty(&slot.route.path));
+                snap.replica_viewers += sessions().count();
+                snap.bytes_out += sessions().map(|s| s.to_viewer).sum::<u64>();
+                continue;
+            }
             // A route closing for a reload no longer answers for its path; one whose camera was
             // retired (nobody wants it) has none to show.
             let (false, Some(camera)) = (slot.shared.is_closed(), slot.shared.camera()) else { continue };
@@ -49,17 +60,18 @@ impl Shard {
                         .collect()
                 })
                 .unwrap_or_default();
-            let bytes_out = slot.shared.viewers().filter_map(|k| self.relay.sessions.get(k)).map(|s| s.to_viewer).sum();
+            let bytes_out: u64 = sessions().map(|s| s.to_viewer).sum();
             let snap = by_route.entry(slot.route.path.clone()).or_insert_with(|| empty(&slot.route.path));
             snap.bytes_in = health.bytes_in;
-            snap.bytes_out = bytes_out;
+            snap.bytes_out += bytes_out;
             snap.shared = Some(SharedCamera {
                 state: health.state.label(),
                 since_unix: unix_secs(health.since),
                 last_error: health.last_failure.map(|(o, _)| o.describe().to_owned()),
                 last_error_unix: health.last_failure.map(|(_, at)| unix_secs(at)),
                 reconnects: health.reconnects,
-                viewers: slot.shared.viewer_count(),
+                // Its replicas are counted by their own shards.
+                viewers: sessions().count(),
                 codecs,
                 source: health.source.label(),
             });
@@ -116,5 +128,6 @@ fn empty(route: &str) -> CameraSnapshot {
         passthrough_connected: 0,
         bytes_out: 0,
         bytes_in: 0,
+        replica_viewers: 0,
     }
 }

@@ -6,7 +6,7 @@
 //! the scrape merges them.
 
 use super::*;
-use crate::proto::camera_health::{HealthEvent, HealthReport, PassthroughEvent, PassthroughHealth};
+use crate::proto::camera_health::{CameraState, HealthEvent, HealthReport, PassthroughEvent, PassthroughHealth};
 
 impl Shard {
     /// A passthrough session or camera connection of `route` changed.
@@ -69,7 +69,15 @@ impl Shard {
             .into_iter()
             .filter_map(|ck| self.relay.cameras.get(ck))
             .filter(|s| !s.shared.is_closed());
-        let shared = shared.map(|s| (s.route.path.as_str(), s.shared.health().seen()));
+        // A replica counts its viewers, its camera state is its home route's; the home route
+        // counts each replica as one viewer.
+        let shared = shared.map(|s| {
+            let seen = s.shared.health().seen().map(|(viewers, state)| match s.home {
+                Some(_) => (viewers, CameraState::Idle),
+                None => (viewers.saturating_sub(s.replicas.len() as u64), state),
+            });
+            (s.route.path.as_str(), seen)
+        });
         for (path, seen) in passthrough.chain(shared) {
             if let Some((viewers, state)) = seen {
                 self.metrics.set_route(path, viewers, state);
