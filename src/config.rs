@@ -463,6 +463,13 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Concurrent connections from one source IP.
     pub max_connections_per_ip: usize,
+    /// Open sockets (accepted and camera ones, whole relay) at which a new connection is
+    /// answered `503` with `Retry-After` and closed at once
+    /// (`relay_rejections_total{reason="max_connections"}`), so that a burst degrades instead of
+    /// running the process out of descriptors. 0 (the default): two thirds of what
+    /// `RLIMIT_NOFILE` leaves after the process's own descriptors, the rest kept for the camera
+    /// connections of tunnels already admitted (`proto::descriptor_budget`).
+    pub max_connections: usize,
     /// Bytes queued towards one viewer (media, RTSP answers, WebSocket pongs and closes) beyond
     /// which the relay reads neither the viewer nor its camera (passthrough) until half of it
     /// is gone; a viewer over it for `idle_timeout_secs` is closed
@@ -541,6 +548,7 @@ impl Default for Limits {
             camera_close_grace_ms: 2_000,
             max_sessions: 10_000,
             max_connections_per_ip: 1_000,
+            max_connections: 0,
             max_viewer_backlog_bytes: 1024 * 1024,
             max_pending_requests: 32,
             max_camera_backlog_bytes: 1024 * 1024,

@@ -114,6 +114,11 @@ struct Listeners {
     /// Out of descriptors since the last accept that succeeded: logged once per stretch, not
     /// at every tick's retry (a flood can last minutes; each failure is still counted).
     out_of_fds: bool,
+    /// This shard's socket count as last added to the process-wide one (`Admission::sockets`).
+    sockets_published: usize,
+    /// Refusing at `[limits] max_connections` since the last connection taken: logged once
+    /// per stretch (each refusal is counted).
+    at_socket_cap: bool,
 }
 
 /// Writes a tiny reply straight to a fresh socket, outside the ring: used only where the
@@ -157,6 +162,8 @@ impl Shard {
                     open: cfg.listeners.into_iter().map(Some).collect(),
                     paused: Vec::new(),
                     out_of_fds: false,
+                    sockets_published: 0,
+                    at_socket_cap: false,
                 },
                 conns: ConnTable::new(),
                 latencies: Vec::new(),
@@ -209,6 +216,7 @@ impl Shard {
             self.relieve_ring_pressure();
             self.io.bufs.publish();
             self.feed_starved();
+            self.publish_sockets();
             if self.relay_drained() && self.io.conns.is_empty() {
                 break;
             }
@@ -256,6 +264,7 @@ impl Shard {
             let _ = self.io.ring.uring.submitter().unregister_buf_ring(self.io.bufs.group);
             self.io.bufs.mark_idle();
             self.io.conns.mark_idle();
+            self.publish_sockets();
         } else {
             tracing::error!(
                 shard = self.id,

@@ -2,6 +2,7 @@
 //! header, TLS plaintext, request head, route, address lists, caps) is
 //! `proto::greeting::Greeting`'s; this file feeds it and carries its verdict out.
 
+use crate::proto::descriptor_budget;
 use crate::proto::greeting::{self, Greeting, Proxy, Refusal, Reply, Rules, Verdict};
 
 use super::*;
@@ -74,6 +75,13 @@ impl Shard {
             send_now(&fd, &http_head::http_error_reply(503, "Service Unavailable"));
             return;
         }
+        if self.at_socket_cap() {
+            // Accepted and refused at once, so the listen queue keeps draining; the
+            // descriptors above the cap stay for admitted tunnels' camera connections.
+            self.metrics.rejected(Rejection::MaxConnections);
+            refuse_unread(&fd, &descriptor_budget::refusal_reply());
+            return;
+        }
         let proxy = match self.relay.settings.proxy.expect(peer.ip()) {
             ProxyExpect::Header => Proxy::Required { listener },
             ProxyExpect::NoHeader if self.relay.settings.proxy.enabled => Proxy::Refused,
@@ -112,6 +120,47 @@ impl Shard {
         let _ = socket2::SockRef::from(&fd).set_nodelay(true);
         let idx = self.io.conns.insert_greeting(fd, peer, Greeting::new(proxy), tls, counted, self.io.reaped_at);
         self.arm_head_recv(idx);
+    }
+
+    /// Whether the relay's sockets have reached `[limits] max_connections` (a connection just
+    /// accepted not counted); logs the start and end of a stretch at the cap.
+    fn at_socket_cap(&mut self) -> bool {
+        self.publish_sockets();
+        let admission = &self.shared.admission;
+        let cap = admission.socket_cap(self.relay.settings.limits.max_connections);
+        let open = admission.sockets();
+        let at_cap = descriptor_budget::refuses(open, cap);
+        if at_cap != std::mem::replace(&mut self.io.listeners.at_socket_cap, at_cap) {
+            if at_cap {
+                tracing::warn!(shard = self.id, open, cap, "at [limits] max_connections: new connections answered 503");
+            } else {
+                tracing::info!(shard = self.id, open, cap, "below [limits] max_connections: accepting again");
+            }
+        }
+        at_cap
+    }
+
+    /// Adds the change in this shard's socket count since it last did to the process-wide
+    /// count every shard's accept reads: called per accept, per free and per loop turn, so
+    /// camera connections and hand-offs are counted within a turn.
+    pub(in crate::shard) fn publish_sockets(&mut self) {
+        let now = self.io.conns.len();
+        let was = std::mem::replace(&mut self.io.listeners.sockets_published, now);
+        if now != was {
+            self.shared.admission.sockets_moved(was, now);
+        }
+    }
+
+    /// Accepting stopped out of descriptors: a connection just closed gave one back, so the
+    /// listeners are re-armed now rather than at the next tick (a tick's worth of a setup burst
+    /// would overflow the listen queue). Bounded: one failed accept per close at worst.
+    pub(in crate::shard) fn resume_accepting_after_close(&mut self) {
+        if !self.io.listeners.out_of_fds || self.relay.draining_until.is_some() {
+            return;
+        }
+        for listener in std::mem::take(&mut self.io.listeners.paused) {
+            self.arm_accept(listener);
+        }
     }
 
     pub(in crate::shard) fn arm_head_recv(&mut self, idx: usize) {
@@ -229,5 +278,20 @@ impl Shard {
     /// Writes a successful answer (a page, a file), then closes.
     pub(in crate::shard) fn answer(&mut self, idx: usize, reply: Vec<u8>) {
         self.io.conns.refuse(idx, reply, FLUSH_GRACE);
+    }
+}
+
+/// Answers a connection refused before anything of it was read, and reads away what it sent
+/// already (its request head, usually): closing a socket with unread bytes resets it, and a
+/// reset can beat the answer to the client.
+fn refuse_unread(fd: &OwnedFd, reply: &[u8]) {
+    send_now(fd, reply);
+    let sock = socket2::SockRef::from(fd);
+    let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    for _ in 0..16 {
+        match sock.recv_with_flags(&mut scratch, libc::MSG_DONTWAIT) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
     }
 }

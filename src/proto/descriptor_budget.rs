@@ -1,0 +1,88 @@
+//! How many sockets accepting may take (`[limits] max_connections`), so that the relay degrades
+//! at its open-file limit instead of collapsing.
+//!
+//! Without a cap, a setup burst takes the process to `RLIMIT_NOFILE`: `accept` fails with
+//! `EMFILE`, the listen queue overflows (SYNs retried a second later), and the tunnels already
+//! admitted cannot open their camera connections. With it, a connection over the cap is still
+//! accepted, answered `503` with `Retry-After` and closed at once, so the queue keeps draining;
+//! the descriptors above the cap stay free for what admitted tunnels still need (a camera
+//! socket each, opened after their GET and POST) and the process's own files.
+
+/// Descriptors the process holds besides its connections: standard streams, each shard's ring
+/// and mailbox, the listeners, the metrics port and its spares, `/proc` files for the process
+/// gauges, log files; with room to spare (a relay with many listeners or shards sets the cap).
+pub const PROCESS_DESCRIPTORS: usize = 48;
+
+/// The smallest cap derived from the open-file limit: below it the relay would refuse nearly
+/// everything, which a limit that small (a test's `prlimit`) should show as `EMFILE` instead.
+pub const MIN_DERIVED_CAP: usize = 8;
+
+/// Seconds a refused client is asked to wait before trying again: a setup burst passes in
+/// about that time, and a player retrying sooner would only be refused again.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+/// The cap on open sockets at which accepting refuses: `configured` when set (not 0), else
+/// derived from the process's open-file limit. Each tunnel's two accepted connections may need
+/// one camera connection after admission (passthrough routes), so accepted sockets get two
+/// thirds of what is left after the process's own descriptors, cameras the other third.
+pub fn connection_cap(configured: usize, open_file_limit: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    (open_file_limit.saturating_sub(PROCESS_DESCRIPTORS) / 3).saturating_mul(2).max(MIN_DERIVED_CAP)
+}
+
+/// Whether a connection just accepted is refused: `open` sockets (accepted and camera ones,
+/// this one not included) have reached the cap.
+pub fn refuses(open: usize, cap: usize) -> bool {
+    open >= cap
+}
+
+/// The answer to a connection refused at the cap, written before its first request is read (so
+/// an RTSP client reads an HTTP status line, which still says what happened).
+pub fn refusal_reply() -> Vec<u8> {
+    format!(
+        "HTTP/1.0 503 Service Unavailable\r\nServer: rtsp-tunnel-relay\r\nRetry-After: {RETRY_AFTER_SECS}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_explicit_cap_wins_over_the_derived_one() {
+        assert_eq!(connection_cap(500, 20_000), 500);
+        assert_eq!(connection_cap(50_000, 1_024), 50_000);
+    }
+
+    #[test]
+    fn the_derived_cap_leaves_a_camera_socket_for_every_admitted_tunnel() {
+        for limit in [64usize, 100, 1_024, 20_000, 1 << 20] {
+            let cap = connection_cap(0, limit);
+            if cap == MIN_DERIVED_CAP {
+                continue;
+            }
+            // At the cap every accepted socket may be half of a tunnel still to reach its camera.
+            assert!(cap + cap / 2 + PROCESS_DESCRIPTORS <= limit, "limit {limit}: cap {cap}");
+        }
+        assert_eq!(connection_cap(0, 20_000), 13_300);
+        assert_eq!(connection_cap(0, 0), MIN_DERIVED_CAP);
+        assert_eq!(connection_cap(0, usize::MAX), (usize::MAX - PROCESS_DESCRIPTORS) / 3 * 2);
+    }
+
+    #[test]
+    fn refusal_starts_at_the_cap() {
+        assert!(!refuses(9, 10));
+        assert!(refuses(10, 10));
+        assert!(refuses(11, 10));
+    }
+
+    #[test]
+    fn the_refusal_says_when_to_come_back() {
+        let reply = String::from_utf8(refusal_reply()).unwrap();
+        assert!(reply.starts_with("HTTP/1.0 503 "));
+        assert!(reply.contains("\r\nRetry-After: 1\r\n") && reply.ends_with("\r\n\r\n"));
+    }
+}
