@@ -7,6 +7,11 @@
 //! accepted, answered `503` with `Retry-After` and closed at once, so the queue keeps draining;
 //! the descriptors above the cap stay free for what admitted tunnels still need (a camera
 //! socket each, opened after their GET and POST) and the process's own files.
+//!
+//! Refusing at accept cannot tell a tunnel's POST from a new GET, and a GET whose POST is
+//! refused holds its socket for the pairing timeout for nothing. So new tunnels are refused
+//! earlier, once their first request is read, at three quarters of the cap
+//! ([`refuses_new_tunnel`]): the last quarter is for the POSTs of tunnels already begun.
 
 /// Descriptors the process holds besides its connections: standard streams, each shard's ring
 /// and mailbox, the listeners, the metrics port and its spares, `/proc` files for the process
@@ -36,6 +41,13 @@ pub fn connection_cap(configured: usize, open_file_limit: usize) -> usize {
 /// this one not included) have reached the cap.
 pub fn refuses(open: usize, cap: usize) -> bool {
     open >= cap
+}
+
+/// Whether a connection whose first request opens a new tunnel (a tunnel GET, plain RTSP, a
+/// WebSocket) is refused: `open` sockets, this one included, are past three quarters of the
+/// cap. A POST joining its GET is never refused here.
+pub fn refuses_new_tunnel(open: usize, cap: usize) -> bool {
+    open > cap - cap / 4
 }
 
 /// The answer to a connection refused at the cap, written before its first request is read (so
@@ -77,6 +89,16 @@ mod tests {
         assert!(!refuses(9, 10));
         assert!(refuses(10, 10));
         assert!(refuses(11, 10));
+    }
+
+    #[test]
+    fn new_tunnels_leave_the_last_quarter_to_posts() {
+        assert!(!refuses_new_tunnel(75, 100));
+        assert!(refuses_new_tunnel(76, 100));
+        // Never above the accept cap's own refusal point.
+        for cap in 0..50 {
+            assert!(refuses_new_tunnel(cap + 1, cap), "cap {cap}");
+        }
     }
 
     #[test]

@@ -140,6 +140,15 @@ impl Shard {
         at_cap
     }
 
+    /// Whether the relay's sockets (a connection just read included) leave no room for a new
+    /// tunnel under `[limits] max_connections` (the rest is for POSTs of tunnels begun).
+    fn no_room_for_new_tunnels(&mut self) -> bool {
+        self.publish_sockets();
+        let admission = &self.shared.admission;
+        let cap = admission.socket_cap(self.relay.settings.limits.max_connections);
+        descriptor_budget::refuses_new_tunnel(admission.sockets(), cap)
+    }
+
     /// Adds the change in this shard's socket count since it last did to the process-wide
     /// count every shard's accept reads: called per accept, per free and per loop turn, so
     /// camera connections and hand-offs are counted within a turn.
@@ -228,6 +237,13 @@ impl Shard {
         if self.io.conns.get(idx).is_some_and(|c| c.has_tls()) {
             // Handshake messages rustls wants to send (session tickets), before anything else.
             self.io.queue_owned(idx, Vec::new());
+        }
+        let opens_tunnel =
+            matches!(verdict, Verdict::TunnelGet { .. } | Verdict::PlainRtsp { .. } | Verdict::WebSocket { .. });
+        if opens_tunnel && self.no_room_for_new_tunnels() {
+            let reply = descriptor_budget::refusal_reply();
+            self.refuse(idx, Rejection::MaxConnections, reply);
+            return;
         }
         match verdict {
             Verdict::NeedMore | Verdict::Admitted { .. } => self.arm_head_recv(idx),
