@@ -58,7 +58,8 @@ impl Admission {
         if now > was {
             self.sockets.fetch_add(now - was, Ordering::AcqRel);
         } else if was > now {
-            let _ = self.sockets.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(was - now)));
+            let _ =
+                self.sockets.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(was - now)));
         }
     }
 

@@ -464,7 +464,8 @@ pub struct Limits {
     /// Concurrent connections from one source IP.
     pub max_connections_per_ip: usize,
     /// Open sockets (accepted and camera ones, whole relay) at which a new connection is
-    /// answered `503` with `Retry-After` and closed at once
+    /// answered `503` with `Retry-After` and closed at once; past three quarters of it a new
+    /// tunnel is answered so after its first request, the rest kept for POSTs joining their GET
     /// (`relay_rejections_total{reason="max_connections"}`), so that a burst degrades instead of
     /// running the process out of descriptors. 0 (the default): two thirds of what
     /// `RLIMIT_NOFILE` leaves after the process's own descriptors, the rest kept for the camera

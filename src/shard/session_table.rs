@@ -97,4 +97,3 @@ impl SessionTable {
         self.slab.is_empty()
     }
 }
-

@@ -117,7 +117,8 @@ impl Shard {
                 }
             },
         };
-        let _ = socket2::SockRef::from(&fd).set_nodelay(true);
+        // TCP_NODELAY comes from the listener (`bind_listeners` sets it; Linux copies it to
+        // every accepted socket): no setsockopt per connection.
         let idx = self.io.conns.insert_greeting(fd, peer, Greeting::new(proxy), tls, counted, self.io.reaped_at);
         self.arm_head_recv(idx);
     }
