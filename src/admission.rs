@@ -47,9 +47,9 @@ impl Admission {
     }
 
     /// The cap on open sockets at which accepting refuses (`[limits] max_connections`, or
-    /// derived from the open-file limit when that is 0).
-    pub fn socket_cap(&self, configured: usize) -> usize {
-        crate::proto::descriptor_budget::connection_cap(configured, self.open_file_limit)
+    /// derived from the open-file limit and the cameras still to open when that is 0).
+    pub fn socket_cap(&self, configured: usize, cameras: crate::proto::descriptor_budget::CameraSockets) -> usize {
+        crate::proto::descriptor_budget::connection_cap(configured, self.open_file_limit, cameras)
     }
 
     /// A shard's socket count moved from `was` to `now` (it publishes its own count, read by
@@ -144,7 +144,7 @@ mod tests {
         assert_eq!(a.sockets(), 5);
         a.sockets_moved(100, 0);
         assert_eq!(a.sockets(), 0);
-        assert_eq!(a.socket_cap(7), 7);
+        assert_eq!(a.socket_cap(7, crate::proto::descriptor_budget::CameraSockets::PerTunnel), 7);
     }
 }
 

@@ -467,9 +467,10 @@ pub struct Limits {
     /// answered `503` with `Retry-After` and closed at once; past three quarters of it a new
     /// tunnel is answered so after its first request, the rest kept for POSTs joining their GET
     /// (`relay_rejections_total{reason="max_connections"}`), so that a burst degrades instead of
-    /// running the process out of descriptors. 0 (the default): two thirds of what
-    /// `RLIMIT_NOFILE` leaves after the process's own descriptors, the rest kept for the camera
-    /// connections of tunnels already admitted (`proto::descriptor_budget`).
+    /// running the process out of descriptors. 0 (the default): what `RLIMIT_NOFILE`
+    /// leaves after the process's own descriptors and room for camera connections still to
+    /// open: two thirds of it with a passthrough route (each admitted tunnel may open one), all
+    /// but a few per route with shared routes only (`proto::descriptor_budget`).
     pub max_connections: usize,
     /// Bytes queued towards one viewer (media, RTSP answers, WebSocket pongs and closes) beyond
     /// which the relay reads neither the viewer nor its camera (passthrough) until half of it

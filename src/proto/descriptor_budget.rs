@@ -26,15 +26,46 @@ pub const MIN_DERIVED_CAP: usize = 8;
 /// about that time, and a player retrying sooner would only be refused again.
 pub const RETRY_AFTER_SECS: u32 = 1;
 
+/// Camera connections a shared route may hold at once: its camera (two for a camera reached
+/// through an HTTP tunnel), and one more while it is being replaced or probed.
+pub const CAMERA_SOCKETS_PER_SHARED_ROUTE: usize = 3;
+
+/// How many camera connections the relay may still have to open, which the derived cap leaves
+/// room for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CameraSockets {
+    /// A passthrough route exists: every admitted tunnel may open a camera connection of its own.
+    PerTunnel,
+    /// Shared routes only: their cameras, however many viewers.
+    AtMost(usize),
+}
+
+impl CameraSockets {
+    /// What the routes in force may open.
+    pub fn of(routes: &[std::sync::Arc<super::route::Route>]) -> CameraSockets {
+        if routes.iter().any(|r| r.shared().is_none()) {
+            CameraSockets::PerTunnel
+        } else {
+            CameraSockets::AtMost(routes.len().saturating_mul(CAMERA_SOCKETS_PER_SHARED_ROUTE))
+        }
+    }
+}
+
 /// The cap on open sockets at which accepting refuses: `configured` when set (not 0), else
-/// derived from the process's open-file limit. Each tunnel's two accepted connections may need
-/// one camera connection after admission (passthrough routes), so accepted sockets get two
-/// thirds of what is left after the process's own descriptors, cameras the other third.
-pub fn connection_cap(configured: usize, open_file_limit: usize) -> usize {
+/// derived from the process's open-file limit, less the process's own descriptors and room for
+/// the camera connections still to open. With passthrough routes each tunnel's two accepted
+/// connections may need one camera connection after admission, so accepted sockets get two
+/// thirds and cameras the other third; with shared routes only, cameras need a few per route.
+pub fn connection_cap(configured: usize, open_file_limit: usize, cameras: CameraSockets) -> usize {
     if configured > 0 {
         return configured;
     }
-    (open_file_limit.saturating_sub(PROCESS_DESCRIPTORS) / 3).saturating_mul(2).max(MIN_DERIVED_CAP)
+    let room = open_file_limit.saturating_sub(PROCESS_DESCRIPTORS);
+    let cap = match cameras {
+        CameraSockets::PerTunnel => (room / 3).saturating_mul(2),
+        CameraSockets::AtMost(n) => room.saturating_sub(n),
+    };
+    cap.max(MIN_DERIVED_CAP)
 }
 
 /// Whether a connection just accepted is refused: `open` sockets (accepted and camera ones,
@@ -65,23 +96,41 @@ mod tests {
 
     #[test]
     fn an_explicit_cap_wins_over_the_derived_one() {
-        assert_eq!(connection_cap(500, 20_000), 500);
-        assert_eq!(connection_cap(50_000, 1_024), 50_000);
+        for cameras in [CameraSockets::PerTunnel, CameraSockets::AtMost(300)] {
+            assert_eq!(connection_cap(500, 20_000, cameras), 500);
+            assert_eq!(connection_cap(50_000, 1_024, cameras), 50_000);
+        }
     }
 
     #[test]
     fn the_derived_cap_leaves_a_camera_socket_for_every_admitted_tunnel() {
         for limit in [64usize, 100, 1_024, 20_000, 1 << 20] {
-            let cap = connection_cap(0, limit);
+            let cap = connection_cap(0, limit, CameraSockets::PerTunnel);
             if cap == MIN_DERIVED_CAP {
                 continue;
             }
             // At the cap every accepted socket may be half of a tunnel still to reach its camera.
             assert!(cap + cap / 2 + PROCESS_DESCRIPTORS <= limit, "limit {limit}: cap {cap}");
         }
-        assert_eq!(connection_cap(0, 20_000), 13_300);
-        assert_eq!(connection_cap(0, 0), MIN_DERIVED_CAP);
-        assert_eq!(connection_cap(0, usize::MAX), (usize::MAX - PROCESS_DESCRIPTORS) / 3 * 2);
+        assert_eq!(connection_cap(0, 20_000, CameraSockets::PerTunnel), 13_300);
+        assert_eq!(connection_cap(0, 0, CameraSockets::PerTunnel), MIN_DERIVED_CAP);
+        assert_eq!(connection_cap(0, usize::MAX, CameraSockets::PerTunnel), (usize::MAX - PROCESS_DESCRIPTORS) / 3 * 2);
+    }
+
+    #[test]
+    fn shared_routes_only_leave_room_for_their_cameras_alone() {
+        assert_eq!(connection_cap(0, 20_000, CameraSockets::AtMost(300)), 20_000 - PROCESS_DESCRIPTORS - 300);
+        assert_eq!(connection_cap(0, 100, CameraSockets::AtMost(usize::MAX)), MIN_DERIVED_CAP);
+        let cfg = |extra: &str| {
+            let text = format!(
+                "[listen]\ntunnel = [\"127.0.0.1:1\"]\n[[route]]\npath = \"/a\"\nupstream = \"rtsp://127.0.0.1:9/a\"\nmode = \"shared\"\n{extra}"
+            );
+            let (_, routes) = crate::config::Config::from_toml(&text).expect("config");
+            crate::proto::route::RouteTable::new(routes).routes().to_vec()
+        };
+        assert_eq!(CameraSockets::of(&cfg("")), CameraSockets::AtMost(CAMERA_SOCKETS_PER_SHARED_ROUTE));
+        let mixed = cfg("[[route]]\npath = \"/b\"\nupstream = \"rtsp://127.0.0.1:9/b\"\nmode = \"passthrough\"\n");
+        assert_eq!(CameraSockets::of(&mixed), CameraSockets::PerTunnel);
     }
 
     #[test]

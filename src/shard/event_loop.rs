@@ -119,6 +119,10 @@ struct Listeners {
     /// Refusing at `[limits] max_connections` since the last connection taken: logged once
     /// per stretch (each refusal is counted).
     at_socket_cap: bool,
+    /// The socket cap and the settings it was derived from (their routes decide the room kept
+    /// for camera connections): derived again only when the settings change. Held, so that
+    /// later settings cannot be allocated where these were and be taken for them.
+    socket_cap: Option<(Arc<crate::config::Settings>, usize)>,
 }
 
 /// Writes a tiny reply straight to a fresh socket, outside the ring: used only where the
@@ -164,6 +168,7 @@ impl Shard {
                     out_of_fds: false,
                     sockets_published: 0,
                     at_socket_cap: false,
+                    socket_cap: None,
                 },
                 conns: ConnTable::new(),
                 latencies: Vec::new(),

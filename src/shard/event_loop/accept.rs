@@ -127,9 +127,8 @@ impl Shard {
     /// accepted not counted); logs the start and end of a stretch at the cap.
     fn at_socket_cap(&mut self) -> bool {
         self.publish_sockets();
-        let admission = &self.shared.admission;
-        let cap = admission.socket_cap(self.relay.settings.limits.max_connections);
-        let open = admission.sockets();
+        let cap = self.socket_cap();
+        let open = self.shared.admission.sockets();
         let at_cap = descriptor_budget::refuses(open, cap);
         if at_cap != std::mem::replace(&mut self.io.listeners.at_socket_cap, at_cap) {
             if at_cap {
@@ -145,9 +144,23 @@ impl Shard {
     /// tunnel under `[limits] max_connections` (the rest is for POSTs of tunnels begun).
     fn no_room_for_new_tunnels(&mut self) -> bool {
         self.publish_sockets();
-        let admission = &self.shared.admission;
-        let cap = admission.socket_cap(self.relay.settings.limits.max_connections);
-        descriptor_budget::refuses_new_tunnel(admission.sockets(), cap)
+        let cap = self.socket_cap();
+        descriptor_budget::refuses_new_tunnel(self.shared.admission.sockets(), cap)
+    }
+
+    /// `[limits] max_connections`, or what it derives to; the routes are looked at only when
+    /// the settings changed (a reload, a route added), not per connection.
+    fn socket_cap(&mut self) -> usize {
+        match &self.io.listeners.socket_cap {
+            Some((from, cap)) if Arc::ptr_eq(from, &self.relay.settings) => *cap,
+            _ => {
+                let settings = self.relay.settings.clone();
+                let cameras = descriptor_budget::CameraSockets::of(settings.routes.routes());
+                let cap = self.shared.admission.socket_cap(settings.limits.max_connections, cameras);
+                self.io.listeners.socket_cap = Some((settings, cap));
+                cap
+            }
+        }
     }
 
     /// Adds the change in this shard's socket count since it last did to the process-wide
