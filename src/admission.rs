@@ -1,4 +1,5 @@
-//! Process-wide admission limits: concurrent sessions and connections per source IP.
+//! Process-wide admission limits: concurrent sessions, connections per source IP, and open
+//! sockets against the descriptor budget (`proto::descriptor_budget`).
 //!
 //! Shards consult these once per connection or session (never on the media path), so a shared
 //! atomic and a lock-free map are enough; each refusal is counted by the caller.
@@ -9,15 +10,62 @@ use crate::proto::session::AuthGate;
 use crate::proto::viewer_caps::{CapHit, ViewerCaps};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-#[derive(Default)]
 pub struct Admission {
     sessions: AtomicUsize,
     per_ip: papaya::HashMap<IpAddr, usize>,
+    /// Sockets the shards hold (accepted and camera ones), as each last published it.
+    sockets: AtomicUsize,
+    /// The soft `RLIMIT_NOFILE` when the relay started (what the default socket cap derives from).
+    open_file_limit: usize,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            sessions: AtomicUsize::new(0),
+            per_ip: papaya::HashMap::new(),
+            sockets: AtomicUsize::new(0),
+            open_file_limit: soft_open_file_limit(),
+        }
+    }
+}
+
+/// The soft `RLIMIT_NOFILE`; unlimited (or unreadable) reads as `usize::MAX`.
+fn soft_open_file_limit() -> usize {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if !ok || lim.rlim_cur == libc::RLIM_INFINITY {
+        return usize::MAX;
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }
 
 impl Admission {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The cap on open sockets at which accepting refuses (`[limits] max_connections`, or
+    /// derived from the open-file limit and the cameras still to open when that is 0).
+    pub fn socket_cap(&self, configured: usize, cameras: crate::proto::descriptor_budget::CameraSockets) -> usize {
+        crate::proto::descriptor_budget::connection_cap(configured, self.open_file_limit, cameras)
+    }
+
+    /// A shard's socket count moved from `was` to `now` (it publishes its own count, read by
+    /// every shard's accept).
+    pub fn sockets_moved(&self, was: usize, now: usize) {
+        if now > was {
+            self.sockets.fetch_add(now - was, Ordering::AcqRel);
+        } else if was > now {
+            let _ =
+                self.sockets.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(was - now)));
+        }
+    }
+
+    /// Sockets the shards hold, as last published.
+    pub fn sockets(&self) -> usize {
+        self.sockets.load(Ordering::Acquire)
     }
 
     /// Takes a session slot if fewer than `max` are in use.
@@ -85,6 +133,18 @@ mod tests {
         a.close_connection(x);
         assert_eq!(a.connections_from(x), 0);
         assert!(a.try_open_connection(x, 1));
+    }
+
+    #[test]
+    fn socket_counts_add_up_across_shards_and_never_wrap() {
+        let a = Admission::new();
+        a.sockets_moved(0, 5);
+        a.sockets_moved(0, 3);
+        a.sockets_moved(5, 2);
+        assert_eq!(a.sockets(), 5);
+        a.sockets_moved(100, 0);
+        assert_eq!(a.sockets(), 0);
+        assert_eq!(a.socket_cap(7, crate::proto::descriptor_budget::CameraSockets::PerTunnel), 7);
     }
 }
 

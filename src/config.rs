@@ -468,6 +468,15 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Concurrent connections from one source IP.
     pub max_connections_per_ip: usize,
+    /// Open sockets (accepted and camera ones, whole relay) at which a new connection is
+    /// answered `503` with `Retry-After` and closed at once; past three quarters of it a new
+    /// tunnel is answered so after its first request, the rest kept for POSTs joining their GET
+    /// (`relay_rejections_total{reason="max_connections"}`), so that a burst degrades instead of
+    /// running the process out of descriptors. 0 (the default): what `RLIMIT_NOFILE`
+    /// leaves after the process's own descriptors and room for camera connections still to
+    /// open: two thirds of it with a passthrough route (each admitted tunnel may open one), all
+    /// but a few per route with shared routes only (`proto::descriptor_budget`).
+    pub max_connections: usize,
     /// Bytes queued towards one viewer (media, RTSP answers, WebSocket pongs and closes) beyond
     /// which the relay reads neither the viewer nor its camera (passthrough) until half of it
     /// is gone; a viewer over it for `idle_timeout_secs` is closed
@@ -546,6 +555,7 @@ impl Default for Limits {
             camera_close_grace_ms: 2_000,
             max_sessions: 10_000,
             max_connections_per_ip: 1_000,
+            max_connections: 0,
             max_viewer_backlog_bytes: 1024 * 1024,
             max_pending_requests: 32,
             max_camera_backlog_bytes: 1024 * 1024,

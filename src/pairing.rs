@@ -71,6 +71,11 @@ impl CookieTable {
     /// A parked POST calls this again when woken; its own parked entry does not count.
     pub fn post_arrived(&self, cookie: &str, shard: u16) -> PostLookup {
         let map = self.map.pin();
+        // The usual case, the GET registered first, needs no owned key (compute takes one: an
+        // allocation per setup for nothing).
+        if let Some(Entry::Get(s)) = map.get(cookie) {
+            return PostLookup::Found(*s);
+        }
         match map.compute(cookie.into(), |existing| match existing {
             None => papaya::Operation::Insert(Entry::ParkedPost { shard }),
             Some((_, Entry::Get(s))) => papaya::Operation::Abort(PostLookup::Found(*s)),

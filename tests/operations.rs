@@ -220,9 +220,10 @@ fn hostile_burst_leaves_a_playing_ffmpeg_viewer_alone_and_no_fd_behind() {
 #[test]
 fn running_out_of_descriptors_pauses_accepting_then_recovers() {
     // Set before start: a limit lowered later (prlimit --pid) did not bind the rings' accepts here.
+    // A cap above the limit, so that accepting (not `[limits] max_connections`) meets it.
     let relay = RelayProcess::start_wrapped(
         "emfile",
-        &route("/cam1", "rtsp://127.0.0.1:9/x"),
+        &format!("[limits]\nmax_connections = 1000\n{}", route("/cam1", "rtsp://127.0.0.1:9/x")),
         &["prlimit", "--nofile=40:40", "--"],
     );
     let before = relay.log_text().lines().count();

@@ -242,7 +242,8 @@ fn a_second_relay_on_a_port_in_use_refuses_to_start_and_the_first_keeps_its_conn
 /// `/metrics` as before, from its spare descriptors, one request after another.
 #[test]
 fn the_metrics_port_answers_at_the_open_file_limit() {
-    let route = "[[route]]\npath = \"/cam1\"\nupstream = \"rtsp://127.0.0.1:9/x\"\n";
+    // A cap above the limit, so that accepting (not `[limits] max_connections`) meets it.
+    let route = "[limits]\nmax_connections = 1000\n[[route]]\npath = \"/cam1\"\nupstream = \"rtsp://127.0.0.1:9/x\"\n";
     let relay = RelayProcess::start_wrapped("fd-limit", route, &["prlimit", "--nofile=64:64", "--"]);
     assert!(http_get(relay.metrics, "/healthz").unwrap_or_default().starts_with("HTTP/1.1 200"));
     // More connections than the relay has descriptors; they idle in their head phase (10 s).

@@ -107,6 +107,7 @@ labels!(Rejection {
     ApiAuth => "api_auth", ApiForbidden => "api_forbidden",
     MaxViewers => "max_viewers", MaxSessionsPerUser => "max_sessions_per_user",
     MaxSessionsPerIp => "max_sessions_per_ip",
+    MaxConnections => "max_connections",
 });
 labels!(PortDrop { Deadline => "deadline", Shed => "shed", TooLarge => "too_large" });
 labels!(UpstreamErrorKind {

@@ -13,6 +13,7 @@ pub mod camera_session;
 pub mod camera_source;
 pub mod camera_tunnel;
 pub mod closing;
+pub mod descriptor_budget;
 pub mod digest;
 pub mod external_auth;
 pub mod fanout_policy;

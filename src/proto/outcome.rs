@@ -118,6 +118,8 @@ pub enum Rejection {
     MaxSessionsPerUser,
     /// `[auth] max_sessions_per_ip` reached (answered 453).
     MaxSessionsPerIp,
+    /// `[limits] max_connections` reached: accepted, answered 503 with `Retry-After`, closed.
+    MaxConnections,
 }
 
 /// Why talking to a camera failed: `relay_upstream_errors_total{reason}`.

@@ -429,7 +429,12 @@ impl ConnTable {
         }
         let role = c.role();
         let was = std::mem::replace(&mut c.phase, Phase::Closing { role });
-        c.shutdown();
+        // shutdown(2) is for what is in flight: it completes a pending receive so the slot can
+        // be freed. With nothing in flight the caller frees it at once and close(2) alone ends
+        // the connection (a setup's last close usually follows the peer's EOF: one syscall less).
+        if c.ops > 0 {
+            c.shutdown();
+        }
         let cancel_connect = (c.connect.is_some() && c.ops > 0).then_some(c.generation);
         Some(Closed { was, cancel_connect })
     }

@@ -114,6 +114,15 @@ struct Listeners {
     /// Out of descriptors since the last accept that succeeded: logged once per stretch, not
     /// at every tick's retry (a flood can last minutes; each failure is still counted).
     out_of_fds: bool,
+    /// This shard's socket count as last added to the process-wide one (`Admission::sockets`).
+    sockets_published: usize,
+    /// Refusing at `[limits] max_connections` since the last connection taken: logged once
+    /// per stretch (each refusal is counted).
+    at_socket_cap: bool,
+    /// The socket cap and the settings it was derived from (their routes decide the room kept
+    /// for camera connections): derived again only when the settings change. Held, so that
+    /// later settings cannot be allocated where these were and be taken for them.
+    socket_cap: Option<(Arc<crate::config::Settings>, usize)>,
 }
 
 /// Writes a tiny reply straight to a fresh socket, outside the ring: used only where the
@@ -157,6 +166,9 @@ impl Shard {
                     open: cfg.listeners.into_iter().map(Some).collect(),
                     paused: Vec::new(),
                     out_of_fds: false,
+                    sockets_published: 0,
+                    at_socket_cap: false,
+                    socket_cap: None,
                 },
                 conns: ConnTable::new(),
                 latencies: Vec::new(),
@@ -209,6 +221,7 @@ impl Shard {
             self.relieve_ring_pressure();
             self.io.bufs.publish();
             self.feed_starved();
+            self.publish_sockets();
             if self.relay_drained() && self.io.conns.is_empty() {
                 break;
             }
@@ -256,6 +269,7 @@ impl Shard {
             let _ = self.io.ring.uring.submitter().unregister_buf_ring(self.io.bufs.group);
             self.io.bufs.mark_idle();
             self.io.conns.mark_idle();
+            self.publish_sockets();
         } else {
             tracing::error!(
                 shard = self.id,

@@ -12,7 +12,9 @@ use crate::proto::tunnel::Tunnel;
 pub struct SessionSlot {
     /// Unique within the shard; logged as `shard-id`.
     pub id: u64,
-    pub tunnel: Tunnel,
+    /// Boxed: a tunnel is ~2 KB, and the slab copies its entries whole each time it grows
+    /// (page faults and copying in a setup burst); boxed, growth moves pointers.
+    pub tunnel: Box<Tunnel>,
     pub cookie: Option<String>,
     /// The tunnel GET, or the plain RTSP connection.
     pub viewer: Option<usize>,
@@ -46,7 +48,7 @@ impl SessionTable {
         let id = self.next_id;
         let (index, generation) = self.slab.insert_with(|_, _| SessionSlot {
             id,
-            tunnel,
+            tunnel: Box::new(tunnel),
             cookie: None,
             viewer: None,
             post: None,

@@ -525,7 +525,12 @@ impl TunnelViewer {
         cookie: &str,
     ) -> TunnelViewer {
         let mut get = connect_from(source, relay);
-        write!(get, "GET {path} HTTP/1.1\r\nHost: {relay}\r\nX-Sessioncookie: {cookie}\r\nAccept: application/x-rtsp-tunnelled\r\nPragma: no-cache\r\nCache-Control: no-cache\r\n\r\n").unwrap();
+        // A relay refusing at accept (`[limits] max_connections`) may have answered and closed
+        // before the GET is written: the reply head read next says so.
+        let _ = write!(
+            get,
+            "GET {path} HTTP/1.1\r\nHost: {relay}\r\nX-Sessioncookie: {cookie}\r\nAccept: application/x-rtsp-tunnelled\r\nPragma: no-cache\r\nCache-Control: no-cache\r\n\r\n"
+        );
         let reply_head = read_http_head(&mut get);
         TunnelViewer {
             get,
@@ -649,6 +654,10 @@ pub fn open_post_from(
 ) -> TcpStream {
     let mut post = connect_from(source, relay);
     let expect = if expect_continue { "Expect: 100-continue\r\n" } else { "" };
-    write!(post, "POST {path} HTTP/1.0\r\nHost: {relay}\r\nx-sessioncookie: {cookie}\r\nContent-Type: application/x-rtsp-tunnelled\r\nContent-Length: 32767\r\n{expect}Pragma: no-cache\r\n\r\n").unwrap();
+    // Refused at accept, the relay may have closed first: the POST's reader sees its answer.
+    let _ = write!(
+        post,
+        "POST {path} HTTP/1.0\r\nHost: {relay}\r\nx-sessioncookie: {cookie}\r\nContent-Type: application/x-rtsp-tunnelled\r\nContent-Length: 32767\r\n{expect}Pragma: no-cache\r\n\r\n"
+    );
     post
 }

@@ -2,6 +2,7 @@
 //! header, TLS plaintext, request head, route, address lists, caps) is
 //! `proto::greeting::Greeting`'s; this file feeds it and carries its verdict out.
 
+use crate::proto::descriptor_budget;
 use crate::proto::greeting::{self, Greeting, Proxy, Refusal, Reply, Rules, Verdict};
 
 use super::*;
@@ -74,6 +75,13 @@ impl Shard {
             send_now(&fd, &http_head::http_error_reply(503, "Service Unavailable"));
             return;
         }
+        if self.at_socket_cap() {
+            // Accepted and refused at once, so the listen queue keeps draining; the
+            // descriptors above the cap stay for admitted tunnels' camera connections.
+            self.metrics.rejected(Rejection::MaxConnections);
+            refuse_unread(&fd, &descriptor_budget::refusal_reply());
+            return;
+        }
         let proxy = match self.relay.settings.proxy.expect(peer.ip()) {
             ProxyExpect::Header => Proxy::Required { listener },
             ProxyExpect::NoHeader if self.relay.settings.proxy.enabled => Proxy::Refused,
@@ -109,9 +117,73 @@ impl Shard {
                 }
             },
         };
-        let _ = socket2::SockRef::from(&fd).set_nodelay(true);
+        // TCP_NODELAY comes from the listener (`bind_listeners` sets it; Linux copies it to
+        // every accepted socket): no setsockopt per connection.
         let idx = self.io.conns.insert_greeting(fd, peer, Greeting::new(proxy), tls, counted, self.io.reaped_at);
         self.arm_head_recv(idx);
+    }
+
+    /// Whether the relay's sockets have reached `[limits] max_connections` (a connection just
+    /// accepted not counted); logs the start and end of a stretch at the cap.
+    fn at_socket_cap(&mut self) -> bool {
+        self.publish_sockets();
+        let cap = self.socket_cap();
+        let open = self.shared.admission.sockets();
+        let at_cap = descriptor_budget::refuses(open, cap);
+        if at_cap != std::mem::replace(&mut self.io.listeners.at_socket_cap, at_cap) {
+            if at_cap {
+                tracing::warn!(shard = self.id, open, cap, "at [limits] max_connections: new connections answered 503");
+            } else {
+                tracing::info!(shard = self.id, open, cap, "below [limits] max_connections: accepting again");
+            }
+        }
+        at_cap
+    }
+
+    /// Whether the relay's sockets (a connection just read included) leave no room for a new
+    /// tunnel under `[limits] max_connections` (the rest is for POSTs of tunnels begun).
+    fn no_room_for_new_tunnels(&mut self) -> bool {
+        self.publish_sockets();
+        let cap = self.socket_cap();
+        descriptor_budget::refuses_new_tunnel(self.shared.admission.sockets(), cap)
+    }
+
+    /// `[limits] max_connections`, or what it derives to; the routes are looked at only when
+    /// the settings changed (a reload, a route added), not per connection.
+    fn socket_cap(&mut self) -> usize {
+        match &self.io.listeners.socket_cap {
+            Some((from, cap)) if Arc::ptr_eq(from, &self.relay.settings) => *cap,
+            _ => {
+                let settings = self.relay.settings.clone();
+                let cameras = descriptor_budget::CameraSockets::of(settings.routes.routes());
+                let cap = self.shared.admission.socket_cap(settings.limits.max_connections, cameras);
+                self.io.listeners.socket_cap = Some((settings, cap));
+                cap
+            }
+        }
+    }
+
+    /// Adds the change in this shard's socket count since it last did to the process-wide
+    /// count every shard's accept reads: called per accept, per free and per loop turn, so
+    /// camera connections and hand-offs are counted within a turn.
+    pub(in crate::shard) fn publish_sockets(&mut self) {
+        let now = self.io.conns.len();
+        let was = std::mem::replace(&mut self.io.listeners.sockets_published, now);
+        if now != was {
+            self.shared.admission.sockets_moved(was, now);
+        }
+    }
+
+    /// Accepting stopped out of descriptors: a connection just closed gave one back, so the
+    /// listeners are re-armed now rather than at the next tick (a tick's worth of a setup burst
+    /// would overflow the listen queue). Bounded: one failed accept per close at worst.
+    pub(in crate::shard) fn resume_accepting_after_close(&mut self) {
+        if !self.io.listeners.out_of_fds || self.relay.draining_until.is_some() {
+            return;
+        }
+        for listener in std::mem::take(&mut self.io.listeners.paused) {
+            self.arm_accept(listener);
+        }
     }
 
     pub(in crate::shard) fn arm_head_recv(&mut self, idx: usize) {
@@ -180,6 +252,13 @@ impl Shard {
             // Handshake messages rustls wants to send (session tickets), before anything else.
             self.io.queue_owned(idx, Vec::new());
         }
+        let opens_tunnel =
+            matches!(verdict, Verdict::TunnelGet { .. } | Verdict::PlainRtsp { .. } | Verdict::WebSocket { .. });
+        if opens_tunnel && self.no_room_for_new_tunnels() {
+            let reply = descriptor_budget::refusal_reply();
+            self.refuse(idx, Rejection::MaxConnections, reply);
+            return;
+        }
         match verdict {
             Verdict::NeedMore | Verdict::Admitted { .. } => self.arm_head_recv(idx),
             Verdict::Refuse(r) => self.refuse_greeting(idx, r),
@@ -229,5 +308,20 @@ impl Shard {
     /// Writes a successful answer (a page, a file), then closes.
     pub(in crate::shard) fn answer(&mut self, idx: usize, reply: Vec<u8>) {
         self.io.conns.refuse(idx, reply, FLUSH_GRACE);
+    }
+}
+
+/// Answers a connection refused before anything of it was read, and reads away what it sent
+/// already (its request head, usually): closing a socket with unread bytes resets it, and a
+/// reset can beat the answer to the client.
+fn refuse_unread(fd: &OwnedFd, reply: &[u8]) {
+    send_now(fd, reply);
+    let sock = socket2::SockRef::from(fd);
+    let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    for _ in 0..16 {
+        match sock.recv_with_flags(&mut scratch, libc::MSG_DONTWAIT) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
     }
 }

@@ -37,5 +37,8 @@ impl Shard {
             }
         }
         // Dropping `c` closes the descriptor: nothing in flight names it any more.
+        drop(c);
+        self.publish_sockets();
+        self.resume_accepting_after_close();
     }
 }
