@@ -3,9 +3,12 @@
 //! left out), and the live bytes with N tunnel viewers playing are compared with one. Its own
 //! test binary: the allocator is the process's.
 //!
-//! What this bounds is the heap beyond the slots of the connection and session tables (their
-//! sizes are bounded by `conn_table`'s and `session_table`'s unit tests); the kernel's socket
-//! buffers are not the process's memory at all.
+//! What this bounds is the heap beyond the slots of the connection and session tables (a
+//! connection's slot is bounded by `conn_table`'s unit test, a tunnel's size by `tunnel`'s), plus the session's
+//! `Tunnel` (~1.4 KB), which the session slot holds boxed so that the table's growth moves
+//! pointers, not whole tunnels: ~2 KB of dialogue state and ~1.4 KB of tunnel, 5.9 KB before
+//! the dialogue's scratch was given back. The kernel's socket buffers are not the process's
+//! memory at all.
 
 mod fake;
 mod support;
@@ -137,6 +140,6 @@ fn a_playing_viewer_of_a_shared_camera_keeps_little_heap() {
     }
     eprintln!("heap per playing viewer: {per_viewer} bytes\n{by_class}");
     assert_eq!(relay.shards().running(), 1);
-    assert!(per_viewer < 3 * 1024, "each playing viewer keeps {per_viewer} bytes of heap:\n{by_class}");
+    assert!(per_viewer < 4 * 1024, "each playing viewer keeps {per_viewer} bytes of heap:\n{by_class}");
     drop(viewers);
 }
