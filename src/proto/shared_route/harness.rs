@@ -146,6 +146,8 @@ struct World {
     delivered: u64,
     /// Receives of the probe that brought the route back and reached viewers.
     switched_back: u64,
+    /// Camera receives so far (every other one is handed over owned).
+    receives: u64,
 }
 
 impl World {
@@ -274,16 +276,31 @@ impl World {
     }
 
     /// One receive from the camera, planned frame by frame and checked.
+    /// Every other one is handed over owned, as a replica's receive from its home shard
+    /// (`handle_camera_owned`): its plans may then name no receive buffer at all.
     fn receive(&mut self, bytes: &[u8]) {
-        let mut chunk = bytes.to_vec();
-        self.receive_into(&mut chunk, false);
+        self.receives += 1;
+        if self.receives % 2 == 0 {
+            self.receive_as(&mut [], Some(bytes::BytesMut::from(bytes)), false);
+        } else {
+            let mut chunk = bytes.to_vec();
+            self.receive_into(&mut chunk, false);
+        }
     }
 
     /// One receive of the camera's connection, or of the probe's (`probe`).
     fn receive_into(&mut self, chunk: &mut [u8], probe: bool) {
+        self.receive_as(chunk, None, probe);
+    }
+
+    /// One receive, in `chunk` (read in place) or `owned` (then `chunk` is empty, and a plan
+    /// naming a range of it fails the check).
+    fn receive_as(&mut self, chunk: &mut [u8], owned: Option<bytes::BytesMut>, probe: bool) {
         let source = |r: &SharedRoute<u8>| r.camera().map(|c| c.live_source());
         let before = source(&self.route);
-        if probe {
+        if let Some(owned) = owned {
+            self.route.handle_camera_owned(self.now, owned);
+        } else if probe {
             self.route.handle_probe_bytes(self.now, chunk);
         } else {
             self.route.handle_camera_bytes(self.now, chunk);
@@ -460,6 +477,7 @@ pub fn run_counting(data: &[u8]) -> (u64, u64) {
         cached: HashSet::new(),
         delivered: 0,
         switched_back: 0,
+        receives: 0,
     };
     w.pump();
     let mut s = Script(data);

@@ -383,6 +383,15 @@ fn the_harness_plays_its_seed() {
     assert!(harness::run(&script) > 0);
 }
 
+/// Every other camera receive of the harness is handed over owned, as a replica's from its
+/// home shard: the seed's second receive reaches the viewer from shared bytes alone (a plan
+/// naming a range of a buffer the replica does not have fails the harness's check).
+#[test]
+fn the_harness_reads_a_replicas_owned_receive() {
+    let script = [3u8, 0, 1, 0, 0, 1, 3, 0, 3, 10, 2, 10, 2];
+    assert_eq!(harness::run(&script), 2);
+}
+
 /// The harness through both switches: the seed's viewer plays, the camera closes (the route
 /// switches to its fallback, whose keyframe plays, while the probe of the primary starts and
 /// plays), then the probe's keyframe brings the route back, its frame reaching the viewer.
