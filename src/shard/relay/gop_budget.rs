@@ -11,10 +11,12 @@ use crate::proto::gop_budget::{EvictionCandidate, eviction_order, evictions_need
 impl Shard {
     /// One atomic load per camera receive; the work only when the account is over.
     pub(in crate::shard) fn enforce_gop_budget(&mut self) {
-        let budget = self.shared.gop_budget.clone();
-        if !budget.is_over() {
+        // Checked on every camera receive: a load, not an `Arc` clone, whose count shares a
+        // cache line with the budget every shard writes.
+        if !self.shared.gop_budget.is_over() {
             return;
         }
+        let budget = self.shared.gop_budget.clone();
         let mut candidates: Vec<EvictionCandidate<_>> = self
             .relay
             .cameras
