@@ -32,13 +32,11 @@ impl Default for Admission {
 
 /// The soft `RLIMIT_NOFILE`; unlimited (or unreadable) reads as `usize::MAX`.
 fn soft_open_file_limit() -> usize {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes one rlimit into the struct it is given.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
-    if !ok || lim.rlim_cur == libc::RLIM_INFINITY {
-        return usize::MAX;
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) if soft != RLIM_INFINITY => usize::try_from(soft).unwrap_or(usize::MAX),
+        _ => usize::MAX,
     }
-    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }
 
 impl Admission {

@@ -82,8 +82,23 @@ fn without_transparent_huge_pages() {
     }
 }
 
+/// Raises the soft open-file limit to the hard one, as HAProxy and nginx do: a relay started
+/// from a shell (soft limit often 1,024) would otherwise refuse connections at a fraction of
+/// what it may hold (`[limits] max_connections` derives from the soft limit). Under systemd
+/// the unit sets both (`LimitNOFILE`).
+fn with_open_file_limit_raised() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            // Best effort: the relay runs under the soft limit if it cannot be raised.
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     without_transparent_huge_pages();
+    with_open_file_limit_raised();
     let cli = Cli::parse();
     if let Some(name) = &cli.hash_password {
         return hash_password(name, cli.config.as_deref());
