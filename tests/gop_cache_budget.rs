@@ -76,13 +76,7 @@ fn within_the_budget_the_bytes_held_are_exported_and_given_back() {
     assert_eq!(sample(&relay, "relay_gop_cache_evictions_total"), Some(0.0));
     // The route turns on-demand without viewers: its camera closes and its cache gives its
     // memory back.
-    let text = std::fs::read_to_string(&relay.config).unwrap();
-    let done = relay.log_text().matches("configuration reloaded").count();
-    std::fs::write(&relay.config, text.replace("always_on = true", "always_on = false")).unwrap();
-    relay.signal("HUP");
-    let reloaded =
-        eventually(Duration::from_secs(5), || relay.log_text().matches("configuration reloaded").count() > done);
-    assert!(reloaded, "{}", relay.log_text());
+    relay.reload_replacing("always_on = true", "always_on = false");
     assert!(
         eventually(Duration::from_secs(20), || sample(&relay, "relay_gop_cache_bytes") == Some(0.0)),
         "the cache of a removed route still counts: {:?}",

@@ -249,18 +249,6 @@ fn with_hot_route_viewers_at_0_every_viewer_moves_to_the_cameras_shard() {
     assert_eq!(camera.sessions_of("/cam1"), 1);
 }
 
-/// Rewrites `from` to `to` in the relay's configuration and reloads it (SIGHUP).
-fn reload(relay: &RelayProcess, from: &str, to: &str) {
-    let text = std::fs::read_to_string(&relay.config).unwrap();
-    assert!(text.contains(from), "{from} not in {text}");
-    let done = relay.log_text().matches("configuration reloaded").count();
-    std::fs::write(&relay.config, text.replace(from, to)).unwrap();
-    relay.signal("HUP");
-    let reloaded =
-        eventually(Duration::from_secs(5), || relay.log_text().matches("configuration reloaded").count() > done);
-    assert!(reloaded, "{}", relay.log_text());
-}
-
 /// A reload moving the hot route to another mount with the same description: every viewer on
 /// both shards carries on, RTP continuous. To a camera with another description: every viewer
 /// on both shards is ended as `camera_changed`. The route removed: the replica goes.
@@ -281,7 +269,7 @@ fn a_hot_routes_camera_changed_by_reload_reaches_the_viewers_of_both_shards() {
     }
     assert_eq!(sample(&relay, "relay_replicas_active"), Some(1.0), "{}", relay.scrape());
 
-    reload(&relay, &camera.url("/cam1"), &camera.url("/cam2"));
+    relay.reload_replacing(&camera.url("/cam1"), &camera.url("/cam2"));
     assert!(eventually(Duration::from_secs(20), || camera.sessions_of("/cam2") == 1), "{:?}", camera.events());
     let before: Vec<u64> = watches.iter().map(Watch::packets).collect();
     for (i, w) in watches.iter().enumerate() {
@@ -297,14 +285,14 @@ fn a_hot_routes_camera_changed_by_reload_reaches_the_viewers_of_both_shards() {
     assert_eq!(camera.sessions_of("/cam1") + camera.sessions_of("/cam2"), 2, "{:?}", camera.events());
 
     let changed = "relay_sessions_total{outcome=\"camera_changed\"}";
-    reload(&relay, &camera.url("/cam2"), &other.url("/cam1"));
+    relay.reload_replacing(&camera.url("/cam2"), &other.url("/cam1"));
     for (i, w) in watches.iter().enumerate() {
         assert!(eventually(Duration::from_secs(20), || w.seen().closed), "viewer {i} stayed: {}", relay.log_text());
     }
     let n = watches.len() as f64;
     assert!(eventually(Duration::from_secs(10), || sample(&relay, changed) == Some(n)), "{}", relay.scrape());
     // The route removed: no replica is left.
-    reload(&relay, "[[route]]\npath = \"/hot\"", "[[route]]\npath = \"/gone\"");
+    relay.reload_replacing("[[route]]\npath = \"/hot\"", "[[route]]\npath = \"/gone\"");
     assert!(
         eventually(Duration::from_secs(20), || sample(&relay, "relay_replicas_active") == Some(0.0)),
         "{}",

@@ -507,18 +507,6 @@ fn a_camera_back_with_another_stream_ends_its_viewers() {
     assert_eq!(camera.sessions_of("/cam1"), 2, "{:?}", camera.events());
 }
 
-/// Rewrites `from` to `to` in the relay's configuration and reloads it (SIGHUP).
-fn reload(relay: &RelayProcess, from: &str, to: &str) {
-    let text = std::fs::read_to_string(&relay.config).unwrap();
-    assert!(text.contains(from), "{from} not in {text}");
-    let done = relay.log_text().matches("configuration reloaded").count();
-    std::fs::write(&relay.config, text.replace(from, to)).unwrap();
-    relay.signal("HUP");
-    let reloaded =
-        eventually(Duration::from_secs(5), || relay.log_text().matches("configuration reloaded").count() > done);
-    assert!(reloaded, "{}", relay.log_text());
-}
-
 /// Issue 20 item 9: a SIGHUP that changes only a shared route's camera credentials while a raw
 /// viewer and GStreamer play. The relay opens a camera session with the new credentials and
 /// the viewers carry on (one SSRC, no sequence gap); credentials the camera refuses leave them
@@ -551,16 +539,16 @@ fn a_reload_that_changes_the_cameras_credentials_carries_its_viewers_over() {
     };
 
     // Other credentials the camera accepts: a new camera session, the viewers carried over.
-    reload(&relay, &upstream("alice:one"), &upstream("bob:two"));
+    relay.reload_replacing(&upstream("alice:one"), &upstream("bob:two"));
     assert!(eventually(Duration::from_secs(20), || camera.sessions_of("/cam1") == 2), "{:?}", camera.events());
     plays_on("the new credentials");
 
     // Credentials the camera refuses: no media, but the viewers stay...
     let refused = "relay_camera_sessions_total{outcome=\"auth_failed\"}";
-    reload(&relay, &upstream("bob:two"), &upstream("bob:wrong"));
+    relay.reload_replacing(&upstream("bob:two"), &upstream("bob:wrong"));
     assert!(eventually(Duration::from_secs(10), || metric(&relay, refused) >= 1.0), "{}", relay.scrape());
     // ...and with the old ones back the media is too.
-    reload(&relay, &upstream("bob:wrong"), &upstream("alice:one"));
+    relay.reload_replacing(&upstream("bob:wrong"), &upstream("alice:one"));
     plays_on("the old credentials were restored");
 
     let seen = raw.seen();
@@ -588,7 +576,7 @@ fn a_reload_that_moves_a_shared_route_to_another_camera_carries_or_ends_its_view
     assert!(raw.wait_packets(0, 50, Duration::from_secs(20)));
 
     // The same camera's other mount: another URL, the same description.
-    reload(&relay, &camera.url("/cam1"), &camera.url("/cam2"));
+    relay.reload_replacing(&camera.url("/cam1"), &camera.url("/cam2"));
     assert!(eventually(Duration::from_secs(20), || camera.sessions_of("/cam2") == 1), "{:?}", camera.events());
     let got = raw.packets();
     assert!(
@@ -604,7 +592,7 @@ fn a_reload_that_moves_a_shared_route_to_another_camera_carries_or_ends_its_view
 
     // Another camera, another description: the viewer is ended, counted, and may come back.
     let changed = "relay_sessions_total{outcome=\"camera_changed\"}";
-    reload(&relay, &camera.url("/cam2"), &other.url("/cam1"));
+    relay.reload_replacing(&camera.url("/cam2"), &other.url("/cam1"));
     assert!(eventually(Duration::from_secs(20), || raw.seen().closed), "the viewer stayed: {}", relay.log_text());
     assert!(eventually(Duration::from_secs(5), || metric(&relay, changed) == 1.0), "{}", relay.scrape());
     let mut v = RawViewer::connect(relay.tunnel, "/cam1");

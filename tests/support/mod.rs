@@ -323,6 +323,19 @@ impl RelayProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Rewrites `from` to `to` in the relay's configuration file and reloads it (SIGHUP),
+    /// returning once the relay logged the reload.
+    pub fn reload_replacing(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "{from} not in {text}");
+        let done = self.log_text().matches("configuration reloaded").count();
+        std::fs::write(&self.config, text.replace(from, to)).unwrap();
+        self.signal("HUP");
+        let reloaded =
+            eventually(Duration::from_secs(5), || self.log_text().matches("configuration reloaded").count() > done);
+        assert!(reloaded, "{}", self.log_text());
+    }
 }
 
 impl Drop for RelayProcess {

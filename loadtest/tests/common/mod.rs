@@ -61,25 +61,45 @@ pub fn start_cameras_with(streams: u32, extra: &[&str]) -> (Killed, SocketAddr) 
 }
 
 /// Cameras at `bitrate` with extra arguments.
+///
+/// The port is found free and then bound by the camera process: in between, another test's
+/// outgoing connection may take it as its local port, and the camera exits unable to bind. So a
+/// camera that exits before it answers is started again on another port.
 pub fn start_cameras_at(streams: u32, bitrate: &str, extra: &[&str]) -> (Killed, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    (start_cameras_on(addr, streams, bitrate, extra), addr)
+    for _ in 0..5 {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        if let Some(cams) = try_start_cameras_on(addr, streams, bitrate, extra) {
+            return (cams, addr);
+        }
+    }
+    panic!("cameras did not start on five ports in a row");
 }
 
 /// Cameras listening on `addr` (a camera restarted where the last one was).
 pub fn start_cameras_on(addr: SocketAddr, streams: u32, bitrate: &str, extra: &[&str]) -> Killed {
+    try_start_cameras_on(addr, streams, bitrate, extra).expect("cameras did not start (the port is taken)")
+}
+
+/// Cameras on `addr`, once they accept; `None` when the process exited first (it could not bind).
+fn try_start_cameras_on(addr: SocketAddr, streams: u32, bitrate: &str, extra: &[&str]) -> Option<Killed> {
     let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(["camera", "--listen", &addr.to_string(), "--streams", &streams.to_string(), "--bitrate", bitrate])
         .args(extra)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut cams = Killed(child);
     let end = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
+    loop {
+        if cams.0.try_wait().ok().flatten().is_some() {
+            return None;
+        }
+        if TcpStream::connect(addr).is_ok() {
+            return Some(cams);
+        }
         assert!(Instant::now() < end, "cameras did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Killed(child)
 }
 
 /// A `loadtest viewers` run in progress: its progress lines arrive on `lines`.
