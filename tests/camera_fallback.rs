@@ -9,12 +9,9 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support::raw_rtsp::{Incoming, RawViewer, RtpPacket, SeqTracker};
+use support::raw_rtsp::{Observe, RawViewer, RtpPacket, SeqTracker};
 use support::*;
 
 /// What a raw viewer got: sequence accounting, and every packet's arrival.
@@ -27,7 +24,15 @@ struct Seen {
     closed: bool,
 }
 
-impl Seen {
+impl Observe for Seen {
+    fn seq(&self) -> &SeqTracker {
+        &self.seq
+    }
+
+    fn set_closed(&mut self) {
+        self.closed = true;
+    }
+
     fn add(&mut self, p: &RtpPacket) {
         self.seq.add(p);
         self.arrivals.push(p.at);
@@ -38,7 +43,9 @@ impl Seen {
         }
         self.last_ts = Some(p.timestamp);
     }
+}
 
+impl Seen {
     /// The longest silence between two packets from `from` on: when the packet after it
     /// arrived, and how long the silence was.
     fn resumed_after(&self, from: Instant) -> Option<(Instant, Duration)> {
@@ -56,47 +63,13 @@ impl Seen {
     }
 }
 
-/// A raw viewer read on its own thread.
-struct Watch {
-    seen: Arc<Mutex<Seen>>,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
+type Watch = support::raw_rtsp::Watch<Seen>;
 
-impl Watch {
-    fn start(relay: &RelayProcess, path: &str) -> Watch {
-        let mut v = RawViewer::connect(relay.tunnel, path);
-        v.play((0, 1));
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, st) = (seen.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                match v.next(Duration::from_millis(100)) {
-                    Incoming::Rtp(p) if p.channel == 0 => s.lock().unwrap().add(&p),
-                    Incoming::Closed => {
-                        s.lock().unwrap().closed = true;
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-        });
-        Watch { seen, stop, handle: Some(handle) }
-    }
-
-    fn seen(&self) -> Seen {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
+/// A raw viewer of `path` playing its video on channels (0, 1), watched on its own thread.
+fn watch(relay: &RelayProcess, path: &str) -> Watch {
+    let mut v = RawViewer::connect(relay.tunnel, path);
+    v.play((0, 1));
+    Watch::start(v, (0, 1).0)
 }
 
 fn source_is(relay: &RelayProcess, source: &str) -> bool {
@@ -139,7 +112,7 @@ fn a_killed_primary_hands_its_viewers_to_the_fallback_and_takes_them_back() {
     let api = free_port();
     let relay = relay_with_fallback("fallback", &primary, &fallback, api);
     let ffmpeg = LiveViewer::ffmpeg("fallback-ffmpeg", "http", &relay.url("/cam1"), 120);
-    let raw = Watch::start(&relay, "/cam1");
+    let raw = watch(&relay, "/cam1");
     assert!(
         eventually(Duration::from_secs(20), || ffmpeg.frames() >= 25 && raw.seen().seq.packets > 50),
         "no media from the primary: {}\n{}",
@@ -232,7 +205,7 @@ fn a_fallback_with_another_stream_ends_the_viewers_as_camera_changed() {
     // Another RTP payload type: another stream description.
     let fallback = GstCamera::start_args(&["--pt", "97"]);
     let relay = relay_with_fallback("fallback-changed", &primary, &fallback, free_port());
-    let raw = Watch::start(&relay, "/cam1");
+    let raw = watch(&relay, "/cam1");
     assert!(eventually(Duration::from_secs(20), || raw.seen().seq.packets > 25), "{}", relay.log_text());
     primary.kill();
     assert!(

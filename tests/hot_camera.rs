@@ -9,13 +9,9 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use support::raw_rtsp::{Incoming, RawViewer, RtpPacket, SeqTracker};
+use support::raw_rtsp::{Observe, RawViewer, RtpPacket, SeqTracker};
 use support::*;
 
 const READER: &str = "ro-hot-5a1c";
@@ -32,14 +28,24 @@ struct Seen {
     closed: bool,
 }
 
-impl Seen {
+impl Observe for Seen {
+    fn seq(&self) -> &SeqTracker {
+        &self.seq
+    }
+
+    fn set_closed(&mut self) {
+        self.closed = true;
+    }
+
     fn add(&mut self, p: &RtpPacket) {
         if *self.first_ts.get_or_insert(p.timestamp) == p.timestamp {
             self.first_unit.extend(p.h264_nal_types());
         }
         self.seq.add(p);
     }
+}
 
+impl Seen {
     /// The first packet opens an access unit (a delimiter, SEI or parameter sets may come
     /// before the IDR slice) and that unit holds an IDR slice.
     fn starts_at_a_keyframe(&self) -> bool {
@@ -47,61 +53,13 @@ impl Seen {
     }
 }
 
-/// A raw viewer read on its own thread.
-struct Watch {
-    local: SocketAddr,
-    seen: Arc<Mutex<Seen>>,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<RawViewer>>,
-}
+type Watch = support::raw_rtsp::Watch<Seen>;
 
-impl Watch {
-    fn start(relay: &RelayProcess, path: &str) -> Watch {
-        let mut v = RawViewer::connect(relay.tunnel, path);
-        v.play((VIDEO, VIDEO + 1));
-        let local = v.stream().local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, st) = (seen.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                match v.next(Duration::from_millis(100)) {
-                    Incoming::Rtp(p) if p.channel == VIDEO => {
-                        s.lock().unwrap().add(&p);
-                    }
-                    Incoming::Closed => {
-                        s.lock().unwrap().closed = true;
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            v
-        });
-        Watch { local, seen, stop, handle: Some(handle) }
-    }
-
-    fn seen(&self) -> Seen {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn packets(&self) -> u64 {
-        self.seen.lock().unwrap().seq.packets
-    }
-
-    fn finish(mut self) -> RawViewer {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
+/// A raw viewer of `path` playing its video on channels (VIDEO, VIDEO + 1), watched on its own thread.
+fn watch(relay: &RelayProcess, path: &str) -> Watch {
+    let mut v = RawViewer::connect(relay.tunnel, path);
+    v.play((VIDEO, VIDEO + 1));
+    Watch::start(v, (VIDEO, VIDEO + 1).0)
 }
 
 fn start(name: &str, camera: &GstCamera, hot_route_viewers: usize, api: u16) -> RelayProcess {
@@ -164,7 +122,7 @@ fn spread(relay: &RelayProcess, api: u16, n: usize) -> (Vec<Watch>, Vec<u16>) {
     let mut shards: Vec<u16> = Vec::new();
     while watches.len() < n || [0, 1].iter().any(|s| shards.iter().filter(|x| *x == s).count() < 2) {
         assert!(watches.len() < 40, "the viewers all landed on one shard: {shards:?}");
-        let w = Watch::start(relay, "/hot");
+        let w = watch(relay, "/hot");
         let shard = shard_of(api, &w).expect("the viewer's session is listed");
         shards.push(shard);
         watches.push(w);
@@ -237,7 +195,7 @@ fn with_hot_route_viewers_at_0_every_viewer_moves_to_the_cameras_shard() {
     let camera = GstCamera::start(None);
     let api = free_port();
     let relay = start("hot-camera-off", &camera, 0, api);
-    let watches: Vec<Watch> = (0..8).map(|_| Watch::start(&relay, "/hot")).collect();
+    let watches: Vec<Watch> = (0..8).map(|_| watch(&relay, "/hot")).collect();
     for (i, w) in watches.iter().enumerate() {
         assert!(eventually(Duration::from_secs(20), || w.packets() >= 100), "viewer {i} got {}", w.packets());
         assert_whole(w, &format!("viewer {i}"));

@@ -7,12 +7,9 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support::raw_rtsp::{Incoming, RawViewer, RtpPacket, SeqTracker, rtp_info_seq};
+use support::raw_rtsp::{Observe, RawViewer, RtpPacket, SeqTracker, rtp_info_seq};
 use support::*;
 
 const VIDEO: u8 = 0;
@@ -49,7 +46,15 @@ struct Seen {
     closed: bool,
 }
 
-impl Seen {
+impl Observe for Seen {
+    fn seq(&self) -> &SeqTracker {
+        &self.seq
+    }
+
+    fn set_closed(&mut self) {
+        self.closed = true;
+    }
+
     fn add(&mut self, p: &RtpPacket) {
         self.seq.add(p);
         if p.starts_h264_keyframe() {
@@ -65,62 +70,7 @@ impl Seen {
     }
 }
 
-/// A raw viewer read on its own thread, keeping count of what it gets on `VIDEO`'s channel.
-struct Watch {
-    seen: Arc<Mutex<Seen>>,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<RawViewer>>,
-}
-
-impl Watch {
-    fn start(mut viewer: RawViewer, channel: u8) -> Watch {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, st) = (seen.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                match viewer.next(Duration::from_millis(100)) {
-                    Incoming::Rtp(p) if p.channel == channel => s.lock().unwrap().add(&p),
-                    Incoming::Closed => {
-                        s.lock().unwrap().closed = true;
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            viewer
-        });
-        Watch { seen, stop, handle: Some(handle) }
-    }
-
-    fn seen(&self) -> Seen {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn packets(&self) -> u64 {
-        self.seen.lock().unwrap().seq.packets
-    }
-
-    /// Waits until it has `n` more packets than `after`; false at the deadline.
-    fn wait_packets(&self, after: u64, n: u64, timeout: Duration) -> bool {
-        eventually(timeout, || self.packets() >= after + n)
-    }
-
-    /// Stops reading and hands the viewer back.
-    fn finish(mut self) -> RawViewer {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
+type Watch = support::raw_rtsp::Watch<Seen>;
 
 /// A raw viewer of `path` playing on channels `(ch, ch + 1)`, watched.
 fn watch(relay: &RelayProcess, path: &str, ch: u8) -> Watch {

@@ -410,3 +410,75 @@ impl SeqTracker {
         self.packets += 1;
     }
 }
+
+/// What a [`Watch`]'s reader thread keeps of the packets on its channel; each test keeps what
+/// its assertions need (first access unit, pauses, arrivals …) beside the sequence accounting.
+pub trait Observe: Default + Clone + Send + 'static {
+    fn add(&mut self, p: &RtpPacket);
+    fn seq(&self) -> &SeqTracker;
+    /// The relay closed the viewer's connection.
+    fn set_closed(&mut self);
+}
+
+/// A raw viewer read on its own thread until stopped (or dropped), what it got kept in `S`.
+pub struct Watch<S: Observe> {
+    /// The viewer's own address (how the control API names its connection).
+    pub local: SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<S>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<RawViewer>>,
+}
+
+impl<S: Observe> Watch<S> {
+    /// Reads `viewer` (already playing) on its own thread, keeping the RTP packets on `channel`.
+    pub fn start(mut viewer: RawViewer, channel: u8) -> Watch<S> {
+        use std::sync::atomic::Ordering;
+        let local = viewer.stream().local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(S::default()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, st) = (seen.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match viewer.next(Duration::from_millis(100)) {
+                    Incoming::Rtp(p) if p.channel == channel => s.lock().unwrap().add(&p),
+                    Incoming::Closed => {
+                        s.lock().unwrap().set_closed();
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            viewer
+        });
+        Watch { local, seen, stop, handle: Some(handle) }
+    }
+
+    /// What it got so far.
+    pub fn seen(&self) -> S {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn packets(&self) -> u64 {
+        self.seen.lock().unwrap().seq().packets
+    }
+
+    /// Waits until it has `n` more packets than `after`; false at the deadline.
+    pub fn wait_packets(&self, after: u64, n: u64, timeout: Duration) -> bool {
+        super::eventually(timeout, || self.packets() >= after + n)
+    }
+
+    /// Stops reading and hands the viewer back.
+    pub fn finish(mut self) -> RawViewer {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+impl<S: Observe> Drop for Watch<S> {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
