@@ -160,7 +160,7 @@ impl Shard {
             .map_or_else(|| "localhost".to_owned(), |a| a.to_string());
         Ok(Shard {
             io: Io {
-                ring: Ring::new(ring, cfg.id),
+                ring: Ring::new(ring, cfg.id, runtime.completion_batch_us),
                 bufs: KernelMemory::new(bufs),
                 listeners: Listeners {
                     open: cfg.listeners.into_iter().map(Some).collect(),

@@ -155,12 +155,20 @@ pub fn nop() -> Submission {
     Submission::one(opcode::Nop::new().build().user_data(token(Op::Cancel, 0, 0)))
 }
 
+/// The most completions a batch wait collects before the thread wakes early: a hot camera's
+/// fan-out completes hundreds of sends at once, and those are handled without waiting.
+const BATCH_COMPLETIONS: usize = 128;
+
 /// The shard's io_uring: submissions in, completions out.
 pub struct Ring {
     pub uring: IoUring,
     /// Completions reaped to make room for submissions, handed out first by the next reap.
     pub backlog: Vec<Completion>,
     shard: u16,
+    /// `[runtime] completion_batch_us` when the kernel can wait that way, else `None`.
+    batch_wait_us: Option<u32>,
+    /// How long a batch wait that sees nothing lasts before the loop goes round anyway.
+    idle_wait: Duration,
     /// Tests: answer submissions EBUSY while completions overflow a full queue, as kernels
     /// that cannot flush the overflow do.
     #[cfg(test)]
@@ -168,11 +176,21 @@ pub struct Ring {
 }
 
 impl Ring {
-    pub fn new(uring: IoUring, shard: u16) -> Ring {
+    pub fn new(uring: IoUring, shard: u16, batch_wait_us: u32) -> Ring {
+        let batch_wait_us = match batch_wait_us {
+            0 => None,
+            us if uring.params().is_feature_min_timeout() => Some(us),
+            _ => {
+                tracing::info!(shard, "this kernel cannot batch completions (before Linux 6.12): handled as they come");
+                None
+            }
+        };
         Ring {
             uring,
             backlog: Vec::new(),
             shard,
+            batch_wait_us,
+            idle_wait: Duration::from_secs(1),
             #[cfg(test)]
             emulate_ebusy: false,
         }
@@ -230,14 +248,100 @@ impl Ring {
     }
 
     /// Submits what is queued and waits for a completion, unless some were reaped already.
+    /// With a batch wait, once one has come the kernel keeps collecting for up to that long
+    /// (or until [`BATCH_COMPLETIONS`] are in) before the thread wakes.
     pub fn submit_and_wait(&mut self) -> std::io::Result<usize> {
-        let want = usize::from(self.backlog.is_empty());
-        self.uring.submit_and_wait(want)
+        if !self.backlog.is_empty() {
+            return self.uring.submit_and_wait(0);
+        }
+        let Some(us) = self.batch_wait_us else {
+            return self.uring.submit_and_wait(1);
+        };
+        // The overall timeout only bounds a wait that saw nothing at all (the shard's tick
+        // completes long before it); without one the kernel would end the wait at `us` empty.
+        let idle = types::Timespec::from(self.idle_wait);
+        let args = types::SubmitArgs::new().timespec(&idle).min_wait_usec(us);
+        match self.uring.submitter().submit_with_args(BATCH_COMPLETIONS, &args) {
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(0),
+            r => r,
+        }
     }
 
     /// Moves every completion (those reaped early first) into `into`.
     pub fn reap(&mut self, into: &mut Vec<Completion>) {
         into.append(&mut self.backlog);
         into.extend(self.uring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// Runs `f` on a ring with a batch wait on its own thread; `None` if it did not return
+    /// within `limit` (a wait that hangs must fail the test, not the test run).
+    fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce(&mut Ring) -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let uring = IoUring::builder().setup_single_issuer().setup_defer_taskrun().build(64).unwrap();
+            let mut ring = Ring::new(uring, 0, 2_000);
+            // Long enough that a wait ended by it, not by the completions, shows.
+            ring.idle_wait = Duration::from_secs(60);
+            let _ = tx.send(f(&mut ring));
+        });
+        rx.recv_timeout(limit).ok()
+    }
+
+    fn completions(ring: &mut Ring) -> usize {
+        let mut got = Vec::new();
+        ring.reap(&mut got);
+        got.len()
+    }
+
+    #[test]
+    fn a_batch_wait_hands_over_fewer_completions_than_a_batch_once_they_are_in() {
+        let got = within(Duration::from_secs(20), |ring| {
+            if ring.batch_wait_us.is_none() {
+                return None; // A kernel before 6.12: the plain wait, tested everywhere else.
+            }
+            for _ in 0..3 {
+                ring.push(nop());
+            }
+            ring.submit_and_wait().unwrap();
+            Some(completions(ring))
+        });
+        match got {
+            Some(Some(n)) => assert_eq!(n, 3, "every completion handed over"),
+            Some(None) => {}
+            None => panic!("the wait held three completions for a batch of {BATCH_COMPLETIONS}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_wait_hands_over_a_completion_that_comes_after_its_window() {
+        let got = within(Duration::from_secs(20), |ring| {
+            // Bytes arriving well after the 2 ms window, while nothing else is in flight. (Not a
+            // timer: any timeout's completion ends a wait.)
+            let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+            let mut buf = [0u8; 16];
+            let sqe = opcode::Recv::new(types::Fd(rx.as_raw_fd()), buf.as_mut_ptr(), buf.len() as u32)
+                .build()
+                .user_data(token(Op::Recv, 0, 0));
+            // SAFETY: `buf` and `rx` outlive the operation: the wait below returns only once a
+            // completion is in, and this receive is the only operation in flight.
+            unsafe { ring.uring.submission().push(&sqe).unwrap() };
+            let writer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                std::io::Write::write_all(&mut tx, b"late").unwrap();
+                tx
+            });
+            ring.submit_and_wait().unwrap();
+            let n = completions(ring);
+            drop(writer.join());
+            n
+        });
+        assert_eq!(got, Some(1), "the late completion ended the wait, not the idle timeout");
     }
 }
