@@ -46,10 +46,18 @@ impl SliceCheck {
             self.broken = !continuous;
         }
         self.depacketise(rtp.payload);
-        if rtp.marker {
+        if rtp.marker && self.all_declared_in() {
             damaged |= self.close();
         }
         damaged
+    }
+
+    /// Whether every slice the picture's checksum SEI declared has come (true without one). A
+    /// relay that cannot tell where a picture ends may mark the last packet of each of its slices
+    /// (live555's proxy does: its H.264 framer takes each slice for a whole picture), so a marker
+    /// closes a picture only once its slices are in; otherwise the next picture's timestamp does.
+    fn all_declared_in(&self) -> bool {
+        self.declared.as_ref().is_none_or(|d| self.computed.len() >= d.len())
     }
 
     fn depacketise(&mut self, p: &[u8]) {
@@ -195,5 +203,32 @@ mod tests {
         let c = run(&pk, Some(i));
         assert_eq!(c.pictures_damaged, 0, "{c:?}");
         assert!(c.pictures_unverified >= 1, "{c:?}");
+    }
+
+    #[test]
+    fn a_relay_marking_every_slice_still_has_every_picture_verified() {
+        // live555's proxy sets the marker on the last packet of every slice, not of every
+        // picture: the keyframe's several slices arrive as several "pictures" of one timestamp.
+        let mut pk = packets(400);
+        let mut marked = 0;
+        for p in pk.iter_mut() {
+            let r = parse_rtp(p).unwrap();
+            let (t, ends) = match r.payload[0] & 0x1f {
+                28 => (r.payload[1] & 0x1f, r.payload[1] & 0x40 != 0),
+                t => (t, true),
+            };
+            if t == 5 && ends && p[1] & 0x80 == 0 {
+                p[1] |= 0x80;
+                marked += 1;
+            }
+        }
+        assert!(marked >= 1, "the keyframe has more than one slice");
+        let c = run(&pk, None);
+        assert_eq!((c.pictures_damaged, c.pictures_unverified), (0, 0), "{c:?}");
+        assert!(c.slices_verified >= 30, "{c:?}");
+        // Damage is still caught.
+        let (i, at) = find(&pk, 5);
+        pk[i][at] ^= 0x10;
+        assert_eq!(run(&pk, None).pictures_damaged, 1);
     }
 }
