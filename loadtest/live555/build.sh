@@ -40,11 +40,16 @@ fi
 src=$dir/liblivemedia-$version
 [ -d "$src/liveMedia" ] || tar -xzf "$sdist" -C "$dir"
 
-# Forced first into every file: fd_set sized before <sys/select.h> defines it (see above).
+# Forced first into every file: fd_set sized before <sys/select.h> defines it (see above), and
+# FD_SETSIZE fixed after it (it expands to __FD_SETSIZE, which <linux/posix_types.h> sets back to
+# 1,024 when a socket header includes it later).
 cat >"$dir/wide_fd_set.h" <<EOF
 #include <bits/types.h>
 #undef __FD_SETSIZE
 #define __FD_SETSIZE $fd_setsize
+#include <sys/select.h>
+#undef FD_SETSIZE
+#define FD_SETSIZE $fd_setsize
 EOF
 libs="UsageEnvironment BasicUsageEnvironment groupsock liveMedia"
 includes=""
@@ -54,7 +59,11 @@ for l in $libs; do includes+=" -I$src/$l/include"; done
 flags="-O2 -DSOCKLEN_T=socklen_t -D_LARGEFILE_SOURCE=1 -D_FILE_OFFSET_BITS=64 -DBSD=1 -DNO_OPENSSL=1
   -U_FORTIFY_SOURCE -include $dir/wide_fd_set.h $includes -w"
 obj=$dir/obj
+# Objects built with other flags or another forced header are built again.
+stamp="$flags $(cat "$dir/wide_fd_set.h")"
+[ "$(cat "$obj/flags" 2>/dev/null)" = "$stamp" ] || rm -rf "$obj"
 mkdir -p "$obj"
+printf '%s' "$stamp" >"$obj/flags"
 for l in $libs; do
   mkdir -p "$obj/$l"
   # Each source file once (.o kept: an interrupted build resumes), two compilers at a time.
