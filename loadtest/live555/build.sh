@@ -10,19 +10,20 @@
 #
 # One change from a stock build, made for the benchmark's sake: live555 waits with select(),
 # whose glibc fd_set stops at descriptor 1,023 (BasicTaskScheduler silently ignores sockets above
-# it), so stock live555 cannot hold the 1,000-viewer and 5,000-viewer workloads at all. fd_set is
+# it), so stock live555 serves no more than ~500 tunnelled viewers (two descriptors each) or ~1,000
+# plain ones, far short of shared-bench.sh's 1,000 and 5,000-viewer workloads. fd_set is
 # widened to FD_SETSIZE (below) by a header forced into every live555 file; select() in Linux takes
 # any size. The event loop is still live555's own select() loop, with its per-call cost.
 #
 # Idempotent: nothing is done when the binary is newer than proxy.cpp and this script. Compiling
-# takes a few minutes of both cores; it runs under `nice`. Exit status 0 when the binary is there.
+# takes a minute or more of both cores; it runs under `nice`. Exit status 0 when the binary is there.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 version=1.0.5 # live555 2024.06.26
 sha256=564f65501ea5e823e5c53b1847ce3f41bd7b71ee2e9f3ba154a7e955817dfb48
 fd_setsize=16384
-dir=${LIVE555_DIR:-$root/target/live555}
+dir=$root/target/live555
 bin=$dir/live555-proxy
 if [ -x "$bin" ] && [ "$bin" -nt "$here/proxy.cpp" ] && [ "$bin" -nt "$here/build.sh" ]; then
   exit 0
