@@ -6,10 +6,14 @@
 #              shared-nocache  the relay, routes `mode = "shared"`, `gop_cache = false`
 #              passthrough     the relay, routes `mode = "passthrough"` (one camera session per viewer)
 #              gst             loadtest/gst_relay.py (gst-rtsp-server, one shared media per mount)
+#              live555         live555's own RTSP proxy (ProxyServerMediaSession, one back-end session
+#                              per camera shared by its viewers), built by loadtest/live555/build.sh
+#                              on first use; in the default SYSTEMS when it is built or builds
 #              *-base          with BASELINE_BIN set: each relay system again (shared-base ...), run
 #                              by that binary (e.g. main's release build) in the same run
 # Run i of every system comes before run i+1 of any, so drift on the box lands on all alike.
-# Relay viewers tunnel over HTTP (VIEWER_MODE=rtsp for plain RTSP); gst viewers speak plain RTSP.
+# Relay viewers tunnel over HTTP (VIEWER_MODE=rtsp for plain RTSP); gst viewers speak plain RTSP;
+# live555 viewers do as the relay's (they tunnel through live555's HTTP tunnel port by default).
 # Per run: system CPU seconds (utime+stime) per GB the viewers received (every byte sent, a GOP
 # cache's replay included; the replayed share is printed beside it); RSS fixed + per viewer by
 # loadtest/rss.py (the viewers start in STEPS equal steps, each held HOLD; RSS at each count held
@@ -18,13 +22,14 @@
 # first keyframe packet); RTP sequence gaps and packets lost; camera sessions per camera (from the
 # camera's own count: sessions opened over cameras, and the most open at once on one camera).
 # After the table, ratios over runs paired by repeat number, median (min-max): each relay system
-# against its -base twin and against gst (CPU s/GB and RSS per viewer; above 1: costs more).
+# against its -base twin, against gst and against live555 (CPU s/GB and RSS per viewer; above 1:
+# costs more).
 #
 # Environment (defaults are the full benchmark; trial runs: A=1x50 B=5x10 DURATION=10s):
 #   A ("1x1000") B ("100x50")   CAMERAS x VIEWERS-PER-CAMERA; empty to skip the workload
 #   A_BITRATE (2M) B_BITRATE (500k) DURATION (30s: the full count's play time, at least HOLD)
 #   RAMP_S (5: seconds all the starts take, spread over the steps) STEPS (4) HOLD (8s) REPEATS (3)
-#   GOP (50) FPS (25) SHARDS (2) SYSTEMS ("shared shared-nocache passthrough gst")
+#   GOP (50) FPS (25) SHARDS (2) SYSTEMS ("shared shared-nocache passthrough gst live555")
 #   VIEWER_MODE (tunnel) OUT (target/shared-bench) SKIP_BUILD (unset)
 #   BASELINE_BIN (unset: a relay binary to compare against, e.g. today's main)
 #   BASE_SYSTEMS (every relay system in SYSTEMS: those BASELINE_BIN runs too)
@@ -36,7 +41,7 @@ workload_a=${A-1x1000}; workload_b=${B-100x50}
 a_bitrate=${A_BITRATE:-2M}; b_bitrate=${B_BITRATE:-500k}
 duration=${DURATION:-30s}; ramp_s=${RAMP_S:-5}; gop=${GOP:-50}; fps=${FPS:-25}; shards=${SHARDS:-2}
 steps=${STEPS:-4}; hold=${HOLD:-8s}; repeats=${REPEATS:-3}
-systems=${SYSTEMS:-"shared shared-nocache passthrough gst"}; viewer_mode=${VIEWER_MODE:-tunnel}
+systems=${SYSTEMS:-"shared shared-nocache passthrough gst live555"}; viewer_mode=${VIEWER_MODE:-tunnel}
 out=${OUT:-$root/target/shared-bench}
 mkdir -p "$out"
 [ -n "${SKIP_BUILD:-}" ] || (cd "$root" && cargo build --release -q -p rtsp-tunnel-relay -p loadtest)
@@ -44,7 +49,7 @@ bin=$root/target/release
 baseline=${BASELINE_BIN:-}
 if [ -n "$baseline" ]; then
   [ -x "$baseline" ] || { echo "BASELINE_BIN=$baseline is not an executable" >&2; exit 1; }
-  base_systems=${BASE_SYSTEMS:-$(for s in $systems; do [ "$s" = gst ] || printf "%s " "$s"; done)}
+  base_systems=${BASE_SYSTEMS:-$(for s in $systems; do case $s in gst | live555) ;; *) printf "%s " "$s" ;; esac; done)}
   with_base=""
   for s in $systems; do
     with_base+=" $s"
@@ -52,6 +57,15 @@ if [ -n "$baseline" ]; then
   done
   systems=$with_base
 fi
+# live555 is built once (the build skips itself when done) and left out when it cannot be.
+live555_bin=$root/target/live555/live555-proxy
+case " $systems " in
+  *" live555 "*)
+    if ! "$root/loadtest/live555/build.sh" >"$out/live555-build.log" 2>&1; then
+      echo "live555: loadtest/live555/build.sh failed (see $out/live555-build.log): skipped" >&2
+      systems=$(for s in $systems; do [ "$s" = live555 ] || printf "%s " "$s"; done)
+    fi ;;
+esac
 [ "$(getconf CLK_TCK)" = 100 ] || { echo "USER_HZ is not 100: the CPU arithmetic below assumes it" >&2; exit 1; }
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -76,7 +90,7 @@ run() {
   local workload=$1 system=$2 cameras=$3 per=$4 bitrate=$5 repeat=$6
   local name="$workload-$system-$repeat" viewers=$(($3 * $4))
   # Every system's viewers count each stream from the PLAY reply's RTP-Info (the default).
-  local cam_port port mport pid mode keys="" exe=$bin/rtsp-tunnel-relay
+  local cam_port port mport pid mode keys="" exe=$bin/rtsp-tunnel-relay target
   case $system in *-base) exe=$baseline ;; esac
   cam_port=$(free_port); port=$(free_port); mport=$(free_port)
   rm -f "$out/$name.camera.json"
@@ -93,6 +107,13 @@ run() {
     gst)
       /usr/bin/python3 "$root/loadtest/gst_relay.py" --camera "127.0.0.1:$cam_port" --streams "$cameras" --port "$port" \
         >"$out/$name.gst.out" 2>"$out/$name.gst.log" & pid=$!; mode=rtsp ;;
+    live555)
+      # RTSP on $port, RTSP-over-HTTP tunnels on $mport; stream i proxies camera i as /cam<i>.
+      local urls=() i
+      for i in $(seq 0 $((cameras - 1))); do urls+=("rtsp://127.0.0.1:$cam_port/cam$i"); done
+      "$live555_bin" 127.0.0.1 "$port" "$mport" "${urls[@]}" >"$out/$name.live555.out" 2>"$out/$name.live555.log" & pid=$!
+      mode=$viewer_mode
+      if [ "$mode" = tunnel ]; then target=$mport; fi ;;
     *)
       relay_config "$port" "$mport" "$cam_port" "$cameras" "$keys" >"$out/$name.toml"
       "$exe" --config "$out/$name.toml" 2>"$out/$name.relay.log" & pid=$!; mode=$viewer_mode
@@ -104,7 +125,7 @@ run() {
       fi ;;
   esac
   pids+=($pid)
-  if ! wait_port "$port"; then
+  if ! wait_port "$port" || ! wait_port "${target:-$port}"; then
     echo "$name: the system did not start (a relay without shared camera sessions refuses their route keys):" >&2
     tail -n 3 "$out/$name".*log >&2 || true
     kill "$cpid" 2>/dev/null || true; wait "$cpid" 2>/dev/null || true
@@ -119,7 +140,7 @@ run() {
   sampler=$!; pids+=($sampler)
   ramp=$(awk -v n="$viewers" -v s="$ramp_s" 'BEGIN { r = n / s; printf "%.1f", r < 1 ? 1 : r }')
   local ok=1
-  "$bin/loadtest" viewers --target "127.0.0.1:$port" --mode "$mode" --sessions "$viewers" --paths "$cameras" \
+  "$bin/loadtest" viewers --target "127.0.0.1:${target:-$port}" --mode "$mode" --sessions "$viewers" --paths "$cameras" \
       --ramp "$ramp/s" --steps "$steps" --hold "$hold" --duration "$duration" --source-ips 127.0.0.2-127.0.0.120 \
       --json "$out/$name.json" 2>"$out/$name.viewers.log" || ok=0
   cpu1=$(cpu_ticks "$pid"); peak=$(status_kb "$pid" VmHWM)
@@ -237,13 +258,14 @@ for w in sorted(on.keys() & off.keys()):
     print(f"time to first frame p50, workload {w}: {spread(on[w], 0)} ms with the GOP cache, {spread(off[w], 0)} ms without")
 
 # Ratios over runs paired by repeat number: each relay system against its BASELINE_BIN twin
-# (a regression shows as a ratio above 1) and against gst-rtsp-server.
+# (a regression shows as a ratio above 1), against gst-rtsp-server and against live555.
 ratio_rows = []
 for w in dict.fromkeys(r["workload"] for r in done):
     by = {s: [r for r in done if r["workload"] == w and r["system"] == s]
           for s in dict.fromkeys(r["system"] for r in done if r["workload"] == w)}
     pairs = [(s[: -len("-base")], s) for s in by if s.endswith("-base") and s[: -len("-base")] in by]
-    pairs += [(s, "gst") for s in by if s != "gst" and "gst" in by]
+    peers = [p for p in ("gst", "live555") if p in by]
+    pairs += [(s, p) for p in peers for s in by if s not in ("gst", "live555")]
     for a, b in pairs:
         ratio_rows.append((w, a, b, spread(paired(by[a], by[b], lambda r: r["cpu_s_per_gb"])),
                            spread(paired(by[a], by[b], lambda r: r["kb_per_viewer"]))))

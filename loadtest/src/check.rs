@@ -58,6 +58,9 @@ pub struct Integrity {
     /// Pictures whose slices do not match the checksums the camera sent with them.
     #[serde(default)]
     pub bad_slice: u64,
+    /// Pictures whose packets came under more than one RTP timestamp (a decoder splits them).
+    #[serde(default)]
+    pub split_picture: u64,
     /// Frames on a channel the SETUP did not ask for.
     pub unexpected_channel: u64,
     /// Frames on the RTCP channel that are not RTCP.
@@ -73,6 +76,7 @@ impl Integrity {
         self.bad_rtp += o.bad_rtp;
         self.bad_payload += o.bad_payload;
         self.bad_slice += o.bad_slice;
+        self.split_picture += o.split_picture;
         self.unexpected_channel += o.unexpected_channel;
         self.bad_rtcp += o.bad_rtcp;
         self.out_of_order += o.out_of_order;
@@ -86,6 +90,7 @@ impl Integrity {
             (self.bad_rtp, "bad_rtp"),
             (self.bad_payload, "bad_payload"),
             (self.bad_slice, "bad_slice"),
+            (self.split_picture, "split_picture"),
             (self.unexpected_channel, "unexpected_channel"),
             (self.bad_rtcp, "bad_rtcp"),
             (self.out_of_order, "out_of_order"),
@@ -100,6 +105,7 @@ impl Integrity {
             + self.bad_rtp
             + self.bad_payload
             + self.bad_slice
+            + self.split_picture
             + self.unexpected_channel
             + self.bad_rtcp
             + self.out_of_order
@@ -346,9 +352,11 @@ impl Checker {
         // RTP sequence continuous across it.
         let restarted = self.ssrc_changed
             || matches!(&parsed, Ok(Some(m)) if self.expect_stream.is_none_or(|s| s == m.stream) && self.jumps(m));
+        let splits = self.slices.pictures_split;
         if self.slices.packet(&rtp, continuous && !restarted) {
             self.integrity.bad_slice += 1;
         }
+        self.integrity.split_picture += self.slices.pictures_split - splits;
         self.first_packet_ns.get_or_insert(now_ns);
         if self.first_keyframe_ns.is_none() && payload::starts_keyframe(rtp.payload) {
             self.first_keyframe_ns = Some(now_ns);

@@ -699,13 +699,14 @@ impl Report {
         }
         let i = &self.integrity;
         s.push_str(&format!(
-            "integrity faults: {} (wrong stream {}, SSRC {}, bad RTP {}, bad payload {}, bad slice {}, unexpected channel {}, bad RTCP {}, out of order {})\n",
+            "integrity faults: {} (wrong stream {}, SSRC {}, bad RTP {}, bad payload {}, bad slice {}, split picture {}, unexpected channel {}, bad RTCP {}, out of order {})\n",
             i.total(),
             i.wrong_stream,
             i.ssrc_mismatch,
             i.bad_rtp,
             i.bad_payload,
             i.bad_slice,
+            i.split_picture,
             i.unexpected_channel,
             i.bad_rtcp,
             i.out_of_order

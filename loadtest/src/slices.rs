@@ -26,6 +26,9 @@ pub struct SliceCheck {
     pub pictures_damaged: u64,
     /// Pictures with slices but no usable checksum, or with a packet missing.
     pub pictures_unverified: u64,
+    /// Pictures whose packets came under more than one RTP timestamp (RFC 3550 and 6184 give
+    /// each picture one), their slices checked still; see [`SliceCheck::packet`].
+    pub pictures_split: u64,
 }
 
 impl SliceCheck {
@@ -40,16 +43,31 @@ impl SliceCheck {
             self.fu = None;
         }
         if self.ts != Some(rtp.timestamp) {
-            // A picture whose last packet (the marked one) never came ends here.
-            damaged |= self.close();
+            if continuous && self.ts.is_some() && !self.broken && !self.all_declared_in() {
+                // No packet is missing, yet the timestamp changed before the slices the picture
+                // declared were all in: the sender moved its RTP clock inside a picture (live555
+                // re-anchors it at every viewer's join). The picture goes on, counted as split.
+                self.pictures_split += 1;
+            } else {
+                // A picture whose last packet (the marked one) never came ends here.
+                damaged |= self.close();
+                self.broken = !continuous;
+            }
             self.ts = Some(rtp.timestamp);
-            self.broken = !continuous;
         }
         self.depacketise(rtp.payload);
-        if rtp.marker {
+        if rtp.marker && self.all_declared_in() {
             damaged |= self.close();
         }
         damaged
+    }
+
+    /// Whether every slice the picture's checksum SEI declared has come (true without one). A
+    /// relay that cannot tell where a picture ends may mark the last packet of each of its slices
+    /// (live555's proxy does: its H.264 framer takes each slice for a whole picture), so a marker
+    /// closes a picture only once its slices are in; otherwise the next picture's timestamp does.
+    fn all_declared_in(&self) -> bool {
+        self.declared.as_ref().is_none_or(|d| self.computed.len() >= d.len())
     }
 
     fn depacketise(&mut self, p: &[u8]) {
@@ -195,5 +213,63 @@ mod tests {
         let c = run(&pk, Some(i));
         assert_eq!(c.pictures_damaged, 0, "{c:?}");
         assert!(c.pictures_unverified >= 1, "{c:?}");
+    }
+
+    #[test]
+    fn a_relay_marking_every_slice_still_has_every_picture_verified() {
+        // live555's proxy sets the marker on the last packet of every slice, not of every
+        // picture: the keyframe's several slices arrive as several "pictures" of one timestamp.
+        let mut pk = packets(400);
+        let mut marked = 0;
+        for p in pk.iter_mut() {
+            let r = parse_rtp(p).unwrap();
+            let (t, ends) = match r.payload[0] & 0x1f {
+                28 => (r.payload[1] & 0x1f, r.payload[1] & 0x40 != 0),
+                t => (t, true),
+            };
+            if t == 5 && ends && p[1] & 0x80 == 0 {
+                p[1] |= 0x80;
+                marked += 1;
+            }
+        }
+        assert!(marked >= 1, "the keyframe has more than one slice");
+        let c = run(&pk, None);
+        assert_eq!((c.pictures_damaged, c.pictures_unverified), (0, 0), "{c:?}");
+        assert!(c.slices_verified >= 30, "{c:?}");
+        // Damage is still caught.
+        let (i, at) = find(&pk, 5);
+        pk[i][at] ^= 0x10;
+        assert_eq!(run(&pk, None).pictures_damaged, 1);
+    }
+
+    #[test]
+    fn a_picture_split_across_two_timestamps_is_counted_apart_and_its_slices_still_checked() {
+        // live555 re-anchors its RTP clock when a viewer joins: the other viewers see one
+        // picture's packets under two timestamps, here between a P picture's checksum SEI and
+        // its slice (the SEI travels alone, the slice in the next packet, as live555 sends them).
+        let mut pk = packets(400);
+        let (i, _) = find(&pk, 1);
+        let stap = parse_rtp(&pk[i]).unwrap();
+        assert_eq!(stap.payload[0] & 0x1f, 24, "a P picture's SEI and slice travel in a STAP-A");
+        let header = pk[i].len() - stap.payload.len();
+        let (mut sei, mut slice) = (pk[i][..header].to_vec(), pk[i][..header].to_vec());
+        let (l0, rest) = (usize::from(u16::from_be_bytes([stap.payload[1], stap.payload[2]])), &stap.payload[3..]);
+        sei.extend_from_slice(&rest[..l0]);
+        sei[1] &= 0x7f; // not the picture's last packet
+        slice.extend_from_slice(&rest[l0 + 2..]);
+        let seq = u16::from_be_bytes([pk[i][2], pk[i][3]]);
+        pk.splice(i..=i, [sei, slice]);
+        for (k, p) in pk.iter_mut().enumerate() {
+            let s = if k <= i { seq.wrapping_sub((i - k) as u16) } else { seq.wrapping_add((k - i) as u16) };
+            p[2..4].copy_from_slice(&s.to_be_bytes());
+            if k > i {
+                // From the slice on, every timestamp 1,663 ticks later.
+                let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]).wrapping_add(1663);
+                p[4..8].copy_from_slice(&ts.to_be_bytes());
+            }
+        }
+        let c = run(&pk, None);
+        assert_eq!((c.pictures_damaged, c.pictures_unverified, c.pictures_split), (0, 0, 1), "{c:?}");
+        assert!(c.slices_verified >= 30, "{c:?}");
     }
 }
