@@ -40,6 +40,16 @@ enum ModeArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum MediaCheckArg {
+    /// Every frame to the session's end: loss, stalls, latency, slices.
+    Full,
+    /// Only up to the first RTP packet (and what came with it); then the connection is drained
+    /// every 250 ms, bytes counted, a close or error still failing the session. For setup-rate
+    /// runs: a session's cost to the generator is then its setup, not its packets.
+    FirstPacket,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum StartArg {
     /// Each viewer's stream starts where its PLAY reply's `RTP-Info: seq=` says, else at the
     /// first packet received; sessions where the two disagree are counted and warned about.
@@ -129,6 +139,9 @@ enum Cmd {
         /// Where each stream's expected packets start (loss is counted from there).
         #[arg(long, value_enum, default_value = "rtp-info")]
         stream_start: StartArg,
+        /// How much of each session's media is checked.
+        #[arg(long, value_enum, default_value = "full")]
+        media_check: MediaCheckArg,
         /// A gap between arrivals longer than this is a stall.
         #[arg(long, default_value = "200ms", value_parser = parse_duration)]
         stall_ms: Duration,
@@ -220,7 +233,15 @@ fn raise_fd_limit() {
 fn main() -> anyhow::Result<()> {
     raise_fd_limit();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Pinned to one CPU (`taskset -c 0`, as setup-rate.sh runs the generator), one thread runs
+    // everything: a multi-threaded runtime there only adds wake-ups across threads (a futex and
+    // a context switch per session started) for no parallelism.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let rt = if one_cpu {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    };
     match cli.cmd {
         Cmd::Camera {
             listen,
@@ -269,6 +290,7 @@ fn main() -> anyhow::Result<()> {
             tls,
             token,
             stream_start,
+            media_check,
             stall_ms,
             max_loss_pct,
             max_stall_ms,
@@ -307,6 +329,10 @@ fn main() -> anyhow::Result<()> {
                     grace_ns: grace.as_nanos() as u64,
                     max_loss: max_loss_pct.max(0.0) / 100.0,
                     max_stall_ns: max_stall_ms.as_nanos() as u64,
+                },
+                media_check: match media_check {
+                    MediaCheckArg::Full => viewer::MediaCheck::Full,
+                    MediaCheckArg::FirstPacket => viewer::MediaCheck::FirstPacket,
                 },
                 steps: steps.clamp(1, sessions.max(1)),
                 hold,
@@ -357,6 +383,7 @@ struct Plan {
     paths: usize,
     source_ips: Vec<IpAddr>,
     check: check::CheckParams,
+    media_check: viewer::MediaCheck,
     steps: usize,
     hold: Duration,
     epoch_ns: u64,
@@ -519,6 +546,7 @@ async fn run_viewers(plan: &Plan, worker: usize, workers: usize, progress: bool)
             session_time: plan.session_time,
             tls: plan.tls.clone(),
             check: plan.check,
+            media_check: plan.media_check,
             authorization: plan.authorization.clone(),
         };
         let shared = shared.clone();
