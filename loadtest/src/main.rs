@@ -40,6 +40,16 @@ enum ModeArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum GopPhaseArg {
+    /// Each session's stream starts with a keyframe at its PLAY (sessions started together
+    /// have their keyframes in step).
+    Play,
+    /// Each session's stream starts at a uniformly random picture of its group: 0..--gop P
+    /// pictures, then the first keyframe (as real cameras, whose groups are not in step).
+    Random,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum MediaCheckArg {
     /// Every frame to the session's end: loss, stalls, latency, slices.
     Full,
@@ -96,6 +106,9 @@ enum Cmd {
         /// The accept log's interval: 1s (default), 100ms ...
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         accept_log_every: Duration,
+        /// Where in its group of pictures each session's stream starts.
+        #[arg(long, value_enum, default_value = "play")]
+        gop_phase: GopPhaseArg,
     },
     /// Simulated viewers.
     Viewers {
@@ -254,6 +267,7 @@ fn main() -> anyhow::Result<()> {
             fixed_ssrc,
             accept_log,
             accept_log_every,
+            gop_phase,
         } => {
             if !(payload::MIN_PACKET..=65_000).contains(&packet_size) {
                 bail!("--packet-size must be {}..=65000", payload::MIN_PACKET);
@@ -272,6 +286,10 @@ fn main() -> anyhow::Result<()> {
                 period_ns: 0,
                 accept_log,
                 accept_log_every,
+                gop_phase: match gop_phase {
+                    GopPhaseArg::Play => camera::GopPhase::Play,
+                    GopPhaseArg::Random => camera::GopPhase::Random,
+                },
             }))
         }
         Cmd::Plot { out, reports } => plot::plot(&out, &reports),

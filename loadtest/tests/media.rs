@@ -129,6 +129,33 @@ fn a_viewer_at_the_camera_gets_a_keyframe_first() {
     }
 }
 
+/// `--gop-phase random`: each session's stream starts at a random picture of its group, P
+/// pictures first (checked slice by slice like any other), then its first keyframe; sessions
+/// started together no longer have their keyframes in step.
+#[test]
+fn with_a_random_gop_phase_sessions_start_mid_group() {
+    skip_when_quick!();
+    let (_cams, addr) = start_cameras_with(4, &["--gop", "25", "--gop-phase", "random"]);
+    let report = viewers(addr, "rtsp", 8, 4, &[]);
+    assert_clean(&report, 8);
+    assert_eq!(report["sessions_without_keyframe"], 0, "{report:#}");
+    assert_eq!(report["pictures_unverified"], 0, "the P pictures before the first keyframe are verified too");
+    let mut mid_group = 0;
+    let mut first_keyframes = std::collections::BTreeSet::new();
+    for s in sessions(&report) {
+        let (ttff, first) = (s["ttff_ms"].as_f64().unwrap(), s["first_packet_ms"].as_f64().unwrap());
+        assert!(ttff >= first, "{s:#}");
+        if ttff > first {
+            mid_group += 1;
+        }
+        first_keyframes.insert((ttff - first).to_bits());
+    }
+    // 8 sessions with one chance in 25 each of starting on a keyframe: all in step would be
+    // the old behaviour, never chance.
+    assert!(mid_group >= 2, "{report:#}");
+    assert!(first_keyframes.len() >= 2, "{report:#}");
+}
+
 #[test]
 fn a_viewer_joining_mid_group_waits_for_the_next_keyframe() {
     skip_when_quick!();
