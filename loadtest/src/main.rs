@@ -383,8 +383,16 @@ fn main() -> anyhow::Result<()> {
                 }
             };
             if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
-                    .with_context(|| format!("writing {}", path.display()))?;
+                // Streamed, not built in memory first: a setup-rate step's report holds tens of
+                // thousands of sessions. A worker's (read back by its parent only) is compact.
+                let file = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+                let mut out = std::io::BufWriter::new(file);
+                if is_worker {
+                    serde_json::to_writer(&mut out, &report)?;
+                } else {
+                    serde_json::to_writer_pretty(&mut out, &report)?;
+                }
+                std::io::Write::flush(&mut out).with_context(|| format!("writing {}", path.display()))?;
             }
             if !is_worker {
                 eprint!("{}", report.summary());
