@@ -244,7 +244,7 @@ print("ready: GET+POST paired, OPTIONS/DESCRIBE/SETUP/PLAY answered, first RTP p
       "busy share of the generator's core(s) over the step (near 100% with the relay's well below: the generator was the limit)")
 print("machine busy before each step (other work on the box):", ", ".join(f"{r['rate']}/s {r.get('background_busy_pct')}%" for r in rows))
 head = (f"{'offered/s':>9} {'sessions':>8} {'ready':>7} {'achieved/s':>10} {'failed':>7} {'p50 ms':>8} {'p90 ms':>8} "
-        f"{'p99 ms':>8} {'max ms':>8} {'PLAY p99':>8} {'gen lag p99':>11} {'relay CPU':>9} {'µs/setup':>8} "
+        f"{'p99 ms':>8} {'max ms':>8} {'PLAY p99':>8} {'gen lag p99':>11} {'relay CPU':>9} {'relay µs/setup':>14} "
         f"{'gen µs/setup':>12} {'cams':>5} {'gen core':>8}  failures by kind; relay rejections; kernel")
 print(head); print("-" * len(head))
 for r in rows:
@@ -255,7 +255,7 @@ for r in rows:
     kern = ", ".join(f"{k} {v}" for k, v in sorted(r.get("kernel", {}).items()))
     print(f"{r['rate']:>9} {r['sessions']:>8} {r['ready']:>7} {num(r['achieved'], 0):>10} {r['failed']:>7} "
           f"{num(r['p50'], 1):>8} {num(r['p90'], 1):>8} {num(r['p99'], 1):>8} {num(r['max'], 1):>8} "
-          f"{num(r['play_p99'], 1):>8} {num(r['start_lag_p99'], 1):>11} {num(r['relay_cpu_pct'], 0):>8}% {num(r.get('relay_cpu_us_per_setup'), 0):>8} "
+          f"{num(r['play_p99'], 1):>8} {num(r['start_lag_p99'], 1):>11} {num(r['relay_cpu_pct'], 0):>8}% {num(r.get('relay_cpu_us_per_setup'), 0):>14} "
           f"{num(r.get('gen_cpu_us_per_setup'), 0):>12} {num(r.get('camera_cpu_us_per_setup'), 0):>5} {num(r.get('gen_core_busy_pct'), 0):>7}%  "
           f"{kinds}; {rej or '-'}; {kern or '-'}")
 if sys.argv[4]:
