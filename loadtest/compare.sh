@@ -26,11 +26,19 @@
 #                          passthrough: a camera session per viewer) for the system `relay`
 #              BASELINE_BIN (unset: a relay binary to compare against, e.g. today's main)
 #              BASE_SYSTEMS (every relay system in SYSTEMS: those BASELINE_BIN runs too)
+#              GOP_PHASE (random: each camera session's stream starts at a random picture of its
+#                         group, so the cameras are not in step, as real cameras are not. With
+#                         every camera's keyframes in step (a step's viewers start together) the
+#                         relay's GOP caches fill and empty together and its RSS follows the
+#                         peak of their sum: memory per camera measured so is an artefact of the
+#                         load generator, not the relay's average. play: every stream starts
+#                         with a keyframe at its PLAY, the old behaviour)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 streams=${STREAMS:-200}; sessions=${SESSIONS:-200}; bitrate=${BITRATE:-1M}
 duration=${DURATION:-20s}; shards=${SHARDS:-2}; systems=${SYSTEMS:-"relay-passthrough relay-shared haproxy gst"}
 relay_mode=${RELAY_MODE:-shared}; repeats=${REPEATS:-3}; steps=${STEPS:-4}; hold=${HOLD:-5s}
+gop_phase=${GOP_PHASE:-random}
 out=${OUT:-$root/target/compare}
 mkdir -p "$out"
 if [ -z "${SKIP_BUILD:-}" ]; then
@@ -68,7 +76,8 @@ background_busy() {
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 
 cam_port=$(free_port)
-"$bin/loadtest" camera --listen "127.0.0.1:$cam_port" --streams "$streams" --bitrate "$bitrate" 2>"$out/camera.log" &
+"$bin/loadtest" camera --listen "127.0.0.1:$cam_port" --streams "$streams" --bitrate "$bitrate" --gop-phase "$gop_phase" \
+  2>"$out/camera.log" &
 pids+=($!)
 wait_port "$cam_port"
 

@@ -16,7 +16,11 @@
 # per ready setup (µs/setup: one core's worth of setups is 1e6 over it, the media and
 # teardowns included), its rejections from /metrics, the kernel's listen-queue overflows and
 # SYN retransmits over the step (machine wide: a refused SYN is retried a second later, so they
-# explain latency while the relay idles), the machine's busy share before the step.
+# explain latency while the relay idles), the machine's busy share before the step; and the
+# other side, to tell which one was the limit: the load generator's CPU time per ready setup
+# (all its worker processes, from their rusage), the cameras' (on the same core), and the busy
+# share of the generator's core(s) over the step (near 100% with the relay's well below: the
+# generator, not the relay, set the rate).
 #
 # Environment (the defaults are the measurement; trial knobs in loadtest/README.md):
 #   RATES ("1000 2000 3000 5000 7000")   offered setups/s, one step each
@@ -27,6 +31,10 @@
 #   RELAY_MODE (shared | passthrough)  MAX_SESSIONS (100000: the relay's [limits] max_sessions)
 #   SOURCES (127.0.0.2-127.0.0.250: spreads the generator's ports and TIME_WAITs)
 #   GEN_PROCS (auto)  RELAY_CPU (1)  GEN_CPU (0)
+#   MEDIA_CHECK (first-packet: each session's media is checked up to its first RTP packet, then
+#                 only drained, so a setup costs the generator its setup and not its packets;
+#                 full: every packet checked; empty: the option left out, for an older build)
+#   GEN_BIN (target/release/loadtest: the viewers' binary, e.g. another build of the generator)
 #   FAULT (unset | stop): SIGSTOP the relay FAULT_MS (300) every FAULT_EVERY_MS (1000) during
 #                 each step, to see the instrument catch a slow relay
 #   PERF (unset | 1): `perf record -g --call-graph dwarf` (PERF_CALLGRAPH: the release build has
@@ -45,6 +53,7 @@ out=${OUT:-$root/target/setup-rate}
 mkdir -p "$out"
 [ -n "${SKIP_BUILD:-}" ] || (cd "$root" && cargo build --release -q -p rtsp-tunnel-relay -p loadtest)
 bin=$root/target/release
+gen_bin=${GEN_BIN:-$bin/loadtest}; media_check=${MEDIA_CHECK-first-packet}
 [ "$(getconf CLK_TCK)" = 100 ] || { echo "USER_HZ is not 100: the CPU arithmetic below assumes it" >&2; exit 1; }
 case $relay_cpu in
   *[!0-9]*) ;;  # a taskset list: taskset itself says if it names no CPU
@@ -60,6 +69,32 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Busy and total jiffies of the CPUs in a taskset list (0, 0,2, 0-3): the generator's core(s).
+core_ticks() {
+  python3 -c '
+import sys
+cpus = set()
+for part in sys.argv[1].split(","):
+    a, _, b = part.partition("-")
+    cpus.update(range(int(a), int(b or a) + 1))
+busy = total = 0
+for line in open("/proc/stat"):
+    f = line.split()
+    if f[0].startswith("cpu") and f[0][3:].isdigit() and int(f[0][3:]) in cpus:
+        v = list(map(int, f[1:9]))
+        total += sum(v); busy += sum(v) - v[3] - v[4]
+print(busy, total)' "$1"
+}
+# Runs a command and writes the CPU seconds it and every process it waited for used (rusage of
+# the children: the viewers' parent and its worker processes) to file $1: total, user, system.
+timed_run() {
+  python3 -c '
+import resource, subprocess, sys
+rc = subprocess.call(sys.argv[2:])
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(f"{r.ru_utime + r.ru_stime:.3f} {r.ru_utime:.3f} {r.ru_stime:.3f}\n")
+sys.exit(rc)' "$@"
+}
 background_busy() {
   local a b; a=$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat); sleep 2
   b=$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
@@ -76,7 +111,7 @@ listen_counters() {
 cam_port=$(free_port)
 taskset -c "$gen_cpu" "$bin/loadtest" camera --listen "127.0.0.1:$cam_port" --streams "$cameras" --bitrate "$bitrate" \
   --gop "$gop" 2>"$out/camera.log" &
-pids+=($!)
+camera=$!; pids+=($camera)
 wait_port "$cam_port" || { echo "camera never listened" >&2; exit 1; }
 
 # step RATE: one step against a fresh relay; appends a JSON row to rows.txt.
@@ -105,13 +140,13 @@ step() {
   if [ -n "${PERF:-}" ]; then
     perf record -g --call-graph "${PERF_CALLGRAPH:-dwarf,16384}" -F "${PERF_FREQ:-499}" -p "$relay" -o "$out/perf-$rate.data" >"$out/perf-$rate.log" 2>&1 & perf=$!; pids+=($perf)
   fi
-  local k0 k1
-  k0=$(listen_counters); c0=$(cpu_ticks "$relay"); t0=$(now_ms)
-  taskset -c "$gen_cpu" "$bin/loadtest" viewers --target "127.0.0.1:$port" --mode tunnel --sessions "$sessions" \
+  local k0 k1 cam0 cam1 core0 core1
+  k0=$(listen_counters); c0=$(cpu_ticks "$relay"); cam0=$(cpu_ticks "$camera"); core0=$(core_ticks "$gen_cpu"); t0=$(now_ms)
+  timed_run "$out/$name.gen-cpu" taskset -c "$gen_cpu" "$gen_bin" viewers --target "127.0.0.1:$port" --mode tunnel --sessions "$sessions" \
       --paths "$cameras" --ramp "$rate/s" --duration "$session_time" --session-time "$session_time" \
-      --source-ips "$sources" --procs "$gen_procs" --json "$out/$name.json" 2>"$out/$name.viewers.log" \
+      --source-ips "$sources" --procs "$gen_procs" ${media_check:+--media-check "$media_check"} --json "$out/$name.json" 2>"$out/$name.viewers.log" \
     || echo "$name: viewers failed, see $out/$name.viewers.log" >&2
-  c1=$(cpu_ticks "$relay"); t1=$(now_ms); k1=$(listen_counters)
+  c1=$(cpu_ticks "$relay"); cam1=$(cpu_ticks "$camera"); core1=$(core_ticks "$gen_cpu"); t1=$(now_ms); k1=$(listen_counters)
   [ -z "$faulter" ] || { kill "$faulter" 2>/dev/null || true; wait "$faulter" 2>/dev/null || true; kill -CONT "$relay" 2>/dev/null || true; }
   curl -s -m 5 "127.0.0.1:$mport/metrics" >"$out/$name.metrics" || true
   if [ -n "$perf" ]; then
@@ -123,11 +158,19 @@ step() {
   fi
   kill "$relay" 2>/dev/null || true; wait "$relay" 2>/dev/null || true
   [ -f "$out/$name.json" ] || { printf '{"rate":%s,"skipped":true}\n' "$rate" >>"$out/rows.txt"; return 0; }
-  python3 - "$rate" "$out/$name" "$((c1 - c0))" "$((t1 - t0))" "$bg" "$k0" "$k1" >>"$out/rows.txt" <<'PY'
+  python3 - "$rate" "$out/$name" "$((c1 - c0))" "$((t1 - t0))" "$bg" "$k0" "$k1" "$((cam1 - cam0))" "$core0" "$core1" \
+      >>"$out/rows.txt" <<'PY'
 import json, re, sys
 rate, base = int(sys.argv[1]), sys.argv[2]
 ticks, wall_ms, bg = map(int, sys.argv[3:6])
 k0, k1 = (dict(kv.split("=") for kv in a.split()) for a in sys.argv[6:8])
+cam_ticks = int(sys.argv[8])
+(b0, t0), (b1, t1) = (map(int, a.split()) for a in sys.argv[9:11])
+gen_core_pct = (b1 - b0) * 100 / (t1 - t0) if t1 > t0 else None
+try:
+    gen_cpu_s, gen_user_s, gen_sys_s = map(float, open(base + ".gen-cpu").read().split())
+except (OSError, ValueError):
+    gen_cpu_s = gen_user_s = gen_sys_s = None
 kernel = {k: int(k1[k]) - int(k0[k]) for k in k1 if k in k0 and int(k1[k]) > int(k0[k])}
 r = json.load(open(base + ".json"))
 kinds = dict(r["failures_before_play"])
@@ -154,10 +197,13 @@ print(json.dumps(dict(
     play_p99=(r.get("setup_latency_ms") or {}).get("p99"), start_lag_p99=(r.get("start_lag_ms") or {}).get("p99"),
     relay_cpu_pct=ticks / (wall_ms / 10) * 100 if wall_ms else None, wall_s=wall_ms / 1000,
     relay_cpu_us_per_setup=ticks * 1e4 / r["sessions_ready"] if r.get("sessions_ready") else None,
-    rejections=rejections, kernel=kernel, background_busy_pct=bg, processes=r.get("processes"))))
+    rejections=rejections, kernel=kernel, background_busy_pct=bg, processes=r.get("processes"),
+    gen_cpu_s=gen_cpu_s, gen_user_s=gen_user_s, gen_sys_s=gen_sys_s, camera_cpu_s=cam_ticks / 100, gen_core_busy_pct=gen_core_pct,
+    gen_cpu_us_per_setup=gen_cpu_s * 1e6 / r["sessions_ready"] if gen_cpu_s is not None and r.get("sessions_ready") else None,
+    camera_cpu_us_per_setup=cam_ticks * 1e4 / r["sessions_ready"] if r.get("sessions_ready") else None)))
 print(f"{rate}/s: {r.get('sessions_ready', 0)}/{r['sessions_requested']} ready, achieved "
-      f"{r.get('ready_rate_per_s') or 0:.0f}/s, ready p99 {q.get('p99')} ms, relay CPU {ticks / (wall_ms / 10) * 100:.0f}%",
-      file=sys.stderr)
+      f"{r.get('ready_rate_per_s') or 0:.0f}/s, ready p99 {q.get('p99')} ms, relay CPU {ticks / (wall_ms / 10) * 100:.0f}%, "
+      f"generator {gen_cpu_s} CPU s, its core {gen_core_pct or 0:.0f}% busy", file=sys.stderr)
 PY
 }
 
@@ -193,10 +239,13 @@ from table import num
 rows = [json.loads(l) for l in open(sys.argv[1])]
 json.dump(rows, open(sys.argv[2] + "/setup-rate.json", "w"), indent=2)
 print("ready: GET+POST paired, OPTIONS/DESCRIBE/SETUP/PLAY answered, first RTP packet received; latency from the "
-      "scheduled start (generator lag included: its start lag p99 beside it); relay CPU: share of its one core")
+      "scheduled start (generator lag included: its start lag p99 beside it); relay CPU: share of its one core; "
+      "gen µs/setup: the load generator's CPU (all its processes) per ready setup, cams: the cameras'; gen core: "
+      "busy share of the generator's core(s) over the step (near 100% with the relay's well below: the generator was the limit)")
 print("machine busy before each step (other work on the box):", ", ".join(f"{r['rate']}/s {r.get('background_busy_pct')}%" for r in rows))
 head = (f"{'offered/s':>9} {'sessions':>8} {'ready':>7} {'achieved/s':>10} {'failed':>7} {'p50 ms':>8} {'p90 ms':>8} "
-        f"{'p99 ms':>8} {'max ms':>8} {'PLAY p99':>8} {'gen lag p99':>11} {'relay CPU':>9} {'µs/setup':>8}  failures by kind; relay rejections; kernel")
+        f"{'p99 ms':>8} {'max ms':>8} {'PLAY p99':>8} {'gen lag p99':>11} {'relay CPU':>9} {'relay µs/setup':>14} "
+        f"{'gen µs/setup':>12} {'cams':>5} {'gen core':>8}  failures by kind; relay rejections; kernel")
 print(head); print("-" * len(head))
 for r in rows:
     if r.get("skipped"):
@@ -206,7 +255,9 @@ for r in rows:
     kern = ", ".join(f"{k} {v}" for k, v in sorted(r.get("kernel", {}).items()))
     print(f"{r['rate']:>9} {r['sessions']:>8} {r['ready']:>7} {num(r['achieved'], 0):>10} {r['failed']:>7} "
           f"{num(r['p50'], 1):>8} {num(r['p90'], 1):>8} {num(r['p99'], 1):>8} {num(r['max'], 1):>8} "
-          f"{num(r['play_p99'], 1):>8} {num(r['start_lag_p99'], 1):>11} {num(r['relay_cpu_pct'], 0):>8}% {num(r.get('relay_cpu_us_per_setup'), 0):>8}  {kinds}; {rej or '-'}; {kern or '-'}")
+          f"{num(r['play_p99'], 1):>8} {num(r['start_lag_p99'], 1):>11} {num(r['relay_cpu_pct'], 0):>8}% {num(r.get('relay_cpu_us_per_setup'), 0):>14} "
+          f"{num(r.get('gen_cpu_us_per_setup'), 0):>12} {num(r.get('camera_cpu_us_per_setup'), 0):>5} {num(r.get('gen_core_busy_pct'), 0):>7}%  "
+          f"{kinds}; {rej or '-'}; {kern or '-'}")
 if sys.argv[4]:
     p99 = float(sys.argv[5])
     good = [r for r in rows if not r.get("skipped") and (r["achieved"] or 0) >= 0.95 * r["rate"]

@@ -31,6 +31,12 @@
 #   RAMP_S (5: seconds all the starts take, spread over the steps) STEPS (4) HOLD (8s) REPEATS (3)
 #   GOP (50) FPS (25) SHARDS (2) SYSTEMS ("shared shared-nocache passthrough gst live555")
 #   VIEWER_MODE (tunnel) OUT (target/shared-bench) SKIP_BUILD (unset)
+#   GOP_PHASE (random: each camera session's stream starts at a random picture of its group, so
+#              cameras started together are not in step, as real cameras are not; a GOP cache's
+#              memory measured with every camera's keyframes in step measures the load
+#              generator's artefact, the peak of the caches' sum, not their average. It also
+#              makes a viewer of a fresh camera session wait for the next keyframe, as with a
+#              real camera. play: every stream starts with a keyframe at its PLAY, as before)
 #   BASELINE_BIN (unset: a relay binary to compare against, e.g. today's main)
 #   BASE_SYSTEMS (every relay system in SYSTEMS: those BASELINE_BIN runs too)
 # The relay refuses route keys it does not know: on a build without shared camera sessions the
@@ -40,6 +46,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 workload_a=${A-1x1000}; workload_b=${B-100x50}
 a_bitrate=${A_BITRATE:-2M}; b_bitrate=${B_BITRATE:-500k}
 duration=${DURATION:-30s}; ramp_s=${RAMP_S:-5}; gop=${GOP:-50}; fps=${FPS:-25}; shards=${SHARDS:-2}
+gop_phase=${GOP_PHASE:-random}
 steps=${STEPS:-4}; hold=${HOLD:-8s}; repeats=${REPEATS:-3}
 systems=${SYSTEMS:-"shared shared-nocache passthrough gst live555"}; viewer_mode=${VIEWER_MODE:-tunnel}
 out=${OUT:-$root/target/shared-bench}
@@ -95,7 +102,7 @@ run() {
   cam_port=$(free_port); port=$(free_port); mport=$(free_port)
   rm -f "$out/$name.camera.json"
   "$bin/loadtest" camera --listen "127.0.0.1:$cam_port" --streams "$cameras" --bitrate "$bitrate" \
-    --gop "$gop" --fps "$fps" --json "$out/$name.camera.json" 2>"$out/$name.camera.log" &
+    --gop "$gop" --fps "$fps" --gop-phase "$gop_phase" --json "$out/$name.camera.json" 2>"$out/$name.camera.log" &
   local cpid=$!; pids+=($cpid)
   wait_port "$cam_port" || { echo "$name: camera never listened" >&2; return 1; }
   case ${system%-base} in

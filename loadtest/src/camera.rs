@@ -29,6 +29,41 @@ pub struct CameraOptions {
     /// How often the accept log gets a line (a second by default; finer to see a burst within
     /// one).
     pub accept_log_every: Duration,
+    pub gop_phase: GopPhase,
+}
+
+/// Where in its group of pictures each session's stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GopPhase {
+    /// At a keyframe, when the session plays: sessions started together have their keyframes
+    /// in step (and a relay's GOP caches fill and empty together).
+    Play,
+    /// At a uniformly random picture of its group (0 .. --gop pictures before the first
+    /// keyframe), as a real camera is wherever its group happens to be when a session joins:
+    /// the keyframes of cameras started together fall apart.
+    Random,
+}
+
+/// How many pictures a session's stream sends before its first keyframe.
+fn pictures_before_keyframe(phase: GopPhase, gop: u32, stream: u32) -> u64 {
+    static SESSIONS: AtomicU64 = AtomicU64::new(0);
+    match phase {
+        GopPhase::Play => 0,
+        GopPhase::Random => {
+            let n = SESSIONS.fetch_add(1, Ordering::Relaxed);
+            let seed = payload::monotonic_ns() ^ (u64::from(stream) << 32) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            splitmix64(seed) % u64::from(gop.max(1))
+        }
+    }
+}
+
+/// SplitMix64's output function: a well-mixed 64-bit value from a seed (no crate needed for
+/// a phase per session).
+fn splitmix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// One stream's RTSP sessions (a session: from its SETUP to its TEARDOWN or connection close).
@@ -90,7 +125,7 @@ pub async fn run(mut opts: CameraOptions) -> anyhow::Result<()> {
     let probe = payload::StreamGen::new(0, &opts.media, 0)?;
     opts.period_ns = probe.period_ns();
     eprintln!(
-        "loadtest camera: {} streams on rtsp://{}/cam0.. at {} bit/s ({} asked), {}-byte packets every {} ns, H.264 {} fps, a keyframe every {} pictures, SSRC salt {:08x}",
+        "loadtest camera: {} streams on rtsp://{}/cam0.. at {} bit/s ({} asked), {}-byte packets every {} ns, H.264 {} fps, a keyframe every {} pictures (each session's first: {}), SSRC salt {:08x}",
         opts.streams,
         listener.local_addr()?,
         probe.bitrate_bps(),
@@ -99,6 +134,10 @@ pub async fn run(mut opts: CameraOptions) -> anyhow::Result<()> {
         opts.period_ns,
         opts.media.fps,
         opts.media.gop,
+        match opts.gop_phase {
+            GopPhase::Play => "at its PLAY",
+            GopPhase::Random => "after a random 0..gop pictures",
+        },
         opts.media.ssrc_salt,
     );
     let (c2, o2) = (counters.clone(), opts.clone());
@@ -362,7 +401,8 @@ async fn send_media(
     // Packet k is due at t0 + k × period and carries that time, not the time it was built:
     // packets held up (a blocked socket, a paused process) show how late they are.
     let (t0, t0_ns) = (tokio::time::Instant::now(), payload::monotonic_ns());
-    let Ok(mut media) = payload::StreamGen::new(stream, &opts.media, t0_ns) else { return };
+    let Ok(media) = payload::StreamGen::new(stream, &opts.media, t0_ns) else { return };
+    let mut media = media.with_first_keyframe_after(pictures_before_keyframe(opts.gop_phase, opts.media.gop, stream));
     let period_ns = media.period_ns();
     let mut batch = Vec::new();
     loop {

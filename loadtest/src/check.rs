@@ -278,6 +278,11 @@ impl Checker {
         self.period_ns
     }
 
+    /// When the last frame was received (or PLAY answered, if none came yet).
+    pub fn last_arrival(&self) -> Option<u64> {
+        self.last_arrival_ns
+    }
+
     /// PLAY is being sent now.
     pub fn play_sent(&mut self, now_ns: u64) {
         self.play_sent_ns = Some(now_ns);

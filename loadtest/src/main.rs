@@ -26,6 +26,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use report::{Report, Second, Shared};
 
+// The relay's allocator. With the system's, a setup-rate run spent a tenth of the generator's
+// time in malloc: each session's task (its future is a few KB, 128-byte aligned) made the
+// allocator consolidate its free lists, thousands of times a second.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "Load generator for rtsp-tunnel-relay")]
 struct Cli {
@@ -37,6 +43,26 @@ struct Cli {
 enum ModeArg {
     Tunnel,
     Rtsp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GopPhaseArg {
+    /// Each session's stream starts with a keyframe at its PLAY (sessions started together
+    /// have their keyframes in step).
+    Play,
+    /// Each session's stream starts at a uniformly random picture of its group: 0..--gop P
+    /// pictures, then the first keyframe (as real cameras, whose groups are not in step).
+    Random,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MediaCheckArg {
+    /// Every frame to the session's end: loss, stalls, latency, slices.
+    Full,
+    /// Only up to the first RTP packet (and what came with it); then the connection is drained
+    /// every 250 ms, bytes counted, a close or error still failing the session. For setup-rate
+    /// runs: a session's cost to the generator is then its setup, not its packets.
+    FirstPacket,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -86,6 +112,9 @@ enum Cmd {
         /// The accept log's interval: 1s (default), 100ms ...
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         accept_log_every: Duration,
+        /// Where in its group of pictures each session's stream starts.
+        #[arg(long, value_enum, default_value = "play")]
+        gop_phase: GopPhaseArg,
     },
     /// Simulated viewers.
     Viewers {
@@ -129,6 +158,9 @@ enum Cmd {
         /// Where each stream's expected packets start (loss is counted from there).
         #[arg(long, value_enum, default_value = "rtp-info")]
         stream_start: StartArg,
+        /// How much of each session's media is checked.
+        #[arg(long, value_enum, default_value = "full")]
+        media_check: MediaCheckArg,
         /// A gap between arrivals longer than this is a stall.
         #[arg(long, default_value = "200ms", value_parser = parse_duration)]
         stall_ms: Duration,
@@ -220,7 +252,15 @@ fn raise_fd_limit() {
 fn main() -> anyhow::Result<()> {
     raise_fd_limit();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Pinned to one CPU (`taskset -c 0`, as setup-rate.sh runs the generator), one thread runs
+    // everything: a multi-threaded runtime there only adds wake-ups across threads (a futex and
+    // a context switch per session started) for no parallelism.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let rt = if one_cpu {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    };
     match cli.cmd {
         Cmd::Camera {
             listen,
@@ -233,6 +273,7 @@ fn main() -> anyhow::Result<()> {
             fixed_ssrc,
             accept_log,
             accept_log_every,
+            gop_phase,
         } => {
             if !(payload::MIN_PACKET..=65_000).contains(&packet_size) {
                 bail!("--packet-size must be {}..=65000", payload::MIN_PACKET);
@@ -251,6 +292,10 @@ fn main() -> anyhow::Result<()> {
                 period_ns: 0,
                 accept_log,
                 accept_log_every,
+                gop_phase: match gop_phase {
+                    GopPhaseArg::Play => camera::GopPhase::Play,
+                    GopPhaseArg::Random => camera::GopPhase::Random,
+                },
             }))
         }
         Cmd::Plot { out, reports } => plot::plot(&out, &reports),
@@ -269,6 +314,7 @@ fn main() -> anyhow::Result<()> {
             tls,
             token,
             stream_start,
+            media_check,
             stall_ms,
             max_loss_pct,
             max_stall_ms,
@@ -308,6 +354,10 @@ fn main() -> anyhow::Result<()> {
                     max_loss: max_loss_pct.max(0.0) / 100.0,
                     max_stall_ns: max_stall_ms.as_nanos() as u64,
                 },
+                media_check: match media_check {
+                    MediaCheckArg::Full => viewer::MediaCheck::Full,
+                    MediaCheckArg::FirstPacket => viewer::MediaCheck::FirstPacket,
+                },
                 steps: steps.clamp(1, sessions.max(1)),
                 hold,
                 // Workers get a schedule starting a moment from now, once they are all up.
@@ -333,8 +383,16 @@ fn main() -> anyhow::Result<()> {
                 }
             };
             if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
-                    .with_context(|| format!("writing {}", path.display()))?;
+                // Streamed, not built in memory first: a setup-rate step's report holds tens of
+                // thousands of sessions. A worker's (read back by its parent only) is compact.
+                let file = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+                let mut out = std::io::BufWriter::new(file);
+                if is_worker {
+                    serde_json::to_writer(&mut out, &report)?;
+                } else {
+                    serde_json::to_writer_pretty(&mut out, &report)?;
+                }
+                std::io::Write::flush(&mut out).with_context(|| format!("writing {}", path.display()))?;
             }
             if !is_worker {
                 eprint!("{}", report.summary());
@@ -357,6 +415,7 @@ struct Plan {
     paths: usize,
     source_ips: Vec<IpAddr>,
     check: check::CheckParams,
+    media_check: viewer::MediaCheck,
     steps: usize,
     hold: Duration,
     epoch_ns: u64,
@@ -519,6 +578,7 @@ async fn run_viewers(plan: &Plan, worker: usize, workers: usize, progress: bool)
             session_time: plan.session_time,
             tls: plan.tls.clone(),
             check: plan.check,
+            media_check: plan.media_check,
             authorization: plan.authorization.clone(),
         };
         let shared = shared.clone();

@@ -253,8 +253,10 @@ pub struct StreamGen {
     gop_ns: u64,
     pub packets_per_gop: u64,
     bytes_per_gop: u64,
-    /// The next picture.
+    /// The next picture (counted from the stream's first: RTP timestamps start at 0).
     picture: u64,
+    /// The position in its group of pictures of the stream's first picture (0: a keyframe).
+    phase: u64,
     /// Sequence of the next packet handed out, and of the next packet packetised.
     seq: u64,
     built: u64,
@@ -316,6 +318,7 @@ impl StreamGen {
             packets_per_gop,
             bytes_per_gop,
             picture: 0,
+            phase: 0,
             seq: 0,
             built: 0,
             pad_seq: 0,
@@ -325,6 +328,25 @@ impl StreamGen {
             ends: Default::default(),
             taken: 0,
         })
+    }
+
+    /// Starts the stream `pictures` pictures (modulo the group) before a keyframe, as a camera
+    /// joined mid-group does: P pictures first, then the first keyframe (parameter sets, SEI,
+    /// IDR picture), then one every group. Each picture still carries its share of the group's
+    /// packets and bytes, as if the group had begun before the stream. 0: a keyframe first.
+    pub fn with_first_keyframe_after(mut self, pictures: u64) -> StreamGen {
+        let k = pictures % self.gop;
+        if k == 0 || self.built > 0 {
+            return self;
+        }
+        let (gop, total_p) = (self.gop, self.packets_per_gop);
+        self.phase = gop - k;
+        // The shares of the group's pictures before the first one sent (as `build_picture`
+        // counts them), so that the first picture gets its own share, not theirs too.
+        let before = self.phase;
+        self.gop_packets = (total_p * before).div_ceil(gop).min(total_p - (gop - before));
+        self.gop_bytes = (self.bytes_per_gop * before / gop) as i64;
+        self
     }
 
     /// The bitrate actually sent: more than asked for when the keyframes alone need more.
@@ -361,7 +383,7 @@ impl StreamGen {
     }
 
     fn build_picture(&mut self) {
-        let f = self.picture % self.gop;
+        let f = (self.picture + self.phase) % self.gop;
         if f == 0 {
             // What the last group fell short (the last picture's packets were full) is owed.
             self.gop_packets = 0;
@@ -712,5 +734,46 @@ pub(crate) mod tests {
         // Below what the keyframe needs, the keyframe wins.
         let low = StreamGen::new(0, &MediaOptions { bitrate_bps: 1_000, ..opts }, 0).unwrap();
         assert!(low.bitrate_bps() > 1_000);
+    }
+
+    #[test]
+    fn a_stream_started_mid_group_has_its_first_keyframe_after_that_many_pictures() {
+        let opts = MediaOptions { bitrate_bps: 1_000_000, packet_size: 1200, gop: 50, fps: 25, ssrc_salt: 0 };
+        for k in [0u64, 1, 17, 49, 50 + 17] {
+            let mut g = StreamGen::new(3, &opts, 1_000).unwrap().with_first_keyframe_after(k);
+            let per_gop = g.packets_per_gop;
+            let pk = packets(&mut g, 3 * per_gop);
+            let (mut keys, mut pictures_before_key, mut slices) = (Vec::new(), 0, crate::slices::SliceCheck::default());
+            let mut picture_packets = vec![0u64];
+            for (i, p) in pk.iter().enumerate() {
+                let rtp = parse_rtp(p).unwrap();
+                // The schedule does not care where the group began.
+                let mark = parse_mark(&rtp).unwrap().unwrap();
+                assert_eq!((mark.seq, mark.due_ns), (i as u64, 1_000 + i as u64 * g.period_ns()));
+                if rtp.payload[0] & 0x1f == nal_type::SPS {
+                    keys.push(i as u64);
+                }
+                assert!(!slices.packet(&rtp, true), "k {k}: a damaged picture at packet {i}");
+                *picture_packets.last_mut().unwrap() += 1;
+                if rtp.marker {
+                    if keys.is_empty() {
+                        pictures_before_key += 1;
+                    }
+                    picture_packets.push(0);
+                }
+            }
+            let k = k % 50;
+            assert_eq!(pictures_before_key, k, "k {k}");
+            assert_eq!(keys.len(), 3, "k {k}: {keys:?}");
+            assert!(keys.windows(2).all(|w| w[1] - w[0] == per_gop), "k {k}: a keyframe every group: {keys:?}");
+            if k > 0 {
+                // The P pictures before it carry their share of the group, not a burst.
+                assert_eq!(keys[0], per_gop - (per_gop * (50 - k)).div_ceil(50).min(per_gop - k), "k {k}");
+                let most = *picture_packets[..k as usize].iter().max().unwrap();
+                assert!(most <= per_gop.div_ceil(50) + 1, "k {k}: {most} packets in one P picture");
+            }
+            assert_eq!((slices.pictures_damaged, slices.pictures_unverified), (0, 0), "k {k}: {slices:?}");
+            assert!(slices.slices_verified >= 100, "k {k}: {slices:?}");
+        }
     }
 }

@@ -76,6 +76,36 @@ fn a_killed_camera_leaves_its_sessions_reported_failed_with_their_bytes() {
     relay.shutdown(Duration::from_millis(200));
 }
 
+/// `--media-check first-packet` (what setup-rate.sh uses): after its first packet a session is
+/// only drained, unparsed, yet a clean run survives, ready at its first packet with every byte
+/// counted, and a connection that ends before the session's end (a camera killed under a
+/// passthrough relay) still fails every session.
+#[test]
+fn a_session_checked_to_its_first_packet_still_fails_when_its_connection_ends() {
+    skip_when_quick!();
+    let (cams, addr) = start_cameras(4);
+    let relay = relay(addr, 4, false);
+    let target = relay.local_addrs()[0];
+    let clean = viewers(target, "tunnel", 4, 4, &["--media-check", "first-packet"]);
+    assert_eq!(clean["sessions_survived"], 4, "{clean:#}");
+    assert_eq!(clean["sessions_ready"], 4, "{clean:#}");
+    for s in sessions(&clean) {
+        // 3 s at 500 kbit/s: the drained bytes are counted, the checks stopped at packet one.
+        assert!(s["bytes"].as_u64().unwrap() > 100_000, "{s:#}");
+        assert_eq!(s["timed"], 1, "{s:#}");
+        assert!(s["ready_ms"].is_number(), "{s:#}");
+    }
+    let run = start_viewers(target, "tunnel", 4, 4, &["--duration", "5s", "--media-check", "first-packet"]);
+    run.wait_playing(4);
+    cams.signal("KILL");
+    let (_, report) = run.finish();
+    assert_eq!(report["sessions_established"], 4, "{report:#}");
+    assert_eq!(report["sessions_survived"], 0, "{report:#}");
+    let after: u64 = report["failures_after_play"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(after, 4, "{}", report["failures_after_play"]);
+    relay.shutdown(Duration::from_millis(200));
+}
+
 /// A relay double: forwards byte for byte, but with `swap` every `/cam0` becomes `/cam1` and
 /// back on the way to the camera and on the way back, so the viewer of /cam0 sees a dialogue
 /// about /cam0 while playing camera 1.

@@ -111,10 +111,27 @@ pub struct ViewersRun {
 
 /// Starts `loadtest viewers` (bounded by `timeout`), `sessions` over `paths` paths for `duration`.
 pub fn start_viewers(target: SocketAddr, mode: &str, sessions: usize, paths: usize, extra: &[&str]) -> ViewersRun {
+    start_viewers_under(&[], target, mode, sessions, paths, extra)
+}
+
+/// [`start_viewers`] run by a wrapper command (`taskset -c 0`: the generator pinned to one CPU).
+pub fn start_viewers_under(
+    wrapper: &[&str],
+    target: SocketAddr,
+    mode: &str,
+    sessions: usize,
+    paths: usize,
+    extra: &[&str],
+) -> ViewersRun {
     let dir = std::env::temp_dir().join(format!("lt-test-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
-    let mut child = Command::new("timeout")
+    let (program, before) = match wrapper.split_first() {
+        Some((p, rest)) => (*p, [rest, &["timeout"]].concat()),
+        None => ("timeout", Vec::new()),
+    };
+    let mut child = Command::new(program)
+        .args(before)
         .args(["-k", "5", "90", env!("CARGO_BIN_EXE_loadtest"), "viewers", "--target", &target.to_string()])
         .args(["--mode", mode, "--sessions", &sessions.to_string(), "--paths", &paths.to_string()])
         .args(["--ramp", "500/s", "--source-ips", "127.0.0.2-127.0.0.9", "--json", json.to_str().unwrap()])
