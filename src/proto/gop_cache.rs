@@ -15,8 +15,8 @@
 //! keyframe (counted in [`GopCache::overflows`], by bound in [`GopCache::take_overflow`]);
 //! joiners meanwhile start with live packets.
 //!
-//! Each packet is kept as one [`Bytes`] holding its `$` header (the camera's channel) and the
-//! RTP packet: a joiner on the camera's channels (the usual case) queues it as one segment,
+//! A joiner gets each packet as one [`Bytes`] holding its `$` header (the camera's channel) and
+//! the RTP packet: a joiner on the camera's channels (the usual case) queues it as one segment,
 //! and every joiner names the same memory (reference counts, not copies).
 //!
 //! The packets are copied back to back into blocks ([`Blocks`]) rather than each into an
@@ -26,7 +26,20 @@
 //! interleaved, and a cache cost about twice the bytes it held. Blocks grow with the cache (a
 //! camera sending a trickle holds a few KiB, not a fixed block) and are what the relay-wide
 //! budget counts ([`super::gop_budget`]).
+//!
+//! A cached packet is only a place in a block ([`Entry`]), not a [`Bytes`] of its own: pushing
+//! one is a copy and a few stores, with no atomic operation and no allocation. Splitting each
+//! packet off its block as a `Bytes` took a reference count per packet, an atomic
+//! read-modify-write that waits for the copy's stores to drain, and with hundreds of cameras
+//! those stores go to memory last touched a group of pictures ago: it was most of the cache's
+//! cost (docs/perf/README.md). The bytes written are made shareable only when a joiner asks
+//! ([`GopCache::frames`]): each block's written part is split off its unused room as one frozen
+//! segment (the same memory), so a block is a few frozen segments and a writable tail, and a
+//! joiner's `Bytes` are slices of those segments that keep the memory alive after the cache
+//! drops the group. Joiners are rare next to packets; a block nobody joined is never shared
+//! and is freed as the plain allocation it is.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
@@ -78,6 +91,91 @@ pub enum GopBound {
     Packets,
 }
 
+/// One cached packet: where its frame (`$` header, then the RTP packet) lies in the blocks.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// The block's [`Block::number`].
+    block: usize,
+    /// Where the frame starts in its block, and its length.
+    offset: usize,
+    len: usize,
+    channel: u8,
+    track: usize,
+}
+
+/// One block: how many cached packets lie in it, what it costs, and its memory.
+#[derive(Debug)]
+struct Block {
+    /// One more than the block before it: an [`Entry`] finds its block by its distance from
+    /// the oldest one's number.
+    number: usize,
+    frames: usize,
+    capacity: usize,
+    /// In a `RefCell` so that [`GopCache::frames`] can share what is written through the
+    /// `&GopCache` a viewer's PLAY reads the camera with. Pushing reaches it through
+    /// `RefCell::get_mut`, which checks nothing at run time; every borrow ends within the
+    /// method that takes it.
+    bytes: RefCell<BlockBytes>,
+}
+
+/// A block's memory: the part shared with joiners so far, as frozen segments back to back
+/// from the block's start, then `tail`: bytes written since (not shared yet) and the room left.
+#[derive(Debug, Default)]
+struct BlockBytes {
+    shared: Vec<Bytes>,
+    /// The segments' lengths summed: where `tail` starts in the block.
+    shared_len: usize,
+    tail: BytesMut,
+}
+
+impl BlockBytes {
+    fn room(&self) -> usize {
+        self.tail.capacity() - self.tail.len()
+    }
+
+    /// Makes every byte written shareable: the tail's written part becomes a segment of its
+    /// own, the same memory (one reference count for the segment, none per packet).
+    fn share(&mut self) {
+        if !self.tail.is_empty() {
+            let segment = self.tail.split().freeze();
+            self.shared_len += segment.len();
+            self.shared.push(segment);
+        }
+    }
+
+    /// The shared segment holding `offset..offset + len`, and where that range starts in it.
+    fn segment(&self, offset: usize, len: usize) -> Option<(&Bytes, usize)> {
+        let mut start = 0;
+        for segment in &self.shared {
+            let end = start + segment.len();
+            if offset < end {
+                let at = offset - start;
+                // A frame never straddles segments: they are split at frame ends.
+                return (at.checked_add(len)? <= segment.len()).then_some((segment, at));
+            }
+            start = end;
+        }
+        None
+    }
+
+    /// The frame at `offset` as shared bytes; `None` unless it was shared.
+    fn slice(&self, offset: usize, len: usize) -> Option<Bytes> {
+        let (segment, at) = self.segment(offset, len)?;
+        Some(segment.slice(at..at + len))
+    }
+
+    /// The frame at `offset`, shared or not.
+    fn read(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        match offset.checked_sub(self.shared_len) {
+            Some(at) => self.tail.get(at..at.checked_add(len)?),
+            None => {
+                let (segment, at) = self.segment(offset, len)?;
+                segment.get(at..at + len)
+            }
+        }
+    }
+}
+
 /// The smallest and largest block the packets are copied into: a block is sized like what the
 /// cache already holds, within these.
 const MIN_BLOCK: usize = 4 * 1024;
@@ -85,18 +183,10 @@ const MIN_BLOCK: usize = 4 * 1024;
 /// each block with 1,200-byte packets and leaves half a block unused on average.
 const MAX_BLOCK: usize = 16 * 1024;
 
-/// One block's bookkeeping: how many cached packets lie in it and what it costs.
-#[derive(Debug)]
-struct Block {
-    frames: usize,
-    capacity: usize,
-}
-
 /// The memory the cached packets are copied into, oldest block first; the last one is open
-/// (`open` holds its unused room) while new packets fit in it.
+/// while new packets fit in its room.
 #[derive(Debug, Default)]
 struct Blocks {
-    open: BytesMut,
     blocks: VecDeque<Block>,
     /// The blocks' capacities summed: what the cache's packets really occupy.
     held: usize,
@@ -112,37 +202,71 @@ enum NoRoom {
 
 impl Blocks {
     /// Copies `header` and `payload` into the open block (a new one if they do not fit) and
-    /// returns them as one [`Bytes`]. The first block of a cache must fit the relay-wide
-    /// budget; later blocks of a started group are taken even past it, and the shell evicts
-    /// the caches idle longest.
-    fn store(&mut self, header: &[u8], payload: &[u8]) -> Result<Bytes, NoRoom> {
+    /// returns where they lie: the block's number and the offset in it. The first block of a
+    /// cache must fit the relay-wide budget; later blocks of a started group are taken even
+    /// past it, and the shell evicts the caches idle longest.
+    fn store(&mut self, header: &[u8], payload: &[u8]) -> Result<(usize, usize), NoRoom> {
         let need = header.len() + payload.len();
-        if self.open.capacity() < need || self.blocks.is_empty() {
-            // An open block whose packets all left the cache has nothing to keep.
-            if self.blocks.back().is_some_and(|b| b.frames == 0) {
-                self.blocks.pop_back().into_iter().for_each(|b| self.give_back(b));
-            }
-            let capacity = self.held.clamp(MIN_BLOCK, MAX_BLOCK).max(need);
-            if let Some(account) = &self.account {
-                if self.held == 0 {
-                    if !account.try_take(capacity) {
-                        return Err(NoRoom::Budget);
-                    }
-                } else {
-                    account.take(capacity);
+        let fits = self.blocks.back_mut().is_some_and(|b| b.bytes.get_mut().room() >= need);
+        let open = match (fits, self.blocks.back_mut()) {
+            (true, Some(b)) => b,
+            _ => self.open_block(need)?,
+        };
+        let bytes = open.bytes.get_mut();
+        let offset = bytes.shared_len + bytes.tail.len();
+        // Within the room checked above: never reallocates, so earlier offsets stay valid.
+        bytes.tail.extend_from_slice(header);
+        bytes.tail.extend_from_slice(payload);
+        open.frames += 1;
+        Ok((open.number, offset))
+    }
+
+    /// Opens a block with room for `need` bytes; the open block's remaining room goes unused.
+    fn open_block(&mut self, need: usize) -> Result<&mut Block, NoRoom> {
+        // An open block whose packets all left the cache has nothing to keep.
+        if self.blocks.back().is_some_and(|b| b.frames == 0) {
+            self.blocks.pop_back().into_iter().for_each(|b| self.give_back(b));
+        }
+        let capacity = self.held.clamp(MIN_BLOCK, MAX_BLOCK).max(need);
+        if let Some(account) = &self.account {
+            if self.held == 0 {
+                if !account.try_take(capacity) {
+                    return Err(NoRoom::Budget);
                 }
+            } else {
+                account.take(capacity);
             }
-            // The open block's remaining room goes with it; its packets keep its memory alive.
-            self.open = BytesMut::with_capacity(capacity);
-            self.blocks.push_back(Block { frames: 0, capacity });
-            self.held += capacity;
         }
-        self.open.extend_from_slice(header);
-        self.open.extend_from_slice(payload);
-        if let Some(b) = self.blocks.back_mut() {
-            b.frames += 1;
+        let number = self.blocks.back().map_or(0, |b| b.number.wrapping_add(1));
+        let bytes = BlockBytes { tail: BytesMut::with_capacity(capacity), ..BlockBytes::default() };
+        self.held += capacity;
+        self.blocks.push_back(Block { number, frames: 0, capacity, bytes: RefCell::new(bytes) });
+        // Just pushed: always there (no `NoRoom` ever comes of this line).
+        self.blocks.back_mut().ok_or(NoRoom::Budget)
+    }
+
+    fn block(&self, e: &Entry) -> Option<&Block> {
+        let oldest = self.blocks.front()?.number;
+        self.blocks.get(e.block.wrapping_sub(oldest))
+    }
+
+    /// Makes every byte written so far shareable (a joiner asks for the frames).
+    fn share(&self) {
+        for b in &self.blocks {
+            if let Ok(mut bytes) = b.bytes.try_borrow_mut() {
+                bytes.share();
+            }
         }
-        Ok(self.open.split().freeze())
+    }
+
+    /// The frame of `e` as shared bytes, once [`Blocks::share`] made it shareable.
+    fn frame(&self, e: &Entry) -> Option<Bytes> {
+        self.block(e)?.bytes.try_borrow().ok()?.slice(e.offset, e.len)
+    }
+
+    /// `f` of the frame of `e`, shared or not.
+    fn read<R>(&self, e: &Entry, f: impl FnOnce(&[u8]) -> Option<R>) -> Option<R> {
+        f(self.block(e)?.bytes.try_borrow().ok()?.read(e.offset, e.len)?)
     }
 
     /// The oldest cached packet left the cache: its block is given back once none of its
@@ -168,12 +292,12 @@ impl Blocks {
         }
     }
 
-    /// Every block given back (the cache was dropped).
+    /// Every block given back (the cache was dropped). Their memory is freed now, or when the
+    /// last joiner holding a part of it lets go.
     fn clear(&mut self) {
         while !self.blocks.is_empty() {
             self.pop_front_block();
         }
-        self.open = BytesMut::new();
     }
 }
 
@@ -187,7 +311,7 @@ impl Drop for Blocks {
 #[derive(Debug)]
 pub struct GopCache {
     limits: GopLimits,
-    frames: VecDeque<CachedFrame>,
+    frames: VecDeque<Entry>,
     blocks: Blocks,
     /// What `frames` costs: bytes plus [`PACKET_OVERHEAD`] each.
     bytes: usize,
@@ -293,8 +417,8 @@ impl GopCache {
             self.overflowed = Some(bound);
             return;
         }
-        let frame = match self.blocks.store(&header, payload) {
-            Ok(frame) => frame,
+        let (block, offset) = match self.blocks.store(&header, payload) {
+            Ok(at) => at,
             Err(NoRoom::Budget) => {
                 // Not started: joiners meanwhile start with live packets, as with no cache.
                 self.discard();
@@ -307,7 +431,8 @@ impl GopCache {
         };
         self.refused = false;
         self.bytes += cost;
-        self.frames.push_back(CachedFrame { channel, track, frame });
+        let len = header.len() + payload.len();
+        self.frames.push_back(Entry { block, offset, len, channel, track });
     }
 
     /// Drops every packet; the cache waits for the next keyframe.
@@ -323,7 +448,7 @@ impl GopCache {
     fn drop_front(&mut self, n: usize) {
         let n = n.min(self.frames.len());
         for f in self.frames.drain(..n) {
-            self.bytes -= f.frame.len() + PACKET_OVERHEAD;
+            self.bytes -= f.len + PACKET_OVERHEAD;
             self.blocks.release_front_frame();
         }
         if self.frames.is_empty() {
@@ -379,21 +504,32 @@ impl GopCache {
     }
 
     /// The frames a joiner gets first, in camera order; empty unless [`GopCache::is_ready`].
-    pub fn frames(&self) -> impl ExactSizeIterator<Item = &CachedFrame> + '_ {
-        let n = if self.ready { self.frames.len() } else { 0 };
-        self.frames.iter().take(n)
+    /// Their bytes are the cache's own memory (what was written is shared now, see the module
+    /// documentation), and stay valid after the cache drops them.
+    pub fn frames(&self) -> impl ExactSizeIterator<Item = CachedFrame> + use<> {
+        self.snapshot().into_iter()
     }
 
-    /// [`GopCache::frames`] as an owned list (reference counts, not copies).
+    /// [`GopCache::frames`] as a list (reference counts, not copies).
     pub fn snapshot(&self) -> Vec<CachedFrame> {
-        self.frames().cloned().collect()
+        if !self.ready {
+            return Vec::new();
+        }
+        self.blocks.share();
+        let frame = |e: &Entry| Some(CachedFrame { channel: e.channel, track: e.track, frame: self.blocks.frame(e)? });
+        // A frame not found would be a bookkeeping error: the joiner then starts with live
+        // packets, as with no cache, rather than with a replay that has a hole.
+        self.frames.iter().map(frame).collect::<Option<Vec<_>>>().unwrap_or_default()
     }
 
     /// RTP sequence number and timestamp of the first cached packet of `track` (what a joiner's
     /// `RTP-Info` announces), if the cache is ready and holds one.
     pub fn first_rtp(&self, track: usize) -> Option<(u16, u32)> {
-        let f = self.frames().find(|f| f.track == track)?;
-        let h = RtpHeader::parse(f.payload())?;
+        if !self.ready {
+            return None;
+        }
+        let e = self.frames.iter().find(|e| e.track == track)?;
+        let h = self.blocks.read(e, |frame| RtpHeader::parse(frame.get(4..)?))?;
         Some((h.seq, h.timestamp))
     }
 
@@ -750,7 +886,7 @@ mod tests {
                 prop_assert_eq!(at + got.len(), pushed.len(), "runs up to now");
             }
             prop_assert_eq!(acct.budget().held(), small.held());
-            let stored: usize = small.frames.iter().map(|f| f.frame.len()).sum();
+            let stored: usize = small.frames.iter().map(|e| e.len).sum();
             prop_assert!(small.held() >= stored);
             drop(small);
             prop_assert_eq!(acct.budget().held(), 0);

@@ -495,7 +495,7 @@ impl SharedViewer {
             self.playing = true;
             let replay: Vec<CachedFrame> = gop
                 .map(|g| {
-                    g.frames().filter(|f| self.tracks.get(f.track).is_some_and(Option::is_some)).cloned().collect()
+                    g.frames().filter(|f| self.tracks.get(f.track).is_some_and(Option::is_some)).collect()
                 })
                 .unwrap_or_default();
             let replay_bytes = replay.iter().map(|f| f.frame.len()).sum();
