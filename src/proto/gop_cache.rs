@@ -104,7 +104,7 @@ struct Entry {
 }
 
 /// One block: how many cached packets lie in it, what it costs, and its memory.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Block {
     /// One more than the block before it: an [`Entry`] finds its block by its distance from
     /// the oldest one's number.
@@ -130,7 +130,7 @@ struct BlockBytes {
 
 impl BlockBytes {
     fn room(&self) -> usize {
-        self.tail.capacity() - self.tail.len()
+        self.tail.capacity().saturating_sub(self.tail.len())
     }
 
     /// Makes every byte written shareable: the tail's written part becomes a segment of its
@@ -183,11 +183,14 @@ const MIN_BLOCK: usize = 4 * 1024;
 /// each block with 1,200-byte packets and leaves half a block unused on average.
 const MAX_BLOCK: usize = 16 * 1024;
 
-/// The memory the cached packets are copied into, oldest block first; the last one is open
-/// while new packets fit in its room.
+/// The memory the cached packets are copied into: the blocks filled, oldest first, then the
+/// open one, which new packets go into while they fit in its room.
 #[derive(Debug, Default)]
 struct Blocks {
-    blocks: VecDeque<Block>,
+    filled: VecDeque<Block>,
+    /// Kept apart from `filled` so that a push touches only the cache's own fields, not a
+    /// block elsewhere in memory. `capacity` 0: none open (nothing cached).
+    open: Block,
     /// The blocks' capacities summed: what the cache's packets really occupy.
     held: usize,
     account: Option<GopAccount>,
@@ -207,25 +210,26 @@ impl Blocks {
     /// past it, and the shell evicts the caches idle longest.
     fn store(&mut self, header: &[u8], payload: &[u8]) -> Result<(usize, usize), NoRoom> {
         let need = header.len() + payload.len();
-        let fits = self.blocks.back_mut().is_some_and(|b| b.bytes.get_mut().room() >= need);
-        let open = match (fits, self.blocks.back_mut()) {
-            (true, Some(b)) => b,
-            _ => self.open_block(need)?,
-        };
-        let bytes = open.bytes.get_mut();
+        if self.open.bytes.get_mut().room() < need {
+            self.open_block(need)?;
+        }
+        let bytes = self.open.bytes.get_mut();
         let offset = bytes.shared_len + bytes.tail.len();
         // Within the room checked above: never reallocates, so earlier offsets stay valid.
         bytes.tail.extend_from_slice(header);
         bytes.tail.extend_from_slice(payload);
-        open.frames += 1;
-        Ok((open.number, offset))
+        self.open.frames += 1;
+        Ok((self.open.number, offset))
     }
 
     /// Opens a block with room for `need` bytes; the open block's remaining room goes unused.
-    fn open_block(&mut self, need: usize) -> Result<&mut Block, NoRoom> {
-        // An open block whose packets all left the cache has nothing to keep.
-        if self.blocks.back().is_some_and(|b| b.frames == 0) {
-            self.blocks.pop_back().into_iter().for_each(|b| self.give_back(b));
+    fn open_block(&mut self, need: usize) -> Result<(), NoRoom> {
+        // Numbers run on from the block before, so a block's place follows from its number.
+        let number = if self.open.frames > 0 { self.open.number.wrapping_add(1) } else { self.open.number };
+        if self.open.capacity > 0 && self.open.frames == 0 {
+            // An open block whose packets all left the cache has nothing to keep.
+            let empty = std::mem::take(&mut self.open);
+            self.give_back(empty);
         }
         let capacity = self.held.clamp(MIN_BLOCK, MAX_BLOCK).max(need);
         if let Some(account) = &self.account {
@@ -237,22 +241,27 @@ impl Blocks {
                 account.take(capacity);
             }
         }
-        let number = self.blocks.back().map_or(0, |b| b.number.wrapping_add(1));
         let bytes = BlockBytes { tail: BytesMut::with_capacity(capacity), ..BlockBytes::default() };
+        let open = Block { number, frames: 0, capacity, bytes: RefCell::new(bytes) };
+        let filled = std::mem::replace(&mut self.open, open);
+        if filled.capacity > 0 {
+            self.filled.push_back(filled);
+        }
         self.held += capacity;
-        self.blocks.push_back(Block { number, frames: 0, capacity, bytes: RefCell::new(bytes) });
-        // Just pushed: always there (no `NoRoom` ever comes of this line).
-        self.blocks.back_mut().ok_or(NoRoom::Budget)
+        Ok(())
     }
 
     fn block(&self, e: &Entry) -> Option<&Block> {
-        let oldest = self.blocks.front()?.number;
-        self.blocks.get(e.block.wrapping_sub(oldest))
+        if e.block == self.open.number {
+            return Some(&self.open);
+        }
+        let oldest = self.filled.front()?.number;
+        self.filled.get(e.block.wrapping_sub(oldest))
     }
 
     /// Makes every byte written so far shareable (a joiner asks for the frames).
     fn share(&self) {
-        for b in &self.blocks {
+        for b in self.filled.iter().chain([&self.open]) {
             if let Ok(mut bytes) = b.bytes.try_borrow_mut() {
                 bytes.share();
             }
@@ -272,16 +281,15 @@ impl Blocks {
     /// The oldest cached packet left the cache: its block is given back once none of its
     /// packets is cached and it is not the open one.
     fn release_front_frame(&mut self) {
-        let Some(front) = self.blocks.front_mut() else { return };
+        let Some(front) = self.filled.front_mut() else {
+            self.open.frames = self.open.frames.saturating_sub(1);
+            return;
+        };
         front.frames = front.frames.saturating_sub(1);
-        if front.frames == 0 && self.blocks.len() > 1 {
-            self.pop_front_block();
-        }
-    }
-
-    fn pop_front_block(&mut self) {
-        if let Some(b) = self.blocks.pop_front() {
-            self.give_back(b);
+        if front.frames == 0 {
+            if let Some(b) = self.filled.pop_front() {
+                self.give_back(b);
+            }
         }
     }
 
@@ -295,8 +303,12 @@ impl Blocks {
     /// Every block given back (the cache was dropped). Their memory is freed now, or when the
     /// last joiner holding a part of it lets go.
     fn clear(&mut self) {
-        while !self.blocks.is_empty() {
-            self.pop_front_block();
+        while let Some(b) = self.filled.pop_front() {
+            self.give_back(b);
+        }
+        let open = std::mem::take(&mut self.open);
+        if open.capacity > 0 {
+            self.give_back(open);
         }
     }
 }
@@ -774,6 +786,36 @@ mod tests {
     }
 
     #[test]
+    fn a_joiner_gets_the_blocks_memory_and_keeps_it_after_the_cache_lets_go() {
+        let a = account(usize::MAX);
+        let mut c = GopCache::with_account(lim(4 << 20), Some(a.clone()));
+        let mut seq = 0;
+        feed_gop(&mut c, &mut seq, 0);
+        let first = c.snapshot();
+        // Packets of one block lie back to back in it: slices of one allocation, not copies.
+        let adjacent =
+            first.windows(2).filter(|w| w[0].frame.as_ptr().wrapping_add(w[0].frame.len()) == w[1].frame.as_ptr());
+        assert!(adjacent.count() >= first.len() * 9 / 10);
+        // Packets written after a join go on into the block's room; a later joiner gets the
+        // same memory for the packets the first one got.
+        seq += 1;
+        video(&mut c, seq, 800_000, P);
+        let second = c.snapshot();
+        assert_eq!(second.len(), first.len() + 1);
+        assert!(first.iter().zip(&second).all(|(a, b)| a == b && a.frame.as_ptr() == b.frame.as_ptr()));
+        assert_eq!(RtpHeader::parse(second[first.len()].payload()).map(|h| h.seq), Some(seq));
+        // The next keyframe frees the group for the cache and its budget; the joiners' frames
+        // keep their memory until they let go.
+        let copies: Vec<Vec<u8>> = second.iter().map(|f| f.frame.to_vec()).collect();
+        seq += 1;
+        video(&mut c, seq, 900_000, IDR_START);
+        assert_eq!((c.packets(), c.held(), a.budget().held()), (1, MIN_BLOCK, MIN_BLOCK));
+        drop(c);
+        assert_eq!(a.budget().held(), 0);
+        assert!(second.iter().zip(&copies).all(|(f, copy)| f.frame[..] == copy[..]));
+    }
+
+    #[test]
     fn over_the_relay_wide_budget_a_cache_does_not_start_and_an_evicted_one_waits_for_room() {
         let a = account(64 * 1024);
         let mut busy = GopCache::with_account(lim(4 << 20), Some(a.clone()));
@@ -808,19 +850,21 @@ mod tests {
             key: bool,
             params: bool,
             fragments: u8,
+            /// Bytes of each fragment's payload: larger ones fill blocks.
+            size: usize,
         },
         Audio,
+        /// A viewer joins: it takes the frames, which the cache then shares.
+        Join,
     }
 
     fn items() -> impl Strategy<Value = Vec<Item>> {
         proptest::collection::vec(
             prop_oneof![
-                (any::<bool>(), any::<bool>(), 1u8..4).prop_map(|(key, params, fragments)| Item::Au {
-                    key,
-                    params,
-                    fragments
-                }),
+                (any::<bool>(), any::<bool>(), 1u8..4, 8usize..1400)
+                    .prop_map(|(key, params, fragments, size)| { Item::Au { key, params, fragments, size } }),
                 Just(Item::Audio),
+                Just(Item::Join),
             ],
             1..60,
         )
@@ -829,7 +873,9 @@ mod tests {
     proptest! {
         /// Against a model: with room enough, the cache is exactly the stream from the first
         /// packet of the last keyframe access unit; with any bound, it is a contiguous run of
-        /// the stream that starts at such an access unit and fits.
+        /// the stream that starts at such an access unit and fits. What a joiner took stays as
+        /// it was after the cache moves on or drops it, and names the cache's memory: a packet
+        /// still cached has the same address in every later join.
         #[test]
         fn matches_the_model(items in items(), max in 100usize..4000, packets in 1usize..40) {
             let mut big = GopCache::new(lim(usize::MAX));
@@ -838,6 +884,11 @@ mod tests {
             let mut pushed: Vec<Bytes> = Vec::new();
             let mut key_starts: Vec<usize> = Vec::new();
             let (mut seq, mut ts) = (0u16, 0u32);
+            let model = |pushed: &[Bytes], key_starts: &[usize]| match key_starts.last() {
+                Some(&s) => pushed[s..].to_vec(),
+                None => Vec::new(),
+            };
+            let mut joins: Vec<(Vec<CachedFrame>, Vec<Bytes>)> = Vec::new();
             for item in &items {
                 match item {
                     Item::Audio => {
@@ -846,7 +897,14 @@ mod tests {
                         small.push_other(2, AUDIO, &p);
                         pushed.push(p);
                     }
-                    Item::Au { key, params, fragments } => {
+                    Item::Join => {
+                        let frames = big.snapshot();
+                        let want = model(&pushed, &key_starts);
+                        let got: Vec<Bytes> = frames.iter().map(CachedFrame::payload_bytes).collect();
+                        prop_assert_eq!(&got, &want);
+                        joins.push((frames, want));
+                    }
+                    Item::Au { key, params, fragments, size } => {
                         ts += 3000;
                         let start = pushed.len();
                         let mut units: Vec<Vec<u8>> = Vec::new();
@@ -857,7 +915,9 @@ mod tests {
                         for f in 0..*fragments {
                             let t = if *key { 5 } else { 1 };
                             let s = if f == 0 { 0x80 } else { 0 };
-                            units.push(vec![0x7c, s | t, 1, 2, 3, 4, 5, 6, 7, 8]);
+                            let mut u = vec![0x7c, s | t];
+                            u.resize(*size, seq as u8);
+                            units.push(u);
                         }
                         for u in units {
                             seq += 1;
@@ -871,12 +931,18 @@ mod tests {
                     }
                 }
             }
-            let model: Vec<Bytes> = match key_starts.last() {
-                Some(&s) => pushed[s..].to_vec(),
-                None => Vec::new(),
-            };
-            let got: Vec<Bytes> = big.frames().map(|f| f.payload_bytes()).collect();
-            prop_assert_eq!(got, model);
+            let last = big.snapshot();
+            let got: Vec<Bytes> = last.iter().map(CachedFrame::payload_bytes).collect();
+            prop_assert_eq!(got, model(&pushed, &key_starts));
+            let address = |f: &CachedFrame| (RtpHeader::parse(f.payload()).map(|h| h.seq), f.frame.as_ptr());
+            let now: std::collections::HashMap<_, _> = last.iter().map(address).collect();
+            for (frames, want) in &joins {
+                let got: Vec<Bytes> = frames.iter().map(CachedFrame::payload_bytes).collect();
+                prop_assert_eq!(&got, want, "a joiner's frames outlive their place in the cache");
+                for (seq, ptr) in frames.iter().map(address) {
+                    prop_assert!(now.get(&seq).is_none_or(|p| *p == ptr), "the same memory, not a copy");
+                }
+            }
             prop_assert!(small.bytes() <= max && small.packets() <= packets);
             let got: Vec<Bytes> = small.frames().map(|f| f.payload_bytes()).collect();
             if !got.is_empty() {
