@@ -158,12 +158,6 @@ impl BlockBytes {
         None
     }
 
-    /// The frame at `offset` as shared bytes; `None` unless it was shared.
-    fn slice(&self, offset: usize, len: usize) -> Option<Bytes> {
-        let (segment, at) = self.segment(offset, len)?;
-        Some(segment.slice(at..at + len))
-    }
-
     /// The frame at `offset`, shared or not.
     fn read(&self, offset: usize, len: usize) -> Option<&[u8]> {
         match offset.checked_sub(self.shared_len) {
@@ -268,9 +262,32 @@ impl Blocks {
         }
     }
 
-    /// The frame of `e` as shared bytes, once [`Blocks::share`] made it shareable.
-    fn frame(&self, e: &Entry) -> Option<Bytes> {
-        self.block(e)?.bytes.try_borrow().ok()?.slice(e.offset, e.len)
+    /// The frames of `entries` (in cache order) as shared bytes, once [`Blocks::share`] made
+    /// them shareable; `None` if one is not found. Entries and each block's segments run in
+    /// the same order, so each segment is passed once: a viewer that joins again and again
+    /// between packets leaves many segments, and must not make every join slower by them.
+    fn frames<'a>(&self, entries: impl Iterator<Item = &'a Entry>) -> Option<Vec<CachedFrame>> {
+        let mut out = Vec::with_capacity(entries.size_hint().0);
+        // The block being read: its number, bytes, the segment reached and where it starts.
+        let mut at: Option<(usize, std::cell::Ref<'_, BlockBytes>, usize, usize)> = None;
+        for e in entries {
+            if at.as_ref().is_none_or(|(number, ..)| *number != e.block) {
+                at = Some((e.block, self.block(e)?.bytes.try_borrow().ok()?, 0, 0));
+            }
+            let (_, bytes, i, start) = at.as_mut()?;
+            let segment = loop {
+                let segment = bytes.shared.get(*i)?;
+                if e.offset < *start + segment.len() {
+                    break segment;
+                }
+                *start += segment.len();
+                *i += 1;
+            };
+            let from = e.offset.checked_sub(*start)?;
+            let to = from.checked_add(e.len).filter(|&to| to <= segment.len())?;
+            out.push(CachedFrame { channel: e.channel, track: e.track, frame: segment.slice(from..to) });
+        }
+        Some(out)
     }
 
     /// `f` of the frame of `e`, shared or not.
@@ -528,10 +545,9 @@ impl GopCache {
             return Vec::new();
         }
         self.blocks.share();
-        let frame = |e: &Entry| Some(CachedFrame { channel: e.channel, track: e.track, frame: self.blocks.frame(e)? });
         // A frame not found would be a bookkeeping error: the joiner then starts with live
         // packets, as with no cache, rather than with a replay that has a hole.
-        self.frames.iter().map(frame).collect::<Option<Vec<_>>>().unwrap_or_default()
+        self.blocks.frames(self.frames.iter()).unwrap_or_default()
     }
 
     /// RTP sequence number and timestamp of the first cached packet of `track` (what a joiner's
