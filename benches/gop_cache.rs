@@ -1,10 +1,11 @@
 //! The GOP cache's per-packet cost as the relay pays it with many shared cameras: 200 caches
 //! fed round-robin, so each packet lands in memory last touched a group of pictures ago (200 ×
-//! ~240 KB do not stay in any CPU cache), as in `loadtest/compare.sh`'s shared step.
+//! ~240 KB do not stay in a core's own caches), as in `loadtest/compare.sh`'s shared step.
 //! `cargo bench --bench gop_cache -- --warm-up-time 1 --measurement-time 5`; the time per
 //! iteration is for one packet into each of the 200 caches (divide by 200 for one packet).
+//! `join_a_full_group` is the other side: a joiner taking a whole group of pictures.
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rtsp_tunnel_relay::proto::gop_cache::{GopCache, GopLimits};
 use rtsp_tunnel_relay::proto::keyframe::{Classifier, VideoCodec, VideoPacket};
 
@@ -65,5 +66,31 @@ fn push_round_robin(c: &mut Criterion) {
     assert!(caches.iter().all(GopCache::is_ready), "every cache holds a group of pictures");
 }
 
-criterion_group!(benches, push_round_robin);
+/// What a join costs: a viewer takes a whole group of pictures (200 packets) from a cache no
+/// one joined before (the cache shares its bytes only when asked, so this is the dearest join).
+fn join_a_full_group(c: &mut Criterion) {
+    let gop = gop();
+    let limits = GopLimits { bytes: 4 << 20, packets: 8192 };
+    let full = || {
+        let mut cache = GopCache::new(limits);
+        for (p, v) in &gop {
+            cache.push_video(0, 0, p, v);
+        }
+        cache
+    };
+    let mut g = c.benchmark_group("gop_cache");
+    g.bench_function("join_a_full_group", |b| {
+        b.iter_batched(
+            full,
+            |cache| {
+                let frames = cache.snapshot();
+                (cache, frames)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, push_round_robin, join_a_full_group);
 criterion_main!(benches);
