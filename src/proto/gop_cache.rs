@@ -15,8 +15,8 @@
 //! keyframe (counted in [`GopCache::overflows`], by bound in [`GopCache::take_overflow`]);
 //! joiners meanwhile start with live packets.
 //!
-//! Each packet is kept as one [`Bytes`] holding its `$` header (the camera's channel) and the
-//! RTP packet: a joiner on the camera's channels (the usual case) queues it as one segment,
+//! A joiner gets each packet as one [`Bytes`] holding its `$` header (the camera's channel) and
+//! the RTP packet: a joiner on the camera's channels (the usual case) queues it as one segment,
 //! and every joiner names the same memory (reference counts, not copies).
 //!
 //! The packets are copied back to back into blocks ([`Blocks`]) rather than each into an
@@ -26,7 +26,21 @@
 //! interleaved, and a cache cost about twice the bytes it held. Blocks grow with the cache (a
 //! camera sending a trickle holds a few KiB, not a fixed block) and are what the relay-wide
 //! budget counts ([`super::gop_budget`]).
+//!
+//! A cached packet is only a place in a block ([`Entry`]), not a [`Bytes`] of its own: pushing
+//! one is a copy and a few stores, with no atomic operation and no allocation. Splitting each
+//! packet off its block as a `Bytes` took a reference count per packet, an atomic
+//! read-modify-write that waits for the copy's stores to drain, and with hundreds of cameras
+//! those stores go to memory last touched a group of pictures ago: it was most of the cache's
+//! cost (docs/perf/README.md). The bytes written are made shareable only when a joiner asks
+//! ([`GopCache::frames`]): each block's written part is split off its unused room as one frozen
+//! segment (the same memory), so a block is a few frozen segments and a writable tail, and a
+//! joiner's `Bytes` are slices of those segments that keep the memory alive after the cache
+//! drops the group. Joiners are rare next to packets; a block nobody joined is never shared
+//! and is freed as the plain allocation it is. What a push still costs is the copy itself
+//! (`benches/gop_cache.rs`).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
@@ -78,6 +92,85 @@ pub enum GopBound {
     Packets,
 }
 
+/// One cached packet: where its frame (`$` header, then the RTP packet) lies in the blocks.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// The block's [`Block::number`].
+    block: usize,
+    /// Where the frame starts in its block, and its length.
+    offset: usize,
+    len: usize,
+    channel: u8,
+    track: usize,
+}
+
+/// One block: how many cached packets lie in it, what it costs, and its memory.
+#[derive(Debug, Default)]
+struct Block {
+    /// One more than the block before it: an [`Entry`] finds its block by its distance from
+    /// the oldest one's number.
+    number: usize,
+    frames: usize,
+    capacity: usize,
+    /// In a `RefCell` so that [`GopCache::frames`] can share what is written through the
+    /// `&GopCache` a viewer's PLAY reads the camera with. Pushing reaches it through
+    /// `RefCell::get_mut`, which checks nothing at run time; every borrow ends within the
+    /// method that takes it.
+    bytes: RefCell<BlockBytes>,
+}
+
+/// A block's memory: the part shared with joiners so far, as frozen segments back to back
+/// from the block's start, then `tail`: bytes written since (not shared yet) and the room left.
+#[derive(Debug, Default)]
+struct BlockBytes {
+    shared: Vec<Bytes>,
+    /// The segments' lengths summed: where `tail` starts in the block.
+    shared_len: usize,
+    tail: BytesMut,
+}
+
+impl BlockBytes {
+    fn room(&self) -> usize {
+        self.tail.capacity().saturating_sub(self.tail.len())
+    }
+
+    /// Makes every byte written shareable: the tail's written part becomes a segment of its
+    /// own, the same memory (one reference count for the segment, none per packet).
+    fn share(&mut self) {
+        if !self.tail.is_empty() {
+            let segment = self.tail.split().freeze();
+            self.shared_len += segment.len();
+            self.shared.push(segment);
+        }
+    }
+
+    /// The shared segment holding `offset..offset + len`, and where that range starts in it.
+    fn segment(&self, offset: usize, len: usize) -> Option<(&Bytes, usize)> {
+        let mut start = 0;
+        for segment in &self.shared {
+            let end = start + segment.len();
+            if offset < end {
+                let at = offset - start;
+                // A frame never straddles segments: they are split at frame ends.
+                return (at.checked_add(len)? <= segment.len()).then_some((segment, at));
+            }
+            start = end;
+        }
+        None
+    }
+
+    /// The frame at `offset`, shared or not.
+    fn read(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        match offset.checked_sub(self.shared_len) {
+            Some(at) => self.tail.get(at..at.checked_add(len)?),
+            None => {
+                let (segment, at) = self.segment(offset, len)?;
+                segment.get(at..at + len)
+            }
+        }
+    }
+}
+
 /// The smallest and largest block the packets are copied into: a block is sized like what the
 /// cache already holds, within these.
 const MIN_BLOCK: usize = 4 * 1024;
@@ -85,19 +178,14 @@ const MIN_BLOCK: usize = 4 * 1024;
 /// each block with 1,200-byte packets and leaves half a block unused on average.
 const MAX_BLOCK: usize = 16 * 1024;
 
-/// One block's bookkeeping: how many cached packets lie in it and what it costs.
-#[derive(Debug)]
-struct Block {
-    frames: usize,
-    capacity: usize,
-}
-
-/// The memory the cached packets are copied into, oldest block first; the last one is open
-/// (`open` holds its unused room) while new packets fit in it.
+/// The memory the cached packets are copied into: the blocks filled, oldest first, then the
+/// open one, which new packets go into while they fit in its room.
 #[derive(Debug, Default)]
 struct Blocks {
-    open: BytesMut,
-    blocks: VecDeque<Block>,
+    filled: VecDeque<Block>,
+    /// Kept apart from `filled` so that a push touches only the cache's own fields, not a
+    /// block elsewhere in memory. `capacity` 0: none open (nothing cached).
+    open: Block,
     /// The blocks' capacities summed: what the cache's packets really occupy.
     held: usize,
     account: Option<GopAccount>,
@@ -112,52 +200,114 @@ enum NoRoom {
 
 impl Blocks {
     /// Copies `header` and `payload` into the open block (a new one if they do not fit) and
-    /// returns them as one [`Bytes`]. The first block of a cache must fit the relay-wide
-    /// budget; later blocks of a started group are taken even past it, and the shell evicts
-    /// the caches idle longest.
-    fn store(&mut self, header: &[u8], payload: &[u8]) -> Result<Bytes, NoRoom> {
+    /// returns where they lie: the block's number and the offset in it. The first block of a
+    /// cache must fit the relay-wide budget; later blocks of a started group are taken even
+    /// past it, and the shell evicts the caches idle longest.
+    fn store(&mut self, header: &[u8], payload: &[u8]) -> Result<(usize, usize), NoRoom> {
         let need = header.len() + payload.len();
-        if self.open.capacity() < need || self.blocks.is_empty() {
+        if self.open.bytes.get_mut().room() < need {
+            self.open_block(need)?;
+        }
+        let bytes = self.open.bytes.get_mut();
+        let offset = bytes.shared_len + bytes.tail.len();
+        // Within the room checked above: never reallocates, so earlier offsets stay valid.
+        bytes.tail.extend_from_slice(header);
+        bytes.tail.extend_from_slice(payload);
+        self.open.frames += 1;
+        Ok((self.open.number, offset))
+    }
+
+    /// Opens a block with room for `need` bytes; the open block's remaining room goes unused.
+    fn open_block(&mut self, need: usize) -> Result<(), NoRoom> {
+        // Numbers run on from the block before, so a block's place follows from its number.
+        let number = if self.open.frames > 0 { self.open.number.wrapping_add(1) } else { self.open.number };
+        if self.open.capacity > 0 && self.open.frames == 0 {
             // An open block whose packets all left the cache has nothing to keep.
-            if self.blocks.back().is_some_and(|b| b.frames == 0) {
-                self.blocks.pop_back().into_iter().for_each(|b| self.give_back(b));
-            }
-            let capacity = self.held.clamp(MIN_BLOCK, MAX_BLOCK).max(need);
-            if let Some(account) = &self.account {
-                if self.held == 0 {
-                    if !account.try_take(capacity) {
-                        return Err(NoRoom::Budget);
-                    }
-                } else {
-                    account.take(capacity);
+            let empty = std::mem::take(&mut self.open);
+            self.give_back(empty);
+        }
+        let capacity = self.held.clamp(MIN_BLOCK, MAX_BLOCK).max(need);
+        if let Some(account) = &self.account {
+            if self.held == 0 {
+                if !account.try_take(capacity) {
+                    return Err(NoRoom::Budget);
                 }
+            } else {
+                account.take(capacity);
             }
-            // The open block's remaining room goes with it; its packets keep its memory alive.
-            self.open = BytesMut::with_capacity(capacity);
-            self.blocks.push_back(Block { frames: 0, capacity });
-            self.held += capacity;
         }
-        self.open.extend_from_slice(header);
-        self.open.extend_from_slice(payload);
-        if let Some(b) = self.blocks.back_mut() {
-            b.frames += 1;
+        let bytes = BlockBytes { tail: BytesMut::with_capacity(capacity), ..BlockBytes::default() };
+        let open = Block { number, frames: 0, capacity, bytes: RefCell::new(bytes) };
+        let filled = std::mem::replace(&mut self.open, open);
+        if filled.capacity > 0 {
+            self.filled.push_back(filled);
         }
-        Ok(self.open.split().freeze())
+        self.held += capacity;
+        Ok(())
+    }
+
+    fn block(&self, e: &Entry) -> Option<&Block> {
+        if e.block == self.open.number {
+            return Some(&self.open);
+        }
+        let oldest = self.filled.front()?.number;
+        self.filled.get(e.block.wrapping_sub(oldest))
+    }
+
+    /// Makes every byte written so far shareable (a joiner asks for the frames).
+    fn share(&self) {
+        for b in self.filled.iter().chain([&self.open]) {
+            if let Ok(mut bytes) = b.bytes.try_borrow_mut() {
+                bytes.share();
+            }
+        }
+    }
+
+    /// The frames of `entries` (in cache order) as shared bytes, once [`Blocks::share`] made
+    /// them shareable; `None` if one is not found. Entries and each block's segments run in
+    /// the same order, so each segment is passed once: a viewer that joins again and again
+    /// between packets leaves many segments, and must not make every join slower by them.
+    fn frames<'a>(&self, entries: impl Iterator<Item = &'a Entry>) -> Option<Vec<CachedFrame>> {
+        let mut out = Vec::with_capacity(entries.size_hint().0);
+        // The block being read: its number, bytes, the segment reached and where it starts.
+        let mut at: Option<(usize, std::cell::Ref<'_, BlockBytes>, usize, usize)> = None;
+        for e in entries {
+            if at.as_ref().is_none_or(|(number, ..)| *number != e.block) {
+                at = Some((e.block, self.block(e)?.bytes.try_borrow().ok()?, 0, 0));
+            }
+            let (_, bytes, i, start) = at.as_mut()?;
+            let segment = loop {
+                let segment = bytes.shared.get(*i)?;
+                if e.offset < *start + segment.len() {
+                    break segment;
+                }
+                *start += segment.len();
+                *i += 1;
+            };
+            let from = e.offset.checked_sub(*start)?;
+            let to = from.checked_add(e.len).filter(|&to| to <= segment.len())?;
+            out.push(CachedFrame { channel: e.channel, track: e.track, frame: segment.slice(from..to) });
+        }
+        Some(out)
+    }
+
+    /// `f` of the frame of `e`, shared or not.
+    fn read<R>(&self, e: &Entry, f: impl FnOnce(&[u8]) -> Option<R>) -> Option<R> {
+        f(self.block(e)?.bytes.try_borrow().ok()?.read(e.offset, e.len)?)
     }
 
     /// The oldest cached packet left the cache: its block is given back once none of its
     /// packets is cached and it is not the open one.
     fn release_front_frame(&mut self) {
-        let Some(front) = self.blocks.front_mut() else { return };
+        let Some(front) = self.filled.front_mut() else {
+            self.open.frames = self.open.frames.saturating_sub(1);
+            return;
+        };
         front.frames = front.frames.saturating_sub(1);
-        if front.frames == 0 && self.blocks.len() > 1 {
-            self.pop_front_block();
-        }
-    }
-
-    fn pop_front_block(&mut self) {
-        if let Some(b) = self.blocks.pop_front() {
-            self.give_back(b);
+        if front.frames == 0 {
+            if let Some(b) = self.filled.pop_front() {
+                self.give_back(b);
+            }
         }
     }
 
@@ -168,12 +318,16 @@ impl Blocks {
         }
     }
 
-    /// Every block given back (the cache was dropped).
+    /// Every block given back (the cache was dropped). Their memory is freed now, or when the
+    /// last joiner holding a part of it lets go.
     fn clear(&mut self) {
-        while !self.blocks.is_empty() {
-            self.pop_front_block();
+        while let Some(b) = self.filled.pop_front() {
+            self.give_back(b);
         }
-        self.open = BytesMut::new();
+        let open = std::mem::take(&mut self.open);
+        if open.capacity > 0 {
+            self.give_back(open);
+        }
     }
 }
 
@@ -187,7 +341,7 @@ impl Drop for Blocks {
 #[derive(Debug)]
 pub struct GopCache {
     limits: GopLimits,
-    frames: VecDeque<CachedFrame>,
+    frames: VecDeque<Entry>,
     blocks: Blocks,
     /// What `frames` costs: bytes plus [`PACKET_OVERHEAD`] each.
     bytes: usize,
@@ -293,8 +447,8 @@ impl GopCache {
             self.overflowed = Some(bound);
             return;
         }
-        let frame = match self.blocks.store(&header, payload) {
-            Ok(frame) => frame,
+        let (block, offset) = match self.blocks.store(&header, payload) {
+            Ok(at) => at,
             Err(NoRoom::Budget) => {
                 // Not started: joiners meanwhile start with live packets, as with no cache.
                 self.discard();
@@ -307,7 +461,8 @@ impl GopCache {
         };
         self.refused = false;
         self.bytes += cost;
-        self.frames.push_back(CachedFrame { channel, track, frame });
+        let len = header.len() + payload.len();
+        self.frames.push_back(Entry { block, offset, len, channel, track });
     }
 
     /// Drops every packet; the cache waits for the next keyframe.
@@ -323,7 +478,7 @@ impl GopCache {
     fn drop_front(&mut self, n: usize) {
         let n = n.min(self.frames.len());
         for f in self.frames.drain(..n) {
-            self.bytes -= f.frame.len() + PACKET_OVERHEAD;
+            self.bytes -= f.len + PACKET_OVERHEAD;
             self.blocks.release_front_frame();
         }
         if self.frames.is_empty() {
@@ -379,21 +534,31 @@ impl GopCache {
     }
 
     /// The frames a joiner gets first, in camera order; empty unless [`GopCache::is_ready`].
-    pub fn frames(&self) -> impl ExactSizeIterator<Item = &CachedFrame> + '_ {
-        let n = if self.ready { self.frames.len() } else { 0 };
-        self.frames.iter().take(n)
+    /// Their bytes are the cache's own memory (what was written is shared now, see the module
+    /// documentation), and stay valid after the cache drops them.
+    pub fn frames(&self) -> impl ExactSizeIterator<Item = CachedFrame> + use<> {
+        self.snapshot().into_iter()
     }
 
-    /// [`GopCache::frames`] as an owned list (reference counts, not copies).
+    /// [`GopCache::frames`] as a list (reference counts, not copies).
     pub fn snapshot(&self) -> Vec<CachedFrame> {
-        self.frames().cloned().collect()
+        if !self.ready {
+            return Vec::new();
+        }
+        self.blocks.share();
+        // A frame not found would be a bookkeeping error: the joiner then starts with live
+        // packets, as with no cache, rather than with a replay that has a hole.
+        self.blocks.frames(self.frames.iter()).unwrap_or_default()
     }
 
     /// RTP sequence number and timestamp of the first cached packet of `track` (what a joiner's
     /// `RTP-Info` announces), if the cache is ready and holds one.
     pub fn first_rtp(&self, track: usize) -> Option<(u16, u32)> {
-        let f = self.frames().find(|f| f.track == track)?;
-        let h = RtpHeader::parse(f.payload())?;
+        if !self.ready {
+            return None;
+        }
+        let e = self.frames.iter().find(|e| e.track == track)?;
+        let h = self.blocks.read(e, |frame| RtpHeader::parse(frame.get(4..)?))?;
         Some((h.seq, h.timestamp))
     }
 
@@ -638,6 +803,36 @@ mod tests {
     }
 
     #[test]
+    fn a_joiner_gets_the_blocks_memory_and_keeps_it_after_the_cache_lets_go() {
+        let a = account(usize::MAX);
+        let mut c = GopCache::with_account(lim(4 << 20), Some(a.clone()));
+        let mut seq = 0;
+        feed_gop(&mut c, &mut seq, 0);
+        let first = c.snapshot();
+        // Packets of one block lie back to back in it: slices of one allocation, not copies.
+        let adjacent =
+            first.windows(2).filter(|w| w[0].frame.as_ptr().wrapping_add(w[0].frame.len()) == w[1].frame.as_ptr());
+        assert!(adjacent.count() >= first.len() * 9 / 10);
+        // Packets written after a join go on into the block's room; a later joiner gets the
+        // same memory for the packets the first one got.
+        seq += 1;
+        video(&mut c, seq, 800_000, P);
+        let second = c.snapshot();
+        assert_eq!(second.len(), first.len() + 1);
+        assert!(first.iter().zip(&second).all(|(a, b)| a == b && a.frame.as_ptr() == b.frame.as_ptr()));
+        assert_eq!(RtpHeader::parse(second[first.len()].payload()).map(|h| h.seq), Some(seq));
+        // The next keyframe frees the group for the cache and its budget; the joiners' frames
+        // keep their memory until they let go.
+        let copies: Vec<Vec<u8>> = second.iter().map(|f| f.frame.to_vec()).collect();
+        seq += 1;
+        video(&mut c, seq, 900_000, IDR_START);
+        assert_eq!((c.packets(), c.held(), a.budget().held()), (1, MIN_BLOCK, MIN_BLOCK));
+        drop(c);
+        assert_eq!(a.budget().held(), 0);
+        assert!(second.iter().zip(&copies).all(|(f, copy)| f.frame[..] == copy[..]));
+    }
+
+    #[test]
     fn over_the_relay_wide_budget_a_cache_does_not_start_and_an_evicted_one_waits_for_room() {
         let a = account(64 * 1024);
         let mut busy = GopCache::with_account(lim(4 << 20), Some(a.clone()));
@@ -672,19 +867,21 @@ mod tests {
             key: bool,
             params: bool,
             fragments: u8,
+            /// Bytes of each fragment's payload: larger ones fill blocks.
+            size: usize,
         },
         Audio,
+        /// A viewer joins: it takes the frames, which the cache then shares.
+        Join,
     }
 
     fn items() -> impl Strategy<Value = Vec<Item>> {
         proptest::collection::vec(
             prop_oneof![
-                (any::<bool>(), any::<bool>(), 1u8..4).prop_map(|(key, params, fragments)| Item::Au {
-                    key,
-                    params,
-                    fragments
-                }),
+                (any::<bool>(), any::<bool>(), 1u8..4, 8usize..1400)
+                    .prop_map(|(key, params, fragments, size)| { Item::Au { key, params, fragments, size } }),
                 Just(Item::Audio),
+                Just(Item::Join),
             ],
             1..60,
         )
@@ -693,7 +890,9 @@ mod tests {
     proptest! {
         /// Against a model: with room enough, the cache is exactly the stream from the first
         /// packet of the last keyframe access unit; with any bound, it is a contiguous run of
-        /// the stream that starts at such an access unit and fits.
+        /// the stream that starts at such an access unit and fits. What a joiner took stays as
+        /// it was after the cache moves on or drops it, and names the cache's memory: a packet
+        /// still cached has the same address in every later join.
         #[test]
         fn matches_the_model(items in items(), max in 100usize..4000, packets in 1usize..40) {
             let mut big = GopCache::new(lim(usize::MAX));
@@ -702,6 +901,11 @@ mod tests {
             let mut pushed: Vec<Bytes> = Vec::new();
             let mut key_starts: Vec<usize> = Vec::new();
             let (mut seq, mut ts) = (0u16, 0u32);
+            let model = |pushed: &[Bytes], key_starts: &[usize]| match key_starts.last() {
+                Some(&s) => pushed[s..].to_vec(),
+                None => Vec::new(),
+            };
+            let mut joins: Vec<(Vec<CachedFrame>, Vec<Bytes>)> = Vec::new();
             for item in &items {
                 match item {
                     Item::Audio => {
@@ -710,7 +914,14 @@ mod tests {
                         small.push_other(2, AUDIO, &p);
                         pushed.push(p);
                     }
-                    Item::Au { key, params, fragments } => {
+                    Item::Join => {
+                        let frames = big.snapshot();
+                        let want = model(&pushed, &key_starts);
+                        let got: Vec<Bytes> = frames.iter().map(CachedFrame::payload_bytes).collect();
+                        prop_assert_eq!(&got, &want);
+                        joins.push((frames, want));
+                    }
+                    Item::Au { key, params, fragments, size } => {
                         ts += 3000;
                         let start = pushed.len();
                         let mut units: Vec<Vec<u8>> = Vec::new();
@@ -721,7 +932,9 @@ mod tests {
                         for f in 0..*fragments {
                             let t = if *key { 5 } else { 1 };
                             let s = if f == 0 { 0x80 } else { 0 };
-                            units.push(vec![0x7c, s | t, 1, 2, 3, 4, 5, 6, 7, 8]);
+                            let mut u = vec![0x7c, s | t];
+                            u.resize(*size, seq as u8);
+                            units.push(u);
                         }
                         for u in units {
                             seq += 1;
@@ -735,12 +948,18 @@ mod tests {
                     }
                 }
             }
-            let model: Vec<Bytes> = match key_starts.last() {
-                Some(&s) => pushed[s..].to_vec(),
-                None => Vec::new(),
-            };
-            let got: Vec<Bytes> = big.frames().map(|f| f.payload_bytes()).collect();
-            prop_assert_eq!(got, model);
+            let last = big.snapshot();
+            let got: Vec<Bytes> = last.iter().map(CachedFrame::payload_bytes).collect();
+            prop_assert_eq!(got, model(&pushed, &key_starts));
+            let address = |f: &CachedFrame| (RtpHeader::parse(f.payload()).map(|h| h.seq), f.frame.as_ptr());
+            let now: std::collections::HashMap<_, _> = last.iter().map(address).collect();
+            for (frames, want) in &joins {
+                let got: Vec<Bytes> = frames.iter().map(CachedFrame::payload_bytes).collect();
+                prop_assert_eq!(&got, want, "a joiner's frames outlive their place in the cache");
+                for (seq, ptr) in frames.iter().map(address) {
+                    prop_assert!(now.get(&seq).is_none_or(|p| *p == ptr), "the same memory, not a copy");
+                }
+            }
             prop_assert!(small.bytes() <= max && small.packets() <= packets);
             let got: Vec<Bytes> = small.frames().map(|f| f.payload_bytes()).collect();
             if !got.is_empty() {
@@ -750,7 +969,7 @@ mod tests {
                 prop_assert_eq!(at + got.len(), pushed.len(), "runs up to now");
             }
             prop_assert_eq!(acct.budget().held(), small.held());
-            let stored: usize = small.frames.iter().map(|f| f.frame.len()).sum();
+            let stored: usize = small.frames.iter().map(|e| e.len).sum();
             prop_assert!(small.held() >= stored);
             drop(small);
             prop_assert_eq!(acct.budget().held(), 0);

@@ -494,9 +494,7 @@ impl SharedViewer {
         if !self.playing {
             self.playing = true;
             let replay: Vec<CachedFrame> = gop
-                .map(|g| {
-                    g.frames().filter(|f| self.tracks.get(f.track).is_some_and(Option::is_some)).cloned().collect()
-                })
+                .map(|g| g.frames().filter(|f| self.tracks.get(f.track).is_some_and(Option::is_some)).collect())
                 .unwrap_or_default();
             let replay_bytes = replay.iter().map(|f| f.frame.len()).sum();
             self.join = Some((replay, replay_bytes));

@@ -208,7 +208,8 @@ fn media_is_cut_into_frames_mapped_to_tracks_classified_and_cached() {
     let view = cam.view();
     let gop = view.gop.unwrap();
     assert!(gop.is_ready());
-    let cached: Vec<&[u8]> = gop.frames().map(|f| f.payload()).collect();
+    let frames = gop.snapshot();
+    let cached: Vec<&[u8]> = frames.iter().map(|f| f.payload()).collect();
     assert_eq!(cached, vec![&sps[..], &idr1[..], &meta[..], &idr2[..], &p1[..]], "RTP of every track, no RTCP");
     assert_eq!(
         view.next_rtp,

@@ -104,6 +104,8 @@ fn a_joiner_on_the_cameras_channels_gets_the_cached_packets_themselves() {
         g.push_video(0, 0, &p, &Classifier::new(VideoCodec::H264).classify(&p).unwrap());
     }
     let replay = g.snapshot();
+    let cached = g.snapshot();
+    assert!(replay.iter().zip(&cached).all(|(r, c)| r.frame.as_ptr() == c.frame.as_ptr()), "the cache's own memory");
     let mut f = SharedFanout::new();
     let mut out = Vec::new();
     f.join(1u8, params(vec![Some((0, 1))]), &replay, now, &mut out);

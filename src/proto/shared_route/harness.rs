@@ -140,7 +140,8 @@ struct World {
     probe_open: bool,
     up: bool,
     plan: Vec<Delivery<u8>>,
-    /// The GOP cache's packets right after the last input (what a join may replay).
+    /// The GOP cache's packets when a join's replay is checked (no packet arrives between a
+    /// join and its deliveries).
     cached: HashSet<*const u8>,
     /// Receives planned that yielded at least one delivery.
     delivered: u64,
@@ -151,6 +152,8 @@ struct World {
 }
 
 impl World {
+    /// Taken only to check a replay: asking the cache for its frames shares what it wrote, and
+    /// joins must find that done by the join itself, not by the harness at every step.
     fn note_cache(&mut self) {
         self.cached = self
             .route
@@ -163,7 +166,6 @@ impl World {
     /// Carries out everything the route asks for, answering the camera's requests at once.
     fn pump(&mut self) {
         for _ in 0..256 {
-            self.note_cache();
             self.drain_events();
             let Some(a) = self.route.poll_action() else { return };
             match a {
@@ -211,6 +213,7 @@ impl World {
                 }
                 Action::ToViewer { viewer, bytes } => self.answered(viewer, &bytes),
                 Action::Deliver(d) => {
+                    self.note_cache();
                     let cached = std::mem::take(&mut self.cached);
                     self.check(&d, &[], Some(&cached));
                     self.cached = cached;

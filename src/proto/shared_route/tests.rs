@@ -392,6 +392,14 @@ fn the_harness_reads_a_replicas_owned_receive() {
     assert_eq!(harness::run(&script), 2);
 }
 
+/// A second viewer joins after the keyframe: its replay (the keyframe and two audio packets,
+/// on the camera's channels) must be the cache's own memory, which the harness checks.
+#[test]
+fn the_harness_checks_a_joiners_replay() {
+    let script = [3u8, 0, 1, 0, 0, 1, 3, 0, 3, 10, 2, 3, 1, 1, 0, 0, 1, 3, 1, 3];
+    assert!(harness::run(&script) > 0);
+}
+
 /// The harness through both switches: the seed's viewer plays, the camera closes (the route
 /// switches to its fallback, whose keyframe plays, while the probe of the primary starts and
 /// plays), then the probe's keyframe brings the route back, its frame reaching the viewer.
