@@ -24,6 +24,7 @@
 #              OUT (target/compare) SKIP_BUILD (unset)
 #              RELAY_MODE (shared: one camera session per stream fans out to its viewers;
 #                          passthrough: a camera session per viewer) for the system `relay`
+#              BATCH_US (unset: the relay's default) this build's [runtime] completion_batch_us
 #              BASELINE_BIN (unset: a relay binary to compare against, e.g. today's main)
 #              BASE_SYSTEMS (every relay system in SYSTEMS: those BASELINE_BIN runs too)
 #              GOP_PHASE (random: each camera session's stream starts at a random picture of its
@@ -38,6 +39,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 streams=${STREAMS:-200}; sessions=${SESSIONS:-200}; bitrate=${BITRATE:-1M}
 duration=${DURATION:-20s}; shards=${SHARDS:-2}; systems=${SYSTEMS:-"relay-passthrough relay-shared haproxy gst"}
 relay_mode=${RELAY_MODE:-shared}; repeats=${REPEATS:-3}; steps=${STEPS:-4}; hold=${HOLD:-5s}
+batch_us=${BATCH_US:-}
 gop_phase=${GOP_PHASE:-random}
 out=${OUT:-$root/target/compare}
 mkdir -p "$out"
@@ -90,7 +92,10 @@ start() {
       local mport exe=$bin/rtsp-tunnel-relay route_mode=$relay_mode; mport=$(free_port)
       case $1 in *-base) exe=$baseline ;; esac
       case ${1%-base} in relay-passthrough) route_mode=passthrough ;; relay-shared) route_mode=shared ;; esac
-      { printf '[listen]\ntunnel = ["127.0.0.1:%s"]\nmetrics = "127.0.0.1:%s"\n[runtime]\nshards = %s\n[limits]\nmax_connections_per_ip = 100000\nmax_sessions = 100000\n[log]\nlevel = "warn"\n' "$port" "$mport" "$shards"
+      # BATCH_US: this build's completion batching (the -base twin may not know the key).
+      local runtime_extra=""
+      [ -z "$batch_us" ] || [ "$exe" = "$baseline" ] || runtime_extra="completion_batch_us = $batch_us\n"
+      { printf '[listen]\ntunnel = ["127.0.0.1:%s"]\nmetrics = "127.0.0.1:%s"\n[runtime]\nshards = %s\n'"$runtime_extra"'[limits]\nmax_connections_per_ip = 100000\nmax_sessions = 100000\n[log]\nlevel = "warn"\n' "$port" "$mport" "$shards"
         for i in $(seq 0 $((streams - 1))); do printf '[[route]]\npath = "/cam%s"\nupstream = "rtsp://127.0.0.1:%s/cam%s"\nmode = "%s"\n' "$i" "$cam_port" "$i" "$route_mode"; done
       } >"$out/$1.toml"
       "$exe" --config "$out/$1.toml" 2>>"$out/$1.log" & pid=$!; mode=tunnel ;;

@@ -5,12 +5,12 @@
 # of each shard thread (utime+stime from /proc/PID/task/*/stat, threads named shard-N), the
 # relay's total, the replicas, and the viewers' own count of survivors, RTP gaps and loss.
 #
-# Environment: VIEWERS (2000) BITRATE (2M) SHARDS (2) HOT ("0 100") DURATION (20s) RAMP (500/s)
+# Environment: VIEWERS (2000) BITRATE (2M) SHARDS (2) HOT ("0 250") DURATION (20s) RAMP (500/s)
 #   OUT (target/hot-camera) SKIP_BUILD (unset). The viewer generator splits itself over worker
 #   processes to stay under the descriptor limit (`loadtest viewers --procs auto`).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-viewers=${VIEWERS:-2000}; bitrate=${BITRATE:-2M}; shards=${SHARDS:-2}; hots=${HOT:-"0 100"}
+viewers=${VIEWERS:-2000}; bitrate=${BITRATE:-2M}; shards=${SHARDS:-2}; hots=${HOT:-"0 250"}
 duration=${DURATION:-20s}; ramp=${RAMP:-500/s}; out=${OUT:-$root/target/hot-camera}
 mkdir -p "$out"
 [ -n "${SKIP_BUILD:-}" ] || (cd "$root" && cargo build --release -q -p rtsp-tunnel-relay -p loadtest)

@@ -41,6 +41,7 @@
 #                 no frame pointers) at PERF_FREQ (499) Hz on the relay during each step
 #                 (OUT/perf-RATE.data), a folded profile and a
 #                 flame graph (OUT/flame-RATE.svg, inferno) when inferno is installed
+#   BATCH_US (unset: the relay's default) its [runtime] completion_batch_us
 #   OUT (target/setup-rate) SKIP_BUILD (unset)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,6 +50,7 @@ cameras=${CAMERAS:-100}; bitrate=${BITRATE:-64k}; gop=${GOP:-50}; relay_mode=${R
 max_sessions=${MAX_SESSIONS:-100000}; sources=${SOURCES:-127.0.0.2-127.0.0.250}
 gen_procs=${GEN_PROCS:-auto}; relay_cpu=${RELAY_CPU:-1}; gen_cpu=${GEN_CPU:-0}
 fault=${FAULT:-}; fault_ms=${FAULT_MS:-300}; fault_every_ms=${FAULT_EVERY_MS:-1000}
+batch_us=${BATCH_US:-}
 out=${OUT:-$root/target/setup-rate}
 mkdir -p "$out"
 [ -n "${SKIP_BUILD:-}" ] || (cd "$root" && cargo build --release -q -p rtsp-tunnel-relay -p loadtest)
@@ -120,6 +122,7 @@ step() {
   sessions=$((rate * step_s))
   port=$(free_port); mport=$(free_port)
   { printf '[listen]\ntunnel = ["127.0.0.1:%s"]\nmetrics = "127.0.0.1:%s"\n[runtime]\nshards = 1\n' "$port" "$mport"
+    [ -z "$batch_us" ] || printf 'completion_batch_us = %s\n' "$batch_us"
     printf '[limits]\nmax_connections_per_ip = 1000000\nmax_sessions = %s\n[log]\nlevel = "warn"\n' "$max_sessions"
     for i in $(seq 0 $((cameras - 1))); do
       printf '[[route]]\npath = "/cam%s"\nupstream = "rtsp://127.0.0.1:%s/cam%s"\nmode = "%s"\n' "$i" "$cam_port" "$i" "$relay_mode"

@@ -418,6 +418,10 @@ pub struct Runtime {
     /// A shared route with at least this many viewers takes new ones on the shard that accepted
     /// them, served there by a replica of the route fed from its home shard, instead of moving
     /// them all to the home shard (one hot camera then uses every core); 0: never replicate.
+    /// Not lower by default: a replica costs a second GOP cache and dialogue and wakes the
+    /// second shard's heap (~3 MB with a 2 Mbit/s camera, once), which a few hundred viewers
+    /// amortise, while one shard carries a few hundred viewers of such a camera with a fraction
+    /// of its core.
     pub hot_route_viewers: usize,
     /// Once a shard's first completion has come, how long it may wait for more before it
     /// handles them (microseconds; 0 = at once). A burst handled together is one write per
@@ -437,8 +441,8 @@ impl Default for Runtime {
             recv_buffer_size: 16 * 1024,
             shutdown_grace_secs: 10,
             drain_accept_secs: 3,
-            hot_route_viewers: 100,
-            completion_batch_us: 2000,
+            hot_route_viewers: 250,
+            completion_batch_us: 4000,
         }
     }
 }
@@ -1424,7 +1428,7 @@ mod tests {
         let (cfg, routes) = Config::from_toml(EXAMPLE).unwrap();
         assert_eq!(cfg.listen.tunnel, vec!["0.0.0.0:80".parse().unwrap()]);
         assert_eq!(cfg.runtime.shards, 0);
-        assert_eq!(cfg.runtime.hot_route_viewers, 100, "replicas past 100 viewers by default");
+        assert_eq!(cfg.runtime.hot_route_viewers, 250, "replicas past 250 viewers by default");
         let (off, _) = Config::from_toml(&EXAMPLE.replace(
             "shards = 0",
             "shards = 0
@@ -1432,7 +1436,7 @@ hot_route_viewers = 0",
         ))
         .unwrap();
         assert_eq!(off.runtime.hot_route_viewers, 0);
-        assert_eq!(cfg.runtime.completion_batch_us, 2000, "completions batched for up to 2 ms by default");
+        assert_eq!(cfg.runtime.completion_batch_us, 4000, "completions batched for up to 4 ms by default");
         let at_once = EXAMPLE.replace("shards = 0", "shards = 0\ncompletion_batch_us = 0");
         assert_eq!(Config::from_toml(&at_once).unwrap().0.runtime.completion_batch_us, 0);
         let too_long = EXAMPLE.replace("shards = 0", "shards = 0\ncompletion_batch_us = 10001");

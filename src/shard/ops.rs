@@ -169,6 +169,10 @@ pub struct Ring {
     batch_wait_us: Option<u32>,
     /// How long a batch wait that sees nothing lasts before the loop goes round anyway.
     idle_wait: Duration,
+    /// A dialogue is under way (an answer or a request just went out, a connection was just
+    /// accepted): the next wait hands over what comes at once instead of gathering a batch,
+    /// so a setup's round trips are not held a batch window each.
+    expedite: bool,
     /// Tests: answer submissions EBUSY while completions overflow a full queue, as kernels
     /// that cannot flush the overflow do.
     #[cfg(test)]
@@ -191,6 +195,7 @@ impl Ring {
             shard,
             batch_wait_us,
             idle_wait: Duration::from_secs(1),
+            expedite: false,
             #[cfg(test)]
             emulate_ebusy: false,
         }
@@ -254,7 +259,8 @@ impl Ring {
         if !self.backlog.is_empty() {
             return self.uring.submit_and_wait(0);
         }
-        let Some(us) = self.batch_wait_us else {
+        let expedite = std::mem::take(&mut self.expedite);
+        let Some(us) = self.batch_wait_us.filter(|_| !expedite) else {
             return self.uring.submit_and_wait(1);
         };
         // The overall timeout only bounds a wait that saw nothing at all (the shard's tick
@@ -265,6 +271,11 @@ impl Ring {
             Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(0),
             r => r,
         }
+    }
+
+    /// The next wait is not to gather a batch: a reply is expected soon (see `expedite`).
+    pub fn expedite(&mut self) {
+        self.expedite = true;
     }
 
     /// Moves every completion (those reaped early first) into `into`.
@@ -303,9 +314,8 @@ mod tests {
     #[test]
     fn a_batch_wait_hands_over_fewer_completions_than_a_batch_once_they_are_in() {
         let got = within(Duration::from_secs(20), |ring| {
-            if ring.batch_wait_us.is_none() {
-                return None; // A kernel before 6.12: the plain wait, tested everywhere else.
-            }
+            // A kernel before 6.12: the plain wait, tested everywhere else.
+            ring.batch_wait_us?;
             for _ in 0..3 {
                 ring.push(nop());
             }
@@ -317,6 +327,28 @@ mod tests {
             Some(None) => {}
             None => panic!("the wait held three completions for a batch of {BATCH_COMPLETIONS}"),
         }
+    }
+
+    #[test]
+    fn an_expedited_wait_hands_over_the_first_completion_without_gathering() {
+        // The wait after an answer went out: a batch window of 10 s would show.
+        let got = within(Duration::from_secs(20), |ring| {
+            ring.batch_wait_us = ring.batch_wait_us.map(|_| 10_000_000);
+            let (tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+            let mut buf = [0u8; 16];
+            let sqe = opcode::Recv::new(types::Fd(rx.as_raw_fd()), buf.as_mut_ptr(), buf.len() as u32)
+                .build()
+                .user_data(token(Op::Recv, 0, 0));
+            // SAFETY: `buf` and `rx` outlive the operation: the wait below returns only once a
+            // completion is in, and this receive is the only operation in flight.
+            unsafe { ring.uring.submission().push(&sqe).unwrap() };
+            std::io::Write::write_all(&mut &tx, b"now").unwrap();
+            ring.expedite();
+            let started = std::time::Instant::now();
+            ring.submit_and_wait().unwrap();
+            (completions(ring), started.elapsed() < Duration::from_secs(5))
+        });
+        assert_eq!(got, Some((1, true)), "handed over at once, not after the batch window");
     }
 
     #[test]

@@ -31,6 +31,9 @@ impl Shard {
         let failed = res < 0 && !(res == -libc::ECANCELED && self.relay.draining_until.is_some());
         if failed {
             self.metrics.accept_error();
+        } else {
+            // The new connection's head follows at once: not held for a batch.
+            self.io.ring.expedite();
         }
         if !cqueue::more(flags) {
             if self.relay.draining_until.is_some() {

@@ -49,9 +49,11 @@ impl Io {
         self.conns.queue_frame(idx, ws, prefix, frame, &mut self.bufs, at)
     }
 
-    /// Queues bytes to a connection as they are.
+    /// Queues bytes to a connection as they are: an answer, a request, a head. Their reply is
+    /// not held back by the next wait's batching.
     pub(in crate::shard) fn queue_owned(&mut self, idx: usize, bytes: Vec<u8>) {
         self.conns.queue_owned(idx, bytes);
+        self.ring.expedite();
     }
 
     /// Queues an RTSP answer to a viewer connection (in its own WebSocket frame on one).
