@@ -90,11 +90,13 @@ start() {
   case $1 in
     relay | relay-* )
       local mport exe=$bin/rtsp-tunnel-relay route_mode=$relay_mode; mport=$(free_port)
-      case $1 in *-base) exe=$baseline ;; esac
-      case ${1%-base} in relay-passthrough) route_mode=passthrough ;; relay-shared) route_mode=shared ;; esac
       # BATCH_US: this build's completion batching (the -base twin may not know the key).
       local runtime_extra=""
-      [ -z "$batch_us" ] || [ "$exe" = "$baseline" ] || runtime_extra="completion_batch_us = $batch_us\n"
+      case $1 in
+        *-base) exe=$baseline ;;
+        *) [ -z "$batch_us" ] || runtime_extra="completion_batch_us = $batch_us\n" ;;
+      esac
+      case ${1%-base} in relay-passthrough) route_mode=passthrough ;; relay-shared) route_mode=shared ;; esac
       { printf '[listen]\ntunnel = ["127.0.0.1:%s"]\nmetrics = "127.0.0.1:%s"\n[runtime]\nshards = %s\n'"$runtime_extra"'[limits]\nmax_connections_per_ip = 100000\nmax_sessions = 100000\n[log]\nlevel = "warn"\n' "$port" "$mport" "$shards"
         for i in $(seq 0 $((streams - 1))); do printf '[[route]]\npath = "/cam%s"\nupstream = "rtsp://127.0.0.1:%s/cam%s"\nmode = "%s"\n' "$i" "$cam_port" "$i" "$route_mode"; done
       } >"$out/$1.toml"

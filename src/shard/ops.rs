@@ -311,6 +311,18 @@ mod tests {
         got.len()
     }
 
+    /// Queues a receive from `from` into `buf`.
+    ///
+    /// # Safety
+    /// `from` and `buf` must outlive the operation: the caller waits for its completion.
+    unsafe fn push_recv(ring: &mut Ring, from: &std::os::unix::net::UnixStream, buf: &mut [u8]) {
+        let sqe = opcode::Recv::new(types::Fd(from.as_raw_fd()), buf.as_mut_ptr(), buf.len() as u32)
+            .build()
+            .user_data(token(Op::Recv, 0, 0));
+        // SAFETY: the caller keeps `from` and `buf` alive until the receive completes.
+        unsafe { ring.uring.submission().push(&sqe).unwrap() };
+    }
+
     #[test]
     fn a_batch_wait_hands_over_fewer_completions_than_a_batch_once_they_are_in() {
         let got = within(Duration::from_secs(20), |ring| {
@@ -336,12 +348,9 @@ mod tests {
             ring.batch_wait_us = ring.batch_wait_us.map(|_| 10_000_000);
             let (tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
             let mut buf = [0u8; 16];
-            let sqe = opcode::Recv::new(types::Fd(rx.as_raw_fd()), buf.as_mut_ptr(), buf.len() as u32)
-                .build()
-                .user_data(token(Op::Recv, 0, 0));
             // SAFETY: `buf` and `rx` outlive the operation: the wait below returns only once a
             // completion is in, and this receive is the only operation in flight.
-            unsafe { ring.uring.submission().push(&sqe).unwrap() };
+            unsafe { push_recv(ring, &rx, &mut buf) };
             std::io::Write::write_all(&mut &tx, b"now").unwrap();
             ring.expedite();
             let started = std::time::Instant::now();
@@ -358,12 +367,9 @@ mod tests {
             // timer: any timeout's completion ends a wait.)
             let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
             let mut buf = [0u8; 16];
-            let sqe = opcode::Recv::new(types::Fd(rx.as_raw_fd()), buf.as_mut_ptr(), buf.len() as u32)
-                .build()
-                .user_data(token(Op::Recv, 0, 0));
             // SAFETY: `buf` and `rx` outlive the operation: the wait below returns only once a
             // completion is in, and this receive is the only operation in flight.
-            unsafe { ring.uring.submission().push(&sqe).unwrap() };
+            unsafe { push_recv(ring, &rx, &mut buf) };
             let writer = std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(50));
                 std::io::Write::write_all(&mut tx, b"late").unwrap();
