@@ -18,8 +18,7 @@ bin=$root/target/release
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+. "$root/loadtest/lib.sh"
 
 cam_port=$(free_port); port=$(free_port); mport=$(free_port); api_port=$(free_port)
 secret=churn-$(date +%s%N)

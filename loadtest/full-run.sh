@@ -24,14 +24,7 @@ mkdir -p "$out"
 bin=$root/target/release
 duration=${DURATION:-60s}; repeats=${REPEATS:-3}; steps=${STEPS:-4}; hold=${HOLD:-10s}
 [ "$(getconf CLK_TCK)" = 100 ] || { echo "USER_HZ is not 100: the CPU arithmetic below assumes it" >&2; exit 1; }
-machine_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
-# The machine's busy share over 2 s before a run (nothing of ours busy yet): other work on the
-# box would land in the machine CPU figure, so it is printed beside it.
-background_busy() {
-  local a b; a=$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat); sleep 2
-  b=$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
-  echo "$a $b" | awk '{d = ($3 - $1) + ($4 - $2); printf "%.0f", d ? ($3 - $1) * 100 / d : 0}'
-}
+. "$root/loadtest/lib.sh"
 # The cameras' pictures alone are about 57 kbit/s at 2 s groups of pictures: below 100 kbit/s a
 # keyframe every 20 s, so that a trickle of media stays a trickle.
 gop_for() { case $1 in *k | *K) [ "${1%?}" -lt 100 ] 2>/dev/null && { echo 500; return; } ;; esac; echo 50; }

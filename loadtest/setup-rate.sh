@@ -68,9 +68,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+. "$root/loadtest/lib.sh"
 # Busy and total jiffies of the CPUs in a taskset list (0, 0,2, 0-3): the generator's core(s).
 core_ticks() {
   python3 -c '
@@ -96,11 +94,6 @@ rc = subprocess.call(sys.argv[2:])
 r = resource.getrusage(resource.RUSAGE_CHILDREN)
 open(sys.argv[1], "w").write(f"{r.ru_utime + r.ru_stime:.3f} {r.ru_utime:.3f} {r.ru_stime:.3f}\n")
 sys.exit(rc)' "$@"
-}
-background_busy() {
-  local a b; a=$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat); sleep 2
-  b=$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
-  echo "$a $b" | awk '{d = ($3 - $1) + ($4 - $2); printf "%.0f", d ? ($3 - $1) * 100 / d : 0}'
 }
 now_ms() { date +%s%3N; }
 # The kernel's count of connections its listen queues refused (a SYN dropped is retried 1 s, 3 s
