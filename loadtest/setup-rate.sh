@@ -20,7 +20,10 @@
 # other side, to tell which one was the limit: the load generator's CPU time per ready setup
 # (all its worker processes, from their rusage), the cameras' (on the same core), and the busy
 # share of the generator's core(s) over the step (near 100% with the relay's well below: the
-# generator, not the relay, set the rate).
+# generator, not the relay, set the rate). The whole step's shares are diluted by its tail (the
+# last sessions' play, the generator's report), so the same shares are printed for the offer
+# window alone (the STEP_S seconds the starts are scheduled in: the relay process, the relay's
+# core, the generator's core): a core near 100% there is where the latency queues.
 #
 # Environment (the defaults are the measurement; trial knobs in loadtest/README.md):
 #   RATES ("1000 2000 3000 5000 7000")   offered setups/s, one step each
@@ -138,6 +141,13 @@ step() {
   fi
   local k0 k1 cam0 cam1 core0 core1
   k0=$(listen_counters); c0=$(cpu_ticks "$relay"); cam0=$(cpu_ticks "$camera"); core0=$(core_ticks "$gen_cpu"); t0=$(now_ms)
+  # The offer window (the STEP_S seconds the starts are scheduled in): the busy shares over the
+  # whole run are diluted by its tail (the last sessions playing, the generator's report), and
+  # so hid that a core was saturated while the starts came.
+  local rcore0 window=$out/$name.window
+  rcore0=$(core_ticks "$relay_cpu"); rm -f "$window"
+  ( sleep "$step_s"; echo "$(cpu_ticks "$relay") $(core_ticks "$gen_cpu") $(core_ticks "$relay_cpu") $(now_ms)" >"$window" ) &
+  pids+=($!)
   timed_run "$out/$name.gen-cpu" taskset -c "$gen_cpu" "$gen_bin" viewers --target "127.0.0.1:$port" --mode tunnel --sessions "$sessions" \
       --paths "$cameras" --ramp "$rate/s" --duration "$session_time" --session-time "$session_time" \
       --source-ips "$sources" --procs "$gen_procs" ${media_check:+--media-check "$media_check"} --json "$out/$name.json" 2>"$out/$name.viewers.log" \
@@ -155,7 +165,7 @@ step() {
   kill "$relay" 2>/dev/null || true; wait "$relay" 2>/dev/null || true
   [ -f "$out/$name.json" ] || { printf '{"rate":%s,"skipped":true}\n' "$rate" >>"$out/rows.txt"; return 0; }
   python3 - "$rate" "$out/$name" "$((c1 - c0))" "$((t1 - t0))" "$bg" "$k0" "$k1" "$((cam1 - cam0))" "$core0" "$core1" \
-      >>"$out/rows.txt" <<'PY'
+      "$c0 $t0" "$rcore0" "$(cat "$window" 2>/dev/null)" >>"$out/rows.txt" <<'PY'
 import json, re, sys
 rate, base = int(sys.argv[1]), sys.argv[2]
 ticks, wall_ms, bg = map(int, sys.argv[3:6])
@@ -163,6 +173,16 @@ k0, k1 = (dict(kv.split("=") for kv in a.split()) for a in sys.argv[6:8])
 cam_ticks = int(sys.argv[8])
 (b0, t0), (b1, t1) = (map(int, a.split()) for a in sys.argv[9:11])
 gen_core_pct = (b1 - b0) * 100 / (t1 - t0) if t1 > t0 else None
+# Over the offer window: the relay process's share of its core, and each core's busy share.
+relay_window_pct = gen_core_window_pct = relay_core_window_pct = None
+w = sys.argv[13].split()
+if len(w) == 6:
+    (c0, ms0), (rb0, rt0) = map(int, sys.argv[11].split()), map(int, sys.argv[12].split())
+    cw, gb, gt, rb, rt, msw = map(int, w)
+    if msw > ms0:
+        relay_window_pct = (cw - c0) * 100 / ((msw - ms0) / 10)
+    gen_core_window_pct = (gb - b0) * 100 / (gt - t0) if gt > t0 else None
+    relay_core_window_pct = (rb - rb0) * 100 / (rt - rt0) if rt > rt0 else None
 try:
     gen_cpu_s, gen_user_s, gen_sys_s = map(float, open(base + ".gen-cpu").read().split())
 except (OSError, ValueError):
@@ -193,13 +213,16 @@ print(json.dumps(dict(
     play_p99=(r.get("setup_latency_ms") or {}).get("p99"), start_lag_p99=(r.get("start_lag_ms") or {}).get("p99"),
     relay_cpu_pct=ticks / (wall_ms / 10) * 100 if wall_ms else None, wall_s=wall_ms / 1000,
     relay_cpu_us_per_setup=ticks * 1e4 / r["sessions_ready"] if r.get("sessions_ready") else None,
+    relay_window_pct=relay_window_pct, relay_core_window_pct=relay_core_window_pct, gen_core_window_pct=gen_core_window_pct,
     rejections=rejections, kernel=kernel, background_busy_pct=bg, processes=r.get("processes"),
     gen_cpu_s=gen_cpu_s, gen_user_s=gen_user_s, gen_sys_s=gen_sys_s, camera_cpu_s=cam_ticks / 100, gen_core_busy_pct=gen_core_pct,
     gen_cpu_us_per_setup=gen_cpu_s * 1e6 / r["sessions_ready"] if gen_cpu_s is not None and r.get("sessions_ready") else None,
     camera_cpu_us_per_setup=cam_ticks * 1e4 / r["sessions_ready"] if r.get("sessions_ready") else None)))
 print(f"{rate}/s: {r.get('sessions_ready', 0)}/{r['sessions_requested']} ready, achieved "
       f"{r.get('ready_rate_per_s') or 0:.0f}/s, ready p99 {q.get('p99')} ms, relay CPU {ticks / (wall_ms / 10) * 100:.0f}%, "
-      f"generator {gen_cpu_s} CPU s, its core {gen_core_pct or 0:.0f}% busy", file=sys.stderr)
+      f"generator {gen_cpu_s} CPU s, its core {gen_core_pct or 0:.0f}% busy; while the starts came: relay "
+      f"{relay_window_pct or 0:.0f}% (its core {relay_core_window_pct or 0:.0f}%), generator core {gen_core_window_pct or 0:.0f}%",
+      file=sys.stderr)
 PY
 }
 
@@ -237,11 +260,13 @@ json.dump(rows, open(sys.argv[2] + "/setup-rate.json", "w"), indent=2)
 print("ready: GET+POST paired, OPTIONS/DESCRIBE/SETUP/PLAY answered, first RTP packet received; latency from the "
       "scheduled start (generator lag included: its start lag p99 beside it); relay CPU: share of its one core; "
       "gen µs/setup: the load generator's CPU (all its processes) per ready setup, cams: the cameras'; gen core: "
-      "busy share of the generator's core(s) over the step (near 100% with the relay's well below: the generator was the limit)")
+      "busy share of the generator's core(s) over the step (near 100% with the relay's well below: the generator was the limit); "
+      "in offer: the same shares over the STEP_S seconds the starts were scheduled in (relay process / its core / the generator's "
+      "core; the whole-step shares above are diluted by the step's tail): a core near 100% there is where the queue is")
 print("machine busy before each step (other work on the box):", ", ".join(f"{r['rate']}/s {r.get('background_busy_pct')}%" for r in rows))
 head = (f"{'offered/s':>9} {'sessions':>8} {'ready':>7} {'achieved/s':>10} {'failed':>7} {'p50 ms':>8} {'p90 ms':>8} "
         f"{'p99 ms':>8} {'max ms':>8} {'PLAY p99':>8} {'gen lag p99':>11} {'relay CPU':>9} {'relay µs/setup':>14} "
-        f"{'gen µs/setup':>12} {'cams':>5} {'gen core':>8}  failures by kind; relay rejections; kernel")
+        f"{'gen µs/setup':>12} {'cams':>5} {'gen core':>8} {'in offer: relay/core/gen':>24}  failures by kind; relay rejections; kernel")
 print(head); print("-" * len(head))
 for r in rows:
     if r.get("skipped"):
@@ -252,7 +277,8 @@ for r in rows:
     print(f"{r['rate']:>9} {r['sessions']:>8} {r['ready']:>7} {num(r['achieved'], 0):>10} {r['failed']:>7} "
           f"{num(r['p50'], 1):>8} {num(r['p90'], 1):>8} {num(r['p99'], 1):>8} {num(r['max'], 1):>8} "
           f"{num(r['play_p99'], 1):>8} {num(r['start_lag_p99'], 1):>11} {num(r['relay_cpu_pct'], 0):>8}% {num(r.get('relay_cpu_us_per_setup'), 0):>14} "
-          f"{num(r.get('gen_cpu_us_per_setup'), 0):>12} {num(r.get('camera_cpu_us_per_setup'), 0):>5} {num(r.get('gen_core_busy_pct'), 0):>7}%  "
+          f"{num(r.get('gen_cpu_us_per_setup'), 0):>12} {num(r.get('camera_cpu_us_per_setup'), 0):>5} {num(r.get('gen_core_busy_pct'), 0):>7}% "
+          f"{num(r.get('relay_window_pct'), 0) + '/' + num(r.get('relay_core_window_pct'), 0) + '/' + num(r.get('gen_core_window_pct'), 0) + '%':>24}  "
           f"{kinds}; {rej or '-'}; {kern or '-'}")
 if sys.argv[4]:
     p99 = float(sys.argv[5])
