@@ -72,7 +72,10 @@ cleanup() {
 trap cleanup EXIT
 
 . "$root/loadtest/lib.sh"
-# Busy and total jiffies of the CPUs in a taskset list (0, 0,2, 0-3): the generator's core(s).
+# Busy, total and softirq jiffies of the CPUs in a taskset list (0, 0,2, 0-3). Softirq time is
+# not charged to the process it interrupted, and on loopback it is mostly the receiving
+# socket's TCP work run on the sending core: the relay's core pays for delivering its bytes to
+# the generator's sockets.
 core_ticks() {
   python3 -c '
 import sys
@@ -80,13 +83,13 @@ cpus = set()
 for part in sys.argv[1].split(","):
     a, _, b = part.partition("-")
     cpus.update(range(int(a), int(b or a) + 1))
-busy = total = 0
+busy = total = softirq = 0
 for line in open("/proc/stat"):
     f = line.split()
     if f[0].startswith("cpu") and f[0][3:].isdigit() and int(f[0][3:]) in cpus:
         v = list(map(int, f[1:9]))
-        total += sum(v); busy += sum(v) - v[3] - v[4]
-print(busy, total)' "$1"
+        total += sum(v); busy += sum(v) - v[3] - v[4]; softirq += v[6]
+print(busy, total, softirq)' "$1"
 }
 # Runs a command and writes the CPU seconds it and every process it waited for used (rusage of
 # the children: the viewers' parent and its worker processes) to file $1: total, user, system.
@@ -171,18 +174,19 @@ rate, base = int(sys.argv[1]), sys.argv[2]
 ticks, wall_ms, bg = map(int, sys.argv[3:6])
 k0, k1 = (dict(kv.split("=") for kv in a.split()) for a in sys.argv[6:8])
 cam_ticks = int(sys.argv[8])
-(b0, t0), (b1, t1) = (map(int, a.split()) for a in sys.argv[9:11])
+(b0, t0, _), (b1, t1, _) = (map(int, a.split()) for a in sys.argv[9:11])
 gen_core_pct = (b1 - b0) * 100 / (t1 - t0) if t1 > t0 else None
 # Over the offer window: the relay process's share of its core, and each core's busy share.
-relay_window_pct = gen_core_window_pct = relay_core_window_pct = None
+relay_window_pct = gen_core_window_pct = relay_core_window_pct = relay_core_softirq_pct = None
 w = sys.argv[13].split()
-if len(w) == 6:
-    (c0, ms0), (rb0, rt0) = map(int, sys.argv[11].split()), map(int, sys.argv[12].split())
-    cw, gb, gt, rb, rt, msw = map(int, w)
+if len(w) == 8:
+    (c0, ms0), (rb0, rt0, rs0) = map(int, sys.argv[11].split()), map(int, sys.argv[12].split())
+    cw, gb, gt, _, rb, rt, rs, msw = map(int, w)
     if msw > ms0:
         relay_window_pct = (cw - c0) * 100 / ((msw - ms0) / 10)
     gen_core_window_pct = (gb - b0) * 100 / (gt - t0) if gt > t0 else None
-    relay_core_window_pct = (rb - rb0) * 100 / (rt - rt0) if rt > rt0 else None
+    if rt > rt0:
+        relay_core_window_pct, relay_core_softirq_pct = (rb - rb0) * 100 / (rt - rt0), (rs - rs0) * 100 / (rt - rt0)
 try:
     gen_cpu_s, gen_user_s, gen_sys_s = map(float, open(base + ".gen-cpu").read().split())
 except (OSError, ValueError):
@@ -213,7 +217,8 @@ print(json.dumps(dict(
     play_p99=(r.get("setup_latency_ms") or {}).get("p99"), start_lag_p99=(r.get("start_lag_ms") or {}).get("p99"),
     relay_cpu_pct=ticks / (wall_ms / 10) * 100 if wall_ms else None, wall_s=wall_ms / 1000,
     relay_cpu_us_per_setup=ticks * 1e4 / r["sessions_ready"] if r.get("sessions_ready") else None,
-    relay_window_pct=relay_window_pct, relay_core_window_pct=relay_core_window_pct, gen_core_window_pct=gen_core_window_pct,
+    relay_window_pct=relay_window_pct, relay_core_window_pct=relay_core_window_pct,
+    relay_core_softirq_pct=relay_core_softirq_pct, gen_core_window_pct=gen_core_window_pct,
     rejections=rejections, kernel=kernel, background_busy_pct=bg, processes=r.get("processes"),
     gen_cpu_s=gen_cpu_s, gen_user_s=gen_user_s, gen_sys_s=gen_sys_s, camera_cpu_s=cam_ticks / 100, gen_core_busy_pct=gen_core_pct,
     gen_cpu_us_per_setup=gen_cpu_s * 1e6 / r["sessions_ready"] if gen_cpu_s is not None and r.get("sessions_ready") else None,
@@ -221,7 +226,8 @@ print(json.dumps(dict(
 print(f"{rate}/s: {r.get('sessions_ready', 0)}/{r['sessions_requested']} ready, achieved "
       f"{r.get('ready_rate_per_s') or 0:.0f}/s, ready p99 {q.get('p99')} ms, relay CPU {ticks / (wall_ms / 10) * 100:.0f}%, "
       f"generator {gen_cpu_s} CPU s, its core {gen_core_pct or 0:.0f}% busy; while the starts came: relay "
-      f"{relay_window_pct or 0:.0f}% (its core {relay_core_window_pct or 0:.0f}%), generator core {gen_core_window_pct or 0:.0f}%",
+      f"{relay_window_pct or 0:.0f}% (its core {relay_core_window_pct or 0:.0f}%, softirq {relay_core_softirq_pct or 0:.0f}%), "
+      f"generator core {gen_core_window_pct or 0:.0f}%",
       file=sys.stderr)
 PY
 }
@@ -261,12 +267,13 @@ print("ready: GET+POST paired, OPTIONS/DESCRIBE/SETUP/PLAY answered, first RTP p
       "scheduled start (generator lag included: its start lag p99 beside it); relay CPU: share of its one core; "
       "gen µs/setup: the load generator's CPU (all its processes) per ready setup, cams: the cameras'; gen core: "
       "busy share of the generator's core(s) over the step (near 100% with the relay's well below: the generator was the limit); "
-      "in offer: the same shares over the STEP_S seconds the starts were scheduled in (relay process / its core / the generator's "
-      "core; the whole-step shares above are diluted by the step's tail): a core near 100% there is where the queue is")
+      "in offer: the same shares over the STEP_S seconds the starts were scheduled in (relay process / its core (of which softirq: "
+      "on loopback mostly the generator's sockets receiving what the relay sent) / the generator's core; the whole-step shares "
+      "above are diluted by the step's tail): a core near 100% there is where the queue is")
 print("machine busy before each step (other work on the box):", ", ".join(f"{r['rate']}/s {r.get('background_busy_pct')}%" for r in rows))
 head = (f"{'offered/s':>9} {'sessions':>8} {'ready':>7} {'achieved/s':>10} {'failed':>7} {'p50 ms':>8} {'p90 ms':>8} "
         f"{'p99 ms':>8} {'max ms':>8} {'PLAY p99':>8} {'gen lag p99':>11} {'relay CPU':>9} {'relay µs/setup':>14} "
-        f"{'gen µs/setup':>12} {'cams':>5} {'gen core':>8} {'in offer: relay/core/gen':>24}  failures by kind; relay rejections; kernel")
+        f"{'gen µs/setup':>12} {'cams':>5} {'gen core':>8} {'in offer: relay/core (softirq)/gen':>34}  failures by kind; relay rejections; kernel")
 print(head); print("-" * len(head))
 for r in rows:
     if r.get("skipped"):
@@ -278,7 +285,7 @@ for r in rows:
           f"{num(r['p50'], 1):>8} {num(r['p90'], 1):>8} {num(r['p99'], 1):>8} {num(r['max'], 1):>8} "
           f"{num(r['play_p99'], 1):>8} {num(r['start_lag_p99'], 1):>11} {num(r['relay_cpu_pct'], 0):>8}% {num(r.get('relay_cpu_us_per_setup'), 0):>14} "
           f"{num(r.get('gen_cpu_us_per_setup'), 0):>12} {num(r.get('camera_cpu_us_per_setup'), 0):>5} {num(r.get('gen_core_busy_pct'), 0):>7}% "
-          f"{num(r.get('relay_window_pct'), 0) + '/' + num(r.get('relay_core_window_pct'), 0) + '/' + num(r.get('gen_core_window_pct'), 0) + '%':>24}  "
+          f"{num(r.get('relay_window_pct'), 0) + '/' + num(r.get('relay_core_window_pct'), 0) + ' (' + num(r.get('relay_core_softirq_pct'), 0) + ')/' + num(r.get('gen_core_window_pct'), 0) + '%':>34}  "
           f"{kinds}; {rej or '-'}; {kern or '-'}")
 if sys.argv[4]:
     p99 = float(sys.argv[5])
