@@ -93,23 +93,33 @@ pub enum GopBound {
 }
 
 /// One cached packet: where its frame (`$` header, then the RTP packet) lies in the blocks.
+/// 16 bytes: a group of pictures is hundreds of these (208 at 1 Mbit/s with a keyframe every
+/// 2 s), held per camera all the time, so the narrower fields save ~6 KB a camera. A frame is
+/// at most 65,539 bytes (16-bit `$` length) and a block at most that or [`MAX_BLOCK`].
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     /// The block's [`Block::number`].
-    block: usize,
+    block: u32,
     /// Where the frame starts in its block, and its length.
-    offset: usize,
-    len: usize,
+    offset: u32,
+    len: u32,
+    track: u16,
     channel: u8,
-    track: usize,
+}
+
+impl Entry {
+    /// Where the frame starts in its block, and its length.
+    fn place(&self) -> (usize, usize) {
+        (self.offset as usize, self.len as usize)
+    }
 }
 
 /// One block: how many cached packets lie in it, what it costs, and its memory.
 #[derive(Debug, Default)]
 struct Block {
-    /// One more than the block before it: an [`Entry`] finds its block by its distance from
-    /// the oldest one's number.
-    number: usize,
+    /// One more than the block before it (wrapping): an [`Entry`] finds its block by its
+    /// distance from the oldest one's number.
+    number: u32,
     frames: usize,
     capacity: usize,
     /// In a `RefCell` so that [`GopCache::frames`] can share what is written through the
@@ -196,6 +206,8 @@ struct Blocks {
 enum NoRoom {
     /// The relay-wide budget refused the start of a group of pictures.
     Budget,
+    /// A place that does not fit an [`Entry`] (never: a frame is at most 65,539 bytes).
+    TooLarge,
 }
 
 impl Blocks {
@@ -203,13 +215,14 @@ impl Blocks {
     /// returns where they lie: the block's number and the offset in it. The first block of a
     /// cache must fit the relay-wide budget; later blocks of a started group are taken even
     /// past it, and the shell evicts the caches idle longest.
-    fn store(&mut self, header: &[u8], payload: &[u8]) -> Result<(usize, usize), NoRoom> {
+    fn store(&mut self, header: &[u8], payload: &[u8]) -> Result<(u32, u32), NoRoom> {
         let need = header.len() + payload.len();
         if self.open.bytes.get_mut().room() < need {
             self.open_block(need)?;
         }
         let bytes = self.open.bytes.get_mut();
-        let offset = bytes.shared_len + bytes.tail.len();
+        // Within the block (at most a frame or MAX_BLOCK): fits, but checked rather than cut.
+        let offset = u32::try_from(bytes.shared_len + bytes.tail.len()).map_err(|_| NoRoom::TooLarge)?;
         // Within the room checked above: never reallocates, so earlier offsets stay valid.
         bytes.tail.extend_from_slice(header);
         bytes.tail.extend_from_slice(payload);
@@ -251,7 +264,7 @@ impl Blocks {
             return Some(&self.open);
         }
         let oldest = self.filled.front()?.number;
-        self.filled.get(e.block.wrapping_sub(oldest))
+        self.filled.get(usize::try_from(e.block.wrapping_sub(oldest)).ok()?)
     }
 
     /// Makes every byte written so far shareable (a joiner asks for the frames).
@@ -270,30 +283,32 @@ impl Blocks {
     fn frames<'a>(&self, entries: impl Iterator<Item = &'a Entry>) -> Option<Vec<CachedFrame>> {
         let mut out = Vec::with_capacity(entries.size_hint().0);
         // The block being read: its number, bytes, the segment reached and where it starts.
-        let mut at: Option<(usize, std::cell::Ref<'_, BlockBytes>, usize, usize)> = None;
+        let mut at: Option<(u32, std::cell::Ref<'_, BlockBytes>, usize, usize)> = None;
         for e in entries {
             if at.as_ref().is_none_or(|(number, ..)| *number != e.block) {
                 at = Some((e.block, self.block(e)?.bytes.try_borrow().ok()?, 0, 0));
             }
             let (_, bytes, i, start) = at.as_mut()?;
+            let (offset, len) = e.place();
             let segment = loop {
                 let segment = bytes.shared.get(*i)?;
-                if e.offset < *start + segment.len() {
+                if offset < *start + segment.len() {
                     break segment;
                 }
                 *start += segment.len();
                 *i += 1;
             };
-            let from = e.offset.checked_sub(*start)?;
-            let to = from.checked_add(e.len).filter(|&to| to <= segment.len())?;
-            out.push(CachedFrame { channel: e.channel, track: e.track, frame: segment.slice(from..to) });
+            let from = offset.checked_sub(*start)?;
+            let to = from.checked_add(len).filter(|&to| to <= segment.len())?;
+            out.push(CachedFrame { channel: e.channel, track: usize::from(e.track), frame: segment.slice(from..to) });
         }
         Some(out)
     }
 
     /// `f` of the frame of `e`, shared or not.
     fn read<R>(&self, e: &Entry, f: impl FnOnce(&[u8]) -> Option<R>) -> Option<R> {
-        f(self.block(e)?.bytes.try_borrow().ok()?.read(e.offset, e.len)?)
+        let (offset, len) = e.place();
+        f(self.block(e)?.bytes.try_borrow().ok()?.read(offset, len)?)
     }
 
     /// The oldest cached packet left the cache: its block is given back once none of its
@@ -433,6 +448,8 @@ impl GopCache {
     fn push(&mut self, channel: u8, track: usize, payload: &[u8]) {
         // A `$` frame's payload always fits its 16-bit length.
         let Some(header) = interleaved::frame_header(channel, payload.len()) else { return };
+        // Tracks are a camera's few SDP media; one past 65,535 is not cached (and never seen).
+        let Ok(track) = u16::try_from(track) else { return };
         let cost = header.len() + payload.len() + PACKET_OVERHEAD;
         let over = if self.bytes.saturating_add(cost) > self.limits.bytes {
             Some(GopBound::Bytes)
@@ -449,6 +466,10 @@ impl GopCache {
         }
         let (block, offset) = match self.blocks.store(&header, payload) {
             Ok(at) => at,
+            Err(NoRoom::TooLarge) => {
+                self.discard();
+                return;
+            }
             Err(NoRoom::Budget) => {
                 // Not started: joiners meanwhile start with live packets, as with no cache.
                 self.discard();
@@ -461,8 +482,9 @@ impl GopCache {
         };
         self.refused = false;
         self.bytes += cost;
-        let len = header.len() + payload.len();
-        self.frames.push_back(Entry { block, offset, len, channel, track });
+        // At most 65,539: the `$` header and a 16-bit length.
+        let len = (header.len() + payload.len()) as u32;
+        self.frames.push_back(Entry { block, offset, len, track, channel });
     }
 
     /// Drops every packet; the cache waits for the next keyframe.
@@ -478,19 +500,56 @@ impl GopCache {
     fn drop_front(&mut self, n: usize) {
         let n = n.min(self.frames.len());
         for f in self.frames.drain(..n) {
-            self.bytes -= f.len + PACKET_OVERHEAD;
+            self.bytes -= f.place().1 + PACKET_OVERHEAD;
             self.blocks.release_front_frame();
         }
         if self.frames.is_empty() {
             // A new group of pictures starts in a block of its own: the old group's last block
             // is freed now rather than kept alive by the new group's first packets.
             self.blocks.clear();
+        } else if n > 0 {
+            self.move_kept_to_own_block();
         }
         self.au_start = self.au_start.saturating_sub(n);
         if self.frames.capacity() > 4 * self.frames.len().max(64) {
             // A burst (a huge keyframe) must not pin its room for good.
             self.frames.shrink_to(2 * self.frames.len().max(64));
         }
+    }
+
+    /// The packets kept when a group of pictures is dropped are those of the new keyframe's
+    /// access unit that came before the keyframe was seen (its parameter sets, an audio packet
+    /// or two): they sit behind the old group's bytes in its last block, and would keep that
+    /// whole block alive until the next keyframe (half a block a camera on average, with the
+    /// in-band parameter sets most cameras send). They are copied into a block of their own
+    /// when they are fewer bytes than the dead part they free, so the copy never exceeds what
+    /// it frees. If the budget has no room for the new block, they stay where they are.
+    fn move_kept_to_own_block(&mut self) {
+        let Some(first) = self.frames.front() else { return };
+        let dead = first.place().0;
+        let kept: usize = self.frames.iter().map(|e| e.place().1).sum();
+        if kept > dead {
+            return;
+        }
+        let mut fresh = Blocks::default();
+        fresh.account = self.blocks.account.clone();
+        let mut places = Vec::with_capacity(self.frames.len());
+        for e in &self.frames {
+            let stored = self.blocks.read(e, |frame| {
+                let (header, payload) = frame.split_at_checked(4)?;
+                fresh.store(header, payload).ok()
+            });
+            match stored {
+                Some(at) => places.push(at),
+                // `fresh` gives back what it took when dropped.
+                None => return,
+            }
+        }
+        for (e, (block, offset)) in self.frames.iter_mut().zip(places) {
+            (e.block, e.offset) = (block, offset);
+        }
+        // The old blocks (and their budget) are given back as they drop.
+        self.blocks = fresh;
     }
 
     /// Forgets everything (the camera connection was replaced: new SSRCs, new sequence numbers).
@@ -557,7 +616,7 @@ impl GopCache {
         if !self.ready {
             return None;
         }
-        let e = self.frames.iter().find(|e| e.track == track)?;
+        let e = self.frames.iter().find(|e| usize::from(e.track) == track)?;
         let h = self.blocks.read(e, |frame| RtpHeader::parse(frame.get(4..)?))?;
         Some((h.seq, h.timestamp))
     }
@@ -803,6 +862,44 @@ mod tests {
     }
 
     #[test]
+    fn a_keyframes_parameter_sets_do_not_keep_the_old_groups_last_block_alive() {
+        // Most cameras send SPS and PPS in band, in the keyframe's access unit and before it:
+        // they are cached before the keyframe shows that a new group has begun.
+        let a = account(usize::MAX);
+        let mut c = GopCache::with_account(lim(4 << 20), Some(a.clone()));
+        let mut seq = 0;
+        for g in 0..3 {
+            for nal in [SPS, PPS] {
+                seq += 1;
+                video(&mut c, seq, g * 90_000, nal);
+            }
+            feed_gop(&mut c, &mut seq, g * 90_000);
+            assert_eq!(c.packets(), 210);
+        }
+        let fed: Vec<Bytes> = [SPS, PPS, IDR_START]
+            .iter()
+            .map(|nal| {
+                seq += 1;
+                video(&mut c, seq, 900_000, nal)
+            })
+            .collect();
+        // The group is three small packets: one small block, not the old group's last one.
+        assert_eq!((c.packets(), c.held(), a.budget().held()), (3, MIN_BLOCK, MIN_BLOCK));
+        let frames: Vec<Bytes> = c.frames().map(|f| f.payload_bytes()).collect();
+        assert_eq!(frames, fed, "the replay is the access unit as it came");
+        let mut shorter = GopCache::new(lim(4 << 20));
+        feed_gop(&mut shorter, &mut seq, 990_000);
+        feed_gop(&mut c, &mut seq, 990_000);
+        assert!(c.held() <= shorter.held() + MIN_BLOCK, "{} against {}", c.held(), shorter.held());
+    }
+
+    #[test]
+    fn a_cached_packets_place_is_16_bytes() {
+        // Hundreds a camera, held all the time (see `Entry`).
+        assert!(std::mem::size_of::<Entry>() <= 16, "{}", std::mem::size_of::<Entry>());
+    }
+
+    #[test]
     fn a_joiner_gets_the_blocks_memory_and_keeps_it_after_the_cache_lets_go() {
         let a = account(usize::MAX);
         let mut c = GopCache::with_account(lim(4 << 20), Some(a.clone()));
@@ -969,7 +1066,7 @@ mod tests {
                 prop_assert_eq!(at + got.len(), pushed.len(), "runs up to now");
             }
             prop_assert_eq!(acct.budget().held(), small.held());
-            let stored: usize = small.frames.iter().map(|e| e.len).sum();
+            let stored: usize = small.frames.iter().map(|e| e.place().1).sum();
             prop_assert!(small.held() >= stored);
             drop(small);
             prop_assert_eq!(acct.budget().held(), 0);
