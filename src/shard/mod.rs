@@ -15,6 +15,7 @@ mod conn;
 mod conn_table;
 mod event_loop;
 mod gatekeeper;
+mod heap_purge;
 mod kernel_memory;
 mod mailbox;
 mod ops;

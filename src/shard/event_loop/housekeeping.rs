@@ -63,6 +63,8 @@ impl Shard {
             }
         }
         self.on_relay_tick(now);
+        // Freed memory goes back to the kernel within about a tick past its delay.
+        super::super::heap_purge::collect_on_tick();
     }
 
     pub(in crate::shard) fn on_mailbox(&mut self) {
