@@ -435,14 +435,19 @@ impl Conn {
         Ok(base)
     }
 
+    /// Past the checked part of a [`MediaCheck::FirstPacket`] session: its first packet came,
+    /// what follows is only drained.
+    fn only_draining(&self) -> bool {
+        self.media_check == MediaCheck::FirstPacket && self.checker.first_packet_ns.is_some()
+    }
+
     /// Reads and checks media until the stop time (`Ok`) or the connection fails. One timer per
     /// keepalive period (not one per read): the read loop runs under it until it fires.
     async fn play(&mut self, spec: &ViewerSpec, base: &str) -> Result<(), String> {
         let mut keepalive = Instant::now() + Duration::from_secs(20);
         loop {
             let until = keepalive.min(spec.stop_at);
-            let drain = spec.media_check == MediaCheck::FirstPacket && self.checker.first_packet_ns.is_some();
-            let read = if drain { self.drain_until(until).await } else { self.read_until(until, spec).await };
+            let read = if self.only_draining() { self.drain_until(until).await } else { self.read_until(until).await };
             read?;
             if Instant::now() >= spec.stop_at {
                 return Ok(());
@@ -456,9 +461,8 @@ impl Conn {
 
     /// Reads and checks every frame until `until` (`Ok`), or until the first packet came when
     /// only it is checked (`Ok`, early), or the connection fails.
-    async fn read_until(&mut self, until: Instant, spec: &ViewerSpec) -> Result<(), String> {
+    async fn read_until(&mut self, until: Instant) -> Result<(), String> {
         let mut buf = std::mem::take(&mut self.buf);
-        let first_only = spec.media_check == MediaCheck::FirstPacket;
         let read_all = async {
             loop {
                 buf.clear();
@@ -466,7 +470,7 @@ impl Conn {
                     Ok(0) => return Err("closed_by_peer".to_owned()),
                     Ok(_) => {
                         self.feed(&buf, payload::monotonic_ns())?;
-                        if first_only && self.checker.first_packet_ns.is_some() {
+                        if self.only_draining() {
                             return Ok(());
                         }
                     }

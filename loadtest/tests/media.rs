@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,8 +18,10 @@ fn have(program: &str, arg: &str) -> bool {
     Command::new(program).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
-/// Waits up to 30 s for `child`; its output and whether it finished by itself.
-fn wait_bounded(mut child: Child) -> (std::process::Output, bool) {
+/// Runs `cmd` (no stdin, its output captured) for up to 30 s; its output and whether it
+/// finished by itself.
+fn run_bounded(cmd: &mut Command) -> (std::process::Output, bool) {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let end = Instant::now() + Duration::from_secs(30);
     let finished = loop {
         match child.try_wait().unwrap() {
@@ -46,15 +48,11 @@ fn ffmpeg_decodes_the_camera_stream() {
     // when it joins a real camera) and then decodes without a fault.
     for phase in ["play", "random"] {
         let (_cams, addr) = start_cameras_with(2, &["--gop", "10", "--gop-phase", phase]);
-        let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-err_detect", "explode", "-xerror", "-rtsp_transport", "tcp"])
-            .args(["-i", &format!("rtsp://{addr}/cam1"), "-frames:v", "30", "-f", "framemd5", "-"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (out, finished) = wait_bounded(child);
+        let (out, finished) = run_bounded(
+            Command::new("ffmpeg")
+                .args(["-hide_banner", "-nostdin", "-err_detect", "explode", "-xerror", "-rtsp_transport", "tcp"])
+                .args(["-i", &format!("rtsp://{addr}/cam1"), "-frames:v", "30", "-f", "framemd5", "-"]),
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(finished, "{phase}: ffmpeg did not finish in time:\n{stderr}");
         assert!(out.status.success(), "{phase}: ffmpeg failed:\n{stderr}");
@@ -86,15 +84,7 @@ fn gstreamer_decodes_the_camera_stream() {
         "rtspsrc location=rtsp://{addr}/cam0 protocols=tcp ! rtph264depay ! avdec_h264 \
          ! identity eos-after=31 silent=false ! fakesink sync=false"
     );
-    let child = Command::new("gst-launch-1.0")
-        .arg("-v")
-        .args(pipeline.split_whitespace())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (out, finished) = wait_bounded(child);
+    let (out, finished) = run_bounded(Command::new("gst-launch-1.0").arg("-v").args(pipeline.split_whitespace()));
     let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(finished, "gst-launch-1.0 did not finish in time:\n{text}");
     // One chain line per decoded frame passed; `eos-after=N` passes N-1 and ends the stream.
